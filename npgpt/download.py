@@ -1,0 +1,406 @@
+"""Fetch GPT-2 checkpoints, resume cut transfers, verify them, and convert them once.
+
+Everything lives under :func:`home`::
+
+    downloads/openai/124M/          OpenAI's files while they download (``*.part`` until complete)
+    124M/model.safetensors          the converted, memory-mapped npgpt file :func:`resolve` returns
+    hf/<org>--<repo>/model.safetensors   a converted Hugging Face model
+
+Of the seven files OpenAI publishes per size, npgpt fetches the three it reads: ``hparams.json``
+and the ``model.ckpt`` index/data pair. ``encoder.json`` and ``vocab.bpe`` are the same for every
+size and ship with npgpt (``npgpt/assets``); ``model.ckpt.meta`` is TensorFlow's graph definition
+and ``checkpoint`` a pointer file for ``tf.train``: nothing here reads them.
+
+The originals are deleted once converted: the npgpt file holds the same float32 values, keeping
+both would double the disk (6.2 GB more for 1558M), and ``openai_tf.save`` writes the OpenAI
+layout back from it if it is ever needed. Nothing broken is kept either: a download that fails
+its checksums is deleted, so running the command again fetches it afresh.
+
+The library never prints: pass ``progress(filename, done_bytes, total_bytes)`` to see transfers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+
+from . import __version__
+from .config import PRESETS
+from .errors import CheckpointError, NpgptError
+
+Progress = Callable[[str, int, int | None], None]
+
+OPENAI_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"  # as picoGPT's utils.py
+OPENAI_FILES = ("hparams.json", "model.ckpt.index", "model.ckpt.data-00000-of-00001")
+OPENAI_NAMES = tuple(PRESETS)  # 124M, 355M, 774M, 1558M: also the order resolve(None) prefers
+ALIASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
+MODEL_FILE = "model.safetensors"
+BUNDLED = "bundled"
+BUNDLED_NOTICE = "using npgpt's small bundled model (not GPT-2); run `npgpt download 124M` for real GPT-2"
+OFFLINE_HINT = "check your connection, or pass a local checkpoint path with --model"
+_CHUNK = 1 << 20
+_KEYS = {**{n.lower(): n for n in OPENAI_NAMES}, **ALIASES}
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # Hugging Face's org/name (it forbids "--" and "..")
+
+
+def home() -> Path:
+    """npgpt's cache: ``$NPGPT_HOME``, else ``$XDG_CACHE_HOME/npgpt``, else ``~/.cache/npgpt``."""
+    if os.environ.get("NPGPT_HOME"):
+        return Path(os.environ["NPGPT_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "npgpt"
+
+
+def openai_name(name: str) -> str:
+    """``"124M"``, ``"124m"`` or the alias ``"gpt2"`` -> ``"124M"``; anything else is an error."""
+    canonical = _KEYS.get(name.strip().lower())
+    if canonical is None:
+        valid = ", ".join([*OPENAI_NAMES, *ALIASES])
+        raise NpgptError(f"unknown GPT-2 model {name!r}; expected one of {valid}")
+    return canonical
+
+
+def bundled_path() -> Path:
+    """The small model that ships with npgpt (trained by npgpt, not OpenAI's GPT-2)."""
+    return Path(str(resources.files("npgpt").joinpath("assets", "bundled.safetensors")))
+
+
+def hf_dir(repo_id: str, revision: str | None = None) -> Path:
+    """Where the npgpt file converted from a Hugging Face repo (at ``revision``) lives."""
+    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise NpgptError(f"{repo_id!r} is not a Hugging Face repo id; expected ORG/NAME, e.g. openai-community/gpt2")
+    name = repo_id.replace("/", "--")
+    if revision:  # "refs/pr/1" -> "refs--pr--1": one directory, and reversible (see list_cached)
+        name += "@" + revision.replace("/", "--")
+    return home() / "hf" / name
+
+
+def list_cached() -> list[tuple[str, Path]]:
+    """Downloaded models, as ``(name, npgpt file)``: OpenAI's sizes first, then Hugging Face repos."""
+    found = [(n, home() / n / MODEL_FILE) for n in OPENAI_NAMES if (home() / n / MODEL_FILE).is_file()]
+    hf_root = home() / "hf"
+    if hf_root.is_dir():
+        for d in sorted(hf_root.iterdir()):
+            if (d / MODEL_FILE).is_file():
+                found.append((d.name.replace("--", "/"), d / MODEL_FILE))
+    return found
+
+
+def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
+    """The checkpoint to load for a ``--model`` value, and a one-line notice for the user (or None).
+
+    An existing path is used as is; ``124M``/``gpt2``/... and downloaded Hugging Face repo ids
+    map to their converted file; ``bundled`` is the model shipped with npgpt; None picks the
+    smallest downloaded GPT-2, else the bundled model (with a notice saying it is not GPT-2).
+    """
+    if name_or_path is None:
+        for name, path in list_cached():
+            if name in OPENAI_NAMES:
+                return path, None
+        return _bundled(), BUNDLED_NOTICE
+    key = name_or_path.strip()
+    if key and Path(key).expanduser().exists():
+        return Path(key).expanduser(), None
+    if key.lower() == BUNDLED:
+        return _bundled(), None
+    if key.lower() in _KEYS:
+        name = openai_name(key)
+        path = home() / name / MODEL_FILE
+        if path.is_file():
+            return path, None
+        raise NpgptError(f"model {name} is not downloaded; run `npgpt download {name}`")
+    repo_id, _, revision = key.partition("@")
+    if _REPO_ID.fullmatch(repo_id):
+        path = hf_dir(repo_id, revision or None) / MODEL_FILE
+        if path.is_file():
+            return path, None
+        flag = f" --revision {revision}" if revision else ""
+        raise NpgptError(
+            f"{key}: no such file, and no downloaded Hugging Face model of that name; "
+            f"run `npgpt download --hf {repo_id}{flag}`"
+        )
+    available = [n for n, _ in list_cached()] + ([BUNDLED] if bundled_path().is_file() else [])
+    raise NpgptError(
+        f"{name_or_path!r} is not a file or a known model; available: {', '.join(available) or 'none'}; "
+        f"to download: {', '.join(OPENAI_NAMES)} (`npgpt download NAME`) or `npgpt download --hf ORG/NAME`"
+    )
+
+
+def _bundled() -> Path:
+    path = bundled_path()
+    if not path.is_file():
+        raise NpgptError(
+            f"no model available: nothing downloaded and the bundled model is missing ({path}); "
+            "run `npgpt download 124M` or pass a local checkpoint path with --model"
+        )
+    return path
+
+
+def download_openai(
+    name: str,
+    *,
+    base_url: str = OPENAI_URL,
+    progress: Progress | None = None,
+    retries: int = 3,
+    timeout: float = 30.0,
+) -> Path:
+    """Fetch OpenAI's GPT-2 ``name`` (124M, 355M, 774M, 1558M or gpt2, gpt2-medium, ...), verify
+    every tensor's checksum, convert it once and return the npgpt file's path.
+
+    Already converted: returns at once, with no network. A transfer that breaks resumes where it
+    stopped, up to ``retries`` times here and again on the next call. ``progress`` is called as
+    ``(filename, done_bytes, total_bytes or None)`` during each transfer; the one-time conversion
+    reports as ``("model.safetensors", 0, None)`` when it starts and ``(.., n, n)`` when done.
+    """
+    from .formats import npgpt_format, openai_tf
+
+    name = openai_name(name)
+    target = home() / name / MODEL_FILE
+    if target.is_file():
+        return target
+    staging = home() / "downloads" / "openai" / name
+    _mkdir(staging)
+    with _exclusive(staging, f"GPT-2 {name}"):
+        if target.is_file():  # another process finished it between the check above and the lock
+            return target
+        for file in OPENAI_FILES:
+            if not (staging / file).exists():
+                url = f"{base_url.rstrip('/')}/{name}/{file}"
+                _fetch(url, staging / file, progress=progress, retries=retries, timeout=timeout)
+        _report(progress, MODEL_FILE, 0, None)
+        try:
+            config, params = openai_tf.load(staging)
+        except ValueError as e:  # CheckpointError, or a config that makes no sense
+            # Which file broke is unknowable in general (a bad index misreads good data), so
+            # drop them all: the next run starts clean instead of failing the same way forever.
+            shutil.rmtree(staging, ignore_errors=True)
+            detail = str(e).replace(f"{staging}{os.sep}", "").split("; ")[0]  # what broke, not its fix
+            raise CheckpointError(
+                f"the downloaded GPT-2 {name} is corrupt ({detail}); it was deleted, run the same command "
+                "again to download it afresh"
+            ) from None
+        try:
+            npgpt_format.save(target, config, params)
+        except OSError as e:
+            _rmdir_if_empty(target.parent)
+            raise _cannot_write(target, e) from None
+        del params  # may be memory maps of the files deleted next
+        shutil.rmtree(staging, ignore_errors=True)
+    _rmdir_if_empty(staging.parent)
+    _rmdir_if_empty(staging.parent.parent)
+    size = target.stat().st_size
+    _report(progress, MODEL_FILE, size, size)
+    return target
+
+
+def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress | None = None) -> Path:
+    """Fetch a Hugging Face GPT-2 (``config.json`` + ``model.safetensors``) and convert it once.
+
+    The originals stay in Hugging Face's own cache (shared with ``transformers``; clear it with
+    ``hf cache``); npgpt keeps only its converted file, returned here.
+    """
+    import inspect
+
+    from huggingface_hub import hf_hub_download
+
+    from .formats import hf, npgpt_format
+
+    target = hf_dir(repo_id, revision) / MODEL_FILE
+    if target.is_file():
+        return target
+    takes_tqdm = "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub>=0.26
+    paths = []
+    for file in ("config.json", MODEL_FILE):
+        kw = {"tqdm_class": _tqdm_reporting(progress, file)} if progress and takes_tqdm else {}
+        # huggingface_hub's errors change with its version (requests, then httpx); none may reach
+        # the user as a traceback, so every failure becomes one line saying what to do.
+        try:
+            paths.append(Path(hf_hub_download(repo_id, file, revision=revision, **kw)))
+        except Exception as e:
+            raise NpgptError(_hf_failure(e, repo_id, file, revision)) from None
+    if paths[0].parent != paths[1].parent:  # the revision moved between the two downloads
+        raise NpgptError(f"{repo_id} changed while downloading; run the same command again")
+    _report(progress, MODEL_FILE, 0, None)
+    try:
+        config, params = hf.load(paths[0].parent)
+    except ValueError as e:
+        raise CheckpointError(f"{repo_id} is not a GPT-2 checkpoint npgpt can read: {e}") from None
+    try:
+        npgpt_format.save(target, config, params)
+    except OSError as e:
+        _rmdir_if_empty(target.parent)
+        raise _cannot_write(target, e) from None
+    size = target.stat().st_size
+    _report(progress, MODEL_FILE, size, size)
+    return target
+
+
+def _hf_failure(e: Exception, repo_id: str, file: str, revision: str | None) -> str:
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+
+    where = f"{repo_id}/{file}" + (f" at revision {revision}" if revision else "")
+    if isinstance(e, LocalEntryNotFoundError):  # offline, and not in Hugging Face's cache
+        return f"cannot download {where} from the Hugging Face Hub ({_first_line(e)}); {OFFLINE_HINT}"
+    if isinstance(e, EntryNotFoundError):
+        return (f"{repo_id} has no {file}; npgpt reads GPT-2 checkpoints saved as safetensors "
+                "(not pickled pytorch_model.bin)")
+    return f"cannot download {where} from the Hugging Face Hub: {_first_line(e)}"
+
+
+class _Interrupted(Exception):
+    """A transfer that stopped early but can be resumed from what reached the ``.part`` file."""
+
+    def __init__(self, done: int, total: int | None, reason: str):
+        super().__init__(reason)
+        self.done, self.total, self.reason = done, total, reason
+
+
+def _fetch(url: str, dest: Path, *, progress: Progress | None, retries: int, timeout: float) -> None:
+    """Download ``url`` to ``dest`` through ``dest.part``, resuming it; rename only when complete."""
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(retries + 1):
+        try:
+            _fetch_once(url, part, progress, timeout)
+            break
+        except _Interrupted as e:
+            if attempt == retries:
+                of = f" of {e.total:,}" if e.total is not None else ""
+                raise NpgptError(
+                    f"download of {url} stopped at {e.done:,}{of} bytes ({e.reason}); "
+                    "run the same command again to resume"
+                ) from None
+    os.replace(part, dest)
+
+
+def _fetch_once(url: str, part: Path, progress: Progress | None, timeout: float) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": f"npgpt/{__version__}"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the .part is not shorter than the file: keep it only if equal
+            total = re.fullmatch(r"bytes \*/(\d+)", e.headers.get("Content-Range", ""))
+            if total and int(total[1]) == have:
+                return
+            part.unlink()
+            raise _Interrupted(0, None, "the partial file did not match; restarting") from None
+        raise NpgptError(
+            f"download of {url} failed: HTTP {e.code} {e.reason}; try again later, or pass a local "
+            "checkpoint path with --model"
+        ) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # refused, DNS, timeout
+        reason = getattr(e, "reason", e)
+        reason = getattr(reason, "strerror", None) or _first_line(reason)
+        raise NpgptError(f"cannot download {url} ({reason}); {OFFLINE_HINT}") from None
+
+    with response:
+        total = _content_length(response.headers.get("Content-Length"))
+        if have and response.status == 206:
+            got = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
+            if not got or int(got[1]) != have:
+                part.unlink()
+                raise _Interrupted(0, None, "the server resumed at the wrong offset; restarting")
+            total = _content_length(got[2])
+        else:
+            have = 0  # a 200 carries the whole file, also from servers that ignore Range
+        done = have
+        try:
+            with open(part, "ab" if have else "wb") as f:
+                _report(progress, part.name.removesuffix(".part"), done, total)
+                while True:
+                    try:
+                        chunk = response.read(_CHUNK)
+                    except (OSError, http.client.HTTPException) as e:  # reset, timeout, cut short
+                        raise _Interrupted(done, total, _first_line(e) or type(e).__name__) from None
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    done += len(chunk)
+                    _report(progress, part.name.removesuffix(".part"), done, total)
+        except OSError as e:
+            raise _cannot_write(part, e) from None
+    if total is not None and done != total:
+        raise _Interrupted(done, total, "the connection closed early")
+
+
+def _content_length(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _report(progress: Progress | None, name: str, done: int, total: int | None) -> None:
+    if progress is not None:
+        progress(name, done, total)
+
+
+def _first_line(e: object) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _cannot_write(path: Path, e: OSError) -> NpgptError:
+    return NpgptError(f"cannot write {path}: {e.strerror or e}; free some disk space or set NPGPT_HOME")
+
+
+def _mkdir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NpgptError(f"cannot create {directory}: {e.strerror or e}; set NPGPT_HOME to a writable one") from None
+
+
+def _rmdir_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path, what: str) -> Iterator[None]:
+    """Lock ``directory`` so two processes never append to the same ``.part`` file.
+
+    An advisory ``flock``, released by the OS even if the process dies; where there is none
+    (Windows) downloads are not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NpgptError(
+                f"another npgpt process is downloading {what} into {directory}; wait for it to finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _tqdm_reporting(progress: Progress, file: str) -> type:
+    """A silent tqdm class that forwards huggingface_hub's byte counts to ``progress``."""
+    from tqdm import tqdm
+
+    class Reporting(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.pop("name", None)  # huggingface_hub's own tqdm takes a name; tqdm does not
+            super().__init__(*args, **{**kwargs, "disable": True})  # disabled: counts nothing itself
+            progress(file, self.n, self.total)
+
+        def update(self, n=1):
+            self.n += n or 0
+            progress(file, self.n, self.total)
+
+    return Reporting
+

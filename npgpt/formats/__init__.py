@@ -1,0 +1,110 @@
+"""Checkpoint formats: detect what a path holds, load it to (config, params), convert between them.
+
+| format  | what is on disk                                                   | module          |
+|---------|-------------------------------------------------------------------|-----------------|
+| npgpt   | one ``.safetensors`` file, config in its metadata (memory-mapped) | npgpt_format    |
+| hf      | ``model.safetensors`` + ``config.json`` (Hugging Face)            | hf              |
+| openai  | ``hparams.json`` + ``model.ckpt.index``/``.data-*`` (TF bundle)   | openai_tf       |
+
+PyTorch pickles (``pytorch_model.bin``) are refused: unpickling runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import GPT2Config
+from ..errors import CheckpointError
+
+FORMATS = ("npgpt", "hf", "openai")
+NPGPT_FILE = "model.safetensors"  # npgpt's file inside a model directory (e.g. the cache)
+_PICKLES = (".bin", ".pt", ".pth", ".pkl")
+
+
+def detect(path: str | Path) -> str:
+    """Which format ``path`` holds: 'npgpt', 'hf' or 'openai'; CheckpointError if none."""
+    from .npgpt_format import is_npgpt_file
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
+    if path.is_file():
+        if path.suffix in _PICKLES:
+            raise _pickle_error(path)
+        if path.suffix == ".safetensors":
+            if is_npgpt_file(path):
+                return "npgpt"
+            raise CheckpointError(
+                f"{path}: a safetensors file without npgpt's config; pass the Hugging Face directory "
+                "that holds it and its config.json"
+            )
+        if path.name.endswith(".index") or path.name == "hparams.json":
+            return "openai"
+        raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors or a model directory)")
+    weights = path / NPGPT_FILE
+    if weights.exists() and is_npgpt_file(weights):
+        return "npgpt"
+    if weights.exists() and (path / "config.json").exists():
+        return "hf"
+    if (path / "hparams.json").exists() or (path / "model.ckpt.index").exists():
+        return "openai"
+    pickles = [p for p in path.iterdir() if p.suffix in _PICKLES]
+    if pickles:
+        raise _pickle_error(pickles[0])
+    raise CheckpointError(
+        f"{path}: no model found; expected {NPGPT_FILE} (npgpt or Hugging Face with config.json) "
+        "or OpenAI's hparams.json + model.ckpt.index"
+    )
+
+
+def _pickle_error(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: PyTorch pickle files are not loaded (unpickling can run arbitrary code); "
+        "use the model's model.safetensors instead (on the Hugging Face hub every GPT-2 has one)"
+    )
+
+
+def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
+    """Config and float32 NumPy params from any supported checkpoint path."""
+    path = Path(path)
+    fmt = detect(path)
+    if fmt == "npgpt":
+        from . import npgpt_format
+
+        return npgpt_format.load(path if path.is_file() else path / NPGPT_FILE)
+    if fmt == "hf":
+        from . import hf
+
+        return hf.load(path)
+    from . import openai_tf
+
+    return openai_tf.load(path if path.is_dir() else path.parent)
+
+
+def save_checkpoint(path: str | Path, config: GPT2Config, params: dict[str, Any], fmt: str = "npgpt",
+                    dtype: str = "float32") -> Path:
+    """Write params in ``fmt``; npgpt writes a file (a directory gets ``model.safetensors``)."""
+    path = Path(path)
+    if fmt == "npgpt":
+        from . import npgpt_format
+
+        target = path / NPGPT_FILE if path.is_dir() or not path.suffix else path
+        return npgpt_format.save(target, config, params, dtype=dtype)
+    if dtype != "float32":
+        raise CheckpointError(f"--dtype {dtype} is only supported for npgpt's format")
+    if fmt == "hf":
+        from . import hf
+
+        return hf.save(path, config, params)
+    if fmt == "openai":
+        from . import openai_tf
+
+        return openai_tf.save(path, config, params)
+    raise CheckpointError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def convert(src: str | Path, dst: str | Path, fmt: str = "npgpt", dtype: str = "float32") -> Path:
+    """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst``."""
+    config, params = load_checkpoint(src)
+    return save_checkpoint(dst, config, params, fmt=fmt, dtype=dtype)

@@ -1,0 +1,201 @@
+"""Generation: prefill, decode_step, and the one token iterator everything streams from.
+
+The loop follows gpt-fast: a preallocated kv cache (``cache.py``), a ``prefill`` of the
+left-padded prompts, then one ``decode_step`` per token. :func:`events` drives it and yields what
+each row produced at each step; the CLI, the Python API and the server all consume it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .cache import KVCache, init_cache
+from .errors import NpgptError
+from .model import attention_bias
+from .sampling import SamplingParams, choose, log_softmax, row_rngs, top_logprobs
+from .tokenizer import StreamDecoder, Tokenizer
+
+if TYPE_CHECKING:
+    from .api import GPT2
+
+
+@dataclass
+class Batch:
+    """Decoding state of B rows sharing one kv cache.
+
+    Row b's tokens occupy cache slots ``offset[b] .. start[b]-1`` (slots before ``offset[b]`` are
+    left padding); its next token goes to slot ``start[b]`` with position id ``start[b]-offset[b]``.
+    """
+
+    cache: KVCache
+    valid: np.ndarray  # [B, S] bool: slots holding real tokens
+    start: np.ndarray  # [B] next free slot
+    offset: np.ndarray  # [B] slot of position 0
+
+    @property
+    def size(self) -> int:
+        return len(self.start)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Prompts of different lengths -> ids [B, T] padded on the left, and the pad count per row."""
+    T = max(len(r) for r in rows)
+    ids = np.full((len(rows), T), pad_id, dtype=np.int64)
+    n_pad = np.array([T - len(r) for r in rows], dtype=np.int64)
+    for b, r in enumerate(rows):
+        ids[b, n_pad[b]:] = r
+    return ids, n_pad
+
+
+def _forward(model: GPT2, batch: Batch, ids: np.ndarray, last_only: bool) -> np.ndarray:
+    """Run ids [B, T] at each row's ``start``; returns float32 logits [B, T or 1, V] on the host."""
+    T = ids.shape[1]
+    starts = batch.start
+    start: Any = int(starts[0]) if (starts == starts[0]).all() else starts
+    positions = np.maximum(starts[:, None] + np.arange(T) - batch.offset[:, None], 0)  # [B, T]
+    bias = attention_bias(batch.valid, start, T)  # [B, 1, T, S]
+    be = model.backend
+    logits, batch.cache = be.forward(
+        be.asarray(ids), model.params, n_head=model.config.n_head, positions=be.asarray(positions),
+        bias=be.asarray(bias), cache=batch.cache, start=start, last_only=last_only,
+    )
+    batch.start = starts + T
+    return be.to_numpy(logits)
+
+
+def prefill(model: GPT2, rows: Sequence[Sequence[int]], capacity: int) -> tuple[np.ndarray, Batch]:
+    """Encode the prompts into a fresh cache of ``capacity`` slots; logits of each last token [B, V]."""
+    ids, n_pad = left_pad(rows)
+    B, T = ids.shape
+    valid = np.zeros((B, capacity), dtype=bool)
+    for b in range(B):
+        valid[b, n_pad[b]:T] = True
+    like = model.params["wte"]
+    batch = Batch(init_cache(model.config, B, capacity, like), valid, np.zeros(B, np.int64), n_pad)
+    logits = _forward(model, batch, ids, last_only=True)
+    return logits[:, -1, :], batch
+
+
+def decode_step(model: GPT2, batch: Batch, tokens: np.ndarray) -> np.ndarray:
+    """Feed one token per row [B]; logits of the next token [B, V]."""
+    batch.valid[np.arange(batch.size), batch.start] = True
+    return _forward(model, batch, tokens[:, None], last_only=True)[:, -1, :]
+
+
+@dataclass
+class Event:
+    """What one row produced at one step: a text delta (maybe empty) and the token behind it."""
+
+    row: int
+    text: str
+    token: int | None = None
+    logprob: float | None = None
+    top: list[tuple[int, float]] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop" (EOT or a stop sequence) or "length"
+
+
+class TextTracker:
+    """Detokenises one row and applies stop sequences to the text.
+
+    Text that could be the start of a stop sequence is held back until it is clear, so a
+    streamed delta never has to be taken back, and a stop sequence split across tokens is
+    still found.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str]) -> None:
+        self._decoder: StreamDecoder = tokenizer.stream_decoder()
+        self.stop = tuple(stop)
+        self.text = ""  # all text decoded so far (emitted + held back)
+        self.emitted = 0  # characters of text already given out
+
+    def push(self, token: int) -> tuple[str, bool]:
+        """Add a token; returns (delta to emit, whether a stop sequence was hit)."""
+        before = len(self.text)
+        self.text += self._decoder.push(token)
+        hits = [i for s in self.stop if (i := self.text.find(s, max(0, before - len(s) + 1))) >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            return self._emit(len(self.text)), True
+        return self._emit(len(self.text) - self._held_back()), False
+
+    def finish(self) -> str:
+        self.text += self._decoder.flush()
+        return self._emit(len(self.text))
+
+    def _held_back(self) -> int:
+        """Length of the longest suffix of the text that begins some stop sequence."""
+        for k in range(min(len(self.text), max((len(s) for s in self.stop), default=1) - 1), 0, -1):
+            if any(s.startswith(self.text[-k:]) for s in self.stop):
+                return k
+        return 0
+
+    def _emit(self, end: int) -> str:
+        end = max(end, self.emitted)
+        delta, self.emitted = self.text[self.emitted : end], end
+        return delta
+
+
+def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
+    """Reject what cannot run, before any compute."""
+    if not rows:
+        raise NpgptError("no prompts given; pass at least one non-empty prompt")
+    for i, r in enumerate(rows):
+        if len(r) == 0:
+            raise NpgptError(f"prompt {i} is empty; give at least one token of text")
+        if len(r) + params.max_new_tokens > model.config.n_ctx:
+            raise NpgptError(
+                f"prompt {i} has {len(r)} tokens and max_new_tokens is {params.max_new_tokens}: "
+                f"together over the model's context of {model.config.n_ctx}; shorten the prompt "
+                "or lower max_new_tokens"
+            )
+        if max(r) >= model.config.n_vocab or min(r) < 0:
+            raise NpgptError(f"prompt {i} has a token id outside [0, {model.config.n_vocab})")
+
+
+def events(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -> Iterator[Event]:
+    """The token iterator: generate for every prompt (token ids) in one batch, one step at a time.
+
+    Each row stops on its own (EOT, a stop sequence, or ``max_new_tokens``) and gets a final
+    event with ``finish_reason``; the batch ends when every row has stopped.
+    """
+    check_request(model, rows, params)
+    B = len(rows)
+    capacity = max(len(r) for r in rows) + params.max_new_tokens
+    rngs = row_rngs(params.seed, B)
+    counts = np.zeros((B, model.config.n_vocab), dtype=np.float32)
+    trackers = [TextTracker(model.tokenizer, params.stop) for _ in range(B)]
+    active = [True] * B
+    tokens = np.zeros(B, dtype=np.int64)
+
+    logits, batch = prefill(model, rows, capacity)
+    for step in range(params.max_new_tokens):
+        for b in range(B):
+            if not active[b]:
+                continue
+            token = choose(logits[b], counts[b], params, rngs[b])
+            tokens[b] = token
+            counts[b, token] += 1
+            lp, top = None, []
+            if params.logprobs is not None:
+                row_lp = log_softmax(logits[b])
+                lp, top = float(row_lp[token]), top_logprobs(row_lp, params.logprobs)
+            if params.stop_at_eot and token == model.tokenizer.eot_id:
+                active[b] = False
+                yield Event(b, trackers[b].finish(), token, lp, top, "stop")
+                continue
+            delta, stopped = trackers[b].push(token)
+            if stopped:
+                active[b] = False
+                yield Event(b, delta, token, lp, top, "stop")
+            elif step == params.max_new_tokens - 1:
+                active[b] = False
+                yield Event(b, delta + trackers[b].finish(), token, lp, top, "length")
+            else:
+                yield Event(b, delta, token, lp, top)
+        if not any(active):
+            return
+        logits = decode_step(model, batch, tokens)

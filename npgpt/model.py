@@ -1,0 +1,150 @@
+"""The GPT-2 forward pass: small pure functions over a params pytree, in the paper's order.
+
+Written against the Python array API, so the same code runs on NumPy, JAX, PyTorch and CuPy
+arrays. Parameters are nested dicts named as in OpenAI's checkpoint (``wte``, ``wpe``,
+``blocks[i].attn.c_attn.w``, ``ln_f.g``), so ``linear(x, **c_fc)`` reads like the paper and
+``jax.grad`` works on the dict with no wrapper.
+
+Shapes: B batch, T new tokens, S attended tokens (cache + new), H heads, D head dim,
+C n_embd, V n_vocab.
+
+Only Python floats appear as constants: under NumPy 2 a NumPy float64 scalar (``np.sqrt(...)``)
+would silently promote every float32 activation to float64.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from .cache import KVCache, write
+
+Array = Any
+Params = dict[str, Any]
+
+MASKED = -1e9  # added to scores of positions a query may not see; exp() of it is exactly 0
+
+
+def gelu(x: Array) -> Array:  # [...] -> [...]
+    xp = array_namespace(x)
+    # GPT-2 uses the tanh approximation, not the exact erf form.
+    return 0.5 * x * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def softmax(x: Array) -> Array:  # [..., N] -> [..., N]
+    xp = array_namespace(x)
+    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))  # subtracting the max keeps exp finite
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def layer_norm(x: Array, g: Array, b: Array, eps: float = 1e-5) -> Array:  # [..., C] -> [..., C]
+    xp = array_namespace(x)
+    mean = xp.mean(x, axis=-1, keepdims=True)
+    var = xp.var(x, axis=-1, keepdims=True)
+    return g * (x - mean) / xp.sqrt(var + eps) + b
+
+
+def linear(x: Array, w: Array, b: Array) -> Array:  # [..., m] @ [m, n] + [n] -> [..., n]
+    return x @ w + b
+
+
+def ffn(x: Array, c_fc: Params, c_proj: Params) -> Array:  # [B, T, C] -> [B, T, C]
+    return linear(gelu(linear(x, **c_fc)), **c_proj)  # [B, T, C] -> [B, T, 4*C] -> [B, T, C]
+
+
+def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
+    # [B, H, T, D], [B, H, S, D], [B, H, S, D], [B, 1, T, S] -> [B, H, T, D]
+    xp = array_namespace(q)
+    scores = q @ xp.matrix_transpose(k) / math.sqrt(q.shape[-1])  # -> [B, H, T, S]
+    return softmax(scores + bias) @ v  # [B, H, T, S] @ [B, H, S, D] -> [B, H, T, D]
+
+
+def mha(
+    x: Array, c_attn: Params, c_proj: Params, n_head: int, bias: Array, kv: tuple | None, start: Any
+) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C]
+    xp = array_namespace(x)
+    B, T, C = x.shape
+    qkv = linear(x, **c_attn)  # [B, T, C] -> [B, T, 3*C]
+    qkv = xp.reshape(qkv, (B, T, 3, n_head, C // n_head))  # -> [B, T, 3, H, D]
+    qkv = xp.permute_dims(qkv, (2, 0, 3, 1, 4))  # -> [3, B, H, T, D]
+    q, k, v = qkv[0], qkv[1], qkv[2]  # -> 3 x [B, H, T, D]
+    if kv is not None:  # keep this step's keys/values; attend over everything cached so far
+        k, k_buf = write(kv[0], k, start)  # -> [B, H, S, D]
+        v, v_buf = write(kv[1], v, start)  # -> [B, H, S, D]
+        kv = (k_buf, v_buf)
+    out = attention(q, k, v, bias[..., : k.shape[2]])  # -> [B, H, T, D]
+    out = xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (B, T, C))  # -> [B, T, C]
+    return linear(out, **c_proj), kv  # [B, T, C] -> [B, T, C]
+
+
+def block(
+    x: Array, ln_1: Params, attn: Params, ln_2: Params, mlp: Params,
+    n_head: int, bias: Array, kv: tuple | None, start: Any,
+) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C]
+    a, kv = mha(layer_norm(x, **ln_1), **attn, n_head=n_head, bias=bias, kv=kv, start=start)
+    x = x + a  # pre-norm residual: GPT-2 normalises the input of each sub-layer, not its output
+    x = x + ffn(layer_norm(x, **ln_2), **mlp)
+    return x, kv
+
+
+def attention_bias(valid: Array, start: Any, n_new: int) -> Array:
+    """Additive attention mask ``[B, 1, T, S]``: 0 where a query may look, ``MASKED`` elsewhere.
+
+    ``valid`` [B, S] marks the key slots that hold real tokens (False for left padding). The T new
+    tokens of row b sit at slots ``start[b] .. start[b]+T-1`` (``start``: an int or [B] ints);
+    each sees the valid slots up to its own (causal).
+    """
+    xp = array_namespace(valid)
+    B, S = valid.shape
+    start = xp.reshape(xp.asarray(start), (-1, 1))  # -> [B or 1, 1]
+    slots = xp.arange(S)  # [S]
+    queries = xp.arange(n_new) + start  # -> [B or 1, T]
+    causal = slots[None, None, :] <= queries[:, :, None]  # -> [B or 1, T, S]
+    allowed = causal[:, None, :, :] & valid[:, None, None, :]  # -> [B, 1, T, S]
+    return (1.0 - xp.astype(allowed, xp.float32)) * MASKED
+
+
+def gpt2(
+    ids: Array,
+    params: Params,
+    n_head: int,
+    positions: Array | None = None,
+    bias: Array | None = None,
+    cache: KVCache | None = None,
+    start: Any = 0,
+    last_only: bool = False,
+) -> tuple[Array, KVCache | None]:  # [B, T] -> [B, T, V]
+    """Logits for ``ids``; with a ``cache``, the new tokens are written at slot ``start``.
+
+    ``positions`` [B, T] are position ids (default ``start + arange(T)``); ``bias`` [B, 1, T, S]
+    is the mask from :func:`attention_bias` (default: causal, nothing padded). ``last_only``
+    computes logits for the last position only, which is all generation needs after a prefill.
+    """
+    xp = array_namespace(params["wte"])
+    wte, wpe = params["wte"], params["wpe"]
+    B, T = ids.shape
+    if positions is None:
+        positions = xp.broadcast_to(xp.arange(T)[None, :] + xp.reshape(xp.asarray(start), (-1, 1)), (B, T))
+    if bias is None:
+        S = cache.capacity if cache is not None else T
+        bias = attention_bias(xp.ones((B, S), dtype=xp.bool), start, T)
+
+    x = xp.take(wte, xp.reshape(ids, (-1,)), axis=0)  # [B, T] -> [B*T, C]
+    x = xp.reshape(x, (B, T, wte.shape[1]))  # -> [B, T, C]
+    x = x + xp.reshape(xp.take(wpe, xp.reshape(positions, (-1,)), axis=0), (B, T, -1))  # -> [B, T, C]
+
+    new_k, new_v = [], []
+    for i, layer in enumerate(params["blocks"]):
+        kv = (cache.k[i], cache.v[i]) if cache is not None else None
+        x, kv = block(x, **layer, n_head=n_head, bias=bias, kv=kv, start=start)  # -> [B, T, C]
+        if kv is not None:
+            new_k.append(kv[0])
+            new_v.append(kv[1])
+
+    if last_only:
+        x = x[:, -1:, :]  # [B, T, C] -> [B, 1, C]
+    x = layer_norm(x, **params["ln_f"])
+    logits = x @ xp.matrix_transpose(wte)  # the output head is tied to the embedding: -> [B, T, V]
+    return logits, (KVCache(tuple(new_k), tuple(new_v)) if cache is not None else None)

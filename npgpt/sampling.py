@@ -1,0 +1,145 @@
+"""Turning logits into the next token: small pure functions on NumPy arrays, explicit RNG.
+
+Sampling stays out of the model; whatever the backend, the last position's logits come to the
+host as float32 [B, V] and are shaped here one row at a time (each row has its own RNG, so a
+row's tokens do not depend on what else shares its batch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import NpgptError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. ``temperature=0`` is greedy; 0/1.0 disable top_k/top_p."""
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    stop_at_eot: bool = True
+    logprobs: int | None = None  # return the chosen token's logprob and this many alternatives
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop or ()))
+        checks = [
+            (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+             f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}"),
+            (_finite(self.temperature) and self.temperature >= 0,
+             f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}"),
+            (isinstance(self.top_k, int) and self.top_k >= 0,
+             f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}"),
+            (_finite(self.top_p) and 0 < self.top_p <= 1,
+             f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}"),
+            (_finite(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}"),
+            (_finite(self.repetition_penalty) and self.repetition_penalty > 0,
+             f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}"),
+            (_finite(self.presence_penalty) and -2 <= self.presence_penalty <= 2,
+             f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}"),
+            (_finite(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
+             f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty!r}"),
+            (self.seed is None or isinstance(self.seed, int) and self.seed >= 0,
+             f"seed must be a non-negative integer, got {self.seed!r}"),
+            (all(isinstance(s, str) and s for s in self.stop), "stop sequences must be non-empty strings"),
+            (self.logprobs is None or isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20,
+             f"logprobs must be an integer in [0, 20], got {self.logprobs!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise NpgptError(message)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:  # [..., V] -> [..., V]
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def apply_penalties(logits: np.ndarray, counts: np.ndarray, p: SamplingParams) -> np.ndarray:
+    """Discourage tokens already generated. ``counts`` [V]: how often each token occurred.
+
+    Repetition penalty as in CTRL/HF (divide positive logits, multiply negative ones);
+    presence/frequency penalties as in the OpenAI API (subtract per occurrence).
+    """
+    if p.repetition_penalty != 1.0:
+        seen = counts > 0
+        penalised = np.where(logits > 0, logits / p.repetition_penalty, logits * p.repetition_penalty)
+        logits = np.where(seen, penalised, logits).astype(np.float32)
+    if p.presence_penalty or p.frequency_penalty:
+        logits = logits - np.float32(p.presence_penalty) * (counts > 0) - np.float32(p.frequency_penalty) * counts
+    return logits.astype(np.float32, copy=False)
+
+
+def filter_logits(logits: np.ndarray, p: SamplingParams) -> np.ndarray:  # [V] -> [V]
+    """Temperature, then top-k, top-p and min-p: tokens filtered out get -inf."""
+    logits = logits / np.float32(p.temperature)
+    if p.top_k and p.top_k < logits.shape[-1]:
+        kth = np.partition(logits, -p.top_k)[-p.top_k]
+        logits = np.where(logits < kth, -np.inf, logits)
+    if p.top_p < 1.0 or p.min_p > 0.0:
+        probs = np.exp(log_softmax(logits))
+        if p.min_p > 0.0:
+            logits = np.where(probs < p.min_p * probs.max(), -np.inf, logits)
+        if p.top_p < 1.0:
+            order = np.argsort(-probs, kind="stable")
+            cumulative = np.cumsum(probs[order])
+            # keep the smallest prefix whose mass reaches top_p (always at least one token)
+            n_keep = int(np.searchsorted(cumulative, p.top_p, side="left")) + 1
+            drop = order[n_keep:]
+            logits = logits.copy()
+            logits[drop] = -np.inf
+    return logits.astype(np.float32, copy=False)
+
+
+def sample(logits: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw one token from softmax(logits) [V] by inverting the CDF with one uniform number."""
+    probs = np.exp(log_softmax(logits.astype(np.float64)))  # float64 only for the CDF's sum
+    cdf = np.cumsum(probs)
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
+
+
+def choose(logits: np.ndarray, counts: np.ndarray, p: SamplingParams, rng: np.random.Generator) -> int:
+    """The next token for one row: penalties, then greedy or filtered sampling."""
+    logits = apply_penalties(logits, counts, p)
+    if p.greedy:
+        return int(np.argmax(logits))
+    return sample(filter_logits(logits, p), rng)
+
+
+def top_logprobs(logprobs: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The k most likely tokens with their log-probabilities, most likely first."""
+    if k <= 0:
+        return []
+    idx = np.argpartition(-logprobs, k - 1)[:k]
+    idx = idx[np.argsort(-logprobs[idx], kind="stable")]
+    return [(int(i), float(logprobs[i])) for i in idx]
+
+
+def row_rngs(seed: int | None, n: int) -> Sequence[np.random.Generator]:
+    """One generator per row: row i of a seeded batch draws the same as prompt i alone."""
+    if seed is None:
+        return [np.random.default_rng() for _ in range(n)]
+    return [np.random.default_rng([seed, i]) for i in range(n)]

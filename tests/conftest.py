@@ -1,0 +1,82 @@
+"""Shared fixtures: random-init models of several shapes, and the same weights in Hugging Face."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npgpt.api import GPT2
+from npgpt.config import PRESETS, GPT2Config
+from npgpt.formats import hf
+from npgpt.formats.names import flatten, init_params, unflatten
+
+# Full GPT-2 vocabulary so the real tokenizer can be used with every test model.
+CONFIGS = {
+    "tiny": GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2),
+    "odd": GPT2Config(n_ctx=96, n_embd=48, n_head=3, n_layer=5),
+    "124M": PRESETS["124M"],
+}
+
+
+def random_params(config: GPT2Config, seed: int = 0) -> dict:
+    """GPT-2-shaped random weights with non-trivial gains and biases, so every tensor matters."""
+    params = init_params(config, seed=seed)
+    rng = np.random.default_rng(seed + 1000)
+    flat = flatten(params)
+    for name, arr in flat.items():
+        if name.endswith(".g"):
+            flat[name] = (1.0 + 0.1 * rng.standard_normal(arr.shape)).astype(np.float32)
+        elif name.endswith(".b"):
+            flat[name] = (0.02 * rng.standard_normal(arr.shape)).astype(np.float32)
+    return unflatten(flat, config)
+
+
+@functools.cache
+def model_pair(name: str, tmp_root: str) -> tuple[GPT2, object]:
+    """(npgpt model, HF GPT2LMHeadModel) with identical random weights; cached per session."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    config = CONFIGS[name]
+    params = random_params(config, seed=len(name))
+    path = Path(tmp_root) / f"hf-{name}"
+    hf.save(path, config, params)
+    torch.manual_seed(0)
+    ref = GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
+    return GPT2(config, params, source=str(path)), ref
+
+
+@pytest.fixture(scope="session")
+def hf_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("hf"))
+
+
+@pytest.fixture(scope="session")
+def pair(hf_root: str):  # noqa: ANN201
+    """Call ``pair(name)`` for a cached (npgpt model, HF model) of CONFIGS[name]."""
+    return lambda name: model_pair(name, hf_root)
+
+
+def hf_logits(ref, ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:  # noqa: ANN001
+    import torch
+
+    with torch.no_grad():
+        kw = {}
+        if attention_mask is not None:
+            mask = torch.tensor(attention_mask)
+            kw = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        return ref(torch.tensor(ids), **kw).logits.numpy()
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120, input: str | None = None):  # noqa: ANN201
+    """Run the real ``npgpt`` entry point in a subprocess."""
+    exe = Path(sys.executable).parent / "npgpt"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "npgpt.cli"]
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=full_env, timeout=timeout, input=input)

@@ -1,0 +1,306 @@
+"""Downloads against a real HTTP server on 127.0.0.1: complete, cut and resumed, corrupt, offline.
+
+The server serves a tiny random GPT-2 in OpenAI's layout, answers ``Range`` requests with 206,
+and can be told to close a transfer after N bytes, to flip a byte of a file, or to ignore
+``Range`` and answer 200 as some servers do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npgpt import download
+from npgpt.config import GPT2Config
+from npgpt.errors import CheckpointError, NpgptError
+from npgpt.formats import hf, npgpt_format, openai_tf
+from npgpt.formats.names import init_params
+from npgpt.model import gpt2
+
+CONFIG = GPT2Config(n_vocab=96, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
+DATA = "model.ckpt.data-00000-of-00001"  # ~120 KB for CONFIG
+IDS = np.array([[5, 17, 3, 95, 0, 42]])
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """Params, and a directory serving them as OpenAI's ``124M``."""
+    root = tmp_path_factory.mktemp("openai")
+    params = init_params(CONFIG, seed=1)
+    openai_tf.save(root / "124M", CONFIG, params)
+    return params, root
+
+
+class FileServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.root = root
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.cut: dict[str, int] = {}  # file name -> bytes sent before the connection closes (once)
+        self.corrupt: set[str] = set()  # file names served with one byte flipped
+        self.ignore_range = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request, client_address):  # a client gone mid-transfer is expected
+        pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FileServer
+
+    def do_GET(self):
+        srv, rng = self.server, self.headers.get("Range")
+        srv.requests.append((self.path, rng))
+        path = srv.root / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = bytearray(path.read_bytes())
+        if path.name in srv.corrupt:
+            data[len(data) // 2] ^= 0xFF
+        start = 0
+        asked = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if asked and not srv.ignore_range:
+            start = int(asked[1])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = bytes(data[start:])
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        # HTTP/1.0: the connection closes when the handler returns, so a cut body arrives short.
+        self.wfile.write(body[: srv.cut.pop(path.name, len(body))])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(source):
+    srv = FileServer(source[1])
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPGPT_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def assert_same_model(path: Path, params) -> None:
+    config, loaded = npgpt_format.load(path)
+    assert config == CONFIG
+    np.testing.assert_array_equal(gpt2(IDS, loaded, CONFIG.n_head)[0], gpt2(IDS, params, CONFIG.n_head)[0])
+
+
+def data_requests(srv: FileServer) -> list[str | None]:
+    return [rng for path, rng in srv.requests if path.endswith(DATA)]
+
+
+def test_download_converts_once_and_matches_the_source(server, source, cache):
+    calls = []
+    path = download.download_openai("124M", base_url=server.url, progress=lambda *a: calls.append(a))
+    assert path == cache / "124M" / "model.safetensors"
+    assert_same_model(path, source[0])
+    assert sorted(p for p, _ in server.requests) == sorted(f"/124M/{f}" for f in download.OPENAI_FILES)
+    assert data_requests(server) == [None]
+    size = (source[1] / "124M" / DATA).stat().st_size
+    assert calls[-1][0] == "model.safetensors" and (DATA, size, size) in calls
+    assert not (cache / "downloads").exists()  # originals are gone once converted
+    # Converted already: the alias resolves to it with no request at all.
+    assert download.download_openai("gpt2", base_url=server.url) == path
+    assert len(server.requests) == 3
+
+
+def test_cut_transfer_resumes_on_the_next_run(server, source, cache):
+    server.cut[DATA] = 50_000
+    with pytest.raises(NpgptError, match="stopped at 50,000 of .* run the same command again to resume"):
+        download.download_openai("124M", base_url=server.url, retries=0)
+    part = cache / "downloads" / "openai" / "124M" / f"{DATA}.part"
+    assert part.stat().st_size == 50_000
+    assert not (cache / "124M").exists()
+    path = download.download_openai("124M", base_url=server.url)
+    assert data_requests(server) == [None, "bytes=50000-"]
+    assert_same_model(path, source[0])
+
+
+@pytest.mark.parametrize("ignore_range", [False, True], ids=["206", "200-restarts"])
+def test_cut_transfer_is_retried_within_one_call(server, source, ignore_range):
+    server.cut[DATA] = 30_000
+    server.ignore_range = ignore_range  # a server that ignores Range sends it all again: start over
+    path = download.download_openai("124M", base_url=server.url)
+    assert data_requests(server) == [None, "bytes=30000-"]
+    assert_same_model(path, source[0])
+
+
+@pytest.mark.parametrize("extra", [0, 7], ids=["complete-part", "oversized-part"])
+def test_part_file_not_shorter_than_the_file(server, source, cache, extra):
+    # The server answers 416 to a Range past the end: a .part of exactly the file's size was
+    # complete (the rename never happened); a longer one is garbage and is fetched again.
+    staging = cache / "downloads" / "openai" / "124M"
+    staging.mkdir(parents=True)
+    full = (source[1] / "124M" / DATA).read_bytes()
+    (staging / f"{DATA}.part").write_bytes(full + b"x" * extra)
+    path = download.download_openai("124M", base_url=server.url)
+    assert data_requests(server) == [f"bytes={len(full) + extra}-"] + ([None] if extra else [])
+    assert_same_model(path, source[0])
+
+
+def test_a_second_process_cannot_write_the_same_download(server, cache):
+    fcntl = pytest.importorskip("fcntl")
+    staging = cache / "downloads" / "openai" / "124M"
+    staging.mkdir(parents=True)
+    fd = os.open(staging, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # flock locks belong to the open file, so this "is" another process
+        with pytest.raises(NpgptError, match="another npgpt process is downloading GPT-2 124M"):
+            download.download_openai("124M", base_url=server.url)
+    finally:
+        os.close(fd)
+    assert server.requests == []
+
+
+def test_corrupt_download_is_rejected_deleted_then_refetched(server, source, cache):
+    server.corrupt.add(DATA)
+    with pytest.raises(CheckpointError, match="corrupt.*crc32c.*run the same command again"):
+        download.download_openai("124M", base_url=server.url)
+    assert not (cache / "124M").exists()
+    assert list(cache.rglob("*.safetensors")) == []
+    assert not (cache / "downloads" / "openai" / "124M" / DATA).exists()
+    with pytest.raises(NpgptError, match="not downloaded"):
+        download.resolve("124M")
+    server.corrupt.clear()
+    assert_same_model(download.download_openai("124M", base_url=server.url), source[0])
+    assert data_requests(server) == [None, None]
+
+
+def test_unreachable_server_is_one_line_with_what_to_do(cache):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(NpgptError) as e:
+        download.download_openai("355M", base_url=f"http://127.0.0.1:{port}", timeout=5)
+    msg = str(e.value)
+    assert "\n" not in msg and f"127.0.0.1:{port}/355M/hparams.json" in msg
+    assert "check your connection" in msg and "--model" in msg
+    assert list(cache.rglob("*.safetensors")) == []
+
+
+def test_http_error_and_unknown_name(server):
+    with pytest.raises(NpgptError, match="HTTP 404"):
+        download.download_openai("774M", base_url=server.url)
+    with pytest.raises(NpgptError, match="124M, 355M, 774M, 1558M, gpt2"):
+        download.download_openai("125M", base_url=server.url)
+
+
+def test_home_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert download.home() == tmp_path / "home"
+    monkeypatch.delenv("NPGPT_HOME")
+    assert download.home() == tmp_path / "xdg" / "npgpt"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert download.home() == tmp_path / "user" / ".cache" / "npgpt"
+
+
+@pytest.fixture
+def bundled(tmp_path, monkeypatch):
+    path = tmp_path / "bundled.safetensors"
+    monkeypatch.setattr(download, "bundled_path", lambda: path)
+    return path
+
+
+def fake_model(cache: Path, name: str) -> Path:
+    path = cache / name / "model.safetensors"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")  # resolve only picks files; loading is not its job
+    return path
+
+
+def test_resolve_rules(cache, bundled, tmp_path):
+    own = tmp_path / "mine.safetensors"
+    own.write_bytes(b"")
+    assert download.resolve(str(own)) == (own, None)
+    with pytest.raises(NpgptError, match=r"model 124M is not downloaded; run `npgpt download 124M`"):
+        download.resolve("gpt2")
+    with pytest.raises(NpgptError, match="bundled model is missing"):
+        download.resolve(None)
+    bundled.write_bytes(b"")
+    path, notice = download.resolve(None)
+    assert path == bundled and "bundled" in notice and "npgpt download 124M" in notice
+    assert download.resolve("bundled") == (bundled, None)
+    m355 = fake_model(cache, "355M")
+    assert download.resolve(None) == (m355, None)
+    m124 = fake_model(cache, "124M")
+    assert download.resolve(None) == (m124, None)  # the smallest GPT-2 downloaded
+    assert download.resolve("gpt2-medium") == (m355, None)
+    with pytest.raises(NpgptError, match=r"npgpt download --hf org/tiny"):
+        download.resolve("org/tiny")
+    with pytest.raises(NpgptError, match="available: 124M, 355M, bundled"):
+        download.resolve("nonsense")
+    assert download.list_cached() == [("124M", m124), ("355M", m355)]
+
+
+def test_download_hf_converts_once(monkeypatch, tmp_path, cache, source):
+    import huggingface_hub
+
+    snapshot = hf.save(tmp_path / "snapshot", CONFIG, source[0])
+    fetched = []
+
+    def fake_hf_hub_download(repo_id, filename, *, revision=None, tqdm_class=None):
+        fetched.append((repo_id, filename, revision))
+        size = (snapshot / filename).stat().st_size
+        bar = tqdm_class(total=size, initial=0, unit="B", unit_scale=True, desc=filename)
+        bar.update(size)
+        bar.close()
+        return str(snapshot / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
+    calls = []
+    path = download.download_hf("org/tiny", progress=lambda *a: calls.append(a))
+    assert path == cache / "hf" / "org--tiny" / "model.safetensors"
+    assert_same_model(path, source[0])
+    size = (snapshot / "model.safetensors").stat().st_size
+    assert ("model.safetensors", size, size) in calls and ("config.json", 0, calls[0][2]) == calls[0]
+    assert download.download_hf("org/tiny") == path and len(fetched) == 2  # converted once
+    assert download.resolve("org/tiny") == (path, None)
+    assert download.list_cached() == [("org/tiny", path)]
+    with pytest.raises(NpgptError, match="not a Hugging Face repo id"):
+        download.download_hf("../escape")
+
+
+def test_download_hf_offline_is_one_line(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    def offline(repo_id, filename, **kw):
+        raise LocalEntryNotFoundError("Cannot reach the Hub.\nSecond line of detail.")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(NpgptError) as e:
+        download.download_hf("org/tiny", revision="v1")
+    msg = str(e.value)
+    assert "\n" not in msg and "org/tiny/config.json at revision v1" in msg and "--model" in msg

@@ -1,0 +1,155 @@
+"""npgpt/generate.py: the kv cache, batching, stop handling and streaming are exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from npgpt.errors import NpgptError
+from npgpt.generate import TextTracker, decode_step, left_pad, prefill
+from npgpt.tokenizer import Tokenizer
+
+PROMPTS = ["The quick brown fox jumps over the lazy dog.", "Hello", "In the beginning God created", "1 2 3 4"]
+
+
+@pytest.mark.parametrize("name", ["odd", pytest.param("124M", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_cached_decoding_equals_full_recomputation(pair, name, batch):
+    model, _ = pair(name)
+    rows = [model.tokenizer.encode(p) for p in PROMPTS[:batch]]
+    steps = 64
+    logits, state = prefill(model, rows, max(map(len, rows)) + steps)
+    seqs = [list(r) for r in rows]
+    worst = 0.0
+    for step in range(1, steps + 1):
+        tokens = logits.argmax(-1)
+        for b in range(batch):
+            seqs[b].append(int(tokens[b]))
+        logits = decode_step(model, state, tokens)
+        if step % 16 == 0:  # full recomputation is the slow part: check every 16th step, in one batch
+            ids, n_pad = left_pad(seqs)
+            mask = np.arange(ids.shape[1])[None, :] >= n_pad[:, None]
+            full = model.logits(ids, attention_mask=mask)[:, -1]
+            worst = max(worst, np.abs(full - logits).max())
+    assert worst <= 1e-4
+
+
+def test_batch_equals_each_prompt_alone(pair):
+    model, _ = pair("odd")
+    batched = model.completions(PROMPTS, max_new_tokens=24, temperature=0, stop_at_eot=False, logprobs=5)
+    for prompt, got in zip(PROMPTS, batched, strict=True):
+        alone = model.completions([prompt], max_new_tokens=24, temperature=0, stop_at_eot=False, logprobs=5)[0]
+        assert got.tokens == alone.tokens
+        assert np.abs(np.array(got.token_logprobs) - np.array(alone.token_logprobs)).max() <= 1e-4
+    # and the logits under left padding equal the logits of the row alone
+    rows = [model.tokenizer.encode(p) for p in PROMPTS]
+    logits, _ = prefill(model, rows, 64)
+    for b, r in enumerate(rows):
+        assert np.abs(logits[b] - model.logits([r])[0, -1]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["tiny", "odd"])
+def test_greedy_equals_hugging_face_generate(pair, name):
+    import torch
+
+    model, ref = pair(name)
+    for prompt in PROMPTS[:3]:
+        ids = model.tokenizer.encode(prompt)
+        with torch.no_grad():
+            out = ref.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               max_new_tokens=30, do_sample=False, pad_token_id=0)
+        expected = out[0, len(ids):].tolist()
+        got = model.completions([prompt], max_new_tokens=30, temperature=0, stop_at_eot=False)[0].tokens
+        assert got == expected
+
+
+def test_greedy_limits(pair):
+    model, _ = pair("odd")
+    kw = dict(max_new_tokens=16, stop_at_eot=False)
+    greedy = model.generate(PROMPTS[0], temperature=0, **kw)
+    assert model.generate(PROMPTS[0], top_k=1, seed=1, **kw) == greedy
+    assert model.generate(PROMPTS[0], top_p=1e-9, seed=2, **kw) == greedy
+    assert model.generate(PROMPTS[0], temperature=1e-6, seed=3, **kw) == greedy
+
+
+def test_seed_reproducible_and_rows_independent_of_batch(pair):
+    model, _ = pair("odd")
+    kw = dict(max_new_tokens=20, temperature=1.0, top_k=50, top_p=0.95, stop_at_eot=False)
+    a = model.generate(PROMPTS[0], seed=7, **kw)
+    assert model.generate(PROMPTS[0], seed=7, **kw) == a
+    assert model.generate([PROMPTS[0], PROMPTS[1]], seed=7, **kw)[0] == a
+    assert model.generate(PROMPTS[0], seed=8, **kw) != a
+
+
+def test_stream_concatenates_to_generate(pair):
+    model, _ = pair("odd")
+    kw = dict(max_new_tokens=40, temperature=0.9, seed=5, stop=[" the"])
+    deltas = list(model.stream(PROMPTS[0], **kw))
+    assert "".join(deltas) == model.generate(PROMPTS[0], **kw)
+    for row, delta in model.stream(PROMPTS[:2], **kw):
+        assert isinstance(row, int) and delta
+
+
+def test_stop_sequence_spanning_two_tokens_stops_at_right_character():
+    tok = Tokenizer()
+    ids = tok.encode("Hello world, and goodbye")
+    stop = "o wor"  # starts inside "Hello" and ends inside " world"
+    tracker = TextTracker(tok, [stop])
+    out, stopped = "", False
+    for t in ids:
+        delta, stopped = tracker.push(t)
+        out += delta
+        if stopped:
+            break
+    assert stopped and out == "Hell"
+
+
+def test_stop_sequence_in_generation(pair):
+    model, _ = pair("odd")
+    free = model.generate(PROMPTS[2], max_new_tokens=30, temperature=0, stop_at_eot=False)
+    stop = free[5:9]  # a piece of text the greedy run is known to produce
+    cut = model.completions([PROMPTS[2]], max_new_tokens=30, temperature=0, stop_at_eot=False, stop=[stop])[0]
+    assert cut.text == free[: free.index(stop)]
+    assert cut.finish_reason == "stop"
+
+
+def test_rows_stop_independently(pair):
+    model, _ = pair("odd")
+    free = model.generate(PROMPTS[0], max_new_tokens=20, temperature=0, stop_at_eot=False)
+    stop = free[3:7]
+    both = model.completions([PROMPTS[0], PROMPTS[1]], max_new_tokens=20, temperature=0,
+                             stop_at_eot=False, stop=[stop])
+    alone = model.completions([PROMPTS[1]], max_new_tokens=20, temperature=0, stop_at_eot=False, stop=[stop])[0]
+    assert both[0].finish_reason == "stop" and both[0].text == free[: free.index(stop)]
+    assert both[1].tokens == alone.tokens and both[1].finish_reason == alone.finish_reason
+
+
+def test_logprobs_are_the_models(pair):
+    model, _ = pair("tiny")
+    c = model.completions([PROMPTS[1]], max_new_tokens=3, temperature=0, stop_at_eot=False, logprobs=3)[0]
+    ids = model.tokenizer.encode(PROMPTS[1])
+    logits = model.logits([ids])[0, -1].astype(np.float64)
+    expected = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+    assert c.tokens[0] == int(np.argmax(logits))
+    assert abs(c.token_logprobs[0] - expected[c.tokens[0]]) < 1e-4
+    assert [t for t, _ in c.top_logprobs[0]] == list(np.argsort(-expected)[:3])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(temperature=-0.1), "temperature"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(top_k=-1), "top_k"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(max_new_tokens=10_000), "context"),
+])
+def test_bad_parameters_fail_before_compute(pair, kwargs, match):
+    model, _ = pair("tiny")
+    with pytest.raises(NpgptError, match=match):
+        model.generate("Hello", **kwargs)
+
+
+def test_empty_prompt_is_an_error(pair):
+    model, _ = pair("tiny")
+    with pytest.raises(NpgptError, match="empty"):
+        model.generate("")

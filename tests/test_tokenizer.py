@@ -1,0 +1,282 @@
+"""The tokenizer is exact: ids equal Hugging Face's GPT-2 tokenizer built from the same vendored
+files (offline), text round-trips, and the streaming decoder never emits half a character.
+
+References, both built from ``npgpt/assets`` so no test touches the network:
+- ``transformers.GPT2TokenizerFast``: the canonical HF class (its ``<|endoftext|>`` is special).
+- a bare ``tokenizers`` ByteLevel BPE, the engine under that class, with no special tokens: the
+  reference for ``allow_special=False``, where ``<|endoftext|>`` is ordinary text (it equals
+  ``GPT2TokenizerFast`` with ``split_special_tokens=True``, checked on the corpus).
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer as HFEngine
+from tokenizers import decoders, models, pre_tokenizers
+
+from npgpt.tokenizer import EOT, EOT_ID, Tokenizer, default_files
+
+ENCODER_JSON, VOCAB_BPE = (str(p) for p in default_files())
+
+CORPUS = {
+    "prose": "The quick brown fox jumps over the lazy dog. It was the best of times, it was "
+    "the worst of times; \"quoted\" — em-dash… ellipsis (parens) [brackets] {braces}!?",
+    "python": "def f(x):\n    if x > 0:\n        return x ** 2  # square\n\treturn -x\n\n\n"
+    "class A:\n    pass\n",
+    "javascript": "const f = (a, b) => {\n  return a?.b ?? `${a}-${b}`;\n};\n"
+    "if (x !== null) { console.log(\"hi\"); }\n",
+    "emoji": "🎉 party 😀😃 👍🏽 👍🏿 👩‍👩‍👧‍👦 family 🏳️‍🌈 flag 👩🏽‍💻 coder 🇯🇵 ❤️",
+    "cjk": "日本語のテキスト、中文文本。한국어 텍스트입니다。　全角スペース",
+    "arabic_hebrew": "مرحبا بالعالم، كيف حالك؟ שלום עולם",
+    "accents": "café naïve résumé Ångström Straße coöperate",
+    "combining": "e\u0301 a\u0308 n\u0303 \u0915\u094d\u0937 Z\u0351\u0307\u0350a\u0313\u0315lgo",
+    "whitespace_runs": "a  b   c\t\td \t \n e\n\n\nf\r\n\r\ng    ",
+    "leading_spaces": "   x",
+    "trailing_spaces": "x   ",
+    "only_newlines": "\n\n\n",
+    "only_spaces": "     ",
+    "unicode_spaces": "a\u00a0b\u2003c\u3000d\u2028e\u0085f\x0b\x0cg",
+    "contractions": "it's don't they're we've I'm you'll he'd 'S IT'S DON'T I'LL "
+    "o'clock rock'n'roll",
+    "contractions_spaced": " 's 't 're 've 'm 'll 'd ''s",
+    # The contraction rule is case-sensitive: "'Sam" is "'" + "Sam", while "'sam" is "'s" + "am".
+    "contractions_case": "'Sam 'Tom 'Dan 'Mike 'LLama 'VEry 'REd 'sam 'tom 'dan 'mike 'llama",
+    "numbers": "0 1 12 123 1234 12345 3.14159 -42 1e10 1,000,000 ٣٤٥ ²³ ½ Ⅻ",
+    "urls": "https://example.com/path?q=1&r=two#frag mailto:a@b.co www.x.org/~user/",
+    "eot_inside": "before<|endoftext|>after <|endoftext|> spaced<|endoftext|><|endoftext|>",
+    "eot_broken": "<|endoftext| <|endoftext <endoftext|> <|ENDOFTEXT|>",
+    "control_chars": "\x00\x01\x7f\u200b\u200c\u200d\ufeff\ufffd",
+    "astral": "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𓀀 🀄 \U0010fffd",
+    "empty": "",
+}
+
+# Fragments the property tests splice together: the places where pre-tokenizers disagree if
+# they disagree at all (whitespace before letters, apostrophes, the special token).
+FRAGMENTS = [
+    " ", "  ", "\t", "\n", "\n\n", "\r\n", "\u00a0", "\u3000", "'", "'s", "'t", "'re", "'ve",
+    "'m", "'ll", "'d", "'S", "'T", "'M", "'D", "'LL", "'RE", "'VE", "0", "42", "٣", "½", "a",
+    "am", "The", " the", "Sam", "LLama", "é", "e\u0301",
+    "日本", "한", "مرحبا", "🎉", "👍🏽", "👩‍💻", "\u200d", "\ufe0f", "\ufffd", "<|", "|>",
+    EOT, ".", "...", "->", "#", "\x00",
+]
+TEXT = st.lists(
+    st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4)), max_size=40
+).map("".join)
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer()
+
+
+@pytest.fixture(scope="module")
+def hf_engine() -> HFEngine:
+    """GPT-2's byte-level BPE in ``tokenizers``, no special tokens."""
+    engine = HFEngine(models.BPE.from_file(ENCODER_JSON, VOCAB_BPE))
+    engine.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    engine.decoder = decoders.ByteLevel()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def hf_gpt2():
+    """``GPT2TokenizerFast`` from the vendored files: transformers 4 names the arguments
+    ``vocab_file``/``merges_file``, transformers 5 ``vocab``/``merges`` (and silently ignores
+    the old names, leaving a 1-token vocabulary, hence the length check)."""
+    from transformers import GPT2TokenizerFast
+
+    params = inspect.signature(GPT2TokenizerFast.__init__).parameters
+    if "vocab_file" in params:
+        hf = GPT2TokenizerFast(vocab_file=ENCODER_JSON, merges_file=VOCAB_BPE)
+    else:
+        hf = GPT2TokenizerFast(vocab=ENCODER_JSON, merges=VOCAB_BPE)
+    assert len(hf) == 50257
+    return hf
+
+
+def test_known_ids(tok: Tokenizer) -> None:
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.encode(EOT, allow_special=True) == [EOT_ID] == [50256]
+    assert tok.n_vocab == 50257
+    assert tok.eot_id == EOT_ID
+    assert tok.decode([15496, 995]) == "Hello world"
+    assert tok.decode([EOT_ID]) == EOT
+    assert tok.token_bytes(EOT_ID) == EOT.encode()
+
+
+@pytest.mark.parametrize("bad_id", [50257, 10**6, -1, -(2**70)])
+def test_out_of_vocabulary_ids_raise_value_error(tok: Tokenizer, bad_id: int) -> None:
+    with pytest.raises(ValueError, match=f"token id {bad_id} is not in GPT-2's vocabulary"):
+        tok.decode([15496, bad_id])
+    with pytest.raises(ValueError, match=f"token id {bad_id} is not in GPT-2's vocabulary"):
+        tok.stream_decoder().push(bad_id)
+
+
+def test_numpy_ids(tok: Tokenizer) -> None:
+    """Generation hands over numpy integers; they decode like Python ints."""
+    ids = np.array([15496, 995, 8582, 236, 231], dtype=np.int32)
+    assert tok.decode(ids) == tok.decode(ids.astype(np.int64)) == "Hello world🎉"
+    assert "".join(tok.stream_decoder().decode_iter(ids)) == "Hello world🎉"
+
+
+def test_special_token_is_not_injectable(tok: Tokenizer) -> None:
+    ids = tok.encode(f"a{EOT}b")
+    assert EOT_ID not in ids
+    assert tok.decode(ids) == f"a{EOT}b"
+    assert tok.encode(f"a{EOT}b", allow_special=True) == [64, EOT_ID, 65]
+
+
+@pytest.mark.parametrize("text", CORPUS.values(), ids=CORPUS.keys())
+def test_corpus_matches_hugging_face(
+    text: str, tok: Tokenizer, hf_engine: HFEngine, hf_gpt2
+) -> None:
+    # HF always recognises <|endoftext|>: the same as allow_special=True.
+    expected_special = hf_gpt2.encode(text)
+    assert tok.encode(text, allow_special=True) == expected_special
+    # With the special token split into ordinary text, HF matches allow_special=False.
+    expected_plain = hf_gpt2(text, split_special_tokens=True)["input_ids"]
+    assert tok.encode(text) == expected_plain == hf_engine.encode(text).ids
+    assert tok.decode(expected_plain) == hf_engine.decode(expected_plain) == text
+    assert tok.decode(expected_special) == text
+
+
+def test_whole_corpus_matches_hugging_face(tok: Tokenizer, hf_gpt2) -> None:
+    """Joined, so pre-token boundaries between the samples are exercised too."""
+    text = "\n".join(CORPUS.values())
+    assert tok.encode(text, allow_special=True) == hf_gpt2.encode(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200))
+def test_roundtrip_any_unicode(tok: Tokenizer, text: str) -> None:
+    # st.text() draws from all of Unicode except surrogates (which cannot be UTF-8 encoded).
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.decode(tok.encode(text, allow_special=True)) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=TEXT)
+def test_matches_hugging_face_on_arbitrary_text(
+    tok: Tokenizer, hf_engine: HFEngine, text: str
+) -> None:
+    assert tok.encode(text) == hf_engine.encode(text).ids
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=TEXT)
+def test_special_matches_hugging_face_on_arbitrary_text(
+    tok: Tokenizer, hf_gpt2, text: str
+) -> None:
+    assert tok.encode(text, allow_special=True) == hf_gpt2.encode(text)
+
+
+def _is_partial_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+# The 256 single-byte tokens are ids 0..255; PARTIAL_IDS are the tokens whose bytes are not valid
+# UTF-8 on their own (the pieces of multi-byte characters: b"\xf0\x9f", b"\x8e", ...).
+_SINGLE_BYTE_IDS = st.integers(0, 255)
+_PARTIAL_IDS = sorted(
+    i for i in range(EOT_ID) if _is_partial_utf8(Tokenizer().token_bytes(i))
+)
+TOKEN_IDS = st.lists(
+    st.one_of(_SINGLE_BYTE_IDS, st.sampled_from(_PARTIAL_IDS), st.integers(0, EOT_ID)),
+    max_size=30,
+)
+
+
+def test_partial_ids_exist() -> None:
+    assert len(_PARTIAL_IDS) > 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=TOKEN_IDS)
+def test_stream_equals_decode_on_any_ids(tok: Tokenizer, hf_engine: HFEngine, ids) -> None:
+    stream = tok.stream_decoder()
+    pieces = [stream.push(i) for i in ids] + [stream.flush()]
+    assert "".join(pieces) == tok.decode(ids)
+    # Replacement characters for broken UTF-8 are placed exactly as HF places them.
+    assert tok.decode(ids) == hf_engine.decode(ids)
+    emitted = list(tok.stream_decoder().decode_iter(ids))
+    assert "" not in emitted
+    assert "".join(emitted) == tok.decode(ids)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=100), data=st.data())
+def test_stream_never_emits_half_characters(tok: Tokenizer, text: str, data) -> None:
+    ids = tok.encode(text)
+    stream = tok.stream_decoder()
+    out = ""
+    for n, token_id in enumerate(ids, start=1):
+        out += stream.push(token_id)
+        # Everything emitted is a prefix of the text (so no spurious U+FFFD, no half
+        # characters), and it is every complete character decoded so far (nothing held back).
+        assert text.startswith(out)
+        assert out == tok.decode_bytes(ids[:n]).decode("utf-8", errors="ignore")
+    assert out + stream.flush() == text
+
+    # Cut the stream anywhere: flushing gives exactly what decode gives for that prefix.
+    k = data.draw(st.integers(0, len(ids)), label="cut")
+    cut = tok.stream_decoder()
+    assert "".join(cut.push(i) for i in ids[:k]) + cut.flush() == tok.decode(ids[:k])
+
+
+def test_partial_utf8_decodes_to_replacement(tok: Tokenizer) -> None:
+    ids = tok.encode("🎉")
+    assert len(ids) > 1  # 4 UTF-8 bytes spread over several tokens
+    assert tok.decode(ids) == "🎉"
+    assert "\ufffd" in tok.decode(ids[:1])
+    assert "\ufffd" in tok.decode(ids[1:])
+    stream = tok.stream_decoder()
+    assert [stream.push(i) for i in ids] == [""] * (len(ids) - 1) + ["🎉"]
+    stream = tok.stream_decoder()
+    assert stream.push(ids[0]) == ""
+    assert stream.flush() == "\ufffd"  # a dangling prefix is one replacement character
+
+
+def test_stream_decoder_is_reusable_after_flush(tok: Tokenizer) -> None:
+    stream = tok.stream_decoder()
+    first = tok.encode("🎉")[0]
+    stream.push(first)
+    stream.flush()
+    assert [stream.push(i) for i in tok.encode("ok 🎉")][-1] == "🎉"
+
+
+def _run_python(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout
+
+
+def test_construction_is_fast() -> None:
+    """A fresh interpreter imports tiktoken and builds the encoding from encoder.json in < 1 s."""
+    elapsed = float(
+        _run_python(
+            "import time; t = time.perf_counter()\n"
+            "from npgpt.tokenizer import Tokenizer; Tokenizer()\n"
+            "print(time.perf_counter() - t)"
+        )
+    )
+    assert elapsed < 1.0, f"Tokenizer() took {elapsed:.2f} s"
+
+
+def test_import_npgpt_does_not_load_tokenizer() -> None:
+    out = _run_python(
+        "import sys, npgpt\n"
+        "print(sorted(m for m in ('tiktoken', 'npgpt.tokenizer') if m in sys.modules))"
+    )
+    assert out.strip() == "[]", f"`import npgpt` loaded {out.strip()}"
