@@ -60,7 +60,7 @@ class GPT2:
         if T > self.config.n_ctx:
             raise NpgptError(f"sequence of {T} tokens exceeds the model's context of {self.config.n_ctx}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.n_vocab):
-            raise NpgptError(f"token ids must be in [0, {self.config.n_vocab})")
+            raise NpgptError(f"token ids must be in [0, {self.config.n_vocab}), the model's vocabulary")
         valid = np.ones((B, T), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0)
         be = self.backend

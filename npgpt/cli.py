@@ -122,6 +122,7 @@ def _prompts(prompt: str | None, file: Path | None) -> list[str]:
 def download(
     name: Annotated[str | None, typer.Argument(help="124M, 355M, 774M or 1558M (OpenAI's files).")] = None,
     hf: Annotated[str | None, typer.Option("--hf", help="A Hugging Face repo id, e.g. openai-community/gpt2.")] = None,  # noqa: E501
+    revision: Annotated[str | None, typer.Option(help="Branch, tag or commit of the --hf repo.")] = None,
 ) -> None:
     """Download GPT-2 weights into the cache (`$NPGPT_HOME`, default ~/.cache/npgpt) and convert them once.
 
@@ -142,7 +143,10 @@ def download(
                 tasks[filename] = bar.add_task(filename, total=total)
             bar.update(tasks[filename], completed=done, total=total)
 
-        path = dl.download_hf(hf, progress=progress) if hf else dl.download_openai(name, progress=progress)
+        if hf:
+            path = dl.download_hf(hf, revision=revision, progress=progress)
+        else:
+            path = dl.download_openai(name, progress=progress)
     _console().print(f"saved {path}")
 
 

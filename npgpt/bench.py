@@ -1,0 +1,695 @@
+"""Benchmarks: how fast npgpt runs GPT-2 on this machine, next to Hugging Face + PyTorch.
+
+Every engine (an npgpt backend, Hugging Face ``GPT2LMHeadModel``, npgpt without its kv cache)
+runs in a subprocess of its own, ``python -m npgpt.bench --worker SPEC``, which prints one JSON
+line. That way start-up is measured from a fresh interpreter and peak memory (``ru_maxrss``)
+belongs to one engine, not to whichever ran before it. Each engine gets the same weights
+(written once to a temporary directory) and the same random prompts.
+
+What is measured, per engine:
+
+- ``ttft_ms``: time to first token of a short prompt (median of 5, after a warm-up);
+- ``decode_tps``: tokens/s decoding ``new_tokens`` greedy tokens per row after a short prompt,
+  for each batch size;
+- ``prefill_tps``: tokens/s encoding one long prompt;
+- ``startup_s``: ``import`` + load, in the fresh process;
+- ``rss_decode_mb`` (peak after loading and decoding at batch 1) and ``rss_peak_mb`` (at the end).
+
+Decoding one token reads every weight once, so its speed is bounded by memory bandwidth:
+``bandwidth / bytes_per_token`` tokens/s at batch 1. The bench measures this machine's read rate
+with a NumPy matrix-vector product over 1 GiB and reports decode speed as a fraction of it.
+
+Only :func:`bench_command` prints; :func:`run_bench` returns one dict (what ``--json`` emits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import NpgptError
+
+ENGINES = ("numpy", "jax", "torch", "cupy")  # npgpt's backends, as in backends.BACKENDS
+HF = "hf-torch"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to run. Defaults are the figures the README quotes (GPT-2 124M shape)."""
+
+    model: str | None = None  # preset name or checkpoint path; None: 124M (random) / the default model
+    random: bool = False  # random weights of the model's shape: offline, any preset size
+    backends: tuple[str, ...] = ("numpy", "jax", "torch")
+    batches: tuple[int, ...] = (1, 8, 32)
+    prompt_len: int = 512  # prefill
+    short_prompt: int = 16  # time to first token, and the prompt decoding starts from
+    new_tokens: int = 128
+    compare: tuple[str, ...] = ()  # ("hf",) to run Hugging Face transformers + PyTorch too
+    baseline_tokens: int = 256  # npgpt without a kv cache (0 = skip)
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    bandwidth_mib: int = 1024  # matrix size for the bandwidth measurement
+    train: bool = False
+    train_batch: int = 4
+    train_seq: int = 128
+    train_steps: int = 3
+    precision: bool = False  # accuracy of float16 / bfloat16 / int8 weight storage
+    seed: int = 0
+
+
+# -- what the numbers are measured against ----------------------------------------------------------
+def bytes_per_token(config: Any) -> int:
+    """Bytes of float32 weights one decode step reads: every tensor but ``wpe``, of which one row."""
+    return 4 * (config.n_params - config.n_ctx * config.n_embd + config.n_embd)
+
+
+def memory_bandwidth(mib: int = 1024, repeats: int = 3) -> float:
+    """Read rate of this machine in bytes/s: float32 matrix-vector products over ``mib`` MiB.
+
+    The best pass over eight matrices, each read once per pass, in the layout the model's own
+    weights use (``x @ w``) and transposed (``x @ w.T``); the faster one counts.
+    """
+    import numpy as np
+
+    rows = max(8, mib * 2**20 // (8 * 4 * 4096))
+    mats = [np.random.default_rng(i).standard_normal((rows, 4096), dtype=np.float32) for i in range(8)]
+    x_in, x_out = np.ones((1, rows), np.float32), np.ones((1, 4096), np.float32)
+    total = sum(m.nbytes for m in mats)
+    best = float("inf")
+    for _ in range(repeats):
+        for product in (lambda m: x_in @ m, lambda m: x_out @ m.T):
+            t = time.perf_counter()
+            for m in mats:
+                product(m)
+            best = min(best, time.perf_counter() - t)
+    return total / best
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (10**6 bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6  # bytes on macOS, KiB elsewhere
+
+
+# -- engines: one interface over npgpt and Hugging Face ----------------------------------------------
+class NpgptEngine:
+    """npgpt's own generation path: ``prefill`` into a preallocated cache, then ``decode_step``."""
+
+    def __init__(self, path: str, backend: str) -> None:
+        from .api import load
+
+        self.model = load(path, backend=backend)
+        self.n_vocab = self.model.config.n_vocab
+
+    def prefill(self, ids: Any, capacity: int) -> tuple[Any, Any]:  # ids [B, T] -> next tokens [B], state
+        from .generate import prefill
+
+        logits, batch = prefill(self.model, ids.tolist(), capacity)
+        return logits.argmax(-1), batch
+
+    def step(self, state: Any, tokens: Any) -> tuple[Any, Any]:  # [B] -> [B]
+        from .generate import decode_step
+
+        return decode_step(self.model, state, tokens).argmax(-1), state
+
+
+class HFEngine:
+    """Hugging Face ``GPT2LMHeadModel`` with its kv cache: the same loop, in PyTorch."""
+
+    def __init__(self, path: str, threads: int) -> None:
+        import inspect
+
+        import torch
+        from transformers import GPT2LMHeadModel
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = GPT2LMHeadModel.from_pretrained(path).eval()
+        self.n_vocab = self.model.config.vocab_size
+        # transformers 5 calls the cache argument ``cache``; 4.x called it ``past_key_values``.
+        self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def _run(self, ids: Any, cache: Any) -> tuple[Any, Any]:
+        kw = {self.cache_arg: cache} if cache is not None else {}
+        with self.torch.inference_mode():
+            out = self.model(self.torch.from_numpy(ids), use_cache=True, logits_to_keep=1, **kw)
+        return out.logits[:, -1].argmax(-1).numpy(), out[self.cache_arg]
+
+    def prefill(self, ids: Any, capacity: int) -> tuple[Any, Any]:
+        return self._run(ids, None)
+
+    def step(self, state: Any, tokens: Any) -> tuple[Any, Any]:
+        return self._run(tokens[:, None], state)
+
+
+def measure_engine(engine: Any, s: BenchSettings) -> dict[str, Any]:
+    """TTFT, decode tokens/s per batch size, prefill tokens/s and memory of one engine (in its process)."""
+    import numpy as np
+
+    rng = np.random.default_rng(s.seed)
+    out: dict[str, Any] = {"rss_load_mb": peak_rss_mb()}
+
+    short = rng.integers(0, engine.n_vocab, (1, s.short_prompt))
+    engine.prefill(short, s.short_prompt + s.new_tokens)  # warm-up (JAX compiles here)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        engine.prefill(short, s.short_prompt + s.new_tokens)
+        times.append(time.perf_counter() - t)
+    out["ttft_ms"] = 1e3 * float(np.median(times))
+
+    out["decode_tps"] = {}
+    for B in sorted(s.batches):
+        ids = rng.integers(0, engine.n_vocab, (B, s.short_prompt))
+        out["decode_tps"][str(B)] = B * s.new_tokens / _decode_seconds(engine, ids, s.new_tokens)
+        if B == 1:
+            out["rss_decode_mb"] = peak_rss_mb()
+    out.setdefault("rss_decode_mb", peak_rss_mb())
+
+    long = rng.integers(0, engine.n_vocab, (1, s.prompt_len))
+    engine.prefill(long[:, :16], s.prompt_len + 1)  # warm-up
+    best = float("inf")
+    for _ in range(2):
+        t = time.perf_counter()
+        engine.prefill(long, s.prompt_len + 1)
+        best = min(best, time.perf_counter() - t)
+    out["prefill_tps"] = s.prompt_len / best
+    out["rss_peak_mb"] = peak_rss_mb()
+    return out
+
+
+def _decode_seconds(engine: Any, ids: Any, n: int) -> float:
+    """Seconds for ``n`` greedy decode steps after prefilling ``ids`` (one untimed warm-up run first)."""
+    capacity = ids.shape[1] + n + 1
+    for steps in (min(n, 4), n):
+        tokens, state = engine.prefill(ids, capacity)
+        t = time.perf_counter()
+        for _ in range(steps):
+            tokens, state = engine.step(state, tokens)
+        elapsed = time.perf_counter() - t
+    return elapsed
+
+
+def measure_nocache(path: str, backend: str, prompt: int, n: int, seed: int = 0) -> dict[str, Any]:
+    """Seconds to generate ``n`` greedy tokens with the kv cache and without it (picoGPT's loop:
+    the whole sequence through ``model.gpt2`` at every step; logits of the last position only)."""
+    import numpy as np
+
+    engine = NpgptEngine(path, backend)
+    model, be = engine.model, engine.model.backend
+    ids = np.random.default_rng(seed).integers(0, engine.n_vocab, (1, prompt))
+
+    t = time.perf_counter()
+    tokens, state = engine.prefill(ids, prompt + n)
+    for _ in range(n - 1):
+        tokens, state = engine.step(state, tokens)
+    cached = time.perf_counter() - t
+
+    seq = ids
+    t = time.perf_counter()
+    for _ in range(n):
+        logits, _ = be.forward(be.asarray(seq), model.params, n_head=model.config.n_head, last_only=True)
+        seq = np.concatenate([seq, be.to_numpy(logits)[:, -1].argmax(-1)[:, None]], axis=1)
+    uncached = time.perf_counter() - t
+    return {"tokens": n, "cached_s": cached, "nocache_s": uncached, "speedup": uncached / cached}
+
+
+# -- training (opt-in) ------------------------------------------------------------------------------
+def measure_train_npgpt(path: str, s: BenchSettings) -> dict[str, Any]:
+    """Tokens/s of npgpt's jitted JAX ``train_step`` (AdamW) on ``[train_batch, train_seq]`` windows."""
+    import importlib
+
+    try:
+        step_mod = importlib.import_module("npgpt.train.step")
+        import jax
+        import jax.numpy as jnp
+    except ImportError as e:
+        return {"error": f"npgpt.train.step unavailable ({e}); install npgpt[train]"}
+    if not (hasattr(step_mod, "make_train_step") and hasattr(step_mod, "optimizer")):
+        return {"error": "npgpt.train.step has no make_train_step/optimizer"}
+    import numpy as np
+
+    from .formats import load_checkpoint
+
+    config, params = load_checkpoint(path)
+    opt = step_mod.optimizer(lr=3e-4, steps=1000, warmup=10)
+    train_step = step_mod.make_train_step(opt, n_head=config.n_head)
+    params = jax.tree.map(jnp.asarray, params)
+    opt_state = opt.init(params)
+    rng = np.random.default_rng(s.seed)
+    batch = jnp.asarray(rng.integers(0, config.n_vocab, (1, s.train_batch, s.train_seq + 1)), jnp.int32)
+    t = time.perf_counter()
+    params, opt_state, metrics = train_step(params, opt_state, batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(s.train_steps):
+        params, opt_state, metrics = train_step(params, opt_state, batch)
+    jax.block_until_ready(metrics)
+    step_s = (time.perf_counter() - t) / s.train_steps
+    return {"tokens_per_s": s.train_batch * s.train_seq / step_s, "step_s": step_s, "compile_s": compile_s,
+            "rss_peak_mb": peak_rss_mb()}
+
+
+def measure_train_hf(hf_path: str, s: BenchSettings) -> dict[str, Any]:
+    """Tokens/s of the same step in PyTorch: HF loss, backward, clip to 1.0, ``torch.optim.AdamW``."""
+    import numpy as np
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    torch.set_num_threads(s.threads)
+    model = GPT2LMHeadModel.from_pretrained(hf_path, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    rng = np.random.default_rng(s.seed)
+    ids = torch.from_numpy(rng.integers(0, model.config.vocab_size, (s.train_batch, s.train_seq)))
+
+    def step() -> None:
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    t = time.perf_counter()
+    for _ in range(s.train_steps):
+        step()
+    step_s = (time.perf_counter() - t) / s.train_steps
+    return {"tokens_per_s": s.train_batch * s.train_seq / step_s, "step_s": step_s, "rss_peak_mb": peak_rss_mb()}
+
+
+# -- reduced-precision storage (opt-in) ---------------------------------------------------------------
+def round_weights(w: Any, dtype: str, axis: int = 0) -> Any:
+    """``w`` stored as ``dtype`` and widened back to float32 (what float32 compute would see).
+
+    int8 keeps one float32 scale per slice along ``axis`` (0: per output column of ``[in, out]``).
+    """
+    import numpy as np
+
+    if dtype == "float16":
+        return w.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":  # keep the top 16 bits of each float32, rounding to nearest even
+        bits = np.ascontiguousarray(w, np.float32).view(np.uint32)
+        bits = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+        return bits.view(np.float32)
+    if dtype == "int8":  # symmetric, one float32 scale per output column
+        scale = np.abs(w).max(axis=axis, keepdims=True) / np.float32(127.0)
+        scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
+        return (np.round(w / scale).astype(np.int8).astype(np.float32) * scale).astype(np.float32)
+    raise ValueError(f"unknown storage dtype {dtype!r}; expected float16, bfloat16 or int8")
+
+
+def measure_precision(path: str, dtypes: tuple[str, ...] = ("float16", "bfloat16", "int8"),
+                      rows: int = 4, seq: int = 64, seed: int = 0) -> dict[str, Any]:
+    """Logits and next-token loss with every matrix stored in ``dtype``, against float32 (random text)."""
+    import numpy as np
+
+    from .formats import load_checkpoint
+    from .formats.names import flatten, unflatten
+    from .model import gpt2
+    from .train.loss import cross_entropy
+
+    config, params = load_checkpoint(path)
+    ids = np.random.default_rng(seed).integers(0, config.n_vocab, (rows, seq + 1))
+    ref, _ = gpt2(ids[:, :-1], params, config.n_head)
+    ref_ce = float(cross_entropy(ref, ids[:, 1:]))
+    out: dict[str, Any] = {"float32": {"cross_entropy": ref_ce}}
+    for dtype in dtypes:
+        # wte is also the output head, [V, C] used as x @ wte.T: one scale per vocabulary row.
+        flat = {k: (round_weights(v, dtype, axis=1 if k == "wte" else 0) if v.ndim == 2 else v)
+                for k, v in flatten(params).items()}
+        logits, _ = gpt2(ids[:, :-1], unflatten(flat, config), config.n_head)
+        ce = float(cross_entropy(logits, ids[:, 1:]))
+        bytes_per = {"float16": 2, "bfloat16": 2, "int8": 1}[dtype]
+        out[dtype] = {"logits_max_abs_diff": float(np.abs(logits - ref).max()), "cross_entropy": ce,
+                      "cross_entropy_change": ce - ref_ce,
+                      "weight_bytes": bytes_per * config.n_params}
+    return out
+
+
+# -- the worker: one engine in a fresh process ---------------------------------------------------------
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement named by ``spec["job"]``; what ``python -m npgpt.bench --worker`` prints."""
+    s = BenchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()})
+    job = spec["job"]
+    if job == "bandwidth":
+        return {"bytes_per_s": memory_bandwidth(s.bandwidth_mib), "rss_peak_mb": peak_rss_mb()}
+    if job == "npgpt":
+        t = time.perf_counter()
+        engine: Any = NpgptEngine(spec["path"], spec["backend"])
+        return {"startup_s": time.perf_counter() - t, **measure_engine(engine, s)}
+    if job == "hf":
+        t = time.perf_counter()
+        engine = HFEngine(spec["path"], s.threads)
+        return {"startup_s": time.perf_counter() - t, **measure_engine(engine, s)}
+    if job == "nocache":
+        return measure_nocache(spec["path"], "numpy", s.short_prompt, s.baseline_tokens, s.seed)
+    if job == "train-npgpt":
+        return measure_train_npgpt(spec["path"], s)
+    if job == "train-hf":
+        return measure_train_hf(spec["path"], s)
+    if job == "precision":
+        return measure_precision(spec["path"])
+    raise ValueError(f"unknown bench job {job!r}")
+
+
+def spawn(job: str, settings: BenchSettings, **spec: Any) -> dict[str, Any]:
+    """Run ``worker`` in a fresh interpreter; its JSON result, or ``{"error": ...}`` if it failed."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(settings.threads)
+    arg = json.dumps({"job": job, "settings": asdict(settings), **spec})
+    proc = subprocess.run([sys.executable, "-m", "npgpt.bench", "--worker", arg],
+                          capture_output=True, text=True, env=env, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"{job} worker failed ({proc.returncode}): {tail}"}
+    return json.loads(lines[-1])
+
+
+def import_seconds() -> dict[str, Any]:
+    """Seconds to ``import npgpt`` in a fresh interpreter, and to reach ``npgpt.load`` (numpy, the API)."""
+    code = ("import time; t = time.perf_counter(); import npgpt; a = time.perf_counter() - t; npgpt.load; "
+            "print(a, time.perf_counter() - t)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    try:
+        plain, api = map(float, proc.stdout.split())
+    except ValueError:
+        return {"error": f"import npgpt failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"}
+    return {"import_s": plain, "import_api_s": api}
+
+
+# -- the whole bench ------------------------------------------------------------------------------------
+def installed(backend: str) -> bool:
+    import importlib.util
+
+    if backend == "numpy":
+        return True
+    if importlib.util.find_spec(backend) is None:
+        return False
+    if backend == "cupy":  # installed is not enough: it needs a GPU
+        try:
+            import cupy
+
+            return cupy.cuda.runtime.getDeviceCount() > 0
+        except Exception:  # no driver, no device: the backend cannot run
+            return False
+    return True
+
+
+def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Every measurement ``s`` asks for, as one JSON-ready dict (see the module docstring)."""
+    unknown = [b for b in s.backends if b not in ENGINES]
+    if unknown:
+        raise NpgptError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ENGINES)}")
+    if set(s.compare) - {"hf"}:
+        raise NpgptError(f"--compare takes 'hf', got {','.join(s.compare)!r}")
+    if not s.batches or min(s.batches) < 1 or s.new_tokens < 1 or s.short_prompt < 1 or s.prompt_len < 16:
+        raise NpgptError("batch sizes and --new-tokens must be >= 1, --prompt-len >= 16")
+    with tempfile.TemporaryDirectory(prefix="npgpt-bench-") as tmp:
+        progress("writing the weights")
+        config, path, hf_path, source = _checkpoints(s, Path(tmp))
+        if max(s.prompt_len, s.short_prompt + s.new_tokens, s.short_prompt + s.baseline_tokens) >= config.n_ctx:
+            raise NpgptError(f"prompts plus new tokens must fit the context of {config.n_ctx} tokens; "
+                             "lower --prompt-len, --new-tokens or --baseline-tokens")
+        result: dict[str, Any] = {
+            "machine": _machine(s),
+            "model": {"source": source, "random": s.random, **config.to_dict(), "n_params": config.n_params,
+                      "weight_mb": 4 * config.n_params / 1e6, "bytes_per_token": bytes_per_token(config)},
+            "settings": asdict(s),
+        }
+        progress("measuring memory bandwidth")
+        bw = spawn("bandwidth", s)
+        result["machine"]["bandwidth_gbs"] = bw.get("bytes_per_s", float("nan")) / 1e9
+        result["import"] = import_seconds()
+        engines: dict[str, Any] = {}
+        for backend in s.backends:
+            name = f"npgpt-{backend}"
+            if not installed(backend):
+                engines[name] = {"error": f"backend {backend} is not installed"}
+                continue
+            progress(f"running {name}")
+            engines[name] = spawn("npgpt", s, path=str(path), backend=backend)
+        if "hf" in s.compare:
+            progress("running Hugging Face transformers + PyTorch")
+            engines[HF] = spawn("hf", s, path=str(hf_path))
+        result["engines"] = engines
+        if s.baseline_tokens:
+            progress(f"running npgpt without a kv cache ({s.baseline_tokens} tokens)")
+            result["nocache"] = spawn("nocache", s, path=str(path))
+        if s.train:
+            progress("training steps: npgpt (JAX)")
+            result["train"] = {"npgpt-jax": spawn("train-npgpt", s, path=str(path))}
+            if hf_path is not None:
+                progress("training steps: Hugging Face + PyTorch")
+                result["train"][HF] = spawn("train-hf", s, path=str(hf_path))
+        if s.precision:
+            progress("reduced-precision storage")
+            result["precision"] = spawn("precision", s, path=str(path))
+    _add_derived(result)
+    return result
+
+
+def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, str]:
+    """(config, npgpt checkpoint, HF directory or None, description) for the engines to load."""
+    from .config import PRESETS
+    from .download import resolve
+    from .formats import detect, load_checkpoint, save_checkpoint
+
+    need_hf = "hf" in s.compare or s.train
+    if s.random:
+        name = s.model or "124M"
+        if name in PRESETS:
+            config = PRESETS[name]
+        else:
+            config, _ = load_checkpoint(resolve(name)[0])
+        from .formats.names import init_params
+
+        params = init_params(config, seed=s.seed)
+        path = save_checkpoint(tmp / "model.safetensors", config, params)
+        source = f"random weights, {name} shape"
+    else:
+        path, _ = resolve(s.model)
+        config, params = load_checkpoint(path)
+        source = str(path)
+    hf_path = None
+    if need_hf:
+        hf_path = path if not s.random and detect(path) == "hf" else save_checkpoint(tmp / "hf", config, params, "hf")
+    return config, path, hf_path, source
+
+
+def _machine(s: BenchSettings) -> dict[str, Any]:
+    import numpy as np
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": s.threads, "python": platform.python_version(),
+            "numpy": np.__version__, "load_avg_1min": load}
+
+
+def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of npgpt's performance issue, each with the value reached (None if not measured)."""
+    eng = result["engines"]
+    ours, hf = eng.get("npgpt-numpy", {}), eng.get(HF, {})
+
+    def ratio(key: str, batch: str | None = None) -> float | None:
+        a, b = ours.get(key), hf.get(key)
+        if batch is not None:
+            a, b = (a or {}).get(batch), (b or {}).get(batch)
+        return a / b if a and b else None
+
+    weight_mb = result["model"]["weight_mb"]
+    ceiling = result["machine"]["bandwidth_gbs"] * 1e9 / result["model"]["bytes_per_token"]
+    b1 = (ours.get("decode_tps") or {}).get("1")
+    rows = [
+        ("decode batch 1 vs HF", ratio("decode_tps", "1"), ">=", 1.8),
+        ("decode batch 1 / bandwidth ceiling", b1 / ceiling if b1 else None, ">=", 0.75),
+        ("decode batch 8 vs HF", ratio("decode_tps", "8"), ">=", 1.6),
+        ("decode batch 32 vs HF", ratio("decode_tps", "32"), ">=", 1.6),
+        ("prefill vs HF", ratio("prefill_tps"), ">=", 1.0),
+        ("kv cache vs no cache", (result.get("nocache") or {}).get("speedup"), ">=", 10.0),
+        ("peak RSS decoding / weights", ours["rss_decode_mb"] / weight_mb if "rss_decode_mb" in ours else None,
+         "<=", 1.25),
+        ("import npgpt (s)", result["import"].get("import_s"), "<=", 0.3),
+        ("time to first token (ms)", ours.get("ttft_ms"), "<", 100.0),
+    ]
+    out = []
+    for name, value, op, target in rows:
+        met = None if value is None else (value <= target if op == "<=" else value < target if op == "<"
+                                           else value >= target)
+        out.append({"goal": name, "value": value, "target": f"{op} {target:g}", "met": met})
+    return out
+
+
+def _add_derived(result: dict[str, Any]) -> None:
+    """Bandwidth fractions per engine, ratios to HF, and the goal table."""
+    ceiling = result["machine"]["bandwidth_gbs"] * 1e9 / result["model"]["bytes_per_token"]
+    result["ceiling_tps_batch1"] = ceiling
+    hf = result["engines"].get(HF, {})
+    for name, e in result["engines"].items():
+        if "decode_tps" not in e:
+            continue
+        e["bandwidth_fraction"] = e["decode_tps"].get("1", float("nan")) / ceiling
+        if name != HF and "decode_tps" in hf:
+            e["vs_hf"] = {
+                **{f"decode_{b}": v / hf["decode_tps"][b] for b, v in e["decode_tps"].items() if b in hf["decode_tps"]},
+                "prefill": e["prefill_tps"] / hf["prefill_tps"],
+                "ttft": hf["ttft_ms"] / e["ttft_ms"],
+            }
+    result["goals"] = goals(result)
+
+
+# -- output --------------------------------------------------------------------------------------------
+def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(engine names, rows of [metric, value per engine]) for a table of the results."""
+    engines = [n for n, e in result["engines"].items() if "error" not in e]
+    rows: list[list[str]] = []
+
+    def row(label: str, get: Callable[[dict], Any], fmt: str) -> None:
+        vals = [get(result["engines"][n]) for n in engines]
+        rows.append([label, *[("" if v is None else format(v, fmt)) for v in vals]])
+
+    for b in result["settings"]["batches"]:
+        row(f"decode tok/s, batch {b}", lambda e, b=b: e["decode_tps"].get(str(b)), ".1f")
+    row("decode batch 1 / bandwidth ceiling", lambda e: e.get("bandwidth_fraction"), ".0%")
+    row(f"prefill tok/s ({result['settings']['prompt_len']} tokens)", lambda e: e["prefill_tps"], ".0f")
+    row(f"time to first token, ms ({result['settings']['short_prompt']} tokens)", lambda e: e["ttft_ms"], ".1f")
+    row("start-up (import + load), s", lambda e: e["startup_s"], ".2f")
+    row("peak RSS decoding batch 1, MB", lambda e: e["rss_decode_mb"], ".0f")
+    row("peak RSS overall, MB", lambda e: e["rss_peak_mb"], ".0f")
+    return engines, rows
+
+
+def plot_decode(result: dict[str, Any], path: str | Path) -> Path:
+    """PNG of decode tokens/s against batch size for every engine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, e in result["engines"].items():
+        if "decode_tps" in e:
+            batches = sorted(int(b) for b in e["decode_tps"])
+            ax.plot(batches, [e["decode_tps"][str(b)] for b in batches], marker="o", label=name)
+    ax.axhline(result["ceiling_tps_batch1"], color="grey", ls="--", lw=1, label="bandwidth ceiling, batch 1")
+    m = result["model"]
+    ax.set(xscale="log", xlabel="batch size", ylabel="decode tokens/s (all rows)",
+           title=f"GPT-2 {m['n_params'] / 1e6:.0f}M float32 on {result['machine']['cores']} CPU cores")
+    ax.set_xticks(result["settings"]["batches"], [str(b) for b in result["settings"]["batches"]])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _csv(value: str, cast: Callable[[str], Any] = str) -> tuple[Any, ...]:
+    try:
+        return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise NpgptError(f"expected a comma-separated list, got {value!r}") from None
+
+
+def bench_command(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Preset (124M…) with --random, or a checkpoint path/name; default 124M.")] = None,  # noqa: E501
+    random: Annotated[bool, typer.Option("--random", help="Random weights of the model's shape (offline).")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="npgpt backends to run, comma-separated.")] = "numpy,jax,torch",  # noqa: E501
+    batch: Annotated[str, typer.Option("--batch", help="Decode batch sizes, comma-separated.")] = "1,8,32",
+    prompt_len: Annotated[int, typer.Option(help="Prompt tokens for the prefill measurement.")] = 512,
+    short_prompt: Annotated[int, typer.Option(help="Prompt tokens for time to first token and decoding.")] = 16,
+    new_tokens: Annotated[int, typer.Option(help="Tokens decoded per row.")] = 128,
+    compare: Annotated[str | None, typer.Option("--compare", help="'hf': also run Hugging Face transformers + PyTorch.")] = None,  # noqa: E501
+    baseline_tokens: Annotated[int, typer.Option(help="Tokens for npgpt's no-cache baseline (0 = skip).")] = 256,
+    threads: Annotated[int, typer.Option(help="BLAS / PyTorch threads.")] = os.cpu_count() or 1,
+    train: Annotated[bool, typer.Option("--train", help="Also time training steps: npgpt (JAX) vs HF + PyTorch.")] = False,  # noqa: E501
+    train_batch: Annotated[int, typer.Option(help="Training batch size.")] = 4,
+    train_seq: Annotated[int, typer.Option(help="Training window length.")] = 128,
+    precision: Annotated[bool, typer.Option("--precision", help="Accuracy of float16/bfloat16/int8 weight storage.")] = False,  # noqa: E501
+    as_json: Annotated[bool, typer.Option("--json", help="Print every field as one JSON object.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of decode tokens/s against batch size.")] = None,
+) -> None:
+    """Measure decode/prefill speed, time to first token, start-up and memory, per backend.
+
+    Example: `npgpt bench --model 124M --random --backend numpy --compare hf`
+    """
+    s = BenchSettings(
+        model=model, random=random, backends=_csv(backend), batches=_csv(batch, int), prompt_len=prompt_len,
+        short_prompt=short_prompt, new_tokens=new_tokens, compare=_csv(compare or ""),
+        baseline_tokens=baseline_tokens, threads=threads, train=train, train_batch=train_batch,
+        train_seq=train_seq, precision=precision,
+    )
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    result = run_bench(s, progress=lambda msg: err.print(f"[dim]{msg}…[/dim]"))
+    if plot is not None:
+        plot_decode(result, plot)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    _print(result, Console(highlight=False))
+
+
+def _print(result: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    m, mach = result["model"], result["machine"]
+    console.print(f"[bold]{m['source']}[/bold]: {m['n_params'] / 1e6:.1f}M parameters, "
+                  f"{m['weight_mb']:.0f} MB float32; {mach['cpu']}, {mach['threads']} threads; "
+                  f"bandwidth {mach['bandwidth_gbs']:.1f} GB/s -> ceiling {result['ceiling_tps_batch1']:.1f} "
+                  f"tok/s at batch 1")
+    names, rows = table_rows(result)
+    table = Table("", *names)
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    for name, e in result["engines"].items():
+        if "error" in e:
+            console.print(f"[yellow]{name}: {e['error']}[/yellow]")
+    if "nocache" in result:
+        nc = result["nocache"]
+        console.print(("no-cache baseline: " + nc["error"]) if "error" in nc else
+                      f"{nc['tokens']} tokens: {nc['cached_s']:.1f} s with the kv cache, {nc['nocache_s']:.1f} s "
+                      f"without ({nc['speedup']:.1f}x)")
+    imp = result["import"]
+    if "import_s" in imp:
+        console.print(f"import npgpt {imp['import_s'] * 1e3:.0f} ms; with the API {imp['import_api_s'] * 1e3:.0f} ms")
+    for name, t in (result.get("train") or {}).items():
+        console.print(f"train {name}: " + (t["error"] if "error" in t else
+                                           f"{t['tokens_per_s']:.0f} tokens/s ({t['step_s']:.2f} s/step)"))
+    for dtype, p in (result.get("precision") or {}).items():
+        if dtype != "float32" and dtype != "error":
+            console.print(f"{dtype} weights: logits max |diff| {p['logits_max_abs_diff']:.2e}, "
+                          f"cross-entropy {p['cross_entropy_change']:+.2e}")
+    goal_table = Table("goal", "value", "target", "met")
+    for g in result["goals"]:
+        value = "" if g["value"] is None else f"{g['value']:.3g}"
+        met = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[g["met"]]
+        goal_table.add_row(g["goal"], value, g["target"], met)
+    console.print(goal_table)
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--worker":
+    sys.stdout.write(json.dumps(worker(json.loads(sys.argv[2]))) + "\n")

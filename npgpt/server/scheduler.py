@@ -1,0 +1,332 @@
+"""Continuous batching: one worker thread owns the model and runs every request's rows as one batch.
+
+Requests come from any thread (the server's event loop) and wait in a queue. Between two decode
+steps the worker admits waiting rows: it prefills their prompts on their own, copies the keys and
+values into free rows of the shared kv cache, and from then on they decode with everyone else, each
+at its own cache slot (``Batch.start`` is per row). A row leaves as soon as it finishes or its
+client goes away, and the last row moves into its place, so the active rows are always
+``0 .. n-1`` and a step computes only those.
+
+Each row samples with its request's :class:`SamplingParams` and its own generator (row i of a
+seeded request uses ``default_rng([seed, i])``), as :func:`npgpt.generate.events` does, so a
+request gets the same tokens here as from ``GPT2.completions``, whatever else shares the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from array_api_compat import is_jax_array
+
+from ..cache import KVCache, init_cache
+from ..generate import Batch, Event, TextTracker, check_request, decode_step, prefill
+from ..sampling import SamplingParams, choose, log_softmax, row_rngs, top_logprobs
+
+if TYPE_CHECKING:
+    from ..api import GPT2
+
+log = logging.getLogger("npgpt.server")
+
+Deliver = Callable[[Any], None]  # gets each Event of a request, or the exception that ended it
+
+
+class QueueFull(Exception):
+    """More requests are waiting than the scheduler's ``max_queue``; try again shortly."""
+
+
+@dataclass(eq=False)
+class Request:
+    """Rows to generate (each a prompt's token ids) with one set of sampling params.
+
+    ``deliver`` is called from the worker thread with each :class:`Event` (``row`` = the index in
+    ``rows``) and, should the worker fail, once with the exception.
+    """
+
+    rows: list[list[int]]
+    params: SamplingParams
+    deliver: Deliver
+    cancelled: bool = False
+    admitted: int = 0  # rows handed to the batch so far
+    rngs: list[np.random.Generator] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rngs = list(row_rngs(self.params.seed, len(self.rows)))
+
+
+class _Row:
+    """One row's sampling state: the per-row body of ``generate.events``, one token at a time."""
+
+    def __init__(self, request: Request, index: int, model: GPT2) -> None:
+        self.request = request
+        self.index = index
+        self.counts = np.zeros(model.config.n_vocab, dtype=np.float32)
+        self.tracker = TextTracker(model.tokenizer, request.params.stop)
+        self.eot_id = model.tokenizer.eot_id
+        self.n_new = 0
+        self.token = 0  # the last token chosen: the next step's input
+        self.done = False
+
+    def pick(self, logits: np.ndarray) -> Event:  # [V] -> the event for the chosen token
+        p, b = self.request.params, self.index
+        token = choose(logits, self.counts, p, self.request.rngs[b])
+        self.token = token
+        self.counts[token] += 1
+        self.n_new += 1
+        lp, top = None, []
+        if p.logprobs is not None:
+            row_lp = log_softmax(logits)
+            lp, top = float(row_lp[token]), top_logprobs(row_lp, p.logprobs)
+        if p.stop_at_eot and token == self.eot_id:
+            event = Event(b, self.tracker.finish(), token, lp, top, "stop")
+        else:
+            delta, stopped = self.tracker.push(token)
+            if stopped:
+                event = Event(b, delta, token, lp, top, "stop")
+            elif self.n_new == p.max_new_tokens:
+                event = Event(b, delta + self.tracker.finish(), token, lp, top, "length")
+            else:
+                event = Event(b, delta, token, lp, top)
+        self.done = event.finish_reason is not None
+        return event
+
+
+def _put(buf: Any, index: Any, value: Any) -> Any:
+    """``buf[index] = value``: in place where the array library allows, functionally for JAX."""
+    if is_jax_array(buf):
+        return buf.at[index].set(value)
+    buf[index] = value
+    return buf
+
+
+def _copy(dst: KVCache, dst_index: Any, src: KVCache, src_index: Any) -> KVCache:
+    """``dst[dst_index] = src[src_index]`` for every layer's keys and values."""
+    return KVCache(tuple(_put(d, dst_index, s[src_index]) for d, s in zip(dst.k, src.k, strict=True)),
+                   tuple(_put(d, dst_index, s[src_index]) for d, s in zip(dst.v, src.v, strict=True)))
+
+
+class Scheduler:
+    """Runs requests for one model with continuous batching on a worker thread of its own.
+
+    ``submit``, ``cancel`` and ``call`` are safe from any thread. ``on_step(kind, rows)`` is called
+    on the worker after each "prefill" or "decode" step with its number of rows (one new token
+    each), for metrics.
+    """
+
+    def __init__(self, model: GPT2, max_batch: int = 16, max_queue: int = 64,
+                 on_step: Callable[[str, int], None] | None = None) -> None:
+        if max_batch < 1 or max_queue < 0:
+            raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
+        self.model = model
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.on_step = on_step
+        self._cond = threading.Condition()
+        self._waiting: deque[Request] = deque()
+        self._jobs: deque[tuple[Callable[[], Any], Future]] = deque()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # The worker's batch; only the worker touches these.
+        self._rows: list[_Row] = []
+        self._cache: KVCache | None = None  # [max_batch, H, capacity, D] per layer, made on demand
+        self._valid = np.zeros((max_batch, 0), dtype=bool)  # [max_batch, capacity]
+        self._start = np.zeros(max_batch, dtype=np.int64)
+        self._offset = np.zeros(max_batch, dtype=np.int64)  # rows start at slot 0: never padded
+        # A JIT wants fixed shapes, so JAX always runs all max_batch rows; NumPy, PyTorch and CuPy
+        # run a view of the n active rows and write the cache through it.
+        self._compact = model.backend.name != "jax"
+
+    # -- any thread -------------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def active(self) -> int:
+        return len(self._rows)
+
+    def submit(self, request: Request) -> Request:
+        """Queue a request (checked first: raises NpgptError if it cannot run, QueueFull if full)."""
+        check_request(self.model, request.rows, request.params)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the scheduler is closed")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting; retry shortly")
+            self._waiting.append(request)
+            self._start_worker()
+            self._cond.notify()
+        return request
+
+    def cancel(self, request: Request) -> None:
+        """Stop generating for ``request``: its rows leave the batch at the next step boundary."""
+        request.cancelled = True
+        with self._cond:
+            self._cond.notify()
+
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn()`` on the worker between two steps (the model is not thread-safe); a Future."""
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the scheduler is closed")
+            self._jobs.append((fn, future))
+            self._start_worker()
+            self._cond.notify()
+        return future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker; requests still running or waiting get a RuntimeError delivered."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        error = RuntimeError("the server is shutting down")
+        for request in _unique([r.request for r in self._rows] + list(self._waiting)):
+            _safe_deliver(request, error)
+        for _, future in self._jobs:
+            future.cancel()
+        self._rows, self._cache = [], None
+        self._waiting.clear()
+
+    def _start_worker(self) -> None:  # holding the lock
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="npgpt-scheduler", daemon=True)
+            self._thread.start()
+
+    # -- the worker thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._closed or self._waiting or self._jobs or self._rows):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                jobs = list(self._jobs)
+                self._jobs.clear()
+                new = self._take_rows()
+            for fn, future in jobs:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except Exception as e:  # handed to whoever waits on the future
+                        future.set_exception(e)
+            try:
+                self._leave([j for j, row in enumerate(self._rows) if row.request.cancelled])
+                if new:
+                    self._admit(new)
+                if self._rows:
+                    self._step()
+            except Exception as e:  # a bug or a backend failure: fail these requests, keep serving
+                log.exception("generation step failed")
+                for request in _unique([r.request for r in self._rows] + [r for r, _ in new]):
+                    _safe_deliver(request, e)
+                self._rows, self._cache = [], None
+
+    def _take_rows(self) -> list[tuple[Request, int]]:
+        """Waiting rows that fit in the free rows of the batch, oldest request first (holding the lock)."""
+        self._waiting = deque(r for r in self._waiting if not r.cancelled)
+        free = self.max_batch - len(self._rows)
+        new = []
+        while free and self._waiting:
+            request = self._waiting[0]
+            take = min(free, len(request.rows) - request.admitted)
+            new += [(request, request.admitted + i) for i in range(take)]
+            request.admitted += take
+            free -= take
+            if request.admitted == len(request.rows):
+                self._waiting.popleft()
+        return new
+
+    def _admit(self, new: list[tuple[Request, int]]) -> None:
+        """Prefill the new rows' prompts (each distinct prompt once) and place them in the batch."""
+        distinct: dict[tuple[int, ...], int] = {}
+        for request, i in new:
+            distinct.setdefault(tuple(request.rows[i]), len(distinct))
+        prompts = [list(p) for p in distinct]
+        T = max(len(p) for p in prompts)
+        logits, pre = prefill(self.model, prompts, capacity=T)  # left-padded: prompt d ends at slot T-1
+        self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
+        for request, i in new:
+            d, L = distinct[tuple(request.rows[i])], len(request.rows[i])
+            j = len(self._rows)
+            self._cache = _copy(self._cache, np.s_[j, :, :L], pre.cache, np.s_[d, :, T - L:])
+            self._valid[j] = False
+            self._valid[j, :L] = True
+            self._start[j] = L
+            row = _Row(request, i, self.model)
+            self._rows.append(row)
+            _safe_deliver(request, row.pick(logits[d]))
+        if self.on_step:
+            self.on_step("prefill", len(new))
+        self._leave([j for j, row in enumerate(self._rows) if row.done])
+
+    def _step(self) -> None:
+        """One decode step for every active row: feed each its last token, pick the next."""
+        n = len(self._rows)
+        tokens = np.array([row.token for row in self._rows], dtype=np.int64)
+        if self._compact:
+            rows = KVCache(tuple(k[:n] for k in self._cache.k), tuple(v[:n] for v in self._cache.v))
+            view = Batch(rows, self._valid[:n], self._start[:n].copy(), self._offset[:n])
+            logits = decode_step(self.model, view, tokens)  # writes the cache in place, through the view
+            self._start[:n] = view.start
+        else:
+            padded = np.zeros(self.max_batch, dtype=np.int64)
+            padded[:n] = tokens
+            batch = Batch(self._cache, self._valid, self._start.copy(), self._offset)
+            logits = decode_step(self.model, batch, padded)[:n]
+            self._cache = batch.cache
+            self._start[:n] = batch.start[:n]  # idle rows stay at slot 0
+        for j, row in enumerate(self._rows):
+            _safe_deliver(row.request, row.pick(logits[j]))
+        if self.on_step:
+            self.on_step("decode", n)
+        self._leave([j for j, row in enumerate(self._rows) if row.done])
+
+    def _leave(self, finished: list[int]) -> None:
+        """Remove rows; the last active row moves into each hole, keeping rows ``0 .. n-1`` packed."""
+        for j in sorted(finished, reverse=True):  # larger first: the row moved in is never a finished one
+            last = len(self._rows) - 1
+            if j != last:
+                s = int(self._start[last])
+                self._cache = _copy(self._cache, np.s_[j, :, :s], self._cache, np.s_[last, :, :s])
+                self._valid[j] = self._valid[last]
+                self._start[j] = self._start[last]
+                self._rows[j] = self._rows[last]
+            self._rows.pop()
+            self._valid[last] = False
+            self._start[last] = 0
+        if not self._rows:
+            self._cache = None  # free the memory while idle; the next request makes a fresh one
+
+    def _reserve(self, need: int) -> None:
+        """Make the cache hold at least ``need`` slots per row (grown by doubling, up to n_ctx)."""
+        capacity = self._valid.shape[1] if self._cache is not None else 0
+        if need <= capacity:
+            return
+        size = min(self.model.config.n_ctx, max(-(-need // 64) * 64, 2 * capacity))
+        cache = init_cache(self.model.config, self.max_batch, size, like=self.model.params["wte"])
+        valid = np.zeros((self.max_batch, size), dtype=bool)
+        if self._cache is not None:
+            n = len(self._rows)
+            cache = _copy(cache, np.s_[:n, :, :capacity], self._cache, np.s_[:n, :, :capacity])
+            valid[:, :capacity] = self._valid
+        self._cache, self._valid = cache, valid
+
+
+def _safe_deliver(request: Request, item: Any) -> None:
+    try:
+        request.deliver(item)
+    except Exception:  # a broken consumer must not take the worker down
+        log.exception("delivering an event failed")
+
+
+def _unique(requests: list[Request]) -> list[Request]:
+    return list({id(r): r for r in requests}.values())

@@ -1,0 +1,67 @@
+"""npgpt/api.py and the package: cheap import, load(), the model object's contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, random_params
+
+import npgpt
+from npgpt.errors import NpgptError
+from npgpt.formats import npgpt_format
+
+
+def test_import_is_fast_and_light():
+    code = ("import time, sys; t = time.perf_counter(); import npgpt; dt = time.perf_counter() - t; "
+            "print(dt, *[m for m in ('torch', 'jax', 'tensorflow', 'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1:] == []  # no heavy framework imported
+    assert float(out[0]) < 1.0
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):  # noqa: ANN201
+    path = tmp_path_factory.mktemp("api") / "odd.safetensors"
+    npgpt_format.save(path, CONFIGS["odd"], random_params(CONFIGS["odd"]))
+    return npgpt.load(path)
+
+
+def test_load_and_contract(model):
+    assert model.config == CONFIGS["odd"]
+    assert model.tokenizer.encode("Hello world") == [15496, 995]
+    logits = model.logits(np.array([[15496, 995]]))
+    assert logits.dtype == np.float32 and logits.shape == (1, 2, CONFIGS["odd"].n_vocab)
+    assert isinstance(model.generate("Hi", max_new_tokens=3), str)
+    out = model.generate(["Hi", "there"], max_new_tokens=3)
+    assert isinstance(out, list) and len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_logits_rejects_bad_ids(model):
+    with pytest.raises(NpgptError, match="vocab"):
+        model.logits([[CONFIGS["odd"].n_vocab]])
+    with pytest.raises(NpgptError, match="context"):
+        model.logits(np.zeros((1, CONFIGS["odd"].n_ctx + 1), dtype=np.int64))
+    with pytest.raises(NpgptError, match="integers"):
+        model.logits(np.zeros((1, 3), dtype=np.float32))
+
+
+def test_unknown_backend_and_model_are_clear():
+    with pytest.raises(NpgptError, match="/nonexistent"):
+        npgpt.load("/nonexistent")
+    from npgpt.backends import get_backend
+
+    with pytest.raises(NpgptError, match="choose one of"):
+        get_backend("tensorflow")
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backends_give_the_same_generation(model, backend):
+    pytest.importorskip(backend)
+    other = npgpt.GPT2(model.config, model.params, backend=backend)
+    ids = np.array([model.tokenizer.encode("The quick brown fox")])
+    assert np.abs(other.logits(ids) - model.logits(ids)).max() <= 1e-4
+    kw = dict(max_new_tokens=12, temperature=0, stop_at_eot=False)
+    assert other.generate(["The quick brown fox", "Hi"], **kw) == model.generate(["The quick brown fox", "Hi"], **kw)

@@ -1,0 +1,95 @@
+"""npgpt/cli.py: the real ``npgpt`` entry point, run in a subprocess."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CONFIGS, random_params, run_cli
+
+from npgpt.api import load
+from npgpt.formats import npgpt_format
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):  # noqa: ANN201
+    path = tmp_path_factory.mktemp("cli") / "tiny.safetensors"
+    npgpt_format.save(path, CONFIGS["tiny"], random_params(CONFIGS["tiny"]))
+    return str(path)
+
+
+def test_every_command_has_help_with_an_example():
+    from npgpt.cli import app
+
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"generate", "download", "convert", "info", "tokenize", "next"} <= set(names)
+    for name in names:
+        r = run_cli(name, "--help")
+        assert r.returncode == 0, r.stderr
+        assert "Example" in r.stdout, name
+
+
+def test_generate_matches_the_python_api(model_file):
+    expected = load(model_file).generate("Hello there", max_new_tokens=8, temperature=0.7, seed=3)
+    r = run_cli("generate", "Hello there", "--model", model_file, "--max-new-tokens", "8", "--temperature", "0.7",
+                "--seed", "3", "--no-echo")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected + "\n"
+    streamed = run_cli("generate", "Hello there", "--model", model_file, "--max-new-tokens", "8",
+                       "--temperature", "0.7", "--seed", "3", "--stream")
+    assert streamed.stdout == "Hello there" + expected + "\n"
+
+
+def test_generate_prompts_from_a_file_batched(model_file, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("First prompt\n\nSecond one here\n")
+    r = run_cli("generate", "--file", str(prompts), "-n", "2", "--model", model_file, "--max-new-tokens", "4",
+                "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    expected = load(model_file).generate(["First prompt"] * 2 + ["Second one here"] * 2, max_new_tokens=4, seed=1)
+    for i, text in enumerate(expected):
+        assert f"--- {i} ---" in r.stdout and text in r.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["generate", "Hi", "--temperature", "-1"], "temperature"),
+    (["generate", "Hi", "--top-p", "0"], "top_p"),
+    (["generate", "Hi", "--model", "no-such-model"], "no-such-model"),
+    (["generate", "Hi", "--max-new-tokens", "5000"], "context"),
+    (["generate"], "PROMPT"),
+    (["download", "999M"], "124M"),
+    (["info", "/nonexistent/dir"], "nonexistent"),
+    (["convert", "/nonexistent", "out.safetensors"], "nonexistent"),
+])
+def test_errors_are_one_line_without_traceback(model_file, args, words):
+    if "--max-new-tokens" in args or args == ["generate", "Hi", "--temperature", "-1"]:
+        args = [*args, "--model", model_file]
+    r = run_cli(*args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert words in lines[0]
+
+
+def test_tokenize_shows_ids():
+    r = run_cli("tokenize", "Hello world")
+    assert r.returncode == 0 and "15496 995" in r.stdout
+    assert run_cli("tokenize", "Hello world", "--ids").stdout.strip() == "15496 995"
+
+
+def test_next_shows_k_candidates(model_file):
+    r = run_cli("next", "Hello", "-k", "3", "--model", model_file)
+    assert r.returncode == 0, r.stderr
+    top = load(model_file).next_tokens("Hello", k=3)
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line, (token_id, _, p) in zip(lines, top, strict=True):
+        assert str(token_id) in line and f"{p:.2%}" in line
+
+
+def test_info_and_convert(model_file, tmp_path):
+    r = run_cli("info", model_file)
+    assert r.returncode == 0 and "n_layer" in r.stdout and f"{CONFIGS['tiny'].n_params:,}" in r.stdout
+    out = tmp_path / "hf"
+    r = run_cli("convert", model_file, str(out), "--to", "hf")
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.safetensors").exists() and (out / "config.json").exists()

@@ -1,0 +1,150 @@
+"""npgpt/formats: Hugging Face and npgpt files load exactly; format detection; pickles refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, hf_logits, random_params
+
+from npgpt.errors import CheckpointError
+from npgpt.formats import convert, detect, load_checkpoint, npgpt_format, openai_tf
+from npgpt.formats import hf as hf_format
+from npgpt.formats.names import flatten
+
+
+def assert_same_params(a: dict, b: dict) -> None:
+    fa, fb = flatten(a), flatten(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        assert np.array_equal(np.asarray(fa[k]), np.asarray(fb[k])), k
+
+
+def test_hf_save_pretrained_loads_with_and_without_prefix(pair, tmp_path):
+    """Files written by transformers itself: GPT2LMHeadModel (prefixed) and GPT2Model (bare)."""
+    from transformers import GPT2Model
+
+    model, ref = pair("odd")
+    ref.save_pretrained(tmp_path / "lm")  # transformer.h.0..., tied lm_head dropped
+    config, params = load_checkpoint(tmp_path / "lm")
+    assert config == model.config and detect(tmp_path / "lm") == "hf"
+    assert_same_params(params, model.params)
+    GPT2Model.from_pretrained(tmp_path / "lm").save_pretrained(tmp_path / "bare")  # h.0... without prefix
+    _, bare = load_checkpoint(tmp_path / "bare")
+    assert_same_params(bare, model.params)
+
+
+def test_hf_buffers_and_tied_head_are_dropped(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    config = CONFIGS["tiny"]
+    hf_format.save(tmp_path, config, random_params(config))
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["transformer.wte.weight"]
+    tensors["transformer.h.0.attn.bias"] = np.tril(np.ones((1, 1, 8, 8), np.float32))
+    tensors["transformer.h.0.attn.masked_bias"] = np.array(-1e4, np.float32)
+    save_file(tensors, tmp_path / "model.safetensors")
+    _, params = load_checkpoint(tmp_path)
+    assert params["wte"].shape == (config.n_vocab, config.n_embd)
+
+
+def test_npgpt_format_roundtrip_is_memory_mapped(tmp_path):
+    config = CONFIGS["odd"]
+    params = random_params(config)
+    path = npgpt_format.save(tmp_path / "m.safetensors", config, params)
+    loaded_config, loaded = load_checkpoint(path)
+    assert loaded_config == config
+    assert_same_params(loaded, params)
+    wte = loaded["wte"]
+    assert not wte.flags.owndata and not wte.flags.writeable  # a view of the mapped file, not a copy
+    npgpt_format.save(tmp_path / "dir" / "model.safetensors", config, params)
+    assert detect(tmp_path / "dir") == "npgpt"
+
+
+def test_float16_storage_loads_as_float32(tmp_path):
+    config = CONFIGS["tiny"]
+    params = random_params(config)
+    path = npgpt_format.save(tmp_path / "h.safetensors", config, params, dtype="float16")
+    _, loaded = load_checkpoint(path)
+    assert loaded["wte"].dtype == np.float32
+    np.testing.assert_allclose(loaded["wte"], params["wte"], atol=1e-3)
+
+
+def test_truncated_npgpt_file_is_an_error(tmp_path):
+    config = CONFIGS["tiny"]
+    path = npgpt_format.save(tmp_path / "t.safetensors", config, random_params(config))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(path)
+
+
+def test_wrong_shapes_are_named(tmp_path):
+    config = CONFIGS["tiny"]
+    hf_format.save(tmp_path, config, random_params(config))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["n_embd"] = 64
+    cfg["n_head"] = 4
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(tmp_path)
+
+
+def test_pickles_are_refused(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(tmp_path / "pytorch_model.bin")
+
+
+def test_unknown_directory_says_what_was_expected(tmp_path):
+    with pytest.raises(CheckpointError, match="hparams.json"):
+        detect(tmp_path)
+    with pytest.raises(CheckpointError, match="no such"):
+        detect(tmp_path / "missing")
+
+
+def test_convert_between_all_formats_keeps_logits(pair, tmp_path):
+    model, ref = pair("odd")
+    src = tmp_path / "hf"
+    hf_format.save(src, model.config, model.params)
+    convert(src, tmp_path / "openai", fmt="openai")
+    convert(tmp_path / "openai", tmp_path / "m.safetensors", fmt="npgpt")
+    convert(tmp_path / "m.safetensors", tmp_path / "hf2", fmt="hf")
+    for path in [tmp_path / "openai", tmp_path / "m.safetensors", tmp_path / "hf2"]:
+        _, params = load_checkpoint(path)
+        assert_same_params(params, model.params)
+    assert detect(tmp_path / "openai") == "openai"
+    _, params = openai_tf.load(tmp_path / "openai")
+    ids = np.array([[1, 2, 3, 4]])
+    from npgpt.model import gpt2
+
+    logits, _ = gpt2(ids, params, model.config.n_head)
+    assert np.abs(logits - hf_logits(ref, ids)).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_loading_124m_costs_about_the_weights(tmp_path):
+    """Memory-mapped loading: peak RSS grows by about the file's size, not twice it."""
+    from npgpt.config import PRESETS
+    from npgpt.formats.names import init_params
+
+    path = npgpt_format.save(tmp_path / "124M.safetensors", PRESETS["124M"], init_params(PRESETS["124M"]))
+    script = textwrap.dedent(f"""
+        import resource, numpy as np
+        import npgpt
+        from npgpt.tokenizer import Tokenizer
+        Tokenizer()
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        m = npgpt.load({str(path)!r})
+        m.logits(np.array([[1, 2, 3, 4]]))
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+    """)
+    grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert grown <= 1.15 * path.stat().st_size, (grown, path.stat().st_size)

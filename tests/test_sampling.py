@@ -1,0 +1,69 @@
+"""npgpt/sampling.py: each filter does what it says; sampling follows the distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from npgpt.errors import NpgptError
+from npgpt.sampling import SamplingParams, apply_penalties, filter_logits, sample, top_logprobs
+
+LOGITS = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05], dtype=np.float32))
+
+
+def kept(logits: np.ndarray) -> list[int]:
+    return [int(i) for i in np.flatnonzero(np.isfinite(logits))]
+
+
+def test_top_k_keeps_the_k_most_likely():
+    assert kept(filter_logits(LOGITS, SamplingParams(top_k=2))) == [0, 1]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    assert kept(filter_logits(LOGITS, SamplingParams(top_p=0.69))) == [0, 1]  # 0.5 + 0.2 reaches 0.69
+    assert kept(filter_logits(LOGITS, SamplingParams(top_p=0.71))) == [0, 1, 2]
+    assert kept(filter_logits(LOGITS, SamplingParams(top_p=1e-9))) == [0]
+
+
+def test_min_p_drops_tokens_below_a_fraction_of_the_top():
+    assert kept(filter_logits(LOGITS, SamplingParams(min_p=0.25))) == [0, 1, 2]  # >= 0.125
+
+
+def test_temperature_sharpens_and_keeps_float32():
+    out = filter_logits(LOGITS, SamplingParams(temperature=0.5))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, LOGITS / 0.5, rtol=1e-6)
+
+
+def test_penalties():
+    logits = np.array([2.0, -2.0, 1.0], dtype=np.float32)
+    counts = np.array([1, 1, 0], dtype=np.float32)
+    rep = apply_penalties(logits, counts, SamplingParams(repetition_penalty=2.0))
+    np.testing.assert_allclose(rep, [1.0, -4.0, 1.0])
+    counts = np.array([3, 0, 1], dtype=np.float32)
+    pen = apply_penalties(logits, counts, SamplingParams(presence_penalty=0.5, frequency_penalty=0.25))
+    np.testing.assert_allclose(pen, [2.0 - 0.5 - 0.75, -2.0, 1.0 - 0.5 - 0.25])
+    assert pen.dtype == np.float32
+
+
+def test_sampled_frequencies_pass_chi_square():
+    from scipy.stats import chisquare
+
+    probs = np.exp(LOGITS.astype(np.float64))
+    probs /= probs.sum()
+    rng = np.random.default_rng(0)
+    n = 20_000
+    draws = np.bincount([sample(LOGITS, rng) for _ in range(n)], minlength=len(probs))
+    assert chisquare(draws, probs * n).pvalue > 0.001
+
+
+def test_top_logprobs_sorted():
+    lp = np.log(np.array([0.1, 0.6, 0.3]))
+    assert [t for t, _ in top_logprobs(lp, 2)] == [1, 2]
+
+
+@pytest.mark.parametrize("kwargs", [dict(temperature=float("nan")), dict(min_p=2.0), dict(seed=-1),
+                                    dict(stop=[""]), dict(logprobs=50), dict(presence_penalty=3.0)])
+def test_invalid_parameters_raise(kwargs):
+    with pytest.raises(NpgptError):
+        SamplingParams(**kwargs)
