@@ -156,6 +156,47 @@ def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingPa
             raise NpgptError(f"prompt {i} has a token id outside [0, {model.config.n_vocab})")
 
 
+class RowSampler:
+    """One row's state between steps: penalty counts, RNG, text and stop handling.
+
+    ``pick(logits)`` chooses the row's next token and returns the :class:`Event` for it; the
+    batched loop below and the server's continuous-batching scheduler both drive rows with it.
+    """
+
+    def __init__(self, row: int, params: SamplingParams, rng: np.random.Generator, tokenizer: Tokenizer,
+                 n_vocab: int) -> None:
+        self.row, self.params, self.rng = row, params, rng
+        self.counts = np.zeros(n_vocab, dtype=np.float32)
+        self.tracker = TextTracker(tokenizer, params.stop)
+        self.eot_id = tokenizer.eot_id
+        self.n_new = 0
+        self.token = 0  # the last token chosen: the next step's input
+        self.done = False
+
+    def pick(self, logits: np.ndarray) -> Event:  # [V] -> the event for the chosen token
+        p = self.params
+        token = choose(logits, self.counts, p, self.rng)
+        self.token = token
+        self.counts[token] += 1
+        self.n_new += 1
+        lp, top = None, []
+        if p.logprobs is not None:
+            row_lp = log_softmax(logits)
+            lp, top = float(row_lp[token]), top_logprobs(row_lp, p.logprobs)
+        if p.stop_at_eot and token == self.eot_id:
+            event = Event(self.row, self.tracker.finish(), token, lp, top, "stop")
+        else:
+            delta, stopped = self.tracker.push(token)
+            if stopped:
+                event = Event(self.row, delta, token, lp, top, "stop")
+            elif self.n_new == p.max_new_tokens:
+                event = Event(self.row, delta + self.tracker.finish(), token, lp, top, "length")
+            else:
+                event = Event(self.row, delta, token, lp, top)
+        self.done = event.finish_reason is not None
+        return event
+
+
 def events(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -> Iterator[Event]:
     """The token iterator: generate for every prompt (token ids) in one batch, one step at a time.
 
@@ -163,39 +204,14 @@ def events(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -
     event with ``finish_reason``; the batch ends when every row has stopped.
     """
     check_request(model, rows, params)
-    B = len(rows)
     capacity = max(len(r) for r in rows) + params.max_new_tokens
-    rngs = row_rngs(params.seed, B)
-    counts = np.zeros((B, model.config.n_vocab), dtype=np.float32)
-    trackers = [TextTracker(model.tokenizer, params.stop) for _ in range(B)]
-    active = [True] * B
-    tokens = np.zeros(B, dtype=np.int64)
-
+    samplers = [RowSampler(b, params, rng, model.tokenizer, model.config.n_vocab)
+                for b, rng in enumerate(row_rngs(params.seed, len(rows)))]
     logits, batch = prefill(model, rows, capacity)
-    for step in range(params.max_new_tokens):
-        for b in range(B):
-            if not active[b]:
-                continue
-            token = choose(logits[b], counts[b], params, rngs[b])
-            tokens[b] = token
-            counts[b, token] += 1
-            lp, top = None, []
-            if params.logprobs is not None:
-                row_lp = log_softmax(logits[b])
-                lp, top = float(row_lp[token]), top_logprobs(row_lp, params.logprobs)
-            if params.stop_at_eot and token == model.tokenizer.eot_id:
-                active[b] = False
-                yield Event(b, trackers[b].finish(), token, lp, top, "stop")
-                continue
-            delta, stopped = trackers[b].push(token)
-            if stopped:
-                active[b] = False
-                yield Event(b, delta, token, lp, top, "stop")
-            elif step == params.max_new_tokens - 1:
-                active[b] = False
-                yield Event(b, delta + trackers[b].finish(), token, lp, top, "length")
-            else:
-                yield Event(b, delta, token, lp, top)
-        if not any(active):
+    while True:
+        for s in samplers:
+            if not s.done:
+                yield s.pick(logits[s.row])
+        if all(s.done for s in samplers):
             return
-        logits = decode_step(model, batch, tokens)
+        logits = decode_step(model, batch, np.array([s.token for s in samplers], dtype=np.int64))

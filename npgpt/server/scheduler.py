@@ -26,8 +26,8 @@ import numpy as np
 from array_api_compat import is_jax_array
 
 from ..cache import KVCache, init_cache
-from ..generate import Batch, Event, TextTracker, check_request, decode_step, prefill
-from ..sampling import SamplingParams, choose, log_softmax, row_rngs, top_logprobs
+from ..generate import Batch, RowSampler, check_request, decode_step, prefill
+from ..sampling import SamplingParams, row_rngs
 
 if TYPE_CHECKING:
     from ..api import GPT2
@@ -60,41 +60,12 @@ class Request:
         self.rngs = list(row_rngs(self.params.seed, len(self.rows)))
 
 
-class _Row:
-    """One row's sampling state: the per-row body of ``generate.events``, one token at a time."""
+class _Row(RowSampler):
+    """A row of a request: the shared per-row sampler, plus the request it answers."""
 
     def __init__(self, request: Request, index: int, model: GPT2) -> None:
+        super().__init__(index, request.params, request.rngs[index], model.tokenizer, model.config.n_vocab)
         self.request = request
-        self.index = index
-        self.counts = np.zeros(model.config.n_vocab, dtype=np.float32)
-        self.tracker = TextTracker(model.tokenizer, request.params.stop)
-        self.eot_id = model.tokenizer.eot_id
-        self.n_new = 0
-        self.token = 0  # the last token chosen: the next step's input
-        self.done = False
-
-    def pick(self, logits: np.ndarray) -> Event:  # [V] -> the event for the chosen token
-        p, b = self.request.params, self.index
-        token = choose(logits, self.counts, p, self.request.rngs[b])
-        self.token = token
-        self.counts[token] += 1
-        self.n_new += 1
-        lp, top = None, []
-        if p.logprobs is not None:
-            row_lp = log_softmax(logits)
-            lp, top = float(row_lp[token]), top_logprobs(row_lp, p.logprobs)
-        if p.stop_at_eot and token == self.eot_id:
-            event = Event(b, self.tracker.finish(), token, lp, top, "stop")
-        else:
-            delta, stopped = self.tracker.push(token)
-            if stopped:
-                event = Event(b, delta, token, lp, top, "stop")
-            elif self.n_new == p.max_new_tokens:
-                event = Event(b, delta + self.tracker.finish(), token, lp, top, "length")
-            else:
-                event = Event(b, delta, token, lp, top)
-        self.done = event.finish_reason is not None
-        return event
 
 
 def _put(buf: Any, index: Any, value: Any) -> Any:

@@ -1,0 +1,74 @@
+"""``npgpt serve``: load models and run the OpenAI-compatible server (registered by ``npgpt.cli``).
+
+Only typer is imported here: ``npgpt`` imports this module on every run to find the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import NpgptError
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve_command(
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="Checkpoint path or downloaded name (124M…); repeat to serve several. "
+        "NAME=PATH sets the name clients put in `model`. Default: a downloaded GPT-2, else the bundled model.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",  # noqa: E501
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="NPGPT_API_KEY",
+                                                help="Require `Authorization: Bearer KEY` on /v1/*.")] = None,
+    max_batch: Annotated[int, typer.Option(help="Rows decoded together per model (continuous batching).")] = 16,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
+    backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
+) -> None:
+    """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at `/`.
+
+    Example: `npgpt serve --model 124M --port 8000`, then open http://127.0.0.1:8000/ or run
+    `curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"prompt": "Hello,", "max_tokens": 20}'`
+
+    Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /v1/next_tokens, /health, /metrics.
+    """
+    if max_batch < 1 or max_queue < 0:
+        raise NpgptError(f"--max-batch must be >= 1 and --max-queue >= 0, got {max_batch} and {max_queue}")
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as e:
+        raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
+    from rich.console import Console
+
+    from ..api import load
+
+    err = Console(stderr=True, highlight=False)
+    models = {}
+    for spec in model or [None]:
+        name, _, path = spec.partition("=") if spec and "=" in spec and not Path(spec).exists() else ("", "", spec)
+        m = load(path, backend=backend)
+        if m.notice:
+            err.print(f"[dim]{m.notice}[/dim]")
+        name = name or _model_name(path, m.source)
+        if name in models:
+            raise NpgptError(f"two models are called {name!r}; name them with --model NAME=PATH")
+        models[name] = m
+    if host not in LOCAL_HOSTS and api_key is None:
+        err.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach it may use it")
+    app = create_app(models, api_key=api_key, max_batch=max_batch, max_queue=max_queue)
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1",
+              soft_wrap=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _model_name(spec: str | None, source: str | None) -> str:
+    """What clients call a model: the name it was given (``124M``), else its file's name."""
+    if spec and not Path(spec).expanduser().exists():
+        return spec
+    path = Path(spec or source or "model")
+    return path.parent.name if path.stem == "model" and path.parent.name else path.stem

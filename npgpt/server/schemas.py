@@ -1,0 +1,141 @@
+"""Request bodies of the OpenAI-compatible endpoints, and the chat prompt template.
+
+Fields follow OpenAI's API; unknown fields are ignored, as OpenAI's own clients send some. The
+sampling options are checked by :class:`npgpt.sampling.SamplingParams`, the one place that knows
+their ranges. npgpt adds ``top_k``, ``min_p`` and ``repetition_penalty`` (with the ``openai``
+client: ``extra_body={"top_k": 40}``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import NpgptError
+from ..sampling import SamplingParams
+
+MAX_N = 128  # completions per prompt
+MAX_STOP = 16  # stop sequences
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Sampling(_Body):
+    """What completions and chat share. ``None`` (JSON null) means the default."""
+
+    model: str | None = None  # one of the server's models; default: the first
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = Field(None, ge=1, le=MAX_N)
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    top_k: int | None = None  # npgpt's extensions, as in vLLM
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+
+    def sampling(self, max_tokens: int, logprobs: int | None, stop: tuple[str, ...] = ()) -> SamplingParams:
+        """Validated SamplingParams (raises NpgptError naming the bad field)."""
+        user_stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return SamplingParams(
+            max_new_tokens=max_tokens,
+            temperature=_default(self.temperature, 1.0),
+            top_p=_default(self.top_p, 1.0),
+            top_k=_default(self.top_k, 0),
+            min_p=_default(self.min_p, 0.0),
+            repetition_penalty=_default(self.repetition_penalty, 1.0),
+            presence_penalty=_default(self.presence_penalty, 0.0),
+            frequency_penalty=_default(self.frequency_penalty, 0.0),
+            seed=self.seed,
+            stop=user_stop + stop,
+            logprobs=logprobs,
+        )
+
+
+class CompletionRequest(_Sampling):
+    """``POST /v1/completions``. ``prompt``: text, texts, token ids, or lists of token ids."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(16, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool | None = False
+    best_of: int | None = None  # accepted only when it changes nothing
+    logit_bias: dict[str, float] | None = None
+    suffix: str | None = None
+
+    def check_supported(self) -> None:
+        if self.best_of not in (None, 1, self.n or 1):
+            raise NpgptError("best_of is not supported; use n to get several completions")
+        if self.logit_bias:
+            raise NpgptError("logit_bias is not supported")
+        if self.suffix:
+            raise NpgptError("suffix is not supported: GPT-2 only continues text")
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatRequest(_Sampling):
+    """``POST /v1/chat/completions``; the messages become one prompt, see :func:`chat_prompt`."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)  # default: up to the end of the context
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class NextTokensRequest(_Body):
+    """``POST /v1/next_tokens`` (npgpt's own): the ``k`` most likely tokens to follow ``prompt``."""
+
+    model: str | None = None
+    prompt: str = Field(min_length=1)
+    k: int = Field(10, ge=1, le=100)
+
+
+ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+CHAT_STOP = ("\nUser:",)
+
+
+def chat_prompt(messages: list[ChatMessage]) -> str:
+    """The conversation as a plain transcript for GPT-2 (a text model, not a chat model) to continue.
+
+    One line per message, ``Role: text``, then ``Assistant:`` for the reply::
+
+        System: You are a helpful assistant.
+        User: Hello!
+        Assistant:
+
+    Generation stops at ``"\\nUser:"`` (:data:`CHAT_STOP`), where the model starts to write the
+    user's next turn, and the reply's leading whitespace is dropped.
+    """
+    lines = [f"{ROLES[m.role]}: {m.text}" for m in messages]
+    return "\n".join([*lines, "Assistant:"])
+
+
+def _default(value: float | int | None, default: float | int) -> float | int:
+    return default if value is None else value

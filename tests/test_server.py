@@ -1,0 +1,444 @@
+"""The OpenAI-compatible server: same tokens as the Python API, batching, errors, metrics.
+
+The server runs with uvicorn on a thread on 127.0.0.1 (any free port) and is driven with the
+official ``openai`` client and with httpx; the models are small random ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+from npgpt.api import GPT2  # noqa: E402
+from npgpt.config import GPT2Config  # noqa: E402
+from npgpt.formats import npgpt_format  # noqa: E402
+from npgpt.formats.names import init_params  # noqa: E402
+from npgpt.sampling import SamplingParams, log_softmax  # noqa: E402
+from npgpt.server import background_server, create_app  # noqa: E402
+from npgpt.server.scheduler import Request, Scheduler  # noqa: E402
+from npgpt.server.schemas import CHAT_STOP, ChatMessage, chat_prompt  # noqa: E402
+
+TINY = GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2)
+
+
+def tiny_model(seed: int = 0) -> GPT2:
+    return GPT2(TINY, init_params(TINY, seed=seed))
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT2:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def url(model):
+    with background_server(create_app({"tiny": model, "other": tiny_model(seed=1)}, max_batch=8)) as base:
+        yield base
+
+
+@pytest.fixture
+def client(url):
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def collect_stream(chunks) -> tuple[dict[int, str], dict[int, str], dict[int, list]]:
+    """Text, finish_reason and token logprobs per choice index from a completions stream."""
+    text, finish, lps = {}, {}, {}
+    for c in chunks:
+        for ch in c.choices:
+            text[ch.index] = text.get(ch.index, "") + ch.text
+            if ch.finish_reason:
+                finish[ch.index] = ch.finish_reason
+            if ch.logprobs:
+                lps.setdefault(ch.index, []).extend(ch.logprobs.token_logprobs)
+    return text, finish, lps
+
+
+# -- same results as the Python API ---------------------------------------------------------------------
+SAMPLING = dict(temperature=0.9, top_p=0.95, presence_penalty=0.5, frequency_penalty=0.3, seed=7)
+
+
+def test_completion_equals_the_python_api(client, model):
+    prompt = "The meaning of life is"
+    r = client.completions.create(model="tiny", prompt=prompt, max_tokens=24, n=3, **SAMPLING)
+    ref = model.completions([prompt] * 3, max_new_tokens=24, **SAMPLING)
+    assert [c.text for c in r.choices] == [c.text for c in ref]
+    assert [c.finish_reason for c in r.choices] == [c.finish_reason for c in ref]
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    n_prompt = len(model.tokenizer.encode(prompt))
+    assert r.usage.prompt_tokens == n_prompt
+    assert r.usage.completion_tokens == sum(len(c.tokens) for c in ref)
+    assert r.usage.total_tokens == n_prompt + r.usage.completion_tokens
+    assert r.object == "text_completion" and r.model == "tiny" and r.id.startswith("cmpl-")
+
+
+def test_stream_equals_the_python_api(client, model):
+    prompt = "Once upon a time"
+    chunks = client.completions.create(model="tiny", prompt=prompt, max_tokens=30, n=2, logprobs=2, stream=True,
+                                       stream_options={"include_usage": True}, **SAMPLING)
+    chunks = list(chunks)
+    text, finish, lps = collect_stream(chunks)
+    ref = model.completions([prompt] * 2, max_new_tokens=30, logprobs=2, **SAMPLING)
+    assert [text[i] for i in range(2)] == [c.text for c in ref]
+    assert [finish[i] for i in range(2)] == [c.finish_reason for c in ref]
+    for i, c in enumerate(ref):
+        np.testing.assert_allclose(lps[i], c.token_logprobs, rtol=1e-4, atol=1e-4)
+    assert chunks[-1].usage.completion_tokens == sum(len(c.tokens) for c in ref)
+
+
+def test_greedy_stop_sequences_and_generate(client, model):
+    prompt = "Hello"
+    full = model.generate(prompt, max_new_tokens=40, temperature=0)
+    stop = full[5:8]  # a stop sequence that surely occurs
+    r = client.completions.create(model="tiny", prompt=prompt, max_tokens=40, temperature=0, stop=[stop])
+    assert r.choices[0].text == model.generate(prompt, max_new_tokens=40, temperature=0, stop=[stop])
+    assert r.choices[0].finish_reason == "stop" and stop not in r.choices[0].text
+
+
+def test_several_prompts_and_token_ids(client, model):
+    prompts = ["A cat", "Twenty-one pilots and"]
+    r = client.completions.create(model="tiny", prompt=prompts, max_tokens=10, n=2, seed=3)
+    ref = model.completions([p for p in prompts for _ in range(2)], max_new_tokens=10, seed=3)
+    assert [c.text for c in r.choices] == [c.text for c in ref]  # choice i*n + j: prompt i, sample j
+    ids = model.tokenizer.encode(prompts[1])
+    by_ids = client.completions.create(model="tiny", prompt=ids, max_tokens=10, seed=3)
+    assert by_ids.choices[0].text == model.generate(prompts[1], max_new_tokens=10, seed=3)
+
+
+def test_logprobs_and_echo(client, model):
+    prompt = "Stars shine at night"
+    ids = model.tokenizer.encode(prompt)
+    r = client.completions.create(model="tiny", prompt=prompt, max_tokens=6, logprobs=3, echo=True, seed=1)
+    ref = model.completions([prompt], max_new_tokens=6, logprobs=3, seed=1)[0]
+    c = r.choices[0]
+    assert c.text == prompt + ref.text
+    lp = c.logprobs
+    assert len(lp.tokens) == len(ids) + 6 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    want = log_softmax(model.logits([ids])[0])
+    np.testing.assert_allclose(lp.token_logprobs[1:len(ids)], [want[t - 1, ids[t]] for t in range(1, len(ids))],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lp.token_logprobs[len(ids):], ref.token_logprobs, rtol=1e-4, atol=1e-4)
+    assert all(len(top) == 3 for top in lp.top_logprobs[1:])
+    assert "".join(lp.tokens) == c.text
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+
+
+def test_chat_completion(client, model):
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."}]
+    prompt = chat_prompt([ChatMessage(**m) for m in messages])
+    assert prompt == "System: You are terse.\nUser: Say hi.\nAssistant:"
+    ref = model.generate(prompt, max_new_tokens=20, seed=5, stop=list(CHAT_STOP)).lstrip()
+    r = client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, seed=5)
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content == ref
+    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, seed=5,
+                                                 stream=True))
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == ref
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    lp = client.chat.completions.create(model="tiny", messages=messages, max_tokens=5, seed=5, logprobs=True,
+                                        top_logprobs=2).choices[0].logprobs.content
+    assert len(lp) == 5 and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in lp)
+
+
+def test_models_health_next_tokens_and_metrics(client, url, model):
+    assert [m.id for m in client.models.list().data] == ["tiny", "other"]
+    assert client.models.retrieve("other").id == "other"
+    # the request's model picks among loaded models: another model, another answer
+    a = client.completions.create(model="tiny", prompt="Hi", max_tokens=8, temperature=0).choices[0].text
+    b = client.completions.create(model="other", prompt="Hi", max_tokens=8, temperature=0).choices[0].text
+    assert a == model.generate("Hi", max_new_tokens=8, temperature=0) and a != b
+    health = httpx.get(url + "/health").json()
+    assert health["status"] == "ok" and set(health["models"]) == {"tiny", "other"}
+    top = httpx.post(url + "/v1/next_tokens", json={"prompt": "The cat", "k": 5}).json()["tokens"]
+    assert [(t["id"], t["text"]) for t in top] == [(i, s) for i, s, _ in model.next_tokens("The cat", k=5)]
+    text = httpx.get(url + "/metrics").text
+    assert 'npgpt_requests_total{endpoint="/v1/completions",status="200"}' in text
+    assert 'npgpt_batch_size_bucket{model="tiny",kind="decode",le="+Inf"}' in text
+    assert 'npgpt_request_duration_seconds_count{endpoint="/v1/completions"}' in text
+    assert 'npgpt_generated_tokens_total{model="tiny"}' in text
+
+
+# -- errors -------------------------------------------------------------------------------------------
+BAD = [
+    (b"{not json", 400, None),
+    (b"[1, 2]", 400, None),
+    (json.dumps({"model": "nope", "prompt": "x"}), 400, "model"),
+    (json.dumps({"model": "/etc/passwd", "prompt": "x"}), 400, "model"),
+    (json.dumps({"prompt": "x", "temperature": -1}), 400, "temperature"),
+    (json.dumps({"prompt": "x", "top_p": 0}), 400, "top_p"),
+    (json.dumps({"prompt": "x", "max_tokens": 500}), 400, "max_tokens"),
+    (json.dumps({"prompt": "x", "max_tokens": 0}), 400, "max_tokens"),
+    (json.dumps({"prompt": "x", "n": 0}), 400, "n"),
+    (json.dumps({"prompt": "x", "seed": -3}), 400, "seed"),
+    (json.dumps({"prompt": "x", "logprobs": 50}), 400, "logprobs"),
+    (json.dumps({"prompt": "x", "stop": [""]}), 400, "stop"),
+    (json.dumps({"prompt": ""}), 400, "prompt"),
+    (json.dumps({"prompt": []}), 400, "prompt"),
+    (json.dumps({"prompt": [70000]}), 400, "prompt"),
+    (json.dumps({"prompt": 5}), 400, "prompt"),
+    (json.dumps({"prompt": "x", "logit_bias": {"50256": -100}}), 400, None),
+    (json.dumps({"max_tokens": 5}), 400, "prompt"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "param"), BAD, ids=range(len(BAD)))
+def test_bad_requests_get_openai_errors(url, model, body, status, param):
+    r = httpx.post(url + "/v1/completions", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    ok = httpx.post(url + "/v1/completions", json={"prompt": "still", "max_tokens": 3, "temperature": 0})
+    assert ok.status_code == 200 and ok.json()["choices"][0]["text"] == model.generate(
+        "still", max_new_tokens=3, temperature=0)
+
+
+def test_chat_and_other_errors(url):
+    cases = [
+        ("/v1/chat/completions", {"messages": []}, 400),
+        ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, 400),
+        ("/v1/next_tokens", {"prompt": ""}, 400),
+        ("/v1/nothing", {}, 404),
+    ]
+    for path, body, status in cases:
+        r = httpx.post(url + path, json=body)
+        assert r.status_code == status, (path, body, r.text)
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    big = httpx.post(url + "/v1/completions", content=b'{"prompt": "' + b"a" * 1_100_000 + b'"}',
+                     headers={"Content-Type": "application/json"})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+
+    def chunked():  # no Content-Length: the limit is counted as the body arrives
+        yield b'{"prompt": "'
+        for _ in range(12):
+            yield b"a" * 100_000
+        yield b'"}'
+
+    big = httpx.post(url + "/v1/completions", content=chunked(), headers={"Content-Type": "application/json"})
+    assert big.status_code == 413
+    assert httpx.post(url + "/v1/completions", json={"prompt": "ok", "max_tokens": 2}).status_code == 200
+
+
+def test_api_key(model):
+    with background_server(create_app({"tiny": model}, api_key="sesame")) as base:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "sesame"}):
+            r = httpx.post(base + "/v1/completions", json={"prompt": "x"}, headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(base + "/v1/models").status_code == 401
+        assert httpx.get(base + "/health").status_code == 200
+        good = openai.OpenAI(base_url=base + "/v1", api_key="sesame", max_retries=0)
+        assert good.completions.create(model="tiny", prompt="x", max_tokens=2).choices[0].text is not None
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=base + "/v1", api_key="nope", max_retries=0).models.list()
+
+
+class Gate:
+    """Wraps a backend's forward: blocks until opened, or sleeps ``delay`` per call."""
+
+    def __init__(self, forward, delay: float = 0.0) -> None:
+        self.forward, self.delay = forward, delay
+        self.opened, self.entered = threading.Event(), threading.Event()
+        if delay:
+            self.opened.set()
+
+    def __call__(self, *args, **kw):
+        self.entered.set()
+        self.opened.wait(30)
+        time.sleep(self.delay)
+        return self.forward(*args, **kw)
+
+
+def gated_model(delay: float = 0.0) -> tuple[GPT2, Gate]:
+    m = tiny_model()
+    gate = Gate(m.backend.forward, delay)
+    m.backend = dataclasses.replace(m.backend, forward=gate)
+    return m, gate
+
+
+def test_full_queue_gets_503_with_retry_after():
+    m, gate = gated_model()
+    with background_server(create_app({"tiny": m}, max_batch=1, max_queue=1)) as base, ThreadPoolExecutor(2) as pool:
+        body = {"prompt": "queued", "max_tokens": 4, "temperature": 0}
+        first = pool.submit(httpx.post, base + "/v1/completions", json=body, timeout=60)
+        assert gate.entered.wait(10)  # the first request is in the batch, its prefill held at the gate
+        second = pool.submit(httpx.post, base + "/v1/completions", json=body, timeout=60)
+        deadline = time.time() + 10
+        while httpx.get(base + "/health").json()["models"]["tiny"]["queued_requests"] < 1:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        r = httpx.post(base + "/v1/completions", json=body)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert r.json()["error"]["code"] == "queue_full"
+        gate.opened.set()
+        assert first.result().status_code == 200 and second.result().status_code == 200
+        assert first.result().json()["choices"][0]["text"] == second.result().json()["choices"][0]["text"]
+        assert httpx.post(base + "/v1/completions", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_leaves_frees_its_rows(stream):
+    m, gate = gated_model(delay=0.02)  # 100 tokens would take over 2 s
+    with background_server(create_app({"tiny": m})) as base:
+        body = {"prompt": "leaving", "max_tokens": 100, "stream": stream}
+        t0 = time.perf_counter()
+        if stream:
+            with httpx.stream("POST", base + "/v1/completions", json=body) as r:
+                next(r.iter_lines())
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(base + "/v1/completions", json=body, timeout=0.3)
+        while httpx.get(base + "/health").json()["models"]["tiny"]["active_rows"]:
+            assert time.perf_counter() - t0 < 1.8, "the rows of a departed client were not freed"
+            time.sleep(0.02)
+        r = httpx.post(base + "/v1/completions", json={"prompt": "next", "max_tokens": 2})
+        assert r.status_code == 200
+
+
+# -- continuous batching ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_scheduler_rows_join_and_leave_the_batch(backend):
+    """More rows than max_batch, arriving at different times, with different params: each equals the API."""
+    if backend != "numpy":
+        pytest.importorskip(backend)
+    model = GPT2(TINY, init_params(TINY, seed=0), backend=backend)
+    sched = Scheduler(model, max_batch=3)
+    specs = [("Red", dict(max_new_tokens=20, seed=1, top_k=50), 4),
+             ("Green apples are", dict(max_new_tokens=5, temperature=0), 1),
+             ("Blue", dict(max_new_tokens=30, seed=2, top_p=0.8, stop=("e",)), 2),
+             ("A long prompt " * 10, dict(max_new_tokens=12, seed=3, repetition_penalty=1.3), 1)]
+    try:
+        inboxes = []
+        for prompt, kw, n in specs:
+            inbox: queue.Queue = queue.Queue()
+            sched.submit(Request([model.tokenizer.encode(prompt)] * n, SamplingParams(**kw), inbox.put))
+            inboxes.append(inbox)
+            time.sleep(0.005)
+        for (prompt, kw, n), inbox in zip(specs, inboxes, strict=True):
+            texts, tokens, left = [""] * n, [[] for _ in range(n)], n
+            while left:
+                ev = inbox.get(timeout=30)
+                texts[ev.row] += ev.text
+                tokens[ev.row].append(ev.token)
+                left -= ev.finish_reason is not None
+            ref = model.completions([prompt] * n, **kw)
+            assert texts == [c.text for c in ref] and tokens == [c.tokens for c in ref]
+        assert sched.active == 0 and sched.queued == 0
+    finally:
+        sched.close()
+
+
+def test_concurrent_clients_get_their_own_results(client, model):
+    """16 clients at once, each with its own prompt and sampling: each gets what the API gives it alone."""
+    def params(i: int) -> dict:
+        return dict(max_tokens=6 + i // 2, temperature=[0, 0.7, 1.0, 1.3][i % 4], top_p=0.9 if i % 5 == 1 else 1.0,
+                    seed=100 + i, presence_penalty=0.1 * (i % 3), n=1 + i % 3)  # (top_p costs a sort per token)
+
+    def one(i: int) -> list[str]:
+        r = client.completions.create(model="tiny", prompt=f"Client {i} says", **params(i))
+        return [c.text for c in r.choices]
+
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(one, range(16)))
+    for i in range(16):
+        kw = params(i)
+        n, kw["max_new_tokens"] = kw.pop("n"), kw.pop("max_tokens")
+        assert got[i] == [c.text for c in model.completions([f"Client {i} says"] * n, **kw)], i
+
+
+@pytest.mark.slow
+def test_batching_speedup_for_16_clients(tmp_path):
+    """16 concurrent requests must finish at least 3x faster than the same 16 one after another.
+
+    The server is the real ``npgpt serve`` in a subprocess with one BLAS thread: on a shared
+    2-core machine, BLAS threads spinning against other processes make timings noise.
+    """
+    cfg = GPT2Config(n_ctx=128, n_embd=256, n_head=4, n_layer=4)  # the tied 50257-row head dominates a step
+    params = init_params(cfg, seed=0)
+    path = npgpt_format.save(tmp_path / "bench.safetensors", cfg, params)
+    prompts = [f"Request number {i} is about" for i in range(16)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
+    server = subprocess.Popen([sys.executable, "-m", "npgpt.cli", "serve", "--model", f"bench={path}",
+                               "--port", str(port), "--max-batch", "16"], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(base + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+        def one(prompt: str) -> tuple[str, int, float]:
+            t = time.perf_counter()
+            r = client.completions.create(model="bench", prompt=prompt, max_tokens=32, temperature=0)
+            return r.choices[0].text, r.usage.completion_tokens, time.perf_counter() - t
+
+        one("warm up")
+        t0 = time.perf_counter()
+        sequential = [one(p) for p in prompts]
+        t_seq = time.perf_counter() - t0
+        with ThreadPoolExecutor(16) as pool:
+            t0 = time.perf_counter()
+            concurrent = list(pool.map(one, prompts))
+            t_con = time.perf_counter() - t0
+        metrics = httpx.get(base + "/metrics").text
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    expected = [c.text for c in GPT2(cfg, params).completions(prompts, max_new_tokens=32, temperature=0)]
+    assert [c[0] for c in sequential] == expected
+    assert [c[0] for c in concurrent] == expected
+    tokens = sum(c[1] for c in concurrent)
+    assert tokens == sum(c[1] for c in sequential)
+    lat = sorted(c[2] for c in concurrent)
+    p50, p95 = statistics.median(lat), lat[round(0.95 * (len(lat) - 1))]
+    seq_lat = sorted(c[2] for c in sequential)
+    speedup = t_seq / t_con
+    print(f"\n16 clients x {tokens / 16:.0f} tokens: one after another {tokens / t_seq:.0f} tok/s (latency p50 "
+          f"{statistics.median(seq_lat):.2f} s), concurrent {tokens / t_con:.0f} tok/s (latency p50 {p50:.2f} s, "
+          f"p95 {p95:.2f} s): {speedup:.1f}x")
+    big = _bucket(metrics, "16") - _bucket(metrics, "8")
+    assert big > 0, "no decode step ran more than 8 rows: the requests were not batched"
+    assert speedup >= 3, f"16 concurrent requests were only {speedup:.1f}x faster than one after another"
+
+
+def _bucket(metrics: str, le: str) -> int:
+    line = f'npgpt_batch_size_bucket{{model="bench",kind="decode",le="{le}"}} '
+    return int(next(x for x in metrics.splitlines() if x.startswith(line)).split()[-1])
+
+
+def test_serve_help_has_an_example():
+    from typer.testing import CliRunner
+
+    from npgpt.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--help"])
+    assert r.exit_code == 0 and "Example" in r.output and "--max-batch" in r.output
