@@ -82,7 +82,7 @@ def memory_bandwidth(mib: int = 1024, repeats: int = 3) -> float:
     import numpy as np
 
     rows = max(8, mib * 2**20 // (8 * 4 * 4096))
-    mats = [np.random.default_rng(i).standard_normal((rows, 4096), dtype=np.float32) for i in range(8)]
+    mats = [np.full((rows, 4096), 0.5 + i, np.float32) for i in range(8)]  # values do not matter, pages do
     x_in, x_out = np.ones((1, rows), np.float32), np.ones((1, 4096), np.float32)
     total = sum(m.nbytes for m in mats)
     best = float("inf")
@@ -210,6 +210,8 @@ def measure_nocache(path: str, backend: str, prompt: int, n: int, seed: int = 0)
     engine = NpgptEngine(path, backend)
     model, be = engine.model, engine.model.backend
     ids = np.random.default_rng(seed).integers(0, engine.n_vocab, (1, prompt))
+    tokens, state = engine.prefill(ids, prompt + 2)  # warm-up
+    engine.step(state, tokens)
 
     t = time.perf_counter()
     tokens, state = engine.prefill(ids, prompt + n)
@@ -623,6 +625,7 @@ def bench_command(
     compare: Annotated[str | None, typer.Option("--compare", help="'hf': also run Hugging Face transformers + PyTorch.")] = None,  # noqa: E501
     baseline_tokens: Annotated[int, typer.Option(help="Tokens for npgpt's no-cache baseline (0 = skip).")] = 256,
     threads: Annotated[int, typer.Option(help="BLAS / PyTorch threads.")] = os.cpu_count() or 1,
+    bandwidth_mib: Annotated[int, typer.Option(help="MiB read to measure memory bandwidth.")] = 1024,
     train: Annotated[bool, typer.Option("--train", help="Also time training steps: npgpt (JAX) vs HF + PyTorch.")] = False,  # noqa: E501
     train_batch: Annotated[int, typer.Option(help="Training batch size.")] = 4,
     train_seq: Annotated[int, typer.Option(help="Training window length.")] = 128,
@@ -637,8 +640,8 @@ def bench_command(
     s = BenchSettings(
         model=model, random=random, backends=_csv(backend), batches=_csv(batch, int), prompt_len=prompt_len,
         short_prompt=short_prompt, new_tokens=new_tokens, compare=_csv(compare or ""),
-        baseline_tokens=baseline_tokens, threads=threads, train=train, train_batch=train_batch,
-        train_seq=train_seq, precision=precision,
+        baseline_tokens=baseline_tokens, threads=threads, bandwidth_mib=bandwidth_mib, train=train,
+        train_batch=train_batch, train_seq=train_seq, precision=precision,
     )
     from rich.console import Console
 

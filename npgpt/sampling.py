@@ -104,14 +104,28 @@ def filter_logits(logits: np.ndarray, p: SamplingParams) -> np.ndarray:  # [V] -
         if p.min_p > 0.0:
             logits = np.where(probs < p.min_p * probs.max(), -np.inf, logits)
         if p.top_p < 1.0:
-            order = np.argsort(-probs, kind="stable")
-            cumulative = np.cumsum(probs[order])
-            # keep the smallest prefix whose mass reaches top_p (always at least one token)
-            n_keep = int(np.searchsorted(cumulative, p.top_p, side="left")) + 1
-            drop = order[n_keep:]
-            logits = logits.copy()
-            logits[drop] = -np.inf
+            keep = _nucleus(probs, p.top_p)
+            logits = np.where(keep, logits, -np.inf)
     return logits.astype(np.float32, copy=False)
+
+
+def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:  # [V] -> [V] bool
+    """The smallest set of most likely tokens whose mass reaches ``top_p`` (at least one token).
+
+    Sorting all 50k probabilities costs ~10 ms a token; the nucleus is usually within the top few
+    hundred, so sort the top 256 first, then the top 4096, and everything only when needed.
+    """
+    n = len(probs)
+    for k in sorted({min(c, n) for c in (256, 4096, n)}):
+        top = np.argpartition(-probs, k - 1)[:k] if k < n else np.arange(n)
+        order = top[np.argsort(-probs[top], kind="stable")]
+        cumulative = np.cumsum(probs[order])
+        if cumulative[-1] >= top_p or k == n:
+            n_keep = min(int(np.searchsorted(cumulative, top_p, side="left")) + 1, k)
+            keep = np.zeros(n, dtype=bool)
+            keep[order[:n_keep]] = True
+            return keep
+    raise AssertionError("unreachable: the full sort always returns")
 
 
 def sample(logits: np.ndarray, rng: np.random.Generator) -> int:
