@@ -1,0 +1,179 @@
+"""Training data: text tokenised once into a uint16 token file, then random contiguous windows.
+
+The token file is a flat array of GPT-2 token ids (every id < 65536, so two bytes each) read
+through a memory map: a batch touches only the pages its windows fall in, so corpora larger
+than memory work. Documents (files of a folder) are separated by ``<|endoftext|>``.
+
+Batches are drawn from an explicit ``np.random.Generator``; its state is saved with each
+checkpoint so a resumed run sees exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NpgptError
+
+TOKENS_DTYPE = np.uint16
+_CHUNK_CHARS = 1 << 20  # tokenise in ~1 MB pieces so a large file never holds a huge id list
+
+
+def text_files(source: str | Path) -> list[Path]:
+    """The file itself, or every non-hidden file under a folder, in sorted (reproducible) order."""
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise NpgptError(f"{source}: no such file or folder; pass a text file, a folder of them, "
+                         "or a .bin token file")
+    files = sorted(
+        p for p in source.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
+    )
+    if not files:
+        raise NpgptError(f"{source}: folder has no files to train on")
+    return files
+
+
+def _chunks(text: str, size: int = _CHUNK_CHARS) -> list[str]:
+    """Split ``text`` into pieces of about ``size`` characters that tokenise to exactly the ids
+    of the whole.
+
+    A lone newline between two non-space characters is a pre-token of its own under GPT-2's
+    regex, so cutting right after it does not change the ids. (After a longer whitespace run it
+    would: before a word the run's last character goes with the word, so the run splits.)
+    """
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = _safe_cut(text, start + size)
+        pieces.append(text[start:cut])
+        start = cut
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+def _safe_cut(text: str, at: int) -> int:
+    """The first position >= ``at`` right after a lone newline (non-space on both sides), or the end."""
+    i = max(at - 1, 1)
+    while (i := text.find("\n", i)) != -1 and i + 1 < len(text):
+        if not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i + 1
+        i += 1
+    return len(text)
+
+
+def _fingerprint(files: list[Path]) -> str:
+    h = hashlib.sha256(b"npgpt-tokens-v1")
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def tokenize_to_file(source: str | Path, dest: str | Path) -> Path:
+    """Tokenise a text file or folder into ``dest`` (uint16 ids), once.
+
+    A JSON sidecar records the sources' paths, sizes and mtimes; when they are unchanged the
+    existing file is reused. Written to a temporary file and renamed, so a kill leaves no
+    half-written token file behind.
+    """
+    from ..tokenizer import Tokenizer
+
+    files, dest = text_files(source), Path(dest)
+    sidecar = dest.with_suffix(dest.suffix + ".json")
+    fingerprint = _fingerprint(files)
+    if dest.exists() and sidecar.exists():
+        if json.loads(sidecar.read_text()).get("fingerprint") == fingerprint:
+            return dest
+    tok = Tokenizer()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
+    n_tokens = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for i, f in enumerate(files):
+                try:
+                    text = f.read_text(encoding="utf-8")
+                except UnicodeDecodeError as e:
+                    raise NpgptError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                ids = [tok.eot_id] if i else []  # <|endoftext|> between documents, as in WebText
+                for piece in _chunks(text):
+                    ids.extend(tok.encode(piece))
+                np.asarray(ids, dtype=TOKENS_DTYPE).tofile(out)
+                n_tokens += len(ids)
+        if n_tokens == 0:
+            raise NpgptError(f"{source}: no text to train on")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    sidecar.write_text(json.dumps({"fingerprint": fingerprint, "n_tokens": n_tokens,
+                                   "sources": [str(f) for f in files]}, indent=1))
+    return dest
+
+
+def open_tokens(path: str | Path) -> np.ndarray:
+    """A read-only memory map of a uint16 token file (npgpt's or nanoGPT's ``train.bin``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NpgptError(f"{path}: no such token file")
+    if path.stat().st_size < 2 or path.stat().st_size % 2:
+        raise NpgptError(f"{path}: not a uint16 token file (size {path.stat().st_size} bytes)")
+    return np.memmap(path, dtype=TOKENS_DTYPE, mode="r")
+
+
+def load_tokens(source: str | Path, cache_dir: str | Path) -> np.ndarray:
+    """Token ids of ``source``: a ``.bin`` token file as is, text tokenised into ``cache_dir``."""
+    source = Path(source)
+    if source.suffix == ".bin" and source.is_file():
+        return open_tokens(source)
+    return open_tokens(tokenize_to_file(source, Path(cache_dir) / "tokens.bin"))
+
+
+def split(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val): the last ``val_fraction`` of the tokens are held out (views, no copy)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_train = len(tokens) - int(len(tokens) * val_fraction)
+    return tokens[:n_train], tokens[n_train:]
+
+
+def random_batch(
+    tokens: np.ndarray, shape: tuple[int, ...], seq_len: int, rng: np.random.Generator
+) -> np.ndarray:  # -> [*shape, seq_len + 1] int32
+    """Windows of ``seq_len + 1`` consecutive tokens at uniformly random offsets.
+
+    Each row is a model input and its targets at once: the loss reads ``row[:-1]`` and predicts
+    ``row[1:]``.
+    """
+    n_windows = len(tokens) - seq_len
+    if n_windows < 1:
+        raise NpgptError(
+            f"the training text has {len(tokens)} tokens, too few for --seq-len {seq_len}; "
+            f"use --seq-len {max(1, len(tokens) - 1)} or less, or more text"
+        )
+    starts = rng.integers(0, n_windows, size=shape)
+    rows = [np.asarray(tokens[s : s + seq_len + 1]) for s in starts.reshape(-1)]
+    return np.stack(rows).astype(np.int32).reshape(*shape, seq_len + 1)
+
+
+def eval_windows(tokens: np.ndarray, batch_size: int, seq_len: int, n_batches: int) -> np.ndarray:
+    """Fixed held-out batches ``[n, batch_size, seq_len + 1]``: evenly spaced, no RNG, so every
+    evaluation (and every resumed run) scores the same windows. ``n`` may be less than asked."""
+    n_windows = len(tokens) - seq_len
+    if n_windows < 1:
+        return np.zeros((0, batch_size, seq_len + 1), np.int32)
+    count = min(n_batches * batch_size, n_windows)
+    count -= count % batch_size
+    if count == 0:  # fewer windows than one batch: repeat them to fill it
+        count = batch_size
+    starts = np.linspace(0, n_windows - 1, count).astype(np.int64)
+    rows = [np.asarray(tokens[s : s + seq_len + 1]) for s in starts]
+    return np.stack(rows).astype(np.int32).reshape(-1, batch_size, seq_len + 1)

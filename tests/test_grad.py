@@ -1,0 +1,99 @@
+"""Gradients: ``jax.grad`` of npgpt's loss equals PyTorch autograd through Hugging Face's GPT-2.
+
+Same weights on both sides (written with ``formats.hf.save``, read by ``from_pretrained``), the
+same ids, and HF's own loss (``GPT2LMHeadModel(ids, labels=ids).loss``): every parameter's
+gradient must agree, including ``wte``, which collects the tied output head's gradient too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import jax.numpy as jnp  # noqa: E402
+
+from npgpt.config import GPT2Config  # noqa: E402
+from npgpt.formats import hf  # noqa: E402
+from npgpt.formats.names import flatten, init_params  # noqa: E402
+from npgpt.train.loss import loss  # noqa: E402
+
+
+def perturbed_params(config: GPT2Config, seed: int) -> dict:
+    """Random weights with non-trivial gains and biases (init has ones and zeros), so their
+    gradients are exercised as much as the matrices'."""
+    params = init_params(config, seed)
+    rng = np.random.default_rng(seed + 1)
+    for name, value in flatten(params).items():
+        if name.endswith((".g", ".b")):
+            value += rng.standard_normal(value.shape, dtype=np.float32) * np.float32(0.1)
+    return params
+
+
+def hf_loss_and_grads(config: GPT2Config, params: dict, ids: np.ndarray, tmp_path) -> tuple[float, dict]:
+    """HF's loss and the gradient of every parameter, by npgpt name."""
+    hf.save(tmp_path, config, params)
+    model = transformers.GPT2LMHeadModel.from_pretrained(
+        tmp_path, dtype=torch.float32, attn_implementation="eager"
+    )
+    model.eval()  # no dropout
+    # The head is tied: HF's lm_head *is* wte, so wte's .grad below includes the head's share.
+    assert model.lm_head.weight is model.transformer.wte.weight
+    ids_t = torch.tensor(ids, dtype=torch.long)
+    out = model(ids_t, labels=ids_t)
+    out.loss.backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        ours = hf.hf_to_npgpt_name(name)
+        assert ours is not None, name
+        grads[ours] = p.grad.numpy()
+    return out.loss.item(), grads
+
+
+def npgpt_loss_and_grads(params: dict, ids: np.ndarray, n_head: int) -> tuple[float, dict]:
+    grad_fn = jax.jit(jax.value_and_grad(loss), static_argnums=2)  # one compile beats op-by-op dispatch
+    value, grads = grad_fn(jax.tree.map(jnp.asarray, params), jnp.asarray(ids, jnp.int32), n_head)
+    return float(value), {k: np.asarray(v) for k, v in flatten(grads).items()}
+
+
+def check_grads(config: GPT2Config, batch: int, seq: int, tmp_path, rtol=1e-4, atol=1e-6) -> None:
+    params = perturbed_params(config, seed=config.n_layer)
+    ids = np.random.default_rng(0).integers(0, config.n_vocab, (batch, seq))
+    ref_loss, ref = hf_loss_and_grads(config, params, ids, tmp_path)
+    our_loss, ours = npgpt_loss_and_grads(params, ids, config.n_head)
+    assert our_loss == pytest.approx(ref_loss, rel=1e-5)
+    assert ours.keys() == ref.keys()  # every parameter, nothing extra
+    for name in ref:
+        np.testing.assert_allclose(ours[name], ref[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        GPT2Config(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2),  # tiny
+        GPT2Config(n_vocab=101, n_ctx=24, n_embd=48, n_head=3, n_layer=5),  # odd head count/depth
+    ],
+    ids=["tiny", "odd"],
+)
+def test_grads_match_hf(config, tmp_path):
+    check_grads(config, batch=2, seq=12, tmp_path=tmp_path)
+
+
+def test_last_position_is_ignored():
+    """Like HF, the loss of a window ignores the last token's logits: changing what would follow
+    it changes nothing, and the unused position embedding gets no gradient."""
+    config = GPT2Config(n_vocab=50, n_ctx=8, n_embd=16, n_head=2, n_layer=1)
+    params = jax.tree.map(jnp.asarray, init_params(config, 0))
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 50, (2, 8)), jnp.int32)
+    grads = jax.jit(jax.grad(loss), static_argnums=2)(params, ids, 2)
+    assert not np.any(np.asarray(grads["wpe"][7]))  # inputs are ids[:, :7]: positions 0..6
+    assert np.any(np.asarray(grads["wpe"][6]))
+
+
+@pytest.mark.slow
+def test_grads_match_hf_124m(tmp_path):
+    """GPT-2 small's real shape (random weights): the full 50257-token head and 12 layers."""
+    check_grads(GPT2Config(), batch=1, seq=16, tmp_path=tmp_path)

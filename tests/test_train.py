@@ -1,0 +1,297 @@
+"""Training: data preparation, the step, exact resume after a kill, memorising a text, the CLI.
+
+Models here are tiny (one or two layers, width 32-64) so every test runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+jax = pytest.importorskip("jax")
+pytest.importorskip("optax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from npgpt.config import GPT2Config  # noqa: E402
+from npgpt.errors import NpgptError  # noqa: E402
+from npgpt.formats import hf, npgpt_format  # noqa: E402
+from npgpt.formats.names import flatten, init_params  # noqa: E402
+from npgpt.model import gpt2  # noqa: E402
+from npgpt.tokenizer import Tokenizer  # noqa: E402
+from npgpt.train import data as D  # noqa: E402
+from npgpt.train.loop import STATE_FILE, load_init, load_state, train  # noqa: E402
+from npgpt.train.step import accumulated_grads, schedule  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LINE = "The quick brown fox jumps over the lazy dog. npgpt learns this line by heart."
+
+
+def corpus(n_lines: int = 60) -> str:
+    rng = np.random.default_rng(0)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    return "\n".join(" ".join(rng.choice(words, size=8)) for _ in range(n_lines)) + "\n"
+
+
+# --- data ----------------------------------------------------------------------------------
+
+def test_chunked_tokenisation_is_exact():
+    text = "Hello there.\n\n  indented line\nnext line\n\n\nend  \n" * 40
+    tok = Tokenizer()
+    pieces = D._chunks(text, size=37)
+    assert len(pieces) > 10 and "".join(pieces) == text
+    assert [i for p in pieces for i in tok.encode(p)] == tok.encode(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", " ", "\n", "\n\n", "x y", "\t", "é", ".", "1", "'s", "\r\n",
+                                 "\u3000", "日本"]), max_size=40).map("".join),
+       st.integers(1, 20))
+def test_chunks_never_change_the_ids(text, size):
+    # e.g. "x ya\n\né": cut after "\n\n", the run would tokenise as one "\n\n" instead of "\n", "\n"
+    tok = Tokenizer()
+    pieces = D._chunks(text, size)
+    assert "".join(pieces) == text
+    assert [i for p in pieces for i in tok.encode(p)] == tok.encode(text)
+
+
+def test_folder_tokenised_once_with_separators(tmp_path):
+    src = tmp_path / "docs"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("first document")
+    (src / "sub" / "b.txt").write_text("second one")
+    (src / ".hidden").write_text("never read")
+    tok = Tokenizer()
+    path = D.tokenize_to_file(src, tmp_path / "tokens.bin")
+    expected = tok.encode("first document") + [tok.eot_id] + tok.encode("second one")
+    assert D.open_tokens(path).tolist() == expected
+    stamp = path.stat().st_mtime_ns
+    assert D.tokenize_to_file(src, path) == path and path.stat().st_mtime_ns == stamp  # reused
+    (src / "a.txt").write_text("changed document")
+    os.utime(src / "a.txt", ns=(stamp + 10**9, stamp + 10**9))
+    assert D.open_tokens(D.tokenize_to_file(src, path))[:2].tolist() == tok.encode("changed document")
+
+
+def test_batches_are_random_contiguous_windows():
+    tokens = np.arange(1000, dtype=np.uint16)
+    rng = np.random.default_rng(7)
+    state = rng.bit_generator.state
+    batch = D.random_batch(tokens, (2, 3), 16, rng)
+    assert batch.shape == (2, 3, 17) and batch.dtype == np.int32
+    rows = batch.reshape(-1, 17)
+    assert np.all(np.diff(rows, axis=1) == 1)  # consecutive tokens
+    assert len({int(r[0]) for r in rows}) > 1
+    rng.bit_generator.state = state  # the same RNG state gives the same batch: what resume relies on
+    np.testing.assert_array_equal(D.random_batch(tokens, (2, 3), 16, rng), batch)
+    windows = D.eval_windows(tokens[:100], batch_size=4, seq_len=9, n_batches=3)
+    assert windows.shape == (3, 4, 10)
+    np.testing.assert_array_equal(windows, D.eval_windows(tokens[:100], 4, 9, 3))  # no RNG
+
+
+# --- the step ------------------------------------------------------------------------------
+
+def test_schedule_warms_up_then_decays():
+    lr = schedule(1e-3, steps=100, warmup=10)
+    values = np.array([float(lr(i)) for i in range(101)])
+    assert values[0] > 0 and np.all(np.diff(values[:11]) > 0)
+    assert values[10] == pytest.approx(1e-3, rel=1e-5)  # the peak: the first step after warm-up
+    assert np.all(np.diff(values[10:]) <= 1e-12)
+    assert values[100] == pytest.approx(1e-4, rel=1e-5)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    """Two micro-batches of 3 windows, accumulated in a scan, give the gradient of all 6 at once."""
+    config = GPT2Config(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=1)
+    params = jax.tree.map(jnp.asarray, init_params(config, 0))
+    batch = np.random.default_rng(0).integers(0, 97, (2, 3, 9)).astype(np.int32)
+    grads = jax.jit(accumulated_grads, static_argnums=2)
+    loss_a, grads_a = grads(params, jnp.asarray(batch), config.n_head)
+    loss_b, grads_b = grads(params, jnp.asarray(batch.reshape(1, 6, 9)), config.n_head)
+    assert float(loss_a) == pytest.approx(float(loss_b), rel=1e-6)
+    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+# --- memorise, then generate ---------------------------------------------------------------
+
+def greedy(params: dict, n_head: int, prompt: list[int], n: int) -> list[int]:
+    ids = list(prompt)
+    for _ in range(n):
+        logits, _ = gpt2(np.array([ids]), params, n_head, last_only=True)
+        ids.append(int(np.argmax(logits[0, -1])))
+    return ids
+
+
+def test_memorises_a_text_and_generates_it(tmp_path):
+    (tmp_path / "line.txt").write_text(LINE)
+    ids = Tokenizer().encode(LINE)
+    out = tmp_path / "run"
+    result = train(
+        tmp_path / "line.txt", out, n_layer=2, n_embd=64, n_head=4, n_ctx=32,
+        steps=60, batch_size=2, seq_len=len(ids) - 1, lr=1e-2, warmup=5, val_fraction=0.0,
+        eval_interval=60,
+    )
+    assert result.step == 60 and result.history["loss"][-1] < 0.05
+    config, params = npgpt_format.load(out / "model.safetensors")
+    assert config == result.config
+    assert Tokenizer().decode(greedy(params, config.n_head, ids[:1], len(ids) - 1)) == LINE
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    import npgpt
+
+    if hasattr(npgpt, "load"):  # the high-level API, where present
+        first = Tokenizer().decode(ids[:1])
+        text = npgpt.load(out).generate(first, max_new_tokens=len(ids) - 1, temperature=0)
+        assert (text if text.startswith(first) else first + text) == LINE
+
+
+# --- exact resume --------------------------------------------------------------------------
+
+RUN = dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, steps=8, batch_size=2, seq_len=8, grad_accum=2,
+           lr=3e-3, warmup=2, seed=3, eval_interval=4, checkpoint_interval=3, val_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run, and its text."""
+    tmp = tmp_path_factory.mktemp("reference")
+    (tmp / "text.txt").write_text(corpus())
+    return tmp / "text.txt", train(tmp / "text.txt", tmp / "run", **RUN)
+
+
+def assert_same_run(result, ref):
+    assert result.step == ref.step == RUN["steps"]
+    assert result.history == ref.history  # same losses, bit for bit, and the same evaluations
+    for name, value in flatten(ref.params).items():
+        np.testing.assert_array_equal(flatten(result.params)[name], value, err_msg=name)
+
+
+@pytest.mark.slow
+def test_stopped_run_resumes_to_identical_weights(reference, tmp_path):
+    """The in-process version of the test below: ``stop_after`` ends a run right after a checkpoint."""
+    text, ref = reference
+    stopped = train(text, tmp_path / "run", **RUN, stop_after=5)
+    assert stopped.step == 5 and load_state(tmp_path / "run" / STATE_FILE)[3]["step"] == 5
+    assert_same_run(train(text, tmp_path / "run", **RUN, resume=True), ref)
+
+
+def test_killed_run_resumes_to_identical_weights(reference, tmp_path):
+    """SIGKILL a real training process after step 5 (its last checkpoint: step 3), resume."""
+    text, ref = reference
+    out = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from npgpt.train import train
+        def progress(p):
+            print(p.step, flush=True)
+            if p.step == 5:
+                time.sleep(600)  # the parent kills us here
+        train({str(text)!r}, {str(out)!r}, progress=progress, **{RUN!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        for line in proc.stdout:
+            if line.strip() == "5":
+                break
+        else:
+            pytest.fail(f"training process ended early (rc {proc.wait()})")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert load_state(out / STATE_FILE)[3]["step"] == 3
+    # Only resume=True: every setting, the model and the RNG come from the checkpoint.
+    assert_same_run(train(text, out, resume=True), ref)
+
+
+# --- init, errors --------------------------------------------------------------------------
+
+def test_init_reads_npgpt_hf_and_run_folders(reference, tmp_path):
+    config = GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    params = init_params(config, 5)
+    npgpt_format.save(tmp_path / "m.safetensors", config, params)
+    hf.save(tmp_path / "hf", config, params)
+    for init in (tmp_path / "m.safetensors", tmp_path / "hf"):
+        got_config, got = load_init(init)
+        assert got_config == config
+        for name, value in flatten(params).items():
+            np.testing.assert_array_equal(flatten(got)[name], value)
+    _, ref = reference
+    got_config, got = load_init(ref.out)  # a training run's folder is a valid --init
+    assert got_config == ref.config
+    np.testing.assert_array_equal(got["wte"], ref.params["wte"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(init="x.safetensors", n_layer=2), "not both"),
+    (dict(n_head=5, n_embd=32), "divisible"),
+    (dict(n_ctx=8, seq_len=16), "exceeds the model's context"),
+    (dict(n_ctx=128, seq_len=100), "too few"),
+    (dict(init="no/such/model"), "no/such/model"),
+])
+def test_user_errors_are_one_line(tmp_path, kwargs, message):
+    (tmp_path / "t.txt").write_text(corpus(5))
+    base = dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, steps=1, batch_size=2)
+    init = kwargs.get("init")
+    if init is not None:
+        base = {k: v for k, v in base.items() if not k.startswith("n_")}
+    seq_len = kwargs.pop("seq_len", 8)
+    with pytest.raises(NpgptError, match=message) as err:
+        train(tmp_path / "t.txt", tmp_path / "run", **{**base, **kwargs, "seq_len": seq_len})
+    assert "\n" not in str(err.value)
+
+
+def test_existing_run_needs_resume_and_the_same_settings(reference, tmp_path):
+    text, ref = reference
+    shutil.copytree(ref.out, tmp_path / "run")
+    with pytest.raises(NpgptError, match="--resume"):
+        train(text, tmp_path / "run", **RUN)
+    with pytest.raises(NpgptError, match="batch_size=4"):
+        train(text, tmp_path / "run", **{**RUN, "batch_size": 4}, resume=True)
+
+
+# --- the CLI and import cost ---------------------------------------------------------------
+
+def test_cli_fine_tunes_and_reports(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from npgpt.train.cli import train_command
+
+    app = typer.Typer()
+    app.command("train")(train_command)
+    app.command("other")(lambda: None)  # two commands, so "train" is a subcommand as in npgpt's CLI
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "120"}).output
+    assert "npgpt train book.txt --out runs/book --init gpt2" in help_text
+    (tmp_path / "t.txt").write_text(corpus(10))
+    config = GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    hf.save(tmp_path / "hf", config, init_params(config, 5))  # fine-tune a Hugging Face checkpoint
+    args = ["train", str(tmp_path / "t.txt"), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "hf"),
+            "--steps", "3", "--batch-size", "2", "--seq-len", "8", "--eval-interval", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "step 3: loss" in result.output and "held-out loss" in result.output and "tokens/s" in result.output
+    assert npgpt_format.load(tmp_path / "run" / "model.safetensors")[0] == config
+    again = runner.invoke(app, args)  # the run exists and --resume was not given
+    assert isinstance(again.exception, NpgptError)
+
+
+def test_importing_the_package_does_not_load_jax():
+    code = "import sys, npgpt, npgpt.train, npgpt.train.cli, npgpt.train.data; print(json.dumps(" \
+           "[m for m in ('jax', 'optax', 'matplotlib', 'torch') if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert json.loads(out) == []
