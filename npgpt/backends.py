@@ -15,8 +15,12 @@ import numpy as np
 
 from .errors import NpgptError
 
-BACKENDS = ("numpy", "jax", "torch", "cupy")
-_EXTRA = {"jax": "jax", "torch": "torch", "cupy": "cupy"}
+BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
+_EXTRA = {"jax": "jax", "torch": "torch"}
+_GPU_INSTALL = {  # not extras: these need CUDA and pick a wheel per CUDA version
+    "cupy": "pip install cupy-cuda12x (needs an NVIDIA GPU)",
+    "cupynumeric": "pip install nvidia-cupynumeric (needs an NVIDIA GPU and its driver's libcuda)",
+}
 
 
 def _require(module: str, backend: str) -> Any:
@@ -25,10 +29,11 @@ def _require(module: str, backend: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        hint = f"pip install 'npgpt[{_EXTRA[backend]}]'"
-        if backend == "cupy":
-            hint = "pip install cupy-cuda12x (needs an NVIDIA GPU)"
+        hint = _GPU_INSTALL.get(backend) or f"pip install 'npgpt[{_EXTRA[backend]}]'"
         raise NpgptError(f"backend {backend!r} is not installed; {hint}") from None
+    except Exception as e:  # cuPyNumeric/legate raise their own errors when libcuda is missing
+        raise NpgptError(f"backend {backend!r} failed to start ({type(e).__name__}: {e}); "
+                         "it needs an NVIDIA GPU with its driver") from None
 
 
 def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
@@ -47,10 +52,15 @@ class Backend:
     asarray: Callable[[np.ndarray], Any]  # host NumPy -> backend array (on the backend's device)
     to_numpy: Callable[[Any], np.ndarray]
     forward: Callable[..., tuple[Any, Any]]  # model.gpt2 with the same signature, maybe compiled
+    bucket: Callable[[int], int] = int  # a length -> the (larger) length to pad it to for compiling
 
     def put_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Move every weight to the backend once, at load."""
         return _tree_map(self.asarray, params)
+
+
+def _power_of_two(n: int) -> int:
+    return max(16, 1 << (n - 1).bit_length())
 
 
 def get_backend(name: str) -> Backend:
@@ -64,7 +74,7 @@ def get_backend(name: str) -> Backend:
         # n_head and last_only change the program, so they are static; the cache is donated
         # so XLA can update it in place.
         forward = jax.jit(gpt2, static_argnames=("n_head", "last_only"), donate_argnames=("cache",))
-        return Backend("jax", jax.numpy.asarray, np.asarray, forward)
+        return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two)
     if name == "torch":
         torch = _require("torch", name)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -84,4 +94,9 @@ def get_backend(name: str) -> Backend:
     if name == "cupy":
         cp = _require("cupy", name)
         return Backend("cupy", cp.asarray, cp.asnumpy, gpt2)
+    if name == "cupynumeric":
+        # NVIDIA's distributed drop-in NumPy: its arrays carry __array_namespace__, so the
+        # model file runs unchanged; Legate decides where the data lives.
+        cn = _require("cupynumeric", name)
+        return Backend("cupynumeric", cn.asarray, np.asarray, gpt2)
     raise NpgptError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

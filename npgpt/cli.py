@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.")]  # noqa: E501
-BackendOpt = Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="numpy, jax, torch, cupy or cupynumeric.")]
 
 
 def _console(stderr: bool = False):  # noqa: ANN202

@@ -41,9 +41,9 @@ class Batch:
         return len(self.start)
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def left_pad(rows: Sequence[Sequence[int]], width: int | None = None, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Prompts of different lengths -> ids [B, T] padded on the left, and the pad count per row."""
-    T = max(len(r) for r in rows)
+    T = width or max(len(r) for r in rows)
     ids = np.full((len(rows), T), pad_id, dtype=np.int64)
     n_pad = np.array([T - len(r) for r in rows], dtype=np.int64)
     for b, r in enumerate(rows):
@@ -68,12 +68,20 @@ def _forward(model: GPT2, batch: Batch, ids: np.ndarray, last_only: bool) -> np.
 
 
 def prefill(model: GPT2, rows: Sequence[Sequence[int]], capacity: int) -> tuple[np.ndarray, Batch]:
-    """Encode the prompts into a fresh cache of ``capacity`` slots; logits of each last token [B, V]."""
-    ids, n_pad = left_pad(rows)
-    B, T = ids.shape
+    """Encode the prompts into a fresh cache of at least ``capacity`` slots; logits of each last token [B, V].
+
+    A compiling backend (JAX) rounds the padded prompt length and the cache up to a few fixed
+    sizes, so it compiles a handful of programs in all rather than one per request.
+    """
+    T = max(len(r) for r in rows)
+    n_ctx, bucket = model.config.n_ctx, model.backend.bucket
+    width = max(T, min(bucket(T), n_ctx - (capacity - T)))  # more left padding, same tokens
+    capacity = max(capacity - T + width, min(bucket(capacity - T + width), n_ctx))
+    ids, n_pad = left_pad(rows, width)
+    B = len(rows)
     valid = np.zeros((B, capacity), dtype=bool)
     for b in range(B):
-        valid[b, n_pad[b]:T] = True
+        valid[b, n_pad[b]:width] = True
     like = model.params["wte"]
     batch = Batch(init_cache(model.config, B, capacity, like), valid, np.zeros(B, np.int64), n_pad)
     logits = _forward(model, batch, ids, last_only=True)

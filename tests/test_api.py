@@ -55,13 +55,3 @@ def test_unknown_backend_and_model_are_clear():
 
     with pytest.raises(NpgptError, match="choose one of"):
         get_backend("tensorflow")
-
-
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_backends_give_the_same_generation(model, backend):
-    pytest.importorskip(backend)
-    other = npgpt.GPT2(model.config, model.params, backend=backend)
-    ids = np.array([model.tokenizer.encode("The quick brown fox")])
-    assert np.abs(other.logits(ids) - model.logits(ids)).max() <= 1e-4
-    kw = dict(max_new_tokens=12, temperature=0, stop_at_eot=False)
-    assert other.generate(["The quick brown fox", "Hi"], **kw) == model.generate(["The quick brown fox", "Hi"], **kw)

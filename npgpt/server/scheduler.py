@@ -223,12 +223,13 @@ class Scheduler:
             distinct.setdefault(tuple(request.rows[i]), len(distinct))
         prompts = [list(p) for p in distinct]
         T = max(len(p) for p in prompts)
-        logits, pre = prefill(self.model, prompts, capacity=T)  # left-padded: prompt d ends at slot T-1
+        logits, pre = prefill(self.model, prompts, capacity=T)  # left-padded: prompt d ends before pre.start[d]
         self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
         for request, i in new:
             d, L = distinct[tuple(request.rows[i])], len(request.rows[i])
             j = len(self._rows)
-            self._cache = _copy(self._cache, np.s_[j, :, :L], pre.cache, np.s_[d, :, T - L:])
+            end = int(pre.start[d])
+            self._cache = _copy(self._cache, np.s_[j, :, :L], pre.cache, np.s_[d, :, end - L : end])
             self._valid[j] = False
             self._valid[j, :L] = True
             self._start[j] = L
