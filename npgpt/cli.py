@@ -144,6 +144,9 @@ def download(
             bar.update(tasks[filename], completed=done, total=total)
 
         if hf:
+            from huggingface_hub.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
             path = dl.download_hf(hf, revision=revision, progress=progress)
         else:
             path = dl.download_openai(name, progress=progress)
