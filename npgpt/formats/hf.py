@@ -7,9 +7,7 @@ names differ. ``GPT2LMHeadModel`` prefixes them with ``transformer.``; ``GPT2Mod
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from ..files import atomic_path
 from .names import flatten, unflatten
 from .npgpt_format import as_float32, read_safetensors
 
@@ -88,13 +87,8 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }
     unflatten({hf_to_npgpt_name(k): v for k, v in flat.items()}, config)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(directory / "model.safetensors") as tmp:
         save_file(flat, tmp, metadata={"format": "pt"})
-        os.replace(tmp, directory / "model.safetensors")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
+    with atomic_path(directory / "config.json") as tmp:
+        Path(tmp).write_text(json.dumps(hf_config, indent=2))
     return directory

@@ -7,9 +7,7 @@ float16/bfloat16 storage is allowed (the bundled model uses it) and is widened t
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from ..files import atomic_path
 from .names import flatten, unflatten
 
 FORMAT = "npgpt"
@@ -98,12 +97,6 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     flat = {k: np.ascontiguousarray(np.asarray(v), dtype=dtype) for k, v in flatten(params).items()}
     unflatten(flat, config)  # refuse to write a file that would not load
     meta = {"format": FORMAT, "config": json.dumps(config.to_dict())}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(flat, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from ..files import publish
 from .names import expected_shapes, flatten, unflatten
 
 _FIX = "the checkpoint is damaged or incomplete; re-download it (e.g. `npgpt download 124M`)"
@@ -494,7 +495,7 @@ def _write_files(writers: Mapping[Path, Callable[[BinaryIO], Any]]) -> None:
             with os.fdopen(fd, "wb") as f:
                 write(f)
         for path, tmp in temps.items():
-            os.replace(tmp, path)
+            publish(tmp, path)
     finally:
         for tmp in temps.values():
             if os.path.exists(tmp):

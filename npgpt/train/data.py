@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import NpgptError
+from ..files import atomic_path
 
 TOKENS_DTYPE = np.uint16
 _CHUNK_CHARS = 1 << 20  # tokenise in ~1 MB pieces so a large file never holds a huge id list
@@ -94,10 +93,9 @@ def tokenize_to_file(source: str | Path, dest: str | Path) -> Path:
             return dest
     tok = Tokenizer()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
     n_tokens = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out:
             for i, f in enumerate(files):
                 try:
                     text = f.read_text(encoding="utf-8")
@@ -110,10 +108,6 @@ def tokenize_to_file(source: str | Path, dest: str | Path) -> Path:
                 n_tokens += len(ids)
         if n_tokens == 0:
             raise NpgptError(f"{source}: no text to train on")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     sidecar.write_text(json.dumps({"fingerprint": fingerprint, "n_tokens": n_tokens,
                                    "sources": [str(f) for f in files]}, indent=1))
     return dest

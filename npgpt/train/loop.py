@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError
+from ..files import atomic_path
 from ..formats import npgpt_format
 from ..formats.names import flatten, init_params, unflatten
 from . import data as D
@@ -105,14 +104,8 @@ def model_config(init, n_layer, n_embd, n_head, n_ctx) -> tuple[GPT2Config, Para
 # --- checkpoints ---------------------------------------------------------------------------
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: dict) -> None:
