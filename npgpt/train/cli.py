@@ -70,9 +70,8 @@ def train_command(
 ) -> None:
     """Train or fine-tune GPT-2 on your text, with JAX (CPU, GPU or TPU).
 
-    Fine-tune GPT-2 small on a book for 500 steps:
-
-        npgpt train book.txt --out runs/book --init gpt2 --steps 500 --lr 1e-4
+    Example (fine-tune GPT-2 small on a book for 500 steps):
+    `npgpt train book.txt --out runs/book --init gpt2 --steps 500 --lr 1e-4`
 
     From scratch: --n-layer 6 --n-embd 384 --n-head 6 --n-ctx 256 instead of --init.
     Interrupted? Run the same command with --resume.
