@@ -36,7 +36,7 @@ def _load(model: str | None, backend: str = "numpy"):  # noqa: ANN202
 
     m = load(model, backend=backend)
     if m.notice:
-        _console(stderr=True).print(f"[dim]{m.notice}[/dim]")
+        _console(stderr=True).print(f"[dim]{m.notice}[/dim]", soft_wrap=True)
     return m
 
 
