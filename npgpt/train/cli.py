@@ -55,6 +55,9 @@ def train_command(
     eval_interval: Annotated[int | None, typer.Option(
         help="Held-out loss and checkpoint every N steps (default 100).", rich_help_panel=_RUN,
         show_default=False)] = None,
+    val_fraction: Annotated[float | None, typer.Option(
+        help="Hold out the last part of the tokens for the held-out loss (default 0.1).", rich_help_panel=_RUN,
+        show_default=False)] = None,
     model_parallel: Annotated[int, typer.Option(
         help="Devices per model replica (tensor parallel); the rest split the batch.",
         rich_help_panel=_SCALE)] = 1,
@@ -92,7 +95,7 @@ def train_command(
             result = train(
                 data, out, init=init, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx,
                 steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, resume=resume,
-                grad_accum=grad_accum, warmup=warmup, eval_interval=eval_interval,
+                grad_accum=grad_accum, warmup=warmup, eval_interval=eval_interval, val_fraction=val_fraction,
                 model_parallel=model_parallel, progress=bar.update,
             )
         except KeyboardInterrupt:
