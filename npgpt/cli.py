@@ -183,6 +183,9 @@ def info(model: Annotated[str | None, typer.Argument(help="Path or name; default
     path, notice = resolve(model)
     config, _ = load_checkpoint(path)
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("model", model or ("bundled (npgpt's own, trained on the King James Bible)" if notice else str(path)))
     table.add_row("file", str(path))
     table.add_row("format", detect(path))
     size = sum(f.stat().st_size for f in ([path] if path.is_file() else path.iterdir()) if f.is_file())
@@ -215,10 +218,18 @@ def tokenize(text: Annotated[str, typer.Argument(help="Text to split into GPT-2 
     colours = ["on dark_blue", "on dark_green", "on dark_red", "on dark_magenta", "on grey30"]
     line = Text()
     for i, t in enumerate(ids):
-        line.append(tok.token_bytes(t).decode("utf-8", errors="replace"), style=colours[i % len(colours)])
+        line.append(_token_text(tok.token_bytes(t)), style=colours[i % len(colours)])
     console.print(line)
     console.print(" ".join(f"{t}" for t in ids))
     console.print(f"[dim]{len(ids)} tokens, {len(text)} characters[/dim]")
+
+
+def _token_text(piece: bytes) -> str:
+    """A token's text; a token holding part of a UTF-8 character shows its bytes (⟨f0 9f⟩)."""
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return "⟨" + " ".join(f"{b:02x}" for b in piece) + "⟩"
 
 
 @app.command("next")
