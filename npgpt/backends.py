@@ -7,6 +7,7 @@ compiles the forward pass (once per input shape: a decode step has a fixed shape
 from __future__ import annotations
 
 import functools
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,10 +54,65 @@ class Backend:
     to_numpy: Callable[[Any], np.ndarray]
     forward: Callable[..., tuple[Any, Any]]  # model.gpt2 with the same signature, maybe compiled
     bucket: Callable[[int], int] = int  # a length -> the (larger) length to pad it to for compiling
+    layout: Callable[[dict[str, Any]], dict[str, Any]] = lambda params: params  # see _numpy_layout
 
     def put_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Move every weight to the backend once, at load."""
-        return _tree_map(self.asarray, params)
+        """Move every weight to the backend once, at load, in the layout its products run fastest on."""
+        return self.layout(_tree_map(self.asarray, params))
+
+
+def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
+    """NumPy's weights: ``wte`` becomes the transposed view of a contiguous [C, V] copy.
+
+    The output head ``x @ wte.T`` reads a third of the bytes of a decode step, and OpenBLAS
+    reads a contiguous [C, V] matrix 20-40 % faster than the transposed view of [V, C] (measured
+    on 2 cores, at batch 1, 8 and 32 alike). The model still sees the same [V, C] array (its
+    rows are now strided, which the embedding lookup does not mind), and no second copy stays
+    resident (see :func:`_release_mapped`). The other matrices stay [in, out]: storing
+    ``mlp.c_proj`` [4C, C] as [C, 4C] too reads it 25 % faster at batch 1 but 30 % slower at 8.
+    """
+    wte = params["wte"]
+    head = np.ascontiguousarray(wte.T)  # [V, C] -> [C, V], copied once
+    _release_mapped(wte)
+    return {**params, "wte": head.T}
+
+
+def _reuse_freed_memory() -> None:
+    """Have glibc keep freed blocks (up to 32 MB each) for reuse rather than hand them back to the OS.
+
+    Every NumPy operation allocates its result. By default glibc returns large freed blocks to
+    the OS, so the next temporary faults fresh zeroed pages in: ~50,000 page faults in a
+    512-token prefill, 10-15 % of its time. This pins glibc's own largest mmap threshold (32 MB)
+    and lets up to 256 MB stay free on the heap. Process-wide; only on glibc, elsewhere a no-op.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+    libc = ctypes.CDLL(None)  # the C library already loaded into this process
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+
+
+def _release_mapped(arr: np.ndarray) -> None:
+    """Drop a read-only memory-mapped array's pages from this process's memory (not from the file).
+
+    Pages of a file mapping count towards the process's resident memory until unmapped; the
+    other tensors keep the checkpoint's mapping alive, so release this tensor's range. Reading
+    it again would simply fault the pages back in from the OS page cache.
+    """
+    base = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is None or arr.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
+        return  # not mapped, or copy-on-write (mode "c": dropping pages would lose writes)
+    start = arr.ctypes.data - np.frombuffer(base, np.uint8).ctypes.data
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the array only
+    last = (start + arr.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        base.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _power_of_two(n: int) -> int:
@@ -68,7 +124,8 @@ def get_backend(name: str) -> Backend:
     from .model import gpt2
 
     if name == "numpy":
-        return Backend("numpy", np.asarray, np.asarray, gpt2)
+        _reuse_freed_memory()
+        return Backend("numpy", np.asarray, np.asarray, gpt2, layout=_numpy_layout)
     if name == "jax":
         jax = _require("jax", name)
         # n_head and last_only change the program, so they are static; the cache is donated

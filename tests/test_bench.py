@@ -1,0 +1,87 @@
+"""npgpt/bench.py: `npgpt bench --json` runs end to end and reports every field (not the speed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from npgpt.bench import round_weights
+from npgpt.config import GPT2Config
+from npgpt.formats import save_checkpoint
+from npgpt.formats.names import init_params
+
+ENGINE_FIELDS = {"startup_s", "ttft_ms", "decode_tps", "prefill_tps", "rss_load_mb", "rss_decode_mb",
+                 "rss_peak_mb", "bandwidth_fraction"}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    config = GPT2Config(n_vocab=512, n_ctx=96, n_embd=32, n_head=2, n_layer=2)
+    return str(save_checkpoint(tmp_path_factory.mktemp("bench") / "tiny.safetensors", config, init_params(config)))
+
+
+def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
+    plot = tmp_path / "decode.png"
+    proc = run_cli("bench", "--model", tiny_checkpoint, "--backend", "numpy", "--batch", "1,2",
+                   "--prompt-len", "32", "--short-prompt", "8", "--new-tokens", "4", "--baseline-tokens", "4",
+                   "--compare", "hf", "--train", "--train-batch", "2", "--train-seq", "8", "--precision",
+                   "--bandwidth-mib", "64", "--json", "--plot", str(plot), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+
+    assert {"bandwidth_gbs", "cpu", "cores", "threads"} <= result["machine"].keys()
+    assert result["machine"]["bandwidth_gbs"] > 0
+    assert {"n_params", "weight_mb", "bytes_per_token"} <= result["model"].keys()
+    assert {"import_s", "import_api_s"} <= result["import"].keys()
+    assert ENGINE_FIELDS | {"load_avg", "rounds"} <= result["engines"]["npgpt-numpy"].keys()
+    for name in ("npgpt-numpy", "hf-torch"):
+        engine = result["engines"][name]
+        assert ENGINE_FIELDS <= engine.keys(), (name, engine)
+        assert set(engine["decode_tps"]) == {"1", "2"}
+        assert all(v > 0 for v in engine["decode_tps"].values())
+    assert set(result["engines"]["npgpt-numpy"]["vs_hf"]) == {"decode_1", "decode_2", "prefill", "ttft"}
+    assert {"tokens", "cached_s", "nocache_s", "speedup"} <= result["nocache"].keys()
+    for name in ("npgpt-jax", "hf-torch"):
+        assert {"tokens_per_s", "step_s"} <= result["train"][name].keys(), result["train"]
+    for dtype in ("float16", "bfloat16", "int8"):
+        assert {"logits_max_abs_diff", "cross_entropy_change"} <= result["precision"][dtype].keys()
+    assert [g["goal"] for g in result["goals"] if g["value"] is None] == ["decode batch 8 vs HF",
+                                                                         "decode batch 32 vs HF"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_help_has_an_example():
+    proc = run_cli("bench", "--help")
+    assert proc.returncode == 0
+    assert "npgpt bench --model 124M --random" in proc.stdout
+
+
+def test_bad_backend_is_one_line_error():
+    proc = run_cli("bench", "--random", "--backend", "numpy,fortran")
+    assert proc.returncode == 1
+    assert "fortran" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("dtype, tol", [("float16", 1e-3), ("bfloat16", 4e-3), ("int8", 1e-2)])
+def test_round_weights_stays_close(dtype, tol):
+    w = np.random.default_rng(0).standard_normal((64, 48), dtype=np.float32)
+    r = round_weights(w, dtype)
+    assert r.dtype == np.float32 and r.shape == w.shape
+    assert np.abs(r - w).max() <= tol * np.abs(w).max() * 2
+    if dtype == "bfloat16":
+        assert (r.view(np.uint32) & 0xFFFF == 0).all()  # only the top 16 bits are kept
+
+
+def test_best_of_rounds_keeps_best_speed_and_highest_memory():
+    from npgpt.bench import best_of
+
+    a = {"decode_tps": {"1": 10.0, "8": 80.0}, "prefill_tps": 500.0, "ttft_ms": 40.0, "startup_s": 0.5,
+         "rss_decode_mb": 600.0}
+    b = {"decode_tps": {"1": 12.0, "8": 70.0}, "prefill_tps": 450.0, "ttft_ms": 45.0, "startup_s": 0.4,
+         "rss_decode_mb": 610.0}
+    best = best_of([a, {"error": "worker failed"}, b])
+    assert best == {"decode_tps": {"1": 12.0, "8": 80.0}, "prefill_tps": 500.0, "ttft_ms": 40.0,
+                    "startup_s": 0.4, "rss_decode_mb": 610.0, "rounds": 2}
