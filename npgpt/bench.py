@@ -7,7 +7,8 @@ engine, not to whichever ran before it. Each engine gets the same weights
 (written once to a temporary directory) and the same random prompts. npgpt's first backend
 runs right before Hugging Face, so the two figures compared most are taken close in time; with
 ``repeat`` > 1 every engine runs that many times, interleaved, and keeps its best figures (on a
-shared machine other work only ever slows a run down). ``load_avg`` records how busy it was.
+shared machine other work only ever slows a run down). ``other_cpu`` is the share of all cores that
+other processes used meanwhile (Linux): how much to trust a figure.
 
 What is measured, per engine:
 
@@ -389,14 +390,36 @@ def spawn(job: str, settings: BenchSettings, **spec: Any) -> dict[str, Any]:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(settings.threads)
     arg = json.dumps({"job": job, "settings": asdict(settings), **spec})
+    busy = _cpu_busy_s()
+    children, t = (_children_cpu_s() if busy is not None else 0.0), time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "npgpt.bench", "--worker", arg],
                           capture_output=True, text=True, env=env, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"{job} worker failed ({proc.returncode}): {tail}"}
-    load = {"load_avg": os.getloadavg()[0]} if hasattr(os, "getloadavg") else {}  # other work skews timings
-    return {**json.loads(lines[-1]), **load}
+    result = json.loads(lines[-1])
+    if busy is not None:  # CPU time other processes took meanwhile, as a share of all cores: it skews timings
+        others = (_cpu_busy_s() - busy) - (_children_cpu_s() - children)
+        result["other_cpu"] = max(0.0, others / ((time.perf_counter() - t) * (os.cpu_count() or 1)))
+    return result
+
+
+def _cpu_busy_s() -> float | None:
+    """CPU seconds all processes have run since boot (Linux ``/proc/stat``), or None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def import_seconds() -> dict[str, Any]:
@@ -502,7 +525,7 @@ def best_of(results: list[dict[str, Any]]) -> dict[str, Any]:
                 best[key] = max(value, best[key])
             elif key.endswith(("_ms", "startup_s")):
                 best[key] = min(value, best[key])
-            elif key.startswith("rss_") or key == "load_avg":
+            elif key.startswith("rss_") or key == "other_cpu":
                 best[key] = max(value, best[key])
     best["rounds"] = len(ok)
     return best

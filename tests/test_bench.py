@@ -36,7 +36,7 @@ def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
     assert result["machine"]["bandwidth_gbs"] > 0
     assert {"n_params", "weight_mb", "bytes_per_token"} <= result["model"].keys()
     assert {"import_s", "import_api_s"} <= result["import"].keys()
-    assert ENGINE_FIELDS | {"load_avg", "rounds"} <= result["engines"]["npgpt-numpy"].keys()
+    assert ENGINE_FIELDS | {"other_cpu", "rounds"} <= result["engines"]["npgpt-numpy"].keys()
     for name in ("npgpt-numpy", "hf-torch"):
         engine = result["engines"][name]
         assert ENGINE_FIELDS <= engine.keys(), (name, engine)
