@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import mmap
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,11 @@ import numpy as np
 from .errors import NpgptError
 
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16")  # how the weight matrices are stored; activations: float32
+# The weight dtypes each backend stores: 16 bits only where the library has 16-bit matrix products
+# (NumPy has none that are fast; CuPy has no bfloat16).
+DTYPES = {"numpy": ("float32",), "jax": WEIGHT_DTYPES, "torch": WEIGHT_DTYPES, "cupy": ("float32", "float16"),
+          "cupynumeric": ("float32",)}
 _EXTRA = {"jax": "jax", "torch": "torch"}
 _GPU_INSTALL = {  # not extras: these need CUDA and pick a wheel per CUDA version
     "cupy": "pip install cupy-cuda12x (needs an NVIDIA GPU)",
@@ -45,6 +51,18 @@ def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
     return fn(tree)
 
 
+def _map_named(fn: Callable[[str, Any], Any], tree: dict[str, Any]) -> dict[str, Any]:
+    """Like _tree_map, with each leaf's key passed too (``"w"``, ``"wte"``, ...)."""
+    def visit(name: str, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: visit(k, x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return type(v)(visit(name, x) for x in v)
+        return fn(name, v)
+
+    return visit("", tree)
+
+
 @dataclass(frozen=True)
 class Backend:
     """How to run the model on one array library."""
@@ -55,26 +73,59 @@ class Backend:
     forward: Callable[..., tuple[Any, Any]]  # model.gpt2 with the same signature, maybe compiled
     bucket: Callable[[int], int] = int  # a length -> the (larger) length to pad it to for compiling
     layout: Callable[[dict[str, Any]], dict[str, Any]] = lambda params: params  # see _numpy_layout
+    # A host float32 weight matrix, [in, out] as the products use it -> on the backend in a 16-bit
+    # dtype (by name), laid out for its products; for the backends whose DTYPES have one.
+    to_16bit: Callable[[np.ndarray, str], Any] | None = None
 
-    def put_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Move every weight to the backend once, at load, in the layout its products run fastest on."""
-        return self.layout(_tree_map(self.asarray, params))
+    def put_params(self, params: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
+        """Move every weight to the backend once, at load, in the layout its products run fastest on.
+
+        ``dtype`` "float16" or "bfloat16" stores the weight matrices (``wte`` and every block's
+        ``w``) in 16 bits: half the memory and half the bytes read per decoded token. Biases,
+        layer norms, ``wpe``, the kv cache and all activations stay float32.
+        """
+        if dtype not in WEIGHT_DTYPES:
+            raise NpgptError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(WEIGHT_DTYPES)}")
+        if dtype == "float32":
+            return self.layout(_tree_map(self.asarray, params))
+        if self.to_16bit is None or dtype not in DTYPES[self.name]:
+            raise NpgptError(f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
+                             f"times slower than float32); use --backend torch for --dtype {dtype}")
+        to_16bit = self.to_16bit
+
+        def narrow(w: np.ndarray) -> Any:  # one matrix at a time, straight from the checkpoint's pages
+            out = to_16bit(w, dtype)
+            _release_mapped(w)
+            return out
+
+        # wte is also the head, which multiplies by wte.T: pass it as used. "w": every linear layer.
+        return _map_named(lambda name, a: narrow(a.T).T if name == "wte" else
+                          narrow(a) if name == "w" else self.asarray(a), params)
 
 
 def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
-    """NumPy's weights: ``wte`` becomes the transposed view of a contiguous [C, V] copy.
+    """NumPy's weights: the matrices taller than wide are stored transposed, long side contiguous.
 
-    The output head ``x @ wte.T`` reads a third of the bytes of a decode step, and OpenBLAS
-    reads a contiguous [C, V] matrix 20-40 % faster than the transposed view of [V, C] (measured
-    on 2 cores, at batch 1, 8 and 32 alike). The model still sees the same [V, C] array (its
-    rows are now strided, which the embedding lookup does not mind), and no second copy stays
-    resident (see :func:`_release_mapped`). The other matrices stay [in, out]: storing
-    ``mlp.c_proj`` [4C, C] as [C, 4C] too reads it 25 % faster at batch 1 but 30 % slower at 8.
+    Decoding reads every weight once per step in a matrix-vector product, and OpenBLAS streams
+    a matrix faster along long contiguous rows. Two matrices are taller than wide: ``wte``
+    [V, C], whose transpose is the output head (a third of the bytes of a step), and
+    ``mlp.c_proj`` [4C, C]. Kept as transposed views of contiguous [C, V] and [C, 4C] copies
+    (measured on 2 cores, GPT-2 124M): the head makes decoding ~15 % faster at batch 1 and 8,
+    mlp.c_proj another 6-20 % at batch 1 for 0-7 % less at batch 8 and 32. The model sees the
+    same shapes and values, and no second copy stays resident (see :func:`_release_mapped`).
     """
-    wte = params["wte"]
-    head = np.ascontiguousarray(wte.T)  # [V, C] -> [C, V], copied once
-    _release_mapped(wte)
-    return {**params, "wte": head.T}
+
+    def long_side_contiguous(w: np.ndarray) -> np.ndarray:
+        copy = np.ascontiguousarray(w.T)  # [m, n] -> [n, m], copied once
+        _release_mapped(w)
+        return copy.T
+
+    blocks = []
+    for block in params["blocks"]:
+        mlp = block["mlp"]
+        c_proj = {**mlp["c_proj"], "w": long_side_contiguous(mlp["c_proj"]["w"])}
+        blocks.append({**block, "mlp": {**mlp, "c_proj": c_proj}})
+    return {**params, "wte": long_side_contiguous(params["wte"]), "blocks": blocks}
 
 
 def _reuse_freed_memory() -> None:
@@ -131,13 +182,17 @@ def get_backend(name: str) -> Backend:
         # n_head and last_only change the program, so they are static; the cache is donated
         # so XLA can update it in place.
         forward = jax.jit(gpt2, static_argnames=("n_head", "last_only"), donate_argnames=("cache",))
-        return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two)
+        # 16-bit weights are for accelerators: XLA's CPU 16-bit products are ~10x slower than float32.
+        return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two,
+                       to_16bit=lambda w, dtype: jax.numpy.asarray(w, dtype=dtype))
     if name == "torch":
         torch = _require("torch", name)
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
         def to_torch(a: np.ndarray) -> Any:
-            return torch.from_numpy(np.array(a, copy=True)).to(device)  # copy: memmaps are read-only
+            t = torch.from_numpy(np.array(a, copy=True)).to(device)  # copy: memmaps are read-only
+            _release_mapped(a)  # the copy is what stays; the checkpoint's pages need not
+            return t
 
         def to_numpy(a: Any) -> np.ndarray:
             return a.detach().cpu().numpy()
@@ -147,10 +202,19 @@ def get_backend(name: str) -> Backend:
             with torch.inference_mode():
                 return gpt2(*args, **kw)
 
-        return Backend("torch", to_torch, to_numpy, forward)
+        def to_16bit(w: np.ndarray, dtype: str) -> Any:
+            # [in, out] kept as the transposed view of a contiguous [out, in] copy (nn.Linear's
+            # layout): on CPU, oneDNN's float16 matrix-vector product is ~25x faster on it.
+            with warnings.catch_warnings():  # read-only memmap: only read here, never written
+                warnings.simplefilter("ignore", UserWarning)
+                src = torch.from_numpy(w)
+            return src.T.to(device, getattr(torch, dtype), memory_format=torch.contiguous_format).T
+
+        return Backend("torch", to_torch, to_numpy, forward, to_16bit=to_16bit)
     if name == "cupy":
         cp = _require("cupy", name)
-        return Backend("cupy", cp.asarray, cp.asnumpy, gpt2)
+        # cuBLAS runs float16 products on tensor cores; CuPy has no bfloat16 dtype.
+        return Backend("cupy", cp.asarray, cp.asnumpy, gpt2, to_16bit=lambda w, dtype: cp.asarray(w.astype(dtype)))
     if name == "cupynumeric":
         # NVIDIA's distributed drop-in NumPy: its arrays carry __array_namespace__, so the
         # model file runs unchanged; Legate decides where the data lives.

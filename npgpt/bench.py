@@ -23,6 +23,14 @@ Decoding one token reads every weight once, so its speed is bounded by memory ba
 ``bandwidth / bytes_per_token`` tokens/s at batch 1. The bench measures this machine's read rate
 with a NumPy matrix-vector product over 1 GiB and reports decode speed as a fraction of it.
 
+``--compare llama.cpp --llama-cpp DIR`` adds llama.cpp, built by the user in ``DIR``, on the same
+weights: the Hugging Face checkpoint is converted with llama.cpp's ``convert_hf_to_gguf.py`` to f32,
+f16 and q8_0, and each GGUF is timed once, after the other engines, by llama.cpp's own ``llama-bench``
+(prefill, batch-1 decode) and ``llama-batched-bench`` (larger batches); see :mod:`npgpt.bench_llamacpp`.
+Those engines have no time to first token, start-up or memory figures; each npgpt engine gets a
+``vs_llama.cpp-<type>`` ratio entry next to ``vs_hf``, and the bandwidth fraction of a llama.cpp engine
+counts the bytes of its own weight type.
+
 Only :func:`bench_command` prints; :func:`run_bench` returns one dict (what ``--json`` emits).
 """
 
@@ -56,11 +64,13 @@ class BenchSettings:
     model: str | None = None  # preset name or checkpoint path; None: 124M (random) / the default model
     random: bool = False  # random weights of the model's shape: offline, any preset size
     backends: tuple[str, ...] = ("numpy", "jax", "torch")
+    dtypes: tuple[str, ...] = ("float32",)  # weight storage per backend; 16-bit where the backend has it
     batches: tuple[int, ...] = (1, 8, 32)
     prompt_len: int = 512  # prefill
     short_prompt: int = 16  # time to first token, and the prompt decoding starts from
     new_tokens: int = 128
-    compare: tuple[str, ...] = ()  # ("hf",) to run Hugging Face transformers + PyTorch too
+    compare: tuple[str, ...] = ()  # "hf": Hugging Face transformers + PyTorch too; "llama.cpp": llama.cpp too
+    llama_cpp: str | None = None  # a llama.cpp checkout built with cmake, for compare "llama.cpp"
     baseline_tokens: int = 256  # npgpt without a kv cache (0 = skip)
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     bandwidth_mib: int = 1024  # matrix size for the bandwidth measurement
@@ -68,7 +78,7 @@ class BenchSettings:
     train_batch: int = 4
     train_seq: int = 128
     train_steps: int = 3
-    precision: bool = False  # accuracy of float16 / bfloat16 / int8 weight storage
+    precision: bool = False  # accuracy of float16 / bfloat16 weight storage (on torch)
     repeat: int = 1  # rounds of every engine, interleaved; each engine keeps its best (noisy machines)
     seed: int = 0
 
@@ -77,6 +87,15 @@ class BenchSettings:
 def bytes_per_token(config: Any) -> int:
     """Bytes of float32 weights one decode step reads: every tensor but ``wpe``, of which one row."""
     return 4 * (config.n_params - config.n_ctx * config.n_embd + config.n_embd)
+
+
+def weight_bytes(tree: Any) -> int:
+    """Bytes the loaded weights take on their backend (a 16-bit matrix: 2 per number)."""
+    if isinstance(tree, dict):
+        return sum(weight_bytes(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(weight_bytes(v) for v in tree)
+    return int(tree.nbytes)
 
 
 def memory_bandwidth(mib: int = 1024, repeats: int = 3) -> float:
@@ -123,10 +142,10 @@ def peak_rss_mb() -> float:
 class NpgptEngine:
     """npgpt's own generation path: ``prefill`` into a preallocated cache, then ``decode_step``."""
 
-    def __init__(self, path: str, backend: str) -> None:
+    def __init__(self, path: str, backend: str, dtype: str = "float32") -> None:
         from .api import load
 
-        self.model = load(path, backend=backend)
+        self.model = load(path, backend=backend, dtype=dtype)
         self.n_vocab = self.model.config.n_vocab
 
     def prefill(self, ids: Any, capacity: int) -> tuple[Any, Any]:  # ids [B, T] -> next tokens [B], state
@@ -309,52 +328,30 @@ def measure_train_hf(hf_path: str, s: BenchSettings) -> dict[str, Any]:
     return {"tokens_per_s": s.train_batch * s.train_seq / step_s, "step_s": step_s, "rss_peak_mb": peak_rss_mb()}
 
 
-# -- reduced-precision storage (opt-in) ---------------------------------------------------------------
-def round_weights(w: Any, dtype: str, axis: int = 0) -> Any:
-    """``w`` stored as ``dtype`` and widened back to float32 (what float32 compute would see).
+# -- 16-bit weights: accuracy (opt-in) -----------------------------------------------------------------
+def measure_precision(path: str, backend: str = "torch", dtypes: tuple[str, ...] = ("float16", "bfloat16"),
+                      rows: int = 4, seq: int = 64, seed: int = 0) -> dict[str, Any]:
+    """Logits and next-token loss of the model loaded with 16-bit weights, against float32 NumPy.
 
-    int8 keeps one float32 scale per slice along ``axis`` (0: per output column of ``[in, out]``).
+    The real 16-bit path (``load(dtype=...)`` on ``backend``), on random token ids; for the
+    perplexity change on text, run ``npgpt eval --dtype`` (docs/benchmarks.md).
     """
     import numpy as np
 
-    if dtype == "float16":
-        return w.astype(np.float16).astype(np.float32)
-    if dtype == "bfloat16":  # keep the top 16 bits of each float32, rounding to nearest even
-        bits = np.ascontiguousarray(w, np.float32).view(np.uint32)
-        bits = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
-        return bits.view(np.float32)
-    if dtype == "int8":  # symmetric, one float32 scale per output column
-        scale = np.abs(w).max(axis=axis, keepdims=True) / np.float32(127.0)
-        scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
-        return (np.round(w / scale).astype(np.int8).astype(np.float32) * scale).astype(np.float32)
-    raise ValueError(f"unknown storage dtype {dtype!r}; expected float16, bfloat16 or int8")
-
-
-def measure_precision(path: str, dtypes: tuple[str, ...] = ("float16", "bfloat16", "int8"),
-                      rows: int = 4, seq: int = 64, seed: int = 0) -> dict[str, Any]:
-    """Logits and next-token loss with every matrix stored in ``dtype``, against float32 (random text)."""
-    import numpy as np
-
-    from .formats import load_checkpoint
-    from .formats.names import flatten, unflatten
-    from .model import gpt2
+    from .api import load
     from .train.loss import cross_entropy
 
-    config, params = load_checkpoint(path)
-    ids = np.random.default_rng(seed).integers(0, config.n_vocab, (rows, seq + 1))
-    ref, _ = gpt2(ids[:, :-1], params, config.n_head)
+    ref_model = load(path)
+    ids = np.random.default_rng(seed).integers(0, ref_model.config.n_vocab, (rows, seq + 1))
+    ref = ref_model.logits(ids[:, :-1])
     ref_ce = float(cross_entropy(ref, ids[:, 1:]))
-    out: dict[str, Any] = {"float32": {"cross_entropy": ref_ce}}
+    del ref_model
+    out: dict[str, Any] = {"backend": backend, "float32": {"cross_entropy": ref_ce}}
     for dtype in dtypes:
-        # wte is also the output head, [V, C] used as x @ wte.T: one scale per vocabulary row.
-        flat = {k: (round_weights(v, dtype, axis=1 if k == "wte" else 0) if v.ndim == 2 else v)
-                for k, v in flatten(params).items()}
-        logits, _ = gpt2(ids[:, :-1], unflatten(flat, config), config.n_head)
+        logits = load(path, backend=backend, dtype=dtype).logits(ids[:, :-1])
         ce = float(cross_entropy(logits, ids[:, 1:]))
-        bytes_per = {"float16": 2, "bfloat16": 2, "int8": 1}[dtype]
         out[dtype] = {"logits_max_abs_diff": float(np.abs(logits - ref).max()), "cross_entropy": ce,
-                      "cross_entropy_change": ce - ref_ce,
-                      "weight_bytes": bytes_per * config.n_params}
+                      "cross_entropy_change": ce - ref_ce}
     return out
 
 
@@ -367,8 +364,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         return {"bytes_per_s": memory_bandwidth(s.bandwidth_mib), "rss_peak_mb": peak_rss_mb()}
     if job == "npgpt":
         t = time.perf_counter()
-        engine: Any = NpgptEngine(spec["path"], spec["backend"])
-        return {"startup_s": time.perf_counter() - t, **measure_engine(engine, s)}
+        engine: Any = NpgptEngine(spec["path"], spec["backend"], spec.get("dtype", "float32"))
+        startup = time.perf_counter() - t
+        return {"startup_s": startup, "model_bytes": weight_bytes(engine.model.params), **measure_engine(engine, s)}
     if job == "hf":
         t = time.perf_counter()
         engine = HFEngine(spec["path"], s.threads)
@@ -457,8 +455,24 @@ def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: No
     unknown = [b for b in s.backends if b not in ENGINES]
     if unknown:
         raise NpgptError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ENGINES)}")
-    if set(s.compare) - {"hf"}:
-        raise NpgptError(f"--compare takes 'hf', got {','.join(s.compare)!r}")
+    from .backends import DTYPES, WEIGHT_DTYPES
+
+    if not s.dtypes or set(s.dtypes) - set(WEIGHT_DTYPES):
+        raise NpgptError(f"--dtype takes a comma list of {', '.join(WEIGHT_DTYPES)}, got {','.join(s.dtypes)!r}")
+    # every backend in each dtype it has (numpy has no 16-bit products; --dtype float16 alone is an error)
+    pairs = [(b, d) for b in s.backends for d in s.dtypes if d in DTYPES[b]]
+    missing = [d for d in s.dtypes if not any(pd == d for _, pd in pairs)]
+    if missing:
+        raise NpgptError(f"no backend in --backend {','.join(s.backends)} stores {missing[0]} weights; add one "
+                         f"that does: {', '.join(b for b in DTYPES if missing[0] in DTYPES[b])}")
+    if set(s.compare) - {"hf", "llama.cpp"}:
+        raise NpgptError(f"--compare takes a comma list of 'hf' and 'llama.cpp', got {','.join(s.compare)!r}")
+    if "llama.cpp" in s.compare:
+        if not s.llama_cpp:
+            raise NpgptError("--compare llama.cpp needs --llama-cpp DIR (or NPGPT_LLAMA_CPP): a llama.cpp build")
+        from .bench_llamacpp import find_tools
+
+        find_tools(s.llama_cpp)  # a missing tool is reported now, not after the other engines' minutes
     if not s.batches or min(s.batches) < 1 or min(s.new_tokens, s.short_prompt, s.repeat) < 1 or s.prompt_len < 16:
         raise NpgptError("batch sizes, --new-tokens, --short-prompt and --repeat must be >= 1, --prompt-len >= 16")
     with tempfile.TemporaryDirectory(prefix="npgpt-bench-") as tmp:
@@ -474,9 +488,9 @@ def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: No
             "settings": asdict(s),
         }
         runs: dict[str, list[dict[str, Any]]] = {}  # engine -> its result in each round
-        jobs = [(f"npgpt-{b}", "npgpt", {"path": str(path), "backend": b}) for b in s.backends[:1]]
-        jobs += [(HF, "hf", {"path": str(hf_path)})] if "hf" in s.compare else []  # next to npgpt's default
-        jobs += [(f"npgpt-{b}", "npgpt", {"path": str(path), "backend": b}) for b in s.backends[1:]]
+        name = lambda b, d: f"npgpt-{b}" + ("" if d == "float32" else f"-{d}")  # noqa: E731
+        npgpt = [(name(b, d), "npgpt", {"path": str(path), "backend": b, "dtype": d}) for b, d in pairs]
+        jobs = [*npgpt[:1], *([(HF, "hf", {"path": str(hf_path)})] if "hf" in s.compare else []), *npgpt[1:]]
         for r in range(s.repeat):
             progress(f"measuring memory bandwidth{_round(r, s)}")
             runs.setdefault("bandwidth", []).append(spawn("bandwidth", s))
@@ -490,6 +504,11 @@ def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: No
         result["machine"]["bandwidth_gbs"] = bandwidth.get("bytes_per_s", float("nan")) / 1e9
         result["import"] = import_seconds()
         engines = {name: best_of(results) for name, results in runs.items()}
+        if "llama.cpp" in s.compare and hf_path is not None and s.llama_cpp:
+            from .bench_llamacpp import measure_llamacpp
+
+            progress("running llama.cpp: converting to GGUF f32/f16/q8_0, llama-bench, llama-batched-bench")
+            engines.update(measure_llamacpp(s.llama_cpp, hf_path, Path(tmp) / "llama.cpp", s))
         result["engines"] = engines
         if s.baseline_tokens:
             progress(f"running npgpt without a kv cache ({s.baseline_tokens} tokens)")
@@ -501,7 +520,7 @@ def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: No
                 progress("training steps: Hugging Face + PyTorch")
                 result["train"][HF] = spawn("train-hf", s, path=str(hf_path))
         if s.precision:
-            progress("reduced-precision storage")
+            progress("accuracy of 16-bit weights")
             result["precision"] = spawn("precision", s, path=str(path))
     _add_derived(result)
     return result
@@ -537,7 +556,7 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
     from .download import resolve
     from .formats import detect, load_checkpoint, save_checkpoint
 
-    need_hf = "hf" in s.compare or s.train
+    need_hf = "hf" in s.compare or "llama.cpp" in s.compare or s.train  # llama.cpp converts the HF checkpoint
     if s.random:
         name = s.model or "124M"
         if name in PRESETS:
@@ -610,21 +629,34 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _add_derived(result: dict[str, Any]) -> None:
-    """Bandwidth fractions per engine, ratios to HF, and the goal table."""
+    """Bandwidth fractions per engine, ratios to HF (and npgpt's to llama.cpp), and the goal table."""
     ceiling = result["machine"]["bandwidth_gbs"] * 1e9 / result["model"]["bytes_per_token"]
     result["ceiling_tps_batch1"] = ceiling
-    hf = result["engines"].get(HF, {})
-    for name, e in result["engines"].items():
+    engines = result["engines"]
+    hf = engines.get(HF, {})
+    for name, e in engines.items():
         if "decode_tps" not in e:
             continue
-        e["bandwidth_fraction"] = e["decode_tps"].get("1", float("nan")) / ceiling
+        # llama.cpp's f16/q8_0 read fewer bytes per token than float32: its ceiling scales with its weights
+        scale = e["model_bytes"] / (4 * result["model"]["n_params"]) if "model_bytes" in e else 1.0
+        e["bandwidth_fraction"] = e["decode_tps"].get("1", float("nan")) * scale / ceiling
         if name != HF and "decode_tps" in hf:
-            e["vs_hf"] = {
-                **{f"decode_{b}": v / hf["decode_tps"][b] for b, v in e["decode_tps"].items() if b in hf["decode_tps"]},
-                "prefill": e["prefill_tps"] / hf["prefill_tps"],
-                "ttft": hf["ttft_ms"] / e["ttft_ms"],
-            }
+            e["vs_hf"] = _ratios(e, hf)
+        if name.startswith("npgpt-"):
+            for other, o in engines.items():
+                if other.startswith("llama.cpp-") and "decode_tps" in o:
+                    e[f"vs_{other}"] = _ratios(e, o)
     result["goals"] = goals(result)
+
+
+def _ratios(e: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
+    """How many times faster ``e`` is than ``other``, for every figure both have (llama.cpp has no ttft)."""
+    out = {f"decode_{b}": v / other["decode_tps"][b] for b, v in e["decode_tps"].items() if other["decode_tps"].get(b)}
+    if e.get("prefill_tps") and other.get("prefill_tps"):
+        out["prefill"] = e["prefill_tps"] / other["prefill_tps"]
+    if e.get("ttft_ms") and other.get("ttft_ms"):
+        out["ttft"] = other["ttft_ms"] / e["ttft_ms"]
+    return out
 
 
 # -- output --------------------------------------------------------------------------------------------
@@ -638,13 +670,20 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append([label, *[("" if v is None else format(v, fmt)) for v in vals]])
 
     for b in result["settings"]["batches"]:
-        row(f"decode tok/s, batch {b}", lambda e, b=b: e["decode_tps"].get(str(b)), ".1f")
+        row(f"decode tok/s, batch {b}", lambda e, b=b: e.get("decode_tps", {}).get(str(b)), ".1f")
     row("decode batch 1 / bandwidth ceiling", lambda e: e.get("bandwidth_fraction"), ".0%")
-    row(f"prefill tok/s ({result['settings']['prompt_len']} tokens)", lambda e: e["prefill_tps"], ".0f")
-    row(f"time to first token, ms ({result['settings']['short_prompt']} tokens)", lambda e: e["ttft_ms"], ".1f")
-    row("start-up (import + load), s", lambda e: e["startup_s"], ".2f")
-    row("peak RSS decoding batch 1, MB", lambda e: e["rss_decode_mb"], ".0f")
-    row("peak RSS overall, MB", lambda e: e["rss_peak_mb"], ".0f")
+    row(f"prefill tok/s ({result['settings']['prompt_len']} tokens)", lambda e: e.get("prefill_tps"), ".0f")
+    row(f"time to first token, ms ({result['settings']['short_prompt']} tokens)", lambda e: e.get("ttft_ms"),
+        ".1f")
+    row("start-up (import + load), s", lambda e: e.get("startup_s"), ".2f")
+    row("peak RSS decoding batch 1, MB", lambda e: e.get("rss_decode_mb"), ".0f")
+    row("peak RSS overall, MB", lambda e: e.get("rss_peak_mb"), ".0f")
+    # npgpt against each llama.cpp weight type: times faster (>1) or slower, in npgpt's columns
+    for other in [n for n in engines if n.startswith("llama.cpp-")]:
+        for b in result["settings"]["batches"]:
+            row(f"decode batch {b} vs {other} (x)", lambda e, o=other, b=b: e.get(f"vs_{o}", {}).get(f"decode_{b}"),
+                ".2f")
+        row(f"prefill vs {other} (x)", lambda e, o=other: e.get(f"vs_{o}", {}).get("prefill"), ".2f")
     return engines, rows
 
 
@@ -656,11 +695,18 @@ def plot_decode(result: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    hf = result["engines"].get(HF, {}).get("decode_tps", {})
     for name, e in result["engines"].items():
         if "decode_tps" in e:
             batches = sorted(int(b) for b in e["decode_tps"])
-            ax.plot(batches, [e["decode_tps"][str(b)] for b in batches], marker="o", label=name)
-    ax.axhline(result["ceiling_tps_batch1"], color="grey", ls="--", lw=1, label="bandwidth ceiling, batch 1")
+            tps = [e["decode_tps"][str(b)] for b in batches]
+            ax.plot(batches, tps, marker="o", label=name)
+            for b, v in zip(batches, tps, strict=True):
+                if name.startswith("npgpt-") and hf.get(str(b)):  # npgpt's speed-up over HF, not llama.cpp's
+                    ax.annotate(f"{v / hf[str(b)]:.2f}x", (b, v), textcoords="offset points", xytext=(6, -12),
+                                fontsize=8)
+    ax.plot([1], [result["ceiling_tps_batch1"]], marker="_", ms=24, mew=2, color="grey", ls="none",
+            label="memory-bandwidth ceiling at batch 1")
     m = result["model"]
     ax.set(xscale="log", xlabel="batch size", ylabel="decode tokens/s (all rows)",
            title=f"GPT-2 {m['n_params'] / 1e6:.0f}M float32 on {result['machine']['cores']} CPU cores")
@@ -684,18 +730,20 @@ def bench_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Preset (124M…) with --random, or a checkpoint path/name; default 124M.")] = None,  # noqa: E501
     random: Annotated[bool, typer.Option("--random", help="Random weights of the model's shape (offline).")] = False,
     backend: Annotated[str, typer.Option("--backend", help="npgpt backends to run, comma-separated.")] = "numpy,jax,torch",  # noqa: E501
+    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage per backend, comma-separated: float32, float16, bfloat16 (16-bit: torch, jax, cupy).")] = "float32",  # noqa: E501
     batch: Annotated[str, typer.Option("--batch", help="Decode batch sizes, comma-separated.")] = "1,8,32",
     prompt_len: Annotated[int, typer.Option(help="Prompt tokens for the prefill measurement.")] = 512,
     short_prompt: Annotated[int, typer.Option(help="Prompt tokens for time to first token and decoding.")] = 16,
     new_tokens: Annotated[int, typer.Option(help="Tokens decoded per row.")] = 128,
-    compare: Annotated[str | None, typer.Option("--compare", help="'hf': also run Hugging Face transformers + PyTorch.")] = None,  # noqa: E501
+    compare: Annotated[str | None, typer.Option("--compare", help="Comma list: 'hf' (Hugging Face transformers + PyTorch), 'llama.cpp' (needs --llama-cpp).")] = None,  # noqa: E501
+    llama_cpp: Annotated[str | None, typer.Option("--llama-cpp", envvar="NPGPT_LLAMA_CPP", metavar="DIR", help="llama.cpp checkout built with cmake (build/bin/llama-bench…), for --compare llama.cpp.")] = None,  # noqa: E501
     baseline_tokens: Annotated[int, typer.Option(help="Tokens for npgpt's no-cache baseline (0 = skip).")] = 256,
     threads: Annotated[int, typer.Option(help="BLAS / PyTorch threads.")] = os.cpu_count() or 1,
     bandwidth_mib: Annotated[int, typer.Option(help="MiB read to measure memory bandwidth.")] = 1024,
     train: Annotated[bool, typer.Option("--train", help="Also time training steps: npgpt (JAX) vs HF + PyTorch.")] = False,  # noqa: E501
     train_batch: Annotated[int, typer.Option(help="Training batch size.")] = 4,
     train_seq: Annotated[int, typer.Option(help="Training window length.")] = 128,
-    precision: Annotated[bool, typer.Option("--precision", help="Accuracy of float16/bfloat16/int8 weight storage.")] = False,  # noqa: E501
+    precision: Annotated[bool, typer.Option("--precision", help="Accuracy of float16/bfloat16 weights (torch backend) vs float32.")] = False,  # noqa: E501
     repeat: Annotated[int, typer.Option(help="Rounds of every engine, interleaved; each keeps its best figures.")] = 1,  # noqa: E501
     as_json: Annotated[bool, typer.Option("--json", help="Print every field as one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of decode tokens/s against batch size.")] = None,
@@ -705,8 +753,9 @@ def bench_command(
     Example: `npgpt bench --model 124M --random --backend numpy --compare hf`
     """
     s = BenchSettings(
-        model=model, random=random, backends=_csv(backend), batches=_csv(batch, int), prompt_len=prompt_len,
-        short_prompt=short_prompt, new_tokens=new_tokens, compare=_csv(compare or ""),
+        model=model, random=random, backends=_csv(backend), dtypes=_csv(dtype), batches=_csv(batch, int),
+        prompt_len=prompt_len, short_prompt=short_prompt, new_tokens=new_tokens, compare=_csv(compare or ""),
+        llama_cpp=llama_cpp,
         baseline_tokens=baseline_tokens, threads=threads, bandwidth_mib=bandwidth_mib, train=train,
         train_batch=train_batch, train_seq=train_seq, precision=precision, repeat=repeat,
     )
@@ -738,6 +787,10 @@ def _print(result: dict[str, Any], console: Any) -> None:
     for name, e in result["engines"].items():
         if "error" in e:
             console.print(f"[yellow]{name}: {e['error']}[/yellow]")
+        elif name.startswith("llama.cpp-"):  # what the llama.cpp figures are of: they have no start-up/memory rows
+            console.print(f"{name}: llama.cpp {e.get('version')}, {e.get('weight_type')} weights "
+                          f"({e.get('gguf_mb', 0):.0f} MB GGUF), KV cache {e.get('kv_cache_type')}, "
+                          f"{e.get('threads')} threads")
     if "nocache" in result:
         nc = result["nocache"]
         console.print(("no-cache baseline: " + nc["error"]) if "error" in nc else
@@ -750,7 +803,7 @@ def _print(result: dict[str, Any], console: Any) -> None:
         console.print(f"train {name}: " + (t["error"] if "error" in t else
                                            f"{t['tokens_per_s']:.0f} tokens/s ({t['step_s']:.2f} s/step)"))
     for dtype, p in (result.get("precision") or {}).items():
-        if dtype != "float32" and dtype != "error":
+        if dtype in ("float16", "bfloat16"):
             console.print(f"{dtype} weights: logits max |diff| {p['logits_max_abs_diff']:.2e}, "
                           f"cross-entropy {p['cross_entropy_change']:+.2e}")
     goal_table = Table("goal", "value", "target", "met")

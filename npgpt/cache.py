@@ -32,7 +32,8 @@ def init_cache(config: GPT2Config, batch: int, length: int, like: Any) -> KVCach
     shape = (batch, config.n_head, length, config.head_dim)
     device = getattr(like, "device", None)
     kw = {"device": device} if device is not None and not is_jax_array(like) else {}
-    zeros = [xp.zeros(shape, dtype=like.dtype, **kw) for _ in range(2 * config.n_layer)]
+    # Keys and values are activations: float32, also when the weights are stored in 16 bits.
+    zeros = [xp.zeros(shape, dtype=xp.float32, **kw) for _ in range(2 * config.n_layer)]
     return KVCache(k=tuple(zeros[: config.n_layer]), v=tuple(zeros[config.n_layer :]))
 
 

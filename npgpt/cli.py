@@ -23,6 +23,7 @@ app = typer.Typer(
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.")]  # noqa: E501
 BackendOpt = Annotated[str, typer.Option("--backend", help="numpy, jax, torch, cupy or cupynumeric.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="Weight storage: float32, or float16/bfloat16 (half the memory; fast with --backend torch).")]  # noqa: E501
 
 
 def _console(stderr: bool = False):  # noqa: ANN202
@@ -31,10 +32,10 @@ def _console(stderr: bool = False):  # noqa: ANN202
     return Console(stderr=stderr, highlight=False)
 
 
-def _load(model: str | None, backend: str = "numpy"):  # noqa: ANN202
+def _load(model: str | None, backend: str = "numpy", dtype: str = "float32"):  # noqa: ANN202
     from .api import load
 
-    m = load(model, backend=backend)
+    m = load(model, backend=backend, dtype=dtype)
     if m.notice:
         _console(stderr=True).print(f"[dim]{m.notice}[/dim]", soft_wrap=True)
     return m
@@ -46,6 +47,7 @@ def generate(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read prompts from a file, one per line; run as one batch.")] = None,  # noqa: E501
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",
+    dtype: DtypeOpt = "float32",
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 64,
     temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")] = 0,
@@ -74,7 +76,7 @@ def generate(
     from .sampling import SamplingParams
 
     SamplingParams(**sampling)  # validate before the (slow) load
-    m = _load(model, backend)
+    m = _load(model, backend, dtype)
     out = sys.stdout
     if len(rows) == 1 and stream:
         if echo:
@@ -238,6 +240,7 @@ def next_(
     k: Annotated[int, typer.Option("-k", help="How many candidates to show.")] = 10,
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",
+    dtype: DtypeOpt = "float32",
 ) -> None:
     """Show the k most likely next tokens as a bar chart: the model made visible.
 
@@ -245,7 +248,7 @@ def next_(
     """
     if k < 1:
         raise NpgptError(f"-k must be >= 1, got {k}")
-    m = _load(model, backend)
+    m = _load(model, backend, dtype)
     console = _console()
     width = 40
     for _id, text, p in m.next_tokens(prompt, k=k):

@@ -112,6 +112,7 @@ def eval_command(
     stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
     backend: Annotated[str, typer.Option(help="numpy, jax, torch or cupy.")] = "numpy",
+    dtype: Annotated[str, typer.Option(help="Weight storage: float32, float16 or bfloat16.")] = "float32",
 ) -> None:
     """Perplexity of a text file (Hugging Face's sliding-window method).
 
@@ -128,7 +129,7 @@ def eval_command(
         raise NpgptError(f"cannot read {data}: {reason}") from None
     if not text.strip():
         raise NpgptError(f"{data} is empty; give a text file to score")
-    m = _load(model, backend)
+    m = _load(model, backend, dtype)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=_console(stderr=True), transient=True) as bar:
         task = bar.add_task("windows", total=None)

@@ -9,7 +9,9 @@ Shapes: B batch, T new tokens, S attended tokens (cache + new), H heads, D head 
 C n_embd, V n_vocab.
 
 Only Python floats appear as constants: under NumPy 2 a NumPy float64 scalar (``np.sqrt(...)``)
-would silently promote every float32 activation to float64.
+would silently promote every float32 activation to float64. Activations are float32 throughout;
+the weight matrices may be stored in 16 bits (``load(dtype="float16")``), and only the matrix
+products then run in that dtype (see :func:`matmul`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ def matmul(x: Array, w: Array) -> Array:  # [..., m] @ [m, n] -> [..., n]
     # One 2-D product over all rows: NumPy runs [B, T, m] @ [m, n] as B separate BLAS calls,
     # each reading all of w from memory again (B times the traffic when decoding a batch).
     xp = array_namespace(x)
-    y = xp.reshape(x, (-1, x.shape[-1])) @ w  # [..., m] -> [rows, m] -> [rows, n]
+    x2 = xp.reshape(x, (-1, x.shape[-1]))  # [..., m] -> [rows, m]
+    if w.dtype == x.dtype:
+        y = x2 @ w  # -> [rows, n]
+    else:  # 16-bit weights (load(dtype=...)): the library's 16-bit kernel, accumulating in float32
+        y = xp.astype(xp.astype(x2, w.dtype) @ w, x.dtype)  # -> [rows, n], back in float32
     return xp.reshape(y, (*x.shape[:-1], w.shape[-1]))  # -> [..., n]
 
 
@@ -84,8 +90,9 @@ def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
 
 
 def mha(
-    x: Array, c_attn: Params, c_proj: Params, n_head: int, bias: Array, kv: tuple | None, start: Any
-) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C]
+    x: Array, c_attn: Params, c_proj: Params, n_head: int, bias: Array, kv: tuple | None, start: Any,
+    last_only: bool = False,
+) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C] ([B, 1, C] with last_only)
     xp = array_namespace(x)
     B, T, C = x.shape
     qkv = linear(x, **c_attn)  # [B, T, C] -> [B, T, 3*C]
@@ -96,6 +103,8 @@ def mha(
         k, k_buf = write(kv[0], k, start)  # -> [B, H, S, D]
         v, v_buf = write(kv[1], v, start)  # -> [B, H, S, D]
         kv = (k_buf, v_buf)
+    if last_only:  # every token's keys and values, but only the last token's query
+        q, bias, T = q[:, :, -1:], bias[:, :, -1:], 1  # -> [B, H, 1, D], [B, 1, 1, S]
     out = attention(q, k, v, bias[..., : k.shape[2]])  # -> [B, H, T, D]
     out = xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (B, T, C))  # -> [B, T, C]
     return linear(out, **c_proj), kv  # [B, T, C] -> [B, T, C]
@@ -103,9 +112,11 @@ def mha(
 
 def block(
     x: Array, ln_1: Params, attn: Params, ln_2: Params, mlp: Params,
-    n_head: int, bias: Array, kv: tuple | None, start: Any,
-) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C]
-    a, kv = mha(layer_norm(x, **ln_1), **attn, n_head=n_head, bias=bias, kv=kv, start=start)
+    n_head: int, bias: Array, kv: tuple | None, start: Any, last_only: bool = False,
+) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C] ([B, 1, C] with last_only)
+    a, kv = mha(layer_norm(x, **ln_1), **attn, n_head=n_head, bias=bias, kv=kv, start=start, last_only=last_only)
+    if last_only:
+        x = x[:, -1:, :]  # [B, T, C] -> [B, 1, C]
     x = x + a  # pre-norm residual: GPT-2 normalises the input of each sub-layer, not its output
     x = x + ffn(layer_norm(x, **ln_2), **mlp)
     return x, kv
@@ -155,20 +166,22 @@ def gpt2(
 
     # Indexing, not xp.take: NumPy's take first copies a non-C-contiguous table whole, and the
     # NumPy backend keeps wte as a transposed view of [C, V] for the output head (backends.py).
-    x = wte[xp.reshape(ids, (-1,)), :]  # [B, T] -> [B*T, C]
+    x = xp.astype(wte[xp.reshape(ids, (-1,)), :], wpe.dtype, copy=False)  # [B, T] -> [B*T, C] float32
     x = xp.reshape(x, (B, T, wte.shape[1]))  # -> [B, T, C]
     x = x + xp.reshape(xp.take(wpe, xp.reshape(positions, (-1,)), axis=0), (B, T, -1))  # -> [B, T, C]
 
     new_k, new_v = [], []
+    n_layer = len(params["blocks"])
     for i, layer in enumerate(params["blocks"]):
         kv = (cache.k[i], cache.v[i]) if cache is not None else None
-        x, kv = block(x, **layer, n_head=n_head, bias=bias, kv=kv, start=start)  # -> [B, T, C]
+        # With last_only, the last block needs every token's keys and values, but the rest of
+        # its work only for the last token (a prompt's prefill skips ~6 % of its compute).
+        last = last_only and i == n_layer - 1
+        x, kv = block(x, **layer, n_head=n_head, bias=bias, kv=kv, start=start, last_only=last)  # -> [B, T, C]
         if kv is not None:
             new_k.append(kv[0])
             new_v.append(kv[1])
 
-    if last_only:
-        x = x[:, -1:, :]  # [B, T, C] -> [B, 1, C]
-    x = layer_norm(x, **params["ln_f"])
+    x = layer_norm(x, **params["ln_f"])  # [B, T or 1, C]
     logits = matmul(x, xp.matrix_transpose(wte))  # the output head is tied to the embedding: -> [B, T, V]
     return logits, (KVCache(tuple(new_k), tuple(new_v)) if cache is not None else None)

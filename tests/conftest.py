@@ -71,7 +71,7 @@ def hf_logits(ref, ids: np.ndarray, attention_mask: np.ndarray | None = None) ->
         if attention_mask is not None:
             mask = torch.tensor(attention_mask)
             kw = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
-        return ref(torch.tensor(ids), **kw).logits.numpy()
+        return ref(torch.tensor(ids), **kw).logits.float().numpy()
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120, input: str | None = None):  # noqa: ANN201

@@ -68,3 +68,44 @@ def test_missing_backend_names_the_install(monkeypatch):
         get_backend("jax")
     with pytest.raises(NpgptError, match="choose one of"):
         get_backend("tensorflow")
+
+
+@pytest.mark.parametrize("backend, dtype", [("torch", "float16"), ("torch", "bfloat16"),
+                                            ("jax", "float16"), ("jax", "bfloat16")])
+def test_16bit_weights_are_as_close_to_hf_float32_as_hf_own_16bit_model(pair, backend, dtype):
+    import copy
+
+    import torch
+
+    pytest.importorskip(backend)
+    base, ref = pair("odd")
+    model = GPT2(base.config, base.params, backend=backend, dtype=dtype)
+    p = model.params
+    for w in (p["wte"], p["blocks"][0]["attn"]["c_attn"]["w"], p["blocks"][-1]["mlp"]["c_proj"]["w"]):
+        assert str(w.dtype).endswith(dtype)  # stored in 16 bits: half the bytes
+    assert str(p["wpe"].dtype).endswith("float32") and str(p["ln_f"]["g"].dtype).endswith("float32")
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, base.config.n_vocab, (2, 24))
+    exact = hf_logits(ref, ids)
+    ours = model.logits(ids)
+    assert ours.dtype == np.float32
+    theirs = hf_logits(copy.deepcopy(ref).to(getattr(torch, dtype)), ids)
+    ours_err, their_err = np.abs(ours - exact).max(), np.abs(theirs - exact).max()
+    assert 0 < ours_err <= their_err  # rounded weights do show, but no more than in HF's own 16-bit model
+    assert ours_err <= {"float16": 2e-3, "bfloat16": 2e-2}[dtype] * np.abs(exact).max()
+
+    # the kv cache path in 16 bits agrees with the full forward in 16 bits
+    got = model.completions([ids[0, :8].tolist()], max_new_tokens=6, temperature=0, logprobs=1)[0]
+    full = model.logits(np.array([ids[0, :8].tolist() + got.tokens[:-1]]))[0, 7:]
+    lp = full - np.log(np.exp(full - full.max(-1, keepdims=True)).sum(-1, keepdims=True)) - full.max(-1, keepdims=True)
+    assert got.tokens == full.argmax(-1).tolist()
+    np.testing.assert_allclose(got.token_logprobs, lp[np.arange(6), got.tokens], atol=2e-3)
+
+
+def test_numpy_refuses_16bit_weights_with_the_fix(pair):
+    base, _ = pair("tiny")
+    with pytest.raises(NpgptError, match="no fast float16 matrix product.*--backend torch"):
+        GPT2(base.config, base.params, dtype="float16")
+    with pytest.raises(NpgptError, match="unknown weight dtype 'int4'; choose one of float32, float16, bfloat16"):
+        GPT2(base.config, base.params, backend="torch", dtype="int4")

@@ -75,8 +75,8 @@ def test_numpy_layout_same_values_and_no_resident_second_copy(tmp_path):
     model = load(path)
 
     p = model.params
-    assert p["wte"].flags.f_contiguous  # the transposed view of a contiguous [C, V] head
-    assert p["blocks"][0]["mlp"]["c_fc"]["w"].flags.c_contiguous
+    assert p["wte"].flags.f_contiguous and p["blocks"][0]["mlp"]["c_proj"]["w"].flags.f_contiguous
+    assert p["blocks"][0]["mlp"]["c_fc"]["w"].flags.c_contiguous  # wider than tall: as loaded
     np.testing.assert_array_equal(p["wte"], params["wte"])
     ids = np.random.default_rng(0).integers(0, config.n_vocab, (2, 24))
     np.testing.assert_allclose(model.logits(ids), M.gpt2(ids, params, config.n_head)[0], atol=1e-5)

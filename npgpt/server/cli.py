@@ -26,6 +26,7 @@ def serve_command(
     max_batch: Annotated[int, typer.Option(help="Rows decoded together per model (continuous batching).")] = 16,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
     backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
+    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16 or bfloat16.")] = "float32",
 ) -> None:
     """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at `/`.
 
@@ -50,7 +51,7 @@ def serve_command(
     models = {}
     for spec in model or [None]:
         name, _, path = spec.partition("=") if spec and "=" in spec and not Path(spec).exists() else ("", "", spec)
-        m = load(path, backend=backend)
+        m = load(path, backend=backend, dtype=dtype)
         if m.notice:
             err.print(f"[dim]{m.notice}[/dim]")
         name = name or _model_name(path, m.source)
