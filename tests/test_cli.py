@@ -38,6 +38,17 @@ def test_generate_matches_the_python_api(model_file):
     assert streamed.stdout == "Hello there" + expected + "\n"
 
 
+def test_generate_with_16bit_weights_on_torch():
+    # The bundled model's weights are float16 already: storing them in 16 bits loses nothing, and
+    # rounding only the products' inputs does not change its greedy choices.
+    args = ("generate", "And God said", "--max-new-tokens", "16", "--temperature", "0", "--no-echo")
+    reference = run_cli(*args)
+    for dtype in ("float16", "bfloat16"):
+        r = run_cli(*args, "--backend", "torch", "--dtype", dtype)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == reference.stdout and len(r.stdout) > 20
+
+
 def test_generate_prompts_from_a_file_batched(model_file, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("First prompt\n\nSecond one here\n")
@@ -57,6 +68,8 @@ def test_generate_prompts_from_a_file_batched(model_file, tmp_path):
     (["generate"], "PROMPT"),
     (["download", "999M"], "124M"),
     (["info", "/nonexistent/dir"], "nonexistent"),
+    (["generate", "Hi", "--dtype", "float16"], "use --backend torch for --dtype float16"),
+    (["next", "Hi", "--dtype", "int4"], "unknown weight dtype 'int4'"),
     (["convert", "/nonexistent", "out.safetensors"], "nonexistent"),
 ])
 def test_errors_are_one_line_without_traceback(model_file, args, words):
