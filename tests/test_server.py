@@ -315,12 +315,13 @@ def test_a_client_that_leaves_frees_its_rows(stream):
 
 
 # -- continuous batching ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_scheduler_rows_join_and_leave_the_batch(backend):
+@pytest.mark.parametrize("backend, dtype", [("numpy", "float32"), ("torch", "float32"), ("torch", "float16"),
+                                            ("torch", "bfloat16")])
+def test_scheduler_rows_join_and_leave_the_batch(backend, dtype):
     """More rows than max_batch, arriving at different times, with different params: each equals the API."""
     if backend != "numpy":
         pytest.importorskip(backend)
-    model = GPT2(TINY, init_params(TINY, seed=0), backend=backend)
+    model = GPT2(TINY, init_params(TINY, seed=0), backend=backend, dtype=dtype)
     sched = Scheduler(model, max_batch=3)
     specs = [("Red", dict(max_new_tokens=20, seed=1, top_k=50), 4),
              ("Green apples are", dict(max_new_tokens=5, temperature=0), 1),
