@@ -147,12 +147,11 @@ def load(name_or_path: str | Path | None = None, backend: str = "numpy", dtype: 
     "bfloat16" keeps the weight matrices in 16 bits (half the memory; on ``backend="torch"``
     faster decoding too); computation stays float32 apart from the 16-bit matrix products.
     """
-    from .backends import WEIGHT_DTYPES
+    from .backends import check_dtype
     from .download import resolve
     from .formats import load_checkpoint
 
-    if dtype not in WEIGHT_DTYPES:  # before the (slow) load
-        raise NpgptError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(WEIGHT_DTYPES)}")
+    check_dtype(dtype)  # before the (slow) load
     path, notice = resolve(None if name_or_path is None else str(name_or_path))
     config, params = load_checkpoint(path)
     return GPT2(config, params, backend=backend, source=str(path), notice=notice, dtype=dtype)

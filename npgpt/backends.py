@@ -43,16 +43,14 @@ def _require(module: str, backend: str) -> Any:
                          "it needs an NVIDIA GPU with its driver") from None
 
 
-def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _tree_map(fn, v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_tree_map(fn, v) for v in tree)
-    return fn(tree)
+def check_dtype(dtype: str) -> None:
+    """A one-line error unless ``dtype`` is a weight dtype npgpt stores."""
+    if dtype not in WEIGHT_DTYPES:
+        raise NpgptError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(WEIGHT_DTYPES)}")
 
 
-def _map_named(fn: Callable[[str, Any], Any], tree: dict[str, Any]) -> dict[str, Any]:
-    """Like _tree_map, with each leaf's key passed too (``"w"``, ``"wte"``, ...)."""
+def _map_named(fn: Callable[[str, Any], Any], tree: Any) -> Any:
+    """``fn(key, leaf)`` on every leaf of nested dicts/lists, with the leaf's dict key (``"w"``, ``"wte"``)."""
     def visit(name: str, v: Any) -> Any:
         if isinstance(v, dict):
             return {k: visit(k, x) for k, x in v.items()}
@@ -61,6 +59,10 @@ def _map_named(fn: Callable[[str, Any], Any], tree: dict[str, Any]) -> dict[str,
         return fn(name, v)
 
     return visit("", tree)
+
+
+def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
+    return _map_named(lambda _name, leaf: fn(leaf), tree)
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,7 @@ class Backend:
         ``w``) in 16 bits: half the memory and half the bytes read per decoded token. Biases,
         layer norms, ``wpe``, the kv cache and all activations stay float32.
         """
-        if dtype not in WEIGHT_DTYPES:
-            raise NpgptError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(WEIGHT_DTYPES)}")
+        check_dtype(dtype)
         if dtype == "float32":
             return self.layout(_tree_map(self.asarray, params))
         if self.to_16bit is None or dtype not in DTYPES[self.name]:

@@ -89,13 +89,11 @@ def bytes_per_token(config: Any) -> int:
     return 4 * (config.n_params - config.n_ctx * config.n_embd + config.n_embd)
 
 
-def weight_bytes(tree: Any) -> int:
+def weight_bytes(params: dict[str, Any]) -> int:
     """Bytes the loaded weights take on their backend (a 16-bit matrix: 2 per number)."""
-    if isinstance(tree, dict):
-        return sum(weight_bytes(v) for v in tree.values())
-    if isinstance(tree, (list, tuple)):
-        return sum(weight_bytes(v) for v in tree)
-    return int(tree.nbytes)
+    from .formats.names import flatten
+
+    return sum(int(a.nbytes) for a in flatten(params).values())
 
 
 def memory_bandwidth(mib: int = 1024, repeats: int = 3) -> float:
@@ -388,8 +386,7 @@ def spawn(job: str, settings: BenchSettings, **spec: Any) -> dict[str, Any]:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(settings.threads)
     arg = json.dumps({"job": job, "settings": asdict(settings), **spec})
-    busy = _cpu_busy_s()
-    children, t = (_children_cpu_s() if busy is not None else 0.0), time.perf_counter()
+    other_cpu = other_cpu_meter()
     proc = subprocess.run([sys.executable, "-m", "npgpt.bench", "--worker", arg],
                           capture_output=True, text=True, env=env, check=False)
     lines = proc.stdout.strip().splitlines()
@@ -397,10 +394,25 @@ def spawn(job: str, settings: BenchSettings, **spec: Any) -> dict[str, Any]:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"{job} worker failed ({proc.returncode}): {tail}"}
     result = json.loads(lines[-1])
-    if busy is not None:  # CPU time other processes took meanwhile, as a share of all cores: it skews timings
-        others = (_cpu_busy_s() - busy) - (_children_cpu_s() - children)
-        result["other_cpu"] = max(0.0, others / ((time.perf_counter() - t) * (os.cpu_count() or 1)))
+    share = other_cpu()
+    if share is not None:
+        result["other_cpu"] = share
     return result
+
+
+def other_cpu_meter() -> Callable[[], float | None]:
+    """Start measuring; the returned function gives the share of all cores that processes other than
+    this one and its children used since (it skews timings), or None where ``/proc/stat`` is missing."""
+    busy, children, t = _cpu_busy_s(), _children_cpu_s(), time.perf_counter()
+
+    def share() -> float | None:
+        now = _cpu_busy_s()
+        if busy is None or now is None:
+            return None
+        others = (now - busy) - (_children_cpu_s() - children)
+        return max(0.0, others / ((time.perf_counter() - t) * (os.cpu_count() or 1)))
+
+    return share
 
 
 def _cpu_busy_s() -> float | None:
@@ -488,8 +500,7 @@ def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: No
             "settings": asdict(s),
         }
         runs: dict[str, list[dict[str, Any]]] = {}  # engine -> its result in each round
-        name = lambda b, d: f"npgpt-{b}" + ("" if d == "float32" else f"-{d}")  # noqa: E731
-        npgpt = [(name(b, d), "npgpt", {"path": str(path), "backend": b, "dtype": d}) for b, d in pairs]
+        npgpt = [(_engine_name(b, d), "npgpt", {"path": str(path), "backend": b, "dtype": d}) for b, d in pairs]
         jobs = [*npgpt[:1], *([(HF, "hf", {"path": str(hf_path)})] if "hf" in s.compare else []), *npgpt[1:]]
         for r in range(s.repeat):
             progress(f"measuring memory bandwidth{_round(r, s)}")
@@ -524,6 +535,11 @@ def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: No
             result["precision"] = spawn("precision", s, path=str(path))
     _add_derived(result)
     return result
+
+
+def _engine_name(backend: str, dtype: str) -> str:
+    """``npgpt-numpy`` for float32 weights, ``npgpt-torch-bfloat16`` for 16-bit ones."""
+    return f"npgpt-{backend}" + ("" if dtype == "float32" else f"-{dtype}")
 
 
 def _round(r: int, s: BenchSettings) -> str:
@@ -637,7 +653,7 @@ def _add_derived(result: dict[str, Any]) -> None:
     for name, e in engines.items():
         if "decode_tps" not in e:
             continue
-        # llama.cpp's f16/q8_0 read fewer bytes per token than float32: its ceiling scales with its weights
+        # 16-bit (npgpt, llama.cpp) and q8_0 weights read fewer bytes per token: the ceiling scales with them
         scale = e["model_bytes"] / (4 * result["model"]["n_params"]) if "model_bytes" in e else 1.0
         e["bandwidth_fraction"] = e["decode_tps"].get("1", float("nan")) * scale / ceiling
         if name != HF and "decode_tps" in hf:

@@ -21,11 +21,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from .bench import _children_cpu_s, _cpu_busy_s
+from .bench import other_cpu_meter
 from .errors import NpgptError
 
 OUTTYPES = ("f32", "f16", "q8_0")  # converter --outtype values: npgpt's own precision, and llama.cpp's usual two
@@ -203,14 +202,14 @@ def measure_llamacpp(llama_dir: str | Path, hf_dir: str | Path, work_dir: str | 
         try:
             to_gguf(hf_dir, tools, outtype, gguf)
             entry: dict[str, Any] = {"gguf_mb": gguf.stat().st_size / 1e6, "threads": settings.threads}
-            busy, children, t = _cpu_busy_s(), _children_cpu_s(), time.perf_counter()
+            other_cpu = other_cpu_meter()  # as for npgpt's engines: the share of all cores others took
             entry.update(_llama_bench(tools, gguf, settings))
             entry["weight_type"] = entry["weight_type"] or outtype.upper()
             if batched:
                 entry["decode_tps"].update(_batched_bench(tools, gguf, settings, batched))
-            if busy is not None:  # as for npgpt's engines: the share of all cores others took while timing
-                others = (_cpu_busy_s() or busy) - busy - (_children_cpu_s() - children)
-                entry["other_cpu"] = max(0.0, others / ((time.perf_counter() - t) * (os.cpu_count() or 1)))
+            share = other_cpu()
+            if share is not None:
+                entry["other_cpu"] = share
             if 1 not in settings.batches:
                 del entry["decode_tps"]["1"]
         except NpgptError as e:
