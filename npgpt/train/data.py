@@ -92,7 +92,6 @@ def tokenize_to_file(source: str | Path, dest: str | Path) -> Path:
         if json.loads(sidecar.read_text()).get("fingerprint") == fingerprint:
             return dest
     tok = Tokenizer()
-    dest.parent.mkdir(parents=True, exist_ok=True)
     n_tokens = 0
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as out:
@@ -108,8 +107,9 @@ def tokenize_to_file(source: str | Path, dest: str | Path) -> Path:
                 n_tokens += len(ids)
         if n_tokens == 0:
             raise NpgptError(f"{source}: no text to train on")
-    sidecar.write_text(json.dumps({"fingerprint": fingerprint, "n_tokens": n_tokens,
-                                   "sources": [str(f) for f in files]}, indent=1))
+    with atomic_path(sidecar) as tmp:  # a half-written sidecar would break the next run's json.loads
+        Path(tmp).write_text(json.dumps({"fingerprint": fingerprint, "n_tokens": n_tokens,
+                                         "sources": [str(f) for f in files]}, indent=1))
     return dest
 
 

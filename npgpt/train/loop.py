@@ -103,11 +103,6 @@ def model_config(init, n_layer, n_embd, n_head, n_ctx) -> tuple[GPT2Config, Para
 
 # --- checkpoints ---------------------------------------------------------------------------
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: dict) -> None:
     """One safetensors file: ``params.<npgpt name>``, ``opt.<i>`` leaves, ``meta`` as JSON."""
     from safetensors.numpy import save_file
@@ -116,7 +111,8 @@ def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: d
     tensors = {f"params.{k}": np.require(v, requirements="C") for k, v in flatten(params).items()}
     tensors.update({f"opt.{i:05d}": np.require(v, requirements="C") for i, v in enumerate(opt_leaves)})
     metadata = {"format": STATE_FORMAT, "meta": json.dumps(meta)}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
 
 
 def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
@@ -148,7 +144,8 @@ def plot_losses(history: dict[str, list], path: Path) -> None:
     ax.legend()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(buf.getvalue())
 
 
 # --- the driver ----------------------------------------------------------------------------
