@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import GPT2Config
 from ..errors import CheckpointError
 
@@ -43,10 +45,13 @@ def detect(path: str | Path) -> str:
             return "openai"
         raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors or a model directory)")
     weights = path / NPGPT_FILE
-    if weights.exists() and is_npgpt_file(weights):
-        return "npgpt"
-    if weights.exists() and (path / "config.json").exists():
-        return "hf"
+    if weights.exists():  # its header errors (truncated, corrupt) are the real diagnosis: let them out
+        if is_npgpt_file(weights):
+            return "npgpt"
+        if (path / "config.json").exists():
+            return "hf"
+        raise CheckpointError(f"{weights}: a safetensors file without npgpt's config, and no config.json beside it; "
+                              "add the model's Hugging Face config.json")
     if (path / "hparams.json").exists() or (path / "model.ckpt.index").exists():
         return "openai"
     pickles = [p for p in path.iterdir() if p.suffix in _PICKLES]
@@ -66,8 +71,27 @@ def _pickle_error(path: Path) -> CheckpointError:
 
 
 def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
-    """Config and float32 NumPy params from any supported checkpoint path."""
-    path = Path(path)
+    """Config and float32 NumPy params from any supported checkpoint path.
+
+    Every tensor is checked to be finite: a NaN or infinite weight (a diverged run, a corrupt
+    download) would make every output silently garbage. Raises CheckpointError.
+    """
+    config, params = _load(Path(path))
+    check_finite(params, str(path))
+    return config, params
+
+
+def check_finite(params: dict[str, Any], source: str) -> None:
+    """CheckpointError naming the first tensor that holds a NaN or an infinity."""
+    from .names import flatten
+
+    for name, arr in flatten(params).items():
+        if not np.isfinite(arr).all():
+            raise CheckpointError(f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
+                                  "corrupt or from a diverged run (re-download it or use an earlier checkpoint)")
+
+
+def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
     fmt = detect(path)
     if fmt == "npgpt":
         from . import npgpt_format

@@ -67,7 +67,7 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     for name, arr in tensors.items():
         ours = hf_to_npgpt_name(name)
         if ours is not None:
-            flat[ours] = as_float32(arr)
+            flat[ours] = as_float32(arr, name, str(weights_path))
     return config, unflatten(flat, config, source=str(weights_path))
 
 

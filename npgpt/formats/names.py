@@ -52,7 +52,15 @@ def flatten(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def unflatten(flat: dict[str, Any], config: GPT2Config, source: str = "checkpoint") -> dict[str, Any]:
-    """Flat names -> nested params, checking that every tensor is present with the right shape."""
+    """Flat names -> nested params, checking that every tensor is present with the right shape.
+
+    The cheap facts come first: a config claiming more (or fewer) layers than the file holds is
+    refused before the table of expected shapes is built (for ``n_layer=10**9`` that would hang).
+    """
+    n_blocks = len({name.split(".")[1] for name in flat if name.startswith("blocks.")})
+    if n_blocks != config.n_layer:
+        raise CheckpointError(f"{source}: the config says n_layer={config.n_layer} but the weights hold "
+                              f"{n_blocks} blocks; the config does not belong to these weights")
     expected = expected_shapes(config)
     missing = [k for k in expected if k not in flat]
     if missing:
