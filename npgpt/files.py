@@ -84,6 +84,9 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     from safetensors import SafetensorError
 
     path = Path(path)
+    if path.exists() and not path.is_file():  # a device (/dev/full), a FIFO or a folder: never renamed over
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise NpgptError(f"cannot write {path}: it is {kind}; give the path of a file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -119,3 +119,14 @@ def test_convert_onto_a_full_disk_is_one_line_and_keeps_the_old_file(small_disk,
         assert len(r.stderr.strip().splitlines()) == 1 and "No space left on device" in r.stderr, r.stderr
         assert old.read_bytes() == b"old model" * 1000
         assert sorted(os.listdir(small_disk)) == ["model.safetensors"]  # no temp file, nothing half-written
+
+
+def test_a_device_or_fifo_is_never_renamed_over(tmp_path):
+    from npgpt.errors import NpgptError
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path):
+        with pytest.raises(NpgptError, match="cannot write"), atomic_path(target) as tmp:
+            open(tmp, "w").write("new")
+    assert fifo.is_fifo() and sorted(os.listdir(tmp_path)) == ["pipe"]
