@@ -1,4 +1,4 @@
-"""Request bodies of the OpenAI-compatible endpoints, and the chat prompt template.
+"""The OpenAI-compatible API's shapes: request bodies, the chat prompt template, response parts.
 
 Fields follow OpenAI's API; unknown fields are ignored, as OpenAI's own clients send some. The
 sampling options are checked by :class:`npgpt.sampling.SamplingParams`, the one place that knows
@@ -8,12 +8,16 @@ client: ``extra_body={"top_k": 40}``).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import NpgptError
 from ..sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from ..api import GPT2
+    from ..tokenizer import Tokenizer
 
 MAX_N = 128  # completions per prompt
 MAX_STOP = 16  # stop sequences
@@ -139,3 +143,24 @@ def chat_prompt(messages: list[ChatMessage]) -> str:
 
 def _default(value: float | int | None, default: float | int) -> float | int:
     return default if value is None else value
+
+
+# -- response parts -----------------------------------------------------------------------------------
+def model_card(name: str, model: GPT2) -> dict[str, Any]:
+    """``GET /v1/models/{name}``: OpenAI's model object, plus the context length and config."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "npgpt", "context_length": model.config.n_ctx,
+            "config": model.config.to_dict()}
+
+
+def token_text(tok: Tokenizer, token: int) -> str:
+    """A token as text; a token that is part of a UTF-8 character is written ``bytes:\\xe2\\x80``, like OpenAI."""
+    raw = tok.token_bytes(token)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+
+def token_entry(tok: Tokenizer, token: int, logprob: float | None) -> dict[str, Any]:
+    """A token in chat's ``logprobs.content`` list."""
+    return {"token": token_text(tok, token), "logprob": logprob, "bytes": list(tok.token_bytes(token))}
