@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -39,8 +40,7 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
         raise ValueError("create_app needs at least one model")
     metrics = Metrics()
     schedulers = {
-        name: Scheduler(m, max_batch=max_batch, max_queue=max_queue,
-                        on_step=lambda kind, rows, name=name: metrics.step(name, kind, rows))
+        name: Scheduler(m, max_batch=max_batch, max_queue=max_queue, on_step=partial(metrics.step, name))
         for name, m in models.items()
     }
 
@@ -55,8 +55,6 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
     if api_key is not None:
         app.add_middleware(BearerKey, api_key=api_key)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    app.state.schedulers = schedulers
-    app.state.metrics = metrics
     add_handlers(app)
     app.include_router(router(schedulers, metrics))
     return app

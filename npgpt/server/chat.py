@@ -68,7 +68,7 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
                                                 "total_tokens": len(prompt) + done}}
 
     def fold(chunks: list[Chunk]) -> Chunk:
-        out = [{"index": i, "message": {"role": "assistant", "content": ""},
+        out: list[dict[str, Any]] = [{"index": i, "message": {"role": "assistant", "content": ""},
                 "logprobs": {"content": []} if logprobs is not None else None, "finish_reason": None}
                for i in range(n)]
         for c in chunks[:-1]:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 MAX_N = 128  # completions per prompt
 MAX_STOP = 16  # stop sequences
+_SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
+                   "frequency_penalty")
 
 
 class _Body(BaseModel):
@@ -49,21 +51,12 @@ class _Sampling(_Body):
     repetition_penalty: float | None = None
 
     def sampling(self, max_tokens: int, logprobs: int | None, stop: tuple[str, ...] = ()) -> SamplingParams:
-        """Validated SamplingParams (raises NpgptError naming the bad field)."""
+        """Validated SamplingParams (raises NpgptError with the bad field as ``param``); a field left
+        out or null takes SamplingParams' default, the one place defaults live."""
         user_stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        return SamplingParams(
-            max_new_tokens=max_tokens,
-            temperature=_default(self.temperature, 1.0),
-            top_p=_default(self.top_p, 1.0),
-            top_k=_default(self.top_k, 0),
-            min_p=_default(self.min_p, 0.0),
-            repetition_penalty=_default(self.repetition_penalty, 1.0),
-            presence_penalty=_default(self.presence_penalty, 0.0),
-            frequency_penalty=_default(self.frequency_penalty, 0.0),
-            seed=self.seed,
-            stop=user_stop + stop,
-            logprobs=logprobs,
-        )
+        given = {k: v for k in _SAMPLING_KNOBS if (v := getattr(self, k)) is not None}
+        return SamplingParams(max_new_tokens=max_tokens, seed=self.seed, stop=user_stop + stop, logprobs=logprobs,
+                              **given)
 
 
 class CompletionRequest(_Sampling):
@@ -139,10 +132,6 @@ def chat_prompt(messages: list[ChatMessage]) -> str:
     """
     lines = [f"{ROLES[m.role]}: {m.text}" for m in messages]
     return "\n".join([*lines, "Assistant:"])
-
-
-def _default(value: float | int | None, default: float | int) -> float | int:
-    return default if value is None else value
 
 
 # -- response parts -----------------------------------------------------------------------------------
