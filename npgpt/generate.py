@@ -150,18 +150,18 @@ class TextTracker:
 def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
     """Reject what cannot run, before any compute."""
     if not rows:
-        raise NpgptError("no prompts given; pass at least one non-empty prompt")
+        raise NpgptError("no prompts given; pass at least one non-empty prompt", param="prompt")
     for i, r in enumerate(rows):
         if len(r) == 0:
-            raise NpgptError(f"prompt {i} is empty; give at least one token of text")
+            raise NpgptError(f"prompt {i} is empty; give at least one token of text", param="prompt")
         if len(r) + params.max_new_tokens > model.config.n_ctx:
             raise NpgptError(
                 f"prompt {i} has {len(r)} tokens and max_new_tokens is {params.max_new_tokens}: "
                 f"together over the model's context of {model.config.n_ctx}; shorten the prompt "
-                "or lower max_new_tokens"
+                "or lower max_new_tokens", param="max_new_tokens",
             )
         if max(r) >= model.config.n_vocab or min(r) < 0:
-            raise NpgptError(f"prompt {i} has a token id outside [0, {model.config.n_vocab})")
+            raise NpgptError(f"prompt {i} has a token id outside [0, {model.config.n_vocab})", param="prompt")
 
 
 class RowSampler:

@@ -32,8 +32,8 @@ from npgpt.formats import npgpt_format  # noqa: E402
 from npgpt.formats.names import init_params  # noqa: E402
 from npgpt.sampling import SamplingParams, log_softmax  # noqa: E402
 from npgpt.server import background_server, create_app  # noqa: E402
+from npgpt.server.protocol import CHAT_STOP, ChatMessage, chat_prompt  # noqa: E402
 from npgpt.server.scheduler import Request, Scheduler  # noqa: E402
-from npgpt.server.schemas import CHAT_STOP, ChatMessage, chat_prompt  # noqa: E402
 
 TINY = GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2)
 

@@ -19,7 +19,8 @@ def serve_command(
     model: Annotated[list[str] | None, typer.Option(
         "--model", "-m", help="Checkpoint path or downloaded name (124M…); repeat to serve several. "
         "NAME=PATH sets the name clients put in `model`. Default: a downloaded GPT-2, else the bundled model.")] = None,
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",  # noqa: E501
+    host: Annotated[str, typer.Option(
+        help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="NPGPT_API_KEY",
                                                 help="Require `Authorization: Bearer KEY` on /v1/*.")] = None,
@@ -49,7 +50,8 @@ def serve_command(
 
     err = Console(stderr=True, highlight=False)
     models = {}
-    for spec in model or [None]:
+    specs: list[str | None] = [*model] if model else [None]
+    for spec in specs:
         name, _, path = spec.partition("=") if spec and "=" in spec and not Path(spec).exists() else ("", "", spec)
         m = load(path, backend=backend, dtype=dtype)
         if m.notice:
