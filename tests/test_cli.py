@@ -1,4 +1,4 @@
-"""npgpt/cli.py: the real ``npgpt`` entry point, run in a subprocess."""
+"""npgpt/cli/: the real ``npgpt`` entry point, run in a subprocess."""
 
 from __future__ import annotations
 

@@ -268,7 +268,7 @@ def test_cli_fine_tunes_and_reports(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from npgpt.train.cli import train_command
+    from npgpt.cli.train import train_command
 
     app = typer.Typer()
     app.command("train")(train_command)
@@ -290,7 +290,7 @@ def test_cli_fine_tunes_and_reports(tmp_path):
 
 
 def test_importing_the_package_does_not_load_jax():
-    code = "import sys, npgpt, npgpt.train, npgpt.train.cli, npgpt.train.data; print(json.dumps(" \
+    code = "import sys, npgpt, npgpt.train, npgpt.cli.train, npgpt.train.data; print(json.dumps(" \
            "[m for m in ('jax', 'optax', 'matplotlib', 'torch') if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout

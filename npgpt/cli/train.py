@@ -84,11 +84,11 @@ def train_command(
         import optax  # noqa: F401
     except ImportError:
         raise NpgptError("npgpt train needs JAX and optax: pip install 'npgpt[train]'") from None
-    from . import sharding
+    from ..train import sharding
 
     if distributed or coordinator or num_processes is not None or process_id is not None:
         sharding.init_distributed(coordinator, num_processes, process_id)
-    from .loop import train
+    from ..train.loop import train
 
     with _ProgressBar(show=jax.process_index() == 0) as bar:
         try:
