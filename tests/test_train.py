@@ -264,6 +264,20 @@ def test_existing_run_needs_resume_and_the_same_settings(reference, tmp_path):
         train(text, tmp_path / "run", TrainSettings(**{**RUN, "batch_size": 4}), resume=True)
 
 
+def test_settings_say_what_may_change_on_resume():
+    config = GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    first = TrainSettings(batch_size=2, eval_interval=4).for_new_run(config)
+    assert (first.steps, first.seq_len, first.warmup, first.lr) == (1000, 16, 100, 3e-4)  # the defaults
+    meta = first.to_meta()
+    resumed = TrainSettings(eval_interval=7, steps=2000).for_resume(meta, saved_steps=1000)
+    assert (resumed.eval_interval, resumed.steps, resumed.batch_size, resumed.seq_len) == (7, 2000, 2, 16)
+    with pytest.raises(NpgptError, match="cannot resume with lr=0.1: the run in --out used 0.0003"):
+        TrainSettings(lr=0.1).for_resume(meta, saved_steps=1000)
+    assert not set(TrainSettings.MUST_MATCH_ON_RESUME) & set(TrainSettings.MAY_CHANGE_ON_RESUME)
+    with pytest.raises(NpgptError, match="steps must be at least 1, got 0"):
+        TrainSettings(steps=0)
+
+
 # --- the CLI and import cost ---------------------------------------------------------------
 
 def test_cli_fine_tunes_and_reports(tmp_path):

@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from . import measure
 from .engines import HFEngine, NpgptEngine
+from .measure import measure_engine, measure_nocache, measure_precision, measure_train_hf, measure_train_npgpt
 from .settings import BenchSettings
 from .system import memory_bandwidth, other_cpu_meter, peak_rss_mb
 
@@ -30,19 +30,19 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         engine: Any = NpgptEngine(spec["path"], spec["backend"], spec.get("dtype", "float32"))
         startup = time.perf_counter() - t
-        return {"startup_s": startup, "model_bytes": engine.weight_bytes(), **measure.measure_engine(engine, s)}
+        return {"startup_s": startup, "model_bytes": engine.weight_bytes(), **measure_engine(engine, s)}
     if job == "hf":
         t = time.perf_counter()
         engine = HFEngine(spec["path"], s.threads)
-        return {"startup_s": time.perf_counter() - t, **measure.measure_engine(engine, s)}
+        return {"startup_s": time.perf_counter() - t, **measure_engine(engine, s)}
     if job == "nocache":
-        return measure.measure_nocache(spec["path"], "numpy", s.short_prompt, s.baseline_tokens, s.seed)
+        return measure_nocache(spec["path"], "numpy", s.short_prompt, s.baseline_tokens, s.seed)
     if job == "train-npgpt":
-        return measure.measure_train_npgpt(spec["path"], s)
+        return measure_train_npgpt(spec["path"], s)
     if job == "train-hf":
-        return measure.measure_train_hf(spec["path"], s)
+        return measure_train_hf(spec["path"], s)
     if job == "precision":
-        return measure.measure_precision(spec["path"])
+        return measure_precision(spec["path"])
     raise ValueError(f"unknown bench job {job!r}")
 
 

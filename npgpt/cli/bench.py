@@ -43,7 +43,7 @@ def bench_command(
     train_batch: Annotated[int, typer.Option(help="Training batch size.")] = 4,
     train_seq: Annotated[int, typer.Option(help="Training window length.")] = 128,
     precision: Annotated[bool, typer.Option("--precision", help="Accuracy of float16/bfloat16 weights (torch backend) vs float32.")] = False,  # noqa: E501
-    repeat: Annotated[int, typer.Option(help="Rounds of every engine, interleaved; each keeps its best figures.")] = 1,  # noqa: E501
+    repeat: Annotated[int, typer.Option(help="Rounds of every engine, interleaved; each keeps its best figures.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print every field as one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of decode tokens/s against batch size.")] = None,
 ) -> None:

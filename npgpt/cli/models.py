@@ -13,7 +13,7 @@ from .options import console
 
 def download(
     name: Annotated[str | None, typer.Argument(help="124M, 355M, 774M or 1558M (OpenAI's files).")] = None,
-    hf: Annotated[str | None, typer.Option("--hf", help="A Hugging Face repo id, e.g. openai-community/gpt2.")] = None,  # noqa: E501
+    hf: Annotated[str | None, typer.Option("--hf", help="A Hugging Face repo id, e.g. openai-community/gpt2.")] = None,
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit of the --hf repo.")] = None,
 ) -> None:
     """Download GPT-2 weights into the cache (`$NPGPT_HOME`, default ~/.cache/npgpt) and convert them once.
@@ -60,7 +60,7 @@ def convert(
     console().print(f"wrote {_convert(src, dst, fmt=to, dtype=dtype)}")
 
 
-def info(model: Annotated[str | None, typer.Argument(help="Path or name; default: the default model.")] = None) -> None:  # noqa: E501
+def info(model: Annotated[str | None, typer.Argument(help="Path or name; default: the default model.")] = None) -> None:
     """Show a model's config, parameter count and file.
 
     Example: `npgpt info 124M`

@@ -80,7 +80,7 @@ def train_command(
     Interrupted? Run the same command with --resume.
     """
     try:
-        import jax  # noqa: F401
+        import jax
         import optax  # noqa: F401
     except ImportError:
         raise NpgptError("npgpt train needs JAX and optax: pip install 'npgpt[train]'") from None
