@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import NpgptError
-from .options import console
+from .options import console, print_notice
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -62,8 +62,7 @@ def bench_command(
     )
     from ..bench import plot_decode, run_bench
 
-    err = console(stderr=True)
-    result = run_bench(s, progress=lambda msg: err.print(f"[dim]{msg}…[/dim]"))
+    result = run_bench(s, progress=lambda msg: print_notice(f"{msg}…"))
     if plot is not None:
         plot_decode(result, plot)
     if as_json:
@@ -75,14 +74,15 @@ def bench_command(
 def _print(result: dict[str, Any], screen: Console) -> None:
     """The result as tables and notes (the figures of ``--json``, rounded)."""
     from rich.table import Table
+    from rich.text import Text
 
     from ..bench import table_rows
 
     m, mach = result["model"], result["machine"]
-    screen.print(f"[bold]{m['source']}[/bold]: {m['n_params'] / 1e6:.1f}M parameters, "
+    screen.print(Text.assemble((m["source"], "bold"), f": {m['n_params'] / 1e6:.1f}M parameters, "
                   f"{m['weight_mb']:.0f} MB float32; {mach['cpu']}, {mach['threads']} threads; "
                   f"bandwidth {mach['bandwidth_gbs']:.1f} GB/s -> ceiling {result['ceiling_tps_batch1']:.1f} "
-                  f"tok/s at batch 1")
+                  f"tok/s at batch 1"))
     names, rows = table_rows(result)
     table = Table("", *names)
     for r in rows:
@@ -90,7 +90,7 @@ def _print(result: dict[str, Any], screen: Console) -> None:
     screen.print(table)
     for name, e in result["engines"].items():
         if "error" in e:
-            screen.print(f"[yellow]{name}: {e['error']}[/yellow]")
+            screen.print(Text(f"{name}: {e['error']}", style="yellow"))
         elif name.startswith("llama.cpp-"):  # what the llama.cpp figures are of: they have no start-up/memory rows
             screen.print(f"{name}: llama.cpp {e.get('version')}, {e.get('weight_type')} weights "
                           f"({e.get('gguf_mb', 0):.0f} MB GGUF), KV cache {e.get('kv_cache_type')}, "

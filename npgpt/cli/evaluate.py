@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import BackendOpt, DtypeOpt, ModelOpt, console, load_model
+from .options import BackendOpt, DtypeOpt, JsonOpt, ModelOpt, console, load_model, print_json, read_text
 
 
 def eval_command(
@@ -19,6 +19,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
+    as_json: JsonOpt = False,
 ) -> None:
     """Perplexity of a text file (Hugging Face's sliding-window method).
 
@@ -28,11 +29,7 @@ def eval_command(
 
     from ..evaluate import perplexity
 
-    try:
-        text = data.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise NpgptError(f"cannot read {data}: {reason}") from None
+    text = read_text(data, "text to score")
     if not text.strip():
         raise NpgptError(f"{data} is empty; give a text file to score")
     m = load_model(model, backend, dtype)
@@ -41,6 +38,9 @@ def eval_command(
         task = bar.add_task("windows", total=None)
         result = perplexity(m, text, window=window, stride=stride, batch_size=batch_size,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        print_json({"model": m.source, "data": str(data), **result})
+        return
     screen = console()
     screen.print(f"tokens         {result['tokens']:,}")
     screen.print(f"cross-entropy  {result['cross_entropy']:.4f} nats/token")

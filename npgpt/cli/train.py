@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
+from .options import check_out_dir
 
 _MODEL = "Model"
 _RUN = "Optimisation"
@@ -79,6 +80,7 @@ def train_command(
     From scratch: --n-layer 6 --n-embd 384 --n-head 6 --n-ctx 256 instead of --init.
     Interrupted? Run the same command with --resume.
     """
+    check_out_dir(out)
     try:
         import jax
         import optax  # noqa: F401

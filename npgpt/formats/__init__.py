@@ -63,6 +63,27 @@ def detect(path: str | Path) -> str:
     )
 
 
+def model_files(path: str | Path) -> list[Path]:
+    """The files that make up the model at ``path`` (a file or a directory), as :func:`detect` reads it.
+
+    A directory may hold more than the model (a training run's optimizer state and token file, a
+    Hugging Face repo's other weights): only the files the loader reads are listed. Raises CheckpointError.
+    """
+    path = Path(path)
+    fmt = detect(path)
+    if path.is_file():
+        if fmt == "openai":
+            path = path.parent
+        else:
+            return [path]
+    if fmt == "npgpt":
+        return [path / NPGPT_FILE]
+    if fmt == "hf":
+        return [path / NPGPT_FILE, path / "config.json"]
+    return sorted(p for p in path.iterdir() if p.name == "hparams.json"
+                  or (p.name.startswith("model.ckpt.") and not p.name.endswith(".meta")))
+
+
 def _pickle_error(path: Path) -> CheckpointError:
     return CheckpointError(
         f"{path}: PyTorch pickle files are not loaded (unpickling can run arbitrary code); "

@@ -14,10 +14,11 @@ from typing import Any
 
 from fastapi import Request
 
+from ..chat import CHAT_STOP
 from ..generate import Event
 from .errors import APIError, check_request
 from .metrics import Metrics
-from .protocol import CHAT_STOP, ChatRequest, chat_prompt, token_entry
+from .protocol import ChatRequest, chat_prompt, token_entry
 from .scheduler import Scheduler
 from .streaming import Answer, Chunk, Run
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import chat as _chat
 from ..errors import NpgptError
 from ..sampling import SamplingParams
 
@@ -114,31 +115,19 @@ class NextTokensRequest(_Body):
     k: int = Field(10, ge=1, le=100)
 
 
-ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
-CHAT_STOP = ("\nUser:",)
-
-
 def chat_prompt(messages: list[ChatMessage]) -> str:
-    """The conversation as a plain transcript for GPT-2 (a text model, not a chat model) to continue.
-
-    One line per message, ``Role: text``, then ``Assistant:`` for the reply::
-
-        System: You are a helpful assistant.
-        User: Hello!
-        Assistant:
-
-    Generation stops at ``"\\nUser:"`` (:data:`CHAT_STOP`), where the model starts to write the
-    user's next turn, and the reply's leading whitespace is dropped.
-    """
-    lines = [f"{ROLES[m.role]}: {m.text}" for m in messages]
-    return "\n".join([*lines, "Assistant:"])
+    """The conversation as a plain transcript for GPT-2 to continue: :func:`npgpt.chat.chat_prompt`."""
+    return _chat.chat_prompt([(m.role, m.text) for m in messages])
 
 
 # -- response parts -----------------------------------------------------------------------------------
 def model_card(name: str, model: GPT2) -> dict[str, Any]:
-    """``GET /v1/models/{name}``: OpenAI's model object, plus the context length and config."""
+    """``GET /v1/models/{name}``: OpenAI's model object, plus the context length, the config, and whether
+    it is npgpt's bundled model (trained on the King James Bible: the playground suggests a prompt to suit)."""
+    from ..download import is_bundled
+
     return {"id": name, "object": "model", "created": 0, "owned_by": "npgpt", "context_length": model.config.n_ctx,
-            "config": model.config.to_dict()}
+            "config": model.config.to_dict(), "bundled": is_bundled(model.source)}
 
 
 def token_text(tok: Tokenizer, token: int) -> str:

@@ -1,0 +1,128 @@
+"""``npgpt chat``: talk to a model in the terminal, over the same template as the server's chat
+endpoint (:mod:`npgpt.chat`).
+
+Replies stream as they are generated. The history is kept within the model's context: when the
+transcript plus room for a reply no longer fits, the oldest turns are dropped, with a notice.
+``/reset`` forgets the conversation (the ``--system`` message stays), ``/exit`` or Ctrl-D ends it,
+Ctrl-C stops a reply. Lines can be piped in: ``printf 'Hello\\n/reset\\nHi\\n' | npgpt chat``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ..errors import NpgptError
+from .generate import sampling_options
+from .options import BackendOpt, DtypeOpt, ModelOpt, load_model, print_error, print_notice
+
+HELP = "/reset forgets the conversation, /exit (or Ctrl-D) ends it, Ctrl-C stops a reply"
+
+
+def chat_command(
+    model: ModelOpt = None,
+    backend: BackendOpt = "numpy",
+    dtype: DtypeOpt = "float32",
+    system: Annotated[str | None, typer.Option("--system", help="A system message before the conversation.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="Most tokens per reply (default: a quarter of the context, at most 256).", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")] = 40,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1] (1 = off).")] = 1.0,
+    min_p: Annotated[float, typer.Option(help="Drop tokens below min_p × the top probability.")] = 0.0,
+    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats (1 = off).")] = 1.0,
+    presence_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
+    frequency_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible replies (turn i uses seed + i).")] = None,
+    stop: Annotated[list[str] | None, typer.Option(
+        help=r"Also stop a reply at this text (repeatable); escapes as in generate: \n, \t, \\.")] = None,
+) -> None:
+    """Chat with a model in the terminal: type a message, read the reply as it is written.
+
+    Example: `npgpt chat --system "You are a helpful assistant."`
+    """
+    from ..chat import CHAT_STOP, chat_prompt, fit_history
+
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise NpgptError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    knobs = sampling_options(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                             repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                             frequency_penalty=frequency_penalty, stop=stop)
+    m = load_model(model, backend, dtype)
+    n_ctx = m.config.n_ctx
+    reply_room = max_new_tokens or max(1, min(256, n_ctx // 4))
+    if reply_room >= n_ctx:
+        raise NpgptError(f"--max-new-tokens {reply_room} leaves no room for the conversation in the model's "
+                         f"{n_ctx}-token context; use fewer")
+    start: list[tuple[str, str]] = [("system", system)] if system else []
+    count = lambda text: len(m.tokenizer.encode(text))  # noqa: E731
+    if system and count(chat_prompt(start)) > n_ctx - reply_room:
+        raise NpgptError(f"the --system message does not fit in the model's {n_ctx}-token context with room "
+                         f"for a reply; shorten it or lower --max-new-tokens")
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print_notice(f"chatting with {m.source}; {HELP}")
+    history = list(start)
+    turn = 0
+    while True:
+        line = _read(interactive)
+        if line is None or line.strip() in ("/exit", "/quit", "/bye"):
+            return
+        message = line.strip()
+        if not message:
+            continue
+        if message == "/reset":
+            history = list(start)
+            print_notice("(conversation reset)")
+            continue
+        if message.startswith("/") and message.split()[0] in ("/help", "/?"):
+            print_notice(HELP)
+            continue
+        fitted, dropped = fit_history([*history, ("user", message)], count, n_ctx - reply_room)
+        if count(chat_prompt(fitted)) > n_ctx - reply_room:
+            print_error(f"that message is too long for the model's {n_ctx}-token context with room for a "
+                        "reply; say less (or lower --max-new-tokens)")
+            continue
+        if dropped:
+            print_notice(f"(dropped the {dropped} oldest message{'s' * (dropped > 1)} to fit the "
+                         f"{n_ctx}-token context)", style="yellow")
+        prompt = chat_prompt(fitted)
+        stops = (*CHAT_STOP, *knobs["stop"])
+        reply = _stream_reply(m, prompt, {**knobs, "stop": stops, "max_new_tokens": reply_room,
+                                           "seed": None if seed is None else seed + turn})
+        history = [*fitted, ("assistant", reply)]
+        turn += 1
+
+
+def _read(interactive: bool) -> str | None:
+    """The user's next line, or None at end of input (Ctrl-D)."""
+    if interactive:
+        try:
+            return input("> ")
+        except EOFError:
+            sys.stderr.write("\n")
+            return None
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            return None
+    line = sys.stdin.readline()
+    return line if line else None
+
+
+def _stream_reply(m, prompt: str, sampling: dict) -> str:  # noqa: ANN001  (m: npgpt.api.GPT2)
+    """Print the reply as it is generated (leading whitespace dropped, as the server does); return it."""
+    out, reply = sys.stdout, ""
+    try:
+        for delta in m.stream(prompt, **sampling):
+            if not reply:
+                delta = delta.lstrip()
+            reply += delta
+            out.write(delta)
+            out.flush()
+    except KeyboardInterrupt:
+        out.write(" [stopped]")
+    out.write("\n")
+    out.flush()
+    return reply.strip()
