@@ -123,7 +123,7 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     from safetensors.numpy import save_file
 
     if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+        raise CheckpointError(f"--dtype {dtype} is not a storage type of npgpt's format; use float32 or float16")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: np.ascontiguousarray(np.asarray(v), dtype=dtype) for k, v in flatten(params).items()}

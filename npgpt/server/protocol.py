@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import chat as _chat
+from ..chat import CHAT_STOP as CHAT_STOP  # re-exported: the server's callers import it from here
 from ..errors import NpgptError
 from ..sampling import SamplingParams
 
