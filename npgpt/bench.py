@@ -91,7 +91,7 @@ def bytes_per_token(config: Any) -> int:
 
 def weight_bytes(params: dict[str, Any]) -> int:
     """Bytes the loaded weights take on their backend (a 16-bit matrix: 2 per number)."""
-    from .formats.names import flatten
+    from .params import flatten
 
     return sum(int(a.nbytes) for a in flatten(params).values())
 
@@ -149,13 +149,13 @@ class NpgptEngine:
     def prefill(self, ids: Any, capacity: int) -> tuple[Any, Any]:  # ids [B, T] -> next tokens [B], state
         from .generate import prefill
 
-        logits, batch = prefill(self.model, ids.tolist(), capacity)
+        logits, batch = prefill(self.model.engine, ids.tolist(), capacity)
         return logits.argmax(-1), batch
 
     def step(self, state: Any, tokens: Any) -> tuple[Any, Any]:  # [B] -> [B]
         from .generate import decode_step
 
-        return decode_step(self.model, state, tokens).argmax(-1), state
+        return decode_step(self.model.engine, state, tokens).argmax(-1), state
 
 
 class HFEngine:
@@ -579,7 +579,7 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
             config = PRESETS[name]
         else:
             config, _ = load_checkpoint(resolve(name)[0])
-        from .formats.names import init_params
+        from .params import init_params
 
         params = init_params(config, seed=s.seed)
         path = save_checkpoint(tmp / "model.safetensors", config, params)
@@ -826,4 +826,7 @@ def _print(result: dict[str, Any], console: Any) -> None:
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--worker":
+    from .backends import tune_allocator
+
+    tune_allocator()  # as the CLI and server do, so the figures are those users get
     sys.stdout.write(json.dumps(worker(json.loads(sys.argv[2]))) + "\n")

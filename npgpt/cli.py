@@ -276,6 +276,9 @@ _register_optional()
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and an exit code."""
+    from .backends import tune_allocator
+
+    tune_allocator()  # process-wide, so only entry points call it
     try:
         app()
     except NpgptError as e:

@@ -21,8 +21,8 @@ from npgpt import download
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError, NpgptError
 from npgpt.formats import hf, npgpt_format, openai_tf
-from npgpt.formats.names import init_params
 from npgpt.model import gpt2
+from npgpt.params import init_params
 
 CONFIG = GPT2Config(n_vocab=96, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
 DATA = "model.ckpt.data-00000-of-00001"  # ~120 KB for CONFIG

@@ -16,7 +16,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
-from .names import flatten, unflatten
+from ..params import flatten, unflatten
 from .npgpt_format import as_float32, read_safetensors
 
 # HF leaf names -> npgpt leaf names (layer norms use weight/bias, OpenAI uses g/b).

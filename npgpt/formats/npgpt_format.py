@@ -16,7 +16,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
-from .names import flatten, unflatten
+from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,

@@ -31,7 +31,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import publish
-from .names import expected_shapes, flatten, unflatten
+from ..params import expected_shapes, flatten, unflatten
 
 _FIX = "the checkpoint is damaged or incomplete; re-download it (e.g. `npgpt download 124M`)"
 

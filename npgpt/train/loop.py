@@ -32,7 +32,7 @@ from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError
 from ..files import atomic_path
 from ..formats import npgpt_format
-from ..formats.names import flatten, init_params, unflatten
+from ..params import flatten, init_params, unflatten
 from . import data as D
 from . import sharding as S
 from .step import make_eval_loss, make_train_step, optimizer, schedule
