@@ -140,8 +140,8 @@ def load(name_or_path: str | Path | None = None, backend: str = "numpy", dtype: 
     faster decoding too); computation stays float32 apart from the 16-bit matrix products.
     """
     from .backends import check_dtype
-    from .download import resolve
     from .formats import load_checkpoint
+    from .registry import resolve
 
     check_dtype(dtype)  # before the (slow) load
     path, notice = resolve(None if name_or_path is None else str(name_or_path))

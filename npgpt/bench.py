@@ -569,8 +569,8 @@ def best_of(results: list[dict[str, Any]]) -> dict[str, Any]:
 def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, str]:
     """(config, npgpt checkpoint, HF directory or None, description) for the engines to load."""
     from .config import PRESETS
-    from .download import resolve
     from .formats import detect, load_checkpoint, save_checkpoint
+    from .registry import resolve
 
     need_hf = "hf" in s.compare or "llama.cpp" in s.compare or s.train  # llama.cpp converts the HF checkpoint
     if s.random:
@@ -579,10 +579,11 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
             config = PRESETS[name]
         else:
             config, _ = load_checkpoint(resolve(name)[0])
+        from .formats import npgpt_format
         from .params import init_params
 
         params = init_params(config, seed=s.seed)
-        path = save_checkpoint(tmp / "model.safetensors", config, params)
+        path = save_checkpoint(tmp / npgpt_format.MODEL_FILE, config, params)
         source = f"random weights, {name} shape"
     else:
         path, _ = resolve(s.model)

@@ -19,6 +19,7 @@ from ..files import atomic_path
 from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
+MODEL_FILE = "model.safetensors"  # npgpt's file in a model directory (the cache, a training run), as in HF's
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
            "I64": np.int64, "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
 
@@ -58,10 +59,18 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
         if dtype is None:
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
         arr = data[begin:end].view(dtype).reshape(info["shape"])
-        if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        if info["dtype"] == "BF16":
+            arr = widen_bfloat16(arr)
         tensors[name] = arr
     return tensors, metadata
+
+
+def widen_bfloat16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values, stored as their uint16 bits (NumPy has no bfloat16) -> float32, exactly.
+
+    A bfloat16 is the top half of a float32, so shifting its bits up 16 places is the float32.
+    """
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def as_float32(arr: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from . import sharding as S
 from .step import make_eval_loss, make_train_step, optimizer, schedule
 
 Params = dict[str, Any]
-STATE_FILE, MODEL_FILE, PLOT_FILE = "train_state.safetensors", "model.safetensors", "loss.png"
+STATE_FILE, PLOT_FILE = "train_state.safetensors", "loss.png"
 STATE_FORMAT = "npgpt-train-state-v1"
 SCRATCH = {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_ctx": 256}  # from-scratch default, ~30M
 # Run settings. A resumed run must share them with the run it continues, or it would not be
@@ -80,8 +80,8 @@ def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
     """Config and params to start from: any checkpoint path npgpt reads (npgpt file or folder,
     such as a training ``--out``; Hugging Face folder; OpenAI TF folder) or a downloaded model
     name (``gpt2``, ``124M``, ...)."""
-    from ..download import resolve
     from ..formats import load_checkpoint
+    from ..registry import resolve
 
     path, _ = resolve(str(init))
     return load_checkpoint(path)
@@ -354,5 +354,5 @@ def _checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: Any, m
     if jax.process_index() != 0:
         return
     save_state(out / STATE_FILE, host_params, host_opt, meta)  # the resume point, first
-    npgpt_format.save(out / MODEL_FILE, config, host_params)
+    npgpt_format.save(out / npgpt_format.MODEL_FILE, config, host_params)
     plot_losses(meta["history"], out / PLOT_FILE)
