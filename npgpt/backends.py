@@ -62,6 +62,7 @@ class Backend:
     bucket: Callable[[int], int] = int  # a length -> the (larger) length to pad it to for compiling
     compiles: bool = False  # forward is compiled per input shape: keep shapes fixed (run all rows)
     functional_updates: bool = False  # arrays are immutable: cache writes return new buffers
+    dtypes: tuple[str, ...] = ("float32",)  # the weight dtypes it stores (DTYPES)
     layout: Callable[[dict[str, Any]], dict[str, Any]] = lambda params: params  # see _numpy_layout
     # A host float32 weight matrix, [in, out] as the products use it -> on the backend in a 16-bit
     # dtype (by name), laid out for its products; for the backends whose DTYPES have one.
@@ -77,7 +78,7 @@ class Backend:
         check_dtype(dtype)
         if dtype == "float32":
             return self.layout(map_with_path(lambda _name, a: self.asarray(a), params))
-        if self.to_16bit is None or dtype not in DTYPES[self.name]:
+        if self.to_16bit is None or dtype not in self.dtypes:
             raise NpgptError(f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
                              f"times slower than float32); use --backend torch for --dtype {dtype}")
         to_16bit = self.to_16bit
@@ -147,7 +148,7 @@ def _release_mapped(arr: np.ndarray) -> None:
     other tensors keep the checkpoint's mapping alive, so release this tensor's range. Reading
     it again would simply fault the pages back in from the OS page cache.
     """
-    base = arr
+    base: Any = arr
     while base is not None and not isinstance(base, mmap.mmap):
         base = getattr(base, "base", None)
     if base is None or arr.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
@@ -176,7 +177,7 @@ def get_backend(name: str) -> Backend:
         forward = jax.jit(gpt2, static_argnames=("n_head", "last_only"), donate_argnames=("cache",))
         # 16-bit weights are for accelerators: XLA's CPU 16-bit products are ~10x slower than float32.
         return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two, compiles=True,
-                       functional_updates=True,
+                       functional_updates=True, dtypes=DTYPES[name],
                        to_16bit=lambda w, dtype: jax.numpy.asarray(w, dtype=dtype))
     if name == "torch":
         torch = _require("torch", name)
@@ -203,11 +204,12 @@ def get_backend(name: str) -> Backend:
                 src = torch.from_numpy(w)
             return src.T.to(device, getattr(torch, dtype), memory_format=torch.contiguous_format).T
 
-        return Backend("torch", to_torch, to_numpy, forward, to_16bit=to_16bit)
+        return Backend("torch", to_torch, to_numpy, forward, dtypes=DTYPES[name], to_16bit=to_16bit)
     if name == "cupy":
         cp = _require("cupy", name)
         # cuBLAS runs float16 products on tensor cores; CuPy has no bfloat16 dtype.
-        return Backend("cupy", cp.asarray, cp.asnumpy, gpt2, to_16bit=lambda w, dtype: cp.asarray(w.astype(dtype)))
+        return Backend("cupy", cp.asarray, cp.asnumpy, gpt2, dtypes=DTYPES[name],
+                       to_16bit=lambda w, dtype: cp.asarray(w.astype(dtype)))
     if name == "cupynumeric":
         # NVIDIA's distributed drop-in NumPy: its arrays carry __array_namespace__, so the
         # model file runs unchanged; Legate decides where the data lives.

@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import CheckpointError, NpgptError
@@ -115,7 +116,7 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     takes_tqdm = "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub>=0.26
     paths = []
     for file in ("config.json", MODEL_FILE):
-        kw = {"tqdm_class": _tqdm_reporting(progress, file)} if progress and takes_tqdm else {}
+        kw: dict[str, Any] = {"tqdm_class": _tqdm_reporting(progress, file)} if progress and takes_tqdm else {}
         # huggingface_hub's errors change with its version (requests, then httpx); none may reach
         # the user as a traceback, so every failure becomes one line saying what to do.
         try:
@@ -185,8 +186,8 @@ def _fetch_once(url: str, part: Path, progress: Progress | None, timeout: float)
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the .part is not shorter than the file: keep it only if equal
-            total = re.fullmatch(r"bytes \*/(\d+)", e.headers.get("Content-Range", ""))
-            if total and int(total[1]) == have:
+            complete = re.fullmatch(r"bytes \*/(\d+)", e.headers.get("Content-Range", ""))
+            if complete and int(complete[1]) == have:
                 return
             part.unlink()
             raise _Interrupted(0, None, "the partial file did not match; restarting") from None

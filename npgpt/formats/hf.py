@@ -90,7 +90,7 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
         "tie_word_embeddings": True,
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }
-    unflatten({hf_to_npgpt_name(k): v for k, v in flat.items()}, config)
+    unflatten({hf_to_npgpt_name(k) or k: v for k, v in flat.items()}, config)
     with atomic_path(directory / MODEL_FILE) as tmp:
         save_file(flat, tmp, metadata={"format": "pt"})
     with atomic_path(directory / "config.json") as tmp:

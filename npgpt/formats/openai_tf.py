@@ -97,7 +97,7 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _fields(msg: bytes) -> Iterator[tuple[int, int | bytes]]:
+def _fields(msg: bytes) -> Iterator[tuple[int, Any]]:  # value: int or bytes, by wire type
     """(field number, value) of each field of a serialized message: ints, or bytes for
     length-delimited fields (strings, sub-messages, packed repeated fields)."""
     pos = 0

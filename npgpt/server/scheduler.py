@@ -214,12 +214,12 @@ class Scheduler:
         prompts = [list(p) for p in distinct]
         T = max(len(p) for p in prompts)
         logits, pre = prefill(self.engine, prompts, capacity=T)  # left-padded: prompt d ends before pre.start[d]
-        self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
+        cache = self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
         for request, i in new:
             d, L = distinct[tuple(request.rows[i])], len(request.rows[i])
             j = len(self._rows)
             end = int(pre.start[d])
-            self._cache = copy_rows(self._cache, np.s_[j, :, :L], pre.cache, np.s_[d, :, end - L : end])
+            self._cache = cache = copy_rows(cache, np.s_[j, :, :L], pre.cache, np.s_[d, :, end - L : end])
             self._valid[j] = False
             self._valid[j, :L] = True
             self._start[j] = L
@@ -257,6 +257,7 @@ class Scheduler:
         for j in sorted(finished, reverse=True):  # larger first: the row moved in is never a finished one
             last = len(self._rows) - 1
             if j != last:
+                assert self._cache is not None  # rows are active, so their cache exists
                 s = int(self._start[last])
                 self._cache = copy_rows(self._cache, np.s_[j, :, :s], self._cache, np.s_[last, :, :s])
                 self._valid[j] = self._valid[last]
@@ -268,11 +269,11 @@ class Scheduler:
         if not self._rows:
             self._cache = None  # free the memory while idle; the next request makes a fresh one
 
-    def _reserve(self, need: int) -> None:
-        """Make the cache hold at least ``need`` slots per row (grown by doubling, up to n_ctx)."""
+    def _reserve(self, need: int) -> KVCache:
+        """Make the cache hold at least ``need`` slots per row (grown by doubling, up to n_ctx); the cache."""
         capacity = self._valid.shape[1] if self._cache is not None else 0
-        if need <= capacity:
-            return
+        if self._cache is not None and need <= capacity:
+            return self._cache
         size = grown_capacity(capacity, need, self.engine.config.n_ctx)
         valid = np.zeros((self.max_batch, size), dtype=bool)
         if self._cache is None:
@@ -281,6 +282,7 @@ class Scheduler:
             self._cache = grow(self._cache, self.engine.config, size, n_rows=len(self._rows))
             valid[:, :capacity] = self._valid
         self._valid = valid
+        return self._cache
 
 
 def _safe_deliver(request: Request, item: Any) -> None:

@@ -8,7 +8,7 @@ client: ``extra_body={"top_k": 40}``).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -137,5 +137,8 @@ def chat_prompt(messages: list[ChatMessage]) -> str:
     return "\n".join([*lines, "Assistant:"])
 
 
-def _default(value: float | int | None, default: float | int) -> float | int:
+T = TypeVar("T")
+
+
+def _default(value: T | None, default: T) -> T:
     return default if value is None else value

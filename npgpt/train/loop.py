@@ -220,9 +220,9 @@ def train(
         steps = meta["steps"] if steps is None else steps
     else:
         steps = DEFAULT_STEPS if steps is None else steps
-        config, params = model_config(init, n_layer, n_embd, n_head, n_ctx)
+        config, given_params = model_config(init, n_layer, n_embd, n_head, n_ctx)
         settings = _new_settings(given, config, steps)
-        params = init_params(config, settings["seed"]) if params is None else params
+        params = init_params(config, settings["seed"]) if given_params is None else given_params
         opt_leaves, meta = None, {"step": 0, "history": {"step": [], "loss": [], "val_step": [], "val_loss": []}}
     batch_size, seq_len, grad_accum, seed = (settings[k] for k in ("batch_size", "seq_len", "grad_accum", "seed"))
     if seq_len > config.n_ctx:
