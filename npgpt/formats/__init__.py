@@ -5,6 +5,8 @@
 | npgpt   | one ``.safetensors`` file, config in its metadata (memory-mapped) | npgpt_format    |
 | hf      | ``model.safetensors`` + ``config.json`` (Hugging Face)            | hf              |
 | openai  | ``hparams.json`` + ``model.ckpt.index``/``.data-*`` (TF bundle)   | openai_tf       |
+| llmc    | llm.c's ``gpt2_124M.bin`` / ``_bf16.bin`` (header + flat dump)     | llmc            |
+| gguf    | a ``.gguf`` file of llama.cpp / Ollama, architecture ``gpt2``      | gguf_format     |
 
 PyTorch pickles (``pytorch_model.bin``) are refused: unpickling runs arbitrary code.
 """
@@ -17,19 +19,29 @@ from typing import Any
 from ..config import GPT2Config
 from ..errors import CheckpointError
 
-FORMATS = ("npgpt", "hf", "openai")
+FORMATS = ("npgpt", "hf", "openai", "llmc", "gguf")
+# Storage dtypes each format can write (the first is the default); ``npgpt convert --dtype``.
+DTYPES = {"npgpt": ("float32", "float16"), "hf": ("float32",), "openai": ("float32",),
+          "llmc": ("float32", "bfloat16"), "gguf": ("float32", "float16", "q8_0")}
 NPGPT_FILE = "model.safetensors"  # npgpt's file inside a model directory (e.g. the cache)
 _PICKLES = (".bin", ".pt", ".pth", ".pkl")
 
 
 def detect(path: str | Path) -> str:
-    """Which format ``path`` holds: 'npgpt', 'hf' or 'openai'; CheckpointError if none."""
+    """Which format ``path`` holds (one of FORMATS); CheckpointError if none."""
+    from .gguf_format import is_gguf_file
+    from .llmc import is_llmc_file
     from .npgpt_format import is_npgpt_file
 
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
     if path.is_file():
+        # Read from the file's own first bytes, never its name: llm.c's .bin is not a pickle.
+        if is_gguf_file(path):
+            return "gguf"
+        if is_llmc_file(path):
+            return "llmc"
         if path.suffix in _PICKLES:
             raise _pickle_error(path)
         if path.suffix == ".safetensors":
@@ -41,7 +53,9 @@ def detect(path: str | Path) -> str:
             )
         if path.name.endswith(".index") or path.name == "hparams.json":
             return "openai"
-        raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors or a model directory)")
+        raise CheckpointError(
+            f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin or a model directory)"
+        )
     weights = path / NPGPT_FILE
     if weights.exists() and is_npgpt_file(weights):
         return "npgpt"
@@ -77,6 +91,14 @@ def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         from . import hf
 
         return hf.load(path)
+    if fmt == "llmc":
+        from . import llmc
+
+        return llmc.load(path)
+    if fmt == "gguf":
+        from . import gguf_format
+
+        return gguf_format.load(path)
     from . import openai_tf
 
     return openai_tf.load(path if path.is_dir() else path.parent)
@@ -84,24 +106,33 @@ def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
 
 def save_checkpoint(path: str | Path, config: GPT2Config, params: dict[str, Any], fmt: str = "npgpt",
                     dtype: str = "float32") -> Path:
-    """Write params in ``fmt``; npgpt writes a file (a directory gets ``model.safetensors``)."""
+    """Write params in ``fmt`` with storage ``dtype`` (one of ``DTYPES[fmt]``); npgpt, llmc and gguf write a
+    file (a directory gets ``model.safetensors``, ``model.bin``, ``model.gguf``), hf and openai a directory."""
     path = Path(path)
+    if fmt not in FORMATS:
+        raise CheckpointError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if dtype not in DTYPES[fmt]:
+        raise CheckpointError(f"--dtype {dtype} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}")
     if fmt == "npgpt":
         from . import npgpt_format
 
         target = path / NPGPT_FILE if path.is_dir() or not path.suffix else path
         return npgpt_format.save(target, config, params, dtype=dtype)
-    if dtype != "float32":
-        raise CheckpointError(f"--dtype {dtype} is only supported for npgpt's format")
+    if fmt == "llmc":
+        from . import llmc
+
+        return llmc.save(path, config, params, dtype=dtype)
+    if fmt == "gguf":
+        from . import gguf_format
+
+        return gguf_format.save(path, config, params, dtype=dtype)
     if fmt == "hf":
         from . import hf
 
         return hf.save(path, config, params)
-    if fmt == "openai":
-        from . import openai_tf
+    from . import openai_tf
 
-        return openai_tf.save(path, config, params)
-    raise CheckpointError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return openai_tf.save(path, config, params)
 
 
 def convert(src: str | Path, dst: str | Path, fmt: str = "npgpt", dtype: str = "float32") -> Path:
