@@ -264,8 +264,7 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
         w.add_head_count(config.n_head)
         w.add_layer_norm_eps(_LAYER_NORM_EPS)
         w.add_file_type(ftype)
-        if dtype == "q8_0":
-            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)  # the converter writes it for every type
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre("gpt-2")
         w.add_token_list(tokens)
