@@ -139,7 +139,7 @@ def test_llmc_bfloat16_is_the_bf16_rounded_model(llmc_files):
             p.copy_(p.to(torch.bfloat16).float())
     np.testing.assert_allclose(got, hf_logits(rounded, IDS), atol=1e-4, rtol=0)
     diff = np.abs(got - hf_logits(ref, IDS)).max()
-    assert 0 < diff < 0.05, diff  # bf16 keeps 8 significant bits; measured ~1e-2 on this model
+    assert 0 < diff < 0.05, diff  # bf16 keeps 8 significant bits; measured 2.5e-3 (logits std 0.14)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
