@@ -8,6 +8,7 @@ tokenizer strings of each file in a few seconds, so each file is read once per m
 
 from __future__ import annotations
 
+import dataclasses
 import tarfile
 from pathlib import Path
 
@@ -29,6 +30,8 @@ OUTTYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0"}
 # Max |logit - transformers' logit| allowed per type: float32 is exact; the others round the weights.
 # Measured on this fixture: f16 9.1e-4, bf16 1.0e-2, q8_0 2.9e-2 (logits: std 0.59, range +-2.2).
 LOGIT_TOL = {"f32": 1e-4, "f16": 5e-3, "bf16": 5e-2, "q8_0": 1e-1}
+# llama.cpp's GPT-2 knobs that npgpt's GPT2Config may carry: each is honoured if it does, else refused.
+CARRIED = {f.name for f in dataclasses.fields(GPT2Config)}
 
 
 @pytest.fixture(scope="module")
@@ -168,13 +171,17 @@ def _write(path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None
     return path
 
 
+NOT_GPT2_TOKENS = "not GPT-2's 50257"
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"arch": "llama"}, "architecture 'llama'; npgpt runs GPT-2"),
-    ({"eps": 1e-3}, "layer_norm_epsilon 0.001"),
-    ({"n_ff": 100}, "feed_forward_length 100"),
+    # A knob GPT2Config carries passes the config check; this tiny file then fails on its tokens.
+    ({"eps": 1e-3}, NOT_GPT2_TOKENS if "layer_norm_epsilon" in CARRIED else "layer_norm_epsilon=0.001"),
+    ({"n_ff": 100}, NOT_GPT2_TOKENS if "n_inner" in CARRIED else "n_inner=100"),
     ({"tokenizer": "llama"}, "tokenizer 'llama', not GPT-2's"),
     ({"tokenizer": None}, "tokenizer '\\(none\\)'"),
-    ({}, "not GPT-2's 50257"),  # a 'gpt2' BPE with another vocabulary (e.g. Llama 3's)
+    ({}, NOT_GPT2_TOKENS),  # a 'gpt2' BPE with another vocabulary (e.g. Llama 3's)
 ])
 def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):
     path = _write(tmp_path / "bad.gguf", **kwargs)
@@ -184,7 +191,7 @@ def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):
 
 
 @pytest.mark.slow
-def test_truncated_and_untied_gguf_are_refused(fixture_dir, original, tmp_path):
+def test_truncated_gguf_is_refused_and_untied_head_honoured_or_refused(fixture_dir, original, tmp_path):
     data = (fixture_dir / "tiny-f16.gguf").read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) - 1000])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
@@ -208,8 +215,13 @@ def test_truncated_and_untied_gguf_are_refused(fixture_dir, original, tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(CheckpointError, match="untied head"):
-        load_checkpoint(tmp_path / "untied.gguf")
+    if "tie_word_embeddings" in CARRIED:  # honoured: the head is npgpt's lm_head
+        untied_config, untied = load_checkpoint(tmp_path / "untied.gguf")
+        assert not untied_config.tie_word_embeddings
+        np.testing.assert_array_equal(untied["lm_head"], np.asarray(params["wte"]) * 2)
+    else:
+        with pytest.raises(CheckpointError, match="tie_word_embeddings=False"):
+            load_checkpoint(tmp_path / "untied.gguf")
 
 
 def test_gguf_writer_refuses_what_llama_cpp_cannot_hold(tmp_path):
@@ -220,3 +232,27 @@ def test_gguf_writer_refuses_what_llama_cpp_cannot_hold(tmp_path):
     with pytest.raises(CheckpointError, match="bfloat16 cannot be written as gguf"):
         save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf", dtype="bfloat16")
     assert not (tmp_path / "m.gguf").exists()
+
+
+KNOBS = {"layer_norm_epsilon": 1e-3, "n_inner": 64, "tie_word_embeddings": False, "bias": False}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field", [f for f in KNOBS if f in CARRIED])  # empty until GPT2Config carries them
+def test_gguf_roundtrip_honours_llama_cpp_knobs(field, tmp_path):
+    """A config llama.cpp's GPT-2 can express survives npgpt -> GGUF -> npgpt with transformers' logits
+    (bias=False is written as zero biases, which llama.cpp requires)."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from npgpt.formats import hf
+
+    config = dataclasses.replace(GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=2), **{field: KNOBS[field]})
+    params = random_params(config)
+    back_config, back = load_checkpoint(save_checkpoint(tmp_path / "k.gguf", config, params, fmt="gguf"))
+    assert back_config == (dataclasses.replace(config, bias=True) if field == "bias" else config)
+    hf.save(tmp_path / "hf", config, params)
+    torch.manual_seed(0)
+    ref = GPT2LMHeadModel.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    ids = np.array([[464, 2068, 7586, 50256]])
+    np.testing.assert_allclose(GPT2(back_config, back).logits(ids), hf_logits(ref, ids), atol=1e-4, rtol=0)

@@ -39,13 +39,13 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
+from .compat import make_config, require_writable, with_zero_biases
 from .names import flatten, unflatten
 
 ARCH = "gpt2"
 GPT2_TOKENS = 50257
 EOT_ID = 50256  # <|endoftext|>: llama.cpp's bos and eos for GPT-2
 DTYPES = ("float32", "float16", "q8_0")  # what save() writes; ``npgpt convert --dtype``
-_LAYER_NORM_EPS = 1e-5  # GPT-2's
 _MATRICES = ("attn.c_attn.w", "attn.c_proj.w", "mlp.c_fc.w", "mlp.c_proj.w")  # Conv1D [in, out] in npgpt
 
 
@@ -140,10 +140,10 @@ def _to_float32(tensor: Any, path: Path) -> np.ndarray:
 def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and float32 params from a GPT-2 GGUF file (F32, F16, BF16, Q8_0, ...).
 
-    Raises CheckpointError, before any compute, for: a corrupt file, another architecture, a tokenizer that
-    is not GPT-2's, hyperparameters npgpt's GPT-2 does not have (layer-norm epsilon other than 1e-5, a
-    feed-forward width other than 4 x n_embd, grouped KV heads, an untied output head), and any tensor
-    missing, extra or of the wrong shape.
+    The layer-norm epsilon, the MLP width (``feed_forward_length``) and an untied ``output.weight`` (npgpt's
+    ``lm_head``) go into the config, or are refused by :func:`compat.make_config` if this GPT2Config cannot
+    carry them. Raises CheckpointError, before any compute, for: a corrupt file, another architecture, a
+    tokenizer that is not GPT-2's, grouped KV heads, and any tensor missing, extra or of the wrong shape.
     """
     import gguf
 
@@ -158,27 +158,23 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         return _field(reader, path, key.format(arch=ARCH), default)
 
     n_embd, n_head = int(hparam(L.EMBEDDING_LENGTH)), int(hparam(A.HEAD_COUNT))
+    n_head_kv = int(hparam(A.HEAD_COUNT_KV, n_head))
+    if n_head_kv != n_head:
+        raise CheckpointError(f"{path}: head_count_kv {n_head_kv} != head_count {n_head}; "
+                              "GPT-2 has no grouped KV heads")
     tensors = {t.name: t for t in reader.tensors}
     wte_name = next(k for k, v in _name_table(0).items() if v == "wte")
     if wte_name not in tensors:
         raise CheckpointError(f"{path}: no {wte_name} tensor; the file is incomplete")
     n_vocab = int(tensors[wte_name].shape[1])  # ggml ne = [n_embd, n_vocab]
-    try:
-        config = GPT2Config(n_vocab=n_vocab, n_ctx=int(hparam(L.CONTEXT_LENGTH)), n_embd=n_embd,
-                            n_head=n_head, n_layer=int(hparam(L.BLOCK_COUNT)))
-    except ValueError as e:
-        raise CheckpointError(f"{path}: impossible GPT-2 hyperparameters ({e})") from None
-    # What llama.cpp's GPT-2 graph can express beyond npgpt's GPT2Config must hold GPT-2's value.
-    eps = float(hparam(A.LAYERNORM_EPS, _LAYER_NORM_EPS))
-    if not np.isclose(eps, _LAYER_NORM_EPS, rtol=1e-6, atol=0):
-        raise CheckpointError(f"{path}: layer_norm_epsilon {eps:g}; npgpt's GPT-2 uses 1e-05 only")
-    n_ff = int(hparam(L.FEED_FORWARD_LENGTH, 4 * n_embd))
-    if n_ff != 4 * n_embd:
-        raise CheckpointError(f"{path}: feed_forward_length {n_ff}; npgpt's GPT-2 uses 4 x n_embd = {4 * n_embd}")
-    n_head_kv = int(hparam(A.HEAD_COUNT_KV, n_head))
-    if n_head_kv != n_head:
-        raise CheckpointError(f"{path}: head_count_kv {n_head_kv} != head_count {n_head}; "
-                              "GPT-2 has no grouped KV heads")
+    # The converter writes output.weight only for an untied head; one equal to token_embd is tied all the same.
+    head = _to_float32(tensors[_output_name()], path) if _output_name() in tensors else None
+    tied = head is None or (head.shape == (n_vocab, n_embd)
+                            and np.array_equal(head, _to_float32(tensors[wte_name], path)))
+    config = make_config(
+        str(path), n_vocab=n_vocab, n_ctx=int(hparam(L.CONTEXT_LENGTH)), n_embd=n_embd, n_head=n_head,
+        n_layer=int(hparam(L.BLOCK_COUNT)), n_inner=int(hparam(L.FEED_FORWARD_LENGTH, 4 * n_embd)),
+        layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, 1e-5))), tie_word_embeddings=tied)
     _check_tokenizer(reader, path, n_vocab)
 
     table = _name_table(config.n_layer)
@@ -191,13 +187,14 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
             raise CheckpointError(f"{path}: unexpected tensor {name!r} for a GPT-2 model")
         arr = _to_float32(tensor, path)
         flat[ours] = arr.T if ours.endswith(_MATRICES) else arr  # [out, in] -> Conv1D [in, out]
-    params = unflatten(flat, config, source=str(path))
-    if _output_name() in tensors:  # the converter writes it only when the head is not tied to wte
-        head = _to_float32(tensors[_output_name()], path)
-        if head.shape != params["wte"].shape or not np.array_equal(head, params["wte"]):
-            raise CheckpointError(f"{path}: an output.weight separate from token_embd (an untied head); "
-                                  "npgpt's GPT-2 ties its head to wte")
-    return config, params
+    if not tied:
+        flat["lm_head"] = head  # ggml [n_embd, n_vocab] = NumPy [V, C], npgpt's lm_head layout
+    return config, unflatten(flat, config, source=str(path))
+
+
+def _shortest(value: float) -> float:
+    """A float32 read from metadata as the shortest decimal that rounds to it (1e-05, not 9.99999974e-06)."""
+    return float(np.format_float_positional(np.float32(value), unique=True, trim="-"))
 
 
 def _gpt2_vocab(n_vocab: int) -> tuple[list[str], list[int], list[str]]:
@@ -237,7 +234,9 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     """Write a GPT-2 GGUF that llama.cpp loads; ``dtype`` "float32", "float16" or "q8_0". Written atomically.
 
     The tokenizer is GPT-2's (npgpt's assets), so the model's vocabulary must have at least its 50257 rows;
-    extra rows get ``[PAD{i}]`` tokens. A directory (or a path without suffix) gets ``model.gguf``.
+    extra rows get ``[PAD{i}]`` tokens. The epsilon, MLP width and an untied head are written as llama.cpp
+    reads them, a bias-free model with zero biases; any other non-GPT-2 setting is refused
+    (:func:`compat.require_writable`). A directory (or a path without suffix) gets ``model.gguf``.
     """
     import gguf
 
@@ -246,11 +245,14 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     if config.n_vocab < GPT2_TOKENS:
         raise CheckpointError(f"GGUF carries GPT-2's tokenizer, one token per embedding row: this model has "
                               f"{config.n_vocab} rows, GPT-2's tokenizer {GPT2_TOKENS} tokens")
+    require_writable(config, "GGUF", holds=("n_inner", "layer_norm_epsilon", "tie_word_embeddings"))
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / "model.gguf"
     flat = flatten(params)
     unflatten(dict(flat), config)  # refuse to write a file that would not load
+    flat = with_zero_biases(flat, config)  # llama.cpp's GPT-2 requires every bias
+    tied = getattr(config, "tie_word_embeddings", True)
     ftype = {"float32": gguf.LlamaFileType.ALL_F32, "float16": gguf.LlamaFileType.MOSTLY_F16,
              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
     tokens, types, merges = _gpt2_vocab(config.n_vocab)
@@ -260,9 +262,9 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
         w.add_block_count(config.n_layer)
         w.add_context_length(config.n_ctx)
         w.add_embedding_length(config.n_embd)
-        w.add_feed_forward_length(4 * config.n_embd)
+        w.add_feed_forward_length(getattr(config, "d_mlp", 4 * config.n_embd))
         w.add_head_count(config.n_head)
-        w.add_layer_norm_eps(_LAYER_NORM_EPS)
+        w.add_layer_norm_eps(getattr(config, "layer_norm_epsilon", 1e-5))
         w.add_file_type(ftype)
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)  # the converter writes it for every type
         w.add_tokenizer_model("gpt2")
@@ -277,6 +279,9 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
             arr = np.ascontiguousarray(arr.T if ours.endswith(_MATRICES) else arr)  # Conv1D [in, out] -> [out, in]
             data, qtype = _encode(arr, dtype, gguf_name)
             w.add_tensor(gguf_name, data, raw_dtype=qtype)
+        if not tied:
+            data, qtype = _encode(np.asarray(flat["lm_head"], dtype=np.float32), dtype, _output_name())
+            w.add_tensor(_output_name(), data, raw_dtype=qtype)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()

@@ -32,6 +32,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
+from .compat import require_writable, with_zero_biases
 from .names import flatten, unflatten
 
 MAGIC = 20240326
@@ -157,16 +158,20 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     """Write an llm.c model file that llm.c's ``gpt2_build_from_checkpoint`` loads.
 
     ``dtype`` "float32" (version 3) or "bfloat16" (version 5). The vocabulary is padded with zero rows
-    to a multiple of 128, as ``train_gpt2.py``'s ``pad_vocab`` does. Written atomically.
+    to a multiple of 128, as ``train_gpt2.py``'s ``pad_vocab`` does; a bias-free model gets zero biases.
+    A config llm.c's GPT-2 cannot run (untied head, other epsilon, MLP width or activation) is refused
+    with CheckpointError. Written atomically.
     """
     if dtype not in _ITEMSIZE:
         raise CheckpointError(f"llm.c files hold float32 or bfloat16 weights, not {dtype!r}")
+    require_writable(config, "llm.c's format")  # its GPT-2 is OpenAI's: tied head, eps 1e-5, 4C, tanh GELU
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / "model.bin"
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = flatten(params)
     unflatten(dict(flat), config)  # refuse to write a file that would not load
+    flat = with_zero_biases(flat, config)  # llm.c's GPT-2 always has biases
     padded = -(-config.n_vocab // PAD_MULTIPLE) * PAD_MULTIPLE
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:8] = [MAGIC, {v: k for k, v in VERSIONS.items()}[dtype], config.n_ctx, config.n_vocab,
