@@ -256,3 +256,24 @@ def test_gguf_roundtrip_honours_llama_cpp_knobs(field, tmp_path):
     ref = GPT2LMHeadModel.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
     ids = np.array([[464, 2068, 7586, 50256]])
     np.testing.assert_allclose(GPT2(back_config, back).logits(ids), hf_logits(ref, ids), atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_convert_cycles_through_every_format_exactly(tmp_path):
+    """npgpt -> hf -> openai -> llmc -> gguf -> npgpt and back the other way, all float32: every weight
+    survives bit for bit, so any pair of formats converts exactly (the lead's round-trip promise)."""
+    from npgpt.formats import convert
+
+    config = GPT2Config(n_ctx=16, n_embd=48, n_head=3, n_layer=2)
+    params = random_params(config)
+    start = save_checkpoint(tmp_path / "start.safetensors", config, params)
+    targets = {"hf": "hf_dir", "openai": "openai_dir", "llmc": "m.bin", "gguf": "m.gguf", "npgpt": "end.safetensors"}
+    for order in (["hf", "openai", "llmc", "gguf", "npgpt"], ["gguf", "llmc", "openai", "hf", "npgpt"]):
+        src = start
+        for fmt in order:
+            src = convert(src, tmp_path / f"{order[0]}-{targets[fmt]}", fmt=fmt)
+            assert detect(src) == fmt
+        end_config, end = load_checkpoint(src)
+        assert end_config == config
+        for name, arr in flatten(params).items():
+            np.testing.assert_array_equal(flatten(end)[name], arr, err_msg=f"{order}: {name}")
