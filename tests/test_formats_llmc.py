@@ -196,6 +196,7 @@ def _corrupt(path, tmp_path, index=None, value=None, truncate=0):  # noqa: ANN00
     (1, 4, 0, "version 4 is not supported"),
     (5, 5, 0, "impossible llm.c header"),  # 48 channels do not split into 5 heads
     (7, 50000, 0, "smaller than vocab_size"),
+    (7, 0, 0, "before the padded vocabulary"),
     (3, 60000, 0, "smaller than vocab_size"),
     (4, 6, 0, "needs"),  # one layer more than the file holds
     (None, None, 4, "truncated or corrupt"),

@@ -114,6 +114,9 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         config = GPT2Config(n_vocab=vocab, n_ctx=max_t, n_embd=channels, n_head=n_head, n_layer=n_layer)
     except ValueError as e:
         raise CheckpointError(f"{path}: impossible llm.c header ({e})") from None
+    if padded == 0:  # llm.c's first versions (1-3 before the padded vocabulary) left header[7] zero
+        raise CheckpointError(f"{path}: an llm.c file from before the padded vocabulary (header[7] is 0); "
+                              "re-export it with current llm.c's train_gpt2.py (versions 3 and 5)")
     if padded < vocab:
         raise CheckpointError(f"{path}: padded_vocab_size {padded} is smaller than vocab_size {vocab}; "
                               "the header is corrupt")
