@@ -238,15 +238,22 @@ KNOBS = {"layer_norm_epsilon": 1e-3, "n_inner": 64, "tie_word_embeddings": False
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("field", [f for f in KNOBS if f in CARRIED])  # empty until GPT2Config carries them
+@pytest.mark.parametrize("field", list(KNOBS))
 def test_gguf_roundtrip_honours_llama_cpp_knobs(field, tmp_path):
     """A config llama.cpp's GPT-2 can express survives npgpt -> GGUF -> npgpt with transformers' logits
-    (bias=False is written as zero biases, which llama.cpp requires)."""
+    (bias=False is written as zero biases, which llama.cpp requires) -- or, where this GPT2Config does not
+    carry the field, a file that sets it is refused by name."""
     import torch
     from transformers import GPT2LMHeadModel
 
     from npgpt.formats import hf
+    from npgpt.formats.compat import make_config
 
+    if field not in CARRIED:
+        shape = {"n_vocab": 50257, "n_ctx": 16, "n_embd": 32, "n_head": 2, "n_layer": 2}
+        with pytest.raises(CheckpointError, match=f"{field}={KNOBS[field]!r}"):
+            make_config("k.gguf", **shape, **{field: KNOBS[field]})
+        return
     config = dataclasses.replace(GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=2), **{field: KNOBS[field]})
     params = random_params(config)
     back_config, back = load_checkpoint(save_checkpoint(tmp_path / "k.gguf", config, params, fmt="gguf"))
