@@ -160,7 +160,7 @@ def convert(
     src: Annotated[Path, typer.Argument(help="Any checkpoint: npgpt file, HF or OpenAI directory, llm.c .bin, .gguf.")],
     dst: Annotated[Path, typer.Argument(help="Output file (npgpt, llmc, gguf) or directory (hf, openai).")],
     to: Annotated[str, typer.Option(help="npgpt, hf, openai, llmc or gguf.")] = "npgpt",
-    dtype: Annotated[str, typer.Option(help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc), q8_0 (gguf).")] = "float32",  # noqa: E501
+    dtype: Annotated[str, typer.Option(help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc, gguf), q8_0 (gguf).")] = "float32",  # noqa: E501
 ) -> None:
     """Convert a checkpoint between formats.
 

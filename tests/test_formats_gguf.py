@@ -95,7 +95,8 @@ def _tensor_bytes(path) -> dict:  # noqa: ANN001
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("outtype", "dtype"), [("f32", "float32"), ("f16", "float16"), ("q8_0", "q8_0")])
+@pytest.mark.parametrize(("outtype", "dtype"),
+                         [("f32", "float32"), ("f16", "float16"), ("bf16", "bfloat16"), ("q8_0", "q8_0")])
 def test_npgpt_gguf_writer_matches_llama_cpp_converter(fixture_dir, original, tmp_path, outtype, dtype):
     """``npgpt convert --to gguf`` writes what llama.cpp's converter writes: every tensor's name, type, shape
     and bytes, and the same architecture, hyperparameter and tokenizer metadata, so llama.cpp loads it."""
@@ -229,8 +230,8 @@ def test_gguf_writer_refuses_what_llama_cpp_cannot_hold(tmp_path):
     params = random_params(config)
     with pytest.raises(CheckpointError, match="300 rows, GPT-2's tokenizer 50257"):
         save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf")
-    with pytest.raises(CheckpointError, match="bfloat16 cannot be written as gguf"):
-        save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf", dtype="bfloat16")
+    with pytest.raises(CheckpointError, match="int8 cannot be written as gguf"):
+        save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf", dtype="int8")
     assert not (tmp_path / "m.gguf").exists()
 
 

@@ -22,7 +22,7 @@ from ..errors import CheckpointError
 FORMATS = ("npgpt", "hf", "openai", "llmc", "gguf")
 # Storage dtypes each format can write (the first is the default); ``npgpt convert --dtype``.
 DTYPES = {"npgpt": ("float32", "float16"), "hf": ("float32",), "openai": ("float32",),
-          "llmc": ("float32", "bfloat16"), "gguf": ("float32", "float16", "q8_0")}
+          "llmc": ("float32", "bfloat16"), "gguf": ("float32", "float16", "bfloat16", "q8_0")}
 NPGPT_FILE = "model.safetensors"  # npgpt's file inside a model directory (e.g. the cache)
 _PICKLES = (".bin", ".pt", ".pth", ".pkl")
 

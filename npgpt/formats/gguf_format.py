@@ -23,7 +23,7 @@ ggml's shapes list the fastest-varying dimension first: a matrix of ``ne = [in, 
 Reading: F32 tensors stay memory-mapped (transposed views); F16, BF16 and Q8_0 (and any other type
 ``gguf.quants`` dequantizes) are dequantized to float32 on load. The tokenizer must be GPT-2's: llama.cpp
 model ``gpt2`` with GPT-2's 50257 tokens in GPT-2's order (other BPE models, e.g. Llama 3, also say
-``gpt2``), and one token per embedding row. Writing: F32, F16 or Q8_0 weight matrices (1-D tensors and
+``gpt2``), and one token per embedding row. Writing: F32, F16, BF16 or Q8_0 weight matrices (1-D tensors and
 ``position_embd`` stay F32, matrices whose rows do not split into Q8_0's 32-value blocks fall back to F16,
 both as the converter does), with GPT-2's tokenizer from npgpt's assets, so llama.cpp loads the file.
 """
@@ -45,7 +45,7 @@ from .names import flatten, unflatten
 ARCH = "gpt2"
 GPT2_TOKENS = 50257
 EOT_ID = 50256  # <|endoftext|>: llama.cpp's bos and eos for GPT-2
-DTYPES = ("float32", "float16", "q8_0")  # what save() writes; ``npgpt convert --dtype``
+DTYPES = ("float32", "float16", "bfloat16", "q8_0")  # what save() writes; ``npgpt convert --dtype``
 _MATRICES = ("attn.c_attn.w", "attn.c_proj.w", "mlp.c_fc.w", "mlp.c_proj.w")  # Conv1D [in, out] in npgpt
 
 
@@ -221,7 +221,7 @@ def _encode(arr: np.ndarray, dtype: str, name: str) -> tuple[np.ndarray, Any]:
     from gguf import quants
 
     Q = gguf.GGMLQuantizationType
-    want = {"float32": Q.F32, "float16": Q.F16, "q8_0": Q.Q8_0}[dtype]
+    want = {"float32": Q.F32, "float16": Q.F16, "bfloat16": Q.BF16, "q8_0": Q.Q8_0}[dtype]
     if arr.ndim == 1 or name.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.POS_EMBD]):
         want = Q.F32
     try:
@@ -231,12 +231,13 @@ def _encode(arr: np.ndarray, dtype: str, name: str) -> tuple[np.ndarray, Any]:
 
 
 def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: str = "float32") -> Path:
-    """Write a GPT-2 GGUF that llama.cpp loads; ``dtype`` "float32", "float16" or "q8_0". Written atomically.
+    """Write a GPT-2 GGUF that llama.cpp loads; ``dtype`` "float32", "float16", "bfloat16" or "q8_0".
 
     The tokenizer is GPT-2's (npgpt's assets), so the model's vocabulary must have at least its 50257 rows;
     extra rows get ``[PAD{i}]`` tokens. The epsilon, MLP width and an untied head are written as llama.cpp
     reads them, a bias-free model with zero biases; any other non-GPT-2 setting is refused
     (:func:`compat.require_writable`). A directory (or a path without suffix) gets ``model.gguf``.
+    Written atomically.
     """
     import gguf
 
@@ -254,7 +255,7 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     flat = with_zero_biases(flat, config)  # llama.cpp's GPT-2 requires every bias
     tied = getattr(config, "tie_word_embeddings", True)
     ftype = {"float32": gguf.LlamaFileType.ALL_F32, "float16": gguf.LlamaFileType.MOSTLY_F16,
-             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+             "bfloat16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
     tokens, types, merges = _gpt2_vocab(config.n_vocab)
     with atomic_path(path) as tmp:
         w = gguf.GGUFWriter(tmp, ARCH)
