@@ -285,3 +285,11 @@ def test_convert_cycles_through_every_format_exactly(tmp_path):
         assert end_config == config
         for name, arr in flatten(params).items():
             np.testing.assert_array_equal(flatten(end)[name], arr, err_msg=f"{order}: {name}")
+
+
+def test_directory_with_one_gguf_is_that_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    _write(tmp_path / "d" / "model.gguf", arch="llama")
+    assert detect(tmp_path / "d") == "gguf"
+    with pytest.raises(CheckpointError, match="model.gguf: a GGUF of architecture 'llama'"):
+        load_checkpoint(tmp_path / "d")

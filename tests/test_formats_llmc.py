@@ -166,6 +166,15 @@ def test_convert_cli_to_and_from_llmc(llmc_files, tmp_path):
     np.testing.assert_array_equal(a["blocks"][4]["mlp"]["c_proj"]["w"], b["blocks"][4]["mlp"]["c_proj"]["w"])
 
 
+def test_llmc_file_in_a_directory_is_found(llmc_files, tmp_path):
+    """``convert SRC DIR --to llmc`` writes DIR/model.bin; DIR then loads as that file."""
+    config, params = load_checkpoint(llmc_files[1]["float32"])
+    (tmp_path / "out").mkdir()
+    assert save_checkpoint(tmp_path / "out", config, params, fmt="llmc") == tmp_path / "out" / "model.bin"
+    assert detect(tmp_path / "out") == "llmc"
+    assert load_checkpoint(tmp_path / "out")[0] == config
+
+
 def test_llmc_writer_pads_any_vocabulary(tmp_path):
     """A vocabulary of 300 pads to 384 (a multiple of 128) and reads back to 300 rows."""
     from conftest import random_params

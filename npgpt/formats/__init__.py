@@ -63,6 +63,9 @@ def detect(path: str | Path) -> str:
         return "hf"
     if (path / "hparams.json").exists() or (path / "model.ckpt.index").exists():
         return "openai"
+    single = _single_file(path)
+    if single is not None:
+        return detect(single)
     pickles = [p for p in path.iterdir() if p.suffix in _PICKLES]
     if pickles:
         raise _pickle_error(pickles[0])
@@ -70,6 +73,20 @@ def detect(path: str | Path) -> str:
         f"{path}: no model found; expected {NPGPT_FILE} (npgpt or Hugging Face with config.json) "
         "or OpenAI's hparams.json + model.ckpt.index"
     )
+
+
+def _single_file(directory: Path) -> Path | None:
+    """The one file of a single-file format in ``directory``: what ``save_checkpoint`` writes into a
+    directory (``model.gguf``, llm.c's ``model.bin``), or its only ``.gguf``; None otherwise."""
+    from .gguf_format import is_gguf_file
+    from .llmc import is_llmc_file
+
+    ggufs = sorted(directory.glob("*.gguf"))
+    if len(ggufs) == 1 and is_gguf_file(ggufs[0]):
+        return ggufs[0]
+    if is_llmc_file(directory / "model.bin"):
+        return directory / "model.bin"
+    return None
 
 
 def _pickle_error(path: Path) -> CheckpointError:
@@ -91,6 +108,8 @@ def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         from . import hf
 
         return hf.load(path)
+    if fmt in ("llmc", "gguf") and path.is_dir():
+        path = _single_file(path) or path
     if fmt == "llmc":
         from . import llmc
 
