@@ -151,11 +151,12 @@ def test_padded_vocabulary_roundtrips_with_pad_tokens(tmp_path):
 
 
 # --- refusals: one line, before any compute ---------------------------------------------------------------
-def _write(path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None, n_vocab=300):  # noqa: ANN001, ANN202
+def _write(path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None, n_vocab=300,  # noqa: ANN001, ANN202
+           n_layer=1):
     """A small GGUF written with gguf's own writer; each argument breaks one thing npgpt checks."""
     C = 32  # noqa: N806
     w = gguf.GGUFWriter(path, arch)
-    w.add_block_count(1)
+    w.add_block_count(n_layer)
     w.add_context_length(8)
     w.add_embedding_length(C)
     w.add_feed_forward_length(n_ff or 4 * C)
@@ -183,6 +184,7 @@ NOT_GPT2_TOKENS = "not GPT-2's 50257"
     ({"tokenizer": "llama"}, "tokenizer 'llama', not GPT-2's"),
     ({"tokenizer": None}, "tokenizer '\\(none\\)'"),
     ({}, NOT_GPT2_TOKENS),  # a 'gpt2' BPE with another vocabulary (e.g. Llama 3's)
+    ({"n_layer": 10**9}, "block_count 1000000000 but only 1 tensors"),
 ])
 def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):
     path = _write(tmp_path / "bad.gguf", **kwargs)
