@@ -175,7 +175,7 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         str(path), n_vocab=n_vocab, n_ctx=int(hparam(L.CONTEXT_LENGTH)), n_embd=n_embd, n_head=n_head,
         n_layer=int(hparam(L.BLOCK_COUNT)), n_inner=int(hparam(L.FEED_FORWARD_LENGTH, 4 * n_embd)),
         layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, 1e-5))), tie_word_embeddings=tied)
-    if 12 * config.n_layer > len(tensors):  # a corrupt block_count must not build a table of a billion names
+    if config.n_layer > len(tensors):  # a corrupt block_count must not build a table of a billion names
         raise CheckpointError(f"{path}: block_count {config.n_layer} but only {len(tensors)} tensors; "
                               "the file is incomplete or corrupt")
     _check_tokenizer(reader, path, n_vocab)
