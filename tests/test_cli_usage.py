@@ -229,7 +229,7 @@ def test_stdout_closed_or_full(model_file):
 
 def test_convert_bad_dtype_or_device_target(model_file, tmp_path):
     one_line_error(run_cli("convert", model_file, str(tmp_path / "x.safetensors"), "--dtype", "bfloat16"),
-                   "bfloat16", "float32 or float16")
+                   "bfloat16", "float32, float16")
     assert not list(tmp_path.iterdir())
     one_line_error(run_cli("convert", model_file, "/dev/full"), "/dev/full", "not a regular file")
 

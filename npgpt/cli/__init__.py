@@ -70,6 +70,9 @@ def main() -> None:
     if sys.stdout is None:  # started with stdout closed (`npgpt ... >&-`): nowhere to put results
         print_error("standard output is closed; redirect it to a file (or /dev/null)")
         sys.exit(1)
+    from ..backends import tune_allocator
+
+    tune_allocator()  # process-wide, so only entry points call it, never the library
     try:
         try:
             app()

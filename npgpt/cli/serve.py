@@ -48,9 +48,11 @@ def serve_command(
     except ImportError as e:
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
     from ..api import load
+    from ..backends import tune_allocator
 
     sock = bind(host, port)  # a busy port or a bad host fails here, before loading or printing anything
     port = sock.getsockname()[1]  # --port 0 takes a free port
+    tune_allocator()  # process-wide: the server's entry point tunes it, the library never does
     models = {}
     specs: list[str | None] = [*model] if model else [None]
     for spec in specs:

@@ -125,7 +125,7 @@ def chat_prompt(messages: list[ChatMessage]) -> str:
 def model_card(name: str, model: GPT2) -> dict[str, Any]:
     """``GET /v1/models/{name}``: OpenAI's model object, plus the context length, the config, and whether
     it is npgpt's bundled model (trained on the King James Bible: the playground suggests a prompt to suit)."""
-    from ..download import is_bundled
+    from ..registry import is_bundled
 
     return {"id": name, "object": "model", "created": 0, "owned_by": "npgpt", "context_length": model.config.n_ctx,
             "config": model.config.to_dict(), "bundled": is_bundled(model.source)}

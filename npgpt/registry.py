@@ -1,0 +1,189 @@
+"""Where models live on disk: the cache layout, model names -> paths, listing and removal. No network here.
+
+Everything lives under :func:`home`::
+
+    downloads/openai/124M/          OpenAI's files while they download (``*.part`` until complete)
+    124M/model.safetensors          the converted, memory-mapped npgpt file :func:`resolve` returns
+    hf/<org>--<repo>/model.safetensors   a converted Hugging Face model
+
+:mod:`npgpt.download` fetches into this layout; :func:`resolve` turns a ``--model`` value into a path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .config import PRESETS
+from .errors import NpgptError
+from .formats.npgpt_format import MODEL_FILE
+
+OPENAI_NAMES = tuple(PRESETS)  # 124M, 355M, 774M, 1558M: also the order resolve(None) prefers
+ALIASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
+BUNDLED = "bundled"
+BUNDLED_NOTICE = "using npgpt's small bundled model (not GPT-2); run `npgpt download 124M` for real GPT-2"
+_KEYS = {**{n.lower(): n for n in OPENAI_NAMES}, **ALIASES}
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # Hugging Face's org/name (it forbids "--" and "..")
+
+
+def home() -> Path:
+    """npgpt's cache: ``$NPGPT_HOME``, else ``$XDG_CACHE_HOME/npgpt``, else ``~/.cache/npgpt``."""
+    if os.environ.get("NPGPT_HOME"):
+        return Path(os.environ["NPGPT_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "npgpt"
+
+
+def openai_name(name: str) -> str:
+    """``"124M"``, ``"124m"`` or the alias ``"gpt2"`` -> ``"124M"``; anything else is an error."""
+    canonical = _KEYS.get(name.strip().lower())
+    if canonical is None:
+        valid = ", ".join([*OPENAI_NAMES, *ALIASES])
+        raise NpgptError(f"unknown GPT-2 model {name!r}; expected one of {valid}")
+    return canonical
+
+
+def bundled_path() -> Path:
+    """The small model that ships with npgpt (trained by npgpt, not OpenAI's GPT-2)."""
+    return Path(str(resources.files("npgpt").joinpath("assets", "bundled.safetensors")))
+
+
+def is_bundled(path: str | Path | None) -> bool:
+    """Whether ``path`` is the model that ships with npgpt."""
+    return path is not None and Path(path).resolve() == bundled_path().resolve()
+
+
+def hf_dir(repo_id: str, revision: str | None = None) -> Path:
+    """Where the npgpt file converted from a Hugging Face repo (at ``revision``) lives."""
+    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise NpgptError(f"{repo_id!r} is not a Hugging Face repo id; expected ORG/NAME, e.g. openai-community/gpt2")
+    name = repo_id.replace("/", "--")
+    if revision:  # "refs/pr/1" -> "refs--pr--1": one directory, and reversible (see list_cached)
+        name += "@" + revision.replace("/", "--")
+    return home() / "hf" / name
+
+
+def list_cached() -> list[tuple[str, Path]]:
+    """Downloaded models, as ``(name, npgpt file)``: OpenAI's sizes first, then Hugging Face repos."""
+    found = [(n, home() / n / MODEL_FILE) for n in OPENAI_NAMES if (home() / n / MODEL_FILE).is_file()]
+    hf_root = home() / "hf"
+    if hf_root.is_dir():
+        for d in sorted(hf_root.iterdir()):
+            if (d / MODEL_FILE).is_file():
+                found.append((d.name.replace("--", "/"), d / MODEL_FILE))
+    return found
+
+
+def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
+    """The checkpoint to load for a ``--model`` value, and a one-line notice for the user (or None).
+
+    An existing path is used as is; ``124M``/``gpt2``/... and downloaded Hugging Face repo ids
+    map to their converted file; ``bundled`` is the model shipped with npgpt; None picks the
+    smallest downloaded GPT-2, else the bundled model (with a notice saying it is not GPT-2).
+    """
+    if name_or_path is None:
+        for name, path in list_cached():
+            if name in OPENAI_NAMES:
+                return path, None
+        return _bundled(), BUNDLED_NOTICE
+    key = name_or_path.strip()
+    if key and Path(key).expanduser().exists():
+        return Path(key).expanduser(), None
+    if key.lower() == BUNDLED:
+        return _bundled(), None
+    if key.lower() in _KEYS:
+        name = openai_name(key)
+        path = home() / name / MODEL_FILE
+        if path.is_file():
+            return path, None
+        raise NpgptError(f"model {name} is not downloaded; run `npgpt download {name}`")
+    repo_id, _, revision = key.partition("@")
+    if _REPO_ID.fullmatch(repo_id):
+        path = hf_dir(repo_id, revision or None) / MODEL_FILE
+        if path.is_file():
+            return path, None
+        flag = f" --revision {revision}" if revision else ""
+        raise NpgptError(
+            f"{key}: no such file, and no downloaded Hugging Face model of that name; "
+            f"run `npgpt download --hf {repo_id}{flag}`"
+        )
+    available = [n for n, _ in list_cached()] + ([BUNDLED] if bundled_path().is_file() else [])
+    raise NpgptError(
+        f"{name_or_path!r} is not a file or a known model; available: {', '.join(available) or 'none'}; "
+        f"to download: {', '.join(OPENAI_NAMES)} (`npgpt download NAME`) or `npgpt download --hf ORG/NAME`"
+    )
+
+
+def _bundled() -> Path:
+    path = bundled_path()
+    if not path.is_file():
+        raise NpgptError(
+            f"no model available: nothing downloaded and the bundled model is missing ({path}); "
+            "run `npgpt download 124M` or pass a local checkpoint path with --model"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """A model in the cache, as ``npgpt list`` shows it.
+
+    ``name``: what ``--model`` and ``npgpt rm`` take (``124M``, ``openai-community/gpt2@main``);
+    ``source``: where it came from (``openai`` or ``hf``); ``format``: the file's format (``npgpt``),
+    or why it cannot be read; ``size``: bytes on disk under ``folder``; ``path``: the model file.
+    """
+
+    name: str
+    source: str
+    format: str
+    size: int
+    path: Path
+    folder: Path
+
+
+def cached_models() -> list[CachedModel]:
+    """Every downloaded model (see :func:`list_cached`), with its source, format and size; a
+    corrupt file is listed with the reason, not raised, so it can be seen and removed."""
+    from .formats import detect
+
+    out = []
+    for name, path in list_cached():
+        try:
+            fmt = detect(path)
+        except NpgptError as e:
+            fmt = f"unreadable ({e})"
+        folder = path.parent
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        out.append(CachedModel(name, "openai" if name in OPENAI_NAMES else "hf", fmt, size, path, folder))
+    return out
+
+
+def remove(name: str) -> list[Path]:
+    """Delete a downloaded model (its folder, and any unfinished download of it); the paths removed.
+
+    ``name`` as :func:`resolve` takes it (``124M``, ``gpt2``, ``ORG/NAME[@REVISION]``); only folders
+    inside :func:`home` are ever deleted. Raises NpgptError for a name that is not in the cache.
+    """
+    import shutil
+
+    key = name.strip()
+    if key.lower() in _KEYS:
+        canonical = openai_name(key)
+        folders = [home() / canonical, home() / "downloads" / "openai" / canonical]
+    elif _REPO_ID.fullmatch(key.partition("@")[0]):
+        repo_id, _, revision = key.partition("@")
+        folders = [hf_dir(repo_id, revision or None)]
+    else:
+        folders = []
+    found = [f for f in folders if f.is_dir() and f.resolve().is_relative_to(home().resolve())]
+    if not found:
+        cached = ", ".join(n for n, _ in list_cached()) or "none"
+        what = "the bundled model ships with npgpt and cannot be removed" if key.lower() == BUNDLED \
+            else f"{name!r} is not in the cache ({home()})"
+        raise NpgptError(f"{what}; downloaded models: {cached} (see `npgpt list`)")
+    for folder in found:
+        shutil.rmtree(folder)
+    return found
