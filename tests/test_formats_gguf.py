@@ -20,7 +20,7 @@ from npgpt.api import GPT2
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError
 from npgpt.formats import detect, gguf_format, load_checkpoint, save_checkpoint
-from npgpt.formats.names import flatten
+from npgpt.params import flatten
 
 gguf = pytest.importorskip("gguf")
 from gguf import quants  # noqa: E402

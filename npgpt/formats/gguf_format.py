@@ -40,7 +40,7 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
 from .compat import make_config, require_writable, with_zero_biases
-from .names import flatten, unflatten
+from ..params import flatten, unflatten
 
 ARCH = "gpt2"
 GPT2_TOKENS = 50257

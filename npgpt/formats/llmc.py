@@ -33,7 +33,7 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
 from .compat import require_writable, with_zero_biases
-from .names import flatten, unflatten
+from ..params import flatten, unflatten
 
 MAGIC = 20240326
 HEADER_INTS = 256
