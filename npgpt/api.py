@@ -66,7 +66,7 @@ class GPT2:
         valid = np.ones((B, T), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0)
         be = self.backend
-        out, _ = be.forward(be.asarray(ids), self.params, n_head=self.config.n_head,
+        out, _ = be.forward(be.asarray(ids), self.params, config=self.config,
                             positions=be.asarray(positions), bias=be.asarray(attention_bias(valid, 0, T)))
         return be.to_numpy(out)
 

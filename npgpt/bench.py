@@ -256,7 +256,7 @@ def measure_nocache(path: str, backend: str, prompt: int, n: int, seed: int = 0)
     seq = ids
     t = time.perf_counter()
     for _ in range(n):
-        logits, _ = be.forward(be.asarray(seq), model.params, n_head=model.config.n_head)
+        logits, _ = be.forward(be.asarray(seq), model.params, config=model.config)
         seq = np.concatenate([seq, be.to_numpy(logits)[:, -1].argmax(-1)[:, None]], axis=1)
     uncached = time.perf_counter() - t
     return {"tokens": n, "cached_s": cached, "nocache_s": uncached, "speedup": uncached / cached}
@@ -281,7 +281,7 @@ def measure_train_npgpt(path: str, s: BenchSettings) -> dict[str, Any]:
 
     config, params = load_checkpoint(path)
     opt = step_mod.optimizer(lr=3e-4, steps=1000, warmup=10)
-    train_step = step_mod.make_train_step(opt, n_head=config.n_head)
+    train_step = step_mod.make_train_step(opt, config=config)
     params = jax.tree.map(jnp.asarray, params)
     opt_state = opt.init(params)
     rng = np.random.default_rng(s.seed)

@@ -60,7 +60,7 @@ def _forward(model: GPT2, batch: Batch, ids: np.ndarray, last_only: bool) -> np.
     bias = attention_bias(batch.valid, start, T)  # [B, 1, T, S]
     be = model.backend
     logits, batch.cache = be.forward(
-        be.asarray(ids), model.params, n_head=model.config.n_head, positions=be.asarray(positions),
+        be.asarray(ids), model.params, config=model.config, positions=be.asarray(positions),
         bias=be.asarray(bias), cache=batch.cache, start=start, last_only=last_only,
     )
     batch.start = starts + T

@@ -1,8 +1,10 @@
 """npgpt's flat tensor names, the expected shape of each, and random initialisation.
 
-The params pytree is ``{"wte", "wpe", "blocks": [block, ...], "ln_f"}``; flattened names join
-the path with dots (``blocks.3.attn.c_attn.w``). Every format module maps its own names to these,
-and :func:`unflatten` checks every tensor against the config before the model ever sees it.
+The params pytree is ``{"wte", "wpe", "blocks": [block, ...], "ln_f"}``, plus ``"lm_head"`` [V, C]
+when the output head is not tied to ``wte``, and without the biases (``b``) of a ``bias=False``
+model; flattened names join the path with dots (``blocks.3.attn.c_attn.w``). Every format
+module maps its own names to these, and :func:`unflatten` checks every tensor against the
+config before the model ever sees it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..errors import CheckpointError
 
 def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
     """Every tensor npgpt needs for ``config``, by flat name, with its shape."""
-    C, V = config.n_embd, config.n_vocab
+    C, V, F = config.n_embd, config.n_vocab, config.d_mlp
     shapes: dict[str, tuple[int, ...]] = {"wte": (V, C), "wpe": (config.n_ctx, C)}
     for i in range(config.n_layer):
         p = f"blocks.{i}."
@@ -26,10 +28,14 @@ def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
             p + "attn.c_attn.w": (C, 3 * C), p + "attn.c_attn.b": (3 * C,),
             p + "attn.c_proj.w": (C, C), p + "attn.c_proj.b": (C,),
             p + "ln_2.g": (C,), p + "ln_2.b": (C,),
-            p + "mlp.c_fc.w": (C, 4 * C), p + "mlp.c_fc.b": (4 * C,),
-            p + "mlp.c_proj.w": (4 * C, C), p + "mlp.c_proj.b": (C,),
+            p + "mlp.c_fc.w": (C, F), p + "mlp.c_fc.b": (F,),
+            p + "mlp.c_proj.w": (F, C), p + "mlp.c_proj.b": (C,),
         })
     shapes.update({"ln_f.g": (C,), "ln_f.b": (C,)})
+    if not config.tie_word_embeddings:
+        shapes["lm_head"] = (V, C)  # the output head, laid out like wte (HF's and nanoGPT's lm_head.weight)
+    if not config.bias:
+        shapes = {k: v for k, v in shapes.items() if not k.endswith(".b")}
     return shapes
 
 
