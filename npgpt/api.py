@@ -50,6 +50,10 @@ class GPT2:
     def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T] (a 1-D sequence is treated as B=1).
 
+        V is the model's full width ``config.n_vocab``: with a padded vocabulary (nanoGPT's
+        50304) the columns from ``tokenizer.n_vocab`` on belong to no token; generation never
+        picks them.
+
         ``attention_mask`` [B, T] (1 = token, 0 = padding) supports left-padded batches;
         position ids then count from each row's first real token, as in Hugging Face.
         """
@@ -132,7 +136,7 @@ class GPT2:
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise NpgptError("prompt is empty; give at least one token of text")
-        logits = self.logits([ids[-self.config.n_ctx:]])[0, -1]
+        logits = self.logits([ids[-self.config.n_ctx:]])[0, -1, : self.tokenizer.n_vocab]  # no padded ids
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]

@@ -98,15 +98,22 @@ class GPT2Config:
             raise ValueError(f"add_cross_attention is {d['add_cross_attention']!r}; npgpt runs decoder-only "
                              "GPT-2 (no cross-attention layers)")
         kw = dict(d)
-        if "vocab_size" in kw:
-            kw["n_vocab"] = kw.pop("vocab_size")
-        if "n_positions" in kw:  # transformers sizes wpe by n_positions; old configs also carry n_ctx
-            kw["n_ctx"] = kw.pop("n_positions")
+        # HF's names; transformers sizes wpe by n_positions (old configs also carry n_ctx)
+        hf_names = {"n_vocab": "vocab_size", "n_ctx": "n_positions"}
+        renamed = {ours: theirs for ours, theirs in hf_names.items() if theirs in kw}
+        for ours, theirs in renamed.items():
+            kw[ours] = kw.pop(theirs)
         names = {f.name for f in dataclasses.fields(cls)}
         missing = set(_INTS) - kw.keys()
         if missing:
             raise ValueError(f"model config is missing {sorted(missing)}; expected keys {sorted(_INTS)}")
-        return cls(**{k: v for k, v in kw.items() if k in names})
+        try:
+            return cls(**{k: v for k, v in kw.items() if k in names})
+        except ValueError as e:  # name the field as the file does
+            message = str(e)
+            for ours, theirs in renamed.items():
+                message = message.replace(f"GPT2Config.{ours} ", f"GPT2Config.{ours} ({theirs}) ")
+            raise ValueError(message) from None
 
 
 def _positive_int(v: Any) -> bool:
