@@ -79,6 +79,7 @@ def test_logits_and_greedy_tokens_equal_transformers(tmp_path, case):
     model = npgpt.load(tmp_path)
     for field, value in fields.items():
         assert getattr(model.config, field) == value
+    assert model.config.n_params == ref.num_parameters()
     got = model.logits(IDS)
     assert got.shape == (2, 13, 512)
     assert np.abs(got - ref_logits(ref, IDS)).max() <= 1e-4
