@@ -54,6 +54,23 @@ def ref_greedy(ref, prompt: list[int], n: int) -> list[int]:  # noqa: ANN001
     return out[0, len(prompt):].tolist()
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_each_activation_equals_transformers_on_every_backend(name):
+    """Over [-12, 12]: float32 NumPy, PyTorch and JAX arrays against transformers' ACT2FN."""
+    from transformers.activations import ACT2FN
+
+    from npgpt.model import ACTIVATIONS
+
+    x = np.linspace(-12, 12, 4801, dtype=np.float32)
+    expected = ACT2FN[name](torch.from_numpy(x).double()).numpy()
+    tolerance = 2e-6 * np.maximum(1.0, np.abs(expected))  # float32 rounding (and erf's 1.2e-7)
+    assert (np.abs(ACTIVATIONS[name](x) - expected) <= tolerance).all()
+    assert ACTIVATIONS[name](x).dtype == np.float32
+    assert (np.abs(ACTIVATIONS[name](torch.from_numpy(x)).numpy() - expected) <= tolerance).all()
+    jnp = pytest.importorskip("jax.numpy")
+    assert (np.abs(np.asarray(ACTIVATIONS[name](jnp.asarray(x))) - expected) <= tolerance).all()
+
+
 CASES = {
     **{f"activation_function={a}": {"activation_function": a} for a in NAMES},
     "n_inner=40": {"n_inner": 40},
