@@ -281,6 +281,13 @@ def padded() -> GPT2:
     return GPT2(config, unflatten(flat, config))
 
 
+def test_padded_transformers_model_keeps_its_full_width(tmp_path):
+    ref = hf_model(tmp_path, vocab_size=50304, n_layer=2)
+    got = npgpt.load(tmp_path).logits(IDS)
+    assert got.shape == (2, 13, 50304)
+    assert np.abs(got - ref_logits(ref, IDS)).max() <= 1e-4
+
+
 def test_padded_rows_dominate_but_logits_keep_the_full_width(padded):
     logits = padded.logits([[464, 3290, 318]])
     assert logits.shape == (1, 3, 50304)  # the model's full width
