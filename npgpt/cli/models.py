@@ -68,8 +68,8 @@ def info(model: Annotated[str | None, typer.Argument(help="Path or name; default
     """
     from rich.table import Table
 
-    from ..registry import resolve
     from ..formats import detect, load_checkpoint
+    from ..registry import resolve
 
     path, notice = resolve(model)
     config, _ = load_checkpoint(path)

@@ -39,8 +39,8 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
-from .compat import make_config, require_writable, with_zero_biases
 from ..params import flatten, unflatten
+from .compat import make_config, require_writable, with_zero_biases
 
 ARCH = "gpt2"
 GPT2_TOKENS = 50257

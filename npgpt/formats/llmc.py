@@ -32,8 +32,8 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
-from .compat import require_writable, with_zero_biases
 from ..params import flatten, unflatten
+from .compat import require_writable, with_zero_biases
 
 MAGIC = 20240326
 HEADER_INTS = 256
