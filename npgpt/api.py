@@ -124,7 +124,7 @@ class GPT2:
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise NpgptError("prompt is empty; give at least one token of text")
-        logits = self.logits([ids[-self.config.n_ctx:]])[0, -1]
+        logits = self.logits([ids[-self.config.n_ctx:]])[0, -1, : self.tokenizer.n_vocab]  # no padded ids
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]

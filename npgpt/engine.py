@@ -68,6 +68,10 @@ class Engine:
     def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T] (a 1-D sequence is treated as B=1).
 
+        V is the model's full width ``config.n_vocab``: with a padded vocabulary (nanoGPT's
+        50304) the columns from ``tokenizer.n_vocab`` on belong to no token; generation never
+        picks them.
+
         ``attention_mask`` [B, T] (1 = token, 0 = padding) supports left-padded batches;
         position ids then count from each row's first real token, as in Hugging Face.
         Raises NpgptError for ids that are not integers [B, T], longer than the context, or
@@ -105,7 +109,7 @@ class Engine:
              last_only: bool = False) -> tuple[np.ndarray, KVCache | None]:
         positions, mask = positions_and_mask(valid, start, ids.shape[1])
         be = self.backend
-        logits, cache = be.forward(be.asarray(ids), self.params, n_head=self.config.n_head,
+        logits, cache = be.forward(be.asarray(ids), self.params, config=self.config,
                                    positions=be.asarray(positions), mask=be.asarray(mask),
                                    cache=cache, start=start, last_only=last_only)
         return be.to_numpy(logits), cache
