@@ -241,3 +241,19 @@ def test_train_out_is_a_file(tmp_path):
     out.write_bytes(b"keep me")
     one_line_error(run_cli("train", str(data), "--out", str(out), "--steps", "1"), "--out", "is a file")
     assert out.read_bytes() == b"keep me"
+
+
+# -- README ------------------------------------------------------------------------------------------------------
+def test_readme_quickstart_is_two_commands_and_names_every_extra():
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    quickstart = readme[readme.index("## Quickstart"):readme.index("\n## ", readme.index("## Quickstart") + 1)]
+    assert len(re.findall(r"^```bash\n", quickstart, flags=re.M)) == 2
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in ("serve", "train", "torch", "jax", "all"):
+        assert extra in extras and f"pip install 'npgpt[{extra}]'" in quickstart, extra
+    assert set(extras["all"][0].partition("[")[2].rstrip("]").split(",")) == {"serve", "train", "torch", "jax"}
