@@ -41,7 +41,7 @@ def test_fit_history_drops_whole_old_turns_keeps_system():
     assert kept == [messages[0], messages[-1]] and dropped == 4
 
 
-def expected_reply(m, history, max_new_tokens):  # noqa: ANN001
+def expected_reply(m, history, max_new_tokens):
     return m.generate(chat_prompt(history), stop=list(CHAT_STOP), temperature=0,
                       max_new_tokens=max_new_tokens).lstrip()
 

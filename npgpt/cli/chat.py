@@ -10,13 +10,16 @@ Ctrl-C stops a reply. Lines can be piped in: ``printf 'Hello\\n/reset\\nHi\\n' |
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import NpgptError
 from .generate import sampling_options
 from .options import BackendOpt, DtypeOpt, ModelOpt, load_model, print_error, print_notice
+
+if TYPE_CHECKING:
+    from ..api import GPT2
 
 HELP = "/reset forgets the conversation, /exit (or Ctrl-D) ends it, Ctrl-C stops a reply"
 
@@ -57,7 +60,10 @@ def chat_command(
         raise NpgptError(f"--max-new-tokens {reply_room} leaves no room for the conversation in the model's "
                          f"{n_ctx}-token context; use fewer")
     start: list[tuple[str, str]] = [("system", system)] if system else []
-    count = lambda text: len(m.tokenizer.encode(text))  # noqa: E731
+
+    def count(text: str) -> int:
+        return len(m.tokenizer.encode(text))
+
     if system and count(chat_prompt(start)) > n_ctx - reply_room:
         raise NpgptError(f"the --system message does not fit in the model's {n_ctx}-token context with room "
                          f"for a reply; shorten it or lower --max-new-tokens")
@@ -111,7 +117,7 @@ def _read(interactive: bool) -> str | None:
     return line if line else None
 
 
-def _stream_reply(m, prompt: str, sampling: dict) -> str:  # noqa: ANN001  (m: npgpt.api.GPT2)
+def _stream_reply(m: GPT2, prompt: str, sampling: dict) -> str:
     """Print the reply as it is generated (leading whitespace dropped, as the server does); return it."""
     out, reply = sys.stdout, ""
     try:

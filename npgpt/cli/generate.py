@@ -131,13 +131,13 @@ def _prompts(prompt: str | None, prompt_file: Path | None, batch_file: Path | No
         if not text:
             raise NpgptError(f"{prompt_file} is empty; put the prompt in it")
         return [text]
-    text = text_argument(prompt)
-    if text is None:
+    text_given = text_argument(prompt)
+    if text_given is None:
         raise NpgptError("no prompt: give a PROMPT, pipe text in (`echo text | npgpt generate`), "
                          "or use --prompt-file FILE or --batch-file FILE")
-    if not text:
+    if not text_given:
         raise NpgptError("the prompt is empty; give a PROMPT (or pipe some text in) to continue")
-    return [text]
+    return [text_given]
 
 
 def tokenize(text: Annotated[str | None, typer.Argument(
