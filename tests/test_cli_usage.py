@@ -63,6 +63,20 @@ def test_a_path_with_markup_characters_gives_its_one_line_error(tmp_path):
     assert "[/x]/[red]m" in line
 
 
+def test_every_help_string_survives_rich_markup():
+    """Help is rendered in rich's markup mode: no help text may hold something rich reads as a tag."""
+    import typer.main
+    from rich.text import Text
+
+    from npgpt.cli import app
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in texts:
+            assert Text.from_markup(text).plain == text, (name, text)
+
+
 def test_help_text_is_shown_as_written():
     r = run_cli("generate", "--help")
     assert r.returncode == 0
