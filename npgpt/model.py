@@ -8,6 +8,9 @@ arrays. Parameters are nested dicts named as in OpenAI's checkpoint (``wte``, ``
 Shapes: B batch, T new tokens, S attended tokens (cache + new), H heads, D head dim,
 C n_embd, V n_vocab.
 
+An optional ``hook(name, x)`` sees, and may replace, each named activation (TransformerLens's names
+and shapes, e.g. ``blocks.3.attn.hook_pattern``; see ``hooks.py``). Without one nothing extra runs.
+
 Only Python floats appear as constants: under NumPy 2 a NumPy float64 scalar (``np.sqrt(...)``)
 would silently promote every float32 activation to float64. Activations are float32 throughout;
 the weight matrices may be stored in 16 bits (``load(dtype="float16")``), and only the matrix
@@ -17,6 +20,7 @@ products then run in that dtype (see :func:`matmul`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -25,9 +29,18 @@ from .cache import KVCache, write
 
 Array = Any
 Params = dict[str, Any]
+Hook = Callable[[str, Any], Any] | None
 
 MASKED = -1e9  # added to scores of positions a query may not see; exp() of it is exactly 0
 QUERY_BLOCK = 128  # longer inputs attend in blocks of this many queries (see attention)
+
+
+def tap(hook: Hook, name: str, x: Array) -> Array:  # the named point ``name``: x, or the hook's replacement
+    return x if hook is None else hook(name, x)
+
+
+def scoped(hook: Hook, prefix: str) -> Hook:  # the hook as a sub-layer sees it: names get the prefix
+    return None if hook is None else (lambda name, x: hook(prefix + name, x))
 
 
 def gelu(x: Array) -> Array:  # [...] -> [...]
@@ -43,11 +56,12 @@ def softmax(x: Array) -> Array:  # [..., N] -> [..., N]
     return e / xp.sum(e, axis=-1, keepdims=True)
 
 
-def layer_norm(x: Array, g: Array, b: Array, eps: float = 1e-5) -> Array:  # [..., C] -> [..., C]
+def layer_norm(x: Array, g: Array, b: Array, eps: float = 1e-5, hook: Hook = None) -> Array:  # [..., C] -> [..., C]
     xp = array_namespace(x)
     centered = x - xp.mean(x, axis=-1, keepdims=True)
     var = xp.mean(centered * centered, axis=-1, keepdims=True)  # what xp.var computes, minus a pass
-    return g * centered / xp.sqrt(var + eps) + b
+    scale = tap(hook, "hook_scale", xp.sqrt(var + eps))  # -> [..., 1]
+    return g * tap(hook, "hook_normalized", centered / scale) + b
 
 
 def matmul(x: Array, w: Array) -> Array:  # [..., m] @ [m, n] -> [..., n]
@@ -66,15 +80,16 @@ def linear(x: Array, w: Array, b: Array) -> Array:  # [..., m] @ [m, n] + [n] ->
     return matmul(x, w) + b
 
 
-def ffn(x: Array, c_fc: Params, c_proj: Params) -> Array:  # [B, T, C] -> [B, T, C]
-    return linear(gelu(linear(x, **c_fc)), **c_proj)  # [B, T, C] -> [B, T, 4*C] -> [B, T, C]
+def ffn(x: Array, c_fc: Params, c_proj: Params, hook: Hook = None) -> Array:  # [B, T, C] -> [B, T, C]
+    h = tap(hook, "hook_post", gelu(tap(hook, "hook_pre", linear(x, **c_fc))))  # [B, T, C] -> [B, T, 4*C]
+    return linear(h, **c_proj)  # [B, T, 4*C] -> [B, T, C]
 
 
-def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
+def attention(q: Array, k: Array, v: Array, bias: Array, hook: Hook = None) -> Array:
     # [B, H, T, D], [B, H, S, D], [B, H, S, D], [B, 1, T, S] -> [B, H, T, D]
     xp = array_namespace(q)
     T, S = q.shape[2], k.shape[2]
-    if T > QUERY_BLOCK:
+    if T > QUERY_BLOCK and hook is None:  # a hook sees the whole [B, H, T, S] pattern
         # Attention is causal: new token t sits at key slot S - T + t at the latest and sees no
         # later slot. So a block of queries needs only the keys up to its last query; this skips
         # the masked half of a long prompt's scores (a 512-token prefill runs ~10 % faster).
@@ -86,17 +101,20 @@ def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
         return xp.concat(blocks, axis=2)  # -> [B, H, T, D]
     q = q / math.sqrt(q.shape[-1])  # scaling q [.., T, D] is cheaper than scaling the scores [.., T, S]
     scores = q @ xp.matrix_transpose(k)  # -> [B, H, T, S]
-    return softmax(scores + bias) @ v  # [B, H, T, S] @ [B, H, S, D] -> [B, H, T, D]
+    pattern = softmax(tap(hook, "hook_attn_scores", scores + bias))  # masked scores are MASKED, not -inf
+    return tap(hook, "hook_pattern", pattern) @ v  # [B, H, T, S] @ [B, H, S, D] -> [B, H, T, D]
 
 
 def mha(
     x: Array, c_attn: Params, c_proj: Params, n_head: int, bias: Array, kv: tuple | None, start: Any,
-    last_only: bool = False,
+    last_only: bool = False, hook: Hook = None,
 ) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C] ([B, 1, C] with last_only)
     xp = array_namespace(x)
     B, T, C = x.shape
     qkv = linear(x, **c_attn)  # [B, T, C] -> [B, T, 3*C]
     qkv = xp.reshape(qkv, (B, T, 3, n_head, C // n_head))  # -> [B, T, 3, H, D]
+    if hook is not None:  # hook_q, hook_k, hook_v: 3 x [B, T, H, D]
+        qkv = xp.stack([hook(f"hook_{n}", qkv[:, :, j]) for j, n in enumerate("qkv")], axis=2)
     qkv = xp.permute_dims(qkv, (2, 0, 3, 1, 4))  # -> [3, B, H, T, D]
     q, k, v = qkv[0], qkv[1], qkv[2]  # -> 3 x [B, H, T, D]
     if kv is not None:  # keep this step's keys/values; attend over everything cached so far
@@ -105,21 +123,23 @@ def mha(
         kv = (k_buf, v_buf)
     if last_only:  # every token's keys and values, but only the last token's query
         q, bias, T = q[:, :, -1:], bias[:, :, -1:], 1  # -> [B, H, 1, D], [B, 1, 1, S]
-    out = attention(q, k, v, bias[..., : k.shape[2]])  # -> [B, H, T, D]
-    out = xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (B, T, C))  # -> [B, T, C]
+    out = attention(q, k, v, bias[..., : k.shape[2]], hook)  # -> [B, H, T, D]
+    out = xp.reshape(tap(hook, "hook_z", xp.permute_dims(out, (0, 2, 1, 3))), (B, T, C))  # -> [B, T, H, D] -> [B, T, C]
     return linear(out, **c_proj), kv  # [B, T, C] -> [B, T, C]
 
 
 def block(
     x: Array, ln_1: Params, attn: Params, ln_2: Params, mlp: Params,
-    n_head: int, bias: Array, kv: tuple | None, start: Any, last_only: bool = False,
+    n_head: int, bias: Array, kv: tuple | None, start: Any, last_only: bool = False, hook: Hook = None,
 ) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C] ([B, 1, C] with last_only)
-    a, kv = mha(layer_norm(x, **ln_1), **attn, n_head=n_head, bias=bias, kv=kv, start=start, last_only=last_only)
+    x = tap(hook, "hook_resid_pre", x)
+    a, kv = mha(layer_norm(x, **ln_1, hook=scoped(hook, "ln1.")), **attn, n_head=n_head, bias=bias, kv=kv,
+                start=start, last_only=last_only, hook=scoped(hook, "attn."))
     if last_only:
         x = x[:, -1:, :]  # [B, T, C] -> [B, 1, C]
-    x = x + a  # pre-norm residual: GPT-2 normalises the input of each sub-layer, not its output
-    x = x + ffn(layer_norm(x, **ln_2), **mlp)
-    return x, kv
+    x = tap(hook, "hook_resid_mid", x + tap(hook, "hook_attn_out", a))  # pre-norm: sub-layer inputs are normalised
+    m = ffn(layer_norm(x, **ln_2, hook=scoped(hook, "ln2.")), **mlp, hook=scoped(hook, "mlp."))
+    return tap(hook, "hook_resid_post", x + tap(hook, "hook_mlp_out", m)), kv
 
 
 def attention_bias(valid: Array, start: Any, n_new: int) -> Array:
@@ -148,6 +168,7 @@ def gpt2(
     cache: KVCache | None = None,
     start: Any = 0,
     last_only: bool = False,
+    hook: Hook = None,
 ) -> tuple[Array, KVCache | None]:  # [B, T] -> [B, T, V]
     """Logits for ``ids``; with a ``cache``, the new tokens are written at slot ``start``.
 
@@ -167,8 +188,9 @@ def gpt2(
     # Indexing, not xp.take: NumPy's take first copies a non-C-contiguous table whole, and the
     # NumPy backend keeps wte as a transposed view of [C, V] for the output head (backends.py).
     x = xp.astype(wte[xp.reshape(ids, (-1,)), :], wpe.dtype, copy=False)  # [B, T] -> [B*T, C] float32
-    x = xp.reshape(x, (B, T, wte.shape[1]))  # -> [B, T, C]
-    x = x + xp.reshape(xp.take(wpe, xp.reshape(positions, (-1,)), axis=0), (B, T, -1))  # -> [B, T, C]
+    x = tap(hook, "hook_embed", xp.reshape(x, (B, T, wte.shape[1])))  # -> [B, T, C]
+    pos = xp.reshape(xp.take(wpe, xp.reshape(positions, (-1,)), axis=0), (B, T, -1))  # -> [B, T, C]
+    x = x + tap(hook, "hook_pos_embed", pos)
 
     new_k, new_v = [], []
     n_layer = len(params["blocks"])
@@ -177,11 +199,12 @@ def gpt2(
         # With last_only, the last block needs every token's keys and values, but the rest of
         # its work only for the last token (a prompt's prefill skips ~6 % of its compute).
         last = last_only and i == n_layer - 1
-        x, kv = block(x, **layer, n_head=n_head, bias=bias, kv=kv, start=start, last_only=last)  # -> [B, T, C]
+        x, kv = block(x, **layer, n_head=n_head, bias=bias, kv=kv, start=start, last_only=last,
+                      hook=scoped(hook, f"blocks.{i}."))  # -> [B, T, C]
         if kv is not None:
             new_k.append(kv[0])
             new_v.append(kv[1])
 
-    x = layer_norm(x, **params["ln_f"])  # [B, T or 1, C]
+    x = layer_norm(x, **params["ln_f"], hook=scoped(hook, "ln_final."))  # [B, T or 1, C]
     logits = matmul(x, xp.matrix_transpose(wte))  # the output head is tied to the embedding: -> [B, T, V]
     return logits, (KVCache(tuple(new_k), tuple(new_v)) if cache is not None else None)
