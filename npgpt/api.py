@@ -70,6 +70,19 @@ class GPT2:
                             positions=be.asarray(positions), bias=be.asarray(attention_bias(valid, 0, T)))
         return be.to_numpy(out)
 
+    def run_with_cache(self, ids: Any, names_filter: Any = None, attention_mask: Any = None,
+                       **kw: Any) -> tuple[Any, dict[str, Any]]:
+        """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``."""
+        from .hooks import run_with_cache
+
+        return run_with_cache(self, ids, names_filter, attention_mask, **kw)
+
+    def run_with_hooks(self, ids: Any, fwd_hooks: Any = (), attention_mask: Any = None) -> np.ndarray:
+        """Logits of a forward pass with ``fwd_hooks`` [(name, fn(activation, name))]; see ``hooks.run_with_hooks``."""
+        from .hooks import run_with_hooks
+
+        return run_with_hooks(self, ids, fwd_hooks, attention_mask)
+
     # -- generation -----------------------------------------------------------------------------
     def _rows(self, prompts: Sequence[str | Sequence[int]]) -> list[list[int]]:
         return [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]

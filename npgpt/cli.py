@@ -263,7 +263,9 @@ def _register_optional() -> None:
     for module, attr, name in [("npgpt.train.cli", "train_command", "train"),
                                ("npgpt.bench", "bench_command", "bench"),
                                ("npgpt.evaluate", "eval_command", "eval"),
-                               ("npgpt.server.cli", "serve_command", "serve")]:
+                               ("npgpt.server.cli", "serve_command", "serve"),
+                               ("npgpt.cli_inspect", "lens_command", "lens"),
+                               ("npgpt.cli_inspect", "attention_command", "attention")]:
         try:
             fn = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError):
