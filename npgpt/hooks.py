@@ -153,6 +153,18 @@ def run_with_hooks(model: GPT2, ids: Any, fwd_hooks: Sequence[tuple[Any, HookFn]
     return model.backend.to_numpy(logits)
 
 
+def _jax_params(model: GPT2) -> tuple[Any, Any, dict[str, Any]]:
+    """jax, jax.numpy, and the model's weights as JAX arrays (float32 unless they already are JAX's)."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError as e:
+        raise NpgptError("activation gradients need JAX: pip install 'npgpt[jax]'") from e
+    params = jax.tree_util.tree_map(
+        lambda a: a if isinstance(a, jax.Array) else jnp.asarray(model.backend.to_numpy(a), jnp.float32), model.params)
+    return jax, jnp, params
+
+
 def activation_grads(model: GPT2, ids: Any, metric: Callable[[Array], Array], names_filter: NamesFilter = None,
                      attention_mask: Any = None) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(value, cache, grads)``: ``metric(logits)`` (a JAX scalar of the logits [B, T, V]), the
@@ -160,14 +172,8 @@ def activation_grads(model: GPT2, ids: Any, metric: Callable[[Array], Array], na
     from one ``jax.grad`` (a zero added at every hook point is what is differentiated). Needs JAX;
     the weights are read as float32 from any backend.
     """
-    try:
-        import jax
-        import jax.numpy as jnp
-    except ImportError as e:
-        raise NpgptError("activation gradients need JAX: pip install 'npgpt[jax]'") from e
+    jax, jnp, params = _jax_params(model)
     keep = name_filter(names_filter, model.config.n_layer)
-    params = jax.tree_util.tree_map(
-        lambda a: a if isinstance(a, jax.Array) else jnp.asarray(model.backend.to_numpy(a), jnp.float32), model.params)
     shapes: dict[str, Any] = {}
 
     def shape_of(name: str, x: Array) -> Array:
@@ -201,7 +207,15 @@ def attribution_patching(model: GPT2, clean_ids: Any, corrupted_ids: Any, metric
     corrupted run moves ``metric(logits)``. Arrays of the activations' shapes; sum over the axes
     you do not care about. One forward pass for the clean run, one ``jax.grad`` for the corrupted.
     """
-    _, clean = run_with_cache(model, clean_ids, names_filter, attention_mask)
+    keep = name_filter(names_filter, model.config.n_layer)
+    clean: dict[str, np.ndarray] = {}
+
+    def record(name: str, x: Array) -> Array:
+        if keep(name):
+            clean[name] = np.asarray(x)
+        return x
+
+    hooked_forward(model, clean_ids, record, attention_mask, _jax_params(model)[2])  # as the gradient's run computes
     _, corrupted, grads = activation_grads(model, corrupted_ids, metric, names_filter, attention_mask)
     if {n: a.shape for n, a in clean.items()} != {n: a.shape for n, a in corrupted.items()}:
         raise NpgptError("clean and corrupted inputs must have the same shape [batch, seq]")
