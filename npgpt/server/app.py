@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import NpgptError
 from ..generate import Event
 from ..sampling import SamplingParams, log_softmax, top_logprobs
+from .inside import inside_routes
 from .metrics import Metrics
 from .scheduler import QueueFull, Scheduler
 from .scheduler import Request as Job
@@ -276,6 +277,7 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
                 "tokens": [{"id": i, "text": text, "prob": p, "logprob": float(np.log(max(p, 1e-45)))}
                            for i, text, p in top]}
 
+    v1.include_router(inside_routes(pick))  # POST /v1/internals: the playground's "inside" panel
     app.include_router(v1)
 
     @app.get("/health")
