@@ -160,8 +160,11 @@ def _jax_params(model: GPT2) -> tuple[Any, Any, dict[str, Any]]:
         import jax.numpy as jnp
     except ImportError as e:
         raise NpgptError("activation gradients need JAX: pip install 'npgpt[jax]'") from e
-    params = jax.tree_util.tree_map(
-        lambda a: a if isinstance(a, jax.Array) else jnp.asarray(model.backend.to_numpy(a), jnp.float32), model.params)
+    def to_jax(a: Any) -> Any:  # 16-bit weights (torch bfloat16 has no NumPy dtype) are widened first
+        xp = array_namespace(a)
+        return jnp.asarray(model.backend.to_numpy(xp.astype(a, xp.float32, copy=False)))
+
+    params = jax.tree_util.tree_map(lambda a: a if isinstance(a, jax.Array) else to_jax(a), model.params)
     return jax, jnp, params
 
 

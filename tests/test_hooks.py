@@ -194,9 +194,10 @@ def test_steering_vector_changes_the_prediction():
     model = GPT2(ODD, scaled_params(ODD, 1))
     ids = np.arange(5) + 7
     target = 1234
-    direction = model.params["wte"][target] * 5  # the token's own embedding, added at every position
+    direction = model.params["wte"][target] * 20  # the token's own embedding, large, at every position
     steered = model.run_with_hooks(ids, fwd_hooks=[("blocks.2.hook_resid_post", lambda r, n: r + direction)])
-    assert steered[0, -1].argmax() != model.logits(ids)[0, -1].argmax() or steered[0, -1, target] > 0
+    before = model.logits(ids)[0, -1]
+    assert before.argmax() != target and steered[0, -1].argmax() == target
 
 
 def test_jax_backend_cache_equals_numpy():
