@@ -39,8 +39,8 @@ def tap(hook: Hook, name: str, x: Array) -> Array:  # the named point ``name``: 
     return x if hook is None else hook(name, x)
 
 
-def scoped(hook: Hook, prefix: str) -> Hook:  # the hook as a sub-layer sees it: names get the prefix
-    return None if hook is None else (lambda name, x: hook(prefix + name, x))
+def scoped(hook: Callable[[str, Any], Any], prefix: str) -> Hook:  # the hook as a sub-layer sees it
+    return lambda name, x: hook(prefix + name, x)  # called as `hook and scoped(...)`: no hook, no call
 
 
 def gelu(x: Array) -> Array:  # [...] -> [...]
@@ -133,12 +133,12 @@ def block(
     n_head: int, bias: Array, kv: tuple | None, start: Any, last_only: bool = False, hook: Hook = None,
 ) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C] ([B, 1, C] with last_only)
     x = tap(hook, "hook_resid_pre", x)
-    a, kv = mha(layer_norm(x, **ln_1, hook=scoped(hook, "ln1.")), **attn, n_head=n_head, bias=bias, kv=kv,
-                start=start, last_only=last_only, hook=scoped(hook, "attn."))
+    a, kv = mha(layer_norm(x, **ln_1, hook=hook and scoped(hook, "ln1.")), **attn, n_head=n_head, bias=bias,
+                kv=kv, start=start, last_only=last_only, hook=hook and scoped(hook, "attn."))
     if last_only:
         x = x[:, -1:, :]  # [B, T, C] -> [B, 1, C]
     x = tap(hook, "hook_resid_mid", x + tap(hook, "hook_attn_out", a))  # pre-norm: sub-layer inputs are normalised
-    m = ffn(layer_norm(x, **ln_2, hook=scoped(hook, "ln2.")), **mlp, hook=scoped(hook, "mlp."))
+    m = ffn(layer_norm(x, **ln_2, hook=hook and scoped(hook, "ln2.")), **mlp, hook=hook and scoped(hook, "mlp."))
     return tap(hook, "hook_resid_post", x + tap(hook, "hook_mlp_out", m)), kv
 
 
@@ -200,11 +200,11 @@ def gpt2(
         # its work only for the last token (a prompt's prefill skips ~6 % of its compute).
         last = last_only and i == n_layer - 1
         x, kv = block(x, **layer, n_head=n_head, bias=bias, kv=kv, start=start, last_only=last,
-                      hook=scoped(hook, f"blocks.{i}."))  # -> [B, T, C]
+                      hook=hook and scoped(hook, f"blocks.{i}."))  # -> [B, T, C]
         if kv is not None:
             new_k.append(kv[0])
             new_v.append(kv[1])
 
-    x = layer_norm(x, **params["ln_f"], hook=scoped(hook, "ln_final."))  # [B, T or 1, C]
+    x = layer_norm(x, **params["ln_f"], hook=hook and scoped(hook, "ln_final."))  # [B, T or 1, C]
     logits = matmul(x, xp.matrix_transpose(wte))  # the output head is tied to the embedding: -> [B, T, V]
     return logits, (KVCache(tuple(new_k), tuple(new_v)) if cache is not None else None)
