@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import CONFIGS, random_params, run_cli
 
 from npgpt.errors import NpgptError
 from npgpt.lens import attention_pattern, logit_lens
@@ -82,3 +82,16 @@ def test_attention_command_prints_the_top_keys_and_writes_the_png(tmp_path):  # 
     assert png.read_bytes().startswith(PNG)
     bad = run_cli("attention", "hello", "--layer", "99")
     assert bad.returncode == 1 and "layer must be in" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_jax_backend_gives_the_same_lens_and_pattern():
+    pytest.importorskip("jax")
+    from npgpt.api import GPT2
+
+    params = random_params(CONFIGS["tiny"], seed=2)
+    model, on_jax = GPT2(CONFIGS["tiny"], params), GPT2(CONFIGS["tiny"], params, backend="jax")
+    ids = np.array([464, 3139, 286, 4881, 318])
+    ours, theirs = logit_lens(model, ids), logit_lens(on_jax, ids)
+    np.testing.assert_array_equal(ours.top_ids, theirs.top_ids)
+    np.testing.assert_allclose(ours.final_probs, theirs.final_probs, atol=1e-5)
+    np.testing.assert_allclose(attention_pattern(model, ids, 1, 1), attention_pattern(on_jax, ids, 1, 1), atol=1e-5)
