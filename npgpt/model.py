@@ -9,7 +9,7 @@ Shapes: B batch, T new tokens, S attended tokens (cache + new), H heads, D head 
 C n_embd, V n_vocab.
 
 An optional ``hook(name, x)`` sees, and may replace, each named activation (TransformerLens's names
-and shapes, e.g. ``blocks.3.attn.hook_pattern``; see ``hooks.py``). Without one nothing extra runs.
+and shapes, e.g. ``blocks.3.attn.hook_pattern``; see ``hooks.py``). Without one, a point is a call returning x.
 
 Only Python floats appear as constants: under NumPy 2 a NumPy float64 scalar (``np.sqrt(...)``)
 would silently promote every float32 activation to float64. Activations are float32 throughout;
