@@ -159,8 +159,9 @@ def _jax_params(model: Engine | HasEngine) -> tuple[Any, Any, dict[str, Any]]:
     return jax, jnp, params
 
 
-def activation_grads(model: Engine | HasEngine, ids: Any, metric: Callable[[Array], Array], names_filter: NamesFilter = None,
-                     attention_mask: Any = None) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def activation_grads(model: Engine | HasEngine, ids: Any, metric: Callable[[Array], Array],
+                     names_filter: NamesFilter = None, attention_mask: Any = None,
+                     ) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(value, cache, grads)``: ``metric(logits)`` (a JAX scalar of the logits [B, T, V]), the
     activations named by ``names_filter`` and the gradient of the metric with respect to each, all
     from one ``jax.grad`` (a zero added at every hook point is what is differentiated). Needs JAX;
@@ -194,8 +195,9 @@ def activation_grads(model: Engine | HasEngine, ids: Any, metric: Callable[[Arra
     return float(value), {n: np.asarray(a) for n, a in acts.items()}, {n: np.asarray(g) for n, g in grads.items()}
 
 
-def attribution_patching(model: Engine | HasEngine, clean_ids: Any, corrupted_ids: Any, metric: Callable[[Array], Array],
-                         names_filter: NamesFilter = None, attention_mask: Any = None) -> dict[str, np.ndarray]:
+def attribution_patching(model: Engine | HasEngine, clean_ids: Any, corrupted_ids: Any,
+                         metric: Callable[[Array], Array], names_filter: NamesFilter = None,
+                         attention_mask: Any = None) -> dict[str, np.ndarray]:
     """Attribution patching (Nanda, 2023): for each activation, ``(clean - corrupted) * d metric / d act``
     at the corrupted run, a first-order estimate of how much patching the clean activation into the
     corrupted run moves ``metric(logits)``. Arrays of the activations' shapes; sum over the axes

@@ -57,7 +57,6 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
     app.add_middleware(RequestMetrics, metrics=metrics)
     add_handlers(app)
     app.include_router(router(schedulers, metrics))
-from .inside import inside_routes
     return app
 
 
