@@ -89,9 +89,9 @@ def test_hook_points_are_reached_in_order_and_change_nothing():
     model = GPT2(ODD, scaled_params(ODD, 0))
     ids = np.arange(5)[None] + 100
     seen: list[str] = []
-    with_hook, _ = gpt2(ids, model.params, n_head=3, hook=lambda name, x: seen.append(name) or x)
+    with_hook, _ = gpt2(ids, model.params, ODD, hook=lambda name, x: seen.append(name) or x)
     assert seen == hooks.hook_names(ODD.n_layer)
-    without, _ = gpt2(ids, model.params, n_head=3)
+    without, _ = gpt2(ids, model.params, ODD)
     np.testing.assert_array_equal(with_hook, without)
 
 
