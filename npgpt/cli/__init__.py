@@ -12,6 +12,7 @@ each command imports the library it needs when it runs, so ``npgpt --help`` stay
 - :mod:`.bench`    ``bench``
 - :mod:`.evaluate` ``eval``
 - :mod:`.serve`    ``serve``
+- :mod:`.inspect`  ``lens``, ``attention``: looking inside the model
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from . import bench, chat, evaluate, generate, models, serve, train
+from . import bench, chat, evaluate, generate, inspect, models, serve, train
 from .options import print_error
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
@@ -63,6 +64,8 @@ app.command("train")(train.train_command)
 app.command("bench")(bench.bench_command)
 app.command("eval")(evaluate.eval_command)
 app.command("serve")(serve.serve_command)
+app.command("lens")(inspect.lens_command)
+app.command("attention")(inspect.attention_command)
 
 
 def main() -> None:
