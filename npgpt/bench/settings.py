@@ -68,8 +68,9 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
         raise NpgptError("--compare llama.cpp needs --llama-cpp DIR (or NPGPT_LLAMA_CPP): a llama.cpp build")
     missing_hf = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if "hf" in s.compare and missing_hf:  # found without importing: the check costs nothing
+        verb = "is" if len(missing_hf) == 1 else "are"
         raise NpgptError(f"--compare hf runs Hugging Face transformers on PyTorch, and {' and '.join(missing_hf)} "
-                         "is not installed: pip install 'npgpt[torch]' transformers (or drop --compare hf)")
+                         f"{verb} not installed: pip install 'npgpt[torch]' transformers (or drop --compare hf)")
     if not s.batches or min(s.batches) < 1 or min(s.new_tokens, s.short_prompt, s.repeat) < 1 or s.prompt_len < 16:
         raise NpgptError("batch sizes, --new-tokens, --short-prompt and --repeat must be >= 1, --prompt-len >= 16")
     return pairs

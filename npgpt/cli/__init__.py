@@ -68,6 +68,9 @@ app.command("lens")(inspect.lens_command)
 app.command("attention")(inspect.attention_command)
 
 
+_OUTPUT_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and an exit code."""
     if sys.stdout is None:  # started with stdout closed (`npgpt ... >&-`): nowhere to put results
@@ -86,8 +89,8 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO, errno.EDQUOT):
+    except OSError as e:  # writing the results failed: stdout on a full disk, a closed pipe or descriptor
+        if e.errno not in _OUTPUT_ERRORS or e.filename is not None:  # a named file is the library's to report
             _internal(e)
         _drop_stdout()
         print_error(f"cannot write the output: {e.strerror or e}")

@@ -48,6 +48,8 @@ def chat_command(
     """
     from ..chat import CHAT_STOP, chat_prompt, fit_history
 
+    if sys.stdin is None:
+        raise NpgptError("standard input is closed; chat reads your messages from it (type them, or pipe them in)")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise NpgptError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     knobs = sampling_options(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,

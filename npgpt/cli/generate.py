@@ -111,7 +111,7 @@ def _chomp(text: str) -> str:
 
 def text_argument(text: str | None, what: str = "a prompt") -> str | None:
     """The argument's text; ``-``, or no argument while text is piped in, reads stdin (None: neither)."""
-    if text == "-" or (text is None and not sys.stdin.isatty()):
+    if text == "-" or (text is None and sys.stdin is not None and not sys.stdin.isatty()):
         return _chomp(read_text(Path("-"), what))
     return text
 

@@ -94,6 +94,8 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
 
 def read_text(path: Path, what: str) -> str:
     """A UTF-8 text file's contents, or one error naming the file and why it cannot be read as text."""
+    if str(path) == "-" and sys.stdin is None:
+        raise NpgptError(f"cannot read {what} from stdin: it is closed; pipe the text in or give a file")
     try:
         data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     except OSError as e:
