@@ -15,6 +15,9 @@ next turn, and the reply's leading whitespace is dropped.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .errors import NpgptError
 
 ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
 CHAT_STOP = ("\nUser:",)
@@ -44,3 +47,37 @@ def fit_history(messages: Sequence[Message], count_tokens: Callable[[str], int],
         dropped += cut
         turns = turns[cut:]
     return [*system, *turns], dropped
+
+
+@dataclass
+class Conversation:
+    """A chat's history kept within a token budget, as ``npgpt chat`` holds it.
+
+    ``count_tokens``: the tokenizer's count of a text; ``budget``: tokens the transcript may take
+    (the model's context less the room kept for a reply); ``system``: a message always kept first.
+    """
+
+    count_tokens: Callable[[str], int]
+    budget: int
+    system: str | None = None
+    history: list[Message] = field(default_factory=list)
+
+    def ask(self, message: str) -> tuple[str, int]:
+        """The transcript to continue for the user's ``message``, and how many old messages were dropped
+        to fit it (see :func:`fit_history`). Raises NpgptError if the message does not fit even alone."""
+        start: list[Message] = [("system", self.system)] if self.system else []
+        fitted, dropped = fit_history([*start, *self.history, ("user", message)], self.count_tokens, self.budget)
+        prompt = chat_prompt(fitted)
+        if self.count_tokens(prompt) > self.budget:
+            raise NpgptError(f"that message takes more than the {self.budget} tokens the context leaves for the "
+                             "conversation; say less (or lower --max-new-tokens)")
+        self.history = fitted[len(start):]
+        return prompt, dropped
+
+    def answer(self, reply: str) -> None:
+        """Record the model's reply to the last message."""
+        self.history.append(("assistant", reply.strip()))
+
+    def reset(self) -> None:
+        """Forget every message but the system message."""
+        self.history = []

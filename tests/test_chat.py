@@ -6,7 +6,8 @@ import pytest
 from conftest import CONFIGS, random_params, run_cli
 
 from npgpt.api import load
-from npgpt.chat import CHAT_STOP, chat_prompt, fit_history
+from npgpt.chat import CHAT_STOP, Conversation, chat_prompt, fit_history
+from npgpt.errors import NpgptError
 from npgpt.formats import npgpt_format
 
 
@@ -39,6 +40,21 @@ def test_fit_history_drops_whole_old_turns_keeps_system():
     assert kept == [messages[0], *messages[3:]] and dropped == 2
     kept, dropped = fit_history(messages, count, budget=5)  # the last message is never dropped
     assert kept == [messages[0], messages[-1]] and dropped == 4
+
+
+def test_conversation_keeps_within_budget_and_resets():
+    chat = Conversation(len, budget=60, system="S")  # characters stand in for tokens
+    prompt, dropped = chat.ask("hello")
+    assert prompt == "System: S\nUser: hello\nAssistant:" and dropped == 0
+    chat.answer(" hi there ")
+    prompt, dropped = chat.ask("x" * 20)
+    assert dropped == 2 and prompt == f"System: S\nUser: {'x' * 20}\nAssistant:"
+    chat.answer("ok")
+    with pytest.raises(NpgptError, match="60 tokens"):
+        chat.ask("y" * 60)
+    assert chat.history == [("user", "x" * 20), ("assistant", "ok")]  # a refused message changes nothing
+    chat.reset()
+    assert chat.ask("hello")[0] == "System: S\nUser: hello\nAssistant:"
 
 
 def expected_reply(m, history, max_new_tokens):

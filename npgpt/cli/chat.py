@@ -46,7 +46,7 @@ def chat_command(
 
     Example: `npgpt chat --system "You are a helpful assistant."`
     """
-    from ..chat import CHAT_STOP, chat_prompt, fit_history
+    from ..chat import CHAT_STOP, Conversation, chat_prompt
 
     if sys.stdin is None:
         raise NpgptError("standard input is closed; chat reads your messages from it (type them, or pipe them in)")
@@ -58,49 +58,37 @@ def chat_command(
     m = load_model(model, backend, dtype)
     n_ctx = m.config.n_ctx
     reply_room = max_new_tokens or max(1, min(256, n_ctx // 4))
-    if reply_room >= n_ctx:
-        raise NpgptError(f"--max-new-tokens {reply_room} leaves no room for the conversation in the model's "
-                         f"{n_ctx}-token context; use fewer")
-    start: list[tuple[str, str]] = [("system", system)] if system else []
-
-    def count(text: str) -> int:
-        return len(m.tokenizer.encode(text))
-
-    if system and count(chat_prompt(start)) > n_ctx - reply_room:
-        raise NpgptError(f"the --system message does not fit in the model's {n_ctx}-token context with room "
-                         f"for a reply; shorten it or lower --max-new-tokens")
+    chat = Conversation(lambda text: len(m.tokenizer.encode(text)), budget=n_ctx - reply_room, system=system)
+    if reply_room >= n_ctx or (system and chat.count_tokens(chat_prompt([("system", system)])) > chat.budget):
+        raise NpgptError(f"the {n_ctx}-token context has no room for a conversation with --max-new-tokens "
+                         f"{reply_room}{' and this --system message' if system else ''}; lower or shorten them")
     interactive = sys.stdin.isatty()
     if interactive:
         print_notice(f"chatting with {m.source}; {HELP}")
-    history = list(start)
+    sampling = {**knobs, "stop": (*CHAT_STOP, *knobs["stop"]), "max_new_tokens": reply_room}
     turn = 0
-    while True:
-        line = _read(interactive)
-        if line is None or line.strip() in ("/exit", "/quit", "/bye"):
-            return
+    while (line := _read(interactive)) is not None:
         message = line.strip()
-        if not message:
-            continue
+        if message in ("/exit", "/quit", "/bye"):
+            return
         if message == "/reset":
-            history = list(start)
+            chat.reset()
             print_notice("(conversation reset)")
             continue
-        if message.startswith("/") and message.split()[0] in ("/help", "/?"):
+        if message in ("/help", "/?"):
             print_notice(HELP)
             continue
-        fitted, dropped = fit_history([*history, ("user", message)], count, n_ctx - reply_room)
-        if count(chat_prompt(fitted)) > n_ctx - reply_room:
-            print_error(f"that message is too long for the model's {n_ctx}-token context with room for a "
-                        "reply; say less (or lower --max-new-tokens)")
+        if not message:
+            continue
+        try:
+            prompt, dropped = chat.ask(message)
+        except NpgptError as e:  # too long for the context: this message is refused, the chat goes on
+            print_error(str(e))
             continue
         if dropped:
             print_notice(f"(dropped the {dropped} oldest message{'s' * (dropped > 1)} to fit the "
                          f"{n_ctx}-token context)", style="yellow")
-        prompt = chat_prompt(fitted)
-        stops = (*CHAT_STOP, *knobs["stop"])
-        reply = _stream_reply(m, prompt, {**knobs, "stop": stops, "max_new_tokens": reply_room,
-                                           "seed": None if seed is None else seed + turn})
-        history = [*fitted, ("assistant", reply)]
+        chat.answer(_stream_reply(m, prompt, {**sampling, "seed": None if seed is None else seed + turn}))
         turn += 1
 
 
