@@ -1,4 +1,4 @@
-"""Hugging Face GPT-2 checkpoints: ``model.safetensors`` + ``config.json``.
+"""Hugging Face GPT-2 checkpoints: ``config.json`` + weights (one safetensors file, shards, or a pickle).
 
 HF's ``Conv1D`` stores weights ``[in, out]`` like OpenAI, so tensors map one to one; only the
 names differ. ``GPT2LMHeadModel`` prefixes them with ``transformer.``; ``GPT2Model`` does not.
@@ -17,7 +17,8 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
 from .names import flatten, unflatten
-from .npgpt_format import as_float32, read_safetensors
+from .hf_files import read_tensors, save_sharded
+from .npgpt_format import as_float32
 
 # HF leaf names -> npgpt leaf names (layer norms use weight/bias, OpenAI uses g/b).
 _LEAF = {"weight": "w", "bias": "b"}
@@ -55,24 +56,29 @@ def npgpt_to_hf_name(name: str) -> str:
 def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and nested float32 params from a Hugging Face GPT-2 directory."""
     directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    config_path = directory / "config.json"
     if not config_path.exists():
         raise CheckpointError(f"{config_path}: missing; a Hugging Face GPT-2 directory needs config.json")
     try:
         config = GPT2Config.from_dict(json.loads(config_path.read_text()))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{config_path}: {e}") from None
-    tensors, _ = read_safetensors(weights_path)
+    tensors, weights_path = read_tensors(directory)
     flat = {}
     for name, arr in tensors.items():
         ours = hf_to_npgpt_name(name)
         if ours is not None:
-            flat[ours] = as_float32(arr, name, str(weights_path))
-    return config, unflatten(flat, config, source=str(weights_path))
+            flat[ours] = as_float32(arr, name, weights_path)
+    return config, unflatten(flat, config, source=weights_path)
 
 
-def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads."""
+def save(directory: str | Path, config: GPT2Config, params: dict[str, Any],
+         max_shard_size: int | str | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads.
+
+    With ``max_shard_size`` (bytes, or e.g. ``"2GB"``) the weights are split into shards plus
+    ``model.safetensors.index.json`` wherever they exceed it, as ``save_pretrained`` does.
+    """
     from safetensors.numpy import save_file
 
     directory = Path(directory)
@@ -87,8 +93,11 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }
     unflatten({hf_to_npgpt_name(k): v for k, v in flat.items()}, config)
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(flat, tmp, metadata={"format": "pt"})
+    if max_shard_size is not None:
+        save_sharded(directory, flat, max_shard_size)
+    else:
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(flat, tmp, metadata={"format": "pt"})
     with atomic_path(directory / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(hf_config, indent=2))
     return directory
