@@ -16,8 +16,8 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
+from .hf_files import check_gpt2, read_tensors, save_sharded
 from .names import flatten, unflatten
-from .hf_files import read_tensors, save_sharded
 from .npgpt_format import as_float32
 
 # HF leaf names -> npgpt leaf names (layer norms use weight/bias, OpenAI uses g/b).
@@ -60,7 +60,12 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     if not config_path.exists():
         raise CheckpointError(f"{config_path}: missing; a Hugging Face GPT-2 directory needs config.json")
     try:
-        config = GPT2Config.from_dict(json.loads(config_path.read_text()))
+        raw = json.loads(config_path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{config_path}: not JSON ({e})") from None
+    check_gpt2(raw, str(config_path))
+    try:
+        config = GPT2Config.from_dict(raw)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{config_path}: {e}") from None
     tensors, weights_path = read_tensors(directory)

@@ -29,6 +29,22 @@ BIN = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 # Checked in this order, as transformers does: safetensors first, pickles last.
 LAYOUTS = {"hf": SAFETENSORS, "hf-sharded": SAFETENSORS_INDEX, "hf-bin": BIN}
+GPT2_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
+
+
+def check_gpt2(config: Any, source: str) -> None:
+    """CheckpointError unless a ``config.json`` describes GPT-2 (``model_type`` gpt2, or a GPT-2 architecture).
+
+    A config with neither key (hand-written) passes: the tensors' names and shapes decide.
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: config.json is not a JSON object")
+    model_type, archs = config.get("model_type"), config.get("architectures") or []
+    ok = model_type == "gpt2" if model_type is not None else (not archs or any(a in GPT2_ARCHITECTURES for a in archs))
+    if not ok:
+        what = ", ".join(map(str, archs)) or "no architecture named"
+        raise CheckpointError(f"{source}: a {model_type or 'non-GPT-2'} model ({what}), not GPT-2; "
+                              "npgpt runs GPT-2 architectures only (model_type gpt2)")
 
 
 def layout(directory: Path) -> str | None:
@@ -58,22 +74,26 @@ def read_tensors(directory: Path) -> tuple[dict[str, np.ndarray], str]:
     )
 
 
-def _read_shards(directory: Path, index_name: str, read: Any) -> tuple[dict[str, np.ndarray], str]:
-    """Tensors named in an index's ``weight_map``, each shard read once (memory-mapped where it can be)."""
-    index_path = directory / index_name
+def shard_map(index_path: Path) -> dict[str, list[str]]:
+    """Shard file -> the tensor names it holds, from an index's ``weight_map``; each a plain file name."""
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
         if not isinstance(weight_map, dict):
             raise TypeError("weight_map is not an object")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{index_path}: not a shard index ({e}); re-download it") from None
+        raise CheckpointError(f"{index_path}: not a shard index ({type(e).__name__}: {e}); re-download it") from None
     shards: dict[str, list[str]] = {}
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
-            raise CheckpointError(f"{index_path}: shard {shard!r} of {name!r} is not a file name in {directory}")
+            raise CheckpointError(f"{index_path}: shard {shard!r} of {name!r} is not a file name beside the index")
         shards.setdefault(shard, []).append(name)
+    return shards
+
+
+def _read_shards(directory: Path, index_name: str, read: Any) -> tuple[dict[str, np.ndarray], str]:
+    """Tensors named in an index's ``weight_map``, each shard read once (memory-mapped where it can be)."""
     tensors: dict[str, np.ndarray] = {}
-    for shard, names in shards.items():
+    for shard, names in shard_map(directory / index_name).items():
         if not (directory / shard).is_file():
             raise CheckpointError(f"{directory / shard}: missing shard (named in {index_name}); re-download the model")
         found = read(directory / shard)
@@ -81,7 +101,7 @@ def _read_shards(directory: Path, index_name: str, read: Any) -> tuple[dict[str,
             if name not in found:
                 raise CheckpointError(f"{directory / shard}: has no tensor {name!r} although {index_name} says so")
             tensors[name] = found[name]
-    return tensors, str(index_path)
+    return tensors, str(directory / index_name)
 
 
 def _state_dict(path: Path) -> dict[str, np.ndarray]:

@@ -284,7 +284,7 @@ def _tensor(t: _Tensor, arrays: dict[str, np.ndarray], path: Path) -> np.ndarray
     flat = _storage(t.storage, arrays)
     if any(s < 0 for s in t.size) or any(s < 0 for s in t.stride) or t.offset < 0 or len(t.size) != len(t.stride):
         raise CheckpointError(f"{path}: a tensor has a negative size, stride or offset; {_FIX}")
-    last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride)) if all(t.size) else t.offset - 1
+    last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride, strict=True)) if all(t.size) else t.offset - 1
     if last >= flat.size:
         raise CheckpointError(
             f"{path}: a tensor of shape {t.size} reaches element {last} of a storage of {flat.size}; {_FIX}"
