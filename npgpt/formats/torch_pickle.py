@@ -224,10 +224,11 @@ def _entry_offset(path: Path, info: zipfile.ZipInfo) -> int:
 
 def _load_legacy(path: Path) -> Any:
     with open(path, "rb") as f:
-        header = [_Unpickler(f, str(path)).load() for _ in range(3)]
-        if header[0] != _LEGACY_MAGIC or header[1] != _LEGACY_PROTOCOL or not isinstance(header[2], dict):
-            raise CheckpointError(f"{path}: a pickle, but not one torch.save wrote (no torch magic number); {_FIX}")
-        byteorder = "little" if header[2].get("little_endian", True) else "big"
+        for expected in (_LEGACY_MAGIC, _LEGACY_PROTOCOL):
+            if _Unpickler(f, str(path)).load() != expected:
+                raise CheckpointError(f"{path}: a pickle, but not one torch.save wrote (no torch magic number); {_FIX}")
+        sys_info = _Unpickler(f, str(path)).load()
+        byteorder = "little" if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) else "big"
         unpickler = _Unpickler(f, str(path))
         obj = unpickler.load()
         keys = _Unpickler(f, str(path)).load()

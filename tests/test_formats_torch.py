@@ -1,0 +1,277 @@
+"""Checkpoints written by the real tools: transformers' shards, torch.save's pickles (HF and nanoGPT).
+
+Each fixture is made here by the tool itself from a random transformers GPT2LMHeadModel, and
+loads to that model's logits. PyTorch pickles are read without torch and without running code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import hf_logits
+
+import npgpt
+from npgpt.config import GPT2Config
+from npgpt.errors import CheckpointError
+from npgpt.formats import detect, load_checkpoint, torch_pickle
+from npgpt.formats.names import flatten
+
+torch = pytest.importorskip("torch")
+IDS = np.array([[464, 2068, 7586, 21831, 50256, 11, 290]])
+
+
+def close_to_hf(path, ref, width: int | None = None) -> float:  # noqa: ANN001
+    """Largest |npgpt logits - transformers logits| for the model at ``path``."""
+    logits = npgpt.load(path).logits(IDS)
+    expected = hf_logits(ref, IDS)
+    return float(np.abs(logits[..., : width or expected.shape[-1]] - expected).max())
+
+
+def state_dict(ref) -> dict:  # noqa: ANN001
+    return {k: v.detach().clone() for k, v in ref.state_dict().items()}
+
+
+def save_bin(directory, ref, sd: dict | None = None, **kw) -> None:  # noqa: ANN001
+    """What transformers' save_pretrained(safe_serialization=False) wrote (transformers 5 writes
+    safetensors only): config.json + torch.save of the state dict as pytorch_model.bin."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ref.config.save_pretrained(directory)
+    torch.save(state_dict(ref) if sd is None else sd, directory / "pytorch_model.bin", **kw)
+
+
+# --- Hugging Face sharded safetensors ---------------------------------------------------------
+
+def test_sharded_safetensors_from_save_pretrained_load_memory_mapped(pair, tmp_path):
+    _, ref = pair("odd")
+    ref.save_pretrained(tmp_path, max_shard_size="200KB")
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(shards) >= 3 and sorted(set(index["weight_map"].values())) == shards
+    assert not (tmp_path / "model.safetensors").exists()
+    assert detect(tmp_path) == "hf-sharded"
+    assert close_to_hf(tmp_path, ref) <= 1e-4
+    _, params = load_checkpoint(tmp_path)
+    assert not params["wte"].flags.writeable and not params["wte"].flags.owndata  # a view of a mapped shard
+
+
+def test_missing_shard_is_named(pair, tmp_path):
+    _, ref = pair("odd")
+    ref.save_pretrained(tmp_path, max_shard_size="200KB")
+    victim = sorted(tmp_path.glob("model-*.safetensors"))[1]
+    victim.unlink()
+    with pytest.raises(CheckpointError, match=f"{victim.name}: missing shard"):
+        load_checkpoint(tmp_path)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    index["weight_map"]["transformer.wte.weight"] = "../../etc/passwd"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="not a file name"):
+        load_checkpoint(tmp_path)
+
+
+# --- pytorch_model.bin ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_pytorch_model_bin_loads_like_transformers(pair, tmp_path, zip_format):
+    from transformers import GPT2LMHeadModel
+
+    _, ref = pair("odd")
+    save_bin(tmp_path, ref, _use_new_zipfile_serialization=zip_format)
+    assert not (tmp_path / "model.safetensors").exists()
+    assert detect(tmp_path) == "hf-bin" and detect(tmp_path / "pytorch_model.bin") == "hf-bin"
+    assert close_to_hf(tmp_path, ref) <= 1e-4
+    # the fixture is what transformers itself reads: it loads the same weights from it
+    again = GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert np.array_equal(hf_logits(again, IDS), hf_logits(ref, IDS))
+
+
+def test_pytorch_model_bin_needs_no_torch(pair, tmp_path):
+    """The base install (no torch) reads .bin files: torch cannot even be imported here."""
+    _, ref = pair("odd")
+    save_bin(tmp_path, ref)
+    expected = flatten(load_checkpoint(tmp_path)[1])["blocks.2.mlp.c_fc.w"]
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any import of torch now raises ImportError
+        import numpy as np
+        from npgpt.formats import load_checkpoint
+        from npgpt.formats.names import flatten
+        np.save(sys.argv[1], flatten(load_checkpoint({str(tmp_path)!r})[1])["blocks.2.mlp.c_fc.w"])
+    """)
+    out = tmp_path / "w.npy"
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(np.load(out), expected)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_pickles_widen_exactly(pair, tmp_path, dtype):
+    _, ref = pair("odd")
+    sd = {k: v.to(getattr(torch, dtype)) for k, v in state_dict(ref).items()}
+    save_bin(tmp_path, ref, sd)
+    _, params = load_checkpoint(tmp_path)
+    pairs = [("wte", "transformer.wte.weight"), ("blocks.4.attn.c_attn.w", "transformer.h.4.attn.c_attn.weight")]
+    for ours, theirs in pairs:
+        assert flatten(params)[ours].dtype == np.float32
+        assert np.array_equal(flatten(params)[ours], sd[theirs].float().numpy()), ours
+
+
+def test_strides_and_offsets_into_shared_storage(pair, tmp_path):
+    """Transposed views and tensors at offsets inside one storage come back element for element."""
+    _, ref = pair("odd")
+    sd = state_dict(ref)
+    big = torch.cat([v.flatten() for v in sd.values()])  # one storage, every tensor at an offset
+    views, at = {}, 0
+    for k, v in sd.items():
+        views[k] = big[at: at + v.numel()].view(v.shape)
+        at += v.numel()
+        if v.ndim == 2:  # same values, stored column-major: stride (1, rows)
+            views[k] = v.t().contiguous().t()
+    assert any(not v.is_contiguous() for v in views.values()) and any(v.storage_offset() for v in views.values())
+    save_bin(tmp_path, ref, views)
+    _, params = load_checkpoint(tmp_path)
+    assert np.array_equal(flatten(params)["blocks.1.attn.c_proj.w"], sd["transformer.h.1.attn.c_proj.weight"].numpy())
+    assert np.array_equal(flatten(params)["ln_f.b"], sd["transformer.ln_f.bias"].numpy())
+    assert close_to_hf(tmp_path, ref) <= 1e-4
+
+
+def test_a_tensor_past_its_storage_is_refused(tmp_path):
+    t = torch.arange(12.0)
+    torch.save({"w": t.as_strided((3, 4), (4, 1), 0)}, tmp_path / "ok.pt")
+    data = (tmp_path / "ok.pt").read_bytes()
+    with zipfile.ZipFile(tmp_path / "ok.pt") as z:
+        pkl_name = next(n for n in z.namelist() if n.endswith("data.pkl"))
+        pkl = z.read(pkl_name)
+    bad = pkl.replace(b"K\x03K\x04\x86", b"K\x04K\x04\x86")  # size (3, 4) -> (4, 4): 16 elements of 12
+    assert bad != pkl
+    with zipfile.ZipFile(tmp_path / "ok.pt") as src, zipfile.ZipFile(tmp_path / "bad.pt", "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, bad if info.filename == pkl_name else src.read(info))
+    assert torch_pickle.load(tmp_path / "ok.pt")["w"].shape == (3, 4) and data
+    with pytest.raises(CheckpointError, match="reaches element 15 of a storage of 12"):
+        torch_pickle.load(tmp_path / "bad.pt")
+
+
+class _Payload:
+    """Pickles as a call to os.system: unpickled by torch.load(weights_only=False) it runs."""
+
+    def __init__(self, sentinel: str):
+        self.sentinel = sentinel
+
+    def __reduce__(self):  # noqa: ANN204
+        return os.system, (f"echo pwned > {self.sentinel}",)
+
+
+def test_code_in_a_pickle_is_refused_and_never_runs(pair, tmp_path):
+    _, ref = pair("odd")
+    sentinel = tmp_path / "pwned"
+    sd = state_dict(ref)
+    sd["transformer.h.0.attn.bias"] = _Payload(str(sentinel))
+    save_bin(tmp_path / "model", ref, sd)
+    for path in (tmp_path / "model", tmp_path / "model" / "pytorch_model.bin"):
+        with pytest.raises(CheckpointError, match=r"refused to unpickle (posix|nt)\.system") as e:
+            npgpt.load(path)
+        assert "\n" not in str(e.value)
+    assert not sentinel.exists()
+    # the payload is real: an unrestricted unpickler runs it
+    torch.load(tmp_path / "model" / "pytorch_model.bin", weights_only=False)
+    assert sentinel.read_text().strip() == "pwned"
+
+
+def test_setting_state_on_anything_but_an_ordered_dict_is_refused(tmp_path):
+    """BUILD on one of the reader's own functions would change it for the whole process."""
+    # GLOBAL _rebuild_tensor_v2, state (None, {"__defaults__": ()}), BUILD
+    pkl = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__)s\x86b."
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as z:
+        z.writestr("evil/data.pkl", pkl)
+    with pytest.raises(CheckpointError, match="refused to set the state of a function"):
+        torch_pickle.load(tmp_path / "evil.pt")
+    assert torch_pickle._rebuild_tensor_v2.__defaults__ == (False, None, None)
+
+
+def test_not_a_torch_file(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"\x80\x02K\x01.")  # a pickle of 1, without torch's magic number
+    with pytest.raises(CheckpointError, match="not one torch.save wrote"):
+        load_checkpoint(tmp_path / "x.pt")
+    (tmp_path / "y.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "y.pt")
+
+
+# --- nanoGPT's ckpt.pt ------------------------------------------------------------------------
+
+def nanogpt_checkpoint(ref, *, vocab: int = 50304, compiled: bool = False, bias: bool = True) -> dict:  # noqa: ANN001
+    """The dict nanoGPT's train.py saves, built from a transformers model (HF Conv1D [in, out] ->
+    nn.Linear [out, in]; lm_head the same tensor as wte; vocabulary padded to ``vocab`` rows)."""
+    cfg = ref.config
+    sd = {}
+    for k, v in state_dict(ref).items():
+        if k.endswith((".attn.bias", ".attn.masked_bias")) or k == "lm_head.weight":
+            continue
+        if k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            v = v.t().contiguous()
+        if not bias and k.endswith(".bias"):
+            continue
+        sd[k] = v
+    wte = sd["transformer.wte.weight"]
+    sd["transformer.wte.weight"] = torch.cat([wte, 0.02 * torch.randn(vocab - wte.shape[0], wte.shape[1])])
+    sd["lm_head.weight"] = sd["transformer.wte.weight"]  # tied: one storage, saved once
+    if compiled:
+        sd = {"_orig_mod." + k: v for k, v in sd.items()}
+    params = [v.clone().requires_grad_() for v in sd.values()]
+    opt = torch.optim.AdamW(params, lr=6e-4, betas=(0.9, 0.95))
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    model_args = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.n_positions,
+                      bias=bias, vocab_size=vocab, dropout=0.0)
+    config = {"out_dir": "out", "eval_interval": 2000, "init_from": "scratch", "learning_rate": 6e-4,
+              "decay_lr": True, "dtype": "bfloat16", "compile": compiled, "weight_decay": 0.1}
+    return {"model": sd, "optimizer": opt.state_dict(), "model_args": model_args, "iter_num": 5000,
+            "best_val_loss": torch.tensor(2.85), "config": config}
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["plain", "torch.compile"])
+def test_nanogpt_ckpt_matches_transformers(pair, tmp_path, compiled):
+    _, ref = pair("odd")
+    torch.save(nanogpt_checkpoint(ref, compiled=compiled), tmp_path / "ckpt.pt")
+    assert detect(tmp_path / "ckpt.pt") == "nanogpt" and detect(tmp_path) == "nanogpt"
+    config, params = load_checkpoint(tmp_path / "ckpt.pt")
+    assert (config.n_vocab, config.n_ctx, config.n_layer) == (50304, ref.config.n_positions, 5)
+    assert params["wte"].shape == (50304, 48)
+    assert close_to_hf(tmp_path, ref, width=50257) <= 1e-4
+
+
+def test_nanogpt_bias_false(pair, tmp_path):
+    from dataclasses import fields
+
+    _, ref = pair("odd")
+    torch.save(nanogpt_checkpoint(ref, bias=False), tmp_path / "ckpt.pt")
+    if "bias" not in {f.name for f in fields(GPT2Config)}:  # until GPT2Config carries nanoGPT's bias
+        with pytest.raises(CheckpointError, match="bias=False"):
+            load_checkpoint(tmp_path)
+        return
+    from transformers import GPT2LMHeadModel
+
+    zeroed = GPT2LMHeadModel(ref.config).eval()  # the same model with every bias zero
+    zeroed.load_state_dict({k: v if not k.endswith(".bias") or k.endswith("attn.bias") else torch.zeros_like(v)
+                            for k, v in ref.state_dict().items()})
+    assert close_to_hf(tmp_path, zeroed, width=50257) <= 1e-4
+
+
+def test_nanogpt_refusals(pair, tmp_path):
+    _, ref = pair("odd")
+    ckpt = nanogpt_checkpoint(ref)
+    ckpt["model_args"]["use_rmsnorm"] = True  # a fork's change to the math
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="use_rmsnorm=True"):
+        load_checkpoint(tmp_path / "ckpt.pt")
+    torch.save(state_dict(ref), tmp_path / "bare.pt")  # a state dict with no config anywhere
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_checkpoint(tmp_path / "bare.pt")
