@@ -75,6 +75,16 @@ def test_missing_shard_is_named(pair, tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_a_local_directory_of_another_architecture_is_refused(pair, tmp_path):
+    _, ref = pair("odd")
+    ref.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt_neo",
+                                                      "architectures": ["GPTNeoForCausalLM"]}))
+    with pytest.raises(CheckpointError, match=r"a gpt_neo model \(GPTNeoForCausalLM\), not GPT-2"):
+        load_checkpoint(tmp_path)
+
+
 # --- pytorch_model.bin ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
@@ -263,6 +273,25 @@ def test_nanogpt_bias_false(pair, tmp_path):
     zeroed.load_state_dict({k: v if not k.endswith(".bias") or k.endswith("attn.bias") else torch.zeros_like(v)
                             for k, v in ref.state_dict().items()})
     assert close_to_hf(tmp_path, zeroed, width=50257) <= 1e-4
+
+
+def test_nanogpt_untied_head(pair, tmp_path):
+    """A modified nanoGPT whose lm_head is not wte: used as the head, or refused, never dropped."""
+    from dataclasses import fields
+
+    _, ref = pair("odd")
+    ckpt = nanogpt_checkpoint(ref, vocab=50257)
+    ckpt["model"]["lm_head.weight"] = ckpt["model"]["lm_head.weight"] + 0.1
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    if "tie_word_embeddings" not in {f.name for f in fields(GPT2Config)}:
+        with pytest.raises(CheckpointError, match="untied"):
+            load_checkpoint(tmp_path)
+        return
+    from transformers import GPT2LMHeadModel
+
+    untied = GPT2LMHeadModel(ref.config.__class__(**{**ref.config.to_dict(), "tie_word_embeddings": False})).eval()
+    untied.load_state_dict({**ref.state_dict(), "lm_head.weight": ckpt["model"]["lm_head.weight"]}, strict=False)
+    assert close_to_hf(tmp_path, untied) <= 1e-4
 
 
 def test_nanogpt_refusals(pair, tmp_path):

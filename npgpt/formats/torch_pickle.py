@@ -50,6 +50,7 @@ _STORAGES = {
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
 _FIX = "re-save it with torch.save, or use a safetensors copy of the model"
+_UNSAFE = "nothing in it was run; use a safetensors copy of the model, or do not use this file"
 
 
 class _StorageType:
@@ -110,6 +111,7 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python one: its opcode table ca
     """
 
     dispatch = dict(pickle._Unpickler.dispatch)
+    stack: list[Any]  # the pure-Python unpickler's working stack
 
     def __init__(self, file: Any, source: str):
         super().__init__(file)
@@ -120,10 +122,11 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python one: its opcode table ca
         self.stack.pop()  # the state
         if type(self.stack[-1]) is not collections.OrderedDict:
             raise CheckpointError(
-                f"{self.source}: refused to set the state of a {type(self.stack[-1]).__name__} while unpickling; {_FIX}"
+                f"{self.source}: refused to set the state of a {type(self.stack[-1]).__name__} while unpickling; "
+                f"{_UNSAFE}"
             )
 
-    dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.BUILD[0]] = load_build  # type: ignore[assignment]
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch" and name in _STORAGES:
@@ -132,7 +135,7 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python one: its opcode table ca
         if found is None:
             raise CheckpointError(
                 f"{self.source}: refused to unpickle {module}.{name} (a PyTorch checkpoint may only hold "
-                f"tensors and plain containers; this one would run code on load); {_FIX}"
+                f"tensors and plain containers; this one would call {name} on load); {_UNSAFE}"
             )
         return found
 
@@ -180,7 +183,7 @@ def load(path: str | Path) -> Any:
             return _load_legacy(path)
     except CheckpointError:
         raise
-    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
             pickle.UnpicklingError, zipfile.BadZipFile, struct.error) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}); {_FIX}") from None
     raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); {_FIX}")
