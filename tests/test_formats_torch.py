@@ -270,7 +270,7 @@ def test_nanogpt_bias_false(pair, tmp_path):
     from transformers import GPT2LMHeadModel
 
     zeroed = GPT2LMHeadModel(ref.config).eval()  # the same model with every bias zero
-    zeroed.load_state_dict({k: v if not k.endswith(".bias") or k.endswith("attn.bias") else torch.zeros_like(v)
+    zeroed.load_state_dict({k: v if not k.endswith(".bias") or k.endswith(".attn.bias") else torch.zeros_like(v)
                             for k, v in ref.state_dict().items()})
     assert close_to_hf(tmp_path, zeroed, width=50257) <= 1e-4
 
