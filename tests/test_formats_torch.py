@@ -96,6 +96,8 @@ def test_pytorch_model_bin_loads_like_transformers(pair, tmp_path, zip_format):
     assert not (tmp_path / "model.safetensors").exists()
     assert detect(tmp_path) == "hf-bin" and detect(tmp_path / "pytorch_model.bin") == "hf-bin"
     assert close_to_hf(tmp_path, ref) <= 1e-4
+    wte = load_checkpoint(tmp_path)[1]["wte"]
+    assert not wte.flags.writeable and not wte.flags.owndata  # a view of the memory-mapped file
     # the fixture is what transformers itself reads: it loads the same weights from it
     again = GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
     assert np.array_equal(hf_logits(again, IDS), hf_logits(ref, IDS))
@@ -379,3 +381,50 @@ def test_convert_cli_reads_pickles_and_writes_shards(sources, tmp_path):
     assert np.array_equal(load_checkpoint(tmp_path / "out")[1]["wte"], params["wte"])
     done = run_cli("convert", str(root / "hf"), str(tmp_path / "x"), "--to", "nanogpt")
     assert done.returncode != 0 and "reads nanogpt but does not write it" in done.stdout + done.stderr
+
+
+# --- the reader against torch.load itself -----------------------------------------------------
+
+_DTYPES = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "bool"]
+
+
+def test_reader_equals_torch_load_on_random_views(tmp_path):
+    """Any dtype, shape, stride and offset, storages shared between tensors, both file layouts:
+    what the reader returns equals torch.load(weights_only=True), element for element."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @st.composite
+    def views(draw):  # noqa: ANN001, ANN202
+        base = torch.randn(draw(st.integers(1, 64))) * 100
+        dtype = getattr(torch, draw(st.sampled_from(_DTYPES)))
+        base = base.to(dtype)
+        shape = draw(st.lists(st.integers(0, 4), min_size=0, max_size=3))
+        stride = [draw(st.integers(0, 5)) for _ in shape]
+        extent = sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if all(shape) else 0
+        if extent >= base.numel():
+            stride, extent = [0] * len(shape), 0
+        offset = draw(st.integers(0, base.numel() - 1 - extent))
+        return base, base.as_strided(shape, stride, offset)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(views(), min_size=1, max_size=4), st.booleans())
+    def check(pairs, zip_format):  # noqa: ANN001, ANN202
+        obj = {f"t{i}": v for i, (_, v) in enumerate(pairs)}
+        obj["shared"] = [pairs[0][0], pairs[0][1]]  # the storage itself and a view of it, saved once
+        path = tmp_path / "x.pt"
+        torch.save(obj, path, _use_new_zipfile_serialization=zip_format)
+        theirs = torch.load(path, weights_only=True)
+        if any(v.numel() > base.numel() for base, v in pairs):  # an expanded view, possibly huge: refused
+            with pytest.raises(CheckpointError, match="an expanded view"):
+                torch_pickle.load(path)
+            return
+        ours = torch_pickle.load(path)
+        flat = [(ours[k], theirs[k]) for k in obj if k != "shared"] + list(zip(ours["shared"], theirs["shared"],
+                                                                                  strict=True))
+        for a, b in flat:
+            expected = b.float().numpy() if b.dtype == torch.bfloat16 else b.numpy()
+            assert a.shape == expected.shape and a.dtype == expected.dtype
+            assert np.array_equal(a, expected)
+
+    check()

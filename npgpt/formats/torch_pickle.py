@@ -293,6 +293,10 @@ def _tensor(t: _Tensor, arrays: dict[str, np.ndarray], path: Path) -> np.ndarray
         raise CheckpointError(
             f"{path}: a tensor of shape {t.size} reaches element {last} of a storage of {flat.size}; {_FIX}"
         )
+    numel = int(np.prod(t.size, dtype=object))
+    if numel > flat.size:  # a stride-0 (expanded) view: legal in torch, never a weight, and unbounded in size
+        raise CheckpointError(f"{path}: a tensor of {numel} elements views a storage of {flat.size} (an expanded "
+                              f"view); {_FIX}")
     item = flat.dtype.itemsize
     arr = np.lib.stride_tricks.as_strided(flat[t.offset:] if all(t.size) else flat[:0], shape=t.size,
                                           strides=[s * item for s in t.stride], writeable=False)
