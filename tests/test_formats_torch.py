@@ -207,6 +207,20 @@ def test_setting_state_on_anything_but_an_ordered_dict_is_refused(tmp_path):
     assert torch_pickle._rebuild_tensor_v2.__defaults__ == (False, None, None)
 
 
+@pytest.mark.parametrize("pkl, error", [
+    (b"\x80\x02\x82\x01.", "refused an extension-code global"),  # EXT1: copyreg's registry, not find_class
+    (b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.", "refused to unpickle builtins.eval"),
+    (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(K\x01K\x00))tR.", "a tensor's storage is int, not a storage"),
+    (b"\x80\x02X\x01\x00\x00\x00xQ.", "unknown persistent id"),
+])
+def test_hand_made_pickles_are_refused_with_the_file_named(tmp_path, pkl, error):
+    with zipfile.ZipFile(tmp_path / "x.pt", "w") as z:
+        z.writestr("x/data.pkl", pkl)
+    with pytest.raises(CheckpointError, match=error) as e:
+        torch_pickle.load(tmp_path / "x.pt")
+    assert str(e.value).startswith(str(tmp_path / "x.pt")) and "\n" not in str(e.value)
+
+
 def test_not_a_torch_file(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"\x80\x02K\x01.")  # a pickle of 1, without torch's magic number
     with pytest.raises(CheckpointError, match="not one torch.save wrote"):

@@ -128,6 +128,13 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python one: its opcode table ca
 
     dispatch[pickle.BUILD[0]] = load_build  # type: ignore[assignment]
 
+    def load_ext(self) -> None:  # copyreg's extension codes: a process-wide cache that bypasses find_class
+        raise CheckpointError(f"{self.source}: refused an extension-code global while unpickling; {_UNSAFE}")
+
+    for _op in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
+        dispatch[_op[0]] = load_ext  # type: ignore[assignment]
+    del _op
+
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch" and name in _STORAGES:
             return _StorageType(name)
@@ -181,8 +188,10 @@ def load(path: str | Path) -> Any:
             return _load_zip(path)
         if head[:2] == b"\x80\x02":
             return _load_legacy(path)
-    except CheckpointError:
-        raise
+    except CheckpointError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise CheckpointError(f"{path}: {e}; {_FIX}") from None  # from a rebuild function, which has no path
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
             pickle.UnpicklingError, zipfile.BadZipFile, struct.error) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}); {_FIX}") from None
