@@ -276,6 +276,20 @@ def nanogpt_checkpoint(ref, *, vocab: int = 50304, compiled: bool = False, bias:
             "best_val_loss": torch.tensor(2.85), "config": config}
 
 
+@pytest.mark.parametrize("name", ["nanogpt_compiled", "nanogpt_nobias"])
+def test_files_nanogpt_wrote_load_to_its_logits(name):
+    """nanoGPT's own GPT, optimizer and checkpoint dict (scripts/make_nanogpt_fixture.py)."""
+    from dataclasses import fields
+
+    ref = np.load(FIXTURES / name / "reference.npz")
+    assert detect(FIXTURES / name / "ckpt.pt") == "nanogpt"
+    if name == "nanogpt_nobias" and "bias" not in {f.name for f in fields(GPT2Config)}:
+        with pytest.raises(CheckpointError, match="bias=False"):
+            npgpt.load(FIXTURES / name)
+        return
+    assert np.abs(npgpt.load(FIXTURES / name).logits(ref["ids"]) - ref["logits"]).max() <= 1e-4
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["plain", "torch.compile"])
 def test_nanogpt_ckpt_matches_transformers(pair, tmp_path, compiled):
     _, ref = pair("odd")
