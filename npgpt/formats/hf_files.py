@@ -42,9 +42,8 @@ def check_gpt2(config: Any, source: str) -> None:
     model_type, archs = config.get("model_type"), config.get("architectures") or []
     ok = model_type == "gpt2" if model_type is not None else (not archs or any(a in GPT2_ARCHITECTURES for a in archs))
     if not ok:
-        what = ", ".join(map(str, archs)) or "no architecture named"
-        raise CheckpointError(f"{source}: a {model_type or 'non-GPT-2'} model ({what}), not GPT-2; "
-                              "npgpt runs GPT-2 architectures only (model_type gpt2)")
+        field, value = ("model_type", model_type) if model_type is not None else ("architectures", archs)
+        raise CheckpointError(f"{source}: {field} is {value!r}, not GPT-2; npgpt runs GPT-2 ('gpt2') models only")
 
 
 def layout(directory: Path) -> str | None:
