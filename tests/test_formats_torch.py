@@ -1,7 +1,8 @@
-"""Checkpoints written by the real tools: transformers' shards, torch.save's pickles (HF and nanoGPT).
+"""PyTorch pickles (pytorch_model.bin) read without torch and without running code (npgpt/formats/torch_pickle.py).
 
-Each fixture is made here by the tool itself from a random transformers GPT2LMHeadModel, and
-loads to that model's logits. PyTorch pickles are read without torch and without running code.
+Fixtures are written by the real tools: transformers 4's save_pretrained (committed), torch.save
+of a transformers model's state dict (here), and compared with transformers' logits and
+torch.load's tensors.
 """
 
 from __future__ import annotations
@@ -16,78 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoint_writers import IDS, close_to_hf, save_bin, state_dict
 from conftest import hf_logits
 
 import npgpt
-from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError
 from npgpt.formats import detect, load_checkpoint, torch_pickle
 from npgpt.formats.names import flatten
 
 torch = pytest.importorskip("torch")
 FIXTURES = Path(__file__).parent / "fixtures"
-IDS = np.array([[464, 2068, 7586, 21831, 50256, 11, 290]])
 
-
-def close_to_hf(path, ref, width: int | None = None) -> float:  # noqa: ANN001
-    """Largest |npgpt logits - transformers logits| for the model at ``path``."""
-    logits = npgpt.load(path).logits(IDS)
-    expected = hf_logits(ref, IDS)
-    return float(np.abs(logits[..., : width or expected.shape[-1]] - expected).max())
-
-
-def state_dict(ref) -> dict:  # noqa: ANN001
-    return {k: v.detach().clone() for k, v in ref.state_dict().items()}
-
-
-def save_bin(directory, ref, sd: dict | None = None, **kw) -> None:  # noqa: ANN001
-    """What transformers' save_pretrained(safe_serialization=False) wrote (transformers 5 writes
-    safetensors only): config.json + torch.save of the state dict as pytorch_model.bin."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ref.config.save_pretrained(directory)
-    torch.save(state_dict(ref) if sd is None else sd, directory / "pytorch_model.bin", **kw)
-
-
-# --- Hugging Face sharded safetensors ---------------------------------------------------------
-
-def test_sharded_safetensors_from_save_pretrained_load_memory_mapped(pair, tmp_path):
-    _, ref = pair("odd")
-    ref.save_pretrained(tmp_path, max_shard_size="200KB")
-    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
-    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
-    assert len(shards) >= 3 and sorted(set(index["weight_map"].values())) == shards
-    assert not (tmp_path / "model.safetensors").exists()
-    assert detect(tmp_path) == "hf-sharded"
-    assert close_to_hf(tmp_path, ref) <= 1e-4
-    _, params = load_checkpoint(tmp_path)
-    assert not params["wte"].flags.writeable and not params["wte"].flags.owndata  # a view of a mapped shard
-
-
-def test_missing_shard_is_named(pair, tmp_path):
-    _, ref = pair("odd")
-    ref.save_pretrained(tmp_path, max_shard_size="200KB")
-    victim = sorted(tmp_path.glob("model-*.safetensors"))[1]
-    victim.unlink()
-    with pytest.raises(CheckpointError, match=f"{victim.name}: missing shard"):
-        load_checkpoint(tmp_path)
-    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
-    index["weight_map"]["transformer.wte.weight"] = "../../etc/passwd"
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(CheckpointError, match="not a file name"):
-        load_checkpoint(tmp_path)
-
-
-def test_a_local_directory_of_another_architecture_is_refused(pair, tmp_path):
-    _, ref = pair("odd")
-    ref.save_pretrained(tmp_path)
-    cfg = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt_neo",
-                                                      "architectures": ["GPTNeoForCausalLM"]}))
-    with pytest.raises(CheckpointError, match=r"model_type is 'gpt_neo', not GPT-2"):
-        load_checkpoint(tmp_path)
-
-
-# --- pytorch_model.bin ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
 def test_pytorch_model_bin_loads_like_transformers(pair, tmp_path, zip_format):
@@ -243,111 +183,6 @@ def test_not_a_torch_file(tmp_path):
         load_checkpoint(tmp_path / "y.pt")
 
 
-# --- nanoGPT's ckpt.pt ------------------------------------------------------------------------
-
-def nanogpt_checkpoint(ref, *, vocab: int = 50304, compiled: bool = False, bias: bool = True) -> dict:  # noqa: ANN001
-    """The dict nanoGPT's train.py saves, built from a transformers model (HF Conv1D [in, out] ->
-    nn.Linear [out, in]; lm_head the same tensor as wte; vocabulary padded to ``vocab`` rows)."""
-    cfg = ref.config
-    sd = {}
-    for k, v in state_dict(ref).items():
-        if k.endswith((".attn.bias", ".attn.masked_bias")) or k == "lm_head.weight":
-            continue
-        if k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
-            v = v.t().contiguous()
-        if not bias and k.endswith(".bias"):
-            continue
-        sd[k] = v
-    wte = sd["transformer.wte.weight"]
-    sd["transformer.wte.weight"] = torch.cat([wte, 0.02 * torch.randn(vocab - wte.shape[0], wte.shape[1])])
-    sd["lm_head.weight"] = sd["transformer.wte.weight"]  # tied: one storage, saved once
-    if compiled:
-        sd = {"_orig_mod." + k: v for k, v in sd.items()}
-    params = [v.clone().requires_grad_() for v in sd.values()]
-    opt = torch.optim.AdamW(params, lr=6e-4, betas=(0.9, 0.95))
-    for p in params:
-        p.grad = torch.randn_like(p)
-    opt.step()
-    model_args = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.n_positions,
-                      bias=bias, vocab_size=vocab, dropout=0.0)
-    config = {"out_dir": "out", "eval_interval": 2000, "init_from": "scratch", "learning_rate": 6e-4,
-              "decay_lr": True, "dtype": "bfloat16", "compile": compiled, "weight_decay": 0.1}
-    return {"model": sd, "optimizer": opt.state_dict(), "model_args": model_args, "iter_num": 5000,
-            "best_val_loss": torch.tensor(2.85), "config": config}
-
-
-@pytest.mark.parametrize("name", ["nanogpt_compiled", "nanogpt_nobias"])
-def test_files_nanogpt_wrote_load_to_its_logits(name):
-    """nanoGPT's own GPT, optimizer and checkpoint dict (scripts/make_nanogpt_fixture.py)."""
-    from dataclasses import fields
-
-    ref = np.load(FIXTURES / name / "reference.npz")
-    assert detect(FIXTURES / name / "ckpt.pt") == "nanogpt"
-    if name == "nanogpt_nobias" and "bias" not in {f.name for f in fields(GPT2Config)}:
-        with pytest.raises(CheckpointError, match="bias=False"):
-            npgpt.load(FIXTURES / name)
-        return
-    assert np.abs(npgpt.load(FIXTURES / name).logits(ref["ids"]) - ref["logits"]).max() <= 1e-4
-
-
-@pytest.mark.parametrize("compiled", [False, True], ids=["plain", "torch.compile"])
-def test_nanogpt_ckpt_matches_transformers(pair, tmp_path, compiled):
-    _, ref = pair("odd")
-    torch.save(nanogpt_checkpoint(ref, compiled=compiled), tmp_path / "ckpt.pt")
-    assert detect(tmp_path / "ckpt.pt") == "nanogpt" and detect(tmp_path) == "nanogpt"
-    config, params = load_checkpoint(tmp_path / "ckpt.pt")
-    assert (config.n_vocab, config.n_ctx, config.n_layer) == (50304, ref.config.n_positions, 5)
-    assert params["wte"].shape == (50304, 48)
-    assert close_to_hf(tmp_path, ref, width=50257) <= 1e-4
-
-
-def test_nanogpt_bias_false(pair, tmp_path):
-    from dataclasses import fields
-
-    _, ref = pair("odd")
-    torch.save(nanogpt_checkpoint(ref, bias=False), tmp_path / "ckpt.pt")
-    if "bias" not in {f.name for f in fields(GPT2Config)}:  # until GPT2Config carries nanoGPT's bias
-        with pytest.raises(CheckpointError, match="bias=False"):
-            load_checkpoint(tmp_path)
-        return
-    from transformers import GPT2LMHeadModel
-
-    zeroed = GPT2LMHeadModel(ref.config).eval()  # the same model with every bias zero
-    zeroed.load_state_dict({k: v if not k.endswith(".bias") or k.endswith(".attn.bias") else torch.zeros_like(v)
-                            for k, v in ref.state_dict().items()})
-    assert close_to_hf(tmp_path, zeroed, width=50257) <= 1e-4
-
-
-def test_nanogpt_untied_head(pair, tmp_path):
-    """A modified nanoGPT whose lm_head is not wte: used as the head, or refused, never dropped."""
-    from dataclasses import fields
-
-    _, ref = pair("odd")
-    ckpt = nanogpt_checkpoint(ref, vocab=50257)
-    ckpt["model"]["lm_head.weight"] = ckpt["model"]["lm_head.weight"] + 0.1
-    torch.save(ckpt, tmp_path / "ckpt.pt")
-    if "tie_word_embeddings" not in {f.name for f in fields(GPT2Config)}:
-        with pytest.raises(CheckpointError, match="untied"):
-            load_checkpoint(tmp_path)
-        return
-    from transformers import GPT2LMHeadModel
-
-    untied = GPT2LMHeadModel(ref.config.__class__(**{**ref.config.to_dict(), "tie_word_embeddings": False})).eval()
-    untied.load_state_dict({**ref.state_dict(), "lm_head.weight": ckpt["model"]["lm_head.weight"]}, strict=False)
-    assert close_to_hf(tmp_path, untied) <= 1e-4
-
-
-def test_nanogpt_refusals(pair, tmp_path):
-    _, ref = pair("odd")
-    ckpt = nanogpt_checkpoint(ref)
-    ckpt["model_args"]["use_rmsnorm"] = True  # a fork's change to the math
-    torch.save(ckpt, tmp_path / "ckpt.pt")
-    with pytest.raises(CheckpointError, match="use_rmsnorm=True"):
-        load_checkpoint(tmp_path / "ckpt.pt")
-    torch.save(state_dict(ref), tmp_path / "bare.pt")  # a state dict with no config anywhere
-    with pytest.raises(CheckpointError, match="config.json"):
-        load_checkpoint(tmp_path / "bare.pt")
-
 
 def test_sharded_pytorch_model_bin(pair, tmp_path):
     """pytorch_model.bin.index.json + shards, split by huggingface_hub as transformers 4 did."""
@@ -365,63 +200,6 @@ def test_sharded_pytorch_model_bin(pair, tmp_path):
     assert detect(tmp_path) == "hf-bin"
     assert close_to_hf(tmp_path, ref) <= 1e-4
 
-
-# --- npgpt convert: every source format to every format npgpt writes -------------------------
-
-SMALL = GPT2Config(n_vocab=300, n_ctx=32, n_embd=48, n_head=3, n_layer=2)
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    """The same small model in every format npgpt reads, each written by its own tool."""
-    from conftest import random_params
-    from transformers import GPT2LMHeadModel
-
-    from npgpt.formats import save_checkpoint
-
-    root = tmp_path_factory.mktemp("sources")
-    params = random_params(SMALL, seed=3)
-    save_checkpoint(root / "npgpt.safetensors", SMALL, params, "npgpt")
-    save_checkpoint(root / "openai", SMALL, params, "openai")
-    save_checkpoint(root / "hf", SMALL, params, "hf")
-    ref = GPT2LMHeadModel.from_pretrained(root / "hf").eval()
-    ref.save_pretrained(root / "hf-sharded", max_shard_size="40KB")
-    save_bin(root / "hf-bin", ref)
-    (root / "nanogpt").mkdir()
-    torch.save(nanogpt_checkpoint(ref, vocab=SMALL.n_vocab), root / "nanogpt" / "ckpt.pt")
-    return root, params
-
-
-@pytest.mark.parametrize("src", ["npgpt", "hf", "hf-sharded", "openai", "hf-bin", "nanogpt"])
-def test_convert_every_format_to_every_writable_format(sources, tmp_path, src):
-    from npgpt.formats import FORMATS, convert
-
-    root, params = sources
-    path = root / ("npgpt.safetensors" if src == "npgpt" else src)
-    assert detect(path) == src
-    expected = flatten(params)
-    for fmt in FORMATS:
-        out = convert(path, tmp_path / fmt, fmt=fmt, max_shard_size="40KB" if fmt == "hf-sharded" else None)
-        assert detect(out) == fmt, (src, fmt)
-        config, converted = load_checkpoint(out)
-        assert config == SMALL
-        got = flatten(converted)
-        assert got.keys() == expected.keys()
-        for name in expected:
-            assert np.array_equal(got[name], expected[name]), (src, fmt, name)
-
-
-def test_convert_cli_reads_pickles_and_writes_shards(sources, tmp_path):
-    from conftest import run_cli
-
-    root, params = sources
-    done = run_cli("convert", str(root / "nanogpt" / "ckpt.pt"), str(tmp_path / "out"), "--to", "hf-sharded",
-                   "--max-shard-size", "40KB")
-    assert done.returncode == 0, done.stderr
-    assert detect(tmp_path / "out") == "hf-sharded"
-    assert np.array_equal(load_checkpoint(tmp_path / "out")[1]["wte"], params["wte"])
-    done = run_cli("convert", str(root / "hf"), str(tmp_path / "x"), "--to", "nanogpt")
-    assert done.returncode != 0 and "reads nanogpt but does not write it" in done.stdout + done.stderr
 
 
 # --- the reader against torch.load itself -----------------------------------------------------
