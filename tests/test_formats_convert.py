@@ -13,7 +13,7 @@ from npgpt.formats.names import flatten
 torch = pytest.importorskip("torch")
 
 
-SMALL = GPT2Config(n_vocab=300, n_ctx=32, n_embd=48, n_head=3, n_layer=2)
+SMALL = GPT2Config(n_ctx=32, n_embd=48, n_head=3, n_layer=2)  # GPT-2's vocabulary: every format can hold it
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def sources(tmp_path_factory):
     return root, params
 
 
+@pytest.mark.slow  # a GPT-2-vocabulary model through every format: about a minute in all
 @pytest.mark.parametrize("src", ["npgpt", "hf", "hf-sharded", "openai", "hf-bin", "nanogpt"])
 def test_convert_every_format_to_every_writable_format(sources, tmp_path, src):
     from npgpt.formats import FORMATS, convert
