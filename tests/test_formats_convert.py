@@ -8,7 +8,7 @@ from checkpoint_writers import nanogpt_checkpoint, save_bin
 
 from npgpt.config import GPT2Config
 from npgpt.formats import detect, load_checkpoint
-from npgpt.formats.names import flatten
+from npgpt.params import flatten
 
 torch = pytest.importorskip("torch")
 

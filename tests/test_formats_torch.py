@@ -23,7 +23,7 @@ from conftest import hf_logits
 import npgpt
 from npgpt.errors import CheckpointError
 from npgpt.formats import detect, load_checkpoint, torch_pickle
-from npgpt.formats.names import flatten
+from npgpt.params import flatten
 
 torch = pytest.importorskip("torch")
 FIXTURES = Path(__file__).parent / "fixtures"

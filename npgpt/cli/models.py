@@ -49,10 +49,13 @@ def download(
 
 def convert(
     src: Annotated[Path, typer.Argument(help="Any checkpoint: npgpt file; HF directory (safetensors, shards or "
-                                               "pytorch_model.bin); nanoGPT ckpt.pt; OpenAI directory.")],
-    dst: Annotated[Path, typer.Argument(help="Output file (npgpt) or directory (hf, hf-sharded, openai).")],
-    to: Annotated[str, typer.Option(help="npgpt, hf, hf-sharded or openai.")] = "npgpt",
-    dtype: Annotated[str, typer.Option(help="float32 or float16 storage (npgpt format only).")] = "float32",
+                                               "pytorch_model.bin); nanoGPT ckpt.pt; OpenAI directory; llm.c .bin; "
+                                               ".gguf.")],
+    dst: Annotated[Path, typer.Argument(help="Output file (npgpt, llmc, gguf) or directory (hf, hf-sharded, "
+                                               "openai).")],
+    to: Annotated[str, typer.Option(help="npgpt, hf, hf-sharded, openai, llmc or gguf.")] = "npgpt",
+    dtype: Annotated[str, typer.Option(
+        help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc, gguf), q8_0 (gguf).")] = "float32",
     max_shard_size: Annotated[str | None, typer.Option(help="Largest shard for --to hf-sharded, e.g. 500MB "
                                                             "(default 2GB).")] = None,
 ) -> None:
@@ -72,8 +75,8 @@ def info(model: Annotated[str | None, typer.Argument(help="Path or name; default
     """
     from rich.table import Table
 
-    from ..download import resolve
     from ..formats import detect, load_checkpoint
+    from ..registry import resolve
 
     path, notice = resolve(model)
     config, _ = load_checkpoint(path)

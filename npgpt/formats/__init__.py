@@ -8,6 +8,8 @@
 | hf-bin     | ``pytorch_model.bin`` + ``config.json`` (read only)                      | hf, torch_pickle |
 | nanogpt    | nanoGPT's ``ckpt.pt`` (read only)                                        | nanogpt         |
 | openai     | ``hparams.json`` + ``model.ckpt.index``/``.data-*`` (TF bundle)          | openai_tf       |
+| llmc       | llm.c's ``gpt2_124M.bin`` / ``_bf16.bin`` (header + flat dump)            | llmc            |
+| gguf       | a ``.gguf`` file of llama.cpp / Ollama, architecture ``gpt2``            | gguf_format     |
 
 PyTorch pickles are read by a restricted unpickler that rebuilds only tensors and plain
 containers: a pickle that would run code on load is refused (see ``torch_pickle``).
@@ -22,17 +24,22 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from .npgpt_format import MODEL_FILE
 
-FORMATS = ("npgpt", "hf", "hf-sharded", "openai")  # the formats npgpt writes
+FORMATS = ("npgpt", "hf", "hf-sharded", "openai", "llmc", "gguf")  # the formats npgpt writes
 READ_ONLY = ("hf-bin", "nanogpt")
-NPGPT_FILE = "model.safetensors"  # npgpt's file inside a model directory (e.g. the cache)
+# Storage dtypes each format can write (the first is the default); ``npgpt convert --dtype``.
+DTYPES = {"npgpt": ("float32", "float16"), "hf": ("float32",), "hf-sharded": ("float32",), "openai": ("float32",),
+          "llmc": ("float32", "bfloat16"), "gguf": ("float32", "float16", "bfloat16", "q8_0")}
 DEFAULT_SHARD_SIZE = "2GB"  # hf-sharded's largest shard unless told otherwise
 _PICKLES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def detect(path: str | Path) -> str:
     """Which format ``path`` holds (a name in FORMATS or READ_ONLY); CheckpointError if none."""
+    from .gguf_format import is_gguf_file
     from .hf_files import layout
+    from .llmc import is_llmc_file
     from .npgpt_format import is_npgpt_file
     from .torch_pickle import is_torch_file
 
@@ -40,6 +47,11 @@ def detect(path: str | Path) -> str:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
     if path.is_file():
+        # Read from the file's own first bytes, never its name: llm.c's .bin is not a pickle.
+        if is_gguf_file(path):
+            return "gguf"
+        if is_llmc_file(path):
+            return "llmc"
         if path.suffix in _PICKLES and is_torch_file(path):
             # HF's pytorch_model.bin beside its config.json, else a file that carries its own config
             hf_bin = path.name == "pytorch_model.bin" and (path.parent / "config.json").is_file()
@@ -53,9 +65,9 @@ def detect(path: str | Path) -> str:
             )
         if path.name.endswith(".index") or path.name == "hparams.json":
             return "openai"
-        raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors, a PyTorch "
-                              "checkpoint or a model directory)")
-    weights = path / NPGPT_FILE
+        raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
+                              "a PyTorch checkpoint or a model directory)")
+    weights = path / MODEL_FILE
     if weights.exists():  # its header errors (truncated, corrupt) are the real diagnosis: let them out
         if is_npgpt_file(weights):
             return "npgpt"
@@ -72,11 +84,28 @@ def detect(path: str | Path) -> str:
 
     if (path / CKPT_FILE).is_file():
         return "nanogpt"
+    single = _single_file(path)
+    if single is not None:
+        return detect(single)
     raise CheckpointError(
-        f"{path}: no model found; expected {NPGPT_FILE} (npgpt, or Hugging Face with config.json), "
+        f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
         "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
         "or OpenAI's hparams.json + model.ckpt.index"
     )
+
+
+def _single_file(directory: Path) -> Path | None:
+    """The one file of a single-file format in ``directory``: what ``save_checkpoint`` writes into a
+    directory (``model.gguf``, llm.c's ``model.bin``), or its only ``.gguf``; None otherwise."""
+    from .gguf_format import is_gguf_file
+    from .llmc import is_llmc_file
+
+    ggufs = sorted(directory.glob("*.gguf"))
+    if len(ggufs) == 1 and is_gguf_file(ggufs[0]):
+        return ggufs[0]
+    if is_llmc_file(directory / "model.bin"):
+        return directory / "model.bin"
+    return None
 
 
 def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
@@ -92,7 +121,7 @@ def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
 
 def check_finite(params: dict[str, Any], source: str) -> None:
     """CheckpointError naming the first tensor that holds a NaN or an infinity."""
-    from .names import flatten
+    from ..params import flatten
 
     for name, arr in flatten(params).items():
         if not np.isfinite(arr).all():
@@ -105,7 +134,7 @@ def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
     if fmt == "npgpt":
         from . import npgpt_format
 
-        return npgpt_format.load(path if path.is_file() else path / NPGPT_FILE)
+        return npgpt_format.load(path if path.is_file() else path / MODEL_FILE)
     if fmt in ("hf", "hf-sharded", "hf-bin"):
         from . import hf
 
@@ -114,6 +143,16 @@ def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
         from . import nanogpt
 
         return nanogpt.load(path)
+    if fmt in ("llmc", "gguf") and path.is_dir():
+        path = _single_file(path) or path
+    if fmt == "llmc":
+        from . import llmc
+
+        return llmc.load(path)
+    if fmt == "gguf":
+        from . import gguf_format
+
+        return gguf_format.load(path)
     from . import openai_tf
 
     return openai_tf.load(path if path.is_dir() else path.parent)
@@ -121,32 +160,41 @@ def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
 
 def save_checkpoint(path: str | Path, config: GPT2Config, params: dict[str, Any], fmt: str = "npgpt",
                     dtype: str = "float32", max_shard_size: int | str | None = None) -> Path:
-    """Write params in ``fmt``; npgpt writes a file (a directory gets ``model.safetensors``).
+    """Write params in ``fmt`` with storage ``dtype`` (one of ``DTYPES[fmt]``); npgpt, llmc and gguf write a
+    file (a directory gets ``model.safetensors``, ``model.bin``, ``model.gguf``), hf and openai a directory.
 
     ``hf-sharded`` splits the weights into safetensors shards of at most ``max_shard_size`` (bytes
     or e.g. ``"500MB"``; default DEFAULT_SHARD_SIZE) plus an index, as ``save_pretrained`` does;
     a model that fits in one shard is written as one ``model.safetensors``, as there too.
     """
     path = Path(path)
+    if fmt not in FORMATS:
+        raise _not_writable(fmt)
+    if dtype not in DTYPES[fmt]:
+        raise CheckpointError(f"--dtype {dtype} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}")
     if fmt == "npgpt":
         from . import npgpt_format
 
-        target = path / NPGPT_FILE if path.is_dir() or not path.suffix else path
+        target = path / MODEL_FILE if path.is_dir() or not path.suffix else path
         return npgpt_format.save(target, config, params, dtype=dtype)
-    if dtype != "float32":
-        raise CheckpointError(f"--dtype {dtype} is only supported for npgpt's format")
     if max_shard_size is not None and fmt != "hf-sharded":
         raise CheckpointError(f"--max-shard-size applies to --to hf-sharded, not {fmt}")
+    if fmt == "llmc":
+        from . import llmc
+
+        return llmc.save(path, config, params, dtype=dtype)
+    if fmt == "gguf":
+        from . import gguf_format
+
+        return gguf_format.save(path, config, params, dtype=dtype)
     if fmt in ("hf", "hf-sharded"):
         from . import hf
 
         shard = (max_shard_size or DEFAULT_SHARD_SIZE) if fmt == "hf-sharded" else None
         return hf.save(path, config, params, max_shard_size=shard)
-    if fmt == "openai":
-        from . import openai_tf
+    from . import openai_tf
 
-        return openai_tf.save(path, config, params)
-    raise _not_writable(fmt)
+    return openai_tf.save(path, config, params)
 
 
 def _not_writable(fmt: str) -> CheckpointError:

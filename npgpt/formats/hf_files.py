@@ -104,9 +104,9 @@ def _read_shards(directory: Path, index_name: str, read: Any) -> tuple[dict[str,
 
 
 def _state_dict(path: Path) -> dict[str, np.ndarray]:
-    from . import torch_pickle
+    from .torch_pickle import load
 
-    obj = torch_pickle.load(path)
+    obj = load(path)
     if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
     return obj

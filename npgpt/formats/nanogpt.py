@@ -24,8 +24,8 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from ..params import unflatten
 from .hf import hf_to_npgpt_name
-from .names import unflatten
 from .npgpt_format import as_float32
 
 CKPT_FILE = "ckpt.pt"  # what nanoGPT's train.py writes in its out_dir
@@ -38,16 +38,17 @@ _PREFIX = "_orig_mod."
 def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and float32 params from a nanoGPT ``ckpt.pt`` (or the directory holding it).
 
-    Raises CheckpointError for a pickle that is not nanoGPT's checkpoint dict, a ``model_args``
-    key nanoGPT's GPT does not have (a fork's change to the math), a ``bias=False`` model on a
-    config without the ``bias`` field, or weights that do not fit ``model_args``.
+    ``bias=False`` models load as such (GPT2Config's ``bias``); an ``lm_head.weight`` that differs
+    from ``wte`` (a fork that unties them) is kept as the output head. Raises CheckpointError for
+    a pickle that is not nanoGPT's checkpoint dict, a ``model_args`` key nanoGPT's GPT does not
+    have (a fork's change to the math), or weights that do not fit ``model_args``.
     """
-    from . import torch_pickle
+    from .torch_pickle import load as load_pickle
 
     path = Path(path)
     if path.is_dir():
         path = path / CKPT_FILE
-    ckpt = torch_pickle.load(path)
+    ckpt = load_pickle(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(
             ckpt.get("model_args"), dict):
         raise CheckpointError(
@@ -58,7 +59,7 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     state = {k.removeprefix(_PREFIX): v for k, v in ckpt["model"].items()}
     flat = _params(state, str(path))
     if "lm_head" in flat:
-        config = dataclasses.replace(config, tie_word_embeddings=False)  # type: ignore[call-arg]
+        config = dataclasses.replace(config, tie_word_embeddings=False)
     return config, unflatten(flat, config, source=str(path))
 
 
@@ -74,10 +75,7 @@ def _config(args: dict[str, Any], source: str) -> GPT2Config:
         raise CheckpointError(f"{source}: model_args lacks {missing[0]!r}; not a complete nanoGPT checkpoint")
     kw: dict[str, Any] = {"n_vocab": args["vocab_size"], "n_ctx": args["block_size"], "n_embd": args["n_embd"],
                           "n_head": args["n_head"], "n_layer": args["n_layer"]}
-    if not args["bias"]:
-        if "bias" not in {f.name for f in dataclasses.fields(GPT2Config)}:
-            raise CheckpointError(f"{source}: model_args bias=False (no biases in linear layers and layer "
-                                  "norms) is not supported by this version of npgpt")
+    if not args["bias"]:  # nanoGPT's option: no bias in any linear layer or layer norm
         kw["bias"] = False
     try:
         return GPT2Config(**kw)
@@ -97,10 +95,7 @@ def _params(state: dict[str, np.ndarray], source: str) -> dict[str, Any]:
             arr = arr.T  # [out, in] -> [in, out]
         flat[ours] = as_float32(arr, name, source)
     if head is not None and wte is not None and not (_same_view(head, wte) or np.array_equal(head, wte)):
-        if "tie_word_embeddings" not in {f.name for f in dataclasses.fields(GPT2Config)}:
-            raise CheckpointError(f"{source}: lm_head.weight differs from transformer.wte.weight (an untied "
-                                  "output head), which this version of npgpt does not support")
-        flat["lm_head"] = as_float32(head, "lm_head.weight", source)
+        flat["lm_head"] = as_float32(head, "lm_head.weight", source)  # a fork that unties the head: honoured
     return flat
 
 
