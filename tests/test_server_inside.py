@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("uvicorn") and pytest.importorskip("httpx")
 
-from npgpt.formats.names import init_params  # noqa: E402
+from npgpt.params import init_params  # noqa: E402
 from test_playground import browser  # noqa: E402, F401 - the headless Chromium fixture
 
 from npgpt.api import GPT2  # noqa: E402
