@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import CONFIGS, random_params, run_cli
@@ -181,6 +182,22 @@ def test_info_on_a_training_folder_counts_only_the_model(model_file, tmp_path):
     assert info["n_params"] == CONFIGS["tiny"].n_params and info["format"] == "npgpt"
     text = run_cli("info", str(run)).stdout
     assert str(model) in text and f"{model.stat().st_size:,} bytes" in text
+
+
+@pytest.mark.parametrize("fmt", ["npgpt", "hf", "hf-sharded", "openai", "llmc", "gguf"])
+def test_info_counts_the_files_of_each_format_and_nothing_else(fmt, tmp_path):
+    from npgpt.formats import save_checkpoint
+
+    config = CONFIGS["tiny"]
+    extra = {"max_shard_size": "200KB"} if fmt == "hf-sharded" else {}
+    out = save_checkpoint(tmp_path / "run", config, random_params(config), fmt=fmt, **extra)
+    folder = out if out.is_dir() else out.parent
+    on_disk = {p for p in folder.iterdir() if p.is_file()}
+    (folder / "train_state.safetensors").write_bytes(b"\0" * 500_000)  # not part of the model
+    info = json.loads(run_cli("info", str(folder), "--json").stdout)
+    files = {Path(f) for f in info["files"]}
+    assert files == on_disk and info["format"] == fmt  # every file the model is made of, and only those
+    assert info["size_bytes"] == sum(p.stat().st_size for p in on_disk)
 
 
 # -- --json ------------------------------------------------------------------------------------------------------
