@@ -48,6 +48,7 @@ def run_without(module: str, *args: str) -> subprocess.CompletedProcess:
     ("uvicorn", ["serve"], "pip install 'npgpt[serve]'"),
     ("jax", ["train", "data.txt", "--out", "run"], "pip install 'npgpt[train]'"),
     ("torch", ["generate", "Hi", "--backend", "torch"], "pip install 'npgpt[torch]'"),
+    ("jax", ["next", "Hi", "--backend", "jax"], "pip install 'npgpt[jax]'"),
 ])
 def test_missing_extra_hints_name_the_extra(tmp_path, monkeypatch, module, args, hint):
     monkeypatch.chdir(tmp_path)
