@@ -24,7 +24,7 @@ def download(
 
     Example: `npgpt download 124M`  or  `npgpt download --hf openai-community/gpt2`
     """
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
     from .. import download as dl
 
@@ -32,19 +32,19 @@ def download(
         raise NpgptError("give a model NAME (124M, 355M, 774M, 1558M) or --hf REPO, not both or neither")
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=console(stderr=True), transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(filename: str, done: int, total: int | None) -> None:
             if filename not in tasks:
                 tasks[filename] = bar.add_task(filename, total=total)
             bar.update(tasks[filename], completed=done, total=total)
 
-        if hf:
+        if hf is not None:
             from huggingface_hub.utils import logging as hf_logging
 
             hf_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
             path = dl.download_hf(hf, revision=revision, progress=progress)
-        else:
+        elif name is not None:  # one of the two, checked above
             path = dl.download_openai(name, progress=progress)
     console().print(Text(f"saved {path}"))
 
