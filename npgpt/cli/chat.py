@@ -9,6 +9,7 @@ Ctrl-C stops a reply. Lines can be piped in: ``printf 'Hello\\n/reset\\nHi\\n' |
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -64,6 +65,8 @@ def chat_command(
                          f"{reply_room}{' and this --system message' if system else ''}; lower or shorten them")
     interactive = sys.stdin.isatty()
     if interactive:
+        with contextlib.suppress(ImportError):  # line editing and history for input(), where the platform has it
+            import readline  # noqa: F401
         print_notice(f"chatting with {m.source}; {HELP}")
     sampling = {**knobs, "stop": (*CHAT_STOP, *knobs["stop"]), "max_new_tokens": reply_room}
     turn = 0
