@@ -24,6 +24,7 @@ import numpy as np
 import typer
 
 from .errors import NpgptError
+from .sampling import check_finite
 
 if TYPE_CHECKING:
     from .api import GPT2
@@ -69,6 +70,27 @@ def perplexity(
     negative log-likelihood in nats, ``perplexity`` its exp. ``progress(done, total)`` is
     called with the number of windows scored after each batch.
     """
+    ids = np.asarray(model.tokenizer.encode(text) if isinstance(text, str) else text, dtype=np.int64)
+    nll = token_nlls(model, ids, window, stride, batch_size, progress)
+    scored = ~np.isnan(nll)
+    cross_entropy = float(nll[scored].sum()) / int(scored.sum())
+    return {"tokens": int(scored.sum()), "cross_entropy": cross_entropy, "perplexity": float(np.exp(cross_entropy))}
+
+
+def token_nlls(
+    model: GPT2,
+    ids: np.ndarray,
+    window: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:  # [N] int ids -> [N] float64
+    """Each token's negative log-likelihood in nats given the tokens before it in its window, float64 [N].
+
+    NaN where a token is not scored: the first token (nothing predicts it) and, with ``stride ==
+    window``, each window's first token. Options as :func:`perplexity`'s. Raises NpgptError for a
+    bad window, stride or batch size, fewer than 2 tokens, or logits that are not finite.
+    """
     n_ctx = model.config.n_ctx
     window = n_ctx if window is None else window
     if not 2 <= window <= n_ctx:
@@ -78,12 +100,11 @@ def perplexity(
         raise NpgptError(f"--stride must be between 1 and the window ({window}), got {stride}")
     if batch_size < 1:
         raise NpgptError(f"--batch-size must be at least 1, got {batch_size}")
-    ids = np.asarray(model.tokenizer.encode(text) if isinstance(text, str) else text, dtype=np.int64)
     if len(ids) < 2:
-        raise NpgptError(f"the text has {len(ids)} token(s); perplexity needs at least 2")
+        raise NpgptError(f"the text has {len(ids)} token(s); scoring needs at least 2")
 
     spans = windows(len(ids), window, stride)
-    total_nll, n_scored = 0.0, 0
+    out = np.full(len(ids), np.nan)
     for i in range(0, len(spans), batch_size):
         group = spans[i : i + batch_size]
         # Right-pad a short (last) window with token 0: attention is causal, so tokens placed
@@ -93,16 +114,13 @@ def perplexity(
         for row, (begin, end, _) in enumerate(group):
             batch[row, : end - begin] = ids[begin:end]
         logits = model.logits(batch)  # [b, width] -> [b, width, V]
+        check_finite(logits)
         for row, (begin, end, first) in enumerate(group):
             # Targets ids[first:end] are predicted at positions first-1 .. end-2 of the window.
-            nll = token_nll(logits[row, first - 1 - begin : end - 1 - begin], ids[first:end])
-            total_nll += float(nll.sum())
-            n_scored += end - first
+            out[first:end] = token_nll(logits[row, first - 1 - begin : end - 1 - begin], ids[first:end])
         if progress is not None:
             progress(min(i + batch_size, len(spans)), len(spans))
-
-    cross_entropy = total_nll / n_scored
-    return {"tokens": n_scored, "cross_entropy": cross_entropy, "perplexity": float(np.exp(cross_entropy))}
+    return out
 
 
 def eval_command(

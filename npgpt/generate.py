@@ -172,9 +172,11 @@ class RowSampler:
     """
 
     def __init__(self, row: int, params: SamplingParams, rng: np.random.Generator, tokenizer: Tokenizer,
-                 n_vocab: int) -> None:
+                 n_vocab: int, prompt: Sequence[int] = ()) -> None:
         self.row, self.params, self.rng = row, params, rng
-        self.counts = np.zeros(n_vocab, dtype=np.float32)
+        self.counts = np.zeros(n_vocab, dtype=np.float32)  # generated tokens (presence/frequency penalties)
+        self.seen = np.zeros(n_vocab, dtype=bool)  # prompt and generated tokens (repetition penalty, as in HF)
+        self.seen[list(prompt)] = True
         self.tracker = TextTracker(tokenizer, params.stop)
         self.eot_id = tokenizer.eot_id
         self.n_new = 0
@@ -183,9 +185,10 @@ class RowSampler:
 
     def pick(self, logits: np.ndarray) -> Event:  # [V] -> the event for the chosen token
         p = self.params
-        token = choose(logits, self.counts, p, self.rng)
+        token = choose(logits, self.counts, p, self.rng, self.seen)
         self.token = token
         self.counts[token] += 1
+        self.seen[token] = True
         self.n_new += 1
         lp, top = None, []
         if p.logprobs is not None:
@@ -213,7 +216,7 @@ def events(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -
     """
     check_request(model, rows, params)
     capacity = max(len(r) for r in rows) + params.max_new_tokens
-    samplers = [RowSampler(b, params, rng, model.tokenizer, model.config.n_vocab)
+    samplers = [RowSampler(b, params, rng, model.tokenizer, model.config.n_vocab, rows[b])
                 for b, rng in enumerate(row_rngs(params.seed, len(rows)))]
     logits, batch = prefill(model, rows, capacity)
     while True:

@@ -64,7 +64,8 @@ class _Row(RowSampler):
     """A row of a request: the shared per-row sampler, plus the request it answers."""
 
     def __init__(self, request: Request, index: int, model: GPT2) -> None:
-        super().__init__(index, request.params, request.rngs[index], model.tokenizer, model.config.n_vocab)
+        super().__init__(index, request.params, request.rngs[index], model.tokenizer, model.config.n_vocab,
+                         request.rows[index])
         self.request = request
 
 
