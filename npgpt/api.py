@@ -76,9 +76,8 @@ class GPT2:
     # -- generation -----------------------------------------------------------------------------
     def _rows(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]]) -> list[list[int]]:
         """Token ids per prompt; a string or a flat sequence of ids is one prompt, never one per item."""
-        if _is_one_prompt(prompts):
-            prompts = [prompts]  # type: ignore[list-item]
-        return [self.tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
+        items: Sequence[Any] = [prompts] if _is_one_prompt(prompts) else prompts
+        return [self.tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in items]
 
     def events(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]], **sampling: Any) -> Iterator[Event]:
         """The raw token iterator over a batch of prompts (text or token ids); see ``generate.events``.

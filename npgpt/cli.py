@@ -263,7 +263,7 @@ def _register_optional() -> None:
     for module, attr, name in [("npgpt.train.cli", "train_command", "train"),
                                ("npgpt.bench", "bench_command", "bench"),
                                ("npgpt.evaluate", "eval_command", "eval"),
-                               ("npgpt.score", "score_command", "score"),
+                               ("npgpt.evaluate", "score_command", "score"),
                                ("npgpt.server.cli", "serve_command", "serve")]:
         try:
             fn = getattr(importlib.import_module(module), attr)

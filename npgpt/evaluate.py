@@ -1,21 +1,14 @@
-"""Perplexity of a text under a model, by Hugging Face's sliding-window method, and ``npgpt eval``.
+"""Perplexity of a text under a model, by Hugging Face's sliding-window method; ``npgpt eval`` and ``npgpt score``.
 
-A text longer than the context is scored in windows of ``window`` tokens whose starts are
-``stride`` apart (the loop of Hugging Face's "Perplexity of fixed-length models" guide). Each
-window scores only the tokens the previous one did not, so with ``stride < window`` every token
-after the first is scored exactly once, with ``window - stride`` tokens of context or more
-(except in the first window). A smaller stride gives each token more context: a lower, slower
-perplexity. With ``stride == window`` the windows are disjoint and, as in HF, each window's
-first token (which has no context in it) is not scored. The last window starts on the stride
-grid and simply ends with the text, as in HF's loop.
-
-Unlike the guide, which weights each window's mean loss by an approximate token count, the
-negative log-likelihoods are summed per token, so the result is the exact mean over the
-scored tokens.
+The windows and the per-token scores are :mod:`npgpt.score`'s (see there); ``perplexity`` is
+their mean over the scored tokens, exponentiated. ``npgpt score`` shows them per token.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,34 +17,12 @@ import numpy as np
 import typer
 
 from .errors import NpgptError
-from .sampling import check_finite
+from .score import score, token_nll, token_nlls, windows
 
 if TYPE_CHECKING:
     from .api import GPT2
 
-
-def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
-    """``(begin, end, first_scored)`` for each window over ``n_tokens`` tokens, in HF's order.
-
-    The window covers ``ids[begin:end]`` and scores the targets ``ids[first_scored:end]``
-    (position t's logits predict token t + 1, so the first window scores from token 1).
-    """
-    out, prev_end = [], 0
-    for begin in range(0, n_tokens, stride):
-        end = min(begin + window, n_tokens)
-        out.append((begin, end, max(prev_end, begin + 1)))
-        prev_end = end
-        if end == n_tokens:
-            break
-    return out
-
-
-def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:  # [N, V], [N] -> [N]
-    """``-log softmax(logits)[target]`` per row, in float64 for the sum that follows."""
-    logits = logits.astype(np.float64)
-    m = logits.max(axis=-1)  # subtract the max so exp() cannot overflow
-    lse = np.log(np.exp(logits - m[:, None]).sum(axis=-1)) + m
-    return lse - logits[np.arange(len(targets)), targets]
+__all__ = ["perplexity", "windows", "token_nll", "token_nlls", "eval_command", "score_command"]
 
 
 def perplexity(
@@ -75,52 +46,6 @@ def perplexity(
     scored = ~np.isnan(nll)
     cross_entropy = float(nll[scored].sum()) / int(scored.sum())
     return {"tokens": int(scored.sum()), "cross_entropy": cross_entropy, "perplexity": float(np.exp(cross_entropy))}
-
-
-def token_nlls(
-    model: GPT2,
-    ids: np.ndarray,
-    window: int | None = None,
-    stride: int | None = None,
-    batch_size: int = 8,
-    progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray:  # [N] int ids -> [N] float64
-    """Each token's negative log-likelihood in nats given the tokens before it in its window, float64 [N].
-
-    NaN where a token is not scored: the first token (nothing predicts it) and, with ``stride ==
-    window``, each window's first token. Options as :func:`perplexity`'s. Raises NpgptError for a
-    bad window, stride or batch size, fewer than 2 tokens, or logits that are not finite.
-    """
-    n_ctx = model.config.n_ctx
-    window = n_ctx if window is None else window
-    if not 2 <= window <= n_ctx:
-        raise NpgptError(f"--window must be between 2 and the model's context of {n_ctx} tokens, got {window}")
-    stride = max(1, window // 2) if stride is None else stride
-    if not 1 <= stride <= window:
-        raise NpgptError(f"--stride must be between 1 and the window ({window}), got {stride}")
-    if batch_size < 1:
-        raise NpgptError(f"--batch-size must be at least 1, got {batch_size}")
-    if len(ids) < 2:
-        raise NpgptError(f"the text has {len(ids)} token(s); scoring needs at least 2")
-
-    spans = windows(len(ids), window, stride)
-    out = np.full(len(ids), np.nan)
-    for i in range(0, len(spans), batch_size):
-        group = spans[i : i + batch_size]
-        # Right-pad a short (last) window with token 0: attention is causal, so tokens placed
-        # after the real ones cannot change the real ones' logits, and they are never scored.
-        width = max(end - begin for begin, end, _ in group)
-        batch = np.zeros((len(group), width), np.int64)
-        for row, (begin, end, _) in enumerate(group):
-            batch[row, : end - begin] = ids[begin:end]
-        logits = model.logits(batch)  # [b, width] -> [b, width, V]
-        check_finite(logits)
-        for row, (begin, end, first) in enumerate(group):
-            # Targets ids[first:end] are predicted at positions first-1 .. end-2 of the window.
-            out[first:end] = token_nll(logits[row, first - 1 - begin : end - 1 - begin], ids[first:end])
-        if progress is not None:
-            progress(min(i + batch_size, len(spans)), len(spans))
-    return out
 
 
 def eval_command(
@@ -157,3 +82,55 @@ def eval_command(
     console.print(f"tokens         {result['tokens']:,}")
     console.print(f"cross-entropy  {result['cross_entropy']:.4f} nats/token")
     console.print(f"perplexity     {result['perplexity']:.3f}")
+
+
+def score_command(
+    file: Annotated[str, typer.Argument(help="A UTF-8 text file to score, or - for standard input.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint path or downloaded name; default: a downloaded GPT-2, else the bundled model.")] = None,  # noqa: E501
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: tokens, logprobs, totals.")] = False,
+    window: Annotated[int | None, typer.Option(help="Tokens per window (default: the model's context).")] = None,
+    stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
+    backend: Annotated[str, typer.Option(help="numpy, jax, torch or cupy.")] = "numpy",
+    dtype: Annotated[str, typer.Option(help="Weight storage: float32, float16 or bfloat16.")] = "float32",
+) -> None:
+    """Each token's log-probability and surprisal (bits) in a text, its log-likelihood and perplexity.
+
+    Example: `echo "In the beginning God created" | npgpt score -`  or  `npgpt score notes.txt --json`
+    """
+    from .cli import _console, _load, _token_text
+
+    text = _read_text(file)
+    m = _load(model, backend, dtype)
+    result = score(m, text, window=window, stride=stride)
+    pieces = [_token_text(m.tokenizer.token_bytes(t)) for t in result.tokens]
+    if as_json:
+        doc: dict[str, Any] = {
+            "tokens": [{"id": t, "text": p, "logprob": lp, "surprisal_bits": None if lp is None else -lp / math.log(2)}
+                       for t, p, lp in zip(result.tokens, pieces, result.token_logprobs, strict=True)],
+            "tokens_scored": result.n_scored, "log_likelihood": result.log_likelihood,
+            "cross_entropy": result.cross_entropy, "perplexity": result.perplexity,
+        }
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table("#", "id", "token", "logprob", "surprisal (bits)", box=None, pad_edge=False)
+    for i, (t, p, lp) in enumerate(zip(result.tokens, pieces, result.token_logprobs, strict=True)):
+        table.add_row(str(i), str(t), repr(p), "" if lp is None else f"{lp:.4f}",
+                      "" if lp is None else f"{-lp / math.log(2):.3f}")
+    console = _console()
+    console.print(table)
+    console.print(f"tokens scored   {result.n_scored:,} of {len(result.tokens):,}")
+    console.print(f"log-likelihood  {result.log_likelihood:.4f} nats")
+    console.print(f"perplexity      {result.perplexity:.3f}")
+
+
+def _read_text(file: str) -> str:
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise NpgptError(f"cannot read {file}: {reason}") from None
+    if not text.strip():
+        raise NpgptError(f"{'standard input' if file == '-' else file} is empty; give a text to score")
+    return text

@@ -108,7 +108,7 @@ def check_finite(logits: np.ndarray) -> None:
         raise NpgptError(
             f"the model's logits are not finite ({n_bad} of {logits.size} are NaN or inf), so no token can be "
             "chosen: the checkpoint's weights are broken or a 16-bit computation overflowed; "
-            "load the model with dtype float32 or check the checkpoint", param="logits")
+            "load the model with dtype float32 or check the checkpoint")
 
 
 def apply_penalties(logits: np.ndarray, counts: np.ndarray, p: SamplingParams,
