@@ -130,6 +130,10 @@ class TextOffsets:
         self.length += len(self._utf8.decode(raw))
         return offset
 
+    def flush(self) -> None:
+        """End of a text decoded on its own (a prompt): an unfinished character counts as one U+FFFD."""
+        self.length += len(self._utf8.decode(b"", final=True))
+
 
 def _utf8_prefix(data: bytes) -> bool:
     """Whether ``data`` is valid UTF-8 or the valid start of a character."""

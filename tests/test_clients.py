@@ -278,6 +278,20 @@ def test_text_offsets_in_every_mode(client, bundled, tiktoken_gpt2) -> None:
     assert checked >= 10
 
 
+def test_text_offset_after_a_prompt_that_ends_inside_a_character(client, bundled) -> None:
+    """Token ids cut inside "👋": the prompt's text ends with U+FFFD, and the completion's tokens
+    are counted from the end of that text, as the returned text is."""
+    ids = bundled.tokenizer.encode("And God said 👋")
+    prompt = ids[:-1]
+    assert bundled.tokenizer.decode(prompt).endswith("\ufffd")
+    c = post(client, {"prompt": prompt, "max_tokens": 4, "temperature": 0, "logprobs": 0, "echo": True}).json()
+    c = c["choices"][0]
+    offsets, text = c["logprobs"]["text_offset"], c["text"]
+    prompt_text = bundled.tokenizer.decode(prompt)
+    assert text.startswith(prompt_text) and offsets[len(prompt)] == len(prompt_text)
+    assert offsets == sorted(offsets) and offsets[-1] <= len(text)
+
+
 # -- 5. invalid Unicode ----------------------------------------------------------------------------------
 LONE = "a\ud83d b"  # a lone surrogate: valid JSON ("\ud83d"), not valid Unicode
 SWEEP = [

@@ -162,6 +162,7 @@ class CompletionLogprobs:
             offset = self.offsets.push(t)
             if echo is not None:
                 self._append(t, lp, top, offset)
+        self.offsets.flush()  # the prompt's text is decoded on its own, so is the completion's
 
     def _clear(self) -> None:
         self.obj: dict[str, list] = {k: [] for k in LOGPROB_KEYS}
