@@ -1,4 +1,4 @@
-"""npgpt/bench.py: `npgpt bench --json` runs end to end and reports every field (not the speed)."""
+"""npgpt/bench/: `npgpt bench --json` runs end to end and reports every field (not the speed)."""
 
 from __future__ import annotations
 
@@ -47,8 +47,14 @@ def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
     for dtype in ("float16", "bfloat16"):
         assert {"logits_max_abs_diff", "cross_entropy_change"} <= result["precision"][dtype].keys()
         assert 0 < result["precision"][dtype]["logits_max_abs_diff"] < 0.05  # really 16-bit, and close
-    assert [g["goal"] for g in result["goals"] if g["value"] is None] == ["decode batch 8 vs HF",
-                                                                         "decode batch 32 vs HF"]
+    # every figure docs/benchmarks.md sets a target for is measured; batch 8 and 32 were not run
+    ours = result["engines"]["npgpt-numpy"]
+    figures = [ours["vs_hf"]["decode_1"], ours["bandwidth_fraction"], ours["vs_hf"]["prefill"],
+               result["nocache"]["speedup"], ours["rss_decode_mb"] / result["model"]["weight_mb"],
+               result["import"]["import_s"], ours["ttft_ms"]]
+    assert all(f > 0 for f in figures), figures
+    assert not {"decode_8", "decode_32"} & ours["vs_hf"].keys()
+    assert "goals" not in result  # the project's targets are in the docs, not in user output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,4 +1,4 @@
-"""``npgpt serve``: load models and run the OpenAI-compatible server (registered by ``npgpt.cli``).
+"""``npgpt serve``: load models and run the OpenAI-compatible server of :mod:`npgpt.server`.
 
 Only typer is imported here: ``npgpt`` imports this module on every run to find the command.
 """
@@ -45,7 +45,7 @@ def serve_command(
     try:
         import uvicorn
 
-        from .app import create_app
+        from ..server.app import create_app
     except ImportError as e:
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
     from rich.console import Console
