@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 import numpy as np
 
@@ -15,10 +15,8 @@ from .errors import NpgptError
 from .generate import Event, events
 from .model import attention_bias
 from .sampling import SamplingParams
+from .score import Score, score
 from .tokenizer import Tokenizer
-
-if TYPE_CHECKING:
-    from .score import Score
 
 
 @dataclass
@@ -147,11 +145,9 @@ class GPT2:
         """Per-token log-probabilities of ``text`` (a string or token ids), its log-likelihood and perplexity.
 
         The first token's logprob is None (nothing predicts it). A text longer than the context is
-        scored in sliding windows (``window``, ``stride``: see :func:`npgpt.evaluate.perplexity`).
+        scored in sliding windows (``window``, ``stride``: see :func:`npgpt.score.token_nlls`).
         ``allow_special``: a literal ``<|endoftext|>`` is the special token. See :class:`npgpt.score.Score`.
         """
-        from .score import score  # imports typer, for its command: only when scoring
-
         return score(self, text if isinstance(text, str) else list(text), window=window, stride=stride,
                      allow_special=allow_special)
 
