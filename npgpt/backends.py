@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NpgptError
+from .params import map_with_path
 
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16")  # how the weight matrices are stored; activations: float32
@@ -49,22 +50,6 @@ def check_dtype(dtype: str) -> None:
         raise NpgptError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(WEIGHT_DTYPES)}")
 
 
-def _map_named(fn: Callable[[str, Any], Any], tree: Any) -> Any:
-    """``fn(key, leaf)`` on every leaf of nested dicts/lists, with the leaf's dict key (``"w"``, ``"wte"``)."""
-    def visit(name: str, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: visit(k, x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return type(v)(visit(name, x) for x in v)
-        return fn(name, v)
-
-    return visit("", tree)
-
-
-def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
-    return _map_named(lambda _name, leaf: fn(leaf), tree)
-
-
 @dataclass(frozen=True)
 class Backend:
     """How to run the model on one array library."""
@@ -73,7 +58,11 @@ class Backend:
     asarray: Callable[[np.ndarray], Any]  # host NumPy -> backend array (on the backend's device)
     to_numpy: Callable[[Any], np.ndarray]
     forward: Callable[..., tuple[Any, Any]]  # model.gpt2 with the same signature, maybe compiled
+    # Capabilities, declared here so callers never test a backend's name:
     bucket: Callable[[int], int] = int  # a length -> the (larger) length to pad it to for compiling
+    compiles: bool = False  # forward is compiled per input shape: keep shapes fixed (run all rows)
+    functional_updates: bool = False  # arrays are immutable: cache writes return new buffers
+    dtypes: tuple[str, ...] = ("float32",)  # the weight dtypes it stores (DTYPES)
     layout: Callable[[dict[str, Any]], dict[str, Any]] = lambda params: params  # see _numpy_layout
     # A host float32 weight matrix, [in, out] as the products use it -> on the backend in a 16-bit
     # dtype (by name), laid out for its products; for the backends whose DTYPES have one.
@@ -88,8 +77,8 @@ class Backend:
         """
         check_dtype(dtype)
         if dtype == "float32":
-            return self.layout(_tree_map(self.asarray, params))
-        if self.to_16bit is None or dtype not in DTYPES[self.name]:
+            return self.layout(map_with_path(lambda _name, a: self.asarray(a), params))
+        if self.to_16bit is None or dtype not in self.dtypes:
             raise NpgptError(f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
                              f"times slower than float32); use --backend torch for --dtype {dtype}")
         to_16bit = self.to_16bit
@@ -100,8 +89,8 @@ class Backend:
             return out
 
         # wte is also the head, which multiplies by wte.T: pass it as used. "w": every linear layer.
-        return _map_named(lambda name, a: narrow(a.T).T if name == "wte" else
-                          narrow(a) if name == "w" else self.asarray(a), params)
+        return map_with_path(lambda name, a: narrow(a.T).T if name == "wte" else
+                             narrow(a) if name.endswith(".w") else self.asarray(a), params)
 
 
 def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
@@ -129,13 +118,17 @@ def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "wte": long_side_contiguous(params["wte"]), "blocks": blocks}
 
 
-def _reuse_freed_memory() -> None:
+def tune_allocator() -> None:
     """Have glibc keep freed blocks (up to 32 MB each) for reuse rather than hand them back to the OS.
 
     Every NumPy operation allocates its result. By default glibc returns large freed blocks to
     the OS, so the next temporary faults fresh zeroed pages in: ~50,000 page faults in a
     512-token prefill, 10-15 % of its time. This pins glibc's own largest mmap threshold (32 MB)
-    and lets up to 256 MB stay free on the heap. Process-wide; only on glibc, elsewhere a no-op.
+    and lets up to 256 MB stay free on the heap. Only on glibc, elsewhere a no-op.
+
+    Process-wide, so the library never calls it on its own: the entry points do (the ``npgpt``
+    CLI, ``npgpt serve`` and the benchmark's workers). An application embedding npgpt may call
+    it once at start-up for the same speed-up.
     """
     import ctypes
     import platform
@@ -155,7 +148,7 @@ def _release_mapped(arr: np.ndarray) -> None:
     other tensors keep the checkpoint's mapping alive, so release this tensor's range. Reading
     it again would simply fault the pages back in from the OS page cache.
     """
-    base = arr
+    base: Any = arr
     while base is not None and not isinstance(base, mmap.mmap):
         base = getattr(base, "base", None)
     if base is None or arr.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
@@ -176,7 +169,6 @@ def get_backend(name: str) -> Backend:
     from .model import gpt2
 
     if name == "numpy":
-        _reuse_freed_memory()
         return Backend("numpy", np.asarray, np.asarray, gpt2, layout=_numpy_layout)
     if name == "jax":
         jax = _require("jax", name)
@@ -184,7 +176,8 @@ def get_backend(name: str) -> Backend:
         # so XLA can update it in place.
         forward = jax.jit(gpt2, static_argnames=("n_head", "last_only"), donate_argnames=("cache",))
         # 16-bit weights are for accelerators: XLA's CPU 16-bit products are ~10x slower than float32.
-        return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two,
+        return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two, compiles=True,
+                       functional_updates=True, dtypes=DTYPES[name],
                        to_16bit=lambda w, dtype: jax.numpy.asarray(w, dtype=dtype))
     if name == "torch":
         torch = _require("torch", name)
@@ -211,11 +204,12 @@ def get_backend(name: str) -> Backend:
                 src = torch.from_numpy(w)
             return src.T.to(device, getattr(torch, dtype), memory_format=torch.contiguous_format).T
 
-        return Backend("torch", to_torch, to_numpy, forward, to_16bit=to_16bit)
+        return Backend("torch", to_torch, to_numpy, forward, dtypes=DTYPES[name], to_16bit=to_16bit)
     if name == "cupy":
         cp = _require("cupy", name)
         # cuBLAS runs float16 products on tensor cores; CuPy has no bfloat16 dtype.
-        return Backend("cupy", cp.asarray, cp.asnumpy, gpt2, to_16bit=lambda w, dtype: cp.asarray(w.astype(dtype)))
+        return Backend("cupy", cp.asarray, cp.asnumpy, gpt2, dtypes=DTYPES[name],
+                       to_16bit=lambda w, dtype: cp.asarray(w.astype(dtype)))
     if name == "cupynumeric":
         # NVIDIA's distributed drop-in NumPy: its arrays carry __array_namespace__, so the
         # model file runs unchanged; Legate decides where the data lives.

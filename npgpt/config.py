@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +33,30 @@ class GPT2Config:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor of the model, by npgpt's flat name (see ``npgpt.params``), with its shape.
+
+        Linear weights are [in, out] (OpenAI's layout); the output head is tied to ``wte``.
+        """
+        C, V = self.n_embd, self.n_vocab
+        shapes: dict[str, tuple[int, ...]] = {"wte": (V, C), "wpe": (self.n_ctx, C)}
+        for i in range(self.n_layer):
+            p = f"blocks.{i}."
+            shapes.update({
+                p + "ln_1.g": (C,), p + "ln_1.b": (C,),
+                p + "attn.c_attn.w": (C, 3 * C), p + "attn.c_attn.b": (3 * C,),
+                p + "attn.c_proj.w": (C, C), p + "attn.c_proj.b": (C,),
+                p + "ln_2.g": (C,), p + "ln_2.b": (C,),
+                p + "mlp.c_fc.w": (C, 4 * C), p + "mlp.c_fc.b": (4 * C,),
+                p + "mlp.c_proj.w": (4 * C, C), p + "mlp.c_proj.b": (C,),
+            })
+        shapes.update({"ln_f.g": (C,), "ln_f.b": (C,)})
+        return shapes
+
     @property
     def n_params(self) -> int:
-        """Parameter count with the output head tied to ``wte`` (as GPT-2 does)."""
-        C, L = self.n_embd, self.n_layer
-        per_block = 2 * 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + (C * 4 * C + 4 * C) + (4 * C * C + C)
-        return self.n_vocab * C + self.n_ctx * C + L * per_block + 2 * C
+        """Parameter count, summed over :meth:`param_shapes` (the head is tied to ``wte``, as in GPT-2)."""
+        return sum(math.prod(shape) for shape in self.param_shapes().values())
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

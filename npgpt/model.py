@@ -21,7 +21,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from .cache import KVCache, write
+from .cache import KVCache, LayerKV
 
 Array = Any
 Params = dict[str, Any]
@@ -70,7 +70,7 @@ def ffn(x: Array, c_fc: Params, c_proj: Params) -> Array:  # [B, T, C] -> [B, T,
     return linear(gelu(linear(x, **c_fc)), **c_proj)  # [B, T, C] -> [B, T, 4*C] -> [B, T, C]
 
 
-def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
+def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     # [B, H, T, D], [B, H, S, D], [B, H, S, D], [B, 1, T, S] -> [B, H, T, D]
     xp = array_namespace(q)
     T, S = q.shape[2], k.shape[2]
@@ -82,17 +82,17 @@ def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
         for i in range(0, T, QUERY_BLOCK):
             j = min(i + QUERY_BLOCK, T)
             end = S - T + j
-            blocks.append(attention(q[:, :, i:j], k[:, :, :end], v[:, :, :end], bias[:, :, i:j, :end]))
+            blocks.append(attention(q[:, :, i:j], k[:, :, :end], v[:, :, :end], mask[:, :, i:j, :end]))
         return xp.concat(blocks, axis=2)  # -> [B, H, T, D]
     q = q / math.sqrt(q.shape[-1])  # scaling q [.., T, D] is cheaper than scaling the scores [.., T, S]
     scores = q @ xp.matrix_transpose(k)  # -> [B, H, T, S]
-    return softmax(scores + bias) @ v  # [B, H, T, S] @ [B, H, S, D] -> [B, H, T, D]
+    return softmax(scores + mask) @ v  # [B, H, T, S] @ [B, H, S, D] -> [B, H, T, D]
 
 
 def mha(
-    x: Array, c_attn: Params, c_proj: Params, n_head: int, bias: Array, kv: tuple | None, start: Any,
+    x: Array, c_attn: Params, c_proj: Params, n_head: int, mask: Array, kv: LayerKV | None, start: Any,
     last_only: bool = False,
-) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C] ([B, 1, C] with last_only)
+) -> tuple[Array, LayerKV | None]:  # [B, T, C] -> [B, T, C] ([B, 1, C] with last_only)
     xp = array_namespace(x)
     B, T, C = x.shape
     qkv = linear(x, **c_attn)  # [B, T, C] -> [B, T, 3*C]
@@ -100,21 +100,19 @@ def mha(
     qkv = xp.permute_dims(qkv, (2, 0, 3, 1, 4))  # -> [3, B, H, T, D]
     q, k, v = qkv[0], qkv[1], qkv[2]  # -> 3 x [B, H, T, D]
     if kv is not None:  # keep this step's keys/values; attend over everything cached so far
-        k, k_buf = write(kv[0], k, start)  # -> [B, H, S, D]
-        v, v_buf = write(kv[1], v, start)  # -> [B, H, S, D]
-        kv = (k_buf, v_buf)
+        k, v, kv = kv.write(k, v, start)  # -> [B, H, S, D] each
     if last_only:  # every token's keys and values, but only the last token's query
-        q, bias, T = q[:, :, -1:], bias[:, :, -1:], 1  # -> [B, H, 1, D], [B, 1, 1, S]
-    out = attention(q, k, v, bias[..., : k.shape[2]])  # -> [B, H, T, D]
+        q, mask, T = q[:, :, -1:], mask[:, :, -1:], 1  # -> [B, H, 1, D], [B, 1, 1, S]
+    out = attention(q, k, v, mask[..., : k.shape[2]])  # -> [B, H, T, D]
     out = xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (B, T, C))  # -> [B, T, C]
     return linear(out, **c_proj), kv  # [B, T, C] -> [B, T, C]
 
 
 def block(
     x: Array, ln_1: Params, attn: Params, ln_2: Params, mlp: Params,
-    n_head: int, bias: Array, kv: tuple | None, start: Any, last_only: bool = False,
-) -> tuple[Array, tuple | None]:  # [B, T, C] -> [B, T, C] ([B, 1, C] with last_only)
-    a, kv = mha(layer_norm(x, **ln_1), **attn, n_head=n_head, bias=bias, kv=kv, start=start, last_only=last_only)
+    n_head: int, mask: Array, kv: LayerKV | None, start: Any, last_only: bool = False,
+) -> tuple[Array, LayerKV | None]:  # [B, T, C] -> [B, T, C] ([B, 1, C] with last_only)
+    a, kv = mha(layer_norm(x, **ln_1), **attn, n_head=n_head, mask=mask, kv=kv, start=start, last_only=last_only)
     if last_only:
         x = x[:, -1:, :]  # [B, T, C] -> [B, 1, C]
     x = x + a  # pre-norm residual: GPT-2 normalises the input of each sub-layer, not its output
@@ -122,7 +120,7 @@ def block(
     return x, kv
 
 
-def attention_bias(valid: Array, start: Any, n_new: int) -> Array:
+def attention_mask(valid: Array, start: Any, n_new: int) -> Array:
     """Additive attention mask ``[B, 1, T, S]``: 0 where a query may look, ``MASKED`` elsewhere.
 
     ``valid`` [B, S] marks the key slots that hold real tokens (False for left padding). The T new
@@ -144,15 +142,15 @@ def gpt2(
     params: Params,
     n_head: int,
     positions: Array | None = None,
-    bias: Array | None = None,
+    mask: Array | None = None,
     cache: KVCache | None = None,
     start: Any = 0,
     last_only: bool = False,
 ) -> tuple[Array, KVCache | None]:  # [B, T] -> [B, T, V]
     """Logits for ``ids``; with a ``cache``, the new tokens are written at slot ``start``.
 
-    ``positions`` [B, T] are position ids (default ``start + arange(T)``); ``bias`` [B, 1, T, S]
-    is the mask from :func:`attention_bias` (default: causal, nothing padded). ``last_only``
+    ``positions`` [B, T] are position ids (default ``start + arange(T)``); ``mask`` [B, 1, T, S]
+    is the additive mask from :func:`attention_mask` (default: causal, nothing padded). ``last_only``
     computes logits for the last position only, which is all generation needs after a prefill.
     """
     xp = array_namespace(params["wte"])
@@ -160,9 +158,9 @@ def gpt2(
     B, T = ids.shape
     if positions is None:
         positions = xp.broadcast_to(xp.arange(T)[None, :] + xp.reshape(xp.asarray(start), (-1, 1)), (B, T))
-    if bias is None:
+    if mask is None:
         S = cache.capacity if cache is not None else T
-        bias = attention_bias(xp.ones((B, S), dtype=xp.bool), start, T)
+        mask = attention_mask(xp.ones((B, S), dtype=xp.bool), start, T)
 
     # Indexing, not xp.take: NumPy's take first copies a non-C-contiguous table whole, and the
     # NumPy backend keeps wte as a transposed view of [C, V] for the output head (backends.py).
@@ -173,15 +171,15 @@ def gpt2(
     new_k, new_v = [], []
     n_layer = len(params["blocks"])
     for i, layer in enumerate(params["blocks"]):
-        kv = (cache.k[i], cache.v[i]) if cache is not None else None
+        kv = cache.layer(i) if cache is not None else None
         # With last_only, the last block needs every token's keys and values, but the rest of
         # its work only for the last token (a prompt's prefill skips ~6 % of its compute).
         last = last_only and i == n_layer - 1
-        x, kv = block(x, **layer, n_head=n_head, bias=bias, kv=kv, start=start, last_only=last)  # -> [B, T, C]
+        x, kv = block(x, **layer, n_head=n_head, mask=mask, kv=kv, start=start, last_only=last)  # -> [B, T, C]
         if kv is not None:
-            new_k.append(kv[0])
-            new_v.append(kv[1])
+            new_k.append(kv.k)
+            new_v.append(kv.v)
 
     x = layer_norm(x, **params["ln_f"])  # [B, T or 1, C]
     logits = matmul(x, xp.matrix_transpose(wte))  # the output head is tied to the embedding: -> [B, T, V]
-    return logits, (KVCache(tuple(new_k), tuple(new_v)) if cache is not None else None)
+    return logits, (type(cache)(tuple(new_k), tuple(new_v)) if cache is not None else None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from .errors import NpgptError
 
@@ -90,9 +91,14 @@ def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:  # [..., V] -> [..., V]
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def log_softmax(logits: Any) -> Any:  # [..., V] -> [..., V]
+    """``log(softmax(logits))`` along the last axis, on any array-API array; npgpt's one log-softmax.
+
+    The max is subtracted first so exp() cannot overflow; computed in the input's dtype.
+    """
+    xp = array_namespace(logits)
+    shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
 def check_finite(logits: np.ndarray) -> None:

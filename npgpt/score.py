@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import GPT2Config
 from .errors import NpgptError
-from .sampling import check_finite
+from .sampling import check_finite, log_softmax
 from .tokenizer import Tokenizer
 
 
@@ -61,10 +61,7 @@ def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int
 
 def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:  # [N, V], [N] -> [N]
     """``-log softmax(logits)[target]`` per row, in float64 for the sum that follows."""
-    logits = logits.astype(np.float64)
-    m = logits.max(axis=-1)  # subtract the max so exp() cannot overflow
-    lse = np.log(np.exp(logits - m[:, None]).sum(axis=-1)) + m
-    return lse - logits[np.arange(len(targets)), targets]
+    return -log_softmax(logits.astype(np.float64))[np.arange(len(targets)), targets]
 
 
 def token_nlls(

@@ -9,7 +9,7 @@ from conftest import run_cli
 
 from npgpt.config import GPT2Config
 from npgpt.formats import save_checkpoint
-from npgpt.formats.names import init_params
+from npgpt.params import init_params
 
 ENGINE_FIELDS = {"startup_s", "ttft_ms", "decode_tps", "prefill_tps", "rss_load_mb", "rss_decode_mb",
                  "rss_peak_mb", "bandwidth_fraction"}

@@ -20,7 +20,7 @@ from npgpt.bench.llamacpp import find_tools, measure_llamacpp, to_gguf
 from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError
 from npgpt.formats import save_checkpoint
-from npgpt.formats.names import init_params
+from npgpt.params import init_params
 
 SCALE = {"f32": 1, "f16": 2, "q8_0": 3}  # the fakes' speed factor per weight type, so entries differ
 

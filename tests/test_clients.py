@@ -21,7 +21,7 @@ from hypothesis.extra.numpy import arrays
 from npgpt.api import GPT2, load
 from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError
-from npgpt.formats.names import init_params
+from npgpt.params import init_params
 from npgpt.sampling import SamplingParams, apply_penalties, check_finite, choose
 from npgpt.tokenizer import TextOffsets, Tokenizer, default_files
 

@@ -20,7 +20,7 @@ from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError
 from npgpt.evaluate import perplexity, windows
 from npgpt.formats import hf
-from npgpt.formats.names import init_params
+from npgpt.params import init_params
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kjv_heldout.txt"
 CONFIG = GPT2Config(n_ctx=64, n_embd=32, n_head=2, n_layer=2)

@@ -10,7 +10,6 @@ from conftest import hf_logits, random_params
 
 from npgpt import model as M
 from npgpt.api import GPT2, load
-from npgpt.cache import init_cache
 from npgpt.config import GPT2Config
 from npgpt.formats import hf, npgpt_format
 from npgpt.generate import left_pad
@@ -49,7 +48,7 @@ def test_blocks_over_a_cache_equal_one_full_pass(long_pair, backend):
     ids = np.random.default_rng(1).integers(0, LONG.n_vocab, (2, LONG.n_ctx))
     full, _ = M.gpt2(be.asarray(ids), model.params, H)
     half = LONG.n_ctx // 2
-    cache = init_cache(LONG, 2, LONG.n_ctx, model.params["wte"])
+    cache = model.engine.new_cache(2, LONG.n_ctx)
     first, cache = M.gpt2(be.asarray(ids[:, :half]), model.params, H, cache=cache, start=0)
     rest, cache = M.gpt2(be.asarray(ids[:, half:]), model.params, H, cache=cache, start=half)
     chunks = np.concatenate([be.to_numpy(first), be.to_numpy(rest)], axis=1)

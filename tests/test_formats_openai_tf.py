@@ -15,8 +15,8 @@ import pytest
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError
 from npgpt.formats import openai_tf
-from npgpt.formats.names import flatten, init_params
 from npgpt.model import gpt2
+from npgpt.params import flatten, init_params
 
 FIXTURE = Path(__file__).parent / "fixtures" / "openai_tiny"
 DATA = "model.ckpt.data-00000-of-00001"

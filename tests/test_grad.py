@@ -18,7 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from npgpt.config import GPT2Config  # noqa: E402
 from npgpt.formats import hf  # noqa: E402
-from npgpt.formats.names import flatten, init_params  # noqa: E402
+from npgpt.params import flatten, init_params  # noqa: E402
 from npgpt.train.loss import loss  # noqa: E402
 
 

@@ -15,7 +15,7 @@ from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError
 from npgpt.evaluate import perplexity
 from npgpt.formats import npgpt_format
-from npgpt.formats.names import init_params
+from npgpt.params import init_params
 from npgpt.tokenizer import default_files
 
 pytest.importorskip("fastapi")

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, jax, jax.numpy as jnp
     from npgpt.config import GPT2Config
-    from npgpt.formats.names import flatten, init_params
+    from npgpt.params import flatten, init_params
     from npgpt.model import gpt2
     from npgpt.train import sharding as S
     from npgpt.train.step import make_train_step, optimizer
@@ -78,7 +78,7 @@ SCRIPT = textwrap.dedent("""
 DRIVER = textwrap.dedent("""
     import json, sys
     import numpy as np, jax
-    from npgpt.formats.names import flatten
+    from npgpt.params import flatten
     from npgpt.train import sharding as S
     from npgpt.train.loop import train
     from npgpt.train.settings import TrainSettings
@@ -149,7 +149,7 @@ MULTIHOST = textwrap.dedent("""
     from npgpt.train import sharding as S
     S.init_distributed(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))  # before any other JAX call
     import jax
-    from npgpt.formats.names import flatten
+    from npgpt.params import flatten
     from npgpt.train.loop import train
     from npgpt.train.settings import TrainSettings
     result = train(sys.argv[3], sys.argv[4], TrainSettings(**json.loads(sys.argv[5])), model_parallel=2)
@@ -198,7 +198,7 @@ def test_param_specs_follow_megatron():
     from jax.sharding import PartitionSpec as P
 
     from npgpt.config import GPT2Config
-    from npgpt.formats.names import flatten, init_params
+    from npgpt.params import flatten, init_params
 
     specs = flatten(S.param_specs(init_params(GPT2Config(n_vocab=10, n_ctx=4, n_embd=8, n_head=2, n_layer=1))))
     assert specs["blocks.0.attn.c_attn.w"] == P(None, "model") and specs["blocks.0.attn.c_attn.b"] == P("model")

@@ -27,8 +27,8 @@ import jax.numpy as jnp  # noqa: E402
 from npgpt.config import GPT2Config  # noqa: E402
 from npgpt.errors import NpgptError  # noqa: E402
 from npgpt.formats import hf, npgpt_format  # noqa: E402
-from npgpt.formats.names import flatten, init_params  # noqa: E402
 from npgpt.model import gpt2  # noqa: E402
+from npgpt.params import flatten, init_params  # noqa: E402
 from npgpt.tokenizer import Tokenizer  # noqa: E402
 from npgpt.train import data as D  # noqa: E402
 from npgpt.train.checkpoint import STATE_FILE, load_init, load_state  # noqa: E402

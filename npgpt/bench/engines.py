@@ -23,22 +23,20 @@ class NpgptEngine:
     def prefill(self, ids: Any, capacity: int) -> tuple[Any, Any]:  # ids [B, T] -> next tokens [B], state
         from ..generate import prefill
 
-        logits, state = prefill(self.model, ids.tolist(), capacity)
+        logits, state = prefill(self.model.engine, ids.tolist(), capacity)
         return logits.argmax(-1), state
 
     def step(self, state: Any, tokens: Any) -> tuple[Any, Any]:  # [B] -> [B]
         from ..generate import decode_step
 
-        return decode_step(self.model, state, tokens).argmax(-1), state
+        return decode_step(self.model.engine, state, tokens).argmax(-1), state
 
     def full_logits(self, ids: Any) -> Any:  # [B, T] -> [B, T, V] NumPy, without a cache
-        be = self.model.backend
-        logits, _ = be.forward(be.asarray(ids), self.model.params, n_head=self.model.config.n_head)
-        return be.to_numpy(logits)
+        return self.model.engine.logits(ids)
 
     def weight_bytes(self) -> int:
         """Bytes the loaded weights take on their backend (a 16-bit matrix: 2 per number)."""
-        from ..formats.names import flatten
+        from ..params import flatten
 
         return sum(int(a.nbytes) for a in flatten(self.model.params).values())
 

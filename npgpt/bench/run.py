@@ -104,16 +104,17 @@ def _round(r: int, s: BenchSettings) -> str:
 def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, str]:
     """(config, npgpt checkpoint, HF directory or None, description) for the engines to load."""
     from ..config import PRESETS
-    from ..download import resolve
+    from ..registry import resolve
     from ..formats import detect, load_checkpoint, save_checkpoint
-    from ..formats.names import init_params
+    from ..formats.npgpt_format import MODEL_FILE
+    from ..params import init_params
 
     need_hf = "hf" in s.compare or "llama.cpp" in s.compare or s.train  # llama.cpp converts the HF checkpoint
     if s.random:
         name = s.model or "124M"
         config = PRESETS[name] if name in PRESETS else load_checkpoint(resolve(name)[0])[0]
         params = init_params(config, seed=s.seed)
-        path = save_checkpoint(tmp / "model.safetensors", config, params)
+        path = save_checkpoint(tmp / MODEL_FILE, config, params)
         source = f"random weights, {name} shape"
     else:
         path, _ = resolve(s.model)

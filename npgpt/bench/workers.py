@@ -95,5 +95,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "--worker":
         sys.stderr.write("usage: python -m npgpt.bench --worker SPEC (the bench's own subprocesses)\n")
         return 2
+    from ..backends import tune_allocator
+
+    tune_allocator()  # as the CLI and server do, so the figures are those users get
     sys.stdout.write(json.dumps(worker(json.loads(argv[1]))) + "\n")
     return 0

@@ -44,6 +44,9 @@ app.command("serve")(serve.serve_command)
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and an exit code."""
+    from ..backends import tune_allocator
+
+    tune_allocator()  # process-wide, so only entry points call it, never the library
     try:
         app()
     except NpgptError as e:

@@ -67,7 +67,7 @@ def info(model: Annotated[str | None, typer.Argument(help="Path or name; default
     """
     from rich.table import Table
 
-    from ..download import resolve
+    from ..registry import resolve
     from ..formats import detect, load_checkpoint
 
     path, notice = resolve(model)

@@ -51,7 +51,9 @@ def serve_command(
     from rich.console import Console
 
     from ..api import load
+    from ..backends import tune_allocator
 
+    tune_allocator()  # process-wide: the server's entry point tunes it, the library never does
     err = Console(stderr=True, highlight=False)
     models = {}
     specs: list[str | None] = [*model] if model else [None]

@@ -18,9 +18,9 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from .npgpt_format import MODEL_FILE
 
 FORMATS = ("npgpt", "hf", "openai")
-NPGPT_FILE = "model.safetensors"  # npgpt's file inside a model directory (e.g. the cache)
 _PICKLES = (".bin", ".pt", ".pth", ".pkl")
 
 
@@ -44,7 +44,7 @@ def detect(path: str | Path) -> str:
         if path.name.endswith(".index") or path.name == "hparams.json":
             return "openai"
         raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors or a model directory)")
-    weights = path / NPGPT_FILE
+    weights = path / MODEL_FILE
     if weights.exists():  # its header errors (truncated, corrupt) are the real diagnosis: let them out
         if is_npgpt_file(weights):
             return "npgpt"
@@ -58,7 +58,7 @@ def detect(path: str | Path) -> str:
     if pickles:
         raise _pickle_error(pickles[0])
     raise CheckpointError(
-        f"{path}: no model found; expected {NPGPT_FILE} (npgpt or Hugging Face with config.json) "
+        f"{path}: no model found; expected {MODEL_FILE} (npgpt or Hugging Face with config.json) "
         "or OpenAI's hparams.json + model.ckpt.index"
     )
 
@@ -83,7 +83,7 @@ def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
 
 def check_finite(params: dict[str, Any], source: str) -> None:
     """CheckpointError naming the first tensor that holds a NaN or an infinity."""
-    from .names import flatten
+    from ..params import flatten
 
     for name, arr in flatten(params).items():
         if not np.isfinite(arr).all():
@@ -96,7 +96,7 @@ def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
     if fmt == "npgpt":
         from . import npgpt_format
 
-        return npgpt_format.load(path if path.is_file() else path / NPGPT_FILE)
+        return npgpt_format.load(path if path.is_file() else path / MODEL_FILE)
     if fmt == "hf":
         from . import hf
 
@@ -113,7 +113,7 @@ def save_checkpoint(path: str | Path, config: GPT2Config, params: dict[str, Any]
     if fmt == "npgpt":
         from . import npgpt_format
 
-        target = path / NPGPT_FILE if path.is_dir() or not path.suffix else path
+        target = path / MODEL_FILE if path.is_dir() or not path.suffix else path
         return npgpt_format.save(target, config, params, dtype=dtype)
     if dtype != "float32":
         raise CheckpointError(f"--dtype {dtype} is only supported for npgpt's format")

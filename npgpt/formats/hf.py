@@ -16,8 +16,12 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
-from .names import flatten, unflatten
-from .npgpt_format import as_float32, read_safetensors
+from ..params import flatten, unflatten
+from .npgpt_format import (
+    MODEL_FILE,  # Hugging Face names its weights file the same
+    as_float32,
+    read_safetensors,
+)
 
 # HF leaf names -> npgpt leaf names (layer norms use weight/bias, OpenAI uses g/b).
 _LEAF = {"weight": "w", "bias": "b"}
@@ -55,7 +59,7 @@ def npgpt_to_hf_name(name: str) -> str:
 def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and nested float32 params from a Hugging Face GPT-2 directory."""
     directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    config_path, weights_path = directory / "config.json", directory / MODEL_FILE
     if not config_path.exists():
         raise CheckpointError(f"{config_path}: missing; a Hugging Face GPT-2 directory needs config.json")
     try:
@@ -86,8 +90,8 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
         "tie_word_embeddings": True,
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }
-    unflatten({hf_to_npgpt_name(k): v for k, v in flat.items()}, config)
-    with atomic_path(directory / "model.safetensors") as tmp:
+    unflatten({hf_to_npgpt_name(k) or k: v for k, v in flat.items()}, config)
+    with atomic_path(directory / MODEL_FILE) as tmp:
         save_file(flat, tmp, metadata={"format": "pt"})
     with atomic_path(directory / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(hf_config, indent=2))

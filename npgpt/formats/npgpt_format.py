@@ -16,9 +16,10 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
-from .names import flatten, unflatten
+from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
+MODEL_FILE = "model.safetensors"  # npgpt's file in a model directory (the cache, a training run), as in HF's
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
            "I64": np.int64, "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
 
@@ -74,8 +75,8 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
         begin, end = (8 + n + o for o in info["data_offsets"])
         arr = data[begin:end].view(dtype).reshape(info["shape"])
-        if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        if info["dtype"] == "BF16":
+            arr = widen_bfloat16(arr)
         tensors[name] = arr
     return tensors, metadata
 
@@ -90,6 +91,14 @@ def _validate(path: Path) -> None:
     except Exception as e:  # SafetensorError, or a ValueError/OSError for the same malformed file
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{path}: malformed safetensors file ({first}); re-download or re-convert it") from None
+
+
+def widen_bfloat16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values, stored as their uint16 bits (NumPy has no bfloat16) -> float32, exactly.
+
+    A bfloat16 is the top half of a float32, so shifting its bits up 16 places is the float32.
+    """
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def as_float32(arr: np.ndarray, name: str = "a tensor", source: str = "checkpoint") -> np.ndarray:

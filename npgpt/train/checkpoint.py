@@ -19,12 +19,12 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
 from ..formats import npgpt_format
-from ..formats.names import flatten, unflatten
+from ..params import flatten, unflatten
 from . import sharding as S
 from .plot import plot_losses
 
 Params = dict[str, Any]
-STATE_FILE, MODEL_FILE, PLOT_FILE = "train_state.safetensors", "model.safetensors", "loss.png"
+STATE_FILE, PLOT_FILE = "train_state.safetensors", "loss.png"
 STATE_FORMAT = "npgpt-train-state-v1"
 
 
@@ -32,7 +32,7 @@ def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
     """Config and params to start from: any checkpoint path npgpt reads (npgpt file or folder,
     such as a training ``--out``; Hugging Face folder; OpenAI TF folder) or a downloaded model
     name (``gpt2``, ``124M``, ...)."""
-    from ..download import resolve
+    from ..registry import resolve
     from ..formats import load_checkpoint
 
     path, _ = resolve(str(init))
@@ -74,5 +74,5 @@ def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: A
     if jax.process_index() != 0:
         return
     save_state(out / STATE_FILE, host_params, host_opt, meta)  # the resume point, first
-    npgpt_format.save(out / MODEL_FILE, config, host_params)
+    npgpt_format.save(out / npgpt_format.MODEL_FILE, config, host_params)
     plot_losses(meta["history"], out / PLOT_FILE)

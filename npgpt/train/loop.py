@@ -27,7 +27,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError
-from ..formats.names import init_params
+from ..params import init_params
 from . import data as D
 from . import sharding as S
 from .checkpoint import STATE_FILE, Params, load_state, write_checkpoint

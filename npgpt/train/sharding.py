@@ -136,7 +136,7 @@ def shard_params(params: Params, mesh: Mesh) -> Params:
 
 def batch_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
     """Split dimension ``axis`` of an ``ndim``-dimensional batch over "data"."""
-    spec = [None] * ndim
+    spec: list[str | None] = [None] * ndim
     spec[axis] = "data"
     return NamedSharding(mesh, P(*spec))
 
