@@ -21,7 +21,8 @@ from .errors import NpgptError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens. ``temperature=0`` is greedy; 0/1.0 disable top_k/top_p."""
+    """How to pick tokens. ``temperature=0`` is greedy (any tiny temperature > 0 picks the same
+    tokens, see :func:`filter_logits`); 0/1.0 disable top_k/top_p. Penalties: :func:`apply_penalties`."""
 
     max_new_tokens: int = 64
     temperature: float = 1.0
