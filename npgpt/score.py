@@ -103,7 +103,9 @@ def token_nlls(
         batch = np.zeros((len(group), width), np.int64)
         for row, (begin, end, _) in enumerate(group):
             batch[row, : end - begin] = ids[begin:end]
-        logits = model.logits(batch)  # [b, width] -> [b, width, V]
+        # [b, width] -> [b, width, V]; a padded vocabulary's ids past the tokenizer's are no token
+        # (as in sampling and the server's echo scoring), so they take no probability
+        logits = model.logits(batch)[:, :, : model.tokenizer.n_vocab]
         check_finite(logits)
         for row, (begin, end, first) in enumerate(group):
             # Targets ids[first:end] are predicted at positions first-1 .. end-2 of the window.
