@@ -1,4 +1,4 @@
-"""npgpt/formats: Hugging Face and npgpt files load exactly; format detection; pickles refused."""
+"""npgpt/formats: Hugging Face and npgpt files load exactly; format detection (PyTorch files: test_formats_torch)."""
 
 from __future__ import annotations
 
@@ -92,15 +92,6 @@ def test_wrong_shapes_are_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="shape"):
         load_checkpoint(tmp_path)
-
-
-def test_pickles_are_refused(tmp_path):
-    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
-    (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="safetensors"):
-        load_checkpoint(tmp_path)
-    with pytest.raises(CheckpointError, match="pickle"):
-        load_checkpoint(tmp_path / "pytorch_model.bin")
 
 
 def test_unknown_directory_says_what_was_expected(tmp_path):

@@ -11,12 +11,12 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("uvicorn") and pytest.importorskip("httpx")
 
-from npgpt.formats.names import init_params  # noqa: E402
 from test_playground import browser  # noqa: E402, F401 - the headless Chromium fixture
 
 from npgpt.api import GPT2  # noqa: E402
 from npgpt.config import GPT2Config  # noqa: E402
 from npgpt.lens import attention_pattern, logit_lens  # noqa: E402
+from npgpt.params import init_params  # noqa: E402
 from npgpt.server import background_server, create_app  # noqa: E402
 from npgpt.server.inside import MAX_TOKENS  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Hugging Face GPT-2 checkpoints: ``model.safetensors`` + ``config.json``.
+"""Hugging Face GPT-2 checkpoints: ``config.json`` + weights (one safetensors file, shards, or a pickle).
 
 HF's ``Conv1D`` stores weights ``[in, out]`` like OpenAI, so tensors map one to one; only the
 names differ. ``GPT2LMHeadModel`` prefixes them with ``transformer.``; ``GPT2Model`` does not.
@@ -19,10 +19,10 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
 from ..params import expected_shapes, flatten, unflatten
+from .hf_files import check_gpt2, read_tensors, save_sharded
 from .npgpt_format import (
     MODEL_FILE,  # Hugging Face names its weights file the same
     as_float32,
-    read_safetensors,
 )
 
 # HF leaf names -> npgpt leaf names (layer norms use weight/bias, OpenAI uses g/b).
@@ -68,28 +68,35 @@ def npgpt_to_hf_name(name: str) -> str:
 def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and nested float32 params from a Hugging Face GPT-2 directory."""
     directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / MODEL_FILE
+    config_path = directory / "config.json"
     if not config_path.exists():
         raise CheckpointError(f"{config_path}: missing; a Hugging Face GPT-2 directory needs config.json")
     try:
-        config = GPT2Config.from_dict(json.loads(config_path.read_text()))
+        raw = json.loads(config_path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{config_path}: not JSON ({e})") from None
+    check_gpt2(raw, str(config_path))
+    try:
+        config = GPT2Config.from_dict(raw)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{config_path}: {e}") from None
-    tensors, _ = read_safetensors(weights_path)
+    tensors, weights_path = read_tensors(directory)
     flat = {}
     for name, arr in tensors.items():
         ours = hf_to_npgpt_name(name)
         if ours is not None and not (ours == "lm_head" and config.tie_word_embeddings):  # tied: a copy of wte
-            flat[ours] = as_float32(arr, name, str(weights_path))
-    return config, unflatten(flat, config, source=str(weights_path))
+            flat[ours] = as_float32(arr, name, weights_path)
+    return config, unflatten(flat, config, source=weights_path)
 
 
-def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> Path:
+def save(directory: str | Path, config: GPT2Config, params: dict[str, Any],
+         max_shard_size: int | str | None = None) -> Path:
     """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads.
 
     Every math field of the config is written under transformers' name. HF's GPT-2 always has
     biases, so a ``bias=False`` model is written with zero biases: the same function, read
-    back as ``bias=True``.
+    back as ``bias=True``. With ``max_shard_size`` (bytes, or e.g. ``"2GB"``) the weights are split
+    into shards plus ``model.safetensors.index.json`` wherever they exceed it, as ``save_pretrained`` does.
     """
     from safetensors.numpy import save_file
 
@@ -107,8 +114,11 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
         **{k: getattr(config, k) for k in _HF_MATH},
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }
-    with atomic_path(directory / MODEL_FILE) as tmp:
-        save_file(flat, tmp, metadata={"format": "pt"})
+    if max_shard_size is not None:
+        save_sharded(directory, flat, max_shard_size)
+    else:
+        with atomic_path(directory / MODEL_FILE) as tmp:
+            save_file(flat, tmp, metadata={"format": "pt"})
     with atomic_path(directory / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(hf_config, indent=2))
     return directory
