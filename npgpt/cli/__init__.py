@@ -10,7 +10,7 @@ each command imports the library it needs when it runs, so ``npgpt --help`` stay
 - :mod:`.models`   ``download``, ``convert``, ``info``, ``list``, ``rm``
 - :mod:`.train`    ``train``
 - :mod:`.bench`    ``bench``
-- :mod:`.evaluate` ``eval``
+- :mod:`.evaluate` ``eval``, ``score``
 - :mod:`.serve`    ``serve``
 - :mod:`.inspect`  ``lens``, ``attention``: looking inside the model
 """
@@ -63,6 +63,7 @@ app.command("next")(generate.next_)
 app.command("train")(train.train_command)
 app.command("bench")(bench.bench_command)
 app.command("eval")(evaluate.eval_command)
+app.command("score")(evaluate.score_command)
 app.command("serve")(serve.serve_command)
 app.command("lens")(inspect.lens_command)
 app.command("attention")(inspect.attention_command)

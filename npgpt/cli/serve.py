@@ -31,6 +31,10 @@ def serve_command(
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
     backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
     dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16 or bfloat16.")] = "float32",
+    special_tokens: Annotated[bool, typer.Option(
+        "--special-tokens/--no-special-tokens",
+        help="Read a literal <|endoftext|> in prompts and messages as the special token (as OpenAI's and "
+        "vLLM's servers do); --no-special-tokens reads it as plain text.")] = True,
 ) -> None:
     """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at `/`.
 
@@ -66,7 +70,8 @@ def serve_command(
         models[name] = m
     if host not in LOCAL_HOSTS and api_key is None:
         print_error(f"serving on {host} without --api-key: anyone who can reach it may use it", label="warning")
-    app = create_app(models, api_key=api_key, max_batch=max_batch, max_queue=max_queue)
+    app = create_app(models, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
+                     special_tokens=special_tokens)
     shown = f"[{host}]" if ":" in host else host
     print_notice(f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1",
                  style="")

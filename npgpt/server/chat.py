@@ -23,10 +23,14 @@ from .scheduler import Scheduler
 from .streaming import Answer, Chunk, Run
 
 
-async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics) -> Answer:
-    """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows."""
+async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics,
+                special_tokens: bool = True) -> Answer:
+    """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows.
+
+    ``special_tokens``: a literal ``<|endoftext|>`` in a message is the special token.
+    """
     m, tok = sched.model, sched.model.tokenizer
-    prompt = tok.encode(chat_prompt(body.messages))
+    prompt = tok.encode(chat_prompt(body.messages), allow_special=special_tokens)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None

@@ -8,9 +8,10 @@ client: ``extra_body={"top_k": 40}``).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import chat as _chat
 from ..chat import CHAT_STOP as CHAT_STOP  # re-exported: the server's callers import it from here
@@ -28,7 +29,30 @@ _SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty
 
 
 class _Body(BaseModel):
+    """Every request body. Unpaired UTF-16 surrogates in its strings (``"\\ud83d"`` is valid JSON but
+    not valid Unicode) become U+FFFD, as tiktoken would encode them, so no field can fail later
+    when the text is encoded or a response holding it is written."""
+
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        return replace_surrogates(data)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(data: Any) -> Any:
+    """``data`` (parsed JSON) with each lone surrogate in its strings, keys included, replaced by U+FFFD."""
+    if isinstance(data, str):
+        return _SURROGATE.sub("\ufffd", data)
+    if isinstance(data, list):
+        return [replace_surrogates(x) for x in data]
+    if isinstance(data, dict):
+        return {replace_surrogates(k): replace_surrogates(v) for k, v in data.items()}
+    return data
 
 
 class StreamOptions(_Body):
@@ -65,7 +89,7 @@ class CompletionRequest(_Sampling):
     """``POST /v1/completions``. ``prompt``: text, texts, token ids, or lists of token ids."""
 
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=0)  # 0 with echo: score the prompt only
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool | None = False
     best_of: int | None = None  # accepted only when it changes nothing
