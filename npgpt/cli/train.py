@@ -162,8 +162,6 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
 
     Raises NpgptError naming an unreadable file, an unknown key or a value of the wrong type.
     """
-    import click
-
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
@@ -174,27 +172,34 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
         raise NpgptError(f"cannot read --config {path}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
     except tomllib.TOMLDecodeError as e:
         raise NpgptError(f"--config {path}: not valid TOML ({e})") from None
-    params = {p.name: p for p in ctx.command.params}
+    kinds = _option_types()
     merged = dict(given)
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in given:
             raise NpgptError(f"--config {path}: unknown key {key!r}; use the option names of npgpt train "
                              "(e.g. n_layer, lr, steps)")
-        kind = params[name].type
-        if isinstance(kind, click.types.BoolParamType):
-            ok = isinstance(value, bool)
-        elif isinstance(kind, click.types.IntParamType):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(kind, click.types.FloatParamType):
+        kind = kinds[name]
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, str)
         if not ok:
-            raise NpgptError(f"--config {path}: {key} = {value!r} has the wrong type for --{name.replace('_', '-')}")
-        if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
-            merged[name] = float(value) if isinstance(kind, click.types.FloatParamType) else value
+            raise NpgptError(f"--config {path}: {key} = {value!r} has the wrong type for --{name.replace('_', '-')} "
+                             f"(expected {'text' if kind is str else kind.__name__})")
+        if ctx.get_parameter_source(name).name != "COMMANDLINE":  # typed on the command line: it wins
+            merged[name] = float(value) if kind is float else value
     return merged
+
+
+def _option_types() -> dict[str, type]:
+    """Each option's value type (``int`` for ``int | None``; ``str`` for paths), from the signature."""
+    import typing
+
+    kinds = {}
+    for name, hint in typing.get_type_hints(train_command).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        kinds[name] = str if args[0] is Path else args[0]
+    return kinds
 
 
 class _StopOnSignal:
