@@ -38,13 +38,17 @@ class TrainSettings:
     """One run's settings (see the module docstring for ``None``); checked on construction.
 
     ``init`` is a checkpoint path or model name to start from; otherwise ``n_layer``, ``n_embd``,
-    ``n_head``, ``n_ctx`` give a fresh model's shape (defaults ``SCRATCH``, GPT-2's vocabulary).
+    ``n_head``, ``n_ctx`` give a fresh model's shape (defaults ``SCRATCH``) and ``tokenizer`` its
+    vocabulary: ``"gpt2"`` (GPT-2's 50,257 tokens, the default) or ``"char"`` (the characters of
+    the training text, :mod:`npgpt.char_tokenizer`).
     One step is one AdamW update on ``grad_accum * batch_size`` windows of ``seq_len`` tokens; the
     learning rate warms up over ``warmup`` steps to ``lr``, then follows a cosine to ``lr / 10``.
     Every ``eval_interval`` steps the loss on the held-out last ``val_fraction`` of the tokens is
     measured (``eval_batches`` batches); every ``checkpoint_interval`` steps (default:
-    ``eval_interval``) and at the end the run folder is updated. Raises NpgptError for a count
-    below 1.
+    ``eval_interval``) and at the end the run folder is updated; ``log_interval`` says how often
+    a step is worth a log line (``Progress.log``). Raises NpgptError, naming the option, for a
+    count below 1, a negative ``warmup`` or ``seed``, an ``lr`` or ``clip`` that is not a finite
+    number above 0, a ``weight_decay`` below 0, a ``val_fraction`` outside [0, 1), a wrong type.
     """
 
     init: str | Path | None = None
