@@ -133,3 +133,21 @@ def test_character_level_model_generates_with_no_tokenizer_flag(text, tmp_path):
     assert len(r.stdout.strip()) > len("And the") and set(r.stdout) <= set(chars), r.stdout
     bad = run_cli("generate", "--model", str(out), "And €", "--max-new-tokens", "4")
     assert bad.returncode == 1 and "not in this character-level model's vocabulary" in bad.stderr, bad.stderr
+
+    tuned = train(text, tmp_path / "tuned", TrainSettings(init=out, steps=2, seq_len=32, batch_size=2))
+    assert tuned.config == result.config  # fine-tuning a character model keeps its characters
+    assert npgpt.load(tmp_path / "tuned").tokenizer.chars == "".join(chars)
+
+
+def test_sigterm_and_sigint_ask_for_a_stop_and_a_second_one_interrupts():
+    from npgpt.cli.train import _StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with _StopOnSignal() as stop:
+            assert not stop.requested()
+            os.kill(os.getpid(), sig)
+            assert stop.requested() and stop.signum == sig
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), sig)
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ..char_tokenizer import CharTokenizer
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError
 from ..files import atomic_path
@@ -43,6 +44,15 @@ def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
 
     path, _ = resolve(str(init))
     return load_checkpoint(path)
+
+
+def init_tokenizer(init: str | Path) -> CharTokenizer | None:
+    """The character tokenizer an ``init`` model was trained with, or None (GPT-2's BPE)."""
+    from ..registry import resolve
+
+    path, _ = resolve(str(init))
+    spec = npgpt_format.tokenizer_spec(path)
+    return None if spec is None else CharTokenizer(spec["chars"])
 
 
 def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: dict) -> None:

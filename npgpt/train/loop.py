@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from ..errors import CheckpointError, NpgptError
 from ..params import init_params
 from . import data as D
 from . import sharding as S
-from .checkpoint import STATE_FILE, Params, load_state, repair_model, write_checkpoint
+from .checkpoint import STATE_FILE, Params, init_tokenizer, load_state, repair_model, write_checkpoint
 from .settings import TrainSettings
 from .step import make_eval_loss, make_train_step, optimizer, schedule
 
@@ -110,9 +110,14 @@ def train(
         tokenizer = None if meta.get("tokenizer") is None else CharTokenizer(meta["tokenizer"]["chars"])
         repair_model(out, config, params, meta)  # a kill between the state and the model left it behind
     else:
-        tokenizer = D.char_tokenizer(data) if asked.tokenizer == "char" else None
+        if asked.init is not None:  # fine-tuning keeps the model's own tokenizer
+            tokenizer = init_tokenizer(asked.init) if asked.tokenizer in (None, "gpt2") else None
+        else:
+            tokenizer = D.char_tokenizer(data) if asked.tokenizer == "char" else None
         config, params = asked.model(None if tokenizer is None else tokenizer.n_vocab)
         run = asked.for_new_run(config)
+        if tokenizer is not None:
+            run = replace(run, tokenizer="char")
         params = init_params(config, run.seed) if params is None else params
         opt_leaves, meta = None, {"step": 0, "history": {"step": [], "loss": [], "val_step": [], "val_loss": []}}
     steps, batch_size, seq_len, grad_accum, seed = run.steps, run.batch_size, run.seq_len, run.grad_accum, run.seed
