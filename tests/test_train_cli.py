@@ -48,7 +48,7 @@ def text(tmp_path_factory) -> Path:
 def test_sigint_checkpoints_and_resume_reaches_the_uninterrupted_weights(text, tmp_path):
     """A real SIGINT to ``npgpt train`` with stdout in a pipe (as under nohup): plain interval lines,
     exit 130 after checkpointing the step reached; ``--resume`` ends on the uninterrupted weights."""
-    run = {**SHAPE, "steps": 2000, "eval_interval": 500}
+    run = {**SHAPE, "steps": 800, "eval_interval": 200}
     out = tmp_path / "run"
     exe = Path(sys.executable).parent / "npgpt"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "npgpt.cli"]
@@ -67,17 +67,17 @@ def test_sigint_checkpoints_and_resume_reaches_the_uninterrupted_weights(text, t
             proc.kill()
     lines += rest.splitlines(keepends=True)
     assert proc.returncode == 130, (proc.returncode, err)
-    assert lines[0].startswith("step 1/2000: loss ") and ", lr " in lines[0] and "tokens/s" in lines[0], lines[0]
+    assert lines[0].startswith("step 1/800: loss ") and ", lr " in lines[0] and "tokens/s" in lines[0], lines[0]
     assert len(err.strip().splitlines()) == 1 and "SIGINT" in err and "--resume" in err, err
     stopped_at = load_state(out / STATE_FILE)[3]["step"]
-    assert 3 <= stopped_at < 2000 and model_step(out) == stopped_at
-    assert lines[-1].startswith(f"step {stopped_at}/2000") and "checkpoint saved" in lines[-1]
+    assert 3 <= stopped_at < 800 and model_step(out) == stopped_at
+    assert lines[-1].startswith(f"step {stopped_at}/800") and "checkpoint saved" in lines[-1]
 
-    resumed = run_cli("train", str(text), "--out", str(out), "--resume", "--log-interval", "250", timeout=600)
+    resumed = run_cli("train", str(text), "--out", str(out), "--resume", "--log-interval", "100", timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    logged = [ln for ln in resumed.stdout.splitlines() if ln.startswith("step ") and "/2000" in ln]
-    assert any(ln.startswith("step 500/2000") and "held-out loss" in ln for ln in logged), resumed.stdout
-    assert any(ln.startswith("step 750/2000") for ln in logged), resumed.stdout
+    logged = [ln for ln in resumed.stdout.splitlines() if ln.startswith("step ") and "/800" in ln]
+    assert any(ln.startswith("step 400/800") and "held-out loss" in ln for ln in logged), resumed.stdout
+    assert any(ln.startswith("step 500/800") for ln in logged), resumed.stdout
 
     reference = train(text, tmp_path / "reference", TrainSettings(**run))
     got = npgpt_format.load(out / npgpt_format.MODEL_FILE)[1]
