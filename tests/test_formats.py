@@ -125,7 +125,7 @@ def test_convert_between_all_formats_keeps_logits(pair, tmp_path):
     ids = np.array([[1, 2, 3, 4]])
     from npgpt.model import gpt2
 
-    logits, _ = gpt2(ids, params, model.config.n_head)
+    logits, _ = gpt2(ids, params, model.config)
     assert np.abs(logits - hf_logits(ref, ids)).max() <= 1e-4
 
 

@@ -46,10 +46,11 @@ def download(
 
 
 def convert(
-    src: Annotated[Path, typer.Argument(help="Any checkpoint: npgpt file, HF directory, OpenAI directory.")],
-    dst: Annotated[Path, typer.Argument(help="Output file (npgpt) or directory (hf, openai).")],
-    to: Annotated[str, typer.Option(help="npgpt, hf or openai.")] = "npgpt",
-    dtype: Annotated[str, typer.Option(help="float32 or float16 storage (npgpt format only).")] = "float32",
+    src: Annotated[Path, typer.Argument(help="Any checkpoint: npgpt file, HF or OpenAI directory, llm.c .bin, .gguf.")],
+    dst: Annotated[Path, typer.Argument(help="Output file (npgpt, llmc, gguf) or directory (hf, openai).")],
+    to: Annotated[str, typer.Option(help="npgpt, hf, openai, llmc or gguf.")] = "npgpt",
+    dtype: Annotated[str, typer.Option(
+        help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc, gguf), q8_0 (gguf).")] = "float32",
 ) -> None:
     """Convert a checkpoint between formats.
 
@@ -67,8 +68,8 @@ def info(model: Annotated[str | None, typer.Argument(help="Path or name; default
     """
     from rich.table import Table
 
-    from ..registry import resolve
     from ..formats import detect, load_checkpoint
+    from ..registry import resolve
 
     path, notice = resolve(model)
     config, _ = load_checkpoint(path)
