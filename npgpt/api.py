@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 import numpy as np
 
@@ -16,9 +16,6 @@ from .errors import NpgptError
 from .generate import Event, events
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
-
-if TYPE_CHECKING:
-    from .char_tokenizer import CharTokenizer
 
 
 @dataclass
@@ -39,7 +36,7 @@ class GPT2:
     forward passes) and a :class:`~npgpt.tokenizer.Tokenizer` (``.tokenizer``).
     """
 
-    def __init__(self, config: GPT2Config, params: dict[str, Any], tokenizer: Tokenizer | CharTokenizer | None = None,
+    def __init__(self, config: GPT2Config, params: dict[str, Any], tokenizer: Tokenizer | None = None,
                  backend: str = "numpy", source: str | None = None, notice: str | None = None,
                  dtype: str = "float32") -> None:
         self.engine = Engine.load_params(config, params, get_backend(backend), dtype)
@@ -164,7 +161,8 @@ def load(name_or_path: str | Path | None = None, backend: str = "numpy", dtype: 
     check_dtype(dtype)  # before the (slow) load
     path, notice = resolve(None if name_or_path is None else str(name_or_path))
     config, params = load_checkpoint(path)
-    tokenizer = tokenizer_from_spec(tokenizer_spec(path))  # a model trained with --tokenizer char names its own
-    if tokenizer.n_vocab > config.n_vocab:
+    spec = tokenizer_spec(path)  # a model trained with --tokenizer char names its own
+    tokenizer = tokenizer_from_spec(spec)
+    if spec is not None and tokenizer.n_vocab > config.n_vocab:
         raise NpgptError(f"{path}: its tokenizer has {tokenizer.n_vocab} tokens, the model only {config.n_vocab}")
     return GPT2(config, params, tokenizer, backend=backend, source=str(path), notice=notice, dtype=dtype)

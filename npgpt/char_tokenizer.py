@@ -18,11 +18,13 @@ from .errors import CheckpointError, NpgptError
 from .tokenizer import EOT, StreamDecoder, Tokenizer
 
 
-class CharTokenizer:
+class CharTokenizer(Tokenizer):
     """One id per character of ``chars`` (in that order), then ``eot_id = len(chars)``.
 
     Text with a character outside the vocabulary raises NpgptError naming it (a character-level
-    model cannot represent it; dropping it silently would change the prompt).
+    model cannot represent it; dropping it silently would change the prompt). A subclass of
+    :class:`Tokenizer` so that everything typed to take one takes this; it overrides every method
+    and never builds the BPE (no ``super().__init__``).
     """
 
     kind = "char"
@@ -81,10 +83,10 @@ class CharTokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def stream_decoder(self) -> StreamDecoder:
-        return StreamDecoder(self)  # type: ignore[arg-type]  # same interface as Tokenizer
+        return StreamDecoder(self)
 
 
-def tokenizer_from_spec(spec: dict[str, Any] | None) -> Tokenizer | CharTokenizer:
+def tokenizer_from_spec(spec: dict[str, Any] | None) -> Tokenizer:
     """The tokenizer a model file names (:meth:`CharTokenizer.to_spec`), GPT-2's when it names none.
 
     Raises CheckpointError for a spec npgpt does not know.

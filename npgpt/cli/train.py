@@ -147,8 +147,8 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
                              "run the same command with --resume to continue") from None
     if result.stopped:
         if lead:
-            typer.echo(f"stopped by {stop.name} at step {result.step} of {settings.steps or 'the run'}; "
-                       f"checkpoint saved in {out}; run the same command with --resume to continue", err=True)
+            typer.echo(f"stopped by {stop.name} at step {result.step}; checkpoint saved in {out}; "
+                       "run the same command with --resume to continue", err=True)
         raise typer.Exit(128 + stop.signum)
     if lead:
         val = result.history["val_loss"]
@@ -186,7 +186,8 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
         if not ok:
             raise NpgptError(f"--config {path}: {key} = {value!r} has the wrong type for --{name.replace('_', '-')} "
                              f"(expected {'text' if kind is str else kind.__name__})")
-        if ctx.get_parameter_source(name).name != "COMMANDLINE":  # typed on the command line: it wins
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name != "COMMANDLINE":  # typed on the command line: it wins
             merged[name] = float(value) if kind is float else value
     return merged
 

@@ -1,6 +1,7 @@
 """Training data: text tokenised once into a uint16 token file, then random contiguous windows.
 
-The token file is a flat array of GPT-2 token ids (every id < 65536, so two bytes each) read
+The token file is a flat array of GPT-2 token ids, or of a :class:`~npgpt.char_tokenizer.CharTokenizer`'s
+(every id < 65536, so two bytes each) read
 through a memory map: a batch touches only the pages its windows fall in, so corpora larger
 than memory work. Documents (files of a folder) are separated by ``<|endoftext|>``.
 

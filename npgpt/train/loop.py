@@ -110,11 +110,12 @@ def train(
         tokenizer = None if meta.get("tokenizer") is None else CharTokenizer(meta["tokenizer"]["chars"])
         repair_model(out, config, params, meta)  # a kill between the state and the model left it behind
     else:
-        if asked.init is not None:  # fine-tuning keeps the model's own tokenizer
-            tokenizer = init_tokenizer(asked.init) if asked.tokenizer in (None, "gpt2") else None
+        if asked.init is not None:
+            config, params = asked.model()
+            tokenizer = init_tokenizer(asked.init)  # fine-tuning keeps the model's own tokenizer
         else:
             tokenizer = D.char_tokenizer(data) if asked.tokenizer == "char" else None
-        config, params = asked.model(None if tokenizer is None else tokenizer.n_vocab)
+            config, params = asked.model(None if tokenizer is None else tokenizer.n_vocab)
         run = asked.for_new_run(config)
         if tokenizer is not None:
             run = replace(run, tokenizer="char")
