@@ -187,10 +187,16 @@ def load(name_or_path: str | Path | None = None, backend: str = "numpy", dtype: 
     faster decoding too); computation stays float32 apart from the 16-bit matrix products.
     """
     from .backends import check_dtype
+    from .char_tokenizer import tokenizer_from_spec
     from .formats import load_checkpoint
+    from .formats.npgpt_format import tokenizer_spec
     from .registry import resolve
 
     check_dtype(dtype)  # before the (slow) load
     path, notice = resolve(None if name_or_path is None else str(name_or_path))
     config, params = load_checkpoint(path)
-    return GPT2(config, params, backend=backend, source=str(path), notice=notice, dtype=dtype)
+    spec = tokenizer_spec(path)  # a model trained with --tokenizer char names its own
+    tokenizer = tokenizer_from_spec(spec)
+    if spec is not None and tokenizer.n_vocab > config.n_vocab:
+        raise NpgptError(f"{path}: its tokenizer has {tokenizer.n_vocab} tokens, the model only {config.n_vocab}")
+    return GPT2(config, params, tokenizer, backend=backend, source=str(path), notice=notice, dtype=dtype)
