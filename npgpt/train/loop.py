@@ -37,7 +37,7 @@ from ..params import init_params
 from . import data as D
 from . import sharding as S
 from .checkpoint import STATE_FILE, Params, init_tokenizer, load_state, repair_model, write_checkpoint
-from .settings import TrainSettings
+from .settings import RunSettings, TrainSettings
 from .step import make_eval_loss, make_train_step, optimizer, schedule
 
 
@@ -183,7 +183,7 @@ def train(
                        float(np.median(rates[1:])) if len(rates) > 1 else 0.0, out, stopped and step < end)
 
 
-def _prepare_data(data: str | Path, out: Path, config: GPT2Config, run: TrainSettings,
+def _prepare_data(data: str | Path, out: Path, config: GPT2Config, run: RunSettings,
                   tokenizer: CharTokenizer | None) -> tuple[np.ndarray, np.ndarray]:
     """Training tokens (memory-mapped) and the fixed held-out windows."""
     tokens = D.load_tokens(data, out, tokenizer)

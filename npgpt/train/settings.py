@@ -1,6 +1,8 @@
 """What a training run is asked to do: :class:`TrainSettings`, its defaults and the resume rules.
 
-A field left ``None`` takes its default in a new run, or the checkpoint's value when resuming.
+A field left ``None`` takes its default in a new run, or the checkpoint's value when resuming:
+:meth:`TrainSettings.for_new_run` and :meth:`TrainSettings.for_resume` give the :class:`RunSettings`
+the loop runs with, every field filled in.
 The run settings (``RUN_DEFAULTS``) decide which numbers the run computes, so a resumed run must
 keep them: an explicit different value is refused. The monitoring settings (``MONITORING_DEFAULTS``)
 say how the run is watched and may change on ``--resume``; so may ``steps``, which then stretches
@@ -10,7 +12,7 @@ the cosine schedule to the new end.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -108,7 +110,7 @@ class TrainSettings:
         """The model to train: ``(config, params)`` loaded from ``init``, or a fresh config (of
         ``n_vocab`` tokens if given, else GPT-2's vocabulary) and None."""
         shape = {"n_layer": self.n_layer, "n_embd": self.n_embd, "n_head": self.n_head, "n_ctx": self.n_ctx}
-        given = {k: v for k, v in shape.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in shape.items() if v is not None}  # GPT2Config's keyword arguments
         if self.init is not None:
             if given:
                 raise NpgptError(f"pass --init or a model shape ({', '.join(given)}), not both")
@@ -125,16 +127,16 @@ class TrainSettings:
         except ValueError as e:
             raise NpgptError(str(e)) from None
 
-    def for_new_run(self, config: GPT2Config) -> TrainSettings:
+    def for_new_run(self, config: GPT2Config) -> RunSettings:
         """Every run and monitoring setting filled in from the defaults, for a run of ``config``."""
         steps = DEFAULT_STEPS if self.steps is None else self.steps
         filled = {k: default if getattr(self, k) is None else getattr(self, k)
                   for k, default in {**RUN_DEFAULTS, **MONITORING_DEFAULTS}.items()}
         filled["seq_len"] = self.seq_len or min(256, config.n_ctx)
         filled["warmup"] = min(100, steps // 10) if self.warmup is None else self.warmup
-        return replace(self, steps=steps, tokenizer=self.tokenizer or "gpt2", **filled)
+        return RunSettings(steps=steps, tokenizer=self.tokenizer or "gpt2", **filled)
 
-    def for_resume(self, saved: dict[str, Any], saved_steps: int) -> TrainSettings:
+    def for_resume(self, saved: dict[str, Any], saved_steps: int) -> RunSettings:
         """The checkpoint's settings (``saved``, from :meth:`to_meta`), with the changes allowed.
 
         Raises NpgptError naming a run setting given with a value other than the checkpoint's.
@@ -148,8 +150,35 @@ class TrainSettings:
         monitoring = {k: saved.get(k, default) if getattr(self, k) is None else getattr(self, k)
                       for k, default in MONITORING_DEFAULTS.items()}
         steps = saved_steps if self.steps is None else self.steps
-        return replace(self, steps=steps, tokenizer=saved["tokenizer"], **{k: saved[k] for k in RUN_DEFAULTS},
-                       **monitoring)
+        return RunSettings(steps=steps, tokenizer=saved["tokenizer"], **{k: saved[k] for k in RUN_DEFAULTS},
+                           **monitoring)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings a run goes by: :class:`TrainSettings` with every default or saved value filled in.
+
+    Made by :meth:`TrainSettings.for_new_run` or :meth:`TrainSettings.for_resume` (from values already
+    checked there or in the checkpoint), so no field but ``checkpoint_interval`` is ``None``; that one
+    keeps ``None`` for "every ``eval_interval`` steps", as the checkpoint stores it. ``tokenizer`` is
+    ``"gpt2"`` or ``"char"``. The fields mean what :class:`TrainSettings`' do.
+    """
+
+    steps: int
+    batch_size: int
+    seq_len: int
+    grad_accum: int
+    lr: float
+    warmup: int
+    weight_decay: float
+    clip: float
+    seed: int
+    val_fraction: float
+    eval_interval: int
+    eval_batches: int
+    checkpoint_interval: int | None
+    log_interval: int
+    tokenizer: str
 
     def to_meta(self) -> dict[str, Any]:
         """The run and monitoring settings as the checkpoint stores them (JSON-ready)."""
