@@ -150,8 +150,8 @@ def _llama_bench(tools: dict[str, Path], gguf: Path, s: Any) -> dict[str, Any]:
         "prefill_tps": float(prefill["avg_ts"]),
         "decode_tps": {"1": float(decode["avg_ts"])},
         "model_bytes": int(prefill["model_size"]),  # tensor bytes llama.cpp reads, for its bandwidth ceiling
-        # "gpt2 0.1B all F32" / "gpt2 0.1B Q8_0": the last word is the main weight type
-        "weight_type": (str(prefill.get("model_type", "")).split() or [None])[-1],
+        # "gpt2 0.1B all F32" / "gpt2 0.1B Q8_0": the last word is the main weight type (None if no words)
+        "weight_type": (str(prefill.get("model_type", "")).split() or [""])[-1] or None,
         "kv_cache_type": prefill.get("type_k"),
         "version": f"{prefill.get('build_commit', '?')} (build {prefill.get('build_number', '?')})",
     }

@@ -8,7 +8,6 @@ docs/benchmarks.md, not in the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,26 +49,33 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     engines = [n for n, e in result["engines"].items() if "error" not in e]
     rows: list[list[str]] = []
 
-    def row(label: str, get: Callable[[dict], Any], fmt: str) -> None:
-        vals = [get(result["engines"][n]) for n in engines]
+    def row(label: str, path: tuple[str, ...], fmt: str) -> None:
+        """One row: the value at ``path`` (keys into nested dicts) in each engine's results, blank if absent."""
+        vals = [_dig(result["engines"][n], path) for n in engines]
         rows.append([label, *[("" if v is None else format(v, fmt)) for v in vals]])
 
     for b in result["settings"]["batches"]:
-        row(f"decode tok/s, batch {b}", lambda e, b=b: e.get("decode_tps", {}).get(str(b)), ".1f")
-    row("decode batch 1 / bandwidth ceiling", lambda e: e.get("bandwidth_fraction"), ".0%")
-    row(f"prefill tok/s ({result['settings']['prompt_len']} tokens)", lambda e: e.get("prefill_tps"), ".0f")
-    row(f"time to first token, ms ({result['settings']['short_prompt']} tokens)", lambda e: e.get("ttft_ms"),
-        ".1f")
-    row("start-up (import + load), s", lambda e: e.get("startup_s"), ".2f")
-    row("peak RSS decoding batch 1, MB", lambda e: e.get("rss_decode_mb"), ".0f")
-    row("peak RSS overall, MB", lambda e: e.get("rss_peak_mb"), ".0f")
+        row(f"decode tok/s, batch {b}", ("decode_tps", str(b)), ".1f")
+    row("decode batch 1 / bandwidth ceiling", ("bandwidth_fraction",), ".0%")
+    row(f"prefill tok/s ({result['settings']['prompt_len']} tokens)", ("prefill_tps",), ".0f")
+    row(f"time to first token, ms ({result['settings']['short_prompt']} tokens)", ("ttft_ms",), ".1f")
+    row("start-up (import + load), s", ("startup_s",), ".2f")
+    row("peak RSS decoding batch 1, MB", ("rss_decode_mb",), ".0f")
+    row("peak RSS overall, MB", ("rss_peak_mb",), ".0f")
     # npgpt against each llama.cpp weight type: times faster (>1) or slower, in npgpt's columns
     for other in [n for n in engines if n.startswith("llama.cpp-")]:
         for b in result["settings"]["batches"]:
-            row(f"decode batch {b} vs {other} (x)", lambda e, o=other, b=b: e.get(f"vs_{o}", {}).get(f"decode_{b}"),
-                ".2f")
-        row(f"prefill vs {other} (x)", lambda e, o=other: e.get(f"vs_{o}", {}).get("prefill"), ".2f")
+            row(f"decode batch {b} vs {other} (x)", (f"vs_{other}", f"decode_{b}"), ".2f")
+        row(f"prefill vs {other} (x)", (f"vs_{other}", "prefill"), ".2f")
     return engines, rows
+
+
+def _dig(results: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """``results[path[0]][path[1]]...``, or None where a key is missing (a missing inner dict is empty)."""
+    inner = results
+    for key in path[:-1]:
+        inner = inner.get(key, {})
+    return inner.get(path[-1])
 
 
 def plot_decode(result: dict[str, Any], path: str | Path) -> Path:

@@ -22,7 +22,8 @@ from .system import memory_bandwidth, other_cpu_meter, peak_rss_mb
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement named by ``spec["job"]``; what ``python -m npgpt.bench --worker`` prints."""
-    s = BenchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()})
+    given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()}
+    s = BenchSettings(**given)  # the parent's own settings, sent as JSON (lists back to tuples)
     job = spec["job"]
     if job == "bandwidth":
         return {"bytes_per_s": memory_bandwidth(s.bandwidth_mib), "rss_peak_mb": peak_rss_mb()}

@@ -190,7 +190,7 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
             raise CheckpointError(f"{path}: unexpected tensor {name!r} for a GPT-2 model")
         arr = _to_float32(tensor, path)
         flat[ours] = arr.T if ours.endswith(_MATRICES) else arr  # [out, in] -> Conv1D [in, out]
-    if not tied:
+    if head is not None and not tied:  # untied implies a head was read
         flat["lm_head"] = head  # ggml [n_embd, n_vocab] = NumPy [V, C], npgpt's lm_head layout
     return config, unflatten(flat, config, source=str(path))
 
