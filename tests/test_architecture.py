@@ -126,8 +126,6 @@ def test_only_the_entry_point_imports_the_cli():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="type errors left in bench.py, bench_llamacpp.py, cli.py, server/cli.py and "
-                   "server/app.py, which the bench/, cli/ and server/ restructuring (issue 12) rewrites")
 def test_mypy_passes():
     if shutil.which("mypy") is None and subprocess.run([sys.executable, "-m", "mypy", "--version"],
                                                        capture_output=True).returncode:
