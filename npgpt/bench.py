@@ -78,7 +78,7 @@ class BenchSettings:
     train_batch: int = 4
     train_seq: int = 128
     train_steps: int = 3
-    precision: bool = False  # accuracy of float16 / bfloat16 weight storage (on torch)
+    precision: bool = False  # accuracy of float16 / bfloat16 / int8 weight storage (on torch)
     repeat: int = 1  # rounds of every engine, interleaved; each engine keeps its best (noisy machines)
     seed: int = 0
 
@@ -326,31 +326,12 @@ def measure_train_hf(hf_path: str, s: BenchSettings) -> dict[str, Any]:
     return {"tokens_per_s": s.train_batch * s.train_seq / step_s, "step_s": step_s, "rss_peak_mb": peak_rss_mb()}
 
 
-# -- 16-bit weights: accuracy (opt-in) -----------------------------------------------------------------
-def measure_precision(path: str, backend: str = "torch", dtypes: tuple[str, ...] = ("float16", "bfloat16"),
-                      rows: int = 4, seq: int = 64, seed: int = 0) -> dict[str, Any]:
-    """Logits and next-token loss of the model loaded with 16-bit weights, against float32 NumPy.
+# -- narrow weights: accuracy (opt-in) -----------------------------------------------------------------
+def measure_precision(path: str, backend: str = "torch") -> dict[str, Any]:
+    """float16, bfloat16 and int8 weights against float32: logits on ``path``, held-out text (npgpt/precision.py)."""
+    from .precision import measure
 
-    The real 16-bit path (``load(dtype=...)`` on ``backend``), on random token ids; for the
-    perplexity change on text, run ``npgpt eval --dtype`` (docs/benchmarks.md).
-    """
-    import numpy as np
-
-    from .api import load
-    from .train.loss import cross_entropy
-
-    ref_model = load(path)
-    ids = np.random.default_rng(seed).integers(0, ref_model.config.n_vocab, (rows, seq + 1))
-    ref = ref_model.logits(ids[:, :-1])
-    ref_ce = float(cross_entropy(ref, ids[:, 1:]))
-    del ref_model
-    out: dict[str, Any] = {"backend": backend, "float32": {"cross_entropy": ref_ce}}
-    for dtype in dtypes:
-        logits = load(path, backend=backend, dtype=dtype).logits(ids[:, :-1])
-        ce = float(cross_entropy(logits, ids[:, 1:]))
-        out[dtype] = {"logits_max_abs_diff": float(np.abs(logits - ref).max()), "cross_entropy": ce,
-                      "cross_entropy_change": ce - ref_ce}
-    return out
+    return measure(path, backend)
 
 
 # -- the worker: one engine in a fresh process ---------------------------------------------------------
@@ -606,8 +587,10 @@ def _machine(s: BenchSettings) -> dict[str, Any]:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    from .hostinfo import instruction_sets
+
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": s.threads, "python": platform.python_version(),
-            "numpy": np.__version__, "load_avg_1min": load}
+            "numpy": np.__version__, "load_avg_1min": load, "instruction_sets": instruction_sets()}
 
 
 def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -741,7 +724,7 @@ def bench_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Preset (124M…) with --random, or a checkpoint path/name; default 124M.")] = None,  # noqa: E501
     random: Annotated[bool, typer.Option("--random", help="Random weights of the model's shape (offline).")] = False,
     backend: Annotated[str, typer.Option("--backend", help="npgpt backends to run, comma-separated.")] = "numpy,jax,torch",  # noqa: E501
-    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage per backend, comma-separated: float32, float16, bfloat16 (16-bit: torch, jax, cupy).")] = "float32",  # noqa: E501
+    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage per backend, comma-separated: float32, float16, bfloat16 (16-bit: torch, jax, cupy), int8 (torch).")] = "float32",  # noqa: E501
     batch: Annotated[str, typer.Option("--batch", help="Decode batch sizes, comma-separated.")] = "1,8,32",
     prompt_len: Annotated[int, typer.Option(help="Prompt tokens for the prefill measurement.")] = 512,
     short_prompt: Annotated[int, typer.Option(help="Prompt tokens for time to first token and decoding.")] = 16,
@@ -754,7 +737,7 @@ def bench_command(
     train: Annotated[bool, typer.Option("--train", help="Also time training steps: npgpt (JAX) vs HF + PyTorch.")] = False,  # noqa: E501
     train_batch: Annotated[int, typer.Option(help="Training batch size.")] = 4,
     train_seq: Annotated[int, typer.Option(help="Training window length.")] = 128,
-    precision: Annotated[bool, typer.Option("--precision", help="Accuracy of float16/bfloat16 weights (torch backend) vs float32.")] = False,  # noqa: E501
+    precision: Annotated[bool, typer.Option("--precision", help="Accuracy of float16/bfloat16/int8 weights (torch backend) vs float32: logits, held-out text, greedy output.")] = False,  # noqa: E501
     repeat: Annotated[int, typer.Option(help="Rounds of every engine, interleaved; each keeps its best figures.")] = 1,  # noqa: E501
     as_json: Annotated[bool, typer.Option("--json", help="Print every field as one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of decode tokens/s against batch size.")] = None,
@@ -790,6 +773,7 @@ def _print(result: dict[str, Any], console: Any) -> None:
                   f"{m['weight_mb']:.0f} MB float32; {mach['cpu']}, {mach['threads']} threads; "
                   f"bandwidth {mach['bandwidth_gbs']:.1f} GB/s -> ceiling {result['ceiling_tps_batch1']:.1f} "
                   f"tok/s at batch 1")
+    console.print(f"instruction sets: {', '.join(mach.get('instruction_sets') or ['unknown'])}")
     names, rows = table_rows(result)
     table = Table("", *names)
     for r in rows:
@@ -813,10 +797,11 @@ def _print(result: dict[str, Any], console: Any) -> None:
     for name, t in (result.get("train") or {}).items():
         console.print(f"train {name}: " + (t["error"] if "error" in t else
                                            f"{t['tokens_per_s']:.0f} tokens/s ({t['step_s']:.2f} s/step)"))
-    for dtype, p in (result.get("precision") or {}).items():
-        if dtype in ("float16", "bfloat16"):
-            console.print(f"{dtype} weights: logits max |diff| {p['logits_max_abs_diff']:.2e}, "
-                          f"cross-entropy {p['cross_entropy_change']:+.2e}")
+    if result.get("precision"):
+        from .precision import summary_lines
+
+        for line in summary_lines(result["precision"]):
+            console.print(line)
     goal_table = Table("goal", "value", "target", "met")
     for g in result["goals"]:
         value = "" if g["value"] is None else f"{g['value']:.3g}"

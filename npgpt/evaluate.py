@@ -112,7 +112,7 @@ def eval_command(
     stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
     backend: Annotated[str, typer.Option(help="numpy, jax, torch or cupy.")] = "numpy",
-    dtype: Annotated[str, typer.Option(help="Weight storage: float32, float16 or bfloat16.")] = "float32",
+    dtype: Annotated[str, typer.Option(help="Weight storage: float32, float16, bfloat16 or int8 (not numpy).")] = "float32",  # noqa: E501
 ) -> None:
     """Perplexity of a text file (Hugging Face's sliding-window method).
 

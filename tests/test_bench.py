@@ -76,7 +76,7 @@ def test_bad_backend_is_one_line_error():
     assert "fortran" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("bench", "--random", "--dtype", "float32,int4")
     assert proc.returncode == 1
-    assert "--dtype takes a comma list of float32, float16, bfloat16, got 'float32,int4'" in proc.stderr
+    assert "--dtype takes a comma list of float32, float16, bfloat16, int8, got 'float32,int4'" in proc.stderr
     proc = run_cli("bench", "--random", "--backend", "numpy", "--dtype", "float16")
     assert proc.returncode == 1
     assert "no backend in --backend numpy stores float16 weights; add one that does: jax, torch, cupy" in proc.stderr

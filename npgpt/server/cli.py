@@ -26,7 +26,7 @@ def serve_command(
     max_batch: Annotated[int, typer.Option(help="Rows decoded together per model (continuous batching).")] = 16,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
     backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
-    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16 or bfloat16.")] = "float32",
+    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16, bfloat16 or int8.")] = "float32",  # noqa: E501
 ) -> None:
     """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at `/`.
 
