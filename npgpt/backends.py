@@ -220,9 +220,11 @@ def get_backend(name: str) -> Backend:
         def to_int8(w: np.ndarray) -> Any:
             from .int8 import Int8Matrix
 
+            rows = w.T  # [out, in]; where contiguous (wte's rows: the head), drop each chunk's pages once read
+            done = (lambda i, j: _release_mapped(rows[i:j])) if rows.flags.c_contiguous else None
             with warnings.catch_warnings():  # read-only memmap: only read here, never written
                 warnings.simplefilter("ignore", UserWarning)
-                return Int8Matrix.from_float(torch.from_numpy(w)).to(device)
+                return Int8Matrix.from_float(torch.from_numpy(w), done).to(device)
 
         return Backend("torch", to_torch, to_numpy, forward, to_16bit=to_16bit, to_int8=to_int8)
     if name == "cupy":

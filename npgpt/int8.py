@@ -20,30 +20,36 @@ Everything else stays float32, as with 16-bit weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat.torch as xp_torch
 import torch
 
-CHUNK = 4096  # output channels quantized at a time: bounds the float32 temporary at load
+CHUNK = 1 << 20  # weights quantized at a time: bounds the float32 temporary at load (4 MB)
 # Up to this many rows the weight-only kernel is faster; above it the int8 x int8 one (measured, see
 # the module docstring).
 WEIGHT_ONLY_ROWS = 4
 
 
-def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(w: torch.Tensor, done: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row int8: ``w`` [out, in] float -> codes [out, in] int8, scales [out] float32.
 
-    Rows of zeros get scale 1 (codes 0) so nothing divides by zero.
+    Rows of zeros get scale 1 (codes 0) so nothing divides by zero. ``done(i, j)`` is called once
+    rows ``i:j`` are quantized (the loader drops those rows' checkpoint pages from memory).
     """
     codes = torch.empty(w.shape, dtype=torch.int8)
     scales = torch.empty(w.shape[0], dtype=torch.float32)
-    for i in range(0, w.shape[0], CHUNK):  # a chunk at a time: no full float32 copy of the head
-        rows = w[i:i + CHUNK].to(torch.float32)
-        s = rows.abs().amax(dim=1) / 127.0
-        s = torch.where(s > 0, s, torch.ones_like(s))
-        codes[i:i + CHUNK] = torch.clamp(torch.round(rows / s[:, None]), -127, 127).to(torch.int8)
-        scales[i:i + CHUNK] = s
+    step = max(1, CHUNK // w.shape[1])
+    for i in range(0, w.shape[0], step):  # a few rows at a time: small temporaries, no float32 copy
+        j = min(i + step, w.shape[0])
+        rows = w[i:j].to(torch.float32)  # a view when w is float32 already
+        s = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1) / 127.0  # max |w| per row
+        s = torch.where(s > 0, s, 1.0)
+        codes[i:j] = torch.round_(rows / s[:, None]).clamp_(-127, 127)  # one temporary, rounded in place
+        scales[i:j] = s
+        if done is not None:
+            done(i, j)
     return codes, scales
 
 
@@ -69,9 +75,9 @@ class Int8Matrix:
         self.device = codes.device
 
     @classmethod
-    def from_float(cls, w: torch.Tensor) -> Int8Matrix:
-        """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine)."""
-        codes, scales = quantize(w.T)
+    def from_float(cls, w: torch.Tensor, done: Callable[[int, int], None] | None = None) -> Int8Matrix:
+        """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine); ``done``: see quantize."""
+        codes, scales = quantize(w.T, done)
         return cls(codes.contiguous(), scales)
 
     def to(self, device: Any) -> Int8Matrix:

@@ -14,7 +14,11 @@ Kernels (weights random; products [rows, in] @ [in, out]):
   int8 weights with per-output-channel scales; the activations are quantized to uint8 per call
   (one scale per tensor), so the products run in int8 with int32 accumulation.
 - ``torch int8 w-only``: ``torch.ops.aten._weight_int8pack_mm``: int8 weights, per-output-channel
-  scales, float activations (the weights are widened in registers).
+  scales, float activations (the weights are widened in registers); float32 x, and bfloat16 x
+  (``w-only bf16``: what ``load(dtype="int8")`` runs for up to 4 rows).
+- ``torch int8 x int8``: ``torch._int_mm`` on the same codes (``[out, in]`` passed transposed),
+  each row of x quantized to int8 with its own scale (symmetric), int32 accumulation, then both
+  scales applied: what ``load(dtype="int8")`` runs for more than 4 rows (npgpt/int8.py).
 - ``torch int4``: ``torch.ops.aten._weight_int4pack_mm_for_cpu``: 4-bit weights, groups of 32
   along ``in`` with a scale and zero point each, bfloat16 activations (information only).
 - ``onnx MatMulNBits 8/4``: ONNX Runtime's contrib op (blocks of 32, float scales), when
@@ -60,6 +64,12 @@ def kernels(w: np.ndarray, rows: int, onnx: bool) -> dict[str, tuple[Callable[[]
         packed = torch.ops.quantized.linear_prepack(qw, None)
     out["torch int8 dyn"] = (lambda: torch.ops.quantized.linear_dynamic(xt, packed, True), q.numel() + 4 * N)
     out["torch int8 w-only"] = (lambda: torch.ops.aten._weight_int8pack_mm(xt, q, scale), q.numel() + 4 * N)
+    def int8_x_int8() -> object:  # each row of x to int8 with its own scale; int32 accumulation
+        x_scale = xt.abs().amax(dim=1, keepdim=True) / 127.0
+        xq = torch.round(xt / x_scale).to(torch.int8)
+        return torch._int_mm(xq, q.T).float() * x_scale * scale
+
+    out["torch int8 x int8"] = (int8_x_int8, q.numel() + 4 * N)
     xb = xt.to(torch.bfloat16)
     out["torch int8 w-only bf16"] = (lambda: torch.ops.aten._weight_int8pack_mm(xb, q, scale.bfloat16()).float(),
                                      q.numel() + 2 * N)
