@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from npgpt.api import GPT2
 from npgpt.backends import WEIGHT_DTYPES
@@ -135,3 +136,15 @@ def test_int8_on_a_backend_without_an_int8_kernel_is_a_clear_error(params, backe
     with pytest.raises(NpgptError, match=rf"^backend '{backend}' has no fast int8 matrix product .*"
                                          r"use --backend torch for --dtype int8$"):
         GPT2(ODD, params, backend=backend, dtype="int8")
+
+
+def test_cli_int8_greedy_equals_float32_on_the_bundled_model():
+    """The issue's accuracy goal as a test: the README prompt, 20 greedy tokens, as float32."""
+    args = ("generate", "And God said", "--max-new-tokens", "20", "--temperature", "0", "--no-echo")
+    reference = run_cli(*args)
+    r = run_cli(*args, "--backend", "torch", "--dtype", "int8")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == reference.stdout and len(r.stdout) > 20
+    refused = run_cli(*args, "--dtype", "int8")  # the numpy backend has no int8 kernel
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "use --backend torch for --dtype int8" in refused.stderr
