@@ -94,8 +94,9 @@ class Backend:
         check_dtype(dtype)
         if dtype == "float32":
             return self.layout(_tree_map(self.asarray, params))
-        convert = (self.to_int8 if dtype == "int8" else
-                   self.to_16bit and functools.partial(self.to_16bit, dtype=dtype))
+        to_16bit = self.to_16bit
+        convert: Callable[[np.ndarray], Any] | None = (
+            self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w: to_16bit(w, dtype))
         if convert is None or dtype not in DTYPES[self.name]:
             raise NpgptError(f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
                              f"times slower than float32); use --backend torch for --dtype {dtype}")

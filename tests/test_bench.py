@@ -26,7 +26,7 @@ def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
     proc = run_cli("bench", "--model", tiny_checkpoint, "--backend", "numpy", "--batch", "1,2",
                    "--prompt-len", "32", "--short-prompt", "8", "--new-tokens", "4", "--baseline-tokens", "4",
                    "--compare", "hf", "--train", "--train-batch", "2", "--train-seq", "8", "--precision",
-                   "--bandwidth-mib", "64", "--json", "--plot", str(plot), timeout=600)
+                   "--bandwidth-mib", "64", "--json", "--plot", str(plot), timeout=900)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
 
