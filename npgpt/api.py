@@ -11,9 +11,9 @@ import numpy as np
 
 from .backends import Backend, get_backend
 from .config import GPT2Config
+from .engine import Engine
 from .errors import NpgptError
 from .generate import Event, events
-from .model import attention_bias
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
@@ -30,45 +30,56 @@ class Completion:
 
 
 class GPT2:
-    """A loaded GPT-2: ``generate``, ``stream``, ``logits``, ``tokenizer`` and ``config``."""
+    """A loaded GPT-2: ``generate``, ``stream``, ``logits``, ``tokenizer`` and ``config``.
+
+    A facade over an :class:`~npgpt.engine.Engine` (``.engine``: config, weights on the backend,
+    forward passes) and a :class:`~npgpt.tokenizer.Tokenizer` (``.tokenizer``).
+    """
 
     def __init__(self, config: GPT2Config, params: dict[str, Any], tokenizer: Tokenizer | None = None,
                  backend: str = "numpy", source: str | None = None, notice: str | None = None,
                  dtype: str = "float32") -> None:
-        self.config = config
-        self.backend: Backend = get_backend(backend)
-        self.params = self.backend.put_params(params, dtype)
-        self.dtype = dtype
+        self.engine = Engine.load_params(config, params, get_backend(backend), dtype)
         self.tokenizer = tokenizer or Tokenizer()
         self.source = source
         self.notice = notice
 
+    @property
+    def config(self) -> GPT2Config:
+        return self.engine.config
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The weights as the backend holds them (see ``Backend.put_params``)."""
+        return self.engine.params
+
+    @property
+    def backend(self) -> Backend:
+        return self.engine.backend
+
+    @property
+    def dtype(self) -> str:
+        return self.engine.dtype
+
     def __repr__(self) -> str:
         return f"GPT2({self.config}, backend={self.backend.name!r}, dtype={self.dtype!r}, source={self.source!r})"
 
-    # -- logits -------------------------------------------------------------------------------
     def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
-        """Float32 logits [B, T, V] for integer ids [B, T] (a 1-D sequence is treated as B=1).
+        """Float32 logits [B, T, V] for integer ids [B, T]; see :meth:`Engine.logits`."""
+        return self.engine.logits(ids, attention_mask)
 
-        ``attention_mask`` [B, T] (1 = token, 0 = padding) supports left-padded batches;
-        position ids then count from each row's first real token, as in Hugging Face.
-        """
-        ids = np.asarray(ids)
-        if ids.ndim == 1:
-            ids = ids[None, :]
-        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-            raise NpgptError(f"ids must be integers of shape [batch, seq], got {ids.dtype} {ids.shape}")
-        B, T = ids.shape
-        if T > self.config.n_ctx:
-            raise NpgptError(f"sequence of {T} tokens exceeds the model's context of {self.config.n_ctx}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.config.n_vocab):
-            raise NpgptError(f"token ids must be in [0, {self.config.n_vocab}), the model's vocabulary")
-        valid = np.ones((B, T), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
-        positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0)
-        be = self.backend
-        out, _ = be.forward(be.asarray(ids), self.params, n_head=self.config.n_head,
-                            positions=be.asarray(positions), bias=be.asarray(attention_bias(valid, 0, T)))
-        return be.to_numpy(out)
+    def run_with_cache(self, ids: Any, names_filter: Any = None, attention_mask: Any = None,
+                       **kw: Any) -> tuple[Any, dict[str, Any]]:
+        """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``."""
+        from .hooks import run_with_cache
+
+        return run_with_cache(self, ids, names_filter, attention_mask, **kw)
+
+    def run_with_hooks(self, ids: Any, fwd_hooks: Any = (), attention_mask: Any = None) -> np.ndarray:
+        """Logits of a forward pass with ``fwd_hooks`` [(name, fn(activation, name))]; see ``hooks.run_with_hooks``."""
+        from .hooks import run_with_hooks
+
+        return run_with_hooks(self, ids, fwd_hooks, attention_mask)
 
     # -- generation -----------------------------------------------------------------------------
     def _rows(self, prompts: Sequence[str | Sequence[int]]) -> list[list[int]]:
@@ -77,7 +88,7 @@ class GPT2:
     def events(self, prompts: Sequence[str | Sequence[int]], **sampling: Any) -> Iterator[Event]:
         """The raw token iterator over a batch of prompts (text or token ids); see ``generate.events``."""
         params = SamplingParams(**sampling)
-        return events(self, self._rows(prompts), params)
+        return events(self.engine, self.tokenizer, self._rows(prompts), params)
 
     def completions(self, prompts: Sequence[str | Sequence[int]], **sampling: Any) -> list[Completion]:
         """Run a batch to the end; one :class:`Completion` per prompt, in order."""
@@ -99,31 +110,25 @@ class GPT2:
     @overload
     def generate(self, prompt: list[str], **sampling: Any) -> list[str]: ...
 
-    def generate(self, prompt: str | list[str], max_new_tokens: int = 64, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                 stop: str | Sequence[str] | None = None, **sampling: Any) -> str | list[str]:
+    def generate(self, prompt: str | list[str], **sampling: Any) -> str | list[str]:
         """The completion of ``prompt`` (without the prompt), or a list for a list of prompts.
 
-        Options: ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``,
-        ``min_p``, ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``seed``,
-        ``stop`` (string or list), ``stop_at_eot``. A list of prompts runs as one batch.
+        Options are :class:`~npgpt.sampling.SamplingParams`' fields, with its defaults:
+        ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``,
+        ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``seed``, ``stop``
+        (string or list), ``stop_at_eot``. A list of prompts runs as one batch.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        done = self.completions(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                                top_k=top_k, top_p=top_p, seed=seed, stop=stop or (), **sampling)
-        texts = [c.text for c in done]
+        texts = [c.text for c in self.completions(prompts, **sampling)]
         return texts[0] if isinstance(prompt, str) else texts
 
-    def stream(self, prompt: str | list[str], max_new_tokens: int = 64, temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-               stop: str | Sequence[str] | None = None, **sampling: Any) -> Iterator[Any]:
+    def stream(self, prompt: str | list[str], **sampling: Any) -> Iterator[Any]:
         """Text deltas as they are generated (never half a character); same options as ``generate``.
 
         For a string prompt yields ``str``; for a list, ``(prompt_index, str)`` pairs.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        for ev in self.events(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_k=top_k, top_p=top_p, seed=seed, stop=stop or (), **sampling):
+        for ev in self.events(prompts, **sampling):
             if ev.text:
                 yield ev.text if isinstance(prompt, str) else (ev.row, ev.text)
 
@@ -132,7 +137,7 @@ class GPT2:
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise NpgptError("prompt is empty; give at least one token of text")
-        logits = self.logits([ids[-self.config.n_ctx:]])[0, -1]
+        logits = self.logits([ids[-self.config.n_ctx:]])[0, -1, : self.tokenizer.n_vocab]  # no padded ids
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]
@@ -149,8 +154,8 @@ def load(name_or_path: str | Path | None = None, backend: str = "numpy", dtype: 
     computation stays float32 apart from the narrow matrix products.
     """
     from .backends import check_dtype
-    from .download import resolve
     from .formats import load_checkpoint
+    from .registry import resolve
 
     check_dtype(dtype)  # before the (slow) load
     path, notice = resolve(None if name_or_path is None else str(name_or_path))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NpgptError
+from .params import map_with_path
 
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # how the weight matrices are stored; activations: float32
@@ -50,22 +51,6 @@ def check_dtype(dtype: str) -> None:
         raise NpgptError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(WEIGHT_DTYPES)}")
 
 
-def _map_named(fn: Callable[[str, Any], Any], tree: Any) -> Any:
-    """``fn(key, leaf)`` on every leaf of nested dicts/lists, with the leaf's dict key (``"w"``, ``"wte"``)."""
-    def visit(name: str, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: visit(k, x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return type(v)(visit(name, x) for x in v)
-        return fn(name, v)
-
-    return visit("", tree)
-
-
-def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
-    return _map_named(lambda _name, leaf: fn(leaf), tree)
-
-
 @dataclass(frozen=True)
 class Backend:
     """How to run the model on one array library."""
@@ -74,7 +59,11 @@ class Backend:
     asarray: Callable[[np.ndarray], Any]  # host NumPy -> backend array (on the backend's device)
     to_numpy: Callable[[Any], np.ndarray]
     forward: Callable[..., tuple[Any, Any]]  # model.gpt2 with the same signature, maybe compiled
+    # Capabilities, declared here so callers never test a backend's name:
     bucket: Callable[[int], int] = int  # a length -> the (larger) length to pad it to for compiling
+    compiles: bool = False  # forward is compiled per input shape: keep shapes fixed (run all rows)
+    functional_updates: bool = False  # arrays are immutable: cache writes return new buffers
+    dtypes: tuple[str, ...] = ("float32",)  # the weight dtypes it stores (DTYPES)
     layout: Callable[[dict[str, Any]], dict[str, Any]] = lambda params: params  # see _numpy_layout
     # A host float32 weight matrix, [in, out] as the products use it -> on the backend in a 16-bit
     # dtype (by name), laid out for its products; for the backends whose DTYPES have one.
@@ -93,11 +82,11 @@ class Backend:
         """
         check_dtype(dtype)
         if dtype == "float32":
-            return self.layout(_tree_map(self.asarray, params))
+            return self.layout(map_with_path(lambda _name, a: self.asarray(a), params))
         to_16bit = self.to_16bit
         convert: Callable[[np.ndarray], Any] | None = (
             self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w: to_16bit(w, dtype))
-        if convert is None or dtype not in DTYPES[self.name]:
+        if convert is None or dtype not in self.dtypes:
             raise NpgptError(f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
                              f"times slower than float32); use --backend torch for --dtype {dtype}")
 
@@ -106,9 +95,10 @@ class Backend:
             _release_mapped(w)
             return out
 
-        # wte is also the head, which multiplies by wte.T: pass it as used. "w": every linear layer.
-        return _map_named(lambda name, a: narrow(a.T).T if name == "wte" else
-                          narrow(a) if name == "w" else self.asarray(a), params)
+        # The head (wte, or an untied lm_head) multiplies by its transpose: pass it as used.
+        # ".w": every linear layer.
+        return map_with_path(lambda name, a: narrow(a.T).T if name in ("wte", "lm_head") else
+                             narrow(a) if name.endswith(".w") else self.asarray(a), params)
 
 
 def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
@@ -116,8 +106,8 @@ def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
 
     Decoding reads every weight once per step in a matrix-vector product, and OpenBLAS streams
     a matrix faster along long contiguous rows. Two matrices are taller than wide: ``wte``
-    [V, C], whose transpose is the output head (a third of the bytes of a step), and
-    ``mlp.c_proj`` [4C, C]. Kept as transposed views of contiguous [C, V] and [C, 4C] copies
+    [V, C] (or an untied ``lm_head``), whose transpose is the output head (a third of the bytes
+    of a step), and ``mlp.c_proj`` [4C, C]. Kept as transposed views of contiguous [C, V] and [C, 4C] copies
     (measured on 2 cores, GPT-2 124M): the head makes decoding ~15 % faster at batch 1 and 8,
     mlp.c_proj another 6-20 % at batch 1 for 0-7 % less at batch 8 and 32. The model sees the
     same shapes and values, and no second copy stays resident (see :func:`_release_mapped`).
@@ -133,16 +123,21 @@ def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
         mlp = block["mlp"]
         c_proj = {**mlp["c_proj"], "w": long_side_contiguous(mlp["c_proj"]["w"])}
         blocks.append({**block, "mlp": {**mlp, "c_proj": c_proj}})
-    return {**params, "wte": long_side_contiguous(params["wte"]), "blocks": blocks}
+    head = "lm_head" if "lm_head" in params else "wte"  # an untied head; wte then stays rows-contiguous
+    return {**params, head: long_side_contiguous(params[head]), "blocks": blocks}
 
 
-def _reuse_freed_memory() -> None:
+def tune_allocator() -> None:
     """Have glibc keep freed blocks (up to 32 MB each) for reuse rather than hand them back to the OS.
 
     Every NumPy operation allocates its result. By default glibc returns large freed blocks to
     the OS, so the next temporary faults fresh zeroed pages in: ~50,000 page faults in a
     512-token prefill, 10-15 % of its time. This pins glibc's own largest mmap threshold (32 MB)
-    and lets up to 256 MB stay free on the heap. Process-wide; only on glibc, elsewhere a no-op.
+    and lets up to 256 MB stay free on the heap. Only on glibc, elsewhere a no-op.
+
+    Process-wide, so the library never calls it on its own: the entry points do (the ``npgpt``
+    CLI, ``npgpt serve`` and the benchmark's workers). An application embedding npgpt may call
+    it once at start-up for the same speed-up.
     """
     import ctypes
     import platform
@@ -162,7 +157,7 @@ def _release_mapped(arr: np.ndarray) -> None:
     other tensors keep the checkpoint's mapping alive, so release this tensor's range. Reading
     it again would simply fault the pages back in from the OS page cache.
     """
-    base = arr
+    base: Any = arr
     while base is not None and not isinstance(base, mmap.mmap):
         base = getattr(base, "base", None)
     if base is None or arr.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
@@ -183,15 +178,15 @@ def get_backend(name: str) -> Backend:
     from .model import gpt2
 
     if name == "numpy":
-        _reuse_freed_memory()
         return Backend("numpy", np.asarray, np.asarray, gpt2, layout=_numpy_layout)
     if name == "jax":
         jax = _require("jax", name)
-        # n_head and last_only change the program, so they are static; the cache is donated
+        # The config and last_only change the program, so they are static; the cache is donated
         # so XLA can update it in place.
-        forward = jax.jit(gpt2, static_argnames=("n_head", "last_only"), donate_argnames=("cache",))
+        forward = jax.jit(gpt2, static_argnames=("config", "last_only"), donate_argnames=("cache",))
         # 16-bit weights are for accelerators: XLA's CPU 16-bit products are ~10x slower than float32.
-        return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two,
+        return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two, compiles=True,
+                       functional_updates=True, dtypes=DTYPES[name],
                        to_16bit=lambda w, dtype: jax.numpy.asarray(w, dtype=dtype))
     if name == "torch":
         torch = _require("torch", name)
@@ -227,11 +222,13 @@ def get_backend(name: str) -> Backend:
                 warnings.simplefilter("ignore", UserWarning)
                 return Int8Matrix.from_float(torch.from_numpy(w), done).to(device)
 
-        return Backend("torch", to_torch, to_numpy, forward, to_16bit=to_16bit, to_int8=to_int8)
+        return Backend("torch", to_torch, to_numpy, forward, dtypes=DTYPES[name], to_16bit=to_16bit,
+                       to_int8=to_int8)
     if name == "cupy":
         cp = _require("cupy", name)
         # cuBLAS runs float16 products on tensor cores; CuPy has no bfloat16 dtype.
-        return Backend("cupy", cp.asarray, cp.asnumpy, gpt2, to_16bit=lambda w, dtype: cp.asarray(w.astype(dtype)))
+        return Backend("cupy", cp.asarray, cp.asnumpy, gpt2, dtypes=DTYPES[name],
+                       to_16bit=lambda w, dtype: cp.asarray(w.astype(dtype)))
     if name == "cupynumeric":
         # NVIDIA's distributed drop-in NumPy: its arrays carry __array_namespace__, so the
         # model file runs unchanged; Legate decides where the data lives.

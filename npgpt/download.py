@@ -1,10 +1,6 @@
 """Fetch GPT-2 checkpoints, resume cut transfers, verify them, and convert them once.
 
-Everything lives under :func:`home`::
-
-    downloads/openai/124M/          OpenAI's files while they download (``*.part`` until complete)
-    124M/model.safetensors          the converted, memory-mapped npgpt file :func:`resolve` returns
-    hf/<org>--<repo>/model.safetensors   a converted Hugging Face model
+Transfers only: where files go (the cache layout) and what a name means are :mod:`npgpt.registry`'s.
 
 Of the seven files OpenAI publishes per size, npgpt fetches the three it reads: ``hparams.json``
 and the ``model.ckpt`` index/data pair. ``encoder.json`` and ``vocab.bpe`` are the same for every
@@ -29,119 +25,20 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from . import __version__
-from .config import PRESETS
 from .errors import CheckpointError, NpgptError
+from .formats.npgpt_format import MODEL_FILE
+from .registry import hf_dir, home, openai_name
 
 Progress = Callable[[str, int, int | None], None]
 
 OPENAI_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"  # as picoGPT's utils.py
 OPENAI_FILES = ("hparams.json", "model.ckpt.index", "model.ckpt.data-00000-of-00001")
-OPENAI_NAMES = tuple(PRESETS)  # 124M, 355M, 774M, 1558M: also the order resolve(None) prefers
-ALIASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
-MODEL_FILE = "model.safetensors"
-BUNDLED = "bundled"
-BUNDLED_NOTICE = "using npgpt's small bundled model (not GPT-2); run `npgpt download 124M` for real GPT-2"
 OFFLINE_HINT = "check your connection, or pass a local checkpoint path with --model"
 _CHUNK = 1 << 20
-_KEYS = {**{n.lower(): n for n in OPENAI_NAMES}, **ALIASES}
-_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # Hugging Face's org/name (it forbids "--" and "..")
-
-
-def home() -> Path:
-    """npgpt's cache: ``$NPGPT_HOME``, else ``$XDG_CACHE_HOME/npgpt``, else ``~/.cache/npgpt``."""
-    if os.environ.get("NPGPT_HOME"):
-        return Path(os.environ["NPGPT_HOME"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "npgpt"
-
-
-def openai_name(name: str) -> str:
-    """``"124M"``, ``"124m"`` or the alias ``"gpt2"`` -> ``"124M"``; anything else is an error."""
-    canonical = _KEYS.get(name.strip().lower())
-    if canonical is None:
-        valid = ", ".join([*OPENAI_NAMES, *ALIASES])
-        raise NpgptError(f"unknown GPT-2 model {name!r}; expected one of {valid}")
-    return canonical
-
-
-def bundled_path() -> Path:
-    """The small model that ships with npgpt (trained by npgpt, not OpenAI's GPT-2)."""
-    return Path(str(resources.files("npgpt").joinpath("assets", "bundled.safetensors")))
-
-
-def hf_dir(repo_id: str, revision: str | None = None) -> Path:
-    """Where the npgpt file converted from a Hugging Face repo (at ``revision``) lives."""
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
-        raise NpgptError(f"{repo_id!r} is not a Hugging Face repo id; expected ORG/NAME, e.g. openai-community/gpt2")
-    name = repo_id.replace("/", "--")
-    if revision:  # "refs/pr/1" -> "refs--pr--1": one directory, and reversible (see list_cached)
-        name += "@" + revision.replace("/", "--")
-    return home() / "hf" / name
-
-
-def list_cached() -> list[tuple[str, Path]]:
-    """Downloaded models, as ``(name, npgpt file)``: OpenAI's sizes first, then Hugging Face repos."""
-    found = [(n, home() / n / MODEL_FILE) for n in OPENAI_NAMES if (home() / n / MODEL_FILE).is_file()]
-    hf_root = home() / "hf"
-    if hf_root.is_dir():
-        for d in sorted(hf_root.iterdir()):
-            if (d / MODEL_FILE).is_file():
-                found.append((d.name.replace("--", "/"), d / MODEL_FILE))
-    return found
-
-
-def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
-    """The checkpoint to load for a ``--model`` value, and a one-line notice for the user (or None).
-
-    An existing path is used as is; ``124M``/``gpt2``/... and downloaded Hugging Face repo ids
-    map to their converted file; ``bundled`` is the model shipped with npgpt; None picks the
-    smallest downloaded GPT-2, else the bundled model (with a notice saying it is not GPT-2).
-    """
-    if name_or_path is None:
-        for name, path in list_cached():
-            if name in OPENAI_NAMES:
-                return path, None
-        return _bundled(), BUNDLED_NOTICE
-    key = name_or_path.strip()
-    if key and Path(key).expanduser().exists():
-        return Path(key).expanduser(), None
-    if key.lower() == BUNDLED:
-        return _bundled(), None
-    if key.lower() in _KEYS:
-        name = openai_name(key)
-        path = home() / name / MODEL_FILE
-        if path.is_file():
-            return path, None
-        raise NpgptError(f"model {name} is not downloaded; run `npgpt download {name}`")
-    repo_id, _, revision = key.partition("@")
-    if _REPO_ID.fullmatch(repo_id):
-        path = hf_dir(repo_id, revision or None) / MODEL_FILE
-        if path.is_file():
-            return path, None
-        flag = f" --revision {revision}" if revision else ""
-        raise NpgptError(
-            f"{key}: no such file, and no downloaded Hugging Face model of that name; "
-            f"run `npgpt download --hf {repo_id}{flag}`"
-        )
-    available = [n for n, _ in list_cached()] + ([BUNDLED] if bundled_path().is_file() else [])
-    raise NpgptError(
-        f"{name_or_path!r} is not a file or a known model; available: {', '.join(available) or 'none'}; "
-        f"to download: {', '.join(OPENAI_NAMES)} (`npgpt download NAME`) or `npgpt download --hf ORG/NAME`"
-    )
-
-
-def _bundled() -> Path:
-    path = bundled_path()
-    if not path.is_file():
-        raise NpgptError(
-            f"no model available: nothing downloaded and the bundled model is missing ({path}); "
-            "run `npgpt download 124M` or pass a local checkpoint path with --model"
-        )
-    return path
 
 
 def download_openai(
@@ -219,7 +116,7 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     takes_tqdm = "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub>=0.26
     paths = []
     for file in ("config.json", MODEL_FILE):
-        kw = {"tqdm_class": _tqdm_reporting(progress, file)} if progress and takes_tqdm else {}
+        kw: dict[str, Any] = {"tqdm_class": _tqdm_reporting(progress, file)} if progress and takes_tqdm else {}
         # huggingface_hub's errors change with its version (requests, then httpx); none may reach
         # the user as a traceback, so every failure becomes one line saying what to do.
         try:
@@ -289,8 +186,8 @@ def _fetch_once(url: str, part: Path, progress: Progress | None, timeout: float)
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the .part is not shorter than the file: keep it only if equal
-            total = re.fullmatch(r"bytes \*/(\d+)", e.headers.get("Content-Range", ""))
-            if total and int(total[1]) == have:
+            complete = re.fullmatch(r"bytes \*/(\d+)", e.headers.get("Content-Range", ""))
+            if complete and int(complete[1]) == have:
                 return
             part.unlink()
             raise _Interrupted(0, None, "the partial file did not match; restarting") from None

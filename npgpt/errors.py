@@ -2,7 +2,14 @@
 
 
 class NpgptError(ValueError):
-    """A problem the user can fix; the message says what was expected and what to do."""
+    """A problem the user can fix; the message says what was expected and what to do.
+
+    ``param``: the offending argument's name (the Python API's, e.g. ``max_new_tokens``), or None.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class CheckpointError(NpgptError):

@@ -1,4 +1,4 @@
-"""Perplexity of a text under a model, by Hugging Face's sliding-window method, and ``npgpt eval``.
+"""Perplexity of a text under a model, by Hugging Face's sliding-window method (``npgpt eval`` runs it).
 
 A text longer than the context is scored in windows of ``window`` tokens whose starts are
 ``stride`` apart (the loop of Hugging Face's "Perplexity of fixed-length models" guide). Each
@@ -17,13 +17,12 @@ scored tokens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import typer
 
 from .errors import NpgptError
+from .sampling import log_softmax
 
 if TYPE_CHECKING:
     from .api import GPT2
@@ -47,10 +46,7 @@ def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int
 
 def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:  # [N, V], [N] -> [N]
     """``-log softmax(logits)[target]`` per row, in float64 for the sum that follows."""
-    logits = logits.astype(np.float64)
-    m = logits.max(axis=-1)  # subtract the max so exp() cannot overflow
-    lse = np.log(np.exp(logits - m[:, None]).sum(axis=-1)) + m
-    return lse - logits[np.arange(len(targets)), targets]
+    return -log_softmax(logits.astype(np.float64))[np.arange(len(targets)), targets]
 
 
 def perplexity(
@@ -103,39 +99,3 @@ def perplexity(
 
     cross_entropy = total_nll / n_scored
     return {"tokens": n_scored, "cross_entropy": cross_entropy, "perplexity": float(np.exp(cross_entropy))}
-
-
-def eval_command(
-    data: Annotated[Path, typer.Option("--data", "-d", help="A UTF-8 text file to score.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint path or downloaded name; default: a downloaded GPT-2, else the bundled model.")] = None,  # noqa: E501
-    window: Annotated[int | None, typer.Option(help="Tokens per window (default: the model's context).")] = None,
-    stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
-    backend: Annotated[str, typer.Option(help="numpy, jax, torch or cupy.")] = "numpy",
-    dtype: Annotated[str, typer.Option(help="Weight storage: float32, float16, bfloat16 or int8 (not numpy).")] = "float32",  # noqa: E501
-) -> None:
-    """Perplexity of a text file (Hugging Face's sliding-window method).
-
-    Example: `npgpt eval --data tests/fixtures/kjv_heldout.txt --stride 128`
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    from .cli import _console, _load
-
-    try:
-        text = data.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise NpgptError(f"cannot read {data}: {reason}") from None
-    if not text.strip():
-        raise NpgptError(f"{data} is empty; give a text file to score")
-    m = _load(model, backend, dtype)
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=_console(stderr=True), transient=True) as bar:
-        task = bar.add_task("windows", total=None)
-        result = perplexity(m, text, window=window, stride=stride, batch_size=batch_size,
-                            progress=lambda done, total: bar.update(task, completed=done, total=total))
-    console = _console()
-    console.print(f"tokens         {result['tokens']:,}")
-    console.print(f"cross-entropy  {result['cross_entropy']:.4f} nats/token")
-    console.print(f"perplexity     {result['perplexity']:.3f}")

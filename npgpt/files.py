@@ -1,34 +1,121 @@
-"""Writing files so that no reader ever sees half of one: write beside it, then rename over it."""
+"""Writing files so that no reader ever sees half of one: write beside it, sync, then rename over it.
+
+The temp file is named ``.NAME.PID.XXXX.tmp`` beside the target. A process killed mid-write
+(SIGKILL, power loss) cannot delete its own temp file, so the next write to the same folder
+removes the temp files of npgpt's naming whose writer is no longer alive.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import NpgptError
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+
 
 def publish(tmp: str | Path, path: str | Path) -> None:
     """Rename a finished temp file over ``path`` with the permissions a plain ``open`` would give
-    (``mkstemp`` makes files readable by their owner only)."""
+    (``mkstemp`` makes files readable by their owner only).
+
+    The file's data is flushed to disk before the rename and the directory entry after it, as
+    careful writers do (without the first sync, a power loss can leave the renamed file empty).
+    """
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
+    _fsync(tmp, os.O_RDONLY)
     os.replace(tmp, path)
+    _fsync(Path(path).parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync(path: str | Path, flags: int) -> None:
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # some filesystems do not open directories; the data itself was synced
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # e.g. EINVAL on a filesystem without fsync for this kind of file
+        pass
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete the temp files of npgpt's naming in ``directory`` whose writing process has died."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            m = _TEMP.match(entry.name)
+            if m and entry.is_file(follow_symlinks=False) and not _alive(int(m["pid"])):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[str]:
     """A temp file name beside ``path``; it replaces ``path`` if the block succeeds and is
-    deleted if it fails, so ``path`` is always either the old file or the whole new one."""
+    deleted if it fails, so ``path`` is always either the old file or the whole new one.
+
+    A write that fails for lack of space or permission (``OSError``, or the ``SafetensorError``
+    that the safetensors library raises for the same causes) becomes one :class:`NpgptError`
+    naming the file and the cause.
+    """
+    from safetensors import SafetensorError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.exists() and not path.is_file():  # a device (/dev/full), a FIFO or a folder: never renamed over
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise NpgptError(f"cannot write {path}: it is {kind}; give the path of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_write(path, e) from None
+    remove_stale_temps(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    except OSError as e:
+        raise _cannot_write(path, e) from None
     os.close(fd)
     try:
         yield tmp
         publish(tmp, path)
+    except (OSError, SafetensorError) as e:
+        raise _cannot_write(path, e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _cannot_write(path: Path, e: BaseException) -> NpgptError:
+    """One line naming the file, the cause and the fix (the library's own text is long and Rust-flavoured)."""
+    text = str(e)
+    found = re.search(r'message: "([^"]+)"', text)  # SafetensorError wraps the OS error's text
+    reason = getattr(e, "strerror", None) or (found[1] if found else (text.splitlines() or [type(e).__name__])[0])
+    if isinstance(e, IsADirectoryError) or path.is_dir():
+        return NpgptError(f"cannot write {path}: it is a directory; give a file path")
+    if isinstance(e, NotADirectoryError):
+        return NpgptError(f"cannot write {path}: a part of the path is a file, not a folder; choose another path")
+    if isinstance(e, PermissionError) or "ermission denied" in reason:
+        return NpgptError(f"cannot write {path}: permission denied; choose a folder you can write to")
+    return NpgptError(f"cannot write {path}: {reason}; free some space or choose another place")

@@ -9,32 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cache import KVCache, init_cache
+from .cache import KVCache, padded_sizes
+from .engine import Engine
 from .errors import NpgptError
-from .model import attention_bias
 from .sampling import SamplingParams, choose, log_softmax, row_rngs, top_logprobs
 from .tokenizer import StreamDecoder, Tokenizer
 
-if TYPE_CHECKING:
-    from .api import GPT2
-
 
 @dataclass
-class Batch:
+class DecodeState:
     """Decoding state of B rows sharing one kv cache.
 
-    Row b's tokens occupy cache slots ``offset[b] .. start[b]-1`` (slots before ``offset[b]`` are
-    left padding); its next token goes to slot ``start[b]`` with position id ``start[b]-offset[b]``.
+    Row b's tokens occupy the cache slots where ``valid[b]`` is set (slots before them are left
+    padding); its next token goes to slot ``start[b]``.
     """
 
     cache: KVCache
     valid: np.ndarray  # [B, S] bool: slots holding real tokens
     start: np.ndarray  # [B] next free slot
-    offset: np.ndarray  # [B] slot of position 0
 
     @property
     def size(self) -> int:
@@ -51,47 +46,33 @@ def left_pad(rows: Sequence[Sequence[int]], width: int | None = None, pad_id: in
     return ids, n_pad
 
 
-def _forward(model: GPT2, batch: Batch, ids: np.ndarray, last_only: bool) -> np.ndarray:
-    """Run ids [B, T] at each row's ``start``; returns float32 logits [B, T or 1, V] on the host."""
-    T = ids.shape[1]
-    starts = batch.start
-    start: Any = int(starts[0]) if (starts == starts[0]).all() else starts
-    positions = np.maximum(starts[:, None] + np.arange(T) - batch.offset[:, None], 0)  # [B, T]
-    bias = attention_bias(batch.valid, start, T)  # [B, 1, T, S]
-    be = model.backend
-    logits, batch.cache = be.forward(
-        be.asarray(ids), model.params, n_head=model.config.n_head, positions=be.asarray(positions),
-        bias=be.asarray(bias), cache=batch.cache, start=start, last_only=last_only,
-    )
-    batch.start = starts + T
-    return be.to_numpy(logits)
+def _forward(engine: Engine, state: DecodeState, ids: np.ndarray) -> np.ndarray:
+    """Run ids [B, T] at each row's ``start``; float32 logits of each row's last token [B, V]."""
+    logits, state.cache = engine.forward(ids, state.cache, state.valid, state.start, last_only=True)
+    state.start = state.start + ids.shape[1]
+    return logits[:, -1, :]
 
 
-def prefill(model: GPT2, rows: Sequence[Sequence[int]], capacity: int) -> tuple[np.ndarray, Batch]:
+def prefill(engine: Engine, rows: Sequence[Sequence[int]], capacity: int) -> tuple[np.ndarray, DecodeState]:
     """Encode the prompts into a fresh cache of at least ``capacity`` slots; logits of each last token [B, V].
 
-    A compiling backend (JAX) rounds the padded prompt length and the cache up to a few fixed
-    sizes, so it compiles a handful of programs in all rather than one per request.
+    A compiling backend rounds the padded prompt length and the cache up to a few fixed sizes
+    (``cache.padded_sizes``), so it compiles a handful of programs in all rather than one per request.
     """
-    T = max(len(r) for r in rows)
-    n_ctx, bucket = model.config.n_ctx, model.backend.bucket
-    width = max(T, min(bucket(T), n_ctx - (capacity - T)))  # more left padding, same tokens
-    capacity = max(capacity - T + width, min(bucket(capacity - T + width), n_ctx))
+    width, capacity = padded_sizes(max(len(r) for r in rows), capacity, engine.config.n_ctx, engine.backend.bucket)
     ids, n_pad = left_pad(rows, width)
     B = len(rows)
     valid = np.zeros((B, capacity), dtype=bool)
     for b in range(B):
         valid[b, n_pad[b]:width] = True
-    like = model.params["wte"]
-    batch = Batch(init_cache(model.config, B, capacity, like), valid, np.zeros(B, np.int64), n_pad)
-    logits = _forward(model, batch, ids, last_only=True)
-    return logits[:, -1, :], batch
+    state = DecodeState(engine.new_cache(B, capacity), valid, np.zeros(B, np.int64))
+    return _forward(engine, state, ids), state
 
 
-def decode_step(model: GPT2, batch: Batch, tokens: np.ndarray) -> np.ndarray:
+def decode_step(engine: Engine, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
     """Feed one token per row [B]; logits of the next token [B, V]."""
-    batch.valid[np.arange(batch.size), batch.start] = True
-    return _forward(model, batch, tokens[:, None], last_only=True)[:, -1, :]
+    state.valid[np.arange(state.size), state.start] = True
+    return _forward(engine, state, tokens[:, None])
 
 
 @dataclass
@@ -147,21 +128,22 @@ class TextTracker:
         return delta
 
 
-def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
-    """Reject what cannot run, before any compute."""
+def check_request(engine: Engine, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
+    """Reject what cannot run, before any compute: NpgptError with ``param`` "prompt" or "max_new_tokens"."""
+    config = engine.config
     if not rows:
-        raise NpgptError("no prompts given; pass at least one non-empty prompt")
+        raise NpgptError("no prompts given; pass at least one non-empty prompt", param="prompt")
     for i, r in enumerate(rows):
         if len(r) == 0:
-            raise NpgptError(f"prompt {i} is empty; give at least one token of text")
-        if len(r) + params.max_new_tokens > model.config.n_ctx:
+            raise NpgptError(f"prompt {i} is empty; give at least one token of text", param="prompt")
+        if len(r) + params.max_new_tokens > config.n_ctx:
             raise NpgptError(
                 f"prompt {i} has {len(r)} tokens and max_new_tokens is {params.max_new_tokens}: "
-                f"together over the model's context of {model.config.n_ctx}; shorten the prompt "
-                "or lower max_new_tokens"
+                f"together over the model's context of {config.n_ctx}; shorten the prompt "
+                "or lower max_new_tokens", param="max_new_tokens",
             )
-        if max(r) >= model.config.n_vocab or min(r) < 0:
-            raise NpgptError(f"prompt {i} has a token id outside [0, {model.config.n_vocab})")
+        if max(r) >= config.n_vocab or min(r) < 0:
+            raise NpgptError(f"prompt {i} has a token id outside [0, {config.n_vocab})", param="prompt")
 
 
 class RowSampler:
@@ -174,7 +156,10 @@ class RowSampler:
     def __init__(self, row: int, params: SamplingParams, rng: np.random.Generator, tokenizer: Tokenizer,
                  n_vocab: int) -> None:
         self.row, self.params, self.rng = row, params, rng
-        self.counts = np.zeros(n_vocab, dtype=np.float32)
+        # Ids a token can have: a padded vocabulary (nanoGPT's and llm.c's 50304) has rows past the
+        # tokenizer's last id that no text decodes to; they are never chosen, nor listed in logprobs.
+        self.n_tokens = min(n_vocab, tokenizer.n_vocab)
+        self.counts = np.zeros(self.n_tokens, dtype=np.float32)
         self.tracker = TextTracker(tokenizer, params.stop)
         self.eot_id = tokenizer.eot_id
         self.n_new = 0
@@ -183,6 +168,7 @@ class RowSampler:
 
     def pick(self, logits: np.ndarray) -> Event:  # [V] -> the event for the chosen token
         p = self.params
+        logits = logits[: self.n_tokens]  # the same as masking the padded rows with -inf
         token = choose(logits, self.counts, p, self.rng)
         self.token = token
         self.counts[token] += 1
@@ -205,21 +191,22 @@ class RowSampler:
         return event
 
 
-def events(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -> Iterator[Event]:
+def events(engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[int]],
+           params: SamplingParams) -> Iterator[Event]:
     """The token iterator: generate for every prompt (token ids) in one batch, one step at a time.
 
     Each row stops on its own (EOT, a stop sequence, or ``max_new_tokens``) and gets a final
     event with ``finish_reason``; the batch ends when every row has stopped.
     """
-    check_request(model, rows, params)
+    check_request(engine, rows, params)
     capacity = max(len(r) for r in rows) + params.max_new_tokens
-    samplers = [RowSampler(b, params, rng, model.tokenizer, model.config.n_vocab)
+    samplers = [RowSampler(b, params, rng, tokenizer, engine.config.n_vocab)
                 for b, rng in enumerate(row_rngs(params.seed, len(rows)))]
-    logits, batch = prefill(model, rows, capacity)
+    logits, state = prefill(engine, rows, capacity)
     while True:
         for s in samplers:
             if not s.done:
                 yield s.pick(logits[s.row])
         if all(s.done for s in samplers):
             return
-        logits = decode_step(model, batch, np.array([s.token for s in samplers], dtype=np.int64))
+        logits = decode_step(engine, state, np.array([s.token for s in samplers], dtype=np.int64))

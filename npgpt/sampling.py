@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from .errors import NpgptError
 
@@ -38,31 +40,31 @@ class SamplingParams:
             object.__setattr__(self, "stop", (self.stop,))
         else:
             object.__setattr__(self, "stop", tuple(self.stop or ()))
-        checks = [
-            (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+        checks = [  # (field, valid?, message)
+            ("max_new_tokens", isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
              f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}"),
-            (_finite(self.temperature) and self.temperature >= 0,
+            ("temperature", _finite(self.temperature) and self.temperature >= 0,
              f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}"),
-            (isinstance(self.top_k, int) and self.top_k >= 0,
+            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0,
              f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}"),
-            (_finite(self.top_p) and 0 < self.top_p <= 1,
+            ("top_p", _finite(self.top_p) and 0 < self.top_p <= 1,
              f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}"),
-            (_finite(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}"),
-            (_finite(self.repetition_penalty) and self.repetition_penalty > 0,
+            ("min_p", _finite(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}"),
+            ("repetition_penalty", _finite(self.repetition_penalty) and self.repetition_penalty > 0,
              f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}"),
-            (_finite(self.presence_penalty) and -2 <= self.presence_penalty <= 2,
+            ("presence_penalty", _finite(self.presence_penalty) and -2 <= self.presence_penalty <= 2,
              f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}"),
-            (_finite(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
+            ("frequency_penalty", _finite(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
              f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty!r}"),
-            (self.seed is None or isinstance(self.seed, int) and self.seed >= 0,
+            ("seed", self.seed is None or isinstance(self.seed, int) and self.seed >= 0,
              f"seed must be a non-negative integer, got {self.seed!r}"),
-            (all(isinstance(s, str) and s for s in self.stop), "stop sequences must be non-empty strings"),
-            (self.logprobs is None or isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20,
+            ("stop", all(isinstance(s, str) and s for s in self.stop), "stop sequences must be non-empty strings"),
+            ("logprobs", self.logprobs is None or isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20,
              f"logprobs must be an integer in [0, 20], got {self.logprobs!r}"),
         ]
-        for ok, message in checks:
+        for name, ok, message in checks:
             if not ok:
-                raise NpgptError(message)
+                raise NpgptError(message, param=name)
 
     @property
     def greedy(self) -> bool:
@@ -73,9 +75,14 @@ def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:  # [..., V] -> [..., V]
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def log_softmax(logits: Any) -> Any:  # [..., V] -> [..., V]
+    """``log(softmax(logits))`` along the last axis, on any array-API array; npgpt's one log-softmax.
+
+    The max is subtracted first so exp() cannot overflow; computed in the input's dtype.
+    """
+    xp = array_namespace(logits)
+    shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
 def apply_penalties(logits: np.ndarray, counts: np.ndarray, p: SamplingParams) -> np.ndarray:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # import npgpt from this checkout; the TF venv do
 
 from npgpt.config import GPT2Config  # noqa: E402
 from npgpt.formats import openai_tf  # noqa: E402
-from npgpt.formats.names import init_params  # noqa: E402
+from npgpt.params import init_params  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "openai_tiny"
 CONFIG = GPT2Config(n_vocab=300, n_ctx=32, n_embd=32, n_head=2, n_layer=2)

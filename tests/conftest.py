@@ -14,7 +14,7 @@ import pytest
 from npgpt.api import GPT2
 from npgpt.config import PRESETS, GPT2Config
 from npgpt.formats import hf
-from npgpt.formats.names import flatten, init_params, unflatten
+from npgpt.params import flatten, init_params, unflatten
 
 # Full GPT-2 vocabulary so the real tokenizer can be used with every test model.
 CONFIGS = {

@@ -48,6 +48,16 @@ def test_logits_rejects_bad_ids(model):
         model.logits(np.zeros((1, 3), dtype=np.float32))
 
 
+def test_request_errors_name_the_parameter(model):
+    n_ctx = CONFIGS["odd"].n_ctx
+    with pytest.raises(NpgptError) as err:
+        model.generate("Hi", max_new_tokens=n_ctx)
+    assert err.value.param == "max_new_tokens"
+    with pytest.raises(NpgptError) as err:
+        model.generate("", max_new_tokens=2)
+    assert err.value.param == "prompt"
+
+
 def test_unknown_backend_and_model_are_clear():
     with pytest.raises(NpgptError, match="/nonexistent"):
         npgpt.load("/nonexistent")

@@ -1,4 +1,4 @@
-"""npgpt/bench.py: `npgpt bench --json` runs end to end and reports every field (not the speed)."""
+"""npgpt/bench/: `npgpt bench --json` runs end to end and reports every field (not the speed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from conftest import run_cli
 
 from npgpt.config import GPT2Config
 from npgpt.formats import save_checkpoint
-from npgpt.formats.names import init_params
+from npgpt.params import init_params
 
 ENGINE_FIELDS = {"startup_s", "ttft_ms", "decode_tps", "prefill_tps", "rss_load_mb", "rss_decode_mb",
                  "rss_peak_mb", "bandwidth_fraction"}
@@ -51,8 +51,14 @@ def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
         assert abs(result["precision"]["heldout"][dtype]["cross_entropy_change"]) < 0.01
         assert result["precision"]["greedy_same_tokens"][dtype] >= 20
     assert "instruction_sets" in result["machine"]
-    assert [g["goal"] for g in result["goals"] if g["value"] is None] == ["decode batch 8 vs HF",
-                                                                         "decode batch 32 vs HF"]
+    # every figure docs/benchmarks.md sets a target for is measured; batch 8 and 32 were not run
+    ours = result["engines"]["npgpt-numpy"]
+    figures = [ours["vs_hf"]["decode_1"], ours["bandwidth_fraction"], ours["vs_hf"]["prefill"],
+               result["nocache"]["speedup"], ours["rss_decode_mb"] / result["model"]["weight_mb"],
+               result["import"]["import_s"], ours["ttft_ms"]]
+    assert all(f > 0 for f in figures), figures
+    assert not {"decode_8", "decode_32"} & ours["vs_hf"].keys()
+    assert "goals" not in result  # the project's targets are in the docs, not in user output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,4 +1,4 @@
-"""npgpt/bench_llamacpp.py and `npgpt bench --compare llama.cpp`, against a fake llama.cpp build.
+"""npgpt/bench/llamacpp.py and `npgpt bench --compare llama.cpp`, against a fake llama.cpp build.
 
 No llama.cpp exists in CI, so the fake's llama-bench, llama-batched-bench and convert_hf_to_gguf.py are
 small Python scripts that print what the real ones print (the structure of llama-bench -o json and
@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from npgpt.bench import BenchSettings, _add_derived, table_rows
-from npgpt.bench_llamacpp import find_tools, measure_llamacpp, to_gguf
+from npgpt.bench import BenchSettings, add_derived, table_rows
+from npgpt.bench.llamacpp import find_tools, measure_llamacpp, to_gguf
 from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError
 from npgpt.formats import save_checkpoint
-from npgpt.formats.names import init_params
+from npgpt.params import init_params
 
 SCALE = {"f32": 1, "f16": 2, "q8_0": 3}  # the fakes' speed factor per weight type, so entries differ
 
@@ -256,7 +256,7 @@ def test_derived_figures_and_table_cope_with_llamacpp_entries():
             "llama.cpp-q8_0": {"decode_tps": {"1": 60.0, "8": 320.0}, "prefill_tps": 1200.0, "model_bytes": 100},
             "llama.cpp-f16": {"error": "llama-bench failed (1): boom"},
         }}
-    _add_derived(result)
+    add_derived(result)
     ours = result["engines"]["npgpt-numpy"]
     assert ours["vs_llama.cpp-q8_0"] == {"decode_1": 0.5, "decode_8": 0.5, "prefill": 0.5}
     assert "vs_llama.cpp-f16" not in ours and "vs_hf" not in ours

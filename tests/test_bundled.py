@@ -11,9 +11,9 @@ from conftest import run_cli
 
 import npgpt
 from npgpt.config import GPT2Config
-from npgpt.download import BUNDLED_NOTICE, bundled_path
 from npgpt.evaluate import perplexity
 from npgpt.formats.npgpt_format import read_safetensors
+from npgpt.registry import BUNDLED_NOTICE, bundled_path
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kjv_heldout.txt"  # written by scripts/prepare_corpus.py
 # Perplexity of the bundled model on FIXTURE with npgpt eval's defaults (window 256, stride 128),

@@ -1,4 +1,4 @@
-"""npgpt/cli.py: the real ``npgpt`` entry point, run in a subprocess."""
+"""npgpt/cli/: the real ``npgpt`` entry point, run in a subprocess."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from npgpt.formats import npgpt_format
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):  # noqa: ANN201
+def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "tiny.safetensors"
     npgpt_format.save(path, CONFIGS["tiny"], random_params(CONFIGS["tiny"]))
     return str(path)

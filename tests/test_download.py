@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npgpt import download
+from npgpt import download, registry
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError, NpgptError
 from npgpt.formats import hf, npgpt_format, openai_tf
-from npgpt.formats.names import init_params
 from npgpt.model import gpt2
+from npgpt.params import init_params
 
 CONFIG = GPT2Config(n_vocab=96, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
 DATA = "model.ckpt.data-00000-of-00001"  # ~120 KB for CONFIG
@@ -113,7 +113,7 @@ def cache(tmp_path, monkeypatch):
 def assert_same_model(path: Path, params) -> None:
     config, loaded = npgpt_format.load(path)
     assert config == CONFIG
-    np.testing.assert_array_equal(gpt2(IDS, loaded, CONFIG.n_head)[0], gpt2(IDS, params, CONFIG.n_head)[0])
+    np.testing.assert_array_equal(gpt2(IDS, loaded, CONFIG)[0], gpt2(IDS, params, CONFIG)[0])
 
 
 def data_requests(srv: FileServer) -> list[str | None]:
@@ -191,7 +191,7 @@ def test_corrupt_download_is_rejected_deleted_then_refetched(server, source, cac
     assert list(cache.rglob("*.safetensors")) == []
     assert not (cache / "downloads" / "openai" / "124M" / DATA).exists()
     with pytest.raises(NpgptError, match="not downloaded"):
-        download.resolve("124M")
+        registry.resolve("124M")
     server.corrupt.clear()
     assert_same_model(download.download_openai("124M", base_url=server.url), source[0])
     assert data_requests(server) == [None, None]
@@ -218,18 +218,18 @@ def test_http_error_and_unknown_name(server):
 
 def test_home_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert download.home() == tmp_path / "home"
+    assert registry.home() == tmp_path / "home"
     monkeypatch.delenv("NPGPT_HOME")
-    assert download.home() == tmp_path / "xdg" / "npgpt"
+    assert registry.home() == tmp_path / "xdg" / "npgpt"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
-    assert download.home() == tmp_path / "user" / ".cache" / "npgpt"
+    assert registry.home() == tmp_path / "user" / ".cache" / "npgpt"
 
 
 @pytest.fixture
 def bundled(tmp_path, monkeypatch):
     path = tmp_path / "bundled.safetensors"
-    monkeypatch.setattr(download, "bundled_path", lambda: path)
+    monkeypatch.setattr(registry, "bundled_path", lambda: path)
     return path
 
 
@@ -243,25 +243,25 @@ def fake_model(cache: Path, name: str) -> Path:
 def test_resolve_rules(cache, bundled, tmp_path):
     own = tmp_path / "mine.safetensors"
     own.write_bytes(b"")
-    assert download.resolve(str(own)) == (own, None)
+    assert registry.resolve(str(own)) == (own, None)
     with pytest.raises(NpgptError, match=r"model 124M is not downloaded; run `npgpt download 124M`"):
-        download.resolve("gpt2")
+        registry.resolve("gpt2")
     with pytest.raises(NpgptError, match="bundled model is missing"):
-        download.resolve(None)
+        registry.resolve(None)
     bundled.write_bytes(b"")
-    path, notice = download.resolve(None)
+    path, notice = registry.resolve(None)
     assert path == bundled and "bundled" in notice and "npgpt download 124M" in notice
-    assert download.resolve("bundled") == (bundled, None)
+    assert registry.resolve("bundled") == (bundled, None)
     m355 = fake_model(cache, "355M")
-    assert download.resolve(None) == (m355, None)
+    assert registry.resolve(None) == (m355, None)
     m124 = fake_model(cache, "124M")
-    assert download.resolve(None) == (m124, None)  # the smallest GPT-2 downloaded
-    assert download.resolve("gpt2-medium") == (m355, None)
+    assert registry.resolve(None) == (m124, None)  # the smallest GPT-2 downloaded
+    assert registry.resolve("gpt2-medium") == (m355, None)
     with pytest.raises(NpgptError, match=r"npgpt download --hf org/tiny"):
-        download.resolve("org/tiny")
+        registry.resolve("org/tiny")
     with pytest.raises(NpgptError, match="available: 124M, 355M, bundled"):
-        download.resolve("nonsense")
-    assert download.list_cached() == [("124M", m124), ("355M", m355)]
+        registry.resolve("nonsense")
+    assert registry.list_cached() == [("124M", m124), ("355M", m355)]
 
 
 def test_download_hf_converts_once(monkeypatch, tmp_path, cache, source):
@@ -286,8 +286,8 @@ def test_download_hf_converts_once(monkeypatch, tmp_path, cache, source):
     size = (snapshot / "model.safetensors").stat().st_size
     assert ("model.safetensors", size, size) in calls and ("config.json", 0, calls[0][2]) == calls[0]
     assert download.download_hf("org/tiny") == path and len(fetched) == 2  # converted once
-    assert download.resolve("org/tiny") == (path, None)
-    assert download.list_cached() == [("org/tiny", path)]
+    assert registry.resolve("org/tiny") == (path, None)
+    assert registry.list_cached() == [("org/tiny", path)]
     with pytest.raises(NpgptError, match="not a Hugging Face repo id"):
         download.download_hf("../escape")
 

@@ -20,7 +20,7 @@ from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError
 from npgpt.evaluate import perplexity, windows
 from npgpt.formats import hf
-from npgpt.formats.names import init_params
+from npgpt.params import init_params
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kjv_heldout.txt"
 CONFIG = GPT2Config(n_ctx=64, n_embd=32, n_head=2, n_layer=2)
@@ -39,11 +39,11 @@ def models(root: str) -> tuple[GPT2, object, Path]:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def pair(tmp_path_factory: pytest.TempPathFactory):
     return models(str(tmp_path_factory.mktemp("eval")))
 
 
-def hf_guide_perplexity(ref, ids: list[int], max_length: int, stride: int) -> float:  # noqa: ANN001
+def hf_guide_perplexity(ref, ids: list[int], max_length: int, stride: int) -> float:
     """The loop of Hugging Face's "Perplexity of fixed-length models" guide, as published."""
     import torch
 
@@ -68,7 +68,7 @@ def hf_guide_perplexity(ref, ids: list[int], max_length: int, stride: int) -> fl
     return float(torch.exp(nll_sum / n_tokens))
 
 
-def hf_exact_perplexity(ref, ids: list[int], max_length: int, stride: int) -> float:  # noqa: ANN001
+def hf_exact_perplexity(ref, ids: list[int], max_length: int, stride: int) -> float:
     """The guide's windows, with each window's loss weighted by the tokens it really scored."""
     import torch
 
@@ -103,7 +103,7 @@ def test_windows_score_every_token_once() -> None:
 
 
 @pytest.mark.parametrize("window,stride,batch_size", [(64, 48, 4), (64, 32, 1), (40, 40, 8), (64, 13, 3)])
-def test_matches_hugging_face(pair, window: int, stride: int, batch_size: int) -> None:  # noqa: ANN001
+def test_matches_hugging_face(pair, window: int, stride: int, batch_size: int) -> None:
     model, ref, _ = pair
     ids = model.tokenizer.encode(TEXT)
     ours = perplexity(model, TEXT, window=window, stride=stride, batch_size=batch_size)
@@ -115,7 +115,7 @@ def test_matches_hugging_face(pair, window: int, stride: int, batch_size: int) -
     assert math.log(ours["perplexity"]) == pytest.approx(ours["cross_entropy"])
 
 
-def test_short_text_is_one_window(pair) -> None:  # noqa: ANN001
+def test_short_text_is_one_window(pair) -> None:
     import torch
 
     model, ref, _ = pair
@@ -125,7 +125,7 @@ def test_short_text_is_one_window(pair) -> None:  # noqa: ANN001
     assert perplexity(model, ids)["perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
 
 
-def test_bad_arguments(pair) -> None:  # noqa: ANN001
+def test_bad_arguments(pair) -> None:
     model = pair[0]
     with pytest.raises(NpgptError, match="context of 64"):
         perplexity(model, TEXT, window=65)
@@ -135,7 +135,7 @@ def test_bad_arguments(pair) -> None:  # noqa: ANN001
         perplexity(model, "A")
 
 
-def test_cli_matches_hugging_face(pair, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cli_matches_hugging_face(pair, tmp_path: Path) -> None:
     model, ref, path = pair
     data = tmp_path / "text.txt"
     data.write_text(TEXT, encoding="utf-8")
@@ -148,7 +148,7 @@ def test_cli_matches_hugging_face(pair, tmp_path: Path) -> None:  # noqa: ANN001
     assert int(lines["tokens"].replace(",", "")) == len(model.tokenizer.encode(TEXT)) - 1
 
 
-def test_cli_errors_are_one_line(pair, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cli_errors_are_one_line(pair, tmp_path: Path) -> None:
     path = pair[2]
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")

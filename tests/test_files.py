@@ -1,6 +1,7 @@
 """npgpt/files.py: a failed write leaves the old file; a finished one has normal permissions."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,105 @@ def test_finished_write_replaces_with_umask_permissions(tmp_path):
         os.umask(old)
     assert target.read_text() == "new"
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_temp_files_of_dead_writers_are_removed_by_the_next_write(tmp_path):
+    dead = tmp_path / f".model.safetensors.{_dead_pid()}.k3j2.tmp"
+    live = tmp_path / f".model.safetensors.{os.getpid()}.x1y2.tmp"  # a write in progress in this process
+    other = tmp_path / ".notes.tmp"  # not npgpt's naming: never touched
+    for p in (dead, live, other):
+        p.write_bytes(b"x" * 1000)
+    with atomic_path(tmp_path / "other.bin") as tmp:
+        open(tmp, "w").write("new")
+    assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_a_killed_writer_leaves_a_temp_file_that_the_next_run_removes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\nfrom npgpt.files import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    open(tmp, 'wb').write(b'x' * 100000)\n    print('writing', flush=True)\n    time.sleep(60)\n"
+    )
+    target = tmp_path / "model.safetensors"
+    target.write_text("old")
+    p = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "writing\n"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert len(list(tmp_path.glob(".model.safetensors.*.tmp"))) == 1  # what SIGKILL leaves behind
+    assert target.read_text() == "old"
+    with atomic_path(target) as tmp:
+        open(tmp, "w").write("new")
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"] and target.read_text() == "new"
+
+
+def test_data_and_directory_are_synced_around_the_rename(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("replace", str(b))), real_replace(a, b)))
+    target = tmp_path / "out.bin"
+    with atomic_path(target) as tmp:
+        open(tmp, "w").write("new")
+    kinds = [(k, Path(p).name if k == "fsync" else p) for k, p in calls]
+    assert kinds[0][0] == "fsync" and kinds[0][1].startswith(".out.bin.")  # the data, before the rename
+    assert kinds[1] == ("replace", str(target))
+    assert kinds[2] == ("fsync", tmp_path.name)  # the directory entry, after it
+
+
+@pytest.fixture
+def small_disk(tmp_path):  # noqa: ANN201
+    """A 4 MiB tmpfs (root can mount one); skipped, with the reason printed, where mounting is not allowed."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        pytest.skip(f"mounting a tmpfs is not allowed here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_convert_onto_a_full_disk_is_one_line_and_keeps_the_old_file(small_disk, tmp_path):
+    from conftest import CONFIGS, random_params, run_cli
+
+    from npgpt.formats import npgpt_format
+
+    src = tmp_path / "src.safetensors"
+    npgpt_format.save(src, CONFIGS["tiny"], random_params(CONFIGS["tiny"]))  # 6.5 MB: more than the disk
+    old = small_disk / "model.safetensors"
+    old.write_bytes(b"old model" * 1000)
+    for fmt in ("npgpt", "hf"):
+        dst = old if fmt == "npgpt" else small_disk
+        r = run_cli("convert", str(src), str(dst), "--to", fmt)
+        assert r.returncode == 1, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "No space left on device" in r.stderr, r.stderr
+        assert old.read_bytes() == b"old model" * 1000
+        assert sorted(os.listdir(small_disk)) == ["model.safetensors"]  # no temp file, nothing half-written
+
+
+def test_a_device_or_fifo_is_never_renamed_over(tmp_path):
+    from npgpt.errors import NpgptError
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path):
+        with pytest.raises(NpgptError, match="cannot write"), atomic_path(target) as tmp:
+            open(tmp, "w").write("new")
+    assert fifo.is_fifo() and sorted(os.listdir(tmp_path)) == ["pipe"]

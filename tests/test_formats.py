@@ -14,7 +14,7 @@ from conftest import CONFIGS, hf_logits, random_params
 from npgpt.errors import CheckpointError
 from npgpt.formats import convert, detect, load_checkpoint, npgpt_format, openai_tf
 from npgpt.formats import hf as hf_format
-from npgpt.formats.names import flatten
+from npgpt.params import flatten
 
 
 def assert_same_params(a: dict, b: dict) -> None:
@@ -125,7 +125,7 @@ def test_convert_between_all_formats_keeps_logits(pair, tmp_path):
     ids = np.array([[1, 2, 3, 4]])
     from npgpt.model import gpt2
 
-    logits, _ = gpt2(ids, params, model.config.n_head)
+    logits, _ = gpt2(ids, params, model.config)
     assert np.abs(logits - hf_logits(ref, ids)).max() <= 1e-4
 
 
@@ -133,7 +133,7 @@ def test_convert_between_all_formats_keeps_logits(pair, tmp_path):
 def test_loading_124m_costs_about_the_weights(tmp_path):
     """Memory-mapped loading: peak RSS grows by about the file's size, not twice it."""
     from npgpt.config import PRESETS
-    from npgpt.formats.names import init_params
+    from npgpt.params import init_params
 
     path = npgpt_format.save(tmp_path / "124M.safetensors", PRESETS["124M"], init_params(PRESETS["124M"]))
     script = textwrap.dedent(f"""

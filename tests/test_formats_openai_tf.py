@@ -15,8 +15,8 @@ import pytest
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError
 from npgpt.formats import openai_tf
-from npgpt.formats.names import flatten, init_params
 from npgpt.model import gpt2
+from npgpt.params import flatten, init_params
 
 FIXTURE = Path(__file__).parent / "fixtures" / "openai_tiny"
 DATA = "model.ckpt.data-00000-of-00001"
@@ -65,7 +65,7 @@ def test_logits_match_hugging_face(tmp_path):
     ids = np.random.default_rng(0).integers(0, config.n_vocab, size=(2, config.n_ctx))
     with torch.no_grad():
         expected = model(torch.from_numpy(ids)).logits.numpy()
-    logits, _ = gpt2(ids, params, n_head=config.n_head)
+    logits, _ = gpt2(ids, params, config=config)
     assert np.abs(logits - expected).max() <= 1e-4
 
 

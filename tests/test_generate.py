@@ -18,14 +18,14 @@ def test_cached_decoding_equals_full_recomputation(pair, name, batch):
     model, _ = pair(name)
     rows = [model.tokenizer.encode(p) for p in PROMPTS[:batch]]
     steps = 64
-    logits, state = prefill(model, rows, max(map(len, rows)) + steps)
+    logits, state = prefill(model.engine, rows, max(map(len, rows)) + steps)
     seqs = [list(r) for r in rows]
     worst = 0.0
     for step in range(1, steps + 1):
         tokens = logits.argmax(-1)
         for b in range(batch):
             seqs[b].append(int(tokens[b]))
-        logits = decode_step(model, state, tokens)
+        logits = decode_step(model.engine, state, tokens)
         if step % 16 == 0:  # full recomputation is the slow part: check every 16th step, in one batch
             ids, n_pad = left_pad(seqs)
             mask = np.arange(ids.shape[1])[None, :] >= n_pad[:, None]
@@ -43,7 +43,7 @@ def test_batch_equals_each_prompt_alone(pair):
         assert np.abs(np.array(got.token_logprobs) - np.array(alone.token_logprobs)).max() <= 1e-4
     # and the logits under left padding equal the logits of the row alone
     rows = [model.tokenizer.encode(p) for p in PROMPTS]
-    logits, _ = prefill(model, rows, 64)
+    logits, _ = prefill(model.engine, rows, 64)
     for b, r in enumerate(rows):
         assert np.abs(logits[b] - model.logits([r])[0, -1]).max() <= 1e-4
 

@@ -16,7 +16,7 @@ from npgpt.backends import WEIGHT_DTYPES
 from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError
 from npgpt.formats import save_checkpoint
-from npgpt.formats.names import init_params
+from npgpt.params import init_params
 
 torch = pytest.importorskip("torch")
 

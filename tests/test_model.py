@@ -49,35 +49,34 @@ def test_float32_throughout(pair):
     assert M.softmax(x).dtype == np.float32
     assert M.layer_norm(x, **p["blocks"][0]["ln_1"]).dtype == np.float32
     q = x.reshape(2, 5, 2, 16).transpose(0, 2, 1, 3)
-    bias = M.attention_bias(np.ones((2, 5), bool), 0, 5)
-    assert bias.dtype == np.float32
+    mask = M.attention_mask(np.ones((2, 5), bool), 0, 5)
+    assert mask.dtype == np.float32
     scores = q @ np.swapaxes(q, -1, -2) / np.sqrt(np.float32(16))
     assert scores.dtype == np.float32
-    assert M.attention(q, q, q, bias).dtype == np.float32
-    out, _ = M.mha(x, **p["blocks"][0]["attn"], n_head=2, bias=bias, kv=None, start=0)
+    out, _ = M.mha(x, **p["blocks"][0]["attn"], n_head=2, mask=mask, kv=None, start=0, scale=0.25)
     assert out.dtype == np.float32
-    logits, _ = M.gpt2(np.array([[1, 2, 3]]), p, n_head=2)
+    logits, _ = M.gpt2(np.array([[1, 2, 3]]), p, model.config)
     assert logits.dtype == np.float32
 
 
 def test_cache_in_chunks_equals_full_pass(pair):
     model, _ = pair("odd")
     ids = np.array([PROMPTS[0]])
-    full, _ = M.gpt2(ids, model.params, model.config.n_head)
+    full, _ = M.gpt2(ids, model.params, model.config)
     cache = init_cache(model.config, 1, 16, model.params["wte"])
-    first, cache = M.gpt2(ids[:, :6], model.params, model.config.n_head, cache=cache, start=0)
-    rest, cache = M.gpt2(ids[:, 6:], model.params, model.config.n_head, cache=cache, start=6)
+    first, cache = M.gpt2(ids[:, :6], model.params, model.config, cache=cache, start=0)
+    rest, cache = M.gpt2(ids[:, 6:], model.params, model.config, cache=cache, start=6)
     assert np.abs(np.concatenate([first, rest], axis=1) - full).max() <= 1e-5
 
 
-def test_attention_bias_masks_padding_and_future():
+def test_attention_mask_masks_padding_and_future():
     valid = np.array([[False, True, True], [True, True, True]])
-    bias = M.attention_bias(valid, 0, 3)
-    assert bias.shape == (2, 1, 3, 3)
-    allowed = bias == 0
+    mask = M.attention_mask(valid, 0, 3)
+    assert mask.shape == (2, 1, 3, 3)
+    allowed = mask == 0
     assert not allowed[0, 0, :, 0].any()  # the pad slot is never attended
     assert allowed[1, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
-    per_row = M.attention_bias(valid, np.array([1, 2]), 1)  # rows at different slots
+    per_row = M.attention_mask(valid, np.array([1, 2]), 1)  # rows at different slots
     assert (per_row[:, 0, 0] == 0).tolist() == [[False, True, False], [True, True, True]]
 
 
@@ -87,8 +86,9 @@ def test_same_file_runs_on_jax(pair):
     ids, mask = padded_batch(model.config.n_vocab)
     jparams = get_backend("jax").put_params(model.params)
     positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
-    bias = M.attention_bias(mask.astype(bool), 0, ids.shape[1])
-    logits, _ = M.gpt2(jnp.asarray(ids), jparams, 3, positions=jnp.asarray(positions), bias=jnp.asarray(bias))
+    additive = M.attention_mask(mask.astype(bool), 0, ids.shape[1])
+    logits, _ = M.gpt2(jnp.asarray(ids), jparams, model.config, positions=jnp.asarray(positions),
+                       mask=jnp.asarray(additive))
     assert logits.dtype == jnp.float32
     real = mask.astype(bool)
     assert np.abs(np.asarray(logits)[real] - hf_logits(ref, ids, mask)[real]).max() <= 1e-4
@@ -99,7 +99,7 @@ def test_same_file_runs_on_torch(pair):
     model, ref = pair("odd")
     ids = np.array([PROMPTS[2]])
     tparams = get_backend("torch").put_params(model.params)
-    logits, _ = M.gpt2(torch.from_numpy(ids), tparams, 3)
+    logits, _ = M.gpt2(torch.from_numpy(ids), tparams, model.config)
     assert logits.dtype == torch.float32
     assert np.abs(logits.numpy() - hf_logits(ref, ids)).max() <= 1e-4
 

@@ -19,7 +19,7 @@ pytest.importorskip("uvicorn")
 
 from npgpt.api import GPT2  # noqa: E402
 from npgpt.config import GPT2Config  # noqa: E402
-from npgpt.formats.names import init_params  # noqa: E402
+from npgpt.params import init_params  # noqa: E402
 from npgpt.server import background_server, create_app  # noqa: E402
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -67,7 +67,7 @@ def slow_tiny_model(delay: float) -> tuple[GPT2, GPT2]:
         return forward(*args, **kw)
 
     fast = GPT2(cfg, model.params)
-    model.backend = dataclasses.replace(model.backend, forward=slow)
+    model.engine.backend = dataclasses.replace(model.backend, forward=slow)
     return model, fast
 
 

@@ -31,7 +31,7 @@ def test_snippet_is_short_and_has_no_wrapper():
 
 def test_readme_jax_grad_snippet_runs():
     namespace: dict = {}
-    exec(compile(grad_snippet(), str(README), "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(grad_snippet(), str(README), "exec"), namespace)  # our own README, as written
     grads, params = namespace["grads"], namespace["model"].params
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params), strict=True):

@@ -67,3 +67,12 @@ def test_top_logprobs_sorted():
 def test_invalid_parameters_raise(kwargs):
     with pytest.raises(NpgptError):
         SamplingParams(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=0.0), dict(top_k=-2),
+                                    dict(seed=-1), dict(stop=[""]), dict(logprobs=50)])
+def test_invalid_parameter_is_named_as_data(kwargs):
+    """The server reports ``param`` from ``err.param``, never from the message's text."""
+    with pytest.raises(NpgptError) as err:
+        SamplingParams(**kwargs)
+    assert err.value.param == next(iter(kwargs))

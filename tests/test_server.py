@@ -29,11 +29,11 @@ httpx = pytest.importorskip("httpx")
 from npgpt.api import GPT2  # noqa: E402
 from npgpt.config import GPT2Config  # noqa: E402
 from npgpt.formats import npgpt_format  # noqa: E402
-from npgpt.formats.names import init_params  # noqa: E402
+from npgpt.params import init_params  # noqa: E402
 from npgpt.sampling import SamplingParams, log_softmax  # noqa: E402
 from npgpt.server import background_server, create_app  # noqa: E402
+from npgpt.server.protocol import CHAT_STOP, ChatMessage, chat_prompt  # noqa: E402
 from npgpt.server.scheduler import Request, Scheduler  # noqa: E402
-from npgpt.server.schemas import CHAT_STOP, ChatMessage, chat_prompt  # noqa: E402
 
 TINY = GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2)
 
@@ -271,7 +271,7 @@ class Gate:
 def gated_model(delay: float = 0.0) -> tuple[GPT2, Gate]:
     m = tiny_model()
     gate = Gate(m.backend.forward, delay)
-    m.backend = dataclasses.replace(m.backend, forward=gate)
+    m.engine.backend = dataclasses.replace(m.backend, forward=gate)
     return m, gate
 
 

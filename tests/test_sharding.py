@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, jax, jax.numpy as jnp
     from npgpt.config import GPT2Config
-    from npgpt.formats.names import flatten, init_params
+    from npgpt.params import flatten, init_params
     from npgpt.model import gpt2
     from npgpt.train import sharding as S
     from npgpt.train.step import make_train_step, optimizer
@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent("""
     params = init_params(config, 0)
     batch = np.random.default_rng(0).integers(0, 96, (1, 8, 9)).astype(np.int32)  # 1 micro-batch, 8 rows
     opt = optimizer(1e-3, steps=10, warmup=1)
-    step = make_train_step(opt, config.n_head)
+    step = make_train_step(opt, config)
 
     def run(mesh):
         p = jax.tree.map(jnp.asarray, params) if mesh is None else S.shard_params(params, mesh)
@@ -69,8 +69,8 @@ SCRIPT = textwrap.dedent("""
     # inference: logits of sharded params and ids against plain NumPy
     mesh = S.make_mesh(model=4)
     ids = np.random.default_rng(1).integers(0, 96, (4, 12))
-    logits = S.sharded_logits(mesh, config.n_head)(S.shard_params(params, mesh), S.shard_batch(ids, mesh))
-    out["inference_diff"] = float(np.max(np.abs(np.asarray(logits) - gpt2(ids, params, config.n_head)[0])))
+    logits = S.sharded_logits(mesh, config)(S.shard_params(params, mesh), S.shard_batch(ids, mesh))
+    out["inference_diff"] = float(np.max(np.abs(np.asarray(logits) - gpt2(ids, params, config)[0])))
     out["inference_shards"] = len(logits.addressable_shards)
     print("RESULT " + json.dumps(out))
 """)
@@ -78,17 +78,18 @@ SCRIPT = textwrap.dedent("""
 DRIVER = textwrap.dedent("""
     import json, sys
     import numpy as np, jax
-    from npgpt.formats.names import flatten
+    from npgpt.params import flatten
     from npgpt.train import sharding as S
     from npgpt.train.loop import train
+    from npgpt.train.settings import TrainSettings
 
     # the driver: 2 x 4 mesh, stopped and resumed, against one device
     data, tmp = sys.argv[1], sys.argv[2]
-    kw = dict(n_layer=1, n_embd=32, n_head=4, n_ctx=16, steps=4, batch_size=4, seq_len=8, lr=1e-3,
-              warmup=1, eval_interval=2)
-    single = train(data, tmp + "/one", mesh=S.make_mesh(devices=jax.devices()[:1]), **kw)
-    train(data, tmp + "/mesh", model_parallel=4, stop_after=2, **kw)
-    sharded = train(data, tmp + "/mesh", model_parallel=4, resume=True, **kw)
+    kw = TrainSettings(n_layer=1, n_embd=32, n_head=4, n_ctx=16, steps=4, batch_size=4, seq_len=8, lr=1e-3,
+                       warmup=1, eval_interval=2)
+    single = train(data, tmp + "/one", kw, mesh=S.make_mesh(devices=jax.devices()[:1]))
+    train(data, tmp + "/mesh", kw, model_parallel=4, stop_after=2)
+    sharded = train(data, tmp + "/mesh", kw, model_parallel=4, resume=True)
     a, b = flatten(single.params), flatten(sharded.params)
     out = {"param_diff": max(float(np.max(np.abs(a[k] - b[k]))) for k in a),
            "loss_diff": max(abs(x - y) for x, y in zip(single.history["loss"], sharded.history["loss"])),
@@ -148,9 +149,10 @@ MULTIHOST = textwrap.dedent("""
     from npgpt.train import sharding as S
     S.init_distributed(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))  # before any other JAX call
     import jax
-    from npgpt.formats.names import flatten
+    from npgpt.params import flatten
     from npgpt.train.loop import train
-    result = train(sys.argv[3], sys.argv[4], model_parallel=2, **json.loads(sys.argv[5]))
+    from npgpt.train.settings import TrainSettings
+    result = train(sys.argv[3], sys.argv[4], TrainSettings(**json.loads(sys.argv[5])), model_parallel=2)
     print("RESULT " + json.dumps({"processes": jax.process_count(), "devices": jax.device_count(),
                                   "loss": result.history["loss"], "val_loss": result.history["val_loss"],
                                   "wte": flatten(result.params)["wte"][:50].tolist()}))
@@ -164,6 +166,7 @@ def test_two_processes_train_like_one(tmp_path):
     import socket
 
     from npgpt.train.loop import train
+    from npgpt.train.settings import TrainSettings
 
     (tmp_path / "text.txt").write_text(" ".join(f"word{i % 37}" for i in range(600)))
     kw = dict(n_layer=1, n_embd=32, n_head=4, n_ctx=16, steps=3, batch_size=4, seq_len=8, lr=1e-3, warmup=1,
@@ -182,7 +185,7 @@ def test_two_processes_train_like_one(tmp_path):
         lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
         assert proc.returncode == 0 and lines, stderr[-3000:]
         results.append(json.loads(lines[-1].removeprefix("RESULT ")))
-    one = train(tmp_path / "text.txt", tmp_path / "one", **kw)
+    one = train(tmp_path / "text.txt", tmp_path / "one", TrainSettings(**kw))
     for r in results:
         assert r["processes"] == 2 and r["devices"] == 4
         np.testing.assert_allclose(r["loss"], one.history["loss"], rtol=1e-5)
@@ -195,7 +198,7 @@ def test_param_specs_follow_megatron():
     from jax.sharding import PartitionSpec as P
 
     from npgpt.config import GPT2Config
-    from npgpt.formats.names import flatten, init_params
+    from npgpt.params import flatten, init_params
 
     specs = flatten(S.param_specs(init_params(GPT2Config(n_vocab=10, n_ctx=4, n_embd=8, n_head=2, n_layer=1))))
     assert specs["blocks.0.attn.c_attn.w"] == P(None, "model") and specs["blocks.0.attn.c_attn.b"] == P("model")

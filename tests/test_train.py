@@ -27,11 +27,13 @@ import jax.numpy as jnp  # noqa: E402
 from npgpt.config import GPT2Config  # noqa: E402
 from npgpt.errors import NpgptError  # noqa: E402
 from npgpt.formats import hf, npgpt_format  # noqa: E402
-from npgpt.formats.names import flatten, init_params  # noqa: E402
 from npgpt.model import gpt2  # noqa: E402
+from npgpt.params import flatten, init_params  # noqa: E402
 from npgpt.tokenizer import Tokenizer  # noqa: E402
 from npgpt.train import data as D  # noqa: E402
-from npgpt.train.loop import STATE_FILE, load_init, load_state, train  # noqa: E402
+from npgpt.train.checkpoint import STATE_FILE, load_init, load_state  # noqa: E402
+from npgpt.train.loop import train  # noqa: E402
+from npgpt.train.settings import TrainSettings  # noqa: E402
 from npgpt.train.step import accumulated_grads, schedule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,8 +118,8 @@ def test_gradient_accumulation_equals_one_big_batch():
     params = jax.tree.map(jnp.asarray, init_params(config, 0))
     batch = np.random.default_rng(0).integers(0, 97, (2, 3, 9)).astype(np.int32)
     grads = jax.jit(accumulated_grads, static_argnums=2)
-    loss_a, grads_a = grads(params, jnp.asarray(batch), config.n_head)
-    loss_b, grads_b = grads(params, jnp.asarray(batch.reshape(1, 6, 9)), config.n_head)
+    loss_a, grads_a = grads(params, jnp.asarray(batch), config)
+    loss_b, grads_b = grads(params, jnp.asarray(batch.reshape(1, 6, 9)), config)
     assert float(loss_a) == pytest.approx(float(loss_b), rel=1e-6)
     for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -125,10 +127,10 @@ def test_gradient_accumulation_equals_one_big_batch():
 
 # --- memorise, then generate ---------------------------------------------------------------
 
-def greedy(params: dict, n_head: int, prompt: list[int], n: int) -> list[int]:
+def greedy(params: dict, config: GPT2Config, prompt: list[int], n: int) -> list[int]:
     ids = list(prompt)
     for _ in range(n):
-        logits, _ = gpt2(np.array([ids]), params, n_head, last_only=True)
+        logits, _ = gpt2(np.array([ids]), params, config, last_only=True)
         ids.append(int(np.argmax(logits[0, -1])))
     return ids
 
@@ -138,14 +140,14 @@ def test_memorises_a_text_and_generates_it(tmp_path):
     ids = Tokenizer().encode(LINE)
     out = tmp_path / "run"
     result = train(
-        tmp_path / "line.txt", out, n_layer=2, n_embd=64, n_head=4, n_ctx=32,
+        tmp_path / "line.txt", out, TrainSettings(n_layer=2, n_embd=64, n_head=4, n_ctx=32,
         steps=60, batch_size=2, seq_len=len(ids) - 1, lr=1e-2, warmup=5, val_fraction=0.0,
-        eval_interval=60,
+        eval_interval=60),
     )
     assert result.step == 60 and result.history["loss"][-1] < 0.05
     config, params = npgpt_format.load(out / "model.safetensors")
     assert config == result.config
-    assert Tokenizer().decode(greedy(params, config.n_head, ids[:1], len(ids) - 1)) == LINE
+    assert Tokenizer().decode(greedy(params, config, ids[:1], len(ids) - 1)) == LINE
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     import npgpt
@@ -167,7 +169,7 @@ def reference(tmp_path_factory):
     """An uninterrupted run, and its text."""
     tmp = tmp_path_factory.mktemp("reference")
     (tmp / "text.txt").write_text(corpus())
-    return tmp / "text.txt", train(tmp / "text.txt", tmp / "run", **RUN)
+    return tmp / "text.txt", train(tmp / "text.txt", tmp / "run", TrainSettings(**RUN))
 
 
 def assert_same_run(result, ref):
@@ -181,9 +183,9 @@ def assert_same_run(result, ref):
 def test_stopped_run_resumes_to_identical_weights(reference, tmp_path):
     """The in-process version of the test below: ``stop_after`` ends a run right after a checkpoint."""
     text, ref = reference
-    stopped = train(text, tmp_path / "run", **RUN, stop_after=5)
+    stopped = train(text, tmp_path / "run", TrainSettings(**RUN), stop_after=5)
     assert stopped.step == 5 and load_state(tmp_path / "run" / STATE_FILE)[3]["step"] == 5
-    assert_same_run(train(text, tmp_path / "run", **RUN, resume=True), ref)
+    assert_same_run(train(text, tmp_path / "run", TrainSettings(**RUN), resume=True), ref)
 
 
 def test_killed_run_resumes_to_identical_weights(reference, tmp_path):
@@ -192,12 +194,12 @@ def test_killed_run_resumes_to_identical_weights(reference, tmp_path):
     out = tmp_path / "run"
     script = textwrap.dedent(f"""
         import sys, time
-        from npgpt.train import train
+        from npgpt.train import TrainSettings, train
         def progress(p):
             print(p.step, flush=True)
             if p.step == 5:
                 time.sleep(600)  # the parent kills us here
-        train({str(text)!r}, {str(out)!r}, progress=progress, **{RUN!r})
+        train({str(text)!r}, {str(out)!r}, TrainSettings(**{RUN!r}), progress=progress)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -249,7 +251,7 @@ def test_user_errors_are_one_line(tmp_path, kwargs, message):
         base = {k: v for k, v in base.items() if not k.startswith("n_")}
     seq_len = kwargs.pop("seq_len", 8)
     with pytest.raises(NpgptError, match=message) as err:
-        train(tmp_path / "t.txt", tmp_path / "run", **{**base, **kwargs, "seq_len": seq_len})
+        train(tmp_path / "t.txt", tmp_path / "run", TrainSettings(**{**base, **kwargs, "seq_len": seq_len}))
     assert "\n" not in str(err.value)
 
 
@@ -257,9 +259,23 @@ def test_existing_run_needs_resume_and_the_same_settings(reference, tmp_path):
     text, ref = reference
     shutil.copytree(ref.out, tmp_path / "run")
     with pytest.raises(NpgptError, match="--resume"):
-        train(text, tmp_path / "run", **RUN)
+        train(text, tmp_path / "run", TrainSettings(**RUN))
     with pytest.raises(NpgptError, match="batch_size=4"):
-        train(text, tmp_path / "run", **{**RUN, "batch_size": 4}, resume=True)
+        train(text, tmp_path / "run", TrainSettings(**{**RUN, "batch_size": 4}), resume=True)
+
+
+def test_settings_say_what_may_change_on_resume():
+    config = GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    first = TrainSettings(batch_size=2, eval_interval=4).for_new_run(config)
+    assert (first.steps, first.seq_len, first.warmup, first.lr) == (1000, 16, 100, 3e-4)  # the defaults
+    meta = first.to_meta()
+    resumed = TrainSettings(eval_interval=7, steps=2000).for_resume(meta, saved_steps=1000)
+    assert (resumed.eval_interval, resumed.steps, resumed.batch_size, resumed.seq_len) == (7, 2000, 2, 16)
+    with pytest.raises(NpgptError, match="cannot resume with lr=0.1: the run in --out used 0.0003"):
+        TrainSettings(lr=0.1).for_resume(meta, saved_steps=1000)
+    assert not set(TrainSettings.MUST_MATCH_ON_RESUME) & set(TrainSettings.MAY_CHANGE_ON_RESUME)
+    with pytest.raises(NpgptError, match="steps must be at least 1, got 0"):
+        TrainSettings(steps=0)
 
 
 # --- the CLI and import cost ---------------------------------------------------------------
@@ -268,7 +284,7 @@ def test_cli_fine_tunes_and_reports(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from npgpt.train.cli import train_command
+    from npgpt.cli.train import train_command
 
     app = typer.Typer()
     app.command("train")(train_command)
@@ -290,7 +306,7 @@ def test_cli_fine_tunes_and_reports(tmp_path):
 
 
 def test_importing_the_package_does_not_load_jax():
-    code = "import sys, npgpt, npgpt.train, npgpt.train.cli, npgpt.train.data; print(json.dumps(" \
+    code = "import sys, npgpt, npgpt.train, npgpt.cli.train, npgpt.train.data; print(json.dumps(" \
            "[m for m in ('jax', 'optax', 'matplotlib', 'torch') if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout

@@ -5,6 +5,8 @@
 | npgpt   | one ``.safetensors`` file, config in its metadata (memory-mapped) | npgpt_format    |
 | hf      | ``model.safetensors`` + ``config.json`` (Hugging Face)            | hf              |
 | openai  | ``hparams.json`` + ``model.ckpt.index``/``.data-*`` (TF bundle)   | openai_tf       |
+| llmc    | llm.c's ``gpt2_124M.bin`` / ``_bf16.bin`` (header + flat dump)     | llmc            |
+| gguf    | a ``.gguf`` file of llama.cpp / Ollama, architecture ``gpt2``      | gguf_format     |
 
 PyTorch pickles (``pytorch_model.bin``) are refused: unpickling runs arbitrary code.
 """
@@ -14,22 +16,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from .npgpt_format import MODEL_FILE
 
-FORMATS = ("npgpt", "hf", "openai")
-NPGPT_FILE = "model.safetensors"  # npgpt's file inside a model directory (e.g. the cache)
+FORMATS = ("npgpt", "hf", "openai", "llmc", "gguf")
+# Storage dtypes each format can write (the first is the default); ``npgpt convert --dtype``.
+DTYPES = {"npgpt": ("float32", "float16"), "hf": ("float32",), "openai": ("float32",),
+          "llmc": ("float32", "bfloat16"), "gguf": ("float32", "float16", "bfloat16", "q8_0")}
 _PICKLES = (".bin", ".pt", ".pth", ".pkl")
 
 
 def detect(path: str | Path) -> str:
-    """Which format ``path`` holds: 'npgpt', 'hf' or 'openai'; CheckpointError if none."""
+    """Which format ``path`` holds (one of FORMATS); CheckpointError if none."""
+    from .gguf_format import is_gguf_file
+    from .llmc import is_llmc_file
     from .npgpt_format import is_npgpt_file
 
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
     if path.is_file():
+        # Read from the file's own first bytes, never its name: llm.c's .bin is not a pickle.
+        if is_gguf_file(path):
+            return "gguf"
+        if is_llmc_file(path):
+            return "llmc"
         if path.suffix in _PICKLES:
             raise _pickle_error(path)
         if path.suffix == ".safetensors":
@@ -41,21 +55,43 @@ def detect(path: str | Path) -> str:
             )
         if path.name.endswith(".index") or path.name == "hparams.json":
             return "openai"
-        raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors or a model directory)")
-    weights = path / NPGPT_FILE
-    if weights.exists() and is_npgpt_file(weights):
-        return "npgpt"
-    if weights.exists() and (path / "config.json").exists():
-        return "hf"
+        raise CheckpointError(
+            f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin or a model directory)"
+        )
+    weights = path / MODEL_FILE
+    if weights.exists():  # its header errors (truncated, corrupt) are the real diagnosis: let them out
+        if is_npgpt_file(weights):
+            return "npgpt"
+        if (path / "config.json").exists():
+            return "hf"
+        raise CheckpointError(f"{weights}: a safetensors file without npgpt's config, and no config.json beside it; "
+                              "add the model's Hugging Face config.json")
     if (path / "hparams.json").exists() or (path / "model.ckpt.index").exists():
         return "openai"
+    single = _single_file(path)
+    if single is not None:
+        return detect(single)
     pickles = [p for p in path.iterdir() if p.suffix in _PICKLES]
     if pickles:
         raise _pickle_error(pickles[0])
     raise CheckpointError(
-        f"{path}: no model found; expected {NPGPT_FILE} (npgpt or Hugging Face with config.json) "
+        f"{path}: no model found; expected {MODEL_FILE} (npgpt or Hugging Face with config.json) "
         "or OpenAI's hparams.json + model.ckpt.index"
     )
+
+
+def _single_file(directory: Path) -> Path | None:
+    """The one file of a single-file format in ``directory``: what ``save_checkpoint`` writes into a
+    directory (``model.gguf``, llm.c's ``model.bin``), or its only ``.gguf``; None otherwise."""
+    from .gguf_format import is_gguf_file
+    from .llmc import is_llmc_file
+
+    ggufs = sorted(directory.glob("*.gguf"))
+    if len(ggufs) == 1 and is_gguf_file(ggufs[0]):
+        return ggufs[0]
+    if is_llmc_file(directory / "model.bin"):
+        return directory / "model.bin"
+    return None
 
 
 def _pickle_error(path: Path) -> CheckpointError:
@@ -66,17 +102,46 @@ def _pickle_error(path: Path) -> CheckpointError:
 
 
 def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
-    """Config and float32 NumPy params from any supported checkpoint path."""
-    path = Path(path)
+    """Config and float32 NumPy params from any supported checkpoint path.
+
+    Every tensor is checked to be finite: a NaN or infinite weight (a diverged run, a corrupt
+    download) would make every output silently garbage. Raises CheckpointError.
+    """
+    config, params = _load(Path(path))
+    check_finite(params, str(path))
+    return config, params
+
+
+def check_finite(params: dict[str, Any], source: str) -> None:
+    """CheckpointError naming the first tensor that holds a NaN or an infinity."""
+    from ..params import flatten
+
+    for name, arr in flatten(params).items():
+        if not np.isfinite(arr).all():
+            raise CheckpointError(f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
+                                  "corrupt or from a diverged run (re-download it or use an earlier checkpoint)")
+
+
+def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
     fmt = detect(path)
     if fmt == "npgpt":
         from . import npgpt_format
 
-        return npgpt_format.load(path if path.is_file() else path / NPGPT_FILE)
+        return npgpt_format.load(path if path.is_file() else path / MODEL_FILE)
     if fmt == "hf":
         from . import hf
 
         return hf.load(path)
+    if fmt in ("llmc", "gguf") and path.is_dir():
+        path = _single_file(path) or path
+    if fmt == "llmc":
+        from . import llmc
+
+        return llmc.load(path)
+    if fmt == "gguf":
+        from . import gguf_format
+
+        return gguf_format.load(path)
     from . import openai_tf
 
     return openai_tf.load(path if path.is_dir() else path.parent)
@@ -84,24 +149,33 @@ def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
 
 def save_checkpoint(path: str | Path, config: GPT2Config, params: dict[str, Any], fmt: str = "npgpt",
                     dtype: str = "float32") -> Path:
-    """Write params in ``fmt``; npgpt writes a file (a directory gets ``model.safetensors``)."""
+    """Write params in ``fmt`` with storage ``dtype`` (one of ``DTYPES[fmt]``); npgpt, llmc and gguf write a
+    file (a directory gets ``model.safetensors``, ``model.bin``, ``model.gguf``), hf and openai a directory."""
     path = Path(path)
+    if fmt not in FORMATS:
+        raise CheckpointError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if dtype not in DTYPES[fmt]:
+        raise CheckpointError(f"--dtype {dtype} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}")
     if fmt == "npgpt":
         from . import npgpt_format
 
-        target = path / NPGPT_FILE if path.is_dir() or not path.suffix else path
+        target = path / MODEL_FILE if path.is_dir() or not path.suffix else path
         return npgpt_format.save(target, config, params, dtype=dtype)
-    if dtype != "float32":
-        raise CheckpointError(f"--dtype {dtype} is only supported for npgpt's format")
+    if fmt == "llmc":
+        from . import llmc
+
+        return llmc.save(path, config, params, dtype=dtype)
+    if fmt == "gguf":
+        from . import gguf_format
+
+        return gguf_format.save(path, config, params, dtype=dtype)
     if fmt == "hf":
         from . import hf
 
         return hf.save(path, config, params)
-    if fmt == "openai":
-        from . import openai_tf
+    from . import openai_tf
 
-        return openai_tf.save(path, config, params)
-    raise CheckpointError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return openai_tf.save(path, config, params)
 
 
 def convert(src: str | Path, dst: str | Path, fmt: str = "npgpt", dtype: str = "float32") -> Path:

@@ -16,18 +16,18 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
-from .names import flatten, unflatten
+from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
+MODEL_FILE = "model.safetensors"  # npgpt's file in a model directory (the cache, a training run), as in HF's
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
            "I64": np.int64, "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
 
 
-def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Tensors of a safetensors file as read-only views of a memory map, and its metadata.
+def read_header(path: str | Path) -> tuple[dict[str, Any], int, int]:
+    """A safetensors file's JSON header, its length in bytes and the file's size; cheap (no data read).
 
-    bfloat16 tensors come back as float32 (NumPy has no bfloat16). Every offset is checked
-    against the file's size, so a truncated file is an error, not garbage.
+    Raises CheckpointError for a missing file or a header that is not a safetensors header.
     """
     path = Path(path)
     try:
@@ -40,40 +40,81 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
             if n > min(size - 8, 100_000_000):
                 raise CheckpointError(f"{path}: not a safetensors file (bad header length); re-download it")
             header = json.loads(f.read(n))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise CheckpointError(f"{path}: no such file") from None
         raise CheckpointError(f"{path}: unreadable safetensors header ({e}); re-download or re-convert it") from None
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
+        raise CheckpointError(f"{path}: malformed safetensors header (not a JSON object); re-download or re-convert it")
+    return header, n, size
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors of a safetensors file as read-only views of a memory map, and its metadata.
+
+    bfloat16 tensors come back as float32 (NumPy has no bfloat16). A truncated file is named as
+    such; every other structural fault (offsets into the header, overlapping or shifted byte
+    ranges, a shape whose size does not match its bytes, wrong JSON types) is refused by the
+    ``safetensors`` library's own validation, which runs before any tensor is viewed.
+    """
+    path = Path(path)
+    header, n, size = read_header(path)
     metadata = header.pop("__metadata__", None) or {}
+    offsets = [info.get("data_offsets") for info in header.values() if isinstance(info, dict)]
+    ends = [o[1] for o in offsets if isinstance(o, list) and len(o) == 2 and all(type(x) is int for x in o)]
+    if ends and 8 + n + max(ends) > size:
+        raise CheckpointError(
+            f"{path}: truncated (data ends at byte {8 + n + max(ends)}, file has {size}); re-download or re-convert it"
+        )
+    _validate(path)
     data = np.memmap(path, dtype=np.uint8, mode="r") if size > 8 + n else np.zeros(0, np.uint8)
     tensors = {}
     for name, info in header.items():
-        begin, end = (8 + n + o for o in info["data_offsets"])
-        if end > size:
-            raise CheckpointError(
-                f"{path}: truncated (tensor {name!r} ends at byte {end}, file has {size}); "
-                "re-download or re-convert it"
-            )
         dtype = _DTYPES.get(info["dtype"])
         if dtype is None:
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+        begin, end = (8 + n + o for o in info["data_offsets"])
         arr = data[begin:end].view(dtype).reshape(info["shape"])
-        if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        if info["dtype"] == "BF16":
+            arr = widen_bfloat16(arr)
         tensors[name] = arr
     return tensors, metadata
 
 
-def as_float32(arr: np.ndarray) -> np.ndarray:
-    """float32 as is (still memory-mapped); any other float widened once."""
+def _validate(path: Path) -> None:
+    """The safetensors library's structural checks (it parses the header; no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy"):
+            pass
+    except Exception as e:  # SafetensorError, or a ValueError/OSError for the same malformed file
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: malformed safetensors file ({first}); re-download or re-convert it") from None
+
+
+def widen_bfloat16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values, stored as their uint16 bits (NumPy has no bfloat16) -> float32, exactly.
+
+    A bfloat16 is the top half of a float32, so shifting its bits up 16 places is the float32.
+    """
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def as_float32(arr: np.ndarray, name: str = "a tensor", source: str = "checkpoint") -> np.ndarray:
+    """float32 as is (still memory-mapped); any other float widened once; integer or boolean
+    data refused (read as weights it would be garbage)."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise CheckpointError(f"{source}: tensor {name!r} holds {arr.dtype} data, not floating-point weights; "
+                              "the file is corrupt or not a GPT-2 checkpoint")
     return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
 
 def is_npgpt_file(path: str | Path) -> bool:
-    try:
-        return read_safetensors(path)[1].get("format") == FORMAT
-    except CheckpointError:
-        return False
+    """Whether a safetensors file carries npgpt's config; CheckpointError if it is not readable at all
+    (detection must not turn a truncated or corrupt file into "some other format")."""
+    header, _, _ = read_header(path)
+    return (header.get("__metadata__") or {}).get("format") == FORMAT
 
 
 def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
@@ -81,8 +122,11 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != FORMAT or "config" not in metadata:
         raise CheckpointError(f"{path}: not an npgpt model file (no npgpt config in its metadata)")
-    config = GPT2Config.from_dict(json.loads(metadata["config"]))
-    flat = {k: as_float32(v) for k, v in tensors.items()}
+    try:
+        config = GPT2Config.from_dict(json.loads(metadata["config"]))
+    except (ValueError, TypeError) as e:  # json's errors are ValueErrors too
+        raise CheckpointError(f"{path}: {e}") from None
+    flat = {k: as_float32(v, k, str(path)) for k, v in tensors.items()}
     return config, unflatten(flat, config, source=str(path))
 
 

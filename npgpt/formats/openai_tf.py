@@ -31,7 +31,8 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import publish
-from .names import expected_shapes, flatten, unflatten
+from ..params import expected_shapes, flatten, unflatten
+from .npgpt_format import widen_bfloat16
 
 _FIX = "the checkpoint is damaged or incomplete; re-download it (e.g. `npgpt download 124M`)"
 
@@ -96,7 +97,7 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _fields(msg: bytes) -> Iterator[tuple[int, int | bytes]]:
+def _fields(msg: bytes) -> Iterator[tuple[int, Any]]:  # value: int or bytes, by wire type
     """(field number, value) of each field of a serialized message: ints, or bytes for
     length-delimited fields (strings, sub-messages, packed repeated fields)."""
     pos = 0
@@ -442,8 +443,8 @@ def _read_tensor(name: str, entry: _Entry, index_path: Path, prefix: str, num_sh
     if _unmask(entry.crc32c) != _crc(raw):
         raise CheckpointError(f"{path}: crc32c mismatch in tensor {name!r}; {_FIX}")
     arr = raw.view(dtype).reshape(entry.shape)
-    if entry.dtype == _DT_BFLOAT16:  # bfloat16 is the top half of a float32
-        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    if entry.dtype == _DT_BFLOAT16:
+        arr = widen_bfloat16(arr)
     return arr
 
 
@@ -578,7 +579,14 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
     _write_files({
         directory / "checkpoint": lambda f: f.write(
             b'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'),
-        directory / "hparams.json": lambda f: f.write(
-            (json.dumps(config.to_dict(), indent=2) + "\n").encode()),
+        directory / "hparams.json": lambda f: f.write((json.dumps(_hparams(config), indent=2) + "\n").encode()),
     })
     return directory
+
+
+def _hparams(config: GPT2Config) -> dict[str, Any]:
+    """OpenAI's five shape keys, plus only the math fields that differ from GPT-2's: npgpt reads them
+    back, and OpenAI's code (whose HParams refuses unknown keys) fails rather than run another model."""
+    default = GPT2Config().to_dict()
+    shape = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
+    return {k: v for k, v in config.to_dict().items() if k in shape or v != default[k]}

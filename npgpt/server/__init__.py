@@ -3,8 +3,15 @@
     >>> from npgpt.server import create_app
     >>> app = create_app({"124M": npgpt.load("124M")})   # then: uvicorn.run(app)
 
-Needs the ``serve`` extra (FastAPI, uvicorn). ``app.py`` is the API, ``scheduler.py`` the batching
-worker, ``schemas.py`` the request bodies and chat template, ``static/index.html`` the playground.
+Needs the ``serve`` extra (FastAPI, uvicorn). Laid out like vLLM's ``entrypoints/openai``:
+
+- ``app.py``: wiring (``create_app``, lifespan) and ``background_server``
+- ``routes.py``: the router, thin; ``completions.py`` and ``chat.py``: each endpoint's serving logic
+- ``protocol.py``: request bodies, the chat template, response parts
+- ``streaming.py``: events from the scheduler's thread, one stream of chunks, SSE or folded
+- ``errors.py``: OpenAI-shaped errors and their handlers; ``middleware.py``: body limit, key, metrics
+- ``scheduler.py``: continuous batching on a worker thread; ``metrics.py``: Prometheus text
+- ``cli.py``: ``npgpt serve``; ``static/index.html``: the playground
 """
 
 from __future__ import annotations

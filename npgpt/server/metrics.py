@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
+from collections.abc import Mapping
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -21,13 +22,11 @@ class Histogram:
         self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
         self.sum = 0.0
         self.count = 0
-        self.max = 0.0  # not exported; handy in tests and benchmarks
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.sum += value
         self.count += 1
-        self.max = max(self.max, value)
 
     def lines(self, name: str, labels: str) -> list[str]:
         sep = "," if labels else ""
@@ -64,7 +63,7 @@ class Metrics:
         with self._lock:
             self.prompt_tokens[model] += tokens
 
-    def render(self, gauges: dict[str, dict[str, float]]) -> str:
+    def render(self, gauges: Mapping[str, Mapping[str, float]]) -> str:
         """The exposition text; ``gauges`` maps a metric name to {model: value}."""
         out: list[str] = []
 

@@ -3,7 +3,7 @@
 Requests come from any thread (the server's event loop) and wait in a queue. Between two decode
 steps the worker admits waiting rows: it prefills their prompts on their own, copies the keys and
 values into free rows of the shared kv cache, and from then on they decode with everyone else, each
-at its own cache slot (``Batch.start`` is per row). A row leaves as soon as it finishes or its
+at its own cache slot (``DecodeState.start`` is per row). A row leaves as soon as it finishes or its
 client goes away, and the last row moves into its place, so the active rows are always
 ``0 .. n-1`` and a step computes only those.
 
@@ -23,14 +23,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from array_api_compat import is_jax_array
 
-from ..cache import KVCache, init_cache
-from ..generate import Batch, RowSampler, check_request, decode_step, prefill
+from ..cache import KVCache, copy_rows, grow, grown_capacity, rows
+from ..generate import DecodeState, RowSampler, check_request, decode_step, prefill
 from ..sampling import SamplingParams, row_rngs
 
 if TYPE_CHECKING:
     from ..api import GPT2
+    from ..engine import Engine
+    from ..tokenizer import Tokenizer
 
 log = logging.getLogger("npgpt.server")
 
@@ -63,27 +64,15 @@ class Request:
 class _Row(RowSampler):
     """A row of a request: the shared per-row sampler, plus the request it answers."""
 
-    def __init__(self, request: Request, index: int, model: GPT2) -> None:
-        super().__init__(index, request.params, request.rngs[index], model.tokenizer, model.config.n_vocab)
+    def __init__(self, request: Request, index: int, tokenizer: Tokenizer, n_vocab: int) -> None:
+        super().__init__(index, request.params, request.rngs[index], tokenizer, n_vocab)
         self.request = request
-
-
-def _put(buf: Any, index: Any, value: Any) -> Any:
-    """``buf[index] = value``: in place where the array library allows, functionally for JAX."""
-    if is_jax_array(buf):
-        return buf.at[index].set(value)
-    buf[index] = value
-    return buf
-
-
-def _copy(dst: KVCache, dst_index: Any, src: KVCache, src_index: Any) -> KVCache:
-    """``dst[dst_index] = src[src_index]`` for every layer's keys and values."""
-    return KVCache(tuple(_put(d, dst_index, s[src_index]) for d, s in zip(dst.k, src.k, strict=True)),
-                   tuple(_put(d, dst_index, s[src_index]) for d, s in zip(dst.v, src.v, strict=True)))
 
 
 class Scheduler:
     """Runs requests for one model with continuous batching on a worker thread of its own.
+
+    ``model`` is anything with an ``engine`` and a ``tokenizer`` (a :class:`~npgpt.api.GPT2`).
 
     ``submit``, ``cancel`` and ``call`` are safe from any thread. ``on_step(kind, rows)`` is called
     on the worker after each "prefill" or "decode" step with its number of rows (one new token
@@ -95,6 +84,8 @@ class Scheduler:
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
         self.model = model
+        self.engine: Engine = model.engine
+        self.tokenizer: Tokenizer = model.tokenizer
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.on_step = on_step
@@ -108,10 +99,9 @@ class Scheduler:
         self._cache: KVCache | None = None  # [max_batch, H, capacity, D] per layer, made on demand
         self._valid = np.zeros((max_batch, 0), dtype=bool)  # [max_batch, capacity]
         self._start = np.zeros(max_batch, dtype=np.int64)
-        self._offset = np.zeros(max_batch, dtype=np.int64)  # rows start at slot 0: never padded
-        # A JIT wants fixed shapes, so JAX always runs all max_batch rows; NumPy, PyTorch and CuPy
+        # A compiling backend wants fixed shapes, so it always runs all max_batch rows; the others
         # run a view of the n active rows and write the cache through it.
-        self._compact = model.backend.name != "jax"
+        self._compact = not self.engine.backend.compiles
 
     # -- any thread -------------------------------------------------------------------------------
     @property
@@ -124,7 +114,7 @@ class Scheduler:
 
     def submit(self, request: Request) -> Request:
         """Queue a request (checked first: raises NpgptError if it cannot run, QueueFull if full)."""
-        check_request(self.model, request.rows, request.params)
+        check_request(self.engine, request.rows, request.params)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
@@ -223,17 +213,17 @@ class Scheduler:
             distinct.setdefault(tuple(request.rows[i]), len(distinct))
         prompts = [list(p) for p in distinct]
         T = max(len(p) for p in prompts)
-        logits, pre = prefill(self.model, prompts, capacity=T)  # left-padded: prompt d ends before pre.start[d]
-        self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
+        logits, pre = prefill(self.engine, prompts, capacity=T)  # left-padded: prompt d ends before pre.start[d]
+        cache = self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
         for request, i in new:
             d, L = distinct[tuple(request.rows[i])], len(request.rows[i])
             j = len(self._rows)
             end = int(pre.start[d])
-            self._cache = _copy(self._cache, np.s_[j, :, :L], pre.cache, np.s_[d, :, end - L : end])
+            self._cache = cache = copy_rows(cache, np.s_[j, :, :L], pre.cache, np.s_[d, :, end - L : end])
             self._valid[j] = False
             self._valid[j, :L] = True
             self._start[j] = L
-            row = _Row(request, i, self.model)
+            row = _Row(request, i, self.tokenizer, self.engine.config.n_vocab)
             self._rows.append(row)
             _safe_deliver(request, row.pick(logits[d]))
         if self.on_step:
@@ -244,18 +234,18 @@ class Scheduler:
         """One decode step for every active row: feed each its last token, pick the next."""
         n = len(self._rows)
         tokens = np.array([row.token for row in self._rows], dtype=np.int64)
+        assert self._cache is not None
         if self._compact:
-            rows = KVCache(tuple(k[:n] for k in self._cache.k), tuple(v[:n] for v in self._cache.v))
-            view = Batch(rows, self._valid[:n], self._start[:n].copy(), self._offset[:n])
-            logits = decode_step(self.model, view, tokens)  # writes the cache in place, through the view
+            view = DecodeState(rows(self._cache, n), self._valid[:n], self._start[:n].copy())
+            logits = decode_step(self.engine, view, tokens)  # writes the cache in place, through the view
             self._start[:n] = view.start
         else:
             padded = np.zeros(self.max_batch, dtype=np.int64)
             padded[:n] = tokens
-            batch = Batch(self._cache, self._valid, self._start.copy(), self._offset)
-            logits = decode_step(self.model, batch, padded)[:n]
-            self._cache = batch.cache
-            self._start[:n] = batch.start[:n]  # idle rows stay at slot 0
+            state = DecodeState(self._cache, self._valid, self._start.copy())
+            logits = decode_step(self.engine, state, padded)[:n]
+            self._cache = state.cache
+            self._start[:n] = state.start[:n]  # idle rows stay at slot 0
         for j, row in enumerate(self._rows):
             _safe_deliver(row.request, row.pick(logits[j]))
         if self.on_step:
@@ -267,8 +257,9 @@ class Scheduler:
         for j in sorted(finished, reverse=True):  # larger first: the row moved in is never a finished one
             last = len(self._rows) - 1
             if j != last:
+                assert self._cache is not None  # rows are active, so their cache exists
                 s = int(self._start[last])
-                self._cache = _copy(self._cache, np.s_[j, :, :s], self._cache, np.s_[last, :, :s])
+                self._cache = copy_rows(self._cache, np.s_[j, :, :s], self._cache, np.s_[last, :, :s])
                 self._valid[j] = self._valid[last]
                 self._start[j] = self._start[last]
                 self._rows[j] = self._rows[last]
@@ -278,19 +269,20 @@ class Scheduler:
         if not self._rows:
             self._cache = None  # free the memory while idle; the next request makes a fresh one
 
-    def _reserve(self, need: int) -> None:
-        """Make the cache hold at least ``need`` slots per row (grown by doubling, up to n_ctx)."""
+    def _reserve(self, need: int) -> KVCache:
+        """Make the cache hold at least ``need`` slots per row (grown by doubling, up to n_ctx); the cache."""
         capacity = self._valid.shape[1] if self._cache is not None else 0
-        if need <= capacity:
-            return
-        size = min(self.model.config.n_ctx, max(-(-need // 64) * 64, 2 * capacity))
-        cache = init_cache(self.model.config, self.max_batch, size, like=self.model.params["wte"])
+        if self._cache is not None and need <= capacity:
+            return self._cache
+        size = grown_capacity(capacity, need, self.engine.config.n_ctx)
         valid = np.zeros((self.max_batch, size), dtype=bool)
-        if self._cache is not None:
-            n = len(self._rows)
-            cache = _copy(cache, np.s_[:n, :, :capacity], self._cache, np.s_[:n, :, :capacity])
+        if self._cache is None:
+            self._cache = self.engine.new_cache(self.max_batch, size)
+        else:
+            self._cache = grow(self._cache, self.engine.config, size, n_rows=len(self._rows))
             valid[:, :capacity] = self._valid
-        self._cache, self._valid = cache, valid
+        self._valid = valid
+        return self._cache
 
 
 def _safe_deliver(request: Request, item: Any) -> None:

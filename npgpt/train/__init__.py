@@ -6,8 +6,12 @@ Importing this package is cheap; JAX and optax load with the first name used fro
 - :mod:`.loss`     next-token cross-entropy through ``npgpt.model.gpt2``
 - :mod:`.step`     AdamW + warm-up/cosine + clipping + accumulation: the jitted ``train_step``
 - :mod:`.sharding` ("data", "model") mesh, data and tensor parallelism, multi-host
-- :mod:`.loop`     ``train(data, out, ...)``: checkpoints, exact resume, held-out loss, plot
-- :mod:`.cli`      ``npgpt train``
+- :mod:`.settings` ``TrainSettings``: defaults, and what may change on resume
+- :mod:`.loop`     ``train(data, out, settings)``: the steps, exact resume, held-out loss
+- :mod:`.checkpoint` the run's files: resume state, model, the model to start from
+- :mod:`.plot`     the loss curves as a PNG
+
+The ``npgpt train`` command is ``npgpt.cli.train``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "train": "loop", "Progress": "loop", "TrainResult": "loop", "load_init": "loop",
+    "train": "loop", "Progress": "loop", "TrainResult": "loop", "TrainSettings": "settings",
+    "load_init": "checkpoint",
     "make_train_step": "step", "optimizer": "step", "schedule": "step",
     "make_mesh": "sharding", "shard_params": "sharding", "shard_batch": "sharding",
     "init_distributed": "sharding",

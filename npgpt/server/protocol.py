@@ -1,4 +1,4 @@
-"""Request bodies of the OpenAI-compatible endpoints, and the chat prompt template.
+"""The OpenAI-compatible API's shapes: request bodies, the chat prompt template, response parts.
 
 Fields follow OpenAI's API; unknown fields are ignored, as OpenAI's own clients send some. The
 sampling options are checked by :class:`npgpt.sampling.SamplingParams`, the one place that knows
@@ -8,15 +8,21 @@ client: ``extra_body={"top_k": 40}``).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import NpgptError
 from ..sampling import SamplingParams
 
+if TYPE_CHECKING:
+    from ..api import GPT2
+    from ..tokenizer import Tokenizer
+
 MAX_N = 128  # completions per prompt
 MAX_STOP = 16  # stop sequences
+_SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
+                   "frequency_penalty")
 
 
 class _Body(BaseModel):
@@ -45,21 +51,12 @@ class _Sampling(_Body):
     repetition_penalty: float | None = None
 
     def sampling(self, max_tokens: int, logprobs: int | None, stop: tuple[str, ...] = ()) -> SamplingParams:
-        """Validated SamplingParams (raises NpgptError naming the bad field)."""
+        """Validated SamplingParams (raises NpgptError with the bad field as ``param``); a field left
+        out or null takes SamplingParams' default, the one place defaults live."""
         user_stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        return SamplingParams(
-            max_new_tokens=max_tokens,
-            temperature=_default(self.temperature, 1.0),
-            top_p=_default(self.top_p, 1.0),
-            top_k=_default(self.top_k, 0),
-            min_p=_default(self.min_p, 0.0),
-            repetition_penalty=_default(self.repetition_penalty, 1.0),
-            presence_penalty=_default(self.presence_penalty, 0.0),
-            frequency_penalty=_default(self.frequency_penalty, 0.0),
-            seed=self.seed,
-            stop=user_stop + stop,
-            logprobs=logprobs,
-        )
+        given = {k: v for k in _SAMPLING_KNOBS if (v := getattr(self, k)) is not None}
+        return SamplingParams(max_new_tokens=max_tokens, seed=self.seed, stop=user_stop + stop, logprobs=logprobs,
+                              **given)
 
 
 class CompletionRequest(_Sampling):
@@ -137,5 +134,22 @@ def chat_prompt(messages: list[ChatMessage]) -> str:
     return "\n".join([*lines, "Assistant:"])
 
 
-def _default(value: float | int | None, default: float | int) -> float | int:
-    return default if value is None else value
+# -- response parts -----------------------------------------------------------------------------------
+def model_card(name: str, model: GPT2) -> dict[str, Any]:
+    """``GET /v1/models/{name}``: OpenAI's model object, plus the context length and config."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "npgpt", "context_length": model.config.n_ctx,
+            "config": model.config.to_dict()}
+
+
+def token_text(tok: Tokenizer, token: int) -> str:
+    """A token as text; a token that is part of a UTF-8 character is written ``bytes:\\xe2\\x80``, like OpenAI."""
+    raw = tok.token_bytes(token)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+
+def token_entry(tok: Tokenizer, token: int, logprob: float | None) -> dict[str, Any]:
+    """A token in chat's ``logprobs.content`` list."""
+    return {"token": token_text(tok, token), "logprob": logprob, "bytes": list(tok.token_bytes(token))}

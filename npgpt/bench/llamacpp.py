@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .bench import other_cpu_meter
-from .errors import NpgptError
+from ..errors import NpgptError
+from .system import other_cpu_meter
 
 OUTTYPES = ("f32", "f16", "q8_0")  # converter --outtype values: npgpt's own precision, and llama.cpp's usual two
 BUILD_HINT = ("cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON && "
@@ -106,7 +106,7 @@ def _prepare_hf_dir(hf_dir: Path, out: Path) -> Path:
         if vocab < GPT2_VOCAB:  # the converter asserts every token id fits the model's vocabulary
             raise NpgptError(f"llama.cpp's converter needs a tokenizer that fits the model: GPT-2's has "
                              f"{GPT2_VOCAB} tokens, the model's vocabulary {vocab}")
-        from .tokenizer import default_files
+        from ..tokenizer import default_files
 
         encoder_json, vocab_bpe = default_files()
         shutil.copyfile(encoder_json, out / "vocab.json")  # encoder.json is GPT-2's vocab.json

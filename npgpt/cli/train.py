@@ -1,4 +1,4 @@
-"""``npgpt train``: a thin typer command over :func:`npgpt.train.loop.train`.
+"""``npgpt train``: a thin typer command over :func:`npgpt.train.loop.train` and its ``TrainSettings``.
 
 Imports nothing heavy at module level, so registering the command costs the CLI nothing; JAX
 loads when the command runs.
@@ -80,24 +80,25 @@ def train_command(
     Interrupted? Run the same command with --resume.
     """
     try:
-        import jax  # noqa: F401
+        import jax
         import optax  # noqa: F401
     except ImportError:
         raise NpgptError("npgpt train needs JAX and optax: pip install 'npgpt[train]'") from None
-    from . import sharding
+    from ..train import sharding
 
     if distributed or coordinator or num_processes is not None or process_id is not None:
         sharding.init_distributed(coordinator, num_processes, process_id)
-    from .loop import train
+    from ..train.loop import train
+    from ..train.settings import TrainSettings
 
+    settings = TrainSettings(
+        init=init, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx, steps=steps,
+        batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, grad_accum=grad_accum, warmup=warmup,
+        eval_interval=eval_interval, val_fraction=val_fraction,
+    )
     with _ProgressBar(show=jax.process_index() == 0) as bar:
         try:
-            result = train(
-                data, out, init=init, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx,
-                steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, resume=resume,
-                grad_accum=grad_accum, warmup=warmup, eval_interval=eval_interval, val_fraction=val_fraction,
-                model_parallel=model_parallel, progress=bar.update,
-            )
+            result = train(data, out, settings, resume=resume, model_parallel=model_parallel, progress=bar.update)
         except KeyboardInterrupt:
             saved = f"the last checkpoint is step {bar.saved}" if bar.saved else "no checkpoint was written yet"
             raise NpgptError(f"interrupted at step {bar.step}; {saved}; "

@@ -1,4 +1,4 @@
-"""``npgpt serve``: load models and run the OpenAI-compatible server (registered by ``npgpt.cli``).
+"""``npgpt serve``: load models and run the OpenAI-compatible server of :mod:`npgpt.server`.
 
 Only typer is imported here: ``npgpt`` imports this module on every run to find the command.
 """
@@ -19,7 +19,8 @@ def serve_command(
     model: Annotated[list[str] | None, typer.Option(
         "--model", "-m", help="Checkpoint path or downloaded name (124M…); repeat to serve several. "
         "NAME=PATH sets the name clients put in `model`. Default: a downloaded GPT-2, else the bundled model.")] = None,
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",  # noqa: E501
+    host: Annotated[str, typer.Option(
+        help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="NPGPT_API_KEY",
                                                 help="Require `Authorization: Bearer KEY` on /v1/*.")] = None,
@@ -40,16 +41,19 @@ def serve_command(
     try:
         import uvicorn
 
-        from .app import create_app
+        from ..server.app import create_app
     except ImportError as e:
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
     from rich.console import Console
 
     from ..api import load
+    from ..backends import tune_allocator
 
+    tune_allocator()  # process-wide: the server's entry point tunes it, the library never does
     err = Console(stderr=True, highlight=False)
     models = {}
-    for spec in model or [None]:
+    specs: list[str | None] = [*model] if model else [None]
+    for spec in specs:
         name, _, path = spec.partition("=") if spec and "=" in spec and not Path(spec).exists() else ("", "", spec)
         m = load(path, backend=backend, dtype=dtype)
         if m.notice:

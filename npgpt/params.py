@@ -1,58 +1,59 @@
-"""npgpt's flat tensor names, the expected shape of each, and random initialisation.
+"""The params pytree: npgpt's tensor names, the shape of each, flatten/unflatten, and initialisation.
 
-The params pytree is ``{"wte", "wpe", "blocks": [block, ...], "ln_f"}``; flattened names join
-the path with dots (``blocks.3.attn.c_attn.w``). Every format module maps its own names to these,
-and :func:`unflatten` checks every tensor against the config before the model ever sees it.
+The params pytree is ``{"wte", "wpe", "blocks": [block, ...], "ln_f"}``, plus ``"lm_head"`` [V, C]
+when the output head is not tied to ``wte``, and without the biases (``b``) of a ``bias=False``
+model; flattened names join the path with dots (``blocks.3.attn.c_attn.w``). Every format
+module maps its own names to these, and :func:`unflatten` checks every tensor against the
+config before the model ever sees it.
+:func:`map_with_path` is the one walker over the tree; everything else that visits leaves uses it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ..config import GPT2Config
-from ..errors import CheckpointError
+from .config import GPT2Config
+from .errors import CheckpointError
 
 
 def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
-    """Every tensor npgpt needs for ``config``, by flat name, with its shape."""
-    C, V = config.n_embd, config.n_vocab
-    shapes: dict[str, tuple[int, ...]] = {"wte": (V, C), "wpe": (config.n_ctx, C)}
-    for i in range(config.n_layer):
-        p = f"blocks.{i}."
-        shapes.update({
-            p + "ln_1.g": (C,), p + "ln_1.b": (C,),
-            p + "attn.c_attn.w": (C, 3 * C), p + "attn.c_attn.b": (3 * C,),
-            p + "attn.c_proj.w": (C, C), p + "attn.c_proj.b": (C,),
-            p + "ln_2.g": (C,), p + "ln_2.b": (C,),
-            p + "mlp.c_fc.w": (C, 4 * C), p + "mlp.c_fc.b": (4 * C,),
-            p + "mlp.c_proj.w": (4 * C, C), p + "mlp.c_proj.b": (C,),
-        })
-    shapes.update({"ln_f.g": (C,), "ln_f.b": (C,)})
-    return shapes
+    """Every tensor npgpt needs for ``config``, by flat name, with its shape (``GPT2Config.param_shapes``)."""
+    return config.param_shapes()
+
+
+def map_with_path(fn: Callable[[str, Any], Any], tree: Any, prefix: str = "") -> Any:
+    """The same nested dicts/lists with ``fn(name, leaf)`` in place of each leaf.
+
+    ``name`` is the leaf's flat name (``"blocks.0.attn.c_attn.w"``, ``"wte"``). Leaves are
+    whatever is not a dict, list or tuple (NumPy, JAX, PyTorch arrays alike).
+    """
+    if isinstance(tree, dict):
+        return {k: map_with_path(fn, v, f"{prefix}{k}.") for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(map_with_path(fn, v, f"{prefix}{i}.") for i, v in enumerate(tree))
+    return fn(prefix[:-1], tree)
 
 
 def flatten(params: dict[str, Any]) -> dict[str, Any]:
     """Nested params -> ``{"blocks.0.ln_1.g": array, ...}``."""
     flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        elif isinstance(node, (list, tuple)):
-            for i, v in enumerate(node):
-                walk(v, f"{prefix}{i}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(params, "")
+    map_with_path(flat.__setitem__, params)
     return flat
 
 
 def unflatten(flat: dict[str, Any], config: GPT2Config, source: str = "checkpoint") -> dict[str, Any]:
-    """Flat names -> nested params, checking that every tensor is present with the right shape."""
+    """Flat names -> nested params, checking that every tensor is present with the right shape.
+
+    The cheap facts come first: a config claiming more (or fewer) layers than the file holds is
+    refused before the table of expected shapes is built (for ``n_layer=10**9`` that would hang).
+    """
+    n_blocks = len({name.split(".")[1] for name in flat if name.startswith("blocks.")})
+    if n_blocks != config.n_layer:
+        raise CheckpointError(f"{source}: the config says n_layer={config.n_layer} but the weights hold "
+                              f"{n_blocks} blocks; the config does not belong to these weights")
     expected = expected_shapes(config)
     missing = [k for k in expected if k not in flat]
     if missing:

@@ -1,0 +1,5 @@
+"""``python -m npgpt``: the ``npgpt`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,126 @@
+"""The whole bench: every engine in its own worker, in rounds, merged into one JSON-ready dict."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .measure import bytes_per_token
+from .report import add_derived
+from .settings import GPU_ONLY, HF, BenchSettings, engine_name, npgpt_engines
+from .system import import_seconds, machine
+from .workers import best_of, spawn
+
+
+def installed(backend: str) -> bool:
+    """Whether npgpt's ``backend`` can run here (a GPU backend needs its device and driver too)."""
+    import importlib.util
+
+    if backend == "numpy":
+        return True
+    if importlib.util.find_spec(backend) is None:
+        return False
+    if backend in GPU_ONLY:  # installed is not enough: they need a GPU and its driver
+        from ..backends import get_backend
+        from ..errors import NpgptError
+
+        try:
+            get_backend(backend)
+        except NpgptError:
+            return False
+    return True
+
+
+def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Every measurement ``s`` asks for, as one JSON-ready dict (see :mod:`npgpt.bench`).
+
+    Raises NpgptError for bad settings or missing llama.cpp tools, before any engine runs.
+    """
+    pairs = npgpt_engines(s)
+    if "llama.cpp" in s.compare and s.llama_cpp:
+        from .llamacpp import find_tools
+
+        find_tools(s.llama_cpp)  # a missing tool is reported now, not after the other engines' minutes
+    with tempfile.TemporaryDirectory(prefix="npgpt-bench-") as tmp:
+        progress("preparing the weights")
+        config, path, hf_path, source = _checkpoints(s, Path(tmp))
+        if max(s.prompt_len, s.short_prompt + s.new_tokens, s.short_prompt + s.baseline_tokens) >= config.n_ctx:
+            from ..errors import NpgptError
+
+            raise NpgptError(f"prompts plus new tokens must fit the context of {config.n_ctx} tokens; "
+                             "lower --prompt-len, --new-tokens or --baseline-tokens")
+        result: dict[str, Any] = {
+            "machine": machine(s.threads),
+            "model": {"source": source, "random": s.random, **config.to_dict(), "n_params": config.n_params,
+                      "weight_mb": 4 * config.n_params / 1e6, "bytes_per_token": bytes_per_token(config)},
+            "settings": asdict(s),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {}  # engine -> its result in each round
+        npgpt = [(engine_name(b, d), "npgpt", {"path": str(path), "backend": b, "dtype": d}) for b, d in pairs]
+        # npgpt's first engine runs right before HF, so the two figures compared most are taken close in time
+        jobs = [*npgpt[:1], *([(HF, "hf", {"path": str(hf_path)})] if "hf" in s.compare else []), *npgpt[1:]]
+        for r in range(s.repeat):
+            progress(f"measuring memory bandwidth{_round(r, s)}")
+            runs.setdefault("bandwidth", []).append(spawn("bandwidth", s))
+            for name, job, spec in jobs:
+                if job == "npgpt" and not installed(spec["backend"]):
+                    runs[name] = [{"error": f"backend {spec['backend']} is not installed"}]
+                    continue
+                progress(f"running {name}{_round(r, s)}")
+                runs.setdefault(name, []).append(spawn(job, s, **spec))
+        bandwidth = best_of(runs.pop("bandwidth"))
+        result["machine"]["bandwidth_gbs"] = bandwidth.get("bytes_per_s", float("nan")) / 1e9
+        result["import"] = import_seconds()
+        engines = {name: best_of(results) for name, results in runs.items()}
+        if "llama.cpp" in s.compare and hf_path is not None and s.llama_cpp:
+            from .llamacpp import measure_llamacpp
+
+            progress("running llama.cpp: converting to GGUF f32/f16/q8_0, llama-bench, llama-batched-bench")
+            engines.update(measure_llamacpp(s.llama_cpp, hf_path, Path(tmp) / "llama.cpp", s))
+        result["engines"] = engines
+        if s.baseline_tokens:
+            progress(f"running npgpt without a kv cache ({s.baseline_tokens} tokens)")
+            result["nocache"] = spawn("nocache", s, path=str(path))
+        if s.train:
+            progress("training steps: npgpt (JAX)")
+            result["train"] = {"npgpt-jax": spawn("train-npgpt", s, path=str(path))}
+            if hf_path is not None:
+                progress("training steps: Hugging Face + PyTorch")
+                result["train"][HF] = spawn("train-hf", s, path=str(hf_path))
+        if s.precision:
+            progress("accuracy of 16-bit weights")
+            result["precision"] = spawn("precision", s, path=str(path))
+    add_derived(result)
+    return result
+
+
+def _round(r: int, s: BenchSettings) -> str:
+    return f" (round {r + 1} of {s.repeat})" if s.repeat > 1 else ""
+
+
+def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, str]:
+    """(config, npgpt checkpoint, HF directory or None, description) for the engines to load."""
+    from ..config import PRESETS
+    from ..formats import detect, load_checkpoint, save_checkpoint
+    from ..formats.npgpt_format import MODEL_FILE
+    from ..params import init_params
+    from ..registry import resolve
+
+    need_hf = "hf" in s.compare or "llama.cpp" in s.compare or s.train  # llama.cpp converts the HF checkpoint
+    if s.random:
+        name = s.model or "124M"
+        config = PRESETS[name] if name in PRESETS else load_checkpoint(resolve(name)[0])[0]
+        params = init_params(config, seed=s.seed)
+        path = save_checkpoint(tmp / MODEL_FILE, config, params)
+        source = f"random weights, {name} shape"
+    else:
+        path, _ = resolve(s.model)
+        config, params = load_checkpoint(path)
+        source = str(path)
+    hf_path = None
+    if need_hf:
+        hf_path = path if not s.random and detect(path) == "hf" else save_checkpoint(tmp / "hf", config, params, "hf")
+    return config, path, hf_path, source

@@ -1,0 +1,70 @@
+"""What a bench run measures: the settings, the engines' names, and the checks on both."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..errors import NpgptError
+
+ENGINES = ("numpy", "jax", "torch", "cupy", "cupynumeric")  # npgpt's backends (backends.BACKENDS)
+GPU_ONLY = ("cupy", "cupynumeric")
+HF = "hf-torch"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to run. The defaults are the run in docs/benchmarks.md (GPT-2 124M's shape)."""
+
+    model: str | None = None  # preset name or checkpoint path; None: 124M (random) / the default model
+    random: bool = False  # random weights of the model's shape: offline, any preset size
+    backends: tuple[str, ...] = ("numpy", "jax", "torch")
+    dtypes: tuple[str, ...] = ("float32",)  # weight storage per backend; 16-bit where the backend has it
+    batches: tuple[int, ...] = (1, 8, 32)
+    prompt_len: int = 512  # prefill
+    short_prompt: int = 16  # time to first token, and the prompt decoding starts from
+    new_tokens: int = 128
+    compare: tuple[str, ...] = ()  # "hf": Hugging Face transformers + PyTorch too; "llama.cpp": llama.cpp too
+    llama_cpp: str | None = None  # a llama.cpp checkout built with cmake, for compare "llama.cpp"
+    baseline_tokens: int = 256  # npgpt without a kv cache (0 = skip)
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    bandwidth_mib: int = 1024  # matrix size for the bandwidth measurement
+    train: bool = False
+    train_batch: int = 4
+    train_seq: int = 128
+    train_steps: int = 3
+    precision: bool = False  # accuracy of float16 / bfloat16 / int8 weight storage (on torch)
+    repeat: int = 1  # rounds of every engine, interleaved; each engine keeps its best (noisy machines)
+    seed: int = 0
+
+
+def engine_name(backend: str, dtype: str) -> str:
+    """``npgpt-numpy`` for float32 weights, ``npgpt-torch-bfloat16`` for 16-bit ones."""
+    return f"npgpt-{backend}" + ("" if dtype == "float32" else f"-{dtype}")
+
+
+def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
+    """``(backend, dtype)`` of every npgpt engine ``s`` asks for; NpgptError naming a bad setting.
+
+    Every backend runs in each dtype it has (numpy has no 16-bit products; ``--dtype float16``
+    with numpy alone is an error).
+    """
+    unknown = [b for b in s.backends if b not in ENGINES]
+    if unknown:
+        raise NpgptError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ENGINES)}")
+    from ..backends import DTYPES, WEIGHT_DTYPES
+
+    if not s.dtypes or set(s.dtypes) - set(WEIGHT_DTYPES):
+        raise NpgptError(f"--dtype takes a comma list of {', '.join(WEIGHT_DTYPES)}, got {','.join(s.dtypes)!r}")
+    pairs = [(b, d) for b in s.backends for d in s.dtypes if d in DTYPES[b]]
+    missing = [d for d in s.dtypes if not any(pd == d for _, pd in pairs)]
+    if missing:
+        raise NpgptError(f"no backend in --backend {','.join(s.backends)} stores {missing[0]} weights; add one "
+                         f"that does: {', '.join(b for b in DTYPES if missing[0] in DTYPES[b])}")
+    if set(s.compare) - {"hf", "llama.cpp"}:
+        raise NpgptError(f"--compare takes a comma list of 'hf' and 'llama.cpp', got {','.join(s.compare)!r}")
+    if "llama.cpp" in s.compare and not s.llama_cpp:
+        raise NpgptError("--compare llama.cpp needs --llama-cpp DIR (or NPGPT_LLAMA_CPP): a llama.cpp build")
+    if not s.batches or min(s.batches) < 1 or min(s.new_tokens, s.short_prompt, s.repeat) < 1 or s.prompt_len < 16:
+        raise NpgptError("batch sizes, --new-tokens, --short-prompt and --repeat must be >= 1, --prompt-len >= 16")
+    return pairs

@@ -1,0 +1,5 @@
+"""``python -m npgpt.cli``: the ``npgpt`` command."""
+
+from . import main
+
+main()

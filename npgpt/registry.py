@@ -1,0 +1,121 @@
+"""Where models live on disk: the cache layout, model names -> paths, listing. No network here.
+
+Everything lives under :func:`home`::
+
+    downloads/openai/124M/          OpenAI's files while they download (``*.part`` until complete)
+    124M/model.safetensors          the converted, memory-mapped npgpt file :func:`resolve` returns
+    hf/<org>--<repo>/model.safetensors   a converted Hugging Face model
+
+:mod:`npgpt.download` fetches into this layout; :func:`resolve` turns a ``--model`` value into a path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+
+from .config import PRESETS
+from .errors import NpgptError
+from .formats.npgpt_format import MODEL_FILE
+
+OPENAI_NAMES = tuple(PRESETS)  # 124M, 355M, 774M, 1558M: also the order resolve(None) prefers
+ALIASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
+BUNDLED = "bundled"
+BUNDLED_NOTICE = "using npgpt's small bundled model (not GPT-2); run `npgpt download 124M` for real GPT-2"
+_KEYS = {**{n.lower(): n for n in OPENAI_NAMES}, **ALIASES}
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # Hugging Face's org/name (it forbids "--" and "..")
+
+
+def home() -> Path:
+    """npgpt's cache: ``$NPGPT_HOME``, else ``$XDG_CACHE_HOME/npgpt``, else ``~/.cache/npgpt``."""
+    if os.environ.get("NPGPT_HOME"):
+        return Path(os.environ["NPGPT_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "npgpt"
+
+
+def openai_name(name: str) -> str:
+    """``"124M"``, ``"124m"`` or the alias ``"gpt2"`` -> ``"124M"``; anything else is an error."""
+    canonical = _KEYS.get(name.strip().lower())
+    if canonical is None:
+        valid = ", ".join([*OPENAI_NAMES, *ALIASES])
+        raise NpgptError(f"unknown GPT-2 model {name!r}; expected one of {valid}")
+    return canonical
+
+
+def bundled_path() -> Path:
+    """The small model that ships with npgpt (trained by npgpt, not OpenAI's GPT-2)."""
+    return Path(str(resources.files("npgpt").joinpath("assets", "bundled.safetensors")))
+
+
+def hf_dir(repo_id: str, revision: str | None = None) -> Path:
+    """Where the npgpt file converted from a Hugging Face repo (at ``revision``) lives."""
+    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise NpgptError(f"{repo_id!r} is not a Hugging Face repo id; expected ORG/NAME, e.g. openai-community/gpt2")
+    name = repo_id.replace("/", "--")
+    if revision:  # "refs/pr/1" -> "refs--pr--1": one directory, and reversible (see list_cached)
+        name += "@" + revision.replace("/", "--")
+    return home() / "hf" / name
+
+
+def list_cached() -> list[tuple[str, Path]]:
+    """Downloaded models, as ``(name, npgpt file)``: OpenAI's sizes first, then Hugging Face repos."""
+    found = [(n, home() / n / MODEL_FILE) for n in OPENAI_NAMES if (home() / n / MODEL_FILE).is_file()]
+    hf_root = home() / "hf"
+    if hf_root.is_dir():
+        for d in sorted(hf_root.iterdir()):
+            if (d / MODEL_FILE).is_file():
+                found.append((d.name.replace("--", "/"), d / MODEL_FILE))
+    return found
+
+
+def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
+    """The checkpoint to load for a ``--model`` value, and a one-line notice for the user (or None).
+
+    An existing path is used as is; ``124M``/``gpt2``/... and downloaded Hugging Face repo ids
+    map to their converted file; ``bundled`` is the model shipped with npgpt; None picks the
+    smallest downloaded GPT-2, else the bundled model (with a notice saying it is not GPT-2).
+    """
+    if name_or_path is None:
+        for name, path in list_cached():
+            if name in OPENAI_NAMES:
+                return path, None
+        return _bundled(), BUNDLED_NOTICE
+    key = name_or_path.strip()
+    if key and Path(key).expanduser().exists():
+        return Path(key).expanduser(), None
+    if key.lower() == BUNDLED:
+        return _bundled(), None
+    if key.lower() in _KEYS:
+        name = openai_name(key)
+        path = home() / name / MODEL_FILE
+        if path.is_file():
+            return path, None
+        raise NpgptError(f"model {name} is not downloaded; run `npgpt download {name}`")
+    repo_id, _, revision = key.partition("@")
+    if _REPO_ID.fullmatch(repo_id):
+        path = hf_dir(repo_id, revision or None) / MODEL_FILE
+        if path.is_file():
+            return path, None
+        flag = f" --revision {revision}" if revision else ""
+        raise NpgptError(
+            f"{key}: no such file, and no downloaded Hugging Face model of that name; "
+            f"run `npgpt download --hf {repo_id}{flag}`"
+        )
+    available = [n for n, _ in list_cached()] + ([BUNDLED] if bundled_path().is_file() else [])
+    raise NpgptError(
+        f"{name_or_path!r} is not a file or a known model; available: {', '.join(available) or 'none'}; "
+        f"to download: {', '.join(OPENAI_NAMES)} (`npgpt download NAME`) or `npgpt download --hf ORG/NAME`"
+    )
+
+
+def _bundled() -> Path:
+    path = bundled_path()
+    if not path.is_file():
+        raise NpgptError(
+            f"no model available: nothing downloaded and the bundled model is missing ({path}); "
+            "run `npgpt download 124M` or pass a local checkpoint path with --model"
+        )
+    return path

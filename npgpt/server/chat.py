@@ -1,0 +1,96 @@
+"""``POST /v1/chat/completions``: the messages as one transcript (:func:`~npgpt.server.protocol.chat_prompt`),
+answered as one stream of ``chat.completion.chunk`` s; the plain ``chat.completion`` is that stream folded.
+
+Per choice the stream holds a first delta with the role, deltas of content (with ``logprobs`` if
+asked), then an empty delta with the ``finish_reason``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+
+from ..generate import Event
+from .errors import APIError, check_request
+from .metrics import Metrics
+from .protocol import CHAT_STOP, ChatRequest, chat_prompt, token_entry
+from .scheduler import Scheduler
+from .streaming import Answer, Chunk, Run
+
+
+async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics) -> Answer:
+    """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows."""
+    m, tok = sched.model, sched.model.tokenizer
+    prompt = tok.encode(chat_prompt(body.messages))
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    max_tokens = body.max_completion_tokens or body.max_tokens or max(1, m.config.n_ctx - len(prompt))
+    params = body.sampling(max_tokens, logprobs, stop=CHAT_STOP)
+    n = body.n or 1
+    rows = [prompt] * n
+    check_request(m, rows, params)
+    run = Run(sched, rows, params)
+    metrics.prompt(name, len(prompt))
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": name}
+    strip = [LeadingSpace() for _ in rows]
+
+    def token_logprobs(ev: Event) -> list[dict[str, Any]] | None:
+        if logprobs is None:
+            return None
+        if ev.token is None:
+            return []
+        return [{**token_entry(tok, ev.token, ev.logprob),
+                 "top_logprobs": [token_entry(tok, t, lp) for t, lp in ev.top]}]
+
+    def chunk(i: int, delta: dict[str, Any], lp: list | None, finish: str | None) -> Chunk:
+        choice = {"index": i, "delta": delta, "logprobs": None if lp is None else {"content": lp},
+                  "finish_reason": finish}
+        return {**head, "choices": [choice]}
+
+    async def chunks() -> AsyncIterator[Chunk]:
+        done = 0
+        for i in range(n):
+            yield chunk(i, {"role": "assistant", "content": ""}, None, None)
+        async for ev in run.events(request, poll_disconnect=not body.stream):
+            done += ev.token is not None
+            text, lp = strip[ev.row](ev.text), token_logprobs(ev)
+            if text or lp:
+                yield chunk(ev.row, {"content": text}, lp, None)
+            if ev.finish_reason:
+                yield chunk(ev.row, {}, None, ev.finish_reason)
+        yield {**head, "choices": [], "usage": {"prompt_tokens": len(prompt), "completion_tokens": done,
+                                                "total_tokens": len(prompt) + done}}
+
+    def fold(chunks: list[Chunk]) -> Chunk:
+        out: list[dict[str, Any]] = [{"index": i, "message": {"role": "assistant", "content": ""},
+                "logprobs": {"content": []} if logprobs is not None else None, "finish_reason": None}
+               for i in range(n)]
+        for c in chunks[:-1]:
+            for part in c["choices"]:
+                o = out[part["index"]]
+                o["message"]["content"] += part["delta"].get("content", "")
+                if part["logprobs"] is not None:
+                    o["logprobs"]["content"] += part["logprobs"]["content"]
+                o["finish_reason"] = part["finish_reason"] or o["finish_reason"]
+        return {**head, "object": "chat.completion", "choices": out, "usage": chunks[-1]["usage"]}
+
+    return Answer(chunks(), fold)
+
+
+class LeadingSpace:
+    """Drops a chat reply's leading whitespace (the model writes ``Assistant: Hi``), across deltas."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, text: str) -> str:
+        if not self.started:
+            text = text.lstrip()
+            self.started = bool(text)
+        return text

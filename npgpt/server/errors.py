@@ -1,0 +1,109 @@
+"""Errors in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, and their handlers.
+
+A :class:`~npgpt.errors.NpgptError` carries the offending argument as data (``err.param``, the
+Python API's name); here it becomes OpenAI's name (``max_new_tokens`` -> ``max_tokens``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import NpgptError
+from ..generate import check_request as _check_request
+from ..sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from ..api import GPT2
+
+log = logging.getLogger("npgpt.server")
+
+OPENAI_NAMES = {"max_new_tokens": "max_tokens"}  # the Python API's argument -> the OpenAI API's field
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+class APIError(Exception):
+    """An error response in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(e: NpgptError, code: str | None = None) -> APIError:
+    """A 400 for a user error, in the OpenAI API's names."""
+    message = str(e)
+    for ours, theirs in OPENAI_NAMES.items():
+        message = message.replace(ours, theirs)
+    return APIError(400, message, param=OPENAI_NAMES.get(e.param or "", e.param), code=code)
+
+
+def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
+    """The Python API's own request check (:func:`npgpt.generate.check_request`), answered as a 400."""
+    try:
+        _check_request(model, rows, params)
+    except NpgptError as e:
+        # the only check on max_new_tokens there is the context length (its range is SamplingParams')
+        code = "context_length_exceeded" if e.param == "max_new_tokens" else None
+        raise bad_request(e, code) from None
+
+
+def validation_error(errors: Sequence[Any]) -> APIError:
+    """One OpenAI-style error from pydantic's list: a malformed body, else the most specific problem."""
+    err = sorted(errors, key=lambda e: str(e.get("type", "")).endswith("_type"))[0]  # a union's type misses last
+    if err.get("type") == "json_invalid":
+        return APIError(400, f"malformed JSON body: {err.get('ctx', {}).get('error', err['msg'])}",
+                        code="invalid_json")
+    loc = [x for x in err["loc"] if x != "body"]
+    if not loc:
+        return APIError(400, f"the body must be a JSON object: {err['msg']}", code="invalid_json")
+    param = ""
+    for part in loc:
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif part not in _UNION_TAGS and not any(c in part for c in "[-"):  # skip tags such as "list[str]"
+            param += ("." if param else "") + part
+    if param == "prompt" and err["type"].endswith("_type"):
+        return APIError(400, "prompt must be a string, a list of strings, a list of token ids or a list of lists of "
+                        "token ids", param="prompt")
+    return APIError(400, f"{param}: {err['msg']}", param=param)
+
+
+def add_handlers(app: FastAPI) -> None:
+    """Every error the app can meet answers in OpenAI's shape; a bug is a logged 500, never a traceback."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError) -> JSONResponse:
+        return e.response()
+
+    @app.exception_handler(NpgptError)
+    async def _user_error(request: Request, e: NpgptError) -> JSONResponse:
+        return bad_request(e).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        return validation_error(e.errors()).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        kind = "invalid_request_error" if e.status_code < 500 else "server_error"
+        return APIError(e.status_code, str(e.detail), kind, headers=e.headers).response()
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error").response()

@@ -1,0 +1,92 @@
+"""The router: each endpoint picks its model's scheduler and hands over to its serving module.
+
+``GET /v1/models``, ``POST /v1/completions`` (:mod:`.completions`), ``POST /v1/chat/completions``
+(:mod:`.chat`), ``POST /v1/next_tokens`` (npgpt's own: the most likely next tokens, for the
+playground), ``GET /health``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the playground).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse
+
+from . import chat, completions
+from .errors import APIError
+from .inside import inside_routes
+from .metrics import Metrics
+from .protocol import ChatRequest, CompletionRequest, NextTokensRequest, model_card
+from .scheduler import Scheduler
+from .streaming import respond
+
+
+def router(schedulers: dict[str, Scheduler], metrics: Metrics) -> APIRouter:
+    """The app's routes over ``schedulers`` (model name -> its scheduler; the first is the default)."""
+
+    def pick(name: str | None) -> tuple[str, Scheduler]:
+        """The scheduler of the requested model; the request names a loaded model, never a path."""
+        if name is None:
+            name = next(iter(schedulers))
+        if name not in schedulers:
+            raise APIError(400, f"model {name!r} is not served here; choose one of {', '.join(schedulers)}",
+                           param="model", code="model_not_found")
+        return name, schedulers[name]
+
+    api = APIRouter()
+
+    @api.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card(name, s.model) for name, s in schedulers.items()]}
+
+    @api.get("/v1/models/{model}")
+    async def get_model(model: str) -> dict[str, Any]:
+        if model not in schedulers:
+            raise APIError(404, f"model {model!r} is not served here", param="model", code="model_not_found")
+        return model_card(model, schedulers[model].model)
+
+    @api.post("/v1/completions")
+    async def create_completion(body: CompletionRequest, request: Request) -> Any:
+        answer = await completions.start(body, request, *pick(body.model), metrics)
+        return await respond(answer, bool(body.stream), include_usage(body))
+
+    @api.post("/v1/chat/completions")
+    async def create_chat_completion(body: ChatRequest, request: Request) -> Any:
+        answer = await chat.start(body, request, *pick(body.model), metrics)
+        return await respond(answer, bool(body.stream), include_usage(body))
+
+    @api.post("/v1/next_tokens")
+    async def next_tokens(body: NextTokensRequest) -> dict[str, Any]:
+        name, sched = pick(body.model)
+        m = sched.model
+        top = await asyncio.wrap_future(sched.call(lambda: m.next_tokens(body.prompt, k=body.k)))
+        return {"object": "next_tokens", "model": name,
+                "tokens": [{"id": i, "text": text, "prob": p, "logprob": float(np.log(max(p, 1e-45)))}
+                           for i, text, p in top]}
+
+    api.include_router(inside_routes(pick), prefix="/v1")  # POST /v1/internals: the playground's "inside" panel
+
+    @api.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok",
+                "models": {name: {"active_rows": s.active, "queued_requests": s.queued, "max_batch": s.max_batch}
+                           for name, s in schedulers.items()}}
+
+    @api.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        gauges = {"npgpt_active_rows": {k: s.active for k, s in schedulers.items()},
+                  "npgpt_queued_requests": {k: s.queued for k, s in schedulers.items()}}
+        return PlainTextResponse(metrics.render(gauges), media_type="text/plain; version=0.0.4")
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse((resources.files("npgpt.server") / "static" / "index.html").read_text("utf-8"))
+
+    return api
+
+
+def include_usage(body: CompletionRequest | ChatRequest) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)

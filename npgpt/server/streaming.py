@@ -1,0 +1,111 @@
+"""From the scheduler's worker thread to the client: one stream of chunks per request.
+
+:class:`Run` carries a request's :class:`~npgpt.generate.Event` s from the worker thread onto the
+event loop. An endpoint turns them into one stream of response chunks (:class:`Answer`); a
+streaming request sends that stream as server-sent events ``data: {...}`` ending with
+``data: [DONE]``, and a plain request gets the same stream folded into one JSON body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from ..generate import Event
+from ..sampling import SamplingParams
+from .errors import APIError
+from .scheduler import QueueFull, Scheduler
+from .scheduler import Request as Job
+
+POLL_S = 0.25  # how often a plain request checks that its client is still there
+
+Chunk = dict[str, Any]
+
+
+class Run:
+    """One request in a scheduler; its events cross from the worker thread to the event loop.
+
+    Queued on creation, so a full queue is a 503 before any stream starts.
+    """
+
+    def __init__(self, sched: Scheduler, rows: list[list[int]], params: SamplingParams) -> None:
+        self.sched = sched
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.left = len(rows)
+        self.job = Job(rows, params, self._deliver)
+        try:
+            sched.submit(self.job)
+        except QueueFull as e:
+            raise APIError(503, f"the server is busy ({e})", "server_error", code="queue_full",
+                           headers={"Retry-After": "1"}) from None
+
+    def _deliver(self, item: Any) -> None:  # on the worker thread
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop has closed: nobody is listening any more
+            pass
+
+    async def events(self, request: Request, poll_disconnect: bool = False) -> AsyncIterator[Event]:
+        """Events until every row has finished. A stream's cancellation (its client left) or, with
+        ``poll_disconnect``, a disconnect noticed while waiting, frees the rows at once."""
+        check_at = self.loop.time() + POLL_S
+        try:
+            while self.left:
+                if not poll_disconnect:
+                    item = await self.queue.get()
+                else:  # nothing tells a plain request that its client left: look now and then
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), POLL_S)
+                    except asyncio.TimeoutError:
+                        item = None
+                    if self.loop.time() >= check_at:
+                        check_at = self.loop.time() + POLL_S
+                        if await request.is_disconnected():
+                            return
+                    if item is None:
+                        continue
+                if isinstance(item, BaseException):
+                    raise APIError(500, f"generation failed: {type(item).__name__}: {item}", "server_error")
+                self.left -= item.finish_reason is not None
+                yield item
+        finally:
+            if self.left:
+                self.sched.cancel(self.job)
+
+
+@dataclass
+class Answer:
+    """An endpoint's answer: ``chunks`` as streamed, the last one carrying only ``usage``;
+    ``fold`` makes the plain response from the whole list."""
+
+    chunks: AsyncIterator[Chunk]
+    fold: Callable[[list[Chunk]], Chunk]
+
+
+async def respond(answer: Answer, stream: bool, include_usage: bool) -> Any:
+    """Server-sent events for a streaming request (the usage chunk only if asked), else one JSON body."""
+    if not stream:
+        return answer.fold([c async for c in answer.chunks])
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for c in answer.chunks:
+                if include_usage or "usage" not in c:
+                    yield sse(c)
+        except APIError as e:  # the status line has gone out; report the error in the stream
+            yield sse(e.body())
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def sse(obj: Chunk) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"

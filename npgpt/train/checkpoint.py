@@ -1,0 +1,78 @@
+"""A training run's files: the resume state, the model, the loss plot, and the model to start from.
+
+``train_state.safetensors`` holds everything a resume needs in one file, written atomically
+(temp file + rename), so a kill at any moment leaves the previous complete checkpoint: params
+(``params.<npgpt name>``), the AdamW state's leaves (``opt.<i>``) and, as JSON metadata, the step,
+the batch RNG's state, the run's settings and the loss history.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ..config import GPT2Config
+from ..errors import CheckpointError
+from ..files import atomic_path
+from ..formats import npgpt_format
+from ..params import flatten, unflatten
+from . import sharding as S
+from .plot import plot_losses
+
+Params = dict[str, Any]
+STATE_FILE, PLOT_FILE = "train_state.safetensors", "loss.png"
+STATE_FORMAT = "npgpt-train-state-v1"
+
+
+def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
+    """Config and params to start from: any checkpoint path npgpt reads (npgpt file or folder,
+    such as a training ``--out``; Hugging Face folder; OpenAI TF folder) or a downloaded model
+    name (``gpt2``, ``124M``, ...)."""
+    from ..formats import load_checkpoint
+    from ..registry import resolve
+
+    path, _ = resolve(str(init))
+    return load_checkpoint(path)
+
+
+def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: dict) -> None:
+    """One safetensors file: ``params.<npgpt name>``, ``opt.<i>`` leaves, ``meta`` as JSON."""
+    from safetensors.numpy import save_file
+
+    # np.require, not np.ascontiguousarray: that turns the optimiser's 0-d step counters into [1].
+    tensors = {f"params.{k}": np.require(v, requirements="C") for k, v in flatten(params).items()}
+    tensors.update({f"opt.{i:05d}": np.require(v, requirements="C") for i, v in enumerate(opt_leaves)})
+    metadata = {"format": STATE_FORMAT, "meta": json.dumps(meta)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+
+
+def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
+    """Inverse of :func:`save_state` (arrays copied out of the memory map); CheckpointError if
+    ``path`` is not a training state."""
+    tensors, metadata = npgpt_format.read_safetensors(path)
+    if metadata.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not an npgpt training state; delete it or use another --out")
+    meta = json.loads(metadata["meta"])
+    config = GPT2Config.from_dict(meta["config"])
+    flat = {k.removeprefix("params."): np.array(v) for k, v in tensors.items() if k.startswith("params.")}
+    opt_names = sorted(k for k in tensors if k.startswith("opt."))
+    return config, unflatten(flat, config, str(path)), [np.array(tensors[k]) for k in opt_names], meta
+
+
+def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: Any, meta: dict) -> None:
+    """The resume state, then the model and the loss plot, into ``out`` (by process 0 only).
+
+    Every process must call it: gathering sharded arrays to the host is a collective.
+    """
+    host_params = S.to_host(params)
+    host_opt = S.to_host(jax.tree.leaves(opt_state))
+    if jax.process_index() != 0:
+        return
+    save_state(out / STATE_FILE, host_params, host_opt, meta)  # the resume point, first
+    npgpt_format.save(out / npgpt_format.MODEL_FILE, config, host_params)
+    plot_losses(meta["history"], out / PLOT_FILE)

@@ -1,0 +1,188 @@
+"""Hostile checkpoint files: every structural fault is one line and exit 1, before any compute.
+
+Each case starts from a valid tiny model file and breaks one thing, the way a truncated download,
+a bit flip, a buggy writer or a malicious upload would. The same faults are tried in npgpt's own
+format (config in the metadata) and in a Hugging Face directory (config.json beside the weights).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, random_params, run_cli
+
+from npgpt.errors import CheckpointError
+from npgpt.formats import hf, load_checkpoint, npgpt_format
+
+CONFIG = CONFIGS["tiny"]
+
+
+def _split(path: Path) -> tuple[dict, bytes]:
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def _join(path: Path, header: dict, data: bytes) -> None:
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+def _first(header: dict) -> str:
+    return next(k for k in header if k != "__metadata__")
+
+
+def offsets_into_header(h: dict, d: bytes) -> tuple[dict, bytes]:
+    k = _first(h)
+    a, b = h[k]["data_offsets"]
+    h[k]["data_offsets"] = [a - 64, b - 64]
+    return h, d
+
+
+def shifted_one_byte(h: dict, d: bytes) -> tuple[dict, bytes]:
+    k = _first(h)
+    a, b = h[k]["data_offsets"]
+    h[k]["data_offsets"] = [a + 1, b + 1]
+    return h, d + b"\0"
+
+
+def two_tensors_one_range(h: dict, d: bytes) -> tuple[dict, bytes]:
+    names = [k for k in h if k != "__metadata__" and h[k]["shape"] == [CONFIG.n_embd]]
+    h[names[1]]["data_offsets"] = list(h[names[0]]["data_offsets"])
+    return h, d
+
+
+def shape_does_not_match_bytes(h: dict, d: bytes) -> tuple[dict, bytes]:
+    name = next(k for k in h if k.endswith("ln_f.g") or k.endswith("ln_f.weight"))
+    h[name]["shape"] = [CONFIG.n_embd // 2]
+    return h, d
+
+
+def int32_weights(h: dict, d: bytes) -> tuple[dict, bytes]:
+    name = next(k for k in h if k.endswith("ln_f.g") or k.endswith("ln_f.weight"))
+    h[name]["dtype"] = "I32"
+    return h, d
+
+
+def dtype_not_a_string(h: dict, d: bytes) -> tuple[dict, bytes]:
+    h[_first(h)]["dtype"] = 7
+    return h, d
+
+
+def shape_not_a_list(h: dict, d: bytes) -> tuple[dict, bytes]:
+    h[_first(h)]["shape"] = "big"
+    return h, d
+
+
+def offsets_not_ints(h: dict, d: bytes) -> tuple[dict, bytes]:
+    h[_first(h)]["data_offsets"] = {"begin": 0}
+    return h, d
+
+
+def truncated(h: dict, d: bytes) -> tuple[dict, bytes]:
+    return h, d[: len(d) // 2]
+
+
+def header_not_an_object(h: dict, d: bytes) -> tuple[dict, bytes]:
+    return [1, 2, 3], d  # type: ignore[return-value]
+
+
+STRUCTURAL = [offsets_into_header, shifted_one_byte, two_tensors_one_range, shape_does_not_match_bytes,
+              int32_weights, dtype_not_a_string, shape_not_a_list, offsets_not_ints, truncated,
+              header_not_an_object]
+
+
+def _poisoned(value: float):
+    def poison(params: dict) -> dict:
+        params["blocks"][1]["mlp"]["c_fc"]["w"][3, 5] = value
+        return params
+
+    poison.__name__ = f"weight_{value}"
+    return poison
+
+
+@pytest.fixture(params=["npgpt", "hf"])
+def fmt(request) -> str:  # noqa: ANN001
+    return request.param
+
+
+def _write(fmt: str, root: Path, params: dict | None = None) -> tuple[Path, Path]:
+    """A valid model of format ``fmt``: (path to pass to npgpt, the safetensors file inside it)."""
+    params = params if params is not None else random_params(CONFIG)
+    if fmt == "npgpt":
+        path = root / "model.safetensors"
+        npgpt_format.save(path, CONFIG, params)
+        return path, path
+    hf.save(root / "hf", CONFIG, params)
+    return root / "hf", root / "hf" / "model.safetensors"
+
+
+def _assert_one_line_exit_1(path: Path, *words: str) -> None:
+    r = run_cli("info", str(path))
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("fault", STRUCTURAL, ids=lambda f: f.__name__)
+def test_structural_faults_are_refused(fault, fmt, tmp_path):
+    path, file = _write(fmt, tmp_path)
+    _join(file, *fault(*_split(file)))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    message = str(e.value)
+    assert "\n" not in message and str(file) in message
+    if fault is truncated:  # the precise diagnosis, not "some other format"
+        assert "truncated" in message and "re-download" in message
+
+
+@pytest.mark.parametrize("fault", [truncated, shifted_one_byte, int32_weights], ids=lambda f: f.__name__)
+def test_structural_faults_from_the_cli(fault, fmt, tmp_path):
+    path, file = _write(fmt, tmp_path)
+    _join(file, *fault(*_split(file)))
+    _assert_one_line_exit_1(path, str(file))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_refused(value, fmt, tmp_path):
+    path, _ = _write(fmt, tmp_path, _poisoned(value)(random_params(CONFIG)))
+    with pytest.raises(CheckpointError, match="blocks.1.mlp.c_fc.w.*NaN or infinite"):
+        load_checkpoint(path)
+    _assert_one_line_exit_1(path, "NaN or infinite")
+
+
+def test_a_config_claiming_a_billion_layers_is_refused_at_once(fmt, tmp_path):
+    path, file = _write(fmt, tmp_path)
+    if fmt == "npgpt":
+        h, d = _split(file)
+        config = json.loads(h["__metadata__"]["config"])
+        config["n_layer"] = 10**9
+        h["__metadata__"]["config"] = json.dumps(config)
+        _join(file, h, d)
+    else:
+        config = json.loads((path / "config.json").read_text())
+        config["n_layer"] = 10**9
+        (path / "config.json").write_text(json.dumps(config))
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="n_layer=1000000000"):
+        load_checkpoint(path)
+    assert time.perf_counter() - t0 < 5  # a bound on a hang, not a speed figure: today it returns in ms
+    _assert_one_line_exit_1(path, "n_layer")
+
+
+def test_a_truncated_npgpt_file_in_a_model_directory_is_named_truncated(tmp_path):
+    path = tmp_path / "model.safetensors"
+    npgpt_format.save(path, CONFIG, random_params(CONFIG))
+    path.write_bytes(path.read_bytes()[:-100])
+    for where in (path, tmp_path):
+        with pytest.raises(CheckpointError, match="truncated"):
+            load_checkpoint(where)
