@@ -183,8 +183,9 @@ def load(name_or_path: str | Path | None = None, backend: str = "numpy", dtype: 
 
     The default is the first downloaded GPT-2, else the small model bundled with npgpt (the
     returned object's ``notice`` then says how to get real GPT-2). ``dtype`` "float16" or
-    "bfloat16" keeps the weight matrices in 16 bits (half the memory; on ``backend="torch"``
-    faster decoding too); computation stays float32 apart from the 16-bit matrix products.
+    "bfloat16" keeps the weight matrices in 16 bits (half the memory), "int8" in 8 bits with
+    per-output-channel scales (a quarter; ``backend="torch"`` only, see npgpt/int8.py);
+    computation stays float32 apart from the narrow matrix products.
     """
     from .backends import check_dtype
     from .char_tokenizer import tokenizer_from_spec

@@ -89,6 +89,9 @@ def download_openai(
         except OSError as e:
             _rmdir_if_empty(target.parent)
             raise _cannot_write(target, e) from None
+        except NpgptError:  # no room or no permission, said in one line by atomic_path; the download stays
+            _rmdir_if_empty(target.parent)
+            raise
         del params  # may be memory maps of the files deleted next
         shutil.rmtree(staging, ignore_errors=True)
     _rmdir_if_empty(staging.parent)

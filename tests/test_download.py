@@ -304,3 +304,34 @@ def test_download_hf_offline_is_one_line(monkeypatch):
         download.download_hf("org/tiny", revision="v1")
     msg = str(e.value)
     assert "\n" not in msg and "org/tiny/config.json at revision v1" in msg and "--model" in msg
+
+
+def test_conversion_onto_a_full_disk_is_one_line_and_keeps_the_download(server, source, tmp_path, monkeypatch):
+    """The download fits, its conversion does not: one line, no half-written model, and the next run (with
+    room) converts without fetching again. Needs a small tmpfs (root can mount one); skipped, with the
+    reason printed, where mounting is not allowed."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    data = (source[1] / "124M" / DATA).stat().st_size
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={data * 3 // 2 // 4096 * 4}k", "tmpfs", str(disk)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        pytest.skip(f"mounting a tmpfs is not allowed here: {r.stderr.strip()}")
+    try:
+        monkeypatch.setenv("NPGPT_HOME", str(disk))
+        with pytest.raises(NpgptError) as e:
+            download.download_openai("124M", base_url=server.url)
+        assert "No space left on device" in str(e.value) and "\n" not in str(e.value)
+        assert not (disk / "124M").exists()  # no model, no temp file: nothing half-written
+        staged = disk / "downloads" / "openai" / "124M"
+        assert sorted(p.name for p in staged.iterdir() if not p.name.startswith(".")) == sorted(download.OPENAI_FILES)
+        fetched = len(server.requests)
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        path = download.download_openai("124M", base_url=server.url)
+        assert len(server.requests) == fetched  # converted from what was already downloaded
+        assert_same_model(path, source[0])
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

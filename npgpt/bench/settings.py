@@ -34,7 +34,7 @@ class BenchSettings:
     train_batch: int = 4
     train_seq: int = 128
     train_steps: int = 3
-    precision: bool = False  # accuracy of float16 / bfloat16 weight storage (on torch)
+    precision: bool = False  # accuracy of float16 / bfloat16 / int8 weight storage (on torch)
     repeat: int = 1  # rounds of every engine, interleaved; each engine keeps its best (noisy machines)
     seed: int = 0
 

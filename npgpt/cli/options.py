@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.")]  # noqa: E501
 BackendOpt = Annotated[str, typer.Option("--backend", help="numpy, jax, torch, cupy or cupynumeric.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="Weight storage: float32, or float16/bfloat16 (half the memory; fast with --backend torch).")]  # noqa: E501
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16/bfloat16 (half the memory) or int8 (a quarter); fast with --backend torch.")]  # noqa: E501
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (for scripts).")]
 
 

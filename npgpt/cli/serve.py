@@ -30,7 +30,7 @@ def serve_command(
     max_batch: Annotated[int, typer.Option(help="Rows decoded together per model (continuous batching).")] = 16,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
     backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
-    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16 or bfloat16.")] = "float32",
+    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16, bfloat16 or int8.")] = "float32",  # noqa: E501
     special_tokens: Annotated[bool, typer.Option(
         "--special-tokens/--no-special-tokens",
         help="Read a literal <|endoftext|> in prompts and messages as the special token (as OpenAI's and "
