@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import NpgptError
 from ..generate import check_request as _check_request
 from ..sampling import SamplingParams
+from .scheduler import ShuttingDown
 
 if TYPE_CHECKING:
     from ..api import GPT2
@@ -102,6 +103,10 @@ def add_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
         return APIError(e.status_code, str(e.detail), kind, headers=e.headers).response()
+
+    @app.exception_handler(ShuttingDown)
+    async def _shutting_down(request: Request, e: ShuttingDown) -> JSONResponse:
+        return APIError(503, str(e), "server_error", code="server_shutting_down").response()
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception) -> JSONResponse:
