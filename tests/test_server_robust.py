@@ -8,6 +8,7 @@ gets alone. Heavy requests are refused with a 400 naming the limit, or admitted 
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import queue
 import statistics
@@ -176,7 +177,8 @@ def test_over_http_the_bad_request_gets_an_error_and_the_others_their_text(url, 
         r = bad_plain.result()
         assert r.status_code == 500
         err = r.json()["error"]
-        assert err["code"] == "generation_failed" and "injected fault" in err["message"] and err["type"] == "server_error"
+        assert err["code"] == "generation_failed" and err["type"] == "server_error"
+        assert "choice" in err["message"] and "injected fault" in err["message"]
         events = bad_stream.result()
         assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "generation_failed"
         for b, p, s in zip(good, plain, streamed, strict=True):
@@ -190,3 +192,124 @@ def test_over_http_the_bad_request_gets_an_error_and_the_others_their_text(url, 
                 for c in json.loads(e)["choices"]:
                     texts[c["index"]] += c["text"]
             assert texts == ref
+
+
+# -- one request cannot stall the server (issue 14, kind 7) --------------------------------------------------
+def test_limits_refuse_with_a_400_naming_the_limit_and_parameter(model):
+    app = create_app({"tiny": model}, max_rows=8, max_request_tokens=200)
+    with background_server(app) as base:
+        cases = [({"prompt": ["a", "b", "c"], "n": 3}, "prompt", "too_many_rows", "--max-rows"),
+                 ({"prompt": [[1], [2], [3]], "n": 3}, "prompt", "too_many_rows", "--max-rows"),
+                 ({"prompt": "x", "n": 9}, "n", "too_many_rows", "--max-rows"),
+                 ({"prompt": "hi there", "n": 4, "max_tokens": 60}, "max_tokens", "too_many_tokens",
+                  "--max-request-tokens")]
+        for body, param, code, option in cases:
+            r = httpx.post(base + "/v1/completions", json=body)
+            assert r.status_code == 400, (body, r.text)
+            err = r.json()["error"]
+            assert (err["param"], err["code"]) == (param, code) and option in err["message"], err
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        for body, code in [({**chat, "n": 9}, "too_many_rows"), ({**chat, "n": 4}, "too_many_tokens")]:
+            r = httpx.post(base + "/v1/chat/completions", json=body)  # n=4 to the end of the context: > 200
+            assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
+        ok = httpx.post(base + "/v1/completions", json={"prompt": ["a", "b"], "n": 4, "max_tokens": 3})
+        assert ok.status_code == 200 and len(ok.json()["choices"]) == 8
+
+
+class HealthProbe:
+    """Polls ``/health`` from a thread while it runs; the latencies in seconds."""
+
+    def __init__(self, base: str, every: float = 0.02) -> None:
+        self.base, self.every, self.latencies = base, every, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:  # http.client: httpx adds ~40 ms a call on loopback here, hiding the server's time
+        host, port = self.base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            while not self.stop.is_set():
+                t = time.perf_counter()
+                conn.request("GET", "/health")
+                r = conn.getresponse()
+                r.read()
+                self.latencies.append(time.perf_counter() - t)
+                assert r.status == 200
+                time.sleep(self.every)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> HealthProbe:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+    def summary(self) -> str:
+        lat = sorted(self.latencies)
+        p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
+        return f"{len(lat)} /health calls: p50 {1e3 * statistics.median(lat):.1f} ms, p99 {1e3 * p99:.1f} ms, " \
+               f"max {1e3 * lat[-1]:.1f} ms"
+
+
+def test_a_huge_request_neither_freezes_the_server_nor_blocks_a_small_one(model, capsys):
+    """A 1 MB body of one-token prompts with n=128 is refused at once; a maximal request (every row and token
+    the limits allow) runs while /health keeps answering and a small request after it finishes first."""
+    max_rows = 48
+    app = create_app({"tiny": model}, max_batch=8, max_rows=max_rows)
+    with background_server(app) as base, HealthProbe(base) as probe, ThreadPoolExecutor(4) as pool:
+        huge = json.dumps({"prompt": ["a"] * 240_000, "n": 128, "max_tokens": 1}, separators=(",", ":")).encode()
+        assert 900_000 < len(huge) <= 1_000_000
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)  # httpx would hold the GIL encoding it
+        t = time.perf_counter()
+        conn.request("POST", "/v1/completions", body=huge, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        err = json.loads(r.read())["error"]
+        refused_in = time.perf_counter() - t
+        conn.close()
+        assert r.status == 400 and err["param"] == "prompt" and "4096" in err["message"], err
+        prompts = [f"prompt {i} " * 40 for i in range(max_rows // 2)]  # long prompts: every admission a prefill
+        big = pool.submit(httpx.post, base + "/v1/completions", timeout=120,
+                          json={"prompt": prompts, "n": 2, "max_tokens": 24, "seed": 1})
+        deadline = time.time() + 60
+        while httpx.get(base + "/health").json()["models"]["tiny"]["active_rows"] == 0:
+            assert time.time() < deadline and not big.done()
+            time.sleep(0.005)
+        small = pool.submit(httpx.post, base + "/v1/completions", json={"prompt": "small", "max_tokens": 4},
+                            timeout=120)
+        assert small.result().status_code == 200
+        assert not big.done(), "the small request waited for the whole of the big one"
+        assert big.result().status_code == 200 and len(big.result().json()["choices"]) == max_rows
+    assert max(probe.latencies) < 2.0, probe.summary()  # a bound on a hang, not a timing claim
+    with capsys.disabled():
+        print(f"\n1 MB body of 240000 prompts x n=128 refused in {1e3 * refused_in:.0f} ms; while a maximal "
+              f"request ran: {probe.summary()}")
+
+
+def test_free_rows_go_to_the_request_with_the_fewest(model):
+    """Scheduler level: a small request queued behind a big one starts at the next free row, not after the
+    big one's every row; order of finishing is recorded from the worker thread."""
+    sched = Scheduler(model, max_batch=4)
+    finished: list[str] = []
+    hold = threading.Event()
+
+    def inbox(name: str):  # noqa: ANN202
+        return lambda ev: finished.append(name) if getattr(ev, "finish_reason", None) else None
+
+    try:
+        sched.call(lambda: hold.wait(30))
+        ids = model.tokenizer.encode("Tokens")
+        sched.submit(Request([ids] * 40, SamplingParams(max_new_tokens=5, seed=0), inbox("big")))
+        sched.submit(Request([ids] * 2, SamplingParams(max_new_tokens=5, seed=1), inbox("small")))
+        hold.set()
+        deadline = time.time() + 60
+        while len(finished) < 42:
+            assert time.time() < deadline
+            time.sleep(0.01)
+    finally:
+        sched.close()
+    last_small = max(i for i, name in enumerate(finished) if name == "small")
+    assert last_small < 12, finished  # oldest-first would finish it after 38 of the big one's rows

@@ -28,6 +28,12 @@ def serve_command(
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
     backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
     dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16 or bfloat16.")] = "float32",
+    max_rows: Annotated[int, typer.Option(help="Completions per request at most (prompts x n); more get 400.")] = 256,
+    max_request_tokens: Annotated[int, typer.Option(
+        help="Tokens per request at most (each completion's prompt + max_tokens, summed); more get 400.")] = 131_072,
+    shutdown_timeout: Annotated[float, typer.Option(
+        help="On Ctrl+C/SIGTERM, seconds in-flight requests get to finish before they end with an error "
+        "(a second Ctrl+C ends them at once).")] = 10.0,
 ) -> None:
     """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at `/`.
 
@@ -38,10 +44,12 @@ def serve_command(
     """
     if max_batch < 1 or max_queue < 0:
         raise NpgptError(f"--max-batch must be >= 1 and --max-queue >= 0, got {max_batch} and {max_queue}")
+    if max_rows < 1 or max_request_tokens < 1 or not shutdown_timeout >= 0:
+        raise NpgptError(f"--max-rows and --max-request-tokens must be >= 1 and --shutdown-timeout >= 0, got "
+                         f"{max_rows}, {max_request_tokens} and {shutdown_timeout}")
     try:
-        import uvicorn
-
         from ..server.app import create_app
+        from ..server.shutdown import serve
     except ImportError as e:
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
     from rich.console import Console
@@ -64,11 +72,12 @@ def serve_command(
         models[name] = m
     if host not in LOCAL_HOSTS and api_key is None:
         err.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach it may use it")
-    app = create_app(models, api_key=api_key, max_batch=max_batch, max_queue=max_queue)
+    app = create_app(models, api_key=api_key, max_batch=max_batch, max_queue=max_queue, max_rows=max_rows,
+                     max_request_tokens=max_request_tokens)
     shown = f"[{host}]" if ":" in host else host
     err.print(f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1",
               soft_wrap=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    serve(app, host=host, port=port, shutdown_timeout=shutdown_timeout, log_level="info")
 
 
 def _model_name(spec: str | None, source: str | None) -> str:

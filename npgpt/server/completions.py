@@ -19,6 +19,7 @@ from ..generate import Event
 from ..sampling import log_softmax, top_logprobs
 from ..tokenizer import Tokenizer
 from .errors import APIError, check_request
+from .limits import Limits, count_prompts
 from .metrics import Metrics
 from .protocol import CompletionRequest, token_text
 from .scheduler import Scheduler
@@ -31,9 +32,13 @@ async def start(body: CompletionRequest, request: Request, name: str, sched: Sch
     """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows."""
     tok = sched.model.tokenizer
     body.check_supported()
-    prompts, texts = prompt_rows(body.prompt, tok.encode, tok.decode)
-    params = body.sampling(body.max_tokens or 16, body.logprobs)
+    limits: Limits = request.app.state.limits
     n = body.n or 1
+    limits.check_rows(count_prompts(body.prompt), n)  # before any per-row work
+    # tokenising many prompts takes a while: on a thread, so the event loop keeps serving
+    prompts, texts = await asyncio.to_thread(prompt_rows, body.prompt, tok.encode, tok.decode)
+    params = body.sampling(body.max_tokens or 16, body.logprobs)
+    limits.check_tokens(prompts, n, params.max_new_tokens)
     rows = [p for p in prompts for _ in range(n)]
     check_request(sched.model, rows, params)
     echo_lp = None
