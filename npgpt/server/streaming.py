@@ -9,7 +9,6 @@ streaming request sends that stream as server-sent events ``data: {...}`` ending
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from ..generate import Event
 from ..sampling import SamplingParams
-from .errors import APIError
+from .errors import APIError, SafeJSON, dumps
 from .scheduler import QueueFull, RowFailed, Scheduler, ShuttingDown
 from .scheduler import Request as Job
 
@@ -111,7 +110,7 @@ class Answer:
 async def respond(answer: Answer, stream: bool, include_usage: bool) -> Any:
     """Server-sent events for a streaming request (the usage chunk only if asked), else one JSON body."""
     if not stream:
-        return answer.fold([c async for c in answer.chunks])
+        return SafeJSON(answer.fold([c async for c in answer.chunks]))
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -130,4 +129,4 @@ async def respond(answer: Answer, stream: bool, include_usage: bool) -> Any:
 
 
 def sse(obj: Chunk) -> str:
-    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+    return f"data: {dumps(obj)}\n\n"
