@@ -68,6 +68,19 @@ class GPT2:
         """Float32 logits [B, T, V] for integer ids [B, T]; see :meth:`Engine.logits`."""
         return self.engine.logits(ids, attention_mask)
 
+    def run_with_cache(self, ids: Any, names_filter: Any = None, attention_mask: Any = None,
+                       **kw: Any) -> tuple[Any, dict[str, Any]]:
+        """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``."""
+        from .hooks import run_with_cache
+
+        return run_with_cache(self, ids, names_filter, attention_mask, **kw)
+
+    def run_with_hooks(self, ids: Any, fwd_hooks: Any = (), attention_mask: Any = None) -> np.ndarray:
+        """Logits of a forward pass with ``fwd_hooks`` [(name, fn(activation, name))]; see ``hooks.run_with_hooks``."""
+        from .hooks import run_with_hooks
+
+        return run_with_hooks(self, ids, fwd_hooks, attention_mask)
+
     # -- generation -----------------------------------------------------------------------------
     def _rows(self, prompts: Sequence[str | Sequence[int]]) -> list[list[int]]:
         return [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
@@ -124,7 +137,7 @@ class GPT2:
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise NpgptError("prompt is empty; give at least one token of text")
-        logits = self.logits([ids[-self.config.n_ctx:]])[0, -1]
+        logits = self.logits([ids[-self.config.n_ctx:]])[0, -1, : self.tokenizer.n_vocab]  # no padded ids
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]

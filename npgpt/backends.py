@@ -88,8 +88,9 @@ class Backend:
             _release_mapped(w)
             return out
 
-        # wte is also the head, which multiplies by wte.T: pass it as used. "w": every linear layer.
-        return map_with_path(lambda name, a: narrow(a.T).T if name == "wte" else
+        # The head (wte, or an untied lm_head) multiplies by its transpose: pass it as used.
+        # ".w": every linear layer.
+        return map_with_path(lambda name, a: narrow(a.T).T if name in ("wte", "lm_head") else
                              narrow(a) if name.endswith(".w") else self.asarray(a), params)
 
 
@@ -98,8 +99,8 @@ def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
 
     Decoding reads every weight once per step in a matrix-vector product, and OpenBLAS streams
     a matrix faster along long contiguous rows. Two matrices are taller than wide: ``wte``
-    [V, C], whose transpose is the output head (a third of the bytes of a step), and
-    ``mlp.c_proj`` [4C, C]. Kept as transposed views of contiguous [C, V] and [C, 4C] copies
+    [V, C] (or an untied ``lm_head``), whose transpose is the output head (a third of the bytes
+    of a step), and ``mlp.c_proj`` [4C, C]. Kept as transposed views of contiguous [C, V] and [C, 4C] copies
     (measured on 2 cores, GPT-2 124M): the head makes decoding ~15 % faster at batch 1 and 8,
     mlp.c_proj another 6-20 % at batch 1 for 0-7 % less at batch 8 and 32. The model sees the
     same shapes and values, and no second copy stays resident (see :func:`_release_mapped`).
@@ -115,7 +116,8 @@ def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
         mlp = block["mlp"]
         c_proj = {**mlp["c_proj"], "w": long_side_contiguous(mlp["c_proj"]["w"])}
         blocks.append({**block, "mlp": {**mlp, "c_proj": c_proj}})
-    return {**params, "wte": long_side_contiguous(params["wte"]), "blocks": blocks}
+    head = "lm_head" if "lm_head" in params else "wte"  # an untied head; wte then stays rows-contiguous
+    return {**params, head: long_side_contiguous(params[head]), "blocks": blocks}
 
 
 def tune_allocator() -> None:
@@ -172,9 +174,9 @@ def get_backend(name: str) -> Backend:
         return Backend("numpy", np.asarray, np.asarray, gpt2, layout=_numpy_layout)
     if name == "jax":
         jax = _require("jax", name)
-        # n_head and last_only change the program, so they are static; the cache is donated
+        # The config and last_only change the program, so they are static; the cache is donated
         # so XLA can update it in place.
-        forward = jax.jit(gpt2, static_argnames=("n_head", "last_only"), donate_argnames=("cache",))
+        forward = jax.jit(gpt2, static_argnames=("config", "last_only"), donate_argnames=("cache",))
         # 16-bit weights are for accelerators: XLA's CPU 16-bit products are ~10x slower than float32.
         return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two, compiles=True,
                        functional_updates=True, dtypes=DTYPES[name],

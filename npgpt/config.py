@@ -1,4 +1,10 @@
-"""GPT-2 hyperparameters: a frozen dataclass with OpenAI's names, and the four released sizes."""
+"""GPT-2 hyperparameters: a frozen dataclass with OpenAI's names, and the four released sizes.
+
+Besides the shape, the config carries every field of Hugging Face's ``GPT2Config`` that changes
+the math (``n_inner``, ``activation_function``, ``layer_norm_epsilon``, the attention scaling,
+``tie_word_embeddings``) and nanoGPT's ``bias``, each with GPT-2's default, so a checkpoint that
+sets one is either computed as written or refused at load -- never silently run as plain GPT-2.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,48 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .activations import NAMES as ACTIVATIONS
+
+_INTS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
+_BOOLS = ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn",
+          "tie_word_embeddings", "bias")
+
 
 @dataclass(frozen=True)
 class GPT2Config:
-    """Shape of a GPT-2 model. Field names follow OpenAI's ``hparams.json``."""
+    """Shape and math of a GPT-2 model. Names follow OpenAI's ``hparams.json``, then HF's ``GPT2Config``.
+
+    ``reorder_and_upcast_attn`` is accepted and changes nothing: in transformers it only computes
+    the attention scores in float32 with the scale applied to q before the product; npgpt's
+    scores are float32 always, so the result differs from the default by rounding only.
+    ``bias=False`` is nanoGPT's option: no bias in any linear layer or layer norm.
+    """
 
     n_vocab: int = 50257
     n_ctx: int = 1024
     n_embd: int = 768
     n_head: int = 12
     n_layer: int = 12
+    n_inner: int | None = None  # the MLP's hidden width; None = 4 * n_embd
+    activation_function: str = "gelu_new"  # GPT-2's tanh approximation of GELU
+    layer_norm_epsilon: float = 1e-5
+    scale_attn_weights: bool = True  # divide attention scores by sqrt(head_dim)
+    scale_attn_by_inverse_layer_idx: bool = False  # and by layer index + 1 (Mistral/Stanford CRFM)
+    reorder_and_upcast_attn: bool = False
+    tie_word_embeddings: bool = True  # False: a separate ``lm_head`` [V, C] is the output head
+    bias: bool = True
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GPT2Config.{field.name} must be a positive int, got {value!r}")
+        for name in _INTS:
+            _check(name, getattr(self, name), _positive_int, "a positive int")
+        _check("n_inner", self.n_inner, lambda v: v is None or _positive_int(v), "null or a positive int")
+        _check("activation_function", self.activation_function, lambda v: v in ACTIVATIONS,
+               f"one of {', '.join(ACTIVATIONS)} (transformers' names)")
+        _check("layer_norm_epsilon", self.layer_norm_epsilon,
+               lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+               "a positive number")
+        for name in _BOOLS:
+            _check(name, getattr(self, name), lambda v: isinstance(v, bool), "true or false")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
@@ -36,9 +68,11 @@ class GPT2Config:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor of the model, by npgpt's flat name (see ``npgpt.params``), with its shape.
 
-        Linear weights are [in, out] (OpenAI's layout); the output head is tied to ``wte``.
+        Linear weights are [in, out] (OpenAI's layout). An untied output head is ``lm_head``
+        [V, C], laid out like ``wte`` (HF's and nanoGPT's ``lm_head.weight``); a ``bias=False``
+        model (nanoGPT's option) has no ``b`` tensors.
         """
-        C, V = self.n_embd, self.n_vocab
+        C, V, F = self.n_embd, self.n_vocab, self.d_mlp
         shapes: dict[str, tuple[int, ...]] = {"wte": (V, C), "wpe": (self.n_ctx, C)}
         for i in range(self.n_layer):
             p = f"blocks.{i}."
@@ -47,30 +81,72 @@ class GPT2Config:
                 p + "attn.c_attn.w": (C, 3 * C), p + "attn.c_attn.b": (3 * C,),
                 p + "attn.c_proj.w": (C, C), p + "attn.c_proj.b": (C,),
                 p + "ln_2.g": (C,), p + "ln_2.b": (C,),
-                p + "mlp.c_fc.w": (C, 4 * C), p + "mlp.c_fc.b": (4 * C,),
-                p + "mlp.c_proj.w": (4 * C, C), p + "mlp.c_proj.b": (C,),
+                p + "mlp.c_fc.w": (C, F), p + "mlp.c_fc.b": (F,),
+                p + "mlp.c_proj.w": (F, C), p + "mlp.c_proj.b": (C,),
             })
         shapes.update({"ln_f.g": (C,), "ln_f.b": (C,)})
+        if not self.tie_word_embeddings:
+            shapes["lm_head"] = (V, C)
+        if not self.bias:
+            shapes = {k: v for k, v in shapes.items() if not k.endswith(".b")}
         return shapes
 
     @property
+    def d_mlp(self) -> int:
+        """Width of the MLP's hidden layer (TransformerLens's name): ``n_inner`` or 4 * n_embd."""
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    @property
     def n_params(self) -> int:
-        """Parameter count, summed over :meth:`param_shapes` (the head is tied to ``wte``, as in GPT-2)."""
+        """Parameter count, summed over :meth:`param_shapes` (GPT-2's head is tied to ``wte``; an
+        untied ``lm_head`` adds V * C; a ``bias=False`` model has no biases)."""
         return sum(math.prod(shape) for shape in self.param_shapes().values())
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPT2Config:
-        """Build from npgpt/OpenAI ``hparams.json`` names or Hugging Face ``config.json`` names."""
-        hf_names = {"vocab_size": "n_vocab", "n_positions": "n_ctx"}
-        kw = {hf_names.get(k, k): v for k, v in d.items()}
+        """Build from npgpt/OpenAI ``hparams.json`` names or Hugging Face ``config.json`` names.
+
+        Fields left out keep GPT-2's defaults; keys that do not change the math at inference
+        (dropout, initializer_range, token ids, ...) are ignored. Raises ValueError (one line,
+        naming the field and value) for a value npgpt cannot compute, e.g. an unknown activation
+        or HF's ``add_cross_attention`` (an encoder-decoder model).
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"model config must be a JSON object, got {type(d).__name__}")
+        if d.get("model_type", "gpt2") != "gpt2":
+            raise ValueError(f"model_type is {d['model_type']!r}; npgpt runs GPT-2 ('gpt2') models only")
+        if d.get("add_cross_attention", False) is not False:
+            raise ValueError(f"add_cross_attention is {d['add_cross_attention']!r}; npgpt runs decoder-only "
+                             "GPT-2 (no cross-attention layers)")
+        kw = dict(d)
+        # HF's names; transformers sizes wpe by n_positions (old configs also carry n_ctx)
+        hf_names = {"n_vocab": "vocab_size", "n_ctx": "n_positions"}
+        renamed = {ours: theirs for ours, theirs in hf_names.items() if theirs in kw}
+        for ours, theirs in renamed.items():
+            kw[ours] = kw.pop(theirs)
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - kw.keys()
+        missing = set(_INTS) - kw.keys()
         if missing:
-            raise ValueError(f"model config is missing {sorted(missing)}; expected keys {sorted(names)}")
-        return cls(**{k: int(kw[k]) for k in names})
+            raise ValueError(f"model config is missing {sorted(missing)}; expected keys {sorted(_INTS)}")
+        try:
+            return cls(**{k: v for k, v in kw.items() if k in names})
+        except ValueError as e:  # name the field as the file does
+            message = str(e)
+            for ours, theirs in renamed.items():
+                message = message.replace(f"GPT2Config.{ours} ", f"GPT2Config.{ours} ({theirs}) ")
+            raise ValueError(message) from None
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _check(name: str, value: Any, ok: Any, expected: str) -> None:
+    if not ok(value):
+        raise ValueError(f"GPT2Config.{name} must be {expected}, got {value!r}")
 
 
 # The four checkpoints OpenAI released (the names are their parameter counts).

@@ -99,31 +99,59 @@ def download_openai(
 
 
 def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress | None = None) -> Path:
-    """Fetch a Hugging Face GPT-2 (``config.json`` + ``model.safetensors``) and convert it once.
+    """Fetch a Hugging Face GPT-2 and convert it once.
 
-    The originals stay in Hugging Face's own cache (shared with ``transformers``; clear it with
-    ``hf cache``); npgpt keeps only its converted file, returned here.
+    ``config.json`` comes first and must describe GPT-2 (``model_type`` gpt2), so another
+    architecture is refused before any weights are fetched. Then the weights, in the first layout
+    the repo has: ``model.safetensors``, sharded safetensors (the index, then its shards), or
+    ``pytorch_model.bin`` (read without running code; also sharded). The originals stay in
+    Hugging Face's own cache (shared with ``transformers``; clear it with ``hf cache``); npgpt
+    keeps only its converted file, returned here.
     """
     import inspect
+    import json
 
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
-    from .formats import hf, npgpt_format
+    from .formats import hf, hf_files, npgpt_format
 
     target = hf_dir(repo_id, revision) / MODEL_FILE
     if target.is_file():
         return target
     takes_tqdm = "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub>=0.26
-    paths = []
-    for file in ("config.json", MODEL_FILE):
+
+    def fetch(file: str) -> Path:
         kw: dict[str, Any] = {"tqdm_class": _tqdm_reporting(progress, file)} if progress and takes_tqdm else {}
-        # huggingface_hub's errors change with its version (requests, then httpx); none may reach
-        # the user as a traceback, so every failure becomes one line saying what to do.
-        try:
-            paths.append(Path(hf_hub_download(repo_id, file, revision=revision, **kw)))
-        except Exception as e:
-            raise NpgptError(_hf_failure(e, repo_id, file, revision)) from None
-    if paths[0].parent != paths[1].parent:  # the revision moved between the two downloads
+        return Path(hf_hub_download(repo_id, file, revision=revision, **kw))
+
+    # huggingface_hub's errors change with its version (requests, then httpx); none may reach
+    # the user as a traceback, so every failure becomes one line saying what to do.
+    file = "config.json"
+    try:
+        config_path = fetch(file)
+        hf_files.check_gpt2(json.loads(config_path.read_text()), f"{repo_id}/config.json")
+        paths = [config_path]
+        for file in (hf_files.SAFETENSORS, hf_files.SAFETENSORS_INDEX, hf_files.BIN, hf_files.BIN_INDEX):
+            try:
+                paths.append(fetch(file))
+                break
+            except EntryNotFoundError as e:
+                if isinstance(e, LocalEntryNotFoundError):  # offline: not "absent from the repo"
+                    raise
+        else:
+            raise NpgptError(f"{repo_id} has no GPT-2 weights (none of model.safetensors, "
+                             "model.safetensors.index.json, pytorch_model.bin)")
+        if file.endswith(".index.json"):
+            for file in sorted(hf_files.shard_map(paths[1])):
+                paths.append(fetch(file))
+    except NpgptError:  # a config that is not GPT-2, an index that names no plain files
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # config.json is not JSON
+        raise CheckpointError(f"{repo_id}/{file} is not valid JSON ({e}); the repo is not a GPT-2 checkpoint") from None
+    except Exception as e:
+        raise NpgptError(_hf_failure(e, repo_id, file, revision)) from None
+    if len({p.parent for p in paths}) != 1:  # the revision moved between the downloads
         raise NpgptError(f"{repo_id} changed while downloading; run the same command again")
     _report(progress, MODEL_FILE, 0, None)
     try:
@@ -147,8 +175,7 @@ def _hf_failure(e: Exception, repo_id: str, file: str, revision: str | None) -> 
     if isinstance(e, LocalEntryNotFoundError):  # offline, and not in Hugging Face's cache
         return f"cannot download {where} from the Hugging Face Hub ({_first_line(e)}); {OFFLINE_HINT}"
     if isinstance(e, EntryNotFoundError):
-        return (f"{repo_id} has no {file}; npgpt reads GPT-2 checkpoints saved as safetensors "
-                "(not pickled pytorch_model.bin)")
+        return f"{repo_id} has no {file}; check the repo id and revision"
     return f"cannot download {where} from the Hugging Face Hub: {_first_line(e)}"
 
 

@@ -8,7 +8,7 @@ in, float32 logits out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -68,11 +68,21 @@ class Engine:
     def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T] (a 1-D sequence is treated as B=1).
 
+        V is the model's full width ``config.n_vocab``: with a padded vocabulary (nanoGPT's
+        50304) the columns from ``tokenizer.n_vocab`` on belong to no token; generation never
+        picks them.
+
         ``attention_mask`` [B, T] (1 = token, 0 = padding) supports left-padded batches;
         position ids then count from each row's first real token, as in Hugging Face.
         Raises NpgptError for ids that are not integers [B, T], longer than the context, or
         outside the vocabulary.
         """
+        ids, valid = self.check_ids(ids, attention_mask)
+        out, _ = self._run(ids, valid, 0)
+        return out
+
+    def check_ids(self, ids: Any, attention_mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """ids as int [B, T] and the mask of real tokens as bool [B, T], checked (see :meth:`logits`)."""
         ids = np.asarray(ids)
         if ids.ndim == 1:
             ids = ids[None, :]
@@ -84,8 +94,9 @@ class Engine:
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.n_vocab):
             raise NpgptError(f"token ids must be in [0, {self.config.n_vocab}), the model's vocabulary")
         valid = np.ones((B, T), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
-        out, _ = self._run(ids, valid, 0)
-        return out
+        if valid.shape != (B, T):
+            raise NpgptError(f"attention_mask must have the shape of ids {ids.shape}, got {valid.shape}")
+        return ids, valid
 
     def forward(self, ids: np.ndarray, cache: KVCache, valid: np.ndarray, start: np.ndarray,
                 last_only: bool = False) -> tuple[np.ndarray, KVCache]:
@@ -105,7 +116,26 @@ class Engine:
              last_only: bool = False) -> tuple[np.ndarray, KVCache | None]:
         positions, mask = positions_and_mask(valid, start, ids.shape[1])
         be = self.backend
-        logits, cache = be.forward(be.asarray(ids), self.params, n_head=self.config.n_head,
+        logits, cache = be.forward(be.asarray(ids), self.params, config=self.config,
                                    positions=be.asarray(positions), mask=be.asarray(mask),
                                    cache=cache, start=start, last_only=last_only)
         return be.to_numpy(logits), cache
+
+
+class HasEngine(Protocol):
+    """What runs on an Engine: the ``GPT2`` facade (``npgpt.load``) or anything else holding one,
+    with the Engine's config, params and backend at hand."""
+
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def config(self) -> GPT2Config: ...
+    @property
+    def params(self) -> dict[str, Any]: ...
+    @property
+    def backend(self) -> Backend: ...
+
+
+def as_engine(model: Engine | HasEngine) -> Engine:
+    """The Engine itself, or the one a model wraps, so library functions take either."""
+    return model if isinstance(model, Engine) else model.engine

@@ -156,7 +156,10 @@ class RowSampler:
     def __init__(self, row: int, params: SamplingParams, rng: np.random.Generator, tokenizer: Tokenizer,
                  n_vocab: int) -> None:
         self.row, self.params, self.rng = row, params, rng
-        self.counts = np.zeros(n_vocab, dtype=np.float32)
+        # Ids a token can have: a padded vocabulary (nanoGPT's and llm.c's 50304) has rows past the
+        # tokenizer's last id that no text decodes to; they are never chosen, nor listed in logprobs.
+        self.n_tokens = min(n_vocab, tokenizer.n_vocab)
+        self.counts = np.zeros(self.n_tokens, dtype=np.float32)
         self.tracker = TextTracker(tokenizer, params.stop)
         self.eot_id = tokenizer.eot_id
         self.n_new = 0
@@ -165,6 +168,7 @@ class RowSampler:
 
     def pick(self, logits: np.ndarray) -> Event:  # [V] -> the event for the chosen token
         p = self.params
+        logits = logits[: self.n_tokens]  # the same as masking the padded rows with -inf
         token = choose(logits, self.counts, p, self.rng)
         self.token = token
         self.counts[token] += 1

@@ -1,8 +1,10 @@
 """The params pytree: npgpt's tensor names, the shape of each, flatten/unflatten, and initialisation.
 
-The params pytree is ``{"wte", "wpe", "blocks": [block, ...], "ln_f"}``; flattened names join
-the path with dots (``blocks.3.attn.c_attn.w``). Every format module maps its own names to these,
-and :func:`unflatten` checks every tensor against the config before the model ever sees it.
+The params pytree is ``{"wte", "wpe", "blocks": [block, ...], "ln_f"}``, plus ``"lm_head"`` [V, C]
+when the output head is not tied to ``wte``, and without the biases (``b``) of a ``bias=False``
+model; flattened names join the path with dots (``blocks.3.attn.c_attn.w``). Every format
+module maps its own names to these, and :func:`unflatten` checks every tensor against the
+config before the model ever sees it.
 :func:`map_with_path` is the one walker over the tree; everything else that visits leaves uses it.
 """
 

@@ -51,8 +51,10 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
-            # ``from . import x`` / ``from .formats import hf`` may name submodules
-            targets = [f"{stem}.{a.name}" for a in node.names] + [stem]
+            # ``from . import x`` / ``from .formats import hf`` may name submodules; the package
+            # itself counts only when a name is not one (an attribute of its ``__init__``)
+            subs = [f"{stem}.{a.name}" for a in node.names]
+            targets = subs + ([stem] if any(t not in known for t in subs) else [])
         for t in targets:
             # the longest known module the target names (``npgpt.formats.hf.load`` -> ``npgpt.formats.hf``)
             while t and t not in known:

@@ -113,7 +113,7 @@ def cache(tmp_path, monkeypatch):
 def assert_same_model(path: Path, params) -> None:
     config, loaded = npgpt_format.load(path)
     assert config == CONFIG
-    np.testing.assert_array_equal(gpt2(IDS, loaded, CONFIG.n_head)[0], gpt2(IDS, params, CONFIG.n_head)[0])
+    np.testing.assert_array_equal(gpt2(IDS, loaded, CONFIG)[0], gpt2(IDS, params, CONFIG)[0])
 
 
 def data_requests(srv: FileServer) -> list[str | None]:

@@ -44,13 +44,13 @@ def test_blocks_over_a_cache_equal_one_full_pass(long_pair, backend):
         pytest.importorskip("jax")
     base, _ = long_pair
     model = GPT2(LONG, base.params, backend=backend)
-    be, H = model.backend, LONG.n_head
+    be = model.backend
     ids = np.random.default_rng(1).integers(0, LONG.n_vocab, (2, LONG.n_ctx))
-    full, _ = M.gpt2(be.asarray(ids), model.params, H)
+    full, _ = M.gpt2(be.asarray(ids), model.params, LONG)
     half = LONG.n_ctx // 2
     cache = model.engine.new_cache(2, LONG.n_ctx)
-    first, cache = M.gpt2(be.asarray(ids[:, :half]), model.params, H, cache=cache, start=0)
-    rest, cache = M.gpt2(be.asarray(ids[:, half:]), model.params, H, cache=cache, start=half)
+    first, cache = M.gpt2(be.asarray(ids[:, :half]), model.params, LONG, cache=cache, start=0)
+    rest, cache = M.gpt2(be.asarray(ids[:, half:]), model.params, LONG, cache=cache, start=half)
     chunks = np.concatenate([be.to_numpy(first), be.to_numpy(rest)], axis=1)
     assert np.abs(chunks - be.to_numpy(full)).max() <= 1e-4
 
@@ -78,7 +78,7 @@ def test_numpy_layout_same_values_and_no_resident_second_copy(tmp_path):
     assert p["blocks"][0]["mlp"]["c_fc"]["w"].flags.c_contiguous  # wider than tall: as loaded
     np.testing.assert_array_equal(p["wte"], params["wte"])
     ids = np.random.default_rng(0).integers(0, config.n_vocab, (2, 24))
-    np.testing.assert_allclose(model.logits(ids), M.gpt2(ids, params, config.n_head)[0], atol=1e-5)
+    np.testing.assert_allclose(model.logits(ids), M.gpt2(ids, params, config)[0], atol=1e-5)
     if sys.platform == "linux":
         # The head's transposed copy was made from the mapped file; those pages were handed back.
         assert _mapped_rss(str(path)) <= path.stat().st_size - params["wte"].nbytes // 2

@@ -65,7 +65,7 @@ def test_logits_match_hugging_face(tmp_path):
     ids = np.random.default_rng(0).integers(0, config.n_vocab, size=(2, config.n_ctx))
     with torch.no_grad():
         expected = model(torch.from_numpy(ids)).logits.numpy()
-    logits, _ = gpt2(ids, params, n_head=config.n_head)
+    logits, _ = gpt2(ids, params, config=config)
     assert np.abs(logits - expected).max() <= 1e-4
 
 

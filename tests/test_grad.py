@@ -40,8 +40,8 @@ def hf_loss_and_grads(config: GPT2Config, params: dict, ids: np.ndarray, tmp_pat
         tmp_path, dtype=torch.float32, attn_implementation="eager"
     )
     model.eval()  # no dropout
-    # The head is tied: HF's lm_head *is* wte, so wte's .grad below includes the head's share.
-    assert model.lm_head.weight is model.transformer.wte.weight
+    # A tied head: HF's lm_head *is* wte, so wte's .grad below includes the head's share.
+    assert (model.lm_head.weight is model.transformer.wte.weight) == config.tie_word_embeddings
     ids_t = torch.tensor(ids, dtype=torch.long)
     out = model(ids_t, labels=ids_t)
     out.loss.backward()
@@ -53,9 +53,9 @@ def hf_loss_and_grads(config: GPT2Config, params: dict, ids: np.ndarray, tmp_pat
     return out.loss.item(), grads
 
 
-def npgpt_loss_and_grads(params: dict, ids: np.ndarray, n_head: int) -> tuple[float, dict]:
+def npgpt_loss_and_grads(params: dict, ids: np.ndarray, config: GPT2Config) -> tuple[float, dict]:
     grad_fn = jax.jit(jax.value_and_grad(loss), static_argnums=2)  # one compile beats op-by-op dispatch
-    value, grads = grad_fn(jax.tree.map(jnp.asarray, params), jnp.asarray(ids, jnp.int32), n_head)
+    value, grads = grad_fn(jax.tree.map(jnp.asarray, params), jnp.asarray(ids, jnp.int32), config)
     return float(value), {k: np.asarray(v) for k, v in flatten(grads).items()}
 
 
@@ -63,7 +63,7 @@ def check_grads(config: GPT2Config, batch: int, seq: int, tmp_path, rtol=1e-4, a
     params = perturbed_params(config, seed=config.n_layer)
     ids = np.random.default_rng(0).integers(0, config.n_vocab, (batch, seq))
     ref_loss, ref = hf_loss_and_grads(config, params, ids, tmp_path)
-    our_loss, ours = npgpt_loss_and_grads(params, ids, config.n_head)
+    our_loss, ours = npgpt_loss_and_grads(params, ids, config)
     assert our_loss == pytest.approx(ref_loss, rel=1e-5)
     assert ours.keys() == ref.keys()  # every parameter, nothing extra
     for name in ref:
@@ -75,8 +75,10 @@ def check_grads(config: GPT2Config, batch: int, seq: int, tmp_path, rtol=1e-4, a
     [
         GPT2Config(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2),  # tiny
         GPT2Config(n_vocab=101, n_ctx=24, n_embd=48, n_head=3, n_layer=5),  # odd head count/depth
+        GPT2Config(n_vocab=101, n_ctx=24, n_embd=48, n_head=3, n_layer=3, n_inner=40, activation_function="silu",
+                   layer_norm_epsilon=1e-3, scale_attn_by_inverse_layer_idx=True, tie_word_embeddings=False),
     ],
-    ids=["tiny", "odd"],
+    ids=["tiny", "odd", "untied-silu-n_inner"],
 )
 def test_grads_match_hf(config, tmp_path):
     check_grads(config, batch=2, seq=12, tmp_path=tmp_path)
@@ -88,7 +90,7 @@ def test_last_position_is_ignored():
     config = GPT2Config(n_vocab=50, n_ctx=8, n_embd=16, n_head=2, n_layer=1)
     params = jax.tree.map(jnp.asarray, init_params(config, 0))
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 50, (2, 8)), jnp.int32)
-    grads = jax.jit(jax.grad(loss), static_argnums=2)(params, ids, 2)
+    grads = jax.jit(jax.grad(loss), static_argnums=2)(params, ids, config)
     assert not np.any(np.asarray(grads["wpe"][7]))  # inputs are ids[:, :7]: positions 0..6
     assert np.any(np.asarray(grads["wpe"][6]))
 

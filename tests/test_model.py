@@ -53,20 +53,19 @@ def test_float32_throughout(pair):
     assert mask.dtype == np.float32
     scores = q @ np.swapaxes(q, -1, -2) / np.sqrt(np.float32(16))
     assert scores.dtype == np.float32
-    assert M.attention(q, q, q, mask).dtype == np.float32
-    out, _ = M.mha(x, **p["blocks"][0]["attn"], n_head=2, mask=mask, kv=None, start=0)
+    out, _ = M.mha(x, **p["blocks"][0]["attn"], n_head=2, mask=mask, kv=None, start=0, scale=0.25)
     assert out.dtype == np.float32
-    logits, _ = M.gpt2(np.array([[1, 2, 3]]), p, n_head=2)
+    logits, _ = M.gpt2(np.array([[1, 2, 3]]), p, model.config)
     assert logits.dtype == np.float32
 
 
 def test_cache_in_chunks_equals_full_pass(pair):
     model, _ = pair("odd")
     ids = np.array([PROMPTS[0]])
-    full, _ = M.gpt2(ids, model.params, model.config.n_head)
+    full, _ = M.gpt2(ids, model.params, model.config)
     cache = init_cache(model.config, 1, 16, model.params["wte"])
-    first, cache = M.gpt2(ids[:, :6], model.params, model.config.n_head, cache=cache, start=0)
-    rest, cache = M.gpt2(ids[:, 6:], model.params, model.config.n_head, cache=cache, start=6)
+    first, cache = M.gpt2(ids[:, :6], model.params, model.config, cache=cache, start=0)
+    rest, cache = M.gpt2(ids[:, 6:], model.params, model.config, cache=cache, start=6)
     assert np.abs(np.concatenate([first, rest], axis=1) - full).max() <= 1e-5
 
 
@@ -88,7 +87,8 @@ def test_same_file_runs_on_jax(pair):
     jparams = get_backend("jax").put_params(model.params)
     positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
     additive = M.attention_mask(mask.astype(bool), 0, ids.shape[1])
-    logits, _ = M.gpt2(jnp.asarray(ids), jparams, 3, positions=jnp.asarray(positions), mask=jnp.asarray(additive))
+    logits, _ = M.gpt2(jnp.asarray(ids), jparams, model.config, positions=jnp.asarray(positions),
+                       mask=jnp.asarray(additive))
     assert logits.dtype == jnp.float32
     real = mask.astype(bool)
     assert np.abs(np.asarray(logits)[real] - hf_logits(ref, ids, mask)[real]).max() <= 1e-4
@@ -99,7 +99,7 @@ def test_same_file_runs_on_torch(pair):
     model, ref = pair("odd")
     ids = np.array([PROMPTS[2]])
     tparams = get_backend("torch").put_params(model.params)
-    logits, _ = M.gpt2(torch.from_numpy(ids), tparams, 3)
+    logits, _ = M.gpt2(torch.from_numpy(ids), tparams, model.config)
     assert logits.dtype == torch.float32
     assert np.abs(logits.numpy() - hf_logits(ref, ids)).max() <= 1e-4
 

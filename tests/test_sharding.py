@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent("""
     params = init_params(config, 0)
     batch = np.random.default_rng(0).integers(0, 96, (1, 8, 9)).astype(np.int32)  # 1 micro-batch, 8 rows
     opt = optimizer(1e-3, steps=10, warmup=1)
-    step = make_train_step(opt, config.n_head)
+    step = make_train_step(opt, config)
 
     def run(mesh):
         p = jax.tree.map(jnp.asarray, params) if mesh is None else S.shard_params(params, mesh)
@@ -69,8 +69,8 @@ SCRIPT = textwrap.dedent("""
     # inference: logits of sharded params and ids against plain NumPy
     mesh = S.make_mesh(model=4)
     ids = np.random.default_rng(1).integers(0, 96, (4, 12))
-    logits = S.sharded_logits(mesh, config.n_head)(S.shard_params(params, mesh), S.shard_batch(ids, mesh))
-    out["inference_diff"] = float(np.max(np.abs(np.asarray(logits) - gpt2(ids, params, config.n_head)[0])))
+    logits = S.sharded_logits(mesh, config)(S.shard_params(params, mesh), S.shard_batch(ids, mesh))
+    out["inference_diff"] = float(np.max(np.abs(np.asarray(logits) - gpt2(ids, params, config)[0])))
     out["inference_shards"] = len(logits.addressable_shards)
     print("RESULT " + json.dumps(out))
 """)

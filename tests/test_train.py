@@ -118,8 +118,8 @@ def test_gradient_accumulation_equals_one_big_batch():
     params = jax.tree.map(jnp.asarray, init_params(config, 0))
     batch = np.random.default_rng(0).integers(0, 97, (2, 3, 9)).astype(np.int32)
     grads = jax.jit(accumulated_grads, static_argnums=2)
-    loss_a, grads_a = grads(params, jnp.asarray(batch), config.n_head)
-    loss_b, grads_b = grads(params, jnp.asarray(batch.reshape(1, 6, 9)), config.n_head)
+    loss_a, grads_a = grads(params, jnp.asarray(batch), config)
+    loss_b, grads_b = grads(params, jnp.asarray(batch.reshape(1, 6, 9)), config)
     assert float(loss_a) == pytest.approx(float(loss_b), rel=1e-6)
     for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -127,10 +127,10 @@ def test_gradient_accumulation_equals_one_big_batch():
 
 # --- memorise, then generate ---------------------------------------------------------------
 
-def greedy(params: dict, n_head: int, prompt: list[int], n: int) -> list[int]:
+def greedy(params: dict, config: GPT2Config, prompt: list[int], n: int) -> list[int]:
     ids = list(prompt)
     for _ in range(n):
-        logits, _ = gpt2(np.array([ids]), params, n_head, last_only=True)
+        logits, _ = gpt2(np.array([ids]), params, config, last_only=True)
         ids.append(int(np.argmax(logits[0, -1])))
     return ids
 
@@ -147,7 +147,7 @@ def test_memorises_a_text_and_generates_it(tmp_path):
     assert result.step == 60 and result.history["loss"][-1] < 0.05
     config, params = npgpt_format.load(out / "model.safetensors")
     assert config == result.config
-    assert Tokenizer().decode(greedy(params, config.n_head, ids[:1], len(ids) - 1)) == LINE
+    assert Tokenizer().decode(greedy(params, config, ids[:1], len(ids) - 1)) == LINE
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     import npgpt

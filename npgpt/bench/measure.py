@@ -104,7 +104,7 @@ def measure_train_npgpt(path: str, s: BenchSettings) -> dict[str, Any]:
 
     config, params = load_checkpoint(path)
     opt = optimizer(lr=3e-4, steps=1000, warmup=10)
-    train_step = make_train_step(opt, n_head=config.n_head)
+    train_step = make_train_step(opt, config=config)
     params = jax.tree.map(jnp.asarray, params)
     opt_state = opt.init(params)
     rng = np.random.default_rng(s.seed)

@@ -104,10 +104,10 @@ def _round(r: int, s: BenchSettings) -> str:
 def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, str]:
     """(config, npgpt checkpoint, HF directory or None, description) for the engines to load."""
     from ..config import PRESETS
-    from ..registry import resolve
     from ..formats import detect, load_checkpoint, save_checkpoint
     from ..formats.npgpt_format import MODEL_FILE
     from ..params import init_params
+    from ..registry import resolve
 
     need_hf = "hf" in s.compare or "llama.cpp" in s.compare or s.train  # llama.cpp converts the HF checkpoint
     if s.random:

@@ -11,6 +11,7 @@ each command imports the library it needs when it runs, so ``npgpt --help`` stay
 - :mod:`.bench`    ``bench``
 - :mod:`.evaluate` ``eval``
 - :mod:`.serve`    ``serve``
+- :mod:`.inspect`  ``lens``, ``attention``: looking inside the model
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import typer
 
 from ..errors import NpgptError
-from . import bench, evaluate, generate, models, serve, train
+from . import bench, evaluate, generate, inspect, models, serve, train
 from .options import console
 
 app = typer.Typer(
@@ -39,6 +40,8 @@ app.command("train")(train.train_command)
 app.command("bench")(bench.bench_command)
 app.command("eval")(evaluate.eval_command)
 app.command("serve")(serve.serve_command)
+app.command("lens")(inspect.lens_command)
+app.command("attention")(inspect.attention_command)
 
 
 def main() -> None:

@@ -13,7 +13,9 @@ from .options import console
 
 def download(
     name: Annotated[str | None, typer.Argument(help="124M, 355M, 774M or 1558M (OpenAI's files).")] = None,
-    hf: Annotated[str | None, typer.Option("--hf", help="A Hugging Face repo id, e.g. openai-community/gpt2.")] = None,
+    hf: Annotated[str | None, typer.Option("--hf", help="A Hugging Face GPT-2 repo id, e.g. openai-community/gpt2 "
+                                                      "or distilbert/distilgpt2 (safetensors, shards or "
+                                                      "pytorch_model.bin).")] = None,
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit of the --hf repo.")] = None,
 ) -> None:
     """Download GPT-2 weights into the cache (`$NPGPT_HOME`, default ~/.cache/npgpt) and convert them once.
@@ -46,10 +48,16 @@ def download(
 
 
 def convert(
-    src: Annotated[Path, typer.Argument(help="Any checkpoint: npgpt file, HF directory, OpenAI directory.")],
-    dst: Annotated[Path, typer.Argument(help="Output file (npgpt) or directory (hf, openai).")],
-    to: Annotated[str, typer.Option(help="npgpt, hf or openai.")] = "npgpt",
-    dtype: Annotated[str, typer.Option(help="float32 or float16 storage (npgpt format only).")] = "float32",
+    src: Annotated[Path, typer.Argument(help="Any checkpoint: npgpt file; HF directory (safetensors, shards or "
+                                               "pytorch_model.bin); nanoGPT ckpt.pt; OpenAI directory; llm.c .bin; "
+                                               ".gguf.")],
+    dst: Annotated[Path, typer.Argument(help="Output file (npgpt, llmc, gguf) or directory (hf, hf-sharded, "
+                                               "openai).")],
+    to: Annotated[str, typer.Option(help="npgpt, hf, hf-sharded, openai, llmc or gguf.")] = "npgpt",
+    dtype: Annotated[str, typer.Option(
+        help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc, gguf), q8_0 (gguf).")] = "float32",
+    max_shard_size: Annotated[str | None, typer.Option(help="Largest shard for --to hf-sharded, e.g. 500MB "
+                                                            "(default 2GB).")] = None,
 ) -> None:
     """Convert a checkpoint between formats.
 
@@ -57,7 +65,7 @@ def convert(
     """
     from ..formats import convert as _convert
 
-    console().print(f"wrote {_convert(src, dst, fmt=to, dtype=dtype)}")
+    console().print(f"wrote {_convert(src, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)}")
 
 
 def info(model: Annotated[str | None, typer.Argument(help="Path or name; default: the default model.")] = None) -> None:
@@ -67,8 +75,8 @@ def info(model: Annotated[str | None, typer.Argument(help="Path or name; default
     """
     from rich.table import Table
 
-    from ..registry import resolve
     from ..formats import detect, load_checkpoint
+    from ..registry import resolve
 
     path, notice = resolve(model)
     config, _ = load_checkpoint(path)

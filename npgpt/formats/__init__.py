@@ -1,12 +1,18 @@
 """Checkpoint formats: detect what a path holds, load it to (config, params), convert between them.
 
-| format  | what is on disk                                                   | module          |
-|---------|-------------------------------------------------------------------|-----------------|
-| npgpt   | one ``.safetensors`` file, config in its metadata (memory-mapped) | npgpt_format    |
-| hf      | ``model.safetensors`` + ``config.json`` (Hugging Face)            | hf              |
-| openai  | ``hparams.json`` + ``model.ckpt.index``/``.data-*`` (TF bundle)   | openai_tf       |
+| format     | what is on disk                                                          | module          |
+|------------|--------------------------------------------------------------------------|-----------------|
+| npgpt      | one ``.safetensors`` file, config in its metadata (memory-mapped)        | npgpt_format    |
+| hf         | ``model.safetensors`` + ``config.json`` (Hugging Face)                   | hf              |
+| hf-sharded | ``model.safetensors.index.json`` + shards + ``config.json``              | hf, hf_files    |
+| hf-bin     | ``pytorch_model.bin`` + ``config.json`` (read only)                      | hf, torch_pickle |
+| nanogpt    | nanoGPT's ``ckpt.pt`` (read only)                                        | nanogpt         |
+| openai     | ``hparams.json`` + ``model.ckpt.index``/``.data-*`` (TF bundle)          | openai_tf       |
+| llmc       | llm.c's ``gpt2_124M.bin`` / ``_bf16.bin`` (header + flat dump)            | llmc            |
+| gguf       | a ``.gguf`` file of llama.cpp / Ollama, architecture ``gpt2``            | gguf_format     |
 
-PyTorch pickles (``pytorch_model.bin``) are refused: unpickling runs arbitrary code.
+PyTorch pickles are read by a restricted unpickler that rebuilds only tensors and plain
+containers: a pickle that would run code on load is refused (see ``torch_pickle``).
 """
 
 from __future__ import annotations
@@ -20,20 +26,36 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from .npgpt_format import MODEL_FILE
 
-FORMATS = ("npgpt", "hf", "openai")
-_PICKLES = (".bin", ".pt", ".pth", ".pkl")
+FORMATS = ("npgpt", "hf", "hf-sharded", "openai", "llmc", "gguf")  # the formats npgpt writes
+READ_ONLY = ("hf-bin", "nanogpt")
+# Storage dtypes each format can write (the first is the default); ``npgpt convert --dtype``.
+DTYPES = {"npgpt": ("float32", "float16"), "hf": ("float32",), "hf-sharded": ("float32",), "openai": ("float32",),
+          "llmc": ("float32", "bfloat16"), "gguf": ("float32", "float16", "bfloat16", "q8_0")}
+DEFAULT_SHARD_SIZE = "2GB"  # hf-sharded's largest shard unless told otherwise
+_PICKLES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def detect(path: str | Path) -> str:
-    """Which format ``path`` holds: 'npgpt', 'hf' or 'openai'; CheckpointError if none."""
+    """Which format ``path`` holds (a name in FORMATS or READ_ONLY); CheckpointError if none."""
+    from .gguf_format import is_gguf_file
+    from .hf_files import layout
+    from .llmc import is_llmc_file
     from .npgpt_format import is_npgpt_file
+    from .torch_pickle import is_torch_file
 
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
     if path.is_file():
-        if path.suffix in _PICKLES:
-            raise _pickle_error(path)
+        # Read from the file's own first bytes, never its name: llm.c's .bin is not a pickle.
+        if is_gguf_file(path):
+            return "gguf"
+        if is_llmc_file(path):
+            return "llmc"
+        if path.suffix in _PICKLES and is_torch_file(path):
+            # HF's pytorch_model.bin beside its config.json, else a file that carries its own config
+            hf_bin = path.name == "pytorch_model.bin" and (path.parent / "config.json").is_file()
+            return "hf-bin" if hf_bin else "nanogpt"
         if path.suffix == ".safetensors":
             if is_npgpt_file(path):
                 return "npgpt"
@@ -43,7 +65,8 @@ def detect(path: str | Path) -> str:
             )
         if path.name.endswith(".index") or path.name == "hparams.json":
             return "openai"
-        raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors or a model directory)")
+        raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
+                              "a PyTorch checkpoint or a model directory)")
     weights = path / MODEL_FILE
     if weights.exists():  # its header errors (truncated, corrupt) are the real diagnosis: let them out
         if is_npgpt_file(weights):
@@ -52,22 +75,37 @@ def detect(path: str | Path) -> str:
             return "hf"
         raise CheckpointError(f"{weights}: a safetensors file without npgpt's config, and no config.json beside it; "
                               "add the model's Hugging Face config.json")
+    hf_layout = layout(path)
+    if hf_layout:
+        return hf_layout
     if (path / "hparams.json").exists() or (path / "model.ckpt.index").exists():
         return "openai"
-    pickles = [p for p in path.iterdir() if p.suffix in _PICKLES]
-    if pickles:
-        raise _pickle_error(pickles[0])
+    from .nanogpt import CKPT_FILE
+
+    if (path / CKPT_FILE).is_file():
+        return "nanogpt"
+    single = _single_file(path)
+    if single is not None:
+        return detect(single)
     raise CheckpointError(
-        f"{path}: no model found; expected {MODEL_FILE} (npgpt or Hugging Face with config.json) "
+        f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
+        "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
         "or OpenAI's hparams.json + model.ckpt.index"
     )
 
 
-def _pickle_error(path: Path) -> CheckpointError:
-    return CheckpointError(
-        f"{path}: PyTorch pickle files are not loaded (unpickling can run arbitrary code); "
-        "use the model's model.safetensors instead (on the Hugging Face hub every GPT-2 has one)"
-    )
+def _single_file(directory: Path) -> Path | None:
+    """The one file of a single-file format in ``directory``: what ``save_checkpoint`` writes into a
+    directory (``model.gguf``, llm.c's ``model.bin``), or its only ``.gguf``; None otherwise."""
+    from .gguf_format import is_gguf_file
+    from .llmc import is_llmc_file
+
+    ggufs = sorted(directory.glob("*.gguf"))
+    if len(ggufs) == 1 and is_gguf_file(ggufs[0]):
+        return ggufs[0]
+    if is_llmc_file(directory / "model.bin"):
+        return directory / "model.bin"
+    return None
 
 
 def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
@@ -97,38 +135,78 @@ def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
         from . import npgpt_format
 
         return npgpt_format.load(path if path.is_file() else path / MODEL_FILE)
-    if fmt == "hf":
+    if fmt in ("hf", "hf-sharded", "hf-bin"):
         from . import hf
 
-        return hf.load(path)
+        return hf.load(path if path.is_dir() else path.parent)
+    if fmt == "nanogpt":
+        from . import nanogpt
+
+        return nanogpt.load(path)
+    if fmt in ("llmc", "gguf") and path.is_dir():
+        path = _single_file(path) or path
+    if fmt == "llmc":
+        from . import llmc
+
+        return llmc.load(path)
+    if fmt == "gguf":
+        from . import gguf_format
+
+        return gguf_format.load(path)
     from . import openai_tf
 
     return openai_tf.load(path if path.is_dir() else path.parent)
 
 
 def save_checkpoint(path: str | Path, config: GPT2Config, params: dict[str, Any], fmt: str = "npgpt",
-                    dtype: str = "float32") -> Path:
-    """Write params in ``fmt``; npgpt writes a file (a directory gets ``model.safetensors``)."""
+                    dtype: str = "float32", max_shard_size: int | str | None = None) -> Path:
+    """Write params in ``fmt`` with storage ``dtype`` (one of ``DTYPES[fmt]``); npgpt, llmc and gguf write a
+    file (a directory gets ``model.safetensors``, ``model.bin``, ``model.gguf``), hf and openai a directory.
+
+    ``hf-sharded`` splits the weights into safetensors shards of at most ``max_shard_size`` (bytes
+    or e.g. ``"500MB"``; default DEFAULT_SHARD_SIZE) plus an index, as ``save_pretrained`` does;
+    a model that fits in one shard is written as one ``model.safetensors``, as there too.
+    """
     path = Path(path)
+    if fmt not in FORMATS:
+        raise _not_writable(fmt)
+    if dtype not in DTYPES[fmt]:
+        raise CheckpointError(f"--dtype {dtype} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}")
     if fmt == "npgpt":
         from . import npgpt_format
 
         target = path / MODEL_FILE if path.is_dir() or not path.suffix else path
         return npgpt_format.save(target, config, params, dtype=dtype)
-    if dtype != "float32":
-        raise CheckpointError(f"--dtype {dtype} is only supported for npgpt's format")
-    if fmt == "hf":
+    if max_shard_size is not None and fmt != "hf-sharded":
+        raise CheckpointError(f"--max-shard-size applies to --to hf-sharded, not {fmt}")
+    if fmt == "llmc":
+        from . import llmc
+
+        return llmc.save(path, config, params, dtype=dtype)
+    if fmt == "gguf":
+        from . import gguf_format
+
+        return gguf_format.save(path, config, params, dtype=dtype)
+    if fmt in ("hf", "hf-sharded"):
         from . import hf
 
-        return hf.save(path, config, params)
-    if fmt == "openai":
-        from . import openai_tf
+        shard = (max_shard_size or DEFAULT_SHARD_SIZE) if fmt == "hf-sharded" else None
+        return hf.save(path, config, params, max_shard_size=shard)
+    from . import openai_tf
 
-        return openai_tf.save(path, config, params)
-    raise CheckpointError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return openai_tf.save(path, config, params)
 
 
-def convert(src: str | Path, dst: str | Path, fmt: str = "npgpt", dtype: str = "float32") -> Path:
+def _not_writable(fmt: str) -> CheckpointError:
+    if fmt in READ_ONLY:
+        return CheckpointError(f"npgpt reads {fmt} but does not write it; choose one of {', '.join(FORMATS)}")
+    return CheckpointError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def convert(src: str | Path, dst: str | Path, fmt: str = "npgpt", dtype: str = "float32",
+            max_shard_size: int | str | None = None) -> Path:
     """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst``."""
+    if fmt not in FORMATS:  # refused before a large source is read
+        raise _not_writable(fmt)
     config, params = load_checkpoint(src)
-    return save_checkpoint(dst, config, params, fmt=fmt, dtype=dtype)
+    return save_checkpoint(dst, config, params, fmt=fmt, dtype=dtype, max_shard_size=max_shard_size)

@@ -1,11 +1,13 @@
-"""Hugging Face GPT-2 checkpoints: ``model.safetensors`` + ``config.json``.
+"""Hugging Face GPT-2 checkpoints: ``config.json`` + weights (one safetensors file, shards, or a pickle).
 
 HF's ``Conv1D`` stores weights ``[in, out]`` like OpenAI, so tensors map one to one; only the
 names differ. ``GPT2LMHeadModel`` prefixes them with ``transformer.``; ``GPT2Model`` does not.
+``lm_head.weight`` is the output head when ``tie_word_embeddings`` is false, else a copy of wte.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -16,18 +18,21 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
-from ..params import flatten, unflatten
+from ..params import expected_shapes, flatten, unflatten
+from .hf_files import check_gpt2, read_tensors, save_sharded
 from .npgpt_format import (
     MODEL_FILE,  # Hugging Face names its weights file the same
     as_float32,
-    read_safetensors,
 )
 
 # HF leaf names -> npgpt leaf names (layer norms use weight/bias, OpenAI uses g/b).
 _LEAF = {"weight": "w", "bias": "b"}
 _LN_LEAF = {"weight": "g", "bias": "b"}
-# Buffers and the tied head: not parameters npgpt keeps.
-_DROP = re.compile(r"(^lm_head\.weight$)|(\.attn\.(masked_)?bias$)")
+# GPT2Config fields transformers reads under the same name.
+_HF_MATH = ("activation_function", "layer_norm_epsilon", "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
+            "reorder_and_upcast_attn", "tie_word_embeddings")
+# Buffers: not parameters.
+_DROP = re.compile(r"\.attn\.(masked_)?bias$")
 
 
 def hf_to_npgpt_name(name: str) -> str | None:
@@ -35,6 +40,8 @@ def hf_to_npgpt_name(name: str) -> str | None:
     name = name.removeprefix("transformer.")
     if _DROP.search(name):
         return None
+    if name == "lm_head.weight":
+        return "lm_head"
     if name in ("wte.weight", "wpe.weight"):
         return name.split(".")[0]
     parts = name.split(".")
@@ -46,6 +53,8 @@ def hf_to_npgpt_name(name: str) -> str | None:
 
 
 def npgpt_to_hf_name(name: str) -> str:
+    if name == "lm_head":
+        return "lm_head.weight"
     if name in ("wte", "wpe"):
         return f"transformer.{name}.weight"
     parts = name.split(".")
@@ -59,40 +68,57 @@ def npgpt_to_hf_name(name: str) -> str:
 def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and nested float32 params from a Hugging Face GPT-2 directory."""
     directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / MODEL_FILE
+    config_path = directory / "config.json"
     if not config_path.exists():
         raise CheckpointError(f"{config_path}: missing; a Hugging Face GPT-2 directory needs config.json")
     try:
-        config = GPT2Config.from_dict(json.loads(config_path.read_text()))
+        raw = json.loads(config_path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{config_path}: not JSON ({e})") from None
+    check_gpt2(raw, str(config_path))
+    try:
+        config = GPT2Config.from_dict(raw)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{config_path}: {e}") from None
-    tensors, _ = read_safetensors(weights_path)
+    tensors, weights_path = read_tensors(directory)
     flat = {}
     for name, arr in tensors.items():
         ours = hf_to_npgpt_name(name)
-        if ours is not None:
-            flat[ours] = as_float32(arr, name, str(weights_path))
-    return config, unflatten(flat, config, source=str(weights_path))
+        if ours is not None and not (ours == "lm_head" and config.tie_word_embeddings):  # tied: a copy of wte
+            flat[ours] = as_float32(arr, name, weights_path)
+    return config, unflatten(flat, config, source=weights_path)
 
 
-def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads."""
+def save(directory: str | Path, config: GPT2Config, params: dict[str, Any],
+         max_shard_size: int | str | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads.
+
+    Every math field of the config is written under transformers' name. HF's GPT-2 always has
+    biases, so a ``bias=False`` model is written with zero biases: the same function, read
+    back as ``bias=True``. With ``max_shard_size`` (bytes, or e.g. ``"2GB"``) the weights are split
+    into shards plus ``model.safetensors.index.json`` wherever they exceed it, as ``save_pretrained`` does.
+    """
     from safetensors.numpy import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    flat = {npgpt_to_hf_name(k): np.ascontiguousarray(v, dtype=np.float32) for k, v in flatten(params).items()}
+    flat_params = flatten(params)
+    unflatten(flat_params, config)  # refuse to write a model that would not load
+    with_biases = expected_shapes(dataclasses.replace(config, bias=True))
+    flat = {npgpt_to_hf_name(k): np.ascontiguousarray(flat_params[k], dtype=np.float32) if k in flat_params
+            else np.zeros(shape, np.float32) for k, shape in with_biases.items()}
     hf_config = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": config.n_vocab, "n_positions": config.n_ctx, "n_ctx": config.n_ctx,
-        "n_embd": config.n_embd, "n_head": config.n_head, "n_layer": config.n_layer,
-        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        "tie_word_embeddings": True,
+        "n_embd": config.n_embd, "n_head": config.n_head, "n_layer": config.n_layer, "n_inner": config.n_inner,
+        **{k: getattr(config, k) for k in _HF_MATH},
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }
-    unflatten({hf_to_npgpt_name(k) or k: v for k, v in flat.items()}, config)
-    with atomic_path(directory / MODEL_FILE) as tmp:
-        save_file(flat, tmp, metadata={"format": "pt"})
+    if max_shard_size is not None:
+        save_sharded(directory, flat, max_shard_size)
+    else:
+        with atomic_path(directory / MODEL_FILE) as tmp:
+            save_file(flat, tmp, metadata={"format": "pt"})
     with atomic_path(directory / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(hf_config, indent=2))
     return directory

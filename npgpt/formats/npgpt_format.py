@@ -122,7 +122,10 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != FORMAT or "config" not in metadata:
         raise CheckpointError(f"{path}: not an npgpt model file (no npgpt config in its metadata)")
-    config = GPT2Config.from_dict(json.loads(metadata["config"]))
+    try:
+        config = GPT2Config.from_dict(json.loads(metadata["config"]))
+    except (ValueError, TypeError) as e:  # json's errors are ValueErrors too
+        raise CheckpointError(f"{path}: {e}") from None
     flat = {k: as_float32(v, k, str(path)) for k, v in tensors.items()}
     return config, unflatten(flat, config, source=str(path))
 

@@ -579,7 +579,14 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
     _write_files({
         directory / "checkpoint": lambda f: f.write(
             b'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'),
-        directory / "hparams.json": lambda f: f.write(
-            (json.dumps(config.to_dict(), indent=2) + "\n").encode()),
+        directory / "hparams.json": lambda f: f.write((json.dumps(_hparams(config), indent=2) + "\n").encode()),
     })
     return directory
+
+
+def _hparams(config: GPT2Config) -> dict[str, Any]:
+    """OpenAI's five shape keys, plus only the math fields that differ from GPT-2's: npgpt reads them
+    back, and OpenAI's code (whose HParams refuses unknown keys) fails rather than run another model."""
+    default = GPT2Config().to_dict()
+    shape = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
+    return {k: v for k, v in config.to_dict().items() if k in shape or v != default[k]}

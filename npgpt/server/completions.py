@@ -110,7 +110,8 @@ async def score_prompts(sched: Scheduler, prompts: list[list[int]], k: int) -> l
     def score() -> list[tuple[list, list]]:
         out = []
         for ids in prompts:
-            lp = log_softmax(sched.model.logits([ids])[0])  # [T, V]
+            n_tokens = sched.model.tokenizer.n_vocab  # a padded vocabulary's extra ids are no token
+            lp = log_softmax(sched.model.logits([ids])[0, :, :n_tokens])  # [T, V] -> [T, n_tokens]
             out.append(([None] + [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))],
                         [None] + [top_logprobs(lp[t - 1], k) for t in range(1, len(ids))]))
         return out

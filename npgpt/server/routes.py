@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from . import chat, completions
 from .errors import APIError
+from .inside import inside_routes
 from .metrics import Metrics
 from .protocol import ChatRequest, CompletionRequest, NextTokensRequest, model_card
 from .scheduler import Scheduler
@@ -65,6 +66,8 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics) -> APIRouter:
         return {"object": "next_tokens", "model": name,
                 "tokens": [{"id": i, "text": text, "prob": p, "logprob": float(np.log(max(p, 1e-45)))}
                            for i, text, p in top]}
+
+    api.include_router(inside_routes(pick), prefix="/v1")  # POST /v1/internals: the playground's "inside" panel
 
     @api.get("/health")
     async def health() -> dict[str, Any]:

@@ -32,8 +32,8 @@ def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
     """Config and params to start from: any checkpoint path npgpt reads (npgpt file or folder,
     such as a training ``--out``; Hugging Face folder; OpenAI TF folder) or a downloaded model
     name (``gpt2``, ``124M``, ...)."""
-    from ..registry import resolve
     from ..formats import load_checkpoint
+    from ..registry import resolve
 
     path, _ = resolve(str(init))
     return load_checkpoint(path)

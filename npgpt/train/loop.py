@@ -115,8 +115,8 @@ def train(
     if saved is not None:
         rng.bit_generator.state = meta["rng"]
 
-    train_step = make_train_step(opt, config.n_head, donate=True)
-    eval_loss = make_eval_loss(config.n_head)
+    train_step = make_train_step(opt, config, donate=True)
+    eval_loss = make_eval_loss(config)
     history, step = meta["history"], meta["step"]
     end = steps if stop_after is None else min(steps, stop_after)
     tokens_per_step = grad_accum * batch_size * seq_len

@@ -11,6 +11,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, is_jax_array, is_torch_array
 
+from ..config import GPT2Config
 from ..model import gpt2
 
 Array = Any
@@ -35,11 +36,11 @@ def cross_entropy(logits: Array, targets: Array) -> Array:  # [B, T, V], [B, T] 
     return xp.mean(lse - picked)
 
 
-def loss(params: dict[str, Any], ids: Array, n_head: int) -> Array:  # [B, T+1] -> []
+def loss(params: dict[str, Any], ids: Array, config: GPT2Config) -> Array:  # [B, T+1] -> []
     """Next-token loss of windows ``ids``: inputs ``ids[:, :-1]``, targets ``ids[:, 1:]``.
 
     Equal to HF's loss on the whole window: attention is causal, so the last token's own
     logits (which HF computes and discards) change nothing else.
     """
-    logits, _ = gpt2(ids[:, :-1], params, n_head)  # [B, T] -> [B, T, V]
+    logits, _ = gpt2(ids[:, :-1], params, config)  # [B, T] -> [B, T, V]
     return cross_entropy(logits, ids[:, 1:])

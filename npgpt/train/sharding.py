@@ -53,6 +53,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ..config import GPT2Config
+
 Params = dict[str, Any]
 
 # Tensor-parallel layout of one block's leaves: column-parallel ("model" on the output axis)
@@ -175,10 +177,10 @@ def to_host(tree: Any) -> Any:
     return jax.tree.map(np.asarray, tree)
 
 
-def sharded_logits(mesh: Mesh, n_head: int) -> Callable[[Params, jax.Array], jax.Array]:
+def sharded_logits(mesh: Mesh, config: GPT2Config) -> Callable[[Params, jax.Array], jax.Array]:
     """Inference on the mesh: ``logits(params, ids)`` with params from :func:`shard_params` and
     ids ``[B, T]`` from :func:`shard_batch`; logits come back split by row like the ids."""
     from ..model import gpt2
 
     out = NamedSharding(mesh, P("data", None, None))
-    return jax.jit(lambda params, ids: gpt2(ids, params, n_head)[0], out_shardings=out)
+    return jax.jit(lambda params, ids: gpt2(ids, params, config)[0], out_shardings=out)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ..config import GPT2Config
 from .loss import loss
 
 Params = dict[str, Any]
@@ -60,15 +61,15 @@ def global_norm(tree: Params) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
 
 
-def accumulated_grads(params: Params, batch: jax.Array, n_head: int) -> tuple[jax.Array, Params]:
+def accumulated_grads(params: Params, batch: jax.Array, config: GPT2Config) -> tuple[jax.Array, Params]:
     """Mean loss and mean gradient over the micro-batches of ``batch`` [A, B, T+1]."""
     grad_fn = jax.value_and_grad(loss)
     if batch.shape[0] == 1:
-        return grad_fn(params, batch[0], n_head)
+        return grad_fn(params, batch[0], config)
 
     def add(carry, micro):  # one micro-batch [B, T+1]
         total_loss, total_grads = carry
-        value, grads = grad_fn(params, micro, n_head)
+        value, grads = grad_fn(params, micro, config)
         return (total_loss + value, jax.tree.map(jnp.add, total_grads, grads)), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
@@ -78,7 +79,7 @@ def accumulated_grads(params: Params, batch: jax.Array, n_head: int) -> tuple[ja
 
 
 def make_train_step(
-    opt: optax.GradientTransformation, n_head: int, donate: bool = False,
+    opt: optax.GradientTransformation, config: GPT2Config, donate: bool = False,
 ) -> Callable[[Params, Any, jax.Array], tuple[Params, Any, dict[str, jax.Array]]]:
     """The jit-compiled ``train_step(params, opt_state, batch) -> params, opt_state, metrics``.
 
@@ -92,7 +93,7 @@ def make_train_step(
     """
 
     def train_step(params: Params, opt_state: Any, batch: jax.Array):
-        value, grads = accumulated_grads(params, batch, n_head)
+        value, grads = accumulated_grads(params, batch, config)
         metrics = {"loss": value, "grad_norm": global_norm(grads)}
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, metrics
@@ -100,6 +101,6 @@ def make_train_step(
     return jax.jit(train_step, donate_argnums=(0, 1) if donate else ())
 
 
-def make_eval_loss(n_head: int) -> Callable[[Params, jax.Array], jax.Array]:
+def make_eval_loss(config: GPT2Config) -> Callable[[Params, jax.Array], jax.Array]:
     """Jit-compiled mean loss of one batch ``[B, T+1]``."""
-    return jax.jit(lambda params, ids: loss(params, ids, n_head))
+    return jax.jit(lambda params, ids: loss(params, ids, config))

@@ -1,0 +1,293 @@
+"""GGUF, the format of llama.cpp and Ollama: GPT-2 models (architecture ``gpt2``), read and written.
+
+Parsing, dequantization and writing are the ``gguf`` package's (llama.cpp publishes it): ``GGUFReader``
+memory-maps the file, ``gguf.quants`` dequantizes, ``GGUFWriter`` writes. This module only maps names and
+checks what it is given. (Named ``gguf_format`` so that it does not shadow the ``gguf`` package.)
+
+Names follow llama.cpp's ``convert_hf_to_gguf.py`` (class ``GPT2Model``) and gguf's ``TENSOR_NAMES``:
+
+| GGUF                     | npgpt                 | GGUF                   | npgpt               |
+|--------------------------|-----------------------|------------------------|---------------------|
+| token_embd.weight        | wte                   | blk.N.ffn_norm.*       | blocks.N.ln_2.g/b   |
+| position_embd.weight     | wpe                   | blk.N.ffn_up.*         | blocks.N.mlp.c_fc   |
+| blk.N.attn_norm.*        | blocks.N.ln_1.g/b     | blk.N.ffn_down.*       | blocks.N.mlp.c_proj |
+| blk.N.attn_qkv.*         | blocks.N.attn.c_attn  | output_norm.*          | ln_f.g/b            |
+| blk.N.attn_output.*      | blocks.N.attn.c_proj  | output.weight          | the head (tied: absent) |
+
+ggml's shapes list the fastest-varying dimension first: a matrix of ``ne = [in, out]`` is a NumPy
+``[out, in]`` array (``nn.Linear``'s layout), which is why the converter transposes GPT-2's Conv1D
+``[in, out]`` weights and why this module transposes them back. Metadata keys are gguf's
+``Keys.LLM``/``Keys.Attention`` with ``{arch}`` = ``gpt2``: ``block_count``, ``context_length``,
+``embedding_length``, ``feed_forward_length``, ``attention.head_count``, ``attention.layer_norm_epsilon``.
+
+Reading: F32 tensors stay memory-mapped (transposed views); F16, BF16 and Q8_0 (and any other type
+``gguf.quants`` dequantizes) are dequantized to float32 on load. The tokenizer must be GPT-2's: llama.cpp
+model ``gpt2`` with GPT-2's 50257 tokens in GPT-2's order (other BPE models, e.g. Llama 3, also say
+``gpt2``), and one token per embedding row. Writing: F32, F16, BF16 or Q8_0 weight matrices (1-D tensors and
+``position_embd`` stay F32, matrices whose rows do not split into Q8_0's 32-value blocks fall back to F16,
+both as the converter does), with GPT-2's tokenizer from npgpt's assets, so llama.cpp loads the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import GPT2Config
+from ..errors import CheckpointError
+from ..files import atomic_path
+from ..params import flatten, unflatten
+from .compat import make_config, require_writable, with_zero_biases
+
+ARCH = "gpt2"
+GPT2_TOKENS = 50257
+EOT_ID = 50256  # <|endoftext|>: llama.cpp's bos and eos for GPT-2
+DTYPES = ("float32", "float16", "bfloat16", "q8_0")  # what save() writes; ``npgpt convert --dtype``
+_MATRICES = ("attn.c_attn.w", "attn.c_proj.w", "mlp.c_fc.w", "mlp.c_proj.w")  # Conv1D [in, out] in npgpt
+
+
+def _name_table(n_layer: int) -> dict[str, str]:
+    """GGUF tensor name -> npgpt flat name, built from gguf's own TENSOR_NAMES."""
+    import gguf
+
+    T, N = gguf.MODEL_TENSOR, gguf.TENSOR_NAMES
+    table = {f"{N[T.TOKEN_EMBD]}.weight": "wte", f"{N[T.POS_EMBD]}.weight": "wpe",
+             f"{N[T.OUTPUT_NORM]}.weight": "ln_f.g", f"{N[T.OUTPUT_NORM]}.bias": "ln_f.b"}
+    per_block = {T.ATTN_NORM: "ln_1", T.ATTN_QKV: "attn.c_attn", T.ATTN_OUT: "attn.c_proj",
+                 T.FFN_NORM: "ln_2", T.FFN_UP: "mlp.c_fc", T.FFN_DOWN: "mlp.c_proj"}
+    for i in range(n_layer):
+        for tensor, ours in per_block.items():
+            gguf_name = N[tensor].format(bid=i)
+            weight = "g" if ours.startswith("ln_") else "w"
+            table[f"{gguf_name}.weight"] = f"blocks.{i}.{ours}.{weight}"
+            table[f"{gguf_name}.bias"] = f"blocks.{i}.{ours}.b"
+    return table
+
+
+def _output_name() -> str:
+    import gguf
+
+    return f"{gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.OUTPUT]}.weight"
+
+
+def is_gguf_file(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def _open(path: Path) -> Any:
+    import gguf
+
+    try:
+        return gguf.GGUFReader(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except (ValueError, IndexError, KeyError, TypeError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable GGUF file ({e}); the file is truncated or corrupt: "
+                              "re-download or re-convert it") from None
+
+
+def _field(reader: Any, path: Path, key: str, default: Any = None) -> Any:
+    field = reader.fields.get(key)
+    if field is None:
+        if default is None:
+            raise CheckpointError(f"{path}: GGUF metadata {key!r} is missing; the file was not written for GPT-2")
+        return default
+    return field.contents()
+
+
+def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> None:
+    """GPT-2's tokenizer, or CheckpointError: npgpt encodes text with GPT-2's BPE, not the file's."""
+    import gguf
+
+    from ..tokenizer import default_files
+
+    K = gguf.Keys.Tokenizer
+    model = _field(reader, path, K.MODEL, default="(none)")
+    if model != "gpt2":
+        raise CheckpointError(f"{path}: tokenizer {model!r}, not GPT-2's byte-level BPE "
+                              "(tokenizer.ggml.model 'gpt2'); npgpt runs GPT-2 models with GPT-2's tokenizer")
+    tokens_field = reader.fields.get(K.LIST)
+    tokens = [] if tokens_field is None else [bytes(tokens_field.parts[i]) for i in tokens_field.data]
+    encoder = json.loads(default_files()[0].read_text(encoding="utf-8"))
+    gpt2 = [t.encode("utf-8") for t, _ in sorted(encoder.items(), key=lambda kv: kv[1])]
+    if tokens[:GPT2_TOKENS] != gpt2:
+        raise CheckpointError(f"{path}: its {len(tokens)} tokens are not GPT-2's 50257 (a different BPE vocabulary, "
+                              "e.g. Llama 3's); npgpt only runs GPT-2's tokenizer")
+    if len(tokens) != n_rows:
+        raise CheckpointError(f"{path}: {len(tokens)} tokens but {n_rows} embedding rows; the file is inconsistent")
+
+
+def _to_float32(tensor: Any, path: Path) -> np.ndarray:
+    """A ReaderTensor's data as float32 in NumPy order ``[..., ne0]``; F32 stays a view of the map."""
+    from gguf import quants
+
+    try:
+        arr = quants.dequantize(tensor.data, tensor.tensor_type)
+    except NotImplementedError:
+        raise CheckpointError(f"{path}: tensor {tensor.name!r} is {tensor.tensor_type.name}, which gguf cannot "
+                              "dequantize; convert it to F16 or Q8_0 with llama.cpp first") from None
+    shape = tuple(int(n) for n in reversed(tensor.shape))
+    return arr.reshape(shape) if arr.shape != shape else arr
+
+
+def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
+    """Config and float32 params from a GPT-2 GGUF file (F32, F16, BF16, Q8_0, ...).
+
+    The layer-norm epsilon, the MLP width (``feed_forward_length``) and an untied ``output.weight`` (npgpt's
+    ``lm_head``) go into the config, or are refused by :func:`compat.make_config` if this GPT2Config cannot
+    carry them. Raises CheckpointError, before any compute, for: a corrupt file, another architecture, a
+    tokenizer that is not GPT-2's, grouped KV heads, and any tensor missing, extra or of the wrong shape.
+    """
+    import gguf
+
+    path = Path(path)
+    reader = _open(path)
+    arch = _field(reader, path, gguf.Keys.General.ARCHITECTURE)
+    if arch != ARCH:
+        raise CheckpointError(f"{path}: a GGUF of architecture {arch!r}; npgpt runs GPT-2 ({ARCH!r}) models only")
+    L, A = gguf.Keys.LLM, gguf.Keys.Attention
+
+    def hparam(key: str, default: Any = None) -> Any:
+        return _field(reader, path, key.format(arch=ARCH), default)
+
+    n_embd, n_head = int(hparam(L.EMBEDDING_LENGTH)), int(hparam(A.HEAD_COUNT))
+    n_head_kv = int(hparam(A.HEAD_COUNT_KV, n_head))
+    if n_head_kv != n_head:
+        raise CheckpointError(f"{path}: head_count_kv {n_head_kv} != head_count {n_head}; "
+                              "GPT-2 has no grouped KV heads")
+    tensors = {t.name: t for t in reader.tensors}
+    wte_name = next(k for k, v in _name_table(0).items() if v == "wte")
+    if wte_name not in tensors:
+        raise CheckpointError(f"{path}: no {wte_name} tensor; the file is incomplete")
+    n_vocab = int(tensors[wte_name].shape[1])  # ggml ne = [n_embd, n_vocab]
+    # The converter writes output.weight only for an untied head; one equal to token_embd is tied all the same.
+    head = _to_float32(tensors[_output_name()], path) if _output_name() in tensors else None
+    tied = head is None or (head.shape == (n_vocab, n_embd)
+                            and np.array_equal(head, _to_float32(tensors[wte_name], path)))
+    config = make_config(
+        str(path), n_vocab=n_vocab, n_ctx=int(hparam(L.CONTEXT_LENGTH)), n_embd=n_embd, n_head=n_head,
+        n_layer=int(hparam(L.BLOCK_COUNT)), n_inner=int(hparam(L.FEED_FORWARD_LENGTH, 4 * n_embd)),
+        layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, 1e-5))), tie_word_embeddings=tied)
+    if config.n_layer > len(tensors):  # a corrupt block_count must not build a table of a billion names
+        raise CheckpointError(f"{path}: block_count {config.n_layer} but only {len(tensors)} tensors; "
+                              "the file is incomplete or corrupt")
+    _check_tokenizer(reader, path, n_vocab)
+
+    table = _name_table(config.n_layer)
+    flat: dict[str, np.ndarray] = {}
+    for name, tensor in tensors.items():
+        if name == _output_name():
+            continue
+        ours = table.get(name)
+        if ours is None:
+            raise CheckpointError(f"{path}: unexpected tensor {name!r} for a GPT-2 model")
+        arr = _to_float32(tensor, path)
+        flat[ours] = arr.T if ours.endswith(_MATRICES) else arr  # [out, in] -> Conv1D [in, out]
+    if not tied:
+        flat["lm_head"] = head  # ggml [n_embd, n_vocab] = NumPy [V, C], npgpt's lm_head layout
+    return config, unflatten(flat, config, source=str(path))
+
+
+def _shortest(value: float) -> float:
+    """A float32 read from metadata as the shortest decimal that rounds to it (1e-05, not 9.99999974e-06)."""
+    return float(np.format_float_positional(np.float32(value), unique=True, trim="-"))
+
+
+def _gpt2_vocab(n_vocab: int) -> tuple[list[str], list[int], list[str]]:
+    """Tokens, token types and merges for the GGUF tokenizer, as the converter builds them for GPT-2."""
+    import gguf
+
+    from ..tokenizer import default_files
+
+    encoder_json, vocab_bpe = default_files()
+    encoder = json.loads(encoder_json.read_text(encoding="utf-8"))
+    tokens = [t for t, _ in sorted(encoder.items(), key=lambda kv: kv[1])]
+    types = [int(gguf.TokenType.NORMAL)] * len(tokens)
+    types[EOT_ID] = int(gguf.TokenType.CONTROL)
+    # A padded vocabulary (nanoGPT's 50304): the converter names the extra rows [PAD{i}], type UNUSED.
+    tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
+    types += [int(gguf.TokenType.UNUSED)] * (n_vocab - len(types))
+    merges = [line for line in vocab_bpe.read_text(encoding="utf-8").splitlines()[1:] if line]
+    return tokens, types, merges
+
+
+def _encode(arr: np.ndarray, dtype: str, name: str) -> tuple[np.ndarray, Any]:
+    """(data, GGMLQuantizationType) for one tensor, choosing types as convert_hf_to_gguf.py does."""
+    import gguf
+    from gguf import quants
+
+    Q = gguf.GGMLQuantizationType
+    want = {"float32": Q.F32, "float16": Q.F16, "bfloat16": Q.BF16, "q8_0": Q.Q8_0}[dtype]
+    if arr.ndim == 1 or name.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.POS_EMBD]):
+        want = Q.F32
+    try:
+        return quants.quantize(arr, want), want
+    except quants.QuantError:  # rows not a multiple of Q8_0's 32-value block
+        return quants.quantize(arr, Q.F16), Q.F16
+
+
+def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: str = "float32") -> Path:
+    """Write a GPT-2 GGUF that llama.cpp loads; ``dtype`` "float32", "float16", "bfloat16" or "q8_0".
+
+    The tokenizer is GPT-2's (npgpt's assets), so the model's vocabulary must have at least its 50257 rows;
+    extra rows get ``[PAD{i}]`` tokens. The epsilon, MLP width and an untied head are written as llama.cpp
+    reads them, a bias-free model with zero biases; any other non-GPT-2 setting is refused
+    (:func:`compat.require_writable`). A directory (or a path without suffix) gets ``model.gguf``.
+    Written atomically.
+    """
+    import gguf
+
+    if dtype not in DTYPES:
+        raise CheckpointError(f"GGUF weights are written as {', '.join(DTYPES)}, not {dtype!r}")
+    if config.n_vocab < GPT2_TOKENS:
+        raise CheckpointError(f"GGUF carries GPT-2's tokenizer, one token per embedding row: this model has "
+                              f"{config.n_vocab} rows, GPT-2's tokenizer {GPT2_TOKENS} tokens")
+    require_writable(config, "GGUF", holds=("n_inner", "layer_norm_epsilon", "tie_word_embeddings"))
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path = path / "model.gguf"
+    flat = flatten(params)
+    unflatten(dict(flat), config)  # refuse to write a file that would not load
+    flat = with_zero_biases(flat, config)  # llama.cpp's GPT-2 requires every bias
+    tied = getattr(config, "tie_word_embeddings", True)
+    ftype = {"float32": gguf.LlamaFileType.ALL_F32, "float16": gguf.LlamaFileType.MOSTLY_F16,
+             "bfloat16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    tokens, types, merges = _gpt2_vocab(config.n_vocab)
+    with atomic_path(path) as tmp:
+        w = gguf.GGUFWriter(tmp, ARCH)
+        w.add_name("GPT-2 (npgpt)")
+        w.add_block_count(config.n_layer)
+        w.add_context_length(config.n_ctx)
+        w.add_embedding_length(config.n_embd)
+        w.add_feed_forward_length(getattr(config, "d_mlp", 4 * config.n_embd))
+        w.add_head_count(config.n_head)
+        w.add_layer_norm_eps(getattr(config, "layer_norm_epsilon", 1e-5))
+        w.add_file_type(ftype)
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)  # the converter writes it for every type
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt-2")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        w.add_bos_token_id(EOT_ID)
+        w.add_eos_token_id(EOT_ID)
+        for gguf_name, ours in _name_table(config.n_layer).items():
+            arr = np.asarray(flat[ours], dtype=np.float32)
+            arr = np.ascontiguousarray(arr.T if ours.endswith(_MATRICES) else arr)  # Conv1D [in, out] -> [out, in]
+            data, qtype = _encode(arr, dtype, gguf_name)
+            w.add_tensor(gguf_name, data, raw_dtype=qtype)
+        if not tied:
+            data, qtype = _encode(np.asarray(flat["lm_head"], dtype=np.float32), dtype, _output_name())
+            w.add_tensor(_output_name(), data, raw_dtype=qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    return path

@@ -1,0 +1,138 @@
+"""The weight files of a Hugging Face model directory, in each layout ``transformers`` reads.
+
+| layout      | files                                                             |
+|-------------|-------------------------------------------------------------------|
+| hf          | ``model.safetensors``                                             |
+| hf-sharded  | ``model.safetensors.index.json`` + ``model-0000N-of-0000M.safetensors`` |
+| hf-bin      | ``pytorch_model.bin`` (or ``pytorch_model.bin.index.json`` + shards) |
+
+Safetensors shards are memory-mapped one by one; PyTorch pickles go through
+:mod:`npgpt.formats.torch_pickle`, which runs no code from the file. Names stay Hugging Face's;
+:mod:`npgpt.formats.hf` maps them to npgpt's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError
+from ..files import atomic_path
+from .npgpt_format import read_safetensors
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+# Checked in this order, as transformers does: safetensors first, pickles last.
+LAYOUTS = {"hf": SAFETENSORS, "hf-sharded": SAFETENSORS_INDEX, "hf-bin": BIN}
+GPT2_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
+
+
+def check_gpt2(config: Any, source: str) -> None:
+    """CheckpointError unless a ``config.json`` describes GPT-2 (``model_type`` gpt2, or a GPT-2 architecture).
+
+    A config with neither key (hand-written) passes: the tensors' names and shapes decide.
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: config.json is not a JSON object")
+    model_type, archs = config.get("model_type"), config.get("architectures") or []
+    ok = model_type == "gpt2" if model_type is not None else (not archs or any(a in GPT2_ARCHITECTURES for a in archs))
+    if not ok:
+        field, value = ("model_type", model_type) if model_type is not None else ("architectures", archs)
+        raise CheckpointError(f"{source}: {field} is {value!r}, not GPT-2; npgpt runs GPT-2 ('gpt2') models only")
+
+
+def layout(directory: Path) -> str | None:
+    """'hf', 'hf-sharded' or 'hf-bin' for a directory with config.json and weights; else None."""
+    if not (directory / "config.json").is_file():
+        return None
+    for name, file in LAYOUTS.items():
+        if (directory / file).is_file():
+            return name
+    return "hf-bin" if (directory / BIN_INDEX).is_file() else None
+
+
+def read_tensors(directory: Path) -> tuple[dict[str, np.ndarray], str]:
+    """Every tensor of the directory's weights by Hugging Face name, and the file(s) they came from."""
+    kind = layout(directory)
+    if kind == "hf":
+        return read_safetensors(directory / SAFETENSORS)[0], str(directory / SAFETENSORS)
+    if kind == "hf-sharded":
+        return _read_shards(directory, SAFETENSORS_INDEX, lambda p: read_safetensors(p)[0])
+    if kind == "hf-bin" and (directory / BIN).is_file():
+        return _state_dict(directory / BIN), str(directory / BIN)
+    if kind == "hf-bin":
+        return _read_shards(directory, BIN_INDEX, _state_dict)
+    raise CheckpointError(
+        f"{directory}: no Hugging Face weights; expected config.json and one of {SAFETENSORS}, "
+        f"{SAFETENSORS_INDEX} (sharded) or {BIN}"
+    )
+
+
+def shard_map(index_path: Path) -> dict[str, list[str]]:
+    """Shard file -> the tensor names it holds, from an index's ``weight_map``; each a plain file name."""
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError("weight_map is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{index_path}: not a shard index ({type(e).__name__}: {e}); re-download it") from None
+    shards: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+            raise CheckpointError(f"{index_path}: shard {shard!r} of {name!r} is not a file name beside the index")
+        shards.setdefault(shard, []).append(name)
+    return shards
+
+
+def _read_shards(directory: Path, index_name: str, read: Any) -> tuple[dict[str, np.ndarray], str]:
+    """Tensors named in an index's ``weight_map``, each shard read once (memory-mapped where it can be)."""
+    tensors: dict[str, np.ndarray] = {}
+    for shard, names in shard_map(directory / index_name).items():
+        if not (directory / shard).is_file():
+            raise CheckpointError(f"{directory / shard}: missing shard (named in {index_name}); re-download the model")
+        found = read(directory / shard)
+        for name in names:
+            if name not in found:
+                raise CheckpointError(f"{directory / shard}: has no tensor {name!r} although {index_name} says so")
+            tensors[name] = found[name]
+    return tensors, str(directory / index_name)
+
+
+def _state_dict(path: Path) -> dict[str, np.ndarray]:
+    from .torch_pickle import load
+
+    obj = load(path)
+    if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def save_sharded(directory: Path, tensors: dict[str, np.ndarray], max_shard_size: int | str) -> None:
+    """Write ``tensors`` as safetensors shards + ``model.safetensors.index.json``, as ``save_pretrained`` does.
+
+    The split is huggingface_hub's (``split_state_dict_into_shards_factory``), so shard names and the
+    index follow the Hub's convention; every file is written atomically.
+    """
+    from huggingface_hub import split_state_dict_into_shards_factory
+    from safetensors.numpy import save_file
+
+    split = split_state_dict_into_shards_factory(
+        tensors, get_storage_size=lambda a: a.nbytes, filename_pattern="model{suffix}.safetensors",
+        max_shard_size=max_shard_size,
+    )
+    for file, names in split.filename_to_tensors.items():
+        with atomic_path(directory / file) as tmp:
+            save_file({n: tensors[n] for n in names}, tmp, metadata={"format": "pt"})
+    stale = [SAFETENSORS_INDEX] if not split.is_sharded else [SAFETENSORS]  # would shadow what was written
+    for file in stale:
+        (directory / file).unlink(missing_ok=True)
+    if split.is_sharded:
+        index = {"metadata": {**split.metadata, "total_size": sum(a.nbytes for a in tensors.values())},
+                 "weight_map": split.tensor_to_filename}
+        with atomic_path(directory / SAFETENSORS_INDEX) as tmp:
+            Path(tmp).write_text(json.dumps(index, indent=2, sort_keys=True))

@@ -1,0 +1,105 @@
+"""nanoGPT's ``ckpt.pt``: the dict its ``train.py`` passes to ``torch.save``.
+
+``{"model": state_dict, "optimizer": ..., "model_args": {n_layer, n_head, n_embd, block_size,
+bias, vocab_size, dropout}, "iter_num": int, "best_val_loss": tensor, "config": {...}}``, read
+with :mod:`npgpt.formats.torch_pickle` (no code from the file runs; the optimizer state is read
+as plain containers and ignored). What differs from Hugging Face's naming:
+
+- ``torch.compile`` wraps the model, so a compiled run's names start with ``_orig_mod.``;
+- ``nn.Linear`` stores weights ``[out, in]``; npgpt (like OpenAI and HF's Conv1D) uses
+  ``[in, out]``, so the four matrices of each block are transposed (a view, no copy);
+- ``lm_head.weight`` is the same tensor as ``transformer.wte.weight`` (nanoGPT ties them);
+- ``vocab_size`` is usually 50304, GPT-2's 50257 padded to a multiple of 64: kept as the model's
+  width (the extra rows are never a real token);
+- ``attn.bias`` is the causal-mask buffer of torch < 2 runs, not a parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import GPT2Config
+from ..errors import CheckpointError
+from ..params import unflatten
+from .hf import hf_to_npgpt_name
+from .npgpt_format import as_float32
+
+CKPT_FILE = "ckpt.pt"  # what nanoGPT's train.py writes in its out_dir
+_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
+_IGNORED_ARGS = ("dropout",)  # training only: no effect on inference
+_LINEAR = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+_PREFIX = "_orig_mod."
+
+
+def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
+    """Config and float32 params from a nanoGPT ``ckpt.pt`` (or the directory holding it).
+
+    ``bias=False`` models load as such (GPT2Config's ``bias``); an ``lm_head.weight`` that differs
+    from ``wte`` (a fork that unties them) is kept as the output head. Raises CheckpointError for
+    a pickle that is not nanoGPT's checkpoint dict, a ``model_args`` key nanoGPT's GPT does not
+    have (a fork's change to the math), or weights that do not fit ``model_args``.
+    """
+    from .torch_pickle import load as load_pickle
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CKPT_FILE
+    ckpt = load_pickle(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(
+            ckpt.get("model_args"), dict):
+        raise CheckpointError(
+            f"{path}: not a nanoGPT checkpoint (no 'model' and 'model_args'); a bare PyTorch state dict "
+            "needs its Hugging Face config.json beside it, saved as pytorch_model.bin"
+        )
+    config = _config(ckpt["model_args"], str(path))
+    state = {k.removeprefix(_PREFIX): v for k, v in ckpt["model"].items()}
+    flat = _params(state, str(path))
+    if "lm_head" in flat:
+        config = dataclasses.replace(config, tie_word_embeddings=False)
+    return config, unflatten(flat, config, source=str(path))
+
+
+def _config(args: dict[str, Any], source: str) -> GPT2Config:
+    unknown = sorted(set(args) - set(_ARGS) - set(_IGNORED_ARGS))
+    if unknown:
+        raise CheckpointError(
+            f"{source}: model_args has {unknown[0]}={args[unknown[0]]!r}, which nanoGPT's GPT does not; "
+            "npgpt cannot tell how it changes the model"
+        )
+    missing = [k for k in _ARGS if args.get(k) is None]
+    if missing:
+        raise CheckpointError(f"{source}: model_args lacks {missing[0]!r}; not a complete nanoGPT checkpoint")
+    kw: dict[str, Any] = {"n_vocab": args["vocab_size"], "n_ctx": args["block_size"], "n_embd": args["n_embd"],
+                          "n_head": args["n_head"], "n_layer": args["n_layer"]}
+    if not args["bias"]:  # nanoGPT's option: no bias in any linear layer or layer norm
+        kw["bias"] = False
+    try:
+        return GPT2Config(**kw)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: model_args do not make a GPT-2 config ({e})") from None
+
+
+def _params(state: dict[str, np.ndarray], source: str) -> dict[str, Any]:
+    """nanoGPT names -> npgpt's flat names; nn.Linear weights transposed to [in, out]."""
+    head, wte = state.pop("lm_head.weight", None), state.get("transformer.wte.weight")
+    flat = {}
+    for name, arr in state.items():
+        ours = hf_to_npgpt_name(name)  # the same module names as Hugging Face's GPT2LMHeadModel
+        if ours is None:  # the attn.bias mask buffer
+            continue
+        if name.endswith(_LINEAR):
+            arr = arr.T  # [out, in] -> [in, out]
+        flat[ours] = as_float32(arr, name, source)
+    if head is not None and wte is not None and not (_same_view(head, wte) or np.array_equal(head, wte)):
+        flat["lm_head"] = as_float32(head, "lm_head.weight", source)  # a fork that unties the head: honoured
+    return flat
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two views of the same bytes (a tied weight saved once): true without reading the data."""
+    ia, ib = a.__array_interface__, b.__array_interface__
+    return (ia["data"][0], a.shape, a.strides, a.dtype) == (ib["data"][0], b.shape, b.strides, b.dtype)

@@ -1,0 +1,218 @@
+"""Looking inside the model: TransformerLens's ``run_with_cache`` and ``run_with_hooks`` for npgpt.
+
+``model.gpt2`` calls an optional ``hook(name, x)`` at each named point of the forward pass, with
+TransformerLens's hook names and shapes (listed by :func:`hook_names`). This module turns that one
+mechanism into TransformerLens's interface: caching activations by name, and forward hooks
+``fn(activation, hook_name)`` that may return a replacement (ablation, patching, steering).
+
+The hooked forward runs the uncompiled ``model.gpt2`` on the backend's arrays, so it works on every
+backend; with ``host=False`` on JAX the activations stay traceable, and :func:`activation_grads`
+takes the gradient of a metric with respect to every cached activation in one ``jax.grad``.
+Differences from TransformerLens: attention scores a query may not see hold about ``-1e9``
+(``model.MASKED``) rather than ``-inf``, and in a left-padded batch the activations at padding
+positions are meaningless (they are in TransformerLens too, and differ).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from .engine import as_engine, positions_and_mask
+from .errors import NpgptError
+from .model import gpt2
+
+if TYPE_CHECKING:
+    from .engine import Engine, HasEngine
+
+Array = Any
+HookFn = Callable[[Array, str], Array | None]  # fn(activation, hook_name) -> replacement, or None to keep it
+NamesFilter = str | Iterable[str] | Callable[[str], bool] | None
+
+# Each block's hook points in the order the forward pass reaches them (TransformerLens's names).
+BLOCK_HOOKS = (
+    "hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized",
+    "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
+    "hook_attn_out", "hook_resid_mid", "ln2.hook_scale", "ln2.hook_normalized",
+    "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
+)
+
+
+def hook_names(n_layer: int) -> list[str]:
+    """Every hook point of an ``n_layer`` model, in forward order.
+
+    Shapes (B batch, T tokens, C n_embd, H heads, D head dim): ``hook_embed``, ``hook_pos_embed``,
+    ``hook_resid_*``, ``hook_attn_out``, ``hook_mlp_out``, ``*.hook_normalized`` [B, T, C];
+    ``*.hook_scale`` [B, T, 1]; ``attn.hook_q/k/v/z`` [B, T, H, D]; ``attn.hook_attn_scores`` and
+    ``attn.hook_pattern`` [B, H, T, T] (query, key); ``mlp.hook_pre/post`` [B, T, 4C].
+    """
+    blocks = [f"blocks.{i}.{n}" for i in range(n_layer) for n in BLOCK_HOOKS]
+    return ["hook_embed", "hook_pos_embed", *blocks, "ln_final.hook_scale", "ln_final.hook_normalized"]
+
+
+def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool]:
+    """A predicate over hook names from TransformerLens's ``names_filter`` forms: None (every hook),
+    a name, a list of names, or a callable. Unknown names raise :class:`NpgptError`."""
+    if names_filter is None:
+        return lambda name: True
+    if callable(names_filter):
+        return names_filter
+    wanted = {names_filter} if isinstance(names_filter, str) else set(names_filter)
+    unknown = sorted(wanted - set(hook_names(n_layer)))
+    if unknown:
+        raise NpgptError(f"unknown hook name(s) {', '.join(map(repr, unknown))}; the names are those of "
+                         f"npgpt.hooks.hook_names({n_layer}), e.g. 'blocks.0.attn.hook_pattern'")
+    return wanted.__contains__
+
+
+def _inputs(model: Engine | HasEngine, ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ids [B, T], positions [B, T] and the additive mask [B, 1, T, T], checked and built by the Engine."""
+    ids, valid = as_engine(model).check_ids(ids, attention_mask)
+    if ids.shape[1] == 0:
+        raise NpgptError(f"ids must hold at least one token per row, got shape {ids.shape}")
+    positions, mask = positions_and_mask(valid, 0, ids.shape[1])
+    return ids, positions, mask
+
+
+def hooked_forward(model: Engine | HasEngine, ids: Any, hook: Callable[[str, Array], Array], attention_mask: Any = None,
+                   params: dict[str, Any] | None = None) -> Array:
+    """Logits [B, T, V] (a backend array) of ``ids`` with ``hook(name, x)`` called at every hook point.
+
+    ``params`` (default ``model.params``) lets a caller pass other arrays, e.g. JAX ones to trace;
+    the inputs are then made arrays of their library. ``attention_mask`` [B, T] (1 = token,
+    0 = left padding) as in ``GPT2.logits``.
+    """
+    ids, positions, mask = _inputs(model, ids, attention_mask)
+    asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
+    logits, _ = gpt2(asarray(ids), model.params if params is None else params, model.config,
+                     positions=asarray(positions), mask=asarray(mask), hook=hook)
+    return logits
+
+
+def _compose(fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]], n_layer: int,
+             then: Callable[[str, Array], Array] | None = None) -> Callable[[str, Array], Array]:
+    """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``."""
+    hooks = [(name_filter(name, n_layer), fn) for name, fn in fwd_hooks]
+
+    def hook(name: str, x: Array) -> Array:
+        for wanted, fn in hooks:
+            if wanted(name):
+                new = fn(x, name)
+                if new is not None:
+                    if tuple(new.shape) != tuple(x.shape):
+                        raise NpgptError(f"hook on {name!r} returned shape {tuple(new.shape)}; "
+                                         f"the activation's shape is {tuple(x.shape)}")
+                    x = new
+        return x if then is None else then(name, x)
+
+    return hook
+
+
+def run_with_cache(model: Engine | HasEngine, ids: Any, names_filter: NamesFilter = None, attention_mask: Any = None,
+                   fwd_hooks: Sequence[tuple[Any, HookFn]] = (), host: bool = True) -> tuple[Any, dict[str, Any]]:
+    """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
+
+    ``cache`` maps TransformerLens's hook names to float32 arrays of TransformerLens's shapes (see
+    :func:`hook_names`); an activation changed by one of ``fwd_hooks`` is cached as changed. With
+    ``host`` (the default) everything is a NumPy array; ``host=False`` keeps the backend's arrays
+    (JAX: traceable). A 1-D ``ids`` is one row.
+    """
+    keep = name_filter(names_filter, model.config.n_layer)
+    cache: dict[str, Any] = {}
+    to = model.backend.to_numpy if host else (lambda x: x)
+
+    def record(name: str, x: Array) -> Array:
+        if keep(name):
+            cache[name] = to(x)
+        return x
+
+    logits = hooked_forward(model, ids, _compose(fwd_hooks, model.config.n_layer, record), attention_mask)
+    return to(logits), cache
+
+
+def run_with_hooks(model: Engine | HasEngine, ids: Any, fwd_hooks: Sequence[tuple[Any, HookFn]] = (),
+                   attention_mask: Any = None) -> np.ndarray:
+    """Float32 logits [B, T, V] of a forward pass in which each ``(name, fn)`` of ``fwd_hooks`` runs at
+    its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape, or None
+    to keep the activation (changed in place or not). ``name`` is a hook name or a predicate over
+    names, as in TransformerLens. The activation is an array of the model's backend.
+    """
+    logits = hooked_forward(model, ids, _compose(fwd_hooks, model.config.n_layer), attention_mask)
+    return model.backend.to_numpy(logits)
+
+
+def _jax_params(model: Engine | HasEngine) -> tuple[Any, Any, dict[str, Any]]:
+    """jax, jax.numpy, and the model's weights as JAX arrays (float32 unless they already are JAX's)."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError as e:
+        raise NpgptError("activation gradients need JAX: pip install 'npgpt[jax]'") from e
+    def to_jax(a: Any) -> Any:  # 16-bit weights (torch bfloat16 has no NumPy dtype) are widened first
+        xp = array_namespace(a)
+        return jnp.asarray(model.backend.to_numpy(xp.astype(a, xp.float32, copy=False)))
+
+    params = jax.tree_util.tree_map(lambda a: a if isinstance(a, jax.Array) else to_jax(a), model.params)
+    return jax, jnp, params
+
+
+def activation_grads(model: Engine | HasEngine, ids: Any, metric: Callable[[Array], Array],
+                     names_filter: NamesFilter = None, attention_mask: Any = None,
+                     ) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(value, cache, grads)``: ``metric(logits)`` (a JAX scalar of the logits [B, T, V]), the
+    activations named by ``names_filter`` and the gradient of the metric with respect to each, all
+    from one ``jax.grad`` (a zero added at every hook point is what is differentiated). Needs JAX;
+    the weights are read as float32 from any backend.
+    """
+    jax, jnp, params = _jax_params(model)
+    keep = name_filter(names_filter, model.config.n_layer)
+    shapes: dict[str, Any] = {}
+
+    def shape_of(name: str, x: Array) -> Array:
+        if keep(name):
+            shapes[name] = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        return x
+
+    jax.eval_shape(lambda p: hooked_forward(model, ids, shape_of, attention_mask, p), params)  # no compute
+
+    def run(zeros: dict[str, Array]) -> tuple[Array, tuple[Array, dict[str, Array]]]:
+        acts: dict[str, Array] = {}
+
+        def hook(name: str, x: Array) -> Array:
+            if name in zeros:
+                acts[name] = x
+                return x + zeros[name]
+            return x
+
+        value = metric(hooked_forward(model, ids, hook, attention_mask, params))
+        return value, (value, acts)  # jax.grad's (what to differentiate, what else to return)
+
+    zeros = {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}
+    grads, (value, acts) = jax.grad(run, has_aux=True)(zeros)
+    return float(value), {n: np.asarray(a) for n, a in acts.items()}, {n: np.asarray(g) for n, g in grads.items()}
+
+
+def attribution_patching(model: Engine | HasEngine, clean_ids: Any, corrupted_ids: Any,
+                         metric: Callable[[Array], Array], names_filter: NamesFilter = None,
+                         attention_mask: Any = None) -> dict[str, np.ndarray]:
+    """Attribution patching (Nanda, 2023): for each activation, ``(clean - corrupted) * d metric / d act``
+    at the corrupted run, a first-order estimate of how much patching the clean activation into the
+    corrupted run moves ``metric(logits)``. Arrays of the activations' shapes; sum over the axes
+    you do not care about. One forward pass for the clean run, one ``jax.grad`` for the corrupted.
+    """
+    keep = name_filter(names_filter, model.config.n_layer)
+    clean: dict[str, np.ndarray] = {}
+
+    def record(name: str, x: Array) -> Array:
+        if keep(name):
+            clean[name] = np.asarray(x)
+        return x
+
+    hooked_forward(model, clean_ids, record, attention_mask, _jax_params(model)[2])  # as the gradient's run computes
+    _, corrupted, grads = activation_grads(model, corrupted_ids, metric, names_filter, attention_mask)
+    if {n: a.shape for n, a in clean.items()} != {n: a.shape for n, a in corrupted.items()}:
+        raise NpgptError("clean and corrupted inputs must have the same shape [batch, seq]")
+    return {n: (clean[n] - corrupted[n]) * grads[n] for n in grads}

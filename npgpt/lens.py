@@ -1,0 +1,86 @@
+"""Views of one prompt's forward pass: the logit lens, and one attention head's pattern.
+
+The logit lens (nostalgebraist, 2020, "interpreting GPT: the logit lens") reads the residual
+stream after each block as if it were the last: the final layer norm ``ln_f`` and the tied output
+head applied to it give the tokens the model "already predicts" at that depth. The rows are the
+stream entering each block (TransformerLens's ``blocks.{i}.hook_resid_pre``) and after the last
+block, so the last row is exactly the model's own prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from .errors import NpgptError
+from .hooks import run_with_cache
+from .model import layer_norm, matmul, softmax
+
+if TYPE_CHECKING:
+    from .engine import Engine, HasEngine
+
+
+@dataclass
+class LogitLens:
+    """The logit lens of one sequence of T tokens through a model of L blocks.
+
+    Row ``i`` of each array is the residual stream after ``i`` blocks (row 0: the embeddings,
+    row L: the model's output).
+    """
+
+    ids: np.ndarray  # [T] int: the input tokens
+    top_ids: np.ndarray  # [L+1, T] int: the most likely next token read from each row
+    top_probs: np.ndarray  # [L+1, T] float32: its probability
+    final_probs: np.ndarray  # [L+1, T] float32: the probability of the model's final prediction at that position
+
+
+def _one_row(model: Engine | HasEngine, ids: Any) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim == 2 and ids.shape[0] == 1:
+        ids = ids[0]
+    if ids.ndim != 1 or ids.size == 0:
+        raise NpgptError(f"give one non-empty sequence of token ids, got shape {ids.shape}")
+    return ids
+
+
+def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
+    """The :class:`LogitLens` of token ids [T] (one sequence); computed on the model's backend.
+
+    Raises :class:`NpgptError` for an empty or too long sequence or ids outside the vocabulary.
+    """
+    ids = _one_row(model, ids)
+    L = model.config.n_layer
+    names = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
+    _, cache = run_with_cache(model, ids, names_filter=names, host=False)
+    wte = model.params["wte"]
+    xp = array_namespace(wte)
+    at = np.arange(len(ids))
+    top_ids, top_probs, final_probs = [], [], []
+    # Last row first, for the final prediction; one [T, V] at a time (all of them would be 13 x 200 MB
+    # for 124M at T = 1024).
+    for name in reversed(names):
+        probs = softmax(matmul(layer_norm(cache.pop(name)[0], **model.params["ln_f"]), xp.matrix_transpose(wte)))
+        probs = model.backend.to_numpy(probs)  # [T, C] -> [T, V]
+        top_ids.append(probs.argmax(-1))  # -> [T]
+        top_probs.append(probs[at, top_ids[-1]])
+        final_probs.append(probs[at, top_ids[0]])
+    return LogitLens(ids=ids, top_ids=np.stack(top_ids[::-1]), top_probs=np.stack(top_probs[::-1]),
+                     final_probs=np.stack(final_probs[::-1]))
+
+
+def attention_pattern(model: Engine | HasEngine, ids: Any, layer: int, head: int) -> np.ndarray:
+    """Head ``head`` of block ``layer``'s attention pattern [T query, T key] over token ids [T]:
+    row q is how much token q attends to each earlier token (rows sum to 1).
+    ``blocks.{layer}.attn.hook_pattern`` in TransformerLens's names.
+    """
+    ids = _one_row(model, ids)
+    if not 0 <= layer < model.config.n_layer:
+        raise NpgptError(f"layer must be in [0, {model.config.n_layer - 1}] for this model, got {layer}")
+    if not 0 <= head < model.config.n_head:
+        raise NpgptError(f"head must be in [0, {model.config.n_head - 1}] for this model, got {head}")
+    name = f"blocks.{layer}.attn.hook_pattern"
+    _, cache = run_with_cache(model, ids, names_filter=[name])
+    return cache[name][0, head]

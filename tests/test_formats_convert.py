@@ -1,0 +1,70 @@
+"""npgpt convert: every format npgpt reads, each written by its own tool, to every format it writes, exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from checkpoint_writers import nanogpt_checkpoint, save_bin
+
+from npgpt.config import GPT2Config
+from npgpt.formats import detect, load_checkpoint
+from npgpt.params import flatten
+
+torch = pytest.importorskip("torch")
+
+
+SMALL = GPT2Config(n_ctx=32, n_embd=48, n_head=3, n_layer=2)  # GPT-2's vocabulary: every format can hold it
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """The same small model in every format npgpt reads, each written by its own tool."""
+    from conftest import random_params
+    from transformers import GPT2LMHeadModel
+
+    from npgpt.formats import save_checkpoint
+
+    root = tmp_path_factory.mktemp("sources")
+    params = random_params(SMALL, seed=3)
+    save_checkpoint(root / "npgpt.safetensors", SMALL, params, "npgpt")
+    save_checkpoint(root / "openai", SMALL, params, "openai")
+    save_checkpoint(root / "hf", SMALL, params, "hf")
+    ref = GPT2LMHeadModel.from_pretrained(root / "hf").eval()
+    ref.save_pretrained(root / "hf-sharded", max_shard_size="40KB")
+    save_bin(root / "hf-bin", ref)
+    (root / "nanogpt").mkdir()
+    torch.save(nanogpt_checkpoint(ref, vocab=SMALL.n_vocab), root / "nanogpt" / "ckpt.pt")
+    return root, params
+
+
+@pytest.mark.slow  # a GPT-2-vocabulary model through every format: about a minute in all
+@pytest.mark.parametrize("src", ["npgpt", "hf", "hf-sharded", "openai", "hf-bin", "nanogpt"])
+def test_convert_every_format_to_every_writable_format(sources, tmp_path, src):
+    from npgpt.formats import FORMATS, convert
+
+    root, params = sources
+    path = root / ("npgpt.safetensors" if src == "npgpt" else src)
+    assert detect(path) == src
+    expected = flatten(params)
+    for fmt in FORMATS:
+        out = convert(path, tmp_path / fmt, fmt=fmt, max_shard_size="40KB" if fmt == "hf-sharded" else None)
+        assert detect(out) == fmt, (src, fmt)
+        config, converted = load_checkpoint(out)
+        assert config == SMALL
+        got = flatten(converted)
+        assert got.keys() == expected.keys()
+        for name in expected:
+            assert np.array_equal(got[name], expected[name]), (src, fmt, name)
+
+
+def test_convert_cli_reads_pickles_and_writes_shards(sources, tmp_path):
+    from conftest import run_cli
+
+    root, params = sources
+    done = run_cli("convert", str(root / "nanogpt" / "ckpt.pt"), str(tmp_path / "out"), "--to", "hf-sharded",
+                   "--max-shard-size", "40KB")
+    assert done.returncode == 0, done.stderr
+    assert detect(tmp_path / "out") == "hf-sharded"
+    assert np.array_equal(load_checkpoint(tmp_path / "out")[1]["wte"], params["wte"])
+    done = run_cli("convert", str(root / "hf"), str(tmp_path / "x"), "--to", "nanogpt")
+    assert done.returncode != 0 and "reads nanogpt but does not write it" in done.stdout + done.stderr

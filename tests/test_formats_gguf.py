@@ -1,0 +1,297 @@
+"""npgpt/formats/gguf_format.py against GGUF files written by llama.cpp's own convert_hf_to_gguf.py.
+
+The fixture (tests/fixtures/gguf_tiny.tar.xz, made by scripts/make_gguf_fixture.py) holds a tiny random
+GPT-2 (width 32, 2 heads, 2 layers, GPT-2's 50257 tokens) as transformers saved it, transformers' logits
+for one prompt, and the converter's F32, F16, BF16 and Q8_0 GGUFs of it. GGUFReader parses the 100k
+tokenizer strings of each file in a few seconds, so each file is read once per module where possible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import hf_logits, random_params, run_cli
+
+from npgpt.api import GPT2
+from npgpt.config import GPT2Config
+from npgpt.errors import CheckpointError
+from npgpt.formats import detect, gguf_format, load_checkpoint, save_checkpoint
+from npgpt.params import flatten
+
+gguf = pytest.importorskip("gguf")
+from gguf import quants  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "fixtures" / "gguf_tiny.tar.xz"
+OUTTYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0"}
+# Max |logit - transformers' logit| allowed per type: float32 is exact; the others round the weights.
+# Measured on this fixture: f16 9.1e-4, bf16 1.0e-2, q8_0 2.9e-2 (logits: std 0.59, range +-2.2).
+LOGIT_TOL = {"f32": 1e-4, "f16": 5e-3, "bf16": 5e-2, "q8_0": 1e-1}
+# llama.cpp's GPT-2 knobs that npgpt's GPT2Config may carry: each is honoured if it does, else refused.
+CARRIED = {f.name for f in dataclasses.fields(GPT2Config)}
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(tmp_path_factory):  # noqa: ANN001, ANN201
+    d = tmp_path_factory.mktemp("gguf_tiny")
+    with tarfile.open(FIXTURE) as tar:
+        tar.extractall(d, filter="data")
+    return d
+
+
+@pytest.fixture(scope="module")
+def original(fixture_dir):  # noqa: ANN001, ANN201
+    """(config, params) of the Hugging Face original, and the reference ids and logits."""
+    config, params = load_checkpoint(fixture_dir / "hf")
+    ref = np.load(fixture_dir / "reference.npz")
+    return config, params, ref["ids"], ref["logits"]
+
+
+def rounded(params: dict, qtype_name: str) -> dict:
+    """The original weights as a GGUF of ``qtype_name`` stores them: matrices rounded (Q8_0 along GGUF's
+    rows, i.e. the input dimension of [out, in]); 1-D tensors and position_embd kept float32."""
+    qtype = gguf.GGMLQuantizationType[qtype_name]
+    out = {}
+    for name, arr in flatten(params).items():
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.ndim == 1 or name == "wpe" or qtype_name == "F32":
+            out[name] = arr
+            continue
+        matrix = name.endswith(("c_attn.w", "c_proj.w", "c_fc.w"))
+        gg = np.ascontiguousarray(arr.T if matrix else arr)  # npgpt [in, out] -> GGUF [out, in]
+        try:
+            back = quants.dequantize(quants.quantize(gg, qtype), qtype)
+        except quants.QuantError:  # rows not a multiple of 32: F16, as the converter falls back
+            back = gg.astype(np.float16).astype(np.float32)
+        out[name] = back.T if matrix else back
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outtype", list(OUTTYPES))
+def test_llama_cpp_converter_output_loads_to_transformers_logits(fixture_dir, original, outtype):
+    config, params, ids, ref_logits = original
+    path = fixture_dir / f"tiny-{outtype}.gguf"
+    assert detect(path) == "gguf"
+    got_config, got = load_checkpoint(path)
+    assert got_config == config
+    # Every weight is exactly the original as this type rounds it ...
+    expected = rounded(params, OUTTYPES[outtype])
+    for name, arr in flatten(got).items():
+        np.testing.assert_array_equal(arr, expected[name], err_msg=name)
+    # ... and the logits are transformers' within that rounding (float32: <= 1e-4).
+    diff = np.abs(GPT2(got_config, got).logits(ids) - ref_logits).max()
+    assert diff <= LOGIT_TOL[outtype], (outtype, diff)
+    if outtype == "f32":
+        assert not got["blocks"][0]["mlp"]["c_fc"]["w"].flags.owndata  # F32 stays memory-mapped
+
+
+def _tensor_bytes(path) -> dict:  # noqa: ANN001
+    reader = gguf.GGUFReader(path)
+    return reader, {t.name: (t.tensor_type.name, [int(n) for n in t.shape], bytes(t.data)) for t in reader.tensors}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("outtype", "dtype"),
+                         [("f32", "float32"), ("f16", "float16"), ("bf16", "bfloat16"), ("q8_0", "q8_0")])
+def test_npgpt_gguf_writer_matches_llama_cpp_converter(fixture_dir, original, tmp_path, outtype, dtype):
+    """``npgpt convert --to gguf`` writes what llama.cpp's converter writes: every tensor's name, type, shape
+    and bytes, and the same architecture, hyperparameter and tokenizer metadata, so llama.cpp loads it."""
+    config, params, _, _ = original
+    ours = save_checkpoint(tmp_path / "ours.gguf", config, params, fmt="gguf", dtype=dtype)
+    our_reader, our_tensors = _tensor_bytes(ours)
+    their_reader, their_tensors = _tensor_bytes(fixture_dir / f"tiny-{outtype}.gguf")
+    assert our_tensors.keys() == their_tensors.keys()
+    for name in their_tensors:
+        assert our_tensors[name] == their_tensors[name], name
+    informational = {"general.name", "general.size_label", "general.type", "GGUF.kv_count"}
+    their_keys = set(their_reader.fields) - informational
+    assert their_keys <= set(our_reader.fields)
+    for key in their_keys:
+        a, b = our_reader.fields[key], their_reader.fields[key]
+        assert a.types == b.types, key
+        assert [bytes(a.parts[i]) for i in a.data] == [bytes(b.parts[i]) for i in b.data], key
+
+
+@pytest.mark.slow
+def test_roundtrip_odd_shape_and_cli(pair, tmp_path):
+    """npgpt -> gguf -> npgpt on 3 heads x width 48 x 5 layers: float32 exact, logits == transformers;
+    Q8_0 equals the original quantized by gguf (width 48 is not a multiple of 32, so those matrices are
+    F16, as llama.cpp's converter does; mlp.c_proj's rows of 192 are Q8_0)."""
+    model, ref = pair("odd")
+    src = tmp_path / "odd.safetensors"
+    save_checkpoint(src, model.config, model.params)
+    r = run_cli("convert", str(src), str(tmp_path / "odd.gguf"), "--to", "gguf")
+    assert r.returncode == 0, r.stderr
+    config, params = load_checkpoint(tmp_path / "odd.gguf")
+    assert config == model.config
+    ids = np.array([[464, 2068, 7586, 21831, 50256]])
+    np.testing.assert_allclose(GPT2(config, params).logits(ids), hf_logits(ref, ids), atol=1e-4, rtol=0)
+    save_checkpoint(tmp_path / "q8.gguf", model.config, model.params, fmt="gguf", dtype="q8_0")
+    _, q8 = load_checkpoint(tmp_path / "q8.gguf")
+    expected = rounded(model.params, "Q8_0")
+    for name, arr in flatten(q8).items():
+        np.testing.assert_array_equal(arr, expected[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_padded_vocabulary_roundtrips_with_pad_tokens(tmp_path):
+    config = GPT2Config(n_vocab=50304, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    params = random_params(config)
+    path = gguf_format.save(tmp_path / "padded.gguf", config, params, dtype="float16")
+    reader = gguf.GGUFReader(path)
+    tokens = reader.fields["tokenizer.ggml.tokens"]
+    assert bytes(tokens.parts[tokens.data[-1]]) == b"[PAD50303]" and len(tokens.data) == 50304
+    loaded_config, loaded = load_checkpoint(path)
+    assert loaded_config == config
+    np.testing.assert_array_equal(loaded["wte"], params["wte"].astype(np.float16).astype(np.float32))
+
+
+# --- refusals: one line, before any compute ---------------------------------------------------------------
+def _write(path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None, n_vocab=300,  # noqa: ANN001, ANN202
+           n_layer=1):
+    """A small GGUF written with gguf's own writer; each argument breaks one thing npgpt checks."""
+    C = 32  # noqa: N806
+    w = gguf.GGUFWriter(path, arch)
+    w.add_block_count(n_layer)
+    w.add_context_length(8)
+    w.add_embedding_length(C)
+    w.add_feed_forward_length(n_ff or 4 * C)
+    w.add_head_count(2)
+    w.add_layer_norm_eps(eps)
+    if tokenizer:
+        w.add_tokenizer_model(tokenizer)
+        w.add_token_list(tokens if tokens is not None else [f"t{i}" for i in range(n_vocab)])
+    w.add_tensor("token_embd.weight", np.zeros((n_vocab, C), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+NOT_GPT2_TOKENS = "not GPT-2's 50257"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"arch": "llama"}, "architecture 'llama'; npgpt runs GPT-2"),
+    # A knob GPT2Config carries passes the config check; this tiny file then fails on its tokens.
+    ({"eps": 1e-3}, NOT_GPT2_TOKENS if "layer_norm_epsilon" in CARRIED else "layer_norm_epsilon=0.001"),
+    ({"n_ff": 100}, NOT_GPT2_TOKENS if "n_inner" in CARRIED else "n_inner=100"),
+    ({"tokenizer": "llama"}, "tokenizer 'llama', not GPT-2's"),
+    ({"tokenizer": None}, "tokenizer '\\(none\\)'"),
+    ({}, NOT_GPT2_TOKENS),  # a 'gpt2' BPE with another vocabulary (e.g. Llama 3's)
+    ({"n_layer": 10**9}, "block_count 1000000000 but only 1 tensors"),
+])
+def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):
+    path = _write(tmp_path / "bad.gguf", **kwargs)
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_truncated_gguf_is_refused_and_untied_head_honoured_or_refused(fixture_dir, original, tmp_path):
+    data = (fixture_dir / "tiny-f16.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) - 1000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.gguf")
+    (tmp_path / "head.gguf").write_bytes(data[:100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "head.gguf")
+    # An untied head (output.weight != token_embd), as the converter writes for tie_word_embeddings=False.
+    config, params, _, _ = original
+    reader = gguf.GGUFReader(fixture_dir / "tiny-f32.gguf")
+    w = gguf.GGUFWriter(tmp_path / "untied.gguf", "gpt2")
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    for t in reader.tensors:
+        w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    w.add_tensor("output.weight", np.asarray(params["wte"]) * 2)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    if "tie_word_embeddings" in CARRIED:  # honoured: the head is npgpt's lm_head
+        untied_config, untied = load_checkpoint(tmp_path / "untied.gguf")
+        assert not untied_config.tie_word_embeddings
+        np.testing.assert_array_equal(untied["lm_head"], np.asarray(params["wte"]) * 2)
+    else:
+        with pytest.raises(CheckpointError, match="tie_word_embeddings=False"):
+            load_checkpoint(tmp_path / "untied.gguf")
+
+
+def test_gguf_writer_refuses_what_llama_cpp_cannot_hold(tmp_path):
+    config = GPT2Config(n_vocab=300, n_ctx=8, n_embd=32, n_head=2, n_layer=1)
+    params = random_params(config)
+    with pytest.raises(CheckpointError, match="300 rows, GPT-2's tokenizer 50257"):
+        save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf")
+    with pytest.raises(CheckpointError, match="int8 cannot be written as gguf"):
+        save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf", dtype="int8")
+    assert not (tmp_path / "m.gguf").exists()
+
+
+KNOBS = {"layer_norm_epsilon": 1e-3, "n_inner": 64, "tie_word_embeddings": False, "bias": False}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field", list(KNOBS))
+def test_gguf_roundtrip_honours_llama_cpp_knobs(field, tmp_path):
+    """A config llama.cpp's GPT-2 can express survives npgpt -> GGUF -> npgpt with transformers' logits
+    (bias=False is written as zero biases, which llama.cpp requires) -- or, where this GPT2Config does not
+    carry the field, a file that sets it is refused by name."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from npgpt.formats import hf
+    from npgpt.formats.compat import make_config
+
+    if field not in CARRIED:
+        shape = {"n_vocab": 50257, "n_ctx": 16, "n_embd": 32, "n_head": 2, "n_layer": 2}
+        with pytest.raises(CheckpointError, match=f"{field}={KNOBS[field]!r}"):
+            make_config("k.gguf", **shape, **{field: KNOBS[field]})
+        return
+    config = dataclasses.replace(GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=2), **{field: KNOBS[field]})
+    params = random_params(config)
+    back_config, back = load_checkpoint(save_checkpoint(tmp_path / "k.gguf", config, params, fmt="gguf"))
+    assert back_config == (dataclasses.replace(config, bias=True) if field == "bias" else config)
+    hf.save(tmp_path / "hf", config, params)
+    torch.manual_seed(0)
+    ref = GPT2LMHeadModel.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    ids = np.array([[464, 2068, 7586, 50256]])
+    np.testing.assert_allclose(GPT2(back_config, back).logits(ids), hf_logits(ref, ids), atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_convert_cycles_through_every_format_exactly(tmp_path):
+    """npgpt -> hf -> openai -> llmc -> gguf -> npgpt and back the other way, all float32: every weight
+    survives bit for bit, so any pair of formats converts exactly (the lead's round-trip promise)."""
+    from npgpt.formats import convert
+
+    config = GPT2Config(n_ctx=16, n_embd=48, n_head=3, n_layer=2)
+    params = random_params(config)
+    start = save_checkpoint(tmp_path / "start.safetensors", config, params)
+    targets = {"hf": "hf_dir", "openai": "openai_dir", "llmc": "m.bin", "gguf": "m.gguf", "npgpt": "end.safetensors"}
+    for order in (["hf", "openai", "llmc", "gguf", "npgpt"], ["gguf", "llmc", "openai", "hf", "npgpt"]):
+        src = start
+        for fmt in order:
+            src = convert(src, tmp_path / f"{order[0]}-{targets[fmt]}", fmt=fmt)
+            assert detect(src) == fmt
+        end_config, end = load_checkpoint(src)
+        assert end_config == config
+        for name, arr in flatten(params).items():
+            np.testing.assert_array_equal(flatten(end)[name], arr, err_msg=f"{order}: {name}")
+
+
+def test_directory_with_one_gguf_is_that_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    _write(tmp_path / "d" / "model.gguf", arch="llama")
+    assert detect(tmp_path / "d") == "gguf"
+    with pytest.raises(CheckpointError, match="model.gguf: a GGUF of architecture 'llama'"):
+        load_checkpoint(tmp_path / "d")

@@ -1,0 +1,74 @@
+"""nanoGPT's ckpt.pt: files from nanoGPT's own code, and train.py's dict built from transformers models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from checkpoint_writers import close_to_hf, nanogpt_checkpoint, state_dict
+
+import npgpt
+from npgpt.errors import CheckpointError
+from npgpt.formats import detect, load_checkpoint
+
+torch = pytest.importorskip("torch")
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["nanogpt_compiled", "nanogpt_nobias"])
+def test_files_nanogpt_wrote_load_to_its_logits(name):
+    """nanoGPT's own GPT, optimizer and checkpoint dict (scripts/make_nanogpt_fixture.py)."""
+    ref = np.load(FIXTURES / name / "reference.npz")
+    assert detect(FIXTURES / name / "ckpt.pt") == "nanogpt"
+    assert np.abs(npgpt.load(FIXTURES / name).logits(ref["ids"]) - ref["logits"]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["plain", "torch.compile"])
+def test_nanogpt_ckpt_matches_transformers(pair, tmp_path, compiled):
+    _, ref = pair("odd")
+    torch.save(nanogpt_checkpoint(ref, compiled=compiled), tmp_path / "ckpt.pt")
+    assert detect(tmp_path / "ckpt.pt") == "nanogpt" and detect(tmp_path) == "nanogpt"
+    config, params = load_checkpoint(tmp_path / "ckpt.pt")
+    assert (config.n_vocab, config.n_ctx, config.n_layer) == (50304, ref.config.n_positions, 5)
+    assert params["wte"].shape == (50304, 48)
+    assert close_to_hf(tmp_path, ref, width=50257) <= 1e-4
+
+
+def test_nanogpt_bias_false(pair, tmp_path):
+    _, ref = pair("odd")
+    from transformers import GPT2LMHeadModel
+
+    torch.save(nanogpt_checkpoint(ref, bias=False), tmp_path / "ckpt.pt")
+    assert load_checkpoint(tmp_path)[0].bias is False
+
+    zeroed = GPT2LMHeadModel(ref.config).eval()  # the same model with every bias zero
+    zeroed.load_state_dict({k: v if not k.endswith(".bias") or k.endswith(".attn.bias") else torch.zeros_like(v)
+                            for k, v in ref.state_dict().items()})
+    assert close_to_hf(tmp_path, zeroed, width=50257) <= 1e-4
+
+
+def test_nanogpt_untied_head(pair, tmp_path):
+    """A modified nanoGPT whose lm_head is not wte: used as the head, never dropped."""
+    _, ref = pair("odd")
+    ckpt = nanogpt_checkpoint(ref, vocab=50257)
+    ckpt["model"]["lm_head.weight"] = ckpt["model"]["lm_head.weight"] + 0.1
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    assert load_checkpoint(tmp_path)[0].tie_word_embeddings is False
+    from transformers import GPT2LMHeadModel
+
+    untied = GPT2LMHeadModel(ref.config.__class__(**{**ref.config.to_dict(), "tie_word_embeddings": False})).eval()
+    untied.load_state_dict({**ref.state_dict(), "lm_head.weight": ckpt["model"]["lm_head.weight"]}, strict=False)
+    assert close_to_hf(tmp_path, untied) <= 1e-4
+
+
+def test_nanogpt_refusals(pair, tmp_path):
+    _, ref = pair("odd")
+    ckpt = nanogpt_checkpoint(ref)
+    ckpt["model_args"]["use_rmsnorm"] = True  # a fork's change to the math
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="use_rmsnorm=True"):
+        load_checkpoint(tmp_path / "ckpt.pt")
+    torch.save(state_dict(ref), tmp_path / "bare.pt")  # a state dict with no config anywhere
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_checkpoint(tmp_path / "bare.pt")

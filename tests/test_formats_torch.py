@@ -1,0 +1,249 @@
+"""PyTorch pickles (pytorch_model.bin) read without torch and without running code (npgpt/formats/torch_pickle.py).
+
+Fixtures are written by the real tools: transformers 4's save_pretrained (committed), torch.save
+of a transformers model's state dict (here), and compared with transformers' logits and
+torch.load's tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from checkpoint_writers import IDS, close_to_hf, save_bin, state_dict
+from conftest import hf_logits
+
+import npgpt
+from npgpt.errors import CheckpointError
+from npgpt.formats import detect, load_checkpoint, torch_pickle
+from npgpt.params import flatten
+
+torch = pytest.importorskip("torch")
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_pytorch_model_bin_loads_like_transformers(pair, tmp_path, zip_format):
+    from transformers import GPT2LMHeadModel
+
+    _, ref = pair("odd")
+    save_bin(tmp_path, ref, _use_new_zipfile_serialization=zip_format)
+    assert not (tmp_path / "model.safetensors").exists()
+    assert detect(tmp_path) == "hf-bin" and detect(tmp_path / "pytorch_model.bin") == "hf-bin"
+    assert close_to_hf(tmp_path, ref) <= 1e-4
+    wte = load_checkpoint(tmp_path)[1]["wte"]
+    assert not wte.flags.writeable and not wte.flags.owndata  # a view of the memory-mapped file
+    # the fixture is what transformers itself reads: it loads the same weights from it
+    again = GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert np.array_equal(hf_logits(again, IDS), hf_logits(ref, IDS))
+
+
+@pytest.mark.parametrize("name", ["transformers4_bin", "transformers4_bin_sharded"])
+def test_files_transformers_4_wrote_load_to_its_logits(name):
+    """save_pretrained(safe_serialization=False) by transformers 4 itself (scripts/make_transformers4_fixture.py)."""
+    from transformers import GPT2LMHeadModel
+
+    fixture = FIXTURES / name
+    ref = np.load(FIXTURES / "transformers4_bin" / "reference.npz")
+    assert str(ref["transformers_version"]).startswith("4.") and detect(fixture) == "hf-bin"
+    assert np.abs(npgpt.load(fixture).logits(ref["ids"]) - ref["logits"]).max() <= 1e-4
+    again = GPT2LMHeadModel.from_pretrained(fixture, attn_implementation="eager").eval()  # transformers 5 agrees
+    assert np.abs(hf_logits(again, ref["ids"]) - ref["logits"]).max() <= 1e-4
+
+
+def test_pytorch_model_bin_needs_no_torch(tmp_path):
+    """The base install (no torch) reads .bin files: torch cannot even be imported here."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any import of torch now raises ImportError
+        import numpy as np
+        import npgpt
+        ref = np.load({str(FIXTURES / "transformers4_bin" / "reference.npz")!r})
+        for name in ("transformers4_bin", "transformers4_bin_sharded"):
+            logits = npgpt.load({str(FIXTURES)!r} + "/" + name).logits(ref["ids"])
+            print(float(np.abs(logits - ref["logits"]).max()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [float(x) <= 1e-4 for x in done.stdout.split()] == [True, True]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_pickles_widen_exactly(pair, tmp_path, dtype):
+    _, ref = pair("odd")
+    sd = {k: v.to(getattr(torch, dtype)) for k, v in state_dict(ref).items()}
+    save_bin(tmp_path, ref, sd)
+    _, params = load_checkpoint(tmp_path)
+    pairs = [("wte", "transformer.wte.weight"), ("blocks.4.attn.c_attn.w", "transformer.h.4.attn.c_attn.weight")]
+    for ours, theirs in pairs:
+        assert flatten(params)[ours].dtype == np.float32
+        assert np.array_equal(flatten(params)[ours], sd[theirs].float().numpy()), ours
+
+
+def test_strides_and_offsets_into_shared_storage(pair, tmp_path):
+    """Transposed views and tensors at offsets inside one storage come back element for element."""
+    _, ref = pair("odd")
+    sd = state_dict(ref)
+    big = torch.cat([v.flatten() for v in sd.values()])  # one storage, every tensor at an offset
+    views, at = {}, 0
+    for k, v in sd.items():
+        views[k] = big[at: at + v.numel()].view(v.shape)
+        at += v.numel()
+        if v.ndim == 2:  # same values, stored column-major: stride (1, rows)
+            views[k] = v.t().contiguous().t()
+    assert any(not v.is_contiguous() for v in views.values()) and any(v.storage_offset() for v in views.values())
+    save_bin(tmp_path, ref, views)
+    _, params = load_checkpoint(tmp_path)
+    assert np.array_equal(flatten(params)["blocks.1.attn.c_proj.w"], sd["transformer.h.1.attn.c_proj.weight"].numpy())
+    assert np.array_equal(flatten(params)["ln_f.b"], sd["transformer.ln_f.bias"].numpy())
+    assert close_to_hf(tmp_path, ref) <= 1e-4
+
+
+def test_a_tensor_past_its_storage_is_refused(tmp_path):
+    t = torch.arange(12.0)
+    torch.save({"w": t.as_strided((3, 4), (4, 1), 0)}, tmp_path / "ok.pt")
+    data = (tmp_path / "ok.pt").read_bytes()
+    with zipfile.ZipFile(tmp_path / "ok.pt") as z:
+        pkl_name = next(n for n in z.namelist() if n.endswith("data.pkl"))
+        pkl = z.read(pkl_name)
+    bad = pkl.replace(b"K\x03K\x04\x86", b"K\x04K\x04\x86")  # size (3, 4) -> (4, 4): 16 elements of 12
+    assert bad != pkl
+    with zipfile.ZipFile(tmp_path / "ok.pt") as src, zipfile.ZipFile(tmp_path / "bad.pt", "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, bad if info.filename == pkl_name else src.read(info))
+    assert torch_pickle.load(tmp_path / "ok.pt")["w"].shape == (3, 4) and data
+    with pytest.raises(CheckpointError, match="reaches element 15 of a storage of 12"):
+        torch_pickle.load(tmp_path / "bad.pt")
+
+
+class _Payload:
+    """Pickles as a call to os.system: unpickled by torch.load(weights_only=False) it runs."""
+
+    def __init__(self, sentinel: str):
+        self.sentinel = sentinel
+
+    def __reduce__(self):  # noqa: ANN204
+        return os.system, (f"echo pwned > {self.sentinel}",)
+
+
+def test_code_in_a_pickle_is_refused_and_never_runs(pair, tmp_path):
+    _, ref = pair("odd")
+    sentinel = tmp_path / "pwned"
+    sd = state_dict(ref)
+    sd["transformer.h.0.attn.bias"] = _Payload(str(sentinel))
+    save_bin(tmp_path / "model", ref, sd)
+    for path in (tmp_path / "model", tmp_path / "model" / "pytorch_model.bin"):
+        with pytest.raises(CheckpointError, match=r"refused to unpickle (posix|nt)\.system") as e:
+            npgpt.load(path)
+        assert "\n" not in str(e.value)
+    assert not sentinel.exists()
+    # the payload is real: an unrestricted unpickler runs it
+    torch.load(tmp_path / "model" / "pytorch_model.bin", weights_only=False)
+    assert sentinel.read_text().strip() == "pwned"
+
+
+def test_setting_state_on_anything_but_an_ordered_dict_is_refused(tmp_path):
+    """BUILD on one of the reader's own functions would change it for the whole process."""
+    # GLOBAL _rebuild_tensor_v2, state (None, {"__defaults__": ()}), BUILD
+    pkl = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__)s\x86b."
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as z:
+        z.writestr("evil/data.pkl", pkl)
+    with pytest.raises(CheckpointError, match="refused to set the state of a function"):
+        torch_pickle.load(tmp_path / "evil.pt")
+    assert torch_pickle._rebuild_tensor_v2.__defaults__ == (False, None, None)
+
+
+@pytest.mark.parametrize("pkl, error", [
+    (b"\x80\x02\x82\x01.", "refused an extension-code global"),  # EXT1: copyreg's registry, not find_class
+    (b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.", "refused to unpickle builtins.eval"),
+    (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(K\x01K\x00))tR.", "a tensor's storage is int, not a storage"),
+    (b"\x80\x02X\x01\x00\x00\x00xQ.", "unknown persistent id"),
+])
+def test_hand_made_pickles_are_refused_with_the_file_named(tmp_path, pkl, error):
+    with zipfile.ZipFile(tmp_path / "x.pt", "w") as z:
+        z.writestr("x/data.pkl", pkl)
+    with pytest.raises(CheckpointError, match=error) as e:
+        torch_pickle.load(tmp_path / "x.pt")
+    assert str(e.value).startswith(str(tmp_path / "x.pt")) and "\n" not in str(e.value)
+
+
+def test_not_a_torch_file(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"\x80\x02K\x01.")  # a pickle of 1, without torch's magic number
+    with pytest.raises(CheckpointError, match="not one torch.save wrote"):
+        load_checkpoint(tmp_path / "x.pt")
+    (tmp_path / "y.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "y.pt")
+
+
+
+def test_sharded_pytorch_model_bin(pair, tmp_path):
+    """pytorch_model.bin.index.json + shards, split by huggingface_hub as transformers 4 did."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    _, ref = pair("odd")
+    sd = state_dict(ref)
+    split = split_torch_state_dict_into_shards(sd, filename_pattern="pytorch_model{suffix}.bin", max_shard_size="200KB")
+    assert split.is_sharded
+    ref.config.save_pretrained(tmp_path)
+    for file, names in split.filename_to_tensors.items():
+        torch.save({n: sd[n] for n in names}, tmp_path / file)
+    (tmp_path / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": split.metadata, "weight_map": split.tensor_to_filename}))
+    assert detect(tmp_path) == "hf-bin"
+    assert close_to_hf(tmp_path, ref) <= 1e-4
+
+
+
+# --- the reader against torch.load itself -----------------------------------------------------
+
+_DTYPES = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "bool"]
+
+
+def test_reader_equals_torch_load_on_random_views(tmp_path):
+    """Any dtype, shape, stride and offset, storages shared between tensors, both file layouts:
+    what the reader returns equals torch.load(weights_only=True), element for element."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @st.composite
+    def views(draw):  # noqa: ANN001, ANN202
+        base = torch.randn(draw(st.integers(1, 64))) * 100
+        dtype = getattr(torch, draw(st.sampled_from(_DTYPES)))
+        base = base.to(dtype)
+        shape = draw(st.lists(st.integers(0, 4), min_size=0, max_size=3))
+        stride = [draw(st.integers(0, 5)) for _ in shape]
+        extent = sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if all(shape) else 0
+        if extent >= base.numel():
+            stride, extent = [0] * len(shape), 0
+        offset = draw(st.integers(0, base.numel() - 1 - extent))
+        return base, base.as_strided(shape, stride, offset)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(views(), min_size=1, max_size=4), st.booleans())
+    def check(pairs, zip_format):  # noqa: ANN001, ANN202
+        obj = {f"t{i}": v for i, (_, v) in enumerate(pairs)}
+        obj["shared"] = [pairs[0][0], pairs[0][1]]  # the storage itself and a view of it, saved once
+        path = tmp_path / "x.pt"
+        torch.save(obj, path, _use_new_zipfile_serialization=zip_format)
+        theirs = torch.load(path, weights_only=True)
+        if any(v.numel() > base.numel() for base, v in pairs):  # an expanded view, possibly huge: refused
+            with pytest.raises(CheckpointError, match="an expanded view"):
+                torch_pickle.load(path)
+            return
+        ours = torch_pickle.load(path)
+        flat = [(ours[k], theirs[k]) for k in obj if k != "shared"] + list(zip(ours["shared"], theirs["shared"],
+                                                                                  strict=True))
+        for a, b in flat:
+            expected = b.float().numpy() if b.dtype == torch.bfloat16 else b.numpy()
+            assert a.shape == expected.shape and a.dtype == expected.dtype
+            assert np.array_equal(a, expected)
+
+    check()

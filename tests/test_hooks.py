@@ -1,0 +1,258 @@
+"""hooks.py against TransformerLens: every cached activation, ablations and patches, on the same
+random weights with TransformerLens's weight processing off; and JAX's activation gradients
+against finite differences."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import random_params
+
+from npgpt import hooks
+from npgpt.api import GPT2
+from npgpt.config import PRESETS, GPT2Config
+from npgpt.errors import NpgptError
+from npgpt.formats import hf
+from npgpt.model import gpt2
+
+ODD = GPT2Config(n_ctx=32, n_embd=48, n_head=3, n_layer=3)
+
+
+def scaled_params(config: GPT2Config, seed: int) -> dict:
+    """random_params with weights 10x GPT-2's initial scale, so activations are O(1) and a 1e-4
+    tolerance means something (at 0.02 they are small enough to pass any absolute test)."""
+    params = random_params(config, seed)
+    for blk in params["blocks"]:
+        for layer in ("attn", "mlp"):
+            for sub in blk[layer].values():
+                sub["w"] = sub["w"] * 10
+    params["wte"], params["wpe"] = params["wte"] * 10, params["wpe"] * 10
+    return params
+
+
+def batch(config: GPT2Config, T: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Two rows, the second left-padded by 3."""
+    ids = np.random.default_rng(1).integers(0, config.n_vocab, (2, T))
+    mask = np.ones((2, T), np.int64)
+    mask[1, :3] = 0
+    return ids, mask
+
+
+def bridge(config: GPT2Config, params: dict, path: str):  # noqa: ANN201
+    """TransformerLens's bridge over a Hugging Face model with these weights: classic hook names,
+    no weight processing (no folded layer norms, no centring); offline."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    tl = pytest.importorskip("transformer_lens.model_bridge")
+    from transformers import GPT2LMHeadModel
+
+    hf.save(path, config, params)
+    ref = GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
+    br = tl.TransformerBridge.boot_transformers(path, hf_model=ref)
+    br.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    return br
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    params = scaled_params(ODD, 3)
+    return GPT2(ODD, params), bridge(ODD, params, str(tmp_path_factory.mktemp("tl-odd")))
+
+
+def assert_cache_equal(cache: dict, tl_cache, mask: np.ndarray, n_layer: int) -> None:  # noqa: ANN001
+    """Every activation equal within 1e-4 at the real tokens (padding positions mean nothing);
+    scores TransformerLens masks with -inf hold MASKED here, which exp() also turns into 0."""
+    real = mask.astype(bool)
+    assert set(hooks.hook_names(n_layer)) <= set(tl_cache.keys())
+    for name in hooks.hook_names(n_layer):
+        ours, theirs = cache[name], tl_cache[name].float().numpy()
+        assert ours.shape == theirs.shape and ours.dtype == np.float32, name
+        if name.endswith(("hook_attn_scores", "hook_pattern")):  # [B, H, Tq, Tk]: real query rows
+            ours, theirs = ours.transpose(0, 2, 1, 3)[real], theirs.transpose(0, 2, 1, 3)[real]
+            seen = np.isfinite(theirs)
+            assert (ours[~seen] < -1e8).all(), name
+            ours, theirs = ours[seen], theirs[seen]
+        else:
+            ours, theirs = ours[real], theirs[real]
+        np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+def tl_run(br, ids: np.ndarray, mask: np.ndarray, **kw):  # noqa: ANN001, ANN201
+    import torch
+
+    with torch.no_grad():
+        return br.run_with_cache(torch.tensor(ids), attention_mask=torch.tensor(mask), **kw)
+
+
+def test_hook_points_are_reached_in_order_and_change_nothing():
+    model = GPT2(ODD, scaled_params(ODD, 0))
+    ids = np.arange(5)[None] + 100
+    seen: list[str] = []
+    with_hook, _ = gpt2(ids, model.params, ODD, hook=lambda name, x: seen.append(name) or x)
+    assert seen == hooks.hook_names(ODD.n_layer)
+    without, _ = gpt2(ids, model.params, ODD)
+    np.testing.assert_array_equal(with_hook, without)
+
+
+def test_every_cached_activation_equals_transformer_lens(odd):  # noqa: ANN001
+    model, br = odd
+    ids, mask = batch(ODD)
+    logits, cache = model.run_with_cache(ids, attention_mask=mask)
+    tl_logits, tl_cache = tl_run(br, ids, mask)
+    assert_cache_equal(cache, tl_cache, mask, ODD.n_layer)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(logits[real], tl_logits.numpy()[real], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(logits, model.logits(ids, attention_mask=mask), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_every_cached_activation_equals_transformer_lens_124M(tmp_path):  # noqa: ANN001
+    config = PRESETS["124M"]
+    params = random_params(config, 5)
+    br = bridge(config, params, str(tmp_path / "tl-124M"))
+    ids, mask = batch(config, T=6)
+    _, cache = GPT2(config, params).run_with_cache(ids, attention_mask=mask)
+    assert_cache_equal(cache, tl_run(br, ids, mask)[1], mask, config.n_layer)
+
+
+def zero_head_1(z, name):  # noqa: ANN001, ANN201
+    z[:, :, 1] = 0  # in place, returning None, as TransformerLens's hooks may
+    return None
+
+
+def test_zero_ablation_equals_transformer_lens(odd):  # noqa: ANN001
+    import torch
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    name = "blocks.1.attn.hook_z"
+    ours = model.run_with_hooks(ids, fwd_hooks=[(name, zero_head_1)], attention_mask=mask)
+    with torch.no_grad():
+        theirs = br.run_with_hooks(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                   fwd_hooks=[(name, lambda z, hook: zero_head_1(z, hook.name))]).numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
+    assert np.abs(ours - model.logits(ids, attention_mask=mask))[real].max() > 1e-2  # it did something
+
+
+def test_activation_patching_equals_transformer_lens(odd):  # noqa: ANN001
+    import torch
+
+    model, br = odd
+    clean, mask = batch(ODD)
+    corrupted = clean.copy()
+    corrupted[:, 4] = 42
+    name = "blocks.2.hook_resid_pre"
+    _, cache = model.run_with_cache(clean, names_filter=[name], attention_mask=mask)
+    assert list(cache) == [name]
+
+    def patch(resid, _name):  # noqa: ANN001, ANN202
+        out = resid.copy() if isinstance(resid, np.ndarray) else resid.clone()
+        out[:, 4] = cache[name][:, 4] if isinstance(resid, np.ndarray) else torch.tensor(cache[name][:, 4])
+        return out
+
+    ours = model.run_with_hooks(corrupted, fwd_hooks=[(name, patch)], attention_mask=mask)
+    with torch.no_grad():
+        theirs = br.run_with_hooks(torch.tensor(corrupted), attention_mask=torch.tensor(mask),
+                                   fwd_hooks=[(name, lambda r, hook: patch(r, hook.name))]).numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
+    # Patching the whole residual stream of the corrupted position restores the clean logits there.
+    full = model.run_with_hooks(corrupted, fwd_hooks=[(name, lambda r, n: cache[name])], attention_mask=mask)
+    np.testing.assert_allclose(full[real], model.logits(clean, attention_mask=mask)[real], atol=1e-4)
+
+
+def test_left_padded_rows_equal_their_unpadded_runs():
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids, mask = batch(ODD)
+    _, cache = hooks.run_with_cache(model, ids, attention_mask=mask)
+    _, alone = hooks.run_with_cache(model, ids[1, 3:])
+    for name in ("blocks.2.hook_resid_post", "blocks.0.attn.hook_q", "ln_final.hook_normalized"):
+        np.testing.assert_allclose(cache[name][1, 3:], alone[name][0], atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(cache["blocks.1.attn.hook_pattern"][1, :, 3:, 3:],
+                               alone["blocks.1.attn.hook_pattern"][0], atol=1e-6)
+
+
+def test_names_filter_forms_and_errors():
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids = np.arange(4) + 7
+    assert list(model.run_with_cache(ids, names_filter="hook_embed")[1]) == ["hook_embed"]
+    picked = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_pattern"))[1]
+    assert list(picked) == [f"blocks.{i}.attn.hook_pattern" for i in range(3)]
+    with pytest.raises(NpgptError, match="unknown hook name.*blocks.3.hook_resid_pre"):
+        model.run_with_cache(ids, names_filter=["blocks.3.hook_resid_pre"])
+    with pytest.raises(NpgptError, match="returned shape"):
+        model.run_with_hooks(ids, fwd_hooks=[("hook_embed", lambda x, n: x[:, :1])])
+    with pytest.raises(NpgptError, match="attention_mask must have the shape"):
+        model.run_with_cache(ids, attention_mask=np.ones(3))
+    with pytest.raises(NpgptError, match="vocabulary"):
+        model.run_with_cache([ODD.n_vocab])
+
+
+def test_steering_vector_changes_the_prediction():
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids = np.arange(5) + 7
+    target = 1234
+    direction = model.params["wte"][target] * 20  # the token's own embedding, large, at every position
+    steered = model.run_with_hooks(ids, fwd_hooks=[("blocks.2.hook_resid_post", lambda r, n: r + direction)])
+    before = model.logits(ids)[0, -1]
+    assert before.argmax() != target and steered[0, -1].argmax() == target
+
+
+def test_jax_backend_cache_equals_numpy():
+    pytest.importorskip("jax")
+    params = scaled_params(ODD, 2)
+    ids, mask = batch(ODD)
+    _, ours = GPT2(ODD, params).run_with_cache(ids, attention_mask=mask)
+    _, on_jax = GPT2(ODD, params, backend="jax").run_with_cache(ids, attention_mask=mask)
+    for name in hooks.hook_names(ODD.n_layer):
+        np.testing.assert_allclose(on_jax[name], ours[name], atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_activation_grads_equal_finite_differences(backend: str):
+    jax = pytest.importorskip("jax")
+    model = GPT2(ODD, scaled_params(ODD, 4), backend=backend)
+    ids, mask = batch(ODD)
+    a, b = 11, 500
+
+    def metric(logits):  # noqa: ANN001, ANN202 - a logit difference at the last position
+        return (logits[:, -1, a] - logits[:, -1, b]).sum()
+
+    names = ["hook_embed", "blocks.0.attn.hook_pattern", "blocks.1.mlp.hook_post", "blocks.2.hook_resid_mid"]
+    value, acts, grads = hooks.activation_grads(model, ids, metric, names_filter=names, attention_mask=mask)
+    assert set(grads) == set(names)
+    base = np.asarray(metric(model.logits(ids, attention_mask=mask)), np.float64)
+    assert value == pytest.approx(float(base), rel=1e-4, abs=1e-4)
+    rng = np.random.default_rng(0)
+    for name in names:
+        direction = rng.standard_normal(acts[name].shape).astype(np.float32)
+        eps = 1e-2
+
+        def shifted(s, name=name, direction=direction):  # noqa: ANN001, ANN202
+            fwd = [(name, lambda x, n: x + s * direction)]
+            return float(metric(np.asarray(model.run_with_hooks(ids, fwd, attention_mask=mask), np.float64)))
+
+        fd = (shifted(eps) - shifted(-eps)) / (2 * eps)
+        assert float((grads[name] * direction).sum()) == pytest.approx(fd, rel=2e-2, abs=2e-3), name
+    assert jax is not None
+
+
+def test_attribution_patching_is_clean_minus_corrupted_times_gradient():
+    pytest.importorskip("jax")
+    model = GPT2(ODD, scaled_params(ODD, 4))
+    clean = np.arange(6)[None] + 300
+    corrupted = clean.copy()
+    corrupted[0, 2] = 7
+
+    def metric(logits):  # noqa: ANN001, ANN202
+        return logits[0, -1, 5] - logits[0, -1, 9]
+
+    name = "blocks.1.hook_resid_pre"
+    attr = hooks.attribution_patching(model, clean, corrupted, metric, names_filter=[name])
+    _, clean_cache = model.run_with_cache(clean, names_filter=[name])
+    _, corrupted_cache, grads = hooks.activation_grads(model, corrupted, metric, names_filter=[name])
+    np.testing.assert_allclose(attr[name], (clean_cache[name] - corrupted_cache[name]) * grads[name], atol=1e-6)
+    assert np.abs(attr[name][0, :2]).max() < 1e-6  # before the changed token nothing differs
+    assert np.abs(attr[name][0, 2:]).max() > 0

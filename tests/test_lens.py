@@ -1,0 +1,97 @@
+"""The logit lens and attention patterns against Hugging Face's hidden states and attentions, and
+the `npgpt lens` / `npgpt attention` commands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, random_params, run_cli
+
+from npgpt.errors import NpgptError
+from npgpt.lens import attention_pattern, logit_lens
+
+
+def hf_outputs(ref, ids: np.ndarray):  # noqa: ANN001, ANN201
+    import torch
+
+    with torch.no_grad():
+        return ref(torch.tensor(ids)[None], output_hidden_states=True, output_attentions=True)
+
+
+def test_logit_lens_equals_hidden_states_through_ln_f_and_head(pair):  # noqa: ANN001
+    import torch
+
+    model, ref = pair("tiny")
+    ids = np.array([464, 3139, 286, 4881, 318, 6342, 13])
+    lens = logit_lens(model, ids)
+    out = hf_outputs(ref, ids)
+    L = model.config.n_layer
+    assert lens.top_ids.shape == lens.top_probs.shape == lens.final_probs.shape == (L + 1, len(ids))
+    # Hugging Face's last hidden state already has ln_f applied; the ones before do not.
+    with torch.no_grad():
+        rows = [ref.lm_head(ref.transformer.ln_f(h[0])) for h in out.hidden_states[:L]] + [out.logits[0]]
+    for i, logits in enumerate(rows):
+        probs = torch.softmax(logits, -1).numpy()
+        np.testing.assert_array_equal(lens.top_ids[i], probs.argmax(-1), err_msg=f"row {i}")
+        np.testing.assert_allclose(lens.top_probs[i], probs.max(-1), atol=1e-5)
+        np.testing.assert_allclose(lens.final_probs[i], probs[np.arange(len(ids)), lens.top_ids[L]], atol=1e-5)
+    np.testing.assert_array_equal(lens.top_ids[L], model.logits(ids)[0].argmax(-1))
+
+
+def test_attention_pattern_equals_hugging_face(pair):  # noqa: ANN001
+    model, ref = pair("tiny")
+    ids = np.array([50256, 1212, 318, 257, 1332, 13])
+    attentions = hf_outputs(ref, ids).attentions
+    for layer in range(model.config.n_layer):
+        for head in range(model.config.n_head):
+            pattern = attention_pattern(model, ids, layer, head)
+            np.testing.assert_allclose(pattern, attentions[layer][0, head].numpy(), atol=1e-5)
+            np.testing.assert_allclose(pattern.sum(-1), 1.0, atol=1e-5)
+            assert np.triu(pattern, 1).max() == 0.0  # causal
+
+
+def test_bad_layer_head_or_ids_are_one_line_errors(pair):  # noqa: ANN001
+    model, _ = pair("tiny")
+    with pytest.raises(NpgptError, match=r"layer must be in \[0, 1\]"):
+        attention_pattern(model, [1, 2], 2, 0)
+    with pytest.raises(NpgptError, match=r"head must be in \[0, 1\]"):
+        attention_pattern(model, [1, 2], 0, -1)
+    with pytest.raises(NpgptError, match="one non-empty sequence"):
+        logit_lens(model, [])
+    with pytest.raises(NpgptError, match="one non-empty sequence"):
+        logit_lens(model, [[1, 2], [3, 4]])
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_lens_command_prints_the_table_and_writes_the_png(tmp_path):  # noqa: ANN001
+    png = tmp_path / "lens.png"
+    r = run_cli("lens", "In the beginning [bold]God", "--png", str(png))
+    assert r.returncode == 0, r.stderr
+    assert "logit lens" in r.stdout and "embed" in r.stdout
+    assert "' ['" in r.stdout and "'bold'" in r.stdout  # the prompt's markup is shown, not applied
+    assert png.read_bytes().startswith(PNG)
+
+
+def test_attention_command_prints_the_top_keys_and_writes_the_png(tmp_path):  # noqa: ANN001
+    png = tmp_path / "attn.png"
+    r = run_cli("attention", "And God said, Let there be light", "--layer", "1", "--head", "2", "--png", str(png))
+    assert r.returncode == 0, r.stderr
+    assert "block 1, head 2" in r.stdout and "' light'" in r.stdout
+    assert png.read_bytes().startswith(PNG)
+    bad = run_cli("attention", "hello", "--layer", "99")
+    assert bad.returncode == 1 and "layer must be in" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_jax_backend_gives_the_same_lens_and_pattern():
+    pytest.importorskip("jax")
+    from npgpt.api import GPT2
+
+    params = random_params(CONFIGS["tiny"], seed=2)
+    model, on_jax = GPT2(CONFIGS["tiny"], params), GPT2(CONFIGS["tiny"], params, backend="jax")
+    ids = np.array([464, 3139, 286, 4881, 318])
+    ours, theirs = logit_lens(model, ids), logit_lens(on_jax, ids)
+    np.testing.assert_array_equal(ours.top_ids, theirs.top_ids)
+    np.testing.assert_allclose(ours.final_probs, theirs.final_probs, atol=1e-5)
+    np.testing.assert_allclose(attention_pattern(model, ids, 1, 1), attention_pattern(on_jax, ids, 1, 1), atol=1e-5)
