@@ -60,8 +60,10 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
         for s in schedulers.values():
             s.close()
 
-    private = {"docs_url": None, "redoc_url": None, "openapi_url": None} if api_key is not None else {}
-    app = FastAPI(title="npgpt", summary="GPT-2 behind an OpenAI-compatible API", lifespan=lifespan, **private)
+    public = api_key is None
+    app = FastAPI(title="npgpt", summary="GPT-2 behind an OpenAI-compatible API", lifespan=lifespan,
+                  docs_url="/docs" if public else None, redoc_url="/redoc" if public else None,
+                  openapi_url="/openapi.json" if public else None)
     app.state.limits = limits
     app.state.schedulers = schedulers  # for the server's shutdown (:mod:`.shutdown`) to end what is left
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

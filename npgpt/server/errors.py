@@ -91,7 +91,7 @@ def bad_request(e: NpgptError, code: str | None = None) -> APIError:
 def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
     """The Python API's own request check (:func:`npgpt.generate.check_request`), answered as a 400."""
     try:
-        _check_request(model, rows, params)
+        _check_request(model.engine, rows, params)
     except NpgptError as e:
         # the only check on max_new_tokens there is the context length (its range is SamplingParams')
         code = "context_length_exceeded" if e.param == "max_new_tokens" else None
