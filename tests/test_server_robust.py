@@ -313,3 +313,51 @@ def test_free_rows_go_to_the_request_with_the_fewest(model):
         sched.close()
     last_small = max(i for i, name in enumerate(finished) if name == "small")
     assert last_small < 12, finished  # oldest-first would finish it after 38 of the big one's rows
+
+
+def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(model):
+    """The shared decode step has no one request to blame: every active request gets the error, named as
+    the batch's, and the next request runs."""
+    m = GPT2(TINY, init_params(TINY, seed=0))
+    forward, calls = m.backend.forward, {"decode": 0}
+
+    def failing(ids, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if ids.shape[1] == 1:
+            calls["decode"] += 1
+            if calls["decode"] == 3:
+                raise MemoryError("injected decode failure")
+        return forward(ids, *args, **kw)
+
+    m.engine.backend = dataclasses.replace(m.backend, forward=failing)
+    sched = Scheduler(m, max_batch=8)
+    hold = threading.Event()
+    try:
+        sched.call(lambda: hold.wait(30))
+        inboxes = []
+        for prompt, kw, n in GOOD:
+            inbox: queue.Queue = queue.Queue()
+            sched.submit(Request([m.tokenizer.encode(prompt)] * n, SamplingParams(**kw), inbox.put))
+            inboxes.append((inbox, n))
+        hold.set()
+        for inbox, n in inboxes:
+            error = collect(inbox, n)[2]
+            assert isinstance(error, RuntimeError) and "decode step failed" in str(error)
+            assert "injected decode failure" in str(error)
+        inbox = queue.Queue()
+        sched.submit(Request([m.tokenizer.encode("After")], SamplingParams(max_new_tokens=3, temperature=0), inbox.put))
+        texts, _, error = collect(inbox, 1)
+        assert error is None and texts == [model.generate("After", max_new_tokens=3, temperature=0)]
+    finally:
+        sched.close()
+
+
+@pytest.mark.parametrize("flag, value", [("--max-rows", "0"), ("--max-request-tokens", "-1"),
+                                         ("--shutdown-timeout", "-2"), ("--shutdown-timeout", "nan")])
+def test_serve_refuses_bad_limits_before_loading(flag, value):
+    from typer.testing import CliRunner
+
+    from npgpt.cli import app
+    from npgpt.errors import NpgptError
+
+    r = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model", flag, value])
+    assert isinstance(r.exception, NpgptError) and flag in str(r.exception), r.output

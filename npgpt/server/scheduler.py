@@ -173,7 +173,7 @@ class Scheduler:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker (waiting up to ``timeout`` s for its step to end); requests still running or
-        waiting get :class:`ShuttingDown` delivered, jobs not yet run are cancelled. Safe to call twice."""
+        waiting get :class:`ShuttingDown` delivered, and so do jobs not yet run. Safe to call twice."""
         with self._cond:
             self._closed = True
             self._cond.notify()
@@ -186,8 +186,9 @@ class Scheduler:
             self._jobs.clear()
         for request in left:
             self._fail(request, ShuttingDown("the server shut down before this request finished"))
-        for _, future in jobs:
-            future.cancel()
+        for _, future in jobs:  # an exception, not cancel(): a cancelled await would cut the response
+            if future.set_running_or_notify_cancel():
+                future.set_exception(ShuttingDown("the server shut down before this request ran"))
         self._rows, self._cache = [], None
 
     def _start_worker(self) -> None:  # holding the lock
