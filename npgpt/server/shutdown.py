@@ -11,8 +11,9 @@ grace period and ends the requests at once, the same way. Ending them takes at m
 open after that is closed.
 
 uvicorn's own shutdown waits for connections with no bound by default, and on its timeout or a
-forced exit cancels the request tasks, which is what cuts streams; :class:`DrainingServer`
-replaces that one step and keeps the rest of uvicorn.
+forced exit cancels the request tasks, which is what cuts streams and answers plain-text 500s;
+:class:`DrainingServer` overrides that one method (``uvicorn.Server.shutdown``, using the same
+server state it does) and keeps the rest of uvicorn, signal handling included.
 """
 
 from __future__ import annotations
