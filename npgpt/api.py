@@ -15,6 +15,7 @@ from .engine import Engine
 from .errors import NpgptError
 from .generate import Event, events
 from .sampling import SamplingParams
+from .score import Score, score
 from .tokenizer import Tokenizer
 
 
@@ -82,18 +83,30 @@ class GPT2:
         return run_with_hooks(self, ids, fwd_hooks, attention_mask)
 
     # -- generation -----------------------------------------------------------------------------
-    def _rows(self, prompts: Sequence[str | Sequence[int]]) -> list[list[int]]:
-        return [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    def _rows(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]]) -> list[list[int]]:
+        """Token ids per prompt; a string or a flat sequence of ids is one prompt, never one per item."""
+        items: Sequence[Any] = [prompts] if _is_one_prompt(prompts) else prompts
+        return [self.tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in items]
 
-    def events(self, prompts: Sequence[str | Sequence[int]], **sampling: Any) -> Iterator[Event]:
-        """The raw token iterator over a batch of prompts (text or token ids); see ``generate.events``."""
-        params = SamplingParams(**sampling)
+    def events(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]], **sampling: Any) -> Iterator[Event]:
+        """The raw token iterator over a batch of prompts (text or token ids); see ``generate.events``.
+
+        The options are :class:`~npgpt.sampling.SamplingParams`' fields; an unknown one raises
+        NpgptError naming the closest valid one (``max_tokens`` -> ``max_new_tokens``).
+        """
+        params = SamplingParams.from_options(sampling)
         return events(self.engine, self.tokenizer, self._rows(prompts), params)
 
-    def completions(self, prompts: Sequence[str | Sequence[int]], **sampling: Any) -> list[Completion]:
-        """Run a batch to the end; one :class:`Completion` per prompt, in order."""
-        out = [Completion("") for _ in prompts]
-        for ev in self.events(prompts, **sampling):
+    def completions(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]],
+                    **sampling: Any) -> list[Completion]:
+        """Run a batch to the end; one :class:`Completion` per prompt, in order.
+
+        ``prompts``: a list of prompts (each text or token ids); a single string or a flat list of
+        token ids is one prompt (a list of one Completion).
+        """
+        rows = self._rows(prompts)
+        out = [Completion("") for _ in rows]
+        for ev in self.events(rows, **sampling):
             c = out[ev.row]
             c.text += ev.text
             if ev.token is not None:
@@ -132,6 +145,17 @@ class GPT2:
             if ev.text:
                 yield ev.text if isinstance(prompt, str) else (ev.row, ev.text)
 
+    def score(self, text: str | Sequence[int], allow_special: bool = False, window: int | None = None,
+              stride: int | None = None) -> Score:
+        """Per-token log-probabilities of ``text`` (a string or token ids), its log-likelihood and perplexity.
+
+        The first token's logprob is None (nothing predicts it). A text longer than the context is
+        scored in sliding windows (``window``, ``stride``: see :func:`npgpt.score.token_nlls`).
+        ``allow_special``: a literal ``<|endoftext|>`` is the special token. See :class:`npgpt.score.Score`.
+        """
+        return score(self, text if isinstance(text, str) else list(text), window=window, stride=stride,
+                     allow_special=allow_special)
+
     def next_tokens(self, prompt: str, k: int = 10) -> list[tuple[int, str, float]]:
         """The ``k`` most likely next tokens after ``prompt``: (id, text, probability)."""
         ids = self.tokenizer.encode(prompt)
@@ -144,19 +168,36 @@ class GPT2:
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
 
 
+def _is_one_prompt(prompts: Any) -> bool:
+    """A string, or a flat sequence of token ids (not a list of prompts)."""
+    if isinstance(prompts, str):
+        return True
+    arr = prompts if isinstance(prompts, np.ndarray) else None
+    if arr is not None:
+        return arr.ndim == 1
+    return len(prompts) > 0 and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompts)
+
+
 def load(name_or_path: str | Path | None = None, backend: str = "numpy", dtype: str = "float32") -> GPT2:
     """Load a model: a checkpoint path, a downloaded name (``"124M"``), or None for the default.
 
     The default is the first downloaded GPT-2, else the small model bundled with npgpt (the
     returned object's ``notice`` then says how to get real GPT-2). ``dtype`` "float16" or
-    "bfloat16" keeps the weight matrices in 16 bits (half the memory; on ``backend="torch"``
-    faster decoding too); computation stays float32 apart from the 16-bit matrix products.
+    "bfloat16" keeps the weight matrices in 16 bits (half the memory), "int8" in 8 bits with
+    per-output-channel scales (a quarter; ``backend="torch"`` only, see npgpt/int8.py);
+    computation stays float32 apart from the narrow matrix products.
     """
     from .backends import check_dtype
+    from .char_tokenizer import tokenizer_from_spec
     from .formats import load_checkpoint
+    from .formats.npgpt_format import tokenizer_spec
     from .registry import resolve
 
     check_dtype(dtype)  # before the (slow) load
     path, notice = resolve(None if name_or_path is None else str(name_or_path))
     config, params = load_checkpoint(path)
-    return GPT2(config, params, backend=backend, source=str(path), notice=notice, dtype=dtype)
+    spec = tokenizer_spec(path)  # a model trained with --tokenizer char names its own
+    tokenizer = tokenizer_from_spec(spec)
+    if spec is not None and tokenizer.n_vocab > config.n_vocab:
+        raise NpgptError(f"{path}: its tokenizer has {tokenizer.n_vocab} tokens, the model only {config.n_vocab}")
+    return GPT2(config, params, tokenizer, backend=backend, source=str(path), notice=notice, dtype=dtype)

@@ -19,11 +19,12 @@ from .errors import NpgptError
 from .params import map_with_path
 
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
-WEIGHT_DTYPES = ("float32", "float16", "bfloat16")  # how the weight matrices are stored; activations: float32
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # how the weight matrices are stored; activations: float32
 # The weight dtypes each backend stores: 16 bits only where the library has 16-bit matrix products
-# (NumPy has none that are fast; CuPy has no bfloat16).
-DTYPES = {"numpy": ("float32",), "jax": WEIGHT_DTYPES, "torch": WEIGHT_DTYPES, "cupy": ("float32", "float16"),
-          "cupynumeric": ("float32",)}
+# (NumPy has none that are fast; CuPy has no bfloat16); int8 only where it has an int8-weight
+# product that beats its float32 one (PyTorch's, see npgpt/int8.py).
+DTYPES = {"numpy": ("float32",), "jax": ("float32", "float16", "bfloat16"), "torch": WEIGHT_DTYPES,
+          "cupy": ("float32", "float16"), "cupynumeric": ("float32",)}
 _EXTRA = {"jax": "jax", "torch": "torch"}
 _GPU_INSTALL = {  # not extras: these need CUDA and pick a wheel per CUDA version
     "cupy": "pip install cupy-cuda12x (needs an NVIDIA GPU)",
@@ -67,24 +68,30 @@ class Backend:
     # A host float32 weight matrix, [in, out] as the products use it -> on the backend in a 16-bit
     # dtype (by name), laid out for its products; for the backends whose DTYPES have one.
     to_16bit: Callable[[np.ndarray, str], Any] | None = None
+    # The same matrix -> an int8 weight object whose `x @ w` is the library's int8 kernel (float32
+    # in and out) and whose `.mT` is the [out, in] table (npgpt/int8.py); for DTYPES with "int8".
+    to_int8: Callable[[np.ndarray], Any] | None = None
 
     def put_params(self, params: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
         """Move every weight to the backend once, at load, in the layout its products run fastest on.
 
         ``dtype`` "float16" or "bfloat16" stores the weight matrices (``wte`` and every block's
-        ``w``) in 16 bits: half the memory and half the bytes read per decoded token. Biases,
-        layer norms, ``wpe``, the kv cache and all activations stay float32.
+        ``w``) in 16 bits: half the memory and half the bytes read per decoded token; "int8" in
+        8 bits with per-output-channel scales (npgpt/int8.py): a quarter. Biases, layer norms,
+        ``wpe``, the kv cache and all activations stay float32.
         """
         check_dtype(dtype)
         if dtype == "float32":
             return self.layout(map_with_path(lambda _name, a: self.asarray(a), params))
-        if self.to_16bit is None or dtype not in self.dtypes:
+        to_16bit = self.to_16bit
+        convert: Callable[[np.ndarray], Any] | None = (
+            self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w: to_16bit(w, dtype))
+        if convert is None or dtype not in self.dtypes:
             raise NpgptError(f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
                              f"times slower than float32); use --backend torch for --dtype {dtype}")
-        to_16bit = self.to_16bit
 
         def narrow(w: np.ndarray) -> Any:  # one matrix at a time, straight from the checkpoint's pages
-            out = to_16bit(w, dtype)
+            out = convert(w)
             _release_mapped(w)
             return out
 
@@ -206,7 +213,17 @@ def get_backend(name: str) -> Backend:
                 src = torch.from_numpy(w)
             return src.T.to(device, getattr(torch, dtype), memory_format=torch.contiguous_format).T
 
-        return Backend("torch", to_torch, to_numpy, forward, dtypes=DTYPES[name], to_16bit=to_16bit)
+        def to_int8(w: np.ndarray) -> Any:
+            from .int8 import Int8Matrix
+
+            rows = w.T  # [out, in]; where contiguous (wte's rows: the head), drop each chunk's pages once read
+            done = (lambda i, j: _release_mapped(rows[i:j])) if rows.flags.c_contiguous else None
+            with warnings.catch_warnings():  # read-only memmap: only read here, never written
+                warnings.simplefilter("ignore", UserWarning)
+                return Int8Matrix.from_float(torch.from_numpy(w), done).to(device)
+
+        return Backend("torch", to_torch, to_numpy, forward, dtypes=DTYPES[name], to_16bit=to_16bit,
+                       to_int8=to_int8)
     if name == "cupy":
         cp = _require("cupy", name)
         # cuBLAS runs float16 products on tensor cores; CuPy has no bfloat16 dtype.

@@ -154,12 +154,14 @@ class RowSampler:
     """
 
     def __init__(self, row: int, params: SamplingParams, rng: np.random.Generator, tokenizer: Tokenizer,
-                 n_vocab: int) -> None:
+                 n_vocab: int, prompt: Sequence[int] = ()) -> None:
         self.row, self.params, self.rng = row, params, rng
         # Ids a token can have: a padded vocabulary (nanoGPT's and llm.c's 50304) has rows past the
         # tokenizer's last id that no text decodes to; they are never chosen, nor listed in logprobs.
         self.n_tokens = min(n_vocab, tokenizer.n_vocab)
-        self.counts = np.zeros(self.n_tokens, dtype=np.float32)
+        self.counts = np.zeros(self.n_tokens, dtype=np.float32)  # generated tokens (presence/frequency penalties)
+        self.seen = np.zeros(self.n_tokens, dtype=bool)  # prompt and generated tokens (repetition penalty, as in HF)
+        self.seen[[t for t in prompt if t < self.n_tokens]] = True
         self.tracker = TextTracker(tokenizer, params.stop)
         self.eot_id = tokenizer.eot_id
         self.n_new = 0
@@ -169,9 +171,10 @@ class RowSampler:
     def pick(self, logits: np.ndarray) -> Event:  # [V] -> the event for the chosen token
         p = self.params
         logits = logits[: self.n_tokens]  # the same as masking the padded rows with -inf
-        token = choose(logits, self.counts, p, self.rng)
+        token = choose(logits, self.counts, p, self.rng, self.seen)
         self.token = token
         self.counts[token] += 1
+        self.seen[token] = True
         self.n_new += 1
         lp, top = None, []
         if p.logprobs is not None:
@@ -200,7 +203,7 @@ def events(engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[int]],
     """
     check_request(engine, rows, params)
     capacity = max(len(r) for r in rows) + params.max_new_tokens
-    samplers = [RowSampler(b, params, rng, tokenizer, engine.config.n_vocab)
+    samplers = [RowSampler(b, params, rng, tokenizer, engine.config.n_vocab, rows[b])
                 for b, rng in enumerate(row_rngs(params.seed, len(rows)))]
     logits, state = prefill(engine, rows, capacity)
     while True:

@@ -17,7 +17,8 @@ and shapes, e.g. ``blocks.3.attn.hook_pattern``; see ``hooks.py``). Without one,
 Only Python floats appear as constants: under NumPy 2 a NumPy float64 scalar (``np.sqrt(...)``)
 would silently promote every float32 activation to float64. Activations are float32 throughout;
 the weight matrices may be stored in 16 bits (``load(dtype="float16")``), and only the matrix
-products then run in that dtype (see :func:`matmul`).
+products then run in that dtype, or in 8 bits (``load(dtype="int8")``), where ``x @ w`` is the
+library's int8 kernel (see :func:`matmul`).
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def matmul(x: Array, w: Array) -> Array:  # [..., m] @ [m, n] -> [..., n]
     # each reading all of w from memory again (B times the traffic when decoding a batch).
     xp = array_namespace(x)
     x2 = xp.reshape(x, (-1, x.shape[-1]))  # [..., m] -> [rows, m]
-    if w.dtype == x.dtype:
-        y = x2 @ w  # -> [rows, n]
+    if w.dtype == x.dtype or w.dtype == xp.int8:  # int8 weights carry the library's kernel (npgpt/int8.py)
+        y = x2 @ w  # -> [rows, n] float32
     else:  # 16-bit weights (load(dtype=...)): the library's 16-bit kernel, accumulating in float32
         y = xp.astype(xp.astype(x2, w.dtype) @ w, x.dtype)  # -> [rows, n], back in float32
     return xp.reshape(y, (*x.shape[:-1], w.shape[-1]))  # -> [..., n]

@@ -1,4 +1,4 @@
-"""Where models live on disk: the cache layout, model names -> paths, listing. No network here.
+"""Where models live on disk: the cache layout, model names -> paths, listing and removal. No network here.
 
 Everything lives under :func:`home`::
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def openai_name(name: str) -> str:
 def bundled_path() -> Path:
     """The small model that ships with npgpt (trained by npgpt, not OpenAI's GPT-2)."""
     return Path(str(resources.files("npgpt").joinpath("assets", "bundled.safetensors")))
+
+
+def is_bundled(path: str | Path | None) -> bool:
+    """Whether ``path`` is the model that ships with npgpt."""
+    return path is not None and Path(path).resolve() == bundled_path().resolve()
 
 
 def hf_dir(repo_id: str, revision: str | None = None) -> Path:
@@ -119,3 +125,65 @@ def _bundled() -> Path:
             "run `npgpt download 124M` or pass a local checkpoint path with --model"
         )
     return path
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """A model in the cache, as ``npgpt list`` shows it.
+
+    ``name``: what ``--model`` and ``npgpt rm`` take (``124M``, ``openai-community/gpt2@main``);
+    ``source``: where it came from (``openai`` or ``hf``); ``format``: the file's format (``npgpt``),
+    or why it cannot be read; ``size``: bytes on disk under ``folder``; ``path``: the model file.
+    """
+
+    name: str
+    source: str
+    format: str
+    size: int
+    path: Path
+    folder: Path
+
+
+def cached_models() -> list[CachedModel]:
+    """Every downloaded model (see :func:`list_cached`), with its source, format and size; a
+    corrupt file is listed with the reason, not raised, so it can be seen and removed."""
+    from .formats import detect
+
+    out = []
+    for name, path in list_cached():
+        try:
+            fmt = detect(path)
+        except NpgptError as e:
+            fmt = f"unreadable ({e})"
+        folder = path.parent
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        out.append(CachedModel(name, "openai" if name in OPENAI_NAMES else "hf", fmt, size, path, folder))
+    return out
+
+
+def remove(name: str) -> list[Path]:
+    """Delete a downloaded model (its folder, and any unfinished download of it); the paths removed.
+
+    ``name`` as :func:`resolve` takes it (``124M``, ``gpt2``, ``ORG/NAME[@REVISION]``); only folders
+    inside :func:`home` are ever deleted. Raises NpgptError for a name that is not in the cache.
+    """
+    import shutil
+
+    key = name.strip()
+    if key.lower() in _KEYS:
+        canonical = openai_name(key)
+        folders = [home() / canonical, home() / "downloads" / "openai" / canonical]
+    elif _REPO_ID.fullmatch(key.partition("@")[0]):
+        repo_id, _, revision = key.partition("@")
+        folders = [hf_dir(repo_id, revision or None)]
+    else:
+        folders = []
+    found = [f for f in folders if f.is_dir() and f.resolve().is_relative_to(home().resolve())]
+    if not found:
+        cached = ", ".join(n for n, _ in list_cached()) or "none"
+        what = "the bundled model ships with npgpt and cannot be removed" if key.lower() == BUNDLED \
+            else f"{name!r} is not in the cache ({home()})"
+        raise NpgptError(f"{what}; downloaded models: {cached} (see `npgpt list`)")
+    for folder in found:
+        shutil.rmtree(folder)
+    return found

@@ -7,9 +7,10 @@ row's tokens do not depend on what else shares its batch).
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ from .errors import NpgptError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens. ``temperature=0`` is greedy; 0/1.0 disable top_k/top_p."""
+    """How to pick tokens. ``temperature=0`` is greedy (any tiny temperature > 0 picks the same
+    tokens, see :func:`filter_logits`); 0/1.0 disable top_k/top_p. Penalties: :func:`apply_penalties`."""
 
     max_new_tokens: int = 64
     temperature: float = 1.0
@@ -70,6 +72,21 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
 
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SamplingParams:
+        """SamplingParams from keyword options, naming the valid one for a misspelt or foreign name.
+
+        ``max_tokens=3`` (the OpenAI API's name) raises NpgptError "unknown option 'max_tokens'; did
+        you mean 'max_new_tokens'?" rather than a bare TypeError; ``param`` is the unknown name.
+        """
+        valid = [f.name for f in fields(cls)]
+        for name in options:
+            if name not in valid:
+                close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else f"valid options: {', '.join(valid)}"
+                raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
+        return cls(**options)
+
 
 def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -85,14 +102,36 @@ def log_softmax(logits: Any) -> Any:  # [..., V] -> [..., V]
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
-def apply_penalties(logits: np.ndarray, counts: np.ndarray, p: SamplingParams) -> np.ndarray:
-    """Discourage tokens already generated. ``counts`` [V]: how often each token occurred.
+def check_finite(logits: np.ndarray) -> None:
+    """Refuse logits [..., V] with NaN or +inf (or nothing finite), which no sampler can choose from honestly.
 
-    Repetition penalty as in CTRL/HF (divide positive logits, multiply negative ones);
-    presence/frequency penalties as in the OpenAI API (subtract per occurrence).
+    A broken checkpoint or an overflow in 16-bit weights gives NaN/inf logits, and argmax or the CDF
+    would then silently return some token. -inf alone is fine: that token is impossible.
+    Raises NpgptError naming the cause.
+    """
+    bad = np.isnan(logits) | (logits == np.inf)
+    if bad.any() or not np.isfinite(logits).any():
+        n_bad = int(bad.sum()) if bad.any() else logits.size
+        raise NpgptError(
+            f"the model's logits are not finite ({n_bad} of {logits.size} are NaN or inf), so no token can be "
+            "chosen: the checkpoint's weights are broken or a 16-bit computation overflowed; "
+            "load the model with dtype float32 or check the checkpoint")
+
+
+def apply_penalties(logits: np.ndarray, counts: np.ndarray, p: SamplingParams,
+                    seen: np.ndarray | None = None) -> np.ndarray:
+    """Discourage repeats. ``counts`` [V]: how often each token was generated; ``seen`` [V] bool: the
+    tokens in the prompt or generated so far (default ``counts > 0``).
+
+    ``repetition_penalty`` as in CTRL (Keskar et al. 2019) and Hugging Face's
+    ``RepetitionPenaltyLogitsProcessor``: every token in ``seen``, the prompt's included, has a
+    positive logit divided by the penalty and a negative one multiplied by it.
+    ``presence_penalty``/``frequency_penalty`` as in the OpenAI API ("how often that token was
+    sampled prior to the current position"): generated tokens only, ``logit - counts * frequency
+    - (counts > 0) * presence``.
     """
     if p.repetition_penalty != 1.0:
-        seen = counts > 0
+        seen = counts > 0 if seen is None else seen
         penalised = np.where(logits > 0, logits / p.repetition_penalty, logits * p.repetition_penalty)
         logits = np.where(seen, penalised, logits).astype(np.float32)
     if p.presence_penalty or p.frequency_penalty:
@@ -101,8 +140,18 @@ def apply_penalties(logits: np.ndarray, counts: np.ndarray, p: SamplingParams) -
 
 
 def filter_logits(logits: np.ndarray, p: SamplingParams) -> np.ndarray:  # [V] -> [V]
-    """Temperature, then top-k, top-p and min-p: tokens filtered out get -inf."""
-    logits = logits / np.float32(p.temperature)
+    """Temperature, then top-k, top-p and min-p: tokens filtered out get -inf. Float32 [V], max 0.
+
+    The row's max is subtracted (softmax does not change) and the division done in float64, so any
+    temperature > 0 is safe: the top logit becomes 0 and every other one a negative number or -inf.
+    Dividing first in float32 overflows (``x / 1e-39`` is inf, and inf - inf is NaN), and a float32
+    temperature under 1.4e-45 is 0. A tiny temperature therefore picks the top token, as greedy
+    does; only exact ties for the top differ: sampling splits them evenly (the limit of softmax as
+    the temperature goes to 0), argmax takes the lowest id.
+    """
+    shifted = logits.astype(np.float64) - np.max(logits)
+    with np.errstate(over="ignore"):  # -x / 1e-300 overflows to -inf: a probability of exactly 0
+        logits = (shifted / p.temperature).astype(np.float32)
     if p.top_k and p.top_k < logits.shape[-1]:
         kth = np.partition(logits, -p.top_k)[-p.top_k]
         logits = np.where(logits < kth, -np.inf, logits)
@@ -142,9 +191,14 @@ def sample(logits: np.ndarray, rng: np.random.Generator) -> int:
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
 
 
-def choose(logits: np.ndarray, counts: np.ndarray, p: SamplingParams, rng: np.random.Generator) -> int:
-    """The next token for one row: penalties, then greedy or filtered sampling."""
-    logits = apply_penalties(logits, counts, p)
+def choose(logits: np.ndarray, counts: np.ndarray, p: SamplingParams, rng: np.random.Generator,
+           seen: np.ndarray | None = None) -> int:
+    """The next token for one row: penalties, then greedy or filtered sampling.
+
+    Raises NpgptError if ``logits`` [V] hold NaN or +inf (:func:`check_finite`).
+    """
+    check_finite(logits)
+    logits = apply_penalties(logits, counts, p, seen)
     if p.greedy:
         return int(np.argmax(logits))
     return sample(filter_logits(logits, p), rng)

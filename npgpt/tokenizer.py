@@ -42,7 +42,7 @@ def _encoding(encoder_json: str) -> tiktoken.Encoding:
     encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
     ranks = {bytes(byte_decoder[c] for c in token): i for token, i in encoder.items() if token != EOT}
     return tiktoken.Encoding(
-        name="gpt2-npgpt", pat_str=PAT_STR, mergeable_ranks=ranks,
+        name="gpt2", pat_str=PAT_STR, mergeable_ranks=ranks,
         special_tokens={EOT: encoder.get(EOT, EOT_ID)}, explicit_n_vocab=len(encoder),
     )
 
@@ -104,6 +104,44 @@ class Tokenizer:
     def stream_decoder(self) -> StreamDecoder:
         """A fresh :class:`StreamDecoder`; use one per stream."""
         return StreamDecoder(self)
+
+
+class TextOffsets:
+    """Each token's character offset in the decoded text, one token at a time.
+
+    For tokens that decode to valid UTF-8 the offsets equal tiktoken's ``decode_with_offsets``: a
+    token that starts inside a character (a continuation byte) is at that character's offset.
+    For bytes that are not valid UTF-8 they are offsets into ``Tokenizer.decode``'s text, where
+    each broken sequence is one U+FFFD (which ``decode_with_offsets`` refuses to decode).
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tok = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.length = 0  # characters decoded so far (a pending partial character not yet counted)
+
+    def push(self, token_id: int) -> int:
+        """The offset of ``token_id``, the next token."""
+        raw = self._tok.token_bytes(token_id)
+        pending = self._utf8.getstate()[0]
+        offset = self.length
+        if pending and not (0x80 <= raw[0] < 0xC0 and _utf8_prefix(pending + raw[:1])):
+            offset += 1  # the unfinished character before this token ends as one U+FFFD
+        self.length += len(self._utf8.decode(raw))
+        return offset
+
+    def flush(self) -> None:
+        """End of a text decoded on its own (a prompt): an unfinished character counts as one U+FFFD."""
+        self.length += len(self._utf8.decode(b"", final=True))
+
+
+def _utf8_prefix(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8 or the valid start of a character."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.reason == "unexpected end of data"
+    return True
 
 
 class StreamDecoder:

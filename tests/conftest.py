@@ -80,3 +80,23 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120, input: st
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "npgpt.cli"]
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([*cmd, *args], capture_output=True, text=True, env=full_env, timeout=timeout, input=input)
+
+
+@pytest.fixture(scope="session")
+def tiktoken_gpt2(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """tiktoken's own ``gpt2`` encoding, built offline: npgpt's vendored ``encoder.json`` and
+    ``vocab.bpe`` are OpenAI's files (tiktoken checks their sha256), placed in a tiktoken cache."""
+    import hashlib
+
+    import tiktoken
+
+    from npgpt.tokenizer import default_files
+
+    cache = tmp_path_factory.mktemp("tiktoken")
+    encoder_json, vocab_bpe = default_files()
+    for name, path in [("encoder.json", encoder_json), ("vocab.bpe", vocab_bpe)]:
+        url = f"https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/{name}"
+        (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(path.read_bytes())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+        return tiktoken.get_encoding("gpt2")

@@ -14,12 +14,14 @@ from npgpt.errors import NpgptError
 from npgpt.formats import npgpt_format
 
 
-def test_import_is_fast_and_light():
-    code = ("import time, sys; t = time.perf_counter(); import npgpt; dt = time.perf_counter() - t; "
-            "print(dt, *[m for m in ('torch', 'jax', 'tensorflow', 'transformers') if m in sys.modules])")
+def test_import_is_light():
+    """``import npgpt`` loads no framework and none of its own modules beyond the package (they load on
+    first use); how long it takes is a figure of ``npgpt bench`` (``import_s``), not a test threshold."""
+    code = ("import sys; import npgpt; "
+            "print(*[m for m in ('torch', 'jax', 'tensorflow', 'transformers', 'numpy') if m in sys.modules], "
+            "*sorted(m for m in sys.modules if m.startswith('npgpt.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[1:] == []  # no heavy framework imported
-    assert float(out[0]) < 1.0
+    assert out == []  # no framework, not even NumPy, and no npgpt submodule
 
 
 @pytest.fixture(scope="module")

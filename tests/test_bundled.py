@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +59,9 @@ def test_greedy_text_is_readable(model) -> None:  # noqa: ANN001
 
 
 def test_cli_generate_uses_the_bundled_model(model, tmp_path: Path) -> None:  # noqa: ANN001
-    start = time.perf_counter()
     # An empty model cache, so the default is the bundled model even where GPT-2 is downloaded.
     result = run_cli("generate", PROMPT, "--max-new-tokens", "20", "--temperature", "0",
                      env={"NPGPT_HOME": str(tmp_path)}, timeout=60)
-    elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     assert BUNDLED_NOTICE in " ".join(result.stderr.split())
     assert result.stdout == PROMPT + model.generate(PROMPT, max_new_tokens=20, temperature=0) + "\n"
-    assert elapsed < 30, f"npgpt generate took {elapsed:.1f}s"

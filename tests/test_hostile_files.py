@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +159,7 @@ def test_non_finite_weights_are_refused(value, fmt, tmp_path):
     _assert_one_line_exit_1(path, "NaN or infinite")
 
 
+@pytest.mark.timeout(60)  # a bound on a hang (building 10**9 layers' shapes), not a speed threshold
 def test_a_config_claiming_a_billion_layers_is_refused_at_once(fmt, tmp_path):
     path, file = _write(fmt, tmp_path)
     if fmt == "npgpt":
@@ -172,10 +172,8 @@ def test_a_config_claiming_a_billion_layers_is_refused_at_once(fmt, tmp_path):
         config = json.loads((path / "config.json").read_text())
         config["n_layer"] = 10**9
         (path / "config.json").write_text(json.dumps(config))
-    t0 = time.perf_counter()
     with pytest.raises(CheckpointError, match="n_layer=1000000000"):
         load_checkpoint(path)
-    assert time.perf_counter() - t0 < 5  # a bound on a hang, not a speed figure: today it returns in ms
     _assert_one_line_exit_1(path, "n_layer")
 
 

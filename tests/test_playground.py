@@ -2,7 +2,8 @@
 
 Needs ``chromium``, ``chromedriver`` (Debian: ``apt-get install -y chromium chromium-driver``) and
 the ``selenium`` package. Without them the test is skipped, except under CI (``CI`` set), where
-it fails. Set ``NPGPT_SCREENSHOT=path.png`` to keep a copy of the screenshot.
+it fails. Set ``NPGPT_SCREENSHOT=path.png`` to keep a copy of the screenshot, and
+``NPGPT_SCREENSHOT_DIR=docs`` to keep the phone-width one as ``docs/playground-phone.png``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ def slow_tiny_model(delay: float) -> tuple[GPT2, GPT2]:
     return model, fast
 
 
+def keep_screenshot(browser, tmp_path, name: str) -> None:
+    """Save a screenshot (checked to be a PNG); copy it to ``$NPGPT_SCREENSHOT_DIR/name`` if that is set."""
+    shot = tmp_path / name
+    assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:4] == b"\x89PNG"
+    if os.environ.get("NPGPT_SCREENSHOT_DIR"):
+        shutil.copy(shot, os.path.join(os.environ["NPGPT_SCREENSHOT_DIR"], name))
+
+
 def test_playground_streams_a_completion(browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -112,3 +121,58 @@ def test_playground_streams_a_completion(browser, tmp_path):
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda d: text("error"))
         assert "context" in text("error")
+
+
+def test_playground_at_phone_width_follows_typing(browser, tmp_path):
+    """At 390 px nothing in the header is cut off; the next-token bars follow the prompt as it is typed;
+    the bundled model gets a prompt it knows; the stop field's escapes read as the CLI reads them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from npgpt.api import load
+    from npgpt.cli.options import unescape
+
+    bundled = load("bundled")
+    model, _ = slow_tiny_model(delay=0)
+    with background_server(create_app({"bundled": bundled, "tiny": model})) as url:
+        browser.set_window_size(390, 844)
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.execute_script("return document.getElementById('model').options.length") == 2)
+        js = browser.execute_script
+        assert js("return window.innerWidth") <= 390
+        # the header's controls lie inside the viewport and the page does not scroll sideways
+        for element_id in ("model", "api-key"):
+            left, right = js(f"const r = document.getElementById('{element_id}').getBoundingClientRect();"
+                             "return [r.left, r.right]")
+            assert 0 <= left < right <= js("return document.documentElement.clientWidth"), element_id
+        assert js("return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        assert js("return document.getElementById('api-key').getBoundingClientRect().width") >= 80
+
+        box = browser.find_element(By.ID, "prompt")
+        assert box.get_attribute("value") == "And God said"  # the bundled model's default prompt
+
+        def bars() -> list[str]:
+            return [b.get_attribute("title") for b in browser.find_elements(By.CSS_SELECTOR, "#next-tokens .bar")]
+
+        def expected(text: str) -> list[str]:
+            return [f"token id {i}" for i, _, _ in bundled.next_tokens(text, k=10)]
+
+        wait.until(lambda d: bars() == expected("And God said"))
+        box.send_keys(" unto Moses")  # typed, no button pressed: the panel follows
+        wait.until(lambda d: bars() == expected("And God said unto Moses"))
+        height = js("return document.documentElement.scrollHeight")
+        browser.set_window_size(390, height + 140)  # the whole page in one picture, still 390 px wide
+        assert js("return window.innerWidth") <= 390
+        keep_screenshot(browser, tmp_path, "playground-phone.png")
+
+        # another model: the untouched default prompt changes to suit it; an edited one stays
+        js("const s = document.getElementById('model'); s.value = 'tiny'; s.dispatchEvent(new Event('change'));")
+        assert box.get_attribute("value") == "And God said unto Moses"
+        box.clear()
+        js("const s = document.getElementById('model'); s.value = 'tiny'; s.dispatchEvent(new Event('change'));")
+        assert box.get_attribute("value").startswith("Alan Turing")
+
+        for typed in ("\\n\\n", "a\\tb", "back\\\\slash", "caf\\u00e9", "\\x41", "\\q stays", "\\U0001F600",
+                      "\\UFFFFFFFF"):
+            assert js("return unescape(arguments[0])", typed) == unescape(typed), typed

@@ -258,11 +258,13 @@ class Gate:
     def __init__(self, forward, delay: float = 0.0) -> None:
         self.forward, self.delay = forward, delay
         self.opened, self.entered = threading.Event(), threading.Event()
+        self.calls = 0  # forward passes run: prefills and decode steps
         if delay:
             self.opened.set()
 
     def __call__(self, *args, **kw):
         self.entered.set()
+        self.calls += 1
         self.opened.wait(30)
         time.sleep(self.delay)
         return self.forward(*args, **kw)
@@ -308,8 +310,10 @@ def test_a_client_that_leaves_frees_its_rows(stream):
             with pytest.raises(httpx.ReadTimeout):
                 httpx.post(base + "/v1/completions", json=body, timeout=0.3)
         while httpx.get(base + "/health").json()["models"]["tiny"]["active_rows"]:
-            assert time.perf_counter() - t0 < 1.8, "the rows of a departed client were not freed"
+            assert time.perf_counter() - t0 < 60, "the rows of a departed client were never freed"  # a hang bound
             time.sleep(0.02)
+        # Freed, not run to the end: a finished request would have taken a prefill + 99 decode steps.
+        assert gate.calls < 50, f"{gate.calls} forward passes ran for a client that left after its first token"
         r = httpx.post(base + "/v1/completions", json={"prompt": "next", "max_tokens": 2})
         assert r.status_code == 200
 
@@ -402,9 +406,11 @@ def test_batching_speedup_for_16_clients(tmp_path):
             return r.choices[0].text, r.usage.completion_tokens, time.perf_counter() - t
 
         one("warm up")
+        steps_before = _steps(httpx.get(base + "/metrics").text)
         t0 = time.perf_counter()
         sequential = [one(p) for p in prompts]
         t_seq = time.perf_counter() - t0
+        steps_between = _steps(httpx.get(base + "/metrics").text)
         with ThreadPoolExecutor(16) as pool:
             t0 = time.perf_counter()
             concurrent = list(pool.map(one, prompts))
@@ -428,7 +434,15 @@ def test_batching_speedup_for_16_clients(tmp_path):
           f"p95 {p95:.2f} s): {speedup:.1f}x")
     big = _bucket(metrics, "16") - _bucket(metrics, "8")
     assert big > 0, "no decode step ran more than 8 rows: the requests were not batched"
-    assert speedup >= 3, f"16 concurrent requests were only {speedup:.1f}x faster than one after another"
+    # Batching, counted rather than timed (a timed threshold is noise on a shared 2-core machine; the speedup
+    # above is a figure): 16 rows per step instead of 1 must take at least 3x fewer decode steps.
+    seq_steps, con_steps = steps_between - steps_before, _steps(metrics) - steps_between
+    assert 3 * con_steps <= seq_steps, f"{con_steps} decode steps for 16 concurrent requests, {seq_steps} one by one"
+
+
+def _steps(metrics: str) -> int:
+    line = 'npgpt_batch_size_count{model="bench",kind="decode"} '
+    return int(next((x for x in metrics.splitlines() if x.startswith(line)), line + "0").split()[-1])
 
 
 def _bucket(metrics: str, le: str) -> int:

@@ -262,16 +262,18 @@ def _run_python(code: str) -> str:
     return result.stdout
 
 
-def test_construction_is_fast() -> None:
-    """A fresh interpreter imports tiktoken and builds the encoding from encoder.json in < 1 s."""
-    elapsed = float(
-        _run_python(
-            "import time; t = time.perf_counter()\n"
-            "from npgpt.tokenizer import Tokenizer; Tokenizer()\n"
-            "print(time.perf_counter() - t)"
-        )
+def test_construction_needs_no_network_and_builds_once() -> None:
+    """A fresh interpreter builds the encoding from the vendored encoder.json with sockets disabled,
+    and a second Tokenizer reuses it (its cost is in ``npgpt bench``'s start-up figure, not a threshold)."""
+    out = _run_python(
+        "import socket\n"
+        "def refuse(*a, **k): raise OSError('network used')\n"
+        "socket.socket.connect = refuse; socket.create_connection = refuse\n"
+        "from npgpt.tokenizer import Tokenizer\n"
+        "a, b = Tokenizer(), Tokenizer()\n"
+        "print(a.encode('Hello world'), a._enc is b._enc)"
     )
-    assert elapsed < 1.0, f"Tokenizer() took {elapsed:.2f} s"
+    assert out.split("]")[0] + "]" == "[15496, 995]" and out.strip().endswith("True")
 
 
 def test_import_npgpt_does_not_load_tokenizer() -> None:

@@ -149,27 +149,8 @@ def measure_train_hf(hf_path: str, s: BenchSettings) -> dict[str, Any]:
     return {"tokens_per_s": s.train_batch * s.train_seq / step_s, "step_s": step_s, "rss_peak_mb": peak_rss_mb()}
 
 
-def measure_precision(path: str, backend: str = "torch", dtypes: tuple[str, ...] = ("float16", "bfloat16"),
-                      rows: int = 4, seq: int = 64, seed: int = 0) -> dict[str, Any]:
-    """Logits and next-token loss of the model loaded with 16-bit weights, against float32 NumPy.
+def measure_precision(path: str, backend: str = "torch") -> dict[str, Any]:
+    """float16, bfloat16 and int8 weights against float32: logits on ``path``, held-out text (npgpt/precision.py)."""
+    from ..precision import measure
 
-    The real 16-bit path (``load(dtype=...)`` on ``backend``), on random token ids; for the
-    perplexity change on text, run ``npgpt eval --dtype`` (docs/benchmarks.md).
-    """
-    import numpy as np
-
-    from ..api import load
-    from ..train.loss import cross_entropy
-
-    ref_model = load(path)
-    ids = np.random.default_rng(seed).integers(0, ref_model.config.n_vocab, (rows, seq + 1))
-    ref = ref_model.logits(ids[:, :-1])
-    ref_ce = float(cross_entropy(ref, ids[:, 1:]))
-    del ref_model
-    out: dict[str, Any] = {"backend": backend, "float32": {"cross_entropy": ref_ce}}
-    for dtype in dtypes:
-        logits = load(path, backend=backend, dtype=dtype).logits(ids[:, :-1])
-        ce = float(cross_entropy(logits, ids[:, 1:]))
-        out[dtype] = {"logits_max_abs_diff": float(np.abs(logits - ref).max()), "cross_entropy": ce,
-                      "cross_entropy_change": ce - ref_ce}
-    return out
+    return measure(path, backend)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 
@@ -33,7 +34,7 @@ class BenchSettings:
     train_batch: int = 4
     train_seq: int = 128
     train_steps: int = 3
-    precision: bool = False  # accuracy of float16 / bfloat16 weight storage (on torch)
+    precision: bool = False  # accuracy of float16 / bfloat16 / int8 weight storage (on torch)
     repeat: int = 1  # rounds of every engine, interleaved; each engine keeps its best (noisy machines)
     seed: int = 0
 
@@ -65,6 +66,11 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
         raise NpgptError(f"--compare takes a comma list of 'hf' and 'llama.cpp', got {','.join(s.compare)!r}")
     if "llama.cpp" in s.compare and not s.llama_cpp:
         raise NpgptError("--compare llama.cpp needs --llama-cpp DIR (or NPGPT_LLAMA_CPP): a llama.cpp build")
+    missing_hf = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if "hf" in s.compare and missing_hf:  # found without importing: the check costs nothing
+        verb = "is" if len(missing_hf) == 1 else "are"
+        raise NpgptError(f"--compare hf runs Hugging Face transformers on PyTorch, and {' and '.join(missing_hf)} "
+                         f"{verb} not installed: pip install 'npgpt[torch]' transformers (or drop --compare hf)")
     if not s.batches or min(s.batches) < 1 or min(s.new_tokens, s.short_prompt, s.repeat) < 1 or s.prompt_len < 16:
         raise NpgptError("batch sizes, --new-tokens, --short-prompt and --repeat must be >= 1, --prompt-len >= 16")
     return pairs

@@ -101,7 +101,7 @@ def import_seconds() -> dict[str, Any]:
 
 
 def machine(threads: int) -> dict[str, Any]:
-    """CPU model, core and thread counts, Python and NumPy versions, 1-minute load average."""
+    """CPU model and instruction sets, core and thread counts, Python and NumPy versions, 1-minute load average."""
     import numpy as np
 
     cpu = platform.processor() or platform.machine()
@@ -113,5 +113,7 @@ def machine(threads: int) -> dict[str, Any]:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    from ..hostinfo import instruction_sets
+
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            "numpy": np.__version__, "load_avg_1min": load}
+            "numpy": np.__version__, "load_avg_1min": load, "instruction_sets": instruction_sets()}

@@ -4,61 +4,114 @@ Every user error is one line on stderr and a non-zero exit code, never a traceba
 (set NPGPT_DEBUG=1 to see one). The command modules import only typer and rich at module level;
 each command imports the library it needs when it runs, so ``npgpt --help`` stays fast.
 
-- :mod:`.options`  shared options (model, backend, dtype), consoles, model loading
+- :mod:`.options`  shared options (model, backend, dtype), consoles, model loading, error printing
 - :mod:`.generate` ``generate``, ``next``, ``tokenize``
-- :mod:`.models`   ``download``, ``convert``, ``info``
+- :mod:`.chat`     ``chat``
+- :mod:`.models`   ``download``, ``convert``, ``info``, ``list``, ``rm``
 - :mod:`.train`    ``train``
 - :mod:`.bench`    ``bench``
-- :mod:`.evaluate` ``eval``
+- :mod:`.evaluate` ``eval``, ``score``
 - :mod:`.serve`    ``serve``
 - :mod:`.inspect`  ``lens``, ``attention``: looking inside the model
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from typing import Annotated
 
 import typer
 
 from ..errors import NpgptError
-from . import bench, evaluate, generate, inspect, models, serve, train
-from .options import console
+from . import bench, chat, evaluate, generate, inspect, models, serve, train
+from .options import print_error
 
+# Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
+# ("> 1" is not a block quote); help strings hold no [tags].
 app = typer.Typer(
-    help="GPT-2 in readable NumPy: generate, inspect, download, convert, train, serve.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    help="GPT-2 in readable NumPy: generate, chat, inspect, download, convert, train, serve.",
+    no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        sys.stdout.write(f"npgpt {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool | None, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print npgpt's version and exit.")] = None) -> None:
+    """GPT-2 in readable NumPy: generate, chat, inspect, download, convert, train, serve."""
+
+
 app.command()(generate.generate)
+app.command("chat")(chat.chat_command)
 app.command()(models.download)
 app.command()(models.convert)
 app.command()(models.info)
+app.command("list")(models.list_command)
+app.command("rm")(models.rm_command)
 app.command()(generate.tokenize)
 app.command("next")(generate.next_)
 app.command("train")(train.train_command)
 app.command("bench")(bench.bench_command)
 app.command("eval")(evaluate.eval_command)
+app.command("score")(evaluate.score_command)
 app.command("serve")(serve.serve_command)
 app.command("lens")(inspect.lens_command)
 app.command("attention")(inspect.attention_command)
 
 
+_OUTPUT_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and an exit code."""
+    if sys.stdout is None:  # started with stdout closed (`npgpt ... >&-`): nowhere to put results
+        print_error("standard output is closed; redirect it to a file (or /dev/null)")
+        sys.exit(1)
     from ..backends import tune_allocator
 
     tune_allocator()  # process-wide, so only entry points call it, never the library
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # a full device reports itself here, not at interpreter exit
     except NpgptError as e:
-        console(stderr=True).print(f"[red]error:[/red] {e}", soft_wrap=True)
+        print_error(str(e))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as e:  # writing the results failed: stdout on a full disk, a closed pipe or descriptor
+        if e.errno not in _OUTPUT_ERRORS or e.filename is not None:  # a named file is the library's to report
+            _internal(e)
+        _drop_stdout()
+        print_error(f"cannot write the output: {e.strerror or e}")
+        sys.exit(1)
     except Exception as e:  # a bug, not bad input: still one line unless debugging
-        if os.environ.get("NPGPT_DEBUG"):
-            raise
-        console(stderr=True).print(f"[red]internal error:[/red] {type(e).__name__}: {e} "
-                                   "(set NPGPT_DEBUG=1 for a traceback)", soft_wrap=True)
-        sys.exit(2)
+        _internal(e)
+
+
+def _internal(e: BaseException) -> None:
+    if os.environ.get("NPGPT_DEBUG"):
+        raise e
+    print_error(f"{type(e).__name__}: {e} (set NPGPT_DEBUG=1 for a traceback)", label="internal error")
+    sys.exit(2)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

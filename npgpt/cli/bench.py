@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import NpgptError
-from .options import console
+from .options import console, print_notice
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,7 +29,7 @@ def bench_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Preset (124M…) with --random, or a checkpoint path/name; default 124M.")] = None,  # noqa: E501
     random: Annotated[bool, typer.Option("--random", help="Random weights of the model's shape (offline).")] = False,
     backend: Annotated[str, typer.Option("--backend", help="npgpt backends to run, comma-separated.")] = "numpy,jax,torch",  # noqa: E501
-    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage per backend, comma-separated: float32, float16, bfloat16 (16-bit: torch, jax, cupy).")] = "float32",  # noqa: E501
+    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage per backend, comma-separated: float32, float16, bfloat16 (16-bit: torch, jax, cupy), int8 (torch).")] = "float32",  # noqa: E501
     batch: Annotated[str, typer.Option("--batch", help="Decode batch sizes, comma-separated.")] = "1,8,32",
     prompt_len: Annotated[int, typer.Option(help="Prompt tokens for the prefill measurement.")] = 512,
     short_prompt: Annotated[int, typer.Option(help="Prompt tokens for time to first token and decoding.")] = 16,
@@ -42,7 +42,7 @@ def bench_command(
     train: Annotated[bool, typer.Option("--train", help="Also time training steps: npgpt (JAX) vs HF + PyTorch.")] = False,  # noqa: E501
     train_batch: Annotated[int, typer.Option(help="Training batch size.")] = 4,
     train_seq: Annotated[int, typer.Option(help="Training window length.")] = 128,
-    precision: Annotated[bool, typer.Option("--precision", help="Accuracy of float16/bfloat16 weights (torch backend) vs float32.")] = False,  # noqa: E501
+    precision: Annotated[bool, typer.Option("--precision", help="Accuracy of float16/bfloat16/int8 weights (torch backend) vs float32: logits, held-out text, greedy output.")] = False,  # noqa: E501
     repeat: Annotated[int, typer.Option(help="Rounds of every engine, interleaved; each keeps its best figures.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print every field as one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of decode tokens/s against batch size.")] = None,
@@ -62,8 +62,7 @@ def bench_command(
     )
     from ..bench import plot_decode, run_bench
 
-    err = console(stderr=True)
-    result = run_bench(s, progress=lambda msg: err.print(f"[dim]{msg}…[/dim]"))
+    result = run_bench(s, progress=lambda msg: print_notice(f"{msg}…"))
     if plot is not None:
         plot_decode(result, plot)
     if as_json:
@@ -75,14 +74,16 @@ def bench_command(
 def _print(result: dict[str, Any], screen: Console) -> None:
     """The result as tables and notes (the figures of ``--json``, rounded)."""
     from rich.table import Table
+    from rich.text import Text
 
     from ..bench import table_rows
 
     m, mach = result["model"], result["machine"]
-    screen.print(f"[bold]{m['source']}[/bold]: {m['n_params'] / 1e6:.1f}M parameters, "
+    screen.print(Text.assemble((m["source"], "bold"), f": {m['n_params'] / 1e6:.1f}M parameters, "
                   f"{m['weight_mb']:.0f} MB float32; {mach['cpu']}, {mach['threads']} threads; "
                   f"bandwidth {mach['bandwidth_gbs']:.1f} GB/s -> ceiling {result['ceiling_tps_batch1']:.1f} "
-                  f"tok/s at batch 1")
+                  f"tok/s at batch 1"))
+    screen.print(Text(f"instruction sets: {', '.join(mach.get('instruction_sets') or ['unknown'])}"))
     names, rows = table_rows(result)
     table = Table("", *names)
     for r in rows:
@@ -90,7 +91,7 @@ def _print(result: dict[str, Any], screen: Console) -> None:
     screen.print(table)
     for name, e in result["engines"].items():
         if "error" in e:
-            screen.print(f"[yellow]{name}: {e['error']}[/yellow]")
+            screen.print(Text(f"{name}: {e['error']}", style="yellow"))
         elif name.startswith("llama.cpp-"):  # what the llama.cpp figures are of: they have no start-up/memory rows
             screen.print(f"{name}: llama.cpp {e.get('version')}, {e.get('weight_type')} weights "
                           f"({e.get('gguf_mb', 0):.0f} MB GGUF), KV cache {e.get('kv_cache_type')}, "
@@ -106,7 +107,8 @@ def _print(result: dict[str, Any], screen: Console) -> None:
     for name, t in (result.get("train") or {}).items():
         screen.print(f"train {name}: " + (t["error"] if "error" in t else
                                            f"{t['tokens_per_s']:.0f} tokens/s ({t['step_s']:.2f} s/step)"))
-    for dtype, p in (result.get("precision") or {}).items():
-        if dtype in ("float16", "bfloat16"):
-            screen.print(f"{dtype} weights: logits max |diff| {p['logits_max_abs_diff']:.2e}, "
-                          f"cross-entropy {p['cross_entropy_change']:+.2e}")
+    if result.get("precision"):
+        from ..precision import summary_lines
+
+        for line in summary_lines(result["precision"]):
+            screen.print(line)

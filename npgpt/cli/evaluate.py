@@ -1,14 +1,18 @@
-"""``npgpt eval``: perplexity of a text file (the library part is :mod:`npgpt.evaluate`)."""
+"""``npgpt eval``: perplexity of a text file; ``npgpt score``: each token's log-probability in a text
+(the library parts are :mod:`npgpt.evaluate` and :mod:`npgpt.score`)."""
 
 from __future__ import annotations
 
+import json
+import math
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ..errors import NpgptError
-from .options import BackendOpt, DtypeOpt, ModelOpt, console, load_model
+from .options import BackendOpt, DtypeOpt, JsonOpt, ModelOpt, console, load_model, print_json, read_text
 
 
 def eval_command(
@@ -19,6 +23,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
+    as_json: JsonOpt = False,
 ) -> None:
     """Perplexity of a text file (Hugging Face's sliding-window method).
 
@@ -28,11 +33,7 @@ def eval_command(
 
     from ..evaluate import perplexity
 
-    try:
-        text = data.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise NpgptError(f"cannot read {data}: {reason}") from None
+    text = read_text(data, "text to score")
     if not text.strip():
         raise NpgptError(f"{data} is empty; give a text file to score")
     m = load_model(model, backend, dtype)
@@ -41,7 +42,63 @@ def eval_command(
         task = bar.add_task("windows", total=None)
         result = perplexity(m, text, window=window, stride=stride, batch_size=batch_size,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        print_json({"model": m.source, "data": str(data), **result})
+        return
     screen = console()
     screen.print(f"tokens         {result['tokens']:,}")
     screen.print(f"cross-entropy  {result['cross_entropy']:.4f} nats/token")
     screen.print(f"perplexity     {result['perplexity']:.3f}")
+
+
+def score_command(
+    file: Annotated[str, typer.Argument(help="A UTF-8 text file to score, or - for standard input.")],
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: tokens, logprobs, totals.")] = False,
+    window: Annotated[int | None, typer.Option(help="Tokens per window (default: the model's context).")] = None,
+    stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
+    backend: BackendOpt = "numpy",
+    dtype: DtypeOpt = "float32",
+) -> None:
+    """Each token's log-probability and surprisal (bits) in a text, its log-likelihood and perplexity.
+
+    Example: `echo "In the beginning God created" | npgpt score -`  or  `npgpt score notes.txt --json`
+    """
+    from ..score import score
+    from .generate import _token_text
+
+    text = _read_text(file)
+    m = load_model(model, backend, dtype)
+    result = score(m, text, window=window, stride=stride)
+    pieces = [_token_text(m.tokenizer.token_bytes(t)) for t in result.tokens]
+    if as_json:
+        doc: dict[str, Any] = {
+            "tokens": [{"id": t, "text": p, "logprob": lp, "surprisal_bits": None if lp is None else -lp / math.log(2)}
+                       for t, p, lp in zip(result.tokens, pieces, result.token_logprobs, strict=True)],
+            "tokens_scored": result.n_scored, "log_likelihood": result.log_likelihood,
+            "cross_entropy": result.cross_entropy, "perplexity": result.perplexity,
+        }
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table("#", "id", "token", "logprob", "surprisal (bits)", box=None, pad_edge=False)
+    for i, (t, p, lp) in enumerate(zip(result.tokens, pieces, result.token_logprobs, strict=True)):
+        table.add_row(str(i), str(t), repr(p), "" if lp is None else f"{lp:.4f}",
+                      "" if lp is None else f"{-lp / math.log(2):.3f}")
+    screen = console()
+    screen.print(table)
+    screen.print(f"tokens scored   {result.n_scored:,} of {len(result.tokens):,}")
+    screen.print(f"log-likelihood  {result.log_likelihood:.4f} nats")
+    screen.print(f"perplexity      {result.perplexity:.3f}")
+
+
+def _read_text(file: str) -> str:
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise NpgptError(f"cannot read {file}: {reason}") from None
+    if not text.strip():
+        raise NpgptError(f"{'standard input' if file == '-' else file} is empty; give a text to score")
+    return text

@@ -1,4 +1,9 @@
-"""``npgpt generate``, ``npgpt next`` and ``npgpt tokenize``: text in, tokens and text out."""
+"""``npgpt generate``, ``npgpt next`` and ``npgpt tokenize``: text in, tokens and text out.
+
+A prompt comes from the argument, from stdin (``-``, or text piped in with no argument), from
+``--prompt-file FILE`` (the whole file is one prompt) or ``--batch-file FILE`` (one prompt per line,
+run as one batch). Text read from stdin or a prompt file loses one trailing newline (``echo``'s).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,18 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import BackendOpt, DtypeOpt, ModelOpt, console, load_model
+from .options import BackendOpt, DtypeOpt, JsonOpt, ModelOpt, console, load_model, print_json, read_text, unescape
+
+SamplingOpts = dict  # the keyword arguments of npgpt.sampling.SamplingParams
 
 
 def generate(
-    prompt: Annotated[str | None, typer.Argument(help="The text to continue.")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read prompts from a file, one per line; run as one batch.")] = None,  # noqa: E501
+    prompt: Annotated[str | None, typer.Argument(
+        help="The text to continue; - (or nothing, with text piped in) reads it from stdin.")] = None,
+    prompt_file: Annotated[Path | None, typer.Option(
+        "--prompt-file", help="Read ONE prompt from a file (it may span lines); - is stdin.")] = None,
+    batch_file: Annotated[Path | None, typer.Option(
+        "--batch-file", "--file", "-f", help="Read prompts from a file, one per line; run as one batch.")] = None,
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
@@ -27,25 +38,28 @@ def generate(
     presence_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
     frequency_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
-    stop: Annotated[list[str] | None, typer.Option(help="Stop at this text (repeatable).")] = None,
+    stop: Annotated[list[str] | None, typer.Option(
+        help=r"Stop at this text (repeatable); escapes as in the playground: \n, \t, \\, \u00e9.")] = None,
     n: Annotated[int, typer.Option("-n", help="Completions per prompt.")] = 1,
     stream: Annotated[bool, typer.Option("--stream", help="Print text as it is generated.")] = False,
     echo: Annotated[bool, typer.Option(help="Print the prompt before the completion.")] = True,
+    as_json: JsonOpt = False,
 ) -> None:
     """Continue a prompt.
 
     Example: `npgpt generate "And God said" --max-new-tokens 40 --temperature 0.8 --seed 1`
+    or `echo "And God said" | npgpt generate`
     """
-    prompts = _prompts(prompt, file)
     if n < 1:
         raise NpgptError(f"-n must be >= 1, got {n}")
+    if as_json and stream:
+        raise NpgptError("--json prints one object at the end; drop --stream (or --json)")
+    prompts = _prompts(prompt, prompt_file, batch_file)
     rows = [p for p in prompts for _ in range(n)]
-    sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                    min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                    frequency_penalty=frequency_penalty, seed=seed, stop=tuple(stop or ()))
-    from ..sampling import SamplingParams
-
-    SamplingParams(**sampling)  # validate before the (slow) load
+    sampling = sampling_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                min_p=min_p, repetition_penalty=repetition_penalty,
+                                presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
+                                stop=stop)
     m = load_model(model, backend, dtype)
     out = sys.stdout
     if len(rows) == 1 and stream:
@@ -57,14 +71,30 @@ def generate(
         out.write("\n")
         return
     # A batch: with --stream each completion is printed as soon as its row finishes.
-    texts = [""] * len(rows)
+    texts, finish, used = [""] * len(rows), [""] * len(rows), [0] * len(rows)
     for ev in m.events(rows, **sampling):
         texts[ev.row] += ev.text
+        used[ev.row] += ev.token is not None
+        finish[ev.row] = ev.finish_reason or finish[ev.row]
         if stream and ev.finish_reason:
             _print_completion(ev.row, rows, texts, echo)
-    if not stream:
+    if as_json:
+        print_json({"model": m.source, "choices": [
+            {"index": i, "prompt": rows[i], "text": texts[i], "finish_reason": finish[i], "completion_tokens": used[i]}
+            for i in range(len(rows))]})
+    elif not stream:
         for i in range(len(rows)):
             _print_completion(i, rows, texts, echo)
+
+
+def sampling_options(*, stop: list[str] | None, **knobs: object) -> SamplingOpts:
+    """The sampling keyword arguments, checked by ``SamplingParams`` before any (slow) model load;
+    ``--stop`` values have their escape sequences read (``\\n`` is a newline)."""
+    from ..sampling import SamplingParams
+
+    sampling = {**knobs, "stop": tuple(unescape(s) for s in stop or ())}
+    SamplingParams(**sampling)  # type: ignore[arg-type]
+    return sampling
 
 
 def _print_completion(i: int, rows: list[str], texts: list[str], echo: bool) -> None:
@@ -74,24 +104,46 @@ def _print_completion(i: int, rows: list[str], texts: list[str], echo: bool) -> 
     sys.stdout.flush()
 
 
-def _prompts(prompt: str | None, file: Path | None) -> list[str]:
-    if (prompt is None) == (file is None):
-        raise NpgptError("give a PROMPT or --file FILE (one prompt per line), not both or neither")
-    if file is not None:
-        try:
-            lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except OSError as e:
-            raise NpgptError(f"cannot read prompts from {file}: {e.strerror}") from None
+def _chomp(text: str) -> str:
+    """Drop one trailing newline: ``echo`` and text editors end a file with one."""
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
+def text_argument(text: str | None, what: str = "a prompt") -> str | None:
+    """The argument's text; ``-``, or no argument while text is piped in, reads stdin (None: neither)."""
+    if text == "-" or (text is None and sys.stdin is not None and not sys.stdin.isatty()):
+        return _chomp(read_text(Path("-"), what))
+    return text
+
+
+def _prompts(prompt: str | None, prompt_file: Path | None, batch_file: Path | None) -> list[str]:
+    given = [name for name, v in (("PROMPT", prompt), ("--prompt-file", prompt_file), ("--batch-file", batch_file))
+             if v is not None]
+    if len(given) > 1:
+        raise NpgptError(f"give one of PROMPT, --prompt-file FILE or --batch-file FILE, not {' and '.join(given)}")
+    if batch_file is not None:
+        lines = [line for line in read_text(batch_file, "prompts").splitlines() if line.strip()]
         if not lines:
-            raise NpgptError(f"{file} has no prompts; put one prompt per line")
+            raise NpgptError(f"{batch_file} has no prompts; put one prompt per line")
         return lines
-    if not prompt:
-        raise NpgptError("the prompt is empty; give some text to continue")
-    return [prompt]
+    if prompt_file is not None:
+        text = _chomp(read_text(prompt_file, "a prompt"))
+        if not text:
+            raise NpgptError(f"{prompt_file} is empty; put the prompt in it")
+        return [text]
+    text_given = text_argument(prompt)
+    if text_given is None:
+        raise NpgptError("no prompt: give a PROMPT, pipe text in (`echo text | npgpt generate`), "
+                         "or use --prompt-file FILE or --batch-file FILE")
+    if not text_given:
+        raise NpgptError("the prompt is empty; give a PROMPT (or pipe some text in) to continue")
+    return [text_given]
 
 
-def tokenize(text: Annotated[str, typer.Argument(help="Text to split into GPT-2 tokens.")],
-             ids_only: Annotated[bool, typer.Option("--ids", help="Print only the ids.")] = False) -> None:
+def tokenize(text: Annotated[str | None, typer.Argument(
+                 help="Text to split into GPT-2 tokens; - (or nothing, with text piped in) reads stdin.")] = None,
+             ids_only: Annotated[bool, typer.Option("--ids", help="Print only the ids.")] = False,
+             as_json: JsonOpt = False) -> None:
     """Show how GPT-2 splits text into tokens, with their ids.
 
     Example: `npgpt tokenize "Hello, world! 👋"`
@@ -100,8 +152,16 @@ def tokenize(text: Annotated[str, typer.Argument(help="Text to split into GPT-2 
 
     from ..tokenizer import Tokenizer
 
+    text = text_argument(text, "text")
+    if text is None:
+        raise NpgptError("no text: give TEXT, or pipe text in")
     tok = Tokenizer()
     ids = tok.encode(text)
+    if as_json:
+        print_json({"ids": ids, "tokens": [{"id": t, "text": _token_text(tok.token_bytes(t)),
+                                            "bytes": list(tok.token_bytes(t))} for t in ids],
+                    "n_tokens": len(ids), "n_characters": len(text)})
+        return
     screen = console()
     if ids_only:
         screen.print(" ".join(map(str, ids)))
@@ -112,7 +172,7 @@ def tokenize(text: Annotated[str, typer.Argument(help="Text to split into GPT-2 
         line.append(_token_text(tok.token_bytes(t)), style=colours[i % len(colours)])
     screen.print(line)
     screen.print(" ".join(f"{t}" for t in ids))
-    screen.print(f"[dim]{len(ids)} tokens, {len(text)} characters[/dim]")
+    screen.print(Text(f"{len(ids)} tokens, {len(text)} characters", style="dim"))
 
 
 def _token_text(piece: bytes) -> str:
@@ -124,21 +184,33 @@ def _token_text(piece: bytes) -> str:
 
 
 def next_(
-    prompt: Annotated[str, typer.Argument(help="Text whose next token to predict.")],
+    prompt: Annotated[str | None, typer.Argument(
+        help="Text whose next token to predict; - (or nothing, with text piped in) reads stdin.")] = None,
     k: Annotated[int, typer.Option("-k", help="How many candidates to show.")] = 10,
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
+    as_json: JsonOpt = False,
 ) -> None:
     """Show the k most likely next tokens as a bar chart: the model made visible.
 
     Example: `npgpt next "The capital of France is" -k 5`
     """
+    from rich.text import Text
+
     if k < 1:
         raise NpgptError(f"-k must be >= 1, got {k}")
+    prompt = text_argument(prompt)
+    if not prompt:
+        raise NpgptError("no prompt: give a PROMPT, or pipe text in")
     m = load_model(model, backend, dtype)
+    top = m.next_tokens(prompt, k=k)
+    if as_json:
+        print_json({"model": m.source, "prompt": prompt,
+                    "tokens": [{"id": i, "text": text, "prob": p} for i, text, p in top]})
+        return
     screen = console()
     width = 40
-    for _id, text, p in m.next_tokens(prompt, k=k):
+    for _id, text, p in top:
         bar = "█" * max(1, round(p * width)) if p >= 0.5 / width else "▏"
-        screen.print(f"{text!r:>16} {_id:>6}  [cyan]{bar:<{width}}[/cyan] {p:7.2%}")
+        screen.print(Text.assemble(f"{text!r:>16} {_id:>6}  ", (f"{bar:<{width}}", "cyan"), f" {p:7.2%}"))

@@ -49,7 +49,6 @@ def lens_command(
 
     Example: `npgpt lens "The Eiffel Tower is in the city of" --png lens.png`
     """
-    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -78,7 +77,7 @@ def lens_command(
 
         tokens = [_shown(m, t) for t in lens.ids]
         save_png(lens_figure(lens.final_probs, tokens, [_shown(m, t) for t in lens.top_ids[L]]), png)
-        _console().print(f"wrote {escape(str(png))}")
+        _console().print(f"wrote {png}")  # the console prints text as it is (no markup)
 
 
 def attention_command(
@@ -96,8 +95,8 @@ def attention_command(
 
     Example: `npgpt attention "When Mary and John went to the store, John gave a drink to" --layer 0 --head 1 --png attn.png`
     """  # noqa: E501
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from ..lens import attention_pattern
     from .options import console as _console
@@ -114,10 +113,10 @@ def attention_command(
         table.add_column(f"#{k + 1}", no_wrap=True)
     for q, row in enumerate(pattern):
         best = [k for k in row.argsort()[::-1][:3] if k <= q]
-        table.add_row(escape(tokens[q]), *[f"{escape(tokens[k])} [dim]{row[k]:.0%}[/dim]" for k in best])
+        table.add_row(tokens[q], *[Text.assemble(tokens[k], " ", (f"{row[k]:.0%}", "dim")) for k in best])
     _console().print(table)
     if png is not None:
         from ..figures import attention_figure, save_png
 
         save_png(attention_figure(pattern, tokens, layer, head), png)
-        _console().print(f"wrote {escape(str(png))}")
+        _console().print(f"wrote {png}")  # the console prints text as it is (no markup)

@@ -1,4 +1,5 @@
-"""``npgpt download``, ``npgpt convert`` and ``npgpt info``: getting, converting and inspecting checkpoints."""
+"""``npgpt download``, ``convert``, ``info``, ``list`` and ``rm``: getting, converting, inspecting and removing
+checkpoints. What is in the cache and how to remove it is :mod:`npgpt.registry`'s to know; this only prints."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from ..errors import NpgptError
-from .options import console
+from .options import JsonOpt, console, print_json
 
 
 def download(
@@ -22,7 +24,7 @@ def download(
 
     Example: `npgpt download 124M`  or  `npgpt download --hf openai-community/gpt2`
     """
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
     from .. import download as dl
 
@@ -30,21 +32,21 @@ def download(
         raise NpgptError("give a model NAME (124M, 355M, 774M, 1558M) or --hf REPO, not both or neither")
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=console(stderr=True), transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(filename: str, done: int, total: int | None) -> None:
             if filename not in tasks:
                 tasks[filename] = bar.add_task(filename, total=total)
             bar.update(tasks[filename], completed=done, total=total)
 
-        if hf:
+        if hf is not None:
             from huggingface_hub.utils import logging as hf_logging
 
             hf_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
             path = dl.download_hf(hf, revision=revision, progress=progress)
-        else:
+        elif name is not None:  # one of the two, checked above
             path = dl.download_openai(name, progress=progress)
-    console().print(f"saved {path}")
+    console().print(Text(f"saved {path}"))
 
 
 def convert(
@@ -65,32 +67,79 @@ def convert(
     """
     from ..formats import convert as _convert
 
-    console().print(f"wrote {_convert(src, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)}")
+    if dst.exists() and not dst.is_file() and not dst.is_dir():  # /dev/full, a FIFO: never written through
+        raise NpgptError(f"cannot write {dst}: it is not a regular file; give the path of a file or folder to write")
+    console().print(Text(f"wrote {_convert(src, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)}"))
 
 
-def info(model: Annotated[str | None, typer.Argument(help="Path or name; default: the default model.")] = None) -> None:
-    """Show a model's config, parameter count and file.
+def info(model: Annotated[str | None, typer.Argument(help="Path or name; default: the default model.")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Show a model's config, parameter count, format, and the file it is read from with its size.
 
     Example: `npgpt info 124M`
     """
     from rich.table import Table
 
-    from ..formats import detect, load_checkpoint
+    from ..formats import detect, load_checkpoint, model_files
     from ..registry import resolve
 
     path, notice = resolve(model)
     config, _ = load_checkpoint(path)
+    files = model_files(path)  # a training run's folder also holds its optimizer state: not the model
+    size = sum(f.stat().st_size for f in files)
+    name = model or ("bundled (npgpt's own, trained on the King James Bible)" if notice else str(path))
+    if as_json:
+        print_json({"model": name, "file": str(files[0]), "files": [str(f) for f in files], "format": detect(path),
+                    "size_bytes": size, "n_params": config.n_params, "config": config.to_dict(), "notice": notice})
+        return
     table = Table(show_header=False, box=None)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("model", model or ("bundled (npgpt's own, trained on the King James Bible)" if notice else str(path)))
-    table.add_row("file", str(path))
+    table.add_row("model", Text(name))
+    table.add_row("file" if len(files) == 1 else "files", Text("\n".join(map(str, files))))
     table.add_row("format", detect(path))
-    size = sum(f.stat().st_size for f in ([path] if path.is_file() else path.iterdir()) if f.is_file())
-    table.add_row("size on disk", f"{size / 1e6:.1f} MB")
+    table.add_row("size on disk", f"{size / 1e6:.1f} MB ({size:,} bytes)")
     table.add_row("parameters", f"{config.n_params:,}")
     for k, v in config.to_dict().items():
-        table.add_row(k, str(v))
+        table.add_row(k, Text(str(v)))
     if notice:
-        table.add_row("note", notice)
+        table.add_row("note", Text(notice))
     console().print(table)
+
+
+def list_command(as_json: JsonOpt = False) -> None:
+    """List the downloaded models in the cache (`$NPGPT_HOME`, default ~/.cache/npgpt).
+
+    Example: `npgpt list`, then `npgpt rm 355M` to free its disk space
+    """
+    from rich.table import Table
+
+    from ..registry import cached_models, home
+
+    models = cached_models()
+    if as_json:
+        print_json({"home": str(home()), "models": [
+            {"name": c.name, "source": c.source, "format": c.format, "size_bytes": c.size, "path": str(c.path)}
+            for c in models]})
+        return
+    if not models:
+        console().print(Text(f"no models downloaded in {home()}; run `npgpt download 124M` (the bundled model "
+                             "is always available)"))
+        return
+    table = Table("name", "source", "format", "size", box=None)
+    table.add_column("path", overflow="fold")
+    for c in models:
+        table.add_row(Text(c.name), c.source, Text(c.format), f"{c.size / 1e6:,.1f} MB", Text(str(c.path)))
+    console().print(table)
+
+
+def rm_command(name: Annotated[str, typer.Argument(help="A name from `npgpt list`: 124M, ORG/NAME…",
+                                                   show_default=False)]) -> None:
+    """Remove a downloaded model from the cache.
+
+    Example: `npgpt rm 355M`
+    """
+    from ..registry import remove
+
+    for folder in remove(name):
+        console().print(Text(f"removed {folder}"))

@@ -1,10 +1,19 @@
-"""What the commands share: the model, backend and dtype options, the consoles, and model loading."""
+"""What the commands share: the model, backend and dtype options, the consoles, model loading, and the
+functions that print errors and notices.
+
+Text that comes from a message, a path or a prompt never goes through rich's markup: ``[serve]`` in
+``pip install 'npgpt[serve]'`` is text, not a style tag, and a path holding ``[/x]`` is a path.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from ..errors import NpgptError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -13,14 +22,37 @@ if TYPE_CHECKING:
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.")]  # noqa: E501
 BackendOpt = Annotated[str, typer.Option("--backend", help="numpy, jax, torch, cupy or cupynumeric.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="Weight storage: float32, or float16/bfloat16 (half the memory; fast with --backend torch).")]  # noqa: E501
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16/bfloat16 (half the memory) or int8 (a quarter); fast with --backend torch.")]  # noqa: E501
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (for scripts).")]
 
 
 def console(stderr: bool = False) -> Console:
-    """A rich console on stdout (results) or stderr (progress, notices, errors), without auto-highlighting."""
+    """A rich console on stdout (results) or stderr (progress, notices, errors) that prints strings as
+    they are: no markup (style with ``rich.text.Text``), no auto-highlighting."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, markup=False)
+
+
+def print_error(message: str, label: str = "error") -> None:
+    """``error: MESSAGE`` on stderr, the message printed literally: every user error ends here."""
+    from rich.text import Text
+
+    console(stderr=True).print(Text.assemble((f"{label}:", "red"), " ", message), soft_wrap=True)
+
+
+def print_notice(message: str, style: str = "dim") -> None:
+    """A notice (which model is used, a warning) on stderr, printed literally in ``style``."""
+    from rich.text import Text
+
+    console(stderr=True).print(Text(message, style=style), soft_wrap=True)
+
+
+def print_json(obj: object) -> None:
+    """``obj`` as one JSON object on stdout and nothing else (``--json``)."""
+    import json
+
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
 def load_model(model: str | None, backend: str = "numpy", dtype: str = "float32") -> GPT2:
@@ -29,5 +61,49 @@ def load_model(model: str | None, backend: str = "numpy", dtype: str = "float32"
 
     m = load(model, backend=backend, dtype=dtype)
     if m.notice:
-        console(stderr=True).print(f"[dim]{m.notice}[/dim]", soft_wrap=True)
+        print_notice(m.notice)
     return m
+
+
+def unescape(text: str) -> str:
+    r"""``\n``, ``\t``, ``\r``, ``\\``, ``\"``, ``\'``, ``\xHH``, ``\uHHHH`` and ``\UHHHHHHHH`` in ``text`` as the
+    characters they stand for, as the playground reads its stop field; other backslashes stay as typed.
+
+    Hand-written rather than ``codecs.decode(text, "unicode_escape")``, which goes through Latin-1 and
+    so mangles any non-ASCII character in the text (``'é\\n'`` would come back as ``'Ã©\n'``).
+    """
+    import re
+
+    simple = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+
+    def one(m: re.Match[str]) -> str:
+        s = m[0]
+        if s[1] in simple:
+            return simple[s[1]]
+        code = int(s[2:], 16)
+        return chr(code) if code <= 0x10FFFF else s  # past Unicode's last code point: left as typed
+
+    return re.sub(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[ntr\\\"'0])", one, text)
+
+
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder that is an existing file (or other non-folder) before any work starts."""
+    if out.exists() and not out.is_dir():
+        raise NpgptError(f"{option} {out} is a file, not a folder; give a folder for the run's files")
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file's contents, or one error naming the file and why it cannot be read as text."""
+    if str(path) == "-" and sys.stdin is None:
+        raise NpgptError(f"cannot read {what} from stdin: it is closed; pipe the text in or give a file")
+    try:
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as e:
+        raise NpgptError(f"cannot read {what} from {path}: {e.strerror}") from None
+    if b"\0" in data:
+        raise NpgptError(f"{path} is a binary file; give a UTF-8 text file of {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NpgptError(f"{path} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
+                         f"convert it, e.g. `iconv -f latin1 -t utf-8`") from None

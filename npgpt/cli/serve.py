@@ -5,12 +5,15 @@ Only typer is imported here: ``npgpt`` imports this module on every run to find 
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..errors import NpgptError
+from .options import print_error, print_notice
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -27,7 +30,11 @@ def serve_command(
     max_batch: Annotated[int, typer.Option(help="Rows decoded together per model (continuous batching).")] = 16,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
     backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
-    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16 or bfloat16.")] = "float32",
+    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16, bfloat16 or int8.")] = "float32",  # noqa: E501
+    special_tokens: Annotated[bool, typer.Option(
+        "--special-tokens/--no-special-tokens",
+        help="Read a literal <|endoftext|> in prompts and messages as the special token (as OpenAI's and "
+        "vLLM's servers do); --no-special-tokens reads it as plain text.")] = True,
     max_rows: Annotated[int, typer.Option(help="Completions per request at most (prompts x n); more get 400.")] = 256,
     max_request_tokens: Annotated[int, typer.Option(
         help="Tokens per request at most (each completion's prompt + max_tokens, summed); more get 400.")] = 131_072,
@@ -52,32 +59,59 @@ def serve_command(
         from ..server.shutdown import serve
     except ImportError as e:
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
-    from rich.console import Console
-
     from ..api import load
     from ..backends import tune_allocator
 
+    sock = bind(host, port)  # a busy port or a bad host fails here, before loading or printing anything
+    port = sock.getsockname()[1]  # --port 0 takes a free port
     tune_allocator()  # process-wide: the server's entry point tunes it, the library never does
-    err = Console(stderr=True, highlight=False)
     models = {}
     specs: list[str | None] = [*model] if model else [None]
     for spec in specs:
         name, _, path = spec.partition("=") if spec and "=" in spec and not Path(spec).exists() else ("", "", spec)
         m = load(path, backend=backend, dtype=dtype)
         if m.notice:
-            err.print(f"[dim]{m.notice}[/dim]")
+            print_notice(m.notice)
         name = name or _model_name(path, m.source)
         if name in models:
             raise NpgptError(f"two models are called {name!r}; name them with --model NAME=PATH")
         models[name] = m
     if host not in LOCAL_HOSTS and api_key is None:
-        err.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach it may use it")
-    app = create_app(models, api_key=api_key, max_batch=max_batch, max_queue=max_queue, max_rows=max_rows,
-                     max_request_tokens=max_request_tokens)
+        print_error(f"serving on {host} without --api-key: anyone who can reach it may use it", label="warning")
+    app = create_app(models, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
+                     special_tokens=special_tokens, max_rows=max_rows, max_request_tokens=max_request_tokens)
     shown = f"[{host}]" if ":" in host else host
-    err.print(f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1",
-              soft_wrap=True)
-    serve(app, host=host, port=port, shutdown_timeout=shutdown_timeout, log_level="info")
+    print_notice(f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1",
+                 style="")
+    serve(app, sock, shutdown_timeout=shutdown_timeout, host=host, port=port, log_level="info")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port``, or one NpgptError saying why not (port out of range,
+    unknown host, port in use, no permission). Bound here rather than by uvicorn so that these
+    fail as one line before anything is loaded or announced; uvicorn then serves on the socket."""
+    if not 0 <= port <= 65535:
+        raise NpgptError(f"--port {port} is not a TCP port; use 1-65535 (0 picks a free one)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                            flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise NpgptError(f"--host {host!r} is not an address of this machine ({e}); "
+                         "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart without waiting
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise NpgptError(f"port {port} on {host} is in use (another server?); stop it or choose another "
+                             "with --port") from None
+        if e.errno == errno.EACCES:
+            raise NpgptError(f"no permission to listen on port {port}; ports below 1024 need root, use --port "
+                             "8000 or another above 1023") from None
+        raise NpgptError(f"cannot listen on {host}:{port}: {e.strerror or e}; check --host and --port") from None
+    return sock
 
 
 def _model_name(spec: str | None, source: str | None) -> str:

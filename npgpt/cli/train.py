@@ -1,29 +1,44 @@
 """``npgpt train``: a thin typer command over :func:`npgpt.train.loop.train` and its ``TrainSettings``.
 
 Imports nothing heavy at module level, so registering the command costs the CLI nothing; JAX
-loads when the command runs.
+loads when the command runs. On a terminal the run shows a progress bar; otherwise (``nohup``, a
+batch scheduler, ``> log``) it prints a plain line every ``--log-interval`` steps and at each
+held-out check, as nanoGPT does. SIGINT (Ctrl-C) and SIGTERM end the run after the current step,
+checkpointed, so ``--resume`` continues from the step reached; a second signal stops at once.
+``--config run.toml`` reads the options from a TOML file (keys are the option names); options
+given on the command line override it.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ..errors import NpgptError
+from .options import check_out_dir
 
 _MODEL = "Model"
 _RUN = "Optimisation"
+_LOG = "Monitoring"
 _SCALE = "Devices and hosts"
-
+_NOT_IN_CONFIG = ("ctx", "config")
 
 def train_command(
-    data: Annotated[Path, typer.Argument(
-        help="Text file, folder of text files, or uint16 .bin token file.", show_default=False)],
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Run folder: model.safetensors, train_state.safetensors, loss.png.",
-        show_default=False)],
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Argument(
+        help="Text file, folder of text files, or uint16 .bin token file (or `data` in --config).",
+        show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Run folder: model.safetensors, train_state.safetensors, loss.png (required).",
+        show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="TOML file of options (keys: the option names, e.g. n_layer = 2, lr = 1e-3); "
+        "options on the command line win.", show_default=False)] = None,
     init: Annotated[str | None, typer.Option(
         help="Start from this model: a name (e.g. gpt2) or an npgpt/Hugging Face path.",
         rich_help_panel=_MODEL)] = None,
@@ -35,6 +50,9 @@ def train_command(
         help="From scratch: attention heads (default 6).", rich_help_panel=_MODEL, show_default=False)] = None,
     n_ctx: Annotated[int | None, typer.Option(
         help="From scratch: context length (default 256).", rich_help_panel=_MODEL, show_default=False)] = None,
+    tokenizer: Annotated[str | None, typer.Option(
+        help="From scratch: gpt2 (GPT-2's 50,257 tokens, default) or char (one token per character of "
+        "the text; saved with the model).", rich_help_panel=_MODEL, show_default=False)] = None,
     steps: Annotated[int | None, typer.Option(
         help="Optimiser steps in total (default 1000; with --resume: the run's).", rich_help_panel=_RUN,
         show_default=False)] = None,
@@ -58,6 +76,17 @@ def train_command(
     val_fraction: Annotated[float | None, typer.Option(
         help="Hold out the last part of the tokens for the held-out loss (default 0.1).", rich_help_panel=_RUN,
         show_default=False)] = None,
+    weight_decay: Annotated[float | None, typer.Option(
+        help="AdamW weight decay of the matrices (default 0.1).", rich_help_panel=_RUN, show_default=False)] = None,
+    clip: Annotated[float | None, typer.Option(
+        help="Clip the gradient's global norm to this (default 1.0).", rich_help_panel=_RUN,
+        show_default=False)] = None,
+    checkpoint_interval: Annotated[int | None, typer.Option(
+        help="Checkpoint every N steps (default: --eval-interval).", rich_help_panel=_LOG,
+        show_default=False)] = None,
+    log_interval: Annotated[int | None, typer.Option(
+        help="Off a terminal: a log line every N steps (default 10).", rich_help_panel=_LOG,
+        show_default=False)] = None,
     model_parallel: Annotated[int, typer.Option(
         help="Devices per model replica (tensor parallel); the rest split the batch.",
         rich_help_panel=_SCALE)] = 1,
@@ -76,9 +105,26 @@ def train_command(
     Example (fine-tune GPT-2 small on a book for 500 steps):
     `npgpt train book.txt --out runs/book --init gpt2 --steps 500 --lr 1e-4`
 
-    From scratch: --n-layer 6 --n-embd 384 --n-head 6 --n-ctx 256 instead of --init.
-    Interrupted? Run the same command with --resume.
+    From scratch: --n-layer 6 --n-embd 384 --n-head 6 --n-ctx 256 instead of --init;
+    add --tokenizer char for a character-level model. Options can come from --config run.toml.
+    Interrupted (Ctrl-C, SIGTERM)? The step reached is saved: run the same command with --resume.
     """
+    given = {k: v for k, v in locals().items() if k not in _NOT_IN_CONFIG}
+    if config is not None:
+        given = _with_config(ctx, config, given)
+    if given["data"] is None or given["out"] is None:
+        raise NpgptError("give the training text and --out (on the command line or as data/out in --config)")
+    check_out_dir(Path(given["out"]))
+    from ..train.settings import TrainSettings
+
+    settings = TrainSettings(**{k: given[k] for k in (
+        "init", "n_layer", "n_embd", "n_head", "n_ctx", "tokenizer", "steps", "batch_size", "seq_len", "lr",
+        "seed", "grad_accum", "warmup", "eval_interval", "val_fraction", "weight_decay", "clip",
+        "checkpoint_interval", "log_interval")})  # every option checked here, before JAX loads
+    _run(Path(given["data"]), Path(given["out"]), settings, given)
+
+
+def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
     try:
         import jax
         import optax  # noqa: F401
@@ -86,28 +132,136 @@ def train_command(
         raise NpgptError("npgpt train needs JAX and optax: pip install 'npgpt[train]'") from None
     from ..train import sharding
 
-    if distributed or coordinator or num_processes is not None or process_id is not None:
-        sharding.init_distributed(coordinator, num_processes, process_id)
+    if given["distributed"] or given["coordinator"] or given["num_processes"] is not None \
+            or given["process_id"] is not None:
+        sharding.init_distributed(given["coordinator"], given["num_processes"], given["process_id"])
     from ..train.loop import train
-    from ..train.settings import TrainSettings
 
-    settings = TrainSettings(
-        init=init, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx, steps=steps,
-        batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, grad_accum=grad_accum, warmup=warmup,
-        eval_interval=eval_interval, val_fraction=val_fraction,
-    )
-    with _ProgressBar(show=jax.process_index() == 0) as bar:
+    lead = jax.process_index() == 0
+    report = _ProgressBar(show=lead) if sys.stdout.isatty() else _LogLines(show=lead)
+    with report, _StopOnSignal() as stop:
         try:
-            result = train(data, out, settings, resume=resume, model_parallel=model_parallel, progress=bar.update)
-        except KeyboardInterrupt:
-            saved = f"the last checkpoint is step {bar.saved}" if bar.saved else "no checkpoint was written yet"
-            raise NpgptError(f"interrupted at step {bar.step}; {saved}; "
+            result = train(data, out, settings, resume=given["resume"], model_parallel=given["model_parallel"],
+                           progress=report.update, should_stop=stop.requested)
+        except KeyboardInterrupt:  # a second signal: stopped at once, mid-step
+            saved = f"the last checkpoint is step {report.saved}" if report.saved else "no checkpoint was written yet"
+            raise NpgptError(f"interrupted at step {report.step}; {saved}; "
                              "run the same command with --resume to continue") from None
-    if jax.process_index() == 0:
+    if result.stopped:
+        if lead:
+            typer.echo(f"stopped by {stop.name} at step {result.step}; checkpoint saved in {out}; "
+                       "run the same command with --resume to continue", err=True)
+        raise typer.Exit(128 + stop.signum)
+    if lead:
         val = result.history["val_loss"]
         tail = f", held-out loss {val[-1]:.4f}" if val else ""
         typer.echo(f"step {result.step}: loss {result.history['loss'][-1]:.4f}{tail}, "
                    f"{result.tokens_per_s:,.0f} tokens/s; model in {out / 'model.safetensors'}")
+
+
+def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with each option not typed on the command line taken from the TOML file ``path``.
+
+    Raises NpgptError naming an unreadable file, an unknown key or a value of the wrong type.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise NpgptError(f"cannot read --config {path}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise NpgptError(f"--config {path}: not valid TOML ({e})") from None
+    kinds = _option_types()
+    merged = dict(given)
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in given:
+            raise NpgptError(f"--config {path}: unknown key {key!r}; use the option names of npgpt train "
+                             "(e.g. n_layer, lr, steps)")
+        kind = kinds[name]
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise NpgptError(f"--config {path}: {key} = {value!r} has the wrong type for --{name.replace('_', '-')} "
+                             f"(expected {'text' if kind is str else kind.__name__})")
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name != "COMMANDLINE":  # typed on the command line: it wins
+            merged[name] = float(value) if kind is float else value
+    return merged
+
+
+def _option_types() -> dict[str, type]:
+    """Each option's value type (``int`` for ``int | None``; ``str`` for paths), from the signature."""
+    import typing
+
+    kinds = {}
+    for name, hint in typing.get_type_hints(train_command).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        kinds[name] = str if args[0] is Path else args[0]
+    return kinds
+
+
+class _StopOnSignal:
+    """SIGINT and SIGTERM ask the run to stop after its current step (a second one interrupts at
+    once); the previous handlers come back on exit. Outside the main thread (where Python allows no
+    handler) nothing is installed."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    def requested(self) -> bool:
+        return self.signum != 0
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class _LogLines:
+    """Off a terminal: one plain line per logged step (nanoGPT's), flushed at once for ``tail -f``."""
+
+    def __init__(self, show: bool) -> None:
+        self.show, self.step, self.saved = show, 0, 0
+
+    def __enter__(self) -> _LogLines:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def update(self, p) -> None:  # p: npgpt.train.loop.Progress
+        self.step = p.step
+        if p.checkpoint:
+            self.saved = p.step
+        if not (self.show and p.log):
+            return
+        line = (f"step {p.step}/{p.steps}: loss {p.loss:.4f}, lr {p.lr:.2e}, "
+                f"{p.tokens_per_s:,.0f} tokens/s")
+        if p.val_loss is not None:
+            line += f", held-out loss {p.val_loss:.4f}"
+        if p.checkpoint:
+            line += ", checkpoint saved"
+        print(line, flush=True)
 
 
 class _ProgressBar:

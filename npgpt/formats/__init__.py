@@ -94,6 +94,40 @@ def detect(path: str | Path) -> str:
     )
 
 
+def model_files(path: str | Path) -> list[Path]:
+    """The files that make up the model at ``path`` (a file or a directory), as :func:`detect` reads it.
+
+    A directory may hold more than the model (a training run's optimizer state and token file, a
+    Hugging Face repo's other weights): only the files the loader reads are listed. Raises CheckpointError.
+    """
+    path = Path(path)
+    fmt = detect(path)
+    if path.is_file():
+        if fmt == "openai":
+            path = path.parent
+        else:
+            return [path]
+    if fmt == "npgpt":
+        return [path / MODEL_FILE]
+    if fmt in ("hf", "hf-sharded", "hf-bin"):
+        from .hf_files import BIN, BIN_INDEX, SAFETENSORS, SAFETENSORS_INDEX, shard_map
+
+        if fmt != "hf-sharded" and (path / (SAFETENSORS if fmt == "hf" else BIN)).is_file():
+            weights = [path / (SAFETENSORS if fmt == "hf" else BIN)]
+        else:
+            index = path / (SAFETENSORS_INDEX if fmt == "hf-sharded" else BIN_INDEX)
+            weights = [index, *(path / shard for shard in sorted(shard_map(index)))]
+        return [*weights, path / "config.json"]
+    if fmt == "nanogpt":
+        from .nanogpt import CKPT_FILE
+
+        return [path / CKPT_FILE]
+    if fmt in ("llmc", "gguf"):
+        return [_single_file(path) or path]
+    return sorted(p for p in path.iterdir() if p.name in ("hparams.json", "checkpoint")  # checkpoint: names the bundle
+                  or (p.name.startswith("model.ckpt.") and not p.name.endswith(".meta")))
+
+
 def _single_file(directory: Path) -> Path | None:
     """The one file of a single-file format in ``directory``: what ``save_checkpoint`` writes into a
     directory (``model.gguf``, llm.c's ``model.bin``), or its only ``.gguf``; None otherwise."""

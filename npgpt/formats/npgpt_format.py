@@ -130,8 +130,12 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     return config, unflatten(flat, config, source=str(path))
 
 
-def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: str = "float32") -> Path:
-    """Write params atomically (temp file + rename) as npgpt's format; ``dtype`` float32 or float16."""
+def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: str = "float32",
+         metadata: dict[str, str] | None = None) -> Path:
+    """Write params atomically (temp file + rename) as npgpt's format; ``dtype`` float32 or float16.
+
+    ``metadata`` adds string entries to the file's header: a training run's ``step``, a
+    character-level ``tokenizer`` (JSON, read back by :func:`tokenizer_spec`)."""
     from safetensors.numpy import save_file
 
     if dtype not in ("float32", "float16"):
@@ -140,7 +144,23 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: np.ascontiguousarray(np.asarray(v), dtype=dtype) for k, v in flatten(params).items()}
     unflatten(flat, config)  # refuse to write a file that would not load
-    meta = {"format": FORMAT, "config": json.dumps(config.to_dict())}
+    meta = {**(metadata or {}), "format": FORMAT, "config": json.dumps(config.to_dict())}
     with atomic_path(path) as tmp:
         save_file(flat, tmp, metadata=meta)
     return path
+
+
+def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
+    """The tokenizer an npgpt model file (or a folder holding ``model.safetensors``) names in its
+    metadata, or None: GPT-2's (also for any other format). Reads only the header."""
+    path = Path(path)
+    file = path / MODEL_FILE if path.is_dir() else path
+    if file.suffix != ".safetensors" or not file.is_file():
+        return None
+    metadata = read_header(file)[0].get("__metadata__") or {}
+    if metadata.get("format") != FORMAT or "tokenizer" not in metadata:
+        return None
+    try:
+        return json.loads(metadata["tokenizer"])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{file}: unreadable tokenizer in its metadata; re-train or re-convert it") from None

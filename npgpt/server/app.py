@@ -34,16 +34,17 @@ MAX_BODY_BYTES = 1_000_000
 
 
 def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: int = 16, max_queue: int = 64,
-               max_body_bytes: int = MAX_BODY_BYTES, max_rows: int = MAX_ROWS,
+               max_body_bytes: int = MAX_BODY_BYTES, special_tokens: bool = True, max_rows: int = MAX_ROWS,
                max_request_tokens: int = MAX_REQUEST_TOKENS) -> FastAPI:
     """The FastAPI app serving ``models`` (name -> model; the first is the default).
 
     ``api_key``: if set, ``/v1/*`` needs ``Authorization: Bearer <key>``, and ``/docs``, ``/redoc``
     and ``/openapi.json`` are off. ``max_batch``: rows decoded together per model. ``max_queue``:
     requests that may wait for a free row before new ones get 503. Bodies over ``max_body_bytes``
-    get 413. ``max_rows`` (prompts x ``n``) and ``max_request_tokens`` (prompt tokens +
-    ``max_tokens``, over the rows) bound one request (:mod:`.limits`); over them is a 400.
-    Raises ValueError for no models or a limit below 1.
+    get 413. ``special_tokens``: a literal ``<|endoftext|>`` in a prompt or message is the special
+    token (as in OpenAI's and vLLM's servers); False reads it as plain text. ``max_rows`` (prompts x
+    ``n``) and ``max_request_tokens`` (prompt tokens + ``max_tokens``, over the rows) bound one
+    request (:mod:`.limits`); over them is a 400. Raises ValueError for no models or a limit below 1.
     """
     if not models:
         raise ValueError("create_app needs at least one model")
@@ -71,7 +72,7 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
         app.add_middleware(BearerKey, api_key=api_key)
     app.add_middleware(RequestMetrics, metrics=metrics)
     add_handlers(app)
-    app.include_router(router(schedulers, metrics))
+    app.include_router(router(schedulers, metrics, special_tokens=special_tokens))
     return app
 
 

@@ -15,21 +15,27 @@ from typing import Any
 
 from fastapi import Request
 
+from ..chat import CHAT_STOP
 from ..generate import Event
 from .errors import APIError, check_request
 from .limits import Limits
 from .metrics import Metrics
-from .protocol import CHAT_STOP, ChatRequest, chat_prompt, token_entry
+from .protocol import ChatRequest, chat_prompt, token_entry
 from .scheduler import Scheduler
 from .streaming import Answer, Chunk, Run
 
 
-async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics) -> Answer:
-    """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows."""
+async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics,
+                special_tokens: bool = True) -> Answer:
+    """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows.
+
+    ``special_tokens``: a literal ``<|endoftext|>`` in a message is the special token.
+    """
     m, tok = sched.model, sched.model.tokenizer
     limits: Limits = request.app.state.limits
     limits.check_rows(1, body.n or 1)
-    prompt = await asyncio.to_thread(tok.encode, chat_prompt(body.messages))  # a long transcript: off the loop
+    # a long transcript takes a while to tokenise: on a thread, so the event loop keeps serving
+    prompt = await asyncio.to_thread(tok.encode, chat_prompt(body.messages), allow_special=special_tokens)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None

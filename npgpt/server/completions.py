@@ -10,14 +10,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import Request
 
 from ..errors import NpgptError
 from ..generate import Event
-from ..sampling import log_softmax, top_logprobs
-from ..tokenizer import Tokenizer
+from ..sampling import check_finite, log_softmax, top_logprobs
+from ..tokenizer import TextOffsets, Tokenizer
 from .errors import APIError, check_request
 from .limits import Limits, count_prompts
 from .metrics import Metrics
@@ -28,44 +29,57 @@ from .streaming import Answer, Chunk, Run
 LOGPROB_KEYS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
 
 
-async def start(body: CompletionRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics) -> Answer:
-    """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows."""
+async def start(body: CompletionRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics,
+                special_tokens: bool = True) -> Answer:
+    """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows.
+
+    ``special_tokens``: a literal ``<|endoftext|>`` in a text prompt is the special token (as in
+    OpenAI's and vLLM's servers). ``max_tokens: 0`` with ``echo`` scores the prompt and generates
+    nothing, as OpenAI's completions API did for scoring clients.
+    """
     tok = sched.model.tokenizer
     body.check_supported()
     limits: Limits = request.app.state.limits
     n = body.n or 1
     limits.check_rows(count_prompts(body.prompt), n)  # before any per-row work
     # tokenising many prompts takes a while: on a thread, so the event loop keeps serving
-    prompts, texts = await asyncio.to_thread(prompt_rows, body.prompt, tok.encode, tok.decode)
-    params = body.sampling(body.max_tokens or 16, body.logprobs)
-    limits.check_tokens(prompts, n, params.max_new_tokens)
+    encode = partial(tok.encode, allow_special=special_tokens)
+    prompts, texts = await asyncio.to_thread(prompt_rows, body.prompt, encode, tok.decode)
+    max_tokens = 16 if body.max_tokens is None else body.max_tokens  # 0 is a valid value, not "unset"
+    if max_tokens == 0 and not body.echo:
+        raise APIError(400, "max_tokens is 0 without echo: nothing would be returned; ask for max_tokens >= 1, "
+                       "or send echo: true (with logprobs) to score the prompt", param="max_tokens")
+    params = body.sampling(max(max_tokens, 1), body.logprobs)  # checks the sampling fields either way
+    limits.check_tokens(prompts, n, max_tokens)
     rows = [p for p in prompts for _ in range(n)]
-    check_request(sched.model, rows, params)
+    if max_tokens:
+        check_request(sched.model, rows, params)
+    else:
+        check_prompts(sched.model.config.n_ctx, sched.model.config.n_vocab, prompts)
     echo_lp = None
     if body.echo and params.logprobs is not None:
         echo_lp = await score_prompts(sched, prompts, params.logprobs)
-    run = Run(sched, rows, params)
+    run = Run(sched, rows, params) if max_tokens else None
     metrics.prompt(name, sum(len(p) for p in prompts))
     head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
             "model": name}
     want_lp = params.logprobs is not None
     prefix = [texts[i // n] if body.echo else "" for i in range(len(rows))]
-    logs = [CompletionLogprobs(tok, len(texts[i // n])) for i in range(len(rows))]
-    if echo_lp is not None:
-        for i, log_ in enumerate(logs):
-            log_.echo(prompts[i // n], *echo_lp[i // n])
+    logs = [CompletionLogprobs(tok, prompts[i // n], None if echo_lp is None else echo_lp[i // n])
+            for i in range(len(rows))]
 
     async def chunks() -> AsyncIterator[Chunk]:
         done = 0
         for i in range(len(rows)):
-            if prefix[i]:
+            if prefix[i] or run is None:
                 lp = logs[i].flush() if echo_lp is not None else None
-                yield {**head, "choices": [choice(i, prefix[i], lp, None)]}
-        async for ev in run.events(request, poll_disconnect=not body.stream):
-            done += ev.token is not None
-            lp = logs[ev.row].add(ev) if want_lp else None
-            if ev.text or ev.finish_reason or lp:
-                yield {**head, "choices": [choice(ev.row, ev.text, lp, ev.finish_reason)]}
+                yield {**head, "choices": [choice(i, prefix[i], lp, None if run else "length")]}
+        if run is not None:
+            async for ev in run.events(request, poll_disconnect=not body.stream):
+                done += ev.token is not None
+                lp = logs[ev.row].add(ev) if want_lp else None
+                if ev.text or ev.finish_reason or lp:
+                    yield {**head, "choices": [choice(ev.row, ev.text, lp, ev.finish_reason)]}
         n_prompt = sum(len(p) for p in prompts)
         yield {**head, "choices": [], "usage": {"prompt_tokens": n_prompt, "completion_tokens": done,
                                                 "total_tokens": n_prompt + done}}
@@ -82,6 +96,18 @@ async def start(body: CompletionRequest, request: Request, name: str, sched: Sch
         return {**head, "choices": out, "usage": chunks[-1]["usage"]}
 
     return Answer(chunks(), fold)
+
+
+def check_prompts(n_ctx: int, n_vocab: int, prompts: list[list[int]]) -> None:
+    """What scoring needs (nothing generated): each prompt non-empty, within the context and the vocabulary."""
+    for i, r in enumerate(prompts):
+        if not r:
+            raise APIError(400, f"prompt {i} is empty; give at least one token of text", param="prompt")
+        if len(r) > n_ctx:
+            raise APIError(400, f"prompt {i} has {len(r)} tokens, over the model's context of {n_ctx}; shorten it",
+                           param="prompt", code="context_length_exceeded")
+        if max(r) >= n_vocab or min(r) < 0:
+            raise APIError(400, f"prompt {i} has a token id outside [0, {n_vocab})", param="prompt")
 
 
 def choice(i: int, text: str, logprobs: dict | None, finish: str | None) -> dict[str, Any]:
@@ -111,40 +137,48 @@ async def score_prompts(sched: Scheduler, prompts: list[list[int]], k: int) -> l
         out = []
         for ids in prompts:
             n_tokens = sched.model.tokenizer.n_vocab  # a padded vocabulary's extra ids are no token
-            lp = log_softmax(sched.model.logits([ids])[0, :, :n_tokens])  # [T, V] -> [T, n_tokens]
+            logits = sched.model.logits([ids])[0, :, :n_tokens]  # [T, V] -> [T, n_tokens]
+            check_finite(logits)
+            lp = log_softmax(logits)
             out.append(([None] + [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))],
                         [None] + [top_logprobs(lp[t - 1], k) for t in range(1, len(ids))]))
         return out
 
-    return await asyncio.wrap_future(sched.call(score))
+    try:
+        return await asyncio.wrap_future(sched.call(score))
+    except NpgptError as e:  # the model is broken, not the request
+        raise APIError(500, str(e), "server_error", code="model_error") from None
 
 
 class CompletionLogprobs:
     """The legacy completions ``logprobs`` object, built token by token: ``tokens``,
-    ``token_logprobs``, ``top_logprobs`` ({token: logprob}) and ``text_offset`` (characters from
-    the start of the prompt)."""
+    ``token_logprobs``, ``top_logprobs`` ({token: logprob}) and ``text_offset``.
 
-    def __init__(self, tok: Tokenizer, offset: int) -> None:
+    ``text_offset`` is each token's character offset in the prompt's text followed by the
+    completion's, counted from the tokens themselves (:class:`~npgpt.tokenizer.TextOffsets`, equal
+    to tiktoken's ``decode_with_offsets``), never from the text sent so far, which stop sequences
+    hold back. ``echo``: the prompt's (logprobs, top logprobs), to list its tokens first.
+    """
+
+    def __init__(self, tok: Tokenizer, prompt: list[int], echo: tuple[list, list] | None = None) -> None:
         self.tok = tok
-        self.offset = offset  # of the next generated token
+        self.offsets = TextOffsets(tok)
         self._clear()
+        lps, tops = echo if echo is not None else ([None] * len(prompt), [None] * len(prompt))
+        for t, lp, top in zip(prompt, lps, tops, strict=True):
+            offset = self.offsets.push(t)
+            if echo is not None:
+                self._append(t, lp, top, offset)
+        self.offsets.flush()  # the prompt's text is decoded on its own, so is the completion's
 
     def _clear(self) -> None:
         self.obj: dict[str, list] = {k: [] for k in LOGPROB_KEYS}
-
-    def echo(self, ids: list[int], lps: list[float | None], tops: list) -> None:
-        offset, raw = 0, b""
-        for t, lp, top in zip(ids, lps, tops, strict=True):
-            self._append(t, lp, top, offset)
-            raw += self.tok.token_bytes(t)
-            offset = len(raw.decode("utf-8", errors="ignore"))
 
     def add(self, ev: Event) -> dict[str, list] | None:
         """Record a generated token; returns the object for just this token."""
         if ev.token is None:
             return None
-        self._append(ev.token, ev.logprob, ev.top, self.offset)
-        self.offset += len(ev.text)
+        self._append(ev.token, ev.logprob, ev.top, self.offsets.push(ev.token))
         return {k: v[-1:] for k, v in self.obj.items()}
 
     def flush(self) -> dict[str, list]:

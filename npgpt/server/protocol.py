@@ -8,10 +8,13 @@ client: ``extra_body={"top_k": 40}``).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from .. import chat as _chat
+from ..chat import CHAT_STOP as CHAT_STOP  # re-exported: the server's callers import it from here
 from ..errors import NpgptError
 from ..sampling import SamplingParams
 
@@ -27,7 +30,30 @@ _SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty
 
 
 class _Body(BaseModel):
+    """Every request body. Unpaired UTF-16 surrogates in its strings (``"\\ud83d"`` is valid JSON but
+    not valid Unicode) become U+FFFD, as tiktoken would encode them, so no field can fail later
+    when the text is encoded or a response holding it is written."""
+
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        return replace_surrogates(data)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(data: Any) -> Any:
+    """``data`` (parsed JSON) with each lone surrogate in its strings, keys included, replaced by U+FFFD."""
+    if isinstance(data, str):
+        return _SURROGATE.sub("\ufffd", data)
+    if isinstance(data, list):
+        return [replace_surrogates(x) for x in data]
+    if isinstance(data, dict):
+        return {replace_surrogates(k): replace_surrogates(v) for k, v in data.items()}
+    return data
 
 
 class StreamOptions(_Body):
@@ -79,7 +105,7 @@ class CompletionRequest(_Sampling):
     """``POST /v1/completions``. ``prompt``: text, texts, token ids, or lists of token ids."""
 
     prompt: Prompt
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=0)  # 0 with echo: score the prompt only
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool | None = False
     best_of: int | None = None  # accepted only when it changes nothing
@@ -130,31 +156,19 @@ class NextTokensRequest(_Body):
     k: int = Field(10, ge=1, le=100)
 
 
-ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
-CHAT_STOP = ("\nUser:",)
-
-
 def chat_prompt(messages: list[ChatMessage]) -> str:
-    """The conversation as a plain transcript for GPT-2 (a text model, not a chat model) to continue.
-
-    One line per message, ``Role: text``, then ``Assistant:`` for the reply::
-
-        System: You are a helpful assistant.
-        User: Hello!
-        Assistant:
-
-    Generation stops at ``"\\nUser:"`` (:data:`CHAT_STOP`), where the model starts to write the
-    user's next turn, and the reply's leading whitespace is dropped.
-    """
-    lines = [f"{ROLES[m.role]}: {m.text}" for m in messages]
-    return "\n".join([*lines, "Assistant:"])
+    """The conversation as a plain transcript for GPT-2 to continue: :func:`npgpt.chat.chat_prompt`."""
+    return _chat.chat_prompt([(m.role, m.text) for m in messages])
 
 
 # -- response parts -----------------------------------------------------------------------------------
 def model_card(name: str, model: GPT2) -> dict[str, Any]:
-    """``GET /v1/models/{name}``: OpenAI's model object, plus the context length and config."""
+    """``GET /v1/models/{name}``: OpenAI's model object, plus the context length, the config, and whether
+    it is npgpt's bundled model (trained on the King James Bible: the playground suggests a prompt to suit)."""
+    from ..registry import is_bundled
+
     return {"id": name, "object": "model", "created": 0, "owned_by": "npgpt", "context_length": model.config.n_ctx,
-            "config": model.config.to_dict()}
+            "config": model.config.to_dict(), "bundled": is_bundled(model.source)}
 
 
 def token_text(tok: Tokenizer, token: int) -> str:

@@ -24,8 +24,11 @@ from .scheduler import Scheduler
 from .streaming import respond
 
 
-def router(schedulers: dict[str, Scheduler], metrics: Metrics) -> APIRouter:
-    """The app's routes over ``schedulers`` (model name -> its scheduler; the first is the default)."""
+def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: bool = True) -> APIRouter:
+    """The app's routes over ``schedulers`` (model name -> its scheduler; the first is the default).
+
+    ``special_tokens``: whether a literal ``<|endoftext|>`` in a prompt is the special token.
+    """
 
     def pick(name: str | None) -> tuple[str, Scheduler]:
         """The scheduler of the requested model; the request names a loaded model, never a path."""
@@ -50,12 +53,12 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics) -> APIRouter:
 
     @api.post("/v1/completions")
     async def create_completion(body: CompletionRequest, request: Request) -> Any:
-        answer = await completions.start(body, request, *pick(body.model), metrics)
+        answer = await completions.start(body, request, *pick(body.model), metrics, special_tokens)
         return await respond(answer, bool(body.stream), include_usage(body))
 
     @api.post("/v1/chat/completions")
     async def create_chat_completion(body: ChatRequest, request: Request) -> Any:
-        answer = await chat.start(body, request, *pick(body.model), metrics)
+        answer = await chat.start(body, request, *pick(body.model), metrics, special_tokens)
         return await respond(answer, bool(body.stream), include_usage(body))
 
     @api.post("/v1/next_tokens")

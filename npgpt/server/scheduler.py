@@ -94,7 +94,7 @@ class _Row(RowSampler):
     """A row of a request: the shared per-row sampler, plus the request it answers."""
 
     def __init__(self, request: Request, index: int, tokenizer: Tokenizer, n_vocab: int) -> None:
-        super().__init__(index, request.params, request.rng(index), tokenizer, n_vocab)
+        super().__init__(index, request.params, request.rng(index), tokenizer, n_vocab, request.rows[index])
         self.request = request
 
 

@@ -79,13 +79,12 @@ def end_requests(app: FastAPI) -> None:
         scheduler.close(timeout=1.0)
 
 
-def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
-          **config: Any) -> None:
-    """Run ``app`` with uvicorn until SIGINT/SIGTERM, then shut down as described above (blocks).
-
-    ``config``: more ``uvicorn.Config`` options (``log_level``...)."""
-    server = DrainingServer(uvicorn.Config(app, host=host, port=port, **config), app, shutdown_timeout)
+def serve(app: FastAPI, sock: socket.socket, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S, **config: Any) -> None:
+    """Run ``app`` with uvicorn on the bound socket ``sock`` until SIGINT/SIGTERM, then shut down as
+    described above (blocks). ``config``: more ``uvicorn.Config`` options (``host``, ``port`` for its
+    messages, ``log_level``...)."""
+    server = DrainingServer(uvicorn.Config(app, **config), app, shutdown_timeout)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled; the shutdown is done, as uvicorn.run does
         pass

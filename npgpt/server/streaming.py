@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from ..errors import NpgptError
 from ..generate import Event
 from ..sampling import SamplingParams
 from .errors import APIError, SafeJSON, dumps
@@ -75,6 +76,8 @@ class Run:
                             return
                     if item is None:
                         continue
+                if isinstance(item, NpgptError):  # the model failed this request (non-finite logits): say why
+                    raise APIError(500, f"generation failed: {item}", "server_error", code="model_error")
                 if isinstance(item, BaseException):
                     raise failure(item)
                 self.left -= item.finish_reason is not None

@@ -3,7 +3,13 @@
 ``train_state.safetensors`` holds everything a resume needs in one file, written atomically
 (temp file + rename), so a kill at any moment leaves the previous complete checkpoint: params
 (``params.<npgpt name>``), the AdamW state's leaves (``opt.<i>``) and, as JSON metadata, the step,
-the batch RNG's state, the run's settings and the loss history.
+the batch RNG's state, the run's settings, the tokenizer and the loss history.
+
+A checkpoint is one unit although it is two files: the state is written first, then
+``model.safetensors``, whose metadata carries the ``step`` it holds. A kill between the two leaves
+a model one checkpoint behind the state; :func:`repair_model` (run on every resume) sees the step
+differ and rewrites the model from the state, so a resumed run never names a stale model as its
+result. A checkpoint whose weights are not finite (a diverged run) is never written.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from ..char_tokenizer import CharTokenizer
 from ..config import GPT2Config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, NpgptError
 from ..files import atomic_path
 from ..formats import npgpt_format
 from ..params import flatten, unflatten
@@ -37,6 +44,15 @@ def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
 
     path, _ = resolve(str(init))
     return load_checkpoint(path)
+
+
+def init_tokenizer(init: str | Path) -> CharTokenizer | None:
+    """The character tokenizer an ``init`` model was trained with, or None (GPT-2's BPE)."""
+    from ..registry import resolve
+
+    path, _ = resolve(str(init))
+    spec = npgpt_format.tokenizer_spec(path)
+    return None if spec is None else CharTokenizer(spec["chars"])
 
 
 def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: dict) -> None:
@@ -67,12 +83,44 @@ def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
 def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: Any, meta: dict) -> None:
     """The resume state, then the model and the loss plot, into ``out`` (by process 0 only).
 
-    Every process must call it: gathering sharded arrays to the host is a collective.
+    Every process must call it: gathering sharded arrays to the host is a collective. Raises
+    NpgptError, writing nothing, if a weight is NaN or infinite (the files of the previous
+    checkpoint stay as they were).
     """
     host_params = S.to_host(params)
+    for name, value in flatten(host_params).items():
+        if not np.isfinite(value).all():
+            raise NpgptError(f"the weights became NaN or infinite at step {meta['step']} (first in {name}): "
+                             f"the run diverged; the last good checkpoint in {out} is kept; lower --lr")
     host_opt = S.to_host(jax.tree.leaves(opt_state))
     if jax.process_index() != 0:
         return
     save_state(out / STATE_FILE, host_params, host_opt, meta)  # the resume point, first
-    npgpt_format.save(out / npgpt_format.MODEL_FILE, config, host_params)
+    save_model(out, config, host_params, meta)
     plot_losses(meta["history"], out / PLOT_FILE)
+
+
+def save_model(out: Path, config: GPT2Config, params: Params, meta: dict) -> None:
+    """``model.safetensors`` of the checkpoint ``meta`` describes: its step and tokenizer in the metadata."""
+    extra = {"step": str(meta["step"])}
+    if meta.get("tokenizer") is not None:
+        extra["tokenizer"] = json.dumps(meta["tokenizer"])
+    npgpt_format.save(out / npgpt_format.MODEL_FILE, config, params, metadata=extra)
+
+
+def model_step(out: Path) -> int | None:
+    """The step ``out``'s model file says it holds; None if it is missing, unreadable or says nothing."""
+    try:
+        header = npgpt_format.read_header(out / npgpt_format.MODEL_FILE)[0]
+        return int((header.get("__metadata__") or {})["step"])
+    except (CheckpointError, KeyError, ValueError):
+        return None
+
+
+def repair_model(out: Path, config: GPT2Config, params: Params, meta: dict) -> bool:
+    """Rewrite ``out``'s model from the resume state (``params``, ``meta``) unless it already holds
+    that step: a kill between the state and the model left it behind. True if it was rewritten."""
+    if model_step(out) == meta["step"] or jax.process_index() != 0:
+        return False
+    save_model(out, config, params, meta)
+    return True

@@ -1,6 +1,7 @@
 """Training data: text tokenised once into a uint16 token file, then random contiguous windows.
 
-The token file is a flat array of GPT-2 token ids (every id < 65536, so two bytes each) read
+The token file is a flat array of GPT-2 token ids, or of a :class:`~npgpt.char_tokenizer.CharTokenizer`'s
+(every id < 65536, so two bytes each) read
 through a memory map: a batch touches only the pages its windows fall in, so corpora larger
 than memory work. Documents (files of a folder) are separated by ``<|endoftext|>``.
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..char_tokenizer import CharTokenizer
 from ..errors import NpgptError
 from ..files import atomic_path
 
@@ -68,38 +70,59 @@ def _safe_cut(text: str, at: int) -> int:
     return len(text)
 
 
-def _fingerprint(files: list[Path]) -> str:
+def _fingerprint(files: list[Path], tokenizer_spec: dict | None = None) -> str:
     h = hashlib.sha256(b"npgpt-tokens-v1")
+    if tokenizer_spec is not None:  # GPT-2's BPE keeps the fingerprints of older runs
+        h.update(json.dumps(tokenizer_spec, sort_keys=True).encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
-def tokenize_to_file(source: str | Path, dest: str | Path) -> Path:
-    """Tokenise a text file or folder into ``dest`` (uint16 ids), once.
+def read_text(f: Path) -> str:
+    try:
+        return f.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise NpgptError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
-    A JSON sidecar records the sources' paths, sizes and mtimes; when they are unchanged the
-    existing file is reused. Written to a temporary file and renamed, so a kill leaves no
-    half-written token file behind.
+
+def char_tokenizer(source: str | Path) -> CharTokenizer:
+    """The character vocabulary of a text file or folder (see :mod:`npgpt.char_tokenizer`)."""
+    if Path(source).suffix == ".bin" and Path(source).is_file():
+        raise NpgptError(f"{source}: a token file has no characters to build --tokenizer char from; "
+                         "pass the text itself")
+    tok = CharTokenizer.from_text(read_text(f) for f in text_files(source))
+    if tok.n_vocab > np.iinfo(TOKENS_DTYPE).max + 1:
+        raise NpgptError(f"{source}: {tok.n_vocab} distinct characters, more than a uint16 token file holds")
+    return tok
+
+
+def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: CharTokenizer | None = None) -> Path:
+    """Tokenise a text file or folder into ``dest`` (uint16 ids), once, with GPT-2's BPE or
+    ``tokenizer``.
+
+    A JSON sidecar records the sources' paths, sizes and mtimes (and the tokenizer); when they
+    are unchanged the existing file is reused. Written to a temporary file and renamed, so a
+    kill leaves no half-written token file behind.
     """
     from ..tokenizer import Tokenizer
 
     files, dest = text_files(source), Path(dest)
     sidecar = dest.with_suffix(dest.suffix + ".json")
-    fingerprint = _fingerprint(files)
+    fingerprint = _fingerprint(files, None if tokenizer is None else tokenizer.to_spec())
     if dest.exists() and sidecar.exists():
-        if json.loads(sidecar.read_text()).get("fingerprint") == fingerprint:
-            return dest
-    tok = Tokenizer()
+        try:
+            if json.loads(sidecar.read_text()).get("fingerprint") == fingerprint:
+                return dest
+        except (OSError, ValueError):  # an unreadable sidecar: tokenise again
+            pass
+    tok = Tokenizer() if tokenizer is None else tokenizer
     n_tokens = 0
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as out:
             for i, f in enumerate(files):
-                try:
-                    text = f.read_text(encoding="utf-8")
-                except UnicodeDecodeError as e:
-                    raise NpgptError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                text = read_text(f)
                 ids = [tok.eot_id] if i else []  # <|endoftext|> between documents, as in WebText
                 for piece in _chunks(text):
                     ids.extend(tok.encode(piece))
@@ -123,12 +146,15 @@ def open_tokens(path: str | Path) -> np.ndarray:
     return np.memmap(path, dtype=TOKENS_DTYPE, mode="r")
 
 
-def load_tokens(source: str | Path, cache_dir: str | Path) -> np.ndarray:
-    """Token ids of ``source``: a ``.bin`` token file as is, text tokenised into ``cache_dir``."""
+def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: CharTokenizer | None = None) -> np.ndarray:
+    """Token ids of ``source``: a ``.bin`` token file as is, text tokenised into ``cache_dir``
+    (with GPT-2's BPE, or ``tokenizer``)."""
     source = Path(source)
     if source.suffix == ".bin" and source.is_file():
+        if tokenizer is not None:
+            raise NpgptError(f"{source}: a token file cannot be read with a character tokenizer; pass the text")
         return open_tokens(source)
-    return open_tokens(tokenize_to_file(source, Path(cache_dir) / "tokens.bin"))
+    return open_tokens(tokenize_to_file(source, Path(cache_dir) / "tokens.bin", tokenizer))
 
 
 def split(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

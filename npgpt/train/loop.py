@@ -2,7 +2,8 @@
 
 What lands in ``out``:
 
-- ``model.safetensors``: the weights in npgpt's format (``npgpt_format.load`` reads it);
+- ``model.safetensors``: the weights in npgpt's format (``npgpt_format.load`` reads it), with
+  the step they hold and, for ``tokenizer="char"``, the character vocabulary in its metadata;
 - ``train_state.safetensors``: everything a resume needs (see :mod:`.checkpoint`);
 - ``loss.png``: the training and held-out loss curves (:mod:`.plot`);
 - ``tokens.bin`` (+ ``.json``): the tokenised text, reused while the text is unchanged.
@@ -12,25 +13,30 @@ its weights are bit-identical on the same machine. What may change on resume is
 :class:`~.settings.TrainSettings`' business.
 
 The library never prints: pass ``progress`` to receive a :class:`Progress` after every step.
+It installs no signal handler either: pass ``should_stop`` (checked after every step, e.g. a flag
+that the caller's SIGINT handler sets) to end the run early, checkpointed at the step reached.
+A step whose loss or gradient is not finite ends the run with an NpgptError and writes nothing, so
+the last good checkpoint stays.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
+from ..char_tokenizer import CharTokenizer
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError
 from ..params import init_params
 from . import data as D
 from . import sharding as S
-from .checkpoint import STATE_FILE, Params, load_state, write_checkpoint
+from .checkpoint import STATE_FILE, Params, init_tokenizer, load_state, repair_model, write_checkpoint
 from .settings import TrainSettings
 from .step import make_eval_loss, make_train_step, optimizer, schedule
 
@@ -47,6 +53,7 @@ class Progress:
     tokens_per_s: float
     val_loss: float | None = None  # set on the steps that evaluated the held-out text
     checkpoint: bool = False  # True when this step was just saved
+    log: bool = False  # True every ``log_interval`` steps, at evaluations and at the last step: worth a log line
 
 
 @dataclass
@@ -57,6 +64,7 @@ class TrainResult:
     history: dict[str, list] = field(default_factory=dict)
     tokens_per_s: float = 0.0  # median over the steps after the first (which compiles)
     out: Path | None = None
+    stopped: bool = False  # ended early by ``should_stop``, checkpointed at ``step``
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -71,6 +79,7 @@ def train(
     mesh: Any = None,
     progress: Callable[[Progress], None] | None = None,
     stop_after: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train on ``data`` (a text file, a folder of them, or a uint16 ``.bin`` token file) as
     ``settings`` say (default: ``TrainSettings()``, every default) and write checkpoints to ``out``.
@@ -78,14 +87,18 @@ def train(
     ``resume=True`` continues from ``out``'s checkpoint if there is one (the model and every
     setting left ``None`` then come from the checkpoint) and starts fresh otherwise, so one
     command survives restarts. ``stop_after`` ends the run, checkpointed, after that step (as a
-    kill right after a checkpoint would). Devices: all of ``jax.devices()``, ``model_parallel`` of
+    kill right after a checkpoint would); so does ``should_stop()`` returning True after a step
+    (the result's ``stopped`` then says so). Devices: all of ``jax.devices()``, ``model_parallel`` of
     them per model replica, or an explicit ``mesh`` from :func:`npgpt.train.sharding.make_mesh`.
 
-    Raises NpgptError for a bad setting, a run already in ``out`` without ``resume``, or text too
-    short for ``seq_len``; CheckpointError for an unreadable checkpoint.
+    Raises NpgptError for a bad setting, ``out`` that is a file, a run already in ``out`` without
+    ``resume``, text too short for ``seq_len``, or a loss that is not finite; CheckpointError for
+    an unreadable checkpoint.
     """
     asked = TrainSettings() if settings is None else settings
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NpgptError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
     state_path = out / STATE_FILE
     if state_path.exists() and not resume:
         raise NpgptError(f"{out} already holds a training run; pass --resume to continue it "
@@ -94,16 +107,25 @@ def train(
     if saved is not None:
         config, params, opt_leaves, meta = saved
         run = asked.for_resume(meta["settings"], meta["steps"])
+        tokenizer = None if meta.get("tokenizer") is None else CharTokenizer(meta["tokenizer"]["chars"])
+        repair_model(out, config, params, meta)  # a kill between the state and the model left it behind
     else:
-        config, params = asked.model()
+        if asked.init is not None:
+            config, params = asked.model()
+            tokenizer = init_tokenizer(asked.init)  # fine-tuning keeps the model's own tokenizer
+        else:
+            tokenizer = D.char_tokenizer(data) if asked.tokenizer == "char" else None
+            config, params = asked.model(None if tokenizer is None else tokenizer.n_vocab)
         run = asked.for_new_run(config)
+        if tokenizer is not None:
+            run = replace(run, tokenizer="char")
         params = init_params(config, run.seed) if params is None else params
         opt_leaves, meta = None, {"step": 0, "history": {"step": [], "loss": [], "val_step": [], "val_loss": []}}
     steps, batch_size, seq_len, grad_accum, seed = run.steps, run.batch_size, run.seq_len, run.grad_accum, run.seed
     if seq_len > config.n_ctx:
         raise NpgptError(f"--seq-len {seq_len} exceeds the model's context of {config.n_ctx} tokens")
     out.mkdir(parents=True, exist_ok=True)
-    train_tokens, val = _prepare_data(data, out, config, run)
+    train_tokens, val = _prepare_data(data, out, config, run, tokenizer)
     mesh = _check_mesh(mesh if mesh is not None else S.make_mesh(model=model_parallel), config, batch_size)
 
     opt = optimizer(run.lr, steps, run.warmup, weight_decay=run.weight_decay, clip=run.clip)
@@ -122,8 +144,10 @@ def train(
     tokens_per_step = grad_accum * batch_size * seq_len
     eval_interval = run.eval_interval
     checkpoint_interval = run.checkpoint_interval or eval_interval
+    saved_step = step
     rates = []
-    while step < end:
+    stopped = False
+    while step < end and not stopped:
         t0 = time.perf_counter()
         batch = D.random_batch(train_tokens, (grad_accum, batch_size), seq_len, rng)
         params, opt_state, metrics = train_step(params, opt_state, S.shard_batch(batch, mesh, axis=1))
@@ -131,6 +155,10 @@ def train(
         rate = tokens_per_step / (time.perf_counter() - t0)
         rates.append(rate)
         step += 1
+        if not (np.isfinite(loss) and np.isfinite(float(metrics["grad_norm"]))):
+            kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was written"
+            raise NpgptError(f"the loss became {loss} at step {step}: the run diverged; {kept}; "
+                             "lower --lr (or --warmup more steps) and start again")
         history["step"].append(step)
         history["loss"].append(loss)
         val_loss = None
@@ -138,22 +166,27 @@ def train(
             val_loss = _mean_loss(eval_loss, params, val, mesh)
             history["val_step"].append(step)
             history["val_loss"].append(val_loss)
-        checkpoint = step % checkpoint_interval == 0 or step == end
+        stopped = should_stop is not None and should_stop()
+        checkpoint = step % checkpoint_interval == 0 or step == end or stopped
         if checkpoint:
             state_meta = {"step": step, "history": history, "rng": rng.bit_generator.state,
-                          "settings": run.to_meta(), "config": config.to_dict(), "steps": steps}
+                          "settings": run.to_meta(), "config": config.to_dict(), "steps": steps,
+                          "tokenizer": None if tokenizer is None else tokenizer.to_spec()}
             write_checkpoint(out, config, params, opt_state, state_meta)
+            saved_step = step
         if progress is not None:
+            log = step % run.log_interval == 0 or val_loss is not None or step == end or stopped
             progress(Progress(step, steps, loss, float(lr_at(step - 1)),
-                              float(metrics["grad_norm"]), rate, val_loss, checkpoint))
+                              float(metrics["grad_norm"]), rate, val_loss, checkpoint, log))
 
     return TrainResult(config, S.to_host(params), step, history,
-                       float(np.median(rates[1:])) if len(rates) > 1 else 0.0, out)
+                       float(np.median(rates[1:])) if len(rates) > 1 else 0.0, out, stopped and step < end)
 
 
-def _prepare_data(data: str | Path, out: Path, config: GPT2Config, run: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
+def _prepare_data(data: str | Path, out: Path, config: GPT2Config, run: TrainSettings,
+                  tokenizer: CharTokenizer | None) -> tuple[np.ndarray, np.ndarray]:
     """Training tokens (memory-mapped) and the fixed held-out windows."""
-    tokens = D.load_tokens(data, out)
+    tokens = D.load_tokens(data, out, tokenizer)
     if int(tokens.max()) >= config.n_vocab:  # out-of-range ids would silently gather garbage
         raise NpgptError(f"{data}: token id {int(tokens.max())} is outside the model's vocabulary "
                          f"of {config.n_vocab}")

@@ -9,7 +9,8 @@ the cosine schedule to the new end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,12 +19,18 @@ from ..errors import NpgptError
 
 SCRATCH = {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_ctx": 256}  # from-scratch default shape, ~30M
 DEFAULT_STEPS = 1000
+TOKENIZERS = ("gpt2", "char")  # GPT-2's BPE; one token per character of the training text
 RUN_DEFAULTS: dict[str, Any] = {
     "batch_size": 8, "seq_len": None, "grad_accum": 1, "lr": 3e-4, "warmup": None,
     "weight_decay": 0.1, "clip": 1.0, "seed": 0, "val_fraction": 0.1,
 }  # seq_len None: min(256, n_ctx); warmup None: min(100, steps // 10)
-MONITORING_DEFAULTS: dict[str, Any] = {"eval_interval": 100, "eval_batches": 8, "checkpoint_interval": None}
-POSITIVE = ("steps", "batch_size", "grad_accum", "seq_len", "eval_interval", "checkpoint_interval")
+MONITORING_DEFAULTS: dict[str, Any] = {"eval_interval": 100, "eval_batches": 8, "checkpoint_interval": None,
+                                       "log_interval": 10}
+POSITIVE = ("steps", "batch_size", "grad_accum", "seq_len", "eval_interval", "eval_batches",
+            "checkpoint_interval", "log_interval", "n_layer", "n_embd", "n_head", "n_ctx")
+NON_NEGATIVE = ("warmup", "seed")
+# name -> (lowest allowed, whether the lowest itself is allowed): checked finite, too.
+REAL_RANGES = {"lr": (0.0, False), "weight_decay": (0.0, True), "clip": (0.0, False), "val_fraction": (0.0, True)}
 
 
 @dataclass(frozen=True)
@@ -31,13 +38,17 @@ class TrainSettings:
     """One run's settings (see the module docstring for ``None``); checked on construction.
 
     ``init`` is a checkpoint path or model name to start from; otherwise ``n_layer``, ``n_embd``,
-    ``n_head``, ``n_ctx`` give a fresh model's shape (defaults ``SCRATCH``, GPT-2's vocabulary).
+    ``n_head``, ``n_ctx`` give a fresh model's shape (defaults ``SCRATCH``) and ``tokenizer`` its
+    vocabulary: ``"gpt2"`` (GPT-2's 50,257 tokens, the default) or ``"char"`` (the characters of
+    the training text, :mod:`npgpt.char_tokenizer`).
     One step is one AdamW update on ``grad_accum * batch_size`` windows of ``seq_len`` tokens; the
     learning rate warms up over ``warmup`` steps to ``lr``, then follows a cosine to ``lr / 10``.
     Every ``eval_interval`` steps the loss on the held-out last ``val_fraction`` of the tokens is
     measured (``eval_batches`` batches); every ``checkpoint_interval`` steps (default:
-    ``eval_interval``) and at the end the run folder is updated. Raises NpgptError for a count
-    below 1.
+    ``eval_interval``) and at the end the run folder is updated; ``log_interval`` says how often
+    a step is worth a log line (``Progress.log``). Raises NpgptError, naming the option, for a
+    count below 1, a negative ``warmup`` or ``seed``, an ``lr`` or ``clip`` that is not a finite
+    number above 0, a ``weight_decay`` below 0, a ``val_fraction`` outside [0, 1), a wrong type.
     """
 
     init: str | Path | None = None
@@ -58,26 +69,57 @@ class TrainSettings:
     eval_interval: int | None = None
     eval_batches: int | None = None
     checkpoint_interval: int | None = None
+    log_interval: int | None = None
+    tokenizer: str | None = None
 
-    MUST_MATCH_ON_RESUME: ClassVar[tuple[str, ...]] = tuple(RUN_DEFAULTS)
+    MUST_MATCH_ON_RESUME: ClassVar[tuple[str, ...]] = (*RUN_DEFAULTS, "tokenizer")
     MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("steps", *MONITORING_DEFAULTS)
 
     def __post_init__(self) -> None:
+        """Every option checked here, before any work: a wrong type, a count below 1, a negative
+        warm-up or seed, a learning rate that is not a positive finite number."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or f.name in ("init", "tokenizer"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise NpgptError(f"{f.name} must be a number, got {value!r}")
+            if f.name not in REAL_RANGES and not isinstance(value, int):
+                raise NpgptError(f"{f.name} must be a whole number, got {value!r}")
         for name in POSITIVE:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise NpgptError(f"{name} must be at least 1, got {value}")
+        for name in NON_NEGATIVE:
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise NpgptError(f"{name} must be 0 or more, got {value}")
+        for name, (low, inclusive) in REAL_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and (value >= low if inclusive else value > low)):
+                bound = f"{'at least' if inclusive else 'more than'} {low:g}"
+                raise NpgptError(f"{name} must be a finite number {bound}, got {value}")
+        if self.val_fraction is not None and self.val_fraction >= 1:
+            raise NpgptError(f"val_fraction must be below 1 (the share of tokens held out), got {self.val_fraction}")
+        if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
+            raise NpgptError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
 
-    def model(self) -> tuple[GPT2Config, Any]:
-        """The model to train: ``(config, params)`` loaded from ``init``, or a fresh config and None."""
+    def model(self, n_vocab: int | None = None) -> tuple[GPT2Config, Any]:
+        """The model to train: ``(config, params)`` loaded from ``init``, or a fresh config (of
+        ``n_vocab`` tokens if given, else GPT-2's vocabulary) and None."""
         shape = {"n_layer": self.n_layer, "n_embd": self.n_embd, "n_head": self.n_head, "n_ctx": self.n_ctx}
         given = {k: v for k, v in shape.items() if v is not None}
         if self.init is not None:
             if given:
                 raise NpgptError(f"pass --init or a model shape ({', '.join(given)}), not both")
+            if self.tokenizer not in (None, "gpt2"):
+                raise NpgptError(f"--tokenizer {self.tokenizer} is for training from scratch; an --init model "
+                                 "keeps its own tokenizer")
             from .checkpoint import load_init
 
             return load_init(self.init)
+        if n_vocab is not None:
+            given["n_vocab"] = n_vocab
         try:
             return GPT2Config(**{**SCRATCH, **given}), None
         except ValueError as e:
@@ -90,13 +132,14 @@ class TrainSettings:
                   for k, default in {**RUN_DEFAULTS, **MONITORING_DEFAULTS}.items()}
         filled["seq_len"] = self.seq_len or min(256, config.n_ctx)
         filled["warmup"] = min(100, steps // 10) if self.warmup is None else self.warmup
-        return replace(self, steps=steps, **filled)
+        return replace(self, steps=steps, tokenizer=self.tokenizer or "gpt2", **filled)
 
     def for_resume(self, saved: dict[str, Any], saved_steps: int) -> TrainSettings:
         """The checkpoint's settings (``saved``, from :meth:`to_meta`), with the changes allowed.
 
         Raises NpgptError naming a run setting given with a value other than the checkpoint's.
         """
+        saved = {"tokenizer": "gpt2", **saved}  # runs from before the tokenizer choice used GPT-2's
         for key in self.MUST_MATCH_ON_RESUME:
             given = getattr(self, key)
             if given is not None and given != saved[key]:
@@ -105,8 +148,9 @@ class TrainSettings:
         monitoring = {k: saved.get(k, default) if getattr(self, k) is None else getattr(self, k)
                       for k, default in MONITORING_DEFAULTS.items()}
         steps = saved_steps if self.steps is None else self.steps
-        return replace(self, steps=steps, **{k: saved[k] for k in RUN_DEFAULTS}, **monitoring)
+        return replace(self, steps=steps, tokenizer=saved["tokenizer"], **{k: saved[k] for k in RUN_DEFAULTS},
+                       **monitoring)
 
     def to_meta(self) -> dict[str, Any]:
         """The run and monitoring settings as the checkpoint stores them (JSON-ready)."""
-        return {k: getattr(self, k) for k in (*RUN_DEFAULTS, *MONITORING_DEFAULTS)}
+        return {k: getattr(self, k) for k in (*RUN_DEFAULTS, *MONITORING_DEFAULTS, "tokenizer")}

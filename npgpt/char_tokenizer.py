@@ -1,0 +1,99 @@
+"""A character-level tokenizer for models trained from scratch (nanoGPT's ``shakespeare_char``).
+
+The vocabulary is the sorted set of characters of the training text, then ``<|endoftext|>``:
+a 2-layer, 64-wide model over ~65 characters has its parameters in the layers, not in a
+50,257-row embedding. It has the interface of :class:`npgpt.tokenizer.Tokenizer`, so generation,
+the server and evaluation use it unchanged. Saved with the model as JSON (:meth:`to_spec`) in
+the npgpt file's metadata; :func:`tokenizer_from_spec` rebuilds it at load.
+
+Hand-written (not a library's): a character table is a dict and a string join.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import CheckpointError, NpgptError
+from .tokenizer import EOT, StreamDecoder, Tokenizer
+
+
+class CharTokenizer(Tokenizer):
+    """One id per character of ``chars`` (in that order), then ``eot_id = len(chars)``.
+
+    Text with a character outside the vocabulary raises NpgptError naming it (a character-level
+    model cannot represent it; dropping it silently would change the prompt). A subclass of
+    :class:`Tokenizer` so that everything typed to take one takes this; it overrides every method
+    and never builds the BPE (no ``super().__init__``).
+    """
+
+    kind = "char"
+
+    def __init__(self, chars: str) -> None:
+        if len(set(chars)) != len(chars) or not chars:
+            raise CheckpointError("a character tokenizer needs a non-empty string of distinct characters")
+        self.chars = chars
+        self._ids = {c: i for i, c in enumerate(chars)}
+        self.eot_id = len(chars)
+        self.n_vocab = len(chars) + 1
+
+    @classmethod
+    def from_text(cls, texts: Iterable[str]) -> CharTokenizer:
+        """The vocabulary of ``texts``: every character that occurs, sorted by code point."""
+        seen: set[str] = set()
+        for t in texts:
+            seen.update(t)
+        if not seen:
+            raise NpgptError("no text to build a character vocabulary from")
+        return cls("".join(sorted(seen)))
+
+    def to_spec(self) -> dict[str, Any]:
+        """JSON-ready description, stored beside the weights."""
+        return {"type": self.kind, "chars": self.chars}
+
+    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        """Ids of ``text``'s characters; ``<|endoftext|>`` is one id only with ``allow_special``."""
+        if allow_special and EOT in text:
+            parts = text.split(EOT)
+            ids = self.encode(parts[0])
+            for part in parts[1:]:
+                ids += [self.eot_id, *self.encode(part)]
+            return ids
+        try:
+            return [self._ids[c] for c in text]
+        except KeyError as e:
+            raise NpgptError(f"character {e.args[0]!r} is not in this character-level model's vocabulary "
+                             f"of {len(self.chars)} characters; use only characters of its training text") from None
+
+    def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
+        return [self.encode(t, allow_special) for t in texts]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """UTF-8 bytes of one token's character (``<|endoftext|>`` for ``eot_id``)."""
+        if token_id == self.eot_id:
+            return EOT.encode()
+        if not 0 <= token_id < len(self.chars):
+            raise NpgptError(f"token id {token_id} is not in this model's vocabulary: ids are 0 to {self.eot_id}")
+        return self.chars[token_id].encode("utf-8")
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        return b"".join(self.token_bytes(int(i)) for i in ids)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
+
+def tokenizer_from_spec(spec: dict[str, Any] | None) -> Tokenizer:
+    """The tokenizer a model file names (:meth:`CharTokenizer.to_spec`), GPT-2's when it names none.
+
+    Raises CheckpointError for a spec npgpt does not know.
+    """
+    if spec is None:
+        return Tokenizer()
+    if not isinstance(spec, dict) or spec.get("type") != CharTokenizer.kind or not isinstance(spec.get("chars"), str):
+        raise CheckpointError(f"unknown tokenizer in the model file ({str(spec)[:60]}); "
+                              "this npgpt reads 'char' tokenizers only, or none (GPT-2's)")
+    return CharTokenizer(spec["chars"])

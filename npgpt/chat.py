@@ -1,0 +1,83 @@
+"""The chat template GPT-2 is prompted with, shared by ``npgpt chat`` and the server's
+``/v1/chat/completions`` (no web framework needed to import it).
+
+GPT-2 is a text model, not a chat model: a conversation becomes a plain transcript to continue,
+one line per message, ``Role: text``, ending in ``Assistant:`` for the reply::
+
+    System: You are a helpful assistant.
+    User: Hello!
+    Assistant:
+
+Generation stops at ``"\\nUser:"`` (:data:`CHAT_STOP`), where the model starts to write the user's
+next turn, and the reply's leading whitespace is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .errors import NpgptError
+
+ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+CHAT_STOP = ("\nUser:",)
+
+Message = tuple[str, str]  # (role, text): role is one of ROLES' keys
+
+
+def chat_prompt(messages: Sequence[Message]) -> str:
+    """The transcript for ``messages`` (``(role, text)`` pairs, oldest first), ending in ``Assistant:``."""
+    lines = [f"{ROLES[role]}: {text}" for role, text in messages]
+    return "\n".join([*lines, "Assistant:"])
+
+
+def fit_history(messages: Sequence[Message], count_tokens: Callable[[str], int],
+                budget: int) -> tuple[list[Message], int]:
+    """The newest messages whose transcript fits in ``budget`` tokens, and how many were dropped.
+
+    System messages are always kept; the oldest other messages go first, a whole user turn (with the
+    replies after it) at a time, so the transcript never opens on a reply. The last message is
+    never dropped: if it alone does not fit, the result still holds it and the caller must refuse it.
+    """
+    system = [m for m in messages if m[0] in ("system", "developer")]
+    turns = [m for m in messages if m[0] not in ("system", "developer")]
+    dropped = 0
+    while len(turns) > 1 and count_tokens(chat_prompt([*system, *turns])) > budget:
+        cut = next((i for i in range(1, len(turns)) if turns[i][0] == "user"), len(turns) - 1)
+        dropped += cut
+        turns = turns[cut:]
+    return [*system, *turns], dropped
+
+
+@dataclass
+class Conversation:
+    """A chat's history kept within a token budget, as ``npgpt chat`` holds it.
+
+    ``count_tokens``: the tokenizer's count of a text; ``budget``: tokens the transcript may take
+    (the model's context less the room kept for a reply); ``system``: a message always kept first.
+    """
+
+    count_tokens: Callable[[str], int]
+    budget: int
+    system: str | None = None
+    history: list[Message] = field(default_factory=list)
+
+    def ask(self, message: str) -> tuple[str, int]:
+        """The transcript to continue for the user's ``message``, and how many old messages were dropped
+        to fit it (see :func:`fit_history`). Raises NpgptError if the message does not fit even alone."""
+        start: list[Message] = [("system", self.system)] if self.system else []
+        fitted, dropped = fit_history([*start, *self.history, ("user", message)], self.count_tokens, self.budget)
+        prompt = chat_prompt(fitted)
+        if self.count_tokens(prompt) > self.budget:
+            raise NpgptError(f"that message takes more than the {self.budget} tokens the context leaves for the "
+                             "conversation; say less (or lower --max-new-tokens)")
+        self.history = fitted[len(start):]
+        return prompt, dropped
+
+    def answer(self, reply: str) -> None:
+        """Record the model's reply to the last message."""
+        self.history.append(("assistant", reply.strip()))
+
+    def reset(self) -> None:
+        """Forget every message but the system message."""
+        self.history = []

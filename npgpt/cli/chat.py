@@ -1,0 +1,127 @@
+"""``npgpt chat``: talk to a model in the terminal, over the same template as the server's chat
+endpoint (:mod:`npgpt.chat`).
+
+Replies stream as they are generated. The history is kept within the model's context: when the
+transcript plus room for a reply no longer fits, the oldest turns are dropped, with a notice.
+``/reset`` forgets the conversation (the ``--system`` message stays), ``/exit`` or Ctrl-D ends it,
+Ctrl-C stops a reply. Lines can be piped in: ``printf 'Hello\\n/reset\\nHi\\n' | npgpt chat``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import NpgptError
+from .generate import sampling_options
+from .options import BackendOpt, DtypeOpt, ModelOpt, load_model, print_error, print_notice
+
+if TYPE_CHECKING:
+    from ..api import GPT2
+
+HELP = "/reset forgets the conversation, /exit (or Ctrl-D) ends it, Ctrl-C stops a reply"
+
+
+def chat_command(
+    model: ModelOpt = None,
+    backend: BackendOpt = "numpy",
+    dtype: DtypeOpt = "float32",
+    system: Annotated[str | None, typer.Option("--system", help="A system message before the conversation.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="Most tokens per reply (default: a quarter of the context, at most 256).", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")] = 40,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1] (1 = off).")] = 1.0,
+    min_p: Annotated[float, typer.Option(help="Drop tokens below min_p × the top probability.")] = 0.0,
+    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats (1 = off).")] = 1.0,
+    presence_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
+    frequency_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible replies (turn i uses seed + i).")] = None,
+    stop: Annotated[list[str] | None, typer.Option(
+        help=r"Also stop a reply at this text (repeatable); escapes as in generate: \n, \t, \\.")] = None,
+) -> None:
+    """Chat with a model in the terminal: type a message, read the reply as it is written.
+
+    Example: `npgpt chat --system "You are a helpful assistant."`
+    """
+    from ..chat import CHAT_STOP, Conversation, chat_prompt
+
+    if sys.stdin is None:
+        raise NpgptError("standard input is closed; chat reads your messages from it (type them, or pipe them in)")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise NpgptError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    knobs = sampling_options(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                             repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                             frequency_penalty=frequency_penalty, stop=stop)
+    m = load_model(model, backend, dtype)
+    n_ctx = m.config.n_ctx
+    reply_room = max_new_tokens or max(1, min(256, n_ctx // 4))
+    chat = Conversation(lambda text: len(m.tokenizer.encode(text)), budget=n_ctx - reply_room, system=system)
+    if reply_room >= n_ctx or (system and chat.count_tokens(chat_prompt([("system", system)])) > chat.budget):
+        raise NpgptError(f"the {n_ctx}-token context has no room for a conversation with --max-new-tokens "
+                         f"{reply_room}{' and this --system message' if system else ''}; lower or shorten them")
+    interactive = sys.stdin.isatty()
+    if interactive:
+        with contextlib.suppress(ImportError):  # line editing and history for input(), where the platform has it
+            import readline  # noqa: F401
+        print_notice(f"chatting with {m.source}; {HELP}")
+    sampling = {**knobs, "stop": (*CHAT_STOP, *knobs["stop"]), "max_new_tokens": reply_room}
+    turn = 0
+    while (line := _read(interactive)) is not None:
+        message = line.strip()
+        if message in ("/exit", "/quit", "/bye"):
+            return
+        if message == "/reset":
+            chat.reset()
+            print_notice("(conversation reset)")
+            continue
+        if message in ("/help", "/?"):
+            print_notice(HELP)
+            continue
+        if not message:
+            continue
+        try:
+            prompt, dropped = chat.ask(message)
+        except NpgptError as e:  # too long for the context: this message is refused, the chat goes on
+            print_error(str(e))
+            continue
+        if dropped:
+            print_notice(f"(dropped the {dropped} oldest message{'s' * (dropped > 1)} to fit the "
+                         f"{n_ctx}-token context)", style="yellow")
+        chat.answer(_stream_reply(m, prompt, {**sampling, "seed": None if seed is None else seed + turn}))
+        turn += 1
+
+
+def _read(interactive: bool) -> str | None:
+    """The user's next line, or None at end of input (Ctrl-D)."""
+    if interactive:
+        try:
+            return input("> ")
+        except EOFError:
+            sys.stderr.write("\n")
+            return None
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            return None
+    line = sys.stdin.readline()
+    return line if line else None
+
+
+def _stream_reply(m: GPT2, prompt: str, sampling: dict) -> str:
+    """Print the reply as it is generated (leading whitespace dropped, as the server does); return it."""
+    out, reply = sys.stdout, ""
+    try:
+        for delta in m.stream(prompt, **sampling):
+            if not reply:
+                delta = delta.lstrip()
+            reply += delta
+            out.write(delta)
+            out.flush()
+    except KeyboardInterrupt:
+        out.write(" [stopped]")
+    out.write("\n")
+    out.flush()
+    return reply.strip()

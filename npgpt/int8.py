@@ -1,0 +1,139 @@
+"""8-bit weights for the torch backend: a weight matrix stored int8 whose ``@`` is PyTorch's kernel.
+
+Scheme (``load(dtype="int8")``): every weight matrix (each block's ``c_attn``, ``attn.c_proj``,
+``c_fc``, ``mlp.c_proj`` and the tied ``wte``/head) is quantized once at load, **symmetric, per
+output channel**: for the product weight ``w`` [in, out], output column ``j`` gets the float32
+scale ``s[j] = max_i |w[i, j]| / 127`` and int8 codes ``q[i, j] = round(w[i, j] / s[j])`` in
+[-127, 127]; ``w ~= q * s``. The codes are stored ``[out, in]`` (``nn.Linear``'s layout),
+1 byte a weight plus 4 bytes a column. For ``wte`` [V, C] the output channel of the head is the
+vocabulary row, so the same codes and scales also give the embedding: a looked-up row is
+widened to float32 as ``q[id] * s[id]`` (no second table).
+
+Products (PyTorch's kernels, picked by the figures of ``scripts/int8_kernels.py`` and an
+end-to-end decode, docs/benchmarks.md):
+- up to ``WEIGHT_ONLY_ROWS`` rows (decoding a few sequences): ``torch.ops.aten._weight_int8pack_mm``,
+  weight-only (the codes are widened in registers), on the activations cast to bfloat16 (on
+  float32 ones it takes a slow path), float32 out;
+- more rows (batches, prefill): ``torch._int_mm`` on the same codes with dynamic per-row
+  activation quantization: each row of ``x`` to int8 with its own scale ``max|x_row| / 127``,
+  int32 accumulation, both scales applied after (2-3x faster than weight-only at 8-32 rows).
+fbgemm's dynamic ``Linear`` (``torch.ops.quantized.linear_dynamic``) was ~1.1x faster end to end
+but quantizes activations per tensor to 7 bits (7x the held-out cross-entropy change), needs a
+second copy of ``wte`` for the embedding, and its quantized-tensor API is deprecated.
+Everything else stays float32, as with 16-bit weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat.torch as xp_torch
+import torch
+
+CHUNK = 1 << 20  # weights quantized at a time: bounds the float32 temporary at load (4 MB)
+# Up to this many rows the weight-only kernel is faster; above it the int8 x int8 one (measured on
+# [768, 3072]: 1 row 194 vs 360 us, 4 rows 303 vs 385, 8 rows 562 vs 385).
+WEIGHT_ONLY_ROWS = 4
+
+
+def quantize(w: torch.Tensor, done: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: ``w`` [out, in] float -> codes [out, in] int8, scales [out] float32.
+
+    Rows of zeros get scale 1 (codes 0) so nothing divides by zero. ``done(i, j)`` is called once
+    rows ``i:j`` are quantized (the loader drops those rows' checkpoint pages from memory).
+    """
+    codes = torch.empty(w.shape, dtype=torch.int8)
+    scales = torch.empty(w.shape[0], dtype=torch.float32)
+    step = max(1, CHUNK // w.shape[1])
+    for i in range(0, w.shape[0], step):  # a few rows at a time: small temporaries, no float32 copy
+        j = min(i + step, w.shape[0])
+        rows = w[i:j].to(torch.float32)  # a view when w is float32 already
+        s = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1) / 127.0  # max |w| per row
+        s = torch.where(s > 0, s, 1.0)
+        codes[i:j] = torch.round_(rows / s[:, None]).clamp_(-127, 127)  # one temporary, rounded in place
+        scales[i:j] = s
+        if done is not None:
+            done(i, j)
+    return codes, scales
+
+
+class Int8Matrix:
+    """A 2-D weight stored as int8 codes [out, in] and float32 scales [out] (see the module docstring).
+
+    It stands in for the float matrix it approximates, in either orientation: as a product weight
+    [in, out] (``transposed``), ``x @ m`` runs the int8 kernel on ``x`` [rows, in] float32 and
+    returns [rows, out] float32; as a table [out, in] (``wte``), ``m[ids, :]`` returns the rows
+    widened to float32. ``m.mT`` / ``m.T`` / ``torch.swapaxes(m, -1, -2)`` switch orientation
+    without copying. Anything else is a ``TypeError``: an int8 weight is never silently widened whole.
+    """
+
+    ndim = 2
+    dtype = torch.int8
+    __array_ufunc__ = None  # NumPy: hand `ndarray @ m` back to this class (and refuse it)
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, transposed: bool = True) -> None:
+        self.codes = codes  # [out, in] int8, contiguous
+        self.scales = scales  # [out] float32
+        self._scales_bf16 = scales.to(torch.bfloat16)  # what the kernel takes with bfloat16 inputs
+        self.transposed = transposed
+        self.device = codes.device
+
+    @classmethod
+    def from_float(cls, w: torch.Tensor, done: Callable[[int, int], None] | None = None) -> Int8Matrix:
+        """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine); ``done``: see quantize."""
+        codes, scales = quantize(w.T, done)
+        return cls(codes.contiguous(), scales)
+
+    def to(self, device: Any) -> Int8Matrix:
+        return Int8Matrix(self.codes.to(device), self.scales.to(device), self.transposed)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        out, inn = self.codes.shape
+        return (inn, out) if self.transposed else (out, inn)
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.numel() + 4 * self.scales.numel()
+
+    @property
+    def mT(self) -> Int8Matrix:  # noqa: N802 (the array API's name)
+        m = Int8Matrix.__new__(Int8Matrix)
+        m.__dict__.update(self.__dict__, transposed=not self.transposed)
+        return m
+
+    T = mT
+
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        return xp_torch
+
+    def __rmatmul__(self, x: torch.Tensor) -> torch.Tensor:  # [rows, in] float32 -> [rows, out] float32
+        if not self.transposed or x.ndim != 2:
+            raise TypeError("an int8 matrix multiplies [rows, in] @ [in, out] only")
+        if x.shape[0] <= WEIGHT_ONLY_ROWS:  # weight-only: widen the codes in registers
+            y = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.codes, self._scales_bf16)
+            return y.to(torch.float32)
+        # Dynamic: each row of x to int8 with its own scale, an int8 x int8 -> int32 product.
+        x_scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-30) / 127.0  # [rows, 1]
+        xq = torch.round(x / x_scale).to(torch.int8)  # [rows, in] int8
+        return torch._int_mm(xq, self.codes.T).to(torch.float32) * x_scale * self.scales  # -> [rows, out]
+
+    def __getitem__(self, index: Any) -> torch.Tensor:  # table rows, widened: [n] ids -> [n, in] float32
+        if self.transposed:
+            raise TypeError("index an int8 matrix as a table [out, in] (e.g. wte), not as a product weight")
+        rows = index[0] if isinstance(index, tuple) else index
+        return self.codes[rows].to(torch.float32) * self.scales[rows][:, None]
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in (torch.swapaxes, torch.transpose, torch.swapdims) and len(args) == 3 and \
+                {args[1], args[2]} in ({-1, -2}, {0, 1}):
+            return args[0].mT
+        if func in (torch.matmul, torch.Tensor.__matmul__) and isinstance(args[1], Int8Matrix):
+            return args[1].__rmatmul__(args[0])
+        raise TypeError(f"{func.__name__} is not defined for an int8 weight matrix")
+
+    def __repr__(self) -> str:
+        return f"Int8Matrix(shape={self.shape}, per-output-channel scales)"

@@ -1,0 +1,163 @@
+"""Scoring a text: each token's log-probability given the tokens before it, in sliding windows.
+
+A text longer than the context is scored in windows of ``window`` tokens whose starts are
+``stride`` apart (the loop of Hugging Face's "Perplexity of fixed-length models" guide). Each
+window scores only the tokens the previous one did not, so with ``stride < window`` every token
+after the first is scored exactly once, with ``window - stride`` tokens of context or more
+(except in the first window). A smaller stride gives each token more context: a lower, slower
+perplexity. With ``stride == window`` the windows are disjoint and, as in HF, each window's
+first token (which has no context in it) is not scored. The last window starts on the stride
+grid and simply ends with the text, as in HF's loop.
+
+Unlike the guide, which weights each window's mean loss by an approximate token count, the
+negative log-likelihoods are kept per token (and summed in float64), so a perplexity from them
+is the exact mean over the scored tokens. ``npgpt eval`` and ``GPT2.score`` both use these; the
+OpenAI completions API gives the same numbers for a prompt that fits the context as
+``{"echo": true, "logprobs": 0, "max_tokens": 0}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from .config import GPT2Config
+from .errors import NpgptError
+from .sampling import check_finite, log_softmax
+from .tokenizer import Tokenizer
+
+
+class LanguageModel(Protocol):
+    """What scoring needs of a model (``npgpt.api.GPT2`` has it): its config, tokenizer and logits."""
+
+    @property
+    def config(self) -> GPT2Config: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray: ...
+
+
+def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(begin, end, first_scored)`` for each window over ``n_tokens`` tokens, in HF's order.
+
+    The window covers ``ids[begin:end]`` and scores the targets ``ids[first_scored:end]``
+    (position t's logits predict token t + 1, so the first window scores from token 1).
+    """
+    out, prev_end = [], 0
+    for begin in range(0, n_tokens, stride):
+        end = min(begin + window, n_tokens)
+        out.append((begin, end, max(prev_end, begin + 1)))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return out
+
+
+def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:  # [N, V], [N] -> [N]
+    """``-log softmax(logits)[target]`` per row, in float64 for the sum that follows."""
+    return -log_softmax(logits.astype(np.float64))[np.arange(len(targets)), targets]
+
+
+def token_nlls(
+    model: LanguageModel,
+    ids: np.ndarray,
+    window: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:  # [N] int ids -> [N] float64
+    """Each token's negative log-likelihood in nats given the tokens before it in its window, float64 [N].
+
+    NaN where a token is not scored: the first token (nothing predicts it) and, with ``stride ==
+    window``, each window's first token. ``window`` defaults to the model's context, ``stride`` to
+    ``window // 2``; ``batch_size`` windows run as one forward pass (memory grows with
+    ``batch_size * window * n_vocab``); ``progress(done, total)`` is called with the number of
+    windows scored after each batch. Raises NpgptError for a bad window, stride or batch size,
+    fewer than 2 tokens, or logits that are not finite.
+    """
+    n_ctx = model.config.n_ctx
+    window = n_ctx if window is None else window
+    if not 2 <= window <= n_ctx:
+        raise NpgptError(f"--window must be between 2 and the model's context of {n_ctx} tokens, got {window}")
+    stride = max(1, window // 2) if stride is None else stride
+    if not 1 <= stride <= window:
+        raise NpgptError(f"--stride must be between 1 and the window ({window}), got {stride}")
+    if batch_size < 1:
+        raise NpgptError(f"--batch-size must be at least 1, got {batch_size}")
+    if len(ids) < 2:
+        raise NpgptError(f"the text has {len(ids)} token(s); scoring needs at least 2")
+
+    spans = windows(len(ids), window, stride)
+    out = np.full(len(ids), np.nan)
+    for i in range(0, len(spans), batch_size):
+        group = spans[i : i + batch_size]
+        # Right-pad a short (last) window with token 0: attention is causal, so tokens placed
+        # after the real ones cannot change the real ones' logits, and they are never scored.
+        width = max(end - begin for begin, end, _ in group)
+        batch = np.zeros((len(group), width), np.int64)
+        for row, (begin, end, _) in enumerate(group):
+            batch[row, : end - begin] = ids[begin:end]
+        # [b, width] -> [b, width, V]; a padded vocabulary's ids past the tokenizer's are no token
+        # (as in sampling and the server's echo scoring), so they take no probability
+        logits = model.logits(batch)[:, :, : model.tokenizer.n_vocab]
+        check_finite(logits)
+        for row, (begin, end, first) in enumerate(group):
+            # Targets ids[first:end] are predicted at positions first-1 .. end-2 of the window.
+            out[first:end] = token_nll(logits[row, first - 1 - begin : end - 1 - begin], ids[first:end])
+        if progress is not None:
+            progress(min(i + batch_size, len(spans)), len(spans))
+    return out
+
+
+@dataclass(frozen=True)
+class Score:
+    """A text's tokens and their log-probabilities (natural log) under a model.
+
+    ``token_logprobs[i]`` is ``log p(tokens[i] | tokens before it in its window)``; it is None for
+    the first token, which nothing predicts (prepend ``<|endoftext|>`` with ``allow_special`` to
+    score it), and, with ``stride == window``, for each window's first token.
+    """
+
+    tokens: list[int]
+    token_logprobs: list[float | None]
+    log_likelihood: float  # sum of the scored tokens' logprobs, nats (summed in float64)
+    n_scored: int
+
+    @property
+    def cross_entropy(self) -> float:
+        """Mean negative log-likelihood per scored token, nats."""
+        return -self.log_likelihood / self.n_scored
+
+    @property
+    def perplexity(self) -> float:
+        """``exp(cross_entropy)``."""
+        return math.exp(self.cross_entropy)
+
+
+def score(model: LanguageModel, text: str | list[int], window: int | None = None, stride: int | None = None,
+          batch_size: int = 8, allow_special: bool = False) -> Score:
+    """Score ``text`` (a string, or token ids) with ``model``; see :class:`Score`.
+
+    ``window``/``stride``/``batch_size`` as in :func:`token_nlls` (default: the
+    whole context, half of it). ``allow_special``: a literal ``<|endoftext|>`` in the string is
+    the special token. Raises NpgptError for fewer than 2 tokens, bad ids or non-finite logits.
+    """
+    if isinstance(text, str):
+        ids = model.tokenizer.encode(text, allow_special=allow_special)
+    else:
+        arr = np.asarray(text)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise NpgptError(f"text must be a string or a 1-D sequence of token ids, got {arr.dtype} {arr.shape}")
+        ids = [int(t) for t in arr]
+        if ids and (min(ids) < 0 or max(ids) >= model.config.n_vocab):
+            raise NpgptError(f"token ids must be in [0, {model.config.n_vocab}), the model's vocabulary")
+    nll = token_nlls(model, np.asarray(ids, dtype=np.int64), window, stride, batch_size)
+    scored = ~np.isnan(nll)
+    logprobs = [None if np.isnan(x) else float(-x) for x in nll]
+    return Score(ids, logprobs, float(-nll[scored].sum()), int(scored.sum()))

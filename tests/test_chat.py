@@ -1,0 +1,91 @@
+"""npgpt/chat.py (the template the server and ``npgpt chat`` share) and ``npgpt chat`` driven through a pipe."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CONFIGS, random_params, run_cli
+
+from npgpt.api import load
+from npgpt.chat import CHAT_STOP, Conversation, chat_prompt, fit_history
+from npgpt.errors import NpgptError
+from npgpt.formats import npgpt_format
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("chat") / "tiny.safetensors"
+    npgpt_format.save(path, CONFIGS["tiny"], random_params(CONFIGS["tiny"]))
+    return str(path)
+
+
+def test_template_is_the_servers():
+    pytest.importorskip("pydantic")
+    from npgpt.server.protocol import ChatMessage
+    from npgpt.server.protocol import chat_prompt as server_prompt
+
+    messages = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "And?")]
+    expected = "System: Be brief.\nUser: Hi\nAssistant: Hello.\nUser: And?\nAssistant:"
+    assert chat_prompt(messages) == expected
+    assert server_prompt([ChatMessage(role=r, content=t) for r, t in messages]) == expected
+
+
+def test_fit_history_drops_whole_old_turns_keeps_system():
+    messages = [("system", "S"), ("user", "a " * 10), ("assistant", "b " * 10), ("user", "c " * 10),
+                ("assistant", "d " * 10), ("user", "e")]
+    count = len  # characters stand in for tokens
+    kept, dropped = fit_history(messages, count, budget=10_000)
+    assert kept == messages and dropped == 0
+    budget = len(chat_prompt([messages[0], *messages[3:]]))
+    kept, dropped = fit_history(messages, count, budget)
+    assert kept == [messages[0], *messages[3:]] and dropped == 2
+    kept, dropped = fit_history(messages, count, budget=5)  # the last message is never dropped
+    assert kept == [messages[0], messages[-1]] and dropped == 4
+
+
+def test_conversation_keeps_within_budget_and_resets():
+    chat = Conversation(len, budget=60, system="S")  # characters stand in for tokens
+    prompt, dropped = chat.ask("hello")
+    assert prompt == "System: S\nUser: hello\nAssistant:" and dropped == 0
+    chat.answer(" hi there ")
+    prompt, dropped = chat.ask("x" * 20)
+    assert dropped == 2 and prompt == f"System: S\nUser: {'x' * 20}\nAssistant:"
+    chat.answer("ok")
+    with pytest.raises(NpgptError, match="60 tokens"):
+        chat.ask("y" * 60)
+    assert chat.history == [("user", "x" * 20), ("assistant", "ok")]  # a refused message changes nothing
+    chat.reset()
+    assert chat.ask("hello")[0] == "System: S\nUser: hello\nAssistant:"
+
+
+def expected_reply(m, history, max_new_tokens):
+    return m.generate(chat_prompt(history), stop=list(CHAT_STOP), temperature=0,
+                      max_new_tokens=max_new_tokens).lstrip()
+
+
+def test_chat_through_a_pipe_two_turns_and_reset(model_file):
+    m, n = load(model_file), 8
+    r = run_cli("chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", str(n),
+                "--system", "You are terse.", input="Hello there\nWhat next?\n/reset\nHello there\n/exit\nignored\n")
+    assert r.returncode == 0, r.stderr
+    system = [("system", "You are terse.")]
+    first = expected_reply(m, [*system, ("user", "Hello there")], n)
+    second = expected_reply(m, [*system, ("user", "Hello there"), ("assistant", first.strip()),
+                                ("user", "What next?")], n)
+    # after /reset the same message gets the same reply as at the start: the history is gone
+    assert r.stdout == f"{first}\n{second}\n{first}\n"
+    assert "conversation reset" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_chat_drops_the_oldest_turns_to_fit_the_context(model_file):
+    long = " ".join(["word"] * 40)  # ~40 tokens a message; the tiny model's context is 128
+    r = run_cli("chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", "20",
+                input=f"{long}\n{long}\n{long}\n")  # end of input (Ctrl-D) ends the chat
+    assert r.returncode == 0, r.stderr
+    assert "dropped the" in r.stderr and "128-token context" in r.stderr
+    assert len(r.stdout.splitlines()) >= 3
+
+
+def test_chat_with_the_bundled_model():
+    r = run_cli("chat", "--temperature", "0", "--max-new-tokens", "12", input="Who made the heaven?\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()

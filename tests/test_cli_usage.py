@@ -1,0 +1,291 @@
+"""The command line as a newcomer uses it (issue 15) and its malformed inputs (issue 17, kind 2): each
+case runs the real ``npgpt`` entry point in a subprocess and checks what is printed and the exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONFIGS, random_params, run_cli
+
+from npgpt import __version__
+from npgpt.api import load
+from npgpt.formats import npgpt_format
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli-usage") / "tiny.safetensors"
+    npgpt_format.save(path, CONFIGS["tiny"], random_params(CONFIGS["tiny"]))
+    return str(path)
+
+
+def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
+    """The run failed with exit 1 and one line on stderr (no traceback) holding ``words``; that line."""
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("using npgpt's")]
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert len(lines) == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+def run_without(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``npgpt ARGS`` in a Python where ``import module`` fails, as when its extra is not installed."""
+    code = (f"import sys; sys.modules[{module!r}] = None; sys.argv = ['npgpt', *sys.argv[1:]]; "
+            "from npgpt.cli import main; main()")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+# -- 1. errors printed literally ------------------------------------------------------------------------
+@pytest.mark.parametrize("module, args, hint", [
+    ("uvicorn", ["serve"], "pip install 'npgpt[serve]'"),
+    ("jax", ["train", "data.txt", "--out", "run"], "pip install 'npgpt[train]'"),
+    ("torch", ["generate", "Hi", "--backend", "torch"], "pip install 'npgpt[torch]'"),
+    ("jax", ["next", "Hi", "--backend", "jax"], "pip install 'npgpt[jax]'"),
+])
+def test_missing_extra_hints_name_the_extra(tmp_path, monkeypatch, module, args, hint):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(run_without(module, *args), hint)
+
+
+def test_a_path_with_markup_characters_gives_its_one_line_error(tmp_path):
+    bad = tmp_path / "d[" / "x]" / "model.safetensors"  # the path holds "[/x]"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"garbage")
+    line = one_line_error(run_cli("info", str(bad)))
+    assert str(bad) in line
+    line = one_line_error(run_cli("generate", "Hi", "--model", str(tmp_path / "[/x]" / "[red]m")))
+    assert "[/x]/[red]m" in line
+
+
+def test_every_help_string_survives_rich_markup():
+    """Help is rendered in rich's markup mode: no help text may hold something rich reads as a tag."""
+    import typer.main
+    from rich.text import Text
+
+    from npgpt.cli import app
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in texts:
+            assert Text.from_markup(text).plain == text, (name, text)
+
+
+def test_help_text_is_shown_as_written():
+    r = run_cli("generate", "--help")
+    assert r.returncode == 0
+    flat = " ".join(r.stdout.replace("│", " ").split())
+    for text in ("> 1 discourages repeats (1 = off).", "OpenAI-style, in [-2, 2].",
+                 "Nucleus sampling mass in (0, 1] (1 = off).", "--batch-file", "--prompt-file"):
+        assert text in flat, text
+
+
+# -- 2. prompts from stdin and files ----------------------------------------------------------------------
+def test_prompt_from_stdin_dash_and_prompt_file(model_file, tmp_path):
+    args = ("--model", model_file, "--max-new-tokens", "6", "--temperature", "0", "--no-echo")
+    m = load(model_file)
+    expected = m.generate("Once upon a time", max_new_tokens=6, temperature=0) + "\n"
+    piped = run_cli("generate", *args, input="Once upon a time\n")  # echo's newline is dropped
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == expected
+    dash = run_cli("generate", "-", *args, input="Once upon a time\n")
+    assert dash.stdout == expected
+    two_lines = tmp_path / "prompt.txt"
+    two_lines.write_text("First line,\nsecond line\n")
+    r = run_cli("generate", "--prompt-file", str(two_lines), *args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == m.generate("First line,\nsecond line", max_new_tokens=6, temperature=0) + "\n"
+    batch = run_cli("generate", "--batch-file", "-", *args, input="First line,\nsecond line\n")
+    assert batch.stdout.count("--- ") == 2
+    one_line_error(run_cli("generate", "Hi", "--prompt-file", str(two_lines), *args), "not PROMPT and --prompt-file")
+    one_line_error(run_cli("generate", *args, input=""), "PROMPT")
+
+
+def test_stop_escapes_are_read(model_file):
+    from npgpt.cli.options import unescape
+
+    assert unescape(r"\n\t\\ caf\u00e9 \x41 \U0001F600 \q é") == "\n\t\\ café A 😀 \\q é"
+    r = run_cli("generate", "And God said", "--stop", r"\n", "--temperature", "0", "--max-new-tokens", "120",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    choice = json.loads(r.stdout)["choices"][0]
+    assert choice["text"] == load("bundled").generate("And God said", stop="\n", temperature=0, max_new_tokens=120)
+    assert choice["finish_reason"] == "stop" and "\\n" not in choice["text"]
+
+
+# -- 4. list, rm, --version, python -m npgpt, completion -------------------------------------------------
+def test_list_and_rm_on_the_cache(tmp_path, model_file):
+    home = tmp_path / "home"
+    for folder in (home / "124M", home / "hf" / "org--tiny"):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(open(model_file, "rb").read())
+    env = {"NPGPT_HOME": str(home)}
+    r = run_cli("list", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    listed = {m["name"]: m for m in json.loads(r.stdout)["models"]}
+    assert set(listed) == {"124M", "org/tiny"}
+    assert listed["124M"] == {"name": "124M", "source": "openai", "format": "npgpt", "size_bytes":
+                              os.path.getsize(model_file), "path": str(home / "124M" / "model.safetensors")}
+    table = run_cli("list", env=env).stdout
+    assert "124M" in table and "org/tiny" in table and str(home / "hf" / "org--tiny" / "model.safetensors") in table
+    r = run_cli("rm", "gpt2", env=env)  # GPT-2 small's alias
+    assert r.returncode == 0 and not (home / "124M").exists() and (home / "hf" / "org--tiny").exists()
+    one_line_error(run_cli("rm", "124M", env=env), "not in the cache", "org/tiny")
+    one_line_error(run_cli("rm", "bundled", env=env), "cannot be removed")
+    assert run_cli("rm", "org/tiny", env=env).returncode == 0 and not (home / "hf" / "org--tiny").exists()
+    assert "no models downloaded" in run_cli("list", env=env).stdout
+
+
+def test_version_module_entry_point_and_completion():
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout == f"npgpt {__version__}\n"
+    r = subprocess.run([sys.executable, "-m", "npgpt", "--help"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0 and "Usage" in r.stdout and "chat" in r.stdout and "list" in r.stdout
+    assert "--install-completion" in r.stdout
+    r = run_cli("--show-completion", "bash")
+    assert r.returncode == 0 and "complete" in r.stdout and "_NPGPT_COMPLETE" in r.stdout
+
+
+# -- 6. serve fails before "serving" -------------------------------------------------------------------------
+def test_serve_on_a_busy_port_bad_port_or_host_is_one_line():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_cli("serve", "--port", str(port), timeout=60)
+        one_line_error(r, "in use", str(port))
+        assert "serving" not in r.stderr + r.stdout
+    one_line_error(run_cli("serve", "--port", "70000"), "70000", "1-65535")
+    one_line_error(run_cli("serve", "--host", "no-such-host.invalid"), "no-such-host.invalid")
+
+
+# -- 7. info names the model file and its own size -------------------------------------------------------------
+def test_info_on_a_training_folder_counts_only_the_model(model_file, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    model = run / "model.safetensors"
+    model.write_bytes(open(model_file, "rb").read())
+    (run / "train_state.safetensors").write_bytes(b"\0" * 3_000_000)  # optimizer state: twice the model and more
+    (run / "tokens.bin").write_bytes(b"\0" * 1_000_000)
+    r = run_cli("info", str(run), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["file"] == str(model) and info["size_bytes"] == model.stat().st_size
+    assert info["n_params"] == CONFIGS["tiny"].n_params and info["format"] == "npgpt"
+    text = run_cli("info", str(run)).stdout
+    assert str(model) in text and f"{model.stat().st_size:,} bytes" in text
+
+
+@pytest.mark.parametrize("fmt", ["npgpt", "hf", "hf-sharded", "openai", "llmc", "gguf"])
+def test_info_counts_the_files_of_each_format_and_nothing_else(fmt, tmp_path):
+    from npgpt.formats import save_checkpoint
+
+    config = CONFIGS["tiny"]
+    extra = {"max_shard_size": "200KB"} if fmt == "hf-sharded" else {}
+    out = save_checkpoint(tmp_path / "run", config, random_params(config), fmt=fmt, **extra)
+    folder = out if out.is_dir() else out.parent
+    on_disk = {p for p in folder.iterdir() if p.is_file()}
+    (folder / "train_state.safetensors").write_bytes(b"\0" * 500_000)  # not part of the model
+    info = json.loads(run_cli("info", str(folder), "--json").stdout)
+    files = {Path(f) for f in info["files"]}
+    assert files == on_disk and info["format"] == fmt  # every file the model is made of, and only those
+    assert info["size_bytes"] == sum(p.stat().st_size for p in on_disk)
+
+
+# -- --json ------------------------------------------------------------------------------------------------------
+def test_json_output_is_one_object(model_file, tmp_path):
+    m = load(model_file)
+    r = run_cli("next", "Hello", "-k", "3", "--model", model_file, "--json")
+    assert r.returncode == 0, r.stderr
+    assert [t["id"] for t in json.loads(r.stdout)["tokens"]] == [i for i, _, _ in m.next_tokens("Hello", k=3)]
+    r = run_cli("tokenize", "Hello world", "--json")
+    assert json.loads(r.stdout)["ids"] == [15496, 995]
+    r = run_cli("generate", "Hi", "-n", "2", "--model", model_file, "--max-new-tokens", "5", "--seed", "2", "--json")
+    out = json.loads(r.stdout)
+    assert [c["text"] for c in out["choices"]] == m.generate(["Hi", "Hi"], max_new_tokens=5, seed=2)
+    assert all(c["finish_reason"] in ("stop", "length") for c in out["choices"])
+    text = tmp_path / "text.txt"
+    text.write_text("In the beginning God created the heaven and the earth. " * 4)
+    r = run_cli("eval", "--data", str(text), "--model", model_file, "--json")
+    assert r.returncode == 0, r.stderr
+    from npgpt.evaluate import perplexity
+
+    assert json.loads(r.stdout)["perplexity"] == pytest.approx(perplexity(m, text.read_text())["perplexity"])
+    r = run_cli("info", model_file, "--json")
+    assert json.loads(r.stdout)["config"] == CONFIGS["tiny"].to_dict()
+    one_line_error(run_cli("generate", "Hi", "--json", "--stream", "--model", model_file), "--stream")
+
+
+# -- 10. bench: a missing comparison fails before the run ----------------------------------------------------
+def test_bench_missing_comparison_fails_before_running():
+    code = ("import importlib.util as u, sys; find = u.find_spec; "
+            "u.find_spec = lambda name, *a: None if name == 'transformers' else find(name, *a); "
+            "sys.argv = ['npgpt', *sys.argv[1:]]; from npgpt.cli import main; main()")
+    args = ["bench", "--random", "--backend", "numpy", "--compare", "hf"]
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    one_line_error(r, "transformers", "--compare hf")
+    assert "measuring" not in r.stderr and "running" not in r.stderr
+    one_line_error(run_cli("bench", "--random", "--backend", "numpy", "--compare", "llama.cpp",
+                           env={"NPGPT_LLAMA_CPP": ""}), "--llama-cpp DIR")
+
+
+# -- issue 17, kind 2: malformed inputs are one line, exit 1 ------------------------------------------------------
+def test_batch_file_not_utf8(tmp_path, model_file):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café\nnaïve\n".encode("latin-1"))
+    one_line_error(run_cli("generate", "--file", str(latin1), "--model", model_file), "not UTF-8", "latin1.txt")
+    binary = tmp_path / "random.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    one_line_error(run_cli("generate", "--batch-file", str(binary), "--model", model_file), "binary", "random.bin")
+
+
+def test_stdout_closed_or_full(model_file):
+    exe = os.path.join(os.path.dirname(sys.executable), "npgpt")
+    args = [exe, "generate", "Hi", "--model", model_file, "--max-new-tokens", "4"]
+    closed = subprocess.run(["sh", "-c", '"$@" >&-', "sh", *args], capture_output=False, stderr=subprocess.PIPE,
+                            text=True, timeout=60)
+    one_line_error(closed, "standard output is closed")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    one_line_error(r, "No space left")
+
+
+def test_convert_bad_dtype_or_device_target(model_file, tmp_path):
+    one_line_error(run_cli("convert", model_file, str(tmp_path / "x.safetensors"), "--dtype", "bfloat16"),
+                   "bfloat16", "float32, float16")
+    assert not list(tmp_path.iterdir())
+    one_line_error(run_cli("convert", model_file, "/dev/full"), "/dev/full", "not a regular file")
+
+
+def test_train_out_is_a_file(tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("In the beginning. " * 50)
+    out = tmp_path / "model.safetensors"
+    out.write_bytes(b"keep me")
+    one_line_error(run_cli("train", str(data), "--out", str(out), "--steps", "1"), "--out", "is a file")
+    assert out.read_bytes() == b"keep me"
+
+
+# -- README ------------------------------------------------------------------------------------------------------
+def test_readme_quickstart_is_two_commands_and_names_every_extra():
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    quickstart = readme[readme.index("## Quickstart"):readme.index("\n## ", readme.index("## Quickstart") + 1)]
+    assert len(re.findall(r"^```bash\n", quickstart, flags=re.M)) == 2
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in ("serve", "train", "torch", "jax", "all"):
+        assert extra in extras and f"pip install 'npgpt[{extra}]'" in quickstart, extra
+    assert set(extras["all"][0].partition("[")[2].rstrip("]").split(",")) == {"serve", "train", "torch", "jax"}

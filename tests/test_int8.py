@@ -1,0 +1,150 @@
+"""8-bit weights (``dtype="int8"``, npgpt/int8.py): close to float32, cache == full forward, end to end.
+
+Small odd shapes (3 heads, width 48); the bounds come from the scheme: per-output-channel int8
+codes are within half a step (``max|w| / 254``) of the weight, and the activations enter the
+kernel in bfloat16 (8 significant bits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from npgpt.api import GPT2
+from npgpt.backends import WEIGHT_DTYPES
+from npgpt.config import GPT2Config
+from npgpt.errors import NpgptError
+from npgpt.formats import save_checkpoint
+from npgpt.params import init_params
+
+torch = pytest.importorskip("torch")
+
+from npgpt.int8 import WEIGHT_ONLY_ROWS, Int8Matrix, quantize  # noqa: E402
+
+ODD = GPT2Config(n_vocab=50257, n_ctx=64, n_embd=48, n_head=3, n_layer=2)
+
+
+@pytest.fixture(scope="module")
+def params() -> dict:
+    return init_params(ODD, seed=3)
+
+
+@pytest.fixture(scope="module")
+def pair(params) -> tuple[GPT2, GPT2]:
+    return GPT2(ODD, params), GPT2(ODD, params, backend="torch", dtype="int8")
+
+
+def test_quantize_is_symmetric_per_output_channel():
+    w = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [2.0, 1.0, -0.01]])  # [out, in]
+    codes, scales = quantize(w)
+    assert codes.dtype == torch.int8 and scales.dtype == torch.float32
+    torch.testing.assert_close(scales, torch.tensor([1.0 / 127, 1.0, 2.0 / 127]))  # zero row: scale 1
+    assert codes.tolist() == [[64, -127, 32], [0, 0, 0], [127, 64, -1]]  # round(w / s), ties to even
+    step = scales[:, None] / 2
+    assert bool(((codes * scales[:, None] - w).abs() <= step + 1e-7).all())
+
+
+def test_int8_matrix_product_and_table_rows():
+    rng = np.random.default_rng(0)
+    w = torch.from_numpy(rng.standard_normal((48, 144), dtype=np.float32))  # [in, out]
+    m = Int8Matrix.from_float(w)
+    assert m.shape == (48, 144) and m.mT.shape == (144, 48) and m.nbytes == 48 * 144 + 4 * 144
+    x = torch.from_numpy(rng.standard_normal((5, 48), dtype=np.float32))
+    w_step = w.abs().amax(0) / 254  # [out]: half a step of the weights' codes
+    for rows in (1, 5):  # 1 row: the weight-only kernel (bfloat16 x); 5: x quantized per row too
+        xr = x[:rows]
+        exact, got = xr @ w, xr @ m
+        assert got.dtype == torch.float32 and got.shape == (rows, 144)
+        x_err = 2 ** -8 * xr.abs() if rows <= WEIGHT_ONLY_ROWS else xr.abs().amax(1, keepdim=True) / 254 * (xr != 0)
+        bound = xr.abs() @ w_step[None, :].expand(48, -1) + x_err @ w.abs() + 1e-5  # [rows, out]
+        assert 0 < float((got - exact).abs().max()) and bool(((got - exact).abs() <= bound).all())
+    rows = m.mT[torch.tensor([3, 0, 3]), :]  # the table orientation: rows of w.T, widened
+    assert rows.dtype == torch.float32
+    torch.testing.assert_close(rows, w.T[[3, 0, 3]], atol=float(w.abs().max()) / 254 + 1e-6, rtol=0)
+    with pytest.raises(TypeError, match="multiplies"):
+        x @ m.mT  # the table orientation is for lookups only
+    with pytest.raises(TypeError, match="index an int8 matrix as a table"):
+        m[torch.tensor([0])]
+    with pytest.raises(TypeError):
+        torch.exp(m)
+
+
+def test_int8_logits_within_bound_of_float32(pair):
+    f32, i8 = pair
+    p = i8.params
+    for w in (p["wte"], p["blocks"][0]["attn"]["c_attn"]["w"], p["blocks"][0]["attn"]["c_proj"]["w"],
+              p["blocks"][-1]["mlp"]["c_fc"]["w"], p["blocks"][-1]["mlp"]["c_proj"]["w"]):
+        assert isinstance(w, Int8Matrix) and w.codes.dtype == torch.int8  # a byte a weight
+    assert p["wpe"].dtype == torch.float32 and p["ln_f"]["g"].dtype == torch.float32
+    assert p["blocks"][0]["attn"]["c_attn"]["b"].dtype == torch.float32
+
+    ids = np.random.default_rng(0).integers(0, ODD.n_vocab, (2, 24))
+    exact, got = f32.logits(ids), i8.logits(ids)
+    assert got.dtype == np.float32 and got.shape == exact.shape
+    err = float(np.abs(got - exact).max())
+    # Stated bound: 2 % of the largest logit (measured: ~0.5 %); and not bit-equal (really int8).
+    assert 0 < err <= 0.02 * float(np.abs(exact).max())
+    # the distribution barely moves: next-token cross-entropy within 0.01 nats of float32
+
+    def ce(logits: np.ndarray) -> float:
+        lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        return float((lse[:, :-1] - np.take_along_axis(logits[:, :-1], ids[:, 1:, None], -1)[..., 0]).mean())
+    assert abs(ce(got) - ce(exact)) < 0.01
+
+
+def test_int8_cache_path_equals_full_forward(pair):
+    _, i8 = pair
+    prompt = [464, 3290, 318, 257]
+    got = i8.completions([prompt], max_new_tokens=8, temperature=0, logprobs=1)[0]
+    full = i8.logits(np.array([prompt + got.tokens[:-1]]))[0, len(prompt) - 1:]
+    lp = full - full.max(-1, keepdims=True)
+    lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+    assert got.tokens == full.argmax(-1).tolist()
+    # The steps run one row (weight-only kernel), the full pass many (activations to int8 as well):
+    # both paths are int8, to within the rounding of the activations.
+    np.testing.assert_allclose(got.token_logprobs, lp[np.arange(8), got.tokens], atol=2e-2)
+
+
+def test_int8_through_load_and_the_server(params, tmp_path):
+    import httpx
+
+    import npgpt
+    from npgpt.server import background_server, create_app
+
+    path = save_checkpoint(tmp_path / "odd.safetensors", ODD, params)
+    model = npgpt.load(path, backend="torch", dtype="int8")
+    assert model.dtype == "int8" and "int8" in repr(model)
+    text = model.generate("In the beginning", max_new_tokens=6, temperature=0)
+    assert isinstance(text, str) and text
+    streamed = "".join(model.stream("In the beginning", max_new_tokens=6, temperature=0))
+    assert streamed == text
+    with background_server(create_app({"odd": model}, max_batch=4)) as url:
+        r = httpx.post(url + "/v1/completions", json={"prompt": "In the beginning", "max_tokens": 6,
+                                                       "temperature": 0}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == text
+        batch = httpx.post(url + "/v1/completions", json={"prompt": ["In the beginning", "And"], "max_tokens": 4,
+                                                           "temperature": 0}, timeout=60)
+        assert batch.status_code == 200 and len(batch.json()["choices"]) == 2
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_int8_on_a_backend_without_an_int8_kernel_is_a_clear_error(params, backend):
+    pytest.importorskip(backend)
+    assert "int8" in WEIGHT_DTYPES
+    with pytest.raises(NpgptError, match=rf"^backend '{backend}' has no fast int8 matrix product .*"
+                                         r"use --backend torch for --dtype int8$"):
+        GPT2(ODD, params, backend=backend, dtype="int8")
+
+
+def test_cli_int8_greedy_equals_float32_on_the_bundled_model():
+    """The issue's accuracy goal as a test: the README prompt, 20 greedy tokens, as float32."""
+    args = ("generate", "And God said", "--max-new-tokens", "20", "--temperature", "0", "--no-echo")
+    reference = run_cli(*args)
+    r = run_cli(*args, "--backend", "torch", "--dtype", "int8")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == reference.stdout and len(r.stdout) > 20
+    refused = run_cli(*args, "--dtype", "int8")  # the numpy backend has no int8 kernel
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "use --backend torch for --dtype int8" in refused.stderr

@@ -1,0 +1,173 @@
+"""Scoring a text: ``GPT2.score``, ``npgpt score`` and the completions API's ``max_tokens: 0`` + ``echo``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from npgpt.api import GPT2, load
+from npgpt.config import GPT2Config
+from npgpt.errors import NpgptError
+from npgpt.evaluate import perplexity
+from npgpt.formats import npgpt_format
+from npgpt.params import init_params
+from npgpt.tokenizer import default_files
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from npgpt.server import create_app  # noqa: E402
+
+TINY = GPT2Config(n_ctx=64, n_embd=48, n_head=3, n_layer=2)
+TEXT = "In the beginning God created the heaven and the earth."
+HELDOUT = Path(__file__).parent / "fixtures" / "kjv_heldout.txt"
+
+
+@pytest.fixture(scope="module")
+def tiny() -> GPT2:
+    return GPT2(TINY, init_params(TINY, seed=3))
+
+
+@pytest.fixture(scope="module")
+def bundled() -> GPT2:
+    return load(str(Path(str(default_files()[0])).parent / "bundled.safetensors"))
+
+
+def direct_logprobs(model: GPT2, ids: list[int]) -> np.ndarray:
+    """log p(ids[t] | ids[:t]) for t >= 1, in float64 from one forward pass."""
+    logits = model.logits([ids])[0].astype(np.float64)
+    lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    return np.array([logits[t - 1, ids[t]] - lse[t - 1] for t in range(1, len(ids))])
+
+
+def test_score_equals_direct_computation(tiny) -> None:
+    s = tiny.score(TEXT)
+    ids = tiny.tokenizer.encode(TEXT)
+    want = direct_logprobs(tiny, ids)
+    assert s.tokens == ids and s.token_logprobs[0] is None and s.n_scored == len(ids) - 1
+    np.testing.assert_allclose(s.token_logprobs[1:], want, rtol=1e-5, atol=1e-5)
+    assert s.log_likelihood == pytest.approx(want.sum(), abs=1e-4)
+    assert s.perplexity == pytest.approx(math.exp(-want.sum() / (len(ids) - 1)), rel=1e-5)
+    assert tiny.score(ids) == s  # token ids score the same
+    special = tiny.score("<|endoftext|>" + TEXT, allow_special=True)
+    assert special.tokens == [tiny.tokenizer.eot_id, *ids] and special.n_scored == len(ids)
+
+
+def test_a_long_text_is_scored_in_sliding_windows(tiny) -> None:
+    """Beyond the context: every token after the first scored once, as ``npgpt eval`` does; the
+    first window's tokens equal one direct forward pass."""
+    text = HELDOUT.read_text(encoding="utf-8")[:2000]
+    s = tiny.score(text, window=64, stride=32)
+    assert len(s.tokens) > 3 * TINY.n_ctx and s.n_scored == len(s.tokens) - 1
+    assert all(lp is not None and lp < 0 for lp in s.token_logprobs[1:])
+    np.testing.assert_allclose(s.token_logprobs[1:64], direct_logprobs(tiny, s.tokens[:64]), rtol=1e-5, atol=1e-5)
+    # tokens 64..95 are scored in the window starting at 32
+    np.testing.assert_allclose(s.token_logprobs[64:96], direct_logprobs(tiny, s.tokens[32:96])[31:], rtol=1e-5,
+                               atol=1e-5)
+    ppl = perplexity(tiny, text, window=64, stride=32)
+    assert s.perplexity == pytest.approx(ppl["perplexity"], rel=1e-9) and s.n_scored == ppl["tokens"]
+    disjoint = tiny.score(text, window=64, stride=64)  # each window's first token has no context: not scored
+    assert disjoint.token_logprobs[64] is None and disjoint.n_scored == len(s.tokens) - math.ceil(len(s.tokens) / 64)
+
+
+def test_score_errors(tiny) -> None:
+    with pytest.raises(NpgptError, match="at least 2"):
+        tiny.score("In")
+    with pytest.raises(NpgptError, match="vocabulary"):
+        tiny.score([1, 70000])
+    with pytest.raises(NpgptError, match="token ids"):
+        tiny.score([[1, 2]])
+
+
+# -- the server ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client(bundled):
+    with TestClient(create_app({"bundled": bundled})) as c:
+        yield c
+
+
+def test_max_tokens_0_with_echo_scores_the_prompt(client, bundled) -> None:
+    """The issue's example: 200, the prompt's tokens with logprobs (the first null), completion_tokens 0."""
+    r = client.post("/v1/completions", json={"prompt": "In the beginning", "max_tokens": 0, "echo": True,
+                                             "logprobs": 1})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    c = body["choices"][0]
+    s = bundled.score("In the beginning")
+    assert c["text"] == "In the beginning" and c["finish_reason"] == "length"
+    lp = c["logprobs"]
+    assert lp["tokens"] == ["In", " the", " beginning"] and lp["text_offset"] == [0, 2, 6]
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    np.testing.assert_allclose(lp["token_logprobs"][1:], s.token_logprobs[1:], rtol=1e-5, atol=1e-5)
+    assert all(len(top) == 1 for top in lp["top_logprobs"][1:])
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3}
+
+
+def test_scoring_streamed_with_n_and_several_prompts(client, bundled) -> None:
+    body = {"prompt": ["In the beginning", "And God said"], "max_tokens": 0, "echo": True, "logprobs": 0, "n": 2,
+            "stream": True, "stream_options": {"include_usage": True}}
+    with client.stream("POST", "/v1/completions", json=body) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    choices = [c for e in events for c in e["choices"]]
+    assert sorted(c["index"] for c in choices) == [0, 1, 2, 3]
+    for c in choices:
+        prompt = ["In the beginning", "And God said"][c["index"] // 2]
+        assert c["text"] == prompt and c["finish_reason"] == "length"
+        np.testing.assert_allclose(c["logprobs"]["token_logprobs"][1:], bundled.score(prompt).token_logprobs[1:],
+                                   rtol=1e-5, atol=1e-5)
+    assert events[-1]["usage"]["completion_tokens"] == 0
+
+
+def test_max_tokens_0_and_its_neighbours(client, bundled) -> None:
+    no_echo = client.post("/v1/completions", json={"prompt": "In the beginning", "max_tokens": 0})
+    assert no_echo.status_code == 400 and no_echo.json()["error"]["param"] == "max_tokens"
+    plain = client.post("/v1/completions", json={"prompt": "In the beginning", "max_tokens": 0, "echo": True})
+    assert plain.status_code == 200 and plain.json()["choices"][0] == {
+        "index": 0, "text": "In the beginning", "logprobs": None, "finish_reason": "length"}
+    default = client.post("/v1/completions", json={"prompt": "In the beginning", "temperature": 0})
+    assert default.json()["usage"]["completion_tokens"] == 16  # unset is 16; only an explicit 0 is 0
+    full = bundled.tokenizer.decode([464] * bundled.config.n_ctx)  # a prompt of exactly n_ctx tokens: scorable
+    r = client.post("/v1/completions", json={"prompt": full, "max_tokens": 0, "echo": True, "logprobs": 0})
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == bundled.config.n_ctx
+    over = client.post("/v1/completions", json={"prompt": full + " the", "max_tokens": 0, "echo": True})
+    assert over.status_code == 400 and over.json()["error"]["code"] == "context_length_exceeded"
+    bad = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 0, "echo": True, "temperature": -1})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "temperature"
+
+
+# -- the CLI ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_path(tiny, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("score") / "tiny.safetensors"
+    npgpt_format.save(path, TINY, init_params(TINY, seed=3))
+    return path
+
+
+def test_cli_score_json_from_stdin(tiny, tiny_path) -> None:
+    result = run_cli("score", "-", "--model", str(tiny_path), "--json", input=TEXT)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    s = tiny.score(TEXT)
+    assert [t["id"] for t in doc["tokens"]] == s.tokens and doc["tokens"][0]["logprob"] is None
+    assert doc["log_likelihood"] == pytest.approx(s.log_likelihood, abs=1e-6)
+    assert doc["perplexity"] == pytest.approx(s.perplexity, rel=1e-6) and doc["tokens_scored"] == s.n_scored
+    assert doc["tokens"][1]["surprisal_bits"] == pytest.approx(-s.token_logprobs[1] / math.log(2))
+
+
+def test_cli_score_table_and_errors(tiny, tiny_path, tmp_path) -> None:
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    result = run_cli("score", str(data), "--model", str(tiny_path))
+    assert result.returncode == 0, result.stderr
+    assert "surprisal (bits)" in result.stdout and "' beginning'" in result.stdout
+    assert f"{tiny.score(TEXT).perplexity:.3f}" in result.stdout
+    for args, message in [([str(tmp_path / "missing.txt")], "cannot read"), (["-"], "standard input is empty")]:
+        result = run_cli("score", *args, "--model", str(tiny_path), input="")
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert "Example: echo" in run_cli("score", "--help").stdout

@@ -1,0 +1,153 @@
+"""``npgpt train`` as people run it: in a log file, stopped by Ctrl-C and resumed, from a TOML
+config, and a character-level model that then generates with no tokenizer flag.
+
+Models are tiny (one or two layers, width 16-32, a character vocabulary).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("optax")
+
+from conftest import run_cli  # noqa: E402
+
+import npgpt  # noqa: E402
+from npgpt.char_tokenizer import CharTokenizer  # noqa: E402
+from npgpt.errors import NpgptError  # noqa: E402
+from npgpt.formats import npgpt_format  # noqa: E402
+from npgpt.params import flatten  # noqa: E402
+from npgpt.train.checkpoint import STATE_FILE, load_state, model_step  # noqa: E402
+from npgpt.train.loop import train  # noqa: E402
+from npgpt.train.settings import TrainSettings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+KJV = (ROOT / "tests" / "fixtures" / "kjv_heldout.txt").read_text(encoding="utf-8")
+SHAPE = dict(n_layer=1, n_embd=16, n_head=2, n_ctx=16, seq_len=8, batch_size=2, tokenizer="char")
+
+
+def cli_args(settings: dict) -> list[str]:
+    return [a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "kjv.txt"
+    path.write_text(KJV[:6000], encoding="utf-8")
+    return path
+
+
+def test_sigint_checkpoints_and_resume_reaches_the_uninterrupted_weights(text, tmp_path):
+    """A real SIGINT to ``npgpt train`` with stdout in a pipe (as under nohup): plain interval lines,
+    exit 130 after checkpointing the step reached; ``--resume`` ends on the uninterrupted weights."""
+    run = {**SHAPE, "steps": 800, "eval_interval": 200}
+    out = tmp_path / "run"
+    exe = Path(sys.executable).parent / "npgpt"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "npgpt.cli"]
+    proc = subprocess.Popen([*cmd, "train", str(text), "--out", str(out), *cli_args(run), "--log-interval", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("step 3/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines += rest.splitlines(keepends=True)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert lines[0].startswith("step 1/800: loss ") and ", lr " in lines[0] and "tokens/s" in lines[0], lines[0]
+    assert len(err.strip().splitlines()) == 1 and "SIGINT" in err and "--resume" in err, err
+    stopped_at = load_state(out / STATE_FILE)[3]["step"]
+    assert 3 <= stopped_at < 800 and model_step(out) == stopped_at
+    assert lines[-1].startswith(f"step {stopped_at}/800") and "checkpoint saved" in lines[-1]
+
+    resumed = run_cli("train", str(text), "--out", str(out), "--resume", "--log-interval", "100", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    logged = [ln for ln in resumed.stdout.splitlines() if ln.startswith("step ") and "/800" in ln]
+    assert any(ln.startswith("step 400/800") and "held-out loss" in ln for ln in logged), resumed.stdout
+    assert any(ln.startswith("step 500/800") for ln in logged), resumed.stdout
+
+    reference = train(text, tmp_path / "reference", TrainSettings(**run))
+    got = npgpt_format.load(out / npgpt_format.MODEL_FILE)[1]
+    for name, value in flatten(reference.params).items():
+        np.testing.assert_array_equal(flatten(got)[name], value, err_msg=name)
+
+
+def invoke(args: list[str]):
+    import typer
+    from typer.testing import CliRunner
+
+    from npgpt.cli.train import train_command
+
+    app = typer.Typer()
+    app.command("train")(train_command)
+    app.command("other")(lambda: None)  # two commands, so "train" is a subcommand as in npgpt's CLI
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def test_config_file_with_command_line_overrides(text, tmp_path):
+    out = tmp_path / "run"
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "{text}"\nout = "{out}"\nn_layer = 1\nn-embd = 16\nn_head = 2\nn_ctx = 16\n'
+                      'seq_len = 8\nbatch_size = 2\nsteps = 5\nlr = 1e-3\ntokenizer = "char"\nlog-interval = 1\n')
+    result = invoke(["--config", str(config), "--steps", "3"])  # the command line wins
+    assert result.exit_code == 0, result.output
+    meta = load_state(out / STATE_FILE)[3]
+    assert meta["step"] == 3 and meta["settings"]["lr"] == 1e-3 and meta["settings"]["tokenizer"] == "char"
+    assert "step 1/3: loss" in result.output and "step 3/3: loss" in result.output
+
+    for line, message in [("n_layers = 2", "unknown key 'n_layers'"), ('steps = "many"', "wrong type for --steps"),
+                          ("lr = [1]", "wrong type for --lr"), ("lr = nan", "lr must be a finite number"),
+                          ("config = 'x.toml'", "unknown key 'config'"), ("steps = ", "not valid TOML")]:
+        config.write_text(f'data = "{text}"\nout = "{tmp_path / "other"}"\n{line}\n')
+        result = invoke(["--config", str(config)])
+        assert isinstance(result.exception, NpgptError), (line, result.output)
+        assert message in str(result.exception) and "\n" not in str(result.exception), (line, result.exception)
+
+
+def test_character_level_model_generates_with_no_tokenizer_flag(text, tmp_path):
+    out = tmp_path / "run"
+    settings = TrainSettings(n_layer=2, n_embd=32, n_head=2, n_ctx=32, seq_len=32, batch_size=8, steps=200,
+                             lr=3e-3, warmup=20, eval_interval=200, tokenizer="char")
+    result = train(text, out, settings)
+    chars = sorted(set(text.read_text(encoding="utf-8")))
+    assert result.config.n_vocab == len(chars) + 1 and result.config.n_params < 60_000
+    assert result.history["loss"][-1] < result.history["loss"][0] - 1.0  # it learned the characters
+
+    model = npgpt.load(out)
+    assert isinstance(model.tokenizer, CharTokenizer) and model.tokenizer.chars == "".join(chars)
+    r = run_cli("generate", "--model", str(out), "And the", "--max-new-tokens", "24", "--seed", "0")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip()) > len("And the") and set(r.stdout) <= set(chars), r.stdout
+    bad = run_cli("generate", "--model", str(out), "And €", "--max-new-tokens", "4")
+    assert bad.returncode == 1 and "not in this character-level model's vocabulary" in bad.stderr, bad.stderr
+
+    tuned = train(text, tmp_path / "tuned", TrainSettings(init=out, steps=2, seq_len=32, batch_size=2))
+    assert tuned.config == result.config  # fine-tuning a character model keeps its characters
+    assert npgpt.load(tmp_path / "tuned").tokenizer.chars == "".join(chars)
+
+
+def test_sigterm_and_sigint_ask_for_a_stop_and_a_second_one_interrupts():
+    from npgpt.cli.train import _StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with _StopOnSignal() as stop:
+            assert not stop.requested()
+            os.kill(os.getpid(), sig)
+            assert stop.requested() and stop.signum == sig
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), sig)
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored

@@ -1,0 +1,235 @@
+"""Training at the edges: options checked up front, a diverged run keeps its last good checkpoint,
+a checkpoint is one unit whatever write a kill lands after, a full disk, ``--out`` on a file.
+
+Models are tiny (one layer, width 16-32) so each run costs little more than its JIT compile.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("optax")
+
+from conftest import run_cli  # noqa: E402
+
+from npgpt import files  # noqa: E402
+from npgpt.errors import NpgptError  # noqa: E402
+from npgpt.formats import load_checkpoint, npgpt_format  # noqa: E402
+from npgpt.params import flatten  # noqa: E402
+from npgpt.train import loop  # noqa: E402
+from npgpt.train.checkpoint import STATE_FILE, load_state, model_step  # noqa: E402
+from npgpt.train.loop import train  # noqa: E402
+from npgpt.train.settings import TrainSettings  # noqa: E402
+
+RUN = dict(n_layer=1, n_embd=16, n_head=2, n_ctx=16, steps=4, batch_size=2, seq_len=8, lr=3e-3, warmup=1,
+           seed=1, eval_interval=4, checkpoint_interval=2, val_fraction=0.2)
+
+
+def corpus() -> str:
+    words = "alpha beta gamma delta epsilon zeta eta theta".split()
+    rng = np.random.default_rng(0)
+    return "\n".join(" ".join(rng.choice(words, size=6)) for _ in range(30)) + "\n"
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "t.txt"
+    path.write_text(corpus())
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(text, tmp_path_factory):
+    """An uninterrupted run's model file."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    train(text, out, TrainSettings(**RUN))
+    return npgpt_format.load(out / npgpt_format.MODEL_FILE)[1]
+
+
+def assert_same_params(got, want):
+    for name, value in flatten(want).items():
+        np.testing.assert_array_equal(flatten(got)[name], value, err_msg=name)
+
+
+# --- options -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lr=float("nan")), "lr must be a finite number more than 0, got nan"),
+    (dict(lr=-1.0), "lr must be a finite number more than 0, got -1"),
+    (dict(lr=0.0), "lr must be"),
+    (dict(lr=float("inf")), "lr must be"),
+    (dict(warmup=-1), "warmup must be 0 or more, got -1"),
+    (dict(seed=-3), "seed must be 0 or more"),
+    (dict(steps=0), "steps must be at least 1, got 0"),
+    (dict(batch_size=-2), "batch_size must be at least 1"),
+    (dict(grad_accum=0), "grad_accum must be at least 1"),
+    (dict(seq_len=0), "seq_len must be at least 1"),
+    (dict(log_interval=0), "log_interval must be at least 1"),
+    (dict(eval_batches=0), "eval_batches must be at least 1"),
+    (dict(n_layer=0), "n_layer must be at least 1"),
+    (dict(weight_decay=-0.1), "weight_decay must be"),
+    (dict(clip=float("nan")), "clip must be"),
+    (dict(val_fraction=1.0), "val_fraction must be below 1"),
+    (dict(val_fraction=-0.1), "val_fraction must be"),
+    (dict(steps=2.5), "steps must be a whole number"),
+    (dict(steps=True), "steps must be a number"),
+    (dict(tokenizer="bpe"), "tokenizer must be one of gpt2, char"),
+])
+def test_nonsense_options_are_refused_on_construction(kwargs, message):
+    with pytest.raises(NpgptError, match=message) as err:
+        TrainSettings(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_refuses_bad_options_and_an_out_that_is_a_file(text, tmp_path):
+    for args, message in [(["--lr", "nan"], "lr must be a finite number"), (["--warmup", "-1"], "warmup must be"),
+                          (["--steps", "0"], "steps must be at least 1")]:
+        r = run_cli("train", str(text), "--out", str(tmp_path / "run"), *args)
+        assert r.returncode == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run_cli("train", str(text), "--out", str(text), "--n-layer", "1", "--n-embd", "16", "--n-head", "2")
+    assert r.returncode == 1 and "is a file" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+# --- divergence ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("poison", ["loss", "params"])
+def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(text, tmp_path, monkeypatch, poison):
+    """A NaN injected after step 3 (in the loss, or only in the weights with a finite loss): the
+    run ends with one NpgptError, and the checkpoint of step 2 stays as it was."""
+    real = loop.make_train_step
+
+    def poisoned(*args, **kwargs):
+        step_fn, calls = real(*args, **kwargs), []
+
+        def step(params, opt_state, batch):
+            params, opt_state, metrics = step_fn(params, opt_state, batch)
+            calls.append(1)
+            if len(calls) == 3:
+                params = {**params, "wte": params["wte"] * np.nan}
+                if poison == "loss":
+                    metrics = {**metrics, "loss": metrics["loss"] * np.nan}
+            return params, opt_state, metrics
+        return step
+
+    monkeypatch.setattr(loop, "make_train_step", poisoned)
+    out = tmp_path / "run"
+    settings = TrainSettings(**{**RUN, "steps": 6, "checkpoint_interval": 1 if poison == "params" else 2})
+    with pytest.raises(NpgptError, match="step 3") as err:
+        train(text, out, settings)
+    assert "\n" not in str(err.value) and "kept" in str(err.value)
+    assert load_state(out / STATE_FILE)[3]["step"] == 2 and model_step(out) == 2
+    load_checkpoint(out)  # finite: refuses NaN weights
+
+
+def test_a_diverging_learning_rate_ends_with_one_line_and_no_nan_model(text, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", str(text), "--out", str(out), "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
+                "--n-ctx", "16", "--seq-len", "8", "--batch-size", "2", "--steps", "30", "--lr", "1e6",
+                "--warmup", "0", "--eval-interval", "1")
+    assert r.returncode == 1 and "diverged" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    if (out / npgpt_format.MODEL_FILE).exists():
+        load_checkpoint(out)  # whatever was saved is finite
+
+
+# --- a checkpoint is one unit --------------------------------------------------------------
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing in npgpt catches it."""
+
+
+def count_writes(text, tmp_path) -> list[str]:
+    names: list[str] = []
+    real = files.publish
+
+    def publish(tmp, path):
+        real(tmp, path)
+        names.append(Path(path).name)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(files, "publish", publish)
+        train(text, tmp_path / "count", TrainSettings(**RUN))
+    return names
+
+
+@pytest.mark.slow
+def test_a_kill_after_any_write_resumes_to_the_uninterrupted_model(text, reference, tmp_path, monkeypatch):
+    """Kill the run right after each file it writes (tokens, state, model, plot, at every
+    checkpoint), then ``--resume``: the model is always the uninterrupted run's, never a stale one."""
+    writes = count_writes(text, tmp_path)
+    assert writes.count(STATE_FILE) == 2 and writes.count(npgpt_format.MODEL_FILE) == 2
+    real = files.publish
+    for k, name in enumerate(writes):
+        out = tmp_path / f"kill{k}"
+        done = []
+
+        def publish(tmp, path, k=k, done=done):
+            real(tmp, path)
+            done.append(path)
+            if len(done) == k + 1:
+                raise Killed
+
+        monkeypatch.setattr(files, "publish", publish)
+        with pytest.raises(Killed):
+            train(text, out, TrainSettings(**RUN))
+        monkeypatch.setattr(files, "publish", real)
+        result = train(text, out, TrainSettings(**RUN), resume=True)  # killed before any state: starts afresh
+        assert result.step == RUN["steps"], (k, name)
+        assert model_step(out) == RUN["steps"], (k, name)
+        assert_same_params(npgpt_format.load(out / npgpt_format.MODEL_FILE)[1], reference)
+
+
+def test_resume_rewrites_a_model_left_behind_by_a_kill(text, reference, tmp_path, monkeypatch):
+    """The case of issue 17: killed between the final state and the final model; ``--resume``
+    has no step left to run, and still ends with the final model, not the stale one."""
+    out = tmp_path / "run"
+    real, done = npgpt_format.save, []
+
+    def save(*args, **kwargs):
+        done.append(1)
+        if len(done) == 2:  # the second checkpoint's model: its state (step 4) is already written
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(npgpt_format, "save", save)
+    with pytest.raises(Killed):
+        train(text, out, TrainSettings(**RUN))
+    monkeypatch.setattr(npgpt_format, "save", real)
+    assert load_state(out / STATE_FILE)[3]["step"] == 4 and model_step(out) == 2  # stale
+    result = train(text, out, resume=True)
+    assert result.step == 4 and model_step(out) == 4
+    assert_same_params(npgpt_format.load(out / npgpt_format.MODEL_FILE)[1], reference)
+
+
+# --- a full disk ---------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (root can mount one); skipped, with the reason printed, where mounting is not allowed."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        pytest.skip(f"mounting a tmpfs is not allowed here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_checkpoint_onto_a_full_disk_is_one_line_and_keeps_the_previous_one(text, small_disk):
+    out = small_disk / "run"
+    train(text, out, TrainSettings(**{**RUN, "steps": 2, "tokenizer": "char"}))  # small files: 32 characters
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    free = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (free.f_bavail * free.f_frsize - 4096))  # leave one page
+    r = run_cli("train", str(text), "--out", str(out), "--resume", "--steps", "4")
+    assert r.returncode == 1, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "No space left on device" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # intact, and no temp file left
+    assert load_state(out / STATE_FILE)[3]["step"] == 2 and model_step(out) == 2
