@@ -27,7 +27,8 @@ from npgpt.config import GPT2Config  # noqa: E402
 from npgpt.params import init_params  # noqa: E402
 from npgpt.sampling import SamplingParams  # noqa: E402
 from npgpt.server import background_server, create_app  # noqa: E402
-from npgpt.server.scheduler import Request, RowFailed, Scheduler, _Row  # noqa: E402
+from npgpt.server.scheduler import Request, RowFailed, Scheduler  # noqa: E402
+from npgpt.server.tasks import Row  # noqa: E402
 
 TINY = GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2)
 BAD_SEED = 666  # the request whose rows the injected fault hits
@@ -39,14 +40,14 @@ def model() -> GPT2:
 
 
 def inject(monkeypatch, fault) -> None:  # noqa: ANN001
-    """Make ``_Row.pick`` call ``fault(row)`` first (it may raise, or change the row) for every row."""
-    original = _Row.pick
+    """Make ``Row.pick`` call ``fault(row)`` first (it may raise, or change the row) for every row."""
+    original = Row.pick
 
     def pick(self, logits):  # noqa: ANN001, ANN202
         fault(self)
         return original(self, logits)
 
-    monkeypatch.setattr(_Row, "pick", pick)
+    monkeypatch.setattr(Row, "pick", pick)
 
 
 def collect(inbox: queue.Queue, n: int) -> tuple[list[str], list[list[int]], BaseException | None]:
@@ -103,7 +104,7 @@ def assert_good_unchanged(model: GPT2, good_results: list) -> None:
 @pytest.mark.parametrize("at_token, bad_row", [(0, 0), (0, 1), (3, 1), (7, 0), (29, 1)])
 def test_a_row_that_raises_ends_only_its_request(model, monkeypatch, at_token, bad_row):
     """A fault at the first pick (prefill), mid-way, or at the last token, in either row of the bad request."""
-    def fault(row: _Row) -> None:
+    def fault(row: Row) -> None:
         if row.request.params.seed == BAD_SEED and row.row == bad_row and row.n_new == at_token:
             raise ValueError("injected fault in one row's sampler")
 
@@ -116,7 +117,7 @@ def test_a_row_that_raises_ends_only_its_request(model, monkeypatch, at_token, b
 def test_a_token_outside_the_vocabulary_ends_only_its_request(model, monkeypatch):
     """A sampler that returns an id the embedding does not have (e.g. a padded vocabulary's) is caught
     before the shared decode step it would fail."""
-    original = _Row.pick
+    original = Row.pick
 
     def pick(self, logits):  # noqa: ANN001, ANN202
         event = original(self, logits)
@@ -124,7 +125,7 @@ def test_a_token_outside_the_vocabulary_ends_only_its_request(model, monkeypatch
             self.token = TINY.n_vocab + 3
         return event
 
-    monkeypatch.setattr(_Row, "pick", pick)
+    monkeypatch.setattr(Row, "pick", pick)
     good, error = run_batch(model)
     assert isinstance(error, RowFailed) and "outside the vocabulary" in str(error)
     assert_good_unchanged(model, good)
@@ -161,7 +162,7 @@ def stream_events(base: str, body: dict) -> list:
 
 def test_over_http_the_bad_request_gets_an_error_and_the_others_their_text(url, model, monkeypatch):
     """Plain: an OpenAI-shaped 500 for the bad request; streamed: a final error event, then [DONE]."""
-    def fault(row: _Row) -> None:
+    def fault(row: Row) -> None:
         if row.request.params.seed == BAD_SEED and row.n_new == 5:
             raise ValueError("injected fault")
 

@@ -29,14 +29,13 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..cache import KVCache, copy_rows, grow, grown_capacity, rows
-from ..generate import DecodeState, RowSampler, check_request, decode_step, prefill
-from ..sampling import SamplingParams
+from ..generate import DecodeState, check_request, decode_step, prefill
+from .tasks import QueueFull, Request, Row, RowFailed, ShuttingDown, safe_deliver, unique
 
 if TYPE_CHECKING:
     from ..api import GPT2
@@ -44,59 +43,7 @@ if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
 log = logging.getLogger("npgpt.server")
-
-Deliver = Callable[[Any], None]  # gets each Event of a request, or the exception that ended it
-
-
-class QueueFull(Exception):
-    """More requests are waiting than the scheduler's ``max_queue``; try again shortly."""
-
-
-class ShuttingDown(RuntimeError):
-    """The scheduler is closed: the server is shutting down. Delivered to requests it ends."""
-
-
-class RowFailed(RuntimeError):
-    """One row of a request failed on its own (sampling, detokenising, stop handling); the request ends.
-
-    ``index`` is the row's index in the request (the choice index); ``__cause__`` is the original error.
-    """
-
-    def __init__(self, index: int, error: BaseException) -> None:
-        super().__init__(f"choice {index} failed: {type(error).__name__}: {error}")
-        self.index = index
-        self.__cause__ = error
-
-
-@dataclass(eq=False)
-class Request:
-    """Rows to generate (each a prompt's token ids) with one set of sampling params.
-
-    ``deliver`` is called from the worker thread with each :class:`Event` (``row`` = the index in
-    ``rows``) and, should the worker fail, once with the exception.
-    """
-
-    rows: list[list[int]]
-    params: SamplingParams
-    deliver: Deliver
-    cancelled: bool = False
-    failed: bool = False  # an error was delivered: no more events
-    admitted: int = 0  # rows handed to the batch so far
-
-    def rng(self, index: int) -> np.random.Generator:
-        """Row ``index``'s generator, made when the row is admitted (on the worker, not the caller's thread);
-        the same as :func:`npgpt.sampling.row_rngs` gives row ``index``."""
-        seed = self.params.seed
-        return np.random.default_rng() if seed is None else np.random.default_rng([seed, index])
-
-
-class _Row(RowSampler):
-    """A row of a request: the shared per-row sampler, plus the request it answers."""
-
-    def __init__(self, request: Request, index: int, tokenizer: Tokenizer, n_vocab: int) -> None:
-        super().__init__(index, request.params, request.rng(index), tokenizer, n_vocab, request.rows[index])
-        self.request = request
-
+__all__ = ["QueueFull", "Request", "RowFailed", "Scheduler", "ShuttingDown"]
 
 class Scheduler:
     """Runs requests for one model with continuous batching on a worker thread of its own.
@@ -124,7 +71,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._closed = False
         # The worker's batch; only the worker touches these.
-        self._rows: list[_Row] = []
+        self._rows: list[Row] = []
         self._cache: KVCache | None = None  # [max_batch, H, capacity, D] per layer, made on demand
         self._valid = np.zeros((max_batch, 0), dtype=bool)  # [max_batch, capacity]
         self._start = np.zeros(max_batch, dtype=np.int64)
@@ -180,7 +127,7 @@ class Scheduler:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         with self._cond:
-            left = _unique([r.request for r in self._rows] + list(self._waiting))
+            left = unique([r.request for r in self._rows] + list(self._waiting))
             jobs = list(self._jobs)
             self._waiting.clear()
             self._jobs.clear()
@@ -223,7 +170,7 @@ class Scheduler:
                 log.exception("generation step failed")
                 error = RuntimeError(f"the batch's decode step failed, ending every request in it: "
                                      f"{type(e).__name__}: {e}")
-                for request in _unique([r.request for r in self._rows] + [r for r, _ in new]):
+                for request in unique([r.request for r in self._rows] + [r for r, _ in new]):
                     self._fail(request, error)
                 self._rows, self._cache = [], None
 
@@ -258,7 +205,7 @@ class Scheduler:
             logits, pre = prefill(self.engine, prompts, capacity=T)  # left-padded: prompt d ends before pre.start[d]
             cache = self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
         except Exception as e:
-            requests = _unique([r for r, _ in new])
+            requests = unique([r for r, _ in new])
             if len(requests) > 1:
                 for request in requests:
                     self._admit([(r, i) for r, i in new if r is request])
@@ -274,7 +221,7 @@ class Scheduler:
             self._valid[j] = False
             self._valid[j, :L] = True
             self._start[j] = L
-            row = _Row(request, i, self.tokenizer, self.engine.config.n_vocab)
+            row = Row(request, i, self.tokenizer, self.engine.config.n_vocab)
             self._rows.append(row)
             self._pick(row, logits[d])
         if self.on_step:
@@ -303,7 +250,7 @@ class Scheduler:
             self.on_step("decode", n)
         self._leave([j for j, row in enumerate(self._rows) if row.done or row.request.failed])
 
-    def _pick(self, row: _Row, logits: np.ndarray) -> None:
+    def _pick(self, row: Row, logits: np.ndarray) -> None:
         """Pick a row's next token and deliver its event; a failure here is the row's own and ends only its request.
 
         The chosen id is checked too: an id outside the vocabulary would fail the next shared step."""
@@ -319,14 +266,14 @@ class Scheduler:
             log.exception("row %d of a request failed", row.row)
             self._fail(request, RowFailed(row.row, e))
             return
-        _safe_deliver(request, event)
+        safe_deliver(request, event)
 
     def _fail(self, request: Request, error: BaseException) -> None:
         """End ``request`` with ``error`` (once): its rows leave at the next boundary, its waiting rows never start."""
         if request.failed:
             return
         request.failed = request.cancelled = True
-        _safe_deliver(request, error)
+        safe_deliver(request, error)
 
     def _leave(self, finished: list[int]) -> None:
         """Remove rows; the last active row moves into each hole, keeping rows ``0 .. n-1`` packed."""
@@ -359,14 +306,3 @@ class Scheduler:
             valid[:, :capacity] = self._valid
         self._valid = valid
         return self._cache
-
-
-def _safe_deliver(request: Request, item: Any) -> None:
-    try:
-        request.deliver(item)
-    except Exception:  # a broken consumer must not take the worker down
-        log.exception("delivering an event failed")
-
-
-def _unique(requests: list[Request]) -> list[Request]:
-    return list({id(r): r for r in requests}.values())
