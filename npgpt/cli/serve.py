@@ -42,10 +42,11 @@ def serve_command(
         help="On Ctrl+C/SIGTERM, seconds in-flight requests get to finish before they end with an error "
         "(a second Ctrl+C ends them at once).")] = 10.0,
 ) -> None:
-    """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at `/`.
+    """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at /.
 
-    Example: `npgpt serve --model 124M --port 8000`, then open http://127.0.0.1:8000/ or run
-    `curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"prompt": "Hello,", "max_tokens": 20}'`
+    Example: npgpt serve --model 124M --port 8000
+    then open http://127.0.0.1:8000/ or run
+    curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"prompt": "Hello,", "max_tokens": 20}'
 
     Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /v1/next_tokens, /health, /metrics.
     """
