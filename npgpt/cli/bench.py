@@ -49,7 +49,7 @@ def bench_command(
 ) -> None:
     """Measure decode/prefill speed, time to first token, start-up and memory, per backend.
 
-    Example: `npgpt bench --model 124M --random --backend numpy --compare hf`
+    Example: npgpt bench --model 124M --random --backend numpy --compare hf
     """
     from ..bench.settings import BenchSettings
 

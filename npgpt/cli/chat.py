@@ -45,7 +45,7 @@ def chat_command(
 ) -> None:
     """Chat with a model in the terminal: type a message, read the reply as it is written.
 
-    Example: `npgpt chat --system "You are a helpful assistant."`
+    Example: npgpt chat --system "You are a helpful assistant."
     """
     from ..chat import CHAT_STOP, Conversation, chat_prompt
 

@@ -27,7 +27,7 @@ def eval_command(
 ) -> None:
     """Perplexity of a text file (Hugging Face's sliding-window method).
 
-    Example: `npgpt eval --data tests/fixtures/kjv_heldout.txt --stride 128`
+    Example: npgpt eval --data tests/fixtures/kjv_heldout.txt --stride 128
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -62,7 +62,7 @@ def score_command(
 ) -> None:
     """Each token's log-probability and surprisal (bits) in a text, its log-likelihood and perplexity.
 
-    Example: `echo "In the beginning God created" | npgpt score -`  or  `npgpt score notes.txt --json`
+    Example: echo "In the beginning God created" | npgpt score -  or  npgpt score notes.txt --json
     """
     from ..score import score
     from .generate import _token_text

@@ -47,7 +47,7 @@ def generate(
 ) -> None:
     """Continue a prompt.
 
-    Example: `npgpt generate "And God said" --max-new-tokens 40 --temperature 0.8 --seed 1`
+    Example: npgpt generate "And God said" --max-new-tokens 40 --temperature 0.8 --seed 1
     or `echo "And God said" | npgpt generate`
     """
     if n < 1:
@@ -146,7 +146,7 @@ def tokenize(text: Annotated[str | None, typer.Argument(
              as_json: JsonOpt = False) -> None:
     """Show how GPT-2 splits text into tokens, with their ids.
 
-    Example: `npgpt tokenize "Hello, world! 👋"`
+    Example: npgpt tokenize "Hello, world! 👋"
     """
     from rich.text import Text
 
@@ -194,7 +194,7 @@ def next_(
 ) -> None:
     """Show the k most likely next tokens as a bar chart: the model made visible.
 
-    Example: `npgpt next "The capital of France is" -k 5`
+    Example: npgpt next "The capital of France is" -k 5
     """
     from rich.text import Text
 

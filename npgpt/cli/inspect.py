@@ -47,7 +47,7 @@ def lens_command(
     final prediction, dim where its probability is under 10 %. `--png` writes a heat map of the
     final prediction's probability at every depth and position.
 
-    Example: `npgpt lens "The Eiffel Tower is in the city of" --png lens.png`
+    Example: npgpt lens "The Eiffel Tower is in the city of" --png lens.png
     """
     from rich.table import Table
     from rich.text import Text
@@ -93,7 +93,7 @@ def attention_command(
 
     `--png` writes the whole pattern as an image, with the tokens on both axes.
 
-    Example: `npgpt attention "When Mary and John went to the store, John gave a drink to" --layer 0 --head 1 --png attn.png`
+    Example: npgpt attention "When Mary and John went to the store, John gave a drink to" --layer 0 --head 1 --png attn.png
     """  # noqa: E501
     from rich.table import Table
     from rich.text import Text

@@ -22,7 +22,7 @@ def download(
 ) -> None:
     """Download GPT-2 weights into the cache (`$NPGPT_HOME`, default ~/.cache/npgpt) and convert them once.
 
-    Example: `npgpt download 124M`  or  `npgpt download --hf openai-community/gpt2`
+    Example: npgpt download 124M  or  npgpt download --hf openai-community/gpt2
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
@@ -63,7 +63,7 @@ def convert(
 ) -> None:
     """Convert a checkpoint between formats.
 
-    Example: `npgpt convert ~/models/gpt2-hf gpt2.safetensors --to npgpt`
+    Example: npgpt convert ~/models/gpt2-hf gpt2.safetensors --to npgpt
     """
     from ..formats import convert as _convert
 
@@ -76,7 +76,7 @@ def info(model: Annotated[str | None, typer.Argument(help="Path or name; default
          as_json: JsonOpt = False) -> None:
     """Show a model's config, parameter count, format, and the file it is read from with its size.
 
-    Example: `npgpt info 124M`
+    Example: npgpt info 124M
     """
     from rich.table import Table
 
@@ -110,7 +110,7 @@ def info(model: Annotated[str | None, typer.Argument(help="Path or name; default
 def list_command(as_json: JsonOpt = False) -> None:
     """List the downloaded models in the cache (`$NPGPT_HOME`, default ~/.cache/npgpt).
 
-    Example: `npgpt list`, then `npgpt rm 355M` to free its disk space
+    Example: npgpt list, then npgpt rm 355M to free its disk space
     """
     from rich.table import Table
 
@@ -137,7 +137,7 @@ def rm_command(name: Annotated[str, typer.Argument(help="A name from `npgpt list
                                                    show_default=False)]) -> None:
     """Remove a downloaded model from the cache.
 
-    Example: `npgpt rm 355M`
+    Example: npgpt rm 355M
     """
     from ..registry import remove
 

@@ -35,20 +35,29 @@ def serve_command(
         "--special-tokens/--no-special-tokens",
         help="Read a literal <|endoftext|> in prompts and messages as the special token (as OpenAI's and "
         "vLLM's servers do); --no-special-tokens reads it as plain text.")] = True,
+    max_rows: Annotated[int, typer.Option(help="Completions per request at most (prompts x n); more get 400.")] = 256,
+    max_request_tokens: Annotated[int, typer.Option(
+        help="Tokens per request at most (each completion's prompt + max_tokens, summed); more get 400.")] = 131_072,
+    shutdown_timeout: Annotated[float, typer.Option(
+        help="On Ctrl+C/SIGTERM, seconds in-flight requests get to finish before they end with an error "
+        "(a second Ctrl+C ends them at once).")] = 10.0,
 ) -> None:
-    """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at `/`.
+    """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at /.
 
-    Example: `npgpt serve --model 124M --port 8000`, then open http://127.0.0.1:8000/ or run
-    `curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"prompt": "Hello,", "max_tokens": 20}'`
+    Example: npgpt serve --model 124M --port 8000
+    then open http://127.0.0.1:8000/ or run
+    curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"prompt": "Hello,", "max_tokens": 20}'
 
     Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /v1/next_tokens, /health, /metrics.
     """
     if max_batch < 1 or max_queue < 0:
         raise NpgptError(f"--max-batch must be >= 1 and --max-queue >= 0, got {max_batch} and {max_queue}")
+    if max_rows < 1 or max_request_tokens < 1 or not shutdown_timeout >= 0:
+        raise NpgptError(f"--max-rows and --max-request-tokens must be >= 1 and --shutdown-timeout >= 0, got "
+                         f"{max_rows}, {max_request_tokens} and {shutdown_timeout}")
     try:
-        import uvicorn
-
         from ..server.app import create_app
+        from ..server.shutdown import serve
     except ImportError as e:
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
     from ..api import load
@@ -71,11 +80,11 @@ def serve_command(
     if host not in LOCAL_HOSTS and api_key is None:
         print_error(f"serving on {host} without --api-key: anyone who can reach it may use it", label="warning")
     app = create_app(models, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
-                     special_tokens=special_tokens)
+                     special_tokens=special_tokens, max_rows=max_rows, max_request_tokens=max_request_tokens)
     shown = f"[{host}]" if ":" in host else host
     print_notice(f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1",
                  style="")
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run(sockets=[sock])
+    serve(app, sock, shutdown_timeout=shutdown_timeout, host=host, port=port, log_level="info")
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -10,7 +10,9 @@ Needs the ``serve`` extra (FastAPI, uvicorn). Laid out like vLLM's ``entrypoints
 - ``protocol.py``: request bodies, the chat template, response parts
 - ``streaming.py``: events from the scheduler's thread, one stream of chunks, SSE or folded
 - ``errors.py``: OpenAI-shaped errors and their handlers; ``middleware.py``: body limit, key, metrics
-- ``scheduler.py``: continuous batching on a worker thread; ``metrics.py``: Prometheus text
+- ``scheduler.py``: continuous batching on a worker thread; ``tasks.py``: requests and their rows;
+  ``metrics.py``: Prometheus text
+- ``limits.py``: per-request limits on rows and tokens; ``shutdown.py``: the bounded, draining shutdown
 - ``cli.py``: ``npgpt serve``; ``static/index.html``: the playground
 """
 

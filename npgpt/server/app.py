@@ -2,6 +2,9 @@
 
 Each model has one :class:`~npgpt.server.scheduler.Scheduler`: the model runs on its worker
 thread, never on the event loop, and concurrent requests share its batch.
+
+With an API key, the interactive docs (``/docs``, ``/redoc``) and ``/openapi.json`` are turned off:
+they would describe a private server to anyone, and a browser cannot send the key to them anyway.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from .errors import add_handlers
+from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
 from .metrics import Metrics
 from .middleware import BearerKey, BodyLimit, RequestMetrics
 from .routes import router
 from .scheduler import Scheduler
+from .shutdown import SHUTDOWN_TIMEOUT_S, DrainingServer
 
 if TYPE_CHECKING:
     from ..api import GPT2
@@ -29,17 +34,21 @@ MAX_BODY_BYTES = 1_000_000
 
 
 def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: int = 16, max_queue: int = 64,
-               max_body_bytes: int = MAX_BODY_BYTES, special_tokens: bool = True) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, special_tokens: bool = True, max_rows: int = MAX_ROWS,
+               max_request_tokens: int = MAX_REQUEST_TOKENS) -> FastAPI:
     """The FastAPI app serving ``models`` (name -> model; the first is the default).
 
-    ``api_key``: if set, ``/v1/*`` needs ``Authorization: Bearer <key>``. ``max_batch``: rows
-    decoded together per model. ``max_queue``: requests that may wait for a free row before new
-    ones get 503. Bodies over ``max_body_bytes`` get 413. ``special_tokens``: a literal
-    ``<|endoftext|>`` in a prompt or message is the special token (as in OpenAI's and vLLM's
-    servers); False reads it as plain text.
+    ``api_key``: if set, ``/v1/*`` needs ``Authorization: Bearer <key>``, and ``/docs``, ``/redoc``
+    and ``/openapi.json`` are off. ``max_batch``: rows decoded together per model. ``max_queue``:
+    requests that may wait for a free row before new ones get 503. Bodies over ``max_body_bytes``
+    get 413. ``special_tokens``: a literal ``<|endoftext|>`` in a prompt or message is the special
+    token (as in OpenAI's and vLLM's servers); False reads it as plain text. ``max_rows`` (prompts x
+    ``n``) and ``max_request_tokens`` (prompt tokens + ``max_tokens``, over the rows) bound one
+    request (:mod:`.limits`); over them is a 400. Raises ValueError for no models or a limit below 1.
     """
     if not models:
         raise ValueError("create_app needs at least one model")
+    limits = Limits(max_rows, max_request_tokens)
     metrics = Metrics()
     schedulers = {
         name: Scheduler(m, max_batch=max_batch, max_queue=max_queue, on_step=partial(metrics.step, name))
@@ -52,7 +61,12 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
         for s in schedulers.values():
             s.close()
 
-    app = FastAPI(title="npgpt", summary="GPT-2 behind an OpenAI-compatible API", lifespan=lifespan)
+    public = api_key is None
+    app = FastAPI(title="npgpt", summary="GPT-2 behind an OpenAI-compatible API", lifespan=lifespan,
+                  docs_url="/docs" if public else None, redoc_url="/redoc" if public else None,
+                  openapi_url="/openapi.json" if public else None)
+    app.state.limits = limits
+    app.state.schedulers = schedulers  # for the server's shutdown (:mod:`.shutdown`) to end what is left
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if api_key is not None:
         app.add_middleware(BearerKey, api_key=api_key)
@@ -63,14 +77,20 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
 
 
 @contextmanager
-def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a thread (tests, notebooks); yields the base URL (port 0: any free port)."""
+def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+                      shutdown_timeout: float = SHUTDOWN_TIMEOUT_S) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a thread (tests, notebooks); yields the base URL (port 0: any free port).
+
+    On leaving, the server shuts down as ``npgpt serve`` does (:mod:`.shutdown`): requests still running
+    get ``shutdown_timeout`` seconds, then end with an error."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without it
+    # Nagle's algorithm holds each response's last write for the client's delayed ACK (~40 ms a request)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = DrainingServer(uvicorn.Config(app, log_level="warning"), app, shutdown_timeout)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="npgpt-uvicorn", daemon=True)
     thread.start()
     try:
@@ -81,5 +101,5 @@ def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> I
         yield f"http://{host}:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
-        thread.join(30)
+        thread.join(shutdown_timeout + 30)
         sock.close()

@@ -7,6 +7,7 @@ asked), then an empty delta with the ``finish_reason``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from fastapi import Request
 from ..chat import CHAT_STOP
 from ..generate import Event
 from .errors import APIError, check_request
+from .limits import Limits
 from .metrics import Metrics
 from .protocol import ChatRequest, chat_prompt, token_entry
 from .scheduler import Scheduler
@@ -30,13 +32,17 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
     ``special_tokens``: a literal ``<|endoftext|>`` in a message is the special token.
     """
     m, tok = sched.model, sched.model.tokenizer
-    prompt = tok.encode(chat_prompt(body.messages), allow_special=special_tokens)
+    limits: Limits = request.app.state.limits
+    limits.check_rows(1, body.n or 1)
+    # a long transcript takes a while to tokenise: on a thread, so the event loop keeps serving
+    prompt = await asyncio.to_thread(tok.encode, chat_prompt(body.messages), allow_special=special_tokens)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     max_tokens = body.max_completion_tokens or body.max_tokens or max(1, m.config.n_ctx - len(prompt))
     params = body.sampling(max_tokens, logprobs, stop=CHAT_STOP)
     n = body.n or 1
+    limits.check_tokens([prompt], n, params.max_new_tokens)
     rows = [prompt] * n
     check_request(m, rows, params)
     run = Run(sched, rows, params)

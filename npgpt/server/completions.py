@@ -20,6 +20,7 @@ from ..generate import Event
 from ..sampling import check_finite, log_softmax, top_logprobs
 from ..tokenizer import TextOffsets, Tokenizer
 from .errors import APIError, check_request
+from .limits import Limits, count_prompts
 from .metrics import Metrics
 from .protocol import CompletionRequest, token_text
 from .scheduler import Scheduler
@@ -38,13 +39,18 @@ async def start(body: CompletionRequest, request: Request, name: str, sched: Sch
     """
     tok = sched.model.tokenizer
     body.check_supported()
-    prompts, texts = prompt_rows(body.prompt, partial(tok.encode, allow_special=special_tokens), tok.decode)
+    limits: Limits = request.app.state.limits
+    n = body.n or 1
+    limits.check_rows(count_prompts(body.prompt), n)  # before any per-row work
+    # tokenising many prompts takes a while: on a thread, so the event loop keeps serving
+    encode = partial(tok.encode, allow_special=special_tokens)
+    prompts, texts = await asyncio.to_thread(prompt_rows, body.prompt, encode, tok.decode)
     max_tokens = 16 if body.max_tokens is None else body.max_tokens  # 0 is a valid value, not "unset"
     if max_tokens == 0 and not body.echo:
         raise APIError(400, "max_tokens is 0 without echo: nothing would be returned; ask for max_tokens >= 1, "
                        "or send echo: true (with logprobs) to score the prompt", param="max_tokens")
     params = body.sampling(max(max_tokens, 1), body.logprobs)  # checks the sampling fields either way
-    n = body.n or 1
+    limits.check_tokens(prompts, n, max_tokens)
     rows = [p for p in prompts for _ in range(n)]
     if max_tokens:
         check_request(sched.model, rows, params)

@@ -6,7 +6,9 @@ Python API's name); here it becomes OpenAI's name (``max_new_tokens`` -> ``max_t
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import NpgptError
 from ..generate import check_request as _check_request
 from ..sampling import SamplingParams
+from .scheduler import ShuttingDown
 
 if TYPE_CHECKING:
     from ..api import GPT2
@@ -41,7 +44,40 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        return SafeJSON(self.body(), status_code=self.status, headers=self.headers)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` (JSON-like) made encodable: strings valid Unicode (a lone surrogate, which UTF-8 cannot
+    encode yet JSON's ``\\ud83d`` escape and Python strings allow, becomes U+FFFD) and non-finite
+    floats, which JSON has no literal for, null."""
+    if isinstance(obj, str):
+        return obj.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {json_safe(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON that is valid and encodes as UTF-8 (see :func:`json_safe`, applied only when needed)."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text.encode("utf-8")
+    except (UnicodeEncodeError, ValueError):  # rare: only then pay for a second pass
+        text = json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text
+
+
+class SafeJSON(JSONResponse):
+    """A JSON response that cannot fail to encode (see :func:`dumps`): a lone surrogate that reached a
+    response (in a prompt echoed back, a stop string, an error message) is U+FFFD, never a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode("utf-8")
 
 
 def bad_request(e: NpgptError, code: str | None = None) -> APIError:
@@ -102,6 +138,10 @@ def add_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
         return APIError(e.status_code, str(e.detail), kind, headers=e.headers).response()
+
+    @app.exception_handler(ShuttingDown)
+    async def _shutting_down(request: Request, e: ShuttingDown) -> JSONResponse:
+        return APIError(503, str(e), "server_error", code="server_shutting_down").response()
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception) -> JSONResponse:

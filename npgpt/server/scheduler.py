@@ -10,23 +10,32 @@ client goes away, and the last row moves into its place, so the active rows are 
 Each row samples with its request's :class:`SamplingParams` and its own generator (row i of a
 seeded request uses ``default_rng([seed, i])``), as :func:`npgpt.generate.events` does, so a
 request gets the same tokens here as from ``GPT2.completions``, whatever else shares the batch.
+
+Faults stay with the request that caused them. A row whose sampling or detokenising raises (or
+that picks an id outside the vocabulary) ends its request alone, with the error delivered to it;
+the other rows go on, and their tokens are the same as without it. A prefill that fails is retried
+request by request, so only the request that fails alone fails. Only a failure of the shared
+decode step, which no single request can be blamed for, ends every active request.
+
+Admission is fair: free rows go one at a time to the waiting request with the fewest rows in the
+batch (the oldest among equals), so a small request that arrives behind a huge one starts as soon
+as a row frees up, rather than after all of the huge one's rows.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..cache import KVCache, copy_rows, grow, grown_capacity, rows
-from ..generate import DecodeState, RowSampler, check_request, decode_step, prefill
-from ..sampling import SamplingParams, row_rngs
+from ..generate import DecodeState, check_request, decode_step, prefill
+from .tasks import QueueFull, Request, Row, RowFailed, ShuttingDown, safe_deliver, unique
 
 if TYPE_CHECKING:
     from ..api import GPT2
@@ -34,40 +43,7 @@ if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
 log = logging.getLogger("npgpt.server")
-
-Deliver = Callable[[Any], None]  # gets each Event of a request, or the exception that ended it
-
-
-class QueueFull(Exception):
-    """More requests are waiting than the scheduler's ``max_queue``; try again shortly."""
-
-
-@dataclass(eq=False)
-class Request:
-    """Rows to generate (each a prompt's token ids) with one set of sampling params.
-
-    ``deliver`` is called from the worker thread with each :class:`Event` (``row`` = the index in
-    ``rows``) and, should the worker fail, once with the exception.
-    """
-
-    rows: list[list[int]]
-    params: SamplingParams
-    deliver: Deliver
-    cancelled: bool = False
-    admitted: int = 0  # rows handed to the batch so far
-    rngs: list[np.random.Generator] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.rngs = list(row_rngs(self.params.seed, len(self.rows)))
-
-
-class _Row(RowSampler):
-    """A row of a request: the shared per-row sampler, plus the request it answers."""
-
-    def __init__(self, request: Request, index: int, tokenizer: Tokenizer, n_vocab: int) -> None:
-        super().__init__(index, request.params, request.rngs[index], tokenizer, n_vocab, request.rows[index])
-        self.request = request
-
+__all__ = ["QueueFull", "Request", "RowFailed", "Scheduler", "ShuttingDown"]
 
 class Scheduler:
     """Runs requests for one model with continuous batching on a worker thread of its own.
@@ -95,7 +71,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._closed = False
         # The worker's batch; only the worker touches these.
-        self._rows: list[_Row] = []
+        self._rows: list[Row] = []
         self._cache: KVCache | None = None  # [max_batch, H, capacity, D] per layer, made on demand
         self._valid = np.zeros((max_batch, 0), dtype=bool)  # [max_batch, capacity]
         self._start = np.zeros(max_batch, dtype=np.int64)
@@ -117,7 +93,7 @@ class Scheduler:
         check_request(self.engine, request.rows, request.params)
         with self._cond:
             if self._closed:
-                raise RuntimeError("the scheduler is closed")
+                raise ShuttingDown("the server is shutting down; retry on another instance or later")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting; retry shortly")
             self._waiting.append(request)
@@ -136,26 +112,31 @@ class Scheduler:
         future: Future = Future()
         with self._cond:
             if self._closed:
-                raise RuntimeError("the scheduler is closed")
+                raise ShuttingDown("the server is shutting down; retry on another instance or later")
             self._jobs.append((fn, future))
             self._start_worker()
             self._cond.notify()
         return future
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the worker; requests still running or waiting get a RuntimeError delivered."""
+        """Stop the worker (waiting up to ``timeout`` s for its step to end); requests still running or
+        waiting get :class:`ShuttingDown` delivered, and so do jobs not yet run. Safe to call twice."""
         with self._cond:
             self._closed = True
             self._cond.notify()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-        error = RuntimeError("the server is shutting down")
-        for request in _unique([r.request for r in self._rows] + list(self._waiting)):
-            _safe_deliver(request, error)
-        for _, future in self._jobs:
-            future.cancel()
+        with self._cond:
+            left = unique([r.request for r in self._rows] + list(self._waiting))
+            jobs = list(self._jobs)
+            self._waiting.clear()
+            self._jobs.clear()
+        for request in left:
+            self._fail(request, ShuttingDown("the server shut down before this request finished"))
+        for _, future in jobs:  # an exception, not cancel(): a cancelled await would cut the response
+            if future.set_running_or_notify_cancel():
+                future.set_exception(ShuttingDown("the server shut down before this request ran"))
         self._rows, self._cache = [], None
-        self._waiting.clear()
 
     def _start_worker(self) -> None:  # holding the lock
         if self._thread is None:
@@ -185,36 +166,53 @@ class Scheduler:
                     self._admit(new)
                 if self._rows:
                     self._step()
-            except Exception as e:  # a bug or a backend failure: fail these requests, keep serving
+            except Exception as e:  # shared state failed (the decode step, the cache): no one request to blame
                 log.exception("generation step failed")
-                for request in _unique([r.request for r in self._rows] + [r for r, _ in new]):
-                    _safe_deliver(request, e)
+                error = RuntimeError(f"the batch's decode step failed, ending every request in it: "
+                                     f"{type(e).__name__}: {e}")
+                for request in unique([r.request for r in self._rows] + [r for r, _ in new]):
+                    self._fail(request, error)
                 self._rows, self._cache = [], None
 
     def _take_rows(self) -> list[tuple[Request, int]]:
-        """Waiting rows that fit in the free rows of the batch, oldest request first (holding the lock)."""
+        """Waiting rows for the free rows of the batch (holding the lock): each free row goes to the
+        waiting request with the fewest rows in the batch, the oldest among equals."""
         self._waiting = deque(r for r in self._waiting if not r.cancelled)
         free = self.max_batch - len(self._rows)
+        held = Counter(id(row.request) for row in self._rows)
         new = []
         while free and self._waiting:
-            request = self._waiting[0]
-            take = min(free, len(request.rows) - request.admitted)
-            new += [(request, request.admitted + i) for i in range(take)]
-            request.admitted += take
-            free -= take
+            request = min(self._waiting, key=lambda r: held[id(r)])  # min keeps the first (oldest) of equals
+            new.append((request, request.admitted))
+            request.admitted += 1
+            held[id(request)] += 1
+            free -= 1
             if request.admitted == len(request.rows):
-                self._waiting.popleft()
+                self._waiting.remove(request)
         return new
 
     def _admit(self, new: list[tuple[Request, int]]) -> None:
-        """Prefill the new rows' prompts (each distinct prompt once) and place them in the batch."""
-        distinct: dict[tuple[int, ...], int] = {}
-        for request, i in new:
-            distinct.setdefault(tuple(request.rows[i]), len(distinct))
-        prompts = [list(p) for p in distinct]
-        T = max(len(p) for p in prompts)
-        logits, pre = prefill(self.engine, prompts, capacity=T)  # left-padded: prompt d ends before pre.start[d]
-        cache = self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
+        """Prefill the new rows' prompts (each distinct prompt once) and place them in the batch.
+
+        A failed prefill of several requests is retried one request at a time, so that only a
+        request that fails on its own is failed (its error delivered to it)."""
+        try:
+            distinct: dict[tuple[int, ...], int] = {}
+            for request, i in new:
+                distinct.setdefault(tuple(request.rows[i]), len(distinct))
+            prompts = [list(p) for p in distinct]
+            T = max(len(p) for p in prompts)
+            logits, pre = prefill(self.engine, prompts, capacity=T)  # left-padded: prompt d ends before pre.start[d]
+            cache = self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
+        except Exception as e:
+            requests = unique([r for r, _ in new])
+            if len(requests) > 1:
+                for request in requests:
+                    self._admit([(r, i) for r, i in new if r is request])
+            else:
+                log.exception("prefill failed")
+                self._fail(requests[0], RuntimeError(f"prefill failed: {type(e).__name__}: {e}"))
+            return
         for request, i in new:
             d, L = distinct[tuple(request.rows[i])], len(request.rows[i])
             j = len(self._rows)
@@ -223,12 +221,12 @@ class Scheduler:
             self._valid[j] = False
             self._valid[j, :L] = True
             self._start[j] = L
-            row = _Row(request, i, self.tokenizer, self.engine.config.n_vocab)
+            row = Row(request, i, self.tokenizer, self.engine.config.n_vocab)
             self._rows.append(row)
-            _safe_deliver(request, row.pick(logits[d]))
+            self._pick(row, logits[d])
         if self.on_step:
             self.on_step("prefill", len(new))
-        self._leave([j for j, row in enumerate(self._rows) if row.done])
+        self._leave([j for j, row in enumerate(self._rows) if row.done or row.request.failed])
 
     def _step(self) -> None:
         """One decode step for every active row: feed each its last token, pick the next."""
@@ -247,10 +245,35 @@ class Scheduler:
             self._cache = state.cache
             self._start[:n] = state.start[:n]  # idle rows stay at slot 0
         for j, row in enumerate(self._rows):
-            _safe_deliver(row.request, row.pick(logits[j]))
+            self._pick(row, logits[j])
         if self.on_step:
             self.on_step("decode", n)
-        self._leave([j for j, row in enumerate(self._rows) if row.done])
+        self._leave([j for j, row in enumerate(self._rows) if row.done or row.request.failed])
+
+    def _pick(self, row: Row, logits: np.ndarray) -> None:
+        """Pick a row's next token and deliver its event; a failure here is the row's own and ends only its request.
+
+        The chosen id is checked too: an id outside the vocabulary would fail the next shared step."""
+        request = row.request
+        if request.failed:
+            return
+        try:
+            event = row.pick(logits)
+            if not 0 <= row.token < self.engine.config.n_vocab:
+                raise ValueError(f"the sampler chose token id {row.token}, outside the vocabulary "
+                                 f"[0, {self.engine.config.n_vocab})")
+        except Exception as e:
+            log.exception("row %d of a request failed", row.row)
+            self._fail(request, RowFailed(row.row, e))
+            return
+        safe_deliver(request, event)
+
+    def _fail(self, request: Request, error: BaseException) -> None:
+        """End ``request`` with ``error`` (once): its rows leave at the next boundary, its waiting rows never start."""
+        if request.failed:
+            return
+        request.failed = request.cancelled = True
+        safe_deliver(request, error)
 
     def _leave(self, finished: list[int]) -> None:
         """Remove rows; the last active row moves into each hole, keeping rows ``0 .. n-1`` packed."""
@@ -283,14 +306,3 @@ class Scheduler:
             valid[:, :capacity] = self._valid
         self._valid = valid
         return self._cache
-
-
-def _safe_deliver(request: Request, item: Any) -> None:
-    try:
-        request.deliver(item)
-    except Exception:  # a broken consumer must not take the worker down
-        log.exception("delivering an event failed")
-
-
-def _unique(requests: list[Request]) -> list[Request]:
-    return list({id(r): r for r in requests}.values())

@@ -9,7 +9,7 @@ streaming request sends that stream as server-sent events ``data: {...}`` ending
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +20,11 @@ from fastapi.responses import StreamingResponse
 from ..errors import NpgptError
 from ..generate import Event
 from ..sampling import SamplingParams
-from .errors import APIError
-from .scheduler import QueueFull, Scheduler
+from .errors import APIError, SafeJSON, dumps
+from .scheduler import QueueFull, RowFailed, Scheduler, ShuttingDown
 from .scheduler import Request as Job
+
+log = logging.getLogger("npgpt.server")
 
 POLL_S = 0.25  # how often a plain request checks that its client is still there
 
@@ -46,6 +48,8 @@ class Run:
         except QueueFull as e:
             raise APIError(503, f"the server is busy ({e})", "server_error", code="queue_full",
                            headers={"Retry-After": "1"}) from None
+        except ShuttingDown as e:
+            raise shutting_down(e) from None
 
     def _deliver(self, item: Any) -> None:  # on the worker thread
         try:
@@ -75,12 +79,26 @@ class Run:
                 if isinstance(item, NpgptError):  # the model failed this request (non-finite logits): say why
                     raise APIError(500, f"generation failed: {item}", "server_error", code="model_error")
                 if isinstance(item, BaseException):
-                    raise APIError(500, f"generation failed: {type(item).__name__}: {item}", "server_error")
+                    raise failure(item)
                 self.left -= item.finish_reason is not None
                 yield item
         finally:
             if self.left:
                 self.sched.cancel(self.job)
+
+
+def failure(error: BaseException) -> APIError:
+    """The error a request gets when the scheduler ends it: shutdown is a 503, anything else a 500."""
+    if isinstance(error, ShuttingDown):
+        return shutting_down(error)
+    if isinstance(error, RowFailed):
+        return APIError(500, f"generation failed for {error}", "server_error", code="generation_failed")
+    return APIError(500, f"generation failed: {type(error).__name__}: {error}", "server_error",
+                    code="generation_failed")
+
+
+def shutting_down(error: BaseException) -> APIError:
+    return APIError(503, str(error), "server_error", code="server_shutting_down")
 
 
 @dataclass
@@ -95,7 +113,7 @@ class Answer:
 async def respond(answer: Answer, stream: bool, include_usage: bool) -> Any:
     """Server-sent events for a streaming request (the usage chunk only if asked), else one JSON body."""
     if not stream:
-        return answer.fold([c async for c in answer.chunks])
+        return SafeJSON(answer.fold([c async for c in answer.chunks]))
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -104,6 +122,9 @@ async def respond(answer: Answer, stream: bool, include_usage: bool) -> Any:
                     yield sse(c)
         except APIError as e:  # the status line has gone out; report the error in the stream
             yield sse(e.body())
+        except Exception as e:  # a bug: still a final error event and [DONE], never a cut stream
+            log.exception("a stream failed")
+            yield sse(APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error").body())
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream",
@@ -111,4 +132,4 @@ async def respond(answer: Answer, stream: bool, include_usage: bool) -> Any:
 
 
 def sse(obj: Chunk) -> str:
-    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+    return f"data: {dumps(obj)}\n\n"

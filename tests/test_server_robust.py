@@ -1,0 +1,364 @@
+"""The server under faults and heavy requests: one bad row never fails the batch, one request never stalls it.
+
+Faults are injected into one request of a running batch (its rows' sampler raises, or picks an id
+outside the vocabulary, or its prefill fails); every other request must get exactly the text it
+gets alone. Heavy requests are refused with a 400 naming the limit, or admitted fairly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import queue
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from npgpt.api import GPT2  # noqa: E402
+from npgpt.config import GPT2Config  # noqa: E402
+from npgpt.params import init_params  # noqa: E402
+from npgpt.sampling import SamplingParams  # noqa: E402
+from npgpt.server import background_server, create_app  # noqa: E402
+from npgpt.server.scheduler import Request, RowFailed, Scheduler  # noqa: E402
+from npgpt.server.tasks import Row  # noqa: E402
+
+TINY = GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2)
+BAD_SEED = 666  # the request whose rows the injected fault hits
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT2:
+    return GPT2(TINY, init_params(TINY, seed=0))
+
+
+def inject(monkeypatch, fault) -> None:  # noqa: ANN001
+    """Make ``Row.pick`` call ``fault(row)`` first (it may raise, or change the row) for every row."""
+    original = Row.pick
+
+    def pick(self, logits):  # noqa: ANN001, ANN202
+        fault(self)
+        return original(self, logits)
+
+    monkeypatch.setattr(Row, "pick", pick)
+
+
+def collect(inbox: queue.Queue, n: int) -> tuple[list[str], list[list[int]], BaseException | None]:
+    """Texts and tokens per row from a request's inbox, or the error that ended it (then nothing follows)."""
+    texts, tokens, left = [""] * n, [[] for _ in range(n)], n
+    while left:
+        ev = inbox.get(timeout=60)
+        if isinstance(ev, BaseException):
+            time.sleep(0.05)
+            assert inbox.empty(), "an event arrived after the error that ended the request"
+            return texts, tokens, ev
+        texts[ev.row] += ev.text
+        tokens[ev.row].append(ev.token)
+        left -= ev.finish_reason is not None
+    return texts, tokens, None
+
+
+GOOD = [("The river", dict(max_new_tokens=20, seed=1, top_k=40), 2),
+        ("Green apples are", dict(max_new_tokens=14, temperature=0), 1),
+        ("A long prompt " * 6, dict(max_new_tokens=25, seed=3, top_p=0.9, stop=("e d",)), 2)]
+
+
+def run_batch(model: GPT2, bad_n: int = 2, max_batch: int = 8) -> tuple[list, BaseException | None]:
+    """The GOOD requests and one BAD_SEED request, all admitted into one batch; their results."""
+    sched = Scheduler(model, max_batch=max_batch)
+    hold = threading.Event()
+    try:
+        sched.call(lambda: hold.wait(30))  # keeps the worker busy until every request is queued
+        inboxes = []
+        for prompt, kw, n in [GOOD[0], ("Bad apples", dict(max_new_tokens=30, seed=BAD_SEED), bad_n), *GOOD[1:]]:
+            inbox: queue.Queue = queue.Queue()
+            sched.submit(Request([model.tokenizer.encode(prompt)] * n, SamplingParams(**kw), inbox.put))
+            inboxes.append((inbox, n))
+        hold.set()
+        results = [collect(inbox, n) for inbox, n in inboxes]
+        # the scheduler keeps serving afterwards
+        inbox = queue.Queue()
+        sched.submit(Request([model.tokenizer.encode("After")], SamplingParams(max_new_tokens=3), inbox.put))
+        assert collect(inbox, 1)[2] is None
+        assert sched.active == 0
+        return [results[0], *results[2:]], results[1][2]
+    finally:
+        sched.close()
+
+
+def assert_good_unchanged(model: GPT2, good_results: list) -> None:
+    for (prompt, kw, n), (texts, tokens, error) in zip(GOOD, good_results, strict=True):
+        assert error is None
+        ref = model.completions([prompt] * n, **kw)  # each request alone, same seed
+        assert texts == [c.text for c in ref] and tokens == [c.tokens for c in ref], prompt
+
+
+# -- one bad row never fails the batch (issue 14, kind 6) ---------------------------------------------------
+@pytest.mark.parametrize("at_token, bad_row", [(0, 0), (0, 1), (3, 1), (7, 0), (29, 1)])
+def test_a_row_that_raises_ends_only_its_request(model, monkeypatch, at_token, bad_row):
+    """A fault at the first pick (prefill), mid-way, or at the last token, in either row of the bad request."""
+    def fault(row: Row) -> None:
+        if row.request.params.seed == BAD_SEED and row.row == bad_row and row.n_new == at_token:
+            raise ValueError("injected fault in one row's sampler")
+
+    inject(monkeypatch, fault)
+    good, error = run_batch(model)
+    assert isinstance(error, RowFailed) and error.index == bad_row and "injected fault" in str(error)
+    assert_good_unchanged(model, good)
+
+
+def test_a_token_outside_the_vocabulary_ends_only_its_request(model, monkeypatch):
+    """A sampler that returns an id the embedding does not have (e.g. a padded vocabulary's) is caught
+    before the shared decode step it would fail."""
+    original = Row.pick
+
+    def pick(self, logits):  # noqa: ANN001, ANN202
+        event = original(self, logits)
+        if self.request.params.seed == BAD_SEED and self.n_new == 4:
+            self.token = TINY.n_vocab + 3
+        return event
+
+    monkeypatch.setattr(Row, "pick", pick)
+    good, error = run_batch(model)
+    assert isinstance(error, RowFailed) and "outside the vocabulary" in str(error)
+    assert_good_unchanged(model, good)
+
+
+def test_a_failing_prefill_ends_only_its_request(model):
+    """The prefill of several new requests fails because of one of them: the others are retried and run."""
+    m = GPT2(TINY, init_params(TINY, seed=0))
+    marker = m.tokenizer.encode("Bad apples")[0]
+    forward = m.backend.forward
+
+    def failing(ids, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if ids.shape[1] > 1 and (np.asarray(ids) == marker).any():  # a prefill holding the bad prompt
+            raise FloatingPointError("injected prefill failure")
+        return forward(ids, *args, **kw)
+
+    m.engine.backend = dataclasses.replace(m.backend, forward=failing)
+    good, error = run_batch(m)
+    assert isinstance(error, RuntimeError) and "injected prefill failure" in str(error)
+    assert_good_unchanged(model, good)
+
+
+@pytest.fixture
+def url(model):
+    with background_server(create_app({"tiny": model}, max_batch=8)) as base:
+        yield base
+
+
+def stream_events(base: str, body: dict) -> list:
+    with httpx.stream("POST", base + "/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+        assert r.status_code == 200
+        return [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+
+
+def test_over_http_the_bad_request_gets_an_error_and_the_others_their_text(url, model, monkeypatch):
+    """Plain: an OpenAI-shaped 500 for the bad request; streamed: a final error event, then [DONE]."""
+    def fault(row: Row) -> None:
+        if row.request.params.seed == BAD_SEED and row.n_new == 5:
+            raise ValueError("injected fault")
+
+    inject(monkeypatch, fault)
+    good = [dict(prompt=f"Client {i} writes", max_tokens=12, seed=10 + i, temperature=0.8, n=1 + i % 2)
+            for i in range(4)]
+    bad = dict(prompt="Bad client", max_tokens=20, seed=BAD_SEED, n=2)
+    with ThreadPoolExecutor(8) as pool:
+        plain = [pool.submit(httpx.post, url + "/v1/completions", json=b, timeout=60) for b in good]
+        streamed = [pool.submit(stream_events, url, b) for b in good]
+        bad_plain = pool.submit(httpx.post, url + "/v1/completions", json=bad, timeout=60)
+        bad_stream = pool.submit(stream_events, url, bad)
+        r = bad_plain.result()
+        assert r.status_code == 500
+        err = r.json()["error"]
+        assert err["code"] == "generation_failed" and err["type"] == "server_error"
+        assert "choice" in err["message"] and "injected fault" in err["message"]
+        events = bad_stream.result()
+        assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "generation_failed"
+        for b, p, s in zip(good, plain, streamed, strict=True):
+            ref = [c.text for c in model.completions([b["prompt"]] * b["n"], max_new_tokens=12, seed=b["seed"],
+                                                     temperature=0.8)]
+            assert [c["text"] for c in p.result().json()["choices"]] == ref
+            texts = [""] * b["n"]
+            events = s.result()
+            assert events[-1] == "[DONE]"
+            for e in events[:-1]:
+                for c in json.loads(e)["choices"]:
+                    texts[c["index"]] += c["text"]
+            assert texts == ref
+
+
+# -- one request cannot stall the server (issue 14, kind 7) --------------------------------------------------
+def test_limits_refuse_with_a_400_naming_the_limit_and_parameter(model):
+    app = create_app({"tiny": model}, max_rows=8, max_request_tokens=200)
+    with background_server(app) as base:
+        cases = [({"prompt": ["a", "b", "c"], "n": 3}, "prompt", "too_many_rows", "--max-rows"),
+                 ({"prompt": [[1], [2], [3]], "n": 3}, "prompt", "too_many_rows", "--max-rows"),
+                 ({"prompt": "x", "n": 9}, "n", "too_many_rows", "--max-rows"),
+                 ({"prompt": "hi there", "n": 4, "max_tokens": 60}, "max_tokens", "too_many_tokens",
+                  "--max-request-tokens")]
+        for body, param, code, option in cases:
+            r = httpx.post(base + "/v1/completions", json=body)
+            assert r.status_code == 400, (body, r.text)
+            err = r.json()["error"]
+            assert (err["param"], err["code"]) == (param, code) and option in err["message"], err
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        for body, code in [({**chat, "n": 9}, "too_many_rows"), ({**chat, "n": 4}, "too_many_tokens")]:
+            r = httpx.post(base + "/v1/chat/completions", json=body)  # n=4 to the end of the context: > 200
+            assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
+        ok = httpx.post(base + "/v1/completions", json={"prompt": ["a", "b"], "n": 4, "max_tokens": 3})
+        assert ok.status_code == 200 and len(ok.json()["choices"]) == 8
+
+
+class HealthProbe:
+    """Polls ``/health`` from a thread while it runs; the latencies in seconds."""
+
+    def __init__(self, base: str, every: float = 0.02) -> None:
+        self.base, self.every, self.latencies = base, every, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:  # http.client: httpx adds ~40 ms a call on loopback here, hiding the server's time
+        host, port = self.base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            while not self.stop.is_set():
+                t = time.perf_counter()
+                conn.request("GET", "/health")
+                r = conn.getresponse()
+                r.read()
+                self.latencies.append(time.perf_counter() - t)
+                assert r.status == 200
+                time.sleep(self.every)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> HealthProbe:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+    def summary(self) -> str:
+        lat = sorted(self.latencies)
+        p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
+        return f"{len(lat)} /health calls: p50 {1e3 * statistics.median(lat):.1f} ms, p99 {1e3 * p99:.1f} ms, " \
+               f"max {1e3 * lat[-1]:.1f} ms"
+
+
+def test_a_huge_request_neither_freezes_the_server_nor_blocks_a_small_one(model, capsys):
+    """A 1 MB body of one-token prompts with n=128 is refused at once; a maximal request (every row and token
+    the limits allow) runs while /health keeps answering and a small request after it finishes first."""
+    max_rows = 48
+    app = create_app({"tiny": model}, max_batch=8, max_rows=max_rows)
+    with background_server(app) as base, HealthProbe(base) as probe, ThreadPoolExecutor(4) as pool:
+        huge = json.dumps({"prompt": ["a"] * 240_000, "n": 128, "max_tokens": 1}, separators=(",", ":")).encode()
+        assert 900_000 < len(huge) <= 1_000_000
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)  # httpx would hold the GIL encoding it
+        t = time.perf_counter()
+        conn.request("POST", "/v1/completions", body=huge, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        err = json.loads(r.read())["error"]
+        refused_in = time.perf_counter() - t
+        conn.close()
+        assert r.status == 400 and err["param"] == "prompt" and "4096" in err["message"], err
+        prompts = [f"prompt {i} " * 40 for i in range(max_rows // 2)]  # long prompts: every admission a prefill
+        big = pool.submit(httpx.post, base + "/v1/completions", timeout=120,
+                          json={"prompt": prompts, "n": 2, "max_tokens": 24, "seed": 1})
+        deadline = time.time() + 60
+        while httpx.get(base + "/health").json()["models"]["tiny"]["active_rows"] == 0:
+            assert time.time() < deadline and not big.done()
+            time.sleep(0.005)
+        small = pool.submit(httpx.post, base + "/v1/completions", json={"prompt": "small", "max_tokens": 4},
+                            timeout=120)
+        assert small.result().status_code == 200
+        assert not big.done(), "the small request waited for the whole of the big one"
+        assert big.result().status_code == 200 and len(big.result().json()["choices"]) == max_rows
+    assert max(probe.latencies) < 2.0, probe.summary()  # a bound on a hang, not a timing claim
+    with capsys.disabled():
+        print(f"\n1 MB body of 240000 prompts x n=128 refused in {1e3 * refused_in:.0f} ms; while a maximal "
+              f"request ran: {probe.summary()}")
+
+
+def test_free_rows_go_to_the_request_with_the_fewest(model):
+    """Scheduler level: a small request queued behind a big one starts at the next free row, not after the
+    big one's every row; order of finishing is recorded from the worker thread."""
+    sched = Scheduler(model, max_batch=4)
+    finished: list[str] = []
+    hold = threading.Event()
+
+    def inbox(name: str):  # noqa: ANN202
+        return lambda ev: finished.append(name) if getattr(ev, "finish_reason", None) else None
+
+    try:
+        sched.call(lambda: hold.wait(30))
+        ids = model.tokenizer.encode("Tokens")
+        sched.submit(Request([ids] * 40, SamplingParams(max_new_tokens=5, seed=0), inbox("big")))
+        sched.submit(Request([ids] * 2, SamplingParams(max_new_tokens=5, seed=1), inbox("small")))
+        hold.set()
+        deadline = time.time() + 60
+        while len(finished) < 42:
+            assert time.time() < deadline
+            time.sleep(0.01)
+    finally:
+        sched.close()
+    last_small = max(i for i, name in enumerate(finished) if name == "small")
+    assert last_small < 12, finished  # oldest-first would finish it after 38 of the big one's rows
+
+
+def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(model):
+    """The shared decode step has no one request to blame: every active request gets the error, named as
+    the batch's, and the next request runs."""
+    m = GPT2(TINY, init_params(TINY, seed=0))
+    forward, calls = m.backend.forward, {"decode": 0}
+
+    def failing(ids, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if ids.shape[1] == 1:
+            calls["decode"] += 1
+            if calls["decode"] == 3:
+                raise MemoryError("injected decode failure")
+        return forward(ids, *args, **kw)
+
+    m.engine.backend = dataclasses.replace(m.backend, forward=failing)
+    sched = Scheduler(m, max_batch=8)
+    hold = threading.Event()
+    try:
+        sched.call(lambda: hold.wait(30))
+        inboxes = []
+        for prompt, kw, n in GOOD:
+            inbox: queue.Queue = queue.Queue()
+            sched.submit(Request([m.tokenizer.encode(prompt)] * n, SamplingParams(**kw), inbox.put))
+            inboxes.append((inbox, n))
+        hold.set()
+        for inbox, n in inboxes:
+            error = collect(inbox, n)[2]
+            assert isinstance(error, RuntimeError) and "decode step failed" in str(error)
+            assert "injected decode failure" in str(error)
+        inbox = queue.Queue()
+        sched.submit(Request([m.tokenizer.encode("After")], SamplingParams(max_new_tokens=3, temperature=0), inbox.put))
+        texts, _, error = collect(inbox, 1)
+        assert error is None and texts == [model.generate("After", max_new_tokens=3, temperature=0)]
+    finally:
+        sched.close()
+
+
+@pytest.mark.parametrize("flag, value", [("--max-rows", "0"), ("--max-request-tokens", "-1"),
+                                         ("--shutdown-timeout", "-2"), ("--shutdown-timeout", "nan")])
+def test_serve_refuses_bad_limits_before_loading(flag, value):
+    from typer.testing import CliRunner
+
+    from npgpt.cli import app
+    from npgpt.errors import NpgptError
+
+    r = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model", flag, value])
+    assert isinstance(r.exception, NpgptError) and flag in str(r.exception), r.output
