@@ -37,9 +37,16 @@ class GPT2:
     forward passes) and a :class:`~npgpt.tokenizer.Tokenizer` (``.tokenizer``).
     """
 
-    def __init__(self, config: GPT2Config, params: dict[str, Any], tokenizer: Tokenizer | None = None,
-                 backend: str = "numpy", source: str | None = None, notice: str | None = None,
-                 dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        config: GPT2Config,
+        params: dict[str, Any],
+        tokenizer: Tokenizer | None = None,
+        backend: str = "numpy",
+        source: str | None = None,
+        notice: str | None = None,
+        dtype: str = "float32",
+    ) -> None:
         self.engine = Engine.load_params(config, params, get_backend(backend), dtype)
         self.tokenizer = tokenizer or Tokenizer()
         self.source = source
@@ -69,8 +76,9 @@ class GPT2:
         """Float32 logits [B, T, V] for integer ids [B, T]; see :meth:`Engine.logits`."""
         return self.engine.logits(ids, attention_mask)
 
-    def run_with_cache(self, ids: Any, names_filter: Any = None, attention_mask: Any = None,
-                       **kw: Any) -> tuple[Any, dict[str, Any]]:
+    def run_with_cache(
+        self, ids: Any, names_filter: Any = None, attention_mask: Any = None, **kw: Any
+    ) -> tuple[Any, dict[str, Any]]:
         """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``."""
         from .hooks import run_with_cache
 
@@ -97,8 +105,9 @@ class GPT2:
         params = SamplingParams.from_options(sampling)
         return events(self.engine, self.tokenizer, self._rows(prompts), params)
 
-    def completions(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]],
-                    **sampling: Any) -> list[Completion]:
+    def completions(
+        self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]], **sampling: Any
+    ) -> list[Completion]:
         """Run a batch to the end; one :class:`Completion` per prompt, in order.
 
         ``prompts``: a list of prompts (each text or token ids); a single string or a flat list of
@@ -145,23 +154,33 @@ class GPT2:
             if ev.text:
                 yield ev.text if isinstance(prompt, str) else (ev.row, ev.text)
 
-    def score(self, text: str | Sequence[int], allow_special: bool = False, window: int | None = None,
-              stride: int | None = None) -> Score:
+    def score(
+        self,
+        text: str | Sequence[int],
+        allow_special: bool = False,
+        window: int | None = None,
+        stride: int | None = None,
+    ) -> Score:
         """Per-token log-probabilities of ``text`` (a string or token ids), its log-likelihood and perplexity.
 
         The first token's logprob is None (nothing predicts it). A text longer than the context is
         scored in sliding windows (``window``, ``stride``: see :func:`npgpt.score.token_nlls`).
         ``allow_special``: a literal ``<|endoftext|>`` is the special token. See :class:`npgpt.score.Score`.
         """
-        return score(self, text if isinstance(text, str) else list(text), window=window, stride=stride,
-                     allow_special=allow_special)
+        return score(
+            self,
+            text if isinstance(text, str) else list(text),
+            window=window,
+            stride=stride,
+            allow_special=allow_special,
+        )
 
     def next_tokens(self, prompt: str, k: int = 10) -> list[tuple[int, str, float]]:
         """The ``k`` most likely next tokens after ``prompt``: (id, text, probability)."""
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise NpgptError("prompt is empty; give at least one token of text")
-        logits = self.logits([ids[-self.config.n_ctx:]])[0, -1, : self.tokenizer.n_vocab]  # no padded ids
+        logits = self.logits([ids[-self.config.n_ctx :]])[0, -1, : self.tokenizer.n_vocab]  # no padded ids
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]

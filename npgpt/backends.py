@@ -23,8 +23,13 @@ WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # how the weight mat
 # The weight dtypes each backend stores: 16 bits only where the library has 16-bit matrix products
 # (NumPy has none that are fast; CuPy has no bfloat16); int8 only where it has an int8-weight
 # product that beats its float32 one (PyTorch's, see npgpt/int8.py).
-DTYPES = {"numpy": ("float32",), "jax": ("float32", "float16", "bfloat16"), "torch": WEIGHT_DTYPES,
-          "cupy": ("float32", "float16"), "cupynumeric": ("float32",)}
+DTYPES = {
+    "numpy": ("float32",),
+    "jax": ("float32", "float16", "bfloat16"),
+    "torch": WEIGHT_DTYPES,
+    "cupy": ("float32", "float16"),
+    "cupynumeric": ("float32",),
+}
 _EXTRA = {"jax": "jax", "torch": "torch"}
 _GPU_INSTALL = {  # not extras: these need CUDA and pick a wheel per CUDA version
     "cupy": "pip install cupy-cuda12x (needs an NVIDIA GPU)",
@@ -41,8 +46,9 @@ def _require(module: str, backend: str) -> Any:
         hint = _GPU_INSTALL.get(backend) or f"pip install 'npgpt[{_EXTRA[backend]}]'"
         raise NpgptError(f"backend {backend!r} is not installed; {hint}") from None
     except Exception as e:  # cuPyNumeric/legate raise their own errors when libcuda is missing
-        raise NpgptError(f"backend {backend!r} failed to start ({type(e).__name__}: {e}); "
-                         "it needs an NVIDIA GPU with its driver") from None
+        raise NpgptError(
+            f"backend {backend!r} failed to start ({type(e).__name__}: {e}); it needs an NVIDIA GPU with its driver"
+        ) from None
 
 
 def check_dtype(dtype: str) -> None:
@@ -85,10 +91,13 @@ class Backend:
             return self.layout(map_with_path(lambda _name, a: self.asarray(a), params))
         to_16bit = self.to_16bit
         convert: Callable[[np.ndarray], Any] | None = (
-            self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w: to_16bit(w, dtype))
+            self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w: to_16bit(w, dtype)
+        )
         if convert is None or dtype not in self.dtypes:
-            raise NpgptError(f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
-                             f"times slower than float32); use --backend torch for --dtype {dtype}")
+            raise NpgptError(
+                f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
+                f"times slower than float32); use --backend torch for --dtype {dtype}"
+            )
 
         def narrow(w: np.ndarray) -> Any:  # one matrix at a time, straight from the checkpoint's pages
             out = convert(w)
@@ -97,8 +106,12 @@ class Backend:
 
         # The head (wte, or an untied lm_head) multiplies by its transpose: pass it as used.
         # ".w": every linear layer.
-        return map_with_path(lambda name, a: narrow(a.T).T if name in ("wte", "lm_head") else
-                             narrow(a) if name.endswith(".w") else self.asarray(a), params)
+        return map_with_path(
+            lambda name, a: (
+                narrow(a.T).T if name in ("wte", "lm_head") else narrow(a) if name.endswith(".w") else self.asarray(a)
+            ),
+            params,
+        )
 
 
 def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
@@ -185,9 +198,17 @@ def get_backend(name: str) -> Backend:
         # so XLA can update it in place.
         forward = jax.jit(gpt2, static_argnames=("config", "last_only"), donate_argnames=("cache",))
         # 16-bit weights are for accelerators: XLA's CPU 16-bit products are ~10x slower than float32.
-        return Backend("jax", jax.numpy.asarray, np.asarray, forward, bucket=_power_of_two, compiles=True,
-                       functional_updates=True, dtypes=DTYPES[name],
-                       to_16bit=lambda w, dtype: jax.numpy.asarray(w, dtype=dtype))
+        return Backend(
+            "jax",
+            jax.numpy.asarray,
+            np.asarray,
+            forward,
+            bucket=_power_of_two,
+            compiles=True,
+            functional_updates=True,
+            dtypes=DTYPES[name],
+            to_16bit=lambda w, dtype: jax.numpy.asarray(w, dtype=dtype),
+        )
     if name == "torch":
         torch = _require("torch", name)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -222,13 +243,18 @@ def get_backend(name: str) -> Backend:
                 warnings.simplefilter("ignore", UserWarning)
                 return Int8Matrix.from_float(torch.from_numpy(w), done).to(device)
 
-        return Backend("torch", to_torch, to_numpy, forward, dtypes=DTYPES[name], to_16bit=to_16bit,
-                       to_int8=to_int8)
+        return Backend("torch", to_torch, to_numpy, forward, dtypes=DTYPES[name], to_16bit=to_16bit, to_int8=to_int8)
     if name == "cupy":
         cp = _require("cupy", name)
         # cuBLAS runs float16 products on tensor cores; CuPy has no bfloat16 dtype.
-        return Backend("cupy", cp.asarray, cp.asnumpy, gpt2, dtypes=DTYPES[name],
-                       to_16bit=lambda w, dtype: cp.asarray(w.astype(dtype)))
+        return Backend(
+            "cupy",
+            cp.asarray,
+            cp.asnumpy,
+            gpt2,
+            dtypes=DTYPES[name],
+            to_16bit=lambda w, dtype: cp.asarray(w.astype(dtype)),
+        )
     if name == "cupynumeric":
         # NVIDIA's distributed drop-in NumPy: its arrays carry __array_namespace__, so the
         # model file runs unchanged; Legate decides where the data lives.

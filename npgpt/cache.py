@@ -59,6 +59,7 @@ class FunctionalLayerKV(LayerKV):
             k_buf = jax.lax.dynamic_update_slice(self.k, k, (0, 0, start, 0))
             v_buf = jax.lax.dynamic_update_slice(self.v, v, (0, 0, start, 0))
         else:
+
             def row(buf: Any, new: Any, s: Any) -> Any:
                 return jax.lax.dynamic_update_slice(buf, new, (0, s, 0))
 
@@ -119,8 +120,10 @@ def init_cache(config: GPT2Config, batch: int, length: int, like: Any, functiona
 
 def copy_rows(dst: KVCache, dst_index: Any, src: KVCache, src_index: Any) -> KVCache:
     """``dst[dst_index] = src[src_index]`` for every layer's keys and values (an index into [B, H, S, D])."""
-    return type(dst)(tuple(dst.put(d, dst_index, s[src_index]) for d, s in zip(dst.k, src.k, strict=True)),
-                     tuple(dst.put(d, dst_index, s[src_index]) for d, s in zip(dst.v, src.v, strict=True)))
+    return type(dst)(
+        tuple(dst.put(d, dst_index, s[src_index]) for d, s in zip(dst.k, src.k, strict=True)),
+        tuple(dst.put(d, dst_index, s[src_index]) for d, s in zip(dst.v, src.v, strict=True)),
+    )
 
 
 def rows(cache: KVCache, n: int) -> KVCache:

@@ -62,8 +62,10 @@ class CharTokenizer(Tokenizer):
         try:
             return [self._ids[c] for c in text]
         except KeyError as e:
-            raise NpgptError(f"character {e.args[0]!r} is not in this character-level model's vocabulary "
-                             f"of {len(self.chars)} characters; use only characters of its training text") from None
+            raise NpgptError(
+                f"character {e.args[0]!r} is not in this character-level model's vocabulary "
+                f"of {len(self.chars)} characters; use only characters of its training text"
+            ) from None
 
     def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
         return [self.encode(t, allow_special) for t in texts]
@@ -94,6 +96,8 @@ def tokenizer_from_spec(spec: dict[str, Any] | None) -> Tokenizer:
     if spec is None:
         return Tokenizer()
     if not isinstance(spec, dict) or spec.get("type") != CharTokenizer.kind or not isinstance(spec.get("chars"), str):
-        raise CheckpointError(f"unknown tokenizer in the model file ({str(spec)[:60]}); "
-                              "this npgpt reads 'char' tokenizers only, or none (GPT-2's)")
+        raise CheckpointError(
+            f"unknown tokenizer in the model file ({str(spec)[:60]}); "
+            "this npgpt reads 'char' tokenizers only, or none (GPT-2's)"
+        )
     return CharTokenizer(spec["chars"])

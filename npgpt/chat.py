@@ -31,8 +31,9 @@ def chat_prompt(messages: Sequence[Message]) -> str:
     return "\n".join([*lines, "Assistant:"])
 
 
-def fit_history(messages: Sequence[Message], count_tokens: Callable[[str], int],
-                budget: int) -> tuple[list[Message], int]:
+def fit_history(
+    messages: Sequence[Message], count_tokens: Callable[[str], int], budget: int
+) -> tuple[list[Message], int]:
     """The newest messages whose transcript fits in ``budget`` tokens, and how many were dropped.
 
     System messages are always kept; the oldest other messages go first, a whole user turn (with the
@@ -69,9 +70,11 @@ class Conversation:
         fitted, dropped = fit_history([*start, *self.history, ("user", message)], self.count_tokens, self.budget)
         prompt = chat_prompt(fitted)
         if self.count_tokens(prompt) > self.budget:
-            raise NpgptError(f"that message takes more than the {self.budget} tokens the context leaves for the "
-                             "conversation; say less (or lower --max-new-tokens)")
-        self.history = fitted[len(start):]
+            raise NpgptError(
+                f"that message takes more than the {self.budget} tokens the context leaves for the "
+                "conversation; say less (or lower --max-new-tokens)"
+            )
+        self.history = fitted[len(start) :]
         return prompt, dropped
 
     def answer(self, reply: str) -> None:

@@ -16,8 +16,13 @@ from typing import Any
 from .activations import NAMES as ACTIVATIONS
 
 _INTS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
-_BOOLS = ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn",
-          "tie_word_embeddings", "bias")
+_BOOLS = (
+    "scale_attn_weights",
+    "scale_attn_by_inverse_layer_idx",
+    "reorder_and_upcast_attn",
+    "tie_word_embeddings",
+    "bias",
+)
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,18 @@ class GPT2Config:
         for name in _INTS:
             _check(name, getattr(self, name), _positive_int, "a positive int")
         _check("n_inner", self.n_inner, lambda v: v is None or _positive_int(v), "null or a positive int")
-        _check("activation_function", self.activation_function, lambda v: v in ACTIVATIONS,
-               f"one of {', '.join(ACTIVATIONS)} (transformers' names)")
-        _check("layer_norm_epsilon", self.layer_norm_epsilon,
-               lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
-               "a positive number")
+        _check(
+            "activation_function",
+            self.activation_function,
+            lambda v: v in ACTIVATIONS,
+            f"one of {', '.join(ACTIVATIONS)} (transformers' names)",
+        )
+        _check(
+            "layer_norm_epsilon",
+            self.layer_norm_epsilon,
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+            "a positive number",
+        )
         for name in _BOOLS:
             _check(name, getattr(self, name), lambda v: isinstance(v, bool), "true or false")
         if self.n_embd % self.n_head:
@@ -76,14 +88,22 @@ class GPT2Config:
         shapes: dict[str, tuple[int, ...]] = {"wte": (V, C), "wpe": (self.n_ctx, C)}
         for i in range(self.n_layer):
             p = f"blocks.{i}."
-            shapes.update({
-                p + "ln_1.g": (C,), p + "ln_1.b": (C,),
-                p + "attn.c_attn.w": (C, 3 * C), p + "attn.c_attn.b": (3 * C,),
-                p + "attn.c_proj.w": (C, C), p + "attn.c_proj.b": (C,),
-                p + "ln_2.g": (C,), p + "ln_2.b": (C,),
-                p + "mlp.c_fc.w": (C, F), p + "mlp.c_fc.b": (F,),
-                p + "mlp.c_proj.w": (F, C), p + "mlp.c_proj.b": (C,),
-            })
+            shapes.update(
+                {
+                    p + "ln_1.g": (C,),
+                    p + "ln_1.b": (C,),
+                    p + "attn.c_attn.w": (C, 3 * C),
+                    p + "attn.c_attn.b": (3 * C,),
+                    p + "attn.c_proj.w": (C, C),
+                    p + "attn.c_proj.b": (C,),
+                    p + "ln_2.g": (C,),
+                    p + "ln_2.b": (C,),
+                    p + "mlp.c_fc.w": (C, F),
+                    p + "mlp.c_fc.b": (F,),
+                    p + "mlp.c_proj.w": (F, C),
+                    p + "mlp.c_proj.b": (C,),
+                }
+            )
         shapes.update({"ln_f.g": (C,), "ln_f.b": (C,)})
         if not self.tie_word_embeddings:
             shapes["lm_head"] = (V, C)
@@ -119,8 +139,10 @@ class GPT2Config:
         if d.get("model_type", "gpt2") != "gpt2":
             raise ValueError(f"model_type is {d['model_type']!r}; npgpt runs GPT-2 ('gpt2') models only")
         if d.get("add_cross_attention", False) is not False:
-            raise ValueError(f"add_cross_attention is {d['add_cross_attention']!r}; npgpt runs decoder-only "
-                             "GPT-2 (no cross-attention layers)")
+            raise ValueError(
+                f"add_cross_attention is {d['add_cross_attention']!r}; npgpt runs decoder-only "
+                "GPT-2 (no cross-attention layers)"
+            )
         kw = dict(d)
         # HF's names; transformers sizes wpe by n_positions (old configs also carry n_ctx)
         hf_names = {"n_vocab": "vocab_size", "n_ctx": "n_positions"}

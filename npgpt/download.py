@@ -42,12 +42,7 @@ _CHUNK = 1 << 20
 
 
 def download_openai(
-    name: str,
-    *,
-    base_url: str = OPENAI_URL,
-    progress: Progress | None = None,
-    retries: int = 3,
-    timeout: float = 30.0,
+    name: str, *, base_url: str = OPENAI_URL, progress: Progress | None = None, retries: int = 3, timeout: float = 30.0
 ) -> Path:
     """Fetch OpenAI's GPT-2 ``name`` (124M, 355M, 774M, 1558M or gpt2, gpt2-medium, ...), verify
     every tensor's checksum, convert it once and return the npgpt file's path.
@@ -143,8 +138,10 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
                 if isinstance(e, LocalEntryNotFoundError):  # offline: not "absent from the repo"
                     raise
         else:
-            raise NpgptError(f"{repo_id} has no GPT-2 weights (none of model.safetensors, "
-                             "model.safetensors.index.json, pytorch_model.bin)")
+            raise NpgptError(
+                f"{repo_id} has no GPT-2 weights (none of model.safetensors, "
+                "model.safetensors.index.json, pytorch_model.bin)"
+            )
         if file.endswith(".index.json"):
             for file in sorted(hf_files.shard_map(paths[1])):
                 paths.append(fetch(file))
@@ -330,4 +327,3 @@ def _tqdm_reporting(progress: Progress, file: str) -> type:
             progress(file, self.n, self.total)
 
     return Reporting
-

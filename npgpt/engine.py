@@ -49,8 +49,9 @@ class Engine:
         self.dtype = dtype
 
     @classmethod
-    def load_params(cls, config: GPT2Config, params: dict[str, Any], backend: Backend,
-                    dtype: str = "float32") -> Engine:
+    def load_params(
+        cls, config: GPT2Config, params: dict[str, Any], backend: Backend, dtype: str = "float32"
+    ) -> Engine:
         """An Engine over host float32 ``params``, moved to ``backend`` once (see ``Backend.put_params``)."""
         return cls(config, backend.put_params(params, dtype), backend, dtype)
 
@@ -62,8 +63,9 @@ class Engine:
 
         Raises ValueError when ``capacity`` exceeds the context.
         """
-        return init_cache(self.config, batch, capacity, like=self.params["wte"],
-                          functional=self.backend.functional_updates)
+        return init_cache(
+            self.config, batch, capacity, like=self.params["wte"], functional=self.backend.functional_updates
+        )
 
     def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T] (a 1-D sequence is treated as B=1).
@@ -98,8 +100,9 @@ class Engine:
             raise NpgptError(f"attention_mask must have the shape of ids {ids.shape}, got {valid.shape}")
         return ids, valid
 
-    def forward(self, ids: np.ndarray, cache: KVCache, valid: np.ndarray, start: np.ndarray,
-                last_only: bool = False) -> tuple[np.ndarray, KVCache]:
+    def forward(
+        self, ids: np.ndarray, cache: KVCache, valid: np.ndarray, start: np.ndarray, last_only: bool = False
+    ) -> tuple[np.ndarray, KVCache]:
         """Run ids [B, T] written into ``cache`` at each row's slot ``start`` [B]; (logits, updated cache).
 
         ``valid`` [B, S] marks the cache slots holding real tokens, the T new ones included.
@@ -112,13 +115,21 @@ class Engine:
         assert new_cache is not None
         return out, new_cache
 
-    def _run(self, ids: np.ndarray, valid: np.ndarray, start: Any, cache: KVCache | None = None,
-             last_only: bool = False) -> tuple[np.ndarray, KVCache | None]:
+    def _run(
+        self, ids: np.ndarray, valid: np.ndarray, start: Any, cache: KVCache | None = None, last_only: bool = False
+    ) -> tuple[np.ndarray, KVCache | None]:
         positions, mask = positions_and_mask(valid, start, ids.shape[1])
         be = self.backend
-        logits, cache = be.forward(be.asarray(ids), self.params, config=self.config,
-                                   positions=be.asarray(positions), mask=be.asarray(mask),
-                                   cache=cache, start=start, last_only=last_only)
+        logits, cache = be.forward(
+            be.asarray(ids),
+            self.params,
+            config=self.config,
+            positions=be.asarray(positions),
+            mask=be.asarray(mask),
+            cache=cache,
+            start=start,
+            last_only=last_only,
+        )
         return be.to_numpy(logits), cache
 
 

@@ -56,8 +56,9 @@ def attention_figure(pattern: np.ndarray, tokens: Sequence[str], layer: int, hea
     image = ax.imshow(pattern, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(T), list(tokens), rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(T), list(tokens), fontsize=8)
-    ax.set(xlabel="key (attended to)", ylabel="query (attending)",
-           title=f"attention pattern, block {layer}, head {head}")
+    ax.set(
+        xlabel="key (attended to)", ylabel="query (attending)", title=f"attention pattern, block {layer}, head {head}"
+    )
     fig.colorbar(image, ax=ax, label="attention weight")
     return fig
 

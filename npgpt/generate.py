@@ -42,7 +42,7 @@ def left_pad(rows: Sequence[Sequence[int]], width: int | None = None, pad_id: in
     ids = np.full((len(rows), T), pad_id, dtype=np.int64)
     n_pad = np.array([T - len(r) for r in rows], dtype=np.int64)
     for b, r in enumerate(rows):
-        ids[b, n_pad[b]:] = r
+        ids[b, n_pad[b] :] = r
     return ids, n_pad
 
 
@@ -64,7 +64,7 @@ def prefill(engine: Engine, rows: Sequence[Sequence[int]], capacity: int) -> tup
     B = len(rows)
     valid = np.zeros((B, capacity), dtype=bool)
     for b in range(B):
-        valid[b, n_pad[b]:width] = True
+        valid[b, n_pad[b] : width] = True
     state = DecodeState(engine.new_cache(B, capacity), valid, np.zeros(B, np.int64))
     return _forward(engine, state, ids), state
 
@@ -140,7 +140,8 @@ def check_request(engine: Engine, rows: Sequence[Sequence[int]], params: Samplin
             raise NpgptError(
                 f"prompt {i} has {len(r)} tokens and max_new_tokens is {params.max_new_tokens}: "
                 f"together over the model's context of {config.n_ctx}; shorten the prompt "
-                "or lower max_new_tokens", param="max_new_tokens",
+                "or lower max_new_tokens",
+                param="max_new_tokens",
             )
         if max(r) >= config.n_vocab or min(r) < 0:
             raise NpgptError(f"prompt {i} has a token id outside [0, {config.n_vocab})", param="prompt")
@@ -153,8 +154,15 @@ class RowSampler:
     batched loop below and the server's continuous-batching scheduler both drive rows with it.
     """
 
-    def __init__(self, row: int, params: SamplingParams, rng: np.random.Generator, tokenizer: Tokenizer,
-                 n_vocab: int, prompt: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        row: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        tokenizer: Tokenizer,
+        n_vocab: int,
+        prompt: Sequence[int] = (),
+    ) -> None:
         self.row, self.params, self.rng = row, params, rng
         # Ids a token can have: a padded vocabulary (nanoGPT's and llm.c's 50304) has rows past the
         # tokenizer's last id that no text decodes to; they are never chosen, nor listed in logprobs.
@@ -194,8 +202,9 @@ class RowSampler:
         return event
 
 
-def events(engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[int]],
-           params: SamplingParams) -> Iterator[Event]:
+def events(
+    engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[int]], params: SamplingParams
+) -> Iterator[Event]:
     """The token iterator: generate for every prompt (token ids) in one batch, one step at a time.
 
     Each row stops on its own (EOT, a stop sequence, or ``max_new_tokens``) and gets a final
@@ -203,8 +212,10 @@ def events(engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[int]],
     """
     check_request(engine, rows, params)
     capacity = max(len(r) for r in rows) + params.max_new_tokens
-    samplers = [RowSampler(b, params, rng, tokenizer, engine.config.n_vocab, rows[b])
-                for b, rng in enumerate(row_rngs(params.seed, len(rows)))]
+    samplers = [
+        RowSampler(b, params, rng, tokenizer, engine.config.n_vocab, rows[b])
+        for b, rng in enumerate(row_rngs(params.seed, len(rows)))
+    ]
     logits, state = prefill(engine, rows, capacity)
     while True:
         for s in samplers:

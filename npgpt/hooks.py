@@ -34,10 +34,23 @@ NamesFilter = str | Iterable[str] | Callable[[str], bool] | None
 
 # Each block's hook points in the order the forward pass reaches them (TransformerLens's names).
 BLOCK_HOOKS = (
-    "hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized",
-    "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
-    "hook_attn_out", "hook_resid_mid", "ln2.hook_scale", "ln2.hook_normalized",
-    "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
+    "hook_resid_pre",
+    "ln1.hook_scale",
+    "ln1.hook_normalized",
+    "attn.hook_q",
+    "attn.hook_k",
+    "attn.hook_v",
+    "attn.hook_attn_scores",
+    "attn.hook_pattern",
+    "attn.hook_z",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "ln2.hook_scale",
+    "ln2.hook_normalized",
+    "mlp.hook_pre",
+    "mlp.hook_post",
+    "hook_mlp_out",
+    "hook_resid_post",
 )
 
 
@@ -63,8 +76,10 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
     wanted = {names_filter} if isinstance(names_filter, str) else set(names_filter)
     unknown = sorted(wanted - set(hook_names(n_layer)))
     if unknown:
-        raise NpgptError(f"unknown hook name(s) {', '.join(map(repr, unknown))}; the names are those of "
-                         f"npgpt.hooks.hook_names({n_layer}), e.g. 'blocks.0.attn.hook_pattern'")
+        raise NpgptError(
+            f"unknown hook name(s) {', '.join(map(repr, unknown))}; the names are those of "
+            f"npgpt.hooks.hook_names({n_layer}), e.g. 'blocks.0.attn.hook_pattern'"
+        )
     return wanted.__contains__
 
 
@@ -77,8 +92,13 @@ def _inputs(model: Engine | HasEngine, ids: Any, attention_mask: Any) -> tuple[n
     return ids, positions, mask
 
 
-def hooked_forward(model: Engine | HasEngine, ids: Any, hook: Callable[[str, Array], Array], attention_mask: Any = None,
-                   params: dict[str, Any] | None = None) -> Array:
+def hooked_forward(
+    model: Engine | HasEngine,
+    ids: Any,
+    hook: Callable[[str, Array], Array],
+    attention_mask: Any = None,
+    params: dict[str, Any] | None = None,
+) -> Array:
     """Logits [B, T, V] (a backend array) of ``ids`` with ``hook(name, x)`` called at every hook point.
 
     ``params`` (default ``model.params``) lets a caller pass other arrays, e.g. JAX ones to trace;
@@ -87,13 +107,22 @@ def hooked_forward(model: Engine | HasEngine, ids: Any, hook: Callable[[str, Arr
     """
     ids, positions, mask = _inputs(model, ids, attention_mask)
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
-    logits, _ = gpt2(asarray(ids), model.params if params is None else params, model.config,
-                     positions=asarray(positions), mask=asarray(mask), hook=hook)
+    logits, _ = gpt2(
+        asarray(ids),
+        model.params if params is None else params,
+        model.config,
+        positions=asarray(positions),
+        mask=asarray(mask),
+        hook=hook,
+    )
     return logits
 
 
-def _compose(fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]], n_layer: int,
-             then: Callable[[str, Array], Array] | None = None) -> Callable[[str, Array], Array]:
+def _compose(
+    fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]],
+    n_layer: int,
+    then: Callable[[str, Array], Array] | None = None,
+) -> Callable[[str, Array], Array]:
     """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``."""
     hooks = [(name_filter(name, n_layer), fn) for name, fn in fwd_hooks]
 
@@ -103,16 +132,24 @@ def _compose(fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]], n_
                 new = fn(x, name)
                 if new is not None:
                     if tuple(new.shape) != tuple(x.shape):
-                        raise NpgptError(f"hook on {name!r} returned shape {tuple(new.shape)}; "
-                                         f"the activation's shape is {tuple(x.shape)}")
+                        raise NpgptError(
+                            f"hook on {name!r} returned shape {tuple(new.shape)}; "
+                            f"the activation's shape is {tuple(x.shape)}"
+                        )
                     x = new
         return x if then is None else then(name, x)
 
     return hook
 
 
-def run_with_cache(model: Engine | HasEngine, ids: Any, names_filter: NamesFilter = None, attention_mask: Any = None,
-                   fwd_hooks: Sequence[tuple[Any, HookFn]] = (), host: bool = True) -> tuple[Any, dict[str, Any]]:
+def run_with_cache(
+    model: Engine | HasEngine,
+    ids: Any,
+    names_filter: NamesFilter = None,
+    attention_mask: Any = None,
+    fwd_hooks: Sequence[tuple[Any, HookFn]] = (),
+    host: bool = True,
+) -> tuple[Any, dict[str, Any]]:
     """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
 
     ``cache`` maps TransformerLens's hook names to float32 arrays of TransformerLens's shapes (see
@@ -133,8 +170,9 @@ def run_with_cache(model: Engine | HasEngine, ids: Any, names_filter: NamesFilte
     return to(logits), cache
 
 
-def run_with_hooks(model: Engine | HasEngine, ids: Any, fwd_hooks: Sequence[tuple[Any, HookFn]] = (),
-                   attention_mask: Any = None) -> np.ndarray:
+def run_with_hooks(
+    model: Engine | HasEngine, ids: Any, fwd_hooks: Sequence[tuple[Any, HookFn]] = (), attention_mask: Any = None
+) -> np.ndarray:
     """Float32 logits [B, T, V] of a forward pass in which each ``(name, fn)`` of ``fwd_hooks`` runs at
     its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape, or None
     to keep the activation (changed in place or not). ``name`` is a hook name or a predicate over
@@ -151,6 +189,7 @@ def _jax_params(model: Engine | HasEngine) -> tuple[Any, Any, dict[str, Any]]:
         import jax.numpy as jnp
     except ImportError as e:
         raise NpgptError("activation gradients need JAX: pip install 'npgpt[jax]'") from e
+
     def to_jax(a: Any) -> Any:  # 16-bit weights (torch bfloat16 has no NumPy dtype) are widened first
         xp = array_namespace(a)
         return jnp.asarray(model.backend.to_numpy(xp.astype(a, xp.float32, copy=False)))
@@ -159,9 +198,13 @@ def _jax_params(model: Engine | HasEngine) -> tuple[Any, Any, dict[str, Any]]:
     return jax, jnp, params
 
 
-def activation_grads(model: Engine | HasEngine, ids: Any, metric: Callable[[Array], Array],
-                     names_filter: NamesFilter = None, attention_mask: Any = None,
-                     ) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def activation_grads(
+    model: Engine | HasEngine,
+    ids: Any,
+    metric: Callable[[Array], Array],
+    names_filter: NamesFilter = None,
+    attention_mask: Any = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(value, cache, grads)``: ``metric(logits)`` (a JAX scalar of the logits [B, T, V]), the
     activations named by ``names_filter`` and the gradient of the metric with respect to each, all
     from one ``jax.grad`` (a zero added at every hook point is what is differentiated). Needs JAX;
@@ -195,9 +238,14 @@ def activation_grads(model: Engine | HasEngine, ids: Any, metric: Callable[[Arra
     return float(value), {n: np.asarray(a) for n, a in acts.items()}, {n: np.asarray(g) for n, g in grads.items()}
 
 
-def attribution_patching(model: Engine | HasEngine, clean_ids: Any, corrupted_ids: Any,
-                         metric: Callable[[Array], Array], names_filter: NamesFilter = None,
-                         attention_mask: Any = None) -> dict[str, np.ndarray]:
+def attribution_patching(
+    model: Engine | HasEngine,
+    clean_ids: Any,
+    corrupted_ids: Any,
+    metric: Callable[[Array], Array],
+    names_filter: NamesFilter = None,
+    attention_mask: Any = None,
+) -> dict[str, np.ndarray]:
     """Attribution patching (Nanda, 2023): for each activation, ``(clean - corrupted) * d metric / d act``
     at the corrupted run, a first-order estimate of how much patching the clean activation into the
     corrupted run moves ``metric(logits)``. Arrays of the activations' shapes; sum over the axes

@@ -98,7 +98,7 @@ class Int8Matrix:
         return self.codes.numel() + 4 * self.scales.numel()
 
     @property
-    def mT(self) -> Int8Matrix:  # noqa: N802 (the array API's name)
+    def mT(self) -> Int8Matrix:
         m = Int8Matrix.__new__(Int8Matrix)
         m.__dict__.update(self.__dict__, transposed=not self.transposed)
         return m
@@ -128,8 +128,11 @@ class Int8Matrix:
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func in (torch.swapaxes, torch.transpose, torch.swapdims) and len(args) == 3 and \
-                {args[1], args[2]} in ({-1, -2}, {0, 1}):
+        if (
+            func in (torch.swapaxes, torch.transpose, torch.swapdims)
+            and len(args) == 3
+            and {args[1], args[2]} in ({-1, -2}, {0, 1})
+        ):
             return args[0].mT
         if func in (torch.matmul, torch.Tensor.__matmul__) and isinstance(args[1], Int8Matrix):
             return args[1].__rmatmul__(args[0])

@@ -67,8 +67,12 @@ def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
         top_ids.append(probs.argmax(-1))  # -> [T]
         top_probs.append(probs[at, top_ids[-1]])
         final_probs.append(probs[at, top_ids[0]])
-    return LogitLens(ids=ids, top_ids=np.stack(top_ids[::-1]), top_probs=np.stack(top_probs[::-1]),
-                     final_probs=np.stack(final_probs[::-1]))
+    return LogitLens(
+        ids=ids,
+        top_ids=np.stack(top_ids[::-1]),
+        top_probs=np.stack(top_probs[::-1]),
+        final_probs=np.stack(final_probs[::-1]),
+    )
 
 
 def attention_pattern(model: Engine | HasEngine, ids: Any, layer: int, head: int) -> np.ndarray:

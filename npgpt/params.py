@@ -52,8 +52,10 @@ def unflatten(flat: dict[str, Any], config: GPT2Config, source: str = "checkpoin
     """
     n_blocks = len({name.split(".")[1] for name in flat if name.startswith("blocks.")})
     if n_blocks != config.n_layer:
-        raise CheckpointError(f"{source}: the config says n_layer={config.n_layer} but the weights hold "
-                              f"{n_blocks} blocks; the config does not belong to these weights")
+        raise CheckpointError(
+            f"{source}: the config says n_layer={config.n_layer} but the weights hold "
+            f"{n_blocks} blocks; the config does not belong to these weights"
+        )
     expected = expected_shapes(config)
     missing = [k for k in expected if k not in flat]
     if missing:
@@ -67,8 +69,7 @@ def unflatten(flat: dict[str, Any], config: GPT2Config, source: str = "checkpoin
     for name, shape in expected.items():
         if tuple(flat[name].shape) != shape:
             raise CheckpointError(
-                f"{source}: tensor {name!r} has shape {tuple(flat[name].shape)}, expected {shape} "
-                f"for config {config}"
+                f"{source}: tensor {name!r} has shape {tuple(flat[name].shape)}, expected {shape} for config {config}"
             )
     params: dict[str, Any] = {"blocks": [{} for _ in range(config.n_layer)]}
     for name, value in flat.items():
@@ -96,5 +97,5 @@ def init_params(config: GPT2Config, seed: int = 0, std: float = 0.02) -> dict[st
             flat[name] = np.zeros(shape, np.float32)
         else:
             scale = std / np.sqrt(2 * config.n_layer) if name.endswith("c_proj.w") else std
-            flat[name] = (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
+            flat[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
     return unflatten(flat, config)

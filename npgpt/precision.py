@@ -25,8 +25,14 @@ def heldout_text() -> Path | None:
     return path if path.is_file() else None
 
 
-def logits_precision(path: str, backend: str = "torch", dtypes: tuple[str, ...] = NARROW_DTYPES,
-                     rows: int = 4, seq: int = 64, seed: int = 0) -> dict[str, Any]:
+def logits_precision(
+    path: str,
+    backend: str = "torch",
+    dtypes: tuple[str, ...] = NARROW_DTYPES,
+    rows: int = 4,
+    seq: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Per dtype: ``logits_max_abs_diff`` and ``cross_entropy_change`` (nats) against float32 NumPy.
 
     The real path (``load(path, backend=backend, dtype=...)``) on ``rows`` x ``seq`` random ids.
@@ -43,13 +49,17 @@ def logits_precision(path: str, backend: str = "torch", dtypes: tuple[str, ...] 
     for dtype in dtypes:
         logits = load(path, backend=backend, dtype=dtype).logits(ids[:, :-1])
         ce = float(cross_entropy(logits, ids[:, 1:]))
-        out[dtype] = {"logits_max_abs_diff": float(np.abs(logits - ref).max()), "cross_entropy": ce,
-                      "cross_entropy_change": ce - ref_ce}
+        out[dtype] = {
+            "logits_max_abs_diff": float(np.abs(logits - ref).max()),
+            "cross_entropy": ce,
+            "cross_entropy_change": ce - ref_ce,
+        }
     return out
 
 
-def text_precision(text: str, model: str = "bundled", backend: str = "torch",
-                   dtypes: tuple[str, ...] = NARROW_DTYPES) -> dict[str, Any]:
+def text_precision(
+    text: str, model: str = "bundled", backend: str = "torch", dtypes: tuple[str, ...] = NARROW_DTYPES
+) -> dict[str, Any]:
     """Per dtype (and float32): ``cross_entropy``, ``perplexity`` and their change from float32 on ``text``.
 
     Scored in non-overlapping windows of the model's context (``npgpt eval --stride`` equal to
@@ -63,18 +73,30 @@ def text_precision(text: str, model: str = "bundled", backend: str = "torch",
         return perplexity(m, text, stride=m.config.n_ctx)
 
     ref = score(load(model, backend=backend))
-    out: dict[str, Any] = {"model": model, "backend": backend, "tokens": ref["tokens"],
-                           "float32": {"cross_entropy": ref["cross_entropy"], "perplexity": ref["perplexity"]}}
+    out: dict[str, Any] = {
+        "model": model,
+        "backend": backend,
+        "tokens": ref["tokens"],
+        "float32": {"cross_entropy": ref["cross_entropy"], "perplexity": ref["perplexity"]},
+    }
     for dtype in dtypes:
         r = score(load(model, backend=backend, dtype=dtype))
-        out[dtype] = {"cross_entropy": r["cross_entropy"], "perplexity": r["perplexity"],
-                      "cross_entropy_change": r["cross_entropy"] - ref["cross_entropy"],
-                      "perplexity_change": r["perplexity"] - ref["perplexity"]}
+        out[dtype] = {
+            "cross_entropy": r["cross_entropy"],
+            "perplexity": r["perplexity"],
+            "cross_entropy_change": r["cross_entropy"] - ref["cross_entropy"],
+            "perplexity_change": r["perplexity"] - ref["perplexity"],
+        }
     return out
 
 
-def greedy_agreement(model: str = "bundled", backend: str = "torch", dtypes: tuple[str, ...] = NARROW_DTYPES,
-                     prompt: str = README_PROMPT, n: int = 32) -> dict[str, int]:
+def greedy_agreement(
+    model: str = "bundled",
+    backend: str = "torch",
+    dtypes: tuple[str, ...] = NARROW_DTYPES,
+    prompt: str = README_PROMPT,
+    n: int = 32,
+) -> dict[str, int]:
     """Per dtype: how many of the first ``n`` greedy tokens after ``prompt`` equal float32's."""
     from .api import load
 
@@ -94,8 +116,11 @@ def measure(path: str, backend: str = "torch", dtypes: tuple[str, ...] = NARROW_
     """All three for ``npgpt bench --precision``: logits on ``path``, text and greedy on the bundled model."""
     out = logits_precision(path, backend, dtypes)
     text = heldout_text()
-    out["heldout"] = (text_precision(text.read_text(encoding="utf-8"), backend=backend, dtypes=dtypes)
-                      if text is not None else {"error": "tests/fixtures/kjv_heldout.txt not found (not a checkout)"})
+    out["heldout"] = (
+        text_precision(text.read_text(encoding="utf-8"), backend=backend, dtypes=dtypes)
+        if text is not None
+        else {"error": "tests/fixtures/kjv_heldout.txt not found (not a checkout)"}
+    )
     out["greedy_same_tokens"] = greedy_agreement(backend=backend, dtypes=dtypes)
     return out
 
@@ -108,12 +133,16 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         p = result.get(dtype)
         if p is None:
             continue
-        line = (f"{dtype} weights: logits max |diff| {p['logits_max_abs_diff']:.2e} (random 124M), "
-                f"cross-entropy {p['cross_entropy_change']:+.2e}")
+        line = (
+            f"{dtype} weights: logits max |diff| {p['logits_max_abs_diff']:.2e} (random 124M), "
+            f"cross-entropy {p['cross_entropy_change']:+.2e}"
+        )
         if dtype in held:
             h = held[dtype]
-            line += (f"; held-out text {h['cross_entropy_change']:+.4f} nats, perplexity "
-                     f"{held['float32']['perplexity']:.3f} -> {h['perplexity']:.3f}")
+            line += (
+                f"; held-out text {h['cross_entropy_change']:+.4f} nats, perplexity "
+                f"{held['float32']['perplexity']:.3f} -> {h['perplexity']:.3f}"
+            )
         if dtype in greedy:
             line += f"; greedy tokens equal to float32: {greedy[dtype]}"
         lines.append(line)

@@ -181,8 +181,11 @@ def remove(name: str) -> list[Path]:
     found = [f for f in folders if f.is_dir() and f.resolve().is_relative_to(home().resolve())]
     if not found:
         cached = ", ".join(n for n, _ in list_cached()) or "none"
-        what = "the bundled model ships with npgpt and cannot be removed" if key.lower() == BUNDLED \
+        what = (
+            "the bundled model ships with npgpt and cannot be removed"
+            if key.lower() == BUNDLED
             else f"{name!r} is not in the cache ({home()})"
+        )
         raise NpgptError(f"{what}; downloaded models: {cached} (see `npgpt list`)")
     for folder in found:
         shutil.rmtree(folder)

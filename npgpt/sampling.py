@@ -43,26 +43,53 @@ class SamplingParams:
         else:
             object.__setattr__(self, "stop", tuple(self.stop or ()))
         checks = [  # (field, valid?, message)
-            ("max_new_tokens", isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
-             f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}"),
-            ("temperature", _finite(self.temperature) and self.temperature >= 0,
-             f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}"),
-            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0,
-             f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}"),
-            ("top_p", _finite(self.top_p) and 0 < self.top_p <= 1,
-             f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}"),
+            (
+                "max_new_tokens",
+                isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+                f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}",
+            ),
+            (
+                "temperature",
+                _finite(self.temperature) and self.temperature >= 0,
+                f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}",
+            ),
+            (
+                "top_k",
+                isinstance(self.top_k, int) and self.top_k >= 0,
+                f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}",
+            ),
+            (
+                "top_p",
+                _finite(self.top_p) and 0 < self.top_p <= 1,
+                f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}",
+            ),
             ("min_p", _finite(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}"),
-            ("repetition_penalty", _finite(self.repetition_penalty) and self.repetition_penalty > 0,
-             f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}"),
-            ("presence_penalty", _finite(self.presence_penalty) and -2 <= self.presence_penalty <= 2,
-             f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}"),
-            ("frequency_penalty", _finite(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
-             f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty!r}"),
-            ("seed", self.seed is None or isinstance(self.seed, int) and self.seed >= 0,
-             f"seed must be a non-negative integer, got {self.seed!r}"),
+            (
+                "repetition_penalty",
+                _finite(self.repetition_penalty) and self.repetition_penalty > 0,
+                f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}",
+            ),
+            (
+                "presence_penalty",
+                _finite(self.presence_penalty) and -2 <= self.presence_penalty <= 2,
+                f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}",
+            ),
+            (
+                "frequency_penalty",
+                _finite(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
+                f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty!r}",
+            ),
+            (
+                "seed",
+                self.seed is None or isinstance(self.seed, int) and self.seed >= 0,
+                f"seed must be a non-negative integer, got {self.seed!r}",
+            ),
             ("stop", all(isinstance(s, str) and s for s in self.stop), "stop sequences must be non-empty strings"),
-            ("logprobs", self.logprobs is None or isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20,
-             f"logprobs must be an integer in [0, 20], got {self.logprobs!r}"),
+            (
+                "logprobs",
+                self.logprobs is None or isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20,
+                f"logprobs must be an integer in [0, 20], got {self.logprobs!r}",
+            ),
         ]
         for name, ok, message in checks:
             if not ok:
@@ -115,11 +142,13 @@ def check_finite(logits: np.ndarray) -> None:
         raise NpgptError(
             f"the model's logits are not finite ({n_bad} of {logits.size} are NaN or inf), so no token can be "
             "chosen: the checkpoint's weights are broken or a 16-bit computation overflowed; "
-            "load the model with dtype float32 or check the checkpoint")
+            "load the model with dtype float32 or check the checkpoint"
+        )
 
 
-def apply_penalties(logits: np.ndarray, counts: np.ndarray, p: SamplingParams,
-                    seen: np.ndarray | None = None) -> np.ndarray:
+def apply_penalties(
+    logits: np.ndarray, counts: np.ndarray, p: SamplingParams, seen: np.ndarray | None = None
+) -> np.ndarray:
     """Discourage repeats. ``counts`` [V]: how often each token was generated; ``seen`` [V] bool: the
     tokens in the prompt or generated so far (default ``counts > 0``).
 
@@ -191,8 +220,9 @@ def sample(logits: np.ndarray, rng: np.random.Generator) -> int:
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
 
 
-def choose(logits: np.ndarray, counts: np.ndarray, p: SamplingParams, rng: np.random.Generator,
-           seen: np.ndarray | None = None) -> int:
+def choose(
+    logits: np.ndarray, counts: np.ndarray, p: SamplingParams, rng: np.random.Generator, seen: np.ndarray | None = None
+) -> int:
     """The next token for one row: penalties, then greedy or filtered sampling.
 
     Raises NpgptError if ``logits`` [V] hold NaN or +inf (:func:`check_finite`).

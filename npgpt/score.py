@@ -140,8 +140,14 @@ class Score:
         return math.exp(self.cross_entropy)
 
 
-def score(model: LanguageModel, text: str | list[int], window: int | None = None, stride: int | None = None,
-          batch_size: int = 8, allow_special: bool = False) -> Score:
+def score(
+    model: LanguageModel,
+    text: str | list[int],
+    window: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    allow_special: bool = False,
+) -> Score:
     """Score ``text`` (a string, or token ids) with ``model``; see :class:`Score`.
 
     ``window``/``stride``/``batch_size`` as in :func:`token_nlls` (default: the

@@ -42,8 +42,11 @@ def _encoding(encoder_json: str) -> tiktoken.Encoding:
     encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
     ranks = {bytes(byte_decoder[c] for c in token): i for token, i in encoder.items() if token != EOT}
     return tiktoken.Encoding(
-        name="gpt2", pat_str=PAT_STR, mergeable_ranks=ranks,
-        special_tokens={EOT: encoder.get(EOT, EOT_ID)}, explicit_n_vocab=len(encoder),
+        name="gpt2",
+        pat_str=PAT_STR,
+        mergeable_ranks=ranks,
+        special_tokens={EOT: encoder.get(EOT, EOT_ID)},
+        explicit_n_vocab=len(encoder),
     )
 
 

@@ -64,6 +64,7 @@ def kernels(w: np.ndarray, rows: int, onnx: bool) -> dict[str, tuple[Callable[[]
         packed = torch.ops.quantized.linear_prepack(qw, None)
     out["torch int8 dyn"] = (lambda: torch.ops.quantized.linear_dynamic(xt, packed, True), q.numel() + 4 * N)
     out["torch int8 w-only"] = (lambda: torch.ops.aten._weight_int8pack_mm(xt, q, scale), q.numel() + 4 * N)
+
     def int8_x_int8() -> object:  # each row of x to int8 with its own scale; int32 accumulation
         x_scale = xt.abs().amax(dim=1, keepdim=True) / 127.0
         xq = torch.round(xt / x_scale).to(torch.int8)
@@ -71,8 +72,10 @@ def kernels(w: np.ndarray, rows: int, onnx: bool) -> dict[str, tuple[Callable[[]
 
     out["torch int8 x int8"] = (int8_x_int8, q.numel() + 4 * N)
     xb = xt.to(torch.bfloat16)
-    out["torch int8 w-only bf16"] = (lambda: torch.ops.aten._weight_int8pack_mm(xb, q, scale.bfloat16()).float(),
-                                     q.numel() + 2 * N)
+    out["torch int8 w-only bf16"] = (
+        lambda: torch.ops.aten._weight_int8pack_mm(xb, q, scale.bfloat16()).float(),
+        q.numel() + 2 * N,
+    )
     if K % 32 == 0 and N % 8 == 0:
         group = 32
         g = wt.reshape(N, K // group, group)
@@ -82,8 +85,10 @@ def kernels(w: np.ndarray, rows: int, onnx: bool) -> dict[str, tuple[Callable[[]
         packed4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q4, 1)
         # scales and zeros [K/group, N, 2], zero as the value of the middle code (8): lo + 8 * s
         sz = torch.stack([s4, lo + 8 * s4], dim=-1).transpose(0, 1).contiguous().bfloat16()
-        out["torch int4 (g32)"] = (lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, packed4, group, sz).float(),
-                                   q.numel() / 2 + 4 * N * K / group)
+        out["torch int4 (g32)"] = (
+            lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, packed4, group, sz).float(),
+            q.numel() / 2 + 4 * N * K / group,
+        )
     if onnx:
         out.update(_onnx_kernels(w, x))
     return out
@@ -104,23 +109,38 @@ def _onnx_kernels(w: np.ndarray, x: np.ndarray) -> dict[str, tuple[Callable[[], 
         scales = np.abs(blocks).max(-1) / qmax  # symmetric per block
         q = np.clip(np.round(blocks / scales[..., None]), -qmax - 1, qmax).astype(np.int32) + (1 << (bits - 1))
         if bits == 4:
-            q = (q[..., 0::2] | (q[..., 1::2] << 4))
+            q = q[..., 0::2] | (q[..., 1::2] << 4)
         qb = q.astype(np.uint8)  # [N, K/32, 32*bits/8]
         graph = helper.make_graph(
-            [helper.make_node("MatMulNBits", ["x", "qw", "s"], ["y"], domain="com.microsoft",
-                              K=K, N=N, bits=bits, block_size=block, accuracy_level=0)],
-            "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, K])],
+            [
+                helper.make_node(
+                    "MatMulNBits",
+                    ["x", "qw", "s"],
+                    ["y"],
+                    domain="com.microsoft",
+                    K=K,
+                    N=N,
+                    bits=bits,
+                    block_size=block,
+                    accuracy_level=0,
+                )
+            ],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, K])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, N])],
-            [helper.make_tensor("qw", TensorProto.UINT8, qb.shape, qb.tobytes(), raw=True),
-             helper.make_tensor("s", TensorProto.FLOAT, [N * (K // block)], scales.astype(np.float32).ravel())])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
-                                                        helper.make_opsetid("com.microsoft", 1)])
+            [
+                helper.make_tensor("qw", TensorProto.UINT8, qb.shape, qb.tobytes(), raw=True),
+                helper.make_tensor("s", TensorProto.FLOAT, [N * (K // block)], scales.astype(np.float32).ravel()),
+            ],
+        )
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+        )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 2
         sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         _ = onnx  # imported for the graph helpers
-        out[f"onnx MatMulNBits {bits}"] = (lambda sess=sess: sess.run(None, {"x": x})[0],
-                                           qb.nbytes + scales.size * 4)
+        out[f"onnx MatMulNBits {bits}"] = (lambda sess=sess: sess.run(None, {"x": x})[0], qb.nbytes + scales.size * 4)
     return out
 
 
@@ -134,8 +154,10 @@ def main() -> None:
 
     from npgpt.hostinfo import instruction_sets
 
-    print(f"host instruction sets: {', '.join(instruction_sets()) or 'unknown'}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; numpy {np.__version__}")
+    print(
+        f"host instruction sets: {', '.join(instruction_sets()) or 'unknown'}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; numpy {np.__version__}"
+    )
     rng = np.random.default_rng(0)
     for label, K, N in SHAPES:
         w = (rng.standard_normal((K, N), dtype=np.float32) * 0.02).astype(np.float32)
@@ -154,8 +176,10 @@ def main() -> None:
             for name, (fn, nbytes) in ks.items():
                 y = np.asarray(fn(), dtype=np.float32)
                 err = float(np.abs(y - ref).max() / np.abs(ref).max())
-                print(f"  {name:24} {best[name] * 1e6:9.1f} {nbytes / best[name] / 1e9:7.1f} "
-                      f"{base / best[name]:12.2f}x {err:12.1e}")
+                print(
+                    f"  {name:24} {best[name] * 1e6:9.1f} {nbytes / best[name] / 1e9:7.1f} "
+                    f"{base / best[name]:12.2f}x {err:12.1e}"
+                )
 
 
 if __name__ == "__main__":

@@ -57,14 +57,30 @@ def fetch_converter(sdist_dir: Path) -> Path:
     name = f"llama_cpp_python-{VERSION}"
     tarball = sdist_dir / f"{name}.tar.gz"
     if not tarball.exists():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={VERSION}", "-d", str(sdist_dir)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={VERSION}",
+                "-d",
+                str(sdist_dir),
+            ],
+            check=True,
+        )
     llama = sdist_dir / name / "vendor" / "llama.cpp"
     if not (llama / "convert_hf_to_gguf.py").exists():
         with tarfile.open(tarball) as tar:
             wanted = ("/conversion/", "/gguf-py/", "/convert_hf_to_gguf.py")
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(f"{name}/vendor/llama.cpp/")
-                       and any(w in m.name for w in wanted)]
+            members = [
+                m
+                for m in tar.getmembers()
+                if m.isfile() and m.name.startswith(f"{name}/vendor/llama.cpp/") and any(w in m.name for w in wanted)
+            ]
             tar.extractall(sdist_dir, members=members, filter="data")
     return llama
 
@@ -124,9 +140,20 @@ def main() -> None:
         out.mkdir()
         env = {**os.environ, "PYTHONPATH": str(llama / "gguf-py"), "NO_LOCAL_GGUF": ""}
         for outtype in OUTTYPES:
-            subprocess.run([sys.executable, str(llama / "convert_hf_to_gguf.py"), str(hf),
-                            "--outtype", outtype, "--outfile", str(out / f"tiny-{outtype}.gguf")],
-                           check=True, env=env, cwd=llama)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(llama / "convert_hf_to_gguf.py"),
+                    str(hf),
+                    "--outtype",
+                    outtype,
+                    "--outfile",
+                    str(out / f"tiny-{outtype}.gguf"),
+                ],
+                check=True,
+                env=env,
+                cwd=llama,
+            )
         ref = reference(hf)
         buf = io.BytesIO()
         np.savez(buf, **ref)

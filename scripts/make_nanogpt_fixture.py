@@ -47,10 +47,24 @@ def main() -> None:
         with torch.no_grad():
             logits, _ = model(torch.tensor(IDS), torch.tensor(IDS))  # with targets: logits at every position
         raw_model = torch.compile(model) if compiled else model  # train.py: model = torch.compile(model)
-        config = {"out_dir": "out", "eval_interval": 2000, "init_from": "scratch", "dataset": "openwebtext",
-                  "batch_size": 12, "block_size": 8, "learning_rate": 6e-4, "max_iters": 600000,
-                  "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "decay_lr": True, "device": "cpu",
-                  "dtype": "float32", "compile": compiled, "bias": bias}
+        config = {
+            "out_dir": "out",
+            "eval_interval": 2000,
+            "init_from": "scratch",
+            "dataset": "openwebtext",
+            "batch_size": 12,
+            "block_size": 8,
+            "learning_rate": 6e-4,
+            "max_iters": 600000,
+            "weight_decay": 0.1,
+            "beta1": 0.9,
+            "beta2": 0.95,
+            "decay_lr": True,
+            "device": "cpu",
+            "dtype": "float32",
+            "compile": compiled,
+            "bias": bias,
+        }
         checkpoint = {
             "model": raw_model.state_dict(),
             "optimizer": optimizer.state_dict(),

@@ -45,15 +45,23 @@ def openai_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
     shapes = {"model/wte": (config.n_vocab, C), "model/wpe": (config.n_ctx, C)}
     for i in range(config.n_layer):
         p = f"model/h{i}/"
-        shapes.update({
-            p + "ln_1/g": (C,), p + "ln_1/b": (C,),
-            # OpenAI's conv1d keeps a leading filter-width dim of 1: [1, nx, nf].
-            p + "attn/c_attn/w": (1, C, 3 * C), p + "attn/c_attn/b": (3 * C,),
-            p + "attn/c_proj/w": (1, C, C), p + "attn/c_proj/b": (C,),
-            p + "ln_2/g": (C,), p + "ln_2/b": (C,),
-            p + "mlp/c_fc/w": (1, C, 4 * C), p + "mlp/c_fc/b": (4 * C,),
-            p + "mlp/c_proj/w": (1, 4 * C, C), p + "mlp/c_proj/b": (C,),
-        })
+        shapes.update(
+            {
+                p + "ln_1/g": (C,),
+                p + "ln_1/b": (C,),
+                # OpenAI's conv1d keeps a leading filter-width dim of 1: [1, nx, nf].
+                p + "attn/c_attn/w": (1, C, 3 * C),
+                p + "attn/c_attn/b": (3 * C,),
+                p + "attn/c_proj/w": (1, C, C),
+                p + "attn/c_proj/b": (C,),
+                p + "ln_2/g": (C,),
+                p + "ln_2/b": (C,),
+                p + "mlp/c_fc/w": (1, C, 4 * C),
+                p + "mlp/c_fc/b": (4 * C,),
+                p + "mlp/c_proj/w": (1, 4 * C, C),
+                p + "mlp/c_proj/b": (C,),
+            }
+        )
     shapes.update({"model/ln_f/g": (C,), "model/ln_f/b": (C,)})
     return shapes
 
@@ -78,10 +86,7 @@ def save_with_tensorflow(directory: Path, config: GPT2Config, weights: dict[str,
     directory.mkdir(parents=True, exist_ok=True)
     graph = tf.Graph()
     with graph.as_default():
-        variables = [
-            tf.compat.v1.get_variable(name, initializer=tf.constant(value))
-            for name, value in weights.items()
-        ]
+        variables = [tf.compat.v1.get_variable(name, initializer=tf.constant(value)) for name, value in weights.items()]
         saver = tf.compat.v1.train.Saver(var_list=variables)
         with tf.compat.v1.Session(graph=graph) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
@@ -112,19 +117,24 @@ def check_npgpt_writer() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         openai_tf.save(tmp, config, params)
         ours = openai_tf.read_bundle(Path(tmp) / "model.ckpt")
-        for got in (read_with_tensorflow(Path(tmp) / "model.ckpt"),
-                    restore_with_saver(Path(tmp) / "model.ckpt", openai_shapes(config))):
+        for got in (
+            read_with_tensorflow(Path(tmp) / "model.ckpt"),
+            restore_with_saver(Path(tmp) / "model.ckpt", openai_shapes(config)),
+        ):
             assert got.keys() == ours.keys(), sorted(got.keys() ^ ours.keys())
             for name, value in ours.items():
                 assert got[name].dtype == value.dtype and np.array_equal(got[name], value), name
 
         # A 64-byte block size forces one index entry per few tensors: exercises separators.
         prefix = Path(tmp) / "blocks"
-        tensors = {"a": np.arange(3, dtype=np.int64), "b/scalar": np.array(2.5, np.float64),
-                   "b/half": np.linspace(0, 1, 7, dtype=np.float16),
-                   "c": np.arange(12, dtype=np.int32).reshape(3, 4),
-                   "c1": np.ones((2, 0), np.float32), **{f"z/{i:03d}": np.full(i, i, np.float32)
-                                                         for i in range(40)}}
+        tensors = {
+            "a": np.arange(3, dtype=np.int64),
+            "b/scalar": np.array(2.5, np.float64),
+            "b/half": np.linspace(0, 1, 7, dtype=np.float16),
+            "c": np.arange(12, dtype=np.int32).reshape(3, 4),
+            "c1": np.ones((2, 0), np.float32),
+            **{f"z/{i:03d}": np.full(i, i, np.float32) for i in range(40)},
+        }
         openai_tf.write_bundle(prefix, tensors, block_size=64)
         got = read_with_tensorflow(prefix)
         assert got.keys() == tensors.keys(), sorted(got.keys() ^ tensors.keys())
@@ -141,7 +151,8 @@ def main() -> None:
         stale.unlink()
     # Saver records the absolute path it saved to; OpenAI's files name the bundle relatively.
     (FIXTURE / "checkpoint").write_text(
-        'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n')
+        'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
+    )
     reference = read_with_tensorflow(FIXTURE / "model.ckpt")
     assert reference.keys() == weights.keys()
     for name, value in weights.items():

@@ -42,8 +42,12 @@ def main() -> None:
         model.save_pretrained(OUT / name, safe_serialization=False, **kw)
     with torch.no_grad():
         logits = model(torch.tensor(IDS)).logits.numpy()
-    np.savez(OUT / "transformers4_bin" / "reference.npz", ids=IDS, logits=logits,
-             transformers_version=np.array(transformers.__version__))
+    np.savez(
+        OUT / "transformers4_bin" / "reference.npz",
+        ids=IDS,
+        logits=logits,
+        transformers_version=np.array(transformers.__version__),
+    )
     print(f"wrote {OUT}/transformers4_bin*/ with transformers {transformers.__version__}")
 
 

@@ -81,8 +81,12 @@ def write(path: Path, chs: list[tuple[str, str]]) -> dict[str, object]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     data = text.encode()
-    return {"path": str(path.relative_to(ROOT)), "chapters": len(chs), "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        "path": str(path.relative_to(ROOT)),
+        "chapters": len(chs),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def write_tokens(path: Path, train_text: str, heldout_text: str) -> dict[str, object]:
@@ -100,8 +104,12 @@ def write_tokens(path: Path, train_text: str, heldout_text: str) -> dict[str, ob
     val_fraction = (len(heldout_ids) + 0.5) / len(ids)
     if len(ids) - int(len(ids) * val_fraction) != len(train_ids) + 1:
         raise SystemExit("internal error: val_fraction does not split at the held-out text")
-    return {"path": str(path.relative_to(ROOT)), "train_tokens": len(train_ids),
-            "heldout_tokens": len(heldout_ids), "val_fraction": round(val_fraction, 12)}
+    return {
+        "path": str(path.relative_to(ROOT)),
+        "train_tokens": len(train_ids),
+        "heldout_tokens": len(heldout_ids),
+        "val_fraction": round(val_fraction, 12),
+    }
 
 
 def main() -> None:
@@ -125,15 +133,20 @@ def main() -> None:
         "heldout": write(args.out / "heldout.txt", heldout),
         "fixture": write(args.fixture, heldout[:FIXTURE_CHAPTERS]),
     }
-    record["tokens"] = write_tokens(args.out / "kjv.bin", (args.out / "train.txt").read_text(encoding="utf-8"),
-                                    (args.out / "heldout.txt").read_text(encoding="utf-8"))
+    record["tokens"] = write_tokens(
+        args.out / "kjv.bin",
+        (args.out / "train.txt").read_text(encoding="utf-8"),
+        (args.out / "heldout.txt").read_text(encoding="utf-8"),
+    )
     (args.out / "SOURCE.json").write_text(json.dumps(record, indent=1) + "\n")
     for part in ("train", "heldout", "fixture"):
         r = record[part]
         print(f"{r['path']}: {r['chapters']} chapters, {r['bytes']:,} bytes")
     t = record["tokens"]
-    print(f"{t['path']}: {t['train_tokens']:,} training + {t['heldout_tokens']:,} held-out tokens; "
-          f"train with --val-fraction {t['val_fraction']}")
+    print(
+        f"{t['path']}: {t['train_tokens']:,} training + {t['heldout_tokens']:,} held-out tokens; "
+        f"train with --val-fraction {t['val_fraction']}"
+    )
 
 
 if __name__ == "__main__":

@@ -68,19 +68,37 @@ def main() -> None:
     def progress(p) -> None:  # npgpt.train.loop.Progress
         if p.step % 10 == 0 or p.val_loss is not None or p.step == 1:
             val = f" held-out {p.val_loss:.4f}" if p.val_loss is not None else ""
-            print(f"step {p.step}/{p.steps} loss {p.loss:.4f}{val} lr {p.lr:.2e} "
-                  f"{p.tokens_per_s:,.0f} tok/s {time.time() - start:,.0f}s", flush=True)
+            print(
+                f"step {p.step}/{p.steps} loss {p.loss:.4f}{val} lr {p.lr:.2e} "
+                f"{p.tokens_per_s:,.0f} tok/s {time.time() - start:,.0f}s",
+                flush=True,
+            )
 
     result = train(
-        ROOT / source["tokens"]["path"], args.out, **shape, steps=args.steps, batch_size=args.batch_size,
-        seq_len=RUN["seq_len"], lr=args.lr, warmup=RUN["warmup"], seed=RUN["seed"],
-        val_fraction=source["tokens"]["val_fraction"], eval_interval=args.eval_interval,
-        eval_batches=4, resume=args.resume, progress=progress, stop_after=args.stop_after,
+        ROOT / source["tokens"]["path"],
+        args.out,
+        **shape,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seq_len=RUN["seq_len"],
+        lr=args.lr,
+        warmup=RUN["warmup"],
+        seed=RUN["seed"],
+        val_fraction=source["tokens"]["val_fraction"],
+        eval_interval=args.eval_interval,
+        eval_batches=4,
+        resume=args.resume,
+        progress=progress,
+        stop_after=args.stop_after,
     )
     wall = time.time() - start
-    summary = {"step": result.step, "wall_s": round(wall), "tokens_per_s": round(result.tokens_per_s),
-               "train_loss_last50": sum(result.history["loss"][-50:]) / len(result.history["loss"][-50:]),
-               "val": list(zip(result.history["val_step"], result.history["val_loss"], strict=True))}
+    summary = {
+        "step": result.step,
+        "wall_s": round(wall),
+        "tokens_per_s": round(result.tokens_per_s),
+        "train_loss_last50": sum(result.history["loss"][-50:]) / len(result.history["loss"][-50:]),
+        "val": list(zip(result.history["val_step"], result.history["val_loss"], strict=True)),
+    }
     print(json.dumps(summary), flush=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     if result.step == args.steps:

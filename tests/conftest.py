@@ -58,12 +58,12 @@ def hf_root(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def pair(hf_root: str):  # noqa: ANN201
+def pair(hf_root: str):
     """Call ``pair(name)`` for a cached (npgpt model, HF model) of CONFIGS[name]."""
     return lambda name: model_pair(name, hf_root)
 
 
-def hf_logits(ref, ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:  # noqa: ANN001
+def hf_logits(ref, ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
     import torch
 
     with torch.no_grad():
@@ -74,7 +74,7 @@ def hf_logits(ref, ids: np.ndarray, attention_mask: np.ndarray | None = None) ->
         return ref(torch.tensor(ids), **kw).logits.float().numpy()
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120, input: str | None = None):  # noqa: ANN201
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120, input: str | None = None):
     """Run the real ``npgpt`` entry point in a subprocess."""
     exe = Path(sys.executable).parent / "npgpt"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "npgpt.cli"]
@@ -83,7 +83,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120, input: st
 
 
 @pytest.fixture(scope="session")
-def tiktoken_gpt2(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def tiktoken_gpt2(tmp_path_factory: pytest.TempPathFactory):
     """tiktoken's own ``gpt2`` encoding, built offline: npgpt's vendored ``encoder.json`` and
     ``vocab.bpe`` are OpenAI's files (tiktoken checks their sha256), placed in a tiktoken cache."""
     import hashlib

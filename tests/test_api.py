@@ -17,15 +17,17 @@ from npgpt.formats import npgpt_format
 def test_import_is_light():
     """``import npgpt`` loads no framework and none of its own modules beyond the package (they load on
     first use); how long it takes is a figure of ``npgpt bench`` (``import_s``), not a test threshold."""
-    code = ("import sys; import npgpt; "
-            "print(*[m for m in ('torch', 'jax', 'tensorflow', 'transformers', 'numpy') if m in sys.modules], "
-            "*sorted(m for m in sys.modules if m.startswith('npgpt.')))")
+    code = (
+        "import sys; import npgpt; "
+        "print(*[m for m in ('torch', 'jax', 'tensorflow', 'transformers', 'numpy') if m in sys.modules], "
+        "*sorted(m for m in sys.modules if m.startswith('npgpt.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == []  # no framework, not even NumPy, and no npgpt submodule
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):  # noqa: ANN201
+def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("api") / "odd.safetensors"
     npgpt_format.save(path, CONFIGS["odd"], random_params(CONFIGS["odd"]))
     return npgpt.load(path)

@@ -99,7 +99,7 @@ def test_no_import_cycles():
         path.append(m)
         for n in sorted(g[m]):
             if state.get(n) == 1:
-                cycle = path[path.index(n):] + [n]
+                cycle = path[path.index(n) :] + [n]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if n not in state:
                 visit(n)
@@ -113,22 +113,34 @@ def test_no_import_cycles():
 
 @pytest.mark.parametrize("low, high", RULES, ids=[r[0] for r in RULES])
 def test_no_module_imports_one_above_it(low, high):
-    edges = [f"{a} imports {b}" for a, targets in graph().items() if in_layer(a, low)
-             for b in sorted(targets) if any(in_layer(b, h) for h in high)]
+    edges = [
+        f"{a} imports {b}"
+        for a, targets in graph().items()
+        if in_layer(a, low)
+        for b in sorted(targets)
+        if any(in_layer(b, h) for h in high)
+    ]
     assert not edges, "; ".join(edges)
 
 
 @pytest.mark.xfail(_OLD_EVAL, reason="evaluate.py's eval command moves into cli/ on the tools branch")
 def test_only_the_entry_point_imports_the_cli():
-    edges = [f"{a} imports {b}" for a, targets in graph().items() if not in_layer(a, "cli")
-             for b in sorted(targets) if in_layer(b, "cli") and a != "npgpt.__main__"]
+    edges = [
+        f"{a} imports {b}"
+        for a, targets in graph().items()
+        if not in_layer(a, "cli")
+        for b in sorted(targets)
+        if in_layer(b, "cli") and a != "npgpt.__main__"
+    ]
     assert not edges, "; ".join(edges)
 
 
 @pytest.mark.slow
 def test_mypy_passes():
-    if shutil.which("mypy") is None and subprocess.run([sys.executable, "-m", "mypy", "--version"],
-                                                       capture_output=True).returncode:
+    if (
+        shutil.which("mypy") is None
+        and subprocess.run([sys.executable, "-m", "mypy", "--version"], capture_output=True).returncode
+    ):
         pytest.skip("mypy is not installed (pip install 'npgpt[dev]')")
     r = subprocess.run([sys.executable, "-m", "mypy", "npgpt"], cwd=PACKAGE.parent, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

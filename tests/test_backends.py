@@ -57,7 +57,7 @@ def test_missing_backend_names_the_install(monkeypatch):
 
     real_import = builtins.__import__
 
-    def no_jax(name, *args, **kwargs):  # noqa: ANN001, ANN202
+    def no_jax(name, *args, **kwargs):
         if name == "jax" or name.startswith("jax."):
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
@@ -70,8 +70,9 @@ def test_missing_backend_names_the_install(monkeypatch):
         get_backend("tensorflow")
 
 
-@pytest.mark.parametrize("backend, dtype", [("torch", "float16"), ("torch", "bfloat16"),
-                                            ("jax", "float16"), ("jax", "bfloat16")])
+@pytest.mark.parametrize(
+    "backend, dtype", [("torch", "float16"), ("torch", "bfloat16"), ("jax", "float16"), ("jax", "bfloat16")]
+)
 def test_16bit_weights_are_as_close_to_hf_float32_as_hf_own_16bit_model(pair, backend, dtype):
     import copy
 

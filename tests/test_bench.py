@@ -11,8 +11,16 @@ from npgpt.config import GPT2Config
 from npgpt.formats import save_checkpoint
 from npgpt.params import init_params
 
-ENGINE_FIELDS = {"startup_s", "ttft_ms", "decode_tps", "prefill_tps", "rss_load_mb", "rss_decode_mb",
-                 "rss_peak_mb", "bandwidth_fraction"}
+ENGINE_FIELDS = {
+    "startup_s",
+    "ttft_ms",
+    "decode_tps",
+    "prefill_tps",
+    "rss_load_mb",
+    "rss_decode_mb",
+    "rss_peak_mb",
+    "bandwidth_fraction",
+}
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +31,37 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
     plot = tmp_path / "decode.png"
-    proc = run_cli("bench", "--model", tiny_checkpoint, "--backend", "numpy", "--batch", "1,2",
-                   "--prompt-len", "32", "--short-prompt", "8", "--new-tokens", "4", "--baseline-tokens", "4",
-                   "--compare", "hf", "--train", "--train-batch", "2", "--train-seq", "8", "--precision",
-                   "--bandwidth-mib", "64", "--json", "--plot", str(plot), timeout=900)
+    proc = run_cli(
+        "bench",
+        "--model",
+        tiny_checkpoint,
+        "--backend",
+        "numpy",
+        "--batch",
+        "1,2",
+        "--prompt-len",
+        "32",
+        "--short-prompt",
+        "8",
+        "--new-tokens",
+        "4",
+        "--baseline-tokens",
+        "4",
+        "--compare",
+        "hf",
+        "--train",
+        "--train-batch",
+        "2",
+        "--train-seq",
+        "8",
+        "--precision",
+        "--bandwidth-mib",
+        "64",
+        "--json",
+        "--plot",
+        str(plot),
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
 
@@ -53,9 +88,15 @@ def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
     assert "instruction_sets" in result["machine"]
     # every figure docs/benchmarks.md sets a target for is measured; batch 8 and 32 were not run
     ours = result["engines"]["npgpt-numpy"]
-    figures = [ours["vs_hf"]["decode_1"], ours["bandwidth_fraction"], ours["vs_hf"]["prefill"],
-               result["nocache"]["speedup"], ours["rss_decode_mb"] / result["model"]["weight_mb"],
-               result["import"]["import_s"], ours["ttft_ms"]]
+    figures = [
+        ours["vs_hf"]["decode_1"],
+        ours["bandwidth_fraction"],
+        ours["vs_hf"]["prefill"],
+        result["nocache"]["speedup"],
+        ours["rss_decode_mb"] / result["model"]["weight_mb"],
+        result["import"]["import_s"],
+        ours["ttft_ms"],
+    ]
     assert all(f > 0 for f in figures), figures
     assert not {"decode_8", "decode_32"} & ours["vs_hf"].keys()
     assert "goals" not in result  # the project's targets are in the docs, not in user output
@@ -63,9 +104,29 @@ def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
 
 
 def test_bench_runs_16bit_weights_as_engines_of_their_own(tiny_checkpoint):
-    proc = run_cli("bench", "--model", tiny_checkpoint, "--backend", "torch", "--dtype", "float32,bfloat16",
-                   "--batch", "2", "--prompt-len", "32", "--short-prompt", "8", "--new-tokens", "4",
-                   "--baseline-tokens", "0", "--bandwidth-mib", "64", "--json", timeout=180)
+    proc = run_cli(
+        "bench",
+        "--model",
+        tiny_checkpoint,
+        "--backend",
+        "torch",
+        "--dtype",
+        "float32,bfloat16",
+        "--batch",
+        "2",
+        "--prompt-len",
+        "32",
+        "--short-prompt",
+        "8",
+        "--new-tokens",
+        "4",
+        "--baseline-tokens",
+        "0",
+        "--bandwidth-mib",
+        "64",
+        "--json",
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     engines = json.loads(proc.stdout)["engines"]
     f32, bf16 = engines["npgpt-torch"], engines["npgpt-torch-bfloat16"]
@@ -95,10 +156,26 @@ def test_bad_backend_is_one_line_error():
 def test_best_of_rounds_keeps_best_speed_and_highest_memory():
     from npgpt.bench import best_of
 
-    a = {"decode_tps": {"1": 10.0, "8": 80.0}, "prefill_tps": 500.0, "ttft_ms": 40.0, "startup_s": 0.5,
-         "rss_decode_mb": 600.0}
-    b = {"decode_tps": {"1": 12.0, "8": 70.0}, "prefill_tps": 450.0, "ttft_ms": 45.0, "startup_s": 0.4,
-         "rss_decode_mb": 610.0}
+    a = {
+        "decode_tps": {"1": 10.0, "8": 80.0},
+        "prefill_tps": 500.0,
+        "ttft_ms": 40.0,
+        "startup_s": 0.5,
+        "rss_decode_mb": 600.0,
+    }
+    b = {
+        "decode_tps": {"1": 12.0, "8": 70.0},
+        "prefill_tps": 450.0,
+        "ttft_ms": 45.0,
+        "startup_s": 0.4,
+        "rss_decode_mb": 610.0,
+    }
     best = best_of([a, {"error": "worker failed"}, b])
-    assert best == {"decode_tps": {"1": 12.0, "8": 80.0}, "prefill_tps": 500.0, "ttft_ms": 40.0,
-                    "startup_s": 0.4, "rss_decode_mb": 610.0, "rounds": 2}
+    assert best == {
+        "decode_tps": {"1": 12.0, "8": 80.0},
+        "prefill_tps": 500.0,
+        "ttft_ms": 40.0,
+        "startup_s": 0.4,
+        "rss_decode_mb": 610.0,
+        "rounds": 2,
+    }

@@ -25,7 +25,7 @@ from npgpt.params import init_params
 SCALE = {"f32": 1, "f16": 2, "q8_0": 3}  # the fakes' speed factor per weight type, so entries differ
 
 # Shared by the fakes: argv logging (FAKE_LLAMA_LOG) and failing on demand (FAKE_LLAMA_FAIL=tool:type).
-COMMON = r'''
+COMMON = r"""
 import json, os, sys
 from pathlib import Path
 TOOL = Path(sys.argv[0]).name
@@ -35,9 +35,11 @@ def flag(name, default=None):
 if os.environ.get("FAKE_LLAMA_LOG"):
     with open(os.environ["FAKE_LLAMA_LOG"], "a") as f:
         f.write(json.dumps([TOOL, *args]) + "\n")
-'''
+"""
 
-LLAMA_BENCH = COMMON + r'''
+LLAMA_BENCH = (
+    COMMON
+    + r"""
 model = Path(flag("-m"))
 outtype = model.read_text().split()[0]  # the fake converter writes its --outtype first
 scale = {"f32": 1, "f16": 2, "q8_0": 3}[outtype]
@@ -62,9 +64,12 @@ for n_prompt, n_gen in ((int(flag("-p", "512")), 0), (0, int(flag("-n", "128")))
         "samples_ns": [int((n_prompt or n_gen) / ts * 1e9)] * reps, "samples_ts": [ts] * reps,
     })
 print(json.dumps(tests, indent=2))
-'''
+"""
+)
 
-BATCHED_BENCH = COMMON + r'''
+BATCHED_BENCH = (
+    COMMON
+    + r"""
 model = Path(flag("-m"))
 outtype = model.read_text().split()[0]
 scale = {"f32": 1, "f16": 2, "q8_0": 3}[outtype]
@@ -83,9 +88,12 @@ for pl in map(int, flag("-npl").split(",")):
                       "pp": pp, "tg": tg, "pl": pl, "n_kv": pl * (pp + tg), "t_pp": 0.03,
                       "speed_pp": 500.0, "t_tg": t_tg, "speed_tg": speed_tg, "t": t_tg + 0.03,
                       "speed": 1.0}))
-'''
+"""
+)
 
-CONVERTER = COMMON + r'''
+CONVERTER = (
+    COMMON
+    + r"""
 import argparse
 p = argparse.ArgumentParser()
 p.add_argument("model")
@@ -101,14 +109,18 @@ if not ((d / "vocab.json").is_file() and (d / "merges.txt").is_file() or (d / "t
 if not (d / "model.safetensors").is_file():
     sys.exit("FileNotFoundError: model.safetensors")
 Path(a.outfile).write_text(a.outtype + "\n" + "x" * {"f32": 4000, "f16": 2000, "q8_0": 1000}[a.outtype])
-'''
+"""
+)
 
 
 def write_fake_llama(root: Path) -> Path:
     """A directory laid out like a llama.cpp checkout built with cmake, with the fakes in it."""
     (root / "build" / "bin").mkdir(parents=True)
-    for rel, body in (("build/bin/llama-bench", LLAMA_BENCH), ("build/bin/llama-batched-bench", BATCHED_BENCH),
-                      ("convert_hf_to_gguf.py", CONVERTER)):
+    for rel, body in (
+        ("build/bin/llama-bench", LLAMA_BENCH),
+        ("build/bin/llama-batched-bench", BATCHED_BENCH),
+        ("convert_hf_to_gguf.py", CONVERTER),
+    ):
         path = root / rel
         path.write_text(f"#!{sys.executable}\n{body}")
         path.chmod(0o755)
@@ -152,8 +164,13 @@ def test_measure_parses_every_engine_and_passes_the_settings(fake_llama, hf_dir,
         k = SCALE[outtype]
         assert "error" not in e, e
         assert e["prefill_tps"] == pytest.approx(1000 * k + 64 + 0.3)  # -p prompt_len, -t threads
-        assert e["decode_tps"] == pytest.approx({"1": 100 * k + 16 + 0.3,  # llama-bench -n new_tokens
-                                                 "4": 40 * k + 16, "8": 80 * k + 16})  # batched speed_tg
+        assert e["decode_tps"] == pytest.approx(
+            {
+                "1": 100 * k + 16 + 0.3,  # llama-bench -n new_tokens
+                "4": 40 * k + 16,
+                "8": 80 * k + 16,
+            }
+        )  # batched speed_tg
         assert e["weight_type"] == {"f32": "F32", "f16": "F16", "q8_0": "Q8_0"}[outtype]
         assert e["version"] == "abc1234 (build 4242)"
         assert e["gguf_mb"] == pytest.approx((len(outtype) + 1 + 4000 // 2 ** (k - 1)) / 1e6)
@@ -190,7 +207,8 @@ def test_failing_tool_gives_an_error_entry(fake_llama, hf_dir, tmp_path, monkeyp
     monkeypatch.setenv("FAKE_LLAMA_FAIL", "llama-batched-bench:q8_0")
     engines = measure_llamacpp(root, hf_dir, tmp_path / "work", BenchSettings(batches=(1, 8), threads=1))
     assert engines["llama.cpp-q8_0"] == {
-        "error": "llama-batched-bench failed (1): main: error: failed to create the context"}
+        "error": "llama-batched-bench failed (1): main: error: failed to create the context"
+    }
     assert "error" not in engines["llama.cpp-f16"] and set(engines["llama.cpp-f16"]["decode_tps"]) == {"1", "8"}
 
     monkeypatch.setenv("FAKE_LLAMA_FAIL", "llama-bench:f32")
@@ -206,7 +224,8 @@ def test_converter_failure_is_an_error_entry(fake_llama, tmp_path):
     (bad / "config.json").write_text(json.dumps({"n_positions": 64, "vocab_size": 50257}))  # no weights
     engines = measure_llamacpp(root, bad, tmp_path / "work", BenchSettings(batches=(1,), threads=1))
     assert engines["llama.cpp-f16"] == {
-        "error": "convert_hf_to_gguf.py --outtype f16 failed (1): FileNotFoundError: model.safetensors"}
+        "error": "convert_hf_to_gguf.py --outtype f16 failed (1): FileNotFoundError: model.safetensors"
+    }
 
 
 def test_to_gguf_adds_n_ctx_and_npgpt_tokenizer(fake_llama, hf_dir, tmp_path):
@@ -224,8 +243,10 @@ def test_to_gguf_refuses_a_vocabulary_smaller_than_the_tokenizer(fake_llama, tmp
         to_gguf(hf, find_tools(root), "f32", tmp_path / "m.gguf")
 
 
-@pytest.mark.parametrize("remove, missing", [("build/bin/llama-batched-bench", "llama-batched-bench"),
-                                             ("convert_hf_to_gguf.py", "convert_hf_to_gguf.py")])
+@pytest.mark.parametrize(
+    "remove, missing",
+    [("build/bin/llama-batched-bench", "llama-batched-bench"), ("convert_hf_to_gguf.py", "convert_hf_to_gguf.py")],
+)
 def test_missing_tool_is_a_one_line_error(fake_llama, remove, missing):
     root, _ = fake_llama
     (root / remove).unlink()
@@ -242,20 +263,32 @@ def test_tools_found_in_bin_or_the_dir_itself(tmp_path):
     (root / "build/bin/llama-bench").rename(root / "bin/llama-bench")
     (root / "build/bin/llama-batched-bench").rename(root / "llama-batched-bench")
     tools = find_tools(root)
-    assert tools == {"llama-bench": root / "bin/llama-bench", "llama-batched-bench": root / "llama-batched-bench",
-                     "convert": root / "convert_hf_to_gguf.py"}
+    assert tools == {
+        "llama-bench": root / "bin/llama-bench",
+        "llama-batched-bench": root / "llama-batched-bench",
+        "convert": root / "convert_hf_to_gguf.py",
+    }
 
 
 def test_derived_figures_and_table_cope_with_llamacpp_entries():
     result = {
-        "machine": {"bandwidth_gbs": 10.0}, "model": {"bytes_per_token": 400, "n_params": 100, "weight_mb": 4e-4},
+        "machine": {"bandwidth_gbs": 10.0},
+        "model": {"bytes_per_token": 400, "n_params": 100, "weight_mb": 4e-4},
         "settings": {"batches": [1, 8], "prompt_len": 64, "short_prompt": 8},
-        "import": {}, "engines": {
-            "npgpt-numpy": {"decode_tps": {"1": 30.0, "8": 160.0}, "prefill_tps": 600.0, "ttft_ms": 10.0,
-                            "startup_s": 0.2, "rss_decode_mb": 600.0, "rss_peak_mb": 700.0},
+        "import": {},
+        "engines": {
+            "npgpt-numpy": {
+                "decode_tps": {"1": 30.0, "8": 160.0},
+                "prefill_tps": 600.0,
+                "ttft_ms": 10.0,
+                "startup_s": 0.2,
+                "rss_decode_mb": 600.0,
+                "rss_peak_mb": 700.0,
+            },
             "llama.cpp-q8_0": {"decode_tps": {"1": 60.0, "8": 320.0}, "prefill_tps": 1200.0, "model_bytes": 100},
             "llama.cpp-f16": {"error": "llama-bench failed (1): boom"},
-        }}
+        },
+    }
     add_derived(result)
     ours = result["engines"]["npgpt-numpy"]
     assert ours["vs_llama.cpp-q8_0"] == {"decode_1": 0.5, "decode_8": 0.5, "prefill": 0.5}
@@ -271,8 +304,7 @@ def test_derived_figures_and_table_cope_with_llamacpp_entries():
 
 
 def test_compare_llamacpp_needs_a_directory():
-    proc = run_cli("bench", "--random", "--backend", "numpy", "--compare", "llama.cpp",
-                   env={"NPGPT_LLAMA_CPP": ""})
+    proc = run_cli("bench", "--random", "--backend", "numpy", "--compare", "llama.cpp", env={"NPGPT_LLAMA_CPP": ""})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "--llama-cpp DIR" in proc.stderr
 
@@ -283,8 +315,9 @@ def test_compare_rejects_unknown_engines():
 
 
 def test_missing_tools_fail_before_any_measurement(tmp_path):
-    proc = run_cli("bench", "--random", "--backend", "numpy", "--compare", "llama.cpp",
-                   env={"NPGPT_LLAMA_CPP": str(tmp_path)})  # the environment variable is the default
+    proc = run_cli(
+        "bench", "--random", "--backend", "numpy", "--compare", "llama.cpp", env={"NPGPT_LLAMA_CPP": str(tmp_path)}
+    )  # the environment variable is the default
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "llama-bench, llama-batched-bench, convert_hf_to_gguf.py not found" in proc.stderr
     assert "running" not in proc.stderr  # no engine ran first
@@ -295,10 +328,34 @@ def test_bench_cli_compares_with_llamacpp(tmp_path):
     root = write_fake_llama(tmp_path / "llama.cpp")
     config = GPT2Config(n_vocab=50257, n_ctx=96, n_embd=32, n_head=2, n_layer=2)  # GPT-2's vocab: the tokenizer's
     ckpt = save_checkpoint(tmp_path / "tiny.safetensors", config, init_params(config))
-    proc = run_cli("bench", "--model", str(ckpt), "--backend", "numpy", "--batch", "1,2", "--prompt-len", "32",
-                   "--short-prompt", "8", "--new-tokens", "4", "--baseline-tokens", "0", "--threads", "1",
-                   "--compare", "hf,llama.cpp", "--llama-cpp", str(root), "--bandwidth-mib", "64", "--json",
-                   env={"FAKE_LLAMA_LOG": str(log)}, timeout=180)
+    proc = run_cli(
+        "bench",
+        "--model",
+        str(ckpt),
+        "--backend",
+        "numpy",
+        "--batch",
+        "1,2",
+        "--prompt-len",
+        "32",
+        "--short-prompt",
+        "8",
+        "--new-tokens",
+        "4",
+        "--baseline-tokens",
+        "0",
+        "--threads",
+        "1",
+        "--compare",
+        "hf,llama.cpp",
+        "--llama-cpp",
+        str(root),
+        "--bandwidth-mib",
+        "64",
+        "--json",
+        env={"FAKE_LLAMA_LOG": str(log)},
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     engines = result["engines"]
@@ -311,9 +368,13 @@ def test_bench_cli_compares_with_llamacpp(tmp_path):
         assert e["bandwidth_fraction"] > 0
         ours = engines["npgpt-numpy"]
         ratios = ours[f"vs_llama.cpp-{outtype}"]
-        assert ratios == pytest.approx({"decode_1": ours["decode_tps"]["1"] / e["decode_tps"]["1"],
-                                        "decode_2": ours["decode_tps"]["2"] / e["decode_tps"]["2"],
-                                        "prefill": ours["prefill_tps"] / e["prefill_tps"]})
+        assert ratios == pytest.approx(
+            {
+                "decode_1": ours["decode_tps"]["1"] / e["decode_tps"]["1"],
+                "decode_2": ours["decode_tps"]["2"] / e["decode_tps"]["2"],
+                "prefill": ours["prefill_tps"] / e["prefill_tps"],
+            }
+        )
     assert set(engines["npgpt-numpy"]["vs_hf"]) == {"decode_1", "decode_2", "prefill", "ttft"}
     assert "vs_llama.cpp-f32" not in engines["hf-torch"]
     converted = calls(log, "convert_hf_to_gguf.py")
@@ -324,7 +385,8 @@ def test_bench_cli_compares_with_llamacpp(tmp_path):
     cells = {r[0]: r[1:] for r in rows}
     assert cells["peak RSS overall, MB"][2:] == ["", "", ""]
     assert cells["decode batch 2 vs llama.cpp-f16 (x)"][0] == format(
-        engines["npgpt-numpy"]["vs_llama.cpp-f16"]["decode_2"], ".2f")
+        engines["npgpt-numpy"]["vs_llama.cpp-f16"]["decode_2"], ".2f"
+    )
 
 
 def test_bench_table_output_with_llamacpp(tmp_path):
@@ -332,11 +394,33 @@ def test_bench_table_output_with_llamacpp(tmp_path):
     root = write_fake_llama(tmp_path / "llama.cpp")
     config = GPT2Config(n_vocab=50257, n_ctx=96, n_embd=32, n_head=2, n_layer=2)
     ckpt = save_checkpoint(tmp_path / "tiny.safetensors", config, init_params(config))
-    proc = run_cli("bench", "--model", str(ckpt), "--backend", "numpy", "--batch", "1", "--prompt-len", "32",
-                   "--short-prompt", "8", "--new-tokens", "4", "--baseline-tokens", "0", "--threads", "1",
-                   "--compare", "llama.cpp", "--llama-cpp", str(root), "--bandwidth-mib", "64",
-                   env={"COLUMNS": "400"}, timeout=180)
+    proc = run_cli(
+        "bench",
+        "--model",
+        str(ckpt),
+        "--backend",
+        "numpy",
+        "--batch",
+        "1",
+        "--prompt-len",
+        "32",
+        "--short-prompt",
+        "8",
+        "--new-tokens",
+        "4",
+        "--baseline-tokens",
+        "0",
+        "--threads",
+        "1",
+        "--compare",
+        "llama.cpp",
+        "--llama-cpp",
+        str(root),
+        "--bandwidth-mib",
+        "64",
+        env={"COLUMNS": "400"},
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "llama.cpp-q8_0" in proc.stdout and "prefill vs llama.cpp-f32 (x)" in proc.stdout
     assert "llama.cpp-f16: llama.cpp abc1234 (build 4242), F16 weights" in proc.stdout
-

@@ -23,7 +23,7 @@ PROMPT = "And God said"
 
 
 @pytest.fixture(scope="module")
-def model():  # noqa: ANN201
+def model():
     return npgpt.load(bundled_path())
 
 
@@ -36,19 +36,19 @@ def test_file_is_small_float16_and_memory_mapped() -> None:
     assert all(isinstance(t.base, np.memmap) or isinstance(t, np.memmap) for t in tensors.values())
 
 
-def test_loads_with_the_documented_shape(model) -> None:  # noqa: ANN001
+def test_loads_with_the_documented_shape(model) -> None:
     assert model.config == CONFIG
     assert model.params["wte"].dtype == np.float32  # float16 storage is widened once at load
     assert npgpt.load("bundled").config == CONFIG
 
 
-def test_heldout_perplexity(model) -> None:  # noqa: ANN001
+def test_heldout_perplexity(model) -> None:
     result = perplexity(model, FIXTURE.read_text(encoding="utf-8"))
     assert result["tokens"] > 5000
     assert result["perplexity"] <= REFERENCE_PERPLEXITY * 1.02, result
 
 
-def test_greedy_text_is_readable(model) -> None:  # noqa: ANN001
+def test_greedy_text_is_readable(model) -> None:
     ids = model.completions([PROMPT], max_new_tokens=40, temperature=0)[0].tokens
     assert len(ids) == 40
     assert len(set(ids)) / len(ids) >= 0.3, model.tokenizer.decode(ids)
@@ -58,10 +58,18 @@ def test_greedy_text_is_readable(model) -> None:  # noqa: ANN001
     assert sum(c.isalpha() for c in text) >= len(text) // 2, text  # words, not punctuation
 
 
-def test_cli_generate_uses_the_bundled_model(model, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cli_generate_uses_the_bundled_model(model, tmp_path: Path) -> None:
     # An empty model cache, so the default is the bundled model even where GPT-2 is downloaded.
-    result = run_cli("generate", PROMPT, "--max-new-tokens", "20", "--temperature", "0",
-                     env={"NPGPT_HOME": str(tmp_path)}, timeout=60)
+    result = run_cli(
+        "generate",
+        PROMPT,
+        "--max-new-tokens",
+        "20",
+        "--temperature",
+        "0",
+        env={"NPGPT_HOME": str(tmp_path)},
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert BUNDLED_NOTICE in " ".join(result.stderr.split())
     assert result.stdout == PROMPT + model.generate(PROMPT, max_new_tokens=20, temperature=0) + "\n"

@@ -51,8 +51,12 @@ def test_characters_and_ids_outside_the_vocabulary_are_one_line_errors():
 def test_the_model_file_carries_the_vocabulary_and_load_uses_it(tmp_path):
     tok = CharTokenizer.from_text([TEXT])
     config = GPT2Config(n_vocab=tok.n_vocab, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
-    npgpt_format.save(tmp_path / "model.safetensors", config, init_params(config, 0),
-                      metadata={"tokenizer": json.dumps(tok.to_spec())})
+    npgpt_format.save(
+        tmp_path / "model.safetensors",
+        config,
+        init_params(config, 0),
+        metadata={"tokenizer": json.dumps(tok.to_spec())},
+    )
     assert npgpt_format.tokenizer_spec(tmp_path) == tok.to_spec()
     model = npgpt.load(tmp_path)
     assert isinstance(model.tokenizer, CharTokenizer) and model.tokenizer.chars == tok.chars

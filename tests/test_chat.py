@@ -30,8 +30,14 @@ def test_template_is_the_servers():
 
 
 def test_fit_history_drops_whole_old_turns_keeps_system():
-    messages = [("system", "S"), ("user", "a " * 10), ("assistant", "b " * 10), ("user", "c " * 10),
-                ("assistant", "d " * 10), ("user", "e")]
+    messages = [
+        ("system", "S"),
+        ("user", "a " * 10),
+        ("assistant", "b " * 10),
+        ("user", "c " * 10),
+        ("assistant", "d " * 10),
+        ("user", "e"),
+    ]
     count = len  # characters stand in for tokens
     kept, dropped = fit_history(messages, count, budget=10_000)
     assert kept == messages and dropped == 0
@@ -58,19 +64,29 @@ def test_conversation_keeps_within_budget_and_resets():
 
 
 def expected_reply(m, history, max_new_tokens):
-    return m.generate(chat_prompt(history), stop=list(CHAT_STOP), temperature=0,
-                      max_new_tokens=max_new_tokens).lstrip()
+    return m.generate(chat_prompt(history), stop=list(CHAT_STOP), temperature=0, max_new_tokens=max_new_tokens).lstrip()
 
 
 def test_chat_through_a_pipe_two_turns_and_reset(model_file):
     m, n = load(model_file), 8
-    r = run_cli("chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", str(n),
-                "--system", "You are terse.", input="Hello there\nWhat next?\n/reset\nHello there\n/exit\nignored\n")
+    r = run_cli(
+        "chat",
+        "--model",
+        model_file,
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        str(n),
+        "--system",
+        "You are terse.",
+        input="Hello there\nWhat next?\n/reset\nHello there\n/exit\nignored\n",
+    )
     assert r.returncode == 0, r.stderr
     system = [("system", "You are terse.")]
     first = expected_reply(m, [*system, ("user", "Hello there")], n)
-    second = expected_reply(m, [*system, ("user", "Hello there"), ("assistant", first.strip()),
-                                ("user", "What next?")], n)
+    second = expected_reply(
+        m, [*system, ("user", "Hello there"), ("assistant", first.strip()), ("user", "What next?")], n
+    )
     # after /reset the same message gets the same reply as at the start: the history is gone
     assert r.stdout == f"{first}\n{second}\n{first}\n"
     assert "conversation reset" in r.stderr and "Traceback" not in r.stderr
@@ -78,8 +94,9 @@ def test_chat_through_a_pipe_two_turns_and_reset(model_file):
 
 def test_chat_drops_the_oldest_turns_to_fit_the_context(model_file):
     long = " ".join(["word"] * 40)  # ~40 tokens a message; the tiny model's context is 128
-    r = run_cli("chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", "20",
-                input=f"{long}\n{long}\n{long}\n")  # end of input (Ctrl-D) ends the chat
+    r = run_cli(
+        "chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", "20", input=f"{long}\n{long}\n{long}\n"
+    )  # end of input (Ctrl-D) ends the chat
     assert r.returncode == 0, r.stderr
     assert "dropped the" in r.stderr and "128-token context" in r.stderr
     assert len(r.stdout.splitlines()) >= 3

@@ -29,12 +29,34 @@ def test_every_command_has_help_with_an_example():
 
 def test_generate_matches_the_python_api(model_file):
     expected = load(model_file).generate("Hello there", max_new_tokens=8, temperature=0.7, seed=3)
-    r = run_cli("generate", "Hello there", "--model", model_file, "--max-new-tokens", "8", "--temperature", "0.7",
-                "--seed", "3", "--no-echo")
+    r = run_cli(
+        "generate",
+        "Hello there",
+        "--model",
+        model_file,
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0.7",
+        "--seed",
+        "3",
+        "--no-echo",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected + "\n"
-    streamed = run_cli("generate", "Hello there", "--model", model_file, "--max-new-tokens", "8",
-                       "--temperature", "0.7", "--seed", "3", "--stream")
+    streamed = run_cli(
+        "generate",
+        "Hello there",
+        "--model",
+        model_file,
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0.7",
+        "--seed",
+        "3",
+        "--stream",
+    )
     assert streamed.stdout == "Hello there" + expected + "\n"
 
 
@@ -52,26 +74,30 @@ def test_generate_with_16bit_weights_on_torch():
 def test_generate_prompts_from_a_file_batched(model_file, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("First prompt\n\nSecond one here\n")
-    r = run_cli("generate", "--file", str(prompts), "-n", "2", "--model", model_file, "--max-new-tokens", "4",
-                "--seed", "1")
+    r = run_cli(
+        "generate", "--file", str(prompts), "-n", "2", "--model", model_file, "--max-new-tokens", "4", "--seed", "1"
+    )
     assert r.returncode == 0, r.stderr
     expected = load(model_file).generate(["First prompt"] * 2 + ["Second one here"] * 2, max_new_tokens=4, seed=1)
     for i, text in enumerate(expected):
         assert f"--- {i} ---" in r.stdout and text in r.stdout
 
 
-@pytest.mark.parametrize("args, words", [
-    (["generate", "Hi", "--temperature", "-1"], "temperature"),
-    (["generate", "Hi", "--top-p", "0"], "top_p"),
-    (["generate", "Hi", "--model", "no-such-model"], "no-such-model"),
-    (["generate", "Hi", "--max-new-tokens", "5000"], "context"),
-    (["generate"], "PROMPT"),
-    (["download", "999M"], "124M"),
-    (["info", "/nonexistent/dir"], "nonexistent"),
-    (["generate", "Hi", "--dtype", "float16"], "use --backend torch for --dtype float16"),
-    (["next", "Hi", "--dtype", "int4"], "unknown weight dtype 'int4'"),
-    (["convert", "/nonexistent", "out.safetensors"], "nonexistent"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["generate", "Hi", "--temperature", "-1"], "temperature"),
+        (["generate", "Hi", "--top-p", "0"], "top_p"),
+        (["generate", "Hi", "--model", "no-such-model"], "no-such-model"),
+        (["generate", "Hi", "--max-new-tokens", "5000"], "context"),
+        (["generate"], "PROMPT"),
+        (["download", "999M"], "124M"),
+        (["info", "/nonexistent/dir"], "nonexistent"),
+        (["generate", "Hi", "--dtype", "float16"], "use --backend torch for --dtype float16"),
+        (["next", "Hi", "--dtype", "int4"], "unknown weight dtype 'int4'"),
+        (["convert", "/nonexistent", "out.safetensors"], "nonexistent"),
+    ],
+)
 def test_errors_are_one_line_without_traceback(model_file, args, words):
     if "--max-new-tokens" in args or args == ["generate", "Hi", "--temperature", "-1"]:
         args = [*args, "--model", model_file]

@@ -37,19 +37,29 @@ def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
 
 def run_without(module: str, *args: str) -> subprocess.CompletedProcess:
     """``npgpt ARGS`` in a Python where ``import module`` fails, as when its extra is not installed."""
-    code = (f"import sys; sys.modules[{module!r}] = None; sys.argv = ['npgpt', *sys.argv[1:]]; "
-            "from npgpt.cli import main; main()")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "200"})
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv = ['npgpt', *sys.argv[1:]]; "
+        "from npgpt.cli import main; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 # -- 1. errors printed literally ------------------------------------------------------------------------
-@pytest.mark.parametrize("module, args, hint", [
-    ("uvicorn", ["serve"], "pip install 'npgpt[serve]'"),
-    ("jax", ["train", "data.txt", "--out", "run"], "pip install 'npgpt[train]'"),
-    ("torch", ["generate", "Hi", "--backend", "torch"], "pip install 'npgpt[torch]'"),
-    ("jax", ["next", "Hi", "--backend", "jax"], "pip install 'npgpt[jax]'"),
-])
+@pytest.mark.parametrize(
+    "module, args, hint",
+    [
+        ("uvicorn", ["serve"], "pip install 'npgpt[serve]'"),
+        ("jax", ["train", "data.txt", "--out", "run"], "pip install 'npgpt[train]'"),
+        ("torch", ["generate", "Hi", "--backend", "torch"], "pip install 'npgpt[torch]'"),
+        ("jax", ["next", "Hi", "--backend", "jax"], "pip install 'npgpt[jax]'"),
+    ],
+)
 def test_missing_extra_hints_name_the_extra(tmp_path, monkeypatch, module, args, hint):
     monkeypatch.chdir(tmp_path)
     one_line_error(run_without(module, *args), hint)
@@ -83,8 +93,13 @@ def test_help_text_is_shown_as_written():
     r = run_cli("generate", "--help")
     assert r.returncode == 0
     flat = " ".join(r.stdout.replace("│", " ").split())
-    for text in ("> 1 discourages repeats (1 = off).", "OpenAI-style, in [-2, 2].",
-                 "Nucleus sampling mass in (0, 1] (1 = off).", "--batch-file", "--prompt-file"):
+    for text in (
+        "> 1 discourages repeats (1 = off).",
+        "OpenAI-style, in [-2, 2].",
+        "Nucleus sampling mass in (0, 1] (1 = off).",
+        "--batch-file",
+        "--prompt-file",
+    ):
         assert text in flat, text
 
 
@@ -113,8 +128,7 @@ def test_stop_escapes_are_read(model_file):
     from npgpt.cli.options import unescape
 
     assert unescape(r"\n\t\\ caf\u00e9 \x41 \U0001F600 \q é") == "\n\t\\ café A 😀 \\q é"
-    r = run_cli("generate", "And God said", "--stop", r"\n", "--temperature", "0", "--max-new-tokens", "120",
-                "--json")
+    r = run_cli("generate", "And God said", "--stop", r"\n", "--temperature", "0", "--max-new-tokens", "120", "--json")
     assert r.returncode == 0, r.stderr
     choice = json.loads(r.stdout)["choices"][0]
     assert choice["text"] == load("bundled").generate("And God said", stop="\n", temperature=0, max_new_tokens=120)
@@ -132,8 +146,13 @@ def test_list_and_rm_on_the_cache(tmp_path, model_file):
     assert r.returncode == 0, r.stderr
     listed = {m["name"]: m for m in json.loads(r.stdout)["models"]}
     assert set(listed) == {"124M", "org/tiny"}
-    assert listed["124M"] == {"name": "124M", "source": "openai", "format": "npgpt", "size_bytes":
-                              os.path.getsize(model_file), "path": str(home / "124M" / "model.safetensors")}
+    assert listed["124M"] == {
+        "name": "124M",
+        "source": "openai",
+        "format": "npgpt",
+        "size_bytes": os.path.getsize(model_file),
+        "path": str(home / "124M" / "model.safetensors"),
+    }
     table = run_cli("list", env=env).stdout
     assert "124M" in table and "org/tiny" in table and str(home / "hf" / "org--tiny" / "model.safetensors") in table
     r = run_cli("rm", "gpt2", env=env)  # GPT-2 small's alias
@@ -147,8 +166,13 @@ def test_list_and_rm_on_the_cache(tmp_path, model_file):
 def test_version_module_entry_point_and_completion():
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout == f"npgpt {__version__}\n"
-    r = subprocess.run([sys.executable, "-m", "npgpt", "--help"], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "COLUMNS": "200"})
+    r = subprocess.run(
+        [sys.executable, "-m", "npgpt", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert r.returncode == 0 and "Usage" in r.stdout and "chat" in r.stdout and "list" in r.stdout
     assert "--install-completion" in r.stdout
     r = run_cli("--show-completion", "bash")
@@ -227,15 +251,19 @@ def test_json_output_is_one_object(model_file, tmp_path):
 
 # -- 10. bench: a missing comparison fails before the run ----------------------------------------------------
 def test_bench_missing_comparison_fails_before_running():
-    code = ("import importlib.util as u, sys; find = u.find_spec; "
-            "u.find_spec = lambda name, *a: None if name == 'transformers' else find(name, *a); "
-            "sys.argv = ['npgpt', *sys.argv[1:]]; from npgpt.cli import main; main()")
+    code = (
+        "import importlib.util as u, sys; find = u.find_spec; "
+        "u.find_spec = lambda name, *a: None if name == 'transformers' else find(name, *a); "
+        "sys.argv = ['npgpt', *sys.argv[1:]]; from npgpt.cli import main; main()"
+    )
     args = ["bench", "--random", "--backend", "numpy", "--compare", "hf"]
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     one_line_error(r, "transformers", "--compare hf")
     assert "measuring" not in r.stderr and "running" not in r.stderr
-    one_line_error(run_cli("bench", "--random", "--backend", "numpy", "--compare", "llama.cpp",
-                           env={"NPGPT_LLAMA_CPP": ""}), "--llama-cpp DIR")
+    one_line_error(
+        run_cli("bench", "--random", "--backend", "numpy", "--compare", "llama.cpp", env={"NPGPT_LLAMA_CPP": ""}),
+        "--llama-cpp DIR",
+    )
 
 
 # -- issue 17, kind 2: malformed inputs are one line, exit 1 ------------------------------------------------------
@@ -251,8 +279,9 @@ def test_batch_file_not_utf8(tmp_path, model_file):
 def test_stdout_closed_or_full(model_file):
     exe = os.path.join(os.path.dirname(sys.executable), "npgpt")
     args = [exe, "generate", "Hi", "--model", model_file, "--max-new-tokens", "4"]
-    closed = subprocess.run(["sh", "-c", '"$@" >&-', "sh", *args], capture_output=False, stderr=subprocess.PIPE,
-                            text=True, timeout=60)
+    closed = subprocess.run(
+        ["sh", "-c", '"$@" >&-', "sh", *args], capture_output=False, stderr=subprocess.PIPE, text=True, timeout=60
+    )
     one_line_error(closed, "standard output is closed")
     with open("/dev/full", "w") as full:
         r = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
@@ -260,8 +289,11 @@ def test_stdout_closed_or_full(model_file):
 
 
 def test_convert_bad_dtype_or_device_target(model_file, tmp_path):
-    one_line_error(run_cli("convert", model_file, str(tmp_path / "x.safetensors"), "--dtype", "bfloat16"),
-                   "bfloat16", "float32, float16")
+    one_line_error(
+        run_cli("convert", model_file, str(tmp_path / "x.safetensors"), "--dtype", "bfloat16"),
+        "bfloat16",
+        "float32, float16",
+    )
     assert not list(tmp_path.iterdir())
     one_line_error(run_cli("convert", model_file, "/dev/full"), "/dev/full", "not a regular file")
 
@@ -283,7 +315,7 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text(encoding="utf-8")
-    quickstart = readme[readme.index("## Quickstart"):readme.index("\n## ", readme.index("## Quickstart") + 1)]
+    quickstart = readme[readme.index("## Quickstart") : readme.index("\n## ", readme.index("## Quickstart") + 1)]
     assert len(re.findall(r"^```bash\n", quickstart, flags=re.M)) == 2
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for extra in ("serve", "train", "torch", "jax", "all"):

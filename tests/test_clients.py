@@ -26,10 +26,10 @@ from npgpt.sampling import SamplingParams, apply_penalties, check_finite, choose
 from npgpt.tokenizer import TextOffsets, Tokenizer, default_files
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from npgpt.server import create_app  # noqa: E402
-from npgpt.server.protocol import ChatMessage, chat_prompt  # noqa: E402
+from npgpt.server import create_app
+from npgpt.server.protocol import ChatMessage, chat_prompt
 
 TINY = GPT2Config(n_ctx=64, n_embd=48, n_head=3, n_layer=2)
 # A float32 softmax is one-hot once every other logit is this far below the top, divided by the
@@ -48,15 +48,16 @@ def client(bundled):
         yield c
 
 
-def post(client, body: dict, path: str = "/v1/completions"):  # noqa: ANN001, ANN201
+def post(client, body: dict, path: str = "/v1/completions"):
     """POST a body as JSON with \\u escapes (so lone surrogates survive, as a real client sends them)."""
     return client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
 
 
-def stream(client, body: dict, path: str = "/v1/completions") -> tuple[int, list[dict]]:  # noqa: ANN001
+def stream(client, body: dict, path: str = "/v1/completions") -> tuple[int, list[dict]]:
     """Status and the parsed SSE events of a streamed request (an error body if it was refused)."""
-    with client.stream("POST", path, content=json.dumps({**body, "stream": True}),
-                       headers={"Content-Type": "application/json"}) as r:
+    with client.stream(
+        "POST", path, content=json.dumps({**body, "stream": True}), headers={"Content-Type": "application/json"}
+    ) as r:
         if r.status_code != 200:
             return r.status_code, [json.loads(r.read())]
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -79,14 +80,18 @@ def folded(events: list[dict]) -> dict[int, dict]:
 
 # -- 1. parameter extremes ---------------------------------------------------------------------------------
 @settings(max_examples=300, deadline=None)
-@given(logits=arrays(np.float32, st.integers(2, 40), elements=st.floats(-40, 40, width=32)),
-       log10_t=st.floats(-45, -3), seed=st.integers(0, 2**32 - 1))
-def test_a_tiny_temperature_picks_the_top_token(logits, log10_t, seed) -> None:  # noqa: ANN001
+@given(
+    logits=arrays(np.float32, st.integers(2, 40), elements=st.floats(-40, 40, width=32)),
+    log10_t=st.floats(-45, -3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_a_tiny_temperature_picks_the_top_token(logits, log10_t, seed) -> None:
     """Wherever float32 softmax would be one-hot, sampling at that temperature picks the top logit;
     exact ties for the top are shared among the tied tokens (never another token)."""
     t = 10.0**log10_t
-    token = choose(logits, np.zeros(len(logits), np.float32), SamplingParams(temperature=t),
-                   np.random.default_rng(seed))
+    token = choose(
+        logits, np.zeros(len(logits), np.float32), SamplingParams(temperature=t), np.random.default_rng(seed)
+    )
     below = logits[logits < logits.max()]
     gap = float(logits.max()) - float(below.max()) if below.size else math.inf
     if gap / t >= FLOAT32_ONE_HOT:
@@ -117,8 +122,10 @@ def test_tiny_temperature_over_the_server(client, bundled) -> None:
         r = post(client, {"prompt": "And God said", "max_tokens": 8, "temperature": t, "logprobs": 2})
         c = r.json()["choices"][0]
         assert r.status_code == 200 and c["text"] == want and c["finish_reason"] == "length"
-        assert all(lp == max(top.values()) for lp, top in zip(c["logprobs"]["token_logprobs"],
-                                                              c["logprobs"]["top_logprobs"], strict=True))
+        assert all(
+            lp == max(top.values())
+            for lp, top in zip(c["logprobs"]["token_logprobs"], c["logprobs"]["top_logprobs"], strict=True)
+        )
 
 
 def test_non_finite_logits_are_refused() -> None:
@@ -150,8 +157,10 @@ def test_nan_logits_end_generation_with_a_clear_error() -> None:
 
 def test_nan_logits_over_the_server() -> None:
     with TestClient(create_app({"broken": nan_model()})) as c:
-        for body in ({"prompt": "In the beginning", "max_tokens": 4},
-                     {"prompt": "In the beginning", "max_tokens": 0, "echo": True, "logprobs": 1}):
+        for body in (
+            {"prompt": "In the beginning", "max_tokens": 4},
+            {"prompt": "In the beginning", "max_tokens": 0, "echo": True, "logprobs": 1},
+        ):
             r = post(c, body)
             assert r.status_code == 500, r.text
             error = r.json()["error"]
@@ -174,8 +183,10 @@ def test_endoftext_in_a_prompt_is_the_special_token(client, bundled) -> None:
     assert sum(lp["token_logprobs"][1:]) == pytest.approx(want.log_likelihood, abs=1e-4)
     ids = bundled.tokenizer.encode(text, allow_special=True)
     logits = bundled.logits([ids])[0].astype(np.float64)
-    direct = sum(logits[t - 1, ids[t]] - np.log(np.exp(logits[t - 1] - logits[t - 1].max()).sum()) - logits[t - 1].max()
-                 for t in range(1, len(ids)))
+    direct = sum(
+        logits[t - 1, ids[t]] - np.log(np.exp(logits[t - 1] - logits[t - 1].max()).sum()) - logits[t - 1].max()
+        for t in range(1, len(ids))
+    )
     assert want.log_likelihood == pytest.approx(direct, abs=1e-6)
     assert math.exp(-sum(lp["token_logprobs"][1:]) / (len(ids) - 1)) == pytest.approx(want.perplexity, rel=1e-4)
 
@@ -212,7 +223,7 @@ def test_serve_has_the_special_tokens_flag() -> None:
 # -- 4. text_offset --------------------------------------------------------------------------------------
 @settings(max_examples=150, deadline=None)
 @given(text=st.text(st.sampled_from(list("ab é中👋\n.,")), min_size=1, max_size=30), data=st.data())
-def test_text_offsets_equal_tiktokens(text, data, tiktoken_gpt2) -> None:  # noqa: ANN001
+def test_text_offsets_equal_tiktokens(text, data, tiktoken_gpt2) -> None:
     ids = tiktoken_gpt2.encode(text)
     i = data.draw(st.integers(0, len(ids) - 1))
     j = data.draw(st.integers(i + 1, len(ids)))
@@ -229,9 +240,9 @@ def test_text_offsets_equal_tiktokens(text, data, tiktoken_gpt2) -> None:  # noq
     assert offsets == want
 
 
-def expected_offsets(tiktoken_gpt2, prompt_ids: list[int], ids: list[int], echo: bool) -> list[int]:  # noqa: ANN001
+def expected_offsets(tiktoken_gpt2, prompt_ids: list[int], ids: list[int], echo: bool) -> list[int]:
     offsets = tiktoken_gpt2.decode_with_offsets(prompt_ids + ids)[1]
-    return offsets if echo else offsets[len(prompt_ids):]
+    return offsets if echo else offsets[len(prompt_ids) :]
 
 
 def test_text_offset_with_a_stop_sequence(client, bundled, tiktoken_gpt2) -> None:
@@ -255,8 +266,16 @@ def test_text_offsets_in_every_mode(client, bundled, tiktoken_gpt2) -> None:
         free = bundled.completions(prompt, max_new_tokens=16, temperature=0.9, seed=seed)[0].text
         a = int(rng.integers(0, max(1, len(free) - 3)))
         stop = [free[a : a + int(rng.integers(2, 6))] or "x", "\n\n\n"]
-        body = {"prompt": prompt, "max_tokens": 16, "temperature": 0.9, "seed": seed, "logprobs": 1, "n": n,
-                "echo": echo, "stop": stop}
+        body = {
+            "prompt": prompt,
+            "max_tokens": 16,
+            "temperature": 0.9,
+            "seed": seed,
+            "logprobs": 1,
+            "n": n,
+            "echo": echo,
+            "stop": stop,
+        }
         if streamed:
             status, events = stream(client, body)
             choices = folded(events)
@@ -315,7 +334,7 @@ SWEEP = [
 
 
 @pytest.mark.parametrize(("path", "body"), SWEEP, ids=range(len(SWEEP)))
-def test_invalid_unicode_is_never_a_server_error(client, path, body) -> None:  # noqa: ANN001
+def test_invalid_unicode_is_never_a_server_error(client, path, body) -> None:
     """Every string field: a 400 naming the field or U+FFFD, never a 5xx, the same streamed or not."""
     body = {"max_tokens": 4, "temperature": 0, **body}
     plain = post(client, body, path)
@@ -350,10 +369,16 @@ def test_repetition_penalty_equals_transformers(pair) -> None:
     base = model.tokenizer.encode("the cat sat on the mat")
     ids = base + [int(t) for t in np.argsort(-model.logits([base])[0, -1])[:2]]  # the likeliest next tokens
     with torch.no_grad():
-        out = ref.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                           do_sample=False, repetition_penalty=1.5, max_new_tokens=16, min_new_tokens=16,
-                           pad_token_id=0)
-    want = out[0, len(ids):].tolist()
+        out = ref.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            do_sample=False,
+            repetition_penalty=1.5,
+            max_new_tokens=16,
+            min_new_tokens=16,
+            pad_token_id=0,
+        )
+    want = out[0, len(ids) :].tolist()
     got = model.completions([ids], max_new_tokens=16, temperature=0, repetition_penalty=1.5, stop_at_eot=False)[0]
     assert got.tokens == want
     # The test can tell: penalising generated tokens only (the old behaviour) or not at all differs.
@@ -363,7 +388,7 @@ def test_repetition_penalty_equals_transformers(pair) -> None:
         token = int(np.argmax(apply_penalties(model.logits([seq])[0, -1], counts, p)))
         seq.append(token)
         counts[token] += 1
-    assert seq[len(ids):] != want
+    assert seq[len(ids) :] != want
     assert model.completions([ids], max_new_tokens=16, temperature=0, stop_at_eot=False)[0].tokens != want
 
 

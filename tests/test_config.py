@@ -5,9 +5,9 @@ import pytest
 from npgpt.config import PRESETS, GPT2Config
 
 
-@pytest.mark.parametrize("name, n_params", [
-    ("124M", 124_439_808), ("355M", 354_823_168), ("774M", 774_030_080), ("1558M", 1_557_611_200),
-])
+@pytest.mark.parametrize(
+    "name, n_params", [("124M", 124_439_808), ("355M", 354_823_168), ("774M", 774_030_080), ("1558M", 1_557_611_200)]
+)
 def test_preset_parameter_counts_match_gpt2(name, n_params):
     assert PRESETS[name].n_params == n_params  # the counts Hugging Face reports for gpt2*
 

@@ -28,7 +28,7 @@ SHAPE = dict(vocab_size=512, n_positions=32, n_embd=48, n_head=3, n_layer=5)
 IDS = np.random.default_rng(0).integers(0, 512, (2, 13))
 
 
-def hf_model(directory, **fields):  # noqa: ANN001, ANN201
+def hf_model(directory, **fields):
     """A random transformers GPT-2 with ``fields`` set, saved to ``directory`` and reloaded (eager
     attention, the only implementation that honours reorder_and_upcast_attn)."""
     config = transformers.GPT2Config(**{**SHAPE, **fields})
@@ -36,22 +36,31 @@ def hf_model(directory, **fields):  # noqa: ANN001, ANN201
     model = transformers.GPT2LMHeadModel(config)
     with torch.no_grad():  # larger than GPT-2's init, so activations and scales leave the linear regime
         for name, p in model.named_parameters():
-            p.copy_(1.0 + 0.2 * torch.randn_like(p) if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
-                    else 0.15 * torch.randn_like(p))
+            p.copy_(
+                1.0 + 0.2 * torch.randn_like(p)
+                if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
+                else 0.15 * torch.randn_like(p)
+            )
     model.save_pretrained(directory)
     return transformers.GPT2LMHeadModel.from_pretrained(directory, attn_implementation="eager").eval()
 
 
-def ref_logits(ref, ids: np.ndarray) -> np.ndarray:  # noqa: ANN001
+def ref_logits(ref, ids: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return ref(torch.tensor(ids)).logits.numpy()
 
 
-def ref_greedy(ref, prompt: list[int], n: int) -> list[int]:  # noqa: ANN001
+def ref_greedy(ref, prompt: list[int], n: int) -> list[int]:
     with torch.no_grad():
-        out = ref.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=None,
-                           pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-    return out[0, len(prompt):].tolist()
+        out = ref.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        )
+    return out[0, len(prompt) :].tolist()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -79,11 +88,21 @@ CASES = {
     "scale_attn_by_inverse_layer_idx": {"scale_attn_by_inverse_layer_idx": True},
     "reorder_and_upcast_attn": {"reorder_and_upcast_attn": True},
     "tie_word_embeddings=False": {"tie_word_embeddings": False},
-    "combined": {"activation_function": "relu", "n_inner": 72, "layer_norm_epsilon": 1e-3,
-                 "scale_attn_by_inverse_layer_idx": True, "reorder_and_upcast_attn": True,
-                 "tie_word_embeddings": False},
-    "combined unscaled": {"activation_function": "quick_gelu", "n_inner": 24, "scale_attn_weights": False,
-                          "scale_attn_by_inverse_layer_idx": True, "tie_word_embeddings": False},
+    "combined": {
+        "activation_function": "relu",
+        "n_inner": 72,
+        "layer_norm_epsilon": 1e-3,
+        "scale_attn_by_inverse_layer_idx": True,
+        "reorder_and_upcast_attn": True,
+        "tie_word_embeddings": False,
+    },
+    "combined unscaled": {
+        "activation_function": "quick_gelu",
+        "n_inner": 24,
+        "scale_attn_weights": False,
+        "scale_attn_by_inverse_layer_idx": True,
+        "tie_word_embeddings": False,
+    },
 }
 # Fields whose value does not change the numbers (beyond rounding): nothing to show they are used.
 SAME_AS_DEFAULT = {f"activation_function={a}" for a in TANH_GELU} | {"reorder_and_upcast_attn"}
@@ -104,8 +123,10 @@ def test_logits_and_greedy_tokens_equal_transformers(tmp_path, case):
     tokens = model.completions([prompt], max_new_tokens=8, temperature=0, stop_at_eot=False)[0].tokens
     assert tokens == ref_greedy(ref, prompt, 8)
     if case not in SAME_AS_DEFAULT:  # the field matters for these weights: ignoring it fails the tolerance
-        plain = dataclasses.replace(model.config, **{
-            f.name: f.default for f in dataclasses.fields(GPT2Config) if f.name in fields and f.name != "n_inner"})
+        plain = dataclasses.replace(
+            model.config,
+            **{f.name: f.default for f in dataclasses.fields(GPT2Config) if f.name in fields and f.name != "n_inner"},
+        )
         if plain != model.config:
             params = flatten(load_checkpoint(tmp_path)[1])
             params.pop("lm_head", None)
@@ -115,8 +136,9 @@ def test_logits_and_greedy_tokens_equal_transformers(tmp_path, case):
             assert np.abs(ignored - got).max() > 5e-4  # 5x the tolerance (erf GELU vs tanh GELU: ~1e-3)
 
 
-@pytest.mark.parametrize("backend, dtype, atol", [("numpy", "float32", 1e-4), ("torch", "float32", 1e-4),
-                                                  ("torch", "bfloat16", 0.5)])
+@pytest.mark.parametrize(
+    "backend, dtype, atol", [("numpy", "float32", 1e-4), ("torch", "float32", 1e-4), ("torch", "bfloat16", 0.5)]
+)
 def test_untied_head_on_every_layout(tmp_path, backend, dtype, atol):
     """The NumPy layout and the 16-bit weights keep the untied head as the head."""
     ref = hf_model(tmp_path, tie_word_embeddings=False, n_inner=40)
@@ -129,9 +151,19 @@ def test_untied_head_on_every_layout(tmp_path, backend, dtype, atol):
 def test_save_writes_what_transformers_reads(tmp_path):
     """hf.save of a non-default config: transformers builds the same model from it, and npgpt
     reads back the same config and tensors; the npgpt and OpenAI formats round-trip it too."""
-    config = GPT2Config(n_vocab=512, n_ctx=32, n_embd=48, n_head=3, n_layer=5, n_inner=40,
-                        activation_function="silu", layer_norm_epsilon=1e-3, scale_attn_by_inverse_layer_idx=True,
-                        reorder_and_upcast_attn=True, tie_word_embeddings=False)
+    config = GPT2Config(
+        n_vocab=512,
+        n_ctx=32,
+        n_embd=48,
+        n_head=3,
+        n_layer=5,
+        n_inner=40,
+        activation_function="silu",
+        layer_norm_epsilon=1e-3,
+        scale_attn_by_inverse_layer_idx=True,
+        reorder_and_upcast_attn=True,
+        tie_word_embeddings=False,
+    )
     assert GPT2Config.from_dict(config.to_dict()) == config
     params = init_params(config, seed=3, std=0.15)
     model = GPT2(config, params)
@@ -148,7 +180,7 @@ def test_save_writes_what_transformers_reads(tmp_path):
 
 
 # -- nanoGPT's bias=False ----------------------------------------------------------------------------------
-def nanogpt_logits(sd: dict, idx, n_head: int, n_layer: int):  # noqa: ANN001, ANN201
+def nanogpt_logits(sd: dict, idx, n_head: int, n_layer: int):
     """nanoGPT's ``GPT.forward`` (model.py) with ``bias=False``, written out: LayerNorm is
     ``F.layer_norm(x, shape, weight, None, 1e-5)``, Linear has no bias, GELU is exact (nn.GELU)."""
     import torch.nn.functional as F
@@ -170,8 +202,9 @@ def nanogpt_logits(sd: dict, idx, n_head: int, n_layer: int):  # noqa: ANN001, A
 
 
 def test_bias_free_model_equals_nanogpt_and_transformers(tmp_path):
-    config = GPT2Config(n_vocab=512, n_ctx=32, n_embd=48, n_head=3, n_layer=5, bias=False,
-                        activation_function="gelu")  # nanoGPT's nn.GELU() is the exact (erf) GELU
+    config = GPT2Config(
+        n_vocab=512, n_ctx=32, n_embd=48, n_head=3, n_layer=5, bias=False, activation_function="gelu"
+    )  # nanoGPT's nn.GELU() is the exact (erf) GELU
     params = init_params(config, seed=5, std=0.15)
     flat = flatten(params)
     assert not any(name.endswith(".b") for name in flat)
@@ -180,12 +213,14 @@ def test_bias_free_model_equals_nanogpt_and_transformers(tmp_path):
             flat[name] = flat[name] + np.random.default_rng(6).normal(0, 0.2, flat[name].shape).astype(np.float32)
     params = unflatten(flat, config)
     assert config.n_params == sum(v.size for v in flat.values())
+
     # nanoGPT's names and nn.Linear's [out, in] layout
     def nanogpt_name(k: str) -> str:  # blocks.0.mlp.c_fc.w -> transformer.h.0.mlp.c_fc.weight
         return "transformer." + (k + ".weight" if k in ("wte", "wpe") else k.replace("blocks.", "h.")[:-2] + ".weight")
 
-    sd = {nanogpt_name(k): torch.from_numpy(np.ascontiguousarray(v.T if k.endswith(".w") else v))
-          for k, v in flat.items()}
+    sd = {
+        nanogpt_name(k): torch.from_numpy(np.ascontiguousarray(v.T if k.endswith(".w") else v)) for k, v in flat.items()
+    }
     with torch.no_grad():
         expected = nanogpt_logits(sd, torch.tensor(IDS), 3, 5).numpy()
     model = GPT2(config, params)
@@ -201,24 +236,41 @@ def test_bias_free_model_equals_nanogpt_and_transformers(tmp_path):
 
 # -- refusals ------------------------------------------------------------------------------------------------
 REFUSED = [
-    ("activation_function", "prelu"), ("activation_function", "xielu"), ("activation_function", "gelu_fancy"),
-    ("activation_function", 3), ("n_head", True), ("n_embd", 48.0), ("n_layer", "5"), ("vocab_size", -1),
-    ("n_inner", True), ("n_inner", 0), ("n_inner", "64"), ("layer_norm_epsilon", True),
-    ("layer_norm_epsilon", 0), ("layer_norm_epsilon", "1e-5"), ("scale_attn_weights", 1),
-    ("scale_attn_by_inverse_layer_idx", "yes"), ("reorder_and_upcast_attn", None), ("tie_word_embeddings", 0),
-    ("add_cross_attention", True), ("model_type", "gpt_neo"),
+    ("activation_function", "prelu"),
+    ("activation_function", "xielu"),
+    ("activation_function", "gelu_fancy"),
+    ("activation_function", 3),
+    ("n_head", True),
+    ("n_embd", 48.0),
+    ("n_layer", "5"),
+    ("vocab_size", -1),
+    ("n_inner", True),
+    ("n_inner", 0),
+    ("n_inner", "64"),
+    ("layer_norm_epsilon", True),
+    ("layer_norm_epsilon", 0),
+    ("layer_norm_epsilon", "1e-5"),
+    ("scale_attn_weights", 1),
+    ("scale_attn_by_inverse_layer_idx", "yes"),
+    ("reorder_and_upcast_attn", None),
+    ("tie_word_embeddings", 0),
+    ("add_cross_attention", True),
+    ("model_type", "gpt_neo"),
 ]
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):  # noqa: ANN001, ANN201
+def saved(tmp_path_factory):
     d = tmp_path_factory.mktemp("plain")
-    hf.save(d, GPT2Config(n_vocab=512, n_ctx=32, n_embd=48, n_head=3, n_layer=2),
-            init_params(GPT2Config(n_vocab=512, n_ctx=32, n_embd=48, n_head=3, n_layer=2)))
+    hf.save(
+        d,
+        GPT2Config(n_vocab=512, n_ctx=32, n_embd=48, n_head=3, n_layer=2),
+        init_params(GPT2Config(n_vocab=512, n_ctx=32, n_embd=48, n_head=3, n_layer=2)),
+    )
     return d
 
 
-def with_field(saved, tmp_path, field, value):  # noqa: ANN001, ANN201
+def with_field(saved, tmp_path, field, value):
     """A copy of the saved HF directory whose config.json sets ``field`` to ``value``."""
     for f in saved.iterdir():
         (tmp_path / f.name).write_bytes(f.read_bytes())
@@ -241,8 +293,9 @@ def test_refused_through_the_npgpt_format_and_openai_hparams(tmp_path):
         GPT2Config(activation_function="prelu")
     with pytest.raises(ValueError, match=r"n_head must be a positive int, got True"):
         GPT2Config.from_dict({"n_vocab": 5, "n_ctx": 4, "n_embd": 4, "n_head": True, "n_layer": 1})
-    (tmp_path / "hparams.json").write_text(json.dumps(
-        {"n_vocab": 5, "n_ctx": 4, "n_embd": 4, "n_head": 1, "n_layer": 1, "bias": "no"}))
+    (tmp_path / "hparams.json").write_text(
+        json.dumps({"n_vocab": 5, "n_ctx": 4, "n_embd": 4, "n_head": 1, "n_layer": 1, "bias": "no"})
+    )
     (tmp_path / "model.ckpt.index").write_bytes(b"")
     with pytest.raises(CheckpointError, match="bias must be true or false, got 'no'"):
         load_checkpoint(tmp_path)
@@ -294,15 +347,21 @@ def test_padded_rows_dominate_but_logits_keep_the_full_width(padded):
     assert (logits.argmax(-1) >= N_TOKENS).all()
 
 
-@pytest.mark.parametrize("sampling", [
-    dict(temperature=0), dict(temperature=1.0, seed=1), dict(temperature=2.0, top_k=0, top_p=1.0, seed=2),
-    dict(temperature=1.0, top_k=40, top_p=0.9, min_p=0.01, seed=3),
-    dict(temperature=0.8, repetition_penalty=1.3, presence_penalty=1.0, frequency_penalty=1.0, seed=4),
-    dict(temperature=0, repetition_penalty=2.0),
-])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        dict(temperature=0),
+        dict(temperature=1.0, seed=1),
+        dict(temperature=2.0, top_k=0, top_p=1.0, seed=2),
+        dict(temperature=1.0, top_k=40, top_p=0.9, min_p=0.01, seed=3),
+        dict(temperature=0.8, repetition_penalty=1.3, presence_penalty=1.0, frequency_penalty=1.0, seed=4),
+        dict(temperature=0, repetition_penalty=2.0),
+    ],
+)
 def test_generation_never_produces_a_padded_id(padded, sampling):
-    done = padded.completions(["Hello", "The cat sat on", "1 2 3"], max_new_tokens=6, stop_at_eot=False,
-                              logprobs=5, **sampling)
+    done = padded.completions(
+        ["Hello", "The cat sat on", "1 2 3"], max_new_tokens=6, stop_at_eot=False, logprobs=5, **sampling
+    )
     for c in done:
         assert len(c.tokens) == 6 and max(c.tokens) < N_TOKENS
         assert all(np.isfinite(c.token_logprobs))
@@ -317,13 +376,25 @@ def test_server_never_produces_a_padded_id(padded):
     pytest.importorskip("fastapi")
     from npgpt.server import background_server, create_app
 
-    bodies = [{"model": "padded", "prompt": p, "max_tokens": 5, "logprobs": 3, **s}
-              for p in ("Hello", "The cat", "Once upon a time") for s in ({"temperature": 0}, {"temperature": 1.0})]
+    bodies = [
+        {"model": "padded", "prompt": p, "max_tokens": 5, "logprobs": 3, **s}
+        for p in ("Hello", "The cat", "Once upon a time")
+        for s in ({"temperature": 0}, {"temperature": 1.0})
+    ]
     with background_server(create_app({"padded": padded}, max_batch=4)) as base, httpx.Client(timeout=120) as http:
         with ThreadPoolExecutor(len(bodies)) as pool:  # together: they share the decoding batch
             responses = list(pool.map(lambda b: http.post(base + "/v1/completions", json=b), bodies))
-        echo = http.post(base + "/v1/completions", json={"model": "padded", "prompt": "Hello there", "max_tokens": 1,
-                                                         "echo": True, "logprobs": 2, "temperature": 0})
+        echo = http.post(
+            base + "/v1/completions",
+            json={
+                "model": "padded",
+                "prompt": "Hello there",
+                "max_tokens": 1,
+                "echo": True,
+                "logprobs": 2,
+                "temperature": 0,
+            },
+        )
         top = http.post(base + "/v1/next_tokens", json={"model": "padded", "prompt": "Hello", "k": 5})
     greedy = padded.completions(["Hello"], max_new_tokens=5, temperature=0, stop_at_eot=False)[0].text
     for body, r in zip(bodies, responses, strict=True):

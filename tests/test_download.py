@@ -315,8 +315,11 @@ def test_conversion_onto_a_full_disk_is_one_line_and_keeps_the_download(server, 
     disk = tmp_path / "disk"
     disk.mkdir()
     data = (source[1] / "124M" / DATA).stat().st_size
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={data * 3 // 2 // 4096 * 4}k", "tmpfs", str(disk)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={data * 3 // 2 // 4096 * 4}k", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         print(f"cannot mount a tmpfs here: {r.stderr.strip()}")
         pytest.skip(f"mounting a tmpfs is not allowed here: {r.stderr.strip()}")

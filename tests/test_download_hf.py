@@ -28,8 +28,8 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setenv("NPGPT_HOME", str(tmp_path / "home"))
     fetched: list[str] = []
 
-    def serve(folder):  # noqa: ANN001, ANN202
-        def fake_hf_hub_download(repo_id, filename, *, revision=None, tqdm_class=None):  # noqa: ANN001, ANN202
+    def serve(folder):
+        def fake_hf_hub_download(repo_id, filename, *, revision=None, tqdm_class=None):
             fetched.append(filename)
             if not (folder / filename).is_file():
                 raise EntryNotFoundError(f"404 Client Error. Entry Not Found for url: .../{filename}")
@@ -41,7 +41,7 @@ def hub(monkeypatch, tmp_path):
     return serve
 
 
-def write_repo(kind: str, ref, folder) -> None:  # noqa: ANN001
+def write_repo(kind: str, ref, folder) -> None:
     import torch
 
     if kind == "safetensors":
@@ -62,8 +62,12 @@ def test_every_layout_downloads_and_converts(pair, tmp_path, hub, kind):
     assert fetched[0] == "config.json"
     if kind == "sharded":
         shards = sorted(p.name for p in (tmp_path / "repo").glob("model-*.safetensors"))
-        assert len(shards) >= 3 and fetched == ["config.json", "model.safetensors", "model.safetensors.index.json",
-                                                *shards]
+        assert len(shards) >= 3 and fetched == [
+            "config.json",
+            "model.safetensors",
+            "model.safetensors.index.json",
+            *shards,
+        ]
     if kind == "bin":
         assert fetched == ["config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
     assert np.abs(npgpt.load(path).logits(IDS) - hf_logits(ref, IDS)).max() <= 1e-4

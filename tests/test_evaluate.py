@@ -139,8 +139,9 @@ def test_cli_matches_hugging_face(pair, tmp_path: Path) -> None:
     model, ref, path = pair
     data = tmp_path / "text.txt"
     data.write_text(TEXT, encoding="utf-8")
-    result = run_cli("eval", "--data", str(data), "--model", str(path), "--window", "64", "--stride", "48",
-                     "--batch-size", "4")
+    result = run_cli(
+        "eval", "--data", str(data), "--model", str(path), "--window", "64", "--stride", "48", "--batch-size", "4"
+    )
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
     expected = hf_guide_perplexity(ref, model.tokenizer.encode(TEXT), 64, 48)
@@ -154,9 +155,11 @@ def test_cli_errors_are_one_line(pair, tmp_path: Path) -> None:
     empty.write_text("\n")
     data = tmp_path / "text.txt"
     data.write_text(TEXT)
-    for args, message in [(["--data", str(tmp_path / "missing.txt")], "cannot read"),
-                          (["--data", str(empty)], "is empty"),
-                          (["--data", str(data), "--model", str(path), "--window", "65"], "context of 64")]:
+    for args, message in [
+        (["--data", str(tmp_path / "missing.txt")], "cannot read"),
+        (["--data", str(empty)], "is empty"),
+        (["--data", str(data), "--model", str(path), "--window", "65"], "context of 64"),
+    ]:
         result = run_cli("eval", *args)
         assert result.returncode == 1, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -19,7 +19,7 @@ LONG = GPT2Config(n_ctx=2 * M.QUERY_BLOCK + 64, n_embd=32, n_head=2, n_layer=2)
 
 
 @pytest.fixture(scope="module")
-def long_pair(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def long_pair(tmp_path_factory: pytest.TempPathFactory):
     from transformers import GPT2LMHeadModel
 
     params = random_params(LONG, seed=7)

@@ -76,8 +76,9 @@ def test_a_killed_writer_leaves_a_temp_file_that_the_next_run_removes(tmp_path):
 def test_data_and_directory_are_synced_around_the_rename(tmp_path, monkeypatch):
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
-                                                 real_fsync(fd)))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))
+    )
     monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("replace", str(b))), real_replace(a, b)))
     target = tmp_path / "out.bin"
     with atomic_path(target) as tmp:
@@ -89,7 +90,7 @@ def test_data_and_directory_are_synced_around_the_rename(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def small_disk(tmp_path):  # noqa: ANN201
+def small_disk(tmp_path):
     """A 4 MiB tmpfs (root can mount one); skipped, with the reason printed, where mounting is not allowed."""
     import subprocess
 

@@ -15,15 +15,22 @@ from npgpt.formats.compat import GPT2_DEFAULTS, make_config, require_writable, w
 CARRIED = {f.name for f in dataclasses.fields(GPT2Config)}
 
 
-def _config(**fields):  # noqa: ANN003, ANN202
+def _config(**fields):
     """A config-like object with GPT-2's values and ``fields`` (whether or not GPT2Config carries them)."""
     return SimpleNamespace(n_vocab=300, n_ctx=8, n_embd=32, n_head=2, n_layer=1, **{**GPT2_DEFAULTS, **fields})
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("activation_function", "relu"), ("scale_attn_weights", False), ("scale_attn_by_inverse_layer_idx", True),
-    ("layer_norm_epsilon", 1e-3), ("n_inner", 100), ("tie_word_embeddings", False),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("activation_function", "relu"),
+        ("scale_attn_weights", False),
+        ("scale_attn_by_inverse_layer_idx", True),
+        ("layer_norm_epsilon", 1e-3),
+        ("n_inner", 100),
+        ("tie_word_embeddings", False),
+    ],
+)
 def test_llmc_holds_only_openais_gpt2(field, value):
     with pytest.raises(CheckpointError, match=f"{field}={value!r}"):
         require_writable(_config(**{field: value}), "llm.c's format")

@@ -61,8 +61,15 @@ def test_convert_cli_reads_pickles_and_writes_shards(sources, tmp_path):
     from conftest import run_cli
 
     root, params = sources
-    done = run_cli("convert", str(root / "nanogpt" / "ckpt.pt"), str(tmp_path / "out"), "--to", "hf-sharded",
-                   "--max-shard-size", "40KB")
+    done = run_cli(
+        "convert",
+        str(root / "nanogpt" / "ckpt.pt"),
+        str(tmp_path / "out"),
+        "--to",
+        "hf-sharded",
+        "--max-shard-size",
+        "40KB",
+    )
     assert done.returncode == 0, done.stderr
     assert detect(tmp_path / "out") == "hf-sharded"
     assert np.array_equal(load_checkpoint(tmp_path / "out")[1]["wte"], params["wte"])

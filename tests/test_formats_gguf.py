@@ -35,7 +35,7 @@ CARRIED = {f.name for f in dataclasses.fields(GPT2Config)}
 
 
 @pytest.fixture(scope="module")
-def fixture_dir(tmp_path_factory):  # noqa: ANN001, ANN201
+def fixture_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("gguf_tiny")
     with tarfile.open(FIXTURE) as tar:
         tar.extractall(d, filter="data")
@@ -43,7 +43,7 @@ def fixture_dir(tmp_path_factory):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="module")
-def original(fixture_dir):  # noqa: ANN001, ANN201
+def original(fixture_dir):
     """(config, params) of the Hugging Face original, and the reference ids and logits."""
     config, params = load_checkpoint(fixture_dir / "hf")
     ref = np.load(fixture_dir / "reference.npz")
@@ -89,14 +89,15 @@ def test_llama_cpp_converter_output_loads_to_transformers_logits(fixture_dir, or
         assert not got["blocks"][0]["mlp"]["c_fc"]["w"].flags.owndata  # F32 stays memory-mapped
 
 
-def _tensor_bytes(path) -> dict:  # noqa: ANN001
+def _tensor_bytes(path) -> dict:
     reader = gguf.GGUFReader(path)
     return reader, {t.name: (t.tensor_type.name, [int(n) for n in t.shape], bytes(t.data)) for t in reader.tensors}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("outtype", "dtype"),
-                         [("f32", "float32"), ("f16", "float16"), ("bf16", "bfloat16"), ("q8_0", "q8_0")])
+@pytest.mark.parametrize(
+    ("outtype", "dtype"), [("f32", "float32"), ("f16", "float16"), ("bf16", "bfloat16"), ("q8_0", "q8_0")]
+)
 def test_npgpt_gguf_writer_matches_llama_cpp_converter(fixture_dir, original, tmp_path, outtype, dtype):
     """``npgpt convert --to gguf`` writes what llama.cpp's converter writes: every tensor's name, type, shape
     and bytes, and the same architecture, hyperparameter and tokenizer metadata, so llama.cpp loads it."""
@@ -151,10 +152,9 @@ def test_padded_vocabulary_roundtrips_with_pad_tokens(tmp_path):
 
 
 # --- refusals: one line, before any compute ---------------------------------------------------------------
-def _write(path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None, n_vocab=300,  # noqa: ANN001, ANN202
-           n_layer=1):
+def _write(path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None, n_vocab=300, n_layer=1):
     """A small GGUF written with gguf's own writer; each argument breaks one thing npgpt checks."""
-    C = 32  # noqa: N806
+    C = 32
     w = gguf.GGUFWriter(path, arch)
     w.add_block_count(n_layer)
     w.add_context_length(8)
@@ -176,16 +176,19 @@ def _write(path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None
 NOT_GPT2_TOKENS = "not GPT-2's 50257"
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"arch": "llama"}, "architecture 'llama'; npgpt runs GPT-2"),
-    # A knob GPT2Config carries passes the config check; this tiny file then fails on its tokens.
-    ({"eps": 1e-3}, NOT_GPT2_TOKENS if "layer_norm_epsilon" in CARRIED else "layer_norm_epsilon=0.001"),
-    ({"n_ff": 100}, NOT_GPT2_TOKENS if "n_inner" in CARRIED else "n_inner=100"),
-    ({"tokenizer": "llama"}, "tokenizer 'llama', not GPT-2's"),
-    ({"tokenizer": None}, "tokenizer '\\(none\\)'"),
-    ({}, NOT_GPT2_TOKENS),  # a 'gpt2' BPE with another vocabulary (e.g. Llama 3's)
-    ({"n_layer": 10**9}, "block_count 1000000000 but only 1 tensors"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"arch": "llama"}, "architecture 'llama'; npgpt runs GPT-2"),
+        # A knob GPT2Config carries passes the config check; this tiny file then fails on its tokens.
+        ({"eps": 1e-3}, NOT_GPT2_TOKENS if "layer_norm_epsilon" in CARRIED else "layer_norm_epsilon=0.001"),
+        ({"n_ff": 100}, NOT_GPT2_TOKENS if "n_inner" in CARRIED else "n_inner=100"),
+        ({"tokenizer": "llama"}, "tokenizer 'llama', not GPT-2's"),
+        ({"tokenizer": None}, "tokenizer '\\(none\\)'"),
+        ({}, NOT_GPT2_TOKENS),  # a 'gpt2' BPE with another vocabulary (e.g. Llama 3's)
+        ({"n_layer": 10**9}, "block_count 1000000000 but only 1 tensors"),
+    ],
+)
 def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):
     path = _write(tmp_path / "bad.gguf", **kwargs)
     with pytest.raises(CheckpointError, match=message) as e:

@@ -18,7 +18,7 @@ from npgpt.formats import convert, detect, llmc, load_checkpoint, save_checkpoin
 
 
 # --- llm.c's writer (train_gpt2.py), with torch, as llm.c runs it ----------------------------------------
-def llmc_params_from_hf(hf_model):  # noqa: ANN001, ANN201
+def llmc_params_from_hf(hf_model):
     """``GPT.from_pretrained``: HF's state dict with Conv1D weights transposed to nn.Linear's [out, in];
     ``named_parameters()`` lists the tied wte/lm_head once, as transformer.wte.weight."""
     sd_hf = hf_model.state_dict()
@@ -31,7 +31,7 @@ def llmc_params_from_hf(hf_model):  # noqa: ANN001, ANN201
     return params
 
 
-def write_fp32(tensor, file):  # noqa: ANN001, ANN201
+def write_fp32(tensor, file):
     import torch
 
     t = tensor.detach().cpu().to(torch.float32)
@@ -39,7 +39,7 @@ def write_fp32(tensor, file):  # noqa: ANN001, ANN201
     file.write(b)
 
 
-def write_bf16(tensor, file):  # noqa: ANN001, ANN201
+def write_bf16(tensor, file):
     import torch
 
     t = tensor.detach().cpu().to(torch.bfloat16)
@@ -49,34 +49,45 @@ def write_bf16(tensor, file):  # noqa: ANN001, ANN201
     file.write(b)
 
 
-def write_tensors(model_tensors, L, file, dtype):  # noqa: ANN001, ANN201, N803
+def write_tensors(model_tensors, L, file, dtype):
     assert dtype in {"float32", "bfloat16"}
     write_fun = write_fp32 if dtype == "float32" else write_bf16
     write_fun(model_tensors["transformer.wte.weight"], file)  # (V, C)
     write_fun(model_tensors["transformer.wpe.weight"], file)  # (T, C)
-    for suffix in ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
-                   "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
-                   "mlp.c_proj.weight", "mlp.c_proj.bias"):
+    for suffix in (
+        "ln_1.weight",
+        "ln_1.bias",
+        "attn.c_attn.weight",
+        "attn.c_attn.bias",
+        "attn.c_proj.weight",
+        "attn.c_proj.bias",
+        "ln_2.weight",
+        "ln_2.bias",
+        "mlp.c_fc.weight",
+        "mlp.c_fc.bias",
+        "mlp.c_proj.weight",
+        "mlp.c_proj.bias",
+    ):
         for i in range(L):  # llm.c writes each parameter for every layer, then the next parameter
             write_fun(model_tensors[f"transformer.h.{i}.{suffix}"], file)
     write_fun(model_tensors["transformer.ln_f.weight"], file)  # (C, )
     write_fun(model_tensors["transformer.ln_f.bias"], file)  # (C, )
 
 
-def pad_vocab(tensor, multiple=128, value=0):  # noqa: ANN001, ANN201
-    import torch.nn.functional as F  # noqa: N812
+def pad_vocab(tensor, multiple=128, value=0):
+    import torch.nn.functional as F
 
     assert tensor.ndim == 2
-    V, C = tensor.shape  # noqa: N806
+    V, C = tensor.shape
     assert V == 50257, "just being defensive here"
-    Vp = ((V + multiple - 1) // multiple) * multiple  # noqa: N806
+    Vp = ((V + multiple - 1) // multiple) * multiple
     pad_rows = Vp - V
     padded = tensor if pad_rows == 0 else F.pad(tensor, (0, 0, 0, pad_rows), value=value)
     assert padded.shape == (Vp, C)
     return padded
 
 
-def llmc_write_model(hf_model, filename, dtype):  # noqa: ANN001, ANN201
+def llmc_write_model(hf_model, filename, dtype):
     import torch
 
     assert dtype in {"float32", "bfloat16"}
@@ -104,7 +115,7 @@ def llmc_write_model(hf_model, filename, dtype):  # noqa: ANN001, ANN201
 
 # --- tests -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def llmc_files(pair, tmp_path_factory):  # noqa: ANN001, ANN201
+def llmc_files(pair, tmp_path_factory):
     _, ref = pair("odd")  # 3 heads, width 48, 5 layers, n_ctx 96, GPT-2's 50257 tokens
     d = tmp_path_factory.mktemp("llmc")
     return ref, {dtype: llmc_write_model(ref, d / f"model_{dtype}.bin", dtype) for dtype in ("float32", "bfloat16")}
@@ -191,25 +202,28 @@ def test_llmc_writer_pads_any_vocabulary(tmp_path):
     np.testing.assert_array_equal(loaded["wte"], params["wte"])
 
 
-def _corrupt(path, tmp_path, index=None, value=None, truncate=0):  # noqa: ANN001, ANN202
+def _corrupt(path, tmp_path, index=None, value=None, truncate=0):
     data = bytearray(path.read_bytes())
     if index is not None:
-        data[4 * index:4 * index + 4] = np.int32(value).tobytes()
+        data[4 * index : 4 * index + 4] = np.int32(value).tobytes()
     out = tmp_path / f"bad{index}_{value}_{truncate}.bin"
-    out.write_bytes(bytes(data[:len(data) - truncate]))
+    out.write_bytes(bytes(data[: len(data) - truncate]))
     return out
 
 
-@pytest.mark.parametrize(("index", "value", "truncate", "message"), [
-    (1, 2, 0, "version 2 is not supported"),  # the pre-padding float32 version
-    (1, 4, 0, "version 4 is not supported"),
-    (5, 5, 0, "impossible llm.c header"),  # 48 channels do not split into 5 heads
-    (7, 50000, 0, "smaller than vocab_size"),
-    (7, 0, 0, "before the padded vocabulary"),
-    (3, 60000, 0, "smaller than vocab_size"),
-    (4, 6, 0, "needs"),  # one layer more than the file holds
-    (None, None, 4, "truncated or corrupt"),
-])
+@pytest.mark.parametrize(
+    ("index", "value", "truncate", "message"),
+    [
+        (1, 2, 0, "version 2 is not supported"),  # the pre-padding float32 version
+        (1, 4, 0, "version 4 is not supported"),
+        (5, 5, 0, "impossible llm.c header"),  # 48 channels do not split into 5 heads
+        (7, 50000, 0, "smaller than vocab_size"),
+        (7, 0, 0, "before the padded vocabulary"),
+        (3, 60000, 0, "smaller than vocab_size"),
+        (4, 6, 0, "needs"),  # one layer more than the file holds
+        (None, None, 4, "truncated or corrupt"),
+    ],
+)
 def test_llmc_bad_headers_are_refused_before_compute(llmc_files, tmp_path, index, value, truncate, message):
     bad = _corrupt(llmc_files[1]["float32"], tmp_path, index, value, truncate)
     with pytest.raises(CheckpointError, match=message) as e:

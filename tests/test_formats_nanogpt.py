@@ -43,8 +43,12 @@ def test_nanogpt_bias_false(pair, tmp_path):
     assert load_checkpoint(tmp_path)[0].bias is False
 
     zeroed = GPT2LMHeadModel(ref.config).eval()  # the same model with every bias zero
-    zeroed.load_state_dict({k: v if not k.endswith(".bias") or k.endswith(".attn.bias") else torch.zeros_like(v)
-                            for k, v in ref.state_dict().items()})
+    zeroed.load_state_dict(
+        {
+            k: v if not k.endswith(".bias") or k.endswith(".attn.bias") else torch.zeros_like(v)
+            for k, v in ref.state_dict().items()
+        }
+    )
     assert close_to_hf(tmp_path, zeroed, width=50257) <= 1e-4
 
 

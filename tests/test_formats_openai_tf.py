@@ -80,7 +80,8 @@ def test_save_then_load_round_trips_an_odd_config(tmp_path):
     params = init_params(config, seed=1)
     openai_tf.save(tmp_path / "model", config, params)
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(
-        ["checkpoint", "hparams.json", INDEX, DATA])  # no temp files left behind
+        ["checkpoint", "hparams.json", INDEX, DATA]
+    )  # no temp files left behind
     assert openai_tf.read_bundle(tmp_path / "model" / "model.ckpt")["model/h4/mlp/c_fc/w"].shape == (1, 48, 192)
     loaded_config, loaded = openai_tf.load(tmp_path / "model")
     assert loaded_config == config
@@ -92,9 +93,12 @@ def test_save_then_load_round_trips_an_odd_config(tmp_path):
 
 def test_bundle_round_trips_dtypes_shapes_and_many_index_blocks(tmp_path):
     tensors = {
-        "scalar": np.array(2.5, np.float64), "empty": np.ones((2, 0), np.float32),
-        "half": np.linspace(-1, 1, 7, dtype=np.float16), "i32": np.arange(-6, 6, dtype=np.int32).reshape(3, 4),
-        "i64": np.array([-(2**40), 3], np.int64), "flags": np.array([True, False]),
+        "scalar": np.array(2.5, np.float64),
+        "empty": np.ones((2, 0), np.float32),
+        "half": np.linspace(-1, 1, 7, dtype=np.float16),
+        "i32": np.arange(-6, 6, dtype=np.int32).reshape(3, 4),
+        "i64": np.array([-(2**40), 3], np.int64),
+        "flags": np.array([True, False]),
         "strided": np.arange(20, dtype=np.float32).reshape(4, 5).T,  # not C-contiguous
         **{f"layer/{i:03d}": np.full(i % 5, i, np.float32) for i in range(60)},
     }
@@ -107,6 +111,7 @@ def test_bundle_round_trips_dtypes_shapes_and_many_index_blocks(tmp_path):
 
 
 # --- damage: always a CheckpointError naming the file, never wrong numbers ----------------------
+
 
 def test_truncated_data_file_is_an_error(copy):
     data = copy / DATA
@@ -188,8 +193,11 @@ def test_reads_several_shards(tmp_path):
     header = openai_tf._pb_int(1, 2) + openai_tf._pb_bytes(3, openai_tf._pb_int(1, 1))
     entry_b = openai_tf._encode_entry(9, (2, 3), 0, 48, openai_tf._crc(b.tobytes()))
     entry_b = entry_b[:2] + openai_tf._pb_int(3, 1) + entry_b[2:]  # shard_id 1, after dtype
-    entries = [(b"", header), (b"a", openai_tf._encode_entry(1, (4,), 0, 16, openai_tf._crc(a.tobytes()))),
-               (b"b", entry_b)]
+    entries = [
+        (b"", header),
+        (b"a", openai_tf._encode_entry(1, (4,), 0, 16, openai_tf._crc(a.tobytes()))),
+        (b"b", entry_b),
+    ]
     (tmp_path / "m.index").write_bytes(openai_tf._encode_table(entries, block_size=1 << 18))
     (tmp_path / "m.data-00000-of-00002").write_bytes(a.tobytes())
     (tmp_path / "m.data-00001-of-00002").write_bytes(b.tobytes())
@@ -201,6 +209,7 @@ def test_reads_several_shards(tmp_path):
 
 
 # --- the directory around the bundle --------------------------------------------------------------
+
 
 def test_checkpoint_file_names_the_bundle(copy):
     for suffix in (INDEX, DATA):

@@ -44,7 +44,8 @@ def test_a_local_directory_of_another_architecture_is_refused(pair, tmp_path):
     _, ref = pair("odd")
     ref.save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt_neo",
-                                                      "architectures": ["GPTNeoForCausalLM"]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({**cfg, "model_type": "gpt_neo", "architectures": ["GPTNeoForCausalLM"]})
+    )
     with pytest.raises(CheckpointError, match=r"model_type is 'gpt_neo', not GPT-2"):
         load_checkpoint(tmp_path)

@@ -94,7 +94,7 @@ def test_strides_and_offsets_into_shared_storage(pair, tmp_path):
     big = torch.cat([v.flatten() for v in sd.values()])  # one storage, every tensor at an offset
     views, at = {}, 0
     for k, v in sd.items():
-        views[k] = big[at: at + v.numel()].view(v.shape)
+        views[k] = big[at : at + v.numel()].view(v.shape)
         at += v.numel()
         if v.ndim == 2:  # same values, stored column-major: stride (1, rows)
             views[k] = v.t().contiguous().t()
@@ -129,7 +129,7 @@ class _Payload:
     def __init__(self, sentinel: str):
         self.sentinel = sentinel
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return os.system, (f"echo pwned > {self.sentinel}",)
 
 
@@ -160,12 +160,15 @@ def test_setting_state_on_anything_but_an_ordered_dict_is_refused(tmp_path):
     assert torch_pickle._rebuild_tensor_v2.__defaults__ == (False, None, None)
 
 
-@pytest.mark.parametrize("pkl, error", [
-    (b"\x80\x02\x82\x01.", "refused an extension-code global"),  # EXT1: copyreg's registry, not find_class
-    (b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.", "refused to unpickle builtins.eval"),
-    (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(K\x01K\x00))tR.", "a tensor's storage is int, not a storage"),
-    (b"\x80\x02X\x01\x00\x00\x00xQ.", "unknown persistent id"),
-])
+@pytest.mark.parametrize(
+    "pkl, error",
+    [
+        (b"\x80\x02\x82\x01.", "refused an extension-code global"),  # EXT1: copyreg's registry, not find_class
+        (b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.", "refused to unpickle builtins.eval"),
+        (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(K\x01K\x00))tR.", "a tensor's storage is int, not a storage"),
+        (b"\x80\x02X\x01\x00\x00\x00xQ.", "unknown persistent id"),
+    ],
+)
 def test_hand_made_pickles_are_refused_with_the_file_named(tmp_path, pkl, error):
     with zipfile.ZipFile(tmp_path / "x.pt", "w") as z:
         z.writestr("x/data.pkl", pkl)
@@ -183,7 +186,6 @@ def test_not_a_torch_file(tmp_path):
         load_checkpoint(tmp_path / "y.pt")
 
 
-
 def test_sharded_pytorch_model_bin(pair, tmp_path):
     """pytorch_model.bin.index.json + shards, split by huggingface_hub as transformers 4 did."""
     from huggingface_hub import split_torch_state_dict_into_shards
@@ -196,10 +198,10 @@ def test_sharded_pytorch_model_bin(pair, tmp_path):
     for file, names in split.filename_to_tensors.items():
         torch.save({n: sd[n] for n in names}, tmp_path / file)
     (tmp_path / "pytorch_model.bin.index.json").write_text(
-        json.dumps({"metadata": split.metadata, "weight_map": split.tensor_to_filename}))
+        json.dumps({"metadata": split.metadata, "weight_map": split.tensor_to_filename})
+    )
     assert detect(tmp_path) == "hf-bin"
     assert close_to_hf(tmp_path, ref) <= 1e-4
-
 
 
 # --- the reader against torch.load itself -----------------------------------------------------
@@ -214,7 +216,7 @@ def test_reader_equals_torch_load_on_random_views(tmp_path):
     from hypothesis import strategies as st
 
     @st.composite
-    def views(draw):  # noqa: ANN001, ANN202
+    def views(draw):
         base = torch.randn(draw(st.integers(1, 64))) * 100
         dtype = getattr(torch, draw(st.sampled_from(_DTYPES)))
         base = base.to(dtype)
@@ -228,7 +230,7 @@ def test_reader_equals_torch_load_on_random_views(tmp_path):
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.lists(views(), min_size=1, max_size=4), st.booleans())
-    def check(pairs, zip_format):  # noqa: ANN001, ANN202
+    def check(pairs, zip_format):
         obj = {f"t{i}": v for i, (_, v) in enumerate(pairs)}
         obj["shared"] = [pairs[0][0], pairs[0][1]]  # the storage itself and a view of it, saved once
         path = tmp_path / "x.pt"
@@ -239,8 +241,9 @@ def test_reader_equals_torch_load_on_random_views(tmp_path):
                 torch_pickle.load(path)
             return
         ours = torch_pickle.load(path)
-        flat = [(ours[k], theirs[k]) for k in obj if k != "shared"] + list(zip(ours["shared"], theirs["shared"],
-                                                                                  strict=True))
+        flat = [(ours[k], theirs[k]) for k in obj if k != "shared"] + list(
+            zip(ours["shared"], theirs["shared"], strict=True)
+        )
         for a, b in flat:
             expected = b.float().numpy() if b.dtype == torch.bfloat16 else b.numpy()
             assert a.shape == expected.shape and a.dtype == expected.dtype

@@ -56,9 +56,14 @@ def test_greedy_equals_hugging_face_generate(pair, name):
     for prompt in PROMPTS[:3]:
         ids = model.tokenizer.encode(prompt)
         with torch.no_grad():
-            out = ref.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                               max_new_tokens=30, do_sample=False, pad_token_id=0)
-        expected = out[0, len(ids):].tolist()
+            out = ref.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=30,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        expected = out[0, len(ids) :].tolist()
         got = model.completions([prompt], max_new_tokens=30, temperature=0, stop_at_eot=False)[0].tokens
         assert got == expected
 
@@ -117,8 +122,7 @@ def test_rows_stop_independently(pair):
     model, _ = pair("odd")
     free = model.generate(PROMPTS[0], max_new_tokens=20, temperature=0, stop_at_eot=False)
     stop = free[3:7]
-    both = model.completions([PROMPTS[0], PROMPTS[1]], max_new_tokens=20, temperature=0,
-                             stop_at_eot=False, stop=[stop])
+    both = model.completions([PROMPTS[0], PROMPTS[1]], max_new_tokens=20, temperature=0, stop_at_eot=False, stop=[stop])
     alone = model.completions([PROMPTS[1]], max_new_tokens=20, temperature=0, stop_at_eot=False, stop=[stop])[0]
     assert both[0].finish_reason == "stop" and both[0].text == free[: free.index(stop)]
     assert both[1].tokens == alone.tokens and both[1].finish_reason == alone.finish_reason
@@ -135,14 +139,17 @@ def test_logprobs_are_the_models(pair):
     assert [t for t, _ in c.top_logprobs[0]] == list(np.argsort(-expected)[:3])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(temperature=-0.1), "temperature"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(top_p=1.5), "top_p"),
-    (dict(top_k=-1), "top_k"),
-    (dict(max_new_tokens=0), "max_new_tokens"),
-    (dict(max_new_tokens=10_000), "context"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(temperature=-0.1), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-1), "top_k"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(max_new_tokens=10_000), "context"),
+    ],
+)
 def test_bad_parameters_fail_before_compute(pair, kwargs, match):
     model, _ = pair("tiny")
     with pytest.raises(NpgptError, match=match):

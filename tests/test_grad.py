@@ -36,9 +36,7 @@ def perturbed_params(config: GPT2Config, seed: int) -> dict:
 def hf_loss_and_grads(config: GPT2Config, params: dict, ids: np.ndarray, tmp_path) -> tuple[float, dict]:
     """HF's loss and the gradient of every parameter, by npgpt name."""
     hf.save(tmp_path, config, params)
-    model = transformers.GPT2LMHeadModel.from_pretrained(
-        tmp_path, dtype=torch.float32, attn_implementation="eager"
-    )
+    model = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, dtype=torch.float32, attn_implementation="eager")
     model.eval()  # no dropout
     # A tied head: HF's lm_head *is* wte, so wte's .grad below includes the head's share.
     assert (model.lm_head.weight is model.transformer.wte.weight) == config.tie_word_embeddings
@@ -75,8 +73,18 @@ def check_grads(config: GPT2Config, batch: int, seq: int, tmp_path, rtol=1e-4, a
     [
         GPT2Config(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2),  # tiny
         GPT2Config(n_vocab=101, n_ctx=24, n_embd=48, n_head=3, n_layer=5),  # odd head count/depth
-        GPT2Config(n_vocab=101, n_ctx=24, n_embd=48, n_head=3, n_layer=3, n_inner=40, activation_function="silu",
-                   layer_norm_epsilon=1e-3, scale_attn_by_inverse_layer_idx=True, tie_word_embeddings=False),
+        GPT2Config(
+            n_vocab=101,
+            n_ctx=24,
+            n_embd=48,
+            n_head=3,
+            n_layer=3,
+            n_inner=40,
+            activation_function="silu",
+            layer_norm_epsilon=1e-3,
+            scale_attn_by_inverse_layer_idx=True,
+            tie_word_embeddings=False,
+        ),
     ],
     ids=["tiny", "odd", "untied-silu-n_inner"],
 )

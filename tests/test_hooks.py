@@ -40,7 +40,7 @@ def batch(config: GPT2Config, T: int = 7) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
-def bridge(config: GPT2Config, params: dict, path: str):  # noqa: ANN201
+def bridge(config: GPT2Config, params: dict, path: str):
     """TransformerLens's bridge over a Hugging Face model with these weights: classic hook names,
     no weight processing (no folded layer norms, no centring); offline."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -55,12 +55,12 @@ def bridge(config: GPT2Config, params: dict, path: str):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def odd(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def odd(tmp_path_factory: pytest.TempPathFactory):
     params = scaled_params(ODD, 3)
     return GPT2(ODD, params), bridge(ODD, params, str(tmp_path_factory.mktemp("tl-odd")))
 
 
-def assert_cache_equal(cache: dict, tl_cache, mask: np.ndarray, n_layer: int) -> None:  # noqa: ANN001
+def assert_cache_equal(cache: dict, tl_cache, mask: np.ndarray, n_layer: int) -> None:
     """Every activation equal within 1e-4 at the real tokens (padding positions mean nothing);
     scores TransformerLens masks with -inf hold MASKED here, which exp() also turns into 0."""
     real = mask.astype(bool)
@@ -78,7 +78,7 @@ def assert_cache_equal(cache: dict, tl_cache, mask: np.ndarray, n_layer: int) ->
         np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4, err_msg=name)
 
 
-def tl_run(br, ids: np.ndarray, mask: np.ndarray, **kw):  # noqa: ANN001, ANN201
+def tl_run(br, ids: np.ndarray, mask: np.ndarray, **kw):
     import torch
 
     with torch.no_grad():
@@ -95,7 +95,7 @@ def test_hook_points_are_reached_in_order_and_change_nothing():
     np.testing.assert_array_equal(with_hook, without)
 
 
-def test_every_cached_activation_equals_transformer_lens(odd):  # noqa: ANN001
+def test_every_cached_activation_equals_transformer_lens(odd):
     model, br = odd
     ids, mask = batch(ODD)
     logits, cache = model.run_with_cache(ids, attention_mask=mask)
@@ -107,7 +107,7 @@ def test_every_cached_activation_equals_transformer_lens(odd):  # noqa: ANN001
 
 
 @pytest.mark.slow
-def test_every_cached_activation_equals_transformer_lens_124M(tmp_path):  # noqa: ANN001
+def test_every_cached_activation_equals_transformer_lens_124M(tmp_path):
     config = PRESETS["124M"]
     params = random_params(config, 5)
     br = bridge(config, params, str(tmp_path / "tl-124M"))
@@ -116,12 +116,12 @@ def test_every_cached_activation_equals_transformer_lens_124M(tmp_path):  # noqa
     assert_cache_equal(cache, tl_run(br, ids, mask)[1], mask, config.n_layer)
 
 
-def zero_head_1(z, name):  # noqa: ANN001, ANN201
+def zero_head_1(z, name):
     z[:, :, 1] = 0  # in place, returning None, as TransformerLens's hooks may
     return None
 
 
-def test_zero_ablation_equals_transformer_lens(odd):  # noqa: ANN001
+def test_zero_ablation_equals_transformer_lens(odd):
     import torch
 
     model, br = odd
@@ -129,14 +129,17 @@ def test_zero_ablation_equals_transformer_lens(odd):  # noqa: ANN001
     name = "blocks.1.attn.hook_z"
     ours = model.run_with_hooks(ids, fwd_hooks=[(name, zero_head_1)], attention_mask=mask)
     with torch.no_grad():
-        theirs = br.run_with_hooks(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                                   fwd_hooks=[(name, lambda z, hook: zero_head_1(z, hook.name))]).numpy()
+        theirs = br.run_with_hooks(
+            torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            fwd_hooks=[(name, lambda z, hook: zero_head_1(z, hook.name))],
+        ).numpy()
     real = mask.astype(bool)
     np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
     assert np.abs(ours - model.logits(ids, attention_mask=mask))[real].max() > 1e-2  # it did something
 
 
-def test_activation_patching_equals_transformer_lens(odd):  # noqa: ANN001
+def test_activation_patching_equals_transformer_lens(odd):
     import torch
 
     model, br = odd
@@ -147,15 +150,18 @@ def test_activation_patching_equals_transformer_lens(odd):  # noqa: ANN001
     _, cache = model.run_with_cache(clean, names_filter=[name], attention_mask=mask)
     assert list(cache) == [name]
 
-    def patch(resid, _name):  # noqa: ANN001, ANN202
+    def patch(resid, _name):
         out = resid.copy() if isinstance(resid, np.ndarray) else resid.clone()
         out[:, 4] = cache[name][:, 4] if isinstance(resid, np.ndarray) else torch.tensor(cache[name][:, 4])
         return out
 
     ours = model.run_with_hooks(corrupted, fwd_hooks=[(name, patch)], attention_mask=mask)
     with torch.no_grad():
-        theirs = br.run_with_hooks(torch.tensor(corrupted), attention_mask=torch.tensor(mask),
-                                   fwd_hooks=[(name, lambda r, hook: patch(r, hook.name))]).numpy()
+        theirs = br.run_with_hooks(
+            torch.tensor(corrupted),
+            attention_mask=torch.tensor(mask),
+            fwd_hooks=[(name, lambda r, hook: patch(r, hook.name))],
+        ).numpy()
     real = mask.astype(bool)
     np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
     # Patching the whole residual stream of the corrupted position restores the clean logits there.
@@ -170,8 +176,9 @@ def test_left_padded_rows_equal_their_unpadded_runs():
     _, alone = hooks.run_with_cache(model, ids[1, 3:])
     for name in ("blocks.2.hook_resid_post", "blocks.0.attn.hook_q", "ln_final.hook_normalized"):
         np.testing.assert_allclose(cache[name][1, 3:], alone[name][0], atol=1e-5, err_msg=name)
-    np.testing.assert_allclose(cache["blocks.1.attn.hook_pattern"][1, :, 3:, 3:],
-                               alone["blocks.1.attn.hook_pattern"][0], atol=1e-6)
+    np.testing.assert_allclose(
+        cache["blocks.1.attn.hook_pattern"][1, :, 3:, 3:], alone["blocks.1.attn.hook_pattern"][0], atol=1e-6
+    )
 
 
 def test_names_filter_forms_and_errors():
@@ -217,7 +224,7 @@ def test_activation_grads_equal_finite_differences(backend: str):
     ids, mask = batch(ODD)
     a, b = 11, 500
 
-    def metric(logits):  # noqa: ANN001, ANN202 - a logit difference at the last position
+    def metric(logits):
         return (logits[:, -1, a] - logits[:, -1, b]).sum()
 
     names = ["hook_embed", "blocks.0.attn.hook_pattern", "blocks.1.mlp.hook_post", "blocks.2.hook_resid_mid"]
@@ -230,7 +237,7 @@ def test_activation_grads_equal_finite_differences(backend: str):
         direction = rng.standard_normal(acts[name].shape).astype(np.float32)
         eps = 1e-2
 
-        def shifted(s, name=name, direction=direction):  # noqa: ANN001, ANN202
+        def shifted(s, name=name, direction=direction):
             fwd = [(name, lambda x, n: x + s * direction)]
             return float(metric(np.asarray(model.run_with_hooks(ids, fwd, attention_mask=mask), np.float64)))
 
@@ -246,7 +253,7 @@ def test_attribution_patching_is_clean_minus_corrupted_times_gradient():
     corrupted = clean.copy()
     corrupted[0, 2] = 7
 
-    def metric(logits):  # noqa: ANN001, ANN202
+    def metric(logits):
         return logits[0, -1, 5] - logits[0, -1, 9]
 
     name = "blocks.1.hook_resid_pre"

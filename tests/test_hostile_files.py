@@ -92,9 +92,18 @@ def header_not_an_object(h: dict, d: bytes) -> tuple[dict, bytes]:
     return [1, 2, 3], d  # type: ignore[return-value]
 
 
-STRUCTURAL = [offsets_into_header, shifted_one_byte, two_tensors_one_range, shape_does_not_match_bytes,
-              int32_weights, dtype_not_a_string, shape_not_a_list, offsets_not_ints, truncated,
-              header_not_an_object]
+STRUCTURAL = [
+    offsets_into_header,
+    shifted_one_byte,
+    two_tensors_one_range,
+    shape_does_not_match_bytes,
+    int32_weights,
+    dtype_not_a_string,
+    shape_not_a_list,
+    offsets_not_ints,
+    truncated,
+    header_not_an_object,
+]
 
 
 def _poisoned(value: float):
@@ -107,7 +116,7 @@ def _poisoned(value: float):
 
 
 @pytest.fixture(params=["npgpt", "hf"])
-def fmt(request) -> str:  # noqa: ANN001
+def fmt(request) -> str:
     return request.param
 
 

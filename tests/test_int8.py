@@ -56,7 +56,7 @@ def test_int8_matrix_product_and_table_rows():
         xr = x[:rows]
         exact, got = xr @ w, xr @ m
         assert got.dtype == torch.float32 and got.shape == (rows, 144)
-        x_err = 2 ** -8 * xr.abs() if rows <= WEIGHT_ONLY_ROWS else xr.abs().amax(1, keepdim=True) / 254 * (xr != 0)
+        x_err = 2**-8 * xr.abs() if rows <= WEIGHT_ONLY_ROWS else xr.abs().amax(1, keepdim=True) / 254 * (xr != 0)
         bound = xr.abs() @ w_step[None, :].expand(48, -1) + x_err @ w.abs() + 1e-5  # [rows, out]
         assert 0 < float((got - exact).abs().max()) and bool(((got - exact).abs() <= bound).all())
     rows = m.mT[torch.tensor([3, 0, 3]), :]  # the table orientation: rows of w.T, widened
@@ -73,8 +73,13 @@ def test_int8_matrix_product_and_table_rows():
 def test_int8_logits_within_bound_of_float32(pair):
     f32, i8 = pair
     p = i8.params
-    for w in (p["wte"], p["blocks"][0]["attn"]["c_attn"]["w"], p["blocks"][0]["attn"]["c_proj"]["w"],
-              p["blocks"][-1]["mlp"]["c_fc"]["w"], p["blocks"][-1]["mlp"]["c_proj"]["w"]):
+    for w in (
+        p["wte"],
+        p["blocks"][0]["attn"]["c_attn"]["w"],
+        p["blocks"][0]["attn"]["c_proj"]["w"],
+        p["blocks"][-1]["mlp"]["c_fc"]["w"],
+        p["blocks"][-1]["mlp"]["c_proj"]["w"],
+    ):
         assert isinstance(w, Int8Matrix) and w.codes.dtype == torch.int8  # a byte a weight
     assert p["wpe"].dtype == torch.float32 and p["ln_f"]["g"].dtype == torch.float32
     assert p["blocks"][0]["attn"]["c_attn"]["b"].dtype == torch.float32
@@ -90,6 +95,7 @@ def test_int8_logits_within_bound_of_float32(pair):
     def ce(logits: np.ndarray) -> float:
         lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
         return float((lse[:, :-1] - np.take_along_axis(logits[:, :-1], ids[:, 1:, None], -1)[..., 0]).mean())
+
     assert abs(ce(got) - ce(exact)) < 0.01
 
 
@@ -97,7 +103,7 @@ def test_int8_cache_path_equals_full_forward(pair):
     _, i8 = pair
     prompt = [464, 3290, 318, 257]
     got = i8.completions([prompt], max_new_tokens=8, temperature=0, logprobs=1)[0]
-    full = i8.logits(np.array([prompt + got.tokens[:-1]]))[0, len(prompt) - 1:]
+    full = i8.logits(np.array([prompt + got.tokens[:-1]]))[0, len(prompt) - 1 :]
     lp = full - full.max(-1, keepdims=True)
     lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
     assert got.tokens == full.argmax(-1).tolist()
@@ -120,12 +126,16 @@ def test_int8_through_load_and_the_server(params, tmp_path):
     streamed = "".join(model.stream("In the beginning", max_new_tokens=6, temperature=0))
     assert streamed == text
     with background_server(create_app({"odd": model}, max_batch=4)) as url:
-        r = httpx.post(url + "/v1/completions", json={"prompt": "In the beginning", "max_tokens": 6,
-                                                       "temperature": 0}, timeout=60)
+        r = httpx.post(
+            url + "/v1/completions", json={"prompt": "In the beginning", "max_tokens": 6, "temperature": 0}, timeout=60
+        )
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["text"] == text
-        batch = httpx.post(url + "/v1/completions", json={"prompt": ["In the beginning", "And"], "max_tokens": 4,
-                                                           "temperature": 0}, timeout=60)
+        batch = httpx.post(
+            url + "/v1/completions",
+            json={"prompt": ["In the beginning", "And"], "max_tokens": 4, "temperature": 0},
+            timeout=60,
+        )
         assert batch.status_code == 200 and len(batch.json()["choices"]) == 2
 
 
@@ -133,8 +143,11 @@ def test_int8_through_load_and_the_server(params, tmp_path):
 def test_int8_on_a_backend_without_an_int8_kernel_is_a_clear_error(params, backend):
     pytest.importorskip(backend)
     assert "int8" in WEIGHT_DTYPES
-    with pytest.raises(NpgptError, match=rf"^backend '{backend}' has no fast int8 matrix product .*"
-                                         r"use --backend torch for --dtype int8$"):
+    with pytest.raises(
+        NpgptError,
+        match=rf"^backend '{backend}' has no fast int8 matrix product .*"
+        r"use --backend torch for --dtype int8$",
+    ):
         GPT2(ODD, params, backend=backend, dtype="int8")
 
 

@@ -11,14 +11,14 @@ from npgpt.errors import NpgptError
 from npgpt.lens import attention_pattern, logit_lens
 
 
-def hf_outputs(ref, ids: np.ndarray):  # noqa: ANN001, ANN201
+def hf_outputs(ref, ids: np.ndarray):
     import torch
 
     with torch.no_grad():
         return ref(torch.tensor(ids)[None], output_hidden_states=True, output_attentions=True)
 
 
-def test_logit_lens_equals_hidden_states_through_ln_f_and_head(pair):  # noqa: ANN001
+def test_logit_lens_equals_hidden_states_through_ln_f_and_head(pair):
     import torch
 
     model, ref = pair("tiny")
@@ -38,7 +38,7 @@ def test_logit_lens_equals_hidden_states_through_ln_f_and_head(pair):  # noqa: A
     np.testing.assert_array_equal(lens.top_ids[L], model.logits(ids)[0].argmax(-1))
 
 
-def test_attention_pattern_equals_hugging_face(pair):  # noqa: ANN001
+def test_attention_pattern_equals_hugging_face(pair):
     model, ref = pair("tiny")
     ids = np.array([50256, 1212, 318, 257, 1332, 13])
     attentions = hf_outputs(ref, ids).attentions
@@ -50,7 +50,7 @@ def test_attention_pattern_equals_hugging_face(pair):  # noqa: ANN001
             assert np.triu(pattern, 1).max() == 0.0  # causal
 
 
-def test_bad_layer_head_or_ids_are_one_line_errors(pair):  # noqa: ANN001
+def test_bad_layer_head_or_ids_are_one_line_errors(pair):
     model, _ = pair("tiny")
     with pytest.raises(NpgptError, match=r"layer must be in \[0, 1\]"):
         attention_pattern(model, [1, 2], 2, 0)
@@ -65,7 +65,7 @@ def test_bad_layer_head_or_ids_are_one_line_errors(pair):  # noqa: ANN001
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_lens_command_prints_the_table_and_writes_the_png(tmp_path):  # noqa: ANN001
+def test_lens_command_prints_the_table_and_writes_the_png(tmp_path):
     png = tmp_path / "lens.png"
     r = run_cli("lens", "In the beginning [bold]God", "--png", str(png))
     assert r.returncode == 0, r.stderr
@@ -74,7 +74,7 @@ def test_lens_command_prints_the_table_and_writes_the_png(tmp_path):  # noqa: AN
     assert png.read_bytes().startswith(PNG)
 
 
-def test_attention_command_prints_the_top_keys_and_writes_the_png(tmp_path):  # noqa: ANN001
+def test_attention_command_prints_the_top_keys_and_writes_the_png(tmp_path):
     png = tmp_path / "attn.png"
     r = run_cli("attention", "And God said, Let there be light", "--layer", "1", "--head", "2", "--png", str(png))
     assert r.returncode == 0, r.stderr

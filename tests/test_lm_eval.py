@@ -24,7 +24,7 @@ from npgpt.tokenizer import default_files
 pytest.importorskip("fastapi")
 pytest.importorskip("lm_eval")
 
-from npgpt.server import background_server, create_app  # noqa: E402
+from npgpt.server import background_server, create_app
 
 HELDOUT = Path(__file__).parent / "fixtures" / "kjv_heldout.txt"
 pytestmark = pytest.mark.slow
@@ -46,30 +46,37 @@ def write_tasks(root: Path) -> tuple[list[dict], list[dict]]:
     verses = [v for v in HELDOUT.read_text(encoding="utf-8").splitlines() if ", " in v][:5]
     openings = [v.split(", ", 1)[0] for v in verses]
     endings = [v.split(", ", 1)[1] for v in verses]
-    mc = [{"context": openings[i] + ",", "choices": [endings[(i + k) % 5] for k in (2, 0, 1)], "answer": 1}
-          for i in range(5)]
+    mc = [
+        {"context": openings[i] + ",", "choices": [endings[(i + k) % 5] for k in (2, 0, 1)], "answer": 1}
+        for i in range(5)
+    ]
     lines = HELDOUT.read_text(encoding="utf-8").splitlines()
     ppl = [{"text": lines[0]}, {"text": lines[1]}, {"text": "\n".join(lines[10:30])}]  # the last: three windows
     for name, docs in (("mc", mc), ("ppl", ppl)):
         (root / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
-    data = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {{path}}\n  cache_dir: {root / 'hf'}\n" \
-           "test_split: test\n"
+    data = (
+        f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {{path}}\n  cache_dir: {root / 'hf'}\n"
+        "test_split: test\n"
+    )
     (root / "npgpt_mc.yaml").write_text(
         "task: npgpt_mc\n" + data.format(path=root / "mc.jsonl") + "output_type: multiple_choice\n"
         'doc_to_text: "{{context}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{answer}}"\n'
-        "metric_list:\n  - metric: acc\n", encoding="utf-8")
+        "metric_list:\n  - metric: acc\n",
+        encoding="utf-8",
+    )
     (root / "npgpt_ppl.yaml").write_text(
         "task: npgpt_ppl\n" + data.format(path=root / "ppl.jsonl") + "output_type: loglikelihood_rolling\n"
         'doc_to_text: ""\ndoc_to_target: "{{text}}"\n'
         "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n  - metric: bits_per_byte\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return mc, ppl
 
 
 def continuation_logprob(model: GPT2, context_ids: list[int], continuation_ids: list[int]) -> float:
     """log p(continuation | context), directly with the Python API."""
     s = model.score(context_ids + continuation_ids)
-    return float(sum(s.token_logprobs[len(context_ids):]))
+    return float(sum(s.token_logprobs[len(context_ids) :]))
 
 
 def rolling_logprob(model: GPT2, text: str, max_length: int) -> float:
@@ -92,8 +99,9 @@ def rolling_logprob(model: GPT2, text: str, max_length: int) -> float:
 
 
 @pytest.mark.parametrize("tokenized", [True, False], ids=["tokens", "strings"])
-def test_lm_eval_local_completions_equals_direct_computation(url, bundled, tiktoken_gpt2, tmp_path, monkeypatch,
-                                                             tokenized) -> None:
+def test_lm_eval_local_completions_equals_direct_computation(
+    url, bundled, tiktoken_gpt2, tmp_path, monkeypatch, tokenized
+) -> None:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -104,10 +112,19 @@ def test_lm_eval_local_completions_equals_direct_computation(url, bundled, tikto
     assert tiktoken_gpt2.name == "gpt2"  # lm-eval's tiktoken.encoding_for_model("gpt2") finds it cached
     out = simple_evaluate(
         model="local-completions",
-        model_args={"base_url": url + "/v1/completions", "model": "gpt2", "tokenizer_backend": "tiktoken",
-                    "tokenized_requests": tokenized, "max_length": n_ctx, "num_concurrent": 1, "max_retries": 1,
-                    "batch_size": 2 if tokenized else 1},
-        tasks=["npgpt_mc", "npgpt_ppl"], task_manager=TaskManager(include_path=str(tmp_path)), log_samples=True,
+        model_args={
+            "base_url": url + "/v1/completions",
+            "model": "gpt2",
+            "tokenizer_backend": "tiktoken",
+            "tokenized_requests": tokenized,
+            "max_length": n_ctx,
+            "num_concurrent": 1,
+            "max_retries": 1,
+            "batch_size": 2 if tokenized else 1,
+        },
+        tasks=["npgpt_mc", "npgpt_ppl"],
+        task_manager=TaskManager(include_path=str(tmp_path)),
+        log_samples=True,
     )
     tok = bundled.tokenizer
 
@@ -116,9 +133,14 @@ def test_lm_eval_local_completions_equals_direct_computation(url, bundled, tikto
     for sample in sorted(out["samples"]["npgpt_mc"], key=lambda s: s["doc_id"]):
         doc = mc[sample["doc_id"]]
         got = [r[0][0] for r in sample["resps"]]
-        want = [continuation_logprob(bundled, tok.encode(doc["context"]),
-                                     tok.encode(doc["context"] + " " + c)[len(tok.encode(doc["context"])):])
-                for c in doc["choices"]]
+        want = [
+            continuation_logprob(
+                bundled,
+                tok.encode(doc["context"]),
+                tok.encode(doc["context"] + " " + c)[len(tok.encode(doc["context"])) :],
+            )
+            for c in doc["choices"]
+        ]
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
         correct.append(int(np.argmax(want)) == doc["answer"])
     assert len(correct) == len(mc)

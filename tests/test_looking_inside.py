@@ -21,23 +21,23 @@ def blocks() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run(blocks: list[str]):  # noqa: ANN201
+def run(blocks: list[str]):
     """The first n blocks executed in order in one namespace, and what they printed."""
     namespace: dict = {}
     printed: list[str] = []
 
     def upto(n: int) -> tuple[dict, str]:
-        for code in blocks[len(printed):n]:
+        for code in blocks[len(printed) : n]:
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
-                exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 - our own docs
+                exec(compile(code, str(DOC), "exec"), namespace)
             printed.append(out.getvalue())
         return namespace, "".join(printed[:n])
 
     return upto
 
 
-def test_the_logit_lens_example(run):  # noqa: ANN001
+def test_the_logit_lens_example(run):
     ns, out = run(1)
     model, ids, lens = ns["model"], ns["ids"], ns["lens"]
     assert model.source.endswith("bundled.safetensors")
@@ -46,7 +46,7 @@ def test_the_logit_lens_example(run):  # noqa: ANN001
     assert out.splitlines()[-1].startswith(f"{model.config.n_layer} {model.tokenizer.decode([lens.top_ids[-1, -1]])!r}")
 
 
-def test_the_attention_pattern_example(run):  # noqa: ANN001
+def test_the_attention_pattern_example(run):
     ns, out = run(2)
     pattern, cache = ns["pattern"], ns["cache"]
     np.testing.assert_allclose(pattern.sum(-1), 1.0, atol=1e-5)
@@ -54,7 +54,7 @@ def test_the_attention_pattern_example(run):  # noqa: ANN001
     assert "the last token attends most to" in out
 
 
-def test_the_patching_example_restores_the_clean_run_before_block_0(run):  # noqa: ANN001
+def test_the_patching_example_restores_the_clean_run_before_block_0(run):
     ns, out = run(3)
     model, p_him = ns["model"], ns["p_him"]
     clean, corrupted = p_him(model.logits(ns["clean"])), p_him(model.logits(ns["corrupted"]))
@@ -66,7 +66,7 @@ def test_the_patching_example_restores_the_clean_run_before_block_0(run):  # noq
     assert all(min(clean, corrupted) - 1e-3 <= r <= max(clean, corrupted) + 1e-3 for r in restored)
 
 
-def test_the_attribution_patching_example(run):  # noqa: ANN001
+def test_the_attribution_patching_example(run):
     pytest.importorskip("jax")
     ns, _ = run(4)
     attr, model = ns["attr"], ns["model"]

@@ -37,7 +37,7 @@ def test_padded_row_equals_row_alone(pair):
     batch = model.logits(ids, attention_mask=mask)
     for b, prompt in enumerate(PROMPTS):
         alone = model.logits([prompt])[0]
-        assert np.abs(batch[b, -len(prompt):] - alone).max() <= 1e-4
+        assert np.abs(batch[b, -len(prompt) :] - alone).max() <= 1e-4
 
 
 def test_float32_throughout(pair):
@@ -87,8 +87,9 @@ def test_same_file_runs_on_jax(pair):
     jparams = get_backend("jax").put_params(model.params)
     positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
     additive = M.attention_mask(mask.astype(bool), 0, ids.shape[1])
-    logits, _ = M.gpt2(jnp.asarray(ids), jparams, model.config, positions=jnp.asarray(positions),
-                       mask=jnp.asarray(additive))
+    logits, _ = M.gpt2(
+        jnp.asarray(ids), jparams, model.config, positions=jnp.asarray(positions), mask=jnp.asarray(additive)
+    )
     assert logits.dtype == jnp.float32
     real = mask.astype(bool)
     assert np.abs(np.asarray(logits)[real] - hf_logits(ref, ids, mask)[real]).max() <= 1e-4
@@ -102,4 +103,3 @@ def test_same_file_runs_on_torch(pair):
     logits, _ = M.gpt2(torch.from_numpy(ids), tparams, model.config)
     assert logits.dtype == torch.float32
     assert np.abs(logits.numpy() - hf_logits(ref, ids)).max() <= 1e-4
-

@@ -18,10 +18,10 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from npgpt.api import GPT2  # noqa: E402
-from npgpt.config import GPT2Config  # noqa: E402
-from npgpt.params import init_params  # noqa: E402
-from npgpt.server import background_server, create_app  # noqa: E402
+from npgpt.api import GPT2
+from npgpt.config import GPT2Config
+from npgpt.params import init_params
+from npgpt.server import background_server, create_app
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -46,9 +46,18 @@ def browser(tmp_path):
     need(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -94,8 +103,12 @@ def test_playground_streams_a_completion(browser, tmp_path):
         box.clear()
         box.send_keys(prompt)
         for control, value in (("max_tokens", 40), ("temperature", 0)):
-            browser.execute_script("const e = document.getElementById(arguments[0]); e.value = arguments[1];"
-                                   "e.dispatchEvent(new Event('input'));", control, value)
+            browser.execute_script(
+                "const e = document.getElementById(arguments[0]); e.value = arguments[1];"
+                "e.dispatchEvent(new Event('input'));",
+                control,
+                value,
+            )
         browser.find_element(By.ID, "generate").click()
 
         def text(element_id: str) -> str:
@@ -116,8 +129,9 @@ def test_playground_streams_a_completion(browser, tmp_path):
             shutil.copy(shot, os.environ["NPGPT_SCREENSHOT"])
 
         # an error from the server shows on the page
-        browser.execute_script("document.getElementById('max_tokens').max = 1000;"
-                               "document.getElementById('max_tokens').value = 1000;")
+        browser.execute_script(
+            "document.getElementById('max_tokens').max = 1000;document.getElementById('max_tokens').value = 1000;"
+        )
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda d: text("error"))
         assert "context" in text("error")
@@ -143,8 +157,9 @@ def test_playground_at_phone_width_follows_typing(browser, tmp_path):
         assert js("return window.innerWidth") <= 390
         # the header's controls lie inside the viewport and the page does not scroll sideways
         for element_id in ("model", "api-key"):
-            left, right = js(f"const r = document.getElementById('{element_id}').getBoundingClientRect();"
-                             "return [r.left, r.right]")
+            left, right = js(
+                f"const r = document.getElementById('{element_id}').getBoundingClientRect();return [r.left, r.right]"
+            )
             assert 0 <= left < right <= js("return document.documentElement.clientWidth"), element_id
         assert js("return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
         assert js("return document.getElementById('api-key').getBoundingClientRect().width") >= 80
@@ -173,6 +188,14 @@ def test_playground_at_phone_width_follows_typing(browser, tmp_path):
         js("const s = document.getElementById('model'); s.value = 'tiny'; s.dispatchEvent(new Event('change'));")
         assert box.get_attribute("value").startswith("Alan Turing")
 
-        for typed in ("\\n\\n", "a\\tb", "back\\\\slash", "caf\\u00e9", "\\x41", "\\q stays", "\\U0001F600",
-                      "\\UFFFFFFFF"):
+        for typed in (
+            "\\n\\n",
+            "a\\tb",
+            "back\\\\slash",
+            "caf\\u00e9",
+            "\\x41",
+            "\\q stays",
+            "\\U0001F600",
+            "\\UFFFFFFFF",
+        ):
             assert js("return unescape(arguments[0])", typed) == unescape(typed), typed

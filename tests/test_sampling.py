@@ -62,15 +62,34 @@ def test_top_logprobs_sorted():
     assert [t for t, _ in top_logprobs(lp, 2)] == [1, 2]
 
 
-@pytest.mark.parametrize("kwargs", [dict(temperature=float("nan")), dict(min_p=2.0), dict(seed=-1),
-                                    dict(stop=[""]), dict(logprobs=50), dict(presence_penalty=3.0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(temperature=float("nan")),
+        dict(min_p=2.0),
+        dict(seed=-1),
+        dict(stop=[""]),
+        dict(logprobs=50),
+        dict(presence_penalty=3.0),
+    ],
+)
 def test_invalid_parameters_raise(kwargs):
     with pytest.raises(NpgptError):
         SamplingParams(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=0.0), dict(top_k=-2),
-                                    dict(seed=-1), dict(stop=[""]), dict(logprobs=50)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(max_new_tokens=0),
+        dict(temperature=-1.0),
+        dict(top_p=0.0),
+        dict(top_k=-2),
+        dict(seed=-1),
+        dict(stop=[""]),
+        dict(logprobs=50),
+    ],
+)
 def test_invalid_parameter_is_named_as_data(kwargs):
     """The server reports ``param`` from ``err.param``, never from the message's text."""
     with pytest.raises(NpgptError) as err:

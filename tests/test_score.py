@@ -19,9 +19,9 @@ from npgpt.params import init_params
 from npgpt.tokenizer import default_files
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from npgpt.server import create_app  # noqa: E402
+from npgpt.server import create_app
 
 TINY = GPT2Config(n_ctx=64, n_embd=48, n_head=3, n_layer=2)
 TEXT = "In the beginning God created the heaven and the earth."
@@ -67,8 +67,9 @@ def test_a_long_text_is_scored_in_sliding_windows(tiny) -> None:
     assert all(lp is not None and lp < 0 for lp in s.token_logprobs[1:])
     np.testing.assert_allclose(s.token_logprobs[1:64], direct_logprobs(tiny, s.tokens[:64]), rtol=1e-5, atol=1e-5)
     # tokens 64..95 are scored in the window starting at 32
-    np.testing.assert_allclose(s.token_logprobs[64:96], direct_logprobs(tiny, s.tokens[32:96])[31:], rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        s.token_logprobs[64:96], direct_logprobs(tiny, s.tokens[32:96])[31:], rtol=1e-5, atol=1e-5
+    )
     ppl = perplexity(tiny, text, window=64, stride=32)
     assert s.perplexity == pytest.approx(ppl["perplexity"], rel=1e-9) and s.n_scored == ppl["tokens"]
     disjoint = tiny.score(text, window=64, stride=64)  # each window's first token has no context: not scored
@@ -93,8 +94,9 @@ def client(bundled):
 
 def test_max_tokens_0_with_echo_scores_the_prompt(client, bundled) -> None:
     """The issue's example: 200, the prompt's tokens with logprobs (the first null), completion_tokens 0."""
-    r = client.post("/v1/completions", json={"prompt": "In the beginning", "max_tokens": 0, "echo": True,
-                                             "logprobs": 1})
+    r = client.post(
+        "/v1/completions", json={"prompt": "In the beginning", "max_tokens": 0, "echo": True, "logprobs": 1}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     c = body["choices"][0]
@@ -109,8 +111,15 @@ def test_max_tokens_0_with_echo_scores_the_prompt(client, bundled) -> None:
 
 
 def test_scoring_streamed_with_n_and_several_prompts(client, bundled) -> None:
-    body = {"prompt": ["In the beginning", "And God said"], "max_tokens": 0, "echo": True, "logprobs": 0, "n": 2,
-            "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "prompt": ["In the beginning", "And God said"],
+        "max_tokens": 0,
+        "echo": True,
+        "logprobs": 0,
+        "n": 2,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with client.stream("POST", "/v1/completions", json=body) as r:
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     choices = [c for e in events for c in e["choices"]]
@@ -118,8 +127,9 @@ def test_scoring_streamed_with_n_and_several_prompts(client, bundled) -> None:
     for c in choices:
         prompt = ["In the beginning", "And God said"][c["index"] // 2]
         assert c["text"] == prompt and c["finish_reason"] == "length"
-        np.testing.assert_allclose(c["logprobs"]["token_logprobs"][1:], bundled.score(prompt).token_logprobs[1:],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            c["logprobs"]["token_logprobs"][1:], bundled.score(prompt).token_logprobs[1:], rtol=1e-5, atol=1e-5
+        )
     assert events[-1]["usage"]["completion_tokens"] == 0
 
 
@@ -128,7 +138,11 @@ def test_max_tokens_0_and_its_neighbours(client, bundled) -> None:
     assert no_echo.status_code == 400 and no_echo.json()["error"]["param"] == "max_tokens"
     plain = client.post("/v1/completions", json={"prompt": "In the beginning", "max_tokens": 0, "echo": True})
     assert plain.status_code == 200 and plain.json()["choices"][0] == {
-        "index": 0, "text": "In the beginning", "logprobs": None, "finish_reason": "length"}
+        "index": 0,
+        "text": "In the beginning",
+        "logprobs": None,
+        "finish_reason": "length",
+    }
     default = client.post("/v1/completions", json={"prompt": "In the beginning", "temperature": 0})
     assert default.json()["usage"]["completion_tokens"] == 16  # unset is 16; only an explicit 0 is 0
     full = bundled.tokenizer.decode([464] * bundled.config.n_ctx)  # a prompt of exactly n_ctx tokens: scorable

@@ -91,8 +91,16 @@ def test_completion_equals_the_python_api(client, model):
 
 def test_stream_equals_the_python_api(client, model):
     prompt = "Once upon a time"
-    chunks = client.completions.create(model="tiny", prompt=prompt, max_tokens=30, n=2, logprobs=2, stream=True,
-                                       stream_options={"include_usage": True}, **SAMPLING)
+    chunks = client.completions.create(
+        model="tiny",
+        prompt=prompt,
+        max_tokens=30,
+        n=2,
+        logprobs=2,
+        stream=True,
+        stream_options={"include_usage": True},
+        **SAMPLING,
+    )
     chunks = list(chunks)
     text, finish, lps = collect_stream(chunks)
     ref = model.completions([prompt] * 2, max_new_tokens=30, logprobs=2, **SAMPLING)
@@ -132,9 +140,10 @@ def test_logprobs_and_echo(client, model):
     lp = c.logprobs
     assert len(lp.tokens) == len(ids) + 6 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
     want = log_softmax(model.logits([ids])[0])
-    np.testing.assert_allclose(lp.token_logprobs[1:len(ids)], [want[t - 1, ids[t]] for t in range(1, len(ids))],
-                               rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(lp.token_logprobs[len(ids):], ref.token_logprobs, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        lp.token_logprobs[1 : len(ids)], [want[t - 1, ids[t]] for t in range(1, len(ids))], rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(lp.token_logprobs[len(ids) :], ref.token_logprobs, rtol=1e-4, atol=1e-4)
     assert all(len(top) == 3 for top in lp.top_logprobs[1:])
     assert "".join(lp.tokens) == c.text
     assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
@@ -148,14 +157,18 @@ def test_chat_completion(client, model):
     r = client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, seed=5)
     assert r.object == "chat.completion"
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content == ref
-    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, seed=5,
-                                                 stream=True))
+    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, seed=5, stream=True))
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == ref
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-    lp = client.chat.completions.create(model="tiny", messages=messages, max_tokens=5, seed=5, logprobs=True,
-                                        top_logprobs=2).choices[0].logprobs.content
+    lp = (
+        client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=5, seed=5, logprobs=True, top_logprobs=2
+        )
+        .choices[0]
+        .logprobs.content
+    )
     assert len(lp) == 5 and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in lp)
 
 
@@ -209,7 +222,8 @@ def test_bad_requests_get_openai_errors(url, model, body, status, param):
     assert error["type"] == "invalid_request_error" and error["param"] == param
     ok = httpx.post(url + "/v1/completions", json={"prompt": "still", "max_tokens": 3, "temperature": 0})
     assert ok.status_code == 200 and ok.json()["choices"][0]["text"] == model.generate(
-        "still", max_new_tokens=3, temperature=0)
+        "still", max_new_tokens=3, temperature=0
+    )
 
 
 def test_chat_and_other_errors(url):
@@ -224,8 +238,11 @@ def test_chat_and_other_errors(url):
         r = httpx.post(url + path, json=body)
         assert r.status_code == status, (path, body, r.text)
         assert set(r.json()["error"]) == {"message", "type", "param", "code"}
-    big = httpx.post(url + "/v1/completions", content=b'{"prompt": "' + b"a" * 1_100_000 + b'"}',
-                     headers={"Content-Type": "application/json"})
+    big = httpx.post(
+        url + "/v1/completions",
+        content=b'{"prompt": "' + b"a" * 1_100_000 + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
 
     def chunked():  # no Content-Length: the limit is counted as the body arrives
@@ -319,18 +336,21 @@ def test_a_client_that_leaves_frees_its_rows(stream):
 
 
 # -- continuous batching ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend, dtype", [("numpy", "float32"), ("torch", "float32"), ("torch", "float16"),
-                                            ("torch", "bfloat16")])
+@pytest.mark.parametrize(
+    "backend, dtype", [("numpy", "float32"), ("torch", "float32"), ("torch", "float16"), ("torch", "bfloat16")]
+)
 def test_scheduler_rows_join_and_leave_the_batch(backend, dtype):
     """More rows than max_batch, arriving at different times, with different params: each equals the API."""
     if backend != "numpy":
         pytest.importorskip(backend)
     model = GPT2(TINY, init_params(TINY, seed=0), backend=backend, dtype=dtype)
     sched = Scheduler(model, max_batch=3)
-    specs = [("Red", dict(max_new_tokens=20, seed=1, top_k=50), 4),
-             ("Green apples are", dict(max_new_tokens=5, temperature=0), 1),
-             ("Blue", dict(max_new_tokens=30, seed=2, top_p=0.8, stop=("e",)), 2),
-             ("A long prompt " * 10, dict(max_new_tokens=12, seed=3, repetition_penalty=1.3), 1)]
+    specs = [
+        ("Red", dict(max_new_tokens=20, seed=1, top_k=50), 4),
+        ("Green apples are", dict(max_new_tokens=5, temperature=0), 1),
+        ("Blue", dict(max_new_tokens=30, seed=2, top_p=0.8, stop=("e",)), 2),
+        ("A long prompt " * 10, dict(max_new_tokens=12, seed=3, repetition_penalty=1.3), 1),
+    ]
     try:
         inboxes = []
         for prompt, kw, n in specs:
@@ -354,9 +374,16 @@ def test_scheduler_rows_join_and_leave_the_batch(backend, dtype):
 
 def test_concurrent_clients_get_their_own_results(client, model):
     """16 clients at once, each with its own prompt and sampling: each gets what the API gives it alone."""
+
     def params(i: int) -> dict:
-        return dict(max_tokens=6 + i // 2, temperature=[0, 0.7, 1.0, 1.3][i % 4], top_p=0.9 if i % 5 == 1 else 1.0,
-                    seed=100 + i, presence_penalty=0.1 * (i % 3), n=1 + i % 3)  # (top_p costs a sort per token)
+        return dict(
+            max_tokens=6 + i // 2,
+            temperature=[0, 0.7, 1.0, 1.3][i % 4],
+            top_p=0.9 if i % 5 == 1 else 1.0,
+            seed=100 + i,
+            presence_penalty=0.1 * (i % 3),
+            n=1 + i % 3,
+        )  # (top_p costs a sort per token)
 
     def one(i: int) -> list[str]:
         r = client.completions.create(model="tiny", prompt=f"Client {i} says", **params(i))
@@ -386,9 +413,24 @@ def test_batching_speedup_for_16_clients(tmp_path):
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "npgpt.cli", "serve", "--model", f"bench={path}",
-                               "--port", str(port), "--max-batch", "16"], env=env, stdout=log, stderr=log)
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "npgpt.cli",
+            "serve",
+            "--model",
+            f"bench={path}",
+            "--port",
+            str(port),
+            "--max-batch",
+            "16",
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -429,9 +471,11 @@ def test_batching_speedup_for_16_clients(tmp_path):
     p50, p95 = statistics.median(lat), lat[round(0.95 * (len(lat) - 1))]
     seq_lat = sorted(c[2] for c in sequential)
     speedup = t_seq / t_con
-    print(f"\n16 clients x {tokens / 16:.0f} tokens: one after another {tokens / t_seq:.0f} tok/s (latency p50 "
-          f"{statistics.median(seq_lat):.2f} s), concurrent {tokens / t_con:.0f} tok/s (latency p50 {p50:.2f} s, "
-          f"p95 {p95:.2f} s): {speedup:.1f}x")
+    print(
+        f"\n16 clients x {tokens / 16:.0f} tokens: one after another {tokens / t_seq:.0f} tok/s (latency p50 "
+        f"{statistics.median(seq_lat):.2f} s), concurrent {tokens / t_con:.0f} tok/s (latency p50 {p50:.2f} s, "
+        f"p95 {p95:.2f} s): {speedup:.1f}x"
+    )
     big = _bucket(metrics, "16") - _bucket(metrics, "8")
     assert big > 0, "no decode step ran more than 8 rows: the requests were not batched"
     # Batching, counted rather than timed (a timed threshold is noise on a shared 2-core machine; the speedup

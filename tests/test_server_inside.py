@@ -30,12 +30,12 @@ def model() -> GPT2:
 
 
 @pytest.fixture(scope="module")
-def url(model: GPT2):  # noqa: ANN201
+def url(model: GPT2):
     with background_server(create_app({"tiny": model})) as base:
         yield base
 
 
-def post(url: str, **body) -> httpx.Response:  # noqa: ANN003
+def post(url: str, **body) -> httpx.Response:
     return httpx.post(url + "/v1/internals", json=body, timeout=60)
 
 
@@ -61,18 +61,21 @@ def test_long_prompts_show_their_last_tokens(url: str, model: GPT2):
     assert d["truncated"] and len(d["tokens"]) == len(d["attention"]) == MAX_TOKENS
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"prompt": PROMPT, "layer": 2}, "layer must be in [0, 1]"),
-    ({"prompt": PROMPT, "head": 3}, "head must be in [0, 2]"),
-    ({"prompt": ""}, "prompt"),
-    ({"prompt": PROMPT, "model": "nope"}, "not served here"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"prompt": PROMPT, "layer": 2}, "layer must be in [0, 1]"),
+        ({"prompt": PROMPT, "head": 3}, "head must be in [0, 2]"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": PROMPT, "model": "nope"}, "not served here"),
+    ],
+)
 def test_bad_requests_are_400_with_a_message(url: str, body: dict, message: str):
     r = post(url, **body)
     assert r.status_code == 400 and message in r.json()["error"]["message"]
 
 
-def test_playground_inside_panel_draws_the_pattern_and_the_lens(browser, url: str, model: GPT2):  # noqa: ANN001, F811
+def test_playground_inside_panel_draws_the_pattern_and_the_lens(browser, url: str, model: GPT2):  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 

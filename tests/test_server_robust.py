@@ -39,11 +39,11 @@ def model() -> GPT2:
     return GPT2(TINY, init_params(TINY, seed=0))
 
 
-def inject(monkeypatch, fault) -> None:  # noqa: ANN001
+def inject(monkeypatch, fault) -> None:
     """Make ``Row.pick`` call ``fault(row)`` first (it may raise, or change the row) for every row."""
     original = Row.pick
 
-    def pick(self, logits):  # noqa: ANN001, ANN202
+    def pick(self, logits):
         fault(self)
         return original(self, logits)
 
@@ -65,9 +65,11 @@ def collect(inbox: queue.Queue, n: int) -> tuple[list[str], list[list[int]], Bas
     return texts, tokens, None
 
 
-GOOD = [("The river", dict(max_new_tokens=20, seed=1, top_k=40), 2),
-        ("Green apples are", dict(max_new_tokens=14, temperature=0), 1),
-        ("A long prompt " * 6, dict(max_new_tokens=25, seed=3, top_p=0.9, stop=("e d",)), 2)]
+GOOD = [
+    ("The river", dict(max_new_tokens=20, seed=1, top_k=40), 2),
+    ("Green apples are", dict(max_new_tokens=14, temperature=0), 1),
+    ("A long prompt " * 6, dict(max_new_tokens=25, seed=3, top_p=0.9, stop=("e d",)), 2),
+]
 
 
 def run_batch(model: GPT2, bad_n: int = 2, max_batch: int = 8) -> tuple[list, BaseException | None]:
@@ -104,6 +106,7 @@ def assert_good_unchanged(model: GPT2, good_results: list) -> None:
 @pytest.mark.parametrize("at_token, bad_row", [(0, 0), (0, 1), (3, 1), (7, 0), (29, 1)])
 def test_a_row_that_raises_ends_only_its_request(model, monkeypatch, at_token, bad_row):
     """A fault at the first pick (prefill), mid-way, or at the last token, in either row of the bad request."""
+
     def fault(row: Row) -> None:
         if row.request.params.seed == BAD_SEED and row.row == bad_row and row.n_new == at_token:
             raise ValueError("injected fault in one row's sampler")
@@ -119,7 +122,7 @@ def test_a_token_outside_the_vocabulary_ends_only_its_request(model, monkeypatch
     before the shared decode step it would fail."""
     original = Row.pick
 
-    def pick(self, logits):  # noqa: ANN001, ANN202
+    def pick(self, logits):
         event = original(self, logits)
         if self.request.params.seed == BAD_SEED and self.n_new == 4:
             self.token = TINY.n_vocab + 3
@@ -137,7 +140,7 @@ def test_a_failing_prefill_ends_only_its_request(model):
     marker = m.tokenizer.encode("Bad apples")[0]
     forward = m.backend.forward
 
-    def failing(ids, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def failing(ids, *args, **kw):
         if ids.shape[1] > 1 and (np.asarray(ids) == marker).any():  # a prefill holding the bad prompt
             raise FloatingPointError("injected prefill failure")
         return forward(ids, *args, **kw)
@@ -162,13 +165,15 @@ def stream_events(base: str, body: dict) -> list:
 
 def test_over_http_the_bad_request_gets_an_error_and_the_others_their_text(url, model, monkeypatch):
     """Plain: an OpenAI-shaped 500 for the bad request; streamed: a final error event, then [DONE]."""
+
     def fault(row: Row) -> None:
         if row.request.params.seed == BAD_SEED and row.n_new == 5:
             raise ValueError("injected fault")
 
     inject(monkeypatch, fault)
-    good = [dict(prompt=f"Client {i} writes", max_tokens=12, seed=10 + i, temperature=0.8, n=1 + i % 2)
-            for i in range(4)]
+    good = [
+        dict(prompt=f"Client {i} writes", max_tokens=12, seed=10 + i, temperature=0.8, n=1 + i % 2) for i in range(4)
+    ]
     bad = dict(prompt="Bad client", max_tokens=20, seed=BAD_SEED, n=2)
     with ThreadPoolExecutor(8) as pool:
         plain = [pool.submit(httpx.post, url + "/v1/completions", json=b, timeout=60) for b in good]
@@ -183,8 +188,10 @@ def test_over_http_the_bad_request_gets_an_error_and_the_others_their_text(url, 
         events = bad_stream.result()
         assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "generation_failed"
         for b, p, s in zip(good, plain, streamed, strict=True):
-            ref = [c.text for c in model.completions([b["prompt"]] * b["n"], max_new_tokens=12, seed=b["seed"],
-                                                     temperature=0.8)]
+            ref = [
+                c.text
+                for c in model.completions([b["prompt"]] * b["n"], max_new_tokens=12, seed=b["seed"], temperature=0.8)
+            ]
             assert [c["text"] for c in p.result().json()["choices"]] == ref
             texts = [""] * b["n"]
             events = s.result()
@@ -199,11 +206,12 @@ def test_over_http_the_bad_request_gets_an_error_and_the_others_their_text(url, 
 def test_limits_refuse_with_a_400_naming_the_limit_and_parameter(model):
     app = create_app({"tiny": model}, max_rows=8, max_request_tokens=200)
     with background_server(app) as base:
-        cases = [({"prompt": ["a", "b", "c"], "n": 3}, "prompt", "too_many_rows", "--max-rows"),
-                 ({"prompt": [[1], [2], [3]], "n": 3}, "prompt", "too_many_rows", "--max-rows"),
-                 ({"prompt": "x", "n": 9}, "n", "too_many_rows", "--max-rows"),
-                 ({"prompt": "hi there", "n": 4, "max_tokens": 60}, "max_tokens", "too_many_tokens",
-                  "--max-request-tokens")]
+        cases = [
+            ({"prompt": ["a", "b", "c"], "n": 3}, "prompt", "too_many_rows", "--max-rows"),
+            ({"prompt": [[1], [2], [3]], "n": 3}, "prompt", "too_many_rows", "--max-rows"),
+            ({"prompt": "x", "n": 9}, "n", "too_many_rows", "--max-rows"),
+            ({"prompt": "hi there", "n": 4, "max_tokens": 60}, "max_tokens", "too_many_tokens", "--max-request-tokens"),
+        ]
         for body, param, code, option in cases:
             r = httpx.post(base + "/v1/completions", json=body)
             assert r.status_code == 400, (body, r.text)
@@ -251,8 +259,10 @@ class HealthProbe:
     def summary(self) -> str:
         lat = sorted(self.latencies)
         p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
-        return f"{len(lat)} /health calls: p50 {1e3 * statistics.median(lat):.1f} ms, p99 {1e3 * p99:.1f} ms, " \
-               f"max {1e3 * lat[-1]:.1f} ms"
+        return (
+            f"{len(lat)} /health calls: p50 {1e3 * statistics.median(lat):.1f} ms, p99 {1e3 * p99:.1f} ms, "
+            f"max {1e3 * lat[-1]:.1f} ms"
+        )
 
 
 def test_a_huge_request_neither_freezes_the_server_nor_blocks_a_small_one(model, capsys):
@@ -273,21 +283,28 @@ def test_a_huge_request_neither_freezes_the_server_nor_blocks_a_small_one(model,
         conn.close()
         assert r.status == 400 and err["param"] == "prompt" and "4096" in err["message"], err
         prompts = [f"prompt {i} " * 40 for i in range(max_rows // 2)]  # long prompts: every admission a prefill
-        big = pool.submit(httpx.post, base + "/v1/completions", timeout=120,
-                          json={"prompt": prompts, "n": 2, "max_tokens": 24, "seed": 1})
+        big = pool.submit(
+            httpx.post,
+            base + "/v1/completions",
+            timeout=120,
+            json={"prompt": prompts, "n": 2, "max_tokens": 24, "seed": 1},
+        )
         deadline = time.time() + 60
         while httpx.get(base + "/health").json()["models"]["tiny"]["active_rows"] == 0:
             assert time.time() < deadline and not big.done()
             time.sleep(0.005)
-        small = pool.submit(httpx.post, base + "/v1/completions", json={"prompt": "small", "max_tokens": 4},
-                            timeout=120)
+        small = pool.submit(
+            httpx.post, base + "/v1/completions", json={"prompt": "small", "max_tokens": 4}, timeout=120
+        )
         assert small.result().status_code == 200
         assert not big.done(), "the small request waited for the whole of the big one"
         assert big.result().status_code == 200 and len(big.result().json()["choices"]) == max_rows
     assert max(probe.latencies) < 2.0, probe.summary()  # a bound on a hang, not a timing claim
     with capsys.disabled():
-        print(f"\n1 MB body of 240000 prompts x n=128 refused in {1e3 * refused_in:.0f} ms; while a maximal "
-              f"request ran: {probe.summary()}")
+        print(
+            f"\n1 MB body of 240000 prompts x n=128 refused in {1e3 * refused_in:.0f} ms; while a maximal "
+            f"request ran: {probe.summary()}"
+        )
 
 
 def test_free_rows_go_to_the_request_with_the_fewest(model):
@@ -297,7 +314,7 @@ def test_free_rows_go_to_the_request_with_the_fewest(model):
     finished: list[str] = []
     hold = threading.Event()
 
-    def inbox(name: str):  # noqa: ANN202
+    def inbox(name: str):
         return lambda ev: finished.append(name) if getattr(ev, "finish_reason", None) else None
 
     try:
@@ -322,7 +339,7 @@ def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(mod
     m = GPT2(TINY, init_params(TINY, seed=0))
     forward, calls = m.backend.forward, {"decode": 0}
 
-    def failing(ids, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def failing(ids, *args, **kw):
         if ids.shape[1] == 1:
             calls["decode"] += 1
             if calls["decode"] == 3:
@@ -352,8 +369,10 @@ def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(mod
         sched.close()
 
 
-@pytest.mark.parametrize("flag, value", [("--max-rows", "0"), ("--max-request-tokens", "-1"),
-                                         ("--shutdown-timeout", "-2"), ("--shutdown-timeout", "nan")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--max-rows", "0"), ("--max-request-tokens", "-1"), ("--shutdown-timeout", "-2"), ("--shutdown-timeout", "nan")],
+)
 def test_serve_refuses_bad_limits_before_loading(flag, value):
     from typer.testing import CliRunner
 

@@ -38,7 +38,7 @@ def slow_model(delay: float) -> GPT2:
     m = GPT2(TINY, init_params(TINY, seed=0))
     forward = m.backend.forward
 
-    def slow(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+    def slow(*args, **kw):
         time.sleep(delay)
         return forward(*args, **kw)
 
@@ -72,8 +72,12 @@ def test_shutdown_drains_then_ends_the_rest_with_errors():
     results: dict = {}
 
     def stream() -> None:
-        with httpx.stream("POST", base + "/v1/completions", timeout=60,
-                          json={"prompt": "long stream", "max_tokens": 100, "stream": True}) as r:
+        with httpx.stream(
+            "POST",
+            base + "/v1/completions",
+            timeout=60,
+            json={"prompt": "long stream", "max_tokens": 100, "stream": True},
+        ) as r:
             lines = r.iter_lines()
             assert next(lines).startswith("data: ")
             started.set()
@@ -83,11 +87,16 @@ def test_shutdown_drains_then_ends_the_rest_with_errors():
     with ThreadPoolExecutor(4) as pool:
         with background_server(create_app({"tiny": m}), shutdown_timeout=grace) as base:
             s = pool.submit(stream)
-            plain = pool.submit(httpx.post, base + "/v1/completions", timeout=60,
-                                json={"prompt": "long plain", "max_tokens": 100})
+            plain = pool.submit(
+                httpx.post, base + "/v1/completions", timeout=60, json={"prompt": "long plain", "max_tokens": 100}
+            )
             assert started.wait(30)
-            short = pool.submit(httpx.post, base + "/v1/completions", timeout=60,
-                                json={"prompt": "short", "max_tokens": 5, "temperature": 0})
+            short = pool.submit(
+                httpx.post,
+                base + "/v1/completions",
+                timeout=60,
+                json={"prompt": "short", "max_tokens": 5, "temperature": 0},
+            )
             deadline = time.time() + 30
             while httpx.get(base + "/health").json()["models"]["tiny"]["active_rows"] < 3:  # all three in flight
                 assert time.time() < deadline
@@ -97,7 +106,8 @@ def test_shutdown_drains_then_ends_the_rest_with_errors():
         s.result()
     assert short.result().status_code == 200
     assert short.result().json()["choices"][0]["text"] == GPT2(TINY, init_params(TINY, seed=0)).generate(
-        "short", max_new_tokens=5, temperature=0)
+        "short", max_new_tokens=5, temperature=0
+    )
     r = plain.result()
     assert r.status_code == 503 and r.json()["error"]["code"] == "server_shutting_down", r.text
     assert_ends_with_shutdown_event(results["stream"])
@@ -105,7 +115,7 @@ def test_shutdown_drains_then_ends_the_rest_with_errors():
     assert took < grace + FLUSH_S + 5
 
 
-def sse_lines_from(lines) -> list[str]:  # noqa: ANN001
+def sse_lines_from(lines) -> list[str]:
     return [line[6:] for line in lines if line.startswith("data: ")]
 
 
@@ -116,14 +126,18 @@ def checkpoint(tmp_path_factory):
     return npgpt_format.save(tmp_path_factory.mktemp("shutdown") / "slow.safetensors", cfg, init_params(cfg, seed=0))
 
 
-def start_server(checkpoint, *flags: str) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
+def start_server(checkpoint, *flags: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "npgpt.cli", "serve", "--model", f"slow={checkpoint}",
-                             "--port", str(port), *flags], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "npgpt.cli", "serve", "--model", f"slow={checkpoint}", "--port", str(port), *flags],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:

@@ -72,9 +72,15 @@ class Mix:
 
     def _body(self) -> dict:
         r = self.rng
-        return {"prompt": r.choice(["Once upon a time", "The server", ["A", "B"], [464, 3290]]),
-                "max_tokens": r.randint(1, 16), "n": r.randint(1, 3), "seed": r.randint(0, 10**6),
-                "temperature": r.choice([0, 0.7, 1.0]), "logprobs": r.choice([None, 2]), "echo": r.random() < 0.2}
+        return {
+            "prompt": r.choice(["Once upon a time", "The server", ["A", "B"], [464, 3290]]),
+            "max_tokens": r.randint(1, 16),
+            "n": r.randint(1, 3),
+            "seed": r.randint(0, 10**6),
+            "temperature": r.choice([0, 0.7, 1.0]),
+            "logprobs": r.choice([None, 2]),
+            "echo": r.random() < 0.2,
+        }
 
     def _check(self, r: httpx.Response, what: str) -> None:
         self.statuses[r.status_code] += 1
@@ -85,8 +91,12 @@ class Mix:
         self._check(client.post(self.base + "/v1/completions", json=self._body()), "plain")
 
     def chat(self, client: httpx.Client) -> None:
-        body = {"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": self.rng.randint(1, 12),
-                "seed": self.rng.randint(0, 99), "logprobs": self.rng.random() < 0.3}
+        body = {
+            "messages": [{"role": "user", "content": "Hello there"}],
+            "max_tokens": self.rng.randint(1, 12),
+            "seed": self.rng.randint(0, 99),
+            "logprobs": self.rng.random() < 0.3,
+        }
         self._check(client.post(self.base + "/v1/chat/completions", json=body), "chat")
 
     def stream(self, client: httpx.Client) -> None:
@@ -110,10 +120,18 @@ class Mix:
             pass
 
     def malformed(self, client: httpx.Client) -> None:
-        body = self.rng.choice([b"{not json", b'{"prompt": 5}', b'{"prompt": "x", "max_tokens": 1e308}',
-                                b'{"prompt": "x", "temperature": NaN}', b'{"prompt": "x", "n": 100000}',
-                                b'{"prompt": ' + json.dumps(["a"] * 20000).encode() + b"}",
-                                b'{"messages": []}', b'{"prompt": "\\ud83d", "echo": true}'])
+        body = self.rng.choice(
+            [
+                b"{not json",
+                b'{"prompt": 5}',
+                b'{"prompt": "x", "max_tokens": 1e308}',
+                b'{"prompt": "x", "temperature": NaN}',
+                b'{"prompt": "x", "n": 100000}',
+                b'{"prompt": ' + json.dumps(["a"] * 20000).encode() + b"}",
+                b'{"messages": []}',
+                b'{"prompt": "\\ud83d", "echo": true}',
+            ]
+        )
         path = "/v1/chat/completions" if b"messages" in body else "/v1/completions"
         r = client.post(self.base + path, content=body, headers={"Content-Type": "application/json"})
         self._check(r, f"malformed {body[:40]!r}")
@@ -131,9 +149,24 @@ def test_soak(tmp_path, capsys):
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "npgpt.cli", "serve", "--model", f"soak={path}", "--port",
-                               str(port), "--max-batch", "8"], env=env, stdout=log, stderr=log)
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "npgpt.cli",
+            "serve",
+            "--model",
+            f"soak={path}",
+            "--port",
+            str(port),
+            "--max-batch",
+            "8",
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -149,8 +182,9 @@ def test_soak(tmp_path, capsys):
             for _ in range(40):  # warm-up: every kind of request, so the baseline RSS has seen them
                 mix.one(client)
         rss = [rss_mb(server.pid)]
-        probe = subprocess.Popen([sys.executable, "-c", PROBE, "127.0.0.1", str(port), str(SOAK_S)],
-                                 stdout=subprocess.PIPE, text=True)
+        probe = subprocess.Popen(
+            [sys.executable, "-c", PROBE, "127.0.0.1", str(port), str(SOAK_S)], stdout=subprocess.PIPE, text=True
+        )
         end = time.time() + SOAK_S
 
         def client_loop(seed: int) -> None:
@@ -183,11 +217,13 @@ def test_soak(tmp_path, capsys):
     served = sum(v for k, v in mix.statuses.items() if isinstance(k, str))
     p50, p99 = statistics.median(health), health[round(0.99 * (len(health) - 1))]
     with capsys.disabled():
-        print(f"\nsoak {SOAK_S:.0f} s: {served} requests served after warm-up, by kind "
-              f"{ {k: v for k, v in mix.statuses.items() if isinstance(k, str)} }, by status "
-              f"{ {k: v for k, v in mix.statuses.items() if isinstance(k, int)} }; /health x{len(health)}: p50 "
-              f"{1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms, max {1e3 * health[-1]:.1f} ms; RSS {rss[0]:.0f} MB after "
-              f"warm-up -> {rss[-1]:.0f} MB after (max {max(rss):.0f} MB)")
+        print(
+            f"\nsoak {SOAK_S:.0f} s: {served} requests served after warm-up, by kind "
+            f"{ {k: v for k, v in mix.statuses.items() if isinstance(k, str)} }, by status "
+            f"{ {k: v for k, v in mix.statuses.items() if isinstance(k, int)} }; /health x{len(health)}: p50 "
+            f"{1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms, max {1e3 * health[-1]:.1f} ms; RSS {rss[0]:.0f} MB after "
+            f"warm-up -> {rss[-1]:.0f} MB after (max {max(rss):.0f} MB)"
+        )
     assert not mix.problems, mix.problems[:10]
     assert not any(isinstance(k, int) and k >= 500 for k in mix.statuses)
     assert after == before, "a seeded request changed its answer after the soak"

@@ -100,8 +100,9 @@ DRIVER = textwrap.dedent("""
 
 def run_on_eight_devices(script: str, *args: str) -> dict:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     return json.loads(lines[-1].removeprefix("RESULT "))
@@ -169,16 +170,33 @@ def test_two_processes_train_like_one(tmp_path):
     from npgpt.train.settings import TrainSettings
 
     (tmp_path / "text.txt").write_text(" ".join(f"word{i % 37}" for i in range(600)))
-    kw = dict(n_layer=1, n_embd=32, n_head=4, n_ctx=16, steps=3, batch_size=4, seq_len=8, lr=1e-3, warmup=1,
-              eval_interval=3)
+    kw = dict(
+        n_layer=1, n_embd=32, n_head=4, n_ctx=16, steps=3, batch_size=4, seq_len=8, lr=1e-3, warmup=1, eval_interval=3
+    )
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST, f"localhost:{port}", str(i), str(tmp_path / "text.txt"),
-                               str(tmp_path / "run"), json.dumps(kw)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                MULTIHOST,
+                f"localhost:{port}",
+                str(i),
+                str(tmp_path / "text.txt"),
+                str(tmp_path / "run"),
+                json.dumps(kw),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for i in range(2)
+    ]
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=300)

@@ -27,11 +27,9 @@ ENCODER_JSON, VOCAB_BPE = (str(p) for p in default_files())
 
 CORPUS = {
     "prose": "The quick brown fox jumps over the lazy dog. It was the best of times, it was "
-    "the worst of times; \"quoted\" — em-dash… ellipsis (parens) [brackets] {braces}!?",
-    "python": "def f(x):\n    if x > 0:\n        return x ** 2  # square\n\treturn -x\n\n\n"
-    "class A:\n    pass\n",
-    "javascript": "const f = (a, b) => {\n  return a?.b ?? `${a}-${b}`;\n};\n"
-    "if (x !== null) { console.log(\"hi\"); }\n",
+    'the worst of times; "quoted" — em-dash… ellipsis (parens) [brackets] {braces}!?',
+    "python": "def f(x):\n    if x > 0:\n        return x ** 2  # square\n\treturn -x\n\n\nclass A:\n    pass\n",
+    "javascript": 'const f = (a, b) => {\n  return a?.b ?? `${a}-${b}`;\n};\nif (x !== null) { console.log("hi"); }\n',
     "emoji": "🎉 party 😀😃 👍🏽 👍🏿 👩‍👩‍👧‍👦 family 🏳️‍🌈 flag 👩🏽‍💻 coder 🇯🇵 ❤️",
     "cjk": "日本語のテキスト、中文文本。한국어 텍스트입니다。　全角スペース",
     "arabic_hebrew": "مرحبا بالعالم، كيف حالك؟ שלום עולם",
@@ -43,8 +41,7 @@ CORPUS = {
     "only_newlines": "\n\n\n",
     "only_spaces": "     ",
     "unicode_spaces": "a\u00a0b\u2003c\u3000d\u2028e\u0085f\x0b\x0cg",
-    "contractions": "it's don't they're we've I'm you'll he'd 'S IT'S DON'T I'LL "
-    "o'clock rock'n'roll",
+    "contractions": "it's don't they're we've I'm you'll he'd 'S IT'S DON'T I'LL o'clock rock'n'roll",
     "contractions_spaced": " 's 't 're 've 'm 'll 'd ''s",
     # The contraction rule is case-sensitive: "'Sam" is "'" + "Sam", while "'sam" is "'s" + "am".
     "contractions_case": "'Sam 'Tom 'Dan 'Mike 'LLama 'VEry 'REd 'sam 'tom 'dan 'mike 'llama",
@@ -60,15 +57,60 @@ CORPUS = {
 # Fragments the property tests splice together: the places where pre-tokenizers disagree if
 # they disagree at all (whitespace before letters, apostrophes, the special token).
 FRAGMENTS = [
-    " ", "  ", "\t", "\n", "\n\n", "\r\n", "\u00a0", "\u3000", "'", "'s", "'t", "'re", "'ve",
-    "'m", "'ll", "'d", "'S", "'T", "'M", "'D", "'LL", "'RE", "'VE", "0", "42", "٣", "½", "a",
-    "am", "The", " the", "Sam", "LLama", "é", "e\u0301",
-    "日本", "한", "مرحبا", "🎉", "👍🏽", "👩‍💻", "\u200d", "\ufe0f", "\ufffd", "<|", "|>",
-    EOT, ".", "...", "->", "#", "\x00",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\n\n",
+    "\r\n",
+    "\u00a0",
+    "\u3000",
+    "'",
+    "'s",
+    "'t",
+    "'re",
+    "'ve",
+    "'m",
+    "'ll",
+    "'d",
+    "'S",
+    "'T",
+    "'M",
+    "'D",
+    "'LL",
+    "'RE",
+    "'VE",
+    "0",
+    "42",
+    "٣",
+    "½",
+    "a",
+    "am",
+    "The",
+    " the",
+    "Sam",
+    "LLama",
+    "é",
+    "e\u0301",
+    "日本",
+    "한",
+    "مرحبا",
+    "🎉",
+    "👍🏽",
+    "👩‍💻",
+    "\u200d",
+    "\ufe0f",
+    "\ufffd",
+    "<|",
+    "|>",
+    EOT,
+    ".",
+    "...",
+    "->",
+    "#",
+    "\x00",
 ]
-TEXT = st.lists(
-    st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4)), max_size=40
-).map("".join)
+TEXT = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4)), max_size=40).map("".join)
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +176,7 @@ def test_special_token_is_not_injectable(tok: Tokenizer) -> None:
 
 
 @pytest.mark.parametrize("text", CORPUS.values(), ids=CORPUS.keys())
-def test_corpus_matches_hugging_face(
-    text: str, tok: Tokenizer, hf_engine: HFEngine, hf_gpt2
-) -> None:
+def test_corpus_matches_hugging_face(text: str, tok: Tokenizer, hf_engine: HFEngine, hf_gpt2) -> None:
     # HF always recognises <|endoftext|>: the same as allow_special=True.
     expected_special = hf_gpt2.encode(text)
     assert tok.encode(text, allow_special=True) == expected_special
@@ -163,17 +203,13 @@ def test_roundtrip_any_unicode(tok: Tokenizer, text: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(text=TEXT)
-def test_matches_hugging_face_on_arbitrary_text(
-    tok: Tokenizer, hf_engine: HFEngine, text: str
-) -> None:
+def test_matches_hugging_face_on_arbitrary_text(tok: Tokenizer, hf_engine: HFEngine, text: str) -> None:
     assert tok.encode(text) == hf_engine.encode(text).ids
 
 
 @settings(max_examples=100, deadline=None)
 @given(text=TEXT)
-def test_special_matches_hugging_face_on_arbitrary_text(
-    tok: Tokenizer, hf_gpt2, text: str
-) -> None:
+def test_special_matches_hugging_face_on_arbitrary_text(tok: Tokenizer, hf_gpt2, text: str) -> None:
     assert tok.encode(text, allow_special=True) == hf_gpt2.encode(text)
 
 
@@ -188,13 +224,8 @@ def _is_partial_utf8(data: bytes) -> bool:
 # The 256 single-byte tokens are ids 0..255; PARTIAL_IDS are the tokens whose bytes are not valid
 # UTF-8 on their own (the pieces of multi-byte characters: b"\xf0\x9f", b"\x8e", ...).
 _SINGLE_BYTE_IDS = st.integers(0, 255)
-_PARTIAL_IDS = sorted(
-    i for i in range(EOT_ID) if _is_partial_utf8(Tokenizer().token_bytes(i))
-)
-TOKEN_IDS = st.lists(
-    st.one_of(_SINGLE_BYTE_IDS, st.sampled_from(_PARTIAL_IDS), st.integers(0, EOT_ID)),
-    max_size=30,
-)
+_PARTIAL_IDS = sorted(i for i in range(EOT_ID) if _is_partial_utf8(Tokenizer().token_bytes(i)))
+TOKEN_IDS = st.lists(st.one_of(_SINGLE_BYTE_IDS, st.sampled_from(_PARTIAL_IDS), st.integers(0, EOT_ID)), max_size=30)
 
 
 def test_partial_ids_exist() -> None:
@@ -256,9 +287,7 @@ def test_stream_decoder_is_reusable_after_flush(tok: Tokenizer) -> None:
 
 
 def _run_python(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     return result.stdout
 
 
@@ -278,7 +307,6 @@ def test_construction_needs_no_network_and_builds_once() -> None:
 
 def test_import_npgpt_does_not_load_tokenizer() -> None:
     out = _run_python(
-        "import sys, npgpt\n"
-        "print(sorted(m for m in ('tiktoken', 'npgpt.tokenizer') if m in sys.modules))"
+        "import sys, npgpt\nprint(sorted(m for m in ('tiktoken', 'npgpt.tokenizer') if m in sys.modules))"
     )
     assert out.strip() == "[]", f"`import npgpt` loaded {out.strip()}"

@@ -48,6 +48,7 @@ def corpus(n_lines: int = 60) -> str:
 
 # --- data ----------------------------------------------------------------------------------
 
+
 def test_chunked_tokenisation_is_exact():
     text = "Hello there.\n\n  indented line\nnext line\n\n\nend  \n" * 40
     tok = Tokenizer()
@@ -57,9 +58,13 @@ def test_chunked_tokenisation_is_exact():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["a", "b", " ", "\n", "\n\n", "x y", "\t", "é", ".", "1", "'s", "\r\n",
-                                 "\u3000", "日本"]), max_size=40).map("".join),
-       st.integers(1, 20))
+@given(
+    st.lists(
+        st.sampled_from(["a", "b", " ", "\n", "\n\n", "x y", "\t", "é", ".", "1", "'s", "\r\n", "\u3000", "日本"]),
+        max_size=40,
+    ).map("".join),
+    st.integers(1, 20),
+)
 def test_chunks_never_change_the_ids(text, size):
     # e.g. "x ya\n\né": cut after "\n\n", the run would tokenise as one "\n\n" instead of "\n", "\n"
     tok = Tokenizer()
@@ -103,6 +108,7 @@ def test_batches_are_random_contiguous_windows():
 
 # --- the step ------------------------------------------------------------------------------
 
+
 def test_schedule_warms_up_then_decays():
     lr = schedule(1e-3, steps=100, warmup=10)
     values = np.array([float(lr(i)) for i in range(101)])
@@ -127,6 +133,7 @@ def test_gradient_accumulation_equals_one_big_batch():
 
 # --- memorise, then generate ---------------------------------------------------------------
 
+
 def greedy(params: dict, config: GPT2Config, prompt: list[int], n: int) -> list[int]:
     ids = list(prompt)
     for _ in range(n):
@@ -140,9 +147,21 @@ def test_memorises_a_text_and_generates_it(tmp_path):
     ids = Tokenizer().encode(LINE)
     out = tmp_path / "run"
     result = train(
-        tmp_path / "line.txt", out, TrainSettings(n_layer=2, n_embd=64, n_head=4, n_ctx=32,
-        steps=60, batch_size=2, seq_len=len(ids) - 1, lr=1e-2, warmup=5, val_fraction=0.0,
-        eval_interval=60),
+        tmp_path / "line.txt",
+        out,
+        TrainSettings(
+            n_layer=2,
+            n_embd=64,
+            n_head=4,
+            n_ctx=32,
+            steps=60,
+            batch_size=2,
+            seq_len=len(ids) - 1,
+            lr=1e-2,
+            warmup=5,
+            val_fraction=0.0,
+            eval_interval=60,
+        ),
     )
     assert result.step == 60 and result.history["loss"][-1] < 0.05
     config, params = npgpt_format.load(out / "model.safetensors")
@@ -160,8 +179,22 @@ def test_memorises_a_text_and_generates_it(tmp_path):
 
 # --- exact resume --------------------------------------------------------------------------
 
-RUN = dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, steps=8, batch_size=2, seq_len=8, grad_accum=2,
-           lr=3e-3, warmup=2, seed=3, eval_interval=4, checkpoint_interval=3, val_fraction=0.2)
+RUN = dict(
+    n_layer=1,
+    n_embd=32,
+    n_head=2,
+    n_ctx=16,
+    steps=8,
+    batch_size=2,
+    seq_len=8,
+    grad_accum=2,
+    lr=3e-3,
+    warmup=2,
+    seed=3,
+    eval_interval=4,
+    checkpoint_interval=3,
+    val_fraction=0.2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +253,7 @@ def test_killed_run_resumes_to_identical_weights(reference, tmp_path):
 
 # --- init, errors --------------------------------------------------------------------------
 
+
 def test_init_reads_npgpt_hf_and_run_folders(reference, tmp_path):
     config = GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     params = init_params(config, 5)
@@ -236,13 +270,16 @@ def test_init_reads_npgpt_hf_and_run_folders(reference, tmp_path):
     np.testing.assert_array_equal(got["wte"], ref.params["wte"])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(init="x.safetensors", n_layer=2), "not both"),
-    (dict(n_head=5, n_embd=32), "divisible"),
-    (dict(n_ctx=8, seq_len=16), "exceeds the model's context"),
-    (dict(n_ctx=128, seq_len=100), "too few"),
-    (dict(init="no/such/model"), "no/such/model"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(init="x.safetensors", n_layer=2), "not both"),
+        (dict(n_head=5, n_embd=32), "divisible"),
+        (dict(n_ctx=8, seq_len=16), "exceeds the model's context"),
+        (dict(n_ctx=128, seq_len=100), "too few"),
+        (dict(init="no/such/model"), "no/such/model"),
+    ],
+)
 def test_user_errors_are_one_line(tmp_path, kwargs, message):
     (tmp_path / "t.txt").write_text(corpus(5))
     base = dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, steps=1, batch_size=2)
@@ -280,6 +317,7 @@ def test_settings_say_what_may_change_on_resume():
 
 # --- the CLI and import cost ---------------------------------------------------------------
 
+
 def test_cli_fine_tunes_and_reports(tmp_path):
     import typer
     from typer.testing import CliRunner
@@ -295,8 +333,22 @@ def test_cli_fine_tunes_and_reports(tmp_path):
     (tmp_path / "t.txt").write_text(corpus(10))
     config = GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     hf.save(tmp_path / "hf", config, init_params(config, 5))  # fine-tune a Hugging Face checkpoint
-    args = ["train", str(tmp_path / "t.txt"), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "hf"),
-            "--steps", "3", "--batch-size", "2", "--seq-len", "8", "--eval-interval", "3"]
+    args = [
+        "train",
+        str(tmp_path / "t.txt"),
+        "--out",
+        str(tmp_path / "run"),
+        "--init",
+        str(tmp_path / "hf"),
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "8",
+        "--eval-interval",
+        "3",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "step 3: loss" in result.output and "held-out loss" in result.output and "tokens/s" in result.output
@@ -306,8 +358,11 @@ def test_cli_fine_tunes_and_reports(tmp_path):
 
 
 def test_importing_the_package_does_not_load_jax():
-    code = "import sys, npgpt, npgpt.train, npgpt.cli.train, npgpt.train.data; print(json.dumps(" \
-           "[m for m in ('jax', 'optax', 'matplotlib', 'torch') if m in sys.modules]))"
-    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout
+    code = (
+        "import sys, npgpt, npgpt.train, npgpt.cli.train, npgpt.train.data; print(json.dumps("
+        "[m for m in ('jax', 'optax', 'matplotlib', 'torch') if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
     assert json.loads(out) == []

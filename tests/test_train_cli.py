@@ -18,16 +18,16 @@ import pytest
 pytest.importorskip("jax")
 pytest.importorskip("optax")
 
-from conftest import run_cli  # noqa: E402
+from conftest import run_cli
 
-import npgpt  # noqa: E402
-from npgpt.char_tokenizer import CharTokenizer  # noqa: E402
-from npgpt.errors import NpgptError  # noqa: E402
-from npgpt.formats import npgpt_format  # noqa: E402
-from npgpt.params import flatten  # noqa: E402
-from npgpt.train.checkpoint import STATE_FILE, load_state, model_step  # noqa: E402
-from npgpt.train.loop import train  # noqa: E402
-from npgpt.train.settings import TrainSettings  # noqa: E402
+import npgpt
+from npgpt.char_tokenizer import CharTokenizer
+from npgpt.errors import NpgptError
+from npgpt.formats import npgpt_format
+from npgpt.params import flatten
+from npgpt.train.checkpoint import STATE_FILE, load_state, model_step
+from npgpt.train.loop import train
+from npgpt.train.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 KJV = (ROOT / "tests" / "fixtures" / "kjv_heldout.txt").read_text(encoding="utf-8")
@@ -52,8 +52,13 @@ def test_sigint_checkpoints_and_resume_reaches_the_uninterrupted_weights(text, t
     out = tmp_path / "run"
     exe = Path(sys.executable).parent / "npgpt"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "npgpt.cli"]
-    proc = subprocess.Popen([*cmd, "train", str(text), "--out", str(out), *cli_args(run), "--log-interval", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    proc = subprocess.Popen(
+        [*cmd, "train", str(text), "--out", str(out), *cli_args(run), "--log-interval", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     lines = []
     try:
         for line in proc.stdout:
@@ -100,17 +105,24 @@ def invoke(args: list[str]):
 def test_config_file_with_command_line_overrides(text, tmp_path):
     out = tmp_path / "run"
     config = tmp_path / "run.toml"
-    config.write_text(f'data = "{text}"\nout = "{out}"\nn_layer = 1\nn-embd = 16\nn_head = 2\nn_ctx = 16\n'
-                      'seq_len = 8\nbatch_size = 2\nsteps = 5\nlr = 1e-3\ntokenizer = "char"\nlog-interval = 1\n')
+    config.write_text(
+        f'data = "{text}"\nout = "{out}"\nn_layer = 1\nn-embd = 16\nn_head = 2\nn_ctx = 16\n'
+        'seq_len = 8\nbatch_size = 2\nsteps = 5\nlr = 1e-3\ntokenizer = "char"\nlog-interval = 1\n'
+    )
     result = invoke(["--config", str(config), "--steps", "3"])  # the command line wins
     assert result.exit_code == 0, result.output
     meta = load_state(out / STATE_FILE)[3]
     assert meta["step"] == 3 and meta["settings"]["lr"] == 1e-3 and meta["settings"]["tokenizer"] == "char"
     assert "step 1/3: loss" in result.output and "step 3/3: loss" in result.output
 
-    for line, message in [("n_layers = 2", "unknown key 'n_layers'"), ('steps = "many"', "wrong type for --steps"),
-                          ("lr = [1]", "wrong type for --lr"), ("lr = nan", "lr must be a finite number"),
-                          ("config = 'x.toml'", "unknown key 'config'"), ("steps = ", "not valid TOML")]:
+    for line, message in [
+        ("n_layers = 2", "unknown key 'n_layers'"),
+        ('steps = "many"', "wrong type for --steps"),
+        ("lr = [1]", "wrong type for --lr"),
+        ("lr = nan", "lr must be a finite number"),
+        ("config = 'x.toml'", "unknown key 'config'"),
+        ("steps = ", "not valid TOML"),
+    ]:
         config.write_text(f'data = "{text}"\nout = "{tmp_path / "other"}"\n{line}\n')
         result = invoke(["--config", str(config)])
         assert isinstance(result.exception, NpgptError), (line, result.output)
@@ -119,8 +131,19 @@ def test_config_file_with_command_line_overrides(text, tmp_path):
 
 def test_character_level_model_generates_with_no_tokenizer_flag(text, tmp_path):
     out = tmp_path / "run"
-    settings = TrainSettings(n_layer=2, n_embd=32, n_head=2, n_ctx=32, seq_len=32, batch_size=8, steps=200,
-                             lr=3e-3, warmup=20, eval_interval=200, tokenizer="char")
+    settings = TrainSettings(
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        n_ctx=32,
+        seq_len=32,
+        batch_size=8,
+        steps=200,
+        lr=3e-3,
+        warmup=20,
+        eval_interval=200,
+        tokenizer="char",
+    )
     result = train(text, out, settings)
     chars = sorted(set(text.read_text(encoding="utf-8")))
     assert result.config.n_vocab == len(chars) + 1 and result.config.n_params < 60_000

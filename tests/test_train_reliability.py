@@ -16,19 +16,32 @@ import pytest
 pytest.importorskip("jax")
 pytest.importorskip("optax")
 
-from conftest import run_cli  # noqa: E402
+from conftest import run_cli
 
-from npgpt import files  # noqa: E402
-from npgpt.errors import NpgptError  # noqa: E402
-from npgpt.formats import load_checkpoint, npgpt_format  # noqa: E402
-from npgpt.params import flatten  # noqa: E402
-from npgpt.train import loop  # noqa: E402
-from npgpt.train.checkpoint import STATE_FILE, load_state, model_step  # noqa: E402
-from npgpt.train.loop import train  # noqa: E402
-from npgpt.train.settings import TrainSettings  # noqa: E402
+from npgpt import files
+from npgpt.errors import NpgptError
+from npgpt.formats import load_checkpoint, npgpt_format
+from npgpt.params import flatten
+from npgpt.train import loop
+from npgpt.train.checkpoint import STATE_FILE, load_state, model_step
+from npgpt.train.loop import train
+from npgpt.train.settings import TrainSettings
 
-RUN = dict(n_layer=1, n_embd=16, n_head=2, n_ctx=16, steps=4, batch_size=2, seq_len=8, lr=3e-3, warmup=1,
-           seed=1, eval_interval=4, checkpoint_interval=2, val_fraction=0.2)
+RUN = dict(
+    n_layer=1,
+    n_embd=16,
+    n_head=2,
+    n_ctx=16,
+    steps=4,
+    batch_size=2,
+    seq_len=8,
+    lr=3e-3,
+    warmup=1,
+    seed=1,
+    eval_interval=4,
+    checkpoint_interval=2,
+    val_fraction=0.2,
+)
 
 
 def corpus() -> str:
@@ -59,28 +72,32 @@ def assert_same_params(got, want):
 
 # --- options -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=float("nan")), "lr must be a finite number more than 0, got nan"),
-    (dict(lr=-1.0), "lr must be a finite number more than 0, got -1"),
-    (dict(lr=0.0), "lr must be"),
-    (dict(lr=float("inf")), "lr must be"),
-    (dict(warmup=-1), "warmup must be 0 or more, got -1"),
-    (dict(seed=-3), "seed must be 0 or more"),
-    (dict(steps=0), "steps must be at least 1, got 0"),
-    (dict(batch_size=-2), "batch_size must be at least 1"),
-    (dict(grad_accum=0), "grad_accum must be at least 1"),
-    (dict(seq_len=0), "seq_len must be at least 1"),
-    (dict(log_interval=0), "log_interval must be at least 1"),
-    (dict(eval_batches=0), "eval_batches must be at least 1"),
-    (dict(n_layer=0), "n_layer must be at least 1"),
-    (dict(weight_decay=-0.1), "weight_decay must be"),
-    (dict(clip=float("nan")), "clip must be"),
-    (dict(val_fraction=1.0), "val_fraction must be below 1"),
-    (dict(val_fraction=-0.1), "val_fraction must be"),
-    (dict(steps=2.5), "steps must be a whole number"),
-    (dict(steps=True), "steps must be a number"),
-    (dict(tokenizer="bpe"), "tokenizer must be one of gpt2, char"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=float("nan")), "lr must be a finite number more than 0, got nan"),
+        (dict(lr=-1.0), "lr must be a finite number more than 0, got -1"),
+        (dict(lr=0.0), "lr must be"),
+        (dict(lr=float("inf")), "lr must be"),
+        (dict(warmup=-1), "warmup must be 0 or more, got -1"),
+        (dict(seed=-3), "seed must be 0 or more"),
+        (dict(steps=0), "steps must be at least 1, got 0"),
+        (dict(batch_size=-2), "batch_size must be at least 1"),
+        (dict(grad_accum=0), "grad_accum must be at least 1"),
+        (dict(seq_len=0), "seq_len must be at least 1"),
+        (dict(log_interval=0), "log_interval must be at least 1"),
+        (dict(eval_batches=0), "eval_batches must be at least 1"),
+        (dict(n_layer=0), "n_layer must be at least 1"),
+        (dict(weight_decay=-0.1), "weight_decay must be"),
+        (dict(clip=float("nan")), "clip must be"),
+        (dict(val_fraction=1.0), "val_fraction must be below 1"),
+        (dict(val_fraction=-0.1), "val_fraction must be"),
+        (dict(steps=2.5), "steps must be a whole number"),
+        (dict(steps=True), "steps must be a number"),
+        (dict(tokenizer="bpe"), "tokenizer must be one of gpt2, char"),
+    ],
+)
 def test_nonsense_options_are_refused_on_construction(kwargs, message):
     with pytest.raises(NpgptError, match=message) as err:
         TrainSettings(**kwargs)
@@ -88,8 +105,11 @@ def test_nonsense_options_are_refused_on_construction(kwargs, message):
 
 
 def test_cli_refuses_bad_options_and_an_out_that_is_a_file(text, tmp_path):
-    for args, message in [(["--lr", "nan"], "lr must be a finite number"), (["--warmup", "-1"], "warmup must be"),
-                          (["--steps", "0"], "steps must be at least 1")]:
+    for args, message in [
+        (["--lr", "nan"], "lr must be a finite number"),
+        (["--warmup", "-1"], "warmup must be"),
+        (["--steps", "0"], "steps must be at least 1"),
+    ]:
         r = run_cli("train", str(text), "--out", str(tmp_path / "run"), *args)
         assert r.returncode == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = run_cli("train", str(text), "--out", str(text), "--n-layer", "1", "--n-embd", "16", "--n-head", "2")
@@ -98,6 +118,7 @@ def test_cli_refuses_bad_options_and_an_out_that_is_a_file(text, tmp_path):
 
 
 # --- divergence ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("poison", ["loss", "params"])
 def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(text, tmp_path, monkeypatch, poison):
@@ -116,6 +137,7 @@ def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(text
                 if poison == "loss":
                     metrics = {**metrics, "loss": metrics["loss"] * np.nan}
             return params, opt_state, metrics
+
         return step
 
     monkeypatch.setattr(loop, "make_train_step", poisoned)
@@ -130,15 +152,39 @@ def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(text
 
 def test_a_diverging_learning_rate_ends_with_one_line_and_no_nan_model(text, tmp_path):
     out = tmp_path / "run"
-    r = run_cli("train", str(text), "--out", str(out), "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
-                "--n-ctx", "16", "--seq-len", "8", "--batch-size", "2", "--steps", "30", "--lr", "1e6",
-                "--warmup", "0", "--eval-interval", "1")
+    r = run_cli(
+        "train",
+        str(text),
+        "--out",
+        str(out),
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "16",
+        "--n-head",
+        "2",
+        "--n-ctx",
+        "16",
+        "--seq-len",
+        "8",
+        "--batch-size",
+        "2",
+        "--steps",
+        "30",
+        "--lr",
+        "1e6",
+        "--warmup",
+        "0",
+        "--eval-interval",
+        "1",
+    )
     assert r.returncode == 1 and "diverged" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     if (out / npgpt_format.MODEL_FILE).exists():
         load_checkpoint(out)  # whatever was saved is finite
 
 
 # --- a checkpoint is one unit --------------------------------------------------------------
+
 
 class Killed(BaseException):
     """Stands for SIGKILL: nothing in npgpt catches it."""
@@ -208,6 +254,7 @@ def test_resume_rewrites_a_model_left_behind_by_a_kill(text, reference, tmp_path
 
 
 # --- a full disk ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def small_disk(tmp_path):

@@ -28,8 +28,10 @@ from ..errors import NpgptError
 from .system import other_cpu_meter
 
 OUTTYPES = ("f32", "f16", "q8_0")  # converter --outtype values: npgpt's own precision, and llama.cpp's usual two
-BUILD_HINT = ("cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON && "
-              "cmake --build build -j --target llama-bench llama-batched-bench")
+BUILD_HINT = (
+    "cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON && "
+    "cmake --build build -j --target llama-bench llama-batched-bench"
+)
 TIMEOUT_S = 1800  # per tool run: far above a 124M model's minutes, but a hung tool must not hang the bench
 GPT2_VOCAB = 50257  # npgpt's vendored tokenizer (npgpt/assets/encoder.json)
 
@@ -46,8 +48,14 @@ def find_tools(llama_dir: str | Path) -> dict[str, Path]:
     tools: dict[str, Path] = {}
     missing = []
     for name in ("llama-bench", "llama-batched-bench"):
-        found = next((d / name for d in (root / "build" / "bin", root / "bin", root)
-                      if (d / name).is_file() and os.access(d / name, os.X_OK)), None)
+        found = next(
+            (
+                d / name
+                for d in (root / "build" / "bin", root / "bin", root)
+                if (d / name).is_file() and os.access(d / name, os.X_OK)
+            ),
+            None,
+        )
         if found is None:
             missing.append(name)
         else:
@@ -57,8 +65,10 @@ def find_tools(llama_dir: str | Path) -> dict[str, Path]:
     else:
         missing.append("convert_hf_to_gguf.py")
     if missing:
-        raise NpgptError(f"{', '.join(missing)} not found in {root} (looked in build/bin, bin and the directory "
-                         f"itself); build llama.cpp there with: {BUILD_HINT}")
+        raise NpgptError(
+            f"{', '.join(missing)} not found in {root} (looked in build/bin, bin and the directory "
+            f"itself); build llama.cpp there with: {BUILD_HINT}"
+        )
     return tools
 
 
@@ -99,13 +109,16 @@ def _prepare_hf_dir(hf_dir: Path, out: Path) -> Path:
     config = json.loads((hf_dir / "config.json").read_text())
     config.setdefault("n_ctx", config.get("n_positions", 1024))
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    has_tokenizer = (out / "tokenizer.json").exists() or ((out / "vocab.json").exists()
-                                                          and (out / "merges.txt").exists())
+    has_tokenizer = (out / "tokenizer.json").exists() or (
+        (out / "vocab.json").exists() and (out / "merges.txt").exists()
+    )
     if not has_tokenizer:
         vocab = config.get("vocab_size", GPT2_VOCAB)
         if vocab < GPT2_VOCAB:  # the converter asserts every token id fits the model's vocabulary
-            raise NpgptError(f"llama.cpp's converter needs a tokenizer that fits the model: GPT-2's has "
-                             f"{GPT2_VOCAB} tokens, the model's vocabulary {vocab}")
+            raise NpgptError(
+                f"llama.cpp's converter needs a tokenizer that fits the model: GPT-2's has "
+                f"{GPT2_VOCAB} tokens, the model's vocabulary {vocab}"
+            )
         from ..tokenizer import default_files
 
         encoder_json, vocab_bpe = default_files()
@@ -123,8 +136,10 @@ def to_gguf(hf_dir: str | Path, tools: dict[str, Path], outtype: str, out_path: 
     out_path = Path(out_path)
     src = _prepare_hf_dir(Path(hf_dir), out_path.parent / f"{out_path.stem}-hf")
     try:
-        _run([sys.executable, str(tools["convert"]), str(src), "--outtype", outtype, "--outfile", str(out_path)],
-             f"convert_hf_to_gguf.py --outtype {outtype}")
+        _run(
+            [sys.executable, str(tools["convert"]), str(src), "--outtype", outtype, "--outfile", str(out_path)],
+            f"convert_hf_to_gguf.py --outtype {outtype}",
+        )
     finally:
         shutil.rmtree(src, ignore_errors=True)
     if not out_path.is_file():
@@ -136,16 +151,30 @@ def _llama_bench(tools: dict[str, Path], gguf: Path, s: Any) -> dict[str, Any]:
     """Prefill and batch-1 decode from one ``llama-bench`` run: it loads the model once for both tests."""
     # -p N -n M runs two tests, pp N (n_gen 0) and tg M (n_prompt 0); -r 3 repeats each after a warm-up.
     # llama-bench has no -tb: -t is the thread count for prompt and generation alike.
-    cmd = [str(tools["llama-bench"]), "-m", str(gguf), "-p", str(s.prompt_len), "-n", str(s.new_tokens),
-           "-r", "3", "-t", str(s.threads), "-o", "json"]
+    cmd = [
+        str(tools["llama-bench"]),
+        "-m",
+        str(gguf),
+        "-p",
+        str(s.prompt_len),
+        "-n",
+        str(s.new_tokens),
+        "-r",
+        "3",
+        "-t",
+        str(s.threads),
+        "-o",
+        "json",
+    ]
     out = _run(cmd, "llama-bench")
     try:
         tests = json.loads(out)
         prefill = next(t for t in tests if t["n_prompt"] == s.prompt_len and t["n_gen"] == 0)
         decode = next(t for t in tests if t["n_prompt"] == 0 and t["n_gen"] == s.new_tokens)
     except (ValueError, TypeError, KeyError, StopIteration):
-        raise NpgptError(f"llama-bench printed no pp{s.prompt_len}/tg{s.new_tokens} JSON: "
-                         f"{_last_line(out)[:200]}") from None
+        raise NpgptError(
+            f"llama-bench printed no pp{s.prompt_len}/tg{s.new_tokens} JSON: {_last_line(out)[:200]}"
+        ) from None
     return {
         "prefill_tps": float(prefill["avg_ts"]),
         "decode_tps": {"1": float(decode["avg_ts"])},
@@ -163,9 +192,30 @@ def _batched_bench(tools: dict[str, Path], gguf: Path, s: Any, batches: list[int
     # -kvu: one KV cache shared by all sequences, so it must hold every sequence's prompt and tokens;
     # rounded up to 256 like llama.cpp pads n_ctx anyway.
     ctx = -(-max(batches) * per_seq // 256) * 256
-    cmd = [str(tools["llama-batched-bench"]), "-m", str(gguf), "-t", str(s.threads), "-tb", str(s.threads),
-           "-c", str(ctx), "-b", "2048", "-ub", "512", "-kvu", "-npp", str(s.short_prompt),
-           "-ntg", str(s.new_tokens), "-npl", ",".join(map(str, batches)), "--output-format", "jsonl"]
+    cmd = [
+        str(tools["llama-batched-bench"]),
+        "-m",
+        str(gguf),
+        "-t",
+        str(s.threads),
+        "-tb",
+        str(s.threads),
+        "-c",
+        str(ctx),
+        "-b",
+        "2048",
+        "-ub",
+        "512",
+        "-kvu",
+        "-npp",
+        str(s.short_prompt),
+        "-ntg",
+        str(s.new_tokens),
+        "-npl",
+        ",".join(map(str, batches)),
+        "--output-format",
+        "jsonl",
+    ]
     out = _run(cmd, "llama-batched-bench")
     speeds: dict[str, float] = {}
     for line in out.splitlines():
@@ -182,8 +232,9 @@ def _batched_bench(tools: dict[str, Path], gguf: Path, s: Any, batches: list[int
     return speeds
 
 
-def measure_llamacpp(llama_dir: str | Path, hf_dir: str | Path, work_dir: str | Path,
-                     settings: Any) -> dict[str, dict[str, Any]]:
+def measure_llamacpp(
+    llama_dir: str | Path, hf_dir: str | Path, work_dir: str | Path, settings: Any
+) -> dict[str, dict[str, Any]]:
     """``{"llama.cpp-f32": {...}, "llama.cpp-f16": ..., "llama.cpp-q8_0": ...}``, each an engine entry.
 
     An entry holds ``prefill_tps``, ``decode_tps`` (``{str(batch): tokens/s}``), ``gguf_mb``,

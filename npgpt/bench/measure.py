@@ -118,8 +118,12 @@ def measure_train_npgpt(path: str, s: BenchSettings) -> dict[str, Any]:
         params, opt_state, metrics = train_step(params, opt_state, batch)
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t) / s.train_steps
-    return {"tokens_per_s": s.train_batch * s.train_seq / step_s, "step_s": step_s, "compile_s": compile_s,
-            "rss_peak_mb": peak_rss_mb()}
+    return {
+        "tokens_per_s": s.train_batch * s.train_seq / step_s,
+        "step_s": step_s,
+        "compile_s": compile_s,
+        "rss_peak_mb": peak_rss_mb(),
+    }
 
 
 def measure_train_hf(hf_path: str, s: BenchSettings) -> dict[str, Any]:

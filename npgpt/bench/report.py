@@ -94,11 +94,24 @@ def plot_decode(result: dict[str, Any], path: str | Path) -> Path:
             batches = sorted(int(b) for b in e["decode_tps"])
             style = "-" if name.startswith("npgpt-") else "--" if name == HF else ":"  # npgpt, HF, llama.cpp
             ax.plot(batches, [e["decode_tps"][str(b)] for b in batches], style, marker="o", label=name)
-    ax.plot([1], [result["ceiling_tps_batch1"]], marker="_", ms=24, mew=2, color="grey", ls="none",
-            label="bandwidth ceiling, batch 1, float32")
+    ax.plot(
+        [1],
+        [result["ceiling_tps_batch1"]],
+        marker="_",
+        ms=24,
+        mew=2,
+        color="grey",
+        ls="none",
+        label="bandwidth ceiling, batch 1, float32",
+    )
     m = result["model"]
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="decode tokens/s (all rows)",
-           title=f"GPT-2 {m['n_params'] / 1e6:.0f}M on {result['machine']['cores']} CPU cores")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size",
+        ylabel="decode tokens/s (all rows)",
+        title=f"GPT-2 {m['n_params'] / 1e6:.0f}M on {result['machine']['cores']} CPU cores",
+    )
     ax.set_xticks(result["settings"]["batches"], [str(b) for b in result["settings"]["batches"]])
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)

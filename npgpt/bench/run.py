@@ -50,12 +50,20 @@ def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: No
         if max(s.prompt_len, s.short_prompt + s.new_tokens, s.short_prompt + s.baseline_tokens) >= config.n_ctx:
             from ..errors import NpgptError
 
-            raise NpgptError(f"prompts plus new tokens must fit the context of {config.n_ctx} tokens; "
-                             "lower --prompt-len, --new-tokens or --baseline-tokens")
+            raise NpgptError(
+                f"prompts plus new tokens must fit the context of {config.n_ctx} tokens; "
+                "lower --prompt-len, --new-tokens or --baseline-tokens"
+            )
         result: dict[str, Any] = {
             "machine": machine(s.threads),
-            "model": {"source": source, "random": s.random, **config.to_dict(), "n_params": config.n_params,
-                      "weight_mb": 4 * config.n_params / 1e6, "bytes_per_token": bytes_per_token(config)},
+            "model": {
+                "source": source,
+                "random": s.random,
+                **config.to_dict(),
+                "n_params": config.n_params,
+                "weight_mb": 4 * config.n_params / 1e6,
+                "bytes_per_token": bytes_per_token(config),
+            },
             "settings": asdict(s),
         }
         runs: dict[str, list[dict[str, Any]]] = {}  # engine -> its result in each round

@@ -60,8 +60,10 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
     pairs = [(b, d) for b in s.backends for d in s.dtypes if d in DTYPES[b]]
     missing = [d for d in s.dtypes if not any(pd == d for _, pd in pairs)]
     if missing:
-        raise NpgptError(f"no backend in --backend {','.join(s.backends)} stores {missing[0]} weights; add one "
-                         f"that does: {', '.join(b for b in DTYPES if missing[0] in DTYPES[b])}")
+        raise NpgptError(
+            f"no backend in --backend {','.join(s.backends)} stores {missing[0]} weights; add one "
+            f"that does: {', '.join(b for b in DTYPES if missing[0] in DTYPES[b])}"
+        )
     if set(s.compare) - {"hf", "llama.cpp"}:
         raise NpgptError(f"--compare takes a comma list of 'hf' and 'llama.cpp', got {','.join(s.compare)!r}")
     if "llama.cpp" in s.compare and not s.llama_cpp:
@@ -69,8 +71,10 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
     missing_hf = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if "hf" in s.compare and missing_hf:  # found without importing: the check costs nothing
         verb = "is" if len(missing_hf) == 1 else "are"
-        raise NpgptError(f"--compare hf runs Hugging Face transformers on PyTorch, and {' and '.join(missing_hf)} "
-                         f"{verb} not installed: pip install 'npgpt[torch]' transformers (or drop --compare hf)")
+        raise NpgptError(
+            f"--compare hf runs Hugging Face transformers on PyTorch, and {' and '.join(missing_hf)} "
+            f"{verb} not installed: pip install 'npgpt[torch]' transformers (or drop --compare hf)"
+        )
     if not s.batches or min(s.batches) < 1 or min(s.new_tokens, s.short_prompt, s.repeat) < 1 or s.prompt_len < 16:
         raise NpgptError("batch sizes, --new-tokens, --short-prompt and --repeat must be >= 1, --prompt-len >= 16")
     return pairs

@@ -90,8 +90,10 @@ def _children_cpu_s() -> float:
 
 def import_seconds() -> dict[str, Any]:
     """Seconds to ``import npgpt`` in a fresh interpreter, and to reach ``npgpt.load`` (numpy, the API)."""
-    code = ("import time; t = time.perf_counter(); import npgpt; a = time.perf_counter() - t; npgpt.load; "
-            "print(a, time.perf_counter() - t)")
+    code = (
+        "import time; t = time.perf_counter(); import npgpt; a = time.perf_counter() - t; npgpt.load; "
+        "print(a, time.perf_counter() - t)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     try:
         plain, api = map(float, proc.stdout.split())
@@ -115,5 +117,12 @@ def machine(threads: int) -> dict[str, Any]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     from ..hostinfo import instruction_sets
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            "numpy": np.__version__, "load_avg_1min": load, "instruction_sets": instruction_sets()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "load_avg_1min": load,
+        "instruction_sets": instruction_sets(),
+    }

@@ -58,8 +58,9 @@ def spawn(job: str, settings: BenchSettings, **spec: Any) -> dict[str, Any]:
         env[var] = str(settings.threads)
     arg = json.dumps({"job": job, "settings": asdict(settings), **spec})
     other_cpu = other_cpu_meter()
-    proc = subprocess.run([sys.executable, "-m", "npgpt.bench", "--worker", arg],
-                          capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npgpt.bench", "--worker", arg], capture_output=True, text=True, env=env, check=False
+    )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

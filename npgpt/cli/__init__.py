@@ -32,7 +32,9 @@ from .options import print_error
 # ("> 1" is not a block quote); help strings hold no [tags].
 app = typer.Typer(
     help="GPT-2 in readable NumPy: generate, chat, inspect, download, convert, train, serve.",
-    no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
 
@@ -46,8 +48,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool | None, typer.Option(
-        "--version", callback=_version, is_eager=True, help="Print npgpt's version and exit.")] = None) -> None:
+def _root(
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print npgpt's version and exit.")
+    ] = None,
+) -> None:
     """GPT-2 in readable NumPy: generate, chat, inspect, download, convert, train, serve."""
 
 

@@ -26,23 +26,57 @@ def _csv(value: str, cast: Callable[[str], Any] = str) -> tuple[Any, ...]:
 
 
 def bench_command(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Preset (124M…) with --random, or a checkpoint path/name; default 124M.")] = None,  # noqa: E501
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Preset (124M…) with --random, or a checkpoint path/name; default 124M."),
+    ] = None,
     random: Annotated[bool, typer.Option("--random", help="Random weights of the model's shape (offline).")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="npgpt backends to run, comma-separated.")] = "numpy,jax,torch",  # noqa: E501
-    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage per backend, comma-separated: float32, float16, bfloat16 (16-bit: torch, jax, cupy), int8 (torch).")] = "float32",  # noqa: E501
+    backend: Annotated[
+        str, typer.Option("--backend", help="npgpt backends to run, comma-separated.")
+    ] = "numpy,jax,torch",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="Weight storage per backend, comma-separated: float32, float16, bfloat16 "
+            "(16-bit: torch, jax, cupy), int8 (torch).",
+        ),
+    ] = "float32",
     batch: Annotated[str, typer.Option("--batch", help="Decode batch sizes, comma-separated.")] = "1,8,32",
     prompt_len: Annotated[int, typer.Option(help="Prompt tokens for the prefill measurement.")] = 512,
     short_prompt: Annotated[int, typer.Option(help="Prompt tokens for time to first token and decoding.")] = 16,
     new_tokens: Annotated[int, typer.Option(help="Tokens decoded per row.")] = 128,
-    compare: Annotated[str | None, typer.Option("--compare", help="Comma list: 'hf' (Hugging Face transformers + PyTorch), 'llama.cpp' (needs --llama-cpp).")] = None,  # noqa: E501
-    llama_cpp: Annotated[str | None, typer.Option("--llama-cpp", envvar="NPGPT_LLAMA_CPP", metavar="DIR", help="llama.cpp checkout built with cmake (build/bin/llama-bench…), for --compare llama.cpp.")] = None,  # noqa: E501
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare", help="Comma list: 'hf' (Hugging Face transformers + PyTorch), 'llama.cpp' (needs --llama-cpp)."
+        ),
+    ] = None,
+    llama_cpp: Annotated[
+        str | None,
+        typer.Option(
+            "--llama-cpp",
+            envvar="NPGPT_LLAMA_CPP",
+            metavar="DIR",
+            help="llama.cpp checkout built with cmake (build/bin/llama-bench…), for --compare llama.cpp.",
+        ),
+    ] = None,
     baseline_tokens: Annotated[int, typer.Option(help="Tokens for npgpt's no-cache baseline (0 = skip).")] = 256,
     threads: Annotated[int, typer.Option(help="BLAS / PyTorch threads.")] = os.cpu_count() or 1,
     bandwidth_mib: Annotated[int, typer.Option(help="MiB read to measure memory bandwidth.")] = 1024,
-    train: Annotated[bool, typer.Option("--train", help="Also time training steps: npgpt (JAX) vs HF + PyTorch.")] = False,  # noqa: E501
+    train: Annotated[
+        bool, typer.Option("--train", help="Also time training steps: npgpt (JAX) vs HF + PyTorch.")
+    ] = False,
     train_batch: Annotated[int, typer.Option(help="Training batch size.")] = 4,
     train_seq: Annotated[int, typer.Option(help="Training window length.")] = 128,
-    precision: Annotated[bool, typer.Option("--precision", help="Accuracy of float16/bfloat16/int8 weights (torch backend) vs float32: logits, held-out text, greedy output.")] = False,  # noqa: E501
+    precision: Annotated[
+        bool,
+        typer.Option(
+            "--precision",
+            help="Accuracy of float16/bfloat16/int8 weights (torch backend) vs float32: logits, held-out text, "
+            "greedy output.",
+        ),
+    ] = False,
     repeat: Annotated[int, typer.Option(help="Rounds of every engine, interleaved; each keeps its best figures.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print every field as one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of decode tokens/s against batch size.")] = None,
@@ -54,11 +88,24 @@ def bench_command(
     from ..bench.settings import BenchSettings
 
     s = BenchSettings(
-        model=model, random=random, backends=_csv(backend), dtypes=_csv(dtype), batches=_csv(batch, int),
-        prompt_len=prompt_len, short_prompt=short_prompt, new_tokens=new_tokens, compare=_csv(compare or ""),
+        model=model,
+        random=random,
+        backends=_csv(backend),
+        dtypes=_csv(dtype),
+        batches=_csv(batch, int),
+        prompt_len=prompt_len,
+        short_prompt=short_prompt,
+        new_tokens=new_tokens,
+        compare=_csv(compare or ""),
         llama_cpp=llama_cpp,
-        baseline_tokens=baseline_tokens, threads=threads, bandwidth_mib=bandwidth_mib, train=train,
-        train_batch=train_batch, train_seq=train_seq, precision=precision, repeat=repeat,
+        baseline_tokens=baseline_tokens,
+        threads=threads,
+        bandwidth_mib=bandwidth_mib,
+        train=train,
+        train_batch=train_batch,
+        train_seq=train_seq,
+        precision=precision,
+        repeat=repeat,
     )
     from ..bench import plot_decode, run_bench
 
@@ -79,10 +126,15 @@ def _print(result: dict[str, Any], screen: Console) -> None:
     from ..bench import table_rows
 
     m, mach = result["model"], result["machine"]
-    screen.print(Text.assemble((m["source"], "bold"), f": {m['n_params'] / 1e6:.1f}M parameters, "
-                  f"{m['weight_mb']:.0f} MB float32; {mach['cpu']}, {mach['threads']} threads; "
-                  f"bandwidth {mach['bandwidth_gbs']:.1f} GB/s -> ceiling {result['ceiling_tps_batch1']:.1f} "
-                  f"tok/s at batch 1"))
+    screen.print(
+        Text.assemble(
+            (m["source"], "bold"),
+            f": {m['n_params'] / 1e6:.1f}M parameters, "
+            f"{m['weight_mb']:.0f} MB float32; {mach['cpu']}, {mach['threads']} threads; "
+            f"bandwidth {mach['bandwidth_gbs']:.1f} GB/s -> ceiling {result['ceiling_tps_batch1']:.1f} "
+            f"tok/s at batch 1",
+        )
+    )
     screen.print(Text(f"instruction sets: {', '.join(mach.get('instruction_sets') or ['unknown'])}"))
     names, rows = table_rows(result)
     table = Table("", *names)
@@ -93,20 +145,27 @@ def _print(result: dict[str, Any], screen: Console) -> None:
         if "error" in e:
             screen.print(Text(f"{name}: {e['error']}", style="yellow"))
         elif name.startswith("llama.cpp-"):  # what the llama.cpp figures are of: they have no start-up/memory rows
-            screen.print(f"{name}: llama.cpp {e.get('version')}, {e.get('weight_type')} weights "
-                          f"({e.get('gguf_mb', 0):.0f} MB GGUF), KV cache {e.get('kv_cache_type')}, "
-                          f"{e.get('threads')} threads")
+            screen.print(
+                f"{name}: llama.cpp {e.get('version')}, {e.get('weight_type')} weights "
+                f"({e.get('gguf_mb', 0):.0f} MB GGUF), KV cache {e.get('kv_cache_type')}, "
+                f"{e.get('threads')} threads"
+            )
     if "nocache" in result:
         nc = result["nocache"]
-        screen.print(("no-cache baseline: " + nc["error"]) if "error" in nc else
-                      f"{nc['tokens']} tokens: {nc['cached_s']:.1f} s with the kv cache, {nc['nocache_s']:.1f} s "
-                      f"without ({nc['speedup']:.1f}x)")
+        screen.print(
+            ("no-cache baseline: " + nc["error"])
+            if "error" in nc
+            else f"{nc['tokens']} tokens: {nc['cached_s']:.1f} s with the kv cache, {nc['nocache_s']:.1f} s "
+            f"without ({nc['speedup']:.1f}x)"
+        )
     imp = result["import"]
     if "import_s" in imp:
         screen.print(f"import npgpt {imp['import_s'] * 1e3:.0f} ms; with the API {imp['import_api_s'] * 1e3:.0f} ms")
     for name, t in (result.get("train") or {}).items():
-        screen.print(f"train {name}: " + (t["error"] if "error" in t else
-                                           f"{t['tokens_per_s']:.0f} tokens/s ({t['step_s']:.2f} s/step)"))
+        screen.print(
+            f"train {name}: "
+            + (t["error"] if "error" in t else f"{t['tokens_per_s']:.0f} tokens/s ({t['step_s']:.2f} s/step)")
+        )
     if result.get("precision"):
         from ..precision import summary_lines
 

@@ -30,8 +30,12 @@ def chat_command(
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
     system: Annotated[str | None, typer.Option("--system", help="A system message before the conversation.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(
-        help="Most tokens per reply (default: a quarter of the context, at most 256).", show_default=False)] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Most tokens per reply (default: a quarter of the context, at most 256).", show_default=False
+        ),
+    ] = None,
     temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 0.8,
     top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")] = 40,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1] (1 = off).")] = 1.0,
@@ -40,8 +44,10 @@ def chat_command(
     presence_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
     frequency_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible replies (turn i uses seed + i).")] = None,
-    stop: Annotated[list[str] | None, typer.Option(
-        help=r"Also stop a reply at this text (repeatable); escapes as in generate: \n, \t, \\.")] = None,
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(help=r"Also stop a reply at this text (repeatable); escapes as in generate: \n, \t, \\."),
+    ] = None,
 ) -> None:
     """Chat with a model in the terminal: type a message, read the reply as it is written.
 
@@ -53,16 +59,25 @@ def chat_command(
         raise NpgptError("standard input is closed; chat reads your messages from it (type them, or pipe them in)")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise NpgptError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
-    knobs = sampling_options(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                             repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                             frequency_penalty=frequency_penalty, stop=stop)
+    knobs = sampling_options(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        stop=stop,
+    )
     m = load_model(model, backend, dtype)
     n_ctx = m.config.n_ctx
     reply_room = max_new_tokens or max(1, min(256, n_ctx // 4))
     chat = Conversation(lambda text: len(m.tokenizer.encode(text)), budget=n_ctx - reply_room, system=system)
     if reply_room >= n_ctx or (system and chat.count_tokens(chat_prompt([("system", system)])) > chat.budget):
-        raise NpgptError(f"the {n_ctx}-token context has no room for a conversation with --max-new-tokens "
-                         f"{reply_room}{' and this --system message' if system else ''}; lower or shorten them")
+        raise NpgptError(
+            f"the {n_ctx}-token context has no room for a conversation with --max-new-tokens "
+            f"{reply_room}{' and this --system message' if system else ''}; lower or shorten them"
+        )
     interactive = sys.stdin.isatty()
     if interactive:
         with contextlib.suppress(ImportError):  # line editing and history for input(), where the platform has it
@@ -89,8 +104,10 @@ def chat_command(
             print_error(str(e))
             continue
         if dropped:
-            print_notice(f"(dropped the {dropped} oldest message{'s' * (dropped > 1)} to fit the "
-                         f"{n_ctx}-token context)", style="yellow")
+            print_notice(
+                f"(dropped the {dropped} oldest message{'s' * (dropped > 1)} to fit the {n_ctx}-token context)",
+                style="yellow",
+            )
         chat.answer(_stream_reply(m, prompt, {**sampling, "seed": None if seed is None else seed + turn}))
         turn += 1
 

@@ -37,11 +37,23 @@ def eval_command(
     if not text.strip():
         raise NpgptError(f"{data} is empty; give a text file to score")
     m = load_model(model, backend, dtype)
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console(stderr=True), transient=True) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task("windows", total=None)
-        result = perplexity(m, text, window=window, stride=stride, batch_size=batch_size,
-                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+        result = perplexity(
+            m,
+            text,
+            window=window,
+            stride=stride,
+            batch_size=batch_size,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     if as_json:
         print_json({"model": m.source, "data": str(data), **result})
         return
@@ -73,10 +85,14 @@ def score_command(
     pieces = [_token_text(m.tokenizer.token_bytes(t)) for t in result.tokens]
     if as_json:
         doc: dict[str, Any] = {
-            "tokens": [{"id": t, "text": p, "logprob": lp, "surprisal_bits": None if lp is None else -lp / math.log(2)}
-                       for t, p, lp in zip(result.tokens, pieces, result.token_logprobs, strict=True)],
-            "tokens_scored": result.n_scored, "log_likelihood": result.log_likelihood,
-            "cross_entropy": result.cross_entropy, "perplexity": result.perplexity,
+            "tokens": [
+                {"id": t, "text": p, "logprob": lp, "surprisal_bits": None if lp is None else -lp / math.log(2)}
+                for t, p, lp in zip(result.tokens, pieces, result.token_logprobs, strict=True)
+            ],
+            "tokens_scored": result.n_scored,
+            "log_likelihood": result.log_likelihood,
+            "cross_entropy": result.cross_entropy,
+            "perplexity": result.perplexity,
         }
         sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
         return
@@ -84,8 +100,9 @@ def score_command(
 
     table = Table("#", "id", "token", "logprob", "surprisal (bits)", box=None, pad_edge=False)
     for i, (t, p, lp) in enumerate(zip(result.tokens, pieces, result.token_logprobs, strict=True)):
-        table.add_row(str(i), str(t), repr(p), "" if lp is None else f"{lp:.4f}",
-                      "" if lp is None else f"{-lp / math.log(2):.3f}")
+        table.add_row(
+            str(i), str(t), repr(p), "" if lp is None else f"{lp:.4f}", "" if lp is None else f"{-lp / math.log(2):.3f}"
+        )
     screen = console()
     screen.print(table)
     screen.print(f"tokens scored   {result.n_scored:,} of {len(result.tokens):,}")

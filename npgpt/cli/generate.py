@@ -20,12 +20,16 @@ SamplingOpts = dict  # the keyword arguments of npgpt.sampling.SamplingParams
 
 
 def generate(
-    prompt: Annotated[str | None, typer.Argument(
-        help="The text to continue; - (or nothing, with text piped in) reads it from stdin.")] = None,
-    prompt_file: Annotated[Path | None, typer.Option(
-        "--prompt-file", help="Read ONE prompt from a file (it may span lines); - is stdin.")] = None,
-    batch_file: Annotated[Path | None, typer.Option(
-        "--batch-file", "--file", "-f", help="Read prompts from a file, one per line; run as one batch.")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(help="The text to continue; - (or nothing, with text piped in) reads it from stdin.")
+    ] = None,
+    prompt_file: Annotated[
+        Path | None, typer.Option("--prompt-file", help="Read ONE prompt from a file (it may span lines); - is stdin.")
+    ] = None,
+    batch_file: Annotated[
+        Path | None,
+        typer.Option("--batch-file", "--file", "-f", help="Read prompts from a file, one per line; run as one batch."),
+    ] = None,
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
@@ -38,8 +42,10 @@ def generate(
     presence_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
     frequency_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
-    stop: Annotated[list[str] | None, typer.Option(
-        help=r"Stop at this text (repeatable); escapes as in the playground: \n, \t, \\, \u00e9.")] = None,
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(help=r"Stop at this text (repeatable); escapes as in the playground: \n, \t, \\, \u00e9."),
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="Completions per prompt.")] = 1,
     stream: Annotated[bool, typer.Option("--stream", help="Print text as it is generated.")] = False,
     echo: Annotated[bool, typer.Option(help="Print the prompt before the completion.")] = True,
@@ -56,10 +62,18 @@ def generate(
         raise NpgptError("--json prints one object at the end; drop --stream (or --json)")
     prompts = _prompts(prompt, prompt_file, batch_file)
     rows = [p for p in prompts for _ in range(n)]
-    sampling = sampling_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                min_p=min_p, repetition_penalty=repetition_penalty,
-                                presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
-                                stop=stop)
+    sampling = sampling_options(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        seed=seed,
+        stop=stop,
+    )
     m = load_model(model, backend, dtype)
     out = sys.stdout
     if len(rows) == 1 and stream:
@@ -79,9 +93,21 @@ def generate(
         if stream and ev.finish_reason:
             _print_completion(ev.row, rows, texts, echo)
     if as_json:
-        print_json({"model": m.source, "choices": [
-            {"index": i, "prompt": rows[i], "text": texts[i], "finish_reason": finish[i], "completion_tokens": used[i]}
-            for i in range(len(rows))]})
+        print_json(
+            {
+                "model": m.source,
+                "choices": [
+                    {
+                        "index": i,
+                        "prompt": rows[i],
+                        "text": texts[i],
+                        "finish_reason": finish[i],
+                        "completion_tokens": used[i],
+                    }
+                    for i in range(len(rows))
+                ],
+            }
+        )
     elif not stream:
         for i in range(len(rows)):
             _print_completion(i, rows, texts, echo)
@@ -117,8 +143,11 @@ def text_argument(text: str | None, what: str = "a prompt") -> str | None:
 
 
 def _prompts(prompt: str | None, prompt_file: Path | None, batch_file: Path | None) -> list[str]:
-    given = [name for name, v in (("PROMPT", prompt), ("--prompt-file", prompt_file), ("--batch-file", batch_file))
-             if v is not None]
+    given = [
+        name
+        for name, v in (("PROMPT", prompt), ("--prompt-file", prompt_file), ("--batch-file", batch_file))
+        if v is not None
+    ]
     if len(given) > 1:
         raise NpgptError(f"give one of PROMPT, --prompt-file FILE or --batch-file FILE, not {' and '.join(given)}")
     if batch_file is not None:
@@ -133,17 +162,23 @@ def _prompts(prompt: str | None, prompt_file: Path | None, batch_file: Path | No
         return [text]
     text_given = text_argument(prompt)
     if text_given is None:
-        raise NpgptError("no prompt: give a PROMPT, pipe text in (`echo text | npgpt generate`), "
-                         "or use --prompt-file FILE or --batch-file FILE")
+        raise NpgptError(
+            "no prompt: give a PROMPT, pipe text in (`echo text | npgpt generate`), "
+            "or use --prompt-file FILE or --batch-file FILE"
+        )
     if not text_given:
         raise NpgptError("the prompt is empty; give a PROMPT (or pipe some text in) to continue")
     return [text_given]
 
 
-def tokenize(text: Annotated[str | None, typer.Argument(
-                 help="Text to split into GPT-2 tokens; - (or nothing, with text piped in) reads stdin.")] = None,
-             ids_only: Annotated[bool, typer.Option("--ids", help="Print only the ids.")] = False,
-             as_json: JsonOpt = False) -> None:
+def tokenize(
+    text: Annotated[
+        str | None,
+        typer.Argument(help="Text to split into GPT-2 tokens; - (or nothing, with text piped in) reads stdin."),
+    ] = None,
+    ids_only: Annotated[bool, typer.Option("--ids", help="Print only the ids.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Show how GPT-2 splits text into tokens, with their ids.
 
     Example: npgpt tokenize "Hello, world! 👋"
@@ -158,9 +193,16 @@ def tokenize(text: Annotated[str | None, typer.Argument(
     tok = Tokenizer()
     ids = tok.encode(text)
     if as_json:
-        print_json({"ids": ids, "tokens": [{"id": t, "text": _token_text(tok.token_bytes(t)),
-                                            "bytes": list(tok.token_bytes(t))} for t in ids],
-                    "n_tokens": len(ids), "n_characters": len(text)})
+        print_json(
+            {
+                "ids": ids,
+                "tokens": [
+                    {"id": t, "text": _token_text(tok.token_bytes(t)), "bytes": list(tok.token_bytes(t))} for t in ids
+                ],
+                "n_tokens": len(ids),
+                "n_characters": len(text),
+            }
+        )
         return
     screen = console()
     if ids_only:
@@ -184,8 +226,10 @@ def _token_text(piece: bytes) -> str:
 
 
 def next_(
-    prompt: Annotated[str | None, typer.Argument(
-        help="Text whose next token to predict; - (or nothing, with text piped in) reads stdin.")] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Argument(help="Text whose next token to predict; - (or nothing, with text piped in) reads stdin."),
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="How many candidates to show.")] = 10,
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",
@@ -206,8 +250,9 @@ def next_(
     m = load_model(model, backend, dtype)
     top = m.next_tokens(prompt, k=k)
     if as_json:
-        print_json({"model": m.source, "prompt": prompt,
-                    "tokens": [{"id": i, "text": text, "prob": p} for i, text, p in top]})
+        print_json(
+            {"model": m.source, "prompt": prompt, "tokens": [{"id": i, "text": text, "prob": p} for i, text, p in top]}
+        )
         return
     screen = console()
     width = 40

@@ -16,7 +16,7 @@ from .options import BackendOpt, DtypeOpt, ModelOpt
 PngOpt = Annotated[Path | None, typer.Option("--png", help="Also write the picture to this PNG file.")]
 
 
-def _prompt_ids(m, prompt: str) -> list[int]:  # noqa: ANN001
+def _prompt_ids(m, prompt: str) -> list[int]:
     ids = m.tokenizer.encode(prompt)
     if not ids:
         raise NpgptError("prompt is empty; give at least one token of text")
@@ -25,7 +25,7 @@ def _prompt_ids(m, prompt: str) -> list[int]:  # noqa: ANN001
     return ids
 
 
-def _shown(m, token: int) -> str:  # noqa: ANN001
+def _shown(m, token: int) -> str:
     """A token as the terminal shows it: quoted, whitespace escaped (repr)."""
     from .generate import _token_text
 
@@ -68,8 +68,12 @@ def lens_command(
     table.add_column("p", justify="right")
     for t in range(T - last if 0 < last < T else 0, T):
         final = lens.top_ids[:, t] == lens.top_ids[L, t]  # [L+1]: already the final prediction
-        cells = [Text(_shown(m, lens.top_ids[i, t]), style="bold" if final[i] else
-                      "dim" if lens.top_probs[i, t] < 0.1 else "") for i in range(L + 1)]
+        cells = [
+            Text(
+                _shown(m, lens.top_ids[i, t]), style="bold" if final[i] else "dim" if lens.top_probs[i, t] < 0.1 else ""
+            )
+            for i in range(L + 1)
+        ]
         table.add_row(Text(_shown(m, lens.ids[t])), *cells, f"{lens.top_probs[L, t]:.0%}")
     _console().print(table)
     if png is not None:
@@ -106,8 +110,9 @@ def attention_command(
     ids = _prompt_ids(m, prompt)
     pattern = attention_pattern(m, ids, layer, head)
     tokens = [_shown(m, t) for t in ids]
-    table = Table(title=f"attention, block {layer}, head {head}: the 3 keys each query attends to most",
-                  header_style="bold")
+    table = Table(
+        title=f"attention, block {layer}, head {head}: the 3 keys each query attends to most", header_style="bold"
+    )
     table.add_column("query", no_wrap=True)
     for k in range(3):
         table.add_column(f"#{k + 1}", no_wrap=True)

@@ -15,9 +15,15 @@ from .options import JsonOpt, console, print_json
 
 def download(
     name: Annotated[str | None, typer.Argument(help="124M, 355M, 774M or 1558M (OpenAI's files).")] = None,
-    hf: Annotated[str | None, typer.Option("--hf", help="A Hugging Face GPT-2 repo id, e.g. openai-community/gpt2 "
-                                                      "or distilbert/distilgpt2 (safetensors, shards or "
-                                                      "pytorch_model.bin).")] = None,
+    hf: Annotated[
+        str | None,
+        typer.Option(
+            "--hf",
+            help="A Hugging Face GPT-2 repo id, e.g. openai-community/gpt2 "
+            "or distilbert/distilgpt2 (safetensors, shards or "
+            "pytorch_model.bin).",
+        ),
+    ] = None,
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit of the --hf repo.")] = None,
 ) -> None:
     """Download GPT-2 weights into the cache (`$NPGPT_HOME`, default ~/.cache/npgpt) and convert them once.
@@ -30,8 +36,14 @@ def download(
 
     if (name is None) == (hf is None):
         raise NpgptError("give a model NAME (124M, 355M, 774M, 1558M) or --hf REPO, not both or neither")
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=console(stderr=True), transient=True) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console(stderr=True),
+        transient=True,
+    ) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(filename: str, done: int, total: int | None) -> None:
@@ -50,16 +62,22 @@ def download(
 
 
 def convert(
-    src: Annotated[Path, typer.Argument(help="Any checkpoint: npgpt file; HF directory (safetensors, shards or "
-                                               "pytorch_model.bin); nanoGPT ckpt.pt; OpenAI directory; llm.c .bin; "
-                                               ".gguf.")],
-    dst: Annotated[Path, typer.Argument(help="Output file (npgpt, llmc, gguf) or directory (hf, hf-sharded, "
-                                               "openai).")],
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="Any checkpoint: npgpt file; HF directory (safetensors, shards or "
+            "pytorch_model.bin); nanoGPT ckpt.pt; OpenAI directory; llm.c .bin; "
+            ".gguf."
+        ),
+    ],
+    dst: Annotated[Path, typer.Argument(help="Output file (npgpt, llmc, gguf) or directory (hf, hf-sharded, openai).")],
     to: Annotated[str, typer.Option(help="npgpt, hf, hf-sharded, openai, llmc or gguf.")] = "npgpt",
-    dtype: Annotated[str, typer.Option(
-        help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc, gguf), q8_0 (gguf).")] = "float32",
-    max_shard_size: Annotated[str | None, typer.Option(help="Largest shard for --to hf-sharded, e.g. 500MB "
-                                                            "(default 2GB).")] = None,
+    dtype: Annotated[
+        str, typer.Option(help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc, gguf), q8_0 (gguf).")
+    ] = "float32",
+    max_shard_size: Annotated[
+        str | None, typer.Option(help="Largest shard for --to hf-sharded, e.g. 500MB (default 2GB).")
+    ] = None,
 ) -> None:
     """Convert a checkpoint between formats.
 
@@ -72,8 +90,10 @@ def convert(
     console().print(Text(f"wrote {_convert(src, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)}"))
 
 
-def info(model: Annotated[str | None, typer.Argument(help="Path or name; default: the default model.")] = None,
-         as_json: JsonOpt = False) -> None:
+def info(
+    model: Annotated[str | None, typer.Argument(help="Path or name; default: the default model.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Show a model's config, parameter count, format, and the file it is read from with its size.
 
     Example: npgpt info 124M
@@ -89,8 +109,18 @@ def info(model: Annotated[str | None, typer.Argument(help="Path or name; default
     size = sum(f.stat().st_size for f in files)
     name = model or ("bundled (npgpt's own, trained on the King James Bible)" if notice else str(path))
     if as_json:
-        print_json({"model": name, "file": str(files[0]), "files": [str(f) for f in files], "format": detect(path),
-                    "size_bytes": size, "n_params": config.n_params, "config": config.to_dict(), "notice": notice})
+        print_json(
+            {
+                "model": name,
+                "file": str(files[0]),
+                "files": [str(f) for f in files],
+                "format": detect(path),
+                "size_bytes": size,
+                "n_params": config.n_params,
+                "config": config.to_dict(),
+                "notice": notice,
+            }
+        )
         return
     table = Table(show_header=False, box=None)
     table.add_column(no_wrap=True)
@@ -118,13 +148,20 @@ def list_command(as_json: JsonOpt = False) -> None:
 
     models = cached_models()
     if as_json:
-        print_json({"home": str(home()), "models": [
-            {"name": c.name, "source": c.source, "format": c.format, "size_bytes": c.size, "path": str(c.path)}
-            for c in models]})
+        print_json(
+            {
+                "home": str(home()),
+                "models": [
+                    {"name": c.name, "source": c.source, "format": c.format, "size_bytes": c.size, "path": str(c.path)}
+                    for c in models
+                ],
+            }
+        )
         return
     if not models:
-        console().print(Text(f"no models downloaded in {home()}; run `npgpt download 124M` (the bundled model "
-                             "is always available)"))
+        console().print(
+            Text(f"no models downloaded in {home()}; run `npgpt download 124M` (the bundled model is always available)")
+        )
         return
     table = Table("name", "source", "format", "size", box=None)
     table.add_column("path", overflow="fold")
@@ -133,8 +170,9 @@ def list_command(as_json: JsonOpt = False) -> None:
     console().print(table)
 
 
-def rm_command(name: Annotated[str, typer.Argument(help="A name from `npgpt list`: 124M, ORG/NAME…",
-                                                   show_default=False)]) -> None:
+def rm_command(
+    name: Annotated[str, typer.Argument(help="A name from `npgpt list`: 124M, ORG/NAME…", show_default=False)],
+) -> None:
     """Remove a downloaded model from the cache.
 
     Example: npgpt rm 355M

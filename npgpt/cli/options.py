@@ -20,9 +20,23 @@ if TYPE_CHECKING:
 
     from ..api import GPT2
 
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.")]  # noqa: E501
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.",
+    ),
+]
 BackendOpt = Annotated[str, typer.Option("--backend", help="numpy, jax, torch, cupy or cupynumeric.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16/bfloat16 (half the memory) or int8 (a quarter); fast with --backend torch.")]  # noqa: E501
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="Weight storage: float32, float16/bfloat16 (half the memory) or int8 (a quarter); "
+        "fast with --backend torch.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (for scripts).")]
 
 
@@ -105,5 +119,7 @@ def read_text(path: Path, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise NpgptError(f"{path} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
-                         f"convert it, e.g. `iconv -f latin1 -t utf-8`") from None
+        raise NpgptError(
+            f"{path} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
+            f"convert it, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None

@@ -19,28 +19,49 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def serve_command(
-    model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", help="Checkpoint path or downloaded name (124M…); repeat to serve several. "
-        "NAME=PATH sets the name clients put in `model`. Default: a downloaded GPT-2, else the bundled model.")] = None,
-    host: Annotated[str, typer.Option(
-        help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Checkpoint path or downloaded name (124M…); repeat to serve several. "
+            "NAME=PATH sets the name clients put in `model`. Default: a downloaded GPT-2, else the bundled model.",
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="NPGPT_API_KEY",
-                                                help="Require `Authorization: Bearer KEY` on /v1/*.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="NPGPT_API_KEY", help="Require `Authorization: Bearer KEY` on /v1/*."),
+    ] = None,
     max_batch: Annotated[int, typer.Option(help="Rows decoded together per model (continuous batching).")] = 16,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
     backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
-    dtype: Annotated[str, typer.Option("--dtype", help="Weight storage: float32, float16, bfloat16 or int8.")] = "float32",  # noqa: E501
-    special_tokens: Annotated[bool, typer.Option(
-        "--special-tokens/--no-special-tokens",
-        help="Read a literal <|endoftext|> in prompts and messages as the special token (as OpenAI's and "
-        "vLLM's servers do); --no-special-tokens reads it as plain text.")] = True,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="Weight storage: float32, float16, bfloat16 or int8.")
+    ] = "float32",
+    special_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--special-tokens/--no-special-tokens",
+            help="Read a literal <|endoftext|> in prompts and messages as the special token (as OpenAI's and "
+            "vLLM's servers do); --no-special-tokens reads it as plain text.",
+        ),
+    ] = True,
     max_rows: Annotated[int, typer.Option(help="Completions per request at most (prompts x n); more get 400.")] = 256,
-    max_request_tokens: Annotated[int, typer.Option(
-        help="Tokens per request at most (each completion's prompt + max_tokens, summed); more get 400.")] = 131_072,
-    shutdown_timeout: Annotated[float, typer.Option(
-        help="On Ctrl+C/SIGTERM, seconds in-flight requests get to finish before they end with an error "
-        "(a second Ctrl+C ends them at once).")] = 10.0,
+    max_request_tokens: Annotated[
+        int,
+        typer.Option(help="Tokens per request at most (each completion's prompt + max_tokens, summed); more get 400."),
+    ] = 131_072,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option(
+            help="On Ctrl+C/SIGTERM, seconds in-flight requests get to finish before they end with an error "
+            "(a second Ctrl+C ends them at once)."
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at /.
 
@@ -53,8 +74,10 @@ def serve_command(
     if max_batch < 1 or max_queue < 0:
         raise NpgptError(f"--max-batch must be >= 1 and --max-queue >= 0, got {max_batch} and {max_queue}")
     if max_rows < 1 or max_request_tokens < 1 or not shutdown_timeout >= 0:
-        raise NpgptError(f"--max-rows and --max-request-tokens must be >= 1 and --shutdown-timeout >= 0, got "
-                         f"{max_rows}, {max_request_tokens} and {shutdown_timeout}")
+        raise NpgptError(
+            f"--max-rows and --max-request-tokens must be >= 1 and --shutdown-timeout >= 0, got "
+            f"{max_rows}, {max_request_tokens} and {shutdown_timeout}"
+        )
     try:
         from ..server.app import create_app
         from ..server.shutdown import serve
@@ -79,11 +102,19 @@ def serve_command(
         models[name] = m
     if host not in LOCAL_HOSTS and api_key is None:
         print_error(f"serving on {host} without --api-key: anyone who can reach it may use it", label="warning")
-    app = create_app(models, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
-                     special_tokens=special_tokens, max_rows=max_rows, max_request_tokens=max_request_tokens)
+    app = create_app(
+        models,
+        api_key=api_key,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        special_tokens=special_tokens,
+        max_rows=max_rows,
+        max_request_tokens=max_request_tokens,
+    )
     shown = f"[{host}]" if ":" in host else host
-    print_notice(f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1",
-                 style="")
+    print_notice(
+        f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1", style=""
+    )
     serve(app, sock, shutdown_timeout=shutdown_timeout, host=host, port=port, log_level="info")
 
 
@@ -94,11 +125,14 @@ def bind(host: str, port: int) -> socket.socket:
     if not 0 <= port <= 65535:
         raise NpgptError(f"--port {port} is not a TCP port; use 1-65535 (0 picks a free one)")
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                            flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except (socket.gaierror, UnicodeError) as e:
-        raise NpgptError(f"--host {host!r} is not an address of this machine ({e}); "
-                         "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+        raise NpgptError(
+            f"--host {host!r} is not an address of this machine ({e}); "
+            "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        ) from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart without waiting
@@ -106,11 +140,14 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise NpgptError(f"port {port} on {host} is in use (another server?); stop it or choose another "
-                             "with --port") from None
+            raise NpgptError(
+                f"port {port} on {host} is in use (another server?); stop it or choose another with --port"
+            ) from None
         if e.errno == errno.EACCES:
-            raise NpgptError(f"no permission to listen on port {port}; ports below 1024 need root, use --port "
-                             "8000 or another above 1023") from None
+            raise NpgptError(
+                f"no permission to listen on port {port}; ports below 1024 need root, use --port "
+                "8000 or another above 1023"
+            ) from None
         raise NpgptError(f"cannot listen on {host}:{port}: {e.strerror or e}; check --host and --port") from None
     return sock
 

@@ -28,77 +28,155 @@ _LOG = "Monitoring"
 _SCALE = "Devices and hosts"
 _NOT_IN_CONFIG = ("ctx", "config")
 
+
 def train_command(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Argument(
-        help="Text file, folder of text files, or uint16 .bin token file (or `data` in --config).",
-        show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Run folder: model.safetensors, train_state.safetensors, loss.png (required).",
-        show_default=False)] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", help="TOML file of options (keys: the option names, e.g. n_layer = 2, lr = 1e-3); "
-        "options on the command line win.", show_default=False)] = None,
-    init: Annotated[str | None, typer.Option(
-        help="Start from this model: a name (e.g. gpt2) or an npgpt/Hugging Face path.",
-        rich_help_panel=_MODEL)] = None,
-    n_layer: Annotated[int | None, typer.Option(
-        help="From scratch: layers (default 6).", rich_help_panel=_MODEL, show_default=False)] = None,
-    n_embd: Annotated[int | None, typer.Option(
-        help="From scratch: width (default 384).", rich_help_panel=_MODEL, show_default=False)] = None,
-    n_head: Annotated[int | None, typer.Option(
-        help="From scratch: attention heads (default 6).", rich_help_panel=_MODEL, show_default=False)] = None,
-    n_ctx: Annotated[int | None, typer.Option(
-        help="From scratch: context length (default 256).", rich_help_panel=_MODEL, show_default=False)] = None,
-    tokenizer: Annotated[str | None, typer.Option(
-        help="From scratch: gpt2 (GPT-2's 50,257 tokens, default) or char (one token per character of "
-        "the text; saved with the model).", rich_help_panel=_MODEL, show_default=False)] = None,
-    steps: Annotated[int | None, typer.Option(
-        help="Optimiser steps in total (default 1000; with --resume: the run's).", rich_help_panel=_RUN,
-        show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        help="Windows per micro-batch (default 8).", rich_help_panel=_RUN, show_default=False)] = None,
-    seq_len: Annotated[int | None, typer.Option(
-        help="Tokens per window (default min(256, n_ctx)).", rich_help_panel=_RUN, show_default=False)] = None,
-    lr: Annotated[float | None, typer.Option(
-        help="Peak learning rate (default 3e-4).", rich_help_panel=_RUN, show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option(
-        help="Seed of the init and the batches (default 0).", rich_help_panel=_RUN, show_default=False)] = None,
-    resume: Annotated[bool, typer.Option(
-        help="Continue the run in --out exactly where its last checkpoint left it.", rich_help_panel=_RUN)] = False,
-    grad_accum: Annotated[int | None, typer.Option(
-        help="Micro-batches per step (default 1).", rich_help_panel=_RUN, show_default=False)] = None,
-    warmup: Annotated[int | None, typer.Option(
-        help="Warm-up steps (default min(100, steps/10)).", rich_help_panel=_RUN, show_default=False)] = None,
-    eval_interval: Annotated[int | None, typer.Option(
-        help="Held-out loss and checkpoint every N steps (default 100).", rich_help_panel=_RUN,
-        show_default=False)] = None,
-    val_fraction: Annotated[float | None, typer.Option(
-        help="Hold out the last part of the tokens for the held-out loss (default 0.1).", rich_help_panel=_RUN,
-        show_default=False)] = None,
-    weight_decay: Annotated[float | None, typer.Option(
-        help="AdamW weight decay of the matrices (default 0.1).", rich_help_panel=_RUN, show_default=False)] = None,
-    clip: Annotated[float | None, typer.Option(
-        help="Clip the gradient's global norm to this (default 1.0).", rich_help_panel=_RUN,
-        show_default=False)] = None,
-    checkpoint_interval: Annotated[int | None, typer.Option(
-        help="Checkpoint every N steps (default: --eval-interval).", rich_help_panel=_LOG,
-        show_default=False)] = None,
-    log_interval: Annotated[int | None, typer.Option(
-        help="Off a terminal: a log line every N steps (default 10).", rich_help_panel=_LOG,
-        show_default=False)] = None,
-    model_parallel: Annotated[int, typer.Option(
-        help="Devices per model replica (tensor parallel); the rest split the batch.",
-        rich_help_panel=_SCALE)] = 1,
-    distributed: Annotated[bool, typer.Option(
-        help="Multi-host: join the cluster JAX detects (SLURM, Open MPI, Kubernetes, TPU).",
-        rich_help_panel=_SCALE)] = False,
-    coordinator: Annotated[str | None, typer.Option(
-        help="Multi-host: HOST:PORT of process 0.", rich_help_panel=_SCALE)] = None,
-    num_processes: Annotated[int | None, typer.Option(
-        help="Multi-host: number of processes.", rich_help_panel=_SCALE)] = None,
-    process_id: Annotated[int | None, typer.Option(
-        help="Multi-host: this process's rank.", rich_help_panel=_SCALE)] = None,
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Text file, folder of text files, or uint16 .bin token file (or `data` in --config).",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder: model.safetensors, train_state.safetensors, loss.png (required).",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML file of options (keys: the option names, e.g. n_layer = 2, lr = 1e-3); "
+            "options on the command line win.",
+            show_default=False,
+        ),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from this model: a name (e.g. gpt2) or an npgpt/Hugging Face path.", rich_help_panel=_MODEL
+        ),
+    ] = None,
+    n_layer: Annotated[
+        int | None, typer.Option(help="From scratch: layers (default 6).", rich_help_panel=_MODEL, show_default=False)
+    ] = None,
+    n_embd: Annotated[
+        int | None, typer.Option(help="From scratch: width (default 384).", rich_help_panel=_MODEL, show_default=False)
+    ] = None,
+    n_head: Annotated[
+        int | None,
+        typer.Option(help="From scratch: attention heads (default 6).", rich_help_panel=_MODEL, show_default=False),
+    ] = None,
+    n_ctx: Annotated[
+        int | None,
+        typer.Option(help="From scratch: context length (default 256).", rich_help_panel=_MODEL, show_default=False),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="From scratch: gpt2 (GPT-2's 50,257 tokens, default) or char (one token per character of "
+            "the text; saved with the model).",
+            rich_help_panel=_MODEL,
+            show_default=False,
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Optimiser steps in total (default 1000; with --resume: the run's).",
+            rich_help_panel=_RUN,
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Windows per micro-batch (default 8).", rich_help_panel=_RUN, show_default=False)
+    ] = None,
+    seq_len: Annotated[
+        int | None,
+        typer.Option(help="Tokens per window (default min(256, n_ctx)).", rich_help_panel=_RUN, show_default=False),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate (default 3e-4).", rich_help_panel=_RUN, show_default=False)
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the init and the batches (default 0).", rich_help_panel=_RUN, show_default=False),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue the run in --out exactly where its last checkpoint left it.", rich_help_panel=_RUN),
+    ] = False,
+    grad_accum: Annotated[
+        int | None, typer.Option(help="Micro-batches per step (default 1).", rich_help_panel=_RUN, show_default=False)
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option(help="Warm-up steps (default min(100, steps/10)).", rich_help_panel=_RUN, show_default=False),
+    ] = None,
+    eval_interval: Annotated[
+        int | None,
+        typer.Option(
+            help="Held-out loss and checkpoint every N steps (default 100).", rich_help_panel=_RUN, show_default=False
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Hold out the last part of the tokens for the held-out loss (default 0.1).",
+            rich_help_panel=_RUN,
+            show_default=False,
+        ),
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="AdamW weight decay of the matrices (default 0.1).", rich_help_panel=_RUN, show_default=False
+        ),
+    ] = None,
+    clip: Annotated[
+        float | None,
+        typer.Option(
+            help="Clip the gradient's global norm to this (default 1.0).", rich_help_panel=_RUN, show_default=False
+        ),
+    ] = None,
+    checkpoint_interval: Annotated[
+        int | None,
+        typer.Option(
+            help="Checkpoint every N steps (default: --eval-interval).", rich_help_panel=_LOG, show_default=False
+        ),
+    ] = None,
+    log_interval: Annotated[
+        int | None,
+        typer.Option(
+            help="Off a terminal: a log line every N steps (default 10).", rich_help_panel=_LOG, show_default=False
+        ),
+    ] = None,
+    model_parallel: Annotated[
+        int,
+        typer.Option(
+            help="Devices per model replica (tensor parallel); the rest split the batch.", rich_help_panel=_SCALE
+        ),
+    ] = 1,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            help="Multi-host: join the cluster JAX detects (SLURM, Open MPI, Kubernetes, TPU).", rich_help_panel=_SCALE
+        ),
+    ] = False,
+    coordinator: Annotated[
+        str | None, typer.Option(help="Multi-host: HOST:PORT of process 0.", rich_help_panel=_SCALE)
+    ] = None,
+    num_processes: Annotated[
+        int | None, typer.Option(help="Multi-host: number of processes.", rich_help_panel=_SCALE)
+    ] = None,
+    process_id: Annotated[
+        int | None, typer.Option(help="Multi-host: this process's rank.", rich_help_panel=_SCALE)
+    ] = None,
 ) -> None:
     """Train or fine-tune GPT-2 on your text, with JAX (CPU, GPU or TPU).
 
@@ -117,10 +195,32 @@ def train_command(
     check_out_dir(Path(given["out"]))
     from ..train.settings import TrainSettings
 
-    settings = TrainSettings(**{k: given[k] for k in (
-        "init", "n_layer", "n_embd", "n_head", "n_ctx", "tokenizer", "steps", "batch_size", "seq_len", "lr",
-        "seed", "grad_accum", "warmup", "eval_interval", "val_fraction", "weight_decay", "clip",
-        "checkpoint_interval", "log_interval")})  # every option checked here, before JAX loads
+    settings = TrainSettings(
+        **{
+            k: given[k]
+            for k in (
+                "init",
+                "n_layer",
+                "n_embd",
+                "n_head",
+                "n_ctx",
+                "tokenizer",
+                "steps",
+                "batch_size",
+                "seq_len",
+                "lr",
+                "seed",
+                "grad_accum",
+                "warmup",
+                "eval_interval",
+                "val_fraction",
+                "weight_decay",
+                "clip",
+                "checkpoint_interval",
+                "log_interval",
+            )
+        }
+    )  # every option checked here, before JAX loads
     _run(Path(given["data"]), Path(given["out"]), settings, given)
 
 
@@ -132,8 +232,12 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
         raise NpgptError("npgpt train needs JAX and optax: pip install 'npgpt[train]'") from None
     from ..train import sharding
 
-    if given["distributed"] or given["coordinator"] or given["num_processes"] is not None \
-            or given["process_id"] is not None:
+    if (
+        given["distributed"]
+        or given["coordinator"]
+        or given["num_processes"] is not None
+        or given["process_id"] is not None
+    ):
         sharding.init_distributed(given["coordinator"], given["num_processes"], given["process_id"])
     from ..train.loop import train
 
@@ -141,22 +245,35 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
     report = _ProgressBar(show=lead) if sys.stdout.isatty() else _LogLines(show=lead)
     with report, _StopOnSignal() as stop:
         try:
-            result = train(data, out, settings, resume=given["resume"], model_parallel=given["model_parallel"],
-                           progress=report.update, should_stop=stop.requested)
+            result = train(
+                data,
+                out,
+                settings,
+                resume=given["resume"],
+                model_parallel=given["model_parallel"],
+                progress=report.update,
+                should_stop=stop.requested,
+            )
         except KeyboardInterrupt:  # a second signal: stopped at once, mid-step
             saved = f"the last checkpoint is step {report.saved}" if report.saved else "no checkpoint was written yet"
-            raise NpgptError(f"interrupted at step {report.step}; {saved}; "
-                             "run the same command with --resume to continue") from None
+            raise NpgptError(
+                f"interrupted at step {report.step}; {saved}; run the same command with --resume to continue"
+            ) from None
     if result.stopped:
         if lead:
-            typer.echo(f"stopped by {stop.name} at step {result.step}; checkpoint saved in {out}; "
-                       "run the same command with --resume to continue", err=True)
+            typer.echo(
+                f"stopped by {stop.name} at step {result.step}; checkpoint saved in {out}; "
+                "run the same command with --resume to continue",
+                err=True,
+            )
         raise typer.Exit(128 + stop.signum)
     if lead:
         val = result.history["val_loss"]
         tail = f", held-out loss {val[-1]:.4f}" if val else ""
-        typer.echo(f"step {result.step}: loss {result.history['loss'][-1]:.4f}{tail}, "
-                   f"{result.tokens_per_s:,.0f} tokens/s; model in {out / 'model.safetensors'}")
+        typer.echo(
+            f"step {result.step}: loss {result.history['loss'][-1]:.4f}{tail}, "
+            f"{result.tokens_per_s:,.0f} tokens/s; model in {out / 'model.safetensors'}"
+        )
 
 
 def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[str, Any]:
@@ -179,15 +296,18 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in given:
-            raise NpgptError(f"--config {path}: unknown key {key!r}; use the option names of npgpt train "
-                             "(e.g. n_layer, lr, steps)")
+            raise NpgptError(
+                f"--config {path}: unknown key {key!r}; use the option names of npgpt train (e.g. n_layer, lr, steps)"
+            )
         kind = kinds[name]
         ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
-            raise NpgptError(f"--config {path}: {key} = {value!r} has the wrong type for --{name.replace('_', '-')} "
-                             f"(expected {'text' if kind is str else kind.__name__})")
+            raise NpgptError(
+                f"--config {path}: {key} = {value!r} has the wrong type for --{name.replace('_', '-')} "
+                f"(expected {'text' if kind is str else kind.__name__})"
+            )
         source = ctx.get_parameter_source(name)
         if source is None or source.name != "COMMANDLINE":  # typed on the command line: it wins
             merged[name] = float(value) if kind is float else value
@@ -255,8 +375,7 @@ class _LogLines:
             self.saved = p.step
         if not (self.show and p.log):
             return
-        line = (f"step {p.step}/{p.steps}: loss {p.loss:.4f}, lr {p.lr:.2e}, "
-                f"{p.tokens_per_s:,.0f} tokens/s")
+        line = f"step {p.step}/{p.steps}: loss {p.loss:.4f}, lr {p.lr:.2e}, {p.tokens_per_s:,.0f} tokens/s"
         if p.val_loss is not None:
             line += f", held-out loss {p.val_loss:.4f}"
         if p.checkpoint:
@@ -272,9 +391,13 @@ class _ProgressBar:
 
         self.step, self.saved, self.val = 0, 0, None
         self._bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[val]}"),
-            TextColumn("{task.fields[rate]} tok/s"), TimeRemainingColumn(),
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[val]}"),
+            TextColumn("{task.fields[rate]} tok/s"),
+            TimeRemainingColumn(),
             disable=not show,
         )
         self._task = self._bar.add_task("train", total=None, loss="-", val="", rate="-")
@@ -295,6 +418,10 @@ class _ProgressBar:
         if p.val_loss is not None:
             self.val = p.val_loss
         self._bar.update(
-            self._task, completed=p.step, total=p.steps, loss=f"{p.loss:.4f}",
-            val="" if self.val is None else f"held-out {self.val:.4f}", rate=f"{p.tokens_per_s:,.0f}",
+            self._task,
+            completed=p.step,
+            total=p.steps,
+            loss=f"{p.loss:.4f}",
+            val="" if self.val is None else f"held-out {self.val:.4f}",
+            rate=f"{p.tokens_per_s:,.0f}",
         )

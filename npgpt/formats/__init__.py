@@ -29,8 +29,14 @@ from .npgpt_format import MODEL_FILE
 FORMATS = ("npgpt", "hf", "hf-sharded", "openai", "llmc", "gguf")  # the formats npgpt writes
 READ_ONLY = ("hf-bin", "nanogpt")
 # Storage dtypes each format can write (the first is the default); ``npgpt convert --dtype``.
-DTYPES = {"npgpt": ("float32", "float16"), "hf": ("float32",), "hf-sharded": ("float32",), "openai": ("float32",),
-          "llmc": ("float32", "bfloat16"), "gguf": ("float32", "float16", "bfloat16", "q8_0")}
+DTYPES = {
+    "npgpt": ("float32", "float16"),
+    "hf": ("float32",),
+    "hf-sharded": ("float32",),
+    "openai": ("float32",),
+    "llmc": ("float32", "bfloat16"),
+    "gguf": ("float32", "float16", "bfloat16", "q8_0"),
+}
 DEFAULT_SHARD_SIZE = "2GB"  # hf-sharded's largest shard unless told otherwise
 _PICKLES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -65,16 +71,20 @@ def detect(path: str | Path) -> str:
             )
         if path.name.endswith(".index") or path.name == "hparams.json":
             return "openai"
-        raise CheckpointError(f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
-                              "a PyTorch checkpoint or a model directory)")
+        raise CheckpointError(
+            f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
+            "a PyTorch checkpoint or a model directory)"
+        )
     weights = path / MODEL_FILE
     if weights.exists():  # its header errors (truncated, corrupt) are the real diagnosis: let them out
         if is_npgpt_file(weights):
             return "npgpt"
         if (path / "config.json").exists():
             return "hf"
-        raise CheckpointError(f"{weights}: a safetensors file without npgpt's config, and no config.json beside it; "
-                              "add the model's Hugging Face config.json")
+        raise CheckpointError(
+            f"{weights}: a safetensors file without npgpt's config, and no config.json beside it; "
+            "add the model's Hugging Face config.json"
+        )
     hf_layout = layout(path)
     if hf_layout:
         return hf_layout
@@ -124,8 +134,12 @@ def model_files(path: str | Path) -> list[Path]:
         return [path / CKPT_FILE]
     if fmt in ("llmc", "gguf"):
         return [_single_file(path) or path]
-    return sorted(p for p in path.iterdir() if p.name in ("hparams.json", "checkpoint")  # checkpoint: names the bundle
-                  or (p.name.startswith("model.ckpt.") and not p.name.endswith(".meta")))
+    return sorted(
+        p
+        for p in path.iterdir()
+        if p.name in ("hparams.json", "checkpoint")  # checkpoint: names the bundle
+        or (p.name.startswith("model.ckpt.") and not p.name.endswith(".meta"))
+    )
 
 
 def _single_file(directory: Path) -> Path | None:
@@ -159,8 +173,10 @@ def check_finite(params: dict[str, Any], source: str) -> None:
 
     for name, arr in flatten(params).items():
         if not np.isfinite(arr).all():
-            raise CheckpointError(f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
-                                  "corrupt or from a diverged run (re-download it or use an earlier checkpoint)")
+            raise CheckpointError(
+                f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
+                "corrupt or from a diverged run (re-download it or use an earlier checkpoint)"
+            )
 
 
 def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
@@ -192,8 +208,14 @@ def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
     return openai_tf.load(path if path.is_dir() else path.parent)
 
 
-def save_checkpoint(path: str | Path, config: GPT2Config, params: dict[str, Any], fmt: str = "npgpt",
-                    dtype: str = "float32", max_shard_size: int | str | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    config: GPT2Config,
+    params: dict[str, Any],
+    fmt: str = "npgpt",
+    dtype: str = "float32",
+    max_shard_size: int | str | None = None,
+) -> Path:
     """Write params in ``fmt`` with storage ``dtype`` (one of ``DTYPES[fmt]``); npgpt, llmc and gguf write a
     file (a directory gets ``model.safetensors``, ``model.bin``, ``model.gguf``), hf and openai a directory.
 
@@ -237,8 +259,13 @@ def _not_writable(fmt: str) -> CheckpointError:
     return CheckpointError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def convert(src: str | Path, dst: str | Path, fmt: str = "npgpt", dtype: str = "float32",
-            max_shard_size: int | str | None = None) -> Path:
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    fmt: str = "npgpt",
+    dtype: str = "float32",
+    max_shard_size: int | str | None = None,
+) -> Path:
     """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst``."""
     if fmt not in FORMATS:  # refused before a large source is read
         raise _not_writable(fmt)

@@ -21,9 +21,14 @@ from ..errors import CheckpointError
 
 # GPT-2's value of every config field that changes the math (n_inner: None = 4 * n_embd).
 GPT2_DEFAULTS: dict[str, Any] = {
-    "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-    "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
-    "tie_word_embeddings": True, "bias": True,
+    "n_inner": None,
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-5,
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "reorder_and_upcast_attn": False,
+    "tie_word_embeddings": True,
+    "bias": True,
 }
 # Two names for the same tanh approximation of GELU (transformers' NewGELU and PyTorch's tanh GELU),
 # which is llm.c's and ggml's GELU.
@@ -52,8 +57,10 @@ def require_writable(config: GPT2Config, fmt: str, holds: tuple[str, ...] = ()) 
             continue
         value = _value(config, name)
         if value != default:
-            raise CheckpointError(f"{fmt} cannot hold {name}={value!r} (its GPT-2 has {default!r} only); "
-                                  "convert this model to npgpt's or Hugging Face's format instead")
+            raise CheckpointError(
+                f"{fmt} cannot hold {name}={value!r} (its GPT-2 has {default!r} only); "
+                "convert this model to npgpt's or Hugging Face's format instead"
+            )
 
 
 def with_zero_biases(flat: dict[str, Any], config: GPT2Config) -> dict[str, Any]:
@@ -83,8 +90,9 @@ def make_config(source: str, **fields: Any) -> GPT2Config:
         if name in known:
             continue
         if value != GPT2_DEFAULTS.get(name, value):
-            raise CheckpointError(f"{source}: {name}={value!r}; this npgpt runs GPT-2 with {name}="
-                                  f"{GPT2_DEFAULTS[name]!r} only")
+            raise CheckpointError(
+                f"{source}: {name}={value!r}; this npgpt runs GPT-2 with {name}={GPT2_DEFAULTS[name]!r} only"
+            )
         del fields[name]
     try:
         return GPT2Config(**fields)

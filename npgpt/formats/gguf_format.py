@@ -54,10 +54,20 @@ def _name_table(n_layer: int) -> dict[str, str]:
     import gguf
 
     T, N = gguf.MODEL_TENSOR, gguf.TENSOR_NAMES
-    table = {f"{N[T.TOKEN_EMBD]}.weight": "wte", f"{N[T.POS_EMBD]}.weight": "wpe",
-             f"{N[T.OUTPUT_NORM]}.weight": "ln_f.g", f"{N[T.OUTPUT_NORM]}.bias": "ln_f.b"}
-    per_block = {T.ATTN_NORM: "ln_1", T.ATTN_QKV: "attn.c_attn", T.ATTN_OUT: "attn.c_proj",
-                 T.FFN_NORM: "ln_2", T.FFN_UP: "mlp.c_fc", T.FFN_DOWN: "mlp.c_proj"}
+    table = {
+        f"{N[T.TOKEN_EMBD]}.weight": "wte",
+        f"{N[T.POS_EMBD]}.weight": "wpe",
+        f"{N[T.OUTPUT_NORM]}.weight": "ln_f.g",
+        f"{N[T.OUTPUT_NORM]}.bias": "ln_f.b",
+    }
+    per_block = {
+        T.ATTN_NORM: "ln_1",
+        T.ATTN_QKV: "attn.c_attn",
+        T.ATTN_OUT: "attn.c_proj",
+        T.FFN_NORM: "ln_2",
+        T.FFN_UP: "mlp.c_fc",
+        T.FFN_DOWN: "mlp.c_proj",
+    }
     for i in range(n_layer):
         for tensor, ours in per_block.items():
             gguf_name = N[tensor].format(bid=i)
@@ -89,8 +99,9 @@ def _open(path: Path) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except (ValueError, IndexError, KeyError, TypeError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable GGUF file ({e}); the file is truncated or corrupt: "
-                              "re-download or re-convert it") from None
+        raise CheckpointError(
+            f"{path}: not a readable GGUF file ({e}); the file is truncated or corrupt: re-download or re-convert it"
+        ) from None
 
 
 def _field(reader: Any, path: Path, key: str, default: Any = None) -> Any:
@@ -111,15 +122,19 @@ def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> None:
     K = gguf.Keys.Tokenizer
     model = _field(reader, path, K.MODEL, default="(none)")
     if model != "gpt2":
-        raise CheckpointError(f"{path}: tokenizer {model!r}, not GPT-2's byte-level BPE "
-                              "(tokenizer.ggml.model 'gpt2'); npgpt runs GPT-2 models with GPT-2's tokenizer")
+        raise CheckpointError(
+            f"{path}: tokenizer {model!r}, not GPT-2's byte-level BPE "
+            "(tokenizer.ggml.model 'gpt2'); npgpt runs GPT-2 models with GPT-2's tokenizer"
+        )
     tokens_field = reader.fields.get(K.LIST)
     tokens = [] if tokens_field is None else [bytes(tokens_field.parts[i]) for i in tokens_field.data]
     encoder = json.loads(default_files()[0].read_text(encoding="utf-8"))
     gpt2 = [t.encode("utf-8") for t, _ in sorted(encoder.items(), key=lambda kv: kv[1])]
     if tokens[:GPT2_TOKENS] != gpt2:
-        raise CheckpointError(f"{path}: its {len(tokens)} tokens are not GPT-2's 50257 (a different BPE vocabulary, "
-                              "e.g. Llama 3's); npgpt only runs GPT-2's tokenizer")
+        raise CheckpointError(
+            f"{path}: its {len(tokens)} tokens are not GPT-2's 50257 (a different BPE vocabulary, "
+            "e.g. Llama 3's); npgpt only runs GPT-2's tokenizer"
+        )
     if len(tokens) != n_rows:
         raise CheckpointError(f"{path}: {len(tokens)} tokens but {n_rows} embedding rows; the file is inconsistent")
 
@@ -131,8 +146,10 @@ def _to_float32(tensor: Any, path: Path) -> np.ndarray:
     try:
         arr = quants.dequantize(tensor.data, tensor.tensor_type)
     except NotImplementedError:
-        raise CheckpointError(f"{path}: tensor {tensor.name!r} is {tensor.tensor_type.name}, which gguf cannot "
-                              "dequantize; convert it to F16 or Q8_0 with llama.cpp first") from None
+        raise CheckpointError(
+            f"{path}: tensor {tensor.name!r} is {tensor.tensor_type.name}, which gguf cannot "
+            "dequantize; convert it to F16 or Q8_0 with llama.cpp first"
+        ) from None
     shape = tuple(int(n) for n in reversed(tensor.shape))
     return arr.reshape(shape) if arr.shape != shape else arr
 
@@ -160,8 +177,9 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     n_embd, n_head = int(hparam(L.EMBEDDING_LENGTH)), int(hparam(A.HEAD_COUNT))
     n_head_kv = int(hparam(A.HEAD_COUNT_KV, n_head))
     if n_head_kv != n_head:
-        raise CheckpointError(f"{path}: head_count_kv {n_head_kv} != head_count {n_head}; "
-                              "GPT-2 has no grouped KV heads")
+        raise CheckpointError(
+            f"{path}: head_count_kv {n_head_kv} != head_count {n_head}; GPT-2 has no grouped KV heads"
+        )
     tensors = {t.name: t for t in reader.tensors}
     wte_name = next(k for k, v in _name_table(0).items() if v == "wte")
     if wte_name not in tensors:
@@ -169,15 +187,24 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     n_vocab = int(tensors[wte_name].shape[1])  # ggml ne = [n_embd, n_vocab]
     # The converter writes output.weight only for an untied head; one equal to token_embd is tied all the same.
     head = _to_float32(tensors[_output_name()], path) if _output_name() in tensors else None
-    tied = head is None or (head.shape == (n_vocab, n_embd)
-                            and np.array_equal(head, _to_float32(tensors[wte_name], path)))
+    tied = head is None or (
+        head.shape == (n_vocab, n_embd) and np.array_equal(head, _to_float32(tensors[wte_name], path))
+    )
     config = make_config(
-        str(path), n_vocab=n_vocab, n_ctx=int(hparam(L.CONTEXT_LENGTH)), n_embd=n_embd, n_head=n_head,
-        n_layer=int(hparam(L.BLOCK_COUNT)), n_inner=int(hparam(L.FEED_FORWARD_LENGTH, 4 * n_embd)),
-        layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, 1e-5))), tie_word_embeddings=tied)
+        str(path),
+        n_vocab=n_vocab,
+        n_ctx=int(hparam(L.CONTEXT_LENGTH)),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_layer=int(hparam(L.BLOCK_COUNT)),
+        n_inner=int(hparam(L.FEED_FORWARD_LENGTH, 4 * n_embd)),
+        layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, 1e-5))),
+        tie_word_embeddings=tied,
+    )
     if config.n_layer > len(tensors):  # a corrupt block_count must not build a table of a billion names
-        raise CheckpointError(f"{path}: block_count {config.n_layer} but only {len(tensors)} tensors; "
-                              "the file is incomplete or corrupt")
+        raise CheckpointError(
+            f"{path}: block_count {config.n_layer} but only {len(tensors)} tensors; the file is incomplete or corrupt"
+        )
     _check_tokenizer(reader, path, n_vocab)
 
     table = _name_table(config.n_layer)
@@ -247,8 +274,10 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     if dtype not in DTYPES:
         raise CheckpointError(f"GGUF weights are written as {', '.join(DTYPES)}, not {dtype!r}")
     if config.n_vocab < GPT2_TOKENS:
-        raise CheckpointError(f"GGUF carries GPT-2's tokenizer, one token per embedding row: this model has "
-                              f"{config.n_vocab} rows, GPT-2's tokenizer {GPT2_TOKENS} tokens")
+        raise CheckpointError(
+            f"GGUF carries GPT-2's tokenizer, one token per embedding row: this model has "
+            f"{config.n_vocab} rows, GPT-2's tokenizer {GPT2_TOKENS} tokens"
+        )
     require_writable(config, "GGUF", holds=("n_inner", "layer_norm_epsilon", "tie_word_embeddings"))
     path = Path(path)
     if path.is_dir() or not path.suffix:
@@ -257,8 +286,12 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     unflatten(dict(flat), config)  # refuse to write a file that would not load
     flat = with_zero_biases(flat, config)  # llama.cpp's GPT-2 requires every bias
     tied = getattr(config, "tie_word_embeddings", True)
-    ftype = {"float32": gguf.LlamaFileType.ALL_F32, "float16": gguf.LlamaFileType.MOSTLY_F16,
-             "bfloat16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    ftype = {
+        "float32": gguf.LlamaFileType.ALL_F32,
+        "float16": gguf.LlamaFileType.MOSTLY_F16,
+        "bfloat16": gguf.LlamaFileType.MOSTLY_BF16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[dtype]
     tokens, types, merges = _gpt2_vocab(config.n_vocab)
     with atomic_path(path) as tmp:
         w = gguf.GGUFWriter(tmp, ARCH)

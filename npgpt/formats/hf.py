@@ -29,8 +29,14 @@ from .npgpt_format import (
 _LEAF = {"weight": "w", "bias": "b"}
 _LN_LEAF = {"weight": "g", "bias": "b"}
 # GPT2Config fields transformers reads under the same name.
-_HF_MATH = ("activation_function", "layer_norm_epsilon", "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
-            "reorder_and_upcast_attn", "tie_word_embeddings")
+_HF_MATH = (
+    "activation_function",
+    "layer_norm_epsilon",
+    "scale_attn_weights",
+    "scale_attn_by_inverse_layer_idx",
+    "reorder_and_upcast_attn",
+    "tie_word_embeddings",
+)
 # Buffers: not parameters.
 _DROP = re.compile(r"\.attn\.(masked_)?bias$")
 
@@ -89,8 +95,9 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     return config, unflatten(flat, config, source=weights_path)
 
 
-def save(directory: str | Path, config: GPT2Config, params: dict[str, Any],
-         max_shard_size: int | str | None = None) -> Path:
+def save(
+    directory: str | Path, config: GPT2Config, params: dict[str, Any], max_shard_size: int | str | None = None
+) -> Path:
     """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads.
 
     Every math field of the config is written under transformers' name. HF's GPT-2 always has
@@ -105,12 +112,22 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any],
     flat_params = flatten(params)
     unflatten(flat_params, config)  # refuse to write a model that would not load
     with_biases = expected_shapes(dataclasses.replace(config, bias=True))
-    flat = {npgpt_to_hf_name(k): np.ascontiguousarray(flat_params[k], dtype=np.float32) if k in flat_params
-            else np.zeros(shape, np.float32) for k, shape in with_biases.items()}
+    flat = {
+        npgpt_to_hf_name(k): np.ascontiguousarray(flat_params[k], dtype=np.float32)
+        if k in flat_params
+        else np.zeros(shape, np.float32)
+        for k, shape in with_biases.items()
+    }
     hf_config = {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-        "vocab_size": config.n_vocab, "n_positions": config.n_ctx, "n_ctx": config.n_ctx,
-        "n_embd": config.n_embd, "n_head": config.n_head, "n_layer": config.n_layer, "n_inner": config.n_inner,
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.n_vocab,
+        "n_positions": config.n_ctx,
+        "n_ctx": config.n_ctx,
+        "n_embd": config.n_embd,
+        "n_head": config.n_head,
+        "n_layer": config.n_layer,
+        "n_inner": config.n_inner,
         **{k: getattr(config, k) for k in _HF_MATH},
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }

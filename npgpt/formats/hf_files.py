@@ -122,7 +122,9 @@ def save_sharded(directory: Path, tensors: dict[str, np.ndarray], max_shard_size
     from safetensors.numpy import save_file
 
     split = split_state_dict_into_shards_factory(
-        tensors, get_storage_size=lambda a: a.nbytes, filename_pattern="model{suffix}.safetensors",
+        tensors,
+        get_storage_size=lambda a: a.nbytes,
+        filename_pattern="model{suffix}.safetensors",
         max_shard_size=max_shard_size,
     )
     for file, names in split.filename_to_tensors.items():
@@ -132,7 +134,9 @@ def save_sharded(directory: Path, tensors: dict[str, np.ndarray], max_shard_size
     for file in stale:
         (directory / file).unlink(missing_ok=True)
     if split.is_sharded:
-        index = {"metadata": {**split.metadata, "total_size": sum(a.nbytes for a in tensors.values())},
-                 "weight_map": split.tensor_to_filename}
+        index = {
+            "metadata": {**split.metadata, "total_size": sum(a.nbytes for a in tensors.values())},
+            "weight_map": split.tensor_to_filename,
+        }
         with atomic_path(directory / SAFETENSORS_INDEX) as tmp:
             Path(tmp).write_text(json.dumps(index, indent=2, sort_keys=True))

@@ -46,14 +46,22 @@ def _groups(config: GPT2Config, padded_vocab: int) -> list[tuple[str, tuple[int,
     """``(npgpt name template, llm.c shape of one layer's slice)`` in file order; ``{i}`` marks per-layer."""
     C = config.n_embd
     return [
-        ("wte", (padded_vocab, C)), ("wpe", (config.n_ctx, C)),
-        ("blocks.{i}.ln_1.g", (C,)), ("blocks.{i}.ln_1.b", (C,)),
-        ("blocks.{i}.attn.c_attn.w", (3 * C, C)), ("blocks.{i}.attn.c_attn.b", (3 * C,)),
-        ("blocks.{i}.attn.c_proj.w", (C, C)), ("blocks.{i}.attn.c_proj.b", (C,)),
-        ("blocks.{i}.ln_2.g", (C,)), ("blocks.{i}.ln_2.b", (C,)),
-        ("blocks.{i}.mlp.c_fc.w", (4 * C, C)), ("blocks.{i}.mlp.c_fc.b", (4 * C,)),
-        ("blocks.{i}.mlp.c_proj.w", (C, 4 * C)), ("blocks.{i}.mlp.c_proj.b", (C,)),
-        ("ln_f.g", (C,)), ("ln_f.b", (C,)),
+        ("wte", (padded_vocab, C)),
+        ("wpe", (config.n_ctx, C)),
+        ("blocks.{i}.ln_1.g", (C,)),
+        ("blocks.{i}.ln_1.b", (C,)),
+        ("blocks.{i}.attn.c_attn.w", (3 * C, C)),
+        ("blocks.{i}.attn.c_attn.b", (3 * C,)),
+        ("blocks.{i}.attn.c_proj.w", (C, C)),
+        ("blocks.{i}.attn.c_proj.b", (C,)),
+        ("blocks.{i}.ln_2.g", (C,)),
+        ("blocks.{i}.ln_2.b", (C,)),
+        ("blocks.{i}.mlp.c_fc.w", (4 * C, C)),
+        ("blocks.{i}.mlp.c_fc.b", (4 * C,)),
+        ("blocks.{i}.mlp.c_proj.w", (C, 4 * C)),
+        ("blocks.{i}.mlp.c_proj.b", (C,)),
+        ("ln_f.g", (C,)),
+        ("ln_f.b", (C,)),
     ]
 
 
@@ -73,8 +81,9 @@ def read_header(path: str | Path) -> np.ndarray:
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
     if len(raw) < HEADER_INTS * 4:
-        raise CheckpointError(f"{path}: too short for llm.c's 1024-byte header; "
-                              "re-export it with llm.c's train_gpt2.py")
+        raise CheckpointError(
+            f"{path}: too short for llm.c's 1024-byte header; re-export it with llm.c's train_gpt2.py"
+        )
     header = np.frombuffer(raw, dtype="<i4")
     if header[0] != MAGIC:
         raise CheckpointError(
@@ -115,11 +124,14 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     except ValueError as e:
         raise CheckpointError(f"{path}: impossible llm.c header ({e})") from None
     if padded == 0:  # llm.c's first versions (1-3 before the padded vocabulary) left header[7] zero
-        raise CheckpointError(f"{path}: an llm.c file from before the padded vocabulary (header[7] is 0); "
-                              "re-export it with current llm.c's train_gpt2.py (versions 3 and 5)")
+        raise CheckpointError(
+            f"{path}: an llm.c file from before the padded vocabulary (header[7] is 0); "
+            "re-export it with current llm.c's train_gpt2.py (versions 3 and 5)"
+        )
     if padded < vocab:
-        raise CheckpointError(f"{path}: padded_vocab_size {padded} is smaller than vocab_size {vocab}; "
-                              "the header is corrupt")
+        raise CheckpointError(
+            f"{path}: padded_vocab_size {padded} is smaller than vocab_size {vocab}; the header is corrupt"
+        )
     expected = HEADER_INTS * 4 + _n_values(config, padded) * _ITEMSIZE[dtype]
     size = path.stat().st_size
     if size != expected:
@@ -134,7 +146,7 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         layers = range(config.n_layer) if "{i}" in name else [None]
         stacked_shape = (len(layers), *shape)
         n = int(np.prod(stacked_shape))
-        stacked = _as_float32(raw[offset:offset + n]).reshape(stacked_shape)
+        stacked = _as_float32(raw[offset : offset + n]).reshape(stacked_shape)
         offset += n
         for j, i in enumerate(layers):
             arr = stacked[j]
@@ -177,8 +189,16 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     flat = with_zero_biases(flat, config)  # llm.c's GPT-2 always has biases
     padded = -(-config.n_vocab // PAD_MULTIPLE) * PAD_MULTIPLE
     header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[:8] = [MAGIC, {v: k for k, v in VERSIONS.items()}[dtype], config.n_ctx, config.n_vocab,
-                  config.n_layer, config.n_head, config.n_embd, padded]
+    header[:8] = [
+        MAGIC,
+        {v: k for k, v in VERSIONS.items()}[dtype],
+        config.n_ctx,
+        config.n_vocab,
+        config.n_layer,
+        config.n_head,
+        config.n_embd,
+        padded,
+    ]
     encode = _to_bfloat16 if dtype == "bfloat16" else (lambda a: np.ascontiguousarray(a, dtype="<f4"))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(header.tobytes())

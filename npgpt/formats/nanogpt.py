@@ -49,8 +49,11 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     if path.is_dir():
         path = path / CKPT_FILE
     ckpt = load_pickle(path)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(
-            ckpt.get("model_args"), dict):
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("model"), dict)
+        or not isinstance(ckpt.get("model_args"), dict)
+    ):
         raise CheckpointError(
             f"{path}: not a nanoGPT checkpoint (no 'model' and 'model_args'); a bare PyTorch state dict "
             "needs its Hugging Face config.json beside it, saved as pytorch_model.bin"
@@ -73,8 +76,13 @@ def _config(args: dict[str, Any], source: str) -> GPT2Config:
     missing = [k for k in _ARGS if args.get(k) is None]
     if missing:
         raise CheckpointError(f"{source}: model_args lacks {missing[0]!r}; not a complete nanoGPT checkpoint")
-    kw: dict[str, Any] = {"n_vocab": args["vocab_size"], "n_ctx": args["block_size"], "n_embd": args["n_embd"],
-                          "n_head": args["n_head"], "n_layer": args["n_layer"]}
+    kw: dict[str, Any] = {
+        "n_vocab": args["vocab_size"],
+        "n_ctx": args["block_size"],
+        "n_embd": args["n_embd"],
+        "n_head": args["n_head"],
+        "n_layer": args["n_layer"],
+    }
     if not args["bias"]:  # nanoGPT's option: no bias in any linear layer or layer norm
         kw["bias"] = False
     try:

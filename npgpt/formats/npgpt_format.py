@@ -20,8 +20,16 @@ from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
 MODEL_FILE = "model.safetensors"  # npgpt's file in a model directory (the cache, a training run), as in HF's
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
-           "I64": np.int64, "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
+_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": np.uint16,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 def read_header(path: str | Path) -> tuple[dict[str, Any], int, int]:
@@ -105,8 +113,10 @@ def as_float32(arr: np.ndarray, name: str = "a tensor", source: str = "checkpoin
     """float32 as is (still memory-mapped); any other float widened once; integer or boolean
     data refused (read as weights it would be garbage)."""
     if not np.issubdtype(arr.dtype, np.floating):
-        raise CheckpointError(f"{source}: tensor {name!r} holds {arr.dtype} data, not floating-point weights; "
-                              "the file is corrupt or not a GPT-2 checkpoint")
+        raise CheckpointError(
+            f"{source}: tensor {name!r} holds {arr.dtype} data, not floating-point weights; "
+            "the file is corrupt or not a GPT-2 checkpoint"
+        )
     return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
 
@@ -130,8 +140,13 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     return config, unflatten(flat, config, source=str(path))
 
 
-def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: str = "float32",
-         metadata: dict[str, str] | None = None) -> Path:
+def save(
+    path: str | Path,
+    config: GPT2Config,
+    params: dict[str, Any],
+    dtype: str = "float32",
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write params atomically (temp file + rename) as npgpt's format; ``dtype`` float32 or float16.
 
     ``metadata`` adds string entries to the file's header: a training run's ``step``, a

@@ -38,13 +38,19 @@ _FIX = "the checkpoint is damaged or incomplete; re-download it (e.g. `npgpt dow
 
 # TensorFlow's DataType enum (types.proto) for the dtypes a checkpoint of weights can hold.
 _DTYPES: dict[int, np.dtype] = {
-    1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i4"), 4: np.dtype("u1"),
-    5: np.dtype("<i2"), 6: np.dtype("i1"), 9: np.dtype("<i8"), 10: np.dtype("?"),
-    14: np.dtype("<u2"), 19: np.dtype("<f2"),
+    1: np.dtype("<f4"),
+    2: np.dtype("<f8"),
+    3: np.dtype("<i4"),
+    4: np.dtype("u1"),
+    5: np.dtype("<i2"),
+    6: np.dtype("i1"),
+    9: np.dtype("<i8"),
+    10: np.dtype("?"),
+    14: np.dtype("<u2"),
+    19: np.dtype("<f2"),
 }
 _DT_BFLOAT16 = 14  # NumPy has no bfloat16: read as uint16 and widened to float32
-_DTYPE_NAMES = {7: "DT_STRING", 8: "DT_COMPLEX64", 18: "DT_COMPLEX128", 20: "DT_RESOURCE",
-                21: "DT_VARIANT"}
+_DTYPE_NAMES = {7: "DT_STRING", 8: "DT_COMPLEX64", 18: "DT_COMPLEX128", 20: "DT_RESOURCE", 21: "DT_VARIANT"}
 _BUNDLE_VERSION = 1  # TensorFlow's kTensorBundleVersion, the version this reader implements
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
@@ -59,6 +65,7 @@ class _Corrupt(Exception):
 
 
 # --- crc32c -------------------------------------------------------------------------------------
+
 
 def _mask(crc: int) -> int:
     # LevelDB/TF store crcs rotated and offset, so a crc of data that itself holds crcs is not
@@ -77,6 +84,7 @@ def _crc(data: Any) -> int:
 
 
 # --- protobuf wire format -----------------------------------------------------------------------
+
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     """The base-128 varint at ``pos``, and the position after it."""
@@ -109,10 +117,10 @@ def _fields(msg: bytes) -> Iterator[tuple[int, Any]]:  # value: int or bytes, by
             value, pos = _varint(msg, pos)
         elif wire in (1, 5):
             n = 8 if wire == 1 else 4
-            value, pos = int.from_bytes(msg[pos:pos + n], "little"), pos + n
+            value, pos = int.from_bytes(msg[pos : pos + n], "little"), pos + n
         elif wire == 2:
             n, pos = _varint(msg, pos)
-            value, pos = msg[pos:pos + n], pos + n
+            value, pos = msg[pos : pos + n], pos + n
         else:
             raise _Corrupt(f"unexpected protobuf wire type {wire}")
         if pos > len(msg):
@@ -155,6 +163,7 @@ def _pb_fixed32(number: int, value: int) -> bytes:
 
 # --- bundle protos ------------------------------------------------------------------------------
 
+
 class _Entry(NamedTuple):
     """A BundleEntryProto: where one tensor's bytes are and what they hold."""
 
@@ -193,8 +202,9 @@ def _parse_entry(msg: bytes) -> _Entry:
 def _encode_entry(dtype: int, shape: tuple[int, ...], offset: int, size: int, crc: int) -> bytes:
     # TensorFlow always sets the shape message, so a scalar's empty shape is still written.
     shape_msg = b"".join(_pb_bytes(2, _pb_int(1, d)) for d in shape)
-    return (_pb_int(1, dtype) + _pb_bytes(2, shape_msg) + _pb_int(4, offset) + _pb_int(5, size)
-            + _pb_fixed32(6, _mask(crc)))
+    return (
+        _pb_int(1, dtype) + _pb_bytes(2, shape_msg) + _pb_int(4, offset) + _pb_int(5, size) + _pb_fixed32(6, _mask(crc))
+    )
 
 
 def _parse_header(msg: bytes) -> tuple[int, bool]:
@@ -214,18 +224,23 @@ def _parse_header(msg: bytes) -> tuple[int, bool]:
         elif number == 3:
             bad += _ints(value)
     if min_consumer > _BUNDLE_VERSION or _BUNDLE_VERSION in bad:
-        raise _Corrupt(f"bundle needs reader version >= {min_consumer}; npgpt reads version "
-                       f"{_BUNDLE_VERSION} (re-save it with an older TensorFlow)")
+        raise _Corrupt(
+            f"bundle needs reader version >= {min_consumer}; npgpt reads version "
+            f"{_BUNDLE_VERSION} (re-save it with an older TensorFlow)"
+        )
     if endianness not in (0, 1) or not 0 < num_shards < 1 << 20:
         raise _Corrupt(f"bad bundle header (endianness {endianness}, {num_shards} shards)")
     return num_shards, endianness == 1
 
 
-_HEADER = (_pb_int(1, 1)  # one shard; endianness LITTLE is the default 0, so left off the wire
-           + _pb_bytes(3, _pb_int(1, _BUNDLE_VERSION)))  # VersionDef{producer: 1}
+_HEADER = (
+    _pb_int(1, 1)  # one shard; endianness LITTLE is the default 0, so left off the wire
+    + _pb_bytes(3, _pb_int(1, _BUNDLE_VERSION))
+)  # VersionDef{producer: 1}
 
 
 # --- LevelDB table ------------------------------------------------------------------------------
+
 
 def _read_block(table: bytes, handle: bytes) -> bytes:
     """The contents of the block that ``handle`` (offset and size varints) points at, checked."""
@@ -234,8 +249,8 @@ def _read_block(table: bytes, handle: bytes) -> bytes:
     end = offset + size
     if end + _TRAILER > len(table):
         raise _Corrupt(f"block at byte {offset} runs past the end of the file")
-    kind, stored = table[end], int.from_bytes(table[end + 1:end + _TRAILER], "little")
-    if _unmask(stored) != _crc(table[offset:end + 1]):  # the crc covers the type byte too
+    kind, stored = table[end], int.from_bytes(table[end + 1 : end + _TRAILER], "little")
+    if _unmask(stored) != _crc(table[offset : end + 1]):  # the crc covers the type byte too
         raise _Corrupt(f"crc32c mismatch in the block at byte {offset}")
     if kind != 0:  # TensorFlow always writes bundle indexes uncompressed
         raise _Corrupt(f"block at byte {offset} is compressed (type {kind})")
@@ -259,9 +274,9 @@ def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
         n_value, pos = _varint(block, pos)
         if shared > len(key) or pos + unshared + n_value > end:
             raise _Corrupt("block entry out of bounds")
-        key = key[:shared] + block[pos:pos + unshared]
+        key = key[:shared] + block[pos : pos + unshared]
         pos += unshared
-        yield key, block[pos:pos + n_value]
+        yield key, block[pos : pos + n_value]
         pos += n_value
 
 
@@ -311,9 +326,15 @@ def _split_blocks(entries: list[tuple[bytes, bytes]], block_size: int) -> list[l
         block = blocks[-1]
         n = len(block)
         shared = _shared_prefix(block[-1][0], key) if n % _RESTART_INTERVAL else 0
-        size += (len(_pb_varint(shared)) + len(_pb_varint(len(key) - shared))
-                 + len(_pb_varint(len(value))) + len(key) - shared + len(value)
-                 + (0 if n % _RESTART_INTERVAL else 4))
+        size += (
+            len(_pb_varint(shared))
+            + len(_pb_varint(len(key) - shared))
+            + len(_pb_varint(len(value)))
+            + len(key)
+            - shared
+            + len(value)
+            + (0 if n % _RESTART_INTERVAL else 4)
+        )
         block.append((key, value))
         if size >= block_size:
             blocks.append([])
@@ -354,6 +375,7 @@ def _encode_table(entries: list[tuple[bytes, bytes]], block_size: int) -> bytes:
 
 
 # --- bundles ------------------------------------------------------------------------------------
+
 
 def _data_path(prefix: str, shard: int, num_shards: int) -> Path:
     return Path(f"{prefix}.data-{shard:05d}-of-{num_shards:05d}")
@@ -411,35 +433,50 @@ def read_bundle(prefix: str | Path, names: Callable[[str], bool] | None = None) 
     return tensors
 
 
-def _read_tensor(name: str, entry: _Entry, index_path: Path, prefix: str, num_shards: int,
-                 big_endian: bool, shards: dict[int, np.ndarray]) -> np.ndarray:
+def _read_tensor(
+    name: str,
+    entry: _Entry,
+    index_path: Path,
+    prefix: str,
+    num_shards: int,
+    big_endian: bool,
+    shards: dict[int, np.ndarray],
+) -> np.ndarray:
     if entry.sliced:
-        raise CheckpointError(f"{index_path}: tensor {name!r} is a partitioned variable, which "
-                              "npgpt does not read; re-save it unpartitioned")
+        raise CheckpointError(
+            f"{index_path}: tensor {name!r} is a partitioned variable, which "
+            "npgpt does not read; re-save it unpartitioned"
+        )
     dtype = _DTYPES.get(entry.dtype)
     if dtype is None:
         kind = _DTYPE_NAMES.get(entry.dtype, f"enum {entry.dtype}")
-        raise CheckpointError(f"{index_path}: tensor {name!r} has unsupported dtype {kind}; "
-                              "npgpt reads float, half, bfloat16, double and integer tensors")
+        raise CheckpointError(
+            f"{index_path}: tensor {name!r} has unsupported dtype {kind}; "
+            "npgpt reads float, half, bfloat16, double and integer tensors"
+        )
     if big_endian:
         dtype = dtype.newbyteorder(">")
     n_bytes = math.prod(entry.shape) * dtype.itemsize
     if entry.size != n_bytes or entry.offset < 0 or not 0 <= entry.shard_id < num_shards:
-        raise CheckpointError(f"{index_path}: corrupt entry for tensor {name!r} ({entry.size} "
-                              f"bytes for shape {entry.shape}, shard {entry.shard_id}); {_FIX}")
+        raise CheckpointError(
+            f"{index_path}: corrupt entry for tensor {name!r} ({entry.size} "
+            f"bytes for shape {entry.shape}, shard {entry.shard_id}); {_FIX}"
+        )
     path = _data_path(prefix, entry.shard_id, num_shards)
     if entry.shard_id not in shards:
         try:
             shards[entry.shard_id] = _map(path)
         except FileNotFoundError:
-            raise CheckpointError(f"{path}: missing (data shard {entry.shard_id + 1} of "
-                                  f"{num_shards}); {_FIX}") from None
+            raise CheckpointError(
+                f"{path}: missing (data shard {entry.shard_id + 1} of {num_shards}); {_FIX}"
+            ) from None
     data = shards[entry.shard_id]
     end = entry.offset + entry.size
     if end > data.size:
-        raise CheckpointError(f"{path}: truncated (tensor {name!r} ends at byte {end}, the file "
-                              f"has {data.size}); {_FIX}")
-    raw = data[entry.offset:end]
+        raise CheckpointError(
+            f"{path}: truncated (tensor {name!r} ends at byte {end}, the file has {data.size}); {_FIX}"
+        )
+    raw = data[entry.offset : end]
     if _unmask(entry.crc32c) != _crc(raw):
         raise CheckpointError(f"{path}: crc32c mismatch in tensor {name!r}; {_FIX}")
     arr = raw.view(dtype).reshape(entry.shape)
@@ -452,8 +489,9 @@ def _dtype_enum(dtype: np.dtype) -> int:
     for enum, ours in _DTYPES.items():
         if enum != _DT_BFLOAT16 and ours == dtype.newbyteorder("<"):
             return enum
-    raise ValueError(f"cannot write dtype {dtype} to a TensorFlow bundle; "
-                     "use float16/32/64, int8/16/32/64, uint8 or bool")
+    raise ValueError(
+        f"cannot write dtype {dtype} to a TensorFlow bundle; use float16/32/64, int8/16/32/64, uint8 or bool"
+    )
 
 
 def write_bundle(prefix: str | Path, tensors: Mapping[str, Any], block_size: int = _BLOCK_SIZE) -> None:
@@ -475,14 +513,15 @@ def write_bundle(prefix: str | Path, tensors: Mapping[str, Any], block_size: int
             le = arr.dtype.newbyteorder("<")
             raw = np.ascontiguousarray(arr.reshape(-1), dtype=le).view(np.uint8)
             f.write(raw.data)
-            entries.append((name.encode("utf-8"),
-                            _encode_entry(dtype, arr.shape, offset, raw.size, _crc(raw))))
+            entries.append((name.encode("utf-8"), _encode_entry(dtype, arr.shape, offset, raw.size, _crc(raw))))
             offset += raw.size
 
-    _write_files({
-        _data_path(prefix, 0, 1): write_data,
-        Path(prefix + ".index"): lambda f: f.write(_encode_table(entries, block_size)),
-    })
+    _write_files(
+        {
+            _data_path(prefix, 0, 1): write_data,
+            Path(prefix + ".index"): lambda f: f.write(_encode_table(entries, block_size)),
+        }
+    )
 
 
 def _write_files(writers: Mapping[Path, Callable[[BinaryIO], Any]]) -> None:
@@ -504,6 +543,7 @@ def _write_files(writers: Mapping[Path, Callable[[BinaryIO], Any]]) -> None:
 
 
 # --- GPT-2 --------------------------------------------------------------------------------------
+
 
 def name_table(config: GPT2Config) -> dict[str, str]:
     """OpenAI's checkpoint name -> npgpt's, for every tensor of ``config``:
@@ -544,8 +584,9 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     try:
         config = GPT2Config.from_dict(json.loads(hparams.read_text()))
     except FileNotFoundError:
-        raise CheckpointError(f"{hparams}: missing; an OpenAI GPT-2 directory needs hparams.json "
-                              "next to model.ckpt.index") from None
+        raise CheckpointError(
+            f"{hparams}: missing; an OpenAI GPT-2 directory needs hparams.json next to model.ckpt.index"
+        ) from None
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{hparams}: {e}") from None
     table = name_table(config)
@@ -576,11 +617,14 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
     for theirs, ours in name_table(config).items():
         tensors[theirs] = flat[ours][None] if _is_conv1d_weight(theirs) else flat[ours]
     write_bundle(directory / "model.ckpt", tensors)
-    _write_files({
-        directory / "checkpoint": lambda f: f.write(
-            b'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'),
-        directory / "hparams.json": lambda f: f.write((json.dumps(_hparams(config), indent=2) + "\n").encode()),
-    })
+    _write_files(
+        {
+            directory / "checkpoint": lambda f: f.write(
+                b'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
+            ),
+            directory / "hparams.json": lambda f: f.write((json.dumps(_hparams(config), indent=2) + "\n").encode()),
+        }
+    )
     return directory
 
 

@@ -45,9 +45,16 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _LEGACY_PROTOCOL = 1001  # torch.serialization.PROTOCOL_VERSION
 # torch's typed storage classes -> the NumPy dtype of their bytes (bfloat16 kept as its raw uint16).
 _STORAGES = {
-    "FloatStorage": np.float32, "HalfStorage": np.float16, "BFloat16Storage": np.uint16,
-    "DoubleStorage": np.float64, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": np.uint16,
+    "DoubleStorage": np.float64,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 _FIX = "re-save it with torch.save, or use a safetensors copy of the model"
 _UNSAFE = "nothing in it was run; use a safetensors copy of the model, or do not use this file"
@@ -74,8 +81,9 @@ class _Tensor:
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None) -> _Tensor:  # noqa: ANN001
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+) -> _Tensor:
     if not isinstance(storage, _Storage):
         raise CheckpointError(f"a tensor's storage is {type(storage).__name__}, not a storage")
     if metadata:  # conjugate/negative bits: views torch materialises lazily; GPT-2 weights never have them
@@ -83,11 +91,11 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     return _Tensor(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride) -> _Tensor:  # noqa: ANN001
+def _rebuild_tensor(storage, storage_offset, size, stride) -> _Tensor:
     return _rebuild_tensor_v2(storage, storage_offset, size, stride)
 
 
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None) -> _Tensor:  # noqa: ANN001
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None) -> _Tensor:
     return data  # an nn.Parameter is its tensor; requires_grad and hooks do not matter for inference
 
 
@@ -192,8 +200,19 @@ def load(path: str | Path) -> Any:
         if str(e).startswith(str(path)):
             raise
         raise CheckpointError(f"{path}: {e}; {_FIX}") from None  # from a rebuild function, which has no path
-    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
-            pickle.UnpicklingError, zipfile.BadZipFile, struct.error) as e:
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        RecursionError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        struct.error,
+    ) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}); {_FIX}") from None
     raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); {_FIX}")
 
@@ -252,7 +271,7 @@ def _load_legacy(path: Path) -> Any:
         storage = unpickler.storages.get(key)
         if storage is None or offset + 8 > size:
             raise CheckpointError(f"{path}: storage {key} is missing or truncated; {_FIX}")
-        (numel,) = struct.unpack("<q" if byteorder == "little" else ">q", bytes(data[offset: offset + 8]))
+        (numel,) = struct.unpack("<q" if byteorder == "little" else ">q", bytes(data[offset : offset + 8]))
         nbytes = numel * storage.kind.dtype.itemsize
         arrays[key] = _bytes_as(data, offset + 8, nbytes, storage, byteorder, path)
         offset += 8 + nbytes
@@ -264,7 +283,7 @@ def _bytes_as(data: np.ndarray, start: int, nbytes: int, storage: _Storage, byte
     dtype = storage.kind.dtype.newbyteorder("<" if byteorder == "little" else ">")
     if nbytes < storage.numel * dtype.itemsize or start + nbytes > data.size:
         raise CheckpointError(f"{path}: storage {storage.key} is truncated; {_FIX}")
-    return data[start: start + storage.numel * dtype.itemsize].view(dtype)
+    return data[start : start + storage.numel * dtype.itemsize].view(dtype)
 
 
 def _resolve(obj: Any, arrays: dict[str, np.ndarray], path: Path) -> Any:
@@ -288,7 +307,7 @@ def _storage(storage: _Storage, arrays: dict[str, np.ndarray]) -> np.ndarray:
     flat = arrays[storage.key]
     if storage.view is not None:
         offset, size = storage.view
-        flat = flat[offset: offset + size]
+        flat = flat[offset : offset + size]
     return flat
 
 
@@ -304,11 +323,16 @@ def _tensor(t: _Tensor, arrays: dict[str, np.ndarray], path: Path) -> np.ndarray
         )
     numel = int(np.prod(t.size, dtype=object))
     if numel > flat.size:  # a stride-0 (expanded) view: legal in torch, never a weight, and unbounded in size
-        raise CheckpointError(f"{path}: a tensor of {numel} elements views a storage of {flat.size} (an expanded "
-                              f"view); {_FIX}")
+        raise CheckpointError(
+            f"{path}: a tensor of {numel} elements views a storage of {flat.size} (an expanded view); {_FIX}"
+        )
     item = flat.dtype.itemsize
-    arr = np.lib.stride_tricks.as_strided(flat[t.offset:] if all(t.size) else flat[:0], shape=t.size,
-                                          strides=[s * item for s in t.stride], writeable=False)
+    arr = np.lib.stride_tricks.as_strided(
+        flat[t.offset :] if all(t.size) else flat[:0],
+        shape=t.size,
+        strides=[s * item for s in t.stride],
+        writeable=False,
+    )
     if t.storage.kind.name == "BFloat16Storage":  # bfloat16 is the top half of a float32
         arr = (arr.astype(np.uint32) << 16).view(np.float32)
     return arr

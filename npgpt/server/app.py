@@ -33,9 +33,16 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 1_000_000
 
 
-def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: int = 16, max_queue: int = 64,
-               max_body_bytes: int = MAX_BODY_BYTES, special_tokens: bool = True, max_rows: int = MAX_ROWS,
-               max_request_tokens: int = MAX_REQUEST_TOKENS) -> FastAPI:
+def create_app(
+    models: dict[str, GPT2],
+    api_key: str | None = None,
+    max_batch: int = 16,
+    max_queue: int = 64,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    special_tokens: bool = True,
+    max_rows: int = MAX_ROWS,
+    max_request_tokens: int = MAX_REQUEST_TOKENS,
+) -> FastAPI:
     """The FastAPI app serving ``models`` (name -> model; the first is the default).
 
     ``api_key``: if set, ``/v1/*`` needs ``Authorization: Bearer <key>``, and ``/docs``, ``/redoc``
@@ -62,9 +69,14 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
             s.close()
 
     public = api_key is None
-    app = FastAPI(title="npgpt", summary="GPT-2 behind an OpenAI-compatible API", lifespan=lifespan,
-                  docs_url="/docs" if public else None, redoc_url="/redoc" if public else None,
-                  openapi_url="/openapi.json" if public else None)
+    app = FastAPI(
+        title="npgpt",
+        summary="GPT-2 behind an OpenAI-compatible API",
+        lifespan=lifespan,
+        docs_url="/docs" if public else None,
+        redoc_url="/redoc" if public else None,
+        openapi_url="/openapi.json" if public else None,
+    )
     app.state.limits = limits
     app.state.schedulers = schedulers  # for the server's shutdown (:mod:`.shutdown`) to end what is left
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -77,8 +89,9 @@ def create_app(models: dict[str, GPT2], api_key: str | None = None, max_batch: i
 
 
 @contextmanager
-def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0,
-                      shutdown_timeout: float = SHUTDOWN_TIMEOUT_S) -> Iterator[str]:
+def background_server(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a thread (tests, notebooks); yields the base URL (port 0: any free port).
 
     On leaving, the server shuts down as ``npgpt serve`` does (:mod:`.shutdown`): requests still running

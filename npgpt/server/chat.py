@@ -25,8 +25,9 @@ from .scheduler import Scheduler
 from .streaming import Answer, Chunk, Run
 
 
-async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics,
-                special_tokens: bool = True) -> Answer:
+async def start(
+    body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics, special_tokens: bool = True
+) -> Answer:
     """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows.
 
     ``special_tokens``: a literal ``<|endoftext|>`` in a message is the special token.
@@ -47,8 +48,12 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
     check_request(m, rows, params)
     run = Run(sched, rows, params)
     metrics.prompt(name, len(prompt))
-    head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": name}
+    head = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": name,
+    }
     strip = [LeadingSpace() for _ in rows]
 
     def token_logprobs(ev: Event) -> list[dict[str, Any]] | None:
@@ -56,12 +61,17 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
             return None
         if ev.token is None:
             return []
-        return [{**token_entry(tok, ev.token, ev.logprob),
-                 "top_logprobs": [token_entry(tok, t, lp) for t, lp in ev.top]}]
+        return [
+            {**token_entry(tok, ev.token, ev.logprob), "top_logprobs": [token_entry(tok, t, lp) for t, lp in ev.top]}
+        ]
 
     def chunk(i: int, delta: dict[str, Any], lp: list | None, finish: str | None) -> Chunk:
-        choice = {"index": i, "delta": delta, "logprobs": None if lp is None else {"content": lp},
-                  "finish_reason": finish}
+        choice = {
+            "index": i,
+            "delta": delta,
+            "logprobs": None if lp is None else {"content": lp},
+            "finish_reason": finish,
+        }
         return {**head, "choices": [choice]}
 
     async def chunks() -> AsyncIterator[Chunk]:
@@ -75,13 +85,22 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
                 yield chunk(ev.row, {"content": text}, lp, None)
             if ev.finish_reason:
                 yield chunk(ev.row, {}, None, ev.finish_reason)
-        yield {**head, "choices": [], "usage": {"prompt_tokens": len(prompt), "completion_tokens": done,
-                                                "total_tokens": len(prompt) + done}}
+        yield {
+            **head,
+            "choices": [],
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": done, "total_tokens": len(prompt) + done},
+        }
 
     def fold(chunks: list[Chunk]) -> Chunk:
-        out: list[dict[str, Any]] = [{"index": i, "message": {"role": "assistant", "content": ""},
-                "logprobs": {"content": []} if logprobs is not None else None, "finish_reason": None}
-               for i in range(n)]
+        out: list[dict[str, Any]] = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": ""},
+                "logprobs": {"content": []} if logprobs is not None else None,
+                "finish_reason": None,
+            }
+            for i in range(n)
+        ]
         for c in chunks[:-1]:
             for part in c["choices"]:
                 o = out[part["index"]]

@@ -29,8 +29,14 @@ from .streaming import Answer, Chunk, Run
 LOGPROB_KEYS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
 
 
-async def start(body: CompletionRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics,
-                special_tokens: bool = True) -> Answer:
+async def start(
+    body: CompletionRequest,
+    request: Request,
+    name: str,
+    sched: Scheduler,
+    metrics: Metrics,
+    special_tokens: bool = True,
+) -> Answer:
     """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows.
 
     ``special_tokens``: a literal ``<|endoftext|>`` in a text prompt is the special token (as in
@@ -47,8 +53,12 @@ async def start(body: CompletionRequest, request: Request, name: str, sched: Sch
     prompts, texts = await asyncio.to_thread(prompt_rows, body.prompt, encode, tok.decode)
     max_tokens = 16 if body.max_tokens is None else body.max_tokens  # 0 is a valid value, not "unset"
     if max_tokens == 0 and not body.echo:
-        raise APIError(400, "max_tokens is 0 without echo: nothing would be returned; ask for max_tokens >= 1, "
-                       "or send echo: true (with logprobs) to score the prompt", param="max_tokens")
+        raise APIError(
+            400,
+            "max_tokens is 0 without echo: nothing would be returned; ask for max_tokens >= 1, "
+            "or send echo: true (with logprobs) to score the prompt",
+            param="max_tokens",
+        )
     params = body.sampling(max(max_tokens, 1), body.logprobs)  # checks the sampling fields either way
     limits.check_tokens(prompts, n, max_tokens)
     rows = [p for p in prompts for _ in range(n)]
@@ -61,12 +71,17 @@ async def start(body: CompletionRequest, request: Request, name: str, sched: Sch
         echo_lp = await score_prompts(sched, prompts, params.logprobs)
     run = Run(sched, rows, params) if max_tokens else None
     metrics.prompt(name, sum(len(p) for p in prompts))
-    head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
-            "model": name}
+    head = {
+        "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": name,
+    }
     want_lp = params.logprobs is not None
     prefix = [texts[i // n] if body.echo else "" for i in range(len(rows))]
-    logs = [CompletionLogprobs(tok, prompts[i // n], None if echo_lp is None else echo_lp[i // n])
-            for i in range(len(rows))]
+    logs = [
+        CompletionLogprobs(tok, prompts[i // n], None if echo_lp is None else echo_lp[i // n]) for i in range(len(rows))
+    ]
 
     async def chunks() -> AsyncIterator[Chunk]:
         done = 0
@@ -81,8 +96,11 @@ async def start(body: CompletionRequest, request: Request, name: str, sched: Sch
                 if ev.text or ev.finish_reason or lp:
                     yield {**head, "choices": [choice(ev.row, ev.text, lp, ev.finish_reason)]}
         n_prompt = sum(len(p) for p in prompts)
-        yield {**head, "choices": [], "usage": {"prompt_tokens": n_prompt, "completion_tokens": done,
-                                                "total_tokens": n_prompt + done}}
+        yield {
+            **head,
+            "choices": [],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": done, "total_tokens": n_prompt + done},
+        }
 
     def fold(chunks: list[Chunk]) -> Chunk:
         out = [choice(i, "", {k: [] for k in LOGPROB_KEYS} if want_lp else None, None) for i in range(len(rows))]
@@ -104,8 +122,12 @@ def check_prompts(n_ctx: int, n_vocab: int, prompts: list[list[int]]) -> None:
         if not r:
             raise APIError(400, f"prompt {i} is empty; give at least one token of text", param="prompt")
         if len(r) > n_ctx:
-            raise APIError(400, f"prompt {i} has {len(r)} tokens, over the model's context of {n_ctx}; shorten it",
-                           param="prompt", code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"prompt {i} has {len(r)} tokens, over the model's context of {n_ctx}; shorten it",
+                param="prompt",
+                code="context_length_exceeded",
+            )
         if max(r) >= n_vocab or min(r) < 0:
             raise APIError(400, f"prompt {i} has a token id outside [0, {n_vocab})", param="prompt")
 
@@ -114,8 +136,9 @@ def choice(i: int, text: str, logprobs: dict | None, finish: str | None) -> dict
     return {"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
 
-def prompt_rows(prompt: Any, encode: Callable[[str], list[int]],
-                decode: Callable[[list[int]], str]) -> tuple[list[list[int]], list[str]]:
+def prompt_rows(
+    prompt: Any, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str]
+) -> tuple[list[list[int]], list[str]]:
     """Token ids and text of each prompt: a string, strings, token ids, or lists of token ids."""
     if isinstance(prompt, str):
         prompt = [prompt]
@@ -133,6 +156,7 @@ def prompt_rows(prompt: Any, encode: Callable[[str], list[int]],
 
 async def score_prompts(sched: Scheduler, prompts: list[list[int]], k: int) -> list[tuple[list, list]]:
     """Each prompt token's logprob (None for the first) and top-k alternatives, for ``echo``."""
+
     def score() -> list[tuple[list, list]]:
         out = []
         for ids in prompts:
@@ -140,8 +164,12 @@ async def score_prompts(sched: Scheduler, prompts: list[list[int]], k: int) -> l
             logits = sched.model.logits([ids])[0, :, :n_tokens]  # [T, V] -> [T, n_tokens]
             check_finite(logits)
             lp = log_softmax(logits)
-            out.append(([None] + [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))],
-                        [None] + [top_logprobs(lp[t - 1], k) for t in range(1, len(ids))]))
+            out.append(
+                (
+                    [None] + [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))],
+                    [None] + [top_logprobs(lp[t - 1], k) for t in range(1, len(ids))],
+                )
+            )
         return out
 
     try:

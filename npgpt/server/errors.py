@@ -34,8 +34,15 @@ _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 class APIError(Exception):
     """An error response in OpenAI's shape."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers
@@ -102,8 +109,7 @@ def validation_error(errors: Sequence[Any]) -> APIError:
     """One OpenAI-style error from pydantic's list: a malformed body, else the most specific problem."""
     err = sorted(errors, key=lambda e: str(e.get("type", "")).endswith("_type"))[0]  # a union's type misses last
     if err.get("type") == "json_invalid":
-        return APIError(400, f"malformed JSON body: {err.get('ctx', {}).get('error', err['msg'])}",
-                        code="invalid_json")
+        return APIError(400, f"malformed JSON body: {err.get('ctx', {}).get('error', err['msg'])}", code="invalid_json")
     loc = [x for x in err["loc"] if x != "body"]
     if not loc:
         return APIError(400, f"the body must be a JSON object: {err['msg']}", code="invalid_json")
@@ -114,8 +120,11 @@ def validation_error(errors: Sequence[Any]) -> APIError:
         elif part not in _UNION_TAGS and not any(c in part for c in "[-"):  # skip tags such as "list[str]"
             param += ("." if param else "") + part
     if param == "prompt" and err["type"].endswith("_type"):
-        return APIError(400, "prompt must be a string, a list of strings, a list of token ids or a list of lists of "
-                        "token ids", param="prompt")
+        return APIError(
+            400,
+            "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids",
+            param="prompt",
+        )
     return APIError(400, f"{param}: {err['msg']}", param=param)
 
 

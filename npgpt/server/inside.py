@@ -37,9 +37,13 @@ def internals(m: Any, prompt: str, layer: int, head: int) -> dict[str, Any]:
         return m.tokenizer.decode([int(t)])
 
     return {
-        "object": "internals", "layer": layer, "head": head,
-        "n_layer": m.config.n_layer, "n_head": m.config.n_head,
-        "tokens": [text(t) for t in ids], "truncated": len(m.tokenizer.encode(prompt)) > MAX_TOKENS,
+        "object": "internals",
+        "layer": layer,
+        "head": head,
+        "n_layer": m.config.n_layer,
+        "n_head": m.config.n_head,
+        "tokens": [text(t) for t in ids],
+        "truncated": len(m.tokenizer.encode(prompt)) > MAX_TOKENS,
         "attention": [[round(float(p), 4) for p in row[: q + 1]] for q, row in enumerate(pattern)],  # causal rows
         "logit_lens": {
             "layers": ["embed"] + [str(i + 1) for i in range(m.config.n_layer)],  # blocks applied

@@ -32,26 +32,35 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.max_rows < 1 or self.max_request_tokens < 1:
-            raise ValueError(f"max_rows and max_request_tokens must be >= 1, got {self.max_rows} and "
-                             f"{self.max_request_tokens}")
+            raise ValueError(
+                f"max_rows and max_request_tokens must be >= 1, got {self.max_rows} and {self.max_request_tokens}"
+            )
 
     def check_rows(self, n_prompts: int, n: int) -> None:
         """400 if ``n_prompts`` x ``n`` rows are over ``max_rows`` (param: ``n`` if one prompt, else ``prompt``)."""
         if n_prompts * n > self.max_rows:
-            raise APIError(400, f"this request asks for {n_prompts} prompt(s) x n={n} = {n_prompts * n} completions, "
-                           f"over the server's limit of {self.max_rows} per request (--max-rows); send fewer "
-                           "prompts or a lower n, or split the request", param="n" if n_prompts == 1 else "prompt",
-                           code="too_many_rows")
+            raise APIError(
+                400,
+                f"this request asks for {n_prompts} prompt(s) x n={n} = {n_prompts * n} completions, "
+                f"over the server's limit of {self.max_rows} per request (--max-rows); send fewer "
+                "prompts or a lower n, or split the request",
+                param="n" if n_prompts == 1 else "prompt",
+                code="too_many_rows",
+            )
 
     def check_tokens(self, prompts: Sequence[Sequence[int]], n: int, max_tokens: int) -> None:
         """400 if the rows' prompt tokens plus ``max_tokens`` each, in all, are over ``max_request_tokens``."""
         total = n * (sum(len(p) for p in prompts) + len(prompts) * max_tokens)
         if total > self.max_request_tokens:
-            raise APIError(400, f"this request asks for {total} tokens in all (n={n} x the prompts' "
-                           f"{sum(len(p) for p in prompts)} tokens + max_tokens={max_tokens} per completion), over "
-                           f"the server's limit of {self.max_request_tokens} per request (--max-request-tokens); "
-                           "lower max_tokens or n, or send fewer prompts", param="max_tokens",
-                           code="too_many_tokens")
+            raise APIError(
+                400,
+                f"this request asks for {total} tokens in all (n={n} x the prompts' "
+                f"{sum(len(p) for p in prompts)} tokens + max_tokens={max_tokens} per completion), over "
+                f"the server's limit of {self.max_request_tokens} per request (--max-request-tokens); "
+                "lower max_tokens or n, or send fewer prompts",
+                param="max_tokens",
+                code="too_many_tokens",
+            )
 
 
 def count_prompts(prompt: Any) -> int:

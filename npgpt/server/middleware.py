@@ -11,8 +11,7 @@ from fastapi import HTTPException
 from .errors import APIError
 from .metrics import Metrics
 
-ENDPOINTS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
-             "/v1/next_tokens"}
+ENDPOINTS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/next_tokens"}
 
 
 class BodyLimit:
@@ -24,8 +23,9 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_big = APIError(413, f"the request body is over the limit of {self.max_bytes} bytes",
-                           code="request_too_large")
+        too_big = APIError(
+            413, f"the request body is over the limit of {self.max_bytes} bytes", code="request_too_large"
+        )
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_bytes:
             return await too_big.response()(scope, receive, send)
@@ -52,8 +52,12 @@ class BearerKey:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.key):
-                error = APIError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
-                                 code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+                error = APIError(
+                    401,
+                    "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                    code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
                 return await error.response()(scope, receive, send)
         await self.app(scope, receive, send)
 

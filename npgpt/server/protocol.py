@@ -25,8 +25,15 @@ if TYPE_CHECKING:
 MAX_N = 128  # completions per prompt
 MAX_STOP = 16  # stop sequences
 MAX_PROMPTS = 4096  # prompts in one completions request, refused by length before their items are read
-_SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
-                   "frequency_penalty")
+_SAMPLING_KNOBS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+)
 
 
 class _Body(BaseModel):
@@ -82,8 +89,9 @@ class _Sampling(_Body):
         out or null takes SamplingParams' default, the one place defaults live."""
         user_stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         given = {k: v for k in _SAMPLING_KNOBS if (v := getattr(self, k)) is not None}
-        return SamplingParams(max_new_tokens=max_tokens, seed=self.seed, stop=user_stop + stop, logprobs=logprobs,
-                              **given)
+        return SamplingParams(
+            max_new_tokens=max_tokens, seed=self.seed, stop=user_stop + stop, logprobs=logprobs, **given
+        )
 
 
 def _prompt_kind(v: Any) -> str:
@@ -94,11 +102,13 @@ def _prompt_kind(v: Any) -> str:
     return "list[str]" if isinstance(v, list) else "str"
 
 
-Prompt = Annotated[Annotated[str, Tag("str")]
-                   | Annotated[list[str], Tag("list[str]"), Field(max_length=MAX_PROMPTS)]
-                   | Annotated[list[int], Tag("list[int]")]
-                   | Annotated[list[list[int]], Tag("list[list[int]]"), Field(max_length=MAX_PROMPTS)],
-                   Discriminator(_prompt_kind)]
+Prompt = Annotated[
+    Annotated[str, Tag("str")]
+    | Annotated[list[str], Tag("list[str]"), Field(max_length=MAX_PROMPTS)]
+    | Annotated[list[int], Tag("list[int]")]
+    | Annotated[list[list[int]], Tag("list[list[int]]"), Field(max_length=MAX_PROMPTS)],
+    Discriminator(_prompt_kind),
+]
 
 
 class CompletionRequest(_Sampling):
@@ -167,8 +177,15 @@ def model_card(name: str, model: GPT2) -> dict[str, Any]:
     it is npgpt's bundled model (trained on the King James Bible: the playground suggests a prompt to suit)."""
     from ..registry import is_bundled
 
-    return {"id": name, "object": "model", "created": 0, "owned_by": "npgpt", "context_length": model.config.n_ctx,
-            "config": model.config.to_dict(), "bundled": is_bundled(model.source)}
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "npgpt",
+        "context_length": model.config.n_ctx,
+        "config": model.config.to_dict(),
+        "bundled": is_bundled(model.source),
+    }
 
 
 def token_text(tok: Tokenizer, token: int) -> str:

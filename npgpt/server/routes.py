@@ -35,8 +35,12 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
         if name is None:
             name = next(iter(schedulers))
         if name not in schedulers:
-            raise APIError(400, f"model {name!r} is not served here; choose one of {', '.join(schedulers)}",
-                           param="model", code="model_not_found")
+            raise APIError(
+                400,
+                f"model {name!r} is not served here; choose one of {', '.join(schedulers)}",
+                param="model",
+                code="model_not_found",
+            )
         return name, schedulers[name]
 
     api = APIRouter()
@@ -66,22 +70,32 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
         name, sched = pick(body.model)
         m = sched.model
         top = await asyncio.wrap_future(sched.call(lambda: m.next_tokens(body.prompt, k=body.k)))
-        return {"object": "next_tokens", "model": name,
-                "tokens": [{"id": i, "text": text, "prob": p, "logprob": float(np.log(max(p, 1e-45)))}
-                           for i, text, p in top]}
+        return {
+            "object": "next_tokens",
+            "model": name,
+            "tokens": [
+                {"id": i, "text": text, "prob": p, "logprob": float(np.log(max(p, 1e-45)))} for i, text, p in top
+            ],
+        }
 
     api.include_router(inside_routes(pick), prefix="/v1")  # POST /v1/internals: the playground's "inside" panel
 
     @api.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok",
-                "models": {name: {"active_rows": s.active, "queued_requests": s.queued, "max_batch": s.max_batch}
-                           for name, s in schedulers.items()}}
+        return {
+            "status": "ok",
+            "models": {
+                name: {"active_rows": s.active, "queued_requests": s.queued, "max_batch": s.max_batch}
+                for name, s in schedulers.items()
+            },
+        }
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
-        gauges = {"npgpt_active_rows": {k: s.active for k, s in schedulers.items()},
-                  "npgpt_queued_requests": {k: s.queued for k, s in schedulers.items()}}
+        gauges = {
+            "npgpt_active_rows": {k: s.active for k, s in schedulers.items()},
+            "npgpt_queued_requests": {k: s.queued for k, s in schedulers.items()},
+        }
         return PlainTextResponse(metrics.render(gauges), media_type="text/plain; version=0.0.4")
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("npgpt.server")
 __all__ = ["QueueFull", "Request", "RowFailed", "Scheduler", "ShuttingDown"]
 
+
 class Scheduler:
     """Runs requests for one model with continuous batching on a worker thread of its own.
 
@@ -55,8 +56,9 @@ class Scheduler:
     each), for metrics.
     """
 
-    def __init__(self, model: GPT2, max_batch: int = 16, max_queue: int = 64,
-                 on_step: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self, model: GPT2, max_batch: int = 16, max_queue: int = 64, on_step: Callable[[str, int], None] | None = None
+    ) -> None:
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
         self.model = model
@@ -168,8 +170,9 @@ class Scheduler:
                     self._step()
             except Exception as e:  # shared state failed (the decode step, the cache): no one request to blame
                 log.exception("generation step failed")
-                error = RuntimeError(f"the batch's decode step failed, ending every request in it: "
-                                     f"{type(e).__name__}: {e}")
+                error = RuntimeError(
+                    f"the batch's decode step failed, ending every request in it: {type(e).__name__}: {e}"
+                )
                 for request in unique([r.request for r in self._rows] + [r for r, _ in new]):
                     self._fail(request, error)
                 self._rows, self._cache = [], None
@@ -260,8 +263,9 @@ class Scheduler:
         try:
             event = row.pick(logits)
             if not 0 <= row.token < self.engine.config.n_vocab:
-                raise ValueError(f"the sampler chose token id {row.token}, outside the vocabulary "
-                                 f"[0, {self.engine.config.n_vocab})")
+                raise ValueError(
+                    f"the sampler chose token id {row.token}, outside the vocabulary [0, {self.engine.config.n_vocab})"
+                )
         except Exception as e:
             log.exception("row %d of a request failed", row.row)
             self._fail(request, RowFailed(row.row, e))

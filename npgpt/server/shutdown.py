@@ -57,13 +57,17 @@ class DrainingServer(uvicorn.Server):
             connection.shutdown()
         deadline = loop.time() + self.shutdown_timeout
         if self.server_state.connections:
-            log.info("draining %d connection(s) for up to %g s (Ctrl+C again to end them now)",
-                     len(self.server_state.connections), self.shutdown_timeout)
+            log.info(
+                "draining %d connection(s) for up to %g s (Ctrl+C again to end them now)",
+                len(self.server_state.connections),
+                self.shutdown_timeout,
+            )
         while self.server_state.connections and not self.force_exit and loop.time() < deadline:
             await asyncio.sleep(POLL_S)
         if self.server_state.connections:
-            log.warning("ending %d request(s) still running: the server is shutting down",
-                        len(self.server_state.connections))
+            log.warning(
+                "ending %d request(s) still running: the server is shutting down", len(self.server_state.connections)
+            )
             await asyncio.to_thread(end_requests, self.app)
             deadline = loop.time() + FLUSH_S
             while self.server_state.connections and loop.time() < deadline:

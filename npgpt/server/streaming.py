@@ -46,8 +46,9 @@ class Run:
         try:
             sched.submit(self.job)
         except QueueFull as e:
-            raise APIError(503, f"the server is busy ({e})", "server_error", code="queue_full",
-                           headers={"Retry-After": "1"}) from None
+            raise APIError(
+                503, f"the server is busy ({e})", "server_error", code="queue_full", headers={"Retry-After": "1"}
+            ) from None
         except ShuttingDown as e:
             raise shutting_down(e) from None
 
@@ -93,8 +94,9 @@ def failure(error: BaseException) -> APIError:
         return shutting_down(error)
     if isinstance(error, RowFailed):
         return APIError(500, f"generation failed for {error}", "server_error", code="generation_failed")
-    return APIError(500, f"generation failed: {type(error).__name__}: {error}", "server_error",
-                    code="generation_failed")
+    return APIError(
+        500, f"generation failed: {type(error).__name__}: {error}", "server_error", code="generation_failed"
+    )
 
 
 def shutting_down(error: BaseException) -> APIError:
@@ -127,8 +129,9 @@ async def respond(answer: Answer, stream: bool, include_usage: bool) -> Any:
             yield sse(APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error").body())
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 def sse(obj: Chunk) -> str:

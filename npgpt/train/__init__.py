@@ -20,10 +20,17 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "train": "loop", "Progress": "loop", "TrainResult": "loop", "TrainSettings": "settings",
+    "train": "loop",
+    "Progress": "loop",
+    "TrainResult": "loop",
+    "TrainSettings": "settings",
     "load_init": "checkpoint",
-    "make_train_step": "step", "optimizer": "step", "schedule": "step",
-    "make_mesh": "sharding", "shard_params": "sharding", "shard_batch": "sharding",
+    "make_train_step": "step",
+    "optimizer": "step",
+    "schedule": "step",
+    "make_mesh": "sharding",
+    "shard_params": "sharding",
+    "shard_batch": "sharding",
     "init_distributed": "sharding",
 }
 __all__ = sorted(_EXPORTS)

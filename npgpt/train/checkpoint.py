@@ -90,8 +90,10 @@ def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: A
     host_params = S.to_host(params)
     for name, value in flatten(host_params).items():
         if not np.isfinite(value).all():
-            raise NpgptError(f"the weights became NaN or infinite at step {meta['step']} (first in {name}): "
-                             f"the run diverged; the last good checkpoint in {out} is kept; lower --lr")
+            raise NpgptError(
+                f"the weights became NaN or infinite at step {meta['step']} (first in {name}): "
+                f"the run diverged; the last good checkpoint in {out} is kept; lower --lr"
+            )
     host_opt = S.to_host(jax.tree.leaves(opt_state))
     if jax.process_index() != 0:
         return

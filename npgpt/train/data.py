@@ -31,10 +31,10 @@ def text_files(source: str | Path) -> list[Path]:
     if source.is_file():
         return [source]
     if not source.is_dir():
-        raise NpgptError(f"{source}: no such file or folder; pass a text file, a folder of them, "
-                         "or a .bin token file")
+        raise NpgptError(f"{source}: no such file or folder; pass a text file, a folder of them, or a .bin token file")
     files = sorted(
-        p for p in source.rglob("*")
+        p
+        for p in source.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
     )
     if not files:
@@ -90,8 +90,9 @@ def read_text(f: Path) -> str:
 def char_tokenizer(source: str | Path) -> CharTokenizer:
     """The character vocabulary of a text file or folder (see :mod:`npgpt.char_tokenizer`)."""
     if Path(source).suffix == ".bin" and Path(source).is_file():
-        raise NpgptError(f"{source}: a token file has no characters to build --tokenizer char from; "
-                         "pass the text itself")
+        raise NpgptError(
+            f"{source}: a token file has no characters to build --tokenizer char from; pass the text itself"
+        )
     tok = CharTokenizer.from_text(read_text(f) for f in text_files(source))
     if tok.n_vocab > np.iinfo(TOKENS_DTYPE).max + 1:
         raise NpgptError(f"{source}: {tok.n_vocab} distinct characters, more than a uint16 token file holds")
@@ -131,8 +132,9 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: CharTokeni
         if n_tokens == 0:
             raise NpgptError(f"{source}: no text to train on")
     with atomic_path(sidecar) as tmp:  # a half-written sidecar would break the next run's json.loads
-        Path(tmp).write_text(json.dumps({"fingerprint": fingerprint, "n_tokens": n_tokens,
-                                         "sources": [str(f) for f in files]}, indent=1))
+        Path(tmp).write_text(
+            json.dumps({"fingerprint": fingerprint, "n_tokens": n_tokens, "sources": [str(f) for f in files]}, indent=1)
+        )
     return dest
 
 

@@ -69,6 +69,7 @@ class TrainResult:
 
 # --- the driver ----------------------------------------------------------------------------
 
+
 def train(
     data: str | Path,
     out: str | Path,
@@ -101,8 +102,7 @@ def train(
         raise NpgptError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
     state_path = out / STATE_FILE
     if state_path.exists() and not resume:
-        raise NpgptError(f"{out} already holds a training run; pass --resume to continue it "
-                         "or choose another --out")
+        raise NpgptError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     saved = load_state(state_path) if resume and state_path.exists() else None
     if saved is not None:
         config, params, opt_leaves, meta = saved
@@ -157,8 +157,10 @@ def train(
         step += 1
         if not (np.isfinite(loss) and np.isfinite(float(metrics["grad_norm"]))):
             kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was written"
-            raise NpgptError(f"the loss became {loss} at step {step}: the run diverged; {kept}; "
-                             "lower --lr (or --warmup more steps) and start again")
+            raise NpgptError(
+                f"the loss became {loss} at step {step}: the run diverged; {kept}; "
+                "lower --lr (or --warmup more steps) and start again"
+            )
         history["step"].append(step)
         history["loss"].append(loss)
         val_loss = None
@@ -169,35 +171,61 @@ def train(
         stopped = should_stop is not None and should_stop()
         checkpoint = step % checkpoint_interval == 0 or step == end or stopped
         if checkpoint:
-            state_meta = {"step": step, "history": history, "rng": rng.bit_generator.state,
-                          "settings": run.to_meta(), "config": config.to_dict(), "steps": steps,
-                          "tokenizer": None if tokenizer is None else tokenizer.to_spec()}
+            state_meta = {
+                "step": step,
+                "history": history,
+                "rng": rng.bit_generator.state,
+                "settings": run.to_meta(),
+                "config": config.to_dict(),
+                "steps": steps,
+                "tokenizer": None if tokenizer is None else tokenizer.to_spec(),
+            }
             write_checkpoint(out, config, params, opt_state, state_meta)
             saved_step = step
         if progress is not None:
             log = step % run.log_interval == 0 or val_loss is not None or step == end or stopped
-            progress(Progress(step, steps, loss, float(lr_at(step - 1)),
-                              float(metrics["grad_norm"]), rate, val_loss, checkpoint, log))
+            progress(
+                Progress(
+                    step,
+                    steps,
+                    loss,
+                    float(lr_at(step - 1)),
+                    float(metrics["grad_norm"]),
+                    rate,
+                    val_loss,
+                    checkpoint,
+                    log,
+                )
+            )
 
-    return TrainResult(config, S.to_host(params), step, history,
-                       float(np.median(rates[1:])) if len(rates) > 1 else 0.0, out, stopped and step < end)
+    return TrainResult(
+        config,
+        S.to_host(params),
+        step,
+        history,
+        float(np.median(rates[1:])) if len(rates) > 1 else 0.0,
+        out,
+        stopped and step < end,
+    )
 
 
-def _prepare_data(data: str | Path, out: Path, config: GPT2Config, run: RunSettings,
-                  tokenizer: CharTokenizer | None) -> tuple[np.ndarray, np.ndarray]:
+def _prepare_data(
+    data: str | Path, out: Path, config: GPT2Config, run: RunSettings, tokenizer: CharTokenizer | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Training tokens (memory-mapped) and the fixed held-out windows."""
     tokens = D.load_tokens(data, out, tokenizer)
     if int(tokens.max()) >= config.n_vocab:  # out-of-range ids would silently gather garbage
-        raise NpgptError(f"{data}: token id {int(tokens.max())} is outside the model's vocabulary "
-                         f"of {config.n_vocab}")
+        raise NpgptError(f"{data}: token id {int(tokens.max())} is outside the model's vocabulary of {config.n_vocab}")
     try:
         train_tokens, val_tokens = D.split(tokens, run.val_fraction)
     except ValueError as e:
         raise NpgptError(str(e)) from None
     seq_len = run.seq_len
     if len(train_tokens) <= seq_len:
-        raise NpgptError(f"{data}: {len(train_tokens)} training tokens, too few for --seq-len {seq_len}; "
-                         "use a shorter --seq-len or more text")
+        raise NpgptError(
+            f"{data}: {len(train_tokens)} training tokens, too few for --seq-len {seq_len}; "
+            "use a shorter --seq-len or more text"
+        )
     return train_tokens, D.eval_windows(val_tokens, run.batch_size, seq_len, run.eval_batches)
 
 
@@ -205,8 +233,9 @@ def _check_mesh(mesh: Any, config: GPT2Config, batch_size: int) -> Any:
     try:
         S.check_divisible(config.n_head, config.n_embd, mesh)
         if batch_size % mesh.shape["data"]:
-            raise ValueError(f"--batch-size {batch_size} must be a multiple of the "
-                             f"{mesh.shape['data']} data-parallel devices")
+            raise ValueError(
+                f"--batch-size {batch_size} must be a multiple of the {mesh.shape['data']} data-parallel devices"
+            )
     except ValueError as e:
         raise NpgptError(str(e)) from None
     return mesh
@@ -221,8 +250,7 @@ def _place_opt_state(leaves: list[np.ndarray] | None, template: Any, mesh: Any) 
     if leaves is None:
         leaves = [np.asarray(x) for x in ref]
     if len(leaves) != len(ref) or any(a.shape != b.shape for a, b in zip(leaves, ref, strict=False)):
-        raise CheckpointError("the optimiser state in the checkpoint does not match this "
-                              "optimiser; start a new --out")
+        raise CheckpointError("the optimiser state in the checkpoint does not match this optimiser; start a new --out")
     replicated = S.NamedSharding(mesh, S.P())
 
     def place(x, r):

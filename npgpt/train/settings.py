@@ -23,13 +23,36 @@ SCRATCH = {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_ctx": 256}  # from-scrat
 DEFAULT_STEPS = 1000
 TOKENIZERS = ("gpt2", "char")  # GPT-2's BPE; one token per character of the training text
 RUN_DEFAULTS: dict[str, Any] = {
-    "batch_size": 8, "seq_len": None, "grad_accum": 1, "lr": 3e-4, "warmup": None,
-    "weight_decay": 0.1, "clip": 1.0, "seed": 0, "val_fraction": 0.1,
+    "batch_size": 8,
+    "seq_len": None,
+    "grad_accum": 1,
+    "lr": 3e-4,
+    "warmup": None,
+    "weight_decay": 0.1,
+    "clip": 1.0,
+    "seed": 0,
+    "val_fraction": 0.1,
 }  # seq_len None: min(256, n_ctx); warmup None: min(100, steps // 10)
-MONITORING_DEFAULTS: dict[str, Any] = {"eval_interval": 100, "eval_batches": 8, "checkpoint_interval": None,
-                                       "log_interval": 10}
-POSITIVE = ("steps", "batch_size", "grad_accum", "seq_len", "eval_interval", "eval_batches",
-            "checkpoint_interval", "log_interval", "n_layer", "n_embd", "n_head", "n_ctx")
+MONITORING_DEFAULTS: dict[str, Any] = {
+    "eval_interval": 100,
+    "eval_batches": 8,
+    "checkpoint_interval": None,
+    "log_interval": 10,
+}
+POSITIVE = (
+    "steps",
+    "batch_size",
+    "grad_accum",
+    "seq_len",
+    "eval_interval",
+    "eval_batches",
+    "checkpoint_interval",
+    "log_interval",
+    "n_layer",
+    "n_embd",
+    "n_head",
+    "n_ctx",
+)
 NON_NEGATIVE = ("warmup", "seed")
 # name -> (lowest allowed, whether the lowest itself is allowed): checked finite, too.
 REAL_RANGES = {"lr": (0.0, False), "weight_decay": (0.0, True), "clip": (0.0, False), "val_fraction": (0.0, True)}
@@ -115,8 +138,10 @@ class TrainSettings:
             if given:
                 raise NpgptError(f"pass --init or a model shape ({', '.join(given)}), not both")
             if self.tokenizer not in (None, "gpt2"):
-                raise NpgptError(f"--tokenizer {self.tokenizer} is for training from scratch; an --init model "
-                                 "keeps its own tokenizer")
+                raise NpgptError(
+                    f"--tokenizer {self.tokenizer} is for training from scratch; an --init model "
+                    "keeps its own tokenizer"
+                )
             from .checkpoint import load_init
 
             return load_init(self.init)
@@ -130,8 +155,10 @@ class TrainSettings:
     def for_new_run(self, config: GPT2Config) -> RunSettings:
         """Every run and monitoring setting filled in from the defaults, for a run of ``config``."""
         steps = DEFAULT_STEPS if self.steps is None else self.steps
-        filled = {k: default if getattr(self, k) is None else getattr(self, k)
-                  for k, default in {**RUN_DEFAULTS, **MONITORING_DEFAULTS}.items()}
+        filled = {
+            k: default if getattr(self, k) is None else getattr(self, k)
+            for k, default in {**RUN_DEFAULTS, **MONITORING_DEFAULTS}.items()
+        }
         filled["seq_len"] = self.seq_len or min(256, config.n_ctx)
         filled["warmup"] = min(100, steps // 10) if self.warmup is None else self.warmup
         return RunSettings(steps=steps, tokenizer=self.tokenizer or "gpt2", **filled)
@@ -145,13 +172,18 @@ class TrainSettings:
         for key in self.MUST_MATCH_ON_RESUME:
             given = getattr(self, key)
             if given is not None and given != saved[key]:
-                raise NpgptError(f"cannot resume with {key}={given}: the run in --out used {saved[key]}; "
-                                 "pass the same value or start a new --out")
-        monitoring = {k: saved.get(k, default) if getattr(self, k) is None else getattr(self, k)
-                      for k, default in MONITORING_DEFAULTS.items()}
+                raise NpgptError(
+                    f"cannot resume with {key}={given}: the run in --out used {saved[key]}; "
+                    "pass the same value or start a new --out"
+                )
+        monitoring = {
+            k: saved.get(k, default) if getattr(self, k) is None else getattr(self, k)
+            for k, default in MONITORING_DEFAULTS.items()
+        }
         steps = saved_steps if self.steps is None else self.steps
-        return RunSettings(steps=steps, tokenizer=saved["tokenizer"], **{k: saved[k] for k in RUN_DEFAULTS},
-                           **monitoring)
+        return RunSettings(
+            steps=steps, tokenizer=saved["tokenizer"], **{k: saved[k] for k in RUN_DEFAULTS}, **monitoring
+        )
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,11 @@ Params = dict[str, Any]
 # Tensor-parallel layout of one block's leaves: column-parallel ("model" on the output axis)
 # then row-parallel ("model" on the input axis). Everything not listed is replicated.
 BLOCK_SPECS: dict[str, P] = {
-    "attn.c_attn.w": P(None, "model"), "attn.c_attn.b": P("model"),
+    "attn.c_attn.w": P(None, "model"),
+    "attn.c_attn.b": P("model"),
     "attn.c_proj.w": P("model", None),
-    "mlp.c_fc.w": P(None, "model"), "mlp.c_fc.b": P("model"),
+    "mlp.c_fc.w": P(None, "model"),
+    "mlp.c_fc.b": P("model"),
     "mlp.c_proj.w": P("model", None),
 }
 
@@ -75,9 +77,7 @@ def init_distributed(
     With no arguments JAX detects SLURM, Open MPI, Kubernetes and Cloud TPU clusters (and
     reads ``JAX_COORDINATOR_ADDRESS``). Must run before any other JAX call in the process.
     """
-    jax.distributed.initialize(
-        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
-    )
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 
 def make_mesh(model: int = 1, data: int | None = None, devices: list | None = None) -> Mesh:
@@ -100,12 +100,15 @@ def make_mesh(model: int = 1, data: int | None = None, devices: list | None = No
 
 def param_specs(params: Params) -> Params:
     """A pytree like ``params`` of ``PartitionSpec``: Megatron layout for the block matrices."""
+
     def block_specs(block: Params) -> Params:
         return {
             group: {
                 layer: {leaf: BLOCK_SPECS.get(f"{group}.{layer}.{leaf}", P()) for leaf in leaves}
                 for layer, leaves in layers.items()
-            } if group in ("attn", "mlp") else {leaf: P() for leaf in layers}
+            }
+            if group in ("attn", "mlp")
+            else {leaf: P() for leaf in layers}
             for group, layers in block.items()
         }
 
@@ -119,9 +122,7 @@ def check_divisible(n_head: int, n_embd: int, mesh: Mesh) -> None:
     """Refuse tensor-parallel sizes that would split a head (a precise message, not an XLA one)."""
     m = mesh.shape["model"]
     if n_head % m:
-        raise ValueError(
-            f"model-parallel size {m} must divide n_head ({n_head}): each device holds whole heads"
-        )
+        raise ValueError(f"model-parallel size {m} must divide n_head ({n_head}): each device holds whole heads")
     if (4 * n_embd) % m or n_embd % m:
         raise ValueError(f"model-parallel size {m} must divide n_embd ({n_embd})")
 
@@ -157,8 +158,7 @@ def shard_batch(batch: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:
     """Place a batch with dimension ``axis`` (the rows) split over "data"."""
     if batch.shape[axis] % mesh.shape["data"]:
         raise ValueError(
-            f"batch size {batch.shape[axis]} must be a multiple of the data-parallel size "
-            f"{mesh.shape['data']}"
+            f"batch size {batch.shape[axis]} must be a multiple of the data-parallel size {mesh.shape['data']}"
         )
     return put(batch, batch_sharding(mesh, batch.ndim, axis))
 

@@ -45,14 +45,12 @@ def decay_mask(params: Params) -> Params:
 
 
 def optimizer(
-    lr: float, steps: int, warmup: int, weight_decay: float = 0.1, clip: float = 1.0,
-    b1: float = 0.9, b2: float = 0.95,
+    lr: float, steps: int, warmup: int, weight_decay: float = 0.1, clip: float = 1.0, b1: float = 0.9, b2: float = 0.95
 ) -> optax.GradientTransformation:
     """Clip the gradient's global norm to ``clip``, then AdamW on the warm-up/cosine schedule."""
     return optax.chain(
         optax.clip_by_global_norm(clip),
-        optax.adamw(schedule(lr, steps, warmup), b1=b1, b2=b2, eps=1e-8,
-                    weight_decay=weight_decay, mask=decay_mask),
+        optax.adamw(schedule(lr, steps, warmup), b1=b1, b2=b2, eps=1e-8, weight_decay=weight_decay, mask=decay_mask),
     )
 
 
@@ -79,7 +77,7 @@ def accumulated_grads(params: Params, batch: jax.Array, config: GPT2Config) -> t
 
 
 def make_train_step(
-    opt: optax.GradientTransformation, config: GPT2Config, donate: bool = False,
+    opt: optax.GradientTransformation, config: GPT2Config, donate: bool = False
 ) -> Callable[[Params, Any, jax.Array], tuple[Params, Any, dict[str, jax.Array]]]:
     """The jit-compiled ``train_step(params, opt_state, batch) -> params, opt_state, metrics``.
 
