@@ -48,9 +48,9 @@ def download(
 
 
 def convert(
-    src: Annotated[Path, typer.Argument(help="Any checkpoint: npgpt file; HF directory (safetensors, shards or "
-                                               "pytorch_model.bin); nanoGPT ckpt.pt; OpenAI directory; llm.c .bin; "
-                                               ".gguf.")],
+    src: Annotated[str, typer.Argument(help="Any checkpoint: npgpt file; HF directory (safetensors, shards or "
+                                              "pytorch_model.bin); nanoGPT ckpt.pt; OpenAI directory; llm.c .bin; "
+                                              ".gguf; or a model name (bundled, 124M, a downloaded HF repo).")],
     dst: Annotated[Path, typer.Argument(help="Output file (npgpt, llmc, gguf) or directory (hf, hf-sharded, "
                                                "openai).")],
     to: Annotated[str, typer.Option(help="npgpt, hf, hf-sharded, openai, llmc or gguf.")] = "npgpt",
@@ -64,8 +64,10 @@ def convert(
     Example: `npgpt convert ~/models/gpt2-hf gpt2.safetensors --to npgpt`
     """
     from ..formats import convert as _convert
+    from ..registry import resolve
 
-    console().print(f"wrote {_convert(src, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)}")
+    path, _ = resolve(src)  # a path as it is, or a name as --model takes it
+    console().print(f"wrote {_convert(path, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)}")
 
 
 def info(model: Annotated[str | None, typer.Argument(help="Path or name; default: the default model.")] = None) -> None:
