@@ -83,9 +83,15 @@ class Engine:
 
     def check_ids(self, ids: Any, attention_mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """ids as int [B, T] and the mask of real tokens as bool [B, T], checked (see :meth:`logits`)."""
-        ids = np.asarray(ids)
+        try:
+            ids = np.asarray(ids)
+        except ValueError:  # NumPy's "inhomogeneous shape": rows of different lengths
+            raise NpgptError("ids rows have different lengths; left-pad them to one length and pass "
+                             "attention_mask (1 = token, 0 = padding)") from None
         if ids.ndim == 1:
             ids = ids[None, :]
+        if ids.size == 0:
+            raise NpgptError(f"ids are empty (shape {ids.shape}); give at least one token id")
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
             raise NpgptError(f"ids must be integers of shape [batch, seq], got {ids.dtype} {ids.shape}")
         B, T = ids.shape

@@ -46,6 +46,10 @@ def test_logits_rejects_bad_ids(model):
         model.logits(np.zeros((1, CONFIGS["odd"].n_ctx + 1), dtype=np.int64))
     with pytest.raises(NpgptError, match="integers"):
         model.logits(np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(NpgptError, match="different lengths.*attention_mask"):
+        model.logits([[1, 2], [3]])  # ragged rows: NumPy's ValueError before
+    with pytest.raises(NpgptError, match="empty"):
+        model.logits([[]])
 
 
 def test_request_errors_name_the_parameter(model):
