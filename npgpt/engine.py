@@ -83,6 +83,8 @@ class Engine:
 
     def check_ids(self, ids: Any, attention_mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """ids as int [B, T] and the mask of real tokens as bool [B, T], checked (see :meth:`logits`)."""
+        if isinstance(ids, str):
+            raise NpgptError("ids are token ids, not text; encode it first: model.tokenizer.encode(text)")
         try:
             ids = np.asarray(ids)
         except ValueError:  # NumPy's "inhomogeneous shape": rows of different lengths

@@ -50,6 +50,8 @@ def test_logits_rejects_bad_ids(model):
         model.logits([[1, 2], [3]])  # ragged rows: NumPy's ValueError before
     with pytest.raises(NpgptError, match="empty"):
         model.logits([[]])
+    with pytest.raises(NpgptError, match="tokenizer.encode"):
+        model.logits("Hello")  # text where ids belong: "got <U5 ()" before
 
 
 def test_request_errors_name_the_parameter(model):
