@@ -139,3 +139,12 @@ def test_loading_124m_costs_about_the_weights(tmp_path):
     """)
     grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     assert grown <= 1.15 * path.stat().st_size, (grown, path.stat().st_size)
+
+
+@pytest.mark.parametrize("size", ["0", "abc", "12XB"])
+def test_a_bad_shard_size_is_refused_before_the_source_is_read(tmp_path, size):
+    with pytest.raises(CheckpointError, match=r"--max-shard-size .*e\.g\. 500MB"):
+        convert(tmp_path / "no-such-source", tmp_path / "out", fmt="hf-sharded", max_shard_size=size)
+    with pytest.raises(CheckpointError, match="cannot be written as llmc"):
+        convert(tmp_path / "no-such-source", tmp_path / "out", fmt="llmc", dtype="float16")
+    assert not (tmp_path / "out").exists()  # nothing half-written (an empty folder was left before)
