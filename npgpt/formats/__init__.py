@@ -169,6 +169,15 @@ def save_checkpoint(path: str | Path, config: GPT2Config, params: dict[str, Any]
     """
     path = Path(path)
     _check_save_options(fmt, dtype, max_shard_size)
+    try:
+        return _write(path, config, params, fmt, dtype, max_shard_size)
+    except (FileExistsError, NotADirectoryError) as e:  # a folder to create where a file is (/dev/full, a.txt/x)
+        raise CheckpointError(f"cannot write {path}: a part of the path is a file, not a folder "
+                              f"({e.filename}); choose another path") from None
+
+
+def _write(path: Path, config: GPT2Config, params: dict[str, Any], fmt: str, dtype: str,
+           max_shard_size: int | str | None) -> Path:
     if fmt == "npgpt":
         from . import npgpt_format
 
