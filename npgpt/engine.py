@@ -60,10 +60,14 @@ class Engine:
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """A zeroed kv cache for ``batch`` rows of ``capacity`` slots on this engine's backend/device.
 
-        Raises ValueError when ``capacity`` exceeds the context.
+        Raises ValueError when ``capacity`` exceeds the context, NpgptError when memory runs out.
         """
-        return init_cache(self.config, batch, capacity, like=self.params["wte"],
-                          functional=self.backend.functional_updates)
+        try:
+            return init_cache(self.config, batch, capacity, like=self.params["wte"],
+                              functional=self.backend.functional_updates)
+        except MemoryError as e:
+            raise NpgptError(f"out of memory for the kv cache of {batch} rows x {capacity} tokens ({e}); "
+                             "run fewer rows at once (prompts x n) or fewer new tokens") from None
 
     def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T] (a 1-D sequence is treated as B=1).

@@ -71,3 +71,14 @@ def test_unknown_backend_and_model_are_clear():
 
     with pytest.raises(NpgptError, match="choose one of"):
         get_backend("tensorflow")
+
+
+def test_out_of_memory_for_the_cache_is_one_line(model, monkeypatch):
+    import npgpt.engine
+
+    def no_memory(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise MemoryError("Unable to allocate 3.02 GiB for an array")
+
+    monkeypatch.setattr(npgpt.engine, "init_cache", no_memory)
+    with pytest.raises(NpgptError, match=r"out of memory for the kv cache of 3 rows .*fewer rows"):
+        model.generate(["Hi"] * 3, max_new_tokens=2)  # an 'internal error: MemoryError' in the CLI before
