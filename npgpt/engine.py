@@ -128,10 +128,14 @@ class Engine:
              last_only: bool = False) -> tuple[np.ndarray, KVCache | None]:
         positions, mask = positions_and_mask(valid, start, ids.shape[1])
         be = self.backend
-        logits, cache = be.forward(be.asarray(ids), self.params, config=self.config,
-                                   positions=be.asarray(positions), mask=be.asarray(mask),
-                                   cache=cache, start=start, last_only=last_only)
-        return be.to_numpy(logits), cache
+        try:
+            logits, cache = be.forward(be.asarray(ids), self.params, config=self.config,
+                                       positions=be.asarray(positions), mask=be.asarray(mask),
+                                       cache=cache, start=start, last_only=last_only)
+            return be.to_numpy(logits), cache
+        except MemoryError as e:  # NumPy's; the activations of a large batch are [B, T, 4C] at once
+            raise NpgptError(f"out of memory running {ids.shape[0]} rows x {ids.shape[1]} tokens ({e}); "
+                             "run fewer rows at once (prompts x n) or shorter prompts") from None
 
 
 class HasEngine(Protocol):

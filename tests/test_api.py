@@ -82,3 +82,14 @@ def test_out_of_memory_for_the_cache_is_one_line(model, monkeypatch):
     monkeypatch.setattr(npgpt.engine, "init_cache", no_memory)
     with pytest.raises(NpgptError, match=r"out of memory for the kv cache of 3 rows .*fewer rows"):
         model.generate(["Hi"] * 3, max_new_tokens=2)  # an 'internal error: MemoryError' in the CLI before
+
+
+def test_out_of_memory_in_a_forward_pass_is_one_line(model, monkeypatch):
+    def no_memory(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise MemoryError("Unable to allocate 368. MiB for an array")
+
+    import dataclasses
+
+    monkeypatch.setattr(model.engine, "backend", dataclasses.replace(model.backend, forward=no_memory))
+    with pytest.raises(NpgptError, match=r"out of memory running 2 rows x 3 tokens .*fewer rows"):
+        model.logits([[1, 2, 3], [4, 5, 6]])
