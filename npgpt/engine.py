@@ -61,11 +61,17 @@ class Engine:
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """A zeroed kv cache for ``batch`` rows of ``capacity`` slots on this engine's backend/device.
 
-        Raises ValueError when ``capacity`` exceeds the context.
+        Raises ValueError when ``capacity`` exceeds the context, NpgptError when memory runs out.
         """
-        return init_cache(
-            self.config, batch, capacity, like=self.params["wte"], functional=self.backend.functional_updates
-        )
+        try:
+            return init_cache(
+                self.config, batch, capacity, like=self.params["wte"], functional=self.backend.functional_updates
+            )
+        except MemoryError as e:
+            raise NpgptError(
+                f"out of memory for the kv cache of {batch} rows x {capacity} tokens ({e}); "
+                "run fewer rows at once (prompts x n) or fewer new tokens"
+            ) from None
 
     def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T] (a 1-D sequence is treated as B=1).
@@ -85,9 +91,19 @@ class Engine:
 
     def check_ids(self, ids: Any, attention_mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """ids as int [B, T] and the mask of real tokens as bool [B, T], checked (see :meth:`logits`)."""
-        ids = np.asarray(ids)
+        if isinstance(ids, str):
+            raise NpgptError("ids are token ids, not text; encode it first: model.tokenizer.encode(text)")
+        try:
+            ids = np.asarray(ids)
+        except ValueError:  # NumPy's "inhomogeneous shape": rows of different lengths
+            raise NpgptError(
+                "ids rows have different lengths; left-pad them to one length and pass "
+                "attention_mask (1 = token, 0 = padding)"
+            ) from None
         if ids.ndim == 1:
             ids = ids[None, :]
+        if ids.size == 0:
+            raise NpgptError(f"ids are empty (shape {ids.shape}); give at least one token id")
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
             raise NpgptError(f"ids must be integers of shape [batch, seq], got {ids.dtype} {ids.shape}")
         B, T = ids.shape
@@ -120,17 +136,23 @@ class Engine:
     ) -> tuple[np.ndarray, KVCache | None]:
         positions, mask = positions_and_mask(valid, start, ids.shape[1])
         be = self.backend
-        logits, cache = be.forward(
-            be.asarray(ids),
-            self.params,
-            config=self.config,
-            positions=be.asarray(positions),
-            mask=be.asarray(mask),
-            cache=cache,
-            start=start,
-            last_only=last_only,
-        )
-        return be.to_numpy(logits), cache
+        try:
+            logits, cache = be.forward(
+                be.asarray(ids),
+                self.params,
+                config=self.config,
+                positions=be.asarray(positions),
+                mask=be.asarray(mask),
+                cache=cache,
+                start=start,
+                last_only=last_only,
+            )
+            return be.to_numpy(logits), cache
+        except MemoryError as e:  # NumPy's; the activations of a large batch are [B, T, 4C] at once
+            raise NpgptError(
+                f"out of memory running {ids.shape[0]} rows x {ids.shape[1]} tokens ({e}); "
+                "run fewer rows at once (prompts x n) or shorter prompts"
+            ) from None
 
 
 class HasEngine(Protocol):

@@ -114,7 +114,7 @@ def _cannot_write(path: Path, e: BaseException) -> NpgptError:
     reason = getattr(e, "strerror", None) or (found[1] if found else (text.splitlines() or [type(e).__name__])[0])
     if isinstance(e, IsADirectoryError) or path.is_dir():
         return NpgptError(f"cannot write {path}: it is a directory; give a file path")
-    if isinstance(e, NotADirectoryError):
+    if isinstance(e, (NotADirectoryError, FileExistsError)):  # FileExistsError: mkdir where a file is
         return NpgptError(f"cannot write {path}: a part of the path is a file, not a folder; choose another path")
     if isinstance(e, PermissionError) or "ermission denied" in reason:
         return NpgptError(f"cannot write {path}: permission denied; choose a folder you can write to")

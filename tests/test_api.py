@@ -50,6 +50,12 @@ def test_logits_rejects_bad_ids(model):
         model.logits(np.zeros((1, CONFIGS["odd"].n_ctx + 1), dtype=np.int64))
     with pytest.raises(NpgptError, match="integers"):
         model.logits(np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(NpgptError, match="different lengths.*attention_mask"):
+        model.logits([[1, 2], [3]])  # ragged rows: NumPy's ValueError before
+    with pytest.raises(NpgptError, match="empty"):
+        model.logits([[]])
+    with pytest.raises(NpgptError, match="tokenizer.encode"):
+        model.logits("Hello")  # text where ids belong: "got <U5 ()" before
 
 
 def test_request_errors_name_the_parameter(model):
@@ -69,3 +75,25 @@ def test_unknown_backend_and_model_are_clear():
 
     with pytest.raises(NpgptError, match="choose one of"):
         get_backend("tensorflow")
+
+
+def test_out_of_memory_for_the_cache_is_one_line(model, monkeypatch):
+    import npgpt.engine
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.02 GiB for an array")
+
+    monkeypatch.setattr(npgpt.engine, "init_cache", no_memory)
+    with pytest.raises(NpgptError, match=r"out of memory for the kv cache of 3 rows .*fewer rows"):
+        model.generate(["Hi"] * 3, max_new_tokens=2)  # an 'internal error: MemoryError' in the CLI before
+
+
+def test_out_of_memory_in_a_forward_pass_is_one_line(model, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 368. MiB for an array")
+
+    import dataclasses
+
+    monkeypatch.setattr(model.engine, "backend", dataclasses.replace(model.backend, forward=no_memory))
+    with pytest.raises(NpgptError, match=r"out of memory running 2 rows x 3 tokens .*fewer rows"):
+        model.logits([[1, 2, 3], [4, 5, 6]])

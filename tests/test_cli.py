@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import CONFIGS, random_params, run_cli
 
@@ -132,3 +133,17 @@ def test_info_and_convert(model_file, tmp_path):
     r = run_cli("convert", model_file, str(out), "--to", "hf")
     assert r.returncode == 0, r.stderr
     assert (out / "model.safetensors").exists() and (out / "config.json").exists()
+
+
+def test_convert_takes_a_model_name_as_info_does(tmp_path):
+    from npgpt.registry import bundled_path
+
+    out = tmp_path / "bundled.safetensors"
+    r = run_cli("convert", "bundled", str(out), env={"NPGPT_HOME": str(tmp_path / "home")})
+    assert r.returncode == 0, r.stderr
+    a, b = load(str(bundled_path())), load(str(out))
+    assert a.config == b.config
+    ids = [a.tokenizer.encode("And God said")]
+    np.testing.assert_allclose(a.logits(ids), b.logits(ids), atol=1e-5)
+    r = run_cli("convert", "no-such-model", str(tmp_path / "x.safetensors"), env={"NPGPT_HOME": str(tmp_path / "home")})
+    assert r.returncode == 1 and "not a file or a known model" in r.stderr and "Traceback" not in r.stderr

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import CONFIGS, hf_logits, random_params
 
-from npgpt.errors import CheckpointError
-from npgpt.formats import convert, detect, load_checkpoint, npgpt_format, openai_tf
+from npgpt.errors import CheckpointError, NpgptError
+from npgpt.formats import convert, detect, load_checkpoint, npgpt_format, openai_tf, save_checkpoint
 from npgpt.formats import hf as hf_format
 from npgpt.params import flatten
 
@@ -139,3 +139,23 @@ def test_loading_124m_costs_about_the_weights(tmp_path):
     """)
     grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     assert grown <= 1.15 * path.stat().st_size, (grown, path.stat().st_size)
+
+
+@pytest.mark.parametrize("size", ["0", "abc", "12XB"])
+def test_a_bad_shard_size_is_refused_before_the_source_is_read(tmp_path, size):
+    with pytest.raises(CheckpointError, match=r"--max-shard-size .*e\.g\. 500MB"):
+        convert(tmp_path / "no-such-source", tmp_path / "out", fmt="hf-sharded", max_shard_size=size)
+    with pytest.raises(CheckpointError, match="cannot be written as llmc"):
+        convert(tmp_path / "no-such-source", tmp_path / "out", fmt="llmc", dtype="float16")
+    assert not (tmp_path / "out").exists()  # nothing half-written (an empty folder was left before)
+
+
+@pytest.mark.parametrize("fmt", ["npgpt", "hf", "llmc", "openai", "gguf"])
+def test_writing_under_a_file_is_one_line(tmp_path, fmt):
+    if fmt == "gguf":
+        pytest.importorskip("gguf")
+    config = CONFIGS["tiny"]
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(NpgptError, match="a part of the path is a file, not a folder"):  # FileExistsError before
+        save_checkpoint(tmp_path / "notes.txt" / "model.out", config, random_params(config), fmt=fmt)
+    assert (tmp_path / "notes.txt").read_text() == "a file, not a folder"

@@ -63,11 +63,11 @@ def download(
 
 def convert(
     src: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="Any checkpoint: npgpt file; HF directory (safetensors, shards or "
             "pytorch_model.bin); nanoGPT ckpt.pt; OpenAI directory; llm.c .bin; "
-            ".gguf."
+            ".gguf; or a model name (bundled, 124M, a downloaded HF repo)."
         ),
     ],
     dst: Annotated[Path, typer.Argument(help="Output file (npgpt, llmc, gguf) or directory (hf, hf-sharded, openai).")],
@@ -84,10 +84,12 @@ def convert(
     Example: npgpt convert ~/models/gpt2-hf gpt2.safetensors --to npgpt
     """
     from ..formats import convert as _convert
+    from ..registry import resolve
 
     if dst.exists() and not dst.is_file() and not dst.is_dir():  # /dev/full, a FIFO: never written through
         raise NpgptError(f"cannot write {dst}: it is not a regular file; give the path of a file or folder to write")
-    console().print(Text(f"wrote {_convert(src, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)}"))
+    path, _ = resolve(src)  # a path as it is, or a name as --model takes it
+    console().print(Text(f"wrote {_convert(path, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)}"))
 
 
 def info(

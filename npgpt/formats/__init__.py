@@ -224,17 +224,23 @@ def save_checkpoint(
     a model that fits in one shard is written as one ``model.safetensors``, as there too.
     """
     path = Path(path)
-    if fmt not in FORMATS:
-        raise _not_writable(fmt)
-    if dtype not in DTYPES[fmt]:
-        raise CheckpointError(f"--dtype {dtype} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}")
+    _check_save_options(fmt, dtype, max_shard_size)
+    try:
+        return _write(path, config, params, fmt, dtype, max_shard_size)
+    except (FileExistsError, NotADirectoryError) as e:  # a folder to create where a file is (/dev/full, a.txt/x)
+        raise CheckpointError(
+            f"cannot write {path}: a part of the path is a file, not a folder ({e.filename}); choose another path"
+        ) from None
+
+
+def _write(
+    path: Path, config: GPT2Config, params: dict[str, Any], fmt: str, dtype: str, max_shard_size: int | str | None
+) -> Path:
     if fmt == "npgpt":
         from . import npgpt_format
 
         target = path / MODEL_FILE if path.is_dir() or not path.suffix else path
         return npgpt_format.save(target, config, params, dtype=dtype)
-    if max_shard_size is not None and fmt != "hf-sharded":
-        raise CheckpointError(f"--max-shard-size applies to --to hf-sharded, not {fmt}")
     if fmt == "llmc":
         from . import llmc
 
@@ -253,6 +259,26 @@ def save_checkpoint(
     return openai_tf.save(path, config, params)
 
 
+def _check_save_options(fmt: str, dtype: str, max_shard_size: int | str | None) -> None:
+    """Refuse a format, dtype or shard size that cannot be written, before any weights are read."""
+    if fmt not in FORMATS:
+        raise _not_writable(fmt)
+    if dtype not in DTYPES[fmt]:
+        raise CheckpointError(f"--dtype {dtype} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}")
+    if max_shard_size is None:
+        return
+    if fmt != "hf-sharded":
+        raise CheckpointError(f"--max-shard-size applies to --to hf-sharded, not {fmt}")
+    from huggingface_hub import split_state_dict_into_shards_factory
+
+    try:  # the Hub's own size parser, the one the split below uses, run on no tensors
+        split_state_dict_into_shards_factory(
+            {}, get_storage_size=len, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
+        )
+    except ValueError as e:
+        raise CheckpointError(f"--max-shard-size {max_shard_size}: {e} (e.g. 500MB)") from None
+
+
 def _not_writable(fmt: str) -> CheckpointError:
     if fmt in READ_ONLY:
         return CheckpointError(f"npgpt reads {fmt} but does not write it; choose one of {', '.join(FORMATS)}")
@@ -267,7 +293,6 @@ def convert(
     max_shard_size: int | str | None = None,
 ) -> Path:
     """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst``."""
-    if fmt not in FORMATS:  # refused before a large source is read
-        raise _not_writable(fmt)
+    _check_save_options(fmt, dtype, max_shard_size)  # refused before a large source is read
     config, params = load_checkpoint(src)
     return save_checkpoint(dst, config, params, fmt=fmt, dtype=dtype, max_shard_size=max_shard_size)

@@ -49,6 +49,19 @@ DTYPES = ("float32", "float16", "bfloat16", "q8_0")  # what save() writes; ``npg
 _MATRICES = ("attn.c_attn.w", "attn.c_proj.w", "mlp.c_fc.w", "mlp.c_proj.w")  # Conv1D [in, out] in npgpt
 
 
+def _gguf() -> Any:
+    """The ``gguf`` package (the ``npgpt[gguf]`` extra), or a one-line error naming that extra."""
+    try:
+        import gguf
+    except ImportError as e:
+        if e.name == "gguf":
+            raise CheckpointError("GGUF files need the gguf package: pip install 'npgpt[gguf]'") from None
+        raise CheckpointError(f"the gguf package does not import ({e}); pip install -U 'gguf>=0.16'") from None
+    if not hasattr(gguf.ReaderField, "contents"):  # added in 0.16; reading fields goes through it
+        raise CheckpointError("the installed gguf package is older than 0.16: pip install -U 'gguf>=0.16'")
+    return gguf
+
+
 def _name_table(n_layer: int) -> dict[str, str]:
     """GGUF tensor name -> npgpt flat name, built from gguf's own TENSOR_NAMES."""
     import gguf
@@ -162,7 +175,7 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     carry them. Raises CheckpointError, before any compute, for: a corrupt file, another architecture, a
     tokenizer that is not GPT-2's, grouped KV heads, and any tensor missing, extra or of the wrong shape.
     """
-    import gguf
+    gguf = _gguf()
 
     path = Path(path)
     reader = _open(path)
@@ -269,7 +282,7 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     (:func:`compat.require_writable`). A directory (or a path without suffix) gets ``model.gguf``.
     Written atomically.
     """
-    import gguf
+    gguf = _gguf()
 
     if dtype not in DTYPES:
         raise CheckpointError(f"GGUF weights are written as {', '.join(DTYPES)}, not {dtype!r}")
