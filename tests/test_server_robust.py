@@ -381,3 +381,30 @@ def test_serve_refuses_bad_limits_before_loading(flag, value):
 
     r = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model", flag, value])
     assert isinstance(r.exception, NpgptError) and flag in str(r.exception), r.output
+
+
+def test_a_request_arriving_while_a_huge_one_holds_the_batch_starts_at_once(model):
+    """The huge request is admitted first and would take every row; one is kept for the next request,
+    which then finishes (2 tokens) before any of the huge one's rows (40 tokens each)."""
+    sched = Scheduler(model, max_batch=4)
+    assert sched.max_rows_per_request == 3
+    finished: list[str] = []
+
+    def inbox(name: str):
+        return lambda ev: finished.append(name) if getattr(ev, "finish_reason", None) else None
+
+    try:
+        ids = model.tokenizer.encode("Tokens")
+        sched.submit(Request([ids] * 8, SamplingParams(max_new_tokens=40, seed=0), inbox("huge")))
+        deadline = time.time() + 60
+        while sched.active < 3:  # the huge request is in the batch
+            assert time.time() < deadline
+            time.sleep(0.005)
+        assert sched.active == 3  # and holds all the rows it may
+        sched.submit(Request([ids], SamplingParams(max_new_tokens=2, seed=1), inbox("small")))
+        while len(finished) < 9:
+            assert time.time() < deadline
+            time.sleep(0.01)
+    finally:
+        sched.close()
+    assert finished[0] == "small", finished

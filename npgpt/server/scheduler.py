@@ -18,8 +18,9 @@ request by request, so only the request that fails alone fails. Only a failure o
 decode step, which no single request can be blamed for, ends every active request.
 
 Admission is fair: free rows go one at a time to the waiting request with the fewest rows in the
-batch (the oldest among equals), so a small request that arrives behind a huge one starts as soon
-as a row frees up, rather than after all of the huge one's rows.
+batch (the oldest among equals), and no request holds more than ``max_rows_per_request`` (the
+batch less an eighth, at least one row): a request that arrives while a huge one runs starts at
+the next step, rather than after all of the huge one's rows.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class Scheduler:
         # A compiling backend wants fixed shapes, so it always runs all max_batch rows; the others
         # run a view of the n active rows and write the cache through it.
         self._compact = not self.engine.backend.compiles
+        # One request never holds every row: the last max_batch // 8 rows (at least one) are kept for
+        # whoever comes next, so a request that arrives while a huge one runs starts at the next step
+        # instead of after the huge one's rows (head-of-line blocking). Costs a lone huge request 1/8.
+        self.max_rows_per_request = max(1, max_batch - max(1, max_batch // 8))
 
     # -- any thread -------------------------------------------------------------------------------
     @property
@@ -185,7 +190,10 @@ class Scheduler:
         held = Counter(id(row.request) for row in self._rows)
         new = []
         while free and self._waiting:
-            request = min(self._waiting, key=lambda r: held[id(r)])  # min keeps the first (oldest) of equals
+            open_ = [r for r in self._waiting if held[id(r)] < self.max_rows_per_request]
+            if not open_:  # the rows left are kept for the next request, which then starts at once
+                break
+            request = min(open_, key=lambda r: held[id(r)])  # min keeps the first (oldest) of equals
             new.append((request, request.admitted))
             request.admitted += 1
             held[id(request)] += 1
