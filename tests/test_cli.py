@@ -147,3 +147,19 @@ def test_convert_takes_a_model_name_as_info_does(tmp_path):
     np.testing.assert_allclose(a.logits(ids), b.logits(ids), atol=1e-5)
     r = run_cli("convert", "no-such-model", str(tmp_path / "x.safetensors"), env={"NPGPT_HOME": str(tmp_path / "home")})
     assert r.returncode == 1 and "not a file or a known model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_defaults_are_sampling_params_defaults():
+    """`npgpt generate` shows its defaults in --help, so they are written in its signature; they must be
+    SamplingParams' own (the one source of truth the API and the server use), never drift from them."""
+    import inspect
+
+    from npgpt.cli.generate import generate
+    from npgpt.sampling import SamplingParams
+
+    defaults = SamplingParams()
+    shown = {name: p.default for name, p in inspect.signature(generate).parameters.items()}
+    shared = [f for f in vars(defaults) if f in shown and f != "stop"]
+    assert len(shared) >= 9, shared
+    for name in shared:
+        assert shown[name] == getattr(defaults, name), name
