@@ -193,3 +193,23 @@ def test_a_truncated_npgpt_file_in_a_model_directory_is_named_truncated(tmp_path
     for where in (path, tmp_path):
         with pytest.raises(CheckpointError, match="truncated"):
             load_checkpoint(where)
+
+
+@pytest.mark.parametrize("fmt", ["npgpt", "hf", "hf-sharded", "openai", "llmc", "gguf"])
+def test_non_finite_weights_are_refused_in_every_written_format(fmt, tmp_path):
+    """The finiteness check is in the one load path every format goes through; a NaN written by each
+    format's own writer is refused at load (GGUF on GPT-2's vocabulary, the only one it holds)."""
+    from npgpt.formats import save_checkpoint
+
+    if fmt == "gguf":
+        pytest.importorskip("gguf")
+    config = CONFIGS["tiny"]
+    path = save_checkpoint(
+        tmp_path / ("model.gguf" if fmt == "gguf" else "out"),
+        config,
+        _poisoned(np.nan)(random_params(config)),
+        fmt=fmt,
+        max_shard_size="1MB" if fmt == "hf-sharded" else None,
+    )
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load_checkpoint(path)
