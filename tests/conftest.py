@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -100,3 +101,20 @@ def tiktoken_gpt2(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
         return tiktoken.get_encoding("gpt2")
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str):
+    """A tmpfs of ``size`` (e.g. "4m", "300k") mounted at ``where``, for disk-full tests (root can mount
+    one); the test is skipped, with the reason printed, where mounting is not allowed."""
+    where.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        print(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        pytest.skip(f"mounting a tmpfs is not allowed here: {r.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

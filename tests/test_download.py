@@ -312,18 +312,10 @@ def test_conversion_onto_a_full_disk_is_one_line_and_keeps_the_download(server, 
     reason printed, where mounting is not allowed."""
     import subprocess
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
+    from conftest import small_disk
+
     data = (source[1] / "124M" / DATA).stat().st_size
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={data * 3 // 2 // 4096 * 4}k", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        print(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-        pytest.skip(f"mounting a tmpfs is not allowed here: {r.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "disk", f"{data * 3 // 2 // 4096 * 4}k") as disk:
         monkeypatch.setenv("NPGPT_HOME", str(disk))
         with pytest.raises(NpgptError) as e:
             download.download_openai("124M", base_url=server.url)
@@ -336,5 +328,3 @@ def test_conversion_onto_a_full_disk_is_one_line_and_keeps_the_download(server, 
         path = download.download_openai("124M", base_url=server.url)
         assert len(server.requests) == fetched  # converted from what was already downloaded
         assert_same_model(path, source[0])
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -90,18 +90,11 @@ def test_data_and_directory_are_synced_around_the_rename(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs (root can mount one); skipped, with the reason printed, where mounting is not allowed."""
-    import subprocess
+def small_disk(tmp_path):  # a 4 MiB tmpfs
+    from conftest import small_disk
 
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-        pytest.skip(f"mounting a tmpfs is not allowed here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with small_disk(tmp_path / "disk", "4m") as mnt:
+        yield mnt
 
 
 def test_convert_onto_a_full_disk_is_one_line_and_keeps_the_old_file(small_disk, tmp_path):

@@ -7,7 +7,6 @@ Models are tiny (one layer, width 16-32) so each run costs little more than its 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -257,16 +256,11 @@ def test_resume_rewrites_a_model_left_behind_by_a_kill(text, reference, tmp_path
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs (root can mount one); skipped, with the reason printed, where mounting is not allowed."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-        pytest.skip(f"mounting a tmpfs is not allowed here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_disk(tmp_path):  # a 2 MiB tmpfs
+    from conftest import small_disk
+
+    with small_disk(tmp_path / "disk", "2m") as mnt:
+        yield mnt
 
 
 def test_a_checkpoint_onto_a_full_disk_is_one_line_and_keeps_the_previous_one(text, small_disk):
