@@ -17,7 +17,21 @@ import typer
 
 from ..errors import NpgptError
 from .generate import sampling_options
-from .options import BackendOpt, DtypeOpt, ModelOpt, load_model, print_error, print_notice
+from .options import (
+    BackendOpt,
+    DtypeOpt,
+    FrequencyPenaltyOpt,
+    MinPOpt,
+    ModelOpt,
+    PresencePenaltyOpt,
+    RepetitionPenaltyOpt,
+    TemperatureOpt,
+    TopKOpt,
+    TopPOpt,
+    load_model,
+    print_error,
+    print_notice,
+)
 
 if TYPE_CHECKING:
     from ..api import GPT2
@@ -36,13 +50,13 @@ def chat_command(
             help="Most tokens per reply (default: a quarter of the context, at most 256).", show_default=False
         ),
     ] = None,
-    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 0.8,
-    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")] = 40,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1] (1 = off).")] = 1.0,
-    min_p: Annotated[float, typer.Option(help="Drop tokens below min_p × the top probability.")] = 0.0,
-    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats (1 = off).")] = 1.0,
-    presence_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
-    frequency_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
+    temperature: TemperatureOpt = 0.8,
+    top_k: TopKOpt = 40,
+    top_p: TopPOpt = 1.0,
+    min_p: MinPOpt = 0.0,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
+    presence_penalty: PresencePenaltyOpt = 0.0,
+    frequency_penalty: FrequencyPenaltyOpt = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible replies (turn i uses seed + i).")] = None,
     stop: Annotated[
         list[str] | None,

@@ -14,7 +14,24 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import BackendOpt, DtypeOpt, JsonOpt, ModelOpt, console, load_model, print_json, read_text, unescape
+from .options import (
+    BackendOpt,
+    DtypeOpt,
+    FrequencyPenaltyOpt,
+    JsonOpt,
+    MinPOpt,
+    ModelOpt,
+    PresencePenaltyOpt,
+    RepetitionPenaltyOpt,
+    TemperatureOpt,
+    TopKOpt,
+    TopPOpt,
+    console,
+    load_model,
+    print_json,
+    read_text,
+    unescape,
+)
 
 SamplingOpts = dict  # the keyword arguments of npgpt.sampling.SamplingParams
 
@@ -34,13 +51,13 @@ def generate(
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 64,
-    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 1.0,
-    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")] = 0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1] (1 = off).")] = 1.0,
-    min_p: Annotated[float, typer.Option(help="Drop tokens below min_p × the top probability.")] = 0.0,
-    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeats (1 = off).")] = 1.0,
-    presence_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
-    frequency_penalty: Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")] = 0.0,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = 0,
+    top_p: TopPOpt = 1.0,
+    min_p: MinPOpt = 0.0,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
+    presence_penalty: PresencePenaltyOpt = 0.0,
+    frequency_penalty: FrequencyPenaltyOpt = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
     stop: Annotated[
         list[str] | None,

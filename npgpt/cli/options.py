@@ -40,6 +40,16 @@ DtypeOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (for scripts).")]
 
 
+# The sampling options npgpt generate and npgpt chat share (each command sets its own defaults).
+TemperatureOpt = Annotated[float, typer.Option(help="0 = greedy; higher = more random.")]
+TopKOpt = Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")]
+TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1] (1 = off).")]
+MinPOpt = Annotated[float, typer.Option(help="Drop tokens below min_p × the top probability.")]
+RepetitionPenaltyOpt = Annotated[float, typer.Option(help="> 1 discourages repeats (1 = off).")]
+PresencePenaltyOpt = Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")]
+FrequencyPenaltyOpt = Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")]
+
+
 def console(stderr: bool = False) -> Console:
     """A rich console on stdout (results) or stderr (progress, notices, errors) that prints strings as
     they are: no markup (style with ``rich.text.Text``), no auto-highlighting."""
