@@ -21,10 +21,11 @@ from .params import map_with_path
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # how the weight matrices are stored; activations: float32
 # The weight dtypes each backend stores: 16 bits only where the library has 16-bit matrix products
-# (NumPy has none that are fast; CuPy has no bfloat16); int8 only where it has an int8-weight
-# product that beats its float32 one (PyTorch's, see npgpt/int8.py).
+# (NumPy has none that are fast; CuPy has no bfloat16); int8 only where a library's int8-weight
+# product beats the backend's float32 one (NumPy: ONNX Runtime's, npgpt/q8_0.py; PyTorch's own,
+# npgpt/int8.py).
 DTYPES = {
-    "numpy": ("float32",),
+    "numpy": ("float32", "int8"),
     "jax": ("float32", "float16", "bfloat16"),
     "torch": WEIGHT_DTYPES,
     "cupy": ("float32", "float16"),
@@ -94,9 +95,10 @@ class Backend:
             self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w: to_16bit(w, dtype)
         )
         if convert is None or dtype not in self.dtypes:
+            instead = " or ".join(_cpu_backends_with(dtype))
             raise NpgptError(
                 f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
-                f"times slower than float32); use --backend torch for --dtype {dtype}"
+                f"times slower than float32); use --backend {instead} for --dtype {dtype}"
             )
 
         def narrow(w: np.ndarray) -> Any:  # one matrix at a time, straight from the checkpoint's pages
@@ -112,6 +114,12 @@ class Backend:
             ),
             params,
         )
+
+
+def _cpu_backends_with(dtype: str) -> list[str]:
+    """The backends whose CPU kernels for ``dtype`` were measured to pay (docs/benchmarks.md): the advice
+    an error gives. JAX's 16-bit weights are for accelerators; CuPy's need a GPU."""
+    return [b for b in ("numpy", "torch") if dtype in DTYPES[b]]
 
 
 def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +199,16 @@ def get_backend(name: str) -> Backend:
     from .model import gpt2
 
     if name == "numpy":
-        return Backend("numpy", np.asarray, np.asarray, gpt2, layout=_numpy_layout)
+
+        def q8_0(w: np.ndarray) -> Any:
+            from .q8_0 import Q8Matrix
+
+            rows = w.T  # [out, in]; where contiguous (wte's rows: the head), drop each chunk's pages once read
+            return Q8Matrix.from_float(
+                w, (lambda i, j: _release_mapped(rows[i:j])) if rows.flags.c_contiguous else None
+            )
+
+        return Backend("numpy", np.asarray, np.asarray, gpt2, dtypes=DTYPES[name], layout=_numpy_layout, to_int8=q8_0)
     if name == "jax":
         jax = _require("jax", name)
         # The config and last_only change the program, so they are static; the cache is donated

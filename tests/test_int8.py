@@ -1,8 +1,10 @@
-"""8-bit weights (``dtype="int8"``, npgpt/int8.py): close to float32, cache == full forward, end to end.
+"""8-bit weights (``dtype="int8"``): close to float32, cache == full forward, end to end, on both backends.
 
-Small odd shapes (3 heads, width 48); the bounds come from the scheme: per-output-channel int8
-codes are within half a step (``max|w| / 254``) of the weight, and the activations enter the
-kernel in bfloat16 (8 significant bits).
+``torch``: per-output-channel codes, PyTorch's kernels (npgpt/int8.py); ``numpy``: llama.cpp's Q8_0
+blocks, ONNX Runtime's kernel (npgpt/q8_0.py; its scheme is tested in tests/test_q8_0.py).
+Small odd shapes (3 heads, width 48: not a multiple of Q8_0's 32-value blocks); the bounds come
+from the schemes: codes are within half a step (``max|w| / 254`` of a channel or a block) of the
+weight, and the activations enter the kernel in bfloat16 (torch) or int8 per block (ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -18,10 +20,6 @@ from npgpt.errors import NpgptError
 from npgpt.formats import save_checkpoint
 from npgpt.params import init_params
 
-torch = pytest.importorskip("torch")
-
-from npgpt.int8 import WEIGHT_ONLY_ROWS, Int8Matrix, quantize  # noqa: E402
-
 ODD = GPT2Config(n_vocab=50257, n_ctx=64, n_embd=48, n_head=3, n_layer=2)
 
 
@@ -30,12 +28,19 @@ def params() -> dict:
     return init_params(ODD, seed=3)
 
 
-@pytest.fixture(scope="module")
-def pair(params) -> tuple[GPT2, GPT2]:
-    return GPT2(ODD, params), GPT2(ODD, params, backend="torch", dtype="int8")
+INT8_BACKENDS = {"numpy": "onnxruntime", "torch": "torch"}  # backend -> the library its int8 kernel needs
+
+
+@pytest.fixture(scope="module", params=list(INT8_BACKENDS))
+def pair(params, request) -> tuple[GPT2, GPT2]:
+    pytest.importorskip(INT8_BACKENDS[request.param])
+    return GPT2(ODD, params), GPT2(ODD, params, backend=request.param, dtype="int8")
 
 
 def test_quantize_is_symmetric_per_output_channel():
+    torch = pytest.importorskip("torch")
+    from npgpt.int8 import quantize
+
     w = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [2.0, 1.0, -0.01]])  # [out, in]
     codes, scales = quantize(w)
     assert codes.dtype == torch.int8 and scales.dtype == torch.float32
@@ -46,6 +51,9 @@ def test_quantize_is_symmetric_per_output_channel():
 
 
 def test_int8_matrix_product_and_table_rows():
+    torch = pytest.importorskip("torch")
+    from npgpt.int8 import WEIGHT_ONLY_ROWS, Int8Matrix
+
     rng = np.random.default_rng(0)
     w = torch.from_numpy(rng.standard_normal((48, 144), dtype=np.float32))  # [in, out]
     m = Int8Matrix.from_float(w)
@@ -80,9 +88,10 @@ def test_int8_logits_within_bound_of_float32(pair):
         p["blocks"][-1]["mlp"]["c_fc"]["w"],
         p["blocks"][-1]["mlp"]["c_proj"]["w"],
     ):
-        assert isinstance(w, Int8Matrix) and w.codes.dtype == torch.int8  # a byte a weight
-    assert p["wpe"].dtype == torch.float32 and p["ln_f"]["g"].dtype == torch.float32
-    assert p["blocks"][0]["attn"]["c_attn"]["b"].dtype == torch.float32
+        assert str(w.dtype).endswith("int8")  # what model.matmul dispatches on
+        assert np.dtype(str(w.codes.dtype).removeprefix("torch.")).itemsize == 1  # a byte a weight
+    for a in (p["wpe"], p["ln_f"]["g"], p["blocks"][0]["attn"]["c_attn"]["b"]):
+        assert str(a.dtype).endswith("float32")
 
     ids = np.random.default_rng(0).integers(0, ODD.n_vocab, (2, 24))
     exact, got = f32.logits(ids), i8.logits(ids)
@@ -112,14 +121,16 @@ def test_int8_cache_path_equals_full_forward(pair):
     np.testing.assert_allclose(got.token_logprobs, lp[np.arange(8), got.tokens], atol=2e-2)
 
 
-def test_int8_through_load_and_the_server(params, tmp_path):
+@pytest.mark.parametrize("backend", list(INT8_BACKENDS))
+def test_int8_through_load_and_the_server(params, tmp_path, backend):
     import httpx
 
     import npgpt
     from npgpt.server import background_server, create_app
 
+    pytest.importorskip(INT8_BACKENDS[backend])
     path = save_checkpoint(tmp_path / "odd.safetensors", ODD, params)
-    model = npgpt.load(path, backend="torch", dtype="int8")
+    model = npgpt.load(path, backend=backend, dtype="int8")
     assert model.dtype == "int8" and "int8" in repr(model)
     text = model.generate("In the beginning", max_new_tokens=6, temperature=0)
     assert isinstance(text, str) and text
@@ -139,25 +150,22 @@ def test_int8_through_load_and_the_server(params, tmp_path):
         assert batch.status_code == 200 and len(batch.json()["choices"]) == 2
 
 
-@pytest.mark.parametrize("backend", ["numpy", "jax"])
-def test_int8_on_a_backend_without_an_int8_kernel_is_a_clear_error(params, backend):
-    pytest.importorskip(backend)
+def test_int8_on_a_backend_without_an_int8_kernel_is_a_clear_error(params):
+    pytest.importorskip("jax")
     assert "int8" in WEIGHT_DTYPES
     with pytest.raises(
         NpgptError,
-        match=rf"^backend '{backend}' has no fast int8 matrix product .*"
-        r"use --backend torch for --dtype int8$",
+        match=r"^backend 'jax' has no fast int8 matrix product .*use --backend numpy or torch for --dtype int8$",
     ):
-        GPT2(ODD, params, backend=backend, dtype="int8")
+        GPT2(ODD, params, backend="jax", dtype="int8")
 
 
 def test_cli_int8_greedy_equals_float32_on_the_bundled_model():
     """The issue's accuracy goal as a test: the README prompt, 20 greedy tokens, as float32."""
     args = ("generate", "And God said", "--max-new-tokens", "20", "--temperature", "0", "--no-echo")
     reference = run_cli(*args)
-    r = run_cli(*args, "--backend", "torch", "--dtype", "int8")
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == reference.stdout and len(r.stdout) > 20
-    refused = run_cli(*args, "--dtype", "int8")  # the numpy backend has no int8 kernel
-    assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    assert "use --backend torch for --dtype int8" in refused.stderr
+    assert len(reference.stdout) > 20
+    for backend in INT8_BACKENDS:
+        r = run_cli(*args, "--backend", backend, "--dtype", "int8")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == reference.stdout, backend

@@ -1,0 +1,201 @@
+"""8-bit weights for the NumPy backend: llama.cpp's Q8_0 blocks, multiplied by ONNX Runtime's kernel.
+
+Scheme (``load(dtype="int8")`` on the NumPy backend): every weight matrix (each block's ``c_attn``,
+``attn.c_proj``, ``c_fc``, ``mlp.c_proj`` and the tied ``wte``/head, or an untied ``lm_head``) is
+quantized once at load in **blocks of 32 along the input dimension, symmetric**, as llama.cpp's
+``Q8_0`` (ggml-quants.c, ``quantize_row_q8_0_ref``): for output channel ``j`` and block ``b`` (inputs
+``32b .. 32b+31``), the float32 scale ``d = max |w| / 127`` over the block and the codes
+``q = round(w / d)`` in [-127, 127]; ``w ~= q * d``. An input dimension that is not a multiple of 32
+is padded with zeros to the next block. Stored ``[out, in/32, 32]`` as ``q + 128`` in uint8 (the
+layout ONNX Runtime's kernel reads, zero point 128) plus the scales ``[out, in/32]``: 1.125 bytes a
+weight, as in a Q8_0 GGUF file (whose float16 scales are exact in float32, so a Q8_0 GGUF loaded
+with ``dtype="int8"`` gets back its own codes and scales bit for bit). For ``wte`` [V, C] the output
+channel of the head is the vocabulary row, so the same codes give the embedding: a looked-up row is
+widened to float32 as ``q[id] * d[id]`` (no second table).
+
+Product: ``x @ m`` runs ONNX Runtime's ``com.microsoft.MatMulNBits`` (``bits=8``,
+``block_size=32``, ``accuracy_level=4``): its MLAS kernel quantizes each row of ``x`` to int8 per
+block of 32 as well and accumulates the int8 x int8 dot products in int32 (VNNI / AMX where the
+CPU has them), float32 out: the same arithmetic as llama.cpp's ``q8_0 x q8_0`` dot product.
+Picked by measurement (docs/benchmarks.md, ``scripts/int8_kernels.py``): on an AVX-512/AMX host it
+ran GPT-2's products at 1 row 2-5x faster than NumPy's float32 and than PyTorch's int8 kernels, and
+it needs no PyTorch in the process (~200 MB less resident memory). One ONNX Runtime session per
+matrix, built at load; its thread pool does not spin between calls (it would fight OpenBLAS's).
+``OMP_NUM_THREADS``, where set, bounds its threads as it bounds OpenBLAS's.
+
+Errors: :class:`~npgpt.errors.NpgptError` if ``onnxruntime``/``onnx`` are missing (``pip install
+'npgpt[int8]'``); ``TypeError`` for anything but ``x @ m`` ([rows, in] float32) and table lookups.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+
+from .errors import NpgptError
+
+BLOCK = 32  # inputs per scale: Q8_0's block (ggml's QK8_0)
+ZERO = 128  # the codes are stored q + 128 (uint8), MatMulNBits's default zero point for 8 bits
+CHUNK = 1 << 20  # weights quantized at a time: bounds the float32 temporary at load (4 MB)
+
+
+def quantize(rows: np.ndarray, done: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Q8_0 blocks: ``rows`` [out, in] float -> codes [out, in/32, 32] uint8 (q + 128), scales [out, in/32] float32.
+
+    ``in`` is padded with zeros to a multiple of 32. A block of zeros gets scale 0 and codes 128
+    (q = 0), as in llama.cpp. ``done(i, j)`` is called once rows ``i:j`` are quantized (the loader
+    drops those rows' checkpoint pages from memory). Rounding: half away from zero (C's ``roundf``,
+    as llama.cpp), not NumPy's half to even.
+    """
+    out, k = rows.shape
+    n_blocks = -(-k // BLOCK)
+    codes = np.empty((out, n_blocks, BLOCK), dtype=np.uint8)
+    scales = np.empty((out, n_blocks), dtype=np.float32)
+    step = max(1, CHUNK // max(k, 1))
+    for i in range(0, out, step):  # a few rows at a time: small temporaries, no float32 copy of it all
+        j = min(i + step, out)
+        w = np.zeros((j - i, n_blocks * BLOCK), dtype=np.float32)
+        w[:, :k] = rows[i:j]
+        w = w.reshape(j - i, n_blocks, BLOCK)
+        d = np.abs(w).max(axis=-1) / np.float32(127.0)  # [rows, blocks]
+        inv = np.divide(np.float32(1.0), d, out=np.zeros_like(d), where=d > 0)  # 0 for a block of zeros
+        q = w * inv[..., None]
+        q = np.trunc(q + np.copysign(np.float32(0.5), q))  # roundf: half away from zero
+        codes[i:j] = (np.clip(q, -127, 127) + ZERO).astype(np.uint8)
+        scales[i:j] = d
+        if done is not None:
+            done(i, j)
+    return codes, scales
+
+
+def _session(codes: np.ndarray, scales: np.ndarray, k: int) -> Any:
+    """An ONNX Runtime session computing ``y [rows, out] = x [rows, k] @ dequant(codes).T``."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        raise NpgptError("int8 weights on the numpy backend need ONNX Runtime; pip install 'npgpt[int8]'") from None
+    n, n_blocks, _ = codes.shape
+    node = helper.make_node(
+        "MatMulNBits",
+        ["x", "q", "d"],
+        ["y"],
+        domain="com.microsoft",
+        K=n_blocks * BLOCK,
+        N=n,
+        bits=8,
+        block_size=BLOCK,
+        accuracy_level=4,  # int8 compute: activations quantized per block of 32, int32 accumulation
+    )
+    # The weights reach the session as external initializers: ONNX Runtime reads these arrays in
+    # place (no serialized copy) and keeps only its own prepacked form beside them. The arrays
+    # must outlive the session (Q8Matrix holds both).
+    weights = {"q": codes, "d": scales.reshape(-1)}
+    graph = helper.make_graph(
+        [node],
+        "q8_0_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_blocks * BLOCK])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+        [_external(name, a) for name, a in weights.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    )
+    opts = ort.SessionOptions()
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    opts.intra_op_num_threads = int(threads) if threads.isdigit() else 0  # 0: ONNX Runtime's default (cores)
+    # Between calls the pool's threads sleep rather than spin: spinning threads steal the cores
+    # NumPy/OpenBLAS run on between products (measured: 30x slower decoding when both spin).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # errors only
+    opts.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _external(name: str, a: np.ndarray) -> Any:
+    """An initializer declared in the graph whose data the session options supply (no bytes in the model)."""
+    from onnx import TensorProto, helper
+
+    t = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(a.dtype), dims=a.shape)
+    t.data_location = TensorProto.EXTERNAL
+    t.external_data.add(key="location", value="supplied-by-session-options")
+    return t
+
+
+class Q8Matrix:
+    """A 2-D weight stored as Q8_0 blocks (see the module docstring), in either orientation.
+
+    As a product weight [in, out] (``transposed``), ``x @ m`` takes ``x`` [rows, in] float32 and
+    returns [rows, out] float32 (ONNX Runtime's kernel); as a table [out, in] (``wte``),
+    ``m[ids, :]`` returns the rows widened to float32. ``m.T`` / ``m.mT`` / ``np.swapaxes(m, -1, -2)``
+    switch orientation without copying. Anything else is a ``TypeError``: an int8 weight is never
+    silently widened whole.
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.int8)  # what model.matmul tests: an int8 weight carries its own kernel
+    __array_ufunc__ = None  # NumPy hands `ndarray @ m` to __rmatmul__ and refuses ufuncs on m
+
+    def __init__(self, codes: np.ndarray, scales: np.ndarray, k: int, transposed: bool = True) -> None:
+        self.codes = codes  # [out, in/32, 32] uint8, q + 128
+        self.scales = scales  # [out, in/32] float32
+        self.k = k  # the input dimension before padding
+        self.transposed = transposed
+        self._session = _session(codes, scales, k)
+
+    @classmethod
+    def from_float(cls, w: np.ndarray, done: Callable[[int, int], None] | None = None) -> Q8Matrix:
+        """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine); ``done``: see quantize."""
+        codes, scales = quantize(w.T, done)
+        return cls(codes, scales, w.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        out = self.codes.shape[0]
+        return (self.k, out) if self.transposed else (out, self.k)
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.scales.nbytes
+
+    def swapaxes(self, a: int, b: int) -> Q8Matrix:  # what np.swapaxes / matrix_transpose call
+        if {a, b} not in ({-1, -2}, {0, 1}):
+            raise TypeError("an int8 matrix has two axes")
+        m = Q8Matrix.__new__(Q8Matrix)
+        m.__dict__.update(self.__dict__, transposed=not self.transposed)
+        return m
+
+    @property
+    def T(self) -> Q8Matrix:
+        return self.swapaxes(0, 1)
+
+    mT = T
+
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        return xp_numpy
+
+    def __rmatmul__(self, x: np.ndarray) -> np.ndarray:  # [rows, in] float32 -> [rows, out] float32
+        if not self.transposed or getattr(x, "ndim", 0) != 2 or x.shape[1] != self.k:
+            raise TypeError("an int8 matrix multiplies [rows, in] @ [in, out] only")
+        pad = self.codes.shape[1] * BLOCK - self.k
+        if pad:  # the kernel's K is whole blocks; the padded inputs meet zero weights
+            x = np.pad(x, ((0, 0), (0, pad)))
+        return self._session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def __matmul__(self, other: Any) -> Any:
+        raise TypeError("an int8 matrix multiplies [rows, in] @ [in, out] only")
+
+    def __getitem__(self, index: Any) -> np.ndarray:  # table rows, widened: [n] ids -> [n, in] float32
+        if self.transposed:
+            raise TypeError("index an int8 matrix as a table [out, in] (e.g. wte), not as a product weight")
+        rows = index[0] if isinstance(index, tuple) else index
+        q = self.codes[rows].astype(np.float32) - np.float32(ZERO)  # [n, in/32, 32]
+        w = q * self.scales[rows][..., None]
+        return w.reshape(w.shape[0], -1)[:, : self.k]
+
+    def __repr__(self) -> str:
+        return f"Q8Matrix(shape={self.shape}, Q8_0 blocks of {BLOCK})"

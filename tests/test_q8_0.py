@@ -1,0 +1,108 @@
+"""8-bit weights on the NumPy backend (npgpt/q8_0.py): llama.cpp's Q8_0 blocks, ONNX Runtime's kernel.
+
+The scheme is checked against the ``gguf`` package's own Q8_0 quantizer (llama.cpp's reference in
+Python) and against a Q8_0 GGUF written by llama.cpp's converter: loading it with ``dtype="int8"``
+gives back the file's codes and scales bit for bit. Model-level checks (logits bound, cache path,
+API, server, CLI) run for both int8 backends in tests/test_int8.py.
+"""
+
+from __future__ import annotations
+
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npgpt.api import GPT2
+from npgpt.config import GPT2Config
+from npgpt.errors import NpgptError
+from npgpt.params import init_params
+
+pytest.importorskip("onnxruntime")
+from npgpt.q8_0 import BLOCK, ZERO, Q8Matrix, quantize
+
+FIXTURE = Path(__file__).parent / "fixtures" / "gguf_tiny.tar.xz"
+
+
+def test_codes_and_scales_are_llama_cpps_q8_0():
+    """Same codes as gguf.quants' Q8_0 (llama.cpp's quantize_row_q8_0 in NumPy), scales before its float16."""
+    gguf = pytest.importorskip("gguf")
+    from gguf import quants
+
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((7, 96), dtype=np.float32)
+    rows[2, 32:64] = 0.0  # a block of zeros: scale 0, codes 0
+    rows[3, :4] = [0.5, -0.5, 1.5, -127.0]  # ties: half away from zero, as C's roundf
+    codes, scales = quantize(rows)
+    assert codes.shape == (7, 3, BLOCK) and codes.dtype == np.uint8 and scales.shape == (7, 3)
+    raw = quants.quantize(rows, gguf.GGMLQuantizationType.Q8_0).reshape(7, 3, 34)  # per block: f16 d, 32 x int8
+    theirs_d = raw[..., :2].copy().view(np.float16)[..., 0]
+    theirs_q = raw[..., 2:].copy().view(np.int8)
+    np.testing.assert_array_equal(codes.astype(np.int16) - ZERO, theirs_q)
+    np.testing.assert_array_equal(scales.astype(np.float16), theirs_d)
+    assert scales[2, 1] == 0 and (codes[2, 1] == ZERO).all()
+
+
+def test_padding_product_and_table_rows():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((48, 144), dtype=np.float32)  # [in, out]; 48 is 1.5 blocks: padded to 64
+    m = Q8Matrix.from_float(w)
+    assert m.shape == (48, 144) and m.T.shape == (144, 48) and m.codes.shape == (144, 2, BLOCK)
+    assert m.nbytes == 144 * 2 * BLOCK + 4 * 144 * 2 and m.dtype == np.int8
+    x = rng.standard_normal((5, 48), dtype=np.float32)
+    for rows in (1, 5):
+        exact, got = x[:rows] @ w, x[:rows] @ m
+        assert got.dtype == np.float32 and got.shape == (rows, 144)
+        # weights within half a step of their block's scale, activations likewise (int8 per block of
+        # 32 inside the kernel): 1.5 % of the product's scale is far above both, and not zero.
+        err = np.abs(got - exact).max()
+        assert 0 < err <= 0.015 * np.abs(x[:rows]).sum(1).max() * np.abs(w).max()
+    table = m.T[np.array([3, 0, 3]), :]  # the table orientation: rows of w.T, widened
+    assert table.dtype == np.float32 and table.shape == (3, 48)
+    np.testing.assert_allclose(table, w.T[[3, 0, 3]], atol=float(np.abs(w).max()) / 254 + 1e-6, rtol=0)
+    with pytest.raises(TypeError, match="multiplies"):
+        x @ m.T  # the table orientation is for lookups only
+    with pytest.raises(TypeError, match="index an int8 matrix as a table"):
+        m[np.array([0])]
+    with pytest.raises(TypeError):
+        np.exp(m)  # never widened whole behind the caller's back
+
+
+def test_missing_onnxruntime_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    with pytest.raises(
+        NpgptError, match=r"^int8 weights on the numpy backend need ONNX Runtime; pip install 'npgpt\[int8\]'$"
+    ):
+        GPT2(config, init_params(config, seed=0), dtype="int8")
+
+
+def test_q8_0_gguf_loads_into_int8_with_the_files_own_codes(tmp_path):
+    """A Q8_0 GGUF written by llama.cpp's converter, loaded with dtype="int8": every Q8_0 matrix of the file
+    is the int8 weight npgpt multiplies with, codes and scales bit for bit (the scheme is the same, and
+    float16 scales are exact in float32), so no second rounding happens."""
+    gguf = pytest.importorskip("gguf")
+    import npgpt
+    from npgpt.formats.gguf_format import _name_table
+    from npgpt.params import flatten
+
+    with tarfile.open(FIXTURE) as tar:
+        tar.extractall(tmp_path, filter="data")
+    path = tmp_path / "tiny-q8_0.gguf"
+    model = npgpt.load(path, dtype="int8")
+    ours = flatten(model.params)
+    table = _name_table(model.config.n_layer)
+    checked = 0
+    for tensor in gguf.GGUFReader(path).tensors:
+        if tensor.tensor_type != gguf.GGMLQuantizationType.Q8_0:
+            continue
+        out = int(tensor.shape[-1])  # GGUF lists ne0 (in) first
+        raw = np.asarray(tensor.data).reshape(out, -1, 34)
+        m = ours[table[tensor.name]]
+        assert isinstance(m, Q8Matrix)
+        np.testing.assert_array_equal(m.codes.astype(np.int16) - ZERO, raw[..., 2:].copy().view(np.int8))
+        np.testing.assert_array_equal(m.scales, raw[..., :2].copy().view(np.float16)[..., 0].astype(np.float32))
+        checked += 1
+    assert checked >= 4  # every block's matrices that split into 32-value rows
