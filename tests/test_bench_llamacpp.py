@@ -35,6 +35,13 @@ def flag(name, default=None):
 if os.environ.get("FAKE_LLAMA_LOG"):
     with open(os.environ["FAKE_LLAMA_LOG"], "a") as f:
         f.write(json.dumps([TOOL, *args]) + "\n")
+def crash_if_repacked(outtype, batched_prompt):
+    # FAKE_LLAMA_CRASH_REPACKED=tool:type: a segfault on a batched prompt with repacked weights (llama.cpp's
+    # AMX-repacked Q8_0 does that on some hosts), as the real tool dies: killed by SIGSEGV
+    import signal
+    repacked = flag("--repack", "1") != "0" and "--no-repack" not in args
+    if os.environ.get("FAKE_LLAMA_CRASH_REPACKED") == f"{TOOL}:{outtype}" and repacked and batched_prompt:
+        os.kill(os.getpid(), signal.SIGSEGV)
 """
 
 LLAMA_BENCH = (
@@ -46,6 +53,7 @@ scale = {"f32": 1, "f16": 2, "q8_0": 3}[outtype]
 if os.environ.get("FAKE_LLAMA_FAIL") == f"{TOOL}:{outtype}":
     sys.exit("main: error: failed to load model '%s'" % model)
 assert flag("-o") == "json"
+crash_if_repacked(outtype, int(flag("-p", "512")) > 0)
 reps, threads = int(flag("-r", "5")), int(flag("-t", "2"))
 tests = []
 for n_prompt, n_gen in ((int(flag("-p", "512")), 0), (0, int(flag("-n", "128")))):
@@ -76,6 +84,7 @@ scale = {"f32": 1, "f16": 2, "q8_0": 3}[outtype]
 if os.environ.get("FAKE_LLAMA_FAIL") == f"{TOOL}:{outtype}":
     sys.exit("main: error: failed to create the context")
 assert flag("--output-format") == "jsonl" and "-kvu" in args
+crash_if_repacked(outtype, True)
 pp, tg, ctx = int(flag("-npp")), int(flag("-ntg")), int(flag("-c"))
 print("main: n_kv_max = %d, n_batch = 2048, n_ubatch = 512" % ctx, file=sys.stderr)
 for pl in map(int, flag("-npl").split(",")):
@@ -180,9 +189,10 @@ def test_measure_parses_every_engine_and_passes_the_settings(fake_llama, hf_dir,
             assert 0 <= e["other_cpu"] <= 1
 
     bench = calls(log, "llama-bench")
-    assert len(bench) == 3  # one run per GGUF: both tests, llama-bench's own repetitions
+    assert len(bench) == 6  # two runs per GGUF (decode, then prefill: a crash in one keeps the other)
+    assert [(flag(a, "-p"), flag(a, "-n")) for a in bench] == [("0", "16"), ("64", "0")] * 3
     for argv in bench:
-        assert (flag(argv, "-p"), flag(argv, "-n"), flag(argv, "-r"), flag(argv, "-t")) == ("64", "16", "3", "3")
+        assert (flag(argv, "-r"), flag(argv, "-t")) == ("3", "3") and "--repack" not in argv  # llama.cpp's default
     batched = calls(log, "llama-batched-bench")
     assert len(batched) == 3
     for argv in batched:
@@ -215,6 +225,25 @@ def test_failing_tool_gives_an_error_entry(fake_llama, hf_dir, tmp_path, monkeyp
     engines = measure_llamacpp(root, hf_dir, tmp_path / "work", BenchSettings(batches=(1,), threads=1))
     assert "failed to load model" in engines["llama.cpp-f32"]["error"]
     assert "error" not in engines["llama.cpp-q8_0"]
+
+
+def test_crash_with_repacked_weights_is_measured_again_without_and_noted(fake_llama, hf_dir, tmp_path, monkeypatch):
+    """A tool that dies on batched prompts with repacked weights (llama.cpp's AMX Q8_0 on some hosts) loses
+    nothing: batch-1 decode keeps llama.cpp's default, prefill and batches run again with repacking off."""
+    root, log = fake_llama
+    monkeypatch.setenv("FAKE_LLAMA_CRASH_REPACKED", "llama-bench:q8_0")
+    s = BenchSettings(batches=(1, 8), prompt_len=64, short_prompt=8, new_tokens=16, threads=1)
+    q8 = measure_llamacpp(root, hf_dir, tmp_path / "work", s)["llama.cpp-q8_0"]
+    assert "error" not in q8, q8
+    assert q8["prefill_tps"] == pytest.approx(3000 + 64 + 0.1) and set(q8["decode_tps"]) == {"1", "8"}
+    assert len(q8["notes"]) == 1 and q8["notes"][0].startswith("prefill: llama-bench failed (-11)")
+    assert q8["notes"][0].endswith("measured again with weight repacking off (--repack 0)")
+    runs = [a for a in calls(log, "llama-bench") if "q8_0" in flag(a, "-m")]
+    assert [(flag(a, "-p"), a[-1]) for a in runs] == [("0", "json"), ("64", "json"), ("64", "0")]
+
+    monkeypatch.setenv("FAKE_LLAMA_CRASH_REPACKED", "llama-batched-bench:f16")
+    f16 = measure_llamacpp(root, hf_dir, tmp_path / "work", s)["llama.cpp-f16"]
+    assert set(f16["decode_tps"]) == {"1", "8"} and f16["notes"][0].startswith("batched: llama-batched-bench failed")
 
 
 def test_converter_failure_is_an_error_entry(fake_llama, tmp_path):

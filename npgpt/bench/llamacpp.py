@@ -147,46 +147,44 @@ def to_gguf(hf_dir: str | Path, tools: dict[str, Path], outtype: str, out_path: 
     return out_path
 
 
-def _llama_bench(tools: dict[str, Path], gguf: Path, s: Any) -> dict[str, Any]:
-    """Prefill and batch-1 decode from one ``llama-bench`` run: it loads the model once for both tests."""
-    # -p N -n M runs two tests, pp N (n_gen 0) and tg M (n_prompt 0); -r 3 repeats each after a warm-up.
-    # llama-bench has no -tb: -t is the thread count for prompt and generation alike.
-    cmd = [
-        str(tools["llama-bench"]),
-        "-m",
-        str(gguf),
-        "-p",
-        str(s.prompt_len),
-        "-n",
-        str(s.new_tokens),
-        "-r",
-        "3",
-        "-t",
-        str(s.threads),
-        "-o",
-        "json",
-    ]
+def _llama_bench(tools: dict[str, Path], gguf: Path, s: Any, test: str, repack: bool = True) -> dict[str, Any]:
+    """One ``llama-bench`` test: ``test`` "prefill" (``-p N -n 0``) or "decode" (``-p 0 -n M``, batch 1).
+
+    Each test runs in its own process, so a crash in one (llama.cpp's AMX-repacked Q8_0 weights crash
+    its batched prompt path on some hosts) does not lose the other. ``repack=False`` adds ``--repack 0``.
+    """
+    # -r 3 repeats the test after a warm-up. llama-bench has no -tb: -t is for prompt and generation alike.
+    prompt, gen = (s.prompt_len, 0) if test == "prefill" else (0, s.new_tokens)
+    cmd = [str(tools["llama-bench"]), "-m", str(gguf), "-p", str(prompt), "-n", str(gen), "-r", "3"]
+    cmd += ["-t", str(s.threads), "-o", "json"] + ([] if repack else ["--repack", "0"])
     out = _run(cmd, "llama-bench")
     try:
-        tests = json.loads(out)
-        prefill = next(t for t in tests if t["n_prompt"] == s.prompt_len and t["n_gen"] == 0)
-        decode = next(t for t in tests if t["n_prompt"] == 0 and t["n_gen"] == s.new_tokens)
+        row = next(t for t in json.loads(out) if t["n_prompt"] == prompt and t["n_gen"] == gen)
     except (ValueError, TypeError, KeyError, StopIteration):
-        raise NpgptError(
-            f"llama-bench printed no pp{s.prompt_len}/tg{s.new_tokens} JSON: {_last_line(out)[:200]}"
-        ) from None
+        raise NpgptError(f"llama-bench printed no pp{prompt}/tg{gen} JSON: {_last_line(out)[:200]}") from None
     return {
-        "prefill_tps": float(prefill["avg_ts"]),
-        "decode_tps": {"1": float(decode["avg_ts"])},
-        "model_bytes": int(prefill["model_size"]),  # tensor bytes llama.cpp reads, for its bandwidth ceiling
+        "prefill_tps" if test == "prefill" else "decode_1": float(row["avg_ts"]),
+        "model_bytes": int(row["model_size"]),  # tensor bytes llama.cpp reads, for its bandwidth ceiling
         # "gpt2 0.1B all F32" / "gpt2 0.1B Q8_0": the last word is the main weight type (None if no words)
-        "weight_type": (str(prefill.get("model_type", "")).split() or [""])[-1] or None,
-        "kv_cache_type": prefill.get("type_k"),
-        "version": f"{prefill.get('build_commit', '?')} (build {prefill.get('build_number', '?')})",
+        "weight_type": (str(row.get("model_type", "")).split() or [""])[-1] or None,
+        "kv_cache_type": row.get("type_k"),
+        "version": f"{row.get('build_commit', '?')} (build {row.get('build_number', '?')})",
     }
 
 
-def _batched_bench(tools: dict[str, Path], gguf: Path, s: Any, batches: list[int]) -> dict[str, float]:
+def _with_fallback(run: Any, what: str, notes: list[str]) -> Any:
+    """``run(repack=True)`` (llama.cpp's default); if that fails, ``run(repack=False)``, noting why in ``notes``."""
+    try:
+        return run(True)
+    except NpgptError as e:
+        result = run(False)
+        notes.append(f"{what}: {e}; measured again with weight repacking off (--repack 0)")
+        return result
+
+
+def _batched_bench(
+    tools: dict[str, Path], gguf: Path, s: Any, batches: list[int], repack: bool = True
+) -> dict[str, float]:
     """Decode tokens/s of all sequences together at each batch size > 1 (``speed_tg``), one pass."""
     per_seq = s.short_prompt + s.new_tokens
     # -kvu: one KV cache shared by all sequences, so it must hold every sequence's prompt and tokens;
@@ -215,7 +213,7 @@ def _batched_bench(tools: dict[str, Path], gguf: Path, s: Any, batches: list[int
         ",".join(map(str, batches)),
         "--output-format",
         "jsonl",
-    ]
+    ] + ([] if repack else ["--no-repack"])
     out = _run(cmd, "llama-batched-bench")
     speeds: dict[str, float] = {}
     for line in out.splitlines():
@@ -254,15 +252,25 @@ def measure_llamacpp(
             to_gguf(hf_dir, tools, outtype, gguf)
             entry: dict[str, Any] = {"gguf_mb": gguf.stat().st_size / 1e6, "threads": settings.threads}
             other_cpu = other_cpu_meter()  # as for npgpt's engines: the share of all cores others took
-            entry.update(_llama_bench(tools, gguf, settings))
-            entry["weight_type"] = entry["weight_type"] or outtype.upper()
+            notes: list[str] = []
+            decode: dict[str, float] = {}
+            if 1 in settings.batches:
+                one = _with_fallback(lambda r, g=gguf: _llama_bench(tools, g, settings, "decode", r), "decode", notes)
+                decode["1"] = one.pop("decode_1")
+                entry.update(one)
+            pre = _with_fallback(lambda r, g=gguf: _llama_bench(tools, g, settings, "prefill", r), "prefill", notes)
+            entry.update(pre)
             if batched:
-                entry["decode_tps"].update(_batched_bench(tools, gguf, settings, batched))
+                decode.update(
+                    _with_fallback(lambda r, g=gguf: _batched_bench(tools, g, settings, batched, r), "batched", notes)
+                )
+            entry["decode_tps"] = decode
+            entry["weight_type"] = entry["weight_type"] or outtype.upper()
+            if notes:
+                entry["notes"] = notes
             share = other_cpu()
             if share is not None:
                 entry["other_cpu"] = share
-            if 1 not in settings.batches:
-                del entry["decode_tps"]["1"]
         except NpgptError as e:
             entry = {"error": str(e)}
         finally:

@@ -150,6 +150,8 @@ def _print(result: dict[str, Any], screen: Console) -> None:
                 f"({e.get('gguf_mb', 0):.0f} MB GGUF), KV cache {e.get('kv_cache_type')}, "
                 f"{e.get('threads')} threads"
             )
+            for note in e.get("notes", []):  # a figure measured another way than llama.cpp's default
+                screen.print(Text(f"{name}: {note}", style="yellow"))
     if "nocache" in result:
         nc = result["nocache"]
         screen.print(
