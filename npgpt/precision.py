@@ -126,15 +126,16 @@ def measure(path: str, backend: str = "torch", dtypes: tuple[str, ...] = NARROW_
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
-    """One line per dtype for the bench's printout."""
+    """One line per backend and dtype for the bench's printout (``result["numpy"]``: NumPy's int8, nested)."""
     lines = []
+    backend = result.get("backend", "torch")
     held, greedy = result.get("heldout", {}), result.get("greedy_same_tokens", {})
     for dtype in NARROW_DTYPES:
         p = result.get(dtype)
         if p is None:
             continue
         line = (
-            f"{dtype} weights: logits max |diff| {p['logits_max_abs_diff']:.2e} (random 124M), "
+            f"{backend} {dtype} weights: logits max |diff| {p['logits_max_abs_diff']:.2e} (random 124M), "
             f"cross-entropy {p['cross_entropy_change']:+.2e}"
         )
         if dtype in held:
@@ -148,4 +149,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(line)
     if "error" in held:
         lines.append(f"held-out text: {held['error']}")
+    nested = result.get("numpy")
+    if nested is not None:
+        lines += [f"numpy int8: {nested['error']}"] if "error" in nested else summary_lines(nested)
     return lines

@@ -154,7 +154,15 @@ def measure_train_hf(hf_path: str, s: BenchSettings) -> dict[str, Any]:
 
 
 def measure_precision(path: str, backend: str = "torch") -> dict[str, Any]:
-    """float16, bfloat16 and int8 weights against float32: logits on ``path``, held-out text (npgpt/precision.py)."""
+    """float16, bfloat16 and int8 weights on ``backend`` against float32, and int8 on NumPy (Q8_0 blocks through
+    ONNX Runtime): logits on ``path``, held-out text (npgpt/precision.py). A backend whose library is missing
+    gives ``{"error": ...}`` in its place."""
+    from ..errors import NpgptError
     from ..precision import measure
 
-    return measure(path, backend)
+    out = measure(path, backend)
+    try:
+        out["numpy"] = measure(path, "numpy", ("int8",))
+    except NpgptError as e:
+        out["numpy"] = {"error": str(e)}
+    return out
