@@ -43,7 +43,9 @@ ZERO = 128  # the codes are stored q + 128 (uint8), MatMulNBits's default zero p
 CHUNK = 1 << 20  # weights quantized at a time: bounds the float32 temporary at load (4 MB)
 
 
-def quantize(rows: np.ndarray, done: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def quantize(
+    rows: np.ndarray, done: Callable[[int, int], None] | None = None, block: int = BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
     """Q8_0 blocks: ``rows`` [out, in] float -> codes [out, in/32, 32] uint8 (q + 128), scales [out, in/32] float32.
 
     ``in`` is padded with zeros to a multiple of 32. A block of zeros gets scale 0 and codes 128
@@ -52,15 +54,15 @@ def quantize(rows: np.ndarray, done: Callable[[int, int], None] | None = None) -
     as llama.cpp), not NumPy's half to even.
     """
     out, k = rows.shape
-    n_blocks = -(-k // BLOCK)
-    codes = np.empty((out, n_blocks, BLOCK), dtype=np.uint8)
+    n_blocks = -(-k // block)
+    codes = np.empty((out, n_blocks, block), dtype=np.uint8)
     scales = np.empty((out, n_blocks), dtype=np.float32)
     step = max(1, CHUNK // max(k, 1))
     for i in range(0, out, step):  # a few rows at a time: small temporaries, no float32 copy of it all
         j = min(i + step, out)
-        w = np.zeros((j - i, n_blocks * BLOCK), dtype=np.float32)
+        w = np.zeros((j - i, n_blocks * block), dtype=np.float32)
         w[:, :k] = rows[i:j]
-        w = w.reshape(j - i, n_blocks, BLOCK)
+        w = w.reshape(j - i, n_blocks, block)
         d = np.abs(w).max(axis=-1) / np.float32(127.0)  # [rows, blocks]
         inv = np.divide(np.float32(1.0), d, out=np.zeros_like(d), where=d > 0)  # 0 for a block of zeros
         q = w * inv[..., None]
@@ -79,16 +81,16 @@ def _session(codes: np.ndarray, scales: np.ndarray, k: int) -> Any:
         from onnx import TensorProto, helper
     except ImportError:
         raise NpgptError("int8 weights on the numpy backend need ONNX Runtime; pip install 'npgpt[int8]'") from None
-    n, n_blocks, _ = codes.shape
+    n, n_blocks, block = codes.shape
     node = helper.make_node(
         "MatMulNBits",
         ["x", "q", "d"],
         ["y"],
         domain="com.microsoft",
-        K=n_blocks * BLOCK,
+        K=n_blocks * block,
         N=n,
         bits=8,
-        block_size=BLOCK,
+        block_size=block,
         accuracy_level=4,  # int8 compute: activations quantized per block of 32, int32 accumulation
     )
     # The weights reach the session as external initializers: ONNX Runtime reads these arrays in
@@ -98,7 +100,7 @@ def _session(codes: np.ndarray, scales: np.ndarray, k: int) -> Any:
     graph = helper.make_graph(
         [node],
         "q8_0_matmul",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_blocks * BLOCK])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_blocks * block])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
         [_external(name, a) for name, a in weights.items()],
     )
@@ -150,7 +152,7 @@ class Q8Matrix:
     @classmethod
     def from_float(cls, w: np.ndarray, done: Callable[[int, int], None] | None = None) -> Q8Matrix:
         """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine); ``done``: see quantize."""
-        codes, scales = quantize(w.T, done)
+        codes, scales = quantize(w.T, done, BLOCK)
         return cls(codes, scales, w.shape[0])
 
     @property
@@ -181,7 +183,7 @@ class Q8Matrix:
     def __rmatmul__(self, x: np.ndarray) -> np.ndarray:  # [rows, in] float32 -> [rows, out] float32
         if not self.transposed or getattr(x, "ndim", 0) != 2 or x.shape[1] != self.k:
             raise TypeError("an int8 matrix multiplies [rows, in] @ [in, out] only")
-        pad = self.codes.shape[1] * BLOCK - self.k
+        pad = self.codes.shape[1] * self.codes.shape[2] - self.k
         if pad:  # the kernel's K is whole blocks; the padded inputs meet zero weights
             x = np.pad(x, ((0, 0), (0, pad)))
         return self._session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
@@ -198,4 +200,4 @@ class Q8Matrix:
         return w.reshape(w.shape[0], -1)[:, : self.k]
 
     def __repr__(self) -> str:
-        return f"Q8Matrix(shape={self.shape}, Q8_0 blocks of {BLOCK})"
+        return f"Q8Matrix(shape={self.shape}, blocks of {self.codes.shape[2]})"
