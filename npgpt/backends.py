@@ -7,7 +7,6 @@ compiles the forward pass (once per input shape: a decode step has a fixed shape
 from __future__ import annotations
 
 import functools
-import mmap
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NpgptError
+from .files import release_mapped
 from .params import map_with_path
 
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
@@ -103,7 +103,7 @@ class Backend:
 
         def narrow(w: np.ndarray) -> Any:  # one matrix at a time, straight from the checkpoint's pages
             out = convert(w)
-            _release_mapped(w)
+            release_mapped(w)
             return out
 
         # The head (wte, or an untied lm_head) multiplies by its transpose: pass it as used.
@@ -136,7 +136,7 @@ def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
 
     def long_side_contiguous(w: np.ndarray) -> np.ndarray:
         copy = np.ascontiguousarray(w.T)  # [m, n] -> [n, m], copied once
-        _release_mapped(w)
+        release_mapped(w)
         return copy.T
 
     blocks = []
@@ -171,25 +171,6 @@ def tune_allocator() -> None:
     libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
 
 
-def _release_mapped(arr: np.ndarray) -> None:
-    """Drop a read-only memory-mapped array's pages from this process's memory (not from the file).
-
-    Pages of a file mapping count towards the process's resident memory until unmapped; the
-    other tensors keep the checkpoint's mapping alive, so release this tensor's range. Reading
-    it again would simply fault the pages back in from the OS page cache.
-    """
-    base: Any = arr
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None)
-    if base is None or arr.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
-        return  # not mapped, or copy-on-write (mode "c": dropping pages would lose writes)
-    start = arr.ctypes.data - np.frombuffer(base, np.uint8).ctypes.data
-    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the array only
-    last = (start + arr.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
-    if last > first:
-        base.madvise(mmap.MADV_DONTNEED, first, last - first)
-
-
 def _power_of_two(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
@@ -204,9 +185,7 @@ def get_backend(name: str) -> Backend:
             from .q8_0 import Q8Matrix
 
             rows = w.T  # [out, in]; where contiguous (wte's rows: the head), drop each chunk's pages once read
-            return Q8Matrix.from_float(
-                w, (lambda i, j: _release_mapped(rows[i:j])) if rows.flags.c_contiguous else None
-            )
+            return Q8Matrix.from_float(w, (lambda i, j: release_mapped(rows[i:j])) if rows.flags.c_contiguous else None)
 
         return Backend("numpy", np.asarray, np.asarray, gpt2, dtypes=DTYPES[name], layout=_numpy_layout, to_int8=q8_0)
     if name == "jax":
@@ -232,7 +211,7 @@ def get_backend(name: str) -> Backend:
 
         def to_torch(a: np.ndarray) -> Any:
             t = torch.from_numpy(np.array(a, copy=True)).to(device)  # copy: memmaps are read-only
-            _release_mapped(a)  # the copy is what stays; the checkpoint's pages need not
+            release_mapped(a)  # the copy is what stays; the checkpoint's pages need not
             return t
 
         def to_numpy(a: Any) -> np.ndarray:
@@ -255,7 +234,7 @@ def get_backend(name: str) -> Backend:
             from .int8 import Int8Matrix
 
             rows = w.T  # [out, in]; where contiguous (wte's rows: the head), drop each chunk's pages once read
-            done = (lambda i, j: _release_mapped(rows[i:j])) if rows.flags.c_contiguous else None
+            done = (lambda i, j: release_mapped(rows[i:j])) if rows.flags.c_contiguous else None
             with warnings.catch_warnings():  # read-only memmap: only read here, never written
                 warnings.simplefilter("ignore", UserWarning)
                 return Int8Matrix.from_float(torch.from_numpy(w), done).to(device)

@@ -8,11 +8,15 @@ removes the temp files of npgpt's naming whose writer is no longer alive.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .errors import NpgptError
 
@@ -119,3 +123,22 @@ def _cannot_write(path: Path, e: BaseException) -> NpgptError:
     if isinstance(e, PermissionError) or "ermission denied" in reason:
         return NpgptError(f"cannot write {path}: permission denied; choose a folder you can write to")
     return NpgptError(f"cannot write {path}: {reason}; free some space or choose another place")
+
+
+def release_mapped(arr: np.ndarray) -> None:
+    """Drop a read-only memory-mapped array's pages from this process's memory (not from the file).
+
+    Pages of a file mapping count towards the process's resident memory until unmapped; the
+    other tensors keep the checkpoint's mapping alive, so release this tensor's range. Reading
+    it again would simply fault the pages back in from the OS page cache.
+    """
+    base: Any = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is None or arr.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
+        return  # not mapped, or copy-on-write (mode "c": dropping pages would lose writes)
+    start = arr.ctypes.data - np.frombuffer(base, np.uint8).ctypes.data
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the array only
+    last = (start + arr.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        base.madvise(mmap.MADV_DONTNEED, first, last - first)

@@ -168,7 +168,13 @@ def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
 
 
 def check_finite(params: dict[str, Any], source: str) -> None:
-    """CheckpointError naming the first tensor that holds a NaN or an infinity."""
+    """CheckpointError naming the first tensor that holds a NaN or an infinity.
+
+    Reading every weight faults the whole memory-mapped file in; each tensor's pages are dropped
+    again once checked (they come back from the page cache when used), so loading with narrower
+    weights never holds the float32 file and its conversion in memory at once.
+    """
+    from ..files import release_mapped
     from ..params import flatten
 
     for name, arr in flatten(params).items():
@@ -177,6 +183,8 @@ def check_finite(params: dict[str, Any], source: str) -> None:
                 f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
                 "corrupt or from a diverged run (re-download it or use an earlier checkpoint)"
             )
+        if isinstance(arr, np.ndarray):
+            release_mapped(arr)
 
 
 def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
