@@ -45,7 +45,8 @@ class Choice:
     ``seconds``: per candidate, one decode step's weight products (every block's four and the head)
     at ``rows`` rows, in seconds; ``skipped``: candidates whose library is missing, with the reason;
     ``measured``: False when read from the cache; ``key``: the cache key; ``cache``: the file read or
-    written, None when it could not be written.
+    written, None when it could not be written; ``load``: the 1-minute load average when measured (None
+    where the OS has none), since other work on the machine then can make a multi-threaded kernel look slow.
     """
 
     dtype: str
@@ -55,6 +56,7 @@ class Choice:
     rows: int = 1
     skipped: dict[str, str] = field(default_factory=dict)
     cache: Path | None = None
+    load: float | None = None
 
     def describe(self) -> str:
         """One line for the CLI, e.g. ``int8 (1.9x float32 at 1 row on this host; measured now)``."""
@@ -68,6 +70,9 @@ class Choice:
         where = "measured now" if self.measured else "cached"
         if self.cache is not None:
             where += f"; cached in {self.cache}" if self.measured else f" in {self.cache}"
+        cores = os.cpu_count() or 1
+        if self.load is not None and self.load >= cores:  # a measurement the user may want to redo when idle
+            where += f"; measured at load {self.load:.1f} on {cores} cores"
         return f"{self.dtype} ({speed}; {where})"
 
 
@@ -223,10 +228,12 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
     hit = entries.get(key)
     if isinstance(hit, dict) and hit.get("dtype") in backend.dtypes and isinstance(hit.get("seconds"), dict):
         seconds = {str(k): float(v) for k, v in hit["seconds"].items() if isinstance(v, (int, float))}
-        return Choice(hit["dtype"], seconds, False, key, rows, cache=cache)
+        load = hit.get("load") if isinstance(hit.get("load"), (int, float)) else None
+        return Choice(hit["dtype"], seconds, False, key, rows, cache=cache, load=load)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     seconds, skipped = measure(backend, config, rows)
     choice = pick(seconds)
-    entries[key] = {"dtype": choice, "seconds": seconds}
+    entries[key] = {"dtype": choice, "seconds": seconds, "load": load}
     written: Path | None = cache
     try:
         from .files import atomic_path
@@ -235,4 +242,4 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
             Path(tmp).write_text(json.dumps({"version": 1, "entries": entries}, indent=1), encoding="utf-8")
     except NpgptError:  # a read-only or missing home: the choice stands, only the cache is lost
         written = None
-    return Choice(choice, seconds, True, key, rows, skipped, written)
+    return Choice(choice, seconds, True, key, rows, skipped, written, load)

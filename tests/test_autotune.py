@@ -243,3 +243,13 @@ def test_serve_measures_at_its_max_batch(home, monkeypatch):
     )
     assert isinstance(r.exception, NpgptError) and "stop before serving" in str(r.exception), r.output
     assert loaded[0].dtype_choice is not None and loaded[0].dtype_choice.rows == 5
+
+
+def test_a_busy_machine_is_named_in_the_line_and_kept_with_the_entry(home, monkeypatch):
+    fake_timer(monkeypatch, {})
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    busy = f"measured at load {64.0 * (os.cpu_count() or 1):.1f} on {os.cpu_count() or 1} cores"
+    assert busy in autotune.choose_dtype(get_backend("numpy"), CONFIG).describe()
+    assert busy in autotune.choose_dtype(get_backend("numpy"), CONFIG).describe()  # from the cache
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert "load" not in autotune.choose_dtype(get_backend("numpy"), CONFIG, rows=2).describe()
