@@ -9,7 +9,8 @@ from typing import Any, overload
 
 import numpy as np
 
-from .backends import Backend, get_backend
+from .autotune import Choice, choose_dtype
+from .backends import AUTO, Backend, get_backend
 from .config import GPT2Config
 from .engine import Engine
 from .errors import NpgptError
@@ -35,6 +36,10 @@ class GPT2:
 
     A facade over an :class:`~npgpt.engine.Engine` (``.engine``: config, weights on the backend,
     forward passes) and a :class:`~npgpt.tokenizer.Tokenizer` (``.tokenizer``).
+
+    ``dtype="auto"`` picks the fastest of the backend's storages on this host for decoding
+    ``auto_rows`` rows at once (:func:`npgpt.autotune.choose_dtype`, measured once and cached);
+    ``.dtype`` is then the storage picked and ``.dtype_choice`` the measurement behind it.
     """
 
     def __init__(
@@ -46,8 +51,14 @@ class GPT2:
         source: str | None = None,
         notice: str | None = None,
         dtype: str = "float32",
+        auto_rows: int = 1,
     ) -> None:
-        self.engine = Engine.load_params(config, params, get_backend(backend), dtype)
+        b = get_backend(backend)
+        self.dtype_choice: Choice | None = None  # what dtype="auto" measured (npgpt/autotune.py)
+        if dtype == AUTO:
+            self.dtype_choice = choose_dtype(b, config, rows=auto_rows)
+            dtype = self.dtype_choice.dtype
+        self.engine = Engine.load_params(config, params, b, dtype)
         self.tokenizer = tokenizer or Tokenizer()
         self.source = source
         self.notice = notice
@@ -197,14 +208,18 @@ def _is_one_prompt(prompts: Any) -> bool:
     return len(prompts) > 0 and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompts)
 
 
-def load(name_or_path: str | Path | None = None, backend: str = "numpy", dtype: str = "float32") -> GPT2:
+def load(
+    name_or_path: str | Path | None = None, backend: str = "numpy", dtype: str = "float32", auto_rows: int = 1
+) -> GPT2:
     """Load a model: a checkpoint path, a downloaded name (``"124M"``), or None for the default.
 
     The default is the first downloaded GPT-2, else the small model bundled with npgpt (the
     returned object's ``notice`` then says how to get real GPT-2). ``dtype`` "float16" or
     "bfloat16" keeps the weight matrices in 16 bits (half the memory), "int8" in 8 bits with
     per-output-channel scales (a quarter; ``backend="torch"`` only, see npgpt/int8.py);
-    computation stays float32 apart from the narrow matrix products.
+    computation stays float32 apart from the narrow matrix products. ``dtype="auto"`` measures which of
+    the backend's storages decodes fastest on this host at ``auto_rows`` rows (once, then cached: see
+    :func:`npgpt.autotune.choose_dtype`); the default stays float32, the same numbers on every host.
     """
     from .backends import check_dtype
     from .char_tokenizer import tokenizer_from_spec
@@ -212,11 +227,13 @@ def load(name_or_path: str | Path | None = None, backend: str = "numpy", dtype: 
     from .formats.npgpt_format import tokenizer_spec
     from .registry import resolve
 
-    check_dtype(dtype)  # before the (slow) load
+    check_dtype(dtype, allow_auto=True)  # before the (slow) load
     path, notice = resolve(None if name_or_path is None else str(name_or_path))
     config, params = load_checkpoint(path)
     spec = tokenizer_spec(path)  # a model trained with --tokenizer char names its own
     tokenizer = tokenizer_from_spec(spec)
     if spec is not None and tokenizer.n_vocab > config.n_vocab:
         raise NpgptError(f"{path}: its tokenizer has {tokenizer.n_vocab} tokens, the model only {config.n_vocab}")
-    return GPT2(config, params, tokenizer, backend=backend, source=str(path), notice=notice, dtype=dtype)
+    return GPT2(
+        config, params, tokenizer, backend=backend, source=str(path), notice=notice, dtype=dtype, auto_rows=auto_rows
+    )

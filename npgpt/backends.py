@@ -20,6 +20,7 @@ from .params import map_with_path
 
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # how the weight matrices are stored; activations: float32
+AUTO = "auto"  # not a storage: asks load() to pick one of the backend's by measuring (npgpt/autotune.py)
 # The weight dtypes each backend stores: 16 bits only where the library has 16-bit matrix products
 # (NumPy has none that are fast; CuPy has no bfloat16); int8 only where a library's int8-weight
 # product beats the backend's float32 one (NumPy: ONNX Runtime's, npgpt/q8_0.py; PyTorch's own,
@@ -52,10 +53,11 @@ def _require(module: str, backend: str) -> Any:
         ) from None
 
 
-def check_dtype(dtype: str) -> None:
-    """A one-line error unless ``dtype`` is a weight dtype npgpt stores."""
-    if dtype not in WEIGHT_DTYPES:
-        raise NpgptError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(WEIGHT_DTYPES)}")
+def check_dtype(dtype: str, allow_auto: bool = False) -> None:
+    """A one-line error unless ``dtype`` is a weight dtype npgpt stores (or, with ``allow_auto``, ``"auto"``)."""
+    valid = (*WEIGHT_DTYPES, AUTO) if allow_auto else WEIGHT_DTYPES
+    if dtype not in valid:
+        raise NpgptError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(valid)}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ callers say "unknown". Only the families that change npgpt's figures are reporte
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 # Linux flag -> the name used in docs and `npgpt bench`, in the order printed.
@@ -27,13 +28,26 @@ FLAGS = {
 }
 
 
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s "model name"), else ``platform.processor()`` or the machine type."""
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The CPU's feature flags (lower case, as Linux names them); empty where there is no /proc/cpuinfo."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
+        cpuinfo = _cpuinfo()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):  # x86 / ARM

@@ -318,6 +318,13 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
     quickstart = readme[readme.index("## Quickstart") : readme.index("\n## ", readme.index("## Quickstart") + 1)]
     assert len(re.findall(r"^```bash\n", quickstart, flags=re.M)) == 2
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    for extra in ("serve", "train", "torch", "jax", "gguf", "all"):
+    for extra in ("serve", "train", "torch", "jax", "gguf", "int8", "all"):
         assert extra in extras and f"pip install 'npgpt[{extra}]'" in quickstart, extra
-    assert set(extras["all"][0].partition("[")[2].rstrip("]").split(",")) == {"serve", "train", "torch", "jax", "gguf"}
+    assert set(extras["all"][0].partition("[")[2].rstrip("]").split(",")) == {
+        "serve",
+        "train",
+        "torch",
+        "jax",
+        "gguf",
+        "int8",
+    }

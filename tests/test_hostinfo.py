@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from npgpt.hostinfo import cpu_flags, instruction_sets
+from npgpt.hostinfo import cpu_flags, cpu_name, instruction_sets
 
 X86 = """processor\t: 0
 model name\t: Some CPU
@@ -22,3 +22,9 @@ def test_instruction_sets_from_cpuinfo_text():
 
 def test_this_host_answers_without_error():
     assert all(isinstance(name, str) for name in instruction_sets())
+
+
+def test_cpu_name_from_cpuinfo_text():
+    assert cpu_name(X86) == "Some CPU"
+    assert cpu_name(ARM)  # no model name line: the platform's answer, never empty
+    assert isinstance(cpu_name(), str) and cpu_name()

@@ -33,8 +33,9 @@ DtypeOpt = Annotated[
     str,
     typer.Option(
         "--dtype",
-        help="Weight storage: float32, float16/bfloat16 (half the memory) or int8 (a quarter); "
-        "fast with --backend torch.",
+        help="Weight storage: float32 (the default: the same numbers on every host), float16/bfloat16 "
+        "(half the memory) or int8 (a quarter); auto = the fastest of the backend's on this host "
+        "(measured once, cached).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (for scripts).")]
@@ -79,13 +80,15 @@ def print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
-def load_model(model: str | None, backend: str = "numpy", dtype: str = "float32") -> GPT2:
-    """``npgpt.load`` and its notice (e.g. "using the bundled model") shown on stderr."""
+def load_model(model: str | None, backend: str = "numpy", dtype: str = "float32", auto_rows: int = 1) -> GPT2:
+    """``npgpt.load`` and its notices (e.g. "using the bundled model", what ``--dtype auto`` chose) on stderr."""
     from ..api import load
 
-    m = load(model, backend=backend, dtype=dtype)
+    m = load(model, backend=backend, dtype=dtype, auto_rows=auto_rows)
     if m.notice:
         print_notice(m.notice)
+    if m.dtype_choice is not None:
+        print_notice(f"dtype auto: {m.dtype_choice.describe()}")
     return m
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import print_error, print_notice
+from .options import load_model, print_error, print_notice
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -40,7 +40,12 @@ def serve_command(
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
     backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
     dtype: Annotated[
-        str, typer.Option("--dtype", help="Weight storage: float32, float16, bfloat16 or int8.")
+        str,
+        typer.Option(
+            "--dtype",
+            help="Weight storage: float32 (the default: the same numbers on every host), float16, bfloat16, int8, "
+            "or auto (the fastest of the backend's on this host at --max-batch rows; measured once, cached).",
+        ),
     ] = "float32",
     special_tokens: Annotated[
         bool,
@@ -83,7 +88,6 @@ def serve_command(
         from ..server.shutdown import serve
     except ImportError as e:
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
-    from ..api import load
     from ..backends import tune_allocator
 
     sock = bind(host, port)  # a busy port or a bad host fails here, before loading or printing anything
@@ -93,9 +97,7 @@ def serve_command(
     specs: list[str | None] = [*model] if model else [None]
     for spec in specs:
         name, _, path = spec.partition("=") if spec and "=" in spec and not Path(spec).exists() else ("", "", spec)
-        m = load(path, backend=backend, dtype=dtype)
-        if m.notice:
-            print_notice(m.notice)
+        m = load_model(path, backend, dtype, auto_rows=max_batch)  # auto: measured at the rows served together
         name = name or _model_name(path, m.source)
         if name in models:
             raise NpgptError(f"two models are called {name!r}; name them with --model NAME=PATH")

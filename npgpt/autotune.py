@@ -1,0 +1,245 @@
+"""``dtype="auto"``: the weight storage this host makes pay, from a short measurement cached per machine.
+
+Which storage decodes fastest depends on the CPU's instruction sets and the libraries' kernels: on an
+AVX2-only host PyTorch's 16-bit products are slower than NumPy's float32, on an AVX-512 BF16/AMX one
+much faster (docs/benchmarks.md). So rather than guess from flags, :func:`choose_dtype` times one
+decode step's matrix products in every storage the backend declares (``Backend.dtypes``) and keeps
+the answer in ``registry.home() / "autotune.json"``, keyed by what decides it (CPU, instruction sets,
+core count and thread limits, backend, library versions, the model's widths and the rows decoded at
+once). The measurement is as good as the moment it was taken: a machine busy with other work then
+can make a multi-threaded kernel look slow. Delete the file to measure again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend
+from .config import GPT2Config
+from .errors import NpgptError
+
+CACHE_FILE = "autotune.json"
+HEAD_COLUMNS = 8192  # the head's columns timed (of n_vocab): its time is scaled up to the whole head
+ROUNDS = 12  # rounds at most; each candidate's best per product is kept
+BUDGET_S = 0.5  # seconds of timing after which no new round starts (at least two run)
+# float32 stays unless another storage is at least this much faster per step: the same product timed
+# twice on a shared machine differs by a few percent, and float32 gives the same numbers on every host.
+MARGIN = 1.10
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # part of the cache key where set
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The storage picked for a backend on this host.
+
+    ``seconds``: per candidate, one decode step's weight products (every block's four and the head)
+    at ``rows`` rows, in seconds; ``skipped``: candidates whose library is missing, with the reason;
+    ``measured``: False when read from the cache; ``key``: the cache key; ``cache``: the file read or
+    written, None when it could not be written; ``load``: the 1-minute load average when measured (None
+    where the OS has none), since other work on the machine then can make a multi-threaded kernel look slow.
+    """
+
+    dtype: str
+    seconds: dict[str, float]
+    measured: bool
+    key: str
+    rows: int = 1
+    skipped: dict[str, str] = field(default_factory=dict)
+    cache: Path | None = None
+    load: float | None = None
+
+    def describe(self) -> str:
+        """One line for the CLI, e.g. ``int8 (1.9x float32 at 1 row on this host; measured now)``."""
+        base = self.seconds.get("float32")
+        rows = f"{self.rows} row{'s' if self.rows != 1 else ''}"
+        if self.dtype != "float32" and base:
+            speed = f"{base / self.seconds[self.dtype]:.1f}x float32 at {rows} on this host"
+        else:  # float32 kept: say how far the others were
+            others = [f"{d} {base / t:.2f}x" for d, t in self.seconds.items() if d != "float32" and base and t]
+            speed = f"{', '.join(others) or 'no other storage'} vs float32 at {rows} on this host"
+        where = "measured now" if self.measured else "cached"
+        if self.cache is not None:
+            where += f"; cached in {self.cache}" if self.measured else f" in {self.cache}"
+        cores = os.cpu_count() or 1
+        if self.load is not None and self.load >= cores:  # a measurement the user may want to redo when idle
+            where += f"; measured at load {self.load:.1f} on {cores} cores"
+        return f"{self.dtype} ({speed}; {where})"
+
+
+@dataclass(frozen=True)
+class Product:
+    """One weight product of a decode step in one storage: ``run()`` computes it (and waits for it)."""
+
+    dtype: str
+    name: str  # c_attn, attn.c_proj, c_fc, mlp.c_proj, head
+    count: float  # times a decode step runs it (n_layer for a block's, V / HEAD_COLUMNS for the head slice)
+    run: Callable[[], Any]
+
+
+def time_product(product: Product) -> float:
+    """Wall-clock seconds of one ``product.run()`` (``time.perf_counter``)."""
+    start = time.perf_counter()
+    product.run()
+    return time.perf_counter() - start
+
+
+def cache_key(backend: Backend, config: GPT2Config, rows: int) -> str:
+    """What decides the choice: CPU model and instruction sets, cores, backend and library versions, widths, rows."""
+    from .hostinfo import cpu_name, instruction_sets
+
+    # The backend's array library, found from its arrays (torch, jaxlib, cupy), never from its name.
+    library = type(backend.asarray(np.zeros(1, np.float32))).__module__.split(".")[0]
+    versions = {"numpy": np.__version__, library: getattr(sys.modules.get(library), "__version__", "?")}
+    if "int8" in backend.dtypes:  # NumPy's int8 product is ONNX Runtime's (npgpt/q8_0.py)
+        try:
+            versions["onnxruntime"] = metadata.version("onnxruntime")
+        except metadata.PackageNotFoundError:
+            versions["onnxruntime"] = "none"
+    libs = " ".join(f"{k}={v}" for k, v in sorted(versions.items()))
+    # Thread limits change which kernel wins (a 2-thread BLAS on a busy machine can be slower than 1 thread).
+    threads = "".join(f" {v}={os.environ[v]}" for v in THREAD_VARS if os.environ.get(v))
+    return (
+        f"{cpu_name()} [{', '.join(instruction_sets()) or 'unknown'}] cores={os.cpu_count()}{threads} "
+        f"backend={backend.name} {libs} n_embd={config.n_embd} n_inner={config.n_inner or 4 * config.n_embd} "
+        f"n_vocab={config.n_vocab} rows={rows}"
+    )
+
+
+def random_weights(config: GPT2Config, seed: int = 0) -> dict[str, Any]:
+    """Host float32 weights of one block and the head's first ``HEAD_COLUMNS`` columns, as a params tree
+    (``wte`` [V', C], ``blocks[0]``'s four ``w``); the values do not matter, only the shapes."""
+    C, F = config.n_embd, config.n_inner or 4 * config.n_embd
+    rng = np.random.default_rng(seed)
+
+    def w(n_in: int, n_out: int) -> np.ndarray:
+        return rng.standard_normal((n_in, n_out), dtype=np.float32) * np.float32(0.02)
+
+    block = {
+        "attn": {"c_attn": {"w": w(C, 3 * C)}, "c_proj": {"w": w(C, C)}},
+        "mlp": {"c_fc": {"w": w(C, F)}, "c_proj": {"w": w(F, C)}},
+    }
+    return {"wte": w(min(config.n_vocab, HEAD_COLUMNS), C), "blocks": [block]}
+
+
+def products(backend: Backend, config: GPT2Config, dtype: str, rows: int, weights: dict[str, Any]) -> list[Product]:
+    """A decode step's weight products in ``dtype`` at ``rows`` rows: ``weights`` (:func:`random_weights`)
+    converted by ``backend.put_params`` exactly as loading converts them (layout included).
+
+    Raises NpgptError where the storage's library is missing (e.g. onnxruntime for NumPy's int8).
+    """
+    from array_api_compat import array_namespace
+
+    from .model import matmul
+
+    C, F = config.n_embd, config.n_inner or 4 * config.n_embd
+    params = backend.put_params(weights, dtype)
+    head = array_namespace(params["wte"]).matrix_transpose(params["wte"])  # [C, V'], as model.gpt2 uses it
+    b = params["blocks"][0]
+    shapes = [
+        ("c_attn", b["attn"]["c_attn"]["w"], C, config.n_layer),
+        ("attn.c_proj", b["attn"]["c_proj"]["w"], C, config.n_layer),
+        ("c_fc", b["mlp"]["c_fc"]["w"], C, config.n_layer),
+        ("mlp.c_proj", b["mlp"]["c_proj"]["w"], F, config.n_layer),
+        ("head", head, C, config.n_vocab / head.shape[1]),
+    ]
+    rng = np.random.default_rng(1)
+    xs = {n: backend.asarray(rng.standard_normal((rows, n), dtype=np.float32)) for n in (C, F)}  # [rows, in]
+
+    def product(x: Any, weight: Any) -> Callable[[], np.ndarray]:  # to_numpy: waits for an asynchronous library
+        return lambda: backend.to_numpy(matmul(x, weight))
+
+    return [Product(dtype, name, count, product(xs[n_in], weight)) for name, weight, n_in, count in shapes]
+
+
+def measure(backend: Backend, config: GPT2Config, rows: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Seconds of one decode step's weight products per storage in ``backend.dtypes``, and the skipped ones.
+
+    Candidates are interleaved in rounds (load on a shared machine hits them alike); each product keeps
+    its best time, and a step is their sum weighted by how often a step runs each.
+    """
+    candidates: list[list[Product]] = []
+    skipped: dict[str, str] = {}
+    weights = random_weights(config)
+    for dtype in backend.dtypes:
+        try:
+            candidates.append(products(backend, config, dtype, rows, weights))
+        except NpgptError as e:  # e.g. onnxruntime missing: that storage cannot be loaded here either
+            skipped[dtype] = str(e)
+    for step in candidates:  # warm-up: first calls build kernels, sessions and caches
+        for p in step:
+            p.run()
+    best: dict[tuple[str, str], float] = {}
+    start = time.perf_counter()
+    for i in range(ROUNDS):
+        if i >= 2 and time.perf_counter() - start > BUDGET_S:
+            break
+        for step in candidates:
+            for p in step:
+                t = time_product(p)
+                best[p.dtype, p.name] = min(t, best.get((p.dtype, p.name), t))
+    seconds = {step[0].dtype: sum(p.count * best[p.dtype, p.name] for p in step) for step in candidates}
+    return seconds, skipped
+
+
+def pick(seconds: dict[str, float]) -> str:
+    """The fastest storage; float32 unless the fastest is at least ``MARGIN`` times faster than it."""
+    fastest = min(seconds, key=seconds.__getitem__)
+    if "float32" in seconds and seconds[fastest] * MARGIN > seconds["float32"]:
+        return "float32"
+    return fastest
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The cache's entries; empty when the file is missing, unreadable or not what this module writes."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Path | None = None) -> Choice:
+    """The weight storage among ``backend.dtypes`` that decodes ``config``'s shapes fastest at ``rows`` rows.
+
+    Read from ``cache`` (default ``registry.home() / "autotune.json"``) when this host, backend and
+    model shape were measured before; else measured (about a second for GPT-2 124M's widths) and
+    written there atomically. A corrupt cache is measured again and rewritten; an unwritable one
+    still gives the choice (``Choice.cache`` is then None). Raises ValueError if ``rows`` < 1.
+    """
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    if cache is None:
+        from .registry import home
+
+        cache = home() / CACHE_FILE
+    key = cache_key(backend, config, rows)
+    entries = _read(cache)
+    hit = entries.get(key)
+    if isinstance(hit, dict) and hit.get("dtype") in backend.dtypes and isinstance(hit.get("seconds"), dict):
+        seconds = {str(k): float(v) for k, v in hit["seconds"].items() if isinstance(v, (int, float))}
+        load = hit.get("load") if isinstance(hit.get("load"), (int, float)) else None
+        return Choice(hit["dtype"], seconds, False, key, rows, cache=cache, load=load)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    seconds, skipped = measure(backend, config, rows)
+    choice = pick(seconds)
+    entries[key] = {"dtype": choice, "seconds": seconds, "load": load}
+    written: Path | None = cache
+    try:
+        from .files import atomic_path
+
+        with atomic_path(cache) as tmp:
+            Path(tmp).write_text(json.dumps({"version": 1, "entries": entries}, indent=1), encoding="utf-8")
+    except NpgptError:  # a read-only or missing home: the choice stands, only the cache is lost
+        written = None
+    return Choice(choice, seconds, True, key, rows, skipped, written, load)

@@ -1,0 +1,255 @@
+"""``--dtype auto`` (npgpt/autotune.py): the choice, the per-machine cache, and load/CLI wiring."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+import npgpt
+from npgpt import autotune
+from npgpt.backends import get_backend
+from npgpt.config import GPT2Config
+from npgpt.errors import NpgptError
+from npgpt.registry import bundled_path
+from tests.conftest import run_cli
+
+CONFIG = GPT2Config(n_vocab=96, n_ctx=32, n_embd=48, n_head=3, n_layer=2)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPGPT_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def fake_timer(monkeypatch, seconds: dict[str, float]) -> list[str]:
+    """Replace the product timer: each product of a storage takes ``seconds[dtype]`` (1 ms if not named);
+    returns the list of the storages timed, one entry a call."""
+    calls: list[str] = []
+
+    def timed(product: autotune.Product) -> float:
+        calls.append(product.dtype)
+        return seconds.get(product.dtype, 1e-3)
+
+    monkeypatch.setattr(autotune, "time_product", timed)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("int8_seconds", "expected"),
+    [(0.5e-3, "int8"), (0.95e-3, "float32"), (1e-3, "float32"), (2e-3, "float32")],
+    ids=["2x-faster-chosen", "5pct-faster-not", "equal", "slower"],
+)
+def test_choice_needs_a_clear_margin_over_float32(home, monkeypatch, int8_seconds, expected):
+    fake_timer(monkeypatch, {"float32": 1e-3, "int8": int8_seconds})
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert choice.dtype == expected
+    assert choice.measured and set(choice.seconds) == {"float32", "int8"}
+    # a step = 4 block products x n_layer + the head (n_vocab columns, all timed here: 96 < HEAD_COLUMNS)
+    assert choice.seconds["int8"] == pytest.approx(int8_seconds * (4 * CONFIG.n_layer + 1))
+    assert choice.cache == home / "autotune.json"
+
+
+def test_pick_prefers_the_fastest_past_the_margin():
+    assert autotune.pick({"float32": 1.0, "float16": 0.6, "bfloat16": 0.4, "int8": 0.5}) == "bfloat16"
+    assert autotune.pick({"float32": 1.0, "bfloat16": 0.92}) == "float32"  # 1.087x: under 1.10x
+    assert autotune.pick({"float32": 1.0}) == "float32"
+
+
+def test_a_cache_hit_does_not_measure(home, monkeypatch):
+    calls = fake_timer(monkeypatch, {"int8": 0.4e-3})
+    first = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    n = len(calls)
+    assert n > 0 and first.measured
+    second = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert len(calls) == n  # nothing timed
+    assert not second.measured
+    assert (second.dtype, second.seconds, second.key) == (first.dtype, first.seconds, first.key)
+    assert "cached in" in second.describe() and "measured now" not in second.describe()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"rows": 4},
+        {"config": GPT2Config(n_vocab=96, n_ctx=32, n_embd=64, n_head=4, n_layer=2)},
+        {"config": GPT2Config(n_vocab=96, n_ctx=32, n_embd=48, n_head=3, n_layer=2, n_inner=96)},
+    ],
+    ids=["rows", "n_embd", "mlp-width"],
+)
+def test_a_different_key_measures_again_and_keeps_both(home, monkeypatch, other):
+    calls = fake_timer(monkeypatch, {})
+    a = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    n = len(calls)
+    b = autotune.choose_dtype(get_backend("numpy"), other.get("config", CONFIG), rows=other.get("rows", 1))
+    assert b.measured and len(calls) > n and a.key != b.key
+    entries = json.loads((home / "autotune.json").read_text())["entries"]
+    assert set(entries) == {a.key, b.key}
+
+
+def test_the_key_names_what_decides_the_choice(monkeypatch):
+    from npgpt.hostinfo import instruction_sets
+
+    for var in autotune.THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    key = autotune.cache_key(get_backend("numpy"), CONFIG, rows=3)
+    for part in ("backend=numpy", "numpy=", "onnxruntime=", "n_embd=48", "n_inner=192", "n_vocab=96", "rows=3"):
+        assert part in key
+    assert ", ".join(instruction_sets()) in key and f"cores={os.cpu_count()}" in key
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a thread limit changes which kernel wins
+    assert autotune.cache_key(get_backend("numpy"), CONFIG, rows=3) == key.replace(
+        f"cores={os.cpu_count()}", f"cores={os.cpu_count()} OMP_NUM_THREADS=1"
+    )
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"entries": []}', "\xff\xfe", "KEY"])
+def test_a_corrupt_cache_is_measured_again_and_rewritten(home, monkeypatch, text):
+    calls = fake_timer(monkeypatch, {})
+    path = home / "autotune.json"
+    path.parent.mkdir(parents=True)
+    key = autotune.cache_key(get_backend("numpy"), CONFIG, 1)
+    if text == "KEY":  # the right key with an entry of the wrong shape
+        text = json.dumps({"entries": {key: {"dtype": "int4", "seconds": 3}}})
+    path.write_text(text, encoding="latin-1")
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert choice.measured and calls
+    assert json.loads(path.read_text())["entries"][key]["dtype"] == choice.dtype == "float32"
+
+
+@pytest.mark.parametrize("how", ["under-a-file", "read-only"])
+def test_an_unwritable_home_still_gives_the_choice(tmp_path, monkeypatch, how):
+    if how == "under-a-file":
+        (tmp_path / "file").write_text("x")
+        home = tmp_path / "file" / "home"  # mkdir fails: a part of the path is a file
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a 0o500 folder; the under-a-file case covers this")
+        home = tmp_path / "ro"
+        home.mkdir()
+        home.chmod(0o500)
+    monkeypatch.setenv("NPGPT_HOME", str(home))
+    fake_timer(monkeypatch, {"int8": 0.1e-3})
+    try:
+        choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    finally:
+        if how == "read-only":
+            home.chmod(0o700)
+    assert choice.dtype == "int8" and choice.measured and choice.cache is None
+    assert "cached" not in choice.describe()
+
+
+def test_a_storage_whose_library_is_missing_is_skipped(home, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    fake_timer(monkeypatch, {})
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert set(choice.seconds) == {"float32"} and choice.dtype == "float32"
+    assert "npgpt[int8]" in choice.skipped["int8"]  # the reason, with the install hint
+
+
+def test_every_storage_the_backend_declares_is_a_candidate(home, monkeypatch):
+    pytest.importorskip("torch")
+    fake_timer(monkeypatch, {"float32": 1e-3, "float16": 0.8e-3, "bfloat16": 0.3e-3, "int8": 0.5e-3})
+    backend = get_backend("torch")
+    choice = autotune.choose_dtype(backend, CONFIG)
+    assert tuple(choice.seconds) == backend.dtypes and choice.dtype == "bfloat16"
+    assert choice.describe().startswith("bfloat16 (3.3x float32 at 1 row on this host; measured now; cached in ")
+
+
+def test_rows_must_be_positive(home):
+    with pytest.raises(ValueError, match="rows must be >= 1"):
+        autotune.choose_dtype(get_backend("numpy"), CONFIG, rows=0)
+
+
+def test_auto_is_a_request_not_a_storage():
+    from npgpt.backends import AUTO, WEIGHT_DTYPES, check_dtype
+
+    assert AUTO not in WEIGHT_DTYPES
+    check_dtype(AUTO, allow_auto=True)
+    with pytest.raises(NpgptError, match="unknown weight dtype 'auto'"):
+        check_dtype(AUTO)
+    with pytest.raises(NpgptError, match="choose one of .*int8, auto"):
+        npgpt.load(bundled_path(), dtype="int4")
+
+
+def greedy(m: npgpt.api.GPT2) -> str:
+    return m.generate("And God said", max_new_tokens=20, temperature=0)
+
+
+def test_load_auto_gives_one_of_the_backends_dtypes_and_float32s_greedy_text(home):
+    m = npgpt.load(bundled_path(), dtype="auto")
+    assert m.dtype in m.backend.dtypes and m.dtype_choice is not None
+    assert m.dtype == m.dtype_choice.dtype and m.dtype_choice.measured
+    assert (home / "autotune.json").is_file()
+    assert greedy(m) == greedy(npgpt.load(bundled_path()))
+    assert npgpt.load(bundled_path()).dtype_choice is None  # the default stays float32, unmeasured
+
+
+def test_load_auto_converts_to_the_storage_chosen(home, monkeypatch):
+    fake_timer(monkeypatch, {"int8": 0.2e-3})  # int8 is chosen whatever this host measures
+    m = npgpt.load(bundled_path(), dtype="auto", auto_rows=3)  # the server measures at its max batch
+    assert m.dtype == m.engine.dtype == "int8"
+    assert m.dtype_choice is not None and m.dtype_choice.rows == 3 and "rows=3" in m.dtype_choice.key
+    assert type(m.params["wte"]).__name__ == "Q8Matrix"  # really converted, not only labelled
+    assert greedy(m) == greedy(npgpt.load(bundled_path()))
+
+
+def test_cli_dtype_auto_names_the_choice(home):
+    r = run_cli("generate", "Hi", "--dtype", "auto", "--max-new-tokens", "5", env={"NPGPT_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    line = next(li for li in r.stderr.splitlines() if li.startswith("dtype auto: "))
+    assert line.split()[2] in get_backend("numpy").dtypes and "measured now" in line
+    r = run_cli("generate", "Hi", "--dtype", "auto", "--max-new-tokens", "5", env={"NPGPT_HOME": str(home)})
+    assert r.returncode == 0 and f"cached in {home / 'autotune.json'}" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_every_command_that_loads_a_model_offers_dtype_auto_and_keeps_float32_the_default():
+    """Every --dtype that picks how a loaded model's weights are stored; not bench's list of storages to
+    compare, nor convert's storage of a written file."""
+    import typer.main
+
+    from npgpt.cli import app
+
+    offered = set()
+    for name, command in typer.main.get_command(app).commands.items():
+        for p in command.params:
+            if "--dtype" in getattr(p, "opts", ()) and name not in ("bench", "convert"):
+                assert "auto" in (p.help or "") and p.default == "float32", name
+                offered.add(name)
+    assert offered >= {"generate", "next", "chat", "eval", "score", "lens", "attention", "serve"}
+
+
+def test_serve_measures_at_its_max_batch(home, monkeypatch):
+    """The server decodes up to --max-batch rows together, so that is where auto's measurement runs."""
+    pytest.importorskip("fastapi")
+    from typer.testing import CliRunner
+
+    from npgpt.cli import app
+    from npgpt.cli import serve as serve_cli
+
+    fake_timer(monkeypatch, {})
+    loaded = []
+
+    def load_model(path, backend, dtype, auto_rows=1):
+        loaded.append(npgpt.load(path, backend=backend, dtype=dtype, auto_rows=auto_rows))
+        raise NpgptError("stop before serving")
+
+    monkeypatch.setattr(serve_cli, "load_model", load_model)
+    r = CliRunner().invoke(
+        app, ["serve", "--model", str(bundled_path()), "--dtype", "auto", "--max-batch", "5", "--port", "0"]
+    )
+    assert isinstance(r.exception, NpgptError) and "stop before serving" in str(r.exception), r.output
+    assert loaded[0].dtype_choice is not None and loaded[0].dtype_choice.rows == 5
+
+
+def test_a_busy_machine_is_named_in_the_line_and_kept_with_the_entry(home, monkeypatch):
+    fake_timer(monkeypatch, {})
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    busy = f"measured at load {64.0 * (os.cpu_count() or 1):.1f} on {os.cpu_count() or 1} cores"
+    assert busy in autotune.choose_dtype(get_backend("numpy"), CONFIG).describe()
+    assert busy in autotune.choose_dtype(get_backend("numpy"), CONFIG).describe()  # from the cache
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert "load" not in autotune.choose_dtype(get_backend("numpy"), CONFIG, rows=2).describe()
