@@ -115,7 +115,14 @@ def _session(codes: np.ndarray, scales: np.ndarray, k: int) -> Any:
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only
     opts.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # an ONNX Runtime without 8-bit MatMulNBits (before 1.23 on some CPUs) fails here
+        reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        raise NpgptError(
+            f"ONNX Runtime {ort.__version__} cannot run 8-bit weights ({reason}); "
+            "pip install -U 'onnxruntime>=1.23', or load with --dtype float32"
+        ) from None
 
 
 def _external(name: str, a: np.ndarray) -> Any:

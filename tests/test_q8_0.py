@@ -106,3 +106,20 @@ def test_q8_0_gguf_loads_into_int8_with_the_files_own_codes(tmp_path):
         np.testing.assert_array_equal(m.scales, raw[..., :2].copy().view(np.float16)[..., 0].astype(np.float32))
         checked += 1
     assert checked >= 4  # every block's matrices that split into 32-value rows
+
+
+def test_an_onnxruntime_without_the_kernel_is_one_line_naming_the_fix(monkeypatch):
+    """An older ONNX Runtime refuses 8-bit MatMulNBits when the session is built: one line, not its traceback."""
+    import onnxruntime
+
+    def refuse(*args, **kwargs):
+        raise onnxruntime.capi.onnxruntime_pybind11_state.Fail(
+            "[ONNXRuntimeError] : 1 : FAIL : Load model failed:\nOnly 4b quantization is supported for MatMulNBits op"
+        )
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    with pytest.raises(NpgptError) as err:
+        Q8Matrix.from_float(np.ones((64, 8), dtype=np.float32))
+    message = str(err.value)
+    assert "\n" not in message and "Only 4b quantization is supported" in message
+    assert message.endswith("pip install -U 'onnxruntime>=1.23', or load with --dtype float32")
