@@ -215,8 +215,9 @@ def load(
 
     The default is the first downloaded GPT-2, else the small model bundled with npgpt (the
     returned object's ``notice`` then says how to get real GPT-2). ``dtype`` "float16" or
-    "bfloat16" keeps the weight matrices in 16 bits (half the memory), "int8" in 8 bits with
-    per-output-channel scales (a quarter; ``backend="torch"`` only, see npgpt/int8.py);
+    "bfloat16" keeps the weight matrices in 16 bits (half the memory; torch, jax, cupy), "int8" in 8
+    bits (about a quarter: llama.cpp's Q8_0 blocks through ONNX Runtime on NumPy, npgpt/q8_0.py;
+    per-output-channel scales on torch, npgpt/int8.py);
     computation stays float32 apart from the narrow matrix products. ``dtype="auto"`` measures which of
     the backend's storages decodes fastest on this host at ``auto_rows`` rows (once, then cached: see
     :func:`npgpt.autotune.choose_dtype`); the default stays float32, the same numbers on every host.
