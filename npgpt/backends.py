@@ -97,10 +97,13 @@ class Backend:
             self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w: to_16bit(w, dtype)
         )
         if convert is None or dtype not in self.dtypes:
-            instead = " or ".join(_cpu_backends_with(dtype))
+            backends = _cpu_backends_with(dtype)
+            # Name the install too where the advised library is missing: one step, not two errors in turn.
+            missing = [f"pip install 'npgpt[{_EXTRA[b]}]'" for b in backends if b in _EXTRA and not _installed(b)]
             raise NpgptError(
                 f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
-                f"times slower than float32); use --backend {instead} for --dtype {dtype}"
+                f"times slower than float32); use --backend {' or '.join(backends)} for --dtype {dtype}"
+                + (f" ({', '.join(missing)})" if missing and len(missing) == len(backends) else "")
             )
 
         def narrow(w: np.ndarray) -> Any:  # one matrix at a time, straight from the checkpoint's pages
@@ -116,6 +119,12 @@ class Backend:
             ),
             params,
         )
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _cpu_backends_with(dtype: str) -> list[str]:

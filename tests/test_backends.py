@@ -110,3 +110,20 @@ def test_numpy_refuses_16bit_weights_with_the_fix(pair):
         GPT2(base.config, base.params, dtype="float16")
     with pytest.raises(NpgptError, match="unknown weight dtype 'int4'; choose one of float32, float16, bfloat16"):
         GPT2(base.config, base.params, backend="torch", dtype="int4")
+
+
+def test_a_refused_dtype_names_the_install_when_the_advised_backend_is_missing(monkeypatch):
+    """Without PyTorch, asking NumPy for float16 says both what to use and how to get it: one step, not two."""
+    from npgpt import backends
+    from npgpt.config import GPT2Config
+    from npgpt.params import init_params
+
+    params = init_params(GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=1), seed=0)
+    monkeypatch.setattr(backends, "_installed", lambda module: module != "torch")
+    with pytest.raises(NpgptError) as err:
+        backends.get_backend("numpy").put_params(params, "float16")
+    assert str(err.value).endswith("use --backend torch for --dtype float16 (pip install 'npgpt[torch]')")
+    monkeypatch.setattr(backends, "_installed", lambda module: True)
+    with pytest.raises(NpgptError) as err:
+        backends.get_backend("numpy").put_params(params, "float16")
+    assert str(err.value).endswith("use --backend torch for --dtype float16")
