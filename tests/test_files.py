@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import resident_kb
 
 from npgpt.files import atomic_path
 
@@ -126,17 +127,6 @@ def test_a_device_or_fifo_is_never_renamed_over(tmp_path):
     assert fifo.is_fifo() and sorted(os.listdir(tmp_path)) == ["pipe"]
 
 
-def _resident_kb(path: Path) -> int:
-    """Kilobytes of ``path``'s memory mappings resident in this process (/proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        if line[:1].isdigit() or line[:1] in "abcdef" and "-" in line.split()[0]:  # a mapping's header line
-            inside = line.rstrip().endswith(str(path))
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
-
-
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
 def test_loading_checks_every_weight_without_leaving_the_file_resident(tmp_path):
     """load_checkpoint reads every weight (the NaN check) from the memory-mapped file; each tensor's pages are
@@ -153,6 +143,6 @@ def test_loading_checks_every_weight_without_leaving_the_file_resident(tmp_path)
     _, params = load_checkpoint(path)
     mapped = [a for a in flatten(params).values() if isinstance(a, np.ndarray) and not a.flags.writeable]
     assert mapped, "the checkpoint is memory-mapped"
-    assert _resident_kb(path) < 1024  # of ~10,000 KB read: at most the pages shared by tensors' edges
+    assert resident_kb(path) < 1024  # of ~10,000 KB read: at most the pages shared by tensors' edges
     for name, a in flatten(params).items():  # dropped pages come back from the page cache when read
         np.testing.assert_array_equal(a, flatten(original)[name])

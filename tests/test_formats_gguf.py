@@ -20,7 +20,7 @@ from npgpt.api import GPT2
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError
 from npgpt.formats import detect, gguf_format, load_checkpoint, save_checkpoint
-from npgpt.params import flatten
+from npgpt.params import flatten, init_params
 
 gguf = pytest.importorskip("gguf")
 from gguf import quants  # noqa: E402
@@ -298,3 +298,21 @@ def test_directory_with_one_gguf_is_that_file(tmp_path):
     assert detect(tmp_path / "d") == "gguf"
     with pytest.raises(CheckpointError, match="model.gguf: a GGUF of architecture 'llama'"):
         load_checkpoint(tmp_path / "d")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+def test_a_dequantized_gguf_is_not_left_resident(tmp_path):
+    """Q8_0/F16 tensors are dequantized to float32 copies; the file's pages they were read from are dropped, so
+    loading a Q8_0 file (e.g. with dtype="int8") does not also keep the file itself in memory."""
+    from conftest import resident_kb
+
+    config = GPT2Config(n_vocab=50257, n_ctx=64, n_embd=64, n_head=2, n_layer=1)  # GGUF: GPT-2's tokenizer
+    params = init_params(config, seed=0)
+    path = save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf", dtype="q8_0")
+    _, loaded = load_checkpoint(path)
+    size_kb = path.stat().st_size // 1024  # ~5,100 KB: 3,400 of Q8_0 weights, ~1,700 of tokenizer metadata
+    # What stays is the header GGUFReader parsed (the tokenizer's tokens and merges), not the weights' pages
+    assert resident_kb(path) < 0.5 * size_kb
+    expected = rounded(params, "Q8_0")  # the values are still right: dropped pages were only the file's
+    for name, arr in flatten(loaded).items():
+        np.testing.assert_allclose(arr, expected[name], rtol=0, atol=1e-6)

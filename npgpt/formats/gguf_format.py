@@ -163,6 +163,10 @@ def _to_float32(tensor: Any, path: Path) -> np.ndarray:
             f"{path}: tensor {tensor.name!r} is {tensor.tensor_type.name}, which gguf cannot "
             "dequantize; convert it to F16 or Q8_0 with llama.cpp first"
         ) from None
+    if not np.may_share_memory(arr, tensor.data):  # a dequantized copy: the file's pages are read, let them go
+        from ..files import release_mapped
+
+        release_mapped(np.asarray(tensor.data))
     shape = tuple(int(n) for n in reversed(tensor.shape))
     return arr.reshape(shape) if arr.shape != shape else arr
 
