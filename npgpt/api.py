@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from .autotune import Choice, choose_dtype
 from .backends import AUTO, Backend, get_backend
 from .config import GPT2Config
 from .engine import Engine
@@ -18,6 +17,9 @@ from .generate import Event, events
 from .sampling import SamplingParams
 from .score import Score, score
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # the measurement is imported only when dtype="auto" asks for it
+    from .autotune import Choice
 
 
 @dataclass
@@ -56,6 +58,8 @@ class GPT2:
         b = get_backend(backend)
         self.dtype_choice: Choice | None = None  # what dtype="auto" measured (npgpt/autotune.py)
         if dtype == AUTO:
+            from .autotune import choose_dtype
+
             self.dtype_choice = choose_dtype(b, config, rows=auto_rows)
             dtype = self.dtype_choice.dtype
         self.engine = Engine.load_params(config, params, b, dtype)

@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +100,8 @@ def cache_key(backend: Backend, config: GPT2Config, rows: int) -> str:
     library = type(backend.asarray(np.zeros(1, np.float32))).__module__.split(".")[0]
     versions = {"numpy": np.__version__, library: getattr(sys.modules.get(library), "__version__", "?")}
     if "int8" in backend.dtypes:  # NumPy's int8 product is ONNX Runtime's (npgpt/q8_0.py)
+        from importlib import metadata  # ~60 ms to import: only when a key is made
+
         try:
             versions["onnxruntime"] = metadata.version("onnxruntime")
         except metadata.PackageNotFoundError:
