@@ -106,19 +106,11 @@ def machine(threads: int) -> dict[str, Any]:
     """CPU model and instruction sets, core and thread counts, Python and NumPy versions, 1-minute load average."""
     import numpy as np
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    from ..hostinfo import instruction_sets
+    from ..hostinfo import cpu_name, instruction_sets
 
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "threads": threads,
         "python": platform.python_version(),
