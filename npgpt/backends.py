@@ -121,6 +121,13 @@ class Backend:
         )
 
 
+def _release_rows(w: np.ndarray) -> Callable[[int, int], None] | None:
+    """For quantizing ``w`` [in, out] a few output rows at a time: drops rows ``i:j`` of ``w.T``'s mapped
+    pages once read, where those rows are contiguous in the file (wte's, the head's); else None."""
+    rows = w.T  # [out, in]
+    return (lambda i, j: release_mapped(rows[i:j])) if rows.flags.c_contiguous else None
+
+
 def _installed(module: str) -> bool:
     import importlib.util
 
@@ -195,8 +202,7 @@ def get_backend(name: str) -> Backend:
         def q8_0(w: np.ndarray) -> Any:
             from .q8_0 import Q8Matrix
 
-            rows = w.T  # [out, in]; where contiguous (wte's rows: the head), drop each chunk's pages once read
-            return Q8Matrix.from_float(w, (lambda i, j: release_mapped(rows[i:j])) if rows.flags.c_contiguous else None)
+            return Q8Matrix.from_float(w, _release_rows(w))
 
         return Backend("numpy", np.asarray, np.asarray, gpt2, dtypes=DTYPES[name], layout=_numpy_layout, to_int8=q8_0)
     if name == "jax":
@@ -244,11 +250,9 @@ def get_backend(name: str) -> Backend:
         def to_int8(w: np.ndarray) -> Any:
             from .int8 import Int8Matrix
 
-            rows = w.T  # [out, in]; where contiguous (wte's rows: the head), drop each chunk's pages once read
-            done = (lambda i, j: release_mapped(rows[i:j])) if rows.flags.c_contiguous else None
             with warnings.catch_warnings():  # read-only memmap: only read here, never written
                 warnings.simplefilter("ignore", UserWarning)
-                return Int8Matrix.from_float(torch.from_numpy(w), done).to(device)
+                return Int8Matrix.from_float(torch.from_numpy(w), _release_rows(w)).to(device)
 
         return Backend("torch", to_torch, to_numpy, forward, dtypes=DTYPES[name], to_16bit=to_16bit, to_int8=to_int8)
     if name == "cupy":

@@ -43,9 +43,7 @@ ZERO = 128  # the codes are stored q + 128 (uint8), MatMulNBits's default zero p
 CHUNK = 1 << 20  # weights quantized at a time: bounds the float32 temporary at load (4 MB)
 
 
-def quantize(
-    rows: np.ndarray, done: Callable[[int, int], None] | None = None, block: int = BLOCK
-) -> tuple[np.ndarray, np.ndarray]:
+def quantize(rows: np.ndarray, done: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Q8_0 blocks: ``rows`` [out, in] float -> codes [out, in/32, 32] uint8 (q + 128), scales [out, in/32] float32.
 
     ``in`` is padded with zeros to a multiple of 32. A block of zeros gets scale 0 and codes 128
@@ -54,15 +52,15 @@ def quantize(
     as llama.cpp), not NumPy's half to even.
     """
     out, k = rows.shape
-    n_blocks = -(-k // block)
-    codes = np.empty((out, n_blocks, block), dtype=np.uint8)
+    n_blocks = -(-k // BLOCK)
+    codes = np.empty((out, n_blocks, BLOCK), dtype=np.uint8)
     scales = np.empty((out, n_blocks), dtype=np.float32)
     step = max(1, CHUNK // max(k, 1))
     for i in range(0, out, step):  # a few rows at a time: small temporaries, no float32 copy of it all
         j = min(i + step, out)
-        w = np.zeros((j - i, n_blocks * block), dtype=np.float32)
+        w = np.zeros((j - i, n_blocks * BLOCK), dtype=np.float32)
         w[:, :k] = rows[i:j]
-        w = w.reshape(j - i, n_blocks, block)
+        w = w.reshape(j - i, n_blocks, BLOCK)
         d = np.abs(w).max(axis=-1) / np.float32(127.0)  # [rows, blocks]
         inv = np.divide(np.float32(1.0), d, out=np.zeros_like(d), where=d > 0)  # 0 for a block of zeros
         q = w * inv[..., None]
@@ -74,8 +72,8 @@ def quantize(
     return codes, scales
 
 
-def _session(codes: np.ndarray, scales: np.ndarray, k: int) -> Any:
-    """An ONNX Runtime session computing ``y [rows, out] = x [rows, k] @ dequant(codes).T``."""
+def _session(codes: np.ndarray, scales: np.ndarray) -> Any:
+    """An ONNX Runtime session computing ``y [rows, out] = x [rows, in/32*32] @ dequant(codes).T``."""
     try:
         import onnxruntime as ort
         from onnx import TensorProto, helper
@@ -154,12 +152,12 @@ class Q8Matrix:
         self.scales = scales  # [out, in/32] float32
         self.k = k  # the input dimension before padding
         self.transposed = transposed
-        self._session = _session(codes, scales, k)
+        self._session = _session(codes, scales)
 
     @classmethod
     def from_float(cls, w: np.ndarray, done: Callable[[int, int], None] | None = None) -> Q8Matrix:
         """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine); ``done``: see quantize."""
-        codes, scales = quantize(w.T, done, BLOCK)
+        codes, scales = quantize(w.T, done)
         return cls(codes, scales, w.shape[0])
 
     @property
