@@ -75,6 +75,10 @@ def hf_logits(ref, ids: np.ndarray, attention_mask: np.ndarray | None = None) ->
         return ref(torch.tensor(ids), **kw).logits.float().numpy()
 
 
+# npgpt bench at test scale: short prompts, a few tokens, a small bandwidth probe (tests read these figures)
+SMALL_BENCH = ("--prompt-len", "32", "--short-prompt", "8", "--new-tokens", "4", "--bandwidth-mib", "64")
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120, input: str | None = None):
     """Run the real ``npgpt`` entry point in a subprocess."""
     exe = Path(sys.executable).parent / "npgpt"

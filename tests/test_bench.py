@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import SMALL_BENCH, run_cli
 
 from npgpt.config import GPT2Config
 from npgpt.formats import save_checkpoint
@@ -39,12 +39,7 @@ def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
         "numpy",
         "--batch",
         "1,2",
-        "--prompt-len",
-        "32",
-        "--short-prompt",
-        "8",
-        "--new-tokens",
-        "4",
+        *SMALL_BENCH,
         "--baseline-tokens",
         "4",
         "--compare",
@@ -55,8 +50,6 @@ def test_bench_json_has_every_field(tiny_checkpoint, tmp_path):
         "--train-seq",
         "8",
         "--precision",
-        "--bandwidth-mib",
-        "64",
         "--json",
         "--plot",
         str(plot),
@@ -118,16 +111,9 @@ def test_bench_runs_16bit_weights_as_engines_of_their_own(tiny_checkpoint):
         "float32,bfloat16",
         "--batch",
         "2",
-        "--prompt-len",
-        "32",
-        "--short-prompt",
-        "8",
-        "--new-tokens",
-        "4",
+        *SMALL_BENCH,
         "--baseline-tokens",
         "0",
-        "--bandwidth-mib",
-        "64",
         "--json",
         timeout=180,
     )

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import SMALL_BENCH, run_cli
 
 from npgpt.bench import BenchSettings, add_derived, table_rows
 from npgpt.bench.llamacpp import find_tools, measure_llamacpp, to_gguf
@@ -365,12 +365,7 @@ def test_bench_cli_compares_with_llamacpp(tmp_path):
         "numpy",
         "--batch",
         "1,2",
-        "--prompt-len",
-        "32",
-        "--short-prompt",
-        "8",
-        "--new-tokens",
-        "4",
+        *SMALL_BENCH,
         "--baseline-tokens",
         "0",
         "--threads",
@@ -379,8 +374,6 @@ def test_bench_cli_compares_with_llamacpp(tmp_path):
         "hf,llama.cpp",
         "--llama-cpp",
         str(root),
-        "--bandwidth-mib",
-        "64",
         "--json",
         env={"FAKE_LLAMA_LOG": str(log)},
         timeout=180,
@@ -431,12 +424,7 @@ def test_bench_table_output_with_llamacpp(tmp_path):
         "numpy",
         "--batch",
         "1",
-        "--prompt-len",
-        "32",
-        "--short-prompt",
-        "8",
-        "--new-tokens",
-        "4",
+        *SMALL_BENCH,
         "--baseline-tokens",
         "0",
         "--threads",
@@ -445,8 +433,6 @@ def test_bench_table_output_with_llamacpp(tmp_path):
         "llama.cpp",
         "--llama-cpp",
         str(root),
-        "--bandwidth-mib",
-        "64",
         env={"COLUMNS": "400"},
         timeout=180,
     )
