@@ -133,3 +133,36 @@ def resident_kb(path: Path) -> int:
         elif inside and line.startswith("Rss:"):
             total += int(line.split()[1])
     return total
+
+
+def start_server(model: str, *flags: str, log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """``npgpt serve --model MODEL FLAGS`` in a subprocess on a free port, one BLAS thread (on a shared 2-core
+    machine, BLAS threads spinning against other processes make timings noise); returns (process, base URL)
+    once ``/health`` answers 200. Its output goes to the file ``log``, else to a pipe (``proc.communicate()``).
+    Fails, with that output, if the server exits or is not up within 120 s. The caller stops it."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "npgpt.cli", "serve", "--model", model, "--port", str(port), *flags]
+    if log is None:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    else:
+        with open(log, "w") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        if proc.poll() is not None or time.time() > deadline:
+            output = proc.communicate()[0] if log is None else log.read_text()
+            pytest.fail(f"npgpt serve did not come up:\n{output}")
+        try:
+            if httpx.get(base + "/health").status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.1)

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import queue
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import start_server
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -408,38 +405,8 @@ def test_batching_speedup_for_16_clients(tmp_path):
     params = init_params(cfg, seed=0)
     path = npgpt_format.save(tmp_path / "bench.safetensors", cfg, params)
     prompts = [f"Request number {i} is about" for i in range(16)]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "npgpt.cli",
-            "serve",
-            "--model",
-            f"bench={path}",
-            "--port",
-            str(port),
-            "--max-batch",
-            "16",
-        ],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
+    server, base = start_server(f"bench={path}", "--max-batch", "16", log=tmp_path / "server.log")
     try:
-        deadline = time.time() + 120
-        while True:
-            assert server.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(base + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300)
 
         def one(prompt: str) -> tuple[str, int, float]:
@@ -461,7 +428,6 @@ def test_batching_speedup_for_16_clients(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
-        log.close()
     expected = [c.text for c in GPT2(cfg, params).completions(prompts, max_new_tokens=32, temperature=0)]
     assert [c[0] for c in sequential] == expected
     assert [c[0] for c in concurrent] == expected

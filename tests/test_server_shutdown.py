@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import start_server
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -126,34 +123,11 @@ def checkpoint(tmp_path_factory):
     return npgpt_format.save(tmp_path_factory.mktemp("shutdown") / "slow.safetensors", cfg, init_params(cfg, seed=0))
 
 
-def start_server(checkpoint, *flags: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "npgpt.cli", "serve", "--model", f"slow={checkpoint}", "--port", str(port), *flags],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
-        try:
-            if httpx.get(base + "/health").status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-
-
 @pytest.mark.parametrize("signals", [1, 2])
 def test_sigint_ends_a_long_stream_with_an_error_event_and_exits_0(checkpoint, signals):
     """One SIGINT: the stream ends within the 1 s grace period (+ flush); two, with a 60 s grace: at once."""
     grace = 1.0 if signals == 1 else 60.0
-    proc, base = start_server(checkpoint, "--shutdown-timeout", str(grace))
+    proc, base = start_server(f"slow={checkpoint}", "--shutdown-timeout", str(grace))
     try:
         body = {"prompt": "Tell me everything", "max_tokens": 1000, "n": 4, "temperature": 0, "stream": True}
         with httpx.stream("POST", base + "/v1/completions", json=body, timeout=60) as r:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import start_server
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -144,38 +144,8 @@ class Mix:
 def test_soak(tmp_path, capsys):
     cfg = GPT2Config(n_ctx=128, n_embd=64, n_head=2, n_layer=2)
     path = npgpt_format.save(tmp_path / "soak.safetensors", cfg, init_params(cfg, seed=0))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "npgpt.cli",
-            "serve",
-            "--model",
-            f"soak={path}",
-            "--port",
-            str(port),
-            "--max-batch",
-            "8",
-        ],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
+    server, base = start_server(f"soak={path}", "--max-batch", "8", log=tmp_path / "server.log")
     try:
-        deadline = time.time() + 120
-        while True:
-            assert server.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(base + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         before = httpx.post(base + "/v1/completions", json=SEEDED, timeout=60).json()["choices"][0]["text"]
         mix = Mix(base, random.Random(0))
         with httpx.Client(timeout=60) as client:
@@ -183,7 +153,9 @@ def test_soak(tmp_path, capsys):
                 mix.one(client)
         rss = [rss_mb(server.pid)]
         probe = subprocess.Popen(
-            [sys.executable, "-c", PROBE, "127.0.0.1", str(port), str(SOAK_S)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", PROBE, "127.0.0.1", str(httpx.URL(base).port), str(SOAK_S)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         end = time.time() + SOAK_S
 
@@ -213,7 +185,6 @@ def test_soak(tmp_path, capsys):
     finally:
         server.terminate()
         server.wait(30)
-        log.close()
     served = sum(v for k, v in mix.statuses.items() if isinstance(k, str))
     p50, p99 = statistics.median(health), health[round(0.99 * (len(health) - 1))]
     with capsys.disabled():
