@@ -56,25 +56,29 @@ class DrainingServer(uvicorn.Server):
         for connection in list(self.server_state.connections):  # idle ones close, busy ones after their response
             connection.shutdown()
         deadline = loop.time() + self.shutdown_timeout
-        if self.server_state.connections:
+        if self._busy():
             log.info(
                 "draining %d connection(s) for up to %g s (Ctrl+C again to end them now)",
                 len(self.server_state.connections),
                 self.shutdown_timeout,
             )
-        while self.server_state.connections and not self.force_exit and loop.time() < deadline:
+        while self._busy() and not self.force_exit and loop.time() < deadline:
             await asyncio.sleep(POLL_S)
-        if self.server_state.connections:
-            log.warning(
-                "ending %d request(s) still running: the server is shutting down", len(self.server_state.connections)
-            )
+        if self._busy():
+            log.warning("ending %d request(s) still running: the server is shutting down", len(self.server_state.tasks))
             await asyncio.to_thread(end_requests, self.app)
             deadline = loop.time() + FLUSH_S
-            while self.server_state.connections and loop.time() < deadline:
+            while self._busy() and loop.time() < deadline:
                 await asyncio.sleep(POLL_S / 5)
             for task in self.server_state.tasks:  # past every bound: only now cut what is left
                 task.cancel()
         await self.lifespan.shutdown()
+
+    def _busy(self) -> bool:
+        """Open connections or request tasks still running. Both count: a client may close its connection
+        the moment it has a stream's last event while the request's task is still finishing, and cancelling
+        that task then makes uvicorn log a traceback for a request that ended well."""
+        return bool(self.server_state.connections or self.server_state.tasks)
 
 
 def end_requests(app: FastAPI) -> None:
