@@ -155,6 +155,13 @@ def hf_dir(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """An npgpt checkpoint small enough to bench in seconds, with GPT-2's vocabulary (the converter's tokenizer)."""
+    config = GPT2Config(n_vocab=50257, n_ctx=96, n_embd=32, n_head=2, n_layer=2)
+    return save_checkpoint(tmp_path / "tiny.safetensors", config, init_params(config))
+
+
 def calls(log: Path, tool: str) -> list[list[str]]:
     return [c[1:] for c in map(json.loads, log.read_text().splitlines()) if c[0] == tool]
 
@@ -352,11 +359,10 @@ def test_missing_tools_fail_before_any_measurement(tmp_path):
     assert "running" not in proc.stderr  # no engine ran first
 
 
-def test_bench_cli_compares_with_llamacpp(tmp_path):
+def test_bench_cli_compares_with_llamacpp(tmp_path, tiny_checkpoint):
     log = tmp_path / "argv.jsonl"
     root = write_fake_llama(tmp_path / "llama.cpp")
-    config = GPT2Config(n_vocab=50257, n_ctx=96, n_embd=32, n_head=2, n_layer=2)  # GPT-2's vocab: the tokenizer's
-    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", config, init_params(config))
+    ckpt = tiny_checkpoint
     proc = run_cli(
         "bench",
         "--model",
@@ -411,11 +417,10 @@ def test_bench_cli_compares_with_llamacpp(tmp_path):
     )
 
 
-def test_bench_table_output_with_llamacpp(tmp_path):
+def test_bench_table_output_with_llamacpp(tmp_path, tiny_checkpoint):
     """The human-readable output (not --json) prints llama.cpp's columns and what they were run on."""
     root = write_fake_llama(tmp_path / "llama.cpp")
-    config = GPT2Config(n_vocab=50257, n_ctx=96, n_embd=32, n_head=2, n_layer=2)
-    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", config, init_params(config))
+    ckpt = tiny_checkpoint
     proc = run_cli(
         "bench",
         "--model",
