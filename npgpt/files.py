@@ -125,6 +125,19 @@ def _cannot_write(path: Path, e: BaseException) -> NpgptError:
     return NpgptError(f"cannot write {path}: {reason}; free some space or choose another place")
 
 
+def _mapping(arr: np.ndarray) -> mmap.mmap | None:
+    """The file mapping ``arr`` is a view of, or None."""
+    base: Any = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return base
+
+
+def is_mapped(arr: Any) -> bool:
+    """Whether ``arr`` is a NumPy view of a memory-mapped file (a checkpoint read in place)."""
+    return isinstance(arr, np.ndarray) and _mapping(arr) is not None
+
+
 def release_mapped(arr: np.ndarray) -> None:
     """Drop a read-only memory-mapped array's pages from this process's memory (not from the file).
 
@@ -132,9 +145,7 @@ def release_mapped(arr: np.ndarray) -> None:
     other tensors keep the checkpoint's mapping alive, so release this tensor's range. Reading
     it again would simply fault the pages back in from the OS page cache.
     """
-    base: Any = arr
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None)
+    base = _mapping(arr)
     if base is None or arr.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
         return  # not mapped, or copy-on-write (mode "c": dropping pages would lose writes)
     start = arr.ctypes.data - np.frombuffer(base, np.uint8).ctypes.data

@@ -10,10 +10,13 @@ from conftest import hf_logits, random_params
 
 from npgpt import model as M
 from npgpt.api import GPT2, load
+from npgpt.backends import _numpy_layout
 from npgpt.config import GPT2Config
+from npgpt.files import is_mapped
 from npgpt.formats import hf, npgpt_format
 from npgpt.generate import left_pad
 
+LINEARS = (("attn", "c_attn"), ("attn", "c_proj"), ("mlp", "c_fc"), ("mlp", "c_proj"))
 # Longer context than the shared test configs, so prompts span several query blocks.
 LONG = GPT2Config(n_ctx=2 * M.QUERY_BLOCK + 64, n_embd=32, n_head=2, n_layer=2)
 
@@ -76,9 +79,25 @@ def test_numpy_layout_same_values_and_no_resident_second_copy(tmp_path):
     p = model.params
     assert p["wte"].flags.f_contiguous and p["blocks"][0]["mlp"]["c_proj"]["w"].flags.f_contiguous
     assert p["blocks"][0]["mlp"]["c_fc"]["w"].flags.c_contiguous  # wider than tall: as loaded
+    # Every matrix lives in NumPy's own memory (huge pages), none in the checkpoint's mapping.
+    matrices = [p["wte"]] + [b[g][n]["w"] for b in p["blocks"] for g, n in LINEARS]
+    assert not any(is_mapped(w) for w in matrices)
+    assert is_mapped(p["wpe"])  # only gathered: stays in the file
+    for b, ref in zip(p["blocks"], params["blocks"], strict=True):
+        for g, n in LINEARS:
+            np.testing.assert_array_equal(b[g][n]["w"], ref[g][n]["w"])
     np.testing.assert_array_equal(p["wte"], params["wte"])
     ids = np.random.default_rng(0).integers(0, config.n_vocab, (2, 24))
     np.testing.assert_allclose(model.logits(ids), M.gpt2(ids, params, config)[0], atol=1e-5)
     if sys.platform == "linux":
         # The head's transposed copy was made from the mapped file; those pages were handed back.
         assert _mapped_rss(str(path)) <= path.stat().st_size - params["wte"].nbytes // 2
+
+
+def test_numpy_layout_keeps_matrices_already_in_memory():
+    """Only a mapped checkpoint is copied: a matrix converted at load (already NumPy's) is kept as is."""
+    params = random_params(GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=1), seed=4)
+    laid = _numpy_layout(params)
+    for g, n in LINEARS[:3]:
+        assert laid["blocks"][0][g][n]["w"] is params["blocks"][0][g][n]["w"]
+    np.testing.assert_array_equal(laid["wte"], params["wte"])
