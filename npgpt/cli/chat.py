@@ -84,6 +84,9 @@ def chat_command(
         stop=stop,
     )
     m = load_model(model, backend, dtype)
+    from ..backends import collapse_huge_pages
+
+    collapse_huge_pages()  # a conversation runs long: ~1 s once for faster decoding (process-wide: entry points only)
     n_ctx = m.config.n_ctx
     reply_room = max_new_tokens or max(1, min(256, n_ctx // 4))
     chat = Conversation(lambda text: len(m.tokenizer.encode(text)), budget=n_ctx - reply_room, system=system)

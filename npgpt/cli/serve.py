@@ -88,7 +88,7 @@ def serve_command(
         from ..server.shutdown import serve
     except ImportError as e:
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
-    from ..backends import tune_allocator
+    from ..backends import collapse_huge_pages, tune_allocator
 
     sock = bind(host, port)  # a busy port or a bad host fails here, before loading or printing anything
     port = sock.getsockname()[1]  # --port 0 takes a free port
@@ -102,6 +102,7 @@ def serve_command(
         if name in models:
             raise NpgptError(f"two models are called {name!r}; name them with --model NAME=PATH")
         models[name] = m
+    collapse_huge_pages()  # process-wide; ~1 s once for decoding ~1.25x faster from int8 weights
     if host not in LOCAL_HOSTS and api_key is None:
         print_error(f"serving on {host} without --api-key: anyone who can reach it may use it", label="warning")
     app = create_app(
