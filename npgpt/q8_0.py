@@ -20,7 +20,7 @@ CPU has them), float32 out: the same arithmetic as llama.cpp's ``q8_0 x q8_0`` d
 Picked by measurement (docs/benchmarks.md, ``scripts/int8_kernels.py``): on an AVX-512/AMX host it
 ran GPT-2's products at 1 row 2-5x faster than NumPy's float32 and than PyTorch's int8 kernels, and
 it needs no PyTorch in the process (~200 MB less resident memory). One ONNX Runtime session per
-matrix, built at load; its thread pool does not spin between calls (it would fight OpenBLAS's).
+matrix, built at load, all running on ONNX Runtime's one global thread pool (see ``_shared_pool``).
 ``OMP_NUM_THREADS``, where set, bounds its threads as it bounds OpenBLAS's.
 
 Errors: :class:`~npgpt.errors.NpgptError` if ``onnxruntime``/``onnx`` are missing (``pip install
@@ -29,6 +29,7 @@ Errors: :class:`~npgpt.errors.NpgptError` if ``onnxruntime``/``onnx`` are missin
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -107,10 +108,14 @@ def _session(codes: np.ndarray, scales: np.ndarray) -> Any:
     )
     opts = ort.SessionOptions()
     threads = os.environ.get("OMP_NUM_THREADS", "")
-    opts.intra_op_num_threads = int(threads) if threads.isdigit() else 0  # 0: ONNX Runtime's default (cores)
-    # Between calls the pool's threads sleep rather than spin: spinning threads steal the cores
-    # NumPy/OpenBLAS run on between products (measured: 30x slower decoding when both spin).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    n_threads = int(threads) if threads.isdigit() else 0  # 0: ONNX Runtime's default (the cores)
+    if _shared_pool(n_threads):
+        opts.use_per_session_threads = False  # every matrix's session runs on the one shared pool
+    else:
+        opts.intra_op_num_threads = n_threads
+        # Between calls a session's own pool sleeps rather than spins: 49 pools of spinning threads
+        # steal the cores NumPy/OpenBLAS run on between products (measured: 30x slower decoding).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only
     opts.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
     try:
@@ -121,6 +126,37 @@ def _session(codes: np.ndarray, scales: np.ndarray) -> Any:
             f"ONNX Runtime {ort.__version__} cannot run 8-bit weights ({reason}); "
             "pip install -U 'onnxruntime>=1.23', or load with --dtype float32"
         ) from None
+
+
+@functools.cache
+def _shared_pool(threads: int) -> bool:
+    """Whether ONNX Runtime's global thread pool is set up (once per process) for the int8 sessions.
+
+    A model has ~50 weight matrices, one session each. With a pool per session, every product wakes
+    a thread that slept since that matrix's last product (its pool must not spin: 50 spinning pools
+    made decoding 30x slower). One shared pool's thread stays awake from product to product. Measured
+    by ``npgpt bench --random --backend numpy --dtype int8`` on 2 cores (GPT-2 124M, two runs each):
+    decode 52-56 -> 75-79 tok/s at batch 1, 226-241 -> 272-302 at batch 8, 397-403 -> 416-466 at
+    batch 32; time to first token 35-37 -> 28-29 ms; 4 threads in the process instead of 52.
+    The price: the awake thread competes with OpenBLAS's two threads for the cores where a long
+    prompt runs attention between the int8 products, so prefilling 512 tokens went 505-544 ->
+    398-457 tok/s (with ``OPENBLAS_NUM_THREADS=1``, which leaves attention on one core, 685).
+
+    ``onnxruntime.set_global_thread_pool_sizes`` (ONNX Runtime 1.22+) sizes the process's global
+    pool, once: it is used only by sessions that ask for it, as these do, so other ONNX Runtime
+    sessions in the process keep their own pools. False where it is missing or fails (e.g. the
+    process's global pool was already sized by someone else): each session then has its own pool.
+    """
+    import onnxruntime as ort
+
+    set_sizes = getattr(ort, "set_global_thread_pool_sizes", None)
+    if set_sizes is None:
+        return False
+    try:
+        set_sizes(threads, 1)  # intra-op threads (0: the cores), inter-op 1: one node per graph
+    except Exception:  # an ONNX Runtime that cannot: per-session pools
+        return False
+    return True
 
 
 def _external(name: str, a: np.ndarray) -> Any:

@@ -123,3 +123,32 @@ def test_an_onnxruntime_without_the_kernel_is_one_line_naming_the_fix(monkeypatc
     message = str(err.value)
     assert "\n" not in message and "Only 4b quantization is supported" in message
     assert message.endswith("pip install -U 'onnxruntime>=1.23', or load with --dtype float32")
+
+
+SHARED_POOL_CHILD = r"""
+import json, os
+from npgpt.api import GPT2
+from npgpt.config import GPT2Config
+from npgpt.params import init_params
+from npgpt.q8_0 import _shared_pool
+config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=8)  # 33 matrices, a session each
+before = len(os.listdir("/proc/self/task"))
+model = GPT2(config, init_params(config, seed=0), dtype="int8")
+model.logits([[1, 2, 3]])
+print(json.dumps({"shared": _shared_pool(2), "new_threads": len(os.listdir("/proc/self/task")) - before}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="counts threads in /proc")
+def test_every_int8_session_runs_on_one_shared_thread_pool():
+    """~50 matrices, one ONNX Runtime session each, and one pool of threads between them (a pool per
+    session kept a sleeping thread per matrix, each woken per product: ~25 % slower decoding)."""
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    r = subprocess.run([sys.executable, "-c", SHARED_POOL_CHILD], capture_output=True, text=True, env=env, check=True)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["shared"] is True  # this ONNX Runtime has set_global_thread_pool_sizes (npgpt[int8] needs >= 1.23)
+    assert out["new_threads"] <= 4  # the pool's one worker (+ OpenBLAS's), not one per matrix (33)

@@ -39,7 +39,7 @@ def bench_command(
         typer.Option(
             "--dtype",
             help="Weight storage per backend, comma-separated: float32, float16, bfloat16 "
-            "(16-bit: torch, jax, cupy), int8 (torch).",
+            "(16-bit: torch, jax, cupy), int8 (numpy, torch).",
         ),
     ] = "float32",
     batch: Annotated[str, typer.Option("--batch", help="Decode batch sizes, comma-separated.")] = "1,8,32",
@@ -73,8 +73,8 @@ def bench_command(
         bool,
         typer.Option(
             "--precision",
-            help="Accuracy of float16/bfloat16/int8 weights (torch backend) vs float32: logits, held-out text, "
-            "greedy output.",
+            help="Accuracy of float16/bfloat16/int8 weights (torch; int8 on numpy too) vs float32: logits, "
+            "held-out text, greedy output.",
         ),
     ] = False,
     repeat: Annotated[int, typer.Option(help="Rounds of every engine, interleaved; each keeps its best figures.")] = 1,
