@@ -134,10 +134,12 @@ def _shared_pool(threads: int) -> bool:
 
     A model has ~50 weight matrices, one session each. With a pool per session, every product wakes
     a thread that slept since that matrix's last product (its pool must not spin: 50 spinning pools
-    made decoding 30x slower). One shared pool's thread stays awake from product to product. Measured
-    by ``npgpt bench --random --backend numpy --dtype int8`` on 2 cores (GPT-2 124M, two runs each):
-    decode 52-56 -> 75-79 tok/s at batch 1, 226-241 -> 272-302 at batch 8, 397-403 -> 416-466 at
-    batch 32; time to first token 35-37 -> 28-29 ms; 4 threads in the process instead of 52.
+    made decoding 30x slower). One shared pool's thread stays awake from product to product:
+    measured on 2 cores (GPT-2 124M, a decode loop at batch 1 after load, weights in 2 MB pages),
+    61-63 -> 72-80 tok/s; with ``npgpt bench --random --backend numpy --dtype int8``, before and
+    after this and the 2 MB pages together (two runs each): batch 1 52-56 -> 75-79 tok/s, batch 8
+    226-241 -> 272-302, batch 32 397-403 -> 416-466, time to first token 35-37 -> 28-29 ms. 4
+    threads in the process instead of 52.
     The price: the awake thread competes with OpenBLAS's two threads for the cores where a long
     prompt runs attention between the int8 products, so prefilling 512 tokens went 505-544 ->
     398-457 tok/s (with ``OPENBLAS_NUM_THREADS=1``, which leaves attention on one core, 685).
