@@ -20,7 +20,8 @@ CPU has them), float32 out: the same arithmetic as llama.cpp's ``q8_0 x q8_0`` d
 Picked by measurement (docs/benchmarks.md, ``scripts/int8_kernels.py``): on an AVX-512/AMX host it
 ran GPT-2's products at 1 row 2-5x faster than NumPy's float32 and than PyTorch's int8 kernels, and
 it needs no PyTorch in the process (~200 MB less resident memory). One ONNX Runtime session per
-matrix, built at load, all running on ONNX Runtime's one global thread pool (see ``_shared_pool``).
+matrix, built at load; where the entry point has called :func:`share_thread_pool` (npgpt's CLI,
+server and bench do), all of them run on ONNX Runtime's one global thread pool.
 ``OMP_NUM_THREADS``, where set, bounds its threads as it bounds OpenBLAS's.
 
 Errors: :class:`~npgpt.errors.NpgptError` if ``onnxruntime``/``onnx`` are missing (``pip install
@@ -29,7 +30,9 @@ Errors: :class:`~npgpt.errors.NpgptError` if ``onnxruntime``/``onnx`` are missin
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 from collections.abc import Callable
 from typing import Any
@@ -106,21 +109,24 @@ def _session(codes: np.ndarray, scales: np.ndarray) -> Any:
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
     )
+    shared = _pool_shared()
     opts = ort.SessionOptions()
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    n_threads = int(threads) if threads.isdigit() else 0  # 0: ONNX Runtime's default (the cores)
-    if _shared_pool(n_threads):
+    if shared:
         opts.use_per_session_threads = False  # every matrix's session runs on the one shared pool
     else:
-        opts.intra_op_num_threads = n_threads
+        opts.intra_op_num_threads = _threads()
         # Between calls a session's own pool sleeps rather than spins: 49 pools of spinning threads
         # steal the cores NumPy/OpenBLAS run on between products (measured: 30x slower decoding).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only
     opts.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
     try:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        # ONNX Runtime prints an "EP Error" banner to stdout before it raises; the error below says it.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # an ONNX Runtime without 8-bit MatMulNBits (before 1.23 on some CPUs) fails here
+        if not shared and _GLOBAL_POOL_IN_USE in str(e) and share_thread_pool():
+            return _session(codes, scales)  # other code in this process sized the global pool: run on it
         reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
         raise NpgptError(
             f"ONNX Runtime {ort.__version__} cannot run 8-bit weights ({reason}); "
@@ -128,37 +134,58 @@ def _session(codes: np.ndarray, scales: np.ndarray) -> Any:
         ) from None
 
 
+_GLOBAL_POOL_IN_USE = "use_per_session_threads must be false"  # ONNX Runtime, once a global pool exists
+_GLOBAL_POOL_EXISTS = "Global thread pools have already been created"  # ONNX Runtime, on a second sizing
+
+
+def _threads() -> int:
+    """ONNX Runtime's intra-op threads: ``OMP_NUM_THREADS`` where set, else 0 (its default: the cores)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    return int(threads) if threads.isdigit() else 0
+
+
 @functools.cache
-def _shared_pool(threads: int) -> bool:
-    """Whether ONNX Runtime's global thread pool is set up (once per process) for the int8 sessions.
+def share_thread_pool() -> bool:
+    """Run every int8 matrix's ONNX Runtime session on one process-wide thread pool; whether it is in place.
 
     A model has ~50 weight matrices, one session each. With a pool per session, every product wakes
-    a thread that slept since that matrix's last product (its pool must not spin: 50 spinning pools
-    made decoding 30x slower). One shared pool's thread stays awake from product to product:
-    measured on 2 cores (GPT-2 124M, a decode loop at batch 1 after load, weights in 2 MB pages),
-    61-63 -> 72-80 tok/s; with ``npgpt bench --random --backend numpy --dtype int8``, before and
-    after this and the 2 MB pages together (two runs each): batch 1 52-56 -> 75-79 tok/s, batch 8
-    226-241 -> 272-302, batch 32 397-403 -> 416-466, time to first token 35-37 -> 28-29 ms. 4
-    threads in the process instead of 52.
-    The price: the awake thread competes with OpenBLAS's two threads for the cores where a long
-    prompt runs attention between the int8 products, so prefilling 512 tokens went 505-544 ->
-    398-457 tok/s (with ``OPENBLAS_NUM_THREADS=1``, which leaves attention on one core, 685).
+    a thread that slept since that matrix's last product (a session's pool must not spin: 50
+    spinning pools made decoding 30x slower). One shared pool's thread stays awake from product to
+    product: measured on 2 cores (GPT-2 124M, a decode loop at batch 1 after load, weights in 2 MB
+    pages), 61-63 -> 72-80 tok/s; with ``npgpt bench --random --backend numpy --dtype int8``,
+    before and after this and the 2 MB pages together (two runs each): batch 1 52-56 -> 75-79
+    tok/s, batch 8 226-241 -> 272-302, batch 32 397-403 -> 416-466, time to first token 35-37 ->
+    28-29 ms; 4 threads in the process instead of 52. The price: the awake thread competes with
+    OpenBLAS's two threads for the cores where a long prompt runs attention between the int8
+    products, so prefilling 512 tokens went 505-544 -> 398-457 tok/s (with
+    ``OPENBLAS_NUM_THREADS=1``, which leaves attention on one core, 685).
 
-    ``onnxruntime.set_global_thread_pool_sizes`` (ONNX Runtime 1.22+) sizes the process's global
-    pool, once: it is used only by sessions that ask for it, as these do, so other ONNX Runtime
-    sessions in the process keep their own pools. False where it is missing or fails (e.g. the
-    process's global pool was already sized by someone else): each session then has its own pool.
+    Process-wide: ``onnxruntime.set_global_thread_pool_sizes`` (ONNX Runtime 1.22+) creates the
+    process's global pool, which can be sized once, and from then on ONNX Runtime refuses every
+    session in the process that keeps a pool of its own. So the library never calls this on its
+    own: npgpt's entry points do, before loading (the CLI and the server for ``--dtype int8`` or
+    ``auto``, and the bench's workers); an application may too, if its own ONNX Runtime sessions
+    opt into the global pool. Sized by ``OMP_NUM_THREADS`` where set. Where the global pool was
+    already sized by other code, npgpt's sessions run on that one (True). False where ONNX Runtime
+    is missing or cannot: each session then keeps its own pool.
     """
-    import onnxruntime as ort
-
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
     set_sizes = getattr(ort, "set_global_thread_pool_sizes", None)
     if set_sizes is None:
         return False
     try:
-        set_sizes(threads, 1)  # intra-op threads (0: the cores), inter-op 1: one node per graph
-    except Exception:  # an ONNX Runtime that cannot: per-session pools
-        return False
+        set_sizes(_threads(), 1)  # intra-op threads (0: the cores), inter-op 1: one node per graph
+    except Exception as e:
+        return _GLOBAL_POOL_EXISTS in str(e)
     return True
+
+
+def _pool_shared() -> bool:
+    """Whether :func:`share_thread_pool` has run in this process and put the shared pool in place."""
+    return share_thread_pool.cache_info().currsize > 0 and share_thread_pool()
 
 
 def _external(name: str, a: np.ndarray) -> Any:

@@ -101,3 +101,17 @@ def test_numpy_layout_keeps_matrices_already_in_memory():
     for g, n in LINEARS[:3]:
         assert laid["blocks"][0][g][n]["w"] is params["blocks"][0][g][n]["w"]
     np.testing.assert_array_equal(laid["wte"], params["wte"])
+
+
+def test_numpy_layout_keeps_a_writable_mapping_in_place(tmp_path):
+    """A matrix handed in as a writable memmap ("r+") stays that array: the caller's writes reach the model."""
+    config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    params = random_params(config, seed=5)
+    w = np.lib.format.open_memmap(tmp_path / "c_fc.npy", mode="w+", dtype=np.float32, shape=(32, 128))
+    w[:] = params["blocks"][0]["mlp"]["c_fc"]["w"]
+    params["blocks"][0]["mlp"]["c_fc"]["w"] = w
+    model = GPT2(config, params)
+    assert np.shares_memory(model.params["blocks"][0]["mlp"]["c_fc"]["w"], w)
+    before = model.logits([[1, 2, 3]])
+    w[:] = 0.0
+    assert not np.allclose(model.logits([[1, 2, 3]]), before)

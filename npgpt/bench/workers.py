@@ -29,8 +29,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         return {"bytes_per_s": memory_bandwidth(s.bandwidth_mib), "rss_peak_mb": peak_rss_mb()}
     if job == "npgpt":
         from ..backends import collapse_huge_pages
+        from ..q8_0 import share_thread_pool
 
         t = time.perf_counter()
+        if spec.get("dtype") == "int8":
+            share_thread_pool()  # as the CLI and `npgpt serve` do for --dtype int8
         engine: Any = NpgptEngine(spec["path"], spec["backend"], spec.get("dtype", "float32"))
         collapse_huge_pages()  # as `npgpt serve` and `npgpt chat` do once loaded; counted in the startup
         startup = time.perf_counter() - t

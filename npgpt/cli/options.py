@@ -84,6 +84,10 @@ def load_model(model: str | None, backend: str = "numpy", dtype: str = "float32"
     """``npgpt.load`` and its notices (e.g. "using the bundled model", what ``--dtype auto`` chose) on stderr."""
     from ..api import load
 
+    if dtype in ("int8", "auto"):
+        from ..q8_0 import share_thread_pool
+
+        share_thread_pool()  # process-wide, so the entry point decides: int8 products on one warm thread pool
     m = load(model, backend=backend, dtype=dtype, auto_rows=auto_rows)
     if m.notice:
         print_notice(m.notice)
