@@ -155,10 +155,10 @@ def share_thread_pool() -> bool:
     pages), 61-63 -> 72-80 tok/s; with ``npgpt bench --random --backend numpy --dtype int8``,
     before and after this and the 2 MB pages together (two runs each): batch 1 52-56 -> 75-79
     tok/s, batch 8 226-241 -> 272-302, batch 32 397-403 -> 416-466, time to first token 35-37 ->
-    28-29 ms; 4 threads in the process instead of 52. The price: the awake thread competes with
-    OpenBLAS's two threads for the cores where a long prompt runs attention between the int8
-    products, so prefilling 512 tokens went 505-544 -> 398-457 tok/s (with
-    ``OPENBLAS_NUM_THREADS=1``, which leaves attention on one core, 685).
+    28-29 ms; 4 threads in the process instead of 52. The awake thread competes with OpenBLAS's
+    for the cores where a long prompt runs attention between the int8 products (a 512-token
+    prefill went 505-544 -> 398-457 tok/s), which is why the entry points also call
+    :func:`keep_blas_to_one_thread` once an int8 model is loaded (then 787-827).
 
     Process-wide: ``onnxruntime.set_global_thread_pool_sizes`` (ONNX Runtime 1.22+) creates the
     process's global pool, which can be sized once, and from then on ONNX Runtime refuses every
@@ -180,6 +180,35 @@ def share_thread_pool() -> bool:
         set_sizes(_threads(), 1)  # intra-op threads (0: the cores), inter-op 1: one node per graph
     except Exception as e:
         return _GLOBAL_POOL_EXISTS in str(e)
+    return True
+
+
+def in_use(params: dict[str, Any]) -> bool:
+    """Whether any weight in ``params`` (a model's, as its backend holds them) is a :class:`Q8Matrix`."""
+    from .params import flatten
+
+    return any(isinstance(w, Q8Matrix) for w in flatten(params).values())
+
+
+def keep_blas_to_one_thread() -> bool:
+    """Cap NumPy's BLAS at one thread for the rest of the process (threadpoolctl); whether it was capped.
+
+    Why: with int8 weights the weight products run on ONNX Runtime's shared pool
+    (:func:`share_thread_pool`), whose thread stays awake between products; NumPy's BLAS is left
+    only attention's products, and OpenBLAS's own threads stay awake between calls too. On 2 cores
+    the two pools then take turns on each other's core: ``npgpt bench --random --backend numpy
+    --dtype int8``, two runs each, prefilled 512 tokens at 454-459 tok/s with OpenBLAS on two
+    threads and 787-827 with it on one, and decoded as fast or faster (batch 1: 76-83 -> 81-84
+    tok/s; GPT-2 124M, 2 cores). Process-wide, and only right once the model's weights
+    are int8 (float32 products need every core), so the entry points call it after loading
+    such a model, never the library. False where threadpoolctl is missing (``pip install
+    'npgpt[int8]'``): nothing changes.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(1, user_api="blas")  # stays until the process ends (never restored)
     return True
 
 

@@ -84,11 +84,17 @@ def load_model(model: str | None, backend: str = "numpy", dtype: str = "float32"
     """``npgpt.load`` and its notices (e.g. "using the bundled model", what ``--dtype auto`` chose) on stderr."""
     from ..api import load
 
+    shared = False
     if dtype in ("int8", "auto"):
         from ..q8_0 import share_thread_pool
 
-        share_thread_pool()  # process-wide, so the entry point decides: int8 products on one warm thread pool
+        shared = share_thread_pool()  # process-wide, so the entry point decides: int8 products on one warm pool
     m = load(model, backend=backend, dtype=dtype, auto_rows=auto_rows)
+    if shared:
+        from ..q8_0 import in_use, keep_blas_to_one_thread
+
+        if in_use(m.params):  # the weight products run on ONNX Runtime's pool, NumPy's BLAS attention only
+            keep_blas_to_one_thread()
     if m.notice:
         print_notice(m.notice)
     if m.dtype_choice is not None:
