@@ -80,8 +80,16 @@ def print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
-def load_model(model: str | None, backend: str = "numpy", dtype: str = "float32", auto_rows: int = 1) -> GPT2:
-    """``npgpt.load`` and its notices (e.g. "using the bundled model", what ``--dtype auto`` chose) on stderr."""
+def load_model(
+    model: str | None, backend: str = "numpy", dtype: str = "float32", auto_rows: int = 1, cap_blas: bool = True
+) -> GPT2:
+    """``npgpt.load`` and its notices (e.g. "using the bundled model", what ``--dtype auto`` chose) on stderr.
+
+    For ``--dtype int8``/``auto`` the int8 products run on one shared ONNX Runtime pool, and once
+    the model's weights are int8, NumPy's BLAS is capped at one thread (npgpt/q8_0.py): both
+    process-wide, so decided here, at the entry point. ``cap_blas=False`` leaves the cap to a caller
+    that loads several models (``npgpt serve``): float32 products need every core.
+    """
     from ..api import load
 
     shared = False
@@ -90,16 +98,21 @@ def load_model(model: str | None, backend: str = "numpy", dtype: str = "float32"
 
         shared = share_thread_pool()  # process-wide, so the entry point decides: int8 products on one warm pool
     m = load(model, backend=backend, dtype=dtype, auto_rows=auto_rows)
-    if shared:
-        from ..q8_0 import in_use, keep_blas_to_one_thread
-
-        if in_use(m.params):  # the weight products run on ONNX Runtime's pool, NumPy's BLAS attention only
-            keep_blas_to_one_thread()
+    if shared and cap_blas:
+        cap_blas_for([m])
     if m.notice:
         print_notice(m.notice)
     if m.dtype_choice is not None:
         print_notice(f"dtype auto: {m.dtype_choice.describe()}")
     return m
+
+
+def cap_blas_for(models: list[GPT2]) -> None:
+    """Cap NumPy's BLAS at one thread if every model's weight products run on ONNX Runtime (int8 on NumPy)."""
+    from ..q8_0 import in_use, keep_blas_to_one_thread
+
+    if models and all(in_use(m.params) for m in models):  # NumPy's BLAS runs attention only
+        keep_blas_to_one_thread()
 
 
 def unescape(text: str) -> str:
