@@ -220,7 +220,7 @@ def test_serve_measures_at_its_max_batch(home, monkeypatch):
     fake_timer(monkeypatch, {})
     loaded = []
 
-    def load_model(path, backend, dtype, auto_rows=1):
+    def load_model(path, backend, dtype, auto_rows=1, cap_blas=True):
         loaded.append(npgpt.load(path, backend=backend, dtype=dtype, auto_rows=auto_rows))
         raise NpgptError("stop before serving")
 
