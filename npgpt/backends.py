@@ -148,7 +148,7 @@ def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
 
     - **NumPy's own memory, not the checkpoint's file mapping.** A mapped file lives in 4 KB
       page-cache pages; NumPy asks the kernel for 2 MB transparent huge pages for its large arrays
-      (``madvise(MADV_HUGEPAGE)``, on where ``/sys/kernel/mm/transparent_hugepage/enabled`` allows
+      (``madvise(MADV_HUGEPAGE)``, where ``/sys/kernel/mm/transparent_hugepage/enabled`` allows
       it). The CPU's prefetchers stop at every 4 KB page boundary and each 4 KB page costs a TLB
       miss, so the same product read the mapped matrix at about half the rate (measured on 2 cores,
       GPT-2 124M, one decode step: ``c_attn`` / ``c_fc`` 7-9 GB/s mapped, 13-15 GB/s copied;

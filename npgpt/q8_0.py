@@ -212,6 +212,14 @@ def keep_blas_to_one_thread() -> bool:
     return True
 
 
+def cap_blas_for(models: list[dict[str, Any]]) -> bool:
+    """:func:`keep_blas_to_one_thread` if every one of ``models`` (their params, as the backend holds
+    them) has its products on ONNX Runtime (:func:`in_use`); whether it capped. An entry point that
+    serves an int8 model beside a float32 one leaves NumPy's BLAS alone: float32 needs every core.
+    """
+    return bool(models) and all(in_use(p) for p in models) and keep_blas_to_one_thread()
+
+
 def _pool_shared() -> bool:
     """Whether :func:`share_thread_pool` has run in this process and put the shared pool in place."""
     return share_thread_pool.cache_info().currsize > 0 and share_thread_pool()

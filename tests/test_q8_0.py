@@ -223,14 +223,13 @@ def test_the_blas_cap_waits_until_every_served_model_is_int8(monkeypatch):
     """`npgpt serve --model a --model b --dtype auto` may load one int8 and one float32 model: the
     float32 one needs every core for its products, so the cap applies only if all are int8."""
     import npgpt.q8_0 as q8_0
-    from npgpt.cli.options import cap_blas_for
 
     capped: list[bool] = []
     monkeypatch.setattr(q8_0, "keep_blas_to_one_thread", lambda: capped.append(True) or True)
     config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     params = init_params(config, seed=0)
     int8, f32 = GPT2(config, params, dtype="int8"), GPT2(config, params)
-    cap_blas_for([int8, f32])
+    q8_0.cap_blas_for([int8.params, f32.params])
     assert capped == []
-    cap_blas_for([int8, int8])
+    q8_0.cap_blas_for([int8.params, int8.params])
     assert capped == [True]

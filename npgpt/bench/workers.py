@@ -29,13 +29,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         return {"bytes_per_s": memory_bandwidth(s.bandwidth_mib), "rss_peak_mb": peak_rss_mb()}
     if job == "npgpt":
         from ..backends import collapse_huge_pages
-        from ..q8_0 import in_use, keep_blas_to_one_thread, share_thread_pool
+        from ..q8_0 import cap_blas_for, share_thread_pool
 
         t = time.perf_counter()
-        shared = spec.get("dtype") == "int8" and share_thread_pool()  # as the CLI and `npgpt serve` do
+        if spec.get("dtype") == "int8":
+            share_thread_pool()  # as the CLI and `npgpt serve` do
         engine: Any = NpgptEngine(spec["path"], spec["backend"], spec.get("dtype", "float32"))
-        if shared and in_use(engine.model.params):
-            keep_blas_to_one_thread()
+        cap_blas_for([engine.model.params])
         collapse_huge_pages()  # as `npgpt serve` and `npgpt chat` do once loaded; counted in the startup
         startup = time.perf_counter() - t
         return {"startup_s": startup, "model_bytes": engine.weight_bytes(), **measure_engine(engine, s)}

@@ -92,27 +92,21 @@ def load_model(
     """
     from ..api import load
 
-    shared = False
-    if dtype in ("int8", "auto"):
+    int8 = dtype in ("int8", "auto")
+    if int8:
         from ..q8_0 import share_thread_pool
 
-        shared = share_thread_pool()  # process-wide, so the entry point decides: int8 products on one warm pool
+        share_thread_pool()  # process-wide, so the entry point decides: int8 products on one warm pool
     m = load(model, backend=backend, dtype=dtype, auto_rows=auto_rows)
-    if shared and cap_blas:
-        cap_blas_for([m])
+    if int8 and cap_blas:
+        from ..q8_0 import cap_blas_for
+
+        cap_blas_for([m.params])
     if m.notice:
         print_notice(m.notice)
     if m.dtype_choice is not None:
         print_notice(f"dtype auto: {m.dtype_choice.describe()}")
     return m
-
-
-def cap_blas_for(models: list[GPT2]) -> None:
-    """Cap NumPy's BLAS at one thread if every model's weight products run on ONNX Runtime (int8 on NumPy)."""
-    from ..q8_0 import in_use, keep_blas_to_one_thread
-
-    if models and all(in_use(m.params) for m in models):  # NumPy's BLAS runs attention only
-        keep_blas_to_one_thread()
 
 
 def unescape(text: str) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import cap_blas_for, load_model, print_error, print_notice
+from .options import load_model, print_error, print_notice
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -103,7 +103,9 @@ def serve_command(
             raise NpgptError(f"two models are called {name!r}; name them with --model NAME=PATH")
         models[name] = m
     if dtype in ("int8", "auto"):
-        cap_blas_for(list(models.values()))  # only if every model is int8: float32 needs every core
+        from ..q8_0 import cap_blas_for
+
+        cap_blas_for([m.params for m in models.values()])  # only if every model is int8: float32 needs every core
     collapse_huge_pages()  # process-wide; ~1 s once for decoding ~1.25x faster from int8 weights
     if host not in LOCAL_HOSTS and api_key is None:
         print_error(f"serving on {host} without --api-key: anyone who can reach it may use it", label="warning")
