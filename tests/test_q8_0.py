@@ -161,13 +161,15 @@ print(json.dumps(out))
 """
 
 
-def _pool_child(mode: str) -> dict:
+def _child(script: str, *args: str) -> dict:
+    """Run ``script`` in a fresh interpreter (the settings tested here are process-wide) on 2 threads;
+    the JSON object it prints last."""
     import json
     import os
     import subprocess
 
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    r = subprocess.run([sys.executable, "-c", POOL_CHILD, mode], capture_output=True, text=True, env=env, check=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "EP Error" not in r.stdout  # ONNX Runtime's banner never reaches the user's stdout
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -179,12 +181,12 @@ def test_int8_sessions_share_one_thread_pool_only_where_the_entry_point_asks():
     one shared pool (a pool per session wakes a sleeping thread per product: ~25 % slower decoding).
     That pool is process-wide and ONNX Runtime then refuses sessions with pools of their own, so the
     library alone never creates it: an application's own sessions keep working after npgpt.load."""
-    library = _pool_child("library")
+    library = _child(POOL_CHILD, "library")
     assert library["own_session"] == [0.0, 2.0]
-    entry = _pool_child("entry point")
+    entry = _child(POOL_CHILD, "entry point")
     assert entry["shared"] is True  # this ONNX Runtime has set_global_thread_pool_sizes (npgpt[int8] needs >= 1.23)
     assert entry["new_threads"] <= 4  # the pool's one worker (+ OpenBLAS's), not one per matrix (33)
-    sized_elsewhere = _pool_child("other code sized the pool")  # npgpt's sessions run on that pool
+    sized_elsewhere = _child(POOL_CHILD, "other code sized the pool")  # npgpt's sessions run on that pool
     assert entry["logits"] == library["logits"] == sized_elsewhere["logits"]
 
 
@@ -203,15 +205,9 @@ print(json.dumps({"capped": capped, "before": before, "after": blas()}))
 def test_the_entry_points_blas_cap_applies_to_numpys_blas_and_only_int8_models_ask_for_it():
     """With int8 weights NumPy's BLAS runs attention only; the CLI caps it at one thread so that its
     threads do not take the cores of ONNX Runtime's pool (a 512-token prefill: ~1.5x faster)."""
-    import json
-    import os
-    import subprocess
-
     from npgpt.q8_0 import in_use
 
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
-    r = subprocess.run([sys.executable, "-c", BLAS_CHILD], capture_output=True, text=True, env=env, check=True)
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = _child(BLAS_CHILD)
     assert out["capped"] and out["before"] and max(out["before"]) == 2 and out["after"] == [1] * len(out["after"])
     config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     params = init_params(config, seed=0)
