@@ -144,6 +144,8 @@ def products(backend: Backend, config: GPT2Config, dtype: str, rows: int, weight
 
     C, F = config.n_embd, config.n_inner or 4 * config.n_embd
     params = backend.put_params(weights, dtype)
+    if rows >= 2 and backend.batched is not None:  # as the engine runs a step of several sequences
+        params = backend.batched(params) or params
     head = array_namespace(params["wte"]).matrix_transpose(params["wte"])  # [C, V'], as model.gpt2 uses it
     b = params["blocks"][0]
     shapes = [

@@ -16,7 +16,10 @@ import numpy as np
 
 from .errors import NpgptError
 from .files import is_mapped, release_mapped
+from .hugepages import collapse_huge_pages
 from .params import map_with_path
+
+__all__ = ["Backend", "check_dtype", "collapse_huge_pages", "get_backend", "tune_allocator"]
 
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # how the weight matrices are stored; activations: float32
@@ -80,6 +83,10 @@ class Backend:
     # The same matrix -> an int8 weight object whose `x @ w` is the library's int8 kernel (float32
     # in and out) and whose `.mT` is the [out, in] table (npgpt/int8.py); for DTYPES with "int8".
     to_int8: Callable[[np.ndarray], Any] | None = None
+    # Laid-out params -> the same params with their products of a few rows on a faster kernel, for
+    # steps over several sequences (npgpt/batched.py), or None where it cannot; costs memory, so the
+    # engine asks only once it runs such a step.
+    batched: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
 
     def put_params(self, params: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
         """Move every weight to the backend once, at load, in the layout its products run fastest on.
@@ -218,54 +225,6 @@ def tune_allocator() -> None:
     libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
 
 
-def collapse_huge_pages() -> int:
-    """Move this process's anonymous memory into 2 MB pages now; the bytes of the ranges advised (Linux).
-
-    Why: a product that streams weights from memory reads them ~2x faster from 2 MB transparent
-    huge pages than from 4 KB pages (the CPU's prefetchers stop at each page boundary and each
-    page costs a TLB miss). NumPy asks for huge pages for its own large arrays; ONNX Runtime's
-    prepacked int8 weights (npgpt/q8_0.py) come from malloc in 4 KB pages. Collapsing them made
-    int8 decoding at batch 1 1.07-1.28x faster (GPT-2 124M, 2 cores, one decode loop after load:
-    42-47 -> 54-60 tok/s with a thread pool per matrix, 75 -> 80-88 with the shared pool) and cost
-    0.8-1.6 s once (the kernel copies ~300 MB into new pages), which a long-lived process earns back,
-    and ~10 % more resident memory (124M int8: 414 -> 455 MB), partly filled 2 MB pages being whole.
-
-    How: ``madvise(MADV_HUGEPAGE)`` then ``madvise(MADV_COLLAPSE)`` (Linux 6.1+) over every
-    anonymous read-write mapping (and the heap), whole 2 MB pages only. A range the kernel will not
-    collapse (no free huge page, transparent huge pages "never", an older kernel) stays as it was:
-    this is a hint, never an error, and no data changes. Elsewhere than Linux a no-op (0).
-
-    Process-wide (it touches memory npgpt did not allocate), so the library never calls it: the
-    entry points that run long do, once the model is loaded (``npgpt serve``, ``npgpt chat`` and
-    the bench workers).
-    """
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux":
-        return 0
-    MADV_HUGEPAGE, MADV_COLLAPSE = 14, 25  # from Linux's mman-common.h
-    huge = 2 << 20
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    try:
-        with open("/proc/self/maps") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return 0
-    advised = 0
-    for line in lines:
-        fields = line.split()
-        if "rw" not in fields[1] or (len(fields) > 5 and fields[5] != "[heap]"):
-            continue  # file mappings, stacks, read-only and shared memory are left alone
-        start, end = (int(a, 16) for a in fields[0].split("-"))
-        first, last = -(-start // huge) * huge, end // huge * huge  # whole 2 MB pages inside
-        if last > first and libc.madvise(first, last - first, MADV_HUGEPAGE) == 0:
-            libc.madvise(first, last - first, MADV_COLLAPSE)
-            advised += last - first
-    return advised
-
-
 def _power_of_two(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
@@ -281,7 +240,21 @@ def get_backend(name: str) -> Backend:
 
             return Q8Matrix.from_float(w, _release_rows(w))
 
-        return Backend("numpy", np.asarray, np.asarray, gpt2, dtypes=DTYPES[name], layout=_numpy_layout, to_int8=q8_0)
+        def batched(params: dict[str, Any]) -> dict[str, Any] | None:
+            from .batched import batched_layout
+
+            return batched_layout(params)
+
+        return Backend(
+            "numpy",
+            np.asarray,
+            np.asarray,
+            gpt2,
+            dtypes=DTYPES[name],
+            layout=_numpy_layout,
+            to_int8=q8_0,
+            batched=batched,
+        )
     if name == "jax":
         jax = _require("jax", name)
         # The config and last_only change the program, so they are static; the cache is donated

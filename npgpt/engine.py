@@ -47,6 +47,7 @@ class Engine:
         self.params = params
         self.backend = backend
         self.dtype = dtype
+        self._batched: tuple[dict[str, Any], dict[str, Any] | None] | None = None  # (params, their batched form)
 
     @classmethod
     def load_params(
@@ -139,7 +140,7 @@ class Engine:
         try:
             logits, cache = be.forward(
                 be.asarray(ids),
-                self.params,
+                self._params_for(*ids.shape),
                 config=self.config,
                 positions=be.asarray(positions),
                 mask=be.asarray(mask),
@@ -153,6 +154,21 @@ class Engine:
                 f"out of memory running {ids.shape[0]} rows x {ids.shape[1]} tokens ({e}); "
                 "run fewer rows at once (prompts x n) or shorter prompts"
             ) from None
+
+    def _params_for(self, batch: int, tokens: int) -> dict[str, Any]:
+        """The weights a step of ``tokens`` new tokens in each of ``batch`` sequences runs on.
+
+        ``params``, or for two or more sequences their batched form where the backend has one
+        (``Backend.batched``). That form costs memory, so it is built at the first step that decodes
+        several sequences (one token each, the step it is for), not for scoring a batch of texts.
+        """
+        if batch < 2 or self.backend.batched is None:
+            return self.params
+        built = self._batched is not None and self._batched[0] is self.params  # else none yet, or params replaced
+        if not built and tokens == 1:
+            self._batched = (self.params, self.backend.batched(self.params))
+            built = True
+        return (self._batched[1] if built and self._batched else None) or self.params
 
 
 class HasEngine(Protocol):

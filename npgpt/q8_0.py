@@ -30,17 +30,15 @@ Errors: :class:`~npgpt.errors.NpgptError` if ``onnxruntime``/``onnx`` are missin
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
-import os
 from collections.abc import Callable
 from typing import Any
 
 import array_api_compat.numpy as xp_numpy
 import numpy as np
 
-from .errors import NpgptError
+from .onnx_session import session, share_thread_pool
+
+__all__ = ["Q8Matrix", "cap_blas_for", "in_use", "keep_blas_to_one_thread", "quantize", "share_thread_pool"]
 
 BLOCK = 32  # inputs per scale: Q8_0's block (ggml's QK8_0)
 ZERO = 128  # the codes are stored q + 128 (uint8), MatMulNBits's default zero point for 8 bits
@@ -78,109 +76,19 @@ def quantize(rows: np.ndarray, done: Callable[[int, int], None] | None = None) -
 
 def _session(codes: np.ndarray, scales: np.ndarray) -> Any:
     """An ONNX Runtime session computing ``y [rows, out] = x [rows, in/32*32] @ dequant(codes).T``."""
-    try:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-    except ImportError:
-        raise NpgptError("int8 weights on the numpy backend need ONNX Runtime; pip install 'npgpt[int8]'") from None
     n, n_blocks, block = codes.shape
-    node = helper.make_node(
+    return session(
         "MatMulNBits",
-        ["x", "q", "d"],
-        ["y"],
-        domain="com.microsoft",
+        {"q": codes, "d": scales.reshape(-1)},  # stay in Q8Matrix, which outlives the session
+        n_blocks * block,
+        n,
+        "int8 weights",
         K=n_blocks * block,
         N=n,
         bits=8,
         block_size=block,
         accuracy_level=4,  # int8 compute: activations quantized per block of 32, int32 accumulation
     )
-    # The weights reach the session as external initializers: ONNX Runtime reads these arrays in
-    # place (no serialized copy) and keeps only its own prepacked form beside them. The arrays
-    # must outlive the session (Q8Matrix holds both).
-    weights = {"q": codes, "d": scales.reshape(-1)}
-    graph = helper.make_graph(
-        [node],
-        "q8_0_matmul",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_blocks * block])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
-        [_external(name, a) for name, a in weights.items()],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
-    )
-    shared = _pool_shared()
-    opts = ort.SessionOptions()
-    if shared:
-        opts.use_per_session_threads = False  # every matrix's session runs on the one shared pool
-    else:
-        opts.intra_op_num_threads = _threads()
-        # Between calls a session's own pool sleeps rather than spins: 49 pools of spinning threads
-        # steal the cores NumPy/OpenBLAS run on between products (measured: 30x slower decoding).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3  # errors only
-    opts.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
-    try:
-        # ONNX Runtime prints an "EP Error" banner to stdout before it raises; the error below says it.
-        with contextlib.redirect_stdout(io.StringIO()):
-            return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # an ONNX Runtime without 8-bit MatMulNBits (before 1.23 on some CPUs) fails here
-        if not shared and _GLOBAL_POOL_IN_USE in str(e) and share_thread_pool():
-            return _session(codes, scales)  # other code in this process sized the global pool: run on it
-        reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
-        raise NpgptError(
-            f"ONNX Runtime {ort.__version__} cannot run 8-bit weights ({reason}); "
-            "pip install -U 'onnxruntime>=1.23', or load with --dtype float32"
-        ) from None
-
-
-_GLOBAL_POOL_IN_USE = "use_per_session_threads must be false"  # ONNX Runtime, once a global pool exists
-_GLOBAL_POOL_EXISTS = "Global thread pools have already been created"  # ONNX Runtime, on a second sizing
-
-
-def _threads() -> int:
-    """ONNX Runtime's intra-op threads: ``OMP_NUM_THREADS`` where set, else 0 (its default: the cores)."""
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    return int(threads) if threads.isdigit() else 0
-
-
-@functools.cache
-def share_thread_pool() -> bool:
-    """Run every int8 matrix's ONNX Runtime session on one process-wide thread pool; whether it is in place.
-
-    A model has ~50 weight matrices, one session each. With a pool per session, every product wakes
-    a thread that slept since that matrix's last product (a session's pool must not spin: 50
-    spinning pools made decoding 30x slower). One shared pool's thread stays awake from product to
-    product: measured on 2 cores (GPT-2 124M, a decode loop at batch 1 after load, weights in 2 MB
-    pages), 61-63 -> 72-80 tok/s; with ``npgpt bench --random --backend numpy --dtype int8``,
-    before and after this and the 2 MB pages together (two runs each): batch 1 52-56 -> 75-79
-    tok/s, batch 8 226-241 -> 272-302, batch 32 397-403 -> 416-466, time to first token 35-37 ->
-    28-29 ms; 4 threads in the process instead of 52. The awake thread competes with OpenBLAS's
-    for the cores where a long prompt runs attention between the int8 products (a 512-token
-    prefill went 505-544 -> 398-457 tok/s), which is why the entry points also call
-    :func:`keep_blas_to_one_thread` once an int8 model is loaded (then 787-827).
-
-    Process-wide: ``onnxruntime.set_global_thread_pool_sizes`` (ONNX Runtime 1.22+) creates the
-    process's global pool, which can be sized once, and from then on ONNX Runtime refuses every
-    session in the process that keeps a pool of its own. So the library never calls this on its
-    own: npgpt's entry points do, before loading (the CLI and the server for ``--dtype int8`` or
-    ``auto``, and the bench's workers); an application may too, if its own ONNX Runtime sessions
-    opt into the global pool. Sized by ``OMP_NUM_THREADS`` where set. Where the global pool was
-    already sized by other code, npgpt's sessions run on that one (True). False where ONNX Runtime
-    is missing or cannot: each session then keeps its own pool.
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False
-    set_sizes = getattr(ort, "set_global_thread_pool_sizes", None)
-    if set_sizes is None:
-        return False
-    try:
-        set_sizes(_threads(), 1)  # intra-op threads (0: the cores), inter-op 1: one node per graph
-    except Exception as e:
-        return _GLOBAL_POOL_EXISTS in str(e)
-    return True
 
 
 def in_use(params: dict[str, Any]) -> bool:
@@ -218,21 +126,6 @@ def cap_blas_for(models: list[dict[str, Any]]) -> bool:
     serves an int8 model beside a float32 one leaves NumPy's BLAS alone: float32 needs every core.
     """
     return bool(models) and all(in_use(p) for p in models) and keep_blas_to_one_thread()
-
-
-def _pool_shared() -> bool:
-    """Whether :func:`share_thread_pool` has run in this process and put the shared pool in place."""
-    return share_thread_pool.cache_info().currsize > 0 and share_thread_pool()
-
-
-def _external(name: str, a: np.ndarray) -> Any:
-    """An initializer declared in the graph whose data the session options supply (no bytes in the model)."""
-    from onnx import TensorProto, helper
-
-    t = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(a.dtype), dims=a.shape)
-    t.data_location = TensorProto.EXTERNAL
-    t.external_data.add(key="location", value="supplied-by-session-options")
-    return t
 
 
 class Q8Matrix:

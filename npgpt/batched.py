@@ -1,0 +1,168 @@
+"""Float32 products of a few rows, for batched steps: ONNX Runtime's MLAS sgemm on a prepacked copy.
+
+Decoding a batch multiplies every weight matrix by a few rows (one per sequence). OpenBLAS's sgemm,
+which NumPy's ``@`` calls, repacks the whole weight on every such call: on 2 cores (GPT-2 124M's
+``c_fc`` [768, 3072], 24 different matrices in turn so each comes from memory) it took 1131 us for
+2 rows where one row took 350, and 1208 us for 8. MLAS's sgemm on a copy packed once at load took
+463 us for 2 rows, 558 for 8 (2.2x), 1476 for 64 (1.6x), 4431 for 256 (1.2x), and lost from 512 rows
+on (0.89x), where OpenBLAS's packing pays for itself; at one row OpenBLAS's matrix-vector product
+is the faster (350 vs 480 us), so a single sequence never uses this. End to end (124M, decoding
+after a 16-token prompt, two alternating runs): batch 8 98-100 -> 165-166 tok/s, batch 32 243-265
+-> 343-359, batch 1 unchanged. ONNX Runtime mallocs the packed copies in 4 KB pages; moved into
+2 MB pages once built (:func:`~npgpt.hugepages.collapse_huge_pages` over the memory the build
+mapped, nothing older) they stream faster still: batch 8 144-151 -> 179 tok/s.
+
+The price is memory: the packed copy is as large as the float32 weights it serves, beside them
+(NumPy's copy still serves one row, the embedding, and anything else that reads the weights). So
+the engine builds it only at its first step of two or more sequences (:meth:`Engine.forward
+<npgpt.engine.Engine>`): one sequence never pays for it. It is built only where the machine has the
+memory for it (twice its size available), and never over a writable memory map handed in by the
+caller (``np.load(..., mmap_mode="r+")``), whose in-place writes the model must see; the arrays it
+serves are made read-only instead, so a later in-place write fails loudly rather than leaving the
+packed copy stale.
+
+Why a library and not npgpt's own kernel: MLAS is ONNX Runtime's maintained BLAS (the one its int8
+path runs on, npgpt/q8_0.py), with sgemm kernels per instruction set (AVX2, AVX-512).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+
+from .files import is_mapped
+from .hugepages import anonymous_ranges, collapse_huge_pages
+from .onnx_session import session
+
+MIN_ROWS = 2  # one row: OpenBLAS's matrix-vector product is faster (above)
+MAX_ROWS = 256  # from 512 rows on OpenBLAS's sgemm is faster (above)
+HEADROOM = 2.0  # the packed copies are built only if this many times their size is available
+
+
+class BatchedMatrix:
+    """A float32 weight whose products of ``MIN_ROWS..MAX_ROWS`` rows run on MLAS's prepacked sgemm.
+
+    ``w`` is the NumPy array, [in, out] as the product uses it (C- or F-contiguous: a transposed
+    view is fine); ``x @ m`` takes ``x`` [rows, in] float32 and returns [rows, out] float32, from
+    MLAS for ``MIN_ROWS <= rows <= MAX_ROWS`` and from NumPy otherwise. ``m.T`` / ``m.mT`` /
+    ``np.swapaxes`` switch orientation without copying (the [out, in] table of a tied head);
+    indexing, ``shape`` and ``np.asarray(m)`` are the NumPy array's.
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+    __array_ufunc__ = None  # NumPy hands `ndarray @ m` to __rmatmul__
+
+    def __init__(self, w: np.ndarray) -> None:
+        k, n = w.shape
+        # Gemm's B: [in, out] rows contiguous as it is, or (a transposed view of a contiguous [out,
+        # in] copy, e.g. the head) that copy, read with transB. ONNX Runtime reads it in place and
+        # packs it once; it must outlive the session, hence kept here.
+        self._b = w if w.flags.c_contiguous else np.ascontiguousarray(w.T)
+        trans = {} if w.flags.c_contiguous else {"transB": 1}
+        self._session = session("Gemm", {"b": self._b}, k, n, "float32 batched products", **trans)
+        self.array = w
+        self.product = True  # in the orientation the session multiplies by
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def nbytes(self) -> int:
+        return self.array.nbytes
+
+    def swapaxes(self, a: int, b: int) -> BatchedMatrix:  # what np.swapaxes / matrix_transpose call
+        m = BatchedMatrix.__new__(BatchedMatrix)
+        m.__dict__.update(self.__dict__, array=self.array.swapaxes(a, b), product=not self.product)
+        return m
+
+    @property
+    def T(self) -> BatchedMatrix:
+        return self.swapaxes(0, 1)
+
+    mT = T
+
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        return xp_numpy
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.asarray(self.array, dtype=dtype) if copy is not True else np.array(self.array, dtype=dtype)
+
+    def __rmatmul__(self, x: np.ndarray) -> np.ndarray:  # [rows, in] float32 -> [rows, out] float32
+        if self.product and getattr(x, "ndim", 0) == 2 and MIN_ROWS <= x.shape[0] <= MAX_ROWS and x.dtype == self.dtype:
+            return self._session.run(None, {"x": np.ascontiguousarray(x)})[0]
+        return x @ self.array
+
+    def __matmul__(self, other: Any) -> Any:
+        return self.array @ other
+
+    def __getitem__(self, index: Any) -> np.ndarray:  # e.g. the embedding's rows of wte
+        return self.array[index]
+
+    def __repr__(self) -> str:
+        return f"BatchedMatrix(shape={self.shape})"
+
+
+def batched_layout(params: dict[str, Any]) -> dict[str, Any] | None:
+    """``params`` (NumPy's, laid out) with every float32 weight matrix a :class:`BatchedMatrix`; or None.
+
+    None where nothing would change or it cannot be built: no float32 matrices (e.g. int8 weights,
+    which have their own kernel), a writable memory map among them, ONNX Runtime missing (``pip
+    install 'npgpt[int8]'``), or less memory available than ``HEADROOM`` times the copies' size.
+    The arrays wrapped are made read-only (see the module docstring). The other weights, and
+    ``params`` itself, are shared, not copied.
+    """
+    head = "lm_head" if "lm_head" in params else "wte"
+    matrices = [params[head]] + [
+        layer["w"]
+        for block in params["blocks"]
+        for part in ("attn", "mlp")
+        for layer in block[part].values()
+        if isinstance(layer, dict) and "w" in layer
+    ]
+    if not matrices or not all(isinstance(w, np.ndarray) and w.dtype == np.float32 and w.ndim == 2 for w in matrices):
+        return None
+    if any(is_mapped(w) and w.flags.writeable for w in matrices):
+        return None  # the caller writes these in place: a packed copy would go stale
+    if _available_bytes() < HEADROOM * sum(w.nbytes for w in matrices):
+        return None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+
+    def wrap(w: np.ndarray) -> BatchedMatrix:
+        w.flags.writeable = False  # the packed copy is a snapshot: refuse in-place writes from now on
+        return BatchedMatrix(w)
+
+    before = anonymous_ranges()
+    blocks = []
+    for block in params["blocks"]:
+        parts = {
+            part: {
+                name: ({**layer, "w": wrap(layer["w"])} if isinstance(layer, dict) and "w" in layer else layer)
+                for name, layer in block[part].items()
+            }
+            for part in ("attn", "mlp")
+        }
+        blocks.append({**block, **parts})
+    # The head: wte [V, C] (or lm_head) is a transposed view of [C, V]; wrapped as the product uses it.
+    params[head].flags.writeable = False
+    batched = {**params, head: wrap(params[head].T).T, "blocks": blocks}
+    collapse_huge_pages(since=before)  # the packed copies (malloc'd, 4 KB pages) into 2 MB pages
+    return batched
+
+
+def _available_bytes() -> float:
+    """The memory the kernel could give this process without swapping (Linux ``MemAvailable``); inf if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")

@@ -1,0 +1,137 @@
+"""One weight matrix's product as an ONNX Runtime session, and the thread pool those sessions run on.
+
+Two kinds of NumPy-backend weight hand their product to ONNX Runtime's MLAS kernels: 8-bit weights
+(npgpt/q8_0.py, ``MatMulNBits``) and float32 weights in batched steps (npgpt/batched.py,
+``Gemm``). Each matrix gets one session with one node, ``y [rows, n] = x [rows, k] @ W``, whose
+weights are handed over as external initializers (read in place, no serialized copy: the arrays
+must outlive the session). Why a library session and not npgpt's own code: MLAS's kernels are
+what make these products fast (docs/benchmarks.md), and a session is how ONNX Runtime exposes them.
+
+The thread pool: with a pool per session, every product first wakes a thread that slept since that
+matrix's previous product. :func:`share_thread_pool` (an entry point's call, process-wide) puts every
+session on ONNX Runtime's one global pool instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+from typing import Any
+
+import numpy as np
+
+from .errors import NpgptError
+
+_GLOBAL_POOL_IN_USE = "use_per_session_threads must be false"  # ONNX Runtime, once a global pool exists
+_GLOBAL_POOL_EXISTS = "Global thread pools have already been created"  # ONNX Runtime, on a second sizing
+
+
+def session(op: str, weights: dict[str, np.ndarray], k: int, n: int, what: str, **attrs: Any) -> Any:
+    """An ONNX Runtime session running ``op(x, *weights)`` -> ``y``: x [rows, k] float32 -> y [rows, n] float32.
+
+    ``weights`` (name -> array, in the op's input order) stay in the caller's memory; ONNX Runtime
+    keeps its own prepacked form beside them. ``what`` names the weights in errors ("int8
+    weights"). Raises :class:`~npgpt.errors.NpgptError` where ONNX Runtime or onnx is missing
+    (``pip install 'npgpt[int8]'``) or this ONNX Runtime cannot run ``op`` (one line, with the fix).
+    """
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        raise NpgptError(f"{what} on the numpy backend need ONNX Runtime; pip install 'npgpt[int8]'") from None
+    node = helper.make_node(op, ["x", *weights], ["y"], domain="com.microsoft" if op == "MatMulNBits" else "", **attrs)
+    graph = helper.make_graph(
+        [node],
+        f"{op}_product",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+        [_external(name, a) for name, a in weights.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    )
+    shared = pool_shared()
+    opts = ort.SessionOptions()
+    if shared:
+        opts.use_per_session_threads = False  # every matrix's session runs on the one shared pool
+    else:
+        opts.intra_op_num_threads = _threads()
+        # Between calls a session's own pool sleeps rather than spins: 49 pools of spinning threads
+        # steal the cores NumPy/OpenBLAS run on between products (measured: 30x slower decoding).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # errors only
+    opts.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
+    try:
+        # ONNX Runtime prints an "EP Error" banner to stdout before it raises; the error below says it.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # e.g. an ONNX Runtime without 8-bit MatMulNBits (before 1.23 on some CPUs)
+        if not shared and _GLOBAL_POOL_IN_USE in str(e) and share_thread_pool():
+            return session(op, weights, k, n, what, **attrs)  # other code sized the global pool: run on it
+        reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        raise NpgptError(
+            f"ONNX Runtime {ort.__version__} cannot run {what} ({reason}); "
+            "pip install -U 'onnxruntime>=1.23', or load with --dtype float32"
+        ) from None
+
+
+def _threads() -> int:
+    """ONNX Runtime's intra-op threads: ``OMP_NUM_THREADS`` where set, else 0 (its default: the cores)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    return int(threads) if threads.isdigit() else 0
+
+
+@functools.cache
+def share_thread_pool() -> bool:
+    """Run every ONNX Runtime product session on one process-wide thread pool; whether it is in place.
+
+    A model has ~50 weight matrices, one session each. With a pool per session, every product wakes
+    a thread that slept since that matrix's last product (a session's pool must not spin: 50
+    spinning pools made decoding 30x slower). One shared pool's thread stays awake from product to
+    product: measured on 2 cores (GPT-2 124M, int8, a decode loop at batch 1 after load, weights in
+    2 MB pages), 61-63 -> 72-80 tok/s; with ``npgpt bench --random --backend numpy --dtype int8``,
+    before and after this and the 2 MB pages together (two runs each): batch 1 52-56 -> 75-79
+    tok/s, batch 8 226-241 -> 272-302, batch 32 397-403 -> 416-466, time to first token 35-37 ->
+    28-29 ms; 4 threads in the process instead of 52. The awake thread competes with OpenBLAS's
+    for the cores where a long prompt runs attention between the int8 products (a 512-token
+    prefill went 505-544 -> 398-457 tok/s), which is why the entry points also call
+    :func:`~npgpt.q8_0.keep_blas_to_one_thread` once an int8 model is loaded (then 787-827).
+
+    Process-wide: ``onnxruntime.set_global_thread_pool_sizes`` (ONNX Runtime 1.22+) creates the
+    process's global pool, which can be sized once, and from then on ONNX Runtime refuses every
+    session in the process that keeps a pool of its own. So the library never calls this on its
+    own: npgpt's entry points do, before loading (the CLI and the server for ``--dtype int8`` or
+    ``auto``, and the bench's workers); an application may too, if its own ONNX Runtime sessions
+    opt into the global pool. Sized by ``OMP_NUM_THREADS`` where set. Where the global pool was
+    already sized by other code, npgpt's sessions run on that one (True). False where ONNX Runtime
+    is missing or cannot: each session then keeps its own pool.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    set_sizes = getattr(ort, "set_global_thread_pool_sizes", None)
+    if set_sizes is None:
+        return False
+    try:
+        set_sizes(_threads(), 1)  # intra-op threads (0: the cores), inter-op 1: one node per graph
+    except Exception as e:
+        return _GLOBAL_POOL_EXISTS in str(e)
+    return True
+
+
+def pool_shared() -> bool:
+    """Whether :func:`share_thread_pool` has run in this process and put the shared pool in place."""
+    return share_thread_pool.cache_info().currsize > 0 and share_thread_pool()
+
+
+def _external(name: str, a: np.ndarray) -> Any:
+    """An initializer declared in the graph whose data the session options supply (no bytes in the model)."""
+    from onnx import TensorProto, helper
+
+    t = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(a.dtype), dims=a.shape)
+    t.data_location = TensorProto.EXTERNAL
+    t.external_data.add(key="location", value="supplied-by-session-options")
+    return t
