@@ -158,17 +158,19 @@ class Engine:
     def _params_for(self, batch: int, tokens: int) -> dict[str, Any]:
         """The weights a step of ``tokens`` new tokens in each of ``batch`` sequences runs on.
 
-        ``params``, or for two or more sequences their batched form where the backend has one
-        (``Backend.batched``). That form costs memory, so it is built at the first step that decodes
-        several sequences (one token each, the step it is for), not for scoring a batch of texts.
+        ``params``, or their batched form where the backend has one (``Backend.batched``: faster
+        products of a few rows, for twice the weights' memory). It is built at the first step that
+        decodes several sequences (one token each: the step it is for), so one sequence alone, or
+        scoring a batch of texts, never pays for it; once built, every step of two or more rows in
+        all runs on it (its weights pick NumPy's product for the rows it does not serve).
         """
-        if batch < 2 or self.backend.batched is None:
+        if self.backend.batched is None or batch * tokens < 2:
             return self.params
-        built = self._batched is not None and self._batched[0] is self.params  # else none yet, or params replaced
-        if not built and tokens == 1:
+        if self._batched is None or self._batched[0] is not self.params:  # none yet, or params replaced
+            if batch < 2 or tokens != 1:
+                return self.params
             self._batched = (self.params, self.backend.batched(self.params))
-            built = True
-        return (self._batched[1] if built and self._batched else None) or self.params
+        return self._batched[1] or self.params
 
 
 class HasEngine(Protocol):

@@ -142,6 +142,29 @@ def test_no_copy_over_a_writable_map_without_memory_or_without_onnxruntime(tmp_p
     assert model.engine._batched[1] is None and tokens.shape == (2, 2)
 
 
+def test_once_built_one_prompt_runs_on_it_too_with_the_same_numbers():
+    """After a batched step, a single sequence's prompt (several rows) runs on the packed copy as well;
+    its logits equal those of a model that never built it."""
+    params = random_params(ODD, seed=5)
+    model, plain = GPT2(ODD, params), GPT2(ODD, params)
+    _decode(model, [[1, 2], [3, 4]], 1)
+    ids = np.random.default_rng(1).integers(0, ODD.n_vocab, (1, 9))
+    c_fc = model.engine._batched[1]["blocks"][0]["mlp"]["c_fc"]["w"]
+    calls = []
+
+    class Counting:  # the session, counting its runs
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, *args, **kwargs):
+            calls.append(args)
+            return self.inner.run(*args, **kwargs)
+
+    c_fc._session = Counting(c_fc._session)
+    np.testing.assert_allclose(model.logits(ids), plain.logits(ids), rtol=0, atol=1e-4)
+    assert len(calls) == 1 and plain.engine._batched is None
+
+
 def test_int8_weights_keep_their_own_kernel():
     model = GPT2(ODD, random_params(ODD), dtype="int8")
     _decode(model, [[1, 2], [3, 4]], 2)
