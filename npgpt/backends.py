@@ -87,6 +87,9 @@ class Backend:
     # steps over several sequences (npgpt/batched.py), or None where it cannot; costs memory, so the
     # engine asks only once it runs such a step.
     batched: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    # Some of its products run on ONNX Runtime sessions (int8, batched float32): an entry point puts
+    # them on one shared pool before loading (npgpt/onnx_session.py's share_thread_pool).
+    onnx_sessions: bool = False
 
     def put_params(self, params: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
         """Move every weight to the backend once, at load, in the layout its products run fastest on.

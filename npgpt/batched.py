@@ -14,12 +14,15 @@ mapped, nothing older) they stream faster still: batch 8 144-151 -> 179 tok/s.
 
 The price is memory: the packed copy is as large as the float32 weights it serves, beside them
 (NumPy's copy still serves one row, the embedding, and anything else that reads the weights). So
-the engine builds it only at its first step of two or more sequences (:meth:`Engine.forward
-<npgpt.engine.Engine>`): one sequence never pays for it. It is built only where the machine has the
-memory for it (twice its size available), and never over a writable memory map handed in by the
-caller (``np.load(..., mmap_mode="r+")``), whose in-place writes the model must see; the arrays it
-serves are made read-only instead, so a later in-place write fails loudly rather than leaving the
-packed copy stale.
+the engine builds it only at its first decode step of two or more sequences and uses it only for
+such steps (:meth:`Engine.params_for <npgpt.engine.Engine.params_for>`): one sequence, a prompt or
+scoring a batch never pays for it and computes exactly as before. It is built only where the
+machine has the memory for it (twice its size available), where an entry point has put ONNX
+Runtime's sessions on one shared pool (npgpt's CLI, server and bench do; an application calls
+:func:`~npgpt.onnx_session.share_thread_pool`), and never over a writable memory map handed in by
+the caller (``np.load(..., mmap_mode="r+")``), whose in-place writes the model must see; the arrays
+it serves are made read-only instead, so a later in-place write fails loudly rather than leaving the
+packed copy stale (an array replaced in ``params`` makes the engine build it again).
 
 Why a library and not npgpt's own kernel: MLAS is ONNX Runtime's maintained BLAS (the one its int8
 path runs on, npgpt/q8_0.py), with sgemm kernels per instruction set (AVX2, AVX-512).
@@ -32,9 +35,10 @@ from typing import Any
 import array_api_compat.numpy as xp_numpy
 import numpy as np
 
+from .errors import NpgptError
 from .files import is_mapped
 from .hugepages import anonymous_ranges, collapse_huge_pages
-from .onnx_session import session
+from .onnx_session import pool_shared, session
 
 MIN_ROWS = 2  # one row: OpenBLAS's matrix-vector product is faster (above)
 MAX_ROWS = 256  # from 512 rows on OpenBLAS's sgemm is faster (above)
@@ -109,11 +113,13 @@ class BatchedMatrix:
 def batched_layout(params: dict[str, Any]) -> dict[str, Any] | None:
     """``params`` (NumPy's, laid out) with every float32 weight matrix a :class:`BatchedMatrix`; or None.
 
-    None where nothing would change or it cannot be built: no float32 matrices (e.g. int8 weights,
-    which have their own kernel), a writable memory map among them, ONNX Runtime missing (``pip
-    install 'npgpt[int8]'``), or less memory available than ``HEADROOM`` times the copies' size.
-    The arrays wrapped are made read-only (see the module docstring). The other weights, and
-    ``params`` itself, are shared, not copied.
+    None where nothing would change or it cannot be built, and ``params`` is then left as it was:
+    no float32 matrices (e.g. int8 weights, which have their own kernel), a writable memory map
+    among them, no shared ONNX Runtime pool (:func:`~npgpt.onnx_session.share_thread_pool`, an
+    entry point's call: with a pool per session, ~50 sessions would hold ~50 threads per core),
+    ONNX Runtime or onnx missing or unable to build the sessions, or less memory available than
+    ``HEADROOM`` times the copies' size. Once built, the arrays wrapped are read-only (see the
+    module docstring). The other weights, and ``params`` itself, are shared, not copied.
     """
     head = "lm_head" if "lm_head" in params else "wte"
     matrices = [params[head]] + [
@@ -123,37 +129,30 @@ def batched_layout(params: dict[str, Any]) -> dict[str, Any] | None:
         for layer in block[part].values()
         if isinstance(layer, dict) and "w" in layer
     ]
-    if not matrices or not all(isinstance(w, np.ndarray) and w.dtype == np.float32 and w.ndim == 2 for w in matrices):
+    if not all(isinstance(w, np.ndarray) and w.dtype == np.float32 and w.ndim == 2 for w in matrices):
         return None
     if any(is_mapped(w) and w.flags.writeable for w in matrices):
         return None  # the caller writes these in place: a packed copy would go stale
-    if _available_bytes() < HEADROOM * sum(w.nbytes for w in matrices):
+    if not pool_shared() or _available_bytes() < HEADROOM * sum(w.nbytes for w in matrices):
         return None
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return None
-
-    def wrap(w: np.ndarray) -> BatchedMatrix:
-        w.flags.writeable = False  # the packed copy is a snapshot: refuse in-place writes from now on
-        return BatchedMatrix(w)
-
     before = anonymous_ranges()
-    blocks = []
-    for block in params["blocks"]:
-        parts = {
-            part: {
-                name: ({**layer, "w": wrap(layer["w"])} if isinstance(layer, dict) and "w" in layer else layer)
-                for name, layer in block[part].items()
-            }
-            for part in ("attn", "mlp")
-        }
-        blocks.append({**block, **parts})
-    # The head: wte [V, C] (or lm_head) is a transposed view of [C, V]; wrapped as the product uses it.
-    params[head].flags.writeable = False
-    batched = {**params, head: wrap(params[head].T).T, "blocks": blocks}
+    try:
+        packed = {id(w): BatchedMatrix(w) for w in matrices[1:]}  # [in, out] as the products use them
+        head_packed = BatchedMatrix(params[head].T)  # the head multiplies by wte [V, C]'s transpose
+    except NpgptError:  # e.g. onnx missing, or an ONNX Runtime without this kernel: NumPy's path stays
+        return None
+    for w in matrices:
+        w.flags.writeable = False  # the packed copy is a snapshot: refuse in-place writes from now on
+
+    def wrap(layer: Any) -> Any:
+        return {**layer, "w": packed[id(layer["w"])]} if isinstance(layer, dict) and "w" in layer else layer
+
+    blocks = [
+        {**block, **{part: {name: wrap(layer) for name, layer in block[part].items()} for part in ("attn", "mlp")}}
+        for block in params["blocks"]
+    ]
     collapse_huge_pages(since=before)  # the packed copies (malloc'd, 4 KB pages) into 2 MB pages
-    return batched
+    return {**params, head: head_packed.T, "blocks": blocks}
 
 
 def _available_bytes() -> float:

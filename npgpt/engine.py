@@ -17,6 +17,7 @@ from .cache import KVCache, init_cache
 from .config import GPT2Config
 from .errors import NpgptError
 from .model import attention_mask
+from .params import flatten
 
 
 def positions_and_mask(valid: np.ndarray, start: Any, n_new: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +48,7 @@ class Engine:
         self.params = params
         self.backend = backend
         self.dtype = dtype
-        self._batched: tuple[dict[str, Any], dict[str, Any] | None] | None = None  # (params, their batched form)
+        self._batched: tuple[tuple[Any, ...], dict[str, Any] | None] | None = None  # (params' arrays, batched form)
 
     @classmethod
     def load_params(
@@ -140,7 +141,7 @@ class Engine:
         try:
             logits, cache = be.forward(
                 be.asarray(ids),
-                self._params_for(*ids.shape),
+                self.params_for(*ids.shape),
                 config=self.config,
                 positions=be.asarray(positions),
                 mask=be.asarray(mask),
@@ -155,22 +156,22 @@ class Engine:
                 "run fewer rows at once (prompts x n) or shorter prompts"
             ) from None
 
-    def _params_for(self, batch: int, tokens: int) -> dict[str, Any]:
+    def params_for(self, batch: int, tokens: int) -> dict[str, Any]:
         """The weights a step of ``tokens`` new tokens in each of ``batch`` sequences runs on.
 
-        ``params``, or their batched form where the backend has one (``Backend.batched``: faster
-        products of a few rows, for twice the weights' memory). It is built at the first step that
-        decodes several sequences (one token each: the step it is for), so one sequence alone, or
-        scoring a batch of texts, never pays for it; once built, every step of two or more rows in
-        all runs on it (its weights pick NumPy's product for the rows it does not serve).
+        ``params``; for a decode step of two or more sequences (one new token each), their batched
+        form where the backend has one (``Backend.batched``: faster products of a few rows, for
+        twice the weights' memory), built at the first such step. So one sequence alone, a prompt,
+        or scoring a batch of texts never pays for it and computes exactly as before. Built again
+        when any array in ``params`` was replaced since (the form holds the arrays it was built on).
         """
-        if self.backend.batched is None or batch * tokens < 2:
+        if batch < 2 or tokens != 1 or self.backend.batched is None:
             return self.params
-        if self._batched is None or self._batched[0] is not self.params:  # none yet, or params replaced
-            if batch < 2 or tokens != 1:
-                return self.params
-            self._batched = (self.params, self.backend.batched(self.params))
-        return self._batched[1] or self.params
+        leaves = tuple(flatten(self.params).values())
+        built_on = self._batched[0] if self._batched is not None else ()
+        if len(built_on) != len(leaves) or any(a is not b for a, b in zip(leaves, built_on, strict=True)):
+            self._batched = (leaves, self.backend.batched(self.params))
+        return (self._batched[1] if self._batched else None) or self.params
 
 
 class HasEngine(Protocol):

@@ -109,7 +109,7 @@ def hooked_forward(
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
     logits, _ = gpt2(
         asarray(ids),
-        model.params if params is None else params,
+        as_engine(model).params_for(*ids.shape) if params is None else params,  # as GPT2.logits runs it
         model.config,
         positions=asarray(positions),
         mask=asarray(mask),

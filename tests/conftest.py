@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -77,6 +78,16 @@ def hf_logits(ref, ids: np.ndarray, attention_mask: np.ndarray | None = None) ->
 
 # npgpt bench at test scale: short prompts, a few tokens, a small bandwidth probe (tests read these figures)
 SMALL_BENCH = ("--prompt-len", "32", "--short-prompt", "8", "--new-tokens", "4", "--bandwidth-mib", "64")
+
+
+def child_json(script: str, *args: str, threads: int = 2) -> dict:
+    """Run ``script`` in a fresh interpreter (for settings that are process-wide) on ``threads``
+    threads; the JSON object it prints last. ONNX Runtime's "EP Error" banner must not reach stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "EP Error" not in r.stdout
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120, input: str | None = None):

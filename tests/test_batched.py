@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
-from conftest import hf_logits, random_params
+from conftest import child_json, hf_logits, random_params
 
 from npgpt import batched
 from npgpt.api import GPT2
@@ -14,10 +15,20 @@ from npgpt.batched import BatchedMatrix, batched_layout
 from npgpt.config import GPT2Config
 from npgpt.formats import hf
 from npgpt.generate import decode_step, prefill
+from npgpt.hooks import run_with_cache
 from npgpt.hugepages import _minus
 from npgpt.params import flatten
 
 pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def shared_pool(monkeypatch):
+    """As under npgpt's entry points, which share one ONNX Runtime pool (process-wide, so not in the
+    test process: here each session keeps its own, the numbers are the same);
+    test_entry_points_build_it_on_one_pool_and_the_library_alone_does_not checks the real thing."""
+    monkeypatch.setattr(batched, "pool_shared", lambda: True)
+
 
 ODD = GPT2Config(n_vocab=101, n_ctx=24, n_embd=48, n_head=3, n_layer=2)  # odd heads, odd vocabulary
 UNTIED = dataclasses.replace(ODD, tie_word_embeddings=False, activation_function="relu", n_inner=80)
@@ -121,34 +132,59 @@ def test_weights_become_read_only_so_an_edit_cannot_leave_the_copy_stale():
 
 def test_no_copy_over_a_writable_map_without_memory_or_without_onnxruntime(tmp_path, monkeypatch):
     """None (NumPy's path, unchanged) where the copy would be wrong or could not be afforded."""
-    params = random_params(ODD)
-    laid_out = GPT2(ODD, params).params
-    assert batched_layout(laid_out) is not None
-
+    laid_out = GPT2(ODD, random_params(ODD)).params
     mapped = np.lib.format.open_memmap(tmp_path / "w.npy", mode="w+", dtype=np.float32, shape=(48, 144))
     blocks = [dict(b) for b in laid_out["blocks"]]
     blocks[0] = {**blocks[0], "mlp": {**blocks[0]["mlp"], "c_fc": {**blocks[0]["mlp"]["c_fc"], "w": mapped}}}
     assert batched_layout({**laid_out, "blocks": blocks}) is None  # the caller writes it in place
+    assert mapped.flags.writeable
 
+    available = batched._available_bytes
     monkeypatch.setattr(batched, "_available_bytes", lambda: 1e3)
-    assert batched_layout(random_params(ODD)) is None  # not twice the weights' size available
-    monkeypatch.undo()
+    assert batched_layout(GPT2(ODD, random_params(ODD)).params) is None  # not twice the weights' size
+    monkeypatch.setattr(batched, "_available_bytes", available)
 
+    monkeypatch.setattr(batched, "pool_shared", lambda: False)  # no entry point shared ONNX Runtime's pool
+    assert batched_layout(GPT2(ODD, random_params(ODD)).params) is None
+    monkeypatch.setattr(batched, "pool_shared", lambda: True)
+    assert batched_layout(GPT2(ODD, random_params(ODD)).params) is not None
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnx", "a kernel"])
+def test_without_onnx_runtime_batched_steps_stay_on_numpy(monkeypatch, missing):
+    """onnxruntime or onnx not installed (onnxruntime does not depend on onnx), or an ONNX Runtime
+    that cannot build the session: batched decoding runs as before, with the same tokens, and no
+    weight is left read-only."""
     import sys
 
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails: npgpt[int8] not installed
-    model = GPT2(ODD, random_params(ODD))
-    tokens, _ = _decode(model, [[1, 2], [3, 4]], 2)
-    assert model.engine._batched[1] is None and tokens.shape == (2, 2)
+    import onnxruntime
+
+    if missing == "a kernel":
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation")
+
+        monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    else:
+        monkeypatch.setitem(sys.modules, missing, None)  # import fails
+    params = random_params(ODD, seed=8)
+    model = GPT2(ODD, params)
+    tokens, logits = _decode(model, [[1, 2], [3, 4]], 3)
+    assert model.engine._batched[1] is None
+    assert model.params["blocks"][0]["mlp"]["c_fc"]["w"].flags.writeable
+    monkeypatch.undo()
+    ref_tokens, ref_logits = _decode(GPT2(ODD, random_params(ODD, seed=8)), [[1, 2], [3, 4]], 3)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-4)
 
 
-def test_once_built_one_prompt_runs_on_it_too_with_the_same_numbers():
-    """After a batched step, a single sequence's prompt (several rows) runs on the packed copy as well;
-    its logits equal those of a model that never built it."""
+def test_only_decode_steps_of_several_sequences_run_on_it():
+    """Once built, a prompt (several tokens) and scoring still run on NumPy's arrays, bit for bit as a
+    model that never built it; a decode step of several sequences runs on the packed copy, and
+    hooked runs (run_with_cache) pick the same weights as GPT2.logits for the same ids."""
     params = random_params(ODD, seed=5)
     model, plain = GPT2(ODD, params), GPT2(ODD, params)
     _decode(model, [[1, 2], [3, 4]], 1)
-    ids = np.random.default_rng(1).integers(0, ODD.n_vocab, (1, 9))
     c_fc = model.engine._batched[1]["blocks"][0]["mlp"]["c_fc"]["w"]
     calls = []
 
@@ -161,8 +197,37 @@ def test_once_built_one_prompt_runs_on_it_too_with_the_same_numbers():
             return self.inner.run(*args, **kwargs)
 
     c_fc._session = Counting(c_fc._session)
-    np.testing.assert_allclose(model.logits(ids), plain.logits(ids), rtol=0, atol=1e-4)
-    assert len(calls) == 1 and plain.engine._batched is None
+    prompt = np.random.default_rng(1).integers(0, ODD.n_vocab, (1, 9))
+    batch = np.random.default_rng(2).integers(0, ODD.n_vocab, (3, 7))
+    np.testing.assert_array_equal(model.logits(prompt), plain.logits(prompt))
+    np.testing.assert_array_equal(model.logits(batch), plain.logits(batch))
+    assert calls == [] and plain.engine._batched is None
+    step = np.array([[5], [6], [7]])  # three sequences, one token each: a decode step's shape
+    logits = model.logits(step)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(run_with_cache(model, step)[0], logits)
+    np.testing.assert_allclose(logits, plain.logits(step), rtol=0, atol=1e-4)
+
+
+def test_a_replaced_array_builds_it_again():
+    """The packed copy holds the arrays it was built on: replacing one in params (not writing into
+    it, which is refused) makes the next batched step build it again, so no step uses the old one."""
+    params = random_params(ODD, seed=6)
+    model = GPT2(ODD, params)
+    rows = [[1, 2], [3, 4]]
+    _decode(model, rows, 1)
+    first = model.engine._batched[1]
+    new = random_params(ODD, seed=7)
+    model.params["blocks"][1]["mlp"]["c_fc"]["w"] = new["blocks"][1]["mlp"]["c_fc"]["w"]
+    model.params["blocks"][0]["ln_2"]["b"] = new["blocks"][0]["ln_2"]["b"]  # not a matrix: counts too
+    tokens, logits = _decode(model, rows, 3)
+    assert model.engine._batched[1] is not first
+    fresh = GPT2(ODD, {**params, "blocks": [dict(b) for b in params["blocks"]]})
+    fresh.params["blocks"][1]["mlp"]["c_fc"]["w"] = new["blocks"][1]["mlp"]["c_fc"]["w"]
+    fresh.params["blocks"][0]["ln_2"]["b"] = new["blocks"][0]["ln_2"]["b"]
+    fresh_tokens, fresh_logits = _decode(fresh, rows, 3)
+    np.testing.assert_array_equal(tokens, fresh_tokens)
+    np.testing.assert_allclose(logits, fresh_logits, rtol=0, atol=1e-5)
 
 
 def test_int8_weights_keep_their_own_kernel():
@@ -186,3 +251,47 @@ def test_matrices_are_the_ones_the_model_multiplies():
     wrapped = {name for name, w in flatten(out).items() if isinstance(w, BatchedMatrix)}
     expected = {name for name, w in flatten(params).items() if name.endswith(".w") or name == "lm_head"}
     assert wrapped == expected and len(expected) == 4 * UNTIED.n_layer + 1
+
+
+ENTRY_CHILD = r"""
+import json, os, sys
+from npgpt.api import GPT2
+from npgpt.config import GPT2Config
+from npgpt.generate import decode_step, prefill
+from npgpt.params import init_params
+from npgpt.onnx_session import share_thread_pool
+
+config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=6)  # 25 matrices, a session each
+if sys.argv[1] == "entry point":
+    share_thread_pool()  # what npgpt's CLI, server and bench do before loading
+model = GPT2(config, init_params(config, seed=0))
+before = len(os.listdir("/proc/self/task"))
+logits, state = prefill(model.engine, [[1, 2], [3, 4], [5, 6]], 8)
+for _ in range(3):
+    logits = decode_step(model.engine, state, logits.argmax(-1))
+built = model.engine._batched[1] is not None
+print(json.dumps({"built": built, "new_threads": len(os.listdir("/proc/self/task")) - before}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="counts threads in /proc")
+def test_entry_points_build_it_on_one_pool_and_the_library_alone_does_not():
+    """~50 sessions with a pool each would hold ~50 threads per core (on 64 cores, thousands): the
+    copy is built only where an entry point shared ONNX Runtime's one pool, whose size does not
+    grow with the matrices; npgpt.load alone leaves batched steps on NumPy."""
+    entry = child_json(ENTRY_CHILD, "entry point", threads=8)
+    assert entry["built"] and entry["new_threads"] <= 8  # the shared pool's 7 workers at most
+    assert child_json(ENTRY_CHILD, "library", threads=8) == {"built": False, "new_threads": 0}
+
+
+def test_dtype_auto_measures_float32_even_without_onnx(monkeypatch, tmp_path):
+    """--dtype auto at several rows measures float32 on its batched form where it can be built, and
+    on NumPy's arrays where it cannot (here: onnx missing): float32 is never dropped from the choice."""
+    import sys
+
+    from npgpt.autotune import choose_dtype
+    from npgpt.backends import get_backend
+
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    choice = choose_dtype(get_backend("numpy"), ODD, rows=4, cache=tmp_path / "autotune.json")
+    assert "float32" in choice.seconds and "int8" in choice.skipped and choice.dtype == "float32"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_json
 
 from npgpt.api import GPT2
 from npgpt.config import GPT2Config
@@ -161,32 +162,18 @@ print(json.dumps(out))
 """
 
 
-def _child(script: str, *args: str) -> dict:
-    """Run ``script`` in a fresh interpreter (the settings tested here are process-wide) on 2 threads;
-    the JSON object it prints last."""
-    import json
-    import os
-    import subprocess
-
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
-    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, check=False)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "EP Error" not in r.stdout  # ONNX Runtime's banner never reaches the user's stdout
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="counts threads in /proc")
 def test_int8_sessions_share_one_thread_pool_only_where_the_entry_point_asks():
     """~50 matrices, one ONNX Runtime session each. The entry points (CLI, server, bench) put them on
     one shared pool (a pool per session wakes a sleeping thread per product: ~25 % slower decoding).
     That pool is process-wide and ONNX Runtime then refuses sessions with pools of their own, so the
     library alone never creates it: an application's own sessions keep working after npgpt.load."""
-    library = _child(POOL_CHILD, "library")
+    library = child_json(POOL_CHILD, "library")
     assert library["own_session"] == [0.0, 2.0]
-    entry = _child(POOL_CHILD, "entry point")
+    entry = child_json(POOL_CHILD, "entry point")
     assert entry["shared"] is True  # this ONNX Runtime has set_global_thread_pool_sizes (npgpt[int8] needs >= 1.23)
     assert entry["new_threads"] <= 4  # the pool's one worker (+ OpenBLAS's), not one per matrix (33)
-    sized_elsewhere = _child(POOL_CHILD, "other code sized the pool")  # npgpt's sessions run on that pool
+    sized_elsewhere = child_json(POOL_CHILD, "other code sized the pool")  # npgpt's sessions run on that pool
     assert entry["logits"] == library["logits"] == sized_elsewhere["logits"]
 
 
@@ -207,7 +194,7 @@ def test_the_entry_points_blas_cap_applies_to_numpys_blas_and_only_int8_models_a
     threads do not take the cores of ONNX Runtime's pool (a 512-token prefill: ~1.5x faster)."""
     from npgpt.q8_0 import in_use
 
-    out = _child(BLAS_CHILD)
+    out = child_json(BLAS_CHILD)
     assert out["capped"] and out["before"] and max(out["before"]) == 2 and out["after"] == [1] * len(out["after"])
     config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     params = init_params(config, seed=0)

@@ -28,11 +28,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if job == "bandwidth":
         return {"bytes_per_s": memory_bandwidth(s.bandwidth_mib), "rss_peak_mb": peak_rss_mb()}
     if job == "npgpt":
-        from ..backends import collapse_huge_pages
-        from ..q8_0 import cap_blas_for, share_thread_pool
+        from ..backends import collapse_huge_pages, get_backend
+        from ..onnx_session import share_thread_pool
+        from ..q8_0 import cap_blas_for
 
         t = time.perf_counter()
-        if spec.get("dtype") == "int8":
+        if get_backend(spec["backend"]).onnx_sessions:
             share_thread_pool()  # as the CLI and `npgpt serve` do
         engine: Any = NpgptEngine(spec["path"], spec["backend"], spec.get("dtype", "float32"))
         cap_blas_for([engine.model.params])

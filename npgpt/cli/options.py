@@ -85,23 +85,25 @@ def load_model(
 ) -> GPT2:
     """``npgpt.load`` and its notices (e.g. "using the bundled model", what ``--dtype auto`` chose) on stderr.
 
-    For ``--dtype int8``/``auto`` the int8 products run on one shared ONNX Runtime pool, and once
-    the model's weights are int8, NumPy's BLAS is capped at one thread (npgpt/q8_0.py): both
-    process-wide, so decided here, at the entry point. ``cap_blas=False`` leaves the cap to a caller
-    that loads several models (``npgpt serve``): float32 products need every core.
+    On the NumPy backend, whose int8 products and batched float32 steps run on ONNX Runtime, its
+    sessions share one pool, and once the model's weights are int8, NumPy's BLAS is capped at one
+    thread (npgpt/onnx_session.py, npgpt/q8_0.py): both process-wide, so decided here, at the entry
+    point. ``cap_blas=False`` leaves the cap to a caller that loads several models (``npgpt
+    serve``): float32 products need every core.
     """
     from ..api import load
+    from ..backends import get_backend
 
-    int8 = dtype in ("int8", "auto")
-    if int8:
-        from ..q8_0 import share_thread_pool
+    on_onnx = get_backend(backend).onnx_sessions  # a missing backend: the one-line install error
+    if on_onnx:
+        from ..onnx_session import share_thread_pool
 
-        share_thread_pool()  # process-wide, so the entry point decides: int8 products on one warm pool
+        share_thread_pool()  # process-wide, so the entry point decides: ONNX Runtime's products on one warm pool
     m = load(model, backend=backend, dtype=dtype, auto_rows=auto_rows)
-    if int8 and cap_blas:
+    if on_onnx and cap_blas:
         from ..q8_0 import cap_blas_for
 
-        cap_blas_for([m.params])
+        cap_blas_for([m.params])  # only if the weights are int8
     if m.notice:
         print_notice(m.notice)
     if m.dtype_choice is not None:
