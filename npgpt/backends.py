@@ -257,6 +257,7 @@ def get_backend(name: str) -> Backend:
             layout=_numpy_layout,
             to_int8=q8_0,
             batched=batched,
+            onnx_sessions=True,
         )
     if name == "jax":
         jax = _require("jax", name)
