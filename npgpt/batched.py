@@ -6,11 +6,13 @@ which NumPy's ``@`` calls, repacks the whole weight on every such call: on 2 cor
 2 rows where one row took 350, and 1208 us for 8. MLAS's sgemm on a copy packed once at load took
 463 us for 2 rows, 558 for 8 (2.2x), 1476 for 64 (1.6x), 4431 for 256 (1.2x), and lost from 512 rows
 on (0.89x), where OpenBLAS's packing pays for itself; at one row OpenBLAS's matrix-vector product
-is the faster (350 vs 480 us), so a single sequence never uses this. End to end (124M, decoding
-after a 16-token prompt, two alternating runs): batch 8 98-100 -> 165-166 tok/s, batch 32 243-265
--> 343-359, batch 1 unchanged. ONNX Runtime mallocs the packed copies in 4 KB pages; moved into
-2 MB pages once built (:func:`~npgpt.hugepages.collapse_huge_pages` over the memory the build
-mapped, nothing older) they stream faster still: batch 8 144-151 -> 179 tok/s.
+is the faster (350 vs 480 us), so a single sequence never uses this (``scripts/few_rows.py``
+measures these). End to end (124M, decoding after a 16-token prompt, set up as npgpt's entry points
+do, two alternating runs each): batch 8 115-120 -> 199-211 tok/s, batch 32 308-323 -> 453-465,
+batch 1 unchanged; ``npgpt bench``: batch 8 0.69x -> 1.05x llama.cpp's f32. ONNX Runtime mallocs
+the packed copies in 4 KB pages; moved into 2 MB pages once built
+(:func:`~npgpt.hugepages.collapse_huge_pages` over the memory the build mapped, nothing older) they
+stream faster: batch 8 144-151 -> 179 tok/s (a pool per session).
 
 The price is memory: the packed copy is as large as the float32 weights it serves, beside them
 (NumPy's copy still serves one row, the embedding, and anything else that reads the weights). So

@@ -102,9 +102,11 @@ def share_thread_pool() -> bool:
     Process-wide: ``onnxruntime.set_global_thread_pool_sizes`` (ONNX Runtime 1.22+) creates the
     process's global pool, which can be sized once, and from then on ONNX Runtime refuses every
     session in the process that keeps a pool of its own. So the library never calls this on its
-    own: npgpt's entry points do, before loading (the CLI and the server for ``--dtype int8`` or
-    ``auto``, and the bench's workers); an application may too, if its own ONNX Runtime sessions
-    opt into the global pool. Sized by ``OMP_NUM_THREADS`` where set. Where the global pool was
+    own: npgpt's entry points do, before loading on a backend that declares ``onnx_sessions`` (the
+    NumPy backend, whatever the dtype: its int8 products and batched float32 steps run here; the
+    CLI, the server and the bench's workers); an application may too, if its own ONNX Runtime
+    sessions opt into the global pool. Batched float32 (npgpt/batched.py) runs only on this pool.
+    Sized by ``OMP_NUM_THREADS`` where set. Where the global pool was
     already sized by other code, npgpt's sessions run on that one (True). False where ONNX Runtime
     is missing or cannot: each session then keeps its own pool.
     """
