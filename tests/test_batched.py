@@ -294,3 +294,20 @@ def test_dtype_auto_measures_float32_even_without_onnx(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)
     choice = choose_dtype(get_backend("numpy"), ODD, rows=4, cache=tmp_path / "autotune.json")
     assert "float32" in choice.seconds and "int8" in choice.skipped and choice.dtype == "float32"
+
+
+def test_onnx_runtime_never_gets_more_threads_than_cores(monkeypatch):
+    """OMP_NUM_THREADS above the core count (a common copy-paste from bigger machines) sizes ONNX
+    Runtime's pools at the cores: its spinning threads on 2 cores made batched serving 5x slower."""
+    import os
+
+    from npgpt.onnx_session import _threads
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.setenv("OMP_NUM_THREADS", "4096")
+    assert _threads() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _threads() == 1
+    for unset in ("", "0", "auto"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert _threads() == 0  # ONNX Runtime's own default: the cores
