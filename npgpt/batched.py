@@ -34,20 +34,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import array_api_compat.numpy as xp_numpy
 import numpy as np
 
 from .errors import NpgptError
 from .files import is_mapped
 from .hugepages import anonymous_ranges, collapse_huge_pages
-from .onnx_session import pool_shared, session
+from .onnx_session import ProductWeight, pool_shared, session
 
 MIN_ROWS = 2  # one row: OpenBLAS's matrix-vector product is faster (above)
 MAX_ROWS = 256  # from 512 rows on OpenBLAS's sgemm is faster (above)
 HEADROOM = 2.0  # the packed copies are built only if this many times their size is available
 
 
-class BatchedMatrix:
+class BatchedMatrix(ProductWeight):
     """A float32 weight whose products of ``MIN_ROWS..MAX_ROWS`` rows run on MLAS's prepacked sgemm.
 
     ``w`` is the NumPy array, [in, out] as the product uses it (C- or F-contiguous: a transposed
@@ -57,9 +56,7 @@ class BatchedMatrix:
     indexing, ``shape`` and ``np.asarray(m)`` are the NumPy array's.
     """
 
-    ndim = 2
     dtype = np.dtype(np.float32)
-    __array_ufunc__ = None  # NumPy hands `ndarray @ m` to __rmatmul__
 
     def __init__(self, w: np.ndarray) -> None:
         k, n = w.shape
@@ -80,19 +77,10 @@ class BatchedMatrix:
     def nbytes(self) -> int:
         return self.array.nbytes
 
-    def swapaxes(self, a: int, b: int) -> BatchedMatrix:  # what np.swapaxes / matrix_transpose call
+    def flipped(self) -> BatchedMatrix:
         m = BatchedMatrix.__new__(BatchedMatrix)
-        m.__dict__.update(self.__dict__, array=self.array.swapaxes(a, b), product=not self.product)
+        m.__dict__.update(self.__dict__, array=self.array.T, product=not self.product)
         return m
-
-    @property
-    def T(self) -> BatchedMatrix:
-        return self.swapaxes(0, 1)
-
-    mT = T
-
-    def __array_namespace__(self, api_version: str | None = None) -> Any:
-        return xp_numpy
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         return np.asarray(self.array, dtype=dtype) if copy is not True else np.array(self.array, dtype=dtype)

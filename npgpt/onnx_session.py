@@ -20,6 +20,7 @@ import io
 import os
 from typing import Any
 
+import array_api_compat.numpy as xp_numpy
 import numpy as np
 
 from .errors import NpgptError
@@ -146,3 +147,34 @@ def _external(name: str, a: np.ndarray) -> Any:
     t.data_location = TensorProto.EXTERNAL
     t.external_data.add(key="location", value="supplied-by-session-options")
     return t
+
+
+class ProductWeight:
+    """A 2-D weight whose ``x @ w`` runs an ONNX Runtime session, in either orientation.
+
+    What the int8 weights (:class:`~npgpt.q8_0.Q8Matrix`) and the batched float32 ones
+    (:class:`~npgpt.batched.BatchedMatrix`) share: NumPy hands ``ndarray @ w`` to the subclass's
+    ``__rmatmul__`` and refuses ufuncs on it (``__array_ufunc__ = None``), the model's array
+    namespace is NumPy's, and ``w.T`` / ``w.mT`` / ``np.swapaxes(w, -1, -2)`` give the other
+    orientation without copying (the subclass's ``flipped``). ``TypeError`` for other axes.
+    """
+
+    ndim = 2
+    __array_ufunc__ = None
+
+    def flipped(self) -> Any:  # the same weight in the other orientation, sharing its data and session
+        raise NotImplementedError
+
+    def swapaxes(self, a: int, b: int) -> Any:  # what np.swapaxes / matrix_transpose call
+        if {a, b} not in ({-1, -2}, {0, 1}):
+            raise TypeError("a weight matrix has two axes")
+        return self.flipped()
+
+    @property
+    def T(self) -> Any:
+        return self.flipped()
+
+    mT = T
+
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        return xp_numpy

@@ -33,10 +33,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import array_api_compat.numpy as xp_numpy
 import numpy as np
 
-from .onnx_session import session, share_thread_pool
+from .onnx_session import ProductWeight, session, share_thread_pool
 
 __all__ = ["Q8Matrix", "cap_blas_for", "in_use", "keep_blas_to_one_thread", "quantize", "share_thread_pool"]
 
@@ -128,7 +127,7 @@ def cap_blas_for(models: list[dict[str, Any]]) -> bool:
     return bool(models) and all(in_use(p) for p in models) and keep_blas_to_one_thread()
 
 
-class Q8Matrix:
+class Q8Matrix(ProductWeight):
     """A 2-D weight stored as Q8_0 blocks (see the module docstring), in either orientation.
 
     As a product weight [in, out] (``transposed``), ``x @ m`` takes ``x`` [rows, in] float32 and
@@ -138,9 +137,7 @@ class Q8Matrix:
     silently widened whole.
     """
 
-    ndim = 2
     dtype = np.dtype(np.int8)  # what model.matmul tests: an int8 weight carries its own kernel
-    __array_ufunc__ = None  # NumPy hands `ndarray @ m` to __rmatmul__ and refuses ufuncs on m
 
     def __init__(self, codes: np.ndarray, scales: np.ndarray, k: int, transposed: bool = True) -> None:
         self.codes = codes  # [out, in/32, 32] uint8, q + 128
@@ -164,21 +161,10 @@ class Q8Matrix:
     def nbytes(self) -> int:
         return self.codes.nbytes + self.scales.nbytes
 
-    def swapaxes(self, a: int, b: int) -> Q8Matrix:  # what np.swapaxes / matrix_transpose call
-        if {a, b} not in ({-1, -2}, {0, 1}):
-            raise TypeError("an int8 matrix has two axes")
+    def flipped(self) -> Q8Matrix:
         m = Q8Matrix.__new__(Q8Matrix)
         m.__dict__.update(self.__dict__, transposed=not self.transposed)
         return m
-
-    @property
-    def T(self) -> Q8Matrix:
-        return self.swapaxes(0, 1)
-
-    mT = T
-
-    def __array_namespace__(self, api_version: str | None = None) -> Any:
-        return xp_numpy
 
     def __rmatmul__(self, x: np.ndarray) -> np.ndarray:  # [rows, in] float32 -> [rows, out] float32
         if not self.transposed or getattr(x, "ndim", 0) != 2 or x.shape[1] != self.k:
