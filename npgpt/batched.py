@@ -40,6 +40,7 @@ from .errors import NpgptError
 from .files import is_mapped
 from .hugepages import anonymous_ranges, collapse_huge_pages
 from .onnx_session import ProductWeight, pool_shared, session
+from .params import flatten, map_with_path
 
 MIN_ROWS = 2  # one row: OpenBLAS's matrix-vector product is faster (above)
 MAX_ROWS = 256  # from 512 rows on OpenBLAS's sgemm is faster (above)
@@ -109,40 +110,27 @@ def batched_layout(params: dict[str, Any]) -> dict[str, Any] | None:
     entry point's call: with a pool per session, ~50 sessions would hold ~50 threads per core),
     ONNX Runtime or onnx missing or unable to build the sessions, or less memory available than
     ``HEADROOM`` times the copies' size. Once built, the arrays wrapped are read-only (see the
-    module docstring). The other weights, and ``params`` itself, are shared, not copied.
+    module docstring). The other weights are shared, not copied.
     """
     head = "lm_head" if "lm_head" in params else "wte"
-    matrices = [params[head]] + [
-        layer["w"]
-        for block in params["blocks"]
-        for part in ("attn", "mlp")
-        for layer in block[part].values()
-        if isinstance(layer, dict) and "w" in layer
-    ]
-    if not all(isinstance(w, np.ndarray) and w.dtype == np.float32 and w.ndim == 2 for w in matrices):
+    # The products' matrices, named as put_params names them: the head and every linear layer's w.
+    matrices = {name: w for name, w in flatten(params).items() if name == head or name.endswith(".w")}
+    if not all(isinstance(w, np.ndarray) and w.dtype == np.float32 and w.ndim == 2 for w in matrices.values()):
         return None
-    if any(is_mapped(w) and w.flags.writeable for w in matrices):
+    if any(is_mapped(w) and w.flags.writeable for w in matrices.values()):
         return None  # the caller writes these in place: a packed copy would go stale
-    if not pool_shared() or _available_bytes() < HEADROOM * sum(w.nbytes for w in matrices):
+    if not pool_shared() or _available_bytes() < HEADROOM * sum(w.nbytes for w in matrices.values()):
         return None
     before = anonymous_ranges()
     try:
-        packed = {id(w): BatchedMatrix(w) for w in matrices[1:]}  # [in, out] as the products use them
-        head_packed = BatchedMatrix(params[head].T)  # the head multiplies by wte [V, C]'s transpose
+        # [in, out] as the products use them; the head multiplies by wte [V, C]'s transpose.
+        packed = {name: BatchedMatrix(w.T).T if name == head else BatchedMatrix(w) for name, w in matrices.items()}
     except NpgptError:  # e.g. onnx missing, or an ONNX Runtime without this kernel: NumPy's path stays
         return None
-    for w in matrices:
+    for w in matrices.values():
         w.flags.writeable = False  # the packed copy is a snapshot: refuse in-place writes from now on
-
-    def wrap(layer: Any) -> Any:
-        return {**layer, "w": packed[id(layer["w"])]} if isinstance(layer, dict) and "w" in layer else layer
-
-    blocks = [
-        {**block, **{part: {name: wrap(layer) for name, layer in block[part].items()} for part in ("attn", "mlp")}}
-        for block in params["blocks"]
-    ]
     collapse_huge_pages(since=before)  # the packed copies (malloc'd, 4 KB pages) into 2 MB pages
-    return {**params, head: head_packed.T, "blocks": blocks}
+    return map_with_path(lambda name, a: packed.get(name, a), params)
 
 
 def _available_bytes() -> float:
