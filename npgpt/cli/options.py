@@ -94,16 +94,15 @@ def load_model(
     from ..api import load
     from ..backends import get_backend
 
-    on_onnx = get_backend(backend).onnx_sessions  # a missing backend: the one-line install error
-    if on_onnx:
+    if get_backend(backend).onnx_sessions:  # a missing backend: the one-line install error
         from ..onnx_session import share_thread_pool
 
         share_thread_pool()  # process-wide, so the entry point decides: ONNX Runtime's products on one warm pool
     m = load(model, backend=backend, dtype=dtype, auto_rows=auto_rows)
-    if on_onnx and cap_blas:
+    if cap_blas:
         from ..q8_0 import cap_blas_for
 
-        cap_blas_for([m.params])  # only if the weights are int8
+        cap_blas_for([m.params])  # only if the weights are int8 on ONNX Runtime
     if m.notice:
         print_notice(m.notice)
     if m.dtype_choice is not None:

@@ -102,10 +102,9 @@ def serve_command(
         if name in models:
             raise NpgptError(f"two models are called {name!r}; name them with --model NAME=PATH")
         models[name] = m
-    if dtype in ("int8", "auto"):
-        from ..q8_0 import cap_blas_for
+    from ..q8_0 import cap_blas_for
 
-        cap_blas_for([m.params for m in models.values()])  # only if every model is int8: float32 needs every core
+    cap_blas_for([m.params for m in models.values()])  # only if every model is int8: float32 needs every core
     collapse_huge_pages()  # process-wide; ~1 s once for decoding ~1.25x faster from int8 weights
     if host not in LOCAL_HOSTS and api_key is None:
         print_error(f"serving on {host} without --api-key: anyone who can reach it may use it", label="warning")
