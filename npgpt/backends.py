@@ -80,9 +80,10 @@ class Backend:
     # A host float32 weight matrix, [in, out] as the products use it -> on the backend in a 16-bit
     # dtype (by name), laid out for its products; for the backends whose DTYPES have one.
     to_16bit: Callable[[np.ndarray, str], Any] | None = None
-    # The same matrix -> an int8 weight object whose `x @ w` is the library's int8 kernel (float32
-    # in and out) and whose `.mT` is the [out, in] table (npgpt/int8.py); for DTYPES with "int8".
-    to_int8: Callable[[np.ndarray], Any] | None = None
+    # The same matrix and whether it is also looked up as a table (wte) -> an int8 weight object
+    # whose `x @ w` is the library's int8 kernel (float32 in and out) and whose `.mT` is the
+    # [out, in] table (npgpt/int8.py); for DTYPES with "int8".
+    to_int8: Callable[[np.ndarray, bool], Any] | None = None
     # Laid-out params -> the same params with their products of a few rows on a faster kernel, for
     # steps over several sequences (npgpt/batched.py), or None where it cannot; costs memory, so the
     # engine asks only once it runs such a step.
@@ -103,8 +104,8 @@ class Backend:
         if dtype == "float32":
             return self.layout(map_with_path(lambda _name, a: self.asarray(a), params))
         to_16bit = self.to_16bit
-        convert: Callable[[np.ndarray], Any] | None = (
-            self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w: to_16bit(w, dtype)
+        convert: Callable[[np.ndarray, bool], Any] | None = (
+            self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w, _table: to_16bit(w, dtype)
         )
         if convert is None or dtype not in self.dtypes:
             backends = _cpu_backends_with(dtype)
@@ -116,16 +117,20 @@ class Backend:
                 + (f" ({', '.join(missing)})" if missing and len(missing) == len(backends) else "")
             )
 
-        def narrow(w: np.ndarray) -> Any:  # one matrix at a time, straight from the checkpoint's pages
-            out = convert(w)
+        def narrow(w: np.ndarray, table: bool = False) -> Any:  # one matrix at a time, from the checkpoint's pages
+            out = convert(w, table)
             release_mapped(w)
             return out
 
-        # The head (wte, or an untied lm_head) multiplies by its transpose: pass it as used.
-        # ".w": every linear layer.
+        # The head (wte, or an untied lm_head) multiplies by its transpose: pass it as used. wte is
+        # also the token embedding's table. ".w": every linear layer.
         return map_with_path(
             lambda name, a: (
-                narrow(a.T).T if name in ("wte", "lm_head") else narrow(a) if name.endswith(".w") else self.asarray(a)
+                narrow(a.T, table=name == "wte").T
+                if name in ("wte", "lm_head")
+                else narrow(a)
+                if name.endswith(".w")
+                else self.asarray(a)
             ),
             params,
         )
@@ -238,10 +243,10 @@ def get_backend(name: str) -> Backend:
 
     if name == "numpy":
 
-        def q8_0(w: np.ndarray) -> Any:
+        def q8_0(w: np.ndarray, table: bool) -> Any:
             from .q8_0 import Q8Matrix
 
-            return Q8Matrix.from_float(w, _release_rows(w))
+            return Q8Matrix.from_float(w, _release_rows(w), table=table)
 
         def batched(params: dict[str, Any]) -> dict[str, Any] | None:
             from .batched import batched_layout
@@ -301,7 +306,7 @@ def get_backend(name: str) -> Backend:
                 src = torch.from_numpy(w)
             return src.T.to(device, getattr(torch, dtype), memory_format=torch.contiguous_format).T
 
-        def to_int8(w: np.ndarray) -> Any:
+        def to_int8(w: np.ndarray, _table: bool) -> Any:  # the kernel reads the codes it keeps: no second copy
             from .int8 import Int8Matrix
 
             with warnings.catch_warnings():  # read-only memmap: only read here, never written

@@ -20,9 +20,17 @@ CPU has them), float32 out: the same arithmetic as llama.cpp's ``q8_0 x q8_0`` d
 Picked by measurement (docs/benchmarks.md, ``scripts/int8_kernels.py``): on an AVX-512/AMX host it
 ran GPT-2's products at 1 row 2-5x faster than NumPy's float32 and than PyTorch's int8 kernels, and
 it needs no PyTorch in the process (~200 MB less resident memory). One ONNX Runtime session per
-matrix, built at load; where the entry point has called :func:`share_thread_pool` (npgpt's CLI,
+matrix, built at load. Where the entry point has called :func:`share_thread_pool` (npgpt's CLI,
 server and bench do), all of them run on ONNX Runtime's one global thread pool.
-``OMP_NUM_THREADS``, where set, bounds its threads as it bounds OpenBLAS's.
+
+Memory: a session multiplies from its own prepacked copy of the codes (ONNX Runtime copies the
+initializers it is handed). :func:`_session_keeps_its_own_copy` checks that at load, and a matrix
+that is only ever a product weight then drops its Python-side codes and scales: the 8-bit weights
+are held once, not twice (GPT-2 124M, resident after load: 418 -> 342 MB with the sessions'
+memory arenas off as well, npgpt/onnx_session.py). ``wte`` keeps its codes: its rows are looked up
+as the token embedding.
+
+``OMP_NUM_THREADS``, where set, bounds the pool's threads as it bounds OpenBLAS's.
 
 Errors: :class:`~npgpt.errors.NpgptError` if ``onnxruntime``/``onnx`` are missing (``pip install
 'npgpt[int8]'``); ``TypeError`` for anything but ``x @ m`` ([rows, in] float32) and table lookups.
@@ -78,7 +86,7 @@ def _session(codes: np.ndarray, scales: np.ndarray) -> Any:
     n, n_blocks, block = codes.shape
     return session(
         "MatMulNBits",
-        {"q": codes, "d": scales.reshape(-1)},  # stay in Q8Matrix, which outlives the session
+        {"q": codes, "d": scales.reshape(-1)},  # kept by Q8Matrix unless the session holds its own
         n_blocks * block,
         n,
         "int8 weights",
@@ -88,6 +96,32 @@ def _session(codes: np.ndarray, scales: np.ndarray) -> Any:
         block_size=block,
         accuracy_level=4,  # int8 compute: activations quantized per block of 32, int32 accumulation
     )
+
+
+def _session_keeps_its_own_copy(sess: Any, codes: np.ndarray, scales: np.ndarray) -> bool:
+    """Whether ``sess`` computes from its own copy of ``codes`` and ``scales``, not from their memory.
+
+    ONNX Runtime (1.32, as measured) copies external initializers into its own buffers and
+    prepacks them; its API promises neither that nor the opposite. So this checks: the same rows
+    before and after ``codes`` and ``scales`` are overwritten must give the same products (then
+    restored, bit for bit). False, and nothing dropped, where the arrays are read-only or the
+    products differ. Only at load, before anything else holds the matrix.
+    """
+    if not (codes.flags.writeable and scales.flags.writeable):
+        return False
+    k = codes.shape[1] * codes.shape[2]
+    rows = np.random.default_rng(0).standard_normal((33, k), dtype=np.float32)
+    probes = (rows[:1], rows)  # one row and several: ONNX Runtime's two kinds of product
+    before = [sess.run(None, {"x": x})[0] for x in probes]
+    kept = scales.copy()
+    np.bitwise_xor(codes, 0xFF, out=codes)  # every code changes (and changes back below)
+    scales[...] = 1.0  # every scale changes too, zero ones included
+    try:
+        after = [sess.run(None, {"x": x})[0] for x in probes]
+    finally:
+        np.bitwise_xor(codes, 0xFF, out=codes)
+        scales[...] = kept
+    return all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def in_use(params: dict[str, Any]) -> bool:
@@ -139,27 +173,37 @@ class Q8Matrix(ProductWeight):
 
     dtype = np.dtype(np.int8)  # what model.matmul tests: an int8 weight carries its own kernel
 
-    def __init__(self, codes: np.ndarray, scales: np.ndarray, k: int, transposed: bool = True) -> None:
-        self.codes = codes  # [out, in/32, 32] uint8, q + 128
-        self.scales = scales  # [out, in/32] float32
+    def __init__(
+        self, codes: np.ndarray, scales: np.ndarray, k: int, transposed: bool = True, table: bool = True
+    ) -> None:
+        self.codes: np.ndarray | None = codes  # [out, in/32, 32] uint8, q + 128; None once dropped
+        self.scales: np.ndarray | None = scales  # [out, in/32] float32; None once dropped
         self.k = k  # the input dimension before padding
         self.transposed = transposed
+        self._shape = codes.shape
+        self._nbytes = codes.nbytes + scales.nbytes
         self._session = _session(codes, scales)
+        if not table and _session_keeps_its_own_copy(self._session, codes, scales):
+            self.codes = self.scales = None  # a second copy of what the session holds: not kept
 
     @classmethod
-    def from_float(cls, w: np.ndarray, done: Callable[[int, int], None] | None = None) -> Q8Matrix:
-        """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine); ``done``: see quantize."""
+    def from_float(cls, w: np.ndarray, done: Callable[[int, int], None] | None = None, table: bool = True) -> Q8Matrix:
+        """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine); ``done``: see quantize.
+
+        ``table=False``: the matrix is only ever multiplied by (every ``.w``, an untied head), never
+        looked up as ``wte``'s rows; its codes then live in ONNX Runtime's session alone.
+        """
         codes, scales = quantize(w.T, done)
-        return cls(codes, scales, w.shape[0])
+        return cls(codes, scales, w.shape[0], table=table)
 
     @property
     def shape(self) -> tuple[int, int]:
-        out = self.codes.shape[0]
+        out = self._shape[0]
         return (self.k, out) if self.transposed else (out, self.k)
 
     @property
-    def nbytes(self) -> int:
-        return self.codes.nbytes + self.scales.nbytes
+    def nbytes(self) -> int:  # the Q8_0 codes and scales, wherever they are held
+        return self._nbytes
 
     def flipped(self) -> Q8Matrix:
         m = Q8Matrix.__new__(Q8Matrix)
@@ -169,7 +213,7 @@ class Q8Matrix(ProductWeight):
     def __rmatmul__(self, x: np.ndarray) -> np.ndarray:  # [rows, in] float32 -> [rows, out] float32
         if not self.transposed or getattr(x, "ndim", 0) != 2 or x.shape[1] != self.k:
             raise TypeError("an int8 matrix multiplies [rows, in] @ [in, out] only")
-        pad = self.codes.shape[1] * self.codes.shape[2] - self.k
+        pad = self._shape[1] * self._shape[2] - self.k
         if pad:  # the kernel's K is whole blocks; the padded inputs meet zero weights
             x = np.pad(x, ((0, 0), (0, pad)))
         return self._session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
@@ -180,10 +224,12 @@ class Q8Matrix(ProductWeight):
     def __getitem__(self, index: Any) -> np.ndarray:  # table rows, widened: [n] ids -> [n, in] float32
         if self.transposed:
             raise TypeError("index an int8 matrix as a table [out, in] (e.g. wte), not as a product weight")
+        if self.codes is None or self.scales is None:
+            raise TypeError("this int8 matrix was loaded as a product weight only; its rows are not kept as a table")
         rows = index[0] if isinstance(index, tuple) else index
         q = self.codes[rows].astype(np.float32) - np.float32(ZERO)  # [n, in/32, 32]
         w = q * self.scales[rows][..., None]
         return w.reshape(w.shape[0], -1)[:, : self.k]
 
     def __repr__(self) -> str:
-        return f"Q8Matrix(shape={self.shape}, blocks of {self.codes.shape[2]})"
+        return f"Q8Matrix(shape={self.shape}, blocks of {self._shape[2]})"

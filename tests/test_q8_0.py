@@ -80,12 +80,16 @@ def test_missing_onnxruntime_is_one_line_naming_the_extra(monkeypatch):
         GPT2(config, init_params(config, seed=0), dtype="int8")
 
 
-def test_q8_0_gguf_loads_into_int8_with_the_files_own_codes(tmp_path):
+def test_q8_0_gguf_loads_into_int8_with_the_files_own_codes(tmp_path, monkeypatch):
     """A Q8_0 GGUF written by llama.cpp's converter, loaded with dtype="int8": every Q8_0 matrix of the file
     is the int8 weight npgpt multiplies with, codes and scales bit for bit (the scheme is the same, and
-    float16 scales are exact in float32), so no second rounding happens."""
+    float16 scales are exact in float32), so no second rounding happens. (The product-only matrices
+    are kept here: normally only their session holds the codes it was built from, these.)"""
     gguf = pytest.importorskip("gguf")
     import npgpt
+    from npgpt import q8_0
+
+    monkeypatch.setattr(q8_0, "_session_keeps_its_own_copy", lambda *args: False)
     from npgpt.formats.gguf_format import _name_table
     from npgpt.params import flatten
 
@@ -107,6 +111,56 @@ def test_q8_0_gguf_loads_into_int8_with_the_files_own_codes(tmp_path):
         np.testing.assert_array_equal(m.scales, raw[..., :2].copy().view(np.float16)[..., 0].astype(np.float32))
         checked += 1
     assert checked >= 4  # every block's matrices that split into 32-value rows
+
+
+def test_int8_weights_are_held_once_only_wte_keeps_its_codes_as_the_embedding_table():
+    """ONNX Runtime multiplies from its own prepacked copy, so a product-only matrix keeps no codes of its
+    own (they were a second copy: 124M 418 -> 342 MB resident after load). wte, the embedding table,
+    keeps them; the logits are bit for bit those of a model that keeps every matrix's codes."""
+    from npgpt import q8_0
+    from npgpt.params import flatten
+
+    config = GPT2Config(n_vocab=101, n_ctx=16, n_embd=48, n_head=3, n_layer=2)
+    params = init_params(config, seed=3)
+    model = GPT2(config, params, dtype="int8")
+    weights = flatten(model.params)
+    assert weights["wte"].codes is not None and weights["wte"].codes.shape == (101, 2, BLOCK)
+    products = [w for name, w in weights.items() if name.endswith(".w")]
+    assert len(products) == 8 and all(w.codes is None and w.scales is None for w in products)
+    assert all(w.nbytes == w.shape[1] * -(-w.shape[0] // BLOCK) * (BLOCK + 4) for w in products)  # still counted
+    ids = [[5, 17, 3, 99, 0, 42]]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(q8_0, "_session_keeps_its_own_copy", lambda *args: False)
+        kept = GPT2(config, params, dtype="int8")
+    assert all(w.codes is not None for w in flatten(kept.params).values() if isinstance(w, Q8Matrix))
+    np.testing.assert_array_equal(model.logits(ids), kept.logits(ids))
+    with pytest.raises(TypeError, match="loaded as a product weight only"):
+        products[0].T[[1]]
+
+
+def test_codes_are_dropped_only_where_the_session_provably_does_not_read_them():
+    """The check overwrites codes and scales and compares products: a session that reads them in place
+    (a stand-in here) keeps them, restored bit for bit; read-only arrays are never touched."""
+    from npgpt.q8_0 import _session_keeps_its_own_copy
+
+    rng = np.random.default_rng(4)
+    codes, scales = quantize(rng.standard_normal((40, 64), dtype=np.float32))
+    before_codes, before_scales = codes.copy(), scales.copy()
+
+    class InPlace:  # computes from the arrays it was given, as a zero-copy runtime would
+        def run(self, _names, feed):
+            w = (codes.astype(np.float32) - ZERO) * scales[..., None]  # [out, in/32, 32]
+            return [feed["x"] @ w.reshape(40, -1).T]
+
+    assert _session_keeps_its_own_copy(InPlace(), codes, scales) is False
+    np.testing.assert_array_equal(codes, before_codes)
+    np.testing.assert_array_equal(scales, before_scales)
+    real = Q8Matrix(codes, scales, 64)  # table=True: the check is not run
+    assert real.codes is codes
+    assert _session_keeps_its_own_copy(real._session, codes, scales) is True  # ONNX Runtime's own copy
+    np.testing.assert_array_equal(codes, before_codes)
+    codes.flags.writeable = False
+    assert _session_keeps_its_own_copy(real._session, codes, scales) is False
 
 
 def test_an_onnxruntime_without_the_kernel_is_one_line_naming_the_fix(monkeypatch):
