@@ -168,6 +168,23 @@ def test_non_finite_weights_are_refused(value, fmt, tmp_path):
     _assert_one_line_exit_1(path, "NaN or infinite")
 
 
+@pytest.mark.parametrize("where", ["first", "chunk edge", "last"])
+def test_the_finiteness_check_reads_a_large_tensor_in_parts_and_misses_none(where, tmp_path, monkeypatch):
+    """check_finite reads a tensor a chunk at a time (so a large one's mask and pages are never held
+    whole): a NaN in its first value, at a chunk's edge and in its last value is still found."""
+    import npgpt.formats as formats
+
+    monkeypatch.setattr(formats, "CHECK_CHUNK", 7)  # small parts: the tiny config's tensors span many
+    params = random_params(CONFIG)
+    w = params["blocks"][1]["mlp"]["c_fc"]["w"]
+    w.reshape(-1)[{"first": 0, "chunk edge": 7 * 5, "last": w.size - 1}[where]] = np.nan
+    npgpt_format.save(tmp_path / "m.safetensors", CONFIG, params)
+    with pytest.raises(CheckpointError, match="blocks.1.mlp.c_fc.w.*NaN or infinite"):
+        load_checkpoint(tmp_path / "m.safetensors")
+    (tmp_path / "ok").mkdir()
+    load_checkpoint(_write("npgpt", tmp_path / "ok")[0])  # and a finite one passes, in parts too
+
+
 @pytest.mark.timeout(60)  # a bound on a hang (building 10**9 layers' shapes), not a speed threshold
 def test_a_config_claiming_a_billion_layers_is_refused_at_once(fmt, tmp_path):
     path, file = _write(fmt, tmp_path)

@@ -156,6 +156,9 @@ def _single_file(directory: Path) -> Path | None:
     return None
 
 
+CHECK_CHUNK = 1 << 20  # values checked at a time by check_finite
+
+
 def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and float32 NumPy params from any supported checkpoint path.
 
@@ -172,19 +175,26 @@ def check_finite(params: dict[str, Any], source: str) -> None:
 
     Reading every weight faults the whole memory-mapped file in; each tensor's pages are dropped
     again once checked (they come back from the page cache when used), so loading with narrower
-    weights never holds the float32 file and its conversion in memory at once.
+    weights never holds the float32 file and its conversion in memory at once. A large tensor is
+    checked a million values at a time, its pages dropped as it goes: checking GPT-2 124M's
+    ``wte`` whole held its 154 MB and a 38 MB mask at once (the peak of an int8 load, 255 MB).
     """
     from ..files import release_mapped
     from ..params import flatten
 
     for name, arr in flatten(params).items():
-        if not np.isfinite(arr).all():
-            raise CheckpointError(
-                f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
-                "corrupt or from a diverged run (re-download it or use an earlier checkpoint)"
-            )
+        flat = arr.reshape(-1) if isinstance(arr, np.ndarray) and arr.flags.c_contiguous else None
+        parts = [arr] if flat is None else [flat[i : i + CHECK_CHUNK] for i in range(0, flat.size, CHECK_CHUNK)]
+        for part in parts:
+            if not np.isfinite(part).all():
+                raise CheckpointError(
+                    f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
+                    "corrupt or from a diverged run (re-download it or use an earlier checkpoint)"
+                )
+            if isinstance(part, np.ndarray):
+                release_mapped(part)
         if isinstance(arr, np.ndarray):
-            release_mapped(arr)
+            release_mapped(arr)  # and the pages the parts share at their edges
 
 
 def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
