@@ -80,7 +80,7 @@ class Backend:
     # A host float32 weight matrix, [in, out] as the products use it -> on the backend in a 16-bit
     # dtype (by name), laid out for its products; for the backends whose DTYPES have one.
     to_16bit: Callable[[np.ndarray, str], Any] | None = None
-    # The same matrix and whether it is also looked up as a table (wte) -> an int8 weight object
+    # The same matrix and whether its rows are read too (wte, lm_head) -> an int8 weight object
     # whose `x @ w` is the library's int8 kernel (float32 in and out) and whose `.mT` is the
     # [out, in] table (npgpt/int8.py); for DTYPES with "int8".
     to_int8: Callable[[np.ndarray, bool], Any] | None = None
@@ -122,11 +122,12 @@ class Backend:
             release_mapped(w)
             return out
 
-        # The head (wte, or an untied lm_head) multiplies by its transpose: pass it as used. wte is
-        # also the token embedding's table. The heads first: the largest matrices, whose conversion's
-        # temporaries (int8: ONNX Runtime copies the codes before it prepacks them) then come while
-        # little else is resident (124M int8, peak during load: 379 -> 351 MB). ".w": every linear layer.
-        heads = {n: narrow(params[n].T, table=n == "wte").T for n in ("wte", "lm_head") if n in params}
+        # The head (wte, or an untied lm_head) multiplies by its transpose: pass it as used. Its rows
+        # are read as well (wte's: the token embedding; lm_head's: unembedding directions). The heads
+        # go first: the largest matrices, whose conversion's temporaries (int8: ONNX Runtime copies
+        # the codes before it prepacks them) then come while little else is resident (124M int8,
+        # peak during load: 379 -> 351 MB). ".w": every linear layer.
+        heads = {n: narrow(params[n].T, table=True).T for n in ("wte", "lm_head") if n in params}
         return map_with_path(
             lambda name, a: heads[name] if name in heads else narrow(a) if name.endswith(".w") else self.asarray(a),
             params,

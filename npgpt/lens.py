@@ -55,14 +55,14 @@ def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     L = model.config.n_layer
     names = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
     _, cache = run_with_cache(model, ids, names_filter=names, host=False)
-    wte = model.params["wte"]
-    xp = array_namespace(wte)
+    head = model.params.get("lm_head", model.params["wte"])  # the model's own unembedding (model.gpt2)
+    xp = array_namespace(head)
     at = np.arange(len(ids))
     top_ids, top_probs, final_probs = [], [], []
     # Last row first, for the final prediction; one [T, V] at a time (all of them would be 13 x 200 MB
     # for 124M at T = 1024).
     for name in reversed(names):
-        probs = softmax(matmul(layer_norm(cache.pop(name)[0], **model.params["ln_f"]), xp.matrix_transpose(wte)))
+        probs = softmax(matmul(layer_norm(cache.pop(name)[0], **model.params["ln_f"]), xp.matrix_transpose(head)))
         probs = model.backend.to_numpy(probs)  # [T, C] -> [T, V]
         top_ids.append(probs.argmax(-1))  # -> [T]
         top_probs.append(probs[at, top_ids[-1]])

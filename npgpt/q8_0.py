@@ -24,11 +24,12 @@ matrix, built at load. Where the entry point has called :func:`share_thread_pool
 server and bench do), all of them run on ONNX Runtime's one global thread pool.
 
 Memory: a session multiplies from its own prepacked copy of the codes (ONNX Runtime copies the
-initializers it is handed). :func:`_session_keeps_its_own_copy` checks that at load, and a matrix
-that is only ever a product weight then drops its Python-side codes and scales: the 8-bit weights
-are held once, not twice (GPT-2 124M, resident after load: 418 -> 342 MB with the sessions'
-memory arenas off as well, npgpt/onnx_session.py). ``wte`` keeps its codes: its rows are looked up
-as the token embedding.
+initializers it is handed). :func:`runtime_keeps_its_own_copy` checks that once per process, on
+matrices of its own, and a product-only matrix (every block's ``.w``) then drops its Python-side
+codes and scales: the 8-bit weights are held once, not twice (GPT-2 124M, resident after load:
+418 -> 342 MB, with the sessions' memory arenas off as well, npgpt/onnx_session.py). The heads
+keep theirs: ``wte``'s rows are the token embedding, and an untied ``lm_head``'s rows are read as
+unembedding directions.
 
 ``OMP_NUM_THREADS``, where set, bounds the pool's threads as it bounds OpenBLAS's.
 
@@ -38,6 +39,7 @@ Errors: :class:`~npgpt.errors.NpgptError` if ``onnxruntime``/``onnx`` are missin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +52,7 @@ __all__ = ["Q8Matrix", "cap_blas_for", "in_use", "keep_blas_to_one_thread", "qua
 BLOCK = 32  # inputs per scale: Q8_0's block (ggml's QK8_0)
 ZERO = 128  # the codes are stored q + 128 (uint8), MatMulNBits's default zero point for 8 bits
 CHUNK = 1 << 20  # weights quantized at a time: bounds the float32 temporary at load (4 MB)
+DROP_BYTES = 4096  # a product-only matrix with fewer code bytes keeps them (not worth a page)
 
 
 def quantize(rows: np.ndarray, done: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -98,15 +101,28 @@ def _session(codes: np.ndarray, scales: np.ndarray) -> Any:
     )
 
 
-def _session_keeps_its_own_copy(sess: Any, codes: np.ndarray, scales: np.ndarray) -> bool:
-    """Whether ``sess`` computes from its own copy of ``codes`` and ``scales``, not from their memory.
+@functools.cache
+def runtime_keeps_its_own_copy() -> bool:
+    """Whether this process's ONNX Runtime multiplies an 8-bit matrix from its own copy of the codes.
 
-    ONNX Runtime (1.32, as measured) copies external initializers into its own buffers and
-    prepacks them; its API promises neither that nor the opposite. So this checks: the same rows
-    before and after ``codes`` and ``scales`` are overwritten must give the same products (then
-    restored, bit for bit). False, and nothing dropped, where the arrays are read-only or the
-    products differ. Only at load, before anything else holds the matrix.
+    ONNX Runtime (1.32, as measured) copies external initializers into buffers of its own and
+    prepacks them; its API promises neither that nor the opposite. Checked once per process (a
+    check per matrix kept ONNX Runtime's pool thread spinning through the load: +1 s for 124M on 2
+    cores), on two matrices of its own, the smallest whose codes are dropped (``DROP_BYTES``) and
+    a large one (1 MB): both must hold their own copy.
     """
+    rng = np.random.default_rng(0)
+    for out, n_blocks in ((DROP_BYTES // (32 * BLOCK), 32), (256, 128)):
+        codes, scales = quantize(rng.standard_normal((out, n_blocks * BLOCK), dtype=np.float32))
+        if not _session_keeps_its_own_copy(_session(codes, scales), codes, scales):
+            return False
+    return True
+
+
+def _session_keeps_its_own_copy(sess: Any, codes: np.ndarray, scales: np.ndarray) -> bool:
+    """Whether ``sess`` computes from its own copy of ``codes`` and ``scales``, not from their memory:
+    the same rows give the same products before and after both are overwritten (then restored, bit
+    for bit). False where the arrays are read-only or the products differ."""
     if not (codes.flags.writeable and scales.flags.writeable):
         return False
     k = codes.shape[1] * codes.shape[2]
@@ -183,15 +199,15 @@ class Q8Matrix(ProductWeight):
         self._shape = codes.shape
         self._nbytes = codes.nbytes + scales.nbytes
         self._session = _session(codes, scales)
-        if not table and _session_keeps_its_own_copy(self._session, codes, scales):
+        if not table and codes.nbytes >= DROP_BYTES and runtime_keeps_its_own_copy():
             self.codes = self.scales = None  # a second copy of what the session holds: not kept
 
     @classmethod
     def from_float(cls, w: np.ndarray, done: Callable[[int, int], None] | None = None, table: bool = True) -> Q8Matrix:
         """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine); ``done``: see quantize.
 
-        ``table=False``: the matrix is only ever multiplied by (every ``.w``, an untied head), never
-        looked up as ``wte``'s rows; its codes then live in ONNX Runtime's session alone.
+        ``table=False``: the matrix is only ever multiplied by (every block's ``.w``), its rows never
+        read; its codes then live in ONNX Runtime's session alone (see the module docstring).
         """
         codes, scales = quantize(w.T, done)
         return cls(codes, scales, w.shape[0], table=table)
@@ -226,10 +242,11 @@ class Q8Matrix(ProductWeight):
             raise TypeError("index an int8 matrix as a table [out, in] (e.g. wte), not as a product weight")
         if self.codes is None or self.scales is None:
             raise TypeError("this int8 matrix was loaded as a product weight only; its rows are not kept as a table")
-        rows = index[0] if isinstance(index, tuple) else index
-        q = self.codes[rows].astype(np.float32) - np.float32(ZERO)  # [n, in/32, 32]
+        rows, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        q = self.codes[rows].astype(np.float32) - np.float32(ZERO)  # [n, in/32, 32] ([in/32, 32] for one id)
         w = q * self.scales[rows][..., None]
-        return w.reshape(w.shape[0], -1)[:, : self.k]
+        w = w.reshape(*w.shape[:-2], -1)[..., : self.k]  # -> [n, in] ([in])
+        return w[(..., *rest)] if rest else w
 
     def __repr__(self) -> str:
         return f"Q8Matrix(shape={self.shape}, blocks of {self._shape[2]})"

@@ -38,6 +38,31 @@ def test_logit_lens_equals_hidden_states_through_ln_f_and_head(pair):
     np.testing.assert_array_equal(lens.top_ids[L], model.logits(ids)[0].argmax(-1))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_logit_lens_unembeds_with_an_untied_models_own_head(dtype):
+    """An untied model predicts with lm_head, not wte: the lens's last row is the model's own prediction,
+    and every row is ln_f then lm_head."""
+    import dataclasses
+
+    from npgpt.api import GPT2
+    from npgpt.model import layer_norm
+    from npgpt.params import init_params
+
+    if dtype == "int8":
+        pytest.importorskip("onnxruntime")
+    config = dataclasses.replace(CONFIGS["tiny"], tie_word_embeddings=False)
+    model = GPT2(config, init_params(config, seed=1, std=0.3), dtype=dtype)
+    ids = np.array([464, 3139, 286, 4881, 318, 6342, 13])
+    lens = logit_lens(model, ids)
+    L = config.n_layer
+    np.testing.assert_array_equal(lens.top_ids[L], model.logits(ids)[0].argmax(-1))
+    if dtype == "float32":
+        resid = model.run_with_cache(ids)[1]["blocks.0.hook_resid_pre"][0]
+        np.testing.assert_array_equal(
+            lens.top_ids[0], (layer_norm(resid, **model.params["ln_f"]) @ model.params["lm_head"].T).argmax(-1)
+        )
+
+
 def test_attention_pattern_equals_hugging_face(pair):
     model, ref = pair("tiny")
     ids = np.array([50256, 1212, 318, 257, 1332, 13])

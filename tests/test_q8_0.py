@@ -89,7 +89,7 @@ def test_q8_0_gguf_loads_into_int8_with_the_files_own_codes(tmp_path, monkeypatc
     import npgpt
     from npgpt import q8_0
 
-    monkeypatch.setattr(q8_0, "_session_keeps_its_own_copy", lambda *args: False)
+    monkeypatch.setattr(q8_0, "runtime_keeps_its_own_copy", lambda: False)
     from npgpt.formats.gguf_format import _name_table
     from npgpt.params import flatten
 
@@ -113,24 +113,29 @@ def test_q8_0_gguf_loads_into_int8_with_the_files_own_codes(tmp_path, monkeypatc
     assert checked >= 4  # every block's matrices that split into 32-value rows
 
 
-def test_int8_weights_are_held_once_only_wte_keeps_its_codes_as_the_embedding_table():
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_int8_weights_are_held_once_only_the_heads_keep_their_rows(tied):
     """ONNX Runtime multiplies from its own prepacked copy, so a product-only matrix keeps no codes of its
-    own (they were a second copy: 124M 418 -> 342 MB resident after load). wte, the embedding table,
-    keeps them; the logits are bit for bit those of a model that keeps every matrix's codes."""
+    own (they were a second copy: 124M 418 -> 342 MB resident after load). The heads keep them: wte's
+    rows are the embedding, lm_head's the unembedding directions. Logits bit for bit those of a model
+    that keeps every matrix's codes."""
     from npgpt import q8_0
     from npgpt.params import flatten
 
-    config = GPT2Config(n_vocab=101, n_ctx=16, n_embd=48, n_head=3, n_layer=2)
+    config = GPT2Config(n_vocab=101, n_ctx=16, n_embd=96, n_head=3, n_layer=2, tie_word_embeddings=tied)
     params = init_params(config, seed=3)
     model = GPT2(config, params, dtype="int8")
     weights = flatten(model.params)
-    assert weights["wte"].codes is not None and weights["wte"].codes.shape == (101, 2, BLOCK)
+    heads = ["wte"] if tied else ["wte", "lm_head"]
+    for name in heads:
+        assert weights[name].codes is not None and weights[name].codes.shape == (101, 3, BLOCK)
+        np.testing.assert_allclose(weights[name][[7]], params[name][[7]], atol=0.02)  # its rows, widened
     products = [w for name, w in weights.items() if name.endswith(".w")]
     assert len(products) == 8 and all(w.codes is None and w.scales is None for w in products)
     assert all(w.nbytes == w.shape[1] * -(-w.shape[0] // BLOCK) * (BLOCK + 4) for w in products)  # still counted
     ids = [[5, 17, 3, 99, 0, 42]]
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(q8_0, "_session_keeps_its_own_copy", lambda *args: False)
+        m.setattr(q8_0, "runtime_keeps_its_own_copy", lambda: False)
         kept = GPT2(config, params, dtype="int8")
     assert all(w.codes is not None for w in flatten(kept.params).values() if isinstance(w, Q8Matrix))
     np.testing.assert_array_equal(model.logits(ids), kept.logits(ids))
@@ -138,9 +143,25 @@ def test_int8_weights_are_held_once_only_wte_keeps_its_codes_as_the_embedding_ta
         products[0].T[[1]]
 
 
+def test_the_copy_check_runs_once_per_process_on_matrices_of_its_own():
+    """Checking every matrix kept ONNX Runtime's pool thread spinning through the load (+1 s for 124M):
+    the answer is the runtime's, so it is found once, and the caller's arrays are never written."""
+    from npgpt import q8_0
+
+    q8_0.runtime_keeps_its_own_copy.cache_clear()
+    calls = []
+    real = q8_0._session_keeps_its_own_copy
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(q8_0, "_session_keeps_its_own_copy", lambda *a: calls.append(a[1].nbytes) or real(*a))
+        config = GPT2Config(n_vocab=101, n_ctx=16, n_embd=96, n_head=3, n_layer=2)
+        GPT2(config, init_params(config, seed=3), dtype="int8")
+        GPT2(config, init_params(config, seed=4), dtype="int8")
+    assert calls == [q8_0.DROP_BYTES, 1 << 20]  # two matrices of its own, once
+
+
 def test_codes_are_dropped_only_where_the_session_provably_does_not_read_them():
     """The check overwrites codes and scales and compares products: a session that reads them in place
-    (a stand-in here) keeps them, restored bit for bit; read-only arrays are never touched."""
+    (a stand-in here) is found out, and the arrays are restored bit for bit; read-only ones are never touched."""
     from npgpt.q8_0 import _session_keeps_its_own_copy
 
     rng = np.random.default_rng(4)
@@ -155,12 +176,35 @@ def test_codes_are_dropped_only_where_the_session_provably_does_not_read_them():
     assert _session_keeps_its_own_copy(InPlace(), codes, scales) is False
     np.testing.assert_array_equal(codes, before_codes)
     np.testing.assert_array_equal(scales, before_scales)
-    real = Q8Matrix(codes, scales, 64)  # table=True: the check is not run
+    real = Q8Matrix(codes, scales, 64)  # table=True: its codes stay
     assert real.codes is codes
     assert _session_keeps_its_own_copy(real._session, codes, scales) is True  # ONNX Runtime's own copy
     np.testing.assert_array_equal(codes, before_codes)
     codes.flags.writeable = False
     assert _session_keeps_its_own_copy(real._session, codes, scales) is False
+
+
+def test_table_rows_index_as_an_array_would():
+    w = np.random.default_rng(5).standard_normal((48, 10), dtype=np.float32)  # [in, out]; rows of .T: [10, 48]
+    table = Q8Matrix.from_float(w).T
+    dense = table[np.arange(10)]
+    assert dense.shape == (10, 48)
+    np.testing.assert_array_equal(table[3], dense[3])  # one id: [in], not [blocks, 32]
+    np.testing.assert_array_equal(table[[1, 2], :], dense[[1, 2]])
+    np.testing.assert_array_equal(table[3, 4:6], dense[3, 4:6])
+
+
+def test_an_int8_loaded_model_is_not_saved_as_garbage(tmp_path):
+    """A model loaded with dtype="int8" holds no float weights: saving it is one line naming the fix,
+    and nothing is written."""
+    from npgpt.errors import CheckpointError
+    from npgpt.formats import save_checkpoint
+
+    config = GPT2Config(n_vocab=101, n_ctx=16, n_embd=48, n_head=3, n_layer=2)
+    model = GPT2(config, init_params(config, seed=0), dtype="int8")
+    with pytest.raises(CheckpointError, match=r"8-bit weights.*dtype='float32' to save it") as err:
+        save_checkpoint(tmp_path / "m.safetensors", config, model.params)
+    assert "\n" not in str(err.value) and not list(tmp_path.iterdir())
 
 
 def test_an_onnxruntime_without_the_kernel_is_one_line_naming_the_fix(monkeypatch):

@@ -243,12 +243,27 @@ def save_checkpoint(
     """
     path = Path(path)
     _check_save_options(fmt, dtype, max_shard_size)
+    _check_writable_params(params)
     try:
         return _write(path, config, params, fmt, dtype, max_shard_size)
     except (FileExistsError, NotADirectoryError) as e:  # a folder to create where a file is (/dev/full, a.txt/x)
         raise CheckpointError(
             f"cannot write {path}: a part of the path is a file, not a folder ({e.filename}); choose another path"
         ) from None
+
+
+def _check_writable_params(params: dict[str, Any]) -> None:
+    """CheckpointError, before anything is written, for weights held as 8-bit codes: a model loaded
+    with ``dtype="int8"`` keeps no float weights to write (NumPy would make them one object each)."""
+    from ..params import flatten
+
+    for name, w in flatten(params).items():
+        if str(getattr(w, "dtype", "")).endswith("int8"):
+            raise CheckpointError(
+                f"cannot write {name!r}: it is held as 8-bit weights (loaded with dtype='int8'); load the "
+                "checkpoint with dtype='float32' to save it (`npgpt convert SRC out.gguf --to gguf --dtype q8_0` "
+                "writes 8-bit weights)"
+            )
 
 
 def _write(
