@@ -6,6 +6,7 @@ compiles the forward pass (once per input shape: a decode step has a fixed shape
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import numpy as np
 from .errors import NpgptError
 from .files import is_mapped, release_mapped
 from .hugepages import collapse_huge_pages
-from .params import map_with_path
+from .params import Q8_0Blocks, dequantized, map_with_path
 
 __all__ = ["Backend", "check_dtype", "collapse_huge_pages", "get_backend", "tune_allocator"]
 
@@ -88,6 +89,10 @@ class Backend:
     # steps over several sequences (npgpt/batched.py), or None where it cannot; costs memory, so the
     # engine asks only once it runs such a step.
     batched: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    # A GGUF's Q8_0 matrix as its blocks (params.Q8_0Blocks, taken as a product weight: its rows are
+    # the outputs) and whether its rows are read too -> the int8 weight to_int8 would make of it, from
+    # the file's own codes; for backends whose int8 product is Q8_0's (npgpt/q8_0.py).
+    from_q8_0: Callable[[Any, bool], Any] | None = None
     # Some of its products run on ONNX Runtime sessions (int8, batched float32): an entry point puts
     # them on one shared pool before loading (npgpt/onnx_session.py's share_thread_pool).
     onnx_sessions: bool = False
@@ -101,6 +106,9 @@ class Backend:
         ``wpe``, the kv cache and all activations stay float32.
         """
         check_dtype(dtype)
+        from_q8_0 = self.from_q8_0 if dtype == "int8" else None
+        if from_q8_0 is None:  # a GGUF's Q8_0 blocks only this backend's own int8 product takes as they are
+            params = dequantized(params)
         if dtype == "float32":
             return self.layout(map_with_path(lambda _name, a: self.asarray(a), params))
         to_16bit = self.to_16bit
@@ -117,7 +125,12 @@ class Backend:
                 + (f" ({', '.join(missing)})" if missing and len(missing) == len(backends) else "")
             )
 
-        def narrow(w: np.ndarray, table: bool = False) -> Any:  # one matrix at a time, from the checkpoint's pages
+        def narrow(w: Any, table: bool = False) -> Any:  # one matrix at a time, from the checkpoint's pages
+            if isinstance(w, Q8_0Blocks) and from_q8_0 is not None:
+                out = from_q8_0(w, table)  # the file's own codes, in the product's orientation
+                if w.raw is not None:
+                    release_mapped(w.raw)
+                return out
             out = convert(w, table)
             release_mapped(w)
             return out
@@ -127,11 +140,16 @@ class Backend:
         # go first: the largest matrices, whose conversion's temporaries (int8: ONNX Runtime copies
         # the codes before it prepacks them) then come while little else is resident (124M int8,
         # peak during load: 379 -> 351 MB). ".w": every linear layer.
-        heads = {n: narrow(params[n].T, table=True).T for n in ("wte", "lm_head") if n in params}
+        heads = {n: narrow(_flip(params[n]), table=True).T for n in ("wte", "lm_head") if n in params}
         return map_with_path(
             lambda name, a: heads[name] if name in heads else narrow(a) if name.endswith(".w") else self.asarray(a),
             params,
         )
+
+
+def _flip(w: Any) -> Any:
+    """``w.T``; for Q8_0 blocks, the same blocks taken as the other orientation."""
+    return dataclasses.replace(w, transposed=not w.transposed) if isinstance(w, Q8_0Blocks) else w.T
 
 
 def _release_rows(w: np.ndarray) -> Callable[[int, int], None] | None:
@@ -246,6 +264,11 @@ def get_backend(name: str) -> Backend:
 
             return Q8Matrix.from_float(w, _release_rows(w), table=table)
 
+        def from_q8_0(blocks: Q8_0Blocks, table: bool) -> Any:
+            from .q8_0 import Q8Matrix
+
+            return Q8Matrix.from_blocks(blocks, table=table)
+
         def batched(params: dict[str, Any]) -> dict[str, Any] | None:
             from .batched import batched_layout
 
@@ -259,6 +282,7 @@ def get_backend(name: str) -> Backend:
             dtypes=DTYPES[name],
             layout=_numpy_layout,
             to_int8=q8_0,
+            from_q8_0=from_q8_0,
             batched=batched,
             onnx_sessions=True,
         )

@@ -6,17 +6,55 @@ model; flattened names join the path with dots (``blocks.3.attn.c_attn.w``). Eve
 module maps its own names to these, and :func:`unflatten` checks every tensor against the
 config before the model ever sees it.
 :func:`map_with_path` is the one walker over the tree; everything else that visits leaves uses it.
+
+A leaf is a float32 array, or (a GGUF file's Q8_0 matrix, read for 8-bit weights) a
+:class:`Q8_0Blocks` that a backend multiplies as it is and everything else dequantizes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .config import GPT2Config
 from .errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class Q8_0Blocks:
+    """A weight matrix still in llama.cpp's Q8_0 blocks, as a GGUF file holds it (``block_q8_0``).
+
+    ``codes`` [rows, cols/32, 32] int8 and ``scales`` [rows, cols/32] float16, usually views of the
+    file's memory map: the blocks run along each row, ``row ~= codes * scales[..., None]``. The
+    param is those rows (``wte`` [V, C]) or, ``transposed``, their transpose (a block's Conv1D
+    ``w`` [in, out], whose rows are its outputs). Why a leaf of its own: a backend whose 8-bit
+    product is Q8_0's (``Backend.from_q8_0``: NumPy's, npgpt/q8_0.py) takes the file's own codes,
+    with no float32 copy of the model at load; :meth:`dequantize` serves everything else.
+    """
+
+    codes: np.ndarray
+    scales: np.ndarray
+    transposed: bool
+    raw: np.ndarray | None = None  # the file's bytes both are views of: their pages are dropped once read
+
+    @property
+    def shape(self) -> tuple[int, int]:  # the param's: [rows, cols], or [cols, rows] transposed
+        rows, n_blocks, block = self.codes.shape
+        return (n_blocks * block, rows) if self.transposed else (rows, n_blocks * block)
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 param: ``q * d`` per block (ggml's ``dequantize_row_q8_0``, bit for bit)."""
+        rows = self.codes.astype(np.float32) * self.scales.astype(np.float32)[..., None]  # [rows, blocks, 32]
+        rows = rows.reshape(rows.shape[0], -1)  # -> [rows, cols]
+        return rows.T if self.transposed else rows
+
+
+def dequantized(params: dict[str, Any]) -> dict[str, Any]:
+    """The same params with every :class:`Q8_0Blocks` as its float32 array."""
+    return map_with_path(lambda _name, a: a.dequantize() if isinstance(a, Q8_0Blocks) else a, params)
 
 
 def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:

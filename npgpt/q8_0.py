@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from .onnx_session import ProductWeight, session, share_thread_pool
+from .params import Q8_0Blocks
 
 __all__ = ["Q8Matrix", "cap_blas_for", "in_use", "keep_blas_to_one_thread", "quantize", "share_thread_pool"]
 
@@ -211,6 +212,19 @@ class Q8Matrix(ProductWeight):
         """
         codes, scales = quantize(w.T, done)
         return cls(codes, scales, w.shape[0], table=table)
+
+    @classmethod
+    def from_blocks(cls, blocks: Q8_0Blocks, table: bool = True) -> Q8Matrix:
+        """A GGUF file's Q8_0 matrix with its own codes and scales, nothing rounded again: ``blocks`` as a
+        product weight (``transposed``: its rows are the outputs); ``table``: see :meth:`from_float`.
+
+        The codes become ``q + 128`` in uint8 (flipping int8's sign bit), the float16 scales float32
+        (exactly): the same arrays :func:`quantize` makes of the dequantized weights, without them.
+        """
+        if not blocks.transposed:
+            raise TypeError("Q8_0 blocks become a product weight [in, out]: pass them with their rows as outputs")
+        codes = blocks.codes.view(np.uint8) ^ np.uint8(ZERO)  # int8 q -> q + 128, a new contiguous array
+        return cls(codes, blocks.scales.astype(np.float32), codes.shape[1] * codes.shape[2], table=table)
 
     @property
     def shape(self) -> tuple[int, int]:

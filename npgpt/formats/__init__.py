@@ -159,13 +159,15 @@ def _single_file(directory: Path) -> Path | None:
 CHECK_CHUNK = 1 << 20  # values checked at a time by check_finite
 
 
-def load_checkpoint(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
+def load_checkpoint(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and float32 NumPy params from any supported checkpoint path.
 
     Every tensor is checked to be finite: a NaN or infinite weight (a diverged run, a corrupt
-    download) would make every output silently garbage. Raises CheckpointError.
+    download) would make every output silently garbage. Raises CheckpointError. ``q8_0_blocks``: a
+    GGUF's Q8_0 matrices stay :class:`~npgpt.params.Q8_0Blocks` (see ``gguf_format.load``); other
+    formats have none.
     """
-    config, params = _load(Path(path))
+    config, params = _load(Path(path), q8_0_blocks)
     check_finite(params, str(path))
     return config, params
 
@@ -180,9 +182,11 @@ def check_finite(params: dict[str, Any], source: str) -> None:
     ``wte`` whole held its 154 MB and a 38 MB mask at once (the peak of an int8 load, 255 MB).
     """
     from ..files import release_mapped
-    from ..params import flatten
+    from ..params import Q8_0Blocks, flatten
 
     for name, arr in flatten(params).items():
+        if isinstance(arr, Q8_0Blocks):
+            arr = arr.scales  # its codes are integers, always finite
         flat = arr.reshape(-1) if isinstance(arr, np.ndarray) and arr.flags.c_contiguous else None
         parts = [arr] if flat is None else [flat[i : i + CHECK_CHUNK] for i in range(0, flat.size, CHECK_CHUNK)]
         for part in parts:
@@ -197,7 +201,7 @@ def check_finite(params: dict[str, Any], source: str) -> None:
             release_mapped(arr)  # and the pages the parts share at their edges
 
 
-def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
+def _load(path: Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, Any]]:
     fmt = detect(path)
     if fmt == "npgpt":
         from . import npgpt_format
@@ -220,7 +224,7 @@ def _load(path: Path) -> tuple[GPT2Config, dict[str, Any]]:
     if fmt == "gguf":
         from . import gguf_format
 
-        return gguf_format.load(path)
+        return gguf_format.load(path, q8_0_blocks)
     from . import openai_tf
 
     return openai_tf.load(path if path.is_dir() else path.parent)

@@ -21,11 +21,13 @@ ggml's shapes list the fastest-varying dimension first: a matrix of ``ne = [in, 
 ``embedding_length``, ``feed_forward_length``, ``attention.head_count``, ``attention.layer_norm_epsilon``.
 
 Reading: F32 tensors stay memory-mapped (transposed views); F16, BF16 and Q8_0 (and any other type
-``gguf.quants`` dequantizes) are dequantized to float32 on load. The tokenizer must be GPT-2's: llama.cpp
-model ``gpt2`` with GPT-2's 50257 tokens in GPT-2's order (other BPE models, e.g. Llama 3, also say
-``gpt2``), and one token per embedding row. Writing: F32, F16, BF16 or Q8_0 weight matrices (1-D tensors and
-``position_embd`` stay F32, matrices whose rows do not split into Q8_0's 32-value blocks fall back to F16,
-both as the converter does), with GPT-2's tokenizer from npgpt's assets, so llama.cpp loads the file.
+``gguf.quants`` dequantizes) are dequantized to float32 on load, except Q8_0 matrices loaded for a
+backend that multiplies Q8_0 blocks as they are (``load(..., q8_0_blocks=True)``). The tokenizer
+must be GPT-2's: llama.cpp model ``gpt2`` with GPT-2's 50257 tokens in GPT-2's order (other BPE
+models, e.g. Llama 3, also say ``gpt2``), and one token per embedding row. Writing: F32, F16, BF16
+or Q8_0 weight matrices (1-D tensors and ``position_embd`` stay F32, matrices whose rows do not
+split into Q8_0's 32-value blocks fall back to F16, both as the converter does), with GPT-2's
+tokenizer from npgpt's assets, so llama.cpp loads the file.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
-from ..params import flatten, unflatten
+from ..params import Q8_0Blocks, flatten, unflatten
 from .compat import make_config, require_writable, with_zero_biases
 
 ARCH = "gpt2"
@@ -171,8 +173,22 @@ def _to_float32(tensor: Any, path: Path) -> np.ndarray:
     return arr.reshape(shape) if arr.shape != shape else arr
 
 
-def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
+def _blocks(tensor: Any, transposed: bool) -> Q8_0Blocks:
+    """A Q8_0 ReaderTensor [rows, cols] as its codes and scales, views of the file's map (no copy)."""
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0]  # 32 values in 34 bytes
+    raw = np.asarray(tensor.data).reshape(int(tensor.shape[-1]), -1, size)  # ggml ne = [cols, rows]
+    scales = raw[..., :2].view(np.float16)[..., 0]  # each block: its float16 d, then 32 int8 q
+    return Q8_0Blocks(raw[..., 2 : 2 + block].view(np.int8), scales, transposed, raw)
+
+
+def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and float32 params from a GPT-2 GGUF file (F32, F16, BF16, Q8_0, ...).
+
+    ``q8_0_blocks``: a Q8_0 weight matrix (``wte`` and each block's four) stays in the file's own
+    blocks, a :class:`~npgpt.params.Q8_0Blocks` over the memory map, not dequantized: for a backend
+    that multiplies Q8_0 as it is (``load(dtype="int8")`` on NumPy), so loading holds no float32 copy.
 
     The layer-norm epsilon, the MLP width (``feed_forward_length``) and an untied ``output.weight`` (npgpt's
     ``lm_head``) go into the config, or are refused by :func:`compat.make_config` if this GPT2Config cannot
@@ -225,13 +241,16 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     _check_tokenizer(reader, path, n_vocab)
 
     table = _name_table(config.n_layer)
-    flat: dict[str, np.ndarray] = {}
+    flat: dict[str, Any] = {}
     for name, tensor in tensors.items():
         if name == _output_name():
             continue
         ours = table.get(name)
         if ours is None:
             raise CheckpointError(f"{path}: unexpected tensor {name!r} for a GPT-2 model")
+        if q8_0_blocks and tensor.tensor_type == gguf.GGMLQuantizationType.Q8_0 and tensor.data.ndim == 2:
+            flat[ours] = _blocks(tensor, transposed=ours.endswith(_MATRICES))  # wpe is F32, the rest 1-D
+            continue
         arr = _to_float32(tensor, path)
         flat[ours] = arr.T if ours.endswith(_MATRICES) else arr  # [out, in] -> Conv1D [in, out]
     if head is not None and not tied:  # untied implies a head was read
