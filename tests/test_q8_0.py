@@ -160,6 +160,10 @@ def test_q8_0_blocks_dequantize_as_ggml_does_and_other_dtypes_get_floats(tmp_pat
             got = b.dequantize()
             assert got.dtype == np.float32 and got.shape == b.shape
             np.testing.assert_array_equal(got, flatten(floats)[name])
+    from npgpt.formats import save_checkpoint
+
+    written = save_checkpoint(tmp_path / "back.safetensors", config, blocks)  # their floats, not objects
+    np.testing.assert_array_equal(flatten(load_checkpoint(written)[1])["wte"], flatten(floats)["wte"])
     placed = get_backend("numpy").put_params(blocks, "float32")
     assert not any(isinstance(a, Q8_0Blocks) for a in flatten(placed).values())
     ids = [[1, 2, 3, 4]]

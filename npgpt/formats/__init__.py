@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from ..params import dequantized
 from .npgpt_format import MODEL_FILE
 
 FORMATS = ("npgpt", "hf", "hf-sharded", "openai", "llmc", "gguf")  # the formats npgpt writes
@@ -249,7 +250,7 @@ def save_checkpoint(
     _check_save_options(fmt, dtype, max_shard_size)
     _check_writable_params(params)
     try:
-        return _write(path, config, params, fmt, dtype, max_shard_size)
+        return _write(path, config, dequantized(params), fmt, dtype, max_shard_size)
     except (FileExistsError, NotADirectoryError) as e:  # a folder to create where a file is (/dev/full, a.txt/x)
         raise CheckpointError(
             f"cannot write {path}: a part of the path is a file, not a folder ({e.filename}); choose another path"
