@@ -226,7 +226,7 @@ def load(
     the backend's storages decodes fastest on this host at ``auto_rows`` rows (once, then cached: see
     :func:`npgpt.autotune.choose_dtype`); the default stays float32, the same numbers on every host.
     """
-    from .backends import check_dtype, get_backend
+    from .backends import check_dtype
     from .char_tokenizer import tokenizer_from_spec
     from .formats import load_checkpoint
     from .formats.npgpt_format import tokenizer_spec
@@ -236,7 +236,9 @@ def load(
     path, notice = resolve(None if name_or_path is None else str(name_or_path))
     # A GGUF's Q8_0 matrices go to a backend whose int8 product is Q8_0's as the file's own blocks:
     # no float32 copy of the model at load (124M Q8_0 GGUF: peak 986 -> 358 MB).
-    config, params = load_checkpoint(path, q8_0_blocks=dtype == "int8" and get_backend(backend).from_q8_0 is not None)
+    # With "auto" too: if it picks another dtype, put_params dequantizes them then.
+    wants_blocks = dtype in ("int8", AUTO) and get_backend(backend).from_q8_0 is not None
+    config, params = load_checkpoint(path, q8_0_blocks=wants_blocks)
     spec = tokenizer_spec(path)  # a model trained with --tokenizer char names its own
     tokenizer = tokenizer_from_spec(spec)
     if spec is not None and tokenizer.n_vocab > config.n_vocab:

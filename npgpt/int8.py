@@ -11,7 +11,8 @@ widened to float32 as ``q[id] * s[id]`` (no second table).
 
 Products (PyTorch's kernels, picked by the figures of ``scripts/int8_kernels.py`` and an
 end-to-end decode, docs/benchmarks.md):
-- up to ``WEIGHT_ONLY_ROWS`` rows (decoding a few sequences): ``torch.ops.aten._weight_int8pack_mm``,
+- up to ``WEIGHT_ONLY_ROWS`` rows (decoding a few sequences) with an input width that is a
+  multiple of 32 (GPT-2's always are): ``torch.ops.aten._weight_int8pack_mm``,
   weight-only (the codes are widened in registers), on the activations cast to bfloat16 (on
   float32 ones it takes a slow path), float32 out;
 - more rows (batches, prefill): ``torch._int_mm`` on the same codes with dynamic per-row
@@ -111,7 +112,10 @@ class Int8Matrix:
     def __rmatmul__(self, x: torch.Tensor) -> torch.Tensor:  # [rows, in] float32 -> [rows, out] float32
         if not self.transposed or x.ndim != 2:
             raise TypeError("an int8 matrix multiplies [rows, in] @ [in, out] only")
-        if x.shape[0] <= WEIGHT_ONLY_ROWS:  # weight-only: widen the codes in registers
+        # Weight-only: widen the codes in registers. Its CPU kernel reads the input dimension in
+        # steps of 16 (or 32) with no check: at in=100 (n_inner=100's c_proj) it returned garbage or
+        # crashed the process (torch 2.13), so other widths take the int8 x int8 kernel below.
+        if x.shape[0] <= WEIGHT_ONLY_ROWS and self.codes.shape[1] % 32 == 0:
             y = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.codes, self._scales_bf16)
             return y.to(torch.float32)
         # Dynamic: each row of x to int8 with its own scale, an int8 x int8 -> int32 product.

@@ -108,6 +108,23 @@ def test_int8_logits_within_bound_of_float32(pair):
     assert abs(ce(got) - ce(exact)) < 0.01
 
 
+@pytest.mark.parametrize("backend", list(INT8_BACKENDS))
+def test_int8_on_input_widths_that_are_not_a_multiple_of_32(backend):
+    """n_inner=100 makes mlp.c_proj's input 100 wide: PyTorch's weight-only int8 kernel returned garbage
+    or crashed the process there (it reads the width in steps of 16 or 32); every row count stays
+    within the int8 bound of float32."""
+    import dataclasses
+
+    pytest.importorskip(INT8_BACKENDS[backend])
+    config = dataclasses.replace(ODD, n_embd=64, n_head=4, n_inner=100)
+    params = init_params(config, seed=1)
+    f32, i8 = GPT2(config, params), GPT2(config, params, backend=backend, dtype="int8")
+    for T in (1, 3, 9):  # the weight-only kernel's rows (<= 4) and the int8 x int8 kernel's
+        ids = np.arange(T)[None] * 7
+        exact, got = f32.logits(ids), i8.logits(ids)
+        assert np.isfinite(got).all() and 0 < np.abs(got - exact).max() <= 0.02 * np.abs(exact).max()
+
+
 def test_int8_cache_path_equals_full_forward(pair):
     _, i8 = pair
     prompt = [464, 3290, 318, 257]

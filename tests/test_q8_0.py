@@ -170,6 +170,48 @@ def test_q8_0_blocks_dequantize_as_ggml_does_and_other_dtypes_get_floats(tmp_pat
     np.testing.assert_array_equal(GPT2(config, blocks).logits(ids), GPT2(config, floats).logits(ids))
 
 
+def test_a_q8_0_wpe_and_dtype_auto_load_from_blocks_too(tmp_path, monkeypatch):
+    """Another writer may store position_embd in Q8_0 too: it is a table only, so it is read as floats;
+    and dtype="auto" takes the blocks as well, dequantizing them if it picks float32."""
+    gguf = pytest.importorskip("gguf")
+    from gguf import quants
+
+    import npgpt
+    from npgpt import autotune, formats
+    from npgpt.files import is_mapped
+    from npgpt.formats import gguf_format, load_checkpoint, save_checkpoint
+
+    reader = load_checkpoint
+
+    config = GPT2Config(n_vocab=50257, n_ctx=32, n_embd=64, n_head=2, n_layer=1)
+    params = init_params(config, seed=2)
+    real = gguf_format._encode
+
+    def wpe_in_q8_0(arr, dtype, name):
+        if name.startswith("position_embd"):
+            return quants.quantize(arr, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0
+        return real(arr, dtype, name)
+
+    monkeypatch.setattr(gguf_format, "_encode", wpe_in_q8_0)
+    path = save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf", dtype="q8_0")
+    monkeypatch.undo()
+    config, floats = load_checkpoint(path)
+    ids = [[1, 2, 3, 4, 5]]
+    model = npgpt.load(path, dtype="int8")
+    assert isinstance(model.params["wpe"], np.ndarray) and not is_mapped(model.params["wpe"])  # its own copy
+    assert not is_mapped(model.params["ln_f"]["g"])  # an int8 model reads nothing from the file after load
+    np.testing.assert_array_equal(model.logits(ids), GPT2(config, floats, dtype="int8").logits(ids))
+
+    for picked in ("int8", "float32"):
+        choice = autotune.Choice(dtype=picked, seconds={}, measured=False, key="test")
+        monkeypatch.setattr(autotune, "choose_dtype", lambda *a, choice=choice, **k: choice)
+        asked: list[dict] = []
+        monkeypatch.setattr(formats, "load_checkpoint", lambda *a, asked=asked, **k: asked.append(k) or reader(*a, **k))
+        auto = npgpt.load(path, dtype="auto")
+        assert asked == [{"q8_0_blocks": True}] and auto.dtype == picked
+        np.testing.assert_array_equal(auto.logits(ids), GPT2(config, floats, dtype=picked).logits(ids))
+
+
 def test_a_nan_scale_in_a_q8_0_gguf_is_refused_when_its_blocks_are_kept(tmp_path):
     pytest.importorskip("gguf")
     from npgpt.errors import CheckpointError

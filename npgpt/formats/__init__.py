@@ -186,8 +186,15 @@ def check_finite(params: dict[str, Any], source: str) -> None:
     from ..params import Q8_0Blocks, flatten
 
     for name, arr in flatten(params).items():
-        if isinstance(arr, Q8_0Blocks):
-            arr = arr.scales  # its codes are integers, always finite
+        if isinstance(arr, Q8_0Blocks):  # its codes are integers, always finite: its scales are checked
+            if not np.isfinite(arr.scales).all():
+                raise CheckpointError(
+                    f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
+                    "corrupt or from a diverged run (re-download it or use an earlier checkpoint)"
+                )
+            if arr.raw is not None:
+                release_mapped(arr.raw)  # reading the scales read every page of the blocks
+            continue
         flat = arr.reshape(-1) if isinstance(arr, np.ndarray) and arr.flags.c_contiguous else None
         parts = [arr] if flat is None else [flat[i : i + CHECK_CHUNK] for i in range(0, flat.size, CHECK_CHUNK)]
         for part in parts:

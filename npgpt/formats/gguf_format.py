@@ -248,8 +248,9 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
         ours = table.get(name)
         if ours is None:
             raise CheckpointError(f"{path}: unexpected tensor {name!r} for a GPT-2 model")
-        if q8_0_blocks and tensor.tensor_type == gguf.GGMLQuantizationType.Q8_0 and tensor.data.ndim == 2:
-            flat[ours] = _blocks(tensor, transposed=ours.endswith(_MATRICES))  # wpe is F32, the rest 1-D
+        is_matrix = ours == "wte" or ours.endswith(_MATRICES)  # the products' weights (wpe: a table only)
+        if q8_0_blocks and is_matrix and tensor.tensor_type == gguf.GGMLQuantizationType.Q8_0:
+            flat[ours] = _blocks(tensor, transposed=ours != "wte")
             continue
         arr = _to_float32(tensor, path)
         flat[ours] = arr.T if ours.endswith(_MATRICES) else arr  # [out, in] -> Conv1D [in, out]
