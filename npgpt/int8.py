@@ -118,6 +118,8 @@ class Int8Matrix:
         if x.shape[0] <= WEIGHT_ONLY_ROWS and self.codes.shape[1] % 32 == 0:
             y = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.codes, self._scales_bf16)
             return y.to(torch.float32)
+        if self.codes.shape[1] < 2:  # torch._int_mm on CPU is wrong at in=1 (torch 2.13): widen the column
+            return x @ (self.codes.T.to(torch.float32) * self.scales)  # [rows, 1] @ [1, out]
         # Dynamic: each row of x to int8 with its own scale, an int8 x int8 -> int32 product.
         x_scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-30) / 127.0  # [rows, 1]
         xq = torch.round(x / x_scale).to(torch.int8)  # [rows, in] int8

@@ -53,8 +53,18 @@ class Q8_0Blocks:
 
 
 def dequantized(params: dict[str, Any]) -> dict[str, Any]:
-    """The same params with every :class:`Q8_0Blocks` as its float32 array."""
-    return map_with_path(lambda _name, a: a.dequantize() if isinstance(a, Q8_0Blocks) else a, params)
+    """The same params with every :class:`Q8_0Blocks` as its float32 array (the file's pages it read let go)."""
+    from .files import release_mapped
+
+    def widen(_name: str, a: Any) -> Any:
+        if not isinstance(a, Q8_0Blocks):
+            return a
+        floats = a.dequantize()
+        if a.raw is not None:
+            release_mapped(a.raw)
+        return floats
+
+    return map_with_path(widen, params)
 
 
 def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:

@@ -164,6 +164,15 @@ def test_q8_0_blocks_dequantize_as_ggml_does_and_other_dtypes_get_floats(tmp_pat
 
     written = save_checkpoint(tmp_path / "back.safetensors", config, blocks)  # their floats, not objects
     np.testing.assert_array_equal(flatten(load_checkpoint(written)[1])["wte"], flatten(floats)["wte"])
+    from npgpt import files
+    from npgpt.params import dequantized
+
+    released = []
+    real_release = files.release_mapped
+    with pytest.MonkeyPatch.context() as m:  # widening a matrix lets go of the file's pages it read
+        m.setattr(files, "release_mapped", lambda a: released.append(a.nbytes) or real_release(a))
+        dequantized(blocks)
+    assert sorted(released) == sorted(b.raw.nbytes for b in flatten(blocks).values() if isinstance(b, Q8_0Blocks))
     placed = get_backend("numpy").put_params(blocks, "float32")
     assert not any(isinstance(a, Q8_0Blocks) for a in flatten(placed).values())
     ids = [[1, 2, 3, 4]]
