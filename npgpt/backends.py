@@ -18,7 +18,7 @@ import numpy as np
 from .errors import NpgptError
 from .files import is_mapped, release_mapped
 from .hugepages import collapse_huge_pages
-from .params import Q8_0Blocks, dequantized, map_with_path
+from .params import Q8_0Blocks, as_floats, dequantized, head_name, map_with_path
 
 __all__ = ["Backend", "check_dtype", "collapse_huge_pages", "get_backend", "tune_allocator"]
 
@@ -155,8 +155,7 @@ def _own(backend: Backend, a: Any) -> Any:
     read around these small tensors (the kernel maps whole folios) do not come back as ~55 MB of
     resident file pages after the first forward pass. Float32 weights stay mapped by design.
     """
-    if isinstance(a, Q8_0Blocks):
-        a = a.dequantize()
+    a = as_floats(a)
     return backend.asarray(np.array(a) if is_mapped(a) else a)
 
 
@@ -228,7 +227,7 @@ def _numpy_layout(params: dict[str, Any]) -> dict[str, Any]:
 
     # The head first: its copy is made while its file pages are resident (154 MB for 124M), which
     # is then the load's peak only if no other copy is resident yet.
-    head = "lm_head" if "lm_head" in params else "wte"  # an untied head; wte then stays rows-contiguous
+    head = head_name(params)  # an untied head; wte then stays rows-contiguous
     head_w = long_side_contiguous(params[head])
     blocks = []
     for block in params["blocks"]:

@@ -40,7 +40,7 @@ from .errors import NpgptError
 from .files import is_mapped
 from .hugepages import anonymous_ranges, collapse_huge_pages
 from .onnx_session import ProductWeight, pool_shared, session
-from .params import flatten, map_with_path
+from .params import flatten, head_name, map_with_path
 
 MIN_ROWS = 2  # one row: OpenBLAS's matrix-vector product is faster (above)
 MAX_ROWS = 256  # from 512 rows on OpenBLAS's sgemm is faster (above)
@@ -112,7 +112,7 @@ def batched_layout(params: dict[str, Any]) -> dict[str, Any] | None:
     ``HEADROOM`` times the copies' size. Once built, the arrays wrapped are read-only (see the
     module docstring). The other weights are shared, not copied.
     """
-    head = "lm_head" if "lm_head" in params else "wte"
+    head = head_name(params)
     # The products' matrices, named as put_params names them: the head and every linear layer's w.
     matrices = {name: w for name, w in flatten(params).items() if name == head or name.endswith(".w")}
     if not all(isinstance(w, np.ndarray) and w.dtype == np.float32 and w.ndim == 2 for w in matrices.values()):

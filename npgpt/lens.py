@@ -18,6 +18,7 @@ from array_api_compat import array_namespace
 from .errors import NpgptError
 from .hooks import run_with_cache
 from .model import layer_norm, matmul, softmax
+from .params import head_name
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine
@@ -55,7 +56,7 @@ def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     L = model.config.n_layer
     names = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
     _, cache = run_with_cache(model, ids, names_filter=names, host=False)
-    head = model.params.get("lm_head", model.params["wte"])  # the model's own unembedding (model.gpt2)
+    head = model.params[head_name(model.params)]  # the model's own unembedding, as model.gpt2 picks it
     xp = array_namespace(head)
     at = np.arange(len(ids))
     top_ids, top_probs, final_probs = [], [], []

@@ -52,19 +52,26 @@ class Q8_0Blocks:
         return rows.T if self.transposed else rows
 
 
-def dequantized(params: dict[str, Any]) -> dict[str, Any]:
-    """The same params with every :class:`Q8_0Blocks` as its float32 array (the file's pages it read let go)."""
+def as_floats(a: Any) -> Any:
+    """A leaf as an array: a :class:`Q8_0Blocks` dequantized (the file's pages it read let go), else itself."""
+    if not isinstance(a, Q8_0Blocks):
+        return a
     from .files import release_mapped
 
-    def widen(_name: str, a: Any) -> Any:
-        if not isinstance(a, Q8_0Blocks):
-            return a
-        floats = a.dequantize()
-        if a.raw is not None:
-            release_mapped(a.raw)
-        return floats
+    floats = a.dequantize()
+    if a.raw is not None:
+        release_mapped(a.raw)
+    return floats
 
-    return map_with_path(widen, params)
+
+def dequantized(params: dict[str, Any]) -> dict[str, Any]:
+    """The same params with every :class:`Q8_0Blocks` as its float32 array (:func:`as_floats`)."""
+    return map_with_path(lambda _name, a: as_floats(a), params)
+
+
+def head_name(params: dict[str, Any]) -> str:
+    """The matrix the model unembeds with (``model.gpt2``'s head): an untied ``lm_head``, else ``wte``."""
+    return "lm_head" if "lm_head" in params else "wte"
 
 
 def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:

@@ -186,27 +186,21 @@ def check_finite(params: dict[str, Any], source: str) -> None:
     from ..params import Q8_0Blocks, flatten
 
     for name, arr in flatten(params).items():
-        if isinstance(arr, Q8_0Blocks):  # its codes are integers, always finite: its scales are checked
-            if not np.isfinite(arr.scales).all():
-                raise CheckpointError(
-                    f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
-                    "corrupt or from a diverged run (re-download it or use an earlier checkpoint)"
-                )
-            if arr.raw is not None:
-                release_mapped(arr.raw)  # reading the scales read every page of the blocks
-            continue
-        flat = arr.reshape(-1) if isinstance(arr, np.ndarray) and arr.flags.c_contiguous else None
-        parts = [arr] if flat is None else [flat[i : i + CHECK_CHUNK] for i in range(0, flat.size, CHECK_CHUNK)]
+        # Q8_0 blocks: the codes are integers, always finite, so the scales are checked; reading
+        # them reads every page of the blocks, which are let go after.
+        values, whole = (arr.scales, arr.raw) if isinstance(arr, Q8_0Blocks) else (arr, arr)
+        flat = values.reshape(-1) if isinstance(values, np.ndarray) and values.flags.c_contiguous else None
+        parts = [values] if flat is None else [flat[i : i + CHECK_CHUNK] for i in range(0, flat.size, CHECK_CHUNK)]
         for part in parts:
             if not np.isfinite(part).all():
                 raise CheckpointError(
                     f"{source}: tensor {name!r} holds NaN or infinite values; the checkpoint is "
                     "corrupt or from a diverged run (re-download it or use an earlier checkpoint)"
                 )
-            if isinstance(part, np.ndarray):
+            if flat is not None:
                 release_mapped(part)
-        if isinstance(arr, np.ndarray):
-            release_mapped(arr)  # and the pages the parts share at their edges
+        if isinstance(whole, np.ndarray):
+            release_mapped(whole)  # all of it, and the pages the parts share at their edges
 
 
 def _load(path: Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, Any]]:
