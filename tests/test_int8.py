@@ -108,16 +108,16 @@ def test_int8_logits_within_bound_of_float32(pair):
     assert abs(ce(got) - ce(exact)) < 0.01
 
 
-@pytest.mark.parametrize("n_inner", [100, 1])
+@pytest.mark.parametrize("n_embd, n_inner", [(64, 100), (64, 1), (40, 36), (72, None)])
 @pytest.mark.parametrize("backend", list(INT8_BACKENDS))
-def test_int8_on_input_widths_that_are_not_a_multiple_of_32(backend, n_inner):
-    """n_inner=100 makes mlp.c_proj's input 100 wide: PyTorch's weight-only int8 kernel returned garbage
-    or crashed the process there (it reads the width in steps of 16 or 32), and its int8 x int8 one is
-    wrong at width 1; every row count stays within the int8 bound of float32."""
+def test_int8_on_input_widths_that_are_not_a_multiple_of_32(backend, n_embd, n_inner):
+    """Input widths of 100, 1, 40, 36 and 72 (n_inner=100 is mlp.c_proj's): PyTorch's weight-only int8
+    kernel returned garbage or crashed the process on such widths (it reads them in steps of 16 or 32),
+    and its int8 x int8 one is wrong at width 1; every row count stays within the int8 bound of float32."""
     import dataclasses
 
     pytest.importorskip(INT8_BACKENDS[backend])
-    config = dataclasses.replace(ODD, n_embd=64, n_head=4, n_inner=n_inner)
+    config = dataclasses.replace(ODD, n_embd=n_embd, n_head=4, n_inner=n_inner)
     params = init_params(config, seed=1)
     f32, i8 = GPT2(config, params), GPT2(config, params, backend=backend, dtype="int8")
     for T in (1, 3, 9):  # the weight-only kernel's rows (<= 4) and the int8 x int8 kernel's
