@@ -81,18 +81,19 @@ class Backend:
     # A host float32 weight matrix, [in, out] as the products use it -> on the backend in a 16-bit
     # dtype (by name), laid out for its products; for the backends whose DTYPES have one.
     to_16bit: Callable[[np.ndarray, str], Any] | None = None
-    # The same matrix and whether its rows are read too (wte, lm_head) -> an int8 weight object
-    # whose `x @ w` is the library's int8 kernel (float32 in and out) and whose `.mT` is the
-    # [out, in] table (npgpt/int8.py); for DTYPES with "int8".
-    to_int8: Callable[[np.ndarray, bool], Any] | None = None
+    # The same matrix, whether its rows are read too (wte, lm_head) and whether it is multiplied by
+    # at all (not an untied model's wte, a table only) -> an int8 weight object whose `x @ w` is the
+    # library's int8 kernel (float32 in and out) and whose `.mT` is the [out, in] table
+    # (npgpt/int8.py); for DTYPES with "int8".
+    to_int8: Callable[[np.ndarray, bool, bool], Any] | None = None
     # Laid-out params -> the same params with their products of a few rows on a faster kernel, for
     # steps over several sequences (npgpt/batched.py), or None where it cannot; costs memory, so the
     # engine asks only once it runs such a step.
     batched: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
     # A GGUF's Q8_0 matrix as its blocks (params.Q8_0Blocks, taken as a product weight: its rows are
-    # the outputs) and whether its rows are read too -> the int8 weight to_int8 would make of it, from
-    # the file's own codes; for backends whose int8 product is Q8_0's (npgpt/q8_0.py).
-    from_q8_0: Callable[[Any, bool], Any] | None = None
+    # the outputs) and the same two uses -> the int8 weight to_int8 would make of it, from the file's
+    # own codes; for backends whose int8 product is Q8_0's (npgpt/q8_0.py).
+    from_q8_0: Callable[[Any, bool, bool], Any] | None = None
     # Some of its products run on ONNX Runtime sessions (int8, batched float32): an entry point puts
     # them on one shared pool before loading (npgpt/onnx_session.py's share_thread_pool).
     onnx_sessions: bool = False
@@ -112,8 +113,8 @@ class Backend:
         if dtype == "float32":
             return self.layout(map_with_path(lambda _name, a: self.asarray(a), params))
         to_16bit = self.to_16bit
-        convert: Callable[[np.ndarray, bool], Any] | None = (
-            self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w, _table: to_16bit(w, dtype)
+        convert: Callable[[np.ndarray, bool, bool], Any] | None = (
+            self.to_int8 if dtype == "int8" else None if to_16bit is None else lambda w, *_uses: to_16bit(w, dtype)
         )
         if convert is None or dtype not in self.dtypes:
             backends = _cpu_backends_with(dtype)
@@ -125,13 +126,15 @@ class Backend:
                 + (f" ({', '.join(missing)})" if missing and len(missing) == len(backends) else "")
             )
 
-        def narrow(w: Any, table: bool = False) -> Any:  # one matrix at a time, from the checkpoint's pages
+        def narrow(
+            w: Any, table: bool = False, product: bool = True
+        ) -> Any:  # one matrix at a time, from the file's pages
             if isinstance(w, Q8_0Blocks) and from_q8_0 is not None:
-                out = from_q8_0(w, table)  # the file's own codes, in the product's orientation
+                out = from_q8_0(w, table, product)  # the file's own codes, in the product's orientation
                 if w.raw is not None:
                     release_mapped(w.raw)
                 return out
-            out = convert(w, table)
+            out = convert(w, table, product)
             release_mapped(w)
             return out
 
@@ -139,8 +142,12 @@ class Backend:
         # are read as well (wte's: the token embedding; lm_head's: unembedding directions). The heads
         # go first: the largest matrices, whose conversion's temporaries (int8: ONNX Runtime copies
         # the codes before it prepacks them) then come while little else is resident (124M int8,
-        # peak during load: 379 -> 351 MB). ".w": every linear layer.
-        heads = {n: narrow(_flip(params[n]), table=True).T for n in ("wte", "lm_head") if n in params}
+        # peak during load: 379 -> 351 MB). With an untied lm_head, wte is the embedding table only:
+        # never multiplied by, so no product is built for it (124M int8: ~45 MB). ".w": every linear layer.
+        head = head_name(params)
+        heads = {
+            n: narrow(_flip(params[n]), table=True, product=n == head).T for n in ("wte", "lm_head") if n in params
+        }
         return map_with_path(
             lambda name, a: heads[name] if name in heads else narrow(a) if name.endswith(".w") else _own(self, a),
             params,
@@ -271,15 +278,15 @@ def get_backend(name: str) -> Backend:
 
     if name == "numpy":
 
-        def q8_0(w: np.ndarray, table: bool) -> Any:
+        def q8_0(w: np.ndarray, table: bool, product: bool) -> Any:
             from .q8_0 import Q8Matrix
 
-            return Q8Matrix.from_float(w, _release_rows(w), table=table)
+            return Q8Matrix.from_float(w, _release_rows(w), table=table, product=product)
 
-        def from_q8_0(blocks: Q8_0Blocks, table: bool) -> Any:
+        def from_q8_0(blocks: Q8_0Blocks, table: bool, product: bool) -> Any:
             from .q8_0 import Q8Matrix
 
-            return Q8Matrix.from_blocks(blocks, table=table)
+            return Q8Matrix.from_blocks(blocks, table=table, product=product)
 
         def batched(params: dict[str, Any]) -> dict[str, Any] | None:
             from .batched import batched_layout
@@ -340,7 +347,9 @@ def get_backend(name: str) -> Backend:
                 src = torch.from_numpy(w)
             return src.T.to(device, getattr(torch, dtype), memory_format=torch.contiguous_format).T
 
-        def to_int8(w: np.ndarray, _table: bool) -> Any:  # the kernel reads the codes it keeps: no second copy
+        def to_int8(
+            w: np.ndarray, _table: bool, _product: bool
+        ) -> Any:  # the kernel reads the codes it keeps: no second copy
             from .int8 import Int8Matrix
 
             with warnings.catch_warnings():  # read-only memmap: only read here, never written

@@ -185,38 +185,51 @@ class Q8Matrix(ProductWeight):
     returns [rows, out] float32 (ONNX Runtime's kernel); as a table [out, in] (``wte``),
     ``m[ids, :]`` returns the rows widened to float32. ``m.T`` / ``m.mT`` / ``np.swapaxes(m, -1, -2)``
     switch orientation without copying. Anything else is a ``TypeError``: an int8 weight is never
-    silently widened whole.
+    silently widened whole. ``table=False``: a product weight only, its codes held by the session
+    alone; ``product=False``: a table only (an untied model's ``wte``), no session built.
     """
 
     dtype = np.dtype(np.int8)  # what model.matmul tests: an int8 weight carries its own kernel
 
     def __init__(
-        self, codes: np.ndarray, scales: np.ndarray, k: int, transposed: bool = True, table: bool = True
+        self,
+        codes: np.ndarray,
+        scales: np.ndarray,
+        k: int,
+        transposed: bool = True,
+        table: bool = True,
+        product: bool = True,
     ) -> None:
+        if not (table or product):
+            raise ValueError("an int8 matrix is a table, a product weight or both")
         self.codes: np.ndarray | None = codes  # [out, in/32, 32] uint8, q + 128; None once dropped
         self.scales: np.ndarray | None = scales  # [out, in/32] float32; None once dropped
         self.k = k  # the input dimension before padding
         self.transposed = transposed
         self._shape = codes.shape
         self._nbytes = codes.nbytes + scales.nbytes
-        self._session = _session(codes, scales)
+        self._session = _session(codes, scales) if product else None
         if not table and codes.nbytes >= DROP_BYTES and runtime_keeps_its_own_copy():
             self.codes = self.scales = None  # a second copy of what the session holds: not kept
 
     @classmethod
-    def from_float(cls, w: np.ndarray, done: Callable[[int, int], None] | None = None, table: bool = True) -> Q8Matrix:
+    def from_float(
+        cls, w: np.ndarray, done: Callable[[int, int], None] | None = None, table: bool = True, product: bool = True
+    ) -> Q8Matrix:
         """Quantize a product weight ``w`` [in, out] (any float dtype; a view is fine); ``done``: see quantize.
 
         ``table=False``: the matrix is only ever multiplied by (every block's ``.w``), its rows never
         read; its codes then live in ONNX Runtime's session alone (see the module docstring).
+        ``product=False``: only its rows are ever read (an untied model's ``wte``): no session.
         """
         codes, scales = quantize(w.T, done)
-        return cls(codes, scales, w.shape[0], table=table)
+        return cls(codes, scales, w.shape[0], table=table, product=product)
 
     @classmethod
-    def from_blocks(cls, blocks: Q8_0Blocks, table: bool = True) -> Q8Matrix:
+    def from_blocks(cls, blocks: Q8_0Blocks, table: bool = True, product: bool = True) -> Q8Matrix:
         """A GGUF file's Q8_0 matrix with its own codes and scales, nothing rounded again: ``blocks`` as a
-        product weight (``transposed``: its rows are the outputs); ``table``: see :meth:`from_float`.
+        product weight (``transposed``: its rows are the outputs); ``table``,
+        ``product``: see :meth:`from_float`.
 
         The codes become ``q + 128`` in uint8 (flipping int8's sign bit), the float16 scales float32
         (exactly): the same arrays :func:`quantize` makes of the dequantized weights, without them.
@@ -224,7 +237,8 @@ class Q8Matrix(ProductWeight):
         if not blocks.transposed:
             raise TypeError("Q8_0 blocks become a product weight [in, out]: pass them with their rows as outputs")
         codes = blocks.codes.view(np.uint8) ^ np.uint8(ZERO)  # int8 q -> q + 128, a new contiguous array
-        return cls(codes, blocks.scales.astype(np.float32), codes.shape[1] * codes.shape[2], table=table)
+        k = codes.shape[1] * codes.shape[2]
+        return cls(codes, blocks.scales.astype(np.float32), k, table=table, product=product)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -243,6 +257,8 @@ class Q8Matrix(ProductWeight):
     def __rmatmul__(self, x: np.ndarray) -> np.ndarray:  # [rows, in] float32 -> [rows, out] float32
         if not self.transposed or getattr(x, "ndim", 0) != 2 or x.shape[1] != self.k:
             raise TypeError("an int8 matrix multiplies [rows, in] @ [in, out] only")
+        if self._session is None:
+            raise TypeError("this int8 matrix was loaded as a table only (an untied model's wte); it has no product")
         pad = self._shape[1] * self._shape[2] - self.k
         if pad:  # the kernel's K is whole blocks; the padded inputs meet zero weights
             x = np.pad(x, ((0, 0), (0, pad)))

@@ -263,6 +263,11 @@ def test_int8_weights_are_held_once_only_the_heads_keep_their_rows(tied):
     np.testing.assert_array_equal(model.logits(ids), kept.logits(ids))
     with pytest.raises(TypeError, match="loaded as a product weight only"):
         products[0].T[[1]]
+    # An untied model's wte is the embedding table only: no product (124M: ~45 MB of ONNX Runtime's copy).
+    assert [name for name in heads if weights[name]._session is None] == ([] if tied else ["wte"])
+    if not tied:
+        with pytest.raises(TypeError, match="loaded as a table only"):
+            np.ones((1, 96), np.float32) @ weights["wte"].T
 
 
 def test_the_copy_check_runs_once_per_process_on_matrices_of_its_own():
