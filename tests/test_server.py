@@ -205,7 +205,9 @@ BAD = [
     (json.dumps({"prompt": []}), 400, "prompt"),
     (json.dumps({"prompt": [70000]}), 400, "prompt"),
     (json.dumps({"prompt": 5}), 400, "prompt"),
-    (json.dumps({"prompt": "x", "logit_bias": {"50256": -100}}), 400, None),
+    (json.dumps({"prompt": "x", "logit_bias": {"50256": -100}}), 400, "logit_bias"),
+    (json.dumps({"prompt": "x", "best_of": 3}), 400, "best_of"),
+    (json.dumps({"prompt": "x", "suffix": "y"}), 400, "suffix"),
     (json.dumps({"max_tokens": 5}), 400, "prompt"),
 ]
 
@@ -251,6 +253,27 @@ def test_chat_and_other_errors(url):
     big = httpx.post(url + "/v1/completions", content=chunked(), headers={"Content-Type": "application/json"})
     assert big.status_code == 413
     assert httpx.post(url + "/v1/completions", json={"prompt": "ok", "max_tokens": 2}).status_code == 200
+
+
+UNHONOURED = [  # chat fields GPT-2 cannot honour: a 400 naming them, never a reply that ignores them
+    ("logit_bias", {"50256": -100}),
+    ("response_format", {"type": "json_object"}),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+    ("tool_choice", "required"),
+    ("tool_choice", {"type": "function", "function": {"name": "f"}}),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), UNHONOURED)
+def test_chat_refuses_what_it_would_ignore(url, field, value):
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    r = httpx.post(url + "/v1/chat/completions", json={**body, field: value})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == field
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    fine = [{"response_format": {"type": "text"}}, {"tools": tools, "tool_choice": "auto"}, {"logit_bias": {}}]
+    for extra in fine:
+        assert httpx.post(url + "/v1/chat/completions", json={**body, **extra}).status_code == 200, extra
 
 
 def test_api_key(model):

@@ -33,6 +33,7 @@ async def start(
     ``special_tokens``: a literal ``<|endoftext|>`` in a message is the special token.
     """
     m, tok = sched.model, sched.model.tokenizer
+    body.check_supported()
     limits: Limits = request.app.state.limits
     limits.check_rows(1, body.n or 1)
     # a long transcript takes a while to tokenise: on a thread, so the event loop keeps serving

@@ -124,11 +124,11 @@ class CompletionRequest(_Sampling):
 
     def check_supported(self) -> None:
         if self.best_of not in (None, 1, self.n or 1):
-            raise NpgptError("best_of is not supported; use n to get several completions")
+            raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
         if self.logit_bias:
-            raise NpgptError("logit_bias is not supported")
+            raise NpgptError("logit_bias is not supported", param="logit_bias")
         if self.suffix:
-            raise NpgptError("suffix is not supported: GPT-2 only continues text")
+            raise NpgptError("suffix is not supported: GPT-2 only continues text", param="suffix")
 
 
 class TextPart(_Body):
@@ -156,6 +156,25 @@ class ChatRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = None
+    response_format: dict[str, Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    def check_supported(self) -> None:
+        """Refuse what would silently not be honoured. ``tools`` are accepted (under ``tool_choice``
+        "auto" a reply without a tool call is valid), but a call cannot be forced."""
+        if self.logit_bias:
+            raise NpgptError("logit_bias is not supported", param="logit_bias")
+        if (self.response_format or {}).get("type", "text") != "text":
+            raise NpgptError(
+                'response_format is not supported: GPT-2 cannot be held to JSON; leave it out or use {"type": "text"}',
+                param="response_format",
+            )
+        if self.tool_choice not in (None, "none", "auto"):
+            raise NpgptError(
+                'tool_choice is not supported: GPT-2 cannot call tools; leave it out or send "none" or "auto"',
+                param="tool_choice",
+            )
 
 
 class NextTokensRequest(_Body):
