@@ -141,9 +141,20 @@ def test_logprobs_and_echo(client, model):
         lp.token_logprobs[1 : len(ids)], [want[t - 1, ids[t]] for t in range(1, len(ids))], rtol=1e-4, atol=1e-4
     )
     np.testing.assert_allclose(lp.token_logprobs[len(ids) :], ref.token_logprobs, rtol=1e-4, atol=1e-4)
-    assert all(len(top) == 3 for top in lp.top_logprobs[1:])
+    for token, token_lp, top in zip(lp.tokens[1:], lp.token_logprobs[1:], lp.top_logprobs[1:], strict=True):
+        assert top[token] == token_lp and len(top) == 3 + (token_lp < sorted(top.values())[-3])  # top 3 + itself
     assert "".join(lp.tokens) == c.text
     assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+
+
+def test_completions_top_logprobs_list_the_chosen_token(client):
+    """OpenAI's legacy rule: ``top_logprobs`` holds the k most likely and always the chosen token (up to k + 1)."""
+    for k in (0, 1, 2):
+        r = client.completions.create(model="tiny", prompt="Stars", max_tokens=12, logprobs=k, temperature=2, seed=0)
+        lp = r.choices[0].logprobs
+        for token, token_lp, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+            assert top[token] == token_lp and k <= len(top) <= k + 1
+        assert any(len(top) == k + 1 for top in lp.top_logprobs)  # temperature 2: some token is not a top one
 
 
 def test_chat_completion(client, model):

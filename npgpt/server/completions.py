@@ -180,7 +180,8 @@ async def score_prompts(sched: Scheduler, prompts: list[list[int]], k: int) -> l
 
 class CompletionLogprobs:
     """The legacy completions ``logprobs`` object, built token by token: ``tokens``,
-    ``token_logprobs``, ``top_logprobs`` ({token: logprob}) and ``text_offset``.
+    ``token_logprobs``, ``top_logprobs`` ({token: logprob}: the ``logprobs`` most likely, then the
+    token itself if it is not among them, as OpenAI and vLLM list it) and ``text_offset``.
 
     ``text_offset`` is each token's character offset in the prompt's text followed by the
     completion's, counted from the tokens themselves (:class:`~npgpt.tokenizer.TextOffsets`, equal
@@ -215,7 +216,11 @@ class CompletionLogprobs:
         return obj
 
     def _append(self, token: int, lp: float | None, top: list | None, offset: int) -> None:
-        self.obj["tokens"].append(token_text(self.tok, token))
+        text = token_text(self.tok, token)
+        self.obj["tokens"].append(text)
         self.obj["token_logprobs"].append(lp)
-        self.obj["top_logprobs"].append(None if top is None else {token_text(self.tok, t): v for t, v in top})
+        alts = None if top is None else {token_text(self.tok, t): v for t, v in top}
+        if alts is not None:
+            alts.setdefault(text, lp)  # OpenAI's rule: the chosen token is always listed, so up to k + 1
+        self.obj["top_logprobs"].append(alts)
         self.obj["text_offset"].append(offset)
