@@ -266,6 +266,15 @@ def test_chat_and_other_errors(url):
     assert httpx.post(url + "/v1/completions", json={"prompt": "ok", "max_tokens": 2}).status_code == 200
 
 
+def test_chat_over_the_context_blames_the_messages(url):
+    long = {"messages": [{"role": "user", "content": "x " * 200}]}
+    error = httpx.post(url + "/v1/chat/completions", json=long).json()["error"]
+    assert error["param"] == "messages" and error["code"] == "context_length_exceeded"
+    assert "max_tokens" not in error["message"]
+    error = httpx.post(url + "/v1/chat/completions", json={**long, "max_tokens": 5}).json()["error"]
+    assert error["param"] == "max_tokens" and error["code"] == "context_length_exceeded"
+
+
 UNHONOURED = [  # chat fields GPT-2 cannot honour: a 400 naming them, never a reply that ignores them
     ("logit_bias", {"50256": -100}),
     ("response_format", {"type": "json_object"}),

@@ -41,7 +41,16 @@ async def start(
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    max_tokens = body.max_completion_tokens or body.max_tokens or max(1, m.config.n_ctx - len(prompt))
+    given = body.max_completion_tokens or body.max_tokens
+    if given is None and len(prompt) >= m.config.n_ctx:  # else the 400 would blame a max_tokens never sent
+        raise APIError(
+            400,
+            f"the messages take {len(prompt)} tokens as a transcript, leaving none of the model's context of "
+            f"{m.config.n_ctx} for a reply; send fewer or shorter messages",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    max_tokens = given or m.config.n_ctx - len(prompt)
     params = body.sampling(max_tokens, logprobs, stop=CHAT_STOP)
     n = body.n or 1
     limits.check_tokens([prompt], n, params.max_new_tokens)
