@@ -266,6 +266,17 @@ def test_chat_and_other_errors(url):
     assert httpx.post(url + "/v1/completions", json={"prompt": "ok", "max_tokens": 2}).status_code == 200
 
 
+def test_a_json_body_sent_as_a_form_is_told_the_header(url):
+    """``curl -d '{...}'`` without -H sends a form; the error names the header, not a "not an object" riddle."""
+    body = json.dumps({"prompt": "x", "max_tokens": 2})
+    r = httpx.post(url + "/v1/completions", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and "Content-Type: application/json" in r.json()["error"]["message"]
+    ok = httpx.post(url + "/v1/completions", content=body, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+    not_object = httpx.post(url + "/v1/completions", content=b"[1]", headers={"Content-Type": "application/json"})
+    assert "the body must be a JSON object" in not_object.json()["error"]["message"]
+
+
 def test_chat_over_the_context_blames_the_messages(url):
     long = {"messages": [{"role": "user", "content": "x " * 200}]}
     error = httpx.post(url + "/v1/chat/completions", json=long).json()["error"]

@@ -105,12 +105,23 @@ def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingPa
         raise bad_request(e, code) from None
 
 
-def validation_error(errors: Sequence[Any]) -> APIError:
-    """One OpenAI-style error from pydantic's list: a malformed body, else the most specific problem."""
+def validation_error(errors: Sequence[Any], content_type: str = "application/json") -> APIError:
+    """One OpenAI-style error from pydantic's list: a malformed body, else the most specific problem.
+
+    ``content_type``: the request's header. FastAPI reads a body as JSON only under a JSON
+    Content-Type (from 0.132 not without one either: a browser sends those with no CORS preflight),
+    and the body it did not read comes as bytes; ``curl -d '{...}'`` sends a form."""
     err = sorted(errors, key=lambda e: str(e.get("type", "")).endswith("_type"))[0]  # a union's type misses last
     if err.get("type") == "json_invalid":
         return APIError(400, f"malformed JSON body: {err.get('ctx', {}).get('error', err['msg'])}", code="invalid_json")
     loc = [x for x in err["loc"] if x != "body"]
+    if not loc and isinstance(err.get("input"), bytes):
+        return APIError(
+            400,
+            f"the body was not read as JSON: its Content-Type is {content_type or 'missing'!r}; send the header "
+            "'Content-Type: application/json' (curl: -H 'Content-Type: application/json')",
+            code="invalid_json",
+        )
     if not loc:
         return APIError(400, f"the body must be a JSON object: {err['msg']}", code="invalid_json")
     param = ""
@@ -141,7 +152,7 @@ def add_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        return validation_error(e.errors()).response()
+        return validation_error(e.errors(), request.headers.get("content-type", "")).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
