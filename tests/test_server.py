@@ -202,8 +202,8 @@ def test_models_health_next_tokens_and_metrics(client, url, model):
 BAD = [
     (b"{not json", 400, None),
     (b"[1, 2]", 400, None),
-    (json.dumps({"model": "nope", "prompt": "x"}), 400, "model"),
-    (json.dumps({"model": "/etc/passwd", "prompt": "x"}), 400, "model"),
+    (json.dumps({"model": "nope", "prompt": "x"}), 404, "model"),
+    (json.dumps({"model": "/etc/passwd", "prompt": "x"}), 404, "model"),
     (json.dumps({"prompt": "x", "temperature": -1}), 400, "temperature"),
     (json.dumps({"prompt": "x", "top_p": 0}), 400, "top_p"),
     (json.dumps({"prompt": "x", "max_tokens": 500}), 400, "max_tokens"),
@@ -305,6 +305,19 @@ def test_chat_refuses_what_it_would_ignore(url, field, value):
     fine = [{"response_format": {"type": "text"}}, {"tools": tools, "tool_choice": "auto"}, {"logit_bias": {}}]
     for extra in fine:
         assert httpx.post(url + "/v1/chat/completions", json={**body, **extra}).status_code == 200, extra
+
+
+def test_an_unknown_model_is_the_clients_not_found_error(client):
+    """OpenAI and vLLM answer an unknown ``model`` with 404, which the openai client raises as NotFoundError."""
+    messages = [{"role": "user", "content": "x"}]
+    for create in (
+        lambda: client.completions.create(model="gpt-3.5-turbo-instruct", prompt="x", max_tokens=1),
+        lambda: client.chat.completions.create(model="gpt-4o", messages=messages, max_tokens=1),
+        lambda: client.models.retrieve("gpt-4o"),
+    ):
+        with pytest.raises(openai.NotFoundError) as e:
+            create()
+        assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
 
 
 def test_api_key(model):

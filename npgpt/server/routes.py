@@ -34,9 +34,9 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
         """The scheduler of the requested model; the request names a loaded model, never a path."""
         if name is None:
             name = next(iter(schedulers))
-        if name not in schedulers:
+        if name not in schedulers:  # 404, as OpenAI and vLLM answer (the openai client's NotFoundError)
             raise APIError(
-                400,
+                404,
                 f"model {name!r} is not served here; choose one of {', '.join(schedulers)}",
                 param="model",
                 code="model_not_found",
