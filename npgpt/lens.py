@@ -62,8 +62,10 @@ def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     top_ids, top_probs, final_probs = [], [], []
     # Last row first, for the final prediction; one [T, V] at a time (all of them would be 13 x 200 MB
     # for 124M at T = 1024).
+    eps = model.config.layer_norm_epsilon  # ln_f as the model applies it (not every checkpoint's is 1e-5)
     for name in reversed(names):
-        probs = softmax(matmul(layer_norm(cache.pop(name)[0], **model.params["ln_f"]), xp.matrix_transpose(head)))
+        x = layer_norm(cache.pop(name)[0], **model.params["ln_f"], eps=eps)  # [T, C]
+        probs = softmax(matmul(x, xp.matrix_transpose(head)))
         probs = model.backend.to_numpy(probs)  # [T, C] -> [T, V]
         top_ids.append(probs.argmax(-1))  # -> [T]
         top_probs.append(probs[at, top_ids[-1]])

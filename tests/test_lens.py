@@ -63,6 +63,21 @@ def test_logit_lens_unembeds_with_an_untied_models_own_head(dtype):
         )
 
 
+def test_logit_lens_uses_the_models_layer_norm_epsilon():
+    """The last row is the model's own output probabilities, also for a layer_norm_epsilon other than 1e-5."""
+    import dataclasses
+
+    from npgpt.api import GPT2
+    from npgpt.model import softmax
+    from npgpt.params import init_params
+
+    config = dataclasses.replace(CONFIGS["tiny"], layer_norm_epsilon=0.5)
+    model = GPT2(config, init_params(config, seed=1, std=0.3))
+    ids = np.array([464, 3139, 286, 4881, 318, 6342, 13])
+    probs = softmax(model.logits(ids)[0])
+    np.testing.assert_allclose(logit_lens(model, ids).top_probs[-1], probs.max(-1), rtol=1e-5)
+
+
 def test_attention_pattern_equals_hugging_face(pair):
     model, ref = pair("tiny")
     ids = np.array([50256, 1212, 318, 257, 1332, 13])
