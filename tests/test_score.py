@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +189,14 @@ def test_cli_score_table_and_errors(tiny, tiny_path, tmp_path) -> None:
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert "Example: echo" in run_cli("score", "--help").stdout
+
+
+def test_cli_score_reads_stdin_as_bytes(tiny_path) -> None:
+    """Invalid UTF-8 on stdin is refused, as in a file (it was scored as U+FFFD tokens), and a closed
+    stdin is a one-line error (it was an internal error)."""
+    cmd = [sys.executable, "-m", "npgpt.cli", "score", "-", "--model", str(tiny_path)]
+    env = {**os.environ, "LC_ALL": "C.UTF-8"}  # a locale in which Python decodes stdin with surrogateescape
+    bad = subprocess.run(cmd, input=b"In the \xff beginning", capture_output=True, env=env, timeout=120)
+    assert bad.returncode == 1 and b"not UTF-8 text (byte 7 is 0xff)" in bad.stderr, bad.stderr
+    closed = subprocess.run(["sh", "-c", '"$@" <&-', "sh", *cmd], capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 1 and "stdin: it is closed" in closed.stderr, closed.stderr

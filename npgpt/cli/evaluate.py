@@ -111,11 +111,9 @@ def score_command(
 
 
 def _read_text(file: str) -> str:
-    try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise NpgptError(f"cannot read {file}: {reason}") from None
+    """The file's (or stdin's, for ``-``) text, read as ``eval`` reads it: bytes checked as UTF-8, never
+    decoded by the locale (which turns invalid bytes into U+FFFD tokens) nor with newlines translated."""
+    text = read_text(Path(file), "text to score")
     if not text.strip():
         raise NpgptError(f"{'standard input' if file == '-' else file} is empty; give a text to score")
     return text
