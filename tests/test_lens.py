@@ -124,6 +124,15 @@ def test_attention_command_prints_the_top_keys_and_writes_the_png(tmp_path):
     assert bad.returncode == 1 and "layer must be in" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("command", ["lens", "attention"])
+def test_commands_read_the_prompt_from_stdin_as_generate_does(command):
+    """``-`` or a pipe with no PROMPT is stdin's text (``-`` was looked inside as the token '-')."""
+    direct = run_cli(command, "And God said")
+    for args in (["-"], []):
+        r = run_cli(command, *args, input="And God said\n")
+        assert r.returncode == 0 and r.stdout == direct.stdout, r.stderr
+
+
 def test_jax_backend_gives_the_same_lens_and_pattern():
     pytest.importorskip("jax")
     from npgpt.api import GPT2

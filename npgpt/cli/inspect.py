@@ -16,6 +16,16 @@ from .options import BackendOpt, DtypeOpt, ModelOpt
 PngOpt = Annotated[Path | None, typer.Option("--png", help="Also write the picture to this PNG file.")]
 
 
+def _prompt_text(prompt: str | None) -> str:
+    """The PROMPT argument; ``-``, or no argument while text is piped in, reads stdin (as ``generate``)."""
+    from .generate import text_argument
+
+    text = text_argument(prompt)
+    if text is None:
+        raise NpgptError("no prompt: give a PROMPT, or pipe text in")
+    return text
+
+
 def _prompt_ids(m, prompt: str) -> list[int]:
     ids = m.tokenizer.encode(prompt)
     if not ids:
@@ -33,7 +43,9 @@ def _shown(m, token: int) -> str:
 
 
 def lens_command(
-    prompt: Annotated[str, typer.Argument(help="The text to look inside.")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="The text to look inside; - (or nothing, with text piped in) reads stdin.")
+    ] = None,
     last: Annotated[int, typer.Option("--last", help="Show only the last N positions (0 = all).")] = 0,
     png: PngOpt = None,
     model: ModelOpt = None,
@@ -58,6 +70,7 @@ def lens_command(
 
     if last < 0:
         raise NpgptError(f"--last must be >= 0, got {last}")
+    prompt = _prompt_text(prompt)
     m = _load(model, backend, dtype)
     lens = logit_lens(m, _prompt_ids(m, prompt))
     T, L = len(lens.ids), m.config.n_layer
@@ -85,7 +98,10 @@ def lens_command(
 
 
 def attention_command(
-    prompt: Annotated[str, typer.Argument(help="The text whose attention to show.")],
+    prompt: Annotated[
+        str | None,
+        typer.Argument(help="The text whose attention to show; - (or nothing, with text piped in) reads stdin."),
+    ] = None,
     layer: Annotated[int, typer.Option("--layer", "-l", help="Block, from 0.")] = 0,
     head: Annotated[int, typer.Option("--head", help="Head within the block, from 0.")] = 0,
     png: PngOpt = None,
@@ -106,6 +122,7 @@ def attention_command(
     from .options import console as _console
     from .options import load_model as _load
 
+    prompt = _prompt_text(prompt)
     m = _load(model, backend, dtype)
     ids = _prompt_ids(m, prompt)
     pattern = attention_pattern(m, ids, layer, head)
