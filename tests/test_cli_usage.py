@@ -328,3 +328,20 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         "gguf",
         "int8",
     }
+
+
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["generate", "Hi", "--temp", "0.5"], "npgpt takes --temperature"),  # llama.cpp; click offered --stop
+        (["generate", "Hi", "--n-predict", "5"], "npgpt takes --max-new-tokens"),  # click offered --no-echo
+        (["generate", "-p", "Hi"], 'npgpt generate "TEXT"'),
+        (["generate", "Hi", "--num_samples", "2"], "npgpt takes -n"),  # nanoGPT
+        (["chat", "-n", "20"], "npgpt takes --max-new-tokens"),
+        (["run", "124M", "Hi"], "npgpt's is generate"),  # Ollama
+        (["pull", "124M"], "npgpt's is download"),
+    ],
+)
+def test_other_tools_names_get_npgpts(args, hint):
+    r = run_cli(*args)
+    assert r.returncode == 2 and hint in r.stderr, r.stderr

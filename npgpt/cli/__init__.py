@@ -13,6 +13,7 @@ each command imports the library it needs when it runs, so ``npgpt --help`` stay
 - :mod:`.evaluate` ``eval``, ``score``
 - :mod:`.serve`    ``serve``
 - :mod:`.inspect`  ``lens``, ``attention``: looking inside the model
+- :mod:`.names`    what llama.cpp, Ollama and nanoGPT call npgpt's commands and options (in errors)
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import typer
 
 from ..errors import NpgptError
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
+from .names import Command, Group
 from .options import print_error
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
 # ("> 1" is not a block quote); help strings hold no [tags].
 app = typer.Typer(
+    cls=Group,
     help="GPT-2 in readable NumPy: generate, chat, inspect, download, convert, train, serve.",
     no_args_is_help=True,
     add_completion=True,
@@ -56,22 +59,22 @@ def _root(
     """GPT-2 in readable NumPy: generate, chat, inspect, download, convert, train, serve."""
 
 
-app.command()(generate.generate)
-app.command("chat")(chat.chat_command)
-app.command()(models.download)
-app.command()(models.convert)
-app.command()(models.info)
-app.command("list")(models.list_command)
-app.command("rm")(models.rm_command)
-app.command()(generate.tokenize)
-app.command("next")(generate.next_)
-app.command("train")(train.train_command)
-app.command("bench")(bench.bench_command)
-app.command("eval")(evaluate.eval_command)
-app.command("score")(evaluate.score_command)
-app.command("serve")(serve.serve_command)
-app.command("lens")(inspect.lens_command)
-app.command("attention")(inspect.attention_command)
+app.command(cls=Command)(generate.generate)
+app.command("chat", cls=Command)(chat.chat_command)
+app.command(cls=Command)(models.download)
+app.command(cls=Command)(models.convert)
+app.command(cls=Command)(models.info)
+app.command("list", cls=Command)(models.list_command)
+app.command("rm", cls=Command)(models.rm_command)
+app.command(cls=Command)(generate.tokenize)
+app.command("next", cls=Command)(generate.next_)
+app.command("train", cls=Command)(train.train_command)
+app.command("bench", cls=Command)(bench.bench_command)
+app.command("eval", cls=Command)(evaluate.eval_command)
+app.command("score", cls=Command)(evaluate.score_command)
+app.command("serve", cls=Command)(serve.serve_command)
+app.command("lens", cls=Command)(inspect.lens_command)
+app.command("attention", cls=Command)(inspect.attention_command)
 
 
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}

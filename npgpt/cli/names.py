@@ -1,0 +1,80 @@
+"""What llama.cpp, Ollama and nanoGPT call npgpt's commands and options.
+
+An unknown command or option that one of them spells this way is answered with npgpt's own name
+("No such option: --temp. npgpt takes --temperature"), not with click's closest spellings
+(``--temp``: "--help, --stop, --stream"; ``--n-predict``: "--no-echo").
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from typer.core import TyperCommand, TyperGroup
+
+# typer 0.2x carries its own copy of click, whose exceptions are not click's.
+_click: Any = importlib.import_module("typer._click" if importlib.util.find_spec("typer._click") else "click")
+NoSuchOption, UsageError = _click.exceptions.NoSuchOption, _click.exceptions.UsageError
+
+# Other tools' option -> npgpt's; a hint is given only on a command that has npgpt's option.
+OPTIONS = {
+    "-p": "PROMPT",  # llama.cpp
+    "--prompt": "PROMPT",
+    "--start": "PROMPT",  # nanoGPT's sample.py
+    "--temp": "--temperature",
+    "-n": "--max-new-tokens",  # where the command has no -n of its own (chat)
+    "--n-predict": "--max-new-tokens",
+    "--n_predict": "--max-new-tokens",
+    "--max_new_tokens": "--max-new-tokens",
+    "--num_samples": "-n",
+    "--top_k": "--top-k",
+    "--top_p": "--top-p",
+    "--min_p": "--min-p",
+    "--repeat-penalty": "--repetition-penalty",
+    "--repeat_penalty": "--repetition-penalty",
+    "--presence_penalty": "--presence-penalty",
+    "--frequency_penalty": "--frequency-penalty",
+    "-s": "--seed",
+    "--init_from": "--model",
+    "--model-path": "--model",
+    "-sys": "--system",
+    "--system-prompt": "--system",
+}
+
+# Ollama's commands -> npgpt's.
+COMMANDS = {
+    "run": "generate (one prompt: npgpt generate PROMPT -m MODEL) or chat (npgpt chat -m MODEL)",
+    "pull": "download",
+    "show": "info",
+    "ls": "list",
+    "remove": "rm",
+}
+
+
+class Command(TyperCommand):
+    """A typer command whose unknown-option error names npgpt's spelling of another tool's option."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except NoSuchOption as e:
+            ours = OPTIONS.get(e.option_name)
+            if ours is None or not any(ours in (*p.opts, (p.name or "").upper()) for p in self.params):
+                raise
+            how = f'the text as an argument: npgpt {ctx.info_name} "TEXT"' if ours == "PROMPT" else ours
+            raise NoSuchOption(
+                e.option_name, message=f"No such option: {e.option_name}. npgpt takes {how}", ctx=ctx
+            ) from None
+
+
+class Group(TyperGroup):
+    """The ``npgpt`` group, whose unknown-command error names npgpt's version of an Ollama command."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as e:
+            if args and args[0] in COMMANDS:
+                e.message = f"No such command {args[0]!r}. npgpt's is {COMMANDS[args[0]]}"
+            raise
