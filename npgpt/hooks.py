@@ -189,6 +189,11 @@ def _jax_params(model: Engine | HasEngine) -> tuple[Any, Any, dict[str, Any]]:
         import jax.numpy as jnp
     except ImportError as e:
         raise NpgptError("activation gradients need JAX: pip install 'npgpt[jax]'") from e
+    if as_engine(model).dtype == "int8":  # its matrices are codes for a kernel, never widened whole
+        raise NpgptError(
+            "activation gradients need float weights, and this model's are int8; "
+            "load it with dtype='float32' (or float16/bfloat16)"
+        )
 
     def to_jax(a: Any) -> Any:  # 16-bit weights (torch bfloat16 has no NumPy dtype) are widened first
         xp = array_namespace(a)

@@ -263,3 +263,15 @@ def test_attribution_patching_is_clean_minus_corrupted_times_gradient():
     np.testing.assert_allclose(attr[name], (clean_cache[name] - corrupted_cache[name]) * grads[name], atol=1e-6)
     assert np.abs(attr[name][0, :2]).max() < 1e-6  # before the changed token nothing differs
     assert np.abs(attr[name][0, 2:]).max() > 0
+
+
+def test_activation_grads_of_an_int8_model_is_a_clear_error():
+    """int8 matrices are codes for a kernel, not arrays to differentiate: one NpgptError naming the
+    fix (it was an AttributeError from inside the weight conversion)."""
+    pytest.importorskip("jax")
+    pytest.importorskip("onnxruntime")
+    model = GPT2(ODD, scaled_params(ODD, 4), dtype="int8")
+    with pytest.raises(NpgptError, match="dtype='float32'"):
+        hooks.activation_grads(model, np.arange(5)[None], lambda logits: logits[0, -1, 0])
+    with pytest.raises(NpgptError, match="dtype='float32'"):
+        hooks.attribution_patching(model, np.arange(5)[None], np.arange(5)[None] + 1, lambda logits: logits[0, -1, 0])
