@@ -8,6 +8,7 @@ removes the temp files of npgpt's naming whose writer is no longer alive.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import re
@@ -122,6 +123,8 @@ def _cannot_write(path: Path, e: BaseException) -> NpgptError:
         return NpgptError(f"cannot write {path}: a part of the path is a file, not a folder; choose another path")
     if isinstance(e, PermissionError) or "ermission denied" in reason:
         return NpgptError(f"cannot write {path}: permission denied; choose a folder you can write to")
+    if getattr(e, "errno", None) == errno.EROFS or "ead-only file system" in reason:
+        return NpgptError(f"cannot write {path}: read-only file system; choose a folder you can write to")
     return NpgptError(f"cannot write {path}: {reason}; free some space or choose another place")
 
 

@@ -119,13 +119,13 @@ def tiktoken_gpt2(tmp_path_factory: pytest.TempPathFactory):
 
 
 @contextlib.contextmanager
-def small_disk(where: Path, size: str):
+def small_disk(where: Path, size: str, read_only: bool = False):
     """A tmpfs of ``size`` (e.g. "4m", "300k") mounted at ``where``, for disk-full tests (root can mount
-    one); the test is skipped, with the reason printed, where mounting is not allowed."""
+    one), ``read_only`` for read-only ones; the test is skipped, with the reason printed, where mounting
+    is not allowed."""
     where.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
-    )
+    options = f"size={size}" + (",ro" if read_only else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
     if r.returncode != 0:
         print(f"cannot mount a tmpfs here: {r.stderr.strip()}")
         pytest.skip(f"mounting a tmpfs is not allowed here: {r.stderr.strip()}")

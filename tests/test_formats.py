@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, hf_logits, random_params
+from conftest import CONFIGS, hf_logits, random_params, run_cli
 
 from npgpt.errors import CheckpointError, NpgptError
 from npgpt.formats import convert, detect, load_checkpoint, npgpt_format, openai_tf, save_checkpoint
@@ -159,3 +160,28 @@ def test_writing_under_a_file_is_one_line(tmp_path, fmt):
     with pytest.raises(NpgptError, match="a part of the path is a file, not a folder"):  # FileExistsError before
         save_checkpoint(tmp_path / "notes.txt" / "model.out", config, random_params(config), fmt=fmt)
     assert (tmp_path / "notes.txt").read_text() == "a file, not a folder"
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    from conftest import small_disk
+
+    with small_disk(tmp_path / "ro", "1m", read_only=True) as mnt:
+        yield mnt
+
+
+@pytest.mark.parametrize("fmt", ["npgpt", "hf", "hf-sharded", "llmc", "openai", "gguf"])
+def test_writing_onto_a_read_only_disk_is_one_line(read_only_disk, tmp_path, fmt):
+    """A folder to create there (every format) or a bundle to write into it (openai): an OSError was an
+    internal error."""
+    if fmt == "gguf":
+        pytest.importorskip("gguf")
+    config = CONFIGS["tiny"]
+    for dst in (read_only_disk / "out", read_only_disk):
+        with pytest.raises(NpgptError, match="(?i)read-only file system; choose a folder you can write to"):
+            save_checkpoint(dst, config, random_params(config), fmt=fmt)
+    assert os.listdir(read_only_disk) == []
+    if fmt == "hf":
+        src = save_checkpoint(tmp_path / "src.safetensors", config, random_params(config))
+        r = run_cli("convert", str(src), str(read_only_disk / "out"), "--to", fmt)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "read-only file system" in r.stderr.lower(), r.stderr

@@ -256,6 +256,8 @@ def save_checkpoint(
         raise CheckpointError(
             f"cannot write {path}: a part of the path is a file, not a folder ({e.filename}); choose another path"
         ) from None
+    except OSError as e:  # a folder that cannot be made or written in: read-only, no permission, no space
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}; choose a folder you can write to") from None
 
 
 def _check_writable_params(params: dict[str, Any]) -> None:
