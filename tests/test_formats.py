@@ -53,6 +53,22 @@ def test_hf_buffers_and_tied_head_are_dropped(tmp_path):
     assert params["wte"].shape == (config.n_vocab, config.n_embd)
 
 
+def test_one_weight_under_two_names_is_refused(pair, tmp_path):
+    """GPT2LMHeadModel's transformer.wte.weight and GPT2Model's wte.weight in one file: one of them was
+    used silently (the bare one, zeros here: logits off by 0.7 from transformers')."""
+    import torch
+    from safetensors.torch import save_file
+
+    _, ref = pair("odd")
+    ref.save_pretrained(tmp_path)
+    tensors = {k: v.contiguous() for k, v in ref.state_dict().items() if k != "lm_head.weight"}
+    save_file(
+        {**tensors, "wte.weight": torch.zeros_like(tensors["transformer.wte.weight"])}, tmp_path / "model.safetensors"
+    )
+    with pytest.raises(CheckpointError, match="'transformer.wte.weight' and 'wte.weight' are the same weight twice"):
+        load_checkpoint(tmp_path)
+
+
 def test_npgpt_format_roundtrip_is_memory_mapped(tmp_path):
     config = CONFIGS["odd"]
     params = random_params(config)

@@ -76,3 +76,12 @@ def test_nanogpt_refusals(pair, tmp_path):
     torch.save(state_dict(ref), tmp_path / "bare.pt")  # a state dict with no config anywhere
     with pytest.raises(CheckpointError, match="config.json"):
         load_checkpoint(tmp_path / "bare.pt")
+
+
+def test_nanogpt_weight_with_and_without_the_compile_prefix_is_refused(pair, tmp_path):
+    _, ref = pair("odd")
+    ckpt = nanogpt_checkpoint(ref, compiled=True)
+    ckpt["model"]["transformer.ln_f.weight"] = torch.zeros_like(ckpt["model"]["_orig_mod.transformer.ln_f.weight"])
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="'_orig_mod.transformer.ln_f.weight' and 'transformer.ln_f.weight'"):
+        load_checkpoint(tmp_path)

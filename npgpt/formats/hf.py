@@ -58,6 +58,15 @@ def hf_to_npgpt_name(name: str) -> str | None:
     return ".".join(parts)
 
 
+def duplicate(source: str, first: str, second: str) -> CheckpointError:
+    """Two of a file's names for one tensor (``transformer.`` or ``_orig_mod.`` prefixed and not): refused,
+    as either choice could be the wrong weights."""
+    return CheckpointError(
+        f"{source}: tensors {first!r} and {second!r} are the same weight twice; the file mixes two models' "
+        "names: re-save it from the model itself"
+    )
+
+
 def npgpt_to_hf_name(name: str) -> str:
     if name == "lm_head":
         return "lm_head.weight"
@@ -87,10 +96,16 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{config_path}: {e}") from None
     tensors, weights_path = read_tensors(directory)
-    flat = {}
+    flat: dict[str, np.ndarray] = {}
+    seen: dict[str, str] = {}
     for name, arr in tensors.items():
         ours = hf_to_npgpt_name(name)
-        if ours is not None and not (ours == "lm_head" and config.tie_word_embeddings):  # tied: a copy of wte
+        if ours is None:  # a buffer
+            continue
+        if ours in seen:  # transformer.wte.weight and wte.weight: which one transformers uses depends on the class
+            raise duplicate(weights_path, seen[ours], name)
+        seen[ours] = name
+        if not (ours == "lm_head" and config.tie_word_embeddings):  # tied: a copy of wte
             flat[ours] = as_float32(arr, name, weights_path)
     return config, unflatten(flat, config, source=weights_path)
 

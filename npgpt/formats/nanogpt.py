@@ -25,7 +25,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..params import unflatten
-from .hf import hf_to_npgpt_name
+from .hf import duplicate, hf_to_npgpt_name
 from .npgpt_format import as_float32
 
 CKPT_FILE = "ckpt.pt"  # what nanoGPT's train.py writes in its out_dir
@@ -59,7 +59,12 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
             "needs its Hugging Face config.json beside it, saved as pytorch_model.bin"
         )
     config = _config(ckpt["model_args"], str(path))
-    state = {k.removeprefix(_PREFIX): v for k, v in ckpt["model"].items()}
+    state = {}
+    for key, value in ckpt["model"].items():
+        name = key.removeprefix(_PREFIX)
+        if name in state:
+            raise duplicate(str(path), _PREFIX + name, name)
+        state[name] = value
     flat = _params(state, str(path))
     if "lm_head" in flat:
         config = dataclasses.replace(config, tie_word_embeddings=False)
@@ -94,11 +99,15 @@ def _config(args: dict[str, Any], source: str) -> GPT2Config:
 def _params(state: dict[str, np.ndarray], source: str) -> dict[str, Any]:
     """nanoGPT names -> npgpt's flat names; nn.Linear weights transposed to [in, out]."""
     head, wte = state.pop("lm_head.weight", None), state.get("transformer.wte.weight")
-    flat = {}
+    flat: dict[str, np.ndarray] = {}
+    seen: dict[str, str] = {}
     for name, arr in state.items():
         ours = hf_to_npgpt_name(name)  # the same module names as Hugging Face's GPT2LMHeadModel
         if ours is None:  # the attn.bias mask buffer
             continue
+        if ours in seen:
+            raise duplicate(source, seen[ours], name)
+        seen[ours] = name
         if name.endswith(_LINEAR):
             arr = arr.T  # [out, in] -> [in, out]
         flat[ours] = as_float32(arr, name, source)
