@@ -152,20 +152,32 @@ def test_padded_vocabulary_roundtrips_with_pad_tokens(tmp_path):
 
 
 # --- refusals: one line, before any compute ---------------------------------------------------------------
-def _write(path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None, n_vocab=300, n_layer=1):
+def _put(w, key, value, add):
+    """``add(value)``, the writer's typed call; a string or list instead (a corrupt file) as that type."""
+    if isinstance(value, str):
+        w.add_string(key, value)
+    elif isinstance(value, list):
+        w.add_array(key, value)
+    else:
+        add(value)
+
+
+def _write(
+    path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None, n_vocab=300, n_layer=1, n_ctx=8, wte=None
+):
     """A small GGUF written with gguf's own writer; each argument breaks one thing npgpt checks."""
     C = 32
     w = gguf.GGUFWriter(path, arch)
-    w.add_block_count(n_layer)
-    w.add_context_length(8)
+    _put(w, f"{arch}.block_count", n_layer, w.add_block_count)
+    _put(w, f"{arch}.context_length", n_ctx, w.add_context_length)
     w.add_embedding_length(C)
     w.add_feed_forward_length(n_ff or 4 * C)
     w.add_head_count(2)
-    w.add_layer_norm_eps(eps)
+    _put(w, f"{arch}.attention.layer_norm_epsilon", eps, w.add_layer_norm_eps)
     if tokenizer:
         w.add_tokenizer_model(tokenizer)
         w.add_token_list(tokens if tokens is not None else [f"t{i}" for i in range(n_vocab)])
-    w.add_tensor("token_embd.weight", np.zeros((n_vocab, C), np.float32))
+    w.add_tensor("token_embd.weight", np.zeros((n_vocab, C), np.float32) if wte is None else wte)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -187,6 +199,11 @@ NOT_GPT2_TOKENS = "not GPT-2's 50257"
         ({"tokenizer": None}, "tokenizer '\\(none\\)'"),
         ({}, NOT_GPT2_TOKENS),  # a 'gpt2' BPE with another vocabulary (e.g. Llama 3's)
         ({"n_layer": 10**9}, "block_count 1000000000 but only 1 tensors"),
+        # Metadata of the wrong type, and a 1-D token_embd: were internal errors (int("two"), shape[1])
+        ({"n_layer": "two"}, "'gpt2.block_count' is 'two', not an integer"),
+        ({"n_ctx": [8, 8]}, r"'gpt2.context_length' is \[8, 8\], not an integer"),
+        ({"eps": "x"}, "'gpt2.attention.layer_norm_epsilon' is 'x', not a number"),
+        ({"wte": np.zeros(9600, np.float32)}, r"token_embd.weight is not a matrix \(ggml shape \[9600\]\)"),
     ],
 )
 def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):

@@ -204,11 +204,18 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
         raise CheckpointError(f"{path}: a GGUF of architecture {arch!r}; npgpt runs GPT-2 ({ARCH!r}) models only")
     L, A = gguf.Keys.LLM, gguf.Keys.Attention
 
-    def hparam(key: str, default: Any = None) -> Any:
-        return _field(reader, path, key.format(arch=ARCH), default)
+    def hparam(key: str, default: Any = None, kind: type = int) -> Any:
+        """An integer (or, ``kind=float``, any number) from the metadata: llama.cpp refuses other types too."""
+        value = _field(reader, path, key.format(arch=ARCH), default)
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+            raise CheckpointError(
+                f"{path}: GGUF metadata {key.format(arch=ARCH)!r} is {value!r}, not "
+                f"{'a number' if kind is float else 'an integer'}; the file is corrupt: re-download or re-convert it"
+            )
+        return value
 
-    n_embd, n_head = int(hparam(L.EMBEDDING_LENGTH)), int(hparam(A.HEAD_COUNT))
-    n_head_kv = int(hparam(A.HEAD_COUNT_KV, n_head))
+    n_embd, n_head = hparam(L.EMBEDDING_LENGTH), hparam(A.HEAD_COUNT)
+    n_head_kv = hparam(A.HEAD_COUNT_KV, n_head)
     if n_head_kv != n_head:
         raise CheckpointError(
             f"{path}: head_count_kv {n_head_kv} != head_count {n_head}; GPT-2 has no grouped KV heads"
@@ -217,6 +224,10 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
     wte_name = next(k for k, v in _name_table(0).items() if v == "wte")
     if wte_name not in tensors:
         raise CheckpointError(f"{path}: no {wte_name} tensor; the file is incomplete")
+    if len(tensors[wte_name].shape) != 2:
+        raise CheckpointError(
+            f"{path}: {wte_name} is not a matrix (ggml shape {[int(n) for n in tensors[wte_name].shape]})"
+        )
     n_vocab = int(tensors[wte_name].shape[1])  # ggml ne = [n_embd, n_vocab]
     # The converter writes output.weight only for an untied head; one equal to token_embd is tied all the same.
     head = _to_float32(tensors[_output_name()], path) if _output_name() in tensors else None
@@ -226,12 +237,12 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
     config = make_config(
         str(path),
         n_vocab=n_vocab,
-        n_ctx=int(hparam(L.CONTEXT_LENGTH)),
+        n_ctx=hparam(L.CONTEXT_LENGTH),
         n_embd=n_embd,
         n_head=n_head,
-        n_layer=int(hparam(L.BLOCK_COUNT)),
-        n_inner=int(hparam(L.FEED_FORWARD_LENGTH, 4 * n_embd)),
-        layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, 1e-5))),
+        n_layer=hparam(L.BLOCK_COUNT),
+        n_inner=hparam(L.FEED_FORWARD_LENGTH, 4 * n_embd),
+        layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, 1e-5, kind=float))),
         tie_word_embeddings=tied,
     )
     if config.n_layer > len(tensors):  # a corrupt block_count must not build a table of a billion names
