@@ -69,6 +69,24 @@ def test_one_weight_under_two_names_is_refused(pair, tmp_path):
         load_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["gpt2-0.5", "model.bin", "run.v2"])
+def test_an_npgpt_file_under_another_name_loads_with_its_tokenizer(tmp_path, name):
+    """`npgpt convert SRC gpt2-0.5` wrote a file that detect refused (its name does not end in .safetensors)."""
+    config = CONFIGS["tiny"]
+    params = random_params(config)
+    src = save_checkpoint(tmp_path / "src.safetensors", config, params)
+    out = convert(src, tmp_path / name)
+    assert out == tmp_path / name and detect(out) == "npgpt"
+    assert_same_params(load_checkpoint(out)[1], params)
+    spec = {"type": "char", "chars": "ab"}  # a character-level model's vocabulary, read from the file
+    npgpt_format.save(out, config, params, metadata={"tokenizer": json.dumps(spec)})
+    assert npgpt_format.tokenizer_spec(out) == spec
+    (tmp_path / "notes.v2").write_text("# not a model")
+    with pytest.raises(CheckpointError, match="not a model file npgpt knows"):
+        detect(tmp_path / "notes.v2")
+    assert npgpt_format.tokenizer_spec(tmp_path / "notes.v2") is None
+
+
 def test_npgpt_format_roundtrip_is_memory_mapped(tmp_path):
     config = CONFIGS["odd"]
     params = random_params(config)

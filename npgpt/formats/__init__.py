@@ -72,6 +72,8 @@ def detect(path: str | Path) -> str:
             )
         if path.name.endswith(".index") or path.name == "hparams.json":
             return "openai"
+        if _is_npgpt_named_otherwise(path):  # `npgpt convert SRC gpt2-0.5` wrote it there
+            return "npgpt"
         raise CheckpointError(
             f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
             "a PyTorch checkpoint or a model directory)"
@@ -103,6 +105,16 @@ def detect(path: str | Path) -> str:
         "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
         "or OpenAI's hparams.json + model.ckpt.index"
     )
+
+
+def _is_npgpt_named_otherwise(path: Path) -> bool:
+    """Whether a file whose name does not end in .safetensors is an npgpt model file all the same."""
+    from .npgpt_format import is_npgpt_file
+
+    try:
+        return is_npgpt_file(path)
+    except CheckpointError:  # not a safetensors file at all: the caller says what was expected
+        return False
 
 
 def model_files(path: str | Path) -> list[Path]:

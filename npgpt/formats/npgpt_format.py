@@ -170,9 +170,14 @@ def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
     metadata, or None: GPT-2's (also for any other format). Reads only the header."""
     path = Path(path)
     file = path / MODEL_FILE if path.is_dir() else path
-    if file.suffix != ".safetensors" or not file.is_file():
+    if not file.is_file():
         return None
-    metadata = read_header(file)[0].get("__metadata__") or {}
+    try:
+        metadata = read_header(file)[0].get("__metadata__") or {}
+    except CheckpointError:  # not a safetensors file (another format's, which names no tokenizer)
+        if file.suffix == ".safetensors":
+            raise
+        return None
     if metadata.get("format") != FORMAT or "tokenizer" not in metadata:
         return None
     try:
