@@ -13,7 +13,7 @@ import npgpt
 from npgpt.char_tokenizer import CharTokenizer, tokenizer_from_spec
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError, NpgptError
-from npgpt.formats import npgpt_format
+from npgpt.formats import convert, npgpt_format
 from npgpt.params import init_params
 from npgpt.tokenizer import EOT, Tokenizer
 
@@ -64,3 +64,18 @@ def test_the_model_file_carries_the_vocabulary_and_load_uses_it(tmp_path):
     assert set(out) <= set(tok.chars) | set(EOT)
     npgpt_format.save(tmp_path / "plain.safetensors", config, init_params(config, 0))
     assert npgpt_format.tokenizer_spec(tmp_path / "plain.safetensors") is None
+
+
+def test_convert_keeps_the_vocabulary_or_refuses(tmp_path):
+    """npgpt convert dropped a character-level model's vocabulary: the copy loaded with GPT-2's BPE."""
+    tok = CharTokenizer.from_text([TEXT])
+    config = GPT2Config(n_vocab=tok.n_vocab, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    src = tmp_path / "char.safetensors"
+    npgpt_format.save(src, config, init_params(config, 0), metadata={"tokenizer": json.dumps(tok.to_spec())})
+    convert(src, tmp_path / "half.safetensors", dtype="float16")
+    model = npgpt.load(tmp_path / "half.safetensors")
+    assert isinstance(model.tokenizer, CharTokenizer) and model.tokenizer.chars == tok.chars
+    assert set(model.generate("the", max_new_tokens=5, seed=0)) <= set(tok.chars) | set(EOT)
+    with pytest.raises(CheckpointError, match="character-level model cannot be written as hf"):
+        convert(src, tmp_path / "hf", fmt="hf")
+    assert not (tmp_path / "hf").exists()

@@ -251,6 +251,7 @@ def save_checkpoint(
     fmt: str = "npgpt",
     dtype: str = "float32",
     max_shard_size: int | str | None = None,
+    tokenizer: dict[str, Any] | None = None,
 ) -> Path:
     """Write params in ``fmt`` with storage ``dtype`` (one of ``DTYPES[fmt]``); npgpt, llmc and gguf write a
     file (a directory gets ``model.safetensors``, ``model.bin``, ``model.gguf``), hf and openai a directory.
@@ -258,12 +259,14 @@ def save_checkpoint(
     ``hf-sharded`` splits the weights into safetensors shards of at most ``max_shard_size`` (bytes
     or e.g. ``"500MB"``; default DEFAULT_SHARD_SIZE) plus an index, as ``save_pretrained`` does;
     a model that fits in one shard is written as one ``model.safetensors``, as there too.
+    ``tokenizer``: a character-level model's vocabulary (``CharTokenizer.to_spec()``), which only npgpt's
+    format carries (in its metadata, as training writes it); CheckpointError for any other format.
     """
     path = Path(path)
-    _check_save_options(fmt, dtype, max_shard_size)
+    _check_save_options(fmt, dtype, max_shard_size, tokenizer)
     _check_writable_params(params)
     try:
-        return _write(path, config, dequantized(params), fmt, dtype, max_shard_size)
+        return _write(path, config, dequantized(params), fmt, dtype, max_shard_size, tokenizer)
     except (FileExistsError, NotADirectoryError) as e:  # a folder to create where a file is (/dev/full, a.txt/x)
         raise CheckpointError(
             f"cannot write {path}: a part of the path is a file, not a folder ({e.filename}); choose another path"
@@ -287,13 +290,22 @@ def _check_writable_params(params: dict[str, Any]) -> None:
 
 
 def _write(
-    path: Path, config: GPT2Config, params: dict[str, Any], fmt: str, dtype: str, max_shard_size: int | str | None
+    path: Path,
+    config: GPT2Config,
+    params: dict[str, Any],
+    fmt: str,
+    dtype: str,
+    max_shard_size: int | str | None,
+    tokenizer: dict[str, Any] | None,
 ) -> Path:
     if fmt == "npgpt":
+        import json
+
         from . import npgpt_format
 
         target = path / MODEL_FILE if path.is_dir() or not path.suffix else path
-        return npgpt_format.save(target, config, params, dtype=dtype)
+        metadata = None if tokenizer is None else {"tokenizer": json.dumps(tokenizer)}
+        return npgpt_format.save(target, config, params, dtype=dtype, metadata=metadata)
     if fmt == "llmc":
         from . import llmc
 
@@ -312,10 +324,17 @@ def _write(
     return openai_tf.save(path, config, params)
 
 
-def _check_save_options(fmt: str, dtype: str, max_shard_size: int | str | None) -> None:
-    """Refuse a format, dtype or shard size that cannot be written, before any weights are read."""
+def _check_save_options(
+    fmt: str, dtype: str, max_shard_size: int | str | None, tokenizer: dict[str, Any] | None = None
+) -> None:
+    """Refuse a format, dtype, shard size or tokenizer that cannot be written, before any weights are read."""
     if fmt not in FORMATS:
         raise _not_writable(fmt)
+    if tokenizer is not None and fmt != "npgpt":
+        raise CheckpointError(
+            f"a character-level model cannot be written as {fmt}: only npgpt's format carries its vocabulary; "
+            "use --to npgpt"
+        )
     if dtype not in DTYPES[fmt]:
         raise CheckpointError(f"--dtype {dtype} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}")
     if max_shard_size is None:
@@ -345,7 +364,13 @@ def convert(
     dtype: str = "float32",
     max_shard_size: int | str | None = None,
 ) -> Path:
-    """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst``."""
-    _check_save_options(fmt, dtype, max_shard_size)  # refused before a large source is read
+    """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst`` (a character-level
+    model's vocabulary too: npgpt's format only)."""
+    from .npgpt_format import tokenizer_spec
+
+    tokenizer = tokenizer_spec(src)  # from the header only
+    _check_save_options(fmt, dtype, max_shard_size, tokenizer)  # refused before a large source is read
     config, params = load_checkpoint(src)
-    return save_checkpoint(dst, config, params, fmt=fmt, dtype=dtype, max_shard_size=max_shard_size)
+    return save_checkpoint(
+        dst, config, params, fmt=fmt, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer
+    )
