@@ -69,6 +69,22 @@ def test_one_weight_under_two_names_is_refused(pair, tmp_path):
         load_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize("fmt", ["npgpt", "gguf"])
+def test_a_weight_beyond_float16s_range_is_refused_before_writing(tmp_path, fmt):
+    """It was written as infinity, and the file then refused at load as corrupt."""
+    if fmt == "gguf":
+        pytest.importorskip("gguf")
+    config = CONFIGS["tiny"]
+    params = random_params(config)
+    params["blocks"][1]["attn"]["c_attn"]["w"][0, 0] = -65520.0  # float16 rounds it to -inf (65519 to -65504)
+    with pytest.raises(CheckpointError, match="'blocks.1.attn.c_attn.w' as float16: it holds 65520"):
+        save_checkpoint(tmp_path / "out", config, params, fmt=fmt, dtype="float16")
+    assert not (tmp_path / "out").exists()
+    params["blocks"][1]["attn"]["c_attn"]["w"][0, 0] = -65519.0
+    _, back = load_checkpoint(save_checkpoint(tmp_path / "out", config, params, fmt=fmt, dtype="float16"))
+    assert back["blocks"][1]["attn"]["c_attn"]["w"][0, 0] == -65504.0
+
+
 @pytest.mark.parametrize("name", ["gpt2-0.5", "model.bin", "run.v2"])
 def test_an_npgpt_file_under_another_name_loads_with_its_tokenizer(tmp_path, name):
     """`npgpt convert SRC gpt2-0.5` wrote a file that detect refused (its name does not end in .safetensors)."""
