@@ -92,28 +92,39 @@ class TextTracker:
 
     Text that could be the start of a stop sequence is held back until it is clear, so a
     streamed delta never has to be taken back, and a stop sequence split across tokens is
-    still found.
+    still found. ``skip_leading_space``: the text's leading whitespace is never given out, and a
+    stop sequence lying wholly within it does not count (the reader never sees it: a chat reply
+    whose first token is "\n" is not ended by the stop "\n").
     """
 
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str]) -> None:
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str], skip_leading_space: bool = False) -> None:
         self._decoder: StreamDecoder = tokenizer.stream_decoder()
         self.stop = tuple(stop)
         self.text = ""  # all text decoded so far (emitted + held back)
         self.emitted = 0  # characters of text already given out
+        self.skip = skip_leading_space
+        self.lead = 0  # characters of leading whitespace dropped (final once the text holds anything else)
 
     def push(self, token: int) -> tuple[str, bool]:
         """Add a token; returns (delta to emit, whether a stop sequence was hit)."""
         before = len(self.text)
-        self.text += self._decoder.push(token)
-        hits = [i for s in self.stop if (i := self.text.find(s, max(0, before - len(s) + 1))) >= 0]
+        self._add(self._decoder.push(token))
+        # a match starting before lead - len(s) + 1 ends within the dropped whitespace
+        hits = [i for s in self.stop if (i := self.text.find(s, max(0, max(before, self.lead) - len(s) + 1))) >= 0]
         if hits:
             self.text = self.text[: min(hits)]
             return self._emit(len(self.text)), True
         return self._emit(len(self.text) - self._held_back()), False
 
     def finish(self) -> str:
-        self.text += self._decoder.flush()
+        self._add(self._decoder.flush())
         return self._emit(len(self.text))
+
+    def _add(self, delta: str) -> None:
+        self.text += delta
+        if self.skip and self.lead == len(self.text) - len(delta):  # nothing but whitespace before this delta
+            self.lead = len(self.text) - len(self.text.lstrip())
+            self.emitted = max(self.emitted, self.lead)
 
     def _held_back(self) -> int:
         """Length of the longest suffix of the text that begins some stop sequence."""
@@ -170,7 +181,7 @@ class RowSampler:
         self.counts = np.zeros(self.n_tokens, dtype=np.float32)  # generated tokens (presence/frequency penalties)
         self.seen = np.zeros(self.n_tokens, dtype=bool)  # prompt and generated tokens (repetition penalty, as in HF)
         self.seen[[t for t in prompt if t < self.n_tokens]] = True
-        self.tracker = TextTracker(tokenizer, params.stop)
+        self.tracker = TextTracker(tokenizer, params.stop, params.skip_leading_space)
         self.eot_id = tokenizer.eot_id
         self.n_new = 0
         self.token = 0  # the last token chosen: the next step's input

@@ -36,6 +36,8 @@ class SamplingParams:
     stop: tuple[str, ...] = field(default_factory=tuple)
     stop_at_eot: bool = True
     logprobs: int | None = None  # return the chosen token's logprob and this many alternatives
+    # drop the text's leading whitespace, where stop sequences do not match (chat replies: the reader never sees it)
+    skip_leading_space: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -89,6 +91,11 @@ class SamplingParams:
                 "logprobs",
                 self.logprobs is None or isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20,
                 f"logprobs must be an integer in [0, 20], got {self.logprobs!r}",
+            ),
+            (
+                "skip_leading_space",
+                isinstance(self.skip_leading_space, bool),
+                f"skip_leading_space must be True or False, got {self.skip_leading_space!r}",
             ),
         ]
         for name, ok, message in checks:

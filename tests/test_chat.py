@@ -106,3 +106,14 @@ def test_chat_with_the_bundled_model():
     r = run_cli("chat", "--temperature", "0", "--max-new-tokens", "12", input="Who made the heaven?\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
+
+
+def test_chat_stop_does_not_match_the_dropped_leading_whitespace():
+    """The bundled model's reply to "hi" at seed 1 starts with "\n", which chat drops: --stop '\n' must
+    not end the reply there (it printed an empty line), only at a newline the reader sees."""
+    m = load("bundled")
+    free = m.generate(chat_prompt([("user", "hi")]), max_new_tokens=12, temperature=0.8, top_k=40, seed=1)
+    assert free.startswith("\n") and free.strip()
+    r = run_cli("chat", "--seed", "1", "--max-new-tokens", "12", "--stop", "\\n", input="hi\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == free.lstrip().split("\n")[0] + "\n"

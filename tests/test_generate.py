@@ -109,6 +109,27 @@ def test_stop_sequence_spanning_two_tokens_stops_at_right_character():
     assert stopped and out == "Hell"
 
 
+def test_stop_sequences_skip_the_dropped_leading_whitespace():
+    """With skip_leading_space (chat replies) the leading whitespace is not given out, and a stop lying
+    wholly within it does not end the text: the reader never sees it. One reaching past it still does."""
+    tok = Tokenizer()
+
+    def run(text: str, stop: list[str], skip: bool) -> tuple[str, bool]:
+        tracker, out = TextTracker(tok, stop, skip_leading_space=skip), ""
+        for t in tok.encode(text):
+            delta, stopped = tracker.push(t)
+            out += delta
+            if stopped:
+                return out, True
+        return out + tracker.finish(), False
+
+    assert run("\n \nHi there\nUser: x", ["\n"], skip=True) == ("Hi there", True)
+    assert run("\n \nHi there", ["\n\n", " "], skip=True) == ("Hi", True)
+    assert run("\n\n", ["\n"], skip=True) == ("", False)
+    assert run("\nUser: x", ["\nUser:"], skip=True) == ("", True)  # reaches past the whitespace: still a stop
+    assert run("\n \nHi there", ["\n"], skip=False) == ("", True)
+
+
 def test_stop_sequence_in_generation(pair):
     model, _ = pair("odd")
     free = model.generate(PROMPTS[2], max_new_tokens=30, temperature=0, stop_at_eot=False)

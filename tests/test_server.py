@@ -180,6 +180,27 @@ def test_chat_completion(client, model):
     assert len(lp) == 5 and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in lp)
 
 
+def test_chat_stop_does_not_match_the_dropped_leading_whitespace():
+    """The bundled model's reply to "hi" at seed 2 starts with "\n", which the reply drops: the stop "\n"
+    must not end it there (it answered "" with finish_reason "stop"), only at a newline the client sees."""
+    from npgpt.api import load
+
+    m = load("bundled")
+    free = m.generate(chat_prompt([ChatMessage(role="user", content="hi")]), max_new_tokens=20, seed=2)
+    assert free.startswith("\n") and "\n" in free.lstrip()
+    body = {"messages": [{"role": "user", "content": "hi"}], "stop": "\n", "seed": 2, "max_tokens": 20}
+    with background_server(create_app({"bundled": m})) as base:
+        r = httpx.post(base + "/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
+        assert r["message"]["content"] == free.lstrip().split("\n")[0] != ""
+        assert r["finish_reason"] == "stop"
+        lines = httpx.post(base + "/v1/chat/completions", json={**body, "stream": True}, timeout=60).text.splitlines()
+        chunks = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+        assert (
+            "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+            == r["message"]["content"]
+        )
+
+
 def test_models_health_next_tokens_and_metrics(client, url, model):
     assert [m.id for m in client.models.list().data] == ["tiny", "other"]
     assert client.models.retrieve("other").id == "other"

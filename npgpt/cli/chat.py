@@ -100,7 +100,8 @@ def chat_command(
         with contextlib.suppress(ImportError):  # line editing and history for input(), where the platform has it
             import readline  # noqa: F401
         print_notice(f"chatting with {m.source}; {HELP}")
-    sampling = {**knobs, "stop": (*CHAT_STOP, *knobs["stop"]), "max_new_tokens": reply_room}
+    # the reply's leading whitespace is dropped, as the server does, and a --stop is matched only after it
+    sampling = {**knobs, "stop": (*CHAT_STOP, *knobs["stop"]), "max_new_tokens": reply_room, "skip_leading_space": True}
     turn = 0
     while (line := _read(interactive)) is not None:
         message = line.strip()
@@ -145,12 +146,10 @@ def _read(interactive: bool) -> str | None:
 
 
 def _stream_reply(m: GPT2, prompt: str, sampling: dict) -> str:
-    """Print the reply as it is generated (leading whitespace dropped, as the server does); return it."""
+    """Print the reply as it is generated; return it."""
     out, reply = sys.stdout, ""
     try:
         for delta in m.stream(prompt, **sampling):
-            if not reply:
-                delta = delta.lstrip()
             reply += delta
             out.write(delta)
             out.flush()

@@ -51,7 +51,8 @@ async def start(
             code="context_length_exceeded",
         )
     max_tokens = given or m.config.n_ctx - len(prompt)
-    params = body.sampling(max_tokens, logprobs, stop=CHAT_STOP)
+    # the reply's leading whitespace is dropped (the model writes ``Assistant: Hi``), stops matched after it
+    params = body.sampling(max_tokens, logprobs, stop=CHAT_STOP, skip_leading_space=True)
     n = body.n or 1
     limits.check_tokens([prompt], n, params.max_new_tokens)
     rows = [prompt] * n
@@ -64,7 +65,6 @@ async def start(
         "created": int(time.time()),
         "model": name,
     }
-    strip = [LeadingSpace() for _ in rows]
 
     def token_logprobs(ev: Event) -> list[dict[str, Any]] | None:
         if logprobs is None:
@@ -90,7 +90,7 @@ async def start(
             yield chunk(i, {"role": "assistant", "content": ""}, None, None)
         async for ev in run.events(request, poll_disconnect=not body.stream):
             done += ev.token is not None
-            text, lp = strip[ev.row](ev.text), token_logprobs(ev)
+            text, lp = ev.text, token_logprobs(ev)
             if text or lp:
                 yield chunk(ev.row, {"content": text}, lp, None)
             if ev.finish_reason:
@@ -121,16 +121,3 @@ async def start(
         return {**head, "object": "chat.completion", "choices": out, "usage": chunks[-1]["usage"]}
 
     return Answer(chunks(), fold)
-
-
-class LeadingSpace:
-    """Drops a chat reply's leading whitespace (the model writes ``Assistant: Hi``), across deltas."""
-
-    def __init__(self) -> None:
-        self.started = False
-
-    def __call__(self, text: str) -> str:
-        if not self.started:
-            text = text.lstrip()
-            self.started = bool(text)
-        return text

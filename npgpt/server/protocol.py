@@ -84,13 +84,20 @@ class _Sampling(_Body):
     min_p: float | None = None
     repetition_penalty: float | None = None
 
-    def sampling(self, max_tokens: int, logprobs: int | None, stop: tuple[str, ...] = ()) -> SamplingParams:
+    def sampling(
+        self, max_tokens: int, logprobs: int | None, stop: tuple[str, ...] = (), skip_leading_space: bool = False
+    ) -> SamplingParams:
         """Validated SamplingParams (raises NpgptError with the bad field as ``param``); a field left
         out or null takes SamplingParams' default, the one place defaults live."""
         user_stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         given = {k: v for k in _SAMPLING_KNOBS if (v := getattr(self, k)) is not None}
         return SamplingParams(
-            max_new_tokens=max_tokens, seed=self.seed, stop=user_stop + stop, logprobs=logprobs, **given
+            max_new_tokens=max_tokens,
+            seed=self.seed,
+            stop=user_stop + stop,
+            logprobs=logprobs,
+            skip_leading_space=skip_leading_space,
+            **given,
         )
 
 
