@@ -354,6 +354,41 @@ def test_api_key(model):
             openai.OpenAI(base_url=base + "/v1", api_key="nope", max_retries=0).models.list()
 
 
+@pytest.mark.parametrize("key", [None, "sesame"])
+def test_cors_only_for_the_allowed_origins(model, key):
+    """A browser page from another origin may call the server only if allowed_origins names it: its
+    preflight OPTIONS is answered (before the key is asked for: a preflight carries none), and its
+    responses carry Access-Control-Allow-Origin. Without it, same-origin only (the preflight got 405)."""
+    page = "http://localhost:3000"
+    preflight = {
+        "Origin": page,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    body = {"prompt": "x", "max_tokens": 2}
+    for origins, allowed in [((), None), ([page], page), (["https://other.example"], None), (["*"], "*")]:
+        with background_server(create_app({"tiny": model}, api_key=key, allowed_origins=origins)) as base:
+            r = httpx.options(base + "/v1/completions", headers=preflight)
+            assert r.headers.get("access-control-allow-origin") == allowed, origins
+            if allowed:
+                assert r.status_code == 200 and "POST" in r.headers["access-control-allow-methods"]
+                assert "authorization" in r.headers["access-control-allow-headers"].lower()
+            r = httpx.post(base + "/v1/completions", json=body, headers={"Origin": page, **auth})
+            assert r.status_code == 200 and r.headers.get("access-control-allow-origin") == allowed, origins
+            r = httpx.post(base + "/v1/completions", json=body)  # no Origin: not a cross-origin call
+            assert r.status_code == (401 if key else 200) and "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.parametrize("bad", ["localhost:3000", "http://localhost:3000/", "https://a.example/app", "://x"])
+def test_serve_refuses_an_origin_a_browser_never_sends(bad):
+    from conftest import run_cli
+
+    r = run_cli("serve", "--allowed-origins", f"http://ok.example,{bad}", "--port", "1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and repr(bad) in r.stderr and "scheme://host" in r.stderr
+
+
 class Gate:
     """Wraps a backend's forward: blocks until opened, or sleeps ``delay`` per call."""
 
@@ -554,4 +589,4 @@ def test_serve_help_has_an_example():
     from npgpt.cli import app
 
     r = CliRunner().invoke(app, ["serve", "--help"])
-    assert r.exit_code == 0 and "Example" in r.output and "--max-batch" in r.output
+    assert r.exit_code == 0 and "Example" in r.output and "--max-batch" in r.output and "--allowed-origins" in r.output

@@ -60,6 +60,14 @@ def serve_command(
         int,
         typer.Option(help="Tokens per request at most (each completion's prompt + max_tokens, summed); more get 400."),
     ] = 131_072,
+    allowed_origins: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated origins whose web pages may call the server (CORS), e.g. "
+            "http://localhost:3000,https://chat.example.com, or * for any. Default: none (same-origin only).",
+            show_default=False,
+        ),
+    ] = None,
     shutdown_timeout: Annotated[
         float,
         typer.Option(
@@ -83,6 +91,7 @@ def serve_command(
             f"--max-rows and --max-request-tokens must be >= 1 and --shutdown-timeout >= 0, got "
             f"{max_rows}, {max_request_tokens} and {shutdown_timeout}"
         )
+    origins = parse_origins(allowed_origins)
     try:
         from ..server.app import create_app
         from ..server.shutdown import serve
@@ -116,12 +125,27 @@ def serve_command(
         special_tokens=special_tokens,
         max_rows=max_rows,
         max_request_tokens=max_request_tokens,
+        allowed_origins=origins,
     )
     shown = f"[{host}]" if ":" in host else host
     print_notice(
         f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1", style=""
     )
     serve(app, sock, shutdown_timeout=shutdown_timeout, host=host, port=port, log_level="info")
+
+
+def parse_origins(text: str | None) -> list[str]:
+    """``--allowed-origins``: comma-separated ``scheme://host[:port]`` origins, or ``*``; NpgptError for one a
+    browser never sends (no scheme, a path or a trailing slash), which would match nothing."""
+    origins = [o.strip() for o in (text or "").split(",") if o.strip()]
+    for o in origins:
+        scheme, sep, rest = o.partition("://")
+        if o != "*" and (not sep or not scheme.isalnum() or not rest or "/" in rest):
+            raise NpgptError(
+                f"--allowed-origins: {o!r} is not an origin; give scheme://host[:port] with no path, "
+                "e.g. http://localhost:3000, or * for any"
+            )
+    return origins
 
 
 def bind(host: str, port: int) -> socket.socket:

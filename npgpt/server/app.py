@@ -5,6 +5,10 @@ thread, never on the event loop, and concurrent requests share its batch.
 
 With an API key, the interactive docs (``/docs``, ``/redoc``) and ``/openapi.json`` are turned off:
 they would describe a private server to anyone, and a browser cannot send the key to them anyway.
+
+Browsers let a page call the server only from its own origin unless ``allowed_origins`` (``npgpt serve
+--allowed-origins``) names the pages' origins, as vLLM's ``--allowed-origins`` does: Starlette's CORS
+middleware then answers their preflight ``OPTIONS`` (before the key is checked: a preflight carries none).
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from .errors import add_handlers
 from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
@@ -42,6 +47,7 @@ def create_app(
     special_tokens: bool = True,
     max_rows: int = MAX_ROWS,
     max_request_tokens: int = MAX_REQUEST_TOKENS,
+    allowed_origins: Sequence[str] = (),
 ) -> FastAPI:
     """The FastAPI app serving ``models`` (name -> model; the first is the default).
 
@@ -51,7 +57,9 @@ def create_app(
     get 413. ``special_tokens``: a literal ``<|endoftext|>`` in a prompt or message is the special
     token (as in OpenAI's and vLLM's servers); False reads it as plain text. ``max_rows`` (prompts x
     ``n``) and ``max_request_tokens`` (prompt tokens + ``max_tokens``, over the rows) bound one
-    request (:mod:`.limits`); over them is a 400. Raises ValueError for no models or a limit below 1.
+    request (:mod:`.limits`); over them is a 400. ``allowed_origins``: the origins
+    (``https://host[:port]``, or ``*`` for any) whose web pages may call the server (CORS); none by
+    default, the safe choice for a server without a key. Raises ValueError for no models or a limit below 1.
     """
     if not models:
         raise ValueError("create_app needs at least one model")
@@ -83,6 +91,10 @@ def create_app(
     if api_key is not None:
         app.add_middleware(BearerKey, api_key=api_key)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    if allowed_origins:  # added last, so outermost: a preflight is answered before the key is asked for
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
     add_handlers(app)
     app.include_router(router(schedulers, metrics, special_tokens=special_tokens))
     return app
