@@ -117,15 +117,27 @@ def _cannot_write(path: Path, e: BaseException) -> NpgptError:
     text = str(e)
     found = re.search(r'message: "([^"]+)"', text)  # SafetensorError wraps the OS error's text
     reason = getattr(e, "strerror", None) or (found[1] if found else (text.splitlines() or [type(e).__name__])[0])
+    code = getattr(e, "errno", None)
     if isinstance(e, IsADirectoryError) or path.is_dir():
         return NpgptError(f"cannot write {path}: it is a directory; give a file path")
     if isinstance(e, (NotADirectoryError, FileExistsError)):  # FileExistsError: mkdir where a file is
         return NpgptError(f"cannot write {path}: a part of the path is a file, not a folder; choose another path")
     if isinstance(e, PermissionError) or "ermission denied" in reason:
         return NpgptError(f"cannot write {path}: permission denied; choose a folder you can write to")
-    if getattr(e, "errno", None) == errno.EROFS or "ead-only file system" in reason:
+    if code == errno.EROFS or "ead-only file system" in reason:
         return NpgptError(f"cannot write {path}: read-only file system; choose a folder you can write to")
-    return NpgptError(f"cannot write {path}: {reason}; free some space or choose another place")
+    if isinstance(e, FileNotFoundError):  # e.g. /proc: the folder cannot be created or hold new files
+        return NpgptError(
+            f"cannot write {path}: {reason} (its folder cannot be created or cannot hold new files); "
+            "choose a folder you can write to"
+        )
+    if (
+        code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        or "o space left" in reason
+        or "uota exceeded" in reason
+    ):
+        return NpgptError(f"cannot write {path}: {reason}; free some space or choose another place")
+    return NpgptError(f"cannot write {path}: {reason}; choose another place")
 
 
 def _mapping(arr: np.ndarray) -> mmap.mmap | None:

@@ -1,6 +1,8 @@
 """npgpt/files.py: a failed write leaves the old file; a finished one has normal permissions."""
 
+import errno
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,32 @@ def test_convert_onto_a_full_disk_is_one_line_and_keeps_the_old_file(small_disk,
         assert len(r.stderr.strip().splitlines()) == 1 and "No space left on device" in r.stderr, r.stderr
         assert old.read_bytes() == b"old model" * 1000
         assert sorted(os.listdir(small_disk)) == ["model.safetensors"]  # no temp file, nothing half-written
+
+
+@pytest.mark.parametrize(
+    "code, hint",
+    [
+        (errno.ENOENT, "(its folder cannot be created or cannot hold new files); choose a folder you can write to"),
+        (errno.ENOTDIR, "a part of the path is a file, not a folder; choose another path"),
+        (errno.EACCES, "permission denied; choose a folder you can write to"),
+        (errno.EROFS, "read-only file system; choose a folder you can write to"),
+        (errno.ENOSPC, "No space left on device; free some space or choose another place"),
+        (errno.EDQUOT, "Disk quota exceeded; free some space or choose another place"),
+        (errno.EIO, "Input/output error; choose another place"),
+    ],
+)
+def test_a_failed_write_gives_the_right_reason_and_fix(tmp_path, monkeypatch, code, hint):
+    """Only a full disk (or quota) is told to free some space: ENOENT (/proc/x.png) was told so too."""
+    from npgpt.errors import NpgptError
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(tempfile, "mkstemp", fail)
+    with pytest.raises(NpgptError) as e, atomic_path(tmp_path / "x.png"):
+        pass
+    assert str(e.value).startswith(f"cannot write {tmp_path / 'x.png'}: ") and str(e.value).endswith(hint)
+    assert ("free some space" in str(e.value)) == (code in (errno.ENOSPC, errno.EDQUOT))
 
 
 def test_a_device_or_fifo_is_never_renamed_over(tmp_path):
