@@ -89,9 +89,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     from safetensors import SafetensorError
 
     path = Path(path)
-    if path.exists() and not path.is_file():  # a device (/dev/full), a FIFO or a folder: never renamed over
-        kind = "a directory" if path.is_dir() else "not a regular file"
-        raise NpgptError(f"cannot write {path}: it is {kind}; give the path of a file to write")
+    _refuse_non_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -110,6 +108,34 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse, before any work, a ``path`` that :func:`atomic_path` could not write: one NpgptError naming it
+    (a folder, a parent that is a file or cannot be created, no permission, a read-only file system).
+
+    Nothing is left behind: a missing parent is not created here, a probe file is made in the nearest
+    folder that exists (where the parents would be created) and removed.
+    """
+    path = Path(path)
+    _refuse_non_file(path)
+    folder = path.parent
+    try:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    except OSError as e:
+        raise _cannot_write(path, e) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _refuse_non_file(path: Path) -> None:
+    if path.exists() and not path.is_file():  # a device (/dev/full), a FIFO or a folder: never renamed over
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise NpgptError(f"cannot write {path}: it is {kind}; give the path of a file to write")
 
 
 def _cannot_write(path: Path, e: BaseException) -> NpgptError:

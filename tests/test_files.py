@@ -144,6 +144,17 @@ def test_a_failed_write_gives_the_right_reason_and_fix(tmp_path, monkeypatch, co
     assert ("free some space" in str(e.value)) == (code in (errno.ENOSPC, errno.EDQUOT))
 
 
+def test_check_writable_leaves_nothing_behind(tmp_path):
+    from npgpt.errors import NpgptError
+    from npgpt.files import check_writable
+
+    check_writable(tmp_path / "new" / "sub" / "x.png")  # a creatable parent is fine, and not created yet
+    check_writable(tmp_path / "x.png")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(NpgptError, match="it is a directory"):
+        check_writable(tmp_path)
+
+
 def test_a_device_or_fifo_is_never_renamed_over(tmp_path):
     from npgpt.errors import NpgptError
 

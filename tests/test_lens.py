@@ -144,3 +144,25 @@ def test_jax_backend_gives_the_same_lens_and_pattern():
     np.testing.assert_array_equal(ours.top_ids, theirs.top_ids)
     np.testing.assert_allclose(ours.final_probs, theirs.final_probs, atol=1e-5)
     np.testing.assert_allclose(attention_pattern(model, ids, 1, 1), attention_pattern(on_jax, ids, 1, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("command", ["lens", "attention"])
+def test_a_png_path_that_cannot_be_written_fails_before_any_compute(tmp_path, command):
+    """The --png destination is checked first: one line naming it, and no table printed (it was checked
+    only after the table, so the run's work was lost)."""
+    from conftest import small_disk
+
+    (tmp_path / "file").write_text("x")
+    places = {
+        tmp_path: "it is a directory",
+        tmp_path / "file" / "x.png": "a part of the path is a file",
+        "/proc/no/such/x.png": "its folder cannot be created",
+    }
+    with small_disk(tmp_path / "ro", "1m", read_only=True) as ro:
+        places[ro / "sub" / "x.png"] = "read-only file system"
+        for png, reason in places.items():
+            r = run_cli(command, "And God said", "--png", str(png))
+            assert r.returncode == 1 and r.stdout == "", r.stdout
+            assert r.stderr.strip() == r.stderr.strip().splitlines()[0] and f"cannot write {png}: " in r.stderr
+            assert reason in r.stderr and "free some space" not in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "ro"]  # nothing created on the way
