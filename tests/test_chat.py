@@ -117,3 +117,22 @@ def test_chat_stop_does_not_match_the_dropped_leading_whitespace():
     r = run_cli("chat", "--seed", "1", "--max-new-tokens", "12", "--stop", "\\n", input="hi\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout == free.lstrip().split("\n")[0] + "\n"
+
+
+def test_chat_refuses_piped_text_that_is_not_utf8(model_file):
+    """As generate and score do: one line naming the line and the byte, exit 1 (bad bytes became U+FFFD
+    silently, and the chat went on)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "npgpt"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "npgpt.cli"]
+    args = ["chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", "2"]
+    r = subprocess.run([*cmd, *args], input=b"hello\ncaf\xe9\nnever read\n", capture_output=True, timeout=120)
+    err = r.stderr.decode().strip()
+    assert r.returncode == 1 and "Traceback" not in err
+    assert err == (
+        "error: standard input line 2 is not UTF-8 text (byte 3 is 0xe9); convert it, e.g. `iconv -f latin1 -t utf-8`"
+    )
+    assert len(r.stdout.decode().splitlines()) == 1  # the reply to "hello", then nothing

@@ -102,8 +102,18 @@ def chat_command(
         print_notice(f"chatting with {m.source}; {HELP}")
     # the reply's leading whitespace is dropped, as the server does, and a --stop is matched only after it
     sampling = {**knobs, "stop": (*CHAT_STOP, *knobs["stop"]), "max_new_tokens": reply_room, "skip_leading_space": True}
-    turn = 0
-    while (line := _read(interactive)) is not None:
+    turn, lineno = 0, 0
+    while True:
+        lineno += 1
+        try:
+            line = _read(interactive, lineno)
+        except NpgptError as e:
+            if not interactive:  # piped text that is not UTF-8: refused, as generate and score refuse it
+                raise
+            print_error(str(e))  # typed: this message is refused, the chat goes on
+            continue
+        if line is None:
+            break
         message = line.strip()
         if message in ("/exit", "/quit", "/bye"):
             return
@@ -130,19 +140,32 @@ def chat_command(
         turn += 1
 
 
-def _read(interactive: bool) -> str | None:
-    """The user's next line, or None at end of input (Ctrl-D)."""
+def _read(interactive: bool, lineno: int) -> str | None:
+    """The user's next line, or None at end of input (Ctrl-D). NpgptError for a line that is not UTF-8:
+    piped lines are read as bytes and decoded strictly (the locale's decoding turned bad bytes into
+    U+FFFD silently, or failed with a traceback); a terminal's bad bytes come as lone surrogates."""
     if interactive:
         try:
-            return input("> ")
-        except EOFError:
+            line = input("> ")
+        except (EOFError, KeyboardInterrupt):
             sys.stderr.write("\n")
             return None
-        except KeyboardInterrupt:
-            sys.stderr.write("\n")
-            return None
-    line = sys.stdin.readline()
-    return line if line else None
+        except UnicodeDecodeError:  # a terminal whose encoding is not UTF-8, read strictly
+            line = "\udcff"
+        if any("\udc80" <= c <= "\udcff" for c in line):  # the bytes the locale's decoding escaped
+            raise NpgptError("that message is not UTF-8 text; set your terminal to UTF-8 and type it again")
+        return line
+    stdin = getattr(sys.stdin, "buffer", None)
+    if stdin is None:  # a text-only stdin (embedded): already decoded
+        return sys.stdin.readline() or None
+    data = stdin.readline()
+    try:
+        return data.decode("utf-8") if data else None
+    except UnicodeDecodeError as e:
+        raise NpgptError(
+            f"standard input line {lineno} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
+            "convert it, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
 
 
 def _stream_reply(m: GPT2, prompt: str, sampling: dict) -> str:
