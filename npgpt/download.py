@@ -18,6 +18,7 @@ The library never prints: pass ``progress(filename, done_bytes, total_bytes)`` t
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import os
 import re
@@ -272,7 +273,9 @@ def _first_line(e: object) -> str:
 
 
 def _cannot_write(path: Path, e: OSError) -> NpgptError:
-    return NpgptError(f"cannot write {path}: {e.strerror or e}; free some disk space or set NPGPT_HOME")
+    """One line: the file, the OS's reason and the fix ("free some disk space" only when the disk is full)."""
+    fix = "free some disk space or set NPGPT_HOME" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "set NPGPT_HOME"
+    return NpgptError(f"cannot write {path}: {e.strerror or e}; {fix} to a folder you can write to")
 
 
 def _mkdir(directory: Path) -> None:

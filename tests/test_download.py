@@ -328,3 +328,15 @@ def test_conversion_onto_a_full_disk_is_one_line_and_keeps_the_download(server, 
         path = download.download_openai("124M", base_url=server.url)
         assert len(server.requests) == fetched  # converted from what was already downloaded
         assert_same_model(path, source[0])
+
+
+@pytest.mark.parametrize(
+    ("code", "disk_full"), [("ENOSPC", True), ("EDQUOT", True), ("EROFS", False), ("EACCES", False), ("ENOENT", False)]
+)
+def test_a_failed_download_write_advises_freeing_space_only_when_the_disk_is_full(code, disk_full):
+    import errno
+
+    num = getattr(errno, code)
+    message = str(download._cannot_write(Path("/x/model.safetensors"), OSError(num, os.strerror(num))))
+    assert message.startswith(f"cannot write /x/model.safetensors: {os.strerror(num)};")
+    assert ("free some disk space" in message) is disk_full and "NPGPT_HOME" in message
