@@ -77,6 +77,15 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
     return removed
 
 
+def temp_beside(path: str | Path) -> str:
+    """A new empty temp file of npgpt's naming (``.NAME.PID.XXXX.tmp``) beside ``path``, for the caller
+    to :func:`publish` or delete; a killed writer's is removed by :func:`remove_stale_temps`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[str]:
     """A temp file name beside ``path``; it replaces ``path`` if the block succeeds and is
@@ -96,10 +105,9 @@ def atomic_path(path: str | Path) -> Iterator[str]:
         raise _cannot_write(path, e) from None
     remove_stale_temps(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        tmp = temp_beside(path)
     except OSError as e:
         raise _cannot_write(path, e) from None
-    os.close(fd)
     try:
         yield tmp
         publish(tmp, path)

@@ -6,7 +6,13 @@ The fixture in tests/fixtures/openai_tiny/ was written by real TensorFlow
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +241,59 @@ def test_missing_hparams_is_an_error(copy):
     (copy / "hparams.json").unlink()
     with pytest.raises(CheckpointError, match=r"hparams.json: missing"):
         openai_tf.load(copy)
+
+
+OLD = GPT2Config(n_vocab=77, n_ctx=16, n_embd=48, n_head=3, n_layer=2)
+NEW = dataclasses.replace(OLD, layer_norm_epsilon=1e-3)  # same shapes: only the math differs
+
+
+def _assert_loads(directory: Path, config: GPT2Config, params: dict) -> None:
+    loaded_config, loaded = openai_tf.load(directory)
+    assert loaded_config == config
+    want, got = flatten(params), flatten(loaded)
+    assert all(np.array_equal(got[name], want[name]) for name in want)
+
+
+def test_a_failed_save_over_an_existing_folder_keeps_the_old_set(tmp_path, monkeypatch):
+    """The bundle was renamed into place before hparams.json was even written: a failure there (a
+    full disk) left the new weights with the old hparams."""
+    old = init_params(OLD, seed=1)
+    openai_tf.save(tmp_path, OLD, old)
+
+    def full(config):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(openai_tf, "_hparams", full)
+    with pytest.raises(OSError, match="No space"):
+        openai_tf.save(tmp_path, NEW, init_params(NEW, seed=2))
+    assert sorted(os.listdir(tmp_path)) == sorted(["checkpoint", "hparams.json", INDEX, DATA])
+    _assert_loads(tmp_path, OLD, old)
+
+
+def test_a_writer_killed_between_its_renames_leaves_no_mixed_set_and_its_temps_are_cleaned(tmp_path):
+    """Killed after renaming the new bundle into place, it left new weights beside the old hparams.json
+    (which loaded, silently wrong), and temp files of a naming that no later write removed."""
+    openai_tf.save(tmp_path, OLD, init_params(OLD, seed=1))
+    code = (
+        "import os, signal, sys\n"
+        "from npgpt.config import GPT2Config\nfrom npgpt.formats import openai_tf\n"
+        "from npgpt.params import init_params\n"
+        "real = openai_tf.publish\n"
+        "def publish(tmp, path):\n"
+        "    if os.path.basename(path) == 'checkpoint':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real(tmp, path)\n"
+        "openai_tf.publish = publish\n"
+        f"config = GPT2Config(**{dataclasses.asdict(NEW)!r})\n"
+        "openai_tf.save(sys.argv[1], config, init_params(config, seed=2))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    leftovers = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert sorted(n.split(".")[1] for n in leftovers) == ["checkpoint", "hparams"]  # .NAME.PID.XXXX.tmp
+    with pytest.raises(CheckpointError, match="hparams.json: missing"):  # not new weights with old hparams
+        openai_tf.load(tmp_path)
+    new = init_params(NEW, seed=3)
+    openai_tf.save(tmp_path, NEW, new)
+    assert sorted(os.listdir(tmp_path)) == sorted(["checkpoint", "hparams.json", INDEX, DATA])
+    _assert_loads(tmp_path, NEW, new)

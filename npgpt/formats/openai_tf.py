@@ -20,7 +20,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -30,7 +29,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import publish
+from ..files import publish, remove_stale_temps, temp_beside
 from ..params import expected_shapes, flatten, unflatten
 from .npgpt_format import widen_bfloat16
 
@@ -496,8 +495,15 @@ def _dtype_enum(dtype: np.dtype) -> int:
 
 def write_bundle(prefix: str | Path, tensors: Mapping[str, Any], block_size: int = _BLOCK_SIZE) -> None:
     """Write ``tensors`` as the one-shard bundle ``<prefix>.index`` + ``<prefix>.data-00000-of-00001``
-    that ``tf.train.load_checkpoint`` and ``Saver.restore`` read. Each file is replaced atomically,
-    the index last."""
+    that ``tf.train.load_checkpoint`` and ``Saver.restore`` read. Both files are written in full
+    before either is renamed into place, the index last."""
+    _write_files(_bundle_writers(prefix, tensors, block_size))
+
+
+def _bundle_writers(
+    prefix: str | Path, tensors: Mapping[str, Any], block_size: int = _BLOCK_SIZE
+) -> dict[Path, Callable[[BinaryIO], Any]]:
+    """The data file's writer and the index's, in the order they must run (the index needs the offsets)."""
     prefix = str(prefix)
     names = sorted(tensors, key=lambda n: n.encode("utf-8"))  # the table's bytewise key order
     arrays = {n: np.asarray(tensors[n]) for n in names}
@@ -516,24 +522,29 @@ def write_bundle(prefix: str | Path, tensors: Mapping[str, Any], block_size: int
             entries.append((name.encode("utf-8"), _encode_entry(dtype, arr.shape, offset, raw.size, _crc(raw))))
             offset += raw.size
 
-    _write_files(
-        {
-            _data_path(prefix, 0, 1): write_data,
-            Path(prefix + ".index"): lambda f: f.write(_encode_table(entries, block_size)),
-        }
-    )
+    return {
+        _data_path(prefix, 0, 1): write_data,
+        Path(prefix + ".index"): lambda f: f.write(_encode_table(entries, block_size)),
+    }
 
 
-def _write_files(writers: Mapping[Path, Callable[[BinaryIO], Any]]) -> None:
-    """Write every file to a temporary name first, in order, then rename them all into place, so
-    a failure part way leaves the old files untouched."""
+def _write_files(writers: Mapping[Path, Callable[[BinaryIO], Any]], withdraw: Path | None = None) -> None:
+    """Write every file in full to a temp file of npgpt's naming (``.NAME.PID.XXXX.tmp``), in order;
+    then delete ``withdraw``, if given; then rename the files into place in the same order.
+
+    A failure while writing leaves the old files untouched; the temp files of a writer killed part
+    way are removed by the next write to the folder (:func:`npgpt.files.remove_stale_temps`)."""
+    for folder in dict.fromkeys(path.parent for path in writers):
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(folder)
     temps: dict[Path, str] = {}
     try:
         for path, write in writers.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temps[path] = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            temps[path] = temp_beside(path)
+            with open(temps[path], "wb") as f:
                 write(f)
+        if withdraw is not None:
+            withdraw.unlink(missing_ok=True)
         for path, tmp in temps.items():
             publish(tmp, path)
     finally:
@@ -609,21 +620,33 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
 
 def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> Path:
     """Write ``params`` in OpenAI's layout (float32, conv1d weights as [1, nx, nf]), readable by
-    :func:`load`, TensorFlow and OpenAI's own ``gpt-2`` code."""
+    :func:`load`, TensorFlow and OpenAI's own ``gpt-2`` code.
+
+    Over an existing folder the four files are replaced as one set as far as a folder allows: all
+    are written in full first (a failure there leaves the old set whole), then the old
+    ``hparams.json`` is deleted, the bundle and ``checkpoint`` renamed into place, and the new
+    ``hparams.json`` renamed last. So a reader sees the old set, the new set, or, during those few
+    renames (or after a writer killed between them), no ``hparams.json``, which :func:`load`
+    refuses: never new weights with old hparams. A reader that read ``hparams.json`` before the
+    renames and the bundle after them could still mix the two; their shapes are checked against
+    each other.
+    """
     directory = Path(directory)
     flat = {k: np.asarray(v, dtype=np.float32) for k, v in flatten(params).items()}
     unflatten(flat, config)  # refuse to write a checkpoint that would not load
     tensors = {}
     for theirs, ours in name_table(config).items():
         tensors[theirs] = flat[ours][None] if _is_conv1d_weight(theirs) else flat[ours]
-    write_bundle(directory / "model.ckpt", tensors)
+    hparams = directory / "hparams.json"
     _write_files(
         {
+            **_bundle_writers(directory / "model.ckpt", tensors),
             directory / "checkpoint": lambda f: f.write(
                 b'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
             ),
-            directory / "hparams.json": lambda f: f.write((json.dumps(_hparams(config), indent=2) + "\n").encode()),
-        }
+            hparams: lambda f: f.write((json.dumps(_hparams(config), indent=2) + "\n").encode()),
+        },
+        withdraw=hparams,
     )
     return directory
 
