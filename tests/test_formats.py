@@ -53,6 +53,29 @@ def test_hf_buffers_and_tied_head_are_dropped(tmp_path):
     assert params["wte"].shape == (config.n_vocab, config.n_embd)
 
 
+def test_writing_hf_over_an_earlier_model_leaves_only_the_new_weights(tmp_path):
+    """Resharding left the old shards beside the new ones, and one file left the old index and shards."""
+    config = CONFIGS["tiny"]
+    out = tmp_path / "out"
+    out.mkdir()
+    for mine in ("README.md", "extra.safetensors", "model-00001-of-00002.bin"):  # never the writer's to delete
+        (out / mine).write_text("mine")
+
+    def files() -> set[str]:
+        return {p.name for p in out.iterdir()} - {"README.md", "extra.safetensors", "model-00001-of-00002.bin"}
+
+    for seed, size in enumerate(["20KB", "60KB", None, "20KB"]):
+        params = random_params(config, seed=seed)
+        hf_format.save(out, config, params, max_shard_size=size)
+        if size is None:
+            assert files() == {"config.json", "model.safetensors"}
+        else:
+            shards = set(json.loads((out / "model.safetensors.index.json").read_text())["weight_map"].values())
+            assert files() == {"config.json", "model.safetensors.index.json", *shards}, size
+        assert_same_params(load_checkpoint(out)[1], params)
+    assert (out / "README.md").read_text() == "mine"
+
+
 def test_one_weight_under_two_names_is_refused(pair, tmp_path):
     """GPT2LMHeadModel's transformer.wte.weight and GPT2Model's wte.weight in one file: one of them was
     used silently (the bare one, zeros here: logits off by 0.7 from transformers')."""

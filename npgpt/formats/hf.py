@@ -19,7 +19,7 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
 from ..params import expected_shapes, flatten, unflatten
-from .hf_files import check_gpt2, read_tensors, save_sharded
+from .hf_files import check_gpt2, read_tensors, safetensors_set, save_sharded
 from .npgpt_format import (
     MODEL_FILE,  # Hugging Face names its weights file the same
     as_float32,
@@ -119,6 +119,8 @@ def save(
     biases, so a ``bias=False`` model is written with zero biases: the same function, read
     back as ``bias=True``. With ``max_shard_size`` (bytes, or e.g. ``"2GB"``) the weights are split
     into shards plus ``model.safetensors.index.json`` wherever they exceed it, as ``save_pretrained`` does.
+    Over an earlier model the earlier safetensors weights (``model.safetensors``, or the index and
+    its shards) are removed once the new ones are written; other files are left alone.
     """
     from safetensors.numpy import save_file
 
@@ -146,11 +148,17 @@ def save(
         **{k: getattr(config, k) for k in _HF_MATH},
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }
+    previous = safetensors_set(directory)
     if max_shard_size is not None:
-        save_sharded(directory, flat, max_shard_size)
+        written = save_sharded(directory, flat, max_shard_size)
     else:
         with atomic_path(directory / MODEL_FILE) as tmp:
             save_file(flat, tmp, metadata={"format": "pt"})
+        written = {MODEL_FILE}
+    # The previous set's other files: a model.safetensors would shadow new shards, and old shards and
+    # index would sit beside a new model.safetensors as a second model. Removed once the new set is whole.
+    for name in sorted(previous - written):
+        (directory / name).unlink(missing_ok=True)
     with atomic_path(directory / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(hf_config, indent=2))
     return directory

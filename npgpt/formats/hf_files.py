@@ -14,6 +14,7 @@ Safetensors shards are memory-mapped one by one; PyTorch pickles go through
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 # Checked in this order, as transformers does: safetensors first, pickles last.
 LAYOUTS = {"hf": SAFETENSORS, "hf-sharded": SAFETENSORS_INDEX, "hf-bin": BIN}
 GPT2_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
+HUB_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")  # huggingface_hub's model{suffix}.safetensors
 
 
 def check_gpt2(config: Any, source: str) -> None:
@@ -112,8 +114,22 @@ def _state_dict(path: Path) -> dict[str, np.ndarray]:
     return obj
 
 
-def save_sharded(directory: Path, tensors: dict[str, np.ndarray], max_shard_size: int | str) -> None:
-    """Write ``tensors`` as safetensors shards + ``model.safetensors.index.json``, as ``save_pretrained`` does.
+def safetensors_set(directory: Path) -> set[str]:
+    """The safetensors weight files in ``directory`` by name: ``model.safetensors``, the index and the
+    shards it names, and any file of the Hub's shard naming (``model-00001-of-00003.safetensors``)."""
+    names = {p.name for p in directory.glob("model-*-of-*.safetensors") if HUB_SHARD.match(p.name)}
+    names |= {n for n in (SAFETENSORS, SAFETENSORS_INDEX) if (directory / n).is_file()}
+    if SAFETENSORS_INDEX in names:
+        try:
+            names |= {shard for shard in shard_map(directory / SAFETENSORS_INDEX) if shard.endswith(".safetensors")}
+        except CheckpointError:  # a damaged index names nothing for certain
+            pass
+    return names
+
+
+def save_sharded(directory: Path, tensors: dict[str, np.ndarray], max_shard_size: int | str) -> set[str]:
+    """Write ``tensors`` as safetensors shards + ``model.safetensors.index.json``, as ``save_pretrained`` does,
+    and return the names of the files written.
 
     The split is huggingface_hub's (``split_state_dict_into_shards_factory``), so shard names and the
     index follow the Hub's convention; every file is written atomically.
@@ -130,13 +146,12 @@ def save_sharded(directory: Path, tensors: dict[str, np.ndarray], max_shard_size
     for file, names in split.filename_to_tensors.items():
         with atomic_path(directory / file) as tmp:
             save_file({n: tensors[n] for n in names}, tmp, metadata={"format": "pt"})
-    stale = [SAFETENSORS_INDEX] if not split.is_sharded else [SAFETENSORS]  # would shadow what was written
-    for file in stale:
-        (directory / file).unlink(missing_ok=True)
-    if split.is_sharded:
-        index = {
-            "metadata": {**split.metadata, "total_size": sum(a.nbytes for a in tensors.values())},
-            "weight_map": split.tensor_to_filename,
-        }
-        with atomic_path(directory / SAFETENSORS_INDEX) as tmp:
-            Path(tmp).write_text(json.dumps(index, indent=2, sort_keys=True))
+    if not split.is_sharded:
+        return {SAFETENSORS}
+    index = {
+        "metadata": {**split.metadata, "total_size": sum(a.nbytes for a in tensors.values())},
+        "weight_map": split.tensor_to_filename,
+    }
+    with atomic_path(directory / SAFETENSORS_INDEX) as tmp:
+        Path(tmp).write_text(json.dumps(index, indent=2, sort_keys=True))
+    return {SAFETENSORS_INDEX, *split.filename_to_tensors}
