@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -106,6 +107,30 @@ def test_a_weight_beyond_float16s_range_is_refused_before_writing(tmp_path, fmt)
     params["blocks"][1]["attn"]["c_attn"]["w"][0, 0] = -65519.0
     _, back = load_checkpoint(save_checkpoint(tmp_path / "out", config, params, fmt=fmt, dtype="float16"))
     assert back["blocks"][1]["attn"]["c_attn"]["w"][0, 0] == -65504.0
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "refused"),
+    [
+        ("attn.c_attn.w", 65520.0, "as float16 (q8_0 stores it so: its rows of 48 values"),  # [144, 48] in GGUF
+        ("mlp.c_proj.w", 8.4e6, "as q8_0: it holds 8.4e+06, beyond what a block's float16 scale"),  # [48, 192]
+    ],
+)
+def test_a_q8_0_weight_beyond_float16s_range_is_refused_before_writing(tmp_path, where, value, refused):
+    """Rows of 48 values do not split into Q8_0's 32-value blocks and are stored as float16, where
+    65520 became infinity (a block's scale, its largest magnitude / 127, too): the finished file was
+    then refused at load as corrupt."""
+    pytest.importorskip("gguf")
+    config = CONFIGS["odd"]
+    params = random_params(config)
+    mlp_or_attn, name, leaf = where.split(".")
+    params["blocks"][1][mlp_or_attn][name][leaf][0, 0] = -value
+    with pytest.raises(CheckpointError, match=re.escape(f"'blocks.1.{where}' {refused}")):
+        save_checkpoint(tmp_path / "out", config, params, fmt="gguf", dtype="q8_0")
+    assert not (tmp_path / "out").exists()
+    params["blocks"][1][mlp_or_attn][name][leaf][0, 0] = -value / 2
+    _, back = load_checkpoint(save_checkpoint(tmp_path / "out", config, params, fmt="gguf", dtype="q8_0"))
+    assert np.isclose(back["blocks"][1][mlp_or_attn][name][leaf][0, 0], -value / 2, rtol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["gpt2-0.5", "model.bin", "run.v2"])

@@ -25,6 +25,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..params import dequantized
+from .compat import check_float16_range
 from .npgpt_format import MODEL_FILE
 
 FORMATS = ("npgpt", "hf", "hf-sharded", "openai", "llmc", "gguf")  # the formats npgpt writes
@@ -266,7 +267,7 @@ def save_checkpoint(
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)
     _check_writable_params(params)
     if dtype == "float16":
-        _check_float16_range(params)
+        check_float16_range(params)
     try:
         return _write(path, config, dequantized(params), fmt, dtype, max_shard_size, tokenizer)
     except (FileExistsError, NotADirectoryError) as e:  # a folder to create where a file is (/dev/full, a.txt/x)
@@ -288,22 +289,6 @@ def _check_writable_params(params: dict[str, Any]) -> None:
                 f"cannot write {name!r}: it is held as 8-bit weights (loaded with dtype='int8'); load the "
                 "checkpoint with dtype='float32' to save it (`npgpt convert SRC out.gguf --to gguf --dtype q8_0` "
                 "writes 8-bit weights)"
-            )
-
-
-FLOAT16_OVERFLOW = 65520.0  # the smallest magnitude that float16 rounds to infinity (its largest value: 65504)
-
-
-def _check_float16_range(params: dict[str, Any]) -> None:
-    """CheckpointError, before anything is written, for a weight that float16 would store as infinity
-    (the file was written, then refused at load as corrupt)."""
-    from ..params import flatten
-
-    for name, w in flatten(params).items():
-        if isinstance(w, np.ndarray) and w.size and (big := float(np.abs(w).max())) >= FLOAT16_OVERFLOW:
-            raise CheckpointError(
-                f"cannot write {name!r} as float16: it holds {big:g}, beyond float16's largest value 65504; "
-                "write float32 (or bfloat16, for llmc and gguf)"
             )
 
 

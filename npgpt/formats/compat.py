@@ -7,6 +7,8 @@ else would produce a file that runs different math; reading a file that sets a k
 
 The fields are transformers' ``GPT2Config`` names. Looking them up with ``getattr`` (default: GPT-2's value)
 keeps this module right whichever fields the config carries.
+
+Also here, for every writer: :func:`check_float16_range`, the weights float16 storage would make infinite.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from ..params import flatten
 
 # GPT-2's value of every config field that changes the math (n_inner: None = 4 * n_embd).
 GPT2_DEFAULTS: dict[str, Any] = {
@@ -98,3 +101,17 @@ def make_config(source: str, **fields: Any) -> GPT2Config:
         return GPT2Config(**fields)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{source}: impossible GPT-2 hyperparameters ({e})") from None
+
+
+FLOAT16_OVERFLOW = 65520.0  # the smallest magnitude that float16 rounds to infinity (its largest value: 65504)
+
+
+def check_float16_range(params: dict[str, Any], why: str = "") -> None:
+    """CheckpointError, before anything is written, for a weight that float16 would store as infinity
+    (the file was written, then refused at load as corrupt); ``why`` says why float16, if not asked for."""
+    for name, w in flatten(params).items():
+        if isinstance(w, np.ndarray) and w.size and (big := float(np.abs(w).max())) >= FLOAT16_OVERFLOW:
+            raise CheckpointError(
+                f"cannot write {name!r} as float16{why}: it holds {big:g}, beyond float16's largest value 65504; "
+                "write float32 (or bfloat16, for llmc and gguf)"
+            )

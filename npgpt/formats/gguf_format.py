@@ -42,7 +42,7 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import atomic_path
 from ..params import Q8_0Blocks, flatten, unflatten
-from .compat import make_config, require_writable, with_zero_biases
+from .compat import FLOAT16_OVERFLOW, check_float16_range, make_config, require_writable, with_zero_biases
 
 ARCH = "gpt2"
 GPT2_TOKENS = 50257
@@ -308,6 +308,31 @@ def _encode(arr: np.ndarray, dtype: str, name: str) -> tuple[np.ndarray, Any]:
         return quants.quantize(arr, Q.F16), Q.F16
 
 
+def _check_q8_0_range(flat: dict[str, Any], n_layer: int, tied: bool) -> None:
+    """CheckpointError, before anything is written, for a weight that ``q8_0`` would store as infinity: in
+    a matrix whose rows do not split into 32-value blocks (stored as F16, see :func:`_encode`), beyond
+    float16's range; elsewhere, beyond what a block's float16 scale (its largest magnitude / 127) holds."""
+    import gguf
+
+    block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0]
+    table = _name_table(n_layer)
+    if not tied:
+        table[_output_name()] = "lm_head"
+    for gguf_name, ours in table.items():
+        arr = np.asarray(flat[ours])
+        if arr.ndim == 1 or gguf_name.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.POS_EMBD]) or not arr.size:
+            continue  # stored as F32
+        row = arr.shape[0] if ours.endswith(_MATRICES) else arr.shape[-1]  # GGUF's rows: Conv1D's columns
+        if row % block:
+            why = f" (q8_0 stores it so: its rows of {row} values do not split into {block}-value blocks)"
+            check_float16_range({ours: arr}, why=why)
+        elif (big := float(np.abs(arr).max())) / 127 >= FLOAT16_OVERFLOW:
+            raise CheckpointError(
+                f"cannot write {ours!r} as q8_0: it holds {big:g}, beyond what a block's float16 scale can hold "
+                f"({127 * 65504:g}); write float32 or bfloat16"
+            )
+
+
 def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: str = "float32") -> Path:
     """Write a GPT-2 GGUF that llama.cpp loads; ``dtype`` "float32", "float16", "bfloat16" or "q8_0".
 
@@ -341,6 +366,8 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     }[dtype]
     tokens, types, merges = _gpt2_vocab(config.n_vocab)
+    if dtype == "q8_0":
+        _check_q8_0_range(flat, config.n_layer, tied)
     with atomic_path(path) as tmp:
         w = gguf.GGUFWriter(tmp, ARCH)
         w.add_name("GPT-2 (npgpt)")
