@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NpgptError
+from .errors import CheckpointError, NpgptError
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 
@@ -172,6 +172,14 @@ def _cannot_write(path: Path, e: BaseException) -> NpgptError:
     ):
         return NpgptError(f"cannot write {path}: {reason}; free some space or choose another place")
     return NpgptError(f"cannot write {path}: {reason}; choose another place")
+
+
+def broken_link(path: Path) -> CheckpointError:
+    """One line naming a symbolic link whose target does not exist, and the target."""
+    return CheckpointError(
+        f"{path}: a broken symbolic link to {os.readlink(path)}, which does not exist; "
+        "re-download the model or point the link at the file"
+    )
 
 
 def _mapping(arr: np.ndarray) -> mmap.mmap | None:

@@ -90,8 +90,8 @@ def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
                 return path, None
         return _bundled(), BUNDLED_NOTICE
     key = name_or_path.strip()
-    if key and Path(key).expanduser().exists():
-        return Path(key).expanduser(), None
+    if key and (Path(key).expanduser().exists() or Path(key).expanduser().is_symlink()):
+        return Path(key).expanduser(), None  # a broken link too: loading it names its target
     if key.lower() == BUNDLED:
         return _bundled(), None
     if key.lower() in _KEYS:

@@ -8,6 +8,7 @@ format (config in the metadata) and in a Hugging Face directory (config.json bes
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -210,6 +211,27 @@ def test_a_truncated_npgpt_file_in_a_model_directory_is_named_truncated(tmp_path
     for where in (path, tmp_path):
         with pytest.raises(CheckpointError, match="truncated"):
             load_checkpoint(where)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.gguf", "hparams.json", "ckpt.pt"])
+def test_a_broken_symlink_to_a_model_file_is_named_with_its_target(tmp_path, name):
+    """A dangling model.safetensors (a snapshot whose blob was never downloaded) said only "no model found"."""
+    link = tmp_path / name
+    link.symlink_to("../blobs/0123abcd")
+    for where in (tmp_path, link):
+        with pytest.raises(CheckpointError, match=re.escape(f"{link}: a broken symbolic link to ../blobs/0123abcd")):
+            load_checkpoint(where)
+    for where in (tmp_path, link):
+        _assert_one_line_exit_1(where, name, "broken symbolic link to ../blobs/0123abcd")
+
+
+def test_a_broken_symlink_to_a_shard_is_named_with_its_target(tmp_path):
+    hf.save(tmp_path, CONFIG, random_params(CONFIG), max_shard_size="60KB")
+    shard = sorted(tmp_path.glob("model-*.safetensors"))[1]
+    shard.unlink()
+    shard.symlink_to("../blobs/0123abcd")
+    with pytest.raises(CheckpointError, match=re.escape(f"{shard}: a broken symbolic link to ../blobs/0123abcd")):
+        load_checkpoint(tmp_path)
 
 
 @pytest.mark.parametrize("fmt", ["npgpt", "hf", "hf-sharded", "openai", "llmc", "gguf"])

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
+from ..files import broken_link
 from ..params import dequantized
 from .compat import check_float16_range
 from .npgpt_format import MODEL_FILE
@@ -41,6 +42,7 @@ DTYPES = {
 }
 DEFAULT_SHARD_SIZE = "2GB"  # hf-sharded's largest shard unless told otherwise
 _PICKLES = (".bin", ".pt", ".pth", ".ckpt")
+_WEIGHT_SUFFIXES = (".safetensors", ".gguf", *_PICKLES)
 
 
 def detect(path: str | Path) -> str:
@@ -53,6 +55,8 @@ def detect(path: str | Path) -> str:
 
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise broken_link(path)
         raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
     if path.is_file():
         # Read from the file's own first bytes, never its name: llm.c's .bin is not a pickle.
@@ -85,6 +89,7 @@ def detect(path: str | Path) -> str:
             return "npgpt"
         if (path / "config.json").exists():
             return "hf"
+        _refuse_broken_links(path)
         raise CheckpointError(
             f"{weights}: a safetensors file without npgpt's config, and no config.json beside it; "
             "add the model's Hugging Face config.json"
@@ -101,11 +106,29 @@ def detect(path: str | Path) -> str:
     single = _single_file(path)
     if single is not None:
         return detect(single)
+    _refuse_broken_links(path)
     raise CheckpointError(
         f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
         "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
         "or OpenAI's hparams.json + model.ckpt.index"
     )
+
+
+def _refuse_broken_links(directory: Path) -> None:
+    """CheckpointError for the first broken symbolic link in ``directory`` named like a model's file (an
+    interrupted download's snapshot links to blobs never fetched): the reason no model was found there."""
+    from .hf_files import BIN, BIN_INDEX, SAFETENSORS_INDEX
+    from .nanogpt import CKPT_FILE
+
+    names = {MODEL_FILE, SAFETENSORS_INDEX, BIN, BIN_INDEX, "config.json", "hparams.json", "checkpoint", CKPT_FILE}
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:  # a folder that cannot be listed: the caller's message stands
+        return
+    for p in entries:
+        model_like = p.name in names or p.name.startswith("model.ckpt.") or p.suffix in _WEIGHT_SUFFIXES
+        if model_like and p.is_symlink() and not p.exists():
+            raise broken_link(p)
 
 
 def _is_npgpt_named_otherwise(path: Path) -> bool:

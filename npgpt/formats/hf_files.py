@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
-from ..files import atomic_path
+from ..files import atomic_path, broken_link
 from .npgpt_format import read_safetensors
 
 SAFETENSORS = "model.safetensors"
@@ -95,6 +95,8 @@ def _read_shards(directory: Path, index_name: str, read: Any) -> tuple[dict[str,
     """Tensors named in an index's ``weight_map``, each shard read once (memory-mapped where it can be)."""
     tensors: dict[str, np.ndarray] = {}
     for shard, names in shard_map(directory / index_name).items():
+        if (directory / shard).is_symlink() and not (directory / shard).exists():
+            raise broken_link(directory / shard)
         if not (directory / shard).is_file():
             raise CheckpointError(f"{directory / shard}: missing shard (named in {index_name}); re-download the model")
         found = read(directory / shard)
