@@ -13,7 +13,7 @@ import mmap
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,45 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_together(writers: Mapping[Path, Callable[[str], Any]], withdraw: Iterable[Path] = ()) -> None:
+    """Write files that are read as one set (weights, their index, their config) so that a reader never
+    meets old and new files mixed: ``writers[path](tmp)`` writes each in full to a temp file of npgpt's
+    naming, in order; only then are the files of ``withdraw`` deleted (the file a reader opens first,
+    e.g. ``config.json``, which must then be the last of ``writers``, and the old set's files the new
+    one does not replace) and the files renamed into place in the same order.
+
+    A failure while writing leaves every old file untouched. A process killed during the renames
+    leaves no file a reader opens first, so the half-renamed set is refused at load rather than read; its temp
+    files are removed by the next write to the folder (:func:`remove_stale_temps`). Errors as
+    :func:`atomic_path`: one :class:`NpgptError` naming the file and the cause.
+    """
+    from safetensors import SafetensorError
+
+    for folder in dict.fromkeys(path.parent for path in writers):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _cannot_write(folder, e) from None
+        remove_stale_temps(folder)
+    temps: dict[Path, str] = {}
+    path = next(iter(writers))
+    try:
+        for path, write in writers.items():
+            _refuse_non_file(path)
+            temps[path] = temp_beside(path)
+            write(temps[path])
+        for path in withdraw:
+            path.unlink(missing_ok=True)
+        for path, tmp in temps.items():
+            publish(tmp, path)
+    except (OSError, SafetensorError) as e:
+        raise _cannot_write(path, e) from None
+    finally:
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def check_writable(path: str | Path) -> None:

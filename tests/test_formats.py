@@ -77,6 +77,40 @@ def test_writing_hf_over_an_earlier_model_leaves_only_the_new_weights(tmp_path):
     assert (out / "README.md").read_text() == "mine"
 
 
+@pytest.mark.parametrize("fmt", ["hf-sharded", "openai"])
+def test_a_write_that_fails_part_way_leaves_the_earlier_model_whole(tmp_path, monkeypatch, fmt):
+    """Sharded at the same size, the new shards have the old ones' names: each was renamed into place as
+    it was written, so a full disk at the second shard left a new first shard beside an old second one
+    under the old index and config.json (silently mixed weights). Now nothing is renamed until the set
+    is written in full (files.write_together), and config.json is renamed last."""
+    import errno
+
+    from npgpt import files
+
+    config = CONFIGS["tiny"]
+    old, new = random_params(config, seed=1), random_params(config, seed=2)
+    kwargs = {"max_shard_size": "20KB"} if fmt == "hf-sharded" else {}
+    save_checkpoint(tmp_path, config, old, fmt=fmt, **kwargs)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    written = []
+    real = files.temp_beside
+
+    def disk_fills(path):  # the third file of the new set finds the disk full
+        written.append(path)
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path)
+
+    monkeypatch.setattr(files, "temp_beside", disk_fills)
+    with pytest.raises(NpgptError, match="no space left on device|No space left on device"):
+        save_checkpoint(tmp_path, config, new, fmt=fmt, **kwargs)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # every old file, no temp files
+    assert_same_params(load_checkpoint(tmp_path)[1], old)
+    monkeypatch.undo()
+    save_checkpoint(tmp_path, config, new, fmt=fmt, **kwargs)
+    assert_same_params(load_checkpoint(tmp_path)[1], new)
+
+
 def test_one_weight_under_two_names_is_refused(pair, tmp_path):
     """GPT2LMHeadModel's transformer.wte.weight and GPT2Model's wte.weight in one file: one of them was
     used silently (the bare one, zeros here: logits off by 0.7 from transformers')."""

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from npgpt.config import GPT2Config
-from npgpt.errors import CheckpointError
+from npgpt.errors import CheckpointError, NpgptError
 from npgpt.formats import openai_tf
 from npgpt.model import gpt2
 from npgpt.params import flatten, init_params
@@ -264,7 +264,7 @@ def test_a_failed_save_over_an_existing_folder_keeps_the_old_set(tmp_path, monke
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(openai_tf, "_hparams", full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(NpgptError, match="hparams.json: No space left on device; free some space"):
         openai_tf.save(tmp_path, NEW, init_params(NEW, seed=2))
     assert sorted(os.listdir(tmp_path)) == sorted(["checkpoint", "hparams.json", INDEX, DATA])
     _assert_loads(tmp_path, OLD, old)
@@ -277,13 +277,13 @@ def test_a_writer_killed_between_its_renames_leaves_no_mixed_set_and_its_temps_a
     code = (
         "import os, signal, sys\n"
         "from npgpt.config import GPT2Config\nfrom npgpt.formats import openai_tf\n"
-        "from npgpt.params import init_params\n"
-        "real = openai_tf.publish\n"
+        "from npgpt import files\nfrom npgpt.params import init_params\n"
+        "real = files.publish\n"
         "def publish(tmp, path):\n"
         "    if os.path.basename(path) == 'checkpoint':\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    real(tmp, path)\n"
-        "openai_tf.publish = publish\n"
+        "files.publish = publish\n"
         f"config = GPT2Config(**{dataclasses.asdict(NEW)!r})\n"
         "openai_tf.save(sys.argv[1], config, init_params(config, seed=2))\n"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import atomic_path
+from ..files import write_together
 from ..params import expected_shapes, flatten, unflatten
-from .hf_files import check_gpt2, read_tensors, safetensors_set, save_sharded
+from .hf_files import SAFETENSORS_INDEX, check_gpt2, read_tensors, safetensors_set, shard_plan
 from .npgpt_format import (
     MODEL_FILE,  # Hugging Face names its weights file the same
     as_float32,
@@ -149,16 +150,23 @@ def save(
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }
     previous = safetensors_set(directory)
-    if max_shard_size is not None:
-        written = save_sharded(directory, flat, max_shard_size)
-    else:
-        with atomic_path(directory / MODEL_FILE) as tmp:
-            save_file(flat, tmp, metadata={"format": "pt"})
-        written = {MODEL_FILE}
-    # The previous set's other files: a model.safetensors would shadow new shards, and old shards and
-    # index would sit beside a new model.safetensors as a second model. Removed once the new set is whole.
-    for name in sorted(previous - written):
-        (directory / name).unlink(missing_ok=True)
-    with atomic_path(directory / "config.json") as tmp:
-        Path(tmp).write_text(json.dumps(hf_config, indent=2))
+    shards, index = shard_plan(flat, max_shard_size) if max_shard_size is not None else ({MODEL_FILE: list(flat)}, None)
+
+    def shard(names: list[str]) -> Callable[[str], None]:
+        return lambda tmp: save_file({n: flat[n] for n in names}, tmp, metadata={"format": "pt"})
+
+    def text(content: dict[str, Any], **dump: Any) -> Callable[[str], Any]:
+        return lambda tmp: Path(tmp).write_text(json.dumps(content, indent=2, **dump))
+
+    writers = {directory / name: shard(names) for name, names in shards.items()}
+    if index is not None:
+        writers[directory / SAFETENSORS_INDEX] = text(index, sort_keys=True)
+    writers[directory / "config.json"] = text(hf_config)
+    # One set (files.write_together): a failure leaves the old model whole; config.json is withdrawn
+    # first and renamed last, so a writer killed while renaming leaves none, never new shards beside
+    # old ones (the same names when resharding at the same size) or new weights under an old config.
+    # The old set's other files go too: a model.safetensors would shadow new shards, and old shards
+    # and index would sit beside a new model.safetensors as a second model.
+    stale = [directory / name for name in sorted(previous - {path.name for path in writers})]
+    write_together(writers, withdraw=[directory / "config.json", *stale])
     return directory

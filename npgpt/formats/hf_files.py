@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
-from ..files import atomic_path, broken_link
+from ..files import broken_link
 from .npgpt_format import read_safetensors
 
 SAFETENSORS = "model.safetensors"
@@ -129,15 +129,16 @@ def safetensors_set(directory: Path) -> set[str]:
     return names
 
 
-def save_sharded(directory: Path, tensors: dict[str, np.ndarray], max_shard_size: int | str) -> set[str]:
-    """Write ``tensors`` as safetensors shards + ``model.safetensors.index.json``, as ``save_pretrained`` does,
-    and return the names of the files written.
+def shard_plan(
+    tensors: dict[str, np.ndarray], max_shard_size: int | str
+) -> tuple[dict[str, list[str]], dict[str, Any] | None]:
+    """How ``save_pretrained`` would split ``tensors``: shard file name -> its tensor names, and the
+    ``model.safetensors.index.json`` content (None where all fit one ``model.safetensors``).
 
     The split is huggingface_hub's (``split_state_dict_into_shards_factory``), so shard names and the
-    index follow the Hub's convention; every file is written atomically.
+    index follow the Hub's convention.
     """
     from huggingface_hub import split_state_dict_into_shards_factory
-    from safetensors.numpy import save_file
 
     split = split_state_dict_into_shards_factory(
         tensors,
@@ -145,15 +146,10 @@ def save_sharded(directory: Path, tensors: dict[str, np.ndarray], max_shard_size
         filename_pattern="model{suffix}.safetensors",
         max_shard_size=max_shard_size,
     )
-    for file, names in split.filename_to_tensors.items():
-        with atomic_path(directory / file) as tmp:
-            save_file({n: tensors[n] for n in names}, tmp, metadata={"format": "pt"})
     if not split.is_sharded:
-        return {SAFETENSORS}
+        return {SAFETENSORS: list(tensors)}, None
     index = {
         "metadata": {**split.metadata, "total_size": sum(a.nbytes for a in tensors.values())},
         "weight_map": split.tensor_to_filename,
     }
-    with atomic_path(directory / SAFETENSORS_INDEX) as tmp:
-        Path(tmp).write_text(json.dumps(index, indent=2, sort_keys=True))
-    return {SAFETENSORS_INDEX, *split.filename_to_tensors}
+    return dict(split.filename_to_tensors), index

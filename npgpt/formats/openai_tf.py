@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -29,7 +28,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import publish, remove_stale_temps, temp_beside
+from ..files import write_together
 from ..params import expected_shapes, flatten, unflatten
 from .npgpt_format import widen_bfloat16
 
@@ -497,7 +496,20 @@ def write_bundle(prefix: str | Path, tensors: Mapping[str, Any], block_size: int
     """Write ``tensors`` as the one-shard bundle ``<prefix>.index`` + ``<prefix>.data-00000-of-00001``
     that ``tf.train.load_checkpoint`` and ``Saver.restore`` read. Both files are written in full
     before either is renamed into place, the index last."""
-    _write_files(_bundle_writers(prefix, tensors, block_size))
+    write_together(_file_writers(_bundle_writers(prefix, tensors, block_size)))
+
+
+def _file_writers(writers: Mapping[Path, Callable[[BinaryIO], Any]]) -> dict[Path, Callable[[str], Any]]:
+    """Writers of an open binary file -> writers of a path (:func:`~npgpt.files.write_together`'s)."""
+
+    def opened(write: Callable[[BinaryIO], Any]) -> Callable[[str], Any]:
+        def to(path: str) -> None:
+            with open(path, "wb") as f:
+                write(f)
+
+        return to
+
+    return {path: opened(write) for path, write in writers.items()}
 
 
 def _bundle_writers(
@@ -526,31 +538,6 @@ def _bundle_writers(
         _data_path(prefix, 0, 1): write_data,
         Path(prefix + ".index"): lambda f: f.write(_encode_table(entries, block_size)),
     }
-
-
-def _write_files(writers: Mapping[Path, Callable[[BinaryIO], Any]], withdraw: Path | None = None) -> None:
-    """Write every file in full to a temp file of npgpt's naming (``.NAME.PID.XXXX.tmp``), in order;
-    then delete ``withdraw``, if given; then rename the files into place in the same order.
-
-    A failure while writing leaves the old files untouched; the temp files of a writer killed part
-    way are removed by the next write to the folder (:func:`npgpt.files.remove_stale_temps`)."""
-    for folder in dict.fromkeys(path.parent for path in writers):
-        folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(folder)
-    temps: dict[Path, str] = {}
-    try:
-        for path, write in writers.items():
-            temps[path] = temp_beside(path)
-            with open(temps[path], "wb") as f:
-                write(f)
-        if withdraw is not None:
-            withdraw.unlink(missing_ok=True)
-        for path, tmp in temps.items():
-            publish(tmp, path)
-    finally:
-        for tmp in temps.values():
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 # --- GPT-2 --------------------------------------------------------------------------------------
@@ -638,15 +625,17 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
     for theirs, ours in name_table(config).items():
         tensors[theirs] = flat[ours][None] if _is_conv1d_weight(theirs) else flat[ours]
     hparams = directory / "hparams.json"
-    _write_files(
-        {
-            **_bundle_writers(directory / "model.ckpt", tensors),
-            directory / "checkpoint": lambda f: f.write(
-                b'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
-            ),
-            hparams: lambda f: f.write((json.dumps(_hparams(config), indent=2) + "\n").encode()),
-        },
-        withdraw=hparams,
+    write_together(
+        _file_writers(
+            {
+                **_bundle_writers(directory / "model.ckpt", tensors),
+                directory / "checkpoint": lambda f: f.write(
+                    b'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
+                ),
+                hparams: lambda f: f.write((json.dumps(_hparams(config), indent=2) + "\n").encode()),
+            }
+        ),
+        withdraw=[hparams],
     )
     return directory
 
