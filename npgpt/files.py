@@ -208,6 +208,7 @@ def _cannot_write(path: Path, e: BaseException) -> NpgptError:
         code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
         or "o space left" in reason
         or "uota exceeded" in reason
+        or re.search(r"\d+ requested and \d+ written", reason)  # NumPy's tofile on a full disk (no errno)
     ):
         return NpgptError(f"cannot write {path}: {reason}; free some space or choose another place")
     return NpgptError(f"cannot write {path}: {reason}; choose another place")

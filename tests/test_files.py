@@ -144,6 +144,17 @@ def test_a_failed_write_gives_the_right_reason_and_fix(tmp_path, monkeypatch, co
     assert ("free some space" in str(e.value)) == (code in (errno.ENOSPC, errno.EDQUOT))
 
 
+def test_numpys_full_disk_error_without_errno_is_told_to_free_space(tmp_path):
+    """ndarray.tofile on a full disk (the GGUF writer's) raises an OSError with no errno: it lost "free some space"."""
+    from npgpt.errors import NpgptError
+
+    with (
+        pytest.raises(NpgptError, match="8041120 requested and 3690368 written; free some space"),
+        atomic_path(tmp_path / "m.gguf"),
+    ):
+        raise OSError("8041120 requested and 3690368 written")
+
+
 def test_check_writable_leaves_nothing_behind(tmp_path):
     from npgpt.errors import NpgptError
     from npgpt.files import check_writable
