@@ -136,3 +136,12 @@ def test_chat_refuses_piped_text_that_is_not_utf8(model_file):
         "error: standard input line 2 is not UTF-8 text (byte 3 is 0xe9); convert it, e.g. `iconv -f latin1 -t utf-8`"
     )
     assert len(r.stdout.decode().splitlines()) == 1  # the reply to "hello", then nothing
+
+
+def test_piped_chat_with_a_message_too_long_for_the_context_exits_1(model_file):
+    """A script piping messages learns of a refused message from the exit status (it was reported, then exit 0)."""
+    long = " ".join(["word"] * 200)  # over the tiny model's 128-token context alone
+    r = run_cli("chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", "2", input=f"hi\n{long}\nno\n")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "that message takes more than" in r.stderr
+    assert len(r.stdout.splitlines()) == 1  # the reply to "hi", then nothing

@@ -128,7 +128,9 @@ def chat_command(
             continue
         try:
             prompt, dropped = chat.ask(message)
-        except NpgptError as e:  # too long for the context: this message is refused, the chat goes on
+        except NpgptError as e:  # too long for the context: refused; typed, the chat goes on
+            if not interactive:  # a script piping messages learns it from the exit status, as for bad UTF-8
+                raise
             print_error(str(e))
             continue
         if dropped:
