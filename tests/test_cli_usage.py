@@ -338,6 +338,8 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["generate", "-p", "Hi"], 'npgpt generate "TEXT"'),
         (["generate", "Hi", "--num_samples", "2"], "npgpt takes -n"),  # nanoGPT
         (["chat", "-n", "20"], "npgpt takes --max-new-tokens"),
+        (["chat", "-sys", "Be terse."], "No such option: -sys. npgpt takes --system"),  # click split it: "-s"
+        (["generate", "Hi", "-sys", "x"], "No such option: -sys"),  # no --system here, and not "-s: --seed"
         (["run", "124M", "Hi"], "npgpt's is generate"),  # Ollama
         (["pull", "124M"], "npgpt's is download"),
     ],

@@ -42,6 +42,9 @@ OPTIONS = {
     "--system-prompt": "--system",
 }
 
+# Single-dash names of several letters, which click would split into short options.
+_GROUPED = {name for name in OPTIONS if not name.startswith("--") and len(name) > 2}
+
 # Ollama's commands -> npgpt's.
 COMMANDS = {
     "run": "generate (one prompt: npgpt generate PROMPT -m MODEL) or chat (npgpt chat -m MODEL)",
@@ -56,16 +59,24 @@ class Command(TyperCommand):
     """A typer command whose unknown-option error names npgpt's spelling of another tool's option."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # click reads "-sys" as the short options -s -y -s, so it would complain of "-s": look first
+        grouped = next((a for a in args[: args.index("--") if "--" in args else None] if a in _GROUPED), None)
+        if grouped is not None:
+            self._hint(ctx, grouped)
+            raise NoSuchOption(grouped, ctx=ctx)  # a command without npgpt's option: no "-s" riddle either
         try:
             return super().parse_args(ctx, args)
         except NoSuchOption as e:
-            ours = OPTIONS.get(e.option_name)
-            if ours is None or not any(ours in (*p.opts, (p.name or "").upper()) for p in self.params):
-                raise
-            how = f'the text as an argument: npgpt {ctx.info_name} "TEXT"' if ours == "PROMPT" else ours
-            raise NoSuchOption(
-                e.option_name, message=f"No such option: {e.option_name}. npgpt takes {how}", ctx=ctx
-            ) from None
+            self._hint(ctx, e.option_name)
+            raise
+
+    def _hint(self, ctx: Any, theirs: str) -> None:
+        """NoSuchOption naming npgpt's spelling of ``theirs``, where this command has it; else nothing."""
+        ours = OPTIONS.get(theirs)
+        if ours is None or not any(ours in (*p.opts, (p.name or "").upper()) for p in self.params):
+            return
+        how = f'the text as an argument: npgpt {ctx.info_name} "TEXT"' if ours == "PROMPT" else ours
+        raise NoSuchOption(theirs, message=f"No such option: {theirs}. npgpt takes {how}", ctx=ctx) from None
 
 
 class Group(TyperGroup):
