@@ -15,7 +15,19 @@ from typing import Any
 import numpy as np
 
 from .errors import NpgptError
-from .files import atomic_path
+from .files import atomic_path, check_writable
+
+NO_MATPLOTLIB = "PNG output needs matplotlib: pip install matplotlib (or 'npgpt[train]')"
+
+
+def check_can_write_png(path: str | Path) -> None:
+    """Refuse, before any compute, a PNG that could not be written: matplotlib missing, or ``path`` a
+    place :func:`~npgpt.files.atomic_path` cannot write (:func:`~npgpt.files.check_writable`). NpgptError."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise NpgptError(NO_MATPLOTLIB)
+    check_writable(path)
 
 
 def _figure(width: float, height: float) -> Any:
@@ -23,7 +35,7 @@ def _figure(width: float, height: float) -> Any:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise NpgptError("PNG output needs matplotlib: pip install matplotlib (or 'npgpt[train]')") from None
+        raise NpgptError(NO_MATPLOTLIB) from None
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig

@@ -166,3 +166,21 @@ def test_a_png_path_that_cannot_be_written_fails_before_any_compute(tmp_path, co
             assert r.stderr.strip() == r.stderr.strip().splitlines()[0] and f"cannot write {png}: " in r.stderr
             assert reason in r.stderr and "free some space" not in r.stderr, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "ro"]  # nothing created on the way
+
+
+@pytest.mark.parametrize("command", ["lens", "attention"])
+def test_png_without_matplotlib_fails_before_any_compute(tmp_path, command):
+    """Missing matplotlib was reported only after the table was printed (the run's work lost)."""
+    code = (
+        "import importlib.util as u, sys; find = u.find_spec; "
+        "u.find_spec = lambda name, *a: None if name == 'matplotlib' else find(name, *a); "
+        "sys.argv = ['npgpt', *sys.argv[1:]]; from npgpt.cli import main; main()"
+    )
+    import subprocess
+    import sys
+
+    args = [command, "And God said", "--png", str(tmp_path / "x.png")]
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.strip() == "error: PNG output needs matplotlib: pip install matplotlib (or 'npgpt[train]')"
+    assert not (tmp_path / "x.png").exists()

@@ -71,10 +71,10 @@ def lens_command(
     if last < 0:
         raise NpgptError(f"--last must be >= 0, got {last}")
     prompt = _prompt_text(prompt)
-    if png is not None:  # before any compute: a bad place fails now, not after the table
-        from ..files import check_writable
+    if png is not None:  # before any compute: a bad place or no matplotlib fails now, not after the table
+        from ..figures import check_can_write_png
 
-        check_writable(png)
+        check_can_write_png(png)
     m = _load(model, backend, dtype)
     lens = logit_lens(m, _prompt_ids(m, prompt))
     T, L = len(lens.ids), m.config.n_layer
@@ -127,10 +127,10 @@ def attention_command(
     from .options import load_model as _load
 
     prompt = _prompt_text(prompt)
-    if png is not None:  # before any compute: a bad place fails now, not after the table
-        from ..files import check_writable
+    if png is not None:  # before any compute: a bad place or no matplotlib fails now, not after the table
+        from ..figures import check_can_write_png
 
-        check_writable(png)
+        check_can_write_png(png)
     m = _load(model, backend, dtype)
     ids = _prompt_ids(m, prompt)
     pattern = attention_pattern(m, ids, layer, head)
