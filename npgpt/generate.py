@@ -147,6 +147,12 @@ def check_request(engine: Engine, rows: Sequence[Sequence[int]], params: Samplin
     for i, r in enumerate(rows):
         if len(r) == 0:
             raise NpgptError(f"prompt {i} is empty; give at least one token of text", param="prompt")
+        if len(r) >= config.n_ctx:  # no max_new_tokens could help: the prompt is what to change
+            raise NpgptError(
+                f"prompt {i} has {len(r)} tokens, leaving none of the model's context of {config.n_ctx} "
+                "for a new token; shorten the prompt",
+                param="prompt",
+            )
         if len(r) + params.max_new_tokens > config.n_ctx:
             raise NpgptError(
                 f"prompt {i} has {len(r)} tokens and max_new_tokens is {params.max_new_tokens}: "

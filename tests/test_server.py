@@ -304,7 +304,17 @@ def test_chat_over_the_context_blames_the_messages(url):
     assert error["param"] == "messages" and error["code"] == "context_length_exceeded"
     assert "max_tokens" not in error["message"]
     error = httpx.post(url + "/v1/chat/completions", json={**long, "max_tokens": 5}).json()["error"]
+    assert error["param"] == "messages" and "max_tokens" not in error["message"]  # no max_tokens could help
+    fits = {"messages": [{"role": "user", "content": "x " * 100}], "max_tokens": 250}  # room, not for 250 more
+    error = httpx.post(url + "/v1/chat/completions", json=fits).json()["error"]
     assert error["param"] == "max_tokens" and error["code"] == "context_length_exceeded"
+
+
+def test_a_prompt_that_fills_the_context_blames_the_prompt(url):
+    """A 257-token prompt with max_tokens 1 was told to lower max_tokens, which no value of could help."""
+    error = httpx.post(url + "/v1/completions", json={"prompt": [5] * 256, "max_tokens": 1}).json()["error"]
+    assert error["param"] == "prompt" and error["code"] == "context_length_exceeded"
+    assert "shorten the prompt" in error["message"] and "max_tokens" not in error["message"]
 
 
 UNHONOURED = [  # chat fields GPT-2 cannot honour: a 400 naming them, never a reply that ignores them
@@ -380,13 +390,30 @@ def test_cors_only_for_the_allowed_origins(model, key):
             assert r.status_code == (401 if key else 200) and "access-control-allow-origin" not in r.headers
 
 
-@pytest.mark.parametrize("bad", ["localhost:3000", "http://localhost:3000/", "https://a.example/app", "://x"])
+@pytest.mark.parametrize(
+    "bad", ["localhost:3000", "http://localhost:3000/", "https://a.example/app", "://x", "http://a.example:99999"]
+)
 def test_serve_refuses_an_origin_a_browser_never_sends(bad):
     from conftest import run_cli
 
     r = run_cli("serve", "--allowed-origins", f"http://ok.example,{bad}", "--port", "1")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and repr(bad) in r.stderr and "scheme://host" in r.stderr
+
+
+def test_allowed_origins_are_written_as_a_browser_sends_them():
+    """The Origin header is compared as a string: HTTP://UP.COM or http://a.com:80 matched nothing a browser sends."""
+    from npgpt.cli.serve import parse_origins
+
+    given = "HTTP://UP.Example, http://a.example:80,https://b.example:443,http://[::1]:3000,https://c.example:8443,*"
+    assert parse_origins(given) == [
+        "http://up.example",
+        "http://a.example",
+        "https://b.example",
+        "http://[::1]:3000",
+        "https://c.example:8443",
+        "*",
+    ]
 
 
 class Gate:

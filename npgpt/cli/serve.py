@@ -135,17 +135,42 @@ def serve_command(
 
 
 def parse_origins(text: str | None) -> list[str]:
-    """``--allowed-origins``: comma-separated ``scheme://host[:port]`` origins, or ``*``; NpgptError for one a
-    browser never sends (no scheme, a path or a trailing slash), which would match nothing."""
-    origins = [o.strip() for o in (text or "").split(",") if o.strip()]
-    for o in origins:
-        scheme, sep, rest = o.partition("://")
-        if o != "*" and (not sep or not scheme.isalnum() or not rest or "/" in rest):
+    """``--allowed-origins``: comma-separated ``scheme://host[:port]`` origins, or ``*``; each written as a
+    browser sends it (scheme and host lower-case, no default port: ``HTTP://A.com:80`` -> ``http://a.com``),
+    since the header is compared as a string. NpgptError for one a browser never sends (no scheme, a
+    path or a trailing slash, a port outside 1-65535), which would match nothing."""
+    origins = []
+    for o in (o.strip() for o in (text or "").split(",")):
+        if not o:
+            continue
+        origin = "*" if o == "*" else _browser_origin(o)
+        if origin is None:
             raise NpgptError(
                 f"--allowed-origins: {o!r} is not an origin; give scheme://host[:port] with no path, "
                 "e.g. http://localhost:3000, or * for any"
             )
+        origins.append(origin)
     return origins
+
+
+def _browser_origin(text: str) -> str | None:
+    """``text`` as a browser's Origin header spells it, or None where it is not an origin."""
+    from urllib.parse import urlsplit
+
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme.isalnum() or not rest or "/" in rest:
+        return None
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # ValueError outside 0-65535
+    except ValueError:
+        return None
+    if not parts.hostname or port == 0:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    scheme = scheme.lower()
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def bind(host: str, port: int) -> socket.socket:

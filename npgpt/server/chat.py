@@ -42,7 +42,7 @@ async def start(
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     given = body.max_completion_tokens or body.max_tokens
-    if given is None and len(prompt) >= m.config.n_ctx:  # else the 400 would blame a max_tokens never sent
+    if len(prompt) >= m.config.n_ctx:  # else the 400 would blame max_tokens, which no value of could help
         raise APIError(
             400,
             f"the messages take {len(prompt)} tokens as a transcript, leaving none of the model's context of "

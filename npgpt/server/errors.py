@@ -100,8 +100,10 @@ def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingPa
     try:
         _check_request(model.engine, rows, params)
     except NpgptError as e:
-        # the only check on max_new_tokens there is the context length (its range is SamplingParams')
-        code = "context_length_exceeded" if e.param == "max_new_tokens" else None
+        # the only check on max_new_tokens there is the context length (its range is SamplingParams'),
+        # and a prompt that fills the context alone is refused on the prompt
+        full = e.param == "prompt" and any(len(r) >= model.config.n_ctx for r in rows)
+        code = "context_length_exceeded" if e.param == "max_new_tokens" or full else None
         raise bad_request(e, code) from None
 
 
