@@ -215,9 +215,17 @@ def _cannot_write(path: Path, e: BaseException) -> NpgptError:
 
 
 def broken_link(path: Path) -> CheckpointError:
-    """One line naming a symbolic link whose target does not exist, and the target."""
+    """One line naming a symbolic link that leads to no file, and its target: one that does not exist,
+    or a loop of links."""
+    try:
+        path.resolve(strict=True)
+        why = "which leads to no file"
+    except RuntimeError:  # Python < 3.13: a loop
+        why = "which is a loop of links"
+    except OSError as e:
+        why = "which is a loop of links" if e.errno == errno.ELOOP else "which does not exist"
     return CheckpointError(
-        f"{path}: a broken symbolic link to {os.readlink(path)}, which does not exist; "
+        f"{path}: a broken symbolic link to {os.readlink(path)}, {why}; "
         "re-download the model or point the link at the file"
     )
 

@@ -225,6 +225,17 @@ def test_a_broken_symlink_to_a_model_file_is_named_with_its_target(tmp_path, nam
         _assert_one_line_exit_1(where, name, "broken symbolic link to ../blobs/0123abcd")
 
 
+def test_a_loop_of_links_is_named_as_one(tmp_path):
+    """A loop was described as a link to a file "which does not exist", though that link does exist."""
+    (tmp_path / "model.safetensors").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("model.safetensors")
+    with pytest.raises(CheckpointError, match="a broken symbolic link to loop2, which is a loop of links"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "x.gguf").symlink_to("missing.gguf")
+    with pytest.raises(CheckpointError, match="a broken symbolic link to missing.gguf, which does not exist"):
+        load_checkpoint(tmp_path / "x.gguf")
+
+
 def test_a_broken_symlink_to_a_shard_is_named_with_its_target(tmp_path):
     hf.save(tmp_path, CONFIG, random_params(CONFIG), max_shard_size="60KB")
     shard = sorted(tmp_path.glob("model-*.safetensors"))[1]
