@@ -296,6 +296,8 @@ def test_a_json_body_sent_as_a_form_is_told_the_header(url):
     assert ok.status_code == 200
     not_object = httpx.post(url + "/v1/completions", content=b"[1]", headers={"Content-Type": "application/json"})
     assert "the body must be a JSON object" in not_object.json()["error"]["message"]
+    empty = httpx.post(url + "/v1/completions", content=b"")  # no body, no header: the header is what to fix
+    assert empty.status_code == 400 and "Content-Type: application/json" in empty.json()["error"]["message"]
 
 
 def test_chat_over_the_context_blames_the_messages(url):
@@ -332,6 +334,8 @@ def test_chat_refuses_what_it_would_ignore(url, field, value):
     r = httpx.post(url + "/v1/chat/completions", json={**body, field: value})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == field
+    if field == "response_format":  # named as sent, not always "JSON"
+        assert repr(value["type"]) in r.json()["error"]["message"]
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     fine = [{"response_format": {"type": "text"}}, {"tools": tools, "tool_choice": "auto"}, {"logit_bias": {}}]
     for extra in fine:

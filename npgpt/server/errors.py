@@ -117,7 +117,7 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
     if err.get("type") == "json_invalid":
         return APIError(400, f"malformed JSON body: {err.get('ctx', {}).get('error', err['msg'])}", code="invalid_json")
     loc = [x for x in err["loc"] if x != "body"]
-    if not loc and isinstance(err.get("input"), bytes):
+    if not loc and (isinstance(err.get("input"), bytes) or "json" not in content_type.lower()):
         return APIError(
             400,
             f"the body was not read as JSON: its Content-Type is {content_type or 'missing'!r}; send the header "

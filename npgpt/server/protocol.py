@@ -172,9 +172,11 @@ class ChatRequest(_Sampling):
         "auto" a reply without a tool call is valid), but a call cannot be forced."""
         if self.logit_bias:
             raise NpgptError("logit_bias is not supported", param="logit_bias")
-        if (self.response_format or {}).get("type", "text") != "text":
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
             raise NpgptError(
-                'response_format is not supported: GPT-2 cannot be held to JSON; leave it out or use {"type": "text"}',
+                f"response_format {kind!r} is not supported: GPT-2 cannot be held to a format; "
+                'leave it out or use {"type": "text"}',
                 param="response_format",
             )
         if self.tool_choice not in (None, "none", "auto"):
