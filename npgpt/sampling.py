@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -42,12 +43,16 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
-        else:
+        elif isinstance(self.stop, (list, tuple)) or self.stop is None:
             object.__setattr__(self, "stop", tuple(self.stop or ()))
+        else:  # a number, a dict, a set (no order): never one stop sequence per item
+            raise NpgptError(
+                f"stop must be a string or a list of strings, got {type(self.stop).__name__}", param="stop"
+            )
         checks = [  # (field, valid?, message)
             (
                 "max_new_tokens",
-                isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+                _integer(self.max_new_tokens) and self.max_new_tokens >= 1,
                 f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}",
             ),
             (
@@ -57,7 +62,7 @@ class SamplingParams:
             ),
             (
                 "top_k",
-                isinstance(self.top_k, int) and self.top_k >= 0,
+                _integer(self.top_k) and self.top_k >= 0,
                 f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}",
             ),
             (
@@ -83,14 +88,19 @@ class SamplingParams:
             ),
             (
                 "seed",
-                self.seed is None or isinstance(self.seed, int) and self.seed >= 0,
+                self.seed is None or _integer(self.seed) and self.seed >= 0,
                 f"seed must be a non-negative integer, got {self.seed!r}",
             ),
             ("stop", all(isinstance(s, str) and s for s in self.stop), "stop sequences must be non-empty strings"),
             (
                 "logprobs",
-                self.logprobs is None or isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20,
+                self.logprobs is None or _integer(self.logprobs) and 0 <= self.logprobs <= 20,
                 f"logprobs must be an integer in [0, 20], got {self.logprobs!r}",
+            ),
+            (
+                "stop_at_eot",
+                isinstance(self.stop_at_eot, (bool, np.bool_)),
+                f"stop_at_eot must be True or False, got {self.stop_at_eot!r}",
             ),
             (
                 "skip_leading_space",
@@ -101,6 +111,13 @@ class SamplingParams:
         for name, ok, message in checks:
             if not ok:
                 raise NpgptError(message, param=name)
+        # NumPy's scalars (np.int64(3), np.float32(0.5)) pass; store them as Python's, as JSON and the server expect
+        for name in ("max_new_tokens", "top_k", "seed", "logprobs"):
+            if (v := getattr(self, name)) is not None:
+                object.__setattr__(self, name, int(v))
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "stop_at_eot", bool(self.stop_at_eot))
 
     @property
     def greedy(self) -> bool:
@@ -123,7 +140,18 @@ class SamplingParams:
 
 
 def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite real number: Python's or NumPy's (np.float32(0.5)), never a bool."""
+    if not isinstance(x, numbers.Real) or isinstance(x, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int past float's range (10**400)
+        return False
+
+
+def _integer(x: object) -> bool:
+    """An integer, Python's or NumPy's (np.int64(3)); never a bool (True is not top_k=1) nor 2.0."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def log_softmax(logits: Any) -> Any:  # [..., V] -> [..., V]

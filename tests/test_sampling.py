@@ -95,3 +95,28 @@ def test_invalid_parameter_is_named_as_data(kwargs):
     with pytest.raises(NpgptError) as err:
         SamplingParams(**kwargs)
     assert err.value.param == next(iter(kwargs))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(top_k=True),  # a bool is not top_k=1
+        dict(logprobs=True),
+        dict(stop=5),
+        dict(stop={"a"}),
+        dict(stop_at_eot="no"),  # truthy, yet meant as False
+        dict(temperature=10**400),  # past float's range: not an OverflowError
+    ],
+)
+def test_wrong_types_are_refused_naming_the_option(kwargs):
+    with pytest.raises(NpgptError) as err:
+        SamplingParams(**kwargs)
+    assert err.value.param == next(iter(kwargs))
+
+
+def test_numpy_scalars_are_numbers():
+    """np.int64(3) is an integer and np.float32(0.5) a temperature (they were refused as
+    'temperature must be >= 0, got np.float32(0.5)'); they are stored as Python's numbers."""
+    p = SamplingParams(max_new_tokens=np.int64(3), temperature=np.float32(0.5), top_k=np.int32(4), seed=np.uint8(7))
+    assert (p.max_new_tokens, p.temperature, p.top_k, p.seed) == (3, 0.5, 4, 7)
+    assert type(p.max_new_tokens) is int and type(p.temperature) is float and type(p.seed) is int
