@@ -108,8 +108,12 @@ class GPT2:
     # -- generation -----------------------------------------------------------------------------
     def _rows(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]]) -> list[list[int]]:
         """Token ids per prompt; a string or a flat sequence of ids is one prompt, never one per item."""
-        items: Sequence[Any] = [prompts] if _is_one_prompt(prompts) else prompts
-        return [self.tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in items]
+        if isinstance(prompts, (str, np.ndarray)) or _is_sequence(prompts):
+            items: Sequence[Any] = [prompts] if _is_one_prompt(prompts) else prompts
+            return [self.tokenizer.encode(p) if isinstance(p, str) else _token_ids(p, i) for i, p in enumerate(items)]
+        raise NpgptError(
+            f"prompts must be a string, token ids or a list of them, got {type(prompts).__name__}", param="prompt"
+        )
 
     def events(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]], **sampling: Any) -> Iterator[Event]:
         """The raw token iterator over a batch of prompts (text or token ids); see ``generate.events``.
@@ -192,6 +196,8 @@ class GPT2:
 
     def next_tokens(self, prompt: str, k: int = 10) -> list[tuple[int, str, float]]:
         """The ``k`` most likely next tokens after ``prompt``: (id, text, probability)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise NpgptError(f"k must be an integer >= 1 (how many tokens to list), got {k!r}", param="k")
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise NpgptError("prompt is empty; give at least one token of text")
@@ -200,6 +206,24 @@ class GPT2:
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
+
+
+def _is_sequence(x: Any) -> bool:
+    return isinstance(x, Sequence) and not isinstance(x, (bytes, bytearray))
+
+
+def _token_ids(prompt: Any, i: int) -> list[int]:
+    """Prompt ``i`` as a list of int ids; NpgptError for anything else (int(1.5) would silently be id 1)."""
+    ids = np.asarray(prompt) if isinstance(prompt, np.ndarray) or _is_sequence(prompt) else None
+    if ids is None or ids.ndim != 1 or (ids.size and (ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer))):
+        raise NpgptError(
+            f"prompt {i} must be text or a flat list of integer token ids, got {_describe(prompt)}", param="prompt"
+        )
+    return [int(t) for t in ids]
+
+
+def _describe(x: Any) -> str:
+    return repr(x) if len(r := repr(x)) <= 60 else f"{r[:57]}..."
 
 
 def _is_one_prompt(prompts: Any) -> bool:

@@ -97,3 +97,34 @@ def test_out_of_memory_in_a_forward_pass_is_one_line(model, monkeypatch):
     monkeypatch.setattr(model.engine, "backend", dataclasses.replace(model.backend, forward=no_memory))
     with pytest.raises(NpgptError, match=r"out of memory running 2 rows x 3 tokens .*fewer rows"):
         model.logits([[1, 2, 3], [4, 5, 6]])
+
+
+@pytest.mark.parametrize(
+    "prompts, match",
+    [
+        ([[1.5, 2]], "integer token ids"),  # int(1.5) made it id 1, silently
+        (np.array([1.0, 2.0]), "integer token ids"),
+        ([[True, False]], "integer token ids"),
+        ([[1, "a"]], "integer token ids"),  # ValueError before
+        ([[[1]]], "integer token ids"),  # TypeError before
+        (None, "got NoneType"),  # TypeError before
+        (5, "got int"),
+    ],
+)
+def test_prompts_that_are_not_text_or_ids_are_refused(model, prompts, match):
+    with pytest.raises(NpgptError, match=match) as err:
+        model.completions(prompts, max_new_tokens=2)
+    assert err.value.param == "prompt"
+
+
+def test_token_id_prompts_of_every_integer_kind(model):
+    want = model.completions([[1, 2]], max_new_tokens=2, temperature=0)[0].tokens
+    for prompts in ([1, 2], (1, 2), np.array([1, 2]), [np.array([1, 2])], [np.int64(1), np.int64(2)]):
+        assert model.completions(prompts, max_new_tokens=2, temperature=0)[0].tokens == want
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True])
+def test_next_tokens_refuses_a_k_under_one(model, k):
+    """k=-1 listed every token but the least likely (a slice [:-1]), k=0 nothing."""
+    with pytest.raises(NpgptError, match="k must be an integer >= 1"):
+        model.next_tokens("Hi", k=k)
