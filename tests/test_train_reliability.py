@@ -95,12 +95,22 @@ def assert_same_params(got, want):
         (dict(steps=2.5), "steps must be a whole number"),
         (dict(steps=True), "steps must be a number"),
         (dict(tokenizer="bpe"), "tokenizer must be one of gpt2, char"),
+        (dict(lr=10**400), "lr must be a finite number"),  # an OverflowError before
+        (dict(steps=np.float64(2.5)), "steps must be a whole number"),
+        (dict(steps=np.True_), "steps must be a number"),
     ],
 )
 def test_nonsense_options_are_refused_on_construction(kwargs, message):
     with pytest.raises(NpgptError, match=message) as err:
         TrainSettings(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_numpy_scalars_are_numbers():
+    """np.float32(1e-3) was refused as "lr must be a number"; NumPy's scalars are stored as Python's."""
+    s = TrainSettings(lr=np.float32(0.5), steps=np.int64(3), val_fraction=np.float64(0.2))
+    assert (s.lr, s.steps, s.val_fraction) == (0.5, 3, 0.2)
+    assert type(s.lr) is float and type(s.steps) is int
 
 
 def test_cli_refuses_bad_options_and_an_out_that_is_a_file(text, tmp_path):

@@ -12,9 +12,12 @@ the cosine schedule to the new end.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from ..config import GPT2Config
 from ..errors import NpgptError
@@ -56,6 +59,14 @@ POSITIVE = (
 NON_NEGATIVE = ("warmup", "seed")
 # name -> (lowest allowed, whether the lowest itself is allowed): checked finite, too.
 REAL_RANGES = {"lr": (0.0, False), "weight_decay": (0.0, True), "clip": (0.0, False), "val_fraction": (0.0, True)}
+
+
+def _fits_a_float(x: numbers.Real) -> bool:
+    try:
+        float(x)
+    except OverflowError:  # an int past float's range (10**400)
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -107,9 +118,16 @@ class TrainSettings:
             value = getattr(self, f.name)
             if value is None or f.name in ("init", "tokenizer"):
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # NumPy's scalars are numbers too (np.float32(1e-3) was "lr must be a number"); kept as Python's
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
                 raise NpgptError(f"{f.name} must be a number, got {value!r}")
-            if f.name not in REAL_RANGES and not isinstance(value, int):
+            if f.name in REAL_RANGES:
+                if not _fits_a_float(value):
+                    raise NpgptError(f"{f.name} must be a finite number, got {value!r}")
+                object.__setattr__(self, f.name, float(value))
+            elif isinstance(value, numbers.Integral):
+                object.__setattr__(self, f.name, int(value))
+            else:
                 raise NpgptError(f"{f.name} must be a whole number, got {value!r}")
         for name in POSITIVE:
             value = getattr(self, name)
