@@ -279,7 +279,9 @@ def top_logprobs(logprobs: np.ndarray, k: int) -> list[tuple[int, float]]:
 
 
 def row_rngs(seed: int | None, n: int) -> Sequence[np.random.Generator]:
-    """One generator per row: row i of a seeded batch draws the same as prompt i alone."""
+    """One generator per row, seeded by ``(seed, i)``: row i draws the same numbers whatever the other rows
+    hold, and the ``n`` rows of one prompt differ. So a prompt alone (row 0) and the same prompt as row
+    1 of a batch draw differently; to repeat a row's sample alone, it must be row 0 of the same seed."""
     if seed is None:
         return [np.random.default_rng() for _ in range(n)]
     return [np.random.default_rng([seed, i]) for i in range(n)]
