@@ -58,7 +58,7 @@ class SamplingParams:
             (
                 "temperature",
                 _finite(self.temperature) and self.temperature >= 0,
-                f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}",
+                f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}",
             ),
             (
                 "top_k",
@@ -74,7 +74,7 @@ class SamplingParams:
             (
                 "repetition_penalty",
                 _finite(self.repetition_penalty) and self.repetition_penalty > 0,
-                f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}",
+                f"repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty!r}",
             ),
             (
                 "presence_penalty",

@@ -78,6 +78,11 @@ def test_invalid_parameters_raise(kwargs):
         SamplingParams(**kwargs)
 
 
+def test_a_nan_temperature_is_told_it_must_be_finite():
+    with pytest.raises(NpgptError, match="temperature must be a finite number >= 0"):
+        SamplingParams(temperature=float("nan"))
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
