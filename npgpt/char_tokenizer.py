@@ -38,13 +38,15 @@ class CharTokenizer(Tokenizer):
         self.n_vocab = len(chars) + 1
 
     @classmethod
-    def from_text(cls, texts: Iterable[str]) -> CharTokenizer:
-        """The vocabulary of ``texts``: every character that occurs, sorted by code point."""
+    def from_text(cls, texts: Iterable[str], source: str | None = None) -> CharTokenizer:
+        """The vocabulary of ``texts``: every character that occurs, sorted by code point. NpgptError
+        (naming ``source``, where the texts came from) if they hold no character at all."""
         seen: set[str] = set()
         for t in texts:
             seen.update(t)
         if not seen:
-            raise NpgptError("no text to build a character vocabulary from")
+            where = f"{source}: " if source else ""
+            raise NpgptError(f"{where}no text to build a character vocabulary from; give some text to train on")
         return cls("".join(sorted(seen)))
 
     def to_spec(self) -> dict[str, Any]:

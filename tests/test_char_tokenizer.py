@@ -48,6 +48,15 @@ def test_characters_and_ids_outside_the_vocabulary_are_one_line_errors():
     assert isinstance(tokenizer_from_spec(None), Tokenizer)
 
 
+def test_an_empty_text_names_the_file_it_came_from(tmp_path):
+    """Training --tokenizer char on an empty file said only "no text to build a character vocabulary from"."""
+    from npgpt.train.data import char_tokenizer
+
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(NpgptError, match=f"{tmp_path / 'empty.txt'}: no text to build a character vocabulary"):
+        char_tokenizer(tmp_path / "empty.txt")
+
+
 def test_the_model_file_carries_the_vocabulary_and_load_uses_it(tmp_path):
     tok = CharTokenizer.from_text([TEXT])
     config = GPT2Config(n_vocab=tok.n_vocab, n_ctx=16, n_embd=16, n_head=2, n_layer=1)

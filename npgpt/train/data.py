@@ -93,7 +93,7 @@ def char_tokenizer(source: str | Path) -> CharTokenizer:
         raise NpgptError(
             f"{source}: a token file has no characters to build --tokenizer char from; pass the text itself"
         )
-    tok = CharTokenizer.from_text(read_text(f) for f in text_files(source))
+    tok = CharTokenizer.from_text((read_text(f) for f in text_files(source)), source=str(source))
     if tok.n_vocab > np.iinfo(TOKENS_DTYPE).max + 1:
         raise NpgptError(f"{source}: {tok.n_vocab} distinct characters, more than a uint16 token file holds")
     return tok
