@@ -230,9 +230,16 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
     entries = _read(cache)
     hit = entries.get(key)
     if isinstance(hit, dict) and hit.get("dtype") in backend.dtypes and isinstance(hit.get("seconds"), dict):
-        seconds = {str(k): float(v) for k, v in hit["seconds"].items() if isinstance(v, (int, float))}
-        load = hit.get("load") if isinstance(hit.get("load"), (int, float)) else None
-        return Choice(hit["dtype"], seconds, False, key, rows, cache=cache, load=load)
+        # Only positive, finite times: describe() divides by the chosen one (a hand-edited entry without
+        # it, or with 0, was an internal KeyError/ZeroDivisionError); such an entry is measured again.
+        seconds = {
+            str(k): float(v)
+            for k, v in hit["seconds"].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+        }
+        if hit["dtype"] in seconds:
+            load = hit.get("load") if isinstance(hit.get("load"), (int, float)) else None
+            return Choice(hit["dtype"], seconds, False, key, rows, cache=cache, load=load)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     seconds, skipped = measure(backend, config, rows)
     choice = pick(seconds)

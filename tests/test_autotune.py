@@ -119,6 +119,18 @@ def test_a_corrupt_cache_is_measured_again_and_rewritten(home, monkeypatch, text
     assert json.loads(path.read_text())["entries"][key]["dtype"] == choice.dtype == "float32"
 
 
+@pytest.mark.parametrize("seconds", [{"float32": 0.1}, {"float32": 0.1, "int8": 0}, {"float32": 0.1, "int8": "1"}])
+def test_a_cached_entry_without_a_usable_time_for_its_choice_is_measured_again(home, monkeypatch, seconds):
+    calls = fake_timer(monkeypatch, {})
+    path = home / "autotune.json"
+    path.parent.mkdir(parents=True)
+    key = autotune.cache_key(get_backend("numpy"), CONFIG, 1)
+    path.write_text(json.dumps({"entries": {key: {"dtype": "int8", "seconds": seconds}}}))
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert choice.measured and calls and choice.dtype == "float32"
+    assert "float32" in choice.describe()  # was KeyError / ZeroDivisionError
+
+
 def test_an_unwritable_home_still_gives_the_choice(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("NPGPT_HOME", str(tmp_path / "file" / "home"))  # mkdir fails: a part of the path is a file
