@@ -143,6 +143,15 @@ def test_bad_backend_is_one_line_error():
     assert "no backend in --backend numpy stores float16 weights; add one that does: jax, torch, cupy" in proc.stderr
 
 
+def test_an_unwritable_plot_is_refused_before_the_run(tiny_checkpoint, tmp_path):
+    (tmp_path / "file").write_text("x")
+    small = ("--model", tiny_checkpoint, "--backend", "numpy", "--batch", "1", *SMALL_BENCH, "--baseline-tokens", "0")
+    proc = run_cli("bench", *small, "--plot", str(tmp_path / "file" / "decode.png"), timeout=180)
+    assert proc.returncode == 1
+    assert f"cannot write {tmp_path / 'file' / 'decode.png'}" in proc.stderr, proc.stderr
+    assert "internal error" not in proc.stderr and "preparing the weights" not in proc.stderr
+
+
 def test_best_of_rounds_keeps_best_speed_and_highest_memory():
     from npgpt.bench import best_of
 

@@ -116,5 +116,7 @@ def plot_decode(result: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    from ..figures import save_png
+
+    save_png(fig, path)  # whole or not at all; a failed write is one line, not an OSError
     return Path(path)

@@ -109,6 +109,10 @@ def bench_command(
     )
     from ..bench import plot_decode, run_bench
 
+    if plot is not None:  # before the run: a bad place or no matplotlib fails now, not after minutes of measuring
+        from ..figures import check_can_write_png
+
+        check_can_write_png(plot)
     result = run_bench(s, progress=lambda msg: print_notice(f"{msg}…"))
     if plot is not None:
         plot_decode(result, plot)
