@@ -152,6 +152,16 @@ def test_an_unwritable_plot_is_refused_before_the_run(tiny_checkpoint, tmp_path)
     assert "internal error" not in proc.stderr and "preparing the weights" not in proc.stderr
 
 
+@pytest.mark.parametrize("field", ["threads", "bandwidth_mib", "train_batch", "train_seq"])
+def test_counts_below_one_are_refused(field):
+    from npgpt.bench.settings import BenchSettings, npgpt_engines
+    from npgpt.errors import NpgptError
+
+    # --threads 0 ran on the default thread count and reported "0 threads"; --bandwidth-mib 0 measured 1 MiB
+    with pytest.raises(NpgptError, match="must be >= 1"):
+        npgpt_engines(BenchSettings(backends=("numpy",), **{field: 0}))
+
+
 def test_best_of_rounds_keeps_best_speed_and_highest_memory():
     from npgpt.bench import best_of
 

@@ -77,4 +77,6 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
         )
     if not s.batches or min(s.batches) < 1 or min(s.new_tokens, s.short_prompt, s.repeat) < 1 or s.prompt_len < 16:
         raise NpgptError("batch sizes, --new-tokens, --short-prompt and --repeat must be >= 1, --prompt-len >= 16")
+    if min(s.threads, s.bandwidth_mib, s.train_batch, s.train_seq) < 1:  # else run and reported as given
+        raise NpgptError("--threads, --bandwidth-mib, --train-batch and --train-seq must be >= 1")
     return pairs
