@@ -165,7 +165,8 @@ def remove(name: str) -> list[Path]:
     """Delete a downloaded model (its folder, and any unfinished download of it); the paths removed.
 
     ``name`` as :func:`resolve` takes it (``124M``, ``gpt2``, ``ORG/NAME[@REVISION]``); only folders
-    inside :func:`home` are ever deleted. Raises NpgptError for a name that is not in the cache.
+    inside :func:`home` are ever deleted: a model folder that is a link (to another disk, say) is
+    unlinked and its target kept. Raises NpgptError for a name that is not in the cache.
     """
     import shutil
 
@@ -178,7 +179,12 @@ def remove(name: str) -> list[Path]:
         folders = [hf_dir(repo_id, revision or None)]
     else:
         folders = []
-    found = [f for f in folders if f.is_dir() and f.resolve().is_relative_to(home().resolve())]
+    # A link is judged by where it lies, not where it points: `npgpt list` lists a linked model, so rm finds it.
+    found = [
+        f
+        for f in folders
+        if f.is_dir() and (f.parent.resolve() if f.is_symlink() else f.resolve()).is_relative_to(home().resolve())
+    ]
     if not found:
         cached = ", ".join(n for n, _ in list_cached()) or "none"
         what = (
@@ -188,5 +194,8 @@ def remove(name: str) -> list[Path]:
         )
         raise NpgptError(f"{what}; downloaded models: {cached} (see `npgpt list`)")
     for folder in found:
-        shutil.rmtree(folder)
+        if folder.is_symlink():
+            folder.unlink()  # never rmtree through a link: its target lies outside the cache
+        else:
+            shutil.rmtree(folder)
     return found

@@ -163,6 +163,20 @@ def test_list_and_rm_on_the_cache(tmp_path, model_file):
     assert "no models downloaded" in run_cli("list", env=env).stdout
 
 
+def test_rm_of_a_model_folder_linked_from_another_disk_removes_the_link_only(tmp_path, model_file):
+    home, disk = tmp_path / "home", tmp_path / "disk" / "124M"
+    disk.mkdir(parents=True)
+    (disk / "model.safetensors").write_bytes(open(model_file, "rb").read())
+    home.mkdir()
+    (home / "124M").symlink_to(disk, target_is_directory=True)
+    env = {"NPGPT_HOME": str(home)}
+    assert [m["name"] for m in json.loads(run_cli("list", "--json", env=env).stdout)["models"]] == ["124M"]
+    r = run_cli("rm", "124M", env=env)  # was: "'124M' is not in the cache; downloaded models: 124M"
+    assert r.returncode == 0, r.stderr
+    assert not (home / "124M").is_symlink() and (disk / "model.safetensors").is_file()
+    assert "no models downloaded" in run_cli("list", env=env).stdout
+
+
 def test_version_module_entry_point_and_completion():
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout == f"npgpt {__version__}\n"
