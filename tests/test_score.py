@@ -200,3 +200,12 @@ def test_cli_score_reads_stdin_as_bytes(tiny_path) -> None:
     assert bad.returncode == 1 and b"not UTF-8 text (byte 7 is 0xff)" in bad.stderr, bad.stderr
     closed = subprocess.run(["sh", "-c", '"$@" <&-', "sh", *cmd], capture_output=True, text=True, timeout=120)
     assert closed.returncode == 1 and "stdin: it is closed" in closed.stderr, closed.stderr
+
+
+def test_cli_score_drops_a_byte_order_mark(tiny, tiny_path, tmp_path) -> None:
+    """Notepad's UTF-8 files start with a byte-order mark: it was scored as text, changing the first tokens."""
+    data = tmp_path / "bom.txt"
+    data.write_bytes(b"\xef\xbb\xbf" + TEXT.encode())
+    result = run_cli("score", str(data), "--model", str(tiny_path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert [t["id"] for t in json.loads(result.stdout)["tokens"]] == tiny.score(TEXT).tokens

@@ -148,7 +148,7 @@ def read_text(path: Path, what: str) -> str:
     if b"\0" in data:
         raise NpgptError(f"{path} is a binary file; give a UTF-8 text file of {what}")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark (Notepad writes one) is not text: dropped
     except UnicodeDecodeError as e:
         raise NpgptError(
             f"{path} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "

@@ -82,7 +82,7 @@ def _fingerprint(files: list[Path], tokenizer_spec: dict | None = None) -> str:
 
 def read_text(f: Path) -> str:
     try:
-        return f.read_text(encoding="utf-8")
+        return f.read_text(encoding="utf-8-sig")  # a byte-order mark is not text: dropped
     except UnicodeDecodeError as e:
         raise NpgptError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
