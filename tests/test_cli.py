@@ -88,7 +88,7 @@ def test_generate_prompts_from_a_file_batched(model_file, tmp_path):
     "args, words",
     [
         (["generate", "Hi", "--temperature", "-1"], "temperature"),
-        (["generate", "Hi", "--top-p", "0"], "top_p"),
+        (["generate", "Hi", "--top-p", "0"], "--top-p must be"),
         (["generate", "Hi", "--model", "no-such-model"], "no-such-model"),
         (["generate", "Hi", "--max-new-tokens", "5000"], "context"),
         (["generate"], "PROMPT"),

@@ -361,3 +361,12 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
 def test_other_tools_names_get_npgpts(args, hint):
     r = run_cli(*args)
     assert r.returncode == 2 and hint in r.stderr, r.stderr
+
+
+def test_errors_name_the_flag_the_user_typed(model_file):
+    """The library's messages name the Python keyword (max_new_tokens); the CLI user typed --max-new-tokens."""
+    r = run_cli("generate", "Hi", "--model", model_file, "--max-new-tokens", "100000")
+    assert r.returncode == 1 and "--max-new-tokens is 100000" in r.stderr and "lower --max-new-tokens" in r.stderr
+    assert " max_new_tokens" not in r.stderr
+    r = run_cli("generate", "Hi", "--model", model_file, "--top-p", "2")
+    assert r.stderr.strip() == "error: --top-p must be in (0, 1] (1 = off), got 2.0"

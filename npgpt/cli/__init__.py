@@ -27,7 +27,7 @@ import typer
 
 from ..errors import NpgptError
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
-from .names import Command, Group
+from .names import Command, Group, as_flags
 from .options import print_error
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
@@ -94,7 +94,7 @@ def main() -> None:
         finally:
             sys.stdout.flush()  # a full device reports itself here, not at interpreter exit
     except NpgptError as e:
-        print_error(str(e))
+        print_error(as_flags(e))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -7,11 +7,16 @@ An unknown command or option that one of them spells this way is answered with n
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
+import re
 from typing import Any
 
 from typer.core import TyperCommand, TyperGroup
+
+from ..errors import NpgptError
+from ..sampling import SamplingParams
 
 # typer 0.2x carries its own copy of click, whose exceptions are not click's.
 _click: Any = importlib.import_module("typer._click" if importlib.util.find_spec("typer._click") else "click")
@@ -89,3 +94,16 @@ class Group(TyperGroup):
             if args and args[0] in COMMANDS:
                 e.message = f"No such command {args[0]!r}. npgpt's is {COMMANDS[args[0]]}"
             raise
+
+
+def as_flags(e: NpgptError) -> str:
+    """``e``'s message with its parameter spelled as the CLI option is (``max_new_tokens must be`` ->
+    ``--max-new-tokens must be``): the library names the Python API's keyword, the user typed the flag.
+    Only sampling options, whose flags are their names with dashes (tests/test_cli_usage.py checks it)."""
+    name, message = e.param, str(e)
+    if name is None or name not in _SAMPLING or name == "stop_at_eot":
+        return message
+    return re.sub(rf"(?<![\w-]){name}(?![\w-])", "--" + name.replace("_", "-"), message)
+
+
+_SAMPLING = {f.name for f in dataclasses.fields(SamplingParams)}
