@@ -225,6 +225,14 @@ def test_a_broken_symlink_to_a_model_file_is_named_with_its_target(tmp_path, nam
         _assert_one_line_exit_1(where, name, "broken symbolic link to ../blobs/0123abcd")
 
 
+@pytest.mark.parametrize("name", ["model.gguf", "model.safetensors", "model.bin", "ckpt.pt"])
+def test_an_empty_file_is_named_as_one(tmp_path, name):
+    """An interrupted copy: an empty .gguf was "not a model file npgpt knows", whatever its name promised."""
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path / name}: an empty file (0 bytes); re-download")):
+        load_checkpoint(tmp_path / name)
+
+
 def test_a_loop_of_links_is_named_as_one(tmp_path):
     """A loop was described as a link to a file "which does not exist", though that link does exist."""
     (tmp_path / "model.safetensors").symlink_to("loop2")

@@ -59,6 +59,8 @@ def detect(path: str | Path) -> str:
             raise broken_link(path)
         raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
     if path.is_file():
+        if path.stat().st_size == 0:  # an interrupted copy or download, whatever its name says
+            raise CheckpointError(f"{path}: an empty file (0 bytes); re-download or re-convert it")
         # Read from the file's own first bytes, never its name: llm.c's .bin is not a pickle.
         if is_gguf_file(path):
             return "gguf"
