@@ -157,13 +157,22 @@ def test_cli_errors_are_one_line(pair, tmp_path: Path) -> None:
     data.write_text(TEXT)
     for args, message in [
         (["--data", str(tmp_path / "missing.txt")], "cannot read"),
-        (["--data", str(empty)], "is empty"),
+        (["--data", str(empty)], "is empty or only whitespace"),  # "\n" alone: it said just "is empty"
         (["--data", str(data), "--model", str(path), "--window", "65"], "context of 64"),
     ]:
         result = run_cli("eval", *args)
         assert result.returncode == 1, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_cli_eval_in_a_log_leaves_no_empty_line(pair, tmp_path: Path) -> None:
+    """The progress bar is for a terminal: with stderr a file or pipe it left an empty line there."""
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    result = run_cli("eval", "--data", str(data), "--model", str(pair[2]))
+    assert result.returncode == 0, result.stderr
+    assert "" not in result.stderr.splitlines() and "perplexity" in result.stdout
 
 
 def test_cli_help_has_an_example() -> None:

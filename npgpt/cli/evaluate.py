@@ -35,15 +35,17 @@ def eval_command(
 
     text = read_text(data, "text to score")
     if not text.strip():
-        raise NpgptError(f"{data} is empty; give a text file to score")
+        raise NpgptError(f"{data} is empty or only whitespace; give a text file to score")
     m = load_model(model, backend, dtype)
+    err = console(stderr=True)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=console(stderr=True),
+        console=err,
         transient=True,
+        disable=not err.is_terminal,  # a bar only on a terminal: in a log it left an empty line
     ) as bar:
         task = bar.add_task("windows", total=None)
         result = perplexity(
@@ -115,5 +117,7 @@ def _read_text(file: str) -> str:
     decoded by the locale (which turns invalid bytes into U+FFFD tokens) nor with newlines translated."""
     text = read_text(Path(file), "text to score")
     if not text.strip():
-        raise NpgptError(f"{'standard input' if file == '-' else file} is empty; give a text to score")
+        raise NpgptError(
+            f"{'standard input' if file == '-' else file} is empty or only whitespace; give a text to score"
+        )
     return text

@@ -36,13 +36,15 @@ def download(
 
     if (name is None) == (hf is None):
         raise NpgptError("give a model NAME (124M, 355M, 774M, 1558M) or --hf REPO, not both or neither")
+    err = console(stderr=True)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
-        console=console(stderr=True),
+        console=err,
         transient=True,
+        disable=not err.is_terminal,  # a bar only on a terminal: in a log it left an empty line
     ) as bar:
         tasks: dict[str, TaskID] = {}
 
