@@ -14,7 +14,7 @@ from .config import GPT2Config
 from .engine import Engine
 from .errors import NpgptError
 from .generate import Event, events
-from .sampling import SamplingParams
+from .sampling import SamplingParams, is_integer
 from .score import Score, score
 from .tokenizer import Tokenizer
 
@@ -196,7 +196,7 @@ class GPT2:
 
     def next_tokens(self, prompt: str, k: int = 10) -> list[tuple[int, str, float]]:
         """The ``k`` most likely next tokens after ``prompt``: (id, text, probability)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        if not is_integer(k) or k < 1:
             raise NpgptError(f"k must be an integer >= 1 (how many tokens to list), got {k!r}", param="k")
         ids = self.tokenizer.encode(prompt)
         if not ids:

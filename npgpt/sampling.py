@@ -52,7 +52,7 @@ class SamplingParams:
         checks = [  # (field, valid?, message)
             (
                 "max_new_tokens",
-                _integer(self.max_new_tokens) and self.max_new_tokens >= 1,
+                is_integer(self.max_new_tokens) and self.max_new_tokens >= 1,
                 f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}",
             ),
             (
@@ -62,7 +62,7 @@ class SamplingParams:
             ),
             (
                 "top_k",
-                _integer(self.top_k) and self.top_k >= 0,
+                is_integer(self.top_k) and self.top_k >= 0,
                 f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}",
             ),
             (
@@ -88,13 +88,13 @@ class SamplingParams:
             ),
             (
                 "seed",
-                self.seed is None or _integer(self.seed) and self.seed >= 0,
+                self.seed is None or is_integer(self.seed) and self.seed >= 0,
                 f"seed must be a non-negative integer, got {self.seed!r}",
             ),
             ("stop", all(isinstance(s, str) and s for s in self.stop), "stop sequences must be non-empty strings"),
             (
                 "logprobs",
-                self.logprobs is None or _integer(self.logprobs) and 0 <= self.logprobs <= 20,
+                self.logprobs is None or is_integer(self.logprobs) and 0 <= self.logprobs <= 20,
                 f"logprobs must be an integer in [0, 20], got {self.logprobs!r}",
             ),
             (
@@ -149,7 +149,7 @@ def _finite(x: object) -> bool:
         return False
 
 
-def _integer(x: object) -> bool:
+def is_integer(x: object) -> bool:
     """An integer, Python's or NumPy's (np.int64(3)); never a bool (True is not top_k=1) nor 2.0."""
     return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 

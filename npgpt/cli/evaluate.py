@@ -33,9 +33,7 @@ def eval_command(
 
     from ..evaluate import perplexity
 
-    text = read_text(data, "text to score")
-    if not text.strip():
-        raise NpgptError(f"{data} is empty or only whitespace; give a text file to score")
+    text = _read_text(str(data))
     m = load_model(model, backend, dtype)
     err = console(stderr=True)
     with Progress(
