@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,20 @@ def duplicate(source: str, first: str, second: str) -> CheckpointError:
     )
 
 
+def our_names(names: Iterable[str], source: str) -> Iterator[tuple[str, str]]:
+    """(their name, npgpt's) for each weight among ``names``, buffers skipped; CheckpointError
+    (:func:`duplicate`) for one weight under two names."""
+    seen: dict[str, str] = {}
+    for name in names:
+        ours = hf_to_npgpt_name(name)
+        if ours is None:  # a buffer (the attn.bias mask)
+            continue
+        if ours in seen:  # transformer.wte.weight and wte.weight: which one transformers uses depends on the class
+            raise duplicate(source, seen[ours], name)
+        seen[ours] = name
+        yield name, ours
+
+
 def npgpt_to_hf_name(name: str) -> str:
     if name == "lm_head":
         return "lm_head.weight"
@@ -98,16 +112,9 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         raise CheckpointError(f"{config_path}: {e}") from None
     tensors, weights_path = read_tensors(directory)
     flat: dict[str, np.ndarray] = {}
-    seen: dict[str, str] = {}
-    for name, arr in tensors.items():
-        ours = hf_to_npgpt_name(name)
-        if ours is None:  # a buffer
-            continue
-        if ours in seen:  # transformer.wte.weight and wte.weight: which one transformers uses depends on the class
-            raise duplicate(weights_path, seen[ours], name)
-        seen[ours] = name
+    for name, ours in our_names(tensors, weights_path):
         if not (ours == "lm_head" and config.tie_word_embeddings):  # tied: a copy of wte
-            flat[ours] = as_float32(arr, name, weights_path)
+            flat[ours] = as_float32(tensors[name], name, weights_path)
     return config, unflatten(flat, config, source=weights_path)
 
 

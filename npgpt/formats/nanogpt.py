@@ -25,7 +25,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..params import unflatten
-from .hf import duplicate, hf_to_npgpt_name
+from .hf import duplicate, our_names
 from .npgpt_format import as_float32
 
 CKPT_FILE = "ckpt.pt"  # what nanoGPT's train.py writes in its out_dir
@@ -100,14 +100,8 @@ def _params(state: dict[str, np.ndarray], source: str) -> dict[str, Any]:
     """nanoGPT names -> npgpt's flat names; nn.Linear weights transposed to [in, out]."""
     head, wte = state.pop("lm_head.weight", None), state.get("transformer.wte.weight")
     flat: dict[str, np.ndarray] = {}
-    seen: dict[str, str] = {}
-    for name, arr in state.items():
-        ours = hf_to_npgpt_name(name)  # the same module names as Hugging Face's GPT2LMHeadModel
-        if ours is None:  # the attn.bias mask buffer
-            continue
-        if ours in seen:
-            raise duplicate(source, seen[ours], name)
-        seen[ours] = name
+    for name, ours in our_names(state, source):  # the same module names as Hugging Face's GPT2LMHeadModel
+        arr = state[name]
         if name.endswith(_LINEAR):
             arr = arr.T  # [out, in] -> [in, out]
         flat[ours] = as_float32(arr, name, source)

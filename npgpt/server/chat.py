@@ -41,7 +41,6 @@ async def start(
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    given = body.max_completion_tokens or body.max_tokens
     if len(prompt) >= m.config.n_ctx:  # else the 400 would blame max_tokens, which no value of could help
         raise APIError(
             400,
@@ -50,7 +49,7 @@ async def start(
             param="messages",
             code="context_length_exceeded",
         )
-    max_tokens = given or m.config.n_ctx - len(prompt)
+    max_tokens = body.max_completion_tokens or body.max_tokens or m.config.n_ctx - len(prompt)
     # the reply's leading whitespace is dropped (the model writes ``Assistant: Hi``), stops matched after it
     params = body.sampling(max_tokens, logprobs, stop=CHAT_STOP, skip_leading_space=True)
     n = body.n or 1
