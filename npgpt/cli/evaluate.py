@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import NpgptError
-from .options import BackendOpt, DtypeOpt, JsonOpt, ModelOpt, console, load_model, print_json, read_text
+from .options import BackendOpt, DtypeOpt, JsonOpt, ModelOpt, console, load_model, print_json, progress_bar, read_text
 
 
 def eval_command(
@@ -29,21 +29,14 @@ def eval_command(
 
     Example: npgpt eval --data tests/fixtures/kjv_heldout.txt --stride 128
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 
     from ..evaluate import perplexity
 
     text = _read_text(str(data))
     m = load_model(model, backend, dtype)
-    err = console(stderr=True)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,  # a bar only on a terminal: in a log it left an empty line
+    with progress_bar(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
     ) as bar:
         task = bar.add_task("windows", total=None)
         result = perplexity(

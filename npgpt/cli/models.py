@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from ..errors import NpgptError
-from .options import JsonOpt, console, print_json
+from .options import JsonOpt, console, print_json, progress_bar
 
 
 def download(
@@ -30,21 +30,14 @@ def download(
 
     Example: npgpt download 124M  or  npgpt download --hf openai-community/gpt2
     """
-    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, TaskID, TransferSpeedColumn
 
     from .. import download as dl
 
     if (name is None) == (hf is None):
         raise NpgptError("give a model NAME (124M, 355M, 774M, 1558M) or --hf REPO, not both or neither")
-    err = console(stderr=True)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,  # a bar only on a terminal: in a log it left an empty line
+    with progress_bar(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
     ) as bar:
         tasks: dict[str, TaskID] = {}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -57,6 +57,15 @@ def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, markup=False)
+
+
+def progress_bar(*columns: Any) -> Any:
+    """A transient rich progress bar of ``columns`` on stderr, drawn only on a terminal (in a log or a
+    pipe it left an empty line)."""
+    from rich.progress import Progress
+
+    err = console(stderr=True)
+    return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
 
 
 def print_error(message: str, label: str = "error") -> None:
