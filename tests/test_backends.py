@@ -53,6 +53,21 @@ def test_jax_compiles_prefill_and_decode_once_across_requests(pair):
     assert programs() == before  # other lengths reuse them
 
 
+def test_jax_float32_products_are_not_tensorfloat32(pair):
+    """On a GPU XLA's default float32 product is TensorFloat-32 (~1e-3 off); the backend asks for
+    float32 in every product of the compiled program, which the CPU's lowering shows too."""
+    pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    base, _ = pair("tiny")
+    model = GPT2(base.config, base.params, backend="jax")
+    params = model.engine.params
+    ids = jnp.asarray(np.array([[1, 2, 3]]))
+    text = model.backend.forward.lower(ids, params, base.config).as_text()
+    products = [line for line in text.splitlines() if "dot_general" in line]
+    assert products and all("precision = [HIGHEST, HIGHEST]" in line for line in products)
+
+
 def test_missing_backend_names_the_install(monkeypatch):
     import builtins
 

@@ -50,7 +50,9 @@ class HFEngine:
 
         torch.set_num_threads(threads)
         self.torch = torch
-        self.model = GPT2LMHeadModel.from_pretrained(path).eval()
+        # On the GPU where PyTorch sees one, as npgpt's torch backend is: the same device for both.
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = GPT2LMHeadModel.from_pretrained(path).eval().to(self.device)
         self.n_vocab = self.model.config.vocab_size
         # transformers 5 calls the cache argument ``cache``; 4.x called it ``past_key_values``.
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
@@ -58,8 +60,8 @@ class HFEngine:
     def _run(self, ids: Any, cache: Any) -> tuple[Any, Any]:
         kw = {self.cache_arg: cache} if cache is not None else {}
         with self.torch.inference_mode():
-            out = self.model(self.torch.from_numpy(ids), use_cache=True, logits_to_keep=1, **kw)
-        return out.logits[:, -1].argmax(-1).numpy(), out[self.cache_arg]
+            out = self.model(self.torch.from_numpy(ids).to(self.device), use_cache=True, logits_to_keep=1, **kw)
+        return out.logits[:, -1].argmax(-1).cpu().numpy(), out[self.cache_arg]
 
     def prefill(self, ids: Any, capacity: int) -> tuple[Any, Any]:
         return self._run(ids, None)

@@ -117,4 +117,26 @@ def machine(threads: int) -> dict[str, Any]:
         "numpy": np.__version__,
         "load_avg_1min": load,
         "instruction_sets": instruction_sets(),
+        "gpus": gpus(),
     }
+
+
+def gpus() -> list[str]:
+    """Names and memory of the NVIDIA GPUs ``nvidia-smi`` lists ([] where there is none).
+
+    Asked of ``nvidia-smi`` rather than a framework: importing PyTorch or CuPy here would put its
+    start-up time and memory into the bench's own process. The torch, JAX and CuPy backends and
+    the Hugging Face comparison run on the first GPU where their library sees one.
+    """
+    import shutil
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []

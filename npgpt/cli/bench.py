@@ -140,6 +140,8 @@ def _print(result: dict[str, Any], screen: Console) -> None:
         )
     )
     screen.print(Text(f"instruction sets: {', '.join(mach.get('instruction_sets') or ['unknown'])}"))
+    if mach.get("gpus"):
+        screen.print(Text(f"GPU: {'; '.join(mach['gpus'])} (torch, jax, cupy and HF run on it)"))
     names, rows = table_rows(result)
     table = Table("", *names)
     for r in rows:
