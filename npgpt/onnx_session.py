@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import NpgptError
 
+IR_VERSION = 10  # ONNX's IR version for opset 21, the newest opset these graphs use
 _GLOBAL_POOL_IN_USE = "use_per_session_threads must be false"  # ONNX Runtime, once a global pool exists
 _GLOBAL_POOL_EXISTS = "Global thread pools have already been created"  # ONNX Runtime, on a second sizing
 
@@ -55,6 +56,9 @@ def session(op: str, weights: dict[str, np.ndarray], k: int, n: int, what: str, 
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
     )
+    # The IR version of opset 21 (onnx 1.16), not the installed onnx's newest: each ONNX Runtime reads
+    # IR versions up to its own, and onnx 1.23 writes IR 14, which ONNX Runtime 1.30 refuses.
+    model.ir_version = IR_VERSION
     shared = pool_shared()
     opts = ort.SessionOptions()
     if shared:
@@ -77,11 +81,20 @@ def session(op: str, weights: dict[str, np.ndarray], k: int, n: int, what: str, 
     except Exception as e:  # e.g. an ONNX Runtime without 8-bit MatMulNBits (before 1.23 on some CPUs)
         if not shared and _GLOBAL_POOL_IN_USE in str(e) and share_thread_pool():
             return session(op, weights, k, n, what, **attrs)  # other code sized the global pool: run on it
-        reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
         raise NpgptError(
-            f"ONNX Runtime {ort.__version__} cannot run {what} ({reason}); "
-            "pip install -U 'onnxruntime>=1.23', or load with --dtype float32"
+            f"ONNX Runtime {ort.__version__} cannot run {what} ({_reason(e)}); "
+            "pip install -U onnxruntime (1.23 or newer), or load with --dtype float32"
         ) from None
+
+
+def _reason(e: BaseException) -> str:
+    """The end of ONNX Runtime's message: it puts the source file and a C++ signature first and
+    the reason last ("... Unsupported model IR version: 14, max supported IR version: 13")."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[-1].strip()
+    return line if len(line) <= 200 else "..." + line[-200:]
 
 
 def _threads() -> int:

@@ -348,7 +348,37 @@ def test_an_onnxruntime_without_the_kernel_is_one_line_naming_the_fix(monkeypatc
         Q8Matrix.from_float(np.ones((64, 8), dtype=np.float32))
     message = str(err.value)
     assert "\n" not in message and "Only 4b quantization is supported" in message
-    assert message.endswith("pip install -U 'onnxruntime>=1.23', or load with --dtype float32")
+    assert message.endswith("pip install -U onnxruntime (1.23 or newer), or load with --dtype float32")
+
+
+def test_the_graphs_ir_version_is_the_one_their_opset_needs_not_the_installed_onnxs(monkeypatch):
+    """onnx 1.23 writes IR version 14 by default, which ONNX Runtime 1.30 refuses ("max supported
+    IR version: 13"): the sessions' models carry IR 10, which opset 21 needs, whatever onnx is installed.
+    An ONNX Runtime refusal keeps its reason, which it puts at the end of a long line."""
+    import onnx
+    import onnxruntime
+
+    seen = []
+    real = onnxruntime.InferenceSession
+
+    def check(model_bytes, *args, **kwargs):
+        seen.append(onnx.load_from_string(model_bytes).ir_version)
+        return real(model_bytes, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", check)
+    Q8Matrix.from_float(np.ones((64, 8), dtype=np.float32))
+    assert seen == [10]
+
+    def refuse(*args, **kwargs):
+        raise onnxruntime.capi.onnxruntime_pybind11_state.Fail(
+            "[ONNXRuntimeError] : 1 : FAIL : /onnxruntime_src/onnxruntime/core/graph/model.cc:202 "
+            + "onnxruntime::Model::Model(onnx::ModelProto&&, " * 8
+            + "const onnxruntime::ModelOptions&) Unsupported model IR version: 14, max supported IR version: 13"
+        )
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    with pytest.raises(NpgptError, match="Unsupported model IR version: 14, max supported IR version: 13"):
+        Q8Matrix.from_float(np.ones((64, 8), dtype=np.float32))
 
 
 POOL_CHILD = r"""
@@ -364,7 +394,7 @@ from npgpt.q8_0 import share_thread_pool
 def relu_session():  # an application's own ONNX Runtime session, with a pool of its own (the default)
     x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in "xy")
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)  # any installed ORT reads it
     return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
 
 config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=8)  # 33 matrices, a session each
