@@ -17,7 +17,10 @@ end-to-end decode, docs/benchmarks.md):
   float32 ones it takes a slow path), float32 out;
 - more rows (batches, prefill): ``torch._int_mm`` on the same codes with dynamic per-row
   activation quantization: each row of ``x`` to int8 with its own scale ``max|x_row| / 127``,
-  int32 accumulation, both scales applied after (2-3x faster than weight-only at 8-32 rows).
+  int32 accumulation, both scales applied after (2-3x faster than weight-only at 8-32 rows);
+- a shape neither kernel takes (see :func:`product_kernel`: on a GPU, GPT-2's head with its 50257
+  outputs): the float32 matrix widened for that one product. These run on the CPU as measured;
+  on a GPU they run and are exact as stated, but were not timed there (docs/benchmarks.md).
 fbgemm's dynamic ``Linear`` (``torch.ops.quantized.linear_dynamic``) was ~1.1x faster end to end
 but quantizes activations per tensor to 7 bits (7x the held-out cross-entropy change), needs a
 second copy of ``wte`` for the embedding, and its quantized-tensor API is deprecated.
@@ -57,6 +60,32 @@ def quantize(w: torch.Tensor, done: Callable[[int, int], None] | None = None) ->
         if done is not None:
             done(i, j)
     return codes, scales
+
+
+# torch._int_mm's row minimum: its CUDA kernel refuses 16 rows or fewer ("self.size(0) needs to be
+# greater than 16", torch 2.11 on an H200); fewer rows are padded with zero rows up to it.
+INT_MM_MIN_ROWS = {"cuda": 17}
+
+
+def product_kernel(rows: int, n_in: int, n_out: int, device: str) -> str:
+    """Which kernel multiplies ``[rows, n_in]`` float32 by an int8 matrix ``[n_in, n_out]`` on ``device``
+    (a torch device type): ``"weight-only"``, ``"int8 x int8"`` or ``"widened"`` (neither takes the shape).
+
+    The kernels' limits, as each was seen to fail (every one an error or a wrong result, never a
+    slow path, so they are checked here rather than caught):
+
+    - ``_weight_int8pack_mm``'s CPU kernel reads the input dimension in steps of 16 (or 32) with no
+      check: at ``n_in=100`` (``n_inner=100``'s ``c_proj``) it returned garbage or crashed the
+      process (torch 2.13), so it takes only ``n_in`` a multiple of 32.
+    - ``torch._int_mm`` on CPU is wrong at ``n_in=1`` (torch 2.13). On CUDA (torch 2.11, H200) it
+      refuses ``n_in`` or ``n_out`` that is not a multiple of 8 ("self.size(1) needs to be greater
+      than 0 and a multiple of 8"; GPT-2's head has ``n_out=50257``) and 16 rows or fewer (padded).
+    """
+    if rows <= WEIGHT_ONLY_ROWS and n_in % 32 == 0:
+        return "weight-only"
+    if device == "cuda":
+        return "int8 x int8" if n_in % 8 == 0 and n_out % 8 == 0 else "widened"
+    return "int8 x int8" if n_in >= 2 else "widened"
 
 
 class Int8Matrix:
@@ -112,18 +141,20 @@ class Int8Matrix:
     def __rmatmul__(self, x: torch.Tensor) -> torch.Tensor:  # [rows, in] float32 -> [rows, out] float32
         if not self.transposed or x.ndim != 2:
             raise TypeError("an int8 matrix multiplies [rows, in] @ [in, out] only")
-        # Weight-only: widen the codes in registers. Its CPU kernel reads the input dimension in
-        # steps of 16 (or 32) with no check: at in=100 (n_inner=100's c_proj) it returned garbage or
-        # crashed the process (torch 2.13), so other widths take the int8 x int8 kernel below.
-        if x.shape[0] <= WEIGHT_ONLY_ROWS and self.codes.shape[1] % 32 == 0:
+        kernel = product_kernel(x.shape[0], self.codes.shape[1], self.codes.shape[0], self.codes.device.type)
+        if kernel == "weight-only":  # the codes widened in registers, x in bfloat16
             y = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.codes, self._scales_bf16)
             return y.to(torch.float32)
-        if self.codes.shape[1] < 2:  # torch._int_mm on CPU is wrong at in=1 (torch 2.13): widen the column
-            return x @ (self.codes.T.to(torch.float32) * self.scales)  # [rows, 1] @ [1, out]
+        if kernel == "widened":  # a shape neither kernel takes: the float32 matrix, made for this product
+            return x @ (self.codes.T.to(torch.float32) * self.scales)  # [rows, in] @ [in, out]
         # Dynamic: each row of x to int8 with its own scale, an int8 x int8 -> int32 product.
+        rows, min_rows = x.shape[0], INT_MM_MIN_ROWS.get(self.codes.device.type, 1)
+        if rows < min_rows:  # zero rows added, then dropped: each row's product is its own
+            x = torch.nn.functional.pad(x, (0, 0, 0, min_rows - rows))  # -> [min_rows, in]
         x_scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-30) / 127.0  # [rows, 1]
         xq = torch.round(x / x_scale).to(torch.int8)  # [rows, in] int8
-        return torch._int_mm(xq, self.codes.T).to(torch.float32) * x_scale * self.scales  # -> [rows, out]
+        y = torch._int_mm(xq, self.codes.T).to(torch.float32) * x_scale * self.scales  # -> [rows, out]
+        return y[:rows]
 
     def __getitem__(self, index: Any) -> torch.Tensor:  # table rows, widened: [n] ids -> [n, in] float32
         if self.transposed:

@@ -50,6 +50,39 @@ def test_quantize_is_symmetric_per_output_channel():
     assert bool(((codes * scales[:, None] - w).abs() <= step + 1e-7).all())
 
 
+def test_int8_kernel_choice_keeps_to_each_kernels_limits():
+    """On the GPU machine torch._int_mm refused 16 rows or fewer and widths that are not a multiple
+    of 8 (the 50257-token head): those shapes pad rows or take the widened product, never an error."""
+    pytest.importorskip("torch")
+    from npgpt.int8 import product_kernel
+
+    assert product_kernel(1, 768, 50257, "cpu") == product_kernel(1, 768, 50257, "cuda") == "weight-only"
+    assert product_kernel(5, 768, 3072, "cuda") == "int8 x int8"  # rows padded to 17
+    assert (
+        product_kernel(32, 768, 50257, "cuda") == "widened" and product_kernel(32, 768, 50257, "cpu") == "int8 x int8"
+    )
+    assert product_kernel(32, 100, 48, "cuda") == "widened" and product_kernel(1, 100, 48, "cpu") == "int8 x int8"
+    assert product_kernel(3, 1, 48, "cpu") == "widened"
+
+
+def test_int8_padded_rows_and_widened_products_equal_the_plain_ones(monkeypatch):
+    """The two ways round a kernel's limits, run on the CPU: rows padded with zeros give each real row
+    the product it has alone, and the widened product is the float32 product of the dequantized matrix."""
+    torch = pytest.importorskip("torch")
+    import npgpt.int8 as int8
+
+    rng = np.random.default_rng(1)
+    w = torch.from_numpy(rng.standard_normal((48, 40), dtype=np.float32))  # [in, out]: 48 is no multiple of 32
+    m = int8.Int8Matrix.from_float(w)
+    x = torch.from_numpy(rng.standard_normal((5, 48), dtype=np.float32))
+    plain = x @ m
+    monkeypatch.setitem(int8.INT_MM_MIN_ROWS, "cpu", 17)
+    torch.testing.assert_close(x @ m, plain, atol=0, rtol=0)
+    monkeypatch.setattr(int8, "product_kernel", lambda *a: "widened")
+    torch.testing.assert_close(x @ m, x @ (m.codes.T.to(torch.float32) * m.scales), atol=0, rtol=0)
+    assert float((x @ m - x @ w).abs().max()) <= 0.05 * float((x @ w).abs().max())
+
+
 def test_int8_matrix_product_and_table_rows():
     torch = pytest.importorskip("torch")
     from npgpt.int8 import WEIGHT_ONLY_ROWS, Int8Matrix
