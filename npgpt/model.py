@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 from .activations import OTHERS, TANH_GELU
 from .cache import KVCache, LayerKV
@@ -174,11 +174,11 @@ def attention_mask(valid: Array, start: Any, n_new: int) -> Array:
     tokens of row b sit at slots ``start[b] .. start[b]+T-1`` (``start``: an int or [B] ints);
     each sees the valid slots up to its own (causal).
     """
-    xp = array_namespace(valid)
+    xp, on = array_namespace(valid), device(valid)  # new arrays go where the inputs are (e.g. a GPU)
     B, S = valid.shape
-    start = xp.reshape(xp.asarray(start), (-1, 1))  # -> [B or 1, 1]
-    slots = xp.arange(S)  # [S]
-    queries = xp.arange(n_new) + start  # -> [B or 1, T]
+    start = xp.reshape(xp.asarray(start, device=on), (-1, 1))  # -> [B or 1, 1]
+    slots = xp.arange(S, device=on)  # [S]
+    queries = xp.arange(n_new, device=on) + start  # -> [B or 1, T]
     causal = slots[None, None, :] <= queries[:, :, None]  # -> [B or 1, T, S]
     allowed = causal[:, None, :, :] & valid[:, None, None, :]  # -> [B, 1, T, S]
     return (1.0 - xp.astype(allowed, xp.float32)) * MASKED
@@ -203,12 +203,14 @@ def gpt2(
     """
     xp = array_namespace(params["wte"])
     wte, wpe = params["wte"], params["wpe"]
+    on = device(wpe)  # the arrays made here go where the weights are (e.g. a GPU)
     B, T = ids.shape
     if positions is None:
-        positions = xp.broadcast_to(xp.arange(T)[None, :] + xp.reshape(xp.asarray(start), (-1, 1)), (B, T))
+        starts = xp.reshape(xp.asarray(start, device=on), (-1, 1))  # -> [B or 1, 1]
+        positions = xp.broadcast_to(xp.arange(T, device=on)[None, :] + starts, (B, T))  # -> [B, T]
     if mask is None:
         S = cache.capacity if cache is not None else T
-        mask = attention_mask(xp.ones((B, S), dtype=xp.bool), start, T)
+        mask = attention_mask(xp.ones((B, S), dtype=xp.bool, device=on), start, T)
 
     # Indexing, not xp.take: NumPy's take first copies a non-C-contiguous table whole, and the
     # NumPy backend keeps wte as a transposed view of [C, V] for the output head (backends.py).

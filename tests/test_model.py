@@ -81,15 +81,17 @@ def test_attention_mask_masks_padding_and_future():
 
 
 def test_same_file_runs_on_jax(pair):
-    jnp = pytest.importorskip("jax.numpy")
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
     model, ref = pair("odd")
     ids, mask = padded_batch(model.config.n_vocab)
     jparams = get_backend("jax").put_params(model.params)
     positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
     additive = M.attention_mask(mask.astype(bool), 0, ids.shape[1])
-    logits, _ = M.gpt2(
-        jnp.asarray(ids), jparams, model.config, positions=jnp.asarray(positions), mask=jnp.asarray(additive)
-    )
+    with jax.default_matmul_precision("highest"):  # on a GPU XLA's default float32 product is TensorFloat-32
+        logits, _ = M.gpt2(
+            jnp.asarray(ids), jparams, model.config, positions=jnp.asarray(positions), mask=jnp.asarray(additive)
+        )
     assert logits.dtype == jnp.float32
     real = mask.astype(bool)
     assert np.abs(np.asarray(logits)[real] - hf_logits(ref, ids, mask)[real]).max() <= 1e-4
@@ -100,6 +102,23 @@ def test_same_file_runs_on_torch(pair):
     model, ref = pair("odd")
     ids = np.array([PROMPTS[2]])
     tparams = get_backend("torch").put_params(model.params)
-    logits, _ = M.gpt2(torch.from_numpy(ids), tparams, model.config)
-    assert logits.dtype == torch.float32
-    assert np.abs(logits.numpy() - hf_logits(ref, ids)).max() <= 1e-4
+    on = tparams["wpe"].device  # a GPU where PyTorch sees one: the positions and mask are made there too
+    logits, _ = M.gpt2(torch.from_numpy(ids).to(on), tparams, model.config)
+    assert logits.dtype == torch.float32 and logits.device == on
+    assert np.abs(logits.cpu().numpy() - hf_logits(ref, ids)).max() <= 1e-4
+
+
+def test_the_arrays_the_model_makes_go_where_the_weights_are():
+    """Positions and the default mask are made on the weights' device: on a GPU, a torch model whose
+    arange landed on the CPU failed ("Expected all tensors to be on the same device"). PyTorch's
+    "meta" device stands in for the GPU: a tensor made on the CPU would meet the weights there too."""
+    torch = pytest.importorskip("torch")
+    from npgpt.config import GPT2Config
+    from npgpt.params import flatten, init_params, unflatten
+
+    config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=2)
+    flat = {name: torch.from_numpy(a).to("meta") for name, a in flatten(init_params(config)).items()}
+    params = unflatten(flat, config)
+    ids = torch.zeros((2, 5), dtype=torch.long, device="meta")
+    logits, _ = M.gpt2(ids, params, config)
+    assert logits.shape == (2, 5, 64) and logits.device.type == "meta"
