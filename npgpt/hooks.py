@@ -239,7 +239,8 @@ def activation_grads(
         return value, (value, acts)  # jax.grad's (what to differentiate, what else to return)
 
     zeros = {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}
-    grads, (value, acts) = jax.grad(run, has_aux=True)(zeros)
+    with jax.default_matmul_precision("highest"):  # float32 products on a GPU too, as the backends' are
+        grads, (value, acts) = jax.grad(run, has_aux=True)(zeros)
     return float(value), {n: np.asarray(a) for n, a in acts.items()}, {n: np.asarray(g) for n, g in grads.items()}
 
 
@@ -264,7 +265,9 @@ def attribution_patching(
             clean[name] = np.asarray(x)
         return x
 
-    hooked_forward(model, clean_ids, record, attention_mask, _jax_params(model)[2])  # as the gradient's run computes
+    jax, _, params = _jax_params(model)
+    with jax.default_matmul_precision("highest"):  # as the gradient's run computes
+        hooked_forward(model, clean_ids, record, attention_mask, params)
     _, corrupted, grads = activation_grads(model, corrupted_ids, metric, names_filter, attention_mask)
     if {n: a.shape for n, a in clean.items()} != {n: a.shape for n, a in corrupted.items()}:
         raise NpgptError("clean and corrupted inputs must have the same shape [batch, seq]")

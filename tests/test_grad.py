@@ -20,6 +20,7 @@ from npgpt.config import GPT2Config  # noqa: E402
 from npgpt.formats import hf  # noqa: E402
 from npgpt.params import flatten, init_params  # noqa: E402
 from npgpt.train.loss import loss  # noqa: E402
+from npgpt.train.step import accumulated_grads  # noqa: E402
 
 
 def perturbed_params(config: GPT2Config, seed: int) -> dict:
@@ -52,8 +53,9 @@ def hf_loss_and_grads(config: GPT2Config, params: dict, ids: np.ndarray, tmp_pat
 
 
 def npgpt_loss_and_grads(params: dict, ids: np.ndarray, config: GPT2Config) -> tuple[float, dict]:
-    grad_fn = jax.jit(jax.value_and_grad(loss), static_argnums=2)  # one compile beats op-by-op dispatch
-    value, grads = grad_fn(jax.tree.map(jnp.asarray, params), jnp.asarray(ids, jnp.int32), config)
+    # What training differentiates (float32 products on a GPU too); one compile beats op-by-op dispatch.
+    grad_fn = jax.jit(accumulated_grads, static_argnums=2)
+    value, grads = grad_fn(jax.tree.map(jnp.asarray, params), jnp.asarray(ids[None], jnp.int32), config)
     return float(value), {k: np.asarray(v) for k, v in flatten(grads).items()}
 
 
@@ -107,3 +109,20 @@ def test_last_position_is_ignored():
 def test_grads_match_hf_124m(tmp_path):
     """GPT-2 small's real shape (random weights): the full 50257-token head and 12 layers."""
     check_grads(GPT2Config(), batch=1, seq=16, tmp_path=tmp_path)
+
+
+def test_training_products_are_float32_not_tensorfloat32():
+    """On the GPU machine XLA's default float32 product (TensorFloat-32) put these gradients ~1e-4
+    off HF's: training's gradient and evaluation programs ask for float32 in every product."""
+    from npgpt.train.step import make_eval_loss
+
+    config = GPT2Config(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
+    params = jax.tree.map(jnp.asarray, init_params(config))
+    ids = jnp.zeros((1, 2, 9), jnp.int32)
+    programs = [
+        jax.jit(accumulated_grads, static_argnums=2).lower(params, ids, config).as_text(),
+        make_eval_loss(config).lower(params, ids[0]).as_text(),
+    ]
+    for text in programs:
+        products = [line for line in text.splitlines() if "dot_general" in line]
+        assert products and all("precision = [HIGHEST, HIGHEST]" in line for line in products)

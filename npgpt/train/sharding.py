@@ -183,4 +183,9 @@ def sharded_logits(mesh: Mesh, config: GPT2Config) -> Callable[[Params, jax.Arra
     from ..model import gpt2
 
     out = NamedSharding(mesh, P("data", None, None))
-    return jax.jit(lambda params, ids: gpt2(ids, params, config)[0], out_shardings=out)
+
+    def logits(params: Params, ids: jax.Array) -> jax.Array:
+        with jax.default_matmul_precision("highest"):  # float32 products on a GPU too (see step.py)
+            return gpt2(ids, params, config)[0]
+
+    return jax.jit(logits, out_shardings=out)
