@@ -18,7 +18,6 @@ The library never prints: pass ``progress(filename, done_bytes, total_bytes)`` t
 from __future__ import annotations
 
 import contextlib
-import errno
 import http.client
 import os
 import re
@@ -31,6 +30,7 @@ from typing import Any
 
 from . import __version__
 from .errors import CheckpointError, NpgptError
+from .files import cannot_write
 from .formats.npgpt_format import MODEL_FILE
 from .registry import hf_dir, home, openai_name
 
@@ -40,6 +40,7 @@ OPENAI_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"  # as pic
 OPENAI_FILES = ("hparams.json", "model.ckpt.index", "model.ckpt.data-00000-of-00001")
 OFFLINE_HINT = "check your connection, or pass a local checkpoint path with --model"
 _CHUNK = 1 << 20
+_ELSEWHERE = "set NPGPT_HOME to a folder you can write to"  # how a download writes somewhere else
 
 
 def download_openai(
@@ -84,7 +85,7 @@ def download_openai(
             npgpt_format.save(target, config, params)
         except OSError as e:
             _rmdir_if_empty(target.parent)
-            raise _cannot_write(target, e) from None
+            raise cannot_write(target, e, elsewhere=_ELSEWHERE) from None
         except NpgptError:  # no room or no permission, said in one line by atomic_path; the download stays
             _rmdir_if_empty(target.parent)
             raise
@@ -163,7 +164,7 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
         npgpt_format.save(target, config, params)
     except OSError as e:
         _rmdir_if_empty(target.parent)
-        raise _cannot_write(target, e) from None
+        raise cannot_write(target, e, elsewhere=_ELSEWHERE) from None
     size = target.stat().st_size
     _report(progress, MODEL_FILE, size, size)
     return target
@@ -253,7 +254,7 @@ def _fetch_once(url: str, part: Path, progress: Progress | None, timeout: float)
                     done += len(chunk)
                     _report(progress, part.name.removesuffix(".part"), done, total)
         except OSError as e:
-            raise _cannot_write(part, e) from None
+            raise cannot_write(part, e, elsewhere=_ELSEWHERE) from None
     if total is not None and done != total:
         raise _Interrupted(done, total, "the connection closed early")
 
@@ -270,12 +271,6 @@ def _report(progress: Progress | None, name: str, done: int, total: int | None) 
 def _first_line(e: object) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
-
-
-def _cannot_write(path: Path, e: OSError) -> NpgptError:
-    """One line: the file, the OS's reason and the fix ("free some disk space" only when the disk is full)."""
-    fix = "free some disk space or set NPGPT_HOME" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "set NPGPT_HOME"
-    return NpgptError(f"cannot write {path}: {e.strerror or e}; {fix} to a folder you can write to")
 
 
 def _mkdir(directory: Path) -> None:

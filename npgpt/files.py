@@ -102,17 +102,17 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _cannot_write(path, e) from None
+        raise cannot_write(path, e) from None
     remove_stale_temps(path.parent)
     try:
         tmp = temp_beside(path)
     except OSError as e:
-        raise _cannot_write(path, e) from None
+        raise cannot_write(path, e) from None
     try:
         yield tmp
         publish(tmp, path)
     except (OSError, SafetensorError) as e:
-        raise _cannot_write(path, e) from None
+        raise cannot_write(path, e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -136,7 +136,7 @@ def write_together(writers: Mapping[Path, Callable[[str], Any]], withdraw: Itera
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise _cannot_write(folder, e) from None
+            raise cannot_write(folder, e) from None
         remove_stale_temps(folder)
     temps: dict[Path, str] = {}
     path = next(iter(writers))
@@ -150,7 +150,7 @@ def write_together(writers: Mapping[Path, Callable[[str], Any]], withdraw: Itera
         for path, tmp in temps.items():
             publish(tmp, path)
     except (OSError, SafetensorError) as e:
-        raise _cannot_write(path, e) from None
+        raise cannot_write(path, e) from None
     finally:
         for tmp in temps.values():
             if os.path.exists(tmp):
@@ -174,7 +174,7 @@ def check_writable(path: str | Path) -> None:
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
         fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     except OSError as e:
-        raise _cannot_write(path, e) from None
+        raise cannot_write(path, e) from None
     os.close(fd)
     os.unlink(probe)
 
@@ -185,33 +185,45 @@ def _refuse_non_file(path: Path) -> None:
         raise NpgptError(f"cannot write {path}: it is {kind}; give the path of a file to write")
 
 
-def _cannot_write(path: Path, e: BaseException) -> NpgptError:
-    """One line naming the file, the cause and the fix (the library's own text is long and Rust-flavoured)."""
+def cannot_write(
+    path: Path,
+    e: BaseException,
+    *,
+    elsewhere: str = "choose a folder you can write to",
+    error: type[NpgptError] = NpgptError,
+) -> NpgptError:
+    """One line naming the file, the cause and the fix, for every writer of npgpt (the OS's and the
+    safetensors library's own texts are long, Rust-flavoured or say nothing of what to do).
+
+    The cause is read from the errno where there is one (only a full disk or quota is told to free
+    space); ``elsewhere`` is the way to write somewhere else (downloads say to set ``NPGPT_HOME``);
+    ``error``: the NpgptError subclass to return (CheckpointError for a checkpoint).
+    """
     text = str(e)
     found = re.search(r'message: "([^"]+)"', text)  # SafetensorError wraps the OS error's text
     reason = getattr(e, "strerror", None) or (found[1] if found else (text.splitlines() or [type(e).__name__])[0])
     code = getattr(e, "errno", None)
     if isinstance(e, IsADirectoryError) or path.is_dir():
-        return NpgptError(f"cannot write {path}: it is a directory; give a file path")
+        return error(f"cannot write {path}: it is a directory; give a file path")
     if isinstance(e, (NotADirectoryError, FileExistsError)):  # FileExistsError: mkdir where a file is
-        return NpgptError(f"cannot write {path}: a part of the path is a file, not a folder; choose another path")
+        where = next((folder for folder in reversed(path.parents) if folder.is_file()), None)
+        part = f" ({where})" if where else ""
+        return error(f"cannot write {path}: a part of the path is a file, not a folder{part}; {elsewhere}")
     if isinstance(e, PermissionError) or "ermission denied" in reason:
-        return NpgptError(f"cannot write {path}: permission denied; choose a folder you can write to")
+        return error(f"cannot write {path}: permission denied; {elsewhere}")
     if code == errno.EROFS or "ead-only file system" in reason:
-        return NpgptError(f"cannot write {path}: read-only file system; choose a folder you can write to")
+        return error(f"cannot write {path}: read-only file system; {elsewhere}")
     if isinstance(e, FileNotFoundError):  # e.g. /proc: the folder cannot be created or hold new files
-        return NpgptError(
-            f"cannot write {path}: {reason} (its folder cannot be created or cannot hold new files); "
-            "choose a folder you can write to"
-        )
+        why = "its folder cannot be created or cannot hold new files"
+        return error(f"cannot write {path}: {reason} ({why}); {elsewhere}")
     if (
         code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
         or "o space left" in reason
         or "uota exceeded" in reason
         or re.search(r"\d+ requested and \d+ written", reason)  # NumPy's tofile on a full disk (no errno)
     ):
-        return NpgptError(f"cannot write {path}: {reason}; free some space or choose another place")
-    return NpgptError(f"cannot write {path}: {reason}; choose another place")
+        return error(f"cannot write {path}: {reason}; free some space or {elsewhere}")
+    return error(f"cannot write {path}: {reason}; {elsewhere}")
 
 
 def broken_link(path: Path) -> CheckpointError:

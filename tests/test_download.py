@@ -331,12 +331,27 @@ def test_conversion_onto_a_full_disk_is_one_line_and_keeps_the_download(server, 
 
 
 @pytest.mark.parametrize(
-    ("code", "disk_full"), [("ENOSPC", True), ("EDQUOT", True), ("EROFS", False), ("EACCES", False), ("ENOENT", False)]
+    ("code", "why"),
+    [
+        ("ENOSPC", "No space left on device; free some space or"),
+        ("EDQUOT", "Disk quota exceeded; free some space or"),
+        ("EROFS", "read-only file system;"),
+        ("EACCES", "permission denied;"),
+        ("ENOTDIR", "a part of the path is a file, not a folder;"),
+    ],
 )
-def test_a_failed_download_write_advises_freeing_space_only_when_the_disk_is_full(code, disk_full):
+def test_a_failed_download_write_says_it_as_every_writer_does(server, cache, monkeypatch, code, why):
+    """Downloads had their own twin of files' message: it gave every errno but a full disk as the OS's bare
+    text ("Not a directory", "Read-only file system"); only the fix differs, set NPGPT_HOME."""
     import errno
 
     num = getattr(errno, code)
-    message = str(download._cannot_write(Path("/x/model.safetensors"), OSError(num, os.strerror(num))))
-    assert message.startswith(f"cannot write /x/model.safetensors: {os.strerror(num)};")
-    assert ("free some disk space" in message) is disk_full and "NPGPT_HOME" in message
+
+    def fail(*args, **kwargs):
+        raise OSError(num, os.strerror(num))
+
+    monkeypatch.setattr(npgpt_format, "save", fail)
+    with pytest.raises(NpgptError) as e:
+        download.download_openai("124M", base_url=server.url)
+    target = cache / "124M" / npgpt_format.MODEL_FILE
+    assert str(e.value) == f"cannot write {target}: {why} set NPGPT_HOME to a folder you can write to"

@@ -122,12 +122,12 @@ def test_convert_onto_a_full_disk_is_one_line_and_keeps_the_old_file(small_disk,
     "code, hint",
     [
         (errno.ENOENT, "(its folder cannot be created or cannot hold new files); choose a folder you can write to"),
-        (errno.ENOTDIR, "a part of the path is a file, not a folder; choose another path"),
+        (errno.ENOTDIR, "a part of the path is a file, not a folder; choose a folder you can write to"),
         (errno.EACCES, "permission denied; choose a folder you can write to"),
         (errno.EROFS, "read-only file system; choose a folder you can write to"),
-        (errno.ENOSPC, "No space left on device; free some space or choose another place"),
-        (errno.EDQUOT, "Disk quota exceeded; free some space or choose another place"),
-        (errno.EIO, "Input/output error; choose another place"),
+        (errno.ENOSPC, "No space left on device; free some space or choose a folder you can write to"),
+        (errno.EDQUOT, "Disk quota exceeded; free some space or choose a folder you can write to"),
+        (errno.EIO, "Input/output error; choose a folder you can write to"),
     ],
 )
 def test_a_failed_write_gives_the_right_reason_and_fix(tmp_path, monkeypatch, code, hint):

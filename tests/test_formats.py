@@ -289,9 +289,35 @@ def test_writing_under_a_file_is_one_line(tmp_path, fmt):
         pytest.importorskip("gguf")
     config = CONFIGS["tiny"]
     (tmp_path / "notes.txt").write_text("a file, not a folder")
-    with pytest.raises(NpgptError, match="a part of the path is a file, not a folder"):  # FileExistsError before
+    with pytest.raises(NpgptError, match=r"a part of the path is a file, not a folder \(.*notes\.txt\)"):
         save_checkpoint(tmp_path / "notes.txt" / "model.out", config, random_params(config), fmt=fmt)
     assert (tmp_path / "notes.txt").read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize(
+    ("code", "why"),
+    [
+        ("ENOSPC", "No space left on device; free some space or choose a folder you can write to"),
+        ("EACCES", "permission denied; choose a folder you can write to"),
+    ],
+)
+def test_a_failed_save_says_it_as_every_writer_does(tmp_path, monkeypatch, code, why):
+    """save_checkpoint had its own twin of files' message, blind to the errno: a full disk was not told to free
+    space."""
+    import errno
+
+    import npgpt.formats
+
+    num = getattr(errno, code)
+
+    def fail(*args, **kwargs):
+        raise OSError(num, os.strerror(num))
+
+    monkeypatch.setattr(npgpt.formats, "_write", fail)
+    config = CONFIGS["tiny"]
+    with pytest.raises(CheckpointError) as e:
+        save_checkpoint(tmp_path / "out", config, random_params(config), fmt="hf")
+    assert str(e.value) == f"cannot write {tmp_path / 'out'}: {why}"
 
 
 @pytest.fixture

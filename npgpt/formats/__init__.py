@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import broken_link
+from ..files import broken_link, cannot_write
 from ..params import dequantized
 from .compat import check_float16_range
 from .npgpt_format import MODEL_FILE
@@ -295,12 +295,8 @@ def save_checkpoint(
         check_float16_range(params)
     try:
         return _write(path, config, dequantized(params), fmt, dtype, max_shard_size, tokenizer)
-    except (FileExistsError, NotADirectoryError) as e:  # a folder to create where a file is (/dev/full, a.txt/x)
-        raise CheckpointError(
-            f"cannot write {path}: a part of the path is a file, not a folder ({e.filename}); choose another path"
-        ) from None
-    except OSError as e:  # a folder that cannot be made or written in: read-only, no permission, no space
-        raise CheckpointError(f"cannot write {path}: {e.strerror or e}; choose a folder you can write to") from None
+    except OSError as e:  # a folder that cannot be made or written in: under a file, read-only, no permission, no space
+        raise cannot_write(path, e, error=CheckpointError) from None
 
 
 def _check_writable_params(params: dict[str, Any]) -> None:
