@@ -58,10 +58,11 @@ def _require(module: str, backend: str) -> Any:
 
 
 def check_dtype(dtype: str, allow_auto: bool = False) -> None:
-    """A one-line error unless ``dtype`` is a weight dtype npgpt stores (or, with ``allow_auto``, ``"auto"``)."""
+    """A one-line error unless ``dtype`` is a weight dtype npgpt stores (or, with ``allow_auto``, ``"auto"``),
+    in the Python API's words (``dtype='int4'``; the CLI says ``--dtype int4``, cli/names.py's as_flags)."""
     valid = (*WEIGHT_DTYPES, AUTO) if allow_auto else WEIGHT_DTYPES
     if dtype not in valid:
-        raise NpgptError(f"unknown weight dtype {dtype!r}; choose one of {', '.join(valid)}")
+        raise NpgptError(f"dtype={dtype!r} is unknown; choose one of {', '.join(valid)}", "dtype")
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,12 @@ class Backend:
             backends = _cpu_backends_with(dtype)
             # Name the install too where the advised library is missing: one step, not two errors in turn.
             missing = [f"pip install 'npgpt[{_EXTRA[b]}]'" for b in backends if b in _EXTRA and not _installed(b)]
+            use = " or ".join(f"backend={b!r}" for b in backends)
             raise NpgptError(
                 f"backend {self.name!r} has no fast {dtype} matrix product (it would run several "
-                f"times slower than float32); use --backend {' or '.join(backends)} for --dtype {dtype}"
-                + (f" ({', '.join(missing)})" if missing and len(missing) == len(backends) else "")
+                f"times slower than float32); use {use} for dtype={dtype!r}"
+                + (f" ({', '.join(missing)})" if missing and len(missing) == len(backends) else ""),
+                "dtype",
             )
 
         def narrow(

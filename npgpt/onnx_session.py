@@ -83,7 +83,7 @@ def session(op: str, weights: dict[str, np.ndarray], k: int, n: int, what: str, 
             return session(op, weights, k, n, what, **attrs)  # other code sized the global pool: run on it
         raise NpgptError(
             f"ONNX Runtime {ort.__version__} cannot run {what} ({_reason(e)}); "
-            "pip install -U onnxruntime (1.23 or newer), or load with --dtype float32"
+            "pip install -U onnxruntime (1.23 or newer), or load with dtype='float32'"
         ) from None
 
 

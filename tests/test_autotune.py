@@ -167,7 +167,7 @@ def test_auto_is_a_request_not_a_storage():
 
     assert AUTO not in WEIGHT_DTYPES
     check_dtype(AUTO, allow_auto=True)
-    with pytest.raises(NpgptError, match="unknown weight dtype 'auto'"):
+    with pytest.raises(NpgptError, match="dtype='auto' is unknown"):
         check_dtype(AUTO)
     with pytest.raises(NpgptError, match="choose one of .*int8, auto"):
         npgpt.load(bundled_path(), dtype="int4")

@@ -126,10 +126,26 @@ def test_16bit_weights_are_as_close_to_hf_float32_as_hf_own_16bit_model(pair, ba
 
 def test_numpy_refuses_16bit_weights_with_the_fix(pair):
     base, _ = pair("tiny")
-    with pytest.raises(NpgptError, match="no fast float16 matrix product.*--backend torch"):
+    with pytest.raises(NpgptError, match="no fast float16 matrix product.*use backend='torch' for dtype='float16'"):
         GPT2(base.config, base.params, dtype="float16")
-    with pytest.raises(NpgptError, match="unknown weight dtype 'int4'; choose one of float32, float16, bfloat16"):
+    with pytest.raises(NpgptError, match="^dtype='int4' is unknown; choose one of float32, float16"):
         GPT2(base.config, base.params, backend="torch", dtype="int4")
+
+
+def test_the_api_names_its_keywords_and_the_cli_its_flags(pair):
+    """The library's dtype errors said the CLI's --backend and --dtype to a Python caller; it says backend= and
+    dtype=, and the CLI turns those into its flags."""
+    from npgpt.cli.names import as_flags
+
+    base, _ = pair("tiny")
+    for kwargs in ({"dtype": "float16"}, {"backend": "torch", "dtype": "int4"}):
+        with pytest.raises(NpgptError) as e:
+            GPT2(base.config, base.params, **kwargs)
+        assert "--" not in str(e.value) and e.value.param == "dtype", str(e.value)
+        assert f"--dtype {kwargs['dtype']}" in as_flags(e.value) and "dtype=" not in as_flags(e.value)
+    with pytest.raises(NpgptError) as e:
+        base.score("And God said, Let there be light", window=1)
+    assert str(e.value).startswith("window must be") and as_flags(e.value).startswith("--window must be")
 
 
 def test_a_refused_dtype_names_the_install_when_the_advised_backend_is_missing(monkeypatch):
@@ -142,11 +158,11 @@ def test_a_refused_dtype_names_the_install_when_the_advised_backend_is_missing(m
     monkeypatch.setattr(backends, "_installed", lambda module: module != "torch")
     with pytest.raises(NpgptError) as err:
         backends.get_backend("numpy").put_params(params, "float16")
-    assert str(err.value).endswith("use --backend torch for --dtype float16 (pip install 'npgpt[torch]')")
+    assert str(err.value).endswith("use backend='torch' for dtype='float16' (pip install 'npgpt[torch]')")
     monkeypatch.setattr(backends, "_installed", lambda module: True)
     with pytest.raises(NpgptError) as err:
         backends.get_backend("numpy").put_params(params, "float16")
-    assert str(err.value).endswith("use --backend torch for --dtype float16")
+    assert str(err.value).endswith("use backend='torch' for dtype='float16'")
 
 
 COLLAPSE_CHILD = r"""

@@ -95,7 +95,7 @@ def test_generate_prompts_from_a_file_batched(model_file, tmp_path):
         (["download", "999M"], "124M"),
         (["info", "/nonexistent/dir"], "nonexistent"),
         (["generate", "Hi", "--dtype", "float16"], "use --backend torch for --dtype float16"),
-        (["next", "Hi", "--dtype", "int4"], "unknown weight dtype 'int4'"),
+        (["next", "Hi", "--dtype", "int4"], "error: --dtype int4 is unknown; choose one of"),
         (["convert", "/nonexistent", "out.safetensors"], "nonexistent"),
     ],
 )

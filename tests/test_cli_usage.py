@@ -305,7 +305,7 @@ def test_stdout_closed_or_full(model_file):
 def test_convert_bad_dtype_or_device_target(model_file, tmp_path):
     one_line_error(
         run_cli("convert", model_file, str(tmp_path / "x.safetensors"), "--dtype", "bfloat16"),
-        "bfloat16",
+        "--dtype bfloat16 cannot be written as npgpt",
         "float32, float16",
     )
     assert not list(tmp_path.iterdir())
@@ -370,3 +370,20 @@ def test_errors_name_the_flag_the_user_typed(model_file):
     assert " max_new_tokens" not in r.stderr
     r = run_cli("generate", "Hi", "--model", model_file, "--top-p", "2")
     assert r.stderr.strip() == "error: --top-p must be in (0, 1] (1 = off), got 2.0"
+
+
+def test_the_keywords_errors_are_translated_from_are_flags():
+    """as_flags turns the library's ``dtype='int8'`` and ``window must be`` into ``--dtype int8`` and ``--window
+    must be``: each keyword it translates must be an option of some command, spelt as its name with dashes."""
+    import typer.main
+
+    from npgpt.cli import app, names
+
+    def options(command) -> set[str]:
+        found = {o for p in command.params for o in getattr(p, "opts", [])}
+        for sub in getattr(command, "commands", {}).values():
+            found |= options(sub)
+        return found
+
+    flags = options(typer.main.get_command(app))
+    assert {names._flag(name) for name in names._FLAGS} <= flags

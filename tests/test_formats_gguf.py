@@ -252,7 +252,7 @@ def test_gguf_writer_refuses_what_llama_cpp_cannot_hold(tmp_path):
     params = random_params(config)
     with pytest.raises(CheckpointError, match="300 rows, GPT-2's tokenizer 50257"):
         save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf")
-    with pytest.raises(CheckpointError, match="int8 cannot be written as gguf"):
+    with pytest.raises(CheckpointError, match="dtype='int8' cannot be written as gguf"):
         save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf", dtype="int8")
     assert not (tmp_path / "m.gguf").exists()
 

@@ -243,5 +243,5 @@ def test_llmc_bad_magic_is_not_a_model(tmp_path):
 
 def test_llmc_refuses_other_dtypes(tmp_path, llmc_files):
     config, params = load_checkpoint(llmc_files[1]["float32"])
-    with pytest.raises(CheckpointError, match="float16 cannot be written as llmc"):
+    with pytest.raises(CheckpointError, match="dtype='float16' cannot be written as llmc"):
         save_checkpoint(tmp_path / "x.bin", config, params, fmt="llmc", dtype="float16")

@@ -206,7 +206,8 @@ def test_int8_on_a_backend_without_an_int8_kernel_is_a_clear_error(params):
     assert "int8" in WEIGHT_DTYPES
     with pytest.raises(
         NpgptError,
-        match=r"^backend 'jax' has no fast int8 matrix product .*use --backend numpy or torch for --dtype int8$",
+        match=r"^backend 'jax' has no fast int8 matrix product .*use backend='numpy' or backend='torch' "
+        r"for dtype='int8'$",
     ):
         GPT2(ODD, params, backend="jax", dtype="int8")
 

@@ -348,7 +348,7 @@ def test_an_onnxruntime_without_the_kernel_is_one_line_naming_the_fix(monkeypatc
         Q8Matrix.from_float(np.ones((64, 8), dtype=np.float32))
     message = str(err.value)
     assert "\n" not in message and "Only 4b quantization is supported" in message
-    assert message.endswith("pip install -U onnxruntime (1.23 or newer), or load with --dtype float32")
+    assert message.endswith("pip install -U onnxruntime (1.23 or newer), or load with dtype='float32'")
 
 
 def test_the_graphs_ir_version_is_the_one_their_opset_needs_not_the_installed_onnxs(monkeypatch):

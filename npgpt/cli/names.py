@@ -97,13 +97,28 @@ class Group(TyperGroup):
 
 
 def as_flags(e: NpgptError) -> str:
-    """``e``'s message with its parameter spelled as the CLI option is (``max_new_tokens must be`` ->
-    ``--max-new-tokens must be``): the library names the Python API's keyword, the user typed the flag.
-    Only sampling options, whose flags are their names with dashes (tests/test_cli_usage.py checks it)."""
-    name, message = e.param, str(e)
-    if name is None or name not in _SAMPLING or name == "stop_at_eot":
+    """``e``'s message in the CLI's words: the library names the Python API's keyword arguments, the user
+    typed the flags. A keyword given a quoted value becomes the flag and the value (``dtype='int8'`` ->
+    ``--dtype int8``), and the error's own parameter named bare becomes its flag (``max_new_tokens must
+    be`` -> ``--max-new-tokens must be``). Only options whose flags are their names with dashes
+    (tests/test_cli_usage.py checks it)."""
+    message = _KEYWORD.sub(lambda m: f"{_flag(m['name'])} {m['value']}", str(e))
+    if e.param not in _FLAGS:
         return message
-    return re.sub(rf"(?<![\w-]){name}(?![\w-])", "--" + name.replace("_", "-"), message)
+    return re.sub(rf"(?<![\w-]){e.param}(?![\w-])", _flag(e.param), message)
 
 
-_SAMPLING = {f.name for f in dataclasses.fields(SamplingParams)}
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# The Python API's keywords that are CLI options of the same name: sampling's, the load's and eval's.
+# (stop_at_eot, logprobs and skip_leading_space are the API's and the server's only.)
+_FLAGS = {f.name for f in dataclasses.fields(SamplingParams)} - {"stop_at_eot", "logprobs", "skip_leading_space"} | {
+    "dtype",
+    "backend",
+    "window",
+    "stride",
+    "batch_size",
+}
+_KEYWORD = re.compile(rf"(?<![\w-])(?P<name>{'|'.join(sorted(_FLAGS))})=(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)")

@@ -360,7 +360,9 @@ def _check_save_options(
             "use --to npgpt"
         )
     if dtype not in DTYPES[fmt]:
-        raise CheckpointError(f"--dtype {dtype} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}")
+        raise CheckpointError(
+            f"dtype={dtype!r} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}", param="dtype"
+        )
     if max_shard_size is None:
         return
     if fmt != "hf-sharded":
