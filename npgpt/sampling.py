@@ -57,7 +57,7 @@ class SamplingParams:
             ),
             (
                 "temperature",
-                _finite(self.temperature) and self.temperature >= 0,
+                is_finite_number(self.temperature) and self.temperature >= 0,
                 f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}",
             ),
             (
@@ -67,23 +67,27 @@ class SamplingParams:
             ),
             (
                 "top_p",
-                _finite(self.top_p) and 0 < self.top_p <= 1,
+                is_finite_number(self.top_p) and 0 < self.top_p <= 1,
                 f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}",
             ),
-            ("min_p", _finite(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}"),
+            (
+                "min_p",
+                is_finite_number(self.min_p) and 0 <= self.min_p <= 1,
+                f"min_p must be in [0, 1], got {self.min_p!r}",
+            ),
             (
                 "repetition_penalty",
-                _finite(self.repetition_penalty) and self.repetition_penalty > 0,
+                is_finite_number(self.repetition_penalty) and self.repetition_penalty > 0,
                 f"repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty!r}",
             ),
             (
                 "presence_penalty",
-                _finite(self.presence_penalty) and -2 <= self.presence_penalty <= 2,
+                is_finite_number(self.presence_penalty) and -2 <= self.presence_penalty <= 2,
                 f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}",
             ),
             (
                 "frequency_penalty",
-                _finite(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
+                is_finite_number(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
                 f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty!r}",
             ),
             (
@@ -139,7 +143,7 @@ class SamplingParams:
         return cls(**options)
 
 
-def _finite(x: object) -> bool:
+def is_finite_number(x: object) -> bool:
     """A finite real number: Python's or NumPy's (np.float32(0.5)), never a bool."""
     if not isinstance(x, numbers.Real) or isinstance(x, (bool, np.bool_)):
         return False

@@ -133,6 +133,9 @@ def test_bad_arguments(pair) -> None:
         perplexity(model, TEXT, window=32, stride=33)
     with pytest.raises(NpgptError, match="at least 2"):
         perplexity(model, "A")
+    for kwargs in ({"window": 32.5}, {"stride": 2.5}, {"batch_size": 1.5}, {"window": True}):  # TypeError or ran before
+        with pytest.raises(NpgptError, match=f"^{next(iter(kwargs))} must be a whole number"):
+            perplexity(model, TEXT, **kwargs)
 
 
 def test_cli_matches_hugging_face(pair, tmp_path: Path) -> None:

@@ -93,17 +93,36 @@ def assert_same_params(got, want):
         (dict(val_fraction=1.0), "val_fraction must be below 1"),
         (dict(val_fraction=-0.1), "val_fraction must be"),
         (dict(steps=2.5), "steps must be a whole number"),
-        (dict(steps=True), "steps must be a number"),
+        (dict(steps=True), "steps must be a whole number, got True"),
         (dict(tokenizer="bpe"), "tokenizer must be one of gpt2, char"),
         (dict(lr=10**400), "lr must be a finite number"),  # an OverflowError before
         (dict(steps=np.float64(2.5)), "steps must be a whole number"),
-        (dict(steps=np.True_), "steps must be a number"),
+        (dict(steps=np.True_), "steps must be a whole number"),
+        (dict(lr="0.1"), "lr must be a finite number more than 0, got '0.1'"),
     ],
 )
 def test_nonsense_options_are_refused_on_construction(kwargs, message):
     with pytest.raises(NpgptError, match=message) as err:
         TrainSettings(**kwargs)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [3, np.int64(3), 2.5, np.float32(2.5), 10**400, True, np.True_, "3", float("nan")])
+def test_training_and_sampling_agree_on_what_a_number_is(value):
+    """TrainSettings had its own twin of sampling's number checks; both now judge with sampling's is_integer and
+    is_finite_number, so a value passes as a count, or as a rate, in both or in neither."""
+    from npgpt.sampling import SamplingParams
+
+    def accepts(make):
+        try:
+            make()
+        except NpgptError:
+            return False
+        return True
+
+    assert accepts(lambda: TrainSettings(seed=value)) == accepts(lambda: SamplingParams(seed=value))
+    rate_ok = accepts(lambda: SamplingParams(temperature=value))
+    assert accepts(lambda: TrainSettings(clip=value)) == (rate_ok and value > 0)
 
 
 def test_numpy_scalars_are_numbers():

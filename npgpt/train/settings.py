@@ -11,16 +11,13 @@ the cosine schedule to the new end.
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from ..config import GPT2Config
 from ..errors import NpgptError
+from ..sampling import is_finite_number, is_integer
 
 SCRATCH = {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_ctx": 256}  # from-scratch default shape, ~30M
 DEFAULT_STEPS = 1000
@@ -59,14 +56,6 @@ POSITIVE = (
 NON_NEGATIVE = ("warmup", "seed")
 # name -> (lowest allowed, whether the lowest itself is allowed): checked finite, too.
 REAL_RANGES = {"lr": (0.0, False), "weight_decay": (0.0, True), "clip": (0.0, False), "val_fraction": (0.0, True)}
-
-
-def _fits_a_float(x: numbers.Real) -> bool:
-    try:
-        float(x)
-    except OverflowError:  # an int past float's range (10**400)
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -114,18 +103,19 @@ class TrainSettings:
     def __post_init__(self) -> None:
         """Every option checked here, before any work: a wrong type, a count below 1, a negative
         warm-up or seed, a learning rate that is not a positive finite number."""
+        # The numbers are judged as SamplingParams judges its own: NumPy's scalars count (np.float32(1e-3) was
+        # "lr must be a number") and are kept as Python's; a bool is no number.
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None or f.name in ("init", "tokenizer"):
                 continue
-            # NumPy's scalars are numbers too (np.float32(1e-3) was "lr must be a number"); kept as Python's
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-                raise NpgptError(f"{f.name} must be a number, got {value!r}")
             if f.name in REAL_RANGES:
-                if not _fits_a_float(value):
-                    raise NpgptError(f"{f.name} must be a finite number, got {value!r}")
+                low, inclusive = REAL_RANGES[f.name]
+                if not (is_finite_number(value) and (value >= low if inclusive else value > low)):
+                    bound = f"{'at least' if inclusive else 'more than'} {low:g}"
+                    raise NpgptError(f"{f.name} must be a finite number {bound}, got {value!r}")
                 object.__setattr__(self, f.name, float(value))
-            elif isinstance(value, numbers.Integral):
+            elif is_integer(value):
                 object.__setattr__(self, f.name, int(value))
             else:
                 raise NpgptError(f"{f.name} must be a whole number, got {value!r}")
@@ -137,11 +127,6 @@ class TrainSettings:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise NpgptError(f"{name} must be 0 or more, got {value}")
-        for name, (low, inclusive) in REAL_RANGES.items():
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and (value >= low if inclusive else value > low)):
-                bound = f"{'at least' if inclusive else 'more than'} {low:g}"
-                raise NpgptError(f"{name} must be a finite number {bound}, got {value}")
         if self.val_fraction is not None and self.val_fraction >= 1:
             raise NpgptError(f"val_fraction must be below 1 (the share of tokens held out), got {self.val_fraction}")
         if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
