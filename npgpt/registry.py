@@ -30,11 +30,19 @@ _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # Hugging Face's org/name (it forbids
 
 
 def home() -> Path:
-    """npgpt's cache: ``$NPGPT_HOME``, else ``$XDG_CACHE_HOME/npgpt``, else ``~/.cache/npgpt``."""
+    """npgpt's cache, an absolute path: ``$NPGPT_HOME``, else ``$XDG_CACHE_HOME/npgpt``, else ``~/.cache/npgpt``.
+
+    A relative ``NPGPT_HOME`` (or ``XDG_CACHE_HOME``) is taken from the current directory, as huggingface_hub
+    takes a relative ``HF_HOME``, and made absolute here: a path npgpt hands out (a resolved model, a
+    download, a listing, ``GPT2.source``) keeps naming the same file after the program changes directory.
+    Symbolic links are kept as written (``os.path.abspath``, not ``Path.resolve``), so messages show the
+    path the user set.
+    """
     if os.environ.get("NPGPT_HOME"):
-        return Path(os.environ["NPGPT_HOME"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "npgpt"
+        where = Path(os.environ["NPGPT_HOME"]).expanduser()
+    else:
+        where = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "npgpt"
+    return Path(os.path.abspath(where))
 
 
 def openai_name(name: str) -> str:

@@ -226,6 +226,19 @@ def test_home_follows_the_environment(monkeypatch, tmp_path):
     assert registry.home() == tmp_path / "user" / ".cache" / "npgpt"
 
 
+def test_a_relative_home_keeps_naming_the_same_folder_after_a_chdir(server, source, monkeypatch, tmp_path):
+    """A relative NPGPT_HOME was used as given: the path a download returned was relative too, and named
+    another file once the program changed directory."""
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("NPGPT_HOME", "cache")
+    path = download.download_openai("124M", base_url=server.url)
+    assert path == tmp_path / "work" / "cache" / "124M" / npgpt_format.MODEL_FILE
+    monkeypatch.chdir(tmp_path)
+    assert path.is_file()
+    assert_same_model(path, source[0])
+
+
 @pytest.fixture
 def bundled(tmp_path, monkeypatch):
     path = tmp_path / "bundled.safetensors"
