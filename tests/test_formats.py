@@ -283,6 +283,30 @@ def test_a_bad_shard_size_is_refused_before_the_source_is_read(tmp_path, size):
     assert not (tmp_path / "out").exists()  # nothing half-written (an empty folder was left before)
 
 
+@pytest.mark.parametrize("name", ["model.bin", "gpt2-tiny.safetensors"])
+def test_a_folder_holding_an_npgpt_file_under_another_name_is_found(tmp_path, name):
+    """`npgpt convert SRC DIR/model.bin` writes npgpt's format under that name, and a renamed file keeps it:
+    passing the folder was "no model found", though the file itself loads. Its tokenizer is read too."""
+    import npgpt
+    from npgpt.char_tokenizer import CharTokenizer
+    from npgpt.formats import model_files
+
+    tok = CharTokenizer.from_text(["In the beginning God created the heaven and the earth."])
+    config = CONFIGS["tiny"]
+    params = random_params(config)
+    file = save_checkpoint(tmp_path / "run" / name, config, params, tokenizer=tok.to_spec())
+    assert file == tmp_path / "run" / name and detect(tmp_path / "run") == "npgpt"
+    assert model_files(tmp_path / "run") == [file]
+    _, back = load_checkpoint(tmp_path / "run")
+    for key, value in flatten(params).items():
+        np.testing.assert_array_equal(flatten(back)[key], value)
+    model = npgpt.load(tmp_path / "run")
+    assert isinstance(model.tokenizer, CharTokenizer) and model.tokenizer.chars == tok.chars
+    save_checkpoint(tmp_path / "run" / "second.safetensors", config, params)
+    with pytest.raises(CheckpointError, match=r"holds several npgpt model files \(.+\); pass the path of the one"):
+        detect(tmp_path / "run")
+
+
 @pytest.mark.parametrize("fmt", ["npgpt", "hf", "llmc", "openai", "gguf"])
 def test_writing_under_a_file_is_one_line(tmp_path, fmt):
     if fmt == "gguf":

@@ -157,7 +157,9 @@ def model_files(path: str | Path) -> list[Path]:
         else:
             return [path]
     if fmt == "npgpt":
-        return [path / MODEL_FILE]
+        from .npgpt_format import model_file_in
+
+        return [model_file_in(path) or path / MODEL_FILE]
     if fmt in ("hf", "hf-sharded", "hf-bin"):
         from .hf_files import BIN, BIN_INDEX, SAFETENSORS, SAFETENSORS_INDEX, shard_map
 
@@ -183,16 +185,18 @@ def model_files(path: str | Path) -> list[Path]:
 
 def _single_file(directory: Path) -> Path | None:
     """The one file of a single-file format in ``directory``: what ``save_checkpoint`` writes into a
-    directory (``model.gguf``, llm.c's ``model.bin``), or its only ``.gguf``; None otherwise."""
+    directory (``model.gguf``, llm.c's ``model.bin``, ``model.safetensors``), its only ``.gguf``, or an
+    npgpt file under another name (``npgpt_format.model_file_in``); None otherwise."""
     from .gguf_format import is_gguf_file
     from .llmc import is_llmc_file
+    from .npgpt_format import model_file_in
 
     ggufs = sorted(directory.glob("*.gguf"))
     if len(ggufs) == 1 and is_gguf_file(ggufs[0]):
         return ggufs[0]
     if is_llmc_file(directory / "model.bin"):
         return directory / "model.bin"
-    return None
+    return model_file_in(directory)
 
 
 CHECK_CHUNK = 1 << 20  # values checked at a time by check_finite
@@ -246,7 +250,7 @@ def _load(path: Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, 
     if fmt == "npgpt":
         from . import npgpt_format
 
-        return npgpt_format.load(path if path.is_file() else path / MODEL_FILE)
+        return npgpt_format.load(path if path.is_file() else npgpt_format.model_file_in(path) or path / MODEL_FILE)
     if fmt in ("hf", "hf-sharded", "hf-bin"):
         from . import hf
 

@@ -127,6 +127,31 @@ def is_npgpt_file(path: str | Path) -> bool:
     return (header.get("__metadata__") or {}).get("format") == FORMAT
 
 
+def model_file_in(directory: Path) -> Path | None:
+    """The npgpt file in ``directory``: its ``model.safetensors`` if there is one (whatever it holds: the
+    caller's detection judges it), else one of npgpt's files under another name, as ``npgpt convert SRC
+    DIR/model.bin`` writes or a user renames: ``model.bin`` or a ``.safetensors`` file that is npgpt's.
+    None if there is none; CheckpointError naming them if there are several (which one is meant is unknowable).
+    """
+    if (directory / MODEL_FILE).exists():
+        return directory / MODEL_FILE
+    found = [p for p in [directory / "model.bin", *sorted(directory.glob("*.safetensors"))] if _is_npgpt(p)]
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise CheckpointError(
+            f"{directory}: holds several npgpt model files ({names}); pass the path of the one to load"
+        )
+    return found[0] if found else None
+
+
+def _is_npgpt(path: Path) -> bool:
+    """Whether ``path`` is a readable npgpt model file (not another format's file, nor a broken one)."""
+    try:
+        return path.is_file() and is_npgpt_file(path)
+    except CheckpointError:
+        return False
+
+
 def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and nested float32 params from an npgpt safetensors file."""
     tensors, metadata = read_safetensors(path)
@@ -166,11 +191,11 @@ def save(
 
 
 def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
-    """The tokenizer an npgpt model file (or a folder holding ``model.safetensors``) names in its
+    """The tokenizer an npgpt model file (or a folder holding one, :func:`model_file_in`) names in its
     metadata, or None: GPT-2's (also for any other format). Reads only the header."""
     path = Path(path)
-    file = path / MODEL_FILE if path.is_dir() else path
-    if not file.is_file():
+    file = model_file_in(path) if path.is_dir() else path
+    if file is None or not file.is_file():
         return None
     try:
         metadata = read_header(file)[0].get("__metadata__") or {}
