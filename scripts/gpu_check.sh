@@ -3,6 +3,8 @@
 # the GPU, a few probes of the libraries' GPU kernels, and `npgpt bench` there.
 #
 #   OUT=results/ bash scripts/gpu_check.sh            # everything, about 8 minutes
+#
+# First run (an H200, docs/benchmarks.md): tests 80 s, probe 20 s, bench-torch 70 s.
 #   PARTS="tests probe" OUT=results/ bash scripts/gpu_check.sh
 #
 # Run from the repository root, with torch, jax and cupy (CUDA builds) and transformers installed;
@@ -46,8 +48,10 @@ for part in $PARTS; do
         tail -5 "$OUT/bench_torch.err"
         ;;
     bench-jax-cupy)
+        # XLA compiles a program per prompt-length bucket and batch: fewer of them than torch's run, or
+        # the three JAX engines alone outlast 160 s (H200, first run).
         timeout "${BENCH_S:-200}" $python -m npgpt bench --random --backend jax,cupy \
-            --dtype float32,float16,bfloat16 --precision --new-tokens 64 --baseline-tokens 0 \
+            --dtype float32,float16,bfloat16 --batch 1,8 --prompt-len 128 --new-tokens 64 --baseline-tokens 0 \
             --json >"$OUT/bench_jax_cupy.json" 2>"$OUT/bench_jax_cupy.err"
         echo "bench rc=$?"
         tail -5 "$OUT/bench_jax_cupy.err"
