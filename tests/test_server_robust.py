@@ -383,6 +383,23 @@ def test_serve_refuses_bad_limits_before_loading(flag, value):
     assert isinstance(r.exception, NpgptError) and flag in str(r.exception), r.output
 
 
+@pytest.mark.parametrize(
+    "args, env", [(["--api-key", ""], {}), (["--api-key", "  "], {}), ([], {"NPGPT_API_KEY": " "})]
+)
+def test_serve_refuses_an_empty_api_key(args, env, monkeypatch):
+    """An empty key (``--api-key "$KEY"`` with KEY unset) would let in every client that sends
+    ``Bearer `` and silence the warning for a server open to the network: refused before loading."""
+    from typer.testing import CliRunner
+
+    from npgpt.cli import app
+    from npgpt.errors import NpgptError
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    r = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model", *args])
+    assert isinstance(r.exception, NpgptError) and "--api-key" in str(r.exception), r.output
+
+
 def test_a_request_arriving_while_a_huge_one_holds_the_batch_starts_at_once(model):
     """The huge request is admitted first and would take every row; one is kept for the next request,
     which then finishes (2 tokens) before any of the huge one's rows (40 tokens each)."""

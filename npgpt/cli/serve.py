@@ -91,6 +91,10 @@ def serve_command(
             f"--max-rows and --max-request-tokens must be >= 1 and --shutdown-timeout >= 0, got "
             f"{max_rows}, {max_request_tokens} and {shutdown_timeout}"
         )
+    if api_key is not None and not api_key.strip():  # an unset shell variable: "Bearer " would be the key
+        raise NpgptError(
+            "--api-key (or NPGPT_API_KEY) is empty, so any client could send it; give a key, or leave both out"
+        )
     origins = parse_origins(allowed_origins)
     try:
         from ..server.app import create_app
