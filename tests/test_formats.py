@@ -367,3 +367,14 @@ def test_writing_onto_a_read_only_disk_is_one_line(read_only_disk, tmp_path, fmt
         src = save_checkpoint(tmp_path / "src.safetensors", config, random_params(config))
         r = run_cli("convert", str(src), str(read_only_disk / "out"), "--to", fmt)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and "read-only file system" in r.stderr.lower(), r.stderr
+
+
+@pytest.mark.parametrize("size", ["-5MB", "0MB", "0.0001KB", 0, -1, "infMB", "nanMB"])
+def test_a_shard_size_that_is_not_positive_is_refused_before_writing(tmp_path, size):
+    """The Hub's parser takes "-5MB" and "0MB" (a split on them writes one tensor per shard) and
+    raises OverflowError on "infMB": each is one line naming the option, and nothing is written."""
+    from npgpt.registry import bundled_path
+
+    with pytest.raises(CheckpointError, match="--max-shard-size"):
+        convert(bundled_path(), tmp_path / "out", fmt="hf-sharded", max_shard_size=size)
+    assert not (tmp_path / "out").exists()

@@ -377,8 +377,23 @@ def _check_save_options(
         split_state_dict_into_shards_factory(
             {}, get_storage_size=len, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
         )
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:  # OverflowError: "infMB"
         raise CheckpointError(f"--max-shard-size {max_shard_size}: {e} (e.g. 500MB)") from None
+    if _shard_bytes(max_shard_size) < 1:  # the Hub takes "-5MB" or "0MB" and writes one tensor per shard
+        raise CheckpointError(f"--max-shard-size {max_shard_size} is not a size; give a positive one, e.g. 500MB")
+
+
+def _shard_bytes(size: int | str) -> float:
+    """``size`` in bytes, read as the Hub reads it (an int, or a number and KB/MB/GB/TB); NaN for a
+    number that is not finite. Call only on a size the Hub's parser accepted."""
+    import math
+
+    if isinstance(size, int):
+        return size
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    text = size.strip()
+    value = float(text[:-2].strip()) * units[text[-2:].upper()]
+    return value if math.isfinite(value) else math.nan
 
 
 def _not_writable(fmt: str) -> CheckpointError:
