@@ -378,3 +378,23 @@ def test_a_shard_size_that_is_not_positive_is_refused_before_writing(tmp_path, s
     with pytest.raises(CheckpointError, match="--max-shard-size"):
         convert(bundled_path(), tmp_path / "out", fmt="hf-sharded", max_shard_size=size)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "name, fmt, hint",
+    [
+        ("model.gguf", "npgpt", "add --to gguf, or name it model.safetensors"),
+        ("model.GGUF", "llmc", "add --to gguf, or name it model.bin"),
+        ("model.safetensors", "gguf", "add --to npgpt, or name it model.gguf"),
+        ("model.safetensors", "hf", "--to hf writes a folder"),
+    ],
+)
+def test_a_file_name_of_another_format_is_refused_before_reading(tmp_path, name, fmt, hint):
+    """`npgpt convert SRC model.gguf` (the default --to npgpt) wrote npgpt's format under a name
+    llama.cpp and Ollama take for GGUF, where they then refused it."""
+    with pytest.raises(CheckpointError, match=re.escape(hint)):
+        convert(tmp_path / "no-such-source", tmp_path / name, fmt=fmt)
+    assert not (tmp_path / name).exists()
+    config = CONFIGS["tiny"]
+    with pytest.raises(CheckpointError, match=re.escape(hint)):
+        save_checkpoint(tmp_path / name, config, random_params(config), fmt=fmt)

@@ -294,6 +294,7 @@ def save_checkpoint(
     """
     path = Path(path)
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)
+    _check_file_name(path, fmt)
     _check_writable_params(params)
     if dtype == "float16":
         check_float16_range(params)
@@ -396,6 +397,23 @@ def _shard_bytes(size: int | str) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+_OWN_SUFFIX = {"npgpt": ".safetensors", "gguf": ".gguf", "llmc": ".bin"}  # the formats written as one file
+_SUFFIX_FORMAT = {".safetensors": "npgpt", ".gguf": "gguf"}  # names only one format goes by (.bin: several)
+
+
+def _check_file_name(path: Path, fmt: str) -> None:
+    """CheckpointError for a file name that says another format (``model.gguf`` with the default
+    ``--to npgpt``): other tools, which go by the name, would refuse the file npgpt wrote."""
+    named = _SUFFIX_FORMAT.get(path.suffix.lower())
+    if path.is_dir() or named is None or named == fmt:
+        return
+    if fmt not in _OWN_SUFFIX:
+        raise CheckpointError(f"--to {fmt} writes a folder, not {path.name}; give a folder name, e.g. {path.stem}")
+    raise CheckpointError(
+        f"{path.name} is not a name for --to {fmt}; add --to {named}, or name it {path.stem}{_OWN_SUFFIX[fmt]}"
+    )
+
+
 def _not_writable(fmt: str) -> CheckpointError:
     if fmt in READ_ONLY:
         return CheckpointError(f"npgpt reads {fmt} but does not write it; choose one of {', '.join(FORMATS)}")
@@ -415,6 +433,7 @@ def convert(
 
     tokenizer = tokenizer_spec(src)  # from the header only
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)  # refused before a large source is read
+    _check_file_name(Path(dst), fmt)
     config, params = load_checkpoint(src)
     return save_checkpoint(
         dst, config, params, fmt=fmt, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer
