@@ -145,6 +145,23 @@ def test_cli_refuses_bad_options_and_an_out_that_is_a_file(text, tmp_path):
     assert not (tmp_path / "run").exists()  # refused before any work
 
 
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe not text", b"alpha beta"])
+def test_a_run_refused_for_its_text_leaves_no_folder_behind(tmp_path, content):
+    """Empty text, text that is not UTF-8, text too short for --seq-len: the --out folder the run
+    made for itself was left behind, empty or holding only the token cache."""
+    data = tmp_path / "t.txt"
+    data.write_bytes(content)
+    with pytest.raises(NpgptError):
+        train(data, tmp_path / "new" / "run", TrainSettings(**RUN))
+    assert not (tmp_path / "new" / "run").exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("keep")
+    with pytest.raises(NpgptError):
+        train(data, kept, TrainSettings(**RUN))
+    assert (kept / "notes.txt").read_text() == "keep"  # a folder that was there stays
+
+
 # --- divergence ----------------------------------------------------------------------------
 
 
