@@ -162,6 +162,13 @@ def test_a_run_refused_for_its_text_leaves_no_folder_behind(tmp_path, content):
     assert (kept / "notes.txt").read_text() == "keep"  # a folder that was there stays
 
 
+def test_a_one_step_run_reports_its_rate(text, tmp_path):
+    """The rate is the median over the steps after the first (which compiles); with one step there
+    are none, and `npgpt train --steps 1` ended on "0 tokens/s"."""
+    result = train(text, tmp_path / "run", TrainSettings(**{**RUN, "steps": 1}))
+    assert result.step == 1 and result.tokens_per_s > 0
+
+
 # --- divergence ----------------------------------------------------------------------------
 
 

@@ -63,7 +63,7 @@ class TrainResult:
     params: Params  # NumPy float32
     step: int
     history: dict[str, list] = field(default_factory=dict)
-    tokens_per_s: float = 0.0  # median over the steps after the first (which compiles)
+    tokens_per_s: float = 0.0  # median over the steps after the first (which compiles); 0 if none ran
     out: Path | None = None
     stopped: bool = False  # ended early by ``should_stop``, checkpointed at ``step``
 
@@ -210,7 +210,7 @@ def train(
         S.to_host(params),
         step,
         history,
-        float(np.median(rates[1:])) if len(rates) > 1 else 0.0,
+        float(np.median(rates[1:] or rates)) if rates else 0.0,  # one step: its own rate, compile and all
         out,
         stopped and step < end,
     )
