@@ -169,6 +169,21 @@ def test_a_one_step_run_reports_its_rate(text, tmp_path):
     assert result.step == 1 and result.tokens_per_s > 0
 
 
+def test_resuming_with_steps_not_above_the_step_reached_says_so(text, tmp_path):
+    """`--resume --steps 2` on a run at step 4 did nothing and reported it as done; the same command
+    once the run had finished printed its last loss at "0 tokens/s"."""
+    out = tmp_path / "run"
+    train(text, out, TrainSettings(**RUN))
+    with pytest.raises(NpgptError, match="already at step 4; give --steps above that"):
+        train(text, out, TrainSettings(steps=2), resume=True)
+    args = ["train", str(text), "--out", str(out), "--resume"]
+    r = run_cli(*args)
+    assert r.returncode == 0 and "already reached step 4 of 4; nothing to do" in r.stdout, r.stdout + r.stderr
+    assert "tokens/s" not in r.stdout
+    r = run_cli(*args, "--steps", "3")
+    assert r.returncode == 1 and r.stderr.strip().endswith("give --steps above that to train on"), r.stderr
+
+
 # --- divergence ----------------------------------------------------------------------------
 
 

@@ -267,7 +267,13 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
                 err=True,
             )
         raise typer.Exit(128 + stop.signum)
-    if lead:
+    if lead and not result.tokens_per_s:  # --resume of a run that had reached its --steps
+        typer.echo(
+            f"the run in {out} already reached step {result.step} of {result.step}; nothing to do "
+            "(give --steps above that with --resume to train on); model in "
+            f"{out / 'model.safetensors'}"
+        )
+    elif lead:
         val = result.history["val_loss"]
         tail = f", held-out loss {val[-1]:.4f}" if val else ""
         typer.echo(

@@ -108,6 +108,8 @@ def train(
     if saved is not None:
         config, params, opt_leaves, meta = saved
         run = asked.for_resume(meta["settings"], meta["steps"])
+        if run.steps < meta["step"]:  # the loop would not run, and nothing would say so
+            raise NpgptError(f"the run in {out} is already at step {meta['step']}; give --steps above that to train on")
         tokenizer = None if meta.get("tokenizer") is None else CharTokenizer(meta["tokenizer"]["chars"])
         repair_model(out, config, params, meta)  # a kill between the state and the model left it behind
     else:
