@@ -300,6 +300,16 @@ def test_a_json_body_sent_as_a_form_is_told_the_header(url):
     assert empty.status_code == 400 and "Content-Type: application/json" in empty.json()["error"]["message"]
 
 
+def test_a_body_that_is_not_utf8_is_told_so(url):
+    """A Latin-1 é in the JSON got FastAPI's "There was an error parsing the body", which names no fix."""
+    r = httpx.post(
+        url + "/v1/completions", content=b'{"prompt": "caf\xe9"}', headers={"Content-Type": "application/json"}
+    )
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "invalid_json", r.text
+    assert error["message"] == "the body is not UTF-8 (byte 15 is 0xe9); send JSON encoded as UTF-8"
+
+
 def test_chat_over_the_context_blames_the_messages(url):
     long = {"messages": [{"role": "user", "content": "x " * 200}]}
     error = httpx.post(url + "/v1/chat/completions", json=long).json()["error"]

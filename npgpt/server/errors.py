@@ -158,6 +158,13 @@ def add_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI's "There was an error parsing the body"
+            bad = e.__cause__
+            return APIError(
+                400,
+                f"the body is not UTF-8 (byte {bad.start} is {bad.object[bad.start]:#04x}); send JSON encoded as UTF-8",
+                code="invalid_json",
+            ).response()
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
         return APIError(e.status_code, str(e.detail), kind, headers=e.headers).response()
 
