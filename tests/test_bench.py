@@ -143,6 +143,14 @@ def test_bad_backend_is_one_line_error():
     assert "no backend in --backend numpy stores float16 weights; add one that does: jax, torch, cupy" in proc.stderr
 
 
+def test_no_downloaded_gpt2_without_random_is_one_line_naming_random(tmp_path):
+    """The help said "default 124M"; with none downloaded the bundled model was measured in its place,
+    and the default --prompt-len 512 then failed on its 256-token context, naming the wrong fix."""
+    proc = run_cli("bench", "--backend", "numpy", "--batch", "1", env={"NPGPT_HOME": str(tmp_path)})
+    assert proc.returncode == 1 and "no GPT-2 is downloaded to measure; add --random" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error:")
+
+
 def test_an_unwritable_plot_is_refused_before_the_run(tiny_checkpoint, tmp_path):
     (tmp_path / "file").write_text("x")
     small = ("--model", tiny_checkpoint, "--backend", "numpy", "--batch", "1", *SMALL_BENCH, "--baseline-tokens", "0")

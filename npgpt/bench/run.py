@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..errors import NpgptError
 from .measure import bytes_per_token
 from .report import add_derived
 from .settings import GPU_ONLY, HF, BenchSettings, engine_name, npgpt_engines
@@ -125,7 +126,12 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
         path = save_checkpoint(tmp / MODEL_FILE, config, params)
         source = f"random weights, {name} shape"
     else:
-        path, _ = resolve(s.model)
+        path, notice = resolve(s.model)
+        if notice is not None:  # no GPT-2 downloaded: the small bundled model would be timed in its place
+            raise NpgptError(
+                "no GPT-2 is downloaded to measure; add --random (random weights of 124M's shape), "
+                "run `npgpt download 124M`, or pass --model bundled"
+            )
         config, params = load_checkpoint(path)
         source = str(path)
     hf_path = None

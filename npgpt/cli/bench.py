@@ -28,7 +28,12 @@ def _csv(value: str, cast: Callable[[str], Any] = str) -> tuple[Any, ...]:
 def bench_command(
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Preset (124M…) with --random, or a checkpoint path/name; default 124M."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="Preset (124M…) with --random, or a checkpoint path/name; default: 124M with --random, "
+            "else a downloaded GPT-2.",
+        ),
     ] = None,
     random: Annotated[bool, typer.Option("--random", help="Random weights of the model's shape (offline).")] = False,
     backend: Annotated[
