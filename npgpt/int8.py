@@ -18,9 +18,10 @@ end-to-end decode, docs/benchmarks.md):
 - more rows (batches, prefill): ``torch._int_mm`` on the same codes with dynamic per-row
   activation quantization: each row of ``x`` to int8 with its own scale ``max|x_row| / 127``,
   int32 accumulation, both scales applied after (2-3x faster than weight-only at 8-32 rows);
-- a shape neither kernel takes (see :func:`product_kernel`: on a GPU, GPT-2's head with its 50257
-  outputs): the float32 matrix widened for that one product. These run on the CPU as measured;
-  on a GPU they run and are exact as stated, but were not timed there (docs/benchmarks.md).
+- on a GPU, where ``torch._int_mm`` refuses few rows and widths that are not a multiple of 8
+  (GPT-2's head has 50257 outputs), the weight-only kernel, whose CUDA version takes any shape;
+  neither was timed there yet (docs/benchmarks.md). On the CPU, a width neither kernel takes
+  (``n_in=1``) is the float32 matrix widened for that one product (:func:`product_kernel`).
 fbgemm's dynamic ``Linear`` (``torch.ops.quantized.linear_dynamic``) was ~1.1x faster end to end
 but quantizes activations per tensor to 7 bits (7x the held-out cross-entropy change), needs a
 second copy of ``wte`` for the embedding, and its quantized-tensor API is deprecated.
@@ -76,15 +77,18 @@ def product_kernel(rows: int, n_in: int, n_out: int, device: str) -> str:
 
     - ``_weight_int8pack_mm``'s CPU kernel reads the input dimension in steps of 16 (or 32) with no
       check: at ``n_in=100`` (``n_inner=100``'s ``c_proj``) it returned garbage or crashed the
-      process (torch 2.13), so it takes only ``n_in`` a multiple of 32.
+      process (torch 2.13), so it takes only ``n_in`` a multiple of 32. Its CUDA kernel is one
+      thread per output summing in float32 over any ``n_in`` (PyTorch's
+      ``aten/src/ATen/native/cuda/int8mm.cu``): any shape, slow for many rows.
     - ``torch._int_mm`` on CPU is wrong at ``n_in=1`` (torch 2.13). On CUDA (torch 2.11, H200) it
       refuses ``n_in`` or ``n_out`` that is not a multiple of 8 ("self.size(1) needs to be greater
       than 0 and a multiple of 8"; GPT-2's head has ``n_out=50257``) and 16 rows or fewer (padded).
     """
+    if device == "cuda":
+        fits = rows > WEIGHT_ONLY_ROWS and n_in % 8 == 0 and n_out % 8 == 0
+        return "int8 x int8" if fits else "weight-only"
     if rows <= WEIGHT_ONLY_ROWS and n_in % 32 == 0:
         return "weight-only"
-    if device == "cuda":
-        return "int8 x int8" if n_in % 8 == 0 and n_out % 8 == 0 else "widened"
     return "int8 x int8" if n_in >= 2 else "widened"
 
 
@@ -95,7 +99,7 @@ class Int8Matrix:
     [in, out] (``transposed``), ``x @ m`` runs the int8 kernel on ``x`` [rows, in] float32 and
     returns [rows, out] float32; as a table [out, in] (``wte``), ``m[ids, :]`` returns the rows
     widened to float32. ``m.mT`` / ``m.T`` / ``torch.swapaxes(m, -1, -2)`` switch orientation
-    without copying. Anything else is a ``TypeError``: an int8 weight is never silently widened whole.
+    without copying. Anything else is a ``TypeError``: no other operation silently widens an int8 weight.
     """
 
     ndim = 2
@@ -142,7 +146,9 @@ class Int8Matrix:
         if not self.transposed or x.ndim != 2:
             raise TypeError("an int8 matrix multiplies [rows, in] @ [in, out] only")
         kernel = product_kernel(x.shape[0], self.codes.shape[1], self.codes.shape[0], self.codes.device.type)
-        if kernel == "weight-only":  # the codes widened in registers, x in bfloat16
+        if kernel == "weight-only" and self.codes.is_cuda:  # its CUDA kernel reads float32 x and scales
+            return torch.ops.aten._weight_int8pack_mm(x, self.codes, self.scales)
+        if kernel == "weight-only":  # the codes widened in registers, x in bfloat16 (float32 is a slow path)
             y = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.codes, self._scales_bf16)
             return y.to(torch.float32)
         if kernel == "widened":  # a shape neither kernel takes: the float32 matrix, made for this product
