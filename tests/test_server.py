@@ -335,6 +335,8 @@ UNHONOURED = [  # chat fields GPT-2 cannot honour: a 400 naming them, never a re
     ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
     ("tool_choice", "required"),
     ("tool_choice", {"type": "function", "function": {"name": "f"}}),
+    ("function_call", {"name": "f"}),
+    ("function_call", "required"),
 ]
 
 
@@ -347,7 +349,12 @@ def test_chat_refuses_what_it_would_ignore(url, field, value):
     if field == "response_format":  # named as sent, not always "JSON"
         assert repr(value["type"]) in r.json()["error"]["message"]
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    fine = [{"response_format": {"type": "text"}}, {"tools": tools, "tool_choice": "auto"}, {"logit_bias": {}}]
+    fine = [
+        {"response_format": {"type": "text"}},
+        {"tools": tools, "tool_choice": "auto"},
+        {"functions": [tools[0]["function"]], "function_call": "auto"},
+        {"logit_bias": {}},
+    ]
     for extra in fine:
         assert httpx.post(url + "/v1/chat/completions", json={**body, **extra}).status_code == 200, extra
 

@@ -166,10 +166,12 @@ class ChatRequest(_Sampling):
     logit_bias: dict[str, float] | None = None
     response_format: dict[str, Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    function_call: str | dict[str, Any] | None = None  # tool_choice's deprecated form, for ``functions``
 
     def check_supported(self) -> None:
         """Refuse what would silently not be honoured. ``tools`` are accepted (under ``tool_choice``
-        "auto" a reply without a tool call is valid), but a call cannot be forced."""
+        "auto" a reply without a tool call is valid), but a call cannot be forced, nor with the deprecated
+        ``function_call``."""
         if self.logit_bias:
             raise NpgptError("logit_bias is not supported", param="logit_bias")
         kind = (self.response_format or {}).get("type", "text")
@@ -179,11 +181,12 @@ class ChatRequest(_Sampling):
                 'leave it out or use {"type": "text"}',
                 param="response_format",
             )
-        if self.tool_choice not in (None, "none", "auto"):
-            raise NpgptError(
-                'tool_choice is not supported: GPT-2 cannot call tools; leave it out or send "none" or "auto"',
-                param="tool_choice",
-            )
+        for field in ("tool_choice", "function_call"):
+            if getattr(self, field) not in (None, "none", "auto"):
+                raise NpgptError(
+                    f'{field} is not supported: GPT-2 cannot call tools; leave it out or send "none" or "auto"',
+                    param=field,
+                )
 
 
 class NextTokensRequest(_Body):
