@@ -3,7 +3,7 @@
 Fields follow OpenAI's API; unknown fields are ignored, as OpenAI's own clients send some. The
 sampling options are checked by :class:`npgpt.sampling.SamplingParams`, the one place that knows
 their ranges. npgpt adds ``top_k``, ``min_p`` and ``repetition_penalty`` (with the ``openai``
-client: ``extra_body={"top_k": 40}``).
+client: ``extra_body={"top_k": 40}``) and ``ignore_eos``.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class _Sampling(_Body):
     top_k: int | None = None  # npgpt's extensions, as in vLLM
     min_p: float | None = None
     repetition_penalty: float | None = None
+    ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
 
     def sampling(
         self, max_tokens: int, logprobs: int | None, stop: tuple[str, ...] = (), skip_leading_space: bool = False
@@ -97,6 +98,7 @@ class _Sampling(_Body):
             stop=user_stop + stop,
             logprobs=logprobs,
             skip_leading_space=skip_leading_space,
+            stop_at_eot=not self.ignore_eos,
             **given,
         )
 

@@ -1,0 +1,43 @@
+"""vLLM's request options at the server: ``ignore_eos`` is honoured, the ones npgpt does not have are
+refused by name (a client written for vLLM must never get an answer that silently ignored one)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from npgpt.api import GPT2  # noqa: E402
+from npgpt.config import GPT2Config  # noqa: E402
+from npgpt.params import init_params  # noqa: E402
+from npgpt.server import background_server, create_app  # noqa: E402
+
+TINY = GPT2Config(n_ctx=64, n_embd=32, n_head=2, n_layer=2)
+
+
+def eot_model() -> GPT2:
+    """A model whose every next token is <|endoftext|>: its final hidden state is constant, and only
+    <|endoftext|>'s embedding points along it."""
+    params = init_params(TINY, seed=0)
+    params["ln_f"]["g"][:] = 0
+    params["ln_f"]["b"][:] = 1
+    params["wte"][50256] = 1
+    return GPT2(TINY, params)
+
+
+@pytest.fixture(scope="module")
+def url():
+    with background_server(create_app({"eot": eot_model()})) as base:
+        yield base
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_ignore_eos_generates_past_endoftext(url, path):
+    body = {"prompt": "Hello"} if "chat" not in path else {"messages": [{"role": "user", "content": "Hello"}]}
+    body = {**body, "max_tokens": 5, "temperature": 0}
+    stops = httpx.post(url + path, json=body).json()
+    assert stops["usage"]["completion_tokens"] == 1 and stops["choices"][0]["finish_reason"] == "stop"
+    goes_on = httpx.post(url + path, json={**body, "ignore_eos": True}).json()
+    assert goes_on["usage"]["completion_tokens"] == 5 and goes_on["choices"][0]["finish_reason"] == "length"
