@@ -41,3 +41,29 @@ def test_ignore_eos_generates_past_endoftext(url, path):
     assert stops["usage"]["completion_tokens"] == 1 and stops["choices"][0]["finish_reason"] == "stop"
     goes_on = httpx.post(url + path, json={**body, "ignore_eos": True}).json()
     assert goes_on["usage"]["completion_tokens"] == 5 and goes_on["choices"][0]["finish_reason"] == "length"
+
+
+REFUSED = [  # vLLM's options npgpt does not have, each set to something that would change the answer
+    ("min_tokens", 4),
+    ("stop_token_ids", [13]),
+    ("include_stop_str_in_output", True),
+    ("use_beam_search", True),
+    ("prompt_logprobs", 0),
+    ("guided_json", {"type": "object"}),
+    ("guided_regex", "[0-9]+"),
+    ("guided_choice", ["yes", "no"]),
+    ("guided_grammar", "root ::= 'a'"),
+    ("structured_outputs", {"choice": ["yes", "no"]}),
+]
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize(("field", "value"), REFUSED)
+def test_vllm_options_npgpt_lacks_are_refused_by_name(url, path, field, value):
+    body = {"prompt": "Hello"} if "chat" not in path else {"messages": [{"role": "user", "content": "Hello"}]}
+    body = {**body, "max_tokens": 2}
+    r = httpx.post(url + path, json={**body, field: value})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == field and field in r.json()["error"]["message"]
+    off = {"prompt_logprobs": None, "min_tokens": 0, "stop_token_ids": []}.get(field, False)
+    assert httpx.post(url + path, json={**body, field: off}).status_code == 200  # left at its default: fine

@@ -3,7 +3,7 @@
 Fields follow OpenAI's API; unknown fields are ignored, as OpenAI's own clients send some. The
 sampling options are checked by :class:`npgpt.sampling.SamplingParams`, the one place that knows
 their ranges. npgpt adds ``top_k``, ``min_p`` and ``repetition_penalty`` (with the ``openai``
-client: ``extra_body={"top_k": 40}``) and ``ignore_eos``.
+client: ``extra_body={"top_k": 40}``) and ``ignore_eos``; vLLM's other options are refused by name.
 """
 
 from __future__ import annotations
@@ -63,6 +63,21 @@ def replace_surrogates(data: Any) -> Any:
     return data
 
 
+# vLLM's options that npgpt does not have, each refused once set (never silently ignored), and how to do without
+_VLLM_ONLY = {
+    "min_tokens": "npgpt cannot hold off <|endoftext|> and the stop sequences; leave it out",
+    "stop_token_ids": "send the tokens' text in stop instead",
+    "include_stop_str_in_output": "the stop sequence is never part of the text; leave it out",
+    "use_beam_search": "npgpt only samples; leave it out",
+    "prompt_logprobs": "score the prompt with /v1/completions, echo: true and logprobs",
+    "guided_json": "GPT-2 cannot be held to a format; leave it out",
+    "guided_regex": "GPT-2 cannot be held to a format; leave it out",
+    "guided_choice": "GPT-2 cannot be held to a format; leave it out",
+    "guided_grammar": "GPT-2 cannot be held to a format; leave it out",
+    "structured_outputs": "GPT-2 cannot be held to a format; leave it out",
+}
+
+
 class StreamOptions(_Body):
     include_usage: bool = False
 
@@ -84,6 +99,23 @@ class _Sampling(_Body):
     min_p: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
+    min_tokens: Any = None  # the rest of vLLM's options, only to be refused: see check_extensions
+    stop_token_ids: Any = None
+    include_stop_str_in_output: Any = None
+    use_beam_search: Any = None
+    prompt_logprobs: Any = None
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
+    structured_outputs: Any = None
+
+    def check_extensions(self) -> None:
+        """Refuse a vLLM option npgpt does not have: set (``prompt_logprobs`` even to 0), it would change the answer."""
+        for name, instead in _VLLM_ONLY.items():
+            value = getattr(self, name)
+            if value is not None if name == "prompt_logprobs" else bool(value):
+                raise NpgptError(f"{name} is not supported: {instead}", param=name)
 
     def sampling(
         self, max_tokens: int, logprobs: int | None, stop: tuple[str, ...] = (), skip_leading_space: bool = False
@@ -132,6 +164,7 @@ class CompletionRequest(_Sampling):
     suffix: str | None = None
 
     def check_supported(self) -> None:
+        self.check_extensions()
         if self.best_of not in (None, 1, self.n or 1):
             raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
         if self.logit_bias:
@@ -174,6 +207,7 @@ class ChatRequest(_Sampling):
         """Refuse what would silently not be honoured. ``tools`` are accepted (under ``tool_choice``
         "auto" a reply without a tool call is valid), but a call cannot be forced, nor with the deprecated
         ``function_call``."""
+        self.check_extensions()
         if self.logit_bias:
             raise NpgptError("logit_bias is not supported", param="logit_bias")
         kind = (self.response_format or {}).get("type", "text")
