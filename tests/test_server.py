@@ -337,6 +337,8 @@ UNHONOURED = [  # chat fields GPT-2 cannot honour: a 400 naming them, never a re
     ("tool_choice", {"type": "function", "function": {"name": "f"}}),
     ("function_call", {"name": "f"}),
     ("function_call", "required"),
+    ("modalities", ["text", "audio"]),
+    ("audio", {"voice": "alloy", "format": "wav"}),
 ]
 
 
@@ -354,6 +356,7 @@ def test_chat_refuses_what_it_would_ignore(url, field, value):
         {"tools": tools, "tool_choice": "auto"},
         {"functions": [tools[0]["function"]], "function_call": "auto"},
         {"logit_bias": {}},
+        {"modalities": ["text"]},
     ]
     for extra in fine:
         assert httpx.post(url + "/v1/chat/completions", json={**body, **extra}).status_code == 200, extra

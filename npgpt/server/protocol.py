@@ -202,6 +202,8 @@ class ChatRequest(_Sampling):
     response_format: dict[str, Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     function_call: str | dict[str, Any] | None = None  # tool_choice's deprecated form, for ``functions``
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
         """Refuse what would silently not be honoured. ``tools`` are accepted (under ``tool_choice``
@@ -216,6 +218,11 @@ class ChatRequest(_Sampling):
                 f"response_format {kind!r} is not supported: GPT-2 cannot be held to a format; "
                 'leave it out or use {"type": "text"}',
                 param="response_format",
+            )
+        if set(self.modalities or ()) - {"text"} or self.audio:
+            raise NpgptError(
+                'audio output is not supported: GPT-2 writes text only; leave out audio, or send modalities ["text"]',
+                param="modalities" if self.modalities and self.modalities != ["text"] else "audio",
             )
         for field in ("tool_choice", "function_call"):
             if getattr(self, field) not in (None, "none", "auto"):
