@@ -104,6 +104,7 @@ class TextTracker:
         self.emitted = 0  # characters of text already given out
         self.skip = skip_leading_space
         self.lead = 0  # characters of leading whitespace dropped (final once the text holds anything else)
+        self.held = 0  # characters held back at the last push (see _held_back)
 
     def push(self, token: int) -> tuple[str, bool]:
         """Add a token; returns (delta to emit, whether a stop sequence was hit)."""
@@ -114,7 +115,8 @@ class TextTracker:
         if hits:
             self.text = self.text[: min(hits)]
             return self._emit(len(self.text)), True
-        return self._emit(len(self.text) - self._held_back()), False
+        self.held = self._held_back(len(self.text) - before)
+        return self._emit(len(self.text) - self.held), False
 
     def finish(self) -> str:
         self._add(self._decoder.flush())
@@ -126,9 +128,14 @@ class TextTracker:
             self.lead = len(self.text) - len(self.text.lstrip())
             self.emitted = max(self.emitted, self.lead)
 
-    def _held_back(self) -> int:
-        """Length of the longest suffix of the text that begins some stop sequence."""
-        for k in range(min(len(self.text), max((len(s) for s in self.stop), default=1) - 1), 0, -1):
+    def _held_back(self, grown: int) -> int:
+        """Length of the longest suffix of the text that begins some stop sequence, the text having
+        ``grown`` characters since the last push. That suffix is at most ``grown`` longer than the one
+        held then (what it holds before the new characters begins a stop sequence too), so only those
+        lengths are tried: a few per token, not the whole text's for each (long stops made every token
+        cost the text's length times the stops)."""
+        longest = min(len(self.text), self.held + grown, max((len(s) for s in self.stop), default=1) - 1)
+        for k in range(longest, 0, -1):
             if any(s.startswith(self.text[-k:]) for s in self.stop):
                 return k
         return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -128,6 +130,31 @@ def test_stop_sequences_skip_the_dropped_leading_whitespace():
     assert run("\n\n", ["\n"], skip=True) == ("", False)
     assert run("\nUser: x", ["\nUser:"], skip=True) == ("", True)  # reaches past the whitespace: still a stop
     assert run("\n \nHi there", ["\n"], skip=False) == ("", True)
+
+
+def test_held_back_text_is_the_longest_stop_prefix_and_long_stops_stay_cheap():
+    """The text held back after each token is the longest suffix that begins a stop sequence (checked
+    against trying every length), and 16 stops of 60,000 characters, a body's worth, add little per
+    token: only the lengths the last token could have made are tried, not every length of the text."""
+    tok = Tokenizer()
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        text = "".join(rng.choice(list("ab "), size=int(rng.integers(1, 30))))
+        stop = ["".join(rng.choice(list("ab "), size=int(rng.integers(1, 6)))) for _ in range(3)]
+        tracker = TextTracker(tok, stop)
+        for t in tok.encode(text):
+            _, stopped = tracker.push(t)
+            if stopped:
+                break
+            want = max(
+                (k for k in range(1, len(tracker.text) + 1) for s in stop if s.startswith(tracker.text[-k:])), default=0
+            )
+            assert tracker.text[tracker.emitted :] == tracker.text[len(tracker.text) - want :], (text, stop)
+    ids = tok.encode("And God said, Let there be light: and there was light. " * 200)
+    tracker = TextTracker(tok, ["x" * 60_000] * 15 + ["light: and there was darkness"])
+    start = time.perf_counter()
+    assert not any(tracker.push(t)[1] for t in ids)
+    assert time.perf_counter() - start < 2.0  # it was over a minute: each token tried every length of the text
 
 
 def test_stop_sequence_in_generation(pair):
