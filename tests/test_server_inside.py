@@ -73,6 +73,7 @@ def test_long_prompts_show_their_last_tokens(url: str, model: GPT2):
 def test_bad_requests_are_400_with_a_message(url: str, body: dict, message: str):
     r = post(url, **body)
     assert r.status_code == (404 if "model" in body else 400) and message in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == next(k for k in ("model", "layer", "head", "prompt") if k in body)
 
 
 def test_playground_inside_panel_draws_the_pattern_and_the_lens(browser, url: str, model: GPT2):  # noqa: F811
