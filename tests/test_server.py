@@ -201,6 +201,26 @@ def test_chat_stop_does_not_match_the_dropped_leading_whitespace():
         )
 
 
+def test_chat_logprobs_skip_the_dropped_leading_whitespace():
+    """The bundled model's reply to "hi" at seed 2 starts with "\n", which the reply drops: its logprobs
+    must not list it either, so the entries' tokens spell the content (they began "\n" before it)."""
+    from npgpt.api import load
+
+    body = {"messages": [{"role": "user", "content": "hi"}], "seed": 2, "max_tokens": 8, "logprobs": True}
+    with background_server(create_app({"bundled": load("bundled")})) as base:
+        for stream in (False, True):
+            r = httpx.post(base + "/v1/chat/completions", json={**body, "stream": stream}, timeout=60)
+            if stream:
+                chunks = [json.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {")]
+                parts = [c["choices"][0] for c in chunks if c["choices"]]
+                content = "".join(p["delta"].get("content", "") for p in parts)
+                entries = [e for p in parts if p["logprobs"] for e in p["logprobs"]["content"]]
+            else:
+                choice = r.json()["choices"][0]
+                content, entries = choice["message"]["content"], choice["logprobs"]["content"]
+            assert content and "".join(bytes(e["bytes"]).decode() for e in entries) == content, (stream, entries)
+
+
 def test_models_health_next_tokens_and_metrics(client, url, model):
     assert [m.id for m in client.models.list().data] == ["tiny", "other"]
     assert client.models.retrieve("other").id == "other"

@@ -65,10 +65,15 @@ async def start(
         "model": name,
     }
 
+    said = [False] * n  # whether each choice's content has begun: before, a whitespace token is dropped
+
     def token_logprobs(ev: Event) -> list[dict[str, Any]] | None:
+        """The token's entry, none for one of the leading whitespace the reply drops (so the entries'
+        tokens spell the content, as OpenAI's do, not ``"\n"`` and then the content)."""
+        said[ev.row] = said[ev.row] or bool(ev.text)
         if logprobs is None:
             return None
-        if ev.token is None:
+        if ev.token is None or not said[ev.row] and not tok.token_bytes(ev.token).strip():
             return []
         return [
             {**token_entry(tok, ev.token, ev.logprob), "top_logprobs": [token_entry(tok, t, lp) for t, lp in ev.top]}
