@@ -131,15 +131,26 @@ def _compose(
             if wanted(name):
                 new = fn(x, name)
                 if new is not None:
-                    if tuple(new.shape) != tuple(x.shape):
-                        raise NpgptError(
-                            f"hook on {name!r} returned shape {tuple(new.shape)}; "
-                            f"the activation's shape is {tuple(x.shape)}"
-                        )
-                    x = new
+                    x = _replacement(name, x, new)
         return x if then is None else then(name, x)
 
     return hook
+
+
+def _replacement(name: str, x: Array, new: Any) -> Array:
+    """What a hook returned, as the activation it replaces: x's shape, and x's dtype. Numbers of
+    another dtype are cast: a float64 steering vector added in NumPy (``x + np.random.randn(C)``)
+    would otherwise make every activation after it, and the logits, float64."""
+    if tuple(new.shape) != tuple(x.shape):
+        raise NpgptError(
+            f"hook on {name!r} returned shape {tuple(new.shape)}; the activation's shape is {tuple(x.shape)}"
+        )
+    if new.dtype != x.dtype:
+        xp = array_namespace(x)
+        if not xp.isdtype(new.dtype, ("real floating", "integral")):
+            raise NpgptError(f"hook on {name!r} returned {new.dtype} values; return numbers, as the activation's")
+        new = xp.astype(new, x.dtype)
+    return new
 
 
 def run_with_cache(
@@ -174,9 +185,10 @@ def run_with_hooks(
     model: Engine | HasEngine, ids: Any, fwd_hooks: Sequence[tuple[Any, HookFn]] = (), attention_mask: Any = None
 ) -> np.ndarray:
     """Float32 logits [B, T, V] of a forward pass in which each ``(name, fn)`` of ``fwd_hooks`` runs at
-    its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape, or None
-    to keep the activation (changed in place or not). ``name`` is a hook name or a predicate over
-    names, as in TransformerLens. The activation is an array of the model's backend.
+    its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape (cast to
+    the activation's float32), or None to keep the activation (changed in place or not). ``name`` is
+    a hook name or a predicate over names, as in TransformerLens. The activation is an array of the
+    model's backend.
     """
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model.config.n_layer), attention_mask)
     return model.backend.to_numpy(logits)

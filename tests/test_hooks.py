@@ -275,3 +275,33 @@ def test_activation_grads_of_an_int8_model_is_a_clear_error():
         hooks.activation_grads(model, np.arange(5)[None], lambda logits: logits[0, -1, 0])
     with pytest.raises(NpgptError, match="dtype='float32'"):
         hooks.attribution_patching(model, np.arange(5)[None], np.arange(5)[None] + 1, lambda logits: logits[0, -1, 0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_replacement_of_another_dtype_is_cast_to_the_activations(backend: str):
+    """A float64 steering vector added in NumPy made every activation after it, and the logits,
+    float64 (the logits are documented float32); now the replacement is cast, as if made in float32.
+    A replacement that is not numbers is refused with one line."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    model = GPT2(ODD, scaled_params(ODD, 1), backend=backend)
+    ids = np.arange(5) + 7
+    direction = np.random.default_rng(0).standard_normal(ODD.n_embd)  # float64
+
+    def steer(wide: bool):
+        def fn(r, _name):
+            d = direction if wide else direction.astype(np.float32)
+            if backend == "torch":
+                import torch
+
+                return r + torch.from_numpy(d).to(r.device)
+            return r + d
+
+        return fn
+
+    name = "blocks.1.hook_resid_pre"
+    logits, cache = model.run_with_cache(ids, fwd_hooks=[(name, steer(True))])
+    assert logits.dtype == np.float32 and {a.dtype for a in cache.values()} == {np.dtype(np.float32)}
+    np.testing.assert_allclose(logits, model.run_with_hooks(ids, fwd_hooks=[(name, steer(False))]), atol=1e-5)
+    with pytest.raises(NpgptError, match=r"hook on 'blocks.0.attn.hook_z' returned (torch\.)?bool values"):
+        model.run_with_hooks(ids, fwd_hooks=[("blocks.0.attn.hook_z", lambda z, n: z > 0)])
