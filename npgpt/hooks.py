@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_array_api_obj
 
 from .engine import as_engine, positions_and_mask
 from .errors import NpgptError
 from .model import gpt2
 
 if TYPE_CHECKING:
+    from .backends import Backend
     from .engine import Engine, HasEngine
 
 Array = Any
@@ -120,27 +121,42 @@ def hooked_forward(
 
 def _compose(
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]],
-    n_layer: int,
+    model: Engine | HasEngine,
     then: Callable[[str, Array], Array] | None = None,
 ) -> Callable[[str, Array], Array]:
     """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``."""
-    hooks = [(name_filter(name, n_layer), fn) for name, fn in fwd_hooks]
+    hooks = [(name_filter(name, model.config.n_layer), fn) for name, fn in fwd_hooks]
 
     def hook(name: str, x: Array) -> Array:
         for wanted, fn in hooks:
             if wanted(name):
                 new = fn(x, name)
                 if new is not None:
-                    x = _replacement(name, x, new)
+                    x = _replacement(name, x, new, model.backend)
         return x if then is None else then(name, x)
 
     return hook
 
 
-def _replacement(name: str, x: Array, new: Any) -> Array:
-    """What a hook returned, as the activation it replaces: x's shape, and x's dtype. Numbers of
-    another dtype are cast: a float64 steering vector added in NumPy (``x + np.random.randn(C)``)
-    would otherwise make every activation after it, and the logits, float64."""
+def _replacement(name: str, x: Array, new: Any, backend: Backend) -> Array:
+    """What a hook returned, as the activation it replaces: an array of the backend's library, x's
+    shape and x's dtype. An array of another library (a torch tensor from a TransformerLens hook on
+    the NumPy backend, NumPy from a cache on JAX) is converted; numbers of another dtype are cast: a
+    float64 steering vector added in NumPy (``x + np.random.randn(C)``) would otherwise make every
+    activation after it, and the logits, float64."""
+    if not is_array_api_obj(new):
+        raise NpgptError(
+            f"hook on {name!r} returned a {type(new).__name__}; return an array of the activation's shape "
+            f"{tuple(x.shape)}, or None to keep it"
+        )
+    if array_namespace(new) is not array_namespace(x):
+        try:
+            new = backend.asarray(np.asarray(new))
+        except (TypeError, ValueError, RuntimeError):  # e.g. a tensor on a GPU, for the NumPy backend
+            raise NpgptError(
+                f"hook on {name!r} returned a {type(new).__name__} the {backend.name} backend cannot read; "
+                f"return an array of the activation's kind ({type(x).__name__})"
+            ) from None
     if tuple(new.shape) != tuple(x.shape):
         raise NpgptError(
             f"hook on {name!r} returned shape {tuple(new.shape)}; the activation's shape is {tuple(x.shape)}"
@@ -177,7 +193,7 @@ def run_with_cache(
             cache[name] = to(x)
         return x
 
-    logits = hooked_forward(model, ids, _compose(fwd_hooks, model.config.n_layer, record), attention_mask)
+    logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask)
     return to(logits), cache
 
 
@@ -188,9 +204,9 @@ def run_with_hooks(
     its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape (cast to
     the activation's float32), or None to keep the activation (changed in place or not). ``name`` is
     a hook name or a predicate over names, as in TransformerLens. The activation is an array of the
-    model's backend.
+    model's backend (a replacement from another library, e.g. torch on NumPy, is converted).
     """
-    logits = hooked_forward(model, ids, _compose(fwd_hooks, model.config.n_layer), attention_mask)
+    logits = hooked_forward(model, ids, _compose(fwd_hooks, model), attention_mask)
     return model.backend.to_numpy(logits)
 
 

@@ -305,3 +305,19 @@ def test_a_replacement_of_another_dtype_is_cast_to_the_activations(backend: str)
     np.testing.assert_allclose(logits, model.run_with_hooks(ids, fwd_hooks=[(name, steer(False))]), atol=1e-5)
     with pytest.raises(NpgptError, match=r"hook on 'blocks.0.attn.hook_z' returned (torch\.)?bool values"):
         model.run_with_hooks(ids, fwd_hooks=[("blocks.0.attn.hook_z", lambda z, n: z > 0)])
+
+
+def test_a_replacement_that_is_no_array_is_one_line_and_another_librarys_is_converted():
+    """A hook returning a list or a number was an AttributeError ('list' object has no attribute
+    'shape'), and a torch tensor on the NumPy backend a TypeError from inside the model; the first
+    is now one line naming the fix, the second is converted, as NumPy on JAX already was."""
+    torch = pytest.importorskip("torch")
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids = np.arange(5) + 7
+    for bad, kind in (([0.0], "list"), (0.0, "float")):
+        with pytest.raises(NpgptError, match=rf"hook on 'hook_embed' returned a {kind}; return an array of .*None"):
+            model.run_with_hooks(ids, fwd_hooks=[("hook_embed", lambda x, n, bad=bad: bad)])
+    name = "blocks.1.attn.hook_z"
+    as_numpy = model.run_with_hooks(ids, fwd_hooks=[(name, lambda z, n: z * 0.5)])
+    as_torch = model.run_with_hooks(ids, fwd_hooks=[(name, lambda z, n: torch.from_numpy(z) * 0.5)])
+    np.testing.assert_array_equal(as_torch, as_numpy)
