@@ -231,6 +231,31 @@ def _jax_params(model: Engine | HasEngine) -> tuple[Any, Any, dict[str, Any]]:
     return jax, jnp, params
 
 
+def _metric_value(jax: Any, metric: Callable[[Array], Array], logits: Array) -> Array:
+    """``metric(logits)`` under ``jax.grad``, checked: one float computed with JAX (NpgptError otherwise,
+    where JAX's own errors come from deep inside its tracing)."""
+    traced = (
+        jax.errors.TracerArrayConversionError,  # np.exp(logits), np.asarray(logits)
+        jax.errors.ConcretizationTypeError,  # float(logits[...]), if logits[...] > 0
+        jax.errors.TracerIntegerConversionError,
+    )
+    try:
+        value = metric(logits)
+    except traced:
+        raise NpgptError(
+            "metric must compute with jax.numpy (jnp) on the logits it is given, not NumPy, float() or if: "
+            "jax.grad differentiates it"
+        ) from None
+    is_jax = isinstance(value, jax.Array)
+    if not is_jax or value.shape != () or not jax.numpy.issubdtype(value.dtype, jax.numpy.floating):
+        got = f"shape {tuple(value.shape)} {value.dtype}" if is_jax else f"a {type(value).__name__}"
+        raise NpgptError(
+            f"metric must return one JAX float computed from the logits [B, T, V], got {got}; "
+            "e.g. logits[0, -1, a] - logits[0, -1, b], or .sum() over rows"
+        )
+    return value
+
+
 def activation_grads(
     model: Engine | HasEngine,
     ids: Any,
@@ -263,7 +288,7 @@ def activation_grads(
                 return x + zeros[name]
             return x
 
-        value = metric(hooked_forward(model, ids, hook, attention_mask, params))
+        value = _metric_value(jax, metric, hooked_forward(model, ids, hook, attention_mask, params))
         return value, (value, acts)  # jax.grad's (what to differentiate, what else to return)
 
     zeros = {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}

@@ -321,3 +321,19 @@ def test_a_replacement_that_is_no_array_is_one_line_and_another_librarys_is_conv
     as_numpy = model.run_with_hooks(ids, fwd_hooks=[(name, lambda z, n: z * 0.5)])
     as_torch = model.run_with_hooks(ids, fwd_hooks=[(name, lambda z, n: torch.from_numpy(z) * 0.5)])
     np.testing.assert_array_equal(as_torch, as_numpy)
+
+
+def test_a_metric_jax_cannot_differentiate_is_one_line():
+    """A metric written with NumPy (np.exp, as docs/looking-inside.md's p_him), float(), or one that
+    returns more than one number raised JAX's tracer errors from deep inside jax.grad; now one line
+    saying what the metric must be."""
+    pytest.importorskip("jax")
+    model = GPT2(ODD, scaled_params(ODD, 4))
+    ids = np.arange(5)[None] + 7
+    name = "blocks.1.hook_resid_pre"
+    for metric in (lambda logits: np.exp(logits[0, -1, 3]), lambda logits: float(logits[0, -1, 3])):
+        with pytest.raises(NpgptError, match=r"metric must compute with jax\.numpy"):
+            hooks.activation_grads(model, ids, metric, names_filter=name)
+    for metric, got in ((lambda logits: logits[:, -1, 3], r"shape \(1,\)"), (lambda logits: 3, "a int")):
+        with pytest.raises(NpgptError, match=f"metric must return one JAX float .*got {got}"):
+            hooks.attribution_patching(model, ids, ids + 1, metric, names_filter=name)
