@@ -50,13 +50,17 @@ def _one_row(model: Engine | HasEngine, ids: Any) -> np.ndarray:
 def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     """The :class:`LogitLens` of token ids [T] (one sequence); computed on the model's backend.
 
-    Raises :class:`NpgptError` for an empty or too long sequence or ids outside the vocabulary.
+    The probabilities are over the model's tokenizer's tokens: a vocabulary padded past them
+    (nanoGPT's 50304) has ids that are no token, which ``generate``, ``score`` and ``next_tokens``
+    leave out too. Raises :class:`NpgptError` for an empty or too long sequence or ids outside the vocabulary.
     """
     ids = _one_row(model, ids)
     L = model.config.n_layer
     names = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
     _, cache = run_with_cache(model, ids, names_filter=names, host=False)
     head = model.params[head_name(model.params)]  # the model's own unembedding, as model.gpt2 picks it
+    tokenizer = getattr(model, "tokenizer", None)  # an Engine has none: every id
+    n_tokens = model.config.n_vocab if tokenizer is None else min(model.config.n_vocab, tokenizer.n_vocab)
     xp = array_namespace(head)
     at = np.arange(len(ids))
     top_ids, top_probs, final_probs = [], [], []
@@ -65,8 +69,8 @@ def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     eps = model.config.layer_norm_epsilon  # ln_f as the model applies it (not every checkpoint's is 1e-5)
     for name in reversed(names):
         x = layer_norm(cache.pop(name)[0], **model.params["ln_f"], eps=eps)  # [T, C]
-        probs = softmax(matmul(x, xp.matrix_transpose(head)))
-        probs = model.backend.to_numpy(probs)  # [T, C] -> [T, V]
+        probs = softmax(matmul(x, xp.matrix_transpose(head))[:, :n_tokens])
+        probs = model.backend.to_numpy(probs)  # [T, C] -> [T, V] (V: the tokenizer's)
         top_ids.append(probs.argmax(-1))  # -> [T]
         top_probs.append(probs[at, top_ids[-1]])
         final_probs.append(probs[at, top_ids[0]])

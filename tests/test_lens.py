@@ -184,3 +184,27 @@ def test_png_without_matplotlib_fails_before_any_compute(tmp_path, command):
     assert r.returncode == 1 and r.stdout == "", r.stdout
     assert r.stderr.strip() == "error: PNG output needs matplotlib: pip install matplotlib (or 'npgpt[train]')"
     assert not (tmp_path / "x.png").exists()
+
+
+def test_logit_lens_reads_only_the_tokenizers_tokens_of_a_padded_vocabulary():
+    """nanoGPT pads the vocabulary to 50304; ids 50257.. are no token, and the lens showed one as the
+    top token (then `npgpt lens` and the server failed to decode it). Now its probabilities are over
+    the tokenizer's tokens, as generate, score and next_tokens read them."""
+    import dataclasses
+
+    from npgpt.api import GPT2
+    from npgpt.model import softmax
+    from npgpt.params import init_params
+
+    config = dataclasses.replace(CONFIGS["tiny"], n_vocab=50304)
+    params = init_params(config, seed=1, std=0.3)
+    ids = np.array([464, 3139, 286, 4881, 318, 6342, 13])
+    padded = 50300
+    params["wte"][padded] = 30 * params["wte"][logit_lens(GPT2(config, params), ids).top_ids[1, 0]]
+    model = GPT2(config, params)
+    assert model.logits(ids)[0].argmax(-1).max() == padded  # the model itself would pick it
+    lens = logit_lens(model, ids)
+    assert lens.top_ids.max() < model.tokenizer.n_vocab
+    probs = softmax(model.logits(ids)[0, :, : model.tokenizer.n_vocab])
+    np.testing.assert_array_equal(lens.top_ids[-1], probs.argmax(-1))
+    np.testing.assert_allclose(lens.top_probs[-1], probs.max(-1), rtol=1e-5)
