@@ -119,6 +119,22 @@ def hooked_forward(
     return logits
 
 
+class HookName(str):
+    """A hook point's name as ``fn(activation, hook_name)`` receives it: a str that also answers
+    TransformerLens's ``hook.name`` and ``hook.layer()``, so a hook written ``fn(x, hook)`` for
+    TransformerLens runs unchanged."""
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    def layer(self) -> int:
+        """The block the hook point is in (TransformerLens's ``HookPoint.layer``)."""
+        if not self.startswith("blocks."):
+            raise NpgptError(f"{self!r} is in no block; layer() is for the names blocks.{{i}}.*")
+        return int(self.split(".")[1])
+
+
 def _compose(
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]],
     model: Engine | HasEngine,
@@ -130,7 +146,7 @@ def _compose(
     def hook(name: str, x: Array) -> Array:
         for wanted, fn in hooks:
             if wanted(name):
-                new = fn(x, name)
+                new = fn(x, HookName(name))
                 if new is not None:
                     x = _replacement(name, x, new, model.backend)
         return x if then is None else then(name, x)
@@ -203,8 +219,10 @@ def run_with_hooks(
     """Float32 logits [B, T, V] of a forward pass in which each ``(name, fn)`` of ``fwd_hooks`` runs at
     its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape (cast to
     the activation's float32), or None to keep the activation (changed in place or not). ``name`` is
-    a hook name or a predicate over names, as in TransformerLens. The activation is an array of the
-    model's backend (a replacement from another library, e.g. torch on NumPy, is converted).
+    a hook name or a predicate over names, as in TransformerLens; ``hook_name`` is a str that also
+    has TransformerLens's ``hook.name`` and ``hook.layer()`` (:class:`HookName`). The activation is
+    an array of the model's backend (a replacement from another library, e.g. torch on NumPy, is
+    converted).
     """
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model), attention_mask)
     return model.backend.to_numpy(logits)

@@ -337,3 +337,22 @@ def test_a_metric_jax_cannot_differentiate_is_one_line():
     for metric, got in ((lambda logits: logits[:, -1, 3], r"shape \(1,\)"), (lambda logits: 3, "a int")):
         with pytest.raises(NpgptError, match=f"metric must return one JAX float .*got {got}"):
             hooks.attribution_patching(model, ids, ids + 1, metric, names_filter=name)
+
+
+def test_a_hook_written_for_transformer_lens_reads_hook_name_and_layer():
+    """TransformerLens passes a HookPoint, and its hooks read ``hook.name`` and ``hook.layer()``:
+    here they were an AttributeError on a str. The name is now a str that answers both."""
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids = np.arange(5) + 7
+    seen = []
+
+    def tl_style(z, hook):
+        seen.append((hook.name, hook.layer(), hook == "blocks.1.attn.hook_z", isinstance(hook, str)))
+        z[:, :, 1] = 0
+
+    name = "blocks.1.attn.hook_z"
+    ours = model.run_with_hooks(ids, fwd_hooks=[(name, tl_style)])
+    assert seen == [(name, 1, True, True)]
+    np.testing.assert_array_equal(ours, model.run_with_hooks(ids, fwd_hooks=[(name, zero_head_1)]))
+    with pytest.raises(NpgptError, match="'hook_embed' is in no block"):
+        model.run_with_hooks(ids, fwd_hooks=[("hook_embed", lambda x, hook: hook.layer())])
