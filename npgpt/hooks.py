@@ -74,7 +74,13 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
         return lambda name: True
     if callable(names_filter):
         return names_filter
-    wanted = {names_filter} if isinstance(names_filter, str) else set(names_filter)
+    wanted = {names_filter} if isinstance(names_filter, str) else None
+    if wanted is None and isinstance(names_filter, Iterable):
+        wanted = set(names_filter)
+    if wanted is None or not all(isinstance(n, str) for n in wanted):
+        raise NpgptError(
+            f"names_filter must be a hook name, a list of names or a function of a name, got {names_filter!r}"
+        )
     unknown = sorted(wanted - set(hook_names(n_layer)))
     if unknown:
         raise NpgptError(
@@ -141,6 +147,12 @@ def _compose(
     then: Callable[[str, Array], Array] | None = None,
 ) -> Callable[[str, Array], Array]:
     """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``."""
+    for i, pair in enumerate(fwd_hooks):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
+            raise NpgptError(
+                f"fwd_hooks must be a list of (name, fn) pairs, and item {i} is {pair!r}; "
+                "one hook is fwd_hooks=[(name, fn)]"
+            )
     hooks = [(name_filter(name, model.config.n_layer), fn) for name, fn in fwd_hooks]
 
     def hook(name: str, x: Array) -> Array:

@@ -356,3 +356,17 @@ def test_a_hook_written_for_transformer_lens_reads_hook_name_and_layer():
     np.testing.assert_array_equal(ours, model.run_with_hooks(ids, fwd_hooks=[(name, zero_head_1)]))
     with pytest.raises(NpgptError, match="'hook_embed' is in no block"):
         model.run_with_hooks(ids, fwd_hooks=[("hook_embed", lambda x, hook: hook.layer())])
+
+
+def test_names_filter_and_fwd_hooks_of_the_wrong_form_are_one_line():
+    """names_filter=3 was a TypeError ('int' object is not iterable), and one (name, fn) pair not in
+    a list a ValueError (too many values to unpack); now each is one line naming the form."""
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids = np.arange(4) + 7
+    for bad in (3, [0], ["hook_embed", 2]):
+        with pytest.raises(NpgptError, match="names_filter must be a hook name, a list of names or a function"):
+            model.run_with_cache(ids, names_filter=bad)
+    keep = lambda x, n: None  # noqa: E731
+    for bad in (("hook_embed", keep), [("hook_embed",)], [("hook_embed", 3)]):
+        with pytest.raises(NpgptError, match=r"fwd_hooks must be a list of \(name, fn\) pairs.*one hook is"):
+            model.run_with_hooks(ids, fwd_hooks=bad)
