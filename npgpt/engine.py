@@ -116,7 +116,9 @@ class Engine:
         valid = np.ones((B, T), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
         if valid.shape != (B, T):
             raise NpgptError(f"attention_mask must have the shape of ids {ids.shape}, got {valid.shape}")
-        return ids, valid
+        # int64 whatever integers came: torch indexes only with int64/int32 (uint8 as a mask), and JAX
+        # cannot compare int8/int16 ids with the vocabulary's size.
+        return ids.astype(np.int64, copy=False), valid
 
     def forward(
         self, ids: np.ndarray, cache: KVCache, valid: np.ndarray, start: np.ndarray, last_only: bool = False

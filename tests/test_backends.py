@@ -205,3 +205,23 @@ def test_collapse_huge_pages_moves_malloc_memory_to_2mb_pages_and_changes_no_dat
     kernel = tuple(int(x) for x in platform.release().split(".")[:2] if x.isdigit())
     if "[never]" not in mode and kernel >= (6, 1):  # MADV_COLLAPSE exists and huge pages are allowed
         assert out["before"] == 0 and out["after"] >= 28 << 10  # at least 14 of its 2 MB pages
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_token_ids_of_any_integer_dtype_give_the_same_logits(pair, backend: str):
+    """Ids as int8, uint8, uint16, ... (a NumPy array or a torch tensor) were an IndexError on torch
+    (uint8 ids were even read as a boolean mask) and an OverflowError on JAX; they are now read
+    as int64, everywhere the model takes ids (logits, run_with_cache, the logit lens)."""
+    torch = pytest.importorskip(backend)
+    from npgpt.lens import logit_lens
+
+    ref, _ = pair("tiny")
+    model = GPT2(ref.config, ref.params, backend=backend)
+    ids = np.array([[7, 100, 120, 3, 9]])
+    expected = ref.logits(ids)
+    for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.uint32, np.uint64):
+        np.testing.assert_allclose(model.logits(ids.astype(dtype)), expected, atol=1e-4, err_msg=dtype.__name__)
+        np.testing.assert_allclose(model.run_with_cache(ids.astype(dtype), names_filter=[])[0], expected, atol=1e-4)
+        np.testing.assert_array_equal(logit_lens(model, ids[0].astype(dtype)).top_ids[-1], expected[0].argmax(-1))
+    if backend == "torch":
+        np.testing.assert_allclose(model.logits(torch.tensor(ids, dtype=torch.uint8)), expected, atol=1e-4)
