@@ -12,7 +12,7 @@ import numpy as np
 from .backends import AUTO, Backend, get_backend
 from .config import GPT2Config
 from .engine import Engine
-from .errors import NpgptError
+from .errors import NpgptError, shown
 from .generate import Event, events
 from .sampling import SamplingParams, is_integer
 from .score import Score, score
@@ -197,7 +197,7 @@ class GPT2:
     def next_tokens(self, prompt: str, k: int = 10) -> list[tuple[int, str, float]]:
         """The ``k`` most likely next tokens after ``prompt``: (id, text, probability)."""
         if not is_integer(k) or k < 1:
-            raise NpgptError(f"k must be an integer >= 1 (how many tokens to list), got {k!r}", param="k")
+            raise NpgptError(f"k must be an integer >= 1 (how many tokens to list), got {shown(k)}", param="k")
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise NpgptError("prompt is empty; give at least one token of text")

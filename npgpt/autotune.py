@@ -25,7 +25,7 @@ import numpy as np
 
 from .backends import Backend
 from .config import GPT2Config
-from .errors import NpgptError
+from .errors import NpgptError, shown
 
 CACHE_FILE = "autotune.json"
 HEAD_COLUMNS = 8192  # the head's columns timed (of n_vocab): its time is scaled up to the whole head
@@ -221,7 +221,7 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
     still gives the choice (``Choice.cache`` is then None). Raises ValueError if ``rows`` < 1.
     """
     if rows < 1:
-        raise ValueError(f"rows must be >= 1, got {rows}")
+        raise ValueError(f"rows must be >= 1, got {shown(rows)}")
     if cache is None:
         from .registry import home
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .activations import NAMES as ACTIVATIONS
+from .errors import shown
 
 _INTS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
 _BOOLS = (
@@ -69,7 +70,7 @@ class GPT2Config:
             _check(name, getattr(self, name), lambda v: isinstance(v, bool), "true or false")
         if self.n_embd % self.n_head:
             raise ValueError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                f"n_embd ({shown(self.n_embd)}) must be divisible by n_head ({shown(self.n_head)}); "
                 "pick a width that is a multiple of the head count"
             )
 
@@ -168,7 +169,7 @@ def _positive_int(v: Any) -> bool:
 
 def _check(name: str, value: Any, ok: Any, expected: str) -> None:
     if not ok(value):
-        raise ValueError(f"GPT2Config.{name} must be {expected}, got {value!r}")
+        raise ValueError(f"GPT2Config.{name} must be {expected}, got {shown(value)}")
 
 
 # The four checkpoints OpenAI released (the names are their parameter counts).

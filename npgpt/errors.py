@@ -14,3 +14,23 @@ class NpgptError(ValueError):
 
 class CheckpointError(NpgptError):
     """A checkpoint is missing, corrupt, truncated or of an unknown format."""
+
+
+_MAX_SHOWN_DIGITS = 50  # a longer integer is named by its length: str() of one past 4300 digits is a ValueError
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, safe for any value a user passes: an integer of more
+    than 50 digits (``10**5000``, whose ``str()`` Python refuses) is shown as "a 5001-digit integer"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        magnitude = abs(value)
+        if magnitude.bit_length() > 3 * _MAX_SHOWN_DIGITS:  # surely more than 45 digits: count them without str()
+            digits = int(magnitude.bit_length() * 0.30102999566398120) + 1  # log10(2): exact or one too many
+            if magnitude < 10 ** (digits - 1):
+                digits -= 1
+            if digits > _MAX_SHOWN_DIGITS:
+                return f"a {digits}-digit{' negative' if value < 0 else ''} integer"
+    try:
+        return repr(value)
+    except ValueError:  # a container or number type holding such an integer
+        return f"a {type(value).__name__} too large to show"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from .errors import NpgptError
+from .errors import NpgptError, shown
 from .hooks import run_with_cache
 from .model import layer_norm, matmul, softmax
 from .params import head_name
@@ -89,9 +89,13 @@ def attention_pattern(model: Engine | HasEngine, ids: Any, layer: int, head: int
     """
     ids = _one_row(model, ids)
     if not 0 <= layer < model.config.n_layer:
-        raise NpgptError(f"layer must be in [0, {model.config.n_layer - 1}] for this model, got {layer}", param="layer")
+        raise NpgptError(
+            f"layer must be in [0, {model.config.n_layer - 1}] for this model, got {shown(layer)}", param="layer"
+        )
     if not 0 <= head < model.config.n_head:
-        raise NpgptError(f"head must be in [0, {model.config.n_head - 1}] for this model, got {head}", param="head")
+        raise NpgptError(
+            f"head must be in [0, {model.config.n_head - 1}] for this model, got {shown(head)}", param="head"
+        )
     name = f"blocks.{layer}.attn.hook_pattern"
     _, cache = run_with_cache(model, ids, names_filter=[name])
     return cache[name][0, head]

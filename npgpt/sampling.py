@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from .errors import NpgptError
+from .errors import NpgptError, shown
 
 
 @dataclass(frozen=True)
@@ -53,63 +53,63 @@ class SamplingParams:
             (
                 "max_new_tokens",
                 is_integer(self.max_new_tokens) and self.max_new_tokens >= 1,
-                f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}",
+                f"max_new_tokens must be an integer >= 1, got {shown(self.max_new_tokens)}",
             ),
             (
                 "temperature",
                 is_finite_number(self.temperature) and self.temperature >= 0,
-                f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}",
+                f"temperature must be a finite number >= 0 (0 = greedy), got {shown(self.temperature)}",
             ),
             (
                 "top_k",
                 is_integer(self.top_k) and self.top_k >= 0,
-                f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}",
+                f"top_k must be an integer >= 0 (0 = off), got {shown(self.top_k)}",
             ),
             (
                 "top_p",
                 is_finite_number(self.top_p) and 0 < self.top_p <= 1,
-                f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}",
+                f"top_p must be in (0, 1] (1 = off), got {shown(self.top_p)}",
             ),
             (
                 "min_p",
                 is_finite_number(self.min_p) and 0 <= self.min_p <= 1,
-                f"min_p must be in [0, 1], got {self.min_p!r}",
+                f"min_p must be in [0, 1], got {shown(self.min_p)}",
             ),
             (
                 "repetition_penalty",
                 is_finite_number(self.repetition_penalty) and self.repetition_penalty > 0,
-                f"repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty!r}",
+                f"repetition_penalty must be a finite number > 0 (1 = off), got {shown(self.repetition_penalty)}",
             ),
             (
                 "presence_penalty",
                 is_finite_number(self.presence_penalty) and -2 <= self.presence_penalty <= 2,
-                f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}",
+                f"presence_penalty must be in [-2, 2], got {shown(self.presence_penalty)}",
             ),
             (
                 "frequency_penalty",
                 is_finite_number(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
-                f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty!r}",
+                f"frequency_penalty must be in [-2, 2], got {shown(self.frequency_penalty)}",
             ),
             (
                 "seed",
                 self.seed is None or is_integer(self.seed) and self.seed >= 0,
-                f"seed must be a non-negative integer, got {self.seed!r}",
+                f"seed must be a non-negative integer, got {shown(self.seed)}",
             ),
             ("stop", all(isinstance(s, str) and s for s in self.stop), "stop sequences must be non-empty strings"),
             (
                 "logprobs",
                 self.logprobs is None or is_integer(self.logprobs) and 0 <= self.logprobs <= 20,
-                f"logprobs must be an integer in [0, 20], got {self.logprobs!r}",
+                f"logprobs must be an integer in [0, 20], got {shown(self.logprobs)}",
             ),
             (
                 "stop_at_eot",
                 isinstance(self.stop_at_eot, (bool, np.bool_)),
-                f"stop_at_eot must be True or False, got {self.stop_at_eot!r}",
+                f"stop_at_eot must be True or False, got {shown(self.stop_at_eot)}",
             ),
             (
                 "skip_leading_space",
                 isinstance(self.skip_leading_space, bool),
-                f"skip_leading_space must be True or False, got {self.skip_leading_space!r}",
+                f"skip_leading_space must be True or False, got {shown(self.skip_leading_space)}",
             ),
         ]
         for name, ok, message in checks:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .config import GPT2Config
-from .errors import NpgptError
+from .errors import NpgptError, shown
 from .sampling import check_finite, is_integer, log_softmax
 from .tokenizer import Tokenizer
 
@@ -85,13 +85,16 @@ def token_nlls(
     window = n_ctx if window is None else window
     if not (is_integer(window) and 2 <= window <= n_ctx):
         raise NpgptError(
-            f"window must be a whole number between 2 and the model's context of {n_ctx} tokens, got {window}", "window"
+            f"window must be a whole number between 2 and the model's context of {n_ctx} tokens, got {shown(window)}",
+            "window",
         )
     stride = max(1, window // 2) if stride is None else stride
     if not (is_integer(stride) and 1 <= stride <= window):
-        raise NpgptError(f"stride must be a whole number between 1 and the window ({window}), got {stride}", "stride")
+        raise NpgptError(
+            f"stride must be a whole number between 1 and the window ({shown(window)}), got {shown(stride)}", "stride"
+        )
     if not (is_integer(batch_size) and batch_size >= 1):
-        raise NpgptError(f"batch_size must be a whole number, at least 1, got {batch_size}", "batch_size")
+        raise NpgptError(f"batch_size must be a whole number, at least 1, got {shown(batch_size)}", "batch_size")
     if len(ids) < 2:
         raise NpgptError(f"the text has {len(ids)} token(s); scoring needs at least 2")
 

@@ -18,9 +18,11 @@ pytest.importorskip("optax")
 from conftest import run_cli
 
 from npgpt import files
+from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError
 from npgpt.formats import load_checkpoint, npgpt_format
 from npgpt.params import flatten
+from npgpt.sampling import SamplingParams
 from npgpt.train import loop
 from npgpt.train.checkpoint import STATE_FILE, load_state, model_step
 from npgpt.train.loop import train
@@ -105,6 +107,27 @@ def test_nonsense_options_are_refused_on_construction(kwargs, message):
     with pytest.raises(NpgptError, match=message) as err:
         TrainSettings(**kwargs)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: TrainSettings(lr=v),
+        lambda v: TrainSettings(steps=-v),
+        lambda v: TrainSettings(n_layer=[v]),
+        lambda v: SamplingParams(top_p=v),
+        lambda v: SamplingParams(max_new_tokens=-v),
+        lambda v: GPT2Config(n_embd=-v),
+        lambda v: GPT2Config(n_embd=v + 1, n_head=2),
+    ],
+)
+def test_a_huge_integer_is_named_not_printed(make):
+    """TrainSettings(lr=10**5000) crashed writing its own error: str() of an int past 4300 digits is Python's
+    ValueError "Exceeds the limit ... for integer string conversion". Such a number is now named by its length."""
+    with pytest.raises(ValueError) as err:
+        make(10**5000)
+    assert "5001-digit" in str(err.value) or "too large to show" in str(err.value)
+    assert "integer string conversion" not in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("value", [3, np.int64(3), 2.5, np.float32(2.5), 10**400, True, np.True_, "3", float("nan")])

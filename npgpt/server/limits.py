@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import shown
 from .errors import APIError
 
 MAX_ROWS = 256
@@ -33,7 +34,8 @@ class Limits:
     def __post_init__(self) -> None:
         if self.max_rows < 1 or self.max_request_tokens < 1:
             raise ValueError(
-                f"max_rows and max_request_tokens must be >= 1, got {self.max_rows} and {self.max_request_tokens}"
+                f"max_rows and max_request_tokens must be >= 1, got {shown(self.max_rows)} "
+                f"and {shown(self.max_request_tokens)}"
             )
 
     def check_rows(self, n_prompts: int, n: int) -> None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cache import KVCache, copy_rows, grow, grown_capacity, rows
+from ..errors import shown
 from ..generate import DecodeState, check_request, decode_step, prefill
 from .tasks import QueueFull, Request, Row, RowFailed, ShuttingDown, safe_deliver, unique
 
@@ -61,7 +62,9 @@ class Scheduler:
         self, model: GPT2, max_batch: int = 16, max_queue: int = 64, on_step: Callable[[str, int], None] | None = None
     ) -> None:
         if max_batch < 1 or max_queue < 0:
-            raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
+            raise ValueError(
+                f"max_batch must be >= 1 and max_queue >= 0, got {shown(max_batch)} and {shown(max_queue)}"
+            )
         self.model = model
         self.engine: Engine = model.engine
         self.tokenizer: Tokenizer = model.tokenizer

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from ..errors import shown
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -43,7 +45,7 @@ class DrainingServer(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
         if not shutdown_timeout >= 0:
-            raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout}")
+            raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shown(shutdown_timeout)}")
         super().__init__(config)
         self.app, self.shutdown_timeout = app, shutdown_timeout
 

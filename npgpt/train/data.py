@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..char_tokenizer import CharTokenizer
-from ..errors import NpgptError
+from ..errors import NpgptError, shown
 from ..files import atomic_path
 
 TOKENS_DTYPE = np.uint16
@@ -162,7 +162,7 @@ def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: CharTokeni
 def split(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train, val): the last ``val_fraction`` of the tokens are held out (views, no copy)."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ValueError(f"val_fraction must be in [0, 1), got {shown(val_fraction)}")
     n_train = len(tokens) - int(len(tokens) * val_fraction)
     return tokens[:n_train], tokens[n_train:]
 

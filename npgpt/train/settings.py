@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import GPT2Config
-from ..errors import NpgptError
+from ..errors import NpgptError, shown
 from ..sampling import is_finite_number, is_integer
 
 SCRATCH = {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_ctx": 256}  # from-scratch default shape, ~30M
@@ -113,22 +113,24 @@ class TrainSettings:
                 low, inclusive = REAL_RANGES[f.name]
                 if not (is_finite_number(value) and (value >= low if inclusive else value > low)):
                     bound = f"{'at least' if inclusive else 'more than'} {low:g}"
-                    raise NpgptError(f"{f.name} must be a finite number {bound}, got {value!r}")
+                    raise NpgptError(f"{f.name} must be a finite number {bound}, got {shown(value)}")
                 object.__setattr__(self, f.name, float(value))
             elif is_integer(value):
                 object.__setattr__(self, f.name, int(value))
             else:
-                raise NpgptError(f"{f.name} must be a whole number, got {value!r}")
+                raise NpgptError(f"{f.name} must be a whole number, got {shown(value)}")
         for name in POSITIVE:
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise NpgptError(f"{name} must be at least 1, got {value}")
+                raise NpgptError(f"{name} must be at least 1, got {shown(value)}")
         for name in NON_NEGATIVE:
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise NpgptError(f"{name} must be 0 or more, got {value}")
+                raise NpgptError(f"{name} must be 0 or more, got {shown(value)}")
         if self.val_fraction is not None and self.val_fraction >= 1:
-            raise NpgptError(f"val_fraction must be below 1 (the share of tokens held out), got {self.val_fraction}")
+            raise NpgptError(
+                f"val_fraction must be below 1 (the share of tokens held out), got {shown(self.val_fraction)}"
+            )
         if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
             raise NpgptError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
 
