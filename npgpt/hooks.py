@@ -241,7 +241,8 @@ def run_with_hooks(
 
 
 def _jax_params(model: Engine | HasEngine) -> tuple[Any, Any, dict[str, Any]]:
-    """jax, jax.numpy, and the model's weights as JAX arrays (float32 unless they already are JAX's)."""
+    """jax, jax.numpy, and the model's weights as float32 JAX arrays, whatever the backend and dtype
+    (a JAX model's float16/bfloat16 weights are widened too, so the gradient is computed in float32)."""
     try:
         import jax
         import jax.numpy as jnp
@@ -257,7 +258,12 @@ def _jax_params(model: Engine | HasEngine) -> tuple[Any, Any, dict[str, Any]]:
         xp = array_namespace(a)
         return jnp.asarray(model.backend.to_numpy(xp.astype(a, xp.float32, copy=False)))
 
-    params = jax.tree_util.tree_map(lambda a: a if isinstance(a, jax.Array) else to_jax(a), model.params)
+    def widened(a: Any) -> Any:
+        if not isinstance(a, jax.Array):
+            return to_jax(a)
+        return a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != jnp.float32 else a
+
+    params = jax.tree_util.tree_map(widened, model.params)
     return jax, jnp, params
 
 

@@ -246,6 +246,27 @@ def test_activation_grads_equal_finite_differences(backend: str):
     assert jax is not None
 
 
+def test_activation_grads_of_a_16_bit_jax_model_are_computed_in_float32():
+    """The weights are read as float32 from any backend: a JAX bfloat16 model's stayed bfloat16 (only
+    torch's were widened), so its gradient was computed in 16 bits. Now it equals a float32 model's on the
+    same (bfloat16-rounded) weights, to float32 rounding."""
+    jax = pytest.importorskip("jax")
+    model = GPT2(ODD, scaled_params(ODD, 4), backend="jax", dtype="bfloat16")
+    assert {a.dtype for a in jax.tree_util.tree_leaves(hooks._jax_params(model)[2])} == {np.dtype(np.float32)}
+    wide = GPT2(ODD, jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), model.params), backend="jax")
+    ids, mask = batch(ODD)
+
+    def metric(logits):
+        return (logits[:, -1, 11] - logits[:, -1, 500]).sum()
+
+    names = ["hook_embed", "blocks.1.mlp.hook_post"]
+    value, _, grads = hooks.activation_grads(model, ids, metric, names_filter=names, attention_mask=mask)
+    want, _, want_grads = hooks.activation_grads(wide, ids, metric, names_filter=names, attention_mask=mask)
+    assert value == pytest.approx(want, rel=1e-5, abs=1e-5)
+    for name in names:
+        np.testing.assert_allclose(grads[name], want_grads[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def test_attribution_patching_is_clean_minus_corrupted_times_gradient():
     pytest.importorskip("jax")
     model = GPT2(ODD, scaled_params(ODD, 4))
