@@ -19,6 +19,7 @@ from .errors import NpgptError, shown
 from .hooks import run_with_cache
 from .model import layer_norm, matmul, softmax
 from .params import head_name
+from .sampling import is_integer
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine
@@ -88,14 +89,13 @@ def attention_pattern(model: Engine | HasEngine, ids: Any, layer: int, head: int
     ``blocks.{layer}.attn.hook_pattern`` in TransformerLens's names.
     """
     ids = _one_row(model, ids)
-    if not 0 <= layer < model.config.n_layer:
-        raise NpgptError(
-            f"layer must be in [0, {model.config.n_layer - 1}] for this model, got {shown(layer)}", param="layer"
-        )
-    if not 0 <= head < model.config.n_head:
-        raise NpgptError(
-            f"head must be in [0, {model.config.n_head - 1}] for this model, got {shown(head)}", param="head"
-        )
+    # is_integer: True, 1.0 or "1" made a hook name no model has ('blocks.True.attn.hook_pattern') or a TypeError
+    for param, value, count in (("layer", layer, model.config.n_layer), ("head", head, model.config.n_head)):
+        if not (is_integer(value) and 0 <= value < count):
+            raise NpgptError(
+                f"{param} must be in [0, {count - 1}] for this model (a whole number), got {shown(value)}", param=param
+            )
+    layer, head = int(layer), int(head)
     name = f"blocks.{layer}.attn.hook_pattern"
     _, cache = run_with_cache(model, ids, names_filter=[name])
     return cache[name][0, head]

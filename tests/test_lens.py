@@ -90,6 +90,25 @@ def test_attention_pattern_equals_hugging_face(pair):
             assert np.triu(pattern, 1).max() == 0.0  # causal
 
 
+@pytest.mark.parametrize(
+    "layer, head, param",
+    [(True, 0, "layer"), (1.0, 0, "layer"), ("1", 0, "layer"), (0, False, "head"), (0, 1.0, "head"), (0, "1", "head")],
+)
+def test_a_layer_or_head_that_is_no_integer_is_one_line_naming_it(layer, head, param):
+    """layer=True was "unknown hook name 'blocks.True.attn.hook_pattern'", layer="1" a TypeError comparing a str
+    with an int; now one line naming the argument and its range. NumPy's integers are integers."""
+    from npgpt.api import GPT2
+
+    config = CONFIGS["tiny"]
+    model = GPT2(config, random_params(config, 0))
+    with pytest.raises(NpgptError, match=rf"^{param} must be in \[0, 1\] for this model") as err:
+        attention_pattern(model, [1, 2], layer, head)
+    assert err.value.param == param and "\n" not in str(err.value)
+    np.testing.assert_array_equal(
+        attention_pattern(model, [1, 2], np.int64(1), np.int8(1)), attention_pattern(model, [1, 2], 1, 1)
+    )
+
+
 def test_bad_layer_head_or_ids_are_one_line_errors(pair):
     model, _ = pair("tiny")
     with pytest.raises(NpgptError, match=r"layer must be in \[0, 1\]"):
