@@ -21,13 +21,17 @@ NO_MATPLOTLIB = "PNG output needs matplotlib: pip install matplotlib (or 'npgpt[
 
 
 def check_can_write_png(path: str | Path) -> None:
-    """Refuse, before any compute, a PNG that could not be written: matplotlib missing, or ``path`` a
-    place :func:`~npgpt.files.atomic_path` cannot write (:func:`~npgpt.files.check_writable`). NpgptError."""
+    """Refuse, before any compute, a PNG that could not be written: matplotlib missing, ``path`` a
+    place :func:`~npgpt.files.atomic_path` cannot write (:func:`~npgpt.files.check_writable`), or a
+    name not ending in ``.png`` (any case; PNG data under ``x.jpg`` misleads every viewer). NpgptError."""
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
         raise NpgptError(NO_MATPLOTLIB)
     check_writable(path)
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise NpgptError(f"{path} is not a .png name, and the picture is written as PNG: name it {path.stem}.png")
 
 
 def _figure(width: float, height: float) -> Any:

@@ -188,6 +188,20 @@ def test_a_png_path_that_cannot_be_written_fails_before_any_compute(tmp_path, co
 
 
 @pytest.mark.parametrize("command", ["lens", "attention"])
+def test_a_png_path_not_named_png_fails_before_any_compute(tmp_path, command):
+    """--png x.jpg wrote PNG data under a .jpg name; now it is refused with one line before anything runs.
+    The suffix's case does not matter."""
+    for name in ("x.jpg", "x", "x.png.txt"):
+        r = run_cli(command, "And God said", "--png", str(tmp_path / name))
+        assert r.returncode == 1 and r.stdout == "", r.stdout
+        assert r.stderr.strip() == r.stderr.strip().splitlines()[0] and "is not a .png name" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+    r = run_cli(command, "And God said", "--png", str(tmp_path / "x.PNG"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "x.PNG").read_bytes().startswith(PNG)
+
+
+@pytest.mark.parametrize("command", ["lens", "attention"])
 def test_png_without_matplotlib_fails_before_any_compute(tmp_path, command):
     """Missing matplotlib was reported only after the table was printed (the run's work lost)."""
     code = (
