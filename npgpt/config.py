@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,9 +64,16 @@ class GPT2Config:
         _check(
             "layer_norm_epsilon",
             self.layer_norm_epsilon,
-            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+            lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and _finite(v) and float(v) > 0,
             "a positive number",
         )
+        # NumPy's numbers (np.int64(768), as read from an array) pass and are kept as Python's, so the config
+        # stays JSON-serializable and compares and hashes as the Python-int one
+        for name in (*_INTS, "n_inner"):
+            if (v := getattr(self, name)) is not None:
+                object.__setattr__(self, name, int(v))
+        if not isinstance(self.layer_norm_epsilon, int):
+            object.__setattr__(self, "layer_norm_epsilon", float(self.layer_norm_epsilon))
         for name in _BOOLS:
             _check(name, getattr(self, name), lambda v: isinstance(v, bool), "true or false")
         if self.n_embd % self.n_head:
@@ -164,7 +172,15 @@ class GPT2Config:
 
 
 def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+    """A positive integer, Python's or NumPy's (np.int64(768)); never a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) > 0
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int past float's range (10**400)
+        return False
 
 
 def _check(name: str, value: Any, ok: Any, expected: str) -> None:

@@ -28,3 +28,21 @@ def test_from_dict_reads_openai_and_hf_names():
     assert GPT2Config.from_dict(openai) == GPT2Config.from_dict(hf) == PRESETS["124M"]
     with pytest.raises(ValueError, match="missing"):
         GPT2Config.from_dict({"n_embd": 8})
+
+
+def test_numpy_numbers_are_accepted_and_kept_as_pythons():
+    """GPT2Config(n_embd=np.int64(768)) was refused ("must be a positive int"); NumPy's integers now pass, are
+    stored as Python's ints (the config stays JSON-serializable and hashable) and give the same config."""
+    import json
+
+    import numpy as np
+
+    shape = dict(n_vocab=64, n_ctx=16, n_embd=48, n_head=3, n_layer=2, n_inner=96)
+    config = GPT2Config(**{k: np.int64(v) for k, v in shape.items()}, layer_norm_epsilon=np.float32(1e-5))
+    plain = GPT2Config(**shape, layer_norm_epsilon=float(np.float32(1e-5)))
+    assert config == plain and hash(config) == hash(plain)
+    assert all(type(getattr(config, k)) is int for k in shape) and type(config.layer_norm_epsilon) is float
+    assert json.loads(json.dumps(config.to_dict())) == plain.to_dict()
+    for bad in (np.True_, True, np.int64(0)):
+        with pytest.raises(ValueError, match="n_embd must be a positive int"):
+            GPT2Config(n_embd=bad)
