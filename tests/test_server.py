@@ -277,6 +277,24 @@ def test_bad_requests_get_openai_errors(url, model, body, status, param):
     )
 
 
+@pytest.mark.parametrize("stream", [None, False])
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_stream_options_without_stream_is_refused(url, path, stream):
+    """OpenAI answers 400: "The 'stream_options' parameter is only allowed when 'stream' is enabled"."""
+    body = {"max_tokens": 2, "stream_options": {"include_usage": True}}
+    body |= {"prompt": "x"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "x"}]}
+    if stream is not None:
+        body["stream"] = stream
+    r = httpx.post(url + path, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "stream_options" and error["type"] == "invalid_request_error", error
+    assert "stream: true" in error["message"], error
+    body["stream"] = True
+    with httpx.stream("POST", url + path, json=body) as ok:
+        assert ok.status_code == 200 and '"usage"' in ok.read().decode()
+
+
 def test_chat_and_other_errors(url):
     cases = [
         ("/v1/chat/completions", {"messages": []}, 400),

@@ -117,6 +117,14 @@ class _Sampling(_Body):
             if value is not None if name == "prompt_logprobs" else bool(value):
                 raise NpgptError(f"{name} is not supported: {instead}", param=name)
 
+    def check_stream_options(self) -> None:
+        """Refuse ``stream_options`` without ``stream: true``, as OpenAI does: it would change nothing."""
+        if self.stream_options is not None and not self.stream:
+            raise NpgptError(
+                "stream_options is only allowed when stream is true; send stream: true, or leave out stream_options",
+                param="stream_options",
+            )
+
     def sampling(
         self, max_tokens: int, logprobs: int | None, stop: tuple[str, ...] = (), skip_leading_space: bool = False
     ) -> SamplingParams:
@@ -165,6 +173,7 @@ class CompletionRequest(_Sampling):
 
     def check_supported(self) -> None:
         self.check_extensions()
+        self.check_stream_options()
         if self.best_of not in (None, 1, self.n or 1):
             raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
         if self.logit_bias:
@@ -210,6 +219,7 @@ class ChatRequest(_Sampling):
         "auto" a reply without a tool call is valid), but a call cannot be forced, nor with the deprecated
         ``function_call``."""
         self.check_extensions()
+        self.check_stream_options()
         if self.logit_bias:
             raise NpgptError("logit_bias is not supported", param="logit_bias")
         kind = (self.response_format or {}).get("type", "text")
