@@ -225,6 +225,38 @@ def test_limits_refuse_with_a_400_naming_the_limit_and_parameter(model):
         assert ok.status_code == 200 and len(ok.json()["choices"]) == 8
 
 
+def test_the_token_limit_names_the_parameter_that_puts_the_request_over(model):
+    """The prompt over the limit alone names prompt (chat: messages), n when only its copies are over, and
+    max_tokens only when the client sent it: a default max_tokens is said to be one, never cited as sent."""
+    app = create_app({"tiny": model}, max_rows=8, max_request_tokens=40)
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    long_chat = {"messages": [{"role": "user", "content": "word " * 50}]}  # under the context of 128, over 40
+    cases = [
+        ("/v1/completions", {"prompt": [1] * 50, "max_tokens": 5}, "prompt", "shorter prompts"),
+        ("/v1/completions", {"prompt": [1] * 50, "max_tokens": 0, "echo": True, "logprobs": 0}, "prompt", "50"),
+        ("/v1/completions", {"prompt": [[1] * 30, [2] * 30], "max_tokens": 1}, "prompt", "fewer or shorter"),
+        ("/v1/completions", {"prompt": [1] * 15, "n": 3, "max_tokens": 1}, "n", "lower n to at most 2"),
+        ("/v1/completions", {"prompt": [1] * 10, "max_tokens": 50}, "max_tokens", "max_tokens of at most 30"),
+        ("/v1/completions", {"prompt": [1] * 30}, None, "max_tokens=16 (not sent: its default)"),
+        ("/v1/chat/completions", long_chat, "messages", "fewer or shorter messages"),
+        ("/v1/chat/completions", {**long_chat, "max_tokens": 5}, "messages", "fewer or shorter messages"),
+        ("/v1/chat/completions", chat, None, "(not sent: its default)"),
+        ("/v1/chat/completions", {**chat, "max_tokens": 60}, "max_tokens", "max_tokens=60"),
+        ("/v1/chat/completions", {**chat, "max_completion_tokens": 60}, "max_completion_tokens", "at most"),
+    ]
+    with background_server(app) as base:
+        for path, body, param, words in cases:
+            r = httpx.post(base + path, json=body)
+            assert r.status_code == 400, (body, r.text)
+            err = r.json()["error"]
+            assert (err["param"], err["code"]) == (param, "too_many_tokens"), (body, err)
+            assert words in err["message"] and "--max-request-tokens" in err["message"], (body, err)
+            if param in ("prompt", "messages", "n"):
+                assert "max_tokens" not in err["message"], (body, err)
+        ok = httpx.post(base + "/v1/chat/completions", json={**chat, "max_tokens": 20})
+        assert ok.status_code == 200, ok.text
+
+
 class HealthProbe:
     """Polls ``/health`` from a thread while it runs; the latencies in seconds."""
 

@@ -53,7 +53,8 @@ async def start(
     # the reply's leading whitespace is dropped (the model writes ``Assistant: Hi``), stops matched after it
     params = body.sampling(max_tokens, logprobs, stop=CHAT_STOP, skip_leading_space=True)
     n = body.n or 1
-    limits.check_tokens([prompt], n, params.max_new_tokens)
+    sent = "max_completion_tokens" if body.max_completion_tokens else "max_tokens" if body.max_tokens else None
+    limits.check_tokens([prompt], n, params.max_new_tokens, prompt_param="messages", max_tokens_param=sent)
     rows = [prompt] * n
     check_request(m, rows, params)
     run = Run(sched, rows, params)

@@ -60,7 +60,8 @@ async def start(
             param="max_tokens",
         )
     params = body.sampling(max(max_tokens, 1), body.logprobs)  # checks the sampling fields either way
-    limits.check_tokens(prompts, n, max_tokens)
+    sent = "max_tokens" if body.max_tokens is not None and "max_tokens" in body.model_fields_set else None
+    limits.check_tokens(prompts, n, max_tokens, max_tokens_param=sent)  # sent: None is the default of 16
     rows = [p for p in prompts for _ in range(n)]
     if max_tokens:
         check_request(sched.model, rows, params)

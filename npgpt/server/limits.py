@@ -50,19 +50,57 @@ class Limits:
                 code="too_many_rows",
             )
 
-    def check_tokens(self, prompts: Sequence[Sequence[int]], n: int, max_tokens: int) -> None:
-        """400 if the rows' prompt tokens plus ``max_tokens`` each, in all, are over ``max_request_tokens``."""
-        total = n * (sum(len(p) for p in prompts) + len(prompts) * max_tokens)
-        if total > self.max_request_tokens:
+    def check_tokens(
+        self,
+        prompts: Sequence[Sequence[int]],
+        n: int,
+        max_tokens: int,
+        prompt_param: str = "prompt",
+        max_tokens_param: str | None = "max_tokens",
+    ) -> None:
+        """400 if the rows' prompt tokens plus ``max_tokens`` each, in all, are over ``max_request_tokens``.
+
+        The error names what to change: ``prompt_param`` (``prompt``, or chat's ``messages``) when the
+        prompts leave no room for one token each, ``n`` when only its copies of them do, else
+        ``max_tokens_param``, the field the client sent ``max_tokens`` in (None: it sent none, so the
+        value is the default, and the message says so rather than cite a value the client never sent).
+        """
+        per_row = sum(len(p) for p in prompts)
+        prompt_total = n * per_row
+        total = prompt_total + n * len(prompts) * max_tokens
+        if total <= self.max_request_tokens:
+            return
+        limit = f"the server's limit of {self.max_request_tokens} per request (--max-request-tokens)"
+        noun = "messages" if prompt_param == "messages" else "prompt" if len(prompts) == 1 else "prompts"
+        take = f"the {noun} {'takes' if noun == 'prompt' else 'take'} {per_row} tokens"
+        room = (self.max_request_tokens - prompt_total) // (n * len(prompts))  # the max_tokens that fits
+        if room < 1:  # no max_tokens could help: the prompts (or n copies of them) are over alone
+            alone = n == 1 or per_row + len(prompts) > self.max_request_tokens
+            fix = (
+                f"send fewer or shorter {'messages' if noun == 'messages' else 'prompts'}"
+                if alone
+                else f"lower n to at most {self.max_request_tokens // (per_row + len(prompts))}"
+            )
             raise APIError(
                 400,
-                f"this request asks for {total} tokens in all (n={n} x the prompts' "
-                f"{sum(len(p) for p in prompts)} tokens + max_tokens={max_tokens} per completion), over "
-                f"the server's limit of {self.max_request_tokens} per request (--max-request-tokens); "
-                "lower max_tokens or n, or send fewer prompts",
-                param="max_tokens",
+                f"{take}{'' if n == 1 else f' x n={n} = {prompt_total}'}, leaving no room for a completion "
+                f"under {limit}; {fix}",
+                param=prompt_param if alone else "n",
                 code="too_many_tokens",
             )
+        field = max_tokens_param or "max_tokens"
+        asked = f"{field}={max_tokens}" + ("" if max_tokens_param else " (not sent: its default)")
+        rows = n * len(prompts)
+        raise APIError(
+            400,
+            f"this request asks for {total} tokens in all: {per_row} {noun.rstrip('s')} tokens x n={n}, plus "
+            f"{asked} for each of its {rows} completion{'s' if rows > 1 else ''}, over {limit}; send {field} of "
+            f"at most {room}"
+            + ("" if n == 1 else ", or lower n")
+            + ("" if len(prompts) == 1 else ", or send fewer prompts"),
+            param=max_tokens_param,
+            code="too_many_tokens",
+        )
 
 
 def count_prompts(prompt: Any) -> int:
