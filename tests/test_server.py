@@ -30,6 +30,7 @@ from npgpt.params import init_params  # noqa: E402
 from npgpt.sampling import SamplingParams, log_softmax  # noqa: E402
 from npgpt.server import background_server, create_app  # noqa: E402
 from npgpt.server.protocol import CHAT_STOP, ChatMessage, chat_prompt  # noqa: E402
+from npgpt.server.routes import ROUTES  # noqa: E402
 from npgpt.server.scheduler import Request, Scheduler  # noqa: E402
 
 TINY = GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2)
@@ -293,6 +294,33 @@ def test_stream_options_without_stream_is_refused(url, path, stream):
     body["stream"] = True
     with httpx.stream("POST", url + path, json=body) as ok:
         assert ok.status_code == 200 and '"usage"' in ok.read().decode()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "meant"),
+    [
+        ("POST", "/v1/foo", None),
+        ("POST", "/v1/completion", "POST /v1/completions"),
+        ("POST", "/completions", "POST /v1/completions"),
+        ("POST", "/chat/completions", "POST /v1/chat/completions"),
+        ("POST", "/v1/chat/completion", "POST /v1/chat/completions"),
+        ("GET", "/v1/model", "GET /v1/models"),
+    ],
+)
+def test_an_unknown_url_names_the_method_and_path(url, method, path, meant):
+    """As OpenAI's "Unknown request URL: POST /v1/foo. Please check the URL for typos...", and the route meant."""
+    r = httpx.request(method, url + path, json={"prompt": "x"})
+    assert r.status_code == 404, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "unknown_url", error
+    assert error["message"].startswith(f"Unknown request URL: {method} {path}. "), error
+    assert ("Did you mean" not in error["message"]) if meant is None else f"Did you mean {meant}?" in error["message"]
+
+
+def test_the_routes_a_404_suggests_are_served(url):
+    for method, path in ROUTES:
+        r = httpx.request(method, url + path, json={})
+        assert r.status_code not in (404, 405), (method, path, r.text)
 
 
 def test_chat_and_other_errors(url):

@@ -28,7 +28,7 @@ from .errors import add_handlers
 from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
 from .metrics import Metrics
 from .middleware import BearerKey, BodyLimit, RequestMetrics
-from .routes import router
+from .routes import ROUTES, router
 from .scheduler import Scheduler
 from .shutdown import SHUTDOWN_TIMEOUT_S, DrainingServer
 
@@ -95,7 +95,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
         )
-    add_handlers(app)
+    add_handlers(app, ROUTES)
     app.include_router(router(schedulers, metrics, special_tokens=special_tokens))
     return app
 

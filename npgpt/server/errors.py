@@ -6,6 +6,7 @@ Python API's name); here it becomes OpenAI's name (``max_new_tokens`` -> ``max_t
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -141,8 +142,31 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
     return APIError(400, f"{param}: {err['msg']}", param=param)
 
 
-def add_handlers(app: FastAPI) -> None:
-    """Every error the app can meet answers in OpenAI's shape; a bug is a logged 500, never a traceback."""
+def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> APIError:
+    """OpenAI's 404 for a URL no route serves, naming the method and path, and the one of ``routes``
+    ((method, path) pairs) it is close to, if any (``/v1/completion`` or ``/completions``: ``POST /v1/completions``)."""
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    paths = [p for _, p in routes]
+    target = path.rstrip("/")
+    close = difflib.get_close_matches(target, paths, n=1, cutoff=0.8) or (
+        [] if target.startswith("/v1/") else difflib.get_close_matches("/v1" + target, paths, n=1, cutoff=0.8)
+    )
+    hint = ""
+    if close:
+        methods = [m for m, p in routes if p == close[0]]
+        hint = f" Did you mean {method if method in methods else methods[0]} {close[0]}?"
+    return APIError(
+        404,
+        f"Unknown request URL: {method} {shown}. Please check the URL for typos.{hint} This server serves "
+        "GET /v1/models, POST /v1/completions and POST /v1/chat/completions.",
+        code="unknown_url",
+    )
+
+
+def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
+    """Every error the app can meet answers in OpenAI's shape; a bug is a logged 500, never a traceback.
+
+    ``routes``: the app's (method, path) pairs, for a 404 to name the one a mistyped URL meant."""
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError) -> JSONResponse:
@@ -165,6 +189,8 @@ def add_handlers(app: FastAPI) -> None:
                 f"the body is not UTF-8 (byte {bad.start} is {bad.object[bad.start]:#04x}); send JSON encoded as UTF-8",
                 code="invalid_json",
             ).response()
+        if e.status_code == 404 and e.detail == "Not Found":  # no route matched (a handler's 404 is an APIError)
+            return unknown_url(request.method, request.url.path, routes).response()
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
         return APIError(e.status_code, str(e.detail), kind, headers=e.headers).response()
 

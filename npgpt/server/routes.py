@@ -23,6 +23,16 @@ from .protocol import ChatRequest, CompletionRequest, NextTokensRequest, model_c
 from .scheduler import Scheduler
 from .streaming import respond
 
+ROUTES = (  # (method, path) of each route without a path parameter but the playground, for a 404 to suggest
+    ("GET", "/v1/models"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/next_tokens"),
+    ("POST", "/v1/internals"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+)
+
 
 def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: bool = True) -> APIRouter:
     """The app's routes over ``schedulers`` (model name -> its scheduler; the first is the default).
