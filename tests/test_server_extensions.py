@@ -43,6 +43,25 @@ def test_ignore_eos_generates_past_endoftext(url, path):
     assert goes_on["usage"]["completion_tokens"] == 5 and goes_on["choices"][0]["finish_reason"] == "length"
 
 
+def test_chat_logprobs_leave_out_the_end_token_the_content_lacks(url):
+    """OpenAI lists no end token: chat's logprobs.content spells the content, while usage counts the token;
+    completions (lm-evaluation-harness reads its logprobs) lists <|endoftext|> as before."""
+    body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3, "logprobs": True, "top_logprobs": 1}
+    r = httpx.post(url + "/v1/chat/completions", json=body).json()
+    choice = r["choices"][0]
+    assert (choice["message"]["content"], choice["finish_reason"]) == ("", "stop")
+    assert choice["logprobs"] == {"content": []} and r["usage"]["completion_tokens"] == 1
+    with httpx.stream("POST", url + "/v1/chat/completions", json={**body, "stream": True}) as s:
+        text = s.read().decode()
+    assert "endoftext" not in text and '"finish_reason":"stop"' in text
+    goes_on = httpx.post(url + "/v1/chat/completions", json={**body, "ignore_eos": True}).json()["choices"][0]
+    tokens = [t["token"] for t in goes_on["logprobs"]["content"]]
+    assert "".join(tokens) == goes_on["message"]["content"] and len(tokens) == 3  # ignore_eos: it is content
+    completion = httpx.post(url + "/v1/completions", json={"prompt": "Hello", "max_tokens": 3, "logprobs": 1}).json()
+    assert completion["choices"][0]["logprobs"]["tokens"] == ["<|endoftext|>"]
+    assert completion["usage"]["completion_tokens"] == 1
+
+
 REFUSED = [  # vLLM's options npgpt does not have, each set to something that would change the answer
     ("min_tokens", 4),
     ("stop_token_ids", [13]),

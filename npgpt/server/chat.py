@@ -69,12 +69,15 @@ async def start(
     said = [False] * n  # whether each choice's content has begun: before, a whitespace token is dropped
 
     def token_logprobs(ev: Event) -> list[dict[str, Any]] | None:
-        """The token's entry, none for one of the leading whitespace the reply drops (so the entries'
-        tokens spell the content, as OpenAI's do, not ``"\n"`` and then the content)."""
+        """The token's entry, none for one of the leading whitespace the reply drops nor for the
+        ``<|endoftext|>`` that ends it (so the entries' tokens spell the content, as OpenAI's do, not
+        ``"\n"``, then the content, then the end token; ``usage`` still counts both)."""
         said[ev.row] = said[ev.row] or bool(ev.text)
         if logprobs is None:
             return None
         if ev.token is None or not said[ev.row] and not tok.token_bytes(ev.token).strip():
+            return []
+        if params.stop_at_eot and ev.token == tok.eot_id:  # with ignore_eos it is text in the content
             return []
         return [
             {**token_entry(tok, ev.token, ev.logprob), "top_logprobs": [token_entry(tok, t, lp) for t, lp in ev.top]}
