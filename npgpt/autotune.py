@@ -96,8 +96,11 @@ def cache_key(backend: Backend, config: GPT2Config, rows: int) -> str:
     """What decides the choice: CPU model and instruction sets, cores, backend and library versions, widths, rows."""
     from .hostinfo import cpu_name, instruction_sets
 
-    # The backend's array library, found from its arrays (torch, jaxlib, cupy), never from its name.
-    library = type(backend.asarray(np.zeros(1, np.float32))).__module__.split(".")[0]
+    # The backend's array library and device, found from its arrays (torch, jaxlib, cupy), never from its
+    # name: the torch backend runs on a GPU where PyTorch sees one, and a GPU's choice is not the CPU's.
+    probe = backend.asarray(np.zeros(1, np.float32))
+    library = type(probe).__module__.split(".")[0]
+    device = str(getattr(probe, "device", "cpu"))
     versions = {"numpy": np.__version__, library: getattr(sys.modules.get(library), "__version__", "?")}
     if "int8" in backend.dtypes:  # NumPy's int8 product is ONNX Runtime's (npgpt/q8_0.py)
         from importlib import metadata  # ~60 ms to import: only when a key is made
@@ -111,8 +114,8 @@ def cache_key(backend: Backend, config: GPT2Config, rows: int) -> str:
     threads = "".join(f" {v}={os.environ[v]}" for v in THREAD_VARS if os.environ.get(v))
     return (
         f"{cpu_name()} [{', '.join(instruction_sets()) or 'unknown'}] cores={os.cpu_count()}{threads} "
-        f"backend={backend.name} {libs} n_embd={config.n_embd} n_inner={config.n_inner or 4 * config.n_embd} "
-        f"n_vocab={config.n_vocab} rows={rows}"
+        f"backend={backend.name} device={device} {libs} n_embd={config.n_embd} "
+        f"n_inner={config.n_inner or 4 * config.n_embd} n_vocab={config.n_vocab} rows={rows}"
     )
 
 

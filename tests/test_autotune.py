@@ -96,13 +96,27 @@ def test_the_key_names_what_decides_the_choice(monkeypatch):
     for var in autotune.THREAD_VARS:
         monkeypatch.delenv(var, raising=False)
     key = autotune.cache_key(get_backend("numpy"), CONFIG, rows=3)
-    for part in ("backend=numpy", "numpy=", "onnxruntime=", "n_embd=48", "n_inner=192", "n_vocab=96", "rows=3"):
+    for part in ("backend=numpy", "device=cpu", "numpy=", "onnxruntime=", "n_embd=48", "n_inner=192", "rows=3"):
         assert part in key
+    assert "n_vocab=96" in key
     assert ", ".join(instruction_sets()) in key and f"cores={os.cpu_count()}" in key
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a thread limit changes which kernel wins
     assert autotune.cache_key(get_backend("numpy"), CONFIG, rows=3) == key.replace(
         f"cores={os.cpu_count()}", f"cores={os.cpu_count()} OMP_NUM_THREADS=1"
     )
+
+
+def test_the_key_names_the_device_the_backend_computes_on():
+    """The torch backend runs on a GPU where PyTorch sees one: a choice measured there must not be
+    read back on the CPU (CUDA_VISIBLE_DEVICES="" on the same machine), nor the other way round."""
+    import dataclasses
+
+    torch = pytest.importorskip("torch")
+    cpu = get_backend("torch")
+    elsewhere = dataclasses.replace(cpu, asarray=lambda a: torch.from_numpy(a).to("meta"))  # stands in for a GPU
+    key = autotune.cache_key(cpu, CONFIG, rows=1)
+    assert "device=cpu" in key
+    assert autotune.cache_key(elsewhere, CONFIG, rows=1) == key.replace("device=cpu", "device=meta")
 
 
 @pytest.mark.parametrize("text", ["{not json", "[]", '{"entries": []}', "\xff\xfe", "KEY"])
