@@ -323,9 +323,14 @@ def test_derived_figures_and_table_cope_with_llamacpp_entries():
             },
             "llama.cpp-q8_0": {"decode_tps": {"1": 60.0, "8": 320.0}, "prefill_tps": 1200.0, "model_bytes": 100},
             "llama.cpp-f16": {"error": "llama-bench failed (1): boom"},
+            "npgpt-torch": {"decode_tps": {"1": 300.0, "8": 900.0}, "prefill_tps": 9e3, "device": "gpu"},
         },
     }
     add_derived(result)
+    # on the GPU machine, torch's "fraction of the CPU's bandwidth" read 46 %: a GPU engine gets none
+    assert "bandwidth_fraction" not in result["engines"]["npgpt-torch"]
+    assert "bandwidth_fraction" in result["engines"]["npgpt-numpy"]
+    del result["engines"]["npgpt-torch"]
     ours = result["engines"]["npgpt-numpy"]
     assert ours["vs_llama.cpp-q8_0"] == {"decode_1": 0.5, "decode_8": 0.5, "prefill": 0.5}
     assert "vs_llama.cpp-f16" not in ours and "vs_hf" not in ours
@@ -444,3 +449,20 @@ def test_bench_table_output_with_llamacpp(tmp_path, tiny_checkpoint):
     assert proc.returncode == 0, proc.stderr
     assert "llama.cpp-q8_0" in proc.stdout and "prefill vs llama.cpp-f32 (x)" in proc.stdout
     assert "llama.cpp-f16: llama.cpp abc1234 (build 4242), F16 weights" in proc.stdout
+
+
+def test_device_kind_reads_where_an_array_lives():
+    import numpy as np
+
+    from npgpt.bench.engines import device_kind
+
+    assert device_kind(np.zeros(1)) == "cpu"
+    torch = pytest.importorskip("torch")
+    assert device_kind(torch.zeros(1)) == "cpu" and device_kind(torch.zeros(1, device="meta")) == "gpu"
+    jnp = pytest.importorskip("jax.numpy")
+    assert device_kind(jnp.zeros(1)) == "cpu"
+
+    class CupyLike:  # a CuPy array's device is a cupy.cuda.Device, printed "<CUDA Device 0>"
+        device = type("Device", (), {"__str__": lambda self: "<CUDA Device 0>"})()
+
+    assert device_kind(CupyLike()) == "gpu"

@@ -11,6 +11,14 @@ import inspect
 from typing import Any
 
 
+def device_kind(array: Any) -> str:
+    """``"cpu"`` or ``"gpu"``: where ``array`` lives (NumPy's are on the CPU; torch reads ``.type``, JAX
+    ``.platform``, a CuPy device names CUDA). The CPU's memory bandwidth bounds only CPU engines."""
+    device = getattr(array, "device", None)
+    kind = getattr(device, "platform", None) or getattr(device, "type", None) or str(device)
+    return "cpu" if device is None or "cpu" in str(kind).lower() else "gpu"
+
+
 class NpgptEngine:
     """npgpt's own generation path: ``prefill`` into a preallocated cache, then ``decode_step``."""
 
@@ -19,6 +27,7 @@ class NpgptEngine:
 
         self.model = load(path, backend=backend, dtype=dtype)
         self.n_vocab = self.model.config.n_vocab
+        self.device = device_kind(self.model.params["wpe"])  # wpe stays float32 in every storage
 
     def prefill(self, ids: Any, capacity: int) -> tuple[Any, Any]:  # ids [B, T] -> next tokens [B], state
         from ..generate import prefill
@@ -51,8 +60,9 @@ class HFEngine:
         torch.set_num_threads(threads)
         self.torch = torch
         # On the GPU where PyTorch sees one, as npgpt's torch backend is: the same device for both.
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = GPT2LMHeadModel.from_pretrained(path).eval().to(self.device)
+        self.device = "gpu" if torch.cuda.is_available() else "cpu"
+        self.model = GPT2LMHeadModel.from_pretrained(path).eval().to("cuda" if self.device == "gpu" else "cpu")
+        self.on = next(self.model.parameters()).device
         self.n_vocab = self.model.config.vocab_size
         # transformers 5 calls the cache argument ``cache``; 4.x called it ``past_key_values``.
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
@@ -60,7 +70,7 @@ class HFEngine:
     def _run(self, ids: Any, cache: Any) -> tuple[Any, Any]:
         kw = {self.cache_arg: cache} if cache is not None else {}
         with self.torch.inference_mode():
-            out = self.model(self.torch.from_numpy(ids).to(self.device), use_cache=True, logits_to_keep=1, **kw)
+            out = self.model(self.torch.from_numpy(ids).to(self.on), use_cache=True, logits_to_keep=1, **kw)
         return out.logits[:, -1].argmax(-1).cpu().numpy(), out[self.cache_arg]
 
     def prefill(self, ids: Any, capacity: int) -> tuple[Any, Any]:

@@ -21,7 +21,7 @@ def measure_engine(engine: Any, s: BenchSettings) -> dict[str, Any]:
     import numpy as np
 
     rng = np.random.default_rng(s.seed)
-    out: dict[str, Any] = {"rss_load_mb": peak_rss_mb()}
+    out: dict[str, Any] = {"rss_load_mb": peak_rss_mb(), "device": engine.device}
 
     short = rng.integers(0, engine.n_vocab, (1, s.short_prompt))
     engine.prefill(short, s.short_prompt + s.new_tokens)  # warm-up (JAX compiles here)

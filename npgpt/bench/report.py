@@ -25,7 +25,8 @@ def add_derived(result: dict[str, Any]) -> None:
             continue
         # 16-bit (npgpt, llama.cpp) and q8_0 weights read fewer bytes per token: the ceiling scales with them
         scale = e["model_bytes"] / (4 * result["model"]["n_params"]) if "model_bytes" in e else 1.0
-        e["bandwidth_fraction"] = e["decode_tps"].get("1", float("nan")) * scale / ceiling
+        if e.get("device", "cpu") == "cpu":  # the CPU's bandwidth says nothing of an engine on a GPU
+            e["bandwidth_fraction"] = e["decode_tps"].get("1", float("nan")) * scale / ceiling
         if name != HF and "decode_tps" in hf:
             e["vs_hf"] = ratios(e, hf)
         if name.startswith("npgpt-"):
