@@ -6,6 +6,7 @@ compiles the forward pass (once per input shape: a decode step has a fixed shape
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import warnings
@@ -20,7 +21,7 @@ from .files import is_mapped, release_mapped
 from .hugepages import collapse_huge_pages
 from .params import Q8_0Blocks, as_floats, dequantized, head_name, map_with_path
 
-__all__ = ["Backend", "check_dtype", "collapse_huge_pages", "get_backend", "tune_allocator"]
+__all__ = ["Backend", "check_dtype", "collapse_huge_pages", "float32_products", "get_backend", "tune_allocator"]
 
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # how the weight matrices are stored; activations: float32
@@ -55,6 +56,19 @@ def _require(module: str, backend: str) -> Any:
         raise NpgptError(
             f"backend {backend!r} failed to start ({type(e).__name__}: {e}); it needs an NVIDIA GPU with its driver"
         ) from None
+
+
+def float32_products(x: Any) -> contextlib.AbstractContextManager[Any]:
+    """Around products run outside the backend's compiled forward pass (hooks, the logit lens): for a
+    JAX array ``x``, JAX's float32 products stay float32 (on a GPU XLA's default is TensorFloat-32,
+    ~1e-3 off), as the compiled pass's are; for any other array, nothing."""
+    from array_api_compat import is_jax_array
+
+    if is_jax_array(x):
+        import jax
+
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
 
 
 def check_dtype(dtype: str, allow_auto: bool = False) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
+from .backends import float32_products
 from .engine import as_engine, positions_and_mask
 from .errors import NpgptError
 from .model import gpt2
@@ -114,14 +115,11 @@ def hooked_forward(
     """
     ids, positions, mask = _inputs(model, ids, attention_mask)
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
-    logits, _ = gpt2(
-        asarray(ids),
-        as_engine(model).params_for(*ids.shape) if params is None else params,  # as GPT2.logits runs it
-        model.config,
-        positions=asarray(positions),
-        mask=asarray(mask),
-        hook=hook,
-    )
+    weights = as_engine(model).params_for(*ids.shape) if params is None else params  # as GPT2.logits runs it
+    with float32_products(weights["wpe"]):  # run eagerly, outside the backend's compiled pass
+        logits, _ = gpt2(
+            asarray(ids), weights, model.config, positions=asarray(positions), mask=asarray(mask), hook=hook
+        )
     return logits
 
 

@@ -391,3 +391,30 @@ def test_names_filter_and_fwd_hooks_of_the_wrong_form_are_one_line():
     for bad in (("hook_embed", keep), [("hook_embed",)], [("hook_embed", 3)]):
         with pytest.raises(NpgptError, match=r"fwd_hooks must be a list of \(name, fn\) pairs.*one hook is"):
             model.run_with_hooks(ids, fwd_hooks=bad)
+
+
+def test_jax_hooked_runs_and_the_logit_lens_take_float32_products(monkeypatch):
+    """The backend's compiled forward pass asks for float32 products (on a GPU XLA's default is
+    TensorFloat-32, ~1e-3 off); run_with_hooks, run_with_cache and the logit lens run the model
+    outside it, so they ask for it themselves: every product sees "highest"."""
+    jax = pytest.importorskip("jax")
+    from npgpt import lens
+
+    config = GPT2Config(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
+    model = GPT2(config, random_params(config, 0), backend="jax")
+    seen: list = []
+
+    def record(x, hook):
+        seen.append(jax.config.jax_default_matmul_precision)
+
+    hooks.run_with_hooks(model, [[1, 2, 3]], fwd_hooks=[(lambda name: True, record)])
+    hooks.run_with_cache(model, [[1, 2, 3]], fwd_hooks=[(lambda name: True, record)])
+    real_matmul = lens.matmul
+
+    def matmul(x, w):
+        seen.append(jax.config.jax_default_matmul_precision)
+        return real_matmul(x, w)
+
+    monkeypatch.setattr(lens, "matmul", matmul)
+    lens.logit_lens(model.engine, [1, 2, 3])
+    assert seen and set(seen) == {"highest"}
