@@ -23,7 +23,7 @@ from array_api_compat import array_namespace, is_array_api_obj
 
 from .backends import float32_products
 from .engine import as_engine, positions_and_mask
-from .errors import NpgptError
+from .errors import NpgptError, shown
 from .model import gpt2
 
 if TYPE_CHECKING:
@@ -145,6 +145,9 @@ def _compose(
     then: Callable[[str, Array], Array] | None = None,
 ) -> Callable[[str, Array], Array]:
     """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``."""
+    if not isinstance(fwd_hooks, Iterable) or isinstance(fwd_hooks, (str, bytes)):
+        raise NpgptError(f"fwd_hooks must be a list of (name, fn) pairs, got {shown(fwd_hooks)}")
+    fwd_hooks = list(fwd_hooks)  # read once: a generator is checked and then run, not used up by the check
     for i, pair in enumerate(fwd_hooks):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
             raise NpgptError(

@@ -418,3 +418,22 @@ def test_jax_hooked_runs_and_the_logit_lens_take_float32_products(monkeypatch):
     monkeypatch.setattr(lens, "matmul", matmul)
     lens.logit_lens(model.engine, [1, 2, 3])
     assert seen and set(seen) == {"highest"}
+
+
+def test_fwd_hooks_may_be_a_generator():
+    """Checking the pairs must not use up a generator of them: the hooks still run."""
+    config = GPT2Config(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
+    model = GPT2(config, random_params(config, 0))
+    seen: list[str] = []
+
+    def zero(x, hook):
+        seen.append(hook.name)
+        return x * 0
+
+    plain = hooks.run_with_hooks(model, [[1, 2, 3]])
+    pairs = ((f"blocks.{i}.hook_resid_pre", zero) for i in range(2))
+    zeroed = hooks.run_with_hooks(model, [[1, 2, 3]], fwd_hooks=pairs)
+    assert seen == ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
+    assert not np.allclose(zeroed, plain)
+    with pytest.raises(NpgptError, match="fwd_hooks must be a list of"):
+        hooks.run_with_hooks(model, [[1, 2, 3]], fwd_hooks=3)
