@@ -176,7 +176,7 @@ def test_a_run_refused_for_its_text_leaves_no_folder_behind(tmp_path, content):
     data.write_bytes(content)
     with pytest.raises(NpgptError):
         train(data, tmp_path / "new" / "run", TrainSettings(**RUN))
-    assert not (tmp_path / "new" / "run").exists()
+    assert not (tmp_path / "new").exists()  # nor the parent folder it made for it
     kept = tmp_path / "mine"
     kept.mkdir()
     (kept / "notes.txt").write_text("keep")

@@ -127,14 +127,14 @@ def train(
     steps, batch_size, seq_len, grad_accum, seed = run.steps, run.batch_size, run.seq_len, run.grad_accum, run.seed
     if seq_len > config.n_ctx:
         raise NpgptError(f"--seq-len {seq_len} exceeds the model's context of {config.n_ctx} tokens")
-    made = not out.exists()
+    made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the topmost made here
     out.mkdir(parents=True, exist_ok=True)
     try:
         train_tokens, val = _prepare_data(data, out, config, run, tokenizer)
         mesh = _check_mesh(mesh if mesh is not None else S.make_mesh(model=model_parallel), config, batch_size)
     except BaseException:  # no text, text too short, a bad mesh: a folder made for nothing is not left behind
-        if made:
-            shutil.rmtree(out, ignore_errors=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
         raise
 
     opt = optimizer(run.lr, steps, run.warmup, weight_decay=run.weight_decay, clip=run.clip)
