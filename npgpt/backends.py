@@ -326,7 +326,7 @@ def get_backend(name: str) -> Backend:
         jax = _require("jax", name)
 
         @functools.wraps(gpt2)  # jit reads the signature (static_argnames) through it
-        def float32_products(*args: Any, **kw: Any) -> Any:
+        def gpt2_float32_products(*args: Any, **kw: Any) -> Any:
             # On a GPU, XLA's default float32 product rounds its inputs to TensorFloat-32 (10-bit
             # mantissa): logits ~1e-3 off. "highest" keeps float32 products float32, as NumPy's and
             # PyTorch's are; 16-bit weights are unaffected. Read while tracing: no process-wide setting.
@@ -335,7 +335,7 @@ def get_backend(name: str) -> Backend:
 
         # The config and last_only change the program, so they are static; the cache is donated
         # so XLA can update it in place.
-        forward = jax.jit(float32_products, static_argnames=("config", "last_only"), donate_argnames=("cache",))
+        forward = jax.jit(gpt2_float32_products, static_argnames=("config", "last_only"), donate_argnames=("cache",))
         # 16-bit weights are for accelerators: XLA's CPU 16-bit products are ~10x slower than float32.
         return Backend(
             "jax",
