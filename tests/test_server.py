@@ -222,6 +222,46 @@ def test_chat_logprobs_skip_the_dropped_leading_whitespace():
             assert content and "".join(bytes(e["bytes"]).decode() for e in entries) == content, (stream, entries)
 
 
+def chat_logprobs(base: str, body: dict) -> list[dict[int, tuple[str, list[dict], str]]]:
+    """Per choice index: (content, logprobs entries, finish_reason), from the plain answer and the streamed one."""
+    plain = httpx.post(base + "/v1/chat/completions", json=body, timeout=60).json()["choices"]
+    answers = [{c["index"]: (c["message"]["content"], c["logprobs"]["content"], c["finish_reason"]) for c in plain}]
+    streamed: dict[int, tuple[str, list[dict], str]] = {}
+    lines = httpx.post(base + "/v1/chat/completions", json={**body, "stream": True}, timeout=60).text.splitlines()
+    for line in lines:
+        for p in json.loads(line[6:])["choices"] if line.startswith("data: {") else []:
+            content, entries, finish = streamed.get(p["index"], ("", [], None))
+            entries = entries + (p["logprobs"]["content"] if p["logprobs"] else [])
+            streamed[p["index"]] = (content + p["delta"].get("content", ""), entries, p["finish_reason"] or finish)
+    return [*answers, streamed]
+
+
+REPLY = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.mark.parametrize(
+    "stop, tokens",
+    [
+        ("%. Part", ["Task", " incomprehensible"]),  # "%." and " Particularly" are the stop's
+        (". Part", ["Task", " incomprehensible", "%"]),  # "%." is half content: listed as the half
+    ],
+)
+def test_chat_logprobs_leave_out_the_tokens_of_a_matched_stop(url, model, stop, tokens):
+    """The tiny model's reply at seed 1 is the tokens "Task", " incomprehensible", "%.", " Particularly", ...:
+    with a stop in it, the entries of the tokens the stop took out of the content are not listed (they went
+    out as each token came, before its text was known to be a stop), so the entries' tokens spell the content."""
+    free = model.generate(chat_prompt([ChatMessage(**m) for m in REPLY]), max_new_tokens=4, seed=1)
+    assert free.lstrip() == "Task incomprehensible%. Particularly"
+    body = {"model": "tiny", "messages": REPLY, "seed": 1, "max_tokens": 10, "logprobs": True, "top_logprobs": 1}
+    for answer in chat_logprobs(url, {**body, "n": 2, "stop": [stop]}):
+        assert answer[0][0] == "".join(tokens) and answer[0][2] == "stop"
+        assert [e["token"] for e in answer[0][1]] == tokens
+        for content, entries, _ in answer.values():
+            # a first token's leading whitespace the content drops is still listed (choice 1's " villain")
+            assert "".join(e["token"] for e in entries).lstrip() == content, entries
+            assert all(bytes(e["bytes"]).decode() == e["token"] for e in entries)
+
+
 def test_models_health_next_tokens_and_metrics(client, url, model):
     assert [m.id for m in client.models.list().data] == ["tiny", "other"]
     assert client.models.retrieve("other").id == "other"

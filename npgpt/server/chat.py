@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi import Request
 
 from ..chat import CHAT_STOP
 from ..generate import Event
+from ..tokenizer import Tokenizer
 from .errors import APIError, check_request
 from .limits import Limits
 from .metrics import Metrics
@@ -66,22 +68,16 @@ async def start(
         "model": name,
     }
 
-    said = [False] * n  # whether each choice's content has begun: before, a whitespace token is dropped
+    held = [HeldLogprobs(tok) for _ in range(n)] if logprobs is not None else []
 
     def token_logprobs(ev: Event) -> list[dict[str, Any]] | None:
-        """The token's entry, none for one of the leading whitespace the reply drops nor for the
-        ``<|endoftext|>`` that ends it (so the entries' tokens spell the content, as OpenAI's do, not
-        ``"\n"``, then the content, then the end token; ``usage`` still counts both)."""
-        said[ev.row] = said[ev.row] or bool(ev.text)
+        """The entries the choice's content now covers (see :class:`HeldLogprobs`); none for the
+        ``<|endoftext|>`` that ends the reply (so the entries' tokens spell the content, as OpenAI's do;
+        ``usage`` still counts it)."""
         if logprobs is None:
             return None
-        if ev.token is None or not said[ev.row] and not tok.token_bytes(ev.token).strip():
-            return []
-        if params.stop_at_eot and ev.token == tok.eot_id:  # with ignore_eos it is text in the content
-            return []
-        return [
-            {**token_entry(tok, ev.token, ev.logprob), "top_logprobs": [token_entry(tok, t, lp) for t, lp in ev.top]}
-        ]
+        end_token = params.stop_at_eot and ev.token == tok.eot_id  # with ignore_eos it is text in the content
+        return held[ev.row].add(ev, counts=ev.token is not None and not end_token)
 
     def chunk(i: int, delta: dict[str, Any], lp: list | None, finish: str | None) -> Chunk:
         choice = {
@@ -129,3 +125,69 @@ async def start(
         return {**head, "object": "chat.completion", "choices": out, "usage": chunks[-1]["usage"]}
 
     return Answer(chunks(), fold)
+
+
+class HeldLogprobs:
+    """One choice's ``logprobs.content`` entries, given out as its content is, so that the entries' tokens
+    spell ``message.content`` exactly, as OpenAI's do.
+
+    The content is the reply's text less its leading whitespace and cut before a matched stop sequence;
+    text that may begin a stop is held back until it cannot (:class:`~npgpt.generate.TextTracker`).
+    Each token's entry is held back the same way: it goes out once the content given out covers the
+    token's text, and the entries of tokens wholly inside the dropped leading whitespace or a matched
+    stop (``"\\nUser:"`` or the client's ``stop``) never go out.
+
+    A token partly in the content and partly in a matched stop: as vLLM does (it keeps the logprobs of
+    every token whose text made the output, cutting only the text), its entry is listed, but with
+    ``token`` and ``bytes`` showing only the part the content holds: a token ``".\\n"`` before a stop
+    ``"\\nUser:"`` is listed as ``"."``. ``logprob`` and ``top_logprobs`` are still the whole token's (the
+    alternatives are real tokens). So the ``token`` s concatenate to the content, and an entry's
+    ``bytes`` are those of its ``token``.
+
+    The spans are found in the reply decoded here a second time, as the tracker decodes it: a token
+    ending inside a UTF-8 character has an empty span at the character's start, and is listed when
+    that character is in the content (its entry reads ``bytes:\\xe2\\x80``, as OpenAI's do).
+    """
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self.tok = tok
+        self.decoder = tok.stream_decoder()
+        self.text = ""  # the reply decoded: leading whitespace, content, held-back text and any stop matched
+        self.lead: int | None = None  # characters of leading whitespace dropped; known once the text holds more
+        self.said = 0  # characters of content given out
+        self.pending: deque[tuple[int, int, Event]] = deque()  # held tokens: span [lo, hi) in ``text``, event
+
+    def add(self, ev: Event, counts: bool) -> list[dict[str, Any]]:
+        """Take the token's event (``counts``: its token is part of the reply's text) after its content
+        delta ``ev.text`` has gone out; the entries to give out with that delta."""
+        if counts and ev.token is not None:
+            start = len(self.text)
+            self.text += self.decoder.push(ev.token)
+            self.pending.append((start, len(self.text), ev))
+        if self.lead is None and self.text.strip():
+            self.lead = len(self.text) - len(self.text.lstrip())
+        self.said += len(ev.text)
+        if self.lead is None:  # nothing but whitespace yet: no content, and none of its tokens are listed
+            if ev.finish_reason:
+                self.pending.clear()
+            return []
+        lead, end = self.lead, self.lead + self.said
+        out = []
+        while self.pending:
+            lo, hi, token_ev = self.pending[0]
+            # settled: its text is wholly given out (an empty span: its character is), or the reply has ended
+            if not (ev.finish_reason or (hi <= end if lo < hi else lo < end)):
+                break
+            self.pending.popleft()
+            if lo < hi and max(lo, lead) < min(hi, end) or lo == hi and lead <= lo < end:
+                out.append(self.entry(token_ev, lo, hi, end))
+        return out
+
+    def entry(self, ev: Event, lo: int, hi: int, end: int) -> dict[str, Any]:
+        tok = self.tok
+        assert ev.token is not None
+        top = [token_entry(tok, t, lp) for t, lp in ev.top]
+        if hi <= end:
+            return {**token_entry(tok, ev.token, ev.logprob), "top_logprobs": top}
+        shown = self.text[lo:end]  # the part of the token the content holds
+        return {"token": shown, "logprob": ev.logprob, "bytes": list(shown.encode()), "top_logprobs": top}
