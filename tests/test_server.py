@@ -257,8 +257,21 @@ def test_chat_logprobs_leave_out_the_tokens_of_a_matched_stop(url, model, stop, 
         assert answer[0][0] == "".join(tokens) and answer[0][2] == "stop"
         assert [e["token"] for e in answer[0][1]] == tokens
         for content, entries, _ in answer.values():
-            # a first token's leading whitespace the content drops is still listed (choice 1's " villain")
-            assert "".join(e["token"] for e in entries).lstrip() == content, entries
+            assert "".join(e["token"] for e in entries) == content, entries
+            assert all(bytes(e["bytes"]).decode() == e["token"] for e in entries)
+
+
+def test_chat_logprobs_show_a_first_token_as_the_content_has_it(url, model):
+    """The tiny model's reply at seed 0 begins with the token " extraordinarily", whose space the reply
+    drops: its entry shows "extraordinarily" (and those bytes), as the content has it, so the entries'
+    tokens spell the content (they began " extraordinarily" before it)."""
+    prompt = chat_prompt([ChatMessage(**m) for m in REPLY])
+    assert model.generate(prompt, max_new_tokens=1, seed=0) == " extraordinarily"
+    body = {"model": "tiny", "messages": REPLY, "seed": 0, "max_tokens": 6, "logprobs": True, "top_logprobs": 1}
+    for answer in chat_logprobs(url, {**body, "n": 2}):
+        assert answer[0][1][0]["token"] == "extraordinarily" and answer[0][0].startswith("extraordinarily")
+        for content, entries, _ in answer.values():
+            assert "".join(e["token"] for e in entries) == content, entries
             assert all(bytes(e["bytes"]).decode() == e["token"] for e in entries)
 
 

@@ -137,12 +137,12 @@ class HeldLogprobs:
     token's text, and the entries of tokens wholly inside the dropped leading whitespace or a matched
     stop (``"\\nUser:"`` or the client's ``stop``) never go out.
 
-    A token partly in the content and partly in a matched stop: as vLLM does (it keeps the logprobs of
-    every token whose text made the output, cutting only the text), its entry is listed, but with
-    ``token`` and ``bytes`` showing only the part the content holds: a token ``".\\n"`` before a stop
-    ``"\\nUser:"`` is listed as ``"."``. ``logprob`` and ``top_logprobs`` are still the whole token's (the
-    alternatives are real tokens). So the ``token`` s concatenate to the content, and an entry's
-    ``bytes`` are those of its ``token``.
+    A token partly in the content: as vLLM does (it keeps the logprobs of every token whose text made
+    the output, cutting only the text), its entry is listed, but with ``token`` and ``bytes`` showing
+    only the part the content holds: a first token ``" And"`` whose space the reply drops is listed as
+    ``"And"``, a token ``".\\n"`` before a stop ``"\\nUser:"`` as ``"."``. ``logprob`` and ``top_logprobs``
+    are still the whole token's (the alternatives are real tokens). So the ``token`` s always
+    concatenate to the content, and an entry's ``bytes`` are those of its ``token``.
 
     The spans are found in the reply decoded here a second time, as the tracker decodes it: a token
     ending inside a UTF-8 character has an empty span at the character's start, and is listed when
@@ -180,14 +180,14 @@ class HeldLogprobs:
                 break
             self.pending.popleft()
             if lo < hi and max(lo, lead) < min(hi, end) or lo == hi and lead <= lo < end:
-                out.append(self.entry(token_ev, lo, hi, end))
+                out.append(self.entry(token_ev, lo, hi, lead, end))
         return out
 
-    def entry(self, ev: Event, lo: int, hi: int, end: int) -> dict[str, Any]:
+    def entry(self, ev: Event, lo: int, hi: int, lead: int, end: int) -> dict[str, Any]:
         tok = self.tok
         assert ev.token is not None
         top = [token_entry(tok, t, lp) for t, lp in ev.top]
-        if hi <= end:
+        if lead <= lo and hi <= end:
             return {**token_entry(tok, ev.token, ev.logprob), "top_logprobs": top}
-        shown = self.text[lo:end]  # the part of the token the content holds
+        shown = self.text[max(lo, lead) : min(hi, end)]  # the part of the token the content holds
         return {"token": shown, "logprob": ev.logprob, "bytes": list(shown.encode()), "top_logprobs": top}
