@@ -75,13 +75,14 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
         return lambda name: True
     if callable(names_filter):
         return names_filter
-    wanted = {names_filter} if isinstance(names_filter, str) else None
-    if wanted is None and isinstance(names_filter, Iterable):
-        wanted = set(names_filter)
-    if wanted is None or not all(isinstance(n, str) for n in wanted):
+    names = [names_filter] if isinstance(names_filter, str) else None
+    if names is None and isinstance(names_filter, Iterable):
+        names = list(names_filter)  # checked before the set: a list inside ([["a"]]) cannot be hashed
+    if names is None or not all(isinstance(n, str) for n in names):
         raise NpgptError(
             f"names_filter must be a hook name, a list of names or a function of a name, got {names_filter!r}"
         )
+    wanted = set(names)
     unknown = sorted(wanted - set(hook_names(n_layer)))
     if unknown:
         raise NpgptError(

@@ -384,7 +384,7 @@ def test_names_filter_and_fwd_hooks_of_the_wrong_form_are_one_line():
     a list a ValueError (too many values to unpack); now each is one line naming the form."""
     model = GPT2(ODD, scaled_params(ODD, 1))
     ids = np.arange(4) + 7
-    for bad in (3, [0], ["hook_embed", 2]):
+    for bad in (3, [0], ["hook_embed", 2], [["hook_embed"]]):  # a list in the list: unhashable, a TypeError once
         with pytest.raises(NpgptError, match="names_filter must be a hook name, a list of names or a function"):
             model.run_with_cache(ids, names_filter=bad)
     keep = lambda x, n: None  # noqa: E731
