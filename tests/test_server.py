@@ -427,6 +427,11 @@ def test_a_body_that_is_not_utf8_is_told_so(url):
     error = r.json()["error"]
     assert r.status_code == 400 and error["code"] == "invalid_json", r.text
     assert error["message"] == "the body is not UTF-8 (byte 15 is 0xe9); send JSON encoded as UTF-8"
+    # json.loads guesses UTF-16 from a body starting FF FE: its failing byte is no UTF-8 byte to name
+    r = httpx.post(url + "/v1/completions", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["message"] == (
+        "the body is not UTF-8 (it starts like UTF-16-LE, but is not that either); send JSON encoded as UTF-8"
+    )
 
 
 def test_chat_over_the_context_blames_the_messages(url):

@@ -184,10 +184,14 @@ def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         if isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI's "There was an error parsing the body"
             bad = e.__cause__
+            # json.loads guesses UTF-16/32 from a body's first bytes; then the failing byte is that guess's, not UTF-8's
+            where = (
+                f"byte {bad.start} is {bad.object[bad.start]:#04x}"
+                if bad.encoding.replace("-", "").lower() == "utf8"
+                else f"it starts like {bad.encoding.upper()}, but is not that either"
+            )
             return APIError(
-                400,
-                f"the body is not UTF-8 (byte {bad.start} is {bad.object[bad.start]:#04x}); send JSON encoded as UTF-8",
-                code="invalid_json",
+                400, f"the body is not UTF-8 ({where}); send JSON encoded as UTF-8", code="invalid_json"
             ).response()
         if e.status_code == 404 and e.detail == "Not Found":  # no route matched (a handler's 404 is an APIError)
             return unknown_url(request.method, request.url.path, routes).response()
