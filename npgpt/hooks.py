@@ -349,6 +349,12 @@ def attribution_patching(
     you do not care about. One forward pass for the clean run, one ``jax.grad`` for the corrupted.
     """
     keep = name_filter(names_filter, model.config.n_layer)
+    shapes = [as_engine(model).check_ids(ids, attention_mask)[0].shape for ids in (clean_ids, corrupted_ids)]
+    if shapes[0] != shapes[1]:  # checked before either run: the two runs' activations are subtracted
+        raise NpgptError(
+            f"clean and corrupted inputs must have the same shape [batch, seq], got {shapes[0]} and {shapes[1]}; "
+            "pad the shorter (and pass attention_mask) or cut both to one length"
+        )
     clean: dict[str, np.ndarray] = {}
 
     def record(name: str, x: Array) -> Array:
@@ -360,6 +366,4 @@ def attribution_patching(
     with jax.default_matmul_precision("highest"):  # as the gradient's run computes
         hooked_forward(model, clean_ids, record, attention_mask, params)
     _, corrupted, grads = activation_grads(model, corrupted_ids, metric, names_filter, attention_mask)
-    if {n: a.shape for n, a in clean.items()} != {n: a.shape for n, a in corrupted.items()}:
-        raise NpgptError("clean and corrupted inputs must have the same shape [batch, seq]")
     return {n: (clean[n] - corrupted[n]) * grads[n] for n in grads}

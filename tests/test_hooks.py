@@ -286,6 +286,19 @@ def test_attribution_patching_is_clean_minus_corrupted_times_gradient():
     assert np.abs(attr[name][0, 2:]).max() > 0
 
 
+def test_attribution_patching_checks_the_two_shapes_before_running(monkeypatch):
+    """Inputs of two shapes were found out only after both runs (the clean forward and the gradient)."""
+    pytest.importorskip("jax")
+    model = GPT2(ODD, scaled_params(ODD, 4))
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a run started before the shapes were checked")
+
+    monkeypatch.setattr(hooks, "hooked_forward", no_run)
+    with pytest.raises(NpgptError, match=r"same shape \[batch, seq\], got \(1, 6\) and \(1, 5\); pad the shorter"):
+        hooks.attribution_patching(model, np.arange(6)[None], np.arange(5)[None], lambda logits: logits[0, -1, 0])
+
+
 def test_activation_grads_of_an_int8_model_is_a_clear_error():
     """int8 matrices are codes for a kernel, not arrays to differentiate: one NpgptError naming the
     fix (it was an AttributeError from inside the weight conversion)."""
