@@ -356,6 +356,13 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["generate", "Hi", "-sys", "x"], "No such option: -sys"),  # no --system here, and not "-s: --seed"
         (["run", "124M", "Hi"], "npgpt's is generate"),  # Ollama
         (["pull", "124M"], "npgpt's is download"),
+        (["train", "d.txt", "--max_iters=20"], "npgpt takes --steps"),  # nanoGPT's train.py
+        (["train", "d.txt", "--learning_rate", "1e-3"], "npgpt takes --lr"),
+        (["train", "d.txt", "--out_dir=out"], "npgpt takes --out"),  # click offered --out, unsure
+        (["train", "d.txt", "--init_from=gpt2"], "npgpt takes --init"),  # sample.py's is --model
+        (["generate", "Hi", "--init_from=gpt2"], "npgpt takes --model"),
+        (["train", "d.txt", "--n_layer=2"], "npgpt takes --n-layer"),  # any snake_case spelling
+        (["eval", "--batch_size", "2"], "npgpt takes --batch-size"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):

@@ -22,8 +22,9 @@ from ..sampling import SamplingParams
 _click: Any = importlib.import_module("typer._click" if importlib.util.find_spec("typer._click") else "click")
 NoSuchOption, UsageError = _click.exceptions.NoSuchOption, _click.exceptions.UsageError
 
-# Other tools' option -> npgpt's; a hint is given only on a command that has npgpt's option.
-OPTIONS = {
+# Other tools' option -> npgpt's (or npgpt's candidates, the first the command has); a hint is given only on a
+# command that has npgpt's option. Any other ``--snake_case`` whose ``--kebab-case`` the command has is hinted too.
+OPTIONS: dict[str, str | tuple[str, ...]] = {
     "-p": "PROMPT",  # llama.cpp
     "--prompt": "PROMPT",
     "--start": "PROMPT",  # nanoGPT's sample.py
@@ -41,7 +42,15 @@ OPTIONS = {
     "--presence_penalty": "--presence-penalty",
     "--frequency_penalty": "--frequency-penalty",
     "-s": "--seed",
-    "--init_from": "--model",
+    "--init_from": ("--model", "--init"),  # sample.py's, train.py's
+    "--out_dir": ("--out", "--model"),  # train.py: the run folder; sample.py: the checkpoint's
+    "--max_iters": "--steps",
+    "--learning_rate": "--lr",
+    "--block_size": "--seq-len",
+    "--gradient_accumulation_steps": "--grad-accum",
+    "--warmup_iters": "--warmup",
+    "--grad_clip": "--clip",
+    "--log_interval": "--log-interval",
     "--model-path": "--model",
     "-sys": "--system",
     "--system-prompt": "--system",
@@ -77,11 +86,16 @@ class Command(TyperCommand):
 
     def _hint(self, ctx: Any, theirs: str) -> None:
         """NoSuchOption naming npgpt's spelling of ``theirs``, where this command has it; else nothing."""
-        ours = OPTIONS.get(theirs)
-        if ours is None or not any(ours in (*p.opts, (p.name or "").upper()) for p in self.params):
+        known = OPTIONS.get(theirs, theirs.replace("_", "-") if theirs.startswith("--") else ())
+        has = [o for o in ((known,) if isinstance(known, str) else known) if self._has(o)]
+        if not has:
             return
+        ours = has[0]
         how = f'the text as an argument: npgpt {ctx.info_name} "TEXT"' if ours == "PROMPT" else ours
         raise NoSuchOption(theirs, message=f"No such option: {theirs}. npgpt takes {how}", ctx=ctx) from None
+
+    def _has(self, ours: str) -> bool:
+        return any(ours in (*p.opts, (p.name or "").upper()) for p in self.params)
 
 
 class Group(TyperGroup):
