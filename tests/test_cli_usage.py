@@ -370,6 +370,16 @@ def test_other_tools_names_get_npgpts(args, hint):
     assert r.returncode == 2 and hint in r.stderr, r.stderr
 
 
+def test_llama_cpps_n_is_told_apart_from_npgpts(model_file):
+    """llama.cpp's ``-n 128`` is tokens to generate; npgpt's -n is completions per prompt: said on stderr."""
+    r = run_cli("generate", "Hi", "--model", model_file, "-n", "3", "--seed", "1")
+    assert r.returncode == 0 and r.stdout.count("--- ") == 3, r.stderr
+    assert "-n 3: 3 completions of each prompt" in r.stderr and "use --max-new-tokens 3" in r.stderr
+    r = run_cli("generate", "Hi", "--model", model_file, "-n", "2", "--max-new-tokens", "2", "--seed", "1")
+    assert r.returncode == 0 and "completions" not in r.stderr, r.stderr  # both given: the user knows
+    one_line_error(run_cli("generate", "Hi", "--model", model_file, "-n", "-1"), "got -1", "--max-new-tokens")
+
+
 def test_errors_name_the_flag_the_user_typed(model_file):
     """The library's messages name the Python keyword (max_new_tokens); the CLI user typed --max-new-tokens."""
     r = run_cli("generate", "Hi", "--model", model_file, "--max-new-tokens", "100000")

@@ -29,6 +29,7 @@ from .options import (
     console,
     load_model,
     print_json,
+    print_notice,
     read_text,
     unescape,
 )
@@ -37,6 +38,7 @@ SamplingOpts = dict  # the keyword arguments of npgpt.sampling.SamplingParams
 
 
 def generate(
+    ctx: typer.Context,
     prompt: Annotated[
         str | None, typer.Argument(help="The text to continue; - (or nothing, with text piped in) reads it from stdin.")
     ] = None,
@@ -74,7 +76,10 @@ def generate(
     or `echo "And God said" | npgpt generate`
     """
     if n < 1:
-        raise NpgptError(f"-n must be >= 1, got {n}")
+        raise NpgptError(
+            f"-n is completions per prompt and must be >= 1, got {n}; "
+            "for the number of new tokens (llama.cpp's -n), use --max-new-tokens"
+        )
     if as_json and stream:
         raise NpgptError("--json prints one object at the end; drop --stream (or --json)")
     prompts = _prompts(prompt, prompt_file, batch_file)
@@ -91,6 +96,12 @@ def generate(
         seed=seed,
         stop=stop,
     )
+    source = ctx.get_parameter_source("max_new_tokens")
+    if n > 1 and (source is None or source.name != "COMMANDLINE"):  # llama.cpp's `-n 128` meant tokens
+        print_notice(
+            f"-n {n}: {n} completions of each prompt, {max_new_tokens} tokens each; "
+            f"for {n} new tokens (llama.cpp's -n {n}), use --max-new-tokens {n}"
+        )
     m = load_model(model, backend, dtype)
     out = sys.stdout
     if len(rows) == 1 and stream:
