@@ -380,6 +380,17 @@ def test_llama_cpps_n_is_told_apart_from_npgpts(model_file):
     one_line_error(run_cli("generate", "Hi", "--model", model_file, "-n", "-1"), "got -1", "--max-new-tokens")
 
 
+def test_llama_cpps_f_is_told_apart_from_npgpts(model_file, tmp_path):
+    """llama.cpp's ``-f prompt.txt`` is the whole file as one prompt; npgpt's -f is one prompt per line: said."""
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("User: hello\nAssistant:\n")
+    r = run_cli("generate", "-f", str(prompt), "--model", model_file, "--max-new-tokens", "2")
+    assert r.returncode == 0 and r.stdout.count("--- ") == 2, r.stderr
+    assert "2 prompts, one per line" in r.stderr and f"use --prompt-file {prompt}" in r.stderr
+    r = run_cli("generate", "--batch-file", str(prompt), "--model", model_file, "--max-new-tokens", "2")
+    assert r.returncode == 0 and "one per line" not in r.stderr, r.stderr  # the batch was asked for by name
+
+
 def test_errors_name_the_flag_the_user_typed(model_file):
     """The library's messages name the Python keyword (max_new_tokens); the CLI user typed --max-new-tokens."""
     r = run_cli("generate", "Hi", "--model", model_file, "--max-new-tokens", "100000")

@@ -47,7 +47,10 @@ def generate(
     ] = None,
     batch_file: Annotated[
         Path | None,
-        typer.Option("--batch-file", "--file", "-f", help="Read prompts from a file, one per line; run as one batch."),
+        typer.Option("--batch-file", help="Read prompts from a file, one per line; run as one batch (or -f, --file)."),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", hidden=True, help="--batch-file, told apart from llama.cpp's -f.")
     ] = None,
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",
@@ -82,7 +85,14 @@ def generate(
         )
     if as_json and stream:
         raise NpgptError("--json prints one object at the end; drop --stream (or --json)")
-    prompts = _prompts(prompt, prompt_file, batch_file)
+    if file is not None and batch_file is not None:
+        raise NpgptError("give --batch-file once (-f and --file are its other names)")
+    prompts = _prompts(prompt, prompt_file, batch_file or file)
+    if file is not None and len(prompts) > 1:  # llama.cpp's -f reads the whole file as one prompt
+        print_notice(
+            f"-f/--file {file}: {len(prompts)} prompts, one per line (npgpt's -f is --batch-file); "
+            f"for the whole file as one prompt (llama.cpp's -f), use --prompt-file {file}"
+        )
     rows = [p for p in prompts for _ in range(n)]
     sampling = sampling_options(
         max_new_tokens=max_new_tokens,
