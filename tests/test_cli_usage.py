@@ -321,6 +321,16 @@ def test_train_out_is_a_file(tmp_path):
     assert out.read_bytes() == b"keep me"
 
 
+def test_train_refuses_a_nanogpt_config_as_its_text(tmp_path):
+    """nanoGPT's ``python train.py config/train_shakespeare_char.py`` habit: the config is not the training text."""
+    config = tmp_path / "train_shakespeare_char.py"
+    config.write_text("# tiny\nimport time\nout_dir = 'out-shakespeare-char'\nn_layer = 1\nn_embd = 16\nn_head = 1\n")
+    small = ["--n-layer", "1", "--n-embd", "16", "--n-head", "1", "--n-ctx", "16", "--tokenizer", "char"]
+    r = run_cli("train", str(config), "--out", str(tmp_path / "run"), "--steps", "1", *small)
+    one_line_error(r, "train_shakespeare_char.py is a Python config file", "--config")
+    assert not (tmp_path / "run").exists()
+
+
 # -- README ------------------------------------------------------------------------------------------------------
 def test_readme_quickstart_is_two_commands_and_names_every_extra():
     import re

@@ -193,6 +193,7 @@ def train_command(
     if given["data"] is None or given["out"] is None:
         raise NpgptError("give the training text and --out (on the command line or as data/out in --config)")
     check_out_dir(Path(given["out"]))
+    _refuse_python_config(Path(given["data"]))
     from ..train.settings import TrainSettings
 
     settings = TrainSettings(
@@ -279,6 +280,25 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
         typer.echo(
             f"step {result.step}: loss {result.history['loss'][-1]:.4f}{tail}, "
             f"{result.tokens_per_s:,.0f} tokens/s; model in {out / 'model.safetensors'}"
+        )
+
+
+def _refuse_python_config(data: Path) -> None:
+    """A nanoGPT config (``python train.py config/train_shakespeare_char.py``: a .py file of nothing but
+    assignments) given as the training text is refused, not trained on."""
+    import re
+
+    if data.suffix != ".py" or not data.is_file():
+        return
+    try:
+        lines = [line for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return  # reading it as training text names the problem
+    code = [line for line in lines if not line.lstrip().startswith("#")]
+    if code and all(re.match(r"([A-Za-z_]\w*\s*=[^=]|(import|from)\s)", line) for line in code):
+        raise NpgptError(
+            f"{data} is a Python config file (nanoGPT's), not text to train on; give the text as DATA and the "
+            "settings as options (--n-layer 6 --lr 1e-3) or in a TOML file with --config"
         )
 
 
