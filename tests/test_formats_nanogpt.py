@@ -85,3 +85,17 @@ def test_nanogpt_weight_with_and_without_the_compile_prefix_is_refused(pair, tmp
     torch.save(ckpt, tmp_path / "ckpt.pt")
     with pytest.raises(CheckpointError, match="'_orig_mod.transformer.ln_f.weight' and 'transformer.ln_f.weight'"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("dropped", [("bias",), ("bias", "vocab_size")], ids=["2023-01-14", "2022-12-28"])
+def test_nanogpt_first_versions_model_args(pair, tmp_path, dropped):
+    """nanoGPT's first checkpoints: model_args without 'bias' (before 2023-01-27) or 'vocab_size'
+    (before 2023-01-14); their GPT had biases and GPT-2's vocabulary, which the weights show."""
+    _, ref = pair("odd")
+    ckpt = nanogpt_checkpoint(ref, vocab=50257)
+    for key in dropped:
+        del ckpt["model_args"][key]
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    config = load_checkpoint(tmp_path)[0]
+    assert (config.bias, config.n_vocab) == (True, 50257)
+    assert close_to_hf(tmp_path, ref) <= 1e-4

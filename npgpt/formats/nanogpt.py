@@ -31,6 +31,9 @@ from .npgpt_format import as_float32
 CKPT_FILE = "ckpt.pt"  # what nanoGPT's train.py writes in its out_dir
 _ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 _IGNORED_ARGS = ("dropout",)  # training only: no effect on inference
+# Keys nanoGPT's first versions did not save (``vocab_size`` before 2023-01-14, ``bias`` before
+# 2023-01-27): their GPT had GPT-2's vocabulary and biases everywhere, and the weights say which
+# (:func:`_early_args`).
 _LINEAR = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _PREFIX = "_orig_mod."
 
@@ -58,17 +61,27 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
             f"{path}: not a nanoGPT checkpoint (no 'model' and 'model_args'); a bare PyTorch state dict "
             "needs its Hugging Face config.json beside it, saved as pytorch_model.bin"
         )
-    config = _config(ckpt["model_args"], str(path))
     state = {}
     for key, value in ckpt["model"].items():
         name = key.removeprefix(_PREFIX)
         if name in state:
             raise duplicate(str(path), _PREFIX + name, name)
         state[name] = value
+    config = _config({**_early_args(state), **ckpt["model_args"]}, str(path))
     flat = _params(state, str(path))
     if "lm_head" in flat:
         config = dataclasses.replace(config, tie_word_embeddings=False)
     return config, unflatten(flat, config, source=str(path))
+
+
+def _early_args(state: dict[str, Any]) -> dict[str, Any]:
+    """``bias`` and ``vocab_size`` as the weights show them, for a checkpoint of nanoGPT's first
+    versions, whose ``model_args`` lack them (``model_args`` has the last word where it has them)."""
+    wte = state.get("transformer.wte.weight")
+    args: dict[str, Any] = {"bias": "transformer.ln_f.bias" in state}
+    if isinstance(wte, np.ndarray) and wte.ndim == 2:
+        args["vocab_size"] = int(wte.shape[0])
+    return args
 
 
 def _config(args: dict[str, Any], source: str) -> GPT2Config:
