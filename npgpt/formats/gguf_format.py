@@ -135,7 +135,12 @@ def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> None:
     from ..tokenizer import default_files
 
     K = gguf.Keys.Tokenizer
-    model = _field(reader, path, K.MODEL, default="(none)")
+    if K.MODEL not in reader.fields:  # llama.cpp refuses such a file too
+        raise CheckpointError(
+            f"{path}: no tokenizer in its metadata ({K.MODEL} is missing); convert the model again with "
+            "llama.cpp's convert_hf_to_gguf.py from a directory holding GPT-2's tokenizer files"
+        )
+    model = _field(reader, path, K.MODEL)
     if model != "gpt2":
         raise CheckpointError(
             f"{path}: tokenizer {model!r}, not GPT-2's byte-level BPE "
