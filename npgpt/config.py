@@ -160,8 +160,11 @@ class GPT2Config:
             kw[ours] = kw.pop(theirs)
         names = {f.name for f in dataclasses.fields(cls)}
         missing = set(_INTS) - kw.keys()
-        if missing:
-            raise ValueError(f"model config is missing {sorted(missing)}; expected keys {sorted(_INTS)}")
+        if missing:  # named as a config.json names them where the file uses Hugging Face's names
+            hf = renamed or "model_type" in d
+            named = {ours: theirs if hf else f"{ours} (or {theirs})" for ours, theirs in hf_names.items()}
+            missing_names, expected = (", ".join(sorted(named.get(k, k) for k in keys)) for keys in (missing, _INTS))
+            raise ValueError(f"model config is missing {missing_names}; expected keys {expected}")
         try:
             return cls(**{k: v for k, v in kw.items() if k in names})
         except ValueError as e:  # name the field as the file does

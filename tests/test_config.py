@@ -28,6 +28,9 @@ def test_from_dict_reads_openai_and_hf_names():
     assert GPT2Config.from_dict(openai) == GPT2Config.from_dict(hf) == PRESETS["124M"]
     with pytest.raises(ValueError, match="missing"):
         GPT2Config.from_dict({"n_embd": 8})
+    # A config.json is told the key it lacks by its own (Hugging Face's) name, not npgpt's n_ctx.
+    with pytest.raises(ValueError, match=r"missing n_positions; expected keys n_embd, n_head, n_layer, n_positions,"):
+        GPT2Config.from_dict({k: v for k, v in hf.items() if k != "n_positions"})
 
 
 def test_numpy_numbers_are_accepted_and_kept_as_pythons():
