@@ -250,3 +250,30 @@ def test_reader_equals_torch_load_on_random_views(tmp_path):
             assert np.array_equal(a, expected)
 
     check()
+
+
+def test_the_weights_file_named_is_the_one_read(pair, tmp_path):
+    """A directory holding three sets of weights for one config: the file the user names is read, not
+    the one transformers picks first (a pytorch_model.bin path loaded the model.safetensors beside it)."""
+    import shutil
+
+    from transformers import GPT2LMHeadModel
+
+    _, ref = pair("tiny")
+    ref.save_pretrained(tmp_path)  # config.json + model.safetensors: what the directory loads as
+    changed = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(ref.config).eval()
+        model.load_state_dict(
+            {k: v + torch.randn_like(v) if k.endswith("c_fc.weight") else v for k, v in state_dict(ref).items()}
+        )
+        changed.append(model)
+    torch.save(state_dict(changed[0]), tmp_path / "pytorch_model.bin")
+    changed[1].save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    for f in (tmp_path / "sharded").glob("model*.safetensors*"):
+        shutil.copy(f, tmp_path / f.name)
+    assert close_to_hf(tmp_path, ref) <= 1e-4
+    assert close_to_hf(tmp_path / "pytorch_model.bin", changed[0]) <= 1e-4  # was the model.safetensors beside it
+    assert close_to_hf(tmp_path / "model.safetensors", ref) <= 1e-4  # was refused: "pass the directory"
+    assert close_to_hf(tmp_path / "model.safetensors.index.json", changed[1]) <= 1e-4

@@ -48,7 +48,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".gguf", *_PICKLES)
 def detect(path: str | Path) -> str:
     """Which format ``path`` holds (a name in FORMATS or READ_ONLY); CheckpointError if none."""
     from .gguf_format import is_gguf_file
-    from .hf_files import layout
+    from .hf_files import BIN_INDEX, SAFETENSORS_INDEX, layout
     from .llmc import is_llmc_file
     from .npgpt_format import is_npgpt_file
     from .torch_pickle import is_torch_file
@@ -73,10 +73,14 @@ def detect(path: str | Path) -> str:
         if path.suffix == ".safetensors":
             if is_npgpt_file(path):
                 return "npgpt"
+            if path.name == MODEL_FILE and (path.parent / "config.json").is_file():
+                return "hf"
             raise CheckpointError(
                 f"{path}: a safetensors file without npgpt's config; pass the Hugging Face directory "
                 "that holds it and its config.json"
             )
+        if path.name in (SAFETENSORS_INDEX, BIN_INDEX) and (path.parent / "config.json").is_file():
+            return "hf-sharded" if path.name == SAFETENSORS_INDEX else "hf-bin"
         if path.name.endswith(".index") or path.name == "hparams.json":
             return "openai"
         if _is_npgpt_named_otherwise(path):  # `npgpt convert SRC gpt2-0.5` wrote it there
@@ -254,7 +258,7 @@ def _load(path: Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, 
     if fmt in ("hf", "hf-sharded", "hf-bin"):
         from . import hf
 
-        return hf.load(path if path.is_dir() else path.parent)
+        return hf.load(path) if path.is_dir() else hf.load(path.parent, weights=path)
     if fmt == "nanogpt":
         from . import nanogpt
 

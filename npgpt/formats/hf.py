@@ -95,8 +95,9 @@ def npgpt_to_hf_name(name: str) -> str:
     return "transformer." + ".".join(parts)
 
 
-def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
-    """Config and nested float32 params from a Hugging Face GPT-2 directory."""
+def load(directory: str | Path, weights: str | Path | None = None) -> tuple[GPT2Config, dict[str, Any]]:
+    """Config and nested float32 params from a Hugging Face GPT-2 directory; ``weights``: its file the
+    user named (``pytorch_model.bin`` beside a ``model.safetensors`` is that bin, not the safetensors)."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.exists():
@@ -110,7 +111,7 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         config = GPT2Config.from_dict(raw)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{config_path}: {e}") from None
-    tensors, weights_path = read_tensors(directory)
+    tensors, weights_path = read_tensors(directory, None if weights is None else Path(weights))
     flat: dict[str, np.ndarray] = {}
     for name, ours in our_names(tensors, weights_path):
         if not (ours == "lm_head" and config.tie_word_embeddings):  # tied: a copy of wte

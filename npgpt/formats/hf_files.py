@@ -58,13 +58,25 @@ def layout(directory: Path) -> str | None:
     return "hf-bin" if (directory / BIN_INDEX).is_file() else None
 
 
-def read_tensors(directory: Path) -> tuple[dict[str, np.ndarray], str]:
-    """Every tensor of the directory's weights by Hugging Face name, and the file(s) they came from."""
+def read_tensors(directory: Path, weights: Path | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """Every tensor of the directory's weights by Hugging Face name, and the file(s) they came from.
+
+    ``weights``: the file the user named (``model.safetensors``, ``pytorch_model.bin`` or an index),
+    read whatever else the directory holds; without it, the first layout in :data:`LAYOUTS` order.
+    """
+    if weights is not None and weights.name in (SAFETENSORS_INDEX, BIN_INDEX):
+        return _read_shards(
+            directory, weights.name, read_safetensors_tensors if weights.name == SAFETENSORS_INDEX else _state_dict
+        )
+    if weights is not None and weights.suffix == ".safetensors":
+        return read_safetensors(weights)[0], str(weights)
+    if weights is not None:
+        return _state_dict(weights), str(weights)
     kind = layout(directory)
     if kind == "hf":
         return read_safetensors(directory / SAFETENSORS)[0], str(directory / SAFETENSORS)
     if kind == "hf-sharded":
-        return _read_shards(directory, SAFETENSORS_INDEX, lambda p: read_safetensors(p)[0])
+        return _read_shards(directory, SAFETENSORS_INDEX, read_safetensors_tensors)
     if kind == "hf-bin" and (directory / BIN).is_file():
         return _state_dict(directory / BIN), str(directory / BIN)
     if kind == "hf-bin":
@@ -73,6 +85,10 @@ def read_tensors(directory: Path) -> tuple[dict[str, np.ndarray], str]:
         f"{directory}: no Hugging Face weights; expected config.json and one of {SAFETENSORS}, "
         f"{SAFETENSORS_INDEX} (sharded) or {BIN}"
     )
+
+
+def read_safetensors_tensors(path: Path) -> dict[str, np.ndarray]:
+    return read_safetensors(path)[0]
 
 
 def shard_map(index_path: Path) -> dict[str, list[str]]:
