@@ -40,6 +40,23 @@ def test_hf_save_pretrained_loads_with_and_without_prefix(pair, tmp_path):
     assert_same_params(bare, model.params)
 
 
+def test_hf_task_models_load_their_language_model_or_are_named(pair, tmp_path):
+    """GPT2DoubleHeadsModel holds GPT-2's LM head beside a multiple-choice head: it loads as
+    GPT2LMHeadModel.from_pretrained loads it. The classifiers, with no LM head, are refused by name
+    (all were "unexpected tensor 'multiple_choice_head.summary.b'" and the like)."""
+    import torch
+    from transformers import GPT2DoubleHeadsModel, GPT2ForSequenceClassification
+
+    model, ref = pair("odd")
+    torch.manual_seed(0)
+    GPT2DoubleHeadsModel.from_pretrained(ref.name_or_path).save_pretrained(tmp_path / "double")
+    _, params = load_checkpoint(tmp_path / "double")
+    assert_same_params(params, model.params)
+    GPT2ForSequenceClassification.from_pretrained(ref.name_or_path).save_pretrained(tmp_path / "classifier")
+    with pytest.raises(CheckpointError, match="'score.weight' is the head of a GPT2ForSequenceClassification"):
+        load_checkpoint(tmp_path / "classifier")
+
+
 def test_hf_buffers_and_tied_head_are_dropped(tmp_path):
     from safetensors.numpy import load_file, save_file
 

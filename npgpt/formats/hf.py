@@ -38,8 +38,15 @@ _HF_MATH = (
     "reorder_and_upcast_attn",
     "tie_word_embeddings",
 )
-# Buffers: not parameters.
-_DROP = re.compile(r"\.attn\.(masked_)?bias$")
+# Buffers: not parameters; and GPT2DoubleHeadsModel's multiple-choice head, beside its language-model
+# head (transformers' GPT2LMHeadModel.from_pretrained leaves it out too).
+_DROP = re.compile(r"\.attn\.(masked_)?bias$|^multiple_choice_head\.")
+# The heads of transformers' GPT-2 classes that have no language-model head.
+_TASK_HEADS = {
+    "score": "GPT2ForSequenceClassification",
+    "classifier": "GPT2ForTokenClassification",
+    "qa_outputs": "GPT2ForQuestionAnswering",
+}
 
 
 def hf_to_npgpt_name(name: str) -> str | None:
@@ -73,6 +80,12 @@ def our_names(names: Iterable[str], source: str) -> Iterator[tuple[str, str]]:
     (:func:`duplicate`) for one weight under two names."""
     seen: dict[str, str] = {}
     for name in names:
+        task = _TASK_HEADS.get(name.split(".")[0])
+        if task is not None:
+            raise CheckpointError(
+                f"{source}: tensor {name!r} is the head of a {task}, a task model with no "
+                "language-model head; npgpt generates text with GPT2LMHeadModel checkpoints"
+            )
         ours = hf_to_npgpt_name(name)
         if ours is None:  # a buffer (the attn.bias mask)
             continue
