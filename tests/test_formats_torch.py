@@ -277,3 +277,15 @@ def test_the_weights_file_named_is_the_one_read(pair, tmp_path):
     assert close_to_hf(tmp_path / "pytorch_model.bin", changed[0]) <= 1e-4  # was the model.safetensors beside it
     assert close_to_hf(tmp_path / "model.safetensors", ref) <= 1e-4  # was refused: "pass the directory"
     assert close_to_hf(tmp_path / "model.safetensors.index.json", changed[1]) <= 1e-4
+
+
+def test_a_pickle_shard_path_names_its_directory(pair, tmp_path):
+    """A path to one shard of pytorch_model.bin's index was told to save a config.json beside it, which was there."""
+    _, ref = pair("tiny")
+    save_bin(tmp_path, ref)
+    (tmp_path / "pytorch_model.bin").rename(tmp_path / "pytorch_model-00001-of-00001.bin")
+    weight_map = {k: "pytorch_model-00001-of-00001.bin" for k in state_dict(ref)}
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert close_to_hf(tmp_path, ref) <= 1e-4
+    with pytest.raises(CheckpointError, match=r"one shard of the Hugging Face model in .*; pass that directory"):
+        load_checkpoint(tmp_path / "pytorch_model-00001-of-00001.bin")

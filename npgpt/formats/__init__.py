@@ -48,7 +48,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".gguf", *_PICKLES)
 def detect(path: str | Path) -> str:
     """Which format ``path`` holds (a name in FORMATS or READ_ONLY); CheckpointError if none."""
     from .gguf_format import is_gguf_file
-    from .hf_files import BIN_INDEX, SAFETENSORS_INDEX, layout
+    from .hf_files import BIN_INDEX, SAFETENSORS_INDEX, layout, shard_map
     from .llmc import is_llmc_file
     from .npgpt_format import is_npgpt_file
     from .torch_pickle import is_torch_file
@@ -68,6 +68,11 @@ def detect(path: str | Path) -> str:
             return "llmc"
         if path.suffix in _PICKLES and is_torch_file(path):
             # HF's pytorch_model.bin beside its config.json, else a file that carries its own config
+            if (path.parent / BIN_INDEX).is_file() and path.name in shard_map(path.parent / BIN_INDEX):
+                raise CheckpointError(
+                    f"{path}: one shard of the Hugging Face model in {path.parent} ({BIN_INDEX} names its "
+                    f"shards); pass that directory"
+                )
             hf_bin = path.name == "pytorch_model.bin" and (path.parent / "config.json").is_file()
             return "hf-bin" if hf_bin else "nanogpt"
         if path.suffix == ".safetensors":
