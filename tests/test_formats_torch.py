@@ -167,6 +167,9 @@ def test_setting_state_on_anything_but_an_ordered_dict_is_refused(tmp_path):
         (b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.", "refused to unpickle builtins.eval"),
         (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(K\x01K\x00))tR.", "a tensor's storage is int, not a storage"),
         (b"\x80\x02X\x01\x00\x00\x00xQ.", "unknown persistent id"),
+        # bytearray(2**28): a number of bytes to allocate, not its items; set(5): one line, not a TypeError
+        (b"\x80\x02c__builtin__\nbytearray\nJ\x00\x00\x00\x10\x85R.", "bytearray in the pickle is built from a number"),
+        (b"\x80\x02c__builtin__\nset\nX\x01\x00\x00\x00x]\x86R.", "set in the pickle cannot be built"),
     ],
 )
 def test_hand_made_pickles_are_refused_with_the_file_named(tmp_path, pkl, error):
@@ -289,3 +292,28 @@ def test_a_pickle_shard_path_names_its_directory(pair, tmp_path):
     assert close_to_hf(tmp_path, ref) <= 1e-4
     with pytest.raises(CheckpointError, match=r"one shard of the Hugging Face model in .*; pass that directory"):
         load_checkpoint(tmp_path / "pytorch_model-00001-of-00001.bin")
+
+
+def test_what_torch_load_reads_beside_the_weights_is_read(pair, tmp_path):
+    """A training script's notes that torch.load(weights_only=True) reads (bytes, a set, torch.Size, a
+    device, a dtype) were refused: "refused to unpickle _codecs.encode" (every bytes under protocol 2)."""
+    import collections
+
+    from checkpoint_writers import nanogpt_checkpoint
+
+    _, ref = pair("tiny")
+    ckpt = nanogpt_checkpoint(ref, vocab=50257)
+    ckpt["notes"] = {
+        "tokenizer": b"\x00\xffbytes",
+        "tags": {"gpt2", "run-3"},
+        "shape": torch.Size([2, 3]),
+        "device": torch.device("cpu"),
+        "dtype": torch.bfloat16,
+        "counts": collections.Counter("aab"),
+        "z": 1 + 2j,
+    }
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    torch.load(tmp_path / "ckpt.pt", weights_only=True)  # torch's safe reader takes it
+    notes = torch_pickle.load(tmp_path / "ckpt.pt")["notes"]
+    assert notes["tokenizer"] == b"\x00\xffbytes" and notes["tags"] == {"gpt2", "run-3"} and notes["shape"] == (2, 3)
+    assert close_to_hf(tmp_path, ref) <= 1e-4

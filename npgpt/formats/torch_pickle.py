@@ -60,6 +60,13 @@ _FIX = "re-save it with torch.save, or use a safetensors copy of the model"
 _UNSAFE = "nothing in it was run; use a safetensors copy of the model, or do not use this file"
 
 
+# torch.dtype names (``torch.float32`` is pickled as the global ``torch.float32``).
+_DTYPES = frozenset(
+    "float32 float float64 double float16 half bfloat16 complex64 complex128 uint8 int8 int16 short int32 int "
+    "int64 long bool float8_e4m3fn float8_e5m2 uint16 uint32 uint64".split()
+)
+
+
 class _StorageType:
     """Stands in for ``torch.FloatStorage`` & co.: only its dtype matters."""
 
@@ -99,13 +106,44 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
     return data  # an nn.Parameter is its tensor; requires_grad and hooks do not matter for inference
 
 
-# The only globals a pickle may name, each mapped to a function or class that runs no user code.
+def _encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode``, which protocol-2 pickles (torch.save's) name for every ``bytes``; text only."""
+    if not isinstance(text, str) or not isinstance(encoding, str):
+        raise CheckpointError("a bytes object in the pickle is not text and an encoding")
+    return text.encode(encoding)
+
+
+def _plain(kind: type) -> Any:
+    """``builtins.set`` & co., built from plain values only: never from a number of elements to
+    allocate (``bytearray(10**12)``); a bad argument is CheckpointError."""
+
+    def build(*args: Any) -> Any:
+        if kind is not complex and any(isinstance(a, (int, float)) for a in args):
+            raise CheckpointError(f"a {kind.__name__} in the pickle is built from a number, not its items")
+        try:
+            return kind(*args)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"a {kind.__name__} in the pickle cannot be built ({e})") from None
+
+    return build
+
+
+# The only globals a pickle may name, each mapped to a function or class that runs no user code. Besides
+# the tensors' own, the values torch.load(weights_only=True) reads in a checkpoint's other entries
+# (bytes, sets, torch.Size, a device, a dtype: a training script's notes), kept as plain values.
 _ALLOWED: dict[str, Any] = {
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_parameter": _rebuild_parameter,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
     "collections.OrderedDict": collections.OrderedDict,
+    "collections.Counter": _plain(collections.Counter),
+    "_codecs.encode": _encode,
+    "builtins.bytearray": _plain(bytearray),
+    "builtins.set": _plain(set),
+    "builtins.complex": _plain(complex),
+    "torch.Size": _plain(tuple),
+    "torch.device": lambda *args: "device" + repr(args),
 }
 
 
@@ -144,8 +182,11 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python one: its opcode table ca
     del _op
 
     def find_class(self, module: str, name: str) -> Any:
+        module = "builtins" if module == "__builtin__" else module  # protocol 2 (torch.save's) names Python 2's
         if module == "torch" and name in _STORAGES:
             return _StorageType(name)
+        if module == "torch" and name in _DTYPES:  # a torch.dtype, pickled by name: kept as its name
+            return f"torch.{name}"
         found = _ALLOWED.get(f"{module}.{name}")
         if found is None:
             raise CheckpointError(
@@ -298,7 +339,9 @@ def _resolve(obj: Any, arrays: dict[str, np.ndarray], path: Path) -> Any:
         return [_resolve(v, arrays, path) for v in obj]
     if isinstance(obj, tuple):
         return tuple(_resolve(v, arrays, path) for v in obj)
-    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+    if isinstance(obj, (set, frozenset)):  # of hashable plain values only: nothing to resolve in them
+        return obj
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes, bytearray)):
         return obj
     raise CheckpointError(f"{path}: unexpected {type(obj).__name__} object in the pickle; {_FIX}")
 
