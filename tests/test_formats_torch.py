@@ -170,6 +170,7 @@ def test_setting_state_on_anything_but_an_ordered_dict_is_refused(tmp_path):
         # bytearray(2**28): a number of bytes to allocate, not its items; set(5): one line, not a TypeError
         (b"\x80\x02c__builtin__\nbytearray\nJ\x00\x00\x00\x10\x85R.", "bytearray in the pickle is built from a number"),
         (b"\x80\x02c__builtin__\nset\nX\x01\x00\x00\x00x]\x86R.", "set in the pickle cannot be built"),
+        (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x03\x00\x00\x00hex\x86R.", "not text in Latin-1 or UTF-8"),
     ],
 )
 def test_hand_made_pickles_are_refused_with_the_file_named(tmp_path, pkl, error):

@@ -107,10 +107,14 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
 
 
 def _encode(text: Any, encoding: str = "utf-8") -> bytes:
-    """``_codecs.encode``, which protocol-2 pickles (torch.save's) name for every ``bytes``; text only."""
-    if not isinstance(text, str) or not isinstance(encoding, str):
-        raise CheckpointError("a bytes object in the pickle is not text and an encoding")
-    return text.encode(encoding)
+    """``_codecs.encode``, which protocol-2 pickles (torch.save's) name for every ``bytes``, as
+    ``encode(text, "latin1")``: text in Latin-1 or UTF-8 only (no codec module is looked up)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise CheckpointError(f"a bytes object in the pickle is not text in Latin-1 or UTF-8 ({encoding!r})")
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError as e:
+        raise CheckpointError(f"a bytes object in the pickle cannot be encoded ({e})") from None
 
 
 def _plain(kind: type) -> Any:
