@@ -330,8 +330,7 @@ def activation_grads(
         return value, (value, acts)  # jax.grad's (what to differentiate, what else to return)
 
     zeros = {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}
-    with jax.default_matmul_precision("highest"):  # float32 products on a GPU too, as the backends' are
-        grads, (value, acts) = jax.grad(run, has_aux=True)(zeros)
+    grads, (value, acts) = jax.grad(run, has_aux=True)(zeros)  # float32 products: hooked_forward sees to it
     return float(value), {n: np.asarray(a) for n, a in acts.items()}, {n: np.asarray(g) for n, g in grads.items()}
 
 
@@ -362,8 +361,6 @@ def attribution_patching(
             clean[name] = np.asarray(x)
         return x
 
-    jax, _, params = _jax_params(model)
-    with jax.default_matmul_precision("highest"):  # as the gradient's run computes
-        hooked_forward(model, clean_ids, record, attention_mask, params)
+    hooked_forward(model, clean_ids, record, attention_mask, _jax_params(model)[2])  # as the gradient's run computes
     _, corrupted, grads = activation_grads(model, corrupted_ids, metric, names_filter, attention_mask)
     return {n: (clean[n] - corrupted[n]) * grads[n] for n in grads}
