@@ -12,9 +12,9 @@ import numpy as np
 from .backends import AUTO, Backend, get_backend
 from .config import GPT2Config
 from .engine import Engine
-from .errors import NpgptError, shown
+from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
-from .sampling import SamplingParams, is_integer
+from .sampling import SamplingParams
 from .score import Score, score
 from .tokenizer import Tokenizer
 

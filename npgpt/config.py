@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 from .activations import NAMES as ACTIVATIONS
-from .errors import shown
+from .errors import is_finite_number, is_integer, shown
 
 _INTS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
 _BOOLS = (
@@ -53,8 +52,8 @@ class GPT2Config:
 
     def __post_init__(self) -> None:
         for name in _INTS:
-            _check(name, getattr(self, name), _positive_int, "a positive int")
-        _check("n_inner", self.n_inner, lambda v: v is None or _positive_int(v), "null or a positive int")
+            _check(name, getattr(self, name), lambda v: is_integer(v) and v > 0, "a positive int")
+        _check("n_inner", self.n_inner, lambda v: v is None or (is_integer(v) and v > 0), "null or a positive int")
         _check(
             "activation_function",
             self.activation_function,
@@ -62,10 +61,7 @@ class GPT2Config:
             f"one of {', '.join(ACTIVATIONS)} (transformers' names)",
         )
         _check(
-            "layer_norm_epsilon",
-            self.layer_norm_epsilon,
-            lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and _finite(v) and float(v) > 0,
-            "a positive number",
+            "layer_norm_epsilon", self.layer_norm_epsilon, lambda v: is_finite_number(v) and v > 0, "a positive number"
         )
         # NumPy's numbers (np.int64(768), as read from an array) pass and are kept as Python's, so the config
         # stays JSON-serializable and compares and hashes as the Python-int one
@@ -172,18 +168,6 @@ class GPT2Config:
             for ours, theirs in renamed.items():
                 message = message.replace(f"GPT2Config.{ours} ", f"GPT2Config.{ours} ({theirs}) ")
             raise ValueError(message) from None
-
-
-def _positive_int(v: Any) -> bool:
-    """A positive integer, Python's or NumPy's (np.int64(768)); never a bool."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) > 0
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int past float's range (10**400)
-        return False
 
 
 def _check(name: str, value: Any, ok: Any, expected: str) -> None:

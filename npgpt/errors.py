@@ -1,4 +1,8 @@
-"""User-facing errors. The CLI and the server print these as one line, never a traceback."""
+"""User-facing errors, and the checks of the values users pass that they are raised for. The CLI and the
+server print these as one line, never a traceback."""
+
+import math
+import numbers
 
 
 class NpgptError(ValueError):
@@ -34,3 +38,18 @@ def shown(value: object) -> str:
         return repr(value)
     except ValueError:  # a container or number type holding such an integer
         return f"a {type(value).__name__} too large to show"
+
+
+def is_finite_number(x: object) -> bool:
+    """A finite real number: Python's or NumPy's (np.float32(0.5)), never a bool (NumPy's bool_ is no number)."""
+    if not isinstance(x, numbers.Real) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int past float's range (10**400)
+        return False
+
+
+def is_integer(x: object) -> bool:
+    """An integer, Python's or NumPy's (np.int64(3)); never a bool (True is not top_k=1) nor 2.0."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)

@@ -16,11 +16,10 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .backends import float32_products
-from .errors import NpgptError, shown
+from .errors import NpgptError, is_integer, shown
 from .hooks import run_with_cache
 from .model import layer_norm, matmul, softmax
 from .params import head_name
-from .sampling import is_integer
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine

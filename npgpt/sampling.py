@@ -8,8 +8,6 @@ row's tokens do not depend on what else shares its batch).
 from __future__ import annotations
 
 import difflib
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from .errors import NpgptError, shown
+from .errors import NpgptError, is_finite_number, is_integer, shown
 
 
 @dataclass(frozen=True)
@@ -141,21 +139,6 @@ class SamplingParams:
                 hint = f"did you mean {close[0]!r}?" if close else f"valid options: {', '.join(valid)}"
                 raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
         return cls(**options)
-
-
-def is_finite_number(x: object) -> bool:
-    """A finite real number: Python's or NumPy's (np.float32(0.5)), never a bool."""
-    if not isinstance(x, numbers.Real) or isinstance(x, (bool, np.bool_)):
-        return False
-    try:
-        return math.isfinite(x)
-    except OverflowError:  # an int past float's range (10**400)
-        return False
-
-
-def is_integer(x: object) -> bool:
-    """An integer, Python's or NumPy's (np.int64(3)); never a bool (True is not top_k=1) nor 2.0."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def log_softmax(logits: Any) -> Any:  # [..., V] -> [..., V]

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .config import GPT2Config
-from .errors import NpgptError, shown
-from .sampling import check_finite, is_integer, log_softmax
+from .errors import NpgptError, is_integer, shown
+from .sampling import check_finite, log_softmax
 from .tokenizer import Tokenizer
 
 

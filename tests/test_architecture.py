@@ -144,3 +144,19 @@ def test_mypy_passes():
         pytest.skip("mypy is not installed (pip install 'npgpt[dev]')")
     r = subprocess.run([sys.executable, "-m", "mypy", "npgpt"], cwd=PACKAGE.parent, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_what_a_number_is_is_judged_in_one_place():
+    """config.py had its own twins (``_positive_int``, ``_finite``) of sampling's number checks. Whether a value
+    a user passes is an integer or a finite number is decided by errors.is_integer / errors.is_finite_number, in
+    the lowest module, so config, sampling, training and the API all agree; no other module asks ``numbers``."""
+    askers = sorted(
+        str(path.relative_to(PACKAGE.parent))
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "numbers"
+        and node.attr in ("Number", "Complex", "Real", "Rational", "Integral")
+    )
+    assert set(askers) == {"npgpt/errors.py"}, askers

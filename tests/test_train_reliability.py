@@ -132,7 +132,7 @@ def test_a_huge_integer_is_named_not_printed(make):
 
 @pytest.mark.parametrize("value", [3, np.int64(3), 2.5, np.float32(2.5), 10**400, True, np.True_, "3", float("nan")])
 def test_training_and_sampling_agree_on_what_a_number_is(value):
-    """TrainSettings had its own twin of sampling's number checks; both now judge with sampling's is_integer and
+    """TrainSettings had its own twin of sampling's number checks; both now judge with errors.is_integer and
     is_finite_number, so a value passes as a count, or as a rate, in both or in neither."""
     from npgpt.sampling import SamplingParams
 

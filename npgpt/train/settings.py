@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import GPT2Config
-from ..errors import NpgptError, shown
-from ..sampling import is_finite_number, is_integer
+from ..errors import NpgptError, is_finite_number, is_integer, shown
 
 SCRATCH = {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_ctx": 256}  # from-scratch default shape, ~30M
 DEFAULT_STEPS = 1000
