@@ -38,7 +38,8 @@ Progress = Callable[[str, int, int | None], None]
 
 OPENAI_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"  # as picoGPT's utils.py
 OPENAI_FILES = ("hparams.json", "model.ckpt.index", "model.ckpt.data-00000-of-00001")
-OFFLINE_HINT = "check your connection, or pass a local checkpoint path with --model"
+# Printed by `npgpt download` (which has no --model) and the Python API: so it names no flag.
+OFFLINE_HINT = "check your connection, or give the path of a checkpoint already on this machine instead of the name"
 _CHUNK = 1 << 20
 _ELSEWHERE = "set NPGPT_HOME to a folder you can write to"  # how a download writes somewhere else
 
@@ -221,8 +222,8 @@ def _fetch_once(url: str, part: Path, progress: Progress | None, timeout: float)
             part.unlink()
             raise _Interrupted(0, None, "the partial file did not match; restarting") from None
         raise NpgptError(
-            f"download of {url} failed: HTTP {e.code} {e.reason}; try again later, or pass a local "
-            "checkpoint path with --model"
+            f"download of {url} failed: HTTP {e.code} {e.reason}; try again later, or give the path of a "
+            "checkpoint already on this machine instead of the name"
         ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # refused, DNS, timeout
         reason = getattr(e, "reason", e)

@@ -113,10 +113,9 @@ def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
         path = hf_dir(repo_id, revision or None) / MODEL_FILE
         if path.is_file():
             return path, None
-        flag = f" --revision {revision}" if revision else ""
         raise NpgptError(
             f"{key}: no such file, and no downloaded Hugging Face model of that name; "
-            f"run `npgpt download --hf {repo_id}{flag}`"
+            f"run `npgpt download --hf {repo_id}{f' --revision {revision}' if revision else ''}`"
         )
     available = [n for n, _ in list_cached()] + ([BUNDLED] if bundled_path().is_file() else [])
     raise NpgptError(
@@ -130,7 +129,7 @@ def _bundled() -> Path:
     if not path.is_file():
         raise NpgptError(
             f"no model available: nothing downloaded and the bundled model is missing ({path}); "
-            "run `npgpt download 124M` or pass a local checkpoint path with --model"
+            "run `npgpt download 124M`, or give the path of a checkpoint file as the model"
         )
     return path
 

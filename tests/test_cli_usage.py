@@ -3,8 +3,10 @@ case runs the real ``npgpt`` entry point in a subprocess and checks what is prin
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -425,3 +427,115 @@ def test_the_keywords_errors_are_translated_from_are_flags():
 
     flags = options(typer.main.get_command(app))
     assert {names._flag(name) for name in names._FLAGS} <= flags
+
+
+# -- every flag a message names is an option of the command that prints it ---------------------------------------
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+_SPAN = re.compile(r"`([^`]*)`")  # a command quoted in a message: `npgpt download --hf ORG/NAME`
+_EXAMPLE = re.compile(r"(?:Example|or|then)\b[^\n]*?\bnpgpt ([a-z]+)([^\n`]*)")  # a help's unquoted example
+# Library modules whose messages one command prints; every other library module is reached by several commands
+# (registry, download, api: generate, chat, info, convert, train --init...) and names no flag of its own.
+_PRINTED_BY = {
+    "npgpt/train/": "train",
+    "npgpt/bench/": "bench",
+    "npgpt/server/": "serve",
+    "npgpt/formats/__init__.py": "convert",
+    "npgpt/chat.py": "chat",
+}
+# Other programs' flags, in the commands npgpt runs or tells its user to run (cmake, llama.cpp, nvidia-smi).
+_NOT_OURS = {"--build", "--target", "--repack", "--no-repack", "--outtype", "--outfile", "--output-format"}
+_NOT_OURS |= {"--query-gpu", "--format", "--worker"}
+
+
+def _commands() -> dict[str, set[str]]:
+    import typer.main
+
+    from npgpt.cli import app
+
+    group = typer.main.get_command(app)
+    return {
+        name: {o for p in c.params for o in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))}
+        for name, c in group.commands.items()
+    }
+
+
+def _strings(tree: ast.AST, skip_docstrings: bool = True) -> list[str]:
+    """Every string in ``tree``, an f-string whole (a value as ``X``), docstrings left out if asked."""
+    docs = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr)
+    }
+    # an f-string's parts, and the code in its braces, are read as the one message they make
+    parts = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in ast.walk(n) if v is not n}
+    texts = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.JoinedStr) and id(n) not in parts:
+            texts.append("".join(v.value if isinstance(v, ast.Constant) else ast.unparse(v) for v in n.values))
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in parts:
+            if not (skip_docstrings and id(n) in docs):
+                texts.append(n.value)
+    return texts
+
+
+def _misnamed(text: str, own: set[str] | None, commands: dict[str, set[str]]) -> list[str]:
+    """The flags ``text`` names that its printer lacks: a quoted or example ``npgpt CMD ...`` is CMD's, any
+    other quoted command another program's, and the rest the printer's (``own``; None: a library module
+    that several commands reach, which may name none)."""
+    wrong = []
+    for cmd, rest in [*(m.groups() for m in _EXAMPLE.finditer(text))] + [
+        (m[1].split()[1], m[1]) for m in _SPAN.finditer(text) if m[1].startswith("npgpt ") and len(m[1].split()) > 1
+    ]:
+        wrong += [f"{f} (on npgpt {cmd})" for f in _FLAG.findall(rest) if f not in commands.get(cmd, set())]
+    bare = _EXAMPLE.sub("", _SPAN.sub("", text))
+    wrong += [f for f in _FLAG.findall(bare) if f not in _NOT_OURS and (own is None or f not in own)]
+    return wrong
+
+
+def test_every_flag_a_message_names_is_an_option_of_the_command_printing_it():
+    """`npgpt download`'s offline hint said "pass a local checkpoint path with --model", which download has not
+    (nor info nor convert, where the registry's "no model" error said it too). Every message and help text is
+    walked: a command's own functions (and what they call in npgpt/cli) name its flags; a library module that
+    one command prints (train/, bench/, server/, convert's) names that command's; any other names none; and a
+    quoted `npgpt CMD ...` names CMD's."""
+    commands = _commands()
+    root = Path(__file__).resolve().parents[1]
+    wrong: list[str] = []
+    for path in sorted((root / "npgpt").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("npgpt/cli/"):
+            continue
+        printer = next((c for prefix, c in _PRINTED_BY.items() if rel.startswith(prefix)), None)
+        own = commands[printer] if printer else None
+        for text in _strings(ast.parse(path.read_text(encoding="utf-8"))):
+            wrong += [f"{rel}: {f} in {text[:60]!r}" for f in _misnamed(text, own, commands)]
+    # the CLI: each command's callback, and the functions of npgpt/cli it calls, module by module
+    import typer.main
+
+    from npgpt.cli import app
+
+    trees = {p.stem: ast.parse(p.read_text(encoding="utf-8")) for p in (root / "npgpt" / "cli").glob("*.py")}
+    functions = {
+        (mod, n.name): n for mod, tree in trees.items() for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
+    }
+    imported = {
+        (mod, a.asname or a.name): (node.module, a.name)
+        for mod, tree in trees.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in trees
+        for a in node.names
+    }
+    for name, command in typer.main.get_command(app).commands.items():
+        callback, own = command.callback, commands[name]
+        todo, seen = [(callback.__module__.rpartition(".")[2], callback.__name__)], set()
+        while todo:
+            key = todo.pop()
+            if key in seen or key not in functions:
+                continue
+            seen.add(key)
+            fn = functions[key]
+            for text in _strings(fn, skip_docstrings=fn.name != callback.__name__):  # a command's docstring: its help
+                wrong += [f"npgpt {name} ({key[1]}): {f} in {text[:60]!r}" for f in _misnamed(text, own, commands)]
+            for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+                todo.append(imported.get((key[0], call.func.id), (key[0], call.func.id)))
+    assert not wrong, "\n".join(wrong)
