@@ -375,6 +375,24 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["generate", "Hi", "--init_from=gpt2"], "npgpt takes --model"),
         (["train", "d.txt", "--n_layer=2"], "npgpt takes --n-layer"),  # any snake_case spelling
         (["eval", "--batch_size", "2"], "npgpt takes --batch-size"),
+        (["generate", "Hi", "--threads", "4"], "OMP_NUM_THREADS=4 npgpt generate"),  # click offered --stream
+        (["bench", "-t", "4"], "npgpt takes --threads"),  # bench has its own
+        (["chat", "-ngl", "99"], "No such option: -ngl; npgpt offloads no layers"),  # was "-n. npgpt takes ..."
+        (["generate", "Hi", "-c", "2048"], "the model's own (n_ctx"),
+        (["train", "d.txt", "--ctx-size", "128"], "npgpt takes --n-ctx"),
+        (["generate", "Hi", "-i"], "use npgpt chat"),
+        (["generate", "Hi", "-r", "User:"], "npgpt takes --stop"),
+        (["generate", "Hi", "--no-display-prompt"], "npgpt takes --no-echo"),  # a boolean's off switch
+        (["generate", "Hi", "--device", "cuda"], "npgpt picks the device with --backend"),  # nanoGPT's sample.py
+        (["train", "d.txt", "--device=cuda"], "JAX_PLATFORMS=cpu"),
+        (["generate", "Hi", "--compile"], "--backend jax compiles"),  # click offered --file, --prompt-file
+        (["generate", "--start=FILE:p.txt"], "FILE:name is --prompt-file name"),
+        (["next", "Hi", "--temp", "1"], "npgpt next has nothing like it"),  # click offered --dtype, --help
+        (["serve", "-np", "4"], "npgpt takes --max-batch"),  # llama-server
+        (["chat", "-p", "Hi"], "echo Hi | npgpt chat"),
+        (["run", "124M", "Why is the sky blue?"], "npgpt generate 'Why is the sky blue?' -m 124M"),  # Ollama
+        (["run", "124M"], "npgpt chat -m 124M"),
+        (["ps"], "npgpt keeps no models running"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):
@@ -538,4 +556,33 @@ def test_every_flag_a_message_names_is_an_option_of_the_command_printing_it():
                 wrong += [f"npgpt {name} ({key[1]}): {f} in {text[:60]!r}" for f in _misnamed(text, own, commands)]
             for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
                 todo.append(imported.get((key[0], call.func.id), (key[0], call.func.id)))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_other_tools_option_gets_one_line_naming_only_the_commands_flags():
+    """Every llama.cpp/Ollama/nanoGPT name npgpt knows, given to every command that lacks it, is answered with
+    npgpt's flag or what to do instead, never with click's closest spellings (``--threads``: "--stream"), and
+    the answer names only flags that command has."""
+    import typer.main
+
+    from npgpt.cli import app, names
+
+    commands = _commands()
+    wrong = []
+    for name, command in typer.main.get_command(app).commands.items():
+        own = commands[name] | {"--help"}
+        for theirs in sorted({*names.OPTIONS, *names.INSTEAD}):
+            try:
+                command.make_context(name, [theirs, "1"])
+            except names.NoSuchOption as e:
+                message = e.format_message()
+            except names.UsageError:
+                continue  # the command has an option of that name (and wants its arguments)
+            else:
+                continue
+            if not message.startswith(f"No such option: {theirs}") or "Possible options" in message:
+                wrong.append(f"npgpt {name} {theirs}: {message}")
+            ours = re.sub(rf"(?<![\w-]){re.escape(theirs)}(?![\w-])", "THEIRS", message)  # theirs is named as theirs
+            wrong += [f"npgpt {name} {theirs}: {f} in {message!r}" for f in _misnamed(ours, own, commands)]
+            assert "\n" not in message
     assert not wrong, "\n".join(wrong)

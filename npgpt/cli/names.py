@@ -2,7 +2,8 @@
 
 An unknown command or option that one of them spells this way is answered with npgpt's own name
 ("No such option: --temp. npgpt takes --temperature"), not with click's closest spellings
-(``--temp``: "--help, --stop, --stream"; ``--n-predict``: "--no-echo").
+(``--temp``: "--help, --stop, --stream"; ``--n-predict``: "--no-echo"). One npgpt has no counterpart of is
+answered with what to do instead ("No such option: --threads; npgpt's threads follow OMP_NUM_THREADS ...").
 """
 
 from __future__ import annotations
@@ -54,18 +55,81 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--model-path": "--model",
     "-sys": "--system",
     "--system-prompt": "--system",
+    "-r": "--stop",  # llama.cpp's reverse prompt
+    "--reverse-prompt": "--stop",
+    "--no-display-prompt": "--no-echo",  # llama-cli
+    "-np": "--max-batch",  # llama-server's parallel slots
+    "--parallel": "--max-batch",
+    "-c": "--n-ctx",  # llama.cpp's context size: only a model trained from scratch has one to choose
+    "--ctx-size": "--n-ctx",
+    "-t": "--threads",  # npgpt bench's
+    "--threads": "--threads",
+    "-hf": "--hf",  # llama.cpp's Hugging Face repo
+    "--hf-repo": "--hf",
+}
+
+# Other tools' options that a command has no counterpart of, and what to do instead: the first (condition,
+# text) whose condition holds is said (an option the command has, a command's name, or "*"); a text names
+# only flags the command has (tests/test_cli_usage.py checks it). "{cmd}" is the command's name.
+_THREADS = "npgpt's threads follow OMP_NUM_THREADS (default: every core): OMP_NUM_THREADS=4 npgpt {cmd} ..."
+_CONTEXT = "the context length is the model's own (n_ctx; npgpt info shows it) and cannot be changed"
+_ON_JAX = "npgpt train runs on every device JAX sees; JAX_PLATFORMS=cpu keeps it on the CPU"
+_OFFLOAD = [
+    ("--backend", "npgpt offloads no layers: the whole model runs on --backend's device (torch, jax or cupy: the GPU)"),
+    ("train", _ON_JAX),
+]
+_CONVERSE = [("chat", "npgpt chat is interactive already; drop it"), ("*", "for a conversation, use npgpt chat")]
+_DEVICE = [
+    ("--backend", "npgpt picks the device with --backend: numpy runs on the CPU; torch, jax and cupy on the GPU"),
+    ("train", _ON_JAX),
+]
+INSTEAD: dict[str, list[tuple[str, str]]] = {
+    "-c": [("*", _CONTEXT)],
+    "--ctx-size": [("*", _CONTEXT)],
+    "-t": [("*", _THREADS)],
+    "--threads": [("*", _THREADS)],
+    "-i": _CONVERSE,
+    "--interactive": _CONVERSE,
+    "--interactive-first": _CONVERSE,
+    "-cnv": _CONVERSE,
+    "--conversation": _CONVERSE,
+    "-ngl": _OFFLOAD,
+    "--n-gpu-layers": _OFFLOAD,
+    "--gpu-layers": _OFFLOAD,
+    "--device": _DEVICE,  # nanoGPT's
+    "--compile": [  # nanoGPT's torch.compile
+        ("--backend", "npgpt has no --compile: --backend jax compiles the model with XLA by itself"),
+        ("train", "npgpt train compiles its step with JAX by itself; drop --compile"),
+    ],
+    "--dtype": [  # nanoGPT's train.py: bfloat16 autocast
+        (
+            "train",
+            "npgpt train trains in float32; for 16-bit weights, convert the result: "
+            "`npgpt convert RUN/model.safetensors half.safetensors --dtype float16`",
+        )
+    ],
+    "-n": [("serve", "a client sets max_tokens in each request")],  # llama-server's default n_predict
+    "-p": [("chat", "npgpt chat reads your messages from the terminal, or piped in: echo Hi | npgpt chat")],
+    "--prompt": [("chat", "npgpt chat reads your messages from the terminal, or piped in: echo Hi | npgpt chat")],
+    "-hf": [("--model", "download it first (`npgpt download --hf ORG/NAME`), then use -m ORG/NAME")],
+    "--hf-repo": [("--model", "download it first (`npgpt download --hf ORG/NAME`), then use -m ORG/NAME")],
+    "-a": [("serve", "name a model with --model NAME=PATH")],  # llama-server's alias
+    "--alias": [("serve", "name a model with --model NAME=PATH")],
+    "--verbose": [("*", "npgpt has no verbose mode; NPGPT_DEBUG=1 adds a traceback to an error")],
+    "--color": [("*", "npgpt colours its output on a terminal by itself; NO_COLOR=1 turns colour off")],
 }
 
 # Single-dash names of several letters, which click would split into short options.
-_GROUPED = {name for name in OPTIONS if not name.startswith("--") and len(name) > 2}
+_GROUPED = {name for name in (*OPTIONS, *INSTEAD) if not name.startswith("--") and len(name) > 2}
 
-# Ollama's commands -> npgpt's.
+# Ollama's commands -> what npgpt says of them (`run` is answered with the npgpt command for its arguments).
 COMMANDS = {
-    "run": "generate (one prompt: npgpt generate PROMPT -m MODEL) or chat (npgpt chat -m MODEL)",
-    "pull": "download",
-    "show": "info",
-    "ls": "list",
-    "remove": "rm",
+    "pull": "npgpt's is download",
+    "show": "npgpt's is info",
+    "ls": "npgpt's is list",
+    "remove": "npgpt's is rm",
+    "ps": "npgpt keeps no models running: each command loads its model and exits (a server: npgpt serve)",
+    "stop": "npgpt keeps no models running: each command loads its model and exits (a server: npgpt serve)",
 }
 
 
@@ -85,17 +149,29 @@ class Command(TyperCommand):
             raise
 
     def _hint(self, ctx: Any, theirs: str) -> None:
-        """NoSuchOption naming npgpt's spelling of ``theirs``, where this command has it; else nothing."""
+        """NoSuchOption naming npgpt's spelling of ``theirs`` where this command has it, or what to do instead
+        where another tool's option has no counterpart here; else nothing (click's own message)."""
         known = OPTIONS.get(theirs, theirs.replace("_", "-") if theirs.startswith("--") else ())
         has = [o for o in ((known,) if isinstance(known, str) else known) if self._has(o)]
-        if not has:
-            return
-        ours = has[0]
-        how = f'the text as an argument: npgpt {ctx.info_name} "TEXT"' if ours == "PROMPT" else ours
-        raise NoSuchOption(theirs, message=f"No such option: {theirs}. npgpt takes {how}", ctx=ctx) from None
+        name = ctx.info_name
+        if has:
+            ours = has[0]
+            how = f'the text as an argument: npgpt {name} "TEXT"' if ours == "PROMPT" else ours
+            if theirs == "--start" and self._has("--prompt-file"):
+                how += " (nanoGPT's FILE:name is --prompt-file name)"
+            message = f"No such option: {theirs}. npgpt takes {how}"
+        else:
+            instead = next((t for c, t in INSTEAD.get(theirs, ()) if c in ("*", name) or self._has(c)), None)
+            if instead is not None:
+                message = f"No such option: {theirs}; {instead.format(cmd=name)}"
+            elif theirs in OPTIONS or theirs in INSTEAD:  # click's closest spellings would be a wrong neighbour
+                message = f"No such option: {theirs}; npgpt {name} has nothing like it (npgpt {name} --help)"
+            else:
+                return
+        raise NoSuchOption(theirs, message=message, ctx=ctx) from None
 
     def _has(self, ours: str) -> bool:
-        return any(ours in (*p.opts, (p.name or "").upper()) for p in self.params)
+        return any(ours in (*p.opts, *getattr(p, "secondary_opts", ()), (p.name or "").upper()) for p in self.params)
 
 
 class Group(TyperGroup):
@@ -105,9 +181,23 @@ class Group(TyperGroup):
         try:
             return super().resolve_command(ctx, args)
         except UsageError as e:
-            if args and args[0] in COMMANDS:
-                e.message = f"No such command {args[0]!r}. npgpt's is {COMMANDS[args[0]]}"
+            if args and args[0] == "run":  # Ollama's `run MODEL [PROMPT]`: the npgpt command for these arguments
+                e.message = f"No such command 'run'. npgpt's is {_ollama_run(args[1:])}"
+            elif args and args[0] in COMMANDS:
+                e.message = f"No such command {args[0]!r}. {COMMANDS[args[0]]}"
             raise
+
+
+def _ollama_run(args: list[str]) -> str:
+    """npgpt's command for ``ollama run MODEL [PROMPT]``: generate for a prompt, else chat."""
+    import shlex
+
+    model = [a for a in args[:1] if not a.startswith("-")]
+    prompt = " ".join(args[1:]) if model else ""
+    with_model = f" -m {shlex.quote(model[0])}" if model else " -m MODEL"
+    if prompt:
+        return f"generate: npgpt generate {shlex.quote(prompt)}{with_model}"
+    return f"chat: npgpt chat{with_model} (or for one prompt: npgpt generate PROMPT{with_model})"
 
 
 def as_flags(e: NpgptError) -> str:
