@@ -91,7 +91,8 @@ class SamplingParams:
             (
                 "seed",
                 self.seed is None or is_integer(self.seed) and self.seed >= 0,
-                f"seed must be a non-negative integer, got {shown(self.seed)}",
+                # -1 is llama.cpp's "random": here that is no seed at all
+                f"seed must be a non-negative integer, got {shown(self.seed)}; leave seed out for a random one",
             ),
             ("stop", all(isinstance(s, str) and s for s in self.stop), "stop sequences must be non-empty strings"),
             (

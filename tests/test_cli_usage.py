@@ -430,6 +430,12 @@ def test_errors_name_the_flag_the_user_typed(model_file):
     assert r.stderr.strip() == "error: --top-p must be in (0, 1] (1 = off), got 2.0"
 
 
+def test_llama_cpps_random_seed_says_how_to_get_one(model_file):
+    """llama.cpp's ``--seed -1`` means a random seed; npgpt's random is no --seed at all: the error says so."""
+    line = one_line_error(run_cli("generate", "Hi", "--model", model_file, "--seed", "-1"), "got -1")
+    assert line.endswith("leave --seed out for a random one"), line
+
+
 def test_the_keywords_errors_are_translated_from_are_flags():
     """as_flags turns the library's ``dtype='int8'`` and ``window must be`` into ``--dtype int8`` and ``--window
     must be``: each keyword it translates must be an option of some command, spelt as its name with dashes."""
