@@ -85,6 +85,18 @@ def list_cached() -> list[tuple[str, Path]]:
     return found
 
 
+def names_a_model(text: str) -> bool:
+    """Whether ``text`` is what ``--model`` takes, downloaded or not: an existing path, ``bundled``, an OpenAI
+    name or alias (``124M``, ``gpt2``) or a Hugging Face ``ORG/NAME[@REVISION]``."""
+    key = text.strip()
+    return (
+        Path(key).expanduser().exists()
+        or key.lower() in _KEYS
+        or key == BUNDLED
+        or bool(_REPO_ID.fullmatch(key.partition("@")[0]))
+    )
+
+
 def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
     """The checkpoint to load for a ``--model`` value, and a one-line notice for the user (or None).
 

@@ -393,6 +393,11 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["run", "124M", "Why is the sky blue?"], "npgpt generate 'Why is the sky blue?' -m 124M"),  # Ollama
         (["run", "124M"], "npgpt chat -m 124M"),
         (["ps"], "npgpt keeps no models running"),
+        (
+            ["generate", "gpt2", "Why is the sky blue?"],
+            "npgpt generate 'Why is the sky blue?' -m gpt2",
+        ),  # Ollama's order
+        (["generate", "Hello", "world"], "Quote text of several words: npgpt generate 'Hello world'"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):

@@ -142,11 +142,35 @@ class Command(TyperCommand):
         if grouped is not None:
             self._hint(ctx, grouped)
             raise NoSuchOption(grouped, ctx=ctx)  # a command without npgpt's option: no "-s" riddle either
+        allow_extra, ctx.allow_extra_args = ctx.allow_extra_args, True  # extra arguments: judged below
         try:
-            return super().parse_args(ctx, args)
+            rest = super().parse_args(ctx, args)
         except NoSuchOption as e:
             self._hint(ctx, e.option_name)
             raise
+        finally:
+            ctx.allow_extra_args = allow_extra
+        if rest and not allow_extra and not ctx.resilient_parsing:
+            raise UsageError(self._extra_arguments(ctx, rest), ctx=ctx)
+        return rest
+
+    def _extra_arguments(self, ctx: Any, extra: list[str]) -> str:
+        """click's "Got unexpected extra argument", with the command meant where a prompt came with more words:
+        Ollama's MODEL PROMPT order (``npgpt generate gpt2 "Hi"``), or a prompt of several words unquoted."""
+        import shlex
+
+        message = f"Got unexpected extra argument{'s' * (len(extra) > 1)} ({' '.join(extra)})"
+        first = ctx.params.get("prompt", ctx.params.get("text"))  # the text argument, on commands that take one
+        if not isinstance(first, str):
+            return message
+        from ..registry import names_a_model
+
+        command = f"npgpt {ctx.info_name}"
+        if self._has("--model") and names_a_model(first):
+            return (
+                f"{message}. The model goes after -m: {command} {shlex.quote(' '.join(extra))} -m {shlex.quote(first)}"
+            )
+        return f"{message}. Quote text of several words: {command} {shlex.quote(' '.join([first, *extra]))}"
 
     def _hint(self, ctx: Any, theirs: str) -> None:
         """NoSuchOption naming npgpt's spelling of ``theirs`` where this command has it, or what to do instead
