@@ -265,6 +265,18 @@ def test_json_output_is_one_object(model_file, tmp_path):
     one_line_error(run_cli("generate", "Hi", "--json", "--stream", "--model", model_file), "--stream")
 
 
+def test_output_into_a_pipe_keeps_each_line_whole(model_file, tmp_path):
+    """A pipe has no width: lines are not broken at 80 columns (a path, a list of ids stay on one line)."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    exe = [sys.executable, "-m", "npgpt"]
+    r = subprocess.run([*exe, "tokenize", "--ids", "word " * 40], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and r.stdout == " ".join(["4775", *["1573"] * 39, "220"]) + "\n", r.stdout
+    dst = tmp_path / ("a_folder_with_a_long_name_" * 3) / "model.safetensors"
+    dst.parent.mkdir()
+    r = subprocess.run([*exe, "convert", model_file, str(dst)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and r.stdout == f"wrote {dst}\n", r.stdout
+
+
 # -- 10. bench: a missing comparison fails before the run ----------------------------------------------------
 def test_bench_missing_comparison_fails_before_running():
     code = (

@@ -51,12 +51,23 @@ PresencePenaltyOpt = Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2
 FrequencyPenaltyOpt = Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")]
 
 
+_UNWRAPPED = 1_000_000  # columns of a console that is not a terminal: no line is that long
+
+
 def console(stderr: bool = False) -> Console:
     """A rich console on stdout (results) or stderr (progress, notices, errors) that prints strings as
     they are: no markup (style with ``rich.text.Text``), no auto-highlighting."""
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, markup=False)
+    screen = Console(stderr=stderr, highlight=False, markup=False)
+    if not screen.is_terminal and "COLUMNS" not in os.environ:
+        # A pipe or a file has no width: rich would break lines at 80 columns, splitting a path or a list
+        # of ids in two for the script that reads them. Each line is kept whole, however long.
+        screen.soft_wrap = True
+        screen.width = _UNWRAPPED
+    return screen
 
 
 def progress_bar(*columns: Any) -> Any:
