@@ -26,7 +26,14 @@ ALIASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl
 BUNDLED = "bundled"
 BUNDLED_NOTICE = "using npgpt's small bundled model (not GPT-2); run `npgpt download 124M` for real GPT-2"
 _KEYS = {**{n.lower(): n for n in OPENAI_NAMES}, **ALIASES}
-_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # Hugging Face's org/name (it forbids "--" and "..")
+# Hugging Face's ORG/NAME, by huggingface_hub's validate_repo_id rule (whose import takes ~0.2 s, too long for a
+# load): ASCII letters, digits, "_", "-" and "."; each part 1-96 long, neither starting nor ending with "-" or ".";
+# no "--" or ".." anywhere; not ending in ".git". So "./model.safetensors" or "../gpt2/x.bin" is a path, never a repo.
+_REPO_ID = re.compile(
+    r"(?!.*(?:--|\.\.))(?=[^/]{1,96}/.{1,96}$)(?!.*\.git$)"  # no "--" or "..", each part <= 96, not *.git
+    r"\w(?:[\w.-]*\w)?/\w(?:[\w.-]*\w)?",  # ORG/NAME, each starting and ending with a letter or digit
+    re.ASCII,
+)
 
 
 def home() -> Path:
@@ -66,7 +73,7 @@ def is_bundled(path: str | Path | None) -> bool:
 
 def hf_dir(repo_id: str, revision: str | None = None) -> Path:
     """Where the npgpt file converted from a Hugging Face repo (at ``revision``) lives."""
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+    if not _REPO_ID.fullmatch(repo_id):
         raise NpgptError(f"{repo_id!r} is not a Hugging Face repo id; expected ORG/NAME, e.g. openai-community/gpt2")
     name = repo_id.replace("/", "--")
     if revision:  # "refs/pr/1" -> "refs--pr--1": one directory, and reversible (see list_cached)
@@ -129,6 +136,8 @@ def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
             f"{key}: no such file, and no downloaded Hugging Face model of that name; "
             f"run `npgpt download --hf {repo_id}{f' --revision {revision}' if revision else ''}`"
         )
+    if "/" in key or "\\" in key:  # a path (not a repo id, see _REPO_ID): naming downloads would mislead
+        raise NpgptError(f"no such file or directory: {key}")
     available = [n for n, _ in list_cached()] + ([BUNDLED] if bundled_path().is_file() else [])
     raise NpgptError(
         f"{name_or_path!r} is not a file or a known model; available: {', '.join(available) or 'none'}; "

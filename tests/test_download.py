@@ -279,6 +279,32 @@ def test_resolve_rules(cache, bundled, tmp_path):
     assert registry.list_cached() == [("124M", m124), ("355M", m355)]
 
 
+@pytest.mark.parametrize(
+    "path", ["./gpt2.safetensors", "../models/ckpt.pt", "/no/such/model.gguf", "~/gpt2", r"C:\models\gpt2", "a/b/c"]
+)
+def test_a_missing_path_is_not_offered_as_a_repo_to_download(cache, path):
+    """A path that names no file was told to `npgpt download --hf ./gpt2.safetensors`, a repo id the Hub refuses."""
+    with pytest.raises(NpgptError) as e:
+        registry.resolve(path)
+    assert str(e.value) == f"no such file or directory: {path}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["org/tiny", "openai-community/gpt2", "a/b", "o/x.y_z-1", "./x", "../x", "org/.hidden", "org/x-", "-o/x", "o/x.git",
+     "o--r/x", "o/x..y", "o/" + "x" * 97, "café/gpt2", "o/x/y", "o/", "/x", "gpt2"],
+)  # fmt: skip
+def test_repo_ids_are_the_ones_huggingface_hub_accepts(name):
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+        hub_accepts = "/" in name  # npgpt takes ORG/NAME only
+    except HFValidationError:
+        hub_accepts = False
+    assert bool(registry._REPO_ID.fullmatch(name)) == hub_accepts, name
+
+
 def test_download_hf_converts_once(monkeypatch, tmp_path, cache, source):
     import huggingface_hub
 
