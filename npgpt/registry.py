@@ -22,7 +22,8 @@ from .errors import NpgptError
 from .formats.npgpt_format import MODEL_FILE
 
 OPENAI_NAMES = tuple(PRESETS)  # 124M, 355M, 774M, 1558M: also the order resolve(None) prefers
-ALIASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
+# Hugging Face's names, and TransformerLens's "gpt2-small" (npgpt.hooks speaks TransformerLens)
+ALIASES = {"gpt2": "124M", "gpt2-small": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
 BUNDLED = "bundled"
 BUNDLED_NOTICE = "using npgpt's small bundled model (not GPT-2); run `npgpt download 124M` for real GPT-2"
 _KEYS = {**{n.lower(): n for n in OPENAI_NAMES}, **ALIASES}

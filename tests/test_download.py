@@ -272,6 +272,7 @@ def test_resolve_rules(cache, bundled, tmp_path):
     m124 = fake_model(cache, "124M")
     assert registry.resolve(None) == (m124, None)  # the smallest GPT-2 downloaded
     assert registry.resolve("gpt2-medium") == (m355, None)
+    assert registry.resolve("gpt2-small") == (m124, None)  # TransformerLens's name for it
     with pytest.raises(NpgptError, match=r"npgpt download --hf org/tiny"):
         registry.resolve("org/tiny")
     with pytest.raises(NpgptError, match="available: 124M, 355M, bundled"):
