@@ -143,6 +143,21 @@ def test_bad_backend_is_one_line_error():
     assert "no backend in --backend numpy stores float16 weights; add one that does: jax, torch, cupy" in proc.stderr
 
 
+def test_a_backend_not_installed_is_reported_with_its_install_command(monkeypatch):
+    """The default --backend numpy,jax,torch on a plain install said "npgpt-jax: backend jax is not installed"
+    without naming what to install; it now gives the backend's own error, naming the extra."""
+    import importlib.util
+    import sys
+
+    from npgpt.bench.run import unavailable
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jax" else find_spec(name, *a))
+    monkeypatch.setitem(sys.modules, "jax", None)  # `import jax` fails, as when the extra is not installed
+    assert unavailable("jax") == "backend 'jax' is not installed; pip install 'npgpt[jax]'"
+    assert unavailable("numpy") is None
+
+
 def test_no_downloaded_gpt2_without_random_is_one_line_naming_random(tmp_path):
     """The help said "default 124M"; with none downloaded the bundled model was measured in its place,
     and the default --prompt-len 512 then failed on its 256-token context, naming the wrong fix."""

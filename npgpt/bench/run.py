@@ -16,23 +16,21 @@ from .system import import_seconds, machine
 from .workers import best_of, spawn
 
 
-def installed(backend: str) -> bool:
-    """Whether npgpt's ``backend`` can run here (a GPU backend needs its device and driver too)."""
+def unavailable(backend: str) -> str | None:
+    """Why npgpt's ``backend`` cannot run here, in its own one-line error naming what to install; None if it can.
+    A backend that is not installed, or (GPU_ONLY) lacks its device and driver, fails to load at once, so
+    only those are loaded here: the others' imports (torch: seconds) are left to the worker that runs them."""
     import importlib.util
 
-    if backend == "numpy":
-        return True
-    if importlib.util.find_spec(backend) is None:
-        return False
-    if backend in GPU_ONLY:  # installed is not enough: they need a GPU and its driver
-        from ..backends import get_backend
-        from ..errors import NpgptError
+    if backend == "numpy" or (importlib.util.find_spec(backend) is not None and backend not in GPU_ONLY):
+        return None
+    from ..backends import get_backend
 
-        try:
-            get_backend(backend)
-        except NpgptError:
-            return False
-    return True
+    try:
+        get_backend(backend)
+    except NpgptError as e:
+        return str(e)
+    return None
 
 
 def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
@@ -75,8 +73,9 @@ def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: No
             progress(f"measuring memory bandwidth{_round(r, s)}")
             runs.setdefault("bandwidth", []).append(spawn("bandwidth", s))
             for name, job, spec in jobs:
-                if job == "npgpt" and not installed(spec["backend"]):
-                    runs[name] = [{"error": f"backend {spec['backend']} is not installed"}]
+                why = unavailable(spec["backend"]) if job == "npgpt" else None
+                if why is not None:
+                    runs[name] = [{"error": why}]
                     continue
                 progress(f"running {name}{_round(r, s)}")
                 runs.setdefault(name, []).append(spawn(job, s, **spec))
