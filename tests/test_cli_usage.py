@@ -415,6 +415,25 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
 def test_other_tools_names_get_npgpts(args, hint):
     r = run_cli(*args)
     assert r.returncode == 2 and hint in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["genrate", "Hi"], "error: No such command 'genrate'. Did you mean 'generate'? (see `npgpt --help`)"),
+        (["--max-new-tokens", "5", "generate", "Hi"], "error: No such option: --max-new-tokens (see `npgpt --help`)"),
+        (["generate", "Hi", "there"], "error: Got unexpected extra argument(s) (there) (see `npgpt generate --help`)"),
+        (["convert"], "error: Missing argument 'src'. (see `npgpt convert --help`)"),
+    ],
+)
+def test_a_command_line_that_does_not_parse_is_one_line(args, line):
+    """A typo in a command, an option before its command: click's usage error was a box of 4-5 lines, wrapped
+    to the terminal; it is one line like every other error, with click's exit code, 2. No width is set here."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    r = subprocess.run([sys.executable, "-m", "npgpt", *args], capture_output=True, text=True, env=env, timeout=60)
+    expected = line.replace("`npgpt", "`python -m npgpt")  # the help command as the user ran npgpt
+    assert r.returncode == 2 and r.stderr == expected + "\n" and r.stdout == "", r.stderr
 
 
 def test_llama_cpps_n_is_told_apart_from_npgpts(model_file):

@@ -27,7 +27,7 @@ import typer
 
 from ..errors import NpgptError
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
-from .names import Command, Group, as_flags
+from .names import ClickException, Command, Group, UsageError, as_flags
 from .options import print_error
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
@@ -90,14 +90,25 @@ def main() -> None:
     tune_allocator()  # process-wide, so only entry points call it, never the library
     try:
         try:
-            app()
+            # standalone_mode=False: click raises its usage errors instead of printing them in a box
+            code = app(standalone_mode=False)
         finally:
             sys.stdout.flush()  # a full device reports itself here, not at interpreter exit
+    except ClickException as e:  # a command line that does not parse: one line too, with click's exit code (2)
+        if not e.format_message().strip():  # `npgpt` alone: the help, already printed, says it all
+            sys.exit(e.exit_code)
+        hint = ""
+        if isinstance(e, UsageError):
+            hint = f" (see `{e.ctx.command_path if e.ctx is not None else 'npgpt'} --help`)"
+        print_error(e.format_message() + hint)
+        sys.exit(e.exit_code)
     except NpgptError as e:
         print_error(as_flags(e))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except typer.Abort:  # click's, for an end of input it was reading: as click, exit 1
+        sys.exit(1)
     except OSError as e:  # writing the results failed: stdout on a full disk, a closed pipe or descriptor
         if e.errno not in _OUTPUT_ERRORS or e.filename is not None:  # a named file is the library's to report
             _internal(e)
@@ -106,6 +117,8 @@ def main() -> None:
         sys.exit(1)
     except Exception as e:  # a bug, not bad input: still one line unless debugging
         _internal(e)
+    if isinstance(code, int) and code:  # typer.Exit(code), which click returns instead of exiting with it
+        sys.exit(code)
 
 
 def _internal(e: BaseException) -> None:

@@ -22,6 +22,7 @@ from ..sampling import SamplingParams
 # typer 0.2x carries its own copy of click, whose exceptions are not click's.
 _click: Any = importlib.import_module("typer._click" if importlib.util.find_spec("typer._click") else "click")
 NoSuchOption, UsageError = _click.exceptions.NoSuchOption, _click.exceptions.UsageError
+ClickException = _click.exceptions.ClickException
 
 # Other tools' option -> npgpt's (or npgpt's candidates, the first the command has); a hint is given only on a
 # command that has npgpt's option. Any other ``--snake_case`` whose ``--kebab-case`` the command has is hinted too.
