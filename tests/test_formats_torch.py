@@ -318,3 +318,23 @@ def test_what_torch_load_reads_beside_the_weights_is_read(pair, tmp_path):
     notes = torch_pickle.load(tmp_path / "ckpt.pt")["notes"]
     assert notes["tokenizer"] == b"\x00\xffbytes" and notes["tags"] == {"gpt2", "run-3"} and notes["shape"] == (2, 3)
     assert close_to_hf(tmp_path, ref) <= 1e-4
+
+
+def test_state_dicts_of_pytorchs_wrappers_load_and_other_prefixes_are_named(pair, tmp_path):
+    """torch.compile's ``_orig_mod.`` and DistributedDataParallel's ``module.`` before GPT-2's names (a state
+    dict saved from the wrapper) load as the model inside; a prefix of a model that holds GPT-2 (a
+    Lightning module's ``model.``) is named with the fix. Both were "the config says n_layer=5 but the
+    weights hold 0 blocks; the config does not belong to these weights"."""
+    from safetensors.torch import save_file
+
+    model, ref = pair("odd")
+    # DistributedDataParallel(torch.compile(model)).state_dict()'s names (torch.compile costs seconds to import)
+    wrapped = {"module._orig_mod." + k: v for k, v in state_dict(ref).items()}
+    save_bin(tmp_path / "ddp", ref, sd=wrapped)
+    assert close_to_hf(tmp_path / "ddp", ref) < 1e-4
+    ref.save_pretrained(tmp_path / "lightning")
+    save_file(
+        {"model." + k: v.contiguous() for k, v in state_dict(ref).items()}, tmp_path / "lightning" / "model.safetensors"
+    )
+    with pytest.raises(CheckpointError, match=r"'model\.' before GPT-2's name .* save the GPT-2 model itself"):
+        load_checkpoint(tmp_path / "lightning")

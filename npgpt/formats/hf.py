@@ -42,6 +42,7 @@ _HF_MATH = (
 # head (transformers' GPT2LMHeadModel.from_pretrained leaves it out too).
 _DROP = re.compile(r"\.attn\.(masked_)?bias$|^multiple_choice_head\.")
 # The heads of transformers' GPT-2 classes that have no language-model head.
+_TOP_LEVEL = ("wte", "wpe", "blocks", "ln_f", "lm_head")  # the first part of every npgpt name
 _TASK_HEADS = {
     "score": "GPT2ForSequenceClassification",
     "classifier": "GPT2ForTokenClassification",
@@ -49,9 +50,22 @@ _TASK_HEADS = {
 }
 
 
+# What PyTorch's wrappers put before the wrapped model's names in a state dict saved from the wrapper:
+# torch.compile's ``_orig_mod.`` and DistributedDataParallel's ``module.`` (nanoGPT strips ``_orig_mod.``
+# when it resumes, for the same reason). Any other prefix is a model of which GPT-2 is a part.
+_WRAPPERS = re.compile(r"^(?:module\.|_orig_mod\.)+")
+# A GPT-2 name with something before it (``model.transformer.h.0.ln_1.weight`` of a Lightning module).
+_PREFIXED = re.compile(r"^(?P<prefix>.+?\.)(?:transformer\.)?(?:h\.\d+\.|(?:wte|wpe|ln_f)\.|lm_head\.weight$)")
+
+
+def unwrapped(name: str) -> str:
+    """``name`` without the prefixes :data:`_WRAPPERS` (``module._orig_mod.transformer.wte.weight``)."""
+    return _WRAPPERS.sub("", name)
+
+
 def hf_to_npgpt_name(name: str) -> str | None:
     """``transformer.h.3.attn.c_attn.weight`` -> ``blocks.3.attn.c_attn.w``; None for dropped tensors."""
-    name = name.removeprefix("transformer.")
+    name = unwrapped(name).removeprefix("transformer.")
     if _DROP.search(name):
         return None
     if name == "lm_head.weight":
@@ -80,7 +94,7 @@ def our_names(names: Iterable[str], source: str) -> Iterator[tuple[str, str]]:
     (:func:`duplicate`) for one weight under two names."""
     seen: dict[str, str] = {}
     for name in names:
-        task = _TASK_HEADS.get(name.split(".")[0])
+        task = _TASK_HEADS.get(unwrapped(name).split(".")[0])
         if task is not None:
             raise CheckpointError(
                 f"{source}: tensor {name!r} is the head of a {task}, a task model with no "
@@ -89,6 +103,12 @@ def our_names(names: Iterable[str], source: str) -> Iterator[tuple[str, str]]:
         ours = hf_to_npgpt_name(name)
         if ours is None:  # a buffer (the attn.bias mask)
             continue
+        if ours.split(".")[0] not in _TOP_LEVEL and (prefixed := _PREFIXED.match(unwrapped(name))):
+            raise CheckpointError(
+                f"{source}: tensor {name!r} has {prefixed['prefix']!r} before GPT-2's name (the state dict of a "
+                "model that holds GPT-2); save the GPT-2 model itself with save_pretrained, or remove the prefix "
+                "from the names"
+            )
         if ours in seen:  # transformer.wte.weight and wte.weight: which one transformers uses depends on the class
             raise duplicate(source, seen[ours], name)
         seen[ours] = name

@@ -25,7 +25,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..params import unflatten
-from .hf import duplicate, our_names
+from .hf import duplicate, our_names, unwrapped
 from .npgpt_format import as_float32
 
 CKPT_FILE = "ckpt.pt"  # what nanoGPT's train.py writes in its out_dir
@@ -35,7 +35,6 @@ _IGNORED_ARGS = ("dropout",)  # training only: no effect on inference
 # 2023-01-27): their GPT had GPT-2's vocabulary and biases everywhere, and the weights say which
 # (:func:`_early_args`).
 _LINEAR = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-_PREFIX = "_orig_mod."
 
 
 def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
@@ -61,12 +60,13 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
             f"{path}: not a nanoGPT checkpoint (no 'model' and 'model_args'); a bare PyTorch state dict "
             "needs its Hugging Face config.json beside it, saved as pytorch_model.bin"
         )
-    state = {}
+    state: dict[str, Any] = {}
+    their_names: dict[str, str] = {}
     for key, value in ckpt["model"].items():
-        name = key.removeprefix(_PREFIX)
+        name = unwrapped(key)  # a compiled run's _orig_mod.
         if name in state:
-            raise duplicate(str(path), _PREFIX + name, name)
-        state[name] = value
+            raise duplicate(str(path), their_names[name], key)
+        state[name], their_names[name] = value, key
     config = _config({**_early_args(state), **ckpt["model_args"]}, str(path))
     flat = _params(state, str(path))
     if "lm_head" in flat:
