@@ -312,6 +312,23 @@ def test_untied_checkpoint_without_its_head_is_refused(tmp_path):
         npgpt.load(tmp_path)
 
 
+def test_a_head_apart_from_wte_under_a_tied_config_is_the_head_transformers_runs(tmp_path):
+    """config.json says tie_word_embeddings but the file holds an lm_head.weight that differs from wte:
+    transformers keeps the file's head (and warns); npgpt dropped it and unembedded with wte (logits
+    off by ~1, other greedy tokens)."""
+    hf_model(tmp_path, tie_word_embeddings=False)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
+    ref = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert not torch.equal(ref.lm_head.weight, ref.transformer.wte.weight)
+    model = npgpt.load(tmp_path)
+    assert not model.config.tie_word_embeddings
+    assert np.abs(model.logits(IDS) - ref_logits(ref, IDS)).max() < 1e-4
+    prompt = IDS[0, :5].tolist()
+    tokens = model.completions([prompt], max_new_tokens=8, temperature=0, stop_at_eot=False)[0].tokens
+    assert tokens == ref_greedy(ref, prompt, 8)
+
+
 @pytest.mark.parametrize("field, value", [("activation_function", "prelu"), ("n_head", True)])
 def test_cli_refuses_in_one_line(saved, tmp_path, field, value):
     r = run_cli("info", str(with_field(saved, tmp_path, field, value)))

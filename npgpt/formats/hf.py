@@ -2,7 +2,8 @@
 
 HF's ``Conv1D`` stores weights ``[in, out]`` like OpenAI, so tensors map one to one; only the
 names differ. ``GPT2LMHeadModel`` prefixes them with ``transformer.``; ``GPT2Model`` does not.
-``lm_head.weight`` is the output head when ``tie_word_embeddings`` is false, else a copy of wte.
+``lm_head.weight`` is the output head when ``tie_word_embeddings`` is false, else a copy of wte (one that
+differs from wte is the output head all the same, as transformers reads it).
 """
 
 from __future__ import annotations
@@ -145,11 +146,27 @@ def load(directory: str | Path, weights: str | Path | None = None) -> tuple[GPT2
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{config_path}: {e}") from None
     tensors, weights_path = read_tensors(directory, None if weights is None else Path(weights))
-    flat: dict[str, np.ndarray] = {}
-    for name, ours in our_names(tensors, weights_path):
-        if not (ours == "lm_head" and config.tie_word_embeddings):  # tied: a copy of wte
-            flat[ours] = as_float32(tensors[name], name, weights_path)
+    theirs = {ours: name for name, ours in our_names(tensors, weights_path)}
+    if config.tie_word_embeddings and {"lm_head", "wte"} <= theirs.keys():
+        head, wte = tensors[theirs["lm_head"]], tensors[theirs["wte"]]
+        if not same_weights(head, wte):
+            # A head the file holds apart from wte, under a config that says tied: transformers keeps it
+            # (and warns to set tie_word_embeddings false), so the file's head is the model's.
+            config = dataclasses.replace(config, tie_word_embeddings=False)
+    flat = {
+        ours: as_float32(tensors[name], name, weights_path)
+        for ours, name in theirs.items()
+        if not (ours == "lm_head" and config.tie_word_embeddings)  # tied: a copy of wte
+    }
     return config, unflatten(flat, config, source=weights_path)
+
+
+def same_weights(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two tensors hold the same values: a tied weight saved twice, or once as two views of the
+    same bytes (a pickle's shared storage, told without reading the data)."""
+    ia, ib = a.__array_interface__, b.__array_interface__
+    same_view = (ia["data"][0], a.shape, a.strides, a.dtype) == (ib["data"][0], b.shape, b.strides, b.dtype)
+    return same_view or (a.shape == b.shape and bool(np.array_equal(a, b)))
 
 
 def save(

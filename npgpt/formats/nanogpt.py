@@ -25,7 +25,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..params import unflatten
-from .hf import duplicate, our_names, unwrapped
+from .hf import duplicate, our_names, same_weights, unwrapped
 from .npgpt_format import as_float32
 
 CKPT_FILE = "ckpt.pt"  # what nanoGPT's train.py writes in its out_dir
@@ -118,12 +118,6 @@ def _params(state: dict[str, np.ndarray], source: str) -> dict[str, Any]:
         if name.endswith(_LINEAR):
             arr = arr.T  # [out, in] -> [in, out]
         flat[ours] = as_float32(arr, name, source)
-    if head is not None and wte is not None and not (_same_view(head, wte) or np.array_equal(head, wte)):
+    if head is not None and wte is not None and not same_weights(head, wte):
         flat["lm_head"] = as_float32(head, "lm_head.weight", source)  # a fork that unties the head: honoured
     return flat
-
-
-def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
-    """Two views of the same bytes (a tied weight saved once): true without reading the data."""
-    ia, ib = a.__array_interface__, b.__array_interface__
-    return (ia["data"][0], a.shape, a.strides, a.dtype) == (ib["data"][0], b.shape, b.strides, b.dtype)
