@@ -415,3 +415,24 @@ def test_a_file_name_of_another_format_is_refused_before_reading(tmp_path, name,
     config = CONFIGS["tiny"]
     with pytest.raises(CheckpointError, match=re.escape(hint)):
         save_checkpoint(tmp_path / name, config, random_params(config), fmt=fmt)
+
+
+def test_a_peft_adapter_is_told_to_merge_into_its_base_model(tmp_path):
+    """A LoRA adapter as PEFT's save_pretrained writes it (adapter_config.json + adapter_model.safetensors):
+    its folder was "no model found", its weights file "a safetensors file without npgpt's config"."""
+    from safetensors.numpy import save_file
+
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    peft_config = {"peft_type": "LORA", "base_model_name_or_path": "gpt2", "r": 8, "target_modules": ["c_attn"]}
+    (adapter / "adapter_config.json").write_text(json.dumps(peft_config))
+    lora = "base_model.model.transformer.h.0.attn.c_attn.lora_{}.weight"
+    save_file(
+        {lora.format("A"): np.zeros((8, 32), np.float32), lora.format("B"): np.zeros((96, 8), np.float32)},
+        adapter / "adapter_model.safetensors",
+    )
+    for path in (adapter, adapter / "adapter_model.safetensors", adapter / "adapter_config.json"):
+        with pytest.raises(CheckpointError, match=r"a PEFT adapter .*merge_and_unload\(\)"):
+            load_checkpoint(path)
+    r = run_cli("info", str(adapter))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "merge_and_unload" in r.stderr

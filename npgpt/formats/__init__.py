@@ -59,6 +59,8 @@ def detect(path: str | Path) -> str:
             raise broken_link(path)
         raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
     if path.is_file():
+        if path.name == ADAPTER_CONFIG or path.name.startswith("adapter_model."):
+            raise _adapter(path)
         if path.stat().st_size == 0:  # an interrupted copy or download, whatever its name says
             raise CheckpointError(f"{path}: an empty file (0 bytes); re-download or re-convert it")
         # Read from the file's own first bytes, never its name: llm.c's .bin is not a pickle.
@@ -118,10 +120,24 @@ def detect(path: str | Path) -> str:
     if single is not None:
         return detect(single)
     _refuse_broken_links(path)
+    if (path / ADAPTER_CONFIG).is_file():
+        raise _adapter(path)
     raise CheckpointError(
         f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
         "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
         "or OpenAI's hparams.json + model.ckpt.index"
+    )
+
+
+ADAPTER_CONFIG = "adapter_config.json"  # what PEFT's save_pretrained writes beside adapter_model.safetensors
+
+
+def _adapter(path: Path) -> CheckpointError:
+    """A PEFT adapter (LoRA and the like) holds a few low-rank matrices to add to a base model's weights, not
+    a model; npgpt runs whole models, which PEFT itself makes of the two."""
+    return CheckpointError(
+        f"{path}: a PEFT adapter ({ADAPTER_CONFIG}), not a whole model; merge it into its base model with "
+        "PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(DIR) and load DIR"
     )
 
 
