@@ -436,3 +436,41 @@ def test_a_peft_adapter_is_told_to_merge_into_its_base_model(tmp_path):
             load_checkpoint(path)
     r = run_cli("info", str(adapter))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "merge_and_unload" in r.stderr
+
+
+def test_a_tokenizer_saved_beside_the_model_must_be_gpt2s(tmp_path):
+    """npgpt encodes with GPT-2's BPE: a model saved with another tokenizer (a BPE trained on other text, a
+    WordPiece one) loaded and read wrong tokens, writing gibberish. GPT-2's own, as transformers saves it
+    (tokenizer.json) or as the Hub ships it (vocab.json + merges.txt), loads."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from npgpt.tokenizer import default_files
+
+    config = CONFIGS["tiny"]
+    hf_format.save(tmp_path / "hub", config, random_params(config))
+    encoder, bpe = default_files()
+    (tmp_path / "hub" / "vocab.json").write_bytes(encoder.read_bytes())
+    (tmp_path / "hub" / "merges.txt").write_bytes(bpe.read_bytes())
+    load_checkpoint(tmp_path / "hub")
+    hf_format.save(tmp_path / "saved", config, random_params(config))
+    AutoTokenizer.from_pretrained(tmp_path / "hub").save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "tokenizer.json").is_file()
+    load_checkpoint(tmp_path / "saved")
+
+    bpe_trained = Tokenizer(models.BPE())
+    bpe_trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    bpe_trained.train_from_iterator(["the quick brown fox"] * 8, trainers.BpeTrainer(initial_alphabet=alphabet))
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.train_from_iterator(["the quick brown fox"] * 8, trainers.WordPieceTrainer(special_tokens=["[UNK]"]))
+    for name, tokenizer, said in [("bpe", bpe_trained, "tokens, not GPT-2's"), ("wp", wordpiece, "a WordPiece")]:
+        hf_format.save(tmp_path / name, config, random_params(config))
+        PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(tmp_path / name)
+        with pytest.raises(CheckpointError, match=f"tokenizer.json: .*{said}.*GPT-2's tokenizer only"):
+            load_checkpoint(tmp_path / name)
+    (tmp_path / "bert").mkdir()
+    hf_format.save(tmp_path / "bert", config, random_params(config))
+    (tmp_path / "bert" / "vocab.txt").write_text("[PAD]\n[UNK]\nthe\n")  # BertTokenizer's, as some GPT-2s use
+    with pytest.raises(CheckpointError, match=r"vocab.txt: the vocabulary of a tokenizer that is not GPT-2's"):
+        load_checkpoint(tmp_path / "bert")

@@ -21,7 +21,7 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import write_together
 from ..params import expected_shapes, flatten, unflatten
-from .hf_files import SAFETENSORS_INDEX, check_gpt2, read_tensors, safetensors_set, shard_plan
+from .hf_files import SAFETENSORS_INDEX, check_gpt2, check_tokenizer, read_tensors, safetensors_set, shard_plan
 from .npgpt_format import (
     MODEL_FILE,  # Hugging Face names its weights file the same
     as_float32,
@@ -145,6 +145,7 @@ def load(directory: str | Path, weights: str | Path | None = None) -> tuple[GPT2
         config = GPT2Config.from_dict(raw)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{config_path}: {e}") from None
+    check_tokenizer(directory)
     tensors, weights_path = read_tensors(directory, None if weights is None else Path(weights))
     theirs = {ours: name for name, ours in our_names(tensors, weights_path)}
     if config.tie_word_embeddings and {"lm_head", "wte"} <= theirs.keys():

@@ -48,6 +48,57 @@ def check_gpt2(config: Any, source: str) -> None:
         raise CheckpointError(f"{source}: {field} is {value!r}, not GPT-2; npgpt runs GPT-2 ('gpt2') models only")
 
 
+# A tokenizer's files as transformers saves them: the byte-level BPE's vocabulary (tokenizer.json,
+# vocab.json) and the files of tokenizers that are no BPE at all (WordPiece's vocab.txt, SentencePiece's model).
+BPE_VOCABS = ("tokenizer.json", "vocab.json")
+OTHER_VOCABS = ("vocab.txt", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+
+
+def check_tokenizer(directory: Path) -> None:
+    """CheckpointError if the tokenizer saved beside the model is not GPT-2's: npgpt encodes text with
+    GPT-2's BPE, so a model trained on another vocabulary would read wrong tokens and write gibberish
+    (GGUF's tokenizer metadata is checked the same way). A directory without tokenizer files passes."""
+    from ..tokenizer import default_files
+
+    gpt2: dict[str, int] | None = None
+    for name in BPE_VOCABS:
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable tokenizer file ({e}); re-download it") from None
+        kind: Any = "BPE"  # vocab.json: the BPE's vocabulary itself
+        vocab = data
+        if name == "tokenizer.json":
+            model = data.get("model") if isinstance(data, dict) else None
+            kind, vocab = (model.get("type"), model.get("vocab")) if isinstance(model, dict) else (None, None)
+        if kind != "BPE":
+            raise _not_gpt2_tokenizer(path, f"a {kind or 'unknown'} tokenizer, not GPT-2's byte-level BPE")
+        gpt2 = gpt2 or json.loads(default_files()[0].read_text(encoding="utf-8"))
+        if not isinstance(vocab, dict):
+            raise _not_gpt2_tokenizer(path, "no vocabulary")
+        wrong = next(((t, i) for t, i in gpt2.items() if vocab.get(t) != i), None)
+        if wrong is not None:
+            t, i = wrong
+            here = vocab.get(t)
+            raise _not_gpt2_tokenizer(
+                path, f"a vocabulary of {len(vocab)} tokens, not GPT-2's (GPT-2's {t!r}, id {i}, is {here!r} here)"
+            )
+    if gpt2 is None:
+        for name in OTHER_VOCABS:
+            if (directory / name).is_file():
+                raise _not_gpt2_tokenizer(directory / name, "the vocabulary of a tokenizer that is not GPT-2's BPE")
+
+
+def _not_gpt2_tokenizer(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: {what}; npgpt encodes text with GPT-2's tokenizer only, so this model would read wrong "
+        "tokens: run it with its own tokenizer in transformers"
+    )
+
+
 def layout(directory: Path) -> str | None:
     """'hf', 'hf-sharded' or 'hf-bin' for a directory with config.json and weights; else None."""
     if not (directory / "config.json").is_file():
