@@ -186,7 +186,7 @@ def test_not_a_torch_file(tmp_path):
     with pytest.raises(CheckpointError, match="not one torch.save wrote"):
         load_checkpoint(tmp_path / "x.pt")
     (tmp_path / "y.pt").write_bytes(b"PK\x03\x04 truncated zip")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="a zip archive without its end; the file is cut short"):
         load_checkpoint(tmp_path / "y.pt")
 
 
@@ -338,3 +338,16 @@ def test_state_dicts_of_pytorchs_wrappers_load_and_other_prefixes_are_named(pair
     )
     with pytest.raises(CheckpointError, match=r"'model\.' before GPT-2's name .* save the GPT-2 model itself"):
         load_checkpoint(tmp_path / "lightning")
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+@pytest.mark.parametrize("kept", [0.5, 0.999])
+def test_a_pickle_cut_short_is_told_to_be_downloaded_again(tmp_path, zip_format, kept):
+    """A torch.save file whose download stopped part way: the zip one was "not a readable PyTorch checkpoint
+    (BadZipFile: File is not a zip file)", and both were told to re-save it with torch.save."""
+    whole = tmp_path / "whole.pt"
+    torch.save({"w": torch.randn(64, 64), "b": torch.zeros(64)}, whole, _use_new_zipfile_serialization=zip_format)
+    cut = tmp_path / "ckpt.pt"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * kept)])
+    with pytest.raises(CheckpointError, match=r"ckpt\.pt: .*cut short .*: re-download it"):
+        torch_pickle.load(cut)

@@ -57,6 +57,7 @@ _STORAGES = {
     "BoolStorage": np.bool_,
 }
 _FIX = "re-save it with torch.save, or use a safetensors copy of the model"
+_CUT = "the file is cut short (an interrupted download or copy): re-download it or re-save it with torch.save"
 _UNSAFE = "nothing in it was run; use a safetensors copy of the model, or do not use this file"
 
 
@@ -263,7 +264,11 @@ def load(path: str | Path) -> Any:
 
 
 def _load_zip(path: Path) -> Any:
-    with zipfile.ZipFile(path) as z:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:  # it starts as a zip (the caller checked), but its directory at the end is gone
+        raise CheckpointError(f"{path}: a zip archive without its end; {_CUT}") from None
+    with archive as z:
         pickles = [i for i in z.infolist() if i.filename.endswith("data.pkl") and i.filename.count("/") == 1]
         if len(pickles) != 1:
             raise CheckpointError(f"{path}: a zip file without torch's <archive>/data.pkl; {_FIX}")
@@ -315,7 +320,7 @@ def _load_legacy(path: Path) -> Any:
     for key in map(str, keys):  # each storage: int64 element count, then its bytes
         storage = unpickler.storages.get(key)
         if storage is None or offset + 8 > size:
-            raise CheckpointError(f"{path}: storage {key} is missing or truncated; {_FIX}")
+            raise CheckpointError(f"{path}: storage {key} is missing or truncated; {_CUT}")
         (numel,) = struct.unpack("<q" if byteorder == "little" else ">q", bytes(data[offset : offset + 8]))
         nbytes = numel * storage.kind.dtype.itemsize
         arrays[key] = _bytes_as(data, offset + 8, nbytes, storage, byteorder, path)
@@ -327,7 +332,7 @@ def _bytes_as(data: np.ndarray, start: int, nbytes: int, storage: _Storage, byte
     """A storage's bytes as a flat array of its dtype, checked against the file's size."""
     dtype = storage.kind.dtype.newbyteorder("<" if byteorder == "little" else ">")
     if nbytes < storage.numel * dtype.itemsize or start + nbytes > data.size:
-        raise CheckpointError(f"{path}: storage {storage.key} is truncated; {_FIX}")
+        raise CheckpointError(f"{path}: storage {storage.key} is truncated; {_CUT}")
     return data[start : start + storage.numel * dtype.itemsize].view(dtype)
 
 
