@@ -331,6 +331,57 @@ def test_bad_requests_get_openai_errors(url, model, body, status, param):
     )
 
 
+COMPLETION = {"prompt": "x", "max_tokens": 2}
+CHAT = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+WRONG_TYPES = [  # OpenAI's types, strictly: pydantic's lax mode read each as the value it looks like
+    ("/v1/completions", COMPLETION | {"n": "2"}, "n", "an integer", "a string"),
+    ("/v1/completions", COMPLETION | {"n": True}, "n", "an integer", "a boolean"),
+    ("/v1/completions", COMPLETION | {"max_tokens": "16"}, "max_tokens", "an integer", "a string"),
+    ("/v1/completions", COMPLETION | {"temperature": "0.5"}, "temperature", "a number", "a string"),
+    ("/v1/completions", COMPLETION | {"stream": "true"}, "stream", "a boolean", "a string"),
+    ("/v1/completions", COMPLETION | {"echo": 1}, "echo", "a boolean", "an integer"),
+    ("/v1/completions", COMPLETION | {"logprobs": True}, "logprobs", "an integer", "a boolean"),  # chat's form
+    ("/v1/completions", COMPLETION | {"seed": 1.5}, "seed", "an integer", "a decimal number"),
+    ("/v1/completions", COMPLETION | {"stop": 5}, "stop", "a string or an array", "an integer"),
+    ("/v1/completions", COMPLETION | {"stop": ["a", 5]}, "stop[1]", "a string", "an integer"),
+    ("/v1/chat/completions", CHAT | {"logprobs": 1}, "logprobs", "a boolean", "an integer"),
+    ("/v1/chat/completions", CHAT | {"top_logprobs": "2", "logprobs": True}, "top_logprobs", "an integer", "a string"),
+    (
+        "/v1/chat/completions",
+        CHAT | {"stream": True, "stream_options": {"include_usage": "true"}},
+        "stream_options.include_usage",
+        "a boolean",
+        "a string",
+    ),
+    ("/v1/chat/completions", CHAT | {"ignore_eos": "false"}, "ignore_eos", "a boolean", "a string"),
+    ("/v1/next_tokens", {"prompt": "x", "k": "3"}, "k", "an integer", "a string"),
+    ("/v1/internals", {"prompt": "x", "layer": "1"}, "layer", "an integer", "a string"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "param", "wanted", "got"), WRONG_TYPES, ids=range(len(WRONG_TYPES)))
+def test_a_field_of_the_wrong_type_is_refused_naming_it(url, path, body, param, wanted, got):
+    """As OpenAI answers: "Invalid type for 'n': expected an integer, but got a string instead." """
+    r = httpx.post(url + path, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error", error
+    assert error["message"] == f"Invalid type for '{param}': expected {wanted}, but got {got} instead.", error
+
+
+def test_a_prompt_of_booleans_is_no_token_ids(url):
+    error = httpx.post(url + "/v1/completions", json={"prompt": [True], "max_tokens": 1}).json()["error"]
+    assert error["param"] == "prompt" and "prompt[0] is a boolean" in error["message"], error
+
+
+def test_whole_numbers_written_as_decimals_and_integers_for_numbers_are_taken(url, model):
+    """16.0 is the integer 16 (JSON Schema's rule, and what Python clients send after arithmetic); 1 is a number."""
+    body = {"prompt": "x", "max_tokens": 3.0, "n": 1.0, "logprobs": 1.0, "temperature": 0, "top_p": 1}
+    r = httpx.post(url + "/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == model.generate("x", max_new_tokens=3, temperature=0)
+
+
 @pytest.mark.parametrize("stream", [None, False])
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
 def test_stream_options_without_stream_is_refused(url, path, stream):

@@ -127,19 +127,65 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
         )
     if not loc:
         return APIError(400, f"the body must be a JSON object: {err['msg']}", code="invalid_json")
+    param = _param(loc)
+    if loc[0] == "prompt" and err["type"] in _EXPECTED:  # which of its forms was meant is anyone's guess
+        return APIError(
+            400,
+            "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids "
+            f"(token ids are JSON integers); {param} is {_json_kind(err.get('input'))}",
+            param="prompt",
+        )
+    if err["type"] in _EXPECTED:
+        # the deepest field a union's forms failed on (``stop: [5]``: stop[0]), and every form it may take there
+        typed = [(_param([x for x in e["loc"] if x != "body"]), e) for e in errors if e.get("type") in _EXPECTED]
+        param = max((p for p, _ in typed), key=len)
+        wanted = dict.fromkeys(_EXPECTED[e["type"]] for p, e in typed if p == param)
+        got = next(_json_kind(e.get("input")) for p, e in typed if p == param)
+        # OpenAI's own words, so that a client's handling of OpenAI's error fits
+        message = f"Invalid type for '{param}': expected {' or '.join(wanted)}, but got {got} instead."
+        return APIError(400, message, param=param)
+    return APIError(400, f"{param}: {err['msg']}", param=param)
+
+
+# pydantic's type errors -> the JSON type the field wanted
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "a boolean",
+    "string_type": "a string",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+}
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type of a parsed value, in OpenAI's words (``16.5``: a decimal number)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
+
+
+def _param(loc: Sequence[Any]) -> str:
+    """A field's location as the client wrote it (``messages[0].content``), without pydantic's union tags."""
     param = ""
     for part in loc:
         if isinstance(part, int):
             param += f"[{part}]"
         elif part not in _UNION_TAGS and not any(c in part for c in "[-"):  # skip tags such as "list[str]"
             param += ("." if param else "") + part
-    if param == "prompt" and err["type"].endswith("_type"):
-        return APIError(
-            400,
-            "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids",
-            param="prompt",
-        )
-    return APIError(400, f"{param}: {err['msg']}", param=param)
+    return param
 
 
 def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> APIError:

@@ -8,22 +8,21 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..lens import attention_pattern, logit_lens
+from .protocol import Body, Int
 
 MAX_TOKENS = 64  # the last this many tokens of the prompt: the pattern is T x T numbers in JSON
 
 
-class InternalsRequest(BaseModel):
+class InternalsRequest(Body):
     """The prompt, and which attention head to show (blocks and heads count from 0)."""
-
-    model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
     prompt: str = Field(min_length=1)
-    layer: int = Field(0, ge=0)
-    head: int = Field(0, ge=0)
+    layer: Int = Field(0, ge=0)
+    head: Int = Field(0, ge=0)
 
 
 def internals(m: Any, prompt: str, layer: int, head: int) -> dict[str, Any]:

@@ -1,6 +1,11 @@
 """The OpenAI-compatible API's shapes: request bodies, the chat prompt template, response parts.
 
-Fields follow OpenAI's API; unknown fields are ignored, as OpenAI's own clients send some. The
+Fields follow OpenAI's API; unknown fields are ignored, as OpenAI's own clients send some. Types are
+OpenAI's, strictly (a JSON string is no number, ``1`` no boolean): ``"n": "2"``, ``"stream": "true"``,
+``"logprobs": true`` in completions or ``"prompt": [true]`` are 400s naming the field, as OpenAI answers,
+where pydantic's lax mode would read them as ``2``, ``True``, ``1`` and token 1. An integer field takes a
+whole number written as a decimal (``16.0``, which JSON Schema counts an integer and Python clients
+send after arithmetic), never ``16.5``; token ids in ``prompt`` must be plain integers. The
 sampling options are checked by :class:`npgpt.sampling.SamplingParams`, the one place that knows
 their ranges. npgpt adds ``top_k``, ``min_p`` and ``repetition_penalty`` (with the ``openai``
 client: ``extra_body={"top_k": 40}``) and ``ignore_eos``; vLLM's other options are refused by name.
@@ -11,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from .. import chat as _chat
 from ..chat import CHAT_STOP as CHAT_STOP  # re-exported: the server's callers import it from here
@@ -36,12 +41,20 @@ _SAMPLING_KNOBS = (
 )
 
 
-class _Body(BaseModel):
-    """Every request body. Unpaired UTF-16 surrogates in its strings (``"\\ud83d"`` is valid JSON but
-    not valid Unicode) become U+FFFD, as tiktoken would encode them, so no field can fail later
-    when the text is encoded or a response holding it is written."""
+def _whole_number(v: Any) -> Any:
+    """``16.0`` as ``16``: a whole number is an integer, however the client's JSON wrote it."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
-    model_config = ConfigDict(extra="ignore")
+
+Int = Annotated[int, BeforeValidator(_whole_number)]  # an integer field: strict, but 16.0 is 16
+
+
+class Body(BaseModel):
+    """Every request body: strict types (see the module's docstring). Unpaired UTF-16 surrogates in its
+    strings (``"\\ud83d"`` is valid JSON but not valid Unicode) become U+FFFD, as tiktoken would encode
+    them, so no field can fail later when the text is encoded or a response holding it is written."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -78,24 +91,24 @@ _VLLM_ONLY = {
 }
 
 
-class StreamOptions(_Body):
+class StreamOptions(Body):
     include_usage: bool = False
 
 
-class _Sampling(_Body):
+class _Sampling(Body):
     """What completions and chat share. ``None`` (JSON null) means the default."""
 
     model: str | None = None  # one of the server's models; default: the first
     temperature: float | None = None
     top_p: float | None = None
-    n: int | None = Field(None, ge=1, le=MAX_N)
+    n: Int | None = Field(None, ge=1, le=MAX_N)
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
-    seed: int | None = None
+    seed: Int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    top_k: int | None = None  # npgpt's extensions, as in vLLM
+    top_k: Int | None = None  # npgpt's extensions, as in vLLM
     min_p: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
@@ -164,10 +177,10 @@ class CompletionRequest(_Sampling):
     """``POST /v1/completions``. ``prompt``: text, texts, token ids, or lists of token ids."""
 
     prompt: Prompt
-    max_tokens: int | None = Field(16, ge=0)  # 0 with echo: score the prompt only
-    logprobs: int | None = Field(None, ge=0, le=20)
+    max_tokens: Int | None = Field(16, ge=0)  # 0 with echo: score the prompt only
+    logprobs: Int | None = Field(None, ge=0, le=20)
     echo: bool | None = False
-    best_of: int | None = None  # accepted only when it changes nothing
+    best_of: Int | None = None  # accepted only when it changes nothing
     logit_bias: dict[str, float] | None = None
     suffix: str | None = None
 
@@ -182,12 +195,12 @@ class CompletionRequest(_Sampling):
             raise NpgptError("suffix is not supported: GPT-2 only continues text", param="suffix")
 
 
-class TextPart(_Body):
+class TextPart(Body):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(_Body):
+class ChatMessage(Body):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -203,10 +216,10 @@ class ChatRequest(_Sampling):
     """``POST /v1/chat/completions``; the messages become one prompt, see :func:`chat_prompt`."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)  # default: up to the end of the context
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: Int | None = Field(None, ge=1)  # default: up to the end of the context
+    max_completion_tokens: Int | None = Field(None, ge=1)
     logprobs: bool | None = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: Int | None = Field(None, ge=0, le=20)
     logit_bias: dict[str, float] | None = None
     response_format: dict[str, Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -242,12 +255,12 @@ class ChatRequest(_Sampling):
                 )
 
 
-class NextTokensRequest(_Body):
+class NextTokensRequest(Body):
     """``POST /v1/next_tokens`` (npgpt's own): the ``k`` most likely tokens to follow ``prompt``."""
 
     model: str | None = None
     prompt: str = Field(min_length=1)
-    k: int = Field(10, ge=1, le=100)
+    k: Int = Field(10, ge=1, le=100)
 
 
 def chat_prompt(messages: list[ChatMessage]) -> str:
