@@ -85,6 +85,9 @@ class Event:
     logprob: float | None = None
     top: list[tuple[int, float]] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" (EOT or a stop sequence) or "length"
+    # the characters ``token`` completes in the row's decoded text, before stop sequences cut it or text is held
+    # back ("" for a token ending inside a UTF-8 character, and for an <|endoftext|> that ends the row)
+    piece: str = ""
 
 
 class TextTracker:
@@ -105,11 +108,13 @@ class TextTracker:
         self.skip = skip_leading_space
         self.lead = 0  # characters of leading whitespace dropped (final once the text holds anything else)
         self.held = 0  # characters held back at the last push (see _held_back)
+        self.piece = ""  # the characters the last token pushed completed
 
     def push(self, token: int) -> tuple[str, bool]:
         """Add a token; returns (delta to emit, whether a stop sequence was hit)."""
         before = len(self.text)
-        self._add(self._decoder.push(token))
+        self.piece = self._decoder.push(token)
+        self._add(self.piece)
         # a match starting before lead - len(s) + 1 ends within the dropped whitespace
         hits = [i for s in self.stop if (i := self.text.find(s, max(0, max(before, self.lead) - len(s) + 1))) >= 0]
         if hits:
@@ -216,12 +221,13 @@ class RowSampler:
             event = Event(self.row, self.tracker.finish(), token, lp, top, "stop")
         else:
             delta, stopped = self.tracker.push(token)
+            piece = self.tracker.piece
             if stopped:
-                event = Event(self.row, delta, token, lp, top, "stop")
+                event = Event(self.row, delta, token, lp, top, "stop", piece)
             elif self.n_new == p.max_new_tokens:
-                event = Event(self.row, delta + self.tracker.finish(), token, lp, top, "length")
+                event = Event(self.row, delta + self.tracker.finish(), token, lp, top, "length", piece)
             else:
-                event = Event(self.row, delta, token, lp, top)
+                event = Event(self.row, delta, token, lp, top, piece=piece)
         self.done = event.finish_reason is not None
         return event
 

@@ -144,14 +144,13 @@ class HeldLogprobs:
     are still the whole token's (the alternatives are real tokens). So the ``token`` s always
     concatenate to the content, and an entry's ``bytes`` are those of its ``token``.
 
-    The spans are found in the reply decoded here a second time, as the tracker decodes it: a token
-    ending inside a UTF-8 character has an empty span at the character's start, and is listed when
+    The spans are the tokens' own text as the tracker decoded it (:attr:`~npgpt.generate.Event.piece`): a
+    token ending inside a UTF-8 character has an empty span at the character's start, and is listed when
     that character is in the content (its entry reads ``bytes:\\xe2\\x80``, as OpenAI's do).
     """
 
     def __init__(self, tok: Tokenizer) -> None:
         self.tok = tok
-        self.decoder = tok.stream_decoder()
         self.text = ""  # the reply decoded: leading whitespace, content, held-back text and any stop matched
         self.lead: int | None = None  # characters of leading whitespace dropped; known once the text holds more
         self.said = 0  # characters of content given out
@@ -162,7 +161,7 @@ class HeldLogprobs:
         delta ``ev.text`` has gone out; the entries to give out with that delta."""
         if counts and ev.token is not None:
             start = len(self.text)
-            self.text += self.decoder.push(ev.token)
+            self.text += ev.piece
             self.pending.append((start, len(self.text), ev))
         if self.lead is None and self.text.strip():
             self.lead = len(self.text) - len(self.text.lstrip())

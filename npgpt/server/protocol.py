@@ -89,6 +89,7 @@ _VLLM_ONLY = {
     "guided_grammar": "GPT-2 cannot be held to a format; leave it out",
     "structured_outputs": "GPT-2 cannot be held to a format; leave it out",
 }
+_SET_EVEN_IF_FALSY = {"prompt_logprobs"}  # 0 asks for the prompt tokens' own logprobs
 
 
 class StreamOptions(Body):
@@ -97,6 +98,8 @@ class StreamOptions(Body):
 
 class _Sampling(Body):
     """What completions and chat share. ``None`` (JSON null) means the default."""
+
+    model_config = ConfigDict(extra="allow")  # see check_extensions
 
     model: str | None = None  # one of the server's models; default: the first
     temperature: float | None = None
@@ -112,22 +115,14 @@ class _Sampling(Body):
     min_p: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
-    min_tokens: Any = None  # the rest of vLLM's options, only to be refused: see check_extensions
-    stop_token_ids: Any = None
-    include_stop_str_in_output: Any = None
-    use_beam_search: Any = None
-    prompt_logprobs: Any = None
-    guided_json: Any = None
-    guided_regex: Any = None
-    guided_choice: Any = None
-    guided_grammar: Any = None
-    structured_outputs: Any = None
 
     def check_extensions(self) -> None:
-        """Refuse a vLLM option npgpt does not have: set (``prompt_logprobs`` even to 0), it would change the answer."""
+        """Refuse a vLLM option npgpt does not have: set (``prompt_logprobs`` even to 0), it would change the answer.
+        Those options are no fields: an unknown field is kept (``extra="allow"``) only to be looked up here."""
+        extra = self.model_extra or {}
         for name, instead in _VLLM_ONLY.items():
-            value = getattr(self, name)
-            if value is not None if name == "prompt_logprobs" else bool(value):
+            value = extra.get(name)
+            if value is not None if name in _SET_EVEN_IF_FALSY else bool(value):
                 raise NpgptError(f"{name} is not supported: {instead}", param=name)
 
     def check_stream_options(self) -> None:
@@ -287,7 +282,10 @@ def model_card(name: str, model: GPT2) -> dict[str, Any]:
 
 def token_text(tok: Tokenizer, token: int) -> str:
     """A token as text; a token that is part of a UTF-8 character is written ``bytes:\\xe2\\x80``, like OpenAI."""
-    raw = tok.token_bytes(token)
+    return _bytes_text(tok.token_bytes(token))
+
+
+def _bytes_text(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -296,4 +294,5 @@ def token_text(tok: Tokenizer, token: int) -> str:
 
 def token_entry(tok: Tokenizer, token: int, logprob: float | None) -> dict[str, Any]:
     """A token in chat's ``logprobs.content`` list."""
-    return {"token": token_text(tok, token), "logprob": logprob, "bytes": list(tok.token_bytes(token))}
+    raw = tok.token_bytes(token)
+    return {"token": _bytes_text(raw), "logprob": logprob, "bytes": list(raw)}
