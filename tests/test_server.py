@@ -514,6 +514,11 @@ UNHONOURED = [  # chat fields GPT-2 cannot honour: a 400 naming them, never a re
     ("function_call", "required"),
     ("modalities", ["text", "audio"]),
     ("audio", {"voice": "alloy", "format": "wav"}),
+    ("web_search_options", {}),  # {} searches, with the default context size
+    ("reasoning_effort", "low"),
+    ("verbosity", "low"),
+    ("continue_final_message", True),  # vLLM's
+    ("echo", True),  # vLLM's chat echo
 ]
 
 
@@ -532,6 +537,11 @@ def test_chat_refuses_what_it_would_ignore(url, field, value):
         {"functions": [tools[0]["function"]], "function_call": "auto"},
         {"logit_bias": {}},
         {"modalities": ["text"]},
+        # what only labels, routes or bills a request, or asks for what npgpt does anyway
+        {"user": "u1", "store": True, "metadata": {"k": "v"}, "service_tier": "auto", "prompt_cache_key": "k"},
+        {"safety_identifier": "s", "parallel_tool_calls": False},
+        {"prediction": {"type": "content", "content": "x"}},  # only speeds up the same reply
+        {"echo": False, "continue_final_message": False, "web_search_options": None},
     ]
     for extra in fine:
         assert httpx.post(url + "/v1/chat/completions", json={**body, **extra}).status_code == 200, extra

@@ -73,6 +73,10 @@ REFUSED = [  # vLLM's options npgpt does not have, each set to something that wo
     ("guided_choice", ["yes", "no"]),
     ("guided_grammar", "root ::= 'a'"),
     ("structured_outputs", {"choice": ["yes", "no"]}),
+    ("allowed_token_ids", [13, 14]),
+    ("bad_words", ["And"]),
+    ("truncate_prompt_tokens", 0),
+    ("response_format", {"type": "json_object"}),  # vLLM's completions take it too
 ]
 
 
@@ -84,5 +88,7 @@ def test_vllm_options_npgpt_lacks_are_refused_by_name(url, path, field, value):
     r = httpx.post(url + path, json={**body, field: value})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == field and field in r.json()["error"]["message"]
-    off = {"prompt_logprobs": None, "min_tokens": 0, "stop_token_ids": []}.get(field, False)
+    off = {"prompt_logprobs": None, "truncate_prompt_tokens": None, "min_tokens": 0, "stop_token_ids": []}.get(
+        field, {"type": "text"} if field == "response_format" else False
+    )
     assert httpx.post(url + path, json={**body, field: off}).status_code == 200  # left at its default: fine

@@ -8,13 +8,23 @@ whole number written as a decimal (``16.0``, which JSON Schema counts an integer
 send after arithmetic), never ``16.5``; token ids in ``prompt`` must be plain integers. The
 sampling options are checked by :class:`npgpt.sampling.SamplingParams`, the one place that knows
 their ranges. npgpt adds ``top_k``, ``min_p`` and ``repetition_penalty`` (with the ``openai``
-client: ``extra_body={"top_k": 40}``) and ``ignore_eos``; vLLM's other options are refused by name.
+client: ``extra_body={"top_k": 40}``) and ``ignore_eos``.
+
+The rule for a field npgpt cannot honour (OpenAI's or vLLM's): if honouring it would change the answer
+(its text, its tokens, its form), a request that sets it gets a 400 naming it and what to do instead, never
+an answer that silently ignored it (``web_search_options``, ``reasoning_effort``, ``response_format``
+``json_schema``, a forced ``tool_choice``, vLLM's ``min_tokens``...). A field that only labels, routes or
+bills the request, or that asks for what npgpt does anyway, is accepted and ignored, as vLLM does:
+``user``, ``store``, ``metadata``, ``service_tier``, ``prompt_cache_key``, ``safety_identifier``;
+``tools``/``functions`` under ``tool_choice`` "auto" (a reply without a tool call is valid) and
+``parallel_tool_calls`` (no tool is ever called); ``prediction`` (OpenAI's Predicted Outputs only speed
+up a reply, which is the same without them).
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -76,8 +86,9 @@ def replace_surrogates(data: Any) -> Any:
     return data
 
 
-# vLLM's options that npgpt does not have, each refused once set (never silently ignored), and how to do without
-_VLLM_ONLY = {
+# Options npgpt does not have, each refused once set (never silently ignored), and how to do without.
+# vLLM's, for completions and chat:
+_REFUSED = {
     "min_tokens": "npgpt cannot hold off <|endoftext|> and the stop sequences; leave it out",
     "stop_token_ids": "send the tokens' text in stop instead",
     "include_stop_str_in_output": "the stop sequence is never part of the text; leave it out",
@@ -88,8 +99,26 @@ _VLLM_ONLY = {
     "guided_choice": "GPT-2 cannot be held to a format; leave it out",
     "guided_grammar": "GPT-2 cannot be held to a format; leave it out",
     "structured_outputs": "GPT-2 cannot be held to a format; leave it out",
+    "allowed_token_ids": "npgpt cannot restrict the tokens sampled; leave it out",
+    "bad_words": "npgpt cannot ban words; leave it out",
+    "truncate_prompt_tokens": "npgpt does not cut prompts; shorten the prompt yourself",
 }
-_SET_EVEN_IF_FALSY = {"prompt_logprobs"}  # 0 asks for the prompt tokens' own logprobs
+# chat's, OpenAI's (as OpenAI refuses them for a model without the feature) then vLLM's
+_REFUSED_IN_CHAT = {
+    **_REFUSED,
+    "web_search_options": "GPT-2 cannot search the web; leave it out",
+    "reasoning_effort": "GPT-2 is not a reasoning model; leave it out",
+    "verbosity": "GPT-2 cannot be told how much to write; leave it out (max_tokens bounds the reply)",
+    "continue_final_message": "the reply is always a new assistant message; leave it out",
+    "echo": "a chat reply never repeats the last message; leave it out (/v1/completions has echo)",
+}
+_SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
+    "prompt_logprobs",  # 0: the prompt tokens' own logprobs
+    "web_search_options",  # {}: search with the default context size
+    "truncate_prompt_tokens",
+    "reasoning_effort",
+    "verbosity",
+}
 
 
 class StreamOptions(Body):
@@ -99,7 +128,8 @@ class StreamOptions(Body):
 class _Sampling(Body):
     """What completions and chat share. ``None`` (JSON null) means the default."""
 
-    model_config = ConfigDict(extra="allow")  # see check_extensions
+    model_config = ConfigDict(extra="allow")  # see check_supported
+    refused: ClassVar[dict[str, str]] = _REFUSED
 
     model: str | None = None  # one of the server's models; default: the first
     temperature: float | None = None
@@ -111,26 +141,34 @@ class _Sampling(Body):
     frequency_penalty: float | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    logit_bias: dict[str, float] | None = None
+    response_format: dict[str, Any] | None = None  # chat's; vLLM's completions take it too
     top_k: Int | None = None  # npgpt's extensions, as in vLLM
     min_p: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
 
-    def check_extensions(self) -> None:
-        """Refuse a vLLM option npgpt does not have: set (``prompt_logprobs`` even to 0), it would change the answer.
-        Those options are no fields: an unknown field is kept (``extra="allow"``) only to be looked up here."""
+    def check_supported(self) -> None:
+        """Refuse what would silently not be honoured (see the module's docstring). The options in
+        ``refused`` are no fields: an unknown field is kept (``extra="allow"``) only to be looked up here."""
         extra = self.model_extra or {}
-        for name, instead in _VLLM_ONLY.items():
+        for name, instead in self.refused.items():
             value = extra.get(name)
             if value is not None if name in _SET_EVEN_IF_FALSY else bool(value):
                 raise NpgptError(f"{name} is not supported: {instead}", param=name)
-
-    def check_stream_options(self) -> None:
-        """Refuse ``stream_options`` without ``stream: true``, as OpenAI does: it would change nothing."""
-        if self.stream_options is not None and not self.stream:
+        if self.stream_options is not None and not self.stream:  # as OpenAI answers: it would change nothing
             raise NpgptError(
                 "stream_options is only allowed when stream is true; send stream: true, or leave out stream_options",
                 param="stream_options",
+            )
+        if self.logit_bias:
+            raise NpgptError("logit_bias is not supported", param="logit_bias")
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            raise NpgptError(
+                f"response_format {kind!r} is not supported: GPT-2 cannot be held to a format; "
+                'leave it out or use {"type": "text"}',
+                param="response_format",
             )
 
     def sampling(
@@ -176,16 +214,12 @@ class CompletionRequest(_Sampling):
     logprobs: Int | None = Field(None, ge=0, le=20)
     echo: bool | None = False
     best_of: Int | None = None  # accepted only when it changes nothing
-    logit_bias: dict[str, float] | None = None
     suffix: str | None = None
 
     def check_supported(self) -> None:
-        self.check_extensions()
-        self.check_stream_options()
+        super().check_supported()
         if self.best_of not in (None, 1, self.n or 1):
             raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
-        if self.logit_bias:
-            raise NpgptError("logit_bias is not supported", param="logit_bias")
         if self.suffix:
             raise NpgptError("suffix is not supported: GPT-2 only continues text", param="suffix")
 
@@ -210,13 +244,13 @@ class ChatMessage(Body):
 class ChatRequest(_Sampling):
     """``POST /v1/chat/completions``; the messages become one prompt, see :func:`chat_prompt`."""
 
+    refused: ClassVar[dict[str, str]] = _REFUSED_IN_CHAT
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Int | None = Field(None, ge=1)  # default: up to the end of the context
     max_completion_tokens: Int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: Int | None = Field(None, ge=0, le=20)
-    logit_bias: dict[str, float] | None = None
-    response_format: dict[str, Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     function_call: str | dict[str, Any] | None = None  # tool_choice's deprecated form, for ``functions``
     modalities: list[str] | None = None
@@ -226,17 +260,7 @@ class ChatRequest(_Sampling):
         """Refuse what would silently not be honoured. ``tools`` are accepted (under ``tool_choice``
         "auto" a reply without a tool call is valid), but a call cannot be forced, nor with the deprecated
         ``function_call``."""
-        self.check_extensions()
-        self.check_stream_options()
-        if self.logit_bias:
-            raise NpgptError("logit_bias is not supported", param="logit_bias")
-        kind = (self.response_format or {}).get("type", "text")
-        if kind != "text":
-            raise NpgptError(
-                f"response_format {kind!r} is not supported: GPT-2 cannot be held to a format; "
-                'leave it out or use {"type": "text"}',
-                param="response_format",
-            )
+        super().check_supported()
         if set(self.modalities or ()) - {"text"} or self.audio:
             raise NpgptError(
                 'audio output is not supported: GPT-2 writes text only; leave out audio, or send modalities ["text"]',
