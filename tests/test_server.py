@@ -547,6 +547,22 @@ def test_chat_refuses_what_it_would_ignore(url, field, value):
         assert httpx.post(url + "/v1/chat/completions", json={**body, **extra}).status_code == 200, extra
 
 
+def test_usage_counts_each_prompt_once_and_every_token_generated(client, model):
+    """OpenAI's and vLLM's count, streamed or not: a "length" choice used all of max_tokens, whatever its text."""
+    messages = [{"role": "user", "content": "Hello"}]
+    kw = dict(model="tiny", messages=messages, max_tokens=4, n=3, temperature=0, extra_body={"ignore_eos": True})
+    plain = client.chat.completions.create(**kw)
+    assert {c.finish_reason for c in plain.choices} == {"length"}
+    n_prompt = len(model.tokenizer.encode(chat_prompt([ChatMessage(**m) for m in messages])))
+    assert (plain.usage.prompt_tokens, plain.usage.completion_tokens, plain.usage.total_tokens) == (
+        n_prompt,
+        12,
+        n_prompt + 12,
+    )
+    streamed = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    assert streamed[-1].usage == plain.usage and streamed[-1].choices == []
+
+
 def test_an_unknown_model_is_the_clients_not_found_error(client):
     """OpenAI and vLLM answer an unknown ``model`` with 404, which the openai client raises as NotFoundError."""
     messages = [{"role": "user", "content": "x"}]

@@ -24,7 +24,7 @@ from .limits import Limits
 from .metrics import Metrics
 from .protocol import ChatRequest, chat_prompt, token_entry
 from .scheduler import Scheduler
-from .streaming import Answer, Chunk, Run
+from .streaming import Answer, Chunk, Run, usage
 
 
 async def start(
@@ -99,11 +99,7 @@ async def start(
                 yield chunk(ev.row, {"content": text}, lp, None)
             if ev.finish_reason:
                 yield chunk(ev.row, {}, None, ev.finish_reason)
-        yield {
-            **head,
-            "choices": [],
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": done, "total_tokens": len(prompt) + done},
-        }
+        yield {**head, "choices": [], "usage": usage(len(prompt), done)}
 
     def fold(chunks: list[Chunk]) -> Chunk:
         out: list[dict[str, Any]] = [

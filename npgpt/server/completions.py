@@ -24,7 +24,7 @@ from .limits import Limits, count_prompts
 from .metrics import Metrics
 from .protocol import CompletionRequest, token_text
 from .scheduler import Scheduler
-from .streaming import Answer, Chunk, Run
+from .streaming import Answer, Chunk, Run, usage
 
 LOGPROB_KEYS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
 
@@ -97,11 +97,7 @@ async def start(
                 if ev.text or ev.finish_reason or lp:
                     yield {**head, "choices": [choice(ev.row, ev.text, lp, ev.finish_reason)]}
         n_prompt = sum(len(p) for p in prompts)
-        yield {
-            **head,
-            "choices": [],
-            "usage": {"prompt_tokens": n_prompt, "completion_tokens": done, "total_tokens": n_prompt + done},
-        }
+        yield {**head, "choices": [], "usage": usage(n_prompt, done)}
 
     def fold(chunks: list[Chunk]) -> Chunk:
         out = [choice(i, "", {k: [] for k in LOGPROB_KEYS} if want_lp else None, None) for i in range(len(rows))]

@@ -112,6 +112,17 @@ class Answer:
     fold: Callable[[list[Chunk]], Chunk]
 
 
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """OpenAI's ``usage``. ``prompt_tokens``: each prompt's tokens once, however many completions ``n``
+    asks of it (as OpenAI and vLLM count). ``completion_tokens``: the tokens generated, over every choice,
+    as OpenAI bills them and vLLM counts them: the ``<|endoftext|>`` that ends a reply, a chat reply's
+    leading whitespace (dropped from its content) and the tokens of a matched stop sequence (cut from
+    its text) included. So a choice that ends with ``finish_reason`` "length" used exactly ``max_tokens``,
+    whatever its text shows."""
+    total = prompt_tokens + completion_tokens
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": total}
+
+
 async def respond(answer: Answer, stream: bool, include_usage: bool) -> Any:
     """Server-sent events for a streaming request (the usage chunk only if asked), else one JSON body."""
     if not stream:
