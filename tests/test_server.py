@@ -547,6 +547,15 @@ def test_chat_refuses_what_it_would_ignore(url, field, value):
         assert httpx.post(url + "/v1/chat/completions", json={**body, **extra}).status_code == 200, extra
 
 
+@pytest.mark.parametrize("message", [{"role": "user"}, {"role": "system", "content": None}])
+def test_a_message_without_content_is_refused_but_the_assistants(url, message):
+    body = {"messages": [{"role": "user", "content": "x"}, message], "max_tokens": 1}
+    r = httpx.post(url + "/v1/chat/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[1].content", r.text
+    assistant = {"role": "assistant", "content": None}
+    assert httpx.post(url + "/v1/chat/completions", json={**body, "messages": [assistant]}).status_code == 200
+
+
 def test_usage_counts_each_prompt_once_and_every_token_generated(client, model):
     """OpenAI's and vLLM's count, streamed or not: a "length" choice used all of max_tokens, whatever its text."""
     messages = [{"role": "user", "content": "Hello"}]

@@ -259,8 +259,15 @@ class ChatRequest(_Sampling):
     def check_supported(self) -> None:
         """Refuse what would silently not be honoured. ``tools`` are accepted (under ``tool_choice``
         "auto" a reply without a tool call is valid), but a call cannot be forced, nor with the deprecated
-        ``function_call``."""
+        ``function_call``. A message with no ``content`` is refused, as OpenAI does, unless it is the
+        assistant's (whose content OpenAI lets be null): it would be read as an empty message."""
         super().check_supported()
+        for i, m in enumerate(self.messages):
+            if m.content is None and m.role != "assistant":
+                raise NpgptError(
+                    f"Missing required parameter: 'messages[{i}].content'; a {m.role} message needs content",
+                    param=f"messages[{i}].content",
+                )
         if set(self.modalities or ()) - {"text"} or self.audio:
             raise NpgptError(
                 'audio output is not supported: GPT-2 writes text only; leave out audio, or send modalities ["text"]',
