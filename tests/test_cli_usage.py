@@ -423,7 +423,11 @@ def test_other_tools_names_get_npgpts(args, hint):
     [
         (["genrate", "Hi"], "error: No such command 'genrate'. Did you mean 'generate'? (see `npgpt --help`)"),
         (["--max-new-tokens", "5", "generate", "Hi"], "error: No such option: --max-new-tokens (see `npgpt --help`)"),
-        (["generate", "Hi", "there"], "error: Got unexpected extra argument(s) (there) (see `npgpt generate --help`)"),
+        (
+            ["generate", "Hi", "there"],
+            "error: Got unexpected extra argument (there). Quote text of several words: npgpt generate 'Hi there'"
+            " (see `npgpt generate --help`)",
+        ),
         (["convert"], "error: Missing argument 'src'. (see `npgpt convert --help`)"),
     ],
 )
