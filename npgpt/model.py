@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_jax_namespace
 
 from .activations import OTHERS, TANH_GELU
 from .cache import KVCache, LayerKV
@@ -76,6 +76,19 @@ def layer_norm(x: Array, g: Array, b: Array | None = None, eps: float = 1e-5,
     return y if b is None else y + b  # no b: nanoGPT's bias=False models
 
 
+def wide_product(a: Array, b: Array) -> Array:  # [..., m, k] @ [k, n] -> [..., m, n]
+    """``a @ b`` of 16-bit arrays, in float32 where the library can return its float32 sums unrounded.
+
+    JAX can (``preferred_element_type``), and XLA compiles a 16-bit product cast to float32 into
+    just that; run eagerly (a hooked run) the product was rounded to 16 bits first, so a bfloat16
+    model's hooked logits were up to 0.07 from its compiled ones. Others return 16 bits, cast after.
+    """
+    xp = array_namespace(a)
+    if is_jax_namespace(xp):
+        return xp.matmul(a, b, preferred_element_type=xp.float32)
+    return a @ b
+
+
 def matmul(x: Array, w: Array) -> Array:  # [..., m] @ [m, n] -> [..., n]
     # One 2-D product over all rows: NumPy runs [B, T, m] @ [m, n] as B separate BLAS calls,
     # each reading all of w from memory again (B times the traffic when decoding a batch).
@@ -84,7 +97,7 @@ def matmul(x: Array, w: Array) -> Array:  # [..., m] @ [m, n] -> [..., n]
     if w.dtype == x.dtype or w.dtype == xp.int8:  # int8 weights carry the library's kernel (npgpt/int8.py)
         y = x2 @ w  # -> [rows, n] float32
     else:  # 16-bit weights (load(dtype=...)): the library's 16-bit kernel, accumulating in float32
-        y = xp.astype(xp.astype(x2, w.dtype) @ w, x.dtype)  # -> [rows, n], back in float32
+        y = xp.astype(wide_product(xp.astype(x2, w.dtype), w), x.dtype)  # -> [rows, n], back in float32
     return xp.reshape(y, (*x.shape[:-1], w.shape[-1]))  # -> [..., n]
 
 

@@ -217,6 +217,21 @@ def test_jax_backend_cache_equals_numpy():
         np.testing.assert_allclose(on_jax[name], ours[name], atol=1e-4, rtol=1e-4, err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_16_bit_jax_models_hooked_logits_equal_its_compiled_ones(dtype: str):
+    """The hooked run is eager, the plain one compiled: XLA compiles a 16-bit product cast to float32
+    into one float32 result, and eagerly it was rounded to 16 bits first (bfloat16: every logit off,
+    by up to 0.07). Now both take the float32 result; a last-bit difference may still flip one
+    activation's rounding to 16 bits before a product (the logits after it ~1e-3 off), not most."""
+    pytest.importorskip("jax")
+    model = GPT2(ODD, scaled_params(ODD, 0), backend="jax", dtype=dtype)
+    ids, mask = batch(ODD)
+    real = mask.astype(bool)
+    hooked, _ = model.run_with_cache(ids, attention_mask=mask)
+    off = np.abs(hooked[real] - model.logits(ids, attention_mask=mask)[real])
+    assert np.median(off) < 1e-5 and off.max() < 2e-2
+
+
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
 def test_activation_grads_equal_finite_differences(backend: str):
     jax = pytest.importorskip("jax")
