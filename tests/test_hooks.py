@@ -421,31 +421,37 @@ def test_names_filter_and_fwd_hooks_of_the_wrong_form_are_one_line():
             model.run_with_hooks(ids, fwd_hooks=bad)
 
 
+def float32_products_only(program: str) -> bool:
+    """Whether every product of a lowered JAX program asks for float32 (not TensorFloat-32)."""
+    products = [line for line in program.splitlines() if "dot_general" in line]
+    return bool(products) and all("precision = [HIGHEST, HIGHEST]" in line for line in products)
+
+
 def test_jax_hooked_runs_and_the_logit_lens_take_float32_products(monkeypatch):
-    """The backend's compiled forward pass asks for float32 products (on a GPU XLA's default is
-    TensorFloat-32, ~1e-3 off); run_with_hooks, run_with_cache and the logit lens run the model
-    outside it, so they ask for it themselves: every product sees "highest"."""
+    """On a GPU XLA's default float32 product is TensorFloat-32 (~1e-3 off). The hooked runs (forward
+    and gradient) and the logit lens run the model outside the backend's compiled pass: every product
+    of the programs they trace asks for float32 all the same."""
     jax = pytest.importorskip("jax")
     from npgpt import lens
 
     config = GPT2Config(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
     model = GPT2(config, random_params(config, 0), backend="jax")
+
+    def hooked(params):
+        return hooks.hooked_forward(model, [[1, 2, 3]], lambda name, x: x, params=params).sum()
+
+    assert float32_products_only(jax.jit(hooked).lower(model.params).as_text())
+    assert float32_products_only(jax.jit(jax.grad(hooked)).lower(model.params).as_text())
     seen: list = []
-
-    def record(x, hook):
-        seen.append(jax.config.jax_default_matmul_precision)
-
-    hooks.run_with_hooks(model, [[1, 2, 3]], fwd_hooks=[(lambda name: True, record)])
-    hooks.run_with_cache(model, [[1, 2, 3]], fwd_hooks=[(lambda name: True, record)])
     real_matmul = lens.matmul
 
     def matmul(x, w):
-        seen.append(jax.config.jax_default_matmul_precision)
+        seen.append(float32_products_only(jax.jit(real_matmul).lower(x, w).as_text()))
         return real_matmul(x, w)
 
     monkeypatch.setattr(lens, "matmul", matmul)
     lens.logit_lens(model.engine, [1, 2, 3])
-    assert seen and set(seen) == {"highest"}
+    assert seen and all(seen)
 
 
 def test_fwd_hooks_may_be_a_generator():
