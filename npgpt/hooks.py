@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from array_api_compat import array_namespace, is_array_api_obj
+from array_api_compat import array_namespace, is_array_api_obj, is_writeable_array
 
 from .engine import as_engine, positions_and_mask
 from .errors import NpgptError, shown
@@ -207,7 +207,8 @@ def run_with_cache(
     """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
 
     ``cache`` maps TransformerLens's hook names to float32 arrays of TransformerLens's shapes (see
-    :func:`hook_names`); an activation changed by one of ``fwd_hooks`` is cached as changed. With
+    :func:`hook_names`), each as its hook point saw it: an activation changed by one of ``fwd_hooks``
+    is cached as changed, and a later change in place does not reach the cache. With
     ``host`` (the default) everything is a NumPy array; ``host=False`` keeps the backend's arrays
     (JAX: traceable). A 1-D ``ids`` is one row.
     """
@@ -217,7 +218,11 @@ def run_with_cache(
 
     def record(name: str, x: Array) -> Array:
         if keep(name):
-            cache[name] = to(x)
+            # A copy where it could be written to: the stream leaving block i is the array entering
+            # block i+1, and a hook patching blocks.{i+1}.hook_resid_pre in place changed the cached
+            # blocks.{i}.hook_resid_post too (as in TransformerLens, whose cache holds that tensor).
+            held = to(x)
+            cache[name] = array_namespace(held).asarray(held, copy=True) if is_writeable_array(held) else held
         return x
 
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask)

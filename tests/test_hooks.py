@@ -181,6 +181,24 @@ def test_left_padded_rows_equal_their_unpadded_runs():
     )
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_the_cache_holds_each_activation_as_its_hook_point_saw_it(backend: str):
+    """The stream leaving block i is the array entering block i+1: a hook patching
+    blocks.1.hook_resid_pre in place also changed the cached blocks.0.hook_resid_post (as in
+    TransformerLens, whose cache holds that same tensor). Now the cache holds copies."""
+    pytest.importorskip(backend)
+    model = GPT2(ODD, scaled_params(ODD, 1), backend=backend)
+    ids = np.arange(5)[None] + 7
+    _, plain = model.run_with_cache(ids)
+
+    def zero(resid, hook):
+        resid[:, 1] = 0
+
+    _, cache = model.run_with_cache(ids, fwd_hooks=[("blocks.1.hook_resid_pre", zero)])
+    np.testing.assert_array_equal(cache["blocks.0.hook_resid_post"], plain["blocks.0.hook_resid_post"])
+    assert (cache["blocks.1.hook_resid_pre"][:, 1] == 0).all()
+
+
 def test_names_filter_forms_and_errors():
     model = GPT2(ODD, scaled_params(ODD, 1))
     ids = np.arange(4) + 7
