@@ -55,6 +55,18 @@ BLOCK_HOOKS = (
 )
 
 
+# TransformerLens's hook points that it fills only when asked (use_attn_result, use_split_qkv_input,
+# use_attn_in, use_hook_mlp_in): npgpt has none of them, and says where the same numbers are.
+OPTIONAL_IN_TL = {
+    "attn.hook_result": "blocks.{i}.attn.hook_z times each head's rows of attn.c_proj.w",
+    "hook_attn_in": "blocks.{i}.hook_resid_pre",
+    "hook_q_input": "blocks.{i}.hook_resid_pre",
+    "hook_k_input": "blocks.{i}.hook_resid_pre",
+    "hook_v_input": "blocks.{i}.hook_resid_pre",
+    "hook_mlp_in": "blocks.{i}.hook_resid_mid",
+}
+
+
 def hook_names(n_layer: int) -> list[str]:
     """Every hook point of an ``n_layer`` model, in forward order.
 
@@ -84,9 +96,16 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
     wanted = set(names)
     unknown = sorted(wanted - set(hook_names(n_layer)))
     if unknown:
+        optional = [
+            f"{n} is not computed (TransformerLens's optional hook): use {where.format(i=n.split('.')[1])}"
+            for n in unknown
+            for end, where in OPTIONAL_IN_TL.items()
+            if n.startswith("blocks.") and n.endswith("." + end)
+        ]
         raise NpgptError(
             f"unknown hook name(s) {', '.join(map(repr, unknown))}; the names are those of "
             f"npgpt.hooks.hook_names({n_layer}), e.g. 'blocks.0.attn.hook_pattern'"
+            + "".join(f"; {o}" for o in optional)
         )
     return wanted.__contains__
 

@@ -199,6 +199,20 @@ def test_the_cache_holds_each_activation_as_its_hook_point_saw_it(backend: str):
     assert (cache["blocks.1.hook_resid_pre"][:, 1] == 0).all()
 
 
+def test_transformer_lens_optional_hook_names_say_where_their_numbers_are():
+    """hook_result, hook_attn_in, hook_q_input and hook_mlp_in exist in TransformerLens only when asked
+    for (use_attn_result, ...); npgpt said only 'unknown hook name'. Now the line says what to use."""
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    cases = {
+        "blocks.0.attn.hook_result": "use blocks.0.attn.hook_z times each head's rows of attn.c_proj.w",
+        "blocks.1.hook_q_input": "use blocks.1.hook_resid_pre$",
+        "blocks.2.hook_mlp_in": "use blocks.2.hook_resid_mid$",
+    }
+    for name, hint in cases.items():
+        with pytest.raises(NpgptError, match=f"unknown hook name.*{name!r}.*not computed.*{hint}"):
+            model.run_with_cache([1, 2], names_filter=name)
+
+
 def test_names_filter_forms_and_errors():
     model = GPT2(ODD, scaled_params(ODD, 1))
     ids = np.arange(4) + 7
