@@ -6,6 +6,7 @@ compiles the forward pass (once per input shape: a decode step has a fixed shape
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import warnings
@@ -20,7 +21,7 @@ from .files import is_mapped, release_mapped
 from .hugepages import collapse_huge_pages
 from .params import Q8_0Blocks, as_floats, dequantized, head_name, map_with_path
 
-__all__ = ["Backend", "check_dtype", "collapse_huge_pages", "get_backend", "tune_allocator"]
+__all__ = ["Backend", "check_dtype", "collapse_huge_pages", "float32_products", "get_backend", "tune_allocator"]
 
 BACKENDS = ("numpy", "jax", "torch", "cupy", "cupynumeric")
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # how the weight matrices are stored; activations: float32
@@ -55,6 +56,19 @@ def _require(module: str, backend: str) -> Any:
         raise NpgptError(
             f"backend {backend!r} failed to start ({type(e).__name__}: {e}); it needs an NVIDIA GPU with its driver"
         ) from None
+
+
+def float32_products(x: Any) -> contextlib.AbstractContextManager[Any]:
+    """Around products run outside the backend's compiled forward pass (hooks, the logit lens): for a
+    JAX array ``x``, JAX's float32 products stay float32 (on a GPU XLA's default is TensorFloat-32,
+    ~1e-3 off), as the compiled pass's are; for any other array, nothing."""
+    from array_api_compat import is_jax_array
+
+    if is_jax_array(x):
+        import jax
+
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
 
 
 def check_dtype(dtype: str, allow_auto: bool = False) -> None:
@@ -311,9 +325,17 @@ def get_backend(name: str) -> Backend:
     if name == "jax":
         jax = _require("jax", name)
 
+        @functools.wraps(gpt2)  # jit reads the signature (static_argnames) through it
+        def gpt2_float32_products(*args: Any, **kw: Any) -> Any:
+            # On a GPU, XLA's default float32 product rounds its inputs to TensorFloat-32 (10-bit
+            # mantissa): logits ~1e-3 off. "highest" keeps float32 products float32, as NumPy's and
+            # PyTorch's are; 16-bit weights are unaffected. Read while tracing: no process-wide setting.
+            with jax.default_matmul_precision("highest"):
+                return gpt2(*args, **kw)
+
         # The config and last_only change the program, so they are static; the cache is donated
-        # so XLA can update it in place. Its products are float32, not TensorFloat-32 (model.product).
-        forward = jax.jit(gpt2, static_argnames=("config", "last_only"), donate_argnames=("cache",))
+        # so XLA can update it in place.
+        forward = jax.jit(gpt2_float32_products, static_argnames=("config", "last_only"), donate_argnames=("cache",))
         # 16-bit weights are for accelerators: XLA's CPU 16-bit products are ~10x slower than float32.
         return Backend(
             "jax",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj, is_writeable_array
 
+from .backends import float32_products
 from .engine import as_engine, positions_and_mask
 from .errors import NpgptError, shown
 from .model import gpt2
@@ -135,8 +136,10 @@ def hooked_forward(
     ids, positions, mask = _inputs(model, ids, attention_mask)
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
     weights = as_engine(model).params_for(*ids.shape) if params is None else params  # as GPT2.logits runs it
-    # Run eagerly, outside the backend's compiled pass; its products are float32 all the same (model.product).
-    logits, _ = gpt2(asarray(ids), weights, model.config, positions=asarray(positions), mask=asarray(mask), hook=hook)
+    with float32_products(weights["wpe"]):  # run eagerly, outside the backend's compiled pass
+        logits, _ = gpt2(
+            asarray(ids), weights, model.config, positions=asarray(positions), mask=asarray(mask), hook=hook
+        )
     return logits
 
 
@@ -351,7 +354,7 @@ def activation_grads(
         return value, (value, acts)  # jax.grad's (what to differentiate, what else to return)
 
     zeros = {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}
-    grads, (value, acts) = jax.grad(run, has_aux=True)(zeros)
+    grads, (value, acts) = jax.grad(run, has_aux=True)(zeros)  # float32 products: hooked_forward sees to it
     return float(value), {n: np.asarray(a) for n, a in acts.items()}, {n: np.asarray(g) for n, g in grads.items()}
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from .backends import float32_products
 from .errors import NpgptError, is_integer, shown
 from .hooks import run_with_cache
 from .model import layer_norm, matmul, softmax
@@ -69,7 +70,8 @@ def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     eps = model.config.layer_norm_epsilon  # ln_f as the model applies it (not every checkpoint's is 1e-5)
     for name in reversed(names):
         x = layer_norm(cache.pop(name)[0], **model.params["ln_f"], eps=eps)  # [T, C]
-        probs = softmax(matmul(x, xp.matrix_transpose(head))[:, :n_tokens])  # the model's own head product
+        with float32_products(x):  # as the model's own head product
+            probs = softmax(matmul(x, xp.matrix_transpose(head))[:, :n_tokens])
         probs = model.backend.to_numpy(probs)  # [T, C] -> [T, V] (V: the tokenizer's)
         top_ids.append(probs.argmax(-1))  # -> [T]
         top_probs.append(probs[at, top_ids[-1]])

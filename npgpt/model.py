@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import array_namespace, device, is_jax_namespace
+from array_api_compat import array_namespace, device
 
 from .activations import OTHERS, TANH_GELU
 from .cache import KVCache, LayerKV
@@ -76,30 +76,15 @@ def layer_norm(x: Array, g: Array, b: Array | None = None, eps: float = 1e-5,
     return y if b is None else y + b  # no b: nanoGPT's bias=False models
 
 
-def product(a: Array, b: Array, xp: Any) -> Array:  # [..., m, k] @ [..., k, n] -> [..., m, n]
-    """``a @ b`` for arrays of namespace ``xp``; every product of the model is taken here.
-
-    JAX's is given two arguments with each product, so that they hold in every program that runs the
-    model (the backend's compiled pass, a hooked run, training, and ``jax.grad``, whose products copy
-    them) with no setting around the call: ``precision="highest"``, as on a GPU XLA's default float32
-    product rounds its inputs to TensorFloat-32 (10-bit mantissa: logits ~1e-3 off, where NumPy's and
-    PyTorch's are float32); and a float32 result of 16-bit inputs, which XLA compiles a 16-bit product
-    cast to float32 into anyway, while run eagerly (a hooked run) it was rounded to 16 bits first.
-    """
-    if is_jax_namespace(xp):
-        return xp.matmul(a, b, precision="highest", preferred_element_type=xp.float32)
-    return a @ b
-
-
 def matmul(x: Array, w: Array) -> Array:  # [..., m] @ [m, n] -> [..., n]
     # One 2-D product over all rows: NumPy runs [B, T, m] @ [m, n] as B separate BLAS calls,
     # each reading all of w from memory again (B times the traffic when decoding a batch).
     xp = array_namespace(x)
     x2 = xp.reshape(x, (-1, x.shape[-1]))  # [..., m] -> [rows, m]
     if w.dtype == x.dtype or w.dtype == xp.int8:  # int8 weights carry the library's kernel (npgpt/int8.py)
-        y = product(x2, w, xp)  # -> [rows, n] float32
+        y = x2 @ w  # -> [rows, n] float32
     else:  # 16-bit weights (load(dtype=...)): the library's 16-bit kernel, accumulating in float32
-        y = xp.astype(product(xp.astype(x2, w.dtype), w, xp), x.dtype)  # -> [rows, n], back in float32
+        y = xp.astype(xp.astype(x2, w.dtype) @ w, x.dtype)  # -> [rows, n], back in float32
     return xp.reshape(y, (*x.shape[:-1], w.shape[-1]))  # -> [..., n]
 
 
@@ -138,9 +123,9 @@ def attention(q: Array, k: Array, v: Array, mask: Array, scale: float, hook: Hoo
             blocks.append(attention(q[:, :, i:j], k[:, :, :end], v[:, :, :end], mask[:, :, i:j, :end], scale))
         return xp.concat(blocks, axis=2)  # -> [B, H, T, D]
     q = q * scale  # scaling q [.., T, D] is cheaper than scaling the scores [.., T, S]
-    scores = product(q, xp.matrix_transpose(k), xp)  # -> [B, H, T, S]
+    scores = q @ xp.matrix_transpose(k)  # -> [B, H, T, S]
     pattern = softmax(tap(hook, "hook_attn_scores", scores + mask))  # masked scores are MASKED, not -inf
-    return product(tap(hook, "hook_pattern", pattern), v, xp)  # [B, H, T, S] @ [B, H, S, D] -> [B, H, T, D]
+    return tap(hook, "hook_pattern", pattern) @ v  # [B, H, T, S] @ [B, H, S, D] -> [B, H, T, D]
 
 
 def mha(

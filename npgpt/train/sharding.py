@@ -184,7 +184,8 @@ def sharded_logits(mesh: Mesh, config: GPT2Config) -> Callable[[Params, jax.Arra
 
     out = NamedSharding(mesh, P("data", None, None))
 
-    def logits(params: Params, ids: jax.Array) -> jax.Array:  # float32 products on a GPU too (model.product)
-        return gpt2(ids, params, config)[0]
+    def logits(params: Params, ids: jax.Array) -> jax.Array:
+        with jax.default_matmul_precision("highest"):  # float32 products on a GPU too (see step.py)
+            return gpt2(ids, params, config)[0]
 
     return jax.jit(logits, out_shardings=out)

@@ -21,6 +21,10 @@ from ..config import GPT2Config
 from .loss import loss
 
 Params = dict[str, Any]
+# Float32 products, as inference has (backends.py): on a GPU XLA's default for float32 is
+# TensorFloat-32 (inputs rounded to a 10-bit mantissa), which would make the gradients differ from
+# Hugging Face's float32 ones by ~1e-4 relative. Set while tracing, so it is part of the program.
+FLOAT32 = "highest"
 
 
 def schedule(lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1) -> optax.Schedule:
@@ -60,11 +64,12 @@ def global_norm(tree: Params) -> jax.Array:
 
 
 def accumulated_grads(params: Params, batch: jax.Array, config: GPT2Config) -> tuple[jax.Array, Params]:
-    """Mean loss and mean gradient over the micro-batches of ``batch`` [A, B, T+1].
+    """Mean loss and mean gradient over the micro-batches of ``batch`` [A, B, T+1], from float32 products."""
+    with jax.default_matmul_precision(FLOAT32):
+        return _accumulated_grads(params, batch, config)
 
-    Its products are float32 (model.product): on a GPU XLA's default, TensorFloat-32, put the gradients
-    ~1e-4 (relative) off Hugging Face's float32 ones.
-    """
+
+def _accumulated_grads(params: Params, batch: jax.Array, config: GPT2Config) -> tuple[jax.Array, Params]:
     grad_fn = jax.value_and_grad(loss)
     if batch.shape[0] == 1:
         return grad_fn(params, batch[0], config)
@@ -107,6 +112,7 @@ def make_eval_loss(config: GPT2Config) -> Callable[[Params, jax.Array], jax.Arra
     """Jit-compiled mean loss of one batch ``[B, T+1]``."""
 
     def eval_loss(params: Params, ids: jax.Array) -> jax.Array:
-        return loss(params, ids, config)
+        with jax.default_matmul_precision(FLOAT32):
+            return loss(params, ids, config)
 
     return jax.jit(eval_loss)
