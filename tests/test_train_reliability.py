@@ -365,3 +365,83 @@ def test_a_checkpoint_onto_a_full_disk_is_one_line_and_keeps_the_previous_one(te
     assert len(r.stderr.strip().splitlines()) == 1 and "No space left on device" in r.stderr, r.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # intact, and no temp file left
     assert load_state(out / STATE_FILE)[3]["step"] == 2 and model_step(out) == 2
+
+
+# --- a damaged training state --------------------------------------------------------------
+
+
+def saved_state(path: Path, **changes) -> Path:
+    """A training state as a run of RUN writes it (no optimiser leaves: they are checked later),
+    its JSON metadata changed by ``changes`` (None deletes an entry; ``raw`` replaces the whole)."""
+    from npgpt.params import init_params
+    from npgpt.train.checkpoint import save_state
+
+    config = GPT2Config(n_vocab=40, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    meta = {
+        "step": 2,
+        "steps": 4,
+        "history": {"step": [1, 2], "loss": [3.0, 2.9], "val_step": [], "val_loss": []},
+        "rng": np.random.default_rng([1, 1]).bit_generator.state,
+        "settings": TrainSettings(**RUN).for_new_run(config).to_meta(),
+        "config": config.to_dict(),
+        "tokenizer": None,
+    }
+    for key, value in changes.items():
+        if key == "raw":
+            continue
+        if value is None:
+            del meta[key]
+        else:
+            meta[key] = value
+    save_state(path, init_params(config, 0), [], meta)
+    if "raw" in changes:  # the metadata itself replaced
+        from safetensors.numpy import load_file, save_file
+
+        save_file(load_file(path), path, metadata={"format": "npgpt-train-state-v1", "meta": changes["raw"]})
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(raw="{not json"), "its metadata is missing or not a JSON object"),
+        (dict(rng=None), "'rng' is missing"),
+        (dict(rng={"bit_generator": "MT19937"}), "'rng' is not the state of the batch random generator"),
+        (dict(step="2"), "'step' is missing or not a whole number"),
+        (dict(step=9), "step 9 is not between 0 and its steps"),
+        (dict(history={"step": []}), "'history' is missing or lacks"),
+        (dict(config={"n_layer": "one"}), "n_layer"),
+        (dict(tokenizer="abc"), "'tokenizer' is neither null nor a character vocabulary"),
+    ],
+)
+def test_a_damaged_training_state_is_named_before_the_run(tmp_path, changes, message):
+    path = saved_state(tmp_path / STATE_FILE, **changes)
+    with pytest.raises(NpgptError, match="training state is damaged: restore it from a backup") as e:
+        load_state(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"lr": -1}, "its settings say lr must be a finite number more than 0, got -1"),
+        ({"batch_size": None}, "its settings lack batch_size"),
+        ({"seq_len": 2.5}, "its settings say seq_len must be a whole number"),
+    ],
+)
+def test_damaged_saved_settings_are_named_on_resume(changes, message):
+    """A hand-edited lr of -1 was trained with; a missing one was a KeyError."""
+    config = GPT2Config(n_vocab=40, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    saved = {**TrainSettings(**RUN).for_new_run(config).to_meta(), **changes}
+    saved = {k: v for k, v in saved.items() if v is not None}
+    with pytest.raises(NpgptError, match="training state in --out is damaged: restore it from a backup") as e:
+        TrainSettings().for_resume(saved, 4)
+    assert str(e.value).startswith(message)
+
+
+def test_a_sound_training_state_loads_and_a_truncated_one_says_how_to_recover(tmp_path):
+    path = saved_state(tmp_path / STATE_FILE)
+    assert load_state(path)[3]["step"] == 2
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(NpgptError, match="truncated .*; restore it from a backup or start a new --out$"):
+        load_state(path)

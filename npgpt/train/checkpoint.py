@@ -33,6 +33,8 @@ from .plot import plot_losses
 Params = dict[str, Any]
 STATE_FILE, PLOT_FILE = "train_state.safetensors", "loss.png"
 STATE_FORMAT = "npgpt-train-state-v1"
+HISTORY_KEYS = ("step", "loss", "val_step", "val_loss")
+RESTORE = "restore it from a backup or start a new --out"
 
 
 def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
@@ -69,15 +71,53 @@ def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: d
 
 def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
     """Inverse of :func:`save_state` (arrays copied out of the memory map); CheckpointError if
-    ``path`` is not a training state."""
-    tensors, metadata = npgpt_format.read_safetensors(path)
+    ``path`` is not a training state, or is one truncated or with metadata a resume cannot use."""
+    try:
+        tensors, metadata = npgpt_format.read_safetensors(path)
+    except CheckpointError as e:  # truncated or corrupt: nothing to download again, but a run to restore
+        raise CheckpointError(str(e).replace("re-download or re-convert it", RESTORE)) from None
     if metadata.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not an npgpt training state; delete it or use another --out")
-    meta = json.loads(metadata["meta"])
-    config = GPT2Config.from_dict(meta["config"])
+    meta = _checked_meta(path, metadata.get("meta"))
+    try:
+        config = GPT2Config.from_dict(meta["config"])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}; the training state is damaged: {RESTORE}") from None
     flat = {k.removeprefix("params."): np.array(v) for k, v in tensors.items() if k.startswith("params.")}
     opt_names = sorted(k for k in tensors if k.startswith("opt."))
     return config, unflatten(flat, config, str(path)), [np.array(tensors[k]) for k in opt_names], meta
+
+
+def _checked_meta(path: Path, text: str | None) -> dict:
+    """The state's JSON metadata, every entry a resume reads checked first: a hand-edited or damaged
+    one is a CheckpointError naming the entry, not a KeyError. (The settings' values are
+    :meth:`~.settings.TrainSettings.for_resume`'s to check.)"""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {what}; the training state is damaged: {RESTORE}")
+
+    try:
+        meta = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise bad("its metadata is missing or not a JSON object")
+    for key, kind in (("step", int), ("steps", int), ("settings", dict), ("config", dict), ("rng", dict)):
+        if not isinstance(meta.get(key), kind) or isinstance(meta[key], bool):
+            raise bad(f"'{key}' is missing or not {'a whole number' if kind is int else 'an object'}")
+    if not 0 <= meta["step"] <= meta["steps"]:
+        raise bad(f"step {meta['step']} is not between 0 and its steps ({meta['steps']})")
+    history = meta.get("history")
+    if not (isinstance(history, dict) and all(isinstance(history.get(k), list) for k in HISTORY_KEYS)):
+        raise bad(f"'history' is missing or lacks one of {', '.join(HISTORY_KEYS)}")
+    try:  # the batch RNG's state as the loop restores it (a PCG64's)
+        np.random.default_rng(0).bit_generator.state = meta["rng"]
+    except (TypeError, ValueError, KeyError):
+        raise bad("'rng' is not the state of the batch random generator") from None
+    tokenizer = meta.get("tokenizer")
+    if tokenizer is not None and not (isinstance(tokenizer, dict) and isinstance(tokenizer.get("chars"), str)):
+        raise bad("'tokenizer' is neither null nor a character vocabulary")
+    return meta
 
 
 def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: Any, meta: dict) -> None:

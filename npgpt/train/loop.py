@@ -37,7 +37,7 @@ from ..errors import CheckpointError, NpgptError
 from ..params import init_params
 from . import data as D
 from . import sharding as S
-from .checkpoint import STATE_FILE, Params, init_tokenizer, load_state, repair_model, write_checkpoint
+from .checkpoint import HISTORY_KEYS, STATE_FILE, Params, init_tokenizer, load_state, repair_model, write_checkpoint
 from .settings import RunSettings, TrainSettings
 from .step import make_eval_loss, make_train_step, optimizer, schedule
 
@@ -123,7 +123,7 @@ def train(
         if tokenizer is not None:
             run = replace(run, tokenizer="char")
         params = init_params(config, run.seed) if params is None else params
-        opt_leaves, meta = None, {"step": 0, "history": {"step": [], "loss": [], "val_step": [], "val_loss": []}}
+        opt_leaves, meta = None, {"step": 0, "history": {k: [] for k in HISTORY_KEYS}}
     steps, batch_size, seq_len, grad_accum, seed = run.steps, run.batch_size, run.seq_len, run.grad_accum, run.seed
     if seq_len > config.n_ctx:
         raise NpgptError(f"--seq-len {seq_len} exceeds the model's context of {config.n_ctx} tokens")

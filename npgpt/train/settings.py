@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import GPT2Config
-from ..errors import NpgptError, is_finite_number, is_integer, shown
+from ..errors import CheckpointError, NpgptError, is_finite_number, is_integer, shown
 
 SCRATCH = {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_ctx": 256}  # from-scratch default shape, ~30M
 DEFAULT_STEPS = 1000
@@ -170,9 +170,11 @@ class TrainSettings:
     def for_resume(self, saved: dict[str, Any], saved_steps: int) -> RunSettings:
         """The checkpoint's settings (``saved``, from :meth:`to_meta`), with the changes allowed.
 
-        Raises NpgptError naming a run setting given with a value other than the checkpoint's.
+        Raises NpgptError naming a run setting given with a value other than the checkpoint's;
+        CheckpointError if ``saved`` lacks a run setting or holds one that is not valid.
         """
         saved = {"tokenizer": "gpt2", **saved}  # runs from before the tokenizer choice used GPT-2's
+        _check_saved(saved)
         for key in self.MUST_MATCH_ON_RESUME:
             given = getattr(self, key)
             if given is not None and given != saved[key]:
@@ -188,6 +190,18 @@ class TrainSettings:
         return RunSettings(
             steps=steps, tokenizer=saved["tokenizer"], **{k: saved[k] for k in RUN_DEFAULTS}, **monitoring
         )
+
+
+def _check_saved(saved: dict[str, Any]) -> None:
+    """A checkpoint's settings judged as the command line's are (a hand-edited lr of -1, a missing
+    batch_size): CheckpointError, not a KeyError or a run on nonsense numbers."""
+    damaged = "the training state in --out is damaged: restore it from a backup or start a new --out"
+    if missing := [k for k in RUN_DEFAULTS if saved.get(k) is None]:
+        raise CheckpointError(f"its settings lack {', '.join(missing)}; {damaged}")
+    try:
+        TrainSettings(**{k: saved[k] for k in (*RUN_DEFAULTS, *MONITORING_DEFAULTS, "tokenizer") if k in saved})
+    except NpgptError as e:
+        raise CheckpointError(f"its settings say {e}; {damaged}") from None
 
 
 @dataclass(frozen=True)
