@@ -306,11 +306,17 @@ def test_settings_say_what_may_change_on_resume():
     first = TrainSettings(batch_size=2, eval_interval=4).for_new_run(config)
     assert (first.steps, first.seq_len, first.warmup, first.lr) == (1000, 16, 100, 3e-4)  # the defaults
     meta = first.to_meta()
-    resumed = TrainSettings(eval_interval=7, steps=2000).for_resume(meta, saved_steps=1000)
+    resumed = TrainSettings(eval_interval=7, steps=2000).for_resume(meta, 1000, config)
     assert (resumed.eval_interval, resumed.steps, resumed.batch_size, resumed.seq_len) == (7, 2000, 2, 16)
     with pytest.raises(NpgptError, match="cannot resume with lr=0.1: the run in --out used 0.0003"):
-        TrainSettings(lr=0.1).for_resume(meta, saved_steps=1000)
+        TrainSettings(lr=0.1).for_resume(meta, 1000, config)
     assert not set(TrainSettings.MUST_MATCH_ON_RESUME) & set(TrainSettings.MAY_CHANGE_ON_RESUME)
+    # the same command resumes; a model of another shape is not trained as the old one
+    assert TrainSettings(n_layer=1, n_embd=32, n_head=2, n_ctx=16).for_resume(meta, 1000, config).steps == 1000
+    with pytest.raises(NpgptError, match="cannot resume with n_layer=3: the model in --out has n_layer=1"):
+        TrainSettings(n_layer=3).for_resume(meta, 1000, config)
+    with pytest.raises(NpgptError, match="cannot resume with n_ctx=32: the model in --out has n_ctx=16"):
+        TrainSettings(n_ctx=32).for_resume(meta, 1000, config)
     with pytest.raises(NpgptError, match="steps must be at least 1, got 0"):
         TrainSettings(steps=0)
 

@@ -435,7 +435,7 @@ def test_damaged_saved_settings_are_named_on_resume(changes, message):
     saved = {**TrainSettings(**RUN).for_new_run(config).to_meta(), **changes}
     saved = {k: v for k, v in saved.items() if v is not None}
     with pytest.raises(NpgptError, match="training state in --out is damaged: restore it from a backup") as e:
-        TrainSettings().for_resume(saved, 4)
+        TrainSettings().for_resume(saved, 4, config)
     assert str(e.value).startswith(message)
 
 

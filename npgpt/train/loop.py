@@ -107,7 +107,7 @@ def train(
     saved = load_state(state_path) if resume and state_path.exists() else None
     if saved is not None:
         config, params, opt_leaves, meta = saved
-        run = asked.for_resume(meta["settings"], meta["steps"])
+        run = asked.for_resume(meta["settings"], meta["steps"], config)
         if run.steps < meta["step"]:  # the loop would not run, and nothing would say so
             raise NpgptError(f"the run in {out} is already at step {meta['step']}; give --steps above that to train on")
         tokenizer = None if meta.get("tokenizer") is None else CharTokenizer(meta["tokenizer"]["chars"])

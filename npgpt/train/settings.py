@@ -4,7 +4,8 @@ A field left ``None`` takes its default in a new run, or the checkpoint's value 
 :meth:`TrainSettings.for_new_run` and :meth:`TrainSettings.for_resume` give the :class:`RunSettings`
 the loop runs with, every field filled in.
 The run settings (``RUN_DEFAULTS``) decide which numbers the run computes, so a resumed run must
-keep them: an explicit different value is refused. The monitoring settings (``MONITORING_DEFAULTS``)
+keep them: an explicit different value is refused, as is a model shape (``n_layer``, ...) other
+than the checkpoint's. The monitoring settings (``MONITORING_DEFAULTS``)
 say how the run is watched and may change on ``--resume``; so may ``steps``, which then stretches
 the cosine schedule to the new end.
 """
@@ -19,6 +20,7 @@ from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError, is_finite_number, is_integer, shown
 
 SCRATCH = {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_ctx": 256}  # from-scratch default shape, ~30M
+MODEL_SHAPE = tuple(SCRATCH)  # the options that give a fresh model's shape (GPT2Config's names)
 DEFAULT_STEPS = 1000
 TOKENIZERS = ("gpt2", "char")  # GPT-2's BPE; one token per character of the training text
 RUN_DEFAULTS: dict[str, Any] = {
@@ -136,7 +138,7 @@ class TrainSettings:
     def model(self, n_vocab: int | None = None) -> tuple[GPT2Config, Any]:
         """The model to train: ``(config, params)`` loaded from ``init``, or a fresh config (of
         ``n_vocab`` tokens if given, else GPT-2's vocabulary) and None."""
-        shape = {"n_layer": self.n_layer, "n_embd": self.n_embd, "n_head": self.n_head, "n_ctx": self.n_ctx}
+        shape = {k: getattr(self, k) for k in MODEL_SHAPE}
         given: dict[str, Any] = {k: v for k, v in shape.items() if v is not None}  # GPT2Config's keyword arguments
         if self.init is not None:
             if given:
@@ -167,12 +169,21 @@ class TrainSettings:
         filled["warmup"] = min(100, steps // 10) if self.warmup is None else self.warmup
         return RunSettings(steps=steps, tokenizer=self.tokenizer or "gpt2", **filled)
 
-    def for_resume(self, saved: dict[str, Any], saved_steps: int) -> RunSettings:
+    def for_resume(self, saved: dict[str, Any], saved_steps: int, config: GPT2Config) -> RunSettings:
         """The checkpoint's settings (``saved``, from :meth:`to_meta`), with the changes allowed.
 
-        Raises NpgptError naming a run setting given with a value other than the checkpoint's;
+        Raises NpgptError naming a run setting, or a dimension of the model (``config``, the
+        checkpoint's), given with a value other than the checkpoint's: the same command with
+        ``--resume`` passes, a different shape is never silently trained as the old one.
         CheckpointError if ``saved`` lacks a run setting or holds one that is not valid.
         """
+        for key in MODEL_SHAPE:
+            given, held = getattr(self, key), getattr(config, key)
+            if given is not None and given != held:
+                raise NpgptError(
+                    f"cannot resume with {key}={given}: the model in --out has {key}={held}; "
+                    "pass the same value or start a new --out"
+                )
         saved = {"tokenizer": "gpt2", **saved}  # runs from before the tokenizer choice used GPT-2's
         _check_saved(saved)
         for key in self.MUST_MATCH_ON_RESUME:
