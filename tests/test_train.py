@@ -118,6 +118,14 @@ def test_schedule_warms_up_then_decays():
     assert values[100] == pytest.approx(1e-4, rel=1e-5)
 
 
+@pytest.mark.parametrize("steps, warmup", [(3 * 10**9, 10), (100, 2**31), (2**63, 2**40)])
+def test_schedule_takes_step_counts_past_int32(steps, warmup):
+    """Steps and warm-up beyond 2**31 - 1 (--steps 3000000000) are numbers, not an OverflowError from XLA."""
+    lr = schedule(1e-3, steps=steps, warmup=warmup)
+    assert float(lr(0)) == pytest.approx(1e-3 / (warmup + 1), rel=1e-5)
+    assert np.isfinite(float(lr(5)))
+
+
 def test_gradient_accumulation_equals_one_big_batch():
     """Two micro-batches of 3 windows, accumulated in a scan, give the gradient of all 6 at once."""
     config = GPT2Config(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=1)

@@ -32,13 +32,15 @@ def schedule(lr: float, steps: int, warmup: int, min_lr_ratio: float = 0.1) -> o
     first ``warmup`` steps (starting at ``lr / (warmup + 1)``, not 0, so step 0 already learns),
     then a cosine down to ``min_lr_ratio * lr`` at ``steps`` (nanoGPT's and GPT-3's recipe)."""
     lr_min = lr * min_lr_ratio
+    # Floats, not ints: a Python int of 2**31 or more reaches XLA as an int32 and overflows (--steps 3000000000).
+    warmup_f, span = float(warmup), float(max(steps - warmup, 1))
 
     def lr_at(count):
         count = jnp.asarray(count, jnp.float32)
-        warm = lr * (count + 1.0) / (warmup + 1.0)
-        progress = jnp.clip((count - warmup) / max(steps - warmup, 1), 0.0, 1.0)
+        warm = lr * (count + 1.0) / (warmup_f + 1.0)
+        progress = jnp.clip((count - warmup_f) / span, 0.0, 1.0)
         cosine = lr_min + 0.5 * (1.0 + jnp.cos(jnp.pi * progress)) * (lr - lr_min)
-        return jnp.where(count < warmup, warm, cosine)
+        return jnp.where(count < warmup_f, warm, cosine)
 
     return lr_at
 
