@@ -445,3 +445,44 @@ def test_a_sound_training_state_loads_and_a_truncated_one_says_how_to_recover(tm
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(NpgptError, match="truncated .*; restore it from a backup or start a new --out$"):
         load_state(path)
+
+
+# --- out of memory -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["step", "eval"])
+def test_running_out_of_memory_is_one_line_naming_the_batch(text, tmp_path, monkeypatch, where):
+    import jax
+
+    oom = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 44224002372 bytes.")
+
+    def failing(*args, **kwargs):
+        def run(*a):
+            raise oom
+
+        return run
+
+    monkeypatch.setattr(loop, "make_train_step" if where == "step" else "make_eval_loss", failing)
+    out = tmp_path / "run"
+    with pytest.raises(NpgptError) as e:
+        train(text, out, TrainSettings(**RUN))
+    message = str(e.value)
+    step = 1 if where == "step" else RUN["eval_interval"]
+    assert message.startswith(f"out of memory at step {step} (Out of memory allocating 44224002372 bytes) ")
+    assert "--batch-size 2 and --seq-len 8" in message and "lower --batch-size" in message, message
+    kept = "no checkpoint was written" if where == "step" else "the checkpoint of step 2 is kept"
+    assert kept in message and "\n" not in message
+
+
+def test_another_xla_error_is_not_called_out_of_memory(text, tmp_path, monkeypatch):
+    import jax
+
+    def failing(*args, **kwargs):
+        def run(*a):
+            raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+        return run
+
+    monkeypatch.setattr(loop, "make_train_step", failing)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        train(text, tmp_path / "run", TrainSettings(**RUN))

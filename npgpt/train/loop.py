@@ -94,8 +94,8 @@ def train(
     them per model replica, or an explicit ``mesh`` from :func:`npgpt.train.sharding.make_mesh`.
 
     Raises NpgptError for a bad setting, ``out`` that is a file, a run already in ``out`` without
-    ``resume``, text too short for ``seq_len``, or a loss that is not finite; CheckpointError for
-    an unreadable checkpoint.
+    ``resume``, text too short for ``seq_len``, a loss that is not finite, or a step or evaluation
+    that runs out of memory; CheckpointError for an unreadable checkpoint.
     """
     asked = TrainSettings() if settings is None else settings
     out = Path(out)
@@ -158,23 +158,28 @@ def train(
     stopped = False
     while step < end and not stopped:
         t0 = time.perf_counter()
-        batch = D.random_batch(train_tokens, (grad_accum, batch_size), seq_len, rng)
-        params, opt_state, metrics = train_step(params, opt_state, S.shard_batch(batch, mesh, axis=1))
-        loss = float(metrics["loss"])  # waits for the step: the timing below is honest
+        try:
+            batch = D.random_batch(train_tokens, (grad_accum, batch_size), seq_len, rng)
+            params, opt_state, metrics = train_step(params, opt_state, S.shard_batch(batch, mesh, axis=1))
+            loss = float(metrics["loss"])  # waits for the step: the timing below is honest
+        except (MemoryError, jax.errors.JaxRuntimeError) as e:
+            raise _out_of_memory(e, step + 1, run, saved_step) from None
         rate = tokens_per_step / (time.perf_counter() - t0)
         rates.append(rate)
         step += 1
         if not (np.isfinite(loss) and np.isfinite(float(metrics["grad_norm"]))):
-            kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was written"
             raise NpgptError(
-                f"the loss became {loss} at step {step}: the run diverged; {kept}; "
+                f"the loss became {loss} at step {step}: the run diverged; {_kept(saved_step)}; "
                 "lower --lr (or --warmup more steps) and start again"
             )
         history["step"].append(step)
         history["loss"].append(loss)
         val_loss = None
         if len(val) and (step % eval_interval == 0 or step == steps):
-            val_loss = _mean_loss(eval_loss, params, val, mesh)
+            try:
+                val_loss = _mean_loss(eval_loss, params, val, mesh)
+            except (MemoryError, jax.errors.JaxRuntimeError) as e:
+                raise _out_of_memory(e, step, run, saved_step) from None
             history["val_step"].append(step)
             history["val_loss"].append(val_loss)
         stopped = should_stop is not None and should_stop()
@@ -236,6 +241,23 @@ def _prepare_data(
             "use a shorter --seq-len or more text"
         )
     return train_tokens, D.eval_windows(val_tokens, run.batch_size, seq_len, run.eval_batches)
+
+
+def _kept(saved_step: int) -> str:
+    return f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was written"
+
+
+def _out_of_memory(e: Exception, step: int, run: RunSettings, saved_step: int) -> NpgptError:
+    """The one-line error for a step that ran out of host or device memory; any other runtime error
+    from XLA is raised again as it is."""
+    if isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(e):
+        raise e
+    detail = (str(e).splitlines() or [""])[0].removeprefix("RESOURCE_EXHAUSTED: ").rstrip(".") or "MemoryError"
+    return NpgptError(
+        f"out of memory at step {step} ({detail}) with --batch-size {run.batch_size} and --seq-len "
+        f"{run.seq_len}; {_kept(saved_step)}; lower --batch-size (raising --grad-accum keeps the tokens per "
+        "step) or --seq-len"
+    )
 
 
 def _check_mesh(mesh: Any, config: GPT2Config, batch_size: int) -> Any:
