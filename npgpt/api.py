@@ -186,13 +186,7 @@ class GPT2:
         scored in sliding windows (``window``, ``stride``: see :func:`npgpt.score.token_nlls`).
         ``allow_special``: a literal ``<|endoftext|>`` is the special token. See :class:`npgpt.score.Score`.
         """
-        return score(
-            self,
-            text if isinstance(text, str) else list(text),
-            window=window,
-            stride=stride,
-            allow_special=allow_special,
-        )
+        return score(self, text, window=window, stride=stride, allow_special=allow_special)
 
     def next_tokens(self, prompt: str, k: int = 10) -> list[tuple[int, str, float]]:
         """The ``k`` most likely next tokens after ``prompt``: (id, text, probability)."""

@@ -6,19 +6,19 @@ describes the method); the perplexity is the exp of their mean over the scored t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .score import LanguageModel, token_nll, token_nlls, windows
+from .score import LanguageModel, token_ids, token_nll, token_nlls, windows
 
 __all__ = ["perplexity", "token_nll", "token_nlls", "windows"]
 
 
 def perplexity(
     model: LanguageModel,
-    text: str | list[int],
+    text: str | Sequence[int] | np.ndarray,
     window: int | None = None,
     stride: int | None = None,
     batch_size: int = 8,
@@ -33,8 +33,7 @@ def perplexity(
     called with the number of windows scored after each batch. Raises NpgptError as
     :func:`~npgpt.score.token_nlls` does.
     """
-    ids = np.asarray(model.tokenizer.encode(text) if isinstance(text, str) else text, dtype=np.int64)
-    nll = token_nlls(model, ids, window, stride, batch_size, progress)
+    nll = token_nlls(model, token_ids(model, text), window, stride, batch_size, progress)
     scored = ~np.isnan(nll)
     cross_entropy = float(nll[scored].sum()) / int(scored.sum())
     return {"tokens": int(scored.sum()), "cross_entropy": cross_entropy, "perplexity": float(np.exp(cross_entropy))}

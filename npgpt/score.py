@@ -19,7 +19,7 @@ OpenAI completions API gives the same numbers for a prompt that fits the context
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -147,7 +147,7 @@ class Score:
 
 def score(
     model: LanguageModel,
-    text: str | list[int],
+    text: str | Sequence[int] | np.ndarray,
     window: int | None = None,
     stride: int | None = None,
     batch_size: int = 8,
@@ -159,16 +159,37 @@ def score(
     whole context, half of it). ``allow_special``: a literal ``<|endoftext|>`` in the string is
     the special token. Raises NpgptError for fewer than 2 tokens, bad ids or non-finite logits.
     """
-    if isinstance(text, str):
-        ids = model.tokenizer.encode(text, allow_special=allow_special)
-    else:
-        arr = np.asarray(text)
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise NpgptError(f"text must be a string or a 1-D sequence of token ids, got {arr.dtype} {arr.shape}")
-        ids = [int(t) for t in arr]
-        if ids and (min(ids) < 0 or max(ids) >= model.config.n_vocab):
-            raise NpgptError(f"token ids must be in [0, {model.config.n_vocab}), the model's vocabulary")
-    nll = token_nlls(model, np.asarray(ids, dtype=np.int64), window, stride, batch_size)
+    ids = token_ids(model, text, allow_special)
+    nll = token_nlls(model, ids, window, stride, batch_size)
     scored = ~np.isnan(nll)
     logprobs = [None if np.isnan(x) else float(-x) for x in nll]
-    return Score(ids, logprobs, float(-nll[scored].sum()), int(scored.sum()))
+    return Score([int(t) for t in ids], logprobs, float(-nll[scored].sum()), int(scored.sum()))
+
+
+def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> np.ndarray:  # -> [N] int64
+    """The ids to score: ``text`` encoded, or given as token ids (a list, tuple or 1-D integer array).
+
+    Raises NpgptError for anything else (bytes, a number, floats, a 2-D array: never cast or read as
+    ids) and for an id outside the tokenizer's vocabulary: a padded vocabulary's ids past it (nanoGPT's
+    50304) are no token, so they have no probability to score.
+    """
+    if isinstance(text, str):
+        return np.asarray(model.tokenizer.encode(text, allow_special=allow_special), dtype=np.int64)
+    if isinstance(text, (bytes, bytearray)) or not isinstance(text, (Sequence, np.ndarray)):
+        raise NpgptError(
+            f"text must be a string or a list of token ids, got {type(text).__name__}"
+            + ("; decode the bytes first" if isinstance(text, (bytes, bytearray)) else ""),
+            "text",
+        )
+    arr = np.asarray(text)
+    if arr.size == 0:
+        arr = arr.astype(np.int64)
+    if arr.ndim != 1 or arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise NpgptError(f"text must be a string or a 1-D sequence of token ids, got {arr.dtype} {arr.shape}", "text")
+    n_tokens = min(model.config.n_vocab, model.tokenizer.n_vocab)
+    if arr.size and (arr.min() < 0 or arr.max() >= n_tokens):
+        padding = (
+            f"; ids from {n_tokens} on are the model's padding, no token" if model.config.n_vocab > n_tokens else ""
+        )
+        raise NpgptError(f"token ids must be in [0, {n_tokens}), the model's vocabulary{padding}", "text")
+    return arr.astype(np.int64)

@@ -88,6 +88,34 @@ def test_score_errors(tiny) -> None:
         tiny.score([[1, 2]])
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (b"In the beginning", "text must be a string or a list of token ids, got bytes; decode the bytes first"),
+        (5, "got int"),
+        (None, "got NoneType"),
+        ([1.5, 2.0, 3.0], "text must be a string or a 1-D sequence of token ids, got float64"),
+        ([True, False], "got bool"),
+        (np.array([[1, 2], [3, 4]]), r"got int64 \(2, 2\)"),
+        ([1, 2, -1], r"token ids must be in \[0, 50257\)"),
+    ],
+)
+def test_scoring_and_perplexity_refuse_what_is_not_token_ids(tiny, text, message) -> None:
+    """The same one line from model.score and evaluate.perplexity: bytes were read as ids, floats cast."""
+    for run in (tiny.score, lambda t: perplexity(tiny, t)):
+        with pytest.raises(NpgptError, match=message):
+            run(text)
+
+
+def test_a_padded_vocabularys_extra_ids_are_refused_not_an_index_error() -> None:
+    config = GPT2Config(n_ctx=16, n_embd=16, n_head=2, n_layer=1, n_vocab=50304)  # nanoGPT's padded vocabulary
+    model = GPT2(config, init_params(config, 0))
+    for run in (model.score, lambda t: perplexity(model, t)):
+        with pytest.raises(NpgptError, match=r"\[0, 50257\).*ids from 50257 on are the model's padding"):
+            run([1, 50300, 5])
+    assert model.score(np.array([1, 50256, 5])).n_scored == 2
+
+
 # -- the server ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client(bundled):
