@@ -159,8 +159,7 @@ class GPT2:
         ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``seed``, ``stop``
         (string or list), ``stop_at_eot``. A list of prompts runs as one batch.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        texts = [c.text for c in self.completions(prompts, **sampling)]
+        texts = [c.text for c in self.completions(_listed(prompt), **sampling)]
         return texts[0] if isinstance(prompt, str) else texts
 
     def stream(self, prompt: str | list[str], **sampling: Any) -> Iterator[Any]:
@@ -168,8 +167,7 @@ class GPT2:
 
         For a string prompt yields ``str``; for a list, ``(prompt_index, str)`` pairs.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        for ev in self.events(prompts, **sampling):
+        for ev in self.events(_listed(prompt), **sampling):
             if ev.text:
                 yield ev.text if isinstance(prompt, str) else (ev.row, ev.text)
 
@@ -188,18 +186,27 @@ class GPT2:
         """
         return score(self, text, window=window, stride=stride, allow_special=allow_special)
 
-    def next_tokens(self, prompt: str, k: int = 10) -> list[tuple[int, str, float]]:
-        """The ``k`` most likely next tokens after ``prompt``: (id, text, probability)."""
+    def next_tokens(self, prompt: str | Sequence[int], k: int = 10) -> list[tuple[int, str, float]]:
+        """The ``k`` most likely next tokens after ``prompt`` (text or token ids): (id, text, probability)."""
         if not is_integer(k) or k < 1:
             raise NpgptError(f"k must be an integer >= 1 (how many tokens to list), got {shown(k)}", param="k")
-        ids = self.tokenizer.encode(prompt)
+        rows = self._rows(prompt)  # text or token ids, as generate takes them
+        if len(rows) != 1:
+            raise NpgptError(f"next_tokens takes one prompt, got {len(rows)}", param="prompt")
+        ids = rows[0]
         if not ids:
-            raise NpgptError("prompt is empty; give at least one token of text")
+            raise NpgptError("prompt is empty; give at least one token of text", param="prompt")
         logits = self.logits([ids[-self.config.n_ctx :]])[0, -1, : self.tokenizer.n_vocab]  # no padded ids
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
+
+
+def _listed(prompt: Any) -> Any:
+    """A generator of prompts as a list; anything else as it is, for :meth:`GPT2._rows` to read or refuse
+    (``list(5)`` was a TypeError)."""
+    return list(prompt) if isinstance(prompt, Iterator) else prompt
 
 
 def _is_sequence(x: Any) -> bool:

@@ -112,9 +112,29 @@ def test_out_of_memory_in_a_forward_pass_is_one_line(model, monkeypatch):
     ],
 )
 def test_prompts_that_are_not_text_or_ids_are_refused(model, prompts, match):
-    with pytest.raises(NpgptError, match=match) as err:
-        model.completions(prompts, max_new_tokens=2)
+    """By every method that takes prompts (generate(5) and stream(None) were TypeErrors of list())."""
+    for run in (
+        model.completions,
+        model.generate,
+        lambda p, **kw: list(model.stream(p, **kw)),
+        lambda p, **kw: model.next_tokens(p),
+    ):
+        with pytest.raises(NpgptError, match=match) as err:
+            run(prompts, max_new_tokens=2)
+        assert err.value.param == "prompt"
+
+
+def test_next_tokens_takes_token_ids_as_generate_does(model):
+    ids = model.tokenizer.encode("Hello world")
+    assert model.next_tokens(ids, k=3) == model.next_tokens(np.array(ids), k=3) == model.next_tokens("Hello world", k=3)
+    with pytest.raises(NpgptError, match="next_tokens takes one prompt, got 2") as err:
+        model.next_tokens(["Hello", "world"])
     assert err.value.param == "prompt"
+
+
+def test_a_generator_of_prompts_still_runs_as_a_list(model):
+    got = model.generate((p for p in ["Hi", "there"]), max_new_tokens=2, temperature=0)
+    assert got == model.generate(["Hi", "there"], max_new_tokens=2, temperature=0)
 
 
 def test_token_id_prompts_of_every_integer_kind(model):
