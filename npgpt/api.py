@@ -56,6 +56,7 @@ class GPT2:
         auto_rows: int = 1,
     ) -> None:
         b = get_backend(backend)
+        _check_auto_rows(auto_rows)
         self.dtype_choice: Choice | None = None  # what dtype="auto" measured (npgpt/autotune.py)
         if dtype == AUTO:
             from .autotune import choose_dtype
@@ -203,6 +204,15 @@ class GPT2:
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
 
 
+def _check_auto_rows(auto_rows: Any) -> None:
+    if not (is_integer(auto_rows) and auto_rows >= 1):
+        raise NpgptError(
+            f"auto_rows must be a whole number >= 1 (the rows decoded at once that dtype='auto' times), "
+            f"got {shown(auto_rows)}",
+            param="auto_rows",
+        )
+
+
 def _listed(prompt: Any) -> Any:
     """A generator of prompts as a list; anything else as it is, for :meth:`GPT2._rows` to read or refuse
     (``list(5)`` was a TypeError)."""
@@ -258,6 +268,7 @@ def load(
     from .registry import resolve
 
     check_dtype(dtype, allow_auto=True)  # before the (slow) load
+    _check_auto_rows(auto_rows)
     path, notice = resolve(None if name_or_path is None else str(name_or_path))
     # A GGUF's Q8_0 matrices go to a backend whose int8 product is Q8_0's as the file's own blocks:
     # no float32 copy of the model at load (124M Q8_0 GGUF: peak 986 -> 358 MB).

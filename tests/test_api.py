@@ -77,6 +77,13 @@ def test_unknown_backend_and_model_are_clear():
         get_backend("tensorflow")
 
 
+@pytest.mark.parametrize("auto_rows", [0, -2, 1.5, None])
+def test_a_bad_auto_rows_is_refused_before_the_load(auto_rows):
+    with pytest.raises(NpgptError, match="auto_rows must be a whole number >= 1") as err:  # a ValueError or TypeError
+        npgpt.load("/nonexistent", dtype="auto", auto_rows=auto_rows)  # not "/nonexistent: no such file"
+    assert err.value.param == "auto_rows"
+
+
 def test_out_of_memory_for_the_cache_is_one_line(model, monkeypatch):
     import npgpt.engine
 
