@@ -23,6 +23,7 @@ from npgpt.errors import NpgptError
 from npgpt.formats import load_checkpoint, npgpt_format
 from npgpt.params import flatten
 from npgpt.sampling import SamplingParams
+from npgpt.train import data as D
 from npgpt.train import loop
 from npgpt.train.checkpoint import STATE_FILE, load_state, model_step
 from npgpt.train.loop import train
@@ -486,3 +487,20 @@ def test_another_xla_error_is_not_called_out_of_memory(text, tmp_path, monkeypat
     monkeypatch.setattr(loop, "make_train_step", failing)
     with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
         train(text, tmp_path / "run", TrainSettings(**RUN))
+
+
+# --- the run folder inside the text folder -------------------------------------------------
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
+def test_a_run_folder_inside_the_text_folder_is_not_read_as_text(tmp_path, tokenizer):
+    """``npgpt train data --out data/run``: resuming read data/run/loss.png as text ("not UTF-8")."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "t.txt").write_text(corpus())
+    settings = TrainSettings(**{**RUN, "tokenizer": tokenizer})
+    train(data, data / "run", settings, stop_after=2)
+    assert train(data, data / "run", settings, resume=True).step == 4
+    (data / "run2").mkdir()
+    (data / "run2" / "notes.txt").write_text("x")  # another folder in the text still is text
+    assert [p.name for p in D.text_files(data, data / "run")] == ["notes.txt", "t.txt"]

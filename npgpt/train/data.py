@@ -25,17 +25,26 @@ TOKENS_DTYPE = np.uint16
 _CHUNK_CHARS = 1 << 20  # tokenise in ~1 MB pieces so a large file never holds a huge id list
 
 
-def text_files(source: str | Path) -> list[Path]:
-    """The file itself, or every non-hidden file under a folder, in sorted (reproducible) order."""
+def text_files(source: str | Path, out: str | Path | None = None) -> list[Path]:
+    """The file itself, or every non-hidden file under a folder, in sorted (reproducible) order.
+
+    A run folder ``out`` inside the folder is left out: its model, state and plot are the run's
+    output, not text (``npgpt train data --out data/run`` resumed into "data/run/loss.png: not UTF-8").
+    """
     source = Path(source)
     if source.is_file():
         return [source]
     if not source.is_dir():
         raise NpgptError(f"{source}: no such file or folder; pass a text file, a folder of them, or a .bin token file")
+    inside = None if out is None else Path(out).resolve()
+    if inside is not None and (inside == source.resolve() or not inside.is_relative_to(source.resolve())):
+        inside = None
     files = sorted(
         p
         for p in source.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(source).parts)
+        and not (inside is not None and p.resolve().is_relative_to(inside))
     )
     if not files:
         raise NpgptError(f"{source}: folder has no files to train on")
@@ -87,13 +96,14 @@ def read_text(f: Path) -> str:
         raise NpgptError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def char_tokenizer(source: str | Path) -> CharTokenizer:
-    """The character vocabulary of a text file or folder (see :mod:`npgpt.char_tokenizer`)."""
+def char_tokenizer(source: str | Path, out: str | Path | None = None) -> CharTokenizer:
+    """The character vocabulary of a text file or folder (see :mod:`npgpt.char_tokenizer`), but the
+    run folder ``out`` in it (:func:`text_files`)."""
     if Path(source).suffix == ".bin" and Path(source).is_file():
         raise NpgptError(
             f"{source}: a token file has no characters to build --tokenizer char from; pass the text itself"
         )
-    tok = CharTokenizer.from_text((read_text(f) for f in text_files(source)), source=str(source))
+    tok = CharTokenizer.from_text((read_text(f) for f in text_files(source, out)), source=str(source))
     if tok.n_vocab > np.iinfo(TOKENS_DTYPE).max + 1:
         raise NpgptError(f"{source}: {tok.n_vocab} distinct characters, more than a uint16 token file holds")
     return tok
@@ -109,7 +119,8 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: CharTokeni
     """
     from ..tokenizer import Tokenizer
 
-    files, dest = text_files(source), Path(dest)
+    dest = Path(dest)
+    files = text_files(source, dest.parent)  # the run folder it is written into is no text
     sidecar = dest.with_suffix(dest.suffix + ".json")
     fingerprint = _fingerprint(files, None if tokenizer is None else tokenizer.to_spec())
     if dest.exists() and sidecar.exists():

@@ -117,7 +117,7 @@ def train(
             config, params = asked.model()
             tokenizer = init_tokenizer(asked.init)  # fine-tuning keeps the model's own tokenizer
         else:
-            tokenizer = D.char_tokenizer(data) if asked.tokenizer == "char" else None
+            tokenizer = D.char_tokenizer(data, out) if asked.tokenizer == "char" else None
             config, params = asked.model(None if tokenizer is None else tokenizer.n_vocab)
         run = asked.for_new_run(config)
         if tokenizer is not None:
