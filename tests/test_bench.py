@@ -211,3 +211,21 @@ def test_best_of_rounds_keeps_best_speed_and_highest_memory():
         "rss_decode_mb": 610.0,
         "rounds": 2,
     }
+
+
+@pytest.mark.parametrize(
+    ("field", "values", "flag"),
+    [
+        ("backends", ("numpy", "numpy"), "--backend"),
+        ("dtypes", ("float32", "float32"), "--dtype"),
+        ("batches", (1, 8, 1), "--batch"),
+        ("compare", ("hf", "hf"), "--compare"),
+    ],
+)
+def test_a_value_given_twice_is_refused(field, values, flag):
+    from npgpt.bench.settings import BenchSettings, npgpt_engines
+    from npgpt.errors import NpgptError
+
+    # --backend numpy,numpy ran npgpt-numpy twice a round and kept the best as if one engine; --batch 1,1 twice
+    with pytest.raises(NpgptError, match=f"{flag} names {values[0]} twice"):
+        npgpt_engines(BenchSettings(**{"backends": ("numpy",), field: values}))

@@ -50,6 +50,17 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
     Every backend runs in each dtype it has (numpy has no 16-bit products; ``--dtype float16``
     with numpy alone is an error).
     """
+    # A value given twice ran its engine twice under one name (--backend numpy,numpy) or measured a batch
+    # twice into one figure (--batch 1,1): refused, as every other malformed list is.
+    for flag, values in (
+        ("--backend", s.backends),
+        ("--dtype", s.dtypes),
+        ("--batch", s.batches),
+        ("--compare", s.compare),
+    ):
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise NpgptError(f"{flag} names {twice} twice ({','.join(map(str, values))}); give each once")
     unknown = [b for b in s.backends if b not in ENGINES]
     if unknown:
         raise NpgptError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ENGINES)}")
