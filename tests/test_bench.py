@@ -229,3 +229,12 @@ def test_a_value_given_twice_is_refused(field, values, flag):
     # --backend numpy,numpy ran npgpt-numpy twice a round and kept the best as if one engine; --batch 1,1 twice
     with pytest.raises(NpgptError, match=f"{flag} names {values[0]} twice"):
         npgpt_engines(BenchSettings(**{"backends": ("numpy",), field: values}))
+
+
+def test_a_negative_baseline_is_refused():
+    from npgpt.bench.settings import BenchSettings, npgpt_engines
+    from npgpt.errors import NpgptError
+
+    with pytest.raises(NpgptError, match=r"--baseline-tokens must be >= 0 \(0 skips"):
+        npgpt_engines(BenchSettings(backends=("numpy",), baseline_tokens=-1))
+    npgpt_engines(BenchSettings(backends=("numpy",), baseline_tokens=0))

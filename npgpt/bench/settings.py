@@ -90,4 +90,6 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
         raise NpgptError("batch sizes, --new-tokens, --short-prompt and --repeat must be >= 1, --prompt-len >= 16")
     if min(s.threads, s.bandwidth_mib, s.train_batch, s.train_seq) < 1:  # else run and reported as given
         raise NpgptError("--threads, --bandwidth-mib, --train-batch and --train-seq must be >= 1")
+    if s.baseline_tokens < 0:  # -1 was truthy: a no-cache baseline of -1 tokens was run and reported
+        raise NpgptError(f"--baseline-tokens must be >= 0 (0 skips the no-cache baseline), got {s.baseline_tokens}")
     return pairs
