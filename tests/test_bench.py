@@ -238,3 +238,16 @@ def test_a_negative_baseline_is_refused():
     with pytest.raises(NpgptError, match=r"--baseline-tokens must be >= 0 \(0 skips"):
         npgpt_engines(BenchSettings(backends=("numpy",), baseline_tokens=-1))
     npgpt_engines(BenchSettings(backends=("numpy",), baseline_tokens=0))
+
+
+def test_a_run_that_does_not_fit_the_context_is_refused_before_the_weights_are_made(monkeypatch):
+    import npgpt.params
+    from npgpt.bench import BenchSettings, run_bench
+    from npgpt.errors import NpgptError
+
+    def no_weights(*args, **kwargs):  # 1558M's random weights took a minute and 6 GB before the refusal
+        raise AssertionError("random weights made for a run refused anyway")
+
+    monkeypatch.setattr(npgpt.params, "init_params", no_weights)
+    with pytest.raises(NpgptError, match="must fit the context of 1024 tokens"):
+        run_bench(BenchSettings(model="1558M", random=True, backends=("numpy",), prompt_len=2000))

@@ -46,13 +46,6 @@ def run_bench(s: BenchSettings, progress: Callable[[str], None] = lambda msg: No
     with tempfile.TemporaryDirectory(prefix="npgpt-bench-") as tmp:
         progress("preparing the weights")
         config, path, hf_path, source = _checkpoints(s, Path(tmp))
-        if max(s.prompt_len, s.short_prompt + s.new_tokens, s.short_prompt + s.baseline_tokens) >= config.n_ctx:
-            from ..errors import NpgptError
-
-            raise NpgptError(
-                f"prompts plus new tokens must fit the context of {config.n_ctx} tokens; "
-                "lower --prompt-len, --new-tokens or --baseline-tokens"
-            )
         result: dict[str, Any] = {
             "machine": machine(s.threads),
             "model": {
@@ -121,6 +114,7 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
     if s.random:
         name = s.model or "124M"
         config = PRESETS[name] if name in PRESETS else load_checkpoint(resolve(name)[0])[0]
+        _check_fits(s, config)  # before the random weights: 1558M's take a minute and 6 GB to make and write
         params = init_params(config, seed=s.seed)
         path = save_checkpoint(tmp / MODEL_FILE, config, params)
         source = f"random weights, {name} shape"
@@ -132,8 +126,18 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
                 "run `npgpt download 124M`, or pass --model bundled"
             )
         config, params = load_checkpoint(path)
+        _check_fits(s, config)
         source = str(path)
     hf_path = None
     if need_hf:
         hf_path = path if not s.random and detect(path) == "hf" else save_checkpoint(tmp / "hf", config, params, "hf")
     return config, path, hf_path, source
+
+
+def _check_fits(s: BenchSettings, config: Any) -> None:
+    """NpgptError unless every prompt plus its new tokens fits ``config``'s context."""
+    if max(s.prompt_len, s.short_prompt + s.new_tokens, s.short_prompt + s.baseline_tokens) >= config.n_ctx:
+        raise NpgptError(
+            f"prompts plus new tokens must fit the context of {config.n_ctx} tokens; "
+            "lower --prompt-len, --new-tokens or --baseline-tokens"
+        )
