@@ -28,6 +28,7 @@ from .config import GPT2Config
 from .errors import NpgptError, shown
 
 CACHE_FILE = "autotune.json"
+CACHE_VERSION = 1  # the file's layout; a file of another layout (a newer npgpt's) is not read, only replaced
 HEAD_COLUMNS = 8192  # the head's columns timed (of n_vocab): its time is scaled up to the whole head
 ROUNDS = 12  # rounds at most; each candidate's best per product is kept
 BUDGET_S = 0.5  # seconds of timing after which no new round starts (at least two run)
@@ -101,7 +102,15 @@ def cache_key(backend: Backend, config: GPT2Config, rows: int) -> str:
     probe = backend.asarray(np.zeros(1, np.float32))
     library = type(probe).__module__.split(".")[0]
     device = str(getattr(probe, "device", "cpu"))
-    versions = {"numpy": np.__version__, library: getattr(sys.modules.get(library), "__version__", "?")}
+    # npgpt's own version too: its kernels and weight layouts (put_params, the int8 and Q8_0 paths) decide
+    # the speeds as much as the libraries do, so a choice measured under another npgpt is not read back.
+    # Read from the loaded package, as the libraries' are: importing it here would be an import cycle.
+    package = __name__.partition(".")[0]
+    versions = {
+        package: getattr(sys.modules.get(package), "__version__", "?"),
+        "numpy": np.__version__,
+        library: getattr(sys.modules.get(library), "__version__", "?"),
+    }
     if "int8" in backend.dtypes:  # NumPy's int8 product is ONNX Runtime's (npgpt/q8_0.py)
         from importlib import metadata  # ~60 ms to import: only when a key is made
 
@@ -206,12 +215,15 @@ def pick(seconds: dict[str, float]) -> str:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    """The cache's entries; empty when the file is missing, unreadable or not what this module writes."""
+    """The cache's entries; empty when the file is missing, unreadable, of another layout (``CACHE_VERSION``)
+    or not what this module writes."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
-    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    entries = data.get("entries")
     return entries if isinstance(entries, dict) else {}
 
 
@@ -252,7 +264,7 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
         from .files import atomic_path
 
         with atomic_path(cache) as tmp:
-            Path(tmp).write_text(json.dumps({"version": 1, "entries": entries}, indent=1), encoding="utf-8")
+            Path(tmp).write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1), encoding="utf-8")
     except NpgptError:  # a read-only or missing home: the choice stands, only the cache is lost
         written = None
     return Choice(choice, seconds, True, key, rows, skipped, written, load)

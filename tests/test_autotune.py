@@ -96,7 +96,16 @@ def test_the_key_names_what_decides_the_choice(monkeypatch):
     for var in autotune.THREAD_VARS:
         monkeypatch.delenv(var, raising=False)
     key = autotune.cache_key(get_backend("numpy"), CONFIG, rows=3)
-    for part in ("backend=numpy", "device=cpu", "numpy=", "onnxruntime=", "n_embd=48", "n_inner=192", "rows=3"):
+    for part in (
+        f"npgpt={npgpt.__version__}",
+        "backend=numpy",
+        "device=cpu",
+        "numpy=",
+        "onnxruntime=",
+        "n_embd=48",
+        "n_inner=192",
+        "rows=3",
+    ):
         assert part in key
     assert "n_vocab=96" in key
     assert ", ".join(instruction_sets()) in key and f"cores={os.cpu_count()}" in key
@@ -126,7 +135,7 @@ def test_a_corrupt_cache_is_measured_again_and_rewritten(home, monkeypatch, text
     path.parent.mkdir(parents=True)
     key = autotune.cache_key(get_backend("numpy"), CONFIG, 1)
     if text == "KEY":  # the right key with an entry of the wrong shape
-        text = json.dumps({"entries": {key: {"dtype": "int4", "seconds": 3}}})
+        text = json.dumps({"version": 1, "entries": {key: {"dtype": "int4", "seconds": 3}}})
     path.write_text(text, encoding="latin-1")
     choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
     assert choice.measured and calls
@@ -139,7 +148,7 @@ def test_a_cached_entry_without_a_usable_time_for_its_choice_is_measured_again(h
     path = home / "autotune.json"
     path.parent.mkdir(parents=True)
     key = autotune.cache_key(get_backend("numpy"), CONFIG, 1)
-    path.write_text(json.dumps({"entries": {key: {"dtype": "int8", "seconds": seconds}}}))
+    path.write_text(json.dumps({"version": 1, "entries": {key: {"dtype": "int8", "seconds": seconds}}}))
     choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
     assert choice.measured and calls and choice.dtype == "float32"
     assert "float32" in choice.describe()  # was KeyError / ZeroDivisionError
@@ -266,3 +275,26 @@ def test_a_busy_machine_is_named_in_the_line_and_kept_with_the_entry(home, monke
     assert busy in autotune.choose_dtype(get_backend("numpy"), CONFIG).describe()  # from the cache
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert "load" not in autotune.choose_dtype(get_backend("numpy"), CONFIG, rows=2).describe()
+
+
+@pytest.mark.parametrize("version", [2, None, "1"], ids=["newer", "none", "string"])
+def test_a_cache_of_another_layout_is_not_read_back(home, monkeypatch, version):
+    """A newer npgpt's file (or one without a version) was read as this one's: its entry's choice came back."""
+    calls = fake_timer(monkeypatch, {})
+    path = home / "autotune.json"
+    path.parent.mkdir(parents=True)
+    key = autotune.cache_key(get_backend("numpy"), CONFIG, 1)
+    entry = {"dtype": "int8", "seconds": {"float32": 1.0, "int8": 0.1}}
+    path.write_text(json.dumps({"version": version, "entries": {key: entry}}))
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert choice.measured and calls and choice.dtype == "float32"
+    assert json.loads(path.read_text())["version"] == autotune.CACHE_VERSION
+
+
+def test_a_choice_measured_under_another_npgpt_is_not_read_back(home, monkeypatch):
+    fake_timer(monkeypatch, {"int8": 0.1e-3})
+    assert autotune.choose_dtype(get_backend("numpy"), CONFIG).dtype == "int8"
+    monkeypatch.setattr(npgpt, "__version__", "99.0")  # its kernels may differ: measured again
+    calls = fake_timer(monkeypatch, {})
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert choice.measured and calls and choice.dtype == "float32"
