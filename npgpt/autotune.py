@@ -258,7 +258,9 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     seconds, skipped = measure(backend, config, rows)
     choice = pick(seconds)
-    entries[key] = {"dtype": choice, "seconds": seconds, "load": load}
+    # Read again: another process (a second server, a test run) may have written its own entry while this
+    # one measured, and writing the copy read before would drop it. The window left is the write itself.
+    entries = {**_read(cache), key: {"dtype": choice, "seconds": seconds, "load": load}}
     written: Path | None = cache
     try:
         from .files import atomic_path

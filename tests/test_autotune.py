@@ -298,3 +298,19 @@ def test_a_choice_measured_under_another_npgpt_is_not_read_back(home, monkeypatc
     calls = fake_timer(monkeypatch, {})
     choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
     assert choice.measured and calls and choice.dtype == "float32"
+
+
+def test_an_entry_another_process_writes_while_this_one_measures_is_kept(home, monkeypatch):
+    other = autotune.cache_key(get_backend("numpy"), CONFIG, rows=4)
+    measure = autotune.measure
+
+    def measured_meanwhile(backend, config, rows):
+        if rows == 1:  # the other process finishes its rows=4 measurement during this one's
+            autotune.choose_dtype(backend, config, rows=4)
+        return measure(backend, config, rows)
+
+    fake_timer(monkeypatch, {})
+    monkeypatch.setattr(autotune, "measure", measured_meanwhile)
+    mine = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    entries = json.loads((home / "autotune.json").read_text())["entries"]
+    assert set(entries) == {mine.key, other}  # the other's entry was written over with the stale copy
