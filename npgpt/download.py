@@ -30,7 +30,7 @@ from typing import Any
 
 from . import __version__
 from .errors import CheckpointError, NpgptError
-from .files import cannot_write
+from .files import cannot_write, parse_json
 from .formats.npgpt_format import MODEL_FILE
 from .registry import hf_dir, home, openai_name
 
@@ -131,7 +131,7 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     file = "config.json"
     try:
         config_path = fetch(file)
-        hf_files.check_gpt2(json.loads(config_path.read_text()), f"{repo_id}/config.json")
+        hf_files.check_gpt2(parse_json(config_path.read_text()), f"{repo_id}/config.json")
         paths = [config_path]
         for file in (hf_files.SAFETENSORS, hf_files.SAFETENSORS_INDEX, hf_files.BIN, hf_files.BIN_INDEX):
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import mmap
 import os
 import re
@@ -155,6 +156,16 @@ def write_together(writers: Mapping[Path, Callable[[str], Any]], withdraw: Itera
         for tmp in temps.values():
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, except that JSON nested deeper than the parser recurses (``[[[[...``, a corrupt or
+    hostile config.json or safetensors header) is the ``JSONDecodeError`` every reader already turns into
+    its one-line error, not a RecursionError that escaped them all as an internal error."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from None
 
 
 def check_writable(path: str | Path) -> None:

@@ -128,7 +128,7 @@ def test_the_key_names_the_device_the_backend_computes_on():
     assert autotune.cache_key(elsewhere, CONFIG, rows=1) == key.replace("device=cpu", "device=meta")
 
 
-@pytest.mark.parametrize("text", ["{not json", "[]", '{"entries": []}', "\xff\xfe", "KEY"])
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"entries": []}', "\xff\xfe", "KEY", "[" * 100_000])
 def test_a_corrupt_cache_is_measured_again_and_rewritten(home, monkeypatch, text):
     calls = fake_timer(monkeypatch, {})
     path = home / "autotune.json"

@@ -85,6 +85,16 @@ def test_other_architectures_are_refused_before_any_weights(tmp_path, hub):
     assert fetched == ["config.json"] and "\n" not in str(e.value)
 
 
+def test_a_config_nested_too_deeply_is_one_line_before_any_weights(tmp_path, hub):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "config.json").write_text("[" * 100_000)  # was an internal RecursionError
+    fetched = hub(repo)
+    with pytest.raises(CheckpointError, match=r"org/tiny/config.json is not valid JSON \(nested too deeply") as e:
+        download.download_hf("org/tiny")
+    assert fetched == ["config.json"] and "\n" not in str(e.value)
+
+
 def test_repo_without_weights_is_one_line(tmp_path, hub, pair):
     _, ref = pair("odd")
     ref.config.save_pretrained(tmp_path / "repo")

@@ -196,3 +196,51 @@ def test_loading_checks_every_weight_without_leaving_the_file_resident(tmp_path)
     assert resident_kb(path) < 1024  # of ~10,000 KB read: at most the pages shared by tensors' edges
     for name, a in flatten(params).items():  # dropped pages come back from the page cache when read
         np.testing.assert_array_equal(a, flatten(original)[name])
+
+
+DEEP = "[" * 100_000  # deeper than json's parser recurses: a RecursionError escaped every reader
+
+
+def test_json_nested_too_deeply_is_a_decode_error():
+    import json
+
+    from npgpt.files import parse_json
+
+    with pytest.raises(json.JSONDecodeError, match="nested too deeply"):
+        parse_json(DEEP)
+    with pytest.raises(json.JSONDecodeError, match="nested too deeply"):
+        parse_json(DEEP.encode())
+    assert parse_json('{"a": [1]}') == {"a": [1]}
+
+
+@pytest.mark.parametrize("fmt", ["hf", "openai", "hf-sharded", "npgpt-header", "npgpt-config"])
+def test_every_json_a_checkpoint_holds_nested_too_deeply_is_one_line(tmp_path, fmt):
+    import struct
+
+    from conftest import random_params
+
+    from npgpt.config import GPT2Config
+    from npgpt.errors import CheckpointError
+    from npgpt.formats import load_checkpoint, save_checkpoint
+
+    config = GPT2Config(n_vocab=64, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    params = random_params(config)
+    if fmt == "npgpt-header":  # the safetensors header itself
+        path = tmp_path / "m.safetensors"
+        header = DEEP.encode()
+        path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    elif fmt == "npgpt-config":  # npgpt's config in the header's metadata
+        from safetensors.numpy import save_file
+
+        path = tmp_path / "m.safetensors"
+        save_file({"wte": params["wte"]}, path, metadata={"format": "npgpt", "config": DEEP})
+    else:
+        path = save_checkpoint(
+            tmp_path / "m", config, params, fmt, max_shard_size="20KB" if fmt == "hf-sharded" else None
+        )
+        name = {"hf": "config.json", "openai": "hparams.json", "hf-sharded": "model.safetensors.index.json"}[fmt]
+        assert (path / name).is_file()
+        (path / name).write_text(DEEP)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value) and "nested too deeply" in str(e.value)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import write_together
+from ..files import parse_json, write_together
 from ..params import expected_shapes, flatten, unflatten
 from .hf_files import SAFETENSORS_INDEX, check_gpt2, check_tokenizer, read_tensors, safetensors_set, shard_plan
 from .npgpt_format import (
@@ -137,7 +137,7 @@ def load(directory: str | Path, weights: str | Path | None = None) -> tuple[GPT2
     if not config_path.exists():
         raise CheckpointError(f"{config_path}: missing; a Hugging Face GPT-2 directory needs config.json")
     try:
-        raw = json.loads(config_path.read_text())
+        raw = parse_json(config_path.read_text())
     except ValueError as e:
         raise CheckpointError(f"{config_path}: not JSON ({e})") from None
     check_gpt2(raw, str(config_path))

@@ -13,7 +13,6 @@ Safetensors shards are memory-mapped one by one; PyTorch pickles go through
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
-from ..files import broken_link
+from ..files import broken_link, parse_json
 from .npgpt_format import read_safetensors
 
 SAFETENSORS = "model.safetensors"
@@ -145,7 +144,7 @@ def read_safetensors_tensors(path: Path) -> dict[str, np.ndarray]:
 def shard_map(index_path: Path) -> dict[str, list[str]]:
     """Shard file -> the tensor names it holds, from an index's ``weight_map``; each a plain file name."""
     try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
+        weight_map = parse_json(index_path.read_text())["weight_map"]
         if not isinstance(weight_map, dict):
             raise TypeError("weight_map is not an object")
     except (OSError, ValueError, KeyError, TypeError) as e:

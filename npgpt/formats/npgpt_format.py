@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import atomic_path
+from ..files import atomic_path, parse_json
 from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
@@ -47,7 +47,7 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int, int]:
             (n,) = struct.unpack("<Q", head)
             if n > min(size - 8, 100_000_000):
                 raise CheckpointError(f"{path}: not a safetensors file (bad header length); re-download it")
-            header = json.loads(f.read(n))
+            header = parse_json(f.read(n))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -158,7 +158,7 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     if metadata.get("format") != FORMAT or "config" not in metadata:
         raise CheckpointError(f"{path}: not an npgpt model file (no npgpt config in its metadata)")
     try:
-        config = GPT2Config.from_dict(json.loads(metadata["config"]))
+        config = GPT2Config.from_dict(parse_json(metadata["config"]))
     except (ValueError, TypeError) as e:  # json's errors are ValueErrors too
         raise CheckpointError(f"{path}: {e}") from None
     flat = {k: as_float32(v, k, str(path)) for k, v in tensors.items()}
@@ -206,6 +206,6 @@ def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
     if metadata.get("format") != FORMAT or "tokenizer" not in metadata:
         return None
     try:
-        return json.loads(metadata["tokenizer"])
+        return parse_json(metadata["tokenizer"])
     except json.JSONDecodeError:
         raise CheckpointError(f"{file}: unreadable tokenizer in its metadata; re-train or re-convert it") from None

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import write_together
+from ..files import parse_json, write_together
 from ..params import expected_shapes, flatten, unflatten
 from .npgpt_format import widen_bfloat16
 
@@ -580,7 +580,7 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     directory = Path(directory)
     hparams = directory / "hparams.json"
     try:
-        config = GPT2Config.from_dict(json.loads(hparams.read_text()))
+        config = GPT2Config.from_dict(parse_json(hparams.read_text()))
     except FileNotFoundError:
         raise CheckpointError(
             f"{hparams}: missing; an OpenAI GPT-2 directory needs hparams.json next to model.ckpt.index"

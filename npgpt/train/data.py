@@ -19,7 +19,7 @@ import numpy as np
 
 from ..char_tokenizer import CharTokenizer
 from ..errors import NpgptError, shown
-from ..files import atomic_path
+from ..files import atomic_path, parse_json
 
 TOKENS_DTYPE = np.uint16
 _CHUNK_CHARS = 1 << 20  # tokenise in ~1 MB pieces so a large file never holds a huge id list
@@ -125,7 +125,7 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: CharTokeni
     fingerprint = _fingerprint(files, None if tokenizer is None else tokenizer.to_spec())
     if dest.exists() and sidecar.exists():
         try:
-            if json.loads(sidecar.read_text()).get("fingerprint") == fingerprint:
+            if parse_json(sidecar.read_text()).get("fingerprint") == fingerprint:
                 return dest
         except (OSError, ValueError):  # an unreadable sidecar: tokenise again
             pass
