@@ -168,15 +168,18 @@ def parse_json(text: str | bytes) -> Any:
         raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from None
 
 
-def check_writable(path: str | Path) -> None:
+def check_writable(
+    path: str | Path, *, elsewhere: str = "choose a folder you can write to", error: type[NpgptError] = NpgptError
+) -> None:
     """Refuse, before any work, a ``path`` that :func:`atomic_path` could not write: one NpgptError naming it
     (a folder, a parent that is a file or cannot be created, no permission, a read-only file system).
 
     Nothing is left behind: a missing parent is not created here, a probe file is made in the nearest
-    folder that exists (where the parents would be created) and removed.
+    folder that exists (where the parents would be created) and removed. ``elsewhere`` and ``error`` as
+    :func:`cannot_write`'s.
     """
     path = Path(path)
-    _refuse_non_file(path)
+    _refuse_non_file(path, error)
     folder = path.parent
     try:
         while not folder.exists() and folder != folder.parent:
@@ -185,15 +188,15 @@ def check_writable(path: str | Path) -> None:
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
         fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     except OSError as e:
-        raise cannot_write(path, e) from None
+        raise cannot_write(path, e, elsewhere=elsewhere, error=error) from None
     os.close(fd)
     os.unlink(probe)
 
 
-def _refuse_non_file(path: Path) -> None:
+def _refuse_non_file(path: Path, error: type[NpgptError] = NpgptError) -> None:
     if path.exists() and not path.is_file():  # a device (/dev/full), a FIFO or a folder: never renamed over
         kind = "a directory" if path.is_dir() else "not a regular file"
-        raise NpgptError(f"cannot write {path}: it is {kind}; give the path of a file to write")
+        raise error(f"cannot write {path}: it is {kind}; give the path of a file to write")
 
 
 def cannot_write(

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -474,3 +475,30 @@ def test_a_tokenizer_saved_beside_the_model_must_be_gpt2s(tmp_path):
     (tmp_path / "bert" / "vocab.txt").write_text("[PAD]\n[UNK]\nthe\n")  # BertTokenizer's, as some GPT-2s use
     with pytest.raises(CheckpointError, match=r"vocab.txt: the vocabulary of a tokenizer that is not GPT-2's"):
         load_checkpoint(tmp_path / "bert")
+
+
+@pytest.mark.parametrize("fmt", ["npgpt", "hf", "hf-sharded", "llmc", "openai", "gguf"])
+@pytest.mark.parametrize("where", ["under-a-file", "cannot-be-created", "a-folder-as-the-file"])
+def test_a_destination_that_cannot_be_written_is_refused_before_the_source_is_read(tmp_path, monkeypatch, fmt, where):
+    """convert read the whole source (gigabytes for 1558M, finite checks and all) and only then found the
+    destination unwritable."""
+    import npgpt.formats
+
+    def not_read(path, *args, **kwargs):
+        raise AssertionError("the source was read")
+
+    monkeypatch.setattr(npgpt.formats, "load_checkpoint", not_read)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    suffix = {"npgpt": ".safetensors", "llmc": ".bin", "gguf": ".gguf"}.get(fmt, "")
+    if where == "a-folder-as-the-file":
+        if not suffix:
+            pytest.skip("hf and openai write a folder")
+        dst = tmp_path / f"out{suffix}"
+        dst.mkdir()
+        (dst / ({"npgpt": "model.safetensors", "llmc": "model.bin", "gguf": "model.gguf"}[fmt])).mkdir()
+    else:
+        parent = tmp_path / "notes.txt" if where == "under-a-file" else "/proc/npgpt-no-such-folder"
+        dst = Path(parent) / f"out{suffix}"
+    with pytest.raises(CheckpointError, match="cannot write") as e:
+        convert(tmp_path / "src.safetensors", dst, fmt=fmt)
+    assert "\n" not in str(e.value)

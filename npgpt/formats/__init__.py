@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import broken_link, cannot_write
+from ..files import broken_link, cannot_write, check_writable
 from ..params import dequantized
 from .compat import check_float16_range
 from .npgpt_format import MODEL_FILE
@@ -439,6 +439,18 @@ def _check_file_name(path: Path, fmt: str) -> None:
     )
 
 
+_FILE_IN_FOLDER = {"npgpt": MODEL_FILE, "llmc": "model.bin", "gguf": "model.gguf"}  # a folder given as the file
+_FOLDER_FIRST = {"hf": "config.json", "hf-sharded": "config.json", "openai": "hparams.json"}
+
+
+def _first_written(path: Path, fmt: str) -> Path:
+    """A file that writing ``fmt`` at ``path`` creates: the file itself, or one in the folder it writes
+    (a single-file format given a folder, or a name without a suffix, writes its usual name there)."""
+    if fmt in _FOLDER_FIRST:
+        return path / _FOLDER_FIRST[fmt]
+    return path / _FILE_IN_FOLDER[fmt] if path.is_dir() or not path.suffix else path
+
+
 def _not_writable(fmt: str) -> CheckpointError:
     if fmt in READ_ONLY:
         return CheckpointError(f"npgpt reads {fmt} but does not write it; choose one of {', '.join(FORMATS)}")
@@ -459,6 +471,7 @@ def convert(
     tokenizer = tokenizer_spec(src)  # from the header only
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)  # refused before a large source is read
     _check_file_name(Path(dst), fmt)
+    check_writable(_first_written(Path(dst), fmt), error=CheckpointError)  # as is a place it cannot be written
     config, params = load_checkpoint(src)
     return save_checkpoint(
         dst, config, params, fmt=fmt, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer
