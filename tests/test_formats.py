@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import CONFIGS, hf_logits, random_params, run_cli
 
+from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError, NpgptError
 from npgpt.formats import convert, detect, load_checkpoint, npgpt_format, openai_tf, save_checkpoint
 from npgpt.formats import hf as hf_format
@@ -502,3 +503,37 @@ def test_a_destination_that_cannot_be_written_is_refused_before_the_source_is_re
     with pytest.raises(CheckpointError, match="cannot write") as e:
         convert(tmp_path / "src.safetensors", dst, fmt=fmt)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("held", "fmt"), [("hf", "openai"), ("hf", "llmc"), ("openai", "gguf"), ("npgpt", "openai")])
+def test_writing_into_a_folder_holding_a_model_of_another_format_is_refused(tmp_path, held, fmt):
+    """The new files were written beside the old model, "wrote" was printed, and loading the folder went on
+    reading the old model (detect looks for model.safetensors + config.json before hparams.json)."""
+    if "gguf" in (held, fmt):
+        pytest.importorskip("gguf")
+    old, new = (
+        GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=1),
+        GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=2),
+    )
+    save_checkpoint(tmp_path / "m", old, random_params(old), fmt=held)
+    src = save_checkpoint(tmp_path / "new.safetensors", new, random_params(new))
+    message = f"already holds a {held} model, which would still be read in place of the {fmt} one"
+    with pytest.raises(CheckpointError, match=message):
+        convert(src, tmp_path / "m", fmt=fmt)
+    with pytest.raises(CheckpointError, match=message):
+        save_checkpoint(tmp_path / "m", new, random_params(new), fmt=fmt)
+    assert load_checkpoint(tmp_path / "m")[0] == old and detect(tmp_path / "m") == held
+
+
+@pytest.mark.parametrize(
+    ("held", "fmt"), [("hf", "hf"), ("hf", "hf-sharded"), ("npgpt", "npgpt"), ("openai", "openai")]
+)
+def test_writing_over_a_model_of_the_same_format_replaces_it(tmp_path, held, fmt):
+    old, new = (
+        GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=1),
+        GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=2),
+    )
+    save_checkpoint(tmp_path / "m", old, random_params(old), fmt=held)
+    src = save_checkpoint(tmp_path / "new.safetensors", new, random_params(new))
+    convert(src, tmp_path / "m", fmt=fmt, max_shard_size="20KB" if fmt == "hf-sharded" else None)
+    assert load_checkpoint(tmp_path / "m")[0] == new

@@ -320,6 +320,7 @@ def save_checkpoint(
     path = Path(path)
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)
     _check_file_name(path, fmt)
+    _check_not_shadowed(path, fmt)
     _check_writable_params(params)
     if dtype == "float16":
         check_float16_range(params)
@@ -451,6 +452,28 @@ def _first_written(path: Path, fmt: str) -> Path:
     return path / _FILE_IN_FOLDER[fmt] if path.is_dir() or not path.suffix else path
 
 
+def _family(fmt: str) -> str:
+    """Formats one writer replaces each other in: hf.save withdraws a folder's shards, index and bin."""
+    return "hf" if fmt in ("hf", "hf-sharded", "hf-bin") else fmt
+
+
+def _check_not_shadowed(path: Path, fmt: str) -> None:
+    """CheckpointError for a folder that already holds a model of another format: the new files would be
+    written beside it and :func:`detect`, which looks for some formats before others, would go on reading
+    the old model in their place (an hf folder converted into with --to openai still loaded the hf one)."""
+    if not path.is_dir():  # a new folder, or a file: nothing else is read from it
+        return
+    try:
+        held = detect(path)
+    except CheckpointError:  # no model there (or none readable): nothing to be read in the new one's place
+        return
+    if _family(held) != _family(fmt):
+        raise CheckpointError(
+            f"{path} already holds a {held} model, which would still be read in place of the {fmt} one written "
+            "beside it; write into an empty folder, or remove the old model first"
+        )
+
+
 def _not_writable(fmt: str) -> CheckpointError:
     if fmt in READ_ONLY:
         return CheckpointError(f"npgpt reads {fmt} but does not write it; choose one of {', '.join(FORMATS)}")
@@ -471,6 +494,7 @@ def convert(
     tokenizer = tokenizer_spec(src)  # from the header only
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)  # refused before a large source is read
     _check_file_name(Path(dst), fmt)
+    _check_not_shadowed(Path(dst), fmt)
     check_writable(_first_written(Path(dst), fmt), error=CheckpointError)  # as is a place it cannot be written
     config, params = load_checkpoint(src)
     return save_checkpoint(
