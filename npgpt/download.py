@@ -30,7 +30,7 @@ from typing import Any
 
 from . import __version__
 from .errors import CheckpointError, NpgptError
-from .files import cannot_write, parse_json
+from .files import cannot_write, check_writable, parse_json
 from .formats.npgpt_format import MODEL_FILE
 from .registry import hf_dir, home, openai_name
 
@@ -120,6 +120,9 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     target = hf_dir(repo_id, revision) / MODEL_FILE
     if target.is_file():
         return target
+    # The weights go to Hugging Face's cache, the converted file here: a home it cannot be written to is
+    # refused now, not after gigabytes were fetched (the OpenAI path creates its staging folder there first).
+    check_writable(target, elsewhere=_ELSEWHERE)
     takes_tqdm = "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub>=0.26
 
     def fetch(file: str) -> Path:

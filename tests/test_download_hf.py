@@ -95,6 +95,18 @@ def test_a_config_nested_too_deeply_is_one_line_before_any_weights(tmp_path, hub
     assert fetched == ["config.json"] and "\n" not in str(e.value)
 
 
+def test_a_home_that_cannot_be_written_is_refused_before_any_file_is_fetched(tmp_path, hub, pair, monkeypatch):
+    """The weights (gigabytes) were fetched into Hugging Face's cache, then the conversion found no place to go."""
+    _, ref = pair("odd")
+    write_repo("safetensors", ref, tmp_path / "repo")
+    fetched = hub(tmp_path / "repo")
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("NPGPT_HOME", str(tmp_path / "file" / "home"))
+    with pytest.raises(NpgptError, match="a part of the path is a file, not a folder.*set NPGPT_HOME to a folder") as e:
+        download.download_hf("org/tiny")
+    assert fetched == [] and "\n" not in str(e.value)
+
+
 def test_repo_without_weights_is_one_line(tmp_path, hub, pair):
     _, ref = pair("odd")
     ref.config.save_pretrained(tmp_path / "repo")
