@@ -345,7 +345,9 @@ def test_download_hf_offline_is_one_line(monkeypatch):
     with pytest.raises(NpgptError) as e:
         download.download_hf("org/tiny", revision="v1")
     msg = str(e.value)
-    assert "\n" not in msg and "org/tiny/config.json at revision v1" in msg and "--model" in msg
+    # npgpt download has no --model: the hint names none (31436e3), it says to give a checkpoint's path
+    assert "\n" not in msg and "org/tiny/config.json at revision v1" in msg and download.OFFLINE_HINT in msg
+    assert "--model" not in msg
 
 
 def test_conversion_onto_a_full_disk_is_one_line_and_keeps_the_download(server, source, tmp_path, monkeypatch):
