@@ -466,3 +466,15 @@ def test_device_kind_reads_where_an_array_lives():
         device = type("Device", (), {"__str__": lambda self: "<CUDA Device 0>"})()
 
     assert device_kind(CupyLike()) == "gpu"
+
+
+def test_llama_cpp_typed_without_compare_is_refused_but_the_variable_is_not(tmp_path):
+    """--llama-cpp DIR without --compare llama.cpp was ignored: minutes of measuring and no llama.cpp."""
+    proc = run_cli("bench", "--random", "--backend", "numpy", "--llama-cpp", str(tmp_path), "--batch", "0")
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip() == f"error: --llama-cpp {tmp_path} is used by --compare llama.cpp; add --compare llama.cpp"
+    )
+    # the environment variable is a standing setting: the run goes on to its own checks (--batch 0 here)
+    proc = run_cli("bench", "--random", "--backend", "numpy", "--batch", "0", env={"NPGPT_LLAMA_CPP": str(tmp_path)})
+    assert proc.returncode == 1 and "batch sizes" in proc.stderr and "--llama-cpp" not in proc.stderr, proc.stderr

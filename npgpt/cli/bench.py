@@ -26,6 +26,7 @@ def _csv(value: str, cast: Callable[[str], Any] = str) -> tuple[Any, ...]:
 
 
 def bench_command(
+    ctx: typer.Context,
     model: Annotated[
         str | None,
         typer.Option(
@@ -92,6 +93,11 @@ def bench_command(
     """
     from ..bench.settings import BenchSettings
 
+    source = ctx.get_parameter_source("llama_cpp")
+    if llama_cpp and "llama.cpp" not in _csv(compare or "") and source is not None and source.name == "COMMANDLINE":
+        # Typed without --compare llama.cpp, it was ignored: the run measured everything but llama.cpp.
+        # (NPGPT_LLAMA_CPP set in the environment is a standing choice, used only when llama.cpp is compared.)
+        raise NpgptError(f"--llama-cpp {llama_cpp} is used by --compare llama.cpp; add --compare llama.cpp")
     s = BenchSettings(
         model=model,
         random=random,
