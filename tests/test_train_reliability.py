@@ -406,6 +406,7 @@ def saved_state(path: Path, **changes) -> Path:
     "changes, message",
     [
         (dict(raw="{not json"), "its metadata is missing or not a JSON object"),
+        (dict(raw="[" * 100_000), "its metadata is missing or not a JSON object"),  # deeper than the parser recurses
         (dict(rng=None), "'rng' is missing"),
         (dict(rng={"bit_generator": "MT19937"}), "'rng' is not the state of the batch random generator"),
         (dict(step="2"), "'step' is missing or not a whole number"),

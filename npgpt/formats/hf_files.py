@@ -65,7 +65,7 @@ def check_tokenizer(directory: Path) -> None:
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable tokenizer file ({e}); re-download it") from None
         kind: Any = "BPE"  # vocab.json: the BPE's vocabulary itself
@@ -75,7 +75,7 @@ def check_tokenizer(directory: Path) -> None:
             kind, vocab = (model.get("type"), model.get("vocab")) if isinstance(model, dict) else (None, None)
         if kind != "BPE":
             raise _not_gpt2_tokenizer(path, f"a {kind or 'unknown'} tokenizer, not GPT-2's byte-level BPE")
-        gpt2 = gpt2 or json.loads(default_files()[0].read_text(encoding="utf-8"))
+        gpt2 = gpt2 or parse_json(default_files()[0].read_text(encoding="utf-8"))
         if not isinstance(vocab, dict):
             raise _not_gpt2_tokenizer(path, "no vocabulary")
         wrong = next(((t, i) for t, i in gpt2.items() if vocab.get(t) != i), None)

@@ -24,7 +24,7 @@ import numpy as np
 from ..char_tokenizer import CharTokenizer
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError
-from ..files import atomic_path
+from ..files import atomic_path, parse_json
 from ..formats import npgpt_format
 from ..params import flatten, unflatten
 from . import sharding as S
@@ -97,7 +97,7 @@ def _checked_meta(path: Path, text: str | None) -> dict:
         return CheckpointError(f"{path}: {what}; the training state is damaged: {RESTORE}")
 
     try:
-        meta = json.loads(text) if isinstance(text, str) else None
+        meta = parse_json(text) if isinstance(text, str) else None
     except ValueError:
         meta = None
     if not isinstance(meta, dict):
