@@ -476,6 +476,27 @@ def test_running_out_of_memory_is_one_line_naming_the_batch(text, tmp_path, monk
     assert kept in message and "\n" not in message
 
 
+def test_a_batch_too_large_for_the_host_names_grad_accum_too(text, tmp_path):
+    """--grad-accum multiplies what a step holds on the host at once: a batch of 2 x 10**10 windows is
+    refused in one line naming all three sizes (the advice was to raise --grad-accum)."""
+    with pytest.raises(NpgptError) as e:
+        train(text, tmp_path / "run", TrainSettings(**{**RUN, "grad_accum": 10**10}))
+    message = str(e.value)
+    assert message.startswith("out of memory at step 1 ") and "\n" not in message
+    assert "--batch-size 2, --grad-accum 10000000000 and --seq-len 8" in message
+    assert "lower --batch-size, --grad-accum or --seq-len" in message, message
+
+
+def test_a_batch_is_its_windows_in_order():
+    """random_batch's one gather gives each row the seq_len + 1 tokens from its random start."""
+    tokens = np.arange(100, dtype=np.uint16) * 3
+    rng = np.random.default_rng(0)
+    starts = np.random.default_rng(0).integers(0, 100 - 4, size=(2, 3))
+    batch = D.random_batch(tokens, (2, 3), 4, rng)
+    assert batch.shape == (2, 3, 5) and batch.dtype == np.int32
+    assert (batch == (starts[..., None] + np.arange(5)) * 3).all()
+
+
 def test_another_xla_error_is_not_called_out_of_memory(text, tmp_path, monkeypatch):
     import jax
 

@@ -193,8 +193,9 @@ def random_batch(
             f"use --seq-len {max(1, len(tokens) - 1)} or less, or more text"
         )
     starts = rng.integers(0, n_windows, size=shape)
-    rows = [np.asarray(tokens[s : s + seq_len + 1]) for s in starts.reshape(-1)]
-    return np.stack(rows).astype(np.int32).reshape(*shape, seq_len + 1)
+    # One gather, not a Python loop over rows: a batch too large for memory (--batch-size x
+    # --grad-accum of 10**8) is a MemoryError at once rather than minutes of looping first.
+    return np.asarray(tokens[starts[..., None] + np.arange(seq_len + 1)], dtype=np.int32)  # -> [*shape, seq_len + 1]
 
 
 def eval_windows(tokens: np.ndarray, batch_size: int, seq_len: int, n_batches: int) -> np.ndarray:

@@ -253,11 +253,13 @@ def _out_of_memory(e: Exception, step: int, run: RunSettings, saved_step: int) -
     if isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(e):
         raise e
     detail = (str(e).splitlines() or [""])[0].removeprefix("RESOURCE_EXHAUSTED: ").rstrip(".") or "MemoryError"
-    return NpgptError(
-        f"out of memory at step {step} ({detail}) with --batch-size {run.batch_size} and --seq-len "
-        f"{run.seq_len}; {_kept(saved_step)}; lower --batch-size (raising --grad-accum keeps the tokens per "
-        "step) or --seq-len"
-    )
+    if run.grad_accum > 1:  # every micro-batch of a step is held at once on the host: all three count
+        sizes = f"--batch-size {run.batch_size}, --grad-accum {run.grad_accum} and --seq-len {run.seq_len}"
+        fix = "lower --batch-size, --grad-accum or --seq-len"
+    else:
+        sizes = f"--batch-size {run.batch_size} and --seq-len {run.seq_len}"
+        fix = "lower --batch-size (raising --grad-accum keeps the tokens per step) or --seq-len"
+    return NpgptError(f"out of memory at step {step} ({detail}) with {sizes}; {_kept(saved_step)}; {fix}")
 
 
 def _check_mesh(mesh: Any, config: GPT2Config, batch_size: int) -> Any:
