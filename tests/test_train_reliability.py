@@ -476,6 +476,19 @@ def test_running_out_of_memory_is_one_line_naming_the_batch(text, tmp_path, monk
     assert kept in message and "\n" not in message
 
 
+def test_held_out_text_too_short_for_one_window_is_said_not_silent(text, tmp_path):
+    """--val-fraction held out a few tokens, fewer than one window: no held-out loss was ever computed and
+    nothing said so. The result says why, and the CLI's last line does."""
+    result = train(text, tmp_path / "a", TrainSettings(**{**RUN, "val_fraction": 0.02}))
+    assert result.history["val_loss"] == [] and result.no_held_out_loss is not None
+    assert "no held-out loss" in result.no_held_out_loss and "--seq-len 8 + 1" in result.no_held_out_loss
+    assert train(text, tmp_path / "b", TrainSettings(**RUN)).no_held_out_loss is None  # scored: nothing to say
+    args = ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--n-ctx", "16", "--seq-len", "8"]
+    r = run_cli("train", str(text), "--out", str(tmp_path / "c"), *args, "--steps", "2", "--val-fraction", "0.02")
+    assert r.returncode == 0, r.stderr
+    assert "no held-out loss: the held-out" in r.stdout.strip().splitlines()[-1] and "raise --val-fraction" in r.stdout
+
+
 def test_a_batch_too_large_for_the_host_names_grad_accum_too(text, tmp_path):
     """--grad-accum multiplies what a step holds on the host at once: a batch of 2 x 10**10 windows is
     refused in one line naming all three sizes (the advice was to raise --grad-accum)."""

@@ -276,7 +276,11 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
         )
     elif lead:
         val = result.history["val_loss"]
-        tail = f", held-out loss {val[-1]:.4f}" if val else ""
+        tail = (
+            f", held-out loss {val[-1]:.4f}"
+            if val
+            else (f" ({result.no_held_out_loss})" if result.no_held_out_loss else "")
+        )
         typer.echo(
             f"step {result.step}: loss {result.history['loss'][-1]:.4f}{tail}, "
             f"{result.tokens_per_s:,.0f} tokens/s; model in {out / 'model.safetensors'}"

@@ -66,6 +66,8 @@ class TrainResult:
     tokens_per_s: float = 0.0  # median over the steps after the first (which compiles); 0 if none ran
     out: Path | None = None
     stopped: bool = False  # ended early by ``should_stop``, checkpointed at ``step``
+    # Why no held-out loss was computed although the run held text out (too little of it for one window)
+    no_held_out_loss: str | None = None
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -130,7 +132,7 @@ def train(
     made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the topmost made here
     out.mkdir(parents=True, exist_ok=True)
     try:
-        train_tokens, val = _prepare_data(data, out, config, run, tokenizer)
+        train_tokens, val, no_held_out_loss = _prepare_data(data, out, config, run, tokenizer)
         mesh = _check_mesh(mesh if mesh is not None else S.make_mesh(model=model_parallel), config, batch_size)
     except BaseException:  # no text, text too short, a bad mesh: a folder made for nothing is not left behind
         if made is not None:
@@ -220,13 +222,15 @@ def train(
         float(np.median(rates[1:] or rates)) if rates else 0.0,  # one step: its own rate, compile and all
         out,
         stopped and step < end,
+        no_held_out_loss,
     )
 
 
 def _prepare_data(
     data: str | Path, out: Path, config: GPT2Config, run: RunSettings, tokenizer: CharTokenizer | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Training tokens (memory-mapped) and the fixed held-out windows."""
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Training tokens (memory-mapped), the fixed held-out windows, and why there are none where
+    ``val_fraction`` held text out that is shorter than one window (or None)."""
     tokens = D.load_tokens(data, out, tokenizer)
     if int(tokens.max()) >= config.n_vocab:  # out-of-range ids would silently gather garbage
         raise NpgptError(f"{data}: token id {int(tokens.max())} is outside the model's vocabulary of {config.n_vocab}")
@@ -240,7 +244,14 @@ def _prepare_data(
             f"{data}: {len(train_tokens)} training tokens, too few for --seq-len {seq_len}; "
             "use a shorter --seq-len or more text"
         )
-    return train_tokens, D.eval_windows(val_tokens, run.batch_size, seq_len, run.eval_batches)
+    windows = D.eval_windows(val_tokens, run.batch_size, seq_len, run.eval_batches)
+    short = None
+    if run.val_fraction > 0 and not len(windows):  # held out, yet never scored: said, not silent
+        short = (
+            f"no held-out loss: the held-out {len(val_tokens)} tokens (--val-fraction {run.val_fraction}) are fewer "
+            f"than one window of --seq-len {seq_len} + 1; raise --val-fraction or lower --seq-len"
+        )
+    return train_tokens, windows, short
 
 
 def _kept(saved_step: int) -> str:
