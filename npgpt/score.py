@@ -167,7 +167,8 @@ def score(
 
 
 def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> np.ndarray:  # -> [N] int64
-    """The ids to score: ``text`` encoded, or given as token ids (a list, tuple or 1-D integer array).
+    """The ids to score: ``text`` encoded, or given as token ids (a list, tuple or 1-D integer array, NumPy's
+    or another library's).
 
     Raises NpgptError for anything else (bytes, a number, floats, a 2-D array: never cast or read as
     ids) and for an id outside the tokenizer's vocabulary: a padded vocabulary's ids past it (nanoGPT's
@@ -175,7 +176,10 @@ def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> n
     """
     if isinstance(text, str):
         return np.asarray(model.tokenizer.encode(text, allow_special=allow_special), dtype=np.int64)
-    if isinstance(text, (bytes, bytearray)) or not isinstance(text, (Sequence, np.ndarray)):
+    # another library's array (a PyTorch tensor, a JAX array) is read through NumPy's __array__, as before
+    if isinstance(text, (bytes, bytearray)) or not (
+        isinstance(text, (Sequence, np.ndarray)) or hasattr(text, "__array__")
+    ):
         raise NpgptError(
             f"text must be a string or a list of token ids, got {type(text).__name__}"
             + ("; decode the bytes first" if isinstance(text, (bytes, bytearray)) else ""),

@@ -107,6 +107,15 @@ def test_scoring_and_perplexity_refuse_what_is_not_token_ids(tiny, text, message
             run(text)
 
 
+def test_token_ids_may_come_in_another_librarys_array(tiny) -> None:
+    """A PyTorch tensor of ids (a tokenizer's return_tensors="pt", squeezed) was scored before the checks
+    of ids were shared: it still is, by model.score and evaluate.perplexity alike."""
+    torch = pytest.importorskip("torch")
+    ids = tiny.tokenizer.encode("In the beginning God created the heaven")
+    assert tiny.score(torch.tensor(ids)) == tiny.score(ids)
+    assert perplexity(tiny, torch.tensor(ids)) == perplexity(tiny, ids)
+
+
 def test_a_padded_vocabularys_extra_ids_are_refused_not_an_index_error() -> None:
     config = GPT2Config(n_ctx=16, n_embd=16, n_head=2, n_layer=1, n_vocab=50304)  # nanoGPT's padded vocabulary
     model = GPT2(config, init_params(config, 0))
