@@ -526,14 +526,27 @@ def test_writing_into_a_folder_holding_a_model_of_another_format_is_refused(tmp_
 
 
 @pytest.mark.parametrize(
-    ("held", "fmt"), [("hf", "hf"), ("hf", "hf-sharded"), ("npgpt", "npgpt"), ("openai", "openai")]
+    ("held", "fmt"),
+    [
+        ("hf", "hf"),
+        ("hf", "hf-sharded"),
+        ("npgpt", "npgpt"),
+        ("openai", "openai"),
+        # npgpt's file and Hugging Face's are both model.safetensors: one replaces the other, as before
+        ("npgpt", "hf"),
+        ("hf", "npgpt"),
+        ("npgpt", "hf-sharded"),
+        ("hf-sharded", "npgpt"),
+    ],
 )
 def test_writing_over_a_model_of_the_same_format_replaces_it(tmp_path, held, fmt):
     old, new = (
         GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=1),
         GPT2Config(n_ctx=16, n_embd=32, n_head=2, n_layer=2),
     )
-    save_checkpoint(tmp_path / "m", old, random_params(old), fmt=held)
+    save_checkpoint(
+        tmp_path / "m", old, random_params(old), fmt=held, max_shard_size="20KB" if held == "hf-sharded" else None
+    )
     src = save_checkpoint(tmp_path / "new.safetensors", new, random_params(new))
     convert(src, tmp_path / "m", fmt=fmt, max_shard_size="20KB" if fmt == "hf-sharded" else None)
     assert load_checkpoint(tmp_path / "m")[0] == new

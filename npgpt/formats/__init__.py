@@ -453,8 +453,9 @@ def _first_written(path: Path, fmt: str) -> Path:
 
 
 def _family(fmt: str) -> str:
-    """Formats one writer replaces each other in: hf.save withdraws a folder's shards, index and bin."""
-    return "hf" if fmt in ("hf", "hf-sharded", "hf-bin") else fmt
+    """Formats that replace each other in a folder: hf.save withdraws a folder's shards, index and bin, and
+    npgpt's file is Hugging Face's model.safetensors, the first thing :func:`detect` reads there."""
+    return "hf" if fmt in ("npgpt", "hf", "hf-sharded", "hf-bin") else fmt
 
 
 def _check_not_shadowed(path: Path, fmt: str) -> None:
