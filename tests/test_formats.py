@@ -517,7 +517,7 @@ def test_writing_into_a_folder_holding_a_model_of_another_format_is_refused(tmp_
     )
     save_checkpoint(tmp_path / "m", old, random_params(old), fmt=held)
     src = save_checkpoint(tmp_path / "new.safetensors", new, random_params(new))
-    message = f"already holds a {held} model, which would still be read in place of the {fmt} one"
+    message = f"already holds a model in {held} format, which would still be read in place of the {fmt} one"
     with pytest.raises(CheckpointError, match=message):
         convert(src, tmp_path / "m", fmt=fmt)
     with pytest.raises(CheckpointError, match=message):

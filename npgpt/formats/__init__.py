@@ -470,8 +470,8 @@ def _check_not_shadowed(path: Path, fmt: str) -> None:
         return
     if _family(held) != _family(fmt):
         raise CheckpointError(
-            f"{path} already holds a {held} model, which would still be read in place of the {fmt} one written "
-            "beside it; write into an empty folder, or remove the old model first"
+            f"{path} already holds a model in {held} format, which would still be read in place of the {fmt} one "
+            "written beside it; write into an empty folder, or remove the old model first"
         )
 
 
