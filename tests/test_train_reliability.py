@@ -489,6 +489,24 @@ def test_held_out_text_too_short_for_one_window_is_said_not_silent(text, tmp_pat
     assert "no held-out loss: the held-out" in r.stdout.strip().splitlines()[-1] and "raise --val-fraction" in r.stdout
 
 
+def test_resume_with_another_init_is_refused_not_ignored(text, tmp_path):
+    """``--resume`` with an --init other than the run's was silently ignored (the run went on from its
+    own checkpoint): now refused naming both, as other settings are; the same --init still resumes."""
+    scratch = tmp_path / "scratch"
+    train(text, scratch, TrainSettings(**{**RUN, "steps": 2}))
+    init = str(scratch / "model.safetensors")
+    tuned = tmp_path / "tuned"
+    run = {k: v for k, v in RUN.items() if k not in ("n_layer", "n_embd", "n_head", "n_ctx")}
+    train(text, tuned, TrainSettings(**{**run, "steps": 2}, init=init))
+    assert train(text, tuned, TrainSettings(init=init, steps=3), resume=True).step == 3  # the same command
+    with pytest.raises(
+        NpgptError, match=rf"cannot resume with --init gpt2: the run in --out started from --init {init}"
+    ):
+        train(text, tuned, TrainSettings(init="gpt2", steps=4), resume=True)
+    with pytest.raises(NpgptError, match="started from scratch; pass the same value or start a new --out"):
+        train(text, scratch, TrainSettings(init=init, steps=4), resume=True)
+
+
 def test_a_batch_too_large_for_the_host_names_grad_accum_too(text, tmp_path):
     """--grad-accum multiplies what a step holds on the host at once: a batch of 2 x 10**10 windows is
     refused in one line naming all three sizes (the advice was to raise --grad-accum)."""

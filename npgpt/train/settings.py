@@ -167,7 +167,8 @@ class TrainSettings:
         }
         filled["seq_len"] = self.seq_len or min(256, config.n_ctx)
         filled["warmup"] = min(100, steps // 10) if self.warmup is None else self.warmup
-        return RunSettings(steps=steps, tokenizer=self.tokenizer or "gpt2", **filled)
+        init = None if self.init is None else str(self.init)
+        return RunSettings(steps=steps, tokenizer=self.tokenizer or "gpt2", **filled, init=init)
 
     def for_resume(self, saved: dict[str, Any], saved_steps: int, config: GPT2Config) -> RunSettings:
         """The checkpoint's settings (``saved``, from :meth:`to_meta`), with the changes allowed.
@@ -197,9 +198,21 @@ class TrainSettings:
             k: saved.get(k, default) if getattr(self, k) is None else getattr(self, k)
             for k, default in MONITORING_DEFAULTS.items()
         }
+        # The model the run started from: a different --init with --resume was silently ignored. Runs
+        # saved before it was recorded (no "init" key) cannot tell, and are resumed as before.
+        if self.init is not None and "init" in saved and saved["init"] != str(self.init):
+            started = "scratch" if saved["init"] is None else f"--init {saved['init']}"
+            raise NpgptError(
+                f"cannot resume with --init {self.init}: the run in --out started from {started}; "
+                "pass the same value or start a new --out"
+            )
         steps = saved_steps if self.steps is None else self.steps
         return RunSettings(
-            steps=steps, tokenizer=saved["tokenizer"], **{k: saved[k] for k in RUN_DEFAULTS}, **monitoring
+            steps=steps,
+            tokenizer=saved["tokenizer"],
+            **{k: saved[k] for k in RUN_DEFAULTS},
+            **monitoring,
+            init=saved.get("init"),
         )
 
 
@@ -240,7 +253,8 @@ class RunSettings:
     checkpoint_interval: int | None
     log_interval: int
     tokenizer: str
+    init: str | None = None  # the --init the run started from, as given; None: from scratch
 
     def to_meta(self) -> dict[str, Any]:
         """The run and monitoring settings as the checkpoint stores them (JSON-ready)."""
-        return {k: getattr(self, k) for k in (*RUN_DEFAULTS, *MONITORING_DEFAULTS, "tokenizer")}
+        return {k: getattr(self, k) for k in (*RUN_DEFAULTS, *MONITORING_DEFAULTS, "tokenizer", "init")}
