@@ -274,6 +274,21 @@ def test_a_diverging_learning_rate_ends_with_one_line_and_no_nan_model(text, tmp
         load_checkpoint(out)  # whatever was saved is finite
 
 
+@pytest.mark.parametrize(
+    "change, advice",
+    [
+        ({"weight_decay": 1e30}, "lower --weight-decay or --lr: with --weight-decay 1e+30 and --lr 0.003 the decay"),
+        ({"lr": 1e30, "weight_decay": 0.0}, "lower --lr (or --warmup more steps)"),
+    ],
+)
+def test_a_diverged_run_names_what_made_it_diverge(text, tmp_path, change, advice):
+    """A decay that flips the weights' sign each step (lr x weight_decay >= 1) diverged with the advice
+    to lower --lr alone, where --weight-decay was what the user had set too high."""
+    with pytest.raises(NpgptError, match="the run diverged") as e:
+        train(text, tmp_path / "run", TrainSettings(**{**RUN, **change}))
+    assert advice in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
 # --- a checkpoint is one unit --------------------------------------------------------------
 
 

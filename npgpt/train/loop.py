@@ -171,8 +171,7 @@ def train(
         step += 1
         if not (np.isfinite(loss) and np.isfinite(float(metrics["grad_norm"]))):
             raise NpgptError(
-                f"the loss became {loss} at step {step}: the run diverged; {_kept(saved_step)}; "
-                "lower --lr (or --warmup more steps) and start again"
+                f"the loss became {loss} at step {step}: the run diverged; {_kept(saved_step)}; {_tame(run)}"
             )
         history["step"].append(step)
         history["loss"].append(loss)
@@ -256,6 +255,19 @@ def _prepare_data(
 
 def _kept(saved_step: int) -> str:
     return f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was written"
+
+
+def _tame(run: RunSettings) -> str:
+    """What to change after a diverged run. AdamW's decay multiplies every weight by ``1 - lr *
+    weight_decay`` each step (Loshchilov & Hutter 2019): from a product of 1 on, it flips and grows the
+    weights, whatever the learning rate does to the gradient's part."""
+    shrink = run.lr * run.weight_decay
+    if shrink >= 1:
+        return (
+            f"lower --weight-decay or --lr: with --weight-decay {run.weight_decay} and --lr {run.lr} the decay "
+            f"multiplies every weight by {1 - shrink:.3g} each step (keep their product well below 1), and start again"
+        )
+    return "lower --lr (or --warmup more steps) and start again"
 
 
 def _out_of_memory(e: Exception, step: int, run: RunSettings, saved_step: int) -> NpgptError:
