@@ -851,3 +851,18 @@ def test_serve_help_has_an_example():
 
     r = CliRunner().invoke(app, ["serve", "--help"])
     assert r.exit_code == 0 and "Example" in r.output and "--max-batch" in r.output and "--allowed-origins" in r.output
+
+
+def test_a_model_named_with_a_slash_is_retrieved(model):
+    """Names such as ``openai-community/gpt2`` are common (vLLM serves under the Hugging Face id): the openai
+    client's ``models.retrieve`` sends the name as it is in the path, ``GET /v1/models/org/gpt2``."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app({"org/gpt2": model})) as http:
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
+        assert client.models.retrieve("org/gpt2").id == "org/gpt2"
+        with pytest.raises(openai.NotFoundError) as e:
+            client.models.retrieve("org/gpt3")
+        assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
+        assert "org/gpt2" in e.value.body["message"]  # the names served, to choose from
+        assert http.get("/v1/models/").json()["data"][0]["id"] == "org/gpt2"

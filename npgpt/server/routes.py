@@ -59,11 +59,13 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [model_card(name, s.model) for name, s in schedulers.items()]}
 
-    @api.get("/v1/models/{model}")
+    # ``:path``: a name may hold "/" (``openai-community/gpt2``), which the openai client sends as it is
+    @api.get("/v1/models/{model:path}")
     async def get_model(model: str) -> dict[str, Any]:
-        if model not in schedulers:
-            raise APIError(404, f"model {model!r} is not served here", param="model", code="model_not_found")
-        return model_card(model, schedulers[model].model)
+        if not model:  # ``/v1/models/``: the list, as the redirect to /v1/models answered before ``:path``
+            return await list_models()
+        name, sched = pick(model)
+        return model_card(name, sched.model)
 
     @api.post("/v1/completions")
     async def create_completion(body: CompletionRequest, request: Request) -> Any:
