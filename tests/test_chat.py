@@ -145,3 +145,23 @@ def test_piped_chat_with_a_message_too_long_for_the_context_exits_1(model_file):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "that message takes more than" in r.stderr
     assert len(r.stdout.splitlines()) == 1  # the reply to "hi", then nothing
+
+
+def test_chat_commands_of_other_tools_and_unknown_ones(model_file):
+    """Ollama's /clear forgets the conversation as /reset does; a typo'd or unknown command gets a one-line hint
+    instead of being sent to the model as a message, and // sends a line that starts with / as it is."""
+    m, n = load(model_file), 6
+    args = ["chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", str(n)]
+    r = run_cli(*args, input="Hello there\n/clear\nHello there\n//etc is a folder\n/bye\nignored\n")
+    assert r.returncode == 0, r.stderr
+    first = expected_reply(m, [("user", "Hello there")], n)
+    third = expected_reply(m, [("user", "Hello there"), ("assistant", first), ("user", "/etc is a folder")], n)
+    assert r.stdout == f"{first}\n{first}\n{third}\n"
+    # piped, an unknown command ends the chat with exit 1, as a refused message does: a script learns of it
+    r = run_cli(*args, input="hi\n/set temperature 0\nno\n")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: standard input line 2: /set is not a chat command; /help lists them (start the line with // to "
+        "send it as a message)"
+    )
+    assert len(r.stdout.splitlines()) == 1  # the reply to "hi", then nothing

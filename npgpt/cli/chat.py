@@ -3,8 +3,13 @@ endpoint (:mod:`npgpt.chat`).
 
 Replies stream as they are generated. The history is kept within the model's context: when the
 transcript plus room for a reply no longer fits, the oldest turns are dropped, with a notice.
-``/reset`` forgets the conversation (the ``--system`` message stays), ``/exit`` or Ctrl-D ends it,
-Ctrl-C stops a reply. Lines can be piped in: ``printf 'Hello\\n/reset\\nHi\\n' | npgpt chat``.
+Each line is one message; an empty line is skipped. A line that starts with ``/`` is a command, as in
+Ollama: ``/reset`` (or Ollama's ``/clear``) forgets the conversation (the ``--system`` message stays),
+``/exit`` (or ``/quit``, ``/bye``) or Ctrl-D ends it, ``/help`` (or ``/?``) lists them; any other gets a
+one-line hint and is not sent to the model (``//`` sends a line that starts with ``/``: ``//etc`` is the
+message ``/etc``). Ctrl-C stops a reply. Lines can be piped in: ``printf 'Hello\\n/reset\\nHi\\n' | npgpt
+chat``; piped, a message the chat refuses (an unknown command, one too long for the context) ends it
+with exit status 1.
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ from .options import (
 if TYPE_CHECKING:
     from ..api import GPT2
 
-HELP = "/reset forgets the conversation, /exit (or Ctrl-D) ends it, Ctrl-C stops a reply"
+HELP = (
+    "/reset (or /clear) forgets the conversation, /exit (or /bye, Ctrl-D) ends it, Ctrl-C stops a reply; "
+    "// sends a line that starts with /"
+)
+EXIT, RESET, HELP_COMMANDS = ("/exit", "/quit", "/bye"), ("/reset", "/clear"), ("/help", "/?")
 
 
 def chat_command(
@@ -115,15 +124,23 @@ def chat_command(
         if line is None:
             break
         message = line.strip()
-        if message in ("/exit", "/quit", "/bye"):
+        command = message.split()[0] if message.startswith("/") and not message.startswith("//") else None
+        if command in EXIT:
             return
-        if message == "/reset":
+        if command in RESET:
             chat.reset()
             print_notice("(conversation reset)")
             continue
-        if message in ("/help", "/?"):
+        if command in HELP_COMMANDS:
             print_notice(HELP)
             continue
+        if command is not None:  # sent to the model, a typo'd command would be a message it answers
+            hint = f"{command} is not a chat command; /help lists them (start the line with // to send it as a message)"
+            if not interactive:  # as for a refused message: a script learns it from the exit status
+                raise NpgptError(f"standard input line {lineno}: {hint}")
+            print_error(hint)
+            continue
+        message = message.removeprefix("/")  # "//etc" is the message "/etc"
         if not message:
             continue
         try:
