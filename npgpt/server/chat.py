@@ -51,11 +51,20 @@ async def start(
             param="messages",
             code="context_length_exceeded",
         )
+    # max_completion_tokens wins over the deprecated max_tokens when both are sent, as in OpenAI's API and vLLM
     max_tokens = body.max_completion_tokens or body.max_tokens or m.config.n_ctx - len(prompt)
+    sent = "max_completion_tokens" if body.max_completion_tokens else "max_tokens" if body.max_tokens else None
+    if sent and len(prompt) + max_tokens > m.config.n_ctx:  # in chat's words, naming the field sent
+        raise APIError(
+            400,
+            f"the messages take {len(prompt)} tokens as a transcript and {sent} is {max_tokens}: together over "
+            f"the model's context of {m.config.n_ctx}; send fewer or shorter messages, or lower {sent}",
+            param=sent,
+            code="context_length_exceeded",
+        )
     # the reply's leading whitespace is dropped (the model writes ``Assistant: Hi``), stops matched after it
     params = body.sampling(max_tokens, logprobs, stop=CHAT_STOP, skip_leading_space=True)
     n = body.n or 1
-    sent = "max_completion_tokens" if body.max_completion_tokens else "max_tokens" if body.max_tokens else None
     limits.check_tokens([prompt], n, params.max_new_tokens, prompt_param="messages", max_tokens_param=sent)
     rows = [prompt] * n
     check_request(m, rows, params)
