@@ -871,3 +871,37 @@ def test_a_model_named_with_a_slash_is_retrieved(model):
         assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
         assert "org/gpt2" in e.value.body["message"]  # the names served, to choose from
         assert http.get("/v1/models/").json()["data"][0]["id"] == "org/gpt2"
+
+
+NOT_TEXT = [
+    (
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}]},
+        "messages[1].content[1].type",
+        "'image_url' is not supported: GPT-2 reads text only",
+    ),
+    (
+        {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]},
+        "messages[1].content[0].type",
+        "'input_audio' is not supported: GPT-2 reads text only",
+    ),
+    ({"role": "user", "content": [{"type": "text"}]}, "messages[1].content[0].text", "Missing required parameter"),
+    ({"role": "tool", "content": "42", "tool_call_id": "call_1"}, "messages[1].role", "GPT-2 cannot call tools"),
+    ({"role": "function", "content": "42", "name": "f"}, "messages[1].role", "GPT-2 cannot call tools"),
+    ({"role": "robot", "content": "x"}, "messages[1].role", "one of system, developer, user, assistant"),
+]
+
+
+@pytest.mark.parametrize(("message", "param", "says"), NOT_TEXT, ids=range(len(NOT_TEXT)))
+def test_a_message_the_transcript_cannot_hold_is_refused_saying_why(url, message, param, says):
+    body = {"messages": [{"role": "user", "content": "x"}, message], "max_tokens": 1}
+    r = httpx.post(url + "/v1/chat/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    assert says in r.json()["error"]["message"] and "\n" not in r.json()["error"]["message"]
+
+
+def test_several_text_parts_are_one_message(client, model):
+    parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]
+    kw = dict(model="tiny", max_tokens=6, temperature=0)
+    a = client.chat.completions.create(messages=[{"role": "user", "content": parts}], **kw)
+    b = client.chat.completions.create(messages=[{"role": "user", "content": "Hello there"}], **kw)
+    assert a.choices[0].message.content == b.choices[0].message.content

@@ -24,7 +24,7 @@ up a reply, which is the same without them).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -224,20 +224,28 @@ class CompletionRequest(_Sampling):
             raise NpgptError("suffix is not supported: GPT-2 only continues text", param="suffix")
 
 
-class TextPart(Body):
-    type: Literal["text"]
-    text: str
+class ContentPart(Body):
+    """One part of a message's content. Only ``text`` parts are read (several are joined, as one text); any
+    other ``type`` (``image_url``, ``input_audio``, ``file``) parses, to be refused by name in
+    :meth:`ChatRequest.check_supported` rather than as a shape pydantic did not expect."""
+
+    type: str
+    text: str | None = None
 
 
 class ChatMessage(Body):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    """A message. ``role`` is any string here, checked against the transcript's roles in
+    :meth:`ChatRequest.check_supported`, which says why ``tool``'s cannot be read. ``name`` (a participant's
+    name) is accepted and left out of the transcript, whose lines are ``User:``/``Assistant:`` whoever speaks."""
+
+    role: str
+    content: str | list[ContentPart] | None = None
     name: str | None = None
 
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text or "" for part in self.content)
         return self.content or ""
 
 
@@ -263,6 +271,7 @@ class ChatRequest(_Sampling):
         assistant's (whose content OpenAI lets be null): it would be read as an empty message."""
         super().check_supported()
         for i, m in enumerate(self.messages):
+            check_message(m, f"messages[{i}]")
             if m.content is None and m.role != "assistant":
                 raise NpgptError(
                     f"Missing required parameter: 'messages[{i}].content'; a {m.role} message needs content",
@@ -279,6 +288,30 @@ class ChatRequest(_Sampling):
                     f'{field} is not supported: GPT-2 cannot call tools; leave it out or send "none" or "auto"',
                     param=field,
                 )
+
+
+def check_message(m: ChatMessage, where: str) -> None:
+    """Refuse a message the transcript cannot hold, naming the field (``where``: ``messages[i]``) and why."""
+    if m.role in ("tool", "function"):  # a result answers a call, and GPT-2 never makes one
+        raise NpgptError(
+            f"{where}.role {m.role!r} is not supported: GPT-2 cannot call tools, so there is no call for a result "
+            "to answer; send the result in a user message",
+            param=f"{where}.role",
+        )
+    if m.role not in _chat.ROLES:
+        raise NpgptError(f"{where}.role must be one of {', '.join(_chat.ROLES)}, got {m.role!r}", param=f"{where}.role")
+    for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
+        if part.type != "text":
+            raise NpgptError(
+                f"{where}.content[{j}].type {part.type!r} is not supported: GPT-2 reads text only; "
+                'send {"type": "text", "text": ...} parts',
+                param=f"{where}.content[{j}].type",
+            )
+        if part.text is None:
+            raise NpgptError(
+                f"Missing required parameter: '{where}.content[{j}].text'; a text part needs its text",
+                param=f"{where}.content[{j}].text",
+            )
 
 
 class NextTokensRequest(Body):
