@@ -457,3 +457,38 @@ def test_a_request_arriving_while_a_huge_one_holds_the_batch_starts_at_once(mode
     finally:
         sched.close()
     assert finished[0] == "small", finished
+
+
+@pytest.mark.parametrize(
+    "models, says",
+    [
+        (["a=/nonexistent/x", "a=/nonexistent/y"], "two models are called 'a'"),
+        (["x?y=/nonexistent/x"], "'x?y'"),
+        (["../x=/nonexistent/x"], "'../x'"),
+        (["a=/nonexistent/x", "b="], "--model NAME=PATH"),
+    ],
+)
+def test_serve_refuses_a_repeated_or_unsendable_model_name_before_loading(models, says):
+    """Two models under one name, or a name a client cannot put in a URL (``GET /v1/models/{name}``), are
+    refused before any model is loaded (a repeated name was found only once both were loaded)."""
+    from typer.testing import CliRunner
+
+    from npgpt.cli import app
+    from npgpt.errors import NpgptError
+
+    r = CliRunner().invoke(app, ["serve", "--port", "0", *[a for m in models for a in ("-m", m)]])
+    assert isinstance(r.exception, NpgptError) and says in str(r.exception), r.output
+    assert "\n" not in str(r.exception)
+
+
+@pytest.mark.parametrize("name", ["", "a b\n", "x?y", "x#y", "50%", ".", "org/..", "/x", "x/", "a//b", "\tx"])
+def test_create_app_refuses_a_model_name_clients_cannot_send(name):
+    from npgpt.api import GPT2
+    from npgpt.config import GPT2Config
+    from npgpt.errors import NpgptError
+    from npgpt.params import init_params
+    from npgpt.server import create_app
+
+    config = GPT2Config(n_ctx=16, n_embd=8, n_head=2, n_layer=1)
+    with pytest.raises(NpgptError, match="model name"):
+        create_app({name: GPT2(config, init_params(config))})

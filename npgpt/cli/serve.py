@@ -25,7 +25,8 @@ def serve_command(
             "--model",
             "-m",
             help="Checkpoint path or downloaded name (124M…); repeat to serve several. "
-            "NAME=PATH sets the name clients put in `model`. Default: a downloaded GPT-2, else the bundled model.",
+            "NAME=PATH sets the name clients put in `model` (a request without one gets the first model). "
+            "Default: a downloaded GPT-2, else the bundled model.",
         ),
     ] = None,
     host: Annotated[
@@ -97,23 +98,30 @@ def serve_command(
         )
     origins = parse_origins(allowed_origins)
     try:
-        from ..server.app import create_app
+        from ..server.app import check_model_name, create_app
         from ..server.shutdown import serve
     except ImportError as e:
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
     from ..backends import collapse_huge_pages, tune_allocator
 
+    specs = [_split_spec(spec) for spec in model] if model else [("", None)]
+    if any(name and not path for name, path in specs):
+        raise NpgptError("a --model NAME= names no model; write --model NAME=PATH (a path or a downloaded name)")
+    named = [name for name, _ in specs if name]
+    for name in named:  # a bad or repeated name fails here, before loading; names from files are checked below
+        check_model_name(name)
+        if named.count(name) > 1:
+            raise NpgptError(f"two models are called {name!r}; give each its own --model NAME=PATH")
     sock = bind(host, port)  # a busy port or a bad host fails here, before loading or printing anything
     port = sock.getsockname()[1]  # --port 0 takes a free port
     tune_allocator()  # process-wide: the server's entry point tunes it, the library never does
     models = {}
-    specs: list[str | None] = [*model] if model else [None]
-    for spec in specs:
-        name, _, path = spec.partition("=") if spec and "=" in spec and not Path(spec).exists() else ("", "", spec)
+    for name, path in specs:
         m = load_model(path, backend, dtype, auto_rows=max_batch, cap_blas=False)  # auto: at the rows served together
         name = name or _model_name(path, m.source)
         if name in models:
             raise NpgptError(f"two models are called {name!r}; name them with --model NAME=PATH")
+        check_model_name(name)
         models[name] = m
     from ..q8_0 import cap_blas_for
 
@@ -209,6 +217,12 @@ def bind(host: str, port: int) -> socket.socket:
             ) from None
         raise NpgptError(f"cannot listen on {host}:{port}: {e.strerror or e}; check --host and --port") from None
     return sock
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    """``--model`` as (name, path): ``NAME=PATH``, or ("", spec) for a plain path (one whose name holds "=")."""
+    name, eq, path = spec.partition("=")
+    return (name, path) if eq and not Path(spec).exists() else ("", spec)
 
 
 def _model_name(spec: str | None, source: str | None) -> str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from ..errors import NpgptError
 from .errors import add_handlers
 from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
 from .metrics import Metrics
@@ -63,6 +64,8 @@ def create_app(
     """
     if not models:
         raise ValueError("create_app needs at least one model")
+    for name in models:
+        check_model_name(name)
     limits = Limits(max_rows, max_request_tokens)
     metrics = Metrics()
     schedulers = {
@@ -98,6 +101,27 @@ def create_app(
     add_handlers(app, ROUTES)
     app.include_router(router(schedulers, metrics, special_tokens=special_tokens))
     return app
+
+
+def check_model_name(name: str) -> None:
+    """NpgptError for a model name a client cannot send back: ``GET /v1/models/{name}`` puts it in a URL,
+    where ``?``, ``#`` and ``%`` start a query, a fragment or an escape (in clients that do not escape
+    them, and curl), a client normalises ``.``/``..`` and empty segments away (the openai client refuses
+    them), and a control character or an outer space is lost or unreadable in a config file. A ``/`` between
+    segments is fine (``openai-community/gpt2``), as are ``:`` and ``@`` (``gpt2:int8``)."""
+    bad = next((c for c in name if c in "?#%" or not c.isprintable()), None)
+    segments = name.split("/")
+    if bad is not None or not name or name != name.strip() or any(s in ("", ".", "..") for s in segments):
+        why = (
+            f"{bad!r} cannot be sent in a URL"
+            if bad is not None
+            else "it has spaces around it"
+            if name and name != name.strip()
+            else "a URL path cannot hold an empty, '.' or '..' segment"
+        )
+        raise NpgptError(
+            f"model name {name!r} is not one clients can send ({why}); name it with --model NAME=PATH, e.g. gpt2"
+        )
 
 
 @contextmanager
