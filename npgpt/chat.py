@@ -8,6 +8,8 @@ one line per message, ``Role: text``, ending in ``Assistant:`` for the reply::
     User: Hello!
     Assistant:
 
+Each message's outer whitespace is dropped (a line break inside it is kept), so a history kept by ``npgpt chat``
+and one a client sends back to the server, replies as they came, make one transcript.
 Generation stops at ``"\\nUser:"`` (:data:`CHAT_STOP`), where the model starts to write the user's
 next turn, and the reply's leading whitespace is dropped.
 """
@@ -27,7 +29,8 @@ Message = tuple[str, str]  # (role, text): role is one of ROLES' keys
 
 def chat_prompt(messages: Sequence[Message]) -> str:
     """The transcript for ``messages`` (``(role, text)`` pairs, oldest first), ending in ``Assistant:``."""
-    lines = [f"{ROLES[role]}: {text}" for role, text in messages]
+    # stripped: a reply cut before "\nUser:" can end in "\n", which would leave an empty line in the transcript
+    lines = [f"{ROLES[role]}: {text.strip()}" for role, text in messages]
     return "\n".join([*lines, "Assistant:"])
 
 

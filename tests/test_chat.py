@@ -29,6 +29,20 @@ def test_template_is_the_servers():
     assert server_prompt([ChatMessage(role=r, content=t) for r, t in messages]) == expected
 
 
+def test_the_transcript_is_the_same_whoever_kept_the_history():
+    """npgpt chat keeps a reply stripped; a client sends it back as it came (a reply cut before "\nUser:" can end
+    in "\n"), or with its own spaces: each message's outer whitespace is dropped, so both get one transcript
+    (the server's had an empty line, "Assistant: Hi.\n\nUser:", where npgpt chat's had none)."""
+    pytest.importorskip("pydantic")
+    from npgpt.server.protocol import ChatMessage
+    from npgpt.server.protocol import chat_prompt as server_prompt
+
+    sent = [("system", " Be brief.\n"), ("user", "Hi\n"), ("assistant", "Hello.\n"), ("user", "  And?")]
+    expected = "System: Be brief.\nUser: Hi\nAssistant: Hello.\nUser: And?\nAssistant:"
+    assert chat_prompt(sent) == expected
+    assert server_prompt([ChatMessage(role=r, content=t) for r, t in sent]) == expected
+
+
 def test_fit_history_drops_whole_old_turns_keeps_system():
     messages = [
         ("system", "S"),

@@ -496,7 +496,7 @@ def test_chat_over_the_context_blames_the_messages(url):
     error = httpx.post(url + "/v1/chat/completions", json=fits).json()["error"]
     assert error["param"] == "max_tokens" and error["code"] == "context_length_exceeded"
     # in chat's words (one transcript, no "prompt 0"), naming the field the client sent
-    assert error["message"].startswith("the messages take 106 tokens as a transcript and max_tokens is 250")
+    assert error["message"].startswith("the messages take 105 tokens as a transcript and max_tokens is 250")
     newer = {**fits, "max_tokens": None, "max_completion_tokens": 250}
     error = httpx.post(url + "/v1/chat/completions", json=newer).json()["error"]
     assert error["param"] == "max_completion_tokens" and "max_completion_tokens is 250" in error["message"]
