@@ -278,6 +278,9 @@ def test_chat_logprobs_show_a_first_token_as_the_content_has_it(url, model):
 def test_models_health_next_tokens_and_metrics(client, url, model):
     assert [m.id for m in client.models.list().data] == ["tiny", "other"]
     assert client.models.retrieve("other").id == "other"
+    # created: when the server loaded them, not 0 (1970 in a client that shows it); the same on every call
+    created = {m.created for m in client.models.list().data} | {client.models.retrieve("tiny").created}
+    assert len(created) == 1 and time.time() - 3600 < created.pop() <= time.time()
     # the request's model picks among loaded models: another model, another answer
     a = client.completions.create(model="tiny", prompt="Hi", max_tokens=8, temperature=0).choices[0].text
     b = client.completions.create(model="other", prompt="Hi", max_tokens=8, temperature=0).choices[0].text

@@ -328,15 +328,16 @@ def chat_prompt(messages: list[ChatMessage]) -> str:
 
 
 # -- response parts -----------------------------------------------------------------------------------
-def model_card(name: str, model: GPT2) -> dict[str, Any]:
+def model_card(name: str, model: GPT2, created: int) -> dict[str, Any]:
     """``GET /v1/models/{name}``: OpenAI's model object, plus the context length, the config, and whether
-    it is npgpt's bundled model (trained on the King James Bible: the playground suggests a prompt to suit)."""
+    it is npgpt's bundled model (trained on the King James Bible: the playground suggests a prompt to suit).
+    ``created``: Unix seconds, when the server loaded it (0 read as 1970 in any client that shows it)."""
     from ..registry import is_bundled
 
     return {
         "id": name,
         "object": "model",
-        "created": 0,
+        "created": created,
         "owned_by": "npgpt",
         "context_length": model.config.n_ctx,
         "config": model.config.to_dict(),

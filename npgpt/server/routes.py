@@ -8,6 +8,7 @@ playground), ``GET /health``, ``GET /metrics`` (Prometheus text) and ``GET /`` (
 from __future__ import annotations
 
 import asyncio
+import time
 from importlib import resources
 from typing import Any
 
@@ -54,10 +55,11 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
         return name, schedulers[name]
 
     api = APIRouter()
+    loaded = int(time.time())  # each model's ``created``: when this server loaded it (vLLM gives a time too)
 
     @api.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card(name, s.model) for name, s in schedulers.items()]}
+        return {"object": "list", "data": [model_card(name, s.model, loaded) for name, s in schedulers.items()]}
 
     # ``:path``: a name may hold "/" (``openai-community/gpt2``), which the openai client sends as it is
     @api.get("/v1/models/{model:path}")
@@ -65,7 +67,7 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
         if not model:  # ``/v1/models/``: the list, as the redirect to /v1/models answered before ``:path``
             return await list_models()
         name, sched = pick(model)
-        return model_card(name, sched.model)
+        return model_card(name, sched.model, loaded)
 
     @api.post("/v1/completions")
     async def create_completion(body: CompletionRequest, request: Request) -> Any:
