@@ -28,7 +28,12 @@ Message = tuple[str, str]  # (role, text): role is one of ROLES' keys
 
 
 def chat_prompt(messages: Sequence[Message]) -> str:
-    """The transcript for ``messages`` (``(role, text)`` pairs, oldest first), ending in ``Assistant:``."""
+    """The transcript for ``messages`` (``(role, text)`` pairs, oldest first), ending in ``Assistant:``.
+
+    Raises NpgptError for a role not in ``ROLES`` (a tool's message has no line in GPT-2's transcript).
+    """
+    if unknown := sorted({role for role, _ in messages if role not in ROLES}, key=str):
+        raise NpgptError(f"unknown chat role(s) {', '.join(map(repr, unknown))}; the roles are {', '.join(ROLES)}")
     # stripped: a reply cut before "\nUser:" can end in "\n", which would leave an empty line in the transcript
     lines = [f"{ROLES[role]}: {text.strip()}" for role, text in messages]
     return "\n".join([*lines, "Assistant:"])

@@ -179,3 +179,9 @@ def test_chat_commands_of_other_tools_and_unknown_ones(model_file):
         "send it as a message)"
     )
     assert len(r.stdout.splitlines()) == 1  # the reply to "hi", then nothing
+
+
+def test_an_unknown_role_is_named_in_one_line():
+    """chat_prompt called from Python with a tool's role was a bare KeyError('tool')."""
+    with pytest.raises(NpgptError, match=r"unknown chat role\(s\) 'tool'; the roles are system, developer, user"):
+        chat_prompt([("user", "Hi"), ("tool", "42")])
