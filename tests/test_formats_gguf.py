@@ -162,6 +162,17 @@ def _put(w, key, value, add):
         add(value)
 
 
+def _gpt2_tensors(C, F, T, blocks) -> dict:
+    """GGUF name -> NumPy shape of every GPT-2 tensor but token_embd: width C, MLP F, T positions."""
+    names = {"position_embd.weight": (T, C)}
+    for i in blocks:
+        for part, shape in [("attn_norm", [C]), ("attn_qkv", [3 * C, C]), ("attn_output", [C, C])]:
+            names[f"blk.{i}.{part}.weight"], names[f"blk.{i}.{part}.bias"] = shape, shape[:1]
+        for part, shape in [("ffn_norm", [C]), ("ffn_up", [F, C]), ("ffn_down", [C, F])]:
+            names[f"blk.{i}.{part}.weight"], names[f"blk.{i}.{part}.bias"] = shape, shape[:1]
+    return {**names, "output_norm.weight": (C,), "output_norm.bias": (C,)}
+
+
 def _write(
     path, arch="gpt2", eps=1e-5, n_ff=None, tokenizer="gpt2", tokens=None, n_vocab=300, n_layer=1, n_ctx=8, wte=None
 ):
@@ -178,6 +189,9 @@ def _write(
         w.add_tokenizer_model(tokenizer)
         w.add_token_list(tokens if tokens is not None else [f"t{i}" for i in range(n_vocab)])
     w.add_tensor("token_embd.weight", np.zeros((n_vocab, C), np.float32) if wte is None else wte)
+    layers = range(n_layer if isinstance(n_layer, int) and n_layer < 10 else 1)
+    for name, shape in _gpt2_tensors(C, n_ff or 4 * C, n_ctx if isinstance(n_ctx, int) else 8, layers).items():
+        w.add_tensor(name, np.zeros(shape, np.float32))  # the rest of a GPT-2, as its metadata says
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -198,7 +212,7 @@ NOT_GPT2_TOKENS = "not GPT-2's 50257"
         ({"tokenizer": "llama"}, "tokenizer 'llama', not GPT-2's"),
         ({"tokenizer": None}, "no tokenizer in its metadata .* convert the model again with llama.cpp's"),
         ({}, NOT_GPT2_TOKENS),  # a 'gpt2' BPE with another vocabulary (e.g. Llama 3's)
-        ({"n_layer": 10**9}, "block_count 1000000000 but only 1 tensors"),
+        ({"n_layer": 10**9}, r"block_count 1000000000 but only \d+ tensors"),
         # Metadata of the wrong type, and a 1-D token_embd: were internal errors (int("two"), shape[1])
         ({"n_layer": "two"}, "'gpt2.block_count' is 'two', not an integer"),
         ({"n_ctx": [8, 8]}, r"'gpt2.context_length' is \[8, 8\], not an integer"),
@@ -211,6 +225,60 @@ def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):
     with pytest.raises(CheckpointError, match=message) as e:
         load_checkpoint(path)
     assert "\n" not in str(e.value)
+
+
+def _write_model(path, meta=None, blocks=(0, 1), drop=()):
+    """A tiny two-block GPT-2 GGUF (width 32, 300 tokens, 8 positions) with every tensor, written with gguf's
+    own writer; ``meta`` overrides a hyperparameter, ``blocks`` says which blk.N are written, ``drop`` leaves
+    tensors out. Its tokens are not GPT-2's: every
+    refusal below comes before the tokenizer is read."""
+    meta = {"block_count": 2, "context_length": 8, "embedding_length": 32, "head_count": 2, **(meta or {})}
+    C, F, V, T = 32, 128, 300, 8
+    w = gguf.GGUFWriter(path, "gpt2")
+    w.add_block_count(meta["block_count"])
+    w.add_context_length(meta["context_length"])
+    w.add_embedding_length(meta["embedding_length"])
+    w.add_feed_forward_length(meta.get("feed_forward_length", 4 * meta["embedding_length"]))
+    w.add_head_count(meta["head_count"])
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list([f"t{i}" for i in range(V)])
+    names = {"token_embd.weight": (V, C), **_gpt2_tensors(C, F, T, blocks)}
+    for name, shape in names.items():
+        if name not in drop:
+            w.add_tensor(name, np.zeros(shape, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # block_count against the blk.N present: fewer (was "unexpected tensor 'blocks...'"), more, a gap
+        ({"meta": {"block_count": 1}}, r"gpt2.block_count is 1 but the file holds tensors of blk.1 \(2 blocks\)"),
+        ({"meta": {"block_count": 3}}, r"no tensor 'blk.2.attn_norm.weight' \(gpt2.block_count 3, 2 blocks present\)"),
+        ({"meta": {"block_count": 3}, "blocks": (0, 2)}, "no tensor 'blk.1.attn_norm.weight'"),
+        ({"drop": ("blk.1.ffn_up.bias",)}, "no tensor 'blk.1.ffn_up.bias'"),
+        # the rows and widths the metadata gives, named by key and tensor (was "'wpe' has shape ..." in npgpt's names)
+        ({"meta": {"context_length": 16}}, r"context_length is 16 but position_embd.weight has ggml shape \[32, 8\]"),
+        ({"meta": {"embedding_length": 64}}, r"embedding_length is 64 but token_embd.weight has ggml shape \[32, 300"),
+        ({"meta": {"feed_forward_length": 64}}, r"gpt2.feed_forward_length is 64 but blk.0.ffn_up.weight"),
+        ({"meta": {"head_count": 3}}, r"n_embd \(32\) must be divisible by n_head \(3\)"),
+    ],
+)
+def test_gguf_metadata_that_disagrees_with_its_tensors_is_refused_by_key(tmp_path, kwargs, message):
+    path = _write_model(tmp_path / "m.gguf", **kwargs)
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+
+
+def test_a_consistent_tiny_gguf_reaches_the_tokenizer_check(tmp_path):
+    """The writer above is consistent: untampered, the file passes every check but the tokenizer's."""
+    with pytest.raises(CheckpointError, match=NOT_GPT2_TOKENS):
+        load_checkpoint(_write_model(tmp_path / "m.gguf"))
 
 
 @pytest.mark.slow

@@ -254,9 +254,10 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
         raise CheckpointError(
             f"{path}: block_count {config.n_layer} but only {len(tensors)} tensors; the file is incomplete or corrupt"
         )
+    table = _name_table(config.n_layer)
+    _check_against_metadata(path, tensors, table, config)
     _check_tokenizer(reader, path, n_vocab)
 
-    table = _name_table(config.n_layer)
     flat: dict[str, Any] = {}
     for name, tensor in tensors.items():
         if name == _output_name():
@@ -273,6 +274,42 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
     if head is not None and not tied:  # untied implies a head was read
         flat["lm_head"] = head  # ggml [n_embd, n_vocab] = NumPy [V, C], npgpt's lm_head layout
     return config, unflatten(flat, config, source=str(path))
+
+
+def _check_against_metadata(path: Path, tensors: dict[str, Any], table: dict[str, str], config: GPT2Config) -> None:
+    """CheckpointError naming the GGUF key and tensor when the metadata and the tensors disagree (llama.cpp
+    refuses such a file too): blocks present against ``block_count``, every tensor of each block, and the
+    rows and widths that ``context_length``, ``embedding_length`` and ``feed_forward_length`` give."""
+    import gguf
+
+    N, T, L = gguf.TENSOR_NAMES, gguf.MODEL_TENSOR, gguf.Keys.LLM
+    fix = "the metadata and the tensors disagree: re-convert the model with llama.cpp's convert_hf_to_gguf.py"
+    block_count = L.BLOCK_COUNT.format(arch=ARCH)
+    blk = N[T.ATTN_NORM].split("{bid}")[0]  # "blk."
+    present = {int(name[len(blk) :].split(".")[0]) for name in tensors if name.startswith(blk)}
+    beyond = sorted(i for i in present if i >= config.n_layer)
+    if beyond:
+        raise CheckpointError(
+            f"{path}: {block_count} is {config.n_layer} but the file holds tensors of {blk}{beyond[0]} "
+            f"({len(present)} blocks); {fix}"
+        )
+    missing = [name for name in table if name not in tensors]
+    if missing:
+        raise CheckpointError(
+            f"{path}: no tensor {missing[0]!r} ({block_count} {config.n_layer}, {len(present)} blocks present); {fix}"
+        )
+    # ggml ne lists the fastest-varying dimension first: ne = [n_embd, rows].
+    for name, index, key, want in (
+        (f"{N[T.TOKEN_EMBD]}.weight", 0, L.EMBEDDING_LENGTH, config.n_embd),
+        (f"{N[T.POS_EMBD]}.weight", 1, L.CONTEXT_LENGTH, config.n_ctx),
+        (f"{N[T.FFN_UP].format(bid=0)}.weight", 1, L.FEED_FORWARD_LENGTH, getattr(config, "d_mlp", 4 * config.n_embd)),
+    ):
+        shape = [int(n) for n in tensors[name].shape]
+        if len(shape) != 2 or shape[index] != want:
+            raise CheckpointError(
+                f"{path}: {key.format(arch=ARCH)} is {want} but {name} has ggml shape {shape} "
+                f"(expected {want} in place {index}); {fix}"
+            )
 
 
 def _shortest(value: float) -> float:
