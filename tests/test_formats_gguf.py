@@ -281,6 +281,25 @@ def test_a_consistent_tiny_gguf_reaches_the_tokenizer_check(tmp_path):
         load_checkpoint(_write_model(tmp_path / "m.gguf"))
 
 
+@pytest.mark.parametrize(
+    ("shift", "message"), [(4, "has data offset 38404, expected 38400"), (-38400, "has data offset 0, expected 38400")]
+)
+def test_gguf_tensor_data_offsets_are_checked_as_llama_cpp_does(tmp_path, shift, message):
+    """A tensor's offset moved into another tensor's bytes (misaligned, or overlapping the one before): GGUFReader
+    views whatever bytes it names, so the weights were silently the wrong ones; llama.cpp refuses such a file."""
+    path = _write_model(tmp_path / "m.gguf")
+    reader = gguf.GGUFReader(path)
+    second = reader.tensors[1].field.parts[-1]  # position_embd's offset (after token_embd's 38400 bytes), a view
+    where = second.ctypes.data - reader.data.ctypes.data
+    data = bytearray(path.read_bytes())
+    data[where : where + 8] = np.uint64(int(second[0]) + shift).tobytes()
+    bad = tmp_path / "moved.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"moved.gguf: tensor '{reader.tensors[1].name}' {message}") as e:
+        load_checkpoint(bad)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.slow
 def test_truncated_gguf_is_refused_and_untied_head_honoured_or_refused(fixture_dir, original, tmp_path):
     data = (fixture_dir / "tiny-f16.gguf").read_bytes()

@@ -119,6 +119,22 @@ def _open(path: Path) -> Any:
         ) from None
 
 
+def _check_layout(reader: Any, path: Path) -> None:
+    """CheckpointError unless each tensor's data starts where llama.cpp requires: right after the one before,
+    padded to the file's alignment. GGUFReader views whatever bytes an offset names, so a misaligned or
+    overlapping offset would otherwise be read as another tensor's bytes (silently wrong weights)."""
+    expected = 0
+    for tensor in reader.tensors:
+        offset = int(tensor.data_offset) - int(reader.data_offset)
+        if offset != expected:
+            raise CheckpointError(
+                f"{path}: tensor {tensor.name!r} has data offset {offset}, expected {expected} (each tensor "
+                f"follows the one before, aligned to {reader.alignment} bytes); the file is corrupt: "
+                "re-download or re-convert it"
+            )
+        expected += -(-int(tensor.n_bytes) // int(reader.alignment)) * int(reader.alignment)
+
+
 def _field(reader: Any, path: Path, key: str, default: Any = None) -> Any:
     field = reader.fields.get(key)
     if field is None:
@@ -204,6 +220,7 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
 
     path = Path(path)
     reader = _open(path)
+    _check_layout(reader, path)
     arch = _field(reader, path, gguf.Keys.General.ARCHITECTURE)
     if arch != ARCH:
         raise CheckpointError(f"{path}: a GGUF of architecture {arch!r}; npgpt runs GPT-2 ({ARCH!r}) models only")
