@@ -300,6 +300,50 @@ def test_gguf_tensor_data_offsets_are_checked_as_llama_cpp_does(tmp_path, shift,
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("qtype", ["Q8_1", "I32", "F64"])
+def test_a_gguf_tensor_type_gguf_cannot_dequantize_is_refused_naming_the_outtype(tmp_path, qtype, monkeypatch):
+    """Refused before any tensor is read (it used to be found only when that tensor was dequantized, after the
+    tokenizer check and every tensor before it), naming the type and the converter's --outtype."""
+    path = _write_model(tmp_path / "m.gguf", drop=("blk.1.ffn_up.weight",))
+    t = gguf.GGMLQuantizationType[qtype]
+    block, size = gguf.GGML_QUANT_SIZES[t]
+    raw = np.zeros((128, 32 // block * size), np.uint8)  # ffn_up [128, 32] in that type's bytes
+    bad = tmp_path / "typed.gguf"
+    reader = gguf.GGUFReader(path)
+    w = gguf.GGUFWriter(bad, "gpt2")
+    for field in reader.fields.values():
+        if not field.name.startswith("GGUF.") and field.name != "general.architecture":
+            sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    for tensor in reader.tensors:
+        w.add_tensor(tensor.name, np.asarray(tensor.data))
+    w.add_tensor("blk.1.ffn_up.weight", raw, raw_dtype=t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    monkeypatch.setattr(gguf_format, "_check_tokenizer", lambda *a: None)  # the tiny file's tokens are not GPT-2's
+    with pytest.raises(
+        CheckpointError, match=rf"tensor 'blk.1.ffn_up.weight' is {qtype}, a type npgpt cannot read.*--outtype f16"
+    ) as e:
+        load_checkpoint(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_a_tensor_type_newer_than_the_gguf_package_names_the_upgrade(tmp_path):
+    path = _write_model(tmp_path / "m.gguf")
+    reader = gguf.GGUFReader(path)
+    type_field = reader.tensors[0].field.parts[-2]  # token_embd's ggml type, a view into the file's bytes
+    where = type_field.ctypes.data - reader.data.ctypes.data
+    data = bytearray(path.read_bytes())
+    data[where : where + 4] = np.uint32(250).tobytes()
+    (tmp_path / "new.gguf").write_bytes(bytes(data))
+    with pytest.raises(
+        CheckpointError, match="a tensor type the installed gguf package does not know .*pip install -U gguf"
+    ):
+        load_checkpoint(tmp_path / "new.gguf")
+
+
 @pytest.mark.slow
 def test_truncated_gguf_is_refused_and_untied_head_honoured_or_refused(fixture_dir, original, tmp_path):
     data = (fixture_dir / "tiny-f16.gguf").read_bytes()

@@ -48,6 +48,8 @@ ARCH = "gpt2"
 GPT2_TOKENS = 50257
 EOT_ID = 50256  # <|endoftext|>: llama.cpp's bos and eos for GPT-2
 DTYPES = ("float32", "float16", "bfloat16", "q8_0")  # what save() writes; ``npgpt convert --dtype``
+# The fix for a tensor type npgpt cannot read: llama.cpp's converter writes one it can.
+_CONVERT_AS = "llama.cpp's convert_hf_to_gguf.py --outtype f16 (or q8_0, bf16, f32)"
 _MATRICES = ("attn.c_attn.w", "attn.c_proj.w", "mlp.c_fc.w", "mlp.c_proj.w")  # Conv1D [in, out] in npgpt
 
 
@@ -114,9 +116,36 @@ def _open(path: Path) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except (ValueError, IndexError, KeyError, TypeError, OSError) as e:
+        if isinstance(e, ValueError) and "GGMLQuantizationType" in str(e):  # how GGUFReader names a type it lacks
+            raise CheckpointError(
+                f"{path}: a tensor type the installed gguf package does not know ({e}); pip install -U gguf, "
+                f"or convert the model again with {_CONVERT_AS}"
+            ) from None
         raise CheckpointError(
             f"{path}: not a readable GGUF file ({e}); the file is truncated or corrupt: re-download or re-convert it"
         ) from None
+
+
+def _check_types(reader: Any, path: Path) -> None:
+    """CheckpointError, before any tensor is read, naming a tensor whose type gguf cannot dequantize (Q8_1, an
+    integer or F64 type: llama.cpp's converter writes none of them for a model's weights)."""
+    import gguf
+    from gguf import quants
+
+    readable: dict[Any, bool] = {}
+    for tensor in reader.tensors:
+        qtype = tensor.tensor_type
+        if qtype not in readable:
+            try:  # one block of zero bytes: cheap, and the same dispatch as the real tensor's
+                quants.dequantize(np.zeros((1, gguf.GGML_QUANT_SIZES[qtype][1]), np.uint8), qtype)
+                readable[qtype] = True
+            except NotImplementedError:
+                readable[qtype] = False
+        if not readable[qtype]:
+            raise CheckpointError(
+                f"{path}: tensor {tensor.name!r} is {qtype.name}, a type npgpt cannot read (gguf does not "
+                f"dequantize it); convert the model again with {_CONVERT_AS}"
+            )
 
 
 def _check_layout(reader: Any, path: Path) -> None:
@@ -179,13 +208,7 @@ def _to_float32(tensor: Any, path: Path) -> np.ndarray:
     """A ReaderTensor's data as float32 in NumPy order ``[..., ne0]``; F32 stays a view of the map."""
     from gguf import quants
 
-    try:
-        arr = quants.dequantize(tensor.data, tensor.tensor_type)
-    except NotImplementedError:
-        raise CheckpointError(
-            f"{path}: tensor {tensor.name!r} is {tensor.tensor_type.name}, which gguf cannot "
-            "dequantize; convert it to F16 or Q8_0 with llama.cpp first"
-        ) from None
+    arr = quants.dequantize(tensor.data, tensor.tensor_type)  # a type it cannot: refused by _check_types
     if not np.may_share_memory(arr, tensor.data):  # a dequantized copy: the file's pages are read, let them go
         from ..files import release_mapped
 
@@ -221,6 +244,7 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
     path = Path(path)
     reader = _open(path)
     _check_layout(reader, path)
+    _check_types(reader, path)
     arch = _field(reader, path, gguf.Keys.General.ARCHITECTURE)
     if arch != ARCH:
         raise CheckpointError(f"{path}: a GGUF of architecture {arch!r}; npgpt runs GPT-2 ({ARCH!r}) models only")
