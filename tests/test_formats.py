@@ -246,6 +246,21 @@ def test_wrong_shapes_are_named(tmp_path):
         load_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize(("damage", "message"), [("folder", r"unreadable \(Is a directory\)"), (b"{", "not JSON")])
+def test_an_unreadable_hf_config_json_is_one_line_naming_the_fix(tmp_path, damage, message):
+    """A folder where config.json should be was an internal IsADirectoryError."""
+    config = CONFIGS["tiny"]
+    hf_format.save(tmp_path, config, random_params(config))
+    (tmp_path / "config.json").unlink()
+    if damage == "folder":
+        (tmp_path / "config.json").mkdir()
+    else:
+        (tmp_path / "config.json").write_bytes(damage)
+    with pytest.raises(CheckpointError, match=rf"config.json: {message}.*; re-download the model$") as e:
+        hf_format.load(tmp_path)
+    assert "\n" not in str(e.value)
+
+
 def test_unknown_directory_says_what_was_expected(tmp_path):
     with pytest.raises(CheckpointError, match="hparams.json"):
         detect(tmp_path)

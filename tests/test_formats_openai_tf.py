@@ -243,6 +243,29 @@ def test_missing_hparams_is_an_error(copy):
         openai_tf.load(copy)
 
 
+@pytest.mark.parametrize(
+    ("name", "damage", "message"),
+    [
+        ("hparams.json", "folder", r"hparams.json: unreadable \(Is a directory\); the checkpoint is damaged"),
+        ("hparams.json", b"{", r"hparams.json: not JSON \(.*\); the checkpoint is damaged"),
+        ("hparams.json", b"\xff\xfe", r"hparams.json: not JSON \(.*\); the checkpoint is damaged"),
+        ("checkpoint", "folder", r"checkpoint: unreadable \(Is a directory\); the checkpoint is damaged"),
+        ("checkpoint", b"\xff\xfe", r"checkpoint: unreadable \(not text\); the checkpoint is damaged"),
+    ],
+)
+def test_an_unreadable_hparams_or_checkpoint_file_is_one_line(copy, name, damage, message):
+    """A folder in the file's place, or bytes that are not text: was an internal IsADirectoryError or
+    UnicodeDecodeError."""
+    (copy / name).unlink()
+    if damage == "folder":
+        (copy / name).mkdir()
+    else:
+        (copy / name).write_bytes(damage)
+    with pytest.raises(CheckpointError, match=message) as e:
+        openai_tf.load(copy)
+    assert "\n" not in str(e.value)
+
+
 OLD = GPT2Config(n_vocab=77, n_ctx=16, n_embd=48, n_head=3, n_layer=2)
 NEW = dataclasses.replace(OLD, layer_norm_epsilon=1e-3)  # same shapes: only the math differs
 

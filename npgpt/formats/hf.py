@@ -137,9 +137,11 @@ def load(directory: str | Path, weights: str | Path | None = None) -> tuple[GPT2
     if not config_path.exists():
         raise CheckpointError(f"{config_path}: missing; a Hugging Face GPT-2 directory needs config.json")
     try:
-        raw = parse_json(config_path.read_text())
+        raw = parse_json(config_path.read_text(encoding="utf-8"))
+    except OSError as e:  # a folder in its place, no permission: read_text's own message is a traceback's
+        raise CheckpointError(f"{config_path}: unreadable ({e.strerror}); re-download the model") from None
     except ValueError as e:
-        raise CheckpointError(f"{config_path}: not JSON ({e})") from None
+        raise CheckpointError(f"{config_path}: not JSON ({e}); re-download the model") from None
     check_gpt2(raw, str(config_path))
     try:
         config = GPT2Config.from_dict(raw)

@@ -564,7 +564,12 @@ def _checkpoint_prefix(directory: Path) -> Path:
     else ``model.ckpt``."""
     state = directory / "checkpoint"
     if state.exists():
-        found = re.search(r'^model_checkpoint_path:\s*"(.*)"', state.read_text(), re.MULTILINE)
+        try:
+            text = state.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not text"
+            raise CheckpointError(f"{state}: unreadable ({reason}); {_FIX}") from None
+        found = re.search(r'^model_checkpoint_path:\s*"(.*)"', text, re.MULTILINE)
         if found:
             path = Path(found[1])
             if not path.is_absolute():
@@ -580,11 +585,15 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     directory = Path(directory)
     hparams = directory / "hparams.json"
     try:
-        config = GPT2Config.from_dict(parse_json(hparams.read_text()))
+        config = GPT2Config.from_dict(parse_json(hparams.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise CheckpointError(
             f"{hparams}: missing; an OpenAI GPT-2 directory needs hparams.json next to model.ckpt.index"
         ) from None
+    except OSError as e:  # a folder in its place, no permission
+        raise CheckpointError(f"{hparams}: unreadable ({e.strerror}); {_FIX}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{hparams}: not JSON ({e}); {_FIX}") from None
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{hparams}: {e}") from None
     table = name_table(config)
