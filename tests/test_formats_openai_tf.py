@@ -232,8 +232,12 @@ def test_optimizer_slots_are_skipped_but_foreign_tensors_are_refused(copy):
     slots = {"model/wte/Adam": np.zeros((300, 32), np.float32), "global_step": np.array(7, np.int64)}
     openai_tf.write_bundle(copy / "model.ckpt", {**tensors, **slots})
     assert openai_tf.load(copy)[0].n_layer == 2
+    openai_tf.write_bundle(copy / "model.ckpt", {**tensors, "model/rotary/inv_freq": np.ones(32, np.float32)})
+    with pytest.raises(CheckpointError, match=r"unexpected tensor 'model/rotary/inv_freq'"):
+        openai_tf.load(copy)
+    # A block beyond hparams.json's n_layer is a layer count that disagrees (see the test below)
     openai_tf.write_bundle(copy / "model.ckpt", {**tensors, "model/h2/ln_1/g": np.ones(32, np.float32)})
-    with pytest.raises(CheckpointError, match=r"unexpected tensor 'model/h2/ln_1/g'"):
+    with pytest.raises(CheckpointError, match=r"says n_layer=2 but the weights hold 3 blocks"):
         openai_tf.load(copy)
 
 
@@ -264,6 +268,16 @@ def test_an_unreadable_hparams_or_checkpoint_file_is_one_line(copy, name, damage
     with pytest.raises(CheckpointError, match=message) as e:
         openai_tf.load(copy)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("n_layer", [1, 3])
+def test_hparams_n_layer_that_disagrees_with_the_blocks_is_named(copy, n_layer):
+    """hparams.json saying fewer layers than the bundle holds was refused as "unexpected tensor
+    'model/h1/attn/c_attn/b'"; now, as for more layers, it is named as the layer count that disagrees."""
+    text = (copy / "hparams.json").read_text().replace('"n_layer": 2', f'"n_layer": {n_layer}')
+    (copy / "hparams.json").write_text(text)
+    with pytest.raises(CheckpointError, match=f"says n_layer={n_layer} but the weights hold 2 blocks"):
+        openai_tf.load(copy)
 
 
 OLD = GPT2Config(n_vocab=77, n_ctx=16, n_embd=48, n_head=3, n_layer=2)

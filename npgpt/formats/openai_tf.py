@@ -554,6 +554,14 @@ def name_table(config: GPT2Config) -> dict[str, str]:
     return table
 
 
+def _npgpt_name(openai_name: str) -> str:
+    """A block's tensor :func:`name_table` lacks (a block beyond hparams.json's n_layer) in npgpt's form all the
+    same (``model/h5/ln_1/g`` -> ``blocks.5.ln_1.g``), so that it is refused as a layer count that disagrees,
+    not as a stray tensor; any other name stays the file's, to be named as unexpected."""
+    block = re.fullmatch(r"model/h(\d+)/(.+)", openai_name)
+    return f"blocks.{block[1]}.{block[2].replace('/', '.')}" if block else openai_name
+
+
 def _is_conv1d_weight(openai_name: str) -> bool:
     # OpenAI's conv1d stores weights as [1, nx, nf] (a width-1 convolution); npgpt keeps [nx, nf].
     return openai_name.startswith("model/h") and openai_name.endswith("/w")
@@ -610,7 +618,7 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         if _is_conv1d_weight(name) and arr.ndim == 3 and arr.shape[0] == 1:
             arr = arr[0]
         value = arr if arr.dtype == np.float32 else arr.astype(np.float32)
-        flat[table.get(name, name)] = value
+        flat[table.get(name) or _npgpt_name(name)] = value
     return config, unflatten(flat, config, source=f"{prefix}.index")
 
 
