@@ -261,6 +261,30 @@ def test_an_unreadable_hf_config_json_is_one_line_naming_the_fix(tmp_path, damag
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("dtype", ["F8_E4M3", "F8_E5M2", "I8"])
+def test_a_safetensors_dtype_npgpt_does_not_read_names_the_fix(tmp_path, dtype):
+    """An 8-bit tensor (float8, int8) was refused as "unsupported dtype" with no way forward."""
+    config = CONFIGS["tiny"]
+    hf_format.save(tmp_path, config, random_params(config))
+    tensors = npgpt_format.read_safetensors(tmp_path / "model.safetensors")[0]
+    name = "transformer.h.0.ln_1.weight"
+    header, chunks, at = {}, [], 0
+    for key, arr in tensors.items():  # the file as safetensors lays it out, one tensor of one-byte ``dtype``
+        raw = np.zeros(arr.size, np.uint8).tobytes() if key == name else np.ascontiguousarray(arr).tobytes()
+        kind = dtype if key == name else "F32"
+        header[key] = {"dtype": kind, "shape": list(arr.shape), "data_offsets": [at, at + len(raw)]}
+        chunks.append(raw)
+        at += len(raw)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    (tmp_path / "model.safetensors").write_bytes(len(head).to_bytes(8, "little") + head + b"".join(chunks))
+    with pytest.raises(
+        CheckpointError, match=rf"'{name}' has unsupported dtype {dtype} .*save the model as float32"
+    ) as e:
+        load_checkpoint(tmp_path)
+    assert "\n" not in str(e.value)
+
+
 def test_unknown_directory_says_what_was_expected(tmp_path):
     with pytest.raises(CheckpointError, match="hparams.json"):
         detect(tmp_path)

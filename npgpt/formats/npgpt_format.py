@@ -80,7 +80,11 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     for name, info in header.items():
         dtype = _DTYPES.get(info["dtype"])
         if dtype is None:
-            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has unsupported dtype {info['dtype']} (npgpt reads F32, F16, BF16 and "
+                "F64 weights); save the model as float32 or float16 first, e.g. transformers' "
+                "model.float().save_pretrained(DIR)"
+            )
         begin, end = (8 + n + o for o in info["data_offsets"])
         arr = data[begin:end].view(dtype).reshape(info["shape"])
         if info["dtype"] == "BF16":
