@@ -56,6 +56,14 @@ def default_files() -> tuple[Path, Path]:
     return Path(str(assets / "encoder.json")), Path(str(assets / "vocab.bpe"))
 
 
+@functools.cache
+def gpt2_tokens() -> tuple[str, ...]:
+    """GPT-2's 50257 tokens in id order, spelled as its ``encoder.json`` spells them (byte-level BPE's
+    printable characters): what a checkpoint's saved tokenizer is compared with, and what GGUF stores."""
+    encoder = json.loads(default_files()[0].read_text(encoding="utf-8"))
+    return tuple(t for t, _ in sorted(encoder.items(), key=lambda kv: kv[1]))
+
+
 class Tokenizer:
     """GPT-2 tokenizer: ``encode`` text to ids, ``decode`` ids to text.
 

@@ -32,7 +32,6 @@ tokenizer from npgpt's assets, so llama.cpp loads the file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +176,7 @@ def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> None:
     """GPT-2's tokenizer, or CheckpointError: npgpt encodes text with GPT-2's BPE, not the file's."""
     import gguf
 
-    from ..tokenizer import default_files
+    from ..tokenizer import gpt2_tokens
 
     K = gguf.Keys.Tokenizer
     if K.MODEL not in reader.fields:  # llama.cpp refuses such a file too
@@ -193,8 +192,7 @@ def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> None:
         )
     tokens_field = reader.fields.get(K.LIST)
     tokens = [] if tokens_field is None else [bytes(tokens_field.parts[i]) for i in tokens_field.data]
-    encoder = json.loads(default_files()[0].read_text(encoding="utf-8"))
-    gpt2 = [t.encode("utf-8") for t, _ in sorted(encoder.items(), key=lambda kv: kv[1])]
+    gpt2 = [t.encode("utf-8") for t in gpt2_tokens()]
     if tokens[:GPT2_TOKENS] != gpt2:
         raise CheckpointError(
             f"{path}: its {len(tokens)} tokens are not GPT-2's 50257 (a different BPE vocabulary, "
@@ -362,11 +360,10 @@ def _gpt2_vocab(n_vocab: int) -> tuple[list[str], list[int], list[str]]:
     """Tokens, token types and merges for the GGUF tokenizer, as the converter builds them for GPT-2."""
     import gguf
 
-    from ..tokenizer import default_files
+    from ..tokenizer import default_files, gpt2_tokens
 
-    encoder_json, vocab_bpe = default_files()
-    encoder = json.loads(encoder_json.read_text(encoding="utf-8"))
-    tokens = [t for t, _ in sorted(encoder.items(), key=lambda kv: kv[1])]
+    _, vocab_bpe = default_files()
+    tokens = list(gpt2_tokens())
     types = [int(gguf.TokenType.NORMAL)] * len(tokens)
     types[EOT_ID] = int(gguf.TokenType.CONTROL)
     # A padded vocabulary (nanoGPT's 50304): the converter names the extra rows [PAD{i}], type UNUSED.

@@ -57,9 +57,9 @@ def check_tokenizer(directory: Path) -> None:
     """CheckpointError if the tokenizer saved beside the model is not GPT-2's: npgpt encodes text with
     GPT-2's BPE, so a model trained on another vocabulary would read wrong tokens and write gibberish
     (GGUF's tokenizer metadata is checked the same way). A directory without tokenizer files passes."""
-    from ..tokenizer import default_files
+    from ..tokenizer import gpt2_tokens
 
-    gpt2: dict[str, int] | None = None
+    gpt2: tuple[str, ...] | None = None
     for name in BPE_VOCABS:
         path = directory / name
         if not path.is_file():
@@ -75,10 +75,10 @@ def check_tokenizer(directory: Path) -> None:
             kind, vocab = (model.get("type"), model.get("vocab")) if isinstance(model, dict) else (None, None)
         if kind != "BPE":
             raise _not_gpt2_tokenizer(path, f"a {kind or 'unknown'} tokenizer, not GPT-2's byte-level BPE")
-        gpt2 = gpt2 or parse_json(default_files()[0].read_text(encoding="utf-8"))
+        gpt2 = gpt2_tokens()
         if not isinstance(vocab, dict):
             raise _not_gpt2_tokenizer(path, "no vocabulary")
-        wrong = next(((t, i) for t, i in gpt2.items() if vocab.get(t) != i), None)
+        wrong = next(((t, i) for i, t in enumerate(gpt2) if vocab.get(t) != i), None)
         if wrong is not None:
             t, i = wrong
             here = vocab.get(t)
