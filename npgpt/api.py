@@ -108,10 +108,17 @@ class GPT2:
 
     # -- generation -----------------------------------------------------------------------------
     def _rows(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]]) -> list[list[int]]:
-        """Token ids per prompt; a string or a flat sequence of ids is one prompt, never one per item."""
+        """Token ids per prompt; a string or a flat sequence of ids is one prompt, never one per item.
+
+        A literal ``<|endoftext|>`` in a text prompt is the special token, id 50256, GPT-2's document
+        separator, as in the CLI, the server's completions, transformers, llama.cpp and vLLM; to read it
+        as text, pass ``model.tokenizer.encode(text)``. (A chat message's is text: ``npgpt.chat``.)"""
         if isinstance(prompts, (str, np.ndarray)) or _is_sequence(prompts):
             items: Sequence[Any] = [prompts] if _is_one_prompt(prompts) else prompts
-            return [self.tokenizer.encode(p) if isinstance(p, str) else _token_ids(p, i) for i, p in enumerate(items)]
+            return [
+                self.tokenizer.encode(p, allow_special=True) if isinstance(p, str) else _token_ids(p, i)
+                for i, p in enumerate(items)
+            ]
         raise NpgptError(
             f"prompts must be a string, token ids or a list of them, got {type(prompts).__name__}", param="prompt"
         )

@@ -185,3 +185,16 @@ def test_an_unknown_role_is_named_in_one_line():
     """chat_prompt called from Python with a tool's role was a bare KeyError('tool')."""
     with pytest.raises(NpgptError, match=r"unknown chat role\(s\) 'tool'; the roles are system, developer, user"):
         chat_prompt([("user", "Hi"), ("tool", "42")])
+
+
+def test_chat_reads_endoftext_in_a_message_as_text():
+    """A chat message's literal <|endoftext|> is text, as in the server's chat (a text prompt to the
+    Python API reads it as the token, so npgpt chat must not hand its transcript over as text)."""
+    m = load("bundled")
+    ids = m.tokenizer.encode(chat_prompt([("user", "<|endoftext|>")]))
+    as_text = m.completions(ids, max_new_tokens=8, temperature=0, stop=CHAT_STOP, skip_leading_space=True)[0].text
+    as_token = m.generate(chat_prompt([("user", "<|endoftext|>")]), max_new_tokens=8, temperature=0, stop=CHAT_STOP)
+    assert as_text.strip() != as_token.strip()
+    r = run_cli("chat", "--temperature", "0", "--max-new-tokens", "8", input="<|endoftext|>\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == as_text.strip() + "\n"

@@ -192,20 +192,41 @@ def test_endoftext_in_a_prompt_is_the_special_token(client, bundled) -> None:
 
 
 def test_special_tokens_can_be_turned_off(bundled) -> None:
-    message = [{"role": "user", "content": "<|endoftext|>Hi"}]
     usage = {}
     for special in (True, False):
         with TestClient(create_app({"bundled": bundled}, special_tokens=special)) as c:
             r = post(c, {"prompt": "<|endoftext|>In the beginning", "max_tokens": 0, "echo": True})
             usage[special] = r.json()["usage"]["prompt_tokens"]
-            chat = post(c, {"messages": message, "max_tokens": 1}, "/v1/chat/completions").json()
-            usage[special, "chat"] = chat["usage"]["prompt_tokens"]
     as_text = len(bundled.tokenizer.encode("<|endoftext|>"))
     assert usage[True] == 4 and usage[False] == 3 + as_text
-    transcript = chat_prompt([ChatMessage(**m) for m in message])
-    for special in (True, False):
-        assert usage[special, "chat"] == len(bundled.tokenizer.encode(transcript, allow_special=special))
-    assert usage[True, "chat"] < usage[False, "chat"]
+
+
+def test_endoftext_means_the_same_in_every_prompt_and_is_text_in_chat(bundled) -> None:
+    """One rule everywhere: in text to continue (the Python API, the CLI's generate, next and tokenize, the
+    server's completions, next_tokens and internals) <|endoftext|> is id 50256 unless the server runs with
+    --no-special-tokens; in a chat message (the server's chat, npgpt chat) it is plain text, whatever the flag.
+    (The API read it as text while the server read it as the token, and the server's chat read it as the token.)"""
+    text = "<|endoftext|>In the beginning"
+    tok = bundled.tokenizer
+    special, plain = tok.encode(text, allow_special=True), tok.encode(text)
+    assert special[0] == tok.eot_id and len(plain) > len(special)
+    greedy = {"max_new_tokens": 4, "temperature": 0}
+    assert bundled.completions(text, **greedy)[0].tokens == bundled.completions(special, **greedy)[0].tokens
+    assert bundled.next_tokens(text, k=3) == bundled.next_tokens(special, k=3)
+    message = [{"role": "user", "content": "<|endoftext|>Hi"}]
+    transcript = tok.encode(chat_prompt([ChatMessage(**m) for m in message]))  # the message's text as text
+    for flag in (True, False):
+        want = special if flag else plain
+        with TestClient(create_app({"bundled": bundled}, special_tokens=flag)) as c:
+            r = post(c, {"prompt": text, "max_tokens": 0, "echo": True})
+            assert r.json()["usage"]["prompt_tokens"] == len(want)
+            chat = post(c, {"messages": message, "max_tokens": 1}, "/v1/chat/completions").json()
+            assert chat["usage"]["prompt_tokens"] == len(transcript)
+            top = post(c, {"prompt": text, "k": 3}, "/v1/next_tokens").json()["tokens"]
+            assert [(t["id"], t["text"]) for t in top] == [(i, t) for i, t, _ in bundled.next_tokens(want, k=3)]
+            inside = post(c, {"prompt": text}, "/v1/internals").json()
+            assert len(inside["tokens"]) == len(want)
+    assert run_cli("tokenize", "--ids", text).stdout.split() == [str(t) for t in special]
 
 
 def test_the_tokenizer_is_tiktokens_gpt2(tiktoken_gpt2) -> None:

@@ -191,9 +191,10 @@ def _stream_reply(m: GPT2, prompt: str, sampling: dict) -> str:
     """Print the reply as it is generated; return it."""
     out, reply = sys.stdout, ""
     try:
-        for delta in m.stream(prompt, **sampling):
-            reply += delta
-            out.write(delta)
+        # token ids, so a message's literal <|endoftext|> stays text (a text prompt would read it as the token)
+        for ev in m.events(m.tokenizer.encode(prompt), **sampling):
+            reply += ev.text
+            out.write(ev.text)
             out.flush()
     except KeyboardInterrupt:
         out.write(" [stopped]")

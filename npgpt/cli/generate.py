@@ -217,7 +217,7 @@ def tokenize(
     ids_only: Annotated[bool, typer.Option("--ids", help="Print only the ids.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show how GPT-2 splits text into tokens, with their ids.
+    """Show how GPT-2 splits text into tokens, with their ids (<|endoftext|> is id 50256, as generate reads it).
 
     Example: npgpt tokenize "Hello, world! 👋"
     """
@@ -229,7 +229,7 @@ def tokenize(
     if text is None:
         raise NpgptError("no text: give TEXT, or pipe text in")
     tok = Tokenizer()
-    ids = tok.encode(text)
+    ids = tok.encode(text, allow_special=True)  # as generate reads the prompt
     if as_json:
         print_json(
             {

@@ -52,8 +52,8 @@ def serve_command(
         bool,
         typer.Option(
             "--special-tokens/--no-special-tokens",
-            help="Read a literal <|endoftext|> in prompts and messages as the special token (as OpenAI's and "
-            "vLLM's servers do); --no-special-tokens reads it as plain text.",
+            help="Read a literal <|endoftext|> in prompts as the special token (as OpenAI's and vLLM's servers "
+            "and npgpt generate do); --no-special-tokens reads it as plain text. In chat messages it is always text.",
         ),
     ] = True,
     max_rows: Annotated[int, typer.Option(help="Completions per request at most (prompts x n); more get 400.")] = 256,

@@ -55,8 +55,9 @@ def create_app(
     ``api_key``: if set, ``/v1/*`` needs ``Authorization: Bearer <key>``, and ``/docs``, ``/redoc``
     and ``/openapi.json`` are off. ``max_batch``: rows decoded together per model. ``max_queue``:
     requests that may wait for a free row before new ones get 503. Bodies over ``max_body_bytes``
-    get 413. ``special_tokens``: a literal ``<|endoftext|>`` in a prompt or message is the special
-    token (as in OpenAI's and vLLM's servers); False reads it as plain text. ``max_rows`` (prompts x
+    get 413. ``special_tokens``: a literal ``<|endoftext|>`` in a prompt is the special token (as in
+    OpenAI's and vLLM's servers and the Python API); False reads it as plain text. In a chat message it is
+    always text. ``max_rows`` (prompts x
     ``n``) and ``max_request_tokens`` (prompt tokens + ``max_tokens``, over the rows) bound one
     request (:mod:`.limits`); over them is a 400. ``allowed_origins``: the origins
     (``https://host[:port]``, or ``*`` for any) whose web pages may call the server (CORS); none by

@@ -27,19 +27,18 @@ from .scheduler import Scheduler
 from .streaming import Answer, Chunk, Run, usage
 
 
-async def start(
-    body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics, special_tokens: bool = True
-) -> Answer:
+async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics) -> Answer:
     """Check and queue the request (errors here are plain 4xx/503 responses); its answer follows.
 
-    ``special_tokens``: a literal ``<|endoftext|>`` in a message is the special token.
+    A literal ``<|endoftext|>`` in a message is text, as in ``npgpt chat``: what a person wrote never
+    ends the transcript (OpenAI's chat reads message content as text too), whatever ``--special-tokens``.
     """
     m, tok = sched.model, sched.model.tokenizer
     body.check_supported()
     limits: Limits = request.app.state.limits
     limits.check_rows(1, body.n or 1)
     # a long transcript takes a while to tokenise: on a thread, so the event loop keeps serving
-    prompt = await asyncio.to_thread(tok.encode, chat_prompt(body.messages), allow_special=special_tokens)
+    prompt = await asyncio.to_thread(tok.encode, chat_prompt(body.messages))
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None

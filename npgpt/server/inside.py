@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
@@ -25,10 +26,11 @@ class InternalsRequest(Body):
     head: Int = Field(0, ge=0)
 
 
-def internals(m: Any, prompt: str, layer: int, head: int) -> dict[str, Any]:
+def internals(m: Any, prompt: str, layer: int, head: int, special_tokens: bool = True) -> dict[str, Any]:
     """The response body for one model (``api.GPT2``); raises ``NpgptError`` for a layer or head
-    the model does not have or a prompt with no tokens."""
-    ids = m.tokenizer.encode(prompt)[-MAX_TOKENS:]
+    the model does not have or a prompt with no tokens. ``special_tokens``: as for completions."""
+    all_ids = m.tokenizer.encode(prompt, allow_special=special_tokens)
+    ids = all_ids[-MAX_TOKENS:]
     lens = logit_lens(m, ids)
     pattern = attention_pattern(m, ids, layer, head)
 
@@ -42,7 +44,7 @@ def internals(m: Any, prompt: str, layer: int, head: int) -> dict[str, Any]:
         "n_layer": m.config.n_layer,
         "n_head": m.config.n_head,
         "tokens": [text(t) for t in ids],
-        "truncated": len(m.tokenizer.encode(prompt)) > MAX_TOKENS,
+        "truncated": len(all_ids) > MAX_TOKENS,
         "attention": [[round(float(p), 4) for p in row[: q + 1]] for q, row in enumerate(pattern)],  # causal rows
         "logit_lens": {
             "layers": ["embed"] + [str(i + 1) for i in range(m.config.n_layer)],  # blocks applied
@@ -53,7 +55,7 @@ def internals(m: Any, prompt: str, layer: int, head: int) -> dict[str, Any]:
     }
 
 
-def inside_routes(pick: Callable[[str | None], tuple[str, Any]]) -> APIRouter:
+def inside_routes(pick: Callable[[str | None], tuple[str, Any]], special_tokens: bool = True) -> APIRouter:
     """The router; ``pick(model_name)`` gives ``(name, scheduler)`` as ``create_app`` resolves models.
     The work runs on the scheduler's worker thread, like every other use of the model."""
     router = APIRouter()
@@ -62,7 +64,8 @@ def inside_routes(pick: Callable[[str | None], tuple[str, Any]]) -> APIRouter:
     async def post_internals(body: InternalsRequest) -> dict[str, Any]:
         name, sched = pick(body.model)
         m = sched.model
-        out = await asyncio.wrap_future(sched.call(lambda: internals(m, body.prompt, body.layer, body.head)))
+        work = partial(internals, m, body.prompt, body.layer, body.head, special_tokens)
+        out = await asyncio.wrap_future(sched.call(work))
         return {**out, "model": name}
 
     return router

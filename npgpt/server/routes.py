@@ -38,7 +38,8 @@ ROUTES = (  # (method, path) of each route without a path parameter but the play
 def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: bool = True) -> APIRouter:
     """The app's routes over ``schedulers`` (model name -> its scheduler; the first is the default).
 
-    ``special_tokens``: whether a literal ``<|endoftext|>`` in a prompt is the special token.
+    ``special_tokens``: whether a literal ``<|endoftext|>`` in a prompt (completions, next_tokens,
+    internals) is the special token; in a chat message it is always text.
     """
 
     def pick(name: str | None) -> tuple[str, Scheduler]:
@@ -76,14 +77,18 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
 
     @api.post("/v1/chat/completions")
     async def create_chat_completion(body: ChatRequest, request: Request) -> Any:
-        answer = await chat.start(body, request, *pick(body.model), metrics, special_tokens)
+        answer = await chat.start(body, request, *pick(body.model), metrics)
         return await respond(answer, bool(body.stream), include_usage(body))
 
     @api.post("/v1/next_tokens")
     async def next_tokens(body: NextTokensRequest) -> dict[str, Any]:
         name, sched = pick(body.model)
         m = sched.model
-        top = await asyncio.wrap_future(sched.call(lambda: m.next_tokens(body.prompt, k=body.k)))
+
+        def top_k() -> list:  # tokenising a long prompt takes a while: on the worker, not the event loop
+            return m.next_tokens(m.tokenizer.encode(body.prompt, allow_special=special_tokens), k=body.k)
+
+        top = await asyncio.wrap_future(sched.call(top_k))
         return {
             "object": "next_tokens",
             "model": name,
@@ -92,7 +97,8 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
             ],
         }
 
-    api.include_router(inside_routes(pick), prefix="/v1")  # POST /v1/internals: the playground's "inside" panel
+    # POST /v1/internals: the playground's "inside" panel
+    api.include_router(inside_routes(pick, special_tokens), prefix="/v1")
 
     @api.get("/health")
     async def health() -> dict[str, Any]:
