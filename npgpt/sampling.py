@@ -94,7 +94,13 @@ class SamplingParams:
                 # -1 is llama.cpp's "random": here that is no seed at all
                 f"seed must be a non-negative integer, got {shown(self.seed)}; leave seed out for a random one",
             ),
-            ("stop", all(isinstance(s, str) and s for s in self.stop), "stop sequences must be non-empty strings"),
+            (
+                "stop",
+                all(isinstance(s, str) and s for s in self.stop),
+                # (vLLM refuses it too): an empty one would match before any text, so nothing would be generated
+                "stop sequences must be non-empty strings: an empty one would end every completion before any "
+                "text; leave out the empty one",
+            ),
             (
                 "logprobs",
                 self.logprobs is None or is_integer(self.logprobs) and 0 <= self.logprobs <= 20,

@@ -125,3 +125,11 @@ def test_numpy_scalars_are_numbers():
     p = SamplingParams(max_new_tokens=np.int64(3), temperature=np.float32(0.5), top_k=np.int32(4), seed=np.uint8(7))
     assert (p.max_new_tokens, p.temperature, p.top_k, p.seed) == (3, 0.5, 4, 7)
     assert type(p.max_new_tokens) is int and type(p.temperature) is float and type(p.seed) is int
+
+
+@pytest.mark.parametrize("stop", ["", ("\n", ""), [""]])
+def test_an_empty_stop_sequence_is_refused_with_the_fix(stop) -> None:
+    """An empty stop would match before any text (vLLM refuses it too): one line naming it and the fix."""
+    with pytest.raises(NpgptError, match=r"stop sequences must be non-empty.*leave out the empty one") as e:
+        SamplingParams(stop=stop)
+    assert e.value.param == "stop" and "\n" not in str(e.value)
