@@ -165,8 +165,12 @@ def test_nan_logits_over_the_server() -> None:
             assert r.status_code == 500, r.text
             error = r.json()["error"]
             assert error["type"] == "server_error" and "not finite" in error["message"]
+            # the model's fault, said as scoring says it (not "generation failed for choice 0 failed: NpgptError: ...")
+            assert error["code"] == "model_error" and "NpgptError" not in error["message"], error
+            assert error["message"].count("failed") == (body["max_tokens"] > 0)
         status, events = stream(c, {"prompt": "In the beginning", "max_tokens": 4})
         assert status == 200 and "not finite" in events[-1]["error"]["message"]
+        assert events[-1]["error"]["code"] == "model_error"
         assert not any(ch.get("text") for e in events for ch in e.get("choices", []))
 
 

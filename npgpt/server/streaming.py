@@ -93,7 +93,10 @@ def failure(error: BaseException) -> APIError:
     if isinstance(error, ShuttingDown):
         return shutting_down(error)
     if isinstance(error, RowFailed):
-        return APIError(500, f"generation failed for {error}", "server_error", code="generation_failed")
+        if isinstance(error.__cause__, NpgptError):  # the model's fault (non-finite logits), said as scoring says it
+            msg = f"generation failed for choice {error.index}: {error.__cause__}"
+            return APIError(500, msg, "server_error", code="model_error")
+        return APIError(500, f"generation of {error}", "server_error", code="generation_failed")
     return APIError(
         500, f"generation failed: {type(error).__name__}: {error}", "server_error", code="generation_failed"
     )
