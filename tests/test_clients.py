@@ -174,7 +174,7 @@ def test_nan_logits_over_the_server() -> None:
         assert not any(ch.get("text") for e in events for ch in e.get("choices", []))
 
 
-# -- 3. special tokens in server prompts -----------------------------------------------------------------
+# -- 3. special tokens in prompts (and, as text, in chat messages) ---------------------------------------
 def test_endoftext_in_a_prompt_is_the_special_token(client, bundled) -> None:
     """The issue's example: lm-evaluation-harness's string mode sends the rolling window
     "<|endoftext|>In the beginning..."; its log-likelihood must be the one of [EOT] + the text."""
@@ -443,3 +443,41 @@ def test_unknown_options_name_the_valid_one(bundled) -> None:
         with pytest.raises(NpgptError, match=f"did you mean '{name}'") as e:
             SamplingParams.from_options({typo: 1})
         assert e.value.param == typo
+
+
+# -- the openai client's own stream parser ----------------------------------------------------------------
+def test_the_openai_client_reads_every_stream_as_the_plain_answer() -> None:
+    """Through the ``openai`` package's own SSE decoder: with n > 1, several prompts, echo, logprobs, stop
+    sequences (one the prefix of another) and a random model whose tokens often end inside a UTF-8 character,
+    each choice's deltas concatenate to the plain answer's text, never holding a U+FFFD it lacks; the usage
+    chunk (``choices: []``) equals the plain usage; an error after the stream started is an ``APIError``."""
+    openai = pytest.importorskip("openai")
+    m = GPT2(TINY, init_params(TINY, seed=3))
+    with TestClient(create_app({"tiny": m, "broken": nan_model()})) as c:
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=c, max_retries=0)
+        split = 0  # choices whose text holds a character made of several tokens
+        for seed in (0, 1):
+            kw: dict = dict(model="tiny", prompt=["Hi 👋", "é"], max_tokens=12, n=2, seed=seed, temperature=1.5)
+            kw |= dict(stop=["e", "ee", " t"], logprobs=2, echo=True)
+            full = client.completions.create(**kw)
+            texts: dict[int, str] = {}
+            for chunk in client.completions.create(**kw, stream=True, stream_options={"include_usage": True}):
+                for ch in chunk.choices:
+                    texts[ch.index] = texts.get(ch.index, "") + ch.text
+                    assert "\ufffd" not in ch.text or "\ufffd" in full.choices[ch.index].text
+                usage = chunk.usage or None
+            assert usage == full.usage and [texts[ch.index] for ch in full.choices] == [ch.text for ch in full.choices]
+            split += sum(any(t.startswith("bytes:") for t in ch.logprobs.tokens) for ch in full.choices)
+            messages = [{"role": "user", "content": "Hi 👋"}]
+            kw = dict(model="tiny", messages=messages, max_tokens=12, n=2, seed=seed, temperature=1.5, stop=["e"])
+            reply = client.chat.completions.create(**kw)
+            texts = {}
+            for chunk in client.chat.completions.create(**kw, stream=True):
+                for ch in chunk.choices:
+                    texts[ch.index] = texts.get(ch.index, "") + (ch.delta.content or "")
+            assert [texts[ch.index] for ch in reply.choices] == [ch.message.content for ch in reply.choices]
+        assert split  # the case that matters was met
+        with pytest.raises(openai.APIError, match="not finite") as e:
+            for _ in client.completions.create(model="broken", prompt="Hi", max_tokens=3, stream=True):
+                pass
+        assert e.value.code == "model_error"
