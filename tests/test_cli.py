@@ -163,3 +163,11 @@ def test_generate_defaults_are_sampling_params_defaults():
     assert len(shared) >= 9, shared
     for name in shared:
         assert shown[name] == getattr(defaults, name), name
+
+
+def test_output_that_cannot_encode_the_text_is_escaped_not_an_internal_error():
+    """stdout in an encoding without the text's characters (a latin-1 locale, Windows' cp1252 pipe): the
+    characters are written as Python escapes (as Python writes stderr), never an internal error."""
+    r = run_cli("tokenize", "Hi 👋", env={"PYTHONIOENCODING": "ascii"})
+    assert r.returncode == 0, r.stderr
+    assert "17250 50169 233" in r.stdout and "\\u27e8" in r.stdout  # the ids, and ⟨ of the byte tokens escaped

@@ -18,7 +18,9 @@ each command imports the library it needs when it runs, so ``npgpt --help`` stay
 
 from __future__ import annotations
 
+import codecs
 import errno
+import io
 import os
 import sys
 from typing import Annotated
@@ -80,6 +82,15 @@ app.command("attention", cls=Command)(inspect.attention_command)
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
+def _escape_unencodable(stream: object) -> None:
+    """An output whose encoding lacks some of the text's characters (a latin-1 locale, a Windows pipe in
+    cp1252) writes them as escapes (``\\U0001f44b``), as Python writes stderr, instead of failing mid-run
+    with UnicodeEncodeError. UTF-8 output, the usual case, is left as it is."""
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        if codecs.lookup(stream.encoding).name != "utf-8":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and an exit code."""
     if sys.stdout is None:  # started with stdout closed (`npgpt ... >&-`): nowhere to put results
@@ -88,6 +99,7 @@ def main() -> None:
     from ..backends import tune_allocator
 
     tune_allocator()  # process-wide, so only entry points call it, never the library
+    _escape_unencodable(sys.stdout)
     try:
         try:
             # standalone_mode=False: click raises its usage errors instead of printing them in a box
