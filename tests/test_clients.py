@@ -481,3 +481,20 @@ def test_the_openai_client_reads_every_stream_as_the_plain_answer() -> None:
             for _ in client.completions.create(model="broken", prompt="Hi", max_tokens=3, stream=True):
                 pass
         assert e.value.code == "model_error"
+
+
+def test_too_many_stops_or_no_messages_get_openais_array_length_error(client) -> None:
+    """A list over or under its length (17 stops: npgpt takes 16, OpenAI 4; no messages) is said in
+    OpenAI's words with the limit and what was sent, not pydantic's ("List should have at most 16 items
+    after validation")."""
+    r = post(client, {"prompt": "Hi", "stop": [str(i) for i in range(17)]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stop"
+    assert r.json()["error"]["message"] == (
+        "Invalid 'stop': array too long. Expected an array with maximum length 16, "
+        "but got an array with length 17 instead."
+    )
+    r = post(client, {"messages": []}, "/v1/chat/completions")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    assert r.json()["error"]["message"] == (
+        "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead."
+    )

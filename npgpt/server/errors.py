@@ -144,6 +144,18 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
         # OpenAI's own words, so that a client's handling of OpenAI's error fits
         message = f"Invalid type for '{param}': expected {' or '.join(wanted)}, but got {got} instead."
         return APIError(400, message, param=param)
+    ctx = err.get("ctx") or {}
+    if err["type"] == "too_long" and "max_length" in ctx:  # OpenAI's own words, for a list over its limit
+        message = (
+            f"Invalid '{param}': array too long. Expected an array with maximum length {ctx['max_length']}, "
+            f"but got an array with length {ctx.get('actual_length', len(err.get('input') or ()))} instead."
+        )
+        return APIError(400, message, param=param)
+    if err["type"] == "too_short" and ctx.get("min_length") == 1 and not err.get("input"):
+        message = (
+            f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead."
+        )
+        return APIError(400, message, param=param)
     return APIError(400, f"{param}: {err['msg']}", param=param)
 
 
