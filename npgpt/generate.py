@@ -244,7 +244,7 @@ def events(
     capacity = max(len(r) for r in rows) + params.max_new_tokens
     samplers = [
         RowSampler(b, params, rng, tokenizer, engine.config.n_vocab, rows[b])
-        for b, rng in enumerate(row_rngs(params.seed, len(rows)))
+        for b, rng in enumerate(row_rngs(params.seed, rows))
     ]
     logits, state = prefill(engine, rows, capacity)
     while True:

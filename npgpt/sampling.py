@@ -8,6 +8,7 @@ row's tokens do not depend on what else shares its batch).
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -272,10 +273,31 @@ def top_logprobs(logprobs: np.ndarray, k: int) -> list[tuple[int, float]]:
     return [(int(i), float(logprobs[i])) for i in idx]
 
 
-def row_rngs(seed: int | None, n: int) -> Sequence[np.random.Generator]:
-    """One generator per row, seeded by ``(seed, i)``: row i draws the same numbers whatever the other rows
-    hold, and the ``n`` rows of one prompt differ. So a prompt alone (row 0) and the same prompt as row
-    1 of a batch draw differently; to repeat a row's sample alone, it must be row 0 of the same seed."""
-    if seed is None:
-        return [np.random.default_rng() for _ in range(n)]
-    return [np.random.default_rng([seed, i]) for i in range(n)]
+def sample_indices(rows: Sequence[Sequence[int]]) -> list[int]:
+    """Which sample of its prompt each row is: 0 for a prompt's first row, 1 for its second, ...
+
+    ``[a, b, a]`` -> ``[0, 0, 1]``: a row's draws depend on its prompt's earlier rows only, never on
+    the other prompts beside it (see :func:`row_rng`).
+    """
+    seen: Counter[tuple[int, ...]] = Counter()
+    out = []
+    for r in rows:
+        key = tuple(r)
+        out.append(seen[key])
+        seen[key] += 1
+    return out
+
+
+def row_rng(seed: int | None, index: int) -> np.random.Generator:
+    """The generator of a prompt's ``index``-th sample (:func:`sample_indices`): seeded by ``(seed, index)``.
+
+    As vLLM runs each prompt of a list as its own request and seeds its n samples ``seed + index``, a
+    seeded prompt samples the same alone, among other prompts or among other requests, and its first
+    sample is what ``n=1`` gives; its samples differ from one another. ``seed=None``: fresh entropy.
+    """
+    return np.random.default_rng() if seed is None else np.random.default_rng([seed, index])
+
+
+def row_rngs(seed: int | None, rows: Sequence[Sequence[int]]) -> list[np.random.Generator]:
+    """One generator per row (each a prompt's token ids), see :func:`row_rng`."""
+    return [row_rng(seed, k) for k in sample_indices(rows)]

@@ -88,6 +88,19 @@ def test_seed_reproducible_and_rows_independent_of_batch(pair):
     assert model.generate(PROMPTS[0], seed=8, **kw) != a
 
 
+def test_a_seeded_prompt_samples_the_same_alone_and_beside_others(pair):
+    """Each prompt's k-th row draws from (seed, k), whatever its place in the batch (as vLLM runs each
+    prompt of a list as its own request, its n samples seeded seed + k): a prompt samples the same alone
+    and after others, and a prompt repeated gets different samples, as n > 1 does."""
+    model, _ = pair("odd")
+    kw = dict(max_new_tokens=20, temperature=1.0, seed=7, stop_at_eot=False)
+    alone = [model.generate(p, **kw) for p in PROMPTS[:3]]
+    assert model.generate(PROMPTS[:3], **kw) == alone
+    assert model.generate(PROMPTS[2::-1], **kw) == alone[::-1]
+    twice = model.generate([PROMPTS[1], PROMPTS[0], PROMPTS[1]], **kw)
+    assert twice[:2] == [alone[1], alone[0]] and twice[2] != alone[1]
+
+
 def test_stream_concatenates_to_generate(pair):
     model, _ = pair("odd")
     kw = dict(max_new_tokens=40, temperature=0.9, seed=5, stop=[" the"])

@@ -128,6 +128,18 @@ def test_several_prompts_and_token_ids(client, model):
     assert by_ids.choices[0].text == model.generate(prompts[1], max_new_tokens=10, seed=3)
 
 
+def test_a_seeded_prompt_gets_the_same_choices_alone_and_in_a_list(client):
+    """As vLLM (each prompt its own request; choice k of n seeded seed + k) and OpenAI (a seed per request):
+    a prompt's choices do not depend on the prompts beside it, and n=1 is choice 0 of n=2."""
+    kw = dict(model="tiny", max_tokens=12, seed=3, temperature=1.0)
+    both = client.completions.create(prompt=["A cat", "Twenty-one pilots and"], n=2, **kw)
+    for i, prompt in enumerate(["A cat", "Twenty-one pilots and"]):
+        alone = client.completions.create(prompt=prompt, n=2, **kw)
+        assert [c.text for c in both.choices[2 * i : 2 * i + 2]] == [c.text for c in alone.choices]
+        assert client.completions.create(prompt=prompt, n=1, **kw).choices[0].text == alone.choices[0].text
+    assert both.choices[0].text != both.choices[1].text
+
+
 def test_logprobs_and_echo(client, model):
     prompt = "Stars shine at night"
     ids = model.tokenizer.encode(prompt)

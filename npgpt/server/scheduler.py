@@ -7,9 +7,10 @@ at its own cache slot (``DecodeState.start`` is per row). A row leaves as soon a
 client goes away, and the last row moves into its place, so the active rows are always
 ``0 .. n-1`` and a step computes only those.
 
-Each row samples with its request's :class:`SamplingParams` and its own generator (row i of a
-seeded request uses ``default_rng([seed, i])``), as :func:`npgpt.generate.events` does, so a
-request gets the same tokens here as from ``GPT2.completions``, whatever else shares the batch.
+Each row samples with its request's :class:`SamplingParams` and its own generator (the k-th row of
+a prompt in a seeded request uses ``default_rng([seed, k])``, :func:`npgpt.sampling.row_rng`), as
+:func:`npgpt.generate.events` does, so a request gets the same tokens here as from
+``GPT2.completions``, whatever else shares the batch.
 
 Faults stay with the request that caused them. A row whose sampling or detokenising raises (or
 that picks an id outside the vocabulary) ends its request alone, with the error delivered to it;

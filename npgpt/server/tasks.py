@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..generate import RowSampler
-from ..sampling import SamplingParams
+from ..sampling import SamplingParams, row_rng, sample_indices
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -60,11 +60,13 @@ class Request:
     failed: bool = False  # an error was delivered: no more events
     admitted: int = 0  # rows handed to the batch so far
 
+    def __post_init__(self) -> None:
+        self.samples = sample_indices(self.rows)  # which sample of its prompt each row is
+
     def rng(self, index: int) -> np.random.Generator:
         """Row ``index``'s generator, made when the row is admitted (on the worker, not the caller's thread);
         the same as :func:`npgpt.sampling.row_rngs` gives row ``index``."""
-        seed = self.params.seed
-        return np.random.default_rng() if seed is None else np.random.default_rng([seed, index])
+        return row_rng(self.params.seed, self.samples[index])
 
 
 class Row(RowSampler):
