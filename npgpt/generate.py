@@ -14,7 +14,7 @@ import numpy as np
 
 from .cache import KVCache, padded_sizes
 from .engine import Engine
-from .errors import NpgptError
+from .errors import NpgptError, shown
 from .sampling import SamplingParams, choose, log_softmax, row_rngs, top_logprobs
 from .tokenizer import StreamDecoder, Tokenizer
 
@@ -152,7 +152,8 @@ class TextTracker:
 
 
 def check_request(engine: Engine, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
-    """Reject what cannot run, before any compute: NpgptError with ``param`` "prompt" or "max_new_tokens"."""
+    """Reject what cannot run, before any compute: NpgptError with ``param`` "prompt", "max_new_tokens" or
+    "logit_bias"."""
     config = engine.config
     if not rows:
         raise NpgptError("no prompts given; pass at least one non-empty prompt", param="prompt")
@@ -174,6 +175,14 @@ def check_request(engine: Engine, rows: Sequence[Sequence[int]], params: Samplin
             )
         if max(r) >= config.n_vocab or min(r) < 0:
             raise NpgptError(f"prompt {i} has a token id outside [0, {config.n_vocab})", param="prompt")
+    outside = [t for t in params.logit_bias if t >= config.n_vocab]
+    if outside:
+        raise NpgptError(
+            f"logit_bias names token id {shown(outside[0])}, outside the vocabulary [0, {config.n_vocab})",
+            param="logit_bias",
+        )
+    if sum(b <= -100 for b in params.logit_bias.values()) >= config.n_vocab:
+        raise NpgptError("logit_bias bans every token, so none can be chosen; ban fewer", param="logit_bias")
 
 
 class RowSampler:

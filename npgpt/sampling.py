@@ -38,6 +38,9 @@ class SamplingParams:
     logprobs: int | None = None  # return the chosen token's logprob and this many alternatives
     # drop the text's leading whitespace, where stop sequences do not match (chat replies: the reader never sees it)
     skip_leading_space: bool = False
+    # OpenAI's: {token id: bias in [-100, 100]} added to the logits; -100 bans the token (ids as ints or, as
+    # OpenAI's JSON has them, strings of ints)
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -121,6 +124,7 @@ class SamplingParams:
         for name, ok, message in checks:
             if not ok:
                 raise NpgptError(message, param=name)
+        object.__setattr__(self, "logit_bias", _checked_bias(self.logit_bias))
         # NumPy's scalars (np.int64(3), np.float32(0.5)) pass; store them as Python's, as JSON and the server expect
         for name in ("max_new_tokens", "top_k", "seed", "logprobs"):
             if (v := getattr(self, name)) is not None:
@@ -147,6 +151,52 @@ class SamplingParams:
                 hint = f"did you mean {close[0]!r}?" if close else f"valid options: {', '.join(valid)}"
                 raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
         return cls(**options)
+
+
+def _checked_bias(bias: Any) -> dict[int, float]:
+    """``logit_bias`` as {id: float}, or NpgptError (param "logit_bias") naming the entry that is wrong.
+
+    A key is a token id >= 0, an int or a string of one (OpenAI's JSON keys); whether it is inside the
+    vocabulary is :func:`npgpt.generate.check_request`'s to say, which knows the model."""
+    if not isinstance(bias, Mapping):
+        kind = type(bias).__name__
+        raise NpgptError(f'logit_bias must map token ids to biases ({{"50256": -100}}), got {kind}', param="logit_bias")
+    out = {}
+    for key, value in bias.items():
+        # (a string of more digits than any id is no id either: int() refuses 4300 digits)
+        token = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 18 else key
+        if isinstance(key, str) and len(key) > 40:
+            key = key[:40] + "..."
+        if not is_integer(token) or token < 0:
+            raise NpgptError(
+                f"logit_bias keys must be token ids (integers >= 0, or strings of them), got {shown(key)}",
+                param="logit_bias",
+            )
+        if not (is_finite_number(value) and -100 <= value <= 100):
+            raise NpgptError(
+                f"logit_bias[{shown(key)}] must be a number in [-100, 100] (-100 bans the token), got {shown(value)}",
+                param="logit_bias",
+            )
+        out[int(token)] = float(value)
+    return out
+
+
+def apply_logit_bias(logits: np.ndarray, p: SamplingParams) -> np.ndarray:  # [V] -> [V]
+    """``logits`` plus ``p.logit_bias``, as OpenAI adds it "prior to sampling"; a bias of -100 makes the
+    token impossible (-inf), OpenAI's "ban". Ids past ``logits`` (a padded vocabulary's rows that are no
+    token) are left out. A new array: rows of one prompt share their logits.
+
+    Raises NpgptError (param "logit_bias") if it bans every token.
+    """
+    if not p.logit_bias:
+        return logits
+    out = logits.astype(np.float32, copy=True)
+    for token, bias in p.logit_bias.items():
+        if token < len(out):
+            out[token] = -np.inf if bias <= -100 else out[token] + np.float32(bias)
+    if not np.isfinite(out).any():
+        raise NpgptError("logit_bias bans every token, so none can be chosen; ban fewer", param="logit_bias")
+    return out
 
 
 def log_softmax(logits: Any) -> Any:  # [..., V] -> [..., V]
@@ -253,12 +303,12 @@ def sample(logits: np.ndarray, rng: np.random.Generator) -> int:
 def choose(
     logits: np.ndarray, counts: np.ndarray, p: SamplingParams, rng: np.random.Generator, seen: np.ndarray | None = None
 ) -> int:
-    """The next token for one row: penalties, then greedy or filtered sampling.
+    """The next token for one row: logit_bias, penalties, then greedy or filtered sampling (vLLM's order).
 
     Raises NpgptError if ``logits`` [V] hold NaN or +inf (:func:`check_finite`).
     """
     check_finite(logits)
-    logits = apply_penalties(logits, counts, p, seen)
+    logits = apply_penalties(apply_logit_bias(logits, p), counts, p, seen)
     if p.greedy:
         return int(np.argmax(logits))
     return sample(filter_logits(logits, p), rng)

@@ -198,6 +198,14 @@ def test_logprobs_are_the_models(pair):
     assert c.tokens[0] == int(np.argmax(logits))
     assert abs(c.token_logprobs[0] - expected[c.tokens[0]]) < 1e-4
     assert [t for t, _ in c.top_logprobs[0]] == list(np.argsort(-expected)[:3])
+    # the model's own distribution, as vLLM's default (raw) logprobs: before logit_bias, penalties,
+    # temperature and the filters, which shape only the choice
+    top = int(np.argmax(logits))
+    kw = dict(temperature=0.5, top_k=2, presence_penalty=1.0, logit_bias={top: -100}, seed=0, logprobs=3)
+    shaped = model.completions([PROMPTS[1]], max_new_tokens=1, **kw)[0]
+    assert shaped.tokens[0] != top
+    assert abs(shaped.token_logprobs[0] - expected[shaped.tokens[0]]) < 1e-4
+    assert shaped.top_logprobs[0][0][0] == top and abs(shaped.top_logprobs[0][0][1] - expected[top]) < 1e-4
 
 
 @pytest.mark.parametrize(
@@ -209,6 +217,9 @@ def test_logprobs_are_the_models(pair):
         (dict(top_k=-1), "top_k"),
         (dict(max_new_tokens=0), "max_new_tokens"),
         (dict(max_new_tokens=10_000), "context"),
+        (dict(logit_bias={50257: 1}), r"logit_bias .*50257.* outside the vocabulary \[0, 50257\)"),
+        (dict(logit_bias=dict.fromkeys(range(50257), -100)), "logit_bias bans every token"),
+        (dict(logit_bias={10**5000: 1}), "logit_bias names token id a 5001-digit integer"),
     ],
 )
 def test_bad_parameters_fail_before_compute(pair, kwargs, match):

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from npgpt.errors import NpgptError
-from npgpt.sampling import SamplingParams, apply_penalties, filter_logits, sample, top_logprobs
+from npgpt.sampling import (
+    SamplingParams,
+    apply_logit_bias,
+    apply_penalties,
+    choose,
+    filter_logits,
+    sample,
+    top_logprobs,
+)
 
 LOGITS = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05], dtype=np.float32))
 
@@ -133,3 +141,42 @@ def test_an_empty_stop_sequence_is_refused_with_the_fix(stop) -> None:
     with pytest.raises(NpgptError, match=r"stop sequences must be non-empty.*leave out the empty one") as e:
         SamplingParams(stop=stop)
     assert e.value.param == "stop" and "\n" not in str(e.value)
+
+
+def test_logit_bias_is_added_and_minus_100_bans():
+    """OpenAI's logit_bias: added to the token's logit before sampling; -100 bans it (and 100 all but picks it)."""
+    logits = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05], dtype=np.float32))
+    zeros = np.zeros(5, np.float32)
+    p = SamplingParams(temperature=0, logit_bias={"0": -100, 3: 2.5})
+    assert p.logit_bias == {0: -100.0, 3: 2.5}  # OpenAI's JSON keys are strings of the ids
+    biased = apply_logit_bias(logits, p)
+    assert biased[0] == -np.inf and biased[3] == np.float32(logits[3] + 2.5)
+    assert (biased[[1, 2, 4]] == logits[[1, 2, 4]]).all()
+    assert logits[0] == np.log(np.float32(0.5))  # the caller's row is untouched: other rows may share it
+    assert choose(logits, zeros, p, np.random.default_rng(0)) == 3
+    # a ban holds however likely the token is, and whatever the sampler
+    banned = SamplingParams(temperature=5.0, logit_bias={0: -100, 1: -100, 2: -100, 3: -100})
+    assert {choose(logits, zeros, banned, np.random.default_rng(s)) for s in range(50)} == {4}
+
+
+@pytest.mark.parametrize(
+    "bias",
+    [
+        {"abc": 1},  # not a token id
+        {"1.5": 1},
+        {"9" * 5000: 1},  # more digits than int() takes
+        {"\u0663": 1},  # an Arabic-Indic 3: a digit to str.isdigit, not to JSON
+        {-1: 1},
+        {"-1": 1},
+        {True: 1},
+        {5: 101},  # OpenAI's range is [-100, 100]
+        {5: -100.5},
+        {5: float("nan")},
+        {5: "1"},
+        [(5, 1)],  # not a mapping
+    ],
+)
+def test_bad_logit_bias_is_named(bias):
+    with pytest.raises(NpgptError, match="logit_bias") as err:
+        SamplingParams(logit_bias=bias)
+    assert err.value.param == "logit_bias"

@@ -118,6 +118,23 @@ def test_greedy_stop_sequences_and_generate(client, model):
     assert r.choices[0].finish_reason == "stop" and stop not in r.choices[0].text
 
 
+def test_logit_bias_in_completions_and_chat(url, model):
+    """OpenAI's logit_bias ({"id": bias}, ids as strings): -100 bans a token, in completions and chat alike."""
+    prompt = "Hello"
+    greedy = model.completions(prompt, max_new_tokens=8, temperature=0)[0].tokens
+    bias = {str(t): -100 for t in greedy}
+    body = {"prompt": prompt, "max_tokens": 8, "temperature": 0, "logit_bias": bias, "logprobs": 0}
+    r = httpx.post(url + "/v1/completions", json=body).json()["choices"][0]
+    ref = model.completions(prompt, max_new_tokens=8, temperature=0, logit_bias=bias, logprobs=0)[0]
+    assert r["text"] == ref.text and not set(greedy) & set(ref.tokens)
+    messages = [{"role": "user", "content": "Hi"}]
+    chat = {"messages": messages, "max_tokens": 8, "temperature": 0, "logit_bias": {"50256": -100}}
+    r = httpx.post(url + "/v1/chat/completions", json=chat).json()["choices"][0]
+    ids = model.tokenizer.encode(chat_prompt([ChatMessage(role="user", content="Hi")]))
+    kw = dict(max_new_tokens=8, temperature=0, stop=CHAT_STOP, skip_leading_space=True)
+    assert r["message"]["content"] == model.completions(ids, logit_bias={50256: -100}, **kw)[0].text
+
+
 def test_several_prompts_and_token_ids(client, model):
     prompts = ["A cat", "Twenty-one pilots and"]
     r = client.completions.create(model="tiny", prompt=prompts, max_tokens=10, n=2, seed=3)
@@ -326,7 +343,12 @@ BAD = [
     (json.dumps({"prompt": []}), 400, "prompt"),
     (json.dumps({"prompt": [70000]}), 400, "prompt"),
     (json.dumps({"prompt": 5}), 400, "prompt"),
-    (json.dumps({"prompt": "x", "logit_bias": {"50256": -100}}), 400, "logit_bias"),
+    (json.dumps({"prompt": "x", "logit_bias": {"abc": 1}}), 400, "logit_bias"),
+    (json.dumps({"prompt": "x", "logit_bias": {"70000": 1}}), 400, "logit_bias"),
+    (json.dumps({"prompt": "x", "logit_bias": {"-1": 1}}), 400, "logit_bias"),
+    (json.dumps({"prompt": "x", "logit_bias": {"5": 101}}), 400, "logit_bias"),
+    (json.dumps({"prompt": "x", "logit_bias": {"5": "1"}}), 400, "logit_bias"),
+    (json.dumps({"prompt": "x", "logit_bias": [5]}), 400, "logit_bias"),
     (json.dumps({"prompt": "x", "best_of": 3}), 400, "best_of"),
     (json.dumps({"prompt": "x", "suffix": "y"}), 400, "suffix"),
     (json.dumps({"max_tokens": 5}), 400, "prompt"),
@@ -525,7 +547,6 @@ def test_a_prompt_that_fills_the_context_blames_the_prompt(url):
 
 
 UNHONOURED = [  # chat fields GPT-2 cannot honour: a 400 naming them, never a reply that ignores them
-    ("logit_bias", {"50256": -100}),
     ("response_format", {"type": "json_object"}),
     ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
     ("tool_choice", "required"),
@@ -556,6 +577,7 @@ def test_chat_refuses_what_it_would_ignore(url, field, value):
         {"tools": tools, "tool_choice": "auto"},
         {"functions": [tools[0]["function"]], "function_call": "auto"},
         {"logit_bias": {}},
+        {"logit_bias": {"50256": -100}},
         {"modalities": ["text"]},
         # what only labels, routes or bills a request, or asks for what npgpt does anyway
         {"user": "u1", "store": True, "metadata": {"k": "v"}, "service_tier": "auto", "prompt_cache_key": "k"},
@@ -769,6 +791,39 @@ def test_scheduler_rows_join_and_leave_the_batch(backend, dtype):
             ref = model.completions([prompt] * n, **kw)
             assert texts == [c.text for c in ref] and tokens == [c.tokens for c in ref]
         assert sched.active == 0 and sched.queued == 0
+    finally:
+        sched.close()
+
+
+def test_logit_bias_stays_in_its_own_row(model):
+    """Rows of one prompt share the prefill's logits, and a finished row's place is taken by the next:
+    one request's logit_bias (and penalties) must never reach another's tokens."""
+    ids = model.tokenizer.encode("The same prompt")
+    greedy = model.completions([ids], max_new_tokens=6, temperature=0)[0].tokens
+    ban = {t: -100 for t in greedy}  # every token greedy picked
+    specs = [  # (params, rows); the first two share the prefill, the last takes a finished row's place
+        (dict(max_new_tokens=6, temperature=0, logit_bias=ban), 1),
+        (dict(max_new_tokens=6, temperature=0), 1),
+        (dict(max_new_tokens=2, temperature=0, logit_bias={greedy[0]: 100}, frequency_penalty=2.0), 1),
+        (dict(max_new_tokens=6, temperature=0), 2),
+    ]
+    sched = Scheduler(model, max_batch=3)
+    try:
+        gate = threading.Event()
+        sched.call(gate.wait)  # holds the worker, so the first three rows are admitted in one prefill
+        inboxes = []
+        for kw, n in specs:
+            inboxes.append(inbox := queue.Queue())
+            sched.submit(Request([ids] * n, SamplingParams(**kw), inbox.put))
+        gate.set()
+        for (kw, n), inbox in zip(specs, inboxes, strict=True):
+            tokens, left = [[] for _ in range(n)], n
+            while left:
+                ev = inbox.get(timeout=30)
+                tokens[ev.row].append(ev.token)
+                left -= ev.finish_reason is not None
+            assert tokens == [c.tokens for c in model.completions([ids] * n, **kw)]
+        assert not set(greedy) & set(model.completions([ids], **specs[0][0])[0].tokens)
     finally:
         sched.close()
 

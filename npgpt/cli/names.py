@@ -242,8 +242,9 @@ def _flag(name: str) -> str:
 
 
 # The Python API's keywords that are CLI options of the same name: sampling's, the load's and eval's.
-# (stop_at_eot, logprobs and skip_leading_space are the API's and the server's only.)
-_FLAGS = {f.name for f in dataclasses.fields(SamplingParams)} - {"stop_at_eot", "logprobs", "skip_leading_space"} | {
+# (stop_at_eot, logprobs, skip_leading_space and logit_bias are the API's and the server's only.)
+_API_ONLY = {"stop_at_eot", "logprobs", "skip_leading_space", "logit_bias"}
+_FLAGS = {f.name for f in dataclasses.fields(SamplingParams)} - _API_ONLY | {
     "dtype",
     "backend",
     "window",

@@ -141,7 +141,7 @@ class _Sampling(Body):
     frequency_penalty: float | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: Any = None  # {"token id": bias}: checked by SamplingParams, which names the entry that is wrong
     response_format: dict[str, Any] | None = None  # chat's; vLLM's completions take it too
     top_k: Int | None = None  # npgpt's extensions, as in vLLM
     min_p: float | None = None
@@ -161,8 +161,6 @@ class _Sampling(Body):
                 "stream_options is only allowed when stream is true; send stream: true, or leave out stream_options",
                 param="stream_options",
             )
-        if self.logit_bias:
-            raise NpgptError("logit_bias is not supported", param="logit_bias")
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
             raise NpgptError(
@@ -185,6 +183,7 @@ class _Sampling(Body):
             logprobs=logprobs,
             skip_leading_space=skip_leading_space,
             stop_at_eot=not self.ignore_eos,
+            logit_bias=self.logit_bias or {},
             **given,
         )
 
