@@ -175,13 +175,17 @@ def check_request(engine: Engine, rows: Sequence[Sequence[int]], params: Samplin
             )
         if max(r) >= config.n_vocab or min(r) < 0:
             raise NpgptError(f"prompt {i} has a token id outside [0, {config.n_vocab})", param="prompt")
-    outside = [t for t in params.logit_bias if t >= config.n_vocab]
+    check_logit_bias(config.n_vocab, params)
+
+
+def check_logit_bias(n_vocab: int, params: SamplingParams) -> None:
+    """Refuse a ``logit_bias`` naming an id outside the vocabulary, or banning every token (param "logit_bias")."""
+    outside = [t for t in params.logit_bias if t >= n_vocab]
     if outside:
         raise NpgptError(
-            f"logit_bias names token id {shown(outside[0])}, outside the vocabulary [0, {config.n_vocab})",
-            param="logit_bias",
+            f"logit_bias names token id {shown(outside[0])}, outside the vocabulary [0, {n_vocab})", param="logit_bias"
         )
-    if sum(b <= -100 for b in params.logit_bias.values()) >= config.n_vocab:
+    if sum(b <= -100 for b in params.logit_bias.values()) >= n_vocab:
         raise NpgptError("logit_bias bans every token, so none can be chosen; ban fewer", param="logit_bias")
 
 

@@ -345,6 +345,7 @@ BAD = [
     (json.dumps({"prompt": 5}), 400, "prompt"),
     (json.dumps({"prompt": "x", "logit_bias": {"abc": 1}}), 400, "logit_bias"),
     (json.dumps({"prompt": "x", "logit_bias": {"70000": 1}}), 400, "logit_bias"),
+    (json.dumps({"prompt": "x", "max_tokens": 0, "echo": True, "logit_bias": {"70000": 1}}), 400, "logit_bias"),
     (json.dumps({"prompt": "x", "logit_bias": {"-1": 1}}), 400, "logit_bias"),
     (json.dumps({"prompt": "x", "logit_bias": {"5": 101}}), 400, "logit_bias"),
     (json.dumps({"prompt": "x", "logit_bias": {"5": "1"}}), 400, "logit_bias"),

@@ -16,10 +16,10 @@ from typing import Any
 from fastapi import Request
 
 from ..errors import NpgptError
-from ..generate import Event
+from ..generate import Event, check_logit_bias
 from ..sampling import check_finite, log_softmax, top_logprobs
 from ..tokenizer import TextOffsets, Tokenizer
-from .errors import APIError, check_request
+from .errors import APIError, bad_request, check_request
 from .limits import Limits, count_prompts
 from .metrics import Metrics
 from .protocol import CompletionRequest, token_text
@@ -67,6 +67,10 @@ async def start(
         check_request(sched.model, rows, params)
     else:
         check_prompts(sched.model.config.n_ctx, sched.model.config.n_vocab, prompts)
+        try:  # nothing is sampled, but a bias naming no token is still the request's mistake
+            check_logit_bias(sched.model.config.n_vocab, params)
+        except NpgptError as e:
+            raise bad_request(e) from None
     echo_lp = None
     if body.echo and params.logprobs is not None:
         echo_lp = await score_prompts(sched, prompts, params.logprobs)
