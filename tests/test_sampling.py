@@ -12,6 +12,7 @@ from npgpt.sampling import (
     apply_penalties,
     choose,
     filter_logits,
+    log_softmax,
     sample,
     top_logprobs,
 )
@@ -180,3 +181,37 @@ def test_bad_logit_bias_is_named(bias):
     with pytest.raises(NpgptError, match="logit_bias") as err:
         SamplingParams(logit_bias=bias)
     assert err.value.param == "logit_bias"
+
+
+def test_filters_and_repetition_penalty_equal_hugging_faces_processors():
+    """Repetition penalty, temperature, top-k, top-p and min-p, in Hugging Face's order, on random logits
+    (no ties: which of two equal tokens a cut keeps is arbitrary): the same tokens kept, the same
+    probabilities for them."""
+    torch = pytest.importorskip("torch")
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        V = int(rng.integers(2, 60))
+        logits = (rng.standard_normal(V) * rng.choice([0.5, 2.0, 8.0])).astype(np.float32)
+        t, k = float(rng.choice([0.3, 0.7, 1.0, 1.5])), int(rng.choice([0, 2, 5, 100]))
+        top_p, min_p, rep = float(rng.choice([1.0, 0.9, 0.5, 0.1])), float(rng.choice([0.0, 0.05, 0.3])), 1.3
+        prompt = rng.integers(0, V, size=4)
+        p = SamplingParams(temperature=t, top_k=k, top_p=top_p, min_p=min_p, repetition_penalty=rep)
+        seen = np.zeros(V, dtype=bool)
+        seen[prompt] = True
+        ours = filter_logits(apply_penalties(logits, np.zeros(V, np.float32), p, seen), p)
+        hf = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(rep), TemperatureLogitsWarper(t)])
+        hf += [TopKLogitsWarper(k)] if k else []
+        hf += [TopPLogitsWarper(top_p)] if top_p < 1 else []
+        hf += [MinPLogitsWarper(min_p)] if min_p else []
+        theirs = hf(torch.tensor(prompt[None]), torch.tensor(logits[None]).double())[0].numpy()
+        np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
+        np.testing.assert_allclose(np.exp(log_softmax(ours)), np.exp(log_softmax(theirs)), atol=1e-6)
