@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import NpgptError
 from ..generate import check_request as _check_request
 from ..sampling import SamplingParams
+from .protocol import too_deep
 from .scheduler import ShuttingDown
 
 if TYPE_CHECKING:
@@ -114,6 +115,9 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
     ``content_type``: the request's header. FastAPI reads a body as JSON only under a JSON
     Content-Type (from 0.132 not without one either: a browser sends those with no CORS preflight),
     and the body it did not read comes as bytes; ``curl -d '{...}'`` sends a form."""
+    deep = next((e for e in errors if e.get("type") == "json_too_deep"), None)  # whichever field it is in
+    if deep is not None:
+        return APIError(400, deep["msg"], code="invalid_json")
     err = sorted(errors, key=lambda e: str(e.get("type", "")).endswith("_type"))[0]  # a union's type misses last
     if err.get("type") == "json_invalid":
         return APIError(400, f"malformed JSON body: {err.get('ctx', {}).get('error', err['msg'])}", code="invalid_json")
@@ -251,6 +255,8 @@ def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
             return APIError(
                 400, f"the body is not UTF-8 ({where}); send JSON encoded as UTF-8", code="invalid_json"
             ).response()
+        if isinstance(e.__cause__, RecursionError):  # json.loads gave up, deeper still than MAX_JSON_DEPTH
+            return APIError(400, too_deep().message(), code="invalid_json").response()
         if e.status_code == 404 and e.detail == "Not Found":  # no route matched (a handler's 404 is an APIError)
             return unknown_url(request.method, request.url.path, routes).response()
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"

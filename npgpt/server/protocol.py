@@ -27,6 +27,7 @@ import re
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic_core import PydanticCustomError
 
 from .. import chat as _chat
 from ..chat import CHAT_STOP as CHAT_STOP  # re-exported: the server's callers import it from here
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 MAX_N = 128  # completions per prompt
 MAX_STOP = 16  # stop sequences
 MAX_PROMPTS = 4096  # prompts in one completions request, refused by length before their items are read
+# arrays and objects inside one another in a body: no request needs more than a few (a tool's JSON Schema
+# perhaps a dozen), and a deep one would exhaust Python's recursion in any walk of it (a 500)
+MAX_JSON_DEPTH = 64
 _SAMPLING_KNOBS = (
     "temperature",
     "top_p",
@@ -69,7 +73,28 @@ class Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _valid_unicode(cls, data: Any) -> Any:
+        check_depth(data)  # first: the walk below recurses
         return replace_surrogates(data)
+
+
+def too_deep() -> PydanticCustomError:
+    """The error for a body nested over :data:`MAX_JSON_DEPTH` (also when the JSON parser itself gave up)."""
+    return PydanticCustomError(
+        "json_too_deep",
+        f"the JSON body nests arrays and objects more than {MAX_JSON_DEPTH} deep; no request needs that many",
+    )
+
+
+def check_depth(data: Any) -> None:
+    """Raise :func:`too_deep` if ``data`` (parsed JSON) nests more than MAX_JSON_DEPTH arrays and objects;
+    iterative, so that any depth is measured without recursion."""
+    level = [data] if isinstance(data, list | dict) else []  # the arrays and objects at one depth
+    for _ in range(MAX_JSON_DEPTH):
+        if not level:
+            return
+        level = [x for c in level for x in (c.values() if isinstance(c, dict) else c) if isinstance(x, list | dict)]
+    if level:
+        raise too_deep()
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
