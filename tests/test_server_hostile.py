@@ -51,3 +51,16 @@ def test_a_body_nested_too_deep_is_a_400_saying_so(http, path, head, depth):
     )
     ok = head + "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1) + "}"  # at the limit: read as usual
     assert http.post(path, content=ok, headers=JSON).json().get("error", {}).get("code") != "invalid_json"
+
+
+@pytest.mark.parametrize("field", ["n", "seed", "max_tokens", "prompt"])
+def test_a_number_of_thousands_of_digits_is_a_400_naming_it(http, field):
+    """Python's JSON parser refuses an integer over 4300 digits (a guard against quadratic int()), which got
+    FastAPI's "There was an error parsing the body", naming nothing."""
+    body = '{"prompt": "a", "' + field + '": ' + "9" * 5000 + "}"
+    r = http.post("/v1/completions", content=body, headers=JSON)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "invalid_json", r.text
+    assert error["message"] == (
+        "the JSON body holds an integer of more than 4300 digits, which is no value any field takes"
+    )

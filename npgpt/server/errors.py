@@ -10,6 +10,7 @@ import difflib
 import json
 import logging
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -257,6 +258,14 @@ def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
             ).response()
         if isinstance(e.__cause__, RecursionError):  # json.loads gave up, deeper still than MAX_JSON_DEPTH
             return APIError(400, too_deep().message(), code="invalid_json").response()
+        if isinstance(e.__cause__, ValueError) and "integer string conversion" in str(e.__cause__):
+            # json.loads refuses more digits than sys.get_int_max_str_digits(): int() of them is quadratic
+            return APIError(
+                400,
+                f"the JSON body holds an integer of more than {sys.get_int_max_str_digits()} digits, which is no "
+                "value any field takes",
+                code="invalid_json",
+            ).response()
         if e.status_code == 404 and e.detail == "Not Found":  # no route matched (a handler's 404 is an APIError)
             return unknown_url(request.method, request.url.path, routes).response()
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
