@@ -64,3 +64,29 @@ def test_a_number_of_thousands_of_digits_is_a_400_naming_it(http, field):
     assert error["message"] == (
         "the JSON body holds an integer of more than 4300 digits, which is no value any field takes"
     )
+
+
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("GET", "/v1/completions", "POST"),
+        ("PUT", "/v1/models", "GET"),
+        ("DELETE", "/health", "GET"),
+        ("POST", "/", "GET"),
+    ],
+)
+def test_a_wrong_method_is_a_405_naming_the_one_the_url_takes(http, method, path, allowed):
+    """It said only "Method Not Allowed" (the Allow header named the method, which few read)."""
+    r = http.request(method, path)
+    assert r.status_code == 405 and r.headers["allow"] == allowed
+    assert r.json()["error"]["message"] == f"Invalid method for URL ({method} {path}): it takes {allowed}"
+
+
+def test_a_preflight_the_server_does_not_allow_says_how_to_allow_it(http):
+    """A browser page on another origin asks with OPTIONS first; without --allowed-origins naming it the 405
+    says so, rather than only that OPTIONS is not allowed."""
+    preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"}
+    r = http.options("/v1/completions", headers=preflight)
+    assert r.status_code == 405 and "access-control-allow-origin" not in r.headers
+    message = r.json()["error"]["message"]
+    assert "'http://localhost:3000'" in message and "--allowed-origins" in message, message

@@ -208,7 +208,7 @@ def _param(loc: Sequence[Any]) -> str:
 def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> APIError:
     """OpenAI's 404 for a URL no route serves, naming the method and path, and the one of ``routes``
     ((method, path) pairs) it is close to, if any (``/v1/completion`` or ``/completions``: ``POST /v1/completions``)."""
-    shown = path if len(path) <= 200 else path[:200] + "..."
+    shown = shorten(path)
     paths = [p for _, p in routes]
     target = path.rstrip("/")
     close = difflib.get_close_matches(target, paths, n=1, cutoff=0.8) or (
@@ -224,6 +224,24 @@ def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> AP
         "GET /v1/models, POST /v1/completions and POST /v1/chat/completions.",
         code="unknown_url",
     )
+
+
+def wrong_method(request: Request, allowed: str, headers: Mapping[str, str] | None) -> APIError:
+    """The 405 for a method the URL does not take, naming the one it does. A browser's CORS preflight (OPTIONS
+    with an Origin) is refused only because no ``--allowed-origins`` names the page's origin: say that."""
+    message = f"Invalid method for URL ({request.method} {shorten(request.url.path)}): it takes {allowed}"
+    origin = request.headers.get("origin")
+    if request.method == "OPTIONS" and origin and "access-control-request-method" in request.headers:
+        message = (
+            f"a web page from {shorten(origin)!r} may not call this server: its browser's CORS preflight is refused "
+            "unless the server is started with --allowed-origins naming that origin"
+        )
+    return APIError(405, message, headers=headers)
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for an error message (a URL may be kilobytes long)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
@@ -268,6 +286,8 @@ def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
             ).response()
         if e.status_code == 404 and e.detail == "Not Found":  # no route matched (a handler's 404 is an APIError)
             return unknown_url(request.method, request.url.path, routes).response()
+        if e.status_code == 405:  # Starlette's Allow header names the method; say it too, in OpenAI's words
+            return wrong_method(request, (e.headers or {}).get("Allow", ""), e.headers).response()
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
         return APIError(e.status_code, str(e.detail), kind, headers=e.headers).response()
 
