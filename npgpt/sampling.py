@@ -11,6 +11,7 @@ import difflib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,13 @@ class SamplingParams:
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "stop_at_eot", bool(self.stop_at_eot))
 
+    @cached_property
+    def bias_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``logit_bias`` as arrays, its ids [K] and biases [K] (float32), made once: adding them is one
+        indexed add at every step, where a Python loop over a vocabulary-sized map took milliseconds."""
+        ids = np.fromiter(self.logit_bias, np.int64, len(self.logit_bias))
+        return ids, np.fromiter(self.logit_bias.values(), np.float32, len(self.logit_bias))
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
@@ -190,10 +198,12 @@ def apply_logit_bias(logits: np.ndarray, p: SamplingParams) -> np.ndarray:  # [V
     """
     if not p.logit_bias:
         return logits
+    ids, biases = p.bias_table
+    inside = ids < len(logits)
+    ids, biases = ids[inside], biases[inside]
     out = logits.astype(np.float32, copy=True)
-    for token, bias in p.logit_bias.items():
-        if token < len(out):
-            out[token] = -np.inf if bias <= -100 else out[token] + np.float32(bias)
+    out[ids] += biases  # the ids are a dict's keys: no repeats, so a plain indexed add is exact
+    out[ids[biases <= -100]] = -np.inf
     if not np.isfinite(out).any():
         raise NpgptError("logit_bias bans every token, so none can be chosen; ban fewer", param="logit_bias")
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -158,6 +160,20 @@ def test_logit_bias_is_added_and_minus_100_bans():
     # a ban holds however likely the token is, and whatever the sampler
     banned = SamplingParams(temperature=5.0, logit_bias={0: -100, 1: -100, 2: -100, 3: -100})
     assert {choose(logits, zeros, banned, np.random.default_rng(s)) for s in range(50)} == {4}
+
+
+def test_a_logit_bias_over_the_whole_vocabulary_costs_little_per_token():
+    """Its entries were added one by one in a Python loop for every row at every step: 16 ms a token for a
+    50,257-entry map (one request of n=128 such rows held the whole batch ~2 s a step). Now one indexed add."""
+    n_vocab = 50257
+    p = SamplingParams(logit_bias={str(i): (-100 if i % 7 == 0 else i % 5 - 2) for i in range(n_vocab)})
+    logits = np.random.default_rng(0).standard_normal(n_vocab).astype(np.float32)
+    want = np.array([-np.inf if i % 7 == 0 else logits[i] + np.float32(i % 5 - 2) for i in range(n_vocab)])
+    assert np.array_equal(apply_logit_bias(logits, p), want.astype(np.float32))
+    t0 = time.perf_counter()
+    for _ in range(100):
+        apply_logit_bias(logits, p)
+    assert time.perf_counter() - t0 < 0.5  # the loop took ~1.6 s; the indexed add ~20 ms
 
 
 @pytest.mark.parametrize(
