@@ -3,15 +3,18 @@ each such request ends in a clear 4xx naming what to change, never a 5xx, a hang
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
+from test_playground import browser  # noqa: F401 - the headless Chromium fixture
 
 from npgpt.api import GPT2
 from npgpt.config import GPT2Config
 from npgpt.params import init_params
-from npgpt.server import create_app
+from npgpt.server import background_server, create_app
 from npgpt.server.protocol import MAX_JSON_DEPTH
 
 TINY = GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2)
@@ -90,3 +93,54 @@ def test_a_preflight_the_server_does_not_allow_says_how_to_allow_it(http):
     assert r.status_code == 405 and "access-control-allow-origin" not in r.headers
     message = r.json()["error"]["message"]
     assert "'http://localhost:3000'" in message and "--allowed-origins" in message, message
+
+
+def test_the_playground_never_inserts_server_text_as_html(http):
+    """Model output, token strings, model names and error messages reach the page; a prompt or a model
+    name holding ``<img src=x onerror=...>`` must show as text. So the page's script writes text only
+    (textContent, Option, attributes): HTML sinks may only be emptied, never fed."""
+    import re
+
+    page = http.get("/").text
+    script = page[page.index("<script>") : page.rindex("</script>")]
+    sinks = re.findall(r"\.(?:innerHTML|outerHTML)\s*\+?=\s*([^;]*);", script)
+    assert sinks and all(value.strip() in ('""', "''") for value in sinks), sinks
+    for banned in ("insertAdjacentHTML", "document.write", "eval(", "new Function", "DOMParser", "srcdoc"):
+        assert banned not in script, banned
+
+
+def test_the_playground_shows_html_in_names_prompts_and_errors_as_text(browser):  # noqa: F811
+    """In headless Chromium: a model named with HTML, a prompt holding HTML and ``</script>``, the model's
+    output and a server error quoting HTML all show as their text, and none of it runs."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    name = "<img src=x onerror=window.pwned=1>"
+    prompt = "</script><img src=x onerror=window.pwned=2><b>bold</b>"
+    model = GPT2(TINY, init_params(TINY, seed=0))
+    with background_server(create_app({name: model})) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        js = browser.execute_script
+        wait.until(lambda d: js("return document.getElementById('model').options.length") == 1)
+        assert js("return document.getElementById('model').options[0].textContent") == name
+        box = browser.find_element(By.ID, "prompt")
+        box.clear()
+        box.send_keys(prompt)
+        js("const e = document.getElementById('max_tokens'); e.value = 4; e.dispatchEvent(new Event('input'));")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: "done" in js("return document.getElementById('status').textContent"))
+        assert js("return document.getElementById('echo').textContent") == prompt
+        # an error quoting HTML: a model the server does not have, as if chosen from a stale list
+        unknown = "<img src=y onerror=window.pwned=3>"
+        js(
+            "const o = new Option(arguments[0], arguments[0]); const s = document.getElementById('model');"
+            "s.add(o); s.value = arguments[0];",
+            unknown,
+        )
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda d: js("return document.getElementById('error').textContent"))
+        assert repr(unknown) in js("return document.getElementById('error').textContent")
+        time.sleep(0.2)  # an onerror would have fired by now
+        assert js("return document.querySelectorAll('main img, main b, header img').length") == 0
+        assert js("return window.pwned") is None
