@@ -21,11 +21,15 @@ class CheckpointError(NpgptError):
 
 
 _MAX_SHOWN_DIGITS = 50  # a longer integer is named by its length: str() of one past 4300 digits is a ValueError
+_MAX_SHOWN_CHARS = 100  # a longer string is cut, with its length: a server's client may send a megabyte
 
 
 def shown(value: object) -> str:
     """``repr(value)`` for an error message, safe for any value a user passes: an integer of more
-    than 50 digits (``10**5000``, whose ``str()`` Python refuses) is shown as "a 5001-digit integer"."""
+    than 50 digits (``10**5000``, whose ``str()`` Python refuses) is shown as "a 5001-digit integer", and
+    a string of more than 100 characters by its first 100 and its length ("'xxx...' (500000 characters)")."""
+    if isinstance(value, str) and len(value) > _MAX_SHOWN_CHARS:
+        return f"{repr(value[:_MAX_SHOWN_CHARS])[:-1]}...{repr(value)[-1]} ({len(value)} characters)"
     if isinstance(value, int) and not isinstance(value, bool):
         magnitude = abs(value)
         if magnitude.bit_length() > 3 * _MAX_SHOWN_DIGITS:  # surely more than 45 digits: count them without str()

@@ -144,3 +144,20 @@ def test_the_playground_shows_html_in_names_prompts_and_errors_as_text(browser):
         time.sleep(0.2)  # an onerror would have fired by now
         assert js("return document.querySelectorAll('main img, main b, header img').length") == 0
         assert js("return window.pwned") is None
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/completions", {"prompt": "a", "model": "x" * 500_000}),
+        ("/v1/chat/completions", {"messages": [{"role": "r" * 300_000, "content": "a"}]}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "t" * 300_000}]}]}),
+        ("/v1/completions", {"prompt": "a", "response_format": {"type": "j" * 300_000}}),
+    ],
+)
+def test_an_error_quotes_a_huge_string_cut_short(http, path, body):
+    """An unknown model name, role or part type was quoted whole: a 500 KB name came back as a 500 KB error."""
+    r = http.post(path, json=body)
+    message = r.json()["error"]["message"]
+    assert r.status_code in (400, 404) and len(message) < 400, (r.status_code, message[:300])
+    assert "characters)" in message  # how long the cut string was

@@ -31,7 +31,7 @@ from pydantic_core import PydanticCustomError
 
 from .. import chat as _chat
 from ..chat import CHAT_STOP as CHAT_STOP  # re-exported: the server's callers import it from here
-from ..errors import NpgptError
+from ..errors import NpgptError, shown
 from ..sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class _Sampling(Body):
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
             raise NpgptError(
-                f"response_format {kind!r} is not supported: GPT-2 cannot be held to a format; "
+                f"response_format {shown(kind)} is not supported: GPT-2 cannot be held to a format; "
                 'leave it out or use {"type": "text"}',
                 param="response_format",
             )
@@ -318,16 +318,18 @@ def check_message(m: ChatMessage, where: str) -> None:
     """Refuse a message the transcript cannot hold, naming the field (``where``: ``messages[i]``) and why."""
     if m.role in ("tool", "function"):  # a result answers a call, and GPT-2 never makes one
         raise NpgptError(
-            f"{where}.role {m.role!r} is not supported: GPT-2 cannot call tools, so there is no call for a result "
+            f"{where}.role {shown(m.role)} is not supported: GPT-2 cannot call tools, so there is no call for a result "
             "to answer; send the result in a user message",
             param=f"{where}.role",
         )
     if m.role not in _chat.ROLES:
-        raise NpgptError(f"{where}.role must be one of {', '.join(_chat.ROLES)}, got {m.role!r}", param=f"{where}.role")
+        raise NpgptError(
+            f"{where}.role must be one of {', '.join(_chat.ROLES)}, got {shown(m.role)}", param=f"{where}.role"
+        )
     for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
         if part.type != "text":
             raise NpgptError(
-                f"{where}.content[{j}].type {part.type!r} is not supported: GPT-2 reads text only; "
+                f"{where}.content[{j}].type {shown(part.type)} is not supported: GPT-2 reads text only; "
                 'send {"type": "text", "text": ...} parts',
                 param=f"{where}.content[{j}].type",
             )

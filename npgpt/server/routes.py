@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
+from ..errors import shown
 from . import chat, completions
 from .errors import APIError
 from .inside import inside_routes
@@ -49,7 +50,7 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
         if name not in schedulers:  # 404, as OpenAI and vLLM answer (the openai client's NotFoundError)
             raise APIError(
                 404,
-                f"model {name!r} is not served here; choose one of {', '.join(schedulers)}",
+                f"model {shown(name)} is not served here; choose one of {', '.join(schedulers)}",
                 param="model",
                 code="model_not_found",
             )
