@@ -164,8 +164,9 @@ class GPT2:
 
         Options are :class:`~npgpt.sampling.SamplingParams`' fields, with its defaults:
         ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``,
-        ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``seed``, ``stop``
-        (string or list), ``stop_at_eot``. A list of prompts runs as one batch.
+        ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``logit_bias`` ({id: bias}),
+        ``seed``, ``stop`` (string or list), ``stop_at_eot``, ``skip_leading_space`` (``logprobs``: see
+        :meth:`completions`). A list of prompts runs as one batch.
         """
         texts = [c.text for c in self.completions(_listed(prompt), **sampling)]
         return texts[0] if isinstance(prompt, str) else texts

@@ -160,3 +160,46 @@ def test_readme_jax_grad_snippet_runs():
     for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params), strict=True):
         assert g.shape == p.shape and bool(np.all(np.isfinite(np.asarray(g))))
     assert float(np.abs(np.asarray(grads["blocks"][0]["attn"]["c_attn"]["w"])).max()) > 0
+
+
+# -- README's Python API -------------------------------------------------------------------------------------
+def section(title: str) -> str:
+    """README.md's ``## title`` section."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : None if end < 0 else end]
+
+
+def test_the_python_api_block_runs_and_shows_what_it_prints(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPGPT_HOME", str(tmp_path))  # nothing downloaded: the bundled model
+    blocks = [b for lang, b in fenced(section("Python API"))[0] if lang == "python"]
+    assert len(blocks) == 1
+    namespace: dict = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    shown = dict(re.findall(r"^(\w+) = .*#\s*(.+)$", blocks[0], flags=re.M))
+    assert namespace["ids"] == eval(shown["ids"])  # "# [15496, 995]"
+    dtype, shape = shown["logits"].split(" ", 1)  # "# float32 [1, 2, 50257]"
+    logits = namespace["logits"]
+    assert isinstance(logits, np.ndarray) and str(logits.dtype) == dtype and list(logits.shape) == eval(shape)
+
+
+def test_the_readme_and_generate_name_every_sampling_option():
+    """Every option of SamplingParams is named by the Python API section and by ``GPT2.generate`` (whose
+    docstring left out ``logit_bias``, ``skip_leading_space`` and ``logprobs``)."""
+    from dataclasses import fields
+
+    from npgpt.api import GPT2
+    from npgpt.sampling import SamplingParams
+
+    text, doc = section("Python API"), GPT2.generate.__doc__ or ""
+    for f in fields(SamplingParams):
+        assert f"`{f.name}" in text, f"README's Python API section does not name {f.name}"
+        assert f"``{f.name}``" in doc, f"GPT2.generate's docstring does not name {f.name}"
+
+
+def test_the_readme_names_every_command_that_takes_json(commands):
+    sentence = re.search(r"For scripts,(.*?)take `--json`", README.read_text(encoding="utf-8"), flags=re.S)
+    assert sentence is not None
+    takes_json = {name for name, command in commands.items() if "--json" in flags(command)}
+    assert set(re.findall(r"`(\w+)`", sentence[1])) == takes_json
