@@ -203,3 +203,19 @@ def test_the_readme_names_every_command_that_takes_json(commands):
     assert sentence is not None
     takes_json = {name for name, command in commands.items() if "--json" in flags(command)}
     assert set(re.findall(r"`(\w+)`", sentence[1])) == takes_json
+
+
+def test_where_the_docs_put_the_cache_is_where_npgpt_looks(commands, tmp_path, monkeypatch):
+    """``registry.home()``: $NPGPT_HOME, else $XDG_CACHE_HOME/npgpt, else ~/.cache/npgpt; README and the
+    --help of download and list said ~/.cache/npgpt, which is not where a set XDG_CACHE_HOME puts it."""
+    from npgpt import registry
+
+    monkeypatch.delenv("NPGPT_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert registry.home() == tmp_path / "npgpt"
+    texts = {"README.md": README.read_text(encoding="utf-8")} | {
+        f"npgpt {name} --help": command.help or "" for name, command in commands.items()
+    }
+    for where, text in texts.items():
+        if "~/.cache/npgpt" in text:
+            assert "$XDG_CACHE_HOME/npgpt" in text, where

@@ -26,7 +26,9 @@ def download(
     ] = None,
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit of the --hf repo.")] = None,
 ) -> None:
-    """Download GPT-2 weights into the cache (`$NPGPT_HOME`, default ~/.cache/npgpt) and convert them once.
+    """Download GPT-2 weights into the cache and convert them once.
+
+    The cache: `$NPGPT_HOME`; default $XDG_CACHE_HOME/npgpt, else ~/.cache/npgpt.
 
     Example: npgpt download 124M  or  npgpt download --hf openai-community/gpt2
     """
@@ -135,7 +137,7 @@ def info(
 
 
 def list_command(as_json: JsonOpt = False) -> None:
-    """List the downloaded models in the cache (`$NPGPT_HOME`, default ~/.cache/npgpt).
+    """List the downloaded models in the cache (`$NPGPT_HOME`; default $XDG_CACHE_HOME/npgpt, else ~/.cache/npgpt).
 
     Example: npgpt list, then npgpt rm 355M to free its disk space
     """
