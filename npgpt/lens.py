@@ -94,7 +94,7 @@ def attention_pattern(model: Engine | HasEngine, ids: Any, layer: int, head: int
     for param, value, count in (("layer", layer, model.config.n_layer), ("head", head, model.config.n_head)):
         if not (is_integer(value) and 0 <= value < count):
             raise NpgptError(
-                f"{param} must be in [0, {count - 1}] for this model (a whole number), got {shown(value)}", param=param
+                f"{param} must be a whole number in [0, {count - 1}] for this model, got {shown(value)}", param=param
             )
     layer, head = int(layer), int(head)
     name = f"blocks.{layer}.attn.hook_pattern"

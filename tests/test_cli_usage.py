@@ -632,3 +632,10 @@ def test_every_other_tools_option_gets_one_line_naming_only_the_commands_flags()
             wrong += [f"npgpt {name} {theirs}: {f} in {message!r}" for f in _misnamed(ours, own, commands)]
             assert "\n" not in message
     assert not wrong, "\n".join(wrong)
+
+
+def test_attention_out_of_range_names_its_flags():
+    """npgpt attention --layer 9 said 'layer must be in [0, 3]': the Python keyword, not the flag typed."""
+    for flag in ("--layer", "--head"):
+        r = run_cli("attention", "In the beginning", flag, "99", "--model", "bundled")
+        one_line_error(r, f"{flag} must be a whole number in [0, ", "got 99")

@@ -64,8 +64,8 @@ def test_long_prompts_show_their_last_tokens(url: str, model: GPT2):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"prompt": PROMPT, "layer": 2}, "layer must be in [0, 1]"),
-        ({"prompt": PROMPT, "head": 3}, "head must be in [0, 2]"),
+        ({"prompt": PROMPT, "layer": 2}, "layer must be a whole number in [0, 1]"),
+        ({"prompt": PROMPT, "head": 3}, "head must be a whole number in [0, 2]"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": PROMPT, "model": "nope"}, "not served here"),
     ],

@@ -241,7 +241,7 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-# The Python API's keywords that are CLI options of the same name: sampling's, the load's and eval's.
+# The Python API's keywords that are CLI options of the same name: sampling's, the load's, eval's and attention's.
 # (stop_at_eot, logprobs, skip_leading_space and logit_bias are the API's and the server's only.)
 _API_ONLY = {"stop_at_eot", "logprobs", "skip_leading_space", "logit_bias"}
 _FLAGS = {f.name for f in dataclasses.fields(SamplingParams)} - _API_ONLY | {
@@ -250,5 +250,7 @@ _FLAGS = {f.name for f in dataclasses.fields(SamplingParams)} - _API_ONLY | {
     "window",
     "stride",
     "batch_size",
+    "layer",  # npgpt attention's, as lens.attention_pattern names them
+    "head",
 }
 _KEYWORD = re.compile(rf"(?<![\w-])(?P<name>{'|'.join(sorted(_FLAGS))})=(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)")
