@@ -151,14 +151,61 @@ class SamplingParams:
 
         ``max_tokens=3`` (the OpenAI API's name) raises NpgptError "unknown option 'max_tokens'; did
         you mean 'max_new_tokens'?" rather than a bare TypeError; ``param`` is the unknown name.
+        Hugging Face's and TransformerLens's generate options are answered with npgpt's way to the same end
+        (``max_length=20``: "npgpt's is max_new_tokens, which counts only the new tokens ...").
         """
         valid = [f.name for f in fields(cls)]
         for name in options:
             if name not in valid:
                 close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}?" if close else f"valid options: {', '.join(valid)}"
+                hint = FOREIGN_OPTIONS.get(name, hint)
                 raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
         return cls(**options)
+
+
+_BEAMS = "npgpt has no beam search; temperature=0 is greedy decoding"
+_N = "npgpt's Python API has no n; pass the prompt k times ([prompt] * k), each row samples on its own"
+_SCORES = "model.completions(prompts, logprobs=k) returns each token's id, logprob and the k likeliest alternatives"
+_BAN = "ban tokens with logit_bias={id: -100}"
+# Other libraries' generate options (Hugging Face transformers' GenerationConfig, TransformerLens's
+# HookedTransformer.generate, the OpenAI API's) -> npgpt's way to the same end: a habit's name should get
+# the way, not a list of every option (or a near-miss "did you mean" that means something else).
+FOREIGN_OPTIONS = {
+    "max_length": "npgpt's is max_new_tokens, which counts only the new tokens (max_length counts the prompt's too)",
+    "do_sample": "npgpt samples unless temperature=0 (do_sample=False is temperature=0; the default is "
+    "temperature=1.0, sampling)",
+    "num_return_sequences": _N,
+    "n": _N,
+    "num_beams": _BEAMS,
+    "num_beam_groups": _BEAMS,
+    "early_stopping": _BEAMS,
+    "length_penalty": _BEAMS,
+    "eos_token_id": "npgpt stops at <|endoftext|> (id 50256) unless stop_at_eot=False; to stop at other text "
+    "pass stop=[...] (strings)",
+    "stop_at_eos": "npgpt's is stop_at_eot",
+    "stop_strings": "npgpt's is stop (a string or a list of them)",
+    "pad_token_id": "npgpt needs no pad token: prompts of different lengths are padded and masked for you",
+    "attention_mask": "generate needs none: pass the prompts unpadded (a list of texts or of id lists) and npgpt "
+    "pads and masks them; model.logits takes attention_mask",
+    "return_dict_in_generate": _SCORES,
+    "output_scores": _SCORES,
+    "output_logits": _SCORES + "; model.logits(ids) gives all of them",
+    "use_cache": "npgpt always decodes with a kv cache",
+    "use_past_kv_cache": "npgpt always decodes with a kv cache",
+    "no_repeat_ngram_size": "npgpt has no n-gram ban; repetition_penalty, presence_penalty and frequency_penalty "
+    "discourage repeats",
+    "min_new_tokens": "npgpt has no minimum; stop_at_eot=False or logit_bias={50256: -100} keeps it from ending "
+    "at <|endoftext|>",
+    "min_length": "npgpt has no minimum; stop_at_eot=False or logit_bias={50256: -100} keeps it from ending "
+    "at <|endoftext|>",
+    "bad_words_ids": _BAN,
+    "suppress_tokens": _BAN,
+    "freq_penalty": "npgpt's is frequency_penalty (OpenAI's, in [-2, 2])",
+    "prepend_bos": "npgpt prepends nothing; to start from <|endoftext|> as TransformerLens does, put it at the "
+    "start of the text",
+    "streamer": "model.stream(prompt, ...) yields the text as it is generated",
+}
 
 
 def _checked_bias(bias: Any) -> dict[int, float]:

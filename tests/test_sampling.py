@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 
 import numpy as np
 import pytest
 
 from npgpt.errors import NpgptError
 from npgpt.sampling import (
+    FOREIGN_OPTIONS,
     SamplingParams,
     apply_logit_bias,
     apply_penalties,
@@ -231,3 +233,37 @@ def test_filters_and_repetition_penalty_equal_hugging_faces_processors():
         theirs = hf(torch.tensor(prompt[None]), torch.tensor(logits[None]).double())[0].numpy()
         np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
         np.testing.assert_allclose(np.exp(log_softmax(ours)), np.exp(log_softmax(theirs)), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("max_length", "max_new_tokens, which counts only the new tokens"),
+        ("do_sample", "temperature=0"),
+        ("num_return_sequences", r"\[prompt\] \* k"),
+        ("num_beams", "no beam search"),
+        ("eos_token_id", "stop_at_eot=False"),
+        ("pad_token_id", "padded and masked for you"),
+        ("output_scores", "logprobs=k"),
+        ("stop_at_eos", "stop_at_eot"),
+    ],
+)
+def test_another_librarys_generate_option_is_answered_with_npgpts_way(name, says):
+    """Hugging Face's max_length got "valid options: ..." (every option but the one to use), n "did you mean 'seed'"."""
+    with pytest.raises(NpgptError, match=f"unknown option '{name}'; .*{says}") as e:
+        SamplingParams.from_options({name: 1})
+    assert e.value.param == name
+
+
+def test_the_foreign_option_names_are_those_libraries_own():
+    import inspect
+
+    from transformers import GenerationConfig
+
+    bridge = pytest.importorskip("transformer_lens.model_bridge")  # TransformerLens 4's HookedTransformer
+    hf = set(vars(GenerationConfig()))
+    tl = set(inspect.signature(bridge.TransformerBridge.generate).parameters)
+    own = {f.name for f in fields(SamplingParams)}
+    for name in FOREIGN_OPTIONS:
+        assert name not in own
+        assert name in hf | tl | {"n", "attention_mask", "streamer"}, name  # n: OpenAI's; the rest generate()'s
