@@ -16,6 +16,7 @@ from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
 from .sampling import SamplingParams
 from .score import Score, score
+from .token_ids import as_ids
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # the measurement is imported only when dtype="auto" asks for it
@@ -113,15 +114,22 @@ class GPT2:
         A literal ``<|endoftext|>`` in a text prompt is the special token, id 50256, GPT-2's document
         separator, as in the CLI, the server's completions, transformers, llama.cpp and vLLM; to read it
         as text, pass ``model.tokenizer.encode(text)``. (A chat message's is text: ``npgpt.chat``.)"""
-        if isinstance(prompts, (str, np.ndarray)) or _is_sequence(prompts):
-            items: Sequence[Any] = [prompts] if _is_one_prompt(prompts) else prompts
-            return [
-                self.tokenizer.encode(p, allow_special=True) if isinstance(p, str) else _token_ids(p, i)
-                for i, p in enumerate(items)
-            ]
-        raise NpgptError(
-            f"prompts must be a string, token ids or a list of them, got {type(prompts).__name__}", param="prompt"
-        )
+        if isinstance(prompts, str):
+            items: Sequence[Any] = [prompts]
+        elif _is_sequence(prompts) and not _is_one_prompt(prompts):
+            items = prompts  # a list of prompts, each text or ids
+        else:  # one prompt of ids [T], or a batch of them [B, T] (a tokenizer's return_tensors="pt")
+            ids = as_ids(prompts, "prompts", "a string, integer token ids or a list of them", "prompt")
+            if ids.ndim not in (1, 2):
+                raise NpgptError(
+                    f"prompts of token ids must be [T] (one prompt) or [B, T] (B prompts), got shape {ids.shape}",
+                    param="prompt",
+                )
+            items = [ids] if ids.ndim == 1 else list(ids)
+        return [
+            self.tokenizer.encode(p, allow_special=True) if isinstance(p, str) else _token_ids(p, i)
+            for i, p in enumerate(items)
+        ]
 
     def events(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]], **sampling: Any) -> Iterator[Event]:
         """The raw token iterator over a batch of prompts (text or token ids); see ``generate.events``.
@@ -233,25 +241,15 @@ def _is_sequence(x: Any) -> bool:
 
 def _token_ids(prompt: Any, i: int) -> list[int]:
     """Prompt ``i`` as a list of int ids; NpgptError for anything else (int(1.5) would silently be id 1)."""
-    ids = np.asarray(prompt) if isinstance(prompt, np.ndarray) or _is_sequence(prompt) else None
-    if ids is None or ids.ndim != 1 or (ids.size and (ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer))):
-        raise NpgptError(
-            f"prompt {i} must be text or a flat list of integer token ids, got {_describe(prompt)}", param="prompt"
-        )
-    return [int(t) for t in ids]
+    expected = "text or a flat list of integer token ids"
+    ids = as_ids(prompt, f"prompt {i}", expected, "prompt")
+    if ids.ndim != 1:
+        raise NpgptError(f"prompt {i} must be {expected}, got shape {ids.shape}", param="prompt")
+    return ids.tolist()
 
 
-def _describe(x: Any) -> str:
-    return repr(x) if len(r := repr(x)) <= 60 else f"{r[:57]}..."
-
-
-def _is_one_prompt(prompts: Any) -> bool:
-    """A string, or a flat sequence of token ids (not a list of prompts)."""
-    if isinstance(prompts, str):
-        return True
-    arr = prompts if isinstance(prompts, np.ndarray) else None
-    if arr is not None:
-        return arr.ndim == 1
+def _is_one_prompt(prompts: Sequence[Any]) -> bool:
+    """A flat sequence of token ids (not a list of prompts)."""
     return len(prompts) > 0 and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompts)
 
 

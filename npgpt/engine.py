@@ -18,6 +18,7 @@ from .config import GPT2Config
 from .errors import NpgptError
 from .model import attention_mask
 from .params import flatten
+from .token_ids import as_ids
 
 
 def positions_and_mask(valid: np.ndarray, start: Any, n_new: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,20 +94,17 @@ class Engine:
 
     def check_ids(self, ids: Any, attention_mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """ids as int [B, T] and the mask of real tokens as bool [B, T], checked (see :meth:`logits`)."""
-        if isinstance(ids, str):
-            raise NpgptError("ids are token ids, not text; encode it first: model.tokenizer.encode(text)")
-        try:
-            ids = np.asarray(ids)
-        except ValueError:  # NumPy's "inhomogeneous shape": rows of different lengths
-            raise NpgptError(
-                "ids rows have different lengths; left-pad them to one length and pass "
-                "attention_mask (1 = token, 0 = padding)"
-            ) from None
+        ids = as_ids(
+            ids,
+            "ids",
+            "integers of shape [batch, seq]",
+            ragged="; left-pad them to one length and pass attention_mask (1 = token, 0 = padding)",
+        )
         if ids.ndim == 1:
             ids = ids[None, :]
         if ids.size == 0:
             raise NpgptError(f"ids are empty (shape {ids.shape}); give at least one token id")
-        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        if ids.ndim != 2:
             raise NpgptError(f"ids must be integers of shape [batch, seq], got {ids.dtype} {ids.shape}")
         B, T = ids.shape
         if T > self.config.n_ctx:
@@ -116,9 +114,7 @@ class Engine:
         valid = np.ones((B, T), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
         if valid.shape != (B, T):
             raise NpgptError(f"attention_mask must have the shape of ids {ids.shape}, got {valid.shape}")
-        # int64 whatever integers came: torch indexes only with int64/int32 (uint8 as a mask), and JAX
-        # cannot compare int8/int16 ids with the vocabulary's size.
-        return ids.astype(np.int64, copy=False), valid
+        return ids, valid
 
     def forward(
         self, ids: np.ndarray, cache: KVCache, valid: np.ndarray, start: np.ndarray, last_only: bool = False

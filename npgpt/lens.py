@@ -20,6 +20,7 @@ from .errors import NpgptError, is_integer, shown
 from .hooks import run_with_cache
 from .model import layer_norm, matmul, softmax
 from .params import head_name
+from .token_ids import as_ids
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine
@@ -40,7 +41,7 @@ class LogitLens:
 
 
 def _one_row(model: Engine | HasEngine, ids: Any) -> np.ndarray:
-    ids = np.asarray(ids)
+    ids = as_ids(ids, "ids", "one non-empty sequence of token ids")
     if ids.ndim == 2 and ids.shape[0] == 1:
         ids = ids[0]
     if ids.ndim != 1 or ids.size == 0:

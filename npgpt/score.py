@@ -28,6 +28,7 @@ import numpy as np
 from .config import GPT2Config
 from .errors import NpgptError, is_integer, shown
 from .sampling import check_finite, log_softmax
+from .token_ids import as_ids
 from .tokenizer import Tokenizer
 
 
@@ -176,19 +177,8 @@ def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> n
     """
     if isinstance(text, str):
         return np.asarray(model.tokenizer.encode(text, allow_special=allow_special), dtype=np.int64)
-    # another library's array (a PyTorch tensor, a JAX array) is read through NumPy's __array__, as before
-    if isinstance(text, (bytes, bytearray)) or not (
-        isinstance(text, (Sequence, np.ndarray)) or hasattr(text, "__array__")
-    ):
-        raise NpgptError(
-            f"text must be a string or a list of token ids, got {type(text).__name__}"
-            + ("; decode the bytes first" if isinstance(text, (bytes, bytearray)) else ""),
-            "text",
-        )
-    arr = np.asarray(text)
-    if arr.size == 0:
-        arr = arr.astype(np.int64)
-    if arr.ndim != 1 or arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+    arr = as_ids(text, "text", "a string or a 1-D sequence of token ids", "text")
+    if arr.ndim != 1:
         raise NpgptError(f"text must be a string or a 1-D sequence of token ids, got {arr.dtype} {arr.shape}", "text")
     n_tokens = min(model.config.n_vocab, model.tokenizer.n_vocab)
     if arr.size and (arr.min() < 0 or arr.max() >= n_tokens):
@@ -196,4 +186,4 @@ def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> n
             f"; ids from {n_tokens} on are the model's padding, no token" if model.config.n_vocab > n_tokens else ""
         )
         raise NpgptError(f"token ids must be in [0, {n_tokens}), the model's vocabulary{padding}", "text")
-    return arr.astype(np.int64)
+    return arr

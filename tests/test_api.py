@@ -155,3 +155,33 @@ def test_next_tokens_refuses_a_k_under_one(model, k):
     """k=-1 listed every token but the least likely (a slice [:-1]), k=0 nothing."""
     with pytest.raises(NpgptError, match="k must be an integer >= 1"):
         model.next_tokens("Hi", k=k)
+
+
+def test_prompts_of_ids_in_another_librarys_array_are_read_as_score_reads_them(model):
+    """A PyTorch tensor or JAX array of ids ([T], or [B, T] as a tokenizer's return_tensors="pt" gives) was
+    "prompts must be a string, token ids or a list of them, got Tensor" from generate, stream,
+    completions and next_tokens, while score and logits took it."""
+    torch = pytest.importorskip("torch")
+    ids = model.tokenizer.encode("Hello world")
+    run = dict(max_new_tokens=2, temperature=0)
+    want = model.generate(ids, **run)
+    as_int32 = torch.tensor(ids, dtype=torch.int32)
+    for prompt in (torch.tensor(ids), torch.tensor([ids]), as_int32, np.array([ids], np.int32)):
+        assert model.generate(prompt, **run) == want
+        assert [c.text for c in model.completions(prompt, **run)] == want
+        assert "".join(t for _, t in model.stream(prompt, **run)) == want[0]
+        assert model.next_tokens(prompt, k=3) == model.next_tokens(ids, k=3)
+    two = torch.tensor([ids, ids[::-1]])  # [B, T]: B prompts, never T prompts of B tokens
+    assert model.generate(two, **run) == model.generate([ids, ids[::-1]], **run)
+    jnp = pytest.importorskip("jax.numpy")
+    assert model.generate(jnp.asarray(ids), **run) == want
+    assert model.next_tokens(jnp.asarray(ids), k=3) == model.next_tokens(ids, k=3)
+
+
+def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
+    torch = pytest.importorskip("torch")
+    for run in (model.generate, model.next_tokens, model.logits, model.score):
+        with pytest.raises(NpgptError, match=r"must be .*got float32 \(3,\)"):
+            run(torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(NpgptError, match="prompt 0 must be .*different lengths"):
+        model.generate([[[1, 2], [3]]])  # NumPy's ValueError before

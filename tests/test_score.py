@@ -91,7 +91,7 @@ def test_score_errors(tiny) -> None:
 @pytest.mark.parametrize(
     "text, message",
     [
-        (b"In the beginning", "text must be a string or a list of token ids, got bytes; decode the bytes first"),
+        (b"In the beginning", "text must be a string or a 1-D sequence of token ids, got bytes; decode the bytes"),
         (5, "got int"),
         (None, "got NoneType"),
         ([1.5, 2.0, 3.0], "text must be a string or a 1-D sequence of token ids, got float64"),

@@ -1,0 +1,52 @@
+"""Reading the token ids a user passes, for every method that takes them (logits, the hooks, generate,
+next_tokens, score), so that none refuses what another takes.
+
+Ids come as a list or tuple of ints (nested for rows), a NumPy array of any integer type, or another
+library's array (a PyTorch tensor, a JAX array) read through NumPy's ``__array__``. Never cast: floats
+and bools are refused (``int(1.5)`` would silently be id 1), and so are text and bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import NpgptError
+
+
+def is_array_like(x: Any) -> bool:
+    """A list, tuple or array of some library (one with NumPy's ``__array__``); never text or bytes."""
+    if isinstance(x, (str, bytes, bytearray)):
+        return False
+    return isinstance(x, (Sequence, np.ndarray)) or hasattr(x, "__array__")
+
+
+def as_ids(x: Any, what: str, expected: str, param: str | None = None, ragged: str = "") -> np.ndarray:
+    """``x`` as int64 token ids of its own shape (the caller checks the shape), or NpgptError
+    "``what`` must be ``expected``, got ..." naming what came, with the way forward where there is one.
+
+    ``ragged``: what to add when ``x`` holds rows of different lengths (the caller knows the fix).
+    """
+    if not is_array_like(x):
+        hint = ""
+        if isinstance(x, str):
+            hint = "; encode the text first: model.tokenizer.encode(text)"
+        elif isinstance(x, (bytes, bytearray)):
+            hint = "; decode the bytes first"
+        raise NpgptError(f"{what} must be {expected}, got {type(x).__name__}{hint}", param)
+    try:
+        arr = np.asarray(x)
+    except ValueError:  # NumPy's "inhomogeneous shape"
+        raise NpgptError(f"{what} must be {expected}, got rows of different lengths{ragged}", param) from None
+    except TypeError:  # an array that will not leave its device implicitly (CuPy's)
+        unread = f"a {type(x).__name__} NumPy cannot read; pass a list or NumPy array"
+        raise NpgptError(f"{what} must be {expected}, got {unread}", param) from None
+    if arr.size == 0:  # [] reads as float64
+        return arr.astype(np.int64)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise NpgptError(f"{what} must be {expected}, got {arr.dtype} {arr.shape}", param)
+    # int64 whatever integers came: torch indexes only with int64/int32 (uint8 as a mask), and JAX
+    # cannot compare int8/int16 ids with the vocabulary's size.
+    return arr.astype(np.int64, copy=False)
