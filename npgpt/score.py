@@ -179,7 +179,11 @@ def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> n
         return np.asarray(model.tokenizer.encode(text, allow_special=allow_special), dtype=np.int64)
     arr = as_ids(text, "text", "a string or a 1-D sequence of token ids", "text")
     if arr.ndim != 1:
-        raise NpgptError(f"text must be a string or a 1-D sequence of token ids, got {arr.dtype} {arr.shape}", "text")
+        # a tokenizer's return_tensors="pt" is a batch of one [1, T]
+        one = "; for a batch of one [1, T] pass its row, ids[0]" if arr.ndim == 2 and len(arr) == 1 else ""
+        raise NpgptError(
+            f"text must be a string or a 1-D sequence of token ids, got {arr.dtype} {arr.shape}{one}", "text"
+        )
     n_tokens = min(model.config.n_vocab, model.tokenizer.n_vocab)
     if arr.size and (arr.min() < 0 or arr.max() >= n_tokens):
         padding = (

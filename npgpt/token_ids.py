@@ -8,7 +8,7 @@ and bools are refused (``int(1.5)`` would silently be id 1), and so are text and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,11 @@ def as_ids(x: Any, what: str, expected: str, param: str | None = None, ragged: s
             hint = "; encode the text first: model.tokenizer.encode(text)"
         elif isinstance(x, (bytes, bytearray)):
             hint = "; decode the bytes first"
+        elif isinstance(x, Mapping) and "input_ids" in x:  # Hugging Face's BatchEncoding, tokenizer(text)
+            hint = (
+                ", a tokenizer's output: pass the text itself, or its ['input_ids'] "
+                "(and to logits or the hooks attention_mask=its ['attention_mask'])"
+            )
         raise NpgptError(f"{what} must be {expected}, got {type(x).__name__}{hint}", param)
     try:
         arr = np.asarray(x)

@@ -185,3 +185,20 @@ def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
             run(torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(NpgptError, match="prompt 0 must be .*different lengths"):
         model.generate([[[1, 2], [3]]])  # NumPy's ValueError before
+
+
+def test_a_hugging_face_tokenizers_output_is_told_to_pass_its_input_ids(model):
+    """tokenizer(text, return_tensors="pt") is a BatchEncoding: logits read it as "<U14 (1, 2)" (its keys),
+    the others as "got BatchEncoding" with no way forward; score's [1, T] input_ids was "got int64 (1, 3)"."""
+    torch = pytest.importorskip("torch")
+    from transformers import BatchEncoding
+
+    ids = torch.tensor([model.tokenizer.encode("Hello world")])
+    enc = BatchEncoding({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    for run in (model.generate, model.next_tokens, model.logits, model.score, model.run_with_cache):
+        for given in (enc, dict(enc)):
+            with pytest.raises(NpgptError, match=r"a tokenizer's output: pass the text itself, or its \['input_ids'\]"):
+                run(given)
+    with pytest.raises(NpgptError, match=r"got int64 \(1, 2\); for a batch of one \[1, T\] pass its row, ids\[0\]"):
+        model.score(enc["input_ids"])
+    assert model.score(enc["input_ids"][0]) == model.score("Hello world")
