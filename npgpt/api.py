@@ -74,6 +74,12 @@ class GPT2:
         return self.engine.config
 
     @property
+    def cfg(self) -> GPT2Config:
+        """``config``, by TransformerLens's name; it answers TransformerLens's ``cfg`` names too (``n_layers``,
+        ``d_model``, ``n_heads``, ``d_head``, ``d_vocab``, ``d_mlp``, ``n_ctx``)."""
+        return self.engine.config
+
+    @property
     def params(self) -> dict[str, Any]:
         """The weights as the backend holds them (see ``Backend.put_params``)."""
         return self.engine.params

@@ -121,6 +121,27 @@ class GPT2Config:
         """Width of the MLP's hidden layer (TransformerLens's name): ``n_inner`` or 4 * n_embd."""
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
 
+    # TransformerLens's names (its ``model.cfg``), so code written against HookedTransformer reads npgpt's
+    @property
+    def n_layers(self) -> int:
+        return self.n_layer
+
+    @property
+    def d_model(self) -> int:
+        return self.n_embd
+
+    @property
+    def n_heads(self) -> int:
+        return self.n_head
+
+    @property
+    def d_head(self) -> int:
+        return self.head_dim
+
+    @property
+    def d_vocab(self) -> int:
+        return self.n_vocab
+
     @property
     def n_params(self) -> int:
         """Parameter count, summed over :meth:`param_shapes` (GPT-2's head is tied to ``wte``; an

@@ -482,3 +482,11 @@ def test_fwd_hooks_may_be_a_generator():
     assert not np.allclose(zeroed, plain)
     with pytest.raises(NpgptError, match="fwd_hooks must be a list of"):
         hooks.run_with_hooks(model, [[1, 2, 3]], fwd_hooks=3)
+
+
+def test_the_config_answers_transformer_lens_cfg_names(odd):
+    """model.cfg.n_layers (TransformerLens's) was an AttributeError: cfg and its names are aliases of npgpt's."""
+    model, br = odd
+    for name in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "d_mlp", "n_ctx"):
+        assert getattr(model.cfg, name) == getattr(br.cfg, name), name
+    assert model.cfg is model.config
