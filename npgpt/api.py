@@ -100,17 +100,25 @@ class GPT2:
         return self.engine.logits(ids, attention_mask)
 
     def run_with_cache(
-        self, ids: Any, names_filter: Any = None, attention_mask: Any = None, **kw: Any
+        self,
+        ids: Any,
+        names_filter: Any = None,
+        attention_mask: Any = None,
+        fwd_hooks: Any = (),
+        host: bool = True,
+        **other: Any,
     ) -> tuple[Any, dict[str, Any]]:
         """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``."""
         from .hooks import run_with_cache
 
-        return run_with_cache(self, ids, names_filter, attention_mask, **kw)
+        _refuse_lens_options(other)
+        return run_with_cache(self, ids, names_filter, attention_mask, fwd_hooks=fwd_hooks, host=host)
 
-    def run_with_hooks(self, ids: Any, fwd_hooks: Any = (), attention_mask: Any = None) -> np.ndarray:
+    def run_with_hooks(self, ids: Any, fwd_hooks: Any = (), attention_mask: Any = None, **other: Any) -> np.ndarray:
         """Logits of a forward pass with ``fwd_hooks`` [(name, fn(activation, name))]; see ``hooks.run_with_hooks``."""
         from .hooks import run_with_hooks
 
+        _refuse_lens_options(other)
         return run_with_hooks(self, ids, fwd_hooks, attention_mask)
 
     # -- generation -----------------------------------------------------------------------------
@@ -224,6 +232,26 @@ class GPT2:
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
+
+
+# TransformerLens's options of run_with_cache/run_with_hooks -> npgpt's way to the same end
+_LENS_OPTIONS = {
+    "return_type": "npgpt's returns the logits; for the loss use model.score(ids) (its cross_entropy)",
+    "remove_batch_dim": "index the cache's arrays with [0]",
+    "prepend_bos": "npgpt prepends nothing; put <|endoftext|> (id 50256) first as TransformerLens does",
+    "padding_side": "pass left-padded ids and attention_mask (1 = token, 0 = padding)",
+    "reset_hooks_end": "npgpt's hooks last for the one call",
+    "clear_contexts": "npgpt's hooks last for the one call",
+    "stop_at_layer": "npgpt runs every layer; the cache's blocks.{l}.hook_resid_post is the stream after layer l",
+    "bwd_hooks": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
+}
+
+
+def _refuse_lens_options(other: dict[str, Any]) -> None:
+    """A keyword the hooks do not take: NpgptError naming npgpt's way for TransformerLens's, not a TypeError."""
+    for name in other:
+        hint = _LENS_OPTIONS.get(name, "valid: names_filter, attention_mask, fwd_hooks, host")
+        raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
 
 
 def _check_auto_rows(auto_rows: Any) -> None:

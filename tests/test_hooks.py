@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import random_params
 
-from npgpt import hooks
+from npgpt import api, hooks
 from npgpt.api import GPT2
 from npgpt.config import PRESETS, GPT2Config
 from npgpt.errors import NpgptError
@@ -490,3 +490,21 @@ def test_the_config_answers_transformer_lens_cfg_names(odd):
     for name in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "d_mlp", "n_ctx"):
         assert getattr(model.cfg, name) == getattr(br.cfg, name), name
     assert model.cfg is model.config
+
+
+def test_transformer_lens_options_of_run_with_cache_name_npgpts_way(odd):
+    """run_with_cache(ids, return_type="loss") was a bare TypeError (unexpected keyword argument)."""
+    model, br = odd
+    import inspect
+
+    for run, name, says in (
+        (model.run_with_cache, "return_type", r"model\.score"),
+        (model.run_with_cache, "remove_batch_dim", r"\[0\]"),
+        (model.run_with_hooks, "prepend_bos", "prepends nothing"),
+        (model.run_with_cache, "colour", "valid: names_filter"),
+    ):
+        with pytest.raises(NpgptError, match=f"unknown option '{name}'; .*{says}") as e:
+            run([1, 2, 3], **{name: True})
+        assert e.value.param == name
+    lens = set().union(*(inspect.signature(f).parameters for f in (br.run_with_cache, br.run_with_hooks, br.forward)))
+    assert set(api._LENS_OPTIONS) <= lens  # TransformerLens's own names
