@@ -101,7 +101,7 @@ def test_a_layer_or_head_that_is_no_integer_is_one_line_naming_it(layer, head, p
 
     config = CONFIGS["tiny"]
     model = GPT2(config, random_params(config, 0))
-    with pytest.raises(NpgptError, match=rf"^{param} must be in \[0, 1\] for this model") as err:
+    with pytest.raises(NpgptError, match=rf"^{param} must be a whole number in \[0, 1\] for this model") as err:
         attention_pattern(model, [1, 2], layer, head)
     assert err.value.param == param and "\n" not in str(err.value)
     np.testing.assert_array_equal(
@@ -111,9 +111,9 @@ def test_a_layer_or_head_that_is_no_integer_is_one_line_naming_it(layer, head, p
 
 def test_bad_layer_head_or_ids_are_one_line_errors(pair):
     model, _ = pair("tiny")
-    with pytest.raises(NpgptError, match=r"layer must be in \[0, 1\]"):
+    with pytest.raises(NpgptError, match=r"layer must be a whole number in \[0, 1\]"):
         attention_pattern(model, [1, 2], 2, 0)
-    with pytest.raises(NpgptError, match=r"head must be in \[0, 1\]"):
+    with pytest.raises(NpgptError, match=r"head must be a whole number in \[0, 1\]"):
         attention_pattern(model, [1, 2], 0, -1)
     with pytest.raises(NpgptError, match="one non-empty sequence"):
         logit_lens(model, [])
@@ -140,7 +140,7 @@ def test_attention_command_prints_the_top_keys_and_writes_the_png(tmp_path):
     assert "block 1, head 2" in r.stdout and "' light'" in r.stdout
     assert png.read_bytes().startswith(PNG)
     bad = run_cli("attention", "hello", "--layer", "99")
-    assert bad.returncode == 1 and "layer must be in" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and "--layer must be a whole number in" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize("command", ["lens", "attention"])
