@@ -517,8 +517,15 @@ def test_a_tokenizer_saved_beside_the_model_must_be_gpt2s(tmp_path):
         load_checkpoint(tmp_path / "bert")
 
 
-@pytest.mark.parametrize("fmt", ["npgpt", "hf", "hf-sharded", "llmc", "openai", "gguf"])
-@pytest.mark.parametrize("where", ["under-a-file", "cannot-be-created", "a-folder-as-the-file"])
+@pytest.mark.parametrize(
+    ("fmt", "where"),
+    [
+        (fmt, where)
+        for fmt in ("npgpt", "hf", "hf-sharded", "llmc", "openai", "gguf")
+        for where in ("under-a-file", "cannot-be-created", "a-folder-as-the-file")
+        if not (where == "a-folder-as-the-file" and fmt in ("hf", "hf-sharded", "openai"))  # these write a folder
+    ],
+)
 def test_a_destination_that_cannot_be_written_is_refused_before_the_source_is_read(tmp_path, monkeypatch, fmt, where):
     """convert read the whole source (gigabytes for 1558M, finite checks and all) and only then found the
     destination unwritable."""
@@ -531,8 +538,6 @@ def test_a_destination_that_cannot_be_written_is_refused_before_the_source_is_re
     (tmp_path / "notes.txt").write_text("a file, not a folder")
     suffix = {"npgpt": ".safetensors", "llmc": ".bin", "gguf": ".gguf"}.get(fmt, "")
     if where == "a-folder-as-the-file":
-        if not suffix:
-            pytest.skip("hf and openai write a folder")
         dst = tmp_path / f"out{suffix}"
         dst.mkdir()
         (dst / ({"npgpt": "model.safetensors", "llmc": "model.bin", "gguf": "model.gguf"}[fmt])).mkdir()
