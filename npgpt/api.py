@@ -218,7 +218,11 @@ class GPT2:
         return score(self, text, window=window, stride=stride, allow_special=allow_special)
 
     def next_tokens(self, prompt: str | Sequence[int], k: int = 10) -> list[tuple[int, str, float]]:
-        """The ``k`` most likely next tokens after ``prompt`` (text or token ids): (id, text, probability)."""
+        """The ``k`` most likely next tokens after ``prompt`` (text or token ids): (id, text, probability).
+
+        A prompt longer than the model's context is read from its last ``n_ctx`` tokens (what the model
+        would see next when generating on), not refused: the playground's live bars follow typing past it.
+        """
         if not is_integer(k) or k < 1:
             raise NpgptError(f"k must be an integer >= 1 (how many tokens to list), got {shown(k)}", param="k")
         rows = self._rows(prompt)  # text or token ids, as generate takes them

@@ -639,3 +639,13 @@ def test_attention_out_of_range_names_its_flags():
     for flag in ("--layer", "--head"):
         r = run_cli("attention", "In the beginning", flag, "99", "--model", "bundled")
         one_line_error(r, f"{flag} must be a whole number in [0, ", "got 99")
+
+
+def test_next_says_when_it_reads_only_the_last_n_ctx_tokens():
+    """npgpt next quietly used the last n_ctx tokens of an overlong prompt, where generate refuses it: it says so."""
+    long = "In the beginning God created the heaven and the earth. " * 40  # > 256 tokens, the bundled context
+    r = run_cli("next", long, "-k", "2", "--model", "bundled")
+    assert r.returncode == 0, r.stderr
+    assert "more than the model's context of 256: the next token is predicted from its last 256" in r.stderr
+    r = run_cli("next", "In the beginning", "-k", "2", "--model", "bundled")
+    assert r.returncode == 0 and "context" not in r.stderr, r.stderr

@@ -27,7 +27,7 @@ def eval_command(
 ) -> None:
     """Perplexity of a text file (Hugging Face's sliding-window method).
 
-    Example: npgpt eval --data tests/fixtures/kjv_heldout.txt --stride 128
+    Example: npgpt eval --data heldout.txt --stride 128
     """
     from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 

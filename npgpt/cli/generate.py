@@ -286,6 +286,12 @@ def next_(
     if not prompt:
         raise NpgptError("no prompt: give a PROMPT, or pipe text in")
     m = load_model(model, backend, dtype)
+    n_tokens = len(m.tokenizer.encode(prompt, allow_special=True))
+    if n_tokens > m.config.n_ctx:  # next_tokens reads the last n_ctx tokens: said, where generate refuses
+        print_notice(
+            f"the prompt has {n_tokens} tokens, more than the model's context of {m.config.n_ctx}: the next "
+            f"token is predicted from its last {m.config.n_ctx}"
+        )
     top = m.next_tokens(prompt, k=k)
     if as_json:
         print_json(
