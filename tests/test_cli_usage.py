@@ -649,3 +649,21 @@ def test_next_says_when_it_reads_only_the_last_n_ctx_tokens():
     assert "more than the model's context of 256: the next token is predicted from its last 256" in r.stderr
     r = run_cli("next", "In the beginning", "-k", "2", "--model", "bundled")
     assert r.returncode == 0 and "context" not in r.stderr, r.stderr
+
+
+def test_ctrl_c_while_streaming_ends_the_line(tmp_path):
+    """Ctrl-C in the middle of --stream left the shell's prompt on the text's line: the line is ended, and the
+    exit code is still 130."""
+    script = (
+        "import sys\n"
+        "import npgpt.api\n"
+        "def stream(self, *args, **kwargs):\n"
+        "    yield 'And God'\n"
+        "    raise KeyboardInterrupt\n"
+        "npgpt.api.GPT2.stream = stream\n"
+        "from npgpt.cli import main\n"
+        "sys.argv = ['npgpt', 'generate', 'Hi', '--stream', '--model', 'bundled']\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130 and r.stdout == "HiAnd God\n" and "Traceback" not in r.stderr, (r.stdout, r.stderr)

@@ -117,10 +117,13 @@ def generate(
     if len(rows) == 1 and stream:
         if echo:
             out.write(rows[0])
-        for delta in m.stream(rows[0], **sampling):
-            out.write(delta)
+        try:
+            for delta in m.stream(rows[0], **sampling):
+                out.write(delta)
+                out.flush()
+        finally:  # also on Ctrl-C: the shell's prompt starts on a line of its own, not after the text
+            out.write("\n")
             out.flush()
-        out.write("\n")
         return
     # A batch: with --stream each completion is printed as soon as its row finishes.
     texts, finish, used = [""] * len(rows), [""] * len(rows), [0] * len(rows)
