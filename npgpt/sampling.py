@@ -168,6 +168,8 @@ _BEAMS = "npgpt has no beam search; temperature=0 is greedy decoding"
 _N = "npgpt's Python API has no n; pass the prompt k times ([prompt] * k), each row samples on its own"
 _SCORES = "model.completions(prompts, logprobs=k) returns each token's id, logprob and the k likeliest alternatives"
 _BAN = "ban tokens with logit_bias={id: -100}"
+_CACHE = "npgpt always decodes with a kv cache"
+_MIN = "npgpt has no minimum; stop_at_eot=False or logit_bias={50256: -100} keeps it from ending at <|endoftext|>"
 # Other libraries' generate options (Hugging Face transformers' GenerationConfig, TransformerLens's
 # HookedTransformer.generate, the OpenAI API's) -> npgpt's way to the same end: a habit's name should get
 # the way, not a list of every option (or a near-miss "did you mean" that means something else).
@@ -191,14 +193,12 @@ FOREIGN_OPTIONS = {
     "return_dict_in_generate": _SCORES,
     "output_scores": _SCORES,
     "output_logits": _SCORES + "; model.logits(ids) gives all of them",
-    "use_cache": "npgpt always decodes with a kv cache",
-    "use_past_kv_cache": "npgpt always decodes with a kv cache",
+    "use_cache": _CACHE,
+    "use_past_kv_cache": _CACHE,
     "no_repeat_ngram_size": "npgpt has no n-gram ban; repetition_penalty, presence_penalty and frequency_penalty "
     "discourage repeats",
-    "min_new_tokens": "npgpt has no minimum; stop_at_eot=False or logit_bias={50256: -100} keeps it from ending "
-    "at <|endoftext|>",
-    "min_length": "npgpt has no minimum; stop_at_eot=False or logit_bias={50256: -100} keeps it from ending "
-    "at <|endoftext|>",
+    "min_new_tokens": _MIN,
+    "min_length": _MIN,
     "bad_words_ids": _BAN,
     "suppress_tokens": _BAN,
     "freq_penalty": "npgpt's is frequency_penalty (OpenAI's, in [-2, 2])",
@@ -220,8 +220,6 @@ def _checked_bias(bias: Any) -> dict[int, float]:
     for key, value in bias.items():
         # (a string of more digits than any id is no id either: int() refuses 4300 digits)
         token = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 18 else key
-        if isinstance(key, str) and len(key) > 40:
-            key = key[:40] + "..."
         if not is_integer(token) or token < 0:
             raise NpgptError(
                 f"logit_bias keys must be token ids (integers >= 0, or strings of them), got {shown(key)}",

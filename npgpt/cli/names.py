@@ -80,6 +80,9 @@ _OFFLOAD = [
     ("train", _ON_JAX),
 ]
 _CONVERSE = [("chat", "npgpt chat is interactive already; drop it"), ("*", "for a conversation, use npgpt chat")]
+_PIPE_IN = [("chat", "npgpt chat reads your messages from the terminal, or piped in: echo Hi | npgpt chat")]
+_DOWNLOAD_FIRST = [("--model", "download it first (`npgpt download --hf ORG/NAME`), then use -m ORG/NAME")]
+_ALIAS = [("serve", "name a model with --model NAME=PATH")]
 _DEVICE = [
     ("--backend", "npgpt picks the device with --backend: numpy runs on the CPU; torch, jax and cupy on the GPU"),
     ("train", _ON_JAX),
@@ -110,12 +113,12 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
         )
     ],
     "-n": [("serve", "a client sets max_tokens in each request")],  # llama-server's default n_predict
-    "-p": [("chat", "npgpt chat reads your messages from the terminal, or piped in: echo Hi | npgpt chat")],
-    "--prompt": [("chat", "npgpt chat reads your messages from the terminal, or piped in: echo Hi | npgpt chat")],
-    "-hf": [("--model", "download it first (`npgpt download --hf ORG/NAME`), then use -m ORG/NAME")],
-    "--hf-repo": [("--model", "download it first (`npgpt download --hf ORG/NAME`), then use -m ORG/NAME")],
-    "-a": [("serve", "name a model with --model NAME=PATH")],  # llama-server's alias
-    "--alias": [("serve", "name a model with --model NAME=PATH")],
+    "-p": _PIPE_IN,
+    "--prompt": _PIPE_IN,
+    "-hf": _DOWNLOAD_FIRST,
+    "--hf-repo": _DOWNLOAD_FIRST,
+    "-a": _ALIAS,  # llama-server's alias
+    "--alias": _ALIAS,
     "--verbose": [("*", "npgpt has no verbose mode; NPGPT_DEBUG=1 adds a traceback to an error")],
     "--color": [("*", "npgpt colours its output on a terminal by itself; NO_COLOR=1 turns colour off")],
 }

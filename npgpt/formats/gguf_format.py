@@ -341,7 +341,7 @@ def _check_against_metadata(path: Path, tensors: dict[str, Any], table: dict[str
     for name, index, key, want in (
         (f"{N[T.TOKEN_EMBD]}.weight", 0, L.EMBEDDING_LENGTH, config.n_embd),
         (f"{N[T.POS_EMBD]}.weight", 1, L.CONTEXT_LENGTH, config.n_ctx),
-        (f"{N[T.FFN_UP].format(bid=0)}.weight", 1, L.FEED_FORWARD_LENGTH, getattr(config, "d_mlp", 4 * config.n_embd)),
+        (f"{N[T.FFN_UP].format(bid=0)}.weight", 1, L.FEED_FORWARD_LENGTH, config.d_mlp),
     ):
         shape = [int(n) for n in tensors[name].shape]
         if len(shape) != 2 or shape[index] != want:

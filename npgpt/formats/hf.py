@@ -42,8 +42,8 @@ _HF_MATH = (
 # Buffers: not parameters; and GPT2DoubleHeadsModel's multiple-choice head, beside its language-model
 # head (transformers' GPT2LMHeadModel.from_pretrained leaves it out too).
 _DROP = re.compile(r"\.attn\.(masked_)?bias$|^multiple_choice_head\.")
-# The heads of transformers' GPT-2 classes that have no language-model head.
 _TOP_LEVEL = ("wte", "wpe", "blocks", "ln_f", "lm_head")  # the first part of every npgpt name
+# The heads of transformers' GPT-2 classes that have no language-model head.
 _TASK_HEADS = {
     "score": "GPT2ForSequenceClassification",
     "classifier": "GPT2ForTokenClassification",

@@ -59,7 +59,6 @@ def check_tokenizer(directory: Path) -> None:
     (GGUF's tokenizer metadata is checked the same way). A directory without tokenizer files passes."""
     from ..tokenizer import gpt2_tokens
 
-    gpt2: tuple[str, ...] | None = None
     for name in BPE_VOCABS:
         path = directory / name
         if not path.is_file():
@@ -75,17 +74,16 @@ def check_tokenizer(directory: Path) -> None:
             kind, vocab = (model.get("type"), model.get("vocab")) if isinstance(model, dict) else (None, None)
         if kind != "BPE":
             raise _not_gpt2_tokenizer(path, f"a {kind or 'unknown'} tokenizer, not GPT-2's byte-level BPE")
-        gpt2 = gpt2_tokens()
         if not isinstance(vocab, dict):
             raise _not_gpt2_tokenizer(path, "no vocabulary")
-        wrong = next(((t, i) for i, t in enumerate(gpt2) if vocab.get(t) != i), None)
+        wrong = next(((t, i) for i, t in enumerate(gpt2_tokens()) if vocab.get(t) != i), None)
         if wrong is not None:
             t, i = wrong
             here = vocab.get(t)
             raise _not_gpt2_tokenizer(
                 path, f"a vocabulary of {len(vocab)} tokens, not GPT-2's (GPT-2's {t!r}, id {i}, is {here!r} here)"
             )
-    if gpt2 is None:
+    if not any((directory / name).is_file() for name in BPE_VOCABS):  # no BPE's files: another kind's?
         for name in OTHER_VOCABS:
             if (directory / name).is_file():
                 raise _not_gpt2_tokenizer(directory / name, "the vocabulary of a tokenizer that is not GPT-2's BPE")
