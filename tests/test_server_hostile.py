@@ -3,6 +3,8 @@ each such request ends in a clear 4xx naming what to change, never a 5xx, a hang
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 import pytest
@@ -161,3 +163,72 @@ def test_an_error_quotes_a_huge_string_cut_short(http, path, body):
     message = r.json()["error"]["message"]
     assert r.status_code in (400, 404) and len(message) < 400, (r.status_code, message[:300])
     assert "characters)" in message  # how long the cut string was
+
+
+async def _asgi(app, body: dict, stalled: asyncio.Event | None) -> list[bytes]:
+    """POST ``body`` to /v1/completions straight through ASGI, as uvicorn would. ``stalled``: the client reads
+    nothing until it is set, so each write of the body waits, as a write to a full socket does."""
+    sent: list[bytes] = []
+    asked = False
+
+    async def receive() -> dict:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+        await asyncio.Event().wait()  # the client never leaves
+        return {}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body":
+            if stalled is not None:
+                await stalled.wait()
+            sent.append(message.get("body", b""))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/completions",
+        "raw_path": b"/v1/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+def test_streams_nobody_reads_are_bounded_in_all_and_the_others_go_on():
+    """Each stream's events waited for its client without a limit in all: many clients that never read held
+    a whole completion each (up to --max-request-tokens). Over the server's bound, the stream holding the most
+    unread events is ended with an error event its client reads when it reads again; a reading client is not held up."""
+    model = GPT2(TINY, init_params(TINY, seed=0))
+    app = create_app({"tiny": model}, max_unread_events=100)
+    sched = app.state.schedulers["tiny"]
+    slow = {"prompt": "a", "max_tokens": 100, "n": 4, "ignore_eos": True, "stream": True}  # 400 events each
+
+    async def main() -> tuple[list[list[bytes]], list[bytes]]:
+        gate = asyncio.Event()
+        stalled = [asyncio.create_task(_asgi(app, slow, gate)) for _ in range(3)]
+        reader = await asyncio.wait_for(_asgi(app, {**slow, "n": 1, "max_tokens": 60}, None), 30)
+        while sched.active or sched.queued:  # every stalled completion has been generated (or was ended)
+            await asyncio.sleep(0.01)
+        gate.set()
+        return [await asyncio.wait_for(t, 30) for t in stalled], reader
+
+    try:
+        stalled, reader = asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        sched.close()
+    events = [e for e in b"".join(reader).decode().split("\n\n") if e]
+    assert events[-1] == "data: [DONE]" and '"finish_reason":"length"' in events[-2], events[-3:]
+    for sent in stalled:
+        last = [e for e in b"".join(sent).decode().split("\n\n") if e][-2:]
+        assert last[1] == "data: [DONE]", last
+        error = json.loads(last[0].removeprefix("data: "))["error"]
+        assert error["code"] == "stream_not_read" and "100" in error["message"], error

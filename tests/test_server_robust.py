@@ -403,7 +403,13 @@ def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(mod
 
 @pytest.mark.parametrize(
     "flag, value",
-    [("--max-rows", "0"), ("--max-request-tokens", "-1"), ("--shutdown-timeout", "-2"), ("--shutdown-timeout", "nan")],
+    [
+        ("--max-rows", "0"),
+        ("--max-request-tokens", "-1"),
+        ("--max-unread-events", "0"),
+        ("--shutdown-timeout", "-2"),
+        ("--shutdown-timeout", "nan"),
+    ],
 )
 def test_serve_refuses_bad_limits_before_loading(flag, value):
     from typer.testing import CliRunner

@@ -61,6 +61,13 @@ def serve_command(
         int,
         typer.Option(help="Tokens per request at most (each completion's prompt + max_tokens, summed); more get 400."),
     ] = 131_072,
+    max_unread_events: Annotated[
+        int,
+        typer.Option(
+            help="Stream events generated and not yet read by their clients, over all requests; over it, the "
+            "stream holding the most ends with an error event."
+        ),
+    ] = 65_536,
     allowed_origins: Annotated[
         str | None,
         typer.Option(
@@ -87,10 +94,10 @@ def serve_command(
     """
     if max_batch < 1 or max_queue < 0:
         raise NpgptError(f"--max-batch must be >= 1 and --max-queue >= 0, got {max_batch} and {max_queue}")
-    if max_rows < 1 or max_request_tokens < 1 or not shutdown_timeout >= 0:
+    if max_rows < 1 or max_request_tokens < 1 or max_unread_events < 1 or not shutdown_timeout >= 0:
         raise NpgptError(
-            f"--max-rows and --max-request-tokens must be >= 1 and --shutdown-timeout >= 0, got "
-            f"{max_rows}, {max_request_tokens} and {shutdown_timeout}"
+            f"--max-rows, --max-request-tokens and --max-unread-events must be >= 1 and --shutdown-timeout >= 0, "
+            f"got {max_rows}, {max_request_tokens}, {max_unread_events} and {shutdown_timeout}"
         )
     if api_key is not None and not api_key.strip():  # an unset shell variable: "Bearer " would be the key
         raise NpgptError(
@@ -137,6 +144,7 @@ def serve_command(
         special_tokens=special_tokens,
         max_rows=max_rows,
         max_request_tokens=max_request_tokens,
+        max_unread_events=max_unread_events,
         allowed_origins=origins,
     )
     shown = f"[{host}]" if ":" in host else host

@@ -32,6 +32,7 @@ from .middleware import BearerKey, BodyLimit, RequestMetrics
 from .routes import ROUTES, router
 from .scheduler import Scheduler
 from .shutdown import SHUTDOWN_TIMEOUT_S, DrainingServer
+from .streaming import MAX_UNREAD_EVENTS, Backlog
 
 if TYPE_CHECKING:
     from ..api import GPT2
@@ -49,6 +50,7 @@ def create_app(
     max_rows: int = MAX_ROWS,
     max_request_tokens: int = MAX_REQUEST_TOKENS,
     allowed_origins: Sequence[str] = (),
+    max_unread_events: int = MAX_UNREAD_EVENTS,
 ) -> FastAPI:
     """The FastAPI app serving ``models`` (name -> model; the first is the default).
 
@@ -61,13 +63,16 @@ def create_app(
     ``n``) and ``max_request_tokens`` (prompt tokens + ``max_tokens``, over the rows) bound one
     request (:mod:`.limits`); over them is a 400. ``allowed_origins``: the origins
     (``https://host[:port]``, or ``*`` for any) whose web pages may call the server (CORS); none by
-    default, the safe choice for a server without a key. Raises ValueError for no models or a limit below 1.
+    default, the safe choice for a server without a key. ``max_unread_events``: events generated for streams
+    and not yet read by their clients, over all requests; over it, the stream holding the most is ended
+    with an error (:class:`~.streaming.Backlog`). Raises ValueError for no models or a limit below 1.
     """
     if not models:
         raise ValueError("create_app needs at least one model")
     for name in models:
         check_model_name(name)
     limits = Limits(max_rows, max_request_tokens)
+    backlog = Backlog(max_unread_events)
     metrics = Metrics()
     schedulers = {
         name: Scheduler(m, max_batch=max_batch, max_queue=max_queue, on_step=partial(metrics.step, name))
@@ -90,6 +95,7 @@ def create_app(
         openapi_url="/openapi.json" if public else None,
     )
     app.state.limits = limits
+    app.state.backlog = backlog
     app.state.schedulers = schedulers  # for the server's shutdown (:mod:`.shutdown`) to end what is left
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if api_key is not None:

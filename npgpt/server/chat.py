@@ -67,7 +67,7 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
     limits.check_tokens([prompt], n, params.max_new_tokens, prompt_param="messages", max_tokens_param=sent)
     rows = [prompt] * n
     check_request(m, rows, params)
-    run = Run(sched, rows, params)
+    run = Run(sched, rows, params, request.app.state.backlog)
     metrics.prompt(name, len(prompt))
     head = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",

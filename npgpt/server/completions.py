@@ -74,7 +74,7 @@ async def start(
     echo_lp = None
     if body.echo and params.logprobs is not None:
         echo_lp = await score_prompts(sched, prompts, params.logprobs)
-    run = Run(sched, rows, params) if max_tokens else None
+    run = Run(sched, rows, params, request.app.state.backlog) if max_tokens else None
     metrics.prompt(name, sum(len(p) for p in prompts))
     head = {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}",

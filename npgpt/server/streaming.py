@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from ..errors import NpgptError
+from ..errors import NpgptError, shown
 from ..generate import Event
 from ..sampling import SamplingParams
 from .errors import APIError, SafeJSON, dumps
@@ -27,21 +28,72 @@ from .scheduler import Request as Job
 log = logging.getLogger("npgpt.server")
 
 POLL_S = 0.25  # how often a plain request checks that its client is still there
+MAX_UNREAD_EVENTS = 65_536  # events generated and not yet read, over every stream: some 30 MB (more with logprobs)
 
 Chunk = dict[str, Any]
+
+
+class Backlog:
+    """A bound on the events generated for streams and not yet read by their clients, over all requests.
+
+    The model does not wait for a client (one worker serves every request), so a client that stops reading
+    its stream leaves its events queued; one request's are bounded by ``--max-request-tokens``, but not
+    many requests'. When the events unread in all are over ``max_events``, the stream holding the most
+    is ended: its queue is emptied, its rows leave the batch, and its client reads an error event
+    (``stream_not_read``) once it reads again. A client that reads as the text comes holds a few events
+    at most, so it is never the one ended, and nobody else waits.
+
+    Only the event loop's thread uses it. The unread events are counted from the runs' queues every
+    ``check_every`` deliveries (runs are held weakly: a request whose response never started is forgotten
+    with it), so the bound may be passed by ``check_every`` events.
+    """
+
+    def __init__(self, max_events: int = MAX_UNREAD_EVENTS) -> None:
+        if max_events < 1:
+            raise ValueError(f"max_unread_events must be >= 1, got {shown(max_events)}")
+        self.max_events = max_events
+        self.check_every = max(1, min(64, max_events // 8))
+        self.runs: weakref.WeakSet[Run] = weakref.WeakSet()
+        self.delivered = 0
+
+    def delivered_one(self) -> None:
+        self.delivered += 1
+        if self.delivered < self.check_every:
+            return
+        self.delivered = 0
+        runs = [r for r in self.runs if not r.ended]
+        total = sum(r.queue.qsize() for r in runs)
+        while total > self.max_events and runs:
+            hog = max(runs, key=lambda r: r.queue.qsize())
+            runs.remove(hog)
+            unread = hog.queue.qsize()
+            total -= unread
+            hog.end(
+                APIError(
+                    503,
+                    f"this stream was ended: its client left {unread} events unread while the server held over "
+                    f"{self.max_events} unread in all, its limit (--max-unread-events); read a stream as it comes, "
+                    "or send stream: false",
+                    "server_error",
+                    code="stream_not_read",
+                )
+            )
 
 
 class Run:
     """One request in a scheduler; its events cross from the worker thread to the event loop.
 
-    Queued on creation, so a full queue is a 503 before any stream starts.
+    Queued on creation, so a full queue is a 503 before any stream starts. Its unread events count
+    towards ``backlog`` (see :class:`Backlog`).
     """
 
-    def __init__(self, sched: Scheduler, rows: list[list[int]], params: SamplingParams) -> None:
+    def __init__(self, sched: Scheduler, rows: list[list[int]], params: SamplingParams, backlog: Backlog) -> None:
         self.sched = sched
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.left = len(rows)
+        self.ended = False  # by the backlog: events that still come are dropped
+        self.backlog = backlog
         self.job = Job(rows, params, self._deliver)
         try:
             sched.submit(self.job)
@@ -51,12 +103,27 @@ class Run:
             ) from None
         except ShuttingDown as e:
             raise shutting_down(e) from None
+        backlog.runs.add(self)
 
     def _deliver(self, item: Any) -> None:  # on the worker thread
         try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            self.loop.call_soon_threadsafe(self._put, item)
         except RuntimeError:  # the loop has closed: nobody is listening any more
             pass
+
+    def _put(self, item: Any) -> None:  # on the event loop
+        if self.ended:
+            return
+        self.queue.put_nowait(item)
+        self.backlog.delivered_one()
+
+    def end(self, error: APIError) -> None:
+        """Drop the unread events and stop generating; the reader gets ``error`` next."""
+        self.ended = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(error)
+        self.sched.cancel(self.job)
 
     async def events(self, request: Request, poll_disconnect: bool = False) -> AsyncIterator[Event]:
         """Events until every row has finished. A stream's cancellation (its client left) or, with
@@ -77,6 +144,8 @@ class Run:
                             return
                     if item is None:
                         continue
+                if isinstance(item, APIError):  # ended by the backlog
+                    raise item
                 if isinstance(item, NpgptError):  # the model failed this request (non-finite logits): say why
                     raise APIError(500, f"generation failed: {item}", "server_error", code="model_error")
                 if isinstance(item, BaseException):
