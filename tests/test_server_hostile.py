@@ -232,3 +232,24 @@ def test_streams_nobody_reads_are_bounded_in_all_and_the_others_go_on():
         assert last[1] == "data: [DONE]", last
         error = json.loads(last[0].removeprefix("data: "))["error"]
         assert error["code"] == "stream_not_read" and "100" in error["message"], error
+
+
+def test_a_preflight_cors_refuses_is_a_json_error_naming_what_is_refused():
+    """With --allowed-origins, Starlette's CORS middleware answered a refused preflight with a plain-text
+    "Disallowed CORS origin" 400, where every other error is OpenAI's JSON; still a 400, and still no
+    Access-Control-Allow-Origin for the refused origin."""
+    app = create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))}, allowed_origins=["https://ok.example"])
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for origin, method, words in [
+            ("http://evil.example", "POST", ["'http://evil.example'", "--allowed-origins"]),
+            ("https://ok.example", "PUT", ["'PUT'", "GET, POST"]),
+        ]:
+            r = c.options("/v1/completions", headers={"Origin": origin, "Access-Control-Request-Method": method})
+            assert r.status_code == 400 and r.headers["content-type"] == "application/json", r.text
+            error = r.json()["error"]
+            assert error["code"] == "cors_refused" and all(w in error["message"] for w in words), error
+            assert r.headers.get("access-control-allow-origin") == (None if "evil" in origin else origin)
+        ok = c.options(
+            "/v1/completions", headers={"Origin": "https://ok.example", "Access-Control-Request-Method": "POST"}
+        )
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://ok.example"

@@ -22,13 +22,12 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from ..errors import NpgptError
 from .errors import add_handlers
 from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
 from .metrics import Metrics
-from .middleware import BearerKey, BodyLimit, RequestMetrics
+from .middleware import CORS, BearerKey, BodyLimit, RequestMetrics
 from .routes import ROUTES, router
 from .scheduler import Scheduler
 from .shutdown import SHUTDOWN_TIMEOUT_S, DrainingServer
@@ -103,7 +102,7 @@ def create_app(
     app.add_middleware(RequestMetrics, metrics=metrics)
     if allowed_origins:  # added last, so outermost: a preflight is answered before the key is asked for
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
+            CORS, allow_origins=list(allowed_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
         )
     add_handlers(app, ROUTES)
     app.include_router(router(schedulers, metrics, special_tokens=special_tokens))

@@ -1,4 +1,4 @@
-"""ASGI middleware: the request body limit, the bearer key, and per-request metrics."""
+"""ASGI middleware: CORS, the request body limit, the bearer key, and per-request metrics."""
 
 from __future__ import annotations
 
@@ -7,11 +7,45 @@ import time
 from typing import Any
 
 from fastapi import HTTPException
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import Headers
+from starlette.responses import Response
 
+from ..errors import shown
 from .errors import APIError
 from .metrics import Metrics
 
 ENDPOINTS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/next_tokens"}
+
+
+class CORS(CORSMiddleware):
+    """Starlette's CORS middleware, whose refused preflight (a plain-text "Disallowed CORS origin" 400) is
+    OpenAI's JSON error instead, naming what was refused and how to allow it. Status and headers are
+    Starlette's: what a browser decides on is unchanged."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        origin, method = request_headers["origin"], request_headers["access-control-request-method"]
+        wanted = request_headers.get("access-control-request-headers")
+        refused = []
+        if not self.is_allowed_origin(origin=origin):
+            refused.append(
+                f"a web page from {shown(origin)} may not call this server (start the server with "
+                "--allowed-origins naming that origin)"
+            )
+        if method not in self.allow_methods:
+            refused.append(f"method {shown(method)} is not allowed (the server takes {', '.join(self.allow_methods)})")
+        if wanted is not None and not self.allow_all_headers:
+            bad = [h.strip() for h in wanted.lower().split(",") if h.strip() not in self.allow_headers]
+            if bad:
+                refused.append(f"header(s) {', '.join(map(shown, bad))} are not allowed")
+        if "access-control-request-private-network" in request_headers and not self.allow_private_network:
+            refused.append("private network access is not allowed")
+        headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+        message = f"CORS preflight refused: {'; '.join(refused) or bytes(response.body).decode()}"
+        return APIError(400, message, code="cors_refused", headers=headers).response()
 
 
 class BodyLimit:
