@@ -8,35 +8,67 @@ one line per message, ``Role: text``, ending in ``Assistant:`` for the reply::
     User: Hello!
     Assistant:
 
-Each message's outer whitespace is dropped (a line break inside it is kept), so a history kept by ``npgpt chat``
-and one a client sends back to the server, replies as they came, make one transcript.
+A message may carry its speaker's name (OpenAI's ``name``, telling apart participants of one role), shown
+after the role as ``User (Alice): Hello!``; a name holds no whitespace (OpenAI's pattern), so it cannot
+break a line. Each message's outer whitespace is dropped (a line break inside it is kept), so a history
+kept by ``npgpt chat`` and one a client sends back to the server, replies as they came, make one transcript.
 Generation stops at ``"\\nUser:"`` (:data:`CHAT_STOP`), where the model starts to write the user's
-next turn, and the reply's leading whitespace is dropped.
+next turn (also at ``"\\nUser ("`` when users are named: :func:`chat_stop`), and the reply's leading
+whitespace is dropped.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .errors import NpgptError
+from .errors import NpgptError, shown
 
 ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
 CHAT_STOP = ("\nUser:",)
+NAMED_USER_STOP = "\nUser ("  # the model writing a named user's turn, "\nUser (Alice):"
+# OpenAI's pattern for a message's name: no whitespace (a newline would start a line of its own) and none of <|\/>
+NAME_PATTERN = re.compile(r"[^\s<|\\/>]+")
 
-Message = tuple[str, str]  # (role, text): role is one of ROLES' keys
+# (role, text), or (role, text, name): role is one of ROLES' keys, name None or a participant's name
+Message = tuple[str, str] | tuple[str, str, str | None]
 
 
 def chat_prompt(messages: Sequence[Message]) -> str:
-    """The transcript for ``messages`` (``(role, text)`` pairs, oldest first), ending in ``Assistant:``.
+    """The transcript for ``messages`` (``(role, text)`` or ``(role, text, name)``, oldest first), ending in
+    ``Assistant:``.
 
-    Raises NpgptError for a role not in ``ROLES`` (a tool's message has no line in GPT-2's transcript).
+    Raises NpgptError for a role not in ``ROLES`` (a tool's message has no line in GPT-2's transcript) or a
+    name that does not match :data:`NAME_PATTERN`.
     """
-    if unknown := sorted({role for role, _ in messages if role not in ROLES}, key=str):
+    if unknown := sorted({m[0] for m in messages if m[0] not in ROLES}, key=str):
         raise NpgptError(f"unknown chat role(s) {', '.join(map(repr, unknown))}; the roles are {', '.join(ROLES)}")
+    for name in map(name_of, messages):
+        if name is not None and not NAME_PATTERN.fullmatch(name):
+            raise NpgptError(
+                f"a chat message's name must be one word without any of <|\\/> (it follows the role, as in "
+                f"'User (Alice):'), got {shown(name)}"
+            )
     # stripped: a reply cut before "\nUser:" can end in "\n", which would leave an empty line in the transcript
-    lines = [f"{ROLES[role]}: {text.strip()}" for role, text in messages]
+    lines = [f"{speaker(m[0], name_of(m))}: {m[1].strip()}" for m in messages]
     return "\n".join([*lines, "Assistant:"])
+
+
+def name_of(message: Message) -> str | None:
+    return message[2] if len(message) > 2 else None
+
+
+def speaker(role: str, name: str | None = None) -> str:
+    """A line's label: ``User``, or ``User (Alice)`` for a named participant."""
+    return ROLES[role] if name is None else f"{ROLES[role]} ({name})"
+
+
+def chat_stop(messages: Sequence[Message]) -> tuple[str, ...]:
+    """Where a reply to ``messages`` ends: :data:`CHAT_STOP`, and where the model starts a named user's
+    turn if a user message has a name (the model then writes ``User (Alice):``, which ``"\\nUser:"`` misses)."""
+    named = any(m[0] == "user" and name_of(m) is not None for m in messages)
+    return (*CHAT_STOP, NAMED_USER_STOP) if named else CHAT_STOP
 
 
 def fit_history(

@@ -16,13 +16,12 @@ from typing import Any
 
 from fastapi import Request
 
-from ..chat import CHAT_STOP
 from ..generate import Event
 from ..tokenizer import Tokenizer
 from .errors import APIError, check_request
 from .limits import Limits
 from .metrics import Metrics
-from .protocol import ChatRequest, chat_prompt, token_entry
+from .protocol import ChatRequest, chat_prompt, chat_stop, token_entry
 from .scheduler import Scheduler
 from .streaming import Answer, Chunk, Run, usage
 
@@ -62,7 +61,7 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
             code="context_length_exceeded",
         )
     # the reply's leading whitespace is dropped (the model writes ``Assistant: Hi``), stops matched after it
-    params = body.sampling(max_tokens, logprobs, stop=CHAT_STOP, skip_leading_space=True)
+    params = body.sampling(max_tokens, logprobs, stop=chat_stop(body.messages), skip_leading_space=True)
     n = body.n or 1
     limits.check_tokens([prompt], n, params.max_new_tokens, prompt_param="messages", max_tokens_param=sent)
     rows = [prompt] * n

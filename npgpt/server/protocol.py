@@ -260,7 +260,8 @@ class ContentPart(Body):
 class ChatMessage(Body):
     """A message. ``role`` is any string here, checked against the transcript's roles in
     :meth:`ChatRequest.check_supported`, which says why ``tool``'s cannot be read. ``name`` (a participant's
-    name) is accepted and left out of the transcript, whose lines are ``User:``/``Assistant:`` whoever speaks."""
+    name, OpenAI's way to tell apart speakers of one role) labels its line, ``User (Alice): ...``
+    (:mod:`npgpt.chat`)."""
 
     role: str
     content: str | list[ContentPart] | None = None
@@ -326,6 +327,13 @@ def check_message(m: ChatMessage, where: str) -> None:
         raise NpgptError(
             f"{where}.role must be one of {', '.join(_chat.ROLES)}, got {shown(m.role)}", param=f"{where}.role"
         )
+    if m.name is not None and not _chat.NAME_PATTERN.fullmatch(m.name):  # in OpenAI's words
+        raise NpgptError(
+            f"Invalid '{where}.name': string does not match pattern. Expected a string that matches the pattern "
+            f"'^{_chat.NAME_PATTERN.pattern}$' (one word: it labels the message's line, 'User (Alice):'); "
+            f"got {shown(m.name)}",
+            param=f"{where}.name",
+        )
     for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
         if part.type != "text":
             raise NpgptError(
@@ -350,7 +358,12 @@ class NextTokensRequest(Body):
 
 def chat_prompt(messages: list[ChatMessage]) -> str:
     """The conversation as a plain transcript for GPT-2 to continue: :func:`npgpt.chat.chat_prompt`."""
-    return _chat.chat_prompt([(m.role, m.text) for m in messages])
+    return _chat.chat_prompt([(m.role, m.text, m.name) for m in messages])
+
+
+def chat_stop(messages: list[ChatMessage]) -> tuple[str, ...]:
+    """Where the reply ends: :func:`npgpt.chat.chat_stop`."""
+    return _chat.chat_stop([(m.role, m.text, m.name) for m in messages])
 
 
 # -- response parts -----------------------------------------------------------------------------------
