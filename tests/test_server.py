@@ -615,6 +615,33 @@ def test_usage_counts_each_prompt_once_and_every_token_generated(client, model):
     assert streamed[-1].usage == plain.usage and streamed[-1].choices == []
 
 
+@pytest.mark.parametrize("chat", [False, True])
+def test_continuous_usage_stats_puts_the_usage_so_far_on_every_chunk(client, model, chat):
+    """vLLM's stream_options.continuous_usage_stats was ignored: a client reading usage from each chunk got none."""
+    kw = dict(model="tiny", max_tokens=5, n=2, temperature=0, extra_body={"ignore_eos": True})
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    if chat:
+        messages = [{"role": "user", "content": "Hello"}]
+        chunks = list(client.chat.completions.create(messages=messages, **kw, stream=True, stream_options=options))
+        n_prompt = len(model.tokenizer.encode(chat_prompt([ChatMessage(**m) for m in messages])))
+    else:
+        chunks = list(client.completions.create(prompt="Hello", **kw, stream=True, stream_options=options))
+        n_prompt = len(model.tokenizer.encode("Hello"))
+    assert all(c.usage is not None and c.usage.prompt_tokens == n_prompt for c in chunks)
+    done = [c.usage.completion_tokens for c in chunks]
+    assert done == sorted(done) and done[-1] == 10 and chunks[-1].choices == []
+    assert all(c.usage.total_tokens == n_prompt + c.usage.completion_tokens for c in chunks)
+    with pytest.raises(openai.BadRequestError) as e:  # as vLLM reads it, only with include_usage: never ignored
+        list(
+            client.completions.create(
+                prompt="Hello", **kw, stream=True, stream_options={"continuous_usage_stats": True}
+            )
+        )
+    assert (
+        e.value.body["param"] == "stream_options.continuous_usage_stats" and "include_usage" in e.value.body["message"]
+    )
+
+
 def test_an_unknown_model_is_the_clients_not_found_error(client):
     """OpenAI and vLLM answer an unknown ``model`` with 404, which the openai client raises as NotFoundError."""
     messages = [{"role": "user", "content": "x"}]

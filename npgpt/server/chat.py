@@ -23,7 +23,7 @@ from .limits import Limits
 from .metrics import Metrics
 from .protocol import ChatRequest, chat_prompt, chat_stop, token_entry
 from .scheduler import Scheduler
-from .streaming import Answer, Chunk, Run, usage
+from .streaming import Answer, Chunk, Run, Tally
 
 
 async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler, metrics: Metrics) -> Answer:
@@ -95,18 +95,19 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
         }
         return {**head, "choices": [choice]}
 
+    tally = Tally(len(prompt))
+
     async def chunks() -> AsyncIterator[Chunk]:
-        done = 0
         for i in range(n):
             yield chunk(i, {"role": "assistant", "content": ""}, None, None)
         async for ev in run.events(request, poll_disconnect=not body.stream):
-            done += ev.token is not None
+            tally.completion_tokens += ev.token is not None
             text, lp = ev.text, token_logprobs(ev)
             if text or lp:
                 yield chunk(ev.row, {"content": text}, lp, None)
             if ev.finish_reason:
                 yield chunk(ev.row, {}, None, ev.finish_reason)
-        yield {**head, "choices": [], "usage": usage(len(prompt), done)}
+        yield {**head, "choices": [], "usage": tally.usage()}
 
     def fold(chunks: list[Chunk]) -> Chunk:
         out: list[dict[str, Any]] = [
@@ -127,7 +128,7 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
                 o["finish_reason"] = part["finish_reason"] or o["finish_reason"]
         return {**head, "object": "chat.completion", "choices": out, "usage": chunks[-1]["usage"]}
 
-    return Answer(chunks(), fold)
+    return Answer(chunks(), fold, tally)
 
 
 class HeldLogprobs:

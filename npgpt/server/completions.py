@@ -24,7 +24,7 @@ from .limits import Limits, count_prompts
 from .metrics import Metrics
 from .protocol import CompletionRequest, token_text
 from .scheduler import Scheduler
-from .streaming import Answer, Chunk, Run, usage
+from .streaming import Answer, Chunk, Run, Tally
 
 LOGPROB_KEYS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
 
@@ -88,20 +88,20 @@ async def start(
         CompletionLogprobs(tok, prompts[i // n], None if echo_lp is None else echo_lp[i // n]) for i in range(len(rows))
     ]
 
+    tally = Tally(sum(len(p) for p in prompts))
+
     async def chunks() -> AsyncIterator[Chunk]:
-        done = 0
         for i in range(len(rows)):
             if prefix[i] or run is None:
                 lp = logs[i].flush() if echo_lp is not None else None
                 yield {**head, "choices": [choice(i, prefix[i], lp, None if run else "length")]}
         if run is not None:
             async for ev in run.events(request, poll_disconnect=not body.stream):
-                done += ev.token is not None
+                tally.completion_tokens += ev.token is not None
                 lp = logs[ev.row].add(ev) if want_lp else None
                 if ev.text or ev.finish_reason or lp:
                     yield {**head, "choices": [choice(ev.row, ev.text, lp, ev.finish_reason)]}
-        n_prompt = sum(len(p) for p in prompts)
-        yield {**head, "choices": [], "usage": usage(n_prompt, done)}
+        yield {**head, "choices": [], "usage": tally.usage()}
 
     def fold(chunks: list[Chunk]) -> Chunk:
         out = [choice(i, "", {k: [] for k in LOGPROB_KEYS} if want_lp else None, None) for i in range(len(rows))]
@@ -114,7 +114,7 @@ async def start(
                 o["finish_reason"] = part["finish_reason"] or o["finish_reason"]
         return {**head, "choices": out, "usage": chunks[-1]["usage"]}
 
-    return Answer(chunks(), fold)
+    return Answer(chunks(), fold, tally)
 
 
 def check_prompts(n_ctx: int, n_vocab: int, prompts: list[list[int]]) -> None:

@@ -148,6 +148,7 @@ _SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
 
 class StreamOptions(Body):
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: the usage so far on every chunk (with include_usage, as vLLM)
 
 
 class _Sampling(Body):
@@ -186,6 +187,13 @@ class _Sampling(Body):
                 "stream_options is only allowed when stream is true; send stream: true, or leave out stream_options",
                 param="stream_options",
             )
+        if self.stream_options is not None and self.stream_options.continuous_usage_stats:
+            if not self.stream_options.include_usage:  # vLLM would ignore it then
+                raise NpgptError(
+                    "stream_options.continuous_usage_stats needs stream_options.include_usage: true (as in vLLM); "
+                    "send both",
+                    param="stream_options.continuous_usage_stats",
+                )
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
             raise NpgptError(

@@ -74,12 +74,12 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
     @api.post("/v1/completions")
     async def create_completion(body: CompletionRequest, request: Request) -> Any:
         answer = await completions.start(body, request, *pick(body.model), metrics, special_tokens)
-        return await respond(answer, bool(body.stream), include_usage(body))
+        return await respond(answer, bool(body.stream), *usage_options(body))
 
     @api.post("/v1/chat/completions")
     async def create_chat_completion(body: ChatRequest, request: Request) -> Any:
         answer = await chat.start(body, request, *pick(body.model), metrics)
-        return await respond(answer, bool(body.stream), include_usage(body))
+        return await respond(answer, bool(body.stream), *usage_options(body))
 
     @api.post("/v1/next_tokens")
     async def next_tokens(body: NextTokensRequest) -> dict[str, Any]:
@@ -126,5 +126,7 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
     return api
 
 
-def include_usage(body: CompletionRequest | ChatRequest) -> bool:
-    return bool(body.stream_options and body.stream_options.include_usage)
+def usage_options(body: CompletionRequest | ChatRequest) -> tuple[bool, bool]:
+    """``stream_options``: the usage chunk at the end, and vLLM's usage on every chunk too."""
+    options = body.stream_options
+    return bool(options and options.include_usage), bool(options and options.continuous_usage_stats)

@@ -176,12 +176,24 @@ def shutting_down(error: BaseException) -> APIError:
 
 
 @dataclass
+class Tally:
+    """A request's tokens so far: its prompts' (counted once) and those generated."""
+
+    prompt_tokens: int
+    completion_tokens: int = 0
+
+    def usage(self) -> dict[str, int]:
+        return usage(self.prompt_tokens, self.completion_tokens)
+
+
+@dataclass
 class Answer:
     """An endpoint's answer: ``chunks`` as streamed, the last one carrying only ``usage``;
-    ``fold`` makes the plain response from the whole list."""
+    ``fold`` makes the plain response from the whole list; ``tally`` counts the tokens as the chunks go."""
 
     chunks: AsyncIterator[Chunk]
     fold: Callable[[list[Chunk]], Chunk]
+    tally: Tally
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -195,14 +207,17 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": total}
 
 
-async def respond(answer: Answer, stream: bool, include_usage: bool) -> Any:
-    """Server-sent events for a streaming request (the usage chunk only if asked), else one JSON body."""
+async def respond(answer: Answer, stream: bool, include_usage: bool, continuous_usage: bool = False) -> Any:
+    """Server-sent events for a streaming request (the usage chunk only if asked; ``continuous_usage``,
+    vLLM's ``continuous_usage_stats``: the usage so far on every chunk too), else one JSON body."""
     if not stream:
         return SafeJSON(answer.fold([c async for c in answer.chunks]))
 
     async def events() -> AsyncIterator[str]:
         try:
             async for c in answer.chunks:
+                if continuous_usage and "usage" not in c:
+                    c = {**c, "usage": answer.tally.usage()}
                 if include_usage or "usage" not in c:
                     yield sse(c)
         except APIError as e:  # the status line has gone out; report the error in the stream
