@@ -77,7 +77,25 @@ REFUSED = [  # vLLM's options npgpt does not have, each set to something that wo
     ("bad_words", ["And"]),
     ("truncate_prompt_tokens", 0),
     ("response_format", {"type": "json_object"}),  # vLLM's completions take it too
+    ("return_tokens_as_token_ids", True),
+    ("return_token_ids", True),
+    ("logits_processors", ["my.module:Processor"]),
 ]
+REFUSED_IN_CHAT = [  # vLLM's chat options that change the transcript
+    ("chat_template", "{{ messages[0].content }}"),
+    ("add_generation_prompt", False),
+    ("documents", [{"title": "a", "text": "b"}]),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), REFUSED_IN_CHAT)
+def test_vllm_chat_options_npgpt_lacks_are_refused_by_name(url, field, value):
+    body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2}
+    r = httpx.post(url + "/v1/chat/completions", json={**body, field: value})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == field and field in r.json()["error"]["message"]
+    off = {"add_generation_prompt": True}.get(field)
+    assert httpx.post(url + "/v1/chat/completions", json={**body, field: off}).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])

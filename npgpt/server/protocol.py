@@ -13,12 +13,14 @@ client: ``extra_body={"top_k": 40}``) and ``ignore_eos``.
 The rule for a field npgpt cannot honour (OpenAI's or vLLM's): if honouring it would change the answer
 (its text, its tokens, its form), a request that sets it gets a 400 naming it and what to do instead, never
 an answer that silently ignored it (``web_search_options``, ``reasoning_effort``, ``response_format``
-``json_schema``, a forced ``tool_choice``, vLLM's ``min_tokens``...). A field that only labels, routes or
+``json_schema``, a forced ``tool_choice``, vLLM's ``min_tokens``, ``chat_template`` or ``add_generation_prompt``
+false...). A field that only labels, routes or
 bills the request, or that asks for what npgpt does anyway, is accepted and ignored, as vLLM does:
 ``user``, ``store``, ``metadata``, ``service_tier``, ``prompt_cache_key``, ``safety_identifier``;
 ``tools``/``functions`` under ``tool_choice`` "auto" (a reply without a tool call is valid) and
 ``parallel_tool_calls`` (no tool is ever called); ``prediction`` (OpenAI's Predicted Outputs only speed
-up a reply, which is the same without them).
+up a reply, which is the same without them); vLLM's ``priority``, ``request_id``, ``cache_salt``,
+``add_special_tokens`` (GPT-2 adds none) and ``chat_template_kwargs`` (npgpt's template takes none).
 """
 
 from __future__ import annotations
@@ -127,6 +129,10 @@ _REFUSED = {
     "allowed_token_ids": "npgpt cannot restrict the tokens sampled; leave it out",
     "bad_words": "npgpt cannot ban words; leave it out",
     "truncate_prompt_tokens": "npgpt does not cut prompts; shorten the prompt yourself",
+    "return_tokens_as_token_ids": "logprobs name tokens by their text ('bytes:\\xe2' for part of a character); "
+    "leave it out",
+    "return_token_ids": "npgpt does not list the token ids; leave it out (logprobs name each token)",
+    "logits_processors": "npgpt runs no custom logits processors; leave it out (logit_bias biases tokens)",
 }
 # chat's, OpenAI's (as OpenAI refuses them for a model without the feature) then vLLM's
 _REFUSED_IN_CHAT = {
@@ -136,7 +142,13 @@ _REFUSED_IN_CHAT = {
     "verbosity": "GPT-2 cannot be told how much to write; leave it out (max_tokens bounds the reply)",
     "continue_final_message": "the reply is always a new assistant message; leave it out",
     "echo": "a chat reply never repeats the last message; leave it out (/v1/completions has echo)",
+    "chat_template": "GPT-2's transcript is npgpt's one template (System:/User:/Assistant: lines); leave it out, "
+    "or render your own and send it to /v1/completions",
+    "add_generation_prompt": "the transcript always ends in 'Assistant:' for the reply; leave it out, or render "
+    "your own and send it to /v1/completions",
+    "documents": "npgpt's transcript has no place for documents; put them in a message",
 }
+_NEUTRAL = {"add_generation_prompt": True}  # set to these, the options ask for what npgpt does anyway
 _SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
     "prompt_logprobs",  # 0: the prompt tokens' own logprobs
     "web_search_options",  # {}: search with the default context size
@@ -180,7 +192,11 @@ class _Sampling(Body):
         extra = self.model_extra or {}
         for name, instead in self.refused.items():
             value = extra.get(name)
-            if value is not None if name in _SET_EVEN_IF_FALSY else bool(value):
+            if name in _NEUTRAL:
+                asks = value is not None and value != _NEUTRAL[name]
+            else:
+                asks = value is not None if name in _SET_EVEN_IF_FALSY else bool(value)
+            if asks:
                 raise NpgptError(f"{name} is not supported: {instead}", param=name)
         if self.stream_options is not None and not self.stream:  # as OpenAI answers: it would change nothing
             raise NpgptError(
