@@ -81,6 +81,34 @@ REFUSED = [  # vLLM's options npgpt does not have, each set to something that wo
     ("return_token_ids", True),
     ("logits_processors", ["my.module:Processor"]),
 ]
+LLAMA_CPP = [  # llama.cpp server's names, set to change the answer, and the value that changes nothing
+    ("n_predict", 50, None),
+    ("repeat_penalty", 1.3, 1.0),
+    ("n_probs", 3, 0),
+    ("typical_p", 0.5, 1.0),
+    ("mirostat", 2, 0),
+    ("top_n_sigma", 1.0, -1.0),
+    ("dynatemp_range", 0.5, 0),
+    ("dry_multiplier", 0.8, 0),
+    ("xtc_probability", 0.5, 0),
+    ("grammar", 'root ::= "a"', ""),
+    ("json_schema", {"type": "object"}, {}),
+    ("t_max_predict_ms", 100, 0),
+]
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize(("field", "value", "off"), LLAMA_CPP)
+def test_llama_cpp_options_are_refused_by_name(url, path, field, value, off):
+    """A client written for llama-server (``repeat_penalty``, ``n_predict``) got an answer that ignored them."""
+    body = {"prompt": "Hello"} if "chat" not in path else {"messages": [{"role": "user", "content": "Hello"}]}
+    body = {**body, "max_tokens": 2}
+    r = httpx.post(url + path, json={**body, field: value})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == field and field in r.json()["error"]["message"]
+    assert httpx.post(url + path, json={**body, field: off}).status_code == 200
+
+
 REFUSED_IN_CHAT = [  # vLLM's chat options that change the transcript
     ("chat_template", "{{ messages[0].content }}"),
     ("add_generation_prompt", False),

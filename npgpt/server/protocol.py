@@ -10,12 +10,13 @@ sampling options are checked by :class:`npgpt.sampling.SamplingParams`, the one 
 their ranges. npgpt adds ``top_k``, ``min_p`` and ``repetition_penalty`` (with the ``openai``
 client: ``extra_body={"top_k": 40}``) and ``ignore_eos``.
 
-The rule for a field npgpt cannot honour (OpenAI's or vLLM's): if honouring it would change the answer
-(its text, its tokens, its form), a request that sets it gets a 400 naming it and what to do instead, never
-an answer that silently ignored it (``web_search_options``, ``reasoning_effort``, ``response_format``
-``json_schema``, a forced ``tool_choice``, vLLM's ``min_tokens``, ``chat_template`` or ``add_generation_prompt``
-false...). A field that only labels, routes or
-bills the request, or that asks for what npgpt does anyway, is accepted and ignored, as vLLM does:
+The rule for a field npgpt cannot honour (OpenAI's, vLLM's or llama.cpp server's): if honouring it would
+change the answer (its text, its tokens, its form), a request that sets it gets a 400 naming it and what to
+do instead, never an answer that silently ignored it (``web_search_options``, ``reasoning_effort``,
+``response_format`` ``json_schema``, a forced ``tool_choice``, vLLM's ``min_tokens``, ``chat_template`` or
+``add_generation_prompt`` false, llama.cpp's ``n_predict`` or ``repeat_penalty``...). A field that only
+labels, routes or bills the request, or that asks for what npgpt does anyway, is accepted and ignored, as
+vLLM does:
 ``user``, ``store``, ``metadata``, ``service_tier``, ``prompt_cache_key``, ``safety_identifier``;
 ``tools``/``functions`` under ``tool_choice`` "auto" (a reply without a tool call is valid) and
 ``parallel_tool_calls`` (no tool is ever called); ``prediction`` (OpenAI's Predicted Outputs only speed
@@ -133,6 +134,19 @@ _REFUSED = {
     "leave it out",
     "return_token_ids": "npgpt does not list the token ids; leave it out (logprobs name each token)",
     "logits_processors": "npgpt runs no custom logits processors; leave it out (logit_bias biases tokens)",
+    # llama.cpp server's own names (its /v1 endpoints read them too)
+    "n_predict": "send max_tokens, OpenAI's name for it",
+    "repeat_penalty": "send repetition_penalty, npgpt's (and vLLM's) name for the same penalty",
+    "n_probs": "send logprobs (completions) or logprobs and top_logprobs (chat)",
+    "typical_p": "npgpt has no typical sampling; leave it out (npgpt samples with top_k, top_p and min_p)",
+    "mirostat": "npgpt has no Mirostat sampling; leave it out (npgpt samples with top_k, top_p and min_p)",
+    "top_n_sigma": "npgpt has no top-n-sigma sampling; leave it out (npgpt samples with top_k, top_p and min_p)",
+    "dynatemp_range": "npgpt's temperature is fixed; leave it out",
+    "dry_multiplier": "npgpt has no DRY penalty; leave it out (repetition_penalty penalises repeats)",
+    "xtc_probability": "npgpt has no XTC sampling; leave it out",
+    "grammar": "GPT-2 cannot be held to a format; leave it out",
+    "json_schema": "GPT-2 cannot be held to a format; leave it out",
+    "t_max_predict_ms": "npgpt does not cut a completion by time; bound it with max_tokens",
 }
 # chat's, OpenAI's (as OpenAI refuses them for a model without the feature) then vLLM's
 _REFUSED_IN_CHAT = {
@@ -148,7 +162,12 @@ _REFUSED_IN_CHAT = {
     "your own and send it to /v1/completions",
     "documents": "npgpt's transcript has no place for documents; put them in a message",
 }
-_NEUTRAL = {"add_generation_prompt": True}  # set to these, the options ask for what npgpt does anyway
+_NEUTRAL = {
+    "add_generation_prompt": True,
+    "repeat_penalty": 1,
+    "typical_p": 1,
+    "top_n_sigma": -1,
+}  # set to these, the options ask for what npgpt does anyway
 _SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
     "prompt_logprobs",  # 0: the prompt tokens' own logprobs
     "web_search_options",  # {}: search with the default context size
