@@ -422,7 +422,21 @@ def test_other_tools_names_get_npgpts(args, hint):
     "args, line",
     [
         (["genrate", "Hi"], "error: No such command 'genrate'. Did you mean 'generate'? (see `npgpt --help`)"),
-        (["--max-new-tokens", "5", "generate", "Hi"], "error: No such option: --max-new-tokens (see `npgpt --help`)"),
+        (
+            ["--max-new-tokens", "5", "generate", "Hi"],
+            "error: No such option: --max-new-tokens; options go after the command: npgpt generate --max-new-tokens ..."
+            " (see `npgpt --help`)",
+        ),
+        (["-v"], "error: No such option: -v. npgpt takes --version (see `npgpt --help`)"),  # Ollama's
+        (
+            ["--temp", "1", "generate", "Hi"],
+            "error: No such option: --temp; npgpt generate takes --temperature, after the command:"
+            " npgpt generate --temperature ... (see `npgpt --help`)",
+        ),
+        (
+            ["-m", "x"],
+            "error: No such option: -m; options go after the command: npgpt COMMAND -m ... (see `npgpt --help`)",
+        ),
         (
             ["generate", "Hi", "there"],
             "error: Got unexpected extra argument (there). Quote text of several words: npgpt generate 'Hi there'"
@@ -630,6 +644,35 @@ def test_every_other_tools_option_gets_one_line_naming_only_the_commands_flags()
                 wrong.append(f"npgpt {name} {theirs}: {message}")
             ours = re.sub(rf"(?<![\w-]){re.escape(theirs)}(?![\w-])", "THEIRS", message)  # theirs is named as theirs
             wrong += [f"npgpt {name} {theirs}: {f} in {message!r}" for f in _misnamed(ours, own, commands)]
+            assert "\n" not in message
+    assert not wrong, "\n".join(wrong)
+
+
+def test_other_tools_options_before_the_command_are_answered_as_after_it():
+    """``npgpt --model x generate``, ``npgpt -v``: the root said click's "No such option: -v" or "(Possible options:
+    --help)"; it says where the option goes, or what the command following would say of it, in one line naming
+    only that command's flags."""
+    import typer.main
+
+    from npgpt.cli import app, names
+
+    commands = _commands()
+    group = typer.main.get_command(app)
+    wrong = []
+    for name in [*group.commands, None]:
+        for theirs in sorted({*names.OPTIONS, *names.INSTEAD, *(o for c in commands.values() for o in c)}):
+            args = [theirs, "1", *([name] if name else [])]
+            try:
+                group.make_context("npgpt", args)
+            except names.NoSuchOption as e:
+                message = e.format_message()
+            else:
+                continue
+            if not message.startswith(f"No such option: {theirs}") or "Possible options" in message:
+                wrong.append(f"npgpt {' '.join(args)}: {message}")
+            ours = re.sub(rf"(?<![\w-]){re.escape(theirs)}(?![\w-])", "THEIRS", message)
+            own = {"--version", "--help", *(commands[name] if name else ())}
+            wrong += [f"npgpt {' '.join(args)}: {f} in {message!r}" for f in _misnamed(ours, own, commands)]
             assert "\n" not in message
     assert not wrong, "\n".join(wrong)
 

@@ -44,6 +44,7 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--presence_penalty": "--presence-penalty",
     "--frequency_penalty": "--frequency-penalty",
     "-s": "--seed",
+    "-v": "--version",  # Ollama's, at the root; a command's is llama.cpp's --verbose (INSTEAD)
     "--init_from": ("--model", "--init"),  # sample.py's, train.py's
     "--out_dir": ("--out", "--model"),  # train.py: the run folder; sample.py: the checkpoint's
     "--max_iters": "--steps",
@@ -82,6 +83,7 @@ _OFFLOAD = [
 _CONVERSE = [("chat", "npgpt chat is interactive already; drop it"), ("*", "for a conversation, use npgpt chat")]
 _PIPE_IN = [("chat", "npgpt chat reads your messages from the terminal, or piped in: echo Hi | npgpt chat")]
 _DOWNLOAD_FIRST = [("--model", "download it first (`npgpt download --hf ORG/NAME`), then use -m ORG/NAME")]
+_VERBOSE = [("*", "npgpt has no verbose mode; NPGPT_DEBUG=1 adds a traceback to an error")]
 _ALIAS = [("serve", "name a model with --model NAME=PATH")]
 _DEVICE = [
     ("--backend", "npgpt picks the device with --backend: numpy runs on the CPU; torch, jax and cupy on the GPU"),
@@ -119,7 +121,8 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--hf-repo": _DOWNLOAD_FIRST,
     "-a": _ALIAS,  # llama-server's alias
     "--alias": _ALIAS,
-    "--verbose": [("*", "npgpt has no verbose mode; NPGPT_DEBUG=1 adds a traceback to an error")],
+    "-v": _VERBOSE,  # llama.cpp's; Ollama's -v, the version, is the root's (OPTIONS)
+    "--verbose": _VERBOSE,
     "--color": [("*", "npgpt colours its output on a terminal by itself; NO_COLOR=1 turns colour off")],
 }
 
@@ -179,31 +182,89 @@ class Command(TyperCommand):
     def _hint(self, ctx: Any, theirs: str) -> None:
         """NoSuchOption naming npgpt's spelling of ``theirs`` where this command has it, or what to do instead
         where another tool's option has no counterpart here; else nothing (click's own message)."""
-        known = OPTIONS.get(theirs, theirs.replace("_", "-") if theirs.startswith("--") else ())
-        has = [o for o in ((known,) if isinstance(known, str) else known) if self._has(o)]
-        name = ctx.info_name
-        if has:
-            ours = has[0]
-            how = f'the text as an argument: npgpt {name} "TEXT"' if ours == "PROMPT" else ours
-            if theirs == "--start" and self._has("--prompt-file"):
-                how += " (nanoGPT's FILE:name is --prompt-file name)"
-            message = f"No such option: {theirs}. npgpt takes {how}"
-        else:
-            instead = next((t for c, t in INSTEAD.get(theirs, ()) if c in ("*", name) or self._has(c)), None)
-            if instead is not None:
-                message = f"No such option: {theirs}; {instead.format(cmd=name)}"
-            elif theirs in OPTIONS or theirs in INSTEAD:  # click's closest spellings would be a wrong neighbour
-                message = f"No such option: {theirs}; npgpt {name} has nothing like it (npgpt {name} --help)"
-            else:
-                return
-        raise NoSuchOption(theirs, message=message, ctx=ctx) from None
+        message = _hint_message(self, ctx.info_name, theirs)
+        if message is not None:
+            raise NoSuchOption(theirs, message=message, ctx=ctx) from None
 
     def _has(self, ours: str) -> bool:
-        return any(ours in (*p.opts, *getattr(p, "secondary_opts", ()), (p.name or "").upper()) for p in self.params)
+        return _has(self, ours)
+
+
+def _has(command: Any, ours: str) -> bool:
+    """Whether ``command`` has the option ``ours`` (or the argument, upper-cased: ``PROMPT``)."""
+    return any(ours in (*p.opts, *getattr(p, "secondary_opts", ()), (p.name or "").upper()) for p in command.params)
+
+
+def _ours(command: Any, theirs: str) -> str | None:
+    """``command``'s spelling of another tool's ``theirs`` (``--temp``: ``--temperature``), ``theirs`` itself where
+    the command has it, or None."""
+    if _has(command, theirs):
+        return theirs
+    known = OPTIONS.get(theirs, theirs.replace("_", "-") if theirs.startswith("--") else ())
+    return next((o for o in ((known,) if isinstance(known, str) else known) if _has(command, o)), None)
+
+
+def _hint_message(command: Any, name: str, theirs: str) -> str | None:
+    """What ``npgpt NAME`` says of an option ``theirs`` it lacks: npgpt's spelling, what to do instead, that it
+    has nothing like another tool's option; None for an option no tool npgpt knows has (click's own message)."""
+    ours = _ours(command, theirs)
+    if ours is not None:
+        how = f'the text as an argument: npgpt {name} "TEXT"' if ours == "PROMPT" else ours
+        if theirs == "--start" and _has(command, "--prompt-file"):
+            how += " (nanoGPT's FILE:name is --prompt-file name)"
+        return f"No such option: {theirs}. npgpt takes {how}"
+    instead = next((t for c, t in INSTEAD.get(theirs, ()) if c in ("*", name) or _has(command, c)), None)
+    if instead is not None:
+        return f"No such option: {theirs}; {instead.format(cmd=name)}"
+    if theirs in OPTIONS or theirs in INSTEAD:  # click's closest spellings would be a wrong neighbour
+        return f"No such option: {theirs}; npgpt {name} has nothing like it (npgpt {name} --help)"
+    return None
 
 
 class Group(TyperGroup):
-    """The ``npgpt`` group, whose unknown-command error names npgpt's version of an Ollama command."""
+    """The ``npgpt`` group, whose unknown-command error names npgpt's version of an Ollama command, and whose
+    unknown-option error says where a command's option goes (``npgpt -m gpt2 generate``) or names npgpt's
+    spelling of another tool's (Ollama's ``-v``: ``--version``), as a command's does."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # the group's own options end at the command's name; click would read "-ngl" as -n -g -l: look first
+        named = next((i for i, a in enumerate(args) if a in self.commands or a == "--"), len(args))
+        grouped = next((a for a in args[:named] if a in _GROUPED), None)
+        try:
+            if grouped is not None:
+                raise NoSuchOption(grouped, ctx=ctx)
+            return super().parse_args(ctx, list(args))  # a copy: click's parser consumes the list
+        except NoSuchOption as e:
+            name = args[named] if args[named:] and args[named] in self.commands else None
+            message = self._root_hint(e.option_name, name)
+            if message is None:
+                raise
+            raise NoSuchOption(e.option_name, message=message, ctx=ctx) from None
+
+    def _root_hint(self, theirs: str, name: str | None) -> str | None:
+        """What ``npgpt THEIRS [... NAME]`` says: npgpt's root option, or where ``theirs`` goes for the command
+        ``name`` that follows (None: none follows), or what that command says of it; None for click's message."""
+        ours = _ours(self, theirs)
+        if ours is not None:
+            return f"No such option: {theirs}. npgpt takes {ours}"
+        if name is not None:
+            command = self.commands[name]
+            ours = _ours(command, theirs)
+            if ours == theirs:
+                return f"No such option: {theirs}; options go after the command: npgpt {name} {theirs} ..."
+            if ours is not None and ours != "PROMPT":
+                after = f"after the command: npgpt {name} {ours} ..."
+                return f"No such option: {theirs}; npgpt {name} takes {ours}, {after}"
+            message = _hint_message(command, name, theirs)  # click's would offer the root's --version
+            return message or f"No such option: {theirs}; npgpt {name} has no such option either (npgpt {name} --help)"
+        if any(_ours(c, theirs) is not None for c in self.commands.values()):
+            return f"No such option: {theirs}; options go after the command: npgpt COMMAND {theirs} ..."
+        instead = next((t for c, t in INSTEAD.get(theirs, ()) if c == "*"), None)
+        if instead is not None:
+            return f"No such option: {theirs}; {instead.format(cmd='COMMAND')}"
+        if theirs in OPTIONS or theirs in INSTEAD:  # a command may say what to do instead
+            return f"No such option: {theirs}; npgpt's options go after the command (npgpt COMMAND --help)"
+        return None
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         try:
