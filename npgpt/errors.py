@@ -3,17 +3,22 @@ server print these as one line, never a traceback."""
 
 import math
 import numbers
+from collections.abc import Collection
 
 
 class NpgptError(ValueError):
     """A problem the user can fix; the message says what was expected and what to do.
 
     ``param``: the offending argument's name (the Python API's, e.g. ``max_new_tokens``), or None.
+    ``keywords``: the Python API's keyword arguments that the message names as ``name=value`` or
+    ``name=`` (``seq_len=512``, ``lower lr=``), each an option of the command that prints it, which the
+    CLI writes as its flags (``--seq-len 512``, ``lower --lr``).
     """
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, keywords: Collection[str] = ()) -> None:
         super().__init__(message)
         self.param = param
+        self.keywords = tuple(keywords)
 
 
 class CheckpointError(NpgptError):

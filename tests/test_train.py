@@ -300,10 +300,62 @@ def test_user_errors_are_one_line(tmp_path, kwargs, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "kwargs, python, cli",
+    [
+        (
+            dict(init="x.safetensors", n_layer=2),
+            "pass init= or a model shape (n_layer=), not both",
+            "pass --init or a model shape (--n-layer), not both",
+        ),
+        (dict(n_ctx=8, seq_len=16), "seq_len=16 exceeds the model's", "--seq-len 16 exceeds the model's"),
+        (
+            dict(n_ctx=128, seq_len=100),
+            "too few for seq_len=100; use a shorter seq_len= or more text",
+            "too few for --seq-len 100; use a shorter --seq-len or more text",
+        ),
+        (dict(steps=0), "steps must be at least 1, got 0", "--steps must be at least 1, got 0"),
+        (dict(init="gpt2", tokenizer="char"), "tokenizer='char' is for training", "--tokenizer char is for training"),
+    ],
+)
+def test_errors_name_the_keyword_in_python_and_the_flag_on_the_command_line(tmp_path, kwargs, python, cli):
+    """train() said "too few for --seq-len 100" to a Python caller, who passed seq_len=100; the CLI's user still
+    reads --seq-len, as the CLI writes the error's keywords as its flags."""
+    from npgpt.cli.names import as_flags
+
+    (tmp_path / "t.txt").write_text(corpus(5))
+    base = dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, steps=1, batch_size=2, seq_len=8)
+    if "init" in kwargs:
+        base = {k: v for k, v in base.items() if not k.startswith("n_")}
+    with pytest.raises(NpgptError) as err:
+        train(tmp_path / "t.txt", tmp_path / "run", TrainSettings(**{**base, **kwargs}))
+    assert python in str(err.value) and "--" not in str(err.value), str(err.value)
+    assert cli in as_flags(err.value), as_flags(err.value)
+
+
+def test_no_message_of_the_library_names_a_flag():
+    """Every string npgpt.train raises or returns names the Python keywords (``seq_len=``), never the CLI's flags."""
+    import ast
+    import re
+
+    found = []
+    for path in sorted((ROOT / "npgpt" / "train").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr)
+        }
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+                found += [f"{path.name}:{n.lineno}: {f}" for f in re.findall(r"(?<![\w-])--[a-z][\w-]*", n.value)]
+    assert not found, found
+
+
 def test_existing_run_needs_resume_and_the_same_settings(reference, tmp_path):
     text, ref = reference
     shutil.copytree(ref.out, tmp_path / "run")
-    with pytest.raises(NpgptError, match="--resume"):
+    with pytest.raises(NpgptError, match="resume=True"):
         train(text, tmp_path / "run", TrainSettings(**RUN))
     with pytest.raises(NpgptError, match="batch_size=4"):
         train(text, tmp_path / "run", TrainSettings(**{**RUN, "batch_size": 4}), resume=True)
@@ -316,14 +368,14 @@ def test_settings_say_what_may_change_on_resume():
     meta = first.to_meta()
     resumed = TrainSettings(eval_interval=7, steps=2000).for_resume(meta, 1000, config)
     assert (resumed.eval_interval, resumed.steps, resumed.batch_size, resumed.seq_len) == (7, 2000, 2, 16)
-    with pytest.raises(NpgptError, match="cannot resume with lr=0.1: the run in --out used 0.0003"):
+    with pytest.raises(NpgptError, match="cannot resume with lr=0.1: the run in out= used 0.0003"):
         TrainSettings(lr=0.1).for_resume(meta, 1000, config)
     assert not set(TrainSettings.MUST_MATCH_ON_RESUME) & set(TrainSettings.MAY_CHANGE_ON_RESUME)
     # the same command resumes; a model of another shape is not trained as the old one
     assert TrainSettings(n_layer=1, n_embd=32, n_head=2, n_ctx=16).for_resume(meta, 1000, config).steps == 1000
-    with pytest.raises(NpgptError, match="cannot resume with n_layer=3: the model in --out has n_layer=1"):
+    with pytest.raises(NpgptError, match="cannot resume with n_layer=3: the model in out= has 1"):
         TrainSettings(n_layer=3).for_resume(meta, 1000, config)
-    with pytest.raises(NpgptError, match="cannot resume with n_ctx=32: the model in --out has n_ctx=16"):
+    with pytest.raises(NpgptError, match="cannot resume with n_ctx=32: the model in out= has 16"):
         TrainSettings(n_ctx=32).for_resume(meta, 1000, config)
     with pytest.raises(NpgptError, match="steps must be at least 1, got 0"):
         TrainSettings(steps=0)

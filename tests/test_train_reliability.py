@@ -7,6 +7,7 @@ Models are tiny (one layer, width 16-32) so each run costs little more than its 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ pytest.importorskip("optax")
 from conftest import run_cli
 
 from npgpt import files
+from npgpt.cli.names import as_flags
 from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError
 from npgpt.formats import load_checkpoint, npgpt_format
@@ -198,7 +200,7 @@ def test_resuming_with_steps_not_above_the_step_reached_says_so(text, tmp_path):
     once the run had finished printed its last loss at "0 tokens/s"."""
     out = tmp_path / "run"
     train(text, out, TrainSettings(**RUN))
-    with pytest.raises(NpgptError, match="already at step 4; give --steps above that"):
+    with pytest.raises(NpgptError, match="already at step 4; give steps= above that"):
         train(text, out, TrainSettings(steps=2), resume=True)
     args = ["train", str(text), "--out", str(out), "--resume"]
     r = run_cli(*args)
@@ -277,8 +279,8 @@ def test_a_diverging_learning_rate_ends_with_one_line_and_no_nan_model(text, tmp
 @pytest.mark.parametrize(
     "change, advice",
     [
-        ({"weight_decay": 1e30}, "lower --weight-decay or --lr: with --weight-decay 1e+30 and --lr 0.003 the decay"),
-        ({"lr": 1e30, "weight_decay": 0.0}, "lower --lr (or --warmup more steps)"),
+        ({"weight_decay": 1e30}, "lower weight_decay= or lr=: with weight_decay=1e+30 and lr=0.003 the decay"),
+        ({"lr": 1e30, "weight_decay": 0.0}, "lower lr= (or warmup= more steps)"),
     ],
 )
 def test_a_diverged_run_names_what_made_it_diverge(text, tmp_path, change, advice):
@@ -451,7 +453,7 @@ def test_damaged_saved_settings_are_named_on_resume(changes, message):
     config = GPT2Config(n_vocab=40, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
     saved = {**TrainSettings(**RUN).for_new_run(config).to_meta(), **changes}
     saved = {k: v for k, v in saved.items() if v is not None}
-    with pytest.raises(NpgptError, match="training state in --out is damaged: restore it from a backup") as e:
+    with pytest.raises(NpgptError, match="training state in out= is damaged: restore it from a backup") as e:
         TrainSettings().for_resume(saved, 4, config)
     assert str(e.value).startswith(message)
 
@@ -460,8 +462,10 @@ def test_a_sound_training_state_loads_and_a_truncated_one_says_how_to_recover(tm
     path = saved_state(tmp_path / STATE_FILE)
     assert load_state(path)[3]["step"] == 2
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(NpgptError, match="truncated .*; restore it from a backup or start a new --out$"):
+    restore = r"restore it from a backup or start a new run \(another out=\)$"
+    with pytest.raises(NpgptError, match=rf"truncated .*; {restore}") as e:
         load_state(path)
+    assert as_flags(e.value).endswith("start a new run (another --out)")  # the CLI's user gave --out
 
 
 # --- out of memory -------------------------------------------------------------------------
@@ -486,7 +490,7 @@ def test_running_out_of_memory_is_one_line_naming_the_batch(text, tmp_path, monk
     message = str(e.value)
     step = 1 if where == "step" else RUN["eval_interval"]
     assert message.startswith(f"out of memory at step {step} (Out of memory allocating 44224002372 bytes) ")
-    assert "--batch-size 2 and --seq-len 8" in message and "lower --batch-size" in message, message
+    assert "batch_size=2 and seq_len=8" in message and "lower batch_size=" in message, message
     kept = "no checkpoint was written" if where == "step" else "the checkpoint of step 2 is kept"
     assert kept in message and "\n" not in message
 
@@ -496,7 +500,7 @@ def test_held_out_text_too_short_for_one_window_is_said_not_silent(text, tmp_pat
     nothing said so. The result says why, and the CLI's last line does."""
     result = train(text, tmp_path / "a", TrainSettings(**{**RUN, "val_fraction": 0.02}))
     assert result.history["val_loss"] == [] and result.no_held_out_loss is not None
-    assert "no held-out loss" in result.no_held_out_loss and "--seq-len 8 + 1" in result.no_held_out_loss
+    assert "no held-out loss" in result.no_held_out_loss and "seq_len=8 + 1" in result.no_held_out_loss
     assert train(text, tmp_path / "b", TrainSettings(**RUN)).no_held_out_loss is None  # scored: nothing to say
     args = ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--n-ctx", "16", "--seq-len", "8"]
     r = run_cli("train", str(text), "--out", str(tmp_path / "c"), *args, "--steps", "2", "--val-fraction", "0.02")
@@ -515,10 +519,10 @@ def test_resume_with_another_init_is_refused_not_ignored(text, tmp_path):
     train(text, tuned, TrainSettings(**{**run, "steps": 2}, init=init))
     assert train(text, tuned, TrainSettings(init=init, steps=3), resume=True).step == 3  # the same command
     with pytest.raises(
-        NpgptError, match=rf"cannot resume with --init gpt2: the run in --out started from --init {init}"
+        NpgptError, match=rf"cannot resume with init='gpt2': the run in out= started from init={re.escape(repr(init))}"
     ):
         train(text, tuned, TrainSettings(init="gpt2", steps=4), resume=True)
-    with pytest.raises(NpgptError, match="started from scratch; pass the same value or start a new --out"):
+    with pytest.raises(NpgptError, match=r"started from scratch; pass the same value or start a new run \(another"):
         train(text, scratch, TrainSettings(init=init, steps=4), resume=True)
 
 
@@ -529,8 +533,8 @@ def test_a_batch_too_large_for_the_host_names_grad_accum_too(text, tmp_path):
         train(text, tmp_path / "run", TrainSettings(**{**RUN, "grad_accum": 10**10}))
     message = str(e.value)
     assert message.startswith("out of memory at step 1 ") and "\n" not in message
-    assert "--batch-size 2, --grad-accum 10000000000 and --seq-len 8" in message
-    assert "lower --batch-size, --grad-accum or --seq-len" in message, message
+    assert "batch_size=2, grad_accum=10000000000 and seq_len=8" in message
+    assert "lower batch_size=, grad_accum= or seq_len=" in message, message
 
 
 def test_a_batch_is_its_windows_in_order():

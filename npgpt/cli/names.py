@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import importlib.util
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from typer.core import TyperCommand, TyperGroup
@@ -295,10 +296,29 @@ def as_flags(e: NpgptError) -> str:
     ``--dtype int8``), and the error's own parameter named bare becomes its flag (``max_new_tokens must
     be`` -> ``--max-new-tokens must be``). Only options whose flags are their names with dashes
     (tests/test_cli_usage.py checks it)."""
-    message = _KEYWORD.sub(lambda m: f"{_flag(m['name'])} {m['value']}", str(e))
-    if e.param not in _FLAGS:
+    message = as_flags_in(_KEYWORD.sub(lambda m: f"{_flag(m['name'])} {m['value']}", str(e)), e.keywords)
+    if e.param not in _FLAGS and e.param not in e.keywords:
         return message
     return re.sub(rf"(?<![\w-]){e.param}(?![\w-])", _flag(e.param), message)
+
+
+def as_flags_in(text: str, keywords: Iterable[str]) -> str:
+    """``text`` with each of ``keywords`` written as ``name=value`` or ``name=`` given as its flag: ``seq_len=512``
+    -> ``--seq-len 512``, ``out='my run'`` -> ``--out 'my run'``, ``resume=True`` -> ``--resume``, ``lower lr=``
+    -> ``lower --lr``. A name without ``=`` is prose (a folder named ``out``) and is left as it is."""
+    import shlex
+
+    names = "|".join(sorted(map(re.escape, keywords), key=len, reverse=True))
+    if not names:
+        return text
+
+    def flag(m: re.Match[str]) -> str:
+        quoted = m["single"] if m["single"] is not None else m["double"]
+        value = shlex.quote(quoted) if quoted is not None else m["bare"]
+        return _flag(m["name"]) if value in (None, "True") else f"{_flag(m['name'])} {value}"
+
+    value = r"(?:'(?P<single>[^']*)'|\"(?P<double>[^\"]*)\"|(?P<bare>[^\s,;:()'\"]+))?"
+    return re.sub(rf"(?<![\w-])(?P<name>{names})={value}", flag, text)
 
 
 def _flag(name: str) -> str:

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import NpgptError
+from .names import as_flags_in
 from .options import check_out_dir
 
 _MODEL = "Model"
@@ -241,6 +242,7 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
     ):
         sharding.init_distributed(given["coordinator"], given["num_processes"], given["process_id"])
     from ..train.loop import train
+    from ..train.settings import KEYWORDS
 
     lead = jax.process_index() == 0
     report = _ProgressBar(show=lead) if sys.stdout.isatty() else _LogLines(show=lead)
@@ -279,7 +281,7 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
         tail = (
             f", held-out loss {val[-1]:.4f}"
             if val
-            else (f" ({result.no_held_out_loss})" if result.no_held_out_loss else "")
+            else (f" ({as_flags_in(result.no_held_out_loss, KEYWORDS)})" if result.no_held_out_loss else "")
         )
         typer.echo(
             f"step {result.step}: loss {result.history['loss'][-1]:.4f}{tail}, "

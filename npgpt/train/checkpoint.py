@@ -34,7 +34,7 @@ Params = dict[str, Any]
 STATE_FILE, PLOT_FILE = "train_state.safetensors", "loss.png"
 STATE_FORMAT = "npgpt-train-state-v1"
 HISTORY_KEYS = ("step", "loss", "val_step", "val_loss")
-RESTORE = "restore it from a backup or start a new --out"
+RESTORE = "restore it from a backup or start a new run (another out=)"  # with keywords=["out"]
 
 
 def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
@@ -75,14 +75,14 @@ def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
     try:
         tensors, metadata = npgpt_format.read_safetensors(path)
     except CheckpointError as e:  # truncated or corrupt: nothing to download again, but a run to restore
-        raise CheckpointError(str(e).replace("re-download or re-convert it", RESTORE)) from None
+        raise CheckpointError(str(e).replace("re-download or re-convert it", RESTORE), keywords=["out"]) from None
     if metadata.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not an npgpt training state; delete it or use another --out")
+        raise CheckpointError(f"{path}: not an npgpt training state; delete it or use another out=", keywords=["out"])
     meta = _checked_meta(path, metadata.get("meta"))
     try:
         config = GPT2Config.from_dict(meta["config"])
     except ValueError as e:
-        raise CheckpointError(f"{path}: {e}; the training state is damaged: {RESTORE}") from None
+        raise CheckpointError(f"{path}: {e}; the training state is damaged: {RESTORE}", keywords=["out"]) from None
     flat = {k.removeprefix("params."): np.array(v) for k, v in tensors.items() if k.startswith("params.")}
     opt_names = sorted(k for k in tensors if k.startswith("opt."))
     return config, unflatten(flat, config, str(path)), [np.array(tensors[k]) for k in opt_names], meta
@@ -94,7 +94,7 @@ def _checked_meta(path: Path, text: str | None) -> dict:
     :meth:`~.settings.TrainSettings.for_resume`'s to check.)"""
 
     def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {what}; the training state is damaged: {RESTORE}")
+        return CheckpointError(f"{path}: {what}; the training state is damaged: {RESTORE}", keywords=["out"])
 
     try:
         meta = parse_json(text) if isinstance(text, str) else None
@@ -132,7 +132,8 @@ def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: A
         if not np.isfinite(value).all():
             raise NpgptError(
                 f"the weights became NaN or infinite at step {meta['step']} (first in {name}): "
-                f"the run diverged; the last good checkpoint in {out} is kept; lower --lr"
+                f"the run diverged; the last good checkpoint in {out} is kept; lower lr=",
+                keywords=["lr"],
             )
     host_opt = S.to_host(jax.tree.leaves(opt_state))
     if jax.process_index() != 0:

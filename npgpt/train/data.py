@@ -101,7 +101,8 @@ def char_tokenizer(source: str | Path, out: str | Path | None = None) -> CharTok
     run folder ``out`` in it (:func:`text_files`)."""
     if Path(source).suffix == ".bin" and Path(source).is_file():
         raise NpgptError(
-            f"{source}: a token file has no characters to build --tokenizer char from; pass the text itself"
+            f"{source}: a token file has no characters to build tokenizer='char' from; pass the text itself",
+            keywords=["tokenizer"],
         )
     tok = CharTokenizer.from_text((read_text(f) for f in text_files(source, out)), source=str(source))
     if tok.n_vocab > np.iinfo(TOKENS_DTYPE).max + 1:
@@ -189,8 +190,9 @@ def random_batch(
     n_windows = len(tokens) - seq_len
     if n_windows < 1:
         raise NpgptError(
-            f"the training text has {len(tokens)} tokens, too few for --seq-len {seq_len}; "
-            f"use --seq-len {max(1, len(tokens) - 1)} or less, or more text"
+            f"the training text has {len(tokens)} tokens, too few for seq_len={seq_len}; "
+            f"use seq_len={max(1, len(tokens) - 1)} or less, or more text",
+            keywords=["seq_len"],
         )
     starts = rng.integers(0, n_windows, size=shape)
     # One gather, not a Python loop over rows: a batch too large for memory (--batch-size x

@@ -33,12 +33,12 @@ import numpy as np
 
 from ..char_tokenizer import CharTokenizer
 from ..config import GPT2Config
-from ..errors import CheckpointError, NpgptError
+from ..errors import CheckpointError, NpgptError, shown
 from ..params import init_params
 from . import data as D
 from . import sharding as S
 from .checkpoint import HISTORY_KEYS, STATE_FILE, Params, init_tokenizer, load_state, repair_model, write_checkpoint
-from .settings import RunSettings, TrainSettings
+from .settings import KEYWORDS, RunSettings, TrainSettings
 from .step import make_eval_loss, make_train_step, optimizer, schedule
 
 
@@ -102,16 +102,24 @@ def train(
     asked = TrainSettings() if settings is None else settings
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise NpgptError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
+        raise NpgptError(
+            f"out={shown(str(out))} is a file; give a folder for the run (it is created if missing)", "out", KEYWORDS
+        )
     state_path = out / STATE_FILE
     if state_path.exists() and not resume:
-        raise NpgptError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        raise NpgptError(
+            f"{out} already holds a training run; pass resume=True to continue it or choose another out=",
+            keywords=KEYWORDS,
+        )
     saved = load_state(state_path) if resume and state_path.exists() else None
     if saved is not None:
         config, params, opt_leaves, meta = saved
         run = asked.for_resume(meta["settings"], meta["steps"], config)
         if run.steps < meta["step"]:  # the loop would not run, and nothing would say so
-            raise NpgptError(f"the run in {out} is already at step {meta['step']}; give --steps above that to train on")
+            raise NpgptError(
+                f"the run in {out} is already at step {meta['step']}; give steps= above that to train on",
+                keywords=KEYWORDS,
+            )
         tokenizer = None if meta.get("tokenizer") is None else CharTokenizer(meta["tokenizer"]["chars"])
         repair_model(out, config, params, meta)  # a kill between the state and the model left it behind
     else:
@@ -128,7 +136,7 @@ def train(
         opt_leaves, meta = None, {"step": 0, "history": {k: [] for k in HISTORY_KEYS}}
     steps, batch_size, seq_len, grad_accum, seed = run.steps, run.batch_size, run.seq_len, run.grad_accum, run.seed
     if seq_len > config.n_ctx:
-        raise NpgptError(f"--seq-len {seq_len} exceeds the model's context of {config.n_ctx} tokens")
+        raise NpgptError(f"seq_len={seq_len} exceeds the model's context of {config.n_ctx} tokens", "seq_len", KEYWORDS)
     made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the topmost made here
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -171,7 +179,8 @@ def train(
         step += 1
         if not (np.isfinite(loss) and np.isfinite(float(metrics["grad_norm"]))):
             raise NpgptError(
-                f"the loss became {loss} at step {step}: the run diverged; {_kept(saved_step)}; {_tame(run)}"
+                f"the loss became {loss} at step {step}: the run diverged; {_kept(saved_step)}; {_tame(run)}",
+                keywords=KEYWORDS,
             )
         history["step"].append(step)
         history["loss"].append(loss)
@@ -240,15 +249,16 @@ def _prepare_data(
     seq_len = run.seq_len
     if len(train_tokens) <= seq_len:
         raise NpgptError(
-            f"{data}: {len(train_tokens)} training tokens, too few for --seq-len {seq_len}; "
-            "use a shorter --seq-len or more text"
+            f"{data}: {len(train_tokens)} training tokens, too few for seq_len={seq_len}; "
+            "use a shorter seq_len= or more text",
+            keywords=KEYWORDS,
         )
     windows = D.eval_windows(val_tokens, run.batch_size, seq_len, run.eval_batches)
     short = None
     if run.val_fraction > 0 and not len(windows):  # held out, yet never scored: said, not silent
         short = (
-            f"no held-out loss: the held-out {len(val_tokens)} tokens (--val-fraction {run.val_fraction}) are fewer "
-            f"than one window of --seq-len {seq_len} + 1; raise --val-fraction or lower --seq-len"
+            f"no held-out loss: the held-out {len(val_tokens)} tokens (val_fraction={run.val_fraction}) are fewer "
+            f"than one window of seq_len={seq_len} + 1; raise val_fraction= or lower seq_len="
         )
     return train_tokens, windows, short
 
@@ -264,10 +274,10 @@ def _tame(run: RunSettings) -> str:
     shrink = run.lr * run.weight_decay
     if shrink >= 1:
         return (
-            f"lower --weight-decay or --lr: with --weight-decay {run.weight_decay} and --lr {run.lr} the decay "
+            f"lower weight_decay= or lr=: with weight_decay={run.weight_decay} and lr={run.lr} the decay "
             f"multiplies every weight by {1 - shrink:.3g} each step (keep their product well below 1), and start again"
         )
-    return "lower --lr (or --warmup more steps) and start again"
+    return "lower lr= (or warmup= more steps) and start again"
 
 
 def _out_of_memory(e: Exception, step: int, run: RunSettings, saved_step: int) -> NpgptError:
@@ -277,12 +287,13 @@ def _out_of_memory(e: Exception, step: int, run: RunSettings, saved_step: int) -
         raise e
     detail = (str(e).splitlines() or [""])[0].removeprefix("RESOURCE_EXHAUSTED: ").rstrip(".") or "MemoryError"
     if run.grad_accum > 1:  # every micro-batch of a step is held at once on the host: all three count
-        sizes = f"--batch-size {run.batch_size}, --grad-accum {run.grad_accum} and --seq-len {run.seq_len}"
-        fix = "lower --batch-size, --grad-accum or --seq-len"
+        sizes = f"batch_size={run.batch_size}, grad_accum={run.grad_accum} and seq_len={run.seq_len}"
+        fix = "lower batch_size=, grad_accum= or seq_len="
     else:
-        sizes = f"--batch-size {run.batch_size} and --seq-len {run.seq_len}"
-        fix = "lower --batch-size (raising --grad-accum keeps the tokens per step) or --seq-len"
-    return NpgptError(f"out of memory at step {step} ({detail}) with {sizes}; {_kept(saved_step)}; {fix}")
+        sizes = f"batch_size={run.batch_size} and seq_len={run.seq_len}"
+        fix = "lower batch_size= (raising grad_accum= keeps the tokens per step) or seq_len="
+    message = f"out of memory at step {step} ({detail}) with {sizes}; {_kept(saved_step)}; {fix}"
+    return NpgptError(message, keywords=KEYWORDS)
 
 
 def _check_mesh(mesh: Any, config: GPT2Config, batch_size: int) -> Any:
@@ -290,10 +301,10 @@ def _check_mesh(mesh: Any, config: GPT2Config, batch_size: int) -> Any:
         S.check_divisible(config.n_head, config.n_embd, mesh)
         if batch_size % mesh.shape["data"]:
             raise ValueError(
-                f"--batch-size {batch_size} must be a multiple of the {mesh.shape['data']} data-parallel devices"
+                f"batch_size={batch_size} must be a multiple of the {mesh.shape['data']} data-parallel devices"
             )
     except ValueError as e:
-        raise NpgptError(str(e)) from None
+        raise NpgptError(str(e), keywords=KEYWORDS) from None
     return mesh
 
 
@@ -306,7 +317,10 @@ def _place_opt_state(leaves: list[np.ndarray] | None, template: Any, mesh: Any) 
     if leaves is None:
         leaves = [np.asarray(x) for x in ref]
     if len(leaves) != len(ref) or any(a.shape != b.shape for a, b in zip(leaves, ref, strict=False)):
-        raise CheckpointError("the optimiser state in the checkpoint does not match this optimiser; start a new --out")
+        raise CheckpointError(
+            "the optimiser state in the checkpoint does not match this optimiser; start a new run (another out=)",
+            keywords=KEYWORDS,
+        )
     replicated = S.NamedSharding(mesh, S.P())
 
     def place(x, r):

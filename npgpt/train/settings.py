@@ -6,7 +6,7 @@ the loop runs with, every field filled in.
 The run settings (``RUN_DEFAULTS``) decide which numbers the run computes, so a resumed run must
 keep them: an explicit different value is refused, as is a model shape (``n_layer``, ...) other
 than the checkpoint's. The monitoring settings (``MONITORING_DEFAULTS``)
-say how the run is watched and may change on ``--resume``; so may ``steps``, which then stretches
+say how the run is watched and may change on ``resume=True``; so may ``steps``, which then stretches
 the cosine schedule to the new end.
 """
 
@@ -55,6 +55,9 @@ POSITIVE = (
     "n_ctx",
 )
 NON_NEGATIVE = ("warmup", "seed")
+# The keyword arguments of TrainSettings and train() that messages name as ``seq_len=512`` or ``lower lr=``; the
+# ``npgpt train`` options of the same names print them as flags (NpgptError.keywords).
+KEYWORDS = ("init", *MODEL_SHAPE, "tokenizer", "steps", *RUN_DEFAULTS, *MONITORING_DEFAULTS, "out", "resume")
 # name -> (lowest allowed, whether the lowest itself is allowed): checked finite, too.
 REAL_RANGES = {"lr": (0.0, False), "weight_decay": (0.0, True), "clip": (0.0, False), "val_fraction": (0.0, True)}
 
@@ -114,26 +117,30 @@ class TrainSettings:
                 low, inclusive = REAL_RANGES[f.name]
                 if not (is_finite_number(value) and (value >= low if inclusive else value > low)):
                     bound = f"{'at least' if inclusive else 'more than'} {low:g}"
-                    raise NpgptError(f"{f.name} must be a finite number {bound}, got {shown(value)}")
+                    raise NpgptError(f"{f.name} must be a finite number {bound}, got {shown(value)}", f.name, KEYWORDS)
                 object.__setattr__(self, f.name, float(value))
             elif is_integer(value):
                 object.__setattr__(self, f.name, int(value))
             else:
-                raise NpgptError(f"{f.name} must be a whole number, got {shown(value)}")
+                raise NpgptError(f"{f.name} must be a whole number, got {shown(value)}", f.name, KEYWORDS)
         for name in POSITIVE:
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise NpgptError(f"{name} must be at least 1, got {shown(value)}")
+                raise NpgptError(f"{name} must be at least 1, got {shown(value)}", name, KEYWORDS)
         for name in NON_NEGATIVE:
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise NpgptError(f"{name} must be 0 or more, got {shown(value)}")
+                raise NpgptError(f"{name} must be 0 or more, got {shown(value)}", name, KEYWORDS)
         if self.val_fraction is not None and self.val_fraction >= 1:
             raise NpgptError(
-                f"val_fraction must be below 1 (the share of tokens held out), got {shown(self.val_fraction)}"
+                f"val_fraction must be below 1 (the share of tokens held out), got {shown(self.val_fraction)}",
+                "val_fraction",
+                KEYWORDS,
             )
         if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
-            raise NpgptError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
+            raise NpgptError(
+                f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {shown(self.tokenizer)}", "tokenizer", KEYWORDS
+            )
 
     def model(self, n_vocab: int | None = None) -> tuple[GPT2Config, Any]:
         """The model to train: ``(config, params)`` loaded from ``init``, or a fresh config (of
@@ -142,11 +149,13 @@ class TrainSettings:
         given: dict[str, Any] = {k: v for k, v in shape.items() if v is not None}  # GPT2Config's keyword arguments
         if self.init is not None:
             if given:
-                raise NpgptError(f"pass --init or a model shape ({', '.join(given)}), not both")
+                named = ", ".join(f"{k}=" for k in given)
+                raise NpgptError(f"pass init= or a model shape ({named}), not both", keywords=KEYWORDS)
             if self.tokenizer not in (None, "gpt2"):
                 raise NpgptError(
-                    f"--tokenizer {self.tokenizer} is for training from scratch; an --init model "
-                    "keeps its own tokenizer"
+                    f"tokenizer={shown(self.tokenizer)} is for training from scratch; an init= model keeps its own "
+                    "tokenizer",
+                    keywords=KEYWORDS,
                 )
             from .checkpoint import load_init
 
@@ -175,15 +184,16 @@ class TrainSettings:
 
         Raises NpgptError naming a run setting, or a dimension of the model (``config``, the
         checkpoint's), given with a value other than the checkpoint's: the same command with
-        ``--resume`` passes, a different shape is never silently trained as the old one.
+        ``resume=True`` passes, a different shape is never silently trained as the old one.
         CheckpointError if ``saved`` lacks a run setting or holds one that is not valid.
         """
         for key in MODEL_SHAPE:
             given, held = getattr(self, key), getattr(config, key)
             if given is not None and given != held:
                 raise NpgptError(
-                    f"cannot resume with {key}={given}: the model in --out has {key}={held}; "
-                    "pass the same value or start a new --out"
+                    f"cannot resume with {key}={given}: the model in out= has {held}; "
+                    "pass the same value or start a new run (another out=)",
+                    keywords=KEYWORDS,
                 )
         saved = {"tokenizer": "gpt2", **saved}  # runs from before the tokenizer choice used GPT-2's
         _check_saved(saved)
@@ -191,8 +201,9 @@ class TrainSettings:
             given = getattr(self, key)
             if given is not None and given != saved[key]:
                 raise NpgptError(
-                    f"cannot resume with {key}={given}: the run in --out used {saved[key]}; "
-                    "pass the same value or start a new --out"
+                    f"cannot resume with {key}={shown(given)}: the run in out= used {shown(saved[key])}; "
+                    "pass the same value or start a new run (another out=)",
+                    keywords=KEYWORDS,
                 )
         monitoring = {
             k: saved.get(k, default) if getattr(self, k) is None else getattr(self, k)
@@ -201,10 +212,11 @@ class TrainSettings:
         # The model the run started from: a different --init with --resume was silently ignored. Runs
         # saved before it was recorded (no "init" key) cannot tell, and are resumed as before.
         if self.init is not None and "init" in saved and saved["init"] != str(self.init):
-            started = "scratch" if saved["init"] is None else f"--init {saved['init']}"
+            started = "scratch" if saved["init"] is None else f"init={shown(saved['init'])}"
             raise NpgptError(
-                f"cannot resume with --init {self.init}: the run in --out started from {started}; "
-                "pass the same value or start a new --out"
+                f"cannot resume with init={shown(str(self.init))}: the run in out= started from {started}; "
+                "pass the same value or start a new run (another out=)",
+                keywords=KEYWORDS,
             )
         steps = saved_steps if self.steps is None else self.steps
         return RunSettings(
@@ -219,13 +231,14 @@ class TrainSettings:
 def _check_saved(saved: dict[str, Any]) -> None:
     """A checkpoint's settings judged as the command line's are (a hand-edited lr of -1, a missing
     batch_size): CheckpointError, not a KeyError or a run on nonsense numbers."""
-    damaged = "the training state in --out is damaged: restore it from a backup or start a new --out"
+    # the settings' own names are the checkpoint's keys here, not options: only out= is the user's to change
+    damaged = "the training state in out= is damaged: restore it from a backup or start a new run (another out=)"
     if missing := [k for k in RUN_DEFAULTS if saved.get(k) is None]:
-        raise CheckpointError(f"its settings lack {', '.join(missing)}; {damaged}")
+        raise CheckpointError(f"its settings lack {', '.join(missing)}; {damaged}", keywords=["out"])
     try:
         TrainSettings(**{k: saved[k] for k in (*RUN_DEFAULTS, *MONITORING_DEFAULTS, "tokenizer") if k in saved})
     except NpgptError as e:
-        raise CheckpointError(f"its settings say {e}; {damaged}") from None
+        raise CheckpointError(f"its settings say {e}; {damaged}", keywords=["out"]) from None
 
 
 @dataclass(frozen=True)
