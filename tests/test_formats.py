@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import CONFIGS, hf_logits, random_params, run_cli
 
+from npgpt.cli.names import as_flags
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError, NpgptError
 from npgpt.formats import convert, detect, load_checkpoint, npgpt_format, openai_tf, save_checkpoint
@@ -334,8 +335,9 @@ def test_loading_124m_costs_about_the_weights(tmp_path):
 
 @pytest.mark.parametrize("size", ["0", "abc", "12XB"])
 def test_a_bad_shard_size_is_refused_before_the_source_is_read(tmp_path, size):
-    with pytest.raises(CheckpointError, match=r"--max-shard-size .*e\.g\. 500MB"):
+    with pytest.raises(CheckpointError, match=r"max_shard_size='.*e\.g\. 500MB") as e:
         convert(tmp_path / "no-such-source", tmp_path / "out", fmt="hf-sharded", max_shard_size=size)
+    assert as_flags(e.value).startswith(f"--max-shard-size {size}")  # the CLI's user typed the flag
     with pytest.raises(CheckpointError, match="cannot be written as llmc"):
         convert(tmp_path / "no-such-source", tmp_path / "out", fmt="llmc", dtype="float16")
     assert not (tmp_path / "out").exists()  # nothing half-written (an empty folder was left before)
@@ -433,25 +435,27 @@ def test_a_shard_size_that_is_not_positive_is_refused_before_writing(tmp_path, s
     raises OverflowError on "infMB": each is one line naming the option, and nothing is written."""
     from npgpt.registry import bundled_path
 
-    with pytest.raises(CheckpointError, match="--max-shard-size"):
+    with pytest.raises(CheckpointError, match="max_shard_size=") as e:
         convert(bundled_path(), tmp_path / "out", fmt="hf-sharded", max_shard_size=size)
+    assert as_flags(e.value).startswith("--max-shard-size ")
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
-    "name, fmt, hint",
+    "name, fmt, hint, flags",
     [
-        ("model.gguf", "npgpt", "add --to gguf, or name it model.safetensors"),
-        ("model.GGUF", "llmc", "add --to gguf, or name it model.bin"),
-        ("model.safetensors", "gguf", "add --to npgpt, or name it model.gguf"),
-        ("model.safetensors", "hf", "--to hf writes a folder"),
+        ("model.gguf", "npgpt", "add fmt='gguf', or name it model.safetensors", "add --to gguf, or"),
+        ("model.GGUF", "llmc", "add fmt='gguf', or name it model.bin", "add --to gguf, or"),
+        ("model.safetensors", "gguf", "add fmt='npgpt', or name it model.gguf", "add --to npgpt, or"),
+        ("model.safetensors", "hf", "fmt='hf' writes a folder", "--to hf writes a folder"),
     ],
 )
-def test_a_file_name_of_another_format_is_refused_before_reading(tmp_path, name, fmt, hint):
+def test_a_file_name_of_another_format_is_refused_before_reading(tmp_path, name, fmt, hint, flags):
     """`npgpt convert SRC model.gguf` (the default --to npgpt) wrote npgpt's format under a name
     llama.cpp and Ollama take for GGUF, where they then refused it."""
-    with pytest.raises(CheckpointError, match=re.escape(hint)):
+    with pytest.raises(CheckpointError, match=re.escape(hint)) as e:
         convert(tmp_path / "no-such-source", tmp_path / name, fmt=fmt)
+    assert flags in as_flags(e.value), as_flags(e.value)  # npgpt convert's user typed --to
     assert not (tmp_path / name).exists()
     config = CONFIGS["tiny"]
     with pytest.raises(CheckpointError, match=re.escape(hint)):

@@ -322,7 +322,10 @@ def as_flags_in(text: str, keywords: Iterable[str]) -> str:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return _RENAMED.get(name, "--" + name.replace("_", "-"))
+
+
+_RENAMED = {"fmt": "--to"}  # convert()'s format, npgpt convert's --to
 
 
 # The Python API's keywords that are CLI options of the same name: sampling's, the load's, eval's and attention's.

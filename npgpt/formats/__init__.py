@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..config import GPT2Config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, shown
 from ..files import broken_link, cannot_write, check_writable
 from ..params import dequantized
 from .compat import check_float16_range
@@ -379,6 +379,11 @@ def _write(
     return openai_tf.save(path, config, params)
 
 
+# The keyword arguments of convert() and save_checkpoint() that their messages name as ``fmt='gguf'``: the CLI
+# writes them as its flags (``npgpt convert --to gguf``; NpgptError.keywords).
+_SAVE_KEYWORDS = ("fmt", "max_shard_size")
+
+
 def _check_save_options(
     fmt: str, dtype: str, max_shard_size: int | str | None, tokenizer: dict[str, Any] | None = None
 ) -> None:
@@ -388,7 +393,8 @@ def _check_save_options(
     if tokenizer is not None and fmt != "npgpt":
         raise CheckpointError(
             f"a character-level model cannot be written as {fmt}: only npgpt's format carries its vocabulary; "
-            "use --to npgpt"
+            "use fmt='npgpt'",
+            keywords=_SAVE_KEYWORDS,
         )
     if dtype not in DTYPES[fmt]:
         raise CheckpointError(
@@ -397,7 +403,7 @@ def _check_save_options(
     if max_shard_size is None:
         return
     if fmt != "hf-sharded":
-        raise CheckpointError(f"--max-shard-size applies to --to hf-sharded, not {fmt}")
+        raise CheckpointError(f"max_shard_size= applies to fmt='hf-sharded', not fmt={fmt!r}", keywords=_SAVE_KEYWORDS)
     from huggingface_hub import split_state_dict_into_shards_factory
 
     try:  # the Hub's own size parser, the one the split below uses, run on no tensors
@@ -405,9 +411,14 @@ def _check_save_options(
             {}, get_storage_size=len, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
         )
     except (ValueError, OverflowError) as e:  # OverflowError: "infMB"
-        raise CheckpointError(f"--max-shard-size {max_shard_size}: {e} (e.g. 500MB)") from None
+        raise CheckpointError(
+            f"max_shard_size={shown(max_shard_size)}: {e} (e.g. 500MB)", keywords=_SAVE_KEYWORDS
+        ) from None
     if _shard_bytes(max_shard_size) < 1:  # the Hub takes "-5MB" or "0MB" and writes one tensor per shard
-        raise CheckpointError(f"--max-shard-size {max_shard_size} is not a size; give a positive one, e.g. 500MB")
+        raise CheckpointError(
+            f"max_shard_size={shown(max_shard_size)} is not a size; give a positive one, e.g. 500MB",
+            keywords=_SAVE_KEYWORDS,
+        )
 
 
 def _shard_bytes(size: int | str) -> float:
@@ -434,9 +445,13 @@ def _check_file_name(path: Path, fmt: str) -> None:
     if path.is_dir() or named is None or named == fmt:
         return
     if fmt not in _OWN_SUFFIX:
-        raise CheckpointError(f"--to {fmt} writes a folder, not {path.name}; give a folder name, e.g. {path.stem}")
+        raise CheckpointError(
+            f"fmt={fmt!r} writes a folder, not {path.name}; give a folder name, e.g. {path.stem}",
+            keywords=_SAVE_KEYWORDS,
+        )
     raise CheckpointError(
-        f"{path.name} is not a name for --to {fmt}; add --to {named}, or name it {path.stem}{_OWN_SUFFIX[fmt]}"
+        f"{path.name} is not a name for fmt={fmt!r}; add fmt={named!r}, or name it {path.stem}{_OWN_SUFFIX[fmt]}",
+        keywords=_SAVE_KEYWORDS,
     )
 
 
