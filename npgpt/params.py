@@ -99,6 +99,18 @@ def flatten(params: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+# The config's fields a tensor's shape comes from, by its name less "blocks.N." (the rest: n_embd alone); a
+# wrong shape names these, not the whole config.
+_SHAPE_FIELDS = {
+    "wte": ("n_vocab", "n_embd"),
+    "lm_head": ("n_vocab", "n_embd"),
+    "wpe": ("n_ctx", "n_embd"),
+    "mlp.c_fc.w": ("n_embd", "d_mlp"),
+    "mlp.c_fc.b": ("d_mlp",),
+    "mlp.c_proj.w": ("d_mlp", "n_embd"),
+}
+
+
 def unflatten(flat: dict[str, Any], config: GPT2Config, source: str = "checkpoint") -> dict[str, Any]:
     """Flat names -> nested params, checking that every tensor is present with the right shape.
 
@@ -123,8 +135,12 @@ def unflatten(flat: dict[str, Any], config: GPT2Config, source: str = "checkpoin
         raise CheckpointError(f"{source}: unexpected tensor {extra[0]!r} for a GPT-2 model")
     for name, shape in expected.items():
         if tuple(flat[name].shape) != shape:
+            fields = ", ".join(
+                f"{f}={getattr(config, f)}" for f in _SHAPE_FIELDS.get(name.split(".", 2)[-1], ("n_embd",))
+            )
             raise CheckpointError(
-                f"{source}: tensor {name!r} has shape {tuple(flat[name].shape)}, expected {shape} for config {config}"
+                f"{source}: tensor {name!r} has shape {tuple(flat[name].shape)}, expected {shape} from the config's "
+                f"{fields}; the config does not belong to these weights"
             )
     params: dict[str, Any] = {"blocks": [{} for _ in range(config.n_layer)]}
     for name, value in flat.items():

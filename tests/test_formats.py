@@ -243,8 +243,20 @@ def test_wrong_shapes_are_named(tmp_path):
     cfg["n_embd"] = 64
     cfg["n_head"] = 4
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="shape"):
+    with pytest.raises(CheckpointError, match="shape") as e:
         load_checkpoint(tmp_path)
+    # the tensor, both shapes and the fields they come from; not the whole config's 300 characters
+    assert str(e.value).endswith(
+        "tensor 'wte' has shape (50257, 32), expected (50257, 64) from the config's n_vocab=50257, n_embd=64; "
+        "the config does not belong to these weights"
+    ), str(e.value)
+    cfg["n_embd"], cfg["n_head"], cfg["n_inner"] = 32, 2, 64  # the MLP's width: d_mlp, not n_embd
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    assert "'blocks.0.mlp.c_fc.w' has shape (32, 128), expected (32, 64) from the config's n_embd=32, d_mlp=64;" in str(
+        e.value
+    ), str(e.value)
 
 
 @pytest.mark.parametrize(("damage", "message"), [("folder", r"unreadable \(Is a directory\)"), (b"{", "not JSON")])

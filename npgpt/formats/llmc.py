@@ -136,7 +136,8 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     size = path.stat().st_size
     if size != expected:
         raise CheckpointError(
-            f"{path}: {size} bytes, but its header ({config}, padded vocab {padded}, {dtype}) needs {expected}; "
+            f"{path}: {size} bytes, but its header (maxT={max_t}, V={vocab}, Vp={padded}, L={n_layer}, C={channels}, "
+            f"{dtype}) needs {expected}; "
             "the file is truncated or corrupt: re-download or re-export it"
         )
     raw = np.memmap(path, dtype="<f4" if dtype == "float32" else "<u2", mode="r", offset=HEADER_INTS * 4)
