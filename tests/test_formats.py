@@ -495,6 +495,24 @@ def test_a_peft_adapter_is_told_to_merge_into_its_base_model(tmp_path):
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "merge_and_unload" in r.stderr
 
 
+@pytest.mark.parametrize("fmt", ["hf", "hf-sharded", "npgpt"])
+def test_a_peft_adapter_beside_the_models_weights_is_refused_not_ignored(tmp_path, fmt):
+    """A LoRA adapter saved in the model's folder: transformers (with PEFT) applies it on top of the weights,
+    npgpt loaded the weights alone and said nothing. It refuses, naming the two ways on."""
+    config = CONFIGS["tiny"]
+    kwargs = {"max_shard_size": "20KB"} if fmt == "hf-sharded" else {}
+    save_checkpoint(tmp_path / "m", config, random_params(config), fmt=fmt, **kwargs)
+    peft_config = {"peft_type": "LORA", "base_model_name_or_path": "gpt2", "r": 8, "target_modules": ["c_attn"]}
+    (tmp_path / "m" / "adapter_config.json").write_text(json.dumps(peft_config))
+    weights = [p for p in (tmp_path / "m").iterdir() if p.name in ("model.safetensors", "model.safetensors.index.json")]
+    for path in (tmp_path / "m", *([] if fmt == "npgpt" else weights)):  # an npgpt file is whole by itself
+        with pytest.raises(CheckpointError, match=r"a PEFT adapter \(adapter_config.json\) beside the model") as e:
+            load_checkpoint(path)
+        assert "merge_and_unload()" in str(e.value) and "move adapter_config.json out" in str(e.value)
+    (tmp_path / "m" / "adapter_config.json").unlink()
+    assert load_checkpoint(tmp_path / "m")[0] == config  # the choice made: the model alone
+
+
 def test_a_tokenizer_saved_beside_the_model_must_be_gpt2s(tmp_path):
     """npgpt encodes with GPT-2's BPE: a model saved with another tokenizer (a BPE trained on other text, a
     WordPiece one) loaded and read wrong tokens, writing gibberish. GPT-2's own, as transformers saves it

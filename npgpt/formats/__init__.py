@@ -46,7 +46,17 @@ _WEIGHT_SUFFIXES = (".safetensors", ".gguf", *_PICKLES)
 
 
 def detect(path: str | Path) -> str:
-    """Which format ``path`` holds (a name in FORMATS or READ_ONLY); CheckpointError if none."""
+    """Which format ``path`` holds (a name in FORMATS or READ_ONLY); CheckpointError if none, or if a PEFT
+    adapter lies beside the model (see :func:`_adapter_beside`)."""
+    path = Path(path)
+    fmt = _detect(path)
+    folder = path if path.is_dir() else path.parent if fmt in ("hf", "hf-bin", "hf-sharded") else None
+    if folder is not None and (folder / ADAPTER_CONFIG).is_file():
+        raise _adapter_beside(folder)
+    return fmt
+
+
+def _detect(path: Path) -> str:
     from .gguf_format import is_gguf_file
     from .hf_files import BIN_INDEX, SAFETENSORS_INDEX, layout, shard_map
     from .llmc import is_llmc_file
@@ -138,6 +148,18 @@ def _adapter(path: Path) -> CheckpointError:
     return CheckpointError(
         f"{path}: a PEFT adapter ({ADAPTER_CONFIG}), not a whole model; merge it into its base model with "
         "PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(DIR) and load DIR"
+    )
+
+
+def _adapter_beside(folder: Path) -> CheckpointError:
+    """A model saved with a PEFT adapter beside it: transformers, with PEFT installed, loads the model and applies
+    the adapter on top (``from_pretrained`` of a local model with an adapter_config.json); without PEFT it loads
+    the model alone. npgpt applies no adapters, so it neither runs the model without the adapter unasked nor
+    guesses at the adapter's settings (target modules, rank, alpha, rsLoRA, DoRA): the user chooses."""
+    return CheckpointError(
+        f"{folder}: a PEFT adapter ({ADAPTER_CONFIG}) beside the model, which transformers applies on top and npgpt "
+        "does not; merge it (PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(DIR)) "
+        f"and load DIR, or move {ADAPTER_CONFIG} out to load the model without it"
     )
 
 
