@@ -8,6 +8,7 @@ English, so offsets can be checked against tiktoken's own ``gpt2`` encoding.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -155,7 +156,8 @@ def test_nan_logits_end_generation_with_a_clear_error() -> None:
         m.score("In the beginning")
 
 
-def test_nan_logits_over_the_server() -> None:
+def test_nan_logits_over_the_server(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="npgpt.server")
     with TestClient(create_app({"broken": nan_model()})) as c:
         for body in (
             {"prompt": "In the beginning", "max_tokens": 4},
@@ -172,6 +174,16 @@ def test_nan_logits_over_the_server() -> None:
         assert status == 200 and "not finite" in events[-1]["error"]["message"]
         assert events[-1]["error"]["code"] == "model_error"
         assert not any(ch.get("text") for e in events for ch in e.get("choices", []))
+    # the model's expected failure is logged as one line; a traceback is kept for bugs
+    failed = [r for r in caplog.records if "not finite" in r.getMessage()]
+    assert failed and all(r.exc_info is None and "\n" not in r.getMessage() for r in failed), [
+        (r.getMessage(), r.exc_info) for r in caplog.records
+    ]
+    assert not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records if r.exc_info]
+    from npgpt.server.scheduler import _log_failure
+
+    _log_failure("generation step failed", ZeroDivisionError("a bug"))  # not a user's error: its traceback
+    assert caplog.records[-1].exc_info is not None and caplog.records[-1].exc_info[0] is ZeroDivisionError
 
 
 # -- 3. special tokens in prompts (and, as text, in chat messages) ---------------------------------------

@@ -365,7 +365,7 @@ def test_free_rows_go_to_the_request_with_the_fewest(model):
     assert last_small < 12, finished  # oldest-first would finish it after 38 of the big one's rows
 
 
-def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(model):
+def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(model, caplog):
     """The shared decode step has no one request to blame: every active request gets the error, named as
     the batch's, and the next request runs."""
     m = GPT2(TINY, init_params(TINY, seed=0))
@@ -393,6 +393,9 @@ def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(mod
             error = collect(inbox, n)[2]
             assert isinstance(error, RuntimeError) and "decode step failed" in str(error)
             assert "injected decode failure" in str(error)
+        # out of memory is said to the user (run fewer rows), so it is logged as that one line, no traceback
+        logged = [r for r in caplog.records if r.getMessage().startswith("generation step failed: out of memory")]
+        assert logged and not any(r.exc_info for r in logged), [r.getMessage() for r in caplog.records]
         inbox = queue.Queue()
         sched.submit(Request([m.tokenizer.encode("After")], SamplingParams(max_new_tokens=3, temperature=0), inbox.put))
         texts, _, error = collect(inbox, 1)

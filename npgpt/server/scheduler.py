@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cache import KVCache, copy_rows, grow, grown_capacity, rows
-from ..errors import shown
+from ..errors import NpgptError, shown
 from ..generate import DecodeState, check_request, decode_step, prefill
 from .tasks import QueueFull, Request, Row, RowFailed, ShuttingDown, safe_deliver, unique
 
@@ -46,6 +46,17 @@ if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
 log = logging.getLogger("npgpt.server")
+
+
+def _log_failure(what: str, e: Exception) -> None:
+    """A failure the request is told of, logged: an NpgptError (the model's logits are not finite) is an expected
+    one with its own message, so one line; any other is a bug, with its traceback."""
+    if isinstance(e, NpgptError):
+        log.warning("%s: %s", what, e)
+    else:
+        log.error(what, exc_info=e)
+
+
 __all__ = ["QueueFull", "Request", "RowFailed", "Scheduler", "ShuttingDown"]
 
 
@@ -178,7 +189,7 @@ class Scheduler:
                 if self._rows:
                     self._step()
             except Exception as e:  # shared state failed (the decode step, the cache): no one request to blame
-                log.exception("generation step failed")
+                _log_failure("generation step failed", e)
                 error = RuntimeError(
                     f"the batch's decode step failed, ending every request in it: {type(e).__name__}: {e}"
                 )
@@ -225,7 +236,7 @@ class Scheduler:
                 for request in requests:
                     self._admit([(r, i) for r, i in new if r is request])
             else:
-                log.exception("prefill failed")
+                _log_failure("prefill failed", e)
                 self._fail(requests[0], RuntimeError(f"prefill failed: {type(e).__name__}: {e}"))
             return
         for request, i in new:
@@ -279,7 +290,7 @@ class Scheduler:
                     f"the sampler chose token id {row.token}, outside the vocabulary [0, {self.engine.config.n_vocab})"
                 )
         except Exception as e:
-            log.exception("row %d of a request failed", row.row)
+            _log_failure(f"row {row.row} of a request failed", e)
             self._fail(request, RowFailed(row.row, e))
             return
         safe_deliver(request, event)
