@@ -15,6 +15,7 @@ positions are meaningless (they are in TransformerLens too, and differ).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,8 @@ from array_api_compat import array_namespace, is_array_api_obj, is_writeable_arr
 
 from .backends import float32_products
 from .engine import as_engine, positions_and_mask
-from .errors import NpgptError, shown
-from .model import gpt2
+from .errors import NpgptError, is_integer, shown
+from .model import gpt2, layer_norm
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -109,6 +110,281 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
             + "".join(f"; {o}" for o in optional)
         )
     return wanted.__contains__
+
+
+# TransformerLens's shorthand for hook names (utils.get_act_name), ported rule for rule so that a
+# key reads as there: 'pattern0' and ('pattern', 0) are blocks.0.attn.hook_pattern, 'scale' alone
+# is ln_final.hook_scale, ('scale', 1, 'ln1') is blocks.1.ln1.hook_scale.
+_ACT_ALIAS = {
+    "attn": "pattern",
+    "attn_logits": "attn_scores",
+    "key": "k",
+    "query": "q",
+    "value": "v",
+    "mlp_pre": "pre",
+    "mlp_mid": "mid",
+    "mlp_post": "post",
+}
+_LAYER_TYPE_ALIAS = {"a": "attn", "m": "mlp", "b": "", "block": "", "blocks": "", "attention": "attn"}
+_ATTN_NAMES = ("k", "v", "q", "z", "rot_k", "rot_q", "result", "pattern", "attn_scores")
+_MLP_NAMES = ("pre", "post", "mid", "pre_linear")
+
+
+def act_name(name: str, layer: int | str | None = None, layer_type: str | None = None) -> str:
+    """The hook name TransformerLens's ``utils.get_act_name`` makes of a shorthand: ``act_name('k', 6)``
+    and ``act_name('k6')`` are ``'blocks.6.attn.hook_k'``; a full name is returned as it is."""
+    if ("." in name or name.startswith("hook_")) and layer is None and layer_type is None:
+        return name
+    match = re.match(r"([a-z]+)(\d+)([a-z]?.*)", name)
+    if match is not None:  # 'k6' -> ('k', '6', ''), 'scale4ln1' -> ('scale', '4', 'ln1')
+        name, layer, layer_type = match.groups()
+    name = _ACT_ALIAS.get(name, name)
+    if name in _ATTN_NAMES:
+        layer_type = "attn"
+    elif name in _MLP_NAMES:
+        layer_type = "mlp"
+    elif layer_type in _LAYER_TYPE_ALIAS:
+        layer_type = _LAYER_TYPE_ALIAS[layer_type]
+    full = (f"blocks.{layer}." if layer is not None else "") + (f"{layer_type}." if layer_type else "") + f"hook_{name}"
+    return f"ln_final.{full}" if name in ("scale", "normalized") and layer is None else full
+
+
+class CacheKeyError(NpgptError, KeyError):
+    """A cache key that names no cached activation: a KeyError (as TransformerLens's), with a message."""
+
+    __str__ = Exception.__str__  # KeyError's own would quote the message
+
+
+def _positions(pos_slice: Any) -> Any:
+    """TransformerLens's ``pos_slice`` as an index of the position axis: an int (the axis goes),
+    a tuple (``slice(*t)``), a slice, a list or array of positions, or None (all)."""
+    if is_integer(pos_slice):
+        return int(pos_slice)
+    if pos_slice is None:
+        return slice(None)
+    if isinstance(pos_slice, tuple):
+        return slice(*pos_slice)
+    if isinstance(pos_slice, slice):
+        return pos_slice
+    if isinstance(pos_slice, (list, np.ndarray)):
+        return np.asarray(pos_slice)
+    raise NpgptError(
+        f"pos_slice must be a position, a (stop,)/(start, stop[, step]) tuple, a slice or a list of positions, "
+        f"got {shown(pos_slice)}",
+        param="pos_slice",
+    )
+
+
+class ActivationCache(dict):
+    """What :func:`run_with_cache` returns: a dict of activations keyed by hook name that also reads
+    TransformerLens's keys and answers its ``ActivationCache`` helpers.
+
+    ``cache["blocks.0.attn.hook_pattern"]``, ``cache["pattern", 0]``, ``cache["pattern0"]`` and
+    ``cache["attn", -3]`` (a negative layer counts from the end) are one array; ``accumulated_resid``,
+    ``decompose_resid``, ``stack_activation`` and ``apply_ln_to_stack`` compute what TransformerLens's
+    do (checked against it in tests/test_hooks.py). A key naming no cached activation raises
+    :class:`CacheKeyError` (a KeyError) saying why. Iteration, ``in``, ``get`` and ``dict(cache)`` see the
+    full names only, as a dict's.
+    """
+
+    def __init__(self, activations: dict[str, Any], n_layer: int, ln_final: dict[str, Any], eps: float) -> None:
+        super().__init__(activations)
+        self.n_layer = n_layer
+        self.ln_final = ln_final  # the final layer norm's g (and b), for apply_ln at the unembed
+        self.eps = eps
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str) and dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        name = self._name(key)
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        raise self._missing(key, name)
+
+    def _name(self, key: Any) -> str:
+        """The hook name of a key: a name or shorthand, or (shorthand, layer[, layer_type]) as TransformerLens
+        reads it, a negative layer counted from the end."""
+        if isinstance(key, str):
+            return act_name(key)
+        if isinstance(key, tuple) and 1 <= len(key) <= 3 and isinstance(key[0], str):
+            name, layer, layer_type = (*key, None, None)[:3]
+            if layer is not None and not is_integer(layer):
+                raise CacheKeyError(
+                    f"the layer in cache[{shown(key)[1:-1]}] must be a whole number, got {shown(layer)}"
+                )
+            if layer is not None and layer < 0:
+                layer = self.n_layer + int(layer)
+            if layer_type is not None and not isinstance(layer_type, str):
+                raise CacheKeyError(
+                    f"the layer type in cache[{shown(key)[1:-1]}] must be a str such as 'attn' or 'ln1'"
+                )
+            return act_name(name, layer, layer_type)
+        raise CacheKeyError(
+            f"cache keys are hook names or TransformerLens's shorthand: cache['blocks.0.attn.hook_pattern'], "
+            f"cache['pattern', 0], cache['scale', 0, 'ln1']; got {shown(key)}"
+        )
+
+    def _missing(self, key: Any, name: str) -> CacheKeyError:
+        """Why ``key`` (read as hook name ``name``) is not here, as one line."""
+        shown_key = f"cache[{shown(key)[1:-1] if isinstance(key, tuple) else shown(key)}]"
+        read = "" if name == key else f" (hook name {name!r})"
+        if name in hook_names(self.n_layer):
+            return CacheKeyError(f"{shown_key}{read} is not in this cache: run_with_cache's names_filter left it out")
+        layer = re.match(r"blocks\.(-?\d+)\.", name)
+        if layer is not None and not 0 <= int(layer.group(1)) < self.n_layer:
+            return CacheKeyError(
+                f"{shown_key}{read}: this model's layers are 0 to {self.n_layer - 1} "
+                f"(or -{self.n_layer} to -1 from the end)"
+            )
+        if layer is None and f"blocks.0.{name}" in hook_names(self.n_layer):  # 'resid_post' with no layer
+            short = shown(key[0] if isinstance(key, tuple) else key)
+            return CacheKeyError(
+                f"{shown_key}{read} is in every block: give the layer, e.g. cache[{short}, 0] "
+                "or cache[..., -1] for the last"
+            )
+        for end, where in OPTIONAL_IN_TL.items():
+            if layer is not None and name.endswith("." + end):
+                return CacheKeyError(
+                    f"{shown_key}{read} is not computed (TransformerLens's optional hook): use "
+                    + where.format(i=layer.group(1))
+                )
+        return CacheKeyError(
+            f"unknown activation {shown_key}{read}; TransformerLens's names are embed, pos_embed, scale and "
+            "normalized (of ln_final), and with a layer: resid_pre, resid_mid, resid_post, attn_out, mlp_out, "
+            "q, k, v, z, attn_scores, pattern, pre, post, and scale or normalized with 'ln1' or 'ln2' "
+            "(e.g. cache['pattern', 0], cache['scale', 0, 'ln1']); or a hook name of hooks.hook_names(n_layer)"
+        )
+
+    def _layer(self, layer: Any, lowest: int = 0) -> int:
+        """TransformerLens's ``layer`` of the stacking helpers: None or -1 is n_layer (up to the unembed)."""
+        if layer is None or (is_integer(layer) and layer == -1):
+            return self.n_layer
+        if not (is_integer(layer) and lowest <= layer <= self.n_layer):
+            raise NpgptError(
+                f"layer must be a whole number in [{lowest}, {self.n_layer}] for this model "
+                f"(-1 or None: {self.n_layer}, all of it), got {shown(layer)}",
+                param="layer",
+            )
+        return int(layer)
+
+    def _stack(self, arrays: list[Any], positions: Any = slice(None)) -> Any:
+        """[components, ...] of arrays [..., T, C], each indexed by ``positions`` on the T axis."""
+        arrays = [a[..., positions, :] for a in arrays]
+        return array_namespace(*arrays).stack(arrays, axis=0)
+
+    def accumulated_resid(
+        self,
+        layer: int | None = None,
+        incl_mid: bool = False,
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        mlp_input: bool = False,
+        return_labels: bool = False,
+    ) -> Any:
+        """The residual stream entering each block up to ``layer`` [components, B, T, C] (TransformerLens's
+        ``accumulated_resid``): ``resid_pre`` of blocks 0..layer, with ``layer`` None, -1 or n_layer the
+        last block's ``resid_post`` as ``final_post``; ``incl_mid`` adds each earlier block's ``resid_mid``,
+        ``mlp_input`` block ``layer``'s. ``apply_ln``: up to the unembed, the final layer norm applied to
+        each (the logit lens); else centred and divided by block ``layer``'s cached scale. With
+        ``return_labels``, ``(stack, labels)`` such as ``['0_pre', '1_pre', 'final_post']``."""
+        layer = self._layer(layer)
+        positions = _positions(pos_slice)
+        labels, arrays = [], []
+        for i in range(layer + 1):
+            if i == self.n_layer:
+                arrays.append(self["resid_post", self.n_layer - 1])
+                labels.append("final_post")
+                continue
+            arrays.append(self["resid_pre", i])
+            labels.append(f"{i}_pre")
+            if (incl_mid and i < layer) or (mlp_input and i == layer):
+                arrays.append(self["resid_mid", i])
+                labels.append(f"{i}_mid")
+        stack = self._stack(arrays, positions)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(
+                stack, layer, mlp_input=mlp_input, pos_slice=pos_slice, recompute_ln=layer == self.n_layer
+            )
+        return (stack, labels) if return_labels else stack
+
+    def decompose_resid(
+        self,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        mode: str = "all",
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        incl_embeds: bool = True,
+        return_labels: bool = False,
+    ) -> Any:
+        """The residual stream entering block ``layer`` as the sum of what wrote it [components, B, T, C]
+        (TransformerLens's ``decompose_resid``): ``embed``, ``pos_embed`` and each earlier block's
+        ``attn_out`` and ``mlp_out`` (``mode`` 'attn' or 'mlp': only those), plus block ``layer``'s
+        ``attn_out`` with ``mlp_input``. ``apply_ln`` centres each and divides by block ``layer``'s
+        cached scale (ln_final's at the unembed)."""
+        layer = self._layer(layer)
+        if mode not in ("all", "mlp", "attn"):
+            raise NpgptError(f"mode must be 'all', 'mlp' or 'attn', got {shown(mode)}", param="mode")
+        positions = _positions(pos_slice)
+        labels, arrays = [], []
+        if incl_embeds:  # as TransformerLens's: left out when run_with_cache's names_filter left them out
+            for name, label in (("hook_embed", "embed"), ("hook_pos_embed", "pos_embed")):
+                if name in self:
+                    arrays.append(self[name])
+                    labels.append(label)
+        for i in range(layer):
+            for kind in ("attn", "mlp"):
+                if mode in ("all", kind):
+                    arrays.append(self[f"{kind}_out", i])
+                    labels.append(f"{i}_{kind}_out")
+        if mlp_input and mode != "mlp":
+            arrays.append(self["attn_out", layer])
+            labels.append(f"{layer}_attn_out")
+        if not arrays:
+            raise NpgptError(
+                f"decompose_resid(layer={layer}, mode={mode!r}, incl_embeds={incl_embeds}) has nothing to stack"
+            )
+        stack = self._stack(arrays, positions)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice)
+        return (stack, labels) if return_labels else stack
+
+    def stack_activation(self, activation_name: str, layer: int = -1, sublayer_type: str | None = None) -> Any:
+        """``activation_name`` (shorthand, e.g. 'resid_post' or 'pattern') of blocks 0..layer-1 stacked
+        [layer, ...] (TransformerLens's ``stack_activation``); ``layer`` -1 or None: every block."""
+        layer = self._layer(layer, lowest=1)
+        arrays = [self[activation_name, i, sublayer_type] for i in range(layer)]
+        return array_namespace(*arrays).stack(arrays, axis=0)
+
+    def apply_ln_to_stack(
+        self,
+        residual_stack: Any,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        pos_slice: Any = None,
+        batch_slice: Any = None,
+        has_batch_dim: bool = True,
+        recompute_ln: bool = False,
+    ) -> Any:
+        """A stack [components, B, T, C] of residual-stream parts as block ``layer``'s layer norm sees them
+        (TransformerLens's ``apply_ln_to_stack``): each centred and divided by that norm's cached scale
+        (ln1's, ln2's with ``mlp_input``, ln_final's for ``layer`` None, -1 or n_layer). With
+        ``recompute_ln`` at the unembed, the final layer norm itself (its own statistics, g and b) on each."""
+        layer = self._layer(layer)
+        batch = _positions(batch_slice)  # the same forms index the batch axis
+        if has_batch_dim:
+            residual_stack = residual_stack[:, batch]
+        if recompute_ln and layer == self.n_layer:
+            return layer_norm(residual_stack, **self.ln_final, eps=self.eps)
+        xp = array_namespace(residual_stack)
+        residual_stack = residual_stack - xp.mean(residual_stack, axis=-1, keepdims=True)
+        name = (
+            "ln_final.hook_scale" if layer == self.n_layer else f"blocks.{layer}.ln{2 if mlp_input else 1}.hook_scale"
+        )
+        scale = self[name][..., _positions(pos_slice), :]
+        if batch_slice is not None and has_batch_dim:
+            scale = scale[batch]
+        return residual_stack / scale
 
 
 def _inputs(model: Engine | HasEngine, ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,11 +501,12 @@ def run_with_cache(
     attention_mask: Any = None,
     fwd_hooks: Sequence[tuple[Any, HookFn]] = (),
     host: bool = True,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, ActivationCache]:
     """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
 
-    ``cache`` maps TransformerLens's hook names to float32 arrays of TransformerLens's shapes (see
-    :func:`hook_names`), each as its hook point saw it: an activation changed by one of ``fwd_hooks``
+    ``cache`` (an :class:`ActivationCache`, a dict that also reads TransformerLens's shorthand keys
+    and has its helpers) maps TransformerLens's hook names to float32 arrays of TransformerLens's
+    shapes (see :func:`hook_names`), each as its hook point saw it: an activation changed by one of ``fwd_hooks``
     is cached as changed, and a later change in place does not reach the cache. With
     ``host`` (the default) everything is a NumPy array; ``host=False`` keeps the backend's arrays
     (JAX: traceable). A 1-D ``ids`` is one row.
@@ -248,7 +525,17 @@ def run_with_cache(
         return x
 
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask)
-    return to(logits), cache
+    return to(logits), ActivationCache(
+        cache, model.config.n_layer, _ln_final(model, host), model.config.layer_norm_epsilon
+    )
+
+
+def _ln_final(model: Engine | HasEngine, host: bool) -> dict[str, Any]:
+    """The final layer norm's g (and b) for a cache's apply_ln: float32 NumPy with ``host``, else the backend's."""
+    ln = {k: v for k, v in model.params["ln_f"].items() if v is not None}
+    if not host:
+        return ln
+    return {k: model.backend.to_numpy(array_namespace(v).astype(v, array_namespace(v).float32)) for k, v in ln.items()}
 
 
 def run_with_hooks(

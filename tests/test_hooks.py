@@ -106,6 +106,124 @@ def test_every_cached_activation_equals_transformer_lens(odd):
     np.testing.assert_allclose(logits, model.logits(ids, attention_mask=mask), atol=1e-5)
 
 
+def as_numpy(x) -> np.ndarray:
+    return x.detach().float().numpy()
+
+
+def test_cache_reads_transformer_lens_shorthand_keys(odd):
+    """TransformerLens users write cache["pattern", 0], cache["resid_post", -1], cache["scale", 1, "ln1"],
+    cache["k1a"]: each was a KeyError on npgpt's plain dict. Now each key reads the array
+    TransformerLens's ActivationCache reads for it."""
+    model, br = odd
+    ids, _ = batch(ODD)
+    ones = np.ones_like(ids)
+    _, cache = model.run_with_cache(ids)
+    _, tl_cache = tl_run(br, ids, ones)
+    keys = [
+        ("pattern", 0), ("resid_post", -1), ("q", 2), ("attn", -3), ("attn_scores", 1, "attn"), ("key", 1),
+        ("scale", 1, "ln1"), ("normalized", 2, "ln2"), ("pre", 1), ("mlp_post", 0), ("resid_mid", -2),
+        ("embed",), "pattern0", "k1a", "scale2ln2", "scale", "normalized", "pos_embed", "blocks.2.hook_mlp_out",
+    ]  # fmt: skip
+    for key in keys:
+        ours, theirs = cache[key], as_numpy(tl_cache[key])
+        seen = np.isfinite(theirs)  # scores hidden from a query: MASKED here, -inf there
+        assert ours.shape == theirs.shape, key
+        np.testing.assert_allclose(ours[seen], theirs[seen], atol=1e-4, rtol=1e-4, err_msg=str(key))
+    assert isinstance(cache, dict) and list(cache) == hooks.hook_names(ODD.n_layer)  # still a dict of full names
+
+
+def test_cache_helpers_equal_transformer_lens(odd):
+    """accumulated_resid, decompose_resid, stack_activation and apply_ln_to_stack were AttributeErrors
+    on npgpt's cache; now each gives TransformerLens's stack and labels on the same weights."""
+    model, br = odd
+    ids, _ = batch(ODD)
+    _, cache = model.run_with_cache(ids)
+    _, tl_cache = tl_run(br, ids, np.ones_like(ids))
+
+    def check(method: str, *args, **kw) -> None:
+        ours, theirs = getattr(cache, method)(*args, **kw), getattr(tl_cache, method)(*args, **kw)
+        if kw.get("return_labels"):
+            assert ours[1] == theirs[1], (method, kw)
+            ours, theirs = ours[0], theirs[0]
+        np.testing.assert_allclose(ours, as_numpy(theirs), atol=1e-4, rtol=1e-4, err_msg=f"{method} {args} {kw}")
+
+    for kw in [
+        {}, {"layer": 2, "incl_mid": True}, {"layer": 1, "mlp_input": True}, {"layer": 0}, {"apply_ln": True},
+        {"layer": 2, "apply_ln": True}, {"layer": -1, "incl_mid": True, "apply_ln": True},
+        {"layer": 1, "mlp_input": True, "apply_ln": True}, {"apply_ln": True, "pos_slice": -1},
+        {"layer": 3, "incl_mid": True, "apply_ln": True, "pos_slice": [0, 3]}, {"layer": 2, "pos_slice": (1, 5)},
+    ]:  # fmt: skip
+        check("accumulated_resid", return_labels=True, **kw)
+    for kw in [
+        {}, {"apply_ln": True}, {"layer": 2, "mode": "mlp"}, {"incl_embeds": False, "layer": 1, "pos_slice": 2},
+        {"layer": 1, "mlp_input": True, "mode": "attn", "apply_ln": True},
+    ]:  # fmt: skip
+        check("decompose_resid", return_labels=True, **kw)
+    for args in [("resid_post",), ("pattern", 2), ("scale", -1, "ln2"), ("z",)]:
+        check("stack_activation", *args)
+    stack, tl_stack = cache.accumulated_resid(), tl_cache.accumulated_resid()
+    for kw in [{}, {"layer": 1}, {"layer": 1, "mlp_input": True, "batch_slice": 1}, {"recompute_ln": True}]:
+        ours, theirs = cache.apply_ln_to_stack(stack, **kw), tl_cache.apply_ln_to_stack(tl_stack, **kw)
+        np.testing.assert_allclose(ours, as_numpy(theirs), atol=1e-4, rtol=1e-4, err_msg=str(kw))
+    # The logit lens's last row is the final layer norm of the stream, as the model applies it
+    ln_f = model.params["ln_f"]
+    final = cache["ln_final.hook_normalized"] * ln_f["g"] + ln_f["b"]
+    np.testing.assert_allclose(cache.accumulated_resid(apply_ln=True)[-1], final, atol=1e-5)
+
+
+def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
+    """An unknown shorthand was a bare KeyError ('blocks.0.hook_blah'); now one line saying why, still a
+    KeyError (TransformerLens's kind) and an NpgptError."""
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids = np.arange(5) + 7
+    _, cache = model.run_with_cache(ids)
+    _, part = model.run_with_cache(ids, names_filter="blocks.0.attn.hook_pattern")
+    cases = {
+        ("blah", 0): r"unknown activation cache\['blah', 0\] \(hook name 'blocks.0.hook_blah'\); "
+        r"TransformerLens's names are embed, pos_embed.*resid_post.*pattern",
+        ("pattern", 3): r"cache\['pattern', 3\].*layers are 0 to 2 \(or -3 to -1 from the end\)",
+        ("pattern", -4): "layers are 0 to 2",
+        "k6": r"cache\['k6'\] \(hook name 'blocks.6.attn.hook_k'\).*layers are 0 to 2",
+        "resid_post": r"is in every block: give the layer, e.g. cache\['resid_post', 0\]",
+        ("result", 1): r"not computed \(TransformerLens's optional hook\): use blocks.1.attn.hook_z",
+        ("pattern", 1.0): "the layer in cache.* must be a whole number, got 1.0",
+        3: "cache keys are hook names or TransformerLens's shorthand",
+    }
+    for key, message in cases.items():
+        with pytest.raises(KeyError, match=message) as caught:
+            cache[key]
+        assert isinstance(caught.value, NpgptError) and "\n" not in str(caught.value) and str(caught.value)[0] != "'"
+    with pytest.raises(KeyError, match="not in this cache: run_with_cache's names_filter left it out"):
+        part["resid_pre", 0]
+    for call, message in [
+        (lambda: cache.accumulated_resid(layer=4), r"layer must be a whole number in \[0, 3\].*got 4"),
+        (lambda: cache.accumulated_resid(layer=-2), r"in \[0, 3\].*got -2"),
+        (lambda: cache.stack_activation("resid_post", 0), r"in \[1, 3\].*got 0"),
+        (lambda: cache.decompose_resid(mode="heads"), "mode must be 'all', 'mlp' or 'attn'"),
+        (lambda: cache.accumulated_resid(pos_slice="last"), "pos_slice must be a position"),
+    ]:
+        with pytest.raises(NpgptError, match=message):
+            call()
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_cache_helpers_on_the_backends_arrays_equal_numpys(backend: str):
+    """host=False keeps the backend's arrays: the helpers stack and normalise them in that library."""
+    pytest.importorskip(backend)
+    params = scaled_params(ODD, 2)
+    ids = np.arange(6) + 7
+    _, ours = GPT2(ODD, params).run_with_cache(ids)
+    _, theirs = GPT2(ODD, params, backend=backend).run_with_cache(ids, host=False)
+    for kw in [{"apply_ln": True, "incl_mid": True}, {"layer": 1, "mlp_input": True, "apply_ln": True}]:
+        np.testing.assert_allclose(np.asarray(theirs.accumulated_resid(**kw)), ours.accumulated_resid(**kw), atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(theirs.decompose_resid(apply_ln=True)), ours.decompose_resid(apply_ln=True), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        np.asarray(theirs.stack_activation("pattern")), ours.stack_activation("pattern"), atol=1e-4
+    )
+
+
 @pytest.mark.slow
 def test_every_cached_activation_equals_transformer_lens_124M(tmp_path):
     config = PRESETS["124M"]

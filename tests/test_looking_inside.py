@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "looking-inside.md"
 @pytest.fixture(scope="module")
 def blocks() -> list[str]:
     found = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), flags=re.S | re.M)
-    assert len(found) == 4, "the page has the logit lens, a head's pattern, patching and gradients"
+    assert len(found) == 5, "the page has the logit lens, a head's pattern, the cache, patching and gradients"
     return found
 
 
@@ -54,8 +54,18 @@ def test_the_attention_pattern_example(run):
     assert "the last token attends most to" in out
 
 
-def test_the_patching_example_restores_the_clean_run_before_block_0(run):
+def test_the_transformer_lens_cache_example(run):
+    _, before = run(2)
     ns, out = run(3)
+    model, ids, labels = ns["model"], ns["ids"], ns["labels"]
+    last, parts = out[len(before) :].splitlines()
+    assert labels == [f"{i}_pre" for i in range(model.config.n_layer)] + ["final_post"]
+    assert last == f"final_post {model.tokenizer.decode([model.logits(ids)[0, -1].argmax()])!r}"  # the model's own
+    assert parts == "['embed', 'pos_embed', '0_attn_out', '0_mlp_out'] True"
+
+
+def test_the_patching_example_restores_the_clean_run_before_block_0(run):
+    ns, out = run(4)
     model, p_him = ns["model"], ns["p_him"]
     clean, corrupted = p_him(model.logits(ns["clean"])), p_him(model.logits(ns["corrupted"]))
     assert abs(clean - corrupted) > 0.05  # the corruption matters
@@ -68,7 +78,7 @@ def test_the_patching_example_restores_the_clean_run_before_block_0(run):
 
 def test_the_attribution_patching_example(run):
     pytest.importorskip("jax")
-    ns, _ = run(4)
+    ns, _ = run(5)
     attr, model = ns["attr"], ns["model"]
     assert sorted(attr) == sorted(f"blocks.{i}.hook_resid_pre" for i in range(model.config.n_layer))
     for a in attr.values():
