@@ -229,7 +229,9 @@ class ActivationCache(dict):
         shown_key = f"cache[{shown(key)[1:-1] if isinstance(key, tuple) else shown(key)}]"
         read = "" if name == key else f" (hook name {name!r})"
         if name in hook_names(self.n_layer):
-            return CacheKeyError(f"{shown_key}{read} is not in this cache: run_with_cache's names_filter left it out")
+            return CacheKeyError(
+                f"{shown_key}{read} is not in this cache: the names_filter of the run that made it left it out"
+            )
         layer = re.match(r"blocks\.(-?\d+)\.", name)
         if layer is not None and not 0 <= int(layer.group(1)) < self.n_layer:
             return CacheKeyError(
@@ -525,17 +527,18 @@ def run_with_cache(
         return x
 
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask)
-    return to(logits), ActivationCache(
-        cache, model.config.n_layer, _ln_final(model, host), model.config.layer_norm_epsilon
-    )
+    return to(logits), _cache(model, cache, host)
 
 
-def _ln_final(model: Engine | HasEngine, host: bool) -> dict[str, Any]:
-    """The final layer norm's g (and b) for a cache's apply_ln: float32 NumPy with ``host``, else the backend's."""
+def _cache(model: Engine | HasEngine, arrays: dict[str, Any], host: bool = True) -> ActivationCache:
+    """``arrays`` keyed by hook name as an :class:`ActivationCache` of the model, whose final layer norm
+    (for apply_ln) is float32 NumPy with ``host``, else the backend's."""
     ln = {k: v for k, v in model.params["ln_f"].items() if v is not None}
-    if not host:
-        return ln
-    return {k: model.backend.to_numpy(array_namespace(v).astype(v, array_namespace(v).float32)) for k, v in ln.items()}
+    if host:
+        ln = {
+            k: model.backend.to_numpy(array_namespace(v).astype(v, array_namespace(v).float32)) for k, v in ln.items()
+        }
+    return ActivationCache(arrays, model.config.n_layer, ln, model.config.layer_norm_epsilon)
 
 
 def run_with_hooks(
@@ -611,11 +614,12 @@ def activation_grads(
     metric: Callable[[Array], Array],
     names_filter: NamesFilter = None,
     attention_mask: Any = None,
-) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+) -> tuple[float, ActivationCache, ActivationCache]:
     """``(value, cache, grads)``: ``metric(logits)`` (a JAX scalar of the logits [B, T, V]), the
-    activations named by ``names_filter`` and the gradient of the metric with respect to each, all
-    from one ``jax.grad`` (a zero added at every hook point is what is differentiated). Needs JAX;
-    the weights are read as float32 from any backend.
+    activations named by ``names_filter`` and the gradient of the metric with respect to each (each an
+    :class:`ActivationCache`: ``grads["resid_pre", 0]`` reads as in TransformerLens), all from one
+    ``jax.grad`` (a zero added at every hook point is what is differentiated). Needs JAX; the weights
+    are read as float32 from any backend.
     """
     jax, jnp, params = _jax_params(model)
     keep = name_filter(names_filter, model.config.n_layer)
@@ -642,7 +646,11 @@ def activation_grads(
 
     zeros = {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}
     grads, (value, acts) = jax.grad(run, has_aux=True)(zeros)  # float32 products: hooked_forward sees to it
-    return float(value), {n: np.asarray(a) for n, a in acts.items()}, {n: np.asarray(g) for n, g in grads.items()}
+    return (
+        float(value),
+        _cache(model, {n: np.asarray(a) for n, a in acts.items()}),
+        _cache(model, {n: np.asarray(g) for n, g in grads.items()}),
+    )
 
 
 def attribution_patching(
@@ -652,11 +660,12 @@ def attribution_patching(
     metric: Callable[[Array], Array],
     names_filter: NamesFilter = None,
     attention_mask: Any = None,
-) -> dict[str, np.ndarray]:
+) -> ActivationCache:
     """Attribution patching (Nanda, 2023): for each activation, ``(clean - corrupted) * d metric / d act``
     at the corrupted run, a first-order estimate of how much patching the clean activation into the
-    corrupted run moves ``metric(logits)``. Arrays of the activations' shapes; sum over the axes
-    you do not care about. One forward pass for the clean run, one ``jax.grad`` for the corrupted.
+    corrupted run moves ``metric(logits)``. Arrays of the activations' shapes, keyed as a cache
+    (``attr["resid_pre", 3]``); sum over the axes you do not care about. One forward pass for the
+    clean run, one ``jax.grad`` for the corrupted.
     """
     keep = name_filter(names_filter, model.config.n_layer)
     shapes = [as_engine(model).check_ids(ids, attention_mask)[0].shape for ids in (clean_ids, corrupted_ids)]
@@ -674,4 +683,4 @@ def attribution_patching(
 
     hooked_forward(model, clean_ids, record, attention_mask, _jax_params(model)[2])  # as the gradient's run computes
     _, corrupted, grads = activation_grads(model, corrupted_ids, metric, names_filter, attention_mask)
-    return {n: (clean[n] - corrupted[n]) * grads[n] for n in grads}
+    return _cache(model, {n: (clean[n] - corrupted[n]) * grads[n] for n in grads})

@@ -193,7 +193,7 @@ def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
         with pytest.raises(KeyError, match=message) as caught:
             cache[key]
         assert isinstance(caught.value, NpgptError) and "\n" not in str(caught.value) and str(caught.value)[0] != "'"
-    with pytest.raises(KeyError, match="not in this cache: run_with_cache's names_filter left it out"):
+    with pytest.raises(KeyError, match="not in this cache: the names_filter of the run that made it left it out"):
         part["resid_pre", 0]
     for call, message in [
         (lambda: cache.accumulated_resid(layer=4), r"layer must be a whole number in \[0, 3\].*got 4"),
@@ -434,6 +434,28 @@ def test_attribution_patching_is_clean_minus_corrupted_times_gradient():
     np.testing.assert_allclose(attr[name], (clean_cache[name] - corrupted_cache[name]) * grads[name], atol=1e-6)
     assert np.abs(attr[name][0, :2]).max() < 1e-6  # before the changed token nothing differs
     assert np.abs(attr[name][0, 2:]).max() > 0
+
+
+def test_gradients_and_attributions_read_transformer_lens_keys_too():
+    """activation_grads' cache and grads and attribution_patching's result were plain dicts
+    (grads["resid_pre", 1] a KeyError) beside run_with_cache's ActivationCache; now each is one."""
+    pytest.importorskip("jax")
+    model = GPT2(ODD, scaled_params(ODD, 4))
+    clean = np.arange(6)[None] + 300
+    corrupted = clean.copy()
+    corrupted[0, 2] = 7
+
+    def metric(logits):
+        return logits[0, -1, 5] - logits[0, -1, 9]
+
+    resid = lambda name: name.endswith("resid_pre")  # noqa: E731
+    _, cache, grads = hooks.activation_grads(model, corrupted, metric, names_filter=resid)
+    attr = hooks.attribution_patching(model, clean, corrupted, metric, names_filter=resid)
+    for arrays in (cache, grads, attr):
+        np.testing.assert_array_equal(arrays["resid_pre", -2], arrays["blocks.1.hook_resid_pre"])
+        assert arrays.accumulated_resid(layer=2).shape == (3, 1, 6, ODD.n_embd)
+    with pytest.raises(KeyError, match="the names_filter of the run that made it left it out"):
+        grads["pattern", 0]
 
 
 def test_attribution_patching_checks_the_two_shapes_before_running(monkeypatch):
