@@ -15,7 +15,10 @@ positions are meaningless (they are in TransformerLens too, and differ).
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +158,23 @@ class CacheKeyError(NpgptError, KeyError):
     __str__ = Exception.__str__  # KeyError's own would quote the message
 
 
+@functools.cache
+def _register_with_jax() -> None:
+    """Make ActivationCache a JAX pytree, as the plain dict it extends is: JAX takes a dict subclass for
+    one leaf, so jax.tree_util.tree_map(f, cache) and a jitted function returning a cache would fail.
+    The activations are the children, in key order; the model is aux data (compared by identity)."""
+    import jax
+
+    def flatten(cache: ActivationCache) -> tuple[list[Any], tuple[Any, ...]]:
+        return list(cache.values()), (tuple(cache), cache.model)
+
+    def unflatten(aux: tuple[Any, ...], children: Iterable[Any]) -> ActivationCache:
+        names, model = aux
+        return ActivationCache(dict(zip(names, children, strict=True)), model)
+
+    jax.tree_util.register_pytree_node(ActivationCache, flatten, unflatten)
+
+
 def _positions(pos_slice: Any) -> Any:
     """TransformerLens's ``pos_slice`` as an index of the position axis: an int (the axis goes),
     a tuple (``slice(*t)``), a slice, a list or array of positions, or None (all)."""
@@ -184,14 +204,25 @@ class ActivationCache(dict):
     ``decompose_resid``, ``stack_activation`` and ``apply_ln_to_stack`` compute what TransformerLens's
     do (checked against it in tests/test_hooks.py). A key naming no cached activation raises
     :class:`CacheKeyError` (a KeyError) saying why. Iteration, ``in``, ``get`` and ``dict(cache)`` see the
-    full names only, as a dict's.
+    full names only, as a dict's. It is a JAX pytree of its arrays, as a dict is; pickled, it is the
+    plain dict of its arrays (the model it refers to is not saved).
     """
 
-    def __init__(self, activations: dict[str, Any], n_layer: int, ln_final: dict[str, Any], eps: float) -> None:
+    def __init__(self, activations: dict[str, Any], model: Engine | HasEngine) -> None:
         super().__init__(activations)
-        self.n_layer = n_layer
-        self.ln_final = ln_final  # the final layer norm's g (and b), for apply_ln at the unembed
-        self.eps = eps
+        self.model = model  # as TransformerLens's cache.model: its final layer norm, for apply_ln at the unembed
+        self.n_layer = model.config.n_layer
+        if "jax" in sys.modules:  # only where JAX is loaded can its tree functions meet a cache
+            _register_with_jax()
+
+    def __copy__(self) -> ActivationCache:
+        return ActivationCache(dict(self), self.model)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ActivationCache:  # the arrays copied, the model shared
+        return ActivationCache(copy.deepcopy(dict(self), memo), self.model)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled as the dict of its arrays: a model is no file's to hold
+        return dict, (dict(self),)
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str) and dict.__contains__(self, key):
@@ -273,6 +304,18 @@ class ActivationCache(dict):
         """[components, ...] of arrays [..., T, C], each indexed by ``positions`` on the T axis."""
         arrays = [a[..., positions, :] for a in arrays]
         return array_namespace(*arrays).stack(arrays, axis=0)
+
+    def _ln_final(self, like: Any) -> dict[str, Any]:
+        """The model's final layer norm's g (and b) as arrays of ``like``'s library (float32 NumPy for a
+        host cache of a torch or JAX model)."""
+        xp = array_namespace(like)
+        ln = {}
+        for k, v in self.model.params["ln_f"].items():
+            if v is not None and array_namespace(v) is not xp:
+                v = xp.asarray(self.model.backend.to_numpy(array_namespace(v).astype(v, array_namespace(v).float32)))
+            if v is not None:
+                ln[k] = v
+        return ln
 
     def accumulated_resid(
         self,
@@ -377,7 +420,8 @@ class ActivationCache(dict):
         if has_batch_dim:
             residual_stack = residual_stack[:, batch]
         if recompute_ln and layer == self.n_layer:
-            return layer_norm(residual_stack, **self.ln_final, eps=self.eps)
+            eps = self.model.config.layer_norm_epsilon
+            return layer_norm(residual_stack, **self._ln_final(residual_stack), eps=eps)
         xp = array_namespace(residual_stack)
         residual_stack = residual_stack - xp.mean(residual_stack, axis=-1, keepdims=True)
         name = (
@@ -527,18 +571,7 @@ def run_with_cache(
         return x
 
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask)
-    return to(logits), _cache(model, cache, host)
-
-
-def _cache(model: Engine | HasEngine, arrays: dict[str, Any], host: bool = True) -> ActivationCache:
-    """``arrays`` keyed by hook name as an :class:`ActivationCache` of the model, whose final layer norm
-    (for apply_ln) is float32 NumPy with ``host``, else the backend's."""
-    ln = {k: v for k, v in model.params["ln_f"].items() if v is not None}
-    if host:
-        ln = {
-            k: model.backend.to_numpy(array_namespace(v).astype(v, array_namespace(v).float32)) for k, v in ln.items()
-        }
-    return ActivationCache(arrays, model.config.n_layer, ln, model.config.layer_norm_epsilon)
+    return to(logits), ActivationCache(cache, model)
 
 
 def run_with_hooks(
@@ -648,8 +681,8 @@ def activation_grads(
     grads, (value, acts) = jax.grad(run, has_aux=True)(zeros)  # float32 products: hooked_forward sees to it
     return (
         float(value),
-        _cache(model, {n: np.asarray(a) for n, a in acts.items()}),
-        _cache(model, {n: np.asarray(g) for n, g in grads.items()}),
+        ActivationCache({n: np.asarray(a) for n, a in acts.items()}, model),
+        ActivationCache({n: np.asarray(g) for n, g in grads.items()}, model),
     )
 
 
@@ -683,4 +716,4 @@ def attribution_patching(
 
     hooked_forward(model, clean_ids, record, attention_mask, _jax_params(model)[2])  # as the gradient's run computes
     _, corrupted, grads = activation_grads(model, corrupted_ids, metric, names_filter, attention_mask)
-    return _cache(model, {n: (clean[n] - corrupted[n]) * grads[n] for n in grads})
+    return ActivationCache({n: (clean[n] - corrupted[n]) * grads[n] for n in grads}, model)

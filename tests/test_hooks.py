@@ -4,7 +4,9 @@ against finite differences."""
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -169,6 +171,25 @@ def test_cache_helpers_equal_transformer_lens(odd):
     ln_f = model.params["ln_f"]
     final = cache["ln_final.hook_normalized"] * ln_f["g"] + ln_f["b"]
     np.testing.assert_allclose(cache.accumulated_resid(apply_ln=True)[-1], final, atol=1e-5)
+
+
+def test_the_cache_is_a_jax_pytree_and_copies_and_pickles_as_a_dict_does():
+    """A dict subclass is one leaf to JAX: tree_map over a host=False cache, and a jitted function returning
+    one, failed where the plain dict worked; and a pickle or deepcopy would take the model along."""
+    jax = pytest.importorskip("jax")
+    model = GPT2(ODD, scaled_params(ODD, 2), backend="jax")
+    _, a = model.run_with_cache(np.arange(5), host=False)
+    _, b = model.run_with_cache(np.arange(5) + 1, host=False)
+    diff = jax.tree_util.tree_map(lambda x, y: x - y, a, b)  # same model, same names: one structure
+    assert isinstance(diff, hooks.ActivationCache) and list(diff) == list(a)
+    np.testing.assert_allclose(diff["resid_pre", 1], a["resid_pre", 1] - b["resid_pre", 1])
+    jitted = jax.jit(lambda: model.run_with_cache(np.arange(5), host=False)[1])()
+    np.testing.assert_allclose(jitted.accumulated_resid(apply_ln=True), a.accumulated_resid(apply_ln=True), atol=1e-5)
+    copied = copy.deepcopy(a)
+    assert (
+        isinstance(copied, hooks.ActivationCache) and copied.model is model and copied["pattern0"] is not a["pattern0"]
+    )
+    assert type(pickle.loads(pickle.dumps(dict(a)))) is dict and type(pickle.loads(pickle.dumps(a))) is dict
 
 
 def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
