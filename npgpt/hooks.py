@@ -152,6 +152,30 @@ def act_name(name: str, layer: int | str | None = None, layer_type: str | None =
     return f"ln_final.{full}" if name in ("scale", "normalized") and layer is None else full
 
 
+# TransformerLens's ActivationCache methods npgpt's has not -> npgpt's way to the same numbers
+_CACHE_METHODS_NOT_HERE = {
+    "remove_batch_dim": "npgpt's arrays keep the batch axis; index them with [0] (cache['pattern', 0][0])",
+    "logit_attrs": "apply_ln_to_stack(stack) @ the tokens' unembedding rows, model.params['wte'][tokens].T",
+    "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.params['wte'].T",
+    "stack_head_results": "npgpt caches no attn.hook_result: each head's blocks.{i}.attn.hook_z times its rows "
+    "of attn.c_proj.w",
+    "compute_head_results": "npgpt caches no attn.hook_result: each head's blocks.{i}.attn.hook_z times its rows "
+    "of attn.c_proj.w",
+    "get_full_resid_decomposition": "decompose_resid() gives it per layer; per head, multiply "
+    "blocks.{i}.attn.hook_z by each head's rows of attn.c_proj.w",
+    "stack_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
+    "get_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
+    "apply_slice_to_batch_dim": "index the arrays on their first axis",
+    "to": "the arrays are NumPy (run_with_cache's host=False keeps the backend's)",
+    "toggle_autodiff": "npgpt.hooks.activation_grads gives a metric's gradient at every activation (JAX)",
+    "cache_dict": "the cache is itself the dict (dict(cache) for a plain one)",
+}
+
+
+class CacheAttributeError(NpgptError, AttributeError):
+    """A TransformerLens ActivationCache method npgpt's cache has not, with npgpt's way to the same numbers."""
+
+
 class CacheKeyError(NpgptError, KeyError):
     """A cache key that names no cached activation: a KeyError (as TransformerLens's), with a message."""
 
@@ -214,6 +238,14 @@ class ActivationCache(dict):
         self.n_layer = model.config.n_layer
         if "jax" in sys.modules:  # only where JAX is loaded can its tree functions meet a cache
             _register_with_jax()
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
+        if name in _CACHE_METHODS_NOT_HERE:
+            raise CacheAttributeError(
+                f"npgpt's cache has no {name} (TransformerLens's ActivationCache.{name}); "
+                + _CACHE_METHODS_NOT_HERE[name]
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __copy__(self) -> ActivationCache:
         return ActivationCache(dict(self), self.model)

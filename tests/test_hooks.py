@@ -227,6 +227,32 @@ def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
             call()
 
 
+def test_transformer_lens_cache_methods_npgpt_has_not_name_its_way(odd):
+    """cache.remove_batch_dim(), cache.logit_attrs(...) and the head/neuron helpers were bare
+    AttributeErrors; now one line naming the way to the same numbers, which for logit_attrs is
+    checked against TransformerLens's own."""
+    model, br = odd
+    ids, _ = batch(ODD)
+    _, cache = model.run_with_cache(ids)
+    for name, hint in [
+        ("remove_batch_dim", r"index them with \[0\]"),
+        ("logit_attrs", r"apply_ln_to_stack\(stack\) @ the tokens' unembedding rows"),
+        ("stack_head_results", "npgpt caches no attn.hook_result"),
+        ("to", "the arrays are NumPy"),
+    ]:
+        with pytest.raises(AttributeError, match=f"npgpt's cache has no {name} .*; {hint}") as caught:
+            getattr(cache, name)
+        assert isinstance(caught.value, NpgptError)
+    assert not hasattr(cache, "no_such_thing") and hasattr(cache, "accumulated_resid")
+    _, tl_cache = tl_run(br, ids, np.ones_like(ids))
+    tokens = np.array([5, 900])  # the hint's numbers are TransformerLens's logit_attrs
+    stack = cache.decompose_resid()
+    ours = cache.apply_ln_to_stack(stack) @ model.params["wte"][tokens].T  # [components, B, T, tokens]
+    for j, token in enumerate(tokens):
+        theirs = tl_cache.logit_attrs(tl_cache.decompose_resid(), tokens=int(token))
+        np.testing.assert_allclose(ours[..., j], as_numpy(theirs), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_cache_helpers_on_the_backends_arrays_equal_numpys(backend: str):
     """host=False keeps the backend's arrays: the helpers stack and normalise them in that library."""
