@@ -1,0 +1,336 @@
+"""TransformerLens's ``ActivationCache`` for npgpt: the dict of activations a hooked run returns,
+read by TransformerLens's keys (``cache["pattern", 0]``) and answering its stacking helpers
+(``accumulated_resid``, ``decompose_resid``, ``stack_activation``, ``apply_ln_to_stack``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from .errors import NpgptError, is_integer, shown
+from .hook_points import OPTIONAL_IN_TL, act_name, hook_names
+from .model import layer_norm
+
+if TYPE_CHECKING:
+    from .engine import Engine, HasEngine
+
+
+# TransformerLens's ActivationCache methods npgpt's has not -> npgpt's way to the same numbers
+_CACHE_METHODS_NOT_HERE = {
+    "remove_batch_dim": "npgpt's arrays keep the batch axis; index them with [0] (cache['pattern', 0][0])",
+    "logit_attrs": "apply_ln_to_stack(stack) @ the tokens' unembedding rows, model.params['wte'][tokens].T",
+    "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.params['wte'].T",
+    "stack_head_results": "npgpt caches no attn.hook_result: each head's blocks.{i}.attn.hook_z times its rows "
+    "of attn.c_proj.w",
+    "compute_head_results": "npgpt caches no attn.hook_result: each head's blocks.{i}.attn.hook_z times its rows "
+    "of attn.c_proj.w",
+    "get_full_resid_decomposition": "decompose_resid() gives it per layer; per head, multiply "
+    "blocks.{i}.attn.hook_z by each head's rows of attn.c_proj.w",
+    "stack_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
+    "get_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
+    "apply_slice_to_batch_dim": "index the arrays on their first axis",
+    "to": "the arrays are NumPy (run_with_cache's host=False keeps the backend's)",
+    "toggle_autodiff": "npgpt.hooks.activation_grads gives a metric's gradient at every activation (JAX)",
+    "cache_dict": "the cache is itself the dict (dict(cache) for a plain one)",
+}
+
+
+class CacheAttributeError(NpgptError, AttributeError):
+    """A TransformerLens ActivationCache method npgpt's cache has not, with npgpt's way to the same numbers."""
+
+
+class CacheKeyError(NpgptError, KeyError):
+    """A cache key that names no cached activation: a KeyError (as TransformerLens's), with a message."""
+
+    __str__ = Exception.__str__  # KeyError's own would quote the message
+
+
+@functools.cache
+def _register_with_jax() -> None:
+    """Make ActivationCache a JAX pytree, as the plain dict it extends is: JAX takes a dict subclass for
+    one leaf, so jax.tree_util.tree_map(f, cache) and a jitted function returning a cache would fail.
+    The activations are the children, in key order; the model is aux data (compared by identity)."""
+    import jax
+
+    def flatten(cache: ActivationCache) -> tuple[list[Any], tuple[Any, ...]]:
+        return list(cache.values()), (tuple(cache), cache.model)
+
+    def unflatten(aux: tuple[Any, ...], children: Iterable[Any]) -> ActivationCache:
+        names, model = aux
+        return ActivationCache(dict(zip(names, children, strict=True)), model)
+
+    jax.tree_util.register_pytree_node(ActivationCache, flatten, unflatten)
+
+
+def _positions(pos_slice: Any) -> Any:
+    """TransformerLens's ``pos_slice`` as an index of the position axis: an int (the axis goes),
+    a tuple (``slice(*t)``), a slice, a list or array of positions, or None (all)."""
+    if is_integer(pos_slice):
+        return int(pos_slice)
+    if pos_slice is None:
+        return slice(None)
+    if isinstance(pos_slice, tuple):
+        return slice(*pos_slice)
+    if isinstance(pos_slice, slice):
+        return pos_slice
+    if isinstance(pos_slice, (list, np.ndarray)):
+        return np.asarray(pos_slice)
+    raise NpgptError(
+        f"pos_slice must be a position, a (stop,)/(start, stop[, step]) tuple, a slice or a list of positions, "
+        f"got {shown(pos_slice)}",
+        param="pos_slice",
+    )
+
+
+class ActivationCache(dict):
+    """What :func:`run_with_cache` returns: a dict of activations keyed by hook name that also reads
+    TransformerLens's keys and answers its ``ActivationCache`` helpers.
+
+    ``cache["blocks.0.attn.hook_pattern"]``, ``cache["pattern", 0]``, ``cache["pattern0"]`` and
+    ``cache["attn", -3]`` (a negative layer counts from the end) are one array; ``accumulated_resid``,
+    ``decompose_resid``, ``stack_activation`` and ``apply_ln_to_stack`` compute what TransformerLens's
+    do (checked against it in tests/test_hooks.py). A key naming no cached activation raises
+    :class:`CacheKeyError` (a KeyError) saying why. Iteration, ``in``, ``get`` and ``dict(cache)`` see the
+    full names only, as a dict's. It is a JAX pytree of its arrays, as a dict is; pickled, it is the
+    plain dict of its arrays (the model it refers to is not saved).
+    """
+
+    def __init__(self, activations: dict[str, Any], model: Engine | HasEngine) -> None:
+        super().__init__(activations)
+        self.model = model  # as TransformerLens's cache.model: its final layer norm, for apply_ln at the unembed
+        self.n_layer = model.config.n_layer
+        if "jax" in sys.modules:  # only where JAX is loaded can its tree functions meet a cache
+            _register_with_jax()
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
+        if name in _CACHE_METHODS_NOT_HERE:
+            raise CacheAttributeError(
+                f"npgpt's cache has no {name} (TransformerLens's ActivationCache.{name}); "
+                + _CACHE_METHODS_NOT_HERE[name]
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __copy__(self) -> ActivationCache:
+        return ActivationCache(dict(self), self.model)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ActivationCache:  # the arrays copied, the model shared
+        return ActivationCache(copy.deepcopy(dict(self), memo), self.model)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled as the dict of its arrays: a model is no file's to hold
+        return dict, (dict(self),)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str) and dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        name = self._name(key)
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        raise self._missing(key, name)
+
+    def _name(self, key: Any) -> str:
+        """The hook name of a key: a name or shorthand, or (shorthand, layer[, layer_type]) as TransformerLens
+        reads it, a negative layer counted from the end."""
+        if isinstance(key, str):
+            return act_name(key)
+        if isinstance(key, tuple) and 1 <= len(key) <= 3 and isinstance(key[0], str):
+            name, layer, layer_type = (*key, None, None)[:3]
+            if layer is not None and not is_integer(layer):
+                raise CacheKeyError(
+                    f"the layer in cache[{shown(key)[1:-1]}] must be a whole number, got {shown(layer)}"
+                )
+            if layer is not None and layer < 0:
+                layer = self.n_layer + int(layer)
+            if layer_type is not None and not isinstance(layer_type, str):
+                raise CacheKeyError(
+                    f"the layer type in cache[{shown(key)[1:-1]}] must be a str such as 'attn' or 'ln1'"
+                )
+            return act_name(name, layer, layer_type)
+        raise CacheKeyError(
+            f"cache keys are hook names or TransformerLens's shorthand: cache['blocks.0.attn.hook_pattern'], "
+            f"cache['pattern', 0], cache['scale', 0, 'ln1']; got {shown(key)}"
+        )
+
+    def _missing(self, key: Any, name: str) -> CacheKeyError:
+        """Why ``key`` (read as hook name ``name``) is not here, as one line."""
+        shown_key = f"cache[{shown(key)[1:-1] if isinstance(key, tuple) else shown(key)}]"
+        read = "" if name == key else f" (hook name {name!r})"
+        if name in hook_names(self.n_layer):
+            return CacheKeyError(
+                f"{shown_key}{read} is not in this cache: the names_filter of the run that made it left it out"
+            )
+        layer = re.match(r"blocks\.(-?\d+)\.", name)
+        if layer is not None and not 0 <= int(layer.group(1)) < self.n_layer:
+            return CacheKeyError(
+                f"{shown_key}{read}: this model's layers are 0 to {self.n_layer - 1} "
+                f"(or -{self.n_layer} to -1 from the end)"
+            )
+        if layer is None and f"blocks.0.{name}" in hook_names(self.n_layer):  # 'resid_post' with no layer
+            short = shown(key[0] if isinstance(key, tuple) else key)
+            return CacheKeyError(
+                f"{shown_key}{read} is in every block: give the layer, e.g. cache[{short}, 0] "
+                "or cache[..., -1] for the last"
+            )
+        for end, where in OPTIONAL_IN_TL.items():
+            if layer is not None and name.endswith("." + end):
+                return CacheKeyError(
+                    f"{shown_key}{read} is not computed (TransformerLens's optional hook): use "
+                    + where.format(i=layer.group(1))
+                )
+        return CacheKeyError(
+            f"unknown activation {shown_key}{read}; TransformerLens's names are embed, pos_embed, scale and "
+            "normalized (of ln_final), and with a layer: resid_pre, resid_mid, resid_post, attn_out, mlp_out, "
+            "q, k, v, z, attn_scores, pattern, pre, post, and scale or normalized with 'ln1' or 'ln2' "
+            "(e.g. cache['pattern', 0], cache['scale', 0, 'ln1']); or a hook name of hooks.hook_names(n_layer)"
+        )
+
+    def _layer(self, layer: Any, lowest: int = 0) -> int:
+        """TransformerLens's ``layer`` of the stacking helpers: None or -1 is n_layer (up to the unembed)."""
+        if layer is None or (is_integer(layer) and layer == -1):
+            return self.n_layer
+        if not (is_integer(layer) and lowest <= layer <= self.n_layer):
+            raise NpgptError(
+                f"layer must be a whole number in [{lowest}, {self.n_layer}] for this model "
+                f"(-1 or None: {self.n_layer}, all of it), got {shown(layer)}",
+                param="layer",
+            )
+        return int(layer)
+
+    def _stack(self, arrays: list[Any], positions: Any = slice(None)) -> Any:
+        """[components, ...] of arrays [..., T, C], each indexed by ``positions`` on the T axis."""
+        arrays = [a[..., positions, :] for a in arrays]
+        return array_namespace(*arrays).stack(arrays, axis=0)
+
+    def _ln_final(self, like: Any) -> dict[str, Any]:
+        """The model's final layer norm's g (and b) as arrays of ``like``'s library (float32 NumPy for a
+        host cache of a torch or JAX model)."""
+        xp = array_namespace(like)
+        ln = {}
+        for k, v in self.model.params["ln_f"].items():
+            if v is not None and array_namespace(v) is not xp:
+                v = xp.asarray(self.model.backend.to_numpy(array_namespace(v).astype(v, array_namespace(v).float32)))
+            if v is not None:
+                ln[k] = v
+        return ln
+
+    def accumulated_resid(
+        self,
+        layer: int | None = None,
+        incl_mid: bool = False,
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        mlp_input: bool = False,
+        return_labels: bool = False,
+    ) -> Any:
+        """The residual stream entering each block up to ``layer`` [components, B, T, C] (TransformerLens's
+        ``accumulated_resid``): ``resid_pre`` of blocks 0..layer, with ``layer`` None, -1 or n_layer the
+        last block's ``resid_post`` as ``final_post``; ``incl_mid`` adds each earlier block's ``resid_mid``,
+        ``mlp_input`` block ``layer``'s. ``apply_ln``: up to the unembed, the final layer norm applied to
+        each (the logit lens); else centred and divided by block ``layer``'s cached scale. With
+        ``return_labels``, ``(stack, labels)`` such as ``['0_pre', '1_pre', 'final_post']``."""
+        layer = self._layer(layer)
+        positions = _positions(pos_slice)
+        labels, arrays = [], []
+        for i in range(layer + 1):
+            if i == self.n_layer:
+                arrays.append(self["resid_post", self.n_layer - 1])
+                labels.append("final_post")
+                continue
+            arrays.append(self["resid_pre", i])
+            labels.append(f"{i}_pre")
+            if (incl_mid and i < layer) or (mlp_input and i == layer):
+                arrays.append(self["resid_mid", i])
+                labels.append(f"{i}_mid")
+        stack = self._stack(arrays, positions)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(
+                stack, layer, mlp_input=mlp_input, pos_slice=pos_slice, recompute_ln=layer == self.n_layer
+            )
+        return (stack, labels) if return_labels else stack
+
+    def decompose_resid(
+        self,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        mode: str = "all",
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        incl_embeds: bool = True,
+        return_labels: bool = False,
+    ) -> Any:
+        """The residual stream entering block ``layer`` as the sum of what wrote it [components, B, T, C]
+        (TransformerLens's ``decompose_resid``): ``embed``, ``pos_embed`` and each earlier block's
+        ``attn_out`` and ``mlp_out`` (``mode`` 'attn' or 'mlp': only those), plus block ``layer``'s
+        ``attn_out`` with ``mlp_input``. ``apply_ln`` centres each and divides by block ``layer``'s
+        cached scale (ln_final's at the unembed)."""
+        layer = self._layer(layer)
+        if mode not in ("all", "mlp", "attn"):
+            raise NpgptError(f"mode must be 'all', 'mlp' or 'attn', got {shown(mode)}", param="mode")
+        positions = _positions(pos_slice)
+        labels, arrays = [], []
+        if incl_embeds:  # as TransformerLens's: left out when run_with_cache's names_filter left them out
+            for name, label in (("hook_embed", "embed"), ("hook_pos_embed", "pos_embed")):
+                if name in self:
+                    arrays.append(self[name])
+                    labels.append(label)
+        for i in range(layer):
+            for kind in ("attn", "mlp"):
+                if mode in ("all", kind):
+                    arrays.append(self[f"{kind}_out", i])
+                    labels.append(f"{i}_{kind}_out")
+        if mlp_input and mode != "mlp":
+            arrays.append(self["attn_out", layer])
+            labels.append(f"{layer}_attn_out")
+        if not arrays:
+            raise NpgptError(
+                f"decompose_resid(layer={layer}, mode={mode!r}, incl_embeds={incl_embeds}) has nothing to stack"
+            )
+        stack = self._stack(arrays, positions)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice)
+        return (stack, labels) if return_labels else stack
+
+    def stack_activation(self, activation_name: str, layer: int = -1, sublayer_type: str | None = None) -> Any:
+        """``activation_name`` (shorthand, e.g. 'resid_post' or 'pattern') of blocks 0..layer-1 stacked
+        [layer, ...] (TransformerLens's ``stack_activation``); ``layer`` -1 or None: every block."""
+        layer = self._layer(layer, lowest=1)
+        arrays = [self[activation_name, i, sublayer_type] for i in range(layer)]
+        return array_namespace(*arrays).stack(arrays, axis=0)
+
+    def apply_ln_to_stack(
+        self,
+        residual_stack: Any,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        pos_slice: Any = None,
+        batch_slice: Any = None,
+        has_batch_dim: bool = True,
+        recompute_ln: bool = False,
+    ) -> Any:
+        """A stack [components, B, T, C] of residual-stream parts as block ``layer``'s layer norm sees them
+        (TransformerLens's ``apply_ln_to_stack``): each centred and divided by that norm's cached scale
+        (ln1's, ln2's with ``mlp_input``, ln_final's for ``layer`` None, -1 or n_layer). With
+        ``recompute_ln`` at the unembed, the final layer norm itself (its own statistics, g and b) on each."""
+        layer = self._layer(layer)
+        batch = _positions(batch_slice)  # the same forms index the batch axis
+        if has_batch_dim:
+            residual_stack = residual_stack[:, batch]
+        if recompute_ln and layer == self.n_layer:
+            eps = self.model.config.layer_norm_epsilon
+            return layer_norm(residual_stack, **self._ln_final(residual_stack), eps=eps)
+        xp = array_namespace(residual_stack)
+        residual_stack = residual_stack - xp.mean(residual_stack, axis=-1, keepdims=True)
+        name = (
+            "ln_final.hook_scale" if layer == self.n_layer else f"blocks.{layer}.ln{2 if mlp_input else 1}.hook_scale"
+        )
+        scale = self[name][..., _positions(pos_slice), :]
+        if batch_slice is not None and has_batch_dim:
+            scale = scale[batch]
+        return residual_stack / scale

@@ -1,0 +1,129 @@
+"""The model's named hook points, TransformerLens's names for them, and reading those names.
+
+:func:`hook_names` lists every point ``model.gpt2`` calls its ``hook`` at, in forward order;
+:func:`name_filter` reads TransformerLens's ``names_filter`` forms; :func:`act_name` reads its
+shorthand (``utils.get_act_name``). Both the hooked runs (``hooks.py``) and the cache they return
+(``activation_cache.py``) read names here, so this module imports neither.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from .errors import NpgptError
+
+NamesFilter = str | Iterable[str] | Callable[[str], bool] | None
+
+# Each block's hook points in the order the forward pass reaches them (TransformerLens's names).
+BLOCK_HOOKS = (
+    "hook_resid_pre",
+    "ln1.hook_scale",
+    "ln1.hook_normalized",
+    "attn.hook_q",
+    "attn.hook_k",
+    "attn.hook_v",
+    "attn.hook_attn_scores",
+    "attn.hook_pattern",
+    "attn.hook_z",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "ln2.hook_scale",
+    "ln2.hook_normalized",
+    "mlp.hook_pre",
+    "mlp.hook_post",
+    "hook_mlp_out",
+    "hook_resid_post",
+)
+
+
+# TransformerLens's hook points that it fills only when asked (use_attn_result, use_split_qkv_input,
+# use_attn_in, use_hook_mlp_in): npgpt has none of them, and says where the same numbers are.
+OPTIONAL_IN_TL = {
+    "attn.hook_result": "blocks.{i}.attn.hook_z times each head's rows of attn.c_proj.w",
+    "hook_attn_in": "blocks.{i}.hook_resid_pre",
+    "hook_q_input": "blocks.{i}.hook_resid_pre",
+    "hook_k_input": "blocks.{i}.hook_resid_pre",
+    "hook_v_input": "blocks.{i}.hook_resid_pre",
+    "hook_mlp_in": "blocks.{i}.hook_resid_mid",
+}
+
+
+def hook_names(n_layer: int) -> list[str]:
+    """Every hook point of an ``n_layer`` model, in forward order.
+
+    Shapes (B batch, T tokens, C n_embd, H heads, D head dim): ``hook_embed``, ``hook_pos_embed``,
+    ``hook_resid_*``, ``hook_attn_out``, ``hook_mlp_out``, ``*.hook_normalized`` [B, T, C];
+    ``*.hook_scale`` [B, T, 1]; ``attn.hook_q/k/v/z`` [B, T, H, D]; ``attn.hook_attn_scores`` and
+    ``attn.hook_pattern`` [B, H, T, T] (query, key); ``mlp.hook_pre/post`` [B, T, 4C].
+    """
+    blocks = [f"blocks.{i}.{n}" for i in range(n_layer) for n in BLOCK_HOOKS]
+    return ["hook_embed", "hook_pos_embed", *blocks, "ln_final.hook_scale", "ln_final.hook_normalized"]
+
+
+def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool]:
+    """A predicate over hook names from TransformerLens's ``names_filter`` forms: None (every hook),
+    a name, a list of names, or a callable. Unknown names raise :class:`NpgptError`."""
+    if names_filter is None:
+        return lambda name: True
+    if callable(names_filter):
+        return names_filter
+    names = [names_filter] if isinstance(names_filter, str) else None
+    if names is None and isinstance(names_filter, Iterable):
+        names = list(names_filter)  # checked before the set: a list inside ([["a"]]) cannot be hashed
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise NpgptError(
+            f"names_filter must be a hook name, a list of names or a function of a name, got {names_filter!r}"
+        )
+    wanted = set(names)
+    unknown = sorted(wanted - set(hook_names(n_layer)))
+    if unknown:
+        optional = [
+            f"{n} is not computed (TransformerLens's optional hook): use {where.format(i=n.split('.')[1])}"
+            for n in unknown
+            for end, where in OPTIONAL_IN_TL.items()
+            if n.startswith("blocks.") and n.endswith("." + end)
+        ]
+        raise NpgptError(
+            f"unknown hook name(s) {', '.join(map(repr, unknown))}; the names are those of "
+            f"npgpt.hooks.hook_names({n_layer}), e.g. 'blocks.0.attn.hook_pattern'"
+            + "".join(f"; {o}" for o in optional)
+        )
+    return wanted.__contains__
+
+
+# TransformerLens's shorthand for hook names (utils.get_act_name), ported rule for rule so that a
+# key reads as there: 'pattern0' and ('pattern', 0) are blocks.0.attn.hook_pattern, 'scale' alone
+# is ln_final.hook_scale, ('scale', 1, 'ln1') is blocks.1.ln1.hook_scale.
+_ACT_ALIAS = {
+    "attn": "pattern",
+    "attn_logits": "attn_scores",
+    "key": "k",
+    "query": "q",
+    "value": "v",
+    "mlp_pre": "pre",
+    "mlp_mid": "mid",
+    "mlp_post": "post",
+}
+_LAYER_TYPE_ALIAS = {"a": "attn", "m": "mlp", "b": "", "block": "", "blocks": "", "attention": "attn"}
+_ATTN_NAMES = ("k", "v", "q", "z", "rot_k", "rot_q", "result", "pattern", "attn_scores")
+_MLP_NAMES = ("pre", "post", "mid", "pre_linear")
+
+
+def act_name(name: str, layer: int | str | None = None, layer_type: str | None = None) -> str:
+    """The hook name TransformerLens's ``utils.get_act_name`` makes of a shorthand: ``act_name('k', 6)``
+    and ``act_name('k6')`` are ``'blocks.6.attn.hook_k'``; a full name is returned as it is."""
+    if ("." in name or name.startswith("hook_")) and layer is None and layer_type is None:
+        return name
+    match = re.match(r"([a-z]+)(\d+)([a-z]?.*)", name)
+    if match is not None:  # 'k6' -> ('k', '6', ''), 'scale4ln1' -> ('scale', '4', 'ln1')
+        name, layer, layer_type = match.groups()
+    name = _ACT_ALIAS.get(name, name)
+    if name in _ATTN_NAMES:
+        layer_type = "attn"
+    elif name in _MLP_NAMES:
+        layer_type = "mlp"
+    elif layer_type in _LAYER_TYPE_ALIAS:
+        layer_type = _LAYER_TYPE_ALIAS[layer_type]
+    full = (f"blocks.{layer}." if layer is not None else "") + (f"{layer_type}." if layer_type else "") + f"hook_{name}"
+    return f"ln_final.{full}" if name in ("scale", "normalized") and layer is None else full
