@@ -153,7 +153,8 @@ class GPT2Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPT2Config:
-        """Build from npgpt/OpenAI ``hparams.json`` names or Hugging Face ``config.json`` names.
+        """Build from npgpt/OpenAI ``hparams.json`` names or Hugging Face ``config.json`` names (with
+        transformers' other names for the shape, ``hidden_size``, ``num_attention_heads``, ... read as it does).
 
         Fields left out keep GPT-2's defaults; keys that do not change the math at inference
         (dropout, initializer_range, token ids, ...) are ignored. Raises ValueError (one line,
@@ -170,11 +171,12 @@ class GPT2Config:
                 "GPT-2 (no cross-attention layers)"
             )
         kw = dict(d)
-        # HF's names; transformers sizes wpe by n_positions (old configs also carry n_ctx)
-        hf_names = {"n_vocab": "vocab_size", "n_ctx": "n_positions"}
-        renamed = {ours: theirs for ours, theirs in hf_names.items() if theirs in kw}
-        for ours, theirs in renamed.items():
-            kw[ours] = kw.pop(theirs)
+        renamed: dict[str, str] = {}  # our name -> the file's name it was read from
+        for ours, others in _OTHER_NAMES.items():
+            for name in others:  # the last one there wins, as in transformers
+                if name in kw:
+                    kw[ours], renamed[ours] = kw.pop(name), name
+        hf_names = {"n_vocab": "vocab_size", "n_ctx": "n_positions"}  # what a config.json calls them
         names = {f.name for f in dataclasses.fields(cls)}
         missing = set(_INTS) - kw.keys()
         if missing:  # named as a config.json names them where the file uses Hugging Face's names
@@ -189,6 +191,18 @@ class GPT2Config:
             for ours, theirs in renamed.items():
                 message = message.replace(f"GPT2Config.{ours} ", f"GPT2Config.{ours} ({theirs}) ")
             raise ValueError(message) from None
+
+
+# Other names of the shape fields, later ones read over earlier ones. Hugging Face's config.json names:
+# transformers sizes wpe by n_positions (old configs also carry n_ctx, which it ignores); then
+# GPT2Config.attribute_map's, which transformers sets each field from after (so over) GPT-2's name.
+_OTHER_NAMES = {
+    "n_vocab": ("vocab_size",),
+    "n_ctx": ("n_positions", "max_position_embeddings"),
+    "n_embd": ("hidden_size",),
+    "n_head": ("num_attention_heads",),
+    "n_layer": ("num_hidden_layers",),
+}
 
 
 def _check(name: str, value: Any, ok: Any, expected: str) -> None:

@@ -179,6 +179,34 @@ def test_save_writes_what_transformers_reads(tmp_path):
             np.testing.assert_array_equal(flatten(back)[name], value)
 
 
+# transformers' GPT2Config.attribute_map: another name for each of four fields, read in their place.
+ALIASES = {
+    "hidden_size": "n_embd",
+    "num_attention_heads": "n_head",
+    "num_hidden_layers": "n_layer",
+    "max_position_embeddings": "n_positions",
+}
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["beside GPT-2's names", "in their place"])
+def test_transformers_other_names_for_the_shape_are_read_as_transformers_reads_them(tmp_path, keep):
+    """A config.json with transformers' ``attribute_map`` names (hidden_size, num_attention_heads, ...):
+    transformers reads them, over GPT-2's names where both are there. npgpt ran n_head and ignored
+    num_attention_heads (3 heads where transformers ran 4: logits off by whole units), and refused a
+    config.json with only those names as missing n_embd."""
+    hf_model(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    values = {alias: raw[name] for alias, name in ALIASES.items()} | {"num_attention_heads": 4}
+    if not keep:
+        raw = {k: v for k, v in raw.items() if k not in ALIASES.values()}
+    (tmp_path / "config.json").write_text(json.dumps({**raw, **values}))
+    ref = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert ref.config.n_head == 4
+    model = npgpt.load(tmp_path)
+    assert model.config.n_head == 4
+    assert np.abs(model.logits(IDS) - ref_logits(ref, IDS)).max() <= 1e-4
+
+
 # -- nanoGPT's bias=False ----------------------------------------------------------------------------------
 def nanogpt_logits(sd: dict, idx, n_head: int, n_layer: int):
     """nanoGPT's ``GPT.forward`` (model.py) with ``bias=False``, written out: LayerNorm is
