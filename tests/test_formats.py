@@ -74,6 +74,28 @@ def test_hf_buffers_and_tied_head_are_dropped(tmp_path):
     assert params["wte"].shape == (config.n_vocab, config.n_embd)
 
 
+def test_a_tied_head_saved_as_lm_head_alone_is_wte(pair, tmp_path):
+    """safetensors' own save_model keeps one name of a tied pair, the first in sorted order: a tied
+    GPT2LMHeadModel's file holds lm_head.weight and no transformer.wte.weight. transformers ties wte to
+    it and loads the model exactly; npgpt refused it as incomplete ("1 tensor(s) missing, e.g. 'wte'")."""
+    import shutil
+
+    from safetensors.numpy import load_file
+    from safetensors.torch import save_model
+    from transformers import GPT2LMHeadModel
+
+    model, ref = pair("odd")
+    shutil.copy(Path(ref.name_or_path) / "config.json", tmp_path)
+    save_model(ref, str(tmp_path / "model.safetensors"))
+    assert "lm_head.weight" in load_file(tmp_path / "model.safetensors")
+    assert "transformer.wte.weight" not in load_file(tmp_path / "model.safetensors")
+    back = GPT2LMHeadModel.from_pretrained(tmp_path).state_dict()
+    assert all(np.array_equal(back[name].numpy(), value.numpy()) for name, value in ref.state_dict().items())
+    config, params = load_checkpoint(tmp_path)
+    assert config == model.config
+    assert_same_params(params, model.params)
+
+
 def test_writing_hf_over_an_earlier_model_leaves_only_the_new_weights(tmp_path):
     """Resharding left the old shards beside the new ones, and one file left the old index and shards."""
     config = CONFIGS["tiny"]

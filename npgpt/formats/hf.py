@@ -3,7 +3,7 @@
 HF's ``Conv1D`` stores weights ``[in, out]`` like OpenAI, so tensors map one to one; only the
 names differ. ``GPT2LMHeadModel`` prefixes them with ``transformer.``; ``GPT2Model`` does not.
 ``lm_head.weight`` is the output head when ``tie_word_embeddings`` is false, else a copy of wte (one that
-differs from wte is the output head all the same, as transformers reads it).
+differs from wte is the output head all the same, as transformers reads it; one without wte beside it is wte).
 """
 
 from __future__ import annotations
@@ -150,6 +150,10 @@ def load(directory: str | Path, weights: str | Path | None = None) -> tuple[GPT2
     check_tokenizer(directory)
     tensors, weights_path = read_tensors(directory, None if weights is None else Path(weights))
     theirs = {ours: name for name, ours in our_names(tensors, weights_path)}
+    if config.tie_word_embeddings and "wte" not in theirs and "lm_head" in theirs:
+        # A tied pair saved under one name, the head's: safetensors' save_model keeps the first in sorted
+        # order, lm_head.weight. transformers ties wte to it, so it is wte.
+        theirs["wte"] = theirs.pop("lm_head")
     if config.tie_word_embeddings and {"lm_head", "wte"} <= theirs.keys():
         head, wte = tensors[theirs["lm_head"]], tensors[theirs["wte"]]
         if not same_weights(head, wte):
