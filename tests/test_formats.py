@@ -96,6 +96,35 @@ def test_a_tied_head_saved_as_lm_head_alone_is_wte(pair, tmp_path):
     assert_same_params(params, model.params)
 
 
+@pytest.mark.parametrize(
+    "method, packed",
+    [
+        ("gptq", {"qweight": np.int32, "qzeros": np.int32, "scales": np.float16, "g_idx": np.int32}),
+        ("bitsandbytes", {"weight": np.int8, "SCB": np.float32}),
+    ],
+)
+def test_a_quantized_hf_checkpoint_is_refused_by_its_quantization_config(tmp_path, method, packed):
+    """A config.json with quantization_config (GPTQ's packed int32 matrices, bitsandbytes' int8 ones):
+    transformers runs the weights through that method's kernels. npgpt called the file corrupt (an int32
+    tensor) or told it to save with model.float(), which a quantized transformers model refuses."""
+    from safetensors.numpy import load_file, save_file
+
+    config = CONFIGS["tiny"]
+    hf_format.save(tmp_path, config, random_params(config))
+    tensors = load_file(tmp_path / "model.safetensors")
+    for name in [n for n in tensors if n.endswith(".mlp.c_fc.weight")]:
+        del tensors[name]
+        for leaf, dtype in packed.items():
+            tensors[name.removesuffix("weight") + leaf] = np.zeros((4, 4), dtype)
+    save_file(tensors, tmp_path / "model.safetensors")
+    raw = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "quantization_config": {"quant_method": method}}))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    message = str(e.value)
+    assert "\n" not in message and f"quantized with {method!r}" in message and "dequantize()" in message
+
+
 def test_writing_hf_over_an_earlier_model_leaves_only_the_new_weights(tmp_path):
     """Resharding left the old shards beside the new ones, and one file left the old index and shards."""
     config = CONFIGS["tiny"]

@@ -21,7 +21,15 @@ from ..config import GPT2Config
 from ..errors import CheckpointError
 from ..files import parse_json, write_together
 from ..params import expected_shapes, flatten, unflatten
-from .hf_files import SAFETENSORS_INDEX, check_gpt2, check_tokenizer, read_tensors, safetensors_set, shard_plan
+from .hf_files import (
+    SAFETENSORS_INDEX,
+    check_gpt2,
+    check_not_quantized,
+    check_tokenizer,
+    read_tensors,
+    safetensors_set,
+    shard_plan,
+)
 from .npgpt_format import (
     MODEL_FILE,  # Hugging Face names its weights file the same
     as_float32,
@@ -143,6 +151,7 @@ def load(directory: str | Path, weights: str | Path | None = None) -> tuple[GPT2
     except ValueError as e:
         raise CheckpointError(f"{config_path}: not JSON ({e}); re-download the model") from None
     check_gpt2(raw, str(config_path))
+    check_not_quantized(raw, str(config_path))
     try:
         config = GPT2Config.from_dict(raw)
     except (ValueError, TypeError) as e:

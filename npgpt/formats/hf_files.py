@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, shown
 from ..files import broken_link, parse_json
 from .npgpt_format import read_safetensors
 
@@ -45,6 +45,21 @@ def check_gpt2(config: Any, source: str) -> None:
     if not ok:
         field, value = ("model_type", model_type) if model_type is not None else ("architectures", archs)
         raise CheckpointError(f"{source}: {field} is {value!r}, not GPT-2; npgpt runs GPT-2 ('gpt2') models only")
+
+
+def check_not_quantized(config: dict[str, Any], source: str) -> None:
+    """CheckpointError for a ``config.json`` with ``quantization_config``: transformers runs such weights
+    through that method's kernels (GPTQ's packed int32 ``qweight``, bitsandbytes' int8 matrices and their
+    scales), which npgpt does not; they are no GPT-2 float weights, and ``model.float()`` cannot make them so."""
+    quantization = config.get("quantization_config")
+    if quantization is None:
+        return
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else quantization
+    raise CheckpointError(
+        f"{source}: the weights are quantized with {shown(method)} (quantization_config); npgpt reads float "
+        "weights: load the model with transformers, call model.dequantize() and save_pretrained(DIR), or use "
+        "the unquantized original"
+    )
 
 
 # A tokenizer's files as transformers saves them: the byte-level BPE's vocabulary (tokenizer.json,
