@@ -356,6 +356,22 @@ def test_unknown_directory_says_what_was_expected(tmp_path):
         detect(tmp_path / "missing")
 
 
+@pytest.mark.parametrize(
+    "name, framework, flag", [("tf_model.h5", "TensorFlow", "from_tf"), ("flax_model.msgpack", "Flax", "from_flax")]
+)
+@pytest.mark.parametrize("passed", ["folder", "file"])
+def test_tensorflow_and_flax_weights_are_named_with_the_conversion(tmp_path, name, framework, flag, passed):
+    """A Hub folder holding only TensorFlow or Flax weights (older GPT-2 uploads): it was "no model found" (the
+    folder) or "not a model file npgpt knows" (the file); now the weights are named, with how to convert them."""
+    hf_format.save(tmp_path, CONFIGS["tiny"], random_params(CONFIGS["tiny"]))
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / name).write_bytes(b"\x89HDF\r\n\x1a\n" if name.endswith(".h5") else b"\x83\xa4")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path if passed == "folder" else tmp_path / name)
+    message = str(e.value)
+    assert "\n" not in message and f"{name}: {framework} weights" in message and f"{flag}=True" in message
+
+
 def test_convert_between_all_formats_keeps_logits(pair, tmp_path):
     model, ref = pair("odd")
     src = tmp_path / "hf"

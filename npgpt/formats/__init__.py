@@ -102,6 +102,8 @@ def _detect(path: Path) -> str:
             return "openai"
         if _is_npgpt_named_otherwise(path):  # `npgpt convert SRC gpt2-0.5` wrote it there
             return "npgpt"
+        if path.name in _OTHER_FRAMEWORKS:
+            raise _other_framework(path)
         raise CheckpointError(
             f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
             "a PyTorch checkpoint or a model directory)"
@@ -132,6 +134,9 @@ def _detect(path: Path) -> str:
     _refuse_broken_links(path)
     if (path / ADAPTER_CONFIG).is_file():
         raise _adapter(path)
+    for name in _OTHER_FRAMEWORKS:
+        if (path / name).is_file():
+            raise _other_framework(path / name)
     raise CheckpointError(
         f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
         "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
@@ -160,6 +165,25 @@ def _adapter_beside(folder: Path) -> CheckpointError:
         f"{folder}: a PEFT adapter ({ADAPTER_CONFIG}) beside the model, which transformers applies on top and npgpt "
         "does not; merge it (PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(DIR)) "
         f"and load DIR, or move {ADAPTER_CONFIG} out to load the model without it"
+    )
+
+
+# The weights of transformers' TensorFlow and Flax models, as the Hub holds them (older GPT-2 uploads have only
+# these): framework, and the from_pretrained flag that converts them. transformers 5 reads neither.
+_OTHER_FRAMEWORKS = {
+    "tf_model.h5": ("TensorFlow", "from_tf", "tensorflow"),
+    "tf_model.h5.index.json": ("TensorFlow", "from_tf", "tensorflow"),
+    "flax_model.msgpack": ("Flax", "from_flax", "flax"),
+    "flax_model.msgpack.index.json": ("Flax", "from_flax", "flax"),
+}
+
+
+def _other_framework(path: Path) -> CheckpointError:
+    framework, flag, package = _OTHER_FRAMEWORKS[path.name]
+    return CheckpointError(
+        f"{path}: {framework} weights, which npgpt does not read; convert them with transformers 4 "
+        f"(pip install 'transformers<5' {package}): GPT2LMHeadModel.from_pretrained(DIR, {flag}=True)"
+        ".save_pretrained(DIR), then load DIR"
     )
 
 
