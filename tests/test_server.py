@@ -986,6 +986,23 @@ NOT_TEXT = [
     ({"role": "tool", "content": "42", "tool_call_id": "call_1"}, "messages[1].role", "GPT-2 cannot call tools"),
     ({"role": "function", "content": "42", "name": "f"}, "messages[1].role", "GPT-2 cannot call tools"),
     ({"role": "robot", "content": "x"}, "messages[1].role", "one of system, developer, user, assistant"),
+    # an assistant turn's call, refusal or audio has no line in the transcript: it was silently dropped
+    (
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
+        "messages[1].tool_calls",
+        "GPT-2 cannot call tools",
+    ),
+    (
+        {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
+        "messages[1].function_call",
+        "GPT-2 cannot call tools",
+    ),
+    ({"role": "assistant", "content": None, "refusal": "I can't."}, "messages[1].refusal", "put it in content"),
+    ({"role": "assistant", "audio": {"id": "audio_1"}}, "messages[1].audio", "GPT-2 reads text only"),
     ({"role": "user", "content": "x", "name": "Alice\nAssistant:"}, "messages[1].name", "does not match pattern"),
     ({"role": "user", "content": "x", "name": "a b"}, "messages[1].name", "does not match pattern"),
 ]
@@ -997,6 +1014,19 @@ def test_a_message_the_transcript_cannot_hold_is_refused_saying_why(url, message
     r = httpx.post(url + "/v1/chat/completions", json=body)
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
     assert says in r.json()["error"]["message"] and "\n" not in r.json()["error"]["message"]
+
+
+def test_a_message_with_null_or_empty_calls_refusal_or_audio_is_the_same_message(client, model):
+    """Clients (langchain, litellm) send an assistant turn back as they got it: tool_calls [] or null and
+    refusal null change nothing, so they are read, not refused."""
+    plain = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes"}]
+    empty = {"tool_calls": [], "function_call": None, "refusal": None, "audio": None}
+    for extra in (empty, {"tool_calls": None, "refusal": ""}):
+        sent = [plain[0], {**plain[1], **extra}, {"role": "user", "content": "Go"}]
+        r = client.chat.completions.create(model="tiny", messages=sent, max_tokens=4, seed=3)
+        ref = client.chat.completions.create(model="tiny", messages=[*plain, sent[2]], max_tokens=4, seed=3)
+        assert r.choices[0].message.content == ref.choices[0].message.content
+        assert r.usage.prompt_tokens == ref.usage.prompt_tokens
 
 
 def test_a_message_name_labels_its_line_of_the_transcript(client, model):

@@ -304,11 +304,17 @@ class ChatMessage(Body):
     """A message. ``role`` is any string here, checked against the transcript's roles in
     :meth:`ChatRequest.check_supported`, which says why ``tool``'s cannot be read. ``name`` (a participant's
     name, OpenAI's way to tell apart speakers of one role) labels its line, ``User (Alice): ...``
-    (:mod:`npgpt.chat`)."""
+    (:mod:`npgpt.chat`). An assistant turn's ``tool_calls``, ``function_call``, ``refusal`` and ``audio`` have
+    no line: set, they are refused by name (:func:`check_message`), null or empty they change nothing."""
 
     role: str
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    # an assistant turn's parts that have no line in the transcript: refused once set (see check_message)
+    tool_calls: Any = None
+    function_call: Any = None
+    refusal: Any = None
+    audio: Any = None
 
     @property
     def text(self) -> str:
@@ -358,6 +364,17 @@ class ChatRequest(_Sampling):
                 )
 
 
+# a message's fields the transcript has no place for (it is text lines), each refused once set, and what to do
+_UNREAD_IN_MESSAGE = {
+    "tool_calls": "GPT-2 cannot call tools, so the transcript has no place for a call; send the call as text in "
+    "content, or leave it out",
+    "function_call": "GPT-2 cannot call tools, so the transcript has no place for a call; send the call as text in "
+    "content, or leave it out",
+    "refusal": "the transcript reads a message's content only; put it in content",
+    "audio": "GPT-2 reads text only; send the reply's transcript as content",
+}
+
+
 def check_message(m: ChatMessage, where: str) -> None:
     """Refuse a message the transcript cannot hold, naming the field (``where``: ``messages[i]``) and why."""
     if m.role in ("tool", "function"):  # a result answers a call, and GPT-2 never makes one
@@ -370,6 +387,10 @@ def check_message(m: ChatMessage, where: str) -> None:
         raise NpgptError(
             f"{where}.role must be one of {', '.join(_chat.ROLES)}, got {shown(m.role)}", param=f"{where}.role"
         )
+    # an assistant turn as the client got it back: null or empty ([], "", {}) is the same message, accepted
+    for field, instead in _UNREAD_IN_MESSAGE.items():
+        if getattr(m, field):
+            raise NpgptError(f"{where}.{field} is not supported: {instead}", param=f"{where}.{field}")
     if m.name is not None and not _chat.NAME_PATTERN.fullmatch(m.name):  # in OpenAI's words
         raise NpgptError(
             f"Invalid '{where}.name': string does not match pattern. Expected a string that matches the pattern "
