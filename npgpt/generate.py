@@ -86,7 +86,7 @@ class Event:
     top: list[tuple[int, float]] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" (EOT or a stop sequence) or "length"
     # the characters ``token`` completes in the row's decoded text, before stop sequences cut it or text is held
-    # back ("" for a token ending inside a UTF-8 character, and for an <|endoftext|> that ends the row)
+    # back ("" for a token ending inside a UTF-8 character, and for <|endoftext|>, which is never text)
     piece: str = ""
 
 
@@ -233,8 +233,10 @@ class RowSampler:
         if p.stop_at_eot and token == self.eot_id:
             event = Event(self.row, self.tracker.finish(), token, lp, top, "stop")
         else:
-            delta, stopped = self.tracker.push(token)
-            piece = self.tracker.piece
+            # generating on past <|endoftext|>, it is still no text (as vLLM's skip_special_tokens, its default):
+            # the text, its deltas and the stop sequences matched in it are the other tokens', joined across it
+            delta, stopped = self.tracker.push(token) if token != self.eot_id else ("", False)
+            piece = self.tracker.piece if token != self.eot_id else ""
             if stopped:
                 event = Event(self.row, delta, token, lp, top, "stop", piece)
             elif self.n_new == p.max_new_tokens:

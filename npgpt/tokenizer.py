@@ -141,6 +141,11 @@ class TextOffsets:
         self.length += len(self._utf8.decode(raw))
         return offset
 
+    def skip(self) -> int:
+        """The offset of a token that is no text (a generated ``<|endoftext|>``): where the text goes on,
+        its own text not counted (a character it interrupts continues after it)."""
+        return self.length
+
     def flush(self) -> None:
         """End of a text decoded on its own (a prompt): an unfinished character counts as one U+FFFD."""
         self.length += len(self._utf8.decode(b"", final=True))

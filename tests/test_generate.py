@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from npgpt.errors import NpgptError
-from npgpt.generate import TextTracker, decode_step, left_pad, prefill
+from npgpt.generate import RowSampler, TextTracker, decode_step, left_pad, prefill
+from npgpt.sampling import SamplingParams
 from npgpt.tokenizer import Tokenizer
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog.", "Hello", "In the beginning God created", "1 2 3 4"]
@@ -232,3 +233,30 @@ def test_empty_prompt_is_an_error(pair):
     model, _ = pair("tiny")
     with pytest.raises(NpgptError, match="empty"):
         model.generate("")
+
+
+def test_a_generated_endoftext_is_no_text_when_generation_goes_on_past_it():
+    """With stop_at_eot=False (the server's ignore_eos) <|endoftext|> was written into the text, and so into
+    streamed deltas and stop matching; as vLLM (skip_special_tokens, its default) it is no text: the text is
+    the other tokens' text, which stop sequences are matched in, and the token is still chosen and counted."""
+    tok = Tokenizer()
+    parrot = tok.encode(" \U0001f99c")  # three tokens, the character's bytes split: joined across the token
+    chosen = [*tok.encode("Hi"), *parrot[:2], tok.eot_id, parrot[2], tok.eot_id, *tok.encode(" there")]
+
+    def run(stop: tuple[str, ...]) -> list:
+        params = SamplingParams(max_new_tokens=len(chosen), temperature=0, stop_at_eot=False, stop=stop, logprobs=0)
+        row = RowSampler(0, params, np.random.default_rng(0), tok, tok.n_vocab)
+        out = []
+        for t in chosen:
+            logits = np.zeros(tok.n_vocab, np.float32)
+            logits[t] = 10
+            out.append(row.pick(logits))
+            if row.done:
+                break
+        return out
+
+    evs = run(())
+    assert [e.token for e in evs] == chosen and evs[-1].finish_reason == "length"
+    assert "".join(e.text for e in evs) == "Hi \U0001f99c there" == "".join(e.piece for e in evs)
+    cut = run((" there", "<|endoftext|>"))  # matched in the text, across where the token was
+    assert "".join(e.text for e in cut) == "Hi \U0001f99c" and cut[-1].finish_reason == "stop"

@@ -3,6 +3,8 @@ refused by name (a client written for vLLM must never get an answer that silentl
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("fastapi")
@@ -29,7 +31,7 @@ def eot_model() -> GPT2:
 
 @pytest.fixture(scope="module")
 def url():
-    with background_server(create_app({"eot": eot_model()})) as base:
+    with background_server(create_app({"eot": eot_model(), "tiny": GPT2(TINY, init_params(TINY, seed=0))})) as base:
         yield base
 
 
@@ -41,6 +43,43 @@ def test_ignore_eos_generates_past_endoftext(url, path):
     assert stops["usage"]["completion_tokens"] == 1 and stops["choices"][0]["finish_reason"] == "stop"
     goes_on = httpx.post(url + path, json={**body, "ignore_eos": True}).json()
     assert goes_on["usage"]["completion_tokens"] == 5 and goes_on["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ignore_eos_writes_no_endoftext_into_the_text(url, stream):
+    """Going on past <|endoftext|>, it was written into the text (13 characters a token) and counted in the next
+    token's text_offset; as in vLLM (skip_special_tokens, its default) it is no text: the logprobs list each
+    such token, at its place in the text, and a stop sequence is matched in the text without it."""
+    body = {"prompt": "Hello", "max_tokens": 4, "logprobs": 1, "echo": True, "ignore_eos": True, "stream": stream}
+    for stop in (None, "<|endoftext|>", "Hello<|endoftext|>"):
+        r = httpx.post(url + "/v1/completions", json={**body, "stop": stop})
+        if stream:
+            chunks = [json.loads(x[6:]) for x in r.text.split("\n\n") if x.startswith("data: {")]
+            text = "".join(c["text"] for ch in chunks for c in ch["choices"])
+            lp = {
+                k: [v for ch in chunks for c in ch["choices"] for v in c["logprobs"][k]]
+                for k in ("tokens", "text_offset")
+            }
+        else:
+            text, lp = r.json()["choices"][0]["text"], r.json()["choices"][0]["logprobs"]
+        assert text == "Hello", r.text
+        assert lp["tokens"] == ["Hello", *["<|endoftext|>"] * 4] and lp["text_offset"] == [0, 5, 5, 5, 5]
+
+
+def test_ignore_eos_lists_endoftext_between_text_as_no_text(url):
+    """Among other tokens (this seed and bias draw <|endoftext|> 2nd and 4th of 8): chat's entries spell the
+    content, and each completions token but <|endoftext|> is the text at its text_offset."""
+    body = {"model": "tiny", "max_tokens": 8, "seed": 1, "logit_bias": {"50256": 8}, "ignore_eos": True}
+    chat = {**body, "messages": [{"role": "user", "content": "Hello"}], "logprobs": True}
+    c = httpx.post(url + "/v1/chat/completions", json=chat).json()["choices"][0]
+    assert "".join(t["token"] for t in c["logprobs"]["content"]) == c["message"]["content"] != ""
+    prompt = "User: Hello\nAssistant:"
+    r = httpx.post(url + "/v1/completions", json={**body, "prompt": prompt, "logprobs": 0, "echo": True}).json()
+    text, lp = r["choices"][0]["text"], r["choices"][0]["logprobs"]
+    assert lp["tokens"].count("<|endoftext|>") == 2 and "endoftext" not in text
+    for token, offset in zip(lp["tokens"], lp["text_offset"], strict=True):
+        assert text[offset : offset + len(token)] == token or token == "<|endoftext|>"
+    assert sorted(lp["text_offset"]) == lp["text_offset"] and lp["text_offset"][-1] < len(text)
 
 
 def test_chat_logprobs_leave_out_the_end_token_the_content_lacks(url):
@@ -55,8 +94,7 @@ def test_chat_logprobs_leave_out_the_end_token_the_content_lacks(url):
         text = s.read().decode()
     assert "endoftext" not in text and '"finish_reason":"stop"' in text
     goes_on = httpx.post(url + "/v1/chat/completions", json={**body, "ignore_eos": True}).json()["choices"][0]
-    tokens = [t["token"] for t in goes_on["logprobs"]["content"]]
-    assert "".join(tokens) == goes_on["message"]["content"] and len(tokens) == 3  # ignore_eos: it is content
+    assert goes_on["message"]["content"] == "" and goes_on["logprobs"] == {"content": []}  # ignore_eos: still no text
     completion = httpx.post(url + "/v1/completions", json={"prompt": "Hello", "max_tokens": 3, "logprobs": 1}).json()
     assert completion["choices"][0]["logprobs"]["tokens"] == ["<|endoftext|>"]
     assert completion["usage"]["completion_tokens"] == 1

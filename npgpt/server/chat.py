@@ -78,13 +78,12 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
     held = [HeldLogprobs(tok) for _ in range(n)] if logprobs is not None else []
 
     def token_logprobs(ev: Event) -> list[dict[str, Any]] | None:
-        """The entries the choice's content now covers (see :class:`HeldLogprobs`); none for the
-        ``<|endoftext|>`` that ends the reply (so the entries' tokens spell the content, as OpenAI's do;
-        ``usage`` still counts it)."""
+        """The entries the choice's content now covers (see :class:`HeldLogprobs`); none for an
+        ``<|endoftext|>``, which is no text, whether it ends the reply or ``ignore_eos`` goes on past it (so
+        the entries' tokens spell the content, as OpenAI's do; ``usage`` still counts it)."""
         if logprobs is None:
             return None
-        end_token = params.stop_at_eot and ev.token == tok.eot_id  # with ignore_eos it is text in the content
-        return held[ev.row].add(ev, counts=ev.token is not None and not end_token)
+        return held[ev.row].add(ev, counts=ev.token is not None and ev.token != tok.eot_id)
 
     def chunk(i: int, delta: dict[str, Any], lp: list | None, finish: str | None) -> Chunk:
         choice = {

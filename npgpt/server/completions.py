@@ -208,7 +208,9 @@ class CompletionLogprobs:
         """Record a generated token; returns the object for just this token."""
         if ev.token is None:
             return None
-        self._append(ev.token, ev.logprob, ev.top, self.offsets.push(ev.token))
+        # a generated <|endoftext|> is no text (npgpt.generate): listed, at its place, taking no characters
+        offset = self.offsets.skip() if ev.token == self.tok.eot_id else self.offsets.push(ev.token)
+        self._append(ev.token, ev.logprob, ev.top, offset)
         return {k: v[-1:] for k, v in self.obj.items()}
 
     def flush(self) -> dict[str, list]:
