@@ -29,7 +29,7 @@ from npgpt.formats import npgpt_format  # noqa: E402
 from npgpt.params import init_params  # noqa: E402
 from npgpt.sampling import SamplingParams, log_softmax  # noqa: E402
 from npgpt.server import background_server, create_app  # noqa: E402
-from npgpt.server.protocol import CHAT_STOP, ChatMessage, chat_prompt  # noqa: E402
+from npgpt.server.protocol import CHAT_STOP, ChatMessage, bytes_text, chat_prompt  # noqa: E402
 from npgpt.server.routes import ROUTES  # noqa: E402
 from npgpt.server.scheduler import Request, Scheduler  # noqa: E402
 
@@ -302,6 +302,45 @@ def test_chat_logprobs_show_a_first_token_as_the_content_has_it(url, model):
         for content, entries, _ in answer.values():
             assert "".join(e["token"] for e in entries) == content, entries
             assert all(bytes(e["bytes"]).decode() == e["token"] for e in entries)
+
+
+def scripted_chat_logprobs(text: str, stop: tuple[str, ...] = ()) -> tuple[str, list[dict]]:
+    """A chat reply whose tokens are ``text`` 's (each chosen by its logits): its content and entries."""
+    from npgpt.generate import RowSampler
+    from npgpt.server.chat import HeldLogprobs
+
+    tok = tiny_model().tokenizer
+    params = SamplingParams(max_new_tokens=64, temperature=0, stop=stop, logprobs=0, skip_leading_space=True)
+    row, held = RowSampler(0, params, np.random.default_rng(0), tok, tok.n_vocab), HeldLogprobs(tok)
+    content, entries = "", []
+    for t in [*tok.encode(text), tok.eot_id]:
+        logits = np.zeros(tok.n_vocab, np.float32)
+        logits[t] = 10
+        ev = row.pick(logits)
+        content += ev.text
+        entries += held.add(ev, counts=ev.token != tok.eot_id)
+        if row.done:
+            return content, entries
+    raise AssertionError("the reply did not end")
+
+
+@pytest.mark.parametrize(
+    "text, stop, content",
+    [
+        (" \u65e5\u672c", (), "\u65e5\u672c"),  # " \xe6" is the dropped space and the first byte of the reply
+        (" \U0001f99c hi", (), "\U0001f99c hi"),  # " \xf0\x9f": the space and two of the parrot's four bytes
+        ("ab \u65e5", ("\u65e5",), "ab "),  # " \xe6": the space is content, the byte the stop's
+        ("x\U0001f99c hi", ("hi",), "x\U0001f99c "),
+    ],
+)
+def test_chat_logprobs_bytes_join_to_the_content_when_a_token_splits_a_character(text, stop, content):
+    """A token holding the first bytes of a character and text the content lacks (the dropped leading space, or
+    what follows a stop) lost those bytes, or kept the stop's: a CJK reply's first token " \\xe6" was left out,
+    so the entries' bytes (OpenAI: combined, they make the text) missed the first character's first byte."""
+    got, entries = scripted_chat_logprobs(text, stop)
+    assert got == content
+    assert b"".join(bytes(e["bytes"]) for e in entries) == content.encode(), entries
+    assert all(e["token"] == bytes_text(bytes(e["bytes"])) for e in entries)  # bytes:\\xe6 for part of a character
 
 
 def test_models_health_next_tokens_and_metrics(client, url, model):

@@ -8,6 +8,7 @@ asked), then an empty delta with the ``finish_reason``.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import time
 import uuid
 from collections import deque
@@ -21,7 +22,7 @@ from ..tokenizer import Tokenizer
 from .errors import APIError, check_request
 from .limits import Limits
 from .metrics import Metrics
-from .protocol import ChatRequest, chat_prompt, chat_stop, token_entry
+from .protocol import ChatRequest, bytes_text, chat_prompt, chat_stop, token_entry
 from .scheduler import Scheduler
 from .streaming import Answer, Chunk, Run, Tally
 
@@ -147,9 +148,12 @@ class HeldLogprobs:
     are still the whole token's (the alternatives are real tokens). So the ``token`` s always
     concatenate to the content, and an entry's ``bytes`` are those of its ``token``.
 
-    The spans are the tokens' own text as the tracker decoded it (:attr:`~npgpt.generate.Event.piece`): a
-    token ending inside a UTF-8 character has an empty span at the character's start, and is listed when
-    that character is in the content (its entry reads ``bytes:\\xe2\\x80``, as OpenAI's do).
+    Each token's bytes are placed on the characters of the text they make (:attr:`~npgpt.generate.Event.piece`,
+    the characters it completes, and the first bytes of one it leaves unfinished), and an entry shows the bytes
+    that make content: a token ending inside a UTF-8 character is listed when that character is in the content
+    (its entry reads ``bytes:\\xe2\\x80``, as OpenAI's do), and a first token ``" \\xe6"`` (the dropped space and
+    the first byte of 日) as ``bytes:\\xe6``. So the entries' ``bytes`` always join to the content's UTF-8, as
+    OpenAI's do (bytes that are not UTF-8, which the text shows as U+FFFD, are placed by character).
     """
 
     def __init__(self, tok: Tokenizer) -> None:
@@ -157,7 +161,9 @@ class HeldLogprobs:
         self.text = ""  # the reply decoded: leading whitespace, content, held-back text and any stop matched
         self.lead: int | None = None  # characters of leading whitespace dropped; known once the text holds more
         self.said = 0  # characters of content given out
-        self.pending: deque[tuple[int, int, Event]] = deque()  # held tokens: span [lo, hi) in ``text``, event
+        # held tokens: the bytes of each as (index in ``text`` of the character they belong to, bytes), its event
+        self.pending: deque[tuple[list[tuple[int, bytes]], Event]] = deque()
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # the bytes of an unfinished character
 
     def add(self, ev: Event, counts: bool) -> list[dict[str, Any]]:
         """Take the token's event (``counts``: its token is part of the reply's text) after its content
@@ -165,7 +171,7 @@ class HeldLogprobs:
         if counts and ev.token is not None:
             start = len(self.text)
             self.text += ev.piece
-            self.pending.append((start, len(self.text), ev))
+            self.pending.append((self.place(self.tok.token_bytes(ev.token), start, len(self.text)), ev))
         if self.lead is None and self.text.strip():
             self.lead = len(self.text) - len(self.text.lstrip())
         self.said += len(ev.text)
@@ -176,20 +182,35 @@ class HeldLogprobs:
         lead, end = self.lead, self.lead + self.said
         out = []
         while self.pending:
-            lo, hi, token_ev = self.pending[0]
-            # settled: its text is wholly given out (an empty span: its character is), or the reply has ended
-            if not (ev.finish_reason or (hi <= end if lo < hi else lo < end)):
+            parts, token_ev = self.pending[0]
+            # settled: every character it has bytes of is given out, or the reply has ended
+            if not (ev.finish_reason or max(c for c, _ in parts) < end):
                 break
             self.pending.popleft()
-            if lo < hi and max(lo, lead) < min(hi, end) or lo == hi and lead <= lo < end:
-                out.append(self.entry(token_ev, lo, hi, lead, end))
+            if shown := b"".join(b for c, b in parts if lead <= c < end):  # the bytes of it the content holds
+                out.append(self.entry(token_ev, shown))
         return out
 
-    def entry(self, ev: Event, lo: int, hi: int, lead: int, end: int) -> dict[str, Any]:
+    def place(self, raw: bytes, lo: int, hi: int) -> list[tuple[int, bytes]]:
+        """The token's bytes ``raw``, by the index in ``text`` of the character each belongs to; its piece is
+        ``text[lo:hi]``."""
+        before = self.utf8.getstate()[0]  # the first bytes of a character earlier tokens left unfinished
+        self.utf8.decode(raw)
+        after = self.utf8.getstate()[0]
+        if lo == hi:  # all inside one unfinished character
+            return [(lo, raw)]
+        whole = self.text[lo:hi]
+        head = len(whole[0].encode()) - len(before) if before else 0  # the bytes finishing ``before`` 's character
+        if before + raw != whole.encode() + after:  # bytes that are not UTF-8 became U+FFFD: place by character
+            return [(c, self.text[c].encode()) for c in range(lo, hi)]
+        parts = [(lo, raw[:head])] if head else []
+        parts += [(c, self.text[c].encode()) for c in range(lo + bool(head), hi)]
+        return parts + [(hi, after)] if after else parts
+
+    def entry(self, ev: Event, shown: bytes) -> dict[str, Any]:
         tok = self.tok
         assert ev.token is not None
         top = [token_entry(tok, t, lp) for t, lp in ev.top]
-        if lead <= lo and hi <= end:
+        if shown == tok.token_bytes(ev.token):
             return {**token_entry(tok, ev.token, ev.logprob), "top_logprobs": top}
-        shown = self.text[max(lo, lead) : min(hi, end)]  # the part of the token the content holds
-        return {"token": shown, "logprob": ev.logprob, "bytes": list(shown.encode()), "top_logprobs": top}
+        return {"token": bytes_text(shown), "logprob": ev.logprob, "bytes": list(shown), "top_logprobs": top}

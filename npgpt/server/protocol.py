@@ -450,10 +450,10 @@ def model_card(name: str, model: GPT2, created: int) -> dict[str, Any]:
 
 def token_text(tok: Tokenizer, token: int) -> str:
     """A token as text; a token that is part of a UTF-8 character is written ``bytes:\\xe2\\x80``, like OpenAI."""
-    return _bytes_text(tok.token_bytes(token))
+    return bytes_text(tok.token_bytes(token))
 
 
-def _bytes_text(raw: bytes) -> str:
+def bytes_text(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -463,4 +463,4 @@ def _bytes_text(raw: bytes) -> str:
 def token_entry(tok: Tokenizer, token: int, logprob: float | None) -> dict[str, Any]:
     """A token in chat's ``logprobs.content`` list."""
     raw = tok.token_bytes(token)
-    return {"token": _bytes_text(raw), "logprob": logprob, "bytes": list(raw)}
+    return {"token": bytes_text(raw), "logprob": logprob, "bytes": list(raw)}
