@@ -100,6 +100,20 @@ def test_chat_logprobs_leave_out_the_end_token_the_content_lacks(url):
     assert completion["usage"]["completion_tokens"] == 1
 
 
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_skip_special_tokens_false_is_refused_where_it_would_show_endoftext(url, path):
+    """vLLM's skip_special_tokens: false writes a generated <|endoftext|> into the text, which it only reaches
+    with ignore_eos (the token that ends a reply is never text); npgpt never does, so together they are a
+    400 naming it, not an answer that silently left the token out."""
+    body = {"prompt": "Hello"} if "chat" not in path else {"messages": [{"role": "user", "content": "Hello"}]}
+    body = {**body, "max_tokens": 3, "skip_special_tokens": False}
+    r = httpx.post(url + path, json={**body, "ignore_eos": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "skip_special_tokens", r.text
+    assert "leave it out" in r.json()["error"]["message"]
+    for fine in ({}, {"ignore_eos": True, "skip_special_tokens": True}, {"spaces_between_special_tokens": False}):
+        assert httpx.post(url + path, json={**body, **fine}).status_code == 200, fine
+
+
 REFUSED = [  # vLLM's options npgpt does not have, each set to something that would change the answer
     ("min_tokens", 4),
     ("stop_token_ids", [13]),

@@ -21,7 +21,9 @@ vLLM does:
 ``tools``/``functions`` under ``tool_choice`` "auto" (a reply without a tool call is valid) and
 ``parallel_tool_calls`` (no tool is ever called); ``prediction`` (OpenAI's Predicted Outputs only speed
 up a reply, which is the same without them); vLLM's ``priority``, ``request_id``, ``cache_salt``,
-``add_special_tokens`` (GPT-2 adds none) and ``chat_template_kwargs`` (npgpt's template takes none).
+``add_special_tokens`` (GPT-2 adds none), ``chat_template_kwargs`` (npgpt's template takes none),
+``spaces_between_special_tokens`` and ``skip_special_tokens`` (npgpt's text holds none: refused false only with
+``ignore_eos``, the one way a generated ``<|endoftext|>`` is not the end of the reply).
 """
 
 from __future__ import annotations
@@ -217,6 +219,14 @@ class _Sampling(Body):
                 asks = value is not None if name in _SET_EVEN_IF_FALSY else bool(value)
             if asks:
                 raise NpgptError(f"{name} is not supported: {instead}", param=name)
+        # vLLM's: false writes special tokens into the text, and the only one GPT-2 generates, <|endoftext|>, is
+        # text-less when it ends the reply (vLLM cuts it too), so only past it, with ignore_eos, would it show
+        if extra.get("skip_special_tokens") is False and self.ignore_eos:
+            raise NpgptError(
+                "skip_special_tokens false is not supported: npgpt never writes <|endoftext|> into the text (vLLM's "
+                "default, skip_special_tokens true); leave it out (completions logprobs still list the token)",
+                param="skip_special_tokens",
+            )
         if self.stream_options is not None and not self.stream:  # as OpenAI answers: it would change nothing
             raise NpgptError(
                 "stream_options is only allowed when stream is true; send stream: true, or leave out stream_options",
