@@ -90,6 +90,18 @@ def test_folder_tokenised_once_with_separators(tmp_path):
     assert D.open_tokens(D.tokenize_to_file(src, path))[:2].tolist() == tok.encode("changed document")
 
 
+@pytest.mark.parametrize("sidecar", ["[1, 2]", "null", '"text"', "{not json"])
+def test_a_damaged_tokens_sidecar_means_tokenising_again(tmp_path, sidecar):
+    """A tokens.bin.json that was valid JSON but not an object (a list) was an internal AttributeError: any
+    sidecar that is not the one written is treated as missing, and the text tokenised again."""
+    src = tmp_path / "a.txt"
+    src.write_text("first document")
+    path = D.tokenize_to_file(src, tmp_path / "tokens.bin")
+    (tmp_path / "tokens.bin.json").write_text(sidecar)
+    assert D.open_tokens(D.tokenize_to_file(src, path)).tolist() == Tokenizer().encode("first document")
+    assert json.loads((tmp_path / "tokens.bin.json").read_text())["n_tokens"] == 2
+
+
 def test_batches_are_random_contiguous_windows():
     tokens = np.arange(1000, dtype=np.uint16)
     rng = np.random.default_rng(7)

@@ -126,10 +126,11 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: CharTokeni
     fingerprint = _fingerprint(files, None if tokenizer is None else tokenizer.to_spec())
     if dest.exists() and sidecar.exists():
         try:
-            if parse_json(sidecar.read_text()).get("fingerprint") == fingerprint:
-                return dest
+            recorded = parse_json(sidecar.read_text())
         except (OSError, ValueError):  # an unreadable sidecar: tokenise again
-            pass
+            recorded = None
+        if isinstance(recorded, dict) and recorded.get("fingerprint") == fingerprint:  # a list or null: again
+            return dest
     tok = Tokenizer() if tokenizer is None else tokenizer
     n_tokens = 0
     with atomic_path(dest) as tmp:
