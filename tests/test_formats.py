@@ -238,6 +238,26 @@ def test_a_q8_0_weight_beyond_float16s_range_is_refused_before_writing(tmp_path,
     assert np.isclose(back["blocks"][1][mlp_or_attn][name][leaf][0, 0], -value / 2, rtol=1e-3)
 
 
+@pytest.mark.parametrize("spec", ["[1, 2]", '"abc"', '{"chars": 5}', '{"type": "char", "chars": "aab"}'])
+def test_a_damaged_tokenizer_in_an_npgpt_file_is_refused_at_load_naming_the_file(tmp_path, spec):
+    """A tokenizer entry that was JSON but no vocabulary (a list, repeated characters) was read as it was: convert
+    copied it into the new file (or called the model character-level for --to hf), load refused it without
+    naming the file. Every reader of the header refuses it now, naming the file and the fix."""
+    import npgpt
+
+    config = CONFIGS["tiny"]
+    path = npgpt_format.save(tmp_path / "m.safetensors", config, random_params(config), metadata={"tokenizer": spec})
+    said = f"{path}: .*re-train or re-convert it"
+    with pytest.raises(CheckpointError, match=said):
+        npgpt_format.tokenizer_spec(path)
+    with pytest.raises(CheckpointError, match=said):
+        npgpt.load(path)
+    for fmt in ("npgpt", "hf"):
+        with pytest.raises(CheckpointError, match=said):
+            convert(path, tmp_path / f"out-{fmt}", fmt=fmt)
+        assert not (tmp_path / f"out-{fmt}").exists()
+
+
 @pytest.mark.parametrize("name", ["gpt2-0.5", "model.bin", "run.v2"])
 def test_an_npgpt_file_under_another_name_loads_with_its_tokenizer(tmp_path, name):
     """`npgpt convert SRC gpt2-0.5` wrote a file that detect refused (its name does not end in .safetensors)."""

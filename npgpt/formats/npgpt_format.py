@@ -210,6 +210,14 @@ def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
     if metadata.get("format") != FORMAT or "tokenizer" not in metadata:
         return None
     try:
-        return parse_json(metadata["tokenizer"])
+        spec = parse_json(metadata["tokenizer"])
     except json.JSONDecodeError:
         raise CheckpointError(f"{file}: unreadable tokenizer in its metadata; re-train or re-convert it") from None
+    if spec is not None:  # checked here, naming the file, for every reader: load, convert (which copies it), --init
+        from ..char_tokenizer import tokenizer_from_spec
+
+        try:
+            tokenizer_from_spec(spec)
+        except CheckpointError as e:
+            raise CheckpointError(f"{file}: {e}; re-train or re-convert it") from None
+    return spec
