@@ -256,6 +256,22 @@ def broken_link(path: Path) -> CheckpointError:
     )
 
 
+def web_page(path: Path) -> CheckpointError | None:
+    """The error for a model file that is a web page (HTML or XML: the error or login page a failed download
+    saves in the file's place), or None. Every reader of a binary format asks before calling the file damaged."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512).lstrip().lower()
+    except OSError:
+        return None
+    if not head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return None
+    return CheckpointError(
+        f"{path}: a web page (HTML or XML), not a model file: an error page saved in its place by a failed "
+        "download; download it again"
+    )
+
+
 def _mapping(arr: np.ndarray) -> mmap.mmap | None:
     """The file mapping ``arr`` is a view of, or None."""
     base: Any = arr

@@ -233,6 +233,41 @@ def test_an_empty_file_is_named_as_one(tmp_path, name):
         load_checkpoint(tmp_path / name)
 
 
+PAGE = b"\n<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body>Not Found</body></html>\n"
+
+
+@pytest.mark.parametrize("name", ["model.gguf", "model.safetensors", "model.bin", "ckpt.pt", "hf/pytorch_model.bin"])
+def test_a_web_page_saved_as_a_model_file_is_named_as_one(tmp_path, name):
+    """The error page a failed download saves in a model file's place was "not a model file npgpt knows" (a .gguf,
+    a .pt: no fix said) or a bad header length: it is named as a web page, with the fix."""
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    if name.startswith("hf/"):
+        hf.save(path.parent, CONFIG, random_params(CONFIG))
+        (path.parent / "model.safetensors").unlink()
+    path.write_bytes(PAGE)
+    said = f"{path}: a web page (HTML or XML), not a model file: an error page saved in its place by a failed download"
+    with pytest.raises(CheckpointError, match=re.escape(said)):
+        load_checkpoint(path)
+    _assert_one_line_exit_1(path, said, "download it again")
+
+
+@pytest.mark.parametrize(
+    "name, said",
+    [
+        ("model.gguf", "not a GGUF file (it does not start with 'GGUF'); re-download or re-convert it"),
+        ("ckpt.pt", "not a PyTorch checkpoint (it starts as neither a zip archive nor a pickle); re-download it"),
+        ("model.bin", "neither llm.c's .bin nor a PyTorch checkpoint (it starts as neither a zip archive nor a pick"),
+    ],
+)
+def test_a_file_that_is_not_the_format_its_name_says_is_told_how_to_recover(tmp_path, name, said):
+    """A .gguf or .pt holding other bytes was "not a model file npgpt knows", as a file of any other name: it
+    says which format its name promised and how to get a good copy."""
+    (tmp_path / name).write_bytes(b"\x00garbage, not a model" * 8)
+    with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path / name}: {said}")):
+        load_checkpoint(tmp_path / name)
+
+
 def test_a_loop_of_links_is_named_as_one(tmp_path):
     """A loop was described as a link to a file "which does not exist", though that link does exist."""
     (tmp_path / "model.safetensors").symlink_to("loop2")

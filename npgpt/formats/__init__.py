@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError, shown
-from ..files import broken_link, cannot_write, check_writable
+from ..files import broken_link, cannot_write, check_writable, web_page
 from ..params import dequantized
 from .compat import check_float16_range
 from .npgpt_format import MODEL_FILE
@@ -104,10 +104,7 @@ def _detect(path: Path) -> str:
             return "npgpt"
         if path.name in _OTHER_FRAMEWORKS:
             raise _other_framework(path)
-        raise CheckpointError(
-            f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
-            "a PyTorch checkpoint or a model directory)"
-        )
+        raise _not_a_model_file(path)
     weights = path / MODEL_FILE
     if weights.exists():  # its header errors (truncated, corrupt) are the real diagnosis: let them out
         if is_npgpt_file(weights):
@@ -141,6 +138,26 @@ def _detect(path: Path) -> str:
         f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
         "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
         "or OpenAI's hparams.json + model.ckpt.index"
+    )
+
+
+def _not_a_model_file(path: Path) -> CheckpointError:
+    """A file :func:`detect` found no format in: one its name promises (a .gguf, a .pt) is said to be damaged,
+    and a web page is named as one (:func:`~npgpt.files.web_page`)."""
+    page = web_page(path)
+    if page is not None:
+        return page
+    if path.suffix == ".gguf":
+        return CheckpointError(f"{path}: not a GGUF file (it does not start with 'GGUF'); re-download or re-convert it")
+    if path.suffix in _PICKLES:
+        what = "neither llm.c's .bin nor a PyTorch checkpoint" if path.suffix == ".bin" else "not a PyTorch checkpoint"
+        return CheckpointError(
+            f"{path}: {what} (it starts as neither a zip archive nor a pickle); "
+            "re-download it or re-save it with torch.save"
+        )
+    return CheckpointError(
+        f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
+        "a PyTorch checkpoint or a model directory)"
     )
 
 

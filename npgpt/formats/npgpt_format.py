@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import atomic_path, parse_json
+from ..files import atomic_path, parse_json, web_page
 from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
@@ -46,7 +46,9 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int, int]:
                 raise CheckpointError(f"{path}: too short to be a safetensors file; re-download or re-convert it")
             (n,) = struct.unpack("<Q", head)
             if n > min(size - 8, 100_000_000):
-                raise CheckpointError(f"{path}: not a safetensors file (bad header length); re-download it")
+                raise web_page(path) or CheckpointError(
+                    f"{path}: not a safetensors file (bad header length); re-download it"
+                )
             header = parse_json(f.read(n))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
+from ..files import web_page
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
@@ -260,7 +261,9 @@ def load(path: str | Path) -> Any:
         struct.error,
     ) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}); {_FIX}") from None
-    raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); {_FIX}")
+    raise web_page(path) or CheckpointError(
+        f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); {_FIX}"
+    )
 
 
 def _load_zip(path: Path) -> Any:
