@@ -126,7 +126,8 @@ def write_together(writers: Mapping[Path, Callable[[str], Any]], withdraw: Itera
     e.g. ``config.json``, which must then be the last of ``writers``, and the old set's files the new
     one does not replace) and the files renamed into place in the same order.
 
-    A failure while writing leaves every old file untouched. A process killed during the renames
+    A failure while writing leaves every old file untouched; a KeyboardInterrupt during the renames lets them
+    finish (the new set is then whole) before it stops the caller. A process killed during the renames
     leaves no file a reader opens first, so the half-renamed set is refused at load rather than read; its temp
     files are removed by the next write to the folder (:func:`remove_stale_temps`). Errors as
     :func:`atomic_path`: one :class:`NpgptError` naming the file and the cause.
@@ -146,10 +147,20 @@ def write_together(writers: Mapping[Path, Callable[[str], Any]], withdraw: Itera
             _refuse_non_file(path)
             temps[path] = temp_beside(path)
             write(temps[path])
-        for path in withdraw:
-            path.unlink(missing_ok=True)
-        for path, tmp in temps.items():
-            publish(tmp, path)
+        try:
+            for path in withdraw:
+                path.unlink(missing_ok=True)
+            for path, tmp in temps.items():
+                publish(tmp, path)
+        except KeyboardInterrupt:
+            # Ctrl-C here would leave neither set (the old one's config.json is gone): the new set is on disk
+            # in full, so finish its few renames, then stop
+            for path in withdraw:
+                path.unlink(missing_ok=True)
+            for path, tmp in temps.items():
+                if os.path.exists(tmp):
+                    publish(tmp, path)
+            raise
     except (OSError, SafetensorError) as e:
         raise cannot_write(path, e) from None
     finally:

@@ -182,6 +182,31 @@ def test_a_write_that_fails_part_way_leaves_the_earlier_model_whole(tmp_path, mo
     assert_same_params(load_checkpoint(tmp_path)[1], new)
 
 
+@pytest.mark.parametrize("fmt", ["hf", "hf-sharded", "openai"])
+def test_ctrl_c_while_a_folder_is_renamed_into_place_leaves_a_whole_model(tmp_path, monkeypatch, fmt):
+    """Ctrl-C between withdrawing the old config.json and the last rename left a folder with neither model
+    (no config.json: nothing loads). The new set is whole on disk by then, so its renames finish first."""
+    from npgpt import files
+
+    config = CONFIGS["tiny"]
+    old, new = random_params(config, seed=1), random_params(config, seed=2)
+    kwargs = {"max_shard_size": "20KB"} if fmt == "hf-sharded" else {}
+    save_checkpoint(tmp_path, config, old, fmt=fmt, **kwargs)
+    real, calls = files.publish, []
+
+    def ctrl_c(tmp, path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real(tmp, path)
+
+    monkeypatch.setattr(files, "publish", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, config, new, fmt=fmt, **kwargs)
+    assert_same_params(load_checkpoint(tmp_path)[1], new)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_one_weight_under_two_names_is_refused(pair, tmp_path):
     """GPT2LMHeadModel's transformer.wte.weight and GPT2Model's wte.weight in one file: one of them was
     used silently (the bare one, zeros here: logits off by 0.7 from transformers')."""
