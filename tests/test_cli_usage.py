@@ -710,3 +710,33 @@ def test_ctrl_c_while_streaming_ends_the_line(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 130 and r.stdout == "HiAnd God\n" and "Traceback" not in r.stderr, (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize(
+    "patch, argv, said",
+    [
+        ("npgpt.formats.convert", ["convert", "bundled", "out.safetensors"], "error: interrupted (Ctrl-C)"),
+        (
+            "npgpt.download.download_openai",
+            ["download", "124M"],
+            "error: download interrupted (Ctrl-C); run the same command again to resume it",
+        ),
+    ],
+)
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, patch, argv, said):
+    """Ctrl-C during convert or download exited 130 with nothing said (a download's .part, kept to resume from,
+    was never mentioned): one line says it, and how to resume a download."""
+    module, _, name = patch.rpartition(".")
+    script = (
+        "import sys, importlib\n"
+        "def stop(*args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        f"setattr(importlib.import_module({module!r}), {name!r}, stop)\n"
+        "from npgpt.cli import main\n"
+        f"sys.argv = ['npgpt', *{argv!r}]\n"
+        "main()\n"
+    )
+    env = {**os.environ, "NPGPT_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-c", script]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert r.returncode == 130 and r.stderr.strip().splitlines() == [said], (r.returncode, r.stderr)

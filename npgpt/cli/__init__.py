@@ -30,7 +30,7 @@ import typer
 from ..errors import NpgptError
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
 from .names import ClickException, Command, Group, UsageError, as_flags
-from .options import print_error
+from .options import Interrupted, print_error
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
 # ("> 1" is not a block quote); help strings hold no [tags].
@@ -114,10 +114,13 @@ def main() -> None:
             hint = f" (see `{e.ctx.command_path if e.ctx is not None else 'npgpt'} --help`)"
         print_error(e.format_message() + hint)
         sys.exit(e.exit_code)
+    except Interrupted as e:
+        print_error(str(e))
+        sys.exit(130)
     except NpgptError as e:
         print_error(as_flags(e))
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a command's run (names.Command.invoke says it in one line)
         sys.exit(130)
     except typer.Abort:  # click's, for an end of input it was reading: as click, exit 1
         sys.exit(1)

@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from ..errors import NpgptError
-from .options import JsonOpt, console, print_json, progress_bar
+from .options import Interrupted, JsonOpt, console, print_json, progress_bar
 
 
 def download(
@@ -48,13 +48,16 @@ def download(
                 tasks[filename] = bar.add_task(filename, total=total)
             bar.update(tasks[filename], completed=done, total=total)
 
-        if hf is not None:
-            from huggingface_hub.utils import logging as hf_logging
+        try:
+            if hf is not None:
+                from huggingface_hub.utils import logging as hf_logging
 
-            hf_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
-            path = dl.download_hf(hf, revision=revision, progress=progress)
-        elif name is not None:  # one of the two, checked above
-            path = dl.download_openai(name, progress=progress)
+                hf_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
+                path = dl.download_hf(hf, revision=revision, progress=progress)
+            elif name is not None:  # one of the two, checked above
+                path = dl.download_openai(name, progress=progress)
+        except KeyboardInterrupt:  # what arrived is kept (npgpt's .part files, the Hub's .incomplete ones)
+            raise Interrupted("download interrupted (Ctrl-C); run the same command again to resume it") from None
     console().print(Text(f"saved {path}"))
 
 

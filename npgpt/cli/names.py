@@ -142,7 +142,16 @@ COMMANDS = {
 
 
 class Command(TyperCommand):
-    """A typer command whose unknown-option error names npgpt's spelling of another tool's option."""
+    """A typer command whose unknown-option error names npgpt's spelling of another tool's option, and whose
+    Ctrl-C is one line (typer's own exits 130 saying nothing)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from .options import Interrupted
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # what a write left is the writer's to keep whole (files.atomic_path, write_together)
+            raise Interrupted("interrupted (Ctrl-C)") from None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         # click reads "-sys" as the short options -s -y -s, so it would complain of "-s": look first

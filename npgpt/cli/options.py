@@ -79,6 +79,11 @@ def progress_bar(*columns: Any) -> Any:
     return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
 
 
+class Interrupted(NpgptError):
+    """A command stopped by Ctrl-C (KeyboardInterrupt), saying what it left and how to go on: printed as one line,
+    exit code 130 (128 + SIGINT, as a shell reports it)."""
+
+
 def print_error(message: str, label: str = "error") -> None:
     """``error: MESSAGE`` on stderr, the message printed literally: every user error ends here."""
     from rich.text import Text
