@@ -162,6 +162,26 @@ def test_character_level_model_generates_with_no_tokenizer_flag(text, tmp_path):
     assert npgpt.load(tmp_path / "tuned").tokenizer.chars == "".join(chars)
 
 
+def test_a_second_ctrl_c_still_exits_130(text, tmp_path):
+    """A second Ctrl-C, which stops the run mid-step, exited 1 as if the input were bad (the first one exits 130):
+    it exits 130 too, with its one line saying where to resume from."""
+    script = (
+        "import sys\n"
+        "import npgpt.train.loop\n"
+        "def train(*args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "npgpt.train.loop.train = train\n"
+        "from npgpt.cli import main\n"
+        f"sys.argv = ['npgpt', 'train', {str(text)!r}, '--out', {str(tmp_path / 'run')!r}]\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.stderr.strip().splitlines() == [
+        "error: interrupted at step 0; no checkpoint was written yet; run the same command with --resume to continue"
+    ], r.stderr
+
+
 def test_sigterm_and_sigint_ask_for_a_stop_and_a_second_one_interrupts():
     from npgpt.cli.train import _StopOnSignal
 

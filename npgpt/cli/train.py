@@ -21,7 +21,7 @@ import typer
 
 from ..errors import NpgptError
 from .names import as_flags_in
-from .options import check_out_dir
+from .options import Interrupted, check_out_dir
 
 _MODEL = "Model"
 _RUN = "Optimisation"
@@ -259,7 +259,7 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
             )
         except KeyboardInterrupt:  # a second signal: stopped at once, mid-step
             saved = f"the last checkpoint is step {report.saved}" if report.saved else "no checkpoint was written yet"
-            raise NpgptError(
+            raise Interrupted(
                 f"interrupted at step {report.step}; {saved}; run the same command with --resume to continue"
             ) from None
     if result.stopped:
