@@ -251,3 +251,25 @@ def test_a_run_that_does_not_fit_the_context_is_refused_before_the_weights_are_m
     monkeypatch.setattr(npgpt.params, "init_params", no_weights)
     with pytest.raises(NpgptError, match="must fit the context of 1024 tokens"):
         run_bench(BenchSettings(model="1558M", random=True, backends=("numpy",), prompt_len=2000))
+
+
+def test_a_plot_that_fails_to_write_after_the_run_keeps_the_measurements(tmp_path, monkeypatch):
+    """--plot was written before the results were printed: a write that failed after minutes of measuring (a
+    full disk, the folder gone) lost every figure. The figures are printed first, then the plot is written."""
+    from typer.testing import CliRunner
+
+    import npgpt.bench
+    from npgpt.cli import app
+    from npgpt.errors import NpgptError
+
+    result = {"engines": {"npgpt-numpy-float32": {"decode_tps": {"1": 123.0}}}}
+    monkeypatch.setattr(npgpt.bench, "run_bench", lambda settings, progress=None: result)
+
+    def disk_full(result, path):
+        raise NpgptError(f"cannot write {path}: No space left on device; free some space")
+
+    monkeypatch.setattr(npgpt.bench, "plot_decode", disk_full)
+    args = ["bench", "--random", "--backend", "numpy", "--json", "--plot", str(tmp_path / "d.png")]
+    r = CliRunner().invoke(app, args)
+    assert isinstance(r.exception, NpgptError) and "No space left" in str(r.exception)
+    assert json.loads(r.stdout) == result

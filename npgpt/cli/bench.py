@@ -125,12 +125,13 @@ def bench_command(
 
         check_can_write_png(plot)
     result = run_bench(s, progress=lambda msg: print_notice(f"{msg}…"))
-    if plot is not None:
-        plot_decode(result, plot)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
-        return
-    _print(result, console())
+    else:
+        _print(result, console())
+    if plot is not None:  # after the figures are out: a write that fails now (a full disk) loses no measurement
+        sys.stdout.flush()
+        plot_decode(result, plot)
 
 
 def _print(result: dict[str, Any], screen: Console) -> None:
