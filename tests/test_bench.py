@@ -273,3 +273,20 @@ def test_a_plot_that_fails_to_write_after_the_run_keeps_the_measurements(tmp_pat
     r = CliRunner().invoke(app, args)
     assert isinstance(r.exception, NpgptError) and "No space left" in str(r.exception)
     assert json.loads(r.stdout) == result
+
+
+def test_a_written_plot_is_named(tmp_path, monkeypatch):
+    """--plot wrote its PNG without a word (npgpt lens --png and convert say what they wrote): a line on stderr
+    names it, so stdout stays the one JSON object of --json."""
+    from typer.testing import CliRunner
+
+    import npgpt.bench
+    from npgpt.cli import app
+
+    result = {"engines": {"npgpt-numpy-float32": {"decode_tps": {"1": 123.0}}}}
+    monkeypatch.setattr(npgpt.bench, "run_bench", lambda settings, progress=None: result)
+    monkeypatch.setattr(npgpt.bench, "plot_decode", lambda result, path: path.write_bytes(b"png") and path)
+    plot = tmp_path / "d.png"
+    r = CliRunner().invoke(app, ["bench", "--random", "--backend", "numpy", "--json", "--plot", str(plot)])
+    assert r.exit_code == 0 and json.loads(r.stdout) == result, r.output
+    assert r.stderr.strip().splitlines()[-1] == f"wrote {plot}", r.stderr

@@ -131,7 +131,7 @@ def bench_command(
         _print(result, console())
     if plot is not None:  # after the figures are out: a write that fails now (a full disk) loses no measurement
         sys.stdout.flush()
-        plot_decode(result, plot)
+        print_notice(f"wrote {plot_decode(result, plot)}")  # on stderr: stdout may be --json's
 
 
 def _print(result: dict[str, Any], screen: Console) -> None:
