@@ -102,6 +102,31 @@ def test_a_damaged_tokens_sidecar_means_tokenising_again(tmp_path, sidecar):
     assert json.loads((tmp_path / "tokens.bin.json").read_text())["n_tokens"] == 2
 
 
+def test_an_llmc_token_shard_is_read_without_its_header(tmp_path):
+    """llm.c's token shards (dev/data/data_common.py: 256 int32 of header, magic 20240520, then uint16 ids) were read
+    with their header as tokens (refused as "token id 54472 is outside the model's vocabulary"): the ids after the
+    header are read, as many as it says; a cut or uint32 (version 2) shard is named."""
+    ids = np.arange(1, 40, dtype=np.uint16)
+
+    def shard(name, version=1, data=None):
+        header = np.zeros(256, "<i4")
+        header[:3] = [20240520, version, len(ids)]
+        (tmp_path / name).write_bytes(header.tobytes() + (ids.tobytes() if data is None else data))
+        return tmp_path / name
+
+    assert D.open_tokens(shard("train.bin")).tolist() == ids.tolist()
+    with pytest.raises(NpgptError, match="cut short: it holds 38 of its 39 tokens; re-download or re-make it"):
+        D.open_tokens(shard("cut.bin", data=ids.tobytes()[:-2]))
+    with pytest.raises(NpgptError, match="version 2 .*uint32"):
+        D.open_tokens(shard("llama.bin", version=2, data=ids.astype("<u4").tobytes()))
+    from npgpt.formats import save_checkpoint
+
+    config = GPT2Config(n_ctx=8, n_embd=8, n_head=2, n_layer=1, n_vocab=64)
+    model = save_checkpoint(tmp_path / "gpt2_124M.bin", config, init_params(config), fmt="llmc")
+    with pytest.raises(NpgptError, match="an llm.c model file, not tokens to train on; pass it as --init"):
+        D.open_tokens(model)  # its magic 20240326 and first weights would pass as ids
+
+
 def test_batches_are_random_contiguous_windows():
     tokens = np.arange(1000, dtype=np.uint16)
     rng = np.random.default_rng(7)

@@ -20,6 +20,7 @@ import numpy as np
 from ..char_tokenizer import CharTokenizer
 from ..errors import NpgptError, shown
 from ..files import atomic_path, parse_json
+from ..formats.llmc import MAGIC as LLMC_MODEL_MAGIC
 
 TOKENS_DTYPE = np.uint16
 _CHUNK_CHARS = 1 << 20  # tokenise in ~1 MB pieces so a large file never holds a huge id list
@@ -151,13 +152,37 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: CharTokeni
     return dest
 
 
+# llm.c's token shards (its dev/data/data_common.py): 256 int32 of header, [0] this magic, [1] the version (1: uint16
+# ids, GPT-2's; 2: uint32, llama's), [2] the number of ids that follow. Read by the header, never as ids.
+LLMC_TOKENS_MAGIC = 20240520
+_LLMC_HEADER_BYTES = 256 * 4
+
+
 def open_tokens(path: str | Path) -> np.ndarray:
-    """A read-only memory map of a uint16 token file (npgpt's or nanoGPT's ``train.bin``)."""
+    """A read-only memory map of a uint16 token file (npgpt's or nanoGPT's ``train.bin``, or llm.c's shard)."""
     path = Path(path)
     if not path.is_file():
         raise NpgptError(f"{path}: no such token file")
-    if path.stat().st_size < 2 or path.stat().st_size % 2:
-        raise NpgptError(f"{path}: not a uint16 token file (size {path.stat().st_size} bytes)")
+    size = path.stat().st_size
+    head = np.fromfile(path, dtype="<i4", count=3) if size >= _LLMC_HEADER_BYTES else None
+    if head is not None and head[0] == LLMC_MODEL_MAGIC:
+        raise NpgptError(f"{path}: an llm.c model file, not tokens to train on; pass it as --init, and text as DATA")
+    if head is not None and head[0] == LLMC_TOKENS_MAGIC:
+        version, count = int(head[1]), int(head[2])
+        if version != 1:
+            raise NpgptError(
+                f"{path}: an llm.c token shard of version {version} (uint32 ids, for other models than GPT-2); "
+                "npgpt trains on version 1's uint16 GPT-2 ids: make it with llm.c's GPT-2 tokenizer"
+            )
+        held = (size - _LLMC_HEADER_BYTES) // 2
+        if count < 1 or held < count:
+            raise NpgptError(
+                f"{path}: an llm.c token shard cut short: it holds {held} of its {count} tokens; "
+                "re-download or re-make it"
+            )
+        return np.memmap(path, dtype=TOKENS_DTYPE, mode="r", offset=_LLMC_HEADER_BYTES, shape=(count,))
+    if size < 2 or size % 2:
+        raise NpgptError(f"{path}: not a uint16 token file (size {size} bytes)")
     return np.memmap(path, dtype=TOKENS_DTYPE, mode="r")
 
 
