@@ -162,6 +162,20 @@ def test_character_level_model_generates_with_no_tokenizer_flag(text, tmp_path):
     assert npgpt.load(tmp_path / "tuned").tokenizer.chars == "".join(chars)
 
 
+def test_training_without_matplotlib_is_refused_before_it_starts(text, tmp_path, monkeypatch):
+    """With JAX and optax but no matplotlib (the train extra's third package), the run died with an internal
+    ImportError at its first checkpoint, when the loss plot is drawn: it is refused before any step."""
+    from typer.testing import CliRunner
+
+    from npgpt.cli import app
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    r = CliRunner().invoke(app, ["train", str(text), "--out", str(tmp_path / "run"), *cli_args(SHAPE), "--steps", "2"])
+    assert isinstance(r.exception, NpgptError), r.exception
+    assert str(r.exception) == "npgpt train draws its loss curve with matplotlib: pip install 'npgpt[train]'"
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_second_ctrl_c_still_exits_130(text, tmp_path):
     """A second Ctrl-C, which stops the run mid-step, exited 1 as if the input were bad (the first one exits 130):
     it exits 130 too, with its one line saying where to resume from."""

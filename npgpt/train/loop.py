@@ -95,10 +95,14 @@ def train(
     (the result's ``stopped`` then says so). Devices: all of ``jax.devices()``, ``model_parallel`` of
     them per model replica, or an explicit ``mesh`` from :func:`npgpt.train.sharding.make_mesh`.
 
-    Raises NpgptError for a bad setting, ``out`` that is a file, a run already in ``out`` without
+    Raises NpgptError without matplotlib, for a bad setting, ``out`` that is a file, a run already in ``out`` without
     ``resume``, text too short for ``seq_len``, a loss that is not finite, or a step or evaluation
     that runs out of memory; CheckpointError for an unreadable checkpoint.
     """
+    try:  # each checkpoint draws the loss curve: without matplotlib the run died at its first
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise NpgptError("npgpt train draws its loss curve with matplotlib: pip install 'npgpt[train]'") from None
     asked = TrainSettings() if settings is None else settings
     out = Path(out)
     if out.exists() and not out.is_dir():
