@@ -30,7 +30,7 @@ from typing import Any
 
 from . import __version__
 from .errors import CheckpointError, NpgptError
-from .files import cannot_write, check_writable, parse_json
+from .files import cannot_write, check_writable, is_web_page, parse_json
 from .formats.npgpt_format import MODEL_FILE
 from .registry import hf_dir, home, openai_name
 
@@ -207,6 +207,13 @@ def _fetch(url: str, dest: Path, *, progress: Progress | None, retries: int, tim
                     f"download of {url} stopped at {e.done:,}{of} bytes ({e.reason}); "
                     "run the same command again to resume"
                 ) from None
+    if is_web_page(part):  # a network's login page answers every URL: running again would fetch it again
+        part.unlink()
+        raise NpgptError(
+            f"{url} sent a web page (HTML), not the file: a network's login page or a proxy's error page; "
+            "sign in to the network (open any site in a browser) or check your connection, then run the same "
+            "command again"
+        )
     os.replace(part, dest)
 
 

@@ -267,15 +267,21 @@ def broken_link(path: Path) -> CheckpointError:
     )
 
 
-def web_page(path: Path) -> CheckpointError | None:
-    """The error for a model file that is a web page (HTML or XML: the error or login page a failed download
-    saves in the file's place), or None. Every reader of a binary format asks before calling the file damaged."""
+def is_web_page(path: Path) -> bool:
+    """Whether ``path`` holds a web page (HTML or XML): the error or login page a failed download saves in a
+    file's place."""
     try:
         with open(path, "rb") as f:
             head = f.read(512).lstrip().lower()
     except OSError:
-        return None
-    if not head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return False
+    return head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
+
+
+def web_page(path: Path) -> CheckpointError | None:
+    """The error for a model file that is a web page (:func:`is_web_page`), or None. Every reader of a binary
+    format asks before calling the file damaged."""
+    if not is_web_page(path):
         return None
     return CheckpointError(
         f"{path}: a web page (HTML or XML), not a model file: an error page saved in its place by a failed "

@@ -399,3 +399,24 @@ def test_a_failed_download_write_says_it_as_every_writer_does(server, cache, mon
         download.download_openai("124M", base_url=server.url)
     target = cache / "124M" / npgpt_format.MODEL_FILE
     assert str(e.value) == f"cannot write {target}: {why} set NPGPT_HOME to a folder you can write to"
+
+
+def test_a_web_page_served_in_place_of_the_files_says_so(tmp_path, cache):
+    """A network's login page (a hotel's, a captive portal) answers every URL with HTML: the download was called
+    corrupt and "run the same command again" was advised, which fetches the same page. It says a web page came."""
+    root = tmp_path / "portal"
+    (root / "124M").mkdir(parents=True)
+    for name in download.OPENAI_FILES:
+        (root / "124M" / name).write_text("<!DOCTYPE html><html><body>Log in to use the Wi-Fi</body></html>")
+    srv = FileServer(root)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with pytest.raises(NpgptError) as e:
+            download.download_openai("124M", base_url=srv.url)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    said = str(e.value)
+    assert said.startswith(f"{srv.url}/124M/hparams.json sent a web page (HTML), not the file"), said
+    assert "sign in to the network" in said and "again" not in said.split(";")[0]
+    assert not (cache / "124M").exists() and not list(cache.rglob("hparams.json"))
