@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -125,6 +126,29 @@ def test_an_llmc_token_shard_is_read_without_its_header(tmp_path):
     model = save_checkpoint(tmp_path / "gpt2_124M.bin", config, init_params(config), fmt="llmc")
     with pytest.raises(NpgptError, match="an llm.c model file, not tokens to train on; pass it as --init"):
         D.open_tokens(model)  # its magic 20240326 and first weights would pass as ids
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"<!DOCTYPE html><html><body>Sign in to continue</body></html>\n",
+        b'{"error":"Access to dataset is restricted. You must be authenticated to access it."}',
+        b"First Citizen:\nBefore we proceed any further, hear me speak.\n",
+    ],
+)
+def test_text_named_bin_is_not_read_as_token_ids(tmp_path, content):
+    """A .bin is read as uint16 ids: an error page saved by curl -o, or text named .bin, of an even size was
+    trained on as ids (two letters each, every one in GPT-2's vocabulary) with nothing said. It is named as text."""
+    path = tmp_path / "train.bin"
+    path.write_bytes(content + b" " * (len(content) % 2))
+    with pytest.raises(NpgptError, match=f"{re.escape(str(path))}: text, not a uint16 token file"):
+        D.open_tokens(path)
+    assert D.open_tokens(D.tokenize_to_file(_text(tmp_path, content), tmp_path / "t.bin")).size > 0
+
+
+def _text(tmp_path, content: bytes) -> Path:
+    (tmp_path / "text.txt").write_bytes(content)
+    return tmp_path / "text.txt"
 
 
 def test_batches_are_random_contiguous_windows():

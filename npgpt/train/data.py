@@ -183,7 +183,28 @@ def open_tokens(path: str | Path) -> np.ndarray:
         return np.memmap(path, dtype=TOKENS_DTYPE, mode="r", offset=_LLMC_HEADER_BYTES, shape=(count,))
     if size < 2 or size % 2:
         raise NpgptError(f"{path}: not a uint16 token file (size {size} bytes)")
+    if _is_text(path):
+        raise NpgptError(
+            f"{path}: text, not a uint16 token file (a .bin is read as token ids); give a text file another name "
+            "(e.g. .txt) to train on it, or download the token file again if this is an error page"
+        )
     return np.memmap(path, dtype=TOKENS_DTYPE, mode="r")
+
+
+def _is_text(path: Path) -> bool:
+    """Whether a file's first bytes are printable UTF-8 text. 256 ids are not: GPT-2's common ids are below 8192,
+    whose high byte is a control character (a NUL for "," and ".", \\x01 for " the", 262)."""
+    import codecs
+
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if len(head) < 16:  # a few ids could spell anything
+        return False
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a character cut at the end
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\n\r" for c in text)
 
 
 def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: CharTokenizer | None = None) -> np.ndarray:
