@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .activations import NAMES as ACTIVATIONS
-from .errors import is_finite_number, is_integer, shown
+from .errors import is_finite_number, is_integer, json_kind, shown
 
 _INTS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
 _BOOLS = (
@@ -162,7 +162,9 @@ class GPT2Config:
         or HF's ``add_cross_attention`` (an encoder-decoder model).
         """
         if not isinstance(d, dict):
-            raise ValueError(f"model config must be a JSON object, got {type(d).__name__}")
+            raise ValueError(
+                f"model config is not a JSON object but {json_kind(d)}; re-download or re-convert the model"
+            )
         if d.get("model_type", "gpt2") != "gpt2":
             raise ValueError(f"model_type is {d['model_type']!r}; npgpt runs GPT-2 ('gpt2') models only")
         if d.get("add_cross_attention", False) is not False:

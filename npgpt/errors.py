@@ -49,6 +49,16 @@ def shown(value: object) -> str:
         return f"a {type(value).__name__} too large to show"
 
 
+def json_kind(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words, for "not a JSON object but a list"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    kinds = ((list, "a list"), (str, "a string"), (numbers.Number, "a number"), (dict, "an object"))
+    return next((kind for t, kind in kinds if isinstance(value, t)), type(value).__name__)
+
+
 def is_finite_number(x: object) -> bool:
     """A finite real number: Python's or NumPy's (np.float32(0.5)), never a bool (NumPy's bool_ is no number)."""
     if not isinstance(x, numbers.Real) or isinstance(x, bool):

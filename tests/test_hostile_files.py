@@ -268,6 +268,26 @@ def test_a_file_that_is_not_the_format_its_name_says_is_told_how_to_recover(tmp_
         load_checkpoint(tmp_path / name)
 
 
+@pytest.mark.parametrize("value", ["[1, 2]", "null", '"gpt2"'])
+@pytest.mark.parametrize("where", ["hf", "openai", "npgpt"])
+def test_a_config_that_is_json_but_not_an_object_says_how_to_recover(tmp_path, where, value):
+    """A config.json, hparams.json or npgpt metadata config that was valid JSON but a list was named ("config.json
+    is not a JSON object") with no fix: each says to re-download or re-convert the model."""
+    from npgpt.formats import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "m", CONFIG, random_params(CONFIG), fmt=where)
+    if where == "hf":
+        (path / "config.json").write_text(value)
+    elif where == "openai":
+        (path / "hparams.json").write_text(value)
+    else:
+        header, data = _split(path)
+        header["__metadata__"]["config"] = value
+        _join(path, header, data)
+    with pytest.raises(CheckpointError, match=r"not a JSON object.*; re-download or re-convert the model$"):
+        load_checkpoint(path)
+
+
 def test_a_loop_of_links_is_named_as_one(tmp_path):
     """A loop was described as a link to a file "which does not exist", though that link does exist."""
     (tmp_path / "model.safetensors").symlink_to("loop2")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, shown
+from ..errors import CheckpointError, json_kind, shown
 from ..files import broken_link, parse_json
 from .npgpt_format import read_safetensors
 
@@ -39,7 +39,9 @@ def check_gpt2(config: Any, source: str) -> None:
     A config with neither key (hand-written) passes: the tensors' names and shapes decide.
     """
     if not isinstance(config, dict):
-        raise CheckpointError(f"{source}: config.json is not a JSON object")
+        raise CheckpointError(
+            f"{source}: not a JSON object but {json_kind(config)}; re-download or re-convert the model"
+        )
     model_type, archs = config.get("model_type"), config.get("architectures") or []
     ok = model_type == "gpt2" if model_type is not None else (not archs or any(a in GPT2_ARCHITECTURES for a in archs))
     if not ok:
