@@ -288,6 +288,22 @@ def test_a_config_that_is_json_but_not_an_object_says_how_to_recover(tmp_path, w
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    "index, said",
+    [("[1, 2]", "but a list"), ("{}", "but it has no weight_map"), ('{"weight_map": [1]}', "weight_map is a list")],
+)
+def test_a_shard_index_that_is_json_but_not_an_index_is_said_in_jsons_words(tmp_path, index, said):
+    """A model.safetensors.index.json holding a list was "not a shard index (TypeError: list indices must be
+    integers or slices, not str)": Python's words for a JSON fault. It says what the file holds instead."""
+    from npgpt.formats import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "m", CONFIG, random_params(CONFIG), fmt="hf-sharded", max_shard_size="20KB")
+    (path / "model.safetensors.index.json").write_text(index)
+    with pytest.raises(CheckpointError, match=f"index.json: not a shard index .*{said}; re-download it$") as e:
+        load_checkpoint(path)
+    assert "Error" not in str(e.value)
+
+
 def test_a_loop_of_links_is_named_as_one(tmp_path):
     """A loop was described as a link to a file "which does not exist", though that link does exist."""
     (tmp_path / "model.safetensors").symlink_to("loop2")

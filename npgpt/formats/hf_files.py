@@ -159,11 +159,17 @@ def read_safetensors_tensors(path: Path) -> dict[str, np.ndarray]:
 def shard_map(index_path: Path) -> dict[str, list[str]]:
     """Shard file -> the tensor names it holds, from an index's ``weight_map``; each a plain file name."""
     try:
-        weight_map = parse_json(index_path.read_text())["weight_map"]
-        if not isinstance(weight_map, dict):
-            raise TypeError("weight_map is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        index = parse_json(index_path.read_text())
+    except (OSError, ValueError) as e:
         raise CheckpointError(f"{index_path}: not a shard index ({type(e).__name__}: {e}); re-download it") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):  # said in JSON's words, not as Python's TypeError on a list
+        what = json_kind(index)
+        if isinstance(index, dict):
+            what = f"its weight_map is {json_kind(weight_map)}" if "weight_map" in index else "it has no weight_map"
+        raise CheckpointError(
+            f"{index_path}: not a shard index (a JSON object with a weight_map object), but {what}; re-download it"
+        )
     shards: dict[str, list[str]] = {}
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
