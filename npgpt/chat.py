@@ -105,14 +105,16 @@ class Conversation:
 
     def ask(self, message: str) -> tuple[str, int]:
         """The transcript to continue for the user's ``message``, and how many old messages were dropped
-        to fit it (see :func:`fit_history`). Raises NpgptError if the message does not fit even alone."""
+        to fit it (see :func:`fit_history`). Raises NpgptError (``param="budget"``) if the message does not fit
+        even alone."""
         start: list[Message] = [("system", self.system)] if self.system else []
         fitted, dropped = fit_history([*start, *self.history, ("user", message)], self.count_tokens, self.budget)
         prompt = chat_prompt(fitted)
-        if self.count_tokens(prompt) > self.budget:
+        if (tokens := self.count_tokens(prompt)) > self.budget:
             raise NpgptError(
-                f"that message takes more than the {self.budget} tokens the context leaves for the "
-                "conversation; say less (or lower --max-new-tokens)"
+                f"that message makes a {tokens}-token transcript, more than the conversation's budget={self.budget}; "
+                "say less (or raise budget=)",
+                param="budget",
             )
         self.history = fitted[len(start) :]
         return prompt, dropped

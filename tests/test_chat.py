@@ -92,8 +92,9 @@ def test_conversation_keeps_within_budget_and_resets():
     prompt, dropped = chat.ask("x" * 20)
     assert dropped == 2 and prompt == f"System: S\nUser: {'x' * 20}\nAssistant:"
     chat.answer("ok")
-    with pytest.raises(NpgptError, match="60 tokens"):
+    with pytest.raises(NpgptError, match="budget=60; say less") as e:  # a Python caller's words: no CLI flag
         chat.ask("y" * 60)
+    assert "--" not in str(e.value) and e.value.param == "budget"
     assert chat.history == [("user", "x" * 20), ("assistant", "ok")]  # a refused message changes nothing
     chat.reset()
     assert chat.ask("hello")[0] == "System: S\nUser: hello\nAssistant:"
@@ -179,7 +180,8 @@ def test_piped_chat_with_a_message_too_long_for_the_context_exits_1(model_file):
     long = " ".join(["word"] * 200)  # over the tiny model's 128-token context alone
     r = run_cli("chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", "2", input=f"hi\n{long}\nno\n")
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "that message takes more than" in r.stderr
+    assert "that message takes more than" in r.stderr and "lower --max-new-tokens" in r.stderr  # the CLI's words
+    assert "budget" not in r.stderr
     assert len(r.stdout.splitlines()) == 1  # the reply to "hi", then nothing
 
 

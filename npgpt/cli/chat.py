@@ -146,8 +146,13 @@ def chat_command(
         try:
             prompt, dropped = chat.ask(message)
         except NpgptError as e:  # too long for the context: refused; typed, the chat goes on
+            if e.param == "budget":  # the Conversation's budget= is the context less --max-new-tokens
+                e = NpgptError(
+                    f"that message takes more than the {chat.budget} tokens the {n_ctx}-token context leaves beside "
+                    f"a reply of --max-new-tokens {reply_room}; say less (or lower --max-new-tokens)"
+                )
             if not interactive:  # a script piping messages learns it from the exit status, as for bad UTF-8
-                raise
+                raise e from None
             print_error(str(e))
             continue
         if dropped:
