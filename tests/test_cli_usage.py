@@ -425,13 +425,13 @@ def test_other_tools_names_get_npgpts(args, hint):
         (
             ["--max-new-tokens", "5", "generate", "Hi"],
             "error: No such option: --max-new-tokens; options go after the command: npgpt generate --max-new-tokens ..."
-            " (see `npgpt --help`)",
+            " (see `npgpt generate --help`)",  # the command's options are in its help
         ),
         (["-v"], "error: No such option: -v. npgpt takes --version (see `npgpt --help`)"),  # Ollama's
         (
             ["--temp", "1", "generate", "Hi"],
             "error: No such option: --temp; npgpt generate takes --temperature, after the command:"
-            " npgpt generate --temperature ... (see `npgpt --help`)",
+            " npgpt generate --temperature ... (see `npgpt generate --help`)",
         ),
         (
             ["-m", "x"],
@@ -442,7 +442,22 @@ def test_other_tools_names_get_npgpts(args, hint):
             "error: Got unexpected extra argument (there). Quote text of several words: npgpt generate 'Hi there'"
             " (see `npgpt generate --help`)",
         ),
-        (["convert"], "error: Missing argument 'src'. (see `npgpt convert --help`)"),
+        (["convert"], "error: Missing argument 'src' (see `npgpt convert --help`)"),  # no "'src'. (see"
+        (["nosuch"], "error: No such command 'nosuch' (see `npgpt --help`)"),
+        # the hint named the command's help and the pointer the root's: "(npgpt next --help) (see `npgpt --help`)"
+        (
+            ["--foo", "next"],
+            "error: No such option: --foo; npgpt next has no such option either (see `npgpt next --help`)",
+        ),
+        (
+            ["next", "Hi", "--temp", "1"],
+            "error: No such option: --temp; npgpt next has nothing like it (see `npgpt next --help`)",
+        ),
+        (
+            ["--verbose"],
+            "error: No such option: --verbose; npgpt has no verbose mode; NPGPT_DEBUG=1 adds a traceback to"
+            " an error (see `npgpt --help`)",
+        ),
     ],
 )
 def test_a_command_line_that_does_not_parse_is_one_line(args, line):

@@ -22,6 +22,7 @@ import codecs
 import errno
 import io
 import os
+import re
 import sys
 from typing import Annotated
 
@@ -109,10 +110,12 @@ def main() -> None:
     except ClickException as e:  # a command line that does not parse: one line too, with click's exit code (2)
         if not e.format_message().strip():  # `npgpt` alone: the help, already printed, says it all
             sys.exit(e.exit_code)
-        hint = ""
-        if isinstance(e, UsageError):
-            hint = f" (see `{e.ctx.command_path if e.ctx is not None else 'npgpt'} --help`)"
-        print_error(e.format_message() + hint)
+        message, hint = e.format_message(), ""
+        if isinstance(e, UsageError):  # the one pointer to help, however the message ends (a hint names none)
+            path = getattr(e, "help_path", None) or (e.ctx.command_path if e.ctx is not None else "npgpt")
+            # click's "Missing argument 'src'." loses its full stop before the pointer, a hint's "npgpt X ..." not
+            message, hint = re.sub(r"(?<!\.)\.$", "", message), f" (see `{path} --help`)"
+        print_error(message + hint)
         sys.exit(e.exit_code)
     except Interrupted as e:
         print_error(str(e))

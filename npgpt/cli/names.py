@@ -227,7 +227,7 @@ def _hint_message(command: Any, name: str, theirs: str) -> str | None:
     if instead is not None:
         return f"No such option: {theirs}; {instead.format(cmd=name)}"
     if theirs in OPTIONS or theirs in INSTEAD:  # click's closest spellings would be a wrong neighbour
-        return f"No such option: {theirs}; npgpt {name} has nothing like it (npgpt {name} --help)"
+        return f"No such option: {theirs}; npgpt {name} has nothing like it"  # the error adds where help is
     return None
 
 
@@ -249,7 +249,10 @@ class Group(TyperGroup):
             message = self._root_hint(e.option_name, name)
             if message is None:
                 raise
-            raise NoSuchOption(e.option_name, message=message, ctx=ctx) from None
+            error = NoSuchOption(e.option_name, message=message, ctx=ctx)
+            if name is not None:  # the hint is about that command's options: its help is the one to see
+                error.help_path = f"{ctx.command_path} {name}"
+            raise error from None
 
     def _root_hint(self, theirs: str, name: str | None) -> str | None:
         """What ``npgpt THEIRS [... NAME]`` says: npgpt's root option, or where ``theirs`` goes for the command
@@ -266,14 +269,14 @@ class Group(TyperGroup):
                 after = f"after the command: npgpt {name} {ours} ..."
                 return f"No such option: {theirs}; npgpt {name} takes {ours}, {after}"
             message = _hint_message(command, name, theirs)  # click's would offer the root's --version
-            return message or f"No such option: {theirs}; npgpt {name} has no such option either (npgpt {name} --help)"
+            return message or f"No such option: {theirs}; npgpt {name} has no such option either"
         if any(_ours(c, theirs) is not None for c in self.commands.values()):
             return f"No such option: {theirs}; options go after the command: npgpt COMMAND {theirs} ..."
         instead = next((t for c, t in INSTEAD.get(theirs, ()) if c == "*"), None)
         if instead is not None:
             return f"No such option: {theirs}; {instead.format(cmd='COMMAND')}"
         if theirs in OPTIONS or theirs in INSTEAD:  # a command may say what to do instead
-            return f"No such option: {theirs}; npgpt's options go after the command (npgpt COMMAND --help)"
+            return f"No such option: {theirs}; npgpt's options go after the command"
         return None
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
