@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NpgptError
+from .errors import NpgptError, reason
 from .files import is_mapped, release_mapped
 from .hugepages import collapse_huge_pages
 from .params import Q8_0Blocks, as_floats, dequantized, head_name, map_with_path
@@ -54,7 +54,7 @@ def _require(module: str, backend: str) -> Any:
         raise NpgptError(f"backend {backend!r} is not installed; {hint}") from None
     except Exception as e:  # cuPyNumeric/legate raise their own errors when libcuda is missing
         raise NpgptError(
-            f"backend {backend!r} failed to start ({type(e).__name__}: {e}); it needs an NVIDIA GPU with its driver"
+            f"backend {backend!r} failed to start ({reason(e)}); it needs an NVIDIA GPU with its driver"
         ) from None
 
 

@@ -59,6 +59,22 @@ def json_kind(value: object) -> str:
     return next((kind for t, kind in kinds if isinstance(value, t)), type(value).__name__)
 
 
+def reason(e: BaseException) -> str:
+    """Why ``e`` happened, in words for a message that wraps it ("prefill failed: {reason}"): its text's first line,
+    never its Python type name ("NpgptError: out of memory ..." told a user or a client nothing the message did not;
+    an OpenAI client is not Python). The type speaks only where the text does not: a bare ``MemoryError`` is "out of
+    memory", a KeyError names what is missing, an OSError says the OS's words (and the file), a text-less one its
+    type."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    if isinstance(e, MemoryError):
+        return f"out of memory ({text})" if text else "out of memory"
+    if isinstance(e, KeyError) and e.args:
+        return f"missing key {shown(e.args[0])}"
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename is not None else e.strerror
+    return text or type(e).__name__
+
+
 def is_finite_number(x: object) -> bool:
     """A finite real number: Python's or NumPy's (np.float32(0.5)), never a bool (NumPy's bool_ is no number)."""
     if not isinstance(x, numbers.Real) or isinstance(x, bool):

@@ -49,3 +49,13 @@ def test_a_local_directory_of_another_architecture_is_refused(pair, tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"model_type is 'gpt_neo', not GPT-2"):
         load_checkpoint(tmp_path)
+
+
+def test_an_index_without_a_weight_map_says_what_is_missing(tmp_path):
+    """It said "(KeyError: 'weight_map')": Python's type name, not what is wrong with the file."""
+    from npgpt.formats.hf_files import shard_map
+
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text('{"metadata": {}}')
+    with pytest.raises(CheckpointError, match=r"not a shard index \(missing key 'weight_map'\); re-download it$"):
+        shard_map(index)

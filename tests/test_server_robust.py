@@ -28,6 +28,7 @@ from npgpt.params import init_params  # noqa: E402
 from npgpt.sampling import SamplingParams  # noqa: E402
 from npgpt.server import background_server, create_app  # noqa: E402
 from npgpt.server.scheduler import Request, RowFailed, Scheduler  # noqa: E402
+from npgpt.server.streaming import failure  # noqa: E402
 from npgpt.server.tasks import Row  # noqa: E402
 
 TINY = GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2)
@@ -114,6 +115,9 @@ def test_a_row_that_raises_ends_only_its_request(model, monkeypatch, at_token, b
     inject(monkeypatch, fault)
     good, error = run_batch(model)
     assert isinstance(error, RowFailed) and error.index == bad_row and "injected fault" in str(error)
+    assert "ValueError" not in str(
+        error
+    )  # a client is told the words, not Python's type: "choice 1 failed: injected ..."
     assert_good_unchanged(model, good)
 
 
@@ -148,6 +152,7 @@ def test_a_failing_prefill_ends_only_its_request(model):
     m.engine.backend = dataclasses.replace(m.backend, forward=failing)
     good, error = run_batch(m)
     assert isinstance(error, RuntimeError) and "injected prefill failure" in str(error)
+    assert "FloatingPointError" not in str(error)
     assert_good_unchanged(model, good)
 
 
@@ -393,6 +398,13 @@ def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(mod
             error = collect(inbox, n)[2]
             assert isinstance(error, RuntimeError) and "decode step failed" in str(error)
             assert "injected decode failure" in str(error)
+            # what the client reads had Python's type names twice: "generation failed: RuntimeError: the batch's decode
+            # step failed, ...: NpgptError: out of memory running ..."
+            told = failure(error).message
+            assert told.startswith(
+                "generation failed: the batch's decode step failed, ending every request in it: out of memory running "
+            ), told
+            assert "Error" not in told, told
         # out of memory is said to the user (run fewer rows), so it is logged as that one line, no traceback
         logged = [r for r in caplog.records if r.getMessage().startswith("generation step failed: out of memory")]
         assert logged and not any(r.exc_info for r in logged), [r.getMessage() for r in caplog.records]

@@ -28,7 +28,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import NpgptError
+from ..errors import NpgptError, reason
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
 from .names import ClickException, Command, Group, UsageError, as_flags
 from .options import Interrupted, print_error
@@ -142,7 +142,7 @@ def main() -> None:
 def _internal(e: BaseException) -> None:
     if os.environ.get("NPGPT_DEBUG"):
         raise e
-    print_error(f"{type(e).__name__}: {e} (set NPGPT_DEBUG=1 for a traceback)", label="internal error")
+    print_error(f"{reason(e)} (set NPGPT_DEBUG=1 for a traceback)", label="internal error")
     sys.exit(2)
 
 

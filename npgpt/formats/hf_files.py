@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, json_kind, shown
+from ..errors import CheckpointError, json_kind, reason, shown
 from ..files import broken_link, parse_json
 from .npgpt_format import read_safetensors
 
@@ -161,7 +161,7 @@ def shard_map(index_path: Path) -> dict[str, list[str]]:
     try:
         index = parse_json(index_path.read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{index_path}: not a shard index ({type(e).__name__}: {e}); re-download it") from None
+        raise CheckpointError(f"{index_path}: not a shard index ({reason(e)}); re-download it") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict):  # said in JSON's words, not as Python's TypeError on a list
         what = json_kind(index)

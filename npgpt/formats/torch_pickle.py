@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, reason
 from ..files import web_page
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -153,6 +153,14 @@ _ALLOWED: dict[str, Any] = {
 }
 
 
+class _Opcodes(dict):
+    """The unpickler's opcode table; a byte no opcode has is C pickle's "invalid load key" (Python's was a bare
+    KeyError of the byte: 255)."""
+
+    def __missing__(self, key: int) -> Any:
+        raise pickle.UnpicklingError(f"invalid load key, {bytes([key])!r}")
+
+
 class _Unpickler(pickle._Unpickler):  # the pure-Python one: its opcode table can be restricted
     """Unpickles only torch's tensor vocabulary; BUILD (``__setstate__``) only on an OrderedDict.
 
@@ -162,7 +170,7 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python one: its opcode table ca
     functions above.
     """
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch = _Opcodes(pickle._Unpickler.dispatch)
     stack: list[Any]  # the pure-Python unpickler's working stack
 
     def __init__(self, file: Any, source: str):
@@ -178,13 +186,13 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python one: its opcode table ca
                 f"{_UNSAFE}"
             )
 
-    dispatch[pickle.BUILD[0]] = load_build  # type: ignore[assignment]
+    dispatch[pickle.BUILD[0]] = load_build
 
     def load_ext(self) -> None:  # copyreg's extension codes: a process-wide cache that bypasses find_class
         raise CheckpointError(f"{self.source}: refused an extension-code global while unpickling; {_UNSAFE}")
 
     for _op in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
-        dispatch[_op[0]] = load_ext  # type: ignore[assignment]
+        dispatch[_op[0]] = load_ext
     del _op
 
     def find_class(self, module: str, name: str) -> Any:
@@ -260,7 +268,7 @@ def load(path: str | Path) -> Any:
         zipfile.BadZipFile,
         struct.error,
     ) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}); {_FIX}") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason(e)}); {_FIX}") from None
     raise web_page(path) or CheckpointError(
         f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); {_FIX}"
     )

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import NpgptError
+from ..errors import NpgptError, reason
 from ..generate import check_request as _check_request
 from ..sampling import SamplingParams
 from .protocol import too_deep
@@ -298,4 +298,4 @@ def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error").response()
+        return APIError(500, f"internal error: {reason(e)}", "server_error").response()

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cache import KVCache, copy_rows, grow, grown_capacity, rows
-from ..errors import NpgptError, shown
+from ..errors import NpgptError, reason, shown
 from ..generate import DecodeState, check_request, decode_step, prefill
 from .tasks import QueueFull, Request, Row, RowFailed, ShuttingDown, safe_deliver, unique
 
@@ -190,9 +190,7 @@ class Scheduler:
                     self._step()
             except Exception as e:  # shared state failed (the decode step, the cache): no one request to blame
                 _log_failure("generation step failed", e)
-                error = RuntimeError(
-                    f"the batch's decode step failed, ending every request in it: {type(e).__name__}: {e}"
-                )
+                error = RuntimeError(f"the batch's decode step failed, ending every request in it: {reason(e)}")
                 for request in unique([r.request for r in self._rows] + [r for r, _ in new]):
                     self._fail(request, error)
                 self._rows, self._cache = [], None
@@ -237,7 +235,7 @@ class Scheduler:
                     self._admit([(r, i) for r, i in new if r is request])
             else:
                 _log_failure("prefill failed", e)
-                self._fail(requests[0], RuntimeError(f"prefill failed: {type(e).__name__}: {e}"))
+                self._fail(requests[0], RuntimeError(f"prefill failed: {reason(e)}"))
             return
         for request, i in new:
             d, L = distinct[tuple(request.rows[i])], len(request.rows[i])

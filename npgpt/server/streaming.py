@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from ..errors import NpgptError, shown
+from ..errors import NpgptError, reason, shown
 from ..generate import Event
 from ..sampling import SamplingParams
 from .errors import APIError, SafeJSON, dumps
@@ -166,9 +166,7 @@ def failure(error: BaseException) -> APIError:
             msg = f"generation failed for choice {error.index}: {error.__cause__}"
             return APIError(500, msg, "server_error", code="model_error")
         return APIError(500, f"generation of {error}", "server_error", code="generation_failed")
-    return APIError(
-        500, f"generation failed: {type(error).__name__}: {error}", "server_error", code="generation_failed"
-    )
+    return APIError(500, f"generation failed: {reason(error)}", "server_error", code="generation_failed")
 
 
 def shutting_down(error: BaseException) -> APIError:
@@ -224,7 +222,7 @@ async def respond(answer: Answer, stream: bool, include_usage: bool, continuous_
             yield sse(e.body())
         except Exception as e:  # a bug: still a final error event and [DONE], never a cut stream
             log.exception("a stream failed")
-            yield sse(APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error").body())
+            yield sse(APIError(500, f"internal error: {reason(e)}", "server_error").body())
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(

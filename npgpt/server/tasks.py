@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import reason
 from ..generate import RowSampler
 from ..sampling import SamplingParams, row_rng, sample_indices
 
@@ -40,7 +41,7 @@ class RowFailed(RuntimeError):
     """
 
     def __init__(self, index: int, error: BaseException) -> None:
-        super().__init__(f"choice {index} failed: {type(error).__name__}: {error}")
+        super().__init__(f"choice {index} failed: {reason(error)}")
         self.index = index
         self.__cause__ = error
 
