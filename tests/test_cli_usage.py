@@ -755,3 +755,10 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, patch, argv, said):
     cmd = [sys.executable, "-c", script]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert r.returncode == 130 and r.stderr.strip().splitlines() == [said], (r.returncode, r.stderr)
+
+
+@pytest.mark.parametrize("args", [["-h"], ["generate", "-h"], ["chat", "-h"]])
+def test_h_is_help(args):
+    """llama.cpp, Ollama and nanoGPT's argparse scripts all take -h; npgpt said "No such option: -h"."""
+    r = run_cli(*args)
+    assert r.returncode == 0 and "Usage: npgpt" in r.stdout and r.stderr == "", r.stderr
