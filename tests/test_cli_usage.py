@@ -762,3 +762,12 @@ def test_h_is_help(args):
     """llama.cpp, Ollama and nanoGPT's argparse scripts all take -h; npgpt said "No such option: -h"."""
     r = run_cli(*args)
     assert r.returncode == 0 and "Usage: npgpt" in r.stdout and r.stderr == "", r.stderr
+
+
+@pytest.mark.parametrize("words", [["Hi", "word " * 3000], ["gpt2", "a page\nof text"], ["Hi", "two\nlines"]])
+def test_extra_arguments_are_repeated_in_one_short_line(words):
+    """A page pasted unquoted after a prompt was repeated twice in the error (60 kB on "one" line), a line break
+    broke it in two; the error cuts and escapes the text and says to pipe it in."""
+    r = run_cli("generate", *words)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and len(r.stderr) < 400, r.stderr
+    assert "npgpt generate < FILE" in r.stderr

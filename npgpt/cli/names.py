@@ -141,6 +141,21 @@ COMMANDS = {
 }
 
 
+_SHOWN = 80  # characters of the user's text a usage error repeats: a page pasted unquoted made the line a page
+
+
+def _cut(text: str) -> str:
+    """``text`` for a one-line error: control characters escaped (a pasted line break is ``\\n``), cut past
+    :data:`_SHOWN` characters, with its length."""
+    shown = text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m[0])[1:-1], shown)
+
+
+def _typeable(text: str) -> bool:
+    """Whether a command line holding ``text`` quoted fits in the one line of an error."""
+    return len(text) <= _SHOWN and not re.search(r"[\x00-\x1f\x7f]", text)
+
+
 class Command(TyperCommand):
     """A typer command whose unknown-option error names npgpt's spelling of another tool's option, and whose
     Ctrl-C is one line (typer's own exits 130 saying nothing)."""
@@ -176,18 +191,23 @@ class Command(TyperCommand):
         Ollama's MODEL PROMPT order (``npgpt generate gpt2 "Hi"``), or a prompt of several words unquoted."""
         import shlex
 
-        message = f"Got unexpected extra argument{'s' * (len(extra) > 1)} ({' '.join(extra)})"
+        words = " ".join(extra)
+        message = f"Got unexpected extra argument{'s' * (len(extra) > 1)} ({_cut(words)})"
         first = ctx.params.get("prompt", ctx.params.get("text"))  # the text argument, on commands that take one
         if not isinstance(first, str):
             return message
         from ..registry import names_a_model
 
         command = f"npgpt {ctx.info_name}"
-        if self._has("--model") and names_a_model(first):
-            return (
-                f"{message}. The model goes after -m: {command} {shlex.quote(' '.join(extra))} -m {shlex.quote(first)}"
-            )
-        return f"{message}. Quote text of several words: {command} {shlex.quote(' '.join([first, *extra]))}"
+        model = self._has("--model") and names_a_model(first)
+        text = words if model else " ".join([first, *extra])
+        # a text past a line (a page pasted unquoted) is not repeated: the command to pipe it in is said instead
+        given = shlex.quote(text) if _typeable(text) else "< FILE"
+        if model:
+            return f"{message}. The model goes after -m: {command} {given} -m {shlex.quote(first)}"
+        if given == "< FILE":
+            return f"{message}. Pipe the text in: {command} {given}"
+        return f"{message}. Quote text of several words: {command} {given}"
 
     def _hint(self, ctx: Any, theirs: str) -> None:
         """NoSuchOption naming npgpt's spelling of ``theirs`` where this command has it, or what to do instead
