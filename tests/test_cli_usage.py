@@ -771,3 +771,25 @@ def test_extra_arguments_are_repeated_in_one_short_line(words):
     r = run_cli("generate", *words)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and len(r.stderr) < 400, r.stderr
     assert "npgpt generate < FILE" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["generate", "max_new_tokens=3"], "npgpt takes --max-new-tokens 3 (to continue that very text, pipe it in"),
+        (["generate", "Hi", "num_samples=2"], "num_samples=2 is nanoGPT's way to set num_samples; npgpt takes -n 2"),
+        (["generate", "init_from=gpt2"], "npgpt takes --model gpt2"),
+        (["generate", "start=FILE:prompt.txt"], "npgpt takes --prompt-file prompt.txt"),
+        (["chat", "temperature=0.8"], "npgpt takes --temperature 0.8"),
+    ],
+)
+def test_nanogpts_key_value_arguments_name_npgpts_flags(args, hint):
+    """nanoGPT sets its options as key=value: `npgpt generate max_new_tokens=3` continued the text
+    "max_new_tokens=3" and exited 0; with a prompt before it, it was told to quote "Hi num_samples=2"."""
+    r = run_cli(*args)
+    assert r.returncode == 2 and hint in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_text_with_an_equals_sign_is_still_a_prompt(model_file):
+    r = run_cli("generate", "x=1", "--model", model_file, "--max-new-tokens", "2", "--seed", "1")
+    assert r.returncode == 0 and r.stdout.startswith("x=1"), r.stderr

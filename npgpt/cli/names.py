@@ -182,9 +182,36 @@ class Command(TyperCommand):
             raise
         finally:
             ctx.allow_extra_args = allow_extra
+        if not ctx.resilient_parsing:
+            texts = [v for p in self.params if p.param_type_name == "argument" for v in _values(ctx.params.get(p.name))]
+            for value in [*texts, *rest]:
+                if (setting := self._setting(ctx, value, is_text=value in texts)) is not None:
+                    raise UsageError(setting, ctx=ctx)
         if rest and not allow_extra and not ctx.resilient_parsing:
             raise UsageError(self._extra_arguments(ctx, rest), ctx=ctx)
         return rest
+
+    def _setting(self, ctx: Any, value: str, is_text: bool) -> str | None:
+        """What to type for nanoGPT's ``key=value`` given as an argument (``max_new_tokens=3``, ``start=Hi``) where
+        ``key`` is one of this command's options by another tool's name, or None: as a prompt it was continued as
+        text (or refused as an extra argument with "quote text of several words")."""
+        import shlex
+
+        m = re.fullmatch(r"([A-Za-z]\w*)=(\S*)", value)
+        ours = _ours(self, f"--{m[1]}") if m else None
+        if m is None or ours is None:
+            return None
+        key, given = m[1], m[2]
+        name = ctx.info_name
+        if ours != "PROMPT":
+            how = f"{ours} {shlex.quote(given)}"
+        elif given.startswith("FILE:") and _has(self, "--prompt-file"):  # nanoGPT's start=FILE:prompt.txt
+            how = f"--prompt-file {shlex.quote(given.removeprefix('FILE:'))}"
+        else:
+            how = f"the text as an argument: npgpt {name} {shlex.quote(given)}"
+        pipe = f"echo {shlex.quote(value)} | npgpt {name}"
+        instead = f" (to continue that very text, pipe it in: {pipe})" if is_text else ""
+        return f"{value} is nanoGPT's way to set {key}; npgpt takes {how}{instead}"
 
     def _extra_arguments(self, ctx: Any, extra: list[str]) -> str:
         """click's "Got unexpected extra argument", with the command meant where a prompt came with more words:
@@ -218,6 +245,12 @@ class Command(TyperCommand):
 
     def _has(self, ours: str) -> bool:
         return _has(self, ours)
+
+
+def _values(value: object) -> list[str]:
+    """An argument's text values: one, several (``nargs=-1``), or none (a path, a number, None)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in values if isinstance(v, str)]
 
 
 def _has(command: Any, ours: str) -> bool:
