@@ -405,6 +405,10 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["run", "124M", "Why is the sky blue?"], "npgpt generate 'Why is the sky blue?' -m 124M"),  # Ollama
         (["run", "124M"], "npgpt chat -m 124M"),
         (["ps"], "npgpt keeps no models running"),
+        (["create", "mymodel"], "npgpt has no Modelfiles"),  # click offered 'chat'
+        (["cp", "a", "b"], "npgpt uses a model where it lies (-m PATH)"),
+        (["push", "a"], "npgpt uploads no models"),
+        (["help"], "npgpt's is --help (or -h)"),
         (
             ["generate", "gpt2", "Why is the sky blue?"],
             "npgpt generate 'Why is the sky blue?' -m gpt2",

@@ -138,6 +138,11 @@ COMMANDS = {
     "remove": "npgpt's is rm",
     "ps": "npgpt keeps no models running: each command loads its model and exits (a server: npgpt serve)",
     "stop": "npgpt keeps no models running: each command loads its model and exits (a server: npgpt serve)",
+    # click offered 'chat' for create: npgpt has no model store of its own to create, copy or push models in
+    "create": "npgpt has no Modelfiles: a model is a checkpoint file or folder, used where it lies (-m PATH)",
+    "cp": "npgpt uses a model where it lies (-m PATH); copy its file or folder as any other",
+    "push": "npgpt uploads no models; npgpt convert MODEL DIR --to hf writes a folder the Hugging Face Hub takes",
+    "help": "npgpt's is --help (or -h), after a command for its own: npgpt generate --help",
 }
 
 
