@@ -171,3 +171,20 @@ def test_output_that_cannot_encode_the_text_is_escaped_not_an_internal_error():
     r = run_cli("tokenize", "Hi 👋", env={"PYTHONIOENCODING": "ascii"})
     assert r.returncode == 0, r.stderr
     assert "17250 50169 233" in r.stdout and "\\u27e8" in r.stdout  # the ids, and ⟨ of the byte tokens escaped
+
+
+def test_an_internal_error_exits_1_not_a_usage_errors_2():
+    """A bug exited 2, the code of a command line that does not parse, so a script read it as its own mistake."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, npgpt.tokenizer as t\n"
+        "def broken(self, *a, **k):\n    raise ZeroDivisionError('division by zero')\n"
+        "t.Tokenizer.encode = broken\n"
+        "sys.argv = ['npgpt', 'tokenize', 'Hi']\n"
+        "from npgpt.cli import main\nmain()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == "internal error: division by zero (set NPGPT_DEBUG=1 for a traceback)\n"

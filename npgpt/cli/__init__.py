@@ -144,7 +144,7 @@ def _internal(e: BaseException) -> None:
     if os.environ.get("NPGPT_DEBUG"):
         raise e
     print_error(f"{reason(e)} (set NPGPT_DEBUG=1 for a traceback)", label="internal error")
-    sys.exit(2)
+    sys.exit(1)  # an error, as Python's own exit for an uncaught exception: 2 is a command line that does not parse
 
 
 def _drop_stdout() -> None:
