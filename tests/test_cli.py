@@ -188,3 +188,23 @@ def test_an_internal_error_exits_1_not_a_usage_errors_2():
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stderr
     assert r.stderr == "internal error: division by zero (set NPGPT_DEBUG=1 for a traceback)\n"
+
+
+@pytest.mark.parametrize(
+    "data, said",
+    [
+        (b"\xff\xfe\x00x", "error: standard input is binary, not text (it holds a NUL byte); pipe in UTF-8 text"),
+        (b"caf\xe9", "error: standard input is not UTF-8 text (byte 3 is 0xe9); convert it"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [["generate", "-m", "bundled"], ["next", "-m", "bundled"], ["tokenize"], ["score", "-", "-m", "bundled"]]
+)
+def test_text_piped_in_that_is_not_utf8_names_standard_input(command, data, said):
+    """It said "- is a binary file; give a UTF-8 text file of a prompt": no file was given, text was piped in."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "npgpt", *command], input=data, capture_output=True, timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and err.startswith(said) and len(err.splitlines()) == 1, err

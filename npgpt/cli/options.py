@@ -163,19 +163,23 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
 
 
 def read_text(path: Path, what: str) -> str:
-    """A UTF-8 text file's contents, or one error naming the file and why it cannot be read as text."""
-    if str(path) == "-" and sys.stdin is None:
+    """A UTF-8 text file's contents (``-``: standard input's), or one error naming the file and why it cannot be read
+    as text."""
+    stdin = str(path) == "-"
+    if stdin and sys.stdin is None:
         raise NpgptError(f"cannot read {what} from stdin: it is closed; pipe the text in or give a file")
+    source = "standard input" if stdin else str(path)  # "- is a binary file" named no file the user gave
     try:
-        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        data = sys.stdin.buffer.read() if stdin else path.read_bytes()
     except OSError as e:
-        raise NpgptError(f"cannot read {what} from {path}: {e.strerror}") from None
+        raise NpgptError(f"cannot read {what} from {source}: {e.strerror}") from None
     if b"\0" in data:
-        raise NpgptError(f"{path} is a binary file; give a UTF-8 text file of {what}")
+        fix = "pipe in UTF-8 text" if stdin else f"give a UTF-8 text file of {what}"
+        raise NpgptError(f"{source} is binary, not text (it holds a NUL byte); {fix}")
     try:
         return data.decode("utf-8-sig")  # a byte-order mark (Notepad writes one) is not text: dropped
     except UnicodeDecodeError as e:
         raise NpgptError(
-            f"{path} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
+            f"{source} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
             f"convert it, e.g. `iconv -f latin1 -t utf-8`"
         ) from None
