@@ -307,8 +307,7 @@ def load(
     """
     from .backends import check_dtype
     from .char_tokenizer import tokenizer_from_spec
-    from .formats import load_checkpoint
-    from .formats.npgpt_format import tokenizer_spec
+    from .formats import load_checkpoint, tokenizer_spec
     from .registry import resolve
 
     check_dtype(dtype, allow_auto=True)  # before the (slow) load
@@ -319,10 +318,14 @@ def load(
     # With "auto" too: if it picks another dtype, put_params dequantizes them then.
     wants_blocks = dtype in ("int8", AUTO) and get_backend(backend).from_q8_0 is not None
     config, params = load_checkpoint(path, q8_0_blocks=wants_blocks)
-    spec = tokenizer_spec(path)  # a model trained with --tokenizer char names its own
+    # a model trained with --tokenizer char names its own; a fine-tune saved with its tokenizer, the tokens added
+    spec = tokenizer_spec(path)
     tokenizer = tokenizer_from_spec(spec)
     if spec is not None and tokenizer.n_vocab > config.n_vocab:
-        raise NpgptError(f"{path}: its tokenizer has {tokenizer.n_vocab} tokens, the model only {config.n_vocab}")
+        raise NpgptError(
+            f"{path}: its tokenizer has {tokenizer.n_vocab} tokens, the model only {config.n_vocab} rows; "
+            "resize the model's embeddings to the tokenizer's length and save it again"
+        )
     return GPT2(
         config, params, tokenizer, backend=backend, source=str(path), notice=notice, dtype=dtype, auto_rows=auto_rows
     )

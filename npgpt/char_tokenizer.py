@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import CheckpointError, NpgptError
-from .tokenizer import EOT, StreamDecoder, Tokenizer
+from .tokenizer import EOT, AddedToken, StreamDecoder, Tokenizer
 
 
 class CharTokenizer(Tokenizer):
@@ -91,15 +91,24 @@ class CharTokenizer(Tokenizer):
 
 
 def tokenizer_from_spec(spec: dict[str, Any] | None) -> Tokenizer:
-    """The tokenizer a model file names (:meth:`CharTokenizer.to_spec`), GPT-2's when it names none.
+    """The tokenizer a model names: a character-level one (:meth:`CharTokenizer.to_spec`), GPT-2's with the
+    tokens a fine-tune added (``{"type": "gpt2", "added_tokens": [...]}``, :meth:`Tokenizer.to_spec`), or
+    GPT-2's own when it names none.
 
     Raises CheckpointError for a spec npgpt does not know.
     """
     if spec is None:
         return Tokenizer()
+    if isinstance(spec, dict) and spec.get("type") == "gpt2" and isinstance(spec.get("added_tokens"), list):
+        try:
+            return Tokenizer(added_tokens=[AddedToken(**t) for t in spec["added_tokens"]])
+        except TypeError:  # an entry that is no AddedToken's fields
+            raise CheckpointError(f"unreadable added tokens in the tokenizer ({str(spec)[:60]})") from None
+        except NpgptError as e:
+            raise CheckpointError(str(e)) from None
     if not isinstance(spec, dict) or spec.get("type") != CharTokenizer.kind or not isinstance(spec.get("chars"), str):
         raise CheckpointError(
             f"unknown tokenizer in the model file ({str(spec)[:60]}); "
-            "this npgpt reads 'char' tokenizers only, or none (GPT-2's)"
+            "this npgpt reads 'char' and 'gpt2' tokenizers only, or none (GPT-2's)"
         )
     return CharTokenizer(spec["chars"])

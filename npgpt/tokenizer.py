@@ -9,7 +9,9 @@ from __future__ import annotations
 import codecs
 import functools
 import json
+import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -64,25 +66,130 @@ def gpt2_tokens() -> tuple[str, ...]:
     return tuple(t for t, _ in sorted(encoder.items(), key=lambda kv: kv[1]))
 
 
+@dataclass(frozen=True)
+class AddedToken:
+    """A token added to GPT-2's vocabulary, as a Hugging Face tokenizer saves it (tokenizer.json's
+    ``added_tokens``): ``tok.add_special_tokens({"pad_token": "[PAD]"})`` makes ``[PAD]`` id 50257.
+
+    transformers splits every added token out of the text before the BPE runs, special or not; npgpt does
+    so too, except that a ``special`` one (a control token: ``<|endoftext|>``, ``<|im_end|>``) is split out
+    only where ``<|endoftext|>`` is (``encode(..., allow_special=True)``), so user text cannot inject one.
+    ``normalized`` tokens are matched after the others, as the ``tokenizers`` library does.
+    """
+
+    content: str
+    id: int
+    special: bool = True
+    normalized: bool = False
+
+
+GPT2_ADDED = (AddedToken(EOT, EOT_ID),)  # GPT-2's own: <|endoftext|>, special
+
+
+def _level_bytes(content: str) -> bytes:
+    """The bytes ``tokenizers``' byte-level decoder gives an added token: each character's byte when all are
+    in GPT-2's printable map (``Ġx`` is b" x"), else the text's UTF-8 (``<|im start|>``, with its space)."""
+    byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+    if all(c in byte_of for c in content):
+        return bytes(byte_of[c] for c in content)
+    return content.encode("utf-8")
+
+
+def _splitter(tokens: Iterable[AddedToken]) -> re.Pattern[str] | None:
+    """A regex matching the tokens leftmost-longest, as ``tokenizers``' Aho-Corasick split does: at one
+    position the longest alternative is tried first."""
+    contents = sorted({t.content for t in tokens}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, contents))) if contents else None
+
+
 class Tokenizer:
     """GPT-2 tokenizer: ``encode`` text to ids, ``decode`` ids to text.
 
     ``encoder.json`` alone defines the ranks (a token's id is its merge rank); ``vocab.bpe``
     holds the same merges in order and is kept for compatibility with OpenAI's layout.
+    ``added_tokens``: the tokens a fine-tune added (:class:`AddedToken`), GPT-2's ``<|endoftext|>``
+    among them; new ids follow GPT-2's 50257 without gaps, and ``n_vocab`` counts them.
     """
 
-    def __init__(self, encoder_json: str | Path | None = None) -> None:
+    def __init__(
+        self, encoder_json: str | Path | None = None, added_tokens: Iterable[AddedToken] | None = None
+    ) -> None:
         path = Path(encoder_json) if encoder_json else default_files()[0]
         self._enc = _encoding(str(path))
         self.eot_id = self._enc.eot_token
-        self.n_vocab = self._enc.n_vocab
+        n_base = self._enc.n_vocab
+        self.added_tokens = GPT2_ADDED if added_tokens is None else tuple(added_tokens)
+        self._new = {t.id: _level_bytes(t.content) for t in self.added_tokens if t.id >= n_base}
+        self._check_added(n_base)
+        self.n_vocab = n_base + len(self._new)
+        self._n_base = n_base
+        # Split out by encode: (first pass, second pass) per allow_special
+        self._ids = {t.content: t.id for t in self.added_tokens}
+        self._split = {
+            allow: tuple(
+                _splitter(t for t in self.added_tokens if t.normalized == normalized and (allow or not t.special))
+                for normalized in (False, True)
+            )
+            for allow in (False, True)
+        }
+        self._plain = self.added_tokens == GPT2_ADDED  # tiktoken alone does it all
+
+    def _check_added(self, n_base: int) -> None:
+        for t in self.added_tokens:
+            if not t.content:
+                raise NpgptError(f"added token id {t.id} is empty text; remove it from the tokenizer")
+            if 0 <= t.id < n_base and self._enc.decode_single_token_bytes(t.id) != _level_bytes(t.content):
+                raise NpgptError(
+                    f"added token {t.content!r} has id {t.id}, which is GPT-2's "
+                    f"{self._enc.decode_single_token_bytes(t.id)!r}; give it a new id from {n_base} on"
+                )
+            if t.id < 0:
+                raise NpgptError(f"added token {t.content!r} has id {t.id}; ids are 0 or more")
+        new = sorted(self._new)
+        if new != list(range(n_base, n_base + len(new))):
+            gap = next(i for i in range(n_base, n_base + len(new) + 1) if i not in self._new)
+            raise NpgptError(
+                f"added token ids must follow GPT-2's {n_base} tokens without gaps, and id {gap} is no token "
+                f"(ids {new[0]} to {new[-1]}); renumber the added tokens from {n_base}"
+            )
+        if len({t.content for t in self.added_tokens}) != len(self.added_tokens):
+            raise NpgptError("an added token is listed twice; keep one entry per token text")
+
+    def to_spec(self) -> dict | None:
+        """JSON-ready description of the added tokens (None for GPT-2's own), stored with converted weights."""
+        if self._plain:
+            return None
+        return {"type": "gpt2", "added_tokens": [vars(t) for t in self.added_tokens]}
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
-        """Token ids of ``text``. ``<|endoftext|>`` becomes id 50256 only with ``allow_special``;
-        otherwise it is ordinary text (so user input can never inject a control token)."""
-        if allow_special:
-            return self._enc.encode(text, allowed_special="all")
-        return self._enc.encode(text, allowed_special=set(), disallowed_special=())
+        """Token ids of ``text``. ``<|endoftext|>`` (and any special added token) becomes its id only with
+        ``allow_special``; otherwise it is ordinary text (so user input can never inject a control token).
+        A non-special added token is always its id, as in transformers."""
+        if self._plain:
+            if allow_special:
+                return self._enc.encode(text, allowed_special="all")
+            return self._enc.encode(text, allowed_special=set(), disallowed_special=())
+        first, second = self._split[allow_special]
+        ids: list[int] = []
+        for piece, token in self._pieces(text, first):
+            if token:
+                ids.append(self._ids[piece])
+                continue
+            for part, added in self._pieces(piece, second):
+                ids += [self._ids[part]] if added else self._enc.encode_ordinary(part)
+        return ids
+
+    @staticmethod
+    def _pieces(text: str, split: re.Pattern[str] | None) -> Iterator[tuple[str, bool]]:
+        """``text`` cut at the matches of ``split``: (piece, whether it is an added token)."""
+        start = 0
+        for m in split.finditer(text) if split is not None else ():
+            if m.start() > start:
+                yield text[start : m.start()], False
+            yield m.group(), True
+            start = m.end()
+        if start < len(text):
+            yield text[start:], False
 
     def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
         return [self.encode(t, allow_special) for t in texts]
@@ -91,7 +198,16 @@ class Tokenizer:
         """The raw bytes of ``ids``, which need not be valid UTF-8."""
         ids = list(ids)
         try:
-            return self._enc.decode_bytes(ids)
+            if not self._new:
+                return self._enc.decode_bytes(ids)
+            out, run = bytearray(), list[int]()
+            for i in ids:
+                if i in self._new:
+                    out += self._enc.decode_bytes(run) + self._new[i]
+                    run = []
+                else:
+                    run.append(i)
+            return bytes(out + self._enc.decode_bytes(run))
         except (KeyError, OverflowError):  # tiktoken's errors for ids >= n_vocab and < 0
             bad = [i for i in ids if not 0 <= i < self.n_vocab]
             if not bad:
@@ -104,6 +220,8 @@ class Tokenizer:
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token: a piece of a UTF-8 character for some ids (e.g. ``b"\\xf0\\x9f"``)."""
+        if token_id in self._new:
+            return self._new[token_id]
         try:
             return self._enc.decode_single_token_bytes(token_id)
         except (KeyError, OverflowError):

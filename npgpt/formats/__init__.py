@@ -290,6 +290,21 @@ def _single_file(directory: Path) -> Path | None:
 CHECK_CHUNK = 1 << 20  # values checked at a time by check_finite
 
 
+def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
+    """The tokenizer a checkpoint keeps with its weights (see :func:`npgpt.char_tokenizer.tokenizer_from_spec`):
+    an npgpt file's metadata (a character-level vocabulary, or GPT-2's with added tokens), a Hugging Face
+    directory's tokenizer files (GPT-2's with the tokens a fine-tune added); None for GPT-2's own."""
+    from . import hf_files, npgpt_format
+
+    path = Path(path)
+    fmt = detect(path)
+    if fmt == "npgpt":
+        return npgpt_format.tokenizer_spec(path)
+    if fmt in ("hf", "hf-sharded", "hf-bin"):
+        return hf_files.tokenizer_spec(path if path.is_dir() else path.parent)
+    return None
+
+
 def load_checkpoint(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, Any]]:
     """Config and float32 NumPy params from any supported checkpoint path.
 

@@ -156,7 +156,7 @@ def load(directory: str | Path, weights: str | Path | None = None) -> tuple[GPT2
         config = GPT2Config.from_dict(raw)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{config_path}: {e}") from None
-    check_tokenizer(directory)
+    check_tokenizer(directory, config.n_vocab)
     tensors, weights_path = read_tensors(directory, None if weights is None else Path(weights))
     theirs = {ours: name for name, ours in our_names(tensors, weights_path)}
     if config.tie_word_embeddings and "wte" not in theirs and "lm_head" in theirs:

@@ -70,20 +70,40 @@ BPE_VOCABS = ("tokenizer.json", "vocab.json")
 OTHER_VOCABS = ("vocab.txt", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
 
 
-def check_tokenizer(directory: Path) -> None:
-    """CheckpointError if the tokenizer saved beside the model is not GPT-2's: npgpt encodes text with
-    GPT-2's BPE, so a model trained on another vocabulary would read wrong tokens and write gibberish
-    (GGUF's tokenizer metadata is checked the same way). A directory without tokenizer files passes."""
-    from ..tokenizer import gpt2_tokens
+def check_tokenizer(directory: Path, n_rows: int | None = None) -> None:
+    """CheckpointError if the tokenizer saved beside the model is not GPT-2's, or not one npgpt reads as
+    transformers does (:func:`tokenizer_spec`), or if it has a token with no embedding row: ``n_rows``,
+    the weights' vocabulary size (rows past the tokenizer's tokens are padding, nanoGPT's 50304)."""
+    spec = tokenizer_spec(directory)
+    if spec is None or n_rows is None:
+        return
+    n_tokens = 1 + max(t["id"] for t in spec["added_tokens"])
+    if n_tokens > n_rows:
+        token = next(t["content"] for t in spec["added_tokens"] if t["id"] == n_tokens - 1)
+        raise CheckpointError(
+            f"{directory}: the tokenizer's added token {token!r} is id {n_tokens - 1}, but the weights have "
+            f"{n_rows} token rows; save the model after model.resize_token_embeddings(len(tokenizer))"
+        )
 
+
+def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
+    """The tokenizer saved beside the model, for :func:`npgpt.char_tokenizer.tokenizer_from_spec`: None for
+    GPT-2's own (or none saved), else GPT-2's with the tokens a fine-tune added (``{"type": "gpt2",
+    "added_tokens": [...]}``: tokenizer.json's ``added_tokens``; without it, tokenizer_config.json's
+    ``added_tokens_decoder`` or added_tokens.json, as a slow tokenizer saves them).
+
+    CheckpointError if it is not GPT-2's (npgpt encodes text with GPT-2's BPE, so a model trained on another
+    vocabulary would read wrong tokens and write gibberish; GGUF's tokenizer metadata is checked the same
+    way), or if an added token's ``lstrip``/``rstrip``/``single_word`` changes how it is matched.
+    """
+    from ..tokenizer import GPT2_ADDED, gpt2_tokens
+
+    files = {name: _tokenizer_file(directory / name) for name in (*BPE_VOCABS, *SETTINGS)}
     for name in BPE_VOCABS:
-        path = directory / name
-        if not path.is_file():
+        data = files[name]
+        if data is None:
             continue
-        try:
-            data = parse_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable tokenizer file ({e}); re-download it") from None
+        path = directory / name
         kind: Any = "BPE"  # vocab.json: the BPE's vocabulary itself
         vocab = data
         if name == "tokenizer.json":
@@ -100,10 +120,97 @@ def check_tokenizer(directory: Path) -> None:
             raise _not_gpt2_tokenizer(
                 path, f"a vocabulary of {len(vocab)} tokens, not GPT-2's (GPT-2's {t!r}, id {i}, is {here!r} here)"
             )
-    if not any((directory / name).is_file() for name in BPE_VOCABS):  # no BPE's files: another kind's?
+    if not any(files[name] is not None for name in BPE_VOCABS):  # no BPE's files: another kind's?
         for name in OTHER_VOCABS:
             if (directory / name).is_file():
                 raise _not_gpt2_tokenizer(directory / name, "the vocabulary of a tokenizer that is not GPT-2's BPE")
+        if files["tokenizer_config.json"] is None and files["added_tokens.json"] is None:
+            return None
+    found = _added_tokens(directory, files)
+    if found is None:
+        return None
+    where, added = found
+    if files["tokenizer.json"] is None:  # a slow tokenizer: GPT-2's <|endoftext|> is there unless renamed
+        added = {**{t.id: vars(t) for t in GPT2_ADDED}, **added}
+    entries = sorted(added.values(), key=lambda t: t["id"])
+    if entries == [vars(t) for t in GPT2_ADDED]:
+        return None
+    spec = {"type": "gpt2", "added_tokens": entries}
+    from ..char_tokenizer import tokenizer_from_spec
+
+    try:
+        tokenizer_from_spec(spec)  # refused here, at load: gaps in the ids, a token on another's id
+    except CheckpointError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    return spec
+
+
+# What a Hugging Face tokenizer saves beside its vocabulary: its settings and its added tokens.
+SETTINGS = ("tokenizer_config.json", "added_tokens.json", "special_tokens_map.json")
+
+
+def _tokenizer_file(path: Path) -> Any:
+    """A tokenizer file's JSON, None where there is none; CheckpointError for one that cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        return parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable tokenizer file ({e}); re-download it") from None
+
+
+def _added_tokens(directory: Path, files: dict[str, Any]) -> tuple[Path, dict[int, dict[str, Any]]] | None:
+    """The first file that lists added tokens, as transformers reads them, and its id -> added token (AddedToken's
+    fields); None where none does."""
+    fast, config = files["tokenizer.json"], files["tokenizer_config.json"]
+    if isinstance(fast, dict) and "added_tokens" in fast:
+        where, entries = directory / "tokenizer.json", fast["added_tokens"]
+        listed = [(e.get("id"), e) for e in entries] if isinstance(entries, list) else None
+    elif isinstance(config, dict) and "added_tokens_decoder" in config:
+        where, entries = directory / "tokenizer_config.json", config["added_tokens_decoder"]
+        listed = [(_int(k), e) for k, e in entries.items()] if isinstance(entries, dict) else None
+    elif isinstance(files["added_tokens.json"], dict):
+        where = directory / "added_tokens.json"
+        specials = _special_tokens(files["special_tokens_map.json"])
+        listed = [
+            (i, {"content": c, "special": c in specials, "normalized": c not in specials})
+            for c, i in files["added_tokens.json"].items()
+        ]
+    else:
+        return None
+    if listed is None:
+        raise CheckpointError(f"{where}: its added tokens are not a list of tokens; re-save the tokenizer")
+    added: dict[int, dict[str, Any]] = {}
+    for i, entry in listed:
+        content = entry.get("content") if isinstance(entry, dict) else None
+        if not (isinstance(i, int) and not isinstance(i, bool) and isinstance(content, str)):
+            raise CheckpointError(f"{where}: added token {shown(entry)} has no integer id and text; re-save it")
+        flags = [f for f in ("lstrip", "rstrip", "single_word") if entry.get(f)]
+        if flags:
+            raise CheckpointError(
+                f"{where}: added token {content!r} has {flags[0]}=True, which changes how it is matched and npgpt "
+                "does not follow; re-add it with AddedToken(..., lstrip=False, rstrip=False, single_word=False)"
+            )
+        special = bool(entry.get("special", False))
+        normalized = bool(entry.get("normalized", not special))  # transformers' default: special ones are not
+        added[i] = {"content": content, "id": i, "special": special, "normalized": normalized}
+    return where, added
+
+
+def _int(key: str) -> int | None:
+    return int(key) if key.isdigit() else None
+
+
+def _special_tokens(special_map: Any) -> set[str]:
+    """The tokens special_tokens_map.json names (pad_token, additional_special_tokens, ...), each a string or
+    an AddedToken's dict."""
+    found: set[str] = set()
+    for value in (special_map or {}).values() if isinstance(special_map, dict) else ():
+        for v in value if isinstance(value, list) else [value]:
+            content = v.get("content") if isinstance(v, dict) else v
+            if isinstance(content, str):
+                found.add(content)
+    return found
 
 
 def _not_gpt2_tokenizer(path: Path, what: str) -> CheckpointError:

@@ -1,0 +1,150 @@
+"""Tokens added to GPT-2's tokenizer by a fine-tune, read from the checkpoint as transformers saves it.
+
+The checkpoint is made the way people make one: ``add_special_tokens``/``add_tokens`` on GPT-2's tokenizer
+(built offline from npgpt's vendored files), ``model.resize_token_embeddings(len(tok))``, then
+``save_pretrained`` of both. Ids, text and generated tokens are checked against transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+import npgpt
+from npgpt.errors import CheckpointError
+from npgpt.tokenizer import default_files
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+CHAT = ["<|im_start|>", "<|im_end|>"]
+WORDS = ["foo_bar", " spaced", "é", "hello"]  # é and hello are GPT-2 tokens already (ids 165, 31373)
+TEXTS = [
+    "a[PAD]b",
+    " [PAD] x [PAD][PAD]",
+    "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n",
+    "foo_barx foo_ba foo_bar_bar",
+    "x spaced y  spaced",
+    "café hello sayhello",
+    "<|endoftext|>hi<|im_end|><|endoftext|>",
+    "<|im_start<|im_end|>|>",
+    "plain text with no added token",
+]
+
+
+def gpt2_tokenizer():
+    enc, bpe = (str(p) for p in default_files())
+    return transformers.GPT2TokenizerFast(vocab=enc, merges=bpe)
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A tiny GPT-2 and its tokenizer with [PAD], ChatML's markers and a few words added, saved by transformers.
+
+    ln_f's gain is zero and the head's row of <|im_end|> is its bias scaled up, so greedy decoding always
+    picks <|im_end|>, an added token."""
+    tok = gpt2_tokenizer()
+    tok.add_special_tokens({"pad_token": "[PAD]", "additional_special_tokens": CHAT})
+    tok.add_tokens(WORDS)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, tie_word_embeddings=False)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.resize_token_embeddings(len(tok))
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.normal_()
+        model.lm_head.weight[tok.convert_tokens_to_ids("<|im_end|>")] = 10 * model.transformer.ln_f.bias
+    path = tmp_path_factory.mktemp("finetuned")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, model, transformers.AutoTokenizer.from_pretrained(path)
+
+
+def test_added_tokens_encode_and_decode_as_in_transformers(finetuned):
+    path, _, ref = finetuned
+    tok = npgpt.load(path).tokenizer
+    assert tok.n_vocab == len(ref) == 50262
+    for text in TEXTS:
+        ids = ref(text)["input_ids"]
+        assert tok.encode(text, allow_special=True) == ids, text
+        assert tok.decode(ids) == ref.decode(ids), text
+        # special ones stay text without allow_special (user text cannot inject <|im_end|>); the others are split
+        assert tok.encode(text) == ref(text, split_special_tokens=True)["input_ids"], text
+    assert tok.encode("a[PAD]b", allow_special=True) == [64, 50257, 65]
+    assert tok.decode(range(50257, 50262)) == "[PAD]<|im_start|><|im_end|>foo_bar spaced"
+    assert [tok.token_bytes(i) for i in (50258, 50261)] == [b"<|im_start|>", b" spaced"]
+
+
+def test_a_finetune_generates_its_added_tokens_in_the_api_the_cli_and_the_server(finetuned):
+    path, model, ref = finetuned
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    ids = ref(prompt, return_tensors="pt")["input_ids"]
+    expected = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=50257)[0, ids.shape[1] :].tolist()
+    assert expected == [50259] * 3  # <|im_end|>, as the head was built
+    m = npgpt.load(path)
+    with torch.no_grad():
+        hf_logits = model(ids).logits.numpy()
+    np.testing.assert_allclose(m.logits(ids.numpy()), hf_logits, atol=1e-4)
+    (c,) = m.completions(prompt, max_new_tokens=3, temperature=0, stop_at_eot=False)
+    assert c.tokens == expected and c.text == ref.decode(expected) == "<|im_end|>" * 3
+
+    r = run_cli("generate", prompt, "--model", str(path), "--max-new-tokens", "3", "--temperature", "0", "--no-echo")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "<|im_end|>" * 3
+
+    from npgpt.server import background_server, create_app
+
+    openai = pytest.importorskip("openai")
+    with background_server(create_app({"chatml": m})) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
+        out = client.completions.create(model="chatml", prompt=prompt, max_tokens=3, temperature=0)
+        assert out.choices[0].text == "<|im_end|>" * 3
+
+
+def test_a_slow_tokenizers_added_tokens_are_read_as_in_transformers(finetuned, tmp_path):
+    """transformers 4's GPT2Tokenizer saved vocab.json, merges.txt and added_tokens.json (special ones named in
+    special_tokens_map.json); without a tokenizer.json those are the added tokens."""
+    path, _, ref = finetuned
+    enc, bpe = default_files()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(path / name, tmp_path / name)
+    shutil.copy(enc, tmp_path / "vocab.json")
+    shutil.copy(bpe, tmp_path / "merges.txt")
+    added = {t: i for i, t in enumerate(["[PAD]", *CHAT, "foo_bar", " spaced"], start=50257)}
+    (tmp_path / "added_tokens.json").write_text(json.dumps(added))
+    (tmp_path / "special_tokens_map.json").write_text(
+        json.dumps({"pad_token": "[PAD]", "additional_special_tokens": CHAT, "eos_token": "<|endoftext|>"})
+    )
+    slow_ref = transformers.GPT2TokenizerFast.from_pretrained(tmp_path)
+    tok = npgpt.load(tmp_path).tokenizer
+    assert tok.n_vocab == len(slow_ref) == 50262
+    for text in TEXTS:
+        ids = slow_ref(text)["input_ids"]
+        assert tok.encode(text, allow_special=True) == ids, text
+        assert tok.decode(ids) == slow_ref.decode(ids), text
+
+
+def test_an_added_token_without_an_embedding_row_is_refused_at_load(finetuned, tmp_path):
+    """The tokenizer saved with its tokens added but the model not resized: id 50257 has no row to embed."""
+    path, _, _ = finetuned
+    tok = gpt2_tokenizer()
+    tok.add_special_tokens({"pad_token": "[PAD]"})
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match=r"added token '\[PAD\]' is id 50257, but the weights have 50257 token"):
+        npgpt.load(tmp_path)
+    r = run_cli("generate", "hi", "--model", str(tmp_path), "--max-new-tokens", "1")
+    assert r.returncode != 0 and "resize_token_embeddings(len(tokenizer))" in r.stderr and "Traceback" not in r.stderr
+
+    gap = json.loads((path / "tokenizer.json").read_text())
+    gap["added_tokens"] = [t for t in gap["added_tokens"] if t["id"] != 50258]  # a hand-edited file
+    shutil.copytree(path, tmp_path / "gap")
+    (tmp_path / "gap" / "tokenizer.json").write_text(json.dumps(gap))
+    with pytest.raises(CheckpointError, match=r"tokenizer.*id 50258 is no token"):
+        npgpt.load(tmp_path / "gap")
