@@ -148,3 +148,55 @@ def test_an_added_token_without_an_embedding_row_is_refused_at_load(finetuned, t
     (tmp_path / "gap" / "tokenizer.json").write_text(json.dumps(gap))
     with pytest.raises(CheckpointError, match=r"tokenizer.*id 50258 is no token"):
         npgpt.load(tmp_path / "gap")
+
+
+@pytest.mark.parametrize(
+    "setting, where",
+    [
+        ("add_prefix_space", "saved"),  # tokenizer.json's pre_tokenizer and tokenizer_config.json both say it
+        ("add_prefix_space", "config"),  # tokenizer_config.json alone, which transformers 5 follows
+        ("add_bos_token", "saved"),  # tokenizer.json's post_processor puts <|endoftext|> first
+        ("add_bos_token", "config"),  # what transformers 4 follows
+    ],
+)
+def test_a_tokenizer_setting_that_changes_the_ids_is_refused_at_load(finetuned, tmp_path, setting, where):
+    path, _, _ = finetuned
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(path / name, tmp_path / name)
+    enc, bpe = (str(p) for p in default_files())
+    tok = transformers.GPT2TokenizerFast(vocab=enc, merges=bpe, **({setting: True} if where == "saved" else {}))
+    tok.save_pretrained(tmp_path)
+    if where == "config":
+        config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, setting: True}))
+    ids = transformers.AutoTokenizer.from_pretrained(tmp_path)("Hello")["input_ids"]
+    if ids == npgpt.tokenizer.Tokenizer().encode("Hello"):  # transformers 5 reads add_bos_token from tokenizer.json
+        assert (setting, where) == ("add_bos_token", "config")
+    with pytest.raises(CheckpointError, match=f"{setting}=True.*npgpt does not"):
+        npgpt.load(tmp_path)
+
+
+def test_add_prefix_space_false_in_tokenizer_config_wins_as_in_transformers(finetuned, tmp_path):
+    path, _, _ = finetuned
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(path / name, tmp_path / name)
+    enc, bpe = (str(p) for p in default_files())
+    transformers.GPT2TokenizerFast(vocab=enc, merges=bpe, add_prefix_space=True).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "add_prefix_space": False}))
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert npgpt.load(tmp_path).tokenizer.encode("Hello world") == ref("Hello world")["input_ids"] == [15496, 995]
+
+
+def test_a_normalizer_is_refused_at_load(finetuned, tmp_path):
+    """A tokenizer.json with a normalizer (here lowercasing) changes the ids in the ``tokenizers`` library and
+    transformers 4, while transformers 5's GPT2Tokenizer ignores it: the tools disagree, so npgpt refuses."""
+    path, _, _ = finetuned
+    shutil.copytree(path, tmp_path / "m")
+    saved = json.loads((path / "tokenizer.json").read_text())
+    (tmp_path / "m" / "tokenizer.json").write_text(json.dumps({**saved, "normalizer": {"type": "Lowercase"}}))
+    from tokenizers import Tokenizer
+
+    assert Tokenizer.from_file(str(tmp_path / "m" / "tokenizer.json")).encode("Hello").ids == [31373]  # 'hello'
+    with pytest.raises(CheckpointError, match="tokenizer.json: a normalizer or pre-tokenizer unlike GPT-2's"):
+        npgpt.load(tmp_path / "m")

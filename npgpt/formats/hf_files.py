@@ -94,7 +94,8 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
 
     CheckpointError if it is not GPT-2's (npgpt encodes text with GPT-2's BPE, so a model trained on another
     vocabulary would read wrong tokens and write gibberish; GGUF's tokenizer metadata is checked the same
-    way), or if an added token's ``lstrip``/``rstrip``/``single_word`` changes how it is matched.
+    way), or if a setting changes the ids in a way npgpt does not follow (``add_prefix_space``,
+    ``add_bos_token``, a normalizer, an added token's ``lstrip``/``rstrip``/``single_word``).
     """
     from ..tokenizer import GPT2_ADDED, gpt2_tokens
 
@@ -126,6 +127,7 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
                 raise _not_gpt2_tokenizer(directory / name, "the vocabulary of a tokenizer that is not GPT-2's BPE")
         if files["tokenizer_config.json"] is None and files["added_tokens.json"] is None:
             return None
+    _check_settings(directory, files)
     found = _added_tokens(directory, files)
     if found is None:
         return None
@@ -157,6 +159,38 @@ def _tokenizer_file(path: Path) -> Any:
         return parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable tokenizer file ({e}); re-download it") from None
+
+
+def _check_settings(directory: Path, files: dict[str, Any]) -> None:
+    """CheckpointError for a tokenizer setting that changes the ids and npgpt does not follow. transformers 5
+    takes ``add_prefix_space`` from tokenizer_config.json over tokenizer.json's pre-tokenizer, and
+    ``add_bos_token`` from tokenizer.json's post-processor (transformers 4 from tokenizer_config.json)."""
+    config = files["tokenizer_config.json"] if isinstance(files["tokenizer_config.json"], dict) else {}
+    fast = files["tokenizer.json"] if isinstance(files["tokenizer.json"], dict) else {}
+    pre, post = fast.get("pre_tokenizer") or {}, fast.get("post_processor") or {}
+    prefix_space = config["add_prefix_space"] if "add_prefix_space" in config else pre.get("add_prefix_space")
+    if prefix_space:
+        raise CheckpointError(
+            f"{directory}: the tokenizer has add_prefix_space=True (a space before each text: ' Hello', not "
+            "'Hello'), which npgpt does not add; save it with add_prefix_space=False and begin prompts with a space"
+        )
+    template = post.get("single") if post.get("type") == "TemplateProcessing" else None
+    adds = post.get("type") not in (None, "ByteLevel", "TemplateProcessing") or any(
+        "Sequence" not in piece for piece in template or ()
+    )
+    setting = next((k for k in ("add_bos_token", "add_eos_token") if config.get(k)), "add_bos_token" if adds else None)
+    if setting is not None:
+        raise CheckpointError(
+            f"{directory}: the tokenizer has {setting}=True (special tokens around each text, from tokenizer.json's "
+            "post_processor or tokenizer_config.json), which npgpt does not add; save it with "
+            f"{setting}=False and put <|endoftext|> in the prompts yourself"
+        )
+    if (
+        fast.get("normalizer") is not None
+        or pre.get("type", "ByteLevel") != "ByteLevel"
+        or not pre.get("use_regex", True)
+    ):
+        raise _not_gpt2_tokenizer(directory / "tokenizer.json", "a normalizer or pre-tokenizer unlike GPT-2's")
 
 
 def _added_tokens(directory: Path, files: dict[str, Any]) -> tuple[Path, dict[int, dict[str, Any]]] | None:
