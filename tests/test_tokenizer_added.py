@@ -200,3 +200,20 @@ def test_a_normalizer_is_refused_at_load(finetuned, tmp_path):
     assert Tokenizer.from_file(str(tmp_path / "m" / "tokenizer.json")).encode("Hello").ids == [31373]  # 'hello'
     with pytest.raises(CheckpointError, match="tokenizer.json: a normalizer or pre-tokenizer unlike GPT-2's"):
         npgpt.load(tmp_path / "m")
+
+
+def test_convert_keeps_the_added_tokens_or_refuses_a_format_without_them(finetuned, tmp_path):
+    """npgpt's format carries them in its metadata, as a character-level model's vocabulary; the others hold
+    GPT-2's tokenizer or none, so a conversion to them is refused rather than losing <|im_end|>."""
+    from npgpt.formats import convert
+
+    path, _, ref = finetuned
+    convert(path, tmp_path / "m.safetensors")
+    tok = npgpt.load(tmp_path / "m.safetensors").tokenizer
+    text = TEXTS[2] + "foo_bar"
+    assert tok.encode(text, allow_special=True) == ref(text)["input_ids"] and tok.n_vocab == 50262
+    for source in (path, tmp_path / "m.safetensors"):
+        for fmt in ("hf", "gguf"):
+            with pytest.raises(CheckpointError, match=r"tokens added to GPT-2's \('\[PAD\]', .*only npgpt's format"):
+                convert(source, tmp_path / fmt, fmt=fmt)
+            assert not (tmp_path / fmt).exists()

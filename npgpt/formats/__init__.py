@@ -392,8 +392,9 @@ def save_checkpoint(
     ``hf-sharded`` splits the weights into safetensors shards of at most ``max_shard_size`` (bytes
     or e.g. ``"500MB"``; default DEFAULT_SHARD_SIZE) plus an index, as ``save_pretrained`` does;
     a model that fits in one shard is written as one ``model.safetensors``, as there too.
-    ``tokenizer``: a character-level model's vocabulary (``CharTokenizer.to_spec()``), which only npgpt's
-    format carries (in its metadata, as training writes it); CheckpointError for any other format.
+    ``tokenizer``: a character-level model's vocabulary (``CharTokenizer.to_spec()``) or GPT-2's with added
+    tokens (``Tokenizer.to_spec()``), which only npgpt's format carries (in its metadata, as training writes
+    it); CheckpointError for any other format.
     """
     path = Path(path)
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)
@@ -469,9 +470,9 @@ def _check_save_options(
     if fmt not in FORMATS:
         raise _not_writable(fmt)
     if tokenizer is not None and fmt != "npgpt":
+        what = "a character-level model" if tokenizer.get("type") == "char" else _added_named(tokenizer)
         raise CheckpointError(
-            f"a character-level model cannot be written as {fmt}: only npgpt's format carries its vocabulary; "
-            "use fmt='npgpt'",
+            f"{what} cannot be written as {fmt}: only npgpt's format carries its vocabulary; use fmt='npgpt'",
             keywords=_SAVE_KEYWORDS,
         )
     if dtype not in DTYPES[fmt]:
@@ -568,6 +569,15 @@ def _check_not_shadowed(path: Path, fmt: str) -> None:
         )
 
 
+def _added_named(tokenizer: dict[str, Any]) -> str:
+    """'a model with tokens added to GPT-2's ('[PAD]', '<|im_start|>', ...)', for an error message."""
+    from ..tokenizer import EOT_ID  # GPT-2's last token
+
+    added = [t.get("content") for t in tokenizer.get("added_tokens", []) if t.get("id", 0) > EOT_ID]
+    listed = ", ".join(repr(t) for t in added[:3]) + (", ..." if len(added) > 3 else "")
+    return f"a model with tokens added to GPT-2's ({listed})"
+
+
 def _not_writable(fmt: str) -> CheckpointError:
     if fmt in READ_ONLY:
         return CheckpointError(f"npgpt reads {fmt} but does not write it; choose one of {', '.join(FORMATS)}")
@@ -582,10 +592,8 @@ def convert(
     max_shard_size: int | str | None = None,
 ) -> Path:
     """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst`` (a character-level
-    model's vocabulary too: npgpt's format only)."""
-    from .npgpt_format import tokenizer_spec
-
-    tokenizer = tokenizer_spec(src)  # from the header only
+    model's vocabulary, or the tokens a fine-tune added to GPT-2's, too: npgpt's format only)."""
+    tokenizer = tokenizer_spec(src)  # from the header or the tokenizer files only
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)  # refused before a large source is read
     _check_file_name(Path(dst), fmt)
     _check_not_shadowed(Path(dst), fmt)
