@@ -217,3 +217,20 @@ def test_convert_keeps_the_added_tokens_or_refuses_a_format_without_them(finetun
             with pytest.raises(CheckpointError, match=r"tokens added to GPT-2's \('\[PAD\]', .*only npgpt's format"):
                 convert(source, tmp_path / fmt, fmt=fmt)
             assert not (tmp_path / fmt).exists()
+
+
+def test_training_from_a_model_with_added_tokens_is_refused(finetuned, tmp_path):
+    """Training reads text with GPT-2's BPE and saves no added tokens: from a chat fine-tune it would learn
+    <|im_end|> as BPE pieces and write a model without it, so init= such a model is refused in one line."""
+    pytest.importorskip("jax")
+    from npgpt.errors import NpgptError
+    from npgpt.formats import convert
+    from npgpt.train.checkpoint import init_tokenizer
+
+    path, _, _ = finetuned
+    convert(path, tmp_path / "m.safetensors")
+    for init in (path, tmp_path / "m.safetensors"):
+        with pytest.raises(
+            NpgptError, match=r"tokens added to GPT-2's \('\[PAD\]', '<\|im_start\|>', '<\|im_end\|>'\)"
+        ):
+            init_tokenizer(init)

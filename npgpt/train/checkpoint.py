@@ -34,6 +34,7 @@ Params = dict[str, Any]
 STATE_FILE, PLOT_FILE = "train_state.safetensors", "loss.png"
 STATE_FORMAT = "npgpt-train-state-v1"
 HISTORY_KEYS = ("step", "loss", "val_step", "val_loss")
+GPT2_TOKENS = 50257  # GPT-2's own vocabulary; ids from here on are tokens a fine-tune added
 RESTORE = "restore it from a backup or start a new run (another out=)"  # with keywords=["out"]
 
 
@@ -49,12 +50,26 @@ def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
 
 
 def init_tokenizer(init: str | Path) -> CharTokenizer | None:
-    """The character tokenizer an ``init`` model was trained with, or None (GPT-2's BPE)."""
+    """The character tokenizer an ``init`` model was trained with, or None (GPT-2's BPE).
+
+    NpgptError for a model whose tokenizer has tokens added to GPT-2's (a chat fine-tune's ``<|im_end|>``):
+    training reads its text with GPT-2's BPE and writes no tokenizer for them, so the run would silently
+    learn the markers as BPE pieces and save a model that has lost them."""
+    from ..formats import tokenizer_spec
     from ..registry import resolve
 
     path, _ = resolve(str(init))
-    spec = npgpt_format.tokenizer_spec(path)
-    return None if spec is None else CharTokenizer(spec["chars"])
+    spec = tokenizer_spec(path)
+    if spec is None:
+        return None
+    if spec.get("type") == CharTokenizer.kind:
+        return CharTokenizer(spec["chars"])
+    added = [t["content"] for t in spec["added_tokens"] if t["id"] >= GPT2_TOKENS]
+    raise NpgptError(
+        f"{path}: its tokenizer has tokens added to GPT-2's ({', '.join(map(repr, added[:3]))}), which npgpt's "
+        "training does not carry; fine-tune this model with transformers, or init= a model without them",
+        keywords=["init"],
+    )
 
 
 def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: dict) -> None:
