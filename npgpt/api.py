@@ -307,7 +307,7 @@ def load(
     """
     from .backends import check_dtype
     from .char_tokenizer import tokenizer_from_spec
-    from .formats import load_checkpoint, tokenizer_spec
+    from .formats import load_with_tokenizer
     from .registry import resolve
 
     check_dtype(dtype, allow_auto=True)  # before the (slow) load
@@ -317,9 +317,8 @@ def load(
     # no float32 copy of the model at load (124M Q8_0 GGUF: peak 986 -> 358 MB).
     # With "auto" too: if it picks another dtype, put_params dequantizes them then.
     wants_blocks = dtype in ("int8", AUTO) and get_backend(backend).from_q8_0 is not None
-    config, params = load_checkpoint(path, q8_0_blocks=wants_blocks)
     # a model trained with --tokenizer char names its own; a fine-tune saved with its tokenizer, the tokens added
-    spec = tokenizer_spec(path)
+    config, params, spec = load_with_tokenizer(path, q8_0_blocks=wants_blocks)
     tokenizer = tokenizer_from_spec(spec)
     if spec is not None and tokenizer.n_vocab > config.n_vocab:
         raise NpgptError(

@@ -213,7 +213,7 @@ def test_convert_keeps_the_added_tokens_or_refuses_a_format_without_them(finetun
     text = TEXTS[2] + "foo_bar"
     assert tok.encode(text, allow_special=True) == ref(text)["input_ids"] and tok.n_vocab == 50262
     for source in (path, tmp_path / "m.safetensors"):
-        for fmt in ("hf", "gguf"):
+        for fmt in ("hf", "llmc"):
             with pytest.raises(CheckpointError, match=r"tokens added to GPT-2's \('\[PAD\]', .*only npgpt's format"):
                 convert(source, tmp_path / fmt, fmt=fmt)
             assert not (tmp_path / fmt).exists()
@@ -234,3 +234,31 @@ def test_training_from_a_model_with_added_tokens_is_refused(finetuned, tmp_path)
             NpgptError, match=r"tokens added to GPT-2's \('\[PAD\]', '<\|im_start\|>', '<\|im_end\|>'\)"
         ):
             init_tokenizer(init)
+
+
+def test_gguf_carries_the_added_tokens_as_llama_cpps_converter_writes_them(finetuned, tmp_path):
+    """convert_hf_to_gguf.py writes a fine-tune's special added tokens as CONTROL, the others as USER_DEFINED,
+    and a padded vocabulary's rows as UNUSED [PAD{i}] (checked on its output for this fine-tune, vocab.json
+    layout, with and without pad_to_multiple_of=64); npgpt writes and reads them so."""
+    gguf = pytest.importorskip("gguf")
+    from npgpt.formats import convert
+
+    path, _, ref = finetuned
+    convert(path, tmp_path / "m.gguf", fmt="gguf")
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    tokens, types = (reader.fields[f"tokenizer.ggml.{k}"] for k in ("tokens", "token_type"))
+    T = gguf.TokenType
+    assert [bytes(tokens.parts[i]) for i in tokens.data[50256:]] == [
+        b"<|endoftext|>",
+        b"[PAD]",
+        b"<|im_start|>",
+        b"<|im_end|>",
+        b"foo_bar",
+        b" spaced",
+    ]
+    assert [int(types.parts[i][0]) for i in types.data[50256:]] == [T.CONTROL] * 4 + [T.USER_DEFINED] * 2
+    m = npgpt.load(tmp_path / "m.gguf")
+    for text in TEXTS:
+        assert m.tokenizer.encode(text, allow_special=True) == ref(text)["input_ids"], text
+    (c,) = m.completions(TEXTS[2], max_new_tokens=2, temperature=0, stop_at_eot=False)
+    assert c.text == "<|im_end|>" * 2

@@ -302,7 +302,28 @@ def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
         return npgpt_format.tokenizer_spec(path)
     if fmt in ("hf", "hf-sharded", "hf-bin"):
         return hf_files.tokenizer_spec(path if path.is_dir() else path.parent)
+    if fmt == "gguf":
+        from . import gguf_format
+
+        return gguf_format.tokenizer_spec(_single_file(path) or path if path.is_dir() else path)
     return None
+
+
+def load_with_tokenizer(
+    path: str | Path, q8_0_blocks: bool = False
+) -> tuple[GPT2Config, dict[str, Any], dict[str, Any] | None]:
+    """:func:`load_checkpoint` and :func:`tokenizer_spec` together; a GGUF is parsed once for both."""
+    path = Path(path)
+    if detect(path) != "gguf":
+        config, params = load_checkpoint(path, q8_0_blocks)
+        return config, params, tokenizer_spec(path)
+    from . import gguf_format
+
+    config, params, spec = gguf_format.load_with_tokenizer(
+        _single_file(path) or path if path.is_dir() else path, q8_0_blocks
+    )
+    check_finite(params, str(path))
+    return config, params, spec
 
 
 def load_checkpoint(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, Any]]:
@@ -394,7 +415,7 @@ def save_checkpoint(
     a model that fits in one shard is written as one ``model.safetensors``, as there too.
     ``tokenizer``: a character-level model's vocabulary (``CharTokenizer.to_spec()``) or GPT-2's with added
     tokens (``Tokenizer.to_spec()``), which only npgpt's format carries (in its metadata, as training writes
-    it); CheckpointError for any other format.
+    it), and GGUF the added tokens (as llama.cpp's converter writes them); CheckpointError for any other format.
     """
     path = Path(path)
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)
@@ -447,7 +468,7 @@ def _write(
     if fmt == "gguf":
         from . import gguf_format
 
-        return gguf_format.save(path, config, params, dtype=dtype)
+        return gguf_format.save(path, config, params, dtype=dtype, tokenizer=tokenizer)
     if fmt in ("hf", "hf-sharded"):
         from . import hf
 
@@ -469,10 +490,16 @@ def _check_save_options(
     """Refuse a format, dtype, shard size or tokenizer that cannot be written, before any weights are read."""
     if fmt not in FORMATS:
         raise _not_writable(fmt)
-    if tokenizer is not None and fmt != "npgpt":
-        what = "a character-level model" if tokenizer.get("type") == "char" else _added_named(tokenizer)
+    if tokenizer is not None and tokenizer.get("type") == "char" and fmt != "npgpt":
         raise CheckpointError(
-            f"{what} cannot be written as {fmt}: only npgpt's format carries its vocabulary; use fmt='npgpt'",
+            f"a character-level model cannot be written as {fmt}: only npgpt's format carries its vocabulary; "
+            "use fmt='npgpt'",
+            keywords=_SAVE_KEYWORDS,
+        )
+    if tokenizer is not None and fmt not in ("npgpt", "gguf"):  # GGUF holds them as llama.cpp's converter writes
+        raise CheckpointError(
+            f"{_added_named(tokenizer)} cannot be written as {fmt}: only npgpt's format and GGUF carry them; "
+            "use fmt='npgpt' or fmt='gguf'",
             keywords=_SAVE_KEYWORDS,
         )
     if dtype not in DTYPES[fmt]:
@@ -592,7 +619,7 @@ def convert(
     max_shard_size: int | str | None = None,
 ) -> Path:
     """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst`` (a character-level
-    model's vocabulary, or the tokens a fine-tune added to GPT-2's, too: npgpt's format only)."""
+    model's vocabulary too, npgpt's format only; the tokens a fine-tune added to GPT-2's, npgpt's and GGUF)."""
     tokenizer = tokenizer_spec(src)  # from the header or the tokenizer files only
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)  # refused before a large source is read
     _check_file_name(Path(dst), fmt)

@@ -45,6 +45,7 @@ from .compat import FLOAT16_OVERFLOW, check_float16_range, make_config, require_
 
 ARCH = "gpt2"
 GPT2_TOKENS = 50257
+EOT = "<|endoftext|>"
 EOT_ID = 50256  # <|endoftext|>: llama.cpp's bos and eos for GPT-2
 DTYPES = ("float32", "float16", "bfloat16", "q8_0")  # what save() writes; ``npgpt convert --dtype``
 # The fix for a tensor type npgpt cannot read: llama.cpp's converter writes one it can.
@@ -172,8 +173,9 @@ def _field(reader: Any, path: Path, key: str, default: Any = None) -> Any:
     return field.contents()
 
 
-def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> None:
-    """GPT-2's tokenizer, or CheckpointError: npgpt encodes text with GPT-2's BPE, not the file's."""
+def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> dict[str, Any] | None:
+    """GPT-2's tokenizer, or CheckpointError: npgpt encodes text with GPT-2's BPE, not the file's. Returns the
+    tokens a fine-tune added to it (:func:`_added_tokens`), None where it has none."""
     import gguf
 
     from ..tokenizer import gpt2_tokens
@@ -200,6 +202,50 @@ def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> None:
         )
     if len(tokens) != n_rows:
         raise CheckpointError(f"{path}: {len(tokens)} tokens but {n_rows} embedding rows; the file is inconsistent")
+    return _added_tokens(reader, path, tokens)
+
+
+def _added_tokens(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] | None:
+    """The added tokens of a GGUF's tokenizer as a spec for ``tokenizer_from_spec`` (None: GPT-2's alone).
+    llama.cpp's converter writes a fine-tune's added tokens as CONTROL (special ones: ``<|endoftext|>``,
+    ``<|im_end|>``) or USER_DEFINED (``tok.add_tokens``), those on GPT-2's own ids too (``"hello"``, 31373),
+    and a padded vocabulary's rows as UNUSED ``[PAD{i}]``, which stay padding."""
+    import gguf
+
+    T = gguf.TokenType
+    field = reader.fields.get(gguf.Keys.Tokenizer.TOKEN_TYPE)
+    types = [] if field is None else [int(field.parts[i][0]) for i in field.data]
+    added = []
+    for i, kind in enumerate(types[: len(tokens)]):
+        if kind not in (T.CONTROL, T.USER_DEFINED):
+            if i >= GPT2_TOKENS and kind != T.UNUSED:
+                raise CheckpointError(
+                    f"{path}: token {i} ({tokens[i][:40]!r}) is of type {T(kind).name}, a token of the BPE itself "
+                    "past GPT-2's 50257; npgpt only runs GPT-2's tokenizer and the tokens a fine-tune added to it"
+                )
+            continue
+        try:
+            content = tokens[i].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError(f"{path}: added token {i} is not UTF-8 text; the file is corrupt") from None
+        special = kind == T.CONTROL
+        added.append({"content": content, "id": i, "special": special, "normalized": not special})
+    if all(t["id"] == EOT_ID for t in added):
+        return None  # GPT-2's own
+    if not any(t["id"] == EOT_ID for t in added):  # a file that typed <|endoftext|> NORMAL: still GPT-2's special
+        added.insert(0, {"content": EOT, "id": EOT_ID, "special": True, "normalized": False})
+    return {"type": "gpt2", "added_tokens": sorted(added, key=lambda t: t["id"])}
+
+
+def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
+    """The tokens a fine-tune added to GPT-2's in a GGUF's tokenizer (see :func:`_added_tokens`), or None."""
+    import gguf
+
+    path = Path(path)
+    reader = _open(path)
+    field = reader.fields.get(gguf.Keys.Tokenizer.LIST)
+    tokens = [] if field is None else [bytes(field.parts[i]) for i in field.data]
+    return _added_tokens(reader, path, tokens)
 
 
 def _to_float32(tensor: Any, path: Path) -> np.ndarray:
@@ -226,7 +272,15 @@ def _blocks(tensor: Any, transposed: bool) -> Q8_0Blocks:
 
 
 def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, Any]]:
-    """Config and float32 params from a GPT-2 GGUF file (F32, F16, BF16, Q8_0, ...).
+    """Config and float32 params from a GPT-2 GGUF file; see :func:`load_with_tokenizer`."""
+    return load_with_tokenizer(path, q8_0_blocks)[:2]
+
+
+def load_with_tokenizer(
+    path: str | Path, q8_0_blocks: bool = False
+) -> tuple[GPT2Config, dict[str, Any], dict[str, Any] | None]:
+    """Config, float32 params and added tokens (:func:`tokenizer_spec`) from a GPT-2 GGUF file (F32, F16,
+    BF16, Q8_0, ...), parsed once: GGUFReader takes seconds over GPT-2's 100k tokenizer strings.
 
     ``q8_0_blocks``: a Q8_0 weight matrix (``wte`` and each block's four) stays in the file's own
     blocks, a :class:`~npgpt.params.Q8_0Blocks` over the memory map, not dequantized: for a backend
@@ -295,7 +349,7 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
         )
     table = _name_table(config.n_layer)
     _check_against_metadata(path, tensors, table, config)
-    _check_tokenizer(reader, path, n_vocab)
+    tokenizer = _check_tokenizer(reader, path, n_vocab)
 
     flat: dict[str, Any] = {}
     for name, tensor in tensors.items():
@@ -312,7 +366,7 @@ def load(path: str | Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[
         flat[ours] = arr.T if ours.endswith(_MATRICES) else arr  # [out, in] -> Conv1D [in, out]
     if head is not None and not tied:  # untied implies a head was read
         flat["lm_head"] = head  # ggml [n_embd, n_vocab] = NumPy [V, C], npgpt's lm_head layout
-    return config, unflatten(flat, config, source=str(path))
+    return config, unflatten(flat, config, source=str(path)), tokenizer
 
 
 def _check_against_metadata(path: Path, tensors: dict[str, Any], table: dict[str, str], config: GPT2Config) -> None:
@@ -356,8 +410,10 @@ def _shortest(value: float) -> float:
     return float(np.format_float_positional(np.float32(value), unique=True, trim="-"))
 
 
-def _gpt2_vocab(n_vocab: int) -> tuple[list[str], list[int], list[str]]:
-    """Tokens, token types and merges for the GGUF tokenizer, as the converter builds them for GPT-2."""
+def _gpt2_vocab(n_vocab: int, tokenizer: dict[str, Any] | None = None) -> tuple[list[str], list[int], list[str]]:
+    """Tokens, token types and merges for the GGUF tokenizer, as the converter builds them for GPT-2: a
+    fine-tune's added tokens (``tokenizer``, :meth:`Tokenizer.to_spec`) at their ids, CONTROL where special
+    and USER_DEFINED where not, and a padded vocabulary's other rows ``[PAD{i}]``, UNUSED."""
     import gguf
 
     from ..tokenizer import default_files, gpt2_tokens
@@ -369,6 +425,9 @@ def _gpt2_vocab(n_vocab: int) -> tuple[list[str], list[int], list[str]]:
     # A padded vocabulary (nanoGPT's 50304): the converter names the extra rows [PAD{i}], type UNUSED.
     tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
     types += [int(gguf.TokenType.UNUSED)] * (n_vocab - len(types))
+    for t in (tokenizer or {}).get("added_tokens", []):  # on GPT-2's own ids too: its spelling is the token's
+        tokens[t["id"]] = t["content"]
+        types[t["id"]] = int(gguf.TokenType.CONTROL if t["special"] else gguf.TokenType.USER_DEFINED)
     merges = [line for line in vocab_bpe.read_text(encoding="utf-8").splitlines()[1:] if line]
     return tokens, types, merges
 
@@ -413,11 +472,18 @@ def _check_q8_0_range(flat: dict[str, Any], n_layer: int, tied: bool) -> None:
             )
 
 
-def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: str = "float32") -> Path:
+def save(
+    path: str | Path,
+    config: GPT2Config,
+    params: dict[str, Any],
+    dtype: str = "float32",
+    tokenizer: dict[str, Any] | None = None,
+) -> Path:
     """Write a GPT-2 GGUF that llama.cpp loads; ``dtype`` "float32", "float16", "bfloat16" or "q8_0".
 
     The tokenizer is GPT-2's (npgpt's assets), so the model's vocabulary must have at least its 50257 rows;
-    extra rows get ``[PAD{i}]`` tokens. The epsilon, MLP width and an untied head are written as llama.cpp
+    the tokens a fine-tune added (``tokenizer``, :meth:`~npgpt.tokenizer.Tokenizer.to_spec`) go at their ids,
+    other extra rows get ``[PAD{i}]`` tokens. The epsilon, MLP width and an untied head are written as llama.cpp
     reads them, a bias-free model with zero biases; any other non-GPT-2 setting is refused
     (:func:`compat.require_writable`). A directory (or a path without suffix) gets ``model.gguf``.
     Written atomically.
@@ -445,7 +511,9 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
         "bfloat16": gguf.LlamaFileType.MOSTLY_BF16,
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     }[dtype]
-    tokens, types, merges = _gpt2_vocab(config.n_vocab)
+    if tokenizer is not None and max(t["id"] for t in tokenizer["added_tokens"]) >= config.n_vocab:
+        raise CheckpointError(f"the tokenizer has more tokens than the model's {config.n_vocab} embedding rows")
+    tokens, types, merges = _gpt2_vocab(config.n_vocab, tokenizer)
     if dtype == "q8_0":
         _check_q8_0_range(flat, config.n_layer, tied)
     with atomic_path(path) as tmp:

@@ -97,7 +97,7 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
     way), or if a setting changes the ids in a way npgpt does not follow (``add_prefix_space``,
     ``add_bos_token``, a normalizer, an added token's ``lstrip``/``rstrip``/``single_word``).
     """
-    from ..tokenizer import GPT2_ADDED, gpt2_tokens
+    from ..tokenizer import EOT, EOT_ID, GPT2_ADDED, gpt2_tokens
 
     files = {name: _tokenizer_file(directory / name) for name in (*BPE_VOCABS, *SETTINGS)}
     for name in BPE_VOCABS:
@@ -135,8 +135,8 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
     if files["tokenizer.json"] is None:  # a slow tokenizer: GPT-2's <|endoftext|> is there unless renamed
         added = {**{t.id: vars(t) for t in GPT2_ADDED}, **added}
     entries = sorted(added.values(), key=lambda t: t["id"])
-    if entries == [vars(t) for t in GPT2_ADDED]:
-        return None
+    if all(t["id"] == EOT_ID and t["content"] == EOT for t in entries):
+        return None  # GPT-2's own
     spec = {"type": "gpt2", "added_tokens": entries}
     from ..char_tokenizer import tokenizer_from_spec
 
