@@ -35,6 +35,7 @@ class CharTokenizer(Tokenizer):
         self.chars = chars
         self._ids = {c: i for i, c in enumerate(chars)}
         self.eot_id = len(chars)
+        self.eos_token_ids = (self.eot_id,)
         self.n_vocab = len(chars) + 1
 
     @classmethod
@@ -101,7 +102,9 @@ def tokenizer_from_spec(spec: dict[str, Any] | None) -> Tokenizer:
         return Tokenizer()
     if isinstance(spec, dict) and spec.get("type") == "gpt2" and isinstance(spec.get("added_tokens"), list):
         try:
-            return Tokenizer(added_tokens=[AddedToken(**t) for t in spec["added_tokens"]])
+            return Tokenizer(
+                added_tokens=[AddedToken(**t) for t in spec["added_tokens"]], eos_token_ids=spec.get("eos_token_id")
+            )
         except TypeError:  # an entry that is no AddedToken's fields
             raise CheckpointError(f"unreadable added tokens in the tokenizer ({str(spec)[:60]})") from None
         except NpgptError as e:

@@ -213,7 +213,7 @@ class RowSampler:
         self.seen = np.zeros(self.n_tokens, dtype=bool)  # prompt and generated tokens (repetition penalty, as in HF)
         self.seen[[t for t in prompt if t < self.n_tokens]] = True
         self.tracker = TextTracker(tokenizer, params.stop, params.skip_leading_space)
-        self.eot_id = tokenizer.eot_id
+        self.eos_ids = tokenizer.eos_token_ids  # <|endoftext|>, or the fine-tune's own (a chat model's <|im_end|>)
         self.n_new = 0
         self.token = 0  # the last token chosen: the next step's input
         self.done = False
@@ -230,7 +230,7 @@ class RowSampler:
         if p.logprobs is not None:
             row_lp = log_softmax(logits)
             lp, top = float(row_lp[token]), top_logprobs(row_lp, p.logprobs)
-        if p.stop_at_eot and token == self.eot_id:
+        if p.stop_at_eot and token in self.eos_ids:
             event = Event(self.row, self.tracker.finish(), token, lp, top, "stop")
         else:
             # generating on past <|endoftext|>, it is still no text (as vLLM's skip_special_tokens, its default):

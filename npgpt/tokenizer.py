@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tiktoken
 
-from npgpt.errors import NpgptError
+from npgpt.errors import NpgptError, shown
 
 EOT = "<|endoftext|>"
 EOT_ID = 50256
@@ -109,10 +109,15 @@ class Tokenizer:
     holds the same merges in order and is kept for compatibility with OpenAI's layout.
     ``added_tokens``: the tokens a fine-tune added (:class:`AddedToken`), GPT-2's ``<|endoftext|>``
     among them; new ids follow GPT-2's 50257 without gaps, and ``n_vocab`` counts them.
+    ``eos_token_ids``: the tokens that end a generation (transformers' ``generation_config.eos_token_id``):
+    ``<|endoftext|>``'s unless a fine-tune chose others (a chat model's ``<|im_end|>``).
     """
 
     def __init__(
-        self, encoder_json: str | Path | None = None, added_tokens: Iterable[AddedToken] | None = None
+        self,
+        encoder_json: str | Path | None = None,
+        added_tokens: Iterable[AddedToken] | None = None,
+        eos_token_ids: Iterable[int] | None = None,
     ) -> None:
         path = Path(encoder_json) if encoder_json else default_files()[0]
         self._enc = _encoding(str(path))
@@ -133,6 +138,13 @@ class Tokenizer:
             for allow in (False, True)
         }
         self._plain = self.added_tokens == GPT2_ADDED  # tiktoken alone does it all
+        self.eos_token_ids = (self.eot_id,) if eos_token_ids is None else tuple(eos_token_ids)
+        bad = [i for i in self.eos_token_ids if not (isinstance(i, int) and 0 <= i < self.n_vocab)]
+        if bad or not self.eos_token_ids:
+            raise NpgptError(
+                f"eos_token_id {shown(bad[0]) if bad else 'is empty'}: the tokens that end a generation must be the "
+                f"tokenizer's, ids 0 to {self.n_vocab - 1}; save the tokenizer the model was trained with beside it"
+            )
 
     def _check_added(self, n_base: int) -> None:
         for t in self.added_tokens:
@@ -156,10 +168,15 @@ class Tokenizer:
             raise NpgptError("an added token is listed twice; keep one entry per token text")
 
     def to_spec(self) -> dict | None:
-        """JSON-ready description of the added tokens (None for GPT-2's own), stored with converted weights."""
-        if self._plain:
+        """JSON-ready description of the added tokens and the tokens that end a generation (None for GPT-2's
+        own), stored with converted weights."""
+        if self._plain and self.eos_token_ids == (self.eot_id,):
             return None
-        return {"type": "gpt2", "added_tokens": [vars(t) for t in self.added_tokens]}
+        return {
+            "type": "gpt2",
+            "added_tokens": [vars(t) for t in self.added_tokens],
+            "eos_token_id": list(self.eos_token_ids),
+        }
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         """Token ids of ``text``. ``<|endoftext|>`` (and any special added token) becomes its id only with

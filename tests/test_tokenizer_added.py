@@ -262,3 +262,35 @@ def test_gguf_carries_the_added_tokens_as_llama_cpps_converter_writes_them(finet
         assert m.tokenizer.encode(text, allow_special=True) == ref(text)["input_ids"], text
     (c,) = m.completions(TEXTS[2], max_new_tokens=2, temperature=0, stop_at_eot=False)
     assert c.text == "<|im_end|>" * 2
+
+
+def test_a_finetunes_eos_token_ends_generation_as_in_transformers(finetuned, tmp_path):
+    """A chat fine-tune ends its turns with <|im_end|> (TRL's setup_chat_format sets it as eos_token_id in the
+    generation config): transformers' generate stops there, and so do npgpt's API and server."""
+    path, model, ref = finetuned
+    model.generation_config.eos_token_id = [50256, 50259]
+    model.save_pretrained(tmp_path)
+    ref.save_pretrained(tmp_path)
+    prompt = TEXTS[2]
+    ids = ref(prompt, return_tensors="pt")["input_ids"]
+    expected = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=50257)[0, ids.shape[1] :].tolist()
+    assert expected == [50259]
+    m = npgpt.load(tmp_path)
+    assert m.tokenizer.eos_token_ids == (50256, 50259)
+    (c,) = m.completions(prompt, max_new_tokens=3, temperature=0)
+    assert (c.tokens, c.text, c.finish_reason) == (expected, "", "stop")
+    (c,) = m.completions(prompt, max_new_tokens=3, temperature=0, stop_at_eot=False)  # as ignore_eos
+    assert c.text == "<|im_end|>" * 3
+
+    from npgpt.server import background_server, create_app
+
+    openai = pytest.importorskip("openai")
+    with background_server(create_app({"chatml": m})) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
+        out = client.completions.create(model="chatml", prompt=prompt, max_tokens=3, temperature=0)
+        assert (out.choices[0].text, out.choices[0].finish_reason, out.usage.completion_tokens) == ("", "stop", 1)
+
+    from npgpt.formats import convert
+
+    convert(tmp_path, tmp_path / "m.safetensors")  # npgpt's format keeps it
+    assert npgpt.load(tmp_path / "m.safetensors").tokenizer.eos_token_ids == (50256, 50259)

@@ -601,6 +601,8 @@ def _added_named(tokenizer: dict[str, Any]) -> str:
     from ..tokenizer import EOT_ID  # GPT-2's last token
 
     added = [t.get("content") for t in tokenizer.get("added_tokens", []) if t.get("id", 0) > EOT_ID]
+    if not added:
+        return f"a model that ends its generations at token ids {tokenizer.get('eos_token_id')} (eos_token_id)"
     listed = ", ".join(repr(t) for t in added[:3]) + (", ..." if len(added) > 3 else "")
     return f"a model with tokens added to GPT-2's ({listed})"
 

@@ -125,19 +125,16 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
         for name in OTHER_VOCABS:
             if (directory / name).is_file():
                 raise _not_gpt2_tokenizer(directory / name, "the vocabulary of a tokenizer that is not GPT-2's BPE")
-        if files["tokenizer_config.json"] is None and files["added_tokens.json"] is None:
-            return None
     _check_settings(directory, files)
-    found = _added_tokens(directory, files)
-    if found is None:
-        return None
-    where, added = found
-    if files["tokenizer.json"] is None:  # a slow tokenizer: GPT-2's <|endoftext|> is there unless renamed
+    where, added = _added_tokens(directory, files) or (directory, {})
+    if files["tokenizer.json"] is None:  # a slow tokenizer, or none: GPT-2's <|endoftext|> is there unless renamed
         added = {**{t.id: vars(t) for t in GPT2_ADDED}, **added}
     entries = sorted(added.values(), key=lambda t: t["id"])
-    if all(t["id"] == EOT_ID and t["content"] == EOT for t in entries):
+    eos_where, eos = _eos_token_ids(directory)
+    if all(t["id"] == EOT_ID and t["content"] == EOT for t in entries) and eos in (None, [EOT_ID]):
         return None  # GPT-2's own
-    spec = {"type": "gpt2", "added_tokens": entries}
+    spec: dict[str, Any] = {"type": "gpt2", "added_tokens": entries, "eos_token_id": eos}
+    where = eos_where if eos is not None and not any(t["id"] > EOT_ID for t in entries) else where
     from ..char_tokenizer import tokenizer_from_spec
 
     try:
@@ -149,6 +146,23 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
 
 # What a Hugging Face tokenizer saves beside its vocabulary: its settings and its added tokens.
 SETTINGS = ("tokenizer_config.json", "added_tokens.json", "special_tokens_map.json")
+
+
+def _eos_token_ids(directory: Path) -> tuple[Path, list[int] | None]:
+    """The ids that end a generation in transformers (``generation_config.eos_token_id``: generation_config.json's,
+    else config.json's, as ``GenerationConfig.from_model_config`` takes it), and the file; None where neither
+    names one (npgpt then ends at ``<|endoftext|>``)."""
+    for name in ("generation_config.json", "config.json"):
+        data = _tokenizer_file(directory / name)
+        if isinstance(data, dict):
+            eos = data.get("eos_token_id")
+            if eos is None:
+                return directory / name, None
+            eos = eos if isinstance(eos, list) else [eos]
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in eos):
+                raise CheckpointError(f"{directory / name}: eos_token_id {shown(eos)} is not token ids; re-save it")
+            return directory / name, eos
+    return directory, None
 
 
 def _tokenizer_file(path: Path) -> Any:

@@ -84,7 +84,10 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
         the entries' tokens spell the content, as OpenAI's do; ``usage`` still counts it)."""
         if logprobs is None:
             return None
-        return held[ev.row].add(ev, counts=ev.token is not None and ev.token != tok.eot_id)
+        # no entry for an eos token that ends the reply, nor for <|endoftext|> gone past (ignore_eos), which is
+        # no text; a fine-tune's own eos token gone past is text in the content, as any added token
+        end_token = params.stop_at_eot and ev.token in tok.eos_token_ids
+        return held[ev.row].add(ev, counts=ev.token is not None and ev.token != tok.eot_id and not end_token)
 
     def chunk(i: int, delta: dict[str, Any], lp: list | None, finish: str | None) -> Chunk:
         choice = {

@@ -65,6 +65,8 @@ def init_tokenizer(init: str | Path) -> CharTokenizer | None:
     if spec.get("type") == CharTokenizer.kind:
         return CharTokenizer(spec["chars"])
     added = [t["content"] for t in spec["added_tokens"] if t["id"] >= GPT2_TOKENS]
+    if not added:  # GPT-2's tokens, ending generations elsewhere (eos_token_id): its text trains the same
+        return None
     raise NpgptError(
         f"{path}: its tokenizer has tokens added to GPT-2's ({', '.join(map(repr, added[:3]))}), which npgpt's "
         "training does not carry; fine-tune this model with transformers, or init= a model without them",
