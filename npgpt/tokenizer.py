@@ -149,20 +149,20 @@ class Tokenizer:
     def _check_added(self, n_base: int) -> None:
         for t in self.added_tokens:
             if not t.content:
-                raise NpgptError(f"added token id {t.id} is empty text; remove it from the tokenizer")
+                raise NpgptError(f"added token id {shown(t.id)} is empty text; remove it from the tokenizer")
             if 0 <= t.id < n_base and self._enc.decode_single_token_bytes(t.id) != _level_bytes(t.content):
                 raise NpgptError(
                     f"added token {t.content!r} has id {t.id}, which is GPT-2's "
                     f"{self._enc.decode_single_token_bytes(t.id)!r}; give it a new id from {n_base} on"
                 )
             if t.id < 0:
-                raise NpgptError(f"added token {t.content!r} has id {t.id}; ids are 0 or more")
+                raise NpgptError(f"added token {t.content!r} has id {shown(t.id)}; ids are 0 or more")
         new = sorted(self._new)
         if new != list(range(n_base, n_base + len(new))):
             gap = next(i for i in range(n_base, n_base + len(new) + 1) if i not in self._new)
             raise NpgptError(
                 f"added token ids must follow GPT-2's {n_base} tokens without gaps, and id {gap} is no token "
-                f"(ids {new[0]} to {new[-1]}); renumber the added tokens from {n_base}"
+                f"(ids {shown(new[0])} to {shown(new[-1])}); renumber the added tokens from {n_base}"
             )
         if len({t.content for t in self.added_tokens}) != len(self.added_tokens):
             raise NpgptError("an added token is listed twice; keep one entry per token text")

@@ -294,3 +294,25 @@ def test_a_finetunes_eos_token_ends_generation_as_in_transformers(finetuned, tmp
 
     convert(tmp_path, tmp_path / "m.safetensors")  # npgpt's format keeps it
     assert npgpt.load(tmp_path / "m.safetensors").tokenizer.eos_token_ids == (50256, 50259)
+
+
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        ("x", "its added tokens are not a list of tokens"),
+        ([{"id": "50257", "content": "[PAD]"}], "has no integer id and text"),
+        ([{"id": 50257, "content": ""}], "added token id 50257 is empty text"),
+        ([{"id": 100, "content": "[PAD]"}], r"added token '\[PAD\]' has id 100, which is GPT-2's b'\\xa7'"),
+        ([{"id": -1, "content": "[PAD]"}], "has id -1; ids are 0 or more"),
+        ([{"id": 10**60, "content": "[PAD]"}], "without gaps, and id 50257 is no token .ids a 61-digit integer"),
+        ([{"id": 50257, "content": "[PAD]", "rstrip": True}], "rstrip=True, which changes how it is matched"),
+    ],
+)
+def test_hostile_added_tokens_are_refused_naming_the_file(finetuned, tmp_path, entries, message):
+    path, _, _ = finetuned
+    shutil.copytree(path, tmp_path / "m")
+    saved = json.loads((path / "tokenizer.json").read_text())
+    (tmp_path / "m" / "tokenizer.json").write_text(json.dumps({**saved, "added_tokens": entries}))
+    with pytest.raises(CheckpointError, match=rf"m/tokenizer.json: .*{message}") as e:
+        npgpt.load(tmp_path / "m")
+    assert "\n" not in str(e.value)

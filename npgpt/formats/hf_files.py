@@ -133,15 +133,16 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
     eos_where, eos = _eos_token_ids(directory)
     if all(t["id"] == EOT_ID and t["content"] == EOT for t in entries) and eos in (None, [EOT_ID]):
         return None  # GPT-2's own
-    spec: dict[str, Any] = {"type": "gpt2", "added_tokens": entries, "eos_token_id": eos}
-    where = eos_where if eos is not None and not any(t["id"] > EOT_ID for t in entries) else where
+    spec: dict[str, Any] = {"type": "gpt2", "added_tokens": entries}
     from ..char_tokenizer import tokenizer_from_spec
 
-    try:
-        tokenizer_from_spec(spec)  # refused here, at load: gaps in the ids, a token on another's id
-    except CheckpointError as e:
-        raise CheckpointError(f"{where}: {e}") from None
-    return spec
+    # refused here, at load, naming the file: gaps in the ids, a token on another's id, an eos that is no token
+    for file, checked in ((where, spec), (eos_where, {**spec, "eos_token_id": eos})):
+        try:
+            tokenizer_from_spec(checked)
+        except CheckpointError as e:
+            raise CheckpointError(f"{file}: {e}") from None
+    return {**spec, "eos_token_id": eos}
 
 
 # What a Hugging Face tokenizer saves beside its vocabulary: its settings and its added tokens.
