@@ -214,6 +214,7 @@ class RowSampler:
         self.seen[[t for t in prompt if t < self.n_tokens]] = True
         self.tracker = TextTracker(tokenizer, params.stop, params.skip_leading_space)
         self.eos_ids = tokenizer.eos_token_ids  # <|endoftext|>, or the fine-tune's own (a chat model's <|im_end|>)
+        self.eot_id = tokenizer.eot_id  # <|endoftext|>: no text, even where generation goes on past it
         self.n_new = 0
         self.token = 0  # the last token chosen: the next step's input
         self.done = False
