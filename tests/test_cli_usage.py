@@ -7,6 +7,7 @@ import ast
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -191,8 +192,13 @@ def test_version_module_entry_point_and_completion():
     )
     assert r.returncode == 0 and "Usage" in r.stdout and "chat" in r.stdout and "list" in r.stdout
     assert "--install-completion" in r.stdout
-    r = run_cli("--show-completion", "bash")
-    assert r.returncode == 0 and "complete" in r.stdout and "_NPGPT_COMPLETE" in r.stdout
+    # typer finds the shell from the process tree (a bare `bash` argument is not read): run it from bash, as a
+    # user does, so a test process whose parent shell has gone (a detached run) still finds one
+    exe = Path(sys.executable).parent / "npgpt"
+    npgpt = shlex.quote(str(exe)) if exe.exists() else f"{shlex.quote(sys.executable)} -m npgpt"
+    script = f"{npgpt} --show-completion; echo rc=$?"
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert "rc=0" in r.stdout and "complete" in r.stdout and "_NPGPT_COMPLETE" in r.stdout, r.stderr
 
 
 # -- 6. serve fails before "serving" -------------------------------------------------------------------------
