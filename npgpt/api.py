@@ -106,20 +106,71 @@ class GPT2:
         attention_mask: Any = None,
         fwd_hooks: Any = (),
         host: bool = True,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
         **other: Any,
     ) -> tuple[Any, dict[str, Any]]:
-        """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``."""
+        """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``.
+        ``ids`` may be text, read as TransformerLens reads it: ``<|endoftext|>`` first (:meth:`to_tokens`)."""
         from .hooks import run_with_cache
 
         _refuse_lens_options(other)
-        return run_with_cache(self, ids, names_filter, attention_mask, fwd_hooks=fwd_hooks, host=host)
+        return run_with_cache(
+            self, ids, names_filter, attention_mask, fwd_hooks, host, prepend_bos=prepend_bos, padding_side=padding_side
+        )
 
-    def run_with_hooks(self, ids: Any, fwd_hooks: Any = (), attention_mask: Any = None, **other: Any) -> np.ndarray:
-        """Logits of a forward pass with ``fwd_hooks`` [(name, fn(activation, name))]; see ``hooks.run_with_hooks``."""
+    def run_with_hooks(
+        self,
+        ids: Any,
+        fwd_hooks: Any = (),
+        attention_mask: Any = None,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        **other: Any,
+    ) -> np.ndarray:
+        """Logits of a forward pass with ``fwd_hooks`` [(name, fn(activation, name))]; see ``hooks.run_with_hooks``.
+        ``ids`` may be text, as in :meth:`run_with_cache`."""
         from .hooks import run_with_hooks
 
         _refuse_lens_options(other)
-        return run_with_hooks(self, ids, fwd_hooks, attention_mask)
+        return run_with_hooks(self, ids, fwd_hooks, attention_mask, prepend_bos=prepend_bos, padding_side=padding_side)
+
+    # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------
+    def to_tokens(
+        self, text: str | list[str], prepend_bos: bool | None = True, padding_side: str | None = "right"
+    ) -> np.ndarray:
+        """Int64 ids [B, T] of a text or list of texts as TransformerLens's ``to_tokens`` makes them for GPT-2:
+        ``<|endoftext|>`` first (``prepend_bos``; ``tokenizer.encode`` adds nothing), rows padded with
+        ``<|endoftext|>`` on ``padding_side``. Ids run as given, pads as tokens (in TransformerLens too): run
+        the texts themselves, or pass the mask of ``hooks.to_tokens``, for each row's unpadded activations."""
+        from .hooks import to_tokens
+
+        return to_tokens(self, text, prepend_bos, padding_side)[0]
+
+    def to_str_tokens(
+        self, text_or_ids: Any, prepend_bos: bool | None = True, padding_side: str | None = "right"
+    ) -> list[str] | list[list[str]]:
+        """Each token as text (TransformerLens's ``to_str_tokens``): of a text (``<|endoftext|>`` first, as
+        :meth:`to_tokens`), of token ids [T] (or [1, T]), or a list of one or the other per item."""
+        if isinstance(text_or_ids, list) and text_or_ids and not _is_one_prompt(text_or_ids):
+            return [self.to_str_tokens(item, prepend_bos, padding_side) for item in text_or_ids]  # type: ignore[return-value]
+        if isinstance(text_or_ids, str):
+            ids = self.to_tokens(text_or_ids, prepend_bos, padding_side)[0]
+        else:
+            ids = as_ids(text_or_ids, "to_str_tokens' input", "a text, token ids [T] or a list of them")
+            ids = ids.reshape(-1) if ids.size == 1 else np.squeeze(ids)
+            if ids.ndim != 1:
+                raise NpgptError(f"to_str_tokens takes token ids of one row [T], got shape {ids.shape}")
+        return [self.tokenizer.decode([int(t)]) for t in ids]
+
+    def to_string(self, ids: Any) -> str | list[str]:
+        """The text of token ids [T], or a list of texts for [B, T] (TransformerLens's ``to_string``)."""
+        ids = as_ids(ids, "to_string's input", "token ids [T] or [B, T]")
+        if ids.ndim > 2:
+            raise NpgptError(f"to_string takes token ids [T] or [B, T], got shape {ids.shape}")
+        if ids.ndim == 2:
+            return [self.tokenizer.decode(row) for row in ids.tolist()]
+        return self.tokenizer.decode(ids.reshape(-1).tolist())
 
     # -- generation -----------------------------------------------------------------------------
     def _rows(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]]) -> list[list[int]]:
@@ -242,8 +293,6 @@ class GPT2:
 _LENS_OPTIONS = {
     "return_type": "npgpt's returns the logits; for the loss use model.score(ids) (its cross_entropy)",
     "remove_batch_dim": "index the cache's arrays with [0]",
-    "prepend_bos": "npgpt prepends nothing; put <|endoftext|> (id 50256) first as TransformerLens does",
-    "padding_side": "pass left-padded ids and attention_mask (1 = token, 0 = padding)",
     "reset_hooks_end": "npgpt's hooks last for the one call",
     "clear_contexts": "npgpt's hooks last for the one call",
     "stop_at_layer": "npgpt runs every layer; the cache's blocks.{l}.hook_resid_post is the stream after layer l",
@@ -254,7 +303,8 @@ _LENS_OPTIONS = {
 def _refuse_lens_options(other: dict[str, Any]) -> None:
     """A keyword the hooks do not take: NpgptError naming npgpt's way for TransformerLens's, not a TypeError."""
     for name in other:
-        hint = _LENS_OPTIONS.get(name, "valid: names_filter, attention_mask, fwd_hooks, host")
+        valid = "names_filter, attention_mask, fwd_hooks, host, prepend_bos, padding_side"
+        hint = _LENS_OPTIONS.get(name, f"valid: {valid}")
         raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
 
 

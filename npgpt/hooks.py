@@ -47,10 +47,72 @@ __all__ = [
     "name_filter",
     "run_with_cache",
     "run_with_hooks",
+    "to_tokens",
 ]
 
 Array = Any
 HookFn = Callable[[Array, str], Array | None]  # fn(activation, hook_name) -> replacement, or None to keep it
+
+
+def is_text(x: Any) -> bool:
+    """A text or a non-empty list of texts: what TransformerLens tokenizes where it takes tokens."""
+    return isinstance(x, str) or (isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(t, str) for t in x))
+
+
+def to_tokens(
+    model: Engine | HasEngine,
+    text: str | Sequence[str],
+    prepend_bos: bool | None = True,
+    padding_side: str | None = "right",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """TransformerLens's ``to_tokens`` for GPT-2: ids [B, T] of a text (B = 1) or a list of texts, and the
+    attention mask [B, T] where rows are padded on the left (None otherwise).
+
+    ``prepend_bos`` (TransformerLens's default for GPT-2, and npgpt's here): ``<|endoftext|>`` first,
+    as GPT-2 saw at the start of each document. Rows of unequal length are padded with
+    ``<|endoftext|>`` (GPT-2's pad token there) on ``padding_side``: on the right, as TransformerLens,
+    with no mask (causal attention keeps the real tokens' activations as unpadded); on the left with
+    the mask, so that each row's activations are its unpadded run's. A literal ``<|endoftext|>`` in the
+    text is the special token, as Hugging Face's tokenizer reads it. None for either is its default, as there.
+    """
+    prepend_bos = True if prepend_bos is None else prepend_bos
+    padding_side = padding_side or "right"
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:  # an Engine: weights and no tokenizer
+        raise NpgptError("text needs the model's tokenizer: pass token ids, or use the model npgpt.load returns")
+    if not isinstance(prepend_bos, bool):
+        raise NpgptError(f"prepend_bos must be True or False, got {shown(prepend_bos)}", param="prepend_bos")
+    if padding_side not in ("left", "right"):
+        raise NpgptError(f"padding_side must be 'left' or 'right', got {shown(padding_side)}", param="padding_side")
+    if not is_text(text):
+        raise NpgptError(f"text must be a str or a non-empty list of str, got {shown(text)}")
+    texts = [text] if isinstance(text, str) else list(text)
+    bos = [tokenizer.eot_id] if prepend_bos else []
+    rows = [bos + tokenizer.encode(t, allow_special=True) for t in texts]
+    T = max(map(len, rows))
+    if T == 0:
+        raise NpgptError("the text is empty and prepend_bos=False: there is no token to run")
+    ids = np.full((len(rows), T), tokenizer.eot_id, np.int64)
+    mask = np.zeros((len(rows), T), np.int64)
+    for i, row in enumerate(rows):
+        at = slice(T - len(row), T) if padding_side == "left" else slice(0, len(row))
+        ids[i, at], mask[i, at] = row, 1
+    return ids, (mask if padding_side == "left" and not mask.all() else None)
+
+
+def _read_input(
+    model: Engine | HasEngine, ids: Any, attention_mask: Any, prepend_bos: bool | None, padding_side: str | None
+) -> tuple[Any, Any]:
+    """``(ids, attention_mask)`` of what a hooked run was given: token ids as they are (``prepend_bos``
+    and ``padding_side`` are for text, as in TransformerLens), a text or list of texts by :func:`to_tokens`."""
+    if not is_text(ids):
+        return ids, attention_mask
+    if attention_mask is not None:
+        raise NpgptError(
+            "attention_mask is for token ids; text is padded, and masked, by padding_side ('left' or 'right')",
+            param="attention_mask",
+        )
+    return to_tokens(model, ids, prepend_bos, padding_side)
 
 
 def _inputs(model: Engine | HasEngine, ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,6 +229,8 @@ def run_with_cache(
     attention_mask: Any = None,
     fwd_hooks: Sequence[tuple[Any, HookFn]] = (),
     host: bool = True,
+    prepend_bos: bool | None = None,
+    padding_side: str | None = None,
 ) -> tuple[Any, ActivationCache]:
     """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
 
@@ -175,8 +239,10 @@ def run_with_cache(
     shapes (see :func:`hook_names`), each as its hook point saw it: an activation changed by one of ``fwd_hooks``
     is cached as changed, and a later change in place does not reach the cache. With
     ``host`` (the default) everything is a NumPy array; ``host=False`` keeps the backend's arrays
-    (JAX: traceable). A 1-D ``ids`` is one row.
+    (JAX: traceable). A 1-D ``ids`` is one row. ``ids`` may be a text or a list of texts, read as
+    TransformerLens reads them, ``<|endoftext|>`` first (``prepend_bos``, ``padding_side``: :func:`to_tokens`).
     """
+    ids, attention_mask = _read_input(model, ids, attention_mask, prepend_bos, padding_side)
     keep = name_filter(names_filter, model.config.n_layer)
     cache: dict[str, Any] = {}
     to = model.backend.to_numpy if host else (lambda x: x)
@@ -195,7 +261,12 @@ def run_with_cache(
 
 
 def run_with_hooks(
-    model: Engine | HasEngine, ids: Any, fwd_hooks: Sequence[tuple[Any, HookFn]] = (), attention_mask: Any = None
+    model: Engine | HasEngine,
+    ids: Any,
+    fwd_hooks: Sequence[tuple[Any, HookFn]] = (),
+    attention_mask: Any = None,
+    prepend_bos: bool | None = None,
+    padding_side: str | None = None,
 ) -> np.ndarray:
     """Float32 logits [B, T, V] of a forward pass in which each ``(name, fn)`` of ``fwd_hooks`` runs at
     its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape (cast to
@@ -203,8 +274,9 @@ def run_with_hooks(
     a hook name or a predicate over names, as in TransformerLens; ``hook_name`` is a str that also
     has TransformerLens's ``hook.name`` and ``hook.layer()`` (:class:`HookName`). The activation is
     an array of the model's backend (a replacement from another library, e.g. torch on NumPy, is
-    converted).
+    converted). Text is read as in :func:`run_with_cache`.
     """
+    ids, attention_mask = _read_input(model, ids, attention_mask, prepend_bos, padding_side)
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model), attention_mask)
     return model.backend.to_numpy(logits)
 
@@ -267,13 +339,16 @@ def activation_grads(
     metric: Callable[[Array], Array],
     names_filter: NamesFilter = None,
     attention_mask: Any = None,
+    prepend_bos: bool | None = None,
+    padding_side: str | None = None,
 ) -> tuple[float, ActivationCache, ActivationCache]:
     """``(value, cache, grads)``: ``metric(logits)`` (a JAX scalar of the logits [B, T, V]), the
     activations named by ``names_filter`` and the gradient of the metric with respect to each (each an
     :class:`ActivationCache`: ``grads["resid_pre", 0]`` reads as in TransformerLens), all from one
     ``jax.grad`` (a zero added at every hook point is what is differentiated). Needs JAX; the weights
-    are read as float32 from any backend.
+    are read as float32 from any backend. Text is read as in :func:`run_with_cache`.
     """
+    ids, attention_mask = _read_input(model, ids, attention_mask, prepend_bos, padding_side)
     jax, jnp, params = _jax_params(model)
     keep = name_filter(names_filter, model.config.n_layer)
     shapes: dict[str, Any] = {}
@@ -313,13 +388,19 @@ def attribution_patching(
     metric: Callable[[Array], Array],
     names_filter: NamesFilter = None,
     attention_mask: Any = None,
+    prepend_bos: bool | None = None,
+    padding_side: str | None = None,
 ) -> ActivationCache:
     """Attribution patching (Nanda, 2023): for each activation, ``(clean - corrupted) * d metric / d act``
     at the corrupted run, a first-order estimate of how much patching the clean activation into the
     corrupted run moves ``metric(logits)``. Arrays of the activations' shapes, keyed as a cache
     (``attr["resid_pre", 3]``); sum over the axes you do not care about. One forward pass for the
-    clean run, one ``jax.grad`` for the corrupted.
+    clean run, one ``jax.grad`` for the corrupted. Texts are read as in :func:`run_with_cache`.
     """
+    clean_ids, clean_mask = _read_input(model, clean_ids, attention_mask, prepend_bos, padding_side)
+    corrupted_ids, attention_mask = _read_input(model, corrupted_ids, attention_mask, prepend_bos, padding_side)
+    if not np.array_equal(np.asarray(clean_mask), np.asarray(attention_mask)):  # texts left-padded unlike
+        raise NpgptError("clean and corrupted texts must be of the same token lengths, row by row, to be subtracted")
     keep = name_filter(names_filter, model.config.n_layer)
     shapes = [as_engine(model).check_ids(ids, attention_mask)[0].shape for ids in (clean_ids, corrupted_ids)]
     if shapes[0] != shapes[1]:  # checked before either run: the two runs' activations are subtracted

@@ -5,8 +5,10 @@ against finite differences."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from npgpt.config import PRESETS, GPT2Config
 from npgpt.errors import NpgptError
 from npgpt.formats import hf
 from npgpt.model import gpt2
+from npgpt.tokenizer import default_files
 
 ODD = GPT2Config(n_ctx=32, n_embd=48, n_head=3, n_layer=3)
 
@@ -50,6 +53,9 @@ def bridge(config: GPT2Config, params: dict, path: str):
     from transformers import GPT2LMHeadModel
 
     hf.save(path, config, params)
+    encoder_json, vocab_bpe = default_files()  # GPT-2's tokenizer, as the Hub ships it, for text inputs
+    shutil.copy(encoder_json, os.path.join(path, "vocab.json"))
+    shutil.copy(vocab_bpe, os.path.join(path, "merges.txt"))
     ref = GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
     br = tl.TransformerBridge.boot_transformers(path, hf_model=ref)
     br.enable_compatibility_mode(no_processing=True, disable_warnings=True)
@@ -687,7 +693,7 @@ def test_transformer_lens_options_of_run_with_cache_name_npgpts_way(odd):
     for run, name, says in (
         (model.run_with_cache, "return_type", r"model\.score"),
         (model.run_with_cache, "remove_batch_dim", r"\[0\]"),
-        (model.run_with_hooks, "prepend_bos", "prepends nothing"),
+        (model.run_with_hooks, "bwd_hooks", "activation_grads"),
         (model.run_with_cache, "colour", "valid: names_filter"),
     ):
         with pytest.raises(NpgptError, match=f"unknown option '{name}'; .*{says}") as e:
@@ -695,3 +701,63 @@ def test_transformer_lens_options_of_run_with_cache_name_npgpts_way(odd):
         assert e.value.param == name
     lens = set().union(*(inspect.signature(f).parameters for f in (br.run_with_cache, br.run_with_hooks, br.forward)))
     assert set(api._LENS_OPTIONS) <= lens  # TransformerLens's own names
+
+
+TEXTS = ["The cat sat on the mat", "Hi<|endoftext|> there", "A"]
+
+
+def test_text_runs_as_transformer_lens_runs_it(odd):
+    """model.run_with_cache("text") was refused, and its hint (model.tokenizer.encode) gave other activations than
+    TransformerLens's, which puts <|endoftext|> first for GPT-2. Text is now read as there: to_tokens,
+    prepend_bos, padding_side and lists of texts give TransformerLens's ids and activations."""
+    import torch
+
+    model, br = odd
+    for text in ("The cat sat on the mat", TEXTS):
+        sides = ({}, {"prepend_bos": False}, {"padding_side": "left"}, {"prepend_bos": None, "padding_side": None})
+        for kw in sides:
+            assert model.to_tokens(text, **kw).tolist() == br.to_tokens(text, **kw).tolist(), kw
+            assert model.to_str_tokens(text, **kw) == br.to_str_tokens(text, **kw), kw
+            logits, cache = model.run_with_cache(text, **kw)
+            with torch.no_grad():
+                tl_logits, tl_cache = br.run_with_cache(text, **kw)
+            ids, mask = hooks.to_tokens(model, text, **kw)
+            mask = np.ones(ids.shape, np.int64) if mask is None else mask  # right padding: no mask, as there
+            assert_cache_equal(cache, tl_cache, mask, ODD.n_layer)
+            real = mask.astype(bool)
+            np.testing.assert_allclose(logits[real], tl_logits.numpy()[real], atol=1e-4, rtol=1e-4)
+            hooked = model.run_with_hooks(text, fwd_hooks=[("blocks.1.attn.hook_z", zero_head_1)], **kw)
+            assert hooked.shape == logits.shape and not np.allclose(hooked, logits)
+    # Left padding without <|endoftext|> first: TransformerLens's mask counts the last pad as a token (it reads
+    # pads with its default prepend_bos); npgpt's rows are their unpadded runs, as with prepend_bos.
+    kw = {"prepend_bos": False, "padding_side": "left"}
+    _, cache = model.run_with_cache(TEXTS, **kw)
+    for row, text in enumerate(TEXTS):
+        n = len(model.to_tokens(text, prepend_bos=False)[0])
+        np.testing.assert_allclose(
+            cache["resid_post", -1][row, -n:], model.run_with_cache(text, **kw)[1]["resid_post", -1][0], atol=1e-5
+        )
+    ids = br.to_tokens(TEXTS).numpy()
+    assert model.to_string(ids) == br.to_string(ids) and model.to_string(ids[0]) == br.to_string(ids[0])
+    assert model.to_str_tokens(ids[:1]) == br.to_str_tokens(ids[:1])
+    _, by_ids = model.run_with_cache(model.to_tokens("The cat"))  # ids run as given, as there
+    np.testing.assert_array_equal(by_ids["resid_post", -1], model.run_with_cache("The cat")[1]["resid_post", -1])
+    for call, says in (
+        (lambda: model.run_with_cache("A", padding_side="middle"), "padding_side must be 'left' or 'right'"),
+        (lambda: model.run_with_cache("A", prepend_bos="yes"), "prepend_bos must be True or False"),
+        (lambda: model.run_with_cache("", prepend_bos=False), "the text is empty and prepend_bos=False"),
+        (lambda: model.run_with_cache(["A", "B"], attention_mask=[[1], [1]]), "attention_mask is for token ids"),
+        (lambda: hooks.run_with_cache(model.engine, "A"), "text needs the model's tokenizer"),
+    ):
+        with pytest.raises(NpgptError, match=says):
+            call()
+    if importlib.util.find_spec("jax") is not None:  # the gradients read text as the runs do
+        metric = lambda logits: logits[0, -1, 5] - logits[0, -1, 7]  # noqa: E731
+        name = "blocks.1.hook_resid_pre"
+        by_text = hooks.attribution_patching(model, "The cat", "The dog", metric, names_filter=name)
+        by_ids = hooks.attribution_patching(
+            model, model.to_tokens("The cat"), model.to_tokens("The dog"), metric, names_filter=name
+        )
+        np.testing.assert_array_equal(by_text[name], by_ids[name])
+        with pytest.raises(NpgptError, match="the same token lengths"):
+            hooks.attribution_patching(model, ["A", "B C"], ["A B", "C"], metric, padding_side="left")
