@@ -108,15 +108,27 @@ class GPT2:
         host: bool = True,
         prepend_bos: bool | None = None,
         padding_side: str | None = None,
+        return_type: str | None = "logits",
+        loss_per_token: bool = False,
         **other: Any,
     ) -> tuple[Any, dict[str, Any]]:
         """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``.
-        ``ids`` may be text, read as TransformerLens reads it: ``<|endoftext|>`` first (:meth:`to_tokens`)."""
+        ``ids`` may be text, read as TransformerLens reads it: ``<|endoftext|>`` first (:meth:`to_tokens`);
+        ``return_type`` "loss", "both" or None in place of the logits, as there."""
         from .hooks import run_with_cache
 
         _refuse_lens_options(other)
         return run_with_cache(
-            self, ids, names_filter, attention_mask, fwd_hooks, host, prepend_bos=prepend_bos, padding_side=padding_side
+            self,
+            ids,
+            names_filter,
+            attention_mask,
+            fwd_hooks,
+            host,
+            prepend_bos=prepend_bos,
+            padding_side=padding_side,
+            return_type=return_type,
+            loss_per_token=loss_per_token,
         )
 
     def run_with_hooks(
@@ -126,14 +138,25 @@ class GPT2:
         attention_mask: Any = None,
         prepend_bos: bool | None = None,
         padding_side: str | None = None,
+        return_type: str | None = "logits",
+        loss_per_token: bool = False,
         **other: Any,
-    ) -> np.ndarray:
+    ) -> Any:
         """Logits of a forward pass with ``fwd_hooks`` [(name, fn(activation, name))]; see ``hooks.run_with_hooks``.
-        ``ids`` may be text, as in :meth:`run_with_cache`."""
+        ``ids`` may be text, and ``return_type`` "loss", "both" or None, as in :meth:`run_with_cache`."""
         from .hooks import run_with_hooks
 
         _refuse_lens_options(other)
-        return run_with_hooks(self, ids, fwd_hooks, attention_mask, prepend_bos=prepend_bos, padding_side=padding_side)
+        return run_with_hooks(
+            self,
+            ids,
+            fwd_hooks,
+            attention_mask,
+            prepend_bos=prepend_bos,
+            padding_side=padding_side,
+            return_type=return_type,
+            loss_per_token=loss_per_token,
+        )
 
     # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------
     def to_tokens(
@@ -291,7 +314,6 @@ class GPT2:
 
 # TransformerLens's options of run_with_cache/run_with_hooks -> npgpt's way to the same end
 _LENS_OPTIONS = {
-    "return_type": "npgpt's returns the logits; for the loss use model.score(ids) (its cross_entropy)",
     "remove_batch_dim": "index the cache's arrays with [0]",
     "reset_hooks_end": "npgpt's hooks last for the one call",
     "clear_contexts": "npgpt's hooks last for the one call",
@@ -303,7 +325,7 @@ _LENS_OPTIONS = {
 def _refuse_lens_options(other: dict[str, Any]) -> None:
     """A keyword the hooks do not take: NpgptError naming npgpt's way for TransformerLens's, not a TypeError."""
     for name in other:
-        valid = "names_filter, attention_mask, fwd_hooks, host, prepend_bos, padding_side"
+        valid = "names_filter, attention_mask, fwd_hooks, host, prepend_bos, padding_side, return_type, loss_per_token"
         hint = _LENS_OPTIONS.get(name, f"valid: {valid}")
         raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
 

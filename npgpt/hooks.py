@@ -27,6 +27,7 @@ from .engine import as_engine, positions_and_mask
 from .errors import NpgptError, shown
 from .hook_points import BLOCK_HOOKS, OPTIONAL_IN_TL, NamesFilter, act_name, hook_names, name_filter
 from .model import gpt2
+from .sampling import log_softmax
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -44,6 +45,7 @@ __all__ = [
     "attribution_patching",
     "hook_names",
     "hooked_forward",
+    "lm_loss",
     "name_filter",
     "run_with_cache",
     "run_with_hooks",
@@ -113,6 +115,51 @@ def _read_input(
             param="attention_mask",
         )
     return to_tokens(model, ids, prepend_bos, padding_side)
+
+
+RETURN_TYPES = ("logits", "loss", "both", None)  # TransformerLens's return_type
+
+
+def lm_loss(logits: Any, ids: np.ndarray, attention_mask: Any = None, per_token: bool = False) -> Any:
+    """TransformerLens's loss (``lm_cross_entropy_loss``): the mean over rows and positions of the
+    negative log-probability of each next token, as a float32 scalar; ``per_token``: [B, T-1] of them.
+    With ``attention_mask``, the pairs with a padding token are left out (0 in ``per_token``'s)."""
+    logits = np.asarray(logits, np.float64)  # float64: the mean of many small terms, as score.py's
+    nll = -np.take_along_axis(log_softmax(logits[:, :-1]), ids[:, 1:, None], axis=-1)[..., 0]  # [B, T-1]
+    if attention_mask is None:
+        count = nll.size
+    else:
+        valid = np.asarray(attention_mask).astype(bool)
+        pairs = valid[:, :-1] & valid[:, 1:]
+        nll, count = np.where(pairs, nll, 0.0), int(pairs.sum())
+    if per_token:
+        return nll.astype(np.float32)
+    if count == 0:
+        raise NpgptError("the loss needs two tokens in a row to predict one from the other; give a longer input")
+    return np.float32(nll.sum() / count)
+
+
+def _check_return_type(return_type: Any, loss_per_token: Any) -> None:
+    if return_type not in RETURN_TYPES:
+        raise NpgptError(
+            f"return_type must be 'logits', 'loss', 'both' or None (TransformerLens's), got {shown(return_type)}",
+            param="return_type",
+        )
+    if not isinstance(loss_per_token, bool):
+        raise NpgptError(f"loss_per_token must be True or False, got {shown(loss_per_token)}", param="loss_per_token")
+
+
+def _output(
+    model: Engine | HasEngine, logits: Any, ids: Any, attention_mask: Any, return_type: str | None, per_token: bool
+) -> Any:
+    """What a hooked run returns for TransformerLens's ``return_type``: the logits (as the caller gives
+    them), the loss (NumPy float32), both, or None. ``ids`` and ``attention_mask`` as checked by the run."""
+    if return_type in ("logits", None):
+        return logits if return_type else None
+    ids, valid = as_engine(model).check_ids(ids, attention_mask)
+    host = logits if isinstance(logits, np.ndarray) else model.backend.to_numpy(logits)  # host=False: the backend's
+    loss = lm_loss(host, ids, None if attention_mask is None else valid, per_token)
+    return loss if return_type == "loss" else (logits, loss)
 
 
 def _inputs(model: Engine | HasEngine, ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,6 +278,8 @@ def run_with_cache(
     host: bool = True,
     prepend_bos: bool | None = None,
     padding_side: str | None = None,
+    return_type: str | None = "logits",
+    loss_per_token: bool = False,
 ) -> tuple[Any, ActivationCache]:
     """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
 
@@ -241,7 +290,10 @@ def run_with_cache(
     ``host`` (the default) everything is a NumPy array; ``host=False`` keeps the backend's arrays
     (JAX: traceable). A 1-D ``ids`` is one row. ``ids`` may be a text or a list of texts, read as
     TransformerLens reads them, ``<|endoftext|>`` first (``prepend_bos``, ``padding_side``: :func:`to_tokens`).
+    ``return_type`` as TransformerLens's: "loss" for :func:`lm_loss` (``loss_per_token``), "both" for
+    ``(logits, loss)``, None for nothing, in place of the logits.
     """
+    _check_return_type(return_type, loss_per_token)
     ids, attention_mask = _read_input(model, ids, attention_mask, prepend_bos, padding_side)
     keep = name_filter(names_filter, model.config.n_layer)
     cache: dict[str, Any] = {}
@@ -257,7 +309,7 @@ def run_with_cache(
         return x
 
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask)
-    return to(logits), ActivationCache(cache, model)
+    return _output(model, to(logits), ids, attention_mask, return_type, loss_per_token), ActivationCache(cache, model)
 
 
 def run_with_hooks(
@@ -267,18 +319,21 @@ def run_with_hooks(
     attention_mask: Any = None,
     prepend_bos: bool | None = None,
     padding_side: str | None = None,
-) -> np.ndarray:
+    return_type: str | None = "logits",
+    loss_per_token: bool = False,
+) -> Any:
     """Float32 logits [B, T, V] of a forward pass in which each ``(name, fn)`` of ``fwd_hooks`` runs at
     its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape (cast to
     the activation's float32), or None to keep the activation (changed in place or not). ``name`` is
     a hook name or a predicate over names, as in TransformerLens; ``hook_name`` is a str that also
     has TransformerLens's ``hook.name`` and ``hook.layer()`` (:class:`HookName`). The activation is
     an array of the model's backend (a replacement from another library, e.g. torch on NumPy, is
-    converted). Text is read as in :func:`run_with_cache`.
+    converted). Text, ``return_type`` and ``loss_per_token`` are read as in :func:`run_with_cache`.
     """
+    _check_return_type(return_type, loss_per_token)
     ids, attention_mask = _read_input(model, ids, attention_mask, prepend_bos, padding_side)
-    logits = hooked_forward(model, ids, _compose(fwd_hooks, model), attention_mask)
-    return model.backend.to_numpy(logits)
+    logits = model.backend.to_numpy(hooked_forward(model, ids, _compose(fwd_hooks, model), attention_mask))
+    return _output(model, logits, ids, attention_mask, return_type, loss_per_token)
 
 
 def _jax_params(model: Engine | HasEngine) -> tuple[Any, Any, dict[str, Any]]:

@@ -691,7 +691,6 @@ def test_transformer_lens_options_of_run_with_cache_name_npgpts_way(odd):
     import inspect
 
     for run, name, says in (
-        (model.run_with_cache, "return_type", r"model\.score"),
         (model.run_with_cache, "remove_batch_dim", r"\[0\]"),
         (model.run_with_hooks, "bwd_hooks", "activation_grads"),
         (model.run_with_cache, "colour", "valid: names_filter"),
@@ -761,3 +760,51 @@ def test_text_runs_as_transformer_lens_runs_it(odd):
         np.testing.assert_array_equal(by_text[name], by_ids[name])
         with pytest.raises(NpgptError, match="the same token lengths"):
             hooks.attribution_patching(model, ["A", "B C"], ["A B", "C"], metric, padding_side="left")
+
+
+def test_return_type_and_loss_are_transformer_lens_s(odd):
+    """run_with_hooks(..., return_type="loss") was refused (TransformerLens users compute the loss so); now
+    "logits", "loss", "both" and None, with loss_per_token, return what TransformerLens's do, on ids and text."""
+    import torch
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    for kw in ({"return_type": "loss"}, {"return_type": "loss", "loss_per_token": True}, {"return_type": "both"}):
+        for inputs, tl_inputs in (
+            ({"ids": ids}, {"input": torch.tensor(ids)}),
+            ({"ids": ids, "attention_mask": mask}, {"input": torch.tensor(ids), "attention_mask": torch.tensor(mask)}),
+            ({"ids": TEXTS, "padding_side": "left"}, {"input": TEXTS, "padding_side": "left"}),
+            ({"ids": TEXTS}, {"input": TEXTS}),
+        ):
+            with torch.no_grad():
+                theirs = br.run_with_hooks(**tl_inputs, **kw)
+            for ours in (model.run_with_hooks(**inputs, **kw), model.run_with_cache(**inputs, **kw)[0]):
+                if kw["return_type"] == "both":
+                    assert ours[0].shape == tuple(theirs[0].shape)
+                    ours, theirs_loss = ours[1], theirs[1]
+                else:
+                    theirs_loss = theirs
+                assert ours.dtype == np.float32
+                np.testing.assert_allclose(ours, theirs_loss.numpy(), atol=1e-4, rtol=1e-5, err_msg=str((kw, inputs)))
+    assert model.run_with_hooks(ids, return_type=None) is None
+    _, cache = model.run_with_cache(ids, return_type=None)
+    assert "blocks.0.hook_resid_pre" in cache
+    np.testing.assert_array_equal(model.run_with_hooks(ids, return_type="logits"), model.run_with_hooks(ids))
+    for kw, says in (
+        ({"return_type": "logit"}, "return_type must be 'logits', 'loss', 'both' or None"),
+        ({"return_type": "loss", "loss_per_token": 1}, "loss_per_token must be True or False"),
+    ):
+        with pytest.raises(NpgptError, match=says):
+            model.run_with_hooks(ids, **kw)
+    with pytest.raises(NpgptError, match="the loss needs two tokens"):
+        model.run_with_hooks([5], return_type="loss")
+    for backend in ("torch", "jax"):  # the loss of the backends' logits, on the host or not
+        if importlib.util.find_spec(backend) is None:
+            continue
+        other = GPT2(ODD, scaled_params(ODD, 3), backend=backend)  # the odd fixture's weights
+        for host in (True, False):
+            (_, loss), _ = other.run_with_cache(TEXTS, return_type="both", padding_side="left", host=host)
+            assert isinstance(loss, np.float32)
+            np.testing.assert_allclose(
+                loss, model.run_with_hooks(TEXTS, return_type="loss", padding_side="left"), rtol=1e-5
+            )
