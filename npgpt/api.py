@@ -315,19 +315,37 @@ class GPT2:
 # TransformerLens's options of run_with_cache/run_with_hooks -> npgpt's way to the same end
 _LENS_OPTIONS = {
     "remove_batch_dim": "index the cache's arrays with [0]",
-    "reset_hooks_end": "npgpt's hooks last for the one call",
-    "clear_contexts": "npgpt's hooks last for the one call",
+    "reset_hooks_end": "npgpt's hooks last for the one call (reset_hooks_end=True); pass them again to the next",
     "stop_at_layer": "npgpt runs every layer; the cache's blocks.{l}.hook_resid_post is the stream after layer l",
     "bwd_hooks": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
+    "incl_bwd": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
+    "device": "the cache is NumPy on the host (host=True); host=False keeps the backend's arrays on its device",
+    "pos_slice": "index the cache's arrays on their position axis (cache['resid_post', 0][:, -1])",
+    "return_cache_object": "the cache is a dict already; dict(cache) for a plain one",
+    "clear_contexts": "True or False: npgpt's hooks keep no hook.ctx between calls",
+}
+# ... and the values of them that ask for what npgpt does anyway (TransformerLens's defaults among them)
+_LENS_SAME = {
+    "reset_hooks_end": lambda v: v is True,
+    "clear_contexts": lambda v: isinstance(v, bool),  # npgpt's hooks keep no hook.ctx between calls
+    "bwd_hooks": lambda v: isinstance(v, (list, tuple)) and not v,
+    "incl_bwd": lambda v: v is False,
+    "remove_batch_dim": lambda v: v is False,
+    "return_cache_object": lambda v: v is True,
+    "device": lambda v: v is None,
 }
 
 
 def _refuse_lens_options(other: dict[str, Any]) -> None:
-    """A keyword the hooks do not take: NpgptError naming npgpt's way for TransformerLens's, not a TypeError."""
-    for name in other:
+    """A keyword the hooks do not take: NpgptError naming npgpt's way for TransformerLens's, not a TypeError;
+    one with the value that asks for what npgpt does anyway (TransformerLens's default) is accepted."""
+    for name, value in other.items():
+        if name in _LENS_SAME and _LENS_SAME[name](value):
+            continue
         valid = "names_filter, attention_mask, fwd_hooks, host, prepend_bos, padding_side, return_type, loss_per_token"
         hint = _LENS_OPTIONS.get(name, f"valid: {valid}")
-        raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
+        what = f"{name}={shown(value)} is not npgpt's" if name in _LENS_SAME else f"unknown option {name!r}"
+        raise NpgptError(f"{what}; {hint}", param=name)
 
 
 def _check_auto_rows(auto_rows: Any) -> None:

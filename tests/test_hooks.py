@@ -691,15 +691,16 @@ def test_transformer_lens_options_of_run_with_cache_name_npgpts_way(odd):
     import inspect
 
     for run, name, says in (
-        (model.run_with_cache, "remove_batch_dim", r"\[0\]"),
-        (model.run_with_hooks, "bwd_hooks", "activation_grads"),
-        (model.run_with_cache, "colour", "valid: names_filter"),
+        (model.run_with_cache, "remove_batch_dim", r"remove_batch_dim=True is not npgpt's; .*\[0\]"),
+        (model.run_with_hooks, "bwd_hooks", "bwd_hooks=True is not npgpt's; .*activation_grads"),
+        (model.run_with_cache, "colour", "unknown option 'colour'; valid: names_filter"),
     ):
-        with pytest.raises(NpgptError, match=f"unknown option '{name}'; .*{says}") as e:
+        with pytest.raises(NpgptError, match=says) as e:
             run([1, 2, 3], **{name: True})
         assert e.value.param == name
     lens = set().union(*(inspect.signature(f).parameters for f in (br.run_with_cache, br.run_with_hooks, br.forward)))
-    assert set(api._LENS_OPTIONS) <= lens  # TransformerLens's own names
+    lens.add("device")  # its run_with_cache reads device from **kwargs (its docstring names it)
+    assert set(api._LENS_OPTIONS) | set(api._LENS_SAME) <= lens  # TransformerLens's own names
 
 
 TEXTS = ["The cat sat on the mat", "Hi<|endoftext|> there", "A"]
@@ -808,3 +809,30 @@ def test_return_type_and_loss_are_transformer_lens_s(odd):
             np.testing.assert_allclose(
                 loss, model.run_with_hooks(TEXTS, return_type="loss", padding_side="left"), rtol=1e-5
             )
+
+
+def test_transformer_lens_options_at_values_that_ask_for_npgpts_behaviour_are_accepted(odd):
+    """run_with_hooks(ids, fwd_hooks, reset_hooks_end=True, bwd_hooks=[]), as TransformerLens code spells its
+    defaults out, was refused as an unknown option though npgpt does just that; such values are now accepted,
+    and the others (and device, incl_bwd, pos_slice) refused in one line naming npgpt's way."""
+    model, _ = odd
+    ids = np.arange(5) + 7
+    plain = model.run_with_hooks(ids, fwd_hooks=[("blocks.1.attn.hook_z", zero_head_1)])
+    same = {"reset_hooks_end": True, "clear_contexts": True, "bwd_hooks": []}
+    np.testing.assert_array_equal(
+        model.run_with_hooks(ids, fwd_hooks=[("blocks.1.attn.hook_z", zero_head_1)], **same), plain
+    )
+    logits, cache = model.run_with_cache(
+        ids, incl_bwd=False, remove_batch_dim=False, return_cache_object=True, device=None, clear_contexts=False
+    )
+    np.testing.assert_array_equal(logits, model.run_with_hooks(ids))
+    for run, kw, says in (
+        (model.run_with_hooks, {"reset_hooks_end": False}, "reset_hooks_end=False is not npgpt's; .*one call"),
+        (model.run_with_hooks, {"bwd_hooks": [("hook_embed", print)]}, "bwd_hooks=.* is not npgpt.s; .*grads"),
+        (model.run_with_cache, {"incl_bwd": True}, "incl_bwd=True is not npgpt's; .*activation_grads"),
+        (model.run_with_cache, {"device": "cuda"}, "device='cuda' is not npgpt's; .*host=False"),
+        (model.run_with_cache, {"pos_slice": -1}, "unknown option 'pos_slice'; .*position axis"),
+        (model.run_with_cache, {"clear_contexts": "yes"}, "clear_contexts='yes' is not npgpt's; True or False"),
+    ):
+        with pytest.raises(NpgptError, match=says):
+            run(ids, **kw)
