@@ -18,16 +18,18 @@ from array_api_compat import array_namespace
 from .errors import NpgptError, is_integer, shown
 from .hook_points import OPTIONAL_IN_TL, act_name, hook_names
 from .model import layer_norm
+from .params import head_name
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine
 
 
-# TransformerLens's ActivationCache methods npgpt's has not -> npgpt's way to the same numbers
+# TransformerLens's ActivationCache methods npgpt's has not -> npgpt's way to the same numbers ({head}: the
+# matrix this model unembeds with, TransformerLens's W_U transposed: wte, or an untied model's lm_head)
 _CACHE_METHODS_NOT_HERE = {
     "remove_batch_dim": "npgpt's arrays keep the batch axis; index them with [0] (cache['pattern', 0][0])",
-    "logit_attrs": "apply_ln_to_stack(stack) @ the tokens' unembedding rows, model.params['wte'][tokens].T",
-    "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.params['wte'].T",
+    "logit_attrs": "apply_ln_to_stack(stack) @ the tokens' unembedding rows, model.params['{head}'][tokens].T",
+    "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.params['{head}'].T",
     "stack_head_results": "npgpt caches no attn.hook_result: each head's blocks.{i}.attn.hook_z times its rows "
     "of attn.c_proj.w",
     "compute_head_results": "npgpt caches no attn.hook_result: each head's blocks.{i}.attn.hook_z times its rows "
@@ -114,7 +116,7 @@ class ActivationCache(dict):
         if name in _CACHE_METHODS_NOT_HERE:
             raise CacheAttributeError(
                 f"npgpt's cache has no {name} (TransformerLens's ActivationCache.{name}); "
-                + _CACHE_METHODS_NOT_HERE[name]
+                + _CACHE_METHODS_NOT_HERE[name].replace("{head}", head_name(self.model.params))
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 

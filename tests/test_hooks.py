@@ -836,3 +836,34 @@ def test_transformer_lens_options_at_values_that_ask_for_npgpts_behaviour_are_ac
     ):
         with pytest.raises(NpgptError, match=says):
             run(ids, **kw)
+
+
+def test_the_unembedding_hints_name_an_untied_models_own_head(tmp_path):
+    """The cache's hints for logit_attrs and logit_lens named model.params['wte'] whatever the model: for
+    an untied model (its own lm_head) they gave other numbers than TransformerLens's, silently. They now name
+    the matrix the model unembeds with, and its numbers are TransformerLens's logit lens and logit_attrs."""
+    import dataclasses
+    import re
+
+    import torch
+
+    config = dataclasses.replace(ODD, tie_word_embeddings=False, n_head=4, activation_function="relu", n_inner=40)
+    params = scaled_params(config, 6)
+    model, br = GPT2(config, params), bridge(config, params, str(tmp_path / "tl-untied"))
+    ids = np.arange(5)[None] + 11
+    _, cache = model.run_with_cache(ids)
+    _, tl_cache = tl_run(br, ids, np.ones_like(ids))
+    hints = {}
+    for name in ("logit_attrs", "logit_lens"):
+        with pytest.raises(AttributeError) as caught:
+            getattr(cache, name)
+        hints[name] = re.search(r"model\.params\['(\w+)'\]", str(caught.value)).group(1)
+    assert hints == {"logit_attrs": "lm_head", "logit_lens": "lm_head"}
+    head = model.params[hints["logit_lens"]]
+    with torch.no_grad():
+        theirs = tl_cache.accumulated_resid(apply_ln=True) @ br.W_U
+    np.testing.assert_allclose(cache.accumulated_resid(apply_ln=True) @ head.T, theirs.numpy(), atol=1e-3, rtol=1e-4)
+    stack = cache.decompose_resid()
+    ours = cache.apply_ln_to_stack(stack) @ model.params[hints["logit_attrs"]][[7]].T
+    theirs = tl_cache.logit_attrs(tl_cache.decompose_resid(), tokens=7)
+    np.testing.assert_allclose(ours[..., 0], as_numpy(theirs), atol=1e-4, rtol=1e-4)
