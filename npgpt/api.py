@@ -99,6 +99,32 @@ class GPT2:
         """Float32 logits [B, T, V] for integer ids [B, T]; see :meth:`Engine.logits`."""
         return self.engine.logits(ids, attention_mask)
 
+    def __call__(
+        self,
+        input: Any,
+        return_type: str | None = "logits",
+        loss_per_token: bool = False,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        attention_mask: Any = None,
+        **other: Any,
+    ) -> Any:
+        """TransformerLens's ``model(input)`` (its ``forward``): float32 logits [B, T, V] of token ids or text
+        (read as there, ``<|endoftext|>`` first), or with ``return_type`` the loss, both or None; the hooked
+        pass of :meth:`run_with_hooks` with no hooks, so its numbers are the cache's. ``logits`` is npgpt's own."""
+        return self.run_with_hooks(
+            input,
+            (),
+            attention_mask,
+            prepend_bos=prepend_bos,
+            padding_side=padding_side,
+            return_type=return_type,
+            loss_per_token=loss_per_token,
+            **other,
+        )
+
+    forward = __call__  # TransformerLens's model.forward(...), as model(...)
+
     def run_with_cache(
         self,
         ids: Any,

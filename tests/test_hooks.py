@@ -867,3 +867,34 @@ def test_the_unembedding_hints_name_an_untied_models_own_head(tmp_path):
     ours = cache.apply_ln_to_stack(stack) @ model.params[hints["logit_attrs"]][[7]].T
     theirs = tl_cache.logit_attrs(tl_cache.decompose_resid(), tokens=7)
     np.testing.assert_allclose(ours[..., 0], as_numpy(theirs), atol=1e-4, rtol=1e-4)
+
+
+def test_the_model_is_called_as_transformer_lens_s(odd):
+    """logits = model("text") and model(tokens, return_type="loss"), TransformerLens's everyday calls, were
+    TypeErrors ('GPT2' object is not callable); model(...) and model.forward(...) now return what they return
+    there."""
+    import torch
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    with torch.no_grad():
+        for args, kw in (
+            (("The cat sat on the mat",), {}),
+            ((TEXTS,), {"padding_side": "left"}),
+            ((TEXTS,), {"return_type": "loss", "prepend_bos": False}),
+            ((ids,), {"return_type": "both"}),
+        ):
+            theirs = br(*(torch.tensor(a) if isinstance(a, np.ndarray) else a for a in args), **kw)
+            for ours in (model(*args, **kw), model.forward(*args, **kw)):
+                if kw.get("return_type") == "both":
+                    np.testing.assert_allclose(ours[0], theirs[0].numpy(), atol=1e-4, rtol=1e-4)
+                    ours, theirs_part = ours[1], theirs[1]
+                else:
+                    theirs_part = theirs
+                if "padding_side" in kw:  # left-padded: the pads' positions mean nothing
+                    real = hooks.to_tokens(model, *args, **kw)[1].astype(bool)
+                    ours, theirs_part = ours[real], theirs_part.numpy()[real]
+                np.testing.assert_allclose(ours, np.asarray(theirs_part), atol=1e-4, rtol=1e-4, err_msg=str(kw))
+    np.testing.assert_allclose(model(ids, attention_mask=mask), model.logits(ids, attention_mask=mask), atol=1e-5)
+    with pytest.raises(NpgptError, match="unknown option 'stop_at_layer'; npgpt runs every layer"):
+        model(ids, stop_at_layer=1)
