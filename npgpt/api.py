@@ -14,6 +14,7 @@ from .config import GPT2Config
 from .engine import Engine
 from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
+from .params import head_name
 from .sampling import SamplingParams
 from .score import Score, score
 from .token_ids import as_ids
@@ -91,6 +92,13 @@ class GPT2:
     @property
     def dtype(self) -> str:
         return self.engine.dtype
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
+        if name in _MODEL_ATTRIBUTES_NOT_HERE:
+            hint = _MODEL_ATTRIBUTES_NOT_HERE[name].replace("{head}", head_name(self.params))
+            tl = f"TransformerLens's HookedTransformer.{name}"
+            raise ModelAttributeError(f"npgpt's model has no {name} ({tl}); {hint}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"GPT2({self.config}, backend={self.backend.name!r}, dtype={self.dtype!r}, source={self.source!r})"
@@ -336,6 +344,40 @@ class GPT2:
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
+
+
+class ModelAttributeError(NpgptError, AttributeError):
+    """A TransformerLens HookedTransformer attribute npgpt's model has not, with npgpt's way to the same end."""
+
+
+_HOOKS_LAST_ONE_CALL = (
+    "npgpt's hooks last for one call: model.run_with_hooks(ids, fwd_hooks=[(name, fn)]) (or run_with_cache's fwd_hooks)"
+)
+_BLOCK_WEIGHT = "model.params['blocks'][layer]{where} ([in, out], OpenAI's layout)"
+# TransformerLens's HookedTransformer attributes -> npgpt's way to the same end ({head}: the matrix this
+# model unembeds with, wte or an untied model's lm_head)
+_MODEL_ATTRIBUTES_NOT_HERE = {
+    "add_hook": _HOOKS_LAST_ONE_CALL,
+    "add_perma_hook": _HOOKS_LAST_ONE_CALL,
+    "hooks": _HOOKS_LAST_ONE_CALL,
+    "reset_hooks": "npgpt's hooks last for one call, so there are none to reset",
+    "remove_all_hook_fns": "npgpt's hooks last for one call, so there are none to remove",
+    "hook_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
+    "mod_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
+    "blocks": "the weights are model.params['blocks'][layer]; the hook points npgpt.hooks.hook_names(n_layer)",
+    "W_U": "model.params['{head}'].T is the unembedding [C, V]",
+    "b_U": "GPT-2's unembedding has no bias",
+    "W_E": "model.params['wte'] is the embedding [V, C]",
+    "W_pos": "model.params['wpe'] is the position embedding [n_ctx, C]",
+    "W_Q": _BLOCK_WEIGHT.format(where="['attn']['c_attn']['w'][:, :C]: the heads' queries side by side"),
+    "W_K": _BLOCK_WEIGHT.format(where="['attn']['c_attn']['w'][:, C:2*C]: the heads' keys side by side"),
+    "W_V": _BLOCK_WEIGHT.format(where="['attn']['c_attn']['w'][:, 2*C:]: the heads' values side by side"),
+    "W_O": _BLOCK_WEIGHT.format(where="['attn']['c_proj']['w']: rows h*D:(h+1)*D are head h's"),
+    "W_in": _BLOCK_WEIGHT.format(where="['mlp']['c_fc']['w']"),
+    "W_out": _BLOCK_WEIGHT.format(where="['mlp']['c_proj']['w']"),
+    "tokens_to_residual_directions": "model.params['{head}'][tokens] are the tokens' unembedding directions",
+    "to_single_token": "model.tokenizer.encode(text), one id for a text that is one token",
+}
 
 
 # TransformerLens's options of run_with_cache/run_with_hooks -> npgpt's way to the same end

@@ -898,3 +898,33 @@ def test_the_model_is_called_as_transformer_lens_s(odd):
     np.testing.assert_allclose(model(ids, attention_mask=mask), model.logits(ids, attention_mask=mask), atol=1e-5)
     with pytest.raises(NpgptError, match="unknown option 'stop_at_layer'; npgpt runs every layer"):
         model(ids, stop_at_layer=1)
+
+
+def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
+    """model.add_hook(...), model.reset_hooks() and model.W_U were bare AttributeErrors ('GPT2' object has no
+    attribute); each is now one line naming npgpt's way (still an AttributeError), and W_U's hint gives
+    TransformerLens's W_U, an untied model's own head included."""
+    import dataclasses
+
+    config = dataclasses.replace(ODD, tie_word_embeddings=False)
+    params = scaled_params(config, 2)
+    model, br = GPT2(config, params), bridge(config, params, str(tmp_path / "tl-attrs"))
+    for name, hint in (
+        ("add_hook", r"npgpt's hooks last for one call: model\.run_with_hooks"),
+        ("reset_hooks", "npgpt's hooks last for one call, so there are none to reset"),
+        ("hooks", "npgpt's hooks last for one call"),
+        ("W_U", r"model\.params\['lm_head'\]\.T"),
+        ("W_E", r"model\.params\['wte'\]"),
+        ("W_O", r"model\.params\['blocks'\]\[layer\]\['attn'\]\['c_proj'\]\['w'\]"),
+    ):
+        with pytest.raises(AttributeError, match=f"npgpt's model has no {name} .*; {hint}") as caught:
+            getattr(model, name)
+        assert isinstance(caught.value, NpgptError) and hasattr(br, name)
+    np.testing.assert_allclose(model.params["lm_head"].T, as_numpy(br.W_U), atol=1e-6)
+    np.testing.assert_allclose(model.params["wte"], as_numpy(br.W_E), atol=1e-6)
+    W_O = model.params["blocks"][1]["attn"]["c_proj"]["w"]  # rows h*D:(h+1)*D are head h's
+    D = config.n_embd // config.n_head
+    np.testing.assert_allclose(W_O[D : 2 * D], as_numpy(br.W_O[1, 1]), atol=1e-6)
+    assert not hasattr(model, "no_such_thing") and copy.copy(model).config is model.config
+    with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
+        model.no_such_thing  # noqa: B018
