@@ -50,6 +50,12 @@ def as_ids(x: Any, what: str, expected: str, param: str | None = None, ragged: s
         raise NpgptError(f"{what} must be {expected}, got {unread}", param) from None
     if arr.size == 0:  # [] reads as float64
         return arr.astype(np.int64)
+    if arr.dtype.kind in "US":  # a list of texts (or of texts and ids): NumPy reads every item as text
+        raise NpgptError(
+            f"{what} must be {expected}, got text (shape {arr.shape}); encode each text first: "
+            "model.tokenizer.encode(text)",
+            param,
+        )
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         raise NpgptError(f"{what} must be {expected}, got {arr.dtype} {arr.shape}", param)
     # int64 whatever integers came: torch indexes only with int64/int32 (uint8 as a mask), and JAX

@@ -187,6 +187,14 @@ def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
         model.generate([[[1, 2], [3]]])  # NumPy's ValueError before
 
 
+def test_a_list_of_texts_where_ids_go_is_told_to_encode_them(model):
+    """model.logits(["Hello", "world"]) said "got <U5 (2,)", NumPy's name for its text dtype; a list of texts
+    (or of texts and ids) where token ids go now says it is text and how to encode it, as one text does."""
+    for run in (model.logits, model.score, lambda x: model.run_with_cache([*x, 5])):
+        with pytest.raises(NpgptError, match=r"must be .*got text \(shape \(\d,\)\); encode each text first"):
+            run(["Hello", "world"])
+
+
 def test_a_hugging_face_tokenizers_output_is_told_to_pass_its_input_ids(model):
     """tokenizer(text, return_tensors="pt") is a BatchEncoding: logits read it as "<U14 (1, 2)" (its keys),
     the others as "got BatchEncoding" with no way forward; score's [1, T] input_ids was "got int64 (1, 3)"."""
