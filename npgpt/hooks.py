@@ -194,6 +194,20 @@ def hooked_forward(
     return logits
 
 
+class HookAttributeError(NpgptError, AttributeError):
+    """A TransformerLens HookPoint attribute npgpt's hook name has not, with npgpt's way to the same end."""
+
+
+_KEEP_STATE = "keep state in a dict of your own, read by the hook function (a closure or functools.partial)"
+# TransformerLens's HookPoint attributes -> npgpt's way (a hook is a name and a function for one call)
+_HOOK_POINT_ATTRIBUTES_NOT_HERE = {
+    "ctx": _KEEP_STATE,
+    "add_hook": "npgpt's hooks last for one call: pass them as run_with_hooks' fwd_hooks",
+    "remove_hooks": "npgpt's hooks last for one call, so there are none to remove",
+    "clear_context": _KEEP_STATE,
+}
+
+
 class HookName(str):
     """A hook point's name as ``fn(activation, hook_name)`` receives it: a str that also answers
     TransformerLens's ``hook.name`` and ``hook.layer()``, so a hook written ``fn(x, hook)`` for
@@ -202,6 +216,14 @@ class HookName(str):
     @property
     def name(self) -> str:
         return str(self)
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes str and the class have not
+        if name in _HOOK_POINT_ATTRIBUTES_NOT_HERE:
+            raise HookAttributeError(
+                f"npgpt's hook has no {name} (TransformerLens's HookPoint.{name}); "
+                + _HOOK_POINT_ATTRIBUTES_NOT_HERE[name]
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def layer(self) -> int:
         """The block the hook point is in (TransformerLens's ``HookPoint.layer``)."""

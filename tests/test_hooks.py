@@ -928,3 +928,19 @@ def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
     assert not hasattr(model, "no_such_thing") and copy.copy(model).config is model.config
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         model.no_such_thing  # noqa: B018
+
+
+def test_a_hook_reading_transformer_lens_s_hook_ctx_is_told_where_to_keep_state():
+    """hook.ctx (TransformerLens's per-hook-point dict, kept between calls there) was a bare AttributeError
+    on npgpt's hook name; it is now one line naming the way (a dict of your own), still an AttributeError."""
+    model = GPT2(ODD, scaled_params(ODD, 1))
+
+    def tl_style(x, hook):
+        hook.ctx["seen"] = x.shape
+
+    says = r"npgpt's hook has no ctx \(TransformerLens's HookPoint.ctx\); keep state in a dict of your own"
+    with pytest.raises(AttributeError, match=says) as e:
+        model.run_with_hooks([1, 2, 3], fwd_hooks=[("hook_embed", tl_style)])
+    assert isinstance(e.value, NpgptError)
+    with pytest.raises(AttributeError, match="no attribute 'colour'"):
+        hooks.HookName("hook_embed").colour  # noqa: B018
