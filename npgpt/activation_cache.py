@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 # TransformerLens's ActivationCache methods npgpt's has not -> npgpt's way to the same numbers ({head}: the
 # matrix this model unembeds with, TransformerLens's W_U transposed: wte, or an untied model's lm_head)
 _CACHE_METHODS_NOT_HERE = {
-    "remove_batch_dim": "npgpt's arrays keep the batch axis; index them with [0] (cache['pattern', 0][0])",
     "logit_attrs": "apply_ln_to_stack(stack) @ the tokens' unembedding rows, model.params['{head}'][tokens].T",
     "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.params['{head}'].T",
     "stack_head_results": "npgpt caches no attn.hook_result: each head's blocks.{i}.attn.hook_z times its rows "
@@ -63,11 +62,11 @@ def _register_with_jax() -> None:
     import jax
 
     def flatten(cache: ActivationCache) -> tuple[list[Any], tuple[Any, ...]]:
-        return list(cache.values()), (tuple(cache), cache.model)
+        return list(cache.values()), (tuple(cache), cache.model, cache.has_batch_dim)
 
     def unflatten(aux: tuple[Any, ...], children: Iterable[Any]) -> ActivationCache:
-        names, model = aux
-        return ActivationCache(dict(zip(names, children, strict=True)), model)
+        names, model, has_batch_dim = aux
+        return ActivationCache(dict(zip(names, children, strict=True)), model, has_batch_dim)
 
     jax.tree_util.register_pytree_node(ActivationCache, flatten, unflatten)
 
@@ -105,10 +104,11 @@ class ActivationCache(dict):
     plain dict of its arrays (the model it refers to is not saved).
     """
 
-    def __init__(self, activations: dict[str, Any], model: Engine | HasEngine) -> None:
+    def __init__(self, activations: dict[str, Any], model: Engine | HasEngine, has_batch_dim: bool = True) -> None:
         super().__init__(activations)
         self.model = model  # as TransformerLens's cache.model: its final layer norm, for apply_ln at the unembed
         self.n_layer = model.config.n_layer
+        self.has_batch_dim = has_batch_dim  # TransformerLens's: False after remove_batch_dim()
         if "jax" in sys.modules:  # only where JAX is loaded can its tree functions meet a cache
             _register_with_jax()
 
@@ -121,10 +121,10 @@ class ActivationCache(dict):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __copy__(self) -> ActivationCache:
-        return ActivationCache(dict(self), self.model)
+        return ActivationCache(dict(self), self.model, self.has_batch_dim)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ActivationCache:  # the arrays copied, the model shared
-        return ActivationCache(copy.deepcopy(dict(self), memo), self.model)
+        return ActivationCache(copy.deepcopy(dict(self), memo), self.model, self.has_batch_dim)
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickled as the dict of its arrays: a model is no file's to hold
         return dict, (dict(self),)
@@ -136,6 +136,22 @@ class ActivationCache(dict):
         if dict.__contains__(self, name):
             return dict.__getitem__(self, name)
         raise self._missing(key, name)
+
+    def remove_batch_dim(self) -> ActivationCache:
+        """TransformerLens's ``remove_batch_dim``: the cache of a one-row run with each array's batch axis
+        taken away ([B=1, T, C] -> [T, C]), in place; the cache itself is returned. The helpers then stack
+        arrays without it. A cache of more rows is refused (index the rows, ``cache[name][i]``)."""
+        if self.has_batch_dim:
+            rows = {int(a.shape[0]) for a in self.values()}
+            if rows - {1}:
+                raise NpgptError(
+                    f"remove_batch_dim needs a run of one row, and this cache's arrays have {max(rows)}; "
+                    "index a row, cache[name][i]"
+                )
+            for name, array in self.items():
+                self[name] = array[0]
+            self.has_batch_dim = False
+        return self
 
     def _name(self, key: Any) -> str:
         """The hook name of a key: a name or shorthand, or (shorthand, layer[, layer_type]) as TransformerLens

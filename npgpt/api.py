@@ -144,6 +144,7 @@ class GPT2:
         padding_side: str | None = None,
         return_type: str | None = "logits",
         loss_per_token: bool = False,
+        remove_batch_dim: bool = False,
         **other: Any,
     ) -> tuple[Any, dict[str, Any]]:
         """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``.
@@ -163,6 +164,7 @@ class GPT2:
             padding_side=padding_side,
             return_type=return_type,
             loss_per_token=loss_per_token,
+            remove_batch_dim=remove_batch_dim,
         )
 
     def run_with_hooks(
@@ -382,7 +384,7 @@ _MODEL_ATTRIBUTES_NOT_HERE = {
 
 # TransformerLens's options of run_with_cache/run_with_hooks -> npgpt's way to the same end
 _LENS_OPTIONS = {
-    "remove_batch_dim": "index the cache's arrays with [0]",
+    "remove_batch_dim": "run_with_hooks' hooks see the batch axis: index it with [0] (run_with_cache takes it)",
     "reset_hooks_end": "npgpt's hooks last for the one call (reset_hooks_end=True); pass them again to the next",
     "stop_at_layer": "npgpt runs every layer; the cache's blocks.{l}.hook_resid_post is the stream after layer l",
     "bwd_hooks": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",

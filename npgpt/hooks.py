@@ -302,6 +302,7 @@ def run_with_cache(
     padding_side: str | None = None,
     return_type: str | None = "logits",
     loss_per_token: bool = False,
+    remove_batch_dim: bool = False,
 ) -> tuple[Any, ActivationCache]:
     """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
 
@@ -313,9 +314,12 @@ def run_with_cache(
     (JAX: traceable). A 1-D ``ids`` is one row. ``ids`` may be a text or a list of texts, read as
     TransformerLens reads them, ``<|endoftext|>`` first (``prepend_bos``, ``padding_side``: :func:`to_tokens`).
     ``return_type`` as TransformerLens's: "loss" for :func:`lm_loss` (``loss_per_token``), "both" for
-    ``(logits, loss)``, None for nothing, in place of the logits.
+    ``(logits, loss)``, None for nothing, in place of the logits. ``remove_batch_dim``: a one-row run's
+    cache without its batch axis (:meth:`ActivationCache.remove_batch_dim`), the logits keeping theirs.
     """
     _check_return_type(return_type, loss_per_token)
+    if not isinstance(remove_batch_dim, bool):
+        raise NpgptError(f"remove_batch_dim must be True or False, got {shown(remove_batch_dim)}")
     ids, attention_mask = _read_input(model, ids, attention_mask, prepend_bos, padding_side)
     keep = name_filter(names_filter, model.config.n_layer)
     cache: dict[str, Any] = {}
@@ -331,7 +335,10 @@ def run_with_cache(
         return x
 
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask)
-    return _output(model, to(logits), ids, attention_mask, return_type, loss_per_token), ActivationCache(cache, model)
+    activations = ActivationCache(cache, model)
+    if remove_batch_dim:
+        activations.remove_batch_dim()
+    return _output(model, to(logits), ids, attention_mask, return_type, loss_per_token), activations
 
 
 def run_with_hooks(

@@ -241,7 +241,6 @@ def test_transformer_lens_cache_methods_npgpt_has_not_name_its_way(odd):
     ids, _ = batch(ODD)
     _, cache = model.run_with_cache(ids)
     for name, hint in [
-        ("remove_batch_dim", r"index them with \[0\]"),
         ("logit_attrs", r"apply_ln_to_stack\(stack\) @ the tokens' unembedding rows"),
         ("stack_head_results", "npgpt caches no attn.hook_result"),
         ("to", "the arrays are NumPy"),
@@ -691,7 +690,7 @@ def test_transformer_lens_options_of_run_with_cache_name_npgpts_way(odd):
     import inspect
 
     for run, name, says in (
-        (model.run_with_cache, "remove_batch_dim", r"remove_batch_dim=True is not npgpt's; .*\[0\]"),
+        (model.run_with_hooks, "remove_batch_dim", r"remove_batch_dim=True is not npgpt's; .*\[0\]"),
         (model.run_with_hooks, "bwd_hooks", "bwd_hooks=True is not npgpt's; .*activation_grads"),
         (model.run_with_cache, "colour", "unknown option 'colour'; valid: names_filter"),
     ):
@@ -944,3 +943,35 @@ def test_a_hook_reading_transformer_lens_s_hook_ctx_is_told_where_to_keep_state(
     assert isinstance(e.value, NpgptError)
     with pytest.raises(AttributeError, match="no attribute 'colour'"):
         hooks.HookName("hook_embed").colour  # noqa: B018
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_remove_batch_dim_gives_transformer_lens_s_batchless_cache(odd, backend):
+    """run_with_cache(..., remove_batch_dim=True) and cache.remove_batch_dim() were refused; a one-row run's
+    cache now drops its batch axis as TransformerLens's does, and its helpers stack what TransformerLens's do."""
+    import torch
+
+    pytest.importorskip(backend)
+    model, br = odd
+    if backend != "numpy":
+        model = GPT2(ODD, scaled_params(ODD, 3), backend=backend)  # the odd fixture's weights
+    with torch.no_grad():
+        tl_logits, theirs = br.run_with_cache("The cat sat on", remove_batch_dim=True)
+    for host in (True, False):
+        logits, ours = model.run_with_cache("The cat sat on", remove_batch_dim=True, host=host)
+        assert tuple(logits.shape) == tuple(tl_logits.shape) and not ours.has_batch_dim
+        to_numpy = np.asarray if host else model.backend.to_numpy
+        for key in (("resid_pre", 0), ("pattern", 1), ("scale",), ("q", 2)):
+            assert to_numpy(ours[key]).shape == tuple(theirs[key].shape), key
+        for helper, kw in (
+            ("accumulated_resid", {"apply_ln": True}),
+            ("accumulated_resid", {"layer": 1, "incl_mid": True, "apply_ln": True}),
+            ("decompose_resid", {"layer": 2, "apply_ln": True}),
+        ):
+            got = to_numpy(getattr(ours, helper)(**kw))
+            np.testing.assert_allclose(got, as_numpy(getattr(theirs, helper)(**kw)), atol=1e-4, rtol=1e-4)
+    _, cache = model.run_with_cache("The cat")
+    assert cache.remove_batch_dim() is cache and cache["resid_pre", 0].ndim == 2
+    assert cache.remove_batch_dim()["resid_pre", 0].ndim == 2  # once only, as there
+    with pytest.raises(NpgptError, match="remove_batch_dim needs a run of one row, and this cache's arrays have 2"):
+        model.run_with_cache(TEXTS[:2], remove_batch_dim=True)
