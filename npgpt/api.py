@@ -14,6 +14,7 @@ from .config import GPT2Config
 from .engine import Engine
 from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
+from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_lens_options
 from .params import head_name
 from .sampling import SamplingParams
 from .score import Score, score
@@ -94,8 +95,8 @@ class GPT2:
         return self.engine.dtype
 
     def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
-        if name in _MODEL_ATTRIBUTES_NOT_HERE:
-            hint = _MODEL_ATTRIBUTES_NOT_HERE[name].replace("{head}", head_name(self.params))
+        if name in MODEL_ATTRIBUTES_NOT_HERE:
+            hint = MODEL_ATTRIBUTES_NOT_HERE[name].replace("{head}", head_name(self.params))
             tl = f"TransformerLens's HookedTransformer.{name}"
             raise ModelAttributeError(f"npgpt's model has no {name} ({tl}); {hint}")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -152,7 +153,7 @@ class GPT2:
         ``return_type`` "loss", "both" or None in place of the logits, as there."""
         from .hooks import run_with_cache
 
-        _refuse_lens_options(other)
+        refuse_lens_options(other)
         return run_with_cache(
             self,
             ids,
@@ -182,7 +183,7 @@ class GPT2:
         ``ids`` may be text, and ``return_type`` "loss", "both" or None, as in :meth:`run_with_cache`."""
         from .hooks import run_with_hooks
 
-        _refuse_lens_options(other)
+        refuse_lens_options(other)
         return run_with_hooks(
             self,
             ids,
@@ -346,76 +347,6 @@ class GPT2:
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
-
-
-class ModelAttributeError(NpgptError, AttributeError):
-    """A TransformerLens HookedTransformer attribute npgpt's model has not, with npgpt's way to the same end."""
-
-
-_HOOKS_LAST_ONE_CALL = (
-    "npgpt's hooks last for one call: model.run_with_hooks(ids, fwd_hooks=[(name, fn)]) (or run_with_cache's fwd_hooks)"
-)
-_BLOCK_WEIGHT = "model.params['blocks'][layer]{where} ([in, out], OpenAI's layout)"
-# TransformerLens's HookedTransformer attributes -> npgpt's way to the same end ({head}: the matrix this
-# model unembeds with, wte or an untied model's lm_head)
-_MODEL_ATTRIBUTES_NOT_HERE = {
-    "add_hook": _HOOKS_LAST_ONE_CALL,
-    "add_perma_hook": _HOOKS_LAST_ONE_CALL,
-    "hooks": _HOOKS_LAST_ONE_CALL,
-    "reset_hooks": "npgpt's hooks last for one call, so there are none to reset",
-    "remove_all_hook_fns": "npgpt's hooks last for one call, so there are none to remove",
-    "hook_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
-    "mod_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
-    "blocks": "the weights are model.params['blocks'][layer]; the hook points npgpt.hooks.hook_names(n_layer)",
-    "W_U": "model.params['{head}'].T is the unembedding [C, V]",
-    "b_U": "GPT-2's unembedding has no bias",
-    "W_E": "model.params['wte'] is the embedding [V, C]",
-    "W_pos": "model.params['wpe'] is the position embedding [n_ctx, C]",
-    "W_Q": _BLOCK_WEIGHT.format(where="['attn']['c_attn']['w'][:, :C]: the heads' queries side by side"),
-    "W_K": _BLOCK_WEIGHT.format(where="['attn']['c_attn']['w'][:, C:2*C]: the heads' keys side by side"),
-    "W_V": _BLOCK_WEIGHT.format(where="['attn']['c_attn']['w'][:, 2*C:]: the heads' values side by side"),
-    "W_O": _BLOCK_WEIGHT.format(where="['attn']['c_proj']['w']: rows h*D:(h+1)*D are head h's"),
-    "W_in": _BLOCK_WEIGHT.format(where="['mlp']['c_fc']['w']"),
-    "W_out": _BLOCK_WEIGHT.format(where="['mlp']['c_proj']['w']"),
-    "tokens_to_residual_directions": "model.params['{head}'][tokens] are the tokens' unembedding directions",
-    "to_single_token": "model.tokenizer.encode(text), one id for a text that is one token",
-}
-
-
-# TransformerLens's options of run_with_cache/run_with_hooks -> npgpt's way to the same end
-_LENS_OPTIONS = {
-    "remove_batch_dim": "run_with_hooks' hooks see the batch axis: index it with [0] (run_with_cache takes it)",
-    "reset_hooks_end": "npgpt's hooks last for the one call (reset_hooks_end=True); pass them again to the next",
-    "stop_at_layer": "npgpt runs every layer; the cache's blocks.{l}.hook_resid_post is the stream after layer l",
-    "bwd_hooks": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
-    "incl_bwd": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
-    "device": "the cache is NumPy on the host (host=True); host=False keeps the backend's arrays on its device",
-    "pos_slice": "index the cache's arrays on their position axis (cache['resid_post', 0][:, -1])",
-    "return_cache_object": "the cache is a dict already; dict(cache) for a plain one",
-    "clear_contexts": "True or False: npgpt's hooks keep no hook.ctx between calls",
-}
-# ... and the values of them that ask for what npgpt does anyway (TransformerLens's defaults among them)
-_LENS_SAME = {
-    "reset_hooks_end": lambda v: v is True,
-    "clear_contexts": lambda v: isinstance(v, bool),  # npgpt's hooks keep no hook.ctx between calls
-    "bwd_hooks": lambda v: isinstance(v, (list, tuple)) and not v,
-    "incl_bwd": lambda v: v is False,
-    "remove_batch_dim": lambda v: v is False,
-    "return_cache_object": lambda v: v is True,
-    "device": lambda v: v is None,
-}
-
-
-def _refuse_lens_options(other: dict[str, Any]) -> None:
-    """A keyword the hooks do not take: NpgptError naming npgpt's way for TransformerLens's, not a TypeError;
-    one with the value that asks for what npgpt does anyway (TransformerLens's default) is accepted."""
-    for name, value in other.items():
-        if name in _LENS_SAME and _LENS_SAME[name](value):
-            continue
-        valid = "names_filter, attention_mask, fwd_hooks, host, prepend_bos, padding_side, return_type, loss_per_token"
-        hint = _LENS_OPTIONS.get(name, f"valid: {valid}")
-        what = f"{name}={shown(value)} is not npgpt's" if name in _LENS_SAME else f"unknown option {name!r}"
-        raise NpgptError(f"{what}; {hint}", param=name)
 
 
 def _check_auto_rows(auto_rows: Any) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import random_params
 
-from npgpt import api, hooks
+from npgpt import hooks, lens_names
 from npgpt.api import GPT2
 from npgpt.config import PRESETS, GPT2Config
 from npgpt.errors import NpgptError
@@ -699,7 +699,7 @@ def test_transformer_lens_options_of_run_with_cache_name_npgpts_way(odd):
         assert e.value.param == name
     lens = set().union(*(inspect.signature(f).parameters for f in (br.run_with_cache, br.run_with_hooks, br.forward)))
     lens.add("device")  # its run_with_cache reads device from **kwargs (its docstring names it)
-    assert set(api._LENS_OPTIONS) | set(api._LENS_SAME) <= lens  # TransformerLens's own names
+    assert set(lens_names.LENS_OPTIONS) | set(lens_names.LENS_SAME) <= lens  # TransformerLens's own names
 
 
 TEXTS = ["The cat sat on the mat", "Hi<|endoftext|> there", "A"]
