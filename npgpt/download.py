@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import CheckpointError, NpgptError
+from .errors import CheckpointError, NpgptError, reason
 from .files import cannot_write, check_writable, is_web_page, parse_json
 from .formats.npgpt_format import MODEL_FILE
 from .registry import hf_dir, home, openai_name
@@ -179,10 +179,10 @@ def _hf_failure(e: Exception, repo_id: str, file: str, revision: str | None) -> 
 
     where = f"{repo_id}/{file}" + (f" at revision {revision}" if revision else "")
     if isinstance(e, LocalEntryNotFoundError):  # offline, and not in Hugging Face's cache
-        return f"cannot download {where} from the Hugging Face Hub ({_first_line(e)}); {OFFLINE_HINT}"
+        return f"cannot download {where} from the Hugging Face Hub ({reason(e)}); {OFFLINE_HINT}"
     if isinstance(e, EntryNotFoundError):
         return f"{repo_id} has no {file}; check the repo id and revision"
-    return f"cannot download {where} from the Hugging Face Hub: {_first_line(e)}"
+    return f"cannot download {where} from the Hugging Face Hub: {reason(e)}"
 
 
 class _Interrupted(Exception):
@@ -236,9 +236,9 @@ def _fetch_once(url: str, part: Path, progress: Progress | None, timeout: float)
             "checkpoint already on this machine instead of the name"
         ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # refused, DNS, timeout
-        reason = getattr(e, "reason", e)
-        reason = getattr(reason, "strerror", None) or _first_line(reason)
-        raise NpgptError(f"cannot download {url} ({reason}); {OFFLINE_HINT}") from None
+        cause = getattr(e, "reason", e)
+        cause = getattr(cause, "strerror", None) or reason(cause)
+        raise NpgptError(f"cannot download {url} ({cause}); {OFFLINE_HINT}") from None
 
     with response:
         total = _content_length(response.headers.get("Content-Length"))
@@ -258,7 +258,7 @@ def _fetch_once(url: str, part: Path, progress: Progress | None, timeout: float)
                     try:
                         chunk = response.read(_CHUNK)
                     except (OSError, http.client.HTTPException) as e:  # reset, timeout, cut short
-                        raise _Interrupted(done, total, _first_line(e) or type(e).__name__) from None
+                        raise _Interrupted(done, total, reason(e)) from None
                     if not chunk:
                         break
                     f.write(chunk)
@@ -277,11 +277,6 @@ def _content_length(value: str | None) -> int | None:
 def _report(progress: Progress | None, name: str, done: int, total: int | None) -> None:
     if progress is not None:
         progress(name, done, total)
-
-
-def _first_line(e: object) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def _mkdir(directory: Path) -> None:

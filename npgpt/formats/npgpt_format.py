@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..config import GPT2Config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, reason
 from ..files import atomic_path, parse_json, web_page
 from ..params import flatten, unflatten
 
@@ -103,8 +103,8 @@ def _validate(path: Path) -> None:
         with safe_open(str(path), framework="numpy"):
             pass
     except Exception as e:  # SafetensorError, or a ValueError/OSError for the same malformed file
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path}: malformed safetensors file ({first}); re-download or re-convert it") from None
+        why = reason(e)
+        raise CheckpointError(f"{path}: malformed safetensors file ({why}); re-download or re-convert it") from None
 
 
 def widen_bfloat16(bits: np.ndarray) -> np.ndarray:
