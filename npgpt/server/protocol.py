@@ -374,12 +374,14 @@ class ChatRequest(_Sampling):
                 )
 
 
+_NO_CALLS = (
+    "GPT-2 cannot call tools, so the transcript has no place for a call; send the call as text in content, or leave "
+    "it out"
+)
 # a message's fields the transcript has no place for (it is text lines), each refused once set, and what to do
 _UNREAD_IN_MESSAGE = {
-    "tool_calls": "GPT-2 cannot call tools, so the transcript has no place for a call; send the call as text in "
-    "content, or leave it out",
-    "function_call": "GPT-2 cannot call tools, so the transcript has no place for a call; send the call as text in "
-    "content, or leave it out",
+    "tool_calls": _NO_CALLS,
+    "function_call": _NO_CALLS,
     "refusal": "the transcript reads a message's content only; put it in content",
     "audio": "GPT-2 reads text only; send the reply's transcript as content",
 }
