@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import CheckpointError, NpgptError
+from .token_ids import id_list
 from .tokenizer import EOT, AddedToken, StreamDecoder, Tokenizer
 
 
@@ -81,10 +82,10 @@ class CharTokenizer(Tokenizer):
             raise NpgptError(f"token id {token_id} is not in this model's vocabulary: ids are 0 to {self.eot_id}")
         return self.chars[token_id].encode("utf-8")
 
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        return b"".join(self.token_bytes(int(i)) for i in ids)
+    def decode_bytes(self, ids: Iterable[int] | int) -> bytes:
+        return b"".join(self.token_bytes(i) for i in id_list(ids))  # never int(i): 1.5 is no id
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def decode(self, ids: Iterable[int] | int) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def stream_decoder(self) -> StreamDecoder:

@@ -8,12 +8,12 @@ and bools are refused (``int(1.5)`` would silently be id 1), and so are text and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .errors import NpgptError
+from .errors import NpgptError, is_integer
 
 
 def is_array_like(x: Any) -> bool:
@@ -61,3 +61,22 @@ def as_ids(x: Any, what: str, expected: str, param: str | None = None, ragged: s
     # int64 whatever integers came: torch indexes only with int64/int32 (uint8 as a mask), and JAX
     # cannot compare int8/int16 ids with the vocabulary's size.
     return arr.astype(np.int64, copy=False)
+
+
+def id_list(ids: Any) -> list[int]:
+    """Token ids [T] to decode, as a list of ints: a list, an array of any library, an iterator, or one id (as
+    transformers' decode takes it). NpgptError (param "ids") for anything else, naming the fix."""
+    if is_integer(ids):
+        return [ids]
+    if isinstance(ids, Iterator):
+        ids = list(ids)
+    if isinstance(ids, (list, tuple)) and all(is_integer(i) for i in ids):
+        return list(ids)  # as given: an id past int64 is then named by the vocabulary's check, not as "object"
+    arr = as_ids(ids, "ids", "integer token ids [T]", "ids")
+    if arr.ndim > 1:  # generated rows [B, T], a tokenizer's return_tensors="pt" [1, T]
+        raise NpgptError(
+            f"ids must be integer token ids [T], got shape {arr.shape}; decode each row: "
+            "[tokenizer.decode(row) for row in ids]",
+            "ids",
+        )
+    return arr.reshape(-1).tolist()

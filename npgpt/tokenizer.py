@@ -18,6 +18,7 @@ from pathlib import Path
 import tiktoken
 
 from npgpt.errors import NpgptError, shown
+from npgpt.token_ids import id_list
 
 EOT = "<|endoftext|>"
 EOT_ID = 50256
@@ -211,9 +212,9 @@ class Tokenizer:
     def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
         return [self.encode(t, allow_special) for t in texts]
 
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The raw bytes of ``ids``, which need not be valid UTF-8."""
-        ids = list(ids)
+    def decode_bytes(self, ids: Iterable[int] | int) -> bytes:
+        """The raw bytes of ``ids`` (see :meth:`decode`), which need not be valid UTF-8."""
+        ids = id_list(ids)
         try:
             if not self._new:
                 return self._enc.decode_bytes(ids)
@@ -231,8 +232,9 @@ class Tokenizer:
                 raise
             raise self._bad_id(bad[0]) from None
 
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``; bytes that do not form valid UTF-8 become U+FFFD."""
+    def decode(self, ids: Iterable[int] | int) -> str:
+        """Text of ``ids`` [T] (a list, an array of any library, or one id); bytes that do not form valid
+        UTF-8 become U+FFFD. NpgptError for anything else: a batch [B, T], floats, text."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def token_bytes(self, token_id: int) -> bytes:

@@ -43,6 +43,11 @@ def test_characters_and_ids_outside_the_vocabulary_are_one_line_errors():
         tok.encode("abz")
     with pytest.raises(NpgptError, match="token id 9 is not in this model's vocabulary: ids are 0 to 3"):
         tok.decode([9])
+    with pytest.raises(NpgptError, match="got float64"):  # int(1.5) made it id 1, "b"
+        tok.decode([1.5])
+    with pytest.raises(NpgptError, match="decode each row"):
+        tok.decode([[0, 1]])
+    assert tok.decode(1) == "b"
     with pytest.raises(CheckpointError, match="unknown tokenizer"):
         tokenizer_from_spec({"type": "bpe"})
     assert isinstance(tokenizer_from_spec(None), Tokenizer)

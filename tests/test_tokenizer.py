@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFEngine
 from tokenizers import decoders, models, pre_tokenizers
 
+from npgpt.errors import NpgptError
 from npgpt.tokenizer import EOT, EOT_ID, Tokenizer, default_files
 
 ENCODER_JSON, VOCAB_BPE = (str(p) for p in default_files())
@@ -166,6 +167,31 @@ def test_numpy_ids(tok: Tokenizer) -> None:
     ids = np.array([15496, 995, 8582, 236, 231], dtype=np.int32)
     assert tok.decode(ids) == tok.decode(ids.astype(np.int64)) == "Hello world🎉"
     assert "".join(tok.stream_decoder().decode_iter(ids)) == "Hello world🎉"
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([1.5, 2.0], "got float64"),
+        ("Hello", "got str; encode"),
+        (np.array([[15496, 995]]), r"got shape \(1, 2\); decode each row"),
+        ([[15496], [995]], r"got shape \(2, 1\); decode each row"),
+        ([True], "got bool"),
+    ],
+)
+def test_decode_refuses_what_is_not_token_ids(tok: Tokenizer, ids, message: str) -> None:
+    """As transformers' users pass them: a batch [B, T] (a tensor of generated rows), floats or text get one
+    line naming the fix, not a TypeError from inside tiktoken."""
+    with pytest.raises(NpgptError, match=message):
+        tok.decode(ids)
+
+
+def test_decode_takes_ids_as_any_library_holds_them(tok: Tokenizer) -> None:
+    """One id (transformers' decode(15496)), a 0-d array, a generator and a tensor decode like a list."""
+    torch = pytest.importorskip("torch")
+    assert tok.decode(15496) == tok.decode(np.int64(15496)) == tok.decode(np.array(15496)) == "Hello"
+    assert tok.decode(i for i in [15496, 995]) == tok.decode(torch.tensor([15496, 995])) == "Hello world"
+    assert tok.decode([]) == tok.decode(np.array([], dtype=np.int64)) == ""
 
 
 def test_special_token_is_not_injectable(tok: Tokenizer) -> None:
