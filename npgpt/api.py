@@ -36,6 +36,9 @@ class Completion:
     finish_reason: str = "length"
 
 
+_MISSING: Any = object()  # no prompt given (None is a prompt, refused as what it is)
+
+
 class GPT2:
     """A loaded GPT-2: ``generate``, ``stream``, ``logits``, ``tokenizer`` and ``config``.
 
@@ -256,23 +259,27 @@ class GPT2:
             for i, p in enumerate(items)
         ]
 
-    def events(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]], **sampling: Any) -> Iterator[Event]:
+    def events(
+        self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]] = _MISSING, *positional: Any, **sampling: Any
+    ) -> Iterator[Event]:
         """The raw token iterator over a batch of prompts (text or token ids); see ``generate.events``.
 
-        The options are :class:`~npgpt.sampling.SamplingParams`' fields; an unknown one raises
+        The options are :class:`~npgpt.sampling.SamplingParams`' fields, by name; an unknown one raises
         NpgptError naming the closest valid one (``max_tokens`` -> ``max_new_tokens``).
         """
+        _check_call("events", prompts, positional, sampling)
         params = SamplingParams.from_options(sampling)
         return events(self.engine, self.tokenizer, self._rows(prompts), params)
 
     def completions(
-        self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]], **sampling: Any
+        self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]] = _MISSING, *positional: Any, **sampling: Any
     ) -> list[Completion]:
         """Run a batch to the end; one :class:`Completion` per prompt, in order.
 
         ``prompts``: a list of prompts (each text or token ids); a single string or a flat list of
         token ids is one prompt (a list of one Completion).
         """
+        _check_call("completions", prompts, positional, sampling)
         rows = self._rows(prompts)
         out = [Completion("") for _ in rows]
         for ev in self.events(rows, **sampling):
@@ -288,11 +295,11 @@ class GPT2:
         return out
 
     @overload
-    def generate(self, prompt: str, **sampling: Any) -> str: ...
+    def generate(self, prompt: str, *positional: Any, **sampling: Any) -> str: ...
     @overload
-    def generate(self, prompt: list[str], **sampling: Any) -> list[str]: ...
+    def generate(self, prompt: list[str], *positional: Any, **sampling: Any) -> list[str]: ...
 
-    def generate(self, prompt: str | list[str], **sampling: Any) -> str | list[str]:
+    def generate(self, prompt: Any = _MISSING, *positional: Any, **sampling: Any) -> str | list[str]:
         """The completion of ``prompt`` (without the prompt), or a list for a list of prompts.
 
         Options are :class:`~npgpt.sampling.SamplingParams`' fields, with its defaults:
@@ -301,14 +308,16 @@ class GPT2:
         ``seed``, ``stop`` (string or list), ``stop_at_eot``, ``skip_leading_space`` (``logprobs``: see
         :meth:`completions`). A list of prompts runs as one batch.
         """
+        _check_call("generate", prompt, positional, sampling)
         texts = [c.text for c in self.completions(_listed(prompt), **sampling)]
         return texts[0] if isinstance(prompt, str) else texts
 
-    def stream(self, prompt: str | list[str], **sampling: Any) -> Iterator[Any]:
+    def stream(self, prompt: Any = _MISSING, *positional: Any, **sampling: Any) -> Iterator[Any]:
         """Text deltas as they are generated (never half a character); same options as ``generate``.
 
         For a string prompt yields ``str``; for a list, ``(prompt_index, str)`` pairs.
         """
+        _check_call("stream", prompt, positional, sampling)
         for ev in self.events(_listed(prompt), **sampling):
             if ev.text:
                 yield ev.text if isinstance(prompt, str) else (ev.row, ev.text)
@@ -347,6 +356,31 @@ class GPT2:
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
+
+
+# Other tools' names for generate's prompt: transformers' input_ids/inputs, TransformerLens' input, nanoGPT's idx
+_PROMPT_NAMES = ("input_ids", "inputs", "input", "idx")
+
+
+def _check_call(method: str, prompt: Any, positional: tuple[Any, ...], options: dict[str, Any]) -> None:
+    """Refuse options by position (nanoGPT's ``generate(idx, max_new_tokens, temperature, top_k)``) and a
+    prompt missing or under another tool's name (transformers' ``input_ids=``), in one line each, where
+    Python's TypeError named neither the options' names nor the prompt's place."""
+    if positional:
+        given = ", ".join(shown(a) if len(shown(a)) <= 20 else type(a).__name__ for a in positional)
+        raise NpgptError(
+            f"{method} takes the prompt, then options by name: model.{method}(prompt, max_new_tokens=20, "
+            f"temperature=0.8, top_k=40); got {len(positional)} more positional argument(s) ({given})"
+        )
+    for name in _PROMPT_NAMES:
+        if name in options:
+            raise NpgptError(
+                f"pass the prompt first, not as {name}=: model.{method}(ids, max_new_tokens=20), the ids [T] or "
+                "rows [B, T] unpadded (a list of id lists of any lengths: npgpt pads and masks them), or the text",
+                param="prompt",
+            )
+    if prompt is _MISSING:
+        raise NpgptError(f"{method} needs a prompt: model.{method}(prompt, max_new_tokens=20)", param="prompt")
 
 
 def _check_auto_rows(auto_rows: Any) -> None:

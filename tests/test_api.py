@@ -210,3 +210,24 @@ def test_a_hugging_face_tokenizers_output_is_told_to_pass_its_input_ids(model):
     with pytest.raises(NpgptError, match=r"got int64 \(1, 2\); for a batch of one \[1, T\] pass its row, ids\[0\]"):
         model.score(enc["input_ids"])
     assert model.score(enc["input_ids"][0]) == model.score("Hello world")
+
+
+def test_options_given_by_position_or_a_prompt_by_transformers_name_are_one_line(model):
+    """nanoGPT's generate(idx, max_new_tokens, temperature, top_k) by position, and transformers'
+    generate(input_ids=ids, ...), were TypeErrors ("takes 2 positional arguments but 5 were given",
+    "missing 1 required positional argument"): the same in generate, stream, completions and events."""
+    ids = [model.tokenizer.encode("Hello world")]
+    for method in ("generate", "stream", "completions", "events"):
+        run = getattr(model, method)
+        with pytest.raises(
+            NpgptError, match=rf"{method} takes the prompt, then options by name: .*got 3 more .*\(3, 0.8, 5\)"
+        ):
+            list(run(ids, 3, 0.8, 5))
+        for name in ("input_ids", "inputs", "input", "idx"):
+            with pytest.raises(
+                NpgptError, match=rf"pass the prompt first, not as {name}=: model.{method}\(ids, "
+            ) as err:
+                list(run(**{name: ids}, max_new_tokens=2))
+            assert err.value.param == "prompt"
+        with pytest.raises(NpgptError, match=rf"{method} needs a prompt: model.{method}\(prompt, "):
+            list(run(max_new_tokens=2))
