@@ -170,9 +170,12 @@ _SCORES = "model.completions(prompts, logprobs=k) returns each token's id, logpr
 _BAN = "ban tokens with logit_bias={id: -100}"
 _CACHE = "npgpt always decodes with a kv cache"
 _MIN = "npgpt has no minimum; stop_at_eot=False or logit_bias={50256: -100} keeps it from ending at <|endoftext|>"
+_FILTERS = "npgpt's filters are top_k, top_p and min_p"
+_INSIDE = "model.run_with_cache(ids) gives every activation, by TransformerLens's hook names"
 # Other libraries' generate options (Hugging Face transformers' GenerationConfig, TransformerLens's
-# HookedTransformer.generate, the OpenAI API's) -> npgpt's way to the same end: a habit's name should get
-# the way, not a list of every option (or a near-miss "did you mean" that means something else).
+# HookedTransformer.generate, the OpenAI API's, vLLM's SamplingParams, picoGPT's and nanoGPT's scripts) ->
+# npgpt's way to the same end: a habit's name should get the way, not a list of every option (or a near-miss
+# "did you mean" that means something else: min_tokens -> max_new_tokens, generator -> temperature).
 FOREIGN_OPTIONS = {
     "max_length": "npgpt's is max_new_tokens, which counts only the new tokens (max_length counts the prompt's too)",
     "do_sample": "npgpt samples unless temperature=0 (do_sample=False is temperature=0; the default is "
@@ -205,6 +208,18 @@ FOREIGN_OPTIONS = {
     "prepend_bos": "npgpt prepends nothing; to start from <|endoftext|> as TransformerLens does, put it at the "
     "start of the text",
     "streamer": "model.stream(prompt, ...) yields the text as it is generated",
+    "n_tokens_to_generate": "npgpt's is max_new_tokens",
+    "num_samples": _N,
+    "min_tokens": _MIN,
+    "diversity_penalty": _BEAMS,
+    "ignore_eos": "npgpt's is stop_at_eot=False",
+    "generator": "npgpt's is seed (an integer): each row draws from its own generator made from it",
+    "prompt_logprobs": "model.score(text) gives each token's logprob given the tokens before it",
+    "typical_p": _FILTERS,
+    "epsilon_cutoff": _FILTERS,
+    "eta_cutoff": _FILTERS,
+    "output_hidden_states": _INSIDE,
+    "output_attentions": _INSIDE,
 }
 
 

@@ -244,6 +244,17 @@ def test_filters_and_repetition_penalty_equal_hugging_faces_processors():
         ("pad_token_id", "padded and masked for you"),
         ("output_scores", "logprobs=k"),
         ("stop_at_eos", "stop_at_eot"),
+        # the near miss meant something else: min_tokens "did you mean 'max_new_tokens'?", diversity_penalty
+        # 'repetition_penalty', generator 'temperature', prompt_logprobs 'logprobs'
+        ("min_tokens", "npgpt has no minimum"),
+        ("diversity_penalty", "no beam search"),
+        ("generator", "npgpt's is seed"),
+        ("prompt_logprobs", r"model.score\(text\)"),
+        ("n_tokens_to_generate", "npgpt's is max_new_tokens"),  # picoGPT's; nanoGPT's sample.py num_samples
+        ("num_samples", r"\[prompt\] \* k"),
+        ("ignore_eos", "stop_at_eot=False"),
+        ("typical_p", "top_k, top_p and min_p"),
+        ("output_hidden_states", "run_with_cache"),
     ],
 )
 def test_another_librarys_generate_option_is_answered_with_npgpts_way(name, says):
@@ -264,4 +275,8 @@ def test_the_foreign_option_names_are_those_libraries_own():
     own = {f.name for f in fields(SamplingParams)}
     for name in FOREIGN_OPTIONS:
         assert name not in own
-        assert name in hf | tl | {"n", "attention_mask", "streamer"}, name  # n: OpenAI's; the rest generate()'s
+        # n: OpenAI's; attention_mask, streamer: generate()'s; vLLM's SamplingParams; picoGPT's gpt2.py,
+        # nanoGPT's sample.py; torch's generator=
+        others = {"n", "attention_mask", "streamer", "min_tokens", "ignore_eos", "prompt_logprobs"}
+        others |= {"n_tokens_to_generate", "num_samples", "generator"}
+        assert name in hf | tl | others, name
