@@ -85,7 +85,9 @@ class CharTokenizer(Tokenizer):
     def decode_bytes(self, ids: Iterable[int] | int) -> bytes:
         return b"".join(self.token_bytes(i) for i in id_list(ids))  # never int(i): 1.5 is no id
 
-    def decode(self, ids: Iterable[int] | int) -> str:
+    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False) -> str:
+        if skip_special_tokens:  # <|endoftext|>, its one special token
+            ids = [i for i in id_list(ids) if i != self.eot_id]
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def stream_decoder(self) -> StreamDecoder:

@@ -131,6 +131,7 @@ class Tokenizer:
         self._n_base = n_base
         # Split out by encode: (first pass, second pass) per allow_special
         self._ids = {t.content: t.id for t in self.added_tokens}
+        self._special_ids = frozenset(t.id for t in self.added_tokens if t.special)
         self._split = {
             allow: tuple(
                 _splitter(t for t in self.added_tokens if t.normalized == normalized and (allow or not t.special))
@@ -232,9 +233,14 @@ class Tokenizer:
                 raise
             raise self._bad_id(bad[0]) from None
 
-    def decode(self, ids: Iterable[int] | int) -> str:
+    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False) -> str:
         """Text of ``ids`` [T] (a list, an array of any library, or one id); bytes that do not form valid
-        UTF-8 become U+FFFD. NpgptError for anything else: a batch [B, T], floats, text."""
+        UTF-8 become U+FFFD. NpgptError for anything else: a batch [B, T], floats, text.
+
+        ``skip_special_tokens``: leave out the special tokens (``<|endoftext|>``, a fine-tune's ``<|im_end|>``;
+        not its plain added words), as transformers' decode does."""
+        if skip_special_tokens:
+            ids = [i for i in id_list(ids) if i not in self._special_ids]
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def token_bytes(self, token_id: int) -> bytes:

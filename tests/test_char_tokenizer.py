@@ -48,6 +48,7 @@ def test_characters_and_ids_outside_the_vocabulary_are_one_line_errors():
     with pytest.raises(NpgptError, match="decode each row"):
         tok.decode([[0, 1]])
     assert tok.decode(1) == "b"
+    assert tok.decode([0, tok.eot_id, 1], skip_special_tokens=True) == "ab"
     with pytest.raises(CheckpointError, match="unknown tokenizer"):
         tokenizer_from_spec({"type": "bpe"})
     assert isinstance(tokenizer_from_spec(None), Tokenizer)

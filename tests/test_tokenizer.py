@@ -194,6 +194,13 @@ def test_decode_takes_ids_as_any_library_holds_them(tok: Tokenizer) -> None:
     assert tok.decode([]) == tok.decode(np.array([], dtype=np.int64)) == ""
 
 
+def test_decode_skips_special_tokens_as_transformers_does(tok: Tokenizer, hf_gpt2) -> None:
+    """transformers' tokenizer.decode(ids, skip_special_tokens=True) habit was a TypeError."""
+    ids = [EOT_ID, 15496, EOT_ID, 995, EOT_ID]
+    assert tok.decode(ids, skip_special_tokens=True) == hf_gpt2.decode(ids, skip_special_tokens=True) == "Hello world"
+    assert tok.decode(ids) == hf_gpt2.decode(ids) == f"{EOT}Hello{EOT} world{EOT}"
+
+
 def test_special_token_is_not_injectable(tok: Tokenizer) -> None:
     ids = tok.encode(f"a{EOT}b")
     assert EOT_ID not in ids

@@ -72,10 +72,12 @@ def test_added_tokens_encode_and_decode_as_in_transformers(finetuned):
         ids = ref(text)["input_ids"]
         assert tok.encode(text, allow_special=True) == ids, text
         assert tok.decode(ids) == ref.decode(ids), text
+        assert tok.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True), text
         # special ones stay text without allow_special (user text cannot inject <|im_end|>); the others are split
         assert tok.encode(text) == ref(text, split_special_tokens=True)["input_ids"], text
     assert tok.encode("a[PAD]b", allow_special=True) == [64, 50257, 65]
     assert tok.decode(range(50257, 50262)) == "[PAD]<|im_start|><|im_end|>foo_bar spaced"
+    assert tok.decode(range(50256, 50262), skip_special_tokens=True) == "foo_bar spaced"  # as transformers' does
     assert [tok.token_bytes(i) for i in (50258, 50261)] == [b"<|im_start|>", b" spaced"]
 
 
