@@ -107,6 +107,16 @@ class GPT2:
     def __repr__(self) -> str:
         return f"GPT2({self.config}, backend={self.backend.name!r}, dtype={self.dtype!r}, source={self.source!r})"
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused, pointing to the method: transformers' ``model(ids).logits``, TransformerLens' ``model(ids)``
+        and nanoGPT's ``logits, loss = model(idx, targets)`` each mean another thing (returning logits, the
+        last would unpack a batch of two into two rows)."""
+        raise NpgptError(
+            "the model is not called: model.logits(ids) gives the logits [B, T, V] (transformers' "
+            "model(ids).logits), model.score(ids) each token's logprob and the loss (its cross_entropy), "
+            "model.generate(prompt, ...) text"
+        )
+
     def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T]; see :meth:`Engine.logits`."""
         return self.engine.logits(ids, attention_mask)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import tiktoken
 
@@ -179,6 +180,13 @@ class Tokenizer:
             "added_tokens": [vars(t) for t in self.added_tokens],
             "eos_token_id": list(self.eos_token_ids),
         }
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused, pointing to ``encode``: transformers' ``tokenizer(text)`` returns a dict of tensors."""
+        raise NpgptError(
+            "the tokenizer is not called: model.tokenizer.encode(text) gives the token ids (transformers' "
+            "tokenizer(text)['input_ids']); generate, score and next_tokens take the text itself"
+        )
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         """Token ids of ``text``. ``<|endoftext|>`` (and any special added token) becomes its id only with

@@ -231,3 +231,13 @@ def test_options_given_by_position_or_a_prompt_by_transformers_name_are_one_line
             assert err.value.param == "prompt"
         with pytest.raises(NpgptError, match=rf"{method} needs a prompt: model.{method}\(prompt, "):
             list(run(max_new_tokens=2))
+
+
+def test_calling_the_model_or_its_tokenizer_points_to_the_method(model):
+    """transformers' model(ids).logits and tokenizer(text), TransformerLens' model(ids) and nanoGPT's
+    logits, loss = model(idx, targets) were "'GPT2' object is not callable" with no way forward."""
+    ids = [model.tokenizer.encode("Hello world")]
+    with pytest.raises(NpgptError, match=r"model.logits\(ids\) gives the logits .*model.score\(ids\)"):
+        model(ids)
+    with pytest.raises(NpgptError, match=r"model.tokenizer.encode\(text\) gives the token ids"):
+        model.tokenizer("Hello world")
