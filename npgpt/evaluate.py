@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .score import LanguageModel, token_ids, token_nll, token_nlls, windows
+from .score import LanguageModel, exp_loss, token_ids, token_nll, token_nlls, windows
 
 __all__ = ["perplexity", "token_nll", "token_nlls", "windows"]
 
@@ -36,4 +36,4 @@ def perplexity(
     nll = token_nlls(model, token_ids(model, text), window, stride, batch_size, progress)
     scored = ~np.isnan(nll)
     cross_entropy = float(nll[scored].sum()) / int(scored.sum())
-    return {"tokens": int(scored.sum()), "cross_entropy": cross_entropy, "perplexity": float(np.exp(cross_entropy))}
+    return {"tokens": int(scored.sum()), "cross_entropy": cross_entropy, "perplexity": exp_loss(cross_entropy)}

@@ -142,8 +142,17 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        """``exp(cross_entropy)``."""
-        return math.exp(self.cross_entropy)
+        """``exp(cross_entropy)``; see :func:`exp_loss`."""
+        return exp_loss(self.cross_entropy)
+
+
+def exp_loss(cross_entropy: float) -> float:
+    """The perplexity of a mean loss in nats, ``exp(cross_entropy)``: inf past a float's range (over 709 nats,
+    a model sure of other tokens), as torch.exp gives, where math.exp raised OverflowError."""
+    try:
+        return math.exp(cross_entropy)
+    except OverflowError:
+        return math.inf
 
 
 def score(

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,19 @@ def test_score_equals_direct_computation(tiny) -> None:
     assert tiny.score(ids) == s  # token ids score the same
     special = tiny.score("<|endoftext|>" + TEXT, allow_special=True)
     assert special.tokens == [tiny.tokenizer.eot_id, *ids] and special.n_scored == len(ids)
+
+
+def test_a_perplexity_past_floats_range_is_inf_not_an_overflow_error() -> None:
+    """A model sure of other tokens (ln_f scaled up: a mean loss over 709 nats) made Score.perplexity an
+    OverflowError of math.exp, and evaluate's np.exp a RuntimeWarning; exp of it is inf, as torch.exp gives."""
+    params = init_params(TINY, seed=3)
+    params["ln_f"] = {"g": params["ln_f"]["g"] * 1e5, "b": params["ln_f"]["b"]}
+    sure = GPT2(TINY, params)
+    s = sure.score(TEXT)
+    assert s.cross_entropy > 710 and s.perplexity == math.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert perplexity(sure, TEXT)["perplexity"] == math.inf
 
 
 def test_a_long_text_is_scored_in_sliding_windows(tiny) -> None:
