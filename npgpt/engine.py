@@ -18,7 +18,7 @@ from .config import GPT2Config
 from .errors import NpgptError
 from .model import attention_mask
 from .params import flatten
-from .token_ids import as_ids
+from .token_ids import as_ids, as_mask
 
 
 def positions_and_mask(valid: np.ndarray, start: Any, n_new: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,9 +111,7 @@ class Engine:
             raise NpgptError(f"sequence of {T} tokens exceeds the model's context of {self.config.n_ctx}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.n_vocab):
             raise NpgptError(f"token ids must be in [0, {self.config.n_vocab}), the model's vocabulary")
-        valid = np.ones((B, T), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
-        if valid.shape != (B, T):
-            raise NpgptError(f"attention_mask must have the shape of ids {ids.shape}, got {valid.shape}")
+        valid = np.ones((B, T), bool) if attention_mask is None else as_mask(attention_mask, (B, T))
         return ids, valid
 
     def forward(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NpgptError, is_integer
+from .errors import NpgptError, is_integer, shown
 
 
 def is_array_like(x: Any) -> bool:
@@ -80,3 +80,32 @@ def id_list(ids: Any) -> list[int]:
             "ids",
         )
     return arr.reshape(-1).tolist()
+
+
+def as_mask(x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``attention_mask`` for ids of ``shape`` [B, T] as bool [B, T] (True = token), or NpgptError (param
+    "attention_mask"). Its values are 1 and 0 as booleans, integers or floats (transformers' are int64), in
+    any library's array; [T] beside ids [T]. Anything else is refused, never cast: 2, 0.5, NaN or "a" would
+    read as a token and None as padding."""
+    expected = "1 (token) or 0 (padding) for each id"
+    try:
+        arr = np.asarray(x)
+    except ValueError:  # NumPy's "inhomogeneous shape"
+        raise NpgptError(
+            f"attention_mask must be {expected}, got rows of different lengths", "attention_mask"
+        ) from None
+    except TypeError:  # an array that will not leave its device implicitly (CuPy's)
+        unread = f"a {type(x).__name__} NumPy cannot read; pass a list or NumPy array"
+        raise NpgptError(f"attention_mask must be {expected}, got {unread}", "attention_mask") from None
+    if arr.dtype != bool:
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise NpgptError(f"attention_mask must be {expected}, got {arr.dtype} {arr.shape}", "attention_mask")
+        bad = (arr != 0) & (arr != 1)  # NaN too
+        if bad.any():
+            raise NpgptError(f"attention_mask must be {expected}, got {shown(arr[bad][0].item())}", "attention_mask")
+    given = arr.shape
+    if arr.ndim == 1 and len(shape) == 2 and shape[0] == 1:
+        arr = arr[None, :]  # as ids [T] are one row
+    if arr.shape != shape:
+        raise NpgptError(f"attention_mask must be [B, T], the shape of ids {shape}, got {given}", "attention_mask")
+    return arr.astype(bool)

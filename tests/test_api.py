@@ -58,6 +58,34 @@ def test_logits_rejects_bad_ids(model):
         model.logits("Hello")  # text where ids belong: "got <U5 ()" before
 
 
+@pytest.mark.parametrize(
+    "mask, says",
+    [
+        ([[2, 1]], "got 2"),  # read as a token, silently, as were the three after it
+        ([[0.5, 1.0]], "got 0.5"),
+        ([["a", "b"]], "got <U1"),
+        ([[None, 1]], "got object"),
+        ([[1], [1, 1]], "rows of different lengths"),  # NumPy's ValueError before
+        ([[1, 1, 1]], r"the shape of ids \(1, 2\), got \(1, 3\)"),
+    ],
+)
+def test_an_attention_mask_that_is_not_ones_and_zeros_is_refused(model, mask, says):
+    """Every value was cast to bool: 2, 0.5, NaN and "a" read as a token, None as padding."""
+    for run in (model.logits, model.run_with_cache):
+        with pytest.raises(NpgptError, match=f"attention_mask must be .*{says}"):
+            run([[1, 2]], attention_mask=mask)
+
+
+def test_an_attention_mask_comes_as_the_ids_do(model):
+    """Of booleans, integers or floats of 1 and 0, in any library's array, and [T] beside ids [T]."""
+    torch = pytest.importorskip("torch")
+    ids = [[15496, 995, 11]]
+    want = model.logits(ids, attention_mask=[[0, 1, 1]])
+    for mask in ([[False, True, True]], [[0.0, 1.0, 1.0]], torch.tensor([[0, 1, 1]]), np.array([[0, 1, 1]], np.int32)):
+        np.testing.assert_array_equal(model.logits(ids, attention_mask=mask), want)
+    np.testing.assert_array_equal(model.logits(ids[0], attention_mask=[0, 1, 1]), want)
+
+
 def test_request_errors_name_the_parameter(model):
     n_ctx = CONFIGS["odd"].n_ctx
     with pytest.raises(NpgptError) as err:

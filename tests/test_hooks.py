@@ -393,7 +393,7 @@ def test_names_filter_forms_and_errors():
         model.run_with_cache(ids, names_filter=["blocks.3.hook_resid_pre"])
     with pytest.raises(NpgptError, match="returned shape"):
         model.run_with_hooks(ids, fwd_hooks=[("hook_embed", lambda x, n: x[:, :1])])
-    with pytest.raises(NpgptError, match="attention_mask must have the shape"):
+    with pytest.raises(NpgptError, match=r"attention_mask must be \[B, T\], the shape of ids \(1, 4\), got \(3,\)"):
         model.run_with_cache(ids, attention_mask=np.ones(3))
     with pytest.raises(NpgptError, match="vocabulary"):
         model.run_with_cache([ODD.n_vocab])
