@@ -97,7 +97,11 @@ def token_nlls(
     if not (is_integer(batch_size) and batch_size >= 1):
         raise NpgptError(f"batch_size must be a whole number, at least 1, got {shown(batch_size)}", "batch_size")
     if len(ids) < 2:
-        raise NpgptError(f"the text has {len(ids)} token(s); scoring needs at least 2")
+        raise NpgptError(
+            f"the text has {len(ids)} token(s); scoring needs at least 2, as nothing predicts the first: to score "
+            f"it, put <|endoftext|> (id {model.tokenizer.eot_id}; in a text, with allow_special=True) before it, "
+            "as GPT-2 saw at the start of each document"
+        )
 
     spans = windows(len(ids), window, stride)
     out = np.full(len(ids), np.nan)

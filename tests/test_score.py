@@ -62,6 +62,16 @@ def test_score_equals_direct_computation(tiny) -> None:
     assert special.tokens == [tiny.tokenizer.eot_id, *ids] and special.n_scored == len(ids)
 
 
+def test_too_short_or_too_long_for_one_pass_says_what_to_do(tiny) -> None:
+    """ "the text has 1 token(s); scoring needs at least 2" and logits' "sequence of 65 tokens exceeds the
+    model's context of 64" named no way forward."""
+    with pytest.raises(NpgptError, match=r"at least 2.*put <\|endoftext\|> \(id 50256; .*\) before it"):
+        tiny.score("Hi")
+    with pytest.raises(NpgptError, match=r"at most 64 tokens a row; model.score\(ids\) scores a longer text"):
+        tiny.logits([list(range(65))])
+    assert tiny.score("<|endoftext|>Hi", allow_special=True).n_scored == 1
+
+
 def test_a_perplexity_past_floats_range_is_inf_not_an_overflow_error() -> None:
     """A model sure of other tokens (ln_f scaled up: a mean loss over 709 nats) made Score.perplexity an
     OverflowError of math.exp, and evaluate's np.exp a RuntimeWarning; exp of it is inf, as torch.exp gives."""
