@@ -170,6 +170,10 @@ _SCORES = "model.completions(prompts, logprobs=k) returns each token's id, logpr
 _BAN = "ban tokens with logit_bias={id: -100}"
 _CACHE = "npgpt always decodes with a kv cache"
 _MIN = "npgpt has no minimum; stop_at_eot=False or logit_bias={50256: -100} keeps it from ending at <|endoftext|>"
+_EOS = (
+    "npgpt stops at the model's end token (GPT-2's <|endoftext|>, id 50256, or a fine-tune's own eos_token_id, "
+    "from its generation_config.json) unless stop_at_eot=False; to stop at another token pass stop=[its text]"
+)
 _FILTERS = "npgpt's filters are top_k, top_p and min_p"
 _INSIDE = "model.run_with_cache(ids) gives every activation, by TransformerLens's hook names"
 # Other libraries' generate options (Hugging Face transformers' GenerationConfig, TransformerLens's
@@ -186,8 +190,8 @@ FOREIGN_OPTIONS = {
     "num_beam_groups": _BEAMS,
     "early_stopping": _BEAMS,
     "length_penalty": _BEAMS,
-    "eos_token_id": "npgpt stops at <|endoftext|> (id 50256) unless stop_at_eot=False; to stop at other text "
-    "pass stop=[...] (strings)",
+    "eos_token_id": _EOS,
+    "stop_token_ids": _EOS,
     "stop_at_eos": "npgpt's is stop_at_eot",
     "stop_strings": "npgpt's is stop (a string or a list of them)",
     "pad_token_id": "npgpt needs no pad token: prompts of different lengths are padded and masked for you",

@@ -241,6 +241,8 @@ def test_filters_and_repetition_penalty_equal_hugging_faces_processors():
         ("num_return_sequences", r"\[prompt\] \* k"),
         ("num_beams", "no beam search"),
         ("eos_token_id", "stop_at_eot=False"),
+        ("eos_token_id", "a fine-tune's own"),  # it said <|endoftext|> alone, where a chat model ends at <|im_end|>
+        ("stop_token_ids", r"stop=\[its text\]"),
         ("pad_token_id", "padded and masked for you"),
         ("output_scores", "logprobs=k"),
         ("stop_at_eos", "stop_at_eot"),
@@ -277,6 +279,6 @@ def test_the_foreign_option_names_are_those_libraries_own():
         assert name not in own
         # n: OpenAI's; attention_mask, streamer: generate()'s; vLLM's SamplingParams; picoGPT's gpt2.py,
         # nanoGPT's sample.py; torch's generator=
-        others = {"n", "attention_mask", "streamer", "min_tokens", "ignore_eos", "prompt_logprobs"}
+        others = {"n", "attention_mask", "streamer", "min_tokens", "ignore_eos", "prompt_logprobs", "stop_token_ids"}
         others |= {"n_tokens_to_generate", "num_samples", "generator"}
         assert name in hf | tl | others, name
