@@ -101,7 +101,14 @@ class SamplingParams:
             ),
             (
                 "stop",
-                all(isinstance(s, str) and s for s in self.stop),
+                not (other := [s for s in self.stop if not isinstance(s, str)]),
+                # transformers' eos_token_id and vLLM's stop_token_ids are ids; npgpt's stop is text
+                f"stop sequences must be text, got {shown(other[0]) if other else ''}; to stop at a token id, pass "
+                "its text: model.tokenizer.decode([id])",
+            ),
+            (
+                "stop",
+                all(self.stop),
                 # (vLLM refuses it too): an empty one would match before any text, so nothing would be generated
                 "stop sequences must be non-empty strings: an empty one would end every completion before any "
                 "text; leave out the empty one",

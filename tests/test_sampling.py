@@ -147,6 +147,21 @@ def test_an_empty_stop_sequence_is_refused_with_the_fix(stop) -> None:
     assert e.value.param == "stop" and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "stop, says",
+    [
+        ([50256], r"got 50256; to stop at a token id, pass its text: model.tokenizer.decode\(\[id\]\)"),
+        (["\n", None], "got None"),
+        ([b"\n"], r"got b'\\n'"),
+    ],
+)
+def test_a_stop_that_is_not_text_is_refused_as_such(stop, says) -> None:
+    """transformers' and vLLM's habit of stopping at token ids, stop=[50256], was told "leave out the empty one"."""
+    with pytest.raises(NpgptError, match=f"stop sequences must be text, {says}") as e:
+        SamplingParams(stop=stop)
+    assert e.value.param == "stop"
+
+
 def test_logit_bias_is_added_and_minus_100_bans():
     """OpenAI's logit_bias: added to the token's logit before sampling; -100 bans it (and 100 all but picks it)."""
     logits = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05], dtype=np.float32))
