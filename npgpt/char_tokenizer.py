@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import CheckpointError, NpgptError
 from .token_ids import id_list
-from .tokenizer import EOT, AddedToken, StreamDecoder, Tokenizer
+from .tokenizer import EOT, AddedToken, StreamDecoder, Tokenizer, check_text, check_texts
 
 
 class CharTokenizer(Tokenizer):
@@ -57,6 +57,7 @@ class CharTokenizer(Tokenizer):
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         """Ids of ``text``'s characters; ``<|endoftext|>`` is one id only with ``allow_special``."""
+        check_text(text)
         if allow_special and EOT in text:
             parts = text.split(EOT)
             ids = self.encode(parts[0])
@@ -72,6 +73,7 @@ class CharTokenizer(Tokenizer):
             ) from None
 
     def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
+        check_texts(texts)
         return [self.encode(t, allow_special) for t in texts]
 
     def token_bytes(self, token_id: int) -> bytes:

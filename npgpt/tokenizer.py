@@ -192,6 +192,7 @@ class Tokenizer:
         """Token ids of ``text``. ``<|endoftext|>`` (and any special added token) becomes its id only with
         ``allow_special``; otherwise it is ordinary text (so user input can never inject a control token).
         A non-special added token is always its id, as in transformers."""
+        check_text(text)
         if self._plain:
             if allow_special:
                 return self._enc.encode(text, allowed_special="all")
@@ -219,6 +220,7 @@ class Tokenizer:
             yield text[start:], False
 
     def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
+        check_texts(texts)
         return [self.encode(t, allow_special) for t in texts]
 
     def decode_bytes(self, ids: Iterable[int] | int) -> bytes:
@@ -266,6 +268,24 @@ class Tokenizer:
     def stream_decoder(self) -> StreamDecoder:
         """A fresh :class:`StreamDecoder`; use one per stream."""
         return StreamDecoder(self)
+
+
+def check_text(text: Any) -> None:
+    """NpgptError (param "text") unless ``text`` is a string: tiktoken's TypeError named no way forward, and a
+    character tokenizer read a list's items as characters."""
+    if not isinstance(text, str):
+        hint = ""
+        if isinstance(text, (list, tuple)):
+            hint = "; for several texts, encode_batch(texts)"
+        elif isinstance(text, (bytes, bytearray)):
+            hint = "; decode the bytes first"
+        raise NpgptError(f"text must be a string, got {type(text).__name__}{hint}", "text")
+
+
+def check_texts(texts: Any) -> None:
+    """NpgptError (param "text") for one string where a list of them belongs: each character became a text."""
+    if isinstance(texts, str):
+        raise NpgptError("texts must be a list of strings, got one string; encode(text) encodes one", "text")
 
 
 class TextOffsets:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFEngine
 from tokenizers import decoders, models, pre_tokenizers
 
+from npgpt.char_tokenizer import CharTokenizer
 from npgpt.errors import NpgptError
 from npgpt.tokenizer import EOT, EOT_ID, Tokenizer, default_files
 
@@ -199,6 +200,30 @@ def test_decode_skips_special_tokens_as_transformers_does(tok: Tokenizer, hf_gpt
     ids = [EOT_ID, 15496, EOT_ID, 995, EOT_ID]
     assert tok.decode(ids, skip_special_tokens=True) == hf_gpt2.decode(ids, skip_special_tokens=True) == "Hello world"
     assert tok.decode(ids) == hf_gpt2.decode(ids) == f"{EOT}Hello{EOT} world{EOT}"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (["Hello", "world"], r"got list; for several texts, encode_batch\(texts\)"),
+        (b"Hello", "got bytes; decode the bytes first"),
+        (None, "got NoneType"),
+        (15496, "got int"),
+    ],
+)
+def test_encode_refuses_what_is_not_text(tok: Tokenizer, text, says: str) -> None:
+    """They were TypeErrors from inside tiktoken; the character tokenizer read a list's items as characters."""
+    for t in (tok, CharTokenizer("Helowrd")):
+        with pytest.raises(NpgptError, match=f"text must be a string, {says}"):
+            t.encode(text)
+
+
+def test_encode_batch_refuses_one_string(tok: Tokenizer) -> None:
+    """encode_batch("abc") encoded each character as a text of its own, silently."""
+    for t in (tok, CharTokenizer("abc")):
+        with pytest.raises(NpgptError, match=r"texts must be a list of strings, got one string; encode\(text\)"):
+            t.encode_batch("abc")
+        assert t.encode_batch(("ab", "c")) == [t.encode("ab"), t.encode("c")]
 
 
 def test_special_token_is_not_injectable(tok: Tokenizer) -> None:
