@@ -107,16 +107,6 @@ class GPT2:
     def __repr__(self) -> str:
         return f"GPT2({self.config}, backend={self.backend.name!r}, dtype={self.dtype!r}, source={self.source!r})"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Refused, pointing to the method: transformers' ``model(ids).logits``, TransformerLens' ``model(ids)``
-        and nanoGPT's ``logits, loss = model(idx, targets)`` each mean another thing (returning logits, the
-        last would unpack a batch of two into two rows)."""
-        raise NpgptError(
-            "the model is not called: model.logits(ids) gives the logits [B, T, V] (transformers' "
-            "model(ids).logits), model.score(ids) each token's logprob and the loss (its cross_entropy), "
-            "model.generate(prompt, ...) text"
-        )
-
     def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T]; see :meth:`Engine.logits`."""
         return self.engine.logits(ids, attention_mask)
@@ -133,7 +123,16 @@ class GPT2:
     ) -> Any:
         """TransformerLens's ``model(input)`` (its ``forward``): float32 logits [B, T, V] of token ids or text
         (read as there, ``<|endoftext|>`` first), or with ``return_type`` the loss, both or None; the hooked
-        pass of :meth:`run_with_hooks` with no hooks, so its numbers are the cache's. ``logits`` is npgpt's own."""
+        pass of :meth:`run_with_hooks` with no hooks, so its numbers are the cache's. ``logits`` is npgpt's own.
+        nanoGPT's ``logits, loss = model(idx, targets)`` is refused in one line: its targets would land on
+        ``return_type``, and logits returned alone would unpack a batch of two into two rows."""
+        if return_type is not None and not isinstance(return_type, str):
+            raise NpgptError(
+                "model(ids, ...) is TransformerLens's forward, whose second argument is return_type, not nanoGPT's "
+                "targets; for the loss of the ids' own next tokens: model(ids, return_type='loss') or "
+                "model(ids, return_type='both') for (logits, loss); model.score(text) for a text's",
+                param="return_type",
+            )
         return self.run_with_hooks(
             input,
             (),

@@ -261,11 +261,14 @@ def test_options_given_by_position_or_a_prompt_by_transformers_name_are_one_line
             list(run(max_new_tokens=2))
 
 
-def test_calling_the_model_or_its_tokenizer_points_to_the_method(model):
-    """transformers' model(ids).logits and tokenizer(text), TransformerLens' model(ids) and nanoGPT's
-    logits, loss = model(idx, targets) were "'GPT2' object is not callable" with no way forward."""
-    ids = [model.tokenizer.encode("Hello world")]
-    with pytest.raises(NpgptError, match=r"model.logits\(ids\) gives the logits .*model.score\(ids\)"):
-        model(ids)
+def test_calling_the_model_is_transformer_lens_forward_and_nanogpt_targets_or_the_tokenizer_say_the_way(model):
+    """model(ids) is TransformerLens's forward (the logits); nanoGPT's logits, loss = model(idx, targets) would
+    put its targets on return_type (and unpack a batch of two), and transformers' tokenizer(text) was "'Tokenizer'
+    object is not callable": each is one line naming the way."""
+    ids = np.asarray([model.tokenizer.encode("Hello world, again")] * 2)
+    np.testing.assert_allclose(model(ids), model.logits(ids), atol=1e-5)
+    with pytest.raises(NpgptError, match=r"not nanoGPT's targets; .*model\(ids, return_type='both'\)") as err:
+        model(ids, ids[:, 1:])
+    assert err.value.param == "return_type"
     with pytest.raises(NpgptError, match=r"model.tokenizer.encode\(text\) gives the token ids"):
         model.tokenizer("Hello world")
