@@ -484,12 +484,8 @@ def _write(
 _SAVE_KEYWORDS = ("fmt", "max_shard_size")
 
 
-def _check_save_options(
-    fmt: str, dtype: str, max_shard_size: int | str | None, tokenizer: dict[str, Any] | None = None
-) -> None:
-    """Refuse a format, dtype, shard size or tokenizer that cannot be written, before any weights are read."""
-    if fmt not in FORMATS:
-        raise _not_writable(fmt)
+def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> None:
+    """Refuse a tokenizer ``fmt`` cannot carry: a character-level vocabulary, or tokens added to GPT-2's."""
     if tokenizer is not None and tokenizer.get("type") == "char" and fmt != "npgpt":
         raise CheckpointError(
             f"a character-level model cannot be written as {fmt}: only npgpt's format carries its vocabulary; "
@@ -502,6 +498,15 @@ def _check_save_options(
             "use fmt='npgpt' or fmt='gguf'",
             keywords=_SAVE_KEYWORDS,
         )
+
+
+def _check_save_options(
+    fmt: str, dtype: str, max_shard_size: int | str | None, tokenizer: dict[str, Any] | None = None
+) -> None:
+    """Refuse a format, dtype, shard size or tokenizer that cannot be written, before any weights are read."""
+    if fmt not in FORMATS:
+        raise _not_writable(fmt)
+    _check_tokenizer_writable(fmt, tokenizer)
     if dtype not in DTYPES[fmt]:
         raise CheckpointError(
             f"dtype={dtype!r} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}", param="dtype"
@@ -622,11 +627,12 @@ def convert(
 ) -> Path:
     """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst`` (a character-level
     model's vocabulary too, npgpt's format only; the tokens a fine-tune added to GPT-2's, npgpt's and GGUF)."""
-    tokenizer = tokenizer_spec(src)  # from the header or the tokenizer files only
-    _check_save_options(fmt, dtype, max_shard_size, tokenizer)  # refused before a large source is read
+    _check_save_options(fmt, dtype, max_shard_size)  # refused before the source is read at all,
     _check_file_name(Path(dst), fmt)
     _check_not_shadowed(Path(dst), fmt)
     check_writable(_first_written(Path(dst), fmt), error=CheckpointError)  # as is a place it cannot be written
+    tokenizer = tokenizer_spec(src)  # from the header or the tokenizer files only,
+    _check_tokenizer_writable(fmt, tokenizer)  # so refused before a large source's weights are read
     config, params = load_checkpoint(src)
     return save_checkpoint(
         dst, config, params, fmt=fmt, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer
