@@ -57,5 +57,5 @@ def test_an_index_without_a_weight_map_says_what_is_missing(tmp_path):
 
     index = tmp_path / "model.safetensors.index.json"
     index.write_text('{"metadata": {}}')
-    with pytest.raises(CheckpointError, match=r"not a shard index \(missing key 'weight_map'\); re-download it$"):
+    with pytest.raises(CheckpointError, match=r"not a shard index .*, but it has no weight_map; re-download it$"):
         shard_map(index)
