@@ -108,9 +108,10 @@ class Engine:
             raise NpgptError(f"ids must be integers of shape [batch, seq], got {ids.dtype} {ids.shape}")
         B, T = ids.shape
         if T > self.config.n_ctx:
+            n = self.config.n_ctx
             raise NpgptError(
-                f"sequence of {T} tokens exceeds the model's context of {self.config.n_ctx}; pass at most "
-                f"{self.config.n_ctx} tokens a row; model.score(ids) scores a longer text in sliding windows"
+                f"sequence of {T} tokens exceeds the model's context of {n}; give at most {n} tokens a row "
+                f"(e.g. the last {n}: ids[..., -{n}:]); model.score(ids) scores a longer text in sliding windows"
             )
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.n_vocab):
             raise NpgptError(f"token ids must be in [0, {self.config.n_vocab}), the model's vocabulary")

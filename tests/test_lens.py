@@ -241,3 +241,27 @@ def test_logit_lens_reads_only_the_tokenizers_tokens_of_a_padded_vocabulary():
     probs = softmax(model.logits(ids)[0, :, : model.tokenizer.n_vocab])
     np.testing.assert_array_equal(lens.top_ids[-1], probs.argmax(-1))
     np.testing.assert_allclose(lens.top_probs[-1], probs.max(-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("command", ["lens", "attention"])
+def test_a_prompt_over_the_context_is_refused_with_the_fix(command):
+    """npgpt lens with a prompt over the context said only 'prompt is 301 tokens; this model reads at most 256',
+    and model.logits / run_with_cache / logit_lens only that the sequence exceeds the context: each now says what
+    to do."""
+    r = run_cli(command, "x " * 300, "--model", "bundled")
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("using npgpt's")]
+    assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "256" in lines[0] and "shorten the prompt" in lines[0], lines[0]
+
+
+def test_ids_over_the_context_say_how_many_to_give(pair):
+    model, _ = pair("tiny")
+    n_ctx = model.config.n_ctx
+    for call in (
+        lambda ids: model.logits([ids]),
+        lambda ids: logit_lens(model, ids),
+        lambda ids: model.run_with_cache(ids),
+    ):
+        with pytest.raises(NpgptError, match=rf"give at most {n_ctx} tokens \(e\.g\. the last {n_ctx}") as err:
+            call(list(range(n_ctx + 1)))
+        assert "\n" not in str(err.value)

@@ -31,7 +31,9 @@ def _prompt_ids(m, prompt: str) -> list[int]:
     if not ids:
         raise NpgptError("prompt is empty; give at least one token of text")
     if len(ids) > m.config.n_ctx:
-        raise NpgptError(f"prompt is {len(ids)} tokens; this model reads at most {m.config.n_ctx}")
+        raise NpgptError(
+            f"the prompt has {len(ids)} tokens, more than the model's context of {m.config.n_ctx}; shorten the prompt"
+        )
     return ids
 
 
