@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import SMALL_BENCH, run_cli
@@ -175,14 +176,30 @@ def test_an_unwritable_plot_is_refused_before_the_run(tiny_checkpoint, tmp_path)
     assert "internal error" not in proc.stderr and "preparing the weights" not in proc.stderr
 
 
-@pytest.mark.parametrize("field", ["threads", "bandwidth_mib", "train_batch", "train_seq"])
-def test_counts_below_one_are_refused(field):
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("threads", 0, "--threads must be >= 1, got 0"),
+        ("bandwidth_mib", 0, "--bandwidth-mib must be >= 1, got 0"),
+        ("train_batch", 0, "--train-batch must be >= 1, got 0"),
+        ("train_seq", 0, "--train-seq must be >= 1, got 0"),
+        ("new_tokens", 0, "--new-tokens must be >= 1, got 0"),
+        ("short_prompt", 0, "--short-prompt must be >= 1, got 0"),
+        ("repeat", 0, "--repeat must be >= 1, got 0"),
+        ("batches", (1, 0), "--batch sizes must be >= 1, got 1,0"),
+        ("batches", (), "--batch sizes must be >= 1, got none"),
+        ("prompt_len", 8, "--prompt-len must be >= 16, got 8"),
+    ],
+)
+def test_counts_below_their_least_are_refused_naming_the_flag(field, value, message):
     from npgpt.bench.settings import BenchSettings, npgpt_engines
     from npgpt.errors import NpgptError
 
-    # --threads 0 ran on the default thread count and reported "0 threads"; --bandwidth-mib 0 measured 1 MiB
-    with pytest.raises(NpgptError, match="must be >= 1"):
-        npgpt_engines(BenchSettings(backends=("numpy",), **{field: 0}))
+    # --threads 0 ran on the default thread count and reported "0 threads"; --bandwidth-mib 0 measured 1 MiB.
+    # --prompt-len 8 was refused as "batch sizes, --new-tokens, --short-prompt and --repeat must be >= 1,
+    # --prompt-len >= 16": five flags named, not the one given
+    with pytest.raises(NpgptError, match=re.escape(message)):
+        npgpt_engines(BenchSettings(backends=("numpy",), **{field: value}))
 
 
 def test_best_of_rounds_keeps_best_speed_and_highest_memory():

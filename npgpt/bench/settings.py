@@ -86,10 +86,22 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
             f"--compare hf runs Hugging Face transformers on PyTorch, and {' and '.join(missing_hf)} "
             f"{verb} not installed: pip install 'npgpt[torch]' transformers (or drop --compare hf)"
         )
-    if not s.batches or min(s.batches) < 1 or min(s.new_tokens, s.short_prompt, s.repeat) < 1 or s.prompt_len < 16:
-        raise NpgptError("batch sizes, --new-tokens, --short-prompt and --repeat must be >= 1, --prompt-len >= 16")
-    if min(s.threads, s.bandwidth_mib, s.train_batch, s.train_seq) < 1:  # else run and reported as given
-        raise NpgptError("--threads, --bandwidth-mib, --train-batch and --train-seq must be >= 1")
+    if not s.batches or min(s.batches) < 1:
+        raise NpgptError(f"--batch sizes must be >= 1, got {','.join(map(str, s.batches)) or 'none'}")
+    # each named with its own flag and value (one message naming five flags left the user to find which)
+    counts = (
+        ("--new-tokens", s.new_tokens, 1),
+        ("--short-prompt", s.short_prompt, 1),
+        ("--repeat", s.repeat, 1),
+        ("--prompt-len", s.prompt_len, 16),
+        ("--threads", s.threads, 1),  # below 1: else run and reported as given
+        ("--bandwidth-mib", s.bandwidth_mib, 1),
+        ("--train-batch", s.train_batch, 1),
+        ("--train-seq", s.train_seq, 1),
+    )
+    for flag, value, least in counts:
+        if value < least:
+            raise NpgptError(f"{flag} must be >= {least}, got {value}")
     if s.baseline_tokens < 0:  # -1 was truthy: a no-cache baseline of -1 tokens was run and reported
         raise NpgptError(f"--baseline-tokens must be >= 0 (0 skips the no-cache baseline), got {s.baseline_tokens}")
     return pairs
