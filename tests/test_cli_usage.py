@@ -803,3 +803,15 @@ def test_nanogpts_key_value_arguments_name_npgpts_flags(args, hint):
 def test_text_with_an_equals_sign_is_still_a_prompt(model_file):
     r = run_cli("generate", "x=1", "--model", model_file, "--max-new-tokens", "2", "--seed", "1")
     assert r.returncode == 0 and r.stdout.startswith("x=1"), r.stderr
+
+
+def test_info_json_names_the_default_bundled_model_as_model_takes_it(tmp_path):
+    """npgpt info --json, with no GPT-2 downloaded, gave "model": "bundled (npgpt's own, trained on the King James
+    Bible)": a description where a script reads a name; it is "bundled", as `npgpt info bundled --json` says (the
+    table keeps the description)."""
+    env = {"NPGPT_HOME": str(tmp_path)}
+    r = run_cli("info", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model"] == json.loads(run_cli("info", "bundled", "--json", env=env).stdout)["model"]
+    assert json.loads(r.stdout)["model"] == "bundled"
+    assert "King James" in run_cli("info", env=env).stdout

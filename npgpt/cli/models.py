@@ -109,7 +109,8 @@ def info(
     config, _ = load_checkpoint(path)
     files = model_files(path)  # a training run's folder also holds its optimizer state: not the model
     size = sum(f.stat().st_size for f in files)
-    name = model or ("bundled (npgpt's own, trained on the King James Bible)" if notice else str(path))
+    # the name --model takes (a script reads it); the table adds what the bundled model is
+    name = model or ("bundled" if notice else str(path))
     if as_json:
         print_json(
             {
@@ -127,7 +128,8 @@ def info(
     table = Table(show_header=False, box=None)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("model", Text(name))
+    about = " (npgpt's own, trained on the King James Bible)" if notice and not model else ""
+    table.add_row("model", Text(name + about))
     table.add_row("file" if len(files) == 1 else "files", Text("\n".join(map(str, files))))
     table.add_row("format", detect(path))
     table.add_row("size on disk", f"{size / 1e6:.1f} MB ({size:,} bytes)")
