@@ -453,6 +453,9 @@ def test_other_tools_names_get_npgpts(args, hint):
             " (see `npgpt generate --help`)",
         ),
         (["convert"], "error: Missing argument 'src' (see `npgpt convert --help`)"),  # no "'src'. (see"
+        # an option given last with no value pointed at the root's help, which lists no option of the command's
+        (["generate", "Hi", "--stop"], "error: Option '--stop' requires an argument (see `npgpt generate --help`)"),
+        (["next", "Hi", "-k"], "error: Option '-k' requires an argument (see `npgpt next --help`)"),
         (["nosuch"], "error: No such command 'nosuch' (see `npgpt --help`)"),
         # the hint named the command's help and the pointer the root's: "(npgpt next --help) (see `npgpt --help`)"
         (

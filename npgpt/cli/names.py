@@ -185,6 +185,12 @@ class Command(TyperCommand):
         except NoSuchOption as e:
             self._hint(ctx, e.option_name)
             raise
+        except UsageError as e:
+            # click's parser raises "Option '--stop' requires an argument" with no context, so the error's pointer
+            # named the root's help (`npgpt --help`), which lists none of this command's options: this command's
+            if e.ctx is None:
+                e.ctx = ctx
+            raise
         finally:
             ctx.allow_extra_args = allow_extra
         if not ctx.resilient_parsing:
