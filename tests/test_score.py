@@ -244,6 +244,7 @@ def test_cli_score_table_and_errors(tiny, tiny_path, tmp_path) -> None:
     result = run_cli("score", str(data), "--model", str(tiny_path))
     assert result.returncode == 0, result.stderr
     assert "surprisal (bits)" in result.stdout and "' beginning'" in result.stdout
+    assert "logprob (nats)" in result.stdout  # the two columns differ in units: each says its own
     assert f"{tiny.score(TEXT).perplexity:.3f}" in result.stdout
     for args, message in [([str(tmp_path / "missing.txt")], "cannot read"), (["-"], "standard input is empty")]:
         result = run_cli("score", *args, "--model", str(tiny_path), input="")

@@ -65,7 +65,7 @@ def score_command(
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
 ) -> None:
-    """Each token's log-probability and surprisal (bits) in a text, its log-likelihood and perplexity.
+    """Each token's log-probability (nats) and surprisal (bits) in a text, its log-likelihood and perplexity.
 
     Example: echo "In the beginning God created" | npgpt score -  or  npgpt score notes.txt --json
     """
@@ -91,7 +91,7 @@ def score_command(
         return
     from rich.table import Table
 
-    table = Table("#", "id", "token", "logprob", "surprisal (bits)", box=None, pad_edge=False)
+    table = Table("#", "id", "token", "logprob (nats)", "surprisal (bits)", box=None, pad_edge=False)
     for i, (t, p, lp) in enumerate(zip(result.tokens, pieces, result.token_logprobs, strict=True)):
         table.add_row(
             str(i), str(t), repr(p), "" if lp is None else f"{lp:.4f}", "" if lp is None else f"{-lp / math.log(2):.3f}"
