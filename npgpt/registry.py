@@ -75,11 +75,25 @@ def is_bundled(path: str | Path | None) -> bool:
 def hf_dir(repo_id: str, revision: str | None = None) -> Path:
     """Where the npgpt file converted from a Hugging Face repo (at ``revision``) lives."""
     if not _REPO_ID.fullmatch(repo_id):
-        raise NpgptError(f"{repo_id!r} is not a Hugging Face repo id; expected ORG/NAME, e.g. openai-community/gpt2")
+        raise NpgptError(f"{repo_id!r} is not a Hugging Face repo id; {_repo_id_fix(repo_id)}")
     name = repo_id.replace("/", "--")
     if revision:  # "refs/pr/1" -> "refs--pr--1": one directory, and reversible (see list_cached)
         name += "@" + revision.replace("/", "--")
     return home() / "hf" / name
+
+
+def _hub_address(given: str) -> str | None:
+    """The repo id in a Hugging Face repo's address (``https://huggingface.co/ORG/NAME/tree/main``), else None."""
+    url = re.match(r"(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/([^/?#\s]+/[^/?#\s]+)", given)
+    return url[1] if url is not None and _REPO_ID.fullmatch(url[1]) else None
+
+
+def _repo_id_fix(given: str) -> str:
+    """What to give instead: the id in a repo's address pasted from the browser, else the id's form."""
+    url = _hub_address(given)
+    if url is not None:
+        return f"that is its address; give the repo id in it: {url}"
+    return "expected ORG/NAME, e.g. openai-community/gpt2"
 
 
 def list_cached() -> list[tuple[str, Path]]:
@@ -136,6 +150,10 @@ def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
         raise NpgptError(
             f"{key}: no such file, and no downloaded Hugging Face model of that name; "
             f"run `npgpt download --hf {repo_id}{f' --revision {revision}' if revision else ''}`"
+        )
+    if (url := _hub_address(key)) is not None:  # a repo's address pasted from the browser
+        raise NpgptError(
+            f"{key} is a Hugging Face address, not a file; run `npgpt download --hf {url}`, then use --model {url}"
         )
     if "/" in key or "\\" in key:  # a path (not a repo id, see _REPO_ID): naming downloads would mislead
         raise NpgptError(f"no such file or directory: {key}")

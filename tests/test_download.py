@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from npgpt import download, registry
 from npgpt.config import GPT2Config
@@ -420,3 +421,31 @@ def test_a_web_page_served_in_place_of_the_files_says_so(tmp_path, cache):
     assert said.startswith(f"{srv.url}/124M/hparams.json sent a web page (HTML), not the file"), said
     assert "sign in to the network" in said and "again" not in said.split(";")[0]
     assert not (cache / "124M").exists() and not list(cache.rglob("hparams.json"))
+
+
+@pytest.mark.parametrize(
+    "given, repo",
+    [
+        ("https://huggingface.co/openai-community/gpt2", "openai-community/gpt2"),
+        ("huggingface.co/distilbert/distilgpt2/tree/main", "distilbert/distilgpt2"),
+        ("https://hf.co/openai-community/gpt2-medium?library=transformers", "openai-community/gpt2-medium"),
+    ],
+)
+def test_a_pasted_hub_url_names_the_repo_id_in_it(given, repo, tmp_path, monkeypatch):
+    """npgpt download --hf https://huggingface.co/openai-community/gpt2, a repo's address pasted from the browser,
+    was refused with only 'expected ORG/NAME, e.g. openai-community/gpt2': it now names the id in the URL."""
+    from npgpt.registry import hf_dir
+
+    monkeypatch.setenv("NPGPT_HOME", str(tmp_path))
+    with pytest.raises(NpgptError, match=f"give the repo id in it: {repo}$"):
+        hf_dir(given)
+    r = run_cli("download", "--hf", given, env={"NPGPT_HOME": str(tmp_path)})
+    assert r.returncode == 1 and f"give the repo id in it: {repo}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_hub_url_as_model_says_to_download_it_by_its_id(tmp_path):
+    """--model https://huggingface.co/openai-community/gpt2 said only 'no such file or directory': it names the
+    download and the --model value to use."""
+    r = run_cli("info", "https://huggingface.co/openai-community/gpt2", env={"NPGPT_HOME": str(tmp_path)})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "npgpt download --hf openai-community/gpt2`, then use --model openai-community/gpt2" in r.stderr
