@@ -208,3 +208,16 @@ def test_sigterm_and_sigint_ask_for_a_stop_and_a_second_one_interrupts():
             with pytest.raises(KeyboardInterrupt):
                 os.kill(os.getpid(), sig)
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+
+
+def test_a_missing_data_or_out_is_named_alone(tmp_path):
+    """npgpt train corpus.txt (no --out) said 'give the training text and --out': the text, given, was named as
+    missing too. Each run now names only what is missing."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("In the beginning God created the heaven and the earth.\n")
+    r = run_cli("train", str(text))
+    assert r.returncode == 1 and "give --out" in r.stderr and "training text" not in r.stderr, r.stderr
+    r = run_cli("train", "--out", str(tmp_path / "run"))
+    assert r.returncode == 1 and "give the training text" in r.stderr and "--out" not in r.stderr, r.stderr
+    r = run_cli("train")
+    assert r.returncode == 1 and "give the training text and --out" in r.stderr, r.stderr
