@@ -222,3 +222,18 @@ def test_chat_reads_endoftext_in_a_message_as_text():
     r = run_cli("chat", "--temperature", "0", "--max-new-tokens", "8", input="<|endoftext|>\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout == as_text.strip() + "\n"
+
+
+def test_no_room_for_a_conversation_names_what_to_change():
+    """npgpt chat --max-new-tokens 300 on a 256-token context said 'lower or shorten them' of one flag, and a
+    --system message too long for the room left named --max-new-tokens as a culprit it was not: each names its own
+    fix, with the numbers."""
+    r = run_cli("chat", "--model", "bundled", "--max-new-tokens", "300", input="hi\n")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "--max-new-tokens 300 leaves no room in the 256-token context" in r.stderr and "them" not in r.stderr
+    assert "give at most 255" in r.stderr, r.stderr
+    system = "x " * 300
+    r = run_cli("chat", "--model", "bundled", "--system", system, input="hi\n")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "the --system message takes 305 tokens, more than the 192 the 256-token context leaves" in r.stderr
+    assert "shorten it (or lower --max-new-tokens" in r.stderr, r.stderr

@@ -99,10 +99,16 @@ def chat_command(
     n_ctx = m.config.n_ctx
     reply_room = max_new_tokens or max(1, min(256, n_ctx // 4))
     chat = Conversation(lambda text: len(m.tokenizer.encode(text)), budget=n_ctx - reply_room, system=system)
-    if reply_room >= n_ctx or (system and chat.count_tokens(chat_prompt([("system", system)])) > chat.budget):
+    if reply_room >= n_ctx:  # each refusal names its own fix: "lower or shorten them" read as both, always
         raise NpgptError(
-            f"the {n_ctx}-token context has no room for a conversation with --max-new-tokens "
-            f"{reply_room}{' and this --system message' if system else ''}; lower or shorten them"
+            f"--max-new-tokens {reply_room} leaves no room in the {n_ctx}-token context for a message; "
+            f"give at most {n_ctx - 1}"
+        )
+    system_tokens = chat.count_tokens(chat_prompt([("system", system)])) if system else 0
+    if system_tokens > chat.budget:
+        raise NpgptError(
+            f"the --system message takes {system_tokens} tokens, more than the {chat.budget} the {n_ctx}-token "
+            f"context leaves beside a reply of --max-new-tokens {reply_room}; shorten it (or lower --max-new-tokens)"
         )
     interactive = sys.stdin.isatty()
     if interactive:
