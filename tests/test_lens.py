@@ -262,6 +262,6 @@ def test_ids_over_the_context_say_how_many_to_give(pair):
         lambda ids: logit_lens(model, ids),
         lambda ids: model.run_with_cache(ids),
     ):
-        with pytest.raises(NpgptError, match=rf"give at most {n_ctx} tokens \(e\.g\. the last {n_ctx}") as err:
+        with pytest.raises(NpgptError, match=rf"give at most {n_ctx} tokens a row \(e\.g\. the last {n_ctx}") as err:
             call(list(range(n_ctx + 1)))
         assert "\n" not in str(err.value)
