@@ -67,7 +67,7 @@ def score_command(
 ) -> None:
     """Each token's log-probability (nats) and surprisal (bits) in a text, its log-likelihood and perplexity.
 
-    Example: echo "In the beginning God created" | npgpt score -  or  npgpt score notes.txt --json
+    Example: printf 'In the beginning God created' | npgpt score -  or  npgpt score notes.txt --json
     """
     from ..score import score
     from .generate import _token_text
