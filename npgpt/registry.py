@@ -153,7 +153,8 @@ def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
         )
     if (url := _hub_address(key)) is not None:  # a repo's address pasted from the browser
         raise NpgptError(
-            f"{key} is a Hugging Face address, not a file; run `npgpt download --hf {url}`, then use --model {url}"
+            f"{key} is a Hugging Face address, not a file; run `npgpt download --hf {url}`, then load it by its "
+            f"name, {url}"
         )
     if "/" in key or "\\" in key:  # a path (not a repo id, see _REPO_ID): naming downloads would mislead
         raise NpgptError(f"no such file or directory: {key}")

@@ -448,4 +448,4 @@ def test_a_hub_url_as_model_says_to_download_it_by_its_id(tmp_path):
     download and the --model value to use."""
     r = run_cli("info", "https://huggingface.co/openai-community/gpt2", env={"NPGPT_HOME": str(tmp_path)})
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert "npgpt download --hf openai-community/gpt2`, then use --model openai-community/gpt2" in r.stderr
+    assert "npgpt download --hf openai-community/gpt2`, then load it by its name, openai-community/gpt2" in r.stderr
