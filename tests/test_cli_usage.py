@@ -808,6 +808,13 @@ def test_text_with_an_equals_sign_is_still_a_prompt(model_file):
     assert r.returncode == 0 and r.stdout.startswith("x=1"), r.stderr
 
 
+def test_key_value_text_after_double_dash_is_the_prompt(model_file):
+    """`--` ends the options, so what follows is text (as for a prompt that starts with '-'); nanoGPT's key=value
+    refusal read past it, so `npgpt generate -- temperature=hot` was refused as a setting, not continued."""
+    r = run_cli("generate", "--model", model_file, "--max-new-tokens", "2", "--seed", "1", "--", "temperature=hot")
+    assert r.returncode == 0 and r.stdout.startswith("temperature=hot"), r.stderr
+
+
 def test_info_json_names_the_default_bundled_model_as_model_takes_it(tmp_path):
     """npgpt info --json, with no GPT-2 downloaded, gave "model": "bundled (npgpt's own, trained on the King James
     Bible)": a description where a script reads a name; it is "bundled", as `npgpt info bundled --json` says (the

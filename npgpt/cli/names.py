@@ -175,7 +175,9 @@ class Command(TyperCommand):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         # click reads "-sys" as the short options -s -y -s, so it would complain of "-s": look first
-        grouped = next((a for a in args[: args.index("--") if "--" in args else None] if a in _GROUPED), None)
+        ended = args.index("--") if "--" in args else len(args)  # after `--`, every word is text, never an option
+        literal = set(args[ended + 1 :])
+        grouped = next((a for a in args[:ended] if a in _GROUPED), None)
         if grouped is not None:
             self._hint(ctx, grouped)
             raise NoSuchOption(grouped, ctx=ctx)  # a command without npgpt's option: no "-s" riddle either
@@ -195,7 +197,7 @@ class Command(TyperCommand):
             ctx.allow_extra_args = allow_extra
         if not ctx.resilient_parsing:
             texts = [v for p in self.params if p.param_type_name == "argument" for v in _values(ctx.params.get(p.name))]
-            for value in [*texts, *rest]:
+            for value in [v for v in [*texts, *rest] if v not in literal]:  # `-- max_new_tokens=3` is that text
                 if (setting := self._setting(ctx, value, is_text=value in texts)) is not None:
                     raise UsageError(setting, ctx=ctx)
         if rest and not allow_extra and not ctx.resilient_parsing:
