@@ -318,3 +318,25 @@ def test_hostile_added_tokens_are_refused_naming_the_file(finetuned, tmp_path, e
     with pytest.raises(CheckpointError, match=rf"m/tokenizer.json: .*{message}") as e:
         npgpt.load(tmp_path / "m")
     assert "\n" not in str(e.value)
+
+
+def test_skip_special_tokens_false_is_refused_where_endoftext_does_not_end_the_reply(finetuned, tmp_path):
+    """skip_special_tokens: false (vLLM's: write special tokens into the text) was refused only with ignore_eos, once
+    the one way past a generated <|endoftext|>; a fine-tune that ends at its own <|im_end|> goes on past it anyway,
+    and the request was answered 200 with each <|endoftext|> silently left out of the text."""
+    path, model, ref = finetuned
+    saved_eos, model.generation_config.eos_token_id = model.generation_config.eos_token_id, 50259  # <|im_end|> alone
+    model.save_pretrained(tmp_path)
+    model.generation_config.eos_token_id = saved_eos
+    ref.save_pretrained(tmp_path)
+    m = npgpt.load(tmp_path)
+    assert m.tokenizer.eos_token_ids == (50259,)
+    from npgpt.server import background_server, create_app
+
+    httpx = pytest.importorskip("httpx")
+    body = {"model": "chatml", "prompt": "Hi", "max_tokens": 2, "logit_bias": {"50256": 100}}
+    with background_server(create_app({"chatml": m})) as base:
+        r = httpx.post(base + "/v1/completions", json={**body, "skip_special_tokens": False}, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "skip_special_tokens", r.text
+        fine = httpx.post(base + "/v1/completions", json=body, timeout=60).json()["choices"][0]
+        assert fine["text"] == ""  # two <|endoftext|>, no text (vLLM's default, skip_special_tokens true)

@@ -34,7 +34,7 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
     ends the transcript (OpenAI's chat reads message content as text too), whatever ``--special-tokens``.
     """
     m, tok = sched.model, sched.model.tokenizer
-    body.check_supported()
+    body.check_supported(tok)
     limits: Limits = request.app.state.limits
     limits.check_rows(1, body.n or 1)
     # a long transcript takes a while to tokenise: on a thread, so the event loop keeps serving

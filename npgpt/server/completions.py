@@ -44,7 +44,7 @@ async def start(
     nothing, as OpenAI's completions API did for scoring clients.
     """
     tok = sched.model.tokenizer
-    body.check_supported()
+    body.check_supported(tok)
     limits: Limits = request.app.state.limits
     n = body.n or 1
     limits.check_rows(count_prompts(body.prompt), n)  # before any per-row work

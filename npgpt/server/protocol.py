@@ -22,8 +22,8 @@ vLLM does:
 ``parallel_tool_calls`` (no tool is ever called); ``prediction`` (OpenAI's Predicted Outputs only speed
 up a reply, which is the same without them); vLLM's ``priority``, ``request_id``, ``cache_salt``,
 ``add_special_tokens`` (GPT-2 adds none), ``chat_template_kwargs`` (npgpt's template takes none),
-``spaces_between_special_tokens`` and ``skip_special_tokens`` (npgpt's text holds none: refused false only with
-``ignore_eos``, the one way a generated ``<|endoftext|>`` is not the end of the reply).
+``spaces_between_special_tokens`` and ``skip_special_tokens`` (npgpt's text holds no ``<|endoftext|>``: refused false
+only where a generated one is not the end of the reply, with ``ignore_eos`` or a fine-tune's own eos token).
 """
 
 from __future__ import annotations
@@ -207,9 +207,10 @@ class _Sampling(Body):
     repetition_penalty: float | None = None
     ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
 
-    def check_supported(self) -> None:
-        """Refuse what would silently not be honoured (see the module's docstring). The options in
-        ``refused`` are no fields: an unknown field is kept (``extra="allow"``) only to be looked up here."""
+    def check_supported(self, tok: Tokenizer) -> None:
+        """Refuse what would silently not be honoured (see the module's docstring) by the model whose tokenizer is
+        ``tok``. The options in ``refused`` are no fields: an unknown field is kept (``extra="allow"``) only to be
+        looked up here."""
         extra = self.model_extra or {}
         for name, instead in self.refused.items():
             value = extra.get(name)
@@ -219,9 +220,11 @@ class _Sampling(Body):
                 asks = value is not None if name in _SET_EVEN_IF_FALSY else bool(value)
             if asks:
                 raise NpgptError(f"{name} is not supported: {instead}", param=name)
-        # vLLM's: false writes special tokens into the text, and the only one GPT-2 generates, <|endoftext|>, is
-        # text-less when it ends the reply (vLLM cuts it too), so only past it, with ignore_eos, would it show
-        if extra.get("skip_special_tokens") is False and self.ignore_eos:
+        # vLLM's: false writes special tokens into the text, and npgpt's text never holds <|endoftext|>: where it
+        # ends the reply, vLLM cuts it too, so it would show only where generation goes past it: with ignore_eos, or
+        # for a fine-tune that ends at its own eos token alone (a chat model's <|im_end|>)
+        goes_past_eot = self.ignore_eos or tok.eot_id not in tok.eos_token_ids
+        if extra.get("skip_special_tokens") is False and goes_past_eot:
             raise NpgptError(
                 "skip_special_tokens false is not supported: npgpt never writes <|endoftext|> into the text (vLLM's "
                 "default, skip_special_tokens true); leave it out (completions logprobs still list the token)",
@@ -293,8 +296,8 @@ class CompletionRequest(_Sampling):
     best_of: Int | None = None  # accepted only when it changes nothing
     suffix: str | None = None
 
-    def check_supported(self) -> None:
-        super().check_supported()
+    def check_supported(self, tok: Tokenizer) -> None:
+        super().check_supported(tok)
         if self.best_of not in (None, 1, self.n or 1):
             raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
         if self.suffix:
@@ -348,12 +351,12 @@ class ChatRequest(_Sampling):
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None
 
-    def check_supported(self) -> None:
+    def check_supported(self, tok: Tokenizer) -> None:
         """Refuse what would silently not be honoured. ``tools`` are accepted (under ``tool_choice``
         "auto" a reply without a tool call is valid), but a call cannot be forced, nor with the deprecated
         ``function_call``. A message with no ``content`` is refused, as OpenAI does, unless it is the
         assistant's (whose content OpenAI lets be null): it would be read as an empty message."""
-        super().check_supported()
+        super().check_supported(tok)
         for i, m in enumerate(self.messages):
             check_message(m, f"messages[{i}]")
             if m.content is None and m.role != "assistant":
