@@ -815,6 +815,15 @@ def test_key_value_text_after_double_dash_is_the_prompt(model_file):
     assert r.returncode == 0 and r.stdout.startswith("temperature=hot"), r.stderr
 
 
+@pytest.mark.parametrize("words", ["npgpt -ngl 3 gen", "npgpt generate -ngl 3 --te"])
+def test_tab_completion_after_another_tools_grouped_option_completes(words):
+    """Completing a line holding llama.cpp's -ngl printed npgpt's "No such option: -ngl" error into the terminal at
+    each Tab, and completed nothing: click's parsing for completion lets a bad option be, and so does npgpt's."""
+    env = {"_NPGPT_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)}
+    r = run_cli(env=env)
+    assert (r.returncode, r.stderr) == (0, "") and r.stdout.split()[0] in ("generate", "--temperature"), r
+
+
 def test_info_json_names_the_default_bundled_model_as_model_takes_it(tmp_path):
     """npgpt info --json, with no GPT-2 downloaded, gave "model": "bundled (npgpt's own, trained on the King James
     Bible)": a description where a script reads a name; it is "bundled", as `npgpt info bundled --json` says (the

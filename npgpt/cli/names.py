@@ -178,7 +178,7 @@ class Command(TyperCommand):
         ended = args.index("--") if "--" in args else len(args)  # after `--`, every word is text, never an option
         literal = set(args[ended + 1 :])
         grouped = next((a for a in args[:ended] if a in _GROUPED), None)
-        if grouped is not None:
+        if grouped is not None and not ctx.resilient_parsing:  # Tab completion's parse: let it be, as click does
             self._hint(ctx, grouped)
             raise NoSuchOption(grouped, ctx=ctx)  # a command without npgpt's option: no "-s" riddle either
         allow_extra, ctx.allow_extra_args = ctx.allow_extra_args, True  # extra arguments: judged below
@@ -307,7 +307,7 @@ class Group(TyperGroup):
         named = next((i for i, a in enumerate(args) if a in self.commands or a == "--"), len(args))
         grouped = next((a for a in args[:named] if a in _GROUPED), None)
         try:
-            if grouped is not None:
+            if grouped is not None and not ctx.resilient_parsing:  # Tab completion's parse: let it be, as click does
                 raise NoSuchOption(grouped, ctx=ctx)
             return super().parse_args(ctx, list(args))  # a copy: click's parser consumes the list
         except NoSuchOption as e:
