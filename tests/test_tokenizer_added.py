@@ -340,3 +340,24 @@ def test_skip_special_tokens_false_is_refused_where_endoftext_does_not_end_the_r
         assert r.status_code == 400 and r.json()["error"]["param"] == "skip_special_tokens", r.text
         fine = httpx.post(base + "/v1/completions", json=body, timeout=60).json()["choices"][0]
         assert fine["text"] == ""  # two <|endoftext|>, no text (vLLM's default, skip_special_tokens true)
+
+
+def test_gguf_refuses_a_finetunes_own_eos_token_it_cannot_carry(finetuned, tmp_path):
+    """npgpt's GGUF writes <|endoftext|> as the eos token and reads none back, so a chat fine-tune ending at its
+    <|im_end|> (generation_config.json's eos_token_id) converted to GGUF silently ran on past it again; it is refused
+    before any weights are written, as the other formats that cannot carry it are."""
+    pytest.importorskip("gguf")
+    from npgpt.formats import convert
+
+    path, model, ref = finetuned
+    saved_eos, model.generation_config.eos_token_id = model.generation_config.eos_token_id, [50256, 50259]
+    model.save_pretrained(tmp_path / "m")
+    model.generation_config.eos_token_id = saved_eos
+    ref.save_pretrained(tmp_path / "m")
+    with pytest.raises(CheckpointError, match=r"token ids \[50256, 50259\] \(eos_token_id\) cannot be written as gguf"):
+        convert(tmp_path / "m", tmp_path / "m.gguf", fmt="gguf")
+    assert not (tmp_path / "m.gguf").exists()
+    with pytest.raises(CheckpointError, match=r"only npgpt's format carries its tokenizer; use fmt='npgpt'$"):
+        convert(tmp_path / "m", tmp_path / "hf", fmt="hf")  # not told to try GGUF, which cannot carry it either
+    convert(tmp_path / "m", tmp_path / "m.safetensors")  # npgpt's format keeps it
+    assert npgpt.load(tmp_path / "m.safetensors").tokenizer.eos_token_ids == (50256, 50259)

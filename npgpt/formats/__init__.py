@@ -485,17 +485,32 @@ _SAVE_KEYWORDS = ("fmt", "max_shard_size")
 
 
 def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> None:
-    """Refuse a tokenizer ``fmt`` cannot carry: a character-level vocabulary, or tokens added to GPT-2's."""
+    """Refuse a tokenizer ``fmt`` cannot carry: a character-level vocabulary, tokens added to GPT-2's, or a
+    fine-tune's own eos tokens (npgpt's format alone carries them)."""
     if tokenizer is not None and tokenizer.get("type") == "char" and fmt != "npgpt":
         raise CheckpointError(
             f"a character-level model cannot be written as {fmt}: only npgpt's format carries its vocabulary; "
             "use fmt='npgpt'",
             keywords=_SAVE_KEYWORDS,
         )
+    from ..tokenizer import EOT_ID  # <|endoftext|>, GPT-2's eos
+
+    eos = tokenizer.get("eos_token_id") if tokenizer is not None else None
+    own_eos = eos not in (None, [EOT_ID])
+    if fmt == "gguf" and own_eos:  # its writer stores <|endoftext|> as eos, its reader none
+        raise CheckpointError(
+            f"a model that ends its generations at token ids {eos} (eos_token_id) cannot be written as gguf: npgpt's "
+            "GGUF ends generations at <|endoftext|> alone; use fmt='npgpt'",
+            keywords=_SAVE_KEYWORDS,
+        )
     if tokenizer is not None and fmt not in ("npgpt", "gguf"):  # GGUF holds them as llama.cpp's converter writes
         raise CheckpointError(
-            f"{_added_named(tokenizer)} cannot be written as {fmt}: only npgpt's format and GGUF carry them; "
-            "use fmt='npgpt' or fmt='gguf'",
+            f"{_added_named(tokenizer)} cannot be written as {fmt}: "
+            + (
+                "only npgpt's format carries its tokenizer; use fmt='npgpt'"
+                if own_eos
+                else "only npgpt's format and GGUF carry them; use fmt='npgpt' or fmt='gguf'"
+            ),
             keywords=_SAVE_KEYWORDS,
         )
 
