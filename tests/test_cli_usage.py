@@ -824,6 +824,21 @@ def test_tab_completion_after_another_tools_grouped_option_completes(words):
     assert (r.returncode, r.stderr) == (0, "") and r.stdout.split()[0] in ("generate", "--temperature"), r
 
 
+@pytest.mark.parametrize(
+    "args, fix",
+    [
+        (["generate", "-5 degrees"], "npgpt generate -- '-5 degrees'"),
+        (["generate", "--- title ---", "--seed", "1"], "npgpt generate -- '--- title ---'"),
+        (["tokenize", "-1"], "npgpt tokenize -- -1"),
+    ],
+)
+def test_text_that_starts_with_a_dash_is_told_to_follow_double_dash(args, fix):
+    """A prompt that starts with '-' ('-5 degrees', a Markdown rule) was 'No such option: -5', naming no way to give
+    it; the error says to put it after `--`, where every word is text."""
+    r = run_cli(*args)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and fix in r.stderr, r.stderr
+
+
 def test_info_json_names_the_default_bundled_model_as_model_takes_it(tmp_path):
     """npgpt info --json, with no GPT-2 downloaded, gave "model": "bundled (npgpt's own, trained on the King James
     Bible)": a description where a script reads a name; it is "bundled", as `npgpt info bundled --json` says (the

@@ -182,9 +182,11 @@ class Command(TyperCommand):
             self._hint(ctx, grouped)
             raise NoSuchOption(grouped, ctx=ctx)  # a command without npgpt's option: no "-s" riddle either
         allow_extra, ctx.allow_extra_args = ctx.allow_extra_args, True  # extra arguments: judged below
+        options = args[:ended]  # before click's parser consumes the list
         try:
             rest = super().parse_args(ctx, args)
         except NoSuchOption as e:
+            self._dashed_text(ctx, options, e.option_name)
             self._hint(ctx, e.option_name)
             raise
         except UsageError as e:
@@ -225,6 +227,26 @@ class Command(TyperCommand):
         pipe = f"echo {shlex.quote(value)} | npgpt {name}"
         instead = f" (to continue that very text, pipe it in: {pipe})" if is_text else ""
         return f"{value} is nanoGPT's way to set {key}; npgpt takes {how}{instead}"
+
+    def _dashed_text(self, ctx: Any, options: list[str], theirs: str) -> None:
+        """NoSuchOption saying how to give text that starts with '-' (a prompt "-5 degrees", a Markdown rule "---"),
+        which click reads as an option, where this command takes text; else nothing."""
+        import shlex
+
+        if not any(p.param_type_name == "argument" and p.name in ("prompt", "text") for p in self.params):
+            return
+        # text, not a mistyped option: words with spaces, or dashes and digits alone ("-1", "---")
+        is_text = [a.startswith(theirs) and bool(re.search(r"\s", a) or re.fullmatch(r"-+[\d.,]*", a)) for a in options]
+        text = next((a for a, t in zip(options, is_text, strict=True) if t), None)
+        if text is None:
+            return
+        name = ctx.info_name
+        if _typeable(text):
+            fix = f"text that starts with '-' goes after --: npgpt {name} -- {shlex.quote(text)}"
+        else:  # a page pasted: not repeated
+            fix = f"pipe in text that starts with '-': npgpt {name} < FILE"
+        message = f"No such option: {_cut(theirs)}; {fix}"
+        raise NoSuchOption(theirs, message=message, ctx=ctx) from None
 
     def _extra_arguments(self, ctx: Any, extra: list[str]) -> str:
         """click's "Got unexpected extra argument", with the command meant where a prompt came with more words:
