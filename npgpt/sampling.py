@@ -103,8 +103,10 @@ class SamplingParams:
                 "stop",
                 not (other := [s for s in self.stop if not isinstance(s, str)]),
                 # transformers' eos_token_id and vLLM's stop_token_ids are ids; npgpt's stop is text
-                f"stop sequences must be text, got {shown(other[0]) if other else ''}; to stop at a token id, pass "
-                "its text: model.tokenizer.decode([id])",
+                # the end token's text would never match: a generated <|endoftext|> is no text (npgpt.generate)
+                f"stop sequences must be text, got {shown(other[0]) if other else ''}; generation ends at the end "
+                "token already (stop_at_eot=True: <|endoftext|>, or a fine-tune's own eos token); to stop at another "
+                "token id, pass its text: model.tokenizer.decode([id])",
             ),
             (
                 "stop",

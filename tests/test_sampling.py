@@ -150,7 +150,7 @@ def test_an_empty_stop_sequence_is_refused_with_the_fix(stop) -> None:
 @pytest.mark.parametrize(
     "stop, says",
     [
-        ([50256], r"got 50256; to stop at a token id, pass its text: model.tokenizer.decode\(\[id\]\)"),
+        ([50256], r"got 50256; .*; to stop at another token id, pass its text: model.tokenizer.decode\(\[id\]\)"),
         (["\n", None], "got None"),
         ([b"\n"], r"got b'\\n'"),
     ],
@@ -160,6 +160,25 @@ def test_a_stop_that_is_not_text_is_refused_as_such(stop, says) -> None:
     with pytest.raises(NpgptError, match=f"stop sequences must be text, {says}") as e:
         SamplingParams(stop=stop)
     assert e.value.param == "stop"
+
+
+def test_a_stop_at_the_end_tokens_id_is_told_generation_ends_there_already(tmp_path) -> None:
+    """stop=[50256] (transformers' eos habit) was told to pass decode([50256]), '<|endoftext|>', which never matches:
+    a generated <|endoftext|> is no text. The refusal says generation ends at the end token already."""
+    with pytest.raises(NpgptError, match=r"generation ends at the end token already \(stop_at_eot=True") as e:
+        SamplingParams(stop=[50256])
+    # the hint's text is indeed no stop for a generated <|endoftext|>
+    from conftest import CONFIGS, random_params
+
+    import npgpt
+    from npgpt.formats import npgpt_format
+
+    npgpt_format.save(tmp_path / "m.safetensors", CONFIGS["tiny"], random_params(CONFIGS["tiny"]))
+    (c,) = npgpt.load(tmp_path / "m.safetensors").completions(
+        "Hi", max_new_tokens=3, stop=["<|endoftext|>"], stop_at_eot=False, logit_bias={50256: 100}, temperature=0
+    )
+    assert (c.tokens, c.finish_reason) == ([50256] * 3, "length")
+    assert "\n" not in str(e.value)
 
 
 def test_logit_bias_is_added_and_minus_100_bans():
