@@ -100,7 +100,8 @@ def token_nlls(
         raise NpgptError(
             f"the text has {len(ids)} token(s); scoring needs at least 2, as nothing predicts the first: to score "
             f"it, put <|endoftext|> (id {model.tokenizer.eot_id}; in a text, with allow_special=True) before it, "
-            "as GPT-2 saw at the start of each document"
+            "as GPT-2 saw at the start of each document",
+            keywords=("allow_special",),  # the CLI's --special-tokens
         )
 
     spans = windows(len(ids), window, stride)

@@ -271,3 +271,17 @@ def test_cli_score_drops_a_byte_order_mark(tiny, tiny_path, tmp_path) -> None:
     result = run_cli("score", str(data), "--model", str(tiny_path), "--json")
     assert result.returncode == 0, result.stderr
     assert [t["id"] for t in json.loads(result.stdout)["tokens"]] == tiny.score(TEXT).tokens
+
+
+def test_npgpt_score_reads_endoftext_as_the_token_with_special_tokens_and_says_so(tmp_path):
+    """Scoring one token told a CLI user to put <|endoftext|> first 'with allow_special=True', a Python keyword
+    npgpt score had no flag for: --special-tokens reads it as the token (id 50256), and the message names it."""
+    r = run_cli("score", "-", input="Hi")
+    assert r.returncode == 1 and "with --special-tokens) before it" in r.stderr and "allow_special" not in r.stderr
+    text = "<|endoftext|>Hi"
+    as_token = json.loads(run_cli("score", "-", "--special-tokens", "--json", input=text).stdout)
+    as_text = json.loads(run_cli("score", "-", "--json", input=text).stdout)
+    ids_token = [t["id"] for t in as_token["tokens"]]
+    ids_text = [t["id"] for t in as_text["tokens"]]
+    assert ids_token[0] == 50256 and len(ids_token) == 2, ids_token
+    assert 50256 not in ids_text and len(ids_text) > 2  # the default: text, as before

@@ -62,6 +62,14 @@ def score_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: tokens, logprobs, totals.")] = False,
     window: Annotated[int | None, typer.Option(help="Tokens per window (default: the model's context).")] = None,
     stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
+    special_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--special-tokens",
+            help="Read a literal <|endoftext|> as the special token (id 50256), as generate reads a prompt; "
+            "by default it is text, so a score stays comparable with a text's earlier ones.",
+        ),
+    ] = False,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
 ) -> None:
@@ -74,7 +82,7 @@ def score_command(
 
     text = _read_text(file)
     m = load_model(model, backend, dtype)
-    result = score(m, text, window=window, stride=stride)
+    result = score(m, text, window=window, stride=stride, allow_special=special_tokens)
     pieces = [_token_text(m.tokenizer.token_bytes(t)) for t in result.tokens]
     if as_json:
         doc: dict[str, Any] = {

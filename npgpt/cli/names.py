@@ -425,7 +425,7 @@ def _flag(name: str) -> str:
     return _RENAMED.get(name, "--" + name.replace("_", "-"))
 
 
-_RENAMED = {"fmt": "--to"}  # convert()'s format, npgpt convert's --to
+_RENAMED = {"fmt": "--to", "allow_special": "--special-tokens"}  # convert()'s format: npgpt convert's --to
 
 
 # The Python API's keywords that are CLI options of the same name: sampling's, the load's, eval's and attention's.
