@@ -196,7 +196,7 @@ def test_a_q8_0_wpe_and_dtype_auto_load_from_blocks_too(tmp_path, monkeypatch):
     from npgpt.files import is_mapped
     from npgpt.formats import gguf_format, load_checkpoint, save_checkpoint
 
-    reader = load_checkpoint
+    reader = formats.load_with_tokenizer  # what npgpt.load reads a checkpoint with
 
     config = GPT2Config(n_vocab=50257, n_ctx=32, n_embd=64, n_head=2, n_layer=1)
     params = init_params(config, seed=2)
@@ -221,7 +221,9 @@ def test_a_q8_0_wpe_and_dtype_auto_load_from_blocks_too(tmp_path, monkeypatch):
         choice = autotune.Choice(dtype=picked, seconds={}, measured=False, key="test")
         monkeypatch.setattr(autotune, "choose_dtype", lambda *a, choice=choice, **k: choice)
         asked: list[dict] = []
-        monkeypatch.setattr(formats, "load_checkpoint", lambda *a, asked=asked, **k: asked.append(k) or reader(*a, **k))
+        monkeypatch.setattr(
+            formats, "load_with_tokenizer", lambda *a, asked=asked, **k: asked.append(k) or reader(*a, **k)
+        )
         auto = npgpt.load(path, dtype="auto")
         assert asked == [{"q8_0_blocks": True}] and auto.dtype == picked
         np.testing.assert_array_equal(auto.logits(ids), GPT2(config, floats, dtype=picked).logits(ids))
