@@ -124,7 +124,7 @@ def test_an_llmc_token_shard_is_read_without_its_header(tmp_path):
 
     config = GPT2Config(n_ctx=8, n_embd=8, n_head=2, n_layer=1, n_vocab=64)
     model = save_checkpoint(tmp_path / "gpt2_124M.bin", config, init_params(config), fmt="llmc")
-    with pytest.raises(NpgptError, match="an llm.c model file, not tokens to train on; pass it as --init"):
+    with pytest.raises(NpgptError, match="an llm.c model file, not tokens to train on; start from it with init="):
         D.open_tokens(model)  # its magic 20240326 and first weights would pass as ids
 
 

@@ -166,7 +166,10 @@ def open_tokens(path: str | Path) -> np.ndarray:
     size = path.stat().st_size
     head = np.fromfile(path, dtype="<i4", count=3) if size >= _LLMC_HEADER_BYTES else None
     if head is not None and head[0] == LLMC_MODEL_MAGIC:
-        raise NpgptError(f"{path}: an llm.c model file, not tokens to train on; pass it as --init, and text as DATA")
+        raise NpgptError(
+            f"{path}: an llm.c model file, not tokens to train on; start from it with init=, and train on text",
+            keywords=("init",),
+        )
     if head is not None and head[0] == LLMC_TOKENS_MAGIC:
         version, count = int(head[1]), int(head[2])
         if version != 1:
