@@ -250,7 +250,7 @@ def test_cli_score_table_and_errors(tiny, tiny_path, tmp_path) -> None:
         result = run_cli("score", *args, "--model", str(tiny_path), input="")
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-    assert "Example: echo" in run_cli("score", "--help").stdout
+    assert "Example: printf" in run_cli("score", "--help").stdout
 
 
 def test_cli_score_reads_stdin_as_bytes(tiny_path) -> None:
