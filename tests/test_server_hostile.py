@@ -72,6 +72,29 @@ def test_a_number_of_thousands_of_digits_is_a_400_naming_it(http, field):
 
 
 @pytest.mark.parametrize(
+    "path, body, key",
+    [
+        ("/v1/completions", '{"prompt": "a", "max_tokens": 2, "max_tokens": 3}', "max_tokens"),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "role": "system", "content": "a"}]}', "role"),
+        ("/v1/next_tokens", '{"prompt": "a", "k": 2, "k": 3}', "k"),
+        ("/v1/internals", '{"prompt": "a", "layer": 0, "layer": 1}', "layer"),
+    ],
+)
+def test_a_key_given_twice_is_a_400_naming_it(http, path, body, key):
+    """Python's JSON parser kept the last of the two values silently (3 tokens were generated for
+    ``max_tokens: 2, max_tokens: 3``), where other parsers, and a proxy that checked the body, read the first."""
+    r = http.post(path, content=body, headers=JSON)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "invalid_json", r.text
+    assert error["message"] == (
+        f"the JSON body gives the key '{key}' twice in one object, and parsers differ on which one counts; "
+        "send each field once"
+    )
+    once = body.replace(f', "{key}": 3', "").replace(', "role": "system"', "").replace(', "layer": 1', "")
+    assert http.post(path, content=once, headers=JSON).status_code == 200
+
+
+@pytest.mark.parametrize(
     "method, path, allowed",
     [
         ("GET", "/v1/completions", "POST"),

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from ..lens import attention_pattern, logit_lens
+from .jsonbody import JSONRoute
 from .protocol import Body, Int
 
 MAX_TOKENS = 64  # the last this many tokens of the prompt: the pattern is T x T numbers in JSON
@@ -58,7 +59,7 @@ def internals(m: Any, prompt: str, layer: int, head: int, special_tokens: bool =
 def inside_routes(pick: Callable[[str | None], tuple[str, Any]], special_tokens: bool = True) -> APIRouter:
     """The router; ``pick(model_name)`` gives ``(name, scheduler)`` as ``create_app`` resolves models.
     The work runs on the scheduler's worker thread, like every other use of the model."""
-    router = APIRouter()
+    router = APIRouter(route_class=JSONRoute)
 
     @router.post("/internals")
     async def post_internals(body: InternalsRequest) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from ..errors import shown
 from . import chat, completions
 from .errors import APIError
 from .inside import inside_routes
+from .jsonbody import JSONRoute
 from .metrics import Metrics
 from .protocol import ChatRequest, CompletionRequest, NextTokensRequest, model_card
 from .scheduler import Scheduler
@@ -56,7 +57,7 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
             )
         return name, schedulers[name]
 
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
     loaded = int(time.time())  # each model's ``created``: when this server loaded it (vLLM gives a time too)
 
     @api.get("/v1/models")

@@ -1,0 +1,54 @@
+"""Reading a request's JSON body: FastAPI's route, with each key of an object given once.
+
+``json.loads`` keeps the last of two values for one key (``{"max_tokens": 2, "max_tokens": 300}`` asks for
+300), other parsers the first, and a proxy or logger in between may read the other one: RFC 8259 leaves it
+open. Such a body is refused (400, ``invalid_json``) rather than answered for one reading of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from ..errors import shown
+
+
+class DuplicateKey(ValueError):
+    """A JSON object in the body names one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's (key, value) pairs as a dict; a key given twice is refused, where ``json.loads`` would
+    silently keep the last value (``{"max_tokens": 2, "max_tokens": 300}``), and another parser the first."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        keys = [k for k, _ in pairs]
+        twice = next(k for i, k in enumerate(keys) if k in keys[:i])
+        raise DuplicateKey(
+            f"the JSON body gives the key {shown(twice)} twice in one object, and parsers differ on which one counts; "
+            "send each field once"
+        )
+    return obj
+
+
+class _JSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys)
+        return self._json
+
+
+class JSONRoute(APIRoute):
+    """FastAPI's route, reading a JSON body with each key once (:func:`_unique_keys`)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            return await handle(_JSONRequest(request.scope, request.receive))
+
+        return handler
