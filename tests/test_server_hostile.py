@@ -94,6 +94,38 @@ def test_a_key_given_twice_is_a_400_naming_it(http, path, body, key):
     assert http.post(path, content=once, headers=JSON).status_code == 200
 
 
+def test_a_gzip_or_deflate_body_is_read_and_other_codings_are_a_415(app, http):
+    """A body sent with Content-Encoding: gzip was read as it came, and refused as "not UTF-8 (byte 1 is 0x8b)",
+    naming a byte of the gzip header rather than the header the server did not honour; one with ``br`` that the
+    client had not compressed was answered as if it were plain."""
+    import gzip
+    import zlib
+
+    body = json.dumps({"prompt": "a", "max_tokens": 2, "seed": 1}).encode()
+    plain = http.post("/v1/completions", content=body, headers=JSON).json()["choices"]
+    for coding, data in [
+        ("gzip", gzip.compress(body)),
+        ("x-gzip", gzip.compress(body)),
+        ("Deflate", zlib.compress(body)),
+    ]:
+        r = http.post("/v1/completions", content=data, headers={**JSON, "Content-Encoding": coding})
+        assert r.status_code == 200 and r.json()["choices"] == plain, (coding, r.text)
+    r = http.post("/v1/completions", content=body, headers={**JSON, "Content-Encoding": "br"})
+    assert r.status_code == 415 and r.json()["error"]["message"] == (
+        "the request body's Content-Encoding 'br' is not supported: send it uncompressed, or compressed with gzip "
+        "or deflate"
+    )
+    for data in (body, gzip.compress(body)[:-8]):  # not gzip at all; cut short
+        r = http.post("/v1/completions", content=data, headers={**JSON, "Content-Encoding": "gzip"})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["message"].startswith("the request body is not valid gzip data"), r.text
+    # a small body that decodes to more than the body limit is refused as it grows, not decoded whole
+    with TestClient(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))}, max_body_bytes=10_000)) as small:
+        bomb = gzip.compress(b'{"prompt": "' + b"a" * 50_000_000 + b'"}')
+        r = small.post("/v1/completions", content=bomb, headers={**JSON, "Content-Encoding": "gzip"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+
+
 @pytest.mark.parametrize(
     "method, path, allowed",
     [

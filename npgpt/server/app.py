@@ -27,7 +27,7 @@ from ..errors import NpgptError
 from .errors import add_handlers
 from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
 from .metrics import Metrics
-from .middleware import CORS, BearerKey, BodyLimit, RequestMetrics
+from .middleware import CORS, BearerKey, BodyLimit, ContentEncoding, RequestMetrics
 from .routes import ROUTES, router
 from .scheduler import Scheduler
 from .shutdown import SHUTDOWN_TIMEOUT_S, DrainingServer
@@ -56,9 +56,9 @@ def create_app(
     ``api_key``: if set, ``/v1/*`` needs ``Authorization: Bearer <key>``, and ``/docs``, ``/redoc``
     and ``/openapi.json`` are off. ``max_batch``: rows decoded together per model. ``max_queue``:
     requests that may wait for a free row before new ones get 503. Bodies over ``max_body_bytes``
-    get 413. ``special_tokens``: a literal ``<|endoftext|>`` in a prompt is the special token (as in
-    OpenAI's and vLLM's servers and the Python API); False reads it as plain text. In a chat message it is
-    always text. ``max_rows`` (prompts x
+    get 413, as do gzip or deflate bodies that decode to more. ``special_tokens``: a literal
+    ``<|endoftext|>`` in a prompt is the special token (as in OpenAI's and vLLM's servers and the Python
+    API); False reads it as plain text. In a chat message it is always text. ``max_rows`` (prompts x
     ``n``) and ``max_request_tokens`` (prompt tokens + ``max_tokens``, over the rows) bound one
     request (:mod:`.limits`); over them is a 400. ``allowed_origins``: the origins
     (``https://host[:port]``, or ``*`` for any) whose web pages may call the server (CORS); none by
@@ -97,6 +97,7 @@ def create_app(
     app.state.backlog = backlog
     app.state.schedulers = schedulers  # for the server's shutdown (:mod:`.shutdown`) to end what is left
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(ContentEncoding, max_bytes=max_body_bytes)  # outside BodyLimit, which sees the decoded body
     if api_key is not None:
         app.add_middleware(BearerKey, api_key=api_key)
     app.add_middleware(RequestMetrics, metrics=metrics)

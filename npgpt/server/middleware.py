@@ -1,9 +1,10 @@
-"""ASGI middleware: CORS, the request body limit, the bearer key, and per-request metrics."""
+"""ASGI middleware: CORS, the request body limit, compressed bodies, the bearer key, and per-request metrics."""
 
 from __future__ import annotations
 
 import hmac
 import time
+import zlib
 from typing import Any
 
 from fastapi import HTTPException
@@ -74,6 +75,87 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class ContentEncoding:
+    """A request body sent with ``Content-Encoding: gzip`` or ``deflate`` (as some clients and proxies compress
+    large bodies) is decoded before it is read as JSON; any other coding (``br``, ``zstd``) is a 415 naming the
+    ones taken. Without this, a compressed body was read as it came and refused as "not UTF-8", naming a byte of
+    the gzip header. Both the bytes received and the bytes they decode to are bounded by ``max_bytes`` (413):
+    a small body that decodes to gigabytes is refused as it grows past the limit."""
+
+    WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
+        codings = [v.decode("latin-1").strip().lower() for k, v in scope["headers"] if k == b"content-encoding"]
+        coding = ", ".join(c for c in codings if c and c != "identity")
+        if not coding:
+            return await self.app(scope, receive, send)
+        error = self._refusal(coding)
+        body = b""
+        if error is None:
+            body, error = await self._decoded(receive, self.WBITS[coding])
+        if error is not None:
+            return await error.response()(scope, receive, send)
+        replayed = False
+
+        async def decoded() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # http.disconnect, when the client leaves
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.app({**scope, "headers": headers}, decoded, send)
+
+    def _refusal(self, coding: str) -> APIError | None:
+        if coding in self.WBITS:
+            return None
+        return APIError(
+            415,
+            f"the request body's Content-Encoding {shown(coding)} is not supported: send it uncompressed, or "
+            "compressed with gzip or deflate",
+            code="unsupported_content_encoding",
+        )
+
+    async def _decoded(self, receive: Any, wbits: int) -> tuple[bytes, APIError | None]:
+        """The body, decoded; or the error to answer (413 over the limit, 400 for data that does not decode)."""
+        too_big = APIError(
+            413, f"the request body is over the limit of {self.max_bytes} bytes", code="request_too_large"
+        )
+        decoder, out, received, more = zlib.decompressobj(wbits), bytearray(), 0, True
+        try:
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":  # the client left before it sent the body
+                    return b"", APIError(400, "the request body did not arrive", code="invalid_json")
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                out += decoder.decompress(chunk, self.max_bytes + 1 - len(out))
+                if received > self.max_bytes or len(out) > self.max_bytes or decoder.unconsumed_tail:
+                    return b"", too_big
+                more = message.get("more_body", False)
+        except zlib.error as e:
+            return b"", self._undecodable(wbits, str(e))
+        if received and not decoder.eof:
+            return b"", self._undecodable(wbits, "it ends before the compressed data does")
+        return bytes(out), None
+
+    def _undecodable(self, wbits: int, why: str) -> APIError:
+        coding = "gzip" if wbits == self.WBITS["gzip"] else "deflate"
+        return APIError(
+            400,
+            f"the request body is not valid {coding} data, as its Content-Encoding says ({why}); compress it with "
+            f"{coding}, or send it uncompressed without the header",
+            code="invalid_json",
+        )
 
 
 class BearerKey:
