@@ -258,6 +258,12 @@ def _checked_bias(bias: Any) -> dict[int, float]:
                 f"logit_bias[{shown(key)}] must be a number in [-100, 100] (-100 bans the token), got {shown(value)}",
                 param="logit_bias",
             )
+        if int(token) in out:  # "5" and "05", or 5 and "5": one token, two biases, and no saying which counts
+            raise NpgptError(
+                f"logit_bias gives token {int(token)} a bias twice (its key {shown(key)} names it again); "
+                "give each token one key",
+                param="logit_bias",
+            )
         out[int(token)] = float(value)
     return out
 

@@ -197,6 +197,14 @@ def test_logit_bias_is_added_and_minus_100_bans():
     assert {choose(logits, zeros, banned, np.random.default_rng(s)) for s in range(50)} == {4}
 
 
+@pytest.mark.parametrize("bias", [{"5": 1, "05": -100}, {5: 1, "5": -100}, {"7": 2, "007": 0}])
+def test_a_logit_bias_naming_one_token_twice_is_refused(bias):
+    """``{"5": 1, "05": -100}`` (two JSON keys, one token) kept the last bias silently: token 5 was banned."""
+    with pytest.raises(NpgptError, match=r"logit_bias gives token \d+ a bias twice") as e:
+        SamplingParams(logit_bias=bias)
+    assert e.value.param == "logit_bias"
+
+
 def test_a_logit_bias_over_the_whole_vocabulary_costs_little_per_token():
     """Its entries were added one by one in a Python loop for every row at every step: 16 ms a token for a
     50,257-entry map (one request of n=128 such rows held the whole batch ~2 s a step). Now one indexed add."""
