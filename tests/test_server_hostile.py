@@ -127,6 +127,31 @@ def test_a_gzip_or_deflate_body_is_read_and_other_codings_are_a_415(app, http):
 
 
 @pytest.mark.parametrize(
+    "path, body, message",
+    [
+        (
+            "/v1/completions",
+            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            "Missing required parameter: 'prompt'. This body has 'messages', which is a chat request's: send it to "
+            "POST /v1/chat/completions.",
+        ),
+        (
+            "/v1/chat/completions",
+            {"prompt": "hi", "max_tokens": 2},
+            "Missing required parameter: 'messages'. This body has 'prompt', which is a text completion's: send it "
+            "to POST /v1/completions.",
+        ),
+        ("/v1/completions", {"max_tokens": 2}, "Missing required parameter: 'prompt'."),
+    ],
+)
+def test_a_body_sent_to_the_other_endpoint_says_where_it_belongs(http, path, body, message):
+    """A chat body posted to /v1/completions (a client's base URL or route mixed up) got pydantic's
+    "prompt: Field required", which says neither what is wrong with the body nor where it should go."""
+    r = http.post(path, json=body)
+    assert r.status_code == 400 and r.json()["error"]["message"] == message, r.text
+
+
+@pytest.mark.parametrize(
     "method, path, allowed",
     [
         ("GET", "/v1/completions", "POST"),

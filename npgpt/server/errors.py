@@ -157,6 +157,13 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
             f"but got an array with length {ctx.get('actual_length', len(err.get('input') or ()))} instead."
         )
         return APIError(400, message, param=param)
+    if err["type"] == "missing":  # OpenAI's words; and a body sent to the other endpoint says where it belongs
+        message = f"Missing required parameter: '{param}'."
+        given = err.get("input") if len(loc) == 1 else None
+        other = _OTHER_ENDPOINT.get(param)
+        if isinstance(given, dict) and other is not None and other[0] in given:
+            message += f" This body has '{other[0]}', which {other[1]}: send it to POST {other[2]}."
+        return APIError(400, message, param=param)
     if err["type"] == "too_short" and ctx.get("min_length") == 1 and not err.get("input"):
         message = (
             f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead."
@@ -164,6 +171,12 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
         return APIError(400, message, param=param)
     return APIError(400, f"{param}: {err['msg']}", param=param)
 
+
+# a missing field -> (the other endpoint's field, what it is, where it goes): a chat body sent to completions
+_OTHER_ENDPOINT = {
+    "prompt": ("messages", "is a chat request's", "/v1/chat/completions"),
+    "messages": ("prompt", "is a text completion's", "/v1/completions"),
+}
 
 # pydantic's type errors -> the JSON type the field wanted
 _EXPECTED = {
