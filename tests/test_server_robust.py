@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import itertools
 import json
 import queue
 import statistics
@@ -478,6 +479,32 @@ def test_a_request_arriving_while_a_huge_one_holds_the_batch_starts_at_once(mode
     finally:
         sched.close()
     assert finished[0] == "small", finished
+
+
+def test_scoring_many_prompts_takes_turns_with_the_requests_generating(monkeypatch):
+    """An echo-scoring request (max_tokens 0, echo, logprobs: lm-evaluation-harness's loglikelihood) scored all
+    its prompts as one job on the model's worker, so no request generating got a token until its last prompt was
+    scored (for a harness's batch of long windows, as long as all of them took). Each prompt is now a job of its
+    own, the batch decoding a step between two of them."""
+    config = GPT2Config(n_ctx=1024, n_embd=32, n_head=2, n_layer=2)  # room for a long stream
+    m = GPT2(config, init_params(config, seed=0))
+    app = create_app({"m": m})
+    sched, log = app.state.schedulers["m"], []
+    step, logits = sched._step, m.logits  # prefill and decode use the engine; only scoring calls m.logits here
+    monkeypatch.setattr(sched, "_step", lambda: (log.append("step"), step())[1])
+    monkeypatch.setattr(m, "logits", lambda *a, **k: (log.append("score"), logits(*a, **k))[1])
+    scoring = {"prompt": [[1, 2, 3, 4]] * 5, "max_tokens": 0, "echo": True, "logprobs": 1}
+    with background_server(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        alone = http.post("/v1/completions", json=scoring).json()["choices"]
+        log.clear()
+        body = {"prompt": "a", "max_tokens": 1000, "ignore_eos": True, "stream": True}
+        with http.stream("POST", "/v1/completions", json=body) as stream:
+            lines = stream.iter_lines()  # kept: a dropped generator would close the stream
+            next(lines)  # the stream is generating
+            r = http.post("/v1/completions", json=scoring)
+    assert r.status_code == 200 and r.json()["choices"] == alone
+    scored = [i for i, what in enumerate(log) if what == "score"]
+    assert len(scored) == 5 and all("step" in log[a:b] for a, b in itertools.pairwise(scored)), log
 
 
 @pytest.mark.parametrize(

@@ -156,27 +156,29 @@ def prompt_rows(
 
 
 async def score_prompts(sched: Scheduler, prompts: list[list[int]], k: int) -> list[tuple[list, list]]:
-    """Each prompt token's logprob (None for the first) and top-k alternatives, for ``echo``."""
+    """Each prompt token's logprob (None for the first) and top-k alternatives, for ``echo``.
 
-    def score() -> list[tuple[list, list]]:
-        out = []
-        for ids in prompts:
-            n_tokens = sched.model.tokenizer.n_vocab  # a padded vocabulary's extra ids are no token
-            logits = sched.model.logits([ids])[0, :, :n_tokens]  # [T, V] -> [T, n_tokens]
-            check_finite(logits)
-            lp = log_softmax(logits)
-            out.append(
-                (
-                    [None] + [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))],
-                    [None] + [top_logprobs(lp[t - 1], k) for t in range(1, len(ids))],
-                )
-            )
-        return out
+    Each prompt is scored as its own job on the model's worker, so the batch decodes a step between two of
+    them: a request of many long prompts (a harness's batch of scoring windows) takes its turns with the
+    requests generating, rather than holding every one of them until all its prompts are scored."""
 
-    try:
-        return await asyncio.wrap_future(sched.call(score))
-    except NpgptError as e:  # the model is broken, not the request
-        raise APIError(500, str(e), "server_error", code="model_error") from None
+    def score(ids: list[int]) -> tuple[list, list]:
+        n_tokens = sched.model.tokenizer.n_vocab  # a padded vocabulary's extra ids are no token
+        logits = sched.model.logits([ids])[0, :, :n_tokens]  # [T, V] -> [T, n_tokens]
+        check_finite(logits)
+        lp = log_softmax(logits)
+        return (
+            [None] + [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))],
+            [None] + [top_logprobs(lp[t - 1], k) for t in range(1, len(ids))],
+        )
+
+    out = []
+    for ids in prompts:
+        try:
+            out.append(await asyncio.wrap_future(sched.call(partial(score, ids))))
+        except NpgptError as e:  # the model is broken, not the request
+            raise APIError(500, str(e), "server_error", code="model_error") from None
+    return out
 
 
 class CompletionLogprobs:
