@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import CheckpointError, NpgptError
-from .token_ids import id_list
+from .token_ids import id_list, one_id
 from .tokenizer import EOT, AddedToken, StreamDecoder, Tokenizer, check_text, check_texts
 
 
@@ -78,6 +78,7 @@ class CharTokenizer(Tokenizer):
 
     def token_bytes(self, token_id: int) -> bytes:
         """UTF-8 bytes of one token's character (``<|endoftext|>`` for ``eot_id``)."""
+        token_id = one_id(token_id)
         if token_id == self.eot_id:
             return EOT.encode()
         if not 0 <= token_id < len(self.chars):

@@ -82,6 +82,14 @@ def id_list(ids: Any) -> list[int]:
     return arr.reshape(-1).tolist()
 
 
+def one_id(token_id: Any) -> int:
+    """One token id to look up (``token_bytes``, a stream decoder's ``push``) as an int, or NpgptError (param
+    "ids"): a bool or float is no id (``True`` read as id 1, 5.0 was tiktoken's TypeError)."""
+    if not is_integer(token_id):
+        raise NpgptError(f"a token id must be an integer, got {type(token_id).__name__} {shown(token_id)}", "ids")
+    return int(token_id)
+
+
 def as_mask(x: Any, shape: tuple[int, ...]) -> np.ndarray:
     """``attention_mask`` for ids of ``shape`` [B, T] as bool [B, T] (True = token), or NpgptError (param
     "attention_mask"). Its values are 1 and 0 as booleans, integers or floats (transformers' are int64), in

@@ -19,7 +19,7 @@ from typing import Any
 import tiktoken
 
 from npgpt.errors import NpgptError, shown
-from npgpt.token_ids import id_list
+from npgpt.token_ids import id_list, one_id
 
 EOT = "<|endoftext|>"
 EOT_ID = 50256
@@ -254,7 +254,9 @@ class Tokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def token_bytes(self, token_id: int) -> bytes:
-        """The bytes of one token: a piece of a UTF-8 character for some ids (e.g. ``b"\\xf0\\x9f"``)."""
+        """The bytes of one token: a piece of a UTF-8 character for some ids (e.g. ``b"\\xf0\\x9f"``).
+        NpgptError for an id outside the vocabulary or one that is no integer (a bool, a float)."""
+        token_id = one_id(token_id)
         if token_id in self._new:
             return self._new[token_id]
         try:

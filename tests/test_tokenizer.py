@@ -187,6 +187,19 @@ def test_decode_refuses_what_is_not_token_ids(tok: Tokenizer, ids, message: str)
         tok.decode(ids)
 
 
+@pytest.mark.parametrize("make", [Tokenizer, lambda: CharTokenizer("ab")])
+@pytest.mark.parametrize("bad", [True, False, 1.0, 1.5, np.float32(2), "1", None])
+def test_one_token_id_that_is_no_integer_is_refused_as_decode_refuses_it(make, bad) -> None:
+    """token_bytes and a stream decoder's push read True as id 1 and gave tiktoken's bare TypeError for 1.0,
+    where decode refuses both in one line."""
+    tok = make()
+    with pytest.raises(NpgptError, match="a token id must be an integer, got"):
+        tok.token_bytes(bad)
+    with pytest.raises(NpgptError, match="a token id must be an integer, got"):
+        tok.stream_decoder().push(bad)
+    assert tok.token_bytes(np.int32(1)) == tok.token_bytes(1)
+
+
 def test_decode_takes_ids_as_any_library_holds_them(tok: Tokenizer) -> None:
     """One id (transformers' decode(15496)), a 0-d array, a generator and a tensor decode like a list."""
     torch = pytest.importorskip("torch")
