@@ -39,9 +39,10 @@ def chat_prompt(messages: Sequence[Message]) -> str:
     """The transcript for ``messages`` (``(role, text)`` or ``(role, text, name)``, oldest first), ending in
     ``Assistant:``.
 
-    Raises NpgptError for a role not in ``ROLES`` (a tool's message has no line in GPT-2's transcript) or a
-    name that does not match :data:`NAME_PATTERN`.
+    Raises NpgptError for a message of another shape (OpenAI's dict), a role not in ``ROLES`` (a tool's message
+    has no line in GPT-2's transcript) or a name that does not match :data:`NAME_PATTERN`.
     """
+    check_messages(messages)
     if unknown := sorted({m[0] for m in messages if m[0] not in ROLES}, key=str):
         raise NpgptError(f"unknown chat role(s) {', '.join(map(repr, unknown))}; the roles are {', '.join(ROLES)}")
     for name in map(name_of, messages):
@@ -53,6 +54,28 @@ def chat_prompt(messages: Sequence[Message]) -> str:
     # stripped: a reply cut before "\nUser:" can end in "\n", which would leave an empty line in the transcript
     lines = [f"{speaker(m[0], name_of(m))}: {m[1].strip()}" for m in messages]
     return "\n".join([*lines, "Assistant:"])
+
+
+def check_messages(messages: Sequence[Message]) -> None:
+    """NpgptError naming the fix unless ``messages`` is a list of ``(role, text)`` or ``(role, text, name)`` with
+    text a string: OpenAI's ``{"role": ..., "content": ...}`` was a bare KeyError(0), a text of None an
+    AttributeError, one string a role per character."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise NpgptError(f"chat messages must be a list of (role, text) pairs, got {type(messages).__name__}")
+    for i, m in enumerate(messages):
+        if isinstance(m, dict):
+            raise NpgptError(
+                f"chat message {i} is a dict; npgpt's are (role, text) or (role, text, name) tuples: for OpenAI's "
+                "messages pass [(m['role'], m['content']) for m in messages]"
+            )
+        if not isinstance(m, (tuple, list)) or len(m) not in (2, 3):
+            raise NpgptError(f"chat message {i} must be (role, text) or (role, text, name), got {shown(m)[:80]}")
+        if not isinstance(m[0], str):
+            raise NpgptError(f"chat message {i}'s role must be one of {', '.join(ROLES)}, got {shown(m[0])[:80]}")
+        if not isinstance(m[1], str):
+            raise NpgptError(f"chat message {i}'s text must be a string, got {type(m[1]).__name__}")
+        if len(m) == 3 and m[2] is not None and not isinstance(m[2], str):
+            raise NpgptError(f"chat message {i}'s name must be a string or None, got {type(m[2]).__name__}")
 
 
 def name_of(message: Message) -> str | None:
@@ -80,6 +103,7 @@ def fit_history(
     replies after it) at a time, so the transcript never opens on a reply. The last message is
     never dropped: if it alone does not fit, the result still holds it and the caller must refuse it.
     """
+    check_messages(messages)
     system = [m for m in messages if m[0] in ("system", "developer")]
     turns = [m for m in messages if m[0] not in ("system", "developer")]
     dropped = 0

@@ -237,3 +237,32 @@ def test_no_room_for_a_conversation_names_what_to_change():
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "the --system message takes 305 tokens, more than the 192 the 256-token context leaves" in r.stderr
     assert "shorten it (or lower --max-new-tokens" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ([{"role": "user", "content": "Hi"}], r"chat message 0 is a dict; .*\(m\['role'\], m\['content'\]\)"),
+        ([("user", None)], "chat message 0's text must be a string, got NoneType"),
+        ([("user", "Hi"), ("assistant", ["a"])], "chat message 1's text must be a string, got list"),
+        ([("user",)], r"chat message 0 must be \(role, text\) or \(role, text, name\), got \('user',\)"),
+        ([("user", "Hi", 5)], "chat message 0's name must be a string or None, got int"),
+        (
+            [(["user"], "Hi")],
+            r"chat message 0's role must be one of system, developer, user, assistant, got \['user'\]",
+        ),
+        ("Hi", "chat messages must be a list of \\(role, text\\) pairs, got str"),
+    ],
+)
+def test_messages_of_another_shape_are_refused_in_one_line(messages, message):
+    """From Python, OpenAI's dict messages were a bare KeyError(0), a text of None an AttributeError, a name of 5 a
+    TypeError from re, one string a role per character; chat_prompt, fit_history and Conversation name the fix."""
+    with pytest.raises(NpgptError, match=message):
+        chat_prompt(messages)
+    with pytest.raises(NpgptError, match=message):
+        fit_history(messages, len, 1000)
+
+
+def test_a_conversation_refuses_a_message_that_is_no_text():
+    with pytest.raises(NpgptError, match="chat message 0's text must be a string, got NoneType"):
+        Conversation(len, 1000).ask(None)  # type: ignore[arg-type]
