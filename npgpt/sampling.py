@@ -327,14 +327,31 @@ def apply_penalties(
     ``presence_penalty``/``frequency_penalty`` as in the OpenAI API ("how often that token was
     sampled prior to the current position"): generated tokens only, ``logit - counts * frequency
     - (counts > 0) * presence``.
+
+    Float32 [V]. Computed in float64: a penalty of 1e-39 took a logit of 3 past float32's range, and the
+    inf - inf of what followed was NaN, so every sampled token was the last id (``<|endoftext|>``). Where the
+    result leaves float32's range it comes back shifted by its max (softmax and argmax do not change), and
+    where it leaves even float64's (a penalty of 1e-320) as its limit: the largest of the overflowing logits
+    wins, every other token gets -inf.
     """
-    if p.repetition_penalty != 1.0:
-        seen = counts > 0 if seen is None else seen
-        penalised = np.where(logits > 0, logits / p.repetition_penalty, logits * p.repetition_penalty)
-        logits = np.where(seen, penalised, logits).astype(np.float32)
+    if not (p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty):
+        return logits.astype(np.float32, copy=False)
+    out = logits.astype(np.float64)
+    with np.errstate(over="ignore"):  # both branches of where are computed; the one not taken may overflow
+        if p.repetition_penalty != 1.0:
+            seen = counts > 0 if seen is None else seen
+            penalised = np.where(out > 0, out / p.repetition_penalty, out * p.repetition_penalty)
+            out = np.where(seen, penalised, out)
     if p.presence_penalty or p.frequency_penalty:
-        logits = logits - np.float32(p.presence_penalty) * (counts > 0) - np.float32(p.frequency_penalty) * counts
-    return logits.astype(np.float32, copy=False)
+        out = out - p.presence_penalty * (counts > 0) - p.frequency_penalty * counts
+    top = np.max(out)
+    if not np.isfinite(top):  # +inf, or -inf where every possible token overflowed below
+        at = out == top
+        return np.where(at & (logits == np.max(logits[at])), 0.0, -np.inf).astype(np.float32)
+    if abs(top) > np.finfo(np.float32).max:
+        out = out - top
+    with np.errstate(over="ignore"):  # a logit this far below the max is -inf: no chance, as its exp already was
+        return out.astype(np.float32)
 
 
 def filter_logits(logits: np.ndarray, p: SamplingParams) -> np.ndarray:  # [V] -> [V]

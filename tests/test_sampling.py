@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import fields
 
 import numpy as np
@@ -56,6 +57,28 @@ def test_penalties():
     pen = apply_penalties(logits, counts, SamplingParams(presence_penalty=0.5, frequency_penalty=0.25))
     np.testing.assert_allclose(pen, [2.0 - 0.5 - 0.75, -2.0, 1.0 - 0.5 - 0.25])
     assert pen.dtype == np.float32
+
+
+@pytest.mark.parametrize("penalty", [1e-39, 1e-45, 1e-300, 5e-324, 1e300, 1.7e308])
+def test_a_penalty_past_floats_range_behaves_as_its_limit(penalty):
+    """A repetition_penalty of 1e-39 divided a seen logit of 2 past float32's range: inf, then NaN after the max was
+    subtracted, and every sampled token was the last id (GPT-2's <|endoftext|>), with no error. Now the penalised
+    logits are those of the limit: below 1, the largest seen positive logit wins; above 1, every seen negative
+    logit (all of them here) is multiplied away from the least negative one."""
+    logits = np.array([3.0, 2.0, 1.0, -1.0, -np.inf], dtype=np.float32)  # the last is banned (logit_bias -100)
+    counts = np.zeros(5, np.float32)
+    small = penalty < 1
+    seen = np.array([False, True, True, False, True]) if small else np.ones(5, bool)
+    logits = logits if small else -np.abs(logits)
+    winner = 1 if small else 2  # id 3 ties with 2 as both are -1: the lowest id, as argmax takes it
+    for temperature in (0.0, 1.0, 0.7):
+        p = SamplingParams(repetition_penalty=penalty, temperature=temperature, top_p=0.9 if temperature == 0.7 else 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no overflow warnings either
+            picks = {choose(logits, counts, p, np.random.default_rng(seed), seen) for seed in range(30)}
+            out = apply_penalties(logits, counts, p, seen)
+        assert out.dtype == np.float32 and not np.isnan(out).any() and out[winner] == out.max()
+        assert picks == ({winner} if small or temperature == 0 else {2, 3}), (temperature, picks)
 
 
 def test_sampled_frequencies_pass_chi_square():
