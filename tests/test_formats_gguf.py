@@ -464,3 +464,73 @@ def test_a_dequantized_gguf_is_not_left_resident(tmp_path):
     expected = rounded(params, "Q8_0")  # the values are still right: dropped pages were only the file's
     for name, arr in flatten(loaded).items():
         np.testing.assert_allclose(arr, expected[name], rtol=0, atol=1e-6)
+
+
+# --- the tokenizer's metadata: what ends a generation, what goes around a prompt -----------------------------
+CHATML = {
+    "type": "gpt2",
+    "added_tokens": [
+        {"content": "<|endoftext|>", "id": 50256, "special": True, "normalized": False},
+        {"content": "<|im_end|>", "id": 50257, "special": True, "normalized": False},
+        {"content": "<|im_start|>", "id": 50258, "special": True, "normalized": False},
+    ],
+}
+
+
+def _chatml_gguf(path, monkeypatch, **fields):
+    """A tiny GPT-2 GGUF with ChatML's markers added, as npgpt writes it, with the tokenizer ``fields`` (gguf's
+    Keys.Tokenizer names, e.g. ``EOS_ID``) written as llama.cpp's converter writes them (uint32 ids, bools)."""
+    config = GPT2Config(n_vocab=50259, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    K = gguf.Keys.Tokenizer
+    add_model = gguf.GGUFWriter.add_tokenizer_model
+    ids = {"EOS_ID": gguf.GGUFWriter.add_eos_token_id}
+
+    def add_model_and_fields(w, model):
+        add_model(w, model)
+        for name, value in fields.items():
+            if name not in ids:
+                (w.add_bool if isinstance(value, bool) else w.add_uint32)(getattr(K, name), value)
+
+    monkeypatch.setattr(gguf.GGUFWriter, "add_tokenizer_model", add_model_and_fields)
+    if "EOS_ID" in fields:  # the writer's own call writes the file's eos
+        monkeypatch.setattr(gguf.GGUFWriter, "add_eos_token_id", lambda w, _: ids["EOS_ID"](w, fields["EOS_ID"]))
+    path = gguf_format.save(path, config, random_params(config), tokenizer=CHATML)
+    monkeypatch.undo()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fields", "eos"),
+    [
+        ({"EOS_ID": 50257}, (50256, 50257)),  # a chat fine-tune's <|im_end|>, as the converter writes it
+        ({"EOT_ID": 50257}, (50256, 50257)),
+        ({"EOS_ID": 50257, "EOM_ID": 50258}, (50256, 50257, 50258)),
+        ({}, (50256,)),
+    ],
+)
+def test_a_gguf_ends_generations_at_its_own_eos_token_as_llama_cpp_does(tmp_path, monkeypatch, fields, eos):
+    """tokenizer.ggml.eos_token_id (and eot, eom) were not read: a chat fine-tune converted by llama.cpp, whose
+    eos is its <|im_end|>, generated on past it (llama.cpp stops there, and at <|endoftext|>, as ever)."""
+    import npgpt
+
+    path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, **fields)
+    m = npgpt.load(path)
+    assert m.tokenizer.eos_token_ids == eos
+    (c,) = m.completions("Hi", max_new_tokens=3, temperature=0, logit_bias={eos[-1]: 100})
+    assert (c.tokens, c.finish_reason) == ([eos[-1]], "stop")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"EOS_ID": 70000}, r"'tokenizer.ggml.eos_token_id' is 70000, not one of its 50259 tokens"),
+        ({"EOT_ID": True}, r"'tokenizer.ggml.eot_token_id' is True, not one of its 50259 tokens"),
+    ],
+)
+def test_a_gguf_eos_token_that_is_no_token_is_refused(tmp_path, monkeypatch, fields, message):
+    path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, **fields)
+    with pytest.raises(CheckpointError, match=message) as e:
+        import npgpt
+
+        npgpt.load(path)
+    assert "\n" not in str(e.value)

@@ -497,7 +497,7 @@ def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> Non
 
     eos = tokenizer.get("eos_token_id") if tokenizer is not None else None
     own_eos = eos not in (None, [EOT_ID])
-    if fmt == "gguf" and own_eos:  # its writer stores <|endoftext|> as eos, its reader none
+    if fmt == "gguf" and own_eos:  # its writer stores <|endoftext|> as eos
         raise CheckpointError(
             f"a model that ends its generations at token ids {eos} (eos_token_id) cannot be written as gguf: npgpt's "
             "GGUF ends generations at <|endoftext|> alone; use fmt='npgpt'",

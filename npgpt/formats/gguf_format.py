@@ -24,7 +24,8 @@ Reading: F32 tensors stay memory-mapped (transposed views); F16, BF16 and Q8_0 (
 ``gguf.quants`` dequantizes) are dequantized to float32 on load, except Q8_0 matrices loaded for a
 backend that multiplies Q8_0 blocks as they are (``load(..., q8_0_blocks=True)``). The tokenizer
 must be GPT-2's: llama.cpp model ``gpt2`` with GPT-2's 50257 tokens in GPT-2's order (other BPE
-models, e.g. Llama 3, also say ``gpt2``), and one token per embedding row. Writing: F32, F16, BF16
+models, e.g. Llama 3, also say ``gpt2``), and one token per embedding row; generation ends where llama.cpp
+ends it, at ``<|endoftext|>`` and the file's eos, eot and eom tokens. Writing: F32, F16, BF16
 or Q8_0 weight matrices (1-D tensors and ``position_embd`` stay F32, matrices whose rows do not
 split into Q8_0's 32-value blocks fall back to F16, both as the converter does), with GPT-2's
 tokenizer from npgpt's assets, so llama.cpp loads the file.
@@ -202,7 +203,47 @@ def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> dict[str, Any] | N
         )
     if len(tokens) != n_rows:
         raise CheckpointError(f"{path}: {len(tokens)} tokens but {n_rows} embedding rows; the file is inconsistent")
-    return _added_tokens(reader, path, tokens)
+    return _tokenizer(reader, path, tokens)
+
+
+def _tokenizer(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] | None:
+    """The tokenizer spec of a GGUF (``tokenizer_from_spec``'s): the tokens a fine-tune added
+    (:func:`_added_tokens`) and the tokens that end a generation (:func:`_eos_token_ids`); None for GPT-2's own.
+    CheckpointError, naming the file, for one npgpt cannot build (an eos on a padding row)."""
+    from ..char_tokenizer import tokenizer_from_spec
+
+    spec = _added_tokens(reader, path, tokens)
+    eos = _eos_token_ids(reader, path, len(tokens))
+    if eos is None:
+        return spec
+    gpt2_own = [{"content": EOT, "id": EOT_ID, "special": True, "normalized": False}]
+    spec = {**(spec or {"type": "gpt2", "added_tokens": gpt2_own}), "eos_token_id": eos}
+    try:
+        tokenizer_from_spec(spec)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return spec
+
+
+def _eos_token_ids(reader: Any, path: Path, n_tokens: int) -> list[int] | None:
+    """The ids that end a generation, as llama.cpp reads them: the file's eos, eot and eom tokens (a chat
+    fine-tune's ``<|im_end|>``: the converter writes tokenizer_config.json's ``eos_token``), and ``<|endoftext|>``,
+    at which llama.cpp ends a GPT-2 in any case (it ends at a token spelled so, whatever the metadata says).
+    None for ``<|endoftext|>`` alone, as in GPT-2's own file."""
+    import gguf
+
+    K = gguf.Keys.Tokenizer
+    ids = [EOT_ID]
+    for key in (K.EOS_ID, K.EOT_ID, K.EOM_ID):
+        value = _field(reader, path, key, EOT_ID)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n_tokens:
+            raise CheckpointError(
+                f"{path}: GGUF metadata {key!r} is {value!r}, not one of its {n_tokens} tokens; the file is corrupt: "
+                "re-download or re-convert it"
+            )
+        if value not in ids:
+            ids.append(value)
+    return None if ids == [EOT_ID] else sorted(ids)
 
 
 def _added_tokens(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] | None:
@@ -238,14 +279,15 @@ def _added_tokens(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any
 
 
 def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
-    """The tokens a fine-tune added to GPT-2's in a GGUF's tokenizer (see :func:`_added_tokens`), or None."""
+    """The tokens a fine-tune added to GPT-2's in a GGUF's tokenizer and the tokens that end its generations
+    (see :func:`_tokenizer`), or None."""
     import gguf
 
     path = Path(path)
     reader = _open(path)
     field = reader.fields.get(gguf.Keys.Tokenizer.LIST)
     tokens = [] if field is None else [bytes(field.parts[i]) for i in field.data]
-    return _added_tokens(reader, path, tokens)
+    return _tokenizer(reader, path, tokens)
 
 
 def _to_float32(tensor: Any, path: Path) -> np.ndarray:
