@@ -13,6 +13,7 @@ import json
 import mmap
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -265,6 +266,34 @@ def broken_link(path: Path) -> CheckpointError:
         f"{path}: a broken symbolic link to {os.readlink(path)}, {why}; "
         "re-download the model or point the link at the file"
     )
+
+
+_SPECIAL = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def refuse_special_files(path: Path) -> None:
+    """CheckpointError naming ``path``, or the first of a folder's entries, that is a FIFO, a device or a socket
+    (links followed): reading one never ends (``mkfifo config.json`` with no writer blocks ``open`` forever,
+    ``/dev/zero`` never runs out), where a model's file ends. Entries that cannot be read are left to the reader."""
+    try:
+        entries = [path, *sorted(path.iterdir())] if path.is_dir() else [path]
+    except OSError:  # a folder that cannot be listed: the reader's own message says why
+        entries = [path]
+    for entry in entries:
+        try:
+            kind = _SPECIAL.get(stat.S_IFMT(entry.stat().st_mode))
+        except OSError:  # gone, or a broken link: told by the reader
+            continue
+        if kind is not None:
+            raise CheckpointError(
+                f"{entry}: {kind}, not a regular file; npgpt reads a model only from regular files: "
+                "copy the model's files into a folder"
+            )
 
 
 def is_web_page(path: Path) -> bool:

@@ -225,6 +225,25 @@ def test_a_broken_symlink_to_a_model_file_is_named_with_its_target(tmp_path, nam
         _assert_one_line_exit_1(where, name, "broken symbolic link to ../blobs/0123abcd")
 
 
+@pytest.mark.timeout(120)  # a bound on a hang (opening a FIFO that no one writes), not a speed threshold
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors", "generation_config.json", "model.gguf"])
+def test_a_fifo_named_as_a_model_file_is_refused_not_opened(tmp_path, name):
+    """``mkfifo d/config.json``: opening it blocks until a writer comes, so loading hung for ever; a FIFO (or a
+    device, a socket) is refused in one line before anything is opened, in a folder or given itself."""
+    import os
+
+    path, _ = _write("hf", tmp_path)
+    (path / name).unlink(missing_ok=True)
+    os.mkfifo(path / name)
+    message = f"{path / name}: a FIFO (named pipe), not a regular file"
+    for where in (path, path / name):
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            load_checkpoint(where)
+        _assert_one_line_exit_1(where, message)
+    with pytest.raises(CheckpointError, match="/dev/zero: a character device, not a regular file"):
+        load_checkpoint("/dev/zero")
+
+
 @pytest.mark.parametrize("name", ["model.gguf", "model.safetensors", "model.bin", "ckpt.pt"])
 def test_an_empty_file_is_named_as_one(tmp_path, name):
     """An interrupted copy: an empty .gguf was "not a model file npgpt knows", whatever its name promised."""

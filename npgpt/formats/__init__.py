@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError, shown
-from ..files import broken_link, cannot_write, check_writable, web_page
+from ..files import broken_link, cannot_write, check_writable, refuse_special_files, web_page
 from ..params import dequantized
 from .compat import check_float16_range
 from .npgpt_format import MODEL_FILE
@@ -68,6 +68,7 @@ def _detect(path: Path) -> str:
         if path.is_symlink():
             raise broken_link(path)
         raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
+    refuse_special_files(path)  # before anything is opened: opening a FIFO blocks until a writer comes
     if path.is_file():
         if path.name == ADAPTER_CONFIG or path.name.startswith("adapter_model."):
             raise _adapter(path)
