@@ -16,7 +16,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .errors import NpgptError, is_integer, shown
-from .hook_points import OPTIONAL_IN_TL, act_name, hook_names
+from .hook_points import OPTIONAL_IN_TL, act_name, hook_names, unknown_name_hint
 from .model import layer_norm
 from .params import head_name
 
@@ -202,6 +202,9 @@ class ActivationCache(dict):
                     f"{shown_key}{read} is not computed (TransformerLens's optional hook): use "
                     + where.format(i=layer.group(1))
                 )
+        close = unknown_name_hint(name, self.n_layer)
+        if close.startswith("did you mean"):
+            return CacheKeyError(f"unknown activation {shown_key}{read}; {close}")
         return CacheKeyError(
             f"unknown activation {shown_key}{read}; TransformerLens's names are embed, pos_embed, scale and "
             "normalized (of ln_final), and with a layer: resid_pre, resid_mid, resid_post, attn_out, mlp_out, "

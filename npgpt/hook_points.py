@@ -8,6 +8,7 @@ shorthand (``utils.get_act_name``). Both the hooked runs (``hooks.py``) and the 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable
 
@@ -78,18 +79,30 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
     wanted = set(names)
     unknown = sorted(wanted - set(hook_names(n_layer)))
     if unknown:
-        optional = [
-            f"{n} is not computed (TransformerLens's optional hook): use {where.format(i=n.split('.')[1])}"
-            for n in unknown
-            for end, where in OPTIONAL_IN_TL.items()
-            if n.startswith("blocks.") and n.endswith("." + end)
-        ]
+        hints = [hint for n in unknown if (hint := unknown_name_hint(n, n_layer))]
         raise NpgptError(
             f"unknown hook name(s) {', '.join(map(repr, unknown))}; the names are those of "
-            f"npgpt.hooks.hook_names({n_layer}), e.g. 'blocks.0.attn.hook_pattern'"
-            + "".join(f"; {o}" for o in optional)
+            f"npgpt.hooks.hook_names({n_layer}), e.g. 'blocks.0.attn.hook_pattern'" + "".join(f"; {h}" for h in hints)
         )
     return wanted.__contains__
+
+
+def unknown_name_hint(name: str, n_layer: int) -> str:
+    """What to write for ``name``, which is no hook point of an ``n_layer`` model: where TransformerLens's
+    optional hooks' numbers are, the layers there are, or the closest hook name ('' if none is close)."""
+    layer = re.match(r"blocks\.(-?\d+)\.", name)
+    for end, where in OPTIONAL_IN_TL.items():
+        if layer is not None and name.endswith("." + end):
+            return f"{name} is not computed (TransformerLens's optional hook): use {where.format(i=layer.group(1))}"
+    if layer is not None and not 0 <= int(layer.group(1)) < n_layer:
+        return f"{name}: this model's layers are 0 to {n_layer - 1}"
+    names = hook_names(n_layer)
+    try:
+        full = act_name(name)  # TransformerLens's shorthand, e.g. 'pattern0', is no hook name
+    except (TypeError, ValueError):
+        full = name
+    close = [full] if full != name and full in names else difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+    return f"did you mean {close[0]!r} (for {name!r})?" if close else ""
 
 
 # TransformerLens's shorthand for hook names (utils.get_act_name), ported rule for rule so that a

@@ -399,6 +399,30 @@ def test_names_filter_forms_and_errors():
         model.run_with_cache([ODD.n_vocab])
 
 
+def test_an_unknown_hook_name_names_the_closest_one():
+    """A misspelt hook name ('hook_patern', 'hook_attn_output', TransformerLens's shorthand 'pattern0' as a name)
+    was told only that it was unknown, with one fixed example; now the line names the hook meant."""
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids = np.arange(4) + 7
+    cases = {
+        "blocks.1.attn.hook_patern": "blocks.1.attn.hook_pattern",
+        "blocks.2.hook_attn_output": "blocks.2.hook_attn_out",
+        "pattern0": "blocks.0.attn.hook_pattern",
+        "ln_final.hook_norm": "ln_final.hook_normalized",
+    }
+    for typo, meant in cases.items():
+        message = f"unknown hook name.*did you mean {meant!r} \\(for {typo!r}\\)"
+        with pytest.raises(NpgptError, match=message):
+            model.run_with_cache(ids, names_filter=[typo])
+        with pytest.raises(NpgptError, match=message):
+            model.run_with_hooks(ids, fwd_hooks=[(typo, lambda x, hook: x)])
+    _, cache = model.run_with_cache(ids)
+    with pytest.raises(KeyError, match="did you mean 'blocks.1.attn.hook_pattern'"):
+        cache["blocks.1.attn.hook_patern"]
+    with pytest.raises(NpgptError, match="blocks.3.hook_resid_pre: this model's layers are 0 to 2"):
+        model.run_with_cache(ids, names_filter="blocks.3.hook_resid_pre")
+
+
 def test_steering_vector_changes_the_prediction():
     model = GPT2(ODD, scaled_params(ODD, 1))
     ids = np.arange(5) + 7
