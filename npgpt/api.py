@@ -158,6 +158,7 @@ class GPT2:
         return_type: str | None = "logits",
         loss_per_token: bool = False,
         remove_batch_dim: bool = False,
+        stop_at_layer: int | None = None,
         **other: Any,
     ) -> tuple[Any, dict[str, Any]]:
         """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``.
@@ -178,6 +179,7 @@ class GPT2:
             return_type=return_type,
             loss_per_token=loss_per_token,
             remove_batch_dim=remove_batch_dim,
+            stop_at_layer=stop_at_layer,
         )
 
     def run_with_hooks(
@@ -189,6 +191,7 @@ class GPT2:
         padding_side: str | None = None,
         return_type: str | None = "logits",
         loss_per_token: bool = False,
+        stop_at_layer: int | None = None,
         **other: Any,
     ) -> Any:
         """Logits of a forward pass with ``fwd_hooks`` [(name, fn(activation, name))]; see ``hooks.run_with_hooks``.
@@ -205,6 +208,7 @@ class GPT2:
             padding_side=padding_side,
             return_type=return_type,
             loss_per_token=loss_per_token,
+            stop_at_layer=stop_at_layer,
         )
 
     # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------

@@ -24,7 +24,7 @@ from array_api_compat import array_namespace, is_array_api_obj, is_writeable_arr
 from .activation_cache import ActivationCache
 from .backends import float32_products
 from .engine import as_engine, positions_and_mask
-from .errors import NpgptError, shown
+from .errors import NpgptError, is_integer, shown
 from .hook_points import BLOCK_HOOKS, OPTIONAL_IN_TL, NamesFilter, act_name, hook_names, name_filter
 from .model import gpt2
 from .sampling import log_softmax
@@ -171,26 +171,73 @@ def _inputs(model: Engine | HasEngine, ids: Any, attention_mask: Any) -> tuple[n
     return ids, positions, mask
 
 
+class _Stopped(Exception):  # not an error: how stop_at_layer leaves the forward pass
+    """Raised where ``stop_at_layer`` ends the forward pass, carrying the residual stream there."""
+
+    def __init__(self, residual: Array) -> None:
+        super().__init__("stop_at_layer")
+        self.residual = residual
+
+
+def stop_layer(stop_at_layer: Any, n_layer: int) -> int | None:
+    """TransformerLens's ``stop_at_layer`` as the number of blocks to run (0..n_layer; a negative one counts
+    from the end, as a slice's stop does), or None: every block, then the logits."""
+    if stop_at_layer is None:
+        return None
+    if not (is_integer(stop_at_layer) and -n_layer <= stop_at_layer <= n_layer):
+        raise NpgptError(
+            f"stop_at_layer must be None or a whole number of blocks to run in [-{n_layer}, {n_layer}] "
+            f"(negative: counted from the end), got {shown(stop_at_layer)}",
+            param="stop_at_layer",
+        )
+    return int(stop_at_layer) if stop_at_layer >= 0 else n_layer + int(stop_at_layer)
+
+
+def _stopping(hook: Callable[[str, Array], Array], layer: int) -> Callable[[str, Array], Array]:
+    """``hook``, then the end of the forward pass where the residual stream enters block ``layer`` (leaves
+    the last block for ``layer`` = n_layer), as TransformerLens's ``stop_at_layer`` ends it: no later hook runs."""
+    embed: list[Array] = []
+
+    def stopping(name: str, x: Array) -> Array:
+        x = hook(name, x)
+        if layer == 0 and name == "hook_embed":
+            embed.append(x)
+        elif layer == 0 and name == "hook_pos_embed":
+            raise _Stopped(embed[0] + x)  # the stream entering block 0, as model.gpt2 adds it
+        elif name == f"blocks.{layer - 1}.hook_resid_post":
+            raise _Stopped(x)
+        return x
+
+    return stopping
+
+
 def hooked_forward(
     model: Engine | HasEngine,
     ids: Any,
     hook: Callable[[str, Array], Array],
     attention_mask: Any = None,
     params: dict[str, Any] | None = None,
+    stop_at_layer: int | None = None,
 ) -> Array:
     """Logits [B, T, V] (a backend array) of ``ids`` with ``hook(name, x)`` called at every hook point.
 
     ``params`` (default ``model.params``) lets a caller pass other arrays, e.g. JAX ones to trace;
     the inputs are then made arrays of their library. ``attention_mask`` [B, T] (1 = token,
-    0 = left padding) as in ``GPT2.logits``.
+    0 = left padding) as in ``GPT2.logits``. ``stop_at_layer`` (0..n_layer, from :func:`stop_layer`): run
+    only that many blocks and return the residual stream [B, T, C] there (TransformerLens's).
     """
     ids, positions, mask = _inputs(model, ids, attention_mask)
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
     weights = as_engine(model).params_for(*ids.shape) if params is None else params  # as GPT2.logits runs it
+    if stop_at_layer is not None:
+        hook = _stopping(hook, stop_at_layer)
     with float32_products(weights["wpe"]):  # run eagerly, outside the backend's compiled pass
-        logits, _ = gpt2(
-            asarray(ids), weights, model.config, positions=asarray(positions), mask=asarray(mask), hook=hook
-        )
+        try:
+            logits, _ = gpt2(
+                asarray(ids), weights, model.config, positions=asarray(positions), mask=asarray(mask), hook=hook
+            )
+        except _Stopped as stopped:
+            return stopped.residual
     return logits
 
 
@@ -303,6 +350,7 @@ def run_with_cache(
     return_type: str | None = "logits",
     loss_per_token: bool = False,
     remove_batch_dim: bool = False,
+    stop_at_layer: int | None = None,
 ) -> tuple[Any, ActivationCache]:
     """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
 
@@ -316,8 +364,12 @@ def run_with_cache(
     ``return_type`` as TransformerLens's: "loss" for :func:`lm_loss` (``loss_per_token``), "both" for
     ``(logits, loss)``, None for nothing, in place of the logits. ``remove_batch_dim``: a one-row run's
     cache without its batch axis (:meth:`ActivationCache.remove_batch_dim`), the logits keeping theirs.
+    ``stop_at_layer``: run that many blocks (negative: all but that many) and return, in place of the logits,
+    the residual stream [B, T, C] entering the next, with the activations up to there (TransformerLens's;
+    for all blocks, the stream before ``ln_final``, as HookedTransformer returns it).
     """
     _check_return_type(return_type, loss_per_token)
+    stop = stop_layer(stop_at_layer, model.config.n_layer)
     if not isinstance(remove_batch_dim, bool):
         raise NpgptError(f"remove_batch_dim must be True or False, got {shown(remove_batch_dim)}")
     ids, attention_mask = _read_input(model, ids, attention_mask, prepend_bos, padding_side)
@@ -334,10 +386,12 @@ def run_with_cache(
             cache[name] = array_namespace(held).asarray(held, copy=True) if is_writeable_array(held) else held
         return x
 
-    logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask)
+    logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask, stop_at_layer=stop)
     activations = ActivationCache(cache, model)
     if remove_batch_dim:
         activations.remove_batch_dim()
+    if stop is not None:  # the residual stream, whatever return_type asks (as in TransformerLens)
+        return to(logits), activations
     return _output(model, to(logits), ids, attention_mask, return_type, loss_per_token), activations
 
 
@@ -350,6 +404,7 @@ def run_with_hooks(
     padding_side: str | None = None,
     return_type: str | None = "logits",
     loss_per_token: bool = False,
+    stop_at_layer: int | None = None,
 ) -> Any:
     """Float32 logits [B, T, V] of a forward pass in which each ``(name, fn)`` of ``fwd_hooks`` runs at
     its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape (cast to
@@ -357,11 +412,16 @@ def run_with_hooks(
     a hook name or a predicate over names, as in TransformerLens; ``hook_name`` is a str that also
     has TransformerLens's ``hook.name`` and ``hook.layer()`` (:class:`HookName`). The activation is
     an array of the model's backend (a replacement from another library, e.g. torch on NumPy, is
-    converted). Text, ``return_type`` and ``loss_per_token`` are read as in :func:`run_with_cache`.
+    converted). Text, ``return_type``, ``loss_per_token`` and ``stop_at_layer`` (the residual stream [B, T, C]
+    after that many blocks, in place of the logits) are read as in :func:`run_with_cache`.
     """
     _check_return_type(return_type, loss_per_token)
+    stop = stop_layer(stop_at_layer, model.config.n_layer)
     ids, attention_mask = _read_input(model, ids, attention_mask, prepend_bos, padding_side)
-    logits = model.backend.to_numpy(hooked_forward(model, ids, _compose(fwd_hooks, model), attention_mask))
+    hooks = _compose(fwd_hooks, model)
+    logits = model.backend.to_numpy(hooked_forward(model, ids, hooks, attention_mask, stop_at_layer=stop))
+    if stop is not None:
+        return logits  # the residual stream, whatever return_type asks (as in TransformerLens)
     return _output(model, logits, ids, attention_mask, return_type, loss_per_token)
 
 

@@ -50,7 +50,6 @@ MODEL_ATTRIBUTES_NOT_HERE = {
 LENS_OPTIONS = {
     "remove_batch_dim": "run_with_hooks' hooks see the batch axis: index it with [0] (run_with_cache takes it)",
     "reset_hooks_end": "npgpt's hooks last for the one call (reset_hooks_end=True); pass them again to the next",
-    "stop_at_layer": "npgpt runs every layer; the cache's blocks.{l}.hook_resid_post is the stream after layer l",
     "bwd_hooks": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
     "incl_bwd": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
     "device": "the cache is NumPy on the host (host=True); host=False keeps the backend's arrays on its device",
@@ -76,7 +75,10 @@ def refuse_lens_options(other: dict[str, Any]) -> None:
     for name, value in other.items():
         if name in LENS_SAME and LENS_SAME[name](value):
             continue
-        valid = "names_filter, attention_mask, fwd_hooks, host, prepend_bos, padding_side, return_type, loss_per_token"
+        valid = (
+            "names_filter, attention_mask, fwd_hooks, host, prepend_bos, padding_side, return_type, loss_per_token, "
+            "stop_at_layer"
+        )
         hint = LENS_OPTIONS.get(name, f"valid: {valid}")
         what = f"{name}={shown(value)} is not npgpt's" if name in LENS_SAME else f"unknown option {name!r}"
         raise NpgptError(f"{what}; {hint}", param=name)

@@ -919,8 +919,51 @@ def test_the_model_is_called_as_transformer_lens_s(odd):
                     ours, theirs_part = ours[real], theirs_part.numpy()[real]
                 np.testing.assert_allclose(ours, np.asarray(theirs_part), atol=1e-4, rtol=1e-4, err_msg=str(kw))
     np.testing.assert_allclose(model(ids, attention_mask=mask), model.logits(ids, attention_mask=mask), atol=1e-5)
-    with pytest.raises(NpgptError, match="unknown option 'stop_at_layer'; npgpt runs every layer"):
-        model(ids, stop_at_layer=1)
+
+
+def test_stop_at_layer_returns_transformer_lens_s_residual_stream(odd):
+    """stop_at_layer was refused ('npgpt runs every layer'), so TransformerLens code probing the stream part way
+    (model(ids, stop_at_layer=2), run_with_cache(..., stop_at_layer=1)) failed. It now runs that many blocks and
+    returns the residual stream there, as TransformerLens does, with hooks applied and no later hook run."""
+    import torch
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    real = mask.astype(bool)
+    t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
+    calls = []
+
+    def double(x, hook):
+        calls.append(hook.name)
+        return x * 2
+
+    for stop in (0, 1, 2, -1, -3):
+        with torch.no_grad():
+            theirs = br(t_ids, attention_mask=t_mask, stop_at_layer=stop).numpy()
+            hooked = br.run_with_hooks(
+                t_ids, attention_mask=t_mask, stop_at_layer=stop, fwd_hooks=[("hook_embed", double)]
+            ).numpy()
+            t_out, t_cache = br.run_with_cache(t_ids, attention_mask=t_mask, stop_at_layer=stop)
+        ours = model(ids, attention_mask=mask, stop_at_layer=stop)
+        assert ours.shape == theirs.shape == (*ids.shape, ODD.n_embd), stop
+        np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4, err_msg=str(stop))
+        ours = model.run_with_hooks(ids, attention_mask=mask, stop_at_layer=stop, fwd_hooks=[("hook_embed", double)])
+        np.testing.assert_allclose(ours[real], hooked[real], atol=1e-4, rtol=1e-4, err_msg=str(stop))
+        out, cache = model.run_with_cache(ids, attention_mask=mask, stop_at_layer=stop, return_type="loss")
+        np.testing.assert_allclose(out[real], t_out.numpy()[real], atol=1e-4, rtol=1e-4, err_msg=str(stop))
+        assert list(cache) == [n for n in hooks.hook_names(ODD.n_layer) if n in t_cache], stop
+    # All three blocks: the stream leaving the last, before ln_final, as HookedTransformer returns it (its 4.x
+    # bridge runs the whole model for stop_at_layer=n_layers and returns the logits)
+    _, cache = model.run_with_cache(ids, attention_mask=mask)
+    np.testing.assert_array_equal(model(ids, attention_mask=mask, stop_at_layer=3), cache["resid_post", -1])
+    calls.clear()
+    model.run_with_hooks(ids, stop_at_layer=1, fwd_hooks=[(lambda name: True, double)])
+    assert calls == hooks.hook_names(ODD.n_layer)[: calls.index("blocks.0.hook_resid_post") + 1]
+    for bad in (4, -4, 1.5, "1"):
+        with pytest.raises(
+            NpgptError, match=r"stop_at_layer must be None or a whole number of blocks to run in \[-3, 3\]"
+        ):
+            model(ids, stop_at_layer=bad)
 
 
 def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
