@@ -174,10 +174,10 @@ class Backend:
 def _own(backend: Backend, a: Any) -> Any:
     """A vector or ``wpe`` beside narrowed matrices, on ``backend`` and no longer a view of the file.
 
-    Why copy (3.5 MB for 124M): the narrowed model then reads nothing from the checkpoint's map, so
-    truncating or rewriting the file cannot crash it (SIGBUS) or change its numbers, and the pages
-    read around these small tensors (the kernel maps whole folios) do not come back as ~55 MB of
-    resident file pages after the first forward pass. Float32 weights stay mapped by design.
+    Why copy (3.5 MB for 124M): the pages read around these small tensors (the kernel maps whole
+    folios) do not come back as ~55 MB of resident file pages after the first forward pass, and the
+    vectors, read every step, cannot be changed under the model by a rewrite of the file. Float32
+    weights stay mapped by design; so do int8 heads' rows, a few read per lookup (npgpt/q8_0.py).
     """
     a = as_floats(a)
     return backend.asarray(np.array(a) if is_mapped(a) else a)

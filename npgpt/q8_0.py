@@ -27,9 +27,12 @@ Memory: a session multiplies from its own prepacked copy of the codes (ONNX Runt
 initializers it is handed). :func:`runtime_keeps_its_own_copy` checks that once per process, on
 matrices of its own, and a product-only matrix (every block's ``.w``) then drops its Python-side
 codes and scales: the 8-bit weights are held once, not twice (GPT-2 124M, resident after load:
-418 -> 342 MB, with the sessions' memory arenas off as well, npgpt/onnx_session.py). The heads
-keep theirs: ``wte``'s rows are the token embedding, and an untied ``lm_head``'s rows are read as
-unembedding directions.
+418 -> 342 MB, with the sessions' memory arenas off as well, npgpt/onnx_session.py). The heads'
+rows are read too (``wte``'s are the token embedding, an untied ``lm_head``'s unembedding
+directions): where the checkpoint is a read-only memory map of its file, a lookup reads the rows
+it needs there and makes their codes as the load did (``Q8Matrix._rows``), so the heads drop
+theirs as well (124M: peak RSS while decoding 361 -> 311 MiB); from anything else (a checkpoint
+converted in memory, arrays handed to ``GPT2``) they keep them.
 
 ``OMP_NUM_THREADS``, where set, bounds the pool's threads as it bounds OpenBLAS's.
 
@@ -45,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from .files import is_mapped, release_mapped
 from .onnx_session import ProductWeight, session, share_thread_pool
 from .params import Q8_0Blocks
 
@@ -54,6 +58,10 @@ BLOCK = 32  # inputs per scale: Q8_0's block (ggml's QK8_0)
 ZERO = 128  # the codes are stored q + 128 (uint8), MatMulNBits's default zero point for 8 bits
 CHUNK = 1 << 20  # weights quantized at a time: bounds the float32 temporary at load (4 MB)
 DROP_BYTES = 4096  # a product-only matrix with fewer code bytes keeps them (not worth a page)
+# A table read from the checkpoint's map lets go of the pages it read once this many rows were read
+# since it last did: each row read maps up to 64 KB of the file (the kernel's fault-around), so at
+# most ~4 MB stay resident, and a token looked up again meanwhile costs no page fault (~90 us each).
+RELEASE_ROWS = 64
 
 
 def quantize(rows: np.ndarray, done: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -71,14 +79,23 @@ def quantize(rows: np.ndarray, done: Callable[[int, int], None] | None = None) -
     step = max(1, CHUNK // max(k, 1))
     for i in range(0, out, step):  # a few rows at a time: small temporaries, no float32 copy of it all
         j = min(i + step, out)
-        w = np.zeros((j - i, n_blocks * BLOCK), dtype=np.float32)
-        w[:, :k] = rows[i:j]
+        if k % BLOCK:  # padded to whole blocks with zeros
+            w = np.zeros((j - i, n_blocks * BLOCK), dtype=np.float32)
+            w[:, :k] = rows[i:j]
+        else:
+            w = np.asarray(rows[i:j], dtype=np.float32)
         w = w.reshape(j - i, n_blocks, BLOCK)
         d = np.abs(w).max(axis=-1) / np.float32(127.0)  # [rows, blocks]
         inv = np.divide(np.float32(1.0), d, out=np.zeros_like(d), where=d > 0)  # 0 for a block of zeros
         q = w * inv[..., None]
-        q = np.trunc(q + np.copysign(np.float32(0.5), q))  # roundf: half away from zero
-        codes[i:j] = (np.clip(q, -127, 127) + ZERO).astype(np.uint8)
+        q += np.copysign(np.float32(0.5), q)
+        np.trunc(q, out=q)  # roundf: half away from zero
+        # Ufuncs in place rather than np.clip and astype: the same numbers, a few times faster on the
+        # one row a table lookup quantizes (Q8Matrix._rows).
+        np.minimum(q, 127, out=q)
+        np.maximum(q, -127, out=q)
+        q += ZERO
+        codes[i:j] = q  # whole numbers 1..255: exact in uint8
         scales[i:j] = d
         if done is not None:
             done(i, j)
@@ -141,6 +158,14 @@ def _session_keeps_its_own_copy(sess: Any, codes: np.ndarray, scales: np.ndarray
     return all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
+def _readable_in_place(rows: np.ndarray | Q8_0Blocks | None) -> bool:
+    """Whether a table's rows can be read from where the checkpoint holds them: a read-only memory map of
+    its file (a writable one, np.load(..., mmap_mode="r+"), is the caller's to change)."""
+    if isinstance(rows, Q8_0Blocks):
+        rows = rows.raw if rows.raw is not None else rows.codes
+    return rows is not None and is_mapped(rows) and not rows.flags.writeable
+
+
 def in_use(params: dict[str, Any]) -> bool:
     """Whether any weight in ``params`` (a model's, as its backend holds them) is a :class:`Q8Matrix`."""
     from .params import flatten
@@ -199,6 +224,7 @@ class Q8Matrix(ProductWeight):
         transposed: bool = True,
         table: bool = True,
         product: bool = True,
+        rows_from: np.ndarray | Q8_0Blocks | None = None,
     ) -> None:
         if not (table or product):
             raise ValueError("an int8 matrix is a table, a product weight or both")
@@ -209,8 +235,13 @@ class Q8Matrix(ProductWeight):
         self._shape = codes.shape
         self._nbytes = codes.nbytes + scales.nbytes
         self._session = _session(codes, scales) if product else None
-        if not table and codes.nbytes >= DROP_BYTES and runtime_keeps_its_own_copy():
-            self.codes = self.scales = None  # a second copy of what the session holds: not kept
+        # A table whose rows the checkpoint's read-only memory map holds reads them there, a few per
+        # lookup (see _rows): its codes are then needed only by a session that does not copy them.
+        self._rows_from = rows_from if table and _readable_in_place(rows_from) else None
+        self._rows_read = [0]  # rows read from the map since its pages were last let go (shared by .T)
+        needed = table and self._rows_from is None or product and not runtime_keeps_its_own_copy()
+        if not needed and codes.nbytes >= DROP_BYTES:
+            self.codes = self.scales = None  # a second copy of what the session or the file holds: not kept
 
     @classmethod
     def from_float(
@@ -223,7 +254,7 @@ class Q8Matrix(ProductWeight):
         ``product=False``: only its rows are ever read (an untied model's ``wte``): no session.
         """
         codes, scales = quantize(w.T, done)
-        return cls(codes, scales, w.shape[0], table=table, product=product)
+        return cls(codes, scales, w.shape[0], table=table, product=product, rows_from=w.T)
 
     @classmethod
     def from_blocks(cls, blocks: Q8_0Blocks, table: bool = True, product: bool = True) -> Q8Matrix:
@@ -238,7 +269,7 @@ class Q8Matrix(ProductWeight):
             raise TypeError("Q8_0 blocks become a product weight [in, out]: pass them with their rows as outputs")
         codes = blocks.codes.view(np.uint8) ^ np.uint8(ZERO)  # int8 q -> q + 128, a new contiguous array
         k = codes.shape[1] * codes.shape[2]
-        return cls(codes, blocks.scales.astype(np.float32), k, table=table, product=product)
+        return cls(codes, blocks.scales.astype(np.float32), k, table=table, product=product, rows_from=blocks)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -270,13 +301,46 @@ class Q8Matrix(ProductWeight):
     def __getitem__(self, index: Any) -> np.ndarray:  # table rows, widened: [n] ids -> [n, in] float32
         if self.transposed:
             raise TypeError("index an int8 matrix as a table [out, in] (e.g. wte), not as a product weight")
-        if self.codes is None or self.scales is None:
-            raise TypeError("this int8 matrix was loaded as a product weight only; its rows are not kept as a table")
         rows, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
-        q = self.codes[rows].astype(np.float32) - np.float32(ZERO)  # [n, in/32, 32] ([in/32, 32] for one id)
-        w = q * self.scales[rows][..., None]
+        codes, scales = self._rows(rows)  # [n, in/32, 32], [n, in/32] ([in/32, 32], [in/32] for one id)
+        w = (codes.astype(np.float32) - np.float32(ZERO)) * scales[..., None]
         w = w.reshape(*w.shape[:-2], -1)[..., : self.k]  # -> [n, in] ([in])
         return w[(..., *rest)] if rest else w
+
+    def _rows(self, rows: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The Q8_0 codes (q + 128) and scales of table rows ``rows``: from the codes kept, or read from
+        the checkpoint's map and made as at load (the same numbers, bit for bit), its pages then let go.
+
+        Why read them there: a token's embedding needs one row a step, and keeping the table (``wte``:
+        45 MB for 124M, beside ONNX Runtime's prepacked copy for the head's product) cost more resident
+        memory than anything npgpt holds. Their pages are let go once ``RELEASE_ROWS`` rows were read
+        (they stay in the OS's page cache, not in this process), so resident memory does not grow as
+        tokens are looked up. Cost: ~30-100 us a decode step (a page fault and one row quantized),
+        under 1 % of 124M's. As with float32 weights (whose vectors are read from the map), the file
+        must not be rewritten in place while the model is loaded (npgpt's own writers replace a file
+        whole, which leaves the mapped one as it was).
+        """
+        if self.codes is not None and self.scales is not None:
+            return self.codes[rows], self.scales[rows]
+        source = self._rows_from
+        if source is None:
+            raise TypeError("this int8 matrix was loaded as a product weight only; its rows are not kept as a table")
+        if isinstance(source, Q8_0Blocks):  # the file's own codes: int8 q -> q + 128, float16 scales -> float32
+            codes, scales = source.codes[rows].view(np.uint8) ^ np.uint8(ZERO), source.scales[rows].astype(np.float32)
+            self._let_go(scales.size // scales.shape[-1], source.raw if source.raw is not None else source.codes)
+            return codes, scales
+        picked = np.asarray(source[rows])  # [..., in] float, read from the map
+        self._let_go(picked.size // self.k, source)
+        codes, scales = quantize(picked.reshape(-1, self.k))  # rows are quantized one by one: as at load
+        lead = picked.shape[:-1]
+        return codes.reshape(*lead, *codes.shape[1:]), scales.reshape(*lead, -1)
+
+    def _let_go(self, n_rows: int, mapped: np.ndarray) -> None:
+        """Count ``n_rows`` rows read from ``mapped`` and drop its pages once RELEASE_ROWS were read."""
+        self._rows_read[0] += n_rows
+        if self._rows_read[0] >= RELEASE_ROWS:
+            release_mapped(mapped)
+            self._rows_read[0] = 0
 
     def __repr__(self) -> str:
         return f"Q8Matrix(shape={self.shape}, blocks of {self._shape[2]})"

@@ -278,6 +278,57 @@ def test_int8_weights_are_held_once_only_the_heads_keep_their_rows(tied):
             np.ones((1, 96), np.float32) @ weights["wte"].T
 
 
+@pytest.mark.parametrize("fmt", ["npgpt", "gguf"])
+def test_a_mapped_checkpoints_table_rows_are_read_from_its_file_not_held(tmp_path, fmt):
+    """wte's codes were kept for the token embedding beside ONNX Runtime's prepacked copy for the head
+    (124M: 45 MB, the largest array npgpt held). A checkpoint read in place (a read-only memory map)
+    holds those rows already: a lookup reads the few it needs there, as the load made them (float rows
+    quantized the same way; a GGUF's own Q8_0 blocks), so the engine holds no matrix's codes and no
+    float32 copy of one, and its logits are bit for bit those of a model that keeps them."""
+    from npgpt import q8_0
+    from npgpt.api import load
+    from npgpt.files import is_mapped
+    from npgpt.formats import save_checkpoint
+    from npgpt.params import flatten
+
+    config = GPT2Config(n_vocab=50257, n_ctx=16, n_embd=64, n_head=2, n_layer=1)  # GGUF: GPT-2's tokens
+    path = save_checkpoint(
+        tmp_path / f"m.{fmt}",
+        config,
+        init_params(config, seed=3),
+        fmt=fmt,
+        dtype="q8_0" if fmt == "gguf" else "float32",
+    )
+    model = load(path, dtype="int8")
+    weights = flatten(model.params)
+    assert weights["wte"].codes is None and weights["wte"].scales is None
+    held = 0  # bytes in arrays of the engine's own (a view of the file's map is the file's)
+    for w in weights.values():
+        if isinstance(w, Q8Matrix):
+            held += sum(a.nbytes for a in (w.codes, w.scales) if a is not None)
+        else:
+            assert w.dtype == np.float32 and (w.ndim == 1 or w.shape == (config.n_ctx, config.n_embd))  # vectors, wpe
+            held += 0 if is_mapped(w) else w.nbytes
+    matrices = sum(w.shape[0] * w.shape[1] for w in weights.values() if isinstance(w, Q8Matrix))
+    assert held < 0.1 * matrices  # bytes a weight (1.1 with wte's codes; the vectors alone remain)
+    ids = [[5, 17, 3, 50256, 0, 42, 17]]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(q8_0, "_readable_in_place", lambda _rows: False)
+        kept = load(path, dtype="int8")
+    assert flatten(kept.params)["wte"].codes is not None
+    np.testing.assert_array_equal(model.logits(ids), kept.logits(ids))
+    rows = np.arange(0, config.n_vocab, 7)
+    np.testing.assert_array_equal(weights["wte"][rows, :], flatten(kept.params)["wte"][rows, :])
+    np.testing.assert_array_equal(weights["wte"][3], flatten(kept.params)["wte"][3])  # one id: [in]
+    # The pages a lookup reads are let go once RELEASE_ROWS rows were read: they do not pile up.
+    released = []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(q8_0, "release_mapped", released.append)
+        for i in range(q8_0.RELEASE_ROWS):
+            weights["wte"][np.array([i]), :]
+    assert len(released) == 1 and is_mapped(released[0])
+
+
 def test_the_copy_check_runs_once_per_process_on_matrices_of_its_own():
     """Checking every matrix kept ONNX Runtime's pool thread spinning through the load (+1 s for 124M):
     the answer is the runtime's, so it is found once, and the caller's arrays are never written."""
