@@ -339,6 +339,24 @@ def test_init_reads_npgpt_hf_and_run_folders(reference, tmp_path):
     np.testing.assert_array_equal(got["wte"], ref.params["wte"])
 
 
+def test_a_fine_tune_keeps_the_tokens_its_init_ends_generations_at(tmp_path):
+    """A GPT-2 whose generations end at another token (generation_config.json's eos_token_id) trained, but its
+    fine-tune's model lost that eos_token_id and generated past it; it is kept, across a resume too."""
+    from npgpt.formats import tokenizer_spec
+
+    config = GPT2Config(n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    hf.save(tmp_path / "hf", config, init_params(config, 0))
+    (tmp_path / "hf" / "generation_config.json").write_text(json.dumps({"eos_token_id": [198, 50256]}))
+    (tmp_path / "t.txt").write_text(corpus(5))
+    run = dict(init=str(tmp_path / "hf"), steps=2, batch_size=2, seq_len=8)
+    out = tmp_path / "run"
+    train(tmp_path / "t.txt", out, TrainSettings(**run), stop_after=1)
+    assert tokenizer_spec(out)["eos_token_id"] == [198, 50256]
+    assert train(tmp_path / "t.txt", out, TrainSettings(**run), resume=True).step == 2
+    assert tokenizer_spec(out)["eos_token_id"] == [198, 50256]
+    assert load_state(out / STATE_FILE)[3]["tokenizer"]["eos_token_id"] == [198, 50256]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

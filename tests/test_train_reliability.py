@@ -430,7 +430,8 @@ def saved_state(path: Path, **changes) -> Path:
         (dict(step=9), "step 9 is not between 0 and its steps"),
         (dict(history={"step": []}), "'history' is missing or lacks"),
         (dict(config={"n_layer": "one"}), "n_layer"),
-        (dict(tokenizer="abc"), "'tokenizer' is neither null nor a character vocabulary"),
+        (dict(tokenizer="abc"), "'tokenizer' is neither null nor a tokenizer npgpt reads"),
+        (dict(tokenizer={"type": "gpt2", "added_tokens": [], "eos_token_id": [10**6]}), "'tokenizer' is neither"),
     ],
 )
 def test_a_damaged_training_state_is_named_before_the_run(tmp_path, changes, message):

@@ -21,12 +21,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..char_tokenizer import CharTokenizer
+from ..char_tokenizer import tokenizer_from_spec
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError
 from ..files import atomic_path, parse_json
 from ..formats import npgpt_format
 from ..params import flatten, unflatten
+from ..tokenizer import Tokenizer
 from . import sharding as S
 from .plot import plot_losses
 
@@ -49,12 +50,13 @@ def load_init(init: str | Path) -> tuple[GPT2Config, Params]:
     return load_checkpoint(path)
 
 
-def init_tokenizer(init: str | Path) -> CharTokenizer | None:
-    """The character tokenizer an ``init`` model was trained with, or None (GPT-2's BPE).
+def init_tokenizer(init: str | Path) -> Tokenizer | None:
+    """The tokenizer an ``init`` model was trained with, kept with the fine-tune's model: its character
+    vocabulary, GPT-2's ending generations at other tokens (``eos_token_id``: its text trains the same, and
+    the saved model must still stop where the init did), or None for GPT-2's own.
 
     NpgptError for a model whose tokenizer has tokens added to GPT-2's (a chat fine-tune's ``<|im_end|>``):
-    training reads its text with GPT-2's BPE and writes no tokenizer for them, so the run would silently
-    learn the markers as BPE pieces and save a model that has lost them."""
+    training reads its text with GPT-2's BPE, so the run would silently learn the markers as BPE pieces."""
     from ..formats import tokenizer_spec
     from ..registry import resolve
 
@@ -62,16 +64,14 @@ def init_tokenizer(init: str | Path) -> CharTokenizer | None:
     spec = tokenizer_spec(path)
     if spec is None:
         return None
-    if spec.get("type") == CharTokenizer.kind:
-        return CharTokenizer(spec["chars"])
-    added = [t["content"] for t in spec["added_tokens"] if t["id"] >= GPT2_TOKENS]
-    if not added:  # GPT-2's tokens, ending generations elsewhere (eos_token_id): its text trains the same
-        return None
-    raise NpgptError(
-        f"{path}: its tokenizer has tokens added to GPT-2's ({', '.join(map(repr, added[:3]))}), which npgpt's "
-        "training does not carry; fine-tune this model with transformers, or init= a model without them",
-        keywords=["init"],
-    )
+    added = [t["content"] for t in spec.get("added_tokens", []) if t["id"] >= GPT2_TOKENS]
+    if added:
+        raise NpgptError(
+            f"{path}: its tokenizer has tokens added to GPT-2's ({', '.join(map(repr, added[:3]))}), which npgpt's "
+            "training does not carry; fine-tune this model with transformers, or init= a model without them",
+            keywords=["init"],
+        )
+    return tokenizer_from_spec(spec)
 
 
 def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: dict) -> None:
@@ -131,9 +131,11 @@ def _checked_meta(path: Path, text: str | None) -> dict:
         np.random.default_rng(0).bit_generator.state = meta["rng"]
     except (TypeError, ValueError, KeyError):
         raise bad("'rng' is not the state of the batch random generator") from None
-    tokenizer = meta.get("tokenizer")
-    if tokenizer is not None and not (isinstance(tokenizer, dict) and isinstance(tokenizer.get("chars"), str)):
-        raise bad("'tokenizer' is neither null nor a character vocabulary")
+    if meta.get("tokenizer") is not None:  # a character vocabulary, or GPT-2's ending elsewhere
+        try:
+            tokenizer_from_spec(meta["tokenizer"])
+        except CheckpointError:
+            raise bad("'tokenizer' is neither null nor a tokenizer npgpt reads") from None
     return meta
 
 

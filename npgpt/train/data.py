@@ -21,6 +21,7 @@ from ..char_tokenizer import CharTokenizer
 from ..errors import NpgptError, shown
 from ..files import atomic_path, parse_json
 from ..formats.llmc import MAGIC as LLMC_MODEL_MAGIC
+from ..tokenizer import Tokenizer
 
 TOKENS_DTYPE = np.uint16
 _CHUNK_CHARS = 1 << 20  # tokenise in ~1 MB pieces so a large file never holds a huge id list
@@ -111,7 +112,7 @@ def char_tokenizer(source: str | Path, out: str | Path | None = None) -> CharTok
     return tok
 
 
-def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: CharTokenizer | None = None) -> Path:
+def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: Tokenizer | None = None) -> Path:
     """Tokenise a text file or folder into ``dest`` (uint16 ids), once, with GPT-2's BPE or
     ``tokenizer``.
 
@@ -119,8 +120,6 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: CharTokeni
     are unchanged the existing file is reused. Written to a temporary file and renamed, so a
     kill leaves no half-written token file behind.
     """
-    from ..tokenizer import Tokenizer
-
     dest = Path(dest)
     files = text_files(source, dest.parent)  # the run folder it is written into is no text
     sidecar = dest.with_suffix(dest.suffix + ".json")
@@ -210,12 +209,12 @@ def _is_text(path: Path) -> bool:
     return all(c.isprintable() or c in "\t\n\r" for c in text)
 
 
-def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: CharTokenizer | None = None) -> np.ndarray:
-    """Token ids of ``source``: a ``.bin`` token file as is, text tokenised into ``cache_dir``
+def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: Tokenizer | None = None) -> np.ndarray:
+    """Token ids of ``source``: a ``.bin`` token file as is (GPT-2's ids), text tokenised into ``cache_dir``
     (with GPT-2's BPE, or ``tokenizer``)."""
     source = Path(source)
     if source.suffix == ".bin" and source.is_file():
-        if tokenizer is not None:
+        if isinstance(tokenizer, CharTokenizer):
             raise NpgptError(f"{source}: a token file cannot be read with a character tokenizer; pass the text")
         return open_tokens(source)
     return open_tokens(tokenize_to_file(source, Path(cache_dir) / "tokens.bin", tokenizer))

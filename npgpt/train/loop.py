@@ -3,7 +3,8 @@
 What lands in ``out``:
 
 - ``model.safetensors``: the weights in npgpt's format (``npgpt_format.load`` reads it), with
-  the step they hold and, for ``tokenizer="char"``, the character vocabulary in its metadata;
+  the step they hold and its tokenizer in its metadata: for ``tokenizer="char"`` the character
+  vocabulary, for an ``init`` model the tokenizer it came with (e.g. generations ending at another token);
 - ``train_state.safetensors``: everything a resume needs (see :mod:`.checkpoint`);
 - ``loss.png``: the training and held-out loss curves (:mod:`.plot`);
 - ``tokens.bin`` (+ ``.json``): the tokenised text, reused while the text is unchanged.
@@ -31,10 +32,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..char_tokenizer import CharTokenizer
+from ..char_tokenizer import CharTokenizer, tokenizer_from_spec
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError, shown
 from ..params import init_params
+from ..tokenizer import Tokenizer
 from . import data as D
 from . import sharding as S
 from .checkpoint import HISTORY_KEYS, STATE_FILE, Params, init_tokenizer, load_state, repair_model, write_checkpoint
@@ -124,7 +126,7 @@ def train(
                 f"the run in {out} is already at step {meta['step']}; give steps= above that to train on",
                 keywords=KEYWORDS,
             )
-        tokenizer = None if meta.get("tokenizer") is None else CharTokenizer(meta["tokenizer"]["chars"])
+        tokenizer = None if meta.get("tokenizer") is None else tokenizer_from_spec(meta["tokenizer"])
         repair_model(out, config, params, meta)  # a kill between the state and the model left it behind
     else:
         if asked.init is not None:
@@ -134,7 +136,7 @@ def train(
             tokenizer = D.char_tokenizer(data, out) if asked.tokenizer == "char" else None
             config, params = asked.model(None if tokenizer is None else tokenizer.n_vocab)
         run = asked.for_new_run(config)
-        if tokenizer is not None:
+        if isinstance(tokenizer, CharTokenizer):
             run = replace(run, tokenizer="char")
         params = init_params(config, run.seed) if params is None else params
         opt_leaves, meta = None, {"step": 0, "history": {k: [] for k in HISTORY_KEYS}}
@@ -239,7 +241,7 @@ def train(
 
 
 def _prepare_data(
-    data: str | Path, out: Path, config: GPT2Config, run: RunSettings, tokenizer: CharTokenizer | None
+    data: str | Path, out: Path, config: GPT2Config, run: RunSettings, tokenizer: Tokenizer | None
 ) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Training tokens (memory-mapped), the fixed held-out windows, and why there are none where
     ``val_fraction`` held text out that is shorter than one window (or None)."""
