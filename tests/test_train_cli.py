@@ -221,3 +221,13 @@ def test_a_missing_data_or_out_is_named_alone(tmp_path):
     assert r.returncode == 1 and "give the training text" in r.stderr and "--out" not in r.stderr, r.stderr
     r = run_cli("train")
     assert r.returncode == 1 and "give the training text and --out" in r.stderr, r.stderr
+
+
+def test_a_model_parallel_size_that_divides_no_devices_is_one_line(text, tmp_path):
+    """--model-parallel 0 (or 3 on one device) was make_mesh's ValueError, printed as an internal error."""
+    r = run_cli(
+        "train", str(text), "--out", str(tmp_path / "run"), *cli_args({**SHAPE, "steps": 1}), "--model-parallel", "0"
+    )
+    assert r.returncode == 1 and "--model-parallel 0 must be a whole number that divides the" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "internal error" not in r.stderr
+    assert not (tmp_path / "run").exists()

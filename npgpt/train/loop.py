@@ -34,7 +34,7 @@ import numpy as np
 
 from ..char_tokenizer import CharTokenizer, tokenizer_from_spec
 from ..config import GPT2Config
-from ..errors import CheckpointError, NpgptError, shown
+from ..errors import CheckpointError, NpgptError, is_integer, shown
 from ..params import init_params
 from ..tokenizer import Tokenizer
 from . import data as D
@@ -147,7 +147,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     try:
         train_tokens, val, no_held_out_loss = _prepare_data(data, out, config, run, tokenizer)
-        mesh = _check_mesh(mesh if mesh is not None else S.make_mesh(model=model_parallel), config, batch_size)
+        mesh = _check_mesh(mesh if mesh is not None else _make_mesh(model_parallel), config, batch_size)
     except BaseException:  # no text, text too short, a bad mesh: a folder made for nothing is not left behind
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
@@ -300,6 +300,19 @@ def _out_of_memory(e: Exception, step: int, run: RunSettings, saved_step: int) -
         fix = "lower batch_size= (raising grad_accum= keeps the tokens per step) or seq_len="
     message = f"out of memory at step {step} ({detail}) with {sizes}; {_kept(saved_step)}; {fix}"
     return NpgptError(message, keywords=KEYWORDS)
+
+
+def _make_mesh(model_parallel: int) -> Any:
+    """The mesh of every device, ``model_parallel`` per model replica; NpgptError (not make_mesh's ValueError,
+    an internal error to the CLI) for a size that is not a whole number dividing the device count."""
+    n = len(jax.devices())
+    if not (is_integer(model_parallel) and model_parallel >= 1 and n % model_parallel == 0):
+        raise NpgptError(
+            f"model_parallel={shown(model_parallel)} must be a whole number that divides the {n} devices "
+            f"JAX sees ({jax.default_backend()}); use 1 or another divisor of {n}",
+            keywords=KEYWORDS,
+        )
+    return S.make_mesh(model=int(model_parallel))
 
 
 def _check_mesh(mesh: Any, config: GPT2Config, batch_size: int) -> Any:

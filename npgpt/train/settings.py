@@ -57,7 +57,8 @@ POSITIVE = (
 NON_NEGATIVE = ("warmup", "seed")
 # The keyword arguments of TrainSettings and train() that messages name as ``seq_len=512`` or ``lower lr=``; the
 # ``npgpt train`` options of the same names print them as flags (NpgptError.keywords).
-KEYWORDS = ("init", *MODEL_SHAPE, "tokenizer", "steps", *RUN_DEFAULTS, *MONITORING_DEFAULTS, "out", "resume")
+_OPTIONS = ("init", *MODEL_SHAPE, "tokenizer", "steps", *RUN_DEFAULTS, *MONITORING_DEFAULTS, "out", "resume")
+KEYWORDS = (*_OPTIONS, "model_parallel")  # train()'s own
 # name -> (lowest allowed, whether the lowest itself is allowed): checked finite, too.
 REAL_RANGES = {"lr": (0.0, False), "weight_decay": (0.0, True), "clip": (0.0, False), "val_fraction": (0.0, True)}
 
