@@ -177,7 +177,7 @@ def _own(backend: Backend, a: Any) -> Any:
     Why copy (3.5 MB for 124M): the pages read around these small tensors (the kernel maps whole
     folios) do not come back as ~55 MB of resident file pages after the first forward pass, and the
     vectors, read every step, cannot be changed under the model by a rewrite of the file. Float32
-    weights stay mapped by design; so do int8 heads' rows, a few read per lookup (npgpt/q8_0.py).
+    weights stay mapped by design; int8 heads' rows are read from the file per lookup (npgpt/q8_0.py).
     """
     a = as_floats(a)
     return backend.asarray(np.array(a) if is_mapped(a) else a)

@@ -30,9 +30,9 @@ codes and scales: the 8-bit weights are held once, not twice (GPT-2 124M, reside
 418 -> 342 MB, with the sessions' memory arenas off as well, npgpt/onnx_session.py). The heads'
 rows are read too (``wte``'s are the token embedding, an untied ``lm_head``'s unembedding
 directions): where the checkpoint is a read-only memory map of its file, a lookup reads the rows
-it needs there and makes their codes as the load did (``Q8Matrix._rows``), so the heads drop
-theirs as well (124M: peak RSS while decoding 361 -> 311 MiB); from anything else (a checkpoint
-converted in memory, arrays handed to ``GPT2``) they keep them.
+it needs from the file and makes their codes as the load did (``Q8Matrix._rows``), so the heads
+drop theirs as well (124M: 45 MB); from anything else (a checkpoint converted in memory, arrays
+handed to ``GPT2``) they keep them.
 
 ``OMP_NUM_THREADS``, where set, bounds the pool's threads as it bounds OpenBLAS's.
 
@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import is_mapped, release_mapped
+from .files import FileRows
 from .onnx_session import ProductWeight, session, share_thread_pool
 from .params import Q8_0Blocks
 
@@ -58,10 +58,6 @@ BLOCK = 32  # inputs per scale: Q8_0's block (ggml's QK8_0)
 ZERO = 128  # the codes are stored q + 128 (uint8), MatMulNBits's default zero point for 8 bits
 CHUNK = 1 << 20  # weights quantized at a time: bounds the float32 temporary at load (4 MB)
 DROP_BYTES = 4096  # a product-only matrix with fewer code bytes keeps them (not worth a page)
-# A table read from the checkpoint's map lets go of the pages it read once this many rows were read
-# since it last did: each row read maps up to 64 KB of the file (the kernel's fault-around), so at
-# most ~4 MB stay resident, and a token looked up again meanwhile costs no page fault (~90 us each).
-RELEASE_ROWS = 64
 
 
 def quantize(rows: np.ndarray, done: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -158,12 +154,27 @@ def _session_keeps_its_own_copy(sess: Any, codes: np.ndarray, scales: np.ndarray
     return all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
-def _readable_in_place(rows: np.ndarray | Q8_0Blocks | None) -> bool:
-    """Whether a table's rows can be read from where the checkpoint holds them: a read-only memory map of
-    its file (a writable one, np.load(..., mmap_mode="r+"), is the caller's to change)."""
+def _file_rows(rows: np.ndarray | Q8_0Blocks, k: int) -> Callable[[Any], tuple[np.ndarray, np.ndarray]] | None:
+    """For a table whose rows are a read-only view of a checkpoint file's memory map (float [out, k], or
+    a GGUF's Q8_0 blocks): ids -> their codes (q + 128) and scales, read from the file and made as
+    :func:`quantize` / :meth:`Q8Matrix.from_blocks` made them at load; None where they are not
+    (a checkpoint converted in memory, arrays handed to ``GPT2``, a writable map: the caller's to change)."""
     if isinstance(rows, Q8_0Blocks):
-        rows = rows.raw if rows.raw is not None else rows.codes
-    return rows is not None and is_mapped(rows) and not rows.flags.writeable
+        codes, scales = FileRows.of(rows.codes), FileRows.of(rows.scales)
+        if codes is None or scales is None:
+            return None
+        return lambda ids: (codes[ids].view(np.uint8) ^ np.uint8(ZERO), scales[ids].astype(np.float32))
+    floats = FileRows.of(rows)
+    if floats is None:
+        return None
+
+    def read(ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        picked = floats[ids]  # [..., k]
+        codes, scales = quantize(picked.reshape(-1, k))  # row by row, as at load
+        lead = picked.shape[:-1]
+        return codes.reshape(*lead, *codes.shape[1:]), scales.reshape(*lead, -1)
+
+    return read
 
 
 def in_use(params: dict[str, Any]) -> bool:
@@ -235,11 +246,10 @@ class Q8Matrix(ProductWeight):
         self._shape = codes.shape
         self._nbytes = codes.nbytes + scales.nbytes
         self._session = _session(codes, scales) if product else None
-        # A table whose rows the checkpoint's read-only memory map holds reads them there, a few per
-        # lookup (see _rows): its codes are then needed only by a session that does not copy them.
-        self._rows_from = rows_from if table and _readable_in_place(rows_from) else None
-        self._rows_read = [0]  # rows read from the map since its pages were last let go (shared by .T)
-        needed = table and self._rows_from is None or product and not runtime_keeps_its_own_copy()
+        # A table whose rows a checkpoint file holds (a read-only memory map of it) reads them there, a few
+        # per lookup (see _rows): its codes are then needed only by a session that does not copy them.
+        self._file_rows = _file_rows(rows_from, k) if table and rows_from is not None else None
+        needed = table and self._file_rows is None or product and not runtime_keeps_its_own_copy()
         if not needed and codes.nbytes >= DROP_BYTES:
             self.codes = self.scales = None  # a second copy of what the session or the file holds: not kept
 
@@ -309,38 +319,21 @@ class Q8Matrix(ProductWeight):
 
     def _rows(self, rows: Any) -> tuple[np.ndarray, np.ndarray]:
         """The Q8_0 codes (q + 128) and scales of table rows ``rows``: from the codes kept, or read from
-        the checkpoint's map and made as at load (the same numbers, bit for bit), its pages then let go.
+        the checkpoint's file and made as at load (the same numbers, bit for bit).
 
         Why read them there: a token's embedding needs one row a step, and keeping the table (``wte``:
         45 MB for 124M, beside ONNX Runtime's prepacked copy for the head's product) cost more resident
-        memory than anything npgpt holds. Their pages are let go once ``RELEASE_ROWS`` rows were read
-        (they stay in the OS's page cache, not in this process), so resident memory does not grow as
-        tokens are looked up. Cost: ~30-100 us a decode step (a page fault and one row quantized),
-        under 1 % of 124M's. As with float32 weights (whose vectors are read from the map), the file
-        must not be rewritten in place while the model is loaded (npgpt's own writers replace a file
-        whole, which leaves the mapped one as it was).
+        memory than anything else npgpt held. The rows are read with ``pread`` (npgpt/files.py's
+        FileRows), never mapped, so resident memory does not grow as tokens are looked up. Cost: one
+        read and, from a float file, one row quantized, ~30-80 us a decode step. The file must not
+        be rewritten in place while the model is loaded, as with float32 weights, whose vectors stay
+        mapped (npgpt's own writers replace a file whole, leaving the one read as it was).
         """
         if self.codes is not None and self.scales is not None:
             return self.codes[rows], self.scales[rows]
-        source = self._rows_from
-        if source is None:
+        if self._file_rows is None:
             raise TypeError("this int8 matrix was loaded as a product weight only; its rows are not kept as a table")
-        if isinstance(source, Q8_0Blocks):  # the file's own codes: int8 q -> q + 128, float16 scales -> float32
-            codes, scales = source.codes[rows].view(np.uint8) ^ np.uint8(ZERO), source.scales[rows].astype(np.float32)
-            self._let_go(scales.size // scales.shape[-1], source.raw if source.raw is not None else source.codes)
-            return codes, scales
-        picked = np.asarray(source[rows])  # [..., in] float, read from the map
-        self._let_go(picked.size // self.k, source)
-        codes, scales = quantize(picked.reshape(-1, self.k))  # rows are quantized one by one: as at load
-        lead = picked.shape[:-1]
-        return codes.reshape(*lead, *codes.shape[1:]), scales.reshape(*lead, -1)
-
-    def _let_go(self, n_rows: int, mapped: np.ndarray) -> None:
-        """Count ``n_rows`` rows read from ``mapped`` and drop its pages once RELEASE_ROWS were read."""
-        self._rows_read[0] += n_rows
-        if self._rows_read[0] >= RELEASE_ROWS:
-            release_mapped(mapped)
-            self._rows_read[0] = 0
+        return self._file_rows(rows)
 
     def __repr__(self) -> str:
         return f"Q8Matrix(shape={self.shape}, blocks of {self._shape[2]})"
