@@ -57,10 +57,22 @@ def as_ids(x: Any, what: str, expected: str, param: str | None = None, ragged: s
             param,
         )
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        # Python ints past int64 (2**70) made NumPy's object array, or with smaller ones its float64: "got float64"
+        if (big := _past_int64(x)) is not None:
+            raise NpgptError(f"{what} must be {expected}, got id {shown(big)}, past any vocabulary", param)
         raise NpgptError(f"{what} must be {expected}, got {arr.dtype} {arr.shape}", param)
     # int64 whatever integers came: torch indexes only with int64/int32 (uint8 as a mask), and JAX
     # cannot compare int8/int16 ids with the vocabulary's size.
     return arr.astype(np.int64, copy=False)
+
+
+def _past_int64(x: Any) -> int | None:
+    """The first integer past int64 in nested lists and tuples of ``x`` (or an object array's), or None."""
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        x = x.tolist()
+    if isinstance(x, (list, tuple)):
+        return next((big for item in x if (big := _past_int64(item)) is not None), None)
+    return x if is_integer(x) and not -(2**63) <= x < 2**63 else None
 
 
 def id_list(ids: Any) -> list[int]:

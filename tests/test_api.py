@@ -215,6 +215,18 @@ def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
         model.generate([[[1, 2], [3]]])  # NumPy's ValueError before
 
 
+@pytest.mark.parametrize("ids", [[2**70], [1, 2**63], (15496, -(2**64))])
+def test_an_integer_id_past_int64_is_named_not_called_object_or_float(model, ids):
+    """NumPy reads a Python int past int64 as an object array, or beside small ones as float64: the ids were
+    refused as "got object (1,)" or "got float64 (2,)", though every one was an integer."""
+    big = next(i for i in ids if abs(i) >= 2**63)
+    for run in (model.generate, model.next_tokens, model.logits, model.score):
+        with pytest.raises(NpgptError, match=f"got id {big}, past any vocabulary"):
+            run(ids)
+    with pytest.raises(NpgptError, match=f"token id {big} is not in GPT-2's vocabulary"):
+        model.tokenizer.decode(ids)  # decode's own message, as before
+
+
 def test_a_list_of_texts_where_ids_go_is_told_to_encode_them(model):
     """model.logits(["Hello", "world"]) said "got <U5 (2,)", NumPy's name for its text dtype; a list of texts
     (or of texts and ids) where token ids go now says it is text and how to encode it, as one text does."""
