@@ -421,7 +421,9 @@ def choose(
 
 
 def top_logprobs(logprobs: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """The k most likely tokens with their log-probabilities, most likely first."""
+    """The k most likely tokens with their log-probabilities, most likely first; every token if there are fewer
+    (a character-level model's vocabulary of 5 with logprobs=10 was NumPy's "kth(=9) out of bounds")."""
+    k = min(k, len(logprobs))
     if k <= 0:
         return []
     idx = np.argpartition(-logprobs, k - 1)[:k]

@@ -97,6 +97,23 @@ def test_top_logprobs_sorted():
     assert [t for t, _ in top_logprobs(lp, 2)] == [1, 2]
 
 
+def test_more_logprobs_than_the_vocabulary_lists_every_token():
+    """A character-level model of 4 characters (5 tokens) asked for logprobs=10 failed mid-generation with
+    NumPy's "kth(=9) out of bounds (5)"; the alternatives are then every token, as OpenAI lists at most k."""
+    lp = np.log(np.array([0.1, 0.6, 0.3]))
+    assert [t for t, _ in top_logprobs(lp, 20)] == [1, 2, 0]
+    from npgpt.api import GPT2
+    from npgpt.char_tokenizer import CharTokenizer
+    from npgpt.config import GPT2Config
+    from npgpt.params import init_params
+
+    tok = CharTokenizer("abcd")
+    config = GPT2Config(n_vocab=tok.n_vocab, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    model = GPT2(config, init_params(config, seed=0), tokenizer=tok)
+    out = model.completions("ab", max_new_tokens=3, logprobs=10, seed=0, stop_at_eot=False)[0]
+    assert [sorted(t for t, _ in top) for top in out.top_logprobs] == [list(range(tok.n_vocab))] * 3
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
