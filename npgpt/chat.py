@@ -144,7 +144,10 @@ class Conversation:
         return prompt, dropped
 
     def answer(self, reply: str) -> None:
-        """Record the model's reply to the last message."""
+        """Record the model's reply to the last message: its text (a Completion or a list was an AttributeError)."""
+        if not isinstance(reply, str):
+            hint = "; pass its .text" if hasattr(reply, "text") else ""
+            raise NpgptError(f"the reply must be its text, a string, got {type(reply).__name__}{hint}", param="reply")
         self.history.append(("assistant", reply.strip()))
 
     def reset(self) -> None:

@@ -266,3 +266,16 @@ def test_messages_of_another_shape_are_refused_in_one_line(messages, message):
 def test_a_conversation_refuses_a_message_that_is_no_text():
     with pytest.raises(NpgptError, match="chat message 0's text must be a string, got NoneType"):
         Conversation(len, 1000).ask(None)  # type: ignore[arg-type]
+
+
+def test_a_conversation_refuses_a_reply_that_is_no_text():
+    """answer(model.completions(...)[0]) or answer(None) was an AttributeError from str.strip."""
+    from npgpt.api import Completion
+
+    chat = Conversation(len, 1000)
+    chat.ask("hi")
+    with pytest.raises(NpgptError, match=r"the reply must be its text, a string, got Completion; pass its \.text"):
+        chat.answer(Completion("there"))  # type: ignore[arg-type]
+    with pytest.raises(NpgptError, match="the reply must be its text, a string, got NoneType$"):
+        chat.answer(None)  # type: ignore[arg-type]
+    assert chat.history == [("user", "hi")]
