@@ -479,21 +479,24 @@ CHATML = {
 
 def _chatml_gguf(path, monkeypatch, **fields):
     """A tiny GPT-2 GGUF with ChatML's markers added, as npgpt writes it, with the tokenizer ``fields`` (gguf's
-    Keys.Tokenizer names, e.g. ``EOS_ID``) written as llama.cpp's converter writes them (uint32 ids, bools)."""
+    Keys.Tokenizer names: ``EOS_ID``, ``ADD_BOS``, ``PRE``, ``MERGES``, ...) written as llama.cpp's converter writes
+    them (uint32 ids, bools, a string, a list of strings), in place of the writer's own where it writes one."""
     config = GPT2Config(n_vocab=50259, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
-    K = gguf.Keys.Tokenizer
-    add_model = gguf.GGUFWriter.add_tokenizer_model
-    ids = {"EOS_ID": gguf.GGUFWriter.add_eos_token_id}
+    K, W = gguf.Keys.Tokenizer, gguf.GGUFWriter
+    own = {K.EOS_ID: W.add_eos_token_id, K.PRE: W.add_tokenizer_pre, K.MERGES: W.add_token_merges}
+    add_model = W.add_tokenizer_model
 
     def add_model_and_fields(w, model):
         add_model(w, model)
         for name, value in fields.items():
-            if name not in ids:
+            if getattr(K, name) not in own:
                 (w.add_bool if isinstance(value, bool) else w.add_uint32)(getattr(K, name), value)
 
-    monkeypatch.setattr(gguf.GGUFWriter, "add_tokenizer_model", add_model_and_fields)
-    if "EOS_ID" in fields:  # the writer's own call writes the file's eos
-        monkeypatch.setattr(gguf.GGUFWriter, "add_eos_token_id", lambda w, _: ids["EOS_ID"](w, fields["EOS_ID"]))
+    monkeypatch.setattr(W, "add_tokenizer_model", add_model_and_fields)
+    for name, value in fields.items():
+        if getattr(K, name) in own:  # the writer's own call writes the file's value
+            add = own[getattr(K, name)]
+            monkeypatch.setattr(W, add.__name__, lambda w, _, add=add, value=value: add(w, value))
     path = gguf_format.save(path, config, random_params(config), tokenizer=CHATML)
     monkeypatch.undo()
     return path
@@ -534,3 +537,34 @@ def test_a_gguf_eos_token_that_is_no_token_is_refused(tmp_path, monkeypatch, fie
 
         npgpt.load(path)
     assert "\n" not in str(e.value)
+
+
+def _merges_swapped():
+    merges = gguf_format._gpt2_vocab(50257)[2]
+    return [merges[1], merges[0], *merges[2:]]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"ADD_BOS": True}, "tokenizer.ggml.add_bos_token is True: llama.cpp puts a special token before every prompt"),
+        ({"ADD_EOS": True}, "tokenizer.ggml.add_eos_token is True: llama.cpp puts a special token after every prompt"),
+        ({"ADD_PREFIX": True}, "tokenizer.ggml.add_space_prefix is True: llama.cpp puts a space before every prompt"),
+        ({"PRE": "llama-bpe"}, "pre-tokenizer 'llama-bpe' .tokenizer.ggml.pre., not GPT-2's 'gpt-2'"),
+        ({"MERGES": _merges_swapped()}, r"its 50000 BPE merges are not GPT-2's 50000 \(merge 0 differs\)"),
+    ],
+)
+def test_a_gguf_tokenizer_setting_that_changes_the_ids_is_refused(tmp_path, monkeypatch, fields, message):
+    """llama.cpp reads these and turns a prompt into other ids than GPT-2's BPE (npgpt's) does: a token put before
+    it (a fine-tune's add_bos_token, which the converter copies from tokenizer_config.json), another pre-tokenizer
+    or other merges. They were not read, so npgpt's logits and generations silently differed from llama.cpp's."""
+    path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, **fields)
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+
+
+def test_gguf_tokenizer_settings_as_the_converter_writes_them_for_gpt2_load(tmp_path, monkeypatch):
+    fields = {"ADD_BOS": False, "ADD_EOS": False, "ADD_PREFIX": False, "PRE": "gpt-2", "PAD_ID": 50256}
+    path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, **fields)
+    assert load_checkpoint(path)[0].n_vocab == 50259

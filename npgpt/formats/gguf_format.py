@@ -203,7 +203,52 @@ def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> dict[str, Any] | N
         )
     if len(tokens) != n_rows:
         raise CheckpointError(f"{path}: {len(tokens)} tokens but {n_rows} embedding rows; the file is inconsistent")
+    _check_tokenizer_settings(reader, path)
     return _tokenizer(reader, path, tokens)
+
+
+def _check_tokenizer_settings(reader: Any, path: Path) -> None:
+    """CheckpointError for tokenizer metadata with which llama.cpp turns a text into other ids than GPT-2's BPE
+    (npgpt's): another pre-tokenizer (how text is split before the merges), other merges, or a token put around
+    each prompt (``add_bos_token`` true, as the converter writes a tokenizer_config.json's; a Hugging Face
+    directory with it is refused too) or a space before it. A file without ``tokenizer.ggml.pre`` (converted before
+    llama.cpp wrote it) is read with GPT-2's, as it was meant."""
+    import gguf
+
+    from ..tokenizer import default_files
+
+    K = gguf.Keys.Tokenizer
+    pre = _field(reader, path, K.PRE, "gpt-2")
+    if pre != "gpt-2":
+        raise CheckpointError(
+            f"{path}: pre-tokenizer {pre!r} ({K.PRE}), not GPT-2's 'gpt-2': llama.cpp splits its text another way; "
+            "npgpt only runs GPT-2's tokenizer"
+        )
+    for key, what in ((K.ADD_BOS, "before"), (K.ADD_EOS, "after"), (K.ADD_SEP, "after"), (K.ADD_PREFIX, "before")):
+        if _field(reader, path, key, False) is not False:
+            put, yourself = (
+                ("a space", "begin the prompts with a space")
+                if key == K.ADD_PREFIX
+                else ("a special token", "put <|endoftext|> in the prompts")
+            )
+            raise CheckpointError(
+                f"{path}: {key} is {_field(reader, path, key)!r}: llama.cpp puts {put} {what} every prompt, which "
+                f"npgpt does not; convert the model again with it false (tokenizer_config.json) and {yourself} yourself"
+            )
+    field = reader.fields.get(K.MERGES)
+    if field is not None:
+        merges = [bytes(field.parts[i]) for i in field.data]
+        gpt2 = [
+            line.encode("utf-8") for line in default_files()[1].read_text(encoding="utf-8").splitlines()[1:] if line
+        ]
+        if merges != gpt2:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(merges, gpt2, strict=False)) if a != b), min(len(merges), len(gpt2))
+            )
+            raise CheckpointError(
+                f"{path}: its {len(merges)} BPE merges are not GPT-2's {len(gpt2)} (merge {first} differs): llama.cpp "
+                "would split text into other tokens; npgpt only runs GPT-2's tokenizer"
+            )
 
 
 def _tokenizer(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] | None:
