@@ -227,7 +227,7 @@ def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):
     assert "\n" not in str(e.value)
 
 
-def _write_model(path, meta=None, blocks=(0, 1), drop=()):
+def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None):
     """A tiny two-block GPT-2 GGUF (width 32, 300 tokens, 8 positions) with every tensor, written with gguf's
     own writer; ``meta`` overrides a hyperparameter, ``blocks`` says which blk.N are written, ``drop`` leaves
     tensors out. Its tokens are not GPT-2's: every
@@ -240,6 +240,8 @@ def _write_model(path, meta=None, blocks=(0, 1), drop=()):
     w.add_embedding_length(meta["embedding_length"])
     w.add_feed_forward_length(meta.get("feed_forward_length", 4 * meta["embedding_length"]))
     w.add_head_count(meta["head_count"])
+    if causal is not None:
+        w.add_causal_attention(causal)
     w.add_tokenizer_model("gpt2")
     w.add_token_list([f"t{i}" for i in range(V)])
     names = {"token_embd.weight": (V, C), **_gpt2_tensors(C, F, T, blocks)}
@@ -266,6 +268,11 @@ def _write_model(path, meta=None, blocks=(0, 1), drop=()):
         ({"meta": {"embedding_length": 64}}, r"embedding_length is 64 but token_embd.weight has ggml shape \[32, 300"),
         ({"meta": {"feed_forward_length": 64}}, r"gpt2.feed_forward_length is 64 but blk.0.ffn_up.weight"),
         ({"meta": {"head_count": 3}}, r"n_embd \(32\) must be divisible by n_head \(3\)"),
+        # llama.cpp reads {arch}.attention.causal for every architecture; False was silently run causal
+        (
+            {"causal": False},
+            r"'gpt2.attention.causal' is False: llama.cpp would let each token attend to the ones after",
+        ),
     ],
 )
 def test_gguf_metadata_that_disagrees_with_its_tensors_is_refused_by_key(tmp_path, kwargs, message):
@@ -279,6 +286,8 @@ def test_a_consistent_tiny_gguf_reaches_the_tokenizer_check(tmp_path):
     """The writer above is consistent: untampered, the file passes every check but the tokenizer's."""
     with pytest.raises(CheckpointError, match=NOT_GPT2_TOKENS):
         load_checkpoint(_write_model(tmp_path / "m.gguf"))
+    with pytest.raises(CheckpointError, match=NOT_GPT2_TOKENS):  # causal attention said outright: GPT-2's
+        load_checkpoint(_write_model(tmp_path / "causal.gguf", causal=True))
 
 
 @pytest.mark.parametrize(

@@ -399,6 +399,12 @@ def load_with_tokenizer(
             )
         return value
 
+    causal = _field(reader, path, A.CAUSAL.format(arch=ARCH), True)
+    if causal is not True:  # llama.cpp reads it for every architecture: False lets a token see the ones after it
+        raise CheckpointError(
+            f"{path}: GGUF metadata {A.CAUSAL.format(arch=ARCH)!r} is {causal!r}: llama.cpp would let each token "
+            "attend to the ones after it; GPT-2 attends only to those before, the one attention npgpt runs"
+        )
     n_embd, n_head = hparam(L.EMBEDDING_LENGTH), hparam(A.HEAD_COUNT)
     n_head_kv = hparam(A.HEAD_COUNT_KV, n_head)
     if n_head_kv != n_head:
