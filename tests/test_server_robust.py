@@ -508,6 +508,21 @@ def test_scoring_many_prompts_takes_turns_with_the_requests_generating(monkeypat
 
 
 @pytest.mark.parametrize(
+    "path, body", [("/v1/next_tokens", {"prompt": "a b", "k": 3}), ("/v1/internals", {"prompt": "a b"})]
+)
+def test_next_tokens_and_internals_tokenise_off_the_models_worker(model, monkeypatch, path, body):
+    """Their prompts were tokenised inside the job on the model's worker thread, so a 1 MB prompt ("a" x 999,000
+    takes tiktoken over a second) held up every request generating for as long. They are tokenised on a thread
+    of their own, as completions' and chat's are."""
+    threads, encode = [], model.tokenizer.encode
+    record = lambda *a, **k: (threads.append(threading.current_thread().name), encode(*a, **k))[1]  # noqa: E731
+    monkeypatch.setattr(model.tokenizer, "encode", record)
+    with background_server(create_app({"m": model})) as url:
+        r = httpx.post(url + path, json=body, timeout=60)
+    assert r.status_code == 200 and threads and "npgpt-scheduler" not in threads, (r.text, threads)
+
+
+@pytest.mark.parametrize(
     "models, says",
     [
         (["a=/nonexistent/x", "a=/nonexistent/y"], "two models are called 'a'"),

@@ -27,10 +27,9 @@ class InternalsRequest(Body):
     head: Int = Field(0, ge=0)
 
 
-def internals(m: Any, prompt: str, layer: int, head: int, special_tokens: bool = True) -> dict[str, Any]:
-    """The response body for one model (``api.GPT2``); raises ``NpgptError`` for a layer or head
-    the model does not have or a prompt with no tokens. ``special_tokens``: as for completions."""
-    all_ids = m.tokenizer.encode(prompt, allow_special=special_tokens)
+def internals(m: Any, all_ids: list[int], layer: int, head: int) -> dict[str, Any]:
+    """The response body for one model (``api.GPT2``) and a prompt's token ids; raises ``NpgptError`` for a
+    layer or head the model does not have or a prompt with no tokens."""
     ids = all_ids[-MAX_TOKENS:]
     lens = logit_lens(m, ids)
     pattern = attention_pattern(m, ids, layer, head)
@@ -65,8 +64,9 @@ def inside_routes(pick: Callable[[str | None], tuple[str, Any]], special_tokens:
     async def post_internals(body: InternalsRequest) -> dict[str, Any]:
         name, sched = pick(body.model)
         m = sched.model
-        work = partial(internals, m, body.prompt, body.layer, body.head, special_tokens)
-        out = await asyncio.wrap_future(sched.call(work))
+        # tokenised on a thread of its own: on the model's worker, a long prompt would hold up every request generating
+        ids = await asyncio.to_thread(m.tokenizer.encode, body.prompt, allow_special=special_tokens)
+        out = await asyncio.wrap_future(sched.call(partial(internals, m, ids, body.layer, body.head)))
         return {**out, "model": name}
 
     return router

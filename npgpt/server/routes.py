@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -87,10 +88,10 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
         name, sched = pick(body.model)
         m = sched.model
 
-        def top_k() -> list:  # tokenising a long prompt takes a while: on the worker, not the event loop
-            return m.next_tokens(m.tokenizer.encode(body.prompt, allow_special=special_tokens), k=body.k)
-
-        top = await asyncio.wrap_future(sched.call(top_k))
+        # tokenising a long prompt takes a while (a second for 1 MB): on a thread of its own, neither on the event
+        # loop nor on the model's worker, where it would hold up every request generating
+        ids = await asyncio.to_thread(m.tokenizer.encode, body.prompt, allow_special=special_tokens)
+        top = await asyncio.wrap_future(sched.call(partial(m.next_tokens, ids, k=body.k)))
         return {
             "object": "next_tokens",
             "model": name,
