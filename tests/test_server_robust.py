@@ -522,6 +522,34 @@ def test_next_tokens_and_internals_tokenise_off_the_models_worker(model, monkeyp
     assert r.status_code == 200 and threads and "npgpt-scheduler" not in threads, (r.text, threads)
 
 
+def test_a_scoring_answer_is_built_and_encoded_off_the_event_loop(model, monkeypatch):
+    """An echo-scoring request's answer (lm-evaluation-harness's loglikelihood with top logprobs: a dict of
+    alternatives per prompt token, megabytes of JSON for a batch of long windows) was built, folded and encoded on
+    the event loop, so /health and every stream waited seconds for it. Each of those steps runs on a thread."""
+    import asyncio
+
+    from npgpt.server import completions, errors
+
+    on_loop = []
+
+    def running_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+            return True
+        except RuntimeError:
+            return False
+
+    token_text, dumps = completions.token_text, errors.dumps
+    monkeypatch.setattr(completions, "token_text", lambda *a: (on_loop.append(running_loop()), token_text(*a))[1])
+    monkeypatch.setattr(errors, "dumps", lambda *a, **k: (on_loop.append(running_loop()), dumps(*a, **k))[1])
+    body = {"model": "m", "prompt": [[1, 2, 3], [4, 5, 6, 7]], "max_tokens": 0, "echo": True, "logprobs": 3}
+    with background_server(create_app({"m": model})) as url:
+        r = httpx.post(url + "/v1/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"][1]["logprobs"]["top_logprobs"]) == 4
+    assert on_loop and not any(on_loop), on_loop
+
+
 @pytest.mark.parametrize(
     "models, says",
     [

@@ -84,9 +84,14 @@ async def start(
     }
     want_lp = params.logprobs is not None
     prefix = [texts[i // n] if body.echo else "" for i in range(len(rows))]
-    logs = [
-        CompletionLogprobs(tok, prompts[i // n], None if echo_lp is None else echo_lp[i // n]) for i in range(len(rows))
-    ]
+    # Echoed prompts' logprobs are a dict per token (k alternatives each, their texts decoded): seconds of
+    # Python for a harness's batch of long windows, so built on a thread, and the event loop keeps serving.
+    logs = await asyncio.to_thread(
+        lambda: [
+            CompletionLogprobs(tok, prompts[i // n], None if echo_lp is None else echo_lp[i // n])
+            for i in range(len(rows))
+        ]
+    )
 
     tally = Tally(sum(len(p) for p in prompts))
 

@@ -209,7 +209,10 @@ async def respond(answer: Answer, stream: bool, include_usage: bool, continuous_
     """Server-sent events for a streaming request (the usage chunk only if asked; ``continuous_usage``,
     vLLM's ``continuous_usage_stats``: the usage so far on every chunk too), else one JSON body."""
     if not stream:
-        return SafeJSON(answer.fold([c async for c in answer.chunks]))
+        chunks = [c async for c in answer.chunks]
+        # Folding and encoding a large answer (a scoring request's top logprobs: megabytes of JSON) takes
+        # a while: on a thread, so the event loop keeps answering the other requests (and /health).
+        return await asyncio.to_thread(lambda: SafeJSON(answer.fold(chunks)))
 
     async def events() -> AsyncIterator[str]:
         try:
