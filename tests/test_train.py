@@ -103,6 +103,26 @@ def test_a_damaged_tokens_sidecar_means_tokenising_again(tmp_path, sidecar):
     assert json.loads((tmp_path / "tokens.bin.json").read_text())["n_tokens"] == 2
 
 
+def test_a_utf16_or_latin1_file_in_the_data_is_named_with_the_fix(tmp_path):
+    """A UTF-16 file's NUL bytes are valid UTF-8: it was trained on as text (every other token a NUL); a Latin-1
+    one was named without a way out. Each is one line naming the file and the fix; CRLF reads as before."""
+    src = tmp_path / "docs"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"line one\r\nline two\r\n")
+    assert D.open_tokens(D.tokenize_to_file(src, tmp_path / "t.bin")).tolist() == Tokenizer().encode(
+        "line one\nline two\n"
+    )
+    for name, data, what in [
+        ("b.txt", "cafe".encode("utf-16-le"), "binary or UTF-16, not UTF-8 text (it holds a NUL byte at byte 1)"),
+        ("c.txt", "caf\u00e9".encode("latin-1"), "not UTF-8 text (byte 3 is 0xe9)"),
+    ]:
+        (src / name).write_bytes(data)
+        with pytest.raises(NpgptError, match=re.escape(f"{src / name}: {what}; convert it to UTF-8")) as e:
+            D.tokenize_to_file(src, tmp_path / "t.bin")
+        assert "remove it from the training data" in str(e.value) and "\n" not in str(e.value)
+        (src / name).unlink()
+
+
 def test_an_llmc_token_shard_is_read_without_its_header(tmp_path):
     """llm.c's token shards (dev/data/data_common.py: 256 int32 of header, magic 20240520, then uint16 ids) were read
     with their header as tokens (refused as "token id 54472 is outside the model's vocabulary"): the ids after the

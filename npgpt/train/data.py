@@ -92,10 +92,20 @@ def _fingerprint(files: list[Path], tokenizer_spec: dict | None = None) -> str:
 
 
 def read_text(f: Path) -> str:
+    """``f``'s UTF-8 text; NpgptError naming the file and the fix for one that cannot be read, is binary or
+    UTF-16 (its NUL bytes are valid UTF-8: it was trained on as text), or is in another encoding."""
+    fix = "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or remove it from the training data"
     try:
-        return f.read_text(encoding="utf-8-sig")  # a byte-order mark is not text: dropped
+        data = f.read_bytes()
+    except OSError as e:
+        raise NpgptError(f"{f}: cannot be read ({e.strerror}); fix it or remove it from the training data") from None
+    if b"\0" in data:
+        raise NpgptError(f"{f}: binary or UTF-16, not UTF-8 text (it holds a NUL byte at byte {data.index(0)}); {fix}")
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark is not text: dropped
     except UnicodeDecodeError as e:
-        raise NpgptError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise NpgptError(f"{f}: not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); {fix}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as open() reads text
 
 
 def char_tokenizer(source: str | Path, out: str | Path | None = None) -> CharTokenizer:
