@@ -91,6 +91,22 @@ def test_folder_tokenised_once_with_separators(tmp_path):
     assert D.open_tokens(D.tokenize_to_file(src, path))[:2].tolist() == tok.encode("changed document")
 
 
+def test_an_empty_file_in_the_data_is_no_document(tmp_path):
+    """An empty file got an <|endoftext|> of its own: two in a row between its neighbours, and a folder of empty
+    files was "1 training tokens, too few for seq_len" instead of no text at all."""
+    src = tmp_path / "docs"
+    src.mkdir()
+    for name, text in [("a.txt", ""), ("b.txt", "first"), ("c.txt", ""), ("d.txt", "second")]:
+        (src / name).write_text(text)
+    tok = Tokenizer()
+    path = D.tokenize_to_file(src, tmp_path / "tokens.bin")
+    assert D.open_tokens(path).tolist() == [*tok.encode("first"), tok.eot_id, *tok.encode("second")]
+    for name in ("b.txt", "d.txt"):
+        (src / name).write_text("")
+    with pytest.raises(NpgptError, match="docs: no text to train on"):
+        D.tokenize_to_file(src, tmp_path / "tokens.bin")
+
+
 @pytest.mark.parametrize("sidecar", ["[1, 2]", "null", '"text"', "{not json"])
 def test_a_damaged_tokens_sidecar_means_tokenising_again(tmp_path, sidecar):
     """A tokens.bin.json that was valid JSON but not an object (a list) was an internal AttributeError: any

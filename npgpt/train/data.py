@@ -145,9 +145,11 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: Tokenizer 
     n_tokens = 0
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as out:
-            for i, f in enumerate(files):
+            for f in files:
                 text = read_text(f)
-                ids = [tok.eot_id] if i else []  # <|endoftext|> between documents, as in WebText
+                if not text:  # an empty file is no document: no <|endoftext|> of its own (two in a row, or a lone one)
+                    continue
+                ids = [tok.eot_id] if n_tokens else []  # <|endoftext|> between documents, as in WebText
                 for piece in _chunks(text):
                     ids.extend(tok.encode(piece))
                 np.asarray(ids, dtype=TOKENS_DTYPE).tofile(out)
