@@ -122,6 +122,7 @@ def test_config_file_with_command_line_overrides(text, tmp_path):
         ("lr = nan", "lr must be a finite number"),
         ("config = 'x.toml'", "unknown key 'config'"),
         ("steps = ", "not valid TOML"),
+        ("n-layer = 2\nn_layer = 3\nsteps = 0", "'n-layer' and 'n_layer' are the same option; keep one of them"),
     ]:
         config.write_text(f'data = "{text}"\nout = "{tmp_path / "other"}"\n{line}\n')
         result = invoke(["--config", str(config)])

@@ -327,12 +327,16 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
         raise NpgptError(f"--config {path}: not valid TOML ({e})") from None
     kinds = _option_types()
     merged = dict(given)
+    spelled: dict[str, str] = {}  # option name -> the key that set it
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in given:
             raise NpgptError(
                 f"--config {path}: unknown key {key!r}; use the option names of npgpt train (e.g. n_layer, lr, steps)"
             )
+        if name in spelled:  # n-layer and n_layer: TOML's two keys, one option (the last one silently won)
+            raise NpgptError(f"--config {path}: {spelled[name]!r} and {key!r} are the same option; keep one of them")
+        spelled[name] = key
         kind = kinds[name]
         ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
         if kind is float:
