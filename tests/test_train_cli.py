@@ -232,3 +232,12 @@ def test_a_model_parallel_size_that_divides_no_devices_is_one_line(text, tmp_pat
     assert r.returncode == 1 and "--model-parallel 0 must be a whole number that divides the" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "internal error" not in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_data_of_the_wrong_type_names_the_argument(tmp_path):
+    """data = 5 in --config was "the wrong type for --data", an option npgpt train does not have: DATA is named."""
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = 5\nout = "{tmp_path / "run"}"\n')
+    result = invoke(["--config", str(config)])
+    assert isinstance(result.exception, NpgptError), result.output
+    assert "data = 5 has the wrong type for DATA, the training text (expected text)" in str(result.exception)

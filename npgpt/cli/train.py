@@ -342,8 +342,9 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
+            option = "DATA, the training text" if name == "data" else f"--{name.replace('_', '-')}"  # no --data
             raise NpgptError(
-                f"--config {path}: {key} = {value!r} has the wrong type for --{name.replace('_', '-')} "
+                f"--config {path}: {key} = {value!r} has the wrong type for {option} "
                 f"(expected {'text' if kind is str else kind.__name__})"
             )
         source = ctx.get_parameter_source(name)
