@@ -1,6 +1,7 @@
 """TransformerLens's ``ActivationCache`` for npgpt: the dict of activations a hooked run returns,
 read by TransformerLens's keys (``cache["pattern", 0]``) and answering its stacking helpers
-(``accumulated_resid``, ``decompose_resid``, ``stack_activation``, ``apply_ln_to_stack``).
+(``accumulated_resid``, ``decompose_resid``, ``stack_activation``, ``apply_ln_to_stack``; ``stack_head_results``
+and ``logit_attrs`` from :mod:`~npgpt.head_attribution`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from array_api_compat import array_namespace
 
 from .errors import NpgptError, is_integer, shown
+from .head_attribution import HeadAttribution
+from .head_attribution import pos_index as _positions
 from .hook_points import OPTIONAL_IN_TL, act_name, hook_names, unknown_name_hint
 from .model import layer_norm
 from .params import head_name
@@ -27,12 +29,8 @@ if TYPE_CHECKING:
 # TransformerLens's ActivationCache methods npgpt's has not -> npgpt's way to the same numbers ({head}: the
 # matrix this model unembeds with, TransformerLens's W_U transposed: wte, or an untied model's lm_head)
 _CACHE_METHODS_NOT_HERE = {
-    "logit_attrs": "apply_ln_to_stack(stack) @ the tokens' unembedding rows, model.params['{head}'][tokens].T",
     "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.params['{head}'].T",
-    "stack_head_results": "npgpt caches no attn.hook_result: each head's blocks.{i}.attn.hook_z times its rows "
-    "of attn.c_proj.w",
-    "compute_head_results": "npgpt caches no attn.hook_result: each head's blocks.{i}.attn.hook_z times its rows "
-    "of attn.c_proj.w",
+    "compute_head_results": "stack_head_results() computes each head's result (npgpt caches no attn.hook_result)",
     "get_full_resid_decomposition": "decompose_resid() gives it per layer; per head, multiply "
     "blocks.{i}.attn.hook_z by each head's rows of attn.c_proj.w",
     "stack_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
@@ -71,33 +69,14 @@ def _register_with_jax() -> None:
     jax.tree_util.register_pytree_node(ActivationCache, flatten, unflatten)
 
 
-def _positions(pos_slice: Any) -> Any:
-    """TransformerLens's ``pos_slice`` as an index of the position axis: an int (the axis goes),
-    a tuple (``slice(*t)``), a slice, a list or array of positions, or None (all)."""
-    if is_integer(pos_slice):
-        return int(pos_slice)
-    if pos_slice is None:
-        return slice(None)
-    if isinstance(pos_slice, tuple):
-        return slice(*pos_slice)
-    if isinstance(pos_slice, slice):
-        return pos_slice
-    if isinstance(pos_slice, (list, np.ndarray)):
-        return np.asarray(pos_slice)
-    raise NpgptError(
-        f"pos_slice must be a position, a (stop,)/(start, stop[, step]) tuple, a slice or a list of positions, "
-        f"got {shown(pos_slice)}",
-        param="pos_slice",
-    )
-
-
-class ActivationCache(dict):
+class ActivationCache(HeadAttribution, dict):
     """What :func:`run_with_cache` returns: a dict of activations keyed by hook name that also reads
     TransformerLens's keys and answers its ``ActivationCache`` helpers.
 
     ``cache["blocks.0.attn.hook_pattern"]``, ``cache["pattern", 0]``, ``cache["pattern0"]`` and
     ``cache["attn", -3]`` (a negative layer counts from the end) are one array; ``accumulated_resid``,
-    ``decompose_resid``, ``stack_activation`` and ``apply_ln_to_stack`` compute what TransformerLens's
+    ``decompose_resid``, ``stack_activation``, ``apply_ln_to_stack``, ``stack_head_results`` and
+    ``logit_attrs`` (:mod:`~npgpt.head_attribution`) compute what TransformerLens's
     do (checked against it in tests/test_hooks.py). A key naming no cached activation raises
     :class:`CacheKeyError` (a KeyError) saying why. Iteration, ``in``, ``get`` and ``dict(cache)`` see the
     full names only, as a dict's. It is a JAX pytree of its arrays, as a dict is; pickled, it is the

@@ -235,14 +235,14 @@ def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
 
 def test_transformer_lens_cache_methods_npgpt_has_not_name_its_way(odd):
     """cache.remove_batch_dim(), cache.logit_attrs(...) and the head/neuron helpers were bare
-    AttributeErrors; now one line naming the way to the same numbers, which for logit_attrs is
-    checked against TransformerLens's own."""
+    AttributeErrors; now one line naming the way to the same numbers (logit_attrs and stack_head_results
+    are npgpt's now, checked against TransformerLens's here)."""
     model, br = odd
     ids, _ = batch(ODD)
     _, cache = model.run_with_cache(ids)
     for name, hint in [
-        ("logit_attrs", r"apply_ln_to_stack\(stack\) @ the tokens' unembedding rows"),
-        ("stack_head_results", "npgpt caches no attn.hook_result"),
+        ("logit_lens", r"npgpt.lens.logit_lens\(model, ids\), or accumulated_resid\(apply_ln=True\) @ model.params"),
+        ("compute_head_results", r"stack_head_results\(\) computes each head's result"),
         ("to", "the arrays are NumPy"),
     ]:
         with pytest.raises(AttributeError, match=f"npgpt's cache has no {name} .*; {hint}") as caught:
@@ -876,20 +876,74 @@ def test_the_unembedding_hints_name_an_untied_models_own_head(tmp_path):
     ids = np.arange(5)[None] + 11
     _, cache = model.run_with_cache(ids)
     _, tl_cache = tl_run(br, ids, np.ones_like(ids))
-    hints = {}
-    for name in ("logit_attrs", "logit_lens"):
-        with pytest.raises(AttributeError) as caught:
-            getattr(cache, name)
-        hints[name] = re.search(r"model\.params\['(\w+)'\]", str(caught.value)).group(1)
-    assert hints == {"logit_attrs": "lm_head", "logit_lens": "lm_head"}
-    head = model.params[hints["logit_lens"]]
+    with pytest.raises(AttributeError) as caught:
+        _ = cache.logit_lens
+    hint = re.search(r"model\.params\['(\w+)'\]", str(caught.value)).group(1)
+    assert hint == "lm_head"
     with torch.no_grad():
         theirs = tl_cache.accumulated_resid(apply_ln=True) @ br.W_U
-    np.testing.assert_allclose(cache.accumulated_resid(apply_ln=True) @ head.T, theirs.numpy(), atol=1e-3, rtol=1e-4)
-    stack = cache.decompose_resid()
-    ours = cache.apply_ln_to_stack(stack) @ model.params[hints["logit_attrs"]][[7]].T
-    theirs = tl_cache.logit_attrs(tl_cache.decompose_resid(), tokens=7)
-    np.testing.assert_allclose(ours[..., 0], as_numpy(theirs), atol=1e-4, rtol=1e-4)
+    ours = cache.accumulated_resid(apply_ln=True) @ model.params[hint].T
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-3, rtol=1e-4)
+    theirs = tl_cache.logit_attrs(tl_cache.decompose_resid(), tokens=7)  # the untied head's row, as there
+    np.testing.assert_allclose(cache.logit_attrs(cache.decompose_resid(), 7), as_numpy(theirs), atol=1e-4, rtol=1e-4)
+
+
+def test_head_results_and_logit_attributions_equal_transformer_lens(tmp_path):
+    """cache.stack_head_results() and cache.logit_attrs(stack, tokens), the everyday way to attribute a logit to
+    heads, were refused with a hint to compute them by hand. Each now gives TransformerLens's stack, labels and
+    attributions: an untied head, a left-padded batch, every token form and slice."""
+    import dataclasses
+
+    import torch
+
+    config = dataclasses.replace(ODD, tie_word_embeddings=False)
+    params = scaled_params(config, 8)
+    model, br = GPT2(config, params), bridge(config, params, str(tmp_path / "tl-heads"))
+    ids, mask = batch(config)
+    real = mask.astype(bool)
+    _, cache = model.run_with_cache(ids, attention_mask=mask)
+    _, tl_cache = tl_run(br, ids, mask)
+
+    def check(ours, theirs, where) -> None:
+        theirs = as_numpy(theirs)
+        assert ours.shape == theirs.shape, where
+        if ours.ndim >= 3 and ours.shape[1:3] == real.shape:  # [components, B, T, ...]: the real tokens
+            ours, theirs = ours[:, real], theirs[:, real]  # (row 1's pads are its first 3; slices skip them)
+        np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4, err_msg=str(where))
+
+    for kw in [
+        {}, {"layer": 1}, {"layer": 2, "incl_remainder": True}, {"apply_ln": True}, {"pos_slice": -1},
+        {"incl_remainder": True, "apply_ln": True, "pos_slice": (3, 7)}, {"layer": -1, "pos_slice": [3, 6]},
+    ]:  # fmt: skip
+        ours, labels = cache.stack_head_results(return_labels=True, **kw)
+        theirs, tl_labels = tl_cache.stack_head_results(return_labels=True, **kw)
+        assert labels == tl_labels, kw
+        check(ours, theirs, kw)
+    heads = cache.stack_head_results(layer=2, incl_remainder=True)  # the heads and the rest are the stream
+    np.testing.assert_allclose(heads.sum(0), cache["resid_post", 1], atol=1e-4)
+    last = cache.stack_head_results(pos_slice=-1)
+    for tokens, wrong, kw in [
+        (7, None, {}), (7, 900, {}), (np.array([5, 11]), None, {}), (np.array([5, 11]), np.array([3, 4]), {}),
+        (ids[:, 3:], None, {"pos_slice": (3, 7)}), (" the", " a", {}),
+    ]:  # fmt: skip
+        stack = cache.decompose_resid(pos_slice=kw.get("pos_slice"))
+        tl_stack = tl_cache.decompose_resid(pos_slice=kw.get("pos_slice"))
+        as_tl = lambda t: torch.tensor(t) if isinstance(t, np.ndarray) else t  # noqa: E731
+        theirs = tl_cache.logit_attrs(tl_stack, as_tl(tokens), as_tl(wrong), **kw)
+        check(cache.logit_attrs(stack, tokens, wrong, **kw), theirs, (tokens, wrong, kw))
+    engine_cache = hooks.run_with_cache(model.engine, ids, attention_mask=mask)[1]  # no tokenizer
+    tl_last = tl_cache.stack_head_results(pos_slice=-1)
+    theirs = tl_cache.logit_attrs(tl_last, torch.tensor([5, 11]), pos_slice=-1)
+    check(cache.logit_attrs(last, np.array([5, 11]), pos_slice=-1), theirs, "heads at the last position")
+    for call, says in [
+        (lambda: cache.logit_attrs(last, " the cat", pos_slice=-1), "must be one token of the model's tokenizer"),
+        (lambda: cache.logit_attrs(last, config.n_vocab, pos_slice=-1), r"tokens must be token ids in \[0, 50257\)"),
+        (lambda: cache.logit_attrs(last, 5, np.array([1, 2]), pos_slice=-1), "tokens and incorrect_tokens must have"),
+        (lambda: cache.stack_head_results(layer=0), r"layer must be a whole number in \[1, 3\]"),
+        (lambda: engine_cache.logit_attrs(last, " the", pos_slice=-1), "is text, and the model has no tokenizer"),
+    ]:
+        with pytest.raises(NpgptError, match=says):
+            call()
 
 
 def test_the_model_is_called_as_transformer_lens_s(odd):

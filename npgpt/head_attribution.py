@@ -1,0 +1,151 @@
+"""Per-head and per-token attribution on a cache: TransformerLens's ``stack_head_results`` and ``logit_attrs``.
+
+Mixed into :class:`~npgpt.activation_cache.ActivationCache`, whose stacking helpers (``_layer``,
+``apply_ln_to_stack``) and keys they read. npgpt's model computes no ``attn.hook_result`` (TransformerLens
+fills it only with ``use_attn_result``); a head's result is computed here as TransformerLens's
+``compute_head_results`` does: the head's ``hook_z`` times its rows of ``attn.c_proj.w``, no bias.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from .errors import NpgptError, is_integer, shown
+from .params import head_name
+
+
+def pos_index(pos_slice: Any) -> Any:
+    """TransformerLens's ``pos_slice`` as an index of the position axis: an int (the axis goes),
+    a tuple (``slice(*t)``), a slice, a list or array of positions, or None (all)."""
+    if is_integer(pos_slice):
+        return int(pos_slice)
+    if pos_slice is None:
+        return slice(None)
+    if isinstance(pos_slice, tuple):
+        return slice(*pos_slice)
+    if isinstance(pos_slice, slice):
+        return pos_slice
+    if isinstance(pos_slice, (list, np.ndarray)):
+        return np.asarray(pos_slice)
+    raise NpgptError(
+        f"pos_slice must be a position, a (stop,)/(start, stop[, step]) tuple, a slice or a list of positions, "
+        f"got {shown(pos_slice)}",
+        param="pos_slice",
+    )
+
+
+class HeadAttribution:
+    """``stack_head_results`` and ``logit_attrs`` for a cache of activations (see the module's docstring)."""
+
+    model: Any
+    n_layer: int
+
+    def _float32(self, weight: Any, like: Any) -> Any:
+        """``weight`` (the model's array, any backend) as float32 in ``like``'s library; refused for int8
+        weights, which are codes for a kernel, not the matrix."""
+        if getattr(self.model, "dtype", "float32") == "int8":
+            raise NpgptError(
+                "head results and logit attributions need float weights, and this model's are int8; "
+                "load it with dtype='float32' (or float16/bfloat16)"
+            )
+        src, xp = array_namespace(weight), array_namespace(like)
+        if src is not xp or weight.dtype != xp.float32:
+            weight = xp.asarray(self.model.backend.to_numpy(src.astype(weight, src.float32)))
+        return weight
+
+    def head_results(self, layer: int) -> Any:
+        """Block ``layer``'s heads' outputs [..., T, H, C] (TransformerLens's ``attn.hook_result``): each head's
+        ``hook_z`` [..., T, H, D] times its D rows of ``attn.c_proj.w`` (no bias; their sum plus it is
+        ``hook_attn_out``)."""
+        z = self["z", layer]  # type: ignore[index]
+        xp = array_namespace(z)
+        H, D = z.shape[-2], z.shape[-1]
+        w = self._float32(self.model.params["blocks"][layer]["attn"]["c_proj"]["w"], z)  # [H*D, C]
+        return (z[..., None, :] @ xp.reshape(w, (H, D, -1)))[..., 0, :]  # [..., T, H, 1, D] @ [H, D, C]
+
+    def stack_head_results(
+        self,
+        layer: int | None = -1,
+        return_labels: bool = False,
+        incl_remainder: bool = False,
+        pos_slice: Any = None,
+        apply_ln: bool = False,
+    ) -> Any:
+        """Every head's result in blocks 0..layer-1 stacked [layer * H, B, T, C] (TransformerLens's
+        ``stack_head_results``), labelled ``L{block}H{head}``; ``incl_remainder`` adds the rest of the stream
+        leaving block layer-1 (``remainder``); ``apply_ln`` divides by the scale of the layer norm that reads
+        it (ln_final's for ``layer`` None, -1 or n_layer), as :meth:`apply_ln_to_stack`."""
+        layer = self._layer(layer, lowest=1)  # type: ignore[attr-defined]
+        positions = pos_index(pos_slice)
+        arrays, labels = [], []
+        for i in range(layer):
+            results = self.head_results(i)[..., positions, :, :]  # [..., T, H, C]
+            arrays += [results[..., h, :] for h in range(results.shape[-2])]
+            labels += [f"L{i}H{h}" for h in range(results.shape[-2])]
+        xp = array_namespace(*arrays)
+        if incl_remainder:
+            arrays.append(self["resid_post", layer - 1][..., positions, :] - sum(arrays[1:], arrays[0]))  # type: ignore[index]
+            labels.append("remainder")
+        stack = xp.stack(arrays, axis=0)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos_slice)  # type: ignore[attr-defined]
+        return (stack, labels) if return_labels else stack
+
+    def _directions(self, tokens: Any, like: Any) -> Any:
+        """The unembedding rows of ``tokens`` [..., C] (TransformerLens's ``tokens_to_residual_directions``):
+        a token id, a text of one token, or an array of ids."""
+        if isinstance(tokens, str):
+            tokenizer = getattr(self.model, "tokenizer", None)
+            if tokenizer is None:  # an Engine's cache: weights and no tokenizer
+                raise NpgptError(f"tokens={tokens!r} is text, and the model has no tokenizer; give the token's id")
+            ids = tokenizer.encode(tokens)
+            if len(ids) != 1:
+                raise NpgptError(
+                    f"tokens={tokens!r} must be one token of the model's tokenizer (it is {len(ids)}); give its id"
+                )
+            tokens = ids[0]
+        index = np.asarray(tokens.tolist() if hasattr(tokens, "tolist") else tokens)
+        n_vocab = self.model.config.n_vocab
+        if index.dtype.kind not in "iu" or (index.size and not (0 <= index.min() and index.max() < n_vocab)):
+            raise NpgptError(
+                f"tokens must be token ids in [0, {n_vocab}) (an id, an array of ids, or a text of one token), "
+                f"got {shown(tokens)}",
+                param="tokens",
+            )
+        head = self.model.params[head_name(self.model.params)]  # [V, C]: wte, or an untied model's lm_head
+        return self._float32(head[index], like)
+
+    def logit_attrs(
+        self,
+        residual_stack: Any,
+        tokens: Any,
+        incorrect_tokens: Any = None,
+        pos_slice: Any = None,
+        batch_slice: Any = None,
+        has_batch_dim: bool = True,
+    ) -> Any:
+        """How much each component of ``residual_stack`` [components, B, T, C] adds to the logit of ``tokens``
+        (minus that of ``incorrect_tokens``), through the final layer norm's cached scale: TransformerLens's
+        ``logit_attrs``, [components, B, T]. ``tokens``: an id, a text of one token, [B] ids (one per row) or
+        [B, T] ids (one per row and position); ``pos_slice``/``batch_slice`` as the stack was sliced."""
+        directions = self._directions(tokens, residual_stack)
+        if incorrect_tokens is not None:
+            wrong = self._directions(incorrect_tokens, residual_stack)
+            if wrong.shape != directions.shape:
+                raise NpgptError(
+                    f"tokens and incorrect_tokens must have one shape, got {tuple(directions.shape[:-1])} and "
+                    f"{tuple(wrong.shape[:-1])}",
+                    param="incorrect_tokens",
+                )
+            directions = directions - wrong
+        scaled = self.apply_ln_to_stack(  # type: ignore[attr-defined]
+            residual_stack, None, pos_slice=pos_slice, batch_slice=batch_slice, has_batch_dim=has_batch_dim
+        )
+        xp = array_namespace(scaled)
+        if has_batch_dim and not is_integer(batch_slice) and scaled.ndim == 4 and directions.ndim == 2:
+            if directions.shape[0] == scaled.shape[1]:  # one token per row: the same at every position
+                directions = directions[:, None, :]
+        return xp.sum(scaled * directions, axis=-1)
