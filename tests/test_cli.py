@@ -208,3 +208,41 @@ def test_text_piped_in_that_is_not_utf8_names_standard_input(command, data, said
     r = subprocess.run([sys.executable, "-m", "npgpt", *command], input=data, capture_output=True, timeout=60)
     err = r.stderr.decode()
     assert r.returncode == 1 and err.startswith(said) and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["score", ""], "'file'"),
+        (["generate", "--prompt-file", ""], "'--prompt-file'"),
+        (["generate", "--batch-file="], "'--batch-file'"),
+        (["generate", "-f", ""], "'--file' / '-f'"),
+        (["eval", "--data", ""], "'--data' / '-d'"),
+        (["convert", "bundled", ""], "'dst'"),
+        (["train", "text.txt", "--out", ""], "'--out' / '-o'"),
+        (["train", "", "--out", "run"], "'data'"),
+        (["train", "text.txt", "--config", ""], "'--config'"),
+        (["lens", "Hi", "--png", ""], "'--png'"),
+        (["bench", "--random", "--plot", ""], "'--plot'"),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, args, option):
+    """Path("") is ".": `npgpt score ''` read the current folder ("cannot read text to score from .: Is a
+    directory"), `npgpt convert bundled ''` wrote model.safetensors into it and exited 0, and `npgpt train
+    text.txt --out ''` wrote its token file there. An empty path (an unset shell variable) is a usage error."""
+    import subprocess
+    import sys
+
+    (tmp_path / "text.txt").write_text("hello world " * 50)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = subprocess.run([sys.executable, "-m", "npgpt", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    said = f"error: Invalid value for {option}: the path is empty (an unset shell variable?); give a path"
+    assert r.returncode == 2 and r.stderr.startswith(said) and len(r.stderr.splitlines()) == 1, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_empty_path_in_a_train_config_is_refused(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('out = ""\n')
+    r = run_cli("train", str(tmp_path / "text.txt"), "--config", str(config))
+    assert r.returncode == 1 and r.stderr == f"error: --config {config}: out is an empty path; give a path\n", r.stderr

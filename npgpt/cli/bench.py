@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import NpgptError
-from .options import console, print_notice
+from .options import PATH, console, path_value, print_notice
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -85,7 +85,10 @@ def bench_command(
     ] = False,
     repeat: Annotated[int, typer.Option(help="Rounds of every engine, interleaved; each keeps its best figures.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print every field as one JSON object.")] = False,
-    plot: Annotated[Path | None, typer.Option(help="Write a PNG of decode tokens/s against batch size.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(parser=path_value, metavar=PATH, help="Write a PNG of decode tokens/s against batch size."),
+    ] = None,
 ) -> None:
     """Measure decode/prefill speed, time to first token, start-up and memory, per backend.
 

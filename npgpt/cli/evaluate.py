@@ -12,11 +12,25 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import NpgptError
-from .options import BackendOpt, DtypeOpt, JsonOpt, ModelOpt, console, load_model, print_json, progress_bar, read_text
+from .options import (
+    PATH,
+    BackendOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    console,
+    load_model,
+    path_value,
+    print_json,
+    progress_bar,
+    read_text,
+)
 
 
 def eval_command(
-    data: Annotated[Path, typer.Option("--data", "-d", help="A UTF-8 text file to score.")],
+    data: Annotated[
+        Path, typer.Option("--data", "-d", parser=path_value, metavar=PATH, help="A UTF-8 text file to score.")
+    ],
     model: ModelOpt = None,
     window: Annotated[int | None, typer.Option(help="Tokens per window (default: the model's context).")] = None,
     stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
@@ -33,7 +47,7 @@ def eval_command(
 
     from ..evaluate import perplexity
 
-    text = _read_text(str(data))
+    text = _read_text(data)
     m = load_model(model, backend, dtype)
     with progress_bar(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
@@ -57,7 +71,9 @@ def eval_command(
 
 
 def score_command(
-    file: Annotated[str, typer.Argument(help="A UTF-8 text file to score, or - for standard input.")],
+    file: Annotated[
+        Path, typer.Argument(parser=path_value, help="A UTF-8 text file to score, or - for standard input.")
+    ],
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: tokens, logprobs, totals.")] = False,
     window: Annotated[int | None, typer.Option(help="Tokens per window (default: the model's context).")] = None,
@@ -111,12 +127,12 @@ def score_command(
     screen.print(f"perplexity      {result.perplexity:.3f}")
 
 
-def _read_text(file: str) -> str:
+def _read_text(file: Path) -> str:
     """The file's (or stdin's, for ``-``) text, read as ``eval`` reads it: bytes checked as UTF-8, never
     decoded by the locale (which turns invalid bytes into U+FFFD tokens) nor with newlines translated."""
-    text = read_text(Path(file), "text to score")
+    text = read_text(file, "text to score")
     if not text.strip():
         raise NpgptError(
-            f"{'standard input' if file == '-' else file} is empty or only whitespace; give a text to score"
+            f"{'standard input' if str(file) == '-' else file} is empty or only whitespace; give a text to score"
         )
     return text

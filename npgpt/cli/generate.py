@@ -15,6 +15,7 @@ import typer
 
 from ..errors import NpgptError
 from .options import (
+    PATH,
     BackendOpt,
     DtypeOpt,
     FrequencyPenaltyOpt,
@@ -28,6 +29,7 @@ from .options import (
     TopPOpt,
     console,
     load_model,
+    path_value,
     print_json,
     print_notice,
     read_text,
@@ -43,14 +45,33 @@ def generate(
         str | None, typer.Argument(help="The text to continue; - (or nothing, with text piped in) reads it from stdin.")
     ] = None,
     prompt_file: Annotated[
-        Path | None, typer.Option("--prompt-file", help="Read ONE prompt from a file (it may span lines); - is stdin.")
+        Path | None,
+        typer.Option(
+            "--prompt-file",
+            parser=path_value,
+            metavar=PATH,
+            help="Read ONE prompt from a file (it may span lines); - is stdin.",
+        ),
     ] = None,
     batch_file: Annotated[
         Path | None,
-        typer.Option("--batch-file", help="Read prompts from a file, one per line; run as one batch (or -f, --file)."),
+        typer.Option(
+            "--batch-file",
+            parser=path_value,
+            metavar=PATH,
+            help="Read prompts from a file, one per line; run as one batch (or -f, --file).",
+        ),
     ] = None,
     file: Annotated[
-        Path | None, typer.Option("--file", "-f", hidden=True, help="--batch-file, told apart from llama.cpp's -f.")
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            hidden=True,
+            parser=path_value,
+            metavar=PATH,
+            help="--batch-file, told apart from llama.cpp's -f.",
+        ),
     ] = None,
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",

@@ -11,9 +11,11 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import BackendOpt, DtypeOpt, ModelOpt
+from .options import PATH, BackendOpt, DtypeOpt, ModelOpt, path_value
 
-PngOpt = Annotated[Path | None, typer.Option("--png", help="Also write the picture to this PNG file.")]
+PngOpt = Annotated[
+    Path | None, typer.Option("--png", parser=path_value, metavar=PATH, help="Also write the picture to this PNG file.")
+]
 
 
 def _prompt_text(prompt: str | None) -> str:

@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from ..errors import NpgptError
-from .options import Interrupted, JsonOpt, console, print_json, progress_bar
+from .options import Interrupted, JsonOpt, console, path_value, print_json, progress_bar
 
 
 def download(
@@ -70,7 +70,12 @@ def convert(
             ".gguf; or a model name (bundled, 124M, a downloaded HF repo)."
         ),
     ],
-    dst: Annotated[Path, typer.Argument(help="Output file (npgpt, llmc, gguf) or directory (hf, hf-sharded, openai).")],
+    dst: Annotated[
+        Path,
+        typer.Argument(
+            parser=path_value, help="Output file (npgpt, llmc, gguf) or directory (hf, hf-sharded, openai)."
+        ),
+    ],
     to: Annotated[str, typer.Option(help="npgpt, hf, hf-sharded, openai, llmc or gguf.")] = "npgpt",
     dtype: Annotated[
         str, typer.Option(help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc, gguf), q8_0 (gguf).")

@@ -41,6 +41,18 @@ DtypeOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (for scripts).")]
 
 
+def path_value(text: str) -> Path:
+    """A path typed on the command line (``parser=`` of every path option and argument). An empty one, as an
+    unset shell variable gives (``--prompt-file "$F"``), is refused: ``Path("")`` is ``.``, and the current
+    folder was read as the file, or written into, in its place."""
+    if not text:
+        raise typer.BadParameter("the path is empty (an unset shell variable?); give a path")
+    return Path(text)
+
+
+PATH = "<path>"  # the metavar typer shows for a Path option, kept where path_value parses it
+
+
 # The sampling options npgpt generate and npgpt chat share (each command sets its own defaults).
 TemperatureOpt = Annotated[float, typer.Option(help="0 = greedy; higher = more random.")]
 TopKOpt = Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")]

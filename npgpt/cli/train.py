@@ -21,7 +21,7 @@ import typer
 
 from ..errors import NpgptError
 from .names import as_flags_in
-from .options import Interrupted, check_out_dir
+from .options import PATH, Interrupted, check_out_dir, path_value
 
 _MODEL = "Model"
 _RUN = "Optimisation"
@@ -35,6 +35,7 @@ def train_command(
     data: Annotated[
         Path | None,
         typer.Argument(
+            parser=path_value,
             help="Text file, folder of text files, or uint16 .bin token file (or `data` in --config).",
             show_default=False,
         ),
@@ -44,6 +45,8 @@ def train_command(
         typer.Option(
             "--out",
             "-o",
+            parser=path_value,
+            metavar=PATH,
             help="Run folder: model.safetensors, train_state.safetensors, loss.png (required).",
             show_default=False,
         ),
@@ -52,6 +55,8 @@ def train_command(
         Path | None,
         typer.Option(
             "--config",
+            parser=path_value,
+            metavar=PATH,
             help="TOML file of options (keys: the option names, e.g. n_layer = 2, lr = 1e-3); "
             "options on the command line win.",
             show_default=False,
@@ -337,7 +342,7 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
         if name in spelled:  # n-layer and n_layer: TOML's two keys, one option (the last one silently won)
             raise NpgptError(f"--config {path}: {spelled[name]!r} and {key!r} are the same option; keep one of them")
         spelled[name] = key
-        kind = kinds[name]
+        kind = str if kinds[name] is Path else kinds[name]
         ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -347,6 +352,8 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
                 f"--config {path}: {key} = {value!r} has the wrong type for {option} "
                 f"(expected {'text' if kind is str else kind.__name__})"
             )
+        if kinds[name] is Path and not value:  # Path("") is ".": the current folder, read or written in its place
+            raise NpgptError(f"--config {path}: {key} is an empty path; give a path")
         source = ctx.get_parameter_source(name)
         if source is None or source.name != "COMMANDLINE":  # typed on the command line: it wins
             merged[name] = float(value) if kind is float else value
@@ -354,13 +361,13 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
 
 
 def _option_types() -> dict[str, type]:
-    """Each option's value type (``int`` for ``int | None``; ``str`` for paths), from the signature."""
+    """Each option's value type (``int`` for ``int | None``), from the signature."""
     import typing
 
     kinds = {}
     for name, hint in typing.get_type_hints(train_command).items():
         args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-        kinds[name] = str if args[0] is Path else args[0]
+        kinds[name] = args[0]
     return kinds
 
 
