@@ -279,3 +279,26 @@ def test_a_conversation_refuses_a_reply_that_is_no_text():
     with pytest.raises(NpgptError, match="the reply must be its text, a string, got NoneType$"):
         chat.answer(None)  # type: ignore[arg-type]
     assert chat.history == [("user", "hi")]
+
+
+@pytest.mark.parametrize(
+    "source, said",
+    [
+        ("zeros", "error: standard input line 1 is binary, not text (it holds a NUL byte); pipe in UTF-8 text"),
+        ("long", "error: standard input line 1 is over 1 MiB, far more than a GPT-2 context holds"),
+    ],
+)
+def test_piped_chat_refuses_a_line_that_never_ends(model_file, tmp_path, source, said):
+    """/dev/zero piped into npgpt chat has no line end: its first line was read until memory ran out."""
+    import subprocess
+    import sys
+
+    if source == "long":  # text, with no line end in its first 2 MiB
+        (tmp_path / "long.txt").write_text("a" * (2 << 20) + "\n")
+    path = "/dev/zero" if source == "zeros" else tmp_path / "long.txt"
+    args = ["chat", "--model", model_file, "--max-new-tokens", "2"]
+    with open(path, "rb") as stdin:
+        r = subprocess.run([sys.executable, "-m", "npgpt", *args], stdin=stdin, capture_output=True, timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and err.startswith(said) and len(err.splitlines()) == 1, err
+    assert r.stdout == b""
