@@ -246,3 +246,48 @@ def test_an_empty_path_in_a_train_config_is_refused(tmp_path):
     config.write_text('out = ""\n')
     r = run_cli("train", str(tmp_path / "text.txt"), "--config", str(config))
     assert r.returncode == 1 and r.stderr == f"error: --config {config}: out is an empty path; give a path\n", r.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "--prompt-file", "/dev/zero"],
+        ["generate", "--batch-file", "/dev/urandom"],
+        ["score", "/dev/zero"],
+        ["eval", "--data", "/dev/zero"],
+        ["tokenize", "-"],
+        ["generate"],
+        ["train", "text.txt", "--out", "run", "--config", "/dev/zero"],
+    ],
+)
+def test_a_device_that_never_ends_is_refused_not_read_forever(command, tmp_path):
+    """/dev/zero as a prompt file (or on stdin) was read whole: the command hung, filling memory."""
+    import subprocess
+    import sys
+
+    with open("/dev/zero", "rb") as zeros:
+        r = subprocess.run(
+            [sys.executable, "-m", "npgpt", *command],
+            stdin=zeros,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "is binary, not text (it holds a NUL byte)" in r.stderr
+
+
+def test_text_read_in_chunks_names_the_bad_byte_where_it_lies(tmp_path, monkeypatch):
+    from npgpt.cli import options
+    from npgpt.errors import NpgptError
+
+    monkeypatch.setattr(options, "_CHUNK", 3)
+    good = tmp_path / "good.txt"
+    good.write_bytes("\ufeffcafé 👋 ok".encode())  # characters split across chunks; a byte-order mark dropped
+    assert options.read_text(good, "text") == "café 👋 ok"
+    for data, said in [(b"ab\xc3\xa9cd\xff", "byte 6 is 0xff"), (b"abcd\xe2\x82", "byte 4 is 0xe2")]:
+        bad = tmp_path / "bad.txt"
+        bad.write_bytes(data)
+        with pytest.raises(NpgptError, match=f"bad.txt is not UTF-8 text \\({said}\\)"):
+            options.read_text(bad, "text")

@@ -7,6 +7,7 @@ Text that comes from a message, a path or a prompt never goes through rich's mar
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -174,24 +175,42 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
         raise NpgptError(f"{option} {out} is a file, not a folder; give a folder for the run's files")
 
 
+_CHUNK = 1 << 20  # bytes read at a time: a device that never ends (/dev/zero) is refused in its first chunk
+
+
 def read_text(path: Path, what: str) -> str:
     """A UTF-8 text file's contents (``-``: standard input's), or one error naming the file and why it cannot be read
-    as text."""
+    as text.
+
+    Read and checked a chunk at a time, so binary input is refused as soon as it shows: ``/dev/zero`` or
+    ``/dev/urandom`` given as a file (or piped in) was read whole, forever, filling memory."""
+    import codecs
+
     stdin = str(path) == "-"
     if stdin and sys.stdin is None:
         raise NpgptError(f"cannot read {what} from stdin: it is closed; pipe the text in or give a file")
     source = "standard input" if stdin else str(path)  # "- is a binary file" named no file the user gave
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    parts: list[str] = []
+    done = 0  # bytes read before the chunk in hand
     try:
-        data = sys.stdin.buffer.read() if stdin else path.read_bytes()
+        with contextlib.nullcontext(sys.stdin.buffer) if stdin else path.open("rb") as stream:
+            while True:
+                chunk = stream.read(_CHUNK)
+                if b"\0" in chunk:
+                    fix = "pipe in UTF-8 text" if stdin else f"give a UTF-8 text file of {what}"
+                    raise NpgptError(f"{source} is binary, not text (it holds a NUL byte); {fix}")
+                try:
+                    parts.append(decoder.decode(chunk, final=not chunk))
+                except UnicodeDecodeError as e:  # e.object: the bytes the decoder held back, then this chunk
+                    at = done - (len(e.object) - len(chunk)) + e.start
+                    raise NpgptError(
+                        f"{source} is not UTF-8 text (byte {at} is 0x{e.object[e.start]:02x}); "
+                        f"convert it, e.g. `iconv -f latin1 -t utf-8`"
+                    ) from None
+                if not chunk:
+                    break
+                done += len(chunk)
     except OSError as e:
         raise NpgptError(f"cannot read {what} from {source}: {e.strerror}") from None
-    if b"\0" in data:
-        fix = "pipe in UTF-8 text" if stdin else f"give a UTF-8 text file of {what}"
-        raise NpgptError(f"{source} is binary, not text (it holds a NUL byte); {fix}")
-    try:
-        return data.decode("utf-8-sig")  # a byte-order mark (Notepad writes one) is not text: dropped
-    except UnicodeDecodeError as e:
-        raise NpgptError(
-            f"{source} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
-            f"convert it, e.g. `iconv -f latin1 -t utf-8`"
-        ) from None
+    return "".join(parts).removeprefix("\ufeff")  # a byte-order mark (Notepad writes one) is not text: dropped

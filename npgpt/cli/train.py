@@ -21,7 +21,7 @@ import typer
 
 from ..errors import NpgptError
 from .names import as_flags_in
-from .options import PATH, Interrupted, check_out_dir, path_value
+from .options import PATH, Interrupted, check_out_dir, path_value, read_text
 
 _MODEL = "Model"
 _RUN = "Optimisation"
@@ -324,10 +324,9 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
+    text = read_text(path, "--config options")  # read as text files are: /dev/zero is refused, not read forever
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise NpgptError(f"cannot read --config {path}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise NpgptError(f"--config {path}: not valid TOML ({e})") from None
     kinds = _option_types()
