@@ -291,3 +291,24 @@ def test_text_read_in_chunks_names_the_bad_byte_where_it_lies(tmp_path, monkeypa
         bad.write_bytes(data)
         with pytest.raises(NpgptError, match=f"bad.txt is not UTF-8 text \\({said}\\)"):
             options.read_text(bad, "text")
+
+
+@pytest.mark.parametrize("entry", ["npgpt", "npgpt.cli"])
+def test_ctrl_c_while_npgpt_starts_is_exit_130_not_a_traceback(entry):
+    """Ctrl-C in the second of imports before main() (typer, rich, NumPy) printed a traceback through NumPy's
+    import and died by the signal: it exits 130 saying nothing, as Ctrl-C outside a command does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'npgpt.sampling':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['npgpt', '--help']\n"
+        f"runpy.run_module({entry!r}, run_name='__main__', alter_sys=True)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr, r.stdout) == (130, "", "")

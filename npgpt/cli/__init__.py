@@ -26,12 +26,15 @@ import re
 import sys
 from typing import Annotated
 
-import typer
+try:  # a second of imports (typer, rich, NumPy) before main() can catch anything
+    import typer
 
-from ..errors import NpgptError, reason
-from . import bench, chat, evaluate, generate, inspect, models, serve, train
-from .names import ClickException, Command, Group, UsageError, as_flags
-from .options import Interrupted, print_error
+    from ..errors import NpgptError, reason
+    from . import bench, chat, evaluate, generate, inspect, models, serve, train
+    from .names import ClickException, Command, Group, UsageError, as_flags
+    from .options import Interrupted, print_error
+except KeyboardInterrupt:  # Ctrl-C as npgpt starts: a traceback through NumPy's import; silent, as main's own
+    sys.exit(130)
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
 # ("> 1" is not a block quote); help strings hold no [tags].
