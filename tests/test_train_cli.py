@@ -241,3 +241,22 @@ def test_a_config_data_of_the_wrong_type_names_the_argument(tmp_path):
     result = invoke(["--config", str(config)])
     assert isinstance(result.exception, NpgptError), result.output
     assert "data = 5 has the wrong type for DATA, the training text (expected text)" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    "out, said",
+    [
+        ("/proc/npgpt-run", "No such file or directory (its folder cannot be created or cannot hold new files)"),
+        ("/proc/version/run", "a part of the path is a file, not a folder (/proc/version)"),
+    ],
+)
+def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, out, said):
+    """--out /proc/npgpt-run ended as "internal error: No such file or directory: /proc/npgpt-run" after JAX
+    loaded; the CLI now says it before any work, and the library names the folder it could not make."""
+    text = tmp_path / "corpus.txt"
+    text.write_text(KJV[:2000], encoding="utf-8")
+    r = run_cli("train", str(text), "--out", out, *cli_args(SHAPE), "--steps", "1")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: cannot write {out}/model.safetensors: {said}; choose a folder"), r.stderr
+    with pytest.raises(NpgptError, match=f"^cannot write {out}: {said.replace('(', '.').replace(')', '.')}; choose"):
+        train(text, Path(out), TrainSettings(**SHAPE, steps=1))

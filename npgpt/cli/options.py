@@ -170,9 +170,14 @@ def unescape(text: str) -> str:
 
 
 def check_out_dir(out: Path, option: str = "--out") -> None:
-    """Refuse an output folder that is an existing file (or other non-folder) before any work starts."""
+    """Refuse an output folder that is an existing file (or other non-folder), or one that cannot be made or
+    written in, before any work starts; nothing is created."""
     if out.exists() and not out.is_dir():
         raise NpgptError(f"{option} {out} is a file, not a folder; give a folder for the run's files")
+    from ..files import check_writable
+    from ..formats.npgpt_format import MODEL_FILE
+
+    check_writable(out / MODEL_FILE)  # /proc/run, a read-only folder: said now, not after loading JAX
 
 
 _CHUNK = 1 << 20  # bytes read at a time: a device that never ends (/dev/zero) is refused in its first chunk

@@ -35,6 +35,7 @@ import numpy as np
 from ..char_tokenizer import CharTokenizer, tokenizer_from_spec
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError, is_integer, shown
+from ..files import cannot_write
 from ..params import init_params
 from ..tokenizer import Tokenizer
 from . import data as D
@@ -144,7 +145,10 @@ def train(
     if seq_len > config.n_ctx:
         raise NpgptError(f"seq_len={seq_len} exceeds the model's context of {config.n_ctx} tokens", "seq_len", KEYWORDS)
     made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the topmost made here
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # /proc/run, a read-only disk: one line naming the folder, not "internal error"
+        raise cannot_write(out, e) from None
     try:
         train_tokens, val, no_held_out_loss = _prepare_data(data, out, config, run, tokenizer)
         mesh = _check_mesh(mesh if mesh is not None else _make_mesh(model_parallel), config, batch_size)
