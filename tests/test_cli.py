@@ -312,3 +312,34 @@ def test_ctrl_c_while_npgpt_starts_is_exit_130_not_a_traceback(entry):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr, r.stdout) == (130, "", "")
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (
+            ["tokenize", b"caf\xe9"],
+            "error: TEXT is not UTF-8 text (it holds the byte 0xe9); set the terminal to UTF-8, or pipe",
+        ),
+        (["generate", b"caf\xe9"], "error: PROMPT is not UTF-8 text (it holds the byte 0xe9)"),
+        (["next", b"\xff"], "error: PROMPT is not UTF-8 text (it holds the byte 0xff)"),
+        (
+            ["chat", "--system", b"caf\xe9"],
+            "error: --system is not UTF-8 text (it holds the byte 0xe9); set the terminal to UTF-8 (",
+        ),
+        (["generate", "Hi", "--stop", b"\xe9"], "error: --stop is not UTF-8 text (it holds the byte 0xe9)"),
+    ],
+)
+def test_a_text_argument_that_is_not_utf8_is_refused(args, said):
+    """From a Latin-1 terminal, `npgpt tokenize café` was tokenized as 'caf\\ufffd' (and generate continued it), exit 0,
+    where the same bytes piped in are refused; a path or model name keeps its bytes (a file may be named so)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "npgpt", *args], capture_output=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.startswith(said) and len(err.splitlines()) == 1, err
+    named = subprocess.run([sys.executable, "-m", "npgpt", "score", b"caf\xe9.txt"], capture_output=True, timeout=60)
+    assert "caf\\udce9.txt: No such file or directory" in named.stderr.decode()

@@ -204,6 +204,8 @@ class Command(TyperCommand):
                     raise UsageError(setting, ctx=ctx)
         if rest and not allow_extra and not ctx.resilient_parsing:
             raise UsageError(self._extra_arguments(ctx, rest), ctx=ctx)
+        if not ctx.resilient_parsing:
+            _refuse_undecodable(self, ctx)
         return rest
 
     def _setting(self, ctx: Any, value: str, is_text: bool) -> str | None:
@@ -280,6 +282,27 @@ class Command(TyperCommand):
 
     def _has(self, ours: str) -> bool:
         return _has(self, ours)
+
+
+_TEXTS = ("prompt", "text", "system", "stop")  # the parameters whose values are text for the model, not paths or names
+
+
+def _refuse_undecodable(command: Any, ctx: Any) -> None:
+    """A text argument typed in a terminal that is not UTF-8 (``caf\xe9`` from Latin-1) reaches Python as lone
+    surrogates, which the tokenizer read as U+FFFD silently, where the same bytes piped in are refused: refused here
+    too. Paths and model names keep any bytes: a file may be named so."""
+    for p in command.params:
+        for value in _values(ctx.params.get(p.name)) if p.name in _TEXTS else []:
+            bad = next((c for c in value if "\udc80" <= c <= "\udcff"), None)
+            if bad is not None:
+                option = p.param_type_name == "option"
+                name = p.opts[0] if option else (p.name or "").upper()
+                piped = "" if option else ", or pipe the text in from a UTF-8 file"  # an option's text has no pipe
+                byte = ord(bad) - 0xDC00
+                raise UsageError(
+                    f"{name} is not UTF-8 text (it holds the byte 0x{byte:02x}); set the terminal to UTF-8{piped}",
+                    ctx=ctx,
+                )
 
 
 def _values(value: object) -> list[str]:
