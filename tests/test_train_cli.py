@@ -260,3 +260,18 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, out, said):
     assert r.stderr.startswith(f"error: cannot write {out}/model.safetensors: {said}; choose a folder"), r.stderr
     with pytest.raises(NpgptError, match=f"^cannot write {out}: {said.replace('(', '.').replace(')', '.')}; choose"):
         train(text, Path(out), TrainSettings(**SHAPE, steps=1))
+
+
+@pytest.mark.parametrize(
+    "data, said",
+    [
+        ("/dev/zero", "/dev/zero: not a regular file or folder (a device, a pipe or a socket)"),
+        ("/nonexistent/corpus.txt", "/nonexistent/corpus.txt: no such file or folder"),
+    ],
+)
+def test_training_data_that_is_a_device_is_not_called_missing(tmp_path, data, said):
+    """npgpt train /dev/zero said '/dev/zero: no such file or folder', sending the user looking for a typo."""
+    r = run_cli("train", data, "--out", str(tmp_path / "run"), *cli_args(SHAPE), "--steps", "1")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: {said}; pass a text file"), r.stderr
+    assert not (tmp_path / "run").exists()

@@ -37,7 +37,13 @@ def text_files(source: str | Path, out: str | Path | None = None) -> list[Path]:
     if source.is_file():
         return [source]
     if not source.is_dir():
-        raise NpgptError(f"{source}: no such file or folder; pass a text file, a folder of them, or a .bin token file")
+        # /dev/zero, a pipe: it is there, so "no such file" sent the user looking for a typo
+        what = (
+            "not a regular file or folder (a device, a pipe or a socket)"
+            if source.exists()
+            else "no such file or folder"
+        )
+        raise NpgptError(f"{source}: {what}; pass a text file, a folder of them, or a .bin token file")
     inside = None if out is None else Path(out).resolve()
     if inside is not None and (inside == source.resolve() or not inside.is_relative_to(source.resolve())):
         inside = None
