@@ -532,6 +532,18 @@ def test_a_gguf_ends_generations_at_its_own_eos_token_as_llama_cpp_does(tmp_path
     assert (c.tokens, c.finish_reason) == ([eos[-1]], "stop")
 
 
+def test_a_gguf_with_its_own_eos_token_converts_to_gguf_again_keeping_it(tmp_path, monkeypatch):
+    """The reader reads a chat GGUF's eos (its <|im_end|>) and the writer refused to write one: re-quantizing a
+    llama.cpp chat GGUF (convert chat.gguf chat-q8.gguf --dtype q8_0) was refused; it is written as eos, eot
+    and eom, as the reader reads them back."""
+    import npgpt
+    from npgpt.formats import convert
+
+    path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, EOS_ID=50257, EOM_ID=50258)
+    out = convert(path, tmp_path / "again.gguf", fmt="gguf", dtype="q8_0")
+    assert npgpt.load(out).tokenizer.eos_token_ids == (50256, 50257, 50258)
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

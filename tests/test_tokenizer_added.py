@@ -8,6 +8,7 @@ The checkpoint is made the way people make one: ``add_special_tokens``/``add_tok
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -342,22 +343,33 @@ def test_skip_special_tokens_false_is_refused_where_endoftext_does_not_end_the_r
         assert fine["text"] == ""  # two <|endoftext|>, no text (vLLM's default, skip_special_tokens true)
 
 
-def test_gguf_refuses_a_finetunes_own_eos_token_it_cannot_carry(finetuned, tmp_path):
-    """npgpt's GGUF writes <|endoftext|> as the eos token and reads none back, so a chat fine-tune ending at its
-    <|im_end|> (generation_config.json's eos_token_id) converted to GGUF silently ran on past it again; it is refused
-    before any weights are written, as the other formats that cannot carry it are."""
+def test_gguf_carries_a_finetunes_own_eos_token_as_llama_cpp_reads_it(finetuned, tmp_path):
+    """A chat fine-tune ending at its <|im_end|> (generation_config.json's eos_token_id) is written to GGUF with it
+    as tokenizer.ggml.eos_token_id, where npgpt's reader (as llama.cpp) ends generations. The reader read the eos
+    the converter writes and the writer refused to write one, so a llama.cpp chat GGUF could not be converted to
+    GGUF again (npgpt convert chat.gguf chat-q8.gguf --dtype q8_0). Eos ids GGUF cannot carry (without
+    <|endoftext|>, at which llama.cpp always ends; more than its eos, eot and eom) are still refused."""
     pytest.importorskip("gguf")
     from npgpt.formats import convert
 
     path, model, ref = finetuned
-    saved_eos, model.generation_config.eos_token_id = model.generation_config.eos_token_id, [50256, 50259]
+    saved_eos = model.generation_config.eos_token_id
+    for eos, name in (([50259], "alone"), ([198, 200, 50256, 50258, 50259], "many")):
+        model.generation_config.eos_token_id = eos
+        model.save_pretrained(tmp_path / name)
+        ref.save_pretrained(tmp_path / name)
+        with pytest.raises(CheckpointError, match=rf"token ids {re.escape(str(eos))} \(eos_token_id\) cannot be"):
+            convert(tmp_path / name, tmp_path / f"{name}.gguf", fmt="gguf")
+        assert not (tmp_path / f"{name}.gguf").exists()
+    model.generation_config.eos_token_id = [50256, 50259]
     model.save_pretrained(tmp_path / "m")
     model.generation_config.eos_token_id = saved_eos
     ref.save_pretrained(tmp_path / "m")
-    with pytest.raises(CheckpointError, match=r"token ids \[50256, 50259\] \(eos_token_id\) cannot be written as gguf"):
-        convert(tmp_path / "m", tmp_path / "m.gguf", fmt="gguf")
-    assert not (tmp_path / "m.gguf").exists()
-    with pytest.raises(CheckpointError, match=r"only npgpt's format carries its tokenizer; use fmt='npgpt'$"):
-        convert(tmp_path / "m", tmp_path / "hf", fmt="hf")  # not told to try GGUF, which cannot carry it either
+    convert(tmp_path / "m", tmp_path / "m.gguf", fmt="gguf")
+    assert npgpt.load(tmp_path / "m.gguf").tokenizer.eos_token_ids == (50256, 50259)
+    with pytest.raises(
+        CheckpointError, match=r"only npgpt's format and GGUF carry them; use fmt='npgpt' or fmt='gguf'$"
+    ):
+        convert(tmp_path / "m", tmp_path / "hf", fmt="hf")
     convert(tmp_path / "m", tmp_path / "m.safetensors")  # npgpt's format keeps it
     assert npgpt.load(tmp_path / "m.safetensors").tokenizer.eos_token_ids == (50256, 50259)

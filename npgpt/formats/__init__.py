@@ -487,7 +487,7 @@ _SAVE_KEYWORDS = ("fmt", "max_shard_size")
 
 def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> None:
     """Refuse a tokenizer ``fmt`` cannot carry: a character-level vocabulary, tokens added to GPT-2's, or a
-    fine-tune's own eos tokens (npgpt's format alone carries them)."""
+    fine-tune's own eos tokens (npgpt's format carries them, GGUF those llama.cpp reads)."""
     if tokenizer is not None and tokenizer.get("type") == "char" and fmt != "npgpt":
         raise CheckpointError(
             f"a character-level model cannot be written as {fmt}: only npgpt's format carries its vocabulary; "
@@ -495,13 +495,15 @@ def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> Non
             keywords=_SAVE_KEYWORDS,
         )
     from ..tokenizer import EOT_ID  # <|endoftext|>, GPT-2's eos
+    from .gguf_format import own_eos_ids
 
     eos = tokenizer.get("eos_token_id") if tokenizer is not None else None
     own_eos = eos not in (None, [EOT_ID])
-    if fmt == "gguf" and own_eos:  # its writer stores <|endoftext|> as eos
+    in_gguf = not own_eos or own_eos_ids(eos) is not None
+    if fmt == "gguf" and not in_gguf:
         raise CheckpointError(
-            f"a model that ends its generations at token ids {eos} (eos_token_id) cannot be written as gguf: npgpt's "
-            "GGUF ends generations at <|endoftext|> alone; use fmt='npgpt'",
+            f"a model that ends its generations at token ids {eos} (eos_token_id) cannot be written as gguf: a GGUF "
+            "GPT-2 ends them at <|endoftext|> and at most three more tokens (its eos, eot and eom); use fmt='npgpt'",
             keywords=_SAVE_KEYWORDS,
         )
     if tokenizer is not None and fmt not in ("npgpt", "gguf"):  # GGUF holds them as llama.cpp's converter writes
@@ -509,7 +511,7 @@ def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> Non
             f"{_added_named(tokenizer)} cannot be written as {fmt}: "
             + (
                 "only npgpt's format carries its tokenizer; use fmt='npgpt'"
-                if own_eos
+                if not in_gguf
                 else "only npgpt's format and GGUF carry them; use fmt='npgpt' or fmt='gguf'"
             ),
             keywords=_SAVE_KEYWORDS,

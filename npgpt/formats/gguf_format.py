@@ -28,7 +28,8 @@ models, e.g. Llama 3, also say ``gpt2``), and one token per embedding row; gener
 ends it, at ``<|endoftext|>`` and the file's eos, eot and eom tokens. Writing: F32, F16, BF16
 or Q8_0 weight matrices (1-D tensors and ``position_embd`` stay F32, matrices whose rows do not
 split into Q8_0's 32-value blocks fall back to F16, both as the converter does), with GPT-2's
-tokenizer from npgpt's assets, so llama.cpp loads the file.
+tokenizer from npgpt's assets (a fine-tune's added tokens at their ids, its own end tokens as the
+file's eos, eot and eom ids), so llama.cpp loads the file.
 """
 
 from __future__ import annotations
@@ -268,6 +269,16 @@ def _tokenizer(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] |
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     return spec
+
+
+def own_eos_ids(eos: list[int] | None) -> list[int] | None:
+    """The tokens besides ``<|endoftext|>`` that end a generation (``eos_token_id``), written as the file's eos,
+    eot and eom ids (:func:`_eos_token_ids` reads them back); [] for GPT-2's own, None for ids a GGUF cannot
+    carry: without ``<|endoftext|>`` (llama.cpp ends a GPT-2 there whatever the file says) or more than three."""
+    if eos is None:
+        return []
+    own = [i for i in eos if i != EOT_ID]
+    return own if EOT_ID in eos and len(own) <= 3 else None
 
 
 def _eos_token_ids(reader: Any, path: Path, n_tokens: int) -> list[int] | None:
@@ -606,6 +617,11 @@ def save(
     }[dtype]
     if tokenizer is not None and max(t["id"] for t in tokenizer["added_tokens"]) >= config.n_vocab:
         raise CheckpointError(f"the tokenizer has more tokens than the model's {config.n_vocab} embedding rows")
+    eos = None if tokenizer is None else tokenizer.get("eos_token_id")
+    if own_eos_ids(eos) is None:
+        raise CheckpointError(
+            f"a GGUF GPT-2 ends its generations at <|endoftext|> and at most three more tokens, not at token ids {eos}"
+        )
     tokens, types, merges = _gpt2_vocab(config.n_vocab, tokenizer)
     if dtype == "q8_0":
         _check_q8_0_range(flat, config.n_layer, tied)
@@ -626,7 +642,11 @@ def save(
         w.add_token_types(types)
         w.add_token_merges(merges)
         w.add_bos_token_id(EOT_ID)
-        w.add_eos_token_id(EOT_ID)
+        # As the reader (and llama.cpp) reads them back: eos, eot and eom; <|endoftext|> where there is no other
+        ends = own_eos_ids(eos) or [EOT_ID]
+        adds = (w.add_eos_token_id, w.add_eot_token_id, w.add_eom_token_id)
+        for add, token_id in zip(adds[: len(ends)], ends, strict=True):
+            add(token_id)
         for gguf_name, ours in _name_table(config.n_layer).items():
             arr = np.asarray(flat[ours], dtype=np.float32)
             arr = np.ascontiguousarray(arr.T if ours.endswith(_MATRICES) else arr)  # Conv1D [in, out] -> [out, in]
