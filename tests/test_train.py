@@ -107,6 +107,31 @@ def test_an_empty_file_in_the_data_is_no_document(tmp_path):
         D.tokenize_to_file(src, tmp_path / "tokens.bin")
 
 
+def test_tokens_made_by_an_older_reading_of_the_text_are_not_reused(tmp_path):
+    """An empty file's <|endoftext|> and a UTF-16 file read as text changed how a folder is tokenised, but the
+    fingerprint a tokens.bin is reused by did not: a run folder tokenised before (two <|endoftext|> in a row, a
+    UTF-16 file's NULs as tokens) kept training on those tokens, on --resume or a new run in it, while the same
+    folder tokenised afresh refuses the UTF-16 file. A token file from before is tokenised again."""
+    import hashlib
+
+    src = tmp_path / "docs"
+    src.mkdir()
+    for name, text in [("a.txt", "first"), ("b.txt", ""), ("c.txt", "second")]:
+        (src / name).write_text(text)
+    tok = Tokenizer()
+    old = [*tok.encode("first"), tok.eot_id, tok.eot_id, *tok.encode("second")]  # as npgpt-tokens-v1 read it
+    h = hashlib.sha256(b"npgpt-tokens-v1")
+    for f in sorted(src.iterdir()):
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    np.asarray(old, dtype=np.uint16).tofile(tmp_path / "tokens.bin")
+    sidecar = {"fingerprint": h.hexdigest(), "n_tokens": len(old), "sources": [str(f) for f in sorted(src.iterdir())]}
+    (tmp_path / "tokens.bin.json").write_text(json.dumps(sidecar))
+    assert D.text_files(src, tmp_path) == sorted(src.iterdir())  # the files the old fingerprint was made of
+    path = D.tokenize_to_file(src, tmp_path / "tokens.bin")
+    assert D.open_tokens(path).tolist() == [*tok.encode("first"), tok.eot_id, *tok.encode("second")]
+
+
 @pytest.mark.parametrize("sidecar", ["[1, 2]", "null", '"text"', "{not json"])
 def test_a_damaged_tokens_sidecar_means_tokenising_again(tmp_path, sidecar):
     """A tokens.bin.json that was valid JSON but not an object (a list) was an internal AttributeError: any

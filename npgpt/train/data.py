@@ -88,8 +88,10 @@ def _safe_cut(text: str, at: int) -> int:
 
 
 def _fingerprint(files: list[Path], tokenizer_spec: dict | None = None) -> str:
-    h = hashlib.sha256(b"npgpt-tokens-v1")
-    if tokenizer_spec is not None:  # GPT-2's BPE keeps the fingerprints of older runs
+    """What a token file is reused by: the files (path, size, time) and the tokenizer, and the version of how
+    their text is read (v2: an empty file is no document, a UTF-16 one refused; a v1 file is tokenised again)."""
+    h = hashlib.sha256(b"npgpt-tokens-v2")
+    if tokenizer_spec is not None:  # GPT-2's BPE adds nothing, as before tokenizers were hashed
         h.update(json.dumps(tokenizer_spec, sort_keys=True).encode())
     for f in files:
         st = f.stat()
