@@ -276,12 +276,13 @@ _SPECIAL = {
 }
 
 
-def refuse_special_files(path: Path) -> None:
-    """CheckpointError naming ``path``, or the first of a folder's entries, that is a FIFO, a device or a socket
-    (links followed): reading one never ends (``mkfifo config.json`` with no writer blocks ``open`` forever,
-    ``/dev/zero`` never runs out), where a model's file ends. Entries that cannot be read are left to the reader."""
+def refuse_special_files(path: Path, may_open: Callable[[Path], bool] = lambda entry: True) -> None:
+    """CheckpointError naming ``path``, or the first of a folder's entries that a reader ``may_open``, that is a
+    FIFO, a device or a socket (links followed): reading one never ends (``mkfifo config.json`` with no writer
+    blocks ``open`` forever, ``/dev/zero`` never runs out), where a model's file ends. Entries that cannot be read
+    are left to the reader; one no reader opens (a log pipe, a program's socket beside the model) is left alone."""
     try:
-        entries = [path, *sorted(path.iterdir())] if path.is_dir() else [path]
+        entries = [path, *sorted(filter(may_open, path.iterdir()))] if path.is_dir() else [path]
     except OSError:  # a folder that cannot be listed: the reader's own message says why
         entries = [path]
     for entry in entries:

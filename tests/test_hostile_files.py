@@ -244,6 +244,19 @@ def test_a_fifo_named_as_a_model_file_is_refused_not_opened(tmp_path, name):
         load_checkpoint("/dev/zero")
 
 
+@pytest.mark.timeout(120)  # a bound on a hang, not a speed threshold
+@pytest.mark.parametrize("name", ["notes.fifo", ".agent.sock", "run.log"])
+def test_a_fifo_no_reader_opens_does_not_refuse_the_models_folder(tmp_path, name):
+    """The refusal of a FIFO named as a model file refused any FIFO, device or socket in the folder: a model
+    folder (or the current one, --model .) that also held a log pipe or a program's socket was 'not a regular
+    file' and did not load, though no reader opens it. Only the files a reader may open are refused."""
+    import os
+
+    path, _ = _write("hf", tmp_path)
+    os.mkfifo(path / name)
+    load_checkpoint(path)
+
+
 @pytest.mark.parametrize("name", ["model.gguf", "model.safetensors", "model.bin", "ckpt.pt"])
 def test_an_empty_file_is_named_as_one(tmp_path, name):
     """An interrupted copy: an empty .gguf was "not a model file npgpt knows", whatever its name promised."""

@@ -56,6 +56,19 @@ def detect(path: str | Path) -> str:
     return fmt
 
 
+# The files a reader may open in a model's folder (weights, configs, tokenizer files; OpenAI's checkpoint,
+# model.ckpt.* and vocab.bpe): a FIFO among them is refused, anything else there (a log pipe, a socket) is no
+# model's and left alone.
+_MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".txt", ".bpe", ".index")
+
+
+def _may_open(entry: Path) -> bool:
+    name = entry.name
+    return not name.startswith(".") and (
+        entry.suffix in _MODEL_FILE_SUFFIXES or name == "checkpoint" or name.startswith("model.ckpt")
+    )
+
+
 def _detect(path: Path) -> str:
     from .gguf_format import is_gguf_file
     from .hf_files import BIN_INDEX, SAFETENSORS_INDEX, layout, shard_map
@@ -68,7 +81,7 @@ def _detect(path: Path) -> str:
         if path.is_symlink():
             raise broken_link(path)
         raise CheckpointError(f"{path}: no such file or directory; pass a checkpoint path or a model name")
-    refuse_special_files(path)  # before anything is opened: opening a FIFO blocks until a writer comes
+    refuse_special_files(path, _may_open)  # before anything is opened: opening a FIFO blocks until a writer comes
     if path.is_file():
         if path.name == ADAPTER_CONFIG or path.name.startswith("adapter_model."):
             raise _adapter(path)
