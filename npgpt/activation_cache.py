@@ -60,11 +60,11 @@ def _register_with_jax() -> None:
     import jax
 
     def flatten(cache: ActivationCache) -> tuple[list[Any], tuple[Any, ...]]:
-        return list(cache.values()), (tuple(cache), cache.model, cache.has_batch_dim)
+        return list(cache.values()), (tuple(cache), cache.model, cache.has_batch_dim, cache.stopped_at)
 
     def unflatten(aux: tuple[Any, ...], children: Iterable[Any]) -> ActivationCache:
-        names, model, has_batch_dim = aux
-        return ActivationCache(dict(zip(names, children, strict=True)), model, has_batch_dim)
+        names, model, has_batch_dim, stopped_at = aux
+        return ActivationCache(dict(zip(names, children, strict=True)), model, has_batch_dim, stopped_at)
 
     jax.tree_util.register_pytree_node(ActivationCache, flatten, unflatten)
 
@@ -83,11 +83,18 @@ class ActivationCache(HeadAttribution, dict):
     plain dict of its arrays (the model it refers to is not saved).
     """
 
-    def __init__(self, activations: dict[str, Any], model: Engine | HasEngine, has_batch_dim: bool = True) -> None:
+    def __init__(
+        self,
+        activations: dict[str, Any],
+        model: Engine | HasEngine,
+        has_batch_dim: bool = True,
+        stopped_at: int | None = None,
+    ) -> None:
         super().__init__(activations)
         self.model = model  # as TransformerLens's cache.model: its final layer norm, for apply_ln at the unembed
         self.n_layer = model.config.n_layer
         self.has_batch_dim = has_batch_dim  # TransformerLens's: False after remove_batch_dim()
+        self.stopped_at = stopped_at  # the blocks a stop_at_layer run ran (None: all): later hooks never ran
         if "jax" in sys.modules:  # only where JAX is loaded can its tree functions meet a cache
             _register_with_jax()
 
@@ -100,10 +107,10 @@ class ActivationCache(HeadAttribution, dict):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __copy__(self) -> ActivationCache:
-        return ActivationCache(dict(self), self.model, self.has_batch_dim)
+        return ActivationCache(dict(self), self.model, self.has_batch_dim, self.stopped_at)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ActivationCache:  # the arrays copied, the model shared
-        return ActivationCache(copy.deepcopy(dict(self), memo), self.model, self.has_batch_dim)
+        return ActivationCache(copy.deepcopy(dict(self), memo), self.model, self.has_batch_dim, self.stopped_at)
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickled as the dict of its arrays: a model is no file's to hold
         return dict, (dict(self),)
@@ -159,6 +166,14 @@ class ActivationCache(HeadAttribution, dict):
         """Why ``key`` (read as hook name ``name``) is not here, as one line."""
         shown_key = f"cache[{shown(key)[1:-1] if isinstance(key, tuple) else shown(key)}]"
         read = "" if name == key else f" (hook name {name!r})"
+        block = re.match(r"blocks\.(\d+)\.", name)
+        if self.stopped_at is not None and (
+            block is not None and int(block.group(1)) >= self.stopped_at or name.startswith("ln_final.")
+        ):
+            return CacheKeyError(
+                f"{shown_key}{read} is not in this cache: the run that made it stopped after {self.stopped_at} "
+                "of the blocks (stop_at_layer), before this hook; run it with a later stop_at_layer (or none)"
+            )
         if name in hook_names(self.n_layer):
             return CacheKeyError(
                 f"{shown_key}{read} is not in this cache: the names_filter of the run that made it left it out"

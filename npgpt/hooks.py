@@ -387,7 +387,7 @@ def run_with_cache(
         return x
 
     logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask, stop_at_layer=stop)
-    activations = ActivationCache(cache, model)
+    activations = ActivationCache(cache, model, stopped_at=stop)
     if remove_batch_dim:
         activations.remove_batch_dim()
     if stop is not None:  # the residual stream, whatever return_type asks (as in TransformerLens)

@@ -1020,6 +1020,26 @@ def test_stop_at_layer_returns_transformer_lens_s_residual_stream(odd):
             model(ids, stop_at_layer=bad)
 
 
+def test_a_hook_past_stop_at_layer_is_said_to_be_past_it_not_left_out_by_names_filter():
+    """A cache made with stop_at_layer=1 and no names_filter said of the hooks past the stop that 'the names_filter of
+    the run that made it left it out': it names the stop, and names_filter only where that left a hook out."""
+    model = GPT2(ODD, scaled_params(ODD, 3))
+    ids, _ = batch(ODD)
+    _, cache = model.run_with_cache(ids, stop_at_layer=1)
+    for key in ("blocks.1.hook_resid_post", ("resid_pre", 2), "ln_final.hook_normalized"):
+        with pytest.raises(
+            KeyError,
+            match=r"is not in this cache: the run that made it stopped after 1 of the blocks \(stop_at_layer\)",
+        ):
+            cache[key]
+    assert copy.copy(cache)["blocks.0.hook_resid_post"].shape == (*ids.shape, ODD.n_embd)
+    with pytest.raises(KeyError, match=r"stopped after 1 of the blocks"):
+        copy.deepcopy(cache)["blocks.2.attn.hook_pattern"]
+    _, cache = model.run_with_cache(ids, stop_at_layer=2, names_filter=["blocks.0.hook_resid_post"])
+    with pytest.raises(KeyError, match=r"is not in this cache: the names_filter of the run that made it left it out"):
+        cache["blocks.1.hook_resid_pre"]
+
+
 def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
     """model.add_hook(...), model.reset_hooks() and model.W_U were bare AttributeErrors ('GPT2' object has no
     attribute); each is now one line naming npgpt's way (still an AttributeError), and W_U's hint gives
