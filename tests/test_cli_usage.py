@@ -106,6 +106,23 @@ def test_help_text_is_shown_as_written():
         assert text in flat, text
 
 
+def test_the_root_help_names_only_commands_there_are():
+    """`npgpt --help` opened on 'generate, chat, inspect, ...', and `npgpt inspect` is 'No such command': each
+    name in the summary (or in its brackets) is a command."""
+    import typer
+
+    from npgpt.cli import app
+
+    commands = set(typer.main.get_command(app).commands)
+    summary = app.info.help.split(":", 1)[1].strip(" .")
+    inside = [name for group in re.findall(r"\(([^)]*)\)", summary) for name in group.split(", ")]
+    outside = [item.strip() for item in re.sub(r"[^,(]*\([^)]*\)", "", summary).split(",") if item.strip()]
+    for name in inside + outside:
+        assert name in commands, (name, summary)
+    r = run_cli("--help")
+    assert r.returncode == 0 and summary in " ".join(r.stdout.replace("│", " ").split())
+
+
 # -- 2. prompts from stdin and files ----------------------------------------------------------------------
 def test_prompt_from_stdin_dash_and_prompt_file(model_file, tmp_path):
     args = ("--model", model_file, "--max-new-tokens", "6", "--temperature", "0", "--no-echo")

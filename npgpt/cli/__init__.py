@@ -40,7 +40,7 @@ except KeyboardInterrupt:  # Ctrl-C as npgpt starts: a traceback through NumPy's
 # ("> 1" is not a block quote); help strings hold no [tags].
 app = typer.Typer(
     cls=Group,
-    help="GPT-2 in readable NumPy: generate, chat, inspect, download, convert, train, serve.",
+    help="GPT-2 in readable NumPy: generate, chat, look inside (lens, attention), download, convert, train, serve.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -63,7 +63,7 @@ def _root(
         bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print npgpt's version and exit.")
     ] = None,
 ) -> None:
-    """GPT-2 in readable NumPy: generate, chat, inspect, download, convert, train, serve."""
+    """GPT-2 in readable NumPy: generate, chat, look inside (lens, attention), download, convert, train, serve."""
 
 
 app.command(cls=Command)(generate.generate)
