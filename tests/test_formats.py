@@ -139,13 +139,37 @@ def test_writing_hf_over_an_earlier_model_leaves_only_the_new_weights(tmp_path):
     for seed, size in enumerate(["20KB", "60KB", None, "20KB"]):
         params = random_params(config, seed=seed)
         hf_format.save(out, config, params, max_shard_size=size)
+        tokenizer = {"vocab.json", "merges.txt", "tokenizer_config.json"}
         if size is None:
-            assert files() == {"config.json", "model.safetensors"}
+            assert files() == {"config.json", "model.safetensors", *tokenizer}
         else:
             shards = set(json.loads((out / "model.safetensors.index.json").read_text())["weight_map"].values())
-            assert files() == {"config.json", "model.safetensors.index.json", *shards}, size
+            assert files() == {"config.json", "model.safetensors.index.json", *shards, *tokenizer}, size
         assert_same_params(load_checkpoint(out)[1], params)
     assert (out / "README.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("fmt", ["hf", "hf-sharded"])
+def test_a_converted_hf_folder_carries_gpt2s_tokenizer_for_transformers(tmp_path, fmt):
+    """`npgpt convert SRC DIR --to hf` wrote config.json and the weights only: transformers 5's
+    AutoTokenizer.from_pretrained(DIR) then built a GPT-2 tokenizer of no tokens, silently, and
+    pipeline("text-generation", model=DIR) generated nothing (transformers 4 refused the folder). Now
+    GPT-2's vocab.json and merges.txt are written beside the weights, as in openai-community/gpt2, with
+    tokenizer_config.json's model_max_length the model's context; npgpt reads the folder back as before."""
+    from transformers import AutoTokenizer
+
+    config = GPT2Config(n_ctx=32, n_embd=16, n_head=2, n_layer=1)  # GPT-2's vocabulary
+    params = random_params(config, seed=1)
+    out = save_checkpoint(
+        tmp_path / "out", config, params, fmt, max_shard_size="100KB" if fmt == "hf-sharded" else None
+    )
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert len(tokenizer) == 50257 and tokenizer("Hello world")["input_ids"] == [15496, 995]
+    assert tokenizer.eos_token == "<|endoftext|>" and tokenizer.model_max_length == config.n_ctx
+    assert tokenizer.decode([15496, 11, 995]) == "Hello, world"
+    back, loaded = load_checkpoint(out)
+    assert back == config
+    assert_same_params(loaded, params)
 
 
 @pytest.mark.parametrize("fmt", ["hf-sharded", "openai"])
@@ -658,6 +682,8 @@ def test_a_tokenizer_saved_beside_the_model_must_be_gpt2s(tmp_path):
             load_checkpoint(tmp_path / name)
     (tmp_path / "bert").mkdir()
     hf_format.save(tmp_path / "bert", config, random_params(config))
+    for gpt2s in ("vocab.json", "merges.txt", "tokenizer_config.json"):  # the writer's GPT-2 tokenizer: none here
+        (tmp_path / "bert" / gpt2s).unlink()
     (tmp_path / "bert" / "vocab.txt").write_text("[PAD]\n[UNK]\nthe\n")  # BertTokenizer's, as some GPT-2s use
     with pytest.raises(CheckpointError, match=r"vocab.txt: the vocabulary of a tokenizer that is not GPT-2's"):
         load_checkpoint(tmp_path / "bert")

@@ -185,10 +185,32 @@ def same_weights(a: np.ndarray, b: np.ndarray) -> bool:
     return same_view or (a.shape == b.shape and bool(np.array_equal(a, b)))
 
 
+GPT2_VOCAB = 50257  # GPT-2's tokens, <|endoftext|> last
+
+
+def _tokenizer_writers(
+    directory: Path, config: GPT2Config, text: Callable[..., Callable[[str], Any]]
+) -> dict[Path, Callable[[str], Any]]:
+    """GPT-2's tokenizer files, which transformers' AutoTokenizer reads from the model's folder: without them
+    transformers 5 silently builds a tokenizer of no tokens (and transformers 4 refuses the folder).
+    ``encoder.json`` is GPT-2's ``vocab.json`` and ``vocab.bpe`` its ``merges.txt``, byte for byte."""
+    import shutil
+
+    from ..tokenizer import default_files
+
+    encoder_json, vocab_bpe = default_files()
+    return {
+        directory / "vocab.json": lambda tmp: shutil.copyfile(encoder_json, tmp),
+        directory / "merges.txt": lambda tmp: shutil.copyfile(vocab_bpe, tmp),
+        directory / "tokenizer_config.json": text({"model_max_length": config.n_ctx}),
+    }
+
+
 def save(
     directory: str | Path, config: GPT2Config, params: dict[str, Any], max_shard_size: int | str | None = None
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads.
+    """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads, and for a
+    model of GPT-2's vocabulary its tokenizer (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``).
 
     Every math field of the config is written under transformers' name. HF's GPT-2 always has
     biases, so a ``bias=False`` model is written with zero biases: the same function, read
@@ -235,6 +257,8 @@ def save(
     writers = {directory / name: shard(names) for name, names in shards.items()}
     if index is not None:
         writers[directory / SAFETENSORS_INDEX] = text(index, sort_keys=True)
+    if config.n_vocab >= GPT2_VOCAB:  # GPT-2's tokens: its tokenizer beside the weights, as openai-community/gpt2's
+        writers.update(_tokenizer_writers(directory, config, text))
     writers[directory / "config.json"] = text(hf_config)
     # One set (files.write_together): a failure leaves the old model whole; config.json is withdrawn
     # first and renamed last, so a writer killed while renaming leaves none, never new shards beside
