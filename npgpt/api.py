@@ -429,8 +429,32 @@ def _is_one_prompt(prompts: Sequence[Any]) -> bool:
     return len(prompts) > 0 and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompts)
 
 
+_DEVICE = "npgpt picks the device with backend=: 'numpy' runs on the CPU; 'torch', 'jax' and 'cupy' on a GPU they see"
+# Other libraries' loading options (transformers' from_pretrained, torch's .to(device), nanoGPT's device=) -> npgpt's
+_LOAD_FOREIGN = {
+    "device": _DEVICE,
+    "device_map": _DEVICE,
+    "torch_dtype": "npgpt's is dtype ('float32', 'float16', 'bfloat16', 'int8' or 'auto')",
+}
+_LOAD_OPTIONS = ("name_or_path", "backend", "dtype", "auto_rows")
+
+
+def _check_load_options(other: dict[str, Any]) -> None:
+    """NpgptError naming npgpt's way for an option load does not take, where Python's TypeError named none."""
+    import difflib
+
+    for name in other:
+        close = difflib.get_close_matches(name, _LOAD_OPTIONS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"load takes {', '.join(_LOAD_OPTIONS)}"
+        raise NpgptError(f"unknown option {name!r}; {_LOAD_FOREIGN.get(name, hint)}", param=name)
+
+
 def load(
-    name_or_path: str | Path | None = None, backend: str = "numpy", dtype: str = "float32", auto_rows: int = 1
+    name_or_path: str | Path | None = None,
+    backend: str = "numpy",
+    dtype: str = "float32",
+    auto_rows: int = 1,
+    **other: Any,
 ) -> GPT2:
     """Load a model: a checkpoint path, a downloaded name (``"124M"``), or None for the default.
 
@@ -448,6 +472,7 @@ def load(
     from .formats import load_with_tokenizer
     from .registry import resolve
 
+    _check_load_options(other)  # device="cuda", torch_dtype=...: npgpt's own way, not a TypeError
     check_dtype(dtype, allow_auto=True)  # before the (slow) load
     _check_auto_rows(auto_rows)
     path, notice = resolve(None if name_or_path is None else str(name_or_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -103,6 +104,25 @@ def test_unknown_backend_and_model_are_clear():
 
     with pytest.raises(NpgptError, match="choose one of"):
         get_backend("tensorflow")
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ({"device": "cuda"}, "npgpt picks the device with backend="),  # transformers', torch's, nanoGPT's habit
+        ({"device_map": "auto"}, "npgpt picks the device with backend="),
+        ({"torch_dtype": "float16"}, "npgpt's is dtype ("),
+        ({"backends": "torch"}, "did you mean 'backend'?"),
+        ({"trust_remote_code": True}, "load takes name_or_path, backend, dtype, auto_rows"),
+    ],
+)
+def test_another_librarys_load_option_is_one_line_with_npgpts_way(option, says):
+    """npgpt.load(device="cuda"), as transformers' and nanoGPT's users type it, was Python's TypeError
+    "load() got an unexpected keyword argument 'device'", naming no way to the GPU (the CLI's --device
+    says --backend). Now NpgptError names npgpt's option, before the model is read."""
+    with pytest.raises(NpgptError, match=re.escape(says)) as err:
+        npgpt.load("/nonexistent", **option)  # refused before "/nonexistent: no such file"
+    assert err.value.param == next(iter(option)) and "\n" not in str(err.value) and "--" not in str(err.value)
 
 
 @pytest.mark.parametrize("auto_rows", [0, -2, 1.5, None])
