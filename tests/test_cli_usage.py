@@ -256,7 +256,8 @@ def test_info_counts_the_files_of_each_format_and_nothing_else(fmt, tmp_path):
     extra = {"max_shard_size": "200KB"} if fmt == "hf-sharded" else {}
     out = save_checkpoint(tmp_path / "run", config, random_params(config), fmt=fmt, **extra)
     folder = out if out.is_dir() else out.parent
-    tokenizer = {"vocab.json", "merges.txt", "tokenizer_config.json"}  # hf's: GPT-2's tokenizer, not the model
+    # GPT-2's tokenizer, written beside hf's and openai's weights: not the model
+    tokenizer = {"vocab.json", "merges.txt", "tokenizer_config.json", "encoder.json", "vocab.bpe"}
     on_disk = {p for p in folder.iterdir() if p.is_file() and p.name not in tokenizer}
     (folder / "train_state.safetensors").write_bytes(b"\0" * 500_000)  # not part of the model
     info = json.loads(run_cli("info", str(folder), "--json").stdout)

@@ -81,6 +81,26 @@ def test_save_writes_the_same_bytes_as_tensorflow(tmp_path):
         assert (tmp_path / name).read_bytes() == (FIXTURE / name).read_bytes(), name
 
 
+def test_a_saved_gpt2_vocabulary_model_carries_the_encoder_files_openais_code_reads(tmp_path):
+    """`npgpt convert SRC DIR --to openai` wrote the checkpoint and hparams.json only, but OpenAI's gpt-2 code
+    (src/encoder.py's get_encoder) and picoGPT read encoder.json and vocab.bpe from the same folder, as
+    OpenAI's downloads hold them: both failed with FileNotFoundError. Now GPT-2's two files are written too."""
+    import json
+
+    from npgpt.tokenizer import default_files
+
+    config = GPT2Config(n_ctx=16, n_embd=16, n_head=2, n_layer=1)  # GPT-2's vocabulary
+    params = init_params(config, seed=1)
+    openai_tf.save(tmp_path, config, params)
+    for name, vendored in zip(("encoder.json", "vocab.bpe"), default_files(), strict=True):
+        assert (tmp_path / name).read_bytes() == vendored.read_bytes(), name
+    encoder = json.loads((tmp_path / "encoder.json").read_text(encoding="utf-8"))  # as get_encoder reads them
+    merges = [tuple(m.split()) for m in (tmp_path / "vocab.bpe").read_text(encoding="utf-8").split("\n")[1:-1]]
+    assert len(encoder) == 50257 and encoder["Hello"] == 15496 and len(merges) == 50000
+    loaded_config, loaded = openai_tf.load(tmp_path)
+    assert loaded_config == config and np.array_equal(flatten(loaded)["wte"], flatten(params)["wte"])
+
+
 def test_save_then_load_round_trips_an_odd_config(tmp_path):
     config = GPT2Config(n_vocab=77, n_ctx=16, n_embd=48, n_head=3, n_layer=5)
     params = init_params(config, seed=1)

@@ -624,7 +624,8 @@ def load(directory: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
 
 def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> Path:
     """Write ``params`` in OpenAI's layout (float32, conv1d weights as [1, nx, nf]), readable by
-    :func:`load`, TensorFlow and OpenAI's own ``gpt-2`` code.
+    :func:`load`, TensorFlow and OpenAI's own ``gpt-2`` code (with GPT-2's ``encoder.json`` and ``vocab.bpe``
+    beside it, for a model of GPT-2's vocabulary, as OpenAI's downloads have them).
 
     Over an existing folder the four files are replaced as one set as far as a folder allows: all
     are written in full first (a failure there leaves the old set whole), then the old
@@ -645,6 +646,7 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
     write_together(
         _file_writers(
             {
+                **(_encoder_writers(directory) if config.n_vocab >= GPT2_VOCAB else {}),
                 **_bundle_writers(directory / "model.ckpt", tensors),
                 directory / "checkpoint": lambda f: f.write(
                     b'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
@@ -655,6 +657,21 @@ def save(directory: str | Path, config: GPT2Config, params: dict[str, Any]) -> P
         withdraw=[hparams],
     )
     return directory
+
+
+GPT2_VOCAB = 50257  # GPT-2's tokens, <|endoftext|> last
+
+
+def _encoder_writers(directory: Path) -> dict[Path, Callable[[BinaryIO], Any]]:
+    """GPT-2's ``encoder.json`` and ``vocab.bpe``, which OpenAI's downloads hold beside the checkpoint and its
+    code (``src/encoder.py``'s ``get_encoder``) and picoGPT read from the model's folder."""
+    from ..tokenizer import default_files
+
+    def copy(source: Path) -> Callable[[BinaryIO], Any]:
+        return lambda f: f.write(source.read_bytes())
+
+    encoder_json, vocab_bpe = default_files()
+    return {directory / "encoder.json": copy(encoder_json), directory / "vocab.bpe": copy(vocab_bpe)}
 
 
 def _hparams(config: GPT2Config) -> dict[str, Any]:
