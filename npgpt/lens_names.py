@@ -20,6 +20,10 @@ _HOOKS_LAST_ONE_CALL = (
     "npgpt's hooks last for one call: model.run_with_hooks(ids, fwd_hooks=[(name, fn)]) (or run_with_cache's fwd_hooks)"
 )
 _BLOCK_WEIGHT = "model.params['blocks'][layer]{where} ([in, out], OpenAI's layout)"
+_DEVICE_AT_LOAD = (
+    "npgpt picks the device at load: npgpt.load(name, backend='torch') (or 'jax', 'cupy') runs on a GPU it sees, "
+    "backend='numpy' runs on the CPU"
+)
 # TransformerLens's HookedTransformer attributes -> npgpt's way to the same end ({head}: the matrix this
 # model unembeds with, wte or an untied model's lm_head)
 MODEL_ATTRIBUTES_NOT_HERE = {
@@ -43,6 +47,12 @@ MODEL_ATTRIBUTES_NOT_HERE = {
     "W_out": _BLOCK_WEIGHT.format(where="['mlp']['c_proj']['w']"),
     "tokens_to_residual_directions": "model.params['{head}'][tokens] are the tokens' unembedding directions",
     "to_single_token": "model.tokenizer.encode(text), one id for a text that is one token",
+    # nn.Module's, which HookedTransformer is: a PyTorch user's first calls after loading
+    "to": _DEVICE_AT_LOAD,
+    "cuda": _DEVICE_AT_LOAD,
+    "cpu": _DEVICE_AT_LOAD,
+    "half": "16-bit weights are chosen at load: npgpt.load(name, backend='torch', dtype='float16')",
+    "eval": "npgpt's model has no training mode (no dropout): it always computes as eval() would; drop the call",
 }
 
 

@@ -125,6 +125,25 @@ def test_another_librarys_load_option_is_one_line_with_npgpts_way(option, says):
     assert err.value.param == next(iter(option)) and "\n" not in str(err.value) and "--" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda m: m.to("cuda"), "npgpt picks the device at load: npgpt.load(name, backend='torch')"),
+        (lambda m: m.cuda(), "npgpt picks the device at load"),
+        (lambda m: m.cpu(), "backend='numpy' runs on the CPU"),
+        (lambda m: m.half(), "dtype='float16'"),
+        (lambda m: m.eval(), "no training mode"),
+    ],
+)
+def test_torch_module_habits_on_the_model_name_npgpts_way(model, call, says):
+    """model.to("cuda"), model.cuda(), model.half() and model.eval(), which a PyTorch (and TransformerLens) user
+    types after loading, were bare AttributeErrors ('GPT2' object has no attribute 'to'); each is now one line
+    naming npgpt's way (still an AttributeError)."""
+    with pytest.raises(AttributeError, match=re.escape(says)) as err:
+        call(model)
+    assert isinstance(err.value, NpgptError) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("auto_rows", [0, -2, 1.5, None])
 def test_a_bad_auto_rows_is_refused_before_the_load(auto_rows):
     with pytest.raises(NpgptError, match="auto_rows must be a whole number >= 1") as err:  # a ValueError or TypeError
