@@ -104,6 +104,23 @@ def _splitter(tokens: Iterable[AddedToken]) -> re.Pattern[str] | None:
     return re.compile("|".join(map(re.escape, contents))) if contents else None
 
 
+class TokenizerAttributeError(NpgptError, AttributeError):
+    """Another library's tokenizer attribute npgpt's has not, with npgpt's way to the same end."""
+
+
+_EOT_ID = "npgpt's is tokenizer.eot_id, the id of <|endoftext|> (GPT-2's 50256), which GPT-2 puts between documents"
+# transformers' and tiktoken's tokenizer attributes -> npgpt's (the first names a user reaches for after encode)
+_FOREIGN_ATTRIBUTES = {
+    "eos_token_id": _EOT_ID + "; tokenizer.eos_token_ids are the ids that end a generation",
+    "bos_token_id": _EOT_ID + " (GPT-2 has no other beginning token)",
+    "eot_token": _EOT_ID,
+    "pad_token_id": "npgpt needs no pad token: generate pads and masks prompts of different lengths itself",
+    "vocab_size": "npgpt's is tokenizer.n_vocab",
+    "batch_decode": "[tokenizer.decode(row) for row in ids]",
+    "encode_ordinary": "tokenizer.encode(text) reads <|endoftext|> as plain text (allow_special=True: as the token)",
+}
+
+
 class Tokenizer:
     """GPT-2 tokenizer: ``encode`` text to ids, ``decode`` ids to text.
 
@@ -180,6 +197,11 @@ class Tokenizer:
             "added_tokens": [vars(t) for t in self.added_tokens],
             "eos_token_id": list(self.eos_token_ids),
         }
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
+        if name in _FOREIGN_ATTRIBUTES:
+            raise TokenizerAttributeError(f"npgpt's tokenizer has no {name}; {_FOREIGN_ATTRIBUTES[name]}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Refused, pointing to ``encode``: transformers' ``tokenizer(text)`` returns a dict of tensors."""

@@ -11,6 +11,7 @@ References, both built from ``npgpt/assets`` so no test touches the network:
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import sys
 
@@ -381,3 +382,30 @@ def test_import_npgpt_does_not_load_tokenizer() -> None:
         "import sys, npgpt\nprint(sorted(m for m in ('tiktoken', 'npgpt.tokenizer') if m in sys.modules))"
     )
     assert out.strip() == "[]", f"`import npgpt` loaded {out.strip()}"
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("eos_token_id", "tokenizer.eot_id"),  # transformers'
+        ("bos_token_id", "tokenizer.eot_id"),
+        ("pad_token_id", "npgpt needs no pad token"),
+        ("vocab_size", "tokenizer.n_vocab"),
+        ("batch_decode", "[tokenizer.decode(row) for row in ids]"),
+        ("eot_token", "tokenizer.eot_id"),  # tiktoken's
+        ("encode_ordinary", "tokenizer.encode(text) reads <|endoftext|> as plain text"),
+    ],
+)
+def test_another_librarys_tokenizer_attribute_names_npgpts(name, says):
+    """tokenizer.eos_token_id (transformers': model.generate(..., pad_token_id=tokenizer.eos_token_id)) and
+    tiktoken's enc.eot_token were bare AttributeErrors ('Tokenizer' object has no attribute ...); each is now one
+    line naming npgpt's attribute or way, still an AttributeError. Other missing names stay plain."""
+    from npgpt.char_tokenizer import CharTokenizer
+
+    for tok in (Tokenizer(), CharTokenizer("ab")):
+        with pytest.raises(AttributeError, match=re.escape(says)) as err:
+            getattr(tok, name)
+        assert isinstance(err.value, NpgptError) and "\n" not in str(err.value)
+    assert not hasattr(Tokenizer(), "no_such_thing")
+    with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
+        Tokenizer().no_such_thing  # noqa: B018
