@@ -471,6 +471,17 @@ def test_other_tools_names_get_npgpts(args, hint):
             "error: Got unexpected extra argument (there). Quote text of several words: npgpt generate 'Hi there'"
             " (see `npgpt generate --help`)",
         ),
+        # Ollama's `ollama run MODEL "PROMPT"`: chat takes no text argument, and its error said only that
+        (
+            ["chat", "Hi there"],
+            "error: Got unexpected extra argument (Hi there). npgpt chat reads your messages from the terminal, or"
+            " piped in: echo 'Hi there' | npgpt chat (see `npgpt chat --help`)",
+        ),
+        (
+            ["chat", "124M"],
+            "error: Got unexpected extra argument (124M). The model goes after -m: npgpt chat -m 124M"
+            " (see `npgpt chat --help`)",
+        ),
         (["convert"], "error: Missing argument 'src' (see `npgpt convert --help`)"),  # no "'src'. (see"
         # an option given last with no value pointed at the root's help, which lists no option of the command's
         (["generate", "Hi", "--stop"], "error: Option '--stop' requires an argument (see `npgpt generate --help`)"),

@@ -258,9 +258,16 @@ class Command(TyperCommand):
         words = " ".join(extra)
         message = f"Got unexpected extra argument{'s' * (len(extra) > 1)} ({_cut(words)})"
         first = ctx.params.get("prompt", ctx.params.get("text"))  # the text argument, on commands that take one
+        from ..registry import names_a_model
+
+        if first is None and self._has("--system"):  # chat: Ollama's `ollama run MODEL "PROMPT"`, its text typed here
+            command = f"npgpt {ctx.info_name}"
+            if len(extra) == 1 and names_a_model(words):
+                return f"{message}. The model goes after -m: {command} -m {shlex.quote(words)}"
+            given = f"echo {shlex.quote(words)} | {command}" if _typeable(words) else f"{command} < FILE"
+            return f"{message}. {command} reads your messages from the terminal, or piped in: {given}"
         if not isinstance(first, str):
             return message
-        from ..registry import names_a_model
 
         command = f"npgpt {ctx.info_name}"
         model = self._has("--model") and names_a_model(first)
