@@ -104,6 +104,17 @@ class GPT2:
             raise ModelAttributeError(f"npgpt's model has no {name} ({tl}); {hint}")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    @classmethod
+    def from_pretrained(cls, name_or_path: Any = None, *args: Any, **kwargs: Any) -> GPT2:
+        """Refused, naming :func:`load`: transformers' and nanoGPT's ``from_pretrained("gpt2")`` is npgpt's
+        ``npgpt.load("gpt2")`` (a name, a path, or nothing for the default)."""
+        call = "npgpt.load()" if name_or_path is None else f"npgpt.load({shown(name_or_path)})"
+        raise NpgptError(
+            f"npgpt loads a model with {call}, not GPT2.from_pretrained: a name (124M, gpt2, a downloaded "
+            "Hugging Face repo), a checkpoint path, or nothing for the default; backend= and dtype= choose the "
+            "device and the weights' storage"
+        )
+
     def __repr__(self) -> str:
         return f"GPT2({self.config}, backend={self.backend.name!r}, dtype={self.dtype!r}, source={self.source!r})"
 

@@ -144,6 +144,24 @@ def test_torch_module_habits_on_the_model_name_npgpts_way(model, call, says):
     assert isinstance(err.value, NpgptError) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs", "says"),
+    [
+        (("gpt2",), {}, "npgpt.load('gpt2')"),  # nanoGPT's GPT.from_pretrained('gpt2'), transformers' the same
+        (("openai-community/gpt2",), {"torch_dtype": "auto"}, "npgpt.load('openai-community/gpt2')"),
+        ((), {}, "npgpt.load()"),
+    ],
+)
+def test_from_pretrained_names_npgpt_load(args, kwargs, says):
+    """GPT2.from_pretrained("gpt2"), the first line of a transformers or nanoGPT user, was Python's
+    "type object 'GPT2' has no attribute 'from_pretrained'"; it now names the call that loads it."""
+    from npgpt import GPT2
+
+    with pytest.raises(NpgptError, match=re.escape(says)) as err:
+        GPT2.from_pretrained(*args, **kwargs)
+    assert "\n" not in str(err.value) and "--" not in str(err.value)
+
+
 @pytest.mark.parametrize("auto_rows", [0, -2, 1.5, None])
 def test_a_bad_auto_rows_is_refused_before_the_load(auto_rows):
     with pytest.raises(NpgptError, match="auto_rows must be a whole number >= 1") as err:  # a ValueError or TypeError
