@@ -439,6 +439,10 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
             "npgpt generate 'Why is the sky blue?' -m gpt2",
         ),  # Ollama's order
         (["generate", "Hello", "world"], "Quote text of several words: npgpt generate 'Hello world'"),
+        # the OpenAI API's logprobs and llama.cpp's --n-probs: click said only "No such option: --logprobs"
+        (["generate", "Hi", "--logprobs", "2"], "npgpt score gives each token's log-probability in a text"),
+        (["generate", "Hi", "--n-probs", "2"], "model.completions(prompt, logprobs=k)"),
+        (["chat", "--top-logprobs", "2"], "npgpt next shows the likeliest next tokens"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):

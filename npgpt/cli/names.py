@@ -86,6 +86,13 @@ _PIPE_IN = [("chat", "npgpt chat reads your messages from the terminal, or piped
 _DOWNLOAD_FIRST = [("--model", "download it first (`npgpt download --hf ORG/NAME`), then use -m ORG/NAME")]
 _VERBOSE = [("*", "npgpt has no verbose mode; NPGPT_DEBUG=1 adds a traceback to an error")]
 _ALIAS = [("serve", "name a model with --model NAME=PATH")]
+_LOGPROBS = [
+    (
+        "*",
+        "npgpt score gives each token's log-probability in a text, npgpt next shows the likeliest next tokens; for "
+        "generated text's, the Python API's model.completions(prompt, logprobs=k) or the server's logprobs",
+    )
+]
 _DEVICE = [
     ("--backend", "npgpt picks the device with --backend: numpy runs on the CPU; torch, jax and cupy on the GPU"),
     ("train", _ON_JAX),
@@ -125,6 +132,9 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-v": _VERBOSE,  # llama.cpp's; Ollama's -v, the version, is the root's (OPTIONS)
     "--verbose": _VERBOSE,
     "--color": [("*", "npgpt colours its output on a terminal by itself; NO_COLOR=1 turns colour off")],
+    "--logprobs": _LOGPROBS,  # the OpenAI API's
+    "--top-logprobs": _LOGPROBS,
+    "--n-probs": _LOGPROBS,  # llama.cpp's
 }
 
 # Single-dash names of several letters, which click would split into short options.
