@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tiktoken
 
@@ -198,10 +198,12 @@ class Tokenizer:
             "eos_token_id": list(self.eos_token_ids),
         }
 
-    def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
-        if name in _FOREIGN_ATTRIBUTES:
-            raise TokenizerAttributeError(f"npgpt's tokenizer has no {name}; {_FOREIGN_ATTRIBUTES[name]}")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attribute on a Tokenizer
+
+        def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
+            if name in _FOREIGN_ATTRIBUTES:
+                raise TokenizerAttributeError(f"npgpt's tokenizer has no {name}; {_FOREIGN_ATTRIBUTES[name]}")
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Refused, pointing to ``encode``: transformers' ``tokenizer(text)`` returns a dict of tensors."""
