@@ -276,7 +276,7 @@ _SPECIAL = {
 }
 
 
-def refuse_special_files(path: Path, may_open: Callable[[Path], bool] = lambda entry: True) -> None:
+def refuse_special_files(path: Path, may_open: Callable[[Path], bool]) -> None:
     """CheckpointError naming ``path``, or the first of a folder's entries that a reader ``may_open``, that is a
     FIFO, a device or a socket (links followed): reading one never ends (``mkfifo config.json`` with no writer
     blocks ``open`` forever, ``/dev/zero`` never runs out), where a model's file ends. Entries that cannot be read
