@@ -23,7 +23,9 @@ from .errors import NpgptError, is_finite_number, is_integer, shown
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens. ``temperature=0`` is greedy (any tiny temperature > 0 picks the same
-    tokens, see :func:`filter_logits`); 0/1.0 disable top_k/top_p. Penalties: :func:`apply_penalties`."""
+    tokens, see :func:`filter_logits`), and so are ``top_k=1`` and ``top_p=0`` (the nucleus keeps at
+    least the most likely token, as transformers' TopPLogitsWarper does; OpenAI accepts 0 too);
+    top_k=0 and top_p=1.0 are off. Penalties: :func:`apply_penalties`."""
 
     max_new_tokens: int = 64
     temperature: float = 1.0
@@ -70,8 +72,8 @@ class SamplingParams:
             ),
             (
                 "top_p",
-                is_finite_number(self.top_p) and 0 < self.top_p <= 1,
-                f"top_p must be in (0, 1] (1 = off), got {shown(self.top_p)}",
+                is_finite_number(self.top_p) and 0 <= self.top_p <= 1,
+                f"top_p must be in [0, 1] (1 = off, 0 = greedy), got {shown(self.top_p)}",
             ),
             (
                 "min_p",
@@ -152,7 +154,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
+        return self.temperature == 0 or self.top_k == 1 or self.top_p == 0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> SamplingParams:

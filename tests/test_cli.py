@@ -72,6 +72,14 @@ def test_generate_with_16bit_weights_on_torch():
         assert r.stdout == reference.stdout and len(r.stdout) > 20
 
 
+def test_top_p_zero_is_greedy(model_file):
+    # OpenAI accepts top_p=0, and transformers' TopPLogitsWarper keeps the most likely token at 0
+    args = ("generate", "And God said", "--model", model_file, "--max-new-tokens", "8", "--no-echo")
+    r = run_cli(*args, "--top-p", "0", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == run_cli(*args, "--temperature", "0").stdout
+
+
 def test_generate_prompts_from_a_file_batched(model_file, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("First prompt\n\nSecond one here\n")
@@ -88,7 +96,7 @@ def test_generate_prompts_from_a_file_batched(model_file, tmp_path):
     "args, words",
     [
         (["generate", "Hi", "--temperature", "-1"], "temperature"),
-        (["generate", "Hi", "--top-p", "0"], "--top-p must be"),
+        (["generate", "Hi", "--top-p", "-0.1"], "--top-p must be"),
         (["generate", "Hi", "--model", "no-such-model"], "no-such-model"),
         (["generate", "Hi", "--max-new-tokens", "5000"], "context"),
         (["generate"], "PROMPT"),

@@ -77,6 +77,7 @@ def test_greedy_limits(pair):
     greedy = model.generate(PROMPTS[0], temperature=0, **kw)
     assert model.generate(PROMPTS[0], top_k=1, seed=1, **kw) == greedy
     assert model.generate(PROMPTS[0], top_p=1e-9, seed=2, **kw) == greedy
+    assert model.generate(PROMPTS[0], top_p=0, seed=4, **kw) == greedy  # OpenAI's and HF's top_p=0
     assert model.generate(PROMPTS[0], temperature=1e-6, seed=3, **kw) == greedy
 
 
@@ -213,7 +214,7 @@ def test_logprobs_are_the_models(pair):
     "kwargs, match",
     [
         (dict(temperature=-0.1), "temperature"),
-        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=-0.1), "top_p"),
         (dict(top_p=1.5), "top_p"),
         (dict(top_k=-1), "top_k"),
         (dict(max_new_tokens=0), "max_new_tokens"),

@@ -38,6 +38,23 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert kept(filter_logits(LOGITS, SamplingParams(top_p=1e-9))) == [0]
 
 
+@pytest.mark.parametrize("top_p", [0.0, 1e-9, 0.3, 0.8, 0.95, 1.0])
+def test_top_p_keeps_what_transformers_top_p_warper_keeps(top_p):
+    """top_p=0 keeps the single most likely token (greedy), as HF's warper does with min_tokens_to_keep=1
+    and as OpenAI accepts it; other values keep the same nucleus as HF's."""
+    torch = pytest.importorskip("torch")
+    warper = pytest.importorskip("transformers.generation.logits_process").TopPLogitsWarper(top_p)
+    rng = np.random.default_rng(0)
+    p = SamplingParams(top_p=top_p)
+    for scale in (0.5, 3.0, 8.0):
+        logits = (rng.standard_normal(1000) * scale).astype(np.float32)
+        expected = np.isfinite(warper(None, torch.from_numpy(logits[None].copy()))[0].numpy())
+        assert kept(filter_logits(logits, p)) == [int(i) for i in np.flatnonzero(expected)]
+    assert p.greedy == (top_p == 0.0)
+    greedy = int(np.argmax(LOGITS))
+    assert choose(LOGITS, np.zeros(5), SamplingParams(top_p=0.0), np.random.default_rng(1)) == greedy
+
+
 def test_min_p_drops_tokens_below_a_fraction_of_the_top():
     assert kept(filter_logits(LOGITS, SamplingParams(min_p=0.25))) == [0, 1, 2]  # >= 0.125
 
@@ -140,7 +157,7 @@ def test_a_nan_temperature_is_told_it_must_be_finite():
     [
         dict(max_new_tokens=0),
         dict(temperature=-1.0),
-        dict(top_p=0.0),
+        dict(top_p=-0.1),
         dict(top_k=-2),
         dict(seed=-1),
         dict(stop=[""]),

@@ -116,6 +116,9 @@ def test_greedy_stop_sequences_and_generate(client, model):
     r = client.completions.create(model="tiny", prompt=prompt, max_tokens=40, temperature=0, stop=[stop])
     assert r.choices[0].text == model.generate(prompt, max_new_tokens=40, temperature=0, stop=[stop])
     assert r.choices[0].finish_reason == "stop" and stop not in r.choices[0].text
+    # OpenAI accepts top_p=0 (and HF keeps the top token): greedy, whatever the temperature
+    r = client.completions.create(model="tiny", prompt=prompt, max_tokens=12, top_p=0, seed=5)
+    assert r.choices[0].text == model.generate(prompt, max_new_tokens=12, temperature=0)
 
 
 def test_logit_bias_in_completions_and_chat(url, model):
@@ -371,7 +374,7 @@ BAD = [
     (json.dumps({"model": "nope", "prompt": "x"}), 404, "model"),
     (json.dumps({"model": "/etc/passwd", "prompt": "x"}), 404, "model"),
     (json.dumps({"prompt": "x", "temperature": -1}), 400, "temperature"),
-    (json.dumps({"prompt": "x", "top_p": 0}), 400, "top_p"),
+    (json.dumps({"prompt": "x", "top_p": -0.1}), 400, "top_p"),
     (json.dumps({"prompt": "x", "max_tokens": 500}), 400, "max_tokens"),
     (json.dumps({"prompt": "x", "max_tokens": 0}), 400, "max_tokens"),
     (json.dumps({"prompt": "x", "n": 0}), 400, "n"),
