@@ -18,7 +18,7 @@ from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_l
 from .params import head_name
 from .sampling import SamplingParams
 from .score import Score, score
-from .token_ids import as_ids
+from .token_ids import as_ids, count_tokens, padding_note
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # the measurement is imported only when dtype="auto" asks for it
@@ -375,7 +375,11 @@ class GPT2:
         ids = rows[0]
         if not ids:
             raise NpgptError("prompt is empty; give at least one token of text", param="prompt")
-        logits = self.logits([ids[-self.config.n_ctx :]])[0, -1, : self.tokenizer.n_vocab]  # no padded ids
+        n_tokens = count_tokens(self.config.n_vocab, self.tokenizer)
+        if max(ids) >= n_tokens or min(ids) < 0:  # as generate's prompt (check_request)
+            padding = padding_note(self.config.n_vocab, n_tokens)
+            raise NpgptError(f"prompt has a token id outside [0, {n_tokens}){padding}", param="prompt")
+        logits = self.logits([ids[-self.config.n_ctx :]])[0, -1, :n_tokens]  # no padded ids
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]

@@ -16,6 +16,7 @@ from .cache import KVCache, padded_sizes
 from .engine import Engine
 from .errors import NpgptError, shown
 from .sampling import SamplingParams, choose, log_softmax, row_rngs, top_logprobs
+from .token_ids import count_tokens, padding_note
 from .tokenizer import StreamDecoder, Tokenizer
 
 
@@ -151,10 +152,11 @@ class TextTracker:
         return delta
 
 
-def check_request(engine: Engine, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
+def check_request(engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
     """Reject what cannot run, before any compute: NpgptError with ``param`` "prompt", "max_new_tokens" or
-    "logit_bias"."""
+    "logit_bias". Prompt ids and logit_bias's must be tokens (:func:`npgpt.token_ids.count_tokens`)."""
     config = engine.config
+    n_tokens = count_tokens(config.n_vocab, tokenizer)
     if not rows:
         raise NpgptError("no prompts given; pass at least one non-empty prompt", param="prompt")
     for i, r in enumerate(rows):
@@ -173,19 +175,24 @@ def check_request(engine: Engine, rows: Sequence[Sequence[int]], params: Samplin
                 "or lower max_new_tokens",
                 param="max_new_tokens",
             )
-        if max(r) >= config.n_vocab or min(r) < 0:
-            raise NpgptError(f"prompt {i} has a token id outside [0, {config.n_vocab})", param="prompt")
-    check_logit_bias(config.n_vocab, params)
+        if max(r) >= n_tokens or min(r) < 0:
+            padding = padding_note(config.n_vocab, n_tokens)
+            raise NpgptError(f"prompt {i} has a token id outside [0, {n_tokens}){padding}", param="prompt")
+    check_logit_bias(config.n_vocab, n_tokens, params)
 
 
-def check_logit_bias(n_vocab: int, params: SamplingParams) -> None:
-    """Refuse a ``logit_bias`` naming an id outside the vocabulary, or banning every token (param "logit_bias")."""
-    outside = [t for t in params.logit_bias if t >= n_vocab]
+def check_logit_bias(n_vocab: int, n_tokens: int, params: SamplingParams) -> None:
+    """Refuse a ``logit_bias`` naming an id that is no token (outside ``[0, n_tokens)``: past the vocabulary,
+    or in a padded vocabulary's rows past the tokenizer's, never chosen anyway), or banning every token
+    (param "logit_bias")."""
+    outside = [t for t in params.logit_bias if t >= n_tokens]
     if outside:
         raise NpgptError(
-            f"logit_bias names token id {shown(outside[0])}, outside the vocabulary [0, {n_vocab})", param="logit_bias"
+            f"logit_bias names token id {shown(outside[0])}, outside the vocabulary [0, {n_tokens})"
+            + padding_note(n_vocab, n_tokens),
+            param="logit_bias",
         )
-    if sum(b <= -100 for b in params.logit_bias.values()) >= n_vocab:
+    if sum(b <= -100 for b in params.logit_bias.values()) >= n_tokens:
         raise NpgptError("logit_bias bans every token, so none can be chosen; ban fewer", param="logit_bias")
 
 
@@ -208,7 +215,7 @@ class RowSampler:
         self.row, self.params, self.rng = row, params, rng
         # Ids a token can have: a padded vocabulary (nanoGPT's and llm.c's 50304) has rows past the
         # tokenizer's last id that no text decodes to; they are never chosen, nor listed in logprobs.
-        self.n_tokens = min(n_vocab, tokenizer.n_vocab)
+        self.n_tokens = count_tokens(n_vocab, tokenizer)
         self.counts = np.zeros(self.n_tokens, dtype=np.float32)  # generated tokens (presence/frequency penalties)
         self.seen = np.zeros(self.n_tokens, dtype=bool)  # prompt and generated tokens (repetition penalty, as in HF)
         self.seen[[t for t in prompt if t < self.n_tokens]] = True
@@ -256,7 +263,7 @@ def events(
     Each row stops on its own (EOT, a stop sequence, or ``max_new_tokens``) and gets a final
     event with ``finish_reason``; the batch ends when every row has stopped.
     """
-    check_request(engine, rows, params)
+    check_request(engine, tokenizer, rows, params)
     capacity = max(len(r) for r in rows) + params.max_new_tokens
     samplers = [
         RowSampler(b, params, rng, tokenizer, engine.config.n_vocab, rows[b])

@@ -20,7 +20,7 @@ from .errors import NpgptError, is_integer, shown
 from .hooks import run_with_cache
 from .model import layer_norm, matmul, softmax
 from .params import head_name
-from .token_ids import as_ids
+from .token_ids import as_ids, count_tokens
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine
@@ -62,7 +62,7 @@ def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     _, cache = run_with_cache(model, ids, names_filter=names, host=False)
     head = model.params[head_name(model.params)]  # the model's own unembedding, as model.gpt2 picks it
     tokenizer = getattr(model, "tokenizer", None)  # an Engine has none: every id
-    n_tokens = model.config.n_vocab if tokenizer is None else min(model.config.n_vocab, tokenizer.n_vocab)
+    n_tokens = model.config.n_vocab if tokenizer is None else count_tokens(model.config.n_vocab, tokenizer)
     xp = array_namespace(head)
     at = np.arange(len(ids))
     top_ids, top_probs, final_probs = [], [], []

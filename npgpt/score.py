@@ -28,7 +28,7 @@ import numpy as np
 from .config import GPT2Config
 from .errors import NpgptError, is_integer, shown
 from .sampling import check_finite, log_softmax
-from .token_ids import as_ids
+from .token_ids import as_ids, count_tokens, padding_note
 from .tokenizer import Tokenizer
 
 
@@ -198,10 +198,8 @@ def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> n
         raise NpgptError(
             f"text must be a string or a 1-D sequence of token ids, got {arr.dtype} {arr.shape}{one}", "text"
         )
-    n_tokens = min(model.config.n_vocab, model.tokenizer.n_vocab)
+    n_tokens = count_tokens(model.config.n_vocab, model.tokenizer)
     if arr.size and (arr.min() < 0 or arr.max() >= n_tokens):
-        padding = (
-            f"; ids from {n_tokens} on are the model's padding, no token" if model.config.n_vocab > n_tokens else ""
-        )
+        padding = padding_note(model.config.n_vocab, n_tokens)
         raise NpgptError(f"token ids must be in [0, {n_tokens}), the model's vocabulary{padding}", "text")
     return arr

@@ -66,6 +66,22 @@ def as_ids(x: Any, what: str, expected: str, param: str | None = None, ragged: s
     return arr.astype(np.int64, copy=False)
 
 
+def count_tokens(n_vocab: int, tokenizer: Any) -> int:
+    """How many ids are tokens: ``[0, count)``. A padded vocabulary's rows past the tokenizer's last id
+    (nanoGPT's and llm.c's 50304 over GPT-2's 50257) are no token: no text encodes to them or decodes from
+    them, training never saw them, and generation never chooses them. So every method that takes the ids of
+    a text (a prompt, a text to score, logit_bias) takes these only; the model's forward (logits, the hooks)
+    takes any row of its embedding, ``[0, n_vocab)``, as transformers' and TransformerLens's do."""
+    return min(n_vocab, tokenizer.n_vocab)
+
+
+def padding_note(n_vocab: int, n_tokens: int) -> str:
+    """What to add to "ids must be in [0, n_tokens)" when the model's vocabulary is padded past its tokens."""
+    if n_vocab <= n_tokens:
+        return ""
+    return f"; ids {n_tokens} to {n_vocab - 1} are the model's padded vocabulary, no token: no text has them"
+
+
 def _past_int64(x: Any) -> int | None:
     """The first integer past int64 in nested lists and tuples of ``x`` (or an object array's), or None."""
     if isinstance(x, np.ndarray) and x.dtype == object:

@@ -16,7 +16,7 @@ import npgpt
 from npgpt.activations import NAMES, TANH_GELU
 from npgpt.api import GPT2
 from npgpt.config import GPT2Config
-from npgpt.errors import CheckpointError
+from npgpt.errors import CheckpointError, NpgptError
 from npgpt.formats import convert, hf, load_checkpoint
 from npgpt.params import flatten, init_params, unflatten
 
@@ -416,6 +416,26 @@ def test_generation_never_produces_a_padded_id(padded, sampling):
     assert all(i < N_TOKENS for i, _, _ in padded.next_tokens("Hello", k=10))
 
 
+PADDED_ID = "ids 50257 to 50303 are the model's padded vocabulary, no token"
+
+
+def test_a_padded_id_is_no_token_wherever_a_texts_ids_come_in(padded):
+    """No text has a padded row's id: generate's prompt refuses it as score's text does (and logit_bias, and
+    next_tokens); the model's forward (logits, the hooks) takes any row of its embedding, as transformers' does."""
+    for call in (
+        lambda: padded.generate([464, 50300], max_new_tokens=2),
+        lambda: padded.completions([[464, 50300]], max_new_tokens=2),
+        lambda: padded.next_tokens([464, 50300]),
+        lambda: padded.score([464, 50300, 318]),
+        lambda: padded.generate("Hi", max_new_tokens=2, logit_bias={50300: 5}),
+    ):
+        with pytest.raises(NpgptError, match=r"\[0, 50257\).*" + PADDED_ID):
+            call()
+    assert padded.logits([[464, 50300]]).shape == (1, 2, 50304)
+    assert padded.run_with_cache([[464, 50300]])[0].shape == (1, 2, 50304)
+    assert padded.generate([464, 50256], max_new_tokens=2, temperature=0)  # the last token is one
+
+
 def test_server_never_produces_a_padded_id(padded):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
@@ -441,6 +461,10 @@ def test_server_never_produces_a_padded_id(padded):
             },
         )
         top = http.post(base + "/v1/next_tokens", json={"model": "padded", "prompt": "Hello", "k": 5})
+        refused = [
+            http.post(base + "/v1/completions", json={"model": "padded", "prompt": [464, 50300], **extra})
+            for extra in ({"max_tokens": 2}, {"max_tokens": 0, "echo": True, "logprobs": 1})
+        ]
     greedy = padded.completions(["Hello"], max_new_tokens=5, temperature=0, stop_at_eot=False)[0].text
     for body, r in zip(bodies, responses, strict=True):
         assert r.status_code == 200, r.text
@@ -451,3 +475,5 @@ def test_server_never_produces_a_padded_id(padded):
             assert choice["text"] == greedy
     assert echo.status_code == 200, echo.text
     assert top.status_code == 200 and all(t["id"] < N_TOKENS for t in top.json()["tokens"])
+    for r in refused:
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text

@@ -144,7 +144,7 @@ def test_a_padded_vocabularys_extra_ids_are_refused_not_an_index_error() -> None
     config = GPT2Config(n_ctx=16, n_embd=16, n_head=2, n_layer=1, n_vocab=50304)  # nanoGPT's padded vocabulary
     model = GPT2(config, init_params(config, 0))
     for run in (model.score, lambda t: perplexity(model, t)):
-        with pytest.raises(NpgptError, match=r"\[0, 50257\).*ids from 50257 on are the model's padding"):
+        with pytest.raises(NpgptError, match=r"\[0, 50257\).*ids 50257 to 50303 are the model's padded vocabulary"):
             run([1, 50300, 5])
     assert model.score(np.array([1, 50256, 5])).n_scored == 2
 

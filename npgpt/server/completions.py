@@ -18,6 +18,7 @@ from fastapi import Request
 from ..errors import NpgptError
 from ..generate import Event, check_logit_bias
 from ..sampling import check_finite, log_softmax, top_logprobs
+from ..token_ids import count_tokens, padding_note
 from ..tokenizer import TextOffsets, Tokenizer
 from .errors import APIError, bad_request, check_request
 from .limits import Limits, count_prompts
@@ -66,9 +67,11 @@ async def start(
     if max_tokens:
         check_request(sched.model, rows, params)
     else:
-        check_prompts(sched.model.config.n_ctx, sched.model.config.n_vocab, prompts)
+        n_vocab = sched.model.config.n_vocab
+        n_tokens = count_tokens(n_vocab, sched.model.tokenizer)
+        check_prompts(sched.model.config.n_ctx, n_vocab, n_tokens, prompts)
         try:  # nothing is sampled, but a bias naming no token is still the request's mistake
-            check_logit_bias(sched.model.config.n_vocab, params)
+            check_logit_bias(n_vocab, n_tokens, params)
         except NpgptError as e:
             raise bad_request(e) from None
     echo_lp = None
@@ -122,8 +125,9 @@ async def start(
     return Answer(chunks(), fold, tally)
 
 
-def check_prompts(n_ctx: int, n_vocab: int, prompts: list[list[int]]) -> None:
-    """What scoring needs (nothing generated): each prompt non-empty, within the context and the vocabulary."""
+def check_prompts(n_ctx: int, n_vocab: int, n_tokens: int, prompts: list[list[int]]) -> None:
+    """What scoring needs (nothing generated): each prompt non-empty, within the context, of tokens only
+    (``[0, n_tokens)``: no padded vocabulary's ids, see :func:`npgpt.token_ids.count_tokens`)."""
     for i, r in enumerate(prompts):
         if not r:
             raise APIError(400, f"prompt {i} is empty; give at least one token of text", param="prompt")
@@ -134,8 +138,9 @@ def check_prompts(n_ctx: int, n_vocab: int, prompts: list[list[int]]) -> None:
                 param="prompt",
                 code="context_length_exceeded",
             )
-        if max(r) >= n_vocab or min(r) < 0:
-            raise APIError(400, f"prompt {i} has a token id outside [0, {n_vocab})", param="prompt")
+        if max(r) >= n_tokens or min(r) < 0:
+            padding = padding_note(n_vocab, n_tokens)
+            raise APIError(400, f"prompt {i} has a token id outside [0, {n_tokens}){padding}", param="prompt")
 
 
 def choice(i: int, text: str, logprobs: dict | None, finish: str | None) -> dict[str, Any]:

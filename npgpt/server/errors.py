@@ -102,7 +102,7 @@ def bad_request(e: NpgptError, code: str | None = None) -> APIError:
 def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingParams) -> None:
     """The Python API's own request check (:func:`npgpt.generate.check_request`), answered as a 400."""
     try:
-        _check_request(model.engine, rows, params)
+        _check_request(model.engine, model.tokenizer, rows, params)
     except NpgptError as e:
         # the only check on max_new_tokens there is the context length (its range is SamplingParams'),
         # and a prompt that fills the context alone is refused on the prompt

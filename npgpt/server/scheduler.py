@@ -112,7 +112,7 @@ class Scheduler:
 
     def submit(self, request: Request) -> Request:
         """Queue a request (checked first: raises NpgptError if it cannot run, QueueFull if full)."""
-        check_request(self.engine, request.rows, request.params)
+        check_request(self.engine, self.tokenizer, request.rows, request.params)
         with self._cond:
             if self._closed:
                 raise ShuttingDown("the server is shutting down; retry on another instance or later")
