@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from .backends import AUTO, Backend, get_backend
+from .backends import AUTO, Backend, check_dtype, get_backend
 from .config import GPT2Config
 from .engine import Engine
 from .errors import NpgptError, is_integer, shown
@@ -58,10 +58,11 @@ class GPT2:
         backend: str = "numpy",
         source: str | None = None,
         notice: str | None = None,
-        dtype: str = "float32",
+        dtype: Any = "float32",
         auto_rows: int = 1,
     ) -> None:
         b = get_backend(backend)
+        dtype = check_dtype(dtype, allow_auto=True)  # a name, or a library's dtype object (np.float16)
         _check_auto_rows(auto_rows)
         self.dtype_choice: Choice | None = None  # what dtype="auto" measured (npgpt/autotune.py)
         if dtype == AUTO:
@@ -467,7 +468,7 @@ def _check_load_options(other: dict[str, Any]) -> None:
 def load(
     name_or_path: str | Path | None = None,
     backend: str = "numpy",
-    dtype: str = "float32",
+    dtype: Any = "float32",
     auto_rows: int = 1,
     **other: Any,
 ) -> GPT2:
@@ -482,13 +483,12 @@ def load(
     the backend's storages decodes fastest on this host at ``auto_rows`` rows (once, then cached: see
     :func:`npgpt.autotune.choose_dtype`); the default stays float32, the same numbers on every host.
     """
-    from .backends import check_dtype
     from .char_tokenizer import tokenizer_from_spec
     from .formats import load_with_tokenizer
     from .registry import resolve
 
     _check_load_options(other)  # device="cuda", torch_dtype=...: npgpt's own way, not a TypeError
-    check_dtype(dtype, allow_auto=True)  # before the (slow) load
+    dtype = check_dtype(dtype, allow_auto=True)  # before the (slow) load; np.float16, torch.bfloat16: their names
     _check_auto_rows(auto_rows)
     path, notice = resolve(None if name_or_path is None else str(name_or_path))
     # A GGUF's Q8_0 matrices go to a backend whose int8 product is Q8_0's as the file's own blocks:

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NpgptError, reason
+from .errors import NpgptError, reason, shown
 from .files import is_mapped, release_mapped
 from .hugepages import collapse_huge_pages
-from .params import Q8_0Blocks, as_floats, dequantized, head_name, map_with_path
+from .params import Q8_0Blocks, as_floats, dequantized, dtype_name, head_name, map_with_path
 
 __all__ = ["Backend", "check_dtype", "collapse_huge_pages", "float32_products", "get_backend", "tune_allocator"]
 
@@ -71,12 +71,17 @@ def float32_products(x: Any) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def check_dtype(dtype: str, allow_auto: bool = False) -> None:
-    """A one-line error unless ``dtype`` is a weight dtype npgpt stores (or, with ``allow_auto``, ``"auto"``),
-    in the Python API's words (``dtype='int4'``; the CLI says ``--dtype int4``, cli/names.py's as_flags)."""
+def check_dtype(dtype: Any, allow_auto: bool = False) -> str:
+    """``dtype``'s name if it is a weight dtype npgpt stores (or, with ``allow_auto``, ``"auto"``), as a name or
+    a library's dtype object (``np.float16``, ``torch.bfloat16``: :func:`npgpt.params.dtype_name`); else a
+    one-line error in the Python API's words (``dtype='int4'``; the CLI says ``--dtype int4``, cli/names.py's
+    as_flags)."""
     valid = (*WEIGHT_DTYPES, AUTO) if allow_auto else WEIGHT_DTYPES
-    if dtype not in valid:
-        raise NpgptError(f"dtype={dtype!r} is unknown; choose one of {', '.join(valid)}", "dtype")
+    name = dtype_name(dtype)
+    if not isinstance(name, str) or name not in valid:
+        given = repr(name) if isinstance(name, str) else shown(dtype)
+        raise NpgptError(f"dtype={given} is unknown; choose one of {', '.join(valid)}", "dtype")
+    return name
 
 
 @dataclass(frozen=True)

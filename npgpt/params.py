@@ -23,6 +23,23 @@ from .config import GPT2Config
 from .errors import CheckpointError
 
 
+def dtype_name(dtype: Any) -> Any:
+    """A dtype given as an object of an array library, as its name: ``np.float32``, ``np.dtype("float16")``,
+    ``torch.bfloat16`` and ``jnp.float32`` name one as ``"float32"`` does (transformers' ``torch_dtype`` takes
+    torch's dtypes and strings alike). Text, and anything that is no dtype, comes back as given, for the
+    caller's check to refuse with the names it takes."""
+    if isinstance(dtype, str):
+        return dtype
+    if type(dtype).__name__ == "dtype" and type(dtype).__module__.startswith("torch"):
+        return str(dtype).removeprefix("torch.")  # torch.bfloat16 -> "bfloat16" (NumPy cannot read torch's)
+    if isinstance(dtype, (type, np.dtype)):  # np.float32, jnp.float32, ml_dtypes.bfloat16, np.dtype("float16")
+        try:
+            return np.dtype(dtype).name
+        except TypeError:  # a class that is no dtype (str, a dataclass)
+            return dtype
+    return dtype
+
+
 @dataclass(frozen=True)
 class Q8_0Blocks:
     """A weight matrix still in llama.cpp's Q8_0 blocks, as a GGUF file holds it (``block_q8_0``).

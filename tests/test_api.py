@@ -28,10 +28,15 @@ def test_import_is_light():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("api") / "odd.safetensors"
     npgpt_format.save(path, CONFIGS["odd"], random_params(CONFIGS["odd"]))
-    return npgpt.load(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(model_path):
+    return npgpt.load(model_path)
 
 
 def test_load_and_contract(model):
@@ -167,6 +172,54 @@ def test_a_bad_auto_rows_is_refused_before_the_load(auto_rows):
     with pytest.raises(NpgptError, match="auto_rows must be a whole number >= 1") as err:  # a ValueError or TypeError
         npgpt.load("/nonexistent", dtype="auto", auto_rows=auto_rows)  # not "/nonexistent: no such file"
     assert err.value.param == "auto_rows"
+
+
+def _dtype_objects() -> list[tuple[str, object, str]]:
+    """(backend, a library's dtype object, the name npgpt reads it as)."""
+    out: list[tuple[str, object, str]] = [
+        ("numpy", np.float32, "float32"),
+        ("numpy", np.dtype("float32"), "float32"),
+        ("numpy", np.dtype("int8"), "int8"),
+    ]
+    try:
+        import torch
+
+        out += [("torch", torch.bfloat16, "bfloat16"), ("torch", np.dtype("float16"), "float16")]
+        out += [("torch", torch.half, "float16"), ("numpy", torch.float32, "float32")]
+    except ImportError:
+        pass
+    try:
+        import jax.numpy as jnp
+
+        out += [("numpy", jnp.float32, "float32"), ("jax", jnp.bfloat16, "bfloat16")]
+    except ImportError:
+        pass
+    return out
+
+
+@pytest.mark.parametrize(("backend", "dtype", "name"), _dtype_objects(), ids=lambda v: str(v))
+def test_load_reads_a_librarys_dtype_object_by_its_name(model_path, backend, dtype, name):
+    """As transformers' torch_dtype takes torch.float16 and "float16" alike."""
+    assert npgpt.load(model_path, backend=backend, dtype=dtype).dtype == name
+
+
+@pytest.mark.parametrize(
+    ("dtype", "says"), [(np.float64, "dtype='float64' is unknown"), (np.int32, "dtype='int32'"), (3, "dtype=3")]
+)
+def test_a_dtype_object_npgpt_does_not_store_is_refused_naming_the_names(dtype, says):
+    with pytest.raises(NpgptError, match=re.escape(says) + ".*choose one of float32, float16, bfloat16, int8, auto"):
+        npgpt.load("/nonexistent", dtype=dtype)  # before the load
+
+
+def test_save_and_convert_read_a_dtype_object_by_its_name(model_path, tmp_path):
+    from npgpt.formats import convert, save_checkpoint
+
+    config = CONFIGS["odd"]
+    half = save_checkpoint(tmp_path / "half.safetensors", config, random_params(config), dtype=np.float16)
+    assert npgpt_format.read_safetensors(half)[0]["wte"].dtype == np.float16
+    assert convert(model_path, tmp_path / "c.safetensors", dtype=np.dtype("float16")).exists()
+    with pytest.raises(NpgptError, match=r"dtype='float64' cannot be written as npgpt; it stores float32, float16"):
+        convert(model_path, tmp_path / "d.safetensors", dtype=np.float64)
 
 
 def test_out_of_memory_for_the_cache_is_one_line(model, monkeypatch):

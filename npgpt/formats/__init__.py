@@ -25,7 +25,7 @@ import numpy as np
 from ..config import GPT2Config
 from ..errors import CheckpointError, shown
 from ..files import broken_link, cannot_write, check_writable, refuse_special_files, web_page
-from ..params import dequantized
+from ..params import dequantized, dtype_name
 from .compat import check_float16_range
 from .npgpt_format import MODEL_FILE
 
@@ -417,7 +417,7 @@ def save_checkpoint(
     config: GPT2Config,
     params: dict[str, Any],
     fmt: str = "npgpt",
-    dtype: str = "float32",
+    dtype: Any = "float32",
     max_shard_size: int | str | None = None,
     tokenizer: dict[str, Any] | None = None,
 ) -> Path:
@@ -432,6 +432,7 @@ def save_checkpoint(
     it), and GGUF the added tokens (as llama.cpp's converter writes them); CheckpointError for any other format.
     """
     path = Path(path)
+    dtype = dtype_name(dtype)  # np.float16, torch.bfloat16: their names
     _check_save_options(fmt, dtype, max_shard_size, tokenizer)
     _check_file_name(path, fmt)
     _check_not_shadowed(path, fmt)
@@ -538,9 +539,9 @@ def _check_save_options(
     if fmt not in FORMATS:
         raise _not_writable(fmt)
     _check_tokenizer_writable(fmt, tokenizer)
-    if dtype not in DTYPES[fmt]:
+    if not isinstance(dtype, str) or dtype not in DTYPES[fmt]:
         raise CheckpointError(
-            f"dtype={dtype!r} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}", param="dtype"
+            f"dtype={shown(dtype)} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}", param="dtype"
         )
     if max_shard_size is None:
         return
@@ -653,11 +654,12 @@ def convert(
     src: str | Path,
     dst: str | Path,
     fmt: str = "npgpt",
-    dtype: str = "float32",
+    dtype: Any = "float32",
     max_shard_size: int | str | None = None,
 ) -> Path:
     """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst`` (a character-level
     model's vocabulary too, npgpt's format only; the tokens a fine-tune added to GPT-2's, npgpt's and GGUF)."""
+    dtype = dtype_name(dtype)  # np.float16, torch.bfloat16: their names
     _check_save_options(fmt, dtype, max_shard_size)  # refused before the source is read at all,
     _check_file_name(Path(dst), fmt)
     _check_not_shadowed(Path(dst), fmt)
