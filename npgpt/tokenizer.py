@@ -115,7 +115,7 @@ _FOREIGN_ATTRIBUTES = {
     "bos_token_id": _EOT_ID + " (GPT-2 has no other beginning token)",
     "eot_token": _EOT_ID,
     "pad_token_id": "npgpt needs no pad token: generate pads and masks prompts of different lengths itself",
-    "vocab_size": "npgpt's is tokenizer.n_vocab",
+    "vocab_size": "npgpt's is tokenizer.n_vocab (or len(tokenizer), as transformers' counts the added tokens too)",
     "batch_decode": "[tokenizer.decode(row) for row in ids]",
     "encode_ordinary": "tokenizer.encode(text) reads <|endoftext|> as plain text (allow_special=True: as the token)",
 }
@@ -165,6 +165,10 @@ class Tokenizer:
                 f"eos_token_id {shown(bad[0]) if bad else 'is empty'}: the tokens that end a generation must be the "
                 f"tokenizer's, ids 0 to {self.n_vocab - 1}; save the tokenizer the model was trained with beside it"
             )
+
+    def __len__(self) -> int:
+        """``n_vocab``: every id, the added tokens' too, as ``len()`` of a transformers tokenizer counts them."""
+        return self.n_vocab
 
     def _check_added(self, n_base: int) -> None:
         for t in self.added_tokens:

@@ -23,7 +23,7 @@ TEXT = "In the beginning God created the heaven and the earth. é → 𝄞\n"
 def test_vocabulary_is_the_sorted_characters_then_end_of_text():
     tok = CharTokenizer.from_text([TEXT, "xyz"])
     assert tok.chars == "".join(sorted(set(TEXT + "xyz")))
-    assert tok.n_vocab == len(tok.chars) + 1 and tok.eot_id == len(tok.chars)
+    assert tok.n_vocab == len(tok) == len(tok.chars) + 1 and tok.eot_id == len(tok.chars)
     assert tok.encode("the") == [tok.chars.index(c) for c in "the"]
     assert tok.decode(tok.encode(TEXT)) == TEXT
     assert tok.encode(f"the{EOT}he", allow_special=True) == [*tok.encode("the"), tok.eot_id, *tok.encode("he")]

@@ -149,7 +149,7 @@ def hf_gpt2():
 def test_known_ids(tok: Tokenizer) -> None:
     assert tok.encode("Hello world") == [15496, 995]
     assert tok.encode(EOT, allow_special=True) == [EOT_ID] == [50256]
-    assert tok.n_vocab == 50257
+    assert tok.n_vocab == len(tok) == 50257  # len(): transformers' len(tokenizer)
     assert tok.eot_id == EOT_ID
     assert tok.decode([15496, 995]) == "Hello world"
     assert tok.decode([EOT_ID]) == EOT

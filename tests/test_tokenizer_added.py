@@ -68,7 +68,7 @@ def finetuned(tmp_path_factory):
 def test_added_tokens_encode_and_decode_as_in_transformers(finetuned):
     path, _, ref = finetuned
     tok = npgpt.load(path).tokenizer
-    assert tok.n_vocab == len(ref) == 50262
+    assert tok.n_vocab == len(tok) == len(ref) == 50262
     for text in TEXTS:
         ids = ref(text)["input_ids"]
         assert tok.encode(text, allow_special=True) == ids, text
