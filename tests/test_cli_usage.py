@@ -106,6 +106,23 @@ def test_help_text_is_shown_as_written():
         assert text in flat, text
 
 
+def test_every_path_shows_as_a_path_in_help():
+    """Path arguments (score FILE, convert DST, train DATA) showed their Python class, <Path>, where a path option
+    shows <path>: every command's help names a path's type <path>, and no Python type."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from npgpt.cli import app
+
+    runner = CliRunner()
+    for name in typer.main.get_command(app).commands:
+        text = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+        assert "<Path>" not in text and "pathlib" not in text and "None>" not in text, (name, text)
+    for name, argument in [("score", "file"), ("convert", "dst"), ("train", "data")]:
+        text = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+        assert re.search(rf"{argument} +<path> ", text), (name, text)
+
+
 def test_the_root_help_names_only_commands_there_are():
     """`npgpt --help` opened on 'generate, chat, inspect, ...', and `npgpt inspect` is 'No such command': each
     name in the summary (or in its brackets) is a command."""

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ..errors import NpgptError
 from ..sampling import SamplingParams
@@ -175,6 +175,14 @@ class Command(TyperCommand):
     """A typer command whose unknown-option error names npgpt's spelling of another tool's option, and whose
     Ctrl-C is one line (typer's own exits 130 saying nothing)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and _is_path(param.type_descriptor.annotation):
+                # typer names the type of a path it does not parse itself (parser=path_value) by its class, <Path>;
+                # a path option's metavar says <path>, and so does a path argument's type
+                param.display_type = _path_type  # type: ignore[method-assign]
+
     def invoke(self, ctx: Any) -> Any:
         from .options import Interrupted
 
@@ -302,6 +310,19 @@ class Command(TyperCommand):
 
 
 _TEXTS = ("prompt", "text", "system", "stop")  # the parameters whose values are text for the model, not paths or names
+
+
+def _is_path(annotation: object) -> bool:
+    """``Path`` or ``Path | None``."""
+    from pathlib import Path
+
+    return annotation is Path or annotation == Path | None
+
+
+def _path_type(ctx: Any) -> str:
+    from .options import PATH
+
+    return PATH
 
 
 def _refuse_undecodable(command: Any, ctx: Any) -> None:
