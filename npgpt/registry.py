@@ -132,6 +132,8 @@ def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
                 return path, None
         return _bundled(), BUNDLED_NOTICE
     key = name_or_path.strip()
+    if not key:  # '' was "'' is not a file or a known model", as if a name had been mistyped
+        raise NpgptError("the model is empty; give a path or a name")
     if key and (Path(key).expanduser().exists() or Path(key).expanduser().is_symlink()):
         return Path(key).expanduser(), None  # a broken link too: loading it names its target
     if key.lower() == BUNDLED:

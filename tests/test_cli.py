@@ -249,6 +249,44 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, args,
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize(
+    "args, option, what",
+    [
+        (["generate", "Hi", "-m", ""], "'--model' / '-m'", "model"),
+        (["score", "text.txt", "--model="], "'--model' / '-m'", "model"),
+        (["chat", "-m", " "], "'--model' / '-m'", "model"),
+        (["serve", "-m", "bundled", "-m", ""], "'--model' / '-m'", "model"),
+        (["bench", "--random", "-m", ""], "'--model' / '-m'", "model"),
+        (["train", "text.txt", "--out", "run", "--init", ""], "'--init'", "model"),
+        (["info", ""], "'model'", "model"),
+        (["convert", "", "out.safetensors"], "'src'", "model"),
+        (["rm", ""], "'name'", "name"),
+        (["download", ""], "'name'", "name"),
+        (["download", "--hf", ""], "'--hf'", "repo id"),
+    ],
+)
+def test_an_empty_model_is_refused_as_an_empty_path_is(tmp_path, args, option, what):
+    """`-m "$MODEL"` with MODEL unset said "'' is not a file or a known model; available: ...", as if a name had
+    been mistyped, where an empty path option says it is empty: a model or name is refused the same way."""
+    import subprocess
+    import sys
+
+    (tmp_path / "text.txt").write_text("hello world " * 50)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = subprocess.run([sys.executable, "-m", "npgpt", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    said = f"error: Invalid value for {option}: the {what} is empty (an unset shell variable?); give "
+    assert r.returncode == 2 and r.stderr.startswith(said) and len(r.stderr.splitlines()) == 1, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_the_library_calls_an_empty_model_empty():
+    from npgpt.errors import NpgptError
+    from npgpt.registry import resolve
+
+    with pytest.raises(NpgptError, match="^the model is empty; give a path or a name$"):
+        resolve(" ")
+
+
 def test_an_empty_path_in_a_train_config_is_refused(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('out = ""\n')

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import NpgptError
-from .options import PATH, console, path_value, print_notice
+from .options import PATH, console, model_value, path_value, print_notice
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,6 +32,7 @@ def bench_command(
         typer.Option(
             "--model",
             "-m",
+            callback=model_value,
             help="Preset (124M…) with --random, or a checkpoint path/name; default: 124M with --random, "
             "else a downloaded GPT-2.",
         ),

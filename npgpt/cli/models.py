@@ -10,15 +10,28 @@ import typer
 from rich.text import Text
 
 from ..errors import NpgptError
-from .options import Interrupted, JsonOpt, console, path_value, print_json, progress_bar
+from .options import (
+    Interrupted,
+    JsonOpt,
+    console,
+    model_value,
+    name_value,
+    path_value,
+    print_json,
+    progress_bar,
+    repo_value,
+)
 
 
 def download(
-    name: Annotated[str | None, typer.Argument(help="124M, 355M, 774M or 1558M (OpenAI's files).")] = None,
+    name: Annotated[
+        str | None, typer.Argument(callback=name_value, help="124M, 355M, 774M or 1558M (OpenAI's files).")
+    ] = None,
     hf: Annotated[
         str | None,
         typer.Option(
             "--hf",
+            callback=repo_value,
             help="A Hugging Face GPT-2 repo id, e.g. openai-community/gpt2 "
             "or distilbert/distilgpt2 (safetensors, shards or "
             "pytorch_model.bin).",
@@ -65,9 +78,10 @@ def convert(
     src: Annotated[
         str,
         typer.Argument(
+            callback=model_value,
             help="Any checkpoint: npgpt file; HF directory (safetensors, shards or "
             "pytorch_model.bin); nanoGPT ckpt.pt; OpenAI directory; llm.c .bin; "
-            ".gguf; or a model name (bundled, 124M, a downloaded HF repo)."
+            ".gguf; or a model name (bundled, 124M, a downloaded HF repo).",
         ),
     ],
     dst: Annotated[
@@ -98,7 +112,9 @@ def convert(
 
 
 def info(
-    model: Annotated[str | None, typer.Argument(help="Path or name; default: the default model.")] = None,
+    model: Annotated[
+        str | None, typer.Argument(callback=model_value, help="Path or name; default: the default model.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a model's config, parameter count, format, and the file it is read from with its size.
@@ -180,7 +196,9 @@ def list_command(as_json: JsonOpt = False) -> None:
 
 
 def rm_command(
-    name: Annotated[str, typer.Argument(help="A name from `npgpt list`: 124M, ORG/NAME…", show_default=False)],
+    name: Annotated[
+        str, typer.Argument(callback=name_value, help="A name from `npgpt list`: 124M, ORG/NAME…", show_default=False)
+    ],
 ) -> None:
     """Remove a downloaded model from the cache.
 

@@ -21,11 +21,31 @@ if TYPE_CHECKING:
 
     from ..api import GPT2
 
+
+def not_empty(what: str, fix: str) -> Any:
+    """A ``callback=`` refusing an empty value of a model or name option or argument (one value or a list), as
+    :func:`path_value` refuses an empty path: ``-m "$MODEL"`` with MODEL unset said "'' is not a file or a known
+    model", as if the user had typed a wrong name."""
+
+    def check(value: Any) -> Any:
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, str) and not v.strip():
+                raise typer.BadParameter(f"the {what} is empty (an unset shell variable?); give {fix}")
+        return value
+
+    return check
+
+
+model_value = not_empty("model", "a path or a name")
+name_value = not_empty("name", "a name")
+repo_value = not_empty("repo id", "ORG/NAME")
+
 ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
         "-m",
+        callback=model_value,
         help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.",
     ),
 ]

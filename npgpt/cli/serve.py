@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import load_model, print_error, print_notice
+from .options import load_model, model_value, print_error, print_notice
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -24,6 +24,7 @@ def serve_command(
         typer.Option(
             "--model",
             "-m",
+            callback=model_value,
             help="Checkpoint path or downloaded name (124M…); repeat to serve several. "
             "NAME=PATH sets the name clients put in `model` (a request without one gets the first model). "
             "Default: a downloaded GPT-2, else the bundled model.",

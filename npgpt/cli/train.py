@@ -21,7 +21,7 @@ import typer
 
 from ..errors import NpgptError
 from .names import as_flags_in
-from .options import PATH, Interrupted, check_out_dir, path_value, read_text
+from .options import PATH, Interrupted, check_out_dir, model_value, path_value, read_text
 
 _MODEL = "Model"
 _RUN = "Optimisation"
@@ -65,7 +65,9 @@ def train_command(
     init: Annotated[
         str | None,
         typer.Option(
-            help="Start from this model: a name (e.g. gpt2) or an npgpt/Hugging Face path.", rich_help_panel=_MODEL
+            callback=model_value,
+            help="Start from this model: a name (e.g. gpt2) or an npgpt/Hugging Face path.",
+            rich_help_panel=_MODEL,
         ),
     ] = None,
     n_layer: Annotated[
