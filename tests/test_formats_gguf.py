@@ -486,11 +486,18 @@ CHATML = {
 }
 
 
-def _chatml_gguf(path, monkeypatch, **fields):
-    """A tiny GPT-2 GGUF with ChatML's markers added, as npgpt writes it, with the tokenizer ``fields`` (gguf's
-    Keys.Tokenizer names: ``EOS_ID``, ``ADD_BOS``, ``PRE``, ``MERGES``, ...) written as llama.cpp's converter writes
-    them (uint32 ids, bools, a string, a list of strings), in place of the writer's own where it writes one."""
-    config = GPT2Config(n_vocab=50259, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+def _added(*contents):
+    """A tokenizer spec with GPT-2's <|endoftext|> and ``contents`` added as special tokens from id 50257 on."""
+    added = [{"content": c, "id": 50257 + i, "special": True, "normalized": False} for i, c in enumerate(contents)]
+    return {"type": "gpt2", "added_tokens": [CHATML["added_tokens"][0], *added]}
+
+
+def _chatml_gguf(path, monkeypatch, tokenizer=CHATML, **fields):
+    """A tiny GPT-2 GGUF with ChatML's markers added (or ``tokenizer``'s), as npgpt writes it, with the tokenizer
+    ``fields`` (gguf's Keys.Tokenizer names: ``EOS_ID``, ``ADD_BOS``, ``PRE``, ``MERGES``, ...) written as llama.cpp's
+    converter writes them (uint32 ids, bools, a string, a list of strings), in place of the writer's own where it
+    writes one; ``EOS_ID=None``: no eos id at all."""
+    config = GPT2Config(n_vocab=len(tokenizer["added_tokens"]) + 50256, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     K, W = gguf.Keys.Tokenizer, gguf.GGUFWriter
     own = {K.EOS_ID: W.add_eos_token_id, K.PRE: W.add_tokenizer_pre, K.MERGES: W.add_token_merges}
     add_model = W.add_tokenizer_model
@@ -498,25 +505,29 @@ def _chatml_gguf(path, monkeypatch, **fields):
     def add_model_and_fields(w, model):
         add_model(w, model)
         for name, value in fields.items():
-            if getattr(K, name) not in own:
+            if getattr(K, name) not in own and value is not None:
                 (w.add_bool if isinstance(value, bool) else w.add_uint32)(getattr(K, name), value)
 
     monkeypatch.setattr(W, "add_tokenizer_model", add_model_and_fields)
     for name, value in fields.items():
         if getattr(K, name) in own:  # the writer's own call writes the file's value
             add = own[getattr(K, name)]
-            monkeypatch.setattr(W, add.__name__, lambda w, _, add=add, value=value: add(w, value))
-    path = gguf_format.save(path, config, random_params(config), tokenizer=CHATML)
+            monkeypatch.setattr(W, add.__name__, lambda w, _, add=add, value=value: value is None or add(w, value))
+    path = gguf_format.save(path, config, random_params(config), tokenizer=tokenizer)
     monkeypatch.undo()
     return path
+
+
+NEUTRAL = _added("<|user|>", "<|bot|>")  # added tokens whose spelling ends no generation in llama.cpp
 
 
 @pytest.mark.parametrize(
     ("fields", "eos"),
     [
-        ({"EOS_ID": 50257}, (50256, 50257)),  # a chat fine-tune's <|im_end|>, as the converter writes it
+        ({"EOS_ID": 50257}, (50256, 50257)),  # a chat fine-tune's own end token, as the converter writes it
         ({"EOT_ID": 50257}, (50256, 50257)),
         ({"EOS_ID": 50257, "EOM_ID": 50258}, (50256, 50257, 50258)),
+        ({"FIM_SEP_ID": 50258}, (50256, 50258)),
         ({}, (50256,)),
     ],
 )
@@ -525,7 +536,37 @@ def test_a_gguf_ends_generations_at_its_own_eos_token_as_llama_cpp_does(tmp_path
     eos is its <|im_end|>, generated on past it (llama.cpp stops there, and at <|endoftext|>, as ever)."""
     import npgpt
 
-    path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, **fields)
+    path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, tokenizer=NEUTRAL, **fields)
+    m = npgpt.load(path)
+    assert m.tokenizer.eos_token_ids == eos
+    (c,) = m.completions("Hi", max_new_tokens=3, temperature=0, logit_bias={eos[-1]: 100})
+    assert (c.tokens, c.finish_reason) == ([eos[-1]], "stop")
+
+
+@pytest.mark.parametrize(
+    ("tokens", "fields", "eos"),
+    [
+        # ChatML's <|im_end|> whose eos is <|endoftext|>: llama.cpp stops at it by its spelling
+        (("<|im_end|>", "<|im_start|>"), {}, (50256, 50257)),
+        (("<|user|>", "<|eot_id|>", "<|end|>"), {}, (50256, 50258, 50259)),
+        # a fine-tune's added "[PAD]" is llama.cpp's FIM pad token (unless the file names another), so an end too
+        (("[PAD]", "<|user|>"), {}, (50256, 50257)),
+        (("[PAD]", "<|user|>"), {"FIM_PAD_ID": 50258}, (50256, 50258)),
+        # gpt-oss's <|end|> beside <|return|> and <|call|> is llama.cpp's one exception
+        (("<|end|>", "<|return|>", "<|call|>"), {}, (50256, 50258, 50259)),
+        # no eos id in the file: llama.cpp's default for a 'gpt2' tokenizer, token 11 (",")
+        (("<|user|>",), {"EOS_ID": None}, (11, 50256)),
+    ],
+)
+def test_a_gguf_ends_generations_at_the_tokens_llama_cpp_ends_them_by_spelling(
+    tmp_path, monkeypatch, tokens, fields, eos
+):
+    """llama.cpp (llama-vocab.cpp's special_eog_ids) ends a generation at a token spelled <|im_end|>, <|eot_id|>,
+    <|end|>, ... whatever the file's eos id says; npgpt ended only at the eos, eot and eom ids, so a ChatML
+    fine-tune whose eos is <|endoftext|> generated on past its <|im_end|> where llama.cpp stops."""
+    import npgpt
+
+    path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, tokenizer=_added(*tokens), **fields)
     m = npgpt.load(path)
     assert m.tokenizer.eos_token_ids == eos
     (c,) = m.completions("Hi", max_new_tokens=3, temperature=0, logit_bias={eos[-1]: 100})

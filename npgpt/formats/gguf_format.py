@@ -25,7 +25,8 @@ Reading: F32 tensors stay memory-mapped (transposed views); F16, BF16 and Q8_0 (
 backend that multiplies Q8_0 blocks as they are (``load(..., q8_0_blocks=True)``). The tokenizer
 must be GPT-2's: llama.cpp model ``gpt2`` with GPT-2's 50257 tokens in GPT-2's order (other BPE
 models, e.g. Llama 3, also say ``gpt2``), and one token per embedding row; generation ends where llama.cpp
-ends it, at ``<|endoftext|>`` and the file's eos, eot and eom tokens. Writing: F32, F16, BF16
+ends it: at the file's eos, eot, eom and FIM pad/repo/separator tokens, and at any token spelled as llama.cpp's
+end tokens (``<|endoftext|>``, ``<|im_end|>``, ``<|eot_id|>``, ... :data:`EOG_SPELLINGS`). Writing: F32, F16, BF16
 or Q8_0 weight matrices (1-D tensors and ``position_embd`` stay F32, matrices whose rows do not
 split into Q8_0's 32-value blocks fall back to F16, both as the converter does), with GPT-2's
 tokenizer from npgpt's assets (a fine-tune's added tokens at their ids, its own end tokens as the
@@ -258,8 +259,9 @@ def _tokenizer(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] |
     CheckpointError, naming the file, for one npgpt cannot build (an eos on a padding row)."""
     from ..char_tokenizer import tokenizer_from_spec
 
-    spec = _added_tokens(reader, path, tokens)
-    eos = _eos_token_ids(reader, path, len(tokens))
+    types = _token_types(reader, tokens)
+    spec = _added_tokens(path, tokens, types, _eog_spellings(reader))
+    eos = _eos_token_ids(reader, path, tokens, types)
     if eos is None:
         return spec
     gpt2_own = [{"content": EOT, "id": EOT_ID, "special": True, "normalized": False}]
@@ -281,39 +283,102 @@ def own_eos_ids(eos: list[int] | None) -> list[int] | None:
     return own if EOT_ID in eos and len(own) <= 3 else None
 
 
-def _eos_token_ids(reader: Any, path: Path, n_tokens: int) -> list[int] | None:
-    """The ids that end a generation, as llama.cpp reads them: the file's eos, eot and eom tokens (a chat
-    fine-tune's ``<|im_end|>``: the converter writes tokenizer_config.json's ``eos_token``), and ``<|endoftext|>``,
-    at which llama.cpp ends a GPT-2 in any case (it ends at a token spelled so, whatever the metadata says).
-    None for ``<|endoftext|>`` alone, as in GPT-2's own file."""
+# llama.cpp (src/llama-vocab.cpp, ``special_eog_ids``) ends a generation at a token spelled one of these, whatever
+# the file's eos, eot and eom ids say, and types it CONTROL (https://github.com/ggml-org/llama.cpp/issues/9606).
+EOG_SPELLINGS = frozenset(
+    {
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+        "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+        "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+    }
+)  # fmt: skip
+# ... and at its FIM pad, repo and file-separator tokens: the metadata's id, else a token spelled so (a GPT-2
+# fine-tune's added "[PAD]" is llama.cpp's FIM pad token, so it ends a generation there).
+_FIM_SPELLINGS = (
+    ("FIM_PAD_ID", ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]")),
+    ("FIM_REP_ID", ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>")),
+    ("FIM_SEP_ID", ("<|file_sep|>",)),
+)
+# llama.cpp's eos for a 'gpt2' tokenizer whose file names none: its default, token 11 (GPT-2's ",").
+_LLAMA_CPP_DEFAULT_EOS = 11
+
+
+def _eog_spellings(reader: Any) -> frozenset[bytes]:
+    """The spellings at which llama.cpp ends a generation in this file: :data:`EOG_SPELLINGS`, and the FIM
+    spellings of each FIM token the metadata does not name by id."""
+    import gguf
+
+    spelled = set(EOG_SPELLINGS)
+    for name, spellings in _FIM_SPELLINGS:
+        if getattr(gguf.Keys.Tokenizer, name) not in reader.fields:
+            spelled |= set(spellings)
+    return frozenset(t.encode("utf-8") for t in spelled)
+
+
+def _token_types(reader: Any, tokens: list[bytes]) -> list[int]:
+    """Each token's ``tokenizer.ggml.token_type``; a file without them: GPT-2's NORMAL, the rest UNUSED."""
+    import gguf
+
+    T = gguf.TokenType
+    field = reader.fields.get(gguf.Keys.Tokenizer.TOKEN_TYPE)
+    if field is None:
+        return [int(T.NORMAL if i < GPT2_TOKENS else T.UNUSED) for i in range(len(tokens))]
+    return [int(field.parts[i][0]) for i in field.data]
+
+
+def _eos_token_ids(reader: Any, path: Path, tokens: list[bytes], types: list[int]) -> list[int] | None:
+    """The ids that end a generation, as llama.cpp collects them (``special_eog_ids``): the file's eos, eot and eom
+    tokens (a chat fine-tune's ``<|im_end|>``: the converter writes tokenizer_config.json's ``eos_token``), its FIM
+    pad, repo and separator tokens, and every token spelled as one of :data:`EOG_SPELLINGS` (``<|endoftext|>``,
+    ``<|im_end|>``, ``<|eot_id|>``, ...) whatever the metadata says. A file without an eos id gets llama.cpp's
+    default for GPT-2's tokenizer, token 11. A padding row (UNUSED) spelled so is left out: npgpt never samples
+    one. None for ``<|endoftext|>`` alone, as in GPT-2's own file."""
     import gguf
 
     K = gguf.Keys.Tokenizer
-    ids = [EOT_ID]
-    for key in (K.EOS_ID, K.EOT_ID, K.EOM_ID):
-        value = _field(reader, path, key, EOT_ID)
+    n_tokens = len(tokens)
+
+    def token_id(key: str, default: int | None) -> int | None:
+        if key not in reader.fields:
+            return default
+        value = _field(reader, path, key)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n_tokens:
             raise CheckpointError(
                 f"{path}: GGUF metadata {key!r} is {value!r}, not one of its {n_tokens} tokens; the file is corrupt: "
                 "re-download or re-convert it"
             )
-        if value not in ids:
-            ids.append(value)
-    return None if ids == [EOT_ID] else sorted(ids)
+        return value
+
+    named = [token_id(K.EOS_ID, _LLAMA_CPP_DEFAULT_EOS), token_id(K.EOT_ID, None), token_id(K.EOM_ID, None)]
+    named += [token_id(getattr(K, name), None) for name, _ in _FIM_SPELLINGS]
+    spelled, unused = _eog_spellings(reader), int(gguf.TokenType.UNUSED)
+    ids = {i for i in named if i is not None}
+    ids |= {i for i, t in enumerate(tokens) if t in spelled and (i < GPT2_TOKENS or types[i] != unused)}
+    texts = {tokens[i] for i in ids}
+    # llama.cpp's two exceptions: gpt-oss's and solar-open's <|end|>, and gemma4's and plamo's </s>, do not end one
+    has_call = bool(texts & {b"<|call|>", b"<|calls|>"})
+    if b"<|end|>" in texts and has_call and texts & {b"<|return|>", b"<|flush|>"}:
+        ids = {i for i in ids if tokens[i] != b"<|end|>"}
+    if b"</s>" in texts and texts & {b"<|tool_response>", b"<|plamo:eos|>"}:
+        ids = {i for i in ids if tokens[i] != b"</s>"}
+    return None if ids == {EOT_ID} else sorted(ids)
 
 
-def _added_tokens(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] | None:
+def _added_tokens(
+    path: Path, tokens: list[bytes], types: list[int], eog_spellings: frozenset[bytes]
+) -> dict[str, Any] | None:
     """The added tokens of a GGUF's tokenizer as a spec for ``tokenizer_from_spec`` (None: GPT-2's alone).
     llama.cpp's converter writes a fine-tune's added tokens as CONTROL (special ones: ``<|endoftext|>``,
     ``<|im_end|>``) or USER_DEFINED (``tok.add_tokens``), those on GPT-2's own ids too (``"hello"``, 31373),
-    and a padded vocabulary's rows as UNUSED ``[PAD{i}]``, which stay padding."""
+    and a padded vocabulary's rows as UNUSED ``[PAD{i}]``, which stay padding. A token spelled as one that ends
+    a generation (``eog_spellings``) is CONTROL whatever its type says, as llama.cpp overrides it."""
     import gguf
 
     T = gguf.TokenType
-    field = reader.fields.get(gguf.Keys.Tokenizer.TOKEN_TYPE)
-    types = [] if field is None else [int(field.parts[i][0]) for i in field.data]
     added = []
     for i, kind in enumerate(types[: len(tokens)]):
+        if i >= GPT2_TOKENS and kind != T.UNUSED and tokens[i] in eog_spellings:
+            kind = T.CONTROL
         if kind not in (T.CONTROL, T.USER_DEFINED):
             if i >= GPT2_TOKENS and kind != T.UNUSED:
                 raise CheckpointError(
