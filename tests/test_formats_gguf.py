@@ -227,7 +227,7 @@ def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):
     assert "\n" not in str(e.value)
 
 
-def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None):
+def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None, head_size=None):
     """A tiny two-block GPT-2 GGUF (width 32, 300 tokens, 8 positions) with every tensor, written with gguf's
     own writer; ``meta`` overrides a hyperparameter, ``blocks`` says which blk.N are written, ``drop`` leaves
     tensors out. Its tokens are not GPT-2's: every
@@ -240,6 +240,11 @@ def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None):
     w.add_embedding_length(meta["embedding_length"])
     w.add_feed_forward_length(meta.get("feed_forward_length", 4 * meta["embedding_length"]))
     w.add_head_count(meta["head_count"])
+    if "head_count_kv" in meta:
+        w.add_head_count_kv(meta["head_count_kv"])
+    if head_size is not None:  # (key_length, value_length)
+        w.add_key_length(head_size[0])
+        w.add_value_length(head_size[1])
     if causal is not None:
         w.add_causal_attention(causal)
     w.add_tokenizer_model("gpt2")
@@ -268,6 +273,17 @@ def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None):
         ({"meta": {"embedding_length": 64}}, r"embedding_length is 64 but token_embd.weight has ggml shape \[32, 300"),
         ({"meta": {"feed_forward_length": 64}}, r"gpt2.feed_forward_length is 64 but blk.0.ffn_up.weight"),
         ({"meta": {"head_count": 3}}, r"n_embd \(32\) must be divisible by n_head \(3\)"),
+        # a per-layer array (llama.cpp's get_key_or_arr): was "not an integer; the file is corrupt"
+        (
+            {"meta": {"head_count": [2, 4]}},
+            r"'gpt2.attention.head_count' differs per layer \(\[2, 4\]\); npgpt's GPT-2 has one value for every",
+        ),
+        ({"meta": {"feed_forward_length": [128, 64]}}, r"'gpt2.feed_forward_length' differs per layer"),
+        (
+            {"meta": {"head_count": [2, 2, 2]}},
+            r"'gpt2.attention.head_count' has 3 values, one per layer, but gpt2.block_count is 2",
+        ),
+        ({"meta": {"head_count_kv": [2, 1]}}, r"'gpt2.attention.head_count_kv' differs per layer"),
         # llama.cpp reads {arch}.attention.causal for every architecture; False was silently run causal
         (
             {"causal": False},
@@ -288,6 +304,10 @@ def test_a_consistent_tiny_gguf_reaches_the_tokenizer_check(tmp_path):
         load_checkpoint(_write_model(tmp_path / "m.gguf"))
     with pytest.raises(CheckpointError, match=NOT_GPT2_TOKENS):  # causal attention said outright: GPT-2's
         load_checkpoint(_write_model(tmp_path / "causal.gguf", causal=True))
+    # per-layer arrays of one value, read as that value
+    meta = {"head_count": [2, 2], "feed_forward_length": [128, 128], "head_count_kv": [2, 2]}
+    with pytest.raises(CheckpointError, match=NOT_GPT2_TOKENS):
+        load_checkpoint(_write_model(tmp_path / "arrays.gguf", meta=meta))
 
 
 @pytest.mark.parametrize(

@@ -475,14 +475,39 @@ def load_with_tokenizer(
             )
         return value
 
+    n_layer = hparam(L.BLOCK_COUNT)
+
+    def per_layer(key: str, default: Any = None) -> Any:
+        """A hyperparameter llama.cpp also reads as one value per layer (``get_key_or_arr``): an array of
+        ``block_count`` integers, read as their one value when all are equal."""
+        name, value = key.format(arch=ARCH), _field(reader, path, key.format(arch=ARCH), default)
+        if not isinstance(value, list):
+            return hparam(key, default)
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise CheckpointError(
+                f"{path}: GGUF metadata {name!r} is {str(value)[:60]}, not integers; the file is corrupt: "
+                "re-download or re-convert it"
+            )
+        if len(value) != n_layer:  # llama.cpp: "key ... has wrong array length"
+            raise CheckpointError(
+                f"{path}: GGUF metadata {name!r} has {len(value)} values, one per layer, but "
+                f"{L.BLOCK_COUNT.format(arch=ARCH)} is {n_layer}; the file is corrupt: re-download or re-convert it"
+            )
+        if len(set(value)) > 1:
+            raise CheckpointError(
+                f"{path}: GGUF metadata {name!r} differs per layer ({str(value)[:60]}); npgpt's GPT-2 has one "
+                "value for every layer"
+            )
+        return value[0] if value else default
+
     causal = _field(reader, path, A.CAUSAL.format(arch=ARCH), True)
     if causal is not True:  # llama.cpp reads it for every architecture: False lets a token see the ones after it
         raise CheckpointError(
             f"{path}: GGUF metadata {A.CAUSAL.format(arch=ARCH)!r} is {causal!r}: llama.cpp would let each token "
             "attend to the ones after it; GPT-2 attends only to those before, the one attention npgpt runs"
         )
-    n_embd, n_head = hparam(L.EMBEDDING_LENGTH), hparam(A.HEAD_COUNT)
-    n_head_kv = hparam(A.HEAD_COUNT_KV, n_head)
+    n_embd, n_head = hparam(L.EMBEDDING_LENGTH), per_layer(A.HEAD_COUNT)
+    n_head_kv = per_layer(A.HEAD_COUNT_KV, n_head)
     if n_head_kv != n_head:
         raise CheckpointError(
             f"{path}: head_count_kv {n_head_kv} != head_count {n_head}; GPT-2 has no grouped KV heads"
@@ -507,8 +532,8 @@ def load_with_tokenizer(
         n_ctx=hparam(L.CONTEXT_LENGTH),
         n_embd=n_embd,
         n_head=n_head,
-        n_layer=hparam(L.BLOCK_COUNT),
-        n_inner=hparam(L.FEED_FORWARD_LENGTH, 4 * n_embd),
+        n_layer=n_layer,
+        n_inner=per_layer(L.FEED_FORWARD_LENGTH, 4 * n_embd),
         layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, 1e-5, kind=float))),
         tie_word_embeddings=tied,
     )
