@@ -284,6 +284,12 @@ def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None, head_size
             r"'gpt2.attention.head_count' has 3 values, one per layer, but gpt2.block_count is 2",
         ),
         ({"meta": {"head_count_kv": [2, 1]}}, r"'gpt2.attention.head_count_kv' differs per layer"),
+        # llama.cpp's head size, when given, must be GPT-2's n_embd / n_head: it was not read
+        (
+            {"head_size": (8, 8)},
+            r"'gpt2.attention.key_length' is 8, but gpt2.embedding_length / gpt2.attention.head_count is 32 / 2",
+        ),
+        ({"head_size": (16, 32)}, r"'gpt2.attention.value_length' is 32, but .* is 32 / 2"),
         # llama.cpp reads {arch}.attention.causal for every architecture; False was silently run causal
         (
             {"causal": False},
@@ -304,10 +310,10 @@ def test_a_consistent_tiny_gguf_reaches_the_tokenizer_check(tmp_path):
         load_checkpoint(_write_model(tmp_path / "m.gguf"))
     with pytest.raises(CheckpointError, match=NOT_GPT2_TOKENS):  # causal attention said outright: GPT-2's
         load_checkpoint(_write_model(tmp_path / "causal.gguf", causal=True))
-    # per-layer arrays of one value, read as that value
+    # per-layer arrays of one value, and llama.cpp's head size where it is GPT-2's, read as GPT-2's
     meta = {"head_count": [2, 2], "feed_forward_length": [128, 128], "head_count_kv": [2, 2]}
     with pytest.raises(CheckpointError, match=NOT_GPT2_TOKENS):
-        load_checkpoint(_write_model(tmp_path / "arrays.gguf", meta=meta))
+        load_checkpoint(_write_model(tmp_path / "arrays.gguf", meta=meta, head_size=(16, 16)))
 
 
 @pytest.mark.parametrize(

@@ -512,6 +512,14 @@ def load_with_tokenizer(
         raise CheckpointError(
             f"{path}: head_count_kv {n_head_kv} != head_count {n_head}; GPT-2 has no grouped KV heads"
         )
+    for key in (A.KEY_LENGTH, A.VALUE_LENGTH):  # llama.cpp's head size; n_embd / n_head where absent
+        head_size = hparam(key, 0)
+        if key.format(arch=ARCH) in reader.fields and head_size * n_head != n_embd:
+            raise CheckpointError(
+                f"{path}: GGUF metadata {key.format(arch=ARCH)!r} is {head_size}, but "
+                f"{L.EMBEDDING_LENGTH.format(arch=ARCH)} / {A.HEAD_COUNT.format(arch=ARCH)} is {n_embd} / {n_head}: "
+                "GPT-2's heads are n_embd / n_head wide, the one attention npgpt runs"
+            )
     tensors = {t.name: t for t in reader.tensors}
     wte_name = next(k for k, v in _name_table(0).items() if v == "wte")
     if wte_name not in tensors:
