@@ -632,6 +632,66 @@ def test_chat_refuses_what_it_would_ignore(url, field, value):
         assert httpx.post(url + "/v1/chat/completions", json={**body, **extra}).status_code == 200, extra
 
 
+IGNORED_BUT_TYPED = [  # (endpoint, field, a value of the wrong type, the JSON type the message names)
+    *[
+        (path, field, value, wanted)
+        for path in ("/v1/completions", "/v1/chat/completions")
+        for field, value, wanted in [
+            ("user", 5, "a string"),
+            ("metadata", "x", "an object"),
+            ("metadata", {"k": 1}, "a string"),  # metadata.k: OpenAI's values are strings
+            ("store", "yes", "a boolean"),
+            ("service_tier", 5, "a string"),
+            ("prompt_cache_key", 5, "a string"),
+            ("safety_identifier", [1], "a string"),
+            ("priority", "high", "an integer"),  # vLLM's
+            ("request_id", 3, "a string"),
+            ("cache_salt", 1, "a string"),
+            ("add_special_tokens", "no", "a boolean"),
+            ("skip_special_tokens", "no", "a boolean"),
+            ("spaces_between_special_tokens", 0, "a boolean"),
+        ]
+    ],
+    ("/v1/chat/completions", "tools", "x", "an array"),
+    ("/v1/chat/completions", "tools", ["x"], "an object"),
+    ("/v1/chat/completions", "tools", [{"type": "function", "function": "f"}], "an object"),
+    ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": 5}}], "a string"),
+    ("/v1/chat/completions", "functions", {"name": "f"}, "an array"),
+    ("/v1/chat/completions", "parallel_tool_calls", "yes", "a boolean"),
+    ("/v1/chat/completions", "prediction", "x", "an object"),
+    ("/v1/chat/completions", "prediction", {"type": "content", "content": 5}, "a string"),
+    ("/v1/chat/completions", "chat_template_kwargs", [], "an object"),
+    ("/v1/chat/completions", "stream_options", "x", "an object"),
+]
+
+
+@pytest.mark.parametrize(("path", "field", "value", "wanted"), IGNORED_BUT_TYPED)
+def test_a_field_accepted_and_ignored_still_has_its_type(url, path, field, value, wanted):
+    """``"user": 5`` or ``"tools": "x"`` were answered as if they were right, since npgpt ignores the fields;
+    OpenAI answers a wrong type with a 400 naming the field, whatever the field does."""
+    body = {"prompt": "x"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "x"}]}
+    r = httpx.post(url + path, json={**body, "max_tokens": 1, field: value})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"].startswith(field) and f"expected {wanted}" in error["message"], error
+    assert error["message"].startswith(f"Invalid type for '{error['param']}'"), error
+
+
+def test_a_function_tool_without_its_function_is_a_400():
+    """``tools: [{"type": "function"}]`` names no function: OpenAI's missing parameter, not a tool accepted."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app({"tiny": tiny_model()})) as http:
+        body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1, "tools": [{"type": "function"}]}
+        error = http.post("/v1/chat/completions", json=body).json()["error"]
+        assert error == {
+            "message": "Missing required parameter: 'tools[0].function'.",
+            "type": "invalid_request_error",
+            "param": "tools[0].function",
+            "code": None,
+        }
+
+
 @pytest.mark.parametrize("message", [{"role": "user"}, {"role": "system", "content": None}])
 def test_a_message_without_content_is_refused_but_the_assistants(url, message):
     body = {"messages": [{"role": "user", "content": "x"}, message], "max_tokens": 1}

@@ -188,6 +188,7 @@ _EXPECTED = {
     "list_type": "an array",
     "dict_type": "an object",
     "model_type": "an object",
+    "model_attributes_type": "an object",  # a nested object's (stream_options, tools[0]), as FastAPI validates it
 }
 
 

@@ -24,6 +24,8 @@ up a reply, which is the same without them); vLLM's ``priority``, ``request_id``
 ``add_special_tokens`` (GPT-2 adds none), ``chat_template_kwargs`` (npgpt's template takes none),
 ``spaces_between_special_tokens`` and ``skip_special_tokens`` (npgpt's text holds no ``<|endoftext|>``: refused false
 only where a generated one is not the end of the reply, with ``ignore_eos`` or a fine-tune's own eos token).
+Accepted and ignored is not unchecked: each of these fields has OpenAI's (or vLLM's) type, so ``"user": 5`` or
+``"tools": "x"`` is a 400 naming the field, as OpenAI answers, never read as if it were right.
 """
 
 from __future__ import annotations
@@ -206,6 +208,20 @@ class _Sampling(Body):
     min_p: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
+    # accepted and ignored (see the module's docstring), but typed as OpenAI and vLLM type them: a wrong type is
+    # the client's mistake, a 400 as OpenAI answers, never silently read as if it were right (``"user": 5``)
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    priority: Int | None = None  # vLLM's
+    request_id: str | None = None
+    cache_salt: str | None = None
+    add_special_tokens: bool | None = None
+    skip_special_tokens: bool | None = None
+    spaces_between_special_tokens: bool | None = None
 
     def check_supported(self, tok: Tokenizer) -> None:
         """Refuse what would silently not be honoured (see the module's docstring) by the model whose tokenizer is
@@ -224,7 +240,7 @@ class _Sampling(Body):
         # ends the reply, vLLM cuts it too, so it would show only where generation goes past it: with ignore_eos, or
         # for a fine-tune that ends at its own eos token alone (a chat model's <|im_end|>)
         goes_past_eot = self.ignore_eos or tok.eot_id not in tok.eos_token_ids
-        if extra.get("skip_special_tokens") is False and goes_past_eot:
+        if self.skip_special_tokens is False and goes_past_eot:
             raise NpgptError(
                 "skip_special_tokens false is not supported: npgpt never writes <|endoftext|> into the text (vLLM's "
                 "default, skip_special_tokens true); leave it out (completions logprobs still list the token)",
@@ -336,6 +352,29 @@ class ChatMessage(Body):
         return self.content or ""
 
 
+class FunctionDefinition(Body):
+    """A tool's function, as OpenAI defines one: its ``name`` is required (GPT-2 never calls it)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(Body):
+    """One of ``tools``: ``{"type": "function", "function": {...}}`` (or another ``type`` OpenAI adds)."""
+
+    type: str
+    function: FunctionDefinition | None = None
+
+
+class Prediction(Body):
+    """OpenAI's Predicted Outputs: ``{"type": "content", "content": text or text parts}``."""
+
+    type: str
+    content: str | list[ContentPart]
+
+
 class ChatRequest(_Sampling):
     """``POST /v1/chat/completions``; the messages become one prompt, see :func:`chat_prompt`."""
 
@@ -350,6 +389,12 @@ class ChatRequest(_Sampling):
     function_call: str | dict[str, Any] | None = None  # tool_choice's deprecated form, for ``functions``
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None
+    # accepted and ignored (no tool is ever called, a prediction only speeds up the same reply), but typed
+    tools: list[Tool] | None = None
+    functions: list[FunctionDefinition] | None = None  # tools' deprecated form
+    parallel_tool_calls: bool | None = None
+    prediction: Prediction | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's
 
     def check_supported(self, tok: Tokenizer) -> None:
         """Refuse what would silently not be honoured. ``tools`` are accepted (under ``tool_choice``
@@ -369,6 +414,9 @@ class ChatRequest(_Sampling):
                 'audio output is not supported: GPT-2 writes text only; leave out audio, or send modalities ["text"]',
                 param="modalities" if self.modalities and self.modalities != ["text"] else "audio",
             )
+        for i, t in enumerate(self.tools or ()):
+            if t.type == "function" and t.function is None:  # as OpenAI answers
+                raise NpgptError(f"Missing required parameter: 'tools[{i}].function'.", param=f"tools[{i}].function")
         for field in ("tool_choice", "function_call"):
             if getattr(self, field) not in (None, "none", "auto"):
                 raise NpgptError(
