@@ -160,6 +160,23 @@ def test_a_seeded_prompt_gets_the_same_choices_alone_and_in_a_list(client):
     assert both.choices[0].text != both.choices[1].text
 
 
+def test_seed_minus_one_is_a_random_seed_and_other_negatives_are_seeds(client, url, model):
+    """``seed: -1`` (llama.cpp's server's "a random seed", as its clients send it) was a 400, as was any negative
+    seed, which OpenAI and vLLM take (any signed 64-bit integer). Now -1 samples as no seed does, and another
+    negative is a seed as any other: the same text each time, that of its 64 bits read unsigned."""
+    kw = dict(model="tiny", prompt="A cat", max_tokens=12, temperature=1.0)
+    texts = {client.completions.create(seed=-1, **kw).choices[0].text for _ in range(4)}
+    assert len(texts) > 1  # random: not one seed each time
+    for seed in (-2, -(2**63)):
+        first, again = (client.completions.create(seed=seed, **kw).choices[0].text for _ in range(2))
+        assert first == again == model.generate("A cat", max_new_tokens=12, seed=seed + 2**64)
+    chat = dict(model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=2, seed=-1)
+    assert client.chat.completions.create(**chat).choices[0].message.content is not None
+    for seed in (2**63, -(2**63) - 1):  # outside OpenAI's range, as OpenAI and vLLM answer
+        error = httpx.post(url + "/v1/completions", json={"prompt": "x", "seed": seed}).json()["error"]
+        assert error["param"] == "seed" and str(2**63 - 1 if seed > 0 else -(2**63)) in error["message"], error
+
+
 def test_logprobs_and_echo(client, model):
     prompt = "Stars shine at night"
     ids = model.tokenizer.encode(prompt)
@@ -378,7 +395,7 @@ BAD = [
     (json.dumps({"prompt": "x", "max_tokens": 500}), 400, "max_tokens"),
     (json.dumps({"prompt": "x", "max_tokens": 0}), 400, "max_tokens"),
     (json.dumps({"prompt": "x", "n": 0}), 400, "n"),
-    (json.dumps({"prompt": "x", "seed": -3}), 400, "seed"),
+    (json.dumps({"prompt": "x", "seed": 2**63}), 400, "seed"),  # over OpenAI's range (-1 is random)
     (json.dumps({"prompt": "x", "logprobs": 50}), 400, "logprobs"),
     (json.dumps({"prompt": "x", "stop": [""]}), 400, "stop"),
     (json.dumps({"prompt": ""}), 400, "prompt"),

@@ -197,7 +197,8 @@ class _Sampling(Body):
     top_p: float | None = None
     n: Int | None = Field(None, ge=1, le=MAX_N)
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
-    seed: Int | None = None
+    # OpenAI's and vLLM's range, a signed 64-bit integer; -1 is llama.cpp's "a random seed" (see :meth:`sampling`)
+    seed: Int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     stream: bool | None = False
@@ -270,12 +271,17 @@ class _Sampling(Body):
         self, max_tokens: int, logprobs: int | None, stop: tuple[str, ...] = (), skip_leading_space: bool = False
     ) -> SamplingParams:
         """Validated SamplingParams (raises NpgptError with the bad field as ``param``); a field left
-        out or null takes SamplingParams' default, the one place defaults live."""
+        out or null takes SamplingParams' default, the one place defaults live.
+
+        ``seed``: -1 is no seed, as llama.cpp's server reads it (the one server that gives -1 a meaning, and
+        how its clients ask for a random seed); another negative seed is a seed as any other, as OpenAI and
+        vLLM take any signed 64-bit one: its 64 bits read unsigned (the Python API's seeds are >= 0)."""
         user_stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         given = {k: v for k in _SAMPLING_KNOBS if (v := getattr(self, k)) is not None}
+        seed = None if self.seed in (None, -1) else self.seed % 2**64
         return SamplingParams(
             max_new_tokens=max_tokens,
-            seed=self.seed,
+            seed=seed,
             stop=user_stop + stop,
             logprobs=logprobs,
             skip_leading_space=skip_leading_space,
