@@ -126,6 +126,33 @@ def test_a_gzip_or_deflate_body_is_read_and_other_codings_are_a_415(app, http):
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
 
 
+def test_a_raw_deflate_body_is_read_as_browsers_and_curl_read_one(http):
+    """``Content-Encoding: deflate`` is zlib-wrapped by RFC 9110, but some clients send raw deflate data, which
+    browsers, curl and urllib3 read (falling back when the zlib header is not there): it was a 400 "not valid
+    deflate data". It is now read, in one piece or in many, and bounded by the body limit as gzip is."""
+    import zlib
+
+    def raw(data: bytes, level: int = 6) -> bytes:
+        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        return c.compress(data) + c.flush()
+
+    body = json.dumps({"prompt": "a " * 60, "max_tokens": 2, "seed": 1}).encode()
+    plain = http.post("/v1/completions", content=body, headers=JSON).json()["choices"]
+    for level in (0, 1, 9):  # stored, fixed and dynamic blocks
+        data = raw(body, level)
+        for content in (data, (data[i : i + 7] for i in range(0, len(data), 7))):  # whole, and in 7-byte pieces
+            r = http.post("/v1/completions", content=content, headers={**JSON, "Content-Encoding": "deflate"})
+            assert r.status_code == 200 and r.json()["choices"] == plain, (level, r.text)
+    for bad in (raw(body)[:-3], b"\xff\xff\xff\xff"):  # cut short; neither zlib nor raw deflate
+        r = http.post("/v1/completions", content=bad, headers={**JSON, "Content-Encoding": "deflate"})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["message"].startswith("the request body is not valid deflate"), r.text
+    with TestClient(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))}, max_body_bytes=10_000)) as small:
+        bomb = raw(b'{"prompt": "' + b"a" * 50_000_000 + b'"}')
+        r = small.post("/v1/completions", content=bomb, headers={**JSON, "Content-Encoding": "deflate"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+
+
 @pytest.mark.parametrize(
     "path, body, message",
     [

@@ -78,11 +78,12 @@ class BodyLimit:
 
 
 class ContentEncoding:
-    """A request body sent with ``Content-Encoding: gzip`` or ``deflate`` (as some clients and proxies compress
-    large bodies) is decoded before it is read as JSON; any other coding (``br``, ``zstd``) is a 415 naming the
-    ones taken. Without this, a compressed body was read as it came and refused as "not UTF-8", naming a byte of
-    the gzip header. Both the bytes received and the bytes they decode to are bounded by ``max_bytes`` (413):
-    a small body that decodes to gigabytes is refused as it grows past the limit."""
+    """A request body sent with ``Content-Encoding: gzip`` or ``deflate`` (zlib-wrapped or raw, see
+    :meth:`_decoded`), as some clients and proxies compress large bodies, is decoded before it is read as JSON;
+    any other coding (``br``, ``zstd``) is a 415 naming the ones taken. Without this, a compressed body was read
+    as it came and refused as "not UTF-8", naming a byte of the gzip header. Both the bytes received and the
+    bytes they decode to are bounded by ``max_bytes`` (413): a small body that decodes to gigabytes is refused
+    as it grows past the limit."""
 
     WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
 
@@ -126,24 +127,40 @@ class ContentEncoding:
         )
 
     async def _decoded(self, receive: Any, wbits: int) -> tuple[bytes, APIError | None]:
-        """The body, decoded; or the error to answer (413 over the limit, 400 for data that does not decode)."""
+        """The body, decoded; or the error to answer (413 over the limit, 400 for data that does not decode).
+
+        ``deflate`` is zlib-wrapped by RFC 9110, but some clients send raw deflate data (no zlib header), which
+        browsers, curl and urllib3 read too, falling back to raw when the zlib header is not there: so does this,
+        once, over what arrived so far (held only until the zlib header is known, and bounded as the rest)."""
         too_big = APIError(
             413, f"the request body is over the limit of {self.max_bytes} bytes", code="request_too_large"
         )
         decoder, out, received, more = zlib.decompressobj(wbits), bytearray(), 0, True
-        try:
-            while more:
-                message = await receive()
-                if message["type"] != "http.request":  # the client left before it sent the body
-                    return b"", APIError(400, "the request body did not arrive", code="invalid_json")
-                chunk = message.get("body", b"")
-                received += len(chunk)
+        held: list[bytes] | None = [] if wbits == self.WBITS["deflate"] else None  # kept for a raw retry
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left before it sent the body
+                return b"", APIError(400, "the request body did not arrive", code="invalid_json")
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                return b"", too_big
+            try:
                 out += decoder.decompress(chunk, self.max_bytes + 1 - len(out))
-                if received > self.max_bytes or len(out) > self.max_bytes or decoder.unconsumed_tail:
-                    return b"", too_big
-                more = message.get("more_body", False)
-        except zlib.error as e:
-            return b"", self._undecodable(wbits, str(e))
+            except zlib.error as e:
+                if held is None:
+                    return b"", self._undecodable(wbits, str(e))
+                decoder, chunk = zlib.decompressobj(-zlib.MAX_WBITS), b"".join([*held, chunk])
+                held = None  # one retry: raw deflate (the zlib header was not there), from the first byte
+                try:
+                    out = bytearray(decoder.decompress(chunk, self.max_bytes + 1))
+                except zlib.error:
+                    return b"", self._undecodable(wbits, str(e))  # neither: the zlib reading's error says more
+            if held is not None:
+                held = None if len(out) or decoder.eof else [*held, chunk]  # the header was good: nothing to retry
+            if len(out) > self.max_bytes or decoder.unconsumed_tail:
+                return b"", too_big
+            more = message.get("more_body", False)
         if received and not decoder.eof:
             return b"", self._undecodable(wbits, "it ends before the compressed data does")
         return bytes(out), None
