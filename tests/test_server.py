@@ -363,6 +363,22 @@ def test_chat_logprobs_bytes_join_to_the_content_when_a_token_splits_a_character
     assert all(e["token"] == bytes_text(bytes(e["bytes"])) for e in entries)  # bytes:\\xe6 for part of a character
 
 
+@pytest.mark.parametrize("path", ["/health", "/v1/models", "/v1/models/tiny", "/metrics", "/", "/openapi.json"])
+def test_head_answers_where_get_does_without_a_body(url, path):
+    """``HEAD /health``, as load balancers and uptime checkers send it, was a 405 (FastAPI's routes take only
+    the methods they name, where Starlette's and any HTTP server add HEAD to GET): now GET's status and
+    headers, and no body."""
+    get, head = httpx.get(url + path), httpx.head(url + path)
+    assert head.status_code == get.status_code == 200, head.text
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    if path != "/metrics":  # the counters move between the two requests
+        assert head.headers["content-length"] == get.headers["content-length"]
+    assert httpx.head(url + "/v1/models/nope").status_code == 404  # as GET answers it
+    r = httpx.head(url + "/v1/completions")  # a POST URL: still 405, naming POST
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert all("head" not in ops for ops in httpx.get(url + "/openapi.json").json()["paths"].values())
+
+
 def test_models_health_next_tokens_and_metrics(client, url, model):
     assert [m.id for m in client.models.list().data] == ["tiny", "other"]
     assert client.models.retrieve("other").id == "other"

@@ -2,7 +2,8 @@
 
 ``GET /v1/models``, ``POST /v1/completions`` (:mod:`.completions`), ``POST /v1/chat/completions``
 (:mod:`.chat`), ``POST /v1/next_tokens`` (npgpt's own: the most likely next tokens, for the
-playground), ``GET /health``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the playground).
+playground), ``GET /health``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the playground); ``HEAD`` on
+each ``GET`` URL.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 
 from ..errors import shown
 from . import chat, completions
@@ -125,6 +127,18 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
     async def playground() -> HTMLResponse:
         return HTMLResponse((resources.files("npgpt.server") / "static" / "index.html").read_text("utf-8"))
 
+    # HEAD where GET is (load balancers and uptime checkers send it), as Starlette's own routes and any HTTP server
+    # answer it: FastAPI's take only the methods they name. The headers are GET's; the ASGI server sends no body.
+    for route in list(api.routes):
+        if isinstance(route, APIRoute) and route.methods == {"GET"}:
+            api.add_api_route(
+                route.path,
+                route.endpoint,
+                methods=["HEAD"],
+                response_class=route.response_class,
+                include_in_schema=False,
+                name=f"{route.name}_head",
+            )
     return api
 
 
