@@ -231,6 +231,46 @@ def test_limits_refuse_with_a_400_naming_the_limit_and_parameter(model):
         assert ok.status_code == 200 and len(ok.json()["choices"]) == 8
 
 
+def test_logprobs_over_the_limit_are_a_400_naming_the_product_before_any_scoring(model, monkeypatch):
+    """The answer's size was bounded by nothing but the token limit: echo with logprobs 20 lists 21 entries a
+    token, ~14 MB and ~a minute of Python for 96 prompts of 256 tokens. Now tokens listed x (logprobs + 1) is
+    bounded too (--max-request-logprobs), refused up front, before any prompt is scored, naming the product."""
+    from npgpt.server import completions
+    from npgpt.server.limits import MAX_REQUEST_TOKENS, Limits
+
+    scored = []
+    real = completions.score_prompts
+    monkeypatch.setattr(completions, "score_prompts", lambda *a: scored.append(1) or real(*a))
+    app = create_app({"tiny": model}, max_request_logprobs=1000)
+    prompts = [[5] * 30] * 4  # 120 tokens
+    with background_server(app) as base:
+        body = {"prompt": prompts, "max_tokens": 0, "echo": True, "logprobs": 20}
+        error = httpx.post(base + "/v1/completions", json=body).json()["error"]
+        assert error == {
+            "message": "this request asks for the logprobs of 120 tokens (4 prompt(s) echoed: 120 tokens) x 21 (each "
+            "token and its logprobs=20 alternatives) = 2520 entries, over the server's limit of 1000 per request "
+            "(--max-request-logprobs); send logprobs of at most 7, or fewer or shorter prompts, or split the request",
+            "type": "invalid_request_error",
+            "param": "logprobs",
+            "code": "too_many_logprobs",
+        }
+        assert not scored
+        ok = httpx.post(base + "/v1/completions", json={**body, "logprobs": 7})
+        assert ok.status_code == 200 and len(ok.json()["choices"][0]["logprobs"]["tokens"]) == 30 and scored
+        # generated tokens count too, and n copies of an echoed prompt
+        body = {"prompt": prompts[:1], "max_tokens": 20, "echo": True, "logprobs": 5, "n": 4}
+        message = httpx.post(base + "/v1/completions", json=body).json()["error"]["message"]
+        assert "of 200 tokens (1 prompt(s) echoed x n=4: 120 tokens, plus max_tokens=20 for each of its 4 " in message
+        assert httpx.post(base + "/v1/completions", json={**body, "echo": False}).status_code == 200  # 80 x 6
+        chat = {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 20, "n": 4}
+        error = httpx.post(base + "/v1/chat/completions", json={**chat, "max_tokens": 20}).json()["error"]
+        assert error["param"] == "top_logprobs" and error["code"] == "too_many_logprobs", error
+        assert "send top_logprobs of at most 11, or a lower max_tokens or n" in error["message"], error
+        assert httpx.post(base + "/v1/chat/completions", json={**chat, "max_tokens": 11}).status_code == 200
+    # a scoring client's logprobs 1 (lm-evaluation-harness's) over every token the token limit admits is admitted
+    Limits().check_logprobs(MAX_REQUEST_TOKENS, 1, "every token")
+
+
 def test_the_token_limit_names_the_parameter_that_puts_the_request_over(model):
     """The prompt over the limit alone names prompt (chat: messages), n when only its copies are over, and
     max_tokens only when the client sent it: a default max_tokens is said to be one, never cited as sent."""
@@ -422,6 +462,7 @@ def test_a_failing_decode_step_ends_the_batch_clearly_and_the_server_goes_on(mod
     [
         ("--max-rows", "0"),
         ("--max-request-tokens", "-1"),
+        ("--max-request-logprobs", "0"),
         ("--max-unread-events", "0"),
         ("--shutdown-timeout", "-2"),
         ("--shutdown-timeout", "nan"),

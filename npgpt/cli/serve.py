@@ -62,6 +62,13 @@ def serve_command(
         int,
         typer.Option(help="Tokens per request at most (each completion's prompt + max_tokens, summed); more get 400."),
     ] = 131_072,
+    max_request_logprobs: Annotated[
+        int,
+        typer.Option(
+            help="Logprob entries per request at most (tokens listed with logprobs x (logprobs + 1): echoed prompts' "
+            "and completions'); more get 400."
+        ),
+    ] = 262_144,
     max_unread_events: Annotated[
         int,
         typer.Option(
@@ -95,10 +102,11 @@ def serve_command(
     """
     if max_batch < 1 or max_queue < 0:
         raise NpgptError(f"--max-batch must be >= 1 and --max-queue >= 0, got {max_batch} and {max_queue}")
-    if max_rows < 1 or max_request_tokens < 1 or max_unread_events < 1 or not shutdown_timeout >= 0:
+    limits = (max_rows, max_request_tokens, max_request_logprobs, max_unread_events)
+    if min(limits) < 1 or not shutdown_timeout >= 0:
         raise NpgptError(
-            f"--max-rows, --max-request-tokens and --max-unread-events must be >= 1 and --shutdown-timeout >= 0, "
-            f"got {max_rows}, {max_request_tokens}, {max_unread_events} and {shutdown_timeout}"
+            "--max-rows, --max-request-tokens, --max-request-logprobs and --max-unread-events must be >= 1 and "
+            f"--shutdown-timeout >= 0, got {', '.join(map(str, limits))} and {shutdown_timeout}"
         )
     if api_key is not None and not api_key.strip():  # an unset shell variable: "Bearer " would be the key
         raise NpgptError(
@@ -145,6 +153,7 @@ def serve_command(
         special_tokens=special_tokens,
         max_rows=max_rows,
         max_request_tokens=max_request_tokens,
+        max_request_logprobs=max_request_logprobs,
         max_unread_events=max_unread_events,
         allowed_origins=origins,
     )

@@ -67,6 +67,15 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
     limits.check_tokens([prompt], n, params.max_new_tokens, prompt_param="messages", max_tokens_param=sent)
     rows = [prompt] * n
     check_request(m, rows, params)
+    if logprobs is not None:  # the answer's size, at most (before any row starts)
+        field = f"{sent}={max_tokens}" if sent else f"max_tokens={max_tokens} (not sent: the rest of the context)"
+        limits.check_logprobs(
+            n * max_tokens,
+            logprobs,
+            f"{field} for each of its {n} repl{'y' if n == 1 else 'ies'}",
+            param="top_logprobs",
+            smaller=f"a lower {sent or 'max_tokens'}{'' if n == 1 else ' or n'}",
+        )
     run = Run(sched, rows, params, request.app.state.backlog)
     metrics.prompt(name, len(prompt))
     head = {

@@ -74,6 +74,11 @@ async def start(
             check_logit_bias(n_vocab, n_tokens, params)
         except NpgptError as e:
             raise bad_request(e) from None
+    if body.logprobs is not None:  # the answer's size: before any prompt is scored or row started
+        echoed = n * sum(len(p) for p in prompts) if body.echo else 0
+        parts = [f"{len(prompts)} prompt(s) echoed{'' if n == 1 else f' x n={n}'}: {echoed} tokens"] if echoed else []
+        parts += [f"max_tokens={max_tokens} for each of its {len(rows)} completion(s)"] if max_tokens else []
+        limits.check_logprobs(echoed + len(rows) * max_tokens, body.logprobs, ", plus ".join(parts))
     echo_lp = None
     if body.echo and params.logprobs is not None:
         echo_lp = await score_prompts(sched, prompts, params.logprobs)

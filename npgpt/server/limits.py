@@ -1,13 +1,18 @@
-"""Per-request limits, so that one request cannot take the server: rows, and tokens in all.
+"""Per-request limits, so that one request cannot take the server: rows, tokens in all, and logprobs.
 
 A request's rows are its prompts times ``n``; its tokens are what its rows hold at the end, each
-row's prompt plus ``max_tokens``, which bounds the kv cache and the compute it asks for. Both are
+row's prompt plus ``max_tokens``, which bounds the kv cache and the compute it asks for. Its logprobs
+are the entries its answer lists: each token listed with logprobs (the echoed prompts' and the
+completions') and its ``logprobs`` alternatives, which bounds the answer (about 25 bytes an entry, each
+built in Python) where the token limit does not: 20 alternatives a token multiply it by 21. All are
 checked before any per-row work: the rows from the body's shape alone (before tokenising), the
-tokens once the prompts are token ids. Over a limit is a 400 naming the limit, its server option,
-and the request's parameter to change.
+tokens and logprobs once the prompts are token ids. Over a limit is a 400 naming the limit, its
+server option, and the request's parameter to change.
 
-The defaults: 256 rows (two prompts at OpenAI's largest ``n`` of 128), and 131072 tokens (128 rows
-of a full 1024-token GPT-2 context), so any one-prompt request the model can run is admitted.
+The defaults: 256 rows (two prompts at OpenAI's largest ``n`` of 128), 131072 tokens (128 rows
+of a full 1024-token GPT-2 context), so any one-prompt request the model can run is admitted, and
+262144 logprob entries: ``logprobs`` 1 (a scoring client's, lm-evaluation-harness's) over every token
+the token limit admits, or 20 over 12483 tokens, answers of ~10 MB at most.
 """
 
 from __future__ import annotations
@@ -21,22 +26,51 @@ from .errors import APIError
 
 MAX_ROWS = 256
 MAX_REQUEST_TOKENS = 131_072
+MAX_REQUEST_LOGPROBS = 2 * MAX_REQUEST_TOKENS
 
 
 @dataclass(frozen=True)
 class Limits:
     """``max_rows``: prompts x ``n`` per request; ``max_request_tokens``: the sum over its rows of
-    prompt tokens + ``max_tokens``. Raises ValueError unless both are >= 1."""
+    prompt tokens + ``max_tokens``; ``max_request_logprobs``: the tokens its answer lists with logprobs,
+    times ``logprobs`` + 1. Raises ValueError unless all are >= 1."""
 
     max_rows: int = MAX_ROWS
     max_request_tokens: int = MAX_REQUEST_TOKENS
+    max_request_logprobs: int = MAX_REQUEST_LOGPROBS
 
     def __post_init__(self) -> None:
-        if self.max_rows < 1 or self.max_request_tokens < 1:
+        if self.max_rows < 1 or self.max_request_tokens < 1 or self.max_request_logprobs < 1:
             raise ValueError(
-                f"max_rows and max_request_tokens must be >= 1, got {shown(self.max_rows)} "
-                f"and {shown(self.max_request_tokens)}"
+                f"max_rows, max_request_tokens and max_request_logprobs must be >= 1, got {shown(self.max_rows)}, "
+                f"{shown(self.max_request_tokens)} and {shown(self.max_request_logprobs)}"
             )
+
+    def check_logprobs(
+        self,
+        listed: int,
+        k: int,
+        what: str,
+        param: str = "logprobs",
+        smaller: str = "fewer or shorter prompts, or split the request",
+    ) -> None:
+        """400 if ``listed`` tokens with logprobs, each with ``k`` alternatives, are over ``max_request_logprobs``
+        entries (each token and its alternatives: ``k`` + 1). ``what``: how the request lists them, for the
+        message (``2 prompts echoed: 1024 tokens``); ``param``: the request's field that is ``k`` (completions'
+        ``logprobs``, chat's ``top_logprobs``); ``smaller``: what else the client may change."""
+        entries = listed * (k + 1)
+        if entries <= self.max_request_logprobs:
+            return
+        fits = self.max_request_logprobs // listed - 1  # the k that would fit, if any
+        raise APIError(
+            400,
+            f"this request asks for the logprobs of {listed} tokens ({what}) x {k + 1} (each token and its "
+            f"{param}={k} alternatives) = {entries} entries, over the server's limit of {self.max_request_logprobs} "
+            f"per request (--max-request-logprobs); send {f'{param} of at most {fits}, or ' if fits >= 0 else ''}"
+            f"{smaller}",
+            param=param,
+            code="too_many_logprobs",
+        )
 
     def check_rows(self, n_prompts: int, n: int) -> None:
         """400 if ``n_prompts`` x ``n`` rows are over ``max_rows`` (param: ``n`` if one prompt, else ``prompt``)."""
