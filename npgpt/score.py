@@ -114,9 +114,11 @@ def token_nlls(
         batch = np.zeros((len(group), width), np.int64)
         for row, (begin, end, _) in enumerate(group):
             batch[row, : end - begin] = ids[begin:end]
-        # [b, width] -> [b, width, V]; a padded vocabulary's ids past the tokenizer's are no token
-        # (as in sampling and the server's echo scoring), so they take no probability
-        logits = model.logits(batch)[:, :, : model.tokenizer.n_vocab]
+        # [b, width] -> [b, width, V]: the softmax over the model's full output, a padded vocabulary's
+        # rows too (nanoGPT's 50304), so a text's loss here is the one npgpt train minimises and reports
+        # (train/loss.py), as nanoGPT's estimate_loss and transformers' loss compute it; only sampling,
+        # which never picks a padded id, leaves those rows out
+        logits = model.logits(batch)
         check_finite(logits)
         for row, (begin, end, first) in enumerate(group):
             # Targets ids[first:end] are predicted at positions first-1 .. end-2 of the window.

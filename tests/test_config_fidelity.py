@@ -474,6 +474,10 @@ def test_server_never_produces_a_padded_id(padded):
         if body["prompt"] == "Hello" and body["temperature"] == 0 and choice["finish_reason"] == "length":
             assert choice["text"] == greedy
     assert echo.status_code == 200, echo.text
+    echoed = echo.json()["choices"][0]["logprobs"]
+    scored = padded.score("Hello there").token_logprobs  # one definition: the softmax over the full output
+    np.testing.assert_allclose(echoed["token_logprobs"][1 : len(scored)], scored[1:], rtol=1e-5)
+    assert all(padded.tokenizer.encode(t)[0] < N_TOKENS for top in echoed["top_logprobs"][1:] for t in top)
     assert top.status_code == 200 and all(t["id"] < N_TOKENS for t in top.json()["tokens"])
     for r in refused:
         assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text

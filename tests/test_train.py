@@ -261,6 +261,27 @@ def test_gradient_accumulation_equals_one_big_batch():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_training_loss_and_eval_are_one_definition_on_a_padded_vocabulary():
+    """nanoGPT's padded vocabulary (50304 outputs over 50257 tokens) is in the training loss, as nanoGPT's
+    train.py and estimate_loss have it; npgpt eval (perplexity) and model.score were over the 50257 tokens
+    only, so a fresh run reported another loss than npgpt eval on the same text. Both use the full output."""
+    from npgpt.api import GPT2
+    from npgpt.evaluate import perplexity
+    from npgpt.train.loss import loss
+    from npgpt.train.step import make_eval_loss
+
+    config = GPT2Config(n_vocab=50304, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    params = init_params(config, 0)
+    params["wte"][50257:] *= 40  # padded rows with some of the probability, as a fresh model's have a little
+    ids = np.random.default_rng(1).integers(0, 50257, 16)
+    model = GPT2(config, params)
+    evaluated = perplexity(model, ids, window=16)["cross_entropy"]
+    assert float(loss(params, ids[None], config)) == pytest.approx(evaluated, rel=1e-5)
+    held_out = make_eval_loss(config)(jax.tree.map(jnp.asarray, params), jnp.asarray(ids[None]))
+    assert float(held_out) == pytest.approx(evaluated, rel=1e-5)
+    assert -model.score(ids).log_likelihood / 15 == pytest.approx(evaluated, rel=1e-9)
+
+
 # --- memorise, then generate ---------------------------------------------------------------
 
 

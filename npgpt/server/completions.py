@@ -178,13 +178,15 @@ async def score_prompts(sched: Scheduler, prompts: list[list[int]], k: int) -> l
     requests generating, rather than holding every one of them until all its prompts are scored."""
 
     def score(ids: list[int]) -> tuple[list, list]:
-        n_tokens = sched.model.tokenizer.n_vocab  # a padded vocabulary's extra ids are no token
-        logits = sched.model.logits([ids])[0, :, :n_tokens]  # [T, V] -> [T, n_tokens]
+        # the softmax over the model's full output, as model.score (npgpt/score.py); the alternatives are
+        # tokens only: a padded vocabulary's extra ids have no text
+        n_tokens = count_tokens(sched.model.config.n_vocab, sched.model.tokenizer)
+        logits = sched.model.logits([ids])[0]  # [T, V]
         check_finite(logits)
         lp = log_softmax(logits)
         return (
             [None] + [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))],
-            [None] + [top_logprobs(lp[t - 1], k) for t in range(1, len(ids))],
+            [None] + [top_logprobs(lp[t - 1, :n_tokens], k) for t in range(1, len(ids))],
         )
 
     out = []

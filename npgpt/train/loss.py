@@ -2,7 +2,10 @@
 
 Array-API code like the model, so it runs on NumPy for evaluation and under ``jax.grad`` for
 training. The convention matches Hugging Face's ``GPT2LMHeadModel(ids, labels=ids).loss``:
-position t predicts token t+1, averaged over all B*(T-1) predictions.
+position t predicts token t+1, averaged over all B*(T-1) predictions, the softmax over the model's
+full output (a padded vocabulary's rows too, as nanoGPT's train.py and estimate_loss): the same
+definition as ``npgpt eval`` and ``model.score`` (npgpt/score.py), so the held-out loss a run reports
+is what ``npgpt eval`` gives on the same windows.
 """
 
 from __future__ import annotations
