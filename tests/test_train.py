@@ -402,6 +402,24 @@ def test_killed_run_resumes_to_identical_weights(reference, tmp_path):
     assert_same_run(train(text, out, resume=True), ref)
 
 
+def test_resume_on_other_data_is_refused_naming_both(reference, tmp_path):
+    """A resume that read other text went on silently, a fine-tune under the old run's name; the same text
+    at another path (the run moved, the corpus copied) is the same data and resumes."""
+    text, ref = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref.out, out)
+    other = tmp_path / "other.txt"
+    other.write_text(corpus(80))
+    with pytest.raises(NpgptError) as err:
+        train(other, out, TrainSettings(steps=RUN["steps"] + 1), resume=True)
+    message = str(err.value)
+    assert "\n" not in message and str(other) in message and str(text) in message
+    assert f"init='{out}'" in message and "another out=" in message
+    copy = tmp_path / "copy.txt"
+    shutil.copy(text, copy)
+    assert train(copy, out, TrainSettings(steps=RUN["steps"] + 1), resume=True).step == RUN["steps"] + 1
+
+
 # --- init, errors --------------------------------------------------------------------------
 
 

@@ -99,6 +99,25 @@ def _fingerprint(files: list[Path], tokenizer_spec: dict | None = None) -> str:
     return h.hexdigest()
 
 
+_WHOLE_HASH_TOKENS = 1 << 25  # 64 MiB of uint16 ids: hashed whole; more is hashed in 1024 evenly spaced samples
+
+
+def tokens_fingerprint(tokens: np.ndarray) -> str:
+    """What a run's training tokens are, to tell a resume on other data from one on the same: their
+    count and a hash of their content (every id, or for a corpus past 2**25 tokens 1024 evenly spaced
+    runs of 4096 ids and the last run, so a resume never reads gigabytes to check). Content, not paths:
+    the same text moved or copied elsewhere is the same data."""
+    h = hashlib.sha256(b"npgpt-train-tokens-v1")
+    h.update(str(len(tokens)).encode())
+    if len(tokens) <= _WHOLE_HASH_TOKENS:
+        h.update(np.ascontiguousarray(tokens, dtype=TOKENS_DTYPE).tobytes())
+    else:
+        run = 4096
+        for start in [*np.linspace(0, len(tokens) - run, 1024, dtype=np.int64).tolist(), len(tokens) - run]:
+            h.update(np.ascontiguousarray(tokens[start : start + run], dtype=TOKENS_DTYPE).tobytes())
+    return h.hexdigest()[:16]
+
+
 def read_text(f: Path) -> str:
     """``f``'s UTF-8 text; NpgptError naming the file and the fix for one that cannot be read, is binary or
     UTF-16 (its NUL bytes are valid UTF-8: it was trained on as text), or is in another encoding."""

@@ -150,7 +150,9 @@ def train(
     except OSError as e:  # /proc/run, a read-only disk: one line naming the folder, not "internal error"
         raise cannot_write(out, e) from None
     try:
-        train_tokens, val, no_held_out_loss = _prepare_data(data, out, config, run, tokenizer)
+        train_tokens, val, no_held_out_loss, trained_on = _prepare_data(data, out, config, run, tokenizer)
+        if saved is not None:
+            _check_same_data(meta.get("data"), trained_on, out)
         mesh = _check_mesh(mesh if mesh is not None else _make_mesh(model_parallel), config, batch_size)
     except BaseException:  # no text, text too short, a bad mesh: a folder made for nothing is not left behind
         if made is not None:
@@ -213,6 +215,7 @@ def train(
                 "config": config.to_dict(),
                 "steps": steps,
                 "tokenizer": None if tokenizer is None else tokenizer.to_spec(),
+                "data": trained_on,
             }
             write_checkpoint(out, config, params, opt_state, state_meta)
             saved_step = step
@@ -246,10 +249,12 @@ def train(
 
 def _prepare_data(
     data: str | Path, out: Path, config: GPT2Config, run: RunSettings, tokenizer: Tokenizer | None
-) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """Training tokens (memory-mapped), the fixed held-out windows, and why there are none where
-    ``val_fraction`` held text out that is shorter than one window (or None)."""
+) -> tuple[np.ndarray, np.ndarray, str | None, dict[str, Any]]:
+    """Training tokens (memory-mapped), the fixed held-out windows, why there are none where
+    ``val_fraction`` held text out that is shorter than one window (or None), and what the data is
+    (``{"source", "n_tokens", "fingerprint"}``, kept in the checkpoint for :func:`_check_same_data`)."""
     tokens = D.load_tokens(data, out, tokenizer)
+    trained_on = {"source": str(data), "n_tokens": len(tokens), "fingerprint": D.tokens_fingerprint(tokens)}
     if int(tokens.max()) >= config.n_vocab:  # out-of-range ids would silently gather garbage
         raise NpgptError(f"{data}: token id {int(tokens.max())} is outside the model's vocabulary of {config.n_vocab}")
     try:
@@ -270,7 +275,22 @@ def _prepare_data(
             f"no held-out loss: the held-out {len(val_tokens)} tokens (val_fraction={run.val_fraction}) are fewer "
             f"than one window of seq_len={seq_len} + 1; raise val_fraction= or lower seq_len="
         )
-    return train_tokens, windows, short
+    return train_tokens, windows, short, trained_on
+
+
+def _check_same_data(saved: Any, now: dict[str, Any], out: Path) -> None:
+    """Refuse to resume on other tokens than the run was trained on: the run would go on, silently, as
+    a fine-tune on the new text under the old run's name, and its checkpoints could no longer be
+    reproduced. Runs saved before the data was recorded (no "data") are resumed as before."""
+    if not isinstance(saved, dict) or saved.get("fingerprint") in (None, now["fingerprint"]):
+        return
+    was = f"{shown(saved.get('source'))} ({saved.get('n_tokens')} tokens)"
+    raise NpgptError(
+        f"cannot resume on {shown(now['source'])} ({now['n_tokens']} tokens): the run in {out} was trained "
+        f"on {was}, other tokens; pass the same data, or train on this data as a new run from this one's model "
+        f"(another out=, init={shown(str(out))})",
+        keywords=KEYWORDS,
+    )
 
 
 def _kept(saved_step: int) -> str:
