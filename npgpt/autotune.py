@@ -7,7 +7,12 @@ decode step's matrix products in every storage the backend declares (``Backend.d
 the answer in ``registry.home() / "autotune.json"``, keyed by what decides it (CPU, instruction sets,
 core count and thread limits, backend, library versions, the model's widths and the rows decoded at
 once). The measurement is as good as the moment it was taken: a machine busy with other work then
-can make a multi-threaded kernel look slow. Delete the file to measure again.
+can make a multi-threaded kernel look many times slower (int8 once came out "29.2x float32" at load 4.2
+on 2 cores). So a measurement that cannot be trusted is neither used nor cached (:func:`doubt`): taken
+at a load average of at least the core count, with rounds that disagree (a storage's step time in its
+median round over SPREAD times its best), or with a gain past what the storage's bytes allow
+(MAX_GAIN); float32 is kept for that load and the next one measures again. Delete the file to measure
+again.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ BUDGET_S = 0.5  # seconds of timing after which no new round starts (at least tw
 # float32 stays unless another storage is at least this much faster per step: the same product timed
 # twice on a shared machine differs by a few percent, and float32 gives the same numbers on every host.
 MARGIN = 1.10
+# A measurement is noisy when a storage's median round takes this many times its best round.
+SPREAD = 1.5
+# The most a storage can plausibly gain over float32 in one decode step: twice what its bytes per weight
+# save (a decode step reads every weight once). More says float32's kernel was slowed, not int8 fast.
+MAX_GAIN = {"float16": 4.0, "bfloat16": 4.0, "int8": 8.0}
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # part of the cache key where set
 
 
@@ -58,6 +68,7 @@ class Choice:
     skipped: dict[str, str] = field(default_factory=dict)
     cache: Path | None = None
     load: float | None = None
+    doubt: str | None = None  # why the measurement was not trusted (float32 kept, nothing cached), or None
 
     def describe(self) -> str:
         """One line for the CLI, e.g. ``int8 (1.9x float32 at 1 row on this host; measured now)``."""
@@ -69,6 +80,8 @@ class Choice:
             others = [f"{d} {base / t:.2f}x" for d, t in self.seconds.items() if d != "float32" and base and t]
             speed = f"{', '.join(others) or 'no other storage'} vs float32 at {rows} on this host"
         where = "measured now" if self.measured else "cached"
+        if self.doubt is not None:
+            return f"{self.dtype} (float32 kept: {self.doubt}; measured now, not cached: measured again next load)"
         if self.cache is not None:
             where += f"; cached in {self.cache}" if self.measured else f" in {self.cache}"
         cores = os.cpu_count() or 1
@@ -177,8 +190,11 @@ def products(backend: Backend, config: GPT2Config, dtype: str, rows: int, weight
     return [Product(dtype, name, count, product(xs[n_in], weight)) for name, weight, n_in, count in shapes]
 
 
-def measure(backend: Backend, config: GPT2Config, rows: int) -> tuple[dict[str, float], dict[str, str]]:
-    """Seconds of one decode step's weight products per storage in ``backend.dtypes``, and the skipped ones.
+def measure(
+    backend: Backend, config: GPT2Config, rows: int
+) -> tuple[dict[str, float], dict[str, str], dict[str, float]]:
+    """Seconds of one decode step's weight products per storage in ``backend.dtypes``, the skipped ones, and
+    each storage's spread (its median round's step time over its best round's).
 
     Candidates are interleaved in rounds (load on a shared machine hits them alike); each product keeps
     its best time, and a step is their sum weighted by how often a step runs each.
@@ -195,16 +211,37 @@ def measure(backend: Backend, config: GPT2Config, rows: int) -> tuple[dict[str, 
         for p in step:
             p.run()
     best: dict[tuple[str, str], float] = {}
+    rounds: dict[str, list[float]] = {step[0].dtype: [] for step in candidates}  # each round's step time
     start = time.perf_counter()
     for i in range(ROUNDS):
         if i >= 2 and time.perf_counter() - start > BUDGET_S:
             break
         for step in candidates:
+            total = 0.0
             for p in step:
                 t = time_product(p)
                 best[p.dtype, p.name] = min(t, best.get((p.dtype, p.name), t))
+                total += p.count * t
+            rounds[step[0].dtype].append(total)
     seconds = {step[0].dtype: sum(p.count * best[p.dtype, p.name] for p in step) for step in candidates}
-    return seconds, skipped
+    spread = {d: float(np.median(ts) / min(ts)) if min(ts) > 0 else 1.0 for d, ts in rounds.items()}
+    return seconds, skipped, spread
+
+
+def doubt(seconds: dict[str, float], spread: dict[str, float], load: float | None, cores: int) -> str | None:
+    """Why a measurement cannot be trusted as this machine's speeds, or None: a busy machine (1-minute load
+    average at least ``cores``), rounds that disagree (``SPREAD``), or a gain over float32 past ``MAX_GAIN``."""
+    if load is not None and load >= cores:
+        return f"measured at load {load:.1f} on {cores} cores"
+    noisy = {d: s for d, s in spread.items() if s > SPREAD}
+    if noisy:
+        d, s = max(noisy.items(), key=lambda kv: kv[1])
+        return f"the timings were noisy ({d}'s median round {s:.1f}x its best)"
+    base = seconds.get("float32")
+    for d, t in seconds.items():
+        if base and t > 0 and d in MAX_GAIN and base / t > MAX_GAIN[d]:
+            return f"{d} timed {base / t:.1f}x float32, more than its bytes allow ({MAX_GAIN[d]:.0f}x at most)"
+    return None
 
 
 def pick(seconds: dict[str, float]) -> str:
@@ -253,11 +290,17 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
             for k, v in hit["seconds"].items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
         }
-        if hit["dtype"] in seconds:
-            load = hit.get("load") if isinstance(hit.get("load"), (int, float)) else None
+        load = hit.get("load") if isinstance(hit.get("load"), (int, float)) else None
+        # an entry an older npgpt cached from a busy machine or an implausible gain is measured again
+        if hit["dtype"] in seconds and doubt(seconds, {}, load, os.cpu_count() or 1) is None:
             return Choice(hit["dtype"], seconds, False, key, rows, cache=cache, load=load)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    seconds, skipped = measure(backend, config, rows)
+    seconds, skipped, spread = measure(backend, config, rows)
+    if hasattr(os, "getloadavg"):  # the busier of the start and the end
+        load = max(load or 0.0, os.getloadavg()[0])
+    why = doubt(seconds, spread, load, os.cpu_count() or 1)
+    if why is not None and "float32" in seconds:  # not this machine's truth: neither used nor cached
+        return Choice("float32", seconds, True, key, rows, skipped, None, load, why)
     choice = pick(seconds)
     # Read again: another process (a second server, a test run) may have written its own entry while this
     # one measured, and writing the copy read before would drop it. The window left is the write itself.

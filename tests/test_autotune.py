@@ -19,6 +19,12 @@ from tests.conftest import run_cli
 CONFIG = GPT2Config(n_vocab=96, n_ctx=32, n_embd=48, n_head=3, n_layer=2)
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """A 1-minute load average of 0: a busy test host must not decide what these tests see (one test sets it)."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("NPGPT_HOME", str(tmp_path / "home"))
@@ -157,7 +163,7 @@ def test_a_cached_entry_without_a_usable_time_for_its_choice_is_measured_again(h
 def test_an_unwritable_home_still_gives_the_choice(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("NPGPT_HOME", str(tmp_path / "file" / "home"))  # mkdir fails: a part of the path is a file
-    fake_timer(monkeypatch, {"int8": 0.1e-3})
+    fake_timer(monkeypatch, {"int8": 0.3e-3})
     choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
     assert choice.dtype == "int8" and choice.measured and choice.cache is None
     assert "cached" not in choice.describe()
@@ -204,7 +210,8 @@ def test_load_auto_gives_one_of_the_backends_dtypes_and_float32s_greedy_text(hom
     m = npgpt.load(bundled_path(), dtype="auto")
     assert m.dtype in m.backend.dtypes and m.dtype_choice is not None
     assert m.dtype == m.dtype_choice.dtype and m.dtype_choice.measured
-    assert (home / "autotune.json").is_file()
+    # cached unless this (real, maybe busy) host's timings were not to be trusted
+    assert (home / "autotune.json").is_file() == (m.dtype_choice.doubt is None)
     assert greedy(m) == greedy(npgpt.load(bundled_path()))
     assert npgpt.load(bundled_path()).dtype_choice is None  # the default stays float32, unmeasured
 
@@ -223,8 +230,9 @@ def test_cli_dtype_auto_names_the_choice(home):
     assert r.returncode == 0, r.stderr
     line = next(li for li in r.stderr.splitlines() if li.startswith("dtype auto: "))
     assert line.split()[2] in get_backend("numpy").dtypes and "measured now" in line
+    trusted = "not cached" not in line  # this host may be too busy for its timings to be kept
     r = run_cli("generate", "Hi", "--dtype", "auto", "--max-new-tokens", "5", env={"NPGPT_HOME": str(home)})
-    assert r.returncode == 0 and f"cached in {home / 'autotune.json'}" in r.stderr
+    assert r.returncode == 0 and (f"cached in {home / 'autotune.json'}" in r.stderr or not trusted)
     assert "Traceback" not in r.stderr
 
 
@@ -267,14 +275,63 @@ def test_serve_measures_at_its_max_batch(home, monkeypatch):
     assert loaded[0].dtype_choice is not None and loaded[0].dtype_choice.rows == 5
 
 
-def test_a_busy_machine_is_named_in_the_line_and_kept_with_the_entry(home, monkeypatch):
-    fake_timer(monkeypatch, {})
-    monkeypatch.setattr(os, "getloadavg", lambda: (64.0 * (os.cpu_count() or 1), 0.0, 0.0))
-    busy = f"measured at load {64.0 * (os.cpu_count() or 1):.1f} on {os.cpu_count() or 1} cores"
-    assert busy in autotune.choose_dtype(get_backend("numpy"), CONFIG).describe()
-    assert busy in autotune.choose_dtype(get_backend("numpy"), CONFIG).describe()  # from the cache
+def test_a_busy_machines_measurement_is_neither_used_nor_cached(home, monkeypatch):
+    """int8 was picked at "29.2x float32" on a host at load 4.2 (2 cores) and cached as the machine's truth."""
+    calls = fake_timer(monkeypatch, {"int8": 0.3e-3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    busy = f"measured at load {2.0 * (os.cpu_count() or 1):.1f} on {os.cpu_count() or 1} cores"
+    first = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert first.dtype == "float32" and first.cache is None and busy in first.describe()
+    assert "not cached" in first.describe() and not (home / "autotune.json").exists()
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert "load" not in autotune.choose_dtype(get_backend("numpy"), CONFIG, rows=2).describe()
+    n = len(calls)
+    quiet = autotune.choose_dtype(get_backend("numpy"), CONFIG)  # measured again, now trusted
+    assert len(calls) > n and quiet.dtype == "int8" and quiet.cache is not None and "load" not in quiet.describe()
+
+
+def noisy_timer(monkeypatch, rounds: list[float]) -> None:
+    """float32's products take ``rounds[i]`` ms in the i-th timed round, int8's 0.4 ms."""
+    n_products = 4 + 1  # a block's four and the head
+    calls = {"float32": 0}
+
+    def timed(product: autotune.Product) -> float:
+        if product.dtype != "float32":
+            return 0.4e-3
+        i = calls["float32"] // n_products
+        calls["float32"] += 1
+        return rounds[min(i, len(rounds) - 1)] * 1e-3
+
+    monkeypatch.setattr(autotune, "time_product", timed)
+    monkeypatch.setattr(autotune, "BUDGET_S", 0.0)  # two rounds, then no more: the fake timer takes no time
+
+
+def test_rounds_that_disagree_are_not_cached(home, monkeypatch):
+    noisy_timer(monkeypatch, [1.0, 4.0])  # round 1 at 1 ms, round 2 at 4 ms: median 2.5x the best
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert choice.dtype == "float32" and choice.cache is None and "noisy" in choice.describe()
+    assert not (home / "autotune.json").exists()
+    noisy_timer(monkeypatch, [1.0, 1.05])
+    assert autotune.choose_dtype(get_backend("numpy"), CONFIG).dtype == "int8"  # 2.5x, steady: trusted
+
+
+def test_a_gain_past_what_the_bytes_allow_is_not_believed(home, monkeypatch):
+    fake_timer(monkeypatch, {"float32": 29.2e-3, "int8": 1e-3})  # the issue's 29.2x
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert choice.dtype == "float32" and choice.cache is None
+    assert "int8 timed 29.2x float32, more than its bytes allow" in choice.describe()
+    assert autotune.doubt({"float32": 1.0, "int8": 0.2}, {}, 0.0, 2) is None  # 5x: an int8 kernel can
+
+
+def test_a_cached_measurement_an_older_npgpt_trusted_is_measured_again(home, monkeypatch):
+    calls = fake_timer(monkeypatch, {})
+    path = home / "autotune.json"
+    path.parent.mkdir(parents=True)
+    key = autotune.cache_key(get_backend("numpy"), CONFIG, 1)
+    entry = {"dtype": "int8", "seconds": {"float32": 29.2, "int8": 1.0}, "load": 4.2}
+    path.write_text(json.dumps({"version": autotune.CACHE_VERSION, "entries": {key: entry}}))
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert choice.measured and calls and choice.dtype == "float32"
+    assert json.loads(path.read_text())["entries"][key]["dtype"] == "float32"
 
 
 @pytest.mark.parametrize("version", [2, None, "1"], ids=["newer", "none", "string"])
@@ -292,7 +349,7 @@ def test_a_cache_of_another_layout_is_not_read_back(home, monkeypatch, version):
 
 
 def test_a_choice_measured_under_another_npgpt_is_not_read_back(home, monkeypatch):
-    fake_timer(monkeypatch, {"int8": 0.1e-3})
+    fake_timer(monkeypatch, {"int8": 0.3e-3})
     assert autotune.choose_dtype(get_backend("numpy"), CONFIG).dtype == "int8"
     monkeypatch.setattr(npgpt, "__version__", "99.0")  # its kernels may differ: measured again
     calls = fake_timer(monkeypatch, {})
