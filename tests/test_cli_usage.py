@@ -307,9 +307,12 @@ def test_json_output_is_one_object(model_file, tmp_path):
     one_line_error(run_cli("generate", "Hi", "--json", "--stream", "--model", model_file), "--stream")
 
 
-def test_output_into_a_pipe_keeps_each_line_whole(model_file, tmp_path):
-    """A pipe has no width: lines are not broken at 80 columns (a path, a list of ids stay on one line)."""
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+@pytest.mark.parametrize("columns", [None, "30"])
+def test_output_into_a_pipe_keeps_each_line_whole(model_file, tmp_path, columns):
+    """A pipe has no width: lines are not broken at 80 columns (a path, a list of ids stay on one line), nor at an
+    exported COLUMNS (the terminal's width, not the pipe's), which wrapped tokenize's ids, squeezed score's table
+    ('logp…', "'      the'") and cut info's field names ('scale_attn_weights_by_inverse_layer…')."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})
     exe = [sys.executable, "-m", "npgpt"]
     r = subprocess.run([*exe, "tokenize", "--ids", "word " * 40], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0 and r.stdout == " ".join(["4775", *["1573"] * 39, "220"]) + "\n", r.stdout
@@ -317,6 +320,15 @@ def test_output_into_a_pipe_keeps_each_line_whole(model_file, tmp_path):
     dst.parent.mkdir()
     r = subprocess.run([*exe, "convert", model_file, str(dst)], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0 and r.stdout == f"wrote {dst}\n", r.stdout
+    r = subprocess.run([*exe, "info", "bundled"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and "scale_attn_by_inverse_layer_idx" in r.stdout and "…" not in r.stdout, r.stdout
+    text = "In the beginning God created the heaven and the earth"
+    r = subprocess.run(
+        [*exe, "score", "-", "-m", "bundled"], input=text, capture_output=True, text=True, env=env, timeout=60
+    )
+    header, *rows = r.stdout.splitlines()
+    assert r.returncode == 0 and "logprob (nats)" in header and "…" not in r.stdout, r.stdout
+    assert [row.split()[0] for row in rows[:11]] == [*map(str, range(10)), "tokens"], r.stdout  # a line per token
 
 
 # -- 10. bench: a missing comparison fails before the run ----------------------------------------------------

@@ -90,14 +90,13 @@ _UNWRAPPED = 1_000_000  # columns of a console that is not a terminal: no line i
 def console(stderr: bool = False) -> Console:
     """A rich console on stdout (results) or stderr (progress, notices, errors) that prints strings as
     they are: no markup (style with ``rich.text.Text``), no auto-highlighting."""
-    import os
-
     from rich.console import Console
 
     screen = Console(stderr=stderr, highlight=False, markup=False)
-    if not screen.is_terminal and "COLUMNS" not in os.environ:
-        # A pipe or a file has no width: rich would break lines at 80 columns, splitting a path or a list
-        # of ids in two for the script that reads them. Each line is kept whole, however long.
+    if not screen.is_terminal:
+        # A pipe or a file has no width: rich would break lines at 80 columns (or at an exported COLUMNS, which
+        # describes the terminal, not the pipe), splitting a path or a list of ids, and squeezing a table's
+        # columns, for the script that reads them. Each line is kept whole, however long.
         screen.soft_wrap = True
         screen.width = _UNWRAPPED
     return screen
