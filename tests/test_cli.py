@@ -339,7 +339,7 @@ def test_text_read_in_chunks_names_the_bad_byte_where_it_lies(tmp_path, monkeypa
             options.read_text(bad, "text")
 
 
-@pytest.mark.parametrize("entry", ["npgpt", "npgpt.cli"])
+@pytest.mark.parametrize("entry", ["npgpt", "npgpt.cli", "console script"])
 def test_ctrl_c_while_npgpt_starts_is_exit_130_not_a_traceback(entry):
     """Ctrl-C in the second of imports before main() (typer, rich, NumPy) printed a traceback through NumPy's
     import and died by the signal: it exits 130 saying nothing, as Ctrl-C outside a command does."""
@@ -354,10 +354,39 @@ def test_ctrl_c_while_npgpt_starts_is_exit_130_not_a_traceback(entry):
         "            raise KeyboardInterrupt\n"
         "sys.meta_path.insert(0, Interrupt())\n"
         "sys.argv = ['npgpt', '--help']\n"
-        f"runpy.run_module({entry!r}, run_name='__main__', alter_sys=True)\n"
     )
+    if entry == "console script":  # what pip writes for [project.scripts] npgpt = "npgpt.cli:main"
+        code += "from npgpt.cli import main\nsys.exit(main())\n"
+    else:
+        code += f"runpy.run_module({entry!r}, run_name='__main__', alter_sys=True)\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr, r.stdout) == (130, "", "")
+
+
+@pytest.mark.parametrize(
+    "statement", ["import npgpt.cli.commands", "from npgpt.cli import app", "import npgpt.cli.names"]
+)
+def test_ctrl_c_while_a_program_imports_the_cli_is_its_keyboardinterrupt(statement):
+    """npgpt.cli turned a KeyboardInterrupt during its own imports into SystemExit(130) at import time, so a program
+    (or a test) importing it was ended with exit 130 instead of getting the KeyboardInterrupt: the exit belongs to
+    the entry point (main), and an import raises KeyboardInterrupt as any import does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'npgpt.sampling':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "try:\n"
+        f"    {statement}\n"
+        "except KeyboardInterrupt:\n"
+        "    print('KeyboardInterrupt')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "KeyboardInterrupt\n", ""), (r.returncode, r.stdout, r.stderr)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,143 @@
+"""The ``npgpt`` app: its commands registered, and the run that turns user errors into one line and an exit
+code (the package's ``main`` imports this module and calls :func:`main`)."""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import io
+import os
+import re
+import sys
+from typing import Annotated
+
+import typer
+
+from ..errors import NpgptError, reason
+from . import bench, chat, evaluate, generate, inspect, models, serve, train
+from .names import ClickException, Command, Group, UsageError, as_flags
+from .options import Interrupted, print_error
+
+# Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
+# ("> 1" is not a block quote); help strings hold no [tags].
+app = typer.Typer(
+    cls=Group,
+    help="GPT-2 in readable NumPy: generate, chat, look inside (lens, attention), download, convert, train, serve.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},  # -h as llama.cpp, Ollama and argparse take it
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        sys.stdout.write(f"npgpt {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print npgpt's version and exit.")
+    ] = None,
+) -> None:
+    """GPT-2 in readable NumPy: generate, chat, look inside (lens, attention), download, convert, train, serve."""
+
+
+app.command(cls=Command)(generate.generate)
+app.command("chat", cls=Command)(chat.chat_command)
+app.command(cls=Command)(models.download)
+app.command(cls=Command)(models.convert)
+app.command(cls=Command)(models.info)
+app.command("list", cls=Command)(models.list_command)
+app.command("rm", cls=Command)(models.rm_command)
+app.command(cls=Command)(generate.tokenize)
+app.command("next", cls=Command)(generate.next_)
+app.command("train", cls=Command)(train.train_command)
+app.command("bench", cls=Command)(bench.bench_command)
+app.command("eval", cls=Command)(evaluate.eval_command)
+app.command("score", cls=Command)(evaluate.score_command)
+app.command("serve", cls=Command)(serve.serve_command)
+app.command("lens", cls=Command)(inspect.lens_command)
+app.command("attention", cls=Command)(inspect.attention_command)
+
+
+_OUTPUT_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _escape_unencodable(stream: object) -> None:
+    """An output whose encoding lacks some of the text's characters (a latin-1 locale, a Windows pipe in
+    cp1252) writes them as escapes (``\\U0001f44b``), as Python writes stderr, instead of failing mid-run
+    with UnicodeEncodeError. UTF-8 output, the usual case, is left as it is."""
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        if codecs.lookup(stream.encoding).name != "utf-8":
+            stream.reconfigure(errors="backslashreplace")
+
+
+def main() -> None:
+    """Run the app, turning user errors into one line and an exit code (``npgpt.cli.main`` imports this module
+    and calls it)."""
+    if sys.stdout is None:  # started with stdout closed (`npgpt ... >&-`): nowhere to put results
+        print_error("standard output is closed; redirect it to a file (or /dev/null)")
+        sys.exit(1)
+    from ..backends import tune_allocator
+
+    tune_allocator()  # process-wide, so only entry points call it, never the library
+    _escape_unencodable(sys.stdout)
+    try:
+        try:
+            # standalone_mode=False: click raises its usage errors instead of printing them in a box
+            code = app(standalone_mode=False)
+        finally:
+            sys.stdout.flush()  # a full device reports itself here, not at interpreter exit
+    except ClickException as e:  # a command line that does not parse: one line too, with click's exit code (2)
+        if not e.format_message().strip():  # `npgpt` alone: the help, already printed, says it all
+            sys.exit(e.exit_code)
+        message, hint = e.format_message(), ""
+        if isinstance(e, UsageError):  # the one pointer to help, however the message ends (a hint names none)
+            path = getattr(e, "help_path", None) or (e.ctx.command_path if e.ctx is not None else "npgpt")
+            # click's "Missing argument 'src'." loses its full stop before the pointer, a hint's "npgpt X ..." not
+            message, hint = re.sub(r"(?<!\.)\.$", "", message), f" (see `{path} --help`)"
+        print_error(message + hint)
+        sys.exit(e.exit_code)
+    except Interrupted as e:
+        print_error(str(e))
+        sys.exit(130)
+    except NpgptError as e:
+        print_error(as_flags(e))
+        sys.exit(1)
+    except KeyboardInterrupt:  # outside a command's run (names.Command.invoke says it in one line)
+        sys.exit(130)
+    except typer.Abort:  # click's, for an end of input it was reading: as click, exit 1
+        sys.exit(1)
+    except OSError as e:  # writing the results failed: stdout on a full disk, a closed pipe or descriptor
+        if e.errno not in _OUTPUT_ERRORS or e.filename is not None:  # a named file is the library's to report
+            _internal(e)
+        _drop_stdout()
+        print_error(f"cannot write the output: {e.strerror or e}")
+        sys.exit(1)
+    except Exception as e:  # a bug, not bad input: still one line unless debugging
+        _internal(e)
+    if isinstance(code, int) and code:  # typer.Exit(code), which click returns instead of exiting with it
+        sys.exit(code)
+
+
+def _internal(e: BaseException) -> None:
+    if os.environ.get("NPGPT_DEBUG"):
+        raise e
+    print_error(f"{reason(e)} (set NPGPT_DEBUG=1 for a traceback)", label="internal error")
+    sys.exit(1)  # an error, as Python's own exit for an uncaught exception: 2 is a command line that does not parse
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
