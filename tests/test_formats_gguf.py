@@ -599,6 +599,56 @@ def test_a_gguf_ends_generations_at_the_tokens_llama_cpp_ends_them_by_spelling(
     assert (c.tokens, c.finish_reason) == ([eos[-1]], "stop")
 
 
+@pytest.mark.parametrize(
+    ("tokens", "n_vocab", "eos", "refused"),
+    [
+        # ChatML's <|im_end|>: NORMAL, and CONTROL by its spelling (an end), as llama.cpp reads it; was padding
+        (("<|im_end|>",), 50258, (50256, 50257), None),
+        # a token of no end's spelling is NORMAL: a BPE token past GPT-2's, refused as with its type written
+        (("<|im_end|>", "<|im_start|>"), 50259, None, r"token 50258 \(b'<\|im_start\|>'\) is of type NORMAL"),
+        # a padded vocabulary's rows as the converter names them, [PAD{i}], stay padding
+        ((), 50304, (50256,), None),
+    ],
+)
+def test_a_gguf_without_token_types_reads_them_as_llama_cpp_does(tmp_path, monkeypatch, tokens, n_vocab, eos, refused):
+    """tokenizer.ggml.token_type is optional: llama.cpp reads every token as NORMAL where a file has none; npgpt
+    read every token past GPT-2's 50257 as padding, so a chat fine-tune's <|im_end|> was never generated and its
+    spelling in a prompt was encoded as text."""
+    import npgpt
+
+    config = GPT2Config(n_vocab=n_vocab, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    monkeypatch.setattr(gguf.GGUFWriter, "add_token_types", lambda w, types: None)
+    path = gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=_added(*tokens))
+    monkeypatch.undo()
+    assert gguf.Keys.Tokenizer.TOKEN_TYPE not in gguf.GGUFReader(path).fields
+    if refused:
+        with pytest.raises(CheckpointError, match=refused):
+            npgpt.load(path)
+        return
+    m = npgpt.load(path)
+    assert (m.tokenizer.eos_token_ids, m.tokenizer.n_vocab) == (eos, 50257 + len(tokens))
+    if tokens:
+        assert m.tokenizer.encode("Hi<|im_end|>", allow_special=True)[-1] == 50257
+
+
+@pytest.mark.parametrize(
+    ("types", "message"),
+    [
+        ([1] * 50257, r"has 50257 token types for 50258 tokens"),
+        ([1] * 50257 + [42], r"token 50257 \(b'<\|user\|>'\) is of type 42 \(no type llama.cpp knows\)"),
+    ],
+)
+def test_a_gguf_token_type_array_llama_cpp_refuses_is_refused(tmp_path, monkeypatch, types, message):
+    config = GPT2Config(n_vocab=50258, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    add = gguf.GGUFWriter.add_token_types
+    monkeypatch.setattr(gguf.GGUFWriter, "add_token_types", lambda w, _: add(w, types))
+    path = gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=_added("<|user|>"))
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+
+
 def test_a_gguf_with_its_own_eos_token_converts_to_gguf_again_keeping_it(tmp_path, monkeypatch):
     """The reader reads a chat GGUF's eos (its <|im_end|>) and the writer refused to write one: re-quantizing a
     llama.cpp chat GGUF (convert chat.gguf chat-q8.gguf --dtype q8_0) was refused; it is written as eos, eot

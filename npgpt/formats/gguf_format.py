@@ -259,7 +259,7 @@ def _tokenizer(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] |
     CheckpointError, naming the file, for one npgpt cannot build (an eos on a padding row)."""
     from ..char_tokenizer import tokenizer_from_spec
 
-    types = _token_types(reader, tokens)
+    types = _token_types(reader, path, tokens)
     spec = _added_tokens(path, tokens, types, _eog_spellings(reader))
     eos = _eos_token_ids(reader, path, tokens, types)
     if eos is None:
@@ -315,15 +315,29 @@ def _eog_spellings(reader: Any) -> frozenset[bytes]:
     return frozenset(t.encode("utf-8") for t in spelled)
 
 
-def _token_types(reader: Any, tokens: list[bytes]) -> list[int]:
-    """Each token's ``tokenizer.ggml.token_type``; a file without them: GPT-2's NORMAL, the rest UNUSED."""
+def _token_types(reader: Any, path: Path, tokens: list[bytes]) -> list[int]:
+    """Each token's ``tokenizer.ggml.token_type``, read as llama.cpp reads it: optional, every token NORMAL where
+    the file has none, except a padded vocabulary's rows as the converter names them (``[PAD{i}]``), which stay
+    padding; CheckpointError, as llama.cpp refuses them, for types that are not int32 or fewer than the tokens."""
     import gguf
 
-    T = gguf.TokenType
-    field = reader.fields.get(gguf.Keys.Tokenizer.TOKEN_TYPE)
+    T, key = gguf.TokenType, gguf.Keys.Tokenizer.TOKEN_TYPE
+    field = reader.fields.get(key)
     if field is None:
-        return [int(T.NORMAL if i < GPT2_TOKENS else T.UNUSED) for i in range(len(tokens))]
-    return [int(field.parts[i][0]) for i in field.data]
+        padding = {f"[PAD{i}]".encode(): int(T.UNUSED) for i in range(GPT2_TOKENS, len(tokens))}
+        return [padding.get(t, int(T.NORMAL)) if i >= GPT2_TOKENS else int(T.NORMAL) for i, t in enumerate(tokens)]
+    if field.types != [gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.INT32]:
+        raise CheckpointError(
+            f"{path}: GGUF metadata {key!r} is not an array of int32 token types; the file is corrupt: "
+            "re-download or re-convert it"
+        )
+    types = [int(field.parts[i][0]) for i in field.data]
+    if len(types) < len(tokens):
+        raise CheckpointError(
+            f"{path}: GGUF metadata {key!r} has {len(types)} token types for {len(tokens)} tokens; the file is "
+            "corrupt: re-download or re-convert it"
+        )
+    return types
 
 
 def _eos_token_ids(reader: Any, path: Path, tokens: list[bytes], types: list[int]) -> list[int] | None:
@@ -381,8 +395,9 @@ def _added_tokens(
             kind = T.CONTROL
         if kind not in (T.CONTROL, T.USER_DEFINED):
             if i >= GPT2_TOKENS and kind != T.UNUSED:
+                name = T(kind).name if kind in set(T) else f"{kind} (no type llama.cpp knows)"
                 raise CheckpointError(
-                    f"{path}: token {i} ({tokens[i][:40]!r}) is of type {T(kind).name}, a token of the BPE itself "
+                    f"{path}: token {i} ({tokens[i][:40]!r}) is of type {name}, a token of the BPE itself "
                     "past GPT-2's 50257; npgpt only runs GPT-2's tokenizer and the tokens a fine-tune added to it"
                 )
             continue
