@@ -9,6 +9,7 @@ tokenizer strings of each file in a few seconds, so each file is read once per m
 from __future__ import annotations
 
 import dataclasses
+import re
 import tarfile
 from pathlib import Path
 
@@ -481,6 +482,39 @@ def test_directory_with_one_gguf_is_that_file(tmp_path):
     assert detect(tmp_path / "d") == "gguf"
     with pytest.raises(CheckpointError, match="model.gguf: a GGUF of architecture 'llama'"):
         load_checkpoint(tmp_path / "d")
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        # several GGUFs (a quantization each, as a Hub repo ships them) were "no model found"; a GGUF beside llm.c's
+        # model.bin or an npgpt file was read in their place, unsaid
+        (("a.gguf", "b.gguf"), r"d: holds several model files \(a.gguf, b.gguf\); pass the path of the one to load"),
+        (("a.gguf", "model.bin"), r"several model files \(a.gguf, model.bin\); pass the path .*, e.g. .*d/a.gguf"),
+        (("a.gguf", "run.safetensors"), r"holds several model files \(a.gguf, run.safetensors\); pass the path"),
+        # a damaged .gguf alone was "no model found"; it is the file meant, and reading it says what is wrong
+        (("model.gguf:broken",), r"d/model.gguf: not a GGUF file"),
+        ((), r"no model found; expected .*, a .gguf file or llm.c's model.bin"),
+    ],
+)
+def test_a_directory_whose_model_file_is_ambiguous_is_refused_naming_the_files(tmp_path, names, message):
+    config = GPT2Config(n_vocab=50257, n_ctx=8, n_embd=32, n_head=2, n_layer=1)
+    params = init_params(config, seed=0)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("an ordinary folder")
+    for name in names:
+        name, _, broken = name.partition(":")
+        fmt = {".gguf": "gguf", ".bin": "llmc", ".safetensors": "npgpt"}[Path(name).suffix]
+        if broken:
+            (tmp_path / "d" / name).write_bytes(b"not a gguf at all")
+        else:
+            save_checkpoint(tmp_path / "d" / name, config, params, fmt=fmt)
+    for call in (detect, load_checkpoint):
+        with pytest.raises(CheckpointError, match=message) as e:
+            call(tmp_path / "d")
+        assert "\n" not in str(e.value)
+    r = run_cli("info", str(tmp_path / "d"))
+    assert r.returncode == 1 and re.search(message, r.stderr) and r.stderr.count("\n") == 1, r.stderr
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")

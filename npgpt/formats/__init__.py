@@ -151,7 +151,7 @@ def _detect(path: Path) -> str:
     raise CheckpointError(
         f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
         "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
-        "or OpenAI's hparams.json + model.ckpt.index"
+        "OpenAI's hparams.json + model.ckpt.index, a .gguf file or llm.c's model.bin"
     )
 
 
@@ -286,19 +286,26 @@ def model_files(path: str | Path) -> list[Path]:
 
 
 def _single_file(directory: Path) -> Path | None:
-    """The one file of a single-file format in ``directory``: what ``save_checkpoint`` writes into a
-    directory (``model.gguf``, llm.c's ``model.bin``, ``model.safetensors``), its only ``.gguf``, or an
-    npgpt file under another name (``npgpt_format.model_file_in``); None otherwise."""
-    from .gguf_format import is_gguf_file
+    """The one file of a single-file format in ``directory``: a ``.gguf`` (what ``save_checkpoint`` writes there
+    is ``model.gguf``), llm.c's ``model.bin``, or an npgpt file (``npgpt_format.model_file_in``); None if there is
+    none. CheckpointError naming them when there are several (two GGUFs, a GGUF beside llm.c's file): which one is
+    meant is unknowable, so the file's own path must be given, as llama.cpp's ``-m`` and transformers'
+    ``gguf_file=`` take it. A ``.gguf`` that is no GGUF is returned all the same: reading it says what is wrong."""
     from .llmc import is_llmc_file
     from .npgpt_format import model_file_in
 
-    ggufs = sorted(directory.glob("*.gguf"))
-    if len(ggufs) == 1 and is_gguf_file(ggufs[0]):
-        return ggufs[0]
+    found = [p for p in sorted(directory.glob("*.gguf")) if not p.name.startswith(".") and p.is_file()]
     if is_llmc_file(directory / "model.bin"):
-        return directory / "model.bin"
-    return model_file_in(directory)
+        found.append(directory / "model.bin")
+    npgpt_file = model_file_in(directory)
+    if npgpt_file is not None and npgpt_file not in found:
+        found.append(npgpt_file)
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise CheckpointError(
+            f"{directory}: holds several model files ({names}); pass the path of the one to load, e.g. {found[0]}"
+        )
+    return found[0] if found else None
 
 
 CHECK_CHUNK = 1 << 20  # values checked at a time by check_finite
