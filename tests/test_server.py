@@ -725,6 +725,31 @@ def test_a_function_tool_without_its_function_is_a_400():
         }
 
 
+@pytest.mark.parametrize(
+    ("path", "field", "value", "says"),
+    [
+        ("/v1/completions", "max_completion_tokens", 3, "send max_tokens"),
+        ("/v1/completions", "max_completion_tokens", 0, "send max_tokens"),
+        ("/v1/completions", "top_logprobs", 3, "logprobs is the number of alternatives"),
+        ("/v1/chat/completions", "best_of", 3, "use n"),
+        ("/v1/chat/completions", "suffix", "y", "a chat reply has no text after it"),
+    ],
+)
+def test_the_other_endpoints_field_is_refused_not_ignored(url, path, field, value, says):
+    """``max_completion_tokens: 3`` sent to /v1/completions (chat's name, which the openai client's docs now give
+    for max_tokens) generated max_tokens' default of 16 tokens; completions' ``top_logprobs``, chat's ``best_of``
+    and ``suffix`` were ignored likewise. OpenAI answers the other endpoint's fields with a 400: so does npgpt,
+    naming the field meant; null, or a value that changes nothing, is still accepted."""
+    body = {"prompt": "x"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "x"}]}
+    r = httpx.post(url + path, json={**body, "max_tokens": 2, field: value})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == field and says in error["message"], r.text
+    for same in (None, {"best_of": 1, "suffix": ""}.get(field)):
+        assert httpx.post(url + path, json={**body, "max_tokens": 2, field: same}).status_code == 200, same
+    if field == "best_of":  # best_of = n: n samples, all of them returned
+        assert httpx.post(url + path, json={**body, "max_tokens": 2, "n": 3, field: 3}).status_code == 200
+
+
 @pytest.mark.parametrize("message", [{"role": "user"}, {"role": "system", "content": None}])
 def test_a_message_without_content_is_refused_but_the_assistants(url, message):
     body = {"messages": [{"role": "user", "content": "x"}, message], "max_tokens": 1}

@@ -24,6 +24,8 @@ up a reply, which is the same without them); vLLM's ``priority``, ``request_id``
 ``add_special_tokens`` (GPT-2 adds none), ``chat_template_kwargs`` (npgpt's template takes none),
 ``spaces_between_special_tokens`` and ``skip_special_tokens`` (npgpt's text holds no ``<|endoftext|>``: refused false
 only where a generated one is not the end of the reply, with ``ignore_eos`` or a fine-tune's own eos token).
+A field of the other endpoint (chat's ``max_completion_tokens`` or ``top_logprobs`` sent to completions,
+completions' ``suffix`` to chat), which OpenAI answers as unrecognised, is refused by name with the field meant.
 Accepted and ignored is not unchecked: each of these fields has OpenAI's (or vLLM's) type, so ``"user": 5`` or
 ``"tools": "x"`` is a 400 naming the field, as OpenAI answers, never read as if it were right.
 """
@@ -165,6 +167,14 @@ _REFUSED_IN_CHAT = {
     "add_generation_prompt": "the transcript always ends in 'Assistant:' for the reply; leave it out, or render "
     "your own and send it to /v1/completions",
     "documents": "npgpt's transcript has no place for documents; put them in a message",
+    # completions' (OpenAI answers the other endpoint's fields as unrecognised, a 400)
+    "suffix": "a chat reply has no text after it to fit; leave it out",
+}
+_REFUSED_IN_COMPLETIONS = {  # chat's, sent to completions, where they would be ignored: the field meant instead
+    **_REFUSED,
+    "max_completion_tokens": "it is chat's name; send max_tokens, /v1/completions' name for it",
+    "top_logprobs": "it is chat's name; in /v1/completions, logprobs is the number of alternatives "
+    "(logprobs: 5 lists each token's 5 likeliest)",
 }
 _NEUTRAL = {
     "add_generation_prompt": True,
@@ -173,6 +183,8 @@ _NEUTRAL = {
     "top_n_sigma": -1,
 }  # set to these, the options ask for what npgpt does anyway
 _SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
+    "max_completion_tokens",  # 0: no completion (which max_tokens 0 with echo asks for)
+    "top_logprobs",  # 0: the chosen tokens' logprobs (which logprobs 0 asks for)
     "prompt_logprobs",  # 0: the prompt tokens' own logprobs
     "web_search_options",  # {}: search with the default context size
     "truncate_prompt_tokens",
@@ -209,6 +221,7 @@ class _Sampling(Body):
     min_p: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
+    best_of: Int | None = None  # completions' (and vLLM's chat's): accepted only when it changes nothing
     # accepted and ignored (see the module's docstring), but typed as OpenAI and vLLM type them: a wrong type is
     # the client's mistake, a 400 as OpenAI answers, never silently read as if it were right (``"user": 5``)
     user: str | None = None
@@ -259,6 +272,8 @@ class _Sampling(Body):
                     "send both",
                     param="stream_options.continuous_usage_stats",
                 )
+        if self.best_of not in (None, 1, self.n or 1):  # best_of = n samples n and returns them all
+            raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
             raise NpgptError(
@@ -311,17 +326,16 @@ Prompt = Annotated[
 class CompletionRequest(_Sampling):
     """``POST /v1/completions``. ``prompt``: text, texts, token ids, or lists of token ids."""
 
+    refused: ClassVar[dict[str, str]] = _REFUSED_IN_COMPLETIONS
+
     prompt: Prompt
     max_tokens: Int | None = Field(16, ge=0)  # 0 with echo: score the prompt only
     logprobs: Int | None = Field(None, ge=0, le=20)
     echo: bool | None = False
-    best_of: Int | None = None  # accepted only when it changes nothing
     suffix: str | None = None
 
     def check_supported(self, tok: Tokenizer) -> None:
         super().check_supported(tok)
-        if self.best_of not in (None, 1, self.n or 1):
-            raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
         if self.suffix:
             raise NpgptError("suffix is not supported: GPT-2 only continues text", param="suffix")
 
