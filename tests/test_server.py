@@ -177,6 +177,17 @@ def test_seed_minus_one_is_a_random_seed_and_other_negatives_are_seeds(client, u
         assert error["param"] == "seed" and str(2**63 - 1 if seed > 0 else -(2**63)) in error["message"], error
 
 
+def test_top_k_minus_one_is_off_as_in_vllm(client, model):
+    """``top_k: -1``, vLLM's "off" (its clients and llama.cpp's send it), was a 400; now it samples as top_k 0,
+    npgpt's off, does. Below -1 is still a 400, as vLLM answers."""
+    kw = dict(model="tiny", prompt="A cat", max_tokens=12, temperature=1.0, seed=4)
+    off = client.completions.create(extra_body={"top_k": -1}, **kw).choices[0].text
+    assert off == client.completions.create(extra_body={"top_k": 0}, **kw).choices[0].text
+    assert off == model.generate("A cat", max_new_tokens=12, temperature=1.0, seed=4)
+    with pytest.raises(openai.BadRequestError, match="top_k"):
+        client.completions.create(extra_body={"top_k": -2}, **kw)
+
+
 def test_logprobs_and_echo(client, model):
     prompt = "Stars shine at night"
     ids = model.tokenizer.encode(prompt)

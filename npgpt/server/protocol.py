@@ -290,9 +290,12 @@ class _Sampling(Body):
 
         ``seed``: -1 is no seed, as llama.cpp's server reads it (the one server that gives -1 a meaning, and
         how its clients ask for a random seed); another negative seed is a seed as any other, as OpenAI and
-        vLLM take any signed 64-bit one: its 64 bits read unsigned (the Python API's seeds are >= 0)."""
+        vLLM take any signed 64-bit one: its 64 bits read unsigned (the Python API's seeds are >= 0).
+        ``top_k``: -1 is off, as vLLM (whose clients send it for off) and llama.cpp read it; npgpt's off is 0."""
         user_stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         given = {k: v for k in _SAMPLING_KNOBS if (v := getattr(self, k)) is not None}
+        if given.get("top_k") == -1:
+            given["top_k"] = 0
         seed = None if self.seed in (None, -1) else self.seed % 2**64
         return SamplingParams(
             max_new_tokens=max_tokens,
