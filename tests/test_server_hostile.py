@@ -153,6 +153,42 @@ def test_a_raw_deflate_body_is_read_as_browsers_and_curl_read_one(http):
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
 
 
+def test_a_compressed_body_is_read_to_its_end_and_nothing_after_it_is_dropped(http):
+    """A gzip body of two members (RFC 1952 allows several, one after another, as a client compressing piece by
+    piece sends; gzip -d and Python's gzip read them all) was read to the end of its first only, and refused
+    as malformed JSON, naming no cause; bytes after the compressed data (``gzip.compress(body) + b"junk"``) were
+    dropped without a word. Now every member is read, zero bytes after the last are skipped as gzip -d skips
+    them, and anything else after the end is a 400 saying so."""
+    import gzip
+    import zlib
+
+    body = json.dumps({"prompt": "a b c", "max_tokens": 2, "seed": 1}).encode()
+    plain = http.post("/v1/completions", content=body, headers=JSON).json()["choices"]
+
+    def post(data, coding: str = "gzip", pieces: int = 1):
+        step = -(-len(data) // pieces)
+        content = data if pieces == 1 else (data[i : i + step] for i in range(0, len(data), step))
+        return http.post("/v1/completions", content=content, headers={**JSON, "Content-Encoding": coding})
+
+    members = gzip.compress(body[:10]) + gzip.compress(body[10:20]) + gzip.compress(body[20:])
+    for data in (members, gzip.compress(body) + b"\0" * 9, members + b"\0" * 3):
+        for pieces in (1, 5, len(data)):  # whole, in pieces, a byte at a time
+            r = post(data, pieces=pieces)
+            assert r.status_code == 200 and r.json()["choices"] == plain, (pieces, r.text)
+    for data, coding in [
+        (gzip.compress(body) + b"junk", "gzip"),
+        (gzip.compress(body) + b"\0\0x", "gzip"),
+        (zlib.compress(body) + b"junk", "deflate"),
+        (zlib.compress(body) + b"\0", "deflate"),  # zlib data has no members, nor padding
+    ]:
+        for pieces in (1, len(data)):
+            error = post(data, coding, pieces).json()["error"]
+            assert error["message"].startswith(f"the request body is not valid {coding} data"), error
+            assert "after the" in error["message"] and error["code"] == "invalid_json", error
+    cut = members[:-5]  # the last member cut short
+    assert "ends before the compressed data does" in post(cut).json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     "path, body, message",
     [

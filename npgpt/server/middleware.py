@@ -131,11 +131,12 @@ class ContentEncoding:
 
         ``deflate`` is zlib-wrapped by RFC 9110, but some clients send raw deflate data (no zlib header), which
         browsers, curl and urllib3 read too, falling back to raw when the zlib header is not there: so does this,
-        once, over what arrived so far (held only until the zlib header is known, and bounded as the rest)."""
+        once, over what arrived so far (held only until the zlib header is known, and bounded as the rest).
+        Data after the compressed data ends is refused (:class:`_Inflater`), never silently dropped."""
         too_big = APIError(
             413, f"the request body is over the limit of {self.max_bytes} bytes", code="request_too_large"
         )
-        decoder, out, received, more = zlib.decompressobj(wbits), bytearray(), 0, True
+        inflater, received, more = _Inflater(wbits, self.max_bytes), 0, True
         held: list[bytes] | None = [] if wbits == self.WBITS["deflate"] else None  # kept for a raw retry
         while more:
             message = await receive()
@@ -146,24 +147,26 @@ class ContentEncoding:
             if received > self.max_bytes:
                 return b"", too_big
             try:
-                out += decoder.decompress(chunk, self.max_bytes + 1 - len(out))
+                inflater.feed(chunk)
             except zlib.error as e:
                 if held is None:
                     return b"", self._undecodable(wbits, str(e))
-                decoder, chunk = zlib.decompressobj(-zlib.MAX_WBITS), b"".join([*held, chunk])
+                inflater, chunk = _Inflater(-zlib.MAX_WBITS, self.max_bytes), b"".join([*held, chunk])
                 held = None  # one retry: raw deflate (the zlib header was not there), from the first byte
                 try:
-                    out = bytearray(decoder.decompress(chunk, self.max_bytes + 1))
-                except zlib.error:
+                    inflater.feed(chunk)
+                except (zlib.error, TrailingData):
                     return b"", self._undecodable(wbits, str(e))  # neither: the zlib reading's error says more
-            if held is not None:
-                held = None if len(out) or decoder.eof else [*held, chunk]  # the header was good: nothing to retry
-            if len(out) > self.max_bytes or decoder.unconsumed_tail:
+            except TrailingData as e:
+                return b"", self._undecodable(wbits, str(e))
+            if held is not None:  # the header was good once anything came out: nothing to retry
+                held = None if inflater.out or inflater.decoder.eof else [*held, chunk]
+            if inflater.over:
                 return b"", too_big
             more = message.get("more_body", False)
-        if received and not decoder.eof:
+        if received and not inflater.decoder.eof:
             return b"", self._undecodable(wbits, "it ends before the compressed data does")
-        return bytes(out), None
+        return bytes(inflater.out), None
 
     def _undecodable(self, wbits: int, why: str) -> APIError:
         coding = "gzip" if wbits == self.WBITS["gzip"] else "deflate"
@@ -173,6 +176,42 @@ class ContentEncoding:
             f"{coding}, or send it uncompressed without the header",
             code="invalid_json",
         )
+
+
+class TrailingData(ValueError):
+    """Bytes after the end of the compressed data that are not another gzip member."""
+
+
+class _Inflater:
+    """Decodes a body fed in pieces with ``wbits`` (zlib's), into ``out``, up to ``max_bytes`` + 1 bytes (then
+    ``over``). A gzip body may hold several members, one after another (RFC 1952; ``gzip -d``, Python's
+    ``gzip.decompress`` and Go's reader read them all, and some clients compress a body piece by piece), and
+    zero bytes after the last, which the same readers skip; any other data after the end raises
+    :class:`TrailingData`: dropped, it would leave a body cut short or hide a client's mistake."""
+
+    def __init__(self, wbits: int, max_bytes: int) -> None:
+        self.wbits, self.max_bytes = wbits, max_bytes
+        self.decoder, self.out, self.padding = zlib.decompressobj(wbits), bytearray(), False
+
+    @property
+    def over(self) -> bool:
+        return len(self.out) > self.max_bytes or bool(self.decoder.unconsumed_tail)
+
+    def feed(self, data: bytes) -> None:
+        """Decode ``data``, the next piece of the body; raises zlib.error or :class:`TrailingData`."""
+        gzip = self.wbits == ContentEncoding.WBITS["gzip"]
+        while data and not self.over:
+            if self.decoder.eof:  # what follows the end: another gzip member, or zeros after the last
+                if gzip and (self.padding or data[0] == 0):
+                    self.padding = True
+                    if data.strip(b"\0"):
+                        raise TrailingData("it has data after the zero bytes that follow the compressed data")
+                    return
+                if not gzip or not b"\x1f\x8b".startswith(data[:2]):  # no gzip member starts here
+                    raise TrailingData("it has more bytes after the compressed data ends")
+                self.decoder = zlib.decompressobj(self.wbits)
+            self.out += self.decoder.decompress(data, self.max_bytes + 1 - len(self.out))
+            data = self.decoder.unused_data if self.decoder.eof else b""
 
 
 class BearerKey:
