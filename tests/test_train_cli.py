@@ -275,3 +275,29 @@ def test_training_data_that_is_a_device_is_not_called_missing(tmp_path, data, sa
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"error: {said}; pass a text file"), r.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        (["--distributed"], "cannot join a multi-host run: JAX detected no cluster"),
+        (["--num-processes", "2"], "give --coordinator HOST:PORT of process 0 with --num-processes and --process-id"),
+        (["--coordinator", "nonsense", "--num-processes", "1", "--process-id", "0"], "--coordinator must be HOST:PORT"),
+        (["--coordinator", "localhost:70000", "--num-processes", "1", "--process-id", "0"], "got 'localhost:70000'"),
+        (["--coordinator", "localhost:1234", "--num-processes", "0", "--process-id", "0"], "--num-processes must be"),
+        (
+            ["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "5"],
+            "--process-id must be a whole number, from 0 to 1 (below --num-processes 2), got 5",
+        ),
+    ],
+)
+def test_multi_host_options_jax_refuses_are_one_line(text, tmp_path, options, said):
+    """--distributed off a cluster, --num-processes without --coordinator, a coordinator that is no HOST:PORT or a
+    process id past the count ended as "internal error: coordinator_address should be defined." (or "list index
+    out of range"): JAX's own ValueError. Each is now one line naming the option."""
+    if any(k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR")) for k in os.environ):
+        pytest.skip("inside a cluster JAX detects: --distributed would join it")
+    r = run_cli("train", str(text), "--out", str(tmp_path / "run"), *cli_args({**SHAPE, "steps": 1}), *options)
+    assert r.returncode == 1 and said in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "internal error" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()

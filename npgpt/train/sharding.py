@@ -54,6 +54,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ..config import GPT2Config
+from ..errors import NpgptError, is_integer, reason, shown
 
 Params = dict[str, Any]
 
@@ -76,8 +77,54 @@ def init_distributed(
 
     With no arguments JAX detects SLURM, Open MPI, Kubernetes and Cloud TPU clusters (and
     reads ``JAX_COORDINATOR_ADDRESS``). Must run before any other JAX call in the process.
+
+    Raises NpgptError for a ``coordinator`` that is not ``HOST:PORT``, a ``num_processes`` below 1, a
+    ``process_id`` outside ``[0, num_processes)``, and for a cluster JAX cannot join or detect (its
+    ValueError or RuntimeError was an internal error to the CLI).
     """
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    _check_cluster(coordinator, num_processes, process_id)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    except (ValueError, TypeError, RuntimeError, IndexError) as e:
+        if coordinator is None and "coordinator_address" in str(e):  # nothing given, and no cluster detected
+            raise NpgptError(
+                "cannot join a multi-host run: JAX detected no cluster (SLURM, Open MPI, Kubernetes, Cloud TPU); "
+                "give coordinator='HOST:PORT' of process 0 with num_processes= and process_id=",
+                keywords=CLUSTER,
+            ) from None
+        raise NpgptError(
+            f"cannot join the multi-host run ({reason(e)}); check coordinator=, num_processes= and process_id=",
+            keywords=CLUSTER,
+        ) from None
+
+
+CLUSTER = ("coordinator", "num_processes", "process_id")  # init_distributed's keywords, npgpt train's options
+
+
+def _check_cluster(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """NpgptError naming a multi-host setting that JAX would refuse with a bare ValueError or IndexError."""
+    if coordinator is not None:
+        host, _, port = str(coordinator).rpartition(":")
+        if not (host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise NpgptError(
+                "coordinator must be HOST:PORT (process 0's address and a free port, e.g. 10.0.0.1:1234), "
+                f"got {shown(coordinator)}",
+                "coordinator",
+                CLUSTER,
+            )
+    if num_processes is not None and not (is_integer(num_processes) and num_processes >= 1):
+        raise NpgptError(
+            f"num_processes must be a whole number, at least 1, got {shown(num_processes)}", "num_processes", CLUSTER
+        )
+    if process_id is not None and not (
+        is_integer(process_id) and 0 <= process_id and (num_processes is None or process_id < num_processes)
+    ):
+        below = (
+            "0 or more"
+            if num_processes is None
+            else f"from 0 to {num_processes - 1} (below num_processes={num_processes})"
+        )
+        raise NpgptError(f"process_id must be a whole number, {below}, got {shown(process_id)}", "process_id", CLUSTER)
 
 
 def make_mesh(model: int = 1, data: int | None = None, devices: list | None = None) -> Mesh:
