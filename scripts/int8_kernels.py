@@ -26,6 +26,9 @@ Kernels (weights random; products [rows, in] @ [in, out]):
   (``accuracy_level=4``: each row of x quantized to int8 per block of 32, int32 accumulation) is what
   ``load(dtype="int8")`` runs on the NumPy backend (npgpt/q8_0.py); ``float compute``
   (``accuracy_level=0``) widens the weights instead.
+- ``onnx DynamicQuantizeMatMul``: ONNX Runtime's contrib op over int8 weights with one scale per
+  output channel; each call quantizes x to uint8 with one scale and zero point for the whole
+  tensor (MLAS's QGEMM, int32 accumulation): the arithmetic of fbgemm's ``linear_dynamic`` above.
 
 Each kernel multiplies the same weight again and again, so its weights stay in the CPU's caches where
 they fit: the figures are an upper bound on what a decode step (which reads every weight once, from
@@ -102,7 +105,8 @@ def kernels(w: np.ndarray, rows: int, onnx: bool) -> dict[str, tuple[Callable[[]
 
 
 def _onnx_kernels(w: np.ndarray, x: np.ndarray) -> dict[str, tuple[Callable[[], object], float]]:
-    """ONNX Runtime's MatMulNBits (weight-only, blocks of 32 along ``in``) with 8 and 4 bits."""
+    """ONNX Runtime's MatMulNBits (weight-only, blocks of 32 along ``in``) with 8 and 4 bits, and its
+    DynamicQuantizeMatMul (per-channel int8 weights, x quantized per tensor on each call)."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -153,6 +157,27 @@ def _onnx_kernels(w: np.ndarray, x: np.ndarray) -> dict[str, tuple[Callable[[], 
             lambda sess=sess: sess.run(None, {"x": x})[0],
             qb.nbytes + scales.size * 4,
         )
+    channel = np.abs(w).max(0) / 127  # [out]: one scale per output channel
+    qw = np.round(w / channel).astype(np.int8)  # [in, out]
+    graph = helper.make_graph(
+        [helper.make_node("DynamicQuantizeMatMul", ["x", "qw", "s", "z"], ["y"], domain="com.microsoft")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, N])],
+        [
+            helper.make_tensor("qw", TensorProto.INT8, qw.shape, qw.tobytes(), raw=True),
+            helper.make_tensor("s", TensorProto.FLOAT, [N], channel.astype(np.float32)),
+            helper.make_tensor("z", TensorProto.INT8, [N], np.zeros(N, np.int8).tobytes(), raw=True),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    out["onnx DynamicQuantizeMatMul"] = (lambda: sess.run(None, {"x": x})[0], qw.nbytes + N * 4)
     return out
 
 
