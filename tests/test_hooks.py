@@ -5,6 +5,7 @@ against finite differences."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import os
 import pickle
@@ -38,7 +39,9 @@ def scaled_params(config: GPT2Config, seed: int) -> dict:
 
 
 def batch(config: GPT2Config, T: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """Two rows, the second left-padded by 3."""
+    """Two rows, the second left-padded by 3. The JAX tests all run ODD on these ids' shape [2, 7]: JAX
+    compiles each operation of an uncompiled (hooked) pass and of its gradient once per shape, seconds
+    each time on a loaded host, so one shape throughout compiles once for the file."""
     ids = np.random.default_rng(1).integers(0, config.n_vocab, (2, T))
     mask = np.ones((2, T), np.int64)
     mask[1, :3] = 0
@@ -184,12 +187,13 @@ def test_the_cache_is_a_jax_pytree_and_copies_and_pickles_as_a_dict_does():
     one, failed where the plain dict worked; and a pickle or deepcopy would take the model along."""
     jax = pytest.importorskip("jax")
     model = GPT2(ODD, scaled_params(ODD, 2), backend="jax")
-    _, a = model.run_with_cache(np.arange(5), host=False)
-    _, b = model.run_with_cache(np.arange(5) + 1, host=False)
+    ids, _ = batch(ODD)
+    _, a = model.run_with_cache(ids, host=False)
+    _, b = model.run_with_cache(ids + 1, host=False)
     diff = jax.tree_util.tree_map(lambda x, y: x - y, a, b)  # same model, same names: one structure
     assert isinstance(diff, hooks.ActivationCache) and list(diff) == list(a)
     np.testing.assert_allclose(diff["resid_pre", 1], a["resid_pre", 1] - b["resid_pre", 1])
-    jitted = jax.jit(lambda: model.run_with_cache(np.arange(5), host=False)[1])()
+    jitted = jax.jit(lambda: model.run_with_cache(ids, host=False)[1])()
     np.testing.assert_allclose(jitted.accumulated_resid(apply_ln=True), a.accumulated_resid(apply_ln=True), atol=1e-5)
     copied = copy.deepcopy(a)
     assert (
@@ -263,7 +267,7 @@ def test_cache_helpers_on_the_backends_arrays_equal_numpys(backend: str):
     """host=False keeps the backend's arrays: the helpers stack and normalise them in that library."""
     pytest.importorskip(backend)
     params = scaled_params(ODD, 2)
-    ids = np.arange(6) + 7
+    ids, _ = batch(ODD)
     _, ours = GPT2(ODD, params).run_with_cache(ids)
     _, theirs = GPT2(ODD, params, backend=backend).run_with_cache(ids, host=False)
     for kw in [{"apply_ln": True, "incl_mid": True}, {"layer": 1, "mlp_input": True, "apply_ln": True}]:
@@ -278,7 +282,9 @@ def test_cache_helpers_on_the_backends_arrays_equal_numpys(backend: str):
 
 @pytest.mark.slow
 def test_every_cached_activation_equals_transformer_lens_124M(tmp_path):
-    config = PRESETS["124M"]
+    """At GPT-2 124M's shapes (its vocabulary, width 768, 12 heads of 64, context) on two of its layers:
+    every layer is the same code, and twelve made it the file's slowest test."""
+    config = dataclasses.replace(PRESETS["124M"], n_layer=2)
     params = random_params(config, 5)
     br = bridge(config, params, str(tmp_path / "tl-124M"))
     ids, mask = batch(config, T=6)
@@ -496,7 +502,7 @@ def test_activation_grads_of_a_16_bit_jax_model_are_computed_in_float32():
 def test_attribution_patching_is_clean_minus_corrupted_times_gradient():
     pytest.importorskip("jax")
     model = GPT2(ODD, scaled_params(ODD, 4))
-    clean = np.arange(6)[None] + 300
+    clean = batch(ODD)[0] + 0
     corrupted = clean.copy()
     corrupted[0, 2] = 7
 
@@ -509,6 +515,7 @@ def test_attribution_patching_is_clean_minus_corrupted_times_gradient():
     _, corrupted_cache, grads = hooks.activation_grads(model, corrupted, metric, names_filter=[name])
     np.testing.assert_allclose(attr[name], (clean_cache[name] - corrupted_cache[name]) * grads[name], atol=1e-6)
     assert np.abs(attr[name][0, :2]).max() < 1e-6  # before the changed token nothing differs
+    assert np.abs(attr[name][1]).max() < 1e-6  # nor in the row not changed
     assert np.abs(attr[name][0, 2:]).max() > 0
 
 
@@ -517,7 +524,7 @@ def test_gradients_and_attributions_read_transformer_lens_keys_too():
     (grads["resid_pre", 1] a KeyError) beside run_with_cache's ActivationCache; now each is one."""
     pytest.importorskip("jax")
     model = GPT2(ODD, scaled_params(ODD, 4))
-    clean = np.arange(6)[None] + 300
+    clean = batch(ODD)[0] + 0
     corrupted = clean.copy()
     corrupted[0, 2] = 7
 
@@ -529,7 +536,7 @@ def test_gradients_and_attributions_read_transformer_lens_keys_too():
     attr = hooks.attribution_patching(model, clean, corrupted, metric, names_filter=resid)
     for arrays in (cache, grads, attr):
         np.testing.assert_array_equal(arrays["resid_pre", -2], arrays["blocks.1.hook_resid_pre"])
-        assert arrays.accumulated_resid(layer=2).shape == (3, 1, 6, ODD.n_embd)
+        assert arrays.accumulated_resid(layer=2).shape == (3, *clean.shape, ODD.n_embd)
     with pytest.raises(KeyError, match="the names_filter of the run that made it left it out"):
         grads["pattern", 0]
 
@@ -611,12 +618,12 @@ def test_a_metric_jax_cannot_differentiate_is_one_line():
     saying what the metric must be."""
     pytest.importorskip("jax")
     model = GPT2(ODD, scaled_params(ODD, 4))
-    ids = np.arange(5)[None] + 7
+    ids, _ = batch(ODD)
     name = "blocks.1.hook_resid_pre"
     for metric in (lambda logits: np.exp(logits[0, -1, 3]), lambda logits: float(logits[0, -1, 3])):
         with pytest.raises(NpgptError, match=r"metric must compute with jax\.numpy"):
             hooks.activation_grads(model, ids, metric, names_filter=name)
-    for metric, got in ((lambda logits: logits[:, -1, 3], r"shape \(1,\)"), (lambda logits: 3, "a int")):
+    for metric, got in ((lambda logits: logits[:, -1, 3], r"shape \(2,\)"), (lambda logits: 3, "a int")):
         with pytest.raises(NpgptError, match=f"metric must return one JAX float .*got {got}"):
             hooks.attribution_patching(model, ids, ids + 1, metric, names_filter=name)
 
