@@ -99,7 +99,7 @@ def test_help_text_is_shown_as_written():
     for text in (
         "> 1 discourages repeats (1 = off).",
         "OpenAI-style, in [-2, 2].",
-        "Nucleus sampling mass in (0, 1] (1 = off).",
+        "Nucleus sampling mass in [0, 1] (1 = off, 0 = greedy).",
         "--batch-file",
         "--prompt-file",
     ):
@@ -572,7 +572,7 @@ def test_errors_name_the_flag_the_user_typed(model_file):
     assert r.returncode == 1 and "--max-new-tokens is 100000" in r.stderr and "lower --max-new-tokens" in r.stderr
     assert " max_new_tokens" not in r.stderr
     r = run_cli("generate", "Hi", "--model", model_file, "--top-p", "2")
-    assert r.stderr.strip() == "error: --top-p must be in (0, 1] (1 = off), got 2.0"
+    assert r.stderr.strip() == "error: --top-p must be in [0, 1] (1 = off, 0 = greedy), got 2.0"
 
 
 def test_llama_cpps_random_seed_says_how_to_get_one(model_file):
