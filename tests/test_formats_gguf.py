@@ -366,6 +366,22 @@ def test_a_gguf_tensor_type_gguf_cannot_dequantize_is_refused_naming_the_outtype
     assert "\n" not in str(e.value)
 
 
+def test_a_big_endian_gguf_is_refused_naming_the_byte_order(tmp_path, monkeypatch):
+    """A GGUF written with llama.cpp's --bigendian (for s390x): GGUFReader reads its metadata, but its F32 weights
+    were taken in this machine's byte order, i.e. garbage (here NaN, refused as a diverged run; finite garbage
+    loaded). llama.cpp refuses a file of the other byte order."""
+    import functools
+
+    config = GPT2Config(n_vocab=50257, n_ctx=8, n_embd=32, n_head=2, n_layer=1)
+    writer = functools.partial(gguf.GGUFWriter, endianess=gguf.GGUFEndian.BIG)
+    monkeypatch.setattr(gguf, "GGUFWriter", writer)
+    path = gguf_format.save(tmp_path / "big.gguf", config, random_params(config))
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=r"big.gguf: a GGUF in the other byte order .*without --bigendian") as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+
+
 def test_a_tensor_type_newer_than_the_gguf_package_names_the_upgrade(tmp_path):
     path = _write_model(tmp_path / "m.gguf")
     reader = gguf.GGUFReader(path)

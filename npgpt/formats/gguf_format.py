@@ -115,7 +115,7 @@ def _open(path: Path) -> Any:
     import gguf
 
     try:
-        return gguf.GGUFReader(path)
+        reader = gguf.GGUFReader(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except (ValueError, IndexError, KeyError, TypeError, OSError) as e:
@@ -127,6 +127,12 @@ def _open(path: Path) -> Any:
         raise CheckpointError(
             f"{path}: not a readable GGUF file ({e}); the file is truncated or corrupt: re-download or re-convert it"
         ) from None
+    if reader.byte_order == "S":  # the file's byte order is not this machine's (llama.cpp's --bigendian, for s390x)
+        raise CheckpointError(
+            f"{path}: a GGUF in the other byte order than this machine's (written with --bigendian); llama.cpp "
+            "refuses it here too: convert the model again without --bigendian"
+        )
+    return reader
 
 
 def _check_types(reader: Any, path: Path) -> None:
