@@ -382,6 +382,23 @@ def test_a_big_endian_gguf_is_refused_naming_the_byte_order(tmp_path, monkeypatc
     assert "\n" not in str(e.value)
 
 
+def test_a_split_gguf_is_refused_naming_the_part_and_the_merge(tmp_path, monkeypatch):
+    """A GGUF split into parts (the converter's --split-max-tensors, llama.cpp's gguf-split): its first part was
+    read as the whole model and refused as "no tensor 'blk.1...'; the metadata and the tensors disagree:
+    re-convert", a later part as having no tokenizer. llama.cpp opens the parts beside the first."""
+    import functools
+
+    monkeypatch.setattr(gguf, "GGUFWriter", functools.partial(gguf.GGUFWriter, split_max_tensors=12))
+    _write_model(tmp_path / "m.gguf")
+    monkeypatch.undo()
+    parts = sorted(tmp_path.glob("m-*.gguf"))
+    assert [p.name for p in parts] == [f"m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    for i, part in enumerate(parts):
+        with pytest.raises(CheckpointError, match=rf"part {i + 1} of a GGUF split into 3 files .*--merge") as e:
+            load_checkpoint(part)
+        assert "\n" not in str(e.value)
+
+
 def test_a_tensor_type_newer_than_the_gguf_package_names_the_upgrade(tmp_path):
     path = _write_model(tmp_path / "m.gguf")
     reader = gguf.GGUFReader(path)

@@ -132,6 +132,14 @@ def _open(path: Path) -> Any:
             f"{path}: a GGUF in the other byte order than this machine's (written with --bigendian); llama.cpp "
             "refuses it here too: convert the model again without --bigendian"
         )
+    split = reader.fields.get(gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
+    if split is not None and split.contents() != 1:  # llama.cpp opens the other parts beside the first
+        part = reader.fields.get(gguf.Keys.Split.LLM_KV_SPLIT_NO)
+        which = f"part {part.contents() + 1}" if part is not None and isinstance(part.contents(), int) else "a part"
+        raise CheckpointError(
+            f"{path}: {which} of a GGUF split into {split.contents()} files (llama.cpp's gguf-split); npgpt reads "
+            "a model from one file: merge the parts with llama-gguf-split --merge FIRST-PART merged.gguf"
+        )
     return reader
 
 
