@@ -154,7 +154,10 @@ def test_padded_vocabulary_roundtrips_with_pad_tokens(tmp_path):
 
 # --- refusals: one line, before any compute ---------------------------------------------------------------
 def _put(w, key, value, add):
-    """``add(value)``, the writer's typed call; a string or list instead (a corrupt file) as that type."""
+    """``add(value)``, the writer's typed call; a string or list instead (a corrupt file) as that type; None: no
+    such key."""
+    if value is None:
+        return
     if isinstance(value, str):
         w.add_string(key, value)
     elif isinstance(value, list):
@@ -218,6 +221,8 @@ NOT_GPT2_TOKENS = "not GPT-2's 50257"
         ({"n_layer": "two"}, "'gpt2.block_count' is 'two', not an integer"),
         ({"n_ctx": [8, 8]}, r"'gpt2.context_length' is \[8, 8\], not an integer"),
         ({"eps": "x"}, "'gpt2.attention.layer_norm_epsilon' is 'x', not a number"),
+        # llama.cpp requires it for gpt2 ("key not found in model"); it was taken as GPT-2's 1e-5
+        ({"eps": None}, "'gpt2.attention.layer_norm_epsilon' is missing"),
         ({"wte": np.zeros(9600, np.float32)}, r"token_embd.weight is not a matrix \(ggml shape \[9600\]\)"),
     ],
 )
@@ -241,6 +246,7 @@ def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None, head_size
     w.add_embedding_length(meta["embedding_length"])
     w.add_feed_forward_length(meta.get("feed_forward_length", 4 * meta["embedding_length"]))
     w.add_head_count(meta["head_count"])
+    w.add_layer_norm_eps(1e-5)
     if "head_count_kv" in meta:
         w.add_head_count_kv(meta["head_count_kv"])
     if head_size is not None:  # (key_length, value_length)
@@ -757,6 +763,8 @@ def _merges_swapped():
         ({"ADD_PREFIX": True}, "tokenizer.ggml.add_space_prefix is True: llama.cpp puts a space before every prompt"),
         ({"PRE": "llama-bpe"}, "pre-tokenizer 'llama-bpe' .tokenizer.ggml.pre., not GPT-2's 'gpt-2'"),
         ({"MERGES": _merges_swapped()}, r"its 50000 BPE merges are not GPT-2's 50000 \(merge 0 differs\)"),
+        # llama.cpp refuses a 'gpt2' tokenizer without merges; it was read with GPT-2's
+        ({"MERGES": None}, r"no BPE merges in its metadata \(tokenizer.ggml.merges is missing\), which llama.cpp"),
     ],
 )
 def test_a_gguf_tokenizer_setting_that_changes_the_ids_is_refused(tmp_path, monkeypatch, fields, message):

@@ -252,19 +252,21 @@ def _check_tokenizer_settings(reader: Any, path: Path) -> None:
                 f"npgpt does not; convert the model again with it false (tokenizer_config.json) and {yourself} yourself"
             )
     field = reader.fields.get(K.MERGES)
-    if field is not None:
-        merges = [bytes(field.parts[i]) for i in field.data]
-        gpt2 = [
-            line.encode("utf-8") for line in default_files()[1].read_text(encoding="utf-8").splitlines()[1:] if line
-        ]
-        if merges != gpt2:
-            first = next(
-                (i for i, (a, b) in enumerate(zip(merges, gpt2, strict=False)) if a != b), min(len(merges), len(gpt2))
-            )
-            raise CheckpointError(
-                f"{path}: its {len(merges)} BPE merges are not GPT-2's {len(gpt2)} (merge {first} differs): llama.cpp "
-                "would split text into other tokens; npgpt only runs GPT-2's tokenizer"
-            )
+    if field is None:  # llama.cpp: "cannot find tokenizer merges in model file"
+        raise CheckpointError(
+            f"{path}: no BPE merges in its metadata ({K.MERGES} is missing), which llama.cpp refuses too; convert the "
+            "model again with llama.cpp's convert_hf_to_gguf.py from a directory holding GPT-2's tokenizer files"
+        )
+    merges = [bytes(field.parts[i]) for i in field.data]
+    gpt2 = [line.encode("utf-8") for line in default_files()[1].read_text(encoding="utf-8").splitlines()[1:] if line]
+    if merges != gpt2:
+        first = next(
+            (i for i, (a, b) in enumerate(zip(merges, gpt2, strict=False)) if a != b), min(len(merges), len(gpt2))
+        )
+        raise CheckpointError(
+            f"{path}: its {len(merges)} BPE merges are not GPT-2's {len(gpt2)} (merge {first} differs): llama.cpp "
+            "would split text into other tokens; npgpt only runs GPT-2's tokenizer"
+        )
 
 
 def _tokenizer(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] | None:
@@ -571,7 +573,7 @@ def load_with_tokenizer(
         n_head=n_head,
         n_layer=n_layer,
         n_inner=per_layer(L.FEED_FORWARD_LENGTH, 4 * n_embd),
-        layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, 1e-5, kind=float))),
+        layer_norm_epsilon=_shortest(float(hparam(A.LAYERNORM_EPS, kind=float))),  # llama.cpp requires it too
         tie_word_embeddings=tied,
     )
     if config.n_layer > len(tensors):  # a corrupt block_count must not build a table of a billion names
