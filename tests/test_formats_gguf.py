@@ -777,6 +777,21 @@ def test_a_gguf_tokenizer_setting_that_changes_the_ids_is_refused(tmp_path, monk
     assert "\n" not in str(e.value)
 
 
+def test_a_gguf_token_spelled_twice_is_refused_reading_and_writing(tmp_path, monkeypatch):
+    """Two tokens of one spelling (an added "hello" at 50257 beside GPT-2's 31373): llama.cpp aborts on such a
+    vocabulary (one id per spelling, GGML_ASSERT); npgpt loaded it, and wrote one from such a tokenizer."""
+    config = GPT2Config(n_vocab=50258, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    spec = {**_added(), "added_tokens": [*_added()["added_tokens"], {**_added("hello")["added_tokens"][1]}]}
+    spec["added_tokens"][1]["special"] = False
+    with pytest.raises(CheckpointError, match=r"cannot write a GGUF: tokens 31373 and 50257 are both b?'hello'"):
+        gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=spec)
+    monkeypatch.setattr(gguf_format, "_spelled_twice", lambda tokens: None)
+    path = gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=spec)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=r"m.gguf: tokens 31373 and 50257 are both b'hello', which llama.cpp"):
+        load_checkpoint(path)
+
+
 def test_gguf_tokenizer_settings_as_the_converter_writes_them_for_gpt2_load(tmp_path, monkeypatch):
     fields = {"ADD_BOS": False, "ADD_EOS": False, "ADD_PREFIX": False, "PRE": "gpt-2", "PAD_ID": 50256}
     path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, **fields)

@@ -219,8 +219,22 @@ def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> dict[str, Any] | N
         )
     if len(tokens) != n_rows:
         raise CheckpointError(f"{path}: {len(tokens)} tokens but {n_rows} embedding rows; the file is inconsistent")
+    if (twice := _spelled_twice(tokens)) is not None:
+        raise CheckpointError(f"{path}: {twice}; the file is corrupt: re-convert it")
     _check_tokenizer_settings(reader, path)
     return _tokenizer(reader, path, tokens)
+
+
+def _spelled_twice(tokens: list[bytes] | list[str]) -> str | None:
+    """What is wrong where two tokens have one spelling (llama.cpp maps each spelling to one id and aborts on
+    such a vocabulary; an empty token it names ``[EMPTY_{id}]``), None where none has."""
+    first: dict[Any, int] = {}
+    for i, token in enumerate(tokens):
+        empty = f"[EMPTY_{i}]"
+        j = first.setdefault(token or (empty.encode() if isinstance(token, bytes) else empty), i)
+        if j != i:
+            return f"tokens {j} and {i} are both {token[:40]!r}, which llama.cpp cannot load (one id per spelling)"
+    return None
 
 
 def _check_tokenizer_settings(reader: Any, path: Path) -> None:
@@ -752,6 +766,8 @@ def save(
             f"a GGUF GPT-2 ends its generations at <|endoftext|> and at most three more tokens, not at token ids {eos}"
         )
     tokens, types, merges = _gpt2_vocab(config.n_vocab, tokenizer)
+    if (twice := _spelled_twice(tokens)) is not None:
+        raise CheckpointError(f"cannot write a GGUF: {twice}")
     if dtype == "q8_0":
         _check_q8_0_range(flat, config.n_layer, tied)
     with atomic_path(path) as tmp:
