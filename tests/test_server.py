@@ -188,6 +188,30 @@ def test_top_k_minus_one_is_off_as_in_vllm(client, model):
         client.completions.create(extra_body={"top_k": -2}, **kw)
 
 
+@pytest.mark.parametrize(
+    ("path", "field", "says"),
+    [
+        (
+            "/v1/completions",
+            "max_tokens",
+            "send how many tokens to generate, at most the context the prompt leaves (default 16)",
+        ),
+        ("/v1/chat/completions", "max_tokens", "leave it out to generate up to the end of the context"),
+        ("/v1/chat/completions", "max_completion_tokens", "leave it out to generate up to the end of the context"),
+    ],
+)
+def test_max_tokens_minus_one_says_what_to_send_instead(url, path, field, says):
+    """``max_tokens: -1`` (llama.cpp's "no limit", as its clients send it; OpenAI and vLLM refuse it) got
+    pydantic's "Input should be greater than or equal to 1", naming no way to ask for a long reply."""
+    body = {"prompt": "x"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "x"}]}
+    error = httpx.post(url + path, json={**body, field: -1}).json()["error"]
+    assert (
+        error["param"] == field
+        and error["message"] == f"{field}: -1 (llama.cpp's 'no limit') is no token count; {says}"
+    )
+    assert "greater than or equal" in httpx.post(url + path, json={**body, field: -2}).json()["error"]["message"]
+
+
 def test_logprobs_and_echo(client, model):
     prompt = "Stars shine at night"
     ids = model.tokenizer.encode(prompt)

@@ -72,6 +72,21 @@ def _whole_number(v: Any) -> Any:
 Int = Annotated[int, BeforeValidator(_whole_number)]  # an integer field: strict, but 16.0 is 16
 
 
+def _no_unlimited(instead: str) -> BeforeValidator:
+    """A ``max_tokens`` that refuses -1, llama.cpp's "no limit" (its clients send it), saying what to send
+    instead (OpenAI and vLLM refuse it too, and npgpt has no such value)."""
+
+    def check(v: Any) -> Any:
+        if v == -1 and not isinstance(v, bool):
+            raise PydanticCustomError("no_unlimited", "-1 (llama.cpp's 'no limit') is no token count; " + instead)
+        return v
+
+    return BeforeValidator(check)
+
+
+_TO_THE_END = _no_unlimited("leave it out to generate up to the end of the context")
+
+
 class Body(BaseModel):
     """Every request body: strict types (see the module's docstring). Unpaired UTF-16 surrogates in its
     strings (``"\\ud83d"`` is valid JSON but not valid Unicode) become U+FFFD, as tiktoken would encode
@@ -332,7 +347,10 @@ class CompletionRequest(_Sampling):
     refused: ClassVar[dict[str, str]] = _REFUSED_IN_COMPLETIONS
 
     prompt: Prompt
-    max_tokens: Int | None = Field(16, ge=0)  # 0 with echo: score the prompt only
+    max_tokens: Annotated[
+        Int | None,
+        _no_unlimited("send how many tokens to generate, at most the context the prompt leaves (default 16)"),
+    ] = Field(16, ge=0)  # 0 with echo: score the prompt only
     logprobs: Int | None = Field(None, ge=0, le=20)
     echo: bool | None = False
     suffix: str | None = None
@@ -404,8 +422,8 @@ class ChatRequest(_Sampling):
     refused: ClassVar[dict[str, str]] = _REFUSED_IN_CHAT
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: Int | None = Field(None, ge=1)  # default: up to the end of the context
-    max_completion_tokens: Int | None = Field(None, ge=1)
+    max_tokens: Annotated[Int | None, _TO_THE_END] = Field(None, ge=1)  # default: up to the end of the context
+    max_completion_tokens: Annotated[Int | None, _TO_THE_END] = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: Int | None = Field(None, ge=0, le=20)
     tool_choice: str | dict[str, Any] | None = None
