@@ -23,6 +23,7 @@ def perplexity(
     stride: int | None = None,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    allow_special: bool = False,
 ) -> dict[str, Any]:
     """``{"tokens", "cross_entropy", "perplexity"}`` of ``text`` (a string or token ids).
 
@@ -30,10 +31,11 @@ def perplexity(
     windows run as one forward pass (memory grows with ``batch_size * window * n_vocab``).
     ``tokens`` counts the scored tokens (all but the first), ``cross_entropy`` is their mean
     negative log-likelihood in nats, ``perplexity`` its exp. ``progress(done, total)`` is
-    called with the number of windows scored after each batch. Raises NpgptError as
-    :func:`~npgpt.score.token_nlls` does.
+    called with the number of windows scored after each batch. ``allow_special``: a literal
+    ``<|endoftext|>`` in the string is the special token (as :func:`~npgpt.score.score` reads it).
+    Raises NpgptError as :func:`~npgpt.score.token_nlls` does.
     """
-    nll = token_nlls(model, token_ids(model, text), window, stride, batch_size, progress)
+    nll = token_nlls(model, token_ids(model, text, allow_special), window, stride, batch_size, progress)
     scored = ~np.isnan(nll)
     cross_entropy = float(nll[scored].sum()) / int(scored.sum())
     return {"tokens": int(scored.sum()), "cross_entropy": cross_entropy, "perplexity": exp_loss(cross_entropy)}

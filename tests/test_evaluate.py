@@ -169,6 +169,21 @@ def test_cli_errors_are_one_line(pair, tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_cli_eval_has_the_special_tokens_option_its_hint_names(pair, tmp_path: Path) -> None:
+    """npgpt eval on a one-token text said to put <|endoftext|> before it "with --special-tokens", an option
+    only npgpt score had: eval said "No such option". eval now takes it and scores the first token."""
+    one = tmp_path / "one.txt"
+    one.write_text("Hi")
+    result = run_cli("eval", "--data", str(one), "--model", str(pair[2]))
+    assert result.returncode == 1 and "with --special-tokens" in result.stderr, result.stderr
+    one.write_text("<|endoftext|>Hi")
+    result = run_cli("eval", "--data", str(one), "--model", str(pair[2]), "--special-tokens", "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"tokens": 1' in result.stdout, result.stdout
+    text = run_cli("eval", "--data", str(one), "--model", str(pair[2]), "--json")
+    assert text.returncode == 0 and '"tokens": 7' in text.stdout, text.stdout  # by default the marker is text
+
+
 def test_cli_eval_in_a_log_leaves_no_empty_line(pair, tmp_path: Path) -> None:
     """The progress bar is for a terminal: with stderr a file or pipe it left an empty line there."""
     data = tmp_path / "text.txt"

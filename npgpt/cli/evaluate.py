@@ -26,6 +26,11 @@ from .options import (
     read_text,
 )
 
+SPECIAL_TOKENS_HELP = (
+    "Read a literal <|endoftext|> as the special token (id 50256), as generate reads a prompt; "
+    "by default it is text, so a score stays comparable with a text's earlier ones."
+)
+
 
 def eval_command(
     data: Annotated[
@@ -35,6 +40,7 @@ def eval_command(
     window: Annotated[int | None, typer.Option(help="Tokens per window (default: the model's context).")] = None,
     stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
+    special_tokens: Annotated[bool, typer.Option("--special-tokens", help=SPECIAL_TOKENS_HELP)] = False,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
@@ -59,6 +65,7 @@ def eval_command(
             window=window,
             stride=stride,
             batch_size=batch_size,
+            allow_special=special_tokens,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if as_json:
@@ -78,14 +85,7 @@ def score_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: tokens, logprobs, totals.")] = False,
     window: Annotated[int | None, typer.Option(help="Tokens per window (default: the model's context).")] = None,
     stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
-    special_tokens: Annotated[
-        bool,
-        typer.Option(
-            "--special-tokens",
-            help="Read a literal <|endoftext|> as the special token (id 50256), as generate reads a prompt; "
-            "by default it is text, so a score stays comparable with a text's earlier ones.",
-        ),
-    ] = False,
+    special_tokens: Annotated[bool, typer.Option("--special-tokens", help=SPECIAL_TOKENS_HELP)] = False,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
 ) -> None:
