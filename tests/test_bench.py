@@ -270,6 +270,23 @@ def test_a_run_that_does_not_fit_the_context_is_refused_before_the_weights_are_m
         run_bench(BenchSettings(model="1558M", random=True, backends=("numpy",), prompt_len=2000))
 
 
+def test_a_training_window_longer_than_the_context_is_refused_before_any_worker(monkeypatch):
+    """npgpt bench --train --train-seq 1000 on a 256-token model ran: JAX reads positions past wpe as NaN, so npgpt's
+    figure timed steps of NaN loss (and HF's failed). It is refused, like a prompt too long, before any worker."""
+    import npgpt.bench.run
+    from npgpt.bench import BenchSettings, run_bench
+    from npgpt.errors import NpgptError
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a worker ran for a run refused anyway")
+
+    monkeypatch.setattr(npgpt.bench.run, "spawn", no_worker)
+    short = dict(model="bundled", random=True, backends=("numpy",), batches=(1,), prompt_len=16, short_prompt=4)
+    settings = BenchSettings(**short, new_tokens=4, baseline_tokens=0, bandwidth_mib=1, train=True, train_seq=1000)
+    with pytest.raises(NpgptError, match=r"^--train-seq 1000 is longer than the context of 256 tokens; give"):
+        run_bench(settings)
+
+
 def test_a_plot_that_fails_to_write_after_the_run_keeps_the_measurements(tmp_path, monkeypatch):
     """--plot was written before the results were printed: a write that failed after minutes of measuring (a
     full disk, the folder gone) lost every figure. The figures are printed first, then the plot is written."""

@@ -135,9 +135,14 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
 
 
 def _check_fits(s: BenchSettings, config: Any) -> None:
-    """NpgptError unless every prompt plus its new tokens fits ``config``'s context."""
+    """NpgptError unless every prompt plus its new tokens, and the training window, fits ``config``'s context."""
     if max(s.prompt_len, s.short_prompt + s.new_tokens, s.short_prompt + s.baseline_tokens) >= config.n_ctx:
         raise NpgptError(
             f"prompts plus new tokens must fit the context of {config.n_ctx} tokens; "
             "lower --prompt-len, --new-tokens or --baseline-tokens"
+        )
+    if s.train and s.train_seq > config.n_ctx:  # JAX reads positions past wpe as NaN: a figure of NaN steps
+        raise NpgptError(
+            f"--train-seq {s.train_seq} is longer than the context of {config.n_ctx} tokens; "
+            f"give --train-seq {config.n_ctx} or less"
         )
