@@ -179,10 +179,27 @@ def _hf_failure(e: Exception, repo_id: str, file: str, revision: str | None) -> 
 
     where = f"{repo_id}/{file}" + (f" at revision {revision}" if revision else "")
     if isinstance(e, LocalEntryNotFoundError):  # offline, and not in Hugging Face's cache
-        return f"cannot download {where} from the Hugging Face Hub ({reason(e)}); {OFFLINE_HINT}"
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:  # set in the environment (clusters do): "check your connection" misled
+            return (
+                f"cannot download {where}: HF_HUB_OFFLINE is set, so the Hugging Face Hub is not contacted and the "
+                "file is not in its cache; unset HF_HUB_OFFLINE to download it, or give the path of a checkpoint "
+                "already on this machine instead of the name"
+            )
+        return f"cannot download {where} from the Hugging Face Hub ({_first_cause(e)}); {OFFLINE_HINT}"
     if isinstance(e, EntryNotFoundError):
         return f"{repo_id} has no {file}; check the repo id and revision"
     return f"cannot download {where} from the Hugging Face Hub: {reason(e)}"
+
+
+def _first_cause(e: BaseException) -> str:
+    """Why the Hub could not be reached: the error it wraps (DNS, refused, timeout: "Name or service not known",
+    as the OpenAI download says), not its own paragraph that the connection may be down."""
+    seen = [e]
+    while (nxt := seen[-1].__cause__ or seen[-1].__context__) is not None and nxt not in seen:
+        seen.append(nxt)
+    return reason(seen[-1])
 
 
 class _Interrupted(Exception):

@@ -351,6 +351,41 @@ def test_download_hf_offline_is_one_line(monkeypatch):
     assert "--model" not in msg
 
 
+HUB_PARAGRAPH = (
+    "An error happened while trying to locate the file on the Hub and we cannot find the requested files in the "
+    "local cache. Please check your connection and try again or make sure your Internet connection is on."
+)
+
+
+@pytest.mark.parametrize("hub_offline", [False, True])
+def test_download_hf_offline_names_the_cause_not_the_hubs_paragraph(monkeypatch, hub_offline):
+    """Offline, npgpt download --hf printed huggingface_hub's paragraph ("... Please check your connection ...")
+    then its own "check your connection": the cause (DNS: "Name or service not known") was in the error it wraps.
+    With HF_HUB_OFFLINE=1 set (as clusters do) it said the same, sending the user to a connection that works."""
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    def offline(repo_id, filename, **kw):
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except OSError as e:
+            raise LocalEntryNotFoundError(HUB_PARAGRAPH) from e
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", hub_offline)
+    with pytest.raises(NpgptError) as e:
+        download.download_hf("org/tiny")
+    msg = str(e.value)
+    assert "\n" not in msg and "Please check your connection" not in msg, msg
+    if hub_offline:
+        assert "HF_HUB_OFFLINE is set" in msg and "unset HF_HUB_OFFLINE" in msg and "connection" not in msg, msg
+    else:
+        assert "Hugging Face Hub (Name or service not known); check your connection" in msg, msg
+
+
 def test_conversion_onto_a_full_disk_is_one_line_and_keeps_the_download(server, source, tmp_path, monkeypatch):
     """The download fits, its conversion does not: one line, no half-written model, and the next run (with
     room) converts without fetching again. Needs a small tmpfs (root can mount one); skipped, with the
