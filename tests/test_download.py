@@ -484,3 +484,12 @@ def test_a_hub_url_as_model_says_to_download_it_by_its_id(tmp_path):
     r = run_cli("info", "https://huggingface.co/openai-community/gpt2", env={"NPGPT_HOME": str(tmp_path)})
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "npgpt download --hf openai-community/gpt2`, then load it by its name, openai-community/gpt2" in r.stderr
+
+
+def test_a_revision_for_openais_files_is_refused_not_ignored(tmp_path):
+    """npgpt download 124M --revision v2 went on to fetch OpenAI's only version, the --revision silently dropped
+    (it pins a --hf repo). It is refused before anything is fetched or made in the cache."""
+    r = run_cli("download", "124M", "--revision", "v2", env={"NPGPT_HOME": str(tmp_path / "home")})
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "error: --revision v2 is for a --hf repo; OpenAI's 124M has one version: drop --revision" in r.stderr
+    assert not (tmp_path / "home").exists()

@@ -51,6 +51,8 @@ def download(
 
     if (name is None) == (hf is None):
         raise NpgptError("give a model NAME (124M, 355M, 774M, 1558M) or --hf REPO, not both or neither")
+    if revision is not None and hf is None:  # it was ignored: OpenAI's files have no revisions
+        raise NpgptError(f"--revision {revision} is for a --hf repo; OpenAI's {name} has one version: drop --revision")
     with progress_bar(
         "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
     ) as bar:
