@@ -157,6 +157,43 @@ def test_convert_takes_a_model_name_as_info_does(tmp_path):
     assert r.returncode == 1 and "not a file or a known model" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_convert_replaces_its_own_output_only(model_file, tmp_path):
+    """`npgpt convert bundled notes.txt` wrote the model over the notes, exit 0; `convert m.gguf m.gguf --dtype q8_0`
+    replaced the source with a lossy copy. A file that is no model of the format, or the source itself, is refused
+    and left as it was; a model of the same format is replaced, as save_pretrained and llama.cpp's converters do."""
+    from npgpt.errors import CheckpointError
+    from npgpt.formats import convert
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    r = run_cli("convert", model_file, str(notes))
+    assert r.returncode == 1 and r.stderr == (
+        f"error: {notes} exists and is not a model: converting would overwrite it; give another path, "
+        "or remove it first\n"
+    ), r.stderr
+    assert notes.read_text() == "my notes\n"
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="config.json exists and is not a model"):
+        convert(model_file, project, fmt="hf")
+    gguf = convert(model_file, tmp_path / "m.gguf", fmt="gguf")
+    other = convert(model_file, tmp_path / "m.bin", fmt="gguf")  # a GGUF file named as llm.c's are
+    with pytest.raises(CheckpointError, match="m.bin holds a model in gguf format, which writing llmc would overwrite"):
+        convert(model_file, other, fmt="llmc")
+    before = gguf.read_bytes()
+    with pytest.raises(CheckpointError, match="m.gguf is the model being converted"):
+        convert(gguf, tmp_path / "." / "m.gguf", fmt="gguf", dtype="q8_0")
+    assert gguf.read_bytes() == before
+    hf = convert(model_file, tmp_path / "hf", fmt="hf")
+    for dst, fmt in [(hf, "hf"), (hf, "npgpt"), (hf / "model.safetensors", "npgpt")]:
+        with pytest.raises(CheckpointError, match="is the model being converted"):
+            convert(hf, dst, fmt=fmt)
+    assert convert(model_file, hf, fmt="hf") == hf  # its own output, replaced
+    assert convert(gguf, tmp_path / "m.safetensors") == tmp_path / "m.safetensors"
+    assert convert(model_file, tmp_path / "m.safetensors") == tmp_path / "m.safetensors"
+
+
 def test_generate_defaults_are_sampling_params_defaults():
     """`npgpt generate` shows its defaults in --help, so they are written in its signature; they must be
     SamplingParams' own (the one source of truth the API and the server use), never drift from them."""

@@ -171,7 +171,7 @@ def test_save_writes_what_transformers_reads(tmp_path):
     ref = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
     assert np.abs(ref_logits(ref, IDS) - model.logits(IDS)).max() <= 1e-4
     for fmt in ("hf", "npgpt", "openai"):
-        out = convert(tmp_path / "hf", tmp_path / fmt, fmt=fmt)
+        out = convert(tmp_path / "hf", tmp_path / f"out-{fmt}", fmt=fmt)  # beside the source: it is not rewritten
         back_config, back = load_checkpoint(out)
         assert back_config == config
         assert flatten(back).keys() == flatten(params).keys()

@@ -640,6 +640,50 @@ def _check_not_shadowed(path: Path, fmt: str) -> None:
         )
 
 
+def _same(a: Path, b: Path) -> bool:
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing (or unreadable): not one file
+        return False
+
+
+def _check_not_overwriting(src: Path, dst: Path, fmt: str) -> None:
+    """CheckpointError where converting would replace what is not this format's own output: the model being
+    converted (``convert m.gguf m.gguf`` with a lossy dtype would leave no original), or a file that is no model
+    of the format (``convert bundled notes.txt`` wrote the model over the notes). A model of the same format is
+    replaced, as transformers' save_pretrained and llama.cpp's converters replace their own outputs."""
+    target = _first_written(dst, fmt)
+    source = _same(src, dst) or _same(src, target)
+    if not source and src.exists():
+        try:  # one of the source's files, or its folder, given as the output
+            files = model_files(src)
+            source = any(_same(f, target) for f in files) or (
+                dst.is_dir() and _family(detect(src)) == _family(fmt) and any(_same(f.parent, dst) for f in files)
+            )
+        except CheckpointError:
+            source = False
+    if source:
+        raise CheckpointError(
+            f"{dst} is the model being converted: writing there would replace it while it is read; write to another "
+            "path (and move the result over the original if that is what you want)"
+        )
+    if not target.is_file():
+        return
+    try:
+        held = detect(dst if fmt in _FOLDER_FIRST else target)
+    except CheckpointError:
+        raise CheckpointError(
+            f"{target} exists and is not a model: converting would overwrite it; give another path, or remove it first"
+        ) from None
+    if _family(held) != _family(fmt):
+        raise CheckpointError(
+            f"{target} holds a model in {held} format, which writing {fmt} would overwrite; give another path, "
+            "or remove it first"
+        )
+
+
 def _added_named(tokenizer: dict[str, Any]) -> str:
     """'a model with tokens added to GPT-2's ('[PAD]', '<|im_start|>', ...)', for an error message."""
     from ..tokenizer import EOT_ID  # GPT-2's last token
@@ -670,6 +714,7 @@ def convert(
     _check_save_options(fmt, dtype, max_shard_size)  # refused before the source is read at all,
     _check_file_name(Path(dst), fmt)
     _check_not_shadowed(Path(dst), fmt)
+    _check_not_overwriting(Path(src), Path(dst), fmt)
     check_writable(_first_written(Path(dst), fmt), error=CheckpointError)  # as is a place it cannot be written
     tokenizer = tokenizer_spec(src)  # from the header or the tokenizer files only,
     _check_tokenizer_writable(fmt, tokenizer)  # so refused before a large source's weights are read
