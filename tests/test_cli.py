@@ -361,6 +361,72 @@ def test_a_device_that_never_ends_is_refused_not_read_forever(command, tmp_path)
     assert "is binary, not text (it holds a NUL byte)" in r.stderr
 
 
+@pytest.mark.parametrize(
+    "command, said",
+    [
+        (
+            ["score", "-"],
+            "standard input is over 64 MiB, the most npgpt reads as text to score; score it in parts, e.g.",
+        ),
+        (["eval", "--data", "-"], "standard input is over 64 MiB, the most npgpt reads as text to score; evaluate a "),
+        (["tokenize"], "standard input is over 64 MiB, the most npgpt reads as text to tokenize; tokenize it in parts"),
+        (["generate"], "standard input is over 1 MiB, the most npgpt reads as a prompt; a model's context holds a few"),
+        (["next", "-"], "standard input is over 1 MiB, the most npgpt reads as a prompt; "),
+        (["generate", "--batch-file", "-"], "standard input is over 1 MiB, the most npgpt reads as prompts; put fewer"),
+    ],
+)
+def test_text_that_never_ends_is_refused_at_a_bound_not_read_forever(command, said):
+    """`yes | npgpt score -` read until memory ran out (only binary input was cut short): text past the command's
+    bound (a prompt: 1 MiB, far more than a context holds; a text to score or tokenize: 64 MiB) is one line naming
+    the bound and how to give a part of the text, read no further."""
+    import subprocess
+    import sys
+
+    yes = subprocess.Popen(["yes", "a line of text"], stdout=subprocess.PIPE)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "npgpt", *command], stdin=yes.stdout, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        yes.kill()
+        yes.wait()
+    assert r.returncode == 1 and r.stderr.startswith(f"error: {said}") and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_a_text_file_over_the_bound_is_refused_before_it_is_read(tmp_path):
+    import subprocess
+    import sys
+
+    big = tmp_path / "corpus.txt"
+    with big.open("wb") as f:
+        f.truncate(64 * 2**20 + 1)  # sparse: its size is what is refused, before a byte is read
+    for command, name in [(["score", str(big)], big), (["eval", "-d", "-"], "standard input")]:
+        with big.open("rb") as stdin:
+            r = subprocess.run(
+                [sys.executable, "-m", "npgpt", *command], stdin=stdin, capture_output=True, text=True, timeout=60
+            )
+        said = f"error: {name} is over 64 MiB, the most npgpt reads as text to score; "
+        assert r.returncode == 1 and r.stderr.startswith(said), r.stderr
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("word " * 2**18)  # 1.25 MiB
+    r = subprocess.run(
+        [sys.executable, "-m", "npgpt", "generate", "--prompt-file", str(prompt)], capture_output=True, text=True
+    )
+    assert r.returncode == 1 and r.stderr.startswith(f"error: {prompt} is over 1 MiB, the most npgpt reads as a prompt")
+
+
+def test_text_at_the_bound_is_read_whole(tmp_path, monkeypatch):
+    from npgpt.cli import options
+    from npgpt.errors import NpgptError
+
+    monkeypatch.setattr(options, "_CHUNK", 3)
+    text = tmp_path / "text.txt"
+    text.write_text("0123456789")
+    assert options.read_text(text, "text", limit=10, fix="") == "0123456789"
+    with pytest.raises(NpgptError, match="text.txt is over 9 bytes, the most npgpt reads as text; split it"):
+        options.read_text(text, "text", limit=9, fix="split it")
+
+
 def test_text_read_in_chunks_names_the_bad_byte_where_it_lies(tmp_path, monkeypatch):
     from npgpt.cli import options
     from npgpt.errors import NpgptError
@@ -368,12 +434,12 @@ def test_text_read_in_chunks_names_the_bad_byte_where_it_lies(tmp_path, monkeypa
     monkeypatch.setattr(options, "_CHUNK", 3)
     good = tmp_path / "good.txt"
     good.write_bytes("\ufeffcafé 👋 ok".encode())  # characters split across chunks; a byte-order mark dropped
-    assert options.read_text(good, "text") == "café 👋 ok"
+    assert options.read_text(good, "text", limit=100, fix="") == "café 👋 ok"
     for data, said in [(b"ab\xc3\xa9cd\xff", "byte 6 is 0xff"), (b"abcd\xe2\x82", "byte 4 is 0xe2")]:
         bad = tmp_path / "bad.txt"
         bad.write_bytes(data)
         with pytest.raises(NpgptError, match=f"bad.txt is not UTF-8 text \\({said}\\)"):
-            options.read_text(bad, "text")
+            options.read_text(bad, "text", limit=100, fix="")
 
 
 @pytest.mark.parametrize("entry", ["npgpt", "npgpt.cli", "console script"])

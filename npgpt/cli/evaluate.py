@@ -14,6 +14,7 @@ import typer
 from ..errors import NpgptError
 from .options import (
     PATH,
+    TEXT_LIMIT,
     BackendOpt,
     DtypeOpt,
     JsonOpt,
@@ -53,7 +54,11 @@ def eval_command(
 
     from ..evaluate import perplexity
 
-    text = _read_text(data)
+    text = _read_text(
+        data,
+        "evaluate a part (`head -c 64M FILE > part.txt`), or each part of `split -C 64M FILE part-` and weight "
+        "their cross-entropies by their token counts",
+    )
     m = load_model(model, backend, dtype)
     with progress_bar(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
@@ -96,7 +101,7 @@ def score_command(
     from ..score import score
     from .generate import _token_text
 
-    text = _read_text(file)
+    text = _read_text(file, "score it in parts, e.g. `split -C 64M FILE part-`")
     m = load_model(model, backend, dtype)
     result = score(m, text, window=window, stride=stride, allow_special=special_tokens)
     pieces = [_token_text(m.tokenizer.token_bytes(t)) for t in result.tokens]
@@ -127,10 +132,10 @@ def score_command(
     screen.print(f"perplexity      {result.perplexity:.3f}")
 
 
-def _read_text(file: Path) -> str:
+def _read_text(file: Path, fix: str) -> str:
     """The file's (or stdin's, for ``-``) text, read as ``eval`` reads it: bytes checked as UTF-8, never
     decoded by the locale (which turns invalid bytes into U+FFFD tokens) nor with newlines translated."""
-    text = read_text(file, "text to score")
+    text = read_text(file, "text to score", limit=TEXT_LIMIT, fix=fix)
     if not text.strip():
         raise NpgptError(
             f"{'standard input' if str(file) == '-' else file} is empty or only whitespace; give a text to score"

@@ -16,6 +16,9 @@ import typer
 from ..errors import NpgptError
 from .options import (
     PATH,
+    PROMPT_FIX,
+    PROMPT_LIMIT,
+    TEXT_LIMIT,
     BackendOpt,
     DtypeOpt,
     FrequencyPenaltyOpt,
@@ -197,10 +200,13 @@ def _chomp(text: str) -> str:
     return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
 
 
-def text_argument(text: str | None, what: str = "a prompt") -> str | None:
-    """The argument's text; ``-``, or no argument while text is piped in, reads stdin (None: neither)."""
+def text_argument(
+    text: str | None, what: str = "a prompt", limit: int = PROMPT_LIMIT, fix: str = PROMPT_FIX
+) -> str | None:
+    """The argument's text; ``-``, or no argument while text is piped in, reads stdin (None: neither), at most
+    ``limit`` bytes of it (``fix``: how to give a part)."""
     if text == "-" or (text is None and sys.stdin is not None and not sys.stdin.isatty()):
-        return _chomp(read_text(Path("-"), what))
+        return _chomp(read_text(Path("-"), what, limit=limit, fix=fix))
     return text
 
 
@@ -213,12 +219,15 @@ def _prompts(prompt: str | None, prompt_file: Path | None, batch_file: Path | No
     if len(given) > 1:
         raise NpgptError(f"give one of PROMPT, --prompt-file FILE or --batch-file FILE, not {' and '.join(given)}")
     if batch_file is not None:
-        lines = [line for line in read_text(batch_file, "prompts").splitlines() if line.strip()]
+        fix = "put fewer prompts in a file, e.g. `split -l 1000 FILE part-`, and run each part"
+        lines = [
+            line for line in read_text(batch_file, "prompts", limit=PROMPT_LIMIT, fix=fix).splitlines() if line.strip()
+        ]
         if not lines:
             raise NpgptError(f"{batch_file} has no prompts; put one prompt per line")
         return lines
     if prompt_file is not None:
-        text = _chomp(read_text(prompt_file, "a prompt"))
+        text = _chomp(read_text(prompt_file, "a prompt", limit=PROMPT_LIMIT, fix=PROMPT_FIX))
         if not text:
             raise NpgptError(f"{prompt_file} is empty; put the prompt in it")
         return [text]
@@ -249,7 +258,7 @@ def tokenize(
 
     from ..tokenizer import Tokenizer
 
-    text = text_argument(text, "text")
+    text = text_argument(text, "text to tokenize", TEXT_LIMIT, "tokenize it in parts, e.g. `split -C 64M FILE part-`")
     if text is None:
         raise NpgptError("no text: give TEXT, or pipe text in")
     tok = Tokenizer()

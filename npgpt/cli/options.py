@@ -201,13 +201,23 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
 
 _CHUNK = 1 << 20  # bytes read at a time: a device that never ends (/dev/zero) is refused in its first chunk
 
+MiB = 1 << 20
+# The most text each reader takes. A prompt past 1 MiB is far more than any GPT-2 context holds (1,024 tokens are
+# rarely 10 KB); a text to tokenize or score is held in memory with its tokens, a dozen or so bytes per byte
+# (64 MiB: about 16 M tokens, hours of scoring on a CPU), as llama.cpp's perplexity holds its whole file.
+PROMPT_LIMIT = 1 * MiB
+TEXT_LIMIT = 64 * MiB
+PROMPT_FIX = "a model's context holds a few KB of text: give the text's end, e.g. `tail -c 4000 FILE`"
 
-def read_text(path: Path, what: str) -> str:
+
+def read_text(path: Path, what: str, *, limit: int, fix: str) -> str:
     """A UTF-8 text file's contents (``-``: standard input's), or one error naming the file and why it cannot be read
     as text.
 
     Read and checked a chunk at a time, so binary input is refused as soon as it shows: ``/dev/zero`` or
-    ``/dev/urandom`` given as a file (or piped in) was read whole, forever, filling memory."""
+    ``/dev/urandom`` given as a file (or piped in) was read whole, forever, filling memory. Text past ``limit``
+    bytes is refused too, a file's before any of it is read, a pipe's once that much has come (``yes | npgpt score
+    -`` never ends): the error says the limit and ``fix``, how to give a part of the text."""
     import codecs
 
     stdin = str(path) == "-"
@@ -219,8 +229,12 @@ def read_text(path: Path, what: str) -> str:
     done = 0  # bytes read before the chunk in hand
     try:
         with contextlib.nullcontext(sys.stdin.buffer) if stdin else path.open("rb") as stream:
+            size = _file_size(stream.fileno())
             while True:
-                chunk = stream.read(_CHUNK)
+                if max(size, done) > limit:
+                    bound = f"{limit // MiB} MiB" if limit % MiB == 0 else f"{limit:,} bytes"
+                    raise NpgptError(f"{source} is over {bound}, the most npgpt reads as {what}; {fix}")
+                chunk = stream.read(min(_CHUNK, limit + 1 - done))
                 if b"\0" in chunk:
                     fix = "pipe in UTF-8 text" if stdin else f"give a UTF-8 text file of {what}"
                     raise NpgptError(f"{source} is binary, not text (it holds a NUL byte); {fix}")
@@ -238,3 +252,15 @@ def read_text(path: Path, what: str) -> str:
     except OSError as e:
         raise NpgptError(f"cannot read {what} from {source}: {e.strerror}") from None
     return "".join(parts).removeprefix("\ufeff")  # a byte-order mark (Notepad writes one) is not text: dropped
+
+
+def _file_size(fd: int) -> int:
+    """A regular file's size, known before reading it; 0 for a pipe, a terminal or a device."""
+    import os
+    import stat
+
+    try:
+        info = os.fstat(fd)
+    except (OSError, ValueError):
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0

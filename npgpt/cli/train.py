@@ -21,7 +21,7 @@ import typer
 
 from ..errors import NpgptError
 from .names import as_flags_in
-from .options import PATH, Interrupted, check_out_dir, model_value, path_value, read_text
+from .options import PATH, PROMPT_LIMIT, Interrupted, check_out_dir, model_value, path_value, read_text
 
 _MODEL = "Model"
 _RUN = "Optimisation"
@@ -326,7 +326,8 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
-    text = read_text(path, "--config options")  # read as text files are: /dev/zero is refused, not read forever
+    # read as text files are: /dev/zero is refused, not read forever
+    text = read_text(path, "--config options", limit=PROMPT_LIMIT, fix="a config file is a few lines of options")
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
