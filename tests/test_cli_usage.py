@@ -553,6 +553,12 @@ def test_llama_cpps_n_is_told_apart_from_npgpts(model_file):
     r = run_cli("generate", "Hi", "--model", model_file, "-n", "2", "--max-new-tokens", "2", "--seed", "1")
     assert r.returncode == 0 and "completions" not in r.stderr, r.stderr  # both given: the user knows
     one_line_error(run_cli("generate", "Hi", "--model", model_file, "-n", "-1"), "got -1", "--max-new-tokens")
+    # llama.cpp's -n 4096 (tokens) ran 4096 completions as one batch until memory ran out; OpenAI's n stops at 128
+    r = run_cli("generate", "Hi", "--model", model_file, "-n", "4096", timeout=30)
+    assert r.returncode == 1 and r.stderr == (
+        "error: -n is completions per prompt, from 1 to 128 (OpenAI's limit on n), got 4096; for 4096 new tokens "
+        "(llama.cpp's -n), use --max-new-tokens 4096\n"
+    ), r.stderr
 
 
 def test_llama_cpps_f_is_told_apart_from_npgpts(model_file, tmp_path):

@@ -40,6 +40,7 @@ from .options import (
 )
 
 SamplingOpts = dict  # the keyword arguments of npgpt.sampling.SamplingParams
+MAX_N = 128  # completions per prompt, as OpenAI's n (and npgpt serve's) allows: each is a row of one batch
 
 
 def generate(
@@ -102,10 +103,11 @@ def generate(
     Example: npgpt generate "And God said" --max-new-tokens 40 --temperature 0.8 --seed 1
     or `echo "And God said" | npgpt generate`
     """
-    if n < 1:
+    if not 1 <= n <= MAX_N:  # llama.cpp's -n 4096 (tokens) ran 4096 rows in one batch, until memory ran out
         raise NpgptError(
-            f"-n is completions per prompt and must be >= 1, got {n}; "
-            "for the number of new tokens (llama.cpp's -n), use --max-new-tokens"
+            f"-n is completions per prompt, from 1 to {MAX_N} (OpenAI's limit on n), got {n}; "
+            f"for {n if n > MAX_N else 'a number of'} new tokens (llama.cpp's -n), use --max-new-tokens"
+            + (f" {n}" if n > MAX_N else "")
         )
     if as_json and stream:
         raise NpgptError("--json prints one object at the end; drop --stream (or --json)")
