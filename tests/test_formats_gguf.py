@@ -233,13 +233,13 @@ def test_non_gpt2_gguf_is_refused(tmp_path, kwargs, message):
     assert "\n" not in str(e.value)
 
 
-def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None, head_size=None):
+def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None, head_size=None, ffn=128):
     """A tiny two-block GPT-2 GGUF (width 32, 300 tokens, 8 positions) with every tensor, written with gguf's
     own writer; ``meta`` overrides a hyperparameter, ``blocks`` says which blk.N are written, ``drop`` leaves
     tensors out. Its tokens are not GPT-2's: every
     refusal below comes before the tokenizer is read."""
     meta = {"block_count": 2, "context_length": 8, "embedding_length": 32, "head_count": 2, **(meta or {})}
-    C, F, V, T = 32, 128, 300, 8
+    C, F, V, T = 32, ffn, 300, 8
     w = gguf.GGUFWriter(path, "gpt2")
     w.add_block_count(meta["block_count"])
     w.add_context_length(meta["context_length"])
@@ -279,6 +279,12 @@ def _write_model(path, meta=None, blocks=(0, 1), drop=(), causal=None, head_size
         ({"meta": {"context_length": 16}}, r"context_length is 16 but position_embd.weight has ggml shape \[32, 8\]"),
         ({"meta": {"embedding_length": 64}}, r"embedding_length is 64 but token_embd.weight has ggml shape \[32, 300"),
         ({"meta": {"feed_forward_length": 64}}, r"gpt2.feed_forward_length is 64 but blk.0.ffn_up.weight"),
+        # what convert_hf_to_gguf.py writes for a GPT-2 with n_inner 64: "re-convert" named the tool that wrote it
+        (
+            {"ffn": 64},
+            r"feed_forward_length is 128 but .*; llama.cpp's convert_hf_to_gguf.py writes 4 \* n_embd for a GPT-2 "
+            "whatever its n_inner .*write this model's GGUF with npgpt's converter",
+        ),
         ({"meta": {"head_count": 3}}, r"n_embd \(32\) must be divisible by n_head \(3\)"),
         # a per-layer array (llama.cpp's get_key_or_arr): was "not an integer; the file is corrupt"
         (

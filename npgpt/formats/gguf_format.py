@@ -646,9 +646,17 @@ def _check_against_metadata(path: Path, tensors: dict[str, Any], table: dict[str
     ):
         shape = [int(n) for n in tensors[name].shape]
         if len(shape) != 2 or shape[index] != want:
+            # convert_hf_to_gguf.py writes 4 * n_embd for a GPT-2 whatever its n_inner: converting again would not do
+            converter = key == L.FEED_FORWARD_LENGTH and want == 4 * config.n_embd and len(shape) == 2
+            why = (
+                "llama.cpp's convert_hf_to_gguf.py writes 4 * n_embd for a GPT-2 whatever its n_inner (llama.cpp "
+                "refuses its output too): write this model's GGUF with npgpt's converter, which writes its n_inner"
+                if converter
+                else fix
+            )
             raise CheckpointError(
                 f"{path}: {key.format(arch=ARCH)} is {want} but {name} has ggml shape {shape} "
-                f"(expected {want} in place {index}); {fix}"
+                f"(expected {want} in place {index}); {why}"
             )
 
 
