@@ -266,8 +266,42 @@ def test_a_run_that_does_not_fit_the_context_is_refused_before_the_weights_are_m
         raise AssertionError("random weights made for a run refused anyway")
 
     monkeypatch.setattr(npgpt.params, "init_params", no_weights)
-    with pytest.raises(NpgptError, match="must fit the context of 1024 tokens"):
+    with pytest.raises(NpgptError, match=r"^--prompt-len must be below the model's context of 1024 tokens"):
         run_bench(BenchSettings(model="1558M", random=True, backends=("numpy",), prompt_len=2000))
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (
+            dict(prompt_len=256),
+            "--prompt-len must be below the model's context of 256 tokens (its cache also holds the next token), "
+            "got 256; lower --prompt-len",
+        ),
+        (
+            dict(short_prompt=16, new_tokens=300),
+            "--short-prompt + --new-tokens must be below the model's context of 256 tokens (its cache also holds the "
+            "next token), got 16 + 300 = 316; lower --short-prompt or --new-tokens",
+        ),
+        (dict(baseline_tokens=252), "--short-prompt + --baseline-tokens must be below"),
+    ],
+)
+def test_a_run_past_the_context_names_the_flags_and_values(monkeypatch, change, said):
+    """--prompt-len 256 on a 256-token model said "prompts plus new tokens must fit the context of 256 tokens;
+    lower --prompt-len, --new-tokens or --baseline-tokens": 256 does fit, and which flag was over was the user's
+    to find. The line names the flags that add up past the context and their values."""
+    import npgpt.bench.run
+    from npgpt.bench import BenchSettings, run_bench
+    from npgpt.errors import NpgptError
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a worker ran for a run refused anyway")
+
+    monkeypatch.setattr(npgpt.bench.run, "spawn", no_worker)
+    short = dict(prompt_len=16, short_prompt=4, new_tokens=4, baseline_tokens=0)
+    with pytest.raises(NpgptError) as e:
+        run_bench(BenchSettings(model="bundled", random=True, backends=("numpy",), batches=(1,), **{**short, **change}))
+    assert said in str(e.value), str(e.value)
 
 
 def test_a_training_window_longer_than_the_context_is_refused_before_any_worker(monkeypatch):

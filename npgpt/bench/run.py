@@ -136,11 +136,20 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
 
 def _check_fits(s: BenchSettings, config: Any) -> None:
     """NpgptError unless every prompt plus its new tokens, and the training window, fits ``config``'s context."""
-    if max(s.prompt_len, s.short_prompt + s.new_tokens, s.short_prompt + s.baseline_tokens) >= config.n_ctx:
-        raise NpgptError(
-            f"prompts plus new tokens must fit the context of {config.n_ctx} tokens; "
-            "lower --prompt-len, --new-tokens or --baseline-tokens"
-        )
+    # Each named with its own flags and values: "--prompt-len 256" on a 256-token model was told that "prompts plus
+    # new tokens must fit the context of 256 tokens" (it does; the cache also holds the next token) and which of
+    # three flags to lower was the user's to find.
+    for flags, values in (
+        (("--prompt-len",), (s.prompt_len,)),
+        (("--short-prompt", "--new-tokens"), (s.short_prompt, s.new_tokens)),
+        (("--short-prompt", "--baseline-tokens"), (s.short_prompt, s.baseline_tokens)),
+    ):
+        if sum(values) >= config.n_ctx:
+            got = " + ".join(map(str, values)) + (f" = {sum(values)}" if len(values) > 1 else "")
+            raise NpgptError(
+                f"{' + '.join(flags)} must be below the model's context of {config.n_ctx} tokens (its cache also "
+                f"holds the next token), got {got}; lower {' or '.join(flags)}"
+            )
     if s.train and s.train_seq > config.n_ctx:  # JAX reads positions past wpe as NaN: a figure of NaN steps
         raise NpgptError(
             f"--train-seq {s.train_seq} is longer than the context of {config.n_ctx} tokens; "
