@@ -248,6 +248,15 @@ def test_a_value_given_twice_is_refused(field, values, flag):
         npgpt_engines(BenchSettings(**{"backends": ("numpy",), field: values}))
 
 
+@pytest.mark.parametrize("value", ["", ",", " , "])
+def test_an_empty_backend_list_is_named_as_empty(value):
+    """--backend '' said "no backend in --backend  stores float32 weights; add one that does": an empty list, read
+    as a backend without float32 weights."""
+    r = run_cli("bench", "--random", "--model", "bundled", "--backend", value)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "error: --backend takes a comma list of numpy, jax, torch, cupy, cupynumeric, got none" in r.stderr
+
+
 def test_a_negative_baseline_is_refused():
     from npgpt.bench.settings import BenchSettings, npgpt_engines
     from npgpt.errors import NpgptError

@@ -62,6 +62,8 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
         if twice is not None:
             raise NpgptError(f"{flag} names {twice} twice ({','.join(map(str, values))}); give each once")
     unknown = [b for b in s.backends if b not in ENGINES]
+    if not s.backends:  # --backend '' was "no backend in --backend  stores float32 weights"
+        raise NpgptError(f"--backend takes a comma list of {', '.join(ENGINES)}, got none")
     if unknown:
         raise NpgptError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ENGINES)}")
     from ..backends import DTYPES, WEIGHT_DTYPES
