@@ -496,6 +496,34 @@ def test_running_out_of_memory_is_one_line_naming_the_batch(text, tmp_path, monk
     assert kept in message and "\n" not in message
 
 
+@pytest.mark.parametrize("where", ["init", "place"])
+def test_a_model_too_large_for_memory_is_one_line_naming_its_size(text, tmp_path, monkeypatch, where):
+    """npgpt train --n-embd 200000 (from scratch) said "internal error: out of memory (Unable to allocate 37.4 GiB
+    ...)": making the random weights, or placing them and AdamW's moments on the devices, ran out of memory
+    outside the steps' check. One line now names the model's size and what to lower; no run folder is left."""
+    import jax
+
+    if where == "init":
+        error: Exception = MemoryError("Unable to allocate 37.4 GiB for an array with shape (50257, 200000)")
+        target, name = loop, "init_params"
+    else:
+        error = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 44224002372 bytes.")
+        target, name = loop.S, "shard_params"
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(target, name, failing)
+    out = tmp_path / "run"
+    with pytest.raises(NpgptError) as e:
+        train(text, out, TrainSettings(**RUN))
+    message = str(e.value)
+    detail = str(error).removeprefix("RESOURCE_EXHAUSTED: ").rstrip(".")
+    assert message.startswith(f"out of memory for the model ({detail}): "), message
+    assert "parameters are" in message and message.endswith("lower n_embd= or n_layer=") and "\n" not in message
+    assert "--n-embd" in as_flags(e.value) and not out.exists()
+
+
 def test_held_out_text_too_short_for_one_window_is_said_not_silent(text, tmp_path):
     """--val-fraction held out a few tokens, fewer than one window: no held-out loss was ever computed and
     nothing said so. The result says why, and the CLI's last line does."""

@@ -139,7 +139,11 @@ def train(
         run = asked.for_new_run(config)
         if isinstance(tokenizer, CharTokenizer):
             run = replace(run, tokenizer="char")
-        params = init_params(config, run.seed) if params is None else params
+        if params is None:
+            try:
+                params = init_params(config, run.seed)
+            except MemoryError as e:  # a shape too large for the host: "internal error: out of memory" was all
+                raise _model_too_large(e, config, run) from None
         opt_leaves, meta = None, {"step": 0, "history": {k: [] for k in HISTORY_KEYS}}
     steps, batch_size, seq_len, grad_accum, seed = run.steps, run.batch_size, run.seq_len, run.grad_accum, run.seed
     if seq_len > config.n_ctx:
@@ -154,16 +158,19 @@ def train(
         if saved is not None:
             _check_same_data(meta.get("data"), trained_on, out)
         mesh = _check_mesh(mesh if mesh is not None else _make_mesh(model_parallel), config, batch_size)
-    except BaseException:  # no text, text too short, a bad mesh: a folder made for nothing is not left behind
+        opt = optimizer(run.lr, steps, run.warmup, weight_decay=run.weight_decay, clip=run.clip)
+        try:
+            params = S.shard_params(params, mesh)
+            template = opt.init(params)  # zeros laid out like the params they track
+            opt_state = _place_opt_state(opt_leaves, template, mesh)
+        except (MemoryError, jax.errors.JaxRuntimeError) as e:  # the weights and AdamW's moments, on the devices
+            raise _model_too_large(e, config, run) from None
+    except BaseException:  # no text, text too short, a bad mesh, no memory: a folder made for nothing is not left
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
         raise
 
-    opt = optimizer(run.lr, steps, run.warmup, weight_decay=run.weight_decay, clip=run.clip)
     lr_at = schedule(run.lr, steps, run.warmup)
-    params = S.shard_params(params, mesh)
-    template = opt.init(params)  # zeros laid out like the params they track
-    opt_state = _place_opt_state(opt_leaves, template, mesh)
     rng = np.random.default_rng([seed, 1])  # batches; init_params(seed) has its own stream
     if saved is not None:
         rng.bit_generator.state = meta["rng"]
@@ -324,6 +331,21 @@ def _out_of_memory(e: Exception, step: int, run: RunSettings, saved_step: int) -
         fix = "lower batch_size= (raising grad_accum= keeps the tokens per step) or seq_len="
     message = f"out of memory at step {step} ({detail}) with {sizes}; {_kept(saved_step)}; {fix}"
     return NpgptError(message, keywords=KEYWORDS)
+
+
+def _model_too_large(e: Exception, config: GPT2Config, run: RunSettings) -> NpgptError:
+    """The one-line error for a model whose weights (or AdamW's two moments beside them) do not fit in memory;
+    any other runtime error from XLA is raised again as it is."""
+    if isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(e):
+        raise e
+    detail = (str(e).splitlines() or [""])[0].removeprefix("RESOURCE_EXHAUSTED: ").rstrip(".") or "MemoryError"
+    gib = 4 * config.n_params / 2**30
+    fix = "start from a smaller init= model" if run.init is not None else "lower n_embd= or n_layer="
+    return NpgptError(
+        f"out of memory for the model ({detail}): {config.n_params:,} parameters are {gib:.1f} GiB of float32 "
+        f"weights, and training needs three times as much again (gradients, AdamW's two moments); {fix}",
+        keywords=KEYWORDS,
+    )
 
 
 def _make_mesh(model_parallel: int) -> Any:
