@@ -171,6 +171,26 @@ def test_cli_refuses_bad_options_and_an_out_that_is_a_file(text, tmp_path):
     assert not (tmp_path / "run").exists()  # refused before any work
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_model_in_out_that_no_run_wrote_is_not_overwritten(text, tmp_path, resume):
+    """npgpt convert bundled conv/model.safetensors, then npgpt train t.txt --out conv --init conv: the first
+    checkpoint silently replaced the converted model (or a downloaded one, --out ~/.cache/npgpt/124M) with the
+    fine-tune. A run folder is refused as out= without resume; a model without a run is now refused too."""
+    from npgpt.formats import save_checkpoint
+    from npgpt.params import init_params
+
+    out = tmp_path / "conv"
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_ctx=16, n_vocab=50257)
+    model = save_checkpoint(out / "model.safetensors", config, init_params(config))
+    before = model.read_bytes()
+    settings = {k: v for k, v in RUN.items() if k not in ("n_layer", "n_embd", "n_head", "n_ctx")}
+    with pytest.raises(NpgptError) as e:
+        train(text, out, TrainSettings(**settings, init=str(out)), resume=resume)
+    assert f"{out} holds a model (model.safetensors) that no training run wrote" in str(e.value), str(e.value)
+    assert f"choose another --out (the run can start from that model: --init {out})" in as_flags(e.value)
+    assert model.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+
+
 @pytest.mark.parametrize("content", [b"", b"\xff\xfe not text", b"alpha beta"])
 def test_a_run_refused_for_its_text_leaves_no_folder_behind(tmp_path, content):
     """Empty text, text that is not UTF-8, text too short for --seq-len: the --out folder the run

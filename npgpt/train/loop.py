@@ -36,6 +36,7 @@ from ..char_tokenizer import CharTokenizer, tokenizer_from_spec
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError, is_integer, shown
 from ..files import cannot_write
+from ..formats.npgpt_format import MODEL_FILE
 from ..params import init_params
 from ..tokenizer import Tokenizer
 from . import data as D
@@ -116,6 +117,12 @@ def train(
     if state_path.exists() and not resume:
         raise NpgptError(
             f"{out} already holds a training run; pass resume=True to continue it or choose another out=",
+            keywords=KEYWORDS,
+        )
+    if not state_path.exists() and (out / MODEL_FILE).exists():  # a converted or downloaded model, not a run's
+        raise NpgptError(
+            f"{out} holds a model ({MODEL_FILE}) that no training run wrote, and the run would overwrite it; "
+            f"choose another out= (the run can start from that model: init={shown(str(out))})",
             keywords=KEYWORDS,
         )
     saved = load_state(state_path) if resume and state_path.exists() else None
