@@ -105,6 +105,7 @@ def token_nlls(
         )
 
     spans = windows(len(ids), window, stride)
+    _check_logits_fit(min(batch_size, len(spans)), min(window, len(ids)), model.tokenizer.n_vocab)
     out = np.full(len(ids), np.nan)
     for i in range(0, len(spans), batch_size):
         group = spans[i : i + batch_size]
@@ -126,6 +127,30 @@ def token_nlls(
         if progress is not None:
             progress(min(i + batch_size, len(spans)), len(spans))
     return out
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_logits_fit(rows: int, width: int, n_vocab: int) -> None:
+    """NpgptError for a batch whose float32 logits alone outgrow the machine's memory: ``batch_size=2048`` (llama.cpp's
+    ``-b 2048`` counts tokens; npgpt's counts windows) asked for 400 GB at once and ended in MemoryError or the OOM
+    killer instead of a line saying so."""
+    need, memory = rows * width * n_vocab * 4, physical_memory()
+    if memory is not None and need > memory:
+        raise NpgptError(
+            f"{rows} windows of {width} tokens in one pass (batch_size) need {need / 2**30:,.0f} GiB of logits, "
+            f"more than this machine's {memory / 2**30:,.0f} GiB of memory; lower batch_size (it counts windows, "
+            "not tokens)",
+            "batch_size",
+        )
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,33 @@ def test_convert_replaces_its_own_output_only(model_file, tmp_path):
     assert convert(model_file, tmp_path / "m.safetensors") == tmp_path / "m.safetensors"
 
 
+def test_eval_batch_size_past_the_machines_memory_is_one_line(tmp_path):
+    """llama.cpp's -b 2048 counts tokens; `npgpt eval --batch-size 2048` asked for 2048 windows' logits at once (400 GB
+    for GPT-2) and ended in MemoryError ('internal error') or the OOM killer: it is refused before the pass, saying
+    how much it needs and what the option counts. Here the machine is made to have 1 GiB."""
+    import subprocess
+    import sys
+
+    text = tmp_path / "text.txt"
+    text.write_text(
+        "In the beginning God created the heaven and the earth. " * 400
+    )  # 34 windows of 256 tokens, 128 apart
+    script = (
+        "import sys, npgpt.score\n"
+        "npgpt.score.physical_memory = lambda: 2**30\n"
+        "from npgpt.cli import main\n"
+        f"sys.argv = ['npgpt', 'eval', '-d', {str(text)!r}, '-m', 'bundled', '--batch-size', sys.argv[1]]\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script, "2048"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.endswith(
+        "error: 34 windows of 256 tokens in one pass (--batch-size) need 2 GiB of logits, more than this machine's "
+        "1 GiB of memory; lower --batch-size (it counts windows, not tokens)\n"
+    ), r.stderr
+    r = subprocess.run([sys.executable, "-c", script, "8"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "perplexity" in r.stdout, r.stderr
+
+
 def test_generate_defaults_are_sampling_params_defaults():
     """`npgpt generate` shows its defaults in --help, so they are written in its signature; they must be
     SamplingParams' own (the one source of truth the API and the server use), never drift from them."""
