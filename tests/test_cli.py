@@ -221,6 +221,42 @@ def test_eval_batch_size_past_the_machines_memory_is_one_line(tmp_path):
     assert r.returncode == 0 and "perplexity" in r.stdout, r.stderr
 
 
+def test_a_batch_file_of_many_prompts_runs_a_bounded_batch_at_a_time(tmp_path):
+    """A --batch-file of 10,000 prompts was decoded as one batch of 10,000 rows (2 GB of logits a step for GPT-2, and
+    the caches), until memory ran out: rows run MAX_ROWS (256, vLLM's max_num_seqs) at a time, every row of a prompt
+    in one batch so a seeded row draws as before, and the completions come out in the file's order."""
+    import subprocess
+    import sys
+
+    from npgpt.cli.generate import row_groups
+
+    assert row_groups(list("abcab"), 2) == [[0, 3], [1, 4], [2]]  # a prompt's rows together, in order
+    assert row_groups(["a"] * 5 + ["b"], 2) == [[0, 1, 2, 3, 4], [5]]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"Prompt {i}\n" for i in range(10)))
+    script = (
+        "import sys, npgpt.api, npgpt.cli.generate\n"
+        "npgpt.cli.generate.MAX_ROWS = 4\n"
+        "events = npgpt.api.GPT2.events\n"
+        "def counted(self, rows, **kw):\n"
+        "    print('batch', len(rows), file=sys.stderr)\n"
+        "    return events(self, rows, **kw)\n"
+        "npgpt.api.GPT2.events = counted\n"
+        "from npgpt.cli import main\n"
+        f"sys.argv = ['npgpt', 'generate', '--batch-file', {str(prompts)!r}, '-m', 'bundled', '--max-new-tokens', '2',"
+        " '--temperature', '0', '-n', '2']\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (
+        r.returncode == 0 and [line for line in r.stderr.splitlines() if line.startswith("batch")] == ["batch 4"] * 5
+    ), r.stderr
+    heads = [line for line in r.stdout.splitlines() if line.startswith("--- ")]
+    assert heads == [f"--- {i} ---" for i in range(20)], r.stdout
+    bodies = r.stdout.split("--- ")[1:]
+    assert all(body.split("\n", 1)[1].startswith(f"Prompt {i // 2}") for i, body in enumerate(bodies)), r.stdout
+
+
 def test_generate_defaults_are_sampling_params_defaults():
     """`npgpt generate` shows its defaults in --help, so they are written in its signature; they must be
     SamplingParams' own (the one source of truth the API and the server use), never drift from them."""

@@ -41,6 +41,9 @@ from .options import (
 
 SamplingOpts = dict  # the keyword arguments of npgpt.sampling.SamplingParams
 MAX_N = 128  # completions per prompt, as OpenAI's n (and npgpt serve's) allows: each is a row of one batch
+# Rows decoded together, as vLLM's max_num_seqs (256): a --batch-file of 10,000 prompts was one batch of 10,000 rows,
+# whose logits alone (2 GB a step) and caches outgrew memory; it runs 256 rows at a time.
+MAX_ROWS = 256
 
 
 def generate(
@@ -153,12 +156,14 @@ def generate(
         return
     # A batch: with --stream each completion is printed as soon as its row finishes.
     texts, finish, used = [""] * len(rows), [""] * len(rows), [0] * len(rows)
-    for ev in m.events(rows, **sampling):
-        texts[ev.row] += ev.text
-        used[ev.row] += ev.token is not None
-        finish[ev.row] = ev.finish_reason or finish[ev.row]
-        if stream and ev.finish_reason:
-            _print_completion(ev.row, rows, texts, echo)
+    for group in row_groups(rows):
+        for ev in m.events([rows[i] for i in group], **sampling):
+            i = group[ev.row]
+            texts[i] += ev.text
+            used[i] += ev.token is not None
+            finish[i] = ev.finish_reason or finish[i]
+            if stream and ev.finish_reason:
+                _print_completion(i, rows, texts, echo)
     if as_json:
         print_json(
             {
@@ -178,6 +183,22 @@ def generate(
     elif not stream:
         for i in range(len(rows)):
             _print_completion(i, rows, texts, echo)
+
+
+def row_groups(rows: list[str], most: int | None = None) -> list[list[int]]:
+    """The rows' indices in batches of at most ``most`` rows (more only where one prompt has more rows), every row of
+    a prompt in the same batch and in order, so that a seeded row draws what it draws in one batch of all
+    (sampling.row_rng numbers a prompt's samples within its batch)."""
+    most = MAX_ROWS if most is None else most
+    by_prompt: dict[str, list[int]] = {}
+    for i, prompt in enumerate(rows):
+        by_prompt.setdefault(prompt, []).append(i)
+    groups: list[list[int]] = [[]]
+    for indices in by_prompt.values():
+        if groups[-1] and len(groups[-1]) + len(indices) > most:
+            groups.append([])
+        groups[-1] += indices
+    return [sorted(g) for g in groups if g]
 
 
 def sampling_options(*, stop: list[str] | None, **knobs: object) -> SamplingOpts:
