@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NpgptError, reason, shown
+from .errors import NpgptError, dtype_hint, reason, shown
 from .files import is_mapped, release_mapped
 from .hugepages import collapse_huge_pages
 from .params import Q8_0Blocks, as_floats, dequantized, dtype_name, head_name, map_with_path
@@ -80,7 +80,9 @@ def check_dtype(dtype: Any, allow_auto: bool = False) -> str:
     name = dtype_name(dtype)
     if not isinstance(name, str) or name not in valid:
         given = repr(name) if isinstance(name, str) else shown(dtype)
-        raise NpgptError(f"dtype={given} is unknown; choose one of {', '.join(valid)}", "dtype")
+        raise NpgptError(
+            f"dtype={given} is unknown; choose one of {', '.join(valid)}{dtype_hint(name, valid)}", "dtype"
+        )
     return name
 
 

@@ -88,3 +88,17 @@ def is_finite_number(x: object) -> bool:
 def is_integer(x: object) -> bool:
     """An integer, Python's or NumPy's (np.int64(3)); never a bool (True is not top_k=1) nor 2.0."""
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+# Other tools' names of the dtypes npgpt stores: llama.cpp's (--outtype f16, bf16, f32), PyTorch's (half, float), fp16.
+_DTYPE_NAMES = {"f32": "float32", "fp32": "float32", "float": "float32", "f16": "float16", "fp16": "float16"}
+_DTYPE_NAMES |= {"half": "float16", "bf16": "bfloat16", "q8": "q8_0", "i8": "int8"}
+
+
+def dtype_hint(dtype: object, valid: Collection[str]) -> str:
+    """``" (f16 is float16 here)"`` where ``dtype`` is another tool's name, or another case, of one of ``valid``;
+    else ``""``."""
+    if not isinstance(dtype, str):
+        return ""
+    name = _DTYPE_NAMES.get(dtype.lower(), dtype.lower())
+    return f" ({dtype} is {name} here)" if name in valid and name != dtype else ""

@@ -561,6 +561,29 @@ def test_llama_cpps_n_is_told_apart_from_npgpts(model_file):
     ), r.stderr
 
 
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (
+            ["convert", "bundled", "m.gguf", "--to", "gguf", "--dtype", "f16"],
+            "error: --dtype f16 cannot be written as gguf; it stores float32, float16, bfloat16, q8_0 (f16 is float16 "
+            "here)",
+        ),
+        (["convert", "bundled", "m.gguf", "--to", "gguf", "--dtype", "Q8_0"], "q8_0 (Q8_0 is q8_0 here)"),
+        (["generate", "Hi", "--dtype", "fp16"], "bfloat16, int8, auto (fp16 is float16 here)"),
+        (["generate", "Hi", "--dtype", "bf16"], "(bf16 is bfloat16 here)"),
+        (["convert", "bundled", "m.bin", "--to", "llmc", "--dtype", "half"], "it stores float32, bfloat16"),
+    ],
+)
+def test_other_tools_dtype_names_are_pointed_to_npgpts(tmp_path, args, said):
+    """llama.cpp's converters take --outtype f16/bf16/q8_0, PyTorch says half: `npgpt convert ... --to gguf --dtype
+    f16` listed npgpt's names without saying which one f16 is; the line now says (never where none fits)."""
+    r = subprocess.run([sys.executable, "-m", "npgpt", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    line = one_line_error(r)
+    assert line.endswith(said) or said in line, line
+    assert "half is" not in line
+
+
 def test_llama_cpps_f_is_told_apart_from_npgpts(model_file, tmp_path):
     """llama.cpp's ``-f prompt.txt`` is the whole file as one prompt; npgpt's -f is one prompt per line: said."""
     prompt = tmp_path / "prompt.txt"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..config import GPT2Config
-from ..errors import CheckpointError, shown
+from ..errors import CheckpointError, dtype_hint, shown
 from ..files import broken_link, cannot_write, check_writable, refuse_special_files, web_page
 from ..params import dequantized, dtype_name
 from .compat import check_float16_range
@@ -548,7 +548,9 @@ def _check_save_options(
     _check_tokenizer_writable(fmt, tokenizer)
     if not isinstance(dtype, str) or dtype not in DTYPES[fmt]:
         raise CheckpointError(
-            f"dtype={shown(dtype)} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}", param="dtype"
+            f"dtype={shown(dtype)} cannot be written as {fmt}; it stores {', '.join(DTYPES[fmt])}"
+            + dtype_hint(dtype, DTYPES[fmt]),
+            param="dtype",
         )
     if max_shard_size is None:
         return
