@@ -130,6 +130,27 @@ def test_config_file_with_command_line_overrides(text, tmp_path):
         assert message in str(result.exception) and "\n" not in str(result.exception), (line, result.exception)
 
 
+def test_config_paths_starting_with_a_tilde_are_in_the_home_folder(text, tmp_path, monkeypatch):
+    """out = "~/runs/x" in --config made a folder named "~" in the current one (no shell expands a TOML file's ~;
+    removing it with rm -rf ~ removes the home folder), and data = "~/corpus.txt" was "no such file". Both are read
+    as in the home folder, as transformers reads its output_dir."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "corpus.txt").write_text(text.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    config = work / "run.toml"
+    config.write_text(
+        'data = "~/corpus.txt"\nout = "~/runs/x"\n'
+        + "".join(f"{k} = {v!r}\n" if isinstance(v, str) else f"{k} = {v}\n" for k, v in SHAPE.items())
+        + "steps = 1\n"
+    )
+    result = invoke(["--config", str(config)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert (home / "runs" / "x" / "model.safetensors").is_file() and not (work / "~").exists()
+
+
 def test_character_level_model_generates_with_no_tokenizer_flag(text, tmp_path):
     out = tmp_path / "run"
     settings = TrainSettings(

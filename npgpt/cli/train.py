@@ -356,6 +356,8 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
             )
         if kinds[name] is Path and not value:  # Path("") is ".": the current folder, read or written in its place
             raise NpgptError(f"--config {path}: {key} is an empty path; give a path")
+        if kinds[name] is Path:  # no shell reads the file: "~/runs/x" made a folder named "~" (as transformers does)
+            value = Path(value).expanduser()
         source = ctx.get_parameter_source(name)
         if source is None or source.name != "COMMANDLINE":  # typed on the command line: it wins
             merged[name] = float(value) if kind is float else value
