@@ -169,6 +169,9 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     except OSError as e:
         _rmdir_if_empty(target.parent)
         raise cannot_write(target, e, elsewhere=_ELSEWHERE) from None
+    except NpgptError:  # no room or no permission, said in one line by atomic_path: its folder is not left behind
+        _rmdir_if_empty(target.parent)
+        raise
     size = target.stat().st_size
     _report(progress, MODEL_FILE, size, size)
     return target

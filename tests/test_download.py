@@ -335,6 +335,27 @@ def test_download_hf_converts_once(monkeypatch, tmp_path, cache, source):
         download.download_hf("../escape")
 
 
+def test_download_hf_onto_a_full_disk_leaves_no_empty_folder_in_the_cache(monkeypatch, tmp_path, cache, source):
+    """The Hub's files arrived, the conversion's write failed (a full disk): the one-line error left an empty
+    hf/ORG--NAME folder in npgpt's cache (the OpenAI download already removed its own)."""
+    import errno
+
+    import huggingface_hub
+
+    from npgpt import files
+
+    snapshot = hf.save(tmp_path / "snapshot", CONFIG, source[0])
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(snapshot / filename))
+
+    def full(tmp, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "publish", full)
+    with pytest.raises(NpgptError, match="No space left on device; free some space"):
+        download.download_hf("org/tiny")
+    assert not (cache / "hf" / "org--tiny").exists(), list((cache / "hf").iterdir())
+
+
 def test_download_hf_offline_is_one_line(monkeypatch):
     import huggingface_hub
     from huggingface_hub.utils import LocalEntryNotFoundError
