@@ -659,8 +659,9 @@ def test_a_gguf_ends_generations_at_its_own_eos_token_as_llama_cpp_does(tmp_path
         (("[PAD]", "<|user|>"), {"FIM_PAD_ID": 50258}, (50256, 50258)),
         # gpt-oss's <|end|> beside <|return|> and <|call|> is llama.cpp's one exception
         (("<|end|>", "<|return|>", "<|call|>"), {}, (50256, 50258, 50259)),
-        # no eos id in the file: llama.cpp's default for a 'gpt2' tokenizer, token 11 (",")
-        (("<|user|>",), {"EOS_ID": None}, (11, 50256)),
+        # no eos id in the file: <|endoftext|> by its spelling; not llama.cpp's default for a 'gpt2' tokenizer,
+        # token 11, GPT-2's ",", at which every generation would end at its first comma
+        (("<|user|>",), {"EOS_ID": None}, (50256,)),
     ],
 )
 def test_a_gguf_ends_generations_at_the_tokens_llama_cpp_ends_them_by_spelling(

@@ -329,8 +329,6 @@ _FIM_SPELLINGS = (
     ("FIM_REP_ID", ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>")),
     ("FIM_SEP_ID", ("<|file_sep|>",)),
 )
-# llama.cpp's eos for a 'gpt2' tokenizer whose file names none: its default, token 11 (GPT-2's ",").
-_LLAMA_CPP_DEFAULT_EOS = 11
 
 
 def _eog_spellings(reader: Any) -> frozenset[bytes]:
@@ -374,9 +372,10 @@ def _eos_token_ids(reader: Any, path: Path, tokens: list[bytes], types: list[int
     """The ids that end a generation, as llama.cpp collects them (``special_eog_ids``): the file's eos, eot and eom
     tokens (a chat fine-tune's ``<|im_end|>``: the converter writes tokenizer_config.json's ``eos_token``), its FIM
     pad, repo and separator tokens, and every token spelled as one of :data:`EOG_SPELLINGS` (``<|endoftext|>``,
-    ``<|im_end|>``, ``<|eot_id|>``, ...) whatever the metadata says. A file without an eos id gets llama.cpp's
-    default for GPT-2's tokenizer, token 11. A padding row (UNUSED) spelled so is left out: npgpt never samples
-    one. None for ``<|endoftext|>`` alone, as in GPT-2's own file."""
+    ``<|im_end|>``, ``<|eot_id|>``, ...) whatever the metadata says. A file without an eos id ends at
+    ``<|endoftext|>`` (by its spelling), not at llama.cpp's default eos for a 'gpt2' tokenizer, token 11: that
+    is GPT-2's ",", so a generation would end at its first comma. A padding row (UNUSED) spelled so is left
+    out: npgpt never samples one. None for ``<|endoftext|>`` alone, as in GPT-2's own file."""
     import gguf
 
     K = gguf.Keys.Tokenizer
@@ -393,7 +392,7 @@ def _eos_token_ids(reader: Any, path: Path, tokens: list[bytes], types: list[int
             )
         return value
 
-    named = [token_id(K.EOS_ID, _LLAMA_CPP_DEFAULT_EOS), token_id(K.EOT_ID, None), token_id(K.EOM_ID, None)]
+    named = [token_id(K.EOS_ID, None), token_id(K.EOT_ID, None), token_id(K.EOM_ID, None)]
     named += [token_id(getattr(K, name), None) for name, _ in _FIM_SPELLINGS]
     spelled, unused = _eog_spellings(reader), int(gguf.TokenType.UNUSED)
     ids = {i for i in named if i is not None}
