@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 # matrix this model unembeds with, TransformerLens's W_U transposed: wte, or an untied model's lm_head)
 _CACHE_METHODS_NOT_HERE = {
     "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.params['{head}'].T",
-    "compute_head_results": "stack_head_results() computes each head's result (npgpt caches no attn.hook_result)",
-    "get_full_resid_decomposition": "decompose_resid() gives it per layer; per head, multiply "
-    "blocks.{i}.attn.hook_z by each head's rows of attn.c_proj.w",
+    "compute_head_results": "stack_head_results() computes each head's result from hook_z, or reads the cached "
+    "blocks.{i}.attn.hook_result (run_with_cache caches it when names_filter names it)",
+    "get_full_resid_decomposition": "decompose_resid() gives it per layer; per head, stack_head_results() "
+    "(each head's blocks.{i}.attn.hook_result)",
     "stack_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
     "get_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
     "apply_slice_to_batch_dim": "index the arrays on their first axis",
@@ -202,7 +203,7 @@ class ActivationCache(HeadAttribution, dict):
         return CacheKeyError(
             f"unknown activation {shown_key}{read}; TransformerLens's names are embed, pos_embed, scale and "
             "normalized (of ln_final), and with a layer: resid_pre, resid_mid, resid_post, attn_out, mlp_out, "
-            "q, k, v, z, attn_scores, pattern, pre, post, and scale or normalized with 'ln1' or 'ln2' "
+            "q, k, v, z, result, attn_scores, pattern, pre, post, and scale or normalized with 'ln1' or 'ln2' "
             "(e.g. cache['pattern', 0], cache['scale', 0, 'ln1']); or a hook name of hooks.hook_names(n_layer)"
         )
 

@@ -1,20 +1,50 @@
 """Per-head and per-token attribution on a cache: TransformerLens's ``stack_head_results`` and ``logit_attrs``.
 
 Mixed into :class:`~npgpt.activation_cache.ActivationCache`, whose stacking helpers (``_layer``,
-``apply_ln_to_stack``) and keys they read. npgpt's model computes no ``attn.hook_result`` (TransformerLens
-fills it only with ``use_attn_result``); a head's result is computed here as TransformerLens's
-``compute_head_results`` does: the head's ``hook_z`` times its rows of ``attn.c_proj.w``, no bias.
+``apply_ln_to_stack``) and keys they read. A head's result (``attn.hook_result``, which npgpt's model itself
+never computes) is computed by :func:`head_results`, as TransformerLens's ``compute_head_results`` does: the
+head's ``hook_z`` times its rows of ``attn.c_proj.w``, no bias. ``npgpt.hooks`` computes the hook point with it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from array_api_compat import array_namespace
 
 from .errors import NpgptError, is_integer, shown
+from .model import matmul
 from .params import head_name
+
+if TYPE_CHECKING:
+    from .backends import Backend
+
+
+def float32_like(weight: Any, like: Any, backend: Backend) -> Any:
+    """``weight`` (a float array of ``backend``'s, any float dtype) as float32 in ``like``'s library."""
+    src, xp = array_namespace(weight), array_namespace(like)
+    if src is xp:
+        return weight if weight.dtype == xp.float32 else xp.astype(weight, xp.float32)
+    return xp.asarray(backend.to_numpy(src.astype(weight, src.float32)))
+
+
+def head_results(z: Any, w: Any, backend: Backend) -> Any:
+    """Each head's share of a block's attention output before c_proj's bias, [..., T, H, C] float32
+    (TransformerLens's ``attn.hook_result``): head h's ``z`` [..., T, H, D] times rows h*D:(h+1)*D of
+    ``w`` = ``attn.c_proj.w`` [H*D, C] as ``backend`` holds it. Float weights (16-bit ones widened) are split
+    per head; int8 weights, codes only their kernel reads, multiply each head's z alone, the other heads' D
+    columns zero ([..., T, H, H*D], H times c_proj's work). Their sum plus the bias is ``hook_attn_out``."""
+    xp = array_namespace(z)
+    H, D = z.shape[-2], z.shape[-1]
+    if str(w.dtype).rsplit(".", 1)[-1] == "int8":  # np.int8 or torch.int8 (npgpt/int8.py, npgpt/q8_0.py)
+        on = z if str(w.dtype) == str(xp.int8) else backend.asarray(np.asarray(z))  # a host cache of a torch model
+        own = array_namespace(on)
+        alone = own.reshape(on[..., :, None, :] * own.eye(H, dtype=on.dtype)[:, :, None], (*z.shape[:-1], H * D))
+        out = matmul(alone, w)  # [..., T, H, H*D] @ [H*D, C] -> [..., T, H, C]
+        return out if on is z else xp.asarray(backend.to_numpy(out))
+    w = xp.reshape(float32_like(w, z, backend), (H, D, -1))  # [H*D, C] -> [H, D, C]
+    return (z[..., None, :] @ w)[..., 0, :]  # [..., T, H, 1, D] @ [H, D, C] -> [..., T, H, 1, C]
 
 
 def pos_index(pos_slice: Any) -> Any:
@@ -48,23 +78,19 @@ class HeadAttribution:
         weights, which are codes for a kernel, not the matrix."""
         if getattr(self.model, "dtype", "float32") == "int8":
             raise NpgptError(
-                "head results and logit attributions need float weights, and this model's are int8; "
+                "logit attributions need float weights, and this model's are int8; "
                 "load it with dtype='float32' (or float16/bfloat16)"
             )
-        src, xp = array_namespace(weight), array_namespace(like)
-        if src is not xp or weight.dtype != xp.float32:
-            weight = xp.asarray(self.model.backend.to_numpy(src.astype(weight, src.float32)))
-        return weight
+        return float32_like(weight, like, self.model.backend)
 
     def head_results(self, layer: int) -> Any:
-        """Block ``layer``'s heads' outputs [..., T, H, C] (TransformerLens's ``attn.hook_result``): each head's
-        ``hook_z`` [..., T, H, D] times its D rows of ``attn.c_proj.w`` (no bias; their sum plus it is
-        ``hook_attn_out``)."""
+        """Block ``layer``'s heads' outputs [..., T, H, C] (TransformerLens's ``attn.hook_result``): the cached
+        ``blocks.{layer}.attn.hook_result``, or :func:`head_results` of its cached ``hook_z``."""
+        name = f"blocks.{layer}.attn.hook_result"
+        if name in self:  # type: ignore[operator]  # a dict: the full names only
+            return self[name]  # type: ignore[index]
         z = self["z", layer]  # type: ignore[index]
-        xp = array_namespace(z)
-        H, D = z.shape[-2], z.shape[-1]
-        w = self._float32(self.model.params["blocks"][layer]["attn"]["c_proj"]["w"], z)  # [H*D, C]
-        return (z[..., None, :] @ xp.reshape(w, (H, D, -1)))[..., 0, :]  # [..., T, H, 1, D] @ [H, D, C]
+        return head_results(z, self.model.params["blocks"][layer]["attn"]["c_proj"]["w"], self.model.backend)
 
     def stack_head_results(
         self,

@@ -1,6 +1,7 @@
 """The model's named hook points, TransformerLens's names for them, and reading those names.
 
-:func:`hook_names` lists every point ``model.gpt2`` calls its ``hook`` at, in forward order;
+:func:`hook_names` lists every point ``model.gpt2`` calls its ``hook`` at, in forward order, with
+``attn.hook_result``, which ``hooks.py`` computes from ``attn.hook_z`` (:data:`RESULT`);
 :func:`name_filter` reads TransformerLens's ``names_filter`` forms; :func:`act_name` reads its
 shorthand (``utils.get_act_name``). Both the hooked runs (``hooks.py``) and the cache they return
 (``activation_cache.py``) read names here, so this module imports neither.
@@ -27,6 +28,7 @@ BLOCK_HOOKS = (
     "attn.hook_attn_scores",
     "attn.hook_pattern",
     "attn.hook_z",
+    "attn.hook_result",  # computed by npgpt.hooks when asked for (see RESULT), never by the model
     "hook_attn_out",
     "hook_resid_mid",
     "ln2.hook_scale",
@@ -38,10 +40,14 @@ BLOCK_HOOKS = (
 )
 
 
-# TransformerLens's hook points that it fills only when asked (use_attn_result, use_split_qkv_input,
-# use_attn_in, use_hook_mlp_in): npgpt has none of them, and says where the same numbers are.
+# Each head's output [B, T, H, C] (TransformerLens's, filled there with use_attn_result): model.gpt2 has no
+# such point (its c_proj multiplies the heads at once); npgpt.hooks computes it from attn.hook_z and
+# attn.c_proj.w when a hook or names_filter asks for it, and then sums it into hook_attn_out.
+RESULT = "attn.hook_result"
+
+# TransformerLens's hook points that it fills only when asked (use_split_qkv_input, use_attn_in,
+# use_hook_mlp_in): npgpt has none of them, and says where the same numbers are.
 OPTIONAL_IN_TL = {
-    "attn.hook_result": "blocks.{i}.attn.hook_z times each head's rows of attn.c_proj.w",
     "hook_attn_in": "blocks.{i}.hook_resid_pre",
     "hook_q_input": "blocks.{i}.hook_resid_pre",
     "hook_k_input": "blocks.{i}.hook_resid_pre",
@@ -56,7 +62,8 @@ def hook_names(n_layer: int) -> list[str]:
     Shapes (B batch, T tokens, C n_embd, H heads, D head dim): ``hook_embed``, ``hook_pos_embed``,
     ``hook_resid_*``, ``hook_attn_out``, ``hook_mlp_out``, ``*.hook_normalized`` [B, T, C];
     ``*.hook_scale`` [B, T, 1]; ``attn.hook_q/k/v/z`` [B, T, H, D]; ``attn.hook_attn_scores`` and
-    ``attn.hook_pattern`` [B, H, T, T] (query, key); ``mlp.hook_pre/post`` [B, T, 4C].
+    ``attn.hook_pattern`` [B, H, T, T] (query, key); ``attn.hook_result`` [B, T, H, C] (each head's output,
+    computed only where asked for: see :data:`RESULT`); ``mlp.hook_pre/post`` [B, T, 4C].
     """
     blocks = [f"blocks.{i}.{n}" for i in range(n_layer) for n in BLOCK_HOOKS]
     return ["hook_embed", "hook_pos_embed", *blocks, "ln_final.hook_scale", "ln_final.hook_normalized"]

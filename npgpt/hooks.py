@@ -3,7 +3,9 @@
 ``model.gpt2`` calls an optional ``hook(name, x)`` at each named point of the forward pass, with
 TransformerLens's hook names and shapes (listed by :func:`hook_names`). This module turns that one
 mechanism into TransformerLens's interface: caching activations by name, and forward hooks
-``fn(activation, hook_name)`` that may return a replacement (ablation, patching, steering).
+``fn(activation, hook_name)`` that may return a replacement (ablation, patching, steering). One hook
+point is made here, not in the model: ``blocks.{i}.attn.hook_result``, each head's output, computed
+from ``attn.hook_z`` only where a hook or ``names_filter`` asks for it (:func:`_with_head_results`).
 
 The hooked forward runs the uncompiled ``model.gpt2`` on the backend's arrays, so it works on every
 backend; with ``host=False`` on JAX the activations stay traceable, and :func:`activation_grads`
@@ -25,7 +27,8 @@ from .activation_cache import ActivationCache
 from .backends import float32_products
 from .engine import as_engine, positions_and_mask
 from .errors import NpgptError, is_integer, shown
-from .hook_points import BLOCK_HOOKS, OPTIONAL_IN_TL, NamesFilter, act_name, hook_names, name_filter
+from .head_attribution import head_results
+from .hook_points import BLOCK_HOOKS, OPTIONAL_IN_TL, RESULT, NamesFilter, act_name, hook_names, name_filter
 from .model import gpt2
 from .sampling import log_softmax
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BLOCK_HOOKS",
     "OPTIONAL_IN_TL",
+    "RESULT",
     "ActivationCache",
     "HookName",
     "act_name",
@@ -211,6 +215,35 @@ def _stopping(hook: Callable[[str, Array], Array], layer: int) -> Callable[[str,
     return stopping
 
 
+def _with_head_results(
+    hook: Callable[[str, Array], Array], wanted: Callable[[str], bool], weights: dict[str, Any], backend: Backend
+) -> Callable[[str, Array], Array]:
+    """``hook``, also called at ``blocks.{i}.attn.hook_result`` where ``wanted`` names it, right after the block's
+    ``attn.hook_z``, as TransformerLens does with ``use_attn_result``: with each head's output, the
+    :func:`~npgpt.head_attribution.head_results` of the z the hook left. Where the hook changed them (returned a
+    replacement, or wrote in place), the block's ``hook_attn_out`` is their sum over heads plus ``c_proj.b``, as
+    TransformerLens computes it; else the model's own, so a hook that only reads them changes nothing."""
+    edited: dict[int, Array] = {}  # block -> its changed results, until its hook_attn_out
+
+    def hooked(name: str, x: Array) -> Array:
+        layer = int(name.split(".")[1]) if name.startswith("blocks.") else -1
+        if name.endswith(".hook_attn_out") and layer in edited:
+            results, b = edited.pop(layer), weights["blocks"][layer]["attn"]["c_proj"].get("b")
+            x = array_namespace(results).sum(results, axis=-2)  # [B, T, H, C] -> [B, T, C]
+            x = x if b is None else x + b
+        x = hook(name, x)
+        if name.endswith(".attn.hook_z") and wanted(f"blocks.{layer}.{RESULT}"):
+            results = head_results(x, weights["blocks"][layer]["attn"]["c_proj"]["w"], backend)
+            xp = array_namespace(results)
+            before = xp.asarray(results, copy=True) if is_writeable_array(results) else None  # to see an edit in place
+            after = hook(f"blocks.{layer}.{RESULT}", results)
+            if after is not results or (before is not None and not bool(xp.all(after == before))):
+                edited[layer] = after
+        return x
+
+    return hooked
+
+
 def hooked_forward(
     model: Engine | HasEngine,
     ids: Any,
@@ -218,19 +251,24 @@ def hooked_forward(
     attention_mask: Any = None,
     params: dict[str, Any] | None = None,
     stop_at_layer: int | None = None,
+    results: Callable[[str], bool] | None = None,
 ) -> Array:
     """Logits [B, T, V] (a backend array) of ``ids`` with ``hook(name, x)`` called at every hook point.
 
     ``params`` (default ``model.params``) lets a caller pass other arrays, e.g. JAX ones to trace;
     the inputs are then made arrays of their library. ``attention_mask`` [B, T] (1 = token,
     0 = left padding) as in ``GPT2.logits``. ``stop_at_layer`` (0..n_layer, from :func:`stop_layer`): run
-    only that many blocks and return the residual stream [B, T, C] there (TransformerLens's).
+    only that many blocks and return the residual stream [B, T, C] there (TransformerLens's). ``results``:
+    the names ``blocks.{i}.attn.hook_result`` at which ``hook`` is called too (none by default; each costs
+    [B, T, H, C] floats and a product the size of c_proj's), see :func:`_with_head_results`.
     """
     ids, positions, mask = _inputs(model, ids, attention_mask)
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
     weights = as_engine(model).params_for(*ids.shape) if params is None else params  # as GPT2.logits runs it
     if stop_at_layer is not None:
         hook = _stopping(hook, stop_at_layer)
+    if results is not None:  # on the weights as held (a decode step's batched form is for its kernel alone)
+        hook = _with_head_results(hook, results, model.params if params is None else params, model.backend)
     with float32_products(weights["wpe"]):  # run eagerly, outside the backend's compiled pass
         try:
             logits, _ = gpt2(
@@ -283,8 +321,9 @@ def _compose(
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]],
     model: Engine | HasEngine,
     then: Callable[[str, Array], Array] | None = None,
-) -> Callable[[str, Array], Array]:
-    """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``."""
+) -> tuple[Callable[[str, Array], Array], Callable[[str], bool]]:
+    """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``; and whether any of
+    ``fwd_hooks`` is for a name (the optional hook points are computed only for those asked for)."""
     if not isinstance(fwd_hooks, Iterable) or isinstance(fwd_hooks, (str, bytes)):
         raise NpgptError(f"fwd_hooks must be a list of (name, fn) pairs, got {shown(fwd_hooks)}")
     fwd_hooks = list(fwd_hooks)  # read once: a generator is checked and then run, not used up by the check
@@ -304,7 +343,7 @@ def _compose(
                     x = _replacement(name, x, new, model.backend)
         return x if then is None else then(name, x)
 
-    return hook
+    return hook, lambda name: any(wanted(name) for wanted, _ in hooks)
 
 
 def _replacement(name: str, x: Array, new: Any, backend: Backend) -> Array:
@@ -386,7 +425,9 @@ def run_with_cache(
             cache[name] = array_namespace(held).asarray(held, copy=True) if is_writeable_array(held) else held
         return x
 
-    logits = hooked_forward(model, ids, _compose(fwd_hooks, model, record), attention_mask, stop_at_layer=stop)
+    hook, hooked = _compose(fwd_hooks, model, record)
+    wanted = lambda name: keep(name) or hooked(name)  # noqa: E731
+    logits = hooked_forward(model, ids, hook, attention_mask, stop_at_layer=stop, results=wanted)
     activations = ActivationCache(cache, model, stopped_at=stop)
     if remove_batch_dim:
         activations.remove_batch_dim()
@@ -418,8 +459,10 @@ def run_with_hooks(
     _check_return_type(return_type, loss_per_token)
     stop = stop_layer(stop_at_layer, model.config.n_layer)
     ids, attention_mask = _read_input(model, ids, attention_mask, prepend_bos, padding_side)
-    hooks = _compose(fwd_hooks, model)
-    logits = model.backend.to_numpy(hooked_forward(model, ids, hooks, attention_mask, stop_at_layer=stop))
+    hook, hooked = _compose(fwd_hooks, model)
+    logits = model.backend.to_numpy(
+        hooked_forward(model, ids, hook, attention_mask, stop_at_layer=stop, results=hooked)
+    )
     if stop is not None:
         return logits  # the residual stream, whatever return_type asks (as in TransformerLens)
     return _output(model, logits, ids, attention_mask, return_type, loss_per_token)
@@ -502,7 +545,7 @@ def activation_grads(
             shapes[name] = jax.ShapeDtypeStruct(x.shape, x.dtype)
         return x
 
-    jax.eval_shape(lambda p: hooked_forward(model, ids, shape_of, attention_mask, p), params)  # no compute
+    jax.eval_shape(lambda p: hooked_forward(model, ids, shape_of, attention_mask, p, results=keep), params)
 
     def run(zeros: dict[str, Array]) -> tuple[Array, tuple[Array, dict[str, Array]]]:
         acts: dict[str, Array] = {}
@@ -513,7 +556,8 @@ def activation_grads(
                 return x + zeros[name]
             return x
 
-        value = _metric_value(jax, metric, hooked_forward(model, ids, hook, attention_mask, params))
+        logits = hooked_forward(model, ids, hook, attention_mask, params, results=keep)
+        value = _metric_value(jax, metric, logits)
         return value, (value, acts)  # jax.grad's (what to differentiate, what else to return)
 
     zeros = {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}
@@ -559,6 +603,6 @@ def attribution_patching(
             clean[name] = np.asarray(x)
         return x
 
-    hooked_forward(model, clean_ids, record, attention_mask, _jax_params(model)[2])  # as the gradient's run computes
+    hooked_forward(model, clean_ids, record, attention_mask, _jax_params(model)[2], results=keep)  # as the gradient's
     _, corrupted, grads = activation_grads(model, corrupted_ids, metric, names_filter, attention_mask)
     return ActivationCache({n: (clean[n] - corrupted[n]) * grads[n] for n in grads}, model)

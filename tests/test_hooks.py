@@ -62,6 +62,7 @@ def bridge(config: GPT2Config, params: dict, path: str):
     ref = GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
     br = tl.TransformerBridge.boot_transformers(path, hf_model=ref)
     br.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    br.set_use_attn_result(True)  # attn.hook_result too, as npgpt's hook names have it
     return br
 
 
@@ -97,11 +98,13 @@ def tl_run(br, ids: np.ndarray, mask: np.ndarray, **kw):
 
 
 def test_hook_points_are_reached_in_order_and_change_nothing():
+    """model.gpt2's own hook points are every hook name but attn.hook_result, which npgpt.hooks makes of
+    attn.hook_z and attn.c_proj.w (the model file stays the paper)."""
     model = GPT2(ODD, scaled_params(ODD, 0))
     ids = np.arange(5)[None] + 100
     seen: list[str] = []
     with_hook, _ = gpt2(ids, model.params, ODD, hook=lambda name, x: seen.append(name) or x)
-    assert seen == hooks.hook_names(ODD.n_layer)
+    assert seen == [n for n in hooks.hook_names(ODD.n_layer) if not n.endswith("attn.hook_result")]
     without, _ = gpt2(ids, model.params, ODD)
     np.testing.assert_array_equal(with_hook, without)
 
@@ -216,7 +219,7 @@ def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
         ("pattern", -4): "layers are 0 to 2",
         "k6": r"cache\['k6'\] \(hook name 'blocks.6.attn.hook_k'\).*layers are 0 to 2",
         "resid_post": r"is in every block: give the layer, e.g. cache\['resid_post', 0\]",
-        ("result", 1): r"not computed \(TransformerLens's optional hook\): use blocks.1.attn.hook_z",
+        ("q_input", 1): r"not computed \(TransformerLens's optional hook\): use blocks.1.hook_resid_pre",
         ("pattern", 1.0): "the layer in cache.* must be a whole number, got 1.0",
         3: "cache keys are hook names or TransformerLens's shorthand",
     }
@@ -376,11 +379,11 @@ def test_the_cache_holds_each_activation_as_its_hook_point_saw_it(backend: str):
 
 
 def test_transformer_lens_optional_hook_names_say_where_their_numbers_are():
-    """hook_result, hook_attn_in, hook_q_input and hook_mlp_in exist in TransformerLens only when asked
-    for (use_attn_result, ...); npgpt said only 'unknown hook name'. Now the line says what to use."""
+    """hook_attn_in, hook_q_input and hook_mlp_in exist in TransformerLens only when asked for
+    (use_split_qkv_input, ...); npgpt said only 'unknown hook name'. Now the line says what to use.
+    (attn.hook_result, use_attn_result's, is a hook point: tests/test_hook_result.py.)"""
     model = GPT2(ODD, scaled_params(ODD, 1))
     cases = {
-        "blocks.0.attn.hook_result": "use blocks.0.attn.hook_z times each head's rows of attn.c_proj.w",
         "blocks.1.hook_q_input": "use blocks.1.hook_resid_pre$",
         "blocks.2.hook_mlp_in": "use blocks.2.hook_resid_mid$",
     }
