@@ -129,8 +129,9 @@ def _open(path: Path) -> Any:
         ) from None
     if reader.byte_order == "S":  # the file's byte order is not this machine's (llama.cpp's --bigendian, for s390x)
         raise CheckpointError(
-            f"{path}: a GGUF in the other byte order than this machine's (written with --bigendian); llama.cpp "
-            "refuses it here too: convert the model again without --bigendian"
+            f"{path}: a GGUF in the other byte order than this machine's (written with llama.cpp's "
+            "`convert_hf_to_gguf.py --bigendian`); llama.cpp refuses it here too: convert the model again without that "
+            "option"
         )
     split = reader.fields.get(gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
     if split is not None and split.contents() != 1:  # llama.cpp opens the other parts beside the first
@@ -138,7 +139,7 @@ def _open(path: Path) -> Any:
         which = f"part {part.contents() + 1}" if part is not None and isinstance(part.contents(), int) else "a part"
         raise CheckpointError(
             f"{path}: {which} of a GGUF split into {split.contents()} files (llama.cpp's gguf-split); npgpt reads "
-            "a model from one file: merge the parts with llama-gguf-split --merge FIRST-PART merged.gguf"
+            "a model from one file: merge the parts with `llama-gguf-split --merge FIRST-PART merged.gguf`"
         )
     return reader
 
