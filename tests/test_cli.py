@@ -338,13 +338,21 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, args,
     """Path("") is ".": `npgpt score ''` read the current folder ("cannot read text to score from .: Is a
     directory"), `npgpt convert bundled ''` wrote model.safetensors into it and exited 0, and `npgpt train
     text.txt --out ''` wrote its token file there. An empty path (an unset shell variable) is a usage error."""
+    _usage_error_touching_nothing(
+        tmp_path, args, f"{option}: the path is empty (an unset shell variable?); give a path"
+    )
+
+
+def _usage_error_touching_nothing(tmp_path, args, said):
+    """`npgpt ARGS` run in ``tmp_path`` (beside a text.txt) exits 2 with one line, "error: Invalid value for "
+    + ``said`` ..., and leaves the folder as it was."""
     import subprocess
     import sys
 
     (tmp_path / "text.txt").write_text("hello world " * 50)
     before = sorted(p.name for p in tmp_path.iterdir())
     r = subprocess.run([sys.executable, "-m", "npgpt", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    said = f"error: Invalid value for {option}: the path is empty (an unset shell variable?); give a path"
+    said = "error: Invalid value for " + said
     assert r.returncode == 2 and r.stderr.startswith(said) and len(r.stderr.splitlines()) == 1, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
@@ -368,15 +376,7 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, args,
 def test_an_empty_model_is_refused_as_an_empty_path_is(tmp_path, args, option, what):
     """`-m "$MODEL"` with MODEL unset said "'' is not a file or a known model; available: ...", as if a name had
     been mistyped, where an empty path option says it is empty: a model or name is refused the same way."""
-    import subprocess
-    import sys
-
-    (tmp_path / "text.txt").write_text("hello world " * 50)
-    before = sorted(p.name for p in tmp_path.iterdir())
-    r = subprocess.run([sys.executable, "-m", "npgpt", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    said = f"error: Invalid value for {option}: the {what} is empty (an unset shell variable?); give "
-    assert r.returncode == 2 and r.stderr.startswith(said) and len(r.stderr.splitlines()) == 1, r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    _usage_error_touching_nothing(tmp_path, args, f"{option}: the {what} is empty (an unset shell variable?); give ")
 
 
 def test_the_library_calls_an_empty_model_empty():
