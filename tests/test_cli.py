@@ -435,7 +435,7 @@ def test_a_device_that_never_ends_is_refused_not_read_forever(command, tmp_path)
         (["tokenize"], "standard input is over 64 MiB, the most npgpt reads as text to tokenize; tokenize it in parts"),
         (["generate"], "standard input is over 1 MiB, the most npgpt reads as a prompt; a model's context holds a few"),
         (["next", "-"], "standard input is over 1 MiB, the most npgpt reads as a prompt; "),
-        (["generate", "--batch-file", "-"], "standard input is over 1 MiB, the most npgpt reads as prompts; put fewer"),
+        (["generate", "--batch-file", "-"], "standard input is over 64 MiB, the most npgpt reads as prompts; put"),
     ],
 )
 def test_text_that_never_ends_is_refused_at_a_bound_not_read_forever(command, said):
@@ -454,6 +454,23 @@ def test_text_that_never_ends_is_refused_at_a_bound_not_read_forever(command, sa
         yes.kill()
         yes.wait()
     assert r.returncode == 1 and r.stderr.startswith(f"error: {said}") and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_a_batch_file_is_bounded_per_prompt_not_at_one_prompts_size(tmp_path):
+    """--batch-file was read with one prompt's bound, 1 MiB in all, though its prompts run a bounded batch at a
+    time (4c1bace: 10,000 prompts): 10,000 prompts of 120 bytes were 'over 1 MiB, the most npgpt reads as
+    prompts'. The file is bounded as a text to score is (64 MiB), and each of its prompts as one prompt is."""
+    from npgpt.cli.generate import _prompts
+    from npgpt.errors import NpgptError
+
+    many = tmp_path / "prompts.txt"
+    many.write_text("".join(f"{i:05d} " + "x" * 113 + "\n" for i in range(10_000)))  # 1.2 MB
+    prompts = _prompts(None, None, many)
+    assert len(prompts) == 10_000 and prompts[-1].startswith("09999 ")
+    long = tmp_path / "long.txt"
+    long.write_text("a prompt\n\n" + "word " * 2**18 + "\n")  # line 3: 1.25 MiB
+    with pytest.raises(NpgptError, match=r"^\S*long.txt line 3 is over 1 MiB, the most npgpt reads as a prompt; "):
+        _prompts(None, None, long)
 
 
 def test_a_text_file_over_the_bound_is_refused_before_it_is_read(tmp_path):

@@ -242,10 +242,18 @@ def _prompts(prompt: str | None, prompt_file: Path | None, batch_file: Path | No
     if len(given) > 1:
         raise NpgptError(f"give one of PROMPT, --prompt-file FILE or --batch-file FILE, not {' and '.join(given)}")
     if batch_file is not None:
-        fix = "put fewer prompts in a file, e.g. `split -l 1000 FILE part-`, and run each part"
-        lines = [
-            line for line in read_text(batch_file, "prompts", limit=PROMPT_LIMIT, fix=fix).splitlines() if line.strip()
-        ]
+        # A file of many prompts (run a bounded batch at a time) is bounded as a text to score is; each prompt
+        # as one prompt is, before any is tokenised: a context holds a few KB of text.
+        fix = "put fewer prompts in a file, e.g. `split -l 100000 FILE part-`, and run each part"
+        lines = read_text(batch_file, "prompts", limit=TEXT_LIMIT, fix=fix).splitlines()
+        source = "standard input" if str(batch_file) == "-" else str(batch_file)
+        for number, line in enumerate(lines, 1):
+            if len(line) > PROMPT_LIMIT // 4 and len(line.encode()) > PROMPT_LIMIT:  # a character is 1 to 4 bytes
+                raise NpgptError(
+                    f"{source} line {number} is over {PROMPT_LIMIT >> 20} MiB, the most npgpt reads as a prompt; "
+                    f"{PROMPT_FIX}"
+                )
+        lines = [line for line in lines if line.strip()]
         if not lines:
             raise NpgptError(f"{batch_file} has no prompts; put one prompt per line")
         return lines
