@@ -231,6 +231,30 @@ def test_limits_refuse_with_a_400_naming_the_limit_and_parameter(model):
         assert ok.status_code == 200 and len(ok.json()["choices"]) == 8
 
 
+def test_the_logprobs_limit_follows_a_raised_token_limit(model, monkeypatch):
+    """The logprobs limit's default was 262144 whatever the token limit: a server started with
+    --max-request-tokens 300000 for a large scoring job refused lm-evaluation-harness's logprobs 1 over the
+    tokens it admits (too_many_logprobs). Left out, it is twice the token limit, in create_app and npgpt serve."""
+    from typer.testing import CliRunner
+
+    import npgpt.server.app as server_app
+    from npgpt.cli import app
+
+    assert create_app({"tiny": model}).state.limits.max_request_logprobs == 262_144
+    raised = create_app({"tiny": model}, max_request_tokens=300_000).state.limits
+    assert raised.max_request_logprobs == 600_000
+    assert create_app({"tiny": model}, max_request_logprobs=5).state.limits.max_request_logprobs == 5
+    seen = {}
+
+    def fake_create_app(models, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(server_app, "create_app", fake_create_app)
+    r = CliRunner().invoke(app, ["serve", "-m", "bundled", "--max-request-tokens", "300000"])
+    assert seen.get("max_request_logprobs") == 600_000, (r.output, r.exception)
+
+
 def test_logprobs_over_the_limit_are_a_400_naming_the_product_before_any_scoring(model, monkeypatch):
     """The answer's size was bounded by nothing but the token limit: echo with logprobs 20 lists 21 entries a
     token, ~14 MB and ~a minute of Python for 96 prompts of 256 tokens. Now tokens listed x (logprobs + 1) is

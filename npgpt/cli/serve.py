@@ -63,12 +63,13 @@ def serve_command(
         typer.Option(help="Tokens per request at most (each completion's prompt + max_tokens, summed); more get 400."),
     ] = 131_072,
     max_request_logprobs: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Logprob entries per request at most (tokens listed with logprobs x (logprobs + 1): echoed prompts' "
-            "and completions'); more get 400."
+            "and completions'); more get 400. Default: twice --max-request-tokens (logprobs 1 over every token).",
+            show_default=False,
         ),
-    ] = 262_144,
+    ] = None,
     max_unread_events: Annotated[
         int,
         typer.Option(
@@ -102,6 +103,8 @@ def serve_command(
     """
     if max_batch < 1 or max_queue < 0:
         raise NpgptError(f"--max-batch must be >= 1 and --max-queue >= 0, got {max_batch} and {max_queue}")
+    if max_request_logprobs is None:  # a scoring client's logprobs 1 over every token --max-request-tokens admits
+        max_request_logprobs = 2 * max_request_tokens
     limits = (max_rows, max_request_tokens, max_request_logprobs, max_unread_events)
     if min(limits) < 1 or not shutdown_timeout >= 0:
         raise NpgptError(

@@ -25,7 +25,7 @@ from fastapi import FastAPI
 
 from ..errors import NpgptError
 from .errors import add_handlers
-from .limits import MAX_REQUEST_LOGPROBS, MAX_REQUEST_TOKENS, MAX_ROWS, Limits
+from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
 from .metrics import Metrics
 from .middleware import CORS, BearerKey, BodyLimit, ContentEncoding, RequestMetrics
 from .routes import ROUTES, router
@@ -48,7 +48,7 @@ def create_app(
     special_tokens: bool = True,
     max_rows: int = MAX_ROWS,
     max_request_tokens: int = MAX_REQUEST_TOKENS,
-    max_request_logprobs: int = MAX_REQUEST_LOGPROBS,
+    max_request_logprobs: int | None = None,
     allowed_origins: Sequence[str] = (),
     max_unread_events: int = MAX_UNREAD_EVENTS,
 ) -> FastAPI:
@@ -61,9 +61,10 @@ def create_app(
     ``<|endoftext|>`` in a prompt is the special token (as in OpenAI's and vLLM's servers and the Python
     API); False reads it as plain text. In a chat message it is always text. ``max_rows`` (prompts x
     ``n``), ``max_request_tokens`` (prompt tokens + ``max_tokens``, over the rows) and ``max_request_logprobs``
-    (tokens listed with logprobs x (``logprobs`` + 1)) bound one request (:mod:`.limits`); over them is a
-    400. ``allowed_origins``: the origins (``https://host[:port]``, or ``*`` for any) whose web pages may call
-    the server (CORS); none by default, the safe choice for a server without a key. ``max_unread_events``:
+    (tokens listed with logprobs x (``logprobs`` + 1); None: twice ``max_request_tokens``) bound one request
+    (:mod:`.limits`); over them is a 400. ``allowed_origins``: the origins (``https://host[:port]``, or ``*``
+    for any) whose web pages may call the server (CORS); none by default, the safe choice for a server without
+    a key. ``max_unread_events``:
     events generated for streams and not yet read by their clients, over all requests; over it, the stream
     holding the most is ended with an error (:class:`~.streaming.Backlog`). Raises ValueError for no models
     or a limit below 1.
@@ -72,7 +73,9 @@ def create_app(
         raise ValueError("create_app needs at least one model")
     for name in models:
         check_model_name(name)
-    limits = Limits(max_rows, max_request_tokens, max_request_logprobs)
+    # a scoring client's logprobs 1 over every token the token limit admits, the token limit raised or not
+    logprobs_limit = 2 * max_request_tokens if max_request_logprobs is None else max_request_logprobs
+    limits = Limits(max_rows, max_request_tokens, logprobs_limit)
     backlog = Backlog(max_unread_events)
     metrics = Metrics()
     schedulers = {

@@ -11,8 +11,9 @@ server option, and the request's parameter to change.
 
 The defaults: 256 rows (two prompts at OpenAI's largest ``n`` of 128), 131072 tokens (128 rows
 of a full 1024-token GPT-2 context), so any one-prompt request the model can run is admitted, and
-262144 logprob entries: ``logprobs`` 1 (a scoring client's, lm-evaluation-harness's) over every token
-the token limit admits, or 20 over 12483 tokens, answers of ~10 MB at most.
+twice the token limit in logprob entries (262144 at its default): ``logprobs`` 1 (a scoring client's,
+lm-evaluation-harness's) over every token the token limit admits, whatever it is set to, or 20 over
+12483 tokens at the default, answers of ~10 MB at most.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .errors import APIError
 
 MAX_ROWS = 256
 MAX_REQUEST_TOKENS = 131_072
-MAX_REQUEST_LOGPROBS = 2 * MAX_REQUEST_TOKENS
+MAX_REQUEST_LOGPROBS = 2 * MAX_REQUEST_TOKENS  # at the default token limit; create_app takes twice the one given
 
 
 @dataclass(frozen=True)
