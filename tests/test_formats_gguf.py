@@ -799,6 +799,22 @@ def test_a_gguf_token_spelled_twice_is_refused_reading_and_writing(tmp_path, mon
         load_checkpoint(path)
 
 
+def test_converting_a_tokenizer_spelled_twice_to_gguf_is_refused_before_the_weights_are_read(tmp_path, monkeypatch):
+    """convert(..., fmt='gguf') refused two tokens of one spelling (6ac9a98) only in the writer, after the source's
+    weights had been read (minutes for a large model); the tokenizer alone says it, so it is refused first."""
+    import npgpt.formats as formats
+
+    config = GPT2Config(n_vocab=50258, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    spec = {**_added(), "added_tokens": [*_added()["added_tokens"], {**_added("hello")["added_tokens"][1]}]}
+    spec["added_tokens"][1]["special"] = False
+    src = save_checkpoint(tmp_path / "m.safetensors", config, random_params(config), tokenizer=spec)
+    read = []
+    monkeypatch.setattr(formats, "load_checkpoint", lambda *a, **k: read.append(a) or load_checkpoint(*a, **k))
+    with pytest.raises(CheckpointError, match=r"cannot write a GGUF: tokens 31373 and 50257 are both b?'hello'"):
+        formats.convert(src, tmp_path / "m.gguf", fmt="gguf")
+    assert not read and not (tmp_path / "m.gguf").exists()
+
+
 def test_gguf_tokenizer_settings_as_the_converter_writes_them_for_gpt2_load(tmp_path, monkeypatch):
     fields = {"ADD_BOS": False, "ADD_EOS": False, "ADD_PREFIX": False, "PRE": "gpt-2", "PAD_ID": 50256}
     path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, **fields)

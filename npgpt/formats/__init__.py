@@ -516,7 +516,7 @@ def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> Non
             keywords=_SAVE_KEYWORDS,
         )
     from ..tokenizer import EOT_ID  # <|endoftext|>, GPT-2's eos
-    from .gguf_format import own_eos_ids
+    from .gguf_format import check_writable_tokenizer, own_eos_ids
 
     eos = tokenizer.get("eos_token_id") if tokenizer is not None else None
     own_eos = eos not in (None, [EOT_ID])
@@ -527,6 +527,8 @@ def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> Non
             "GPT-2 ends them at <|endoftext|> and at most three more tokens (its eos, eot and eom); use fmt='npgpt'",
             keywords=_SAVE_KEYWORDS,
         )
+    if fmt == "gguf":
+        check_writable_tokenizer(tokenizer)  # two tokens of one spelling
     if tokenizer is not None and fmt not in ("npgpt", "gguf"):  # GGUF holds them as llama.cpp's converter writes
         raise CheckpointError(
             f"{_added_named(tokenizer)} cannot be written as {fmt}: "

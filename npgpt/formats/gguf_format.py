@@ -226,6 +226,16 @@ def _check_tokenizer(reader: Any, path: Path, n_rows: int) -> dict[str, Any] | N
     return _tokenizer(reader, path, tokens)
 
 
+def check_writable_tokenizer(tokenizer: dict[str, Any] | None) -> None:
+    """CheckpointError for a tokenizer whose GGUF vocabulary llama.cpp cannot load (two tokens of one spelling),
+    from the tokenizer alone: convert() refuses it before a large source's weights are read, as save() would after."""
+    if tokenizer is None or not tokenizer.get("added_tokens"):
+        return
+    n_tokens = max(GPT2_TOKENS, 1 + max(t["id"] for t in tokenizer["added_tokens"]))
+    if (twice := _spelled_twice(_gpt2_vocab(n_tokens, tokenizer)[0])) is not None:
+        raise CheckpointError(f"cannot write a GGUF: {twice}")
+
+
 def _spelled_twice(tokens: list[bytes] | list[str]) -> str | None:
     """What is wrong where two tokens have one spelling (llama.cpp maps each spelling to one id and aborts on
     such a vocabulary; an empty token it names ``[EMPTY_{id}]``), None where none has."""
