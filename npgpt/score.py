@@ -105,7 +105,8 @@ def token_nlls(
         )
 
     spans = windows(len(ids), window, stride)
-    _check_logits_fit(min(batch_size, len(spans)), min(window, len(ids)), model.tokenizer.n_vocab)
+    # the logits are the model's full output, a padded vocabulary's rows too (see below)
+    _check_logits_fit(min(batch_size, len(spans)), min(window, len(ids)), model.config.n_vocab)
     out = np.full(len(ids), np.nan)
     for i in range(0, len(spans), batch_size):
         group = spans[i : i + batch_size]

@@ -285,3 +285,22 @@ def test_npgpt_score_reads_endoftext_as_the_token_with_special_tokens_and_says_s
     ids_text = [t["id"] for t in as_text["tokens"]]
     assert ids_token[0] == 50256 and len(ids_token) == 2, ids_token
     assert 50256 not in ids_text and len(ids_text) > 2  # the default: text, as before
+
+
+def test_the_memory_check_counts_the_logits_of_a_padded_vocabulary(monkeypatch):
+    """token_nlls' memory check (f62bce0) counted the tokenizer's 50257 columns, while its pass takes the model's
+    full output (2839c63: a padded vocabulary's 50304): a pass needing more than the machine had was let through."""
+    import npgpt.score
+    from npgpt.api import GPT2
+    from npgpt.config import GPT2Config
+    from npgpt.errors import NpgptError
+    from npgpt.params import init_params
+
+    config = GPT2Config(n_vocab=50304, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    model = GPT2(config, init_params(config, 0))
+    ids = np.arange(16)
+    monkeypatch.setattr(npgpt.score, "physical_memory", lambda: 16 * 50280 * 4)  # tokens' logits fit, all do not
+    with pytest.raises(NpgptError, match=r"^1 windows of 16 tokens in one pass \(batch_size\) need"):
+        npgpt.score.token_nlls(model, ids, window=16, batch_size=1)
+    monkeypatch.setattr(npgpt.score, "physical_memory", lambda: 16 * 50304 * 4)
+    assert np.isfinite(npgpt.score.token_nlls(model, ids, window=16, batch_size=1)[1:]).all()
