@@ -228,7 +228,7 @@ class RowSampler:
 
     def pick(self, logits: np.ndarray) -> Event:  # [V] -> the event for the chosen token
         p = self.params
-        logits = logits[: self.n_tokens]  # the same as masking the padded rows with -inf
+        full, logits = logits, logits[: self.n_tokens]  # the same as masking the padded rows with -inf
         token = choose(logits, self.counts, p, self.rng, self.seen)
         self.token = token
         self.counts[token] += 1
@@ -236,7 +236,9 @@ class RowSampler:
         self.n_new += 1
         lp, top = None, []
         if p.logprobs is not None:
-            row_lp = log_softmax(logits)
+            # the model's own log-probabilities, over its full output as model.score and the server's echo take
+            # them (a padded vocabulary's rows too); the alternatives listed are tokens only
+            row_lp = log_softmax(full)[: self.n_tokens]
             lp, top = float(row_lp[token]), top_logprobs(row_lp, p.logprobs)
         if p.stop_at_eot and token in self.eos_ids:
             event = Event(self.row, self.tracker.finish(), token, lp, top, "stop")

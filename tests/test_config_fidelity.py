@@ -416,6 +416,19 @@ def test_generation_never_produces_a_padded_id(padded, sampling):
     assert all(i < N_TOKENS for i, _, _ in padded.next_tokens("Hello", k=10))
 
 
+def test_generated_logprobs_are_scores_on_a_padded_vocabulary(padded):
+    """Since 2839c63 model.score and the server's echo take the softmax over the model's full output, a padded
+    vocabulary's rows too, but a generated token's logprob was over the tokens alone: on this model -0.3 for a
+    token that score (and echo in the same response) gave -470. One definition: the model's own, as vLLM and
+    transformers' compute_transition_scores give it; the alternatives stay tokens."""
+    prompt = padded.tokenizer.encode("Hello there")
+    (done,) = padded.completions([prompt], max_new_tokens=3, temperature=0, stop_at_eot=False, logprobs=2)
+    scored = padded.score(prompt + done.tokens).token_logprobs[-3:]
+    np.testing.assert_allclose(done.token_logprobs, scored, rtol=1e-5)
+    assert all(i < N_TOKENS for top in done.top_logprobs for i, _ in top)
+    assert [top[0][1] for top in done.top_logprobs] == pytest.approx(done.token_logprobs, rel=1e-6)  # greedy
+
+
 PADDED_ID = "ids 50257 to 50303 are the model's padded vocabulary, no token"
 
 
