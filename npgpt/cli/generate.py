@@ -2,7 +2,7 @@
 
 A prompt comes from the argument, from stdin (``-``, or text piped in with no argument), from
 ``--prompt-file FILE`` (the whole file is one prompt) or ``--batch-file FILE`` (one prompt per line,
-run as one batch). Text read from stdin or a prompt file loses one trailing newline (``echo``'s).
+run in batches of up to 256 rows). Text read from stdin or a prompt file loses one trailing newline (``echo``'s).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def generate(
             "--batch-file",
             parser=path_value,
             metavar=PATH,
-            help="Read prompts from a file, one per line; run as one batch (or -f, --file).",
+            help="Read prompts from a file, one per line; run in batches of up to 256 rows (or -f, --file).",
         ),
     ] = None,
     file: Annotated[
