@@ -410,8 +410,12 @@ def test_resume_on_other_data_is_refused_naming_both(reference, tmp_path):
     shutil.copytree(ref.out, out)
     other = tmp_path / "other.txt"
     other.write_text(corpus(80))
+    tokens = {name: (out / name).read_bytes() for name in ("tokens.bin", "tokens.bin.json")}
     with pytest.raises(NpgptError) as err:
         train(other, out, TrainSettings(steps=RUN["steps"] + 1), resume=True)
+    # the refused text's tokens were left in the run's place (the next resume tokenised the corpus again)
+    assert {name: (out / name).read_bytes() for name in tokens} == tokens
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
     message = str(err.value)
     assert "\n" not in message and str(other) in message and str(text) in message
     assert f"init='{out}'" in message and "another out=" in message

@@ -11,8 +11,11 @@ checkpoint so a resumed run sees exactly the batches an uninterrupted one would 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +150,35 @@ def char_tokenizer(source: str | Path, out: str | Path | None = None) -> CharTok
     if tok.n_vocab > np.iinfo(TOKENS_DTYPE).max + 1:
         raise NpgptError(f"{source}: {tok.n_vocab} distinct characters, more than a uint16 token file holds")
     return tok
+
+
+@contextlib.contextmanager
+def kept_on_error(folder: Path, names: tuple[str, ...] = ("tokens.bin", "tokens.bin.json")) -> Iterator[None]:
+    """``folder``'s ``names`` as they were, should the block fail: a resume refused for other text tokenises
+    that text into the run's tokens.bin first, and the run's own tokens (hours to make again for a large
+    corpus) are put back. Kept by hard links, which the atomic rename of a new file leaves to the old one;
+    where the file system has none, nothing is kept."""
+    kept: list[tuple[Path, Path]] = []
+    try:
+        for name in names:
+            if (folder / name).is_file():
+                link = folder / f".{name}.kept"
+                link.unlink(missing_ok=True)
+                os.link(folder / name, link)
+                kept.append((link, folder / name))
+    except OSError:  # no hard links here
+        for link, _ in kept:
+            link.unlink(missing_ok=True)
+        kept = []
+    try:
+        yield
+    except BaseException:
+        for link, f in kept:
+            os.replace(link, f)
+        raise
+    finally:
+        for link, _ in kept:
+            link.unlink(missing_ok=True)
 
 
 def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: Tokenizer | None = None) -> Path:

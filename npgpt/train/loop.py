@@ -22,6 +22,7 @@ the last good checkpoint stays.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -161,9 +162,10 @@ def train(
     except OSError as e:  # /proc/run, a read-only disk: one line naming the folder, not "internal error"
         raise cannot_write(out, e) from None
     try:
-        train_tokens, val, no_held_out_loss, trained_on = _prepare_data(data, out, config, run, tokenizer)
-        if saved is not None:
-            _check_same_data(meta.get("data"), trained_on, out)
+        with D.kept_on_error(out) if saved is not None else contextlib.nullcontext():  # the run's own tokens
+            train_tokens, val, no_held_out_loss, trained_on = _prepare_data(data, out, config, run, tokenizer)
+            if saved is not None:
+                _check_same_data(meta.get("data"), trained_on, out)
         mesh = _check_mesh(mesh if mesh is not None else _make_mesh(model_parallel), config, batch_size)
         opt = optimizer(run.lr, steps, run.warmup, weight_decay=run.weight_decay, clip=run.clip)
         try:
