@@ -23,6 +23,7 @@ import typer
 from ..errors import NpgptError
 from .generate import sampling_options
 from .options import (
+    PROMPT_LIMIT,
     BackendOpt,
     DtypeOpt,
     FrequencyPenaltyOpt,
@@ -45,7 +46,6 @@ HELP = (
     "/reset (or /clear) forgets the conversation, /exit (or /bye, Ctrl-D) ends it, Ctrl-C stops a reply; "
     "// sends a line that starts with /"
 )
-_LINE_LIMIT = 1 << 20  # bytes of one piped message at most
 EXIT, RESET, HELP_COMMANDS = ("/exit", "/quit", "/bye"), ("/reset", "/clear"), ("/help", "/?")
 
 
@@ -189,12 +189,12 @@ def _read(interactive: bool, lineno: int) -> str | None:
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is None:  # a text-only stdin (embedded): already decoded
         return sys.stdin.readline() or None
-    data = stdin.readline(_LINE_LIMIT)  # bounded: /dev/zero piped in has no line end, and was read until memory ran out
+    data = stdin.readline(PROMPT_LIMIT)  # bounded: /dev/zero piped in has no line end
     if b"\0" in data:
         raise NpgptError(f"standard input line {lineno} is binary, not text (it holds a NUL byte); pipe in UTF-8 text")
-    if len(data) == _LINE_LIMIT and not data.endswith(b"\n"):
+    if len(data) == PROMPT_LIMIT and not data.endswith(b"\n"):
         raise NpgptError(
-            f"standard input line {lineno} is over {_LINE_LIMIT >> 20} MiB, far more than a GPT-2 context holds; "
+            f"standard input line {lineno} is over {PROMPT_LIMIT >> 20} MiB, far more than a GPT-2 context holds; "
             "pipe in one message per line"
         )
     try:
