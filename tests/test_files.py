@@ -100,22 +100,26 @@ def small_disk(tmp_path):  # a 4 MiB tmpfs
         yield mnt
 
 
-def test_convert_onto_a_full_disk_is_one_line_and_keeps_the_old_file(small_disk, tmp_path):
+@pytest.mark.parametrize("fmt", ["npgpt", "hf"])
+def test_convert_onto_a_full_disk_is_one_line_and_keeps_the_old_file(small_disk, tmp_path, fmt):
+    """A conversion that replaces an older model of its own format (convert refuses any other file) on a disk
+    too small for the new one: one line naming the full disk, the old model byte for byte, no temp file."""
     from conftest import CONFIGS, random_params, run_cli
 
-    from npgpt.formats import npgpt_format
+    from npgpt.config import GPT2Config
+    from npgpt.formats import npgpt_format, save_checkpoint
 
     src = tmp_path / "src.safetensors"
     npgpt_format.save(src, CONFIGS["tiny"], random_params(CONFIGS["tiny"]))  # 6.5 MB: more than the disk
-    old = small_disk / "model.safetensors"
-    old.write_bytes(b"old model" * 1000)
-    for fmt in ("npgpt", "hf"):
-        dst = old if fmt == "npgpt" else small_disk
-        r = run_cli("convert", str(src), str(dst), "--to", fmt)
-        assert r.returncode == 1, r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1 and "No space left on device" in r.stderr, r.stderr
-        assert old.read_bytes() == b"old model" * 1000
-        assert sorted(os.listdir(small_disk)) == ["model.safetensors"]  # no temp file, nothing half-written
+    small = GPT2Config(n_vocab=256, n_ctx=16, n_embd=16, n_head=2, n_layer=1)  # an older model that fits
+    old = save_checkpoint(
+        small_disk / "model.safetensors" if fmt == "npgpt" else small_disk, small, random_params(small), fmt
+    )
+    before = {p.name: p.read_bytes() for p in small_disk.iterdir()}
+    r = run_cli("convert", str(src), str(old), "--to", fmt)
+    assert r.returncode == 1, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "No space left on device" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in small_disk.iterdir()} == before  # no temp file, nothing half-written
 
 
 @pytest.mark.parametrize(
