@@ -169,7 +169,8 @@ def test_held_back_text_is_the_longest_stop_prefix_and_long_stops_stay_cheap():
     tracker = TextTracker(tok, ["x" * 60_000] * 15 + ["light: and there was darkness"])
     start = time.perf_counter()
     assert not any(tracker.push(t)[1] for t in ids)
-    assert time.perf_counter() - start < 2.0  # it was over a minute: each token tried every length of the text
+    # it was over a minute (each token tried every length of the text); ~0.2 s now: the bound is a loaded CI's
+    assert time.perf_counter() - start < 20.0
 
 
 def test_stop_sequence_in_generation(pair):

@@ -401,7 +401,9 @@ def test_a_huge_request_neither_freezes_the_server_nor_blocks_a_small_one(model,
         assert small.result().status_code == 200
         assert not big.done(), "the small request waited for the whole of the big one"
         assert big.result().status_code == 200 and len(big.result().json()["choices"]) == max_rows
-    assert max(probe.latencies) < 2.0, probe.summary()  # a bound on a hang, not a timing claim
+    # A bound on a hang, not a timing claim: a frozen server answers nothing for the whole request (tens of
+    # seconds); a busy CI machine (load 7 on 2 cores) once delayed one answer 4.3 s.
+    assert max(probe.latencies) < 15.0, probe.summary()
     with capsys.disabled():
         print(
             f"\n1 MB body of 240000 prompts x n=128 refused in {1e3 * refused_in:.0f} ms; while a maximal "
