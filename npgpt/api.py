@@ -18,7 +18,7 @@ from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_l
 from .params import head_name
 from .sampling import SamplingParams
 from .score import Score, score
-from .token_ids import as_ids, count_tokens, padding_note
+from .token_ids import as_ids, check_token_ids, count_tokens
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # the measurement is imported only when dtype="auto" asks for it
@@ -270,6 +270,9 @@ class GPT2:
         if isinstance(prompts, str):
             items: Sequence[Any] = [prompts]
         elif _is_sequence(prompts) and not _is_one_prompt(prompts):
+            if prompts and all(_is_number(t) for t in prompts):  # one prompt's ids, a bool or float among them
+                n_vocab = self.config.n_vocab
+                check_token_ids(prompts, n_vocab, count_tokens(n_vocab, self.tokenizer), "prompt")
             items = prompts  # a list of prompts, each text or ids
         else:  # one prompt of ids [T], or a batch of them [B, T] (a tokenizer's return_tensors="pt")
             ids = as_ids(prompts, "prompts", "a string, integer token ids or a list of them", "prompt")
@@ -377,9 +380,7 @@ class GPT2:
         if not ids:
             raise NpgptError("prompt is empty; give at least one token of text", param="prompt")
         n_tokens = count_tokens(self.config.n_vocab, self.tokenizer)
-        if max(ids) >= n_tokens or min(ids) < 0:  # as generate's prompt (check_request)
-            padding = padding_note(self.config.n_vocab, n_tokens)
-            raise NpgptError(f"prompt has a token id outside [0, {n_tokens}){padding}", param="prompt")
+        check_token_ids(ids, self.config.n_vocab, n_tokens, "prompt")  # as generate's (check_request)
         logits = self.logits([ids[-self.config.n_ctx :]])[0, -1, :n_tokens]  # no padded ids
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
@@ -438,6 +439,11 @@ def _token_ids(prompt: Any, i: int) -> list[int]:
     if ids.ndim != 1:
         raise NpgptError(f"prompt {i} must be {expected}, got shape {ids.shape}", param="prompt")
     return ids.tolist()
+
+
+def _is_number(x: Any) -> bool:
+    """A number of any kind (a bool, a NumPy scalar too): an item of one prompt's ids, not a prompt."""
+    return isinstance(x, (int, float, complex, np.number, np.bool_))  # int: bool too
 
 
 def _is_one_prompt(prompts: Sequence[Any]) -> bool:

@@ -16,7 +16,7 @@ from .cache import KVCache, padded_sizes
 from .engine import Engine
 from .errors import NpgptError, shown
 from .sampling import SamplingParams, choose, log_softmax, row_rngs, top_logprobs
-from .token_ids import count_tokens, padding_note
+from .token_ids import check_token_ids, count_tokens, padding_note
 from .tokenizer import StreamDecoder, Tokenizer
 
 
@@ -175,9 +175,7 @@ def check_request(engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[
                 "or lower max_new_tokens",
                 param="max_new_tokens",
             )
-        if max(r) >= n_tokens or min(r) < 0:
-            padding = padding_note(config.n_vocab, n_tokens)
-            raise NpgptError(f"prompt {i} has a token id outside [0, {n_tokens}){padding}", param="prompt")
+        check_token_ids(r, config.n_vocab, n_tokens, f"prompt {i}")
     check_logit_bias(config.n_vocab, n_tokens, params)
 
 

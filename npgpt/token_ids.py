@@ -82,6 +82,22 @@ def padding_note(n_vocab: int, n_tokens: int) -> str:
     return f"; ids {n_tokens} to {n_vocab - 1} are the model's padded vocabulary, no token: no text has them"
 
 
+def check_token_ids(ids: Sequence[Any], n_vocab: int, n_tokens: int, what: str, param: str = "prompt") -> None:
+    """Refuse an id of ``ids`` (a prompt's, already a list) that is no token: outside ``[0, n_tokens)`` (see
+    :func:`count_tokens`), or no integer at all (``True`` would be read as id 1, ``1.5`` as 1). NpgptError
+    "``what`` has token id X, outside [0, n_tokens)" (with :func:`padding_note`), or "... must be integers". The
+    one check of prompt ids for generate, next_tokens and the server's completions."""
+    if all(type(t) is int for t in ids) and (not ids or (min(ids) >= 0 and max(ids) < n_tokens)):
+        return  # the usual case, at C speed; else find the first id at fault
+    for t in ids:
+        if not is_integer(t):
+            raise NpgptError(f"{what} has token id {shown(t)}, not an integer; token ids must be integers", param)
+        if not 0 <= t < n_tokens:
+            raise NpgptError(
+                f"{what} has token id {shown(t)}, outside [0, {n_tokens}){padding_note(n_vocab, n_tokens)}", param
+            )
+
+
 def _past_int64(x: Any) -> int | None:
     """The first integer past int64 in nested lists and tuples of ``x`` (or an object array's), or None."""
     if isinstance(x, np.ndarray) and x.dtype == object:

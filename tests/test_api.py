@@ -394,3 +394,30 @@ def test_calling_the_model_is_transformer_lens_forward_and_nanogpt_targets_or_th
     assert err.value.param == "return_type"
     with pytest.raises(NpgptError, match=r"model.tokenizer.encode\(text\) gives the token ids"):
         model.tokenizer("Hello world")
+
+
+# -- one check of a prompt's ids (npgpt.token_ids.check_token_ids) for every entry point -------------------------
+@pytest.mark.parametrize(
+    "bad, named",
+    [(-1, "token id -1, outside [0, 50257)"), (50257, "token id 50257, outside [0, 50257)")]
+    + [(b, f"token id {b!r}, not an integer") for b in (True, 1.5, np.float32(2.0))],
+)
+def test_every_entry_point_refuses_a_prompt_id_that_is_no_token_naming_it(model, bad, named):
+    """The range check of prompt ids was written three times (generate's check_request, next_tokens, the
+    server's scoring check) and named no id; generate's check_request read a bool as id 1 and a float as an id,
+    and next_tokens([1, 2.0]) said "prompt 0 ... got int". One check now, naming the id, the same everywhere."""
+    from npgpt.generate import check_request
+    from npgpt.sampling import SamplingParams
+
+    calls = {
+        "check_request": lambda: check_request(model.engine, model.tokenizer, [[5, bad]], SamplingParams()),
+        "next_tokens": lambda: model.next_tokens([5, bad]),
+        "generate": lambda: model.generate([5, bad], max_new_tokens=2),
+        "completions": lambda: model.completions([5, bad], max_new_tokens=2),
+    }
+    for name, call in calls.items():
+        with pytest.raises(NpgptError) as err:
+            call()
+        message = str(err.value)
+        assert named in message and "\n" not in message, (name, message)
+        assert err.value.param == "prompt", name

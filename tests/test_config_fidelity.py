@@ -494,3 +494,22 @@ def test_server_never_produces_a_padded_id(padded):
     assert top.status_code == 200 and all(t["id"] < N_TOKENS for t in top.json()["tokens"])
     for r in refused:
         assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+
+
+@pytest.mark.parametrize("scoring", [False, True])
+def test_the_server_refuses_a_padded_id_in_a_prompt_saying_it_is_padding(padded, scoring):
+    """The server's id prompts went to the tokenizer's decode first: "token id 50300 is not in GPT-2's
+    vocabulary", no word of the padded vocabulary; now the Python API's check and message."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from npgpt.server import create_app
+
+    body = {"prompt": [[464, 50300]], "max_tokens": 0 if scoring else 2} | ({"echo": True} if scoring else {})
+    with TestClient(create_app({"padded": padded}), raise_server_exceptions=False) as http:
+        r = http.post("/v1/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+    assert (
+        r.json()["error"]["message"]
+        == "prompt 0 has token id 50300, outside [0, 50257); " + PADDED_ID + ": no text has them"
+    )

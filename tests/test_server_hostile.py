@@ -396,3 +396,18 @@ def test_a_preflight_cors_refuses_is_a_json_error_naming_what_is_refused():
             "/v1/completions", headers={"Origin": "https://ok.example", "Access-Control-Request-Method": "POST"}
         )
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://ok.example"
+
+
+@pytest.mark.parametrize("bad", [-1, 50257, 2**40])
+@pytest.mark.parametrize("scoring", [False, True])
+def test_a_prompt_id_that_is_no_token_is_a_400_naming_it_generating_or_scoring(http, bad, scoring):
+    """The server's prompt ids went to the tokenizer's decode first ("token id -1 is not in GPT-2's vocabulary",
+    without the padded vocabulary's note), its own range check never reached; now the one check the Python API
+    uses (npgpt.token_ids.check_token_ids), naming the prompt and the id, for generation and scoring alike."""
+    body = {"prompt": [[5, 6], [5, bad]], "max_tokens": 0 if scoring else 2}
+    if scoring:
+        body |= {"echo": True, "logprobs": 1}
+    r = http.post("/v1/completions", json=body)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "prompt", r.text
+    assert error["message"] == f"prompt 1 has token id {bad}, outside [0, 50257)"

@@ -18,7 +18,7 @@ from fastapi import Request
 from ..errors import NpgptError
 from ..generate import Event, check_logit_bias
 from ..sampling import check_finite, log_softmax, top_logprobs
-from ..token_ids import count_tokens, padding_note
+from ..token_ids import check_token_ids, count_tokens
 from ..tokenizer import TextOffsets, Tokenizer
 from .errors import APIError, bad_request, check_request
 from .limits import Limits, count_prompts
@@ -51,7 +51,12 @@ async def start(
     limits.check_rows(count_prompts(body.prompt), n)  # before any per-row work
     # tokenising many prompts takes a while: on a thread, so the event loop keeps serving
     encode = partial(tok.encode, allow_special=special_tokens)
-    prompts, texts = await asyncio.to_thread(prompt_rows, body.prompt, encode, tok.decode)
+    n_vocab, n_tokens = sched.model.config.n_vocab, count_tokens(sched.model.config.n_vocab, tok)
+
+    def check(ids: list[int], what: str) -> None:
+        check_token_ids(ids, n_vocab, n_tokens, what)
+
+    prompts, texts = await asyncio.to_thread(prompt_rows, body.prompt, encode, tok.decode, check)
     max_tokens = 16 if body.max_tokens is None else body.max_tokens  # 0 is a valid value, not "unset"
     if max_tokens == 0 and not body.echo:
         raise APIError(
@@ -67,9 +72,7 @@ async def start(
     if max_tokens:
         check_request(sched.model, rows, params)
     else:
-        n_vocab = sched.model.config.n_vocab
-        n_tokens = count_tokens(n_vocab, sched.model.tokenizer)
-        check_prompts(sched.model.config.n_ctx, n_vocab, n_tokens, prompts)
+        check_prompts(sched.model.config.n_ctx, prompts)
         try:  # nothing is sampled, but a bias naming no token is still the request's mistake
             check_logit_bias(n_vocab, n_tokens, params)
         except NpgptError as e:
@@ -130,9 +133,9 @@ async def start(
     return Answer(chunks(), fold, tally)
 
 
-def check_prompts(n_ctx: int, n_vocab: int, n_tokens: int, prompts: list[list[int]]) -> None:
-    """What scoring needs (nothing generated): each prompt non-empty, within the context, of tokens only
-    (``[0, n_tokens)``: no padded vocabulary's ids, see :func:`npgpt.token_ids.count_tokens`)."""
+def check_prompts(n_ctx: int, prompts: list[list[int]]) -> None:
+    """What scoring needs (nothing generated): each prompt non-empty and within the context. (Its ids are tokens:
+    :func:`prompt_rows` checked them.)"""
     for i, r in enumerate(prompts):
         if not r:
             raise APIError(400, f"prompt {i} is empty; give at least one token of text", param="prompt")
@@ -143,9 +146,6 @@ def check_prompts(n_ctx: int, n_vocab: int, n_tokens: int, prompts: list[list[in
                 param="prompt",
                 code="context_length_exceeded",
             )
-        if max(r) >= n_tokens or min(r) < 0:
-            padding = padding_note(n_vocab, n_tokens)
-            raise APIError(400, f"prompt {i} has a token id outside [0, {n_tokens}){padding}", param="prompt")
 
 
 def choice(i: int, text: str, logprobs: dict | None, finish: str | None) -> dict[str, Any]:
@@ -153,9 +153,14 @@ def choice(i: int, text: str, logprobs: dict | None, finish: str | None) -> dict
 
 
 def prompt_rows(
-    prompt: Any, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str]
+    prompt: Any,
+    encode: Callable[[str], list[int]],
+    decode: Callable[[list[int]], str],
+    check_ids: Callable[[list[int], str], None],
 ) -> tuple[list[list[int]], list[str]]:
-    """Token ids and text of each prompt: a string, strings, token ids, or lists of token ids."""
+    """Token ids and text of each prompt: a string, strings, token ids, or lists of token ids. ``check_ids(ids,
+    what)``: refuses a prompt's ids that are no token (:func:`npgpt.token_ids.check_token_ids`), before any is
+    decoded."""
     if isinstance(prompt, str):
         prompt = [prompt]
     if not prompt:
@@ -164,6 +169,9 @@ def prompt_rows(
         prompt = [prompt]
     ids = [encode(p) if isinstance(p, str) else list(p) for p in prompt]
     try:
+        for i, p in enumerate(prompt):
+            if not isinstance(p, str):
+                check_ids(ids[i], f"prompt {i}")
         texts = [p if isinstance(p, str) else decode(p) for p in prompt]
     except NpgptError as e:
         raise APIError(400, str(e), param="prompt") from None
