@@ -71,6 +71,36 @@ def test_a_number_of_thousands_of_digits_is_a_400_naming_it(http, field):
     )
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/completions", '{"prompt": "a", "max_tokens": 1, "temperature": %s}'),
+        ("/v1/completions", '{"prompt": "a", "max_tokens": 1, "logit_bias": {"5": %s}}'),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "a"}], "max_tokens": 1, "top_p": %s}'),
+        # a field npgpt ignores: the tool's JSON schema went through unread, a 200
+        (
+            "/v1/chat/completions",
+            '{"messages": [{"role": "user", "content": "a"}], "max_tokens": 1, '
+            '"tools": [{"type": "function", "function": {"name": "f", "parameters": {"maximum": %s}}}]}',
+        ),
+        ("/v1/next_tokens", '{"prompt": "a", "k": %s}'),
+        ("/v1/internals", '{"prompt": "a", "layer": %s}'),
+    ],
+)
+def test_nan_and_infinity_literals_are_no_json_and_a_400_saying_so(http, path, body, constant):
+    """Python's JSON parser reads NaN, Infinity and -Infinity as floats; they are no JSON (RFC 8259), and OpenAI
+    answers such a body as invalid JSON. They reached the fields' own checks ("temperature ... got nan") or, in a
+    field npgpt does not read, a 200."""
+    r = http.post(path, content=body % constant, headers=JSON)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "invalid_json", r.text
+    assert error["message"] == (
+        f"the JSON body holds {constant}, which is not JSON (RFC 8259 has no NaN or infinity); send a finite number"
+    )
+    assert http.post(path, content=body % '"NaN"' if "tools" in body else body % "1", headers=JSON).status_code == 200
+
+
 @pytest.mark.parametrize(
     "path, body, key",
     [

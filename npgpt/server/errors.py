@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import NpgptError, reason
 from ..generate import check_request as _check_request
 from ..sampling import SamplingParams
-from .jsonbody import DuplicateKey
+from .jsonbody import NotJSON
 from .protocol import too_deep
 from .scheduler import ShuttingDown
 
@@ -289,7 +289,7 @@ def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
             return APIError(
                 400, f"the body is not UTF-8 ({where}); send JSON encoded as UTF-8", code="invalid_json"
             ).response()
-        if isinstance(e.__cause__, DuplicateKey):
+        if isinstance(e.__cause__, NotJSON):  # a key twice, NaN
             return APIError(400, str(e.__cause__), code="invalid_json").response()
         if isinstance(e.__cause__, RecursionError):  # json.loads gave up, deeper still than MAX_JSON_DEPTH
             return APIError(400, too_deep().message(), code="invalid_json").response()

@@ -1,8 +1,9 @@
-"""Reading a request's JSON body: FastAPI's route, with each key of an object given once.
+"""Reading a request's JSON body: FastAPI's route, strictly JSON, with each key of an object given once.
 
 ``json.loads`` keeps the last of two values for one key (``{"max_tokens": 2, "max_tokens": 300}`` asks for
 300), other parsers the first, and a proxy or logger in between may read the other one: RFC 8259 leaves it
-open. Such a body is refused (400, ``invalid_json``) rather than answered for one reading of it.
+open. Such a body is refused (400, ``invalid_json``) rather than answered for one reading of it; so is one
+holding ``NaN`` or ``Infinity``, which ``json.loads`` reads and JSON has not.
 """
 
 from __future__ import annotations
@@ -17,8 +18,20 @@ from fastapi.routing import APIRoute
 from ..errors import shown
 
 
-class DuplicateKey(ValueError):
+class NotJSON(ValueError):
+    """The body parses with Python's ``json`` but is not JSON (RFC 8259): a key given twice, ``NaN``."""
+
+
+class DuplicateKey(NotJSON):
     """A JSON object in the body names one key twice."""
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity``, which ``json.loads`` reads as floats, are no JSON (RFC 8259), and
+    OpenAI answers them as invalid JSON: a ``temperature`` of NaN would reach the sampler as a number."""
+    raise NotJSON(
+        f"the JSON body holds {name}, which is not JSON (RFC 8259 has no NaN or infinity); send a finite number"
+    )
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -38,7 +51,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class _JSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys)
+            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
         return self._json
 
 
