@@ -441,3 +441,30 @@ def test_a_prompt_id_that_is_no_token_is_a_400_naming_it_generating_or_scoring(h
     error = r.json()["error"]
     assert r.status_code == 400 and error["param"] == "prompt", r.text
     assert error["message"] == f"prompt 1 has token id {bad}, outside [0, 50257)"
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": []}]},
+            "messages[1].content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "a"}], "prediction": {"type": "content", "content": []}},
+            "prediction.content",
+        ),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_content_of_no_parts_is_a_400_in_openais_words(http, body, param, stream):
+    """``content: []`` read as an empty message and was answered (200); OpenAI refuses it with this 400."""
+    r = http.post("/v1/chat/completions", json=body | {"max_tokens": 1, "stream": stream})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == param, r.text
+    assert error["message"] == (
+        f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead."
+    )
+    one_part = json.loads(json.dumps(body).replace("[]", '[{"type": "text", "text": "Hi"}]'))
+    assert http.post("/v1/chat/completions", json=one_part | {"max_tokens": 1}).status_code == 200

@@ -370,6 +370,10 @@ class ContentPart(Body):
     text: str | None = None
 
 
+# a message's content parts: at least one, as OpenAI requires ("content": [] is its 400 "empty array")
+ContentParts = Annotated[list[ContentPart], Field(min_length=1)]
+
+
 class ChatMessage(Body):
     """A message. ``role`` is any string here, checked against the transcript's roles in
     :meth:`ChatRequest.check_supported`, which says why ``tool``'s cannot be read. ``name`` (a participant's
@@ -378,7 +382,7 @@ class ChatMessage(Body):
     no line: set, they are refused by name (:func:`check_message`), null or empty they change nothing."""
 
     role: str
-    content: str | list[ContentPart] | None = None
+    content: str | ContentParts | None = None
     name: str | None = None
     # an assistant turn's parts that have no line in the transcript: refused once set (see check_message)
     tool_calls: Any = None
@@ -413,7 +417,7 @@ class Prediction(Body):
     """OpenAI's Predicted Outputs: ``{"type": "content", "content": text or text parts}``."""
 
     type: str
-    content: str | list[ContentPart]
+    content: str | ContentParts
 
 
 class ChatRequest(_Sampling):
