@@ -468,3 +468,23 @@ def test_content_of_no_parts_is_a_400_in_openais_words(http, body, param, stream
     )
     one_part = json.loads(json.dumps(body).replace("[]", '[{"type": "text", "text": "Hi"}]'))
     assert http.post("/v1/chat/completions", json=one_part | {"max_tokens": 1}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_a_service_tier_openai_has_not_is_a_400_naming_the_tiers(http, path):
+    """Any string was taken as a service_tier ("premium", "Auto"); OpenAI refuses a tier it has not, and its
+    client types the ones it has. Each of those is accepted (and served alike)."""
+    from npgpt.server.protocol import SERVICE_TIERS
+
+    body = {"prompt": "a"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "a"}]}
+    body |= {"max_tokens": 1}
+    for tier in ("premium", "Auto", ""):
+        r = http.post(path, json=body | {"service_tier": tier})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["param"] == "service_tier", r.text
+        assert error["message"] == (
+            "service_tier must be one of auto, default, flex, scale, priority, fast (npgpt serves each alike), "
+            f"got {tier!r}"
+        )
+    for tier in (*SERVICE_TIERS, None):
+        assert http.post(path, json=body | {"service_tier": tier}).status_code == 200, tier

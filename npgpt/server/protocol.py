@@ -27,7 +27,8 @@ only where a generated one is not the end of the reply, with ``ignore_eos`` or a
 A field of the other endpoint (chat's ``max_completion_tokens`` or ``top_logprobs`` sent to completions,
 completions' ``suffix`` to chat), which OpenAI answers as unrecognised, is refused by name with the field meant.
 Accepted and ignored is not unchecked: each of these fields has OpenAI's (or vLLM's) type, so ``"user": 5`` or
-``"tools": "x"`` is a 400 naming the field, as OpenAI answers, never read as if it were right.
+``"tools": "x"`` is a 400 naming the field, as OpenAI answers, never read as if it were right, and ``service_tier``
+one of OpenAI's tiers (``SERVICE_TIERS``).
 """
 
 from __future__ import annotations
@@ -208,6 +209,10 @@ _SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
 }
 
 
+# OpenAI's service tiers, as its client types them (openai.types.chat.completion_create_params); another is a 400 there
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast")
+
+
 class StreamOptions(Body):
     include_usage: bool = False
     continuous_usage_stats: bool = False  # vLLM's: the usage so far on every chunk (with include_usage, as vLLM)
@@ -287,6 +292,12 @@ class _Sampling(Body):
                     "send both",
                     param="stream_options.continuous_usage_stats",
                 )
+        if self.service_tier is not None and self.service_tier not in SERVICE_TIERS:  # a typo bills no tier at OpenAI
+            raise NpgptError(
+                f"service_tier must be one of {', '.join(SERVICE_TIERS)} (npgpt serves each alike), "
+                f"got {shown(self.service_tier)}",
+                param="service_tier",
+            )
         if self.best_of not in (None, 1, self.n or 1):  # best_of = n samples n and returns them all
             raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
         kind = (self.response_format or {}).get("type", "text")
