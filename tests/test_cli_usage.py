@@ -941,3 +941,22 @@ def test_info_json_names_the_default_bundled_model_as_model_takes_it(tmp_path):
     assert json.loads(r.stdout)["model"] == json.loads(run_cli("info", "bundled", "--json", env=env).stdout)["model"]
     assert json.loads(r.stdout)["model"] == "bundled"
     assert "King James" in run_cli("info", env=env).stdout
+
+
+@pytest.mark.parametrize(
+    "option, value, bounds",
+    [
+        ("--max-batch", "100000000", "from 1 to 1024"),  # accepted, then every request a 500: a 3.7 TiB kv cache
+        ("--max-queue", "-1", "from 0 to 65536"),
+        ("--max-rows", "10000000", "from 1 to 65536"),  # a limit that never binds: one request takes the server
+        ("--max-request-tokens", "0", "from 1 to 16777216"),
+        ("--max-request-logprobs", "99999999999", "from 1 to 33554432"),
+        ("--max-unread-events", "1000000000", "from 1 to 16777216"),
+        ("--shutdown-timeout", "inf", "from 0 to 3600"),  # a drain that never ends
+    ],
+)
+def test_serve_refuses_a_setting_outside_its_range_naming_the_option_and_range(option, value, bounds):
+    """Huge values of every serve limit were accepted; each has a range now (npgpt.server.settings.RANGES),
+    refused in one line before anything is loaded."""
+    line = one_line_error(run_cli("serve", "--port", "0", option, value, timeout=60), option, bounds)
+    assert line.endswith("got infinity" if value == "inf" else f"got {value}"), line

@@ -488,3 +488,43 @@ def test_a_service_tier_openai_has_not_is_a_400_naming_the_tiers(http, path):
         )
     for tier in (*SERVICE_TIERS, None):
         assert http.post(path, json=body | {"service_tier": tier}).status_code == 200, tier
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"max_batch": 10**8},
+        {"max_batch": 0},
+        {"max_queue": 10**9},
+        {"max_rows": 10**7},
+        {"max_request_tokens": 2**24 + 1},
+        {"max_request_tokens": 2**24},  # its default logprobs limit, twice it, is within range too
+        {"max_request_logprobs": 0},
+        {"max_unread_events": 2**40},
+        {"max_batch": 4.0},
+    ],
+)
+def test_create_app_refuses_a_setting_outside_its_range_naming_it(setting):
+    """create_app took max_batch=10**8 (each request then a 500 for a 3.7 TiB kv cache) and limits so large that
+    they never bind; each setting has a range now, and the error names it (npgpt serve writes it as its option)."""
+    from npgpt.errors import NpgptError
+    from npgpt.server.settings import RANGES
+
+    ((name, value),) = setting.items()
+    low, high, _ = RANGES[name]
+    model = GPT2(TINY, init_params(TINY, seed=0))
+    if isinstance(value, int) and low <= value <= high:
+        create_app({"tiny": model}, **setting)
+        return
+    with pytest.raises(NpgptError, match=rf"^{name} must be a whole number from {low} to {high} \(.*\), got ") as e:
+        create_app({"tiny": model}, **setting)
+    assert e.value.param == name
+
+
+@pytest.mark.parametrize("grace", [float("inf"), float("nan"), 1e9, -1])
+def test_a_shutdown_grace_outside_its_range_is_refused(app, grace):
+    from npgpt.errors import NpgptError
+
+    with pytest.raises(NpgptError, match=r"^shutdown_timeout must be a number of seconds from 0 to 3600 "):
+        with background_server(app, shutdown_timeout=grace):
+            pass

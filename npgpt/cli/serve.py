@@ -101,16 +101,19 @@ def serve_command(
 
     Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /v1/next_tokens, /health, /metrics.
     """
-    if max_batch < 1 or max_queue < 0:
-        raise NpgptError(f"--max-batch must be >= 1 and --max-queue >= 0, got {max_batch} and {max_queue}")
+    from ..server.settings import check_settings  # no FastAPI: a bad option is named before anything is needed
+
+    check_settings(
+        max_batch=max_batch,
+        max_queue=max_queue,
+        max_rows=max_rows,
+        max_request_tokens=max_request_tokens,
+        max_request_logprobs=max_request_logprobs,
+        max_unread_events=max_unread_events,
+        shutdown_timeout=shutdown_timeout,
+    )
     if max_request_logprobs is None:  # a scoring client's logprobs 1 over every token --max-request-tokens admits
         max_request_logprobs = 2 * max_request_tokens
-    limits = (max_rows, max_request_tokens, max_request_logprobs, max_unread_events)
-    if min(limits) < 1 or not shutdown_timeout >= 0:
-        raise NpgptError(
-            "--max-rows, --max-request-tokens, --max-request-logprobs and --max-unread-events must be >= 1 and "
-            f"--shutdown-timeout >= 0, got {', '.join(map(str, limits))} and {shutdown_timeout}"
-        )
     if api_key is not None and not api_key.strip():  # an unset shell variable: "Bearer " would be the key
         raise NpgptError(
             "--api-key (or NPGPT_API_KEY) is empty, so any client could send it; give a key, or leave both out"

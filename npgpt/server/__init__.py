@@ -12,7 +12,8 @@ Needs the ``serve`` extra (FastAPI, uvicorn). Laid out like vLLM's ``entrypoints
 - ``errors.py``: OpenAI-shaped errors and their handlers; ``middleware.py``: body limit, key, metrics
 - ``scheduler.py``: continuous batching on a worker thread; ``tasks.py``: requests and their rows;
   ``metrics.py``: Prometheus text
-- ``limits.py``: per-request limits on rows and tokens; ``shutdown.py``: the bounded, draining shutdown
+- ``limits.py``: per-request limits on rows and tokens; ``shutdown.py``: the bounded, draining shutdown;
+  ``settings.py``: the range of each server setting
 - ``cli.py``: ``npgpt serve``; ``static/index.html``: the playground
 """
 

@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .middleware import CORS, BearerKey, BodyLimit, ContentEncoding, RequestMetrics
 from .routes import ROUTES, router
 from .scheduler import Scheduler
+from .settings import check_settings
 from .shutdown import SHUTDOWN_TIMEOUT_S, DrainingServer
 from .streaming import MAX_UNREAD_EVENTS, Backlog
 
@@ -66,8 +67,8 @@ def create_app(
     for any) whose web pages may call the server (CORS); none by default, the safe choice for a server without
     a key. ``max_unread_events``:
     events generated for streams and not yet read by their clients, over all requests; over it, the stream
-    holding the most is ended with an error (:class:`~.streaming.Backlog`). Raises ValueError for no models
-    or a limit below 1.
+    holding the most is ended with an error (:class:`~.streaming.Backlog`). Raises ValueError for no models,
+    NpgptError for a setting outside its range (:data:`.settings.RANGES`).
     """
     if not models:
         raise ValueError("create_app needs at least one model")
@@ -75,6 +76,14 @@ def create_app(
         check_model_name(name)
     # a scoring client's logprobs 1 over every token the token limit admits, the token limit raised or not
     logprobs_limit = 2 * max_request_tokens if max_request_logprobs is None else max_request_logprobs
+    check_settings(
+        max_batch=max_batch,
+        max_queue=max_queue,
+        max_rows=max_rows,
+        max_request_tokens=max_request_tokens,
+        max_request_logprobs=logprobs_limit,
+        max_unread_events=max_unread_events,
+    )
     limits = Limits(max_rows, max_request_tokens, logprobs_limit)
     backlog = Backlog(max_unread_events)
     metrics = Metrics()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from ..errors import shown
+from .settings import check_settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -44,8 +44,7 @@ class DrainingServer(uvicorn.Server):
     """
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
-        if not shutdown_timeout >= 0:
-            raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shown(shutdown_timeout)}")
+        check_settings(shutdown_timeout=shutdown_timeout)
         super().__init__(config)
         self.app, self.shutdown_timeout = app, shutdown_timeout
 
