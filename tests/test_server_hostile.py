@@ -528,3 +528,59 @@ def test_a_shutdown_grace_outside_its_range_is_refused(app, grace):
     with pytest.raises(NpgptError, match=r"^shutdown_timeout must be a number of seconds from 0 to 3600 "):
         with background_server(app, shutdown_timeout=grace):
             pass
+
+
+@pytest.mark.parametrize(
+    "path, body, param, words, code",
+    [
+        (
+            "/v1/completions",
+            {"prompt": "a", "n": 129},
+            "n",
+            "integer above maximum value. Expected a value <= 128, but got 129",
+            "integer_above_max_value",
+        ),
+        (
+            "/v1/completions",
+            {"prompt": "a", "logprobs": -1},
+            "logprobs",
+            "integer below minimum value. Expected a value >= 0, but got -1",
+            "integer_below_min_value",
+        ),
+        (
+            "/v1/completions",
+            {"prompt": "a", "seed": 2**64},
+            "seed",
+            f"integer above maximum value. Expected a value <= {2**63 - 1}, but got {2**64}",
+            "integer_above_max_value",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "a"}], "max_completion_tokens": 0},
+            "max_completion_tokens",
+            "integer below minimum value. Expected a value >= 1, but got 0",
+            "integer_below_min_value",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "a"}], "logprobs": True, "top_logprobs": 21},
+            "top_logprobs",
+            "integer above maximum value. Expected a value <= 20, but got 21",
+            "integer_above_max_value",
+        ),
+        (
+            "/v1/next_tokens",
+            {"prompt": "a", "k": 0},
+            "k",
+            "integer below minimum value. Expected a value >= 1, but got 0",
+            "integer_below_min_value",
+        ),
+    ],
+)
+def test_a_number_out_of_range_is_a_400_in_openais_words(http, path, body, param, words, code):
+    """A field's range was refused in pydantic's words ("n: Input should be less than or equal to 128"), which no
+    OpenAI client knows; OpenAI's message and code ("Invalid 'n': integer above maximum value. ...") now."""
+    r = http.post(path, json=body)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == param and error["code"] == code, r.text
+    assert error["message"] == f"Invalid '{param}': {words} instead."

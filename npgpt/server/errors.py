@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import NpgptError, reason
+from ..errors import NpgptError, reason, shown
 from ..generate import check_request as _check_request
 from ..sampling import SamplingParams
 from .jsonbody import NotJSON
@@ -164,6 +164,15 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
         if isinstance(given, dict) and other is not None and other[0] in given:
             message += f" This body has '{other[0]}', which {other[1]}: send it to POST {other[2]}."
         return APIError(400, message, param=param)
+    if err["type"] in _BOUNDS:  # OpenAI's own words and code: "integer below minimum value", integer_below_min_value
+        side, op, key = _BOUNDS[err["type"]]
+        given = err.get("input")
+        number = "integer" if isinstance(given, int) or (isinstance(given, float) and given.is_integer()) else "decimal"
+        message = (
+            f"Invalid '{param}': {number} {side} {'minimum' if side == 'below' else 'maximum'} value. "
+            f"Expected a value {op} {shown(ctx.get(key))}, but got {shown(given)} instead."
+        )
+        return APIError(400, message, param=param, code=f"{number}_{side}_{'min' if side == 'below' else 'max'}_value")
     if err["type"] == "too_short" and ctx.get("min_length") == 1 and not err.get("input"):
         message = (
             f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead."
@@ -176,6 +185,14 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
 _OTHER_ENDPOINT = {
     "prompt": ("messages", "is a chat request's", "/v1/chat/completions"),
     "messages": ("prompt", "is a text completion's", "/v1/completions"),
+}
+
+# pydantic's range errors -> (OpenAI's side of the bound, the comparison expected, pydantic's ctx key)
+_BOUNDS = {
+    "greater_than_equal": ("below", ">=", "ge"),
+    "greater_than": ("below", ">", "gt"),
+    "less_than_equal": ("above", "<=", "le"),
+    "less_than": ("above", "<", "lt"),
 }
 
 # pydantic's type errors -> the JSON type the field wanted
