@@ -85,19 +85,30 @@ def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     )
 
 
+def block_and_head(model: Engine | HasEngine, layer: Any, head: Any) -> tuple[int, int]:
+    """``layer`` and ``head`` as indices from 0; a negative one counts from the end, as Python's and TransformerLens's
+    indices do (``layer=-1``: the last block). Raises :class:`NpgptError` naming the one outside its range."""
+    # is_integer: True, 1.0 or "1" made a hook name no model has ('blocks.True.attn.hook_pattern') or a TypeError
+    resolved = []
+    for param, value, count in (("layer", layer, model.config.n_layer), ("head", head, model.config.n_head)):
+        if not (is_integer(value) and -count <= value < count):
+            raise NpgptError(
+                f"{param} must be a whole number in [-{count}, {count - 1}] for this model (negative: counted from "
+                f"the end, -1 the last), got {shown(value)}",
+                param=param,
+            )
+        resolved.append(int(value) % count)
+    return resolved[0], resolved[1]
+
+
 def attention_pattern(model: Engine | HasEngine, ids: Any, layer: int, head: int) -> np.ndarray:
     """Head ``head`` of block ``layer``'s attention pattern [T query, T key] over token ids [T]:
     row q is how much token q attends to each earlier token (rows sum to 1).
-    ``blocks.{layer}.attn.hook_pattern`` in TransformerLens's names.
+    ``blocks.{layer}.attn.hook_pattern`` in TransformerLens's names; a negative ``layer`` or ``head`` counts from
+    the end (-1: the last).
     """
     ids = _one_row(model, ids)
-    # is_integer: True, 1.0 or "1" made a hook name no model has ('blocks.True.attn.hook_pattern') or a TypeError
-    for param, value, count in (("layer", layer, model.config.n_layer), ("head", head, model.config.n_head)):
-        if not (is_integer(value) and 0 <= value < count):
-            raise NpgptError(
-                f"{param} must be a whole number in [0, {count - 1}] for this model, got {shown(value)}", param=param
-            )
-    layer, head = int(layer), int(head)
+    layer, head = block_and_head(model, layer, head)
     name = f"blocks.{layer}.attn.hook_pattern"
     _, cache = run_with_cache(model, ids, names_filter=[name])
     return cache[name][0, head]

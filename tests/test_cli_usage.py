@@ -801,7 +801,17 @@ def test_attention_out_of_range_names_its_flags():
     """npgpt attention --layer 9 said 'layer must be in [0, 3]': the Python keyword, not the flag typed."""
     for flag in ("--layer", "--head"):
         r = run_cli("attention", "In the beginning", flag, "99", "--model", "bundled")
-        one_line_error(r, f"{flag} must be a whole number in [0, ", "got 99")
+        one_line_error(r, f"{flag} must be a whole number in [-4, 3] for this model (negative: counted", "got 99")
+
+
+def test_attention_takes_a_layer_and_head_counted_from_the_end():
+    """npgpt attention --layer -1 was refused, where TransformerLens and Python take -1 as the last; now it is the
+    last block (named by its number, 3 of the bundled model's 4), and -5 is refused naming the range."""
+    r = run_cli("attention", "In the beginning", "--layer", "-1", "--head", "-4", "--model", "bundled")
+    assert r.returncode == 0, r.stderr
+    assert "attention, block 3, head 0:" in r.stdout
+    r = run_cli("attention", "In the beginning", "-l", "-5", "--model", "bundled")
+    one_line_error(r, "--layer must be a whole number in [-4, 3]", "got -5")
 
 
 def test_next_says_when_it_reads_only_the_last_n_ctx_tokens():

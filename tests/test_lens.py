@@ -101,7 +101,7 @@ def test_a_layer_or_head_that_is_no_integer_is_one_line_naming_it(layer, head, p
 
     config = CONFIGS["tiny"]
     model = GPT2(config, random_params(config, 0))
-    with pytest.raises(NpgptError, match=rf"^{param} must be a whole number in \[0, 1\] for this model") as err:
+    with pytest.raises(NpgptError, match=rf"^{param} must be a whole number in \[-2, 1\] for this model") as err:
         attention_pattern(model, [1, 2], layer, head)
     assert err.value.param == param and "\n" not in str(err.value)
     np.testing.assert_array_equal(
@@ -111,14 +111,22 @@ def test_a_layer_or_head_that_is_no_integer_is_one_line_naming_it(layer, head, p
 
 def test_bad_layer_head_or_ids_are_one_line_errors(pair):
     model, _ = pair("tiny")
-    with pytest.raises(NpgptError, match=r"layer must be a whole number in \[0, 1\]"):
+    with pytest.raises(NpgptError, match=r"layer must be a whole number in \[-2, 1\]"):
         attention_pattern(model, [1, 2], 2, 0)
-    with pytest.raises(NpgptError, match=r"head must be a whole number in \[0, 1\]"):
-        attention_pattern(model, [1, 2], 0, -1)
+    with pytest.raises(NpgptError, match=r"head must be a whole number in \[-2, 1\]"):
+        attention_pattern(model, [1, 2], 0, -3)
     with pytest.raises(NpgptError, match="one non-empty sequence"):
         logit_lens(model, [])
     with pytest.raises(NpgptError, match="one non-empty sequence"):
         logit_lens(model, [[1, 2], [3, 4]])
+
+
+def test_negative_layer_and_head_count_from_the_end(pair):
+    """layer=-1 was refused ("must be in [0, 1]"), where TransformerLens's cache["pattern", -1] and Python's
+    indexing take it as the last block; now -n..n-1 are taken, a negative one counted from the end."""
+    model, _ = pair("tiny")
+    np.testing.assert_array_equal(attention_pattern(model, [1, 2], -1, -2), attention_pattern(model, [1, 2], 1, 0))
+    np.testing.assert_array_equal(attention_pattern(model, [1, 2], -2, -1), attention_pattern(model, [1, 2], 0, 1))
 
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -110,8 +110,12 @@ def attention_command(
         str | None,
         typer.Argument(help="The text whose attention to show; - (or nothing, with text piped in) reads stdin."),
     ] = None,
-    layer: Annotated[int, typer.Option("--layer", "-l", help="Block, from 0.")] = 0,
-    head: Annotated[int, typer.Option("--head", help="Head within the block, from 0.")] = 0,
+    layer: Annotated[
+        int, typer.Option("--layer", "-l", help="Block, from 0; negative counts from the end (-1: the last).")
+    ] = 0,
+    head: Annotated[
+        int, typer.Option("--head", help="Head within the block, from 0; negative counts from the end.")
+    ] = 0,
     png: PngOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",
@@ -126,7 +130,7 @@ def attention_command(
     from rich.table import Table
     from rich.text import Text
 
-    from ..lens import attention_pattern
+    from ..lens import attention_pattern, block_and_head
     from .options import console as _console
     from .options import load_model as _load
 
@@ -136,6 +140,7 @@ def attention_command(
 
         check_can_write_png(png)
     m = _load(model, backend, dtype)
+    layer, head = block_and_head(m, layer, head)  # -1: the last, named by its number in the title and the picture
     ids = _prompt_ids(m, prompt)
     pattern = attention_pattern(m, ids, layer, head)
     tokens = [_shown(m, t) for t in ids]
