@@ -331,6 +331,32 @@ def test_output_into_a_pipe_keeps_each_line_whole(model_file, tmp_path, columns)
     assert [row.split()[0] for row in rows[:11]] == [*map(str, range(10)), "tokens"], r.stdout  # a line per token
 
 
+def test_tables_in_a_pipe_have_no_trailing_whitespace(model_file, tmp_path):
+    """rich pads every cell to its column's width, so `npgpt info | cat -A` showed each row of the last column
+    padded with spaces to its widest cell (info's note, score's token column, list's paths): every table is printed
+    through options.print_table, which ends each line at its last character."""
+    home = tmp_path / "home"
+    (home / "124M").mkdir(parents=True)
+    (home / "124M" / "model.safetensors").write_bytes(open(model_file, "rb").read())
+    (home / "hf" / "org--a-model-with-a-longer-name").mkdir(parents=True)
+    (home / "hf" / "org--a-model-with-a-longer-name" / "model.safetensors").write_bytes(open(model_file, "rb").read())
+    text = "In the beginning God created the heaven and the earth"
+    runs = {
+        "info": run_cli("info"),  # the bundled model: its note is far longer than any other value
+        "list": run_cli("list", env={"NPGPT_HOME": str(home)}),
+        "score": run_cli("score", "-", "-m", model_file, input=text),
+        "lens": run_cli("lens", text, "-m", model_file),
+        "attention": run_cli("attention", text, "-m", model_file),
+    }
+    for name, r in runs.items():
+        assert r.returncode == 0, (name, r.stderr)
+        padded = [line for line in r.stdout.splitlines() if line != line.rstrip()]
+        assert not padded, (name, padded)
+    cli = Path(__file__).parent.parent / "npgpt" / "cli"
+    direct = [f.name for f in cli.glob("*.py") if re.search(r"\.print\(\s*table\b", f.read_text())]
+    assert not direct, f"tables printed around options.print_table in {direct}"
+
+
 # -- 10. bench: a missing comparison fails before the run ----------------------------------------------------
 def test_bench_missing_comparison_fails_before_running():
     code = (

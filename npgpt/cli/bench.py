@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import NpgptError
-from .options import PATH, console, model_value, path_value, print_notice
+from .options import PATH, console, model_value, path_value, print_notice, print_table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -162,7 +162,7 @@ def _print(result: dict[str, Any], screen: Console) -> None:
     table = Table("", *names)
     for r in rows:
         table.add_row(*r)
-    screen.print(table)
+    print_table(table, screen)
     for name, e in result["engines"].items():
         if "error" in e:
             screen.print(Text(f"{name}: {e['error']}", style="yellow"))

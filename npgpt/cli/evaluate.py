@@ -23,6 +23,7 @@ from .options import (
     load_model,
     path_value,
     print_json,
+    print_table,
     progress_bar,
     read_text,
 )
@@ -126,7 +127,7 @@ def score_command(
             str(i), str(t), repr(p), "" if lp is None else f"{lp:.4f}", "" if lp is None else f"{-lp / math.log(2):.3f}"
         )
     screen = console()
-    screen.print(table)
+    print_table(table, screen)
     screen.print(f"tokens scored   {result.n_scored:,} of {len(result.tokens):,}")
     screen.print(f"log-likelihood  {result.log_likelihood:.4f} nats")
     screen.print(f"perplexity      {result.perplexity:.3f}")

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import PATH, BackendOpt, DtypeOpt, ModelOpt, path_value
+from .options import PATH, BackendOpt, DtypeOpt, ModelOpt, path_value, print_table
 
 PngOpt = Annotated[
     Path | None, typer.Option("--png", parser=path_value, metavar=PATH, help="Also write the picture to this PNG file.")
@@ -96,7 +96,7 @@ def lens_command(
             for i in range(L + 1)
         ]
         table.add_row(Text(_shown(m, lens.ids[t])), *cells, f"{lens.top_probs[L, t]:.0%}")
-    _console().print(table)
+    print_table(table)
     if png is not None:
         from ..figures import lens_figure, save_png
 
@@ -153,7 +153,7 @@ def attention_command(
     for q, row in enumerate(pattern):
         best = [k for k in row.argsort()[::-1][:3] if k <= q]
         table.add_row(tokens[q], *[Text.assemble(tokens[k], " ", (f"{row[k]:.0%}", "dim")) for k in best])
-    _console().print(table)
+    print_table(table)
     if png is not None:
         from ..figures import attention_figure, save_png
 

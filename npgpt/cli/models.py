@@ -18,6 +18,7 @@ from .options import (
     name_value,
     path_value,
     print_json,
+    print_table,
     progress_bar,
     repo_value,
 )
@@ -161,7 +162,7 @@ def info(
         table.add_row(k, Text(str(v)))
     if notice:
         table.add_row("note", Text(notice))
-    console().print(table)
+    print_table(table)
 
 
 def list_command(as_json: JsonOpt = False) -> None:
@@ -194,7 +195,7 @@ def list_command(as_json: JsonOpt = False) -> None:
     table.add_column("path", overflow="fold")
     for c in models:
         table.add_row(Text(c.name), c.source, Text(c.format), f"{c.size / 1e6:,.1f} MB", Text(str(c.path)))
-    console().print(table)
+    print_table(table)
 
 
 def rm_command(

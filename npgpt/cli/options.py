@@ -102,6 +102,28 @@ def console(stderr: bool = False) -> Console:
     return screen
 
 
+def print_table(table: Any, screen: Console | None = None) -> None:
+    """A rich table on ``screen`` (default: stdout's :func:`console`), each line without trailing whitespace: rich
+    pads every cell to its column's width, so a pipe (``npgpt info | cat -A``, a script comparing lines, ``diff``)
+    got the last column padded with spaces to the widest cell of all rows. Every command prints its tables here."""
+    from rich.segment import Segment
+
+    screen = screen or console()
+
+    class _Stripped:
+        def __rich_console__(self, con: Any, options: Any) -> Any:
+            for line in con.render_lines(table, options, pad=False):
+                while line and not line[-1].control and not line[-1].text.rstrip():
+                    line.pop()  # a cell's padding, or a whole empty cell at the end
+                if line and not line[-1].control:
+                    last = line.pop()
+                    line.append(Segment(last.text.rstrip(), last.style))
+                yield from line
+                yield Segment.line()
+
+    screen.print(_Stripped())
+
+
 def progress_bar(*columns: Any) -> Any:
     """A transient rich progress bar of ``columns`` on stderr, drawn only on a terminal (in a log or a
     pipe it left an empty line)."""
