@@ -224,12 +224,66 @@ def test_sigterm_and_sigint_ask_for_a_stop_and_a_second_one_interrupts():
     before = signal.getsignal(signal.SIGTERM)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with _StopOnSignal() as stop:
+            stop.started = True  # a step is done
             assert not stop.requested()
             os.kill(os.getpid(), sig)
             assert stop.requested() and stop.signum == sig
             with pytest.raises(KeyboardInterrupt):
                 os.kill(os.getpid(), sig)
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+
+
+def test_before_the_first_step_a_signal_interrupts_at_once():
+    from npgpt.cli.train import _StopOnSignal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with _StopOnSignal() as stop, pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), sig)
+        assert stop.signum == sig
+
+
+def _run_train_script(patch: str, args: list[str]) -> subprocess.CompletedProcess:
+    argv = ["npgpt", "train", *args]
+    script = f"import os, signal, sys\n{patch}\nfrom npgpt.cli import main\nsys.argv = {argv!r}\nmain()\n"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+
+
+def test_ctrl_c_while_tokenising_stops_at_once_leaving_nothing(text, tmp_path):
+    """A first Ctrl-C while npgpt train tokenised a large text only asked for a stop after the next step: the
+    whole text was tokenised, the step compiled and run, a checkpoint written, then it stopped. Before the first
+    step there is nothing to keep, so it stops at once: exit 130, one line, no run folder, no token file."""
+    patch = (
+        "from npgpt.tokenizer import Tokenizer\n"
+        "encode = Tokenizer.encode\n"
+        "def interrupted(self, *args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the tokenisation\n"
+        "    return encode(self, *args, **kwargs)\n"
+        "Tokenizer.encode = interrupted\n"
+    )
+    out = tmp_path / "run"
+    settings = {**SHAPE, "tokenizer": "gpt2", "steps": 5}
+    r = _run_train_script(patch, [str(text), "--out", str(out), *cli_args(settings)])
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and "interrupted" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+    assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
+def test_ctrl_c_before_a_resumed_runs_first_step_says_its_checkpoint_is_kept(text, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", str(text), "--out", str(out), *cli_args({**SHAPE, "steps": 2}), timeout=300)
+    assert r.returncode == 0, r.stderr
+    kept = (out / STATE_FILE).read_bytes()
+    patch = (
+        "import npgpt.train.loop\ndef train(*a, **k):\n    raise KeyboardInterrupt\nnpgpt.train.loop.train = train\n"
+    )
+    r = _run_train_script(patch, [str(text), "--out", str(out), "--resume", "--steps", "4"])
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.stderr.strip().splitlines() == [
+        f"error: interrupted before the first step; the checkpoint in {out} is as it was; run the same command to "
+        "continue"
+    ], r.stderr
+    assert (out / STATE_FILE).read_bytes() == kept
 
 
 def test_a_missing_data_or_out_is_named_alone(tmp_path):

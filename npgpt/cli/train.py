@@ -4,7 +4,8 @@ Imports nothing heavy at module level, so registering the command costs the CLI 
 loads when the command runs. On a terminal the run shows a progress bar; otherwise (``nohup``, a
 batch scheduler, ``> log``) it prints a plain line every ``--log-interval`` steps and at each
 held-out check, as nanoGPT does. SIGINT (Ctrl-C) and SIGTERM end the run after the current step,
-checkpointed, so ``--resume`` continues from the step reached; a second signal stops at once.
+checkpointed, so ``--resume`` continues from the step reached; a second signal stops at once, and so does the
+first one before the first step (while the text is tokenised: there is no step to keep).
 ``--config run.toml`` reads the options from a TOML file (keys are the option names); options
 given on the command line override it.
 """
@@ -250,11 +251,18 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
         or given["process_id"] is not None
     ):
         sharding.init_distributed(given["coordinator"], given["num_processes"], given["process_id"])
+    from ..train.checkpoint import STATE_FILE
     from ..train.loop import train
     from ..train.settings import KEYWORDS
 
     lead = jax.process_index() == 0
     report = _ProgressBar(show=lead) if sys.stdout.isatty() else _LogLines(show=lead)
+    resumed = given["resume"] and (out / STATE_FILE).is_file()
+
+    def progress(p: Any) -> None:
+        stop.started = True  # a step done: a signal now waits for its checkpoint
+        report.update(p)
+
     with report, _StopOnSignal() as stop:
         try:
             result = train(
@@ -263,10 +271,15 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
                 settings,
                 resume=given["resume"],
                 model_parallel=given["model_parallel"],
-                progress=report.update,
+                progress=progress,
                 should_stop=stop.requested,
             )
-        except KeyboardInterrupt:  # a second signal: stopped at once, mid-step
+        except KeyboardInterrupt:  # a second signal, or one before the first step: stopped at once
+            if resumed and not stop.started:  # the run's checkpoint is its own, untouched
+                raise Interrupted(
+                    f"interrupted before the first step; the checkpoint in {out} is as it was; "
+                    "run the same command to continue"
+                ) from None
             saved = f"the last checkpoint is step {report.saved}" if report.saved else "no checkpoint was written yet"
             raise Interrupted(
                 f"interrupted at step {report.step}; {saved}; run the same command with --resume to continue"
@@ -378,10 +391,16 @@ def _option_types() -> dict[str, type]:
 class _StopOnSignal:
     """SIGINT and SIGTERM ask the run to stop after its current step (a second one interrupts at
     once); the previous handlers come back on exit. Outside the main thread (where Python allows no
-    handler) nothing is installed."""
+    handler) nothing is installed.
+
+    Until ``started`` (set once a step is done), a first signal interrupts at once too: there is no step to
+    checkpoint yet, and waiting for one kept a Ctrl-C during the tokenisation of a large text waiting until it had
+    all been tokenised, JAX had compiled the step and the step had run. What the preparation wrote is its writers'
+    to undo (``files.atomic_path``; ``train`` removes a run folder it made)."""
 
     def __init__(self) -> None:
         self.signum = 0
+        self.started = False
         self._old: dict[int, Any] = {}
 
     @property
@@ -392,7 +411,8 @@ class _StopOnSignal:
         return self.signum != 0
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum:
+        if self.signum or not self.started:
+            self.signum = self.signum or signum
             raise KeyboardInterrupt
         self.signum = signum
 
