@@ -451,34 +451,23 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
 @pytest.mark.parametrize(
     "args, hint",
     [
-        (["generate", "Hi", "--temp", "0.5"], "npgpt takes --temperature"),  # llama.cpp; click offered --stop
-        (["generate", "Hi", "--n-predict", "5"], "npgpt takes --max-new-tokens"),  # click offered --no-echo
-        (["generate", "-p", "Hi"], 'npgpt generate "TEXT"'),
-        (["generate", "Hi", "--num_samples", "2"], "npgpt takes -n"),  # nanoGPT
-        (["chat", "-n", "20"], "npgpt takes --max-new-tokens"),
-        (["chat", "-sys", "Be terse."], "No such option: -sys. npgpt takes --system"),  # click split it: "-s"
         (["generate", "Hi", "-sys", "x"], "No such option: -sys"),  # no --system here, and not "-s: --seed"
         (["run", "124M", "Hi"], "npgpt's is generate"),  # Ollama
         (["pull", "124M"], "npgpt's is download"),
-        (["train", "d.txt", "--max_iters=20"], "npgpt takes --steps"),  # nanoGPT's train.py
-        (["train", "d.txt", "--learning_rate", "1e-3"], "npgpt takes --lr"),
         (["train", "d.txt", "--out_dir=out"], "npgpt takes --out"),  # click offered --out, unsure
         (["train", "d.txt", "--init_from=gpt2"], "npgpt takes --init"),  # sample.py's is --model
+        (["train", "d.txt", "--block_size=64"], "npgpt takes --seq-len"),  # nanoGPT's is the model's context too
+        (["lens", "--start=FILE:p.txt"], "is read from stdin: npgpt lens - < name"),  # no --prompt-file to read it
+        (["generate", "Hi", "-sys", "x"], "npgpt generate has nothing like it"),  # chat's --system
         (["generate", "Hi", "--init_from=gpt2"], "npgpt takes --model"),
-        (["train", "d.txt", "--n_layer=2"], "npgpt takes --n-layer"),  # any snake_case spelling
-        (["eval", "--batch_size", "2"], "npgpt takes --batch-size"),
         (["generate", "Hi", "--threads", "4"], "OMP_NUM_THREADS=4 npgpt generate"),  # click offered --stream
-        (["bench", "-t", "4"], "npgpt takes --threads"),  # bench has its own
         (["chat", "-ngl", "99"], "No such option: -ngl; npgpt offloads no layers"),  # was "-n. npgpt takes ..."
         (["generate", "Hi", "-c", "2048"], "the model's own (n_ctx"),
         (["train", "d.txt", "--ctx-size", "128"], "npgpt takes --n-ctx"),
         (["generate", "Hi", "-i"], "use npgpt chat"),
-        (["generate", "Hi", "-r", "User:"], "npgpt takes --stop"),
-        (["generate", "Hi", "--no-display-prompt"], "npgpt takes --no-echo"),  # a boolean's off switch
         (["generate", "Hi", "--device", "cuda"], "npgpt picks the device with --backend"),  # nanoGPT's sample.py
         (["train", "d.txt", "--device=cuda"], "JAX_PLATFORMS=cpu"),
         (["generate", "Hi", "--compile"], "--backend jax compiles"),  # click offered --file, --prompt-file
-        (["generate", "--start=FILE:p.txt"], "FILE:name is --prompt-file name"),
         (["next", "Hi", "--temp", "1"], "npgpt next has nothing like it"),  # click offered --dtype, --help
         (["serve", "-np", "4"], "npgpt takes --max-batch"),  # llama-server
         (["chat", "-p", "Hi"], "echo Hi | npgpt chat"),
@@ -504,6 +493,146 @@ def test_other_tools_names_get_npgpts(args, hint):
     r = run_cli(*args)
     assert r.returncode == 2 and hint in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize(
+    "theirs, ours",
+    [
+        # llama.cpp's llama-cli
+        (
+            ["generate", "-p", "Hi", "-n", "2", "--n-predict", "64", "--temp", "0.7", "--top-k", "40", "-s", "1"],
+            [
+                "generate",
+                "Hi",
+                "-n",
+                "2",
+                "--max-new-tokens",
+                "64",
+                "--temperature",
+                "0.7",
+                "--top-k",
+                "40",
+                "--seed",
+                "1",
+            ],
+        ),
+        (
+            ["generate", "--prompt=-5 degrees", "--repeat-penalty", "1.1"],
+            ["generate", "--repetition-penalty", "1.1", "--", "-5 degrees"],
+        ),
+        (["generate", "Hi", "-r", "User:", "--no-display-prompt"], ["generate", "Hi", "--stop", "User:", "--no-echo"]),
+        (
+            ["chat", "-sys", "Be terse.", "-n", "20", "--reverse-prompt", "User:"],
+            ["chat", "--system", "Be terse.", "--max-new-tokens", "20", "--stop", "User:"],
+        ),
+        (["next", "--prompt", "Hi", "--model-path", "m"], ["next", "Hi", "--model", "m"]),
+        (["bench", "-t", "4"], ["bench", "--threads", "4"]),
+        (["download", "-hf", "org/m"], ["download", "--hf", "org/m"]),
+        # nanoGPT's sample.py and train.py (--key=value)
+        (
+            [
+                "generate",
+                "--start=FILE:p.txt",
+                "--num_samples=3",
+                "--max_new_tokens=100",
+                "--temperature=0.8",
+                "--top_k=200",
+                "--seed=1337",
+            ],
+            [
+                "generate",
+                "--prompt-file",
+                "p.txt",
+                "-n",
+                "3",
+                "--max-new-tokens",
+                "100",
+                "--temperature",
+                "0.8",
+                "--top-k",
+                "200",
+                "--seed",
+                "1337",
+            ],
+        ),
+        (
+            ["generate", "--start=Hi", "--top_p=0.9", "--min_p=0.1"],
+            ["generate", "Hi", "--top-p", "0.9", "--min-p", "0.1"],
+        ),
+        (
+            [
+                "train",
+                "d.txt",
+                "--max_iters=20",
+                "--learning_rate=1e-3",
+                "--n_layer=2",
+                "--warmup_iters=5",
+                "--grad_clip=1",
+                "--gradient_accumulation_steps=2",
+                "--log_interval=1",
+            ],
+            [
+                "train",
+                "d.txt",
+                "--steps",
+                "20",
+                "--lr",
+                "1e-3",
+                "--n-layer",
+                "2",
+                "--warmup",
+                "5",
+                "--clip",
+                "1",
+                "--grad-accum",
+                "2",
+                "--log-interval",
+                "1",
+            ],
+        ),
+        (["eval", "-d", "t.txt", "--batch_size", "2"], ["eval", "-d", "t.txt", "--batch-size", "2"]),
+    ],
+)
+def test_other_tools_unambiguous_spellings_are_taken(theirs, ours):
+    """llama.cpp's `--temp 0.7 -n 64 -p Hi`, nanoGPT's `--max_new_tokens=100 --start=FILE:p.txt` were refused with
+    npgpt's spelling in the error; where a spelling means the same as one of the command's options, whatever its
+    value, it is taken as that option (llama.cpp's -n only where the command has no -n of its own)."""
+    import typer
+
+    from npgpt.cli import app
+
+    group = typer.main.get_command(app)
+
+    def parsed(args: list[str]) -> dict:
+        return group.commands[args[0]].make_context(args[0], list(args[1:])).params
+
+    assert parsed(theirs) == parsed(ours)
+
+
+def test_a_llama_cpp_and_a_nanogpt_command_line_run(model_file, tmp_path):
+    prompt = tmp_path / "my prompt.txt"
+    prompt.write_text("In the beginning\n")
+    args = [
+        "-m",
+        model_file,
+        "--n-predict",
+        "3",
+        "--temp",
+        "0.7",
+        "--top-k",
+        "40",
+        "--repeat-penalty",
+        "1.1",
+        "-s",
+        "1",
+    ]
+    r = run_cli("generate", "-p", "In the beginning", *args)
+    assert r.returncode == 0 and r.stdout.startswith("In the beginning"), r.stderr
+    start = f"--start=FILE:{prompt}"
+    r = run_cli(
+        "generate", start, "--num_samples=2", "--max_new_tokens=3", "--top_k=200", "--seed=1337", "-m", model_file
+    )
+    assert r.returncode == 0 and r.stdout.count("--- ") == 2 and "In the beginning" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """What llama.cpp, Ollama and nanoGPT call npgpt's commands and options.
 
-An unknown command or option that one of them spells this way is answered with npgpt's own name
-("No such option: --temp. npgpt takes --temperature"), not with click's closest spellings
-(``--temp``: "--help, --stop, --stream"; ``--n-predict``: "--no-echo"). One npgpt has no counterpart of is
-answered with what to do instead ("No such option: --threads; npgpt's threads follow OMP_NUM_THREADS ...").
+One that means the same as a command's option, whatever its value (``--temp``, ``--max_new_tokens=100``), is
+taken as it (:data:`ACCEPTED`). Any other that one of them spells this way is answered with npgpt's own name
+("No such option: --init_from. npgpt takes --init"), not with click's closest spellings (``--temp`` on ``next``:
+"--help, --stop, --stream"), or with what to do instead ("No such option: --threads; npgpt's threads follow
+OMP_NUM_THREADS ...").
 """
 
 from __future__ import annotations
@@ -69,6 +70,41 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--threads": "--threads",
     "-hf": "--hf",  # llama.cpp's Hugging Face repo
     "--hf-repo": "--hf",
+}
+
+# The spellings of OPTIONS that a command takes as its own option where it has npgpt's (they mean the same thing
+# there, whatever the value): `--temp 0.7`, `--n-predict 64`, `--num_samples=3` run as `--temperature 0.7`,
+# `--max-new-tokens 64`, `-n 3`; and any other `--snake_case` whose `--kebab-case` the command has (nanoGPT's
+# `--max_new_tokens=100`, `--top_k=200`). The rest of OPTIONS get a hint: their meaning depends on the value
+# (`--init_from=resume`, `--out_dir`), or differs (llama.cpp's -c is a run's context, npgpt's --n-ctx a new model's;
+# nanoGPT's --block_size is the model's context and the training window at once), or is `npgpt serve`'s.
+ACCEPTED = {
+    "-p",  # llama.cpp's prompt: the text argument
+    "--prompt",
+    "--start",  # nanoGPT's sample.py: the text, or FILE:name for --prompt-file name
+    "--temp",
+    "-n",  # on a command with no -n of its own (chat): llama.cpp's tokens to predict
+    "--n-predict",
+    "--n_predict",
+    "--num_samples",
+    "--repeat-penalty",
+    "--repeat_penalty",
+    "-s",
+    "--max_iters",
+    "--learning_rate",
+    "--gradient_accumulation_steps",
+    "--warmup_iters",
+    "--grad_clip",
+    "--model-path",
+    "-sys",
+    "--system-prompt",
+    "-r",
+    "--reverse-prompt",
+    "--no-display-prompt",
+    "-t",  # npgpt bench's --threads
+    "--threads",
+    "-hf",  # npgpt download's --hf
+    "--hf-repo",
 }
 
 # Other tools' options that a command has no counterpart of, and what to do instead: the first (condition,
@@ -192,6 +228,8 @@ class Command(TyperCommand):
             raise Interrupted("interrupted (Ctrl-C)") from None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            args = _as_ours(self, args)
         # click reads "-sys" as the short options -s -y -s, so it would complain of "-s": look first
         ended = args.index("--") if "--" in args else len(args)  # after `--`, every word is text, never an option
         literal = set(args[ended + 1 :])
@@ -363,6 +401,49 @@ def _ours(command: Any, theirs: str) -> str | None:
     return next((o for o in ((known,) if isinstance(known, str) else known) if _has(command, o)), None)
 
 
+def _as_ours(command: Any, args: list[str]) -> list[str]:
+    """``args`` with another tool's spelling of one of ``command``'s options (:data:`ACCEPTED`, or a ``--snake_case``
+    of its ``--kebab-case``) written as the command's own: ``--temp 0.7`` as ``--temperature 0.7``, ``--top_k=200``
+    as ``--top-k=200``; llama.cpp's ``-p TEXT`` (``--prompt``, nanoGPT's ``--start``) as the text argument, after
+    ``--`` so that text starting with '-' stays text; ``--start=FILE:name`` as ``--prompt-file name``."""
+    ended = args.index("--") if "--" in args else len(args)
+    out: list[str] = []
+    texts: list[str] = []
+    i = 0
+    while i < ended:
+        arg = args[i]
+        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        ours = None if _has(command, name) else _accepted(command, name)
+        if ours is None:
+            out.append(arg)
+        elif ours != "PROMPT":
+            out += ([f"{ours}={value}"] if ours.startswith("--") else [ours, value]) if eq else [ours]  # -n=3: "=3"
+        else:
+            if not eq:  # the value is the next word (none: click's "requires an argument" for npgpt's own spelling)
+                if i + 1 >= ended:
+                    return args
+                i, value = i + 1, args[i + 1]
+            if name == "--start" and value.startswith("FILE:"):
+                if not _has(command, "--prompt-file"):  # no file option to read it: the hint (`npgpt lens - < FILE`)
+                    return args
+                out += ["--prompt-file", value.removeprefix("FILE:")]
+            else:
+                texts.append(value)
+        i += 1
+    rest = args[ended:]
+    if texts:
+        rest = ["--", *texts, *rest[1:]]
+    return out + rest
+
+
+def _accepted(command: Any, theirs: str) -> str | None:
+    """``command``'s option (or ``PROMPT``, its text argument) that it takes ``theirs`` as, or None."""
+    if theirs in ACCEPTED:
+        return _ours(command, theirs)
+    kebab = theirs.replace("_", "-")
+    return kebab if theirs.startswith("--") and _has(command, kebab) else None
+
+
 def _hint_message(command: Any, name: str, theirs: str) -> str | None:
     """What ``npgpt NAME`` says of an option ``theirs`` it lacks: npgpt's spelling, what to do instead, that it
     has nothing like another tool's option; None for an option no tool npgpt knows has (click's own message)."""
@@ -371,6 +452,8 @@ def _hint_message(command: Any, name: str, theirs: str) -> str | None:
         how = f'the text as an argument: npgpt {name} "TEXT"' if ours == "PROMPT" else ours
         if theirs == "--start" and _has(command, "--prompt-file"):
             how += " (nanoGPT's FILE:name is --prompt-file name)"
+        elif theirs == "--start":
+            how += f" (nanoGPT's FILE:name is read from stdin: npgpt {name} - < name)"
         return f"No such option: {theirs}. npgpt takes {how}"
     instead = next((t for c, t in INSTEAD.get(theirs, ()) if c in ("*", name) or _has(command, c)), None)
     if instead is not None:
