@@ -394,21 +394,62 @@ def test_a_big_endian_gguf_is_refused_naming_the_byte_order(tmp_path, monkeypatc
     assert "\n" not in str(e.value)
 
 
-def test_a_split_gguf_is_refused_naming_the_part_and_the_merge(tmp_path, monkeypatch):
-    """A GGUF split into parts (the converter's --split-max-tensors, llama.cpp's gguf-split): its first part was
-    read as the whole model and refused as "no tensor 'blk.1...'; the metadata and the tensors disagree:
-    re-convert", a later part as having no tokenizer. llama.cpp opens the parts beside the first."""
+def _split_writer(monkeypatch):
+    """gguf's writer as the converter's ``--split-max-tensors 12`` runs it, given the final name (npgpt's writer
+    writes to a temporary one, which would name the parts after it)."""
+    import contextlib
     import functools
 
     monkeypatch.setattr(gguf, "GGUFWriter", functools.partial(gguf.GGUFWriter, split_max_tensors=12))
-    _write_model(tmp_path / "m.gguf")
+    monkeypatch.setattr(gguf_format, "atomic_path", contextlib.nullcontext)
+
+
+def test_a_split_gguf_is_read_across_its_parts_given_the_first(tmp_path, monkeypatch):
+    """A GGUF split into parts (the converter's --split-max-tensors, llama.cpp's gguf-split) was refused, with the
+    advice to merge the parts; llama.cpp reads it across its parts given the first, and so does npgpt now: the same
+    weights as were written, its folder read as its first part, every part listed as the model's files."""
+    from npgpt.formats import model_files
+
+    config = GPT2Config(n_vocab=50257, n_ctx=8, n_embd=32, n_head=2, n_layer=2)
+    params = random_params(config)
+    _split_writer(monkeypatch)
+    gguf_format.save(tmp_path / "m.gguf", config, params)
     monkeypatch.undo()
     parts = sorted(tmp_path.glob("m-*.gguf"))
     assert [p.name for p in parts] == [f"m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
-    for i, part in enumerate(parts):
-        with pytest.raises(CheckpointError, match=rf"part {i + 1} of a GGUF split into 3 files .*--merge") as e:
+    assert model_files(parts[0]) == model_files(tmp_path) == parts
+    loaded_config, loaded = load_checkpoint(tmp_path)
+    assert loaded_config == config
+    for name, arr in flatten(params).items():
+        np.testing.assert_array_equal(flatten(loaded)[name], arr, err_msg=name)
+
+
+def test_a_split_gguf_part_missing_or_out_of_place_is_refused_naming_it(tmp_path, monkeypatch):
+    """A later part given is refused naming the first (llama.cpp: "model must be loaded with the first split"); a
+    part missing, a part in another's place and a first part not named as gguf-split names them, each named."""
+    import shutil
+
+    _split_writer(monkeypatch)
+    _write_model(tmp_path / "m.gguf")
+    monkeypatch.undo()
+    parts = sorted(tmp_path.glob("m-*.gguf"))
+    assert len(parts) == 3
+    with pytest.raises(CheckpointError, match=NOT_GPT2_TOKENS):  # every part read: refused at the tokenizer only
+        load_checkpoint(parts[0])
+    for i, part in enumerate(parts[1:], 2):
+        first = "load its first part m-00001-of-00003.gguf"
+        with pytest.raises(CheckpointError, match=rf"part {i} of a GGUF split into 3 files .*{first}") as e:
             load_checkpoint(part)
         assert "\n" not in str(e.value)
+    shutil.move(parts[2], tmp_path / "elsewhere.gguf")
+    with pytest.raises(CheckpointError, match=r"part 3 of 3 of this split GGUF, m-00003-of-00003.gguf, is not beside"):
+        load_checkpoint(parts[0])
+    shutil.copy(parts[1], parts[2])  # part 2 in part 3's place
+    with pytest.raises(CheckpointError, match=r"m-00003-of-00003.gguf: its split.no is 1, not 2: it is not part 3"):
+        load_checkpoint(parts[0])
+    shutil.copy(parts[0], tmp_path / "first.gguf")
+    with pytest.raises(CheckpointError, match=r"first.gguf: the first of 3 parts .* not named as llama.cpp's"):
+        load_checkpoint(tmp_path / "first.gguf")
 
 
 def test_a_tensor_type_newer_than_the_gguf_package_names_the_upgrade(tmp_path):

@@ -256,7 +256,7 @@ def model_files(path: str | Path) -> list[Path]:
     if path.is_file():
         if fmt == "openai":
             path = path.parent
-        else:
+        elif fmt != "gguf":
             return [path]
     if fmt == "npgpt":
         from .npgpt_format import model_file_in
@@ -275,7 +275,11 @@ def model_files(path: str | Path) -> list[Path]:
         from .nanogpt import CKPT_FILE
 
         return [path / CKPT_FILE]
-    if fmt in ("llmc", "gguf"):
+    if fmt == "gguf":
+        from .gguf_format import split_parts
+
+        return split_parts(_single_file(path) or path)  # a split GGUF: every part
+    if fmt == "llmc":
         return [_single_file(path) or path]
     return sorted(
         p
@@ -287,14 +291,18 @@ def model_files(path: str | Path) -> list[Path]:
 
 def _single_file(directory: Path) -> Path | None:
     """The one file of a single-file format in ``directory``: a ``.gguf`` (what ``save_checkpoint`` writes there
-    is ``model.gguf``), llm.c's ``model.bin``, or an npgpt file (``npgpt_format.model_file_in``); None if there is
-    none. CheckpointError naming them when there are several (two GGUFs, a GGUF beside llm.c's file): which one is
-    meant is unknowable, so the file's own path must be given, as llama.cpp's ``-m`` and transformers'
-    ``gguf_file=`` take it. A ``.gguf`` that is no GGUF is returned all the same: reading it says what is wrong."""
+    is ``model.gguf``; of a split GGUF's parts, the first), llm.c's ``model.bin``, or an npgpt file
+    (``npgpt_format.model_file_in``); None if there is none. CheckpointError naming them when there are several
+    (two GGUFs, a GGUF beside llm.c's file): which one is meant is unknowable, so the file's own path must be
+    given, as llama.cpp's ``-m`` and transformers' ``gguf_file=`` take it. A ``.gguf`` that is no GGUF is returned
+    all the same: reading it says what is wrong."""
+    from .gguf_format import split_parts
     from .llmc import is_llmc_file
     from .npgpt_format import model_file_in
 
     found = [p for p in sorted(directory.glob("*.gguf")) if not p.name.startswith(".") and p.is_file()]
+    for first in [p for p in found if len(split_parts(p)) > 1]:  # a split GGUF's parts: one model, its first part
+        found = [p for p in found if p == first or p not in split_parts(first)]
     if is_llmc_file(directory / "model.bin"):
         found.append(directory / "model.bin")
     npgpt_file = model_file_in(directory)

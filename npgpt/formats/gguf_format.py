@@ -22,7 +22,8 @@ ggml's shapes list the fastest-varying dimension first: a matrix of ``ne = [in, 
 
 Reading: F32 tensors stay memory-mapped (transposed views); F16, BF16 and Q8_0 (and any other type
 ``gguf.quants`` dequantizes) are dequantized to float32 on load, except Q8_0 matrices loaded for a
-backend that multiplies Q8_0 blocks as they are (``load(..., q8_0_blocks=True)``). The tokenizer
+backend that multiplies Q8_0 blocks as they are (``load(..., q8_0_blocks=True)``). A GGUF split into parts
+(llama.cpp's gguf-split, ``NAME-00001-of-00003.gguf``) is read across its parts given the first. The tokenizer
 must be GPT-2's: llama.cpp model ``gpt2`` with GPT-2's 50257 tokens in GPT-2's order (other BPE
 models, e.g. Llama 3, also say ``gpt2``), and one token per embedding row; generation ends where llama.cpp
 ends it: at the file's eos, eot, eom and FIM pad/repo/separator tokens, and at any token spelled as llama.cpp's
@@ -35,6 +36,8 @@ file's eos, eot and eom ids), so llama.cpp loads the file.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +114,8 @@ def is_gguf_file(path: str | Path) -> bool:
         return False
 
 
-def _open(path: Path) -> Any:
+def _open_one(path: Path) -> Any:
+    """One GGUF file's GGUFReader, its tensors' offsets checked (:func:`_check_layout`)."""
     import gguf
 
     try:
@@ -133,15 +137,105 @@ def _open(path: Path) -> Any:
             "`convert_hf_to_gguf.py --bigendian`); llama.cpp refuses it here too: convert the model again without that "
             "option"
         )
-    split = reader.fields.get(gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
-    if split is not None and split.contents() != 1:  # llama.cpp opens the other parts beside the first
-        part = reader.fields.get(gguf.Keys.Split.LLM_KV_SPLIT_NO)
-        which = f"part {part.contents() + 1}" if part is not None and isinstance(part.contents(), int) else "a part"
-        raise CheckpointError(
-            f"{path}: {which} of a GGUF split into {split.contents()} files (llama.cpp's gguf-split); npgpt reads "
-            "a model from one file: merge the parts with `llama-gguf-split --merge FIRST-PART merged.gguf`"
-        )
+    _check_layout(reader, path)
     return reader
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """A GGUF split into parts read as one file: the first part's metadata, every part's tensors in order."""
+
+    fields: dict[str, Any]
+    tensors: list[Any]
+
+
+_PART_NAME = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")  # llama.cpp's "%s-%05d-of-%05d.gguf" (llama_split_path)
+
+
+def _part_path(path: Path, count: int, part: int) -> Path | None:
+    """Part ``part`` (0 first) of the ``count`` beside ``path``, named as gguf-split names them; None where
+    ``path`` is not named so."""
+    m = _PART_NAME.match(path.name)
+    if m is None or int(m[3]) != count:
+        return None
+    return path.with_name(f"{m[1]}-{part + 1:05d}-of-{count:05d}.gguf")
+
+
+def split_parts(path: str | Path) -> list[Path]:
+    """The files of the GGUF at ``path``: ``[path]``, or all its parts where ``path`` is the first part of a GGUF
+    split by llama.cpp's gguf-split (``NAME-00001-of-00003.gguf``), found by name beside it as llama.cpp finds them."""
+    path = Path(path)
+    m = _PART_NAME.match(path.name)
+    if m is None or int(m[2]) != 1:
+        return [path]
+    count = int(m[3])
+    return [p for i in range(count) if (p := _part_path(path, count, i)) is not None]
+
+
+def _split_key(reader: Any, path: Path, key: str) -> int | None:
+    """A split key's value (llama.cpp reads them as uint16), None where absent; CheckpointError for another type."""
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    value = field.contents()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(
+            f"{path}: GGUF metadata {key!r} is {value!r}, not a part count or number; the file is corrupt: "
+            "re-download it"
+        )
+    return value
+
+
+def _open(path: Path) -> Any:
+    """The GGUF at ``path`` as one reader (``fields``, ``tensors``). A GGUF split into parts (llama.cpp's gguf-split,
+    the converter's ``--split-max-tensors``) is read across its parts given the first, as llama.cpp reads it: the
+    others are found beside it by name (``NAME-0000K-of-0000N.gguf``), each checked to be the part its name says, and
+    together to hold the ``split.tensors.count`` tensors the first part names, none twice."""
+    import gguf
+
+    S = gguf.Keys.Split
+    reader = _open_one(path)
+    count = _split_key(reader, path, S.LLM_KV_SPLIT_COUNT)
+    if count is None or count <= 1:
+        return reader
+    number = _split_key(reader, path, S.LLM_KV_SPLIT_NO) or 0
+    if number != 0:  # llama.cpp: "model must be loaded with the first split"
+        first = _part_path(path, count, 0)
+        raise CheckpointError(
+            f"{path}: part {number + 1} of a GGUF split into {count} files (llama.cpp's gguf-split); load its first "
+            f"part{f' {first.name}' if first is not None else ''}, which reads the others beside it"
+        )
+    parts = split_parts(path)
+    if len(parts) != count:  # llama.cpp: "invalid split file name"
+        raise CheckpointError(
+            f"{path}: the first of {count} parts of a split GGUF, but not named as llama.cpp's gguf-split names them "
+            f"(NAME-00001-of-{count:05d}.gguf), by which the others are found; rename the parts so"
+        )
+    tensors = list(reader.tensors)
+    for i, part in enumerate(parts[1:], 1):
+        if not part.is_file():
+            raise CheckpointError(
+                f"{path}: part {i + 1} of {count} of this split GGUF, {part.name}, is not beside it; download every "
+                "part"
+            )
+        other = _open_one(part)
+        if _split_key(other, part, S.LLM_KV_SPLIT_NO) != i:
+            raise CheckpointError(
+                f"{part}: its {S.LLM_KV_SPLIT_NO} is {_split_key(other, part, S.LLM_KV_SPLIT_NO)}, not {i}: it is not "
+                f"part {i + 1} of {path.name}'s model; download the parts again"
+            )
+        tensors += other.tensors
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise CheckpointError(f"{path}: tensor {twice!r} is in two parts of this split GGUF; download the parts again")
+    expected = _split_key(reader, path, S.LLM_KV_SPLIT_TENSORS_COUNT)
+    if expected is not None and expected != len(tensors):  # llama.cpp: "corrupted model: N tensors expected"
+        raise CheckpointError(
+            f"{path}: {S.LLM_KV_SPLIT_TENSORS_COUNT} is {expected} but its {count} parts hold {len(tensors)} tensors; "
+            "download the parts again"
+        )
+    return _Parts(reader.fields, tensors)
 
 
 def _check_types(reader: Any, path: Path) -> None:
@@ -513,7 +607,6 @@ def load_with_tokenizer(
 
     path = Path(path)
     reader = _open(path)
-    _check_layout(reader, path)
     _check_types(reader, path)
     arch = _field(reader, path, gguf.Keys.General.ARCHITECTURE)
     if arch != ARCH:
