@@ -782,6 +782,26 @@ def test_a_gguf_with_its_own_eos_token_converts_to_gguf_again_keeping_it(tmp_pat
     assert npgpt.load(out).tokenizer.eos_token_ids == (50256, 50257, 50258)
 
 
+def test_a_gguf_carries_any_number_of_end_tokens_llama_cpp_ends_at_by_their_spelling(tmp_path):
+    """The writer refused more than three end tokens besides <|endoftext|> (the file's eos, eot and eom ids: GGUF has
+    no list of them), though llama.cpp ends a generation at a token spelled <|im_end|>, <|eot_id|>, <|end|>, ...
+    whatever those ids say: such tokens need no id, so a model ending at three of them and two others is written
+    (the others as ids) and reads back ending at all five. Four that llama.cpp would not end at by spelling are
+    still refused, naming why."""
+    import npgpt
+
+    spec = _added("<|im_end|>", "<|eot_id|>", "<|end|>", "<|user|>", "<|bot|>")
+    spec["eos_token_id"] = [50256, 50257, 50258, 50259, 50260, 50261]
+    config = GPT2Config(n_vocab=50262, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    path = gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=spec)
+    assert npgpt.load(path).tokenizer.eos_token_ids == tuple(spec["eos_token_id"])
+    spec = {**_added("<|a|>", "<|b|>", "<|c|>", "<|d|>"), "eos_token_id": [50256, 50257, 50258, 50259, 50260]}
+    config = GPT2Config(n_vocab=50261, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
+    with pytest.raises(CheckpointError, match=r"at most three more tokens named by id .* not at token ids \[50256,"):
+        gguf_format.save(tmp_path / "n.gguf", config, random_params(config), tokenizer=spec)
+    assert not (tmp_path / "n.gguf").exists()
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

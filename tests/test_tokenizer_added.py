@@ -348,13 +348,14 @@ def test_gguf_carries_a_finetunes_own_eos_token_as_llama_cpp_reads_it(finetuned,
     as tokenizer.ggml.eos_token_id, where npgpt's reader (as llama.cpp) ends generations. The reader read the eos
     the converter writes and the writer refused to write one, so a llama.cpp chat GGUF could not be converted to
     GGUF again (npgpt convert chat.gguf chat-q8.gguf --dtype q8_0). Eos ids GGUF cannot carry (without
-    <|endoftext|>, at which llama.cpp always ends; more than its eos, eot and eom) are still refused."""
+    <|endoftext|>, at which llama.cpp always ends; more than its eos, eot and eom besides those llama.cpp ends at by
+    their spelling, as <|im_end|>) are still refused."""
     pytest.importorskip("gguf")
     from npgpt.formats import convert
 
     path, model, ref = finetuned
     saved_eos = model.generation_config.eos_token_id
-    for eos, name in (([50259], "alone"), ([198, 200, 50256, 50258, 50259], "many")):
+    for eos, name in (([50259], "alone"), ([198, 200, 201, 50256, 50258, 50259], "many")):
         model.generation_config.eos_token_id = eos
         model.save_pretrained(tmp_path / name)
         ref.save_pretrained(tmp_path / name)

@@ -528,11 +528,12 @@ def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> Non
 
     eos = tokenizer.get("eos_token_id") if tokenizer is not None else None
     own_eos = eos not in (None, [EOT_ID])
-    in_gguf = not own_eos or own_eos_ids(eos) is not None
+    in_gguf = not own_eos or own_eos_ids(tokenizer) is not None
     if fmt == "gguf" and not in_gguf:
         raise CheckpointError(
             f"a model that ends its generations at token ids {eos} (eos_token_id) cannot be written as gguf: a GGUF "
-            "GPT-2 ends them at <|endoftext|> and at most three more tokens (its eos, eot and eom); use fmt='npgpt'",
+            "GPT-2 ends them at <|endoftext|>, at most three more tokens named by id (its eos, eot and eom) and any "
+            "token spelled as llama.cpp's end tokens (<|im_end|>, <|eot_id|>, ...); use fmt='npgpt'",
             keywords=_SAVE_KEYWORDS,
         )
     if fmt == "gguf":

@@ -408,14 +408,24 @@ def _tokenizer(reader: Any, path: Path, tokens: list[bytes]) -> dict[str, Any] |
     return spec
 
 
-def own_eos_ids(eos: list[int] | None) -> list[int] | None:
-    """The tokens besides ``<|endoftext|>`` that end a generation (``eos_token_id``), written as the file's eos,
-    eot and eom ids (:func:`_eos_token_ids` reads them back); [] for GPT-2's own, None for ids a GGUF cannot
-    carry: without ``<|endoftext|>`` (llama.cpp ends a GPT-2 there whatever the file says) or more than three."""
+def own_eos_ids(tokenizer: dict[str, Any] | None) -> list[int] | None:
+    """The tokens besides ``<|endoftext|>`` that end a generation (the tokenizer spec's ``eos_token_id``), in the
+    order the file's eos, eot and eom ids take them (:func:`_eos_token_ids` reads them back); [] for GPT-2's own,
+    None for ids a GGUF cannot carry. GGUF names end tokens by id in those three keys only (llama.cpp's
+    ``special_eog_ids``; gguf has no list of eos ids), and llama.cpp ends a generation at a token spelled as one of
+    its end tokens (:data:`EOG_SPELLINGS`, the FIM spellings) whatever the keys say: so any number of such tokens,
+    and at most three others. None also without ``<|endoftext|>``, at which llama.cpp ends a GPT-2 whatever the
+    file says."""
+    eos = None if tokenizer is None else tokenizer.get("eos_token_id")
     if eos is None:
         return []
     own = [i for i in eos if i != EOT_ID]
-    return own if EOT_ID in eos and len(own) <= 3 else None
+    spellings = EOG_SPELLINGS.union(*(spelled for _, spelled in _FIM_SPELLINGS))
+    by_spelling = {t["id"] for t in (tokenizer or {}).get("added_tokens", []) if t["content"] in spellings}
+    named = [i for i in own if i not in by_spelling]
+    if EOT_ID not in eos or len(named) > 3:
+        return None
+    return own if len(own) <= 3 else named + [i for i in own if i in by_spelling]
 
 
 # llama.cpp (src/llama-vocab.cpp, ``special_eog_ids``) ends a generation at a token spelled one of these, whatever
@@ -872,9 +882,10 @@ def save(
     if tokenizer is not None and max(t["id"] for t in tokenizer["added_tokens"]) >= config.n_vocab:
         raise CheckpointError(f"the tokenizer has more tokens than the model's {config.n_vocab} embedding rows")
     eos = None if tokenizer is None else tokenizer.get("eos_token_id")
-    if own_eos_ids(eos) is None:
+    if own_eos_ids(tokenizer) is None:
         raise CheckpointError(
-            f"a GGUF GPT-2 ends its generations at <|endoftext|> and at most three more tokens, not at token ids {eos}"
+            f"a GGUF GPT-2 ends its generations at <|endoftext|>, at most three more tokens named by id (its eos, eot "
+            f"and eom) and any token spelled as llama.cpp's end tokens, not at token ids {eos}"
         )
     tokens, types, merges = _gpt2_vocab(config.n_vocab, tokenizer)
     if (twice := _spelled_twice(tokens)) is not None:
@@ -899,7 +910,8 @@ def save(
         w.add_token_merges(merges)
         w.add_bos_token_id(EOT_ID)
         # As the reader (and llama.cpp) reads them back: eos, eot and eom; <|endoftext|> where there is no other
-        ends = own_eos_ids(eos) or [EOT_ID]
+        # (past three, the others are spelled as llama.cpp's end tokens: it ends there by their spelling)
+        ends = (own_eos_ids(tokenizer) or [EOT_ID])[:3]
         adds = (w.add_eos_token_id, w.add_eot_token_id, w.add_eom_token_id)
         for add, token_id in zip(adds[: len(ends)], ends, strict=True):
             add(token_id)
