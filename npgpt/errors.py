@@ -25,6 +25,12 @@ class CheckpointError(NpgptError):
     """A checkpoint is missing, corrupt, truncated or of an unknown format."""
 
 
+class CheckpointWarning(UserWarning):
+    """A checkpoint loads, read as its model was meant, but another tool reads it otherwise (llama.cpp a GGUF
+    without its pre-tokenizer): the message, one line, says how and how to mend the file. The CLI prints it as
+    ``warning: ...``."""
+
+
 _MAX_SHOWN_DIGITS = 50  # a longer integer is named by its length: str() of one past 4300 digits is a ValueError
 _MAX_SHOWN_CHARS = 100  # a longer string is cut, with its length: a server's client may send a megabyte
 

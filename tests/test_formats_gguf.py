@@ -845,6 +845,29 @@ def test_a_gguf_tokenizer_setting_that_changes_the_ids_is_refused(tmp_path, monk
     assert "\n" not in str(e.value)
 
 
+def test_a_gguf_without_its_pre_tokenizer_loads_as_gpt2_and_warns_in_one_line(tmp_path, monkeypatch):
+    """A GGUF without tokenizer.ggml.pre (written before llama.cpp's converter wrote it) was read with GPT-2's
+    pre-tokenizer without a word, though llama.cpp splits its text with its 'default' one (other ids for "12345" or
+    " ...") and warns that generation is degraded. It still loads as GPT-2 (its tokens and merges are GPT-2's, and
+    transformers reads such a file so too), now with a CheckpointWarning saying so, one line from the CLI. A name
+    llama.cpp runs as GPT-2's pre-tokenizer ('phi-2') was refused as another pre-tokenizer: it loads, no warning."""
+    import warnings
+
+    from npgpt.errors import CheckpointWarning
+
+    path = _chatml_gguf(tmp_path / "old.gguf", monkeypatch, PRE=None)
+    message = r"no pre-tokenizer in its metadata \(tokenizer.ggml.pre\); read with GPT-2's, .* llama.cpp splits"
+    with pytest.warns(CheckpointWarning, match=message):
+        assert load_checkpoint(path)[0].n_vocab == 50259
+    r = run_cli("info", str(path))
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(rf"warning: \S*old.gguf: {message}.*'gpt-2'\n", r.stderr), r.stderr
+    path = _chatml_gguf(tmp_path / "phi.gguf", monkeypatch, PRE="phi-2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_checkpoint(path)[0].n_vocab == 50259
+
+
 def test_a_gguf_token_spelled_twice_is_refused_reading_and_writing(tmp_path, monkeypatch):
     """Two tokens of one spelling (an added "hello" at 50257 beside GPT-2's 31373): llama.cpp aborts on such a
     vocabulary (one id per spelling, GGML_ASSERT); npgpt loaded it, and wrote one from such a tokenizer."""

@@ -9,11 +9,12 @@ import io
 import os
 import re
 import sys
+import warnings
 from typing import Annotated
 
 import typer
 
-from ..errors import NpgptError, reason
+from ..errors import CheckpointWarning, NpgptError, reason
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
 from .names import ClickException, Command, Group, UsageError, as_flags
 from .options import Interrupted, print_error
@@ -90,8 +91,10 @@ def main() -> None:
     _escape_unencodable(sys.stdout)
     try:
         try:
-            # standalone_mode=False: click raises its usage errors instead of printing them in a box
-            code = app(standalone_mode=False)
+            with warnings.catch_warnings():  # the entry point's, restored on return
+                warnings.showwarning = _show_warning
+                # standalone_mode=False: click raises its usage errors instead of printing them in a box
+                code = app(standalone_mode=False)
         finally:
             sys.stdout.flush()  # a full device reports itself here, not at interpreter exit
     except ClickException as e:  # a command line that does not parse: one line too, with click's exit code (2)
@@ -124,6 +127,18 @@ def main() -> None:
         _internal(e)
     if isinstance(code, int) and code:  # typer.Exit(code), which click returns instead of exiting with it
         sys.exit(code)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """A CheckpointWarning as one line, ``warning: ...`` (a checkpoint that loads but that llama.cpp reads
+    otherwise); other warnings as Python shows them."""
+    if issubclass(category, CheckpointWarning):
+        print_error(str(message), label="warning")
+    else:
+        _python_showwarning(message, category, *args, **kwargs)  # type: ignore[arg-type]
+
+
+_python_showwarning = warnings.showwarning
 
 
 def _internal(e: BaseException) -> None:

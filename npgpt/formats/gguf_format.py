@@ -37,6 +37,7 @@ file's eos, eot and eom ids), so llama.cpp loads the file.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..config import GPT2Config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CheckpointWarning
 from ..files import atomic_path
 from ..params import Q8_0Blocks, flatten, unflatten
 from .compat import FLOAT16_OVERFLOW, check_float16_range, make_config, require_writable, with_zero_biases
@@ -342,19 +343,36 @@ def _spelled_twice(tokens: list[bytes] | list[str]) -> str | None:
     return None
 
 
+# The pre-tokenizers llama.cpp runs as GPT-2's (src/llama-vocab.cpp: LLAMA_VOCAB_PRE_TYPE_GPT2, nothing else set).
+GPT2_PRE = frozenset(
+    {"gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum", "modern-bert"}
+)
+
+
 def _check_tokenizer_settings(reader: Any, path: Path) -> None:
     """CheckpointError for tokenizer metadata with which llama.cpp turns a text into other ids than GPT-2's BPE
     (npgpt's): another pre-tokenizer (how text is split before the merges), other merges, or a token put around
     each prompt (``add_bos_token`` true, as the converter writes a tokenizer_config.json's; a Hugging Face
-    directory with it is refused too) or a space before it. A file without ``tokenizer.ggml.pre`` (converted before
-    llama.cpp wrote it) is read with GPT-2's, as it was meant."""
+    directory with it is refused too) or a space before it. A pre-tokenizer llama.cpp runs as GPT-2's
+    (:data:`GPT2_PRE`) is GPT-2's. A file without ``tokenizer.ggml.pre`` (converted before llama.cpp wrote it, in
+    2024) is read with GPT-2's, as it was meant and as transformers reads it (``from_pretrained(gguf_file=...)``),
+    with a :class:`~npgpt.errors.CheckpointWarning`: llama.cpp splits its text with its 'default' pre-tokenizer
+    instead (other ids wherever digits or punctuation run together) and warns that generation is degraded."""
     import gguf
 
     from ..tokenizer import default_files
 
     K = gguf.Keys.Tokenizer
-    pre = _field(reader, path, K.PRE, "gpt-2")
-    if pre != "gpt-2":
+    pre = _field(reader, path, K.PRE, "")
+    if pre == "":  # llama.cpp: "missing pre-tokenizer type, using: 'default'"
+        warnings.warn(
+            f"{path}: no pre-tokenizer in its metadata ({K.PRE}); read with GPT-2's, which its tokens and merges "
+            "are, but llama.cpp splits its text with its 'default' one (other ids for runs of digits or punctuation): "
+            "convert the model again with llama.cpp's convert_hf_to_gguf.py, which writes 'gpt-2'",
+            CheckpointWarning,
+            stacklevel=2,
+        )
+    elif pre not in GPT2_PRE:
         raise CheckpointError(
             f"{path}: pre-tokenizer {pre!r} ({K.PRE}), not GPT-2's 'gpt-2': llama.cpp splits its text another way; "
             "npgpt only runs GPT-2's tokenizer"
