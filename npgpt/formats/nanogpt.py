@@ -11,7 +11,11 @@ as plain containers and ignored). What differs from Hugging Face's naming:
 - ``lm_head.weight`` is the same tensor as ``transformer.wte.weight`` (nanoGPT ties them);
 - ``vocab_size`` is usually 50304, GPT-2's 50257 padded to a multiple of 64: kept as the model's
   width (the extra rows are never a real token);
-- ``attn.bias`` is the causal-mask buffer of torch < 2 runs, not a parameter.
+- ``attn.bias`` is the causal-mask buffer of torch < 2 runs, not a parameter;
+- its MLP's GELU is PyTorch's exact ``nn.GELU()`` (erf), transformers' ``"gelu"``, not GPT-2's tanh
+  approximation (``"gelu_new"``): nanoGPT's model.py since 2023-05-17 (commit 594068e, "Use nn.GELU"), which is
+  what its ``sample.py`` runs any checkpoint with. (Its earlier ``new_gelu`` was the tanh form; the checkpoint
+  does not say which trained it, and the two differ by at most 5e-4 per activation.)
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ def _config(args: dict[str, Any], source: str) -> GPT2Config:
     if missing:
         raise CheckpointError(f"{source}: model_args lacks {missing[0]!r}; not a complete nanoGPT checkpoint")
     kw: dict[str, Any] = {
+        "activation_function": "gelu",  # nn.GELU(): exact, not GPT-2's tanh form (see the module's docstring)
         "n_vocab": args["vocab_size"],
         "n_ctx": args["block_size"],
         "n_embd": args["n_embd"],
