@@ -3,7 +3,7 @@
 Mixed into :class:`~npgpt.activation_cache.ActivationCache`, whose stacking helpers (``_layer``,
 ``apply_ln_to_stack``) and keys they read. A head's result (``attn.hook_result``, which npgpt's model itself
 never computes) is computed by :func:`head_results`, as TransformerLens's ``compute_head_results`` does: the
-head's ``hook_z`` times its rows of ``attn.c_proj.w``, no bias. ``npgpt.hooks`` computes the hook point with it.
+head's ``hook_z`` times its rows of ``attn.c_proj.w``, no bias. ``npgpt.hooked_forward`` makes the hook point.
 """
 
 from __future__ import annotations

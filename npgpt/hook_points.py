@@ -1,7 +1,7 @@
 """The model's named hook points, TransformerLens's names for them, and reading those names.
 
 :func:`hook_names` lists every point ``model.gpt2`` calls its ``hook`` at, in forward order, with
-``attn.hook_result``, which ``hooks.py`` computes from ``attn.hook_z`` (:data:`RESULT`);
+``attn.hook_result``, which ``hooked_forward.py`` computes from ``attn.hook_z`` (:data:`RESULT`);
 :func:`name_filter` reads TransformerLens's ``names_filter`` forms; :func:`act_name` reads its
 shorthand (``utils.get_act_name``). Both the hooked runs (``hooks.py``) and the cache they return
 (``activation_cache.py``) read names here, so this module imports neither.
@@ -28,7 +28,7 @@ BLOCK_HOOKS = (
     "attn.hook_attn_scores",
     "attn.hook_pattern",
     "attn.hook_z",
-    "attn.hook_result",  # computed by npgpt.hooks when asked for (see RESULT), never by the model
+    "attn.hook_result",  # computed by npgpt.hooked_forward when asked for (see RESULT), never by the model
     "hook_attn_out",
     "hook_resid_mid",
     "ln2.hook_scale",
@@ -41,7 +41,7 @@ BLOCK_HOOKS = (
 
 
 # Each head's output [B, T, H, C] (TransformerLens's, filled there with use_attn_result): model.gpt2 has no
-# such point (its c_proj multiplies the heads at once); npgpt.hooks computes it from attn.hook_z and
+# such point (its c_proj multiplies the heads at once); npgpt.hooked_forward computes it from attn.hook_z and
 # attn.c_proj.w when a hook or names_filter asks for it, and then sums it into hook_attn_out.
 RESULT = "attn.hook_result"
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import random_params
 
-from npgpt import hooks, lens_names
+from npgpt import activation_grads, hooks, lens_names
 from npgpt.api import GPT2
 from npgpt.config import PRESETS, GPT2Config
 from npgpt.errors import NpgptError
@@ -487,7 +487,7 @@ def test_activation_grads_of_a_16_bit_jax_model_are_computed_in_float32():
     same (bfloat16-rounded) weights, to float32 rounding."""
     jax = pytest.importorskip("jax")
     model = GPT2(ODD, scaled_params(ODD, 4), backend="jax", dtype="bfloat16")
-    assert {a.dtype for a in jax.tree_util.tree_leaves(hooks._jax_params(model)[2])} == {np.dtype(np.float32)}
+    assert {a.dtype for a in jax.tree_util.tree_leaves(activation_grads.jax_params(model)[2])} == {np.dtype(np.float32)}
     wide = GPT2(ODD, jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), model.params), backend="jax")
     ids, mask = batch(ODD)
 

@@ -1,0 +1,120 @@
+"""Forward hooks as TransformerLens writes them, ``fn(activation, hook)``: the name they receive
+(:class:`HookName`, answering ``hook.name`` and ``hook.layer()``), ``fwd_hooks`` composed into the model's one
+``hook(name, x)`` (:func:`compose`), and what a hook returns made the activation it replaces (:func:`replacement`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from array_api_compat import array_namespace, is_array_api_obj
+
+from .errors import NpgptError, shown
+from .hook_points import name_filter
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .engine import Engine, HasEngine
+
+Array = Any
+HookFn = Callable[[Array, str], Array | None]  # fn(activation, hook_name) -> replacement, or None to keep it
+
+
+class HookAttributeError(NpgptError, AttributeError):
+    """A TransformerLens HookPoint attribute npgpt's hook name has not, with npgpt's way to the same end."""
+
+
+_KEEP_STATE = "keep state in a dict of your own, read by the hook function (a closure or functools.partial)"
+# TransformerLens's HookPoint attributes -> npgpt's way (a hook is a name and a function for one call)
+_HOOK_POINT_ATTRIBUTES_NOT_HERE = {
+    "ctx": _KEEP_STATE,
+    "add_hook": "npgpt's hooks last for one call: pass them as run_with_hooks' fwd_hooks",
+    "remove_hooks": "npgpt's hooks last for one call, so there are none to remove",
+    "clear_context": _KEEP_STATE,
+}
+
+
+class HookName(str):
+    """A hook point's name as ``fn(activation, hook_name)`` receives it: a str that also answers
+    TransformerLens's ``hook.name`` and ``hook.layer()``, so a hook written ``fn(x, hook)`` for
+    TransformerLens runs unchanged."""
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes str and the class have not
+        if name in _HOOK_POINT_ATTRIBUTES_NOT_HERE:
+            raise HookAttributeError(
+                f"npgpt's hook has no {name} (TransformerLens's HookPoint.{name}); "
+                + _HOOK_POINT_ATTRIBUTES_NOT_HERE[name]
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def layer(self) -> int:
+        """The block the hook point is in (TransformerLens's ``HookPoint.layer``)."""
+        if not self.startswith("blocks."):
+            raise NpgptError(f"{self!r} is in no block; layer() is for the names blocks.{{i}}.*")
+        return int(self.split(".")[1])
+
+
+def compose(
+    fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]],
+    model: Engine | HasEngine,
+    then: Callable[[str, Array], Array] | None = None,
+) -> tuple[Callable[[str, Array], Array], Callable[[str], bool]]:
+    """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``; and whether any of
+    ``fwd_hooks`` is for a name (the optional hook points are computed only for those asked for)."""
+    if not isinstance(fwd_hooks, Iterable) or isinstance(fwd_hooks, (str, bytes)):
+        raise NpgptError(f"fwd_hooks must be a list of (name, fn) pairs, got {shown(fwd_hooks)}")
+    fwd_hooks = list(fwd_hooks)  # read once: a generator is checked and then run, not used up by the check
+    for i, pair in enumerate(fwd_hooks):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
+            raise NpgptError(
+                f"fwd_hooks must be a list of (name, fn) pairs, and item {i} is {pair!r}; "
+                "one hook is fwd_hooks=[(name, fn)]"
+            )
+    hooks = [(name_filter(name, model.config.n_layer), fn) for name, fn in fwd_hooks]
+
+    def hook(name: str, x: Array) -> Array:
+        for wanted, fn in hooks:
+            if wanted(name):
+                new = fn(x, HookName(name))
+                if new is not None:
+                    x = replacement(name, x, new, model.backend)
+        return x if then is None else then(name, x)
+
+    return hook, lambda name: any(wanted(name) for wanted, _ in hooks)
+
+
+def replacement(name: str, x: Array, new: Any, backend: Backend) -> Array:
+    """What a hook returned, as the activation it replaces: an array of the backend's library, x's
+    shape and x's dtype. An array of another library (a torch tensor from a TransformerLens hook on
+    the NumPy backend, NumPy from a cache on JAX) is converted; numbers of another dtype are cast: a
+    float64 steering vector added in NumPy (``x + np.random.randn(C)``) would otherwise make every
+    activation after it, and the logits, float64."""
+    if not is_array_api_obj(new):
+        raise NpgptError(
+            f"hook on {name!r} returned a {type(new).__name__}; return an array of the activation's shape "
+            f"{tuple(x.shape)}, or None to keep it"
+        )
+    if array_namespace(new) is not array_namespace(x):
+        try:
+            new = backend.asarray(np.asarray(new))
+        except (TypeError, ValueError, RuntimeError):  # e.g. a tensor on a GPU, for the NumPy backend
+            raise NpgptError(
+                f"hook on {name!r} returned a {type(new).__name__} the {backend.name} backend cannot read; "
+                f"return an array of the activation's kind ({type(x).__name__})"
+            ) from None
+    if tuple(new.shape) != tuple(x.shape):
+        raise NpgptError(
+            f"hook on {name!r} returned shape {tuple(new.shape)}; the activation's shape is {tuple(x.shape)}"
+        )
+    if new.dtype != x.dtype:
+        xp = array_namespace(x)
+        if not xp.isdtype(new.dtype, ("real floating", "integral")):
+            raise NpgptError(f"hook on {name!r} returned {new.dtype} values; return numbers, as the activation's")
+        new = xp.astype(new, x.dtype)
+    return new

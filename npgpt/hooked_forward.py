@@ -1,0 +1,139 @@
+"""The forward pass with a hook at every named point: ``model.gpt2``'s own ``hook(name, x)``, run eagerly on the
+backend's arrays, plus what TransformerLens has and the model file leaves out: ``stop_at_layer`` (the pass ends
+where the residual stream enters a block) and ``blocks.{i}.attn.hook_result`` (each head's output, computed from
+``attn.hook_z`` only where asked for, :func:`_with_head_results`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from array_api_compat import array_namespace, is_writeable_array
+
+from .backends import float32_products
+from .engine import as_engine, positions_and_mask
+from .errors import NpgptError, is_integer, shown
+from .head_attribution import head_results
+from .hook_points import RESULT
+from .model import gpt2
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .engine import Engine, HasEngine
+
+Array = Any
+
+
+def _inputs(model: Engine | HasEngine, ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ids [B, T], positions [B, T] and the additive mask [B, 1, T, T], checked and built by the Engine."""
+    ids, valid = as_engine(model).check_ids(ids, attention_mask)
+    if ids.shape[1] == 0:
+        raise NpgptError(f"ids must hold at least one token per row, got shape {ids.shape}")
+    positions, mask = positions_and_mask(valid, 0, ids.shape[1])
+    return ids, positions, mask
+
+
+class _Stopped(Exception):  # not an error: how stop_at_layer leaves the forward pass
+    """Raised where ``stop_at_layer`` ends the forward pass, carrying the residual stream there."""
+
+    def __init__(self, residual: Array) -> None:
+        super().__init__("stop_at_layer")
+        self.residual = residual
+
+
+def stop_layer(stop_at_layer: Any, n_layer: int) -> int | None:
+    """TransformerLens's ``stop_at_layer`` as the number of blocks to run (0..n_layer; a negative one counts
+    from the end, as a slice's stop does), or None: every block, then the logits."""
+    if stop_at_layer is None:
+        return None
+    if not (is_integer(stop_at_layer) and -n_layer <= stop_at_layer <= n_layer):
+        raise NpgptError(
+            f"stop_at_layer must be None or a whole number of blocks to run in [-{n_layer}, {n_layer}] "
+            f"(negative: counted from the end), got {shown(stop_at_layer)}",
+            param="stop_at_layer",
+        )
+    return int(stop_at_layer) if stop_at_layer >= 0 else n_layer + int(stop_at_layer)
+
+
+def _stopping(hook: Callable[[str, Array], Array], layer: int) -> Callable[[str, Array], Array]:
+    """``hook``, then the end of the forward pass where the residual stream enters block ``layer`` (leaves
+    the last block for ``layer`` = n_layer), as TransformerLens's ``stop_at_layer`` ends it: no later hook runs."""
+    embed: list[Array] = []
+
+    def stopping(name: str, x: Array) -> Array:
+        x = hook(name, x)
+        if layer == 0 and name == "hook_embed":
+            embed.append(x)
+        elif layer == 0 and name == "hook_pos_embed":
+            raise _Stopped(embed[0] + x)  # the stream entering block 0, as model.gpt2 adds it
+        elif name == f"blocks.{layer - 1}.hook_resid_post":
+            raise _Stopped(x)
+        return x
+
+    return stopping
+
+
+def _with_head_results(
+    hook: Callable[[str, Array], Array], wanted: Callable[[str], bool], weights: dict[str, Any], backend: Backend
+) -> Callable[[str, Array], Array]:
+    """``hook``, also called at ``blocks.{i}.attn.hook_result`` where ``wanted`` names it, right after the block's
+    ``attn.hook_z``, as TransformerLens does with ``use_attn_result``: with each head's output, the
+    :func:`~npgpt.head_attribution.head_results` of the z the hook left. Where the hook changed them (returned a
+    replacement, or wrote in place), the block's ``hook_attn_out`` is their sum over heads plus ``c_proj.b``, as
+    TransformerLens computes it; else the model's own, so a hook that only reads them changes nothing."""
+    edited: dict[int, Array] = {}  # block -> its changed results, until its hook_attn_out
+
+    def hooked(name: str, x: Array) -> Array:
+        layer = int(name.split(".")[1]) if name.startswith("blocks.") else -1
+        if name.endswith(".hook_attn_out") and layer in edited:
+            results, b = edited.pop(layer), weights["blocks"][layer]["attn"]["c_proj"].get("b")
+            x = array_namespace(results).sum(results, axis=-2)  # [B, T, H, C] -> [B, T, C]
+            x = x if b is None else x + b
+        x = hook(name, x)
+        if name.endswith(".attn.hook_z") and wanted(f"blocks.{layer}.{RESULT}"):
+            results = head_results(x, weights["blocks"][layer]["attn"]["c_proj"]["w"], backend)
+            xp = array_namespace(results)
+            before = xp.asarray(results, copy=True) if is_writeable_array(results) else None  # to see an edit in place
+            after = hook(f"blocks.{layer}.{RESULT}", results)
+            if after is not results or (before is not None and not bool(xp.all(after == before))):
+                edited[layer] = after
+        return x
+
+    return hooked
+
+
+def hooked_forward(
+    model: Engine | HasEngine,
+    ids: Any,
+    hook: Callable[[str, Array], Array],
+    attention_mask: Any = None,
+    params: dict[str, Any] | None = None,
+    stop_at_layer: int | None = None,
+    results: Callable[[str], bool] | None = None,
+) -> Array:
+    """Logits [B, T, V] (a backend array) of ``ids`` with ``hook(name, x)`` called at every hook point.
+
+    ``params`` (default ``model.params``) lets a caller pass other arrays, e.g. JAX ones to trace;
+    the inputs are then made arrays of their library. ``attention_mask`` [B, T] (1 = token,
+    0 = left padding) as in ``GPT2.logits``. ``stop_at_layer`` (0..n_layer, from :func:`stop_layer`): run
+    only that many blocks and return the residual stream [B, T, C] there (TransformerLens's). ``results``:
+    the names ``blocks.{i}.attn.hook_result`` at which ``hook`` is called too (none by default; each costs
+    [B, T, H, C] floats and a product the size of c_proj's), see :func:`_with_head_results`.
+    """
+    ids, positions, mask = _inputs(model, ids, attention_mask)
+    asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
+    weights = as_engine(model).params_for(*ids.shape) if params is None else params  # as GPT2.logits runs it
+    if stop_at_layer is not None:
+        hook = _stopping(hook, stop_at_layer)
+    if results is not None:  # on the weights as held (a decode step's batched form is for its kernel alone)
+        hook = _with_head_results(hook, results, model.params if params is None else params, model.backend)
+    with float32_products(weights["wpe"]):  # run eagerly, outside the backend's compiled pass
+        try:
+            logits, _ = gpt2(
+                asarray(ids), weights, model.config, positions=asarray(positions), mask=asarray(mask), hook=hook
+            )
+        except _Stopped as stopped:
+            return stopped.residual
+    return logits
