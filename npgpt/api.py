@@ -16,7 +16,7 @@ from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
 from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_lens_options
 from .params import head_name
-from .sampling import SamplingParams
+from .sampling import SamplingParams, log_softmax
 from .score import Score, score
 from .token_ids import as_ids, check_token_ids, count_tokens
 from .tokenizer import Tokenizer
@@ -366,7 +366,8 @@ class GPT2:
         return score(self, text, window=window, stride=stride, allow_special=allow_special)
 
     def next_tokens(self, prompt: str | Sequence[int], k: int = 10) -> list[tuple[int, str, float]]:
-        """The ``k`` most likely next tokens after ``prompt`` (text or token ids): (id, text, probability).
+        """The ``k`` most likely next tokens after ``prompt`` (text or token ids): (id, text, probability), the
+        probability being the model's own (``exp`` of :meth:`score`'s logprob of that token after ``prompt``).
 
         A prompt longer than the model's context is read from its last ``n_ctx`` tokens (what the model
         would see next when generating on), not refused: the playground's live bars follow typing past it.
@@ -381,10 +382,11 @@ class GPT2:
             raise NpgptError("prompt is empty; give at least one token of text", param="prompt")
         n_tokens = count_tokens(self.config.n_vocab, self.tokenizer)
         check_token_ids(ids, self.config.n_vocab, n_tokens, "prompt")  # as generate's (check_request)
-        logits = self.logits([ids[-self.config.n_ctx :]])[0, -1, :n_tokens]  # no padded ids
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        top = np.argsort(-probs)[:k]
+        # The softmax over the model's full output (as score and a generated token's logprob take it, and
+        # transformers' and TransformerLens's); the tokens listed are tokens only: a padded id has no text.
+        logits = self.logits([ids[-self.config.n_ctx :]])[0, -1]
+        probs = np.exp(log_softmax(logits.astype(np.float64)))  # float64, as score's: a tiny one is not 0
+        top = np.argsort(-probs[:n_tokens], kind="stable")[:k]
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
 
 

@@ -52,9 +52,11 @@ def _one_row(model: Engine | HasEngine, ids: Any) -> np.ndarray:
 def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     """The :class:`LogitLens` of token ids [T] (one sequence); computed on the model's backend.
 
-    The probabilities are over the model's tokenizer's tokens: a vocabulary padded past them
-    (nanoGPT's 50304) has ids that are no token, which ``generate``, ``score`` and ``next_tokens``
-    leave out too. Raises :class:`NpgptError` for an empty or too long sequence or ids outside the vocabulary.
+    The probabilities are the softmax over the model's full output, as ``score``, ``next_tokens`` and a
+    generated token's logprob take it (and TransformerLens's unembed, over its ``d_vocab_out``); the top
+    token is the most likely of the tokenizer's tokens: a vocabulary padded past them (nanoGPT's 50304)
+    has ids that are no token, which ``generate`` never picks either. Raises :class:`NpgptError` for an empty
+    or too long sequence or ids outside the vocabulary.
     """
     ids = _one_row(model, ids)
     L = model.config.n_layer
@@ -72,9 +74,11 @@ def logit_lens(model: Engine | HasEngine, ids: Any) -> LogitLens:
     for name in reversed(names):
         x = layer_norm(cache.pop(name)[0], **model.params["ln_f"], eps=eps)  # [T, C]
         with float32_products(x):  # as the model's own head product
-            probs = softmax(matmul(x, xp.matrix_transpose(head))[:, :n_tokens])
-        probs = model.backend.to_numpy(probs)  # [T, C] -> [T, V] (V: the tokenizer's)
-        top_ids.append(probs.argmax(-1))  # -> [T]
+            logits = matmul(x, xp.matrix_transpose(head))  # [T, C] -> [T, V]
+        # The top token by its logit (its probability may round to 0 in float32 when padded rows dominate),
+        # a token, never a padded id; the probabilities over the model's full output, as model.score's.
+        top_ids.append(model.backend.to_numpy(xp.argmax(logits[:, :n_tokens], axis=-1)))  # -> [T]
+        probs = model.backend.to_numpy(softmax(logits))  # -> [T, V]
         top_probs.append(probs[at, top_ids[-1]])
         final_probs.append(probs[at, top_ids[0]])
     return LogitLens(

@@ -429,6 +429,25 @@ def test_generated_logprobs_are_scores_on_a_padded_vocabulary(padded):
     assert [top[0][1] for top in done.top_logprobs] == pytest.approx(done.token_logprobs, rel=1e-6)  # greedy
 
 
+def test_next_tokens_and_the_logit_lens_give_scores_probabilities_on_a_padded_vocabulary(padded):
+    """next_tokens and the logit lens took the softmax over the tokens alone, so on a padded vocabulary their
+    probabilities were not the model's: here the padded rows hold nearly all of it, and next_tokens listed a
+    token at ~1 that score gives e^-470. Now both are the softmax over the full output, as score, a generated
+    token's logprob, transformers and TransformerLens (over d_vocab_out) take it; the tokens listed stay tokens.
+    Tolerance: float32 softmax against score's float64 log-softmax, rtol 1e-4."""
+    from npgpt.lens import logit_lens
+
+    prompt = padded.tokenizer.encode("Hello there")
+    top = padded.next_tokens(prompt, k=3)
+    assert all(i < N_TOKENS for i, _, _ in top)
+    scored = [np.exp(padded.score(prompt + [i]).token_logprobs[-1]) for i, _, _ in top]
+    np.testing.assert_allclose([p for _, _, p in top], scored, rtol=1e-4, atol=1e-30)
+    lens = logit_lens(padded, prompt)
+    assert lens.top_ids.max() < N_TOKENS and lens.top_ids[-1, -1] == top[0][0]
+    np.testing.assert_allclose(lens.top_probs[-1, -1], top[0][2], rtol=1e-4, atol=1e-30)
+    np.testing.assert_allclose(lens.final_probs[-1], lens.top_probs[-1], rtol=1e-6)
+
+
 PADDED_ID = "ids 50257 to 50303 are the model's padded vocabulary, no token"
 
 

@@ -229,8 +229,9 @@ def test_png_without_matplotlib_fails_before_any_compute(tmp_path, command):
 
 def test_logit_lens_reads_only_the_tokenizers_tokens_of_a_padded_vocabulary():
     """nanoGPT pads the vocabulary to 50304; ids 50257.. are no token, and the lens showed one as the
-    top token (then `npgpt lens` and the server failed to decode it). Now its probabilities are over
-    the tokenizer's tokens, as generate, score and next_tokens read them."""
+    top token (then `npgpt lens` and the server failed to decode it). Now its top token is the most likely of
+    the tokenizer's tokens, as generate picks them, with its probability over the model's full output, as
+    score and next_tokens give it."""
     import dataclasses
 
     from npgpt.api import GPT2
@@ -246,9 +247,10 @@ def test_logit_lens_reads_only_the_tokenizers_tokens_of_a_padded_vocabulary():
     assert model.logits(ids)[0].argmax(-1).max() == padded  # the model itself would pick it
     lens = logit_lens(model, ids)
     assert lens.top_ids.max() < model.tokenizer.n_vocab
-    probs = softmax(model.logits(ids)[0, :, : model.tokenizer.n_vocab])
-    np.testing.assert_array_equal(lens.top_ids[-1], probs.argmax(-1))
-    np.testing.assert_allclose(lens.top_probs[-1], probs.max(-1), rtol=1e-5)
+    logits = model.logits(ids)[0]
+    top = logits[:, : model.tokenizer.n_vocab].argmax(-1)
+    np.testing.assert_array_equal(lens.top_ids[-1], top)
+    np.testing.assert_allclose(lens.top_probs[-1], softmax(logits)[np.arange(len(ids)), top], rtol=1e-5)
 
 
 @pytest.mark.parametrize("command", ["lens", "attention"])
