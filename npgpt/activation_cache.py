@@ -18,7 +18,7 @@ from array_api_compat import array_namespace
 from .errors import NpgptError, is_integer, shown
 from .head_attribution import HeadAttribution
 from .head_attribution import pos_index as _positions
-from .hook_points import OPTIONAL_IN_TL, act_name, hook_names, unknown_name_hint
+from .hook_points import act_name, hook_names, unknown_name_hint
 from .model import layer_norm
 from .params import head_name
 
@@ -179,6 +179,11 @@ class ActivationCache(HeadAttribution, dict):
             return CacheKeyError(
                 f"{shown_key}{read} is not in this cache: the names_filter of the run that made it left it out"
             )
+        if name in hook_names(self.n_layer, inputs=True):
+            return CacheKeyError(
+                f"{shown_key}{read} is not in this cache: it is one of TransformerLens's optional input hooks, "
+                f"computed only where named; run with names_filter=[{name!r}, ...]"
+            )
         layer = re.match(r"blocks\.(-?\d+)\.", name)
         if layer is not None and not 0 <= int(layer.group(1)) < self.n_layer:
             return CacheKeyError(
@@ -191,12 +196,6 @@ class ActivationCache(HeadAttribution, dict):
                 f"{shown_key}{read} is in every block: give the layer, e.g. cache[{short}, 0] "
                 "or cache[..., -1] for the last"
             )
-        for end, where in OPTIONAL_IN_TL.items():
-            if layer is not None and name.endswith("." + end):
-                return CacheKeyError(
-                    f"{shown_key}{read} is not computed (TransformerLens's optional hook): use "
-                    + where.format(i=layer.group(1))
-                )
         close = unknown_name_hint(name, self.n_layer)
         if close.startswith("did you mean"):
             return CacheKeyError(f"unknown activation {shown_key}{read}; {close}")

@@ -12,7 +12,7 @@ import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
 from .errors import NpgptError, shown
-from .hook_points import name_filter
+from .hook_points import name_filter, named
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -64,9 +64,10 @@ def compose(
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]],
     model: Engine | HasEngine,
     then: Callable[[str, Array], Array] | None = None,
-) -> tuple[Callable[[str, Array], Array], Callable[[str], bool]]:
-    """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``; and whether any of
-    ``fwd_hooks`` is for a name (the optional hook points are computed only for those asked for)."""
+) -> tuple[Callable[[str, Array], Array], Callable[[str], bool], Callable[[str], bool]]:
+    """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``; whether any of
+    ``fwd_hooks`` is for a name, and whether one names it as such (a str, not a function of names): the
+    optional hook points are computed only for those asked for (the input hooks only where named)."""
     if not isinstance(fwd_hooks, Iterable) or isinstance(fwd_hooks, (str, bytes)):
         raise NpgptError(f"fwd_hooks must be a list of (name, fn) pairs, got {shown(fwd_hooks)}")
     fwd_hooks = list(fwd_hooks)  # read once: a generator is checked and then run, not used up by the check
@@ -86,7 +87,8 @@ def compose(
                     x = replacement(name, x, new, model.backend)
         return x if then is None else then(name, x)
 
-    return hook, lambda name: any(wanted(name) for wanted, _ in hooks)
+    names = [name for name, _ in fwd_hooks if isinstance(name, str)]
+    return hook, lambda name: any(wanted(name) for wanted, _ in hooks), named(names)
 
 
 def replacement(name: str, x: Array, new: Any, backend: Backend) -> Array:

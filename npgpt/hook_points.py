@@ -45,19 +45,17 @@ BLOCK_HOOKS = (
 # attn.c_proj.w when a hook or names_filter asks for it, and then sums it into hook_attn_out.
 RESULT = "attn.hook_result"
 
-# TransformerLens's hook points that it fills only when asked (use_split_qkv_input, use_attn_in,
-# use_hook_mlp_in): npgpt has none of them, and says where the same numbers are.
-OPTIONAL_IN_TL = {
-    "hook_attn_in": "blocks.{i}.hook_resid_pre",
-    "hook_q_input": "blocks.{i}.hook_resid_pre",
-    "hook_k_input": "blocks.{i}.hook_resid_pre",
-    "hook_v_input": "blocks.{i}.hook_resid_pre",
-    "hook_mlp_in": "blocks.{i}.hook_resid_mid",
-}
+# TransformerLens's hook points that it fills only with a flag on (use_attn_in, use_split_qkv_input,
+# use_hook_mlp_in): the stream entering the attention [B, T, H, C] (the first four) or the MLP [B, T, C].
+# npgpt.input_hooks computes each where a hook or names_filter names it (by name: names_filter None or a
+# function of names does not reach them, as TransformerLens's with its flags off).
+INPUT_HOOKS = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in")
 
 
-def hook_names(n_layer: int) -> list[str]:
-    """Every hook point of an ``n_layer`` model, in forward order.
+def hook_names(n_layer: int, inputs: bool = False) -> list[str]:
+    """Every hook point of an ``n_layer`` model, in forward order; with ``inputs``, TransformerLens's optional
+    input hook points too (:data:`INPUT_HOOKS`: ``hook_attn_in``, ``hook_q/k/v_input`` [B, T, H, C] and
+    ``hook_mlp_in`` [B, T, C]), computed only where named.
 
     Shapes (B batch, T tokens, C n_embd, H heads, D head dim): ``hook_embed``, ``hook_pos_embed``,
     ``hook_resid_*``, ``hook_attn_out``, ``hook_mlp_out``, ``*.hook_normalized`` [B, T, C];
@@ -65,7 +63,11 @@ def hook_names(n_layer: int) -> list[str]:
     ``attn.hook_pattern`` [B, H, T, T] (query, key); ``attn.hook_result`` [B, T, H, C] (each head's output,
     computed only where asked for: see :data:`RESULT`); ``mlp.hook_pre/post`` [B, T, 4C].
     """
-    blocks = [f"blocks.{i}.{n}" for i in range(n_layer) for n in BLOCK_HOOKS]
+    points = list(BLOCK_HOOKS)
+    if inputs:  # where TransformerLens's forward reaches them
+        points[1:1] = INPUT_HOOKS[:4]
+        points.insert(points.index("hook_resid_mid") + 1, INPUT_HOOKS[4])
+    blocks = [f"blocks.{i}.{n}" for i in range(n_layer) for n in points]
     return ["hook_embed", "hook_pos_embed", *blocks, "ln_final.hook_scale", "ln_final.hook_normalized"]
 
 
@@ -84,7 +86,7 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
             f"names_filter must be a hook name, a list of names or a function of a name, got {names_filter!r}"
         )
     wanted = set(names)
-    unknown = sorted(wanted - set(hook_names(n_layer)))
+    unknown = sorted(wanted - set(hook_names(n_layer, inputs=True)))
     if unknown:
         hints = [hint for n in unknown if (hint := unknown_name_hint(n, n_layer))]
         raise NpgptError(
@@ -94,16 +96,23 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
     return wanted.__contains__
 
 
+def named(names_filter: NamesFilter) -> Callable[[str], bool]:
+    """The names a ``names_filter`` (or a ``fwd_hooks`` name) gives as such: a name or a list of names; None
+    and a function of names give none (they do not reach the optional :data:`INPUT_HOOKS`)."""
+    if isinstance(names_filter, str):
+        return names_filter.__eq__
+    if names_filter is None or callable(names_filter) or not isinstance(names_filter, Iterable):
+        return lambda name: False
+    return set(n for n in names_filter if isinstance(n, str)).__contains__
+
+
 def unknown_name_hint(name: str, n_layer: int) -> str:
     """What to write for ``name``, which is no hook point of an ``n_layer`` model: where TransformerLens's
     optional hooks' numbers are, the layers there are, or the closest hook name ('' if none is close)."""
     layer = re.match(r"blocks\.(-?\d+)\.", name)
-    for end, where in OPTIONAL_IN_TL.items():
-        if layer is not None and name.endswith("." + end):
-            return f"{name} is not computed (TransformerLens's optional hook): use {where.format(i=layer.group(1))}"
     if layer is not None and not 0 <= int(layer.group(1)) < n_layer:
         return f"{name}: this model's layers are 0 to {n_layer - 1}"
-    names = hook_names(n_layer)
+    names = hook_names(n_layer, inputs=True)
     try:
         full = act_name(name)  # TransformerLens's shorthand, e.g. 'pattern0', is no hook name
     except (TypeError, ValueError):

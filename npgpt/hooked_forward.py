@@ -10,13 +10,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from array_api_compat import array_namespace, is_writeable_array
+from array_api_compat import array_namespace
 
 from .backends import float32_products
 from .engine import as_engine, positions_and_mask
 from .errors import NpgptError, is_integer, shown
 from .head_attribution import head_results
 from .hook_points import RESULT
+from .input_hooks import call_edited, with_inputs
 from .model import gpt2
 
 if TYPE_CHECKING:
@@ -94,10 +95,8 @@ def _with_head_results(
         x = hook(name, x)
         if name.endswith(".attn.hook_z") and wanted(f"blocks.{layer}.{RESULT}"):
             results = head_results(x, weights["blocks"][layer]["attn"]["c_proj"]["w"], backend)
-            xp = array_namespace(results)
-            before = xp.asarray(results, copy=True) if is_writeable_array(results) else None  # to see an edit in place
-            after = hook(f"blocks.{layer}.{RESULT}", results)
-            if after is not results or (before is not None and not bool(xp.all(after == before))):
+            after, changed = call_edited(hook, f"blocks.{layer}.{RESULT}", results)
+            if changed:
                 edited[layer] = after
         return x
 
@@ -112,6 +111,7 @@ def hooked_forward(
     params: dict[str, Any] | None = None,
     stop_at_layer: int | None = None,
     results: Callable[[str], bool] | None = None,
+    inputs: Callable[[str], bool] | None = None,
 ) -> Array:
     """Logits [B, T, V] (a backend array) of ``ids`` with ``hook(name, x)`` called at every hook point.
 
@@ -120,7 +120,9 @@ def hooked_forward(
     0 = left padding) as in ``GPT2.logits``. ``stop_at_layer`` (0..n_layer, from :func:`stop_layer`): run
     only that many blocks and return the residual stream [B, T, C] there (TransformerLens's). ``results``:
     the names ``blocks.{i}.attn.hook_result`` at which ``hook`` is called too (none by default; each costs
-    [B, T, H, C] floats and a product the size of c_proj's), see :func:`_with_head_results`.
+    [B, T, H, C] floats and a product the size of c_proj's), see :func:`_with_head_results`. ``inputs``: the names
+    of TransformerLens's optional input hooks (``blocks.{i}.hook_q_input``, ...) at which it is called too
+    (:func:`~npgpt.input_hooks.with_inputs`).
     """
     ids, positions, mask = _inputs(model, ids, attention_mask)
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
@@ -129,6 +131,8 @@ def hooked_forward(
         hook = _stopping(hook, stop_at_layer)
     if results is not None:  # on the weights as held (a decode step's batched form is for its kernel alone)
         hook = _with_head_results(hook, results, model.params if params is None else params, model.backend)
+    if inputs is not None:
+        hook = with_inputs(hook, inputs, model.params if params is None else params, model.config)
     with float32_products(weights["wpe"]):  # run eagerly, outside the backend's compiled pass
         try:
             logits, _ = gpt2(

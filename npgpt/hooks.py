@@ -27,7 +27,7 @@ from .activation_grads import activation_grads, attribution_patching
 from .errors import NpgptError, shown
 from .hook_fns import HookFn, HookName, compose
 from .hook_io import check_return_type, lm_loss, read_input, run_output, to_tokens
-from .hook_points import BLOCK_HOOKS, OPTIONAL_IN_TL, RESULT, NamesFilter, act_name, hook_names, name_filter
+from .hook_points import BLOCK_HOOKS, INPUT_HOOKS, RESULT, NamesFilter, act_name, hook_names, name_filter, named
 from .hooked_forward import hooked_forward, stop_layer
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 # parts live by concern in hook_points, activation_cache, hook_io, hook_fns, hooked_forward and activation_grads.
 __all__ = [
     "BLOCK_HOOKS",
-    "OPTIONAL_IN_TL",
+    "INPUT_HOOKS",
     "RESULT",
     "ActivationCache",
     "HookName",
@@ -74,8 +74,9 @@ def run_with_cache(
 
     ``cache`` (an :class:`ActivationCache`, a dict that also reads TransformerLens's shorthand keys
     and has its helpers) maps TransformerLens's hook names to float32 arrays of TransformerLens's
-    shapes (see :func:`hook_names`), each as its hook point saw it: an activation changed by one of ``fwd_hooks``
-    is cached as changed, and a later change in place does not reach the cache. With
+    shapes (see :func:`hook_names`; TransformerLens's optional input hooks, ``blocks.{i}.hook_q_input`` and
+    the like, only where ``names_filter`` or a hook names them), each as its hook point saw it: an activation
+    changed by one of ``fwd_hooks`` is cached as changed, and a later change in place does not reach the cache. With
     ``host`` (the default) everything is a NumPy array; ``host=False`` keeps the backend's arrays
     (JAX: traceable). A 1-D ``ids`` is one row. ``ids`` may be a text or a list of texts, read as
     TransformerLens reads them, ``<|endoftext|>`` first (``prepend_bos``, ``padding_side``: :func:`to_tokens`).
@@ -104,9 +105,11 @@ def run_with_cache(
             cache[name] = array_namespace(held).asarray(held, copy=True) if is_writeable_array(held) else held
         return x
 
-    hook, hooked = compose(fwd_hooks, model, record)
+    hook, hooked, hook_named = compose(fwd_hooks, model, record)
     wanted = lambda name: keep(name) or hooked(name)  # noqa: E731
-    logits = hooked_forward(model, ids, hook, attention_mask, stop_at_layer=stop, results=wanted)
+    filter_named = named(names_filter)
+    inputs = lambda name: filter_named(name) or hook_named(name)  # noqa: E731
+    logits = hooked_forward(model, ids, hook, attention_mask, stop_at_layer=stop, results=wanted, inputs=inputs)
     activations = ActivationCache(cache, model, stopped_at=stop)
     if remove_batch_dim:
         activations.remove_batch_dim()
@@ -138,9 +141,9 @@ def run_with_hooks(
     check_return_type(return_type, loss_per_token)
     stop = stop_layer(stop_at_layer, model.config.n_layer)
     ids, attention_mask = read_input(model, ids, attention_mask, prepend_bos, padding_side)
-    hook, hooked = compose(fwd_hooks, model)
+    hook, hooked, hook_named = compose(fwd_hooks, model)
     logits = model.backend.to_numpy(
-        hooked_forward(model, ids, hook, attention_mask, stop_at_layer=stop, results=hooked)
+        hooked_forward(model, ids, hook, attention_mask, stop_at_layer=stop, results=hooked, inputs=hook_named)
     )
     if stop is not None:
         return logits  # the residual stream, whatever return_type asks (as in TransformerLens)

@@ -219,7 +219,7 @@ def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
         ("pattern", -4): "layers are 0 to 2",
         "k6": r"cache\['k6'\] \(hook name 'blocks.6.attn.hook_k'\).*layers are 0 to 2",
         "resid_post": r"is in every block: give the layer, e.g. cache\['resid_post', 0\]",
-        ("q_input", 1): r"not computed \(TransformerLens's optional hook\): use blocks.1.hook_resid_pre",
+        ("q_input", 1): r"TransformerLens's optional input hooks, computed only where named; run with names_filter",
         ("pattern", 1.0): "the layer in cache.* must be a whole number, got 1.0",
         3: "cache keys are hook names or TransformerLens's shorthand",
     }
@@ -376,20 +376,6 @@ def test_the_cache_holds_each_activation_as_its_hook_point_saw_it(backend: str):
     _, cache = model.run_with_cache(ids, fwd_hooks=[("blocks.1.hook_resid_pre", zero)])
     np.testing.assert_array_equal(cache["blocks.0.hook_resid_post"], plain["blocks.0.hook_resid_post"])
     assert (cache["blocks.1.hook_resid_pre"][:, 1] == 0).all()
-
-
-def test_transformer_lens_optional_hook_names_say_where_their_numbers_are():
-    """hook_attn_in, hook_q_input and hook_mlp_in exist in TransformerLens only when asked for
-    (use_split_qkv_input, ...); npgpt said only 'unknown hook name'. Now the line says what to use.
-    (attn.hook_result, use_attn_result's, is a hook point: tests/test_hook_result.py.)"""
-    model = GPT2(ODD, scaled_params(ODD, 1))
-    cases = {
-        "blocks.1.hook_q_input": "use blocks.1.hook_resid_pre$",
-        "blocks.2.hook_mlp_in": "use blocks.2.hook_resid_mid$",
-    }
-    for name, hint in cases.items():
-        with pytest.raises(NpgptError, match=f"unknown hook name.*{name!r}.*not computed.*{hint}"):
-            model.run_with_cache([1, 2], names_filter=name)
 
 
 def test_names_filter_forms_and_errors():
