@@ -8,11 +8,12 @@ the answer in ``registry.home() / "autotune.json"``, keyed by what decides it (C
 core count and thread limits, backend, library versions, the model's widths and the rows decoded at
 once). The measurement is as good as the moment it was taken: a machine busy with other work then
 can make a multi-threaded kernel look many times slower (int8 once came out "29.2x float32" at load 4.2
-on 2 cores). So a measurement that cannot be trusted is neither used nor cached (:func:`doubt`): taken
+on 2 cores). So a measurement that cannot be trusted is not used (:func:`doubt`): taken
 at a load average of at least the core count, with rounds that disagree (a storage's step time in its
 median round over SPREAD times its best), or with a gain past what the storage's bytes allow
-(MAX_GAIN); float32 is kept for that load and the next one measures again. Delete the file to measure
-again.
+(MAX_GAIN); float32 is kept. That outcome is cached too, but only for DOUBT_S seconds, and one doubted
+for the load only until the load falls below the core count: a host that is always busy does not pay the
+measurement on every start, and one that calms down measures again soon. Delete the file to measure again.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ SPREAD = 1.5
 # The most a storage can plausibly gain over float32 in one decode step: twice what its bytes per weight
 # save (a decode step reads every weight once). More says float32's kernel was slowed, not int8 fast.
 MAX_GAIN = {"float16": 4.0, "bfloat16": 4.0, "int8": 8.0}
+# How long a doubted measurement's outcome (float32 kept) is reused before measuring again (one per hour
+# at most on a host that is always busy); one doubted for the load alone is measured again once it falls.
+DOUBT_S = 3600.0
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # part of the cache key where set
 
 
@@ -68,7 +72,8 @@ class Choice:
     skipped: dict[str, str] = field(default_factory=dict)
     cache: Path | None = None
     load: float | None = None
-    doubt: str | None = None  # why the measurement was not trusted (float32 kept, nothing cached), or None
+    doubt: str | None = None  # why the measurement was not trusted (float32 kept), or None
+    retry_at: float | None = None  # with a doubt: when (``time.time()``) the cached outcome expires
 
     def describe(self) -> str:
         """One line for the CLI, e.g. ``int8 (1.9x float32 at 1 row on this host; measured now)``."""
@@ -81,7 +86,11 @@ class Choice:
             speed = f"{', '.join(others) or 'no other storage'} vs float32 at {rows} on this host"
         where = "measured now" if self.measured else "cached"
         if self.doubt is not None:
-            return f"{self.dtype} (float32 kept: {self.doubt}; measured now, not cached: measured again next load)"
+            if self.cache is None or self.retry_at is None:
+                return f"{self.dtype} (float32 kept: {self.doubt}; measured now, not cached: measured again next load)"
+            until = time.strftime("%H:%M", time.localtime(self.retry_at))
+            when = "measured now" if self.measured else f"measured earlier, cached in {self.cache}"
+            return f"{self.dtype} (float32 kept: {self.doubt}; {when}; measured again after {until} or once idle)"
         if self.cache is not None:
             where += f"; cached in {self.cache}" if self.measured else f" in {self.cache}"
         cores = os.cpu_count() or 1
@@ -282,6 +291,10 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
     key = cache_key(backend, config, rows)
     entries = _read(cache)
     hit = entries.get(key)
+    cores = os.cpu_count() or 1
+    kept = _doubted(hit, backend, cores)
+    if kept is not None:  # a recent measurement that was not trusted: float32 again, without paying for it
+        return replace(kept, key=key, rows=rows, cache=cache)
     if isinstance(hit, dict) and hit.get("dtype") in backend.dtypes and isinstance(hit.get("seconds"), dict):
         # Only positive, finite times: describe() divides by the chosen one (a hand-edited entry without
         # it, or with 0, was an internal KeyError/ZeroDivisionError); such an entry is measured again.
@@ -292,19 +305,23 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
         }
         load = hit.get("load") if isinstance(hit.get("load"), (int, float)) else None
         # an entry an older npgpt cached from a busy machine or an implausible gain is measured again
-        if hit["dtype"] in seconds and doubt(seconds, {}, load, os.cpu_count() or 1) is None:
+        if "doubt" not in hit and hit["dtype"] in seconds and doubt(seconds, {}, load, cores) is None:
             return Choice(hit["dtype"], seconds, False, key, rows, cache=cache, load=load)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     seconds, skipped, spread = measure(backend, config, rows)
     if hasattr(os, "getloadavg"):  # the busier of the start and the end
         load = max(load or 0.0, os.getloadavg()[0])
-    why = doubt(seconds, spread, load, os.cpu_count() or 1)
-    if why is not None and "float32" in seconds:  # not this machine's truth: neither used nor cached
-        return Choice("float32", seconds, True, key, rows, skipped, None, load, why)
-    choice = pick(seconds)
+    why = doubt(seconds, spread, load, cores)
+    retry_at = None
+    if why is not None and "float32" in seconds:  # not this machine's truth: float32, cached for a while only
+        choice, retry_at = "float32", time.time() + DOUBT_S
+        entry = {"dtype": choice, "seconds": seconds, "load": load, "doubt": why, "retry_at": retry_at}
+    else:
+        why, choice = None, pick(seconds)
+        entry = {"dtype": choice, "seconds": seconds, "load": load}
     # Read again: another process (a second server, a test run) may have written its own entry while this
     # one measured, and writing the copy read before would drop it. The window left is the write itself.
-    entries = {**_read(cache), key: {"dtype": choice, "seconds": seconds, "load": load}}
+    entries = {**_read(cache), key: entry}
     written: Path | None = cache
     try:
         from .files import atomic_path
@@ -313,4 +330,28 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
             Path(tmp).write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1), encoding="utf-8")
     except NpgptError:  # a read-only or missing home: the choice stands, only the cache is lost
         written = None
-    return Choice(choice, seconds, True, key, rows, skipped, written, load)
+    return Choice(choice, seconds, True, key, rows, skipped, written, load, why, retry_at if written else None)
+
+
+def _doubted(hit: Any, backend: Backend, cores: int) -> Choice | None:
+    """The cached outcome of a measurement that was not trusted, while it holds: before its ``retry_at``
+    (at most ``DOUBT_S`` from now: a clock set back does not keep it for ever) and, for one doubted for the
+    machine's load, while the load is still at least ``cores``. None otherwise (measure again)."""
+    if not (isinstance(hit, dict) and isinstance(hit.get("doubt"), str) and "float32" in backend.dtypes):
+        return None
+    retry_at, load = hit.get("retry_at"), hit.get("load")
+    if not isinstance(retry_at, (int, float)) or isinstance(retry_at, bool):
+        return None
+    now = time.time()
+    if not now < retry_at <= now + DOUBT_S:
+        return None
+    if hit["doubt"].startswith("measured at load") and hasattr(os, "getloadavg") and os.getloadavg()[0] < cores:
+        return None  # the machine calmed down: this is the moment to measure
+    seconds = hit.get("seconds")
+    seconds = {
+        str(k): float(v)
+        for k, v in (seconds.items() if isinstance(seconds, dict) else ())
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+    }
+    load = float(load) if isinstance(load, (int, float)) and not isinstance(load, bool) else None
+    return Choice("float32", seconds, False, "", load=load, doubt=hit["doubt"], retry_at=float(retry_at))
