@@ -55,48 +55,61 @@ def download_openai(
     ``(filename, done_bytes, total_bytes or None)`` during each transfer; the one-time conversion
     reports as ``("model.safetensors", 0, None)`` when it starts and ``(.., n, n)`` when done.
     """
-    from .formats import npgpt_format, openai_tf
-
     name = openai_name(name)
     target = home() / name / MODEL_FILE
     if target.is_file():
         return target
     staging = home() / "downloads" / "openai" / name
-    _mkdir(staging)
-    with _exclusive(staging, f"GPT-2 {name}"):
-        if target.is_file():  # another process finished it between the check above and the lock
-            return target
-        for file in OPENAI_FILES:
-            if not (staging / file).exists():
-                url = f"{base_url.rstrip('/')}/{name}/{file}"
-                _fetch(url, staging / file, progress=progress, retries=retries, timeout=timeout)
-        _report(progress, MODEL_FILE, 0, None)
-        try:
-            config, params = openai_tf.load(staging)
-        except ValueError as e:  # CheckpointError, or a config that makes no sense
-            # Which file broke is unknowable in general (a bad index misreads good data), so
-            # drop them all: the next run starts clean instead of failing the same way forever.
-            shutil.rmtree(staging, ignore_errors=True)
-            detail = str(e).replace(f"{staging}{os.sep}", "").split("; ")[0]  # what broke, not its fix
-            raise CheckpointError(
-                f"the downloaded GPT-2 {name} is corrupt ({detail}); it was deleted, run the same command "
-                "again to download it afresh"
-            ) from None
-        try:
-            npgpt_format.save(target, config, params)
-        except OSError as e:
-            _rmdir_if_empty(target.parent)
-            raise cannot_write(target, e, elsewhere=_ELSEWHERE) from None
-        except NpgptError:  # no room or no permission, said in one line by atomic_path; the download stays
-            _rmdir_if_empty(target.parent)
-            raise
-        del params  # may be memory maps of the files deleted next
-        shutil.rmtree(staging, ignore_errors=True)
-    _rmdir_if_empty(staging.parent)
-    _rmdir_if_empty(staging.parent.parent)
+    try:
+        with _exclusive(staging, f"GPT-2 {name}"):
+            try:
+                _download_locked(name, staging, target, base_url, progress, retries, timeout)
+            except BaseException:  # nothing to resume (no .part) leaves no empty folder; only the lock's holder
+                _rmdir_if_empty(staging)  # removes it, and a waiter checks it locked the folder still there
+                raise
+    finally:
+        _rmdir_if_empty(staging.parent)  # rmdir: only when no other download's folder is in them
+        _rmdir_if_empty(staging.parent.parent)
     size = target.stat().st_size
     _report(progress, MODEL_FILE, size, size)
     return target
+
+
+def _download_locked(
+    name: str, staging: Path, target: Path, base_url: str, progress: Progress | None, retries: int, timeout: float
+) -> None:
+    """:func:`download_openai`'s work, with ``staging`` locked: fetch, verify, convert to ``target``, and
+    remove ``staging``."""
+    from .formats import npgpt_format, openai_tf
+
+    if target.is_file():  # another process finished it between the caller's check and the lock
+        return
+    for file in OPENAI_FILES:
+        if not (staging / file).exists():
+            url = f"{base_url.rstrip('/')}/{name}/{file}"
+            _fetch(url, staging / file, progress=progress, retries=retries, timeout=timeout)
+    _report(progress, MODEL_FILE, 0, None)
+    try:
+        config, params = openai_tf.load(staging)
+    except ValueError as e:  # CheckpointError, or a config that makes no sense
+        # Which file broke is unknowable in general (a bad index misreads good data), so
+        # drop them all: the next run starts clean instead of failing the same way forever.
+        shutil.rmtree(staging, ignore_errors=True)
+        detail = str(e).replace(f"{staging}{os.sep}", "").split("; ")[0]  # what broke, not its fix
+        raise CheckpointError(
+            f"the downloaded GPT-2 {name} is corrupt ({detail}); it was deleted, run the same command "
+            "again to download it afresh"
+        ) from None
+    try:
+        npgpt_format.save(target, config, params)
+    except OSError as e:
+        _rmdir_if_empty(target.parent)
+        raise cannot_write(target, e, elsewhere=_ELSEWHERE) from None
+    except NpgptError:  # no room or no permission, said in one line by atomic_path; the download stays
+        _rmdir_if_empty(target.parent)
+        raise
+    del params  # may be memory maps of the files deleted next
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress | None = None) -> Path:
@@ -299,13 +312,6 @@ def _report(progress: Progress | None, name: str, done: int, total: int | None) 
         progress(name, done, total)
 
 
-def _mkdir(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise NpgptError(f"cannot create {directory}: {e.strerror or e}; set NPGPT_HOME to a writable one") from None
-
-
 def _rmdir_if_empty(directory: Path) -> None:
     with contextlib.suppress(OSError):
         directory.rmdir()
@@ -313,27 +319,48 @@ def _rmdir_if_empty(directory: Path) -> None:
 
 @contextlib.contextmanager
 def _exclusive(directory: Path, what: str) -> Iterator[None]:
-    """Lock ``directory`` so two processes never append to the same ``.part`` file.
+    """Make ``directory`` and lock it, so two processes never append to the same ``.part`` file.
 
     An advisory ``flock``, released by the OS even if the process dies; where there is none
-    (Windows) downloads are not locked.
+    (Windows) downloads are not locked. The folder is removed by the lock's holder (done, or failed
+    with nothing to resume), so a process that opened it before and locked it after would hold a lock
+    on a folder no longer there, while a third one makes and locks a new one: the lock is taken again
+    until the path names the very folder locked.
     """
     try:
         import fcntl
     except ImportError:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise cannot_write(directory, e, elsewhere=_ELSEWHERE) from None
         yield
         return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
+    for _ in range(100):  # each turn lost to a holder's removal; more would take a pathological race
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise NpgptError(
-                f"another npgpt process is downloading {what} into {directory}; wait for it to finish"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory, os.O_RDONLY)
+        except FileNotFoundError:  # a folder on the way removed by another process's cleanup: again
+            continue
+        except OSError as e:  # a read-only home, a file where a folder goes
+            raise cannot_write(directory, e, elsewhere=_ELSEWHERE) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise NpgptError(
+                    f"another npgpt process is downloading {what} into {directory}; wait for it to finish"
+                ) from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(directory))
+            except FileNotFoundError:
+                same = False
+            if same:
+                yield
+                return
+        finally:
+            os.close(fd)
+    raise NpgptError(f"another npgpt process keeps removing {directory}; wait for it to finish")
 
 
 def _tqdm_reporting(progress: Progress, file: str) -> type:

@@ -514,3 +514,53 @@ def test_a_revision_for_openais_files_is_refused_not_ignored(tmp_path):
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "error: --revision v2 is for a --hf repo; OpenAI's 124M has one version: drop --revision" in r.stderr
     assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("size", ["355M", "774M"], ids=["unreachable", "http-404"])
+def test_a_failed_download_with_nothing_to_resume_leaves_no_empty_folder(server, cache, size):
+    """A download that failed before a byte arrived left downloads/openai/<size> (and its parents) empty
+    behind, in the cache for ever."""
+    cache.mkdir(parents=True)
+    url = server.url
+    if size == "355M":
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(NpgptError):
+        download.download_openai(size, base_url=url, timeout=5)
+    assert list(cache.iterdir()) == []
+
+
+def test_a_cut_download_keeps_its_part_file_to_resume(server, cache):
+    server.cut[DATA] = 5000
+    with pytest.raises(NpgptError, match="run the same command again to resume"):
+        download.download_openai("124M", base_url=server.url, retries=0)
+    assert (cache / "downloads" / "openai" / "124M" / f"{DATA}.part").stat().st_size == 5000
+
+
+def test_a_folder_removed_and_made_again_while_locking_is_locked_anew(server, cache, monkeypatch):
+    """The folder's lock is its holder's to remove the folder by: a process that opened it just before a failed
+    holder removed it, and locked it after, held a lock on a folder gone while a third process made the path
+    again and downloaded into it; two processes then appended to the same .part file."""
+    fcntl = pytest.importorskip("fcntl")
+    staging = cache / "downloads" / "openai" / "124M"
+    real_open, held = os.open, []
+
+    def racing_open(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if Path(path) == staging and not held:  # removed and made again by others, and locked by the third
+            os.rmdir(staging)
+            staging.mkdir()
+            held.append(real_open(staging, os.O_RDONLY))
+            fcntl.flock(held[0], fcntl.LOCK_EX)
+        return fd
+
+    monkeypatch.setattr(os, "open", racing_open)
+    try:
+        with pytest.raises(NpgptError, match="another npgpt process is downloading GPT-2 124M"):
+            download.download_openai("124M", base_url=server.url)
+    finally:
+        monkeypatch.undo()
+        for fd in held:
+            os.close(fd)
+    assert server.requests == []
