@@ -28,7 +28,7 @@ import numpy as np
 from .config import GPT2Config
 from .errors import NpgptError, is_integer, shown
 from .sampling import check_finite, log_softmax
-from .token_ids import as_ids, count_tokens, padding_note
+from .token_ids import as_ids, check_token_ids, count_tokens
 from .tokenizer import Tokenizer
 
 
@@ -226,8 +226,5 @@ def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> n
         raise NpgptError(
             f"text must be a string or a 1-D sequence of token ids, got {arr.dtype} {arr.shape}{one}", "text"
         )
-    n_tokens = count_tokens(model.config.n_vocab, model.tokenizer)
-    if arr.size and (arr.min() < 0 or arr.max() >= n_tokens):
-        padding = padding_note(model.config.n_vocab, n_tokens)
-        raise NpgptError(f"token ids must be in [0, {n_tokens}), the model's vocabulary{padding}", "text")
+    check_token_ids(arr, model.config.n_vocab, count_tokens(model.config.n_vocab, model.tokenizer), "text", "text")
     return arr

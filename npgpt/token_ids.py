@@ -56,6 +56,9 @@ def as_ids(x: Any, what: str, expected: str, param: str | None = None, ragged: s
             "model.tokenizer.encode(text)",
             param,
         )
+    if np.issubdtype(arr.dtype, np.integer) and (flag := _first_bool(x)) is not None:
+        # NumPy reads [1, True] as int64 [1, 1]: the bool would silently be id 1
+        raise NpgptError(f"{what} must be {expected}, got {shown(flag)} among the ids, which is no token id", param)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         # Python ints past int64 (2**70) made NumPy's object array, or with smaller ones its float64: "got float64"
         if (big := _past_int64(x)) is not None:
@@ -82,11 +85,18 @@ def padding_note(n_vocab: int, n_tokens: int) -> str:
     return f"; ids {n_tokens} to {n_vocab - 1} are the model's padded vocabulary, no token: no text has them"
 
 
-def check_token_ids(ids: Sequence[Any], n_vocab: int, n_tokens: int, what: str, param: str = "prompt") -> None:
-    """Refuse an id of ``ids`` (a prompt's, already a list) that is no token: outside ``[0, n_tokens)`` (see
-    :func:`count_tokens`), or no integer at all (``True`` would be read as id 1, ``1.5`` as 1). NpgptError
-    "``what`` has token id X, outside [0, n_tokens)" (with :func:`padding_note`), or "... must be integers". The
-    one check of prompt ids for generate, next_tokens and the server's completions."""
+def check_token_ids(
+    ids: Sequence[Any] | np.ndarray, n_vocab: int, n_tokens: int, what: str, param: str = "prompt"
+) -> None:
+    """Refuse an id of ``ids`` (a prompt's, or a text's to score: a list or an integer array) that is no token:
+    outside ``[0, n_tokens)`` (see :func:`count_tokens`), or no integer at all (``True`` would be read as id 1,
+    ``1.5`` as 1). NpgptError "``what`` has token id X, outside [0, n_tokens)" (with :func:`padding_note`), or
+    "... not an integer". The one check of a text's ids for generate, next_tokens, score and the server's
+    completions."""
+    if isinstance(ids, np.ndarray) and np.issubdtype(ids.dtype, np.integer):
+        if not ids.size or (ids.min() >= 0 and ids.max() < n_tokens):
+            return
+        ids = ids.tolist()
     if all(type(t) is int for t in ids) and (not ids or (min(ids) >= 0 and max(ids) < n_tokens)):
         return  # the usual case, at C speed; else find the first id at fault
     for t in ids:
@@ -94,8 +104,25 @@ def check_token_ids(ids: Sequence[Any], n_vocab: int, n_tokens: int, what: str, 
             raise NpgptError(f"{what} has token id {shown(t)}, not an integer; token ids must be integers", param)
         if not 0 <= t < n_tokens:
             raise NpgptError(
-                f"{what} has token id {shown(t)}, outside [0, {n_tokens}){padding_note(n_vocab, n_tokens)}", param
+                f"{what} has token id {shown(t)}, outside the vocabulary [0, {n_tokens})"
+                + padding_note(n_vocab, n_tokens),
+                param,
             )
+
+
+def _first_bool(x: Any) -> Any:
+    """The first bool (Python's or NumPy's) in nested lists and tuples of ``x`` (or an object array's), or None."""
+    if isinstance(x, np.ndarray):
+        if x.dtype != object:
+            return None
+        x = x.tolist()
+    if isinstance(x, (list, tuple)):
+        for item in x:
+            if isinstance(item, (bool, np.bool_)):
+                return item
+            if isinstance(item, (list, tuple, np.ndarray)) and (found := _first_bool(item)) is not None:
+                return found
+    return None
 
 
 def _past_int64(x: Any) -> int | None:

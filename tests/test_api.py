@@ -399,7 +399,10 @@ def test_calling_the_model_is_transformer_lens_forward_and_nanogpt_targets_or_th
 # -- one check of a prompt's ids (npgpt.token_ids.check_token_ids) for every entry point -------------------------
 @pytest.mark.parametrize(
     "bad, named",
-    [(-1, "token id -1, outside [0, 50257)"), (50257, "token id 50257, outside [0, 50257)")]
+    [
+        (-1, "token id -1, outside the vocabulary [0, 50257)"),
+        (50257, "token id 50257, outside the vocabulary [0, 50257)"),
+    ]
     + [(b, f"token id {b!r}, not an integer") for b in (True, 1.5, np.float32(2.0))],
 )
 def test_every_entry_point_refuses_a_prompt_id_that_is_no_token_naming_it(model, bad, named):
@@ -421,3 +424,20 @@ def test_every_entry_point_refuses_a_prompt_id_that_is_no_token_naming_it(model,
         message = str(err.value)
         assert named in message and "\n" not in message, (name, message)
         assert err.value.param == "prompt", name
+
+
+def test_a_bool_among_ids_is_refused_never_read_as_id_1(model):
+    """NumPy reads [1, True] as int64 [1, 1], so a bool among a batch's ids was silently id 1: generate([[5, True]]),
+    logits, run_with_cache, score, to_string and decode all ran on it. Every reader of ids refuses it now."""
+    for name, call in {
+        "generate": lambda: model.generate([[5, True]], max_new_tokens=2),
+        "generate, a tuple row": lambda: model.generate([(5, 6), (5, True)], max_new_tokens=2),
+        "logits": lambda: model.logits([[1, True]]),
+        "run_with_cache": lambda: model.run_with_cache([[1, True]]),
+        "score": lambda: model.score([1, True]),
+        "to_string": lambda: model.to_string([[1, 2], [3, np.True_]]),
+        "decode": lambda: model.tokenizer.decode([1, True]),
+    }.items():
+        with pytest.raises(NpgptError, match=r"got (np\.)?True(_)? among the ids, which is no token id"):
+            call()
+            pytest.fail(name)

@@ -530,5 +530,5 @@ def test_the_server_refuses_a_padded_id_in_a_prompt_saying_it_is_padding(padded,
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
     assert (
         r.json()["error"]["message"]
-        == "prompt 0 has token id 50300, outside [0, 50257); " + PADDED_ID + ": no text has them"
+        == "prompt 0 has token id 50300, outside the vocabulary [0, 50257); " + PADDED_ID + ": no text has them"
     )

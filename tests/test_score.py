@@ -121,7 +121,9 @@ def test_score_errors(tiny) -> None:
         ([1.5, 2.0, 3.0], "text must be a string or a 1-D sequence of token ids, got float64"),
         ([True, False], "got bool"),
         (np.array([[1, 2], [3, 4]]), r"got int64 \(2, 2\)"),
-        ([1, 2, -1], r"token ids must be in \[0, 50257\)"),
+        ([1, 2, -1], r"text has token id -1, outside the vocabulary \[0, 50257\)"),
+        ([1, True, 3], "text must be a string or a 1-D sequence of token ids, got True among the ids"),
+        ((5, np.True_), "got np.True_ among the ids, which is no token id"),
     ],
 )
 def test_scoring_and_perplexity_refuse_what_is_not_token_ids(tiny, text, message) -> None:

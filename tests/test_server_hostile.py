@@ -440,7 +440,7 @@ def test_a_prompt_id_that_is_no_token_is_a_400_naming_it_generating_or_scoring(h
     r = http.post("/v1/completions", json=body)
     error = r.json()["error"]
     assert r.status_code == 400 and error["param"] == "prompt", r.text
-    assert error["message"] == f"prompt 1 has token id {bad}, outside [0, 50257)"
+    assert error["message"] == f"prompt 1 has token id {bad}, outside the vocabulary [0, 50257)"
 
 
 @pytest.mark.parametrize(
