@@ -584,3 +584,37 @@ def test_a_number_out_of_range_is_a_400_in_openais_words(http, path, body, param
     error = r.json()["error"]
     assert r.status_code == 400 and error["param"] == param and error["code"] == code, r.text
     assert error["message"] == f"Invalid '{param}': {words} instead."
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_metadata_past_openais_limits_is_a_400_in_its_words(http, path):
+    """metadata is accepted and ignored, but typed as OpenAI types it: at most 16 pairs, keys of at most 64
+    characters, values of at most 512. 100 pairs or a value of a megabyte were taken."""
+    body = {"prompt": "a"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "a"}]}
+    body |= {"max_tokens": 1}
+    cases = [
+        (
+            {str(i): "v" for i in range(17)},
+            "metadata",
+            "Invalid 'metadata': too many properties. Expected an object with at most 16 properties, but got an "
+            "object with 17 properties instead.",
+        ),
+        (
+            {"k" * 65: "v"},
+            "metadata",
+            f"Invalid 'metadata' key '{'k' * 65}': string too long. Expected a string with maximum length 64, but got "
+            "a string with length 65 instead.",
+        ),
+        (
+            {"k": "v" * 513},
+            "metadata.k",
+            "Invalid 'metadata.k': string too long. Expected a string with maximum length 512, but got a string with "
+            "length 513 instead.",
+        ),
+    ]
+    for metadata, param, message in cases:
+        r = http.post(path, json=body | {"metadata": metadata})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["param"] == param and error["message"] == message, r.text
+    at_limits = {f"{i:064d}": "v" * 512 for i in range(16)}
+    assert http.post(path, json=body | {"metadata": at_limits}).status_code == 200

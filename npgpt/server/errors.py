@@ -151,6 +151,21 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
         message = f"Invalid type for '{param}': expected {' or '.join(wanted)}, but got {got} instead."
         return APIError(400, message, param=param)
     ctx = err.get("ctx") or {}
+    if err["type"] == "too_long" and isinstance(err.get("input"), dict) and "max_length" in ctx:  # OpenAI's words
+        message = (
+            f"Invalid '{param}': too many properties. Expected an object with at most {ctx['max_length']} "
+            f"properties, but got an object with {len(err['input'])} properties instead."
+        )
+        return APIError(400, message, param=param)
+    if err["type"] == "string_too_long" and "max_length" in ctx:  # OpenAI's own words
+        if "[key]" in loc:  # an object's key (metadata's): named by the object, the key quoted (cut if long)
+            param = _param(loc[: loc.index("[key]") - 1])
+        named = f"'{param}' key {shown(err.get('input'))}" if "[key]" in loc else f"'{param}'"
+        message = (
+            f"Invalid {named}: string too long. Expected a string with maximum length {ctx['max_length']}, "
+            f"but got a string with length {len(err.get('input') or '')} instead."
+        )
+        return APIError(400, message, param=param, code="string_above_max_length")
     if err["type"] == "too_long" and "max_length" in ctx:  # OpenAI's own words, for a list over its limit
         message = (
             f"Invalid '{param}': array too long. Expected an array with maximum length {ctx['max_length']}, "

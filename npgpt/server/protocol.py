@@ -213,6 +213,12 @@ _SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
 SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast")
 
 
+# OpenAI's metadata: at most 16 pairs, keys of at most 64 characters, values of at most 512 (more is its 400)
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]], Field(max_length=16)
+]
+
+
 class StreamOptions(Body):
     include_usage: bool = False
     continuous_usage_stats: bool = False  # vLLM's: the usage so far on every chunk (with include_usage, as vLLM)
@@ -245,7 +251,7 @@ class _Sampling(Body):
     # accepted and ignored (see the module's docstring), but typed as OpenAI and vLLM type them: a wrong type is
     # the client's mistake, a 400 as OpenAI answers, never silently read as if it were right (``"user": 5``)
     user: str | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     store: bool | None = None
     service_tier: str | None = None
     prompt_cache_key: str | None = None
