@@ -64,6 +64,8 @@ def as_ids(x: Any, what: str, expected: str, param: str | None = None, ragged: s
         if (big := _past_int64(x)) is not None:
             raise NpgptError(f"{what} must be {expected}, got id {shown(big)}, past any vocabulary", param)
         raise NpgptError(f"{what} must be {expected}, got {arr.dtype} {arr.shape}", param)
+    if arr.dtype == np.uint64 and arr.max() >= 2**63:  # int64 would wrap it round to a negative id
+        raise NpgptError(f"{what} must be {expected}, got id {int(arr.max())}, past any vocabulary", param)
     # int64 whatever integers came: torch indexes only with int64/int32 (uint8 as a mask), and JAX
     # cannot compare int8/int16 ids with the vocabulary's size.
     return arr.astype(np.int64, copy=False)

@@ -441,3 +441,11 @@ def test_a_bool_among_ids_is_refused_never_read_as_id_1(model):
         with pytest.raises(NpgptError, match=r"got (np\.)?True(_)? among the ids, which is no token id"):
             call()
             pytest.fail(name)
+
+
+def test_a_uint64_id_past_int64_is_named_as_it_is_not_wrapped_round(model):
+    """np.uint64 ids were cast to int64, so 2**63 + 5 was refused as "token id -9223372036854775803"."""
+    big = np.array([5, 2**63 + 5], dtype=np.uint64)
+    for call in (lambda: model.generate(big, max_new_tokens=1), lambda: model.score(big), lambda: model.logits(big)):
+        with pytest.raises(NpgptError, match=f"got id {2**63 + 5}, past any vocabulary"):
+            call()
