@@ -618,3 +618,26 @@ def test_metadata_past_openais_limits_is_a_400_in_its_words(http, path):
         assert r.status_code == 400 and error["param"] == param and error["message"] == message, r.text
     at_limits = {f"{i:064d}": "v" * 512 for i in range(16)}
     assert http.post(path, json=body | {"metadata": at_limits}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "extra, param, message",
+    [
+        # read as audio: "audio output is not supported", though no audio was asked for
+        ({"modalities": ["foo"]}, "modalities[0]", "modalities[0] must be one of text, audio, got 'foo'"),
+        ({"tools": [{"type": "foo"}]}, "tools[0].type", "tools[0].type must be one of function, custom, got 'foo'"),
+        (
+            {"prediction": {"type": "foo", "content": "x"}},
+            "prediction.type",
+            "prediction.type must be one of content, got 'foo'",
+        ),
+        ({"response_format": {}}, "response_format.type", "Missing required parameter: 'response_format.type'."),
+    ],
+)
+def test_a_value_openai_has_not_in_a_chat_field_is_a_400_naming_the_values(http, extra, param, message):
+    """modalities, tools[].type and prediction.type took any string (200s, or a message about audio for
+    modalities ["foo"]), and response_format {} was read as text; OpenAI refuses each, as its client's types do."""
+    body = {"messages": [{"role": "user", "content": "a"}], "max_tokens": 1}
+    r = http.post("/v1/chat/completions", json=body | extra)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == param and error["message"] == message, r.text

@@ -306,6 +306,8 @@ class _Sampling(Body):
             )
         if self.best_of not in (None, 1, self.n or 1):  # best_of = n samples n and returns them all
             raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
+        if self.response_format is not None and "type" not in self.response_format:  # as OpenAI answers
+            raise NpgptError("Missing required parameter: 'response_format.type'.", param="response_format.type")
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
             raise NpgptError(
@@ -339,6 +341,12 @@ class _Sampling(Body):
             logit_bias=self.logit_bias or {},
             **given,
         )
+
+
+def _one_of(value: str, allowed: tuple[str, ...], param: str) -> None:
+    """Refuse ``value`` of the field ``param`` unless it is one of ``allowed`` (NpgptError naming them)."""
+    if value not in allowed:
+        raise NpgptError(f"{param} must be one of {', '.join(allowed)}, got {shown(value)}", param=param)
 
 
 def _prompt_kind(v: Any) -> str:
@@ -471,6 +479,13 @@ class ChatRequest(_Sampling):
                     f"Missing required parameter: 'messages[{i}].content'; a {m.role} message needs content",
                     param=f"messages[{i}].content",
                 )
+        # OpenAI's values, as its client types them; another is its 400, not read as the nearest one ("foo" as audio)
+        for i, kind in enumerate(self.modalities or ()):
+            _one_of(kind, ("text", "audio"), f"modalities[{i}]")
+        for i, t in enumerate(self.tools or ()):
+            _one_of(t.type, ("function", "custom"), f"tools[{i}].type")
+        if self.prediction is not None:
+            _one_of(self.prediction.type, ("content",), "prediction.type")
         if set(self.modalities or ()) - {"text"} or self.audio:
             raise NpgptError(
                 'audio output is not supported: GPT-2 writes text only; leave out audio, or send modalities ["text"]',
