@@ -452,8 +452,6 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
     "args, hint",
     [
         (["generate", "Hi", "-sys", "x"], "No such option: -sys"),  # no --system here, and not "-s: --seed"
-        (["run", "124M", "Hi"], "npgpt's is generate"),  # Ollama
-        (["pull", "124M"], "npgpt's is download"),
         (["train", "d.txt", "--out_dir=out"], "npgpt takes --out"),  # click offered --out, unsure
         (["train", "d.txt", "--init_from=gpt2"], "npgpt takes --init"),  # sample.py's is --model
         (["train", "d.txt", "--block_size=64"], "npgpt takes --seq-len"),  # nanoGPT's is the model's context too
@@ -471,13 +469,11 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["next", "Hi", "--temp", "1"], "npgpt next has nothing like it"),  # click offered --dtype, --help
         (["serve", "-np", "4"], "npgpt takes --max-batch"),  # llama-server
         (["chat", "-p", "Hi"], "echo Hi | npgpt chat"),
-        (["run", "124M", "Why is the sky blue?"], "npgpt generate 'Why is the sky blue?' -m 124M"),  # Ollama
-        (["run", "124M"], "npgpt chat -m 124M"),
+        (["run"], "npgpt's is chat: npgpt chat -m MODEL"),  # Ollama's run needs a model
         (["ps"], "npgpt keeps no models running"),
         (["create", "mymodel"], "npgpt has no Modelfiles"),  # click offered 'chat'
         (["cp", "a", "b"], "npgpt uses a model where it lies (-m PATH)"),
         (["push", "a"], "npgpt uploads no models"),
-        (["help"], "npgpt's is --help (or -h)"),
         (
             ["generate", "gpt2", "Why is the sky blue?"],
             "npgpt generate 'Why is the sky blue?' -m gpt2",
@@ -635,6 +631,34 @@ def test_a_llama_cpp_and_a_nanogpt_command_line_run(model_file, tmp_path):
     assert r.returncode == 0 and r.stdout.count("--- ") == 2 and "In the beginning" in r.stdout, r.stderr
 
 
+def test_ollamas_commands_run_as_npgpts(model_file, tmp_path):
+    """`npgpt run MODEL "PROMPT"`, `pull`, `show`, `ls`, `remove`, `help` and `-v`, as Ollama users type them, were
+    refused with npgpt's command in the error: each runs as npgpt's own (run: generate for a prompt, its words joined
+    as Ollama joins them, else chat; help COMMAND: its --help)."""
+    home = {"NPGPT_HOME": str(tmp_path)}
+    same = [
+        (["-v"], ["--version"]),
+        (
+            ["run", model_file, "Why", "is", "the", "sky", "blue?", "-n", "2", "--seed", "1", "--max-new-tokens", "3"],
+            ["generate", "Why is the sky blue?", "-m", model_file, "-n", "2", "--seed", "1", "--max-new-tokens", "3"],
+        ),
+        (["show", model_file], ["info", model_file]),
+        (["ls"], ["list"]),
+        (["pull", "125M"], ["download", "125M"]),
+        (["remove", "124M"], ["rm", "124M"]),
+        (["help"], ["--help"]),
+        (["help", "generate"], ["generate", "--help"]),
+        (["help", "nosuch"], ["nosuch", "--help"]),
+    ]
+    for theirs, ours in same:
+        a, b = run_cli(*theirs, env=home), run_cli(*ours, env=home)
+        assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr), theirs
+    chat = ["--max-new-tokens", "3", "--seed", "1"]
+    a = run_cli("run", model_file, *chat, input="Hello\n")
+    b = run_cli("chat", "-m", model_file, *chat, input="Hello\n")
+    assert a.returncode == 0 and (a.stdout, a.stderr) == (b.stdout, b.stderr), a.stderr
+
+
 @pytest.mark.parametrize(
     "args, line",
     [
@@ -644,7 +668,6 @@ def test_a_llama_cpp_and_a_nanogpt_command_line_run(model_file, tmp_path):
             "error: No such option: --max-new-tokens; options go after the command: npgpt generate --max-new-tokens ..."
             " (see `npgpt generate --help`)",  # the command's options are in its help
         ),
-        (["-v"], "error: No such option: -v. npgpt takes --version (see `npgpt --help`)"),  # Ollama's
         (
             ["--temp", "1", "generate", "Hi"],
             "error: No such option: --temp; npgpt generate takes --temperature, after the command:"

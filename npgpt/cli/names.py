@@ -176,12 +176,12 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
 # Single-dash names of several letters, which click would split into short options.
 _GROUPED = {name for name in (*OPTIONS, *INSTEAD) if not name.startswith("--") and len(name) > 2}
 
-# Ollama's commands -> what npgpt says of them (`run` is answered with the npgpt command for its arguments).
+# Ollama's commands that npgpt runs as its own: `npgpt pull 124M` is `npgpt download 124M`; `run MODEL [PROMPT]` is
+# generate (a prompt) or chat (none), with -m MODEL; `help [COMMAND]` is --help.
+COMMAND_ALIASES = {"pull": "download", "show": "info", "ls": "list", "remove": "rm"}
+
+# Ollama's other commands -> what npgpt says of them (`run` without a model is answered with the npgpt command).
 COMMANDS = {
-    "pull": "npgpt's is download",
-    "show": "npgpt's is info",
-    "ls": "npgpt's is list",
-    "remove": "npgpt's is rm",
     "ps": "npgpt keeps no models running: each command loads its model and exits (a server: npgpt serve)",
     "stop": "npgpt keeps no models running: each command loads its model and exits (a server: npgpt serve)",
     # click offered 'chat' for create: npgpt has no model store of its own to create, copy or push models in
@@ -190,6 +190,27 @@ COMMANDS = {
     "push": "npgpt uploads no models; npgpt convert MODEL DIR --to hf writes a folder the Hugging Face Hub takes",
     "help": "npgpt's is --help (or -h), after a command for its own: npgpt generate --help",
 }
+
+
+def _ollama_args(commands: Iterable[str], args: list[str]) -> list[str]:
+    """``args`` with Ollama's command (:data:`COMMAND_ALIASES`, ``run``, ``help``) and its root ``-v`` written as
+    npgpt's; other ``args`` as they are."""
+    if args[:1] == ["-v"]:  # `ollama -v`: the version
+        return ["--version", *args[1:]]
+    name = args[0] if args else None
+    if name is None or name in commands:
+        return args
+    if name in COMMAND_ALIASES:
+        return [COMMAND_ALIASES[name], *args[1:]]
+    if name == "help" and len(args) <= 2:  # an unknown command after it: click's "No such command 'x'"
+        return [*args[1:], "--help"]
+    if name == "run" and len(args) > 1 and not args[1].startswith("-"):
+        model, rest = args[1], args[2:]
+        words = next((i for i, a in enumerate(rest) if a.startswith("-")), len(rest))  # `run m why is the sky blue`
+        if not words:
+            return ["chat", "-m", model, *rest]
+        return ["generate", "-m", model, *rest[words:], "--", " ".join(rest[:words])]
+    return args
 
 
 _SHOWN = 80  # characters of the user's text a usage error repeats: a page pasted unquoted made the line a page
@@ -469,6 +490,8 @@ class Group(TyperGroup):
     spelling of another tool's (Ollama's ``-v``: ``--version``), as a command's does."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            args = _ollama_args(self.commands, args)
         # the group's own options end at the command's name; click would read "-ngl" as -n -g -l: look first
         named = next((i for i, a in enumerate(args) if a in self.commands or a == "--"), len(args))
         grouped = next((a for a in args[:named] if a in _GROUPED), None)
