@@ -782,9 +782,15 @@ def test_errors_name_the_flag_the_user_typed(model_file):
     assert r.stderr.strip() == "error: --top-p must be in [0, 1] (1 = off, 0 = greedy), got 2.0"
 
 
-def test_llama_cpps_random_seed_says_how_to_get_one(model_file):
-    """llama.cpp's ``--seed -1`` means a random seed; npgpt's random is no --seed at all: the error says so."""
-    line = one_line_error(run_cli("generate", "Hi", "--model", model_file, "--seed", "-1"), "got -1")
+def test_llama_cpps_random_seed_is_a_random_seed(model_file):
+    """llama.cpp's ``--seed -1`` (its default) means a random seed, as npgpt's server reads a request's seed -1; the
+    CLI refused it ("leave --seed out for a random one"): it is taken as no --seed, in generate and chat. Another
+    negative seed is still refused, naming how to get a random one."""
+    r = run_cli("generate", "Hi", "--model", model_file, "--seed", "-1", "--max-new-tokens", "2")
+    assert r.returncode == 0 and r.stdout.startswith("Hi"), r.stderr
+    r = run_cli("chat", "--model", model_file, "--seed", "-1", "--max-new-tokens", "2", input="Hi\n")
+    assert r.returncode == 0, r.stderr
+    line = one_line_error(run_cli("generate", "Hi", "--model", model_file, "--seed", "-2"), "got -2")
     assert line.endswith("leave --seed out for a random one"), line
 
 

@@ -37,6 +37,7 @@ from .options import (
     load_model,
     print_error,
     print_notice,
+    random_seed,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +68,10 @@ def chat_command(
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
     presence_penalty: PresencePenaltyOpt = 0.0,
     frequency_penalty: FrequencyPenaltyOpt = 0.0,
-    seed: Annotated[int | None, typer.Option(help="Seed for reproducible replies (turn i uses seed + i).")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(callback=random_seed, help="Seed for reproducible replies (turn i uses seed + i; -1: random)."),
+    ] = None,
     stop: Annotated[
         list[str] | None,
         typer.Option(help=r"Also stop a reply at this text (repeatable); escapes as in generate: \n, \t, \\."),

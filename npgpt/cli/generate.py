@@ -35,6 +35,7 @@ from .options import (
     path_value,
     print_json,
     print_notice,
+    random_seed,
     read_text,
     unescape,
 )
@@ -91,7 +92,9 @@ def generate(
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
     presence_penalty: PresencePenaltyOpt = 0.0,
     frequency_penalty: FrequencyPenaltyOpt = 0.0,
-    seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(callback=random_seed, help="Seed for reproducible sampling (-1: random, as unset).")
+    ] = None,
     stop: Annotated[
         list[str] | None,
         typer.Option(help=r"Stop at this text (repeatable); escapes as in the playground: \n, \t, \\, \u00e9."),

@@ -84,6 +84,13 @@ PresencePenaltyOpt = Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2
 FrequencyPenaltyOpt = Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")]
 
 
+def random_seed(value: int | None) -> int | None:
+    """``--seed``'s ``callback=``: llama.cpp's ``--seed -1`` (its default) is a random seed, as npgpt's server reads a
+    request's ``seed: -1``: no seed, as leaving ``--seed`` out. Any other number goes on as given (a negative one is
+    the library's to refuse)."""
+    return None if value == -1 else value
+
+
 _UNWRAPPED = 1_000_000  # columns of a console that is not a terminal: no line is that long
 
 
