@@ -101,6 +101,16 @@ _DTYPE_NAMES = {"f32": "float32", "fp32": "float32", "float": "float32", "f16": 
 _DTYPE_NAMES |= {"half": "float16", "bf16": "bfloat16", "q8": "q8_0", "i8": "int8"}
 
 
+_DTYPES = {"float32", "float16", "bfloat16", "int8", "q8_0", "auto"}  # every dtype name npgpt takes somewhere
+
+
+def other_dtype_name(dtype: str) -> str:
+    """npgpt's name of a dtype that another tool spells otherwise (llama.cpp's ``f16``, PyTorch's ``half``, another
+    case: ``Q8_0``, ``FLOAT16``); ``dtype`` as it is where it names none of npgpt's."""
+    name = _DTYPE_NAMES.get(dtype.strip().lower(), dtype.strip().lower())
+    return name if name in _DTYPES else dtype
+
+
 def dtype_hint(dtype: object, valid: Collection[str]) -> str:
     """``" (f16 is float16 here)"`` where ``dtype`` is another tool's name, or another case, of one of ``valid``;
     else ``""``."""

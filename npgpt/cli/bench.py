@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import NpgptError
-from .options import PATH, console, model_value, path_value, print_notice, print_table
+from .options import PATH, console, dtype_value, model_value, path_value, print_notice, print_table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,6 +45,7 @@ def bench_command(
         str,
         typer.Option(
             "--dtype",
+            callback=dtype_value,
             help="Weight storage per backend, comma-separated: float32, float16, bfloat16 "
             "(16-bit: torch, jax, cupy), int8 (numpy, torch).",
         ),

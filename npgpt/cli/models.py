@@ -14,6 +14,7 @@ from .options import (
     Interrupted,
     JsonOpt,
     console,
+    dtype_value,
     model_value,
     name_value,
     path_value,
@@ -95,7 +96,12 @@ def convert(
     ],
     to: Annotated[str, typer.Option(help="npgpt, hf, hf-sharded, openai, llmc or gguf.")] = "npgpt",
     dtype: Annotated[
-        str, typer.Option(help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc, gguf), q8_0 (gguf).")
+        str,
+        typer.Option(
+            callback=dtype_value,
+            help="Storage: float32; float16 (npgpt, gguf), bfloat16 (llmc, gguf), q8_0 (gguf); llama.cpp's f16, bf16 "
+            "too.",
+        ),
     ] = "float32",
     max_shard_size: Annotated[
         str | None, typer.Option(help="Largest shard for --to hf-sharded, e.g. 500MB (default 2GB).")

@@ -49,11 +49,22 @@ ModelOpt = Annotated[
         help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.",
     ),
 ]
+
+
+def dtype_value(value: str) -> str:
+    """A ``--dtype``'s ``callback=``: other tools' names of npgpt's dtypes (llama.cpp's ``--outtype f16``, ``bf16``,
+    ``f32``; PyTorch's ``half``; ``Q8_0``) taken as npgpt's, one at a time in a comma-separated list (bench's)."""
+    from ..errors import other_dtype_name
+
+    return ",".join(other_dtype_name(v) for v in value.split(","))
+
+
 BackendOpt = Annotated[str, typer.Option("--backend", help="numpy, jax, torch, cupy or cupynumeric.")]
 DtypeOpt = Annotated[
     str,
     typer.Option(
         "--dtype",
+        callback=dtype_value,
         help="Weight storage: float32 (the default: the same numbers on every host), float16/bfloat16 "
         "(half the memory) or int8 (a quarter); auto = the fastest of the backend's on this host "
         "(measured once, cached).",
