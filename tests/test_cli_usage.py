@@ -631,6 +631,24 @@ def test_a_llama_cpp_and_a_nanogpt_command_line_run(model_file, tmp_path):
     assert r.returncode == 0 and r.stdout.count("--- ") == 2 and "In the beginning" in r.stdout, r.stderr
 
 
+def test_eval_takes_its_text_file_as_score_and_llama_perplexity_do(model_file, tmp_path):
+    """`npgpt eval heldout.txt` (as `npgpt score FILE`) and llama-perplexity's `-f heldout.txt` said "Missing option
+    '--data'": the file is taken as an argument, with --data, -d or -f; none, or two, is one line, exit 2."""
+    text = tmp_path / "held out.txt"
+    text.write_text("In the beginning God created the heaven and the earth.\n")
+    runs = [
+        run_cli("eval", *how, "-m", model_file, "--json") for how in ([str(text)], ["-d", str(text)], ["-f", str(text)])
+    ]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    assert len({r.stdout for r in runs}) == 1
+    for args, said in [
+        ([], "npgpt eval FILE (or --data FILE"),
+        ([str(text), "-d", str(text)], "give the text file once"),
+    ]:
+        r = run_cli("eval", *args, "-m", model_file)
+        assert r.returncode == 2 and said in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def test_ollamas_commands_run_as_npgpts(model_file, tmp_path):
     """`npgpt run MODEL "PROMPT"`, `pull`, `show`, `ls`, `remove`, `help` and `-v`, as Ollama users type them, were
     refused with npgpt's command in the error: each runs as npgpt's own (run: generate for a prompt, its words joined

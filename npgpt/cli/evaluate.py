@@ -35,9 +35,21 @@ SPECIAL_TOKENS_HELP = (
 
 
 def eval_command(
+    file: Annotated[
+        Path | None,
+        typer.Argument(parser=path_value, help="A UTF-8 text file to score (or --data FILE); - reads standard input."),
+    ] = None,
     data: Annotated[
-        Path, typer.Option("--data", "-d", parser=path_value, metavar=PATH, help="A UTF-8 text file to score.")
-    ],
+        Path | None,
+        typer.Option(
+            "--data",
+            "-d",
+            "-f",  # llama.cpp's llama-perplexity -f FILE
+            parser=path_value,
+            metavar=PATH,
+            help="The text file, as an option (as FILE).",
+        ),
+    ] = None,
     model: ModelOpt = None,
     window: Annotated[int | None, typer.Option(help="Tokens per window (default: the model's context).")] = None,
     stride: Annotated[int | None, typer.Option(help="Tokens between window starts (default: window // 2).")] = None,
@@ -49,11 +61,18 @@ def eval_command(
 ) -> None:
     """Perplexity of a text file (Hugging Face's sliding-window method).
 
-    Example: npgpt eval --data heldout.txt --stride 128
+    Example: npgpt eval heldout.txt --stride 128
     """
     from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 
     from ..evaluate import perplexity
+    from .names import UsageError
+
+    if file is not None and data is not None:
+        raise UsageError(f"give the text file once: as FILE ({file}) or as --data ({data}), not both")
+    data = file if file is not None else data
+    if data is None:
+        raise UsageError("Missing the text file: npgpt eval FILE (or --data FILE; - reads standard input)")
 
     text = _read_text(
         data,
