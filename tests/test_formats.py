@@ -596,6 +596,15 @@ def test_a_shard_size_that_is_not_positive_is_refused_before_writing(tmp_path, s
         ("model.GGUF", "llmc", "add fmt='gguf', or name it model.bin", "add --to gguf, or"),
         ("model.safetensors", "gguf", "add fmt='npgpt', or name it model.gguf", "add --to npgpt, or"),
         ("model.safetensors", "hf", "fmt='hf' writes a folder", "--to hf writes a folder"),
+        # nanoGPT's and PyTorch's names: npgpt reads these pickles and writes none; torch.load refused what it wrote
+        (
+            "ckpt.pt",
+            "npgpt",
+            "PyTorch checkpoint's name, and npgpt writes no PyTorch checkpoints; name it ckpt.safetensors",
+            "name it ckpt.safetensors",
+        ),
+        ("model.PTH", "llmc", "name it model.bin", "name it model.bin"),
+        ("model.ckpt", "gguf", "name it model.gguf", "name it model.gguf"),
     ],
 )
 def test_a_file_name_of_another_format_is_refused_before_reading(tmp_path, name, fmt, hint, flags):

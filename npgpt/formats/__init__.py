@@ -598,12 +598,19 @@ def _shard_bytes(size: int | str) -> float:
 
 
 _OWN_SUFFIX = {"npgpt": ".safetensors", "gguf": ".gguf", "llmc": ".bin"}  # the formats written as one file
+_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl"}  # PyTorch's (nanoGPT's ckpt.pt): npgpt reads them, writes none
 _SUFFIX_FORMAT = {".safetensors": "npgpt", ".gguf": "gguf"}  # names only one format goes by (.bin: several)
 
 
 def _check_file_name(path: Path, fmt: str) -> None:
     """CheckpointError for a file name that says another format (``model.gguf`` with the default
     ``--to npgpt``): other tools, which go by the name, would refuse the file npgpt wrote."""
+    if path.suffix.lower() in _PICKLE_SUFFIXES and fmt in _OWN_SUFFIX and not path.is_dir():
+        raise CheckpointError(  # npgpt reads PyTorch pickles but writes none: torch.load and nanoGPT refused the file
+            f"{path.name} is a PyTorch checkpoint's name, and npgpt writes no PyTorch checkpoints; name it "
+            f"{path.stem}{_OWN_SUFFIX[fmt]}",
+            keywords=_SAVE_KEYWORDS,
+        )
     named = _SUFFIX_FORMAT.get(path.suffix.lower())
     if path.is_dir() or named is None or named == fmt:
         return
