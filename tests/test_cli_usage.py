@@ -649,6 +649,30 @@ def test_eval_takes_its_text_file_as_score_and_llama_perplexity_do(model_file, t
         assert r.returncode == 2 and said in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
 
 
+def test_a_tilde_the_shell_left_is_the_home_folder(model_file, tmp_path):
+    """The shell expands no ~ after `=` or in quotes: `--prompt-file=~/p.txt` was "not found", and `npgpt convert M
+    "~/m.safetensors"` wrote into a folder named ~ in the current one. Both are the home folder now, unless a file of
+    that very name is in the current folder."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "p.txt").write_text("In the beginning")
+    env = {**os.environ, "HOME": str(home)}
+
+    def npgpt(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "npgpt", *args], cwd=work, env=env, capture_output=True, text=True)
+
+    for given in ("--prompt-file=~/p.txt", "--start=FILE:~/p.txt"):
+        r = npgpt("generate", given, "-m", model_file, "--max-new-tokens", "2")
+        assert r.returncode == 0 and r.stdout.startswith("In the beginning"), r.stderr
+    r = npgpt("convert", model_file, "~/m.safetensors")
+    assert r.returncode == 0 and (home / "m.safetensors").is_file() and not (work / "~").exists(), r.stderr
+    (work / "~").mkdir()  # a folder of that very name here: the path as typed
+    (work / "~" / "p.txt").write_text("Behold")
+    r = npgpt("generate", "--prompt-file=~/p.txt", "-m", model_file, "--max-new-tokens", "2")
+    assert r.returncode == 0 and r.stdout.startswith("Behold"), r.stderr
+
+
 def test_ollamas_commands_run_as_npgpts(model_file, tmp_path):
     """`npgpt run MODEL "PROMPT"`, `pull`, `show`, `ls`, `remove`, `help` and `-v`, as Ollama users type them, were
     refused with npgpt's command in the error: each runs as npgpt's own (run: generate for a prompt, its words joined

@@ -79,7 +79,16 @@ def path_value(text: str) -> Path:
     folder was read as the file, or written into, in its place."""
     if not text:
         raise typer.BadParameter("the path is empty (an unset shell variable?); give a path")
-    return Path(text)
+    path = Path(text)
+    # The shell leaves a ~ unexpanded after `=` (`--prompt-file=~/p.txt`, nanoGPT's `--start=FILE:~/p.txt`) or in
+    # quotes: it was read as a folder named ~ in the current one (a prompt "not found", a converted model written into
+    # ./~/). It is the home folder, as the shell would have it, unless a file of that very name is here.
+    if text.startswith("~") and not path.exists():
+        try:
+            return path.expanduser()
+        except RuntimeError:  # ~nosuchuser: no home to expand to; the path as typed
+            return path
+    return path
 
 
 PATH = "<path>"  # the metavar typer shows for a Path option, kept where path_value parses it
