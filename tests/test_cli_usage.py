@@ -587,6 +587,9 @@ def test_other_tools_names_get_npgpts(args, hint):
             ],
         ),
         (["eval", "-d", "t.txt", "--batch_size", "2"], ["eval", "-d", "t.txt", "--batch-size", "2"]),
+        # Ollama's `show MODEL` is npgpt info MODEL; every other npgpt command takes its model as -m
+        (["info", "-m", "bundled", "--json"], ["info", "bundled", "--json"]),
+        (["info", "--model=bundled"], ["info", "bundled"]),
     ],
 )
 def test_other_tools_unambiguous_spellings_are_taken(theirs, ours):

@@ -435,6 +435,8 @@ def _as_ours(command: Any, args: list[str]) -> list[str]:
         arg = args[i]
         name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         ours = None if _has(command, name) else _accepted(command, name)
+        if ours is None and name in ("-m", "--model") and not _has(command, name) and _has(command, "MODEL"):
+            ours = "PROMPT"  # npgpt info -m 124M, as every other command takes its model: the MODEL argument
         if ours is None:
             out.append(arg)
         elif ours != "PROMPT":
