@@ -834,6 +834,17 @@ def test_llama_cpps_random_seed_is_a_random_seed(model_file):
     assert line.endswith("leave --seed out for a random one"), line
 
 
+def test_top_k_minus_one_is_off_as_in_llama_cpp_and_vllm(model_file):
+    """llama.cpp's and vLLM's top-k -1 means no top-k; npgpt generate and chat refused it ('--top-k must be an
+    integer >= 0 (0 = off), got -1'): it is off, as 0, and -2 is still refused."""
+    same = ["-m", model_file, "--max-new-tokens", "4", "--seed", "3"]
+    off, minus_one = run_cli("generate", "Hi", "--top-k", "0", *same), run_cli("generate", "Hi", "--top-k", "-1", *same)
+    assert minus_one.returncode == 0 and minus_one.stdout == off.stdout, minus_one.stderr
+    r = run_cli("chat", "--top-k", "-1", *same, input="Hi\n")
+    assert r.returncode == 0, r.stderr
+    one_line_error(run_cli("generate", "Hi", "--top-k", "-2", *same), "--top-k must be", "got -2")
+
+
 def test_the_keywords_errors_are_translated_from_are_flags():
     """as_flags turns the library's ``dtype='int8'`` and ``window must be`` into ``--dtype int8`` and ``--window
     must be``: each keyword it translates must be an option of some command, spelt as its name with dashes."""

@@ -96,7 +96,16 @@ PATH = "<path>"  # the metavar typer shows for a Path option, kept where path_va
 
 # The sampling options npgpt generate and npgpt chat share (each command sets its own defaults).
 TemperatureOpt = Annotated[float, typer.Option(help="0 = greedy; higher = more random.")]
-TopKOpt = Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")]
+
+
+def _top_k_value(value: int) -> int:
+    """llama.cpp's and vLLM's ``--top-k -1``: off, which npgpt (as transformers) spells 0."""
+    return 0 if value == -1 else value
+
+
+TopKOpt = Annotated[
+    int, typer.Option(callback=_top_k_value, help="Sample among the k most likely tokens (0 or -1 = off).")
+]
 TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling mass in [0, 1] (1 = off, 0 = greedy).")]
 MinPOpt = Annotated[float, typer.Option(help="Drop tokens below min_p × the top probability.")]
 RepetitionPenaltyOpt = Annotated[float, typer.Option(help="> 1 discourages repeats (1 = off).")]
