@@ -61,6 +61,13 @@ def default_files() -> tuple[Path, Path]:
 
 
 @functools.cache
+def gpt2_merges() -> tuple[str, ...]:
+    """GPT-2's 50000 BPE merges in rank order, each ``"left right"`` as its ``vocab.bpe`` (a Hugging Face
+    ``merges.txt``) writes them: what a checkpoint's saved tokenizer is compared with, and what GGUF stores."""
+    return tuple(line for line in default_files()[1].read_text(encoding="utf-8").splitlines()[1:] if line)
+
+
+@functools.cache
 def gpt2_tokens() -> tuple[str, ...]:
     """GPT-2's 50257 tokens in id order, spelled as its ``encoder.json`` spells them (byte-level BPE's
     printable characters): what a checkpoint's saved tokenizer is compared with, and what GGUF stores."""

@@ -698,6 +698,38 @@ def test_a_tokenizer_saved_beside_the_model_must_be_gpt2s(tmp_path):
         load_checkpoint(tmp_path / "bert")
 
 
+def test_gpt2s_vocabulary_with_other_merges_is_refused_naming_the_merge(tmp_path):
+    """A tokenizer with GPT-2's vocabulary but other BPE merges (here GPT-2's without "Ġt he", as merges.txt and
+    in tokenizer.json) loaded: only the vocabulary was compared with GPT-2's, so npgpt encoded " the" as GPT-2's
+    one token 262 where transformers, with the saved merges, splits it in two; the model read other tokens
+    than it was trained on. The merges are now compared too, in either file, naming the first that differs."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from npgpt.tokenizer import default_files, gpt2_merges
+
+    config = CONFIGS["tiny"]
+    hf_format.save(tmp_path, config, random_params(config))
+    encoder, bpe = default_files()
+    (tmp_path / "vocab.json").write_bytes(encoder.read_bytes())
+    merges = [m for m in gpt2_merges() if m != "Ġt he"]
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    assert AutoTokenizer.from_pretrained(tmp_path)(" the")["input_ids"] != [262]  # transformers reads them
+    with pytest.raises(
+        CheckpointError, match=r"merges.txt: BPE merges that are not GPT-2's \(merge 6 is 'e r', GPT-2's 'Ġt he'\)"
+    ):
+        load_checkpoint(tmp_path)
+    (tmp_path / "merges.txt").write_bytes(bpe.read_bytes())
+    load_checkpoint(tmp_path)  # GPT-2's own, "# #" (merge 1979) and all
+    AutoTokenizer.from_pretrained(tmp_path).save_pretrained(tmp_path)
+    fast = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    fast["model"]["merges"] = [m.split(" ") for m in merges]  # tokenizers' pairs
+    (tmp_path / "tokenizer.json").write_text(json.dumps(fast), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"tokenizer.json: BPE merges that are not GPT-2's \(merge 6 is "):
+        load_checkpoint(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("fmt", "where"),
     [

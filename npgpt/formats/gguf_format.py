@@ -360,7 +360,7 @@ def _check_tokenizer_settings(reader: Any, path: Path) -> None:
     instead (other ids wherever digits or punctuation run together) and warns that generation is degraded."""
     import gguf
 
-    from ..tokenizer import default_files
+    from ..tokenizer import gpt2_merges
 
     K = gguf.Keys.Tokenizer
     pre = _field(reader, path, K.PRE, "")
@@ -395,7 +395,7 @@ def _check_tokenizer_settings(reader: Any, path: Path) -> None:
             "model again with llama.cpp's convert_hf_to_gguf.py from a directory holding GPT-2's tokenizer files"
         )
     merges = [bytes(field.parts[i]) for i in field.data]
-    gpt2 = [line.encode("utf-8") for line in default_files()[1].read_text(encoding="utf-8").splitlines()[1:] if line]
+    gpt2 = [m.encode("utf-8") for m in gpt2_merges()]
     if merges != gpt2:
         first = next(
             (i for i, (a, b) in enumerate(zip(merges, gpt2, strict=False)) if a != b), min(len(merges), len(gpt2))
@@ -802,9 +802,8 @@ def _gpt2_vocab(n_vocab: int, tokenizer: dict[str, Any] | None = None) -> tuple[
     and USER_DEFINED where not, and a padded vocabulary's other rows ``[PAD{i}]``, UNUSED."""
     import gguf
 
-    from ..tokenizer import default_files, gpt2_tokens
+    from ..tokenizer import gpt2_merges, gpt2_tokens
 
-    _, vocab_bpe = default_files()
     tokens = list(gpt2_tokens())
     types = [int(gguf.TokenType.NORMAL)] * len(tokens)
     types[EOT_ID] = int(gguf.TokenType.CONTROL)
@@ -814,8 +813,7 @@ def _gpt2_vocab(n_vocab: int, tokenizer: dict[str, Any] | None = None) -> tuple[
     for t in (tokenizer or {}).get("added_tokens", []):  # on GPT-2's own ids too: its spelling is the token's
         tokens[t["id"]] = t["content"]
         types[t["id"]] = int(gguf.TokenType.CONTROL if t["special"] else gguf.TokenType.USER_DEFINED)
-    merges = [line for line in vocab_bpe.read_text(encoding="utf-8").splitlines()[1:] if line]
-    return tokens, types, merges
+    return tokens, types, list(gpt2_merges())
 
 
 def _encode(arr: np.ndarray, dtype: str, name: str) -> tuple[np.ndarray, Any]:

@@ -121,6 +121,7 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
             raise _not_gpt2_tokenizer(
                 path, f"a vocabulary of {len(vocab)} tokens, not GPT-2's (GPT-2's {t!r}, id {i}, is {here!r} here)"
             )
+    _check_merges(directory, files)
     if not any(files[name] is not None for name in BPE_VOCABS):  # no BPE's files: another kind's?
         for name in OTHER_VOCABS:
             if (directory / name).is_file():
@@ -143,6 +144,41 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
         except CheckpointError as e:
             raise CheckpointError(f"{file}: {e}") from None
     return {**spec, "eos_token_id": eos}
+
+
+def _check_merges(directory: Path, files: dict[str, Any]) -> None:
+    """CheckpointError unless the BPE merges saved beside the model (tokenizer.json's ``model.merges``, as
+    ``"a b"`` strings or, from tokenizers 0.20, ``["a", "b"]`` pairs; merges.txt, its ``#version`` line
+    skipped: GPT-2's merge 1979 is ``# #``) are GPT-2's, in GPT-2's order: with GPT-2's vocabulary but other merges,
+    or GPT-2's in another order, transformers splits a text into other tokens than npgpt's GPT-2 BPE."""
+    from ..tokenizer import gpt2_merges
+
+    found: list[tuple[Path, list[Any]]] = []
+    model = files["tokenizer.json"].get("model") if isinstance(files["tokenizer.json"], dict) else None
+    if isinstance(model, dict) and "merges" in model:
+        merges = model["merges"]
+        found.append((directory / "tokenizer.json", merges if isinstance(merges, list) else [merges]))
+    if (directory / "merges.txt").is_file():
+        try:
+            text = (directory / "merges.txt").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(
+                f"{directory / 'merges.txt'}: not a readable merges file ({e}); re-download it"
+            ) from None
+        found.append(
+            (directory / "merges.txt", [line for line in text.splitlines() if line and not line.startswith("#version")])
+        )
+    gpt2 = gpt2_merges()
+    for path, merges in found:
+        spelled = [" ".join(m) if isinstance(m, list) and all(isinstance(p, str) for p in m) else m for m in merges]
+        if spelled != list(gpt2):
+            first = next((i for i, (a, b) in enumerate(zip(spelled, gpt2, strict=False)) if a != b), None)
+            where = (
+                f"merge {first} is {shown(spelled[first])}, GPT-2's {gpt2[first]!r}"
+                if first is not None
+                else (f"{len(spelled)} merges, GPT-2's {len(gpt2)}")
+            )
+            raise _not_gpt2_tokenizer(path, f"BPE merges that are not GPT-2's ({where}), which split text otherwise")
 
 
 # What a Hugging Face tokenizer saves beside its vocabulary: its settings and its added tokens.
