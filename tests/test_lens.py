@@ -109,6 +109,17 @@ def test_a_layer_or_head_that_is_no_integer_is_one_line_naming_it(layer, head, p
     )
 
 
+def test_a_negative_layer_or_head_counts_from_the_end(pair):
+    """attention_pattern(model, ids, -1, -1) was refused ('layer must be a whole number in [0, 1]') though the cache
+    reads cache['pattern', -1][:, -1] as TransformerLens's does; it is now the last block's last head."""
+    model, _ = pair("tiny")
+    ids = [464, 3290, 318, 257]
+    _, cache = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_pattern"))
+    for layer, head in [(-1, -1), (-2, 0), (0, -2)]:
+        np.testing.assert_array_equal(attention_pattern(model, ids, layer, head), cache["pattern", layer][0, head])
+    np.testing.assert_array_equal(attention_pattern(model, ids, -1, -1), attention_pattern(model, ids, 1, 1))
+
+
 def test_bad_layer_head_or_ids_are_one_line_errors(pair):
     model, _ = pair("tiny")
     with pytest.raises(NpgptError, match=r"layer must be a whole number in \[-2, 1\]"):
