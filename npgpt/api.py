@@ -171,6 +171,7 @@ class GPT2:
         loss_per_token: bool = False,
         remove_batch_dim: bool = False,
         stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
         **other: Any,
     ) -> tuple[Any, dict[str, Any]]:
         """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``.
@@ -192,6 +193,7 @@ class GPT2:
             loss_per_token=loss_per_token,
             remove_batch_dim=remove_batch_dim,
             stop_at_layer=stop_at_layer,
+            start_at_layer=start_at_layer,
         )
 
     def run_with_hooks(
@@ -204,6 +206,7 @@ class GPT2:
         return_type: str | None = "logits",
         loss_per_token: bool = False,
         stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
         **other: Any,
     ) -> Any:
         """Logits of a forward pass with ``fwd_hooks`` [(name, fn(activation, name))]; see ``hooks.run_with_hooks``.
@@ -221,6 +224,7 @@ class GPT2:
             return_type=return_type,
             loss_per_token=loss_per_token,
             stop_at_layer=stop_at_layer,
+            start_at_layer=start_at_layer,
         )
 
     # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------

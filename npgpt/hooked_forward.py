@@ -1,7 +1,8 @@
 """The forward pass with a hook at every named point: ``model.gpt2``'s own ``hook(name, x)``, run eagerly on the
 backend's arrays, plus what TransformerLens has and the model file leaves out: ``stop_at_layer`` (the pass ends
-where the residual stream enters a block) and ``blocks.{i}.attn.hook_result`` (each head's output, computed from
-``attn.hook_z`` only where asked for, :func:`_with_head_results`).
+where the residual stream enters a block), ``start_at_layer`` (it starts there, from a given stream) and
+``blocks.{i}.attn.hook_result`` (each head's output, computed from ``attn.hook_z`` only where asked for,
+:func:`_with_head_results`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,54 @@ def stop_layer(stop_at_layer: Any, n_layer: int) -> int | None:
     return int(stop_at_layer) if stop_at_layer >= 0 else n_layer + int(stop_at_layer)
 
 
+def start_layer(start_at_layer: Any, n_layer: int) -> int | None:
+    """TransformerLens's ``start_at_layer``: the block (0..n_layer-1, a negative one counted from the end) whose
+    ``hook_resid_pre`` the input is, or None (the input is token ids)."""
+    if start_at_layer is None:
+        return None
+    if not (is_integer(start_at_layer) and -n_layer <= start_at_layer < n_layer):
+        raise NpgptError(
+            f"start_at_layer must be None or a block in [0, {n_layer - 1}] (or -{n_layer} to -1 from the end), "
+            f"got {shown(start_at_layer)}",
+            param="start_at_layer",
+        )
+    return int(start_at_layer) % n_layer
+
+
+def check_residual(residual: Any, n_embd: int, start: int, stop: int | None) -> np.ndarray:
+    """The input of a ``start_at_layer`` run as float32 [B, T, C] NumPy (any library's array of numbers)."""
+    try:
+        host = np.asarray(residual.detach().cpu() if hasattr(residual, "detach") else residual)  # torch: its values
+    except (TypeError, ValueError, RuntimeError):
+        host = np.asarray(None)
+    if host.ndim != 3 or host.shape[-1] != n_embd or host.shape[1] == 0 or host.dtype.kind not in "fiu":
+        raise NpgptError(
+            f"with start_at_layer the input is the residual stream entering that block, [batch, pos, {n_embd}] "
+            f"floats (e.g. cache['resid_pre', {start}]), got {shown(residual)}",
+            param="start_at_layer",
+        )
+    if stop is not None and stop <= start:
+        raise NpgptError(
+            f"stop_at_layer ({stop}) must come after start_at_layer ({start}): the blocks run are [start, stop)",
+            param="stop_at_layer",
+        )
+    return host.astype(np.float32)
+
+
+def _starting(hook: Callable[[str, Array], Array], layer: int, residual: Array) -> Callable[[str, Array], Array]:
+    """``hook`` from block ``layer`` on, where ``residual`` replaces the stream entering it, as TransformerLens's
+    ``start_at_layer`` starts there: the embeddings and earlier blocks run on placeholder ids, unhooked and unseen."""
+
+    def starting(name: str, x: Array) -> Array:
+        if name == f"blocks.{layer}.hook_resid_pre":
+            x = residual
+        elif not (name.startswith("ln_final.") or name.startswith("blocks.") and int(name.split(".")[1]) >= layer):
+            return x
+        return hook(name, x)
+
+    return starting
+
+
 def _stopping(hook: Callable[[str, Array], Array], layer: int) -> Callable[[str, Array], Array]:
     """``hook``, then the end of the forward pass where the residual stream enters block ``layer`` (leaves
     the last block for ``layer`` = n_layer), as TransformerLens's ``stop_at_layer`` ends it: no later hook runs."""
@@ -112,6 +161,7 @@ def hooked_forward(
     stop_at_layer: int | None = None,
     results: Callable[[str], bool] | None = None,
     inputs: Callable[[str], bool] | None = None,
+    start_at_layer: int | None = None,
 ) -> Array:
     """Logits [B, T, V] (a backend array) of ``ids`` with ``hook(name, x)`` called at every hook point.
 
@@ -122,11 +172,17 @@ def hooked_forward(
     the names ``blocks.{i}.attn.hook_result`` at which ``hook`` is called too (none by default; each costs
     [B, T, H, C] floats and a product the size of c_proj's), see :func:`_with_head_results`. ``inputs``: the names
     of TransformerLens's optional input hooks (``blocks.{i}.hook_q_input``, ...) at which it is called too
-    (:func:`~npgpt.input_hooks.with_inputs`).
+    (:func:`~npgpt.input_hooks.with_inputs`). ``start_at_layer`` (from :func:`start_layer`): ``ids`` is the
+    residual stream [B, T, C] entering that block (from :func:`check_residual`), TransformerLens's.
     """
+    residual: Any = None
+    if start_at_layer is not None:
+        residual, ids = ids, np.zeros(ids.shape[:2], np.int64)  # placeholder ids: the blocks before are not seen
     ids, positions, mask = _inputs(model, ids, attention_mask)
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
     weights = as_engine(model).params_for(*ids.shape) if params is None else params  # as GPT2.logits runs it
+    if start_at_layer is not None:
+        hook = _starting(hook, start_at_layer, asarray(residual))
     if stop_at_layer is not None:
         hook = _stopping(hook, stop_at_layer)
     if results is not None:  # on the weights as held (a decode step's batched form is for its kernel alone)

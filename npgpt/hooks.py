@@ -28,7 +28,7 @@ from .errors import NpgptError, shown
 from .hook_fns import HookFn, HookName, compose
 from .hook_io import check_return_type, lm_loss, read_input, run_output, to_tokens
 from .hook_points import BLOCK_HOOKS, INPUT_HOOKS, RESULT, NamesFilter, act_name, hook_names, name_filter, named
-from .hooked_forward import hooked_forward, stop_layer
+from .hooked_forward import check_residual, hooked_forward, start_layer, stop_layer
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine
@@ -56,6 +56,29 @@ __all__ = [
 Array = Any
 
 
+def _read(
+    model: Engine | HasEngine,
+    ids: Any,
+    attention_mask: Any,
+    prepend_bos: bool | None,
+    padding_side: str | None,
+    return_type: str | None,
+    start: int | None,
+    stop: int | None,
+) -> tuple[Any, Any]:
+    """``(ids, attention_mask)`` of a hooked run's input: token ids or text (:func:`~npgpt.hook_io.read_input`), or
+    with ``start_at_layer`` the residual stream entering that block (:func:`~npgpt.hooked_forward.check_residual`)."""
+    if start is None:
+        return read_input(model, ids, attention_mask, prepend_bos, padding_side)
+    if return_type in ("loss", "both"):
+        raise NpgptError(
+            "with start_at_layer the input is the residual stream, not the tokens the loss predicts: run with "
+            "return_type='logits' and take npgpt.hooks.lm_loss(logits, tokens)",
+            param="return_type",
+        )
+    return check_residual(ids, model.config.n_embd, start, stop), attention_mask
+
+
 def run_with_cache(
     model: Engine | HasEngine,
     ids: Any,
@@ -69,6 +92,7 @@ def run_with_cache(
     loss_per_token: bool = False,
     remove_batch_dim: bool = False,
     stop_at_layer: int | None = None,
+    start_at_layer: int | None = None,
 ) -> tuple[Any, ActivationCache]:
     """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
 
@@ -85,13 +109,16 @@ def run_with_cache(
     cache without its batch axis (:meth:`ActivationCache.remove_batch_dim`), the logits keeping theirs.
     ``stop_at_layer``: run that many blocks (negative: all but that many) and return, in place of the logits,
     the residual stream [B, T, C] entering the next, with the activations up to there (TransformerLens's;
-    for all blocks, the stream before ``ln_final``, as HookedTransformer returns it).
+    for all blocks, the stream before ``ln_final``, as HookedTransformer returns it). ``start_at_layer``: ``ids`` is
+    the residual stream [B, T, C] entering that block (e.g. a cached ``resid_pre``; ``attention_mask`` as for its
+    tokens), run from there: the hooks and the cache see that block's ``hook_resid_pre`` on (TransformerLens's).
     """
     check_return_type(return_type, loss_per_token)
     stop = stop_layer(stop_at_layer, model.config.n_layer)
     if not isinstance(remove_batch_dim, bool):
         raise NpgptError(f"remove_batch_dim must be True or False, got {shown(remove_batch_dim)}")
-    ids, attention_mask = read_input(model, ids, attention_mask, prepend_bos, padding_side)
+    start = start_layer(start_at_layer, model.config.n_layer)
+    ids, attention_mask = _read(model, ids, attention_mask, prepend_bos, padding_side, return_type, start, stop)
     keep = name_filter(names_filter, model.config.n_layer)
     cache: dict[str, Any] = {}
     to = model.backend.to_numpy if host else (lambda x: x)
@@ -109,7 +136,9 @@ def run_with_cache(
     wanted = lambda name: keep(name) or hooked(name)  # noqa: E731
     filter_named = named(names_filter)
     inputs = lambda name: filter_named(name) or hook_named(name)  # noqa: E731
-    logits = hooked_forward(model, ids, hook, attention_mask, stop_at_layer=stop, results=wanted, inputs=inputs)
+    logits = hooked_forward(
+        model, ids, hook, attention_mask, stop_at_layer=stop, results=wanted, inputs=inputs, start_at_layer=start
+    )
     activations = ActivationCache(cache, model, stopped_at=stop)
     if remove_batch_dim:
         activations.remove_batch_dim()
@@ -128,6 +157,7 @@ def run_with_hooks(
     return_type: str | None = "logits",
     loss_per_token: bool = False,
     stop_at_layer: int | None = None,
+    start_at_layer: int | None = None,
 ) -> Any:
     """Float32 logits [B, T, V] of a forward pass in which each ``(name, fn)`` of ``fwd_hooks`` runs at
     its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape (cast to
@@ -135,15 +165,25 @@ def run_with_hooks(
     a hook name or a predicate over names, as in TransformerLens; ``hook_name`` is a str that also
     has TransformerLens's ``hook.name`` and ``hook.layer()`` (:class:`HookName`). The activation is
     an array of the model's backend (a replacement from another library, e.g. torch on NumPy, is
-    converted). Text, ``return_type``, ``loss_per_token`` and ``stop_at_layer`` (the residual stream [B, T, C]
-    after that many blocks, in place of the logits) are read as in :func:`run_with_cache`.
+    converted). Text, ``return_type``, ``loss_per_token``, ``stop_at_layer`` (the residual stream [B, T, C]
+    after that many blocks, in place of the logits) and ``start_at_layer`` are read as in :func:`run_with_cache`.
     """
     check_return_type(return_type, loss_per_token)
     stop = stop_layer(stop_at_layer, model.config.n_layer)
-    ids, attention_mask = read_input(model, ids, attention_mask, prepend_bos, padding_side)
+    start = start_layer(start_at_layer, model.config.n_layer)
+    ids, attention_mask = _read(model, ids, attention_mask, prepend_bos, padding_side, return_type, start, stop)
     hook, hooked, hook_named = compose(fwd_hooks, model)
     logits = model.backend.to_numpy(
-        hooked_forward(model, ids, hook, attention_mask, stop_at_layer=stop, results=hooked, inputs=hook_named)
+        hooked_forward(
+            model,
+            ids,
+            hook,
+            attention_mask,
+            stop_at_layer=stop,
+            results=hooked,
+            inputs=hook_named,
+            start_at_layer=start,
+        )
     )
     if stop is not None:
         return logits  # the residual stream, whatever return_type asks (as in TransformerLens)

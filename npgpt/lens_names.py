@@ -95,7 +95,7 @@ def refuse_lens_options(other: dict[str, Any]) -> None:
             continue
         valid = (
             "names_filter, attention_mask, fwd_hooks, host, prepend_bos, padding_side, return_type, loss_per_token, "
-            "stop_at_layer"
+            "stop_at_layer, start_at_layer"
         )
         hint = LENS_OPTIONS.get(name, f"valid: {valid}")
         what = f"{name}={shown(value)} is not npgpt's" if name in LENS_SAME else f"unknown option {name!r}"

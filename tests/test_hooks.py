@@ -1016,6 +1016,58 @@ def test_stop_at_layer_returns_transformer_lens_s_residual_stream(odd):
             model(ids, stop_at_layer=bad)
 
 
+def test_start_at_layer_runs_from_a_given_residual_stream_as_transformer_lens_does(odd):
+    """start_at_layer (TransformerLens's model(resid, start_at_layer=k), the other half of stop_at_layer, for patching
+    a stream and running on from it) was refused as an unknown option. The input is now the residual stream entering
+    block k, and the logits, hooks and cache (block k's hook_resid_pre on) equal TransformerLens's; a negative k
+    counts from the end. Tolerance 1e-4 at the real tokens of a left-padded batch."""
+    import torch
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    real = mask.astype(bool)
+    t_mask = torch.tensor(mask)
+    _, cache = model.run_with_cache(ids, attention_mask=mask)
+    shift = np.random.default_rng(3).standard_normal(ODD.n_embd).astype(np.float32)  # not undone by a layer norm
+    for start in (0, 1, 2, -1):
+        resid = cache["resid_pre", start] + shift
+        with torch.no_grad():
+            theirs = br(torch.tensor(resid), attention_mask=t_mask, start_at_layer=start).numpy()
+            _, t_cache = br.run_with_cache(torch.tensor(resid), attention_mask=t_mask, start_at_layer=start)
+        ours, our_cache = model.run_with_cache(resid, attention_mask=mask, start_at_layer=start)
+        np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4, err_msg=str(start))
+        assert np.abs(ours - cache.model.logits(ids, mask))[real].max() > 1e-2  # the shift reached the logits
+        assert list(our_cache) == [n for n in hooks.hook_names(ODD.n_layer) if n in t_cache], start
+        for name in our_cache:
+            a, b = our_cache[name], t_cache[name].numpy()
+            if name.endswith("attn_scores"):  # masked: -inf there, MASKED here (the patterns compare those)
+                continue
+            if name.endswith("hook_pattern"):  # [B, H, Tq, Tk]: the real query rows
+                a, b = a.transpose(0, 2, 1, 3), b.transpose(0, 2, 1, 3)
+            np.testing.assert_allclose(a[real], b[real], atol=1e-4, rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(
+            model(torch.tensor(resid), attention_mask=mask, start_at_layer=start), ours, atol=1e-6
+        )  # a torch tensor from a TransformerLens cache is read too
+        if start not in (2, -1):  # with stop_at_layer too: blocks [start, stop) run, and the stream there comes back
+            ours = model(resid, attention_mask=mask, start_at_layer=start, stop_at_layer=2)
+            np.testing.assert_allclose(
+                ours,
+                model.run_with_cache(resid, start_at_layer=start, attention_mask=mask)[1]["resid_post", 1],
+                atol=1e-5,
+            )
+    for call, message in [
+        (lambda: model(cache["resid_pre", 0], start_at_layer=3), r"start_at_layer must be None or a block in \[0, 2\]"),
+        (
+            lambda: model(ids, start_at_layer=1),
+            r"the input is the residual stream entering that block, \[batch, pos, 48\]",
+        ),
+        (lambda: model(cache["resid_pre", 1], start_at_layer=1, return_type="loss"), "lm_loss"),
+        (lambda: model(cache["resid_pre", 1], start_at_layer=1, stop_at_layer=1), "must come after start_at_layer"),
+    ]:
+        with pytest.raises(NpgptError, match=message):
+            call()
+
+
 def test_a_hook_past_stop_at_layer_is_said_to_be_past_it_not_left_out_by_names_filter():
     """A cache made with stop_at_layer=1 and no names_filter said of the hooks past the stop that 'the names_filter of
     the run that made it left it out': it names the stop, and names_filter only where that left a hook out."""
