@@ -172,6 +172,7 @@ class GPT2:
         remove_batch_dim: bool = False,
         stop_at_layer: int | None = None,
         start_at_layer: int | None = None,
+        pos_slice: Any = None,
         **other: Any,
     ) -> tuple[Any, dict[str, Any]]:
         """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``.
@@ -194,6 +195,7 @@ class GPT2:
             remove_batch_dim=remove_batch_dim,
             stop_at_layer=stop_at_layer,
             start_at_layer=start_at_layer,
+            pos_slice=pos_slice,
         )
 
     def run_with_hooks(

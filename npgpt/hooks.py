@@ -25,6 +25,7 @@ from array_api_compat import array_namespace, is_writeable_array
 from .activation_cache import ActivationCache
 from .activation_grads import activation_grads, attribution_patching
 from .errors import NpgptError, shown
+from .head_attribution import pos_index
 from .hook_fns import HookFn, HookName, compose
 from .hook_io import check_return_type, lm_loss, read_input, run_output, to_tokens
 from .hook_points import BLOCK_HOOKS, INPUT_HOOKS, RESULT, NamesFilter, act_name, hook_names, name_filter, named
@@ -79,6 +80,15 @@ def _read(
     return check_residual(ids, model.config.n_embd, start, stop), attention_mask
 
 
+def _cached_positions(pos_slice: Any) -> Any:
+    """TransformerLens's ``pos_slice`` of ``run_with_cache`` as an index of the position axis: one position keeps
+    the axis (size 1), as there; the other forms as the cache helpers read them (:func:`pos_index`)."""
+    index = pos_index(pos_slice)
+    if isinstance(index, int):
+        return slice(index, index + 1 or None)
+    return index
+
+
 def run_with_cache(
     model: Engine | HasEngine,
     ids: Any,
@@ -93,6 +103,7 @@ def run_with_cache(
     remove_batch_dim: bool = False,
     stop_at_layer: int | None = None,
     start_at_layer: int | None = None,
+    pos_slice: Any = None,
 ) -> tuple[Any, ActivationCache]:
     """``(logits, cache)``: logits [B, T, V] and the activations named by ``names_filter`` (all by default).
 
@@ -112,6 +123,9 @@ def run_with_cache(
     for all blocks, the stream before ``ln_final``, as HookedTransformer returns it). ``start_at_layer``: ``ids`` is
     the residual stream [B, T, C] entering that block (e.g. a cached ``resid_pre``; ``attention_mask`` as for its
     tokens), run from there: the hooks and the cache see that block's ``hook_resid_pre`` on (TransformerLens's).
+    ``pos_slice``: each activation is cached at those positions only (TransformerLens's: a position keeps its
+    axis, of size 1; a (start, stop[, step]) tuple, a slice or a list of positions), on the query axis of
+    ``attn_scores`` and ``pattern``.
     """
     check_return_type(return_type, loss_per_token)
     stop = stop_layer(stop_at_layer, model.config.n_layer)
@@ -122,6 +136,7 @@ def run_with_cache(
     keep = name_filter(names_filter, model.config.n_layer)
     cache: dict[str, Any] = {}
     to = model.backend.to_numpy if host else (lambda x: x)
+    positions = None if pos_slice is None else _cached_positions(pos_slice)
 
     def record(name: str, x: Array) -> Array:
         if keep(name):
@@ -129,6 +144,9 @@ def run_with_cache(
             # block i+1, and a hook patching blocks.{i+1}.hook_resid_pre in place changed the cached
             # blocks.{i}.hook_resid_post too (as in TransformerLens, whose cache holds that tensor).
             held = to(x)
+            if positions is not None:  # the position axis: 1, or the queries' of [B, H, Tq, Tk]
+                axis = 2 if name.endswith(("hook_attn_scores", "hook_pattern")) else 1
+                held = held[(slice(None),) * axis + (positions,)]
             cache[name] = array_namespace(held).asarray(held, copy=True) if is_writeable_array(held) else held
         return x
 

@@ -71,7 +71,7 @@ LENS_OPTIONS = {
     "bwd_hooks": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
     "incl_bwd": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
     "device": "the cache is NumPy on the host (host=True); host=False keeps the backend's arrays on its device",
-    "pos_slice": "index the cache's arrays on their position axis (cache['resid_post', 0][:, -1])",
+    "pos_slice": "run_with_cache takes it; run_with_hooks' hooks see every position: index the position axis",
     "return_cache_object": "the cache is a dict already; dict(cache) for a plain one",
     "clear_contexts": "True or False: npgpt's hooks keep no hook.ctx between calls",
 }

@@ -833,7 +833,7 @@ def test_return_type_and_loss_are_transformer_lens_s(odd):
 def test_transformer_lens_options_at_values_that_ask_for_npgpts_behaviour_are_accepted(odd):
     """run_with_hooks(ids, fwd_hooks, reset_hooks_end=True, bwd_hooks=[]), as TransformerLens code spells its
     defaults out, was refused as an unknown option though npgpt does just that; such values are now accepted,
-    and the others (and device, incl_bwd, pos_slice) refused in one line naming npgpt's way."""
+    and the others (and device, incl_bwd, run_with_hooks' pos_slice) refused in one line naming npgpt's way."""
     model, _ = odd
     ids = np.arange(5) + 7
     plain = model.run_with_hooks(ids, fwd_hooks=[("blocks.1.attn.hook_z", zero_head_1)])
@@ -850,11 +850,39 @@ def test_transformer_lens_options_at_values_that_ask_for_npgpts_behaviour_are_ac
         (model.run_with_hooks, {"bwd_hooks": [("hook_embed", print)]}, "bwd_hooks=.* is not npgpt.s; .*grads"),
         (model.run_with_cache, {"incl_bwd": True}, "incl_bwd=True is not npgpt's; .*activation_grads"),
         (model.run_with_cache, {"device": "cuda"}, "device='cuda' is not npgpt's; .*host=False"),
-        (model.run_with_cache, {"pos_slice": -1}, "unknown option 'pos_slice'; .*position axis"),
+        (model.run_with_hooks, {"pos_slice": -1}, "unknown option 'pos_slice'; run_with_cache takes it"),
         (model.run_with_cache, {"clear_contexts": "yes"}, "clear_contexts='yes' is not npgpt's; True or False"),
     ):
         with pytest.raises(NpgptError, match=says):
             run(ids, **kw)
+
+
+def test_run_with_cache_pos_slice_caches_those_positions_as_transformer_lens_does(odd):
+    """run_with_cache(ids, pos_slice=-1), TransformerLens's way to cache only the last position (a long prompt's
+    cache in a fraction of the memory), was refused ('index the cache's arrays'). Each activation is now cached at
+    those positions, on the query axis of attn_scores and pattern, one position keeping its axis, as there."""
+    import torch
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    _, full = model.run_with_cache(ids, attention_mask=mask)
+    for pos_slice in (-1, 2, (2, 5), [0, 3], slice(1, None)):
+        with torch.no_grad():
+            _, theirs = tl_run(br, ids, mask, pos_slice=pos_slice)
+        _, ours = model.run_with_cache(ids, attention_mask=mask, pos_slice=pos_slice)
+        assert set(ours) == set(full)
+        for name in ours:
+            assert ours[name].shape == tuple(theirs[name].shape), (pos_slice, name)
+        at = slice(pos_slice, pos_slice + 1 or None) if isinstance(pos_slice, int) else pos_slice
+        at = slice(*at) if isinstance(at, tuple) else at
+        np.testing.assert_array_equal(ours["resid_post", 1], full["resid_post", 1][:, at])
+        np.testing.assert_array_equal(ours["pattern", 0], full["pattern", 0][:, :, at])
+    with torch.no_grad():
+        _, theirs = br.run_with_cache(torch.tensor(ids[:1]), pos_slice=-1, remove_batch_dim=True)
+    _, ours = model.run_with_cache(ids[:1], pos_slice=-1, remove_batch_dim=True)
+    assert {n: a.shape for n, a in ours.items()} == {n: tuple(theirs[n].shape) for n in ours}
+    with pytest.raises(NpgptError, match="pos_slice must be a position"):
+        model.run_with_cache(ids, pos_slice="last")
 
 
 def test_the_unembedding_hints_name_an_untied_models_own_head(tmp_path):
