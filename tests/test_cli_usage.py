@@ -454,7 +454,9 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["generate", "Hi", "-sys", "x"], "No such option: -sys"),  # no --system here, and not "-s: --seed"
         (["train", "d.txt", "--out_dir=out"], "npgpt takes --out"),  # click offered --out, unsure
         (["train", "d.txt", "--init_from=gpt2"], "npgpt takes --init"),  # sample.py's is --model
-        (["train", "d.txt", "--block_size=64"], "npgpt takes --seq-len"),  # nanoGPT's is the model's context too
+        (["train", "d.txt", "--block_size=64"], "npgpt takes --seq-len"),
+        (["train", "d.txt", "--init-from", "gpt2"], "npgpt takes --init"),  # the kebab-case of nanoGPT's
+        (["next", "Hi", "--max-tokens", "2"], "npgpt next has nothing like it"),  # nanoGPT's is the model's context too
         (["lens", "--start=FILE:p.txt"], "is read from stdin: npgpt lens - < name"),  # no --prompt-file to read it
         (["generate", "Hi", "-sys", "x"], "npgpt generate has nothing like it"),  # chat's --system
         (["generate", "Hi", "--init_from=gpt2"], "npgpt takes --model"),
@@ -587,6 +589,14 @@ def test_other_tools_names_get_npgpts(args, hint):
             ],
         ),
         (["eval", "-d", "t.txt", "--batch_size", "2"], ["eval", "-d", "t.txt", "--batch-size", "2"]),
+        # the OpenAI API's max_tokens, transformers' max_steps; nanoGPT's names in the CLI's own kebab-case
+        (["generate", "Hi", "--max-tokens", "5"], ["generate", "Hi", "--max-new-tokens", "5"]),
+        (["chat", "--max_tokens=5"], ["chat", "--max-new-tokens", "5"]),
+        (
+            ["train", "d.txt", "--learning-rate", "1e-3", "--max-iters", "5", "--grad-clip", "1"],
+            ["train", "d.txt", "--lr", "1e-3", "--steps", "5", "--clip", "1"],
+        ),
+        (["train", "d.txt", "--max-steps", "5"], ["train", "d.txt", "--steps", "5"]),
         # Ollama's `show MODEL` is npgpt info MODEL; every other npgpt command takes its model as -m
         (["info", "-m", "bundled", "--json"], ["info", "bundled", "--json"]),
         (["info", "--model=bundled"], ["info", "bundled"]),

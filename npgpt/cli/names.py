@@ -37,6 +37,8 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--n-predict": "--max-new-tokens",
     "--n_predict": "--max-new-tokens",
     "--max_new_tokens": "--max-new-tokens",
+    "--max_tokens": "--max-new-tokens",  # the OpenAI API's (npgpt serve's) name
+    "--max_steps": "--steps",  # transformers' Trainer
     "--num_samples": "-n",
     "--top_k": "--top-k",
     "--top_p": "--top-p",
@@ -86,11 +88,13 @@ ACCEPTED = {
     "-n",  # on a command with no -n of its own (chat): llama.cpp's tokens to predict
     "--n-predict",
     "--n_predict",
+    "--max_tokens",
     "--num_samples",
     "--repeat-penalty",
     "--repeat_penalty",
     "-s",
     "--max_iters",
+    "--max_steps",
     "--learning_rate",
     "--gradient_accumulation_steps",
     "--warmup_iters",
@@ -418,8 +422,15 @@ def _ours(command: Any, theirs: str) -> str | None:
     the command has it, or None."""
     if _has(command, theirs):
         return theirs
+    theirs = _snake(theirs)  # nanoGPT's --learning_rate typed --learning-rate, as every other option is spelt
     known = OPTIONS.get(theirs, theirs.replace("_", "-") if theirs.startswith("--") else ())
     return next((o for o in ((known,) if isinstance(known, str) else known) if _has(command, o)), None)
+
+
+def _snake(theirs: str) -> str:
+    """``--learning-rate`` as :data:`OPTIONS` spells it, ``--learning_rate``, where only that spelling is there."""
+    snake = "--" + theirs[2:].replace("-", "_")
+    return snake if theirs.startswith("--") and theirs not in OPTIONS and snake in OPTIONS else theirs
 
 
 def _as_ours(command: Any, args: list[str]) -> list[str]:
@@ -461,7 +472,7 @@ def _as_ours(command: Any, args: list[str]) -> list[str]:
 
 def _accepted(command: Any, theirs: str) -> str | None:
     """``command``'s option (or ``PROMPT``, its text argument) that it takes ``theirs`` as, or None."""
-    if theirs in ACCEPTED:
+    if _snake(theirs) in ACCEPTED:
         return _ours(command, theirs)
     kebab = theirs.replace("_", "-")
     return kebab if theirs.startswith("--") and _has(command, kebab) else None
@@ -481,7 +492,7 @@ def _hint_message(command: Any, name: str, theirs: str) -> str | None:
     instead = next((t for c, t in INSTEAD.get(theirs, ()) if c in ("*", name) or _has(command, c)), None)
     if instead is not None:
         return f"No such option: {theirs}; {instead.format(cmd=name)}"
-    if theirs in OPTIONS or theirs in INSTEAD:  # click's closest spellings would be a wrong neighbour
+    if _snake(theirs) in OPTIONS or theirs in INSTEAD:  # click's closest spellings would be a wrong neighbour
         return f"No such option: {theirs}; npgpt {name} has nothing like it"  # the error adds where help is
     return None
 
