@@ -3,9 +3,10 @@
 ``model.gpt2`` calls an optional ``hook(name, x)`` at each named point of the forward pass, with
 TransformerLens's hook names and shapes (listed by :func:`hook_names`). This module turns that one
 mechanism into TransformerLens's interface: caching activations by name, and forward hooks
-``fn(activation, hook_name)`` that may return a replacement (ablation, patching, steering). One hook
-point is made outside the model: ``blocks.{i}.attn.hook_result``, each head's output, computed
-from ``attn.hook_z`` only where a hook or ``names_filter`` asks for it (:mod:`~npgpt.hooked_forward`).
+``fn(activation, hook_name)`` that may return a replacement (ablation, patching, steering). Some hook
+points are made outside the model, only where a hook or ``names_filter`` asks for them:
+``blocks.{i}.attn.hook_result``, each head's output, from ``attn.hook_z`` (:mod:`~npgpt.hooked_forward`), and
+TransformerLens's optional input hooks such as ``blocks.{i}.hook_q_input`` (:mod:`~npgpt.input_hooks`).
 
 The hooked forward runs the uncompiled ``model.gpt2`` on the backend's arrays, so it works on every
 backend; with ``host=False`` on JAX the activations stay traceable, and :func:`activation_grads`
