@@ -26,7 +26,7 @@ from npgpt.formats import load_checkpoint, npgpt_format
 from npgpt.params import flatten
 from npgpt.sampling import SamplingParams
 from npgpt.train import data as D
-from npgpt.train import loop
+from npgpt.train import loop, start
 from npgpt.train.checkpoint import STATE_FILE, load_state, model_step
 from npgpt.train.loop import train
 from npgpt.train.settings import TrainSettings
@@ -525,7 +525,7 @@ def test_a_model_too_large_for_memory_is_one_line_naming_its_size(text, tmp_path
 
     if where == "init":
         error: Exception = MemoryError("Unable to allocate 37.4 GiB for an array with shape (50257, 200000)")
-        target, name = loop, "init_params"
+        target, name = start, "init_params"
     else:
         error = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 44224002372 bytes.")
         target, name = loop.S, "shard_params"

@@ -7,6 +7,7 @@ Importing this package is cheap; JAX and optax load with the first name used fro
 - :mod:`.step`     AdamW + warm-up/cosine + clipping + accumulation: the jitted ``train_step``
 - :mod:`.sharding` ("data", "model") mesh, data and tensor parallelism, multi-host
 - :mod:`.settings` ``TrainSettings``: defaults, and what may change on resume
+- :mod:`.start`    a run's start: checkpoint or fresh model, settings, data, devices, optimiser state
 - :mod:`.loop`     ``train(data, out, settings)``: the steps, exact resume, held-out loss
 - :mod:`.checkpoint` the run's files: resume state, model, the model to start from
 - :mod:`.plot`     the loss curves as a PNG
