@@ -24,13 +24,13 @@ import re
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .errors import CheckpointError, NpgptError, reason
-from .files import cannot_write, check_writable, is_web_page, parse_json
+from .files import cannot_write, check_writable, is_web_page, locked_folder, parse_json
 from .formats.npgpt_format import MODEL_FILE
 from .registry import hf_dir, home, openai_name
 
@@ -61,7 +61,8 @@ def download_openai(
         return target
     staging = home() / "downloads" / "openai" / name
     try:
-        with _exclusive(staging, f"GPT-2 {name}"):
+        busy = f"another npgpt process is downloading GPT-2 {name} into {staging}; wait for it to finish"
+        with locked_folder(staging, busy, elsewhere=_ELSEWHERE):
             try:
                 _download_locked(name, staging, target, base_url, progress, retries, timeout)
             except BaseException:  # nothing to resume (no .part) leaves no empty folder; only the lock's holder
@@ -315,52 +316,6 @@ def _report(progress: Progress | None, name: str, done: int, total: int | None) 
 def _rmdir_if_empty(directory: Path) -> None:
     with contextlib.suppress(OSError):
         directory.rmdir()
-
-
-@contextlib.contextmanager
-def _exclusive(directory: Path, what: str) -> Iterator[None]:
-    """Make ``directory`` and lock it, so two processes never append to the same ``.part`` file.
-
-    An advisory ``flock``, released by the OS even if the process dies; where there is none
-    (Windows) downloads are not locked. The folder is removed by the lock's holder (done, or failed
-    with nothing to resume), so a process that opened it before and locked it after would hold a lock
-    on a folder no longer there, while a third one makes and locks a new one: the lock is taken again
-    until the path names the very folder locked.
-    """
-    try:
-        import fcntl
-    except ImportError:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise cannot_write(directory, e, elsewhere=_ELSEWHERE) from None
-        yield
-        return
-    for _ in range(100):  # each turn lost to a holder's removal; more would take a pathological race
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(directory, os.O_RDONLY)
-        except FileNotFoundError:  # a folder on the way removed by another process's cleanup: again
-            continue
-        except OSError as e:  # a read-only home, a file where a folder goes
-            raise cannot_write(directory, e, elsewhere=_ELSEWHERE) from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise NpgptError(
-                    f"another npgpt process is downloading {what} into {directory}; wait for it to finish"
-                ) from None
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(directory))
-            except FileNotFoundError:
-                same = False
-            if same:
-                yield
-                return
-        finally:
-            os.close(fd)
-    raise NpgptError(f"another npgpt process keeps removing {directory}; wait for it to finish")
 
 
 def _tqdm_reporting(progress: Progress, file: str) -> type:

@@ -120,6 +120,51 @@ def atomic_path(path: str | Path) -> Iterator[str]:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def locked_folder(directory: Path, busy: str, *, elsewhere: str = "choose a folder you can write to") -> Iterator[None]:
+    """Make ``directory`` (and its parents) and hold an exclusive lock on it for the block: a second process
+    asking for it gets NpgptError(``busy``) at once, not a wait. ``elsewhere`` as :func:`cannot_write`'s.
+
+    An advisory ``flock`` on the folder itself (no lock file is left behind), released by the OS even if the
+    process dies; where there is none (Windows) nothing is locked. The lock's holder may remove the folder
+    (a failed download, a run that made it for nothing): a process that opened it just before and locked it
+    just after would hold a lock on a folder no longer there, while a third one makes the path again and locks
+    that; so the lock is taken again until the path names the very folder locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise cannot_write(directory, e, elsewhere=elsewhere) from None
+        yield
+        return
+    for _ in range(100):  # each turn is lost to another holder's removal: more takes a pathological race
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory, os.O_RDONLY)
+        except FileNotFoundError:  # a folder on the way removed by another process meanwhile: again
+            continue
+        except OSError as e:  # a read-only disk, a file where a folder goes
+            raise cannot_write(directory, e, elsewhere=elsewhere) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise NpgptError(busy) from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(directory))
+            except FileNotFoundError:
+                same = False
+            if same:
+                yield
+                return
+        finally:
+            os.close(fd)
+    raise NpgptError(busy)
+
+
 def write_together(writers: Mapping[Path, Callable[[str], Any]], withdraw: Iterable[Path] = ()) -> None:
     """Write files that are read as one set (weights, their index, their config) so that a reader never
     meets old and new files mixed: ``writers[path](tmp)`` writes each in full to a temp file of npgpt's

@@ -625,3 +625,30 @@ def test_a_run_folder_inside_the_text_folder_is_not_read_as_text(tmp_path, token
     (data / "run2").mkdir()
     (data / "run2" / "notes.txt").write_text("x")  # another folder in the text still is text
     assert [p.name for p in D.text_files(data, data / "run")] == ["notes.txt", "t.txt"]
+
+
+# --- one run per folder ----------------------------------------------------------------------
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(text, tmp_path):
+    """Two `npgpt train --out run` at once both trained and wrote run/'s checkpoints over each other's, each
+    exit 0. The run holds a lock on its folder: the second is one line, and writes nothing."""
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # flock locks belong to the open file, so this "is" another process
+        with pytest.raises(NpgptError, match="another training run is writing to") as e:
+            train(text, out, TrainSettings(**RUN))
+        assert "--out" in as_flags(e.value) and "\n" not in str(e.value)
+        with pytest.raises(NpgptError, match="another training run is writing to"):
+            train(text, out, TrainSettings(**RUN), resume=True)
+        r = run_cli("train", str(text), "--out", str(out), "--n-layer", "1", "--n-embd", "16", "--n-head", "2")
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "another training run is writing to" in r.stderr and "--out" in r.stderr
+    finally:
+        os.close(fd)
+    assert list(out.iterdir()) == []
+    train(text, out, TrainSettings(**RUN))  # the lock is the run's: free again once it ended
+    assert (out / STATE_FILE).is_file()

@@ -22,6 +22,7 @@ the last good checkpoint stays.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,11 +34,12 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import NpgptError, shown
+from ..files import locked_folder
 from . import data as D
 from . import sharding as S
 from .checkpoint import Params, write_checkpoint
 from .settings import KEYWORDS, RunSettings, TrainSettings
-from .start import start_run
+from .start import Start, start_run
 from .step import make_eval_loss, make_train_step, schedule
 
 
@@ -94,9 +96,10 @@ def train(
     (the result's ``stopped`` then says so). Devices: all of ``jax.devices()``, ``model_parallel`` of
     them per model replica, or an explicit ``mesh`` from :func:`npgpt.train.sharding.make_mesh`.
 
-    Raises NpgptError without matplotlib, for a bad setting, ``out`` that is a file, a run already in ``out`` without
-    ``resume``, text too short for ``seq_len``, a loss that is not finite, or a step or evaluation
-    that runs out of memory; CheckpointError for an unreadable checkpoint.
+    Raises NpgptError without matplotlib, for a bad setting, ``out`` that is a file, a run already in
+    ``out`` without ``resume``, another run writing to ``out`` now (a run holds a lock on its folder),
+    text too short for ``seq_len``, a loss that is not finite, or a step or evaluation that runs out of
+    memory; CheckpointError for an unreadable checkpoint.
     """
     try:  # each checkpoint draws the loss curve: without matplotlib the run died at its first
         import matplotlib  # noqa: F401
@@ -108,7 +111,26 @@ def train(
         raise NpgptError(
             f"out={shown(str(out))} is a file; give a folder for the run (it is created if missing)", "out", KEYWORDS
         )
-    s = start_run(data, out, asked, resume=resume, model_parallel=model_parallel, mesh=mesh)
+    made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the topmost made here
+    with contextlib.ExitStack() as held:
+        if jax.process_index() == 0:  # the process that writes the run's files holds its folder's lock
+            busy = f"another training run is writing to {out}; wait for it to end, or choose another out="
+            try:
+                held.enter_context(locked_folder(out, busy))
+            except NpgptError as e:  # that, or a folder that cannot be made: named as the CLI's flags
+                raise NpgptError(str(e), "out", KEYWORDS) from None
+        s = start_run(data, out, asked, resume=resume, model_parallel=model_parallel, mesh=mesh, made=made)
+        return _run_steps(s, out, progress, stop_after, should_stop)
+
+
+def _run_steps(
+    s: Start,
+    out: Path,
+    progress: Callable[[Progress], None] | None,
+    stop_after: int | None,
+    should_stop: Callable[[], bool] | None,
+) -> TrainResult:
+    """The optimiser steps from ``s`` on, checkpointed into ``out``; the rest as :func:`train`."""
     config, params, opt_state, run, meta = s.config, s.params, s.opt_state, s.run, s.meta
     train_tokens, val, mesh = s.train_tokens, s.val, s.mesh
     steps, batch_size, seq_len, grad_accum, seed = run.steps, run.batch_size, run.seq_len, run.grad_accum, run.seed

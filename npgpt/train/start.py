@@ -50,10 +50,27 @@ class Start:
 
 
 def start_run(
-    data: str | Path, out: Path, asked: TrainSettings, *, resume: bool, model_parallel: int, mesh: Any
+    data: str | Path,
+    out: Path,
+    asked: TrainSettings,
+    *,
+    resume: bool,
+    model_parallel: int,
+    mesh: Any,
+    made: Path | None = None,
 ) -> Start:
     """The run :func:`~.loop.train` begins: from ``out``'s checkpoint when ``resume`` and there is one, else
-    fresh as ``asked``; errors as :func:`~.loop.train` lists them."""
+    fresh as ``asked``; errors as :func:`~.loop.train` lists them. ``made``: the topmost folder of ``out``'s
+    path that the caller made for the run (to lock it), removed with ``out`` if the start fails."""
+    try:
+        return _start(data, out, asked, resume, model_parallel, mesh)
+    except BaseException:  # a bad setting, no text, text too short, a bad mesh, no memory: no folder made for nothing
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _start(data: str | Path, out: Path, asked: TrainSettings, resume: bool, model_parallel: int, mesh: Any) -> Start:
     state_path = out / STATE_FILE
     if state_path.exists() and not resume:
         raise NpgptError(
@@ -96,28 +113,22 @@ def start_run(
     steps, batch_size, seq_len = run.steps, run.batch_size, run.seq_len
     if seq_len > config.n_ctx:
         raise NpgptError(f"seq_len={seq_len} exceeds the model's context of {config.n_ctx} tokens", "seq_len", KEYWORDS)
-    made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the topmost made here
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # made already where this process holds its lock
     except OSError as e:  # /proc/run, a read-only disk: one line naming the folder, not "internal error"
         raise cannot_write(out, e) from None
+    with D.kept_on_error(out) if saved is not None else contextlib.nullcontext():  # the run's own tokens
+        train_tokens, val, no_held_out_loss, trained_on = _prepare_data(data, out, config, run, tokenizer)
+        if saved is not None:
+            _check_same_data(meta.get("data"), trained_on, out)
+    mesh = _check_mesh(mesh if mesh is not None else _make_mesh(model_parallel), config, batch_size)
+    opt = optimizer(run.lr, steps, run.warmup, weight_decay=run.weight_decay, clip=run.clip)
     try:
-        with D.kept_on_error(out) if saved is not None else contextlib.nullcontext():  # the run's own tokens
-            train_tokens, val, no_held_out_loss, trained_on = _prepare_data(data, out, config, run, tokenizer)
-            if saved is not None:
-                _check_same_data(meta.get("data"), trained_on, out)
-        mesh = _check_mesh(mesh if mesh is not None else _make_mesh(model_parallel), config, batch_size)
-        opt = optimizer(run.lr, steps, run.warmup, weight_decay=run.weight_decay, clip=run.clip)
-        try:
-            params = S.shard_params(params, mesh)
-            template = opt.init(params)  # zeros laid out like the params they track
-            opt_state = _place_opt_state(opt_leaves, template, mesh)
-        except (MemoryError, jax.errors.JaxRuntimeError) as e:  # the weights and AdamW's moments, on the devices
-            raise _model_too_large(e, config, run) from None
-    except BaseException:  # no text, text too short, a bad mesh, no memory: a folder made for nothing is not left
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
-        raise
+        params = S.shard_params(params, mesh)
+        template = opt.init(params)  # zeros laid out like the params they track
+        opt_state = _place_opt_state(opt_leaves, template, mesh)
+    except (MemoryError, jax.errors.JaxRuntimeError) as e:  # the weights and AdamW's moments, on the devices
+        raise _model_too_large(e, config, run) from None
     return Start(
         config,
         params,
