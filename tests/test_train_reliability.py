@@ -233,10 +233,12 @@ def test_resuming_with_steps_not_above_the_step_reached_says_so(text, tmp_path):
 # --- divergence ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("poison", ["loss", "params"])
+@pytest.mark.parametrize("poison", ["loss", "params", "opt_state"])
 def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(text, tmp_path, monkeypatch, poison):
     """A NaN injected after step 3 (in the loss, or only in the weights with a finite loss): the
     run ends with one NpgptError, and the checkpoint of step 2 stays as it was."""
+    import jax
+
     real = loop.make_train_step
 
     def poisoned(*args, **kwargs):
@@ -245,7 +247,9 @@ def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(text
         def step(params, opt_state, batch):
             params, opt_state, metrics = step_fn(params, opt_state, batch)
             calls.append(1)
-            if len(calls) == 3:
+            if len(calls) == 3 and poison == "opt_state":  # AdamW's moments only (the gradient squared overflows)
+                opt_state = jax.tree.map(lambda x: x * np.inf if x.dtype.kind == "f" else x, opt_state)
+            elif len(calls) == 3:
                 params = {**params, "wte": params["wte"] * np.nan}
                 if poison == "loss":
                     metrics = {**metrics, "loss": metrics["loss"] * np.nan}
@@ -255,7 +259,7 @@ def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(text
 
     monkeypatch.setattr(loop, "make_train_step", poisoned)
     out = tmp_path / "run"
-    settings = TrainSettings(**{**RUN, "steps": 6, "checkpoint_interval": 1 if poison == "params" else 2})
+    settings = TrainSettings(**{**RUN, "steps": 6, "checkpoint_interval": 1 if poison != "loss" else 2})
     with pytest.raises(NpgptError, match="step 3") as err:
         train(text, out, settings)
     assert "\n" not in str(err.value) and "kept" in str(err.value)
@@ -652,3 +656,31 @@ def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(text, tm
     assert list(out.iterdir()) == []
     train(text, out, TrainSettings(**RUN))  # the lock is the run's: free again once it ended
     assert (out / STATE_FILE).is_file()
+
+
+@pytest.mark.parametrize("where", ["params.wte", "opt.00001"])
+def test_a_training_state_holding_nan_is_refused_on_resume_not_called_a_divergence(text, tmp_path, where):
+    """A NaN in the saved state (a flipped bit, a damaged disk) loaded, and the resumed run's next step said "the
+    loss became nan at step 3: the run diverged; lower --lr": the advice to change a setting that was never wrong.
+    It is refused on resume, naming the tensor, as damage to restore."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from npgpt.errors import CheckpointError
+
+    out = tmp_path / "run"
+    train(text, out, TrainSettings(**RUN), stop_after=2)
+    path = out / STATE_FILE
+    with safe_open(str(path), framework="numpy") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    assert tensors[where].dtype == np.float32 and tensors[where].size > 1
+    tensors[where] = tensors[where].copy()
+    tensors[where].reshape(-1)[1] = np.nan
+    save_file(tensors, path, metadata=metadata)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError) as e:
+        train(text, out, TrainSettings(**RUN), resume=True)
+    said = str(e.value)
+    assert f"tensor {where!r} holds NaN or infinite values" in said and "restore it from a backup" in said, said
+    assert "diverged" not in said and "\n" not in said and "--out" in as_flags(e.value)
+    assert path.read_bytes() == before and model_step(out) == 2

@@ -88,7 +88,8 @@ def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: d
 
 def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
     """Inverse of :func:`save_state` (arrays copied out of the memory map); CheckpointError if
-    ``path`` is not a training state, or is one truncated or with metadata a resume cannot use."""
+    ``path`` is not a training state, or is one truncated, with a NaN or infinite value, or with
+    metadata a resume cannot use."""
     try:
         tensors, metadata = npgpt_format.read_safetensors(path)
     except CheckpointError as e:  # truncated or corrupt: nothing to download again, but a run to restore
@@ -100,6 +101,13 @@ def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
         config = GPT2Config.from_dict(meta["config"])
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}; the training state is damaged: {RESTORE}", keywords=["out"]) from None
+    for name, value in tensors.items():  # a flipped bit or a damaged disk: a resume would call it a divergence
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise CheckpointError(
+                f"{path}: tensor {name!r} holds NaN or infinite values, which no checkpoint is written with; "
+                f"the training state is damaged: {RESTORE}",
+                keywords=["out"],
+            )
     flat = {k.removeprefix("params."): np.array(v) for k, v in tensors.items() if k.startswith("params.")}
     opt_names = sorted(k for k in tensors if k.startswith("opt."))
     return config, unflatten(flat, config, str(path)), [np.array(tensors[k]) for k in opt_names], meta
@@ -143,7 +151,7 @@ def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: A
     """The resume state, then the model and the loss plot, into ``out`` (by process 0 only).
 
     Every process must call it: gathering sharded arrays to the host is a collective. Raises
-    NpgptError, writing nothing, if a weight is NaN or infinite (the files of the previous
+    NpgptError, writing nothing, if a weight or the optimiser's state is NaN or infinite (the files of the previous
     checkpoint stay as they were).
     """
     host_params = S.to_host(params)
@@ -155,6 +163,12 @@ def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: A
                 keywords=["lr"],
             )
     host_opt = S.to_host(jax.tree.leaves(opt_state))
+    if not all(np.isfinite(leaf).all() for leaf in host_opt if np.asarray(leaf).dtype.kind == "f"):
+        raise NpgptError(  # AdamW's second moment is the gradient squared: it overflows before the gradient does
+            f"the optimiser state became NaN or infinite at step {meta['step']}: the run diverged; the last good "
+            f"checkpoint in {out} is kept; lower lr=",
+            keywords=["lr"],
+        )
     if jax.process_index() != 0:
         return
     save_state(out / STATE_FILE, host_params, host_opt, meta)  # the resume point, first
