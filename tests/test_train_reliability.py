@@ -684,3 +684,19 @@ def test_a_training_state_holding_nan_is_refused_on_resume_not_called_a_divergen
     assert f"tensor {where!r} holds NaN or infinite values" in said and "restore it from a backup" in said, said
     assert "diverged" not in said and "\n" not in said and "--out" in as_flags(e.value)
     assert path.read_bytes() == before and model_step(out) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header-only"])
+def test_a_resume_repairs_a_damaged_model_of_the_same_step(text, tmp_path, reference, damage):
+    """The model file cut short (a copy or a disk that failed) while the training state was whole: the resume
+    checked only the step in its header, said "already reached step 4 of 4; nothing to do; model in
+    run/model.safetensors", and that model did not load ("truncated; re-download or re-convert it")."""
+    out = tmp_path / "run"
+    train(text, out, TrainSettings(**RUN))
+    model = out / npgpt_format.MODEL_FILE
+    data = model.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    model.write_bytes(data[: len(data) - 100] if damage == "truncated" else data[:header_end])
+    result = train(text, out, TrainSettings(**RUN), resume=True)
+    assert result.step == RUN["steps"] and not result.tokens_per_s  # nothing trained, the model rewritten
+    assert_same_params(load_checkpoint(out)[1], reference)

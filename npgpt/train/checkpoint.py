@@ -185,17 +185,19 @@ def save_model(out: Path, config: GPT2Config, params: Params, meta: dict) -> Non
 
 
 def model_step(out: Path) -> int | None:
-    """The step ``out``'s model file says it holds; None if it is missing, unreadable or says nothing."""
+    """The step ``out``'s model file says it holds; None if it is missing, unreadable, truncated or otherwise
+    malformed (its structure checked, not its values: no tensor is read), or says nothing."""
     try:
-        header = npgpt_format.read_header(out / npgpt_format.MODEL_FILE)[0]
-        return int((header.get("__metadata__") or {})["step"])
+        _, metadata = npgpt_format.read_safetensors(out / npgpt_format.MODEL_FILE)
+        return int(metadata["step"])
     except (CheckpointError, KeyError, ValueError):
         return None
 
 
 def repair_model(out: Path, config: GPT2Config, params: Params, meta: dict) -> bool:
     """Rewrite ``out``'s model from the resume state (``params``, ``meta``) unless it already holds
-    that step: a kill between the state and the model left it behind. True if it was rewritten."""
+    that step, whole: a kill between the state and the model left it behind, or the file was damaged
+    since (a resume that had nothing to train named a model that no longer loads). True if it was rewritten."""
     if model_step(out) == meta["step"] or jax.process_index() != 0:
         return False
     save_model(out, config, params, meta)
