@@ -30,7 +30,7 @@ from typing import Any
 
 from . import __version__
 from .errors import CheckpointError, NpgptError, reason
-from .files import cannot_write, check_writable, is_web_page, locked_folder, parse_json
+from .files import cannot_write, check_writable, is_web_page, locked_folder, parse_json, publish
 from .formats.npgpt_format import MODEL_FILE
 from .registry import hf_dir, home, openai_name
 
@@ -228,7 +228,7 @@ class _Interrupted(Exception):
 
 
 def _fetch(url: str, dest: Path, *, progress: Progress | None, retries: int, timeout: float) -> None:
-    """Download ``url`` to ``dest`` through ``dest.part``, resuming it; rename only when complete."""
+    """Download ``url`` to ``dest`` through ``dest.part``, resuming it; rename only when complete and synced."""
     part = dest.with_name(dest.name + ".part")
     for attempt in range(retries + 1):
         try:
@@ -248,7 +248,7 @@ def _fetch(url: str, dest: Path, *, progress: Progress | None, retries: int, tim
             "sign in to the network (open any site in a browser) or check your connection, then run the same "
             "command again"
         )
-    os.replace(part, dest)
+    publish(part, dest)  # synced first: after a power loss a renamed file could be empty, skipped as fetched
 
 
 def _fetch_once(url: str, part: Path, progress: Progress | None, timeout: float) -> None:

@@ -564,3 +564,23 @@ def test_a_folder_removed_and_made_again_while_locking_is_locked_anew(server, ca
         for fd in held:
             os.close(fd)
     assert server.requests == []
+
+
+def test_a_fetched_file_is_synced_before_it_is_renamed_into_place(server, cache, monkeypatch):
+    """The .part was renamed to its name without an fsync: after a power loss the file could be there but empty,
+    and the next run skipped it as fetched, failed its conversion and fetched every file afresh."""
+    from npgpt import files
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = files._fsync, os.replace
+
+    def fsync(path, flags):
+        events.append(("sync", str(path)))
+        real_fsync(path, flags)
+
+    monkeypatch.setattr(files, "_fsync", fsync)
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", str(a))), real_replace(a, b)))
+    download.download_openai("124M", base_url=server.url)
+    for name in download.OPENAI_FILES:
+        part = str(cache / "downloads" / "openai" / "124M" / f"{name}.part")
+        assert ("sync", part) in events and events.index(("sync", part)) < events.index(("rename", part)), name
