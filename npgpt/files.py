@@ -1,8 +1,10 @@
 """Writing files so that no reader ever sees half of one: write beside it, sync, then rename over it.
 
-The temp file is named ``.NAME.PID.XXXX.tmp`` beside the target. A process killed mid-write
+The temp file is named ``.NAME.PID@HOST.XXXX.tmp`` beside the target. A process killed mid-write
 (SIGKILL, power loss) cannot delete its own temp file, so the next write to the same folder
-removes the temp files of npgpt's naming whose writer is no longer alive.
+removes the temp files of npgpt's naming whose writer is no longer alive. The host is in the name
+because a folder may be shared between machines (a cluster's home on NFS): another machine's
+process ids say nothing here, so its temp files are removed only when untouched for a day.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import json
 import mmap
 import os
 import re
+import socket
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,9 @@ import numpy as np
 
 from .errors import CheckpointError, NpgptError
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+# .NAME.PID@HOST.XXXX.tmp; without @HOST: an older npgpt's, taken as this machine's
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:@(?P<host>[A-Za-z0-9-]+))?\.[^.]+\.tmp$")
+OTHER_HOST_STALE_S = 86400.0  # another machine's temp file untouched this long is a dead writer's
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:
@@ -66,13 +72,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _host() -> str:
+    """This machine's name as it goes into a temp file's name (letters, digits and dashes)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+
+
+def _stale(m: re.Match, entry: os.DirEntry) -> bool:
+    if m["host"] is None or m["host"] == _host():
+        return not _alive(int(m["pid"]))
+    try:  # another machine's writer: its pid cannot be asked here; one writing keeps the file's time recent
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime > OTHER_HOST_STALE_S
+    except OSError:
+        return False
+
+
 def remove_stale_temps(directory: str | Path) -> list[Path]:
-    """Delete the temp files of npgpt's naming in ``directory`` whose writing process has died."""
+    """Delete the temp files of npgpt's naming in ``directory`` whose writing process has died (on another
+    machine sharing the folder: left untouched for ``OTHER_HOST_STALE_S``)."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(directory):
             m = _TEMP.match(entry.name)
-            if m and entry.is_file(follow_symlinks=False) and not _alive(int(m["pid"])):
+            if m and entry.is_file(follow_symlinks=False) and _stale(m, entry):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
@@ -80,10 +101,10 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
 
 
 def temp_beside(path: str | Path) -> str:
-    """A new empty temp file of npgpt's naming (``.NAME.PID.XXXX.tmp``) beside ``path``, for the caller
+    """A new empty temp file of npgpt's naming (``.NAME.PID@HOST.XXXX.tmp``) beside ``path``, for the caller
     to :func:`publish` or delete; a killed writer's is removed by :func:`remove_stale_temps`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}@{_host()}.", suffix=".tmp")
     os.close(fd)
     return tmp
 
@@ -243,7 +264,7 @@ def check_writable(
             folder = folder.parent
         if not folder.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}@{_host()}.", suffix=".tmp")
     except OSError as e:
         raise cannot_write(path, e, elsewhere=elsewhere, error=error) from None
     os.close(fd)

@@ -53,6 +53,26 @@ def test_temp_files_of_dead_writers_are_removed_by_the_next_write(tmp_path):
     assert not dead.exists() and live.exists() and other.exists()
 
 
+def test_another_machines_temp_file_in_a_shared_folder_is_left_to_its_writer(tmp_path):
+    """A folder shared between machines (a cluster's home on NFS): a write on one removed the temp file of another
+    machine's write in progress (6 GB into a 1558M conversion) because that process id was not alive here. Another
+    machine's temp file is now removed only when left untouched for a day."""
+    from npgpt import files
+
+    pid = _dead_pid()  # dead here, maybe alive there
+    writing = tmp_path / f".model.safetensors.{pid}@other-node-7.k3j2.tmp"
+    abandoned = tmp_path / f".gpt2.gguf.{pid}@other-node-7.z9y8.tmp"
+    mine = tmp_path / f".model.safetensors.{pid}@{files._host()}.a1b2.tmp"  # this machine's, dead: removed
+    for p in (writing, abandoned, mine):
+        p.write_bytes(b"x" * 1000)
+    old = os.stat(abandoned).st_mtime - files.OTHER_HOST_STALE_S - 60
+    os.utime(abandoned, (old, old))
+    with atomic_path(tmp_path / "other.bin") as tmp:
+        assert f".{os.getpid()}@{files._host()}." in os.path.basename(tmp)
+        open(tmp, "w").write("new")
+    assert writing.exists() and not abandoned.exists() and not mine.exists()
+
+
 def test_a_killed_writer_leaves_a_temp_file_that_the_next_run_removes(tmp_path):
     import signal
     import subprocess
