@@ -295,6 +295,10 @@ def cannot_write(
     found = re.search(r'message: "([^"]+)"', text)  # SafetensorError wraps the OS error's text
     reason = getattr(e, "strerror", None) or (found[1] if found else (text.splitlines() or [type(e).__name__])[0])
     code = getattr(e, "errno", None)
+    rust = re.search(r"\(os error (\d+)\)", text)  # "Error while serializing: I/O error: ... (os error 28)"
+    if code is None and rust:  # the OS's own words, and the errno that picks the fix
+        code = int(rust[1])
+        reason = os.strerror(code)
     if isinstance(e, IsADirectoryError) or path.is_dir():
         return error(f"cannot write {path}: it is a directory; give a file path")
     if isinstance(e, (NotADirectoryError, FileExistsError)):  # FileExistsError: mkdir where a file is

@@ -268,3 +268,21 @@ def test_every_json_a_checkpoint_holds_nested_too_deeply_is_one_line(tmp_path, f
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path)
     assert "\n" not in str(e.value) and "nested too deeply" in str(e.value)
+
+
+def test_a_safetensors_write_error_is_told_in_the_os_words(tmp_path):
+    """A training checkpoint on a full disk said "cannot write run/train_state.safetensors: Error while serializing:
+    I/O error: No space left on device (os error 28); free some space ...": the library's Rust text around the OS's."""
+    from safetensors import SafetensorError
+
+    from npgpt.files import cannot_write
+
+    e = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    said = str(cannot_write(tmp_path / "train_state.safetensors", e))
+    assert said == (
+        f"cannot write {tmp_path / 'train_state.safetensors'}: No space left on device; "
+        "free some space or choose a folder you can write to"
+    )
+    e = SafetensorError("Error while serializing: I/O error: Read-only file system (os error 30)")
+    said = str(cannot_write(tmp_path / "m.safetensors", e))
+    assert said.endswith(": read-only file system; choose a folder you can write to")
