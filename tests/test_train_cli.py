@@ -218,6 +218,28 @@ def test_a_second_ctrl_c_still_exits_130(text, tmp_path):
     ], r.stderr
 
 
+def test_a_second_ctrl_c_in_a_resumed_run_names_its_checkpoint(text, tmp_path):
+    """Interrupted at once in a run resumed from step 2, it said "no checkpoint was written yet": the checkpoint of
+    step 2 was there, and a user told nothing was saved may delete the folder. It reads the folder's own state."""
+    out = tmp_path / "run"
+    train(text, out, TrainSettings(**SHAPE, steps=4), stop_after=2)
+    script = (
+        "import sys\n"
+        "import npgpt.train.loop\n"
+        "def train(*args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "npgpt.train.loop.train = train\n"
+        "from npgpt.cli import main\n"
+        f"sys.argv = ['npgpt', 'train', {str(text)!r}, '--out', {str(out)!r}, '--resume']\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.stderr.strip().splitlines() == [
+        "error: interrupted at step 2; the last checkpoint is step 2; run the same command with --resume to continue"
+    ], r.stderr
+
+
 def test_sigterm_and_sigint_ask_for_a_stop_and_a_second_one_interrupts():
     from npgpt.cli.train import _StopOnSignal
 

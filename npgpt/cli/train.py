@@ -251,7 +251,7 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
         or given["process_id"] is not None
     ):
         sharding.init_distributed(given["coordinator"], given["num_processes"], given["process_id"])
-    from ..train.checkpoint import STATE_FILE
+    from ..train.checkpoint import STATE_FILE, state_step
     from ..train.loop import train
     from ..train.settings import KEYWORDS
 
@@ -280,9 +280,11 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
                     f"interrupted before the first step; the checkpoint in {out} is as it was; "
                     "run the same command to continue"
                 ) from None
-            saved = f"the last checkpoint is step {report.saved}" if report.saved else "no checkpoint was written yet"
+            # the folder's own state, not this process's count: a resumed run's checkpoint, or one written just now
+            at = state_step(Path(out)) or 0
+            saved = f"the last checkpoint is step {at}" if at else "no checkpoint was written yet"
             raise Interrupted(
-                f"interrupted at step {report.step}; {saved}; run the same command with --resume to continue"
+                f"interrupted at step {max(report.step, at)}; {saved}; run the same command with --resume to continue"
             ) from None
     if result.stopped:
         if lead:

@@ -184,6 +184,17 @@ def save_model(out: Path, config: GPT2Config, params: Params, meta: dict) -> Non
     npgpt_format.save(out / npgpt_format.MODEL_FILE, config, params, metadata=extra)
 
 
+def state_step(out: Path) -> int | None:
+    """The step ``out``'s training state holds, read from its header alone (no tensor is read); None if there
+    is none or it cannot be read."""
+    try:
+        header = npgpt_format.read_header(out / STATE_FILE)[0]
+        step = parse_json((header.get("__metadata__") or {})["meta"])["step"]
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def model_step(out: Path) -> int | None:
     """The step ``out``'s model file says it holds; None if it is missing, unreadable, truncated or otherwise
     malformed (its structure checked, not its values: no tensor is read), or says nothing."""
