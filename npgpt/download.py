@@ -182,9 +182,11 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
         npgpt_format.save(target, config, params)
     except OSError as e:
         _rmdir_if_empty(target.parent)
+        _rmdir_if_empty(target.parent.parent)  # hf/, made for it
         raise cannot_write(target, e, elsewhere=_ELSEWHERE) from None
-    except NpgptError:  # no room or no permission, said in one line by atomic_path: its folder is not left behind
+    except NpgptError:  # no room or no permission, said in one line by atomic_path: its folders are not left behind
         _rmdir_if_empty(target.parent)
+        _rmdir_if_empty(target.parent.parent)
         raise
     size = target.stat().st_size
     _report(progress, MODEL_FILE, size, size)
