@@ -205,6 +205,7 @@ def test_a_second_ctrl_c_still_exits_130(text, tmp_path):
         "import sys\n"
         "import npgpt.train.loop\n"
         "def train(*args, **kwargs):\n"
+        "    kwargs['should_stop'].__self__.started = True\n"  # a step done, as progress marks it: then a 2nd signal
         "    raise KeyboardInterrupt\n"
         "npgpt.train.loop.train = train\n"
         "from npgpt.cli import main\n"
@@ -227,6 +228,7 @@ def test_a_second_ctrl_c_in_a_resumed_run_names_its_checkpoint(text, tmp_path):
         "import sys\n"
         "import npgpt.train.loop\n"
         "def train(*args, **kwargs):\n"
+        "    kwargs['should_stop'].__self__.started = True\n"  # a step done, as progress marks it: then a 2nd signal
         "    raise KeyboardInterrupt\n"
         "npgpt.train.loop.train = train\n"
         "from npgpt.cli import main\n"
