@@ -161,14 +161,17 @@ def locked_folder(directory: Path, busy: str, *, elsewhere: str = "choose a fold
             raise cannot_write(directory, e, elsewhere=elsewhere) from None
         yield
         return
-    for _ in range(100):  # each turn is lost to another holder's removal: more takes a pathological race
+    missing: OSError | None = None
+    for _ in range(20):  # each turn is lost to another holder's removal: more takes a pathological race
         try:
             directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(directory, os.O_RDONLY)
-        except FileNotFoundError:  # a folder on the way removed by another process meanwhile: again
+        except FileNotFoundError as e:  # a folder on the way removed by another process meanwhile: again
+            missing = e
             continue
         except OSError as e:  # a read-only disk, a file where a folder goes
             raise cannot_write(directory, e, elsewhere=elsewhere) from None
+        missing = None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -183,6 +186,8 @@ def locked_folder(directory: Path, busy: str, *, elsewhere: str = "choose a fold
                 return
         finally:
             os.close(fd)
+    if missing is not None:  # never made (/proc/x: a folder that cannot hold new folders)
+        raise cannot_write(directory, missing, elsewhere=elsewhere)
     raise NpgptError(busy)
 
 
