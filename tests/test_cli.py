@@ -325,7 +325,7 @@ def test_text_piped_in_that_is_not_utf8_names_standard_input(command, data, said
         (["generate", "--prompt-file", ""], "'--prompt-file'"),
         (["generate", "--batch-file="], "'--batch-file'"),
         (["generate", "-f", ""], "'--file' / '-f'"),
-        (["eval", "--data", ""], "'--data' / '-d'"),
+        (["eval", "--data", ""], "'--data' / '-d' / '-f'"),
         (["convert", "bundled", ""], "'dst'"),
         (["train", "text.txt", "--out", ""], "'--out' / '-o'"),
         (["train", "", "--out", "run"], "'data'"),

@@ -195,7 +195,7 @@ def test_cli_eval_in_a_log_leaves_no_empty_line(pair, tmp_path: Path) -> None:
 
 def test_cli_help_has_an_example() -> None:
     result = run_cli("eval", "--help")
-    assert result.returncode == 0 and "Example: npgpt eval --data" in result.stdout
+    assert result.returncode == 0 and "Example: npgpt eval heldout.txt" in result.stdout
 
 
 def test_window_padding_does_not_leak() -> None:
