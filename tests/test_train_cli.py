@@ -198,21 +198,26 @@ def test_training_without_matplotlib_is_refused_before_it_starts(text, tmp_path,
     assert not (tmp_path / "run").exists()
 
 
-def test_a_second_ctrl_c_still_exits_130(text, tmp_path):
-    """A second Ctrl-C, which stops the run mid-step, exited 1 as if the input were bad (the first one exits 130):
-    it exits 130 too, with its one line saying where to resume from."""
+def interrupted_mid_run(text, out, *args: str) -> subprocess.CompletedProcess:
+    """``npgpt train`` whose training is interrupted by a second signal once a step is done (as progress marks it)."""
     script = (
         "import sys\n"
         "import npgpt.train.loop\n"
         "def train(*args, **kwargs):\n"
-        "    kwargs['should_stop'].__self__.started = True\n"  # a step done, as progress marks it: then a 2nd signal
+        "    kwargs['should_stop'].__self__.started = True\n"
         "    raise KeyboardInterrupt\n"
         "npgpt.train.loop.train = train\n"
         "from npgpt.cli import main\n"
-        f"sys.argv = ['npgpt', 'train', {str(text)!r}, '--out', {str(tmp_path / 'run')!r}]\n"
+        f"sys.argv = ['npgpt', 'train', {str(text)!r}, '--out', {str(out)!r}, *{list(args)!r}]\n"
         "main()\n"
     )
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+
+def test_a_second_ctrl_c_still_exits_130(text, tmp_path):
+    """A second Ctrl-C, which stops the run mid-step, exited 1 as if the input were bad (the first one exits 130):
+    it exits 130 too, with its one line saying where to resume from."""
+    r = interrupted_mid_run(text, tmp_path / "run")
     assert r.returncode == 130, (r.returncode, r.stderr)
     assert r.stderr.strip().splitlines() == [
         "error: interrupted at step 0; no checkpoint was written yet; run the same command with --resume to continue"
@@ -224,18 +229,7 @@ def test_a_second_ctrl_c_in_a_resumed_run_names_its_checkpoint(text, tmp_path):
     step 2 was there, and a user told nothing was saved may delete the folder. It reads the folder's own state."""
     out = tmp_path / "run"
     train(text, out, TrainSettings(**SHAPE, steps=4), stop_after=2)
-    script = (
-        "import sys\n"
-        "import npgpt.train.loop\n"
-        "def train(*args, **kwargs):\n"
-        "    kwargs['should_stop'].__self__.started = True\n"  # a step done, as progress marks it: then a 2nd signal
-        "    raise KeyboardInterrupt\n"
-        "npgpt.train.loop.train = train\n"
-        "from npgpt.cli import main\n"
-        f"sys.argv = ['npgpt', 'train', {str(text)!r}, '--out', {str(out)!r}, '--resume']\n"
-        "main()\n"
-    )
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    r = interrupted_mid_run(text, out, "--resume")
     assert r.returncode == 130, (r.returncode, r.stderr)
     assert r.stderr.strip().splitlines() == [
         "error: interrupted at step 2; the last checkpoint is step 2; run the same command with --resume to continue"
