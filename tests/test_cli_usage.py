@@ -1217,3 +1217,23 @@ def test_serve_refuses_a_setting_outside_its_range_naming_the_option_and_range(o
     refused in one line before anything is loaded."""
     line = one_line_error(run_cli("serve", "--port", "0", option, value, timeout=60), option, bounds)
     assert line.endswith("got infinity" if value == "inf" else f"got {value}"), line
+
+
+def test_ollamas_run_takes_a_prompt_after_double_dash_as_text():
+    """`npgpt run MODEL -- -5 degrees` (a prompt that starts with '-', after -- as every npgpt command takes it) ran
+    chat with '-5 degrees' as an extra argument; the words after -- are the prompt, as generate's."""
+    from npgpt.cli.names import _ollama_args
+
+    commands = {"generate": None, "chat": None}
+    assert _ollama_args(commands, ["run", "m", "--", "-5", "degrees"]) == ["generate", "-m", "m", "--", "-5 degrees"]
+    assert _ollama_args(commands, ["run", "m", "Hi", "-n", "2", "--", "-x"]) == [
+        "generate",
+        "-m",
+        "m",
+        "-n",
+        "2",
+        "--",
+        "Hi -x",
+    ]
+    assert _ollama_args(commands, ["run", "m", "Hi", "there"]) == ["generate", "-m", "m", "--", "Hi there"]
+    assert _ollama_args(commands, ["run", "m", "--seed", "1"]) == ["chat", "-m", "m", "--seed", "1"]

@@ -210,10 +210,13 @@ def _ollama_args(commands: Iterable[str], args: list[str]) -> list[str]:
         return [*args[1:], "--help"]
     if name == "run" and len(args) > 1 and not args[1].startswith("-"):
         model, rest = args[1], args[2:]
-        words = next((i for i, a in enumerate(rest) if a.startswith("-")), len(rest))  # `run m why is the sky blue`
-        if not words:
-            return ["chat", "-m", model, *rest]
-        return ["generate", "-m", model, *rest[words:], "--", " ".join(rest[:words])]
+        ended = rest.index("--") if "--" in rest else len(rest)  # after `--`, every word is the prompt's
+        options = rest[:ended]
+        words = next((i for i, a in enumerate(options) if a.startswith("-")), len(options))  # `run m why is the sky`
+        prompt = [*options[:words], *rest[ended + 1 :]]
+        if not prompt:
+            return ["chat", "-m", model, *options]
+        return ["generate", "-m", model, *options[words:], "--", " ".join(prompt)]
     return args
 
 
