@@ -56,6 +56,15 @@ def test_internals_equal_the_library(url: str, model: GPT2):
     np.testing.assert_allclose(d["logit_lens"]["final_probs"], lens.final_probs, atol=1e-4)
 
 
+def test_a_negative_layer_or_head_counts_from_the_end_as_the_library_does(url: str):
+    """The library takes layer=-1 as the last block and its error says so ('[-2, 1] ... negative: counted from the
+    end'), while the server refused -1 ('integer below minimum value'): it reads it as the library does, answering
+    with the block's and the head's numbers."""
+    r, last = post(url, prompt=PROMPT, layer=-1, head=-2), post(url, prompt=PROMPT, layer=1, head=1)
+    assert r.status_code == 200, r.text
+    assert (r.json()["layer"], r.json()["head"]) == (1, 1) and r.json() == last.json()
+
+
 def test_long_prompts_show_their_last_tokens(url: str, model: GPT2):
     d = post(url, prompt=" and" * (MAX_TOKENS + 10)).json()
     assert d["truncated"] and len(d["tokens"]) == len(d["attention"]) == MAX_TOKENS
@@ -64,8 +73,9 @@ def test_long_prompts_show_their_last_tokens(url: str, model: GPT2):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"prompt": PROMPT, "layer": 2}, "layer must be a whole number in [0, 1]"),
-        ({"prompt": PROMPT, "head": 3}, "head must be a whole number in [0, 2]"),
+        ({"prompt": PROMPT, "layer": 2}, "layer must be a whole number in [-2, 1]"),
+        ({"prompt": PROMPT, "head": 3}, "head must be a whole number in [-3, 2]"),
+        ({"prompt": PROMPT, "layer": -3}, "layer must be a whole number in [-2, 1]"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": PROMPT, "model": "nope"}, "not served here"),
     ],

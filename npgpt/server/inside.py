@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import Field
 
-from ..lens import attention_pattern, logit_lens
+from ..lens import attention_pattern, block_and_head, logit_lens
 from .jsonbody import JSONRoute
 from .protocol import Body, Int
 
@@ -19,17 +19,20 @@ MAX_TOKENS = 64  # the last this many tokens of the prompt: the pattern is T x T
 
 
 class InternalsRequest(Body):
-    """The prompt, and which attention head to show (blocks and heads count from 0)."""
+    """The prompt, and which attention head to show (blocks and heads count from 0; a negative one from the end,
+    as the library's :func:`~npgpt.lens.attention_pattern` and TransformerLens's indices do)."""
 
     model: str | None = None
     prompt: str = Field(min_length=1)
-    layer: Int = Field(0, ge=0)
-    head: Int = Field(0, ge=0)
+    layer: Int = 0
+    head: Int = 0
 
 
 def internals(m: Any, all_ids: list[int], layer: int, head: int) -> dict[str, Any]:
     """The response body for one model (``api.GPT2``) and a prompt's token ids; raises ``NpgptError`` for a
-    layer or head the model does not have or a prompt with no tokens."""
+    layer or head the model does not have or a prompt with no tokens. The body names the block and head by their
+    numbers from 0 (``layer=-1``: the last block's)."""
+    layer, head = block_and_head(m, layer, head)
     ids = all_ids[-MAX_TOKENS:]
     lens = logit_lens(m, ids)
     pattern = attention_pattern(m, ids, layer, head)
