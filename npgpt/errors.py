@@ -4,6 +4,7 @@ server print these as one line, never a traceback."""
 import math
 import numbers
 from collections.abc import Collection
+from typing import Any
 
 
 class NpgptError(ValueError):
@@ -94,6 +95,19 @@ def is_finite_number(x: object) -> bool:
 def is_integer(x: object) -> bool:
     """An integer, Python's or NumPy's (np.int64(3)); never a bool (True is not top_k=1) nor 2.0."""
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def counted_index(value: Any, count: int, param: str, what: str = "a whole number") -> int:
+    """``value`` as an index from 0 into ``count`` things (blocks, heads), a negative one counted from the end as
+    Python's and TransformerLens's indices are (-1: the last). Raises :class:`NpgptError` naming ``param`` and the
+    range for anything else (a bool, 1.0, ``count`` or past it)."""
+    if not (is_integer(value) and -count <= value < count):
+        raise NpgptError(
+            f"{param} must be {what} in [-{count}, {count - 1}] for this model (negative: counted from the end, "
+            f"-1 the last), got {shown(value)}",
+            param=param,
+        )
+    return int(value) % count
 
 
 # Other tools' names of the dtypes npgpt stores: llama.cpp's (--outtype f16, bf16, f32), PyTorch's (half, float), fp16.

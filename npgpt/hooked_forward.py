@@ -15,7 +15,7 @@ from array_api_compat import array_namespace
 
 from .backends import float32_products
 from .engine import as_engine, positions_and_mask
-from .errors import NpgptError, is_integer, shown
+from .errors import NpgptError, counted_index, is_integer, shown
 from .head_attribution import head_results
 from .hook_points import RESULT
 from .input_hooks import call_edited, with_inputs
@@ -64,13 +64,7 @@ def start_layer(start_at_layer: Any, n_layer: int) -> int | None:
     ``hook_resid_pre`` the input is, or None (the input is token ids)."""
     if start_at_layer is None:
         return None
-    if not (is_integer(start_at_layer) and -n_layer <= start_at_layer < n_layer):
-        raise NpgptError(
-            f"start_at_layer must be None or a block in [0, {n_layer - 1}] (or -{n_layer} to -1 from the end), "
-            f"got {shown(start_at_layer)}",
-            param="start_at_layer",
-        )
-    return int(start_at_layer) % n_layer
+    return counted_index(start_at_layer, n_layer, "start_at_layer", what="None or a block")
 
 
 def check_residual(residual: Any, n_embd: int, start: int, stop: int | None) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .backends import float32_products
-from .errors import NpgptError, is_integer, shown
+from .errors import NpgptError, counted_index
 from .hooks import run_with_cache
 from .model import layer_norm, matmul, softmax
 from .params import head_name
@@ -93,16 +93,7 @@ def block_and_head(model: Engine | HasEngine, layer: Any, head: Any) -> tuple[in
     """``layer`` and ``head`` as indices from 0; a negative one counts from the end, as Python's and TransformerLens's
     indices do (``layer=-1``: the last block). Raises :class:`NpgptError` naming the one outside its range."""
     # is_integer: True, 1.0 or "1" made a hook name no model has ('blocks.True.attn.hook_pattern') or a TypeError
-    resolved = []
-    for param, value, count in (("layer", layer, model.config.n_layer), ("head", head, model.config.n_head)):
-        if not (is_integer(value) and -count <= value < count):
-            raise NpgptError(
-                f"{param} must be a whole number in [-{count}, {count - 1}] for this model (negative: counted from "
-                f"the end, -1 the last), got {shown(value)}",
-                param=param,
-            )
-        resolved.append(int(value) % count)
-    return resolved[0], resolved[1]
+    return counted_index(layer, model.config.n_layer, "layer"), counted_index(head, model.config.n_head, "head")
 
 
 def attention_pattern(model: Engine | HasEngine, ids: Any, layer: int, head: int) -> np.ndarray:

@@ -1084,7 +1084,10 @@ def test_start_at_layer_runs_from_a_given_residual_stream_as_transformer_lens_do
                 atol=1e-5,
             )
     for call, message in [
-        (lambda: model(cache["resid_pre", 0], start_at_layer=3), r"start_at_layer must be None or a block in \[0, 2\]"),
+        (
+            lambda: model(cache["resid_pre", 0], start_at_layer=3),
+            r"start_at_layer must be None or a block in \[-3, 2\] for this model \(negative: counted from the end",
+        ),
         (
             lambda: model(ids, start_at_layer=1),
             r"the input is the residual stream entering that block, \[batch, pos, 48\]",
