@@ -457,6 +457,9 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["train", "d.txt", "--block_size=64"], "npgpt takes --seq-len"),
         (["train", "d.txt", "--init-from", "gpt2"], "npgpt takes --init"),  # the kebab-case of nanoGPT's
         (["next", "Hi", "--max-tokens", "2"], "npgpt next has nothing like it"),  # nanoGPT's is the model's context too
+        # the OpenAI API's max_tokens is each request's on a server; its cap is --max-request-tokens
+        (["serve", "--max-tokens", "64"], "No such option: --max-tokens; a client sets max_tokens in each request"),
+        (["serve", "--max_tokens=64"], "--max-request-tokens caps a request's prompt and max_tokens together"),
         (["lens", "--start=FILE:p.txt"], "is read from stdin: npgpt lens - < name"),  # no --prompt-file to read it
         (["generate", "Hi", "-sys", "x"], "npgpt generate has nothing like it"),  # chat's --system
         (["generate", "Hi", "--init_from=gpt2"], "npgpt takes --model"),

@@ -137,6 +137,13 @@ _DEVICE = [
     ("--backend", "npgpt picks the device with --backend: numpy runs on the CPU; torch, jax and cupy on the GPU"),
     ("train", _ON_JAX),
 ]
+_MAX_TOKENS = [
+    (
+        "serve",
+        "a client sets max_tokens in each request; "
+        "--max-request-tokens caps a request's prompt and max_tokens together",
+    )
+]
 INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-c": [("*", _CONTEXT)],
     "--ctx-size": [("*", _CONTEXT)],
@@ -163,6 +170,8 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
         )
     ],
     "-n": [("serve", "a client sets max_tokens in each request")],  # llama-server's default n_predict
+    "--max-tokens": _MAX_TOKENS,  # the OpenAI API's, typed as a server's setting (generate takes it: ACCEPTED)
+    "--max_tokens": _MAX_TOKENS,
     "-p": _PIPE_IN,
     "--prompt": _PIPE_IN,
     "-hf": _DOWNLOAD_FIRST,
