@@ -39,7 +39,12 @@ _MAX_SHOWN_CHARS = 100  # a longer string is cut, with its length: a server's cl
 def shown(value: object) -> str:
     """``repr(value)`` for an error message, safe for any value a user passes: an integer of more
     than 50 digits (``10**5000``, whose ``str()`` Python refuses) is shown as "a 5001-digit integer", and
-    a string of more than 100 characters by its first 100 and its length ("'xxx...' (500000 characters)")."""
+    a string of more than 100 characters by its first 100 and its length ("'xxx...' (500000 characters)"), and an
+    array of NumPy's, torch's or JAX's by its shape and dtype ("an array of shape (5, 768), float32"; its repr is a
+    page of numbers over many lines)."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if isinstance(shape, tuple) and len(shape) > 0 and dtype is not None and not isinstance(value, type):
+        return f"an array of shape {tuple(shape)}, {str(dtype).removeprefix('torch.')}"
     if isinstance(value, str) and len(value) > _MAX_SHOWN_CHARS:
         return f"{repr(value[:_MAX_SHOWN_CHARS])[:-1]}...{repr(value)[-1]} ({len(value)} characters)"
     if isinstance(value, int) and not isinstance(value, bool):

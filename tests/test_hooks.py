@@ -18,7 +18,7 @@ from conftest import random_params
 from npgpt import activation_grads, hooks, lens_names
 from npgpt.api import GPT2
 from npgpt.config import PRESETS, GPT2Config
-from npgpt.errors import NpgptError
+from npgpt.errors import NpgptError, shown
 from npgpt.formats import hf
 from npgpt.model import gpt2
 from npgpt.tokenizer import default_files
@@ -1195,3 +1195,20 @@ def test_remove_batch_dim_gives_transformer_lens_s_batchless_cache(odd, backend)
     assert cache.remove_batch_dim()["resid_pre", 0].ndim == 2  # once only, as there
     with pytest.raises(NpgptError, match="remove_batch_dim needs a run of one row, and this cache's arrays have 2"):
         model.run_with_cache(TEXTS[:2], remove_batch_dim=True)
+
+
+def test_an_array_in_an_error_is_named_by_its_shape_in_one_line():
+    """model(resid[0], start_at_layer=1) (a [T, C] stream, the batch axis dropped) was refused with the array's repr
+    in the message: a page of numbers over many lines. An array (NumPy's, torch's, JAX's) in any message is now its
+    shape and dtype, one line."""
+    import torch
+
+    model = GPT2(ODD, random_params(ODD, 0))
+    stream = np.ones((5, ODD.n_embd), np.float32)
+    for given in (stream, torch.ones(5, ODD.n_embd), np.ones((1, 0, ODD.n_embd))):
+        with pytest.raises(NpgptError) as e:
+            model(given, start_at_layer=1)
+        assert "\n" not in str(e.value) and str(e.value).endswith(
+            f"got an array of shape {tuple(given.shape)}, {str(given.dtype).removeprefix('torch.')}"
+        ), e.value
+    assert shown(np.int64(3)) == "np.int64(3)"  # a scalar is its value
