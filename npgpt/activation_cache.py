@@ -206,6 +206,12 @@ class ActivationCache(HeadAttribution, dict):
             "(e.g. cache['pattern', 0], cache['scale', 0, 'ln1']); or a hook name of hooks.hook_names(n_layer)"
         )
 
+    def _n_positions(self) -> int | None:
+        """The positions of the cached run (the residual stream's axis -2, batch axis or not), or None where no
+        stream or layer norm scale is cached."""
+        ends = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_embed", "hook_pos_embed", "hook_scale")
+        return next((int(x.shape[-2]) for name, x in self.items() if name.endswith(ends)), None)
+
     def _layer(self, layer: Any, lowest: int = 0) -> int:
         """TransformerLens's ``layer`` of the stacking helpers: None or -1 is n_layer (up to the unembed)."""
         if layer is None or (is_integer(layer) and layer == -1):
@@ -251,7 +257,7 @@ class ActivationCache(HeadAttribution, dict):
         each (the logit lens); else centred and divided by block ``layer``'s cached scale. With
         ``return_labels``, ``(stack, labels)`` such as ``['0_pre', '1_pre', 'final_post']``."""
         layer = self._layer(layer)
-        positions = _positions(pos_slice)
+        positions = _positions(pos_slice, self._n_positions())
         labels, arrays = [], []
         for i in range(layer + 1):
             if i == self.n_layer:
@@ -288,7 +294,7 @@ class ActivationCache(HeadAttribution, dict):
         layer = self._layer(layer)
         if mode not in ("all", "mlp", "attn"):
             raise NpgptError(f"mode must be 'all', 'mlp' or 'attn', got {shown(mode)}", param="mode")
-        positions = _positions(pos_slice)
+        positions = _positions(pos_slice, self._n_positions())
         labels, arrays = [], []
         if incl_embeds:  # as TransformerLens's: left out when run_with_cache's names_filter left them out
             for name, label in (("hook_embed", "embed"), ("hook_pos_embed", "pos_embed")):
@@ -345,7 +351,7 @@ class ActivationCache(HeadAttribution, dict):
         name = (
             "ln_final.hook_scale" if layer == self.n_layer else f"blocks.{layer}.ln{2 if mlp_input else 1}.hook_scale"
         )
-        scale = self[name][..., _positions(pos_slice), :]
+        scale = self[name][..., _positions(pos_slice, self._n_positions()), :]
         if batch_slice is not None and has_batch_dim:
             scale = scale[batch]
         return residual_stack / scale

@@ -47,24 +47,36 @@ def head_results(z: Any, w: Any, backend: Backend) -> Any:
     return (z[..., None, :] @ w)[..., 0, :]  # [..., T, H, 1, D] @ [H, D, C] -> [..., T, H, 1, C]
 
 
-def pos_index(pos_slice: Any) -> Any:
+def pos_index(pos_slice: Any, n_positions: int | None = None) -> Any:
     """TransformerLens's ``pos_slice`` as an index of the position axis: an int (the axis goes),
-    a tuple (``slice(*t)``), a slice, a list or array of positions, or None (all)."""
+    a tuple (``slice(*t)``), a slice, a list or array of positions, or None (all). With ``n_positions``, a
+    position outside ``[-n_positions, n_positions)`` raises :class:`NpgptError` naming it (NumPy's IndexError, or
+    an empty cache where one position was sliced; TransformerLens raises too); a slice is cut to them, as Python's."""
     if is_integer(pos_slice):
-        return int(pos_slice)
-    if pos_slice is None:
+        index: Any = int(pos_slice)
+    elif pos_slice is None:
         return slice(None)
-    if isinstance(pos_slice, tuple):
+    elif isinstance(pos_slice, tuple):
         return slice(*pos_slice)
-    if isinstance(pos_slice, slice):
+    elif isinstance(pos_slice, slice):
         return pos_slice
-    if isinstance(pos_slice, (list, np.ndarray)):
-        return np.asarray(pos_slice)
-    raise NpgptError(
-        f"pos_slice must be a position, a (stop,)/(start, stop[, step]) tuple, a slice or a list of positions, "
-        f"got {shown(pos_slice)}",
-        param="pos_slice",
-    )
+    elif isinstance(pos_slice, (list, np.ndarray)):
+        index = np.asarray(pos_slice)
+    else:
+        raise NpgptError(
+            f"pos_slice must be a position, a (stop,)/(start, stop[, step]) tuple, a slice or a list of positions, "
+            f"got {shown(pos_slice)}",
+            param="pos_slice",
+        )
+    if n_positions is not None:
+        outside = [int(p) for p in np.ravel(index) if not -n_positions <= p < n_positions]
+        if outside:
+            raise NpgptError(
+                f"pos_slice has position {outside[0]}, outside this input's {n_positions} positions "
+                f"[-{n_positions}, {n_positions - 1}]",
+                param="pos_slice",
+            )
+    return index
 
 
 class HeadAttribution:
@@ -105,7 +117,7 @@ class HeadAttribution:
         leaving block layer-1 (``remainder``); ``apply_ln`` divides by the scale of the layer norm that reads
         it (ln_final's for ``layer`` None, -1 or n_layer), as :meth:`apply_ln_to_stack`."""
         layer = self._layer(layer, lowest=1)  # type: ignore[attr-defined]
-        positions = pos_index(pos_slice)
+        positions = pos_index(pos_slice, self._n_positions())  # type: ignore[attr-defined]
         arrays, labels = [], []
         for i in range(layer):
             results = self.head_results(i)[..., positions, :, :]  # [..., T, H, C]

@@ -81,10 +81,10 @@ def _read(
     return check_residual(ids, model.config.n_embd, start, stop), attention_mask
 
 
-def _cached_positions(pos_slice: Any) -> Any:
+def _cached_positions(pos_slice: Any, n_positions: int) -> Any:
     """TransformerLens's ``pos_slice`` of ``run_with_cache`` as an index of the position axis: one position keeps
     the axis (size 1), as there; the other forms as the cache helpers read them (:func:`pos_index`)."""
-    index = pos_index(pos_slice)
+    index = pos_index(pos_slice, n_positions)
     if isinstance(index, int):
         return slice(index, index + 1 or None)
     return index
@@ -137,7 +137,7 @@ def run_with_cache(
     keep = name_filter(names_filter, model.config.n_layer)
     cache: dict[str, Any] = {}
     to = model.backend.to_numpy if host else (lambda x: x)
-    positions = None if pos_slice is None else _cached_positions(pos_slice)
+    positions = None if pos_slice is None else _cached_positions(pos_slice, ids.shape[1])
 
     def record(name: str, x: Array) -> Array:
         if keep(name):

@@ -1212,3 +1212,27 @@ def test_an_array_in_an_error_is_named_by_its_shape_in_one_line():
             f"got an array of shape {tuple(given.shape)}, {str(given.dtype).removeprefix('torch.')}"
         ), e.value
     assert shown(np.int64(3)) == "np.int64(3)"  # a scalar is its value
+
+
+def test_a_position_outside_the_input_is_refused_naming_it():
+    """run_with_cache(ids, pos_slice=100) on 5 tokens cached every activation empty (a slice 100:101), where
+    TransformerLens raises; the cache's helpers' pos_slice=[7] was NumPy's IndexError, a traceback. Each is one line
+    naming the position and the input's range; a slice past the end is cut, as Python's (and TransformerLens's)."""
+    model = GPT2(ODD, random_params(ODD, 0))
+    ids = np.array([[1, 2, 3, 4, 5]])
+    _, cache = model.run_with_cache(ids)
+    calls = [
+        lambda: model.run_with_cache(ids, pos_slice=100),
+        lambda: model.run_with_cache(ids, pos_slice=-6),
+        lambda: model.run_with_cache(ids, pos_slice=[0, 9]),
+        lambda: cache.accumulated_resid(pos_slice=[7]),
+        lambda: cache.decompose_resid(pos_slice=5),
+        lambda: cache.stack_head_results(pos_slice=-9),
+    ]
+    for call in calls:
+        with pytest.raises(
+            NpgptError, match=r"pos_slice has position -?\d+, outside this input's 5 positions \[-5, 4\]"
+        ):
+            call()
+    assert model.run_with_cache(ids, pos_slice=(3, 100))[1]["resid_pre", 0].shape == (1, 2, ODD.n_embd)
+    assert cache.accumulated_resid(pos_slice=-5).shape == (ODD.n_layer + 1, 1, ODD.n_embd)  # the first position
