@@ -321,7 +321,13 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
         entry = {"dtype": choice, "seconds": seconds, "load": load}
     # Read again: another process (a second server, a test run) may have written its own entry while this
     # one measured, and writing the copy read before would drop it. The window left is the write itself.
-    entries = {**_read(cache), key: entry}
+    # A doubted outcome does not replace a trusted measurement written meanwhile (from a calmer moment): this
+    # process keeps float32 for itself, uncached, and the next start reads the trusted one.
+    fresh = _read(cache)
+    other = fresh.get(key)
+    if retry_at is not None and isinstance(other, dict) and "doubt" not in other and "dtype" in other:
+        return Choice(choice, seconds, True, key, rows, skipped, None, load, why, None)
+    entries = {**fresh, key: entry}
     written: Path | None = cache
     try:
         from .files import atomic_path

@@ -306,6 +306,31 @@ def test_a_doubted_outcome_expires(home, monkeypatch):
     assert len(calls) > n and later.measured and later.dtype == "float32"
 
 
+def test_a_doubted_outcome_never_replaces_a_trusted_one_written_meanwhile(home, monkeypatch):
+    """Two processes measured at once: one on a calm moment cached int8 as this machine's truth while the other,
+    measuring at a busy one, still ran; the busy one's write (read again, its own entry added) replaced the
+    trusted entry with its doubt, so every start kept float32 for an hour. A doubted outcome is now not written
+    over a trusted entry: the busy process keeps float32 for itself, not cached, and the next start reads int8."""
+    fake_timer(monkeypatch, {"int8": 0.3e-3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    trusted = autotune.choose_dtype(get_backend("numpy"), CONFIG, cache=home / "calm.json")
+    measure = autotune.measure
+
+    def measured_while_another_wrote(*args, **kwargs):
+        entries = {trusted.key: json.loads((home / "calm.json").read_text())["entries"][trusted.key]}
+        (home / "autotune.json").write_text(json.dumps({"version": autotune.CACHE_VERSION, "entries": entries}))
+        monkeypatch.setattr(os, "getloadavg", lambda: (2.0 * (os.cpu_count() or 1), 0.0, 0.0))  # busy now
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(autotune, "measure", measured_while_another_wrote)
+    busy = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert busy.dtype == "float32" and busy.doubt is not None and busy.cache is None, busy.describe()
+    entry = json.loads((home / "autotune.json").read_text())["entries"][busy.key]
+    assert entry["dtype"] == "int8" and "doubt" not in entry
+    monkeypatch.setattr(autotune, "measure", measure)
+    assert autotune.choose_dtype(get_backend("numpy"), CONFIG).dtype == "int8"
+
+
 def test_an_unwritable_home_still_keeps_float32_when_busy(tmp_path, monkeypatch):
     monkeypatch.setenv("NPGPT_HOME", "/proc/npgpt-home")
     fake_timer(monkeypatch, {"int8": 0.3e-3})
