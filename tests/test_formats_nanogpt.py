@@ -90,14 +90,16 @@ def test_nanogpt_weight_with_and_without_the_compile_prefix_is_refused(pair, tmp
 @pytest.mark.parametrize("dropped", [("bias",), ("bias", "vocab_size")], ids=["2023-01-14", "2022-12-28"])
 def test_nanogpt_first_versions_model_args(pair, tmp_path, dropped):
     """nanoGPT's first checkpoints: model_args without 'bias' (before 2023-01-27) or 'vocab_size'
-    (before 2023-01-14); their GPT had biases and GPT-2's vocabulary, which the weights show."""
+    (before 2023-01-14); their GPT had biases and GPT-2's vocabulary, which the weights show, and GPT-2's tanh GELU
+    (new_gelu, before 594068e 'Use nn.GELU', 2023-05-17): such a checkpoint was read with the exact one that
+    nanoGPT's later model.py runs, not the one it was trained and sampled with."""
     _, ref = pair("odd")
     ckpt = nanogpt_checkpoint(ref, vocab=50257)
     for key in dropped:
         del ckpt["model_args"][key]
     torch.save(ckpt, tmp_path / "ckpt.pt")
     config = load_checkpoint(tmp_path)[0]
-    assert (config.bias, config.n_vocab) == (True, 50257)
+    assert (config.bias, config.n_vocab, config.activation_function) == (True, 50257, "gelu_new")
     assert close_to_hf(tmp_path, ref) <= 1e-4
 
 

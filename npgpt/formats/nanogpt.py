@@ -14,8 +14,10 @@ as plain containers and ignored). What differs from Hugging Face's naming:
 - ``attn.bias`` is the causal-mask buffer of torch < 2 runs, not a parameter;
 - its MLP's GELU is PyTorch's exact ``nn.GELU()`` (erf), transformers' ``"gelu"``, not GPT-2's tanh
   approximation (``"gelu_new"``): nanoGPT's model.py since 2023-05-17 (commit 594068e, "Use nn.GELU"), which is
-  what its ``sample.py`` runs any checkpoint with. (Its earlier ``new_gelu`` was the tanh form; the checkpoint
-  does not say which trained it, and the two differ by at most 5e-4 per activation.)
+  what its ``sample.py`` runs any checkpoint with. Its earlier ``new_gelu`` was the tanh form, and a checkpoint
+  does not say which trained it (the two differ by at most 5e-4 per activation), except one of nanoGPT's first
+  versions, whose ``model_args`` lack ``bias`` or ``vocab_size`` (before 2023-01-27): those trained and sampled
+  with the tanh form, and run with it (``"gelu_new"``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
             raise duplicate(str(path), their_names[name], key)
         state[name], their_names[name] = value, key
     config = _config({**_early_args(state), **ckpt["model_args"]}, str(path))
+    if not {"bias", "vocab_size"} <= ckpt["model_args"].keys():  # before 2023-01-27: new_gelu, the tanh form
+        config = dataclasses.replace(config, activation_function="gelu_new")
     flat = _params(state, str(path))
     if "lm_head" in flat:
         config = dataclasses.replace(config, tie_word_embeddings=False)
