@@ -18,7 +18,7 @@ from .config import GPT2Config
 from .errors import NpgptError
 from .model import attention_mask
 from .params import flatten
-from .token_ids import as_ids, as_mask
+from .token_ids import as_ids, as_mask, check_token_ids
 
 
 def positions_and_mask(valid: np.ndarray, start: Any, n_new: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +113,7 @@ class Engine:
                 f"sequence of {T} tokens exceeds the model's context of {n}; give at most {n} tokens a row "
                 f"(e.g. the last {n}: ids[..., -{n}:]); model.score(ids) scores a longer text in sliding windows"
             )
-        if ids.size and (ids.min() < 0 or ids.max() >= self.config.n_vocab):
-            raise NpgptError(f"token ids must be in [0, {self.config.n_vocab}), the model's vocabulary")
+        check_token_ids(ids.ravel(), self.config.n_vocab, self.config.n_vocab, "ids", param="ids")
         valid = np.ones((B, T), bool) if attention_mask is None else as_mask(attention_mask, (B, T))
         return ids, valid
 

@@ -449,3 +449,13 @@ def test_a_uint64_id_past_int64_is_named_as_it_is_not_wrapped_round(model):
     for call in (lambda: model.generate(big, max_new_tokens=1), lambda: model.score(big), lambda: model.logits(big)):
         with pytest.raises(NpgptError, match=f"got id {2**63 + 5}, past any vocabulary"):
             call()
+
+
+def test_an_id_outside_the_model_is_named_by_the_forward_pass(model):
+    """model.logits([[1, 99999]]) (and run_with_cache, the engine's every reader of ids) said 'token ids must be in
+    [0, 50257), the model's vocabulary', naming no id, where generate and score name it (check_token_ids): the
+    engine's range check is that one now."""
+    n = model.config.n_vocab
+    for call in (lambda: model.logits([[1, n + 5]]), lambda: model.run_with_cache(np.array([[-1, 2]]))):
+        with pytest.raises(NpgptError, match=rf"^ids has token id (-1|{n + 5}), outside the vocabulary \[0, {n}\)$"):
+            call()
