@@ -33,6 +33,7 @@ class CheckpointWarning(UserWarning):
 
 
 _MAX_SHOWN_DIGITS = 50  # a longer integer is named by its length: str() of one past 4300 digits is a ValueError
+_SHOWN_NUMBERS = 8  # an array of more numbers (or of 2 or more axes) is shown by its shape
 _MAX_SHOWN_CHARS = 100  # a longer string is cut, with its length: a server's client may send a megabyte
 
 
@@ -40,10 +41,11 @@ def shown(value: object) -> str:
     """``repr(value)`` for an error message, safe for any value a user passes: an integer of more
     than 50 digits (``10**5000``, whose ``str()`` Python refuses) is shown as "a 5001-digit integer", and
     a string of more than 100 characters by its first 100 and its length ("'xxx...' (500000 characters)"), and an
-    array of NumPy's, torch's or JAX's by its shape and dtype ("an array of shape (5, 768), float32"; its repr is a
-    page of numbers over many lines)."""
+    array of NumPy's, torch's or JAX's past a few numbers in a row by its shape and dtype ("an array of shape
+    (5, 768), float32"; its repr is a page of numbers over many lines)."""
     shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-    if isinstance(shape, tuple) and len(shape) > 0 and dtype is not None and not isinstance(value, type):
+    many = isinstance(shape, tuple) and (len(shape) > 1 or len(shape) == 1 and shape[0] > _SHOWN_NUMBERS)
+    if isinstance(shape, tuple) and many and dtype is not None and not isinstance(value, type):
         return f"an array of shape {tuple(shape)}, {str(dtype).removeprefix('torch.')}"
     if isinstance(value, str) and len(value) > _MAX_SHOWN_CHARS:
         return f"{repr(value[:_MAX_SHOWN_CHARS])[:-1]}...{repr(value)[-1]} ({len(value)} characters)"

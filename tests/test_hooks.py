@@ -1211,7 +1211,7 @@ def test_an_array_in_an_error_is_named_by_its_shape_in_one_line():
         assert "\n" not in str(e.value) and str(e.value).endswith(
             f"got an array of shape {tuple(given.shape)}, {str(given.dtype).removeprefix('torch.')}"
         ), e.value
-    assert shown(np.int64(3)) == "np.int64(3)"  # a scalar is its value
+    assert shown(np.int64(3)) == "np.int64(3)" and shown(np.array([1, 2])) == "array([1, 2])"  # a few: their values
 
 
 def test_a_position_outside_the_input_is_refused_naming_it():
