@@ -603,6 +603,9 @@ def test_other_tools_names_get_npgpts(args, hint):
         # Ollama's `show MODEL` is npgpt info MODEL; every other npgpt command takes its model as -m
         (["info", "-m", "bundled", "--json"], ["info", "bundled", "--json"]),
         (["info", "--model=bundled"], ["info", "bundled"]),
+        # llama-tokenize's -p/--prompt: npgpt tokenize's TEXT (it said "npgpt tokenize has nothing like it")
+        (["tokenize", "-p", "-5 degrees", "--ids"], ["tokenize", "--ids", "--", "-5 degrees"]),
+        (["tokenize", "--prompt=Hi"], ["tokenize", "Hi"]),
     ],
 )
 def test_other_tools_unambiguous_spellings_are_taken(theirs, ours):

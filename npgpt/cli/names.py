@@ -425,8 +425,12 @@ def _values(value: object) -> list[str]:
 
 
 def _has(command: Any, ours: str) -> bool:
-    """Whether ``command`` has the option ``ours`` (or the argument, upper-cased: ``PROMPT``)."""
-    return any(ours in (*p.opts, *getattr(p, "secondary_opts", ()), (p.name or "").upper()) for p in command.params)
+    """Whether ``command`` has the option ``ours`` (or the argument, upper-cased: ``PROMPT``, which a command's
+    ``TEXT`` is too: llama-tokenize's -p is npgpt tokenize's text)."""
+    names = (ours, "TEXT") if ours == "PROMPT" else (ours,)
+    return any(
+        n in (*p.opts, *getattr(p, "secondary_opts", ()), (p.name or "").upper()) for p in command.params for n in names
+    )
 
 
 def _ours(command: Any, theirs: str) -> str | None:
