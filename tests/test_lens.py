@@ -132,14 +132,6 @@ def test_bad_layer_head_or_ids_are_one_line_errors(pair):
         logit_lens(model, [[1, 2], [3, 4]])
 
 
-def test_negative_layer_and_head_count_from_the_end(pair):
-    """layer=-1 was refused ("must be in [0, 1]"), where TransformerLens's cache["pattern", -1] and Python's
-    indexing take it as the last block; now -n..n-1 are taken, a negative one counted from the end."""
-    model, _ = pair("tiny")
-    np.testing.assert_array_equal(attention_pattern(model, [1, 2], -1, -2), attention_pattern(model, [1, 2], 1, 0))
-    np.testing.assert_array_equal(attention_pattern(model, [1, 2], -2, -1), attention_pattern(model, [1, 2], 0, 1))
-
-
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
