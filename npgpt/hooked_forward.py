@@ -7,6 +7,7 @@ where the residual stream enters a block), ``start_at_layer`` (it starts there, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from .errors import NpgptError, counted_index, is_integer, shown
 from .head_attribution import head_results
 from .hook_points import RESULT
 from .input_hooks import call_edited, with_inputs
-from .model import gpt2
+from .model import MASKED, gpt2
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -119,6 +120,22 @@ def _stopping(hook: Callable[[str, Array], Array], layer: int) -> Callable[[str,
     return stopping
 
 
+def _scores_as_transformer_lens(hook: Callable[[str, Array], Array]) -> Callable[[str, Array], Array]:
+    """``hook``, seeing at ``attn.hook_attn_scores`` [B, H, T, S] what TransformerLens holds there: ``-inf`` where a
+    query may not look. The model adds ``MASKED`` (about -1e9: a row that sees nothing, a left-padded one's first
+    queries, stays finite); what the hook leaves goes back the same way, so a score a hook sets to ``-inf``, as
+    TransformerLens users ablate one, is masked as the model masks (never a NaN row)."""
+
+    def scores(name: str, x: Array) -> Array:
+        if not name.endswith(".attn.hook_attn_scores"):
+            return hook(name, x)
+        xp = array_namespace(x)
+        y = hook(name, xp.where(x <= MASKED / 2, -math.inf, x))  # Python floats: no float64 promotion
+        return xp.where(y == -math.inf, MASKED, y)
+
+    return scores
+
+
 def _with_head_results(
     hook: Callable[[str, Array], Array], wanted: Callable[[str], bool], weights: dict[str, Any], backend: Backend
 ) -> Callable[[str, Array], Array]:
@@ -175,6 +192,7 @@ def hooked_forward(
     ids, positions, mask = _inputs(model, ids, attention_mask)
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
     weights = as_engine(model).params_for(*ids.shape) if params is None else params  # as GPT2.logits runs it
+    hook = _scores_as_transformer_lens(hook)
     if start_at_layer is not None:
         hook = _starting(hook, start_at_layer, asarray(residual))
     if stop_at_layer is not None:

@@ -11,9 +11,9 @@ TransformerLens's optional input hooks such as ``blocks.{i}.hook_q_input`` (:mod
 The hooked forward runs the uncompiled ``model.gpt2`` on the backend's arrays, so it works on every
 backend; with ``host=False`` on JAX the activations stay traceable, and :func:`activation_grads`
 takes the gradient of a metric with respect to every cached activation in one ``jax.grad``.
-Differences from TransformerLens: attention scores a query may not see hold about ``-1e9``
-(``model.MASKED``) rather than ``-inf``, and in a left-padded batch the activations at padding
-positions are meaningless (they are in TransformerLens too, and differ).
+Attention scores a query may not see are ``-inf`` at ``hook_attn_scores``, as in TransformerLens (the model adds
+``model.MASKED``, about -1e9, and a hook's ``-inf`` goes back to it). In a left-padded batch the activations at
+padding positions are meaningless (they are in TransformerLens too, and differ).
 """
 
 from __future__ import annotations

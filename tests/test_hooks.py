@@ -73,8 +73,8 @@ def odd(tmp_path_factory: pytest.TempPathFactory):
 
 
 def assert_cache_equal(cache: dict, tl_cache, mask: np.ndarray, n_layer: int) -> None:
-    """Every activation equal within 1e-4 at the real tokens (padding positions mean nothing);
-    scores TransformerLens masks with -inf hold MASKED here, which exp() also turns into 0."""
+    """Every activation equal within 1e-4 at the real tokens (padding positions mean nothing), the masked
+    attention scores -inf in both."""
     real = mask.astype(bool)
     assert set(hooks.hook_names(n_layer)) <= set(tl_cache.keys())
     for name in hooks.hook_names(n_layer):
@@ -82,9 +82,7 @@ def assert_cache_equal(cache: dict, tl_cache, mask: np.ndarray, n_layer: int) ->
         assert ours.shape == theirs.shape and ours.dtype == np.float32, name
         if name.endswith(("hook_attn_scores", "hook_pattern")):  # [B, H, Tq, Tk]: real query rows
             ours, theirs = ours.transpose(0, 2, 1, 3)[real], theirs.transpose(0, 2, 1, 3)[real]
-            seen = np.isfinite(theirs)
-            assert (ours[~seen] < -1e8).all(), name
-            ours, theirs = ours[seen], theirs[seen]
+            assert np.array_equal(np.isneginf(ours), np.isneginf(theirs)), name  # and assert_allclose checks it too
         else:
             ours, theirs = ours[real], theirs[real]
         np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4, err_msg=name)
@@ -314,6 +312,32 @@ def test_zero_ablation_equals_transformer_lens(odd):
             fwd_hooks=[(name, lambda z, hook: zero_head_1(z, hook.name))],
         ).numpy()
     real = mask.astype(bool)
+    np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
+    assert np.abs(ours - model.logits(ids, attention_mask=mask))[real].max() > 1e-2  # it did something
+
+
+def test_a_score_set_to_minus_inf_ablates_as_in_transformer_lens(odd):
+    """The masked scores were about -1e9 here and -inf in TransformerLens, so a cache compared with its cache
+    differed there; they are -inf now, and a hook that sets a score to -inf (TransformerLens users' way to stop a
+    query attending to a token) is masked as the model masks, never a NaN row: the logits equal TransformerLens's."""
+    import torch
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    name = "blocks.0.attn.hook_attn_scores"
+    _, cache = model.run_with_cache(ids, attention_mask=mask, names_filter=name)
+    assert np.isneginf(cache[name][0, :, 0, 1:]).all() and np.isfinite(cache[name][0, :, -1]).all()
+
+    def no_first_key(scores, hook):  # every query but the first stops attending to token 0 (in place, returns None)
+        scores[:, :, 1:, 0] = -np.inf if isinstance(scores, np.ndarray) else -torch.inf
+
+    ours = model.run_with_hooks(ids, fwd_hooks=[(name, no_first_key)], attention_mask=mask)
+    with torch.no_grad():
+        theirs = br.run_with_hooks(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), fwd_hooks=[(name, no_first_key)]
+        ).numpy()
+    real = mask.astype(bool)
+    assert np.isfinite(ours).all()
     np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
     assert np.abs(ours - model.logits(ids, attention_mask=mask))[real].max() > 1e-2  # it did something
 
@@ -1068,9 +1092,7 @@ def test_start_at_layer_runs_from_a_given_residual_stream_as_transformer_lens_do
         assert list(our_cache) == [n for n in hooks.hook_names(ODD.n_layer) if n in t_cache], start
         for name in our_cache:
             a, b = our_cache[name], t_cache[name].numpy()
-            if name.endswith("attn_scores"):  # masked: -inf there, MASKED here (the patterns compare those)
-                continue
-            if name.endswith("hook_pattern"):  # [B, H, Tq, Tk]: the real query rows
+            if name.endswith(("hook_attn_scores", "hook_pattern")):  # [B, H, Tq, Tk]: the real query rows
                 a, b = a.transpose(0, 2, 1, 3), b.transpose(0, 2, 1, 3)
             np.testing.assert_allclose(a[real], b[real], atol=1e-4, rtol=1e-4, err_msg=name)
         np.testing.assert_allclose(
