@@ -483,6 +483,24 @@ def test_damaged_saved_settings_are_named_on_resume(changes, message):
     assert str(e.value).startswith(message)
 
 
+def test_a_state_of_another_npgpt_version_is_not_called_garbage_to_delete(tmp_path):
+    """A training state of a newer format was called "not an npgpt training state; delete it": a user who did
+    would lose a sound run. It names the format and says to resume with the npgpt that wrote it."""
+    from safetensors.numpy import load_file, safe_open, save_file
+
+    path = saved_state(tmp_path / STATE_FILE)
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata()
+    for fmt, said in [
+        ("npgpt-train-state-v2", "format 'npgpt-train-state-v2', which this npgpt"),
+        ("other", "move it away"),
+    ]:
+        save_file(load_file(path), path, metadata={**meta, "format": fmt})
+        with pytest.raises(NpgptError, match=said) as e:
+            load_state(path)
+        assert "delete" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_a_sound_training_state_loads_and_a_truncated_one_says_how_to_recover(tmp_path):
     path = saved_state(tmp_path / STATE_FILE)
     assert load_state(path)[3]["step"] == 2

@@ -94,8 +94,22 @@ def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
         tensors, metadata = npgpt_format.read_safetensors(path)
     except CheckpointError as e:  # truncated or corrupt: nothing to download again, but a run to restore
         raise CheckpointError(str(e).replace("re-download or re-convert it", RESTORE), keywords=["out"]) from None
-    if metadata.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not an npgpt training state; delete it or use another out=", keywords=["out"])
+    written = metadata.get("format")
+    if (
+        isinstance(written, str)
+        and written.startswith(STATE_FORMAT.rsplit("-", 1)[0] + "-")
+        and written != STATE_FORMAT
+    ):
+        # a sound state of another version of npgpt: deleting it would lose the run
+        raise CheckpointError(
+            f"{path}: a training state of format {written!r}, which this npgpt ({STATE_FORMAT}) does not read; resume "
+            "it with the npgpt that wrote it (pip install -U npgpt), or use another out=",
+            keywords=["out"],
+        )
+    if written != STATE_FORMAT:
+        raise CheckpointError(
+            f"{path}: not an npgpt training state; move it away or use another out=", keywords=["out"]
+        )
     meta = _checked_meta(path, metadata.get("meta"))
     try:
         config = GPT2Config.from_dict(meta["config"])
