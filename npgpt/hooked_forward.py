@@ -122,16 +122,30 @@ def _stopping(hook: Callable[[str, Array], Array], layer: int) -> Callable[[str,
 
 def _scores_as_transformer_lens(hook: Callable[[str, Array], Array]) -> Callable[[str, Array], Array]:
     """``hook``, seeing at ``attn.hook_attn_scores`` [B, H, T, S] what TransformerLens holds there: ``-inf`` where a
-    query may not look. The model adds ``MASKED`` (about -1e9: a row that sees nothing, a left-padded one's first
-    queries, stays finite); what the hook leaves goes back the same way, so a score a hook sets to ``-inf``, as
-    TransformerLens users ablate one, is masked as the model masks (never a NaN row)."""
+    query may not look.
+
+    The model adds ``MASKED`` (about -1e9) so that a row that sees nothing (a left-padded row's padding queries)
+    stays finite; what the hook leaves goes back the same way, so a score a hook sets to ``-inf``, as TransformerLens
+    users ablate one, is masked as the model masks (never a NaN row). A real query whose every key the hook masks
+    gets the pattern row TransformerLens gives it, zeros (its softmax's NaN set to 0), so its z is 0 as there.
+    """
+    blinded: dict[str, Array] = {}  # "blocks.{i}.attn." -> [B, H, T, 1]: queries the hook left no key to look at
 
     def scores(name: str, x: Array) -> Array:
-        if not name.endswith(".attn.hook_attn_scores"):
-            return hook(name, x)
-        xp = array_namespace(x)
-        y = hook(name, xp.where(x <= MASKED / 2, -math.inf, x))  # Python floats: no float64 promotion
-        return xp.where(y == -math.inf, MASKED, y)
+        if name.endswith(".attn.hook_attn_scores"):
+            xp = array_namespace(x)
+            nowhere = xp.all(x <= MASKED / 2, axis=-1, keepdims=True)  # the model's own: padding queries
+            y = hook(name, xp.where(x <= MASKED / 2, -math.inf, x))  # Python floats: no float64 promotion
+            y = xp.where(y == -math.inf, MASKED, y)
+            # (kept whether or not there is one: a traced array has no truth value)
+            blinded[name.removesuffix("hook_attn_scores")] = xp.all(y <= MASKED / 2, axis=-1, keepdims=True) & ~nowhere
+            return y
+        if (
+            name.endswith(".attn.hook_pattern")
+            and (rows := blinded.pop(name.removesuffix("hook_pattern"), None)) is not None
+        ):
+            x = array_namespace(x).where(rows, 0.0, x)
+        return hook(name, x)
 
     return scores
 

@@ -342,6 +342,32 @@ def test_a_score_set_to_minus_inf_ablates_as_in_transformer_lens(odd):
     assert np.abs(ours - model.logits(ids, attention_mask=mask))[real].max() > 1e-2  # it did something
 
 
+def test_a_query_a_hook_leaves_no_key_has_transformer_lens_zero_pattern(odd):
+    """A hook that masks every key of a real query (-inf, TransformerLens users' way): TransformerLens's pattern row
+    is then 0 (its softmax's NaN set to 0) and the query's z 0; npgpt's row was uniform over the masked keys, future
+    ones too. It is 0 now, and the logits equal TransformerLens's."""
+    import torch
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    name = "blocks.1.attn.hook_attn_scores"
+
+    def blind_query_4(scores, hook):
+        scores[:, :, 4, :] = -np.inf if isinstance(scores, np.ndarray) else -torch.inf
+
+    seen = []
+    pattern = ("blocks.1.attn.hook_pattern", lambda p, hook: seen.append(np.array(p)))
+    ours = model.run_with_hooks(ids, fwd_hooks=[(name, blind_query_4), pattern], attention_mask=mask)
+    assert (seen[0][:, :, 4] == 0).all() and np.allclose(seen[0][0, :, 5].sum(-1), 1)
+    with torch.no_grad():
+        theirs = br.run_with_hooks(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), fwd_hooks=[(name, blind_query_4)]
+        ).numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
+    assert np.abs(ours - model.logits(ids, attention_mask=mask))[real].max() > 1e-2  # it did something
+
+
 def test_activation_patching_equals_transformer_lens(odd):
     import torch
 
