@@ -569,6 +569,27 @@ def test_an_unknown_url_names_the_method_and_path(url, method, path, meant):
     assert ("Did you mean" not in error["message"]) if meant is None else f"Did you mean {meant}?" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/v1/embeddings", "npgpt serves no embeddings"),
+        ("/embeddings", "npgpt serves no embeddings"),
+        ("/v1/responses", "npgpt serves no Responses API"),
+        ("/v1/audio/speech", "npgpt serves no audio"),
+        ("/v1/images/generations", "npgpt serves no images"),
+        ("/v1/moderations", "npgpt serves no moderations"),
+    ],
+)
+def test_an_openai_endpoint_npgpt_has_not_says_so(url, path, says):
+    """openai's client.embeddings.create (LangChain's OpenAIEmbeddings, a RAG tool pointed at base_url) gets a 404
+    saying npgpt has no such endpoint, not "check the URL for typos" as if the URL were mistyped."""
+    r = httpx.post(url + path, json={"input": "hi", "model": "m"})
+    assert r.status_code == 404, r.text
+    error = r.json()["error"]
+    assert error["code"] == "unknown_url" and error["type"] == "invalid_request_error", error
+    assert says in error["message"] and "typos" not in error["message"], error
+
+
 def test_the_routes_a_404_suggests_are_served(url):
     for method, path in ROUTES:
         r = httpx.request(method, url + path, json={})

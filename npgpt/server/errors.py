@@ -252,6 +252,16 @@ def _param(loc: Sequence[Any]) -> str:
     return param
 
 
+# OpenAI's endpoints npgpt has no counterpart of (first path part after /v1), said so rather than "typos"
+NOT_SERVED = {
+    "embeddings": "embeddings (its models generate text; POST /v1/internals gives a prompt's residual stream)",
+    "responses": "Responses API; send the conversation's messages to POST /v1/chat/completions",
+    "audio": "audio (speech, transcription or translation); its models read and write text",
+    "images": "images; its models read and write text",
+    "moderations": "moderations",
+}
+
+
 def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> APIError:
     """OpenAI's 404 for a URL no route serves, naming the method and path, and the one of ``routes``
     ((method, path) pairs) it is close to, if any (``/v1/completion`` or ``/completions``: ``POST /v1/completions``)."""
@@ -261,13 +271,16 @@ def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> AP
     close = difflib.get_close_matches(target, paths, n=1, cutoff=0.8) or (
         [] if target.startswith("/v1/") else difflib.get_close_matches("/v1" + target, paths, n=1, cutoff=0.8)
     )
-    hint = ""
-    if close:
+    hint = " Please check the URL for typos."
+    part = target.removeprefix("/v1").lstrip("/").split("/")[0]
+    if part in NOT_SERVED:
+        hint = f" npgpt serves no {NOT_SERVED[part]}."
+    elif close:
         methods = [m for m, p in routes if p == close[0]]
-        hint = f" Did you mean {method if method in methods else methods[0]} {close[0]}?"
+        hint += f" Did you mean {method if method in methods else methods[0]} {close[0]}?"
     return APIError(
         404,
-        f"Unknown request URL: {method} {shown}. Please check the URL for typos.{hint} This server serves "
+        f"Unknown request URL: {method} {shown}.{hint} This server serves "
         "GET /v1/models, POST /v1/completions and POST /v1/chat/completions.",
         code="unknown_url",
     )
