@@ -833,20 +833,31 @@ def test_usage_counts_each_prompt_once_and_every_token_generated(client, model):
 
 @pytest.mark.parametrize("chat", [False, True])
 def test_continuous_usage_stats_puts_the_usage_so_far_on_every_chunk(client, model, chat):
-    """vLLM's stream_options.continuous_usage_stats was ignored: a client reading usage from each chunk got none."""
+    """vLLM's stream_options.continuous_usage_stats was ignored: a client reading usage from each chunk got none.
+    A choice's chunk carries that choice's usage so far (its prompt's tokens and its own generated ones), as vLLM's
+    serving_chat/serving_completion do (previous_num_tokens[i]); the last chunk, the whole request's."""
     kw = dict(model="tiny", max_tokens=5, n=2, temperature=0, extra_body={"ignore_eos": True})
     options = {"include_usage": True, "continuous_usage_stats": True}
     if chat:
         messages = [{"role": "user", "content": "Hello"}]
         chunks = list(client.chat.completions.create(messages=messages, **kw, stream=True, stream_options=options))
-        n_prompt = len(model.tokenizer.encode(chat_prompt([ChatMessage(**m) for m in messages])))
+        prompts = [len(model.tokenizer.encode(chat_prompt([ChatMessage(**m) for m in messages])))] * 2
     else:
-        chunks = list(client.completions.create(prompt="Hello", **kw, stream=True, stream_options=options))
-        n_prompt = len(model.tokenizer.encode("Hello"))
-    assert all(c.usage is not None and c.usage.prompt_tokens == n_prompt for c in chunks)
-    done = [c.usage.completion_tokens for c in chunks]
-    assert done == sorted(done) and done[-1] == 10 and chunks[-1].choices == []
-    assert all(c.usage.total_tokens == n_prompt + c.usage.completion_tokens for c in chunks)
+        texts = ["Hello", "Hello there, world"]
+        chunks = list(client.completions.create(prompt=texts, **kw, stream=True, stream_options=options))
+        prompts = [len(model.tokenizer.encode(t)) for t in texts for _ in range(2)]
+    assert all(
+        c.usage is not None and c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens
+        for c in chunks
+    )
+    for i, n_prompt in enumerate(prompts):
+        own = [c.usage for c in chunks if c.choices and c.choices[0].index == i]
+        assert own and all(u.prompt_tokens == n_prompt for u in own), (i, own)
+        done = [u.completion_tokens for u in own]
+        assert done == sorted(done) and done[-1] == 5, (i, done)
+    last = chunks[-1]
+    assert last.choices == [] and last.usage.completion_tokens == 5 * len(prompts)
+    assert last.usage.prompt_tokens == sum(prompts[::2])
     with pytest.raises(openai.BadRequestError) as e:  # as vLLM reads it, only with include_usage: never ignored
         list(
             client.completions.create(

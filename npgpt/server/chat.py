@@ -107,13 +107,13 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
         }
         return {**head, "choices": [choice]}
 
-    tally = Tally(len(prompt))
+    tally = Tally([len(prompt)] * n, len(prompt))
 
     async def chunks() -> AsyncIterator[Chunk]:
         for i in range(n):
             yield chunk(i, {"role": "assistant", "content": ""}, None, None)
         async for ev in run.events(request, poll_disconnect=not body.stream):
-            tally.completion_tokens += ev.token is not None
+            tally.add(ev)
             text, lp = ev.text, token_logprobs(ev)
             if text or lp:
                 yield chunk(ev.row, {"content": text}, lp, None)

@@ -104,7 +104,7 @@ async def start(
         ]
     )
 
-    tally = Tally(sum(len(p) for p in prompts))
+    tally = Tally([len(prompts[i // n]) for i in range(len(rows))], sum(len(p) for p in prompts))
 
     async def chunks() -> AsyncIterator[Chunk]:
         for i in range(len(rows)):
@@ -113,7 +113,7 @@ async def start(
                 yield {**head, "choices": [choice(i, prefix[i], lp, None if run else "length")]}
         if run is not None:
             async for ev in run.events(request, poll_disconnect=not body.stream):
-                tally.completion_tokens += ev.token is not None
+                tally.add(ev)
                 lp = logs[ev.row].add(ev) if want_lp else None
                 if ev.text or ev.finish_reason or lp:
                     yield {**head, "choices": [choice(ev.row, ev.text, lp, ev.finish_reason)]}

@@ -173,15 +173,25 @@ def shutting_down(error: BaseException) -> APIError:
     return APIError(503, str(error), "server_error", code="server_shutting_down")
 
 
-@dataclass
 class Tally:
-    """A request's tokens so far: its prompts' (counted once) and those generated."""
+    """A request's tokens so far: its prompts' (each counted once) and those generated, per choice.
 
-    prompt_tokens: int
-    completion_tokens: int = 0
+    ``choice_prompts``: the tokens of each choice's prompt (its index's), for :meth:`choice_usage`."""
+
+    def __init__(self, choice_prompts: list[int], prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.choice_prompts = choice_prompts
+        self.generated = [0] * len(choice_prompts)
+
+    def add(self, event: Event) -> None:
+        self.generated[event.row] += event.token is not None
 
     def usage(self) -> dict[str, int]:
-        return usage(self.prompt_tokens, self.completion_tokens)
+        return usage(self.prompt_tokens, sum(self.generated))
+
+    def choice_usage(self, index: int) -> dict[str, int]:
+        """vLLM's continuous usage on a choice's chunk: that choice's prompt and its tokens so far."""
+        return usage(self.choice_prompts[index], self.generated[index])
 
 
 @dataclass
@@ -207,7 +217,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 async def respond(answer: Answer, stream: bool, include_usage: bool, continuous_usage: bool = False) -> Any:
     """Server-sent events for a streaming request (the usage chunk only if asked; ``continuous_usage``,
-    vLLM's ``continuous_usage_stats``: the usage so far on every chunk too), else one JSON body."""
+    vLLM's ``continuous_usage_stats``: each chunk's choice's usage so far too), else one JSON body."""
     if not stream:
         chunks = [c async for c in answer.chunks]
         # Folding and encoding a large answer (a scoring request's top logprobs: megabytes of JSON) takes
@@ -217,8 +227,8 @@ async def respond(answer: Answer, stream: bool, include_usage: bool, continuous_
     async def events() -> AsyncIterator[str]:
         try:
             async for c in answer.chunks:
-                if continuous_usage and "usage" not in c:
-                    c = {**c, "usage": answer.tally.usage()}
+                if continuous_usage and "usage" not in c:  # one choice a chunk, as vLLM streams them
+                    c = {**c, "usage": answer.tally.choice_usage(c["choices"][0]["index"])}
                 if include_usage or "usage" not in c:
                     yield sse(c)
         except APIError as e:  # the status line has gone out; report the error in the stream
