@@ -634,7 +634,9 @@ def test_a_json_body_sent_as_a_form_is_told_the_header(url):
     ok = httpx.post(url + "/v1/completions", content=body, headers={"Content-Type": "application/json; charset=utf-8"})
     assert ok.status_code == 200
     not_object = httpx.post(url + "/v1/completions", content=b"[1]", headers={"Content-Type": "application/json"})
-    assert "the body must be a JSON object" in not_object.json()["error"]["message"]
+    assert not_object.json()["error"]["message"] == "the body must be a JSON object, got an array"  # not pydantic's
+    null = httpx.post(url + "/v1/chat/completions", content=b"null", headers={"Content-Type": "application/json"})
+    assert null.status_code == 400 and null.json()["error"]["message"] == "the body must be a JSON object, got null"
     empty = httpx.post(url + "/v1/completions", content=b"")  # no body, no header: the header is what to fix
     assert empty.status_code == 400 and "Content-Type: application/json" in empty.json()["error"]["message"]
 

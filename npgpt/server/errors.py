@@ -132,7 +132,7 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
             code="invalid_json",
         )
     if not loc:
-        return APIError(400, f"the body must be a JSON object: {err['msg']}", code="invalid_json")
+        return APIError(400, f"the body must be a JSON object, got {_json_kind(err.get('input'))}", code="invalid_json")
     param = _param(loc)
     if loc[0] == "prompt" and err["type"] in _EXPECTED:  # which of its forms was meant is anyone's guess
         return APIError(
