@@ -1269,8 +1269,15 @@ def test_a_message_name_labels_its_line_of_the_transcript(client, model):
 
 
 def test_several_text_parts_are_one_message(client, model):
-    parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]
+    """A message's text parts are one text joined by line breaks, as vLLM ("\n".join(texts)) and llama.cpp's server
+    join them: ["Translate to French:", "Hello"] was read as "Translate to French:Hello", the parts run together."""
+    parts = [{"type": "text", "text": "Translate to French:"}, {"type": "text", "text": "Hello"}]
     kw = dict(model="tiny", max_tokens=6, temperature=0)
     a = client.chat.completions.create(messages=[{"role": "user", "content": parts}], **kw)
-    b = client.chat.completions.create(messages=[{"role": "user", "content": "Hello there"}], **kw)
+    b = client.chat.completions.create(messages=[{"role": "user", "content": "Translate to French:\nHello"}], **kw)
     assert a.choices[0].message.content == b.choices[0].message.content
+    assert (
+        a.usage.prompt_tokens
+        == b.usage.prompt_tokens
+        == len(model.tokenizer.encode("User: Translate to French:\nHello\nAssistant:"))
+    )

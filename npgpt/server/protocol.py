@@ -387,9 +387,10 @@ class CompletionRequest(_Sampling):
 
 
 class ContentPart(Body):
-    """One part of a message's content. Only ``text`` parts are read (several are joined, as one text); any
-    other ``type`` (``image_url``, ``input_audio``, ``file``) parses, to be refused by name in
-    :meth:`ChatRequest.check_supported` rather than as a shape pydantic did not expect."""
+    """One part of a message's content. Only ``text`` parts are read (several are one text, joined by line
+    breaks as vLLM and llama.cpp's server join them); any other ``type`` (``image_url``, ``input_audio``,
+    ``file``) parses, to be refused by name in :meth:`ChatRequest.check_supported` rather than as a shape
+    pydantic did not expect."""
 
     type: str
     text: str | None = None
@@ -418,7 +419,7 @@ class ChatMessage(Body):
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text or "" for part in self.content)
+            return "\n".join(part.text or "" for part in self.content)  # as vLLM and llama.cpp join them
         return self.content or ""
 
 
