@@ -349,12 +349,12 @@ class GPT2:
     def stream(self, prompt: Any = _MISSING, *positional: Any, **sampling: Any) -> Iterator[Any]:
         """Text deltas as they are generated (never half a character); same options as ``generate``.
 
-        For a string prompt yields ``str``; for a list, ``(prompt_index, str)`` pairs.
+        For a string prompt yields ``str``; for a list, ``(prompt_index, str)`` pairs. A request that cannot
+        run raises NpgptError at the call, before the first delta (as ``events`` does).
         """
         _check_call("stream", prompt, positional, sampling)
-        for ev in self.events(_listed(prompt), **sampling):
-            if ev.text:
-                yield ev.text if isinstance(prompt, str) else (ev.row, ev.text)
+        evs = self.events(_listed(prompt), **sampling)
+        return (ev.text if isinstance(prompt, str) else (ev.row, ev.text) for ev in evs if ev.text)
 
     def score(
         self,

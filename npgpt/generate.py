@@ -261,9 +261,17 @@ def events(
     """The token iterator: generate for every prompt (token ids) in one batch, one step at a time.
 
     Each row stops on its own (EOT, a stop sequence, or ``max_new_tokens``) and gets a final
-    event with ``finish_reason``; the batch ends when every row has stopped.
+    event with ``finish_reason``; the batch ends when every row has stopped. A request that cannot run
+    raises NpgptError here, at the call, not at the first ``next()``: nothing is printed before it.
     """
     check_request(engine, tokenizer, rows, params)
+    return _run(engine, tokenizer, rows, params)
+
+
+def _run(
+    engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[int]], params: SamplingParams
+) -> Iterator[Event]:
+    """:func:`events`' generator, once the request is checked."""
     capacity = max(len(r) for r in rows) + params.max_new_tokens
     samplers = [
         RowSampler(b, params, rng, tokenizer, engine.config.n_vocab, rows[b])

@@ -102,6 +102,16 @@ def test_request_errors_name_the_parameter(model):
     assert err.value.param == "prompt"
 
 
+def test_stream_and_events_refuse_at_the_call_not_at_the_first_token(model):
+    """A request that cannot run raises when ``stream``/``events`` is called (before anything is printed
+    by a caller that writes the prompt first), not at the first ``next()``."""
+    for method in (model.stream, model.events):
+        with pytest.raises(NpgptError, match="max_new_tokens"):
+            method("Hello", max_new_tokens=10**6)
+        with pytest.raises(NpgptError, match="temperature"):
+            method("Hello", temperature=-1)
+
+
 def test_unknown_backend_and_model_are_clear():
     with pytest.raises(NpgptError, match="/nonexistent"):
         npgpt.load("/nonexistent")

@@ -118,6 +118,16 @@ def test_errors_are_one_line_without_traceback(model_file, args, words):
     assert words in lines[0]
 
 
+@pytest.mark.parametrize("extra", [[], ["-n", "2"]])
+def test_a_streamed_request_that_cannot_run_prints_nothing_on_stdout(model_file, extra):
+    """`npgpt generate PROMPT --stream` echoed the prompt before the request was checked: a too-long one
+    left "PROMPT" on stdout above its error line. The error now comes first and stdout stays empty."""
+    r = run_cli("generate", "And God said", "--stream", "--max-new-tokens", "100000", "--model", model_file, *extra)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "--max-new-tokens" in r.stderr.strip().splitlines()[-1]
+
+
 def test_tokenize_shows_ids():
     r = run_cli("tokenize", "Hello world")
     assert r.returncode == 0 and "15496 995" in r.stdout

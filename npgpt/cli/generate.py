@@ -147,10 +147,11 @@ def generate(
     m = load_model(model, backend, dtype)
     out = sys.stdout
     if len(rows) == 1 and stream:
+        deltas = m.stream(rows[0], **sampling)  # a request that cannot run stops here, before any output
         if echo:
             out.write(rows[0])
         try:
-            for delta in m.stream(rows[0], **sampling):
+            for delta in deltas:
                 out.write(delta)
                 out.flush()
         finally:  # also on Ctrl-C: the shell's prompt starts on a line of its own, not after the text
