@@ -106,6 +106,20 @@ def test_help_text_is_shown_as_written():
         assert text in flat, text
 
 
+def test_every_backend_option_names_every_backend():
+    """`npgpt serve --help` listed "numpy, jax, torch or cupy" while serve, as every command, takes
+    cupynumeric too: each command's single --backend help names every backend there is."""
+    import typer
+
+    from npgpt.backends import BACKENDS
+    from npgpt.cli import app
+
+    for name, command in typer.main.get_command(app).commands.items():
+        for param in command.params:
+            if "--backend" in getattr(param, "opts", ()) and name != "bench":  # bench: a comma-separated list
+                assert all(b in (param.help or "") for b in BACKENDS), (name, param.help)
+
+
 def test_every_path_shows_as_a_path_in_help():
     """Path arguments (score FILE, convert DST, train DATA) showed their Python class, <Path>, where a path option
     shows <path>: every command's help names a path's type <path>, and no Python type."""

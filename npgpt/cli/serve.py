@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import load_model, model_value, print_error, print_notice
+from .options import BackendOpt, load_model, model_value, print_error, print_notice
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -40,7 +40,7 @@ def serve_command(
     ] = None,
     max_batch: Annotated[int, typer.Option(help="Rows decoded together per model (continuous batching).")] = 16,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
-    backend: Annotated[str, typer.Option("--backend", help="numpy, jax, torch or cupy.")] = "numpy",
+    backend: BackendOpt = "numpy",
     dtype: Annotated[
         str,
         typer.Option(
