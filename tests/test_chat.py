@@ -302,3 +302,45 @@ def test_piped_chat_refuses_a_line_that_never_ends(model_file, tmp_path, source,
     err = r.stderr.decode()
     assert r.returncode == 1 and err.startswith(said) and len(err.splitlines()) == 1, err
     assert r.stdout == b""
+
+
+def test_ctrl_c_at_the_terminal_prompt_exits_130_ctrl_d_exits_0(model_file):
+    """In a terminal, Ctrl-C at the `> ` prompt ended `npgpt chat` with exit 0, as Ctrl-D does, so a script
+    running it could not tell an interrupt from the end of a conversation. It now exits 130 (as llama.cpp's
+    chat and every shell command do) with no traceback; Ctrl-D still ends it with 0."""
+    import os
+    import pty
+    import select
+    import shutil
+    import time
+
+    exe = shutil.which("npgpt")
+    if exe is None:
+        pytest.skip("the npgpt entry point is not installed")
+
+    def session(key: bytes) -> tuple[int, str]:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: npgpt chat on the terminal
+            os.execv(exe, [exe, "chat", "--model", model_file])
+        out, end = b"", time.time() + 60
+        while b"> " not in out and time.time() < end:  # wait for the prompt
+            if select.select([fd], [], [], 0.1)[0]:
+                out += os.read(fd, 4096)
+        os.write(fd, key)
+        while time.time() < end:
+            try:
+                if select.select([fd], [], [], 0.1)[0]:
+                    data = os.read(fd, 4096)
+                    if not data:
+                        break
+                    out += data
+            except OSError:  # the child closed the terminal
+                break
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+    code, out = session(b"\x03")
+    assert code == 130, out
+    assert "Traceback" not in out
+    code, out = session(b"\x04")
+    assert code == 0, out

@@ -182,9 +182,12 @@ def _read(interactive: bool, lineno: int) -> str | None:
     if interactive:
         try:
             line = input("> ")
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:  # Ctrl-D: the conversation ends, exit 0
             sys.stderr.write("\n")
             return None
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: exit 130, as llama.cpp's chat and any shell command
+            sys.stderr.write("\n")
+            raise
         except UnicodeDecodeError:  # a terminal whose encoding is not UTF-8, read strictly
             line = "\udcff"
         if any("\udc80" <= c <= "\udcff" for c in line):  # the bytes the locale's decoding escaped
