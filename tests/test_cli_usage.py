@@ -1257,3 +1257,14 @@ def test_ollamas_run_takes_a_prompt_after_double_dash_as_text():
     ]
     assert _ollama_args(commands, ["run", "m", "Hi", "there"]) == ["generate", "-m", "m", "--", "Hi there"]
     assert _ollama_args(commands, ["run", "m", "--seed", "1"]) == ["chat", "-m", "m", "--seed", "1"]
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_list_with_the_cache_a_file_says_so(tmp_path, json_flag):
+    """`NPGPT_HOME=/etc/passwd npgpt list` said "no models downloaded in /etc/passwd" (exit 0), as if the
+    cache were an empty folder: it now says the cache is a file, in one line, exit 1."""
+    home = tmp_path / "home"
+    home.write_text("not a folder\n")
+    r = run_cli("list", *json_flag, env={"NPGPT_HOME": str(home)})
+    assert r.returncode == 1 and r.stdout == ""
+    assert one_line_error(r, str(home), "is a file, not a folder", "NPGPT_HOME")

@@ -180,6 +180,8 @@ def list_command(as_json: JsonOpt = False) -> None:
 
     from ..registry import cached_models, home
 
+    if home().exists() and not home().is_dir():  # listed as empty, as if nothing had been downloaded yet
+        raise NpgptError(f"the cache {home()} is a file, not a folder; set NPGPT_HOME to a folder")
     models = cached_models()
     if as_json:
         print_json(
