@@ -312,6 +312,7 @@ def test_ctrl_c_at_the_terminal_prompt_exits_130_ctrl_d_exits_0(model_file):
     import pty
     import select
     import shutil
+    import signal
     import time
 
     exe = shutil.which("npgpt")
@@ -321,6 +322,9 @@ def test_ctrl_c_at_the_terminal_prompt_exits_130_ctrl_d_exits_0(model_file):
     def session(key: bytes) -> tuple[int, str]:
         pid, fd = pty.fork()
         if pid == 0:  # the child: npgpt chat on the terminal
+            # as a terminal's shell starts it: a job started in the background (`cmd &`) inherits SIGINT ignored,
+            # and Python then keeps it ignored, so the test's own runner must not decide what Ctrl-C does
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execv(exe, [exe, "chat", "--model", model_file])
         out, end = b"", time.time() + 60
         while b"> " not in out and time.time() < end:  # wait for the prompt
@@ -336,8 +340,13 @@ def test_ctrl_c_at_the_terminal_prompt_exits_130_ctrl_d_exits_0(model_file):
                     out += data
             except OSError:  # the child closed the terminal
                 break
-        _, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+        end = time.time() + 30  # the terminal closes as the child exits: give it time to end
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.time() < end:
+            time.sleep(0.05)
+        if done[0] == 0:  # still running: a hang, reported as one, never a wait for ever
+            os.kill(pid, signal.SIGKILL)
+            done = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(done[1]), out.decode(errors="replace")
 
     code, out = session(b"\x03")
     assert code == 130, out
