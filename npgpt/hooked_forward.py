@@ -134,8 +134,9 @@ def _scores_as_transformer_lens(hook: Callable[[str, Array], Array]) -> Callable
     def scores(name: str, x: Array) -> Array:
         if name.endswith(".attn.hook_attn_scores"):
             xp = array_namespace(x)
-            nowhere = xp.all(x <= MASKED / 2, axis=-1, keepdims=True)  # the model's own: padding queries
-            y = hook(name, xp.where(x <= MASKED / 2, -math.inf, x))  # Python floats: no float64 promotion
+            masked = x <= MASKED / 2
+            nowhere = xp.all(masked, axis=-1, keepdims=True)  # the model's own: padding queries
+            y = hook(name, xp.where(masked, -math.inf, x))  # Python floats: no float64 promotion
             y = xp.where(y == -math.inf, MASKED, y)
             # (kept whether or not there is one: a traced array has no truth value)
             blinded[name.removesuffix("hook_attn_scores")] = xp.all(y <= MASKED / 2, axis=-1, keepdims=True) & ~nowhere
