@@ -49,11 +49,17 @@ def scoped(hook: Callable[[str, Any], Any], prefix: str) -> Hook:  # the hook as
     return lambda name, x: hook(prefix + name, x)  # called as `hook and scoped(...)`: no hook, no call
 
 
+GELU_C = math.sqrt(2.0 / math.pi)
+
+
 def gelu(x: Array) -> Array:  # [...] -> [...]
     xp = array_namespace(x)
-    # GPT-2 uses the tanh approximation, not the exact erf form.
-    # x * x * x, not x**3: NumPy's float32 power is a slow scalar loop (~250x slower here).
-    return 0.5 * x * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))))
+    # GPT-2 uses the tanh approximation, not the exact erf form (Hendrycks & Gimpel 2016):
+    #   0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    # written with the constants folded, x (0.5 + 0.5 tanh(x (c + 0.044715 c x^2))): the same
+    # value (within 1 ulp) in 8 elementwise passes instead of 10 (NumPy runs each as a pass over
+    # memory: ~20 % less GELU time in a prefill). x * x, not x**2: NumPy's float32 power is slow.
+    return x * (0.5 + 0.5 * xp.tanh(x * (GELU_C + (GELU_C * 0.044715) * (x * x))))
 
 
 # Activations by transformers' activation_function name: GPT-2's gelu, or another (activations.py).
@@ -63,7 +69,7 @@ ACTIVATIONS = {**dict.fromkeys(TANH_GELU, gelu), **OTHERS}
 def softmax(x: Array) -> Array:  # [..., N] -> [..., N]
     xp = array_namespace(x)
     e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))  # subtracting the max keeps exp finite
-    return e / xp.sum(e, axis=-1, keepdims=True)
+    return e * (1.0 / xp.sum(e, axis=-1, keepdims=True))  # one division per row, then a multiply per entry
 
 
 def layer_norm(x: Array, g: Array, b: Array | None = None, eps: float = 1e-5,
