@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,14 +61,35 @@ class HookName(str):
         return int(self.split(".")[1])
 
 
+def _caller(fn: Callable[..., Any]) -> Callable[[Array, HookName], Any]:
+    """How to call ``fn``: TransformerLens calls its hooks ``fn(activation, hook=hook_point)``, so a hook with a
+    parameter named ``hook`` (keyword-only too) or ``**kwargs`` and one positional parameter gets the name by keyword,
+    as there; any other (npgpt's ``fn(activation, hook_name)``, a lambda ``(x, name)``) by position."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): by position
+        return fn
+    kinds = {p.name: p.kind for p in parameters}
+    positional = [
+        k for k in kinds.values() if k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    by_keyword = kinds.get("hook") in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY) or (
+        inspect.Parameter.VAR_KEYWORD in kinds.values()
+        and len(positional) < 2
+        and inspect.Parameter.VAR_POSITIONAL not in kinds.values()
+    )
+    return (lambda x, hook: fn(x, hook=hook)) if by_keyword else fn
+
+
 def compose(
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]],
     model: Engine | HasEngine,
     then: Callable[[str, Array], Array] | None = None,
 ) -> tuple[Callable[[str, Array], Array], Callable[[str], bool], Callable[[str], bool]]:
-    """One ``hook(name, x)`` running each matching ``fn(x, name)`` in order, then ``then``; whether any of
-    ``fwd_hooks`` is for a name, and whether one names it as such (a str, not a function of names): the
-    optional hook points are computed only for those asked for (the input hooks only where named)."""
+    """One ``hook(name, x)`` running each matching ``fn(x, name)`` (or ``fn(x, hook=name)``: :func:`_caller`) in
+    order, then ``then``; whether any of ``fwd_hooks`` is for a name, and whether one names it as such (a str, not a
+    function of names): the optional hook points are computed only for those asked for (the input hooks only where
+    named)."""
     if not isinstance(fwd_hooks, Iterable) or isinstance(fwd_hooks, (str, bytes)):
         raise NpgptError(f"fwd_hooks must be a list of (name, fn) pairs, got {shown(fwd_hooks)}")
     fwd_hooks = list(fwd_hooks)  # read once: a generator is checked and then run, not used up by the check
@@ -77,7 +99,7 @@ def compose(
                 f"fwd_hooks must be a list of (name, fn) pairs, and item {i} is {pair!r}; "
                 "one hook is fwd_hooks=[(name, fn)]"
             )
-    hooks = [(name_filter(name, model.config.n_layer), fn) for name, fn in fwd_hooks]
+    hooks = [(name_filter(name, model.config.n_layer), _caller(fn)) for name, fn in fwd_hooks]
 
     def hook(name: str, x: Array) -> Array:
         for wanted, fn in hooks:

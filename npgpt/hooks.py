@@ -182,7 +182,9 @@ def run_with_hooks(
     its hook point: ``fn(activation, hook_name)`` returns a replacement of the same shape (cast to
     the activation's float32), or None to keep the activation (changed in place or not). ``name`` is
     a hook name or a predicate over names, as in TransformerLens; ``hook_name`` is a str that also
-    has TransformerLens's ``hook.name`` and ``hook.layer()`` (:class:`HookName`). The activation is
+    has TransformerLens's ``hook.name`` and ``hook.layer()`` (:class:`HookName`), passed by keyword
+    (``fn(activation, hook=...)``, as TransformerLens calls it) to a ``fn`` with a parameter named ``hook`` or
+    ``**kwargs``, by position to any other. The activation is
     an array of the model's backend (a replacement from another library, e.g. torch on NumPy, is
     converted). Text, ``return_type``, ``loss_per_token``, ``stop_at_layer`` (the residual stream [B, T, C]
     after that many blocks, in place of the logits) and ``start_at_layer`` are read as in :func:`run_with_cache`.

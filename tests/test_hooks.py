@@ -686,6 +686,52 @@ def test_a_hook_written_for_transformer_lens_reads_hook_name_and_layer():
         model.run_with_hooks(ids, fwd_hooks=[("hook_embed", lambda x, hook: hook.layer())])
 
 
+def test_a_hook_is_called_as_transformer_lens_calls_it_with_hook_by_keyword(odd):
+    """TransformerLens calls a hook fn(activation, hook=hook_point); npgpt called fn(x, name) by position, so a
+    TransformerLens hook with a keyword-only hook (def f(x, *, hook)) or **kwargs was a TypeError ('takes 1
+    positional argument but 2 were given'). A hook with a parameter named hook, or **kwargs, is now given it by
+    keyword, as there; any other, npgpt's fn(x, hook_name), by position. Each edit equals TransformerLens's."""
+    import functools
+
+    import torch
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    real = mask.astype(bool)
+    name = "blocks.1.attn.hook_z"
+    seen: list = []
+
+    def keyword_only(z, *, hook):
+        seen.append(hook.name)
+        z[:, :, 1] = 0
+
+    def with_kwargs(z, **kwargs):
+        seen.append(kwargs["hook"].name)
+        z[:, :, 1] = 0
+
+    def with_state(z, hook, head):  # functools.partial(fn, head=1), as TransformerLens users bind arguments
+        seen.append(hook.name)
+        z[:, :, head] = 0
+
+    def npgpt_style(z, hook_name):
+        seen.append(hook_name)
+        z[:, :, 1] = 0
+
+    for fn in (keyword_only, with_kwargs, functools.partial(with_state, head=1), npgpt_style):
+        seen.clear()
+        ours = model.run_with_hooks(ids, fwd_hooks=[(name, fn)], attention_mask=mask)
+        assert seen == [name], fn
+        if fn is npgpt_style:
+            continue
+        seen.clear()
+        with torch.no_grad():
+            theirs = br.run_with_hooks(torch.tensor(ids), fwd_hooks=[(name, fn)], attention_mask=torch.tensor(mask))
+        assert seen == [name], fn
+        np.testing.assert_allclose(ours[real], theirs.numpy()[real], atol=1e-4, rtol=1e-4, err_msg=str(fn))
+    _, cache = model.run_with_cache(ids, fwd_hooks=[(name, keyword_only)], attention_mask=mask, names_filter=name)
+    assert not cache[name][:, :, 1].any()
+
+
 def test_names_filter_and_fwd_hooks_of_the_wrong_form_are_one_line():
     """names_filter=3 was a TypeError ('int' object is not iterable), and one (name, fn) pair not in
     a list a ValueError (too many values to unpack); now each is one line naming the form."""
