@@ -127,9 +127,13 @@ def _scores_as_transformer_lens(hook: Callable[[str, Array], Array]) -> Callable
     The model adds ``MASKED`` (about -1e9) so that a row that sees nothing (a left-padded row's padding queries)
     stays finite; what the hook leaves goes back the same way, so a score a hook sets to ``-inf``, as TransformerLens
     users ablate one, is masked as the model masks (never a NaN row). A real query whose every key the hook masks
-    gets the pattern row TransformerLens gives it, zeros (its softmax's NaN set to 0), so its z is 0 as there.
+    gets the pattern row TransformerLens gives it, zeros (its softmax's NaN set to 0), so its z is 0 as there. A
+    query the model itself lets see no key (a left-padded row's padding) is shown TransformerLens's zeros at
+    ``attn.hook_pattern`` too, but the model goes on from its own row wherever the hook leaves it 0: the logits stay
+    ``model.logits``' at every position (the activations at padding positions after the pattern are the model's).
     """
     blinded: dict[str, Array] = {}  # "blocks.{i}.attn." -> [B, H, T, 1]: queries the hook left no key to look at
+    padding: dict[str, Array] = {}  # "blocks.{i}.attn." -> [B, H, T, 1]: queries the model lets see no key
 
     def scores(name: str, x: Array) -> Array:
         if name.endswith(".attn.hook_attn_scores"):
@@ -140,12 +144,18 @@ def _scores_as_transformer_lens(hook: Callable[[str, Array], Array]) -> Callable
             y = xp.where(y == -math.inf, MASKED, y)
             # (kept whether or not there is one: a traced array has no truth value)
             blinded[name.removesuffix("hook_attn_scores")] = xp.all(y <= MASKED / 2, axis=-1, keepdims=True) & ~nowhere
+            padding[name.removesuffix("hook_attn_scores")] = nowhere
             return y
         if (
             name.endswith(".attn.hook_pattern")
-            and (rows := blinded.pop(name.removesuffix("hook_pattern"), None)) is not None
+            and (nowhere := padding.pop(name.removesuffix("hook_pattern"), None)) is not None
         ):
-            x = array_namespace(x).where(rows, 0.0, x)
+            xp = array_namespace(x)
+            rows = blinded.pop(name.removesuffix("hook_pattern"))
+            # TransformerLens's zeros in both kinds of row; what the hook leaves 0 in a padding query's row is the
+            # model's own again (uniform: it stays finite), so a run's logits are model.logits' everywhere
+            y = hook(name, xp.where(rows | nowhere, 0.0, x))
+            return xp.where(nowhere & (y == 0.0), x, y)
         return hook(name, x)
 
     return scores

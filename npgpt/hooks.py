@@ -13,7 +13,8 @@ backend; with ``host=False`` on JAX the activations stay traceable, and :func:`a
 takes the gradient of a metric with respect to every cached activation in one ``jax.grad``.
 Attention scores a query may not see are ``-inf`` at ``hook_attn_scores``, as in TransformerLens (the model adds
 ``model.MASKED``, about -1e9, and a hook's ``-inf`` goes back to it). In a left-padded batch the activations at
-padding positions are meaningless (they are in TransformerLens too, and differ).
+padding positions are meaningless (they are in TransformerLens too, and differ), but a padding query's ``hook_pattern``
+row is TransformerLens's zeros (the model goes on from its own row, so the logits are ``model.logits``').
 """
 
 from __future__ import annotations

@@ -368,6 +368,36 @@ def test_a_query_a_hook_leaves_no_key_has_transformer_lens_zero_pattern(odd):
     assert np.abs(ours - model.logits(ids, attention_mask=mask))[real].max() > 1e-2  # it did something
 
 
+def test_a_padding_querys_pattern_row_is_transformer_lens_s_zeros_and_the_logits_stay(odd):
+    """A left-padded row's padding queries see no key: TransformerLens's pattern row there is 0 (its softmax's NaN
+    set to 0), npgpt's cache and hooks saw the model's own row, uniform over every key, future ones too (1/7 each),
+    which an attention plot of a padded batch showed. The cache and a hook see zeros there now, and the pattern
+    equals TransformerLens's at every query; what the model computes from the rows a hook leaves is its own, so the
+    logits still equal model.logits at every position, padding too, and a hook's own values in such a row are kept."""
+    model, br = odd
+    ids, mask = batch(ODD)
+    logits, cache = model.run_with_cache(ids, attention_mask=mask)
+    _, tl_cache = tl_run(br, ids, mask)
+    for i in range(ODD.n_layer):
+        name = f"blocks.{i}.attn.hook_pattern"
+        assert not cache[name][1, :, :3].any(), name  # row 1's three padding queries
+        np.testing.assert_allclose(cache[name], tl_cache[name].numpy(), atol=1e-4, rtol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(logits, model.logits(ids, attention_mask=mask))
+    seen = []
+    read = [(lambda n: n.endswith("hook_pattern"), lambda p, hook: seen.append(np.array(p)))]
+    np.testing.assert_array_equal(model.run_with_hooks(ids, fwd_hooks=read, attention_mask=mask), logits)
+    assert len(seen) == ODD.n_layer and not any(p[1, :, :3].any() for p in seen)
+
+    def look_at_the_last_key(pattern, hook):  # a padding query given a row of its own
+        pattern[1, :, 0] = 0
+        pattern[1, :, 0, -1] = 1
+
+    name = "blocks.0.attn.hook_pattern"
+    ours = model.run_with_hooks(ids, fwd_hooks=[(name, look_at_the_last_key)], attention_mask=mask)
+    real = mask.astype(bool)
+    assert np.abs(ours - logits)[1, 0].max() > 1e-3 and np.array_equal(ours[real], logits[real])
+
+
 def test_activation_patching_equals_transformer_lens(odd):
     import torch
 
