@@ -18,7 +18,7 @@ from array_api_compat import array_namespace
 from .errors import NpgptError, is_integer, shown
 from .head_attribution import HeadAttribution
 from .head_attribution import pos_index as _positions
-from .hook_points import act_name, hook_names, unknown_name_hint
+from .hook_points import INPUT_SWITCHES, act_name, hook_names, unknown_name_hint
 from .model import layer_norm
 from .params import head_name
 
@@ -41,6 +41,11 @@ _CACHE_METHODS_NOT_HERE = {
     "toggle_autodiff": "npgpt.hooks.activation_grads gives a metric's gradient at every activation (JAX)",
     "cache_dict": "the cache is itself the dict (dict(cache) for a plain one)",
 }
+
+
+def _switch_of(name: str) -> str:
+    """TransformerLens's switch of an input hook point's name: 'blocks.0.hook_q_input' -> 'use_split_qkv_input'."""
+    return next(flag for flag, points in INPUT_SWITCHES.items() if name.endswith(points))
 
 
 class CacheAttributeError(NpgptError, AttributeError):
@@ -182,7 +187,8 @@ class ActivationCache(HeadAttribution, dict):
         if name in hook_names(self.n_layer, inputs=True):
             return CacheKeyError(
                 f"{shown_key}{read} is not in this cache: it is one of TransformerLens's optional input hooks, "
-                f"computed only where named; run with names_filter=[{name!r}, ...]"
+                f"computed only where named; run with names_filter=[{name!r}, ...] (or, as in TransformerLens, "
+                f"switch it on for names_filter None and functions: model.set_{_switch_of(name)}(True))"
             )
         layer = re.match(r"blocks\.(-?\d+)\.", name)
         if layer is not None and not 0 <= int(layer.group(1)) < self.n_layer:

@@ -14,7 +14,7 @@ from .activation_cache import ActivationCache
 from .engine import as_engine
 from .errors import NpgptError
 from .hook_io import read_input
-from .hook_points import NamesFilter, name_filter, named
+from .hook_points import NamesFilter, name_filter, named, switched_on
 from .hooked_forward import hooked_forward
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def activation_grads(
     ids, attention_mask = read_input(model, ids, attention_mask, prepend_bos, padding_side)
     jax, jnp, params = jax_params(model)
     keep = name_filter(names_filter, model.config.n_layer)
-    inputs = named(names_filter)  # TransformerLens's optional input hooks: where named
+    inputs = named(names_filter, switched_on(model))  # TransformerLens's optional input hooks: where asked for
     shapes: dict[str, Any] = {}
 
     def shape_of(name: str, x: Array) -> Array:
@@ -148,7 +148,7 @@ def attribution_patching(
     if not np.array_equal(np.asarray(clean_mask), np.asarray(attention_mask)):  # texts left-padded unlike
         raise NpgptError("clean and corrupted texts must be of the same token lengths, row by row, to be subtracted")
     keep = name_filter(names_filter, model.config.n_layer)
-    inputs = named(names_filter)  # TransformerLens's optional input hooks: where named
+    inputs = named(names_filter, switched_on(model))  # TransformerLens's optional input hooks: where asked for
     shapes = [as_engine(model).check_ids(ids, attention_mask)[0].shape for ids in (clean_ids, corrupted_ids)]
     if shapes[0] != shapes[1]:  # checked before either run: the two runs' activations are subtracted
         raise NpgptError(

@@ -74,6 +74,11 @@ class GPT2:
         self.tokenizer = tokenizer or Tokenizer()
         self.source = source
         self.notice = notice
+        # TransformerLens's switches for its optional input hooks (set_use_attn_in ...): on, names_filter None and
+        # functions of names reach them too, as there (npgpt.hook_points.INPUT_SWITCHES); a name reaches them anyway
+        self.use_attn_in = False
+        self.use_split_qkv_input = False
+        self.use_hook_mlp_in = False
 
     @property
     def config(self) -> GPT2Config:
@@ -228,6 +233,27 @@ class GPT2:
             stop_at_layer=stop_at_layer,
             start_at_layer=start_at_layer,
         )
+
+    # -- TransformerLens's switches for its optional input hook points --------------------------
+    def _switch(self, flag: str, use: Any) -> None:
+        if not isinstance(use, bool):
+            raise NpgptError(f"set_{flag} takes True or False, got {shown(use)}")
+        setattr(self, flag, use)
+
+    def set_use_attn_in(self, use_attn_in: bool) -> None:
+        """TransformerLens's: with it on, names_filter None and functions of names reach ``blocks.{i}.hook_attn_in``
+        (a name reaches it anyway)."""
+        self._switch("use_attn_in", use_attn_in)
+
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        """TransformerLens's: with it on, names_filter None and functions of names reach ``blocks.{i}.hook_q_input``,
+        ``hook_k_input`` and ``hook_v_input`` (a name reaches them anyway)."""
+        self._switch("use_split_qkv_input", use_split_qkv_input)
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        """TransformerLens's: with it on, names_filter None and functions of names reach ``blocks.{i}.hook_mlp_in``
+        (a name reaches it anyway)."""
+        self._switch("use_hook_mlp_in", use_hook_mlp_in)
 
     # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------
     def to_tokens(

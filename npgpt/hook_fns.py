@@ -13,7 +13,7 @@ import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
 from .errors import NpgptError, shown
-from .hook_points import name_filter, named
+from .hook_points import name_filter, named, switched_on
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -87,9 +87,9 @@ def compose(
     then: Callable[[str, Array], Array] | None = None,
 ) -> tuple[Callable[[str, Array], Array], Callable[[str], bool], Callable[[str], bool]]:
     """One ``hook(name, x)`` running each matching ``fn(x, name)`` (or ``fn(x, hook=name)``: :func:`_caller`) in
-    order, then ``then``; whether any of ``fwd_hooks`` is for a name, and whether one names it as such (a str, not a
-    function of names): the optional hook points are computed only for those asked for (the input hooks only where
-    named)."""
+    order, then ``then``; whether any of ``fwd_hooks`` is for a name, and whether one reaches it as an optional input
+    hook (by name, or as a function of names with the model's switch for it on: :func:`~npgpt.hook_points.named`):
+    the optional hook points are computed only for those asked for."""
     if not isinstance(fwd_hooks, Iterable) or isinstance(fwd_hooks, (str, bytes)):
         raise NpgptError(f"fwd_hooks must be a list of (name, fn) pairs, got {shown(fwd_hooks)}")
     fwd_hooks = list(fwd_hooks)  # read once: a generator is checked and then run, not used up by the check
@@ -109,8 +109,9 @@ def compose(
                     x = replacement(name, x, new, model.backend)
         return x if then is None else then(name, x)
 
-    names = [name for name, _ in fwd_hooks if isinstance(name, str)]
-    return hook, lambda name: any(wanted(name) for wanted, _ in hooks), named(names)
+    switched = switched_on(model)
+    reach = [named(name, switched) for name, _ in fwd_hooks]
+    return hook, lambda name: any(wanted(name) for wanted, _ in hooks), lambda name: any(r(name) for r in reach)
 
 
 def replacement(name: str, x: Array, new: Any, backend: Backend) -> Array:

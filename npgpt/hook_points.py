@@ -47,9 +47,25 @@ RESULT = "attn.hook_result"
 
 # TransformerLens's hook points that it fills only with a flag on (use_attn_in, use_split_qkv_input,
 # use_hook_mlp_in): the stream entering the attention [B, T, H, C] (the first four) or the MLP [B, T, C].
-# npgpt.input_hooks computes each where a hook or names_filter names it (by name: names_filter None or a
-# function of names does not reach them, as TransformerLens's with its flags off).
+# npgpt.input_hooks computes each where a hook or names_filter names it; names_filter None and functions of names
+# reach them only with the model's switch on (INPUT_SWITCHES), as TransformerLens's.
 INPUT_HOOKS = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in")
+
+# TransformerLens's switches (HookedTransformer.set_use_attn_in ..., its cfg names) -> the input hook points each
+# lets names_filter None and a function of names reach (a name reaches its point with every switch off)
+INPUT_SWITCHES = {
+    "use_attn_in": ("hook_attn_in",),
+    "use_split_qkv_input": ("hook_q_input", "hook_k_input", "hook_v_input"),
+    "use_hook_mlp_in": ("hook_mlp_in",),
+}
+
+
+def switched_on(model: object) -> frozenset[str]:
+    """The input hook points whose TransformerLens switch ``model`` has on (``model.use_attn_in`` ...; none for a
+    model without switches, such as an Engine)."""
+    return frozenset(
+        point for flag, points in INPUT_SWITCHES.items() if getattr(model, flag, False) is True for point in points
+    )
 
 
 def hook_names(n_layer: int, inputs: bool = False) -> list[str]:
@@ -96,12 +112,16 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
     return wanted.__contains__
 
 
-def named(names_filter: NamesFilter) -> Callable[[str], bool]:
-    """The names a ``names_filter`` (or a ``fwd_hooks`` name) gives as such: a name or a list of names; None
-    and a function of names give none (they do not reach the optional :data:`INPUT_HOOKS`)."""
+def named(names_filter: NamesFilter, switched: frozenset[str] = frozenset()) -> Callable[[str], bool]:
+    """Which optional :data:`INPUT_HOOKS` a ``names_filter`` (or a ``fwd_hooks`` name) reaches: a name or a list of
+    names, those named; None and a function of names, those whose switch is on (``switched``, from
+    :func:`switched_on`; the function's matches among them), as TransformerLens's with its flags."""
     if isinstance(names_filter, str):
         return names_filter.__eq__
-    if names_filter is None or callable(names_filter) or not isinstance(names_filter, Iterable):
+    if names_filter is None or callable(names_filter):
+        wanted = names_filter or (lambda name: True)
+        return lambda name: name.rsplit(".", 1)[-1] in switched and bool(wanted(name))
+    if not isinstance(names_filter, Iterable):
         return lambda name: False
     return set(n for n in names_filter if isinstance(n, str)).__contains__
 

@@ -30,7 +30,17 @@ from .errors import NpgptError, shown
 from .head_attribution import pos_index
 from .hook_fns import HookFn, HookName, compose
 from .hook_io import check_return_type, lm_loss, read_input, run_output, to_tokens
-from .hook_points import BLOCK_HOOKS, INPUT_HOOKS, RESULT, NamesFilter, act_name, hook_names, name_filter, named
+from .hook_points import (
+    BLOCK_HOOKS,
+    INPUT_HOOKS,
+    RESULT,
+    NamesFilter,
+    act_name,
+    hook_names,
+    name_filter,
+    named,
+    switched_on,
+)
 from .hooked_forward import check_residual, hooked_forward, start_layer, stop_layer
 
 if TYPE_CHECKING:
@@ -112,7 +122,8 @@ def run_with_cache(
     ``cache`` (an :class:`ActivationCache`, a dict that also reads TransformerLens's shorthand keys
     and has its helpers) maps TransformerLens's hook names to float32 arrays of TransformerLens's
     shapes (see :func:`hook_names`; TransformerLens's optional input hooks, ``blocks.{i}.hook_q_input`` and
-    the like, only where ``names_filter`` or a hook names them), each as its hook point saw it: an activation
+    the like, only where ``names_filter`` or a hook names them, or reaches them with TransformerLens's switch on:
+    ``model.set_use_split_qkv_input(True)``), each as its hook point saw it: an activation
     changed by one of ``fwd_hooks`` is cached as changed, and a later change in place does not reach the cache. With
     ``host`` (the default) everything is a NumPy array; ``host=False`` keeps the backend's arrays
     (JAX: traceable). A 1-D ``ids`` is one row. ``ids`` may be a text or a list of texts, read as
@@ -154,7 +165,7 @@ def run_with_cache(
 
     hook, hooked, hook_named = compose(fwd_hooks, model, record)
     wanted = lambda name: keep(name) or hooked(name)  # noqa: E731
-    filter_named = named(names_filter)
+    filter_named = named(names_filter, switched_on(model))
     inputs = lambda name: filter_named(name) or hook_named(name)  # noqa: E731
     logits = hooked_forward(
         model, ids, hook, attention_mask, stop_at_layer=stop, results=wanted, inputs=inputs, start_at_layer=start

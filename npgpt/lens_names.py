@@ -54,12 +54,6 @@ MODEL_ATTRIBUTES_NOT_HERE = {
     "half": "16-bit weights are chosen at load: npgpt.load(name, backend='torch', dtype='float16')",
     "set_use_attn_result": "npgpt's blocks.{i}.attn.hook_result is always a hook point, computed only where a "
     "hook or names_filter names it; drop the call",
-    "set_use_split_qkv_input": "npgpt's blocks.{i}.hook_q_input, hook_k_input and hook_v_input are hook points, "
-    "computed only where a hook or names_filter names them; drop the call",
-    "set_use_attn_in": "npgpt's blocks.{i}.hook_attn_in is a hook point, computed only where a hook or names_filter "
-    "names it; drop the call",
-    "set_use_hook_mlp_in": "npgpt's blocks.{i}.hook_mlp_in is a hook point, computed only where a hook or "
-    "names_filter names it; drop the call",
     "eval": "npgpt's model has no training mode (no dropout): it always computes as eval() would; drop the call",
 }
 

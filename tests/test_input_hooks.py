@@ -14,7 +14,6 @@ from test_hooks import ODD, batch, bridge, scaled_params, tl_run
 from npgpt import hooks
 from npgpt.api import GPT2
 from npgpt.errors import NpgptError
-from npgpt.lens_names import ModelAttributeError
 
 TWO = dataclasses.replace(ODD, n_layer=2)
 INPUTS = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in")
@@ -164,8 +163,43 @@ def test_input_hooks_on_16_bit_weights_and_in_activation_grads():
     assert float((grads[name] * direction).sum()) == pytest.approx(fd, rel=2e-2, abs=2e-3)
 
 
-def test_transformer_lens_s_switches_for_them_say_they_are_not_needed():
-    model = GPT2(TWO, scaled_params(TWO, 1))
-    for switch in ("set_use_split_qkv_input", "set_use_attn_in", "set_use_hook_mlp_in"):
-        with pytest.raises(ModelAttributeError, match=rf"no {switch} .*computed only where a hook or names_filter"):
-            getattr(model, switch)(True)
+@pytest.mark.parametrize("split", [True, False])
+def test_transformer_lens_s_switches_let_names_filter_none_and_functions_reach_them(two, split):
+    """TransformerLens's names_filter None and its functions of names reach the input hooks once their switch is on
+    (set_use_split_qkv_input, set_use_attn_in, set_use_hook_mlp_in); npgpt refused the switches ('drop the call'), and
+    without them a TransformerLens hook fwd_hooks=[(lambda n: n.endswith('q_input'), fn)] never ran, silently. The
+    switches are TransformerLens's now: off by default (None and functions do not reach them, as there), on they do,
+    and the cache and the edited logits equal TransformerLens's with the same switches on."""
+    import torch
+
+    model = GPT2(TWO, two[0].params)  # its own switches: the fixture's model stays as made
+    br = two[1]
+    tl_flags(br, split)
+    ids, mask = batch(TWO)
+    real = mask.astype(bool)
+    on = [n for n in INPUTS if n == "hook_mlp_in" or split != (n == "hook_attn_in")]
+    fn_filter = lambda n: n.endswith(tuple(on)) or n.endswith("hook_resid_pre")  # noqa: E731
+    q_or_attn_in = "hook_q_input" if split else "hook_attn_in"
+    edit = [(lambda n: n.endswith(q_or_attn_in), zero_head_1)]
+    plain = model.run_with_hooks(ids, attention_mask=mask)
+    np.testing.assert_array_equal(model.run_with_hooks(ids, fwd_hooks=edit, attention_mask=mask), plain)  # off
+    (model.set_use_split_qkv_input if split else model.set_use_attn_in)(True)
+    model.set_use_hook_mlp_in(True)
+    _, tl_cache = tl_run(br, ids, mask)
+    for names_filter in (None, fn_filter):
+        _, cache = model.run_with_cache(ids, names_filter=names_filter, attention_mask=mask)
+        want = [n for n in hooks.hook_names(TWO.n_layer, inputs=True) if n.endswith(tuple(on))]
+        assert set(want) <= set(cache) and not any(n.endswith(INPUTS) and n not in want for n in cache), names_filter
+        for name in want:
+            np.testing.assert_allclose(cache[name][real], tl_cache[name].numpy()[real], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        theirs = br.run_with_hooks(torch.tensor(ids), attention_mask=torch.tensor(mask), fwd_hooks=edit).numpy()
+    ours = model.run_with_hooks(ids, fwd_hooks=edit, attention_mask=mask)
+    np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
+    assert np.abs(ours - plain)[real].max() > 1e-2  # it did something
+    model.set_use_hook_mlp_in(False)
+    (model.set_use_split_qkv_input if split else model.set_use_attn_in)(False)
+    _, cache = model.run_with_cache(ids, attention_mask=mask)
+    assert set(cache) == set(hooks.hook_names(TWO.n_layer))
+    with pytest.raises(NpgptError, match=r"set_use_attn_in takes True or False, got 'yes'"):
+        model.set_use_attn_in("yes")
