@@ -61,15 +61,16 @@ class HookName(str):
         return int(self.split(".")[1])
 
 
-def _caller(fn: Callable[..., Any]) -> Callable[[Array, HookName], Any]:
-    """How to call ``fn``: TransformerLens calls its hooks ``fn(activation, hook=hook_point)``, so a hook with a
-    parameter named ``hook`` (keyword-only too) or ``**kwargs`` and one positional parameter gets the name by keyword,
-    as there; any other (npgpt's ``fn(activation, hook_name)``, a lambda ``(x, name)``) by position."""
+def _caller(fn: Callable[..., Any], name: Any) -> Callable[[Array, HookName], Any]:
+    """How to call ``fn`` (``fwd_hooks``' hook for ``name``): TransformerLens calls its hooks ``fn(activation,
+    hook=hook_point)``, so a hook with a parameter named ``hook`` (keyword-only too) or ``**kwargs`` and one positional
+    parameter gets the name by keyword, as there; any other (npgpt's ``fn(activation, hook_name)``, a lambda
+    ``(x, name)``) by position. One that can be called neither way is refused here, before the run."""
     try:
-        parameters = inspect.signature(fn).parameters.values()
+        signature = inspect.signature(fn)
     except (TypeError, ValueError):  # no signature to read (a builtin): by position
         return fn
-    kinds = {p.name: p.kind for p in parameters}
+    kinds = {p.name: p.kind for p in signature.parameters.values()}
     positional = [
         k for k in kinds.values() if k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
@@ -78,6 +79,15 @@ def _caller(fn: Callable[..., Any]) -> Callable[[Array, HookName], Any]:
         and len(positional) < 2
         and inspect.Parameter.VAR_POSITIONAL not in kinds.values()
     )
+    try:
+        signature.bind(None, hook=None) if by_keyword else signature.bind(None, None)
+    except TypeError as e:
+        what = repr(name) if isinstance(name, str) else "the names its function picks"
+        raise NpgptError(
+            f"fwd_hooks' hook for {what} cannot be called as fn(activation, hook): {e}; a hook takes the "
+            "activation and the hook point (def fn(activation, hook)), other arguments bound first "
+            "(functools.partial(fn, head=1))"
+        ) from None
     return (lambda x, hook: fn(x, hook=hook)) if by_keyword else fn
 
 
@@ -99,7 +109,7 @@ def compose(
                 f"fwd_hooks must be a list of (name, fn) pairs, and item {i} is {pair!r}; "
                 "one hook is fwd_hooks=[(name, fn)]"
             )
-    hooks = [(name_filter(name, model.config.n_layer), _caller(fn)) for name, fn in fwd_hooks]
+    hooks = [(name_filter(name, model.config.n_layer), _caller(fn, name)) for name, fn in fwd_hooks]
 
     def hook(name: str, x: Array) -> Array:
         for wanted, fn in hooks:

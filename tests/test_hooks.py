@@ -762,6 +762,28 @@ def test_a_hook_is_called_as_transformer_lens_calls_it_with_hook_by_keyword(odd)
     assert not cache[name][:, :, 1].any()
 
 
+def test_a_hook_that_cannot_take_an_activation_and_a_hook_is_refused_before_the_run():
+    """A hook of the wrong arity (lambda x: ..., or def f(x, hook, head) with head unbound) was a bare TypeError
+    raised from inside the forward pass (<lambda>() takes 1 positional argument but 2 were given), after every block
+    before it had run. It is refused before the run, in one line naming the hook point and what to write."""
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids = np.arange(4) + 7
+
+    def three(x, hook, head):
+        return None
+
+    for fn, why in (
+        (lambda x: None, "too many positional arguments"),
+        (three, "missing a required argument: 'head'"),
+        (lambda: None, "too many positional arguments"),
+    ):
+        for run in (model.run_with_hooks, model.run_with_cache):
+            with pytest.raises(NpgptError, match=rf"fwd_hooks' hook for 'blocks.2.hook_resid_post' .*: {why}; a hook "):
+                run(ids, fwd_hooks=[("hook_embed", lambda x, hook: None), ("blocks.2.hook_resid_post", fn)])
+    ok = [("hook_embed", lambda x, *rest: None), ("hook_embed", lambda x, hook, head=1: None)]
+    np.testing.assert_array_equal(model.run_with_hooks(ids, fwd_hooks=ok), model.logits(ids))
+
+
 def test_names_filter_and_fwd_hooks_of_the_wrong_form_are_one_line():
     """names_filter=3 was a TypeError ('int' object is not iterable), and one (name, fn) pair not in
     a list a ValueError (too many values to unpack); now each is one line naming the form."""
