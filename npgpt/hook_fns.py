@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
-from .errors import NpgptError, shown
-from .hook_points import name_filter, named, switched_on
+from .errors import NpgptError, is_integer, shown
+from .hook_points import act_name, hook_names, name_filter, named, switched_on
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -91,6 +91,27 @@ def _caller(fn: Callable[..., Any], name: Any) -> Callable[[Array, HookName], An
     return (lambda x, hook: fn(x, hook=hook)) if by_keyword else fn
 
 
+def _hook_points(i: int, name: Any, n_layer: int) -> Callable[[str], bool]:
+    """Which hook points ``fwd_hooks``' item ``i`` is for: ``name`` a hook name, a list of them or a function of a
+    name (:func:`~npgpt.hook_points.name_filter`); anything else refused as that item's, never as names_filter."""
+    if isinstance(name, str) or callable(name):
+        return name_filter(name, n_layer)
+    if isinstance(name, (list, tuple, set, frozenset)) and name and all(isinstance(n, str) for n in name):
+        return name_filter(name, n_layer)
+    give = "a hook name such as 'blocks.0.attn.hook_pattern', a list of them or a function of a name"
+    if isinstance(name, tuple) and 2 <= len(name) <= 3 and isinstance(name[0], str) and is_integer(name[1]):
+        # a cache's shorthand key, cache["pattern", 0]: the hook point's name is act_name's
+        layer = int(name[1]) if name[1] >= 0 else n_layer + int(name[1])
+        try:
+            full = act_name(name[0], layer, *name[2:])
+        except (TypeError, ValueError):
+            full = ""
+        if full in hook_names(n_layer, inputs=True):
+            args = ", ".join(map(repr, (name[0], int(name[1]), *name[2:])))
+            give = f"{full!r} (npgpt.hooks.act_name({args}))"
+    raise NpgptError(f"fwd_hooks' item {i} names its hook point by {shown(name)}; give {give}")
+
+
 def compose(
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]],
     model: Engine | HasEngine,
@@ -109,7 +130,7 @@ def compose(
                 f"fwd_hooks must be a list of (name, fn) pairs, and item {i} is {pair!r}; "
                 "one hook is fwd_hooks=[(name, fn)]"
             )
-    hooks = [(name_filter(name, model.config.n_layer), _caller(fn, name)) for name, fn in fwd_hooks]
+    hooks = [(_hook_points(i, name, model.config.n_layer), _caller(fn, name)) for i, (name, fn) in enumerate(fwd_hooks)]
 
     def hook(name: str, x: Array) -> Array:
         for wanted, fn in hooks:

@@ -784,6 +784,26 @@ def test_a_hook_that_cannot_take_an_activation_and_a_hook_is_refused_before_the_
     np.testing.assert_array_equal(model.run_with_hooks(ids, fwd_hooks=ok), model.logits(ids))
 
 
+def test_a_fwd_hooks_name_of_the_wrong_form_is_told_as_fwd_hooks_not_names_filter():
+    """fwd_hooks=[(("pattern", 0), fn)] (a cache's shorthand key as a hook point) was refused as 'names_filter must
+    be a hook name, ...', an argument the call never had. The fwd_hooks item is named now, with the full name of a
+    shorthand (TransformerLens's fwd_hooks take a hook name or a function of names, as npgpt's)."""
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    ids = np.arange(4) + 7
+    keep = lambda x, hook: None  # noqa: E731
+    for name, says in (
+        (("pattern", 0), r"'blocks\.0\.attn\.hook_pattern' \(npgpt\.hooks\.act_name\('pattern', 0\)\)"),
+        (3, "a hook name such as 'blocks.0.attn.hook_pattern'"),
+        ([["hook_embed"]], "a hook name such as"),
+    ):
+        for run in (model.run_with_hooks, model.run_with_cache):
+            with pytest.raises(NpgptError, match=r"^fwd_hooks' item 1 names its hook point by .*; give " + says) as e:
+                run(ids, fwd_hooks=[("hook_embed", keep), (name, keep)])
+            assert "names_filter" not in str(e.value)
+    pairs = [(["hook_embed", "hook_pos_embed"], keep), (lambda n: n == "hook_embed", keep)]  # still taken
+    np.testing.assert_array_equal(model.run_with_hooks(ids, fwd_hooks=pairs), model.logits(ids))
+
+
 def test_names_filter_and_fwd_hooks_of_the_wrong_form_are_one_line():
     """names_filter=3 was a TypeError ('int' object is not iterable), and one (name, fn) pair not in
     a list a ValueError (too many values to unpack); now each is one line naming the form."""
