@@ -586,6 +586,36 @@ def test_a_number_out_of_range_is_a_400_in_openais_words(http, path, body, param
     assert error["message"] == f"Invalid '{param}': {words} instead."
 
 
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("temperature", 3, "decimal above maximum value. Expected a value <= 2, but got 3"),
+        ("temperature", 2.5, "decimal above maximum value. Expected a value <= 2, but got 2.5"),
+        ("temperature", -1, "decimal below minimum value. Expected a value >= 0, but got -1"),
+        ("top_p", 1.5, "decimal above maximum value. Expected a value <= 1, but got 1.5"),
+        ("top_p", -0.1, "decimal below minimum value. Expected a value >= 0, but got -0.1"),
+        ("presence_penalty", 3, "decimal above maximum value. Expected a value <= 2, but got 3"),
+        ("frequency_penalty", -2.5, "decimal below minimum value. Expected a value >= -2, but got -2.5"),
+        ("min_p", 2, "decimal above maximum value. Expected a value <= 1, but got 2"),
+        ("best_of", 0, "integer below minimum value. Expected a value >= 1, but got 0"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_a_sampling_option_past_openais_range_is_a_400_in_its_words(http, path, field, value, words):
+    """temperature 3 was taken (the Python API's temperature has no maximum; OpenAI's is 2), and the other
+    sampling options' ranges were refused in npgpt's words, not OpenAI's ("Invalid 'temperature': decimal above
+    maximum value. ..."). A decimal field is a decimal whatever the number sent: 3 is "decimal", not "integer"."""
+    body = {"prompt": "a"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "a"}]}
+    r = http.post(path, json=body | {"max_tokens": 1, field: value})
+    error = r.json()["error"]
+    kind, side = words.split()[:2]
+    code = f"{kind}_{side}_{'max' if side == 'above' else 'min'}_value"
+    assert r.status_code == 400 and error["param"] == field and error["code"] == code, r.text
+    assert error["message"] == f"Invalid '{field}': {words} instead."
+    edge = {"temperature": 2, "top_p": 1, "presence_penalty": 2, "frequency_penalty": -2, "min_p": 1, "best_of": 1}
+    assert http.post(path, json=body | {"max_tokens": 1, field: edge[field]}).status_code == 200  # the bound itself
+
+
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
 def test_metadata_past_openais_limits_is_a_400_in_its_words(http, path):
     """metadata is accepted and ignored, but typed as OpenAI types it: at most 16 pairs, keys of at most 64

@@ -181,11 +181,14 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
         return APIError(400, message, param=param)
     if err["type"] in _BOUNDS:  # OpenAI's own words and code: "integer below minimum value", integer_below_min_value
         side, op, key = _BOUNDS[err["type"]]
-        given = err.get("input")
-        number = "integer" if isinstance(given, int) or (isinstance(given, float) and given.is_integer()) else "decimal"
+        given, bound = err.get("input"), ctx.get(key)
+        # the field's type, which its bound is written in (temperature's 2.0, n's 128): temperature 3 is a decimal
+        number = "decimal" if isinstance(bound, float) else "integer"
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # OpenAI's "Expected a value <= 2"
         message = (
             f"Invalid '{param}': {number} {side} {'minimum' if side == 'below' else 'maximum'} value. "
-            f"Expected a value {op} {shown(ctx.get(key))}, but got {shown(given)} instead."
+            f"Expected a value {op} {shown(bound)}, but got {shown(given)} instead."
         )
         return APIError(400, message, param=param, code=f"{number}_{side}_{'min' if side == 'below' else 'max'}_value")
     if err["type"] == "too_short" and ctx.get("min_length") == 1 and not err.get("input"):

@@ -231,23 +231,25 @@ class _Sampling(Body):
     refused: ClassVar[dict[str, str]] = _REFUSED
 
     model: str | None = None  # one of the server's models; default: the first
-    temperature: float | None = None
-    top_p: float | None = None
+    # OpenAI's ranges (a float bound: the field is a decimal in the 400's words, "decimal above maximum value");
+    # SamplingParams checks them too, for the Python API, whose temperature has no maximum
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
     n: Int | None = Field(None, ge=1, le=MAX_N)
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
     # OpenAI's and vLLM's range, a signed 64-bit integer; -1 is llama.cpp's "a random seed" (see :meth:`sampling`)
     seed: Int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     logit_bias: Any = None  # {"token id": bias}: checked by SamplingParams, which names the entry that is wrong
     response_format: dict[str, Any] | None = None  # chat's; vLLM's completions take it too
     top_k: Int | None = None  # npgpt's extensions, as in vLLM
-    min_p: float | None = None
+    min_p: float | None = Field(None, ge=0.0, le=1.0)  # vLLM's range
     repetition_penalty: float | None = None
     ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
-    best_of: Int | None = None  # completions' (and vLLM's chat's): accepted only when it changes nothing
+    best_of: Int | None = Field(None, ge=1)  # completions' (and vLLM's chat's): accepted only when it changes nothing
     # accepted and ignored (see the module's docstring), but typed as OpenAI and vLLM type them: a wrong type is
     # the client's mistake, a 400 as OpenAI answers, never silently read as if it were right (``"user": 5``)
     user: str | None = None
