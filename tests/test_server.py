@@ -649,11 +649,31 @@ def test_a_body_that_is_not_utf8_is_told_so(url):
     error = r.json()["error"]
     assert r.status_code == 400 and error["code"] == "invalid_json", r.text
     assert error["message"] == "the body is not UTF-8 (byte 15 is 0xe9); send JSON encoded as UTF-8"
-    # json.loads guesses UTF-16 from a body starting FF FE: its failing byte is no UTF-8 byte to name
+    # json.loads guesses UTF-16 from a body starting FF FE: named as such (test_a_body_in_utf16_is_refused...)
     r = httpx.post(url + "/v1/completions", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["message"] == (
-        "the body is not UTF-8 (it starts like UTF-16-LE, but is not that either); send JSON encoded as UTF-8"
+        "the body is UTF-16, not UTF-8, which JSON sent between systems must be (RFC 8259); send JSON encoded as UTF-8"
     )
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
+def test_a_body_in_utf16_or_utf32_is_refused_and_a_utf8_bom_ignored(url, encoding):
+    """A body in UTF-16 or UTF-32 was answered 200: json.loads guesses the encoding from the first bytes. JSON
+    between systems must be UTF-8 (RFC 8259), as OpenAI reads it, and a proxy on the way reads it so: refused by
+    name. A UTF-8 byte order mark, which RFC 8259 lets a parser ignore, is ignored."""
+    text = json.dumps({"prompt": "caf\u00e9", "max_tokens": 1, "temperature": 0})
+    headers = {"Content-Type": "application/json"}
+    r = httpx.post(url + "/v1/completions", content=text.encode(encoding), headers=headers)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "invalid_json", r.text
+    assert error["message"] == (  # (with a BOM, json.detect_encoding names no byte order: "UTF-16")
+        f"the body is {encoding.upper()}, not UTF-8, which JSON sent between systems must be (RFC 8259); "
+        "send JSON encoded as UTF-8"
+    )
+    plain = httpx.post(url + "/v1/completions", content=text.encode(), headers=headers)
+    bom = httpx.post(url + "/v1/completions", content=b"\xef\xbb\xbf" + text.encode(), headers=headers)
+    assert bom.status_code == plain.status_code == 200, bom.text
+    assert bom.json()["choices"][0]["text"] == plain.json()["choices"][0]["text"]
 
 
 def test_chat_over_the_context_blames_the_messages(url):

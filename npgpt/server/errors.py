@@ -327,17 +327,12 @@ def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         if isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI's "There was an error parsing the body"
-            bad = e.__cause__
-            # json.loads guesses UTF-16/32 from a body's first bytes; then the failing byte is that guess's, not UTF-8's
-            where = (
-                f"byte {bad.start} is {bad.object[bad.start]:#04x}"
-                if bad.encoding.replace("-", "").lower() == "utf8"
-                else f"it starts like {bad.encoding.upper()}, but is not that either"
-            )
+            bad = e.__cause__  # UTF-8's error: a body in another encoding is refused before (a NotJSON)
+            where = f"byte {bad.start} is {bad.object[bad.start]:#04x}"
             return APIError(
                 400, f"the body is not UTF-8 ({where}); send JSON encoded as UTF-8", code="invalid_json"
             ).response()
-        if isinstance(e.__cause__, NotJSON):  # a key twice, NaN
+        if isinstance(e.__cause__, NotJSON):  # a key twice, NaN, UTF-16
             return APIError(400, str(e.__cause__), code="invalid_json").response()
         if isinstance(e.__cause__, RecursionError):  # json.loads gave up, deeper still than MAX_JSON_DEPTH
             return APIError(400, too_deep().message(), code="invalid_json").response()

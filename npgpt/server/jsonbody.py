@@ -48,10 +48,25 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _utf8(body: bytes) -> bytes:
+    """``body`` if it is UTF-8, as JSON sent between systems must be (RFC 8259, and OpenAI's API reads nothing
+    else); a UTF-8 byte order mark, which RFC 8259 lets a parser ignore, is ignored (``json.loads`` drops it).
+    A body in UTF-16 or UTF-32, which ``json.loads`` would guess from its first bytes and read, is refused
+    (:class:`NotJSON`): another server or proxy on the way reads it as UTF-8, as garbage."""
+    encoding = json.detect_encoding(body)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        raise NotJSON(
+            f"the body is {encoding.upper()}, not UTF-8, which JSON sent between systems must be (RFC 8259); "
+            "send JSON encoded as UTF-8"
+        )
+    return body
+
+
 class _JSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+            body = _utf8(await self.body())
+            self._json = json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
         return self._json
 
 
