@@ -650,6 +650,24 @@ def test_metadata_past_openais_limits_is_a_400_in_its_words(http, path):
     assert http.post(path, json=body | {"metadata": at_limits}).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("field", ["user", "safety_identifier"])
+def test_an_end_user_identifier_past_openais_64_characters_is_a_400_in_its_words(http, path, field):
+    """user (accepted and ignored) took 100,000 characters; OpenAI's limit is 64, its 400 "Invalid 'user': string
+    too long. ..."."""
+    body = {"prompt": "a"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "a"}]}
+    body |= {"max_tokens": 1}
+    for length in (65, 100_000):
+        r = http.post(path, json=body | {field: "u" * length})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["param"] == field and error["code"] == "string_above_max_length"
+        assert error["message"] == (
+            f"Invalid '{field}': string too long. Expected a string with maximum length 64, but got a string with "
+            f"length {length} instead."
+        )
+    assert http.post(path, json=body | {field: "u" * 64}).status_code == 200
+
+
 @pytest.mark.parametrize(
     "extra, param, message",
     [
@@ -662,6 +680,20 @@ def test_metadata_past_openais_limits_is_a_400_in_its_words(http, path):
             "prediction.type must be one of content, got 'foo'",
         ),
         ({"response_format": {}}, "response_format.type", "Missing required parameter: 'response_format.type'."),
+        # a custom tool without its object (or its name) was accepted, where a function tool's is required
+        ({"tools": [{"type": "custom"}]}, "tools[0].custom", "Missing required parameter: 'tools[0].custom'."),
+        (
+            {"tools": [{"type": "custom", "custom": {}}]},
+            "tools[0].custom.name",
+            "Missing required parameter: 'tools[0].custom.name'.",
+        ),
+        ({"tools": [{"type": "function"}]}, "tools[0].function", "Missing required parameter: 'tools[0].function'."),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f" * 65}}]},
+            "tools[0].function.name",
+            "Invalid 'tools[0].function.name': string too long. Expected a string with maximum length 64, but got a "
+            "string with length 65 instead.",
+        ),
     ],
 )
 def test_a_value_openai_has_not_in_a_chat_field_is_a_400_naming_the_values(http, extra, param, message):

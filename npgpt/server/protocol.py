@@ -219,6 +219,11 @@ Metadata = Annotated[
 ]
 
 
+# OpenAI's end-user identifiers, ``user`` and ``safety_identifier``: at most 64 characters (more is its 400,
+# "Invalid 'user': string too long. Expected a string with maximum length 64, ...")
+Identifier = Annotated[str, Field(max_length=64)]
+
+
 class StreamOptions(Body):
     include_usage: bool = False
     continuous_usage_stats: bool = False  # vLLM's: the usage so far on every chunk (with include_usage, as vLLM)
@@ -252,12 +257,12 @@ class _Sampling(Body):
     best_of: Int | None = Field(None, ge=1)  # completions' (and vLLM's chat's): accepted only when it changes nothing
     # accepted and ignored (see the module's docstring), but typed as OpenAI and vLLM type them: a wrong type is
     # the client's mistake, a 400 as OpenAI answers, never silently read as if it were right (``"user": 5``)
-    user: str | None = None
+    user: Identifier | None = None
     metadata: Metadata | None = None
     store: bool | None = None
     service_tier: str | None = None
     prompt_cache_key: str | None = None
-    safety_identifier: str | None = None
+    safety_identifier: Identifier | None = None
     priority: Int | None = None  # vLLM's
     request_id: str | None = None
     cache_salt: str | None = None
@@ -426,19 +431,30 @@ class ChatMessage(Body):
 
 
 class FunctionDefinition(Body):
-    """A tool's function, as OpenAI defines one: its ``name`` is required (GPT-2 never calls it)."""
+    """A tool's function, as OpenAI defines one: its ``name`` is required, of at most 64 characters (GPT-2
+    never calls it)."""
 
-    name: str
+    name: str = Field(max_length=64)
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
+class CustomToolDefinition(Body):
+    """A ``custom`` tool, as OpenAI defines one (free text in, no JSON Schema): its ``name`` is required."""
+
+    name: str = Field(max_length=64)
+    description: str | None = None
+    format: dict[str, Any] | None = None
+
+
 class Tool(Body):
-    """One of ``tools``: ``{"type": "function", "function": {...}}`` (or another ``type`` OpenAI adds)."""
+    """One of ``tools``: ``{"type": "function", "function": {...}}`` or ``{"type": "custom", "custom": {...}}``;
+    the object its ``type`` names is required, as OpenAI answers."""
 
     type: str
     function: FunctionDefinition | None = None
+    custom: CustomToolDefinition | None = None
 
 
 class Prediction(Body):
@@ -495,8 +511,8 @@ class ChatRequest(_Sampling):
                 param="modalities" if self.modalities and self.modalities != ["text"] else "audio",
             )
         for i, t in enumerate(self.tools or ()):
-            if t.type == "function" and t.function is None:  # as OpenAI answers
-                raise NpgptError(f"Missing required parameter: 'tools[{i}].function'.", param=f"tools[{i}].function")
+            if getattr(t, t.type) is None:  # as OpenAI answers (t.type is function or custom: checked above)
+                raise NpgptError(f"Missing required parameter: 'tools[{i}].{t.type}'.", param=f"tools[{i}].{t.type}")
         for field in ("tool_choice", "function_call"):
             if getattr(self, field) not in (None, "none", "auto"):
                 raise NpgptError(
