@@ -37,6 +37,12 @@ _SHOWN_NUMBERS = 8  # an array of more numbers (or of 2 or more axes) is shown b
 _MAX_SHOWN_CHARS = 100  # a longer string is cut, with its length: a server's client may send a megabyte
 
 
+def cut(text: str, limit: int = _MAX_SHOWN_CHARS) -> str:
+    """``text`` for an error message that echoes it (a URL, a header, a field's path): past ``limit`` characters,
+    its first ``limit`` and its length ("xxx... (500000 characters)"): a server's client may send a megabyte."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def shown(value: object) -> str:
     """``repr(value)`` for an error message, safe for any value a user passes: an integer of more
     than 50 digits (``10**5000``, whose ``str()`` Python refuses) is shown as "a 5001-digit integer", and

@@ -703,3 +703,30 @@ def test_a_value_openai_has_not_in_a_chat_field_is_a_400_naming_the_values(http,
     r = http.post("/v1/chat/completions", json=body | extra)
     error = r.json()["error"]
     assert r.status_code == 400 and error["param"] == param and error["message"] == message, r.text
+
+
+@pytest.mark.parametrize(
+    "method, path, headers, body, echoed",
+    [
+        ("POST", "/v1/" + "x" * 10_000, JSON, b"{}", "x" * 96),  # a URL no route serves (404; httpx sends 64 kB)
+        ("GET", "/v1/completions", {"Content-Type": "text/plain; a=" + "x" * 100_000}, None, None),  # 405
+        ("POST", "/v1/completions", {"Content-Type": "text/plain; a=" + "x" * 100_000}, b"{}", "text/plain; a=xx"),
+        (
+            "OPTIONS",
+            "/v1/completions",
+            {"Origin": "http://" + "x" * 100_000, "Access-Control-Request-Method": "POST"},
+            None,
+            "'http://xx",
+        ),
+        ("POST", "/v1/completions", JSON, json.dumps({"prompt": "a", "metadata": {"k" * 100_000: 5}}), "'kkk"),
+    ],
+)
+def test_an_error_echoes_at_most_a_few_hundred_characters_of_what_was_sent(http, method, path, headers, body, echoed):
+    """A Content-Type header of 100,000 characters was echoed whole in the 400 that names it; every echo of the
+    client's input in an error (a URL, a header, a string field, a key) is cut to its first 100 characters and its
+    length, by one helper (npgpt.errors.cut and shown)."""
+    r = http.request(method, path, headers=headers, content=body)
+    error = r.json()["error"]
+    assert 400 <= r.status_code < 500 and len(error["message"]) < 600 and len(error["param"] or "") < 200, r.text[:700]
+    if echoed:
+        assert echoed in error["message"] and " characters)" in error["message"], error["message"]

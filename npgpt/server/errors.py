@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import NpgptError, reason, shown
+from ..errors import NpgptError, cut, reason, shown
 from ..generate import check_request as _check_request
 from ..sampling import SamplingParams
 from .jsonbody import NotJSON
@@ -127,7 +127,8 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
     if not loc and (isinstance(err.get("input"), bytes) or "json" not in content_type.lower()):
         return APIError(
             400,
-            f"the body was not read as JSON: its Content-Type is {content_type or 'missing'!r}; send the header "
+            f"the body was not read as JSON: its Content-Type is {shown(content_type) if content_type else 'missing'}; "
+            "send the header "
             "'Content-Type: application/json' (curl: -H 'Content-Type: application/json')",
             code="invalid_json",
         )
@@ -251,7 +252,7 @@ def _param(loc: Sequence[Any]) -> str:
         if isinstance(part, int):
             param += f"[{part}]"
         elif part not in _UNION_TAGS and not any(c in part for c in "[-"):  # skip tags such as "list[str]"
-            param += ("." if param else "") + part
+            param += ("." if param else "") + cut(part)  # an object's key (metadata's) may be any length
     return param
 
 
@@ -268,7 +269,7 @@ NOT_SERVED = {
 def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> APIError:
     """OpenAI's 404 for a URL no route serves, naming the method and path, and the one of ``routes``
     ((method, path) pairs) it is close to, if any (``/v1/completion`` or ``/completions``: ``POST /v1/completions``)."""
-    shown = shorten(path)
+    where = cut(path)
     paths = [p for _, p in routes]
     target = path.rstrip("/")
     close = difflib.get_close_matches(target, paths, n=1, cutoff=0.8) or (
@@ -283,7 +284,7 @@ def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> AP
         hint += f" Did you mean {method if method in methods else methods[0]} {close[0]}?"
     return APIError(
         404,
-        f"Unknown request URL: {method} {shown}.{hint} This server serves "
+        f"Unknown request URL: {method} {where}.{hint} This server serves "
         "GET /v1/models, POST /v1/completions and POST /v1/chat/completions.",
         code="unknown_url",
     )
@@ -292,19 +293,14 @@ def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> AP
 def wrong_method(request: Request, allowed: str, headers: Mapping[str, str] | None) -> APIError:
     """The 405 for a method the URL does not take, naming the one it does. A browser's CORS preflight (OPTIONS
     with an Origin) is refused only because no ``--allowed-origins`` names the page's origin: say that."""
-    message = f"Invalid method for URL ({request.method} {shorten(request.url.path)}): it takes {allowed}"
+    message = f"Invalid method for URL ({request.method} {cut(request.url.path)}): it takes {allowed}"
     origin = request.headers.get("origin")
     if request.method == "OPTIONS" and origin and "access-control-request-method" in request.headers:
         message = (
-            f"a web page from {shorten(origin)!r} may not call this server: its browser's CORS preflight is refused "
+            f"a web page from {shown(origin)} may not call this server: its browser's CORS preflight is refused "
             "unless the server is started with --allowed-origins naming that origin"
         )
     return APIError(405, message, headers=headers)
-
-
-def shorten(text: str, limit: int = 200) -> str:
-    """``text`` cut to ``limit`` characters for an error message (a URL may be kilobytes long)."""
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
