@@ -730,3 +730,13 @@ def test_an_error_echoes_at_most_a_few_hundred_characters_of_what_was_sent(http,
     assert 400 <= r.status_code < 500 and len(error["message"]) < 600 and len(error["param"] or "") < 200, r.text[:700]
     if echoed:
         assert echoed in error["message"] and " characters)" in error["message"], error["message"]
+
+
+@pytest.mark.parametrize("key", ["user-id", "a[0]", "str", "k" * 64])
+def test_a_metadata_value_of_the_wrong_type_is_named_by_its_key(http, key):
+    """A metadata key holding "-" or "[" (``user-id``), or one spelling a type's name (``str``), was dropped from
+    the error's param and message, taken for pydantic's union tags: "Invalid type for 'metadata'"."""
+    r = http.post("/v1/completions", json={"prompt": "a", "max_tokens": 1, "metadata": {key: 5}})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == f"metadata.{key}", r.text
+    assert error["message"] == f"Invalid type for 'metadata.{key}': expected a string, but got an integer instead."

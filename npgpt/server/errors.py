@@ -248,12 +248,18 @@ def _json_kind(value: Any) -> str:
 def _param(loc: Sequence[Any]) -> str:
     """A field's location as the client wrote it (``messages[0].content``), without pydantic's union tags."""
     param = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             param += f"[{part}]"
+        elif i and loc[i - 1] in _KEYED:  # the client's key, whatever it holds ("user-id", "str"), cut if long
+            param += "." + cut(part)
         elif part not in _UNION_TAGS and not any(c in part for c in "[-"):  # skip tags such as "list[str]"
-            param += ("." if param else "") + cut(part)  # an object's key (metadata's) may be any length
+            param += ("." if param else "") + part
     return param
+
+
+# the fields that are objects of the client's own keys with typed values: a part of a location after one is a key
+_KEYED = {"metadata"}
 
 
 # OpenAI's endpoints npgpt has no counterpart of (first path part after /v1), said so rather than "typos"
