@@ -152,6 +152,24 @@ class SamplingParams:
         ids = np.fromiter(self.logit_bias, np.int64, len(self.logit_bias))
         return ids, np.fromiter(self.logit_bias.values(), np.float32, len(self.logit_bias))
 
+    @cached_property
+    def _bias_vectors(self) -> dict[int, np.ndarray]:
+        return {}  # :meth:`bias_vector`'s, by length
+
+    def bias_vector(self, n: int) -> np.ndarray:  # -> [n] float32
+        """``logit_bias`` over ``n`` logits: each token's bias, -inf where it is banned (-100), 0 elsewhere; ids at
+        or past ``n`` (a padded vocabulary's rows) left out. Made once per length, as every row of a request
+        shares it: adding it is one dense add a step, where an indexed add of a whole vocabulary's entries (a
+        client's bias on every token) took most of a row's sampling time, for each of its n rows."""
+        vector = self._bias_vectors.get(n)
+        if vector is None:
+            ids, biases = self.bias_table
+            inside = ids < n
+            vector = np.zeros(n, np.float32)
+            vector[ids[inside]] = np.where(biases[inside] <= -100, -np.inf, biases[inside])
+            self._bias_vectors[n] = vector
+        return vector
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1 or self.top_p == 0
@@ -279,12 +297,7 @@ def apply_logit_bias(logits: np.ndarray, p: SamplingParams) -> np.ndarray:  # [V
     """
     if not p.logit_bias:
         return logits
-    ids, biases = p.bias_table
-    inside = ids < len(logits)
-    ids, biases = ids[inside], biases[inside]
-    out = logits.astype(np.float32, copy=True)
-    out[ids] += biases  # the ids are a dict's keys: no repeats, so a plain indexed add is exact
-    out[ids[biases <= -100]] = -np.inf
+    out = np.add(logits, p.bias_vector(len(logits)), dtype=np.float32)  # finite logits (check_finite): no inf - inf
     if not np.isfinite(out).any():
         raise NpgptError("logit_bias bans every token, so none can be chosen; ban fewer", param="logit_bias")
     return out

@@ -264,7 +264,7 @@ def test_a_logit_bias_naming_one_token_twice_is_refused(bias):
 
 def test_a_logit_bias_over_the_whole_vocabulary_costs_little_per_token():
     """Its entries were added one by one in a Python loop for every row at every step: 16 ms a token for a
-    50,257-entry map (one request of n=128 such rows held the whole batch ~2 s a step). Now one indexed add."""
+    50,257-entry map (one request of n=128 such rows held the whole batch ~2 s a step). Now one dense add."""
     n_vocab = 50257
     p = SamplingParams(logit_bias={str(i): (-100 if i % 7 == 0 else i % 5 - 2) for i in range(n_vocab)})
     logits = np.random.default_rng(0).standard_normal(n_vocab).astype(np.float32)
@@ -273,6 +273,18 @@ def test_a_logit_bias_over_the_whole_vocabulary_costs_little_per_token():
     # The map is turned into arrays once per request, not walked per step (no timing here: the table is
     # the same object at every call, and the add reads only it)
     assert p.bias_table is p.bias_table and len(p.bias_table[0]) == n_vocab
+    # ... and into one dense vector per logits' length, shared by the request's rows: the indexed add of 50,257
+    # entries still took 0.3-0.6 ms a row a step (a third of sampling's time; n=128 rows: ~60 ms a step), the
+    # dense add 0.03 ms
+    assert p.bias_vector(n_vocab) is p.bias_vector(n_vocab)
+    exact = [-np.inf if i % 7 == 0 else i % 5 - 2 for i in range(n_vocab)]
+    assert np.array_equal(p.bias_vector(n_vocab), np.array(exact, np.float32))
+    # a padded vocabulary (nanoGPT's 50304): its rows past the ids get no bias; ids past a shorter row are left out
+    padded = np.random.default_rng(1).standard_normal(50304).astype(np.float32)
+    assert np.array_equal(apply_logit_bias(padded, p)[n_vocab:], padded[n_vocab:])
+    assert np.array_equal(apply_logit_bias(padded, p)[:n_vocab], apply_logit_bias(padded[:n_vocab], p))
+    short = SamplingParams(logit_bias={1: 3, 9: -100, 60000: 5})
+    assert np.array_equal(apply_logit_bias(np.zeros(4, np.float32), short), np.array([0, 3, 0, 0], np.float32))
 
 
 @pytest.mark.parametrize(
