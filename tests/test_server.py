@@ -29,7 +29,8 @@ from npgpt.formats import npgpt_format  # noqa: E402
 from npgpt.params import init_params  # noqa: E402
 from npgpt.sampling import SamplingParams, log_softmax  # noqa: E402
 from npgpt.server import background_server, create_app  # noqa: E402
-from npgpt.server.protocol import CHAT_STOP, ChatMessage, bytes_text, chat_prompt  # noqa: E402
+from npgpt.server.protocol import CHAT_STOP, ChatMessage, chat_prompt  # noqa: E402
+from npgpt.server.response_parts import bytes_text  # noqa: E402
 from npgpt.server.routes import ROUTES  # noqa: E402
 from npgpt.server.scheduler import Request, Scheduler  # noqa: E402
 

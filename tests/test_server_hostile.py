@@ -17,7 +17,7 @@ from npgpt.api import GPT2
 from npgpt.config import GPT2Config
 from npgpt.params import init_params
 from npgpt.server import background_server, create_app
-from npgpt.server.protocol import MAX_JSON_DEPTH
+from npgpt.server.body import MAX_JSON_DEPTH
 
 TINY = GPT2Config(n_ctx=128, n_embd=32, n_head=2, n_layer=2)
 JSON = {"Content-Type": "application/json"}

@@ -7,7 +7,9 @@ Needs the ``serve`` extra (FastAPI, uvicorn). Laid out like vLLM's ``entrypoints
 
 - ``app.py``: wiring (``create_app``, lifespan) and ``background_server``
 - ``routes.py``: the router, thin; ``completions.py`` and ``chat.py``: each endpoint's serving logic
-- ``protocol.py``: request bodies, the chat template, response parts
+- ``protocol.py``: request bodies and the chat template; ``body.py``: what every body is (strict types,
+  bounded depth, valid Unicode); ``unsupported.py``: the options refused by name; ``response_parts.py``: the
+  model object, tokens as logprobs name them
 - ``streaming.py``: events from the scheduler's thread, one stream of chunks, SSE or folded
 - ``errors.py``: OpenAI-shaped errors and their handlers; ``middleware.py``: body limit, key, metrics
 - ``scheduler.py``: continuous batching on a worker thread; ``tasks.py``: requests and their rows;

@@ -22,7 +22,8 @@ from ..tokenizer import Tokenizer
 from .errors import APIError, check_request
 from .limits import Limits
 from .metrics import Metrics
-from .protocol import ChatRequest, bytes_text, chat_prompt, chat_stop, token_entry
+from .protocol import ChatRequest, chat_prompt, chat_stop
+from .response_parts import bytes_text, token_entry
 from .scheduler import Scheduler
 from .streaming import Answer, Chunk, Run, Tally
 

@@ -23,7 +23,8 @@ from ..tokenizer import TextOffsets, Tokenizer
 from .errors import APIError, bad_request, check_request
 from .limits import Limits, count_prompts
 from .metrics import Metrics
-from .protocol import CompletionRequest, token_text
+from .protocol import CompletionRequest
+from .response_parts import token_text
 from .scheduler import Scheduler
 from .streaming import Answer, Chunk, Run, Tally
 

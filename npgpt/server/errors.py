@@ -22,8 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import NpgptError, cut, reason, shown
 from ..generate import check_request as _check_request
 from ..sampling import SamplingParams
+from .body import too_deep
 from .jsonbody import NotJSON
-from .protocol import too_deep
 from .scheduler import ShuttingDown
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from ..lens import attention_pattern, block_and_head, logit_lens
+from .body import Body, Int
 from .jsonbody import JSONRoute
-from .protocol import Body, Int
 
 MAX_TOKENS = 64  # the last this many tokens of the prompt: the pattern is T x T numbers in JSON
 

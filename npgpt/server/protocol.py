@@ -1,22 +1,13 @@
-"""The OpenAI-compatible API's shapes: request bodies, the chat prompt template, response parts.
+"""The OpenAI-compatible API's request bodies: completions, chat and next tokens, and the chat prompt template.
 
-Fields follow OpenAI's API; unknown fields are ignored, as OpenAI's own clients send some. Types are
-OpenAI's, strictly (a JSON string is no number, ``1`` no boolean): ``"n": "2"``, ``"stream": "true"``,
-``"logprobs": true`` in completions or ``"prompt": [true]`` are 400s naming the field, as OpenAI answers,
-where pydantic's lax mode would read them as ``2``, ``True``, ``1`` and token 1. An integer field takes a
-whole number written as a decimal (``16.0``, which JSON Schema counts an integer and Python clients
-send after arithmetic), never ``16.5``; token ids in ``prompt`` must be plain integers. The
-sampling options are checked by :class:`npgpt.sampling.SamplingParams`, the one place that knows
-their ranges. npgpt adds ``top_k``, ``min_p`` and ``repetition_penalty`` (with the ``openai``
-client: ``extra_body={"top_k": 40}``) and ``ignore_eos``.
+Fields follow OpenAI's API, typed strictly (:mod:`.body`); unknown fields are ignored, as OpenAI's own clients send
+some, unless they are options npgpt refuses by name (:mod:`.unsupported`). Token ids in ``prompt`` must be plain
+integers. The sampling options carry OpenAI's ranges (``temperature`` at most 2, as OpenAI answers, where the
+Python API has no maximum), and are checked again by :class:`npgpt.sampling.SamplingParams`. npgpt adds ``top_k``,
+``min_p`` and ``repetition_penalty`` (with the ``openai`` client: ``extra_body={"top_k": 40}``) and ``ignore_eos``.
 
-The rule for a field npgpt cannot honour (OpenAI's, vLLM's or llama.cpp server's): if honouring it would
-change the answer (its text, its tokens, its form), a request that sets it gets a 400 naming it and what to
-do instead, never an answer that silently ignored it (``web_search_options``, ``reasoning_effort``,
-``response_format`` ``json_schema``, a forced ``tool_choice``, vLLM's ``min_tokens``, ``chat_template`` or
-``add_generation_prompt`` false, llama.cpp's ``n_predict`` or ``repeat_penalty``...). A field that only
-labels, routes or bills the request, or that asks for what npgpt does anyway, is accepted and ignored, as
-vLLM does:
+A field that only labels, routes or bills the request, or that asks for what npgpt does anyway, is accepted and
+ignored, as vLLM does:
 ``user``, ``store``, ``metadata``, ``service_tier``, ``prompt_cache_key``, ``safety_identifier``;
 ``tools``/``functions`` under ``tool_choice`` "auto" (a reply without a tool call is valid) and
 ``parallel_tool_calls`` (no tool is ever called); ``prediction`` (OpenAI's Predicted Outputs only speed
@@ -24,8 +15,6 @@ up a reply, which is the same without them); vLLM's ``priority``, ``request_id``
 ``add_special_tokens`` (GPT-2 adds none), ``chat_template_kwargs`` (npgpt's template takes none),
 ``spaces_between_special_tokens`` and ``skip_special_tokens`` (npgpt's text holds no ``<|endoftext|>``: refused false
 only where a generated one is not the end of the reply, with ``ignore_eos`` or a fine-tune's own eos token).
-A field of the other endpoint (chat's ``max_completion_tokens`` or ``top_logprobs`` sent to completions,
-completions' ``suffix`` to chat), which OpenAI answers as unrecognised, is refused by name with the field meant.
 Accepted and ignored is not unchecked: each of these fields has OpenAI's (or vLLM's) type, so ``"user": 5`` or
 ``"tools": "x"`` is a 400 naming the field, as OpenAI answers, never read as if it were right, and ``service_tier``
 one of OpenAI's tiers (``SERVICE_TIERS``).
@@ -33,27 +22,24 @@ one of OpenAI's tiers (``SERVICE_TIERS``).
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, Tag
 from pydantic_core import PydanticCustomError
 
 from .. import chat as _chat
 from ..chat import CHAT_STOP as CHAT_STOP  # re-exported: the server's callers import it from here
 from ..errors import NpgptError, shown
 from ..sampling import SamplingParams
+from .body import Body, Int
+from .unsupported import REFUSED, REFUSED_IN_CHAT, REFUSED_IN_COMPLETIONS, check_refused
 
 if TYPE_CHECKING:
-    from ..api import GPT2
     from ..tokenizer import Tokenizer
 
 MAX_N = 128  # completions per prompt
 MAX_STOP = 16  # stop sequences
 MAX_PROMPTS = 4096  # prompts in one completions request, refused by length before their items are read
-# arrays and objects inside one another in a body: no request needs more than a few (a tool's JSON Schema
-# perhaps a dozen), and a deep one would exhaust Python's recursion in any walk of it (a 500)
-MAX_JSON_DEPTH = 64
 _SAMPLING_KNOBS = (
     "temperature",
     "top_p",
@@ -63,14 +49,6 @@ _SAMPLING_KNOBS = (
     "presence_penalty",
     "frequency_penalty",
 )
-
-
-def _whole_number(v: Any) -> Any:
-    """``16.0`` as ``16``: a whole number is an integer, however the client's JSON wrote it."""
-    return int(v) if isinstance(v, float) and v.is_integer() else v
-
-
-Int = Annotated[int, BeforeValidator(_whole_number)]  # an integer field: strict, but 16.0 is 16
 
 
 def _no_unlimited(instead: str) -> BeforeValidator:
@@ -86,127 +64,6 @@ def _no_unlimited(instead: str) -> BeforeValidator:
 
 
 _TO_THE_END = _no_unlimited("leave it out to generate up to the end of the context")
-
-
-class Body(BaseModel):
-    """Every request body: strict types (see the module's docstring). Unpaired UTF-16 surrogates in its
-    strings (``"\\ud83d"`` is valid JSON but not valid Unicode) become U+FFFD, as tiktoken would encode
-    them, so no field can fail later when the text is encoded or a response holding it is written."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        check_depth(data)  # first: the walk below recurses
-        return replace_surrogates(data)
-
-
-def too_deep() -> PydanticCustomError:
-    """The error for a body nested over :data:`MAX_JSON_DEPTH` (also when the JSON parser itself gave up)."""
-    return PydanticCustomError(
-        "json_too_deep",
-        f"the JSON body nests arrays and objects more than {MAX_JSON_DEPTH} deep; no request needs that many",
-    )
-
-
-def check_depth(data: Any) -> None:
-    """Raise :func:`too_deep` if ``data`` (parsed JSON) nests more than MAX_JSON_DEPTH arrays and objects;
-    iterative, so that any depth is measured without recursion."""
-    level = [data] if isinstance(data, list | dict) else []  # the arrays and objects at one depth
-    for _ in range(MAX_JSON_DEPTH):
-        if not level:
-            return
-        level = [x for c in level for x in (c.values() if isinstance(c, dict) else c) if isinstance(x, list | dict)]
-    if level:
-        raise too_deep()
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def replace_surrogates(data: Any) -> Any:
-    """``data`` (parsed JSON) with each lone surrogate in its strings, keys included, replaced by U+FFFD."""
-    if isinstance(data, str):
-        return _SURROGATE.sub("\ufffd", data)
-    if isinstance(data, list):
-        return [replace_surrogates(x) for x in data]
-    if isinstance(data, dict):
-        return {replace_surrogates(k): replace_surrogates(v) for k, v in data.items()}
-    return data
-
-
-# Options npgpt does not have, each refused once set (never silently ignored), and how to do without.
-# vLLM's, for completions and chat:
-_REFUSED = {
-    "min_tokens": "npgpt cannot hold off <|endoftext|> and the stop sequences; leave it out",
-    "stop_token_ids": "send the tokens' text in stop instead",
-    "include_stop_str_in_output": "the stop sequence is never part of the text; leave it out",
-    "use_beam_search": "npgpt only samples; leave it out",
-    "prompt_logprobs": "score the prompt with /v1/completions, echo: true and logprobs",
-    "guided_json": "GPT-2 cannot be held to a format; leave it out",
-    "guided_regex": "GPT-2 cannot be held to a format; leave it out",
-    "guided_choice": "GPT-2 cannot be held to a format; leave it out",
-    "guided_grammar": "GPT-2 cannot be held to a format; leave it out",
-    "structured_outputs": "GPT-2 cannot be held to a format; leave it out",
-    "allowed_token_ids": "npgpt cannot restrict the tokens sampled; leave it out",
-    "bad_words": "npgpt cannot ban words; leave it out",
-    "truncate_prompt_tokens": "npgpt does not cut prompts; shorten the prompt yourself",
-    "return_tokens_as_token_ids": "logprobs name tokens by their text ('bytes:\\xe2' for part of a character); "
-    "leave it out",
-    "return_token_ids": "npgpt does not list the token ids; leave it out (logprobs name each token)",
-    "logits_processors": "npgpt runs no custom logits processors; leave it out (logit_bias biases tokens)",
-    # llama.cpp server's own names (its /v1 endpoints read them too)
-    "n_predict": "send max_tokens, OpenAI's name for it",
-    "repeat_penalty": "send repetition_penalty, npgpt's (and vLLM's) name for the same penalty",
-    "n_probs": "send logprobs (completions) or logprobs and top_logprobs (chat)",
-    "typical_p": "npgpt has no typical sampling; leave it out (npgpt samples with top_k, top_p and min_p)",
-    "mirostat": "npgpt has no Mirostat sampling; leave it out (npgpt samples with top_k, top_p and min_p)",
-    "top_n_sigma": "npgpt has no top-n-sigma sampling; leave it out (npgpt samples with top_k, top_p and min_p)",
-    "dynatemp_range": "npgpt's temperature is fixed; leave it out",
-    "dry_multiplier": "npgpt has no DRY penalty; leave it out (repetition_penalty penalises repeats)",
-    "xtc_probability": "npgpt has no XTC sampling; leave it out",
-    "grammar": "GPT-2 cannot be held to a format; leave it out",
-    "json_schema": "GPT-2 cannot be held to a format; leave it out",
-    "t_max_predict_ms": "npgpt does not cut a completion by time; bound it with max_tokens",
-}
-# chat's, OpenAI's (as OpenAI refuses them for a model without the feature) then vLLM's
-_REFUSED_IN_CHAT = {
-    **_REFUSED,
-    "web_search_options": "GPT-2 cannot search the web; leave it out",
-    "reasoning_effort": "GPT-2 is not a reasoning model; leave it out",
-    "verbosity": "GPT-2 cannot be told how much to write; leave it out (max_tokens bounds the reply)",
-    "continue_final_message": "the reply is always a new assistant message; leave it out",
-    "echo": "a chat reply never repeats the last message; leave it out (/v1/completions has echo)",
-    "chat_template": "GPT-2's transcript is npgpt's one template (System:/User:/Assistant: lines); leave it out, "
-    "or render your own and send it to /v1/completions",
-    "add_generation_prompt": "the transcript always ends in 'Assistant:' for the reply; leave it out, or render "
-    "your own and send it to /v1/completions",
-    "documents": "npgpt's transcript has no place for documents; put them in a message",
-    # completions' (OpenAI answers the other endpoint's fields as unrecognised, a 400)
-    "suffix": "a chat reply has no text after it to fit; leave it out",
-}
-_REFUSED_IN_COMPLETIONS = {  # chat's, sent to completions, where they would be ignored: the field meant instead
-    **_REFUSED,
-    "max_completion_tokens": "it is chat's name; send max_tokens, /v1/completions' name for it",
-    "top_logprobs": "it is chat's name; in /v1/completions, logprobs is the number of alternatives "
-    "(logprobs: 5 lists each token's 5 likeliest)",
-}
-_NEUTRAL = {
-    "add_generation_prompt": True,
-    "repeat_penalty": 1,
-    "typical_p": 1,
-    "top_n_sigma": -1,
-}  # set to these, the options ask for what npgpt does anyway
-_SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
-    "max_completion_tokens",  # 0: no completion (which max_tokens 0 with echo asks for)
-    "top_logprobs",  # 0: the chosen tokens' logprobs (which logprobs 0 asks for)
-    "prompt_logprobs",  # 0: the prompt tokens' own logprobs
-    "web_search_options",  # {}: search with the default context size
-    "truncate_prompt_tokens",
-    "reasoning_effort",
-    "verbosity",
-}
 
 
 # OpenAI's service tiers, as its client types them (openai.types.chat.completion_create_params); another is a 400 there
@@ -233,7 +90,7 @@ class _Sampling(Body):
     """What completions and chat share. ``None`` (JSON null) means the default."""
 
     model_config = ConfigDict(extra="allow")  # see check_supported
-    refused: ClassVar[dict[str, str]] = _REFUSED
+    refused: ClassVar[dict[str, str]] = REFUSED
 
     model: str | None = None  # one of the server's models; default: the first
     # OpenAI's ranges (a float bound: the field is a decimal in the 400's words, "decimal above maximum value");
@@ -274,15 +131,7 @@ class _Sampling(Body):
         """Refuse what would silently not be honoured (see the module's docstring) by the model whose tokenizer is
         ``tok``. The options in ``refused`` are no fields: an unknown field is kept (``extra="allow"``) only to be
         looked up here."""
-        extra = self.model_extra or {}
-        for name, instead in self.refused.items():
-            value = extra.get(name)
-            if name in _NEUTRAL:
-                asks = value is not None and value != _NEUTRAL[name]
-            else:
-                asks = value is not None if name in _SET_EVEN_IF_FALSY else bool(value)
-            if asks:
-                raise NpgptError(f"{name} is not supported: {instead}", param=name)
+        check_refused(self.model_extra or {}, self.refused)
         # vLLM's: false writes special tokens into the text, and npgpt's text never holds <|endoftext|>: where it
         # ends the reply, vLLM cuts it too, so it would show only where generation goes past it: with ignore_eos, or
         # for a fine-tune that ends at its own eos token alone (a chat model's <|im_end|>)
@@ -376,7 +225,7 @@ Prompt = Annotated[
 class CompletionRequest(_Sampling):
     """``POST /v1/completions``. ``prompt``: text, texts, token ids, or lists of token ids."""
 
-    refused: ClassVar[dict[str, str]] = _REFUSED_IN_COMPLETIONS
+    refused: ClassVar[dict[str, str]] = REFUSED_IN_COMPLETIONS
 
     prompt: Prompt
     max_tokens: Annotated[
@@ -467,7 +316,7 @@ class Prediction(Body):
 class ChatRequest(_Sampling):
     """``POST /v1/chat/completions``; the messages become one prompt, see :func:`chat_prompt`."""
 
-    refused: ClassVar[dict[str, str]] = _REFUSED_IN_CHAT
+    refused: ClassVar[dict[str, str]] = REFUSED_IN_CHAT
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Annotated[Int | None, _TO_THE_END] = Field(None, ge=1)  # default: up to the end of the context
@@ -587,39 +436,3 @@ def chat_prompt(messages: list[ChatMessage]) -> str:
 def chat_stop(messages: list[ChatMessage]) -> tuple[str, ...]:
     """Where the reply ends: :func:`npgpt.chat.chat_stop`."""
     return _chat.chat_stop([(m.role, m.text, m.name) for m in messages])
-
-
-# -- response parts -----------------------------------------------------------------------------------
-def model_card(name: str, model: GPT2, created: int) -> dict[str, Any]:
-    """``GET /v1/models/{name}``: OpenAI's model object, plus the context length, the config, and whether
-    it is npgpt's bundled model (trained on the King James Bible: the playground suggests a prompt to suit).
-    ``created``: Unix seconds, when the server loaded it (0 read as 1970 in any client that shows it)."""
-    from ..registry import is_bundled
-
-    return {
-        "id": name,
-        "object": "model",
-        "created": created,
-        "owned_by": "npgpt",
-        "context_length": model.config.n_ctx,
-        "config": model.config.to_dict(),
-        "bundled": is_bundled(model.source),
-    }
-
-
-def token_text(tok: Tokenizer, token: int) -> str:
-    """A token as text; a token that is part of a UTF-8 character is written ``bytes:\\xe2\\x80``, like OpenAI."""
-    return bytes_text(tok.token_bytes(token))
-
-
-def bytes_text(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
-
-
-def token_entry(tok: Tokenizer, token: int, logprob: float | None) -> dict[str, Any]:
-    """A token in chat's ``logprobs.content`` list."""
-    raw = tok.token_bytes(token)
-    return {"token": bytes_text(raw), "logprob": logprob, "bytes": list(raw)}

@@ -25,7 +25,8 @@ from .errors import APIError
 from .inside import inside_routes
 from .jsonbody import JSONRoute
 from .metrics import Metrics
-from .protocol import ChatRequest, CompletionRequest, NextTokensRequest, model_card
+from .protocol import ChatRequest, CompletionRequest, NextTokensRequest
+from .response_parts import model_card
 from .scheduler import Scheduler
 from .streaming import respond
 
