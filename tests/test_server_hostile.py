@@ -740,3 +740,18 @@ def test_a_metadata_value_of_the_wrong_type_is_named_by_its_key(http, key):
     error = r.json()["error"]
     assert r.status_code == 400 and error["param"] == f"metadata.{key}", r.text
     assert error["message"] == f"Invalid type for 'metadata.{key}': expected a string, but got an integer instead."
+
+
+def test_a_max_tokens_past_the_context_is_told_the_context_not_the_request_limit(http):
+    """max_tokens 10**9 on a 128-token model was told "over the server's limit of 131072 per request
+    (--max-request-tokens); send max_tokens of at most 131071", a value the context refuses next; and with n > 1,
+    a prompt over the context was named by its row ("prompt 3" of 2 prompts). The context is checked first, each
+    prompt by its own index, as OpenAI answers (context_length_exceeded)."""
+    r = http.post("/v1/completions", json={"prompt": "a", "max_tokens": 10**9})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "context_length_exceeded" and error["param"] == "max_tokens"
+    assert "context of 128" in error["message"] and "max-request-tokens" not in error["message"], error
+    long = "a " * 200
+    r = http.post("/v1/completions", json={"prompt": ["a", long], "n": 3, "max_tokens": 1})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "prompt" and error["message"].startswith("prompt 1 has"), error

@@ -68,16 +68,18 @@ async def start(
         )
     params = body.sampling(max(max_tokens, 1), body.logprobs)  # checks the sampling fields either way
     sent = "max_tokens" if body.max_tokens is not None and "max_tokens" in body.model_fields_set else None
-    limits.check_tokens(prompts, n, max_tokens, max_tokens_param=sent)  # sent: None is the default of 16
-    rows = [p for p in prompts for _ in range(n)]
+    # the model's context first: a max_tokens past it is told so, never told to fit the server's request limit
+    # with a value the context refuses next. (Each prompt once: its n rows are the same.)
     if max_tokens:
-        check_request(sched.model, rows, params)
+        check_request(sched.model, prompts, params)
     else:
         check_prompts(sched.model.config.n_ctx, prompts)
         try:  # nothing is sampled, but a bias naming no token is still the request's mistake
             check_logit_bias(n_vocab, n_tokens, params)
         except NpgptError as e:
             raise bad_request(e) from None
+    limits.check_tokens(prompts, n, max_tokens, max_tokens_param=sent)  # sent: None is the default of 16
+    rows = [p for p in prompts for _ in range(n)]
     if body.logprobs is not None:  # the answer's size: before any prompt is scored or row started
         echoed = n * sum(len(p) for p in prompts) if body.echo else 0
         parts = [f"{len(prompts)} prompt(s) echoed{'' if n == 1 else f' x n={n}'}: {echoed} tokens"] if echoed else []
