@@ -755,3 +755,16 @@ def test_a_max_tokens_past_the_context_is_told_the_context_not_the_request_limit
     r = http.post("/v1/completions", json={"prompt": ["a", long], "n": 3, "max_tokens": 1})
     error = r.json()["error"]
     assert r.status_code == 400 and error["param"] == "prompt" and error["message"].startswith("prompt 1 has"), error
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("bias, kind", [([], "an array"), ("", "a string"), (0, "an integer"), (False, "a boolean")])
+def test_a_logit_bias_that_is_no_object_is_a_400_even_when_empty(http, path, bias, kind):
+    """logit_bias [], "", 0 or false was read as no bias (200), being falsy; [1] was refused. OpenAI refuses any
+    logit_bias that is not an object, in its words."""
+    body = {"prompt": "a"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "a"}]}
+    r = http.post(path, json=body | {"max_tokens": 1, "logit_bias": bias})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "logit_bias", r.text
+    assert error["message"] == f"Invalid type for 'logit_bias': expected an object, but got {kind} instead."
+    assert http.post(path, json=body | {"max_tokens": 1, "logit_bias": {}}).status_code == 200

@@ -22,7 +22,7 @@ one of OpenAI's tiers (``SERVICE_TIERS``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, cast
 
 from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, Tag
 from pydantic_core import PydanticCustomError
@@ -105,7 +105,9 @@ class _Sampling(Body):
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    logit_bias: Any = None  # {"token id": bias}: checked by SamplingParams, which names the entry that is wrong
+    # {"token id": bias}: an object (so [], "" or 0 are no empty bias, as OpenAI answers); its entries are checked
+    # by SamplingParams, which names the one that is wrong
+    logit_bias: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None  # chat's; vLLM's completions take it too
     top_k: Int | None = None  # npgpt's extensions, as in vLLM
     min_p: float | None = Field(None, ge=0.0, le=1.0)  # vLLM's range
@@ -194,7 +196,7 @@ class _Sampling(Body):
             logprobs=logprobs,
             skip_leading_space=skip_leading_space,
             stop_at_eot=not self.ignore_eos,
-            logit_bias=self.logit_bias or {},
+            logit_bias=cast("dict[int, float]", self.logit_bias or {}),  # JSON's string keys: SamplingParams reads them
             **given,
         )
 
