@@ -768,3 +768,13 @@ def test_a_logit_bias_that_is_no_object_is_a_400_even_when_empty(http, path, bia
     assert r.status_code == 400 and error["param"] == "logit_bias", r.text
     assert error["message"] == f"Invalid type for 'logit_bias': expected an object, but got {kind} instead."
     assert http.post(path, json=body | {"max_tokens": 1, "logit_bias": {}}).status_code == 200
+
+
+def test_an_empty_string_where_text_is_needed_is_a_400_in_openais_words(http):
+    """next_tokens' prompt "" was refused in pydantic's words ("prompt: String should have at least 1 character")."""
+    r = http.post("/v1/next_tokens", json={"prompt": ""})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "prompt" and error["code"] == "empty_string", r.text
+    assert error["message"] == (
+        "Invalid 'prompt': empty string. Expected a string with minimum length 1, but got an empty string instead."
+    )

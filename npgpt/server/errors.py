@@ -192,6 +192,12 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
             f"Expected a value {op} {shown(bound)}, but got {shown(given)} instead."
         )
         return APIError(400, message, param=param, code=f"{number}_{side}_{'min' if side == 'below' else 'max'}_value")
+    if err["type"] == "string_too_short" and ctx.get("min_length") == 1:  # OpenAI's words and code
+        message = (
+            f"Invalid '{param}': empty string. Expected a string with minimum length 1, but got an empty string "
+            "instead."
+        )
+        return APIError(400, message, param=param, code="empty_string")
     if err["type"] == "too_short" and ctx.get("min_length") == 1 and not err.get("input"):
         message = (
             f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead."
