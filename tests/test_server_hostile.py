@@ -778,3 +778,13 @@ def test_an_empty_string_where_text_is_needed_is_a_400_in_openais_words(http):
     assert error["message"] == (
         "Invalid 'prompt': empty string. Expected a string with minimum length 1, but got an empty string instead."
     )
+
+
+def test_best_of_under_n_is_refused_as_openai_and_vllm_refuse_it(http):
+    """best_of 1 with n 2 (one candidate, two returned) was answered with two completions; OpenAI and vLLM refuse
+    a best_of below n."""
+    r = http.post("/v1/completions", json={"prompt": "a", "max_tokens": 1, "n": 2, "best_of": 1})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "best_of", r.text
+    assert error["message"] == "best_of must be greater than or equal to n, got best_of=1 and n=2; leave best_of out"
+    assert http.post("/v1/completions", json={"prompt": "a", "max_tokens": 1, "n": 2, "best_of": 2}).status_code == 200

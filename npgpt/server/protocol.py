@@ -162,6 +162,12 @@ class _Sampling(Body):
                 f"got {shown(self.service_tier)}",
                 param="service_tier",
             )
+        if self.best_of is not None and self.best_of < (self.n or 1):  # as OpenAI and vLLM answer
+            raise NpgptError(
+                f"best_of must be greater than or equal to n, got best_of={self.best_of} and n={self.n}; leave "
+                "best_of out",
+                param="best_of",
+            )
         if self.best_of not in (None, 1, self.n or 1):  # best_of = n samples n and returns them all
             raise NpgptError("best_of is not supported; use n to get several completions", param="best_of")
         if self.response_format is not None and "type" not in self.response_format:  # as OpenAI answers
