@@ -788,3 +788,28 @@ def test_best_of_under_n_is_refused_as_openai_and_vllm_refuse_it(http):
     assert r.status_code == 400 and error["param"] == "best_of", r.text
     assert error["message"] == "best_of must be greater than or equal to n, got best_of=1 and n=2; leave best_of out"
     assert http.post("/v1/completions", json={"prompt": "a", "max_tokens": 1, "n": 2, "best_of": 2}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_a_logit_bias_on_every_token_is_checked_off_the_event_loop(http, path, monkeypatch):
+    """Checking a 50,257-entry logit_bias (each key an id, each bias in range, no token twice) takes ~0.1 s of
+    Python, and ran on the event loop, where /health and every other client wait on it (issue 14, kind 7: no
+    per-entry work on the event loop). It runs on a thread: no event loop runs where it is checked."""
+    import npgpt.sampling
+
+    checked_on_loop = []
+    original = npgpt.sampling._checked_bias
+
+    def spy(bias):
+        try:
+            asyncio.get_running_loop()
+            checked_on_loop.append(True)
+        except RuntimeError:  # no loop in this thread
+            checked_on_loop.append(False)
+        return original(bias)
+
+    monkeypatch.setattr(npgpt.sampling, "_checked_bias", spy)
+    body = {"prompt": "a"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "a"}]}
+    bias = {str(i): 1 for i in range(50257)}
+    r = http.post(path, json=body | {"max_tokens": 1, "temperature": 0, "logit_bias": bias})
+    assert r.status_code == 200 and checked_on_loop and not any(checked_on_loop), (r.text, checked_on_loop)

@@ -63,7 +63,10 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
             code="context_length_exceeded",
         )
     # the reply's leading whitespace is dropped (the model writes ``Assistant: Hi``), stops matched after it
-    params = body.sampling(max_tokens, logprobs, stop=chat_stop(body.messages), skip_leading_space=True)
+    # on a thread, as a client's logit_bias on every token takes ~0.1 s to check
+    params = await asyncio.to_thread(
+        body.sampling, max_tokens, logprobs, stop=chat_stop(body.messages), skip_leading_space=True
+    )
     n = body.n or 1
     limits.check_tokens([prompt], n, params.max_new_tokens, prompt_param="messages", max_tokens_param=sent)
     rows = [prompt] * n
