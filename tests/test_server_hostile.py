@@ -598,6 +598,8 @@ def test_a_number_out_of_range_is_a_400_in_openais_words(http, path, body, param
         ("frequency_penalty", -2.5, "decimal below minimum value. Expected a value >= -2, but got -2.5"),
         ("min_p", 2, "decimal above maximum value. Expected a value <= 1, but got 2"),
         ("best_of", 0, "integer below minimum value. Expected a value >= 1, but got 0"),
+        ("top_k", -2, "integer below minimum value. Expected a value >= -1, but got -2"),
+        ("repetition_penalty", 0, "decimal below minimum value. Expected a value > 0, but got 0"),
     ],
 )
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
@@ -613,6 +615,7 @@ def test_a_sampling_option_past_openais_range_is_a_400_in_its_words(http, path, 
     assert r.status_code == 400 and error["param"] == field and error["code"] == code, r.text
     assert error["message"] == f"Invalid '{field}': {words} instead."
     edge = {"temperature": 2, "top_p": 1, "presence_penalty": 2, "frequency_penalty": -2, "min_p": 1, "best_of": 1}
+    edge |= {"top_k": -1, "repetition_penalty": 1e-9}
     assert http.post(path, json=body | {"max_tokens": 1, field: edge[field]}).status_code == 200  # the bound itself
 
 

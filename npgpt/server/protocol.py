@@ -109,9 +109,9 @@ class _Sampling(Body):
     # by SamplingParams, which names the one that is wrong
     logit_bias: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None  # chat's; vLLM's completions take it too
-    top_k: Int | None = None  # npgpt's extensions, as in vLLM
+    top_k: Int | None = Field(None, ge=-1)  # npgpt's extensions, with vLLM's ranges (top_k -1: off)
     min_p: float | None = Field(None, ge=0.0, le=1.0)  # vLLM's range
-    repetition_penalty: float | None = None
+    repetition_penalty: float | None = Field(None, gt=0.0)
     ignore_eos: bool | None = None  # vLLM's: go on past <|endoftext|>, up to max_tokens
     best_of: Int | None = Field(None, ge=1)  # completions' (and vLLM's chat's): accepted only when it changes nothing
     # accepted and ignored (see the module's docstring), but typed as OpenAI and vLLM type them: a wrong type is
