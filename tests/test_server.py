@@ -1302,3 +1302,17 @@ def test_several_text_parts_are_one_message(client, model):
         == b.usage.prompt_tokens
         == len(model.tokenizer.encode("User: Translate to French:\nHello\nAssistant:"))
     )
+
+
+def test_serve_takes_the_model_as_an_argument_too():
+    """``npgpt serve bundled`` (vLLM's ``vllm serve MODEL``, and how a new user writes it) was "Got unexpected extra
+    argument (bundled)": only ``--model`` named a model. The models given as arguments are served too, first."""
+    server, base = start_server("second=bundled", "first=bundled")
+    try:
+        names = [m["id"] for m in httpx.get(base + "/v1/models").json()["data"]]
+        assert names == ["first", "second"], names
+        r = httpx.post(base + "/v1/completions", json={"prompt": "And God said", "max_tokens": 2})
+        assert r.status_code == 200 and r.json()["model"] == "first", r.text  # the first model is the default
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

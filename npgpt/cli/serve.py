@@ -19,6 +19,15 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def serve_command(
+    model_args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            callback=model_value,
+            metavar="[MODEL]...",
+            help="The models to serve, as --model takes them (vLLM's `vllm serve MODEL`): npgpt serve 124M.",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         list[str] | None,
         typer.Option(
@@ -95,7 +104,7 @@ def serve_command(
 ) -> None:
     """Serve GPT-2 over an OpenAI-compatible HTTP API, with a playground at /.
 
-    Example: npgpt serve --model 124M --port 8000
+    Example: npgpt serve 124M --port 8000 (or --model 124M; -m NAME=PATH names one)
     then open http://127.0.0.1:8000/ or run
     curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"prompt": "Hello,", "max_tokens": 20}'
 
@@ -126,6 +135,7 @@ def serve_command(
         raise NpgptError(f"the server needs {e.name}: pip install 'npgpt[serve]'") from None
     from ..backends import collapse_huge_pages, tune_allocator
 
+    model = [*(model_args or ()), *(model or ())]  # positional first, as written: the first is the default model
     specs = [_split_spec(spec) for spec in model] if model else [("", None)]
     if any(name and not path for name, path in specs):
         raise NpgptError("a --model NAME= names no model; write --model NAME=PATH (a path or a downloaded name)")
