@@ -26,7 +26,12 @@ class CheckpointError(NpgptError):
     """A checkpoint is missing, corrupt, truncated or of an unknown format."""
 
 
-class CheckpointWarning(UserWarning):
+class NpgptWarning(UserWarning):
+    """Something the user should know that does not stop the work (a run's loss plot that could not be written):
+    the message is one line, which the CLI prints as ``warning: ...``."""
+
+
+class CheckpointWarning(NpgptWarning):
     """A checkpoint loads, read as its model was meant, but another tool reads it otherwise (llama.cpp a GGUF
     without its pre-tokenizer): the message, one line, says how and how to mend the file. The CLI prints it as
     ``warning: ...``."""

@@ -21,7 +21,7 @@ from conftest import run_cli
 from npgpt import files
 from npgpt.cli.names import as_flags
 from npgpt.config import GPT2Config
-from npgpt.errors import NpgptError
+from npgpt.errors import NpgptError, NpgptWarning
 from npgpt.formats import load_checkpoint, npgpt_format
 from npgpt.params import flatten
 from npgpt.sampling import SamplingParams
@@ -718,3 +718,23 @@ def test_a_resume_repairs_a_damaged_model_of_the_same_step(text, tmp_path, refer
     result = train(text, out, TrainSettings(**RUN), resume=True)
     assert result.step == RUN["steps"] and not result.tokens_per_s  # nothing trained, the model rewritten
     assert_same_params(load_checkpoint(out)[1], reference)
+
+
+# --- non-essential writes ------------------------------------------------------------------
+
+
+def test_a_loss_plot_that_cannot_be_written_warns_and_the_run_goes_on(text, tmp_path, reference):
+    """``loss.png`` is a picture of what the state holds: a failed write of it (here a folder in its place; a full
+    disk likewise) stopped the run after its state and model were saved. It is now one warning line, and the run
+    ends as an uninterrupted one."""
+    out = tmp_path / "run"
+    (out / "loss.png").mkdir(parents=True)
+    with pytest.warns(NpgptWarning, match=r"loss\.png: it is a directory.*the run goes on") as caught:
+        result = train(text, out, TrainSettings(**RUN))
+    assert result.step == RUN["steps"] and all("\n" not in str(w.message) for w in caught)
+    assert_same_params(npgpt_format.load(out / npgpt_format.MODEL_FILE)[1], reference)
+    r = run_cli("train", str(text), "--out", str(out), "--resume", "--steps", "6")
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "loss.png" in line]
+    assert warned and all(line.startswith("warning: cannot write") for line in warned), r.stderr
+    assert "Traceback" not in r.stderr and model_step(out) == 6

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import CheckpointWarning, NpgptError, reason
+from ..errors import NpgptError, NpgptWarning, reason
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
 from .names import ClickException, Command, Group, UsageError, as_flags
 from .options import Interrupted, print_error
@@ -130,9 +130,9 @@ def main() -> None:
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
-    """A CheckpointWarning as one line, ``warning: ...`` (a checkpoint that loads but that llama.cpp reads
-    otherwise); other warnings as Python shows them."""
-    if issubclass(category, CheckpointWarning):
+    """An NpgptWarning as one line, ``warning: ...`` (a checkpoint that loads but that llama.cpp reads
+    otherwise, a loss plot that could not be written); other warnings as Python shows them."""
+    if issubclass(category, NpgptWarning):
         print_error(str(message), label="warning")
     else:
         _python_showwarning(message, category, *args, **kwargs)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ result. A checkpoint whose weights are not finite (a diverged run) is never writ
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..char_tokenizer import tokenizer_from_spec
 from ..config import GPT2Config
-from ..errors import CheckpointError, NpgptError
+from ..errors import CheckpointError, NpgptError, NpgptWarning
 from ..files import atomic_path, parse_json
 from ..formats import npgpt_format
 from ..params import flatten, unflatten
@@ -162,7 +163,8 @@ def _checked_meta(path: Path, text: str | None) -> dict:
 
 
 def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: Any, meta: dict) -> None:
-    """The resume state, then the model and the loss plot, into ``out`` (by process 0 only).
+    """The resume state, then the model and the loss plot, into ``out`` (by process 0 only). A loss plot that
+    cannot be written is an :class:`~npgpt.errors.NpgptWarning`, not an error: the run goes on.
 
     Every process must call it: gathering sharded arrays to the host is a collective. Raises
     NpgptError, writing nothing, if a weight or the optimiser's state is NaN or infinite (the files of the previous
@@ -187,7 +189,10 @@ def write_checkpoint(out: Path, config: GPT2Config, params: Params, opt_state: A
         return
     save_state(out / STATE_FILE, host_params, host_opt, meta)  # the resume point, first
     save_model(out, config, host_params, meta)
-    plot_losses(meta["history"], out / PLOT_FILE)
+    try:  # a picture of the losses, which the state holds: not worth stopping a run for
+        plot_losses(meta["history"], out / PLOT_FILE)
+    except NpgptError as e:  # a full disk, a loss.png that is a folder: said in one line by atomic_path
+        warnings.warn(f"{e}; the loss plot is not updated, the run goes on", NpgptWarning, stacklevel=2)
 
 
 def save_model(out: Path, config: GPT2Config, params: Params, meta: dict) -> None:
