@@ -738,3 +738,49 @@ def test_a_loss_plot_that_cannot_be_written_warns_and_the_run_goes_on(text, tmp_
     warned = [line for line in r.stderr.splitlines() if "loss.png" in line]
     assert warned and all(line.startswith("warning: cannot write") for line in warned), r.stderr
     assert "Traceback" not in r.stderr and model_step(out) == 6
+
+
+@pytest.mark.parametrize("where", ["params.wte", "opt.00001", "meta"])
+def test_a_flipped_bit_that_leaves_values_finite_is_refused_on_resume(tmp_path, where):
+    """A bit flipped in the saved state (a disk or memory fault) that leaves every value finite loaded, and the run
+    went on from a weight that was never trained: each tensor and the metadata are checked against the CRC-32 they
+    were written with, and the damage is named in one line."""
+    from npgpt.errors import CheckpointError
+
+    path = saved_state(tmp_path / STATE_FILE)
+    header, n, _ = npgpt_format.read_header(path)
+    data = bytearray(path.read_bytes())
+    if where == "meta":  # a digit of the loss history: still JSON, still a number
+        at = data.index(b"2.9", 8, 8 + n) + 2
+        data[at] ^= 0x01  # "9" -> "8"
+    else:
+        if where.startswith("opt."):  # saved_state writes no optimiser leaves: add one
+            from npgpt.train.checkpoint import save_state
+
+            config, params, _, meta = load_state(path)
+            save_state(path, params, [np.zeros(3, np.int32), np.full(5, 0.5, np.float32)], meta)
+            header, n, _ = npgpt_format.read_header(path)
+            data = bytearray(path.read_bytes())
+        data[8 + n + header[where]["data_offsets"][0] + 4] ^= 0x01  # the lowest bit of a mantissa
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as e:
+        load_state(path)
+    said = str(e.value)
+    what = "its metadata" if where == "meta" else f"tensor {where!r}"
+    assert f"{what} does not match the checksum it was written with" in said and "restore it from a backup" in said
+    assert "\n" not in said
+
+
+def test_a_state_written_before_checksums_still_loads(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    path = saved_state(tmp_path / STATE_FILE)
+    with safe_open(str(path), framework="numpy") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    assert "crc32" in metadata
+    save_file(tensors, path, metadata={k: v for k, v in metadata.items() if k != "crc32"})
+    assert load_state(path)[3]["step"] == 2
+    save_file(tensors, path, metadata={**metadata, "crc32": "[1, 2]"})
+    with pytest.raises(NpgptError, match="its checksums .* are damaged"):
+        load_state(path)

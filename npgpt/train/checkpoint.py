@@ -3,7 +3,8 @@
 ``train_state.safetensors`` holds everything a resume needs in one file, written atomically
 (temp file + rename), so a kill at any moment leaves the previous complete checkpoint: params
 (``params.<npgpt name>``), the AdamW state's leaves (``opt.<i>``) and, as JSON metadata, the step,
-the batch RNG's state, the run's settings, the tokenizer and the loss history.
+the batch RNG's state, the run's settings, the tokenizer and the loss history; and the CRC-32 of every
+tensor and of that JSON, checked on resume (a flipped bit that leaves a value finite is refused, not trained on).
 
 A checkpoint is one unit although it is two files: the state is written first, then
 ``model.safetensors``, whose metadata carries the ``step`` it holds. A kill between the two leaves
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,10 @@ from .plot import plot_losses
 Params = dict[str, Any]
 STATE_FILE, PLOT_FILE = "train_state.safetensors", "loss.png"
 STATE_FORMAT = "npgpt-train-state-v1"
+# CRC-32 (zlib's) of each tensor's bytes and of the "meta" JSON, as JSON in the state's metadata; a state
+# without it (written before npgpt stored it) is read unchecked. About 1.6 s a side for 124M's 1.5 GB state
+# (0.9 GB/s, on 2 busy cores), where writing it took 4-8 s and reading it back 3 s.
+CHECKSUM_KEY, META_CHECKSUM = "crc32", "__meta__"
 HISTORY_KEYS = ("step", "loss", "val_step", "val_loss")
 GPT2_TOKENS = 50257  # GPT-2's own vocabulary; ids from here on are tokens a fine-tune added
 RESTORE = "restore it from a backup or start a new run (another out=)"  # with keywords=["out"]
@@ -83,14 +89,15 @@ def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: d
     tensors = {f"params.{k}": np.require(v, requirements="C") for k, v in flatten(params).items()}
     tensors.update({f"opt.{i:05d}": np.require(v, requirements="C") for i, v in enumerate(opt_leaves)})
     metadata = {"format": STATE_FORMAT, "meta": json.dumps(meta)}
+    metadata[CHECKSUM_KEY] = json.dumps(_checksums(tensors, metadata["meta"]))
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
 
 
 def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
     """Inverse of :func:`save_state` (arrays copied out of the memory map); CheckpointError if
-    ``path`` is not a training state, or is one truncated, with a NaN or infinite value, or with
-    metadata a resume cannot use."""
+    ``path`` is not a training state, or is one truncated, with a NaN or infinite value, with bytes other
+    than those written (its checksums), or with metadata a resume cannot use."""
     try:
         tensors, metadata = npgpt_format.read_safetensors(path)
     except CheckpointError as e:  # truncated or corrupt: nothing to download again, but a run to restore
@@ -123,9 +130,50 @@ def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
                 f"the training state is damaged: {RESTORE}",
                 keywords=["out"],
             )
+    _verify_checksums(path, tensors, metadata)
     flat = {k.removeprefix("params."): np.array(v) for k, v in tensors.items() if k.startswith("params.")}
     opt_names = sorted(k for k in tensors if k.startswith("opt."))
     return config, unflatten(flat, config, str(path)), [np.array(tensors[k]) for k in opt_names], meta
+
+
+def _checksums(tensors: dict[str, np.ndarray], meta_text: str) -> dict[str, int]:
+    """CRC-32 of every tensor's bytes as written, and of the metadata's JSON (``META_CHECKSUM``)."""
+    sums = {}
+    for name, value in tensors.items():  # a view of the bytes (a memory map's, on resume): nothing copied
+        sums[name] = zlib.crc32(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+    sums[META_CHECKSUM] = zlib.crc32(meta_text.encode())
+    return sums
+
+
+def _verify_checksums(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """CheckpointError naming the first tensor (or the metadata) whose bytes are not those the state was written
+    with: a flipped bit that leaves a value finite loads as a number, and the run would go on from it. A state
+    written before npgpt stored checksums has none to check."""
+    if CHECKSUM_KEY not in metadata:
+        return
+    try:
+        written = parse_json(metadata[CHECKSUM_KEY])
+    except ValueError:
+        written = None
+    expected = {*tensors, META_CHECKSUM}
+    if not (
+        isinstance(written, dict)
+        and set(written) == expected
+        and all(type(v) is int and 0 <= v < 2**32 for v in written.values())
+    ):
+        raise CheckpointError(
+            f"{path}: its checksums ({CHECKSUM_KEY!r}) are damaged or do not name its tensors; "
+            f"the training state is damaged: {RESTORE}",
+            keywords=["out"],
+        )
+    for name, crc in _checksums(tensors, metadata["meta"]).items():
+        if crc != written[name]:
+            what = "its metadata" if name == META_CHECKSUM else f"tensor {name!r}"
+            raise CheckpointError(
+                f"{path}: {what} does not match the checksum it was written with (a flipped bit or a damaged disk); "
+                f"the training state is damaged: {RESTORE}",
+                keywords=["out"],
+            )
 
 
 def _checked_meta(path: Path, text: str | None) -> dict:
