@@ -47,6 +47,23 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     _fsync(Path(path).parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
+def make_dirs(directory: str | Path) -> None:
+    """``mkdir -p``, robust to another process removing an empty folder on the way meanwhile (a failed download
+    or ``npgpt rm`` removes an empty ``hf/`` or ``downloads/``): ``Path.mkdir(parents=True)`` makes the parent,
+    then the child, and the parent removed between the two is a FileNotFoundError; so it is made again. A
+    folder that can never hold new folders (``/proc/x``) still raises, after a few quick tries."""
+    for attempt in range(_MKDIR_TRIES):
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == _MKDIR_TRIES - 1:
+                raise
+
+
+_MKDIR_TRIES = 20  # each lost only to another process's removal in a window of microseconds
+
+
 def _fsync(path: str | Path, flags: int) -> None:
     try:
         fd = os.open(path, flags)
@@ -123,7 +140,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     path = Path(path)
     _refuse_non_file(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
     except OSError as e:
         raise cannot_write(path, e) from None
     remove_stale_temps(path.parent)
@@ -156,7 +173,7 @@ def locked_folder(directory: Path, busy: str, *, elsewhere: str = "choose a fold
         import fcntl
     except ImportError:
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(directory)
         except OSError as e:
             raise cannot_write(directory, e, elsewhere=elsewhere) from None
         yield
@@ -208,7 +225,7 @@ def write_together(writers: Mapping[Path, Callable[[str], Any]], withdraw: Itera
 
     for folder in dict.fromkeys(path.parent for path in writers):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder)
         except OSError as e:
             raise cannot_write(folder, e) from None
         remove_stale_temps(folder)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import resident_kb
 
+from npgpt import files
+from npgpt.config import GPT2Config
 from npgpt.files import atomic_path
 
 
@@ -286,3 +288,47 @@ def test_a_safetensors_write_error_is_told_in_the_os_words(tmp_path):
     e = SafetensorError("Error while serializing: I/O error: Read-only file system (os error 30)")
     said = str(cannot_write(tmp_path / "m.safetensors", e))
     assert said.endswith(": read-only file system; choose a folder you can write to")
+
+
+# --- folders removed by another process while they are made -----------------------------------
+
+
+def _racing_mkdir(monkeypatch, victim: Path) -> list[Path]:
+    """``os.mkdir`` as if another process removed ``victim`` (an empty folder, as a failed download's cleanup
+    does) right after this one made it and before its child was made; once."""
+    real, raced = os.mkdir, []
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path).parent == victim and not raced and victim.is_dir():
+            victim.rmdir()
+            raced.append(Path(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    return raced
+
+
+@pytest.mark.parametrize("writer", ["atomic_path", "write_together", "npgpt_format.save", "hf.save"])
+def test_a_parent_removed_while_folders_are_made_is_made_again(tmp_path, monkeypatch, writer):
+    """``npgpt rm`` or a failed download removes an empty ``hf/`` or ``downloads/``: in the moment between another
+    process making that folder and making its own folder inside, the write failed with "cannot write ...: No such
+    file or directory (its folder cannot be created ...)". The folders are made again."""
+    from npgpt.formats import hf, npgpt_format
+    from npgpt.params import init_params
+
+    home = tmp_path / "home"
+    home.mkdir()
+    target = home / "hf" / "org--model" / "model.safetensors"
+    raced = _racing_mkdir(monkeypatch, home / "hf")
+    config = GPT2Config(n_vocab=40, n_ctx=8, n_embd=8, n_head=2, n_layer=1)
+    if writer == "atomic_path":
+        with files.atomic_path(target) as tmp:
+            Path(tmp).write_bytes(b"x")
+    elif writer == "write_together":
+        files.write_together({target: lambda tmp: Path(tmp).write_bytes(b"x")})
+    elif writer == "npgpt_format.save":
+        npgpt_format.save(target, config, init_params(config, 0))
+    else:
+        target = target.parent / "config.json"
+        hf.save(target.parent, config, init_params(config, 0))
+    assert raced and target.is_file()

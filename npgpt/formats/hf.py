@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import parse_json, write_together
+from ..files import make_dirs, parse_json, write_together
 from ..params import expected_shapes, flatten, unflatten
 from .hf_files import (
     SAFETENSORS_INDEX,
@@ -222,7 +222,7 @@ def save(
     from safetensors.numpy import save_file
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory)
     flat_params = flatten(params)
     unflatten(flat_params, config)  # refuse to write a model that would not load
     with_biases = expected_shapes(dataclasses.replace(config, bias=True))

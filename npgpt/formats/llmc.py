@@ -31,7 +31,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import atomic_path
+from ..files import atomic_path, make_dirs
 from ..params import flatten, unflatten
 from .compat import require_writable, with_zero_biases
 
@@ -184,7 +184,7 @@ def save(path: str | Path, config: GPT2Config, params: dict[str, Any], dtype: st
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / "model.bin"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     flat = flatten(params)
     unflatten(dict(flat), config)  # refuse to write a file that would not load
     flat = with_zero_biases(flat, config)  # llm.c's GPT-2 always has biases

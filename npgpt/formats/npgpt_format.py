@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError, reason
-from ..files import atomic_path, parse_json, web_page
+from ..files import atomic_path, make_dirs, parse_json, web_page
 from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
@@ -187,7 +187,7 @@ def save(
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     flat = {k: np.ascontiguousarray(np.asarray(v), dtype=dtype) for k, v in flatten(params).items()}
     unflatten(flat, config)  # refuse to write a file that would not load
     meta = {**(metadata or {}), "format": FORMAT, "config": json.dumps(config.to_dict())}

@@ -19,7 +19,7 @@ import numpy as np
 from ..char_tokenizer import CharTokenizer, tokenizer_from_spec
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError, is_integer, shown
-from ..files import cannot_write
+from ..files import cannot_write, make_dirs
 from ..formats.npgpt_format import MODEL_FILE
 from ..params import init_params
 from ..tokenizer import Tokenizer
@@ -114,7 +114,7 @@ def _start(data: str | Path, out: Path, asked: TrainSettings, resume: bool, mode
     if seq_len > config.n_ctx:
         raise NpgptError(f"seq_len={seq_len} exceeds the model's context of {config.n_ctx} tokens", "seq_len", KEYWORDS)
     try:
-        out.mkdir(parents=True, exist_ok=True)  # made already where this process holds its lock
+        make_dirs(out)  # made already where this process holds its lock
     except OSError as e:  # /proc/run, a read-only disk: one line naming the folder, not "internal error"
         raise cannot_write(out, e) from None
     with D.kept_on_error(out) if saved is not None else contextlib.nullcontext():  # the run's own tokens
