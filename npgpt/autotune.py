@@ -94,7 +94,7 @@ class Choice:
         if self.cache is not None:
             where += f"; cached in {self.cache}" if self.measured else f" in {self.cache}"
         cores = os.cpu_count() or 1
-        if self.load is not None and self.load >= cores:  # a measurement the user may want to redo when idle
+        if busy(self.load, cores):  # a measurement the user may want to redo when idle
             where += f"; measured at load {self.load:.1f} on {cores} cores"
         return f"{self.dtype} ({speed}; {where})"
 
@@ -240,7 +240,7 @@ def measure(
 def doubt(seconds: dict[str, float], spread: dict[str, float], load: float | None, cores: int) -> str | None:
     """Why a measurement cannot be trusted as this machine's speeds, or None: a busy machine (1-minute load
     average at least ``cores``), rounds that disagree (``SPREAD``), or a gain over float32 past ``MAX_GAIN``."""
-    if load is not None and load >= cores:
+    if busy(load, cores):
         return f"measured at load {load:.1f} on {cores} cores"
     noisy = {d: s for d, s in spread.items() if s > SPREAD}
     if noisy:
@@ -251,6 +251,12 @@ def doubt(seconds: dict[str, float], spread: dict[str, float], load: float | Non
         if base and t > 0 and d in MAX_GAIN and base / t > MAX_GAIN[d]:
             return f"{d} timed {base / t:.1f}x float32, more than its bytes allow ({MAX_GAIN[d]:.0f}x at most)"
     return None
+
+
+def busy(load: float | None, cores: int) -> bool:
+    """Whether a 1-minute load average of ``load`` on ``cores`` cores makes a measurement doubtful (the first of
+    :func:`doubt`'s reasons; a cache entry doubted for it carries ``"busy": true``, read back as that flag)."""
+    return load is not None and load >= cores
 
 
 def pick(seconds: dict[str, float]) -> str:
@@ -316,6 +322,7 @@ def choose_dtype(backend: Backend, config: GPT2Config, rows: int = 1, cache: Pat
     if why is not None and "float32" in seconds:  # not this machine's truth: float32, cached for a while only
         choice, retry_at = "float32", time.time() + DOUBT_S
         entry = {"dtype": choice, "seconds": seconds, "load": load, "doubt": why, "retry_at": retry_at}
+        entry["busy"] = busy(load, cores)  # the reason as a flag: the text is for people
     else:
         why, choice = None, pick(seconds)
         entry = {"dtype": choice, "seconds": seconds, "load": load}
@@ -351,7 +358,7 @@ def _doubted(hit: Any, backend: Backend, cores: int) -> Choice | None:
     now = time.time()
     if not now < retry_at <= now + DOUBT_S:
         return None
-    if hit["doubt"].startswith("measured at load") and hasattr(os, "getloadavg") and os.getloadavg()[0] < cores:
+    if hit.get("busy") is True and hasattr(os, "getloadavg") and not busy(os.getloadavg()[0], cores):
         return None  # the machine calmed down: this is the moment to measure
     seconds = hit.get("seconds")
     seconds = {

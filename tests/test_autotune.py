@@ -422,3 +422,23 @@ def test_an_entry_another_process_writes_while_this_one_measures_is_kept(home, m
     mine = autotune.choose_dtype(get_backend("numpy"), CONFIG)
     entries = json.loads((home / "autotune.json").read_text())["entries"]
     assert set(entries) == {mine.key, other}  # the other's entry was written over with the stale copy
+
+
+def test_a_doubt_for_the_load_is_read_from_its_flag_not_its_words(home, monkeypatch):
+    """Whether a cached doubt was for the machine's load (measured again once it calms) was read from its message's
+    first words ("measured at load"): rewording the message would have kept every such doubt for its full hour. The
+    entry carries ``"busy": true``; the words are for people."""
+    import time
+
+    calls = fake_timer(monkeypatch, {"int8": 0.3e-3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    first = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    data = json.loads((home / "autotune.json").read_text())
+    assert data["entries"][first.key]["busy"] is True
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    for busy, words, measured in [(True, "the host was busy", True), (False, "measured at load 9.0 on 2 cores", False)]:
+        data["entries"][first.key].update(busy=busy, doubt=words, retry_at=time.time() + 600)
+        (home / "autotune.json").write_text(json.dumps(data))
+        n = len(calls)
+        choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+        assert (len(calls) > n) is measured and choice.measured is measured, (busy, words)
