@@ -46,10 +46,15 @@ def home() -> Path:
     Symbolic links are kept as written (``os.path.abspath``, not ``Path.resolve``), so messages show the
     path the user set.
     """
-    if os.environ.get("NPGPT_HOME"):
-        where = Path(os.environ["NPGPT_HOME"]).expanduser()
-    else:
-        where = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "npgpt"
+    try:
+        if os.environ.get("NPGPT_HOME"):
+            where = Path(os.environ["NPGPT_HOME"]).expanduser()
+        else:
+            where = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "npgpt"
+    except (RuntimeError, KeyError):  # "~nouser/x", or no HOME and no user database entry: Python cannot expand it
+        given = next((f"{v}={os.environ[v]!r}" for v in ("NPGPT_HOME", "XDG_CACHE_HOME") if os.environ.get(v)), None)
+        what = f"{given} names a home folder that cannot be found" if given else "no home folder is known (HOME unset)"
+        raise NpgptError(f"cannot place npgpt's cache: {what}; set NPGPT_HOME to a folder you can write to") from None
     return Path(os.path.abspath(where))
 
 

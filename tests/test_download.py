@@ -229,6 +229,19 @@ def test_home_follows_the_environment(monkeypatch, tmp_path):
     assert registry.home() == tmp_path / "user" / ".cache" / "npgpt"
 
 
+@pytest.mark.parametrize("variable", ["NPGPT_HOME", "XDG_CACHE_HOME"])
+def test_a_home_of_an_unknown_user_is_one_line(monkeypatch, variable):
+    """``NPGPT_HOME=~nosuchuser/x`` ended every command as "internal error: Could not determine home directory."
+    (Python's RuntimeError from expanding it)."""
+    monkeypatch.delenv("NPGPT_HOME")
+    monkeypatch.setenv(variable, "~npgpt-no-such-user/cache")
+    with pytest.raises(NpgptError, match=rf"{variable}='~npgpt-no-such-user/cache' names a home folder that cannot"):
+        registry.home()
+    r = run_cli("list", env={variable: "~npgpt-no-such-user/cache"})
+    assert r.returncode == 1 and r.stderr.startswith("error: cannot place npgpt's cache"), r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
 def test_a_relative_home_keeps_naming_the_same_folder_after_a_chdir(server, source, monkeypatch, tmp_path):
     """A relative NPGPT_HOME was used as given: the path a download returned was relative too, and named
     another file once the program changed directory."""
