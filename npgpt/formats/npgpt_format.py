@@ -6,10 +6,13 @@ float16/bfloat16 storage is allowed (the bundled model uses it) and is widened t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -38,25 +41,43 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int, int]:
     Raises CheckpointError for a missing file or a header that is not a safetensors header.
     """
     path = Path(path)
+    with _opened(path) as f:
+        return _header_of(f, path)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[BinaryIO]:
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError(f"{path}: too short to be a safetensors file; re-download or re-convert it")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, 100_000_000):
-                raise web_page(path) or CheckpointError(
-                    f"{path}: not a safetensors file (bad header length); re-download it"
-                )
-            header = parse_json(f.read(n))
+        f = open(path, "rb")
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: unreadable safetensors header ({e}); re-download or re-convert it") from None
+    with f:
+        yield f
+
+
+def _header_of(f: BinaryIO, path: Path) -> tuple[dict[str, Any], int, int]:
+    """:func:`read_header` of the open file ``f`` (named ``path`` in errors)."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: too short to be a safetensors file; re-download or re-convert it")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, 100_000_000):
+            raise web_page(path) or CheckpointError(
+                f"{path}: not a safetensors file (bad header length); re-download it"
+            )
+        header = parse_json(f.read(n))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: unreadable safetensors header ({e}); re-download or re-convert it") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
         raise CheckpointError(f"{path}: malformed safetensors header (not a JSON object); re-download or re-convert it")
     return header, n, size
+
+
+_REREADS = 5  # a file replaced (renamed over) while read is read again: a training run checkpointing into it
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -66,18 +87,48 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     such; every other structural fault (offsets into the header, overlapping or shifted byte
     ranges, a shape whose size does not match its bytes, wrong JSON types) is refused by the
     ``safetensors`` library's own validation, which runs before any tensor is viewed.
+
+    The header and the data come from one open file: a file renamed over ``path`` while it is read (a training
+    run's checkpoint, a download finishing) is read again from the start, never the header of one and the
+    data of the other (whose offsets differ when its header's length does).
     """
     path = Path(path)
-    header, n, size = read_header(path)
-    metadata = header.pop("__metadata__", None) or {}
-    offsets = [info.get("data_offsets") for info in header.values() if isinstance(info, dict)]
+    for _ in range(_REREADS):
+        with _opened(path) as f:
+            header, n, size = _header_of(f, path)
+            _check_ends(path, header, n, size)
+            opened = f"/proc/self/fd/{f.fileno()}"  # Linux: the open file itself, whatever the path names now
+            if os.path.exists(opened):
+                _validate(path, opened)
+            else:  # validated by name: it must still name the file opened
+                _validate(path)
+                try:
+                    same = os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+                except OSError:  # removed meanwhile (npgpt rm): what was opened is whole
+                    same = True
+                if not same:
+                    continue
+            data = np.memmap(f, dtype=np.uint8, mode="r") if size > 8 + n else np.zeros(0, np.uint8)
+        return _tensors(path, header, n, data)
+    raise CheckpointError(f"{path}: replaced by another file {_REREADS} times while being read; load it again")
+
+
+def _check_ends(path: Path, header: dict[str, Any], n: int, size: int) -> None:
+    offsets = [
+        info.get("data_offsets") for name, info in header.items() if name != "__metadata__" and isinstance(info, dict)
+    ]
     ends = [o[1] for o in offsets if isinstance(o, list) and len(o) == 2 and all(type(x) is int for x in o)]
     if ends and 8 + n + max(ends) > size:
         raise CheckpointError(
             f"{path}: truncated (data ends at byte {8 + n + max(ends)}, file has {size}); re-download or re-convert it"
         )
-    _validate(path)
-    data = np.memmap(path, dtype=np.uint8, mode="r") if size > 8 + n else np.zeros(0, np.uint8)
+
+
+def _tensors(
+    path: Path, header: dict[str, Any], n: int, data: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    header = dict(header)
+    metadata = header.pop("__metadata__", None) or {}
     tensors = {}
     for name, info in header.items():
         dtype = _DTYPES.get(info["dtype"])
@@ -95,12 +146,13 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     return tensors, metadata
 
 
-def _validate(path: Path) -> None:
-    """The safetensors library's structural checks (it parses the header; no tensor is read)."""
+def _validate(path: Path, source: str | None = None) -> None:
+    """The safetensors library's structural checks (it parses the header; no tensor is read) of ``path``, read
+    from ``source`` where given (the open file's name in ``/proc/self/fd``)."""
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="numpy"):
+        with safe_open(source or str(path), framework="numpy"):
             pass
     except Exception as e:  # SafetensorError, or a ValueError/OSError for the same malformed file
         why = reason(e)
