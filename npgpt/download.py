@@ -250,7 +250,10 @@ def _fetch(url: str, dest: Path, *, progress: Progress | None, retries: int, tim
             "sign in to the network (open any site in a browser) or check your connection, then run the same "
             "command again"
         )
-    publish(part, dest)  # synced first: after a power loss a renamed file could be empty, skipped as fetched
+    try:
+        publish(part, dest)  # synced first: after a power loss a renamed file could be empty, skipped as fetched
+    except OSError as e:  # the folder removed meanwhile (rm -r of the cache), a disk gone read-only
+        raise cannot_write(dest, e, elsewhere=_ELSEWHERE) from None
 
 
 def _fetch_once(url: str, part: Path, progress: Progress | None, timeout: float) -> None:

@@ -11,6 +11,7 @@ Everything lives under :func:`home`::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from .config import PRESETS
 from .errors import NpgptError
+from .files import locked_folder
 from .formats.npgpt_format import MODEL_FILE
 
 OPENAI_NAMES = tuple(PRESETS)  # 124M, 355M, 774M, 1558M: also the order resolve(None) prefers
@@ -248,9 +250,17 @@ def remove(name: str) -> list[Path]:
             else f"{name!r} is not in the cache ({home()})"
         )
         raise NpgptError(f"{what}; downloaded models: {cached} (see `npgpt list`)")
-    for folder in found:
-        if folder.is_symlink():
-            folder.unlink()  # never rmtree through a link: its target lies outside the cache
-        else:
-            shutil.rmtree(folder)
+    with contextlib.ExitStack() as held:
+        for folder in found:  # a download holds its folder's lock (npgpt.download): not removed under it
+            if folder.parent.parent == home() / "downloads" and not folder.is_symlink():
+                busy = (
+                    f"{folder.name} is being downloaded by another npgpt process (into {folder}); wait for it to "
+                    "finish or stop it, then remove it"
+                )
+                held.enter_context(locked_folder(folder, busy))
+        for folder in found:
+            if folder.is_symlink():
+                folder.unlink()  # never rmtree through a link: its target lies outside the cache
+            else:
+                shutil.rmtree(folder)
     return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -182,6 +183,33 @@ def test_a_second_process_cannot_write_the_same_download(server, cache):
     finally:
         os.close(fd)
     assert server.requests == []
+
+
+def test_rm_of_a_model_being_downloaded_is_refused_and_the_download_ends_whole(server, source, cache):
+    """``npgpt rm 124M`` while ``npgpt download 124M`` ran deleted the folder the download was writing into; the
+    download then ended as "internal error: [Errno 2] No such file or directory: '.../hparams.json.part'". rm now
+    refuses a model whose download holds its folder, in one line, and the download ends whole."""
+    pytest.importorskip("fcntl")
+    refused: list[str] = []
+
+    def progress(name, done, total):
+        if name == DATA and done and not refused:  # the weights arriving: another process runs rm now
+            with pytest.raises(NpgptError) as e:
+                registry.remove("124M")
+            refused.append(str(e.value))
+
+    path = download.download_openai("124M", base_url=server.url, progress=progress)
+    assert refused and "being downloaded by another npgpt process" in refused[0] and "\n" not in refused[0]
+    assert_same_model(path, source[0])
+    assert registry.remove("124M") == [cache / "124M"]  # once the download ended, rm removes it
+
+    def removed_by_hand(name, done, total):  # rm -r of the cache, which takes no lock: one line still
+        if name == DATA and done and (cache / "downloads").exists():
+            shutil.rmtree(cache / "downloads")
+
+    with pytest.raises(NpgptError, match=f"cannot write .*{DATA}: No such file or directory") as e:
+        download.download_openai("124M", base_url=server.url, progress=removed_by_hand)
+    assert "\n" not in str(e.value)
 
 
 def test_corrupt_download_is_rejected_deleted_then_refetched(server, source, cache):
