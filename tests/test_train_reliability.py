@@ -816,3 +816,30 @@ def test_a_model_replaced_while_it_is_read_is_read_whole_from_one_file(tmp_path,
     assert replaced and metadata["step"] == "100"
     for name, value in flatten(new).items():
         np.testing.assert_array_equal(tensors[name], value, err_msg=name)
+
+
+def test_a_tokens_sidecar_that_cannot_be_written_warns_and_never_vouches_for_other_tokens(tmp_path):
+    """``tokens.bin.json`` only lets the next run reuse ``tokens.bin``: a failed write of it stopped the run. And
+    the old sidecar, left beside the new tokens by that failure, vouched for them as the old text's: the next run
+    on the old text trained on the new one's tokens. The old sidecar is removed before the tokens are replaced,
+    and a failed write is one warning."""
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("alpha beta gamma\n" * 20)
+    second.write_text("delta epsilon zeta eta\n" * 20)
+    out = tmp_path / "run"
+    out.mkdir()
+    tokens = D.tokenize_to_file(first, out / "tokens.bin")
+    want = np.fromfile(tokens, np.uint16)
+    real = files.publish
+
+    def no_sidecar(tmp, path):
+        if Path(path).name == "tokens.bin.json":
+            raise OSError(28, "No space left on device")
+        real(tmp, path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(files, "publish", no_sidecar)
+        with pytest.warns(NpgptWarning, match=r"tokens\.bin\.json: No space left.*tokenised again next time"):
+            D.tokenize_to_file(second, out / "tokens.bin")
+    assert not (out / "tokens.bin.json").exists()
+    np.testing.assert_array_equal(np.fromfile(D.tokenize_to_file(first, out / "tokens.bin"), np.uint16), want)

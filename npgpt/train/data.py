@@ -15,13 +15,14 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..char_tokenizer import CharTokenizer
-from ..errors import NpgptError, shown
+from ..errors import NpgptError, NpgptWarning, shown
 from ..files import atomic_path, parse_json
 from ..formats.llmc import MAGIC as LLMC_MODEL_MAGIC
 from ..tokenizer import Tokenizer
@@ -202,6 +203,9 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: Tokenizer 
             return dest
     tok = Tokenizer() if tokenizer is None else tokenizer
     n_tokens = 0
+    # The old sidecar goes first: one left beside new tokens (its write failed) would vouch for them as the old text's
+    with contextlib.suppress(OSError):  # a folder in its place is not read as a sidecar either
+        sidecar.unlink(missing_ok=True)
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as out:
             for f in files:
@@ -215,10 +219,15 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: Tokenizer 
                 n_tokens += len(ids)
         if n_tokens == 0:
             raise NpgptError(f"{source}: no text to train on")
-    with atomic_path(sidecar) as tmp:  # a half-written sidecar would break the next run's json.loads
-        Path(tmp).write_text(
-            json.dumps({"fingerprint": fingerprint, "n_tokens": n_tokens, "sources": [str(f) for f in files]}, indent=1)
-        )
+    try:
+        with atomic_path(sidecar) as tmp:  # a half-written sidecar would break the next run's json.loads
+            Path(tmp).write_text(
+                json.dumps(
+                    {"fingerprint": fingerprint, "n_tokens": n_tokens, "sources": [str(f) for f in files]}, indent=1
+                )
+            )
+    except NpgptError as e:  # only lets the next run reuse the tokens: not worth stopping this one for
+        warnings.warn(f"{e}; the text will be tokenised again next time", NpgptWarning, stacklevel=2)
     return dest
 
 
