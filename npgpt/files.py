@@ -324,6 +324,12 @@ def cannot_write(
     if isinstance(e, IsADirectoryError) or path.is_dir():
         return error(f"cannot write {path}: it is a directory; give a file path")
     if isinstance(e, (NotADirectoryError, FileExistsError)):  # FileExistsError: mkdir where a file is
+        link = next((p for p in reversed([path, *path.parents]) if p.is_symlink() and not p.exists()), None)
+        if link is not None:  # mkdir -p meets a link to nowhere: it exists, and is no folder
+            return error(
+                f"cannot write {path}: {link} is a broken symbolic link (to {os.readlink(link)}, which does not "
+                f"exist); make its target or {elsewhere}"
+            )
         where = next((folder for folder in reversed(path.parents) if folder.is_file()), None)
         part = f" ({where})" if where else ""
         return error(f"cannot write {path}: a part of the path is a file, not a folder{part}; {elsewhere}")

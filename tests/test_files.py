@@ -332,3 +332,16 @@ def test_a_parent_removed_while_folders_are_made_is_made_again(tmp_path, monkeyp
         target = target.parent / "config.json"
         hf.save(target.parent, config, init_params(config, 0))
     assert raced and target.is_file()
+
+
+def test_a_broken_link_on_the_way_is_named_not_called_a_file(tmp_path):
+    """``NPGPT_HOME`` (or any folder to write into) a symbolic link to a folder not made yet: "a part of the path is
+    a file, not a folder", of a path with no file on it. The broken link is named, with its target."""
+    from npgpt.errors import NpgptError
+
+    (tmp_path / "home").symlink_to(tmp_path / "not-made")
+    with pytest.raises(NpgptError) as e, atomic_path(tmp_path / "home" / "downloads" / "x.bin") as tmp:
+        Path(tmp).write_bytes(b"x")
+    said = str(e.value)
+    assert f"{tmp_path / 'home'} is a broken symbolic link (to {tmp_path / 'not-made'}, which does not exist)" in said
+    assert "is a file" not in said and "\n" not in said
