@@ -57,7 +57,7 @@ def download_openai(
     """
     name = openai_name(name)
     target = home() / name / MODEL_FILE
-    if target.is_file():
+    if converted(target):
         return target
     staging = home() / "downloads" / "openai" / name
     try:
@@ -83,7 +83,7 @@ def _download_locked(
     remove ``staging``."""
     from .formats import npgpt_format, openai_tf
 
-    if target.is_file():  # another process finished it between the caller's check and the lock
+    if converted(target):  # another process finished it between the caller's check and the lock
         return
     for file in OPENAI_FILES:
         if not (staging / file).exists():
@@ -132,7 +132,7 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     from .formats import hf, hf_files, npgpt_format
 
     target = hf_dir(repo_id, revision) / MODEL_FILE
-    if target.is_file():
+    if converted(target):
         return target
     # The weights go to Hugging Face's cache, the converted file here: a home it cannot be written to is
     # refused now, not after gigabytes were fetched (the OpenAI path creates its staging folder there first).
@@ -191,6 +191,21 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     size = target.stat().st_size
     _report(progress, MODEL_FILE, size, size)
     return target
+
+
+def converted(target: Path) -> bool:
+    """Whether ``target`` is a whole npgpt model file (its structure checked, no tensor read): one cut short or
+    damaged since (a disk that filled, a broken copy) is converted again, not returned, so that "re-download it",
+    which loading it says, does what it says."""
+    from .formats import npgpt_format
+
+    if not target.is_file():
+        return False
+    try:
+        npgpt_format.read_safetensors(target)
+        return npgpt_format.is_npgpt_file(target)
+    except CheckpointError:
+        return False
 
 
 def _hf_failure(e: Exception, repo_id: str, file: str, revision: str | None) -> str:

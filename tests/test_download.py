@@ -137,6 +137,19 @@ def test_download_converts_once_and_matches_the_source(server, source, cache):
     assert len(server.requests) == 3
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not-npgpt"])
+def test_a_damaged_converted_model_is_downloaded_again_not_returned(server, source, cache, damage):
+    """A converted model cut short in the cache (a disk that filled, a copy that broke): loading it said "truncated;
+    re-download or re-convert it", and `npgpt download 124M` said "saved ...", exit 0, and changed nothing: the file
+    existed. A converted file that is not a whole npgpt file is fetched and converted again."""
+    path = download.download_openai("124M", base_url=server.url)
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[:-100], "empty": b"", "not-npgpt": b"<html>502</html>"}[damage])
+    again = download.download_openai("124M", base_url=server.url)
+    assert again == path and len(data_requests(server)) == 2
+    assert_same_model(again, source[0])
+
+
 def test_cut_transfer_resumes_on_the_next_run(server, source, cache):
     server.cut[DATA] = 50_000
     with pytest.raises(NpgptError, match="stopped at 50,000 of .* run the same command again to resume"):
