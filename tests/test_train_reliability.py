@@ -843,3 +843,19 @@ def test_a_tokens_sidecar_that_cannot_be_written_warns_and_never_vouches_for_oth
             D.tokenize_to_file(second, out / "tokens.bin")
     assert not (out / "tokens.bin.json").exists()
     np.testing.assert_array_equal(np.fromfile(D.tokenize_to_file(first, out / "tokens.bin"), np.uint16), want)
+
+
+@pytest.mark.timeout(120)  # a bound on a hang (opening a FIFO that no one writes), not a speed threshold
+def test_a_training_state_that_is_a_fifo_is_refused_not_waited_on(text, tmp_path):
+    """``train_state.safetensors`` a FIFO (``mkfifo``, a pipe a script left): ``npgpt train --resume`` waited for a
+    writer for ever, and SIGTERM (``timeout 60``) did not end the wait. It is refused in one line, at once."""
+    from npgpt.errors import CheckpointError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    os.mkfifo(out / STATE_FILE)
+    with pytest.raises(CheckpointError, match="a FIFO .*not a regular file; restore it from a backup") as e:
+        train(text, out, TrainSettings(**RUN), resume=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="a FIFO"):
+        npgpt_format.read_header(out / STATE_FILE)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError, reason
-from ..files import atomic_path, make_dirs, parse_json, web_page
+from ..files import atomic_path, make_dirs, parse_json, refuse_special_files, web_page
 from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
@@ -47,6 +47,8 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int, int]:
 
 @contextlib.contextmanager
 def _opened(path: Path) -> Iterator[BinaryIO]:
+    # a FIFO's open waits for a writer, and the signal that should end the wait (Ctrl-C, SIGTERM) does not
+    refuse_special_files(path, lambda _: False)
     try:
         f = open(path, "rb")
     except FileNotFoundError:

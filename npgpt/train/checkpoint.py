@@ -100,8 +100,11 @@ def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
     than those written (its checksums), or with metadata a resume cannot use."""
     try:
         tensors, metadata = npgpt_format.read_safetensors(path)
-    except CheckpointError as e:  # truncated or corrupt: nothing to download again, but a run to restore
-        raise CheckpointError(str(e).replace("re-download or re-convert it", RESTORE), keywords=["out"]) from None
+    except CheckpointError as e:  # truncated, corrupt or a FIFO: nothing to download again, but a run to restore
+        said = str(e).replace("re-download or re-convert it", RESTORE)
+        fifo_fix = "npgpt reads a model only from regular files: copy the model's files into a folder"
+        said = said.replace(fifo_fix, RESTORE)
+        raise CheckpointError(said, keywords=["out"]) from None
     written = metadata.get("format")
     if (
         isinstance(written, str)
