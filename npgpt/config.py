@@ -60,9 +60,8 @@ class GPT2Config:
             lambda v: v in ACTIVATIONS,
             f"one of {', '.join(ACTIVATIONS)} (transformers' names)",
         )
-        _check(
-            "layer_norm_epsilon", self.layer_norm_epsilon, lambda v: is_finite_number(v) and v > 0, "a positive number"
-        )
+        # 0 as transformers (nn.LayerNorm(eps=0)) and llama.cpp run it: only a constant row, variance 0, divides by 0
+        _check("layer_norm_epsilon", self.layer_norm_epsilon, lambda v: is_finite_number(v) and v >= 0, "a number >= 0")
         # NumPy's numbers (np.int64(768), as read from an array) pass and are kept as Python's, so the config
         # stays JSON-serializable and compares and hashes as the Python-int one
         for name in (*_INTS, "n_inner"):

@@ -84,6 +84,7 @@ CASES = {
     **{f"activation_function={a}": {"activation_function": a} for a in NAMES},
     "n_inner=40": {"n_inner": 40},
     "layer_norm_epsilon=1e-1": {"layer_norm_epsilon": 1e-1},
+    "layer_norm_epsilon=0.0": {"layer_norm_epsilon": 0.0},  # transformers' nn.LayerNorm(eps=0) loads and runs
     "scale_attn_weights=False": {"scale_attn_weights": False},
     "scale_attn_by_inverse_layer_idx": {"scale_attn_by_inverse_layer_idx": True},
     "reorder_and_upcast_attn": {"reorder_and_upcast_attn": True},
@@ -105,7 +106,9 @@ CASES = {
     },
 }
 # Fields whose value does not change the numbers (beyond rounding): nothing to show they are used.
+# (An epsilon of 0 instead of 1e-5 moves a row of variance ~1 by ~5e-6.)
 SAME_AS_DEFAULT = {f"activation_function={a}" for a in TANH_GELU} | {"reorder_and_upcast_attn"}
+SAME_AS_DEFAULT.add("layer_norm_epsilon=0.0")
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -276,7 +279,8 @@ REFUSED = [
     ("n_inner", 0),
     ("n_inner", "64"),
     ("layer_norm_epsilon", True),
-    ("layer_norm_epsilon", 0),
+    ("layer_norm_epsilon", -1e-05),
+    ("layer_norm_epsilon", float("nan")),
     ("layer_norm_epsilon", "1e-5"),
     ("scale_attn_weights", 1),
     ("scale_attn_by_inverse_layer_idx", "yes"),
