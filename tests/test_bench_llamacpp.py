@@ -8,6 +8,7 @@ they were given, and log their argv, so the tests see both the parsing and the f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -269,6 +270,28 @@ def test_to_gguf_adds_n_ctx_and_npgpt_tokenizer(fake_llama, hf_dir, tmp_path):
     out = to_gguf(hf_dir, find_tools(root), "f16", tmp_path / "m.gguf")
     assert out.read_text().startswith("f16\n")  # the fake converter got n_ctx and tokenizer files, or fails
     assert not (tmp_path / "m-hf").exists()
+
+
+def test_a_full_work_disk_is_an_error_entry_and_leaves_nothing(fake_llama, hf_dir, tmp_path):
+    """The folder prepared for the converter (links to the weights, config.json with n_ctx) on a full disk: the
+    write error escaped the bench as a traceback (config.json was written in place, not through npgpt's atomic
+    writes) and the half-made folder stayed. Now each engine is one line, an error entry naming the file and
+    the full disk, and the work folder is left empty."""
+    from conftest import small_disk
+
+    root, _ = fake_llama
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        work = disk / "work"
+        work.mkdir()
+        with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):  # fill the disk
+            f.write(b"x" * (256 * 1024))
+        engines = measure_llamacpp(root, hf_dir, work, BenchSettings(batches=(1,), threads=1))
+        for outtype in ("f32", "f16", "q8_0"):
+            error = engines[f"llama.cpp-{outtype}"]["error"]
+            config = work / f"model-{outtype}-hf" / "config.json"
+            assert error.startswith(f"cannot write {config}: No space left on device")
+            assert "\n" not in error
+        assert not list(work.iterdir())
 
 
 def test_to_gguf_refuses_a_vocabulary_smaller_than_the_tokenizer(fake_llama, tmp_path):

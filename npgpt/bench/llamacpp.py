@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NpgptError
+from ..files import atomic_path, cannot_write
 from .system import other_cpu_meter
 
 OUTTYPES = ("f32", "f16", "q8_0")  # converter --outtype values: npgpt's own precision, and llama.cpp's usual two
@@ -97,18 +98,22 @@ def _prepare_hf_dir(hf_dir: Path, out: Path) -> Path:
     reads ``n_ctx`` from config.json (transformers 5 writes only ``n_positions``), and it builds the
     vocabulary with ``AutoTokenizer``, so tokenizer files must be there (npgpt's own are GPT-2's).
     """
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for f in hf_dir.iterdir():
-        if f.name != "config.json" and f.is_file():
-            try:
-                (out / f.name).symlink_to(f.resolve())
-            except OSError:  # no symlinks (some filesystems, Windows): a copy does the same
-                shutil.copy2(f, out / f.name)
+    try:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        for f in hf_dir.iterdir():
+            if f.name != "config.json" and f.is_file():
+                try:
+                    (out / f.name).symlink_to(f.resolve())
+                except OSError:  # no symlinks (some filesystems, Windows): a copy does the same
+                    shutil.copy2(f, out / f.name)
+    except OSError as e:  # a full disk, a read-only work folder: one line, an error entry
+        raise cannot_write(out, e) from None
     config = json.loads((hf_dir / "config.json").read_text())
     config.setdefault("n_ctx", config.get("n_positions", 1024))
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    with atomic_path(out / "config.json") as tmp:
+        Path(tmp).write_text(json.dumps(config, indent=2))
     has_tokenizer = (out / "tokenizer.json").exists() or (
         (out / "vocab.json").exists() and (out / "merges.txt").exists()
     )
@@ -122,8 +127,10 @@ def _prepare_hf_dir(hf_dir: Path, out: Path) -> Path:
         from ..tokenizer import default_files
 
         encoder_json, vocab_bpe = default_files()
-        shutil.copyfile(encoder_json, out / "vocab.json")  # encoder.json is GPT-2's vocab.json
-        shutil.copyfile(vocab_bpe, out / "merges.txt")  # and vocab.bpe its merges.txt
+        # encoder.json is GPT-2's vocab.json and vocab.bpe its merges.txt
+        for source, name in ((encoder_json, "vocab.json"), (vocab_bpe, "merges.txt")):
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(source, tmp)
     return out
 
 
@@ -134,8 +141,9 @@ def to_gguf(hf_dir: str | Path, tools: dict[str, Path], outtype: str, out_path: 
     transformers it imports, and it puts the checkout's own ``gguf-py`` on ``sys.path`` itself.
     """
     out_path = Path(out_path)
-    src = _prepare_hf_dir(Path(hf_dir), out_path.parent / f"{out_path.stem}-hf")
+    src = out_path.parent / f"{out_path.stem}-hf"
     try:
+        _prepare_hf_dir(Path(hf_dir), src)
         _run(
             [sys.executable, str(tools["convert"]), str(src), "--outtype", outtype, "--outfile", str(out_path)],
             f"convert_hf_to_gguf.py --outtype {outtype}",
