@@ -730,6 +730,33 @@ def test_gpt2s_vocabulary_with_other_merges_is_refused_naming_the_merge(tmp_path
         load_checkpoint(tmp_path)
 
 
+def test_gpt2s_merges_in_an_order_that_splits_text_alike_load_and_one_that_does_not_is_refused(tmp_path):
+    """GPT-2's merges with two that never meet traded (npgpt.merge_order: 'Ġ t' and 'Ġ a', 'h e' and 'i n': none
+    makes a part of the other, none can overlap the other) split every text as GPT-2's order does, in
+    transformers too; they were refused as "not GPT-2's". They load now. An order in which two that meet trade
+    places ('t h' before 'Ġ t': transformers splits " the" otherwise) is still refused, naming the two."""
+    from transformers import AutoTokenizer
+
+    from npgpt.tokenizer import Tokenizer, default_files, gpt2_merges
+
+    config = CONFIGS["tiny"]
+    hf_format.save(tmp_path, config, random_params(config))
+    (tmp_path / "vocab.json").write_bytes(default_files()[0].read_bytes())
+    merges = list(gpt2_merges())
+    merges[0], merges[1], merges[2], merges[3] = merges[1], merges[0], merges[3], merges[2]
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    load_checkpoint(tmp_path)
+    text = (Path(__file__).parent / "fixtures" / "kjv_heldout.txt").read_text(encoding="utf-8")[:20000]
+    text += " the attention in heat, at a wheel; 'the' THE then"
+    assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == Tokenizer().encode(text)
+
+    merges = ["t h", *(m for m in gpt2_merges() if m != "t h")]
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    assert AutoTokenizer.from_pretrained(tmp_path)(" the")["input_ids"] != [262]
+    with pytest.raises(CheckpointError, match=r"merges.txt: GPT-2's BPE merges, but 't h' before 'Ġ t', which split"):
+        load_checkpoint(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("fmt", "where"),
     [

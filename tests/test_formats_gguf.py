@@ -818,9 +818,10 @@ def test_a_gguf_eos_token_that_is_no_token_is_refused(tmp_path, monkeypatch, fie
     assert "\n" not in str(e.value)
 
 
-def _merges_swapped():
-    merges = gguf_format._gpt2_vocab(50257)[2]
-    return [merges[1], merges[0], *merges[2:]]
+def _merges_swapped(first=1, second=0):
+    merges = list(gguf_format._gpt2_vocab(50257)[2])
+    merges[first], merges[second] = merges[second], merges[first]
+    return merges
 
 
 @pytest.mark.parametrize(
@@ -830,7 +831,11 @@ def _merges_swapped():
         ({"ADD_EOS": True}, "tokenizer.ggml.add_eos_token is True: llama.cpp puts a special token after every prompt"),
         ({"ADD_PREFIX": True}, "tokenizer.ggml.add_space_prefix is True: llama.cpp puts a space before every prompt"),
         ({"PRE": "llama-bpe"}, "pre-tokenizer 'llama-bpe' .tokenizer.ggml.pre., not GPT-2's 'gpt-2'"),
-        ({"MERGES": _merges_swapped()}, r"its 50000 BPE merges are not GPT-2's 50000 \(merge 0 differs\)"),
+        ({"MERGES": _merges_swapped(0, 144)}, r"GPT-2's BPE merges, but 'Ġt he' before 'Ġ t': llama.cpp would split"),
+        (
+            {"MERGES": list(gguf_format._gpt2_vocab(50257)[2][1:])},
+            r"its 49999 BPE merges are not GPT-2's 50000 \(merge 0 differs\)",
+        ),
         # llama.cpp refuses a 'gpt2' tokenizer without merges; it was read with GPT-2's
         ({"MERGES": None}, r"no BPE merges in its metadata \(tokenizer.ggml.merges is missing\), which llama.cpp"),
     ],
@@ -843,6 +848,13 @@ def test_a_gguf_tokenizer_setting_that_changes_the_ids_is_refused(tmp_path, monk
     with pytest.raises(CheckpointError, match=message) as e:
         load_checkpoint(path)
     assert "\n" not in str(e.value)
+
+
+def test_a_gguf_with_gpt2s_merges_in_an_order_that_splits_text_alike_loads(tmp_path, monkeypatch):
+    """'Ġ a' ranked before 'Ġ t' (two merges that never meet: npgpt.merge_order) splits every text as GPT-2's order
+    does, in llama.cpp too; it was refused as "not GPT-2's"."""
+    config, _ = load_checkpoint(_chatml_gguf(tmp_path / "chat.gguf", monkeypatch, MERGES=_merges_swapped()))
+    assert config.n_vocab == 50259
 
 
 def test_a_gguf_without_its_pre_tokenizer_loads_as_gpt2_and_warns_in_one_line(tmp_path, monkeypatch):

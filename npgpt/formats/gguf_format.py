@@ -360,6 +360,7 @@ def _check_tokenizer_settings(reader: Any, path: Path) -> None:
     instead (other ids wherever digits or punctuation run together) and warns that generation is degraded."""
     import gguf
 
+    from ..merge_order import misordered_merges
     from ..tokenizer import gpt2_merges
 
     K = gguf.Keys.Tokenizer
@@ -397,6 +398,17 @@ def _check_tokenizer_settings(reader: Any, path: Path) -> None:
     merges = [bytes(field.parts[i]) for i in field.data]
     gpt2 = [m.encode("utf-8") for m in gpt2_merges()]
     if merges != gpt2:
+        try:  # GPT-2's in another order: harmless unless two merges that meet trade places
+            swapped = misordered_merges([m.decode("utf-8") for m in merges])
+        except (ValueError, UnicodeDecodeError):
+            pass
+        else:
+            if swapped is None:
+                return
+            raise CheckpointError(
+                f"{path}: GPT-2's BPE merges, but {swapped[0]!r} before {swapped[1]!r}: llama.cpp would split text "
+                "into other tokens; npgpt only runs GPT-2's tokenizer"
+            )
         first = next(
             (i for i, (a, b) in enumerate(zip(merges, gpt2, strict=False)) if a != b), min(len(merges), len(gpt2))
         )

@@ -149,8 +149,10 @@ def tokenizer_spec(directory: Path) -> dict[str, Any] | None:
 def _check_merges(directory: Path, files: dict[str, Any]) -> None:
     """CheckpointError unless the BPE merges saved beside the model (tokenizer.json's ``model.merges``, as
     ``"a b"`` strings or, from tokenizers 0.20, ``["a", "b"]`` pairs; merges.txt, its ``#version`` line
-    skipped: GPT-2's merge 1979 is ``# #``) are GPT-2's, in GPT-2's order: with GPT-2's vocabulary but other merges,
-    or GPT-2's in another order, transformers splits a text into other tokens than npgpt's GPT-2 BPE."""
+    skipped: GPT-2's merge 1979 is ``# #``) are GPT-2's, in GPT-2's order or one that splits every text alike
+    (:mod:`npgpt.merge_order`): with GPT-2's vocabulary but other merges, or GPT-2's in an order where two merges
+    that meet trade places, transformers splits a text into other tokens than npgpt's GPT-2 BPE."""
+    from ..merge_order import misordered_merges
     from ..tokenizer import gpt2_merges
 
     found: list[tuple[Path, list[Any]]] = []
@@ -171,14 +173,25 @@ def _check_merges(directory: Path, files: dict[str, Any]) -> None:
     gpt2 = gpt2_merges()
     for path, merges in found:
         spelled = [" ".join(m) if isinstance(m, list) and all(isinstance(p, str) for p in m) else m for m in merges]
-        if spelled != list(gpt2):
-            first = next((i for i, (a, b) in enumerate(zip(spelled, gpt2, strict=False)) if a != b), None)
-            where = (
-                f"merge {first} is {shown(spelled[first])}, GPT-2's {gpt2[first]!r}"
-                if first is not None
-                else (f"{len(spelled)} merges, GPT-2's {len(gpt2)}")
+        if spelled == list(gpt2):
+            continue
+        try:
+            swapped = misordered_merges(spelled)
+        except (ValueError, TypeError):  # not GPT-2's merges in another order (TypeError: a merge that is no string)
+            pass
+        else:
+            if swapped is None:  # GPT-2's in an order that splits every text as GPT-2's does
+                continue
+            raise _not_gpt2_tokenizer(
+                path, f"GPT-2's BPE merges, but {swapped[0]!r} before {swapped[1]!r}, which splits text otherwise"
             )
-            raise _not_gpt2_tokenizer(path, f"BPE merges that are not GPT-2's ({where}), which split text otherwise")
+        first = next((i for i, (a, b) in enumerate(zip(spelled, gpt2, strict=False)) if a != b), None)
+        where = (
+            f"merge {first} is {shown(spelled[first])}, GPT-2's {gpt2[first]!r}"
+            if first is not None
+            else (f"{len(spelled)} merges, GPT-2's {len(gpt2)}")
+        )
+        raise _not_gpt2_tokenizer(path, f"BPE merges that are not GPT-2's ({where}), which split text otherwise")
 
 
 # What a Hugging Face tokenizer saves beside its vocabulary: its settings and its added tokens.
