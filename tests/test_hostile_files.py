@@ -17,7 +17,7 @@ import pytest
 from conftest import CONFIGS, random_params, run_cli
 
 from npgpt.errors import CheckpointError
-from npgpt.formats import hf, load_checkpoint, npgpt_format
+from npgpt.formats import hf, load_checkpoint, npgpt_format, save_checkpoint
 
 CONFIG = CONFIGS["tiny"]
 
@@ -211,6 +211,19 @@ def test_a_truncated_npgpt_file_in_a_model_directory_is_named_truncated(tmp_path
     for where in (path, tmp_path):
         with pytest.raises(CheckpointError, match="truncated"):
             load_checkpoint(where)
+
+
+@pytest.mark.parametrize("fmt", ["npgpt", "hf", "hf-sharded"])
+@pytest.mark.parametrize("keep", [10, 200])
+def test_a_file_cut_inside_its_header_is_named_truncated(tmp_path, fmt, keep):
+    """A download cut within a safetensors file's first kilobytes (inside its JSON header) was "not a safetensors
+    file (bad header length)"; the safetensors library calls it an incomplete buffer. It is named truncated."""
+    path = save_checkpoint(tmp_path / ("m.safetensors" if fmt == "npgpt" else "m"), CONFIG, random_params(CONFIG), fmt)
+    file = path if fmt == "npgpt" else sorted(path.glob("model*.safetensors"))[-1]
+    file.write_bytes(file.read_bytes()[:keep])
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(file))}: truncated \(its header alone is \d+ bytes"):
+        load_checkpoint(path)
+    _assert_one_line_exit_1(path, "truncated", "re-download")
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "model.gguf", "hparams.json", "ckpt.pt"])

@@ -67,6 +67,11 @@ def _header_of(f: BinaryIO, path: Path) -> tuple[dict[str, Any], int, int]:
         if len(head) < 8:
             raise CheckpointError(f"{path}: too short to be a safetensors file; re-download or re-convert it")
         (n,) = struct.unpack("<Q", head)
+        if size - 8 < n <= 100_000_000 and f.read(2) in (b"{", b'{"'):  # a header cut short: a download cut
+            raise CheckpointError(  # within its first kilobytes (safetensors: "MetadataIncompleteBuffer")
+                f"{path}: truncated (its header alone is {8 + n} bytes, the file has {size}); "
+                "re-download or re-convert it"
+            )
         if n > min(size - 8, 100_000_000):
             raise web_page(path) or CheckpointError(
                 f"{path}: not a safetensors file (bad header length); re-download it"
