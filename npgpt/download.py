@@ -117,9 +117,11 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     """Fetch a Hugging Face GPT-2 and convert it once.
 
     ``config.json`` comes first and must describe GPT-2 (``model_type`` gpt2), so another
-    architecture is refused before any weights are fetched. Then the weights, in the first layout
-    the repo has: ``model.safetensors``, sharded safetensors (the index, then its shards), or
-    ``pytorch_model.bin`` (read without running code; also sharded). The originals stay in
+    architecture is refused before any weights are fetched. Then the tokenizer files the repo has
+    (``hf_files.TOKENIZER_FILES``), checked as a local folder's: a tokenizer that is not GPT-2's is refused
+    before the weights too, and a fine-tune's added and end tokens go into the converted file. Then the
+    weights, in the first layout the repo has: ``model.safetensors``, sharded safetensors (the index, then
+    its shards), or ``pytorch_model.bin`` (read without running code; also sharded). The originals stay in
     Hugging Face's own cache (shared with ``transformers``; clear it with ``hf cache``); npgpt
     keeps only its converted file, returned here.
     """
@@ -150,6 +152,17 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
         config_path = fetch(file)
         hf_files.check_gpt2(parse_json(config_path.read_text()), f"{repo_id}/config.json")
         paths = [config_path]
+        # The tokenizer files transformers reads beside the weights, each where the repo has it, checked as a local
+        # folder's are before any weights are fetched: a GPT-2 trained on another vocabulary is refused now, and a
+        # fine-tune's added tokens and end tokens are kept in the converted file
+        for file in hf_files.TOKENIZER_FILES:
+            try:
+                paths.append(fetch(file))
+            except EntryNotFoundError as e:
+                if isinstance(e, LocalEntryNotFoundError):
+                    raise
+        tokenizer = hf_files.tokenizer_spec(config_path.parent)
+        weights = len(paths)
         for file in (hf_files.SAFETENSORS, hf_files.SAFETENSORS_INDEX, hf_files.BIN, hf_files.BIN_INDEX):
             try:
                 paths.append(fetch(file))
@@ -163,7 +176,7 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
                 "model.safetensors.index.json, pytorch_model.bin)"
             )
         if file.endswith(".index.json"):
-            for file in sorted(hf_files.shard_map(paths[1])):
+            for file in sorted(hf_files.shard_map(paths[weights])):
                 paths.append(fetch(file))
     except NpgptError:  # a config that is not GPT-2, an index that names no plain files
         raise
@@ -179,7 +192,7 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     except ValueError as e:
         raise CheckpointError(f"{repo_id} is not a GPT-2 checkpoint npgpt can read: {e}") from None
     try:
-        npgpt_format.save(target, config, params)
+        npgpt_format.save(target, config, params, metadata=tokenizer and {"tokenizer": json.dumps(tokenizer)})
     except OSError as e:
         _rmdir_if_empty(target.parent)
         _rmdir_if_empty(target.parent.parent)  # hf/, made for it

@@ -368,7 +368,11 @@ def test_download_hf_converts_once(monkeypatch, tmp_path, cache, source):
     fetched = []
 
     def fake_hf_hub_download(repo_id, filename, *, revision=None, tqdm_class=None):
+        from huggingface_hub.errors import EntryNotFoundError
+
         fetched.append((repo_id, filename, revision))
+        if not (snapshot / filename).is_file():
+            raise EntryNotFoundError(f"404 Client Error. Entry Not Found for url: .../{filename}")
         size = (snapshot / filename).stat().st_size
         bar = tqdm_class(total=size, initial=0, unit="B", unit_scale=True, desc=filename)
         bar.update(size)
@@ -382,7 +386,8 @@ def test_download_hf_converts_once(monkeypatch, tmp_path, cache, source):
     assert_same_model(path, source[0])
     size = (snapshot / "model.safetensors").stat().st_size
     assert ("model.safetensors", size, size) in calls and ("config.json", 0, calls[0][2]) == calls[0]
-    assert download.download_hf("org/tiny") == path and len(fetched) == 2  # converted once
+    n = len(fetched)  # config.json, the tokenizer files the repo may have, the weights
+    assert download.download_hf("org/tiny") == path and len(fetched) == n  # converted once
     assert registry.resolve("org/tiny") == (path, None)
     assert registry.list_cached() == [("org/tiny", path)]
     with pytest.raises(NpgptError, match="not a Hugging Face repo id"):

@@ -15,6 +15,7 @@ from conftest import hf_logits
 import npgpt
 from npgpt import download
 from npgpt.errors import CheckpointError, NpgptError
+from npgpt.formats.hf_files import TOKENIZER_FILES
 
 IDS = np.array([[464, 2068, 7586, 21831, 50256, 11]])
 
@@ -64,14 +65,65 @@ def test_every_layout_downloads_and_converts(pair, tmp_path, hub, kind):
         shards = sorted(p.name for p in (tmp_path / "repo").glob("model-*.safetensors"))
         assert len(shards) >= 3 and fetched == [
             "config.json",
+            *TOKENIZER_FILES,
             "model.safetensors",
             "model.safetensors.index.json",
             *shards,
         ]
     if kind == "bin":
-        assert fetched == ["config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
+        weights = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
+        assert fetched == ["config.json", *TOKENIZER_FILES, *weights]
     assert np.abs(npgpt.load(path).logits(IDS) - hf_logits(ref, IDS)).max() <= 1e-4
     assert npgpt.load("org/tiny").source == str(path)
+
+
+def _gpt2_tokenizer():
+    from transformers import GPT2TokenizerFast
+
+    from npgpt.tokenizer import default_files
+
+    vocab, merges = default_files()
+    return GPT2TokenizerFast(vocab=str(vocab), merges=str(merges))
+
+
+def test_a_fine_tunes_tokenizer_is_fetched_and_kept(tmp_path, hub):
+    """Only config.json and the weights were fetched: a fine-tune's added token ('[SEP]' at 50257, saved by
+    transformers beside the model) was lost, and npgpt encoded '[SEP]' as GPT-2's four tokens where transformers
+    reads one. The tokenizer files are fetched and checked as a local folder's, the added tokens kept."""
+    import torch
+    import transformers
+
+    tok = _gpt2_tokenizer()
+    tok.add_tokens(["[SEP]"])
+    torch.manual_seed(0)
+    ref = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=8, n_head=2, n_layer=1)
+    )
+    ref.save_pretrained(tmp_path / "repo")
+    tok.save_pretrained(tmp_path / "repo")
+    fetched = hub(tmp_path / "repo")
+    download.download_hf("org/tiny")
+    assert fetched[: 1 + len(TOKENIZER_FILES)] == ["config.json", *TOKENIZER_FILES]
+    text = "hello[SEP] world"
+    assert npgpt.load("org/tiny").tokenizer.encode(text) == tok(text)["input_ids"] == [31373, 50257, 995]
+
+
+def test_a_gpt2_of_another_vocabulary_is_refused_before_any_weights(tmp_path, hub):
+    """A GPT-2 trained with its own BPE (other languages' GPT-2s ship one of GPT-2's size) downloaded and ran
+    with GPT-2's English tokenizer, silently reading wrong tokens; a local folder of it is refused. It is refused
+    now, from its tokenizer files, before the weights are fetched."""
+    import transformers
+
+    repo = tmp_path / "repo"
+    transformers.GPT2Config(vocab_size=50257, n_positions=16, n_embd=8, n_head=2, n_layer=1).save_pretrained(repo)
+    vocab = json.loads(_gpt2_tokenizer().backend_tokenizer.to_str())["model"]["vocab"]
+    swapped = {**vocab, "the": vocab["Ġthe"], "Ġthe": vocab["the"]}  # another BPE's ranks of the same tokens
+    (repo / "vocab.json").write_text(json.dumps(swapped), encoding="utf-8")
+    (repo / "model.safetensors").write_bytes(b"not fetched")
+    fetched = hub(repo)
+    with pytest.raises(CheckpointError, match=r"vocab.json: a vocabulary of 50257 tokens, not GPT-2's") as e:
+        download.download_hf("org/tiny")
+    assert "model.safetensors" not in fetched and "\n" not in str(e.value)
 
 
 def test_other_architectures_are_refused_before_any_weights(tmp_path, hub):

@@ -196,6 +196,9 @@ def _check_merges(directory: Path, files: dict[str, Any]) -> None:
 
 # What a Hugging Face tokenizer saves beside its vocabulary: its settings and its added tokens.
 SETTINGS = ("tokenizer_config.json", "added_tokens.json", "special_tokens_map.json")
+# Every file tokenizer_spec reads, so a download fetches them (generation_config.json: the eos; the others: whose
+# vocabulary, merges and settings; a vocabulary of another kind of tokenizer, which is refused)
+TOKENIZER_FILES = (*BPE_VOCABS, "merges.txt", *SETTINGS, "generation_config.json", *OTHER_VOCABS)
 
 
 def _eos_token_ids(directory: Path) -> tuple[Path, list[int] | None]:
