@@ -20,7 +20,7 @@ from conftest import hf_logits, random_params, run_cli
 from npgpt.api import GPT2
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError
-from npgpt.formats import detect, gguf_format, load_checkpoint, save_checkpoint
+from npgpt.formats import detect, gguf_format, gguf_tokenizer, gguf_write, load_checkpoint, save_checkpoint
 from npgpt.params import flatten, init_params
 
 gguf = pytest.importorskip("gguf")
@@ -143,7 +143,7 @@ def test_roundtrip_odd_shape_and_cli(pair, tmp_path):
 def test_padded_vocabulary_roundtrips_with_pad_tokens(tmp_path):
     config = GPT2Config(n_vocab=50304, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     params = random_params(config)
-    path = gguf_format.save(tmp_path / "padded.gguf", config, params, dtype="float16")
+    path = gguf_write.save(tmp_path / "padded.gguf", config, params, dtype="float16")
     reader = gguf.GGUFReader(path)
     tokens = reader.fields["tokenizer.ggml.tokens"]
     assert bytes(tokens.parts[tokens.data[-1]]) == b"[PAD50303]" and len(tokens.data) == 50304
@@ -387,7 +387,7 @@ def test_a_big_endian_gguf_is_refused_naming_the_byte_order(tmp_path, monkeypatc
     config = GPT2Config(n_vocab=50257, n_ctx=8, n_embd=32, n_head=2, n_layer=1)
     writer = functools.partial(gguf.GGUFWriter, endianess=gguf.GGUFEndian.BIG)
     monkeypatch.setattr(gguf, "GGUFWriter", writer)
-    path = gguf_format.save(tmp_path / "big.gguf", config, random_params(config))
+    path = gguf_write.save(tmp_path / "big.gguf", config, random_params(config))
     monkeypatch.undo()
     with pytest.raises(CheckpointError, match=r"big.gguf: a GGUF in the other byte order .*--bigendian") as e:
         load_checkpoint(path)
@@ -401,7 +401,7 @@ def _split_writer(monkeypatch):
     import functools
 
     monkeypatch.setattr(gguf, "GGUFWriter", functools.partial(gguf.GGUFWriter, split_max_tensors=12))
-    monkeypatch.setattr(gguf_format, "atomic_path", contextlib.nullcontext)
+    monkeypatch.setattr(gguf_write, "atomic_path", contextlib.nullcontext)
 
 
 def test_a_split_gguf_is_read_across_its_parts_given_the_first(tmp_path, monkeypatch):
@@ -413,7 +413,7 @@ def test_a_split_gguf_is_read_across_its_parts_given_the_first(tmp_path, monkeyp
     config = GPT2Config(n_vocab=50257, n_ctx=8, n_embd=32, n_head=2, n_layer=2)
     params = random_params(config)
     _split_writer(monkeypatch)
-    gguf_format.save(tmp_path / "m.gguf", config, params)
+    gguf_write.save(tmp_path / "m.gguf", config, params)
     monkeypatch.undo()
     parts = sorted(tmp_path.glob("m-*.gguf"))
     assert [p.name for p in parts] == [f"m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
@@ -659,7 +659,7 @@ def _chatml_gguf(path, monkeypatch, tokenizer=CHATML, **fields):
         if getattr(K, name) in own:  # the writer's own call writes the file's value
             add = own[getattr(K, name)]
             monkeypatch.setattr(W, add.__name__, lambda w, _, add=add, value=value: value is None or add(w, value))
-    path = gguf_format.save(path, config, random_params(config), tokenizer=tokenizer)
+    path = gguf_write.save(path, config, random_params(config), tokenizer=tokenizer)
     monkeypatch.undo()
     return path
 
@@ -739,7 +739,7 @@ def test_a_gguf_without_token_types_reads_them_as_llama_cpp_does(tmp_path, monke
 
     config = GPT2Config(n_vocab=n_vocab, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     monkeypatch.setattr(gguf.GGUFWriter, "add_token_types", lambda w, types: None)
-    path = gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=_added(*tokens))
+    path = gguf_write.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=_added(*tokens))
     monkeypatch.undo()
     assert gguf.Keys.Tokenizer.TOKEN_TYPE not in gguf.GGUFReader(path).fields
     if refused:
@@ -763,7 +763,7 @@ def test_a_gguf_token_type_array_llama_cpp_refuses_is_refused(tmp_path, monkeypa
     config = GPT2Config(n_vocab=50258, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     add = gguf.GGUFWriter.add_token_types
     monkeypatch.setattr(gguf.GGUFWriter, "add_token_types", lambda w, _: add(w, types))
-    path = gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=_added("<|user|>"))
+    path = gguf_write.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=_added("<|user|>"))
     monkeypatch.undo()
     with pytest.raises(CheckpointError, match=message) as e:
         load_checkpoint(path)
@@ -793,12 +793,12 @@ def test_a_gguf_carries_any_number_of_end_tokens_llama_cpp_ends_at_by_their_spel
     spec = _added("<|im_end|>", "<|eot_id|>", "<|end|>", "<|user|>", "<|bot|>")
     spec["eos_token_id"] = [50256, 50257, 50258, 50259, 50260, 50261]
     config = GPT2Config(n_vocab=50262, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
-    path = gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=spec)
+    path = gguf_write.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=spec)
     assert npgpt.load(path).tokenizer.eos_token_ids == tuple(spec["eos_token_id"])
     spec = {**_added("<|a|>", "<|b|>", "<|c|>", "<|d|>"), "eos_token_id": [50256, 50257, 50258, 50259, 50260]}
     config = GPT2Config(n_vocab=50261, n_ctx=16, n_embd=32, n_head=2, n_layer=1)
     with pytest.raises(CheckpointError, match=r"at most three more tokens named by id .* not at token ids \[50256,"):
-        gguf_format.save(tmp_path / "n.gguf", config, random_params(config), tokenizer=spec)
+        gguf_write.save(tmp_path / "n.gguf", config, random_params(config), tokenizer=spec)
     assert not (tmp_path / "n.gguf").exists()
 
 
@@ -819,7 +819,7 @@ def test_a_gguf_eos_token_that_is_no_token_is_refused(tmp_path, monkeypatch, fie
 
 
 def _merges_swapped(first=1, second=0):
-    merges = list(gguf_format._gpt2_vocab(50257)[2])
+    merges = list(gguf_tokenizer._gpt2_vocab(50257)[2])
     merges[first], merges[second] = merges[second], merges[first]
     return merges
 
@@ -833,7 +833,7 @@ def _merges_swapped(first=1, second=0):
         ({"PRE": "llama-bpe"}, "pre-tokenizer 'llama-bpe' .tokenizer.ggml.pre., not GPT-2's 'gpt-2'"),
         ({"MERGES": _merges_swapped(0, 144)}, r"GPT-2's BPE merges, but 'Ġt he' before 'Ġ t': llama.cpp would split"),
         (
-            {"MERGES": list(gguf_format._gpt2_vocab(50257)[2][1:])},
+            {"MERGES": list(gguf_tokenizer._gpt2_vocab(50257)[2][1:])},
             r"its 49999 BPE merges are not GPT-2's 50000 \(merge 0 differs\)",
         ),
         # llama.cpp refuses a 'gpt2' tokenizer without merges; it was read with GPT-2's
@@ -887,9 +887,9 @@ def test_a_gguf_token_spelled_twice_is_refused_reading_and_writing(tmp_path, mon
     spec = {**_added(), "added_tokens": [*_added()["added_tokens"], {**_added("hello")["added_tokens"][1]}]}
     spec["added_tokens"][1]["special"] = False
     with pytest.raises(CheckpointError, match=r"cannot write a GGUF: tokens 31373 and 50257 are both b?'hello'"):
-        gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=spec)
-    monkeypatch.setattr(gguf_format, "_spelled_twice", lambda tokens: None)
-    path = gguf_format.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=spec)
+        gguf_write.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=spec)
+    monkeypatch.setattr(gguf_write, "_spelled_twice", lambda tokens: None)
+    path = gguf_write.save(tmp_path / "m.gguf", config, random_params(config), tokenizer=spec)
     monkeypatch.undo()
     with pytest.raises(CheckpointError, match=r"m.gguf: tokens 31373 and 50257 are both b'hello', which llama.cpp"):
         load_checkpoint(path)

@@ -194,20 +194,20 @@ def test_a_q8_0_wpe_and_dtype_auto_load_from_blocks_too(tmp_path, monkeypatch):
     import npgpt
     from npgpt import autotune, formats
     from npgpt.files import is_mapped
-    from npgpt.formats import gguf_format, load_checkpoint, save_checkpoint
+    from npgpt.formats import gguf_write, load_checkpoint, save_checkpoint
 
     reader = formats.load_with_tokenizer  # what npgpt.load reads a checkpoint with
 
     config = GPT2Config(n_vocab=50257, n_ctx=32, n_embd=64, n_head=2, n_layer=1)
     params = init_params(config, seed=2)
-    real = gguf_format._encode
+    real = gguf_write._encode
 
     def wpe_in_q8_0(arr, dtype, name):
         if name.startswith("position_embd"):
             return quants.quantize(arr, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0
         return real(arr, dtype, name)
 
-    monkeypatch.setattr(gguf_format, "_encode", wpe_in_q8_0)
+    monkeypatch.setattr(gguf_write, "_encode", wpe_in_q8_0)
     path = save_checkpoint(tmp_path / "m.gguf", config, params, fmt="gguf", dtype="q8_0")
     monkeypatch.undo()
     config, floats = load_checkpoint(path)

@@ -496,9 +496,9 @@ def _write(
 
         return llmc.save(path, config, params, dtype=dtype)
     if fmt == "gguf":
-        from . import gguf_format
+        from . import gguf_write
 
-        return gguf_format.save(path, config, params, dtype=dtype, tokenizer=tokenizer)
+        return gguf_write.save(path, config, params, dtype=dtype, tokenizer=tokenizer)
     if fmt in ("hf", "hf-sharded"):
         from . import hf
 
@@ -524,7 +524,7 @@ def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> Non
             keywords=_SAVE_KEYWORDS,
         )
     from ..tokenizer import EOT_ID  # <|endoftext|>, GPT-2's eos
-    from .gguf_format import check_writable_tokenizer, own_eos_ids
+    from .gguf_tokenizer import check_writable_tokenizer, own_eos_ids
 
     eos = tokenizer.get("eos_token_id") if tokenizer is not None else None
     own_eos = eos not in (None, [EOT_ID])
