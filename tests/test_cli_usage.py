@@ -1268,3 +1268,40 @@ def test_list_with_the_cache_a_file_says_so(tmp_path, json_flag):
     r = run_cli("list", *json_flag, env={"NPGPT_HOME": str(home)})
     assert r.returncode == 1 and r.stdout == ""
     assert one_line_error(r, str(home), "is a file, not a folder", "NPGPT_HOME")
+
+
+def _number_options():
+    """(command, option, type) for every int and float option of every command."""
+    import typer
+
+    from npgpt.cli.commands import app
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        for p in command.params:
+            kind = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+            if p.param_type_name == "option" and kind in (int, float, int | None, float | None):
+                yield group, name, p.opts[0], int if kind in (int, int | None) else float
+
+
+def test_a_bad_number_names_the_value_and_the_option():
+    """typer said "Invalid value for '--top-k': Input should be a valid integer, unable to parse string as an integer",
+    never repeating what was typed (click's own said "'abc' is not a valid integer"): every number option of every
+    command names the value, and how to write a number written otherwise (1e3, a decimal comma)."""
+    from npgpt.cli.names import UsageError
+
+    options = list(_number_options())
+    assert len(options) > 50  # every command's, not a few
+    for group, name, option, kind in options:
+        cases = [("abc", f"'abc' is not {'an integer' if kind is int else 'a number'}")]
+        cases += [("1e3", "'1e3' is not an integer; write it as 1000")] if kind is int else []
+        cases += [("0,8", "'0,8' is not a number; write decimals with a point: 0.8")] if kind is float else []
+        for value, said in cases:
+            with pytest.raises(UsageError) as e:
+                group.main([name, option, value], standalone_mode=False)
+            message = e.value.format_message()  # "Invalid value for '--layer' / '-l': ..."
+            assert message.startswith(f"Invalid value for '{option}'") and message.endswith(f": {said}"), message
+    r = run_cli("generate", "Hi", "--temp", "hot")  # llama.cpp's spelling: named as typed is npgpt's
+    assert r.returncode == 2 and r.stderr == (
+        "error: Invalid value for '--temperature': 'hot' is not a number (see `npgpt generate --help`)\n"
+    ), r.stderr

@@ -9,6 +9,7 @@ OMP_NUM_THREADS ...").
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -24,6 +25,7 @@ from ..sampling import SamplingParams
 # typer 0.2x carries its own copy of click, whose exceptions are not click's.
 _click: Any = importlib.import_module("typer._click" if importlib.util.find_spec("typer._click") else "click")
 NoSuchOption, UsageError = _click.exceptions.NoSuchOption, _click.exceptions.UsageError
+BadParameter = _click.exceptions.BadParameter
 ClickException = _click.exceptions.ClickException
 
 # Other tools' option -> npgpt's (or npgpt's candidates, the first the command has); a hint is given only on a
@@ -287,6 +289,7 @@ class Command(TyperCommand):
             # named the root's help (`npgpt --help`), which lists none of this command's options: this command's
             if e.ctx is None:
                 e.ctx = ctx
+            _repeat_the_value(e)
             raise
         finally:
             ctx.allow_extra_args = allow_extra
@@ -382,6 +385,31 @@ class Command(TyperCommand):
 
     def _has(self, ours: str) -> bool:
         return _has(self, ours)
+
+
+def _repeat_the_value(e: Any) -> None:
+    """A number option's bad value said as click said it, naming the value (``'abc' is not an integer``), where
+    typer's message said only "Input should be a valid integer, unable to parse string as an integer"; with how to
+    write it where the value is a number written otherwise (``1e3``, ``0,8``)."""
+    errors = getattr(e.__cause__, "errors", None)  # typer's pydantic ValidationError
+    if not isinstance(e, BadParameter) or not callable(errors) or not errors():
+        return
+    first = errors()[0]
+    value, kind = first.get("input"), str(first.get("type", ""))
+    if not isinstance(value, str) or not kind.startswith(("int_", "float_")):
+        return
+    shown = repr(_cut(value))
+    if kind.startswith("int_"):
+        e.message = f"{shown} is not an integer"
+        with contextlib.suppress(ValueError, OverflowError):
+            grouped = re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+", value.strip())  # 1,000 (1,5 is no whole number)
+            number = float(value.replace(",", "") if grouped else value)
+            if number.is_integer():  # 1e3, 1,000: a whole number written another way
+                e.message += f"; write it as {int(number)}"
+    else:
+        e.message = f"{shown} is not a number"
+        if re.fullmatch(r"[+-]?\d*,\d+", value.strip()):  # a decimal comma
+            e.message += f"; write decimals with a point: {value.strip().replace(',', '.')}"
 
 
 _TEXTS = ("prompt", "text", "system", "stop")  # the parameters whose values are text for the model, not paths or names
