@@ -1305,3 +1305,34 @@ def test_a_bad_number_names_the_value_and_the_option():
     assert r.returncode == 2 and r.stderr == (
         "error: Invalid value for '--temperature': 'hot' is not a number (see `npgpt generate --help`)\n"
     ), r.stderr
+
+
+def test_llama_cpps_n_predict_minus_one_runs_until_the_context_is_full(model_file, tmp_path):
+    """llama.cpp's ``--n-predict -1`` (its default: until end of text; -2: until the context is full) was refused
+    ("--max-new-tokens must be an integer >= 1, got -1"). npgpt shifts no context, so -1 and -2 both generate until
+    end of text or the context is full, each prompt of a batch to its own room; chat's replies too."""
+    from npgpt.tokenizer import Tokenizer
+
+    n_ctx = CONFIGS["tiny"].n_ctx
+    tok = Tokenizer()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("In the beginning\nAnd God said unto Moses, go down\n")
+    base = ["-m", model_file, "--seed", "5", "--json"]
+    r = run_cli("generate", "--batch-file", str(prompts), "--n-predict", "-1", "-n", "2", *base)
+    assert r.returncode == 0, r.stderr
+    choices = json.loads(r.stdout)["choices"]
+    assert len(choices) == 4
+    for c in choices:
+        room = n_ctx - len(tok.encode(c["prompt"]))
+        assert c["completion_tokens"] == room or c["finish_reason"] == "stop", (c, room)
+    # the same as asking for that room by number, for -1 and for -2
+    first = "In the beginning"
+    room = run_cli("generate", first, *base, "--max-new-tokens", str(n_ctx - len(tok.encode(first))))
+    for value in ("-1", "-2"):
+        r = run_cli("generate", first, *base, "--max-new-tokens", value)
+        assert r.returncode == 0 and json.loads(r.stdout)["choices"] == json.loads(room.stdout)["choices"], r.stderr
+    r = run_cli("chat", "-m", model_file, "-n", "-1", "--seed", "1", input="Hi\n")
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    line = one_line_error(run_cli("generate", "Hi", "-m", model_file, "--max-new-tokens", "-3"), "got -3")
+    assert "or -1 to generate until end of text or the context is full" in line, line
+    one_line_error(run_cli("generate", "Hi", "-m", model_file, "-n", "-1"), "use --max-new-tokens -1")

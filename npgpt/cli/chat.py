@@ -38,6 +38,7 @@ from .options import (
     print_error,
     print_notice,
     random_seed,
+    until_full,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +59,9 @@ def chat_command(
     max_new_tokens: Annotated[
         int | None,
         typer.Option(
-            help="Most tokens per reply (default: a quarter of the context, at most 256).", show_default=False
+            help="Most tokens per reply (default: a quarter of the context, at most 256; -1: until end of text or "
+            "the context is full).",
+            show_default=False,
         ),
     ] = None,
     temperature: TemperatureOpt = 0.8,
@@ -85,8 +88,9 @@ def chat_command(
 
     if sys.stdin is None:
         raise NpgptError("standard input is closed; chat reads your messages from it (type them, or pipe them in)")
-    if max_new_tokens is not None and max_new_tokens < 1:
-        raise NpgptError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    fill = until_full(max_new_tokens)  # a reply runs to the context's end; history is kept as by default
+    if fill:
+        max_new_tokens = None
     knobs = sampling_options(
         temperature=temperature,
         top_k=top_k,
@@ -171,7 +175,9 @@ def chat_command(
                 f"(dropped the {dropped} oldest message{'s' * (dropped > 1)} to fit the {n_ctx}-token context)",
                 style="yellow",
             )
-        chat.answer(_stream_reply(m, prompt, {**sampling, "seed": None if seed is None else seed + turn}))
+        ids = m.tokenizer.encode(prompt)  # token ids: a message's literal <|endoftext|> stays text
+        room = {"max_new_tokens": max(1, n_ctx - len(ids))} if fill else {}
+        chat.answer(_stream_reply(m, ids, {**sampling, **room, "seed": None if seed is None else seed + turn}))
         turn += 1
 
 
@@ -213,12 +219,12 @@ def _read(interactive: bool, lineno: int) -> str | None:
         ) from None
 
 
-def _stream_reply(m: GPT2, prompt: str, sampling: dict) -> str:
-    """Print the reply as it is generated; return it."""
+def _stream_reply(m: GPT2, ids: list[int], sampling: dict) -> str:
+    """Print the reply to the prompt's token ``ids`` as it is generated; return it. Ids, so that a message's literal
+    <|endoftext|> stays text (a text prompt would read it as the token)."""
     out, reply = sys.stdout, ""
     try:
-        # token ids, so a message's literal <|endoftext|> stays text (a text prompt would read it as the token)
-        for ev in m.events(m.tokenizer.encode(prompt), **sampling):
+        for ev in m.events(ids, **sampling):
             reply += ev.text
             out.write(ev.text)
             out.flush()

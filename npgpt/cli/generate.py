@@ -19,6 +19,7 @@ from .options import (
     PROMPT_FIX,
     PROMPT_LIMIT,
     TEXT_LIMIT,
+    UNTIL_FULL,
     BackendOpt,
     DtypeOpt,
     FrequencyPenaltyOpt,
@@ -38,6 +39,7 @@ from .options import (
     random_seed,
     read_text,
     unescape,
+    until_full,
 )
 
 SamplingOpts = dict  # the keyword arguments of npgpt.sampling.SamplingParams
@@ -84,7 +86,9 @@ def generate(
     model: ModelOpt = None,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 64,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Tokens to generate per prompt (-1: until end of text or the context is full).")
+    ] = 64,
     temperature: TemperatureOpt = 1.0,
     top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0,
@@ -112,8 +116,12 @@ def generate(
     if not 1 <= n <= MAX_N:  # llama.cpp's -n 4096 (tokens) ran 4096 rows in one batch, until memory ran out
         raise NpgptError(
             f"-n is completions per prompt, from 1 to {MAX_N} (OpenAI's limit on n), got {n}; "
-            f"for {n if n > MAX_N else 'a number of'} new tokens (llama.cpp's -n), use --max-new-tokens"
-            + (f" {n}" if n > MAX_N else "")
+            + (
+                "for tokens until the context is full (llama.cpp's -n -1), use --max-new-tokens -1"
+                if n in UNTIL_FULL
+                else f"for {n if n > MAX_N else 'a number of'} new tokens (llama.cpp's -n), use --max-new-tokens"
+                + (f" {n}" if n > MAX_N else "")
+            )
         )
     if as_json and stream:
         raise NpgptError("--json prints one object at the end; drop --stream (or --json)")
@@ -126,8 +134,9 @@ def generate(
             f"for the whole file as one prompt (llama.cpp's -f), use --prompt-file {file}"
         )
     rows = [p for p in prompts for _ in range(n)]
+    fill = until_full(max_new_tokens)  # each prompt's room is known once the model (its context) is loaded
     sampling = sampling_options(
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=1 if fill else max_new_tokens,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
@@ -141,13 +150,24 @@ def generate(
     source = ctx.get_parameter_source("max_new_tokens")
     if n > 1 and (source is None or source.name != "COMMANDLINE"):  # llama.cpp's `-n 128` meant tokens
         print_notice(
-            f"-n {n}: {n} completions of each prompt, {max_new_tokens} tokens each; "
+            f"-n {n}: {n} completions of each prompt, {'up to the context' if fill else max_new_tokens} tokens each; "
             f"for {n} new tokens (llama.cpp's -n {n}), use --max-new-tokens {n}"
         )
     m = load_model(model, backend, dtype)
+    groups = row_groups(rows)
+    # with -1, rows of one length share a batch and its room: the context less the prompt (read as the library reads it)
+    lengths = [len(m.tokenizer.encode(r, allow_special=True)) for r in rows] if fill else []
+    groups = (
+        [[i for i in g if lengths[i] == k] for g in groups for k in sorted({lengths[i] for i in g})] if fill else groups
+    )
+
+    def room(group: list[int]) -> SamplingOpts:
+        # a prompt that fills the context gets 1: the library's error says to shorten the prompt
+        return {**sampling, "max_new_tokens": max(1, m.config.n_ctx - lengths[group[0]])} if fill else sampling
+
     out = sys.stdout
     if len(rows) == 1 and stream:
-        deltas = m.stream(rows[0], **sampling)  # a request that cannot run stops here, before any output
+        deltas = m.stream(rows[0], **room([0]))  # a request that cannot run stops here, before any output
         if echo:
             out.write(rows[0])
         try:
@@ -160,8 +180,8 @@ def generate(
         return
     # A batch: with --stream each completion is printed as soon as its row finishes.
     texts, finish, used = [""] * len(rows), [""] * len(rows), [0] * len(rows)
-    for group in row_groups(rows):
-        for ev in m.events([rows[i] for i in group], **sampling):
+    for group in groups:
+        for ev in m.events([rows[i] for i in group], **room(group)):
             i = group[ev.row]
             texts[i] += ev.text
             used[i] += ev.token is not None

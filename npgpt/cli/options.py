@@ -120,6 +120,22 @@ def random_seed(value: int | None) -> int | None:
     return None if value == -1 else value
 
 
+# llama.cpp's --n-predict -1 (its default: "infinity") and -2 ("until the context is filled"): npgpt shifts no context,
+# so both stop at end of text or when the context is full, as a chat request without max_tokens does on the server.
+UNTIL_FULL = (-1, -2)
+
+
+def until_full(value: int | None) -> bool:
+    """Whether ``--max-new-tokens`` is llama.cpp's -1 or -2 (:data:`UNTIL_FULL`); NpgptError for another value < 1."""
+    if value is None or value >= 1:
+        return False
+    if value in UNTIL_FULL:
+        return True
+    raise NpgptError(
+        f"--max-new-tokens must be >= 1, or -1 to generate until end of text or the context is full, got {value}"
+    )
+
+
 _UNWRAPPED = 1_000_000  # columns of a console that is not a terminal: no line is that long
 
 
