@@ -1242,9 +1242,12 @@ def test_serve_refuses_a_setting_outside_its_range_naming_the_option_and_range(o
 def test_ollamas_run_takes_a_prompt_after_double_dash_as_text():
     """`npgpt run MODEL -- -5 degrees` (a prompt that starts with '-', after -- as every npgpt command takes it) ran
     chat with '-5 degrees' as an extra argument; the words after -- are the prompt, as generate's."""
+    import typer
+
+    from npgpt.cli.commands import app
     from npgpt.cli.names import _ollama_args
 
-    commands = {"generate": None, "chat": None}
+    commands = typer.main.get_command(app).commands  # whether -n takes a value is generate's say
     assert _ollama_args(commands, ["run", "m", "--", "-5", "degrees"]) == ["generate", "-m", "m", "--", "-5 degrees"]
     assert _ollama_args(commands, ["run", "m", "Hi", "-n", "2", "--", "-x"]) == [
         "generate",
@@ -1336,3 +1339,27 @@ def test_llama_cpps_n_predict_minus_one_runs_until_the_context_is_full(model_fil
     line = one_line_error(run_cli("generate", "Hi", "-m", model_file, "--max-new-tokens", "-3"), "got -3")
     assert "or -1 to generate until end of text or the context is full" in line, line
     one_line_error(run_cli("generate", "Hi", "-m", model_file, "-n", "-1"), "use --max-new-tokens -1")
+
+
+def test_ollamas_run_joins_the_words_on_both_sides_of_an_option(model_file):
+    """`npgpt run MODEL hi --seed 1 more words` took only the words before the first option as the prompt and refused
+    "more words" as extra arguments; Ollama joins every word that is not an option or its value, wherever it stands.
+    Whether an option takes a value is generate's say (--stream takes none, --temp one), so a value is never text."""
+    import typer
+
+    from npgpt.cli.commands import app
+    from npgpt.cli.names import _ollama_args
+
+    commands = typer.main.get_command(app).commands
+    for theirs, ours in [
+        (["hi", "--seed", "1", "more", "words"], ["--seed", "1", "--", "hi more words"]),
+        (["hi", "--temp", "0.5", "there", "--stream", "you"], ["--temp", "0.5", "--stream", "--", "hi there you"]),
+        (["--seed", "-1", "why", "is"], ["--seed", "-1", "--", "why is"]),
+        (["a", "--top-k=3", "b", "--", "-c"], ["--top-k=3", "--", "a b -c"]),
+    ]:
+        assert _ollama_args(commands, ["run", "m", *theirs]) == ["generate", "-m", "m", *ours], theirs
+    assert _ollama_args(commands, ["run", "m", "--seed", "1"]) == ["chat", "-m", "m", "--seed", "1"]
+    same = ["--seed", "1", "--max-new-tokens", "3"]
+    a = run_cli("run", model_file, "Why", "is", "--seed", "1", "the", "sky", "--max-new-tokens", "3", "blue?")
+    b = run_cli("generate", "Why is the sky blue?", "-m", model_file, *same)
+    assert a.returncode == 0 and (a.stdout, a.stderr) == (b.stdout, b.stderr), a.stderr

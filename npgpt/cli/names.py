@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 import importlib.util
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup
@@ -207,7 +207,7 @@ COMMANDS = {
 }
 
 
-def _ollama_args(commands: Iterable[str], args: list[str]) -> list[str]:
+def _ollama_args(commands: Mapping[str, Any], args: list[str]) -> list[str]:
     """``args`` with Ollama's command (:data:`COMMAND_ALIASES`, ``run``, ``help``) and its root ``-v`` written as
     npgpt's; other ``args`` as they are."""
     if args[:1] == ["-v"]:  # `ollama -v`: the version
@@ -222,13 +222,44 @@ def _ollama_args(commands: Iterable[str], args: list[str]) -> list[str]:
     if name == "run" and len(args) > 1 and not args[1].startswith("-"):
         model, rest = args[1], args[2:]
         ended = rest.index("--") if "--" in rest else len(rest)  # after `--`, every word is the prompt's
-        options = rest[:ended]
-        words = next((i for i, a in enumerate(options) if a.startswith("-")), len(options))  # `run m why is the sky`
-        prompt = [*options[:words], *rest[ended + 1 :]]
+        options, words = _options_and_words(commands, rest[:ended])  # `run m why is --seed 1 the sky`
+        prompt = [*words, *rest[ended + 1 :]]
         if not prompt:
             return ["chat", "-m", model, *options]
-        return ["generate", "-m", model, *options[words:], "--", " ".join(prompt)]
+        return ["generate", "-m", model, *options, "--", " ".join(prompt)]
     return args
+
+
+def _options_and_words(commands: Mapping[str, Any], args: list[str]) -> tuple[list[str], list[str]]:
+    """``args`` of ``run MODEL`` split into options (each with its value) and the prompt's words, wherever they stand:
+    Ollama joins every word that is not an option or its value. Whether an option takes a value is generate's (or
+    chat's) say, by npgpt's name or another tool's (``--temp``); an option neither has takes none (click names it)."""
+    options: list[str] = []
+    words: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") or arg == "-":
+            words.append(arg)
+        else:
+            options.append(arg)
+            if "=" not in arg and i + 1 < len(args) and _takes_value(commands, arg):
+                i += 1
+                options.append(args[i])
+        i += 1
+    return options, words
+
+
+def _takes_value(commands: Mapping[str, Any], option: str) -> bool:
+    """Whether ``option`` (npgpt's spelling or another tool's) takes a value on generate or chat."""
+    for command in filter(None, (commands.get("generate"), commands.get("chat"))):
+        ours = option if _has(command, option) else _accepted(command, option)
+        if ours == "PROMPT":  # -p TEXT
+            return True
+        param = next((p for p in getattr(command, "params", ()) if ours in (*p.opts, *p.secondary_opts)), None)
+        if param is not None:
+            return not param.is_flag
+    return False
 
 
 _SHOWN = 80  # characters of the user's text a usage error repeats: a page pasted unquoted made the line a page
