@@ -287,6 +287,28 @@ def test_ctrl_c_while_tokenising_stops_at_once_leaving_nothing(text, tmp_path):
     assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
 
 
+def test_sigterm_before_the_first_step_exits_143(text, tmp_path):
+    """SIGTERM (a batch scheduler's, `kill`'s) before the first step exited 130 saying "interrupted", as Ctrl-C
+    does; a shell reports a command that SIGTERM ended as 128 + 15 = 143, as npgpt train does once a step is done
+    (and as generate, chat and serve do, which leave SIGTERM to Python): 143, with the signal named."""
+    patch = (
+        "from npgpt.tokenizer import Tokenizer\n"
+        "encode = Tokenizer.encode\n"
+        "def terminated(self, *args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return encode(self, *args, **kwargs)\n"
+        "Tokenizer.encode = terminated\n"
+    )
+    out = tmp_path / "run"
+    settings = {**SHAPE, "tokenizer": "gpt2", "steps": 5}
+    r = _run_train_script(patch, [str(text), "--out", str(out), *cli_args(settings)])
+    assert r.returncode == 143, (r.returncode, r.stderr)
+    assert r.stderr.strip().splitlines() == [
+        "error: stopped by SIGTERM at step 0; no checkpoint was written yet; run the same command with --resume to "
+        "continue"
+    ], r.stderr
+
+
 def test_ctrl_c_before_a_resumed_runs_first_step_says_its_checkpoint_is_kept(text, tmp_path):
     out = tmp_path / "run"
     r = run_cli("train", str(text), "--out", str(out), *cli_args({**SHAPE, "steps": 2}), timeout=300)

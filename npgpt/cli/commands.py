@@ -109,7 +109,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except Interrupted as e:
         print_error(str(e))
-        sys.exit(130)
+        sys.exit(e.exit_code)
     except NpgptError as e:
         print_error(as_flags(e))
         sys.exit(1)

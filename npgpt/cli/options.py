@@ -186,8 +186,13 @@ def progress_bar(*columns: Any) -> Any:
 
 
 class Interrupted(NpgptError):
-    """A command stopped by Ctrl-C (KeyboardInterrupt), saying what it left and how to go on: printed as one line,
-    exit code 130 (128 + SIGINT, as a shell reports it)."""
+    """A command stopped by Ctrl-C (KeyboardInterrupt) or another signal ``signum`` it handles (npgpt train's
+    SIGTERM), saying what it left and how to go on: printed as one line, exit code 128 + the signal's number, as a
+    shell reports a command a signal ended (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int = 2) -> None:  # 2: SIGINT (the signal module is not imported here)
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 def print_error(message: str, label: str = "error") -> None:

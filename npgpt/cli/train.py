@@ -275,16 +275,20 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
                 should_stop=stop.requested,
             )
         except KeyboardInterrupt:  # a second signal, or one before the first step: stopped at once
+            # exit 128 + the signal that ended it: 143 for SIGTERM (a scheduler's, `kill`'s), 130 for Ctrl-C
+            signum = stop.signum or signal.SIGINT
+            how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
             if resumed and not stop.started:  # the run's checkpoint is its own, untouched
                 raise Interrupted(
-                    f"interrupted before the first step; the checkpoint in {out} is as it was; "
-                    "run the same command to continue"
+                    f"{how} before the first step; the checkpoint in {out} is as it was; "
+                    "run the same command to continue",
+                    signum,
                 ) from None
             # the folder's own state, not this process's count: a resumed run's checkpoint, or one written just now
             at = state_step(Path(out)) or 0
             saved = f"the last checkpoint is step {at}" if at else "no checkpoint was written yet"
             raise Interrupted(
-                f"interrupted at step {max(report.step, at)}; {saved}; run the same command with --resume to continue"
+                f"{how} at step {max(report.step, at)}; {saved}; run the same command with --resume to continue", signum
             ) from None
     if result.stopped:
         if lead:
@@ -403,6 +407,7 @@ class _StopOnSignal:
     def __init__(self) -> None:
         self.signum = 0
         self.started = False
+        self._asked = False  # a first signal after a step asked for a stop; a second interrupts
         self._old: dict[int, Any] = {}
 
     @property
@@ -413,10 +418,10 @@ class _StopOnSignal:
         return self.signum != 0
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum or not self.started:
-            self.signum = self.signum or signum
+        self.signum = signum  # the latest: the one that ends the run names it and sets its exit code
+        if not self.started or self._asked:
             raise KeyboardInterrupt
-        self.signum = signum
+        self._asked = True
 
     def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
