@@ -74,7 +74,7 @@ def float32_products(x: Any) -> contextlib.AbstractContextManager[Any]:
 def check_dtype(dtype: Any, allow_auto: bool = False) -> str:
     """``dtype``'s name if it is a weight dtype npgpt stores (or, with ``allow_auto``, ``"auto"``), as a name or
     a library's dtype object (``np.float16``, ``torch.bfloat16``: :func:`npgpt.params.dtype_name`); else a
-    one-line error in the Python API's words (``dtype='int4'``; the CLI says ``--dtype int4``, cli/names.py's
+    one-line error in the Python API's words (``dtype='int4'``; the CLI says ``--dtype int4``, cli/flags.py's
     as_flags)."""
     valid = (*WEIGHT_DTYPES, AUTO) if allow_auto else WEIGHT_DTYPES
     name = dtype_name(dtype)

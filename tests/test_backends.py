@@ -135,7 +135,7 @@ def test_numpy_refuses_16bit_weights_with_the_fix(pair):
 def test_the_api_names_its_keywords_and_the_cli_its_flags(pair):
     """The library's dtype errors said the CLI's --backend and --dtype to a Python caller; it says backend= and
     dtype=, and the CLI turns those into its flags."""
-    from npgpt.cli.names import as_flags
+    from npgpt.cli.flags import as_flags
 
     base, _ = pair("tiny")
     for kwargs in ({"dtype": "float16"}, {"backend": "torch", "dtype": "int4"}):

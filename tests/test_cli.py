@@ -557,7 +557,7 @@ def test_ctrl_c_while_npgpt_starts_is_exit_130_not_a_traceback(entry):
 
 
 @pytest.mark.parametrize(
-    "statement", ["import npgpt.cli.commands", "from npgpt.cli import app", "import npgpt.cli.names"]
+    "statement", ["import npgpt.cli.commands", "from npgpt.cli import app", "import npgpt.cli.flags"]
 )
 def test_ctrl_c_while_a_program_imports_the_cli_is_its_keyboardinterrupt(statement):
     """npgpt.cli turned a KeyboardInterrupt during its own imports into SystemExit(130) at import time, so a program

@@ -880,7 +880,8 @@ def test_the_keywords_errors_are_translated_from_are_flags():
     must be``: each keyword it translates must be an option of some command, spelt as its name with dashes."""
     import typer.main
 
-    from npgpt.cli import app, names
+    from npgpt.cli import app
+    from npgpt.cli import flags as cli_flags
 
     def options(command) -> set[str]:
         found = {o for p in command.params for o in getattr(p, "opts", [])}
@@ -889,7 +890,7 @@ def test_the_keywords_errors_are_translated_from_are_flags():
         return found
 
     flags = options(typer.main.get_command(app))
-    assert {names._flag(name) for name in names._FLAGS} <= flags
+    assert {cli_flags._flag(name) for name in cli_flags._FLAGS} <= flags
 
 
 # -- every flag a message names is an option of the command that prints it ---------------------------------------
@@ -1010,7 +1011,7 @@ def test_every_other_tools_option_gets_one_line_naming_only_the_commands_flags()
     the answer names only flags that command has."""
     import typer.main
 
-    from npgpt.cli import app, names
+    from npgpt.cli import app, names, parsing
 
     commands = _commands()
     wrong = []
@@ -1019,9 +1020,9 @@ def test_every_other_tools_option_gets_one_line_naming_only_the_commands_flags()
         for theirs in sorted({*names.OPTIONS, *names.INSTEAD}):
             try:
                 command.make_context(name, [theirs, "1"])
-            except names.NoSuchOption as e:
+            except parsing.NoSuchOption as e:
                 message = e.format_message()
-            except names.UsageError:
+            except parsing.UsageError:
                 continue  # the command has an option of that name (and wants its arguments)
             else:
                 continue
@@ -1039,7 +1040,7 @@ def test_other_tools_options_before_the_command_are_answered_as_after_it():
     only that command's flags."""
     import typer.main
 
-    from npgpt.cli import app, names
+    from npgpt.cli import app, names, parsing
 
     commands = _commands()
     group = typer.main.get_command(app)
@@ -1049,7 +1050,7 @@ def test_other_tools_options_before_the_command_are_answered_as_after_it():
             args = [theirs, "1", *([name] if name else [])]
             try:
                 group.make_context("npgpt", args)
-            except names.NoSuchOption as e:
+            except parsing.NoSuchOption as e:
                 message = e.format_message()
             except typer.Exit:  # Ollama's -v, taken as --version
                 continue
@@ -1291,7 +1292,7 @@ def test_a_bad_number_names_the_value_and_the_option():
     """typer said "Invalid value for '--top-k': Input should be a valid integer, unable to parse string as an integer",
     never repeating what was typed (click's own said "'abc' is not a valid integer"): every number option of every
     command names the value, and how to write a number written otherwise (1e3, a decimal comma)."""
-    from npgpt.cli.names import UsageError
+    from npgpt.cli.parsing import UsageError
 
     options = list(_number_options())
     assert len(options) > 50  # every command's, not a few

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import CONFIGS, hf_logits, random_params, run_cli
 
-from npgpt.cli.names import as_flags
+from npgpt.cli.flags import as_flags
 from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError, NpgptError
 from npgpt.formats import convert, detect, load_checkpoint, npgpt_format, openai_tf, save_checkpoint

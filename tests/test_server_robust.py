@@ -498,7 +498,7 @@ def test_serve_refuses_bad_limits_before_loading(flag, value):
     from typer.testing import CliRunner
 
     from npgpt.cli import app
-    from npgpt.cli.names import as_flags
+    from npgpt.cli.flags import as_flags
     from npgpt.errors import NpgptError
 
     r = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model", flag, value])

@@ -504,7 +504,7 @@ def test_user_errors_are_one_line(tmp_path, kwargs, message):
 def test_errors_name_the_keyword_in_python_and_the_flag_on_the_command_line(tmp_path, kwargs, python, cli):
     """train() said "too few for --seq-len 100" to a Python caller, who passed seq_len=100; the CLI's user still
     reads --seq-len, as the CLI writes the error's keywords as its flags."""
-    from npgpt.cli.names import as_flags
+    from npgpt.cli.flags import as_flags
 
     (tmp_path / "t.txt").write_text(corpus(5))
     base = dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, steps=1, batch_size=2, seq_len=8)

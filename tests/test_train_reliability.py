@@ -19,7 +19,7 @@ pytest.importorskip("optax")
 from conftest import run_cli
 
 from npgpt import files
-from npgpt.cli.names import as_flags
+from npgpt.cli.flags import as_flags
 from npgpt.config import GPT2Config
 from npgpt.errors import NpgptError, NpgptWarning
 from npgpt.formats import load_checkpoint, npgpt_format

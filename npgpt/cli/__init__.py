@@ -13,7 +13,9 @@ each command imports the library it needs when it runs, so ``npgpt --help`` stay
 - :mod:`.evaluate` ``eval``, ``score``
 - :mod:`.serve`    ``serve``
 - :mod:`.inspect`  ``lens``, ``attention``: looking inside the model
-- :mod:`.names`    what llama.cpp, Ollama and nanoGPT call npgpt's commands and options (in errors)
+- :mod:`.names`    what llama.cpp, Ollama and nanoGPT call npgpt's commands and options, and npgpt's for them
+- :mod:`.parsing`  the click command and group that read a command line with them: one-line usage errors
+- :mod:`.flags`    the library's messages in the CLI's words (``max_new_tokens`` -> ``--max-new-tokens``)
 - :mod:`.commands` the app (every command registered) and the run behind :func:`main`
 
 This module imports nothing but the standard library: a Ctrl-C during the second of imports that follow

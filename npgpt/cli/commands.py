@@ -16,8 +16,9 @@ import typer
 
 from ..errors import NpgptError, NpgptWarning, reason
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
-from .names import ClickException, Command, Group, UsageError, as_flags
+from .flags import as_flags
 from .options import Interrupted, print_error
+from .parsing import ClickException, Command, Group, UsageError
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
 # ("> 1" is not a block quote); help strings hold no [tags].
@@ -113,7 +114,7 @@ def main() -> None:
     except NpgptError as e:
         print_error(as_flags(e))
         sys.exit(1)
-    except KeyboardInterrupt:  # outside a command's run (names.Command.invoke says it in one line)
+    except KeyboardInterrupt:  # outside a command's run (parsing.Command.invoke says it in one line)
         sys.exit(130)
     except typer.Abort:  # click's, for an end of input it was reading: as click, exit 1
         sys.exit(1)

@@ -66,7 +66,7 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 
     from ..evaluate import perplexity
-    from .names import UsageError
+    from .parsing import UsageError
 
     if file is not None and data is not None:
         raise UsageError(f"give the text file once: as FILE ({file}) or as --data ({data}), not both")

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import NpgptError
-from .names import as_flags_in
+from .flags import as_flags_in
 from .options import PATH, PROMPT_LIMIT, Interrupted, check_out_dir, model_value, path_value, read_text
 
 _MODEL = "Model"

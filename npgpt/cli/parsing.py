@@ -1,0 +1,302 @@
+"""How a command line is read: npgpt's click command and group, which take other tools' spellings (:mod:`.names`)
+as npgpt's, and whose usage errors are one line naming what was typed and what to type instead."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import re
+from typing import Any
+
+from typer.core import TyperArgument, TyperCommand, TyperGroup
+
+from .names import _GROUPED, COMMANDS, INSTEAD, OPTIONS, _as_ours, _has, _hint_message, _ollama_args, _ollama_run, _ours
+
+# typer 0.2x carries its own copy of click, whose exceptions are not click's.
+_click: Any = importlib.import_module("typer._click" if importlib.util.find_spec("typer._click") else "click")
+NoSuchOption, UsageError = _click.exceptions.NoSuchOption, _click.exceptions.UsageError
+BadParameter = _click.exceptions.BadParameter
+ClickException = _click.exceptions.ClickException
+
+
+_SHOWN = 80  # characters of the user's text a usage error repeats: a page pasted unquoted made the line a page
+
+
+def _cut(text: str) -> str:
+    """``text`` for a one-line error: control characters escaped (a pasted line break is ``\\n``), cut past
+    :data:`_SHOWN` characters, with its length."""
+    shown = text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m[0])[1:-1], shown)
+
+
+def _typeable(text: str) -> bool:
+    """Whether a command line holding ``text`` quoted fits in the one line of an error."""
+    return len(text) <= _SHOWN and not re.search(r"[\x00-\x1f\x7f]", text)
+
+
+class Command(TyperCommand):
+    """A typer command whose unknown-option error names npgpt's spelling of another tool's option, and whose
+    Ctrl-C is one line (typer's own exits 130 saying nothing)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and _is_path(param.type_descriptor.annotation):
+                # typer names the type of a path it does not parse itself (parser=path_value) by its class, <Path>;
+                # a path option's metavar says <path>, and so does a path argument's type
+                param.display_type = _path_type  # type: ignore[method-assign]
+
+    def invoke(self, ctx: Any) -> Any:
+        from .options import Interrupted
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # what a write left is the writer's to keep whole (files.atomic_path, write_together)
+            raise Interrupted("interrupted (Ctrl-C)") from None
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            args = _as_ours(self, args)
+        # click reads "-sys" as the short options -s -y -s, so it would complain of "-s": look first
+        ended = args.index("--") if "--" in args else len(args)  # after `--`, every word is text, never an option
+        literal = set(args[ended + 1 :])
+        grouped = next((a for a in args[:ended] if a in _GROUPED), None)
+        if grouped is not None and not ctx.resilient_parsing:  # Tab completion's parse: let it be, as click does
+            self._hint(ctx, grouped)
+            raise NoSuchOption(grouped, ctx=ctx)  # a command without npgpt's option: no "-s" riddle either
+        allow_extra, ctx.allow_extra_args = ctx.allow_extra_args, True  # extra arguments: judged below
+        options = args[:ended]  # before click's parser consumes the list
+        try:
+            rest = super().parse_args(ctx, args)
+        except NoSuchOption as e:
+            self._dashed_text(ctx, options, e.option_name)
+            self._hint(ctx, e.option_name)
+            raise
+        except UsageError as e:
+            # click's parser raises "Option '--stop' requires an argument" with no context, so the error's pointer
+            # named the root's help (`npgpt --help`), which lists none of this command's options: this command's
+            if e.ctx is None:
+                e.ctx = ctx
+            _repeat_the_value(e)
+            raise
+        finally:
+            ctx.allow_extra_args = allow_extra
+        if not ctx.resilient_parsing:
+            texts = [v for p in self.params if p.param_type_name == "argument" for v in _values(ctx.params.get(p.name))]
+            for value in [v for v in [*texts, *rest] if v not in literal]:  # `-- max_new_tokens=3` is that text
+                if (setting := self._setting(ctx, value, is_text=value in texts)) is not None:
+                    raise UsageError(setting, ctx=ctx)
+        if rest and not allow_extra and not ctx.resilient_parsing:
+            raise UsageError(self._extra_arguments(ctx, rest), ctx=ctx)
+        if not ctx.resilient_parsing:
+            _refuse_undecodable(self, ctx)
+        return rest
+
+    def _setting(self, ctx: Any, value: str, is_text: bool) -> str | None:
+        """What to type for nanoGPT's ``key=value`` given as an argument (``max_new_tokens=3``, ``start=Hi``) where
+        ``key`` is one of this command's options by another tool's name, or None: as a prompt it was continued as
+        text (or refused as an extra argument with "quote text of several words")."""
+        import shlex
+
+        m = re.fullmatch(r"([A-Za-z]\w*)=(\S*)", value)
+        ours = _ours(self, f"--{m[1]}") if m else None
+        if m is None or ours is None:
+            return None
+        key, given = m[1], m[2]
+        name = ctx.info_name
+        if ours != "PROMPT":
+            how = f"{ours} {shlex.quote(given)}"
+        elif given.startswith("FILE:") and _has(self, "--prompt-file"):  # nanoGPT's start=FILE:prompt.txt
+            how = f"--prompt-file {shlex.quote(given.removeprefix('FILE:'))}"
+        else:
+            how = f"the text as an argument: npgpt {name} {shlex.quote(given)}"
+        pipe = f"echo {shlex.quote(value)} | npgpt {name}"
+        instead = f" (to continue that very text, pipe it in: {pipe})" if is_text else ""
+        return f"{value} is nanoGPT's way to set {key}; npgpt takes {how}{instead}"
+
+    def _dashed_text(self, ctx: Any, options: list[str], theirs: str) -> None:
+        """NoSuchOption saying how to give text that starts with '-' (a prompt "-5 degrees", a Markdown rule "---"),
+        which click reads as an option, where this command takes text; else nothing."""
+        import shlex
+
+        if not any(p.param_type_name == "argument" and p.name in ("prompt", "text") for p in self.params):
+            return
+        # text, not a mistyped option: words with spaces, or dashes and digits alone ("-1", "---")
+        is_text = [a.startswith(theirs) and bool(re.search(r"\s", a) or re.fullmatch(r"-+[\d.,]*", a)) for a in options]
+        text = next((a for a, t in zip(options, is_text, strict=True) if t), None)
+        if text is None:
+            return
+        name = ctx.info_name
+        if _typeable(text):
+            fix = f"text that starts with '-' goes after --: npgpt {name} -- {shlex.quote(text)}"
+        else:  # a page pasted: not repeated
+            fix = f"pipe in text that starts with '-': npgpt {name} < FILE"
+        message = f"No such option: {_cut(theirs)}; {fix}"
+        raise NoSuchOption(theirs, message=message, ctx=ctx) from None
+
+    def _extra_arguments(self, ctx: Any, extra: list[str]) -> str:
+        """click's "Got unexpected extra argument", with the command meant where a prompt came with more words:
+        Ollama's MODEL PROMPT order (``npgpt generate gpt2 "Hi"``), or a prompt of several words unquoted."""
+        import shlex
+
+        words = " ".join(extra)
+        message = f"Got unexpected extra argument{'s' * (len(extra) > 1)} ({_cut(words)})"
+        first = ctx.params.get("prompt", ctx.params.get("text"))  # the text argument, on commands that take one
+        from ..registry import names_a_model
+
+        if first is None and self._has("--system"):  # chat: Ollama's `ollama run MODEL "PROMPT"`, its text typed here
+            command = f"npgpt {ctx.info_name}"
+            if len(extra) == 1 and names_a_model(words):
+                return f"{message}. The model goes after -m: {command} -m {shlex.quote(words)}"
+            given = f"echo {shlex.quote(words)} | {command}" if _typeable(words) else f"{command} < FILE"
+            return f"{message}. {command} reads your messages from the terminal, or piped in: {given}"
+        if not isinstance(first, str):
+            return message
+
+        command = f"npgpt {ctx.info_name}"
+        model = self._has("--model") and names_a_model(first)
+        text = words if model else " ".join([first, *extra])
+        # a text past a line (a page pasted unquoted) is not repeated: the command to pipe it in is said instead
+        given = shlex.quote(text) if _typeable(text) else "< FILE"
+        if model:
+            return f"{message}. The model goes after -m: {command} {given} -m {shlex.quote(first)}"
+        if given == "< FILE":
+            return f"{message}. Pipe the text in: {command} {given}"
+        return f"{message}. Quote text of several words: {command} {given}"
+
+    def _hint(self, ctx: Any, theirs: str) -> None:
+        """NoSuchOption naming npgpt's spelling of ``theirs`` where this command has it, or what to do instead
+        where another tool's option has no counterpart here; else nothing (click's own message)."""
+        message = _hint_message(self, ctx.info_name, theirs)
+        if message is not None:
+            raise NoSuchOption(theirs, message=message, ctx=ctx) from None
+
+    def _has(self, ours: str) -> bool:
+        return _has(self, ours)
+
+
+def _repeat_the_value(e: Any) -> None:
+    """A number option's bad value said as click said it, naming the value (``'abc' is not an integer``), where
+    typer's message said only "Input should be a valid integer, unable to parse string as an integer"; with how to
+    write it where the value is a number written otherwise (``1e3``, ``0,8``)."""
+    errors = getattr(e.__cause__, "errors", None)  # typer's pydantic ValidationError
+    if not isinstance(e, BadParameter) or not callable(errors) or not errors():
+        return
+    first = errors()[0]
+    value, kind = first.get("input"), str(first.get("type", ""))
+    if not isinstance(value, str) or not kind.startswith(("int_", "float_")):
+        return
+    shown = repr(_cut(value))
+    if kind.startswith("int_"):
+        e.message = f"{shown} is not an integer"
+        with contextlib.suppress(ValueError, OverflowError):
+            grouped = re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+", value.strip())  # 1,000 (1,5 is no whole number)
+            number = float(value.replace(",", "") if grouped else value)
+            if number.is_integer():  # 1e3, 1,000: a whole number written another way
+                e.message += f"; write it as {int(number)}"
+    else:
+        e.message = f"{shown} is not a number"
+        if re.fullmatch(r"[+-]?\d*,\d+", value.strip()):  # a decimal comma
+            e.message += f"; write decimals with a point: {value.strip().replace(',', '.')}"
+
+
+_TEXTS = ("prompt", "text", "system", "stop")  # the parameters whose values are text for the model, not paths or names
+
+
+def _is_path(annotation: object) -> bool:
+    """``Path`` or ``Path | None``."""
+    from pathlib import Path
+
+    return annotation is Path or annotation == Path | None
+
+
+def _path_type(ctx: Any) -> str:
+    from .options import PATH
+
+    return PATH
+
+
+def _refuse_undecodable(command: Any, ctx: Any) -> None:
+    """A text argument typed in a terminal that is not UTF-8 (``caf\xe9`` from Latin-1) reaches Python as lone
+    surrogates, which the tokenizer read as U+FFFD silently, where the same bytes piped in are refused: refused here
+    too. Paths and model names keep any bytes: a file may be named so."""
+    for p in command.params:
+        for value in _values(ctx.params.get(p.name)) if p.name in _TEXTS else []:
+            bad = next((c for c in value if "\udc80" <= c <= "\udcff"), None)
+            if bad is not None:
+                option = p.param_type_name == "option"
+                name = p.opts[0] if option else (p.name or "").upper()
+                piped = "" if option else ", or pipe the text in from a UTF-8 file"  # an option's text has no pipe
+                byte = ord(bad) - 0xDC00
+                raise UsageError(
+                    f"{name} is not UTF-8 text (it holds the byte 0x{byte:02x}); set the terminal to UTF-8{piped}",
+                    ctx=ctx,
+                )
+
+
+def _values(value: object) -> list[str]:
+    """An argument's text values: one, several (``nargs=-1``), or none (a path, a number, None)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in values if isinstance(v, str)]
+
+
+class Group(TyperGroup):
+    """The ``npgpt`` group, whose unknown-command error names npgpt's version of an Ollama command, and whose
+    unknown-option error says where a command's option goes (``npgpt -m gpt2 generate``) or names npgpt's
+    spelling of another tool's (Ollama's ``-v``: ``--version``), as a command's does."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            args = _ollama_args(self.commands, args)
+        # the group's own options end at the command's name; click would read "-ngl" as -n -g -l: look first
+        named = next((i for i, a in enumerate(args) if a in self.commands or a == "--"), len(args))
+        grouped = next((a for a in args[:named] if a in _GROUPED), None)
+        try:
+            if grouped is not None and not ctx.resilient_parsing:  # Tab completion's parse: let it be, as click does
+                raise NoSuchOption(grouped, ctx=ctx)
+            return super().parse_args(ctx, list(args))  # a copy: click's parser consumes the list
+        except NoSuchOption as e:
+            name = args[named] if args[named:] and args[named] in self.commands else None
+            message = self._root_hint(e.option_name, name)
+            if message is None:
+                raise
+            error = NoSuchOption(e.option_name, message=message, ctx=ctx)
+            if name is not None:  # the hint is about that command's options: its help is the one to see
+                error.help_path = f"{ctx.command_path} {name}"
+            raise error from None
+
+    def _root_hint(self, theirs: str, name: str | None) -> str | None:
+        """What ``npgpt THEIRS [... NAME]`` says: npgpt's root option, or where ``theirs`` goes for the command
+        ``name`` that follows (None: none follows), or what that command says of it; None for click's message."""
+        ours = _ours(self, theirs)
+        if ours is not None:
+            return f"No such option: {theirs}. npgpt takes {ours}"
+        if name is not None:
+            command = self.commands[name]
+            ours = _ours(command, theirs)
+            if ours == theirs:
+                return f"No such option: {theirs}; options go after the command: npgpt {name} {theirs} ..."
+            if ours is not None and ours != "PROMPT":
+                after = f"after the command: npgpt {name} {ours} ..."
+                return f"No such option: {theirs}; npgpt {name} takes {ours}, {after}"
+            message = _hint_message(command, name, theirs)  # click's would offer the root's --version
+            return message or f"No such option: {theirs}; npgpt {name} has no such option either"
+        if any(_ours(c, theirs) is not None for c in self.commands.values()):
+            return f"No such option: {theirs}; options go after the command: npgpt COMMAND {theirs} ..."
+        instead = next((t for c, t in INSTEAD.get(theirs, ()) if c == "*"), None)
+        if instead is not None:
+            return f"No such option: {theirs}; {instead.format(cmd='COMMAND')}"
+        if theirs in OPTIONS or theirs in INSTEAD:  # a command may say what to do instead
+            return f"No such option: {theirs}; npgpt's options go after the command"
+        return None
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as e:
+            if args and args[0] == "run":  # Ollama's `run MODEL [PROMPT]`: the npgpt command for these arguments
+                e.message = f"No such command 'run'. npgpt's is {_ollama_run(args[1:])}"
+            elif args and args[0] in COMMANDS:
+                e.message = f"No such command {args[0]!r}. {COMMANDS[args[0]]}"
+            raise
