@@ -1364,3 +1364,24 @@ def test_ollamas_run_joins_the_words_on_both_sides_of_an_option(model_file):
     a = run_cli("run", model_file, "Why", "is", "--seed", "1", "the", "sky", "--max-new-tokens", "3", "blue?")
     b = run_cli("generate", "Why is the sky blue?", "-m", model_file, *same)
     assert a.returncode == 0 and (a.stdout, a.stderr) == (b.stdout, b.stderr), a.stderr
+
+
+@pytest.mark.parametrize(
+    "option, said",
+    [
+        ("-fa", "No such option: -fa"),  # was -f a: "give one of PROMPT, --prompt-file FILE or --batch-file FILE ..."
+        ("-no-cnv", "No such option: -no-cnv"),  # was -n o-cnv: "'o-cnv' is not an integer"
+        ("-ctk", "No such option: -ctk"),  # was -c tk: "the context length is the model's own"
+        ("-st", "No such option: -st"),  # was -s t: "npgpt takes --seed"
+    ],
+)
+def test_llama_cpps_other_several_letter_options_are_named_as_typed(model_file, option, said):
+    """click reads a single-dash option of several letters as short options with a value attached, so llama.cpp's
+    -fa, -no-cnv, -ctk and -st were answered about -f, -n, -c and -s; each is one option, named as typed. A value
+    attached in click's way still works (-n2), and such a word as an option's value is the value (--stop -fa)."""
+    r = run_cli("generate", "Hi", "-m", model_file, option, "--max-new-tokens", "2")
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {said} (see") and len(r.stderr.splitlines()) == 1, (
+        r.stderr
+    )
+    r = run_cli("generate", "Hi", "-m", model_file, "-n2", "--stop", option, "--max-new-tokens", "2")
+    assert r.returncode == 0 and r.stdout.count("--- ") == 2, r.stderr

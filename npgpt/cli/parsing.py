@@ -61,7 +61,7 @@ class Command(TyperCommand):
         # click reads "-sys" as the short options -s -y -s, so it would complain of "-s": look first
         ended = args.index("--") if "--" in args else len(args)  # after `--`, every word is text, never an option
         literal = set(args[ended + 1 :])
-        grouped = next((a for a in args[:ended] if a in _GROUPED), None)
+        grouped = next((a for i, a in enumerate(args[:ended]) if self._grouped(a, args[i - 1] if i else None)), None)
         if grouped is not None and not ctx.resilient_parsing:  # Tab completion's parse: let it be, as click does
             self._hint(ctx, grouped)
             raise NoSuchOption(grouped, ctx=ctx)  # a command without npgpt's option: no "-s" riddle either
@@ -92,6 +92,19 @@ class Command(TyperCommand):
         if not ctx.resilient_parsing:
             _refuse_undecodable(self, ctx)
         return rest
+
+    def _grouped(self, arg: str, before: str | None) -> bool:
+        """Whether ``arg`` is another tool's single-dash option of several letters, which click would read as short
+        options (llama.cpp's ``-sys``, ``-ngl``; and any other such as ``-fa``, ``-ctk`` or ``-no-cnv``, which click
+        read as ``-f a``, ``-c tk``, ``-n o-cnv``: a riddle about a file, the context or a number), not the value of
+        the option ``before`` it (``--stop -fa``). A letter with a value attached in click's way stays as it was when
+        it has digits or is long (``-n3``, ``-mbundled``)."""
+        if arg in _GROUPED:
+            return True
+        if not re.fullmatch(r"-[a-z]{2,4}|-[a-z]+(-[a-z]+)+", arg) or _has(self, arg):
+            return False
+        option = next((p for p in self.params if before in (*p.opts, *p.secondary_opts)), None) if before else None
+        return option is None or bool(getattr(option, "is_flag", False))
 
     def _setting(self, ctx: Any, value: str, is_text: bool) -> str | None:
         """What to type for nanoGPT's ``key=value`` given as an argument (``max_new_tokens=3``, ``start=Hi``) where
