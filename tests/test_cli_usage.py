@@ -620,6 +620,15 @@ def test_other_tools_names_get_npgpts(args, hint):
         # llama-tokenize's -p/--prompt: npgpt tokenize's TEXT (it said "npgpt tokenize has nothing like it")
         (["tokenize", "-p", "-5 degrees", "--ids"], ["tokenize", "--ids", "--", "-5 degrees"]),
         (["tokenize", "--prompt=Hi"], ["tokenize", "Hi"]),
+        # llama-bench's -p/-n/-r (prompt tokens, generated tokens, repetitions): "npgpt bench has nothing like it"
+        (
+            ["bench", "-p", "256", "-n", "32", "-r", "3", "-t", "2"],
+            ["bench", "--prompt-len", "256", "--new-tokens", "32", "--repeat", "3", "--threads", "2"],
+        ),
+        (
+            ["bench", "--n-prompt", "256", "--n-gen=32", "--repetitions", "3"],
+            ["bench", "--prompt-len", "256", "--new-tokens", "32", "--repeat", "3"],
+        ),
     ],
 )
 def test_other_tools_unambiguous_spellings_are_taken(theirs, ours):

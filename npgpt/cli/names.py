@@ -15,11 +15,14 @@ from typing import Any
 # Other tools' option -> npgpt's (or npgpt's candidates, the first the command has); a hint is given only on a
 # command that has npgpt's option. Any other ``--snake_case`` whose ``--kebab-case`` the command has is hinted too.
 OPTIONS: dict[str, str | tuple[str, ...]] = {
-    "-p": "PROMPT",  # llama.cpp
+    "-p": ("PROMPT", "--prompt-len"),  # llama.cpp's prompt; llama-bench's prompt tokens (--n-prompt)
+    "--n-prompt": "--prompt-len",  # llama-bench's
+    "--n-gen": "--new-tokens",  # llama-bench's
+    "--repetitions": "--repeat",  # llama-bench's
     "--prompt": "PROMPT",
     "--start": "PROMPT",  # nanoGPT's sample.py
     "--temp": "--temperature",
-    "-n": "--max-new-tokens",  # where the command has no -n of its own (chat)
+    "-n": ("--max-new-tokens", "--new-tokens"),  # where the command has no -n of its own (chat; llama-bench's: bench)
     "--n-predict": "--max-new-tokens",
     "--n_predict": "--max-new-tokens",
     "--max_new_tokens": "--max-new-tokens",
@@ -47,7 +50,7 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--model-path": "--model",
     "-sys": "--system",
     "--system-prompt": "--system",
-    "-r": "--stop",  # llama.cpp's reverse prompt
+    "-r": ("--stop", "--repeat"),  # llama.cpp's reverse prompt; llama-bench's repetitions
     "--reverse-prompt": "--stop",
     "--no-display-prompt": "--no-echo",  # llama-cli
     "-np": "--max-batch",  # llama-server's parallel slots
@@ -67,7 +70,10 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
 # (`--init_from=resume`, `--out_dir`), or differs (llama.cpp's -c is a run's context, npgpt's --n-ctx a new model's;
 # nanoGPT's --block_size is the model's context and the training window at once), or is `npgpt serve`'s.
 ACCEPTED = {
-    "-p",  # llama.cpp's prompt: the text argument
+    "-p",  # llama.cpp's prompt: the text argument (llama-bench's prompt tokens: bench's --prompt-len)
+    "--n-prompt",
+    "--n-gen",
+    "--repetitions",
     "--prompt",
     "--start",  # nanoGPT's sample.py: the text, or FILE:name for --prompt-file name
     "--temp",
