@@ -416,3 +416,13 @@ def test_multi_host_options_jax_refuses_are_one_line(text, tmp_path, options, sa
     assert r.returncode == 1 and said in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "internal error" not in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_width_the_heads_do_not_divide_names_the_flags(text, tmp_path):
+    """`npgpt train --n-embd 16 --n-head 3` said "n_embd (16) must be divisible by n_head (3)": GPT2Config's field
+    names where the user typed flags. The message names them as the options given."""
+    args = cli_args({**SHAPE, "n_head": 3, "steps": 1})
+    r = run_cli("train", str(text), "--out", str(tmp_path / "run"), *args)
+    assert r.returncode == 1 and r.stderr == (
+        "error: --n-embd 16 must be divisible by --n-head 3; pick a width that is a multiple of the head count\n"
+    ), r.stderr

@@ -12,6 +12,7 @@ the cosine schedule to the new end.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -166,7 +167,10 @@ class TrainSettings:
         try:
             return GPT2Config(**{**SCRATCH, **given}), None
         except ValueError as e:
-            raise NpgptError(str(e)) from None
+            # GPT2Config names its fields as "n_embd (32)"; here they are this function's keyword arguments, which a
+            # message names as "n_embd=32" (the CLI: --n-embd 32)
+            message = re.sub(rf"\b({'|'.join(MODEL_SHAPE)}) \(([^()\s]*)\)", r"\1=\2", str(e))
+            raise NpgptError(message, keywords=KEYWORDS) from None
 
     def for_new_run(self, config: GPT2Config) -> RunSettings:
         """Every run and monitoring setting filled in from the defaults, for a run of ``config``."""
