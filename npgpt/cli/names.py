@@ -136,6 +136,13 @@ _MAX_TOKENS = [
         "--max-request-tokens caps a request's prompt and max_tokens together",
     )
 ]
+_KERNELS = [("*", "npgpt picks its attention kernel by itself; drop it")]
+_MAPPED = [("*", "npgpt memory-maps the weights where the format allows, by itself; drop it")]
+_ONE_PROMPT = [
+    ("chat", "npgpt chat is a conversation; for one prompt, use npgpt generate"),
+    ("*", "npgpt continues the prompt, with no conversation, already; drop it"),
+]
+_BATCHES = [("--batch-file", "npgpt batches by itself: --batch-file runs its prompts up to 256 rows at a time")]
 INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-c": [("*", _CONTEXT)],
     "--ctx-size": [("*", _CONTEXT)],
@@ -173,6 +180,30 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-v": _VERBOSE,  # llama.cpp's; Ollama's -v, the version, is the root's (OPTIONS)
     "--verbose": _VERBOSE,
     "--color": [("*", "npgpt colours its output on a terminal by itself; NO_COLOR=1 turns colour off")],
+    "-fa": _KERNELS,  # llama.cpp's flash attention
+    "--flash-attn": _KERNELS,
+    "--no-mmap": _MAPPED,
+    "--mlock": _MAPPED,
+    "-no-cnv": _ONE_PROMPT,
+    "--no-conversation": _ONE_PROMPT,
+    "--ignore-eos": [
+        (
+            "*",
+            "npgpt's command line stops at <|endoftext|>; to run past it, the Python API's stop_at_eot=False or "
+            "the server's ignore_eos",
+        )
+    ],
+    "-b": _BATCHES,  # llama.cpp's logical batch
+    "--batch-size": _BATCHES,  # on commands without their own (eval and train have one)
+    "--dataset": [  # nanoGPT's train.py: data/NAME/ prepared by its prepare.py
+        ("train", "npgpt train takes the text itself: npgpt train input.txt --out RUN (nanoGPT's data/NAME/input.txt)")
+    ],
+    # Ollama's show: npgpt's models have no Modelfile, sampling parameters or template of their own
+    "--modelfile": [
+        ("info", "npgpt has no Modelfiles: a model is its checkpoint, whose shape and files npgpt info shows")
+    ],
+    "--parameters": [("info", "npgpt's models carry no sampling parameters; npgpt generate --help shows the defaults")],
+    "--template": [("info", "npgpt's models share one chat template, which npgpt chat and npgpt serve use")],
     "--logprobs": _LOGPROBS,  # the OpenAI API's
     "--top-logprobs": _LOGPROBS,
     "--n-probs": _LOGPROBS,  # llama.cpp's

@@ -99,9 +99,7 @@ class Command(TyperCommand):
         read as ``-f a``, ``-c tk``, ``-n o-cnv``: a riddle about a file, the context or a number), not the value of
         the option ``before`` it (``--stop -fa``). A letter with a value attached in click's way stays as it was when
         it has digits or is long (``-n3``, ``-mbundled``)."""
-        if arg in _GROUPED:
-            return True
-        if not re.fullmatch(r"-[a-z]{2,4}|-[a-z]+(-[a-z]+)+", arg) or _has(self, arg):
+        if arg not in _GROUPED and (not re.fullmatch(r"-[a-z]{2,4}|-[a-z]+(-[a-z]+)+", arg) or _has(self, arg)):
             return False
         option = next((p for p in self.params if before in (*p.opts, *p.secondary_opts)), None) if before else None
         return option is None or bool(getattr(option, "is_flag", False))
