@@ -406,4 +406,4 @@ def get_backend(name: str) -> Backend:
         # model file runs unchanged; Legate decides where the data lives.
         cn = _require("cupynumeric", name)
         return Backend("cupynumeric", cn.asarray, np.asarray, gpt2)
-    raise NpgptError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    raise NpgptError(f"backend={name!r} is unknown; choose one of {', '.join(BACKENDS)}", "backend")

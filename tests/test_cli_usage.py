@@ -1404,3 +1404,22 @@ def test_llama_cpps_other_several_letter_options_are_named_as_typed(model_file, 
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     r = run_cli("generate", "Hi", "-m", model_file, "-n2", "--stop", option, "--max-new-tokens", "2")
     assert r.returncode == 0 and r.stdout.count("--- ") == 2, r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        # "unknown backend 'foo'", "unknown format 'foo'", "expected a comma-separated list, got '1,x'": no option
+        (["generate", "Hi", "--backend", "foo"], "--backend foo is unknown; choose one of numpy, jax, torch"),
+        (["chat", "--backend", "foo"], "--backend foo is unknown; choose one of numpy, jax, torch"),
+        (["bench", "--backend", "foo"], "--backend foo is unknown; choose from numpy, jax, torch"),
+        (["convert", "bundled", "x.safetensors", "--to", "foo"], "--to foo is unknown; choose one of npgpt, hf"),
+        (["bench", "--batch", "1,x"], "--batch takes a comma-separated list; 'x' in '1,x' is not an integer"),
+    ],
+)
+def test_a_bad_choice_names_the_option_and_the_value(tmp_path, args, line):
+    """A value that is none of an option's choices named the value but not the option it was given to."""
+    r = subprocess.run(
+        [sys.executable, "-m", "npgpt", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=None
+    )
+    assert one_line_error(r).startswith(f"error: {line}"), r.stderr

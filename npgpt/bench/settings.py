@@ -65,7 +65,7 @@ def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
     if not s.backends:  # --backend '' was "no backend in --backend  stores float32 weights"
         raise NpgptError(f"--backend takes a comma list of {', '.join(ENGINES)}, got none")
     if unknown:
-        raise NpgptError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ENGINES)}")
+        raise NpgptError(f"--backend {unknown[0]} is unknown; choose from {', '.join(ENGINES)}")
     from ..backends import DTYPES, WEIGHT_DTYPES
 
     if not s.dtypes or set(s.dtypes) - set(WEIGHT_DTYPES):

@@ -18,11 +18,16 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-def _csv(value: str, cast: Callable[[str], Any] = str) -> tuple[Any, ...]:
-    try:
-        return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise NpgptError(f"expected a comma-separated list, got {value!r}") from None
+def _csv(value: str, cast: Callable[[str], Any] = str, flag: str = "") -> tuple[Any, ...]:
+    """``value``'s comma-separated items, each cast; NpgptError naming ``flag`` and the item that is not one."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    for item in items:
+        try:
+            cast(item)
+        except ValueError:
+            what = "an integer" if cast is int else "valid"
+            raise NpgptError(f"{flag} takes a comma-separated list; {item!r} in {value!r} is not {what}") from None
+    return tuple(cast(v) for v in items)
 
 
 def bench_command(
@@ -108,7 +113,7 @@ def bench_command(
         random=random,
         backends=_csv(backend),
         dtypes=_csv(dtype),
-        batches=_csv(batch, int),
+        batches=_csv(batch, int, "--batch"),
         prompt_len=prompt_len,
         short_prompt=short_prompt,
         new_tokens=new_tokens,

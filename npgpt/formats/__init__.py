@@ -718,7 +718,7 @@ def _added_named(tokenizer: dict[str, Any]) -> str:
 def _not_writable(fmt: str) -> CheckpointError:
     if fmt in READ_ONLY:
         return CheckpointError(f"npgpt reads {fmt} but does not write it; choose one of {', '.join(FORMATS)}")
-    return CheckpointError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return CheckpointError(f"fmt={fmt!r} is unknown; choose one of {', '.join(FORMATS)}", keywords=_SAVE_KEYWORDS)
 
 
 def convert(
