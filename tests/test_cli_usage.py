@@ -513,6 +513,10 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["chat", "-no-cnv"], "npgpt chat is a conversation; for one prompt, use npgpt generate"),
         (["generate", "Hi", "--ignore-eos"], "the server's ignore_eos"),
         (["generate", "Hi", "-b", "512"], "npgpt batches by itself: --batch-file"),
+        # llama.cpp's --version on each program ("Possible options: --json"); Ollama's run --format, --keepalive
+        (["generate", "--version"], "No such option: --version; the version is npgpt's own, before any command"),
+        (["run", "bundled", "Hi", "--format", "json"], "GPT-2 cannot be held to a format such as JSON"),
+        (["run", "bundled", "--keepalive", "5m"], "npgpt keeps no models running"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):

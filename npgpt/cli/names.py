@@ -136,6 +136,7 @@ _MAX_TOKENS = [
         "--max-request-tokens caps a request's prompt and max_tokens together",
     )
 ]
+_NOT_RUNNING = "npgpt keeps no models running: each command loads its model and exits (a server: npgpt serve)"
 _KERNELS = [("*", "npgpt picks its attention kernel by itself; drop it")]
 _MAPPED = [("*", "npgpt memory-maps the weights where the format allows, by itself; drop it")]
 _ONE_PROMPT = [
@@ -204,6 +205,11 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     ],
     "--parameters": [("info", "npgpt's models carry no sampling parameters; npgpt generate --help shows the defaults")],
     "--template": [("info", "npgpt's models share one chat template, which npgpt chat and npgpt serve use")],
+    "--version": [("*", "the version is npgpt's own, before any command: npgpt --version")],  # llama.cpp's, on each
+    # Ollama's run
+    "--format": [("*", "GPT-2 cannot be held to a format such as JSON; the prompt is all there is to steer it")],
+    "--nowordwrap": [("*", "npgpt never wraps the text it writes; drop it")],
+    "--keepalive": [("*", _NOT_RUNNING)],
     "--logprobs": _LOGPROBS,  # the OpenAI API's
     "--top-logprobs": _LOGPROBS,
     "--n-probs": _LOGPROBS,  # llama.cpp's
@@ -218,8 +224,8 @@ COMMAND_ALIASES = {"pull": "download", "show": "info", "ls": "list", "remove": "
 
 # Ollama's other commands -> what npgpt says of them (`run` without a model is answered with the npgpt command).
 COMMANDS = {
-    "ps": "npgpt keeps no models running: each command loads its model and exits (a server: npgpt serve)",
-    "stop": "npgpt keeps no models running: each command loads its model and exits (a server: npgpt serve)",
+    "ps": _NOT_RUNNING,
+    "stop": _NOT_RUNNING,
     # click offered 'chat' for create: npgpt has no model store of its own to create, copy or push models in
     "create": "npgpt has no Modelfiles: a model is a checkpoint file or folder, used where it lies (-m PATH)",
     "cp": "npgpt uses a model where it lies (-m PATH); copy its file or folder as any other",
