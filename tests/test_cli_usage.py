@@ -1324,6 +1324,8 @@ def test_a_bad_number_names_the_value_and_the_option():
         cases = [("abc", f"'abc' is not {'an integer' if kind is int else 'a number'}")]
         cases += [("1e3", "'1e3' is not an integer; write it as 1000")] if kind is int else []
         cases += [("0,8", "'0,8' is not a number; write decimals with a point: 0.8")] if kind is float else []
+        number = "an integer" if kind is int else "a number"  # `--top-k "$K"`, K unset: '' named as -m's '' is
+        cases += [("", f"the value is empty (an unset shell variable?); give {number}")]
         for value, said in cases:
             with pytest.raises(UsageError) as e:
                 group.main([name, option, value], standalone_mode=False)

@@ -198,6 +198,10 @@ def _repeat_the_value(e: Any) -> None:
     value, kind = first.get("input"), str(first.get("type", ""))
     if not isinstance(value, str) or not kind.startswith(("int_", "float_")):
         return
+    wanted = "an integer" if kind.startswith("int_") else "a number"
+    if not value.strip():  # `--top-k "$K"` with K unset, as not_empty says of an empty model or path
+        e.message = f"the value is empty (an unset shell variable?); give {wanted}"
+        return
     shown = repr(_cut(value))
     if kind.startswith("int_"):
         e.message = f"{shown} is not an integer"
