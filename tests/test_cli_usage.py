@@ -467,16 +467,14 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
     [
         (["generate", "Hi", "-sys", "x"], "No such option: -sys"),  # no --system here, and not "-s: --seed"
         (["train", "d.txt", "--out_dir=out"], "npgpt takes --out"),  # click offered --out, unsure
-        (["train", "d.txt", "--init_from=gpt2"], "npgpt takes --init"),  # sample.py's is --model
+        (["generate", "Hi", "--init_from=resume"], "npgpt takes --model"),  # sample.py's resume: out_dir's ckpt.pt
         (["train", "d.txt", "--block_size=64"], "npgpt takes --seq-len"),
-        (["train", "d.txt", "--init-from", "gpt2"], "npgpt takes --init"),  # the kebab-case of nanoGPT's
         (["next", "Hi", "--max-tokens", "2"], "npgpt next has nothing like it"),  # nanoGPT's is the model's context too
         # the OpenAI API's max_tokens is each request's on a server; its cap is --max-request-tokens
         (["serve", "--max-tokens", "64"], "No such option: --max-tokens; a client sets max_tokens in each request"),
         (["serve", "--max_tokens=64"], "--max-request-tokens caps a request's prompt and max_tokens together"),
         (["lens", "--start=FILE:p.txt"], "is read from stdin: npgpt lens - < name"),  # no --prompt-file to read it
         (["generate", "Hi", "-sys", "x"], "npgpt generate has nothing like it"),  # chat's --system
-        (["generate", "Hi", "--init_from=gpt2"], "npgpt takes --model"),
         (["generate", "Hi", "--threads", "4"], "OMP_NUM_THREADS=4 npgpt generate"),  # click offered --stream
         (["chat", "-ngl", "99"], "No such option: -ngl; npgpt offloads no layers"),  # was "-n. npgpt takes ..."
         (["generate", "Hi", "-c", "2048"], "the model's own (n_ctx"),
@@ -635,6 +633,12 @@ def test_other_tools_names_get_npgpts(args, hint):
         # llama-tokenize's -p/--prompt: npgpt tokenize's TEXT (it said "npgpt tokenize has nothing like it")
         (["tokenize", "-p", "-5 degrees", "--ids"], ["tokenize", "--ids", "--", "-5 degrees"]),
         (["tokenize", "--prompt=Hi"], ["tokenize", "Hi"]),
+        # nanoGPT's --init_from: a model's name is sample.py's --model, train.py's --init; train.py's resume and
+        # scratch are --resume and the default ("No such option: --init_from. npgpt takes --init")
+        (["generate", "Hi", "--init_from=gpt2-xl"], ["generate", "Hi", "--model", "gpt2-xl"]),
+        (["train", "d.txt", "--init-from", "gpt2"], ["train", "d.txt", "--init", "gpt2"]),
+        (["train", "d.txt", "--init_from=resume", "--out", "r"], ["train", "d.txt", "--resume", "--out", "r"]),
+        (["train", "d.txt", "--init_from", "scratch"], ["train", "d.txt"]),
         # llama-bench's -p/-n/-r (prompt tokens, generated tokens, repetitions): "npgpt bench has nothing like it"
         (
             ["bench", "-p", "256", "-n", "32", "-r", "3", "-t", "2"],
@@ -660,6 +664,17 @@ def test_other_tools_unambiguous_spellings_are_taken(theirs, ours):
         return group.commands[args[0]].make_context(args[0], list(args[1:])).params
 
     assert parsed(theirs) == parsed(ours)
+
+
+def test_nanogpts_sample_line_runs(model_file):
+    """nanoGPT's README samples with `python sample.py --init_from=gpt2-xl --start="..." --num_samples=5
+    --max_new_tokens=100`: npgpt said "No such option: --init_from. npgpt takes --model"; the line runs as npgpt's."""
+    theirs = ["--start=What is the answer", "--num_samples=2", "--max_new_tokens=3", "--seed", "1"]
+    a = run_cli("generate", f"--init_from={model_file}", *theirs)
+    b = run_cli(
+        "generate", "What is the answer", "--model", model_file, "-n", "2", "--max-new-tokens", "3", "--seed", "1"
+    )
+    assert a.returncode == 0 and (a.stdout, a.stderr) == (b.stdout, b.stderr), a.stderr
 
 
 def test_a_llama_cpp_and_a_nanogpt_command_line_run(model_file, tmp_path):

@@ -38,7 +38,7 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--frequency_penalty": "--frequency-penalty",
     "-s": "--seed",
     "-v": "--version",  # Ollama's, at the root; a command's is llama.cpp's --verbose (INSTEAD)
-    "--init_from": ("--model", "--init"),  # sample.py's, train.py's
+    "--init_from": ("--model", "--init"),  # sample.py's, train.py's: taken as them for a model's name (_as_ours)
     "--out_dir": ("--out", "--model"),  # train.py: the run folder; sample.py: the checkpoint's
     "--max_iters": "--steps",
     "--learning_rate": "--lr",
@@ -329,6 +329,12 @@ def _as_ours(command: Any, args: list[str]) -> list[str]:
         ours = None if _has(command, name) else _accepted(command, name)
         if ours is None and name in ("-m", "--model") and not _has(command, name) and _has(command, "MODEL"):
             ours = "PROMPT"  # npgpt info -m 124M, as every other command takes its model: the MODEL argument
+        given = value if eq else args[i + 1] if i + 1 < ended else None
+        init = _init_from(command, given) if ours is None and _snake(name) == "--init_from" else None
+        if init is not None:
+            out += init
+            i += 1 if eq else 2
+            continue
         if ours is None:
             out.append(arg)
         elif ours != "PROMPT":
@@ -349,6 +355,21 @@ def _as_ours(command: Any, args: list[str]) -> list[str]:
     if texts:
         rest = ["--", *texts, *rest[1:]]
     return out + rest
+
+
+def _init_from(command: Any, value: str | None) -> list[str] | None:
+    """nanoGPT's ``--init_from VALUE`` as ``command``'s options, or None (the hint): a model's name (sample.py's
+    ``gpt2-xl``; train.py's, to fine-tune) is ``--model``'s or ``--init``'s, train.py's ``resume`` (its out_dir's
+    checkpoint) ``--resume``, its ``scratch`` the default, no option. sample.py's ``resume`` (its out_dir's ckpt.pt)
+    keeps the hint: the folder is npgpt's --model."""
+    if value is None:
+        return None
+    if value == "resume":
+        return ["--resume"] if _has(command, "--resume") else None
+    if value == "scratch":
+        return [] if _has(command, "--init") else None
+    ours = next((o for o in ("--model", "--init") if _has(command, o)), None)
+    return None if ours is None else [ours, value]
 
 
 def _accepted(command: Any, theirs: str) -> str | None:
