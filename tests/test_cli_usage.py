@@ -1444,3 +1444,13 @@ def test_a_bad_choice_names_the_option_and_the_value(tmp_path, args, line):
         [sys.executable, "-m", "npgpt", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=None
     )
     assert one_line_error(r).startswith(f"error: {line}"), r.stderr
+
+
+@pytest.mark.parametrize("theirs", [["hi", "--seed"], ["hi", "there", "--temp"], ["hi", "--seed", "--", "more"]])
+def test_ollamas_run_with_an_option_missing_its_value_says_so(model_file, theirs):
+    """`npgpt run MODEL hi --seed` (the value forgotten) said "Invalid value for '--seed': '--' is not an integer": the
+    `--` run puts before the prompt was read as --seed's value. It is click's own "requires an argument", as
+    `npgpt generate hi --seed` says."""
+    r = run_cli("run", model_file, *theirs)
+    assert r.returncode == 2 and "requires an argument" in r.stderr, r.stderr  # --temp is named --temperature
+    assert "'--'" not in r.stderr, r.stderr

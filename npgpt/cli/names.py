@@ -249,18 +249,21 @@ def _ollama_args(commands: Mapping[str, Any], args: list[str]) -> list[str]:
     if name == "run" and len(args) > 1 and not args[1].startswith("-"):
         model, rest = args[1], args[2:]
         ended = rest.index("--") if "--" in rest else len(rest)  # after `--`, every word is the prompt's
-        options, words = _options_and_words(commands, rest[:ended])  # `run m why is --seed 1 the sky`
+        options, words, dangling = _options_and_words(commands, rest[:ended])  # `run m why is --seed 1 the sky`
         prompt = [*words, *rest[ended + 1 :]]
         if not prompt:
             return ["chat", "-m", model, *options]
+        if dangling:  # `run m hi --seed`: nothing may follow it (it would take the `--` below as its value), so
+            return ["generate", "-m", model, *options]  # click says "Option '--seed' requires an argument"
         return ["generate", "-m", model, *options, "--", " ".join(prompt)]
     return args
 
 
-def _options_and_words(commands: Mapping[str, Any], args: list[str]) -> tuple[list[str], list[str]]:
+def _options_and_words(commands: Mapping[str, Any], args: list[str]) -> tuple[list[str], list[str], bool]:
     """``args`` of ``run MODEL`` split into options (each with its value) and the prompt's words, wherever they stand:
     Ollama joins every word that is not an option or its value. Whether an option takes a value is generate's (or
-    chat's) say, by npgpt's name or another tool's (``--temp``); an option neither has takes none (click names it)."""
+    chat's) say, by npgpt's name or another tool's (``--temp``); an option neither has takes none (click names it).
+    The third item: whether the last word is an option that takes a value (``hi --seed``), which has none."""
     options: list[str] = []
     words: list[str] = []
     i = 0
@@ -270,11 +273,13 @@ def _options_and_words(commands: Mapping[str, Any], args: list[str]) -> tuple[li
             words.append(arg)
         else:
             options.append(arg)
-            if "=" not in arg and i + 1 < len(args) and _takes_value(commands, arg):
+            if "=" not in arg and _takes_value(commands, arg):
+                if i + 1 == len(args):
+                    return options, words, True
                 i += 1
                 options.append(args[i])
         i += 1
-    return options, words
+    return options, words, False
 
 
 def _takes_value(commands: Mapping[str, Any], option: str) -> bool:
