@@ -1454,3 +1454,17 @@ def test_ollamas_run_with_an_option_missing_its_value_says_so(model_file, theirs
     r = run_cli("run", model_file, *theirs)
     assert r.returncode == 2 and "requires an argument" in r.stderr, r.stderr  # --temp is named --temperature
     assert "'--'" not in r.stderr, r.stderr
+
+
+def test_ollamas_run_keeps_nanogpts_init_from_value_out_of_the_prompt():
+    """`npgpt run MODEL hi --init_from gpt2 there` joined 'gpt2' into the prompt ('hi gpt2 there'): run's word
+    joining asks whether an option takes a value, and --init_from, read by its value (--model NAME), was told it
+    takes none; --init_from then took the `--` before the prompt, and click answered "unexpected extra argument"."""
+    import typer
+
+    from npgpt.cli.commands import app
+    from npgpt.cli.names import _ollama_args
+
+    commands = typer.main.get_command(app).commands
+    args = _ollama_args(commands, ["run", "m", "hi", "--init_from", "gpt2", "there"])
+    assert args == ["generate", "-m", "m", "--init_from", "gpt2", "--", "hi there"], args

@@ -286,8 +286,8 @@ def _takes_value(commands: Mapping[str, Any], option: str) -> bool:
     """Whether ``option`` (npgpt's spelling or another tool's) takes a value on generate or chat."""
     for command in filter(None, (commands.get("generate"), commands.get("chat"))):
         ours = option if _has(command, option) else _accepted(command, option)
-        if ours == "PROMPT":  # -p TEXT
-            return True
+        if ours == "PROMPT" or ours is None and _snake(option) == "--init_from" and _init_from(command, "x"):
+            return True  # -p TEXT; nanoGPT's --init_from NAME, read by its value (_as_ours): --model NAME
         param = next((p for p in getattr(command, "params", ()) if ours in (*p.opts, *p.secondary_opts)), None)
         if param is not None:
             return not param.is_flag
