@@ -1468,3 +1468,13 @@ def test_ollamas_run_keeps_nanogpts_init_from_value_out_of_the_prompt():
     commands = typer.main.get_command(app).commands
     args = _ollama_args(commands, ["run", "m", "hi", "--init_from", "gpt2", "there"])
     assert args == ["generate", "-m", "m", "--init_from", "gpt2", "--", "hi there"], args
+
+
+def test_serves_model_argument_is_named_model_in_its_usage_and_errors():
+    """The models npgpt serve takes as arguments (5d58a36) were shown as "[[MODEL]...]..." in the usage line, and an
+    empty one was "Invalid value for '[MODEL]...'": the argument's metavar carried the brackets and dots that typer
+    adds around it. It is "model", as every other command's model argument is named (npgpt info [model])."""
+    usage = next(line for line in run_cli("serve", "--help").stdout.splitlines() if "Usage:" in line)
+    assert "serve [OPTIONS] [model]..." in usage and "[[" not in usage, usage
+    r = run_cli("serve", "")
+    assert r.returncode == 2 and "Invalid value for 'model': the model is empty" in r.stderr, r.stderr

@@ -23,7 +23,7 @@ def serve_command(
         list[str] | None,
         typer.Argument(
             callback=model_value,
-            metavar="[MODEL]...",
+            metavar="model",
             help="The models to serve, as --model takes them (vLLM's `vllm serve MODEL`): npgpt serve 124M.",
             show_default=False,
         ),
