@@ -11,6 +11,7 @@ from typing import Any
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
+from ..errors import cut
 from .names import _GROUPED, COMMANDS, INSTEAD, OPTIONS, _as_ours, _has, _hint_message, _ollama_args, _ollama_run, _ours
 
 # typer 0.2x carries its own copy of click, whose exceptions are not click's.
@@ -26,8 +27,7 @@ _SHOWN = 80  # characters of the user's text a usage error repeats: a page paste
 def _cut(text: str) -> str:
     """``text`` for a one-line error: control characters escaped (a pasted line break is ``\\n``), cut past
     :data:`_SHOWN` characters, with its length."""
-    shown = text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
-    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m[0])[1:-1], shown)
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m[0])[1:-1], cut(text, _SHOWN))
 
 
 def _typeable(text: str) -> bool:
