@@ -834,3 +834,20 @@ def test_writing_over_a_model_of_the_same_format_replaces_it(tmp_path, held, fmt
     src = save_checkpoint(tmp_path / "new.safetensors", new, random_params(new))
     convert(src, tmp_path / "m", fmt=fmt, max_shard_size="20KB" if fmt == "hf-sharded" else None)
     assert load_checkpoint(tmp_path / "m")[0] == new
+
+
+@pytest.mark.parametrize("magic, kind", [(0x67676D6C, "GGML"), (0x67676D66, "GGMF"), (0x67676A74, "GGJT")])
+@pytest.mark.parametrize("name", ["ggml-model-gpt-2-117M.bin", "model.gguf", "folder"])
+def test_a_file_of_ggufs_predecessors_is_named_as_one(tmp_path, magic, kind, name):
+    """ggml's GPT-2 example files (ggml-model-gpt-2-117M.bin, written by ggml's convert-ckpt-to-ggml.py:
+    struct.pack("i", 0x67676d6c), then the hyperparameters) were 'neither llm.c's .bin nor a PyTorch checkpoint;
+    re-download it or re-save it with torch.save', and a folder holding one 'no model found': neither a fresh
+    download nor torch.save helps. They are named as GGUF's predecessors, with the way to a GGUF."""
+    import struct
+
+    path = tmp_path / ("ggml-model-f16.bin" if name == "folder" else name)
+    hparams = struct.pack("iiiiii", 50257, 1024, 768, 12, 12, 1)  # n_vocab, n_ctx, n_embd, n_head, n_layer, ftype
+    path.write_bytes(struct.pack("i", magic) + (b"" if kind == "GGML" else struct.pack("i", 1)) + hparams * 4)
+    said = f"{path}: a {kind} file (ggml's and llama.cpp's format before GGUF, August 2023), which npgpt does not read"
+    with pytest.raises(CheckpointError, match=re.escape(said) + r".*convert_hf_to_gguf\.py, or load that original$"):
+        load_checkpoint(tmp_path if name == "folder" else path)

@@ -148,6 +148,9 @@ def _detect(path: Path) -> str:
     for name in _OTHER_FRAMEWORKS:
         if (path / name).is_file():
             raise _other_framework(path / name)
+    for legacy in sorted(path.glob("*.bin")):  # ggml's ggml-model-f16.bin, alone in its folder
+        if legacy.is_file() and _ggml_kind(legacy) is not None:
+            raise _not_a_model_file(legacy)
     raise CheckpointError(
         f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
         "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
@@ -161,6 +164,13 @@ def _not_a_model_file(path: Path) -> CheckpointError:
     page = web_page(path)
     if page is not None:
         return page
+    legacy = _ggml_kind(path)
+    if legacy is not None:
+        return CheckpointError(
+            f"{path}: a {legacy} file (ggml's and llama.cpp's format before GGUF, August 2023), which npgpt does "
+            "not read and llama.cpp no longer reads; convert the model it was made from with llama.cpp's "
+            "convert_hf_to_gguf.py, or load that original"
+        )
     if path.suffix == ".gguf":
         return CheckpointError(f"{path}: not a GGUF file (it does not start with 'GGUF'); re-download or re-convert it")
     if path.suffix in _PICKLES:
@@ -173,6 +183,20 @@ def _not_a_model_file(path: Path) -> CheckpointError:
         f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
         "a PyTorch checkpoint or a model directory)"
     )
+
+
+# The magics of GGUF's predecessors, as a little-endian uint32 spells them on disk (llama.cpp's
+# convert_llama_ggml_to_gguf.py reads the same bytes): ggml's examples (its GPT-2's ggml-model-*.bin) wrote GGML.
+_GGML_MAGICS = {b"lmgg": "GGML", b"fmgg": "GGMF", b"tjgg": "GGJT"}
+
+
+def _ggml_kind(path: Path) -> str | None:
+    """'GGML', 'GGMF' or 'GGJT' for a file of GGUF's predecessors, else None."""
+    try:
+        with open(path, "rb") as f:
+            return _GGML_MAGICS.get(f.read(4))
+    except OSError:
+        return None
 
 
 ADAPTER_CONFIG = "adapter_config.json"  # what PEFT's save_pretrained writes beside adapter_model.safetensors
