@@ -851,3 +851,36 @@ def test_a_file_of_ggufs_predecessors_is_named_as_one(tmp_path, magic, kind, nam
     said = f"{path}: a {kind} file (ggml's and llama.cpp's format before GGUF, August 2023), which npgpt does not read"
     with pytest.raises(CheckpointError, match=re.escape(said) + r".*convert_hf_to_gguf\.py, or load that original$"):
         load_checkpoint(tmp_path if name == "folder" else path)
+
+
+def test_a_safetensors_file_given_by_its_path_is_read_or_told_what_it_lacks(pair, tmp_path):
+    """A transformers model's weights under another name (safetensors' save_model(model, 'gpt2.safetensors')
+    beside its config.json) were 'a safetensors file without npgpt's config; pass the Hugging Face directory that
+    holds it', and that directory was 'no model found'. The file named is read with the config.json beside it, as
+    model.safetensors given by its path is (vLLM reads every *.safetensors of a folder); a shard is told to pass its
+    folder, a file without config.json beside it to add one."""
+    from safetensors.torch import save_model
+
+    model, ref = pair("odd")
+    ref.save_pretrained(tmp_path / "named")
+    (tmp_path / "named" / "model.safetensors").unlink()
+    save_model(ref, str(tmp_path / "named" / "gpt2.safetensors"))
+    config, params = load_checkpoint(tmp_path / "named" / "gpt2.safetensors")
+    assert config == model.config
+    assert_same_params(params, model.params)
+
+    ref.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    shard = sorted((tmp_path / "sharded").glob("model-*.safetensors"))[0]
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"{shard}: one shard of the Hugging Face model in ") + ".*pass that directory$"
+    ):
+        load_checkpoint(shard)
+
+    (tmp_path / "alone").mkdir()
+    os.replace(tmp_path / "named" / "gpt2.safetensors", tmp_path / "alone" / "gpt2.safetensors")
+    for name in ("gpt2.safetensors", "model.safetensors"):
+        os.replace(next((tmp_path / "alone").glob("*.safetensors")), tmp_path / "alone" / name)
+        with pytest.raises(
+            CheckpointError, match=r"and no config\.json beside it; add the model's Hugging Face config"
+        ):
+            load_checkpoint(tmp_path / "alone" / name)

@@ -104,12 +104,20 @@ def _detect(path: Path) -> str:
         if path.suffix == ".safetensors":
             if is_npgpt_file(path):
                 return "npgpt"
-            if path.name == MODEL_FILE and (path.parent / "config.json").is_file():
-                return "hf"
-            raise CheckpointError(
-                f"{path}: a safetensors file without npgpt's config; pass the Hugging Face directory "
-                "that holds it and its config.json"
-            )
+            index = path.parent / SAFETENSORS_INDEX
+            if index.is_file() and path.name in shard_map(index):
+                raise CheckpointError(
+                    f"{path}: one shard of the Hugging Face model in {path.parent} ({SAFETENSORS_INDEX} names its "
+                    "shards); pass that directory"
+                )
+            if not (path.parent / "config.json").is_file():
+                raise CheckpointError(
+                    f"{path}: a safetensors file without npgpt's config, and no config.json beside it; "
+                    "add the model's Hugging Face config.json"
+                )
+            # Hugging Face weights under another name than model.safetensors, given by their path: the file named
+            # is read with the config.json beside it (vLLM reads a folder's every *.safetensors likewise)
+            return "hf"
         if path.name in (SAFETENSORS_INDEX, BIN_INDEX) and (path.parent / "config.json").is_file():
             return "hf-sharded" if path.name == SAFETENSORS_INDEX else "hf-bin"
         if path.name.endswith(".index") or path.name == "hparams.json":
