@@ -884,3 +884,33 @@ def test_a_safetensors_file_given_by_its_path_is_read_or_told_what_it_lacks(pair
             CheckpointError, match=r"and no config\.json beside it; add the model's Hugging Face config"
         ):
             load_checkpoint(tmp_path / "alone" / name)
+
+
+def test_a_hugging_face_cache_folder_names_its_snapshot(pair, tmp_path):
+    """The Hub's cache keeps a repository as models--ORG--NAME/{blobs, refs/main, snapshots/HASH} (the files of a
+    snapshot link into blobs/); that folder, the one a user finds under ~/.cache/huggingface/hub, was 'no model
+    found; expected model.safetensors ...'. It names the snapshot to pass, refs/main's (huggingface_hub's
+    revision of a plain download), and that snapshot loads."""
+    model, ref = pair("odd")
+    repo = tmp_path / "models--someone--tiny-gpt2"
+    ref.save_pretrained(tmp_path / "saved")
+    (repo / "blobs").mkdir(parents=True)
+    files = [f.name for f in (tmp_path / "saved").iterdir()]
+    for name in files:
+        os.replace(tmp_path / "saved" / name, repo / "blobs" / name)
+    for commit in ("0" * 40, "a" * 40):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        for name in files:
+            (repo / "snapshots" / commit / name).symlink_to(Path("../../blobs") / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    snapshot = repo / "snapshots" / ("a" * 40)
+    said = (
+        f"{repo}: a Hugging Face cache folder (the Hub's models--ORG--NAME), whose model is in a snapshot; "
+        f"pass that folder: {snapshot}"
+    )
+    with pytest.raises(CheckpointError, match=re.escape(said) + "$"):
+        load_checkpoint(repo)
+    config, params = load_checkpoint(snapshot)
+    assert config == model.config
+    assert_same_params(params, model.params)

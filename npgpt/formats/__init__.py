@@ -156,6 +156,12 @@ def _detect(path: Path) -> str:
     for name in _OTHER_FRAMEWORKS:
         if (path / name).is_file():
             raise _other_framework(path / name)
+    snapshot = _hub_snapshot(path)
+    if snapshot is not None:
+        raise CheckpointError(
+            f"{path}: a Hugging Face cache folder (the Hub's models--ORG--NAME), whose model is in a snapshot; "
+            f"pass that folder: {snapshot}"
+        )
     for legacy in sorted(path.glob("*.bin")):  # ggml's ggml-model-f16.bin, alone in its folder
         if legacy.is_file() and _ggml_kind(legacy) is not None:
             raise _not_a_model_file(legacy)
@@ -191,6 +197,23 @@ def _not_a_model_file(path: Path) -> CheckpointError:
         f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
         "a PyTorch checkpoint or a model directory)"
     )
+
+
+def _hub_snapshot(path: Path) -> Path | None:
+    """For a repository's folder in the Hugging Face cache (``models--ORG--NAME``: ``blobs/``, ``refs/main``,
+    ``snapshots/HASH/``), the snapshot ``refs/main`` names (huggingface_hub's revision of a plain download), else
+    its one snapshot, else ``snapshots/`` itself; None for any other folder."""
+    snapshots = path / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    try:
+        main = (path / "refs" / "main").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        main = ""
+    if main and (snapshots / main).is_dir():
+        return snapshots / main
+    found = [p for p in snapshots.iterdir() if p.is_dir()]
+    return found[0] if len(found) == 1 else snapshots
 
 
 # The magics of GGUF's predecessors, as a little-endian uint32 spells them on disk (llama.cpp's
