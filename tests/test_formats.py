@@ -914,3 +914,27 @@ def test_a_hugging_face_cache_folder_names_its_snapshot(pair, tmp_path):
     config, params = load_checkpoint(snapshot)
     assert config == model.config
     assert_same_params(params, model.params)
+
+
+@pytest.mark.parametrize("shard_size", [None, "20KB"])
+def test_weights_saved_as_a_variant_load_from_their_path_and_the_folder_names_it(pair, tmp_path, shard_size):
+    """save_pretrained(DIR, variant='fp16') writes model.fp16.safetensors (sharded: model.safetensors.index.fp16.json
+    and model.fp16-0000N-of-0000M.safetensors), which from_pretrained(DIR, variant='fp16') reads. The folder was
+    'no model found; expected model.safetensors ...', the file 'pass the Hugging Face directory', the index 'not a
+    model file npgpt knows'. The folder names the weights' path, which loads; a shard names the index."""
+    model, ref = pair("odd")
+    ref.save_pretrained(tmp_path, variant="fp16", **({"max_shard_size": shard_size} if shard_size else {}))
+    weights = tmp_path / ("model.safetensors.index.fp16.json" if shard_size else "model.fp16.safetensors")
+    said = (
+        f"{tmp_path}: holds Hugging Face weights saved as a variant (save_pretrained(..., variant=...): "
+        f"{weights.name}), which transformers reads only when told the variant; pass the weights' path: {weights}"
+    )
+    with pytest.raises(CheckpointError, match=re.escape(said) + "$"):
+        load_checkpoint(tmp_path)
+    config, params = load_checkpoint(weights)
+    assert config == model.config
+    assert_same_params(params, model.params)
+    if shard_size:
+        shard = sorted(tmp_path.glob("model.fp16-*-of-*.safetensors"))[0]
+        with pytest.raises(CheckpointError, match=re.escape(f"pass the index: {weights}") + "$"):
+            load_checkpoint(shard)

@@ -71,7 +71,7 @@ def _may_open(entry: Path) -> bool:
 
 def _detect(path: Path) -> str:
     from .gguf_format import is_gguf_file
-    from .hf_files import BIN_INDEX, SAFETENSORS_INDEX, layout, shard_map
+    from .hf_files import indexes_naming, is_index, layout, variant_weights
     from .llmc import is_llmc_file
     from .npgpt_format import is_npgpt_file
     from .torch_pickle import is_torch_file
@@ -94,22 +94,15 @@ def _detect(path: Path) -> str:
             return "llmc"
         if path.suffix in _PICKLES and is_torch_file(path):
             # HF's pytorch_model.bin beside its config.json, else a file that carries its own config
-            if (path.parent / BIN_INDEX).is_file() and path.name in shard_map(path.parent / BIN_INDEX):
-                raise CheckpointError(
-                    f"{path}: one shard of the Hugging Face model in {path.parent} ({BIN_INDEX} names its "
-                    f"shards); pass that directory"
-                )
+            if (index := indexes_naming(path)) is not None:
+                raise _a_shard(path, index)
             hf_bin = path.name == "pytorch_model.bin" and (path.parent / "config.json").is_file()
             return "hf-bin" if hf_bin else "nanogpt"
         if path.suffix == ".safetensors":
             if is_npgpt_file(path):
                 return "npgpt"
-            index = path.parent / SAFETENSORS_INDEX
-            if index.is_file() and path.name in shard_map(index):
-                raise CheckpointError(
-                    f"{path}: one shard of the Hugging Face model in {path.parent} ({SAFETENSORS_INDEX} names its "
-                    "shards); pass that directory"
-                )
+            if (index := indexes_naming(path)) is not None:
+                raise _a_shard(path, index)
             if not (path.parent / "config.json").is_file():
                 raise CheckpointError(
                     f"{path}: a safetensors file without npgpt's config, and no config.json beside it; "
@@ -118,8 +111,8 @@ def _detect(path: Path) -> str:
             # Hugging Face weights under another name than model.safetensors, given by their path: the file named
             # is read with the config.json beside it (vLLM reads a folder's every *.safetensors likewise)
             return "hf"
-        if path.name in (SAFETENSORS_INDEX, BIN_INDEX) and (path.parent / "config.json").is_file():
-            return "hf-sharded" if path.name == SAFETENSORS_INDEX else "hf-bin"
+        if is_index(path.name) and (path.parent / "config.json").is_file():  # a variant's too (its path is given)
+            return "hf-sharded" if path.name.startswith("model.") else "hf-bin"
         if path.name.endswith(".index") or path.name == "hparams.json":
             return "openai"
         if _is_npgpt_named_otherwise(path):  # `npgpt convert SRC gpt2-0.5` wrote it there
@@ -156,6 +149,13 @@ def _detect(path: Path) -> str:
     for name in _OTHER_FRAMEWORKS:
         if (path / name).is_file():
             raise _other_framework(path / name)
+    variants = variant_weights(path) if (path / "config.json").is_file() else []
+    if variants:
+        raise CheckpointError(
+            f"{path}: holds Hugging Face weights saved as a variant (save_pretrained(..., variant=...): "
+            f"{', '.join(p.name for p in variants)}), which transformers reads only when told the variant; "
+            f"pass the weights' path: {variants[0]}"
+        )
     snapshot = _hub_snapshot(path)
     if snapshot is not None:
         raise CheckpointError(
@@ -197,6 +197,16 @@ def _not_a_model_file(path: Path) -> CheckpointError:
         f"{path}: not a model file npgpt knows (expected .safetensors, .gguf, llm.c's .bin, "
         "a PyTorch checkpoint or a model directory)"
     )
+
+
+def _a_shard(path: Path, index: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: one shard of the Hugging Face model in {path.parent} ({index.name} names its shards); "
+        f"pass {'that directory' if index.name in _STANDARD_INDEXES else f'the index: {index}'}"
+    )
+
+
+_STANDARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 def _hub_snapshot(path: Path) -> Path | None:

@@ -31,6 +31,34 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 LAYOUTS = {"hf": SAFETENSORS, "hf-sharded": SAFETENSORS_INDEX, "hf-bin": BIN}
 GPT2_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
 HUB_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")  # huggingface_hub's model{suffix}.safetensors
+# save_pretrained(DIR, variant="fp16")'s names: model.fp16.safetensors, model.safetensors.index.fp16.json (and
+# its shards model.fp16-00001-of-00002.safetensors), pytorch_model.fp16.bin, pytorch_model.bin.index.fp16.json;
+# transformers reads them only when from_pretrained is told the variant.
+VARIANT_WEIGHTS = re.compile(r"^(?:model\.[^.]+\.safetensors|pytorch_model\.[^.]+\.bin)$")
+_SHARD = re.compile(r"-\d{5}-of-\d{5}\.(?:safetensors|bin)$")
+VARIANT_INDEX = re.compile(r"^(?:model\.safetensors|pytorch_model\.bin)\.index\.(?P<variant>[^.]+)\.json$")
+
+
+def is_index(name: str) -> bool:
+    """Whether ``name`` is a shard index's (model.safetensors.index.json, pytorch_model.bin.index.json, a variant's)."""
+    return name in (SAFETENSORS_INDEX, BIN_INDEX) or VARIANT_INDEX.match(name) is not None
+
+
+def indexes_naming(path: Path) -> Path | None:
+    """The shard index beside ``path`` (a variant's too) whose weight_map names it, else None."""
+    for index in sorted(path.parent.glob("*.index*.json")):
+        if is_index(index.name) and index.is_file() and path.name in shard_map(index):
+            return index
+    return None
+
+
+def variant_weights(directory: Path) -> list[Path]:
+    """The weights of every variant save_pretrained wrote in ``directory``: its single file or its index."""
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if (VARIANT_WEIGHTS.match(p.name) and not _SHARD.search(p.name) or VARIANT_INDEX.match(p.name)) and p.is_file()
+    )
 
 
 def check_gpt2(config: Any, source: str) -> None:
@@ -337,9 +365,9 @@ def read_tensors(directory: Path, weights: Path | None = None) -> tuple[dict[str
     ``weights``: the file the user named (``model.safetensors``, ``pytorch_model.bin`` or an index),
     read whatever else the directory holds; without it, the first layout in :data:`LAYOUTS` order.
     """
-    if weights is not None and weights.name in (SAFETENSORS_INDEX, BIN_INDEX):
+    if weights is not None and is_index(weights.name):
         return _read_shards(
-            directory, weights.name, read_safetensors_tensors if weights.name == SAFETENSORS_INDEX else _state_dict
+            directory, weights.name, read_safetensors_tensors if weights.name.startswith("model.") else _state_dict
         )
     if weights is not None and weights.suffix == ".safetensors":
         return read_safetensors(weights)[0], str(weights)
