@@ -245,3 +245,25 @@ def test_llmc_refuses_other_dtypes(tmp_path, llmc_files):
     config, params = load_checkpoint(llmc_files[1]["float32"])
     with pytest.raises(CheckpointError, match="dtype='float16' cannot be written as llmc"):
         save_checkpoint(tmp_path / "x.bin", config, params, fmt="llmc", dtype="float16")
+
+
+def test_llmc_run_folders_are_found_by_their_files_headers(llmc_files, tmp_path):
+    """llm.c's files are named by what wrote them: train_gpt2.py's gpt2_124M.bin, train_gpt2.cu's checkpoints
+    model_00005000.bin in its -o folder (beside state_00005000_00000.bin). A folder holding one was 'no model
+    found' (only model.bin, npgpt's own name, was looked for): each is found by its header; several are named
+    for the user to pick one, a long run's list cut short."""
+    import shutil
+
+    ref, files = llmc_files
+    run = tmp_path / "log124M"
+    run.mkdir()
+    shutil.copy(files["float32"], run / "model_00005000.bin")
+    (run / "state_00005000_00000.bin").write_bytes(np.array([20240527, 1] + [0] * 254, "<i4").tobytes())
+    assert detect(run) == "llmc"
+    config, params = load_checkpoint(run)
+    np.testing.assert_allclose(GPT2(config, params).logits(IDS), hf_logits(ref, IDS), atol=1e-4, rtol=0)
+    for step in range(10000, 60000, 10000):
+        shutil.copy(files["bfloat16"], run / f"model_{step:08d}.bin")
+    names = "model_00005000.bin, model_00010000.bin, model_00020000.bin, model_00030000.bin and 2 more"
+    with pytest.raises(CheckpointError, match=rf"log124M: holds several model files \({names}\); pass the path"):
+        load_checkpoint(run)

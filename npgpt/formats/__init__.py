@@ -168,7 +168,7 @@ def _detect(path: Path) -> str:
     raise CheckpointError(
         f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
         "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
-        "OpenAI's hparams.json + model.ckpt.index, a .gguf file or llm.c's model.bin"
+        "OpenAI's hparams.json + model.ckpt.index, a .gguf file or an llm.c .bin"
     )
 
 
@@ -356,11 +356,11 @@ def model_files(path: str | Path) -> list[Path]:
 
 def _single_file(directory: Path) -> Path | None:
     """The one file of a single-file format in ``directory``: a ``.gguf`` (what ``save_checkpoint`` writes there
-    is ``model.gguf``; of a split GGUF's parts, the first), llm.c's ``model.bin``, or an npgpt file
-    (``npgpt_format.model_file_in``); None if there is none. CheckpointError naming them when there are several
-    (two GGUFs, a GGUF beside llm.c's file): which one is meant is unknowable, so the file's own path must be
-    given, as llama.cpp's ``-m`` and transformers' ``gguf_file=`` take it. A ``.gguf`` that is no GGUF is returned
-    all the same: reading it says what is wrong."""
+    is ``model.gguf``; of a split GGUF's parts, the first), an llm.c file (any ``.bin`` with its header), or an
+    npgpt file (``npgpt_format.model_file_in``); None if there is none. CheckpointError naming them when there
+    are several (two GGUFs, a GGUF beside llm.c's file, a run's llm.c checkpoints): which one is meant is
+    unknowable, so the file's own path must be given, as llama.cpp's ``-m`` and transformers' ``gguf_file=`` take
+    it. A ``.gguf`` that is no GGUF is returned all the same: reading it says what is wrong."""
     from .gguf_format import split_parts
     from .llmc import is_llmc_file
     from .npgpt_format import model_file_in
@@ -368,13 +368,14 @@ def _single_file(directory: Path) -> Path | None:
     found = [p for p in sorted(directory.glob("*.gguf")) if not p.name.startswith(".") and p.is_file()]
     for first in [p for p in found if len(split_parts(p)) > 1]:  # a split GGUF's parts: one model, its first part
         found = [p for p in found if p == first or p not in split_parts(first)]
-    if is_llmc_file(directory / "model.bin"):
-        found.append(directory / "model.bin")
+    # llm.c's files by their header, whatever their name: model.bin (npgpt's), gpt2_124M.bin (train_gpt2.py's),
+    # model_00005000.bin (train_gpt2.cu's checkpoints in its -o folder)
+    found += [p for p in sorted(directory.glob("*.bin")) if not p.name.startswith(".") and is_llmc_file(p)]
     npgpt_file = model_file_in(directory)
     if npgpt_file is not None and npgpt_file not in found:
         found.append(npgpt_file)
     if len(found) > 1:
-        names = ", ".join(p.name for p in found)
+        names = ", ".join(p.name for p in found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
         raise CheckpointError(
             f"{directory}: holds several model files ({names}); pass the path of the one to load, e.g. {found[0]}"
         )
