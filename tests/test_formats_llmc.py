@@ -267,3 +267,24 @@ def test_llmc_run_folders_are_found_by_their_files_headers(llmc_files, tmp_path)
     names = "model_00005000.bin, model_00010000.bin, model_00020000.bin, model_00030000.bin and 2 more"
     with pytest.raises(CheckpointError, match=rf"log124M: holds several model files \({names}\); pass the path"):
         load_checkpoint(run)
+
+
+@pytest.mark.parametrize(
+    "name, magic, what",
+    [
+        ("state_00005000_00000.bin", 20240527, "llm.c's training state"),
+        ("gpt2_124M_debug_state.bin", 20240327, "llm.c's debug state"),
+        ("gpt2_tokenizer.bin", 20240328, "llm.c's tokenizer file"),
+        ("tiny_shakespeare_val.bin", 20240520, "llm.c's training tokens"),
+    ],
+)
+def test_llmcs_other_files_are_named_as_what_they_are(tmp_path, name, magic, what):
+    """The files llm.c writes beside its models (train_gpt2.cu's optimizer state, train_gpt2.py's debug state and
+    tokenizer, the token shards of dev/data) were 'neither llm.c's .bin nor a PyTorch checkpoint (...); re-download
+    it or re-save it with torch.save': each is named by its header's magic, with the file to pass instead."""
+    (tmp_path / name).write_bytes(np.array([magic, 2] + [0] * 254, "<i4").tobytes() + b"\0" * 64)
+    said = rf"{name}: {what} .*, not a model; pass llm.c's model file \(gpt2_124M.bin, model_NNNNNNNN.bin\)$"
+    with pytest.raises(CheckpointError, match=said):
+        load_checkpoint(tmp_path / name)
+    r = run_cli("info", str(tmp_path / name))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and what in r.stderr

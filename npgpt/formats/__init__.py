@@ -178,6 +178,11 @@ def _not_a_model_file(path: Path) -> CheckpointError:
     page = web_page(path)
     if page is not None:
         return page
+    other = _llmc_other_file(path)
+    if other is not None:
+        return CheckpointError(
+            f"{path}: {other}, not a model; pass llm.c's model file (gpt2_124M.bin, model_NNNNNNNN.bin)"
+        )
     legacy = _ggml_kind(path)
     if legacy is not None:
         return CheckpointError(
@@ -229,6 +234,25 @@ def _hub_snapshot(path: Path) -> Path | None:
 # The magics of GGUF's predecessors, as a little-endian uint32 spells them on disk (llama.cpp's
 # convert_llama_ggml_to_gguf.py reads the same bytes): ggml's examples (its GPT-2's ggml-model-*.bin) wrote GGML.
 _GGML_MAGICS = {b"lmgg": "GGML", b"fmgg": "GGMF", b"tjgg": "GGJT"}
+
+
+# The files llm.c writes beside its models, by the magic of their 256-int32 header (its model files': 20240326).
+_LLMC_OTHER_FILES = {
+    20240327: "llm.c's debug state (train_gpt2.py's gpt2_124M_debug_state.bin: a batch with its logits and gradients)",
+    20240328: "llm.c's tokenizer file (train_gpt2.py's gpt2_tokenizer.bin)",
+    20240520: "llm.c's training tokens (a data shard, e.g. tiny_shakespeare_val.bin)",
+    20240527: "llm.c's training state (train_gpt2.cu's state_NNNNNNNN_NNNNN.bin: the optimizer's, beside the model)",
+}
+
+
+def _llmc_other_file(path: Path) -> str | None:
+    """What llm.c file ``path`` is, if it is one of llm.c's other files (:data:`_LLMC_OTHER_FILES`), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    return _LLMC_OTHER_FILES.get(int.from_bytes(head, "little")) if len(head) == 4 else None
 
 
 def _ggml_kind(path: Path) -> str | None:
