@@ -938,3 +938,21 @@ def test_weights_saved_as_a_variant_load_from_their_path_and_the_folder_names_it
         shard = sorted(tmp_path.glob("model.fp16-*-of-*.safetensors"))[0]
         with pytest.raises(CheckpointError, match=re.escape(f"pass the index: {weights}") + "$"):
             load_checkpoint(shard)
+
+
+def test_a_pickled_variant_loads_from_its_path(pair, tmp_path):
+    """transformers 4's save_pretrained(DIR, variant='fp16', safe_serialization=False) wrote pytorch_model.fp16.bin
+    (transformers 5 writes safetensors only, so torch.save writes it here): the folder names it, and its path, which
+    was 'not a nanoGPT checkpoint', loads."""
+    import torch
+
+    model, ref = pair("odd")
+    ref.config.save_pretrained(tmp_path)
+    torch.save({k: v.clone() for k, v in ref.state_dict().items()}, tmp_path / "pytorch_model.fp16.bin")
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"pass the weights' path: {tmp_path / 'pytorch_model.fp16.bin'}")
+    ):
+        load_checkpoint(tmp_path)
+    config, params = load_checkpoint(tmp_path / "pytorch_model.fp16.bin")
+    assert config == model.config
+    assert_same_params(params, model.params)

@@ -71,7 +71,7 @@ def _may_open(entry: Path) -> bool:
 
 def _detect(path: Path) -> str:
     from .gguf_format import is_gguf_file
-    from .hf_files import indexes_naming, is_index, layout, variant_weights
+    from .hf_files import VARIANT_WEIGHTS, indexes_naming, is_index, layout, variant_weights
     from .llmc import is_llmc_file
     from .npgpt_format import is_npgpt_file
     from .torch_pickle import is_torch_file
@@ -96,7 +96,9 @@ def _detect(path: Path) -> str:
             # HF's pytorch_model.bin beside its config.json, else a file that carries its own config
             if (index := indexes_naming(path)) is not None:
                 raise _a_shard(path, index)
-            hf_bin = path.name == "pytorch_model.bin" and (path.parent / "config.json").is_file()
+            # (a variant's pytorch_model.fp16.bin too, whose folder names it to be passed)
+            hf_name = path.name == "pytorch_model.bin" or VARIANT_WEIGHTS.match(path.name) is not None
+            hf_bin = hf_name and (path.parent / "config.json").is_file()
             return "hf-bin" if hf_bin else "nanogpt"
         if path.suffix == ".safetensors":
             if is_npgpt_file(path):
