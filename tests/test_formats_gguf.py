@@ -915,3 +915,26 @@ def test_gguf_tokenizer_settings_as_the_converter_writes_them_for_gpt2_load(tmp_
     fields = {"ADD_BOS": False, "ADD_EOS": False, "ADD_PREFIX": False, "PRE": "gpt-2", "PAD_ID": 50256}
     path = _chatml_gguf(tmp_path / "chat.gguf", monkeypatch, **fields)
     assert load_checkpoint(path)[0].n_vocab == 50259
+
+
+def test_a_vocabulary_only_gguf_is_named_as_one(fixture_dir, tmp_path):
+    """llama.cpp's `convert_hf_to_gguf.py --vocab-only` writes a model's metadata and tokenizer with no tensor
+    (llama.cpp ships such files as models/ggml-vocab-gpt-2.gguf, for its tokenizer tests): it was 'no
+    token_embd.weight tensor; the file is incomplete', as if a download were cut short. Written here as the
+    converter writes it: the fixture's every key, no tensor."""
+    reader = gguf.GGUFReader(fixture_dir / "tiny-f32.gguf")
+    path = tmp_path / "ggml-vocab-gpt-2.gguf"
+    writer = gguf.GGUFWriter(path, "gpt2")
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), kind, sub_type=sub)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    assert len(gguf.GGUFReader(path).tensors) == 0
+    said = f"{path}: a vocabulary-only GGUF (the tokenizer and hyperparameters, no weights: what llama.cpp's "
+    with pytest.raises(CheckpointError, match=re.escape(said) + ".*not a model; convert the model again without"):
+        load_checkpoint(path)

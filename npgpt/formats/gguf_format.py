@@ -397,6 +397,11 @@ def load_with_tokenizer(
             )
     tensors = {t.name: t for t in reader.tensors}
     wte_name = next(k for k, v in _name_table(0).items() if v == "wte")
+    if not tensors:  # convert_hf_to_gguf.py --vocab-only, llama.cpp's models/ggml-vocab-gpt-2.gguf
+        raise CheckpointError(
+            f"{path}: a vocabulary-only GGUF (the tokenizer and hyperparameters, no weights: what llama.cpp's "
+            "`convert_hf_to_gguf.py --vocab-only` writes), not a model; convert the model again without that option"
+        )
     if wte_name not in tensors:
         raise CheckpointError(f"{path}: no {wte_name} tensor; the file is incomplete")
     if len(tensors[wte_name].shape) != 2:
