@@ -206,8 +206,10 @@ def test_a_normalizer_is_refused_at_load(finetuned, tmp_path):
 
 
 def test_convert_keeps_the_added_tokens_or_refuses_a_format_without_them(finetuned, tmp_path):
-    """npgpt's format carries them in its metadata, as a character-level model's vocabulary; the others hold
-    GPT-2's tokenizer or none, so a conversion to them is refused rather than losing <|im_end|>."""
+    """npgpt's format carries them in its metadata, as a character-level model's vocabulary, and a Hugging Face
+    folder in tokenizer_config.json's added_tokens_decoder, where transformers reads them (a conversion to hf was
+    refused, though the model came from such a folder); llm.c's and OpenAI's hold GPT-2's tokenizer or none, so a
+    conversion to them is refused rather than losing <|im_end|>."""
     from npgpt.formats import convert
 
     path, _, ref = finetuned
@@ -215,11 +217,19 @@ def test_convert_keeps_the_added_tokens_or_refuses_a_format_without_them(finetun
     tok = npgpt.load(tmp_path / "m.safetensors").tokenizer
     text = TEXTS[2] + "foo_bar"
     assert tok.encode(text, allow_special=True) == ref(text)["input_ids"] and tok.n_vocab == 50262
-    for source in (path, tmp_path / "m.safetensors"):
-        for fmt in ("hf", "llmc"):
-            with pytest.raises(CheckpointError, match=r"tokens added to GPT-2's \('\[PAD\]', .*only npgpt's format"):
+    for i, source in enumerate((path, tmp_path / "m.safetensors")):
+        for fmt in ("llmc", "openai"):
+            with pytest.raises(CheckpointError, match=r"tokens added to GPT-2's \('\[PAD\]', .*only npgpt's, Hugging"):
                 convert(source, tmp_path / fmt, fmt=fmt)
             assert not (tmp_path / fmt).exists()
+        convert(source, tmp_path / f"hf{i}", fmt="hf-sharded" if i else "hf")
+        theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / f"hf{i}")
+        ours = npgpt.load(tmp_path / f"hf{i}").tokenizer
+        assert len(theirs) == ours.n_vocab == 50262
+        for each in (*TEXTS, text):
+            ids = ref(each)["input_ids"]
+            assert theirs(each)["input_ids"] == ours.encode(each, allow_special=True) == ids, each
+            assert theirs.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True), each
 
 
 def test_training_from_a_model_with_added_tokens_is_refused(finetuned, tmp_path):
@@ -369,9 +379,11 @@ def test_gguf_carries_a_finetunes_own_eos_token_as_llama_cpp_reads_it(finetuned,
     convert(tmp_path / "m", tmp_path / "m.gguf", fmt="gguf")
     # and at [PAD] (50257): llama.cpp ends a generation at a token spelled as its FIM pad token, whatever the eos
     assert npgpt.load(tmp_path / "m.gguf").tokenizer.eos_token_ids == (50256, 50257, 50259)
-    with pytest.raises(
-        CheckpointError, match=r"only npgpt's format and GGUF carry them; use fmt='npgpt' or fmt='gguf'$"
-    ):
-        convert(tmp_path / "m", tmp_path / "hf", fmt="hf")
+    with pytest.raises(CheckpointError, match=r"carry them; use fmt='npgpt', fmt='hf' or fmt='gguf'$"):
+        convert(tmp_path / "m", tmp_path / "llmc", fmt="llmc")
+    convert(tmp_path / "m", tmp_path / "hf", fmt="hf")  # a Hugging Face folder keeps it, where transformers reads it
+    assert npgpt.load(tmp_path / "hf").tokenizer.eos_token_ids == (50256, 50259)
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf")
+    assert hf_model.generation_config.eos_token_id == [50256, 50259]  # where transformers' generate stops
     convert(tmp_path / "m", tmp_path / "m.safetensors")  # npgpt's format keeps it
     assert npgpt.load(tmp_path / "m.safetensors").tokenizer.eos_token_ids == (50256, 50259)

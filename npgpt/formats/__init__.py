@@ -536,7 +536,8 @@ def save_checkpoint(
     a model that fits in one shard is written as one ``model.safetensors``, as there too.
     ``tokenizer``: a character-level model's vocabulary (``CharTokenizer.to_spec()``) or GPT-2's with added
     tokens (``Tokenizer.to_spec()``), which only npgpt's format carries (in its metadata, as training writes
-    it), and GGUF the added tokens (as llama.cpp's converter writes them); CheckpointError for any other format.
+    it), and hf and GGUF the added tokens (as transformers and llama.cpp's converter write them); CheckpointError
+    for any other format.
     """
     path = Path(path)
     dtype = dtype_name(dtype)  # np.float16, torch.bfloat16: their names
@@ -595,7 +596,7 @@ def _write(
         from . import hf
 
         shard = (max_shard_size or DEFAULT_SHARD_SIZE) if fmt == "hf-sharded" else None
-        return hf.save(path, config, params, max_shard_size=shard)
+        return hf.save(path, config, params, max_shard_size=shard, tokenizer=tokenizer)
     from . import openai_tf
 
     return openai_tf.save(path, config, params)
@@ -630,13 +631,15 @@ def _check_tokenizer_writable(fmt: str, tokenizer: dict[str, Any] | None) -> Non
         )
     if fmt == "gguf":
         check_writable_tokenizer(tokenizer)  # two tokens of one spelling
-    if tokenizer is not None and fmt not in ("npgpt", "gguf"):  # GGUF holds them as llama.cpp's converter writes
+    # GGUF holds them as llama.cpp's converter writes, a Hugging Face folder as transformers saves them
+    if tokenizer is not None and fmt not in ("npgpt", "gguf", "hf", "hf-sharded"):
         raise CheckpointError(
             f"{_added_named(tokenizer)} cannot be written as {fmt}: "
             + (
-                "only npgpt's format carries its tokenizer; use fmt='npgpt'"
+                "only npgpt's and Hugging Face's formats carry its tokenizer; use fmt='npgpt' or fmt='hf'"
                 if not in_gguf
-                else "only npgpt's format and GGUF carry them; use fmt='npgpt' or fmt='gguf'"
+                else "only npgpt's, Hugging Face's and GGUF's formats carry them; "
+                "use fmt='npgpt', fmt='hf' or fmt='gguf'"
             ),
             keywords=_SAVE_KEYWORDS,
         )

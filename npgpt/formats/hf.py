@@ -189,25 +189,46 @@ GPT2_VOCAB = 50257  # GPT-2's tokens, <|endoftext|> last
 
 
 def _tokenizer_writers(
-    directory: Path, config: GPT2Config, text: Callable[..., Callable[[str], Any]]
+    directory: Path, config: GPT2Config, text: Callable[..., Callable[[str], Any]], tokenizer: dict[str, Any] | None
 ) -> dict[Path, Callable[[str], Any]]:
     """GPT-2's tokenizer files, which transformers' AutoTokenizer reads from the model's folder: without them
     transformers 5 silently builds a tokenizer of no tokens (and transformers 4 refuses the folder).
-    ``encoder.json`` is GPT-2's ``vocab.json`` and ``vocab.bpe`` its ``merges.txt``, byte for byte."""
+    ``encoder.json`` is GPT-2's ``vocab.json`` and ``vocab.bpe`` its ``merges.txt``, byte for byte. A fine-tune's
+    added tokens (``tokenizer``: :meth:`npgpt.tokenizer.Tokenizer.to_spec`) go into tokenizer_config.json's
+    ``added_tokens_decoder``, as transformers saves them and reads them back (and :func:`hf_files.tokenizer_spec`)."""
     import shutil
 
-    from ..tokenizer import default_files
+    from ..tokenizer import EOT, EOT_ID, default_files
 
     encoder_json, vocab_bpe = default_files()
+    settings: dict[str, Any] = {"model_max_length": config.n_ctx}
+    if tokenizer is not None:
+        added = {EOT_ID: {"content": EOT, "id": EOT_ID, "special": True, "normalized": False}}
+        added.update({t["id"]: t for t in tokenizer["added_tokens"]})
+        settings["added_tokens_decoder"] = {
+            str(i): {
+                "content": t["content"],
+                "lstrip": False,
+                "normalized": bool(t["normalized"]),
+                "rstrip": False,
+                "single_word": False,
+                "special": bool(t["special"]),
+            }
+            for i, t in sorted(added.items())
+        }
     return {
         directory / "vocab.json": lambda tmp: shutil.copyfile(encoder_json, tmp),
         directory / "merges.txt": lambda tmp: shutil.copyfile(vocab_bpe, tmp),
-        directory / "tokenizer_config.json": text({"model_max_length": config.n_ctx}),
+        directory / "tokenizer_config.json": text(settings),
     }
 
 
 def save(
-    directory: str | Path, config: GPT2Config, params: dict[str, Any], max_shard_size: int | str | None = None
+    directory: str | Path,
+    config: GPT2Config,
+    params: dict[str, Any],
+    max_shard_size: int | str | None = None,
+    tokenizer: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads, and for a
     model of GPT-2's vocabulary its tokenizer (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``).
@@ -216,6 +237,8 @@ def save(
     biases, so a ``bias=False`` model is written with zero biases: the same function, read
     back as ``bias=True``. With ``max_shard_size`` (bytes, or e.g. ``"2GB"``) the weights are split
     into shards plus ``model.safetensors.index.json`` wherever they exceed it, as ``save_pretrained`` does.
+    ``tokenizer``: GPT-2's with a fine-tune's added tokens and eos (``Tokenizer.to_spec()``), written where
+    transformers reads them (tokenizer_config.json's ``added_tokens_decoder``, config.json's ``eos_token_id``).
     Over an earlier model the earlier safetensors weights (``model.safetensors``, or the index and
     its shards) are removed once the new ones are written; other files are left alone.
     """
@@ -245,6 +268,9 @@ def save(
         **{k: getattr(config, k) for k in _HF_MATH},
         **({"bos_token_id": 50256, "eos_token_id": 50256} if config.n_vocab > 50256 else {}),
     }
+    eos = tokenizer.get("eos_token_id") if tokenizer is not None else None
+    if eos:  # a fine-tune's own end tokens: transformers' generate stops at config.json's (GenerationConfig's)
+        hf_config["eos_token_id"] = eos[0] if len(eos) == 1 else list(eos)
     previous = safetensors_set(directory)
     shards, index = shard_plan(flat, max_shard_size) if max_shard_size is not None else ({MODEL_FILE: list(flat)}, None)
 
@@ -258,7 +284,7 @@ def save(
     if index is not None:
         writers[directory / SAFETENSORS_INDEX] = text(index, sort_keys=True)
     if config.n_vocab >= GPT2_VOCAB:  # GPT-2's tokens: its tokenizer beside the weights, as openai-community/gpt2's
-        writers.update(_tokenizer_writers(directory, config, text))
+        writers.update(_tokenizer_writers(directory, config, text, tokenizer))
     writers[directory / "config.json"] = text(hf_config)
     # One set (files.write_together): a failure leaves the old model whole; config.json is withdrawn
     # first and renamed last, so a writer killed while renaming leaves none, never new shards beside
