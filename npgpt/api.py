@@ -292,6 +292,26 @@ class GPT2:
             return [self.tokenizer.decode(row) for row in ids.tolist()]
         return self.tokenizer.decode(ids.reshape(-1).tolist())
 
+    def to_single_token(self, string: str) -> int:
+        """The id of a text that is one token, such as ``' cat'`` (TransformerLens's ``to_single_token``)."""
+        from .hook_io import to_single_token
+
+        return to_single_token(self, string)
+
+    def get_token_position(
+        self,
+        single_token: Any,
+        input: Any,
+        mode: str = "first",
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+    ) -> int:
+        """Where a token (a one-token text or an id) first, or ``mode="last"`` last, occurs in a text or token ids
+        (TransformerLens's ``get_token_position``; a text is read as :meth:`to_tokens` reads it)."""
+        from .hook_io import get_token_position
+
+        return get_token_position(self, single_token, input, mode, prepend_bos, padding_side)
+
     # -- generation -----------------------------------------------------------------------------
     def _rows(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]]) -> list[list[int]]:
         """Token ids per prompt; a string or a flat sequence of ids is one prompt, never one per item.

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .engine import as_engine
-from .errors import NpgptError, shown
+from .errors import NpgptError, is_integer, shown
 from .sampling import log_softmax
+from .token_ids import as_ids
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine
@@ -61,6 +62,56 @@ def to_tokens(
         at = slice(T - len(row), T) if padding_side == "left" else slice(0, len(row))
         ids[i, at], mask[i, at] = row, 1
     return ids, (mask if padding_side == "left" and not mask.all() else None)
+
+
+def to_single_token(model: Any, text: Any) -> int:
+    """TransformerLens's ``to_single_token``: the id of a text that is one token (with no ``<|endoftext|>`` first)."""
+    if not isinstance(text, str):
+        raise NpgptError(f"to_single_token takes a text that is one token, such as ' cat', got {shown(text)}")
+    ids = to_tokens(model, text, prepend_bos=False)[0][0] if text else np.zeros(0, np.int64)
+    if ids.size != 1:
+        pieces = [model.tokenizer.decode([int(t)]) for t in ids]
+        raise NpgptError(
+            f"{text!r} is {ids.size} tokens {pieces}, not one: to_single_token takes a text that is one token "
+            "(mind the leading space: ' cat'); model.to_tokens(text, prepend_bos=False) gives the ids of any text"
+        )
+    return int(ids[0])
+
+
+def get_token_position(
+    model: Any,
+    single_token: Any,
+    input: Any,
+    mode: str = "first",
+    prepend_bos: bool | None = None,
+    padding_side: str | None = None,
+) -> int:
+    """TransformerLens's ``get_token_position``: the position of ``single_token`` (a one-token text or an id) in
+    ``input``, a text (``<|endoftext|>`` first with ``prepend_bos``, as :func:`to_tokens`) or token ids [T] or
+    [1, T]; its first occurrence, or with ``mode`` "last" its last."""
+    if mode not in ("first", "last"):
+        raise NpgptError(f"mode must be 'first' or 'last', got {shown(mode)}", param="mode")
+    if isinstance(input, str):
+        ids = to_tokens(model, input, prepend_bos, padding_side)[0][0]
+    else:
+        ids = as_ids(input, "get_token_position's input", "a text or token ids [T] or [1, T]")
+        if ids.ndim == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.ndim != 1:
+            raise NpgptError(f"get_token_position's input must be a text or token ids [T] or [1, T], got {ids.shape}")
+    token = to_single_token(model, single_token) if isinstance(single_token, str) else single_token
+    if hasattr(token, "item") and not is_integer(token):  # a one-element NumPy array or torch tensor
+        try:
+            token = token.item()
+        except (ValueError, RuntimeError):  # more than one element
+            pass
+    if not is_integer(token):
+        raise NpgptError(f"single_token must be a one-token text or a token id, got {shown(single_token)}")
+    found = np.flatnonzero(ids == int(token))
+    if found.size == 0:
+        shown_token = shown(single_token)
+        raise NpgptError(f"the token {shown_token} does not occur in the input ({ids.size} tokens)")
+    return int(found[0] if mode == "first" else found[-1])
 
 
 def read_input(

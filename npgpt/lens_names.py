@@ -46,7 +46,6 @@ MODEL_ATTRIBUTES_NOT_HERE = {
     "W_in": _BLOCK_WEIGHT.format(where="['mlp']['c_fc']['w']"),
     "W_out": _BLOCK_WEIGHT.format(where="['mlp']['c_proj']['w']"),
     "tokens_to_residual_directions": "model.params['{head}'][tokens] are the tokens' unembedding directions",
-    "to_single_token": "model.tokenizer.encode(text), one id for a text that is one token",
     # nn.Module's, which HookedTransformer is: a PyTorch user's first calls after loading
     "to": _DEVICE_AT_LOAD,
     "cuda": _DEVICE_AT_LOAD,

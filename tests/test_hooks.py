@@ -950,6 +950,36 @@ def test_text_runs_as_transformer_lens_runs_it(odd):
             hooks.attribution_patching(model, ["A", "B C"], ["A B", "C"], metric, padding_side="left")
 
 
+def test_single_tokens_and_their_positions_are_transformer_lens_s(odd):
+    """model.to_single_token(" cat") was refused (pointing at tokenizer.encode) and model.get_token_position(...) a
+    bare AttributeError: both in TransformerLens's demos (the IOI logit difference). Each now gives TransformerLens's
+    id and position, and a text that is not one token, or a token the input lacks, is one line saying so."""
+    import torch
+
+    model, br = odd
+    for word in (" cat", "The", "<|endoftext|>", " mat"):
+        assert model.to_single_token(word) == br.to_single_token(word), word
+    prompt = "The cat sat on the mat, the cat"
+    ids = model.to_tokens(prompt)
+    for token, input, kw in [
+        (" cat", prompt, {}), (" cat", prompt, {"mode": "last"}), (" cat", prompt, {"prepend_bos": False}),
+        (" sat", ids, {}), (" sat", ids[0], {}), (model.to_single_token(" the"), prompt, {"mode": "last"}),
+        ("The", prompt, {}),
+    ]:  # fmt: skip
+        theirs = br.get_token_position(token, torch.tensor(input) if isinstance(input, np.ndarray) else input, **kw)
+        assert model.get_token_position(token, input, **kw) == theirs, (token, kw)
+    for call, says in [
+        (lambda: model.to_single_token(" Eiffel"), r"' Eiffel' is 3 tokens \[' E', 'iff', 'el'\], not one"),
+        (lambda: model.to_single_token(""), "'' is 0 tokens"),
+        (lambda: model.to_single_token(5), "to_single_token takes a text that is one token"),
+        (lambda: model.get_token_position(" dog", prompt), "the token ' dog' does not occur in the input"),
+        (lambda: model.get_token_position(" cat", prompt, mode="middle"), "mode must be 'first' or 'last'"),
+        (lambda: model.get_token_position(" cat", np.zeros((2, 3), int)), r"token ids \[T\] or \[1, T\]"),
+    ]:
+        with pytest.raises(NpgptError, match=says):
+            call()
+
+
 def test_return_type_and_loss_are_transformer_lens_s(odd):
     """run_with_hooks(..., return_type="loss") was refused (TransformerLens users compute the loss so); now
     "logits", "loss", "both" and None, with loss_per_token, return what TransformerLens's do, on ids and text."""
