@@ -15,6 +15,7 @@ from .engine import Engine
 from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
 from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_lens_options
+from .lens_weights import WEIGHT_SHAPES, lens_weight
 from .params import head_name
 from .sampling import SamplingParams, log_softmax
 from .score import Score, score
@@ -104,6 +105,8 @@ class GPT2:
         return self.engine.dtype
 
     def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
+        if name in WEIGHT_SHAPES and not name.startswith("_"):  # W_Q, W_U ...: TransformerLens's, made when read
+            return lens_weight(self, name)
         if name in MODEL_ATTRIBUTES_NOT_HERE:
             hint = MODEL_ATTRIBUTES_NOT_HERE[name].replace("{head}", head_name(self.params))
             tl = f"TransformerLens's HookedTransformer.{name}"
@@ -311,6 +314,13 @@ class GPT2:
         from .hook_io import get_token_position
 
         return get_token_position(self, single_token, input, mode, prepend_bos, padding_side)
+
+    def tokens_to_residual_directions(self, tokens: Any) -> np.ndarray:
+        """Each token's unembedding direction ``W_U[:, token]``, [..., C] for tokens of any shape (a one-token text,
+        an id or an array of ids): TransformerLens's ``tokens_to_residual_directions``."""
+        from .lens_weights import tokens_to_residual_directions
+
+        return tokens_to_residual_directions(self, tokens)
 
     # -- generation -----------------------------------------------------------------------------
     def _rows(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]]) -> list[list[int]]:

@@ -19,7 +19,6 @@ class ModelAttributeError(NpgptError, AttributeError):
 _HOOKS_LAST_ONE_CALL = (
     "npgpt's hooks last for one call: model.run_with_hooks(ids, fwd_hooks=[(name, fn)]) (or run_with_cache's fwd_hooks)"
 )
-_BLOCK_WEIGHT = "model.params['blocks'][layer]{where} ([in, out], OpenAI's layout)"
 _DEVICE_AT_LOAD = (
     "npgpt picks the device at load: npgpt.load(name, backend='torch') (or 'jax', 'cupy') runs on a GPU it sees, "
     "backend='numpy' runs on the CPU"
@@ -34,18 +33,13 @@ MODEL_ATTRIBUTES_NOT_HERE = {
     "remove_all_hook_fns": "npgpt's hooks last for one call, so there are none to remove",
     "hook_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
     "mod_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
-    "blocks": "the weights are model.params['blocks'][layer]; the hook points npgpt.hooks.hook_names(n_layer)",
-    "W_U": "model.params['{head}'].T is the unembedding [C, V]",
-    "b_U": "GPT-2's unembedding has no bias",
-    "W_E": "model.params['wte'] is the embedding [V, C]",
-    "W_pos": "model.params['wpe'] is the position embedding [n_ctx, C]",
-    "W_Q": _BLOCK_WEIGHT.format(where="['attn']['c_attn']['w'][:, :C]: the heads' queries side by side"),
-    "W_K": _BLOCK_WEIGHT.format(where="['attn']['c_attn']['w'][:, C:2*C]: the heads' keys side by side"),
-    "W_V": _BLOCK_WEIGHT.format(where="['attn']['c_attn']['w'][:, 2*C:]: the heads' values side by side"),
-    "W_O": _BLOCK_WEIGHT.format(where="['attn']['c_proj']['w']: rows h*D:(h+1)*D are head h's"),
-    "W_in": _BLOCK_WEIGHT.format(where="['mlp']['c_fc']['w']"),
-    "W_out": _BLOCK_WEIGHT.format(where="['mlp']['c_proj']['w']"),
-    "tokens_to_residual_directions": "model.params['{head}'][tokens] are the tokens' unembedding directions",
+    "blocks": "each block's weights are stacked in TransformerLens's shapes, model.W_Q[layer] for "
+    "model.blocks[layer].attn.W_Q (the params as loaded: model.params['blocks'][layer]); the hook points are "
+    "names: npgpt.hooks.hook_names(n_layer)",
+    "QK": "model.W_Q @ model.W_K.transpose(0, 1, 3, 2) is each head's QK circuit [n_layers, n_heads, C, C] "
+    "(TransformerLens's FactoredMatrix multiplied out)",
+    "OV": "model.W_V @ model.W_O is each head's OV circuit [n_layers, n_heads, C, C] (TransformerLens's "
+    "FactoredMatrix multiplied out)",
     # nn.Module's, which HookedTransformer is: a PyTorch user's first calls after loading
     "to": _DEVICE_AT_LOAD,
     "cuda": _DEVICE_AT_LOAD,

@@ -1316,9 +1316,9 @@ def test_a_hook_past_stop_at_layer_is_said_to_be_past_it_not_left_out_by_names_f
 
 
 def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
-    """model.add_hook(...), model.reset_hooks() and model.W_U were bare AttributeErrors ('GPT2' object has no
-    attribute); each is now one line naming npgpt's way (still an AttributeError), and W_U's hint gives
-    TransformerLens's W_U, an untied model's own head included."""
+    """model.add_hook(...), model.reset_hooks() and model.QK were bare AttributeErrors ('GPT2' object has no
+    attribute); each is now one line naming npgpt's way (still an AttributeError); QK's and OV's hints give
+    TransformerLens's circuits multiplied out."""
     import dataclasses
 
     config = dataclasses.replace(ODD, tie_word_embeddings=False)
@@ -1328,21 +1328,55 @@ def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
         ("add_hook", r"npgpt's hooks last for one call: model\.run_with_hooks"),
         ("reset_hooks", "npgpt's hooks last for one call, so there are none to reset"),
         ("hooks", "npgpt's hooks last for one call"),
-        ("W_U", r"model\.params\['lm_head'\]\.T"),
-        ("W_E", r"model\.params\['wte'\]"),
-        ("W_O", r"model\.params\['blocks'\]\[layer\]\['attn'\]\['c_proj'\]\['w'\]"),
+        ("QK", r"model\.W_Q @ model\.W_K\.transpose\(0, 1, 3, 2\) is each head's QK circuit"),
+        ("OV", r"model\.W_V @ model\.W_O is each head's OV circuit"),
+        ("blocks", r"each block's weights are stacked .* model\.W_Q\[layer\] for model\.blocks\[layer\]\.attn\.W_Q"),
     ):
         with pytest.raises(AttributeError, match=f"npgpt's model has no {name} .*; {hint}") as caught:
             getattr(model, name)
         assert isinstance(caught.value, NpgptError) and hasattr(br, name)
-    np.testing.assert_allclose(model.params["lm_head"].T, as_numpy(br.W_U), atol=1e-6)
-    np.testing.assert_allclose(model.params["wte"], as_numpy(br.W_E), atol=1e-6)
-    W_O = model.params["blocks"][1]["attn"]["c_proj"]["w"]  # rows h*D:(h+1)*D are head h's
-    D = config.n_embd // config.n_head
-    np.testing.assert_allclose(W_O[D : 2 * D], as_numpy(br.W_O[1, 1]), atol=1e-6)
+    np.testing.assert_allclose(model.W_Q @ model.W_K.transpose(0, 1, 3, 2), as_numpy(br.QK.AB), atol=1e-4)
+    np.testing.assert_allclose(model.W_V @ model.W_O, as_numpy(br.OV.AB), atol=1e-4)
     assert not hasattr(model, "no_such_thing") and copy.copy(model).config is model.config
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         model.no_such_thing  # noqa: B018
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_transformer_lens_weights_are_its_shapes_and_values(tmp_path, tied: bool):
+    """model.W_U, model.W_Q, model.b_O ... (TransformerLens's circuit code: model.W_E @ model.W_U, W_V[l, h] @
+    W_O[l, h]) were refused with a hint at model.params' own layout ([C, 3C] c_attn, the heads side by side), which
+    the code would have had to reshape. Each is now TransformerLens's array, its shape and values (W_Q [n_layers,
+    n_heads, d_model, d_head] ...), an untied model's own head as W_U; tokens_to_residual_directions too."""
+    import dataclasses
+
+    import torch
+
+    from npgpt.lens_weights import WEIGHT_SHAPES
+
+    config = dataclasses.replace(ODD, tie_word_embeddings=tied)
+    params = scaled_params(config, 2)
+    model, br = GPT2(config, params), bridge(config, params, str(tmp_path / "tl-weights"))
+    for name in WEIGHT_SHAPES:
+        ours, theirs = getattr(model, name), as_numpy(getattr(br, name))
+        assert ours.shape == theirs.shape and ours.dtype == np.float32, name
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=name)
+    tokens = np.array([[5, 900], [17, 3]])
+    for ours, theirs in [
+        (model.tokens_to_residual_directions(tokens), br.tokens_to_residual_directions(torch.tensor(tokens))),
+        (model.tokens_to_residual_directions(" cat"), br.tokens_to_residual_directions(" cat")),
+        (model.tokens_to_residual_directions(7), br.tokens_to_residual_directions(7)),
+    ]:
+        np.testing.assert_allclose(ours, as_numpy(theirs), atol=1e-6)
+    with pytest.raises(NpgptError, match=r"tokens must be a one-token text, a token id or an array of ids"):
+        model.tokens_to_residual_directions([1.5])
+    model.W_Q[0] = 0  # a copy: the model is unchanged
+    assert model.W_Q[0].any()
+    if importlib.util.find_spec("torch") is not None and tied:  # 8-bit codes are no float weights to read
+        with pytest.raises(NpgptError, match=r"model.W_Q needs the float weights.*'int8' codes: load it with"):
+            GPT2(config, params, backend="torch", dtype="int8").W_Q  # noqa: B018
+    bare = dataclasses.replace(config, bias=False)
+    assert not GPT2(bare, random_params(bare, 1)).b_Q.any()  # TransformerLens's zeros where there is no bias
 
 
 def test_a_hook_reading_transformer_lens_s_hook_ctx_is_told_where_to_keep_state():
