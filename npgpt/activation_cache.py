@@ -18,7 +18,7 @@ from array_api_compat import array_namespace
 from .errors import NpgptError, is_integer, shown
 from .head_attribution import HeadAttribution
 from .head_attribution import pos_index as _positions
-from .hook_points import INPUT_SWITCHES, act_name, hook_names, unknown_name_hint
+from .hook_points import INPUT_SWITCHES, RESULT, act_name, hook_names, unknown_name_hint
 from .model import layer_norm
 from .params import head_name
 
@@ -179,6 +179,11 @@ class ActivationCache(HeadAttribution, dict):
             return CacheKeyError(
                 f"{shown_key}{read} is not in this cache: the run that made it stopped after {self.stopped_at} "
                 "of the blocks (stop_at_layer), before this hook; run it with a later stop_at_layer (or none)"
+            )
+        if name.endswith(RESULT) and getattr(self.model, "use_attn_result", True) is False:
+            return CacheKeyError(
+                f"{shown_key}{read} is not in this cache: model.set_use_attn_result(False) keeps names_filter None "
+                f"and functions from it; run with names_filter=[{name!r}, ...], or model.set_use_attn_result(True)"
             )
         if name in hook_names(self.n_layer):
             return CacheKeyError(

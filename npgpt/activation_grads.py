@@ -93,7 +93,7 @@ def activation_grads(
     ids, attention_mask = read_input(model, ids, attention_mask, prepend_bos, padding_side)
     jax, jnp, params = jax_params(model)
     keep = name_filter(names_filter, model.config.n_layer)
-    inputs = named(names_filter, switched_on(model))  # TransformerLens's optional input hooks: where asked for
+    inputs = named(names_filter, switched_on(model))  # TransformerLens's optional hook points: where asked for
     shapes: dict[str, Any] = {}
 
     def shape_of(name: str, x: Array) -> Array:
@@ -102,7 +102,7 @@ def activation_grads(
         return x
 
     jax.eval_shape(
-        lambda p: hooked_forward(model, ids, shape_of, attention_mask, p, results=keep, inputs=inputs), params
+        lambda p: hooked_forward(model, ids, shape_of, attention_mask, p, results=inputs, inputs=inputs), params
     )
 
     def run(zeros: dict[str, Array]) -> tuple[Array, tuple[Array, dict[str, Array]]]:
@@ -114,7 +114,7 @@ def activation_grads(
                 return x + zeros[name]
             return x
 
-        logits = hooked_forward(model, ids, hook, attention_mask, params, results=keep, inputs=inputs)
+        logits = hooked_forward(model, ids, hook, attention_mask, params, results=inputs, inputs=inputs)
         value = _metric_value(jax, metric, logits)
         return value, (value, acts)  # jax.grad's (what to differentiate, what else to return)
 
@@ -148,7 +148,7 @@ def attribution_patching(
     if not np.array_equal(np.asarray(clean_mask), np.asarray(attention_mask)):  # texts left-padded unlike
         raise NpgptError("clean and corrupted texts must be of the same token lengths, row by row, to be subtracted")
     keep = name_filter(names_filter, model.config.n_layer)
-    inputs = named(names_filter, switched_on(model))  # TransformerLens's optional input hooks: where asked for
+    inputs = named(names_filter, switched_on(model))  # TransformerLens's optional hook points: where asked for
     shapes = [as_engine(model).check_ids(ids, attention_mask)[0].shape for ids in (clean_ids, corrupted_ids)]
     if shapes[0] != shapes[1]:  # checked before either run: the two runs' activations are subtracted
         raise NpgptError(
@@ -163,7 +163,7 @@ def attribution_patching(
         return x
 
     hooked_forward(
-        model, clean_ids, record, attention_mask, jax_params(model)[2], results=keep, inputs=inputs
+        model, clean_ids, record, attention_mask, jax_params(model)[2], results=inputs, inputs=inputs
     )  # as the gradient's
     _, corrupted, grads = activation_grads(model, corrupted_ids, metric, names_filter, attention_mask)
     return ActivationCache({n: (clean[n] - corrupted[n]) * grads[n] for n in grads}, model)

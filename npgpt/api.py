@@ -80,6 +80,8 @@ class GPT2:
         self.use_attn_in = False
         self.use_split_qkv_input = False
         self.use_hook_mlp_in = False
+        # ... and for blocks.{i}.attn.hook_result: on here (TransformerLens's is off), as npgpt has always cached it
+        self.use_attn_result = True
 
     @property
     def config(self) -> GPT2Config:
@@ -252,6 +254,12 @@ class GPT2:
         """TransformerLens's: with it on, names_filter None and functions of names reach ``blocks.{i}.hook_q_input``,
         ``hook_k_input`` and ``hook_v_input`` (a name reaches them anyway)."""
         self._switch("use_split_qkv_input", use_split_qkv_input)
+
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """TransformerLens's: on (npgpt's default), names_filter None and functions of names reach
+        ``blocks.{i}.attn.hook_result``, each head's output [B, T, H, C]; off, only its name does, and a run with
+        names_filter None keeps none of them (TransformerLens's default, H times the memory of ``hook_z`` saved)."""
+        self._switch("use_attn_result", use_attn_result)
 
     def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
         """TransformerLens's: with it on, names_filter None and functions of names reach ``blocks.{i}.hook_mlp_in``

@@ -61,11 +61,14 @@ INPUT_SWITCHES = {
 
 
 def switched_on(model: object) -> frozenset[str]:
-    """The input hook points whose TransformerLens switch ``model`` has on (``model.use_attn_in`` ...; none for a
-    model without switches, such as an Engine)."""
-    return frozenset(
-        point for flag, points in INPUT_SWITCHES.items() if getattr(model, flag, False) is True for point in points
-    )
+    """The optional hook points whose TransformerLens switch ``model`` has on: the input hook points
+    (``model.use_attn_in`` ...; none for a model without switches, such as an Engine), and ``hook_result`` unless
+    ``model.use_attn_result`` is False (npgpt's default is on, TransformerLens's off: off, only a name reaches
+    ``attn.hook_result``, and a run with names_filter None keeps none of its [B, T, H, C] arrays)."""
+    on = [flag for flag in INPUT_SWITCHES if getattr(model, flag, False) is True]
+    inputs = (point for flag in on for point in INPUT_SWITCHES[flag])
+    result = ("hook_result",) if getattr(model, "use_attn_result", True) is not False else ()
+    return frozenset((*inputs, *result))
 
 
 def hook_names(n_layer: int, inputs: bool = False) -> list[str]:
@@ -113,9 +116,9 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
 
 
 def named(names_filter: NamesFilter, switched: frozenset[str] = frozenset()) -> Callable[[str], bool]:
-    """Which optional :data:`INPUT_HOOKS` a ``names_filter`` (or a ``fwd_hooks`` name) reaches: a name or a list of
-    names, those named; None and a function of names, those whose switch is on (``switched``, from
-    :func:`switched_on`; the function's matches among them), as TransformerLens's with its flags."""
+    """Which optional hook points (:data:`INPUT_HOOKS`, :data:`RESULT`) a ``names_filter`` (or a ``fwd_hooks`` name)
+    reaches: a name or a list of names, those named; None and a function of names, those whose switch is on
+    (``switched``, from :func:`switched_on`; the function's matches among them), as TransformerLens's with its flags."""
     if isinstance(names_filter, str):
         return names_filter.__eq__
     if names_filter is None or callable(names_filter):

@@ -163,12 +163,11 @@ def run_with_cache(
             cache[name] = array_namespace(held).asarray(held, copy=True) if is_writeable_array(held) else held
         return x
 
-    hook, hooked, hook_named = compose(fwd_hooks, model, record)
-    wanted = lambda name: keep(name) or hooked(name)  # noqa: E731
+    hook, _, hook_named = compose(fwd_hooks, model, record)
     filter_named = named(names_filter, switched_on(model))
-    inputs = lambda name: filter_named(name) or hook_named(name)  # noqa: E731
+    optional = lambda name: filter_named(name) or hook_named(name)  # noqa: E731
     logits = hooked_forward(
-        model, ids, hook, attention_mask, stop_at_layer=stop, results=wanted, inputs=inputs, start_at_layer=start
+        model, ids, hook, attention_mask, stop_at_layer=stop, results=optional, inputs=optional, start_at_layer=start
     )
     activations = ActivationCache(cache, model, stopped_at=stop)
     if remove_batch_dim:
@@ -205,7 +204,7 @@ def run_with_hooks(
     stop = stop_layer(stop_at_layer, model.config.n_layer)
     start = start_layer(start_at_layer, model.config.n_layer)
     ids, attention_mask = _read(model, ids, attention_mask, prepend_bos, padding_side, return_type, start, stop)
-    hook, hooked, hook_named = compose(fwd_hooks, model)
+    hook, _, hook_named = compose(fwd_hooks, model)
     logits = model.backend.to_numpy(
         hooked_forward(
             model,
@@ -213,7 +212,7 @@ def run_with_hooks(
             hook,
             attention_mask,
             stop_at_layer=stop,
-            results=hooked,
+            results=hook_named,
             inputs=hook_named,
             start_at_layer=start,
         )

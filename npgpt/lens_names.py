@@ -45,8 +45,6 @@ MODEL_ATTRIBUTES_NOT_HERE = {
     "cuda": _DEVICE_AT_LOAD,
     "cpu": _DEVICE_AT_LOAD,
     "half": "16-bit weights are chosen at load: npgpt.load(name, backend='torch', dtype='float16')",
-    "set_use_attn_result": "npgpt's blocks.{i}.attn.hook_result is always a hook point, computed only where a "
-    "hook or names_filter names it; drop the call",
     "eval": "npgpt's model has no training mode (no dropout): it always computes as eval() would; drop the call",
 }
 

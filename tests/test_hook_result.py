@@ -12,6 +12,7 @@ from test_hooks import ODD, as_numpy, batch, bridge, scaled_params, tl_run
 
 from npgpt import hooks
 from npgpt.api import GPT2
+from npgpt.errors import NpgptError
 
 UNTIED = dataclasses.replace(ODD, tie_word_embeddings=False)  # 3 heads, width 48, 3 layers
 
@@ -195,14 +196,42 @@ def test_activation_grads_reach_hook_result():
     np.testing.assert_allclose(both[name], grads[name], rtol=1e-4, atol=1e-6)
 
 
-def test_transformer_lens_s_switch_for_it_says_it_is_not_needed(untied):
-    """model.set_use_attn_result(True), the line TransformerLens needs before hook_result, is a one-line error
-    saying the hook point is always there (as model.eval() is: npgpt refuses a call it has nothing to do for)."""
-    from npgpt.lens_names import ModelAttributeError
+def test_transformer_lens_s_switch_for_it_is_taken_and_switches_it(untied):
+    """model.set_use_attn_result(True), the line TransformerLens needs before hook_result, was a one-line error
+    ("drop the call"), so TransformerLens code stopped at its first line. It is now the switch: on (npgpt's
+    default), names_filter None and functions of names reach attn.hook_result; off (TransformerLens's default),
+    only its name does, as there, and a cache that lacks it says why."""
+    import torch
 
-    model, _ = untied
-    with pytest.raises(ModelAttributeError, match=r"no set_use_attn_result .*blocks.\{i\}.attn.hook_result is always"):
+    model, br = untied
+    ids, mask = batch(UNTIED)
+    try:
         model.set_use_attn_result(True)
+        logits, cache = model.run_with_cache(ids, attention_mask=mask)
+        assert "blocks.2.attn.hook_result" in cache
+        model.set_use_attn_result(False)
+        br.set_use_attn_result(False)
+        with torch.no_grad():
+            _, tl_cache = br.run_with_cache(torch.tensor(ids), attention_mask=torch.tensor(mask))
+        for names_filter in (None, lambda name: name.endswith(("hook_z", "hook_result"))):
+            off_logits, off = model.run_with_cache(ids, attention_mask=mask, names_filter=names_filter)
+            assert not any(n.endswith("attn.hook_result") for n in off), names_filter
+            np.testing.assert_array_equal(off_logits, logits)
+            with pytest.raises(KeyError, match=r"model.set_use_attn_result\(False\) keeps names_filter None and"):
+                off["result", 0]
+        assert not any(n.endswith("attn.hook_result") for n in tl_cache)  # as TransformerLens's, switched off
+        _, named = model.run_with_cache(ids, attention_mask=mask, names_filter="blocks.1.attn.hook_result")
+        np.testing.assert_array_equal(named["result", 1], cache["result", 1])  # a name reaches it anyway
+        seen: list[str] = []
+        model.run_with_hooks(
+            ids, attention_mask=mask, fwd_hooks=[(lambda n: "result" in n, lambda x, hook: seen.append(hook.name))]
+        )
+        assert seen == []  # a function of names does not reach it, as in TransformerLens
+        with pytest.raises(NpgptError, match="set_use_attn_result takes True or False, got 'yes'"):
+            model.set_use_attn_result("yes")
+    finally:
+        model.set_use_attn_result(True)
+        br.set_use_attn_result(True)
     _, cache = model.run_with_cache([1, 2, 3], names_filter="blocks.0.attn.hook_z")
     with pytest.raises(AttributeError, match="reads the cached blocks.{i}.attn.hook_result"):
         cache.compute_head_results()
