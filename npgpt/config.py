@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .activations import NAMES as ACTIVATIONS
-from .errors import is_finite_number, is_integer, json_kind, shown
+from .errors import NpgptError, is_finite_number, is_integer, json_kind, shown
 
 _INTS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
 _BOOLS = (
@@ -24,6 +24,21 @@ _BOOLS = (
     "tie_word_embeddings",
     "bias",
 )
+
+
+class ConfigAttributeError(NpgptError, AttributeError):
+    """A TransformerLens ``cfg`` name that is no config's here (a switch of the model's, the device), with the way."""
+
+
+# TransformerLens's cfg names that are the model's state in npgpt -> where it is
+_MODEL_STATE = {
+    **{
+        flag: f"the switch is the model's: model.{flag}, set with model.set_{flag}(True) (the config is the shape)"
+        for flag in ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
+    },
+    "device": "the device is the backend's, chosen at load: model.backend.name (the hooks' arrays are host NumPy)",
+    "dtype": "the weights' storage is the model's: model.dtype (the hooks' activations are float32)",
+}
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,30 @@ class GPT2Config:
     @property
     def d_vocab(self) -> int:
         return self.n_vocab
+
+    @property
+    def d_vocab_out(self) -> int:
+        return self.n_vocab
+
+    @property
+    def act_fn(self) -> str:
+        return self.activation_function
+
+    @property
+    def eps(self) -> float:
+        return self.layer_norm_epsilon
+
+    normalization_type = "LN"  # GPT-2's: TransformerLens's for its LayerNorm with weight and bias
+    positional_embedding_type = "standard"  # learned absolute positions, wpe
+    attn_only = False
+    default_prepend_bos = True  # text is read <|endoftext|> first by the hooked runs and to_tokens, as there
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
+        if name in _MODEL_STATE:
+            raise ConfigAttributeError(
+                f"npgpt's config has no {name} (TransformerLens's cfg.{name}); {_MODEL_STATE[name]}"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def n_params(self) -> int:

@@ -872,6 +872,38 @@ def test_the_config_answers_transformer_lens_cfg_names(odd):
     assert model.cfg is model.config
 
 
+def test_the_config_answers_transformer_lens_s_other_cfg_names_or_says_where_they_are(odd):
+    """model.cfg.d_vocab_out, act_fn, eps, normalization_type (TransformerLens's, read by its demos and utilities)
+    were bare AttributeErrors, and so were cfg.use_attn_result and cfg.device, which are the model's here. The
+    first are now TransformerLens's values; the others one line naming where npgpt keeps them (an AttributeError
+    still, so getattr(cfg, name, default) and hasattr work as before)."""
+    from npgpt.config import ConfigAttributeError
+
+    model, br = odd
+    for name in (
+        "d_vocab_out", "act_fn", "eps", "normalization_type", "positional_embedding_type", "attn_only",
+        "default_prepend_bos",
+    ):  # fmt: skip
+        assert getattr(model.cfg, name) == getattr(br.cfg, name), name
+    for name, says in [
+        ("use_attn_result", r"the switch is the model's: model.use_attn_result, set with model.set_use_attn_result"),
+        (
+            "use_split_qkv_input",
+            r"the switch is the model.s: model.use_split_qkv_input, set with model.set_use_split_qkv_input\(True\)",
+        ),
+        ("device", "the device is the backend's, chosen at load: model.backend.name"),
+        ("dtype", "the weights' storage is the model's: model.dtype"),
+    ]:
+        with pytest.raises(
+            ConfigAttributeError, match=f"npgpt's config has no {name} .TransformerLens's cfg.{name}.; {says}"
+        ):
+            getattr(model.cfg, name)
+        assert hasattr(br.cfg, name) and getattr(model.cfg, name, 7) == 7
+    with pytest.raises(AttributeError, match="'GPT2Config' object has no attribute 'no_such_name'"):
+        model.cfg.no_such_name  # noqa: B018
+    assert "d_vocab_out" not in model.cfg.to_dict() and model.cfg.from_dict(model.cfg.to_dict()) == model.cfg
+
+
 def test_transformer_lens_options_of_run_with_cache_name_npgpts_way(odd):
     """run_with_cache(ids, return_type="loss") was a bare TypeError (unexpected keyword argument)."""
     model, br = odd
