@@ -268,15 +268,24 @@ class GPT2:
 
     # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------
     def to_tokens(
-        self, text: str | list[str], prepend_bos: bool | None = True, padding_side: str | None = "right"
+        self,
+        text: str | list[str],
+        prepend_bos: bool | None = True,
+        padding_side: str | None = "right",
+        move_to_device: bool = True,
+        truncate: bool = True,
     ) -> np.ndarray:
         """Int64 ids [B, T] of a text or list of texts as TransformerLens's ``to_tokens`` makes them for GPT-2:
         ``<|endoftext|>`` first (``prepend_bos``; ``tokenizer.encode`` adds nothing), rows padded with
-        ``<|endoftext|>`` on ``padding_side``. Ids run as given, pads as tokens (in TransformerLens too): run
-        the texts themselves, or pass the mask of ``hooks.to_tokens``, for each row's unpadded activations."""
+        ``<|endoftext|>`` on ``padding_side``, and cut to the context (``truncate``: the first ``n_ctx`` tokens,
+        as there). Ids run as given, pads as tokens (in TransformerLens too): run the texts themselves, or pass
+        the mask of ``hooks.to_tokens``, for each row's unpadded activations. ``move_to_device`` is taken, as
+        TransformerLens's, and changes nothing: the ids are NumPy, and each run puts them on its backend."""
         from .hooks import to_tokens
 
-        return to_tokens(self, text, prepend_bos, padding_side)[0]
+        if not isinstance(move_to_device, bool):
+            raise NpgptError(f"move_to_device must be True or False, got {shown(move_to_device)}")
+        return to_tokens(self, text, prepend_bos, padding_side, truncate)[0]
 
     def to_str_tokens(
         self, text_or_ids: Any, prepend_bos: bool | None = True, padding_side: str | None = "right"

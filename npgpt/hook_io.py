@@ -28,9 +28,14 @@ def to_tokens(
     text: str | Sequence[str],
     prepend_bos: bool | None = True,
     padding_side: str | None = "right",
+    truncate: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """TransformerLens's ``to_tokens`` for GPT-2: ids [B, T] of a text (B = 1) or a list of texts, and the
     attention mask [B, T] where rows are padded on the left (None otherwise).
+
+    ``truncate`` (TransformerLens's default): each row cut to its first ``n_ctx`` tokens, ``<|endoftext|>``
+    included, so that it runs; with ``prepend_bos=False`` to ``n_ctx - 1``, as there (it cuts
+    ``<|endoftext|>`` + text, then takes the ``<|endoftext|>`` away).
 
     ``prepend_bos`` (TransformerLens's default for GPT-2, and npgpt's here): ``<|endoftext|>`` first,
     as GPT-2 saw at the start of each document. Rows of unequal length are padded with
@@ -48,11 +53,14 @@ def to_tokens(
         raise NpgptError(f"prepend_bos must be True or False, got {shown(prepend_bos)}", param="prepend_bos")
     if padding_side not in ("left", "right"):
         raise NpgptError(f"padding_side must be 'left' or 'right', got {shown(padding_side)}", param="padding_side")
+    if not isinstance(truncate, bool):
+        raise NpgptError(f"truncate must be True or False, got {shown(truncate)}", param="truncate")
     if not is_text(text):
         raise NpgptError(f"text must be a str or a non-empty list of str, got {shown(text)}")
     texts = [text] if isinstance(text, str) else list(text)
     bos = [tokenizer.eot_id] if prepend_bos else []
-    rows = [bos + tokenizer.encode(t, allow_special=True) for t in texts]
+    limit = model.config.n_ctx - (not prepend_bos) if truncate else None
+    rows = [(bos + tokenizer.encode(t, allow_special=True))[:limit] for t in texts]
     T = max(map(len, rows))
     if T == 0:
         raise NpgptError("the text is empty and prepend_bos=False: there is no token to run")
@@ -68,9 +76,9 @@ def to_single_token(model: Any, text: Any) -> int:
     """TransformerLens's ``to_single_token``: the id of a text that is one token (with no ``<|endoftext|>`` first)."""
     if not isinstance(text, str):
         raise NpgptError(f"to_single_token takes a text that is one token, such as ' cat', got {shown(text)}")
-    ids = to_tokens(model, text, prepend_bos=False)[0][0] if text else np.zeros(0, np.int64)
+    ids = to_tokens(model, text, prepend_bos=False, truncate=False)[0][0] if text else np.zeros(0, np.int64)
     if ids.size != 1:
-        pieces = [model.tokenizer.decode([int(t)]) for t in ids]
+        pieces = [model.tokenizer.decode([int(t)]) for t in ids[:8]] + (["..."] if ids.size > 8 else [])
         raise NpgptError(
             f"{text!r} is {ids.size} tokens {pieces}, not one: to_single_token takes a text that is one token "
             "(mind the leading space: ' cat'); model.to_tokens(text, prepend_bos=False) gives the ids of any text"

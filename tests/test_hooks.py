@@ -982,6 +982,34 @@ def test_text_runs_as_transformer_lens_runs_it(odd):
             hooks.attribution_patching(model, ["A", "B C"], ["A B", "C"], metric, padding_side="left")
 
 
+def test_a_text_longer_than_the_context_is_cut_as_transformer_lens_cuts_it(odd):
+    """model.to_tokens(text) of a text past n_ctx tokens gave all of them, where TransformerLens's (truncate=True,
+    its default) gives the first n_ctx: model.run_with_cache(text) and model(text) were then refused ('exceeds the
+    model's context') where TransformerLens runs them, and to_tokens(text, truncate=False) or move_to_device=False
+    were bare TypeErrors. Text is now cut as there, and both keywords are taken."""
+    import torch
+
+    model, br = odd
+    long = "the cat sat on the mat " * 12  # 73 tokens, ODD.n_ctx 32
+    for text in (long, [long, "hi there"]):
+        for kw in ({}, {"prepend_bos": False}, {"padding_side": "left"}, {"truncate": False}):
+            assert model.to_tokens(text, **kw).tolist() == br.to_tokens(text, **kw).tolist(), kw
+        assert model.to_str_tokens(text) == br.to_str_tokens(text)
+        logits, cache = model.run_with_cache(text)
+        with torch.no_grad():
+            tl_logits, tl_cache = br.run_with_cache(text)
+        np.testing.assert_allclose(logits[0], tl_logits.numpy()[0], atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(cache["resid_post", -1][0], as_numpy(tl_cache["resid_post", -1][0]), atol=1e-4)
+        with torch.no_grad():
+            tl_loss = float(br(text, return_type="loss"))
+        assert float(model(text, return_type="loss")) == pytest.approx(tl_loss, abs=1e-4)
+    assert model.to_tokens("hi", move_to_device=False).tolist() == br.to_tokens("hi", move_to_device=False).tolist()
+    with pytest.raises(NpgptError, match="exceeds the model's context of 32"):
+        model.run_with_cache(model.to_tokens(long, truncate=False))  # ids are never cut: they run as given
+    with pytest.raises(NpgptError, match="truncate must be True or False, got 'no'"):
+        model.to_tokens(long, truncate="no")
+
+
 def test_single_tokens_and_their_positions_are_transformer_lens_s(odd):
     """model.to_single_token(" cat") was refused (pointing at tokenizer.encode) and model.get_token_position(...) a
     bare AttributeError: both in TransformerLens's demos (the IOI logit difference). Each now gives TransformerLens's
