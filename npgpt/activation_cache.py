@@ -20,18 +20,14 @@ from .head_attribution import HeadAttribution
 from .head_attribution import pos_index as _positions
 from .hook_points import INPUT_SWITCHES, RESULT, act_name, hook_names, unknown_name_hint
 from .model import layer_norm
-from .params import head_name
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine
 
 
-# TransformerLens's ActivationCache methods npgpt's has not -> npgpt's way to the same numbers ({head}: the
-# matrix this model unembeds with, TransformerLens's W_U transposed: wte, or an untied model's lm_head)
+# TransformerLens's ActivationCache methods npgpt's has not -> npgpt's way to the same numbers
 _CACHE_METHODS_NOT_HERE = {
-    "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.params['{head}'].T",
-    "compute_head_results": "stack_head_results() computes each head's result from hook_z, or reads the cached "
-    "blocks.{i}.attn.hook_result (run_with_cache caches it when names_filter names it)",
+    "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.W_U",
     "get_full_resid_decomposition": "decompose_resid() gives it per layer; per head, stack_head_results() "
     "(each head's blocks.{i}.attn.hook_result)",
     "stack_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
@@ -108,7 +104,7 @@ class ActivationCache(HeadAttribution, dict):
         if name in _CACHE_METHODS_NOT_HERE:
             raise CacheAttributeError(
                 f"npgpt's cache has no {name} (TransformerLens's ActivationCache.{name}); "
-                + _CACHE_METHODS_NOT_HERE[name].replace("{head}", head_name(self.model.params))
+                + _CACHE_METHODS_NOT_HERE[name]
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 

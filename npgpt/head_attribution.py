@@ -104,6 +104,15 @@ class HeadAttribution:
         z = self["z", layer]  # type: ignore[index]
         return head_results(z, self.model.params["blocks"][layer]["attn"]["c_proj"]["w"], self.model.backend)
 
+    def compute_head_results(self) -> None:
+        """TransformerLens's ``compute_head_results``: every block's ``blocks.{i}.attn.hook_result`` added to the
+        cache, as a run with ``use_attn_result`` caches them (each from the cached ``hook_z``); those cached
+        already are kept. Then ``cache["result", i]`` reads them."""
+        for layer in range(self.n_layer):
+            name = f"blocks.{layer}.attn.hook_result"
+            if name not in self:  # type: ignore[operator]  # a dict: the full names only
+                self[name] = self.head_results(layer)  # type: ignore[index]
+
     def stack_head_results(
         self,
         layer: int | None = -1,

@@ -233,7 +233,31 @@ def test_transformer_lens_s_switch_for_it_is_taken_and_switches_it(untied):
         model.set_use_attn_result(True)
         br.set_use_attn_result(True)
     _, cache = model.run_with_cache([1, 2, 3], names_filter="blocks.0.attn.hook_z")
-    with pytest.raises(AttributeError, match="reads the cached blocks.{i}.attn.hook_result"):
-        cache.compute_head_results()
     with pytest.raises(KeyError, match="the names_filter of the run that made it left it out"):
         cache["result", 0]
+
+
+def test_compute_head_results_fills_the_cache_as_transformer_lens_s(untied):
+    """cache.compute_head_results(), TransformerLens's way to hook_result for a run made without use_attn_result,
+    was refused with a hint; it now adds every block's attn.hook_result to the cache, TransformerLens's arrays."""
+    import torch
+
+    model, br = untied
+    ids, mask = batch(UNTIED)
+    z_only = [f"blocks.{i}.attn.hook_z" for i in range(UNTIED.n_layer)]
+    _, cache = model.run_with_cache(ids, attention_mask=mask, names_filter=z_only)
+    with torch.no_grad():
+        _, tl_cache = br.run_with_cache(torch.tensor(ids), attention_mask=torch.tensor(mask), names_filter=z_only)
+    kept = cache.head_results(1)
+    cache["blocks.1.attn.hook_result"] = kept  # one cached already is kept, as there
+    cache.compute_head_results()
+    tl_cache.compute_head_results()
+    assert cache["result", 1] is kept
+    real = mask.astype(bool)  # padding positions mean nothing (and differ)
+    for layer in range(UNTIED.n_layer):
+        ours, theirs = cache["result", layer], as_numpy(tl_cache["result", layer])
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
+    _, part = model.run_with_cache(ids, names_filter="blocks.0.attn.hook_z")
+    with pytest.raises(KeyError, match=r"cache\['z', 1\].*the names_filter of the run that made it left it out"):
+        part.compute_head_results()

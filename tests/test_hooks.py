@@ -246,8 +246,8 @@ def test_transformer_lens_cache_methods_npgpt_has_not_name_its_way(odd):
     ids, _ = batch(ODD)
     _, cache = model.run_with_cache(ids)
     for name, hint in [
-        ("logit_lens", r"npgpt.lens.logit_lens\(model, ids\), or accumulated_resid\(apply_ln=True\) @ model.params"),
-        ("compute_head_results", r"stack_head_results\(\) computes each head's result"),
+        ("logit_lens", r"npgpt.lens.logit_lens\(model, ids\), or accumulated_resid\(apply_ln=True\) @ model.W_U"),
+        ("get_full_resid_decomposition", r"decompose_resid\(\) gives it per layer"),
         ("to", "the arrays are NumPy"),
     ]:
         with pytest.raises(AttributeError, match=f"npgpt's cache has no {name} .*; {hint}") as caught:
@@ -1160,11 +1160,11 @@ def test_the_unembedding_hints_name_an_untied_models_own_head(tmp_path):
     _, tl_cache = tl_run(br, ids, np.ones_like(ids))
     with pytest.raises(AttributeError) as caught:
         _ = cache.logit_lens
-    hint = re.search(r"model\.params\['(\w+)'\]", str(caught.value)).group(1)
-    assert hint == "lm_head"
+    hint = re.search(r"model\.(W_U)", str(caught.value)).group(1)
+    np.testing.assert_array_equal(getattr(model, hint), model.params["lm_head"].T)  # the untied head
     with torch.no_grad():
         theirs = tl_cache.accumulated_resid(apply_ln=True) @ br.W_U
-    ours = cache.accumulated_resid(apply_ln=True) @ model.params[hint].T
+    ours = cache.accumulated_resid(apply_ln=True) @ getattr(model, hint)
     np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-3, rtol=1e-4)
     theirs = tl_cache.logit_attrs(tl_cache.decompose_resid(), tokens=7)  # the untied head's row, as there
     np.testing.assert_allclose(cache.logit_attrs(cache.decompose_resid(), 7), as_numpy(theirs), atol=1e-4, rtol=1e-4)
