@@ -20,6 +20,7 @@ from .head_attribution import HeadAttribution
 from .head_attribution import pos_index as _positions
 from .hook_points import INPUT_SWITCHES, RESULT, act_name, hook_names, unknown_name_hint
 from .model import layer_norm
+from .neuron_attribution import NeuronAttribution
 
 if TYPE_CHECKING:
     from .engine import Engine, HasEngine
@@ -30,8 +31,6 @@ _CACHE_METHODS_NOT_HERE = {
     "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.W_U",
     "get_full_resid_decomposition": "decompose_resid() gives it per layer; per head, stack_head_results() "
     "(each head's blocks.{i}.attn.hook_result)",
-    "stack_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
-    "get_neuron_results": "blocks.{i}.mlp.hook_post[..., n, None] times row n of mlp.c_proj.w",
     "apply_slice_to_batch_dim": "index the arrays on their first axis",
     "to": "the arrays are NumPy (run_with_cache's host=False keeps the backend's)",
     "toggle_autodiff": "npgpt.hooks.activation_grads gives a metric's gradient at every activation (JAX)",
@@ -71,7 +70,7 @@ def _register_with_jax() -> None:
     jax.tree_util.register_pytree_node(ActivationCache, flatten, unflatten)
 
 
-class ActivationCache(HeadAttribution, dict):
+class ActivationCache(HeadAttribution, NeuronAttribution, dict):
     """What :func:`run_with_cache` returns: a dict of activations keyed by hook name that also reads
     TransformerLens's keys and answers its ``ActivationCache`` helpers.
 

@@ -1170,6 +1170,42 @@ def test_the_unembedding_hints_name_an_untied_models_own_head(tmp_path):
     np.testing.assert_allclose(cache.logit_attrs(cache.decompose_resid(), 7), as_numpy(theirs), atol=1e-4, rtol=1e-4)
 
 
+def test_neuron_results_equal_transformer_lens(odd):
+    """cache.get_neuron_results(layer) and cache.stack_neuron_results(layer) (TransformerLens's per-neuron
+    attribution) were refused with a hint to multiply hook_post by c_proj's rows by hand. Each now gives
+    TransformerLens's arrays and labels: neuron and position slices, projections, the remainder, apply_ln."""
+    import torch
+
+    model, br = odd
+    ids, _ = batch(ODD)
+    _, cache = model.run_with_cache(ids)
+    _, tl_cache = tl_run(br, ids, np.ones_like(ids))
+    direction = np.random.default_rng(0).standard_normal((ODD.n_embd, 2)).astype(np.float32)
+    for kw in [
+        {"layer": 1}, {"layer": 0, "neuron_slice": 5}, {"layer": 2, "neuron_slice": (3, 9), "pos_slice": -1},
+        {"layer": 1, "neuron_slice": [1, 7, 100], "pos_slice": (1, 4)},
+        {"layer": 1, "project_output_onto": direction}, {"layer": 2, "project_output_onto": direction[:, 0]},
+    ]:  # fmt: skip
+        theirs = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+        np.testing.assert_allclose(
+            cache.get_neuron_results(**kw), as_numpy(tl_cache.get_neuron_results(**theirs)), atol=1e-4, rtol=1e-4
+        )
+    for kw in [
+        {"layer": 2}, {"layer": -1, "neuron_slice": (0, 20), "incl_remainder": True},
+        {"layer": 3, "neuron_slice": 4, "pos_slice": -1, "apply_ln": True, "incl_remainder": True},
+        {"layer": 1, "neuron_slice": (0, 30), "mlp_input": True, "incl_remainder": True, "apply_ln": True},
+        {"layer": 0, "incl_remainder": True}, {"layer": 2, "neuron_slice": [3, 1], "pos_slice": [0, 2]},
+    ]:  # fmt: skip
+        (ours, labels), (theirs, tl_labels) = (
+            cache.stack_neuron_results(return_labels=True, **kw),
+            tl_cache.stack_neuron_results(return_labels=True, **kw),
+        )
+        assert labels == tl_labels, kw
+        np.testing.assert_allclose(ours, as_numpy(theirs), atol=1e-4, rtol=1e-4, err_msg=str(kw))
+    with pytest.raises(NpgptError, match=r"neuron_slice 500 is outside this model's 192 neurons \[0, 191\]"):
+        cache.get_neuron_results(0, neuron_slice=500)
+
+
 def test_head_results_and_logit_attributions_equal_transformer_lens(tmp_path):
     """cache.stack_head_results() and cache.logit_attrs(stack, tokens), the everyday way to attribute a logit to
     heads, were refused with a hint to compute them by hand. Each now gives TransformerLens's stack, labels and
