@@ -1036,6 +1036,25 @@ def test_a_client_that_leaves_frees_its_rows(stream):
         assert r.status_code == 200
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_scoring_client_that_leaves_stops_its_scoring(stream):
+    """lm-evaluation-harness's loglikelihood (echo, logprobs, max_tokens 0) over many prompts is one forward
+    pass a prompt; a client that times out (the openai client then retries it, twice by default) must not
+    leave the rest of its prompts to be scored for nobody."""
+    m, gate = gated_model(delay=0.05)  # 60 prompts would take 3 s
+    with background_server(create_app({"tiny": m})) as base:
+        body = {"prompt": [f"prompt {i}" for i in range(60)], "max_tokens": 0, "echo": True, "logprobs": 1}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(base + "/v1/completions", json={**body, "stream": stream}, timeout=0.3)
+        time.sleep(1.5)  # long enough to notice the client left (it is looked for every 0.25 s)
+        calls = gate.calls
+        time.sleep(0.5)
+        assert gate.calls == calls, "the prompts of a departed client were still being scored"
+        assert calls < 40, f"{calls} prompts of 60 were scored for a client that left after 0.3 s"
+        r = httpx.post(base + "/v1/completions", json={"prompt": "next", "max_tokens": 2})
+        assert r.status_code == 200
+
+
 # -- continuous batching ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "backend, dtype", [("numpy", "float32"), ("torch", "float32"), ("torch", "float16"), ("torch", "bfloat16")]

@@ -88,7 +88,7 @@ async def start(
         limits.check_logprobs(echoed + len(rows) * max_tokens, body.logprobs, ", plus ".join(parts))
     echo_lp = None
     if body.echo and params.logprobs is not None:
-        echo_lp = await score_prompts(sched, prompts, params.logprobs)
+        echo_lp = await score_prompts(sched, prompts, params.logprobs, request)
     run = Run(sched, rows, params, request.app.state.backlog) if max_tokens else None
     metrics.prompt(name, sum(len(p) for p in prompts))
     head = {
@@ -182,12 +182,16 @@ def prompt_rows(
     return ids, texts
 
 
-async def score_prompts(sched: Scheduler, prompts: list[list[int]], k: int) -> list[tuple[list, list]]:
+async def score_prompts(
+    sched: Scheduler, prompts: list[list[int]], k: int, request: Request | None = None
+) -> list[tuple[list, list]]:
     """Each prompt token's logprob (None for the first) and top-k alternatives, for ``echo``.
 
     Each prompt is scored as its own job on the model's worker, so the batch decodes a step between two of
     them: a request of many long prompts (a harness's batch of scoring windows) takes its turns with the
-    requests generating, rather than holding every one of them until all its prompts are scored."""
+    requests generating, rather than holding every one of them until all its prompts are scored. Between two
+    prompts, a client that has left (``request`` disconnected: timed out, and the openai client retries) ends
+    the scoring, rather than leaving its other prompts to be scored for nobody."""
 
     def score(ids: list[int]) -> tuple[list, list]:
         # the softmax over the model's full output, as model.score (npgpt/score.py); the alternatives are
@@ -203,6 +207,8 @@ async def score_prompts(sched: Scheduler, prompts: list[list[int]], k: int) -> l
 
     out = []
     for ids in prompts:
+        if request is not None and await request.is_disconnected():
+            raise APIError(499, "the client left before its prompts were scored", code="client_closed_request")
         try:
             out.append(await asyncio.wrap_future(sched.call(partial(score, ids))))
         except NpgptError as e:  # the model is broken, not the request
