@@ -654,10 +654,11 @@ def test_metadata_past_openais_limits_is_a_400_in_its_words(http, path):
 
 
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
-@pytest.mark.parametrize("field", ["user", "safety_identifier"])
+@pytest.mark.parametrize("field", ["user", "safety_identifier", "prompt_cache_key"])
 def test_an_end_user_identifier_past_openais_64_characters_is_a_400_in_its_words(http, path, field):
     """user (accepted and ignored) took 100,000 characters; OpenAI's limit is 64, its 400 "Invalid 'user': string
-    too long. ..."."""
+    too long. ...". The same for prompt_cache_key, whose 400 at OpenAI (and Azure) reads the same, code
+    string_above_max_length."""
     body = {"prompt": "a"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "a"}]}
     body |= {"max_tokens": 1}
     for length in (65, 100_000):

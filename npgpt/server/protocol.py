@@ -76,8 +76,8 @@ Metadata = Annotated[
 ]
 
 
-# OpenAI's end-user identifiers, ``user`` and ``safety_identifier``: at most 64 characters (more is its 400,
-# "Invalid 'user': string too long. Expected a string with maximum length 64, ...")
+# OpenAI's end-user identifiers, ``user`` and ``safety_identifier``, and its ``prompt_cache_key``: at most 64
+# characters (more is its 400, "Invalid 'user': string too long. Expected a string with maximum length 64, ...")
 Identifier = Annotated[str, Field(max_length=64)]
 
 
@@ -120,7 +120,7 @@ class _Sampling(Body):
     metadata: Metadata | None = None
     store: bool | None = None
     service_tier: str | None = None
-    prompt_cache_key: str | None = None
+    prompt_cache_key: Identifier | None = None
     safety_identifier: Identifier | None = None
     priority: Int | None = None  # vLLM's
     request_id: str | None = None
