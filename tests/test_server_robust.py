@@ -624,6 +624,7 @@ def test_a_scoring_answer_is_built_and_encoded_off_the_event_loop(model, monkeyp
     [
         (["a=/nonexistent/x", "a=/nonexistent/y"], "two models are called 'a'"),
         (["x?y=/nonexistent/x"], "'x?y'"),
+        (["x?y=/nonexistent/x"], "give the model another name, e.g. gpt2 with --model NAME=PATH"),
         (["../x=/nonexistent/x"], "'../x'"),
         (["a=/nonexistent/x", "b="], "--model NAME=PATH"),
     ],
@@ -650,5 +651,7 @@ def test_create_app_refuses_a_model_name_clients_cannot_send(name):
     from npgpt.server import create_app
 
     config = GPT2Config(n_ctx=16, n_embd=8, n_head=2, n_layer=1)
-    with pytest.raises(NpgptError, match="model name"):
+    with pytest.raises(NpgptError, match="model name") as e:
         create_app({name: GPT2(config, init_params(config))})
+    # in the words of create_app's caller, whose models are a dict: npgpt serve's flag is the CLI's to name
+    assert "--model" not in str(e.value) and "give the model another name" in str(e.value), e.value

@@ -140,8 +140,15 @@ def serve_command(
     if any(name and not path for name, path in specs):
         raise NpgptError("a --model NAME= names no model; write --model NAME=PATH (a path or a downloaded name)")
     named = [name for name, _ in specs if name]
+
+    def check_name(name: str) -> None:  # the library's refusal, with the flag that names a model
+        try:
+            check_model_name(name)
+        except NpgptError as e:
+            raise NpgptError(f"{e} with --model NAME=PATH") from None
+
     for name in named:  # a bad or repeated name fails here, before loading; names from files are checked below
-        check_model_name(name)
+        check_name(name)
         if named.count(name) > 1:
             raise NpgptError(f"two models are called {name!r}; give each its own --model NAME=PATH")
     sock = bind(host, port)  # a busy port or a bad host fails here, before loading or printing anything
@@ -153,7 +160,7 @@ def serve_command(
         name = name or _model_name(path, m.source)
         if name in models:
             raise NpgptError(f"two models are called {name!r}; name them with --model NAME=PATH")
-        check_model_name(name)
+        check_name(name)
         models[name] = m
     from ..q8_0 import cap_blas_for
 

@@ -141,7 +141,7 @@ def check_model_name(name: str) -> None:
             else "a URL path cannot hold an empty, '.' or '..' segment"
         )
         raise NpgptError(
-            f"model name {name!r} is not one clients can send ({why}); name it with --model NAME=PATH, e.g. gpt2"
+            f"model name {name!r} is not one clients can send ({why}); give the model another name, e.g. gpt2"
         )
 
 
