@@ -268,13 +268,18 @@ def _param(loc: Sequence[Any]) -> str:
 _KEYED = {"metadata"}
 
 
-# OpenAI's endpoints npgpt has no counterpart of (first path part after /v1), said so rather than "typos"
+# OpenAI's (and vLLM's) endpoints npgpt has no counterpart of (first path part after /v1), said so rather than "typos"
 NOT_SERVED = {
     "embeddings": "embeddings (its models generate text; POST /v1/internals gives a prompt's residual stream)",
     "responses": "Responses API; send the conversation's messages to POST /v1/chat/completions",
     "audio": "audio (speech, transcription or translation); its models read and write text",
     "images": "images; its models read and write text",
     "moderations": "moderations",
+    # vLLM's and llama.cpp server's own, which their clients call to count tokens
+    "tokenize": "/tokenize (vLLM's and llama.cpp's); GPT-2's tokens are tiktoken's encoding 'gpt2' "
+    "(tiktoken.get_encoding('gpt2').encode(text)), as usage.prompt_tokens counts them",
+    "detokenize": "/detokenize (vLLM's and llama.cpp's); GPT-2's tokens are tiktoken's encoding 'gpt2' "
+    "(tiktoken.get_encoding('gpt2').decode(tokens))",
 }
 
 
