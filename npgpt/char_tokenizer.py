@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import CheckpointError, NpgptError
 from .token_ids import id_list, one_id
-from .tokenizer import EOT, AddedToken, StreamDecoder, Tokenizer, check_text, check_texts
+from .tokenizer import EOT, AddedToken, StreamDecoder, Tokenizer, check_encode_options, check_text, check_texts
 
 
 class CharTokenizer(Tokenizer):
@@ -55,8 +55,9 @@ class CharTokenizer(Tokenizer):
         """JSON-ready description, stored beside the weights."""
         return {"type": self.kind, "chars": self.chars}
 
-    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+    def encode(self, text: str, allow_special: bool = False, **other: Any) -> list[int]:
         """Ids of ``text``'s characters; ``<|endoftext|>`` is one id only with ``allow_special``."""
+        check_encode_options(allow_special, other)
         check_text(text)
         if allow_special and EOT in text:
             parts = text.split(EOT)
@@ -72,7 +73,8 @@ class CharTokenizer(Tokenizer):
                 f"of {len(self.chars)} characters; use only characters of its training text"
             ) from None
 
-    def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
+    def encode_batch(self, texts: list[str], allow_special: bool = False, **other: Any) -> list[list[int]]:
+        check_encode_options(allow_special, other)
         check_texts(texts)
         return [self.encode(t, allow_special) for t in texts]
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import tiktoken
 
 from npgpt.errors import NpgptError, shown
@@ -223,10 +224,13 @@ class Tokenizer:
             "tokenizer(text)['input_ids']); generate, score and next_tokens take the text itself"
         )
 
-    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+    def encode(self, text: str, allow_special: bool = False, **other: Any) -> list[int]:
         """Token ids of ``text``. ``<|endoftext|>`` (and any special added token) becomes its id only with
         ``allow_special``; otherwise it is ordinary text (so user input can never inject a control token).
-        A non-special added token is always its id, as in transformers."""
+        A non-special added token is always its id, as in transformers. tiktoken's ``allowed_special`` /
+        ``disallowed_special`` and transformers' ``add_special_tokens`` are refused naming npgpt's way
+        (:func:`check_encode_options`)."""
+        check_encode_options(allow_special, other)
         check_text(text)
         if self._plain:
             if allow_special:
@@ -254,7 +258,8 @@ class Tokenizer:
         if start < len(text):
             yield text[start:], False
 
-    def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
+    def encode_batch(self, texts: list[str], allow_special: bool = False, **other: Any) -> list[list[int]]:
+        check_encode_options(allow_special, other)
         check_texts(texts)
         return [self.encode(t, allow_special) for t in texts]
 
@@ -305,6 +310,33 @@ class Tokenizer:
     def stream_decoder(self) -> StreamDecoder:
         """A fresh :class:`StreamDecoder`; use one per stream."""
         return StreamDecoder(self)
+
+
+# Other tokenizers' encode options -> npgpt's way to the same end
+_ENCODE_FOREIGN = {
+    "allowed_special": "npgpt's is allow_special=True (tiktoken's allowed_special='all'): a literal "
+    "<|endoftext|> is then the special token; by default it is read as ordinary text",
+    "disallowed_special": "npgpt's encode never raises on special-token text: allow_special=False (the default) "
+    "reads a literal <|endoftext|> as ordinary text, allow_special=True as the special token",
+    "add_special_tokens": "GPT-2's tokenizer adds no special tokens, and npgpt's encode adds none; to start with "
+    "<|endoftext|>, put it first in the text and pass allow_special=True",
+    "return_tensors": "npgpt's encode returns a list of ids: np.array(ids)[None] is a batch of one [1, T]",
+}
+
+
+def check_encode_options(allow_special: Any, other: dict[str, Any]) -> None:
+    """NpgptError (param ``text``) for an option ``encode`` does not take (tiktoken's ``allowed_special``,
+    transformers' ``add_special_tokens``), naming npgpt's way, and for an ``allow_special`` that is no bool:
+    ``allow_special="none"`` was truthy, so special tokens were allowed."""
+    for name in other:
+        hint = _ENCODE_FOREIGN.get(name, "encode takes the text and allow_special (True or False)")
+        raise NpgptError(f"unknown option {name!r}; {hint}", "text")
+    if not isinstance(allow_special, (bool, np.bool_)):
+        raise NpgptError(
+            f"allow_special must be True or False (whether a literal <|endoftext|> is the special token), "
+            f"got {shown(allow_special)}",
+            "allow_special",
+        )
 
 
 def check_text(text: Any) -> None:

@@ -409,3 +409,43 @@ def test_another_librarys_tokenizer_attribute_names_npgpts(name, says):
     assert not hasattr(Tokenizer(), "no_such_thing")
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         Tokenizer().no_such_thing  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"allowed_special": "all"}, "npgpt's is allow_special=True"),  # tiktoken's
+        ({"allowed_special": {EOT}}, "npgpt's is allow_special=True"),
+        ({"disallowed_special": ()}, "allow_special=False (the default) reads a literal <|endoftext|> as ordinary"),
+        ({"add_special_tokens": False}, "GPT-2's tokenizer adds no special tokens"),  # transformers'
+        ({"return_tensors": "np"}, "returns a list of ids"),
+        ({"allow_specials": True}, "encode takes the text and allow_special"),
+        ({"allow_special": "none"}, "allow_special must be True or False"),  # was truthy: the token allowed
+        ({"allow_special": "all"}, "allow_special must be True or False"),
+        ({"allow_special": None}, "allow_special must be True or False"),
+        ({"allow_special": 1}, "allow_special must be True or False"),
+    ],
+)
+def test_encode_names_npgpts_way_for_other_tokenizers_options(options, says):
+    """tiktoken's enc.encode(text, allowed_special="all") and transformers' add_special_tokens=False were bare
+    TypeErrors (unexpected keyword argument), and allow_special="none" was truthy, so a literal <|endoftext|> was
+    read as the special token: each is now one NpgptError line naming npgpt's way, for both tokenizers, encode and
+    encode_batch; score's allow_special too. allow_special takes True/False (NumPy's bools too)."""
+    from npgpt.char_tokenizer import CharTokenizer
+    from npgpt.score import token_ids
+
+    text = EOT + "ab"
+    for tok in (Tokenizer(), CharTokenizer("".join(sorted(set(text))))):
+        for encode, arg in ((tok.encode, text), (tok.encode_batch, [text])):
+            with pytest.raises(NpgptError, match=re.escape(says)) as err:
+                encode(arg, **options)
+            assert "\n" not in str(err.value)
+        assert tok.encode(text, allow_special=np.bool_(True))[0] == tok.eot_id
+        assert tok.encode(text, allow_special=np.bool_(False)) == tok.encode(text)
+
+    class Model:  # what score's token_ids reads: a model's tokenizer
+        tokenizer = Tokenizer()
+
+    if "allow_special" in options:
+        with pytest.raises(NpgptError, match=re.escape(says)):
+            token_ids(Model(), text, options["allow_special"])  # type: ignore[arg-type]
