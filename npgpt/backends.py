@@ -406,4 +406,33 @@ def get_backend(name: str) -> Backend:
         # model file runs unchanged; Legate decides where the data lives.
         cn = _require("cupynumeric", name)
         return Backend("cupynumeric", cn.asarray, np.asarray, gpt2)
-    raise NpgptError(f"backend={name!r} is unknown; choose one of {', '.join(BACKENDS)}", "backend")
+    given = repr(name) if isinstance(name, str) else shown(name)
+    raise NpgptError(f"backend={given} is unknown; choose one of {', '.join(BACKENDS)}{backend_hint(name)}", "backend")
+
+
+# Other names of npgpt's backends (another case too), and device names given where the backend (the library) goes
+_BACKEND_NAMES = {"np": "numpy", "pytorch": "torch", "pt": "torch", "cupynumpy": "cupynumeric"}
+_DEVICES = ("cpu", "cuda", "gpu", "mps", "tpu", "xla", "rocm", "hip", "xpu")
+
+
+def backend_hint(name: object) -> str:
+    """What to add to "backend X is unknown": npgpt's name of a backend spelt otherwise (``NumPy``, ``pytorch``,
+    ``torch:cuda``), or for a device name (``cuda``, ``cpu``, ``cuda:0``) that the backend is the library and
+    which device each runs on; else ``""``."""
+    if not isinstance(name, str):
+        return ""
+    low = name.strip().lower()
+    library, _, device = low.partition(":")
+    library = _BACKEND_NAMES.get(library, library)
+    if library in BACKENDS and library != name:
+        on = ", which picks its device itself" if device else ""
+        return f" ({name!r} is {library!r} here{on})"
+    if library in _DEVICES:
+        return f"; npgpt's backends are array libraries, not devices: {_ON_DEVICE}"
+    return ""
+
+
+_ON_DEVICE = (
+    "'numpy' runs on the CPU; 'torch' on a CUDA GPU when it sees one, else the CPU; 'jax' on its default device; "
+    "'cupy' on an NVIDIA GPU"
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import sys
 
@@ -225,3 +226,32 @@ def test_token_ids_of_any_integer_dtype_give_the_same_logits(pair, backend: str)
         np.testing.assert_array_equal(logit_lens(model, ids[0].astype(dtype)).top_ids[-1], expected[0].argmax(-1))
     if backend == "torch":
         np.testing.assert_allclose(model.logits(torch.tensor(ids, dtype=torch.uint8)), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("backend", "says"),
+    [
+        ("cuda", "npgpt's backends are array libraries, not devices: 'numpy' runs on the CPU; 'torch' on a CUDA GPU"),
+        ("cuda:0", "not devices"),
+        ("cpu", "not devices"),
+        ("GPU", "not devices"),
+        ("mps", "not devices"),
+        ("NumPy", "('NumPy' is 'numpy' here)"),
+        ("Torch", "('Torch' is 'torch' here)"),
+        ("pytorch", "('pytorch' is 'torch' here)"),
+        ("np", "('np' is 'numpy' here)"),
+        ("numpy ", "('numpy ' is 'numpy' here)"),
+        ("torch:cuda", "('torch:cuda' is 'torch' here, which picks its device itself)"),
+    ],
+)
+def test_a_backend_spelt_otherwise_or_a_device_name_gets_npgpts_name(backend, says):
+    """npgpt.load(backend="cuda") (transformers' and PyTorch's device string) and backend="NumPy" or "pytorch" said
+    only "backend='cuda' is unknown; choose one of numpy, jax, torch, ..." (dtype="fp16" already got "(fp16 is
+    float16 here)"): the device name now gets which backend runs where, another spelling npgpt's name. Still refused,
+    as npgpt's dtype spellings are; an unrelated name gets no hint."""
+    with pytest.raises(NpgptError, match=re.escape(f"backend={backend!r} is unknown; choose one of numpy")) as e:
+        get_backend(backend)
+    assert says in str(e.value) and "\n" not in str(e.value) and e.value.param == "backend"
+    with pytest.raises(NpgptError) as e:
+        get_backend("foo")
+    assert str(e.value) == "backend='foo' is unknown; choose one of numpy, jax, torch, cupy, cupynumeric"
