@@ -136,17 +136,26 @@ _DTYPE_NAMES |= {"half": "float16", "bf16": "bfloat16", "q8": "q8_0", "i8": "int
 _DTYPES = {"float32", "float16", "bfloat16", "int8", "q8_0", "auto"}  # every dtype name npgpt takes somewhere
 
 
+def _plain_dtype_name(dtype: str) -> str:
+    """``dtype`` lower-cased, without spaces around it or a library's prefix (the text of ``torch.float16``)."""
+    name = dtype.strip().lower()
+    for prefix in ("torch.", "numpy.", "np.", "jnp.", "jax.numpy."):
+        name = name.removeprefix(prefix)
+    return _DTYPE_NAMES.get(name, name)
+
+
 def other_dtype_name(dtype: str) -> str:
     """npgpt's name of a dtype that another tool spells otherwise (llama.cpp's ``f16``, PyTorch's ``half``, another
-    case: ``Q8_0``, ``FLOAT16``); ``dtype`` as it is where it names none of npgpt's."""
-    name = _DTYPE_NAMES.get(dtype.strip().lower(), dtype.strip().lower())
+    case: ``Q8_0``, ``FLOAT16``, a library's text: ``torch.float16``); ``dtype`` as it is where it names none of
+    npgpt's."""
+    name = _plain_dtype_name(dtype)
     return name if name in _DTYPES else dtype
 
 
 def dtype_hint(dtype: object, valid: Collection[str]) -> str:
-    """``" (f16 is float16 here)"`` where ``dtype`` is another tool's name, or another case, of one of ``valid``;
-    else ``""``."""
+    """``" (f16 is float16 here)"`` where ``dtype`` is another tool's name, another case or a library's text
+    (``"torch.float16"``, spaces around it) of one of ``valid``; else ``""``."""
     if not isinstance(dtype, str):
         return ""
-    name = _DTYPE_NAMES.get(dtype.lower(), dtype.lower())
+    name = _plain_dtype_name(dtype)
     return f" ({dtype} is {name} here)" if name in valid and name != dtype else ""

@@ -255,3 +255,21 @@ def test_a_backend_spelt_otherwise_or_a_device_name_gets_npgpts_name(backend, sa
     with pytest.raises(NpgptError) as e:
         get_backend("foo")
     assert str(e.value) == "backend='foo' is unknown; choose one of numpy, jax, torch, cupy, cupynumeric"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "name"),
+    [("torch.float16", "float16"), ("torch.half", "float16"), ("np.float32", "float32"), ("jnp.bfloat16", "bfloat16")],
+)
+def test_a_librarys_dtype_as_text_gets_npgpts_name(dtype, name):
+    """dtype=str(torch.float16), "torch.float16" (as a config or a command line writes a torch dtype) said only
+    "dtype='torch.float16' is unknown; choose one of float32, ..." where "fp16" and "FLOAT16" got "(fp16 is float16
+    here)"; a library's prefix is now read past for the hint too. The dtype objects themselves are taken."""
+    from npgpt.backends import check_dtype
+
+    with pytest.raises(NpgptError, match=re.escape(f"dtype='{dtype}' is unknown; choose one of float32")) as e:
+        check_dtype(dtype)
+    assert str(e.value).endswith(f"({dtype} is {name} here)"), e.value
+    with pytest.raises(NpgptError) as e:
+        check_dtype("torch.float64")
+    assert str(e.value) == "dtype='torch.float64' is unknown; choose one of float32, float16, bfloat16, int8"
