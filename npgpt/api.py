@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -575,6 +576,14 @@ def load(
     from .registry import resolve
 
     _check_load_options(other)  # device="cuda", torch_dtype=...: npgpt's own way, not a TypeError
+    if not (name_or_path is None or isinstance(name_or_path, (str, os.PathLike))):
+        # str() made load(5) "'5' is not a file or a known model" and load(b"gpt2") "\"b'gpt2'\" is not ..."
+        hint = "; decode the bytes first" if isinstance(name_or_path, (bytes, bytearray)) else ""
+        raise NpgptError(
+            f"name_or_path must be a model's name or a checkpoint's path (a string or a Path), or None for the "
+            f"default; got {type(name_or_path).__name__}{hint}",
+            param="name_or_path",
+        )
     dtype = check_dtype(dtype, allow_auto=True)  # before the (slow) load; np.float16, torch.bfloat16: their names
     _check_auto_rows(auto_rows)
     path, notice = resolve(None if name_or_path is None else str(name_or_path))

@@ -184,6 +184,17 @@ def test_a_bad_auto_rows_is_refused_before_the_load(auto_rows):
     assert err.value.param == "auto_rows"
 
 
+@pytest.mark.parametrize(
+    ("given", "says"), [(5, "got int"), (b"124M", "got bytes; decode the bytes first"), (["124M"], "got list")]
+)
+def test_load_refuses_a_name_that_is_no_text_or_path(given, says):
+    """npgpt.load(5) said "'5' is not a file or a known model; available: ..." and load(b"124M") "\"b'124M'\" is not a
+    file ...": the argument went through str(). It is now refused as what it is, naming what load takes."""
+    with pytest.raises(NpgptError, match="^name_or_path must be a model's name or a checkpoint's path") as err:
+        npgpt.load(given)
+    assert str(err.value).endswith(says) and err.value.param == "name_or_path"
+
+
 def _dtype_objects() -> list[tuple[str, object, str]]:
     """(backend, a library's dtype object, the name npgpt reads it as)."""
     out: list[tuple[str, object, str]] = [
