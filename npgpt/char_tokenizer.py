@@ -16,7 +16,16 @@ from typing import Any
 
 from .errors import CheckpointError, NpgptError
 from .token_ids import id_list, one_id
-from .tokenizer import EOT, AddedToken, StreamDecoder, Tokenizer, check_encode_options, check_text, check_texts
+from .tokenizer import (
+    EOT,
+    AddedToken,
+    StreamDecoder,
+    Tokenizer,
+    check_decode_options,
+    check_encode_options,
+    check_text,
+    check_texts,
+)
 
 
 class CharTokenizer(Tokenizer):
@@ -90,7 +99,8 @@ class CharTokenizer(Tokenizer):
     def decode_bytes(self, ids: Iterable[int] | int) -> bytes:
         return b"".join(self.token_bytes(i) for i in id_list(ids))  # never int(i): 1.5 is no id
 
-    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False, **other: Any) -> str:
+        check_decode_options(skip_special_tokens, other)
         if skip_special_tokens:  # <|endoftext|>, its one special token
             ids = [i for i in id_list(ids) if i != self.eot_id]
         return self.decode_bytes(ids).decode("utf-8", errors="replace")

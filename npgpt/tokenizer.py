@@ -283,12 +283,14 @@ class Tokenizer:
                 raise
             raise self._bad_id(bad[0]) from None
 
-    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False, **other: Any) -> str:
         """Text of ``ids`` [T] (a list, an array of any library, or one id); bytes that do not form valid
         UTF-8 become U+FFFD. NpgptError for anything else: a batch [B, T], floats, text.
 
         ``skip_special_tokens``: leave out the special tokens (``<|endoftext|>``, a fine-tune's ``<|im_end|>``;
-        not its plain added words), as transformers' decode does."""
+        not its plain added words), as transformers' decode does. tiktoken's ``errors`` and transformers'
+        ``clean_up_tokenization_spaces`` are refused naming npgpt's way (:func:`check_decode_options`)."""
+        check_decode_options(skip_special_tokens, other)
         if skip_special_tokens:
             ids = [i for i in id_list(ids) if i not in self._special_ids]
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
@@ -336,6 +338,27 @@ def check_encode_options(allow_special: Any, other: dict[str, Any]) -> None:
             f"allow_special must be True or False (whether a literal <|endoftext|> is the special token), "
             f"got {shown(allow_special)}",
             "allow_special",
+        )
+
+
+_DECODE_FOREIGN = {
+    "errors": "npgpt's decode always replaces bytes that are not valid UTF-8 with U+FFFD (tiktoken's "
+    "errors='replace'); decode_bytes(ids) gives the raw bytes, to decode them as you choose",
+    "clean_up_tokenization_spaces": "npgpt's decode never changes the spaces: the text is exactly the tokens' "
+    "(transformers' default, clean_up_tokenization_spaces=False)",
+}
+
+
+def check_decode_options(skip_special_tokens: Any, other: dict[str, Any]) -> None:
+    """NpgptError (param ``ids``) for an option ``decode`` does not take (tiktoken's ``errors``, transformers'
+    ``clean_up_tokenization_spaces``), naming npgpt's way, and for a ``skip_special_tokens`` that is no bool:
+    ``skip_special_tokens="no"`` was truthy, so the special tokens were left out."""
+    for name in other:
+        hint = _DECODE_FOREIGN.get(name, "decode takes the ids and skip_special_tokens (True or False)")
+        raise NpgptError(f"unknown option {name!r}; {hint}", "ids")
+    if not isinstance(skip_special_tokens, (bool, np.bool_)):
+        raise NpgptError(
+            f"skip_special_tokens must be True or False, got {shown(skip_special_tokens)}", "skip_special_tokens"
         )
 
 

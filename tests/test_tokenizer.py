@@ -449,3 +449,28 @@ def test_encode_names_npgpts_way_for_other_tokenizers_options(options, says):
     if "allow_special" in options:
         with pytest.raises(NpgptError, match=re.escape(says)):
             token_ids(Model(), text, options["allow_special"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"errors": "strict"}, "replaces bytes that are not valid UTF-8 with U+FFFD"),  # tiktoken's
+        ({"clean_up_tokenization_spaces": True}, "npgpt's decode never changes the spaces"),  # transformers'
+        ({"skip_special": True}, "decode takes the ids and skip_special_tokens"),
+        ({"skip_special_tokens": "no"}, "skip_special_tokens must be True or False, got 'no'"),  # was truthy
+        ({"skip_special_tokens": None}, "skip_special_tokens must be True or False"),
+    ],
+)
+def test_decode_names_npgpts_way_for_other_tokenizers_options(options, says):
+    """transformers' tokenizer.decode(ids, clean_up_tokenization_spaces=True) and tiktoken's decode(ids,
+    errors="strict") were bare TypeErrors, and skip_special_tokens="no" was truthy, so <|endoftext|> was left out:
+    each is now one NpgptError line naming npgpt's way, for both tokenizers. NumPy's bools pass."""
+    from npgpt.char_tokenizer import CharTokenizer
+
+    for tok in (Tokenizer(), CharTokenizer("ab")):
+        ids = [0, tok.eot_id, 1]
+        with pytest.raises(NpgptError, match=re.escape(says)) as err:
+            tok.decode(ids, **options)
+        assert "\n" not in str(err.value)
+        assert tok.decode(ids, skip_special_tokens=np.bool_(True)) == tok.decode([0, 1])
+        assert tok.decode(ids, skip_special_tokens=np.bool_(False)) == tok.decode(ids)
