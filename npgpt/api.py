@@ -18,7 +18,7 @@ from .generate import Event, events
 from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_lens_options
 from .lens_weights import WEIGHT_SHAPES, lens_weight
 from .params import head_name
-from .sampling import SamplingParams, log_softmax
+from .sampling import SamplingParams, check_finite, log_softmax
 from .score import Score, score
 from .token_ids import as_ids, check_token_ids, count_tokens
 from .tokenizer import Tokenizer
@@ -465,6 +465,7 @@ class GPT2:
         # The softmax over the model's full output (as score and a generated token's logprob take it, and
         # transformers' and TransformerLens's); the tokens listed are tokens only: a padded id has no text.
         logits = self.logits([ids[-self.config.n_ctx :]])[0, -1]
+        check_finite(logits)  # NaN logits (broken weights) listed NaN probabilities, in id order
         probs = np.exp(log_softmax(logits.astype(np.float64)))  # float64, as score's: a tiny one is not 0
         top = np.argsort(-probs[:n_tokens], kind="stable")[:k]
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]

@@ -316,6 +316,25 @@ def test_next_tokens_refuses_a_k_under_one(model, k):
         model.next_tokens("Hi", k=k)
 
 
+def test_next_tokens_refuses_logits_that_are_not_finite():
+    """A model whose weights hold a NaN (a broken checkpoint) listed NaN probabilities from next_tokens, in id order
+    ([(0, '!', nan), (1, '"', nan)]), where generate and score already refused such logits (check_finite): it refuses
+    them too now, naming the cause; a row of finite logits is listed as before."""
+    from npgpt.api import GPT2
+
+    config = CONFIGS["tiny"]
+    params = random_params(config)
+    params["wte"] = params["wte"].copy()
+    params["wte"][5] = np.nan
+    broken = GPT2(config, params)
+    with pytest.raises(NpgptError, match="^the model's logits are not finite") as err:
+        broken.next_tokens([5], k=2)
+    assert "\n" not in str(err.value)
+    with pytest.raises(NpgptError, match="^the model's logits are not finite"):  # the NaN column, from finite input
+        broken.next_tokens([1], k=2)
+    assert len(GPT2(config, random_params(config)).next_tokens([5], k=2)) == 2
+
+
 def test_prompts_of_ids_in_another_librarys_array_are_read_as_score_reads_them(model):
     """A PyTorch tensor or JAX array of ids ([T], or [B, T] as a tokenizer's return_tensors="pt" gives) was
     "prompts must be a string, token ids or a list of them, got Tensor" from generate, stream,
