@@ -130,8 +130,9 @@ class GPT2:
     def __repr__(self) -> str:
         return f"GPT2({self.config}, backend={self.backend.name!r}, dtype={self.dtype!r}, source={self.source!r})"
 
-    def logits(self, ids: Any, attention_mask: Any = None) -> np.ndarray:
+    def logits(self, ids: Any, attention_mask: Any = None, **other: Any) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T]; see :meth:`Engine.logits`."""
+        _check_options("logits", other, ("ids", "attention_mask"))
         return self.engine.logits(ids, attention_mask)
 
     def __call__(
@@ -436,6 +437,7 @@ class GPT2:
         allow_special: bool = False,
         window: int | None = None,
         stride: int | None = None,
+        **other: Any,
     ) -> Score:
         """Per-token log-probabilities of ``text`` (a string or token ids), its log-likelihood and perplexity.
 
@@ -443,15 +445,17 @@ class GPT2:
         scored in sliding windows (``window``, ``stride``: see :func:`npgpt.score.token_nlls`).
         ``allow_special``: a literal ``<|endoftext|>`` is the special token. See :class:`npgpt.score.Score`.
         """
+        _check_options("score", other, ("text", "allow_special", "window", "stride"))
         return score(self, text, window=window, stride=stride, allow_special=allow_special)
 
-    def next_tokens(self, prompt: str | Sequence[int], k: int = 10) -> list[tuple[int, str, float]]:
+    def next_tokens(self, prompt: str | Sequence[int], k: int = 10, **other: Any) -> list[tuple[int, str, float]]:
         """The ``k`` most likely next tokens after ``prompt`` (text or token ids): (id, text, probability), the
         probability being the model's own (``exp`` of :meth:`score`'s logprob of that token after ``prompt``).
 
         A prompt longer than the model's context is read from its last ``n_ctx`` tokens (what the model
         would see next when generating on), not refused: the playground's live bars follow typing past it.
         """
+        _check_options("next_tokens", other, ("prompt", "k"))
         if not is_integer(k) or k < 1:
             raise NpgptError(f"k must be an integer >= 1 (how many tokens to list), got {shown(k)}", param="k")
         rows = self._rows(prompt)  # text or token ids, as generate takes them
@@ -494,6 +498,31 @@ def _check_call(method: str, prompt: Any, positional: tuple[Any, ...], options: 
             )
     if prompt is _MISSING:
         raise NpgptError(f"{method} needs a prompt: model.{method}(prompt, max_new_tokens=20)", param="prompt")
+
+
+# Other libraries' options for the same calls (transformers' forward, the OpenAI API's) -> npgpt's, by method
+_K = "npgpt's is k (how many tokens to list)"
+_OPTIONS_FOREIGN: dict[str, dict[str, str]] = {
+    "logits": {
+        "position_ids": "npgpt builds the position ids from attention_mask (each row counts its own tokens, as "
+        "transformers' generate does): left-pad the rows and pass attention_mask",
+        "mask": "npgpt's is attention_mask (1 = token, 0 = padding)",
+        "labels": "model(ids, return_type='loss') gives the loss of the ids' own next tokens",
+    },
+    "score": {},
+    "next_tokens": {"top_k": _K, "n": _K, "logprobs": _K, "top_logprobs": _K},
+}
+
+
+def _check_options(method: str, other: dict[str, Any], valid: tuple[str, ...]) -> None:
+    """NpgptError naming npgpt's option for one ``method`` does not take (transformers' ``position_ids=``, a
+    misspelling), where Python's TypeError ("unexpected keyword argument") named none."""
+    import difflib
+
+    for name in other:
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"{method} takes {', '.join(valid)}"
+        raise NpgptError(f"unknown option {name!r}; {_OPTIONS_FOREIGN[method].get(name, hint)}", param=name)
 
 
 def _check_auto_rows(auto_rows: Any) -> None:

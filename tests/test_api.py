@@ -335,6 +335,29 @@ def test_next_tokens_refuses_logits_that_are_not_finite():
     assert len(GPT2(config, random_params(config)).next_tokens([5], k=2)) == 2
 
 
+@pytest.mark.parametrize(
+    ("method", "options", "says"),
+    [
+        ("logits", {"position_ids": [[0, 1]]}, "npgpt builds the position ids from attention_mask"),  # transformers'
+        ("logits", {"mask": [[1, 1]]}, "npgpt's is attention_mask"),
+        ("logits", {"labels": [[1, 2]]}, "model(ids, return_type='loss')"),
+        ("logits", {"atention_mask": [[1, 1]]}, "did you mean 'attention_mask'?"),
+        ("score", {"windo": 4}, "did you mean 'window'?"),
+        ("score", {"reduction": "sum"}, "score takes text, allow_special, window, stride"),
+        ("next_tokens", {"top_k": 3}, "npgpt's is k"),
+        ("next_tokens", {"top_logprobs": 3}, "npgpt's is k"),
+    ],
+)
+def test_logits_score_and_next_tokens_name_the_option_for_one_they_do_not_take(model, method, options, says):
+    """model.logits(ids, position_ids=...) (transformers' forward), next_tokens(text, top_k=3) and score(text,
+    windo=4) were Python's bare TypeError ("got an unexpected keyword argument"), as generate's were before it named
+    max_new_tokens for max_tokens: each is now one NpgptError line naming npgpt's option (param: the one given)."""
+    args = {"logits": [[1, 2]], "score": "Hello world", "next_tokens": "Hello"}[method]
+    with pytest.raises(NpgptError, match="^unknown option " + re.escape(repr(next(iter(options))))) as err:
+        getattr(model, method)(args, **options)
+    assert says in str(err.value) and "\n" not in str(err.value) and err.value.param == next(iter(options))
+
+
 def test_prompts_of_ids_in_another_librarys_array_are_read_as_score_reads_them(model):
     """A PyTorch tensor or JAX array of ids ([T], or [B, T] as a tokenizer's return_tensors="pt" gives) was
     "prompts must be a string, token ids or a list of them, got Tensor" from generate, stream,
