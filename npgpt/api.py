@@ -356,6 +356,7 @@ class GPT2:
                 check_token_ids(prompts, n_vocab, count_tokens(n_vocab, self.tokenizer), "prompt")
             items = prompts  # a list of prompts, each text or ids
         else:  # one prompt of ids [T], or a batch of them [B, T] (a tokenizer's return_tensors="pt")
+            _refuse_array_of_texts(prompts)
             ids = as_ids(prompts, "prompts", "a string, integer token ids or a list of them", "prompt")
             if ids.ndim not in (1, 2):
                 raise NpgptError(
@@ -551,6 +552,23 @@ def _token_ids(prompt: Any, i: int) -> list[int]:
     if ids.ndim != 1:
         raise NpgptError(f"prompt {i} must be {expected}, got shape {ids.shape}", param="prompt")
     return ids.tolist()
+
+
+def _refuse_array_of_texts(prompts: Any) -> None:
+    """NpgptError for an array of texts (NumPy's str array, a pandas Series of str) given as prompts: as_ids said
+    "encode each text first", but a list of the texts is what generate takes (as transformers' tokenizers and
+    vLLM take a list, not an array)."""
+    kind = getattr(getattr(prompts, "dtype", None), "kind", None)  # NumPy's and pandas' dtypes; torch's has none
+    if kind not in ("U", "O") or not hasattr(prompts, "tolist"):
+        return
+    items = prompts.tolist()
+    if any(isinstance(t, str) for t in (items if isinstance(items, list) else [items])):
+        what = "NumPy array" if isinstance(prompts, np.ndarray) else type(prompts).__name__
+        raise NpgptError(
+            f"prompts must be a string, integer token ids or a list of them, got a {what} of texts; pass them as "
+            "a list: prompts.tolist()",
+            param="prompt",
+        )
 
 
 def _is_number(x: Any) -> bool:

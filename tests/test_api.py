@@ -358,6 +358,27 @@ def test_logits_score_and_next_tokens_name_the_option_for_one_they_do_not_take(m
     assert says in str(err.value) and "\n" not in str(err.value) and err.value.param == next(iter(options))
 
 
+def test_an_array_of_texts_as_prompts_names_the_list_generate_takes(model):
+    """model.generate(np.array(["Hi", "Yo"])) said "got text (shape (2,)); encode each text first:
+    model.tokenizer.encode(text)", and a pandas Series of texts (df["prompt"]) "got object (2,)", though a list of
+    texts is what generate takes: both now name it (prompts.tolist()), as transformers' tokenizers and vLLM take a list,
+    not an array. Arrays of ids are read as before."""
+    for prompts, what in [(np.array(["Hi", "Yo"]), "NumPy array"), (np.array(["Hi", 1], dtype=object), "NumPy array")]:
+        for call in (model.generate, model.completions, model.stream):
+            with pytest.raises(NpgptError, match="^prompts must be a string, integer token ids or a list of them") as e:
+                call(prompts, max_new_tokens=1)
+            assert str(e.value).endswith(f"got a {what} of texts; pass them as a list: prompts.tolist()")
+    assert model.generate(np.array(["Hi", "Yo"]).tolist(), max_new_tokens=1, temperature=0) == [
+        model.generate(p, max_new_tokens=1, temperature=0) for p in ("Hi", "Yo")
+    ]
+    assert model.generate(np.array([[1, 2]]), max_new_tokens=1, temperature=0) == model.generate(
+        [[1, 2]], max_new_tokens=1, temperature=0
+    )
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(NpgptError, match=re.escape("got a Series of texts; pass them as a list: prompts.tolist()")):
+        model.generate(pd.Series(["Hi", "Yo"]), max_new_tokens=1)
+
+
 def test_prompts_of_ids_in_another_librarys_array_are_read_as_score_reads_them(model):
     """A PyTorch tensor or JAX array of ids ([T], or [B, T] as a tokenizer's return_tensors="pt" gives) was
     "prompts must be a string, token ids or a list of them, got Tensor" from generate, stream,
