@@ -476,8 +476,9 @@ class GPT2:
         return [(int(i), self.tokenizer.decode([int(i)]), float(probs[i])) for i in top]
 
 
-# Other tools' names for generate's prompt: transformers' input_ids/inputs, TransformerLens' input, nanoGPT's idx
-_PROMPT_NAMES = ("input_ids", "inputs", "input", "idx")
+# Other tools' names for generate's prompt: transformers' input_ids/inputs, TransformerLens' input, nanoGPT's idx;
+# and the other method's own name (generate's prompt=, completions' prompts=), the OpenAI API's prompt, text
+_PROMPT_NAMES = ("input_ids", "inputs", "input", "idx", "prompt", "prompts", "text")
 
 
 def _check_call(method: str, prompt: Any, positional: tuple[Any, ...], options: dict[str, Any]) -> None:

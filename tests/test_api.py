@@ -449,7 +449,8 @@ def test_a_hugging_face_tokenizers_output_is_told_to_pass_its_input_ids(model):
 def test_options_given_by_position_or_a_prompt_by_transformers_name_are_one_line(model):
     """nanoGPT's generate(idx, max_new_tokens, temperature, top_k) by position, and transformers'
     generate(input_ids=ids, ...), were TypeErrors ("takes 2 positional arguments but 5 were given",
-    "missing 1 required positional argument"): the same in generate, stream, completions and events."""
+    "missing 1 required positional argument"): the same in generate, stream, completions and events. The prompt
+    under the other method's name (completions(prompt=...), generate(prompts=...)) said it "needs a prompt"."""
     ids = [model.tokenizer.encode("Hello world")]
     for method in ("generate", "stream", "completions", "events"):
         run = getattr(model, method)
@@ -457,7 +458,9 @@ def test_options_given_by_position_or_a_prompt_by_transformers_name_are_one_line
             NpgptError, match=rf"{method} takes the prompt, then options by name: .*got 3 more .*\(3, 0.8, 5\)"
         ):
             list(run(ids, 3, 0.8, 5))
-        for name in ("input_ids", "inputs", "input", "idx"):
+        # completions(prompt="Hi") (generate's name, the OpenAI API's) said "completions needs a prompt"
+        other = "prompts" if method in ("generate", "stream") else "prompt"
+        for name in ("input_ids", "inputs", "input", "idx", other, "text"):
             with pytest.raises(
                 NpgptError, match=rf"pass the prompt first, not as {name}=: model.{method}\(ids, "
             ) as err:
