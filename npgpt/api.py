@@ -17,7 +17,7 @@ from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
 from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_lens_options
 from .lens_weights import WEIGHT_SHAPES, lens_weight
-from .params import head_name
+from .params import check_params, head_name
 from .sampling import SamplingParams, check_finite, log_softmax
 from .score import Score, score
 from .token_ids import as_ids, check_token_ids, count_tokens
@@ -63,6 +63,24 @@ class GPT2:
         dtype: Any = "float32",
         auto_rows: int = 1,
     ) -> None:
+        if not isinstance(config, GPT2Config):
+            hint = (
+                "GPT2Config.from_dict(d) reads hparams.json's or config.json's names"
+                if isinstance(config, dict)
+                else "npgpt.load(name) loads a model by name"
+            )
+            raise NpgptError(
+                f"config must be a GPT2Config (npgpt.GPT2Config(n_layer=..., ...), or a size's: "
+                f"npgpt.config.PRESETS['124M']), got {type(config).__name__}; {hint}",
+                param="config",
+            )
+        check_params(params, config)  # hand-built weights: a missing or misshapen tensor failed deep in NumPy
+        if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+            raise NpgptError(
+                f"tokenizer must be an npgpt Tokenizer (npgpt.tokenizer.Tokenizer()), or None for GPT-2's, got "
+                f"{type(tokenizer).__name__}",
+                param="tokenizer",
+            )
         b = get_backend(backend)
         dtype = check_dtype(dtype, allow_auto=True)  # a name, or a library's dtype object (np.float16)
         _check_auto_rows(auto_rows)

@@ -171,6 +171,28 @@ def unflatten(flat: dict[str, Any], config: GPT2Config, source: str = "checkpoin
     return params
 
 
+def check_params(params: Any, config: GPT2Config, source: str = "params") -> None:
+    """Refuse weights built by hand (``GPT2(config, params)``) that are not npgpt's tree for ``config``: not nested
+    dicts with OpenAI's names (an empty dict, None, a Hugging Face state dict), a leaf that is no array, a tensor
+    missing, extra or of another shape (:func:`unflatten`'s checks). One line naming the first fault, where the
+    first forward pass raised NumPy's KeyError 'wte' or "operands could not be broadcast"."""
+    if not isinstance(params, dict) or "wte" not in params:
+        if isinstance(params, dict):
+            got = f"keys {', '.join(map(repr, list(params)[:3]))}" if params else "an empty dict"
+        else:
+            got = type(params).__name__
+        raise CheckpointError(
+            f"{source} must be npgpt's weights, nested dicts of arrays by OpenAI's names (wte, wpe, blocks, ln_f; "
+            f"init_params(config) makes them), got {got}; npgpt.load(path) reads a checkpoint in another layout "
+            "(Hugging Face's, nanoGPT's)"
+        )
+    flat = flatten(params)
+    for name, leaf in flat.items():
+        if not isinstance(getattr(leaf, "shape", None), tuple):
+            raise CheckpointError(f"{source}: {name!r} is a {type(leaf).__name__}, not an array")
+    unflatten(flat, config, source)
+
+
 def init_params(config: GPT2Config, seed: int = 0, std: float = 0.02) -> dict[str, Any]:
     """Random float32 weights of GPT-2's shape (normal(0, std) matrices, unit gains, zero biases).
 

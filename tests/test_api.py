@@ -379,6 +379,45 @@ def test_an_array_of_texts_as_prompts_names_the_list_generate_takes(model):
         model.generate(pd.Series(["Hi", "Yo"]), max_new_tokens=1)
 
 
+def test_a_model_built_from_weights_that_do_not_fit_its_config_is_refused_at_construction():
+    """GPT2(config, params) took anything: {} or a Hugging Face state dict failed deep in the backend (KeyError
+    'wte'), None with NumPy's IndexError, a misshapen tensor at the first forward pass with NumPy's "operands could
+    not be broadcast together", and GPT2("124M", params) or tokenizer="gpt2" were kept and failed later. Each is one
+    line at construction, naming what the constructor takes; weights that fit are taken as before (a model's own
+    params, on their backend, too)."""
+    from npgpt.api import GPT2
+    from npgpt.config import GPT2Config
+    from npgpt.errors import CheckpointError
+
+    config = CONFIGS["tiny"]
+    params = random_params(config)
+    narrow = {**params, "wte": params["wte"][:, :16]}
+    state_dict = {"transformer.wte.weight": params["wte"]}
+    for given, says in [
+        ({}, "got an empty dict"),
+        (None, "got NoneType"),
+        (state_dict, "got keys 'transformer.wte.weight'; npgpt.load(path) reads a checkpoint in another layout"),
+        (narrow, "params: tensor 'wte' has shape (50257, 16), expected (50257, 32) from the config's"),
+        ({**params, "wpe": None}, "params: 'wpe' is a NoneType, not an array"),
+        ({**params, "blocks": params["blocks"][:1]}, "the config says n_layer=2 but the weights hold 1 blocks"),
+    ]:
+        with pytest.raises(CheckpointError, match=re.escape(says)) as err:
+            GPT2(config, given)
+        assert "\n" not in str(err.value)
+    for config_given, says in [("124M", "got str; npgpt.load(name)"), ({"n_layer": 2}, "GPT2Config.from_dict(d)")]:
+        with pytest.raises(NpgptError, match="^config must be a GPT2Config") as err:
+            GPT2(config_given, params)  # type: ignore[arg-type]
+        assert says in str(err.value) and err.value.param == "config"
+    with pytest.raises(NpgptError, match="^tokenizer must be an npgpt Tokenizer"):
+        GPT2(config, params, tokenizer="gpt2")  # type: ignore[arg-type]
+    model = GPT2(config, params)
+    assert GPT2(config, model.params).generate("Hi", max_new_tokens=2, temperature=0) == model.generate(
+        "Hi", max_new_tokens=2, temperature=0
+    )
+    untied = GPT2Config(n_ctx=32, n_embd=32, n_head=2, n_layer=1, tie_word_embeddings=False, bias=False)
+    GPT2(untied, random_params(untied))
+
+
 def test_prompts_of_ids_in_another_librarys_array_are_read_as_score_reads_them(model):
     """A PyTorch tensor or JAX array of ids ([T], or [B, T] as a tokenizer's return_tensors="pt" gives) was
     "prompts must be a string, token ids or a list of them, got Tensor" from generate, stream,
