@@ -17,7 +17,7 @@ from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
 from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_lens_options
 from .lens_weights import WEIGHT_SHAPES, lens_weight
-from .params import check_params, head_name
+from .params import check_params, head_name, host_params
 from .sampling import SamplingParams, check_finite, log_softmax
 from .score import Score, score
 from .token_ids import as_ids, check_token_ids, count_tokens
@@ -75,6 +75,7 @@ class GPT2:
                 param="config",
             )
         check_params(params, config)  # hand-built weights: a missing or misshapen tensor failed deep in NumPy
+        params = host_params(params)  # another library's arrays as NumPy's (a torch model's .params)
         if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
             raise NpgptError(
                 f"tokenizer must be an npgpt Tokenizer (npgpt.tokenizer.Tokenizer()), or None for GPT-2's, got "

@@ -193,6 +193,31 @@ def check_params(params: Any, config: GPT2Config, source: str = "params") -> Non
     unflatten(flat, config, source)
 
 
+def host_params(params: dict[str, Any], source: str = "params") -> dict[str, Any]:
+    """``params`` with every leaf a NumPy array (or :class:`Q8_0Blocks`), what ``Backend.put_params`` takes: another
+    library's float arrays (a torch model's CPU tensors, JAX arrays) read through NumPy as float32. A leaf NumPy
+    cannot read as floats (a bfloat16 or GPU tensor, a model's laid-out int8 matrix) is refused in one line: passing
+    a loaded model's ``.params`` to another dtype or backend failed deep in it ("expected np.ndarray (got Tensor)",
+    "'Q8Matrix' object has no attribute 'flags'")."""
+
+    def host(name: str, leaf: Any) -> Any:
+        if isinstance(leaf, (np.ndarray, Q8_0Blocks)):
+            return leaf
+        try:
+            arr = np.asarray(leaf)
+        except (TypeError, ValueError, RuntimeError):  # bfloat16, a tensor on a GPU, an array that stays on device
+            arr = None
+        if arr is None or not np.issubdtype(arr.dtype, np.floating):
+            raise CheckpointError(
+                f"{source}: {name!r} ({type(leaf).__name__}) is no float array NumPy can read; pass float32 arrays on "
+                "the CPU (a loaded model's params are laid out for its own backend and dtype: load the checkpoint "
+                "again with the backend and dtype you want)"
+            )
+        return arr.astype(np.float32, copy=False)
+
+    return map_with_path(host, params)
+
+
 def init_params(config: GPT2Config, seed: int = 0, std: float = 0.02) -> dict[str, Any]:
     """Random float32 weights of GPT-2's shape (normal(0, std) matrices, unit gains, zero biases).
 

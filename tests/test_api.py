@@ -418,6 +418,33 @@ def test_a_model_built_from_weights_that_do_not_fit_its_config_is_refused_at_con
     GPT2(untied, random_params(untied))
 
 
+def test_a_loaded_models_params_build_a_model_of_another_backend_or_dtype_or_one_line():
+    """GPT2(model.config, model.params, backend=..., dtype=...) (a loaded model's weights into another backend or
+    dtype) failed deep in put_params for a torch model's tensors ("expected np.ndarray (got Tensor)", "'Tensor' object
+    has no attribute 'flags'") and for laid-out int8 matrices ("'Q8Matrix' object has no attribute 'flags'", NumPy's
+    "too many indices"). Float tensors NumPy can read are now taken as float32 host arrays, giving the same tokens;
+    what it cannot read (bfloat16 tensors, int8 matrices) is one line naming the way."""
+    pytest.importorskip("torch")
+    from npgpt.api import GPT2
+    from npgpt.errors import CheckpointError
+
+    config = CONFIGS["tiny"]
+    params = random_params(config)
+    greedy = dict(max_new_tokens=3, temperature=0)
+    expected = GPT2(config, params).generate("Hi", **greedy)
+    for backend, dtype in [("torch", "float32"), ("torch", "float16")]:
+        source = GPT2(config, params, backend=backend, dtype=dtype)
+        for to_backend, to_dtype in [("numpy", "float32"), ("torch", "float16"), ("numpy", "int8")]:
+            built = GPT2(config, source.params, backend=to_backend, dtype=to_dtype)
+            assert built.generate("Hi", **greedy) == expected, (backend, dtype, to_backend, to_dtype)
+    for backend, dtype, kind in [("torch", "bfloat16", "Tensor"), ("numpy", "int8", "Q8Matrix")]:
+        source = GPT2(config, params, backend=backend, dtype=dtype)
+        says = rf"^params: '[\w.]+' \({kind}\) is no float array NumPy can read"
+        with pytest.raises(CheckpointError, match=says) as e:
+            GPT2(config, source.params)
+        assert "load the checkpoint again with the backend and dtype you want" in str(e.value)
+
+
 def test_prompts_of_ids_in_another_librarys_array_are_read_as_score_reads_them(model):
     """A PyTorch tensor or JAX array of ids ([T], or [B, T] as a tokenizer's return_tensors="pt" gives) was
     "prompts must be a string, token ids or a list of them, got Tensor" from generate, stream,
