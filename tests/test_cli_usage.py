@@ -1352,10 +1352,40 @@ def test_a_bad_number_names_the_value_and_the_option():
                 group.main([name, option, value], standalone_mode=False)
             message = e.value.format_message()  # "Invalid value for '--layer' / '-l': ..."
             assert message.startswith(f"Invalid value for '{option}'") and message.endswith(f": {said}"), message
-    r = run_cli("generate", "Hi", "--temp", "hot")  # llama.cpp's spelling: named as typed is npgpt's
+    r = run_cli("generate", "Hi", "--temp", "hot")  # llama.cpp's spelling: named as typed
     assert r.returncode == 2 and r.stderr == (
-        "error: Invalid value for '--temperature': 'hot' is not a number (see `npgpt generate --help`)\n"
+        "error: Invalid value for '--temp': 'hot' is not a number (see `npgpt generate --help`)\n"
     ), r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["generate", "Hi", "--n-predict", "abc"], "Invalid value for '--n-predict': 'abc' is not an integer"),
+        (["generate", "Hi", "--n-predict=abc"], "Invalid value for '--n-predict': 'abc' is not an integer"),
+        (["generate", "Hi", "--num_samples=x"], "Invalid value for '--num_samples': 'x' is not an integer"),
+        (["generate", "Hi", "--top_k=x"], "Invalid value for '--top_k': 'x' is not an integer"),
+        (["generate", "Hi", "--model-path", ""], "Invalid value for '--model-path': the model is empty"),
+        (["chat", "-n", "x"], "Invalid value for '-n': 'x' is not an integer"),
+        (["bench", "-p", "x"], "Invalid value for '-p': 'x' is not an integer"),
+        (["train", "t.txt", "--learning_rate=abc"], "Invalid value for '--learning_rate': 'abc' is not a number"),
+        (["generate", "Hi", "--n-predict"], "Option '--n-predict' requires an argument"),
+        (["chat", "-r"], "Option '-r' requires an argument"),
+        (["generate", "Hi", "--max-new-tokens", "x"], "Invalid value for '--max-new-tokens': 'x' is not an integer"),
+    ],
+)
+def test_a_bad_value_of_another_tools_spelling_is_named_as_typed(args, said):
+    """`npgpt generate Hi --n-predict abc` said "Invalid value for '--max-new-tokens'", an option not on the command
+    line: another tool's spelling taken as npgpt's option is named as the user typed it, in a bad value's error and
+    in "requires an argument"."""
+    import typer
+
+    from npgpt.cli.commands import app
+    from npgpt.cli.parsing import UsageError
+
+    with pytest.raises(UsageError) as e:
+        typer.main.get_command(app).main(args, standalone_mode=False)
+    assert e.value.format_message().startswith(said), e.value.format_message()
 
 
 def test_llama_cpps_n_predict_minus_one_runs_until_the_context_is_full(model_file, tmp_path):

@@ -319,11 +319,13 @@ def _snake(theirs: str) -> str:
     return snake if theirs.startswith("--") and theirs not in OPTIONS and snake in OPTIONS else theirs
 
 
-def _as_ours(command: Any, args: list[str]) -> list[str]:
+def _as_ours(command: Any, args: list[str], typed: dict[str, str] | None = None) -> list[str]:
     """``args`` with another tool's spelling of one of ``command``'s options (:data:`ACCEPTED`, or a ``--snake_case``
     of its ``--kebab-case``) written as the command's own: ``--temp 0.7`` as ``--temperature 0.7``, ``--top_k=200``
     as ``--top-k=200``; llama.cpp's ``-p TEXT`` (``--prompt``, nanoGPT's ``--start``) as the text argument, after
-    ``--`` so that text starting with '-' stays text; ``--start=FILE:name`` as ``--prompt-file name``."""
+    ``--`` so that text starting with '-' stays text; ``--start=FILE:name`` as ``--prompt-file name``. Each option
+    written so goes into ``typed`` as ours -> the spelling typed, for an error about its value to name that."""
+    typed = {} if typed is None else typed
     ended = args.index("--") if "--" in args else len(args)
     out: list[str] = []
     texts: list[str] = []
@@ -337,12 +339,14 @@ def _as_ours(command: Any, args: list[str]) -> list[str]:
         given = value if eq else args[i + 1] if i + 1 < ended else None
         init = _init_from(command, given) if ours is None and _snake(name) == "--init_from" else None
         if init is not None:
+            typed.update({init[0]: name} if init else {})
             out += init
             i += 1 if eq else 2
             continue
         if ours is None:
             out.append(arg)
         elif ours != "PROMPT":
+            typed[ours] = name
             out += ([f"{ours}={value}"] if ours.startswith("--") else [ours, value]) if eq else [ours]  # -n=3: "=3"
         else:
             if not eq:  # the value is the next word (none: click's "requires an argument" for npgpt's own spelling)

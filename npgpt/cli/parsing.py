@@ -56,8 +56,9 @@ class Command(TyperCommand):
             raise Interrupted("interrupted (Ctrl-C)") from None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        typed: dict[str, str] = {}  # npgpt's option -> another tool's spelling the user typed (--n-predict)
         if not ctx.resilient_parsing:
-            args = _as_ours(self, args)
+            args = _as_ours(self, args, typed)
         # click reads "-sys" as the short options -s -y -s, so it would complain of "-s": look first
         ended = args.index("--") if "--" in args else len(args)  # after `--`, every word is text, never an option
         literal = set(args[ended + 1 :])
@@ -79,6 +80,7 @@ class Command(TyperCommand):
             if e.ctx is None:
                 e.ctx = ctx
             _repeat_the_value(e)
+            _as_typed(e, typed)
             raise
         finally:
             ctx.allow_extra_args = allow_extra
@@ -214,6 +216,20 @@ def _repeat_the_value(e: Any) -> None:
         e.message = f"{shown} is not a number"
         if re.fullmatch(r"[+-]?\d*,\d+", value.strip()):  # a decimal comma
             e.message += f"; write decimals with a point: {value.strip().replace(',', '.')}"
+
+
+def _as_typed(e: Any, typed: dict[str, str]) -> None:
+    """An error about an option's value named by the spelling the user typed (llama.cpp's ``--n-predict abc``:
+    "Invalid value for '--n-predict'", where it said '--max-new-tokens', an option not on the command line)."""
+    if isinstance(e, BadParameter) and e.param is not None and e.param_hint is None:
+        theirs = next((typed[o] for o in e.param.opts if o in typed), None)
+        if theirs is not None:
+            e.param_hint = f"'{theirs}'"
+        return
+    # click's parser: "Option '--max-new-tokens' requires an argument" for a bare --n-predict
+    m = re.match(r"Option '([^']+)' requires ", e.message)
+    if m is not None and m[1] in typed:
+        e.message = e.message.replace(f"'{m[1]}'", f"'{typed[m[1]]}'", 1)
 
 
 _TEXTS = ("prompt", "text", "system", "stop")  # the parameters whose values are text for the model, not paths or names
