@@ -515,7 +515,6 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["generate", "Hi", "--no-mmap"], "npgpt memory-maps the weights where the format allows"),
         (["generate", "Hi", "-no-cnv"], "npgpt continues the prompt, with no conversation, already"),
         (["chat", "-no-cnv"], "npgpt chat is a conversation; for one prompt, use npgpt generate"),
-        (["generate", "Hi", "--ignore-eos"], "the server's ignore_eos"),
         (["generate", "Hi", "-b", "512"], "npgpt batches by itself: --batch-file"),
         # llama.cpp's --version on each program ("Possible options: --json"); Ollama's run --format, --keepalive
         (["generate", "--version"], "No such option: --version; the version is npgpt's own, before any command"),
@@ -1514,3 +1513,30 @@ def test_serves_model_argument_is_named_model_in_its_usage_and_errors():
     assert "serve [OPTIONS] [model]..." in usage and "[[" not in usage, usage
     r = run_cli("serve", "")
     assert r.returncode == 2 and "Invalid value for 'model': the model is empty" in r.stderr, r.stderr
+
+
+def test_ignore_eos_goes_on_past_the_end_token(tmp_path):
+    """llama.cpp's `--ignore-eos` (the server's ignore_eos) got only a hint to use the Python API or the server: it
+    is generate's and chat's option, as in llama-cli; without it, <|endoftext|> ends the text."""
+    from npgpt.params import flatten, unflatten
+
+    config = CONFIGS["tiny"]
+    flat = flatten(random_params(config))
+    flat["wte"][50256] *= 10  # with ln_f's gain 0 and its bias this row, <|endoftext|> is every step's likeliest
+    flat["ln_f.g"][:] = 0
+    flat["ln_f.b"][:] = flat["wte"][50256]
+    path = tmp_path / "eot.safetensors"
+    npgpt_format.save(path, config, unflatten(flat, config))
+    base = ["generate", "Hi", "-m", str(path), "--temperature", "0", "--max-new-tokens", "5", "--json"]
+    r = run_cli(*base)
+    assert r.returncode == 0, r.stderr
+    choice = json.loads(r.stdout)["choices"][0]
+    assert choice["finish_reason"] == "stop" and choice["completion_tokens"] <= 1, choice
+    r = run_cli(*base, "--ignore-eos")
+    assert r.returncode == 0, r.stderr
+    choice = json.loads(r.stdout)["choices"][0]
+    assert choice["finish_reason"] == "length" and choice["completion_tokens"] == 5, choice
+    r = run_cli("chat", "-m", str(path), "--temperature", "0", "--max-new-tokens", "3", "--ignore-eos", input="Hi\n")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("serve", "--ignore-eos")  # npgpt serve's is each request's own
+    assert r.returncode == 2 and "a client sets ignore_eos in each request" in r.stderr, r.stderr

@@ -27,6 +27,7 @@ from .options import (
     BackendOpt,
     DtypeOpt,
     FrequencyPenaltyOpt,
+    IgnoreEosOpt,
     MinPOpt,
     ModelOpt,
     PresencePenaltyOpt,
@@ -79,6 +80,7 @@ def chat_command(
         list[str] | None,
         typer.Option(help=r"Also stop a reply at this text (repeatable); escapes as in generate: \n, \t, \\."),
     ] = None,
+    ignore_eos: IgnoreEosOpt = False,
 ) -> None:
     """Chat with a model in the terminal: type a message, read the reply as it is written.
 
@@ -100,6 +102,7 @@ def chat_command(
         presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty,
         stop=stop,
+        stop_at_eot=not ignore_eos,
     )
     m = load_model(model, backend, dtype)
     from ..backends import collapse_huge_pages

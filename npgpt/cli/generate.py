@@ -23,6 +23,7 @@ from .options import (
     BackendOpt,
     DtypeOpt,
     FrequencyPenaltyOpt,
+    IgnoreEosOpt,
     JsonOpt,
     MinPOpt,
     ModelOpt,
@@ -103,6 +104,7 @@ def generate(
         list[str] | None,
         typer.Option(help=r"Stop at this text (repeatable); escapes as in the playground: \n, \t, \\, \u00e9."),
     ] = None,
+    ignore_eos: IgnoreEosOpt = False,
     n: Annotated[int, typer.Option("-n", help="Completions per prompt.")] = 1,
     stream: Annotated[bool, typer.Option("--stream", help="Print text as it is generated.")] = False,
     echo: Annotated[bool, typer.Option(help="Print the prompt before the completion.")] = True,
@@ -146,6 +148,7 @@ def generate(
         frequency_penalty=frequency_penalty,
         seed=seed,
         stop=stop,
+        stop_at_eot=not ignore_eos,
     )
     source = ctx.get_parameter_source("max_new_tokens")
     if n > 1 and (source is None or source.name != "COMMANDLINE"):  # llama.cpp's `-n 128` meant tokens

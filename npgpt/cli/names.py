@@ -187,13 +187,7 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--mlock": _MAPPED,
     "-no-cnv": _ONE_PROMPT,
     "--no-conversation": _ONE_PROMPT,
-    "--ignore-eos": [
-        (
-            "*",
-            "npgpt's command line stops at <|endoftext|>; to run past it, the Python API's stop_at_eot=False or "
-            "the server's ignore_eos",
-        )
-    ],
+    "--ignore-eos": [("serve", "a client sets ignore_eos in each request (vLLM's and llama-server's name)")],
     "-b": _BATCHES,  # llama.cpp's logical batch
     "--batch-size": _BATCHES,  # on commands without their own (eval and train have one)
     "--dataset": [  # nanoGPT's train.py: data/NAME/ prepared by its prepare.py

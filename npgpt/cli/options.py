@@ -113,6 +113,16 @@ PresencePenaltyOpt = Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2
 FrequencyPenaltyOpt = Annotated[float, typer.Option(help="OpenAI-style, in [-2, 2].")]
 
 
+IgnoreEosOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-eos",
+        help="Go on past <|endoftext|> (llama.cpp's --ignore-eos, the server's ignore_eos), to the token limit or a "
+        "--stop.",
+    ),
+]
+
+
 def random_seed(value: int | None) -> int | None:
     """``--seed``'s ``callback=``: llama.cpp's ``--seed -1`` (its default) is a random seed, as npgpt's server reads a
     request's ``seed: -1``: no seed, as leaving ``--seed`` out. Any other number goes on as given (a negative one is
