@@ -520,6 +520,16 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["generate", "--version"], "No such option: --version; the version is npgpt's own, before any command"),
         (["run", "bundled", "Hi", "--format", "json"], "GPT-2 cannot be held to a format such as JSON"),
         (["run", "bundled", "--keepalive", "5m"], "npgpt keeps no models running"),
+        # Ollama's run --think/--hidethinking and run/pull --insecure; llama-perplexity's -c, -b, --chunks: click's
+        # bare "No such option", or on eval "the context length is the model's own" and "npgpt eval has nothing like it"
+        (["run", "bundled", "Hi", "--think"], "No such option: --think; GPT-2 has no thinking mode"),
+        (["run", "bundled", "--hidethinking"], "No such option: --hidethinking; GPT-2 has no thinking mode"),
+        (["run", "bundled", "Hi", "--insecure"], "No such option: --insecure; npgpt fetches over HTTPS only"),
+        (["pull", "124M", "--insecure"], "No such option: --insecure; npgpt fetches over HTTPS only"),
+        (["eval", "t.txt", "-c", "512"], "No such option: -c. npgpt takes --window"),
+        (["score", "t.txt", "--ctx-size", "512"], "No such option: --ctx-size. npgpt takes --window"),
+        (["eval", "t.txt", "-b", "512"], "No such option: -b; npgpt eval's batch is --batch-size N windows"),
+        (["eval", "t.txt", "--chunks", "4"], "to score a part, pipe it in: head -c 100000 FILE | npgpt eval -"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):
@@ -653,6 +663,9 @@ def test_other_tools_names_get_npgpts(args, hint):
             ["bench", "--n-prompt", "256", "--n-gen=32", "--repetitions", "3"],
             ["bench", "--prompt-len", "256", "--new-tokens", "32", "--repeat", "3"],
         ),
+        # llama-perplexity's --ppl-stride: its strided perplexity is Hugging Face's sliding window, eval's
+        (["eval", "t.txt", "--ppl-stride", "128"], ["eval", "t.txt", "--stride", "128"]),
+        (["score", "t.txt", "--ppl-stride=128"], ["score", "t.txt", "--stride=128"]),
     ],
 )
 def test_other_tools_unambiguous_spellings_are_taken(theirs, ours):

@@ -55,8 +55,10 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--no-display-prompt": "--no-echo",  # llama-cli
     "-np": "--max-batch",  # llama-server's parallel slots
     "--parallel": "--max-batch",
-    "-c": "--n-ctx",  # llama.cpp's context size: only a model trained from scratch has one to choose
-    "--ctx-size": "--n-ctx",
+    # llama.cpp's context size: only a model trained from scratch has one to choose; llama-perplexity's is eval's window
+    "-c": ("--n-ctx", "--window"),
+    "--ctx-size": ("--n-ctx", "--window"),
+    "--ppl-stride": "--stride",  # llama-perplexity's strided (Hugging Face's sliding-window) perplexity
     "-t": "--threads",  # npgpt bench's
     "--threads": "--threads",
     "-hf": "--hf",  # llama.cpp's Hugging Face repo
@@ -97,6 +99,7 @@ ACCEPTED = {
     "-r",
     "--reverse-prompt",
     "--no-display-prompt",
+    "--ppl-stride",
     "-t",  # npgpt bench's --threads
     "--threads",
     "-hf",  # npgpt download's --hf
@@ -143,7 +146,14 @@ _ONE_PROMPT = [
     ("chat", "npgpt chat is a conversation; for one prompt, use npgpt generate"),
     ("*", "npgpt continues the prompt, with no conversation, already; drop it"),
 ]
-_BATCHES = [("--batch-file", "npgpt batches by itself: --batch-file runs its prompts up to 256 rows at a time")]
+_BATCHES = [
+    ("--batch-file", "npgpt batches by itself: --batch-file runs its prompts up to 256 rows at a time"),
+    ("eval", "npgpt eval's batch is --batch-size N windows a forward pass (llama-perplexity's -b counts tokens)"),
+]
+_INSECURE = [
+    ("*", "npgpt fetches over HTTPS only (OpenAI's storage, the Hugging Face Hub) and runs models from disk; drop it")
+]
+_THINK = [("*", "GPT-2 has no thinking mode: it only continues text; drop it")]
 INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-c": [("*", _CONTEXT)],
     "--ctx-size": [("*", _CONTEXT)],
@@ -204,6 +214,16 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--format": [("*", "GPT-2 cannot be held to a format such as JSON; the prompt is all there is to steer it")],
     "--nowordwrap": [("*", "npgpt never wraps the text it writes; drop it")],
     "--keepalive": [("*", _NOT_RUNNING)],
+    "--think": _THINK,
+    "--hidethinking": _THINK,
+    "--insecure": _INSECURE,  # Ollama's run, pull and push
+    # llama-perplexity's
+    "--chunks": [
+        (
+            "--window",
+            "npgpt {cmd} reads the whole text; to score a part, pipe it in: head -c 100000 FILE | npgpt {cmd} -",
+        )
+    ],
     "--logprobs": _LOGPROBS,  # the OpenAI API's
     "--top-logprobs": _LOGPROBS,
     "--n-probs": _LOGPROBS,  # llama.cpp's
