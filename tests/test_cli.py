@@ -381,6 +381,8 @@ def _usage_error_touching_nothing(tmp_path, args, said):
         (["rm", ""], "'name'", "name"),
         (["download", ""], "'name'", "name"),
         (["download", "--hf", ""], "'--hf'", "repo id"),
+        # it went to the Hub first ("cannot download ... (Name or service not known)" offline)
+        (["download", "--hf", "openai-community/gpt2", "--revision", ""], "'--revision'", "revision"),
     ],
 )
 def test_an_empty_model_is_refused_as_an_empty_path_is(tmp_path, args, option, what):

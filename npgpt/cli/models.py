@@ -22,6 +22,7 @@ from .options import (
     print_table,
     progress_bar,
     repo_value,
+    revision_value,
 )
 
 
@@ -39,7 +40,9 @@ def download(
             "pytorch_model.bin).",
         ),
     ] = None,
-    revision: Annotated[str | None, typer.Option(help="Branch, tag or commit of the --hf repo.")] = None,
+    revision: Annotated[
+        str | None, typer.Option(callback=revision_value, help="Branch, tag or commit of the --hf repo.")
+    ] = None,
 ) -> None:
     """Download GPT-2 weights into the cache and convert them once.
 

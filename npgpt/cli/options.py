@@ -39,6 +39,7 @@ def not_empty(what: str, fix: str) -> Any:
 model_value = not_empty("model", "a path or a name")
 name_value = not_empty("name", "a name")
 repo_value = not_empty("repo id", "ORG/NAME")
+revision_value = not_empty("revision", "a branch, tag or commit (or leave --revision out for main)")
 
 ModelOpt = Annotated[
     str | None,
