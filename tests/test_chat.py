@@ -196,13 +196,31 @@ def test_chat_commands_of_other_tools_and_unknown_ones(model_file):
     third = expected_reply(m, [("user", "Hello there"), ("assistant", first), ("user", "/etc is a folder")], n)
     assert r.stdout == f"{first}\n{first}\n{third}\n"
     # piped, an unknown command ends the chat with exit 1, as a refused message does: a script learns of it
-    r = run_cli(*args, input="hi\n/set temperature 0\nno\n")
+    r = run_cli(*args, input="hi\n/sett temperature 0\nno\n")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
-        "error: standard input line 2: /set is not a chat command; /help lists them (start the line with // to "
+        "error: standard input line 2: /sett is not a chat command; /help lists them (start the line with // to "
         "send it as a message)"
     )
     assert len(r.stdout.splitlines()) == 1  # the reply to "hi", then nothing
+
+
+def test_ollamas_triple_quotes_make_one_message_of_several_lines(model_file):
+    """Ollama's chat reads a message of several lines between \"\"\" and \"\"\" (its README's example); npgpt
+    chat sent each line, quotes and all, as a message of its own, and ran a /reset within it."""
+    m, n = load(model_file), 6
+    args = ["chat", "--model", model_file, "--temperature", "0", "--max-new-tokens", str(n)]
+    r = run_cli(*args, input='"""Hello,\n/reset\nworld!\n"""\n"""one line"""\n')
+    assert r.returncode == 0, r.stderr
+    first = expected_reply(m, [("user", "Hello,\n/reset\nworld!")], n)
+    second = expected_reply(m, [("user", "Hello,\n/reset\nworld!"), ("assistant", first), ("user", "one line")], n)
+    assert r.stdout == f"{first}\n{second}\n" and "reset" not in r.stderr, (r.stdout, r.stderr)
+    # piped, the input's end within one is an error: the message was cut
+    r = run_cli(*args, input='hi\n"""\nnever ended\n')
+    assert r.returncode == 1 and len(r.stdout.splitlines()) == 1, r.stderr
+    assert r.stderr.strip() == (
+        'error: standard input ended inside the message begun with """ on line 2; end it with a line ending in """'
+    )
 
 
 def test_an_unknown_role_is_named_in_one_line():

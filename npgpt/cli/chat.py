@@ -7,7 +7,8 @@ Each line is one message; an empty line is skipped. A line that starts with ``/`
 Ollama: ``/reset`` (or Ollama's ``/clear``) forgets the conversation (the ``--system`` message stays),
 ``/exit`` (or ``/quit``, ``/bye``) or Ctrl-D ends it, ``/help`` (or ``/?``) lists them; any other gets a
 one-line hint and is not sent to the model (``//`` sends a line that starts with ``/``: ``//etc`` is the
-message ``/etc``). Ctrl-C stops a reply. Lines can be piped in: ``printf 'Hello\\n/reset\\nHi\\n' | npgpt
+message ``/etc``). As in Ollama, a line starting with three double quotes begins a message of several lines, which
+ends at a line ending with them. Ctrl-C stops a reply. Lines can be piped in: ``printf 'Hello\\n/reset\\nHi\\n' | npgpt
 chat``; piped, a message the chat refuses (an unknown command, one too long for the context) ends it
 with exit status 1.
 """
@@ -47,9 +48,10 @@ if TYPE_CHECKING:
 
 HELP = (
     "/reset (or /clear) forgets the conversation, /exit (or /bye, Ctrl-D) ends it, Ctrl-C stops a reply; "
-    "// sends a line that starts with /"
+    '// sends a line that starts with /; """ begins and ends a message of several lines'
 )
 EXIT, RESET, HELP_COMMANDS = ("/exit", "/quit", "/bye"), ("/reset", "/clear"), ("/help", "/?")
+BLOCK = '"""'  # Ollama's: a line starting with it begins a message of several lines, one ending with it ends it
 
 
 def chat_command(
@@ -141,8 +143,20 @@ def chat_command(
             continue
         if line is None:
             break
-        message = line.strip()
-        command = message.split()[0] if message.startswith("/") and not message.startswith("//") else None
+        block = None
+        if line.startswith(BLOCK):  # the message is every line up to one ending with """
+            try:
+                block, lineno = _read_block(line[len(BLOCK) :], interactive, lineno)
+            except NpgptError as e:  # a line that is not UTF-8, or the input's end within it (piped: raised)
+                if not interactive:
+                    raise
+                print_error(str(e))
+                continue
+            if block is None:  # Ctrl-D within it: the conversation ends, as Ollama's does
+                break
+        message = line.strip() if block is None else block.strip()  # a block is text, never a command
+        slash = block is None and message.startswith("/") and not message.startswith("//")
+        command = message.split()[0] if slash else None
         if command in EXIT:
             return
         if command in RESET:
@@ -158,7 +172,7 @@ def chat_command(
                 raise NpgptError(f"standard input line {lineno}: {hint}")
             print_error(hint)
             continue
-        message = message.removeprefix("/")  # "//etc" is the message "/etc"
+        message = message if block is not None else message.removeprefix("/")  # "//etc" is the message "/etc"
         if not message:
             continue
         try:
@@ -184,13 +198,13 @@ def chat_command(
         turn += 1
 
 
-def _read(interactive: bool, lineno: int) -> str | None:
+def _read(interactive: bool, lineno: int, prompt: str = "> ") -> str | None:
     """The user's next line, or None at end of input (Ctrl-D). NpgptError for a line that is not UTF-8:
     piped lines are read as bytes and decoded strictly (the locale's decoding turned bad bytes into
     U+FFFD silently, or failed with a traceback); a terminal's bad bytes come as lone surrogates."""
     if interactive:
         try:
-            line = input("> ")
+            line = input(prompt)
         except EOFError:  # Ctrl-D: the conversation ends, exit 0
             sys.stderr.write("\n")
             return None
@@ -220,6 +234,31 @@ def _read(interactive: bool, lineno: int) -> str | None:
             f"standard input line {lineno} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
             "convert it, e.g. `iconv -f latin1 -t utf-8`"
         ) from None
+
+
+def _read_block(first: str, interactive: bool, lineno: int) -> tuple[str | None, int]:
+    """A message of several lines, as Ollama reads one: ``first`` (the text after the opening :data:`BLOCK`) and
+    each line after it, up to one ending with :data:`BLOCK` (``first`` itself may: a message of one line). Returns
+    the text (None: the input ended within it, typed: Ctrl-D) and the number of the last line read. Piped, an end of
+    input within it is an error: the message was cut."""
+    start, lines = lineno, []
+    line = first
+    while True:
+        line = line.rstrip("\r\n")
+        if line.endswith(BLOCK):
+            lines.append(line[: -len(BLOCK)])
+            return "\n".join(lines), lineno
+        lines.append(line)
+        lineno += 1
+        read = _read(interactive, lineno, prompt="... ")
+        if read is None:
+            if interactive:
+                return None, lineno
+            raise NpgptError(
+                f"standard input ended inside the message begun with {BLOCK} on line {start}; end it with a line "
+                f"ending in {BLOCK}"
+            )
+        line = read
 
 
 def _stream_reply(m: GPT2, ids: list[int], sampling: dict) -> str:
