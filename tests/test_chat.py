@@ -205,6 +205,22 @@ def test_chat_commands_of_other_tools_and_unknown_ones(model_file):
     assert len(r.stdout.splitlines()) == 1  # the reply to "hi", then nothing
 
 
+@pytest.mark.parametrize(
+    "line, said",
+    [
+        ("/set parameter temperature 0", "/set is Ollama's; npgpt chat takes its settings when it starts: npgpt chat"),
+        ("/show info", "/show is Ollama's; npgpt info MODEL shows a model's shape and files"),
+        ("/load other", "/load is Ollama's; npgpt chat talks to one model; to change it, start again with -m MODEL"),
+        ("/save mine", "/save is Ollama's; npgpt chat keeps no sessions or models of its own"),
+    ],
+)
+def test_ollamas_other_chat_commands_say_npgpts_way(model_file, line, said):
+    """Ollama's /set, /show, /load and /save were 'not a chat command; /help lists them', as if mistyped."""
+    r = run_cli("chat", "--model", model_file, "--max-new-tokens", "2", input=f"{line}\n")
+    assert r.returncode == 1 and r.stderr.startswith(f"error: standard input line 1: {said}"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not r.stdout, r.stderr
+
+
 def test_ollamas_triple_quotes_make_one_message_of_several_lines(model_file):
     """Ollama's chat reads a message of several lines between \"\"\" and \"\"\" (its README's example); npgpt
     chat sent each line, quotes and all, as a message of its own, and ran a /reset within it."""

@@ -52,6 +52,14 @@ HELP = (
 )
 EXIT, RESET, HELP_COMMANDS = ("/exit", "/quit", "/bye"), ("/reset", "/clear"), ("/help", "/?")
 BLOCK = '"""'  # Ollama's: a line starting with it begins a message of several lines, one ending with it ends it
+# Ollama's other chat commands, and npgpt's way to the same end
+_SETTINGS = "npgpt chat takes its settings when it starts: npgpt chat --temperature 0.5 --system TEXT"
+OLLAMAS = {
+    "/set": _SETTINGS,
+    "/show": "npgpt info MODEL shows a model's shape and files; npgpt chat --help the settings",
+    "/load": "npgpt chat talks to one model; to change it, start again with -m MODEL",
+    "/save": "npgpt chat keeps no sessions or models of its own",
+}
 
 
 def chat_command(
@@ -167,7 +175,8 @@ def chat_command(
             print_notice(HELP)
             continue
         if command is not None:  # sent to the model, a typo'd command would be a message it answers
-            hint = f"{command} is not a chat command; /help lists them (start the line with // to send it as a message)"
+            unknown = "is not a chat command; /help lists them (start the line with // to send it as a message)"
+            hint = f"{command} is Ollama's; {OLLAMAS[command]}" if command in OLLAMAS else f"{command} {unknown}"
             if not interactive:  # as for a refused message: a script learns it from the exit status
                 raise NpgptError(f"standard input line {lineno}: {hint}")
             print_error(hint)
