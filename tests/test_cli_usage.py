@@ -530,6 +530,25 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["score", "t.txt", "--ctx-size", "512"], "No such option: --ctx-size. npgpt takes --window"),
         (["eval", "t.txt", "-b", "512"], "No such option: -b; npgpt eval's batch is --batch-size N windows"),
         (["eval", "t.txt", "--chunks", "4"], "to score a part, pipe it in: head -c 100000 FILE | npgpt eval -"),
+        # llama-cli's samplers, grammars, adapters and switches npgpt lacks: click's bare "No such option" or a wrong
+        # neighbour (--typical "Possible options: --dtype", --jinja "--json", --keep "--help, --seed")
+        (["generate", "Hi", "--typical", "0.9"], "npgpt's samplers are --temperature, --top-k, --top-p and --min-p"),
+        (["chat", "--mirostat", "2"], "npgpt's samplers are --temperature, --top-k"),
+        (["serve", "--dry-multiplier", "0.8"], "a client sets sampling in each request"),
+        (["generate", "Hi", "--repeat-last-n", "64"], "(llama.cpp's --repeat-last-n -1); there is no window"),
+        (["generate", "Hi", "--json-schema", "{}"], "GPT-2 cannot be held to a format such as JSON"),
+        (["chat", "--lora", "a.gguf"], "npgpt loads no adapters: merge a LoRA into the weights"),
+        (["generate", "Hi", "-sp"], "npgpt never prints special tokens as text: <|endoftext|> ends the text"),
+        (["generate", "Hi", "--keep", "5"], "npgpt shifts no context, so there is nothing to keep"),
+        (["chat", "--jinja"], "npgpt chat writes each turn in the one chat template its models share"),
+        (["generate", "Hi", "--in-prefix", "x"], "npgpt continues the prompt as it is, with no template"),
+        (["chat", "-mli"], 'a line starting with """ begins a message of several lines'),
+        (["generate", "Hi", "--multiline-input"], "a prompt may span lines: give it with --prompt-file FILE"),
+        (["chat", "-st"], "for one turn, pipe the message in: echo Hi | npgpt chat"),
+        (["generate", "Hi", "--log-disable"], "notices go to stderr (2>/dev/null leaves them out)"),
+        (["generate", "Hi", "--no-perf"], "npgpt prints no timings; npgpt bench measures speed"),
+        (["generate", "Hi", "--verbose-prompt"], "prints the prompt before its text already (--no-echo leaves it out)"),
+        (["generate", "Hi", "-ub", "512"], "npgpt batches by itself: --batch-file"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):

@@ -154,6 +154,41 @@ _INSECURE = [
     ("*", "npgpt fetches over HTTPS only (OpenAI's storage, the Hugging Face Hub) and runs models from disk; drop it")
 ]
 _THINK = [("*", "GPT-2 has no thinking mode: it only continues text; drop it")]
+# llama.cpp's other samplers and what it prints or reads that npgpt does not
+_SAMPLERS = [
+    (
+        "--top-k",
+        "npgpt's samplers are --temperature, --top-k, --top-p and --min-p, with --repetition-penalty, "
+        "--presence-penalty and --frequency-penalty",
+    ),
+    ("serve", "a client sets sampling in each request: temperature, top_p, top_k, min_p and the penalties"),
+]
+_FORMAT = "GPT-2 cannot be held to a format such as JSON; the prompt is all there is to steer it"
+_FORMATS = [("*", _FORMAT)]
+_ADAPTERS = [
+    ("*", "npgpt loads no adapters: merge a LoRA into the weights (PEFT's merge_and_unload), save them, load that")
+]
+_SPECIAL = [
+    ("--ignore-eos", "npgpt never prints special tokens as text: <|endoftext|> ends the text (--ignore-eos: past it)"),
+    ("*", "npgpt never prints special tokens as text; drop it"),
+]
+_KEEP = [("*", "npgpt shifts no context, so there is nothing to keep: a prompt and its text fit the model's context")]
+_TEMPLATE = [
+    ("chat", "npgpt chat writes each turn in the one chat template its models share (User: ... Assistant:)"),
+    ("serve", "npgpt serve's chat uses the one chat template its models share (User: ... Assistant:)"),
+    ("*", "npgpt continues the prompt as it is, with no template; for a conversation, use npgpt chat"),
+]
+_MULTILINE = [
+    ("chat", 'a line starting with """ begins a message of several lines, a line ending with """ ends it'),
+    ("--prompt-file", "a prompt may span lines: give it with --prompt-file FILE, or pipe it in"),
+]
+_SINGLE_TURN = [
+    ("chat", "for one turn, pipe the message in: echo Hi | npgpt chat"),
+    ("*", "npgpt {cmd} is no conversation, it runs once; drop it"),
+]
+_QUIET = [("*", "npgpt writes only its results on stdout; notices go to stderr (2>/dev/null leaves them out)")]
+_TIMINGS = [("*", "npgpt prints no timings; npgpt bench measures speed")]
+_DISPLAY = [("--echo", "npgpt generate prints the prompt before its text already (--no-echo leaves it out)")]
 INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-c": [("*", _CONTEXT)],
     "--ctx-size": [("*", _CONTEXT)],
@@ -211,7 +246,7 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--template": [("info", "npgpt's models share one chat template, which npgpt chat and npgpt serve use")],
     "--version": [("*", "the version is npgpt's own, before any command: npgpt --version")],  # llama.cpp's, on each
     # Ollama's run
-    "--format": [("*", "GPT-2 cannot be held to a format such as JSON; the prompt is all there is to steer it")],
+    "--format": _FORMATS,
     "--nowordwrap": [("*", "npgpt never wraps the text it writes; drop it")],
     "--keepalive": [("*", _NOT_RUNNING)],
     "--think": _THINK,
@@ -224,6 +259,50 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
             "npgpt {cmd} reads the whole text; to score a part, pipe it in: head -c 100000 FILE | npgpt {cmd} -",
         )
     ],
+    "--typical": _SAMPLERS,  # llama.cpp's samplers npgpt lacks
+    "--mirostat": _SAMPLERS,
+    "--mirostat-lr": _SAMPLERS,
+    "--mirostat-ent": _SAMPLERS,
+    "--dry-multiplier": _SAMPLERS,
+    "--xtc-probability": _SAMPLERS,
+    "--xtc-threshold": _SAMPLERS,
+    "--top-nsigma": _SAMPLERS,
+    "--samplers": _SAMPLERS,
+    "--dynatemp-range": _SAMPLERS,
+    "--repeat-last-n": [
+        (
+            "--repetition-penalty",
+            "npgpt's --repetition-penalty weighs every token of the prompt and the text so far (llama.cpp's "
+            "--repeat-last-n -1); there is no window",
+        )
+    ],
+    "--grammar": _FORMATS,
+    "--grammar-file": _FORMATS,
+    "--json-schema": _FORMATS,
+    "--lora": _ADAPTERS,
+    "--lora-scaled": _ADAPTERS,
+    "--special": _SPECIAL,
+    "-sp": _SPECIAL,
+    "--keep": _KEEP,
+    "--n-keep": _KEEP,
+    "--chat-template": _TEMPLATE,
+    "--jinja": _TEMPLATE,
+    "--in-prefix": _TEMPLATE,
+    "--in-suffix": _TEMPLATE,
+    "--multiline-input": _MULTILINE,
+    "-mli": _MULTILINE,
+    "-if": _CONVERSE,  # --interactive-first
+    "-ins": _CONVERSE,
+    "--instruct": _CONVERSE,
+    "-st": _SINGLE_TURN,
+    "--single-turn": _SINGLE_TURN,
+    "--log-disable": _QUIET,
+    "--no-perf": _TIMINGS,
+    "--perf": _TIMINGS,
+    "--verbose-prompt": _DISPLAY,
+    "--display-prompt": _DISPLAY,
+    "-ub": _BATCHES,  # llama.cpp's physical batch
+    "--ubatch-size": _BATCHES,
     "--logprobs": _LOGPROBS,  # the OpenAI API's
     "--top-logprobs": _LOGPROBS,
     "--n-probs": _LOGPROBS,  # llama.cpp's
