@@ -1572,3 +1572,21 @@ def test_ignore_eos_goes_on_past_the_end_token(tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_cli("serve", "--ignore-eos")  # npgpt serve's is each request's own
     assert r.returncode == 2 and "a client sets ignore_eos in each request" in r.stderr, r.stderr
+
+
+def test_llama_cpps_escape_reads_the_prompts_escapes(model_file, tmp_path):
+    """llama.cpp's `-e`/`--escape` (llama-cli reads \\n in -p as a line break) was 'No such option: -e': npgpt
+    generate takes it, reading the prompt's escapes as --stop's are; without it the prompt is as typed."""
+    base = ["generate", "-p", r"Q: a\tb\nA:", "-m", model_file, "--max-new-tokens", "1", "--json"]
+    r = run_cli(*base, "-e")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["choices"][0]["prompt"] == "Q: a\tb\nA:"
+    r = run_cli(*base)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["choices"][0]["prompt"] == r"Q: a\tb\nA:"
+    batch = tmp_path / "prompts.txt"
+    batch.write_text("one\\ntwo\nthree\n")
+    r = run_cli("generate", "--batch-file", str(batch), "--escape", *base[3:])
+    assert [c["prompt"] for c in json.loads(r.stdout)["choices"]] == ["one\ntwo", "three"], r.stderr
+    r = run_cli("generate", "Hi", "--no-escape")
+    assert r.returncode == 2 and "npgpt reads the prompt as typed unless --escape is given" in r.stderr, r.stderr

@@ -105,6 +105,12 @@ def generate(
         typer.Option(help=r"Stop at this text (repeatable); escapes as in the playground: \n, \t, \\, \u00e9."),
     ] = None,
     ignore_eos: IgnoreEosOpt = False,
+    escape: Annotated[
+        bool,
+        typer.Option(
+            "--escape", "-e", help=r"Read \n, \t, \\, \u00e9 in the prompt as the characters (llama.cpp's -e)."
+        ),
+    ] = False,
     n: Annotated[int, typer.Option("-n", help="Completions per prompt.")] = 1,
     stream: Annotated[bool, typer.Option("--stream", help="Print text as it is generated.")] = False,
     echo: Annotated[bool, typer.Option(help="Print the prompt before the completion.")] = True,
@@ -130,6 +136,8 @@ def generate(
     if file is not None and batch_file is not None:
         raise NpgptError("give --batch-file once (-f and --file are its other names)")
     prompts = _prompts(prompt, prompt_file, batch_file or file)
+    if escape:  # llama.cpp's -e: its prompt's escapes, read as --stop's are (the playground's)
+        prompts = [unescape(p) for p in prompts]
     if file is not None and len(prompts) > 1:  # llama.cpp's -f reads the whole file as one prompt
         print_notice(
             f"-f/--file {file}: {len(prompts)} prompts, one per line (npgpt's -f is --batch-file); "

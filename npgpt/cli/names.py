@@ -296,6 +296,7 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--instruct": _CONVERSE,
     "-st": _SINGLE_TURN,
     "--single-turn": _SINGLE_TURN,
+    "--no-escape": [("--escape", "npgpt reads the prompt as typed unless --escape is given; drop it")],
     "--log-disable": _QUIET,
     "--no-perf": _TIMINGS,
     "--perf": _TIMINGS,
