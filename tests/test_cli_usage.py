@@ -1590,3 +1590,36 @@ def test_llama_cpps_escape_reads_the_prompts_escapes(model_file, tmp_path):
     assert [c["prompt"] for c in json.loads(r.stdout)["choices"]] == ["one\ntwo", "three"], r.stderr
     r = run_cli("generate", "Hi", "--no-escape")
     assert r.returncode == 2 and "npgpt reads the prompt as typed unless --escape is given" in r.stderr, r.stderr
+
+
+def test_llama_cpps_logit_bias_bans_and_favours_tokens(tmp_path):
+    """llama.cpp's `-l/--logit-bias TOKEN_ID(+|-)BIAS` ('-l 50256-inf' bans <|endoftext|>) was 'No such option', though
+    the library and the server take logit_bias: generate and chat take it, -inf as the API's -100 (a ban); a value
+    written otherwise, a bias past 100, a token twice or one past the vocabulary is one line naming --logit-bias."""
+    from npgpt.params import flatten, unflatten
+
+    config = CONFIGS["tiny"]
+    flat = flatten(random_params(config))
+    flat["wte"][50256] *= 10  # as in test_ignore_eos_goes_on_past_the_end_token: <|endoftext|> is always likeliest
+    flat["ln_f.g"][:] = 0
+    flat["ln_f.b"][:] = flat["wte"][50256]
+    path = tmp_path / "eot.safetensors"
+    npgpt_format.save(path, config, unflatten(flat, config))
+    base = ["generate", "Hi", "-m", str(path), "--temperature", "0", "--max-new-tokens", "4", "--json"]
+    for ban in (["-l", "50256-inf"], ["--logit-bias", "50256-100"], ["--logit-bias=50256 - 100"]):
+        r = run_cli(*base, *ban)
+        assert r.returncode == 0, r.stderr
+        choice = json.loads(r.stdout)["choices"][0]
+        assert choice["finish_reason"] == "length" and choice["completion_tokens"] == 4, (ban, choice)
+    r = run_cli(*base, "-l", "50256+0")
+    assert json.loads(r.stdout)["choices"][0]["finish_reason"] == "stop", r.stderr
+    r = run_cli("chat", "-m", str(path), "--temperature", "0", "-l", "50256-inf", "-l", "13+1.5", input="Hi\n")
+    assert r.returncode == 0, r.stderr
+    for value, said in [
+        ("abc", "--logit-bias 'abc' is not TOKEN_ID+BIAS or TOKEN_ID-BIAS; write it as llama.cpp does"),
+        ("-5+1", "--logit-bias '-5+1' is not TOKEN_ID+BIAS or TOKEN_ID-BIAS"),
+        ("5+200", "--logit-bias 5+200: a bias is in [-100, 100] (-100 or -inf bans the token)"),
+        ("99999-inf", "--logit-bias names token id 99999, outside the vocabulary [0, 50257)"),
+    ]:
+        one_line_error(run_cli(*base, f"--logit-bias={value}"), said)
+    one_line_error(run_cli(*base, "-l", "5+1", "-l", "5-1"), "--logit-bias gives token 5 a bias twice")

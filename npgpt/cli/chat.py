@@ -29,6 +29,7 @@ from .options import (
     DtypeOpt,
     FrequencyPenaltyOpt,
     IgnoreEosOpt,
+    LogitBiasOpt,
     MinPOpt,
     ModelOpt,
     PresencePenaltyOpt,
@@ -37,6 +38,7 @@ from .options import (
     TopKOpt,
     TopPOpt,
     load_model,
+    logit_bias_value,
     print_error,
     print_notice,
     random_seed,
@@ -91,6 +93,7 @@ def chat_command(
         typer.Option(help=r"Also stop a reply at this text (repeatable); escapes as in generate: \n, \t, \\."),
     ] = None,
     ignore_eos: IgnoreEosOpt = False,
+    logit_bias: LogitBiasOpt = None,
 ) -> None:
     """Chat with a model in the terminal: type a message, read the reply as it is written.
 
@@ -113,6 +116,7 @@ def chat_command(
         frequency_penalty=frequency_penalty,
         stop=stop,
         stop_at_eot=not ignore_eos,
+        logit_bias=logit_bias_value(logit_bias),
     )
     m = load_model(model, backend, dtype)
     from ..backends import collapse_huge_pages

@@ -50,8 +50,8 @@ _RENAMED = {"fmt": "--to", "allow_special": "--special-tokens"}  # convert()'s f
 
 
 # The Python API's keywords that are CLI options of the same name: sampling's, the load's, eval's and attention's.
-# (stop_at_eot, logprobs, skip_leading_space and logit_bias are the API's and the server's only.)
-_API_ONLY = {"stop_at_eot", "logprobs", "skip_leading_space", "logit_bias"}
+# (stop_at_eot, logprobs and skip_leading_space are the API's and the server's only: --ignore-eos is stop_at_eot's.)
+_API_ONLY = {"stop_at_eot", "logprobs", "skip_leading_space"}
 _FLAGS = {f.name for f in dataclasses.fields(SamplingParams)} - _API_ONLY | {
     "dtype",
     "backend",

@@ -25,6 +25,7 @@ from .options import (
     FrequencyPenaltyOpt,
     IgnoreEosOpt,
     JsonOpt,
+    LogitBiasOpt,
     MinPOpt,
     ModelOpt,
     PresencePenaltyOpt,
@@ -34,6 +35,7 @@ from .options import (
     TopPOpt,
     console,
     load_model,
+    logit_bias_value,
     path_value,
     print_json,
     print_notice,
@@ -105,6 +107,7 @@ def generate(
         typer.Option(help=r"Stop at this text (repeatable); escapes as in the playground: \n, \t, \\, \u00e9."),
     ] = None,
     ignore_eos: IgnoreEosOpt = False,
+    logit_bias: LogitBiasOpt = None,
     escape: Annotated[
         bool,
         typer.Option(
@@ -157,6 +160,7 @@ def generate(
         seed=seed,
         stop=stop,
         stop_at_eot=not ignore_eos,
+        logit_bias=logit_bias_value(logit_bias),
     )
     source = ctx.get_parameter_source("max_new_tokens")
     if n > 1 and (source is None or source.name != "COMMANDLINE"):  # llama.cpp's `-n 128` meant tokens

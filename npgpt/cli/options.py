@@ -124,6 +124,43 @@ IgnoreEosOpt = Annotated[
 ]
 
 
+LogitBiasOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--logit-bias",
+        "-l",
+        help="Add BIAS to a token's logit, as llama.cpp writes it: TOKEN_ID+BIAS or TOKEN_ID-BIAS, -inf (or -100) "
+        "bans it: -l 50256-inf (repeatable; npgpt tokenize shows ids).",
+        show_default=False,
+    ),
+]
+
+
+def logit_bias_value(values: list[str] | None) -> dict[int, float]:
+    """llama.cpp's ``--logit-bias TOKEN_ID(+|-)BIAS`` values as the API's ``logit_bias`` ({id: bias}): ``50256-inf``
+    bans <|endoftext|> (the API's -100), ``15043+1.5`` favours id 15043. NpgptError for a value written otherwise, a
+    bias outside [-100, 100] or a token given twice."""
+    import math
+    import re
+
+    bias: dict[int, float] = {}
+    for value in values or []:
+        m = re.fullmatch(r"\s*(\d{1,18})\s*([+-])\s*(inf|\d+(?:\.\d*)?(?:e[+-]?\d+)?|\.\d+)\s*", value, re.IGNORECASE)
+        if m is None:
+            raise NpgptError(
+                f"--logit-bias {value!r} is not TOKEN_ID+BIAS or TOKEN_ID-BIAS; write it as llama.cpp does: "
+                "--logit-bias 50256-inf bans <|endoftext|>, 15043+2 favours token 15043"
+            )
+        token, number = int(m[1]), float(m[3]) * (-1 if m[2] == "-" else 1)
+        number = math.copysign(100.0, number) if math.isinf(number) else number  # llama.cpp's -inf: the API's ban
+        if not -100 <= number <= 100:
+            raise NpgptError(f"--logit-bias {value}: a bias is in [-100, 100] (-100 or -inf bans the token)")
+        if token in bias:
+            raise NpgptError(f"--logit-bias gives token {token} a bias twice; give each token one")
+        bias[token] = number
+    return bias
+
+
 def random_seed(value: int | None) -> int | None:
     """``--seed``'s ``callback=``: llama.cpp's ``--seed -1`` (its default) is a random seed, as npgpt's server reads a
     request's ``seed: -1``: no seed, as leaving ``--seed`` out. Any other number goes on as given (a negative one is
