@@ -549,6 +549,17 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["generate", "Hi", "--no-perf"], "npgpt prints no timings; npgpt bench measures speed"),
         (["generate", "Hi", "--verbose-prompt"], "prints the prompt before its text already (--no-echo leaves it out)"),
         (["generate", "Hi", "-ub", "512"], "npgpt batches by itself: --batch-file"),
+        # nanoGPT's train.py settings npgpt fixes: click's bare "No such option" or a wrong neighbour (--dropout
+        # "Possible options: --out", --min_lr "--lr", --eval_only "--eval-interval")
+        (["train", "d.txt", "--dropout=0.1"], "npgpt trains without dropout (nanoGPT's default, dropout 0.0)"),
+        (["train", "d.txt", "--bias=False"], "npgpt's models keep GPT-2's biases"),
+        (["train", "d.txt", "--beta2=0.99"], "npgpt's AdamW uses beta1 0.9 and beta2 0.95"),
+        (["train", "d.txt", "--min_lr=6e-5"], "then follows a cosine to --lr / 10 at --steps"),
+        (["train", "d.txt", "--lr-decay-iters", "5"], "then follows a cosine to --lr / 10 at --steps"),  # kebab-typed
+        (["train", "d.txt", "--decay_lr=False"], "npgpt's learning rate warms up over --warmup steps"),
+        (["train", "d.txt", "--always_save_checkpoint=False"], "checkpoints every --checkpoint-interval steps"),
+        (["train", "d.txt", "--eval_only=True"], "use npgpt eval TEXT -m RUN"),
+        (["train", "d.txt", "--wandb_log=True"], "npgpt logs to no service"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):
@@ -682,6 +693,8 @@ def test_other_tools_names_get_npgpts(args, hint):
             ["bench", "--n-prompt", "256", "--n-gen=32", "--repetitions", "3"],
             ["bench", "--prompt-len", "256", "--new-tokens", "32", "--repeat", "3"],
         ),
+        # nanoGPT's eval_iters: batches per held-out loss ("Possible options: --eval-interval")
+        (["train", "d.txt", "--eval_iters=20"], ["train", "d.txt", "--eval-batches=20"]),
         # llama-perplexity's --ppl-stride: its strided perplexity is Hugging Face's sliding window, eval's
         (["eval", "t.txt", "--ppl-stride", "128"], ["eval", "t.txt", "--stride", "128"]),
         (["score", "t.txt", "--ppl-stride=128"], ["score", "t.txt", "--stride=128"]),
@@ -1623,3 +1636,13 @@ def test_llama_cpps_logit_bias_bans_and_favours_tokens(tmp_path):
     ]:
         one_line_error(run_cli(*base, f"--logit-bias={value}"), said)
     one_line_error(run_cli(*base, "-l", "5+1", "-l", "5-1"), "--logit-bias gives token 5 a bias twice")
+
+
+def test_eval_batches_reaches_the_run_settings(tmp_path):
+    """nanoGPT's eval_iters (batches per held-out loss) had no npgpt train option, though TrainSettings has
+    eval_batches: --eval-batches (and --eval_iters, and eval_batches in --config) is checked with the run's settings."""
+    text = tmp_path / "d.txt"
+    text.write_text("hello world " * 20)
+    for given in (["--eval-batches", "0"], ["--eval_iters=0"]):
+        r = run_cli("train", str(text), "--out", str(tmp_path / "run"), *given)
+        one_line_error(r, "--eval-batches must be at least 1, got 0")

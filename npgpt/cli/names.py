@@ -47,6 +47,7 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--warmup_iters": "--warmup",
     "--grad_clip": "--clip",
     "--log_interval": "--log-interval",
+    "--eval_iters": "--eval-batches",  # nanoGPT's train.py: batches per held-out loss
     "--model-path": "--model",
     "-sys": "--system",
     "--system-prompt": "--system",
@@ -93,6 +94,7 @@ ACCEPTED = {
     "--gradient_accumulation_steps",
     "--warmup_iters",
     "--grad_clip",
+    "--eval_iters",
     "--model-path",
     "-sys",
     "--system-prompt",
@@ -189,6 +191,16 @@ _SINGLE_TURN = [
 _QUIET = [("*", "npgpt writes only its results on stdout; notices go to stderr (2>/dev/null leaves them out)")]
 _TIMINGS = [("*", "npgpt prints no timings; npgpt bench measures speed")]
 _DISPLAY = [("--echo", "npgpt generate prints the prompt before its text already (--no-echo leaves it out)")]
+# nanoGPT's train.py settings that npgpt train fixes, and what it does instead
+_SCHEDULE = [
+    (
+        "--warmup",
+        "npgpt's learning rate warms up over --warmup steps, then follows a cosine to --lr / 10 at --steps "
+        "(nanoGPT's decay_lr with lr_decay_iters = max_iters, min_lr = learning_rate / 10)",
+    )
+]
+_BETAS = [("--lr", "npgpt's AdamW uses beta1 0.9 and beta2 0.95 (nanoGPT's defaults); drop it")]
+_LOGGERS = [("--log-interval", "npgpt logs to no service: off a terminal it writes a line every --log-interval steps")]
 INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-c": [("*", _CONTEXT)],
     "--ctx-size": [("*", _CONTEXT)],
@@ -235,6 +247,24 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--ignore-eos": [("serve", "a client sets ignore_eos in each request (vLLM's and llama-server's name)")],
     "-b": _BATCHES,  # llama.cpp's logical batch
     "--batch-size": _BATCHES,  # on commands without their own (eval and train have one)
+    "--dropout": [("--n-layer", "npgpt trains without dropout (nanoGPT's default, dropout 0.0); drop it")],
+    "--bias": [("--n-layer", "npgpt's models keep GPT-2's biases (nanoGPT's bias True); drop it")],
+    "--beta1": _BETAS,
+    "--beta2": _BETAS,
+    "--decay_lr": _SCHEDULE,
+    "--lr_decay_iters": _SCHEDULE,
+    "--min_lr": _SCHEDULE,
+    "--always_save_checkpoint": [
+        (
+            "--checkpoint-interval",
+            "npgpt train checkpoints every --checkpoint-interval steps whatever the held-out loss (nanoGPT's "
+            "always_save_checkpoint True); drop it",
+        )
+    ],
+    "--eval_only": [("--steps", "for a model's held-out perplexity, use npgpt eval TEXT -m RUN")],
+    "--wandb_log": _LOGGERS,
+    "--wandb_project": _LOGGERS,
+    "--wandb_run_name": _LOGGERS,
     "--dataset": [  # nanoGPT's train.py: data/NAME/ prepared by its prepare.py
         ("train", "npgpt train takes the text itself: npgpt train input.txt --out RUN (nanoGPT's data/NAME/input.txt)")
     ],
@@ -410,7 +440,8 @@ def _ours(command: Any, theirs: str) -> str | None:
 def _snake(theirs: str) -> str:
     """``--learning-rate`` as :data:`OPTIONS` spells it, ``--learning_rate``, where only that spelling is there."""
     snake = "--" + theirs[2:].replace("-", "_")
-    return snake if theirs.startswith("--") and theirs not in OPTIONS and snake in OPTIONS else theirs
+    listed = snake in OPTIONS or snake in INSTEAD and theirs not in INSTEAD  # --max-tokens is listed itself
+    return snake if theirs.startswith("--") and theirs not in OPTIONS and listed else theirs
 
 
 def _as_ours(command: Any, args: list[str], typed: dict[str, str] | None = None) -> list[str]:
@@ -494,10 +525,10 @@ def _hint_message(command: Any, name: str, theirs: str) -> str | None:
         elif theirs == "--start":
             how += f" (nanoGPT's FILE:name is read from stdin: npgpt {name} - < name)"
         return f"No such option: {theirs}. npgpt takes {how}"
-    instead = next((t for c, t in INSTEAD.get(theirs, ()) if c in ("*", name) or _has(command, c)), None)
+    instead = next((t for c, t in INSTEAD.get(_snake(theirs), ()) if c in ("*", name) or _has(command, c)), None)
     if instead is not None:
         return f"No such option: {theirs}; {instead.format(cmd=name)}"
-    if _snake(theirs) in OPTIONS or theirs in INSTEAD:  # click's closest spellings would be a wrong neighbour
+    if _snake(theirs) in OPTIONS or _snake(theirs) in INSTEAD:  # click's closest spellings: a wrong neighbour
         return f"No such option: {theirs}; npgpt {name} has nothing like it"  # the error adds where help is
     return None
 

@@ -133,6 +133,14 @@ def train_command(
             help="Held-out loss and checkpoint every N steps (default 100).", rich_help_panel=_RUN, show_default=False
         ),
     ] = None,
+    eval_batches: Annotated[
+        int | None,
+        typer.Option(
+            help="Batches each held-out loss is measured on (default 8; nanoGPT's eval_iters).",
+            rich_help_panel=_RUN,
+            show_default=False,
+        ),
+    ] = None,
     val_fraction: Annotated[
         float | None,
         typer.Option(
@@ -225,6 +233,7 @@ def train_command(
                 "grad_accum",
                 "warmup",
                 "eval_interval",
+                "eval_batches",
                 "val_fraction",
                 "weight_decay",
                 "clip",
