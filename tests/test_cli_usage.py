@@ -220,6 +220,24 @@ def test_list_and_rm_on_the_cache(tmp_path, model_file):
     assert "no models downloaded" in run_cli("list", env=env).stdout
 
 
+def test_rm_takes_several_names_as_ollamas_rm_does(tmp_path, model_file):
+    """`ollama rm MODEL [MODEL...]` removes each; `npgpt rm 124M org/tiny` said "Got unexpected extra argument
+    (org/tiny)". Each is removed in turn (a name given twice once), and a name not in the cache stops there, as
+    Ollama's does, with the one-line error."""
+    home = tmp_path / "home"
+    for folder in (home / "124M", home / "355M", home / "hf" / "org--tiny"):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(open(model_file, "rb").read())
+    env = {"NPGPT_HOME": str(home)}
+    r = run_cli("rm", "124M", "org/tiny", "124M", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("removed ") == 2 and not (home / "124M").exists() and not (home / "hf" / "org--tiny").exists()
+    one_line_error(run_cli("rm", "nope", "355M", env=env), "'nope' is not in the cache")
+    assert (home / "355M").exists()
+    r = run_cli("remove", "355M", env=env)  # Ollama's other name
+    assert r.returncode == 0 and not (home / "355M").exists(), r.stderr
+
+
 def test_rm_of_a_model_folder_linked_from_another_disk_removes_the_link_only(tmp_path, model_file):
     home, disk = tmp_path / "home", tmp_path / "disk" / "124M"
     disk.mkdir(parents=True)

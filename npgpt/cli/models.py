@@ -210,15 +210,22 @@ def list_command(as_json: JsonOpt = False) -> None:
 
 
 def rm_command(
-    name: Annotated[
-        str, typer.Argument(callback=name_value, help="A name from `npgpt list`: 124M, ORG/NAME…", show_default=False)
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            callback=name_value,
+            metavar="name",
+            help="Names from `npgpt list`: 124M, ORG/NAME… (several: each in turn, as Ollama's rm).",
+            show_default=False,
+        ),
     ],
 ) -> None:
-    """Remove a downloaded model from the cache.
+    """Remove downloaded models from the cache.
 
-    Example: npgpt rm 355M
+    Example: npgpt rm 355M  or  npgpt rm 355M openai-community/gpt2
     """
     from ..registry import remove
 
-    for folder in remove(name):
-        console().print(Text(f"removed {folder}"))
+    for name in dict.fromkeys(names):  # a name given twice is removed once
+        for folder in remove(name):
+            console().print(Text(f"removed {folder}"))
