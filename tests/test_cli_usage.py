@@ -578,6 +578,11 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["train", "d.txt", "--always_save_checkpoint=False"], "checkpoints every --checkpoint-interval steps"),
         (["train", "d.txt", "--eval_only=True"], "use npgpt eval TEXT -m RUN"),
         (["train", "d.txt", "--wandb_log=True"], "npgpt logs to no service"),
+        # llama-server's: click's bare "No such option", or --api-key-file "Possible options: --api-key"
+        (["serve", "--metrics"], "npgpt serve always serves /metrics (Prometheus text); drop it"),
+        (["serve", "--api-key-file", "k"], "give the key in NPGPT_API_KEY: NPGPT_API_KEY=$(cat FILE) npgpt serve"),
+        (["serve", "--ssl-cert-file", "c"], "npgpt serve speaks plain HTTP; for HTTPS, put a TLS proxy"),
+        (["serve", "-cb"], "npgpt serve batches requests continuously by itself; --max-batch caps"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):

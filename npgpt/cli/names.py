@@ -201,6 +201,8 @@ _SCHEDULE = [
 ]
 _BETAS = [("--lr", "npgpt's AdamW uses beta1 0.9 and beta2 0.95 (nanoGPT's defaults); drop it")]
 _LOGGERS = [("--log-interval", "npgpt logs to no service: off a terminal it writes a line every --log-interval steps")]
+_TLS = [("serve", "npgpt serve speaks plain HTTP; for HTTPS, put a TLS proxy (Caddy, nginx) in front of it")]
+_CONTINUOUS = [("serve", "npgpt serve batches requests continuously by itself; --max-batch caps the rows")]
 INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-c": [("*", _CONTEXT)],
     "--ctx-size": [("*", _CONTEXT)],
@@ -334,6 +336,13 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--display-prompt": _DISPLAY,
     "-ub": _BATCHES,  # llama.cpp's physical batch
     "--ubatch-size": _BATCHES,
+    # llama-server's
+    "--metrics": [("serve", "npgpt serve always serves /metrics (Prometheus text); drop it")],
+    "--api-key-file": [("serve", "give the key in NPGPT_API_KEY: NPGPT_API_KEY=$(cat FILE) npgpt serve")],
+    "--ssl-key-file": _TLS,
+    "--ssl-cert-file": _TLS,
+    "-cb": _CONTINUOUS,
+    "--cont-batching": _CONTINUOUS,
     "--logprobs": _LOGPROBS,  # the OpenAI API's
     "--top-logprobs": _LOGPROBS,
     "--n-probs": _LOGPROBS,  # llama.cpp's
