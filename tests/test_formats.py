@@ -868,6 +868,13 @@ def test_a_safetensors_file_given_by_its_path_is_read_or_told_what_it_lacks(pair
     config, params = load_checkpoint(tmp_path / "named" / "gpt2.safetensors")
     assert config == model.config
     assert_same_params(params, model.params)
+    said = (
+        f"{tmp_path / 'named'}: holds config.json and weights under another name than model.safetensors "
+        f"(gpt2.safetensors), which transformers does not look for; pass the weights' path: "
+        f"{tmp_path / 'named' / 'gpt2.safetensors'}"
+    )
+    with pytest.raises(CheckpointError, match=re.escape(said) + "$"):  # it was 'no model found'
+        load_checkpoint(tmp_path / "named")
 
     ref.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
     shard = sorted((tmp_path / "sharded").glob("model-*.safetensors"))[0]

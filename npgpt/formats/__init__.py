@@ -17,6 +17,7 @@ containers: a pickle that would run code on load is refused (see ``torch_pickle`
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,16 @@ def _detect(path: Path) -> str:
             f"{path}: holds Hugging Face weights saved as a variant (save_pretrained(..., variant=...): "
             f"{', '.join(p.name for p in variants)}), which transformers reads only when told the variant; "
             f"pass the weights' path: {variants[0]}"
+        )
+    named = [  # not a shard whose index is missing: no one file of those is the model
+        p for p in sorted(path.glob("*.safetensors")) if p.is_file() and not re.search(r"-\d{5}-of-\d{5}\.", p.name)
+    ]
+    named = named if (path / "config.json").is_file() else []
+    if named:  # save_model(model, 'gpt2.safetensors') beside its config.json: read given its path, as vLLM reads it
+        raise CheckpointError(
+            f"{path}: holds config.json and weights under another name than {MODEL_FILE} "
+            f"({', '.join(p.name for p in named[:4])}), which transformers does not look for; "
+            f"pass the weights' path: {named[0]}"
         )
     snapshot = _hub_snapshot(path)
     if snapshot is not None:
