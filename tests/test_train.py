@@ -207,6 +207,22 @@ def test_text_named_bin_is_not_read_as_token_ids(tmp_path, content):
     assert D.open_tokens(D.tokenize_to_file(_text(tmp_path, content), tmp_path / "t.bin")).size > 0
 
 
+@pytest.mark.parametrize("dtype", ["<i4", "<u4", "<i8"])
+def test_token_ids_written_wider_than_uint16_are_named(tmp_path, dtype):
+    """A token file written with np.array(ids).tofile (NumPy's int64) or as int32 was read as uint16 ids: each id
+    then its high half, 0, GPT-2's "!", every id in the vocabulary, so the run trained on ids with a "!" between
+    each two and exited 0. It is named, with the dtype and how to write uint16; the same ids as uint16 load."""
+    ids = Tokenizer().encode(corpus(20))
+    path = tmp_path / "train.bin"
+    np.asarray(ids, dtype=dtype).tofile(path)
+    width = "int64" if dtype == "<i8" else "int32"
+    with pytest.raises(NpgptError, match=re.escape(f"{path}: token ids written as {width}, not uint16")) as e:
+        D.load_tokens(path, tmp_path)
+    assert "np.array(ids, dtype=np.uint16).tofile(path)" in str(e.value) and "\n" not in str(e.value)
+    np.asarray(ids, dtype=np.uint16).tofile(path)
+    assert D.load_tokens(path, tmp_path).tolist() == ids
+
+
 def _text(tmp_path, content: bytes) -> Path:
     (tmp_path / "text.txt").write_bytes(content)
     return tmp_path / "text.txt"

@@ -289,6 +289,25 @@ def _is_text(path: Path) -> bool:
     return all(c.isprintable() or c in "\t\n\r" for c in text)
 
 
+_WIDTH_SAMPLE = 1 << 16  # uint16 values read to judge a token file's width: its first 128 KiB
+
+
+def _check_width(tokens: np.ndarray, path: Path) -> np.ndarray:
+    """``tokens``, or NpgptError for a file whose ids were written wider than uint16 (``np.array(ids).tofile``
+    writes NumPy's default int64): read as uint16, every second value of a little-endian int32 file is 0 (and
+    three in four of an int64 file's), each id followed by its zero high half, and the ids, all in the
+    vocabulary, were trained on with a "!" (GPT-2's id 0) between each two, unsaid. Text has no such pattern:
+    64 values, every second one 0, are no tokens of a text."""
+    head = np.asarray(tokens[:_WIDTH_SAMPLE])
+    if len(head) < 64 or head[1::2].any() or not head[0::2].any():
+        return tokens
+    width = "int64" if not head[2::4].any() else "int32"
+    raise NpgptError(
+        f"{path}: token ids written as {width}, not uint16 (every second 2-byte value in it is 0, an id's high "
+        "half); write them as uint16, as nanoGPT's prepare.py does: np.array(ids, dtype=np.uint16).tofile(path)"
+    )
+
+
 def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: Tokenizer | None = None) -> np.ndarray:
     """Token ids of ``source``: a ``.bin`` token file as is (GPT-2's ids), text tokenised into ``cache_dir``
     (with GPT-2's BPE, or ``tokenizer``)."""
@@ -296,7 +315,7 @@ def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: Tokenizer 
     if source.suffix == ".bin" and source.is_file():
         if isinstance(tokenizer, CharTokenizer):
             raise NpgptError(f"{source}: a token file cannot be read with a character tokenizer; pass the text")
-        return open_tokens(source)
+        return _check_width(open_tokens(source), source)
     return open_tokens(tokenize_to_file(source, Path(cache_dir) / "tokens.bin", tokenizer))
 
 
