@@ -223,6 +223,30 @@ def test_token_ids_written_wider_than_uint16_are_named(tmp_path, dtype):
     assert D.load_tokens(path, tmp_path).tolist() == ids
 
 
+def test_nanogpts_character_ids_are_not_read_as_gpt2s(tmp_path):
+    """nanoGPT's shakespeare_char prepare.py writes the ids of the text's sorted characters to train.bin and their
+    table to meta.pkl: `npgpt train data/shakespeare_char/train.bin` trained on them as GPT-2's ids (all in its
+    vocabulary) and exited 0, a model whose every generation decodes to other characters. The token file is
+    refused naming meta.pkl and the way that gives nanoGPT's ids: the text with tokenizer='char'."""
+    import pickle
+
+    text = corpus(20)
+    chars = sorted(set(text))  # nanoGPT's data/shakespeare_char/prepare.py
+    (tmp_path / "input.txt").write_text(text)
+    np.array([chars.index(c) for c in text], dtype=np.uint16).tofile(tmp_path / "train.bin")
+    with open(tmp_path / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": {}}, f)
+    with pytest.raises(NpgptError, match="nanoGPT's meta.pkl beside it says these are ids of the text's own") as e:
+        D.load_tokens(tmp_path / "train.bin", tmp_path / "run")
+    fix = f"tokenizer='char', whose ids are nanoGPT's (the sorted characters): {tmp_path / 'input.txt'}"
+    assert fix in str(e.value)
+    assert e.value.keywords == ("tokenizer",)
+    tok = D.char_tokenizer(tmp_path / "input.txt")  # the way it names gives nanoGPT's very ids
+    assert tok.encode(text) == np.fromfile(tmp_path / "train.bin", np.uint16).tolist()
+    (tmp_path / "meta.pkl").unlink()  # GPT-2's ids (nanoGPT's shakespeare, openwebtext) have no meta.pkl
+    assert len(D.load_tokens(tmp_path / "train.bin", tmp_path / "run")) == len(text)
+
+
 def _text(tmp_path, content: bytes) -> Path:
     (tmp_path / "text.txt").write_bytes(content)
     return tmp_path / "text.txt"

@@ -289,6 +289,22 @@ def _is_text(path: Path) -> bool:
     return all(c.isprintable() or c in "\t\n\r" for c in text)
 
 
+def _refuse_nanogpt_char_ids(path: Path) -> None:
+    """NpgptError for nanoGPT's character-level token file: its prepare.py (shakespeare_char) writes the ids of
+    the text's own characters to train.bin and their table to meta.pkl beside it, which nanoGPT's train.py reads
+    for its vocabulary. Read as GPT-2's ids, they are all in the vocabulary (ids 0-64 are GPT-2's punctuation and
+    letters), and the run trained a model whose every generation decodes to other characters, unsaid."""
+    if (path.parent / "meta.pkl").is_file():
+        text = path.parent / "input.txt"  # where nanoGPT's prepare.py keeps the text it read
+        named = text if text.is_file() else "the text prepare.py read"
+        raise NpgptError(
+            f"{path}: nanoGPT's meta.pkl beside it says these are ids of the text's own characters "
+            "(nanoGPT's character-level data), not GPT-2's tokens; train on that text with tokenizer='char', "
+            f"whose ids are nanoGPT's (the sorted characters): {named}",
+            keywords=["tokenizer"],
+        )
+
+
 _WIDTH_SAMPLE = 1 << 16  # uint16 values read to judge a token file's width: its first 128 KiB
 
 
@@ -315,6 +331,7 @@ def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: Tokenizer 
     if source.suffix == ".bin" and source.is_file():
         if isinstance(tokenizer, CharTokenizer):
             raise NpgptError(f"{source}: a token file cannot be read with a character tokenizer; pass the text")
+        _refuse_nanogpt_char_ids(source)
         return _check_width(open_tokens(source), source)
     return open_tokens(tokenize_to_file(source, Path(cache_dir) / "tokens.bin", tokenizer))
 
