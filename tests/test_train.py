@@ -247,6 +247,32 @@ def test_nanogpts_character_ids_are_not_read_as_gpt2s(tmp_path):
     assert len(D.load_tokens(tmp_path / "train.bin", tmp_path / "run")) == len(text)
 
 
+def test_a_folder_holding_token_files_names_them_not_iconv(tmp_path):
+    """nanoGPT's data folder given as the data (`npgpt train data/shakespeare_char`: input.txt, prepare.py, train.bin,
+    val.bin, meta.pkl) was read as text files, and said "meta.pkl (or train.bin): binary or UTF-16, not UTF-8 text;
+    convert it to UTF-8 (e.g. iconv ...)": advice for a text file, given for token ids. A token file in a folder is
+    named as one, with the way: the .bin alone, or for nanoGPT's character-level data its text with tokenizer='char'.
+    A text file named .bin in a folder is still text."""
+    data = tmp_path / "shakespeare"
+    data.mkdir()
+    (data / "input.txt").write_text(corpus(5))
+    (data / "prepare.py").write_text("import numpy as np\n")
+    np.arange(1, 100, dtype=np.uint16).tofile(data / "train.bin")
+    np.arange(1, 100, dtype=np.uint16).tofile(data / "val.bin")
+    with pytest.raises(NpgptError, match=re.escape(f"{data}: {data / 'train.bin'} is a token file, not text")) as e:
+        D.text_files(data)
+    assert "pass the token file itself as the data" in str(e.value) and "iconv" not in str(e.value)
+    (data / "meta.pkl").write_bytes(b"\x80\x04\x95\x00")
+    with pytest.raises(NpgptError, match=re.escape(f"{data}: nanoGPT's character-level data (train.bin, meta.pkl)")):
+        D.tokenize_to_file(data, tmp_path / "t.bin")
+    with pytest.raises(NpgptError, match=f"tokenizer='char'.*: {re.escape(str(data / 'input.txt'))}$"):
+        D.char_tokenizer(data)
+    for name in ("meta.pkl", "train.bin", "val.bin", "prepare.py"):
+        (data / name).unlink()
+    (data / "notes.bin").write_text("Text that happens to be named .bin.\n")
+    assert D.text_files(data) == [data / "input.txt", data / "notes.bin"]
+
+
 def _text(tmp_path, content: bytes) -> Path:
     (tmp_path / "text.txt").write_bytes(content)
     return tmp_path / "text.txt"

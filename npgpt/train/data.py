@@ -60,7 +60,24 @@ def text_files(source: str | Path, out: str | Path | None = None) -> list[Path]:
     )
     if not files:
         raise NpgptError(f"{source}: folder has no files to train on")
+    token_file = next((p for p in files if p.suffix == ".bin" and not _is_text(p)), None)
+    if token_file is not None:  # read as text it was "binary ...; convert it to UTF-8 (e.g. iconv)"
+        raise NpgptError(_token_file_in_folder(source, token_file), keywords=["tokenizer"])
     return files
+
+
+def _token_file_in_folder(folder: Path, found: Path) -> str:
+    """Why a folder holding a token file (nanoGPT's data/NAME/ with its train.bin) is not trained on, and the way."""
+    text = folder / "input.txt"  # nanoGPT's prepare.py keeps the text it read there
+    if (folder / "meta.pkl").is_file() and text.is_file():  # its character-level data: ids of its own characters
+        return (
+            f"{folder}: nanoGPT's character-level data ({found.name}, meta.pkl), and a folder's files are read as "
+            f"text; train on its text with tokenizer='char', whose ids are nanoGPT's (the sorted characters): {text}"
+        )
+    return (
+        f"{folder}: {found} is a token file, not text, and a folder's files are read as text; pass the token "
+        "file itself as the data (one .bin: nanoGPT's train.bin), or move it out of the folder"
+    )
 
 
 def _chunks(text: str, size: int = _CHUNK_CHARS) -> list[str]:
