@@ -666,6 +666,7 @@ def test_other_tools_names_get_npgpts(args, hint):
                 "--grad_clip=1",
                 "--gradient_accumulation_steps=2",
                 "--log_interval=1",
+                "--eval_iters=3",
             ],
             [
                 "train",
@@ -684,6 +685,8 @@ def test_other_tools_names_get_npgpts(args, hint):
                 "2",
                 "--log-interval",
                 "1",
+                "--eval-batches",
+                "3",
             ],
         ),
         (["eval", "-d", "t.txt", "--batch_size", "2"], ["eval", "-d", "t.txt", "--batch-size", "2"]),

@@ -426,3 +426,15 @@ def test_a_width_the_heads_do_not_divide_names_the_flags(text, tmp_path):
     assert r.returncode == 1 and r.stderr == (
         "error: --n-embd 16 must be divisible by --n-head 3; pick a width that is a multiple of the head count\n"
     ), r.stderr
+
+
+def test_the_held_out_batches_are_an_option_as_nanogpts_eval_iters(text, tmp_path):
+    """TrainSettings' eval_batches (batches per held-out loss) had no option: nanoGPT's --eval_iters=20 got "No such
+    option: --eval_iters (Possible options: --eval-interval)", a neighbour of another meaning. It is --eval-batches,
+    taken from --eval_iters too, checked as every count is and kept in the run's settings."""
+    out = tmp_path / "run"
+    r = run_cli("train", str(text), "--out", str(out), *cli_args(SHAPE), "--eval_iters=0")
+    assert r.returncode == 1 and r.stderr == "error: --eval-batches must be at least 1, got 0\n", r.stderr
+    r = run_cli("train", str(text), "--out", str(out), *cli_args({**SHAPE, "steps": 1}), "--eval-batches", "3")
+    assert r.returncode == 0, r.stderr
+    assert load_state(out / STATE_FILE)[3]["settings"]["eval_batches"] == 3

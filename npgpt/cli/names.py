@@ -93,6 +93,7 @@ ACCEPTED = {
     "--learning_rate",
     "--gradient_accumulation_steps",
     "--warmup_iters",
+    "--eval_iters",
     "--grad_clip",
     "--eval_iters",
     "--model-path",

@@ -136,7 +136,7 @@ def train_command(
     eval_batches: Annotated[
         int | None,
         typer.Option(
-            help="Batches each held-out loss is measured on (default 8; nanoGPT's eval_iters).",
+            help="Batches of --batch-size windows per held-out loss (default 8; nanoGPT's eval_iters).",
             rich_help_panel=_RUN,
             show_default=False,
         ),
