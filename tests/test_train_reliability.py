@@ -101,6 +101,10 @@ def assert_same_params(got, want):
         (dict(steps=True), "steps must be a whole number, got True"),
         (dict(tokenizer="bpe"), "tokenizer must be one of gpt2, char"),
         (dict(lr=10**400), "lr must be a finite number"),  # an OverflowError before
+        # finite in Python, inf in the float32 step: the run took its steps and ended "the loss became nan"
+        (dict(lr=1e39), r"lr must be a number float32 holds \(the step computes in float32\), at most 3.403e\+38"),
+        (dict(weight_decay=1e300), "weight_decay must be a number float32 holds"),
+        (dict(clip=10**39), "clip must be a number float32 holds"),
         (dict(steps=np.float64(2.5)), "steps must be a whole number"),
         (dict(steps=np.True_), "steps must be a whole number"),
         (dict(lr="0.1"), "lr must be a finite number more than 0, got '0.1'"),

@@ -61,6 +61,7 @@ NON_NEGATIVE = ("warmup", "seed")
 _OPTIONS = ("init", *MODEL_SHAPE, "tokenizer", "steps", *RUN_DEFAULTS, *MONITORING_DEFAULTS, "out", "resume")
 KEYWORDS = (*_OPTIONS, "model_parallel")  # train()'s own
 # name -> (lowest allowed, whether the lowest itself is allowed): checked finite, too.
+FLOAT32_MAX = 3.4028234663852886e38  # np.finfo(np.float32).max
 REAL_RANGES = {"lr": (0.0, False), "weight_decay": (0.0, True), "clip": (0.0, False), "val_fraction": (0.0, True)}
 
 
@@ -79,7 +80,8 @@ class TrainSettings:
     ``eval_interval``) and at the end the run folder is updated; ``log_interval`` says how often
     a step is worth a log line (``Progress.log``). Raises NpgptError, naming the option, for a
     count below 1, a negative ``warmup`` or ``seed``, an ``lr`` or ``clip`` that is not a finite
-    number above 0, a ``weight_decay`` below 0, a ``val_fraction`` outside [0, 1), a wrong type.
+    number above 0, a ``weight_decay`` below 0, a real number past float32's range (the step's), a
+    ``val_fraction`` outside [0, 1), a wrong type.
     """
 
     init: str | Path | None = None
@@ -120,6 +122,13 @@ class TrainSettings:
                 if not (is_finite_number(value) and (value >= low if inclusive else value > low)):
                     bound = f"{'at least' if inclusive else 'more than'} {low:g}"
                     raise NpgptError(f"{f.name} must be a finite number {bound}, got {shown(value)}", f.name, KEYWORDS)
+                if value > FLOAT32_MAX:  # finite here, inf in the float32 step: the run diverged at its first step
+                    raise NpgptError(
+                        f"{f.name} must be a number float32 holds (the step computes in float32), at most "
+                        f"{FLOAT32_MAX:.4g}, got {shown(value)}",
+                        f.name,
+                        KEYWORDS,
+                    )
                 object.__setattr__(self, f.name, float(value))
             elif is_integer(value):
                 object.__setattr__(self, f.name, int(value))
