@@ -123,6 +123,12 @@ def test_config_file_with_command_line_overrides(text, tmp_path):
         ("config = 'x.toml'", "unknown key 'config'"),
         ("steps = ", "not valid TOML"),
         ("n-layer = 2\nn_layer = 3\nsteps = 0", "'n-layer' and 'n_layer' are the same option; keep one of them"),
+        # nanoGPT's names, as the command line takes them (--max_iters is --steps) or names npgpt's (--block_size)
+        ("max_iters = 0", "steps must be at least 1, got 0"),
+        ("learning_rate = -1.0", "lr must be a finite number more than 0, got -1.0"),
+        ("gradient_accumulation_steps = 0", "grad_accum must be at least 1, got 0"),
+        ("block_size = 64", "unknown key 'block_size'; npgpt train's is seq_len"),
+        ("out_dir = 'x'", "unknown key 'out_dir'; npgpt train's is out"),
     ]:
         config.write_text(f'data = "{text}"\nout = "{tmp_path / "other"}"\n{line}\n')
         result = invoke(["--config", str(config)])

@@ -364,11 +364,7 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
     merged = dict(given)
     spelled: dict[str, str] = {}  # option name -> the key that set it
     for key, value in table.items():
-        name = key.replace("-", "_")
-        if name not in given:
-            raise NpgptError(
-                f"--config {path}: unknown key {key!r}; use the option names of npgpt train (e.g. n_layer, lr, steps)"
-            )
+        name = _config_name(key, path, given)
         if name in spelled:  # n-layer and n_layer: TOML's two keys, one option (the last one silently won)
             raise NpgptError(f"--config {path}: {spelled[name]!r} and {key!r} are the same option; keep one of them")
         spelled[name] = key
@@ -390,6 +386,28 @@ def _with_config(ctx: typer.Context, path: Path, given: dict[str, Any]) -> dict[
         if source is None or source.name != "COMMANDLINE":  # typed on the command line: it wins
             merged[name] = float(value) if kind is float else value
     return merged
+
+
+def _config_name(key: str, path: Path, given: dict[str, Any]) -> str:
+    """The option a --config key sets: its name (``n_layer``, ``n-layer``), or the one it is on the command line as
+    another tool's (nanoGPT's ``max_iters``, ``learning_rate``: --max_iters is --steps there, so here too). NpgptError
+    for any other key, naming npgpt's where another tool's means something else (``block_size``: seq_len)."""
+    from .names import ACCEPTED, OPTIONS
+
+    name = key.replace("-", "_")
+    if name in given:
+        return name
+    theirs = "--" + name
+    known = OPTIONS.get(theirs, ())
+    names = [o[2:].replace("-", "_") for o in ((known,) if isinstance(known, str) else known)]
+    ours = next((n for n in names if n in given and n not in _NOT_IN_CONFIG), None)
+    if ours is not None:
+        if theirs in ACCEPTED:
+            return ours
+        raise NpgptError(f"--config {path}: unknown key {key!r}; npgpt train's is {ours}")
+    raise NpgptError(
+        f"--config {path}: unknown key {key!r}; use the option names of npgpt train (e.g. n_layer, lr, steps)"
+    )
 
 
 def _option_types() -> dict[str, type]:
