@@ -95,7 +95,6 @@ ACCEPTED = {
     "--warmup_iters",
     "--eval_iters",
     "--grad_clip",
-    "--eval_iters",
     "--model-path",
     "-sys",
     "--system-prompt",
