@@ -548,6 +548,8 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["score", "t.txt", "--ctx-size", "512"], "No such option: --ctx-size. npgpt takes --window"),
         (["eval", "t.txt", "-b", "512"], "No such option: -b; npgpt eval's batch is --batch-size N windows"),
         (["eval", "t.txt", "--chunks", "4"], "to score a part, pipe it in: head -c 100000 FILE | npgpt eval -"),
+        (["eval", "t.txt", "--kl-divergence"], "No such option: --kl-divergence; npgpt bench measures how int8"),
+        (["eval", "t.txt", "--kl-divergence-base", "b.kld"], "npgpt bench measures how int8 and 16-bit weights differ"),
         # llama-cli's samplers, grammars, adapters and switches npgpt lacks: click's bare "No such option" or a wrong
         # neighbour (--typical "Possible options: --dtype", --jinja "--json", --keep "--help, --seed")
         (["generate", "Hi", "--typical", "0.9"], "npgpt's samplers are --temperature, --top-k, --top-p and --min-p"),

@@ -156,6 +156,8 @@ _INSECURE = [
     ("*", "npgpt fetches over HTTPS only (OpenAI's storage, the Hugging Face Hub) and runs models from disk; drop it")
 ]
 _THINK = [("*", "GPT-2 has no thinking mode: it only continues text; drop it")]
+# llama-perplexity's --kl-divergence(-base): a quantized model's logits against the full-precision model's
+_KL = [("*", "npgpt bench measures how int8 and 16-bit weights differ from float32 (logits, perplexity, greedy text)")]
 # llama.cpp's other samplers and what it prints or reads that npgpt does not
 _SAMPLERS = [
     (
@@ -291,6 +293,8 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
             "npgpt {cmd} reads the whole text; to score a part, pipe it in: head -c 100000 FILE | npgpt {cmd} -",
         )
     ],
+    "--kl-divergence": _KL,
+    "--kl-divergence-base": _KL,
     "--typical": _SAMPLERS,  # llama.cpp's samplers npgpt lacks
     "--mirostat": _SAMPLERS,
     "--mirostat-lr": _SAMPLERS,
