@@ -32,7 +32,7 @@ import numpy as np
 from .backends import Backend
 from .config import GPT2Config
 from .errors import NpgptError, shown
-from .files import parse_json
+from .files import parse_json, read_regular
 
 CACHE_FILE = "autotune.json"
 CACHE_VERSION = 1  # the file's layout; a file of another layout (a newer npgpt's) is not read, only replaced
@@ -271,7 +271,7 @@ def _read(path: Path) -> dict[str, Any]:
     """The cache's entries; empty when the file is missing, unreadable, of another layout (``CACHE_VERSION``)
     or not what this module writes."""
     try:
-        data = parse_json(path.read_text(encoding="utf-8"))
+        data = parse_json(read_regular(path).decode("utf-8"))  # a FIFO in its place: no wait for a writer
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:

@@ -395,6 +395,19 @@ def refuse_special_files(path: Path, may_open: Callable[[Path], bool]) -> None:
             )
 
 
+def read_regular(path: str | Path) -> bytes:
+    """The bytes of the regular file at ``path`` (links followed); an OSError for a FIFO, a device or a socket
+    in its place, raised at once: opening a FIFO waits for a writer for ever and ``/dev/zero`` never ends.
+    For the files npgpt keeps for itself (a cache, a sidecar), which its readers treat as absent when
+    unreadable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        kind = _SPECIAL.get(stat.S_IFMT(os.fstat(fd).st_mode))
+        if kind is not None:
+            raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        return f.read()
+
+
 def is_web_page(path: Path) -> bool:
     """Whether ``path`` holds a web page (HTML or XML): the error or login page a failed download saves in a
     file's place."""

@@ -148,6 +148,18 @@ def test_a_corrupt_cache_is_measured_again_and_rewritten(home, monkeypatch, text
     assert json.loads(path.read_text())["entries"][key]["dtype"] == choice.dtype == "float32"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+@pytest.mark.timeout(60)  # a bound on a hang (opening a FIFO that no one writes), not a speed threshold
+def test_a_cache_that_is_a_fifo_is_measured_again_not_waited_on(home, monkeypatch):
+    """``autotune.json`` a FIFO (``mkfifo``, a pipe a script left): ``npgpt generate --dtype auto`` waited for a
+    writer for ever. It is a cache that cannot be read: measured again, the choice given, nothing written."""
+    calls = fake_timer(monkeypatch, {"int8": 0.3e-3})
+    home.mkdir()
+    os.mkfifo(home / "autotune.json")
+    choice = autotune.choose_dtype(get_backend("numpy"), CONFIG)
+    assert choice.measured and calls and choice.dtype == "int8" and choice.cache is None
+
+
 @pytest.mark.parametrize("seconds", [{"float32": 0.1}, {"float32": 0.1, "int8": 0}, {"float32": 0.1, "int8": "1"}])
 def test_a_cached_entry_without_a_usable_time_for_its_choice_is_measured_again(home, monkeypatch, seconds):
     calls = fake_timer(monkeypatch, {})

@@ -850,6 +850,22 @@ def test_a_tokens_sidecar_that_cannot_be_written_warns_and_never_vouches_for_oth
 
 
 @pytest.mark.timeout(120)  # a bound on a hang (opening a FIFO that no one writes), not a speed threshold
+def test_a_tokens_sidecar_that_is_a_fifo_is_not_waited_on(tmp_path):
+    """``tokens.bin.json`` a FIFO beside ``tokens.bin``: the next run (``npgpt train --resume``, or a new run into
+    the folder) waited for a writer for ever, before its first step. It is a sidecar that cannot be read: the text
+    is tokenised again and the FIFO replaced by the sidecar."""
+    source = tmp_path / "a.txt"
+    source.write_text("alpha beta gamma\n" * 20)
+    out = tmp_path / "run"
+    out.mkdir()
+    want = np.fromfile(D.tokenize_to_file(source, out / "tokens.bin"), np.uint16)
+    (out / "tokens.bin.json").unlink()
+    os.mkfifo(out / "tokens.bin.json")
+    np.testing.assert_array_equal(np.fromfile(D.tokenize_to_file(source, out / "tokens.bin"), np.uint16), want)
+    assert (out / "tokens.bin.json").is_file()
+
+
+@pytest.mark.timeout(120)  # a bound on a hang (opening a FIFO that no one writes), not a speed threshold
 def test_a_training_state_that_is_a_fifo_is_refused_not_waited_on(text, tmp_path):
     """``train_state.safetensors`` a FIFO (``mkfifo``, a pipe a script left): ``npgpt train --resume`` waited for a
     writer for ever, and SIGTERM (``timeout 60``) did not end the wait. It is refused in one line, at once."""

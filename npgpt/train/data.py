@@ -23,7 +23,7 @@ import numpy as np
 
 from ..char_tokenizer import CharTokenizer
 from ..errors import NpgptError, NpgptWarning, shown
-from ..files import atomic_path, parse_json
+from ..files import atomic_path, parse_json, read_regular
 from ..formats.llmc import MAGIC as LLMC_MODEL_MAGIC
 from ..tokenizer import Tokenizer
 
@@ -213,7 +213,7 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: Tokenizer 
     fingerprint = _fingerprint(files, None if tokenizer is None else tokenizer.to_spec())
     if dest.exists() and sidecar.exists():
         try:
-            recorded = parse_json(sidecar.read_text())
+            recorded = parse_json(read_regular(sidecar))  # a FIFO in its place: no wait for a writer
         except (OSError, ValueError):  # an unreadable sidecar: tokenise again
             recorded = None
         if isinstance(recorded, dict) and recorded.get("fingerprint") == fingerprint:  # a list or null: again
