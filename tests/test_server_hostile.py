@@ -857,3 +857,58 @@ def test_a_body_is_parsed_and_validated_off_the_event_loop(http, path, monkeypat
     assert r.status_code == 400 and "twice" in r.json()["error"]["message"], r.text
     r = http.post(path, content=b'{"prompt": ', headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text
+
+
+@pytest.mark.timeout(120)
+def test_connections_that_never_send_a_whole_request_are_closed_and_the_server_still_answers(app, monkeypatch):
+    """A connection that sent nothing, or a request head a byte at a time (slowloris), was held open for ever:
+    a few hundred of them used up the server's file descriptors and every later request, /health included,
+    waited unanswered. A request's head must arrive within the head deadline and its body within the request
+    deadline (Node.js's headersTimeout and requestTimeout, 60 s and 300 s; shortened here); a connection past
+    either is closed, and a whole request is answered as before."""
+    import socket
+    import urllib.request
+
+    from npgpt.server.connections import DeadlineProtocol
+
+    monkeypatch.setattr(DeadlineProtocol, "head_timeout", 1.0)
+    monkeypatch.setattr(DeadlineProtocol, "request_timeout", 2.0)
+    with background_server(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        silent = [socket.create_connection((host, int(port))) for _ in range(20)]
+        head = socket.create_connection((host, int(port)))
+        head.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # no blank line: the head never ends
+        body = socket.create_connection((host, int(port)))
+        body.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b'{"pro')
+        trickle = socket.create_connection((host, int(port)))
+        kept = socket.create_connection((host, int(port)))
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        start = time.monotonic()
+        while time.monotonic() - start < 1.6:  # a byte every 0.2 s: each arrives well inside any read timeout
+            try:
+                trickle.sendall(b"X")
+            except OSError:  # closed by the server
+                break
+            time.sleep(0.2)
+
+        def closed(s: socket.socket, wait: float = 0.5) -> bool:
+            s.settimeout(wait)
+            try:
+                while data := s.recv(65536):
+                    if b"HTTP/1.1 200" in data:  # the kept-alive connection's answer
+                        return False
+                return True
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+
+        assert all(closed(s) for s in [*silent, head, trickle])
+        assert not closed(kept)  # a whole request: answered
+        assert not closed(body, 0.1)  # its head is in: the body has until the request deadline
+        time.sleep(1.0)
+        assert closed(body)
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as r:
+            assert r.status == 200
+        for s in [*silent, head, body, trickle, kept]:
+            s.close()

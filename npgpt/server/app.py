@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from ..errors import NpgptError
+from .connections import DeadlineProtocol
 from .errors import add_handlers
 from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
 from .metrics import Metrics
@@ -160,7 +161,7 @@ def background_server(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = DrainingServer(uvicorn.Config(app, log_level="warning"), app, shutdown_timeout)
+    server = DrainingServer(uvicorn.Config(app, http=DeadlineProtocol, log_level="warning"), app, shutdown_timeout)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="npgpt-uvicorn", daemon=True)
     thread.start()
     try:

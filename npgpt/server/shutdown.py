@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from .connections import DeadlineProtocol
 from .settings import check_settings
 
 if TYPE_CHECKING:
@@ -90,9 +91,10 @@ def end_requests(app: FastAPI) -> None:
 
 def serve(app: FastAPI, sock: socket.socket, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S, **config: Any) -> None:
     """Run ``app`` with uvicorn on the bound socket ``sock`` until SIGINT/SIGTERM, then shut down as
-    described above (blocks). ``config``: more ``uvicorn.Config`` options (``host``, ``port`` for its
-    messages, ``log_level``...)."""
-    server = DrainingServer(uvicorn.Config(app, **config), app, shutdown_timeout)
+    described above (blocks). Connections that do not send a whole request in time are closed
+    (:class:`~.connections.DeadlineProtocol`). ``config``: more ``uvicorn.Config`` options (``host``, ``port``
+    for its messages, ``log_level``...)."""
+    server = DrainingServer(uvicorn.Config(app, **{"http": DeadlineProtocol, **config}), app, shutdown_timeout)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled; the shutdown is done, as uvicorn.run does

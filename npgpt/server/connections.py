@@ -1,0 +1,69 @@
+"""Deadlines for receiving a request, so that slow or silent connections cannot take the server's sockets.
+
+uvicorn closes a connection left idle after a response (``timeout_keep_alive``), but not one that never sends
+a whole request: a client that opens connections and sends nothing, or a request head a byte at a time
+(slowloris), held each one open for ever, and a few hundred of them used up the process's file descriptors:
+every later connection, ``/health`` included, waited unanswered. :class:`DeadlineProtocol` is uvicorn's own HTTP
+protocol (the one ``http="auto"`` picks) with Node.js's two deadlines (``server.headersTimeout``,
+``server.requestTimeout``): a request's head must arrive within :data:`HEAD_TIMEOUT_S` of the connection
+waiting for it (opened, or its previous response sent), and its body within :data:`REQUEST_TIMEOUT_S`; a
+connection past either is closed (a request whose body was being read sees a disconnect). The compute a
+request asks for is not bounded here: its limits are per request (:mod:`.limits`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+HEAD_TIMEOUT_S = 60.0  # Node.js's headersTimeout
+REQUEST_TIMEOUT_S = 300.0  # Node.js's requestTimeout: the head and the body
+
+
+class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a class chosen at import
+    """uvicorn's HTTP protocol, closing a connection whose request head or body is not in by its deadline."""
+
+    head_timeout = HEAD_TIMEOUT_S
+    request_timeout = REQUEST_TIMEOUT_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._wait_for_request()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._wait_for_request()  # the next request's head, on a connection kept alive
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        timer = getattr(self, "_deadline_timer", None)
+        if timer is not None:
+            timer.cancel()
+        super().connection_lost(exc)
+
+    def _wait_for_request(self) -> None:
+        self._waiting_since = self.loop.time()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer = self.loop.call_later(self.head_timeout, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        """Close the connection if the request it is waiting for is late; else look again at the next deadline
+        (none once the whole request is in: the answer may take as long as the request asks)."""
+        self._deadline_timer = None
+        if self.transport.is_closing():
+            return
+        cycle: Any = self.cycle
+        if cycle is None or cycle.response_complete:  # waiting for a request's head
+            timeout = self.head_timeout
+        elif cycle.more_body:  # the head is in, the body is still coming
+            timeout = self.request_timeout
+        else:
+            return
+        left = self._waiting_since + timeout - self.loop.time()
+        if left <= 0:
+            self.transport.close()
+        else:
+            self._deadline_timer = self.loop.call_later(left, self._check_deadline)
