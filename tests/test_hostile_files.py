@@ -387,3 +387,44 @@ def test_non_finite_weights_are_refused_in_every_written_format(fmt, tmp_path):
     )
     with pytest.raises(CheckpointError, match="NaN or infinite"):
         load_checkpoint(path)
+
+
+def _torch_zip(path: Path, obj: object) -> None:
+    """A file laid out as torch.save's zip, holding ``obj``'s pickle (plain containers only: no torch needed)."""
+    import pickle
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pickle.dumps(obj, protocol=2))
+        z.writestr("archive/byteorder", "little")
+
+
+def _laughs(levels: int) -> list:
+    """Lists nesting two references to each level in the next: 2**levels paths in a pickle of ~10 bytes a level."""
+    nested: list = []
+    for _ in range(levels):
+        nested = [nested, nested]
+    return nested
+
+
+@pytest.mark.timeout(60)  # a bound on a hang (a walk exponential in the depth), not a speed threshold
+@pytest.mark.parametrize("name", ["ckpt.pt", "model.pt", "hf/pytorch_model.bin"])
+def test_a_pickle_of_shared_references_nested_deep_is_read_at_once(tmp_path, name):
+    """A 1 KB pickle nesting two references to each level in the next (pickle's memo shares them, as XML's
+    "billion laughs" does entities) made ``npgpt info`` run for ever: the reader walked every path through the
+    shared objects, 2**60 of them. Each shared object is resolved once; the file is then refused in one line."""
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    if name.startswith("hf/"):
+        (path.parent / "config.json").write_text(
+            json.dumps(
+                {"model_type": "gpt2", "n_layer": 1, "n_embd": 8, "n_head": 2, "n_positions": 8, "vocab_size": 50257}
+            )
+        )
+    _torch_zip(path, {"model": {"transformer.wte.weight": _laughs(60)}, "model_args": {}})
+    assert path.stat().st_size < 2000
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path.parent if name.startswith("hf/") else path)
+    assert "\n" not in str(e.value)
+    done = run_cli("info", str(path), timeout=50)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
