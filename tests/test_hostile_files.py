@@ -428,3 +428,34 @@ def test_a_pickle_of_shared_references_nested_deep_is_read_at_once(tmp_path, nam
     assert "\n" not in str(e.value)
     done = run_cli("info", str(path), timeout=50)
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "state", "said"),
+    [
+        ("ckpt.pt", {"transformer.wte.weight": [1, 2]}, "'transformer.wte.weight' is a list, not a tensor"),
+        ("ckpt.pt", {"transformer.wte.weight": None}, "'transformer.wte.weight' is a NoneType, not a tensor"),
+        ("ckpt.pt", {5: []}, "a key that is an int, not a name"),
+        ("hf/pytorch_model.bin", {5: []}, "a key that is an int, not a name"),
+        ("hf/pytorch_model.bin", {("a",): []}, "a key that is a tuple, not a name"),
+    ],
+)
+def test_a_state_dict_entry_that_is_no_named_tensor_is_named(tmp_path, name, state, said):
+    """A nanoGPT checkpoint whose state dict maps a name to a list, None or a dict, or one whose key is a number,
+    and a pytorch_model.bin whose key is not a name, were internal errors ("'list' object has no attribute
+    'dtype'", "expected string or bytes-like object, got 'int'"); each is one line naming the entry."""
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    if name.startswith("hf/"):
+        config = {"model_type": "gpt2", "n_layer": 1, "n_embd": 8, "n_head": 2, "n_positions": 8, "vocab_size": 96}
+        (path.parent / "config.json").write_text(json.dumps(config))
+        obj: object = state
+    else:
+        args = {"n_layer": 1, "n_head": 2, "n_embd": 8, "block_size": 8, "vocab_size": 96, "bias": True}
+        obj = {"model": state, "model_args": args}
+    _torch_zip(path, obj)
+    with pytest.raises(CheckpointError, match="not a state dict") as e:
+        load_checkpoint(path.parent if name.startswith("hf/") else path)
+    assert said in str(e.value) and "\n" not in str(e.value)
+    done = run_cli("info", str(path.parent if name.startswith("hf/") else path))
+    assert done.returncode == 1 and said in done.stderr and done.stderr.count("\n") == 1, done.stderr

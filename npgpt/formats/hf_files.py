@@ -431,11 +431,15 @@ def _read_shards(directory: Path, index_name: str, read: Any) -> tuple[dict[str,
 
 
 def _state_dict(path: Path) -> dict[str, np.ndarray]:
-    from .torch_pickle import load
+    from .torch_pickle import load, not_a_state_dict
 
     obj = load(path)
-    if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
-        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
+    why = not_a_state_dict(obj) if isinstance(obj, dict) else f"it holds an object of type {type(obj).__name__}"
+    if why is not None:
+        raise CheckpointError(
+            f"{path}: not a state dict (a mapping of names to tensors): {why}; the file is corrupt or not a model's "
+            "weights: re-download it"
+        )
     return obj
 
 

@@ -52,6 +52,7 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
     have (a fork's change to the math), or weights that do not fit ``model_args``.
     """
     from .torch_pickle import load as load_pickle
+    from .torch_pickle import not_a_state_dict
 
     path = Path(path)
     if path.is_dir():
@@ -65,6 +66,12 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
         raise CheckpointError(
             f"{path}: not a nanoGPT checkpoint (no 'model' and 'model_args'); a bare PyTorch state dict "
             "needs its Hugging Face config.json beside it, saved as pytorch_model.bin"
+        )
+    why = not_a_state_dict(ckpt["model"])
+    if why is not None:
+        raise CheckpointError(
+            f"{path}: its 'model' is not a state dict (a mapping of names to tensors): {why}; the file is corrupt or "
+            "not a nanoGPT checkpoint"
         )
     state: dict[str, Any] = {}
     their_names: dict[str, str] = {}

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, reason
+from ..errors import CheckpointError, reason, shown
 from ..files import web_page
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -377,6 +377,22 @@ def _resolve(obj: Any, arrays: dict[str, np.ndarray], path: Path, done: dict[int
         raise CheckpointError(f"{path}: unexpected {type(obj).__name__} object in the pickle; {_FIX}")
     done[key] = (obj, out)  # obj kept: its id is not reused while the walk lasts
     return out
+
+
+def not_a_state_dict(state: dict) -> str | None:
+    """What makes ``state`` no state dict (a mapping of names to tensors), naming its first such entry in a few
+    words; None if it is one. Readers refuse such a file before they look a name up or a tensor over (a key that
+    is a number, a value that is a list, were internal errors)."""
+    for key, value in state.items():
+        if not isinstance(key, str):
+            return f"a key that is {_a(type(key).__name__)}, not a name"
+        if not isinstance(value, np.ndarray):
+            return f"{shown(key)} is {_a(type(value).__name__)}, not a tensor"
+    return None
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 def _storage(storage: _Storage, arrays: dict[str, np.ndarray]) -> np.ndarray:
