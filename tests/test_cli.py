@@ -118,6 +118,19 @@ def test_errors_are_one_line_without_traceback(model_file, args, words):
     assert words in lines[0]
 
 
+@pytest.mark.parametrize("name", ["a\nb", "a\rb", "e\x1b[31mred", "nul\x7fdel"])
+def test_an_error_naming_a_path_with_control_characters_is_one_line(tmp_path, name):
+    """A folder whose name holds a newline split `npgpt info`'s error over two lines ("error: .../a" and
+    "b/model.safetensors: not a safetensors file ..."), and one holding an escape sequence sent it to the terminal
+    raw. Control characters in an error are written as Python escapes: one line, nothing for the terminal to run."""
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"garbage, not a model file at all")
+    r = run_cli("info", str(folder / "model.safetensors"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.endswith("\n"), repr(r.stderr)
+    assert repr(name)[1:-1] in r.stderr and "\x1b" not in r.stderr and "\r" not in r.stderr
+
+
 @pytest.mark.parametrize("extra", [[], ["-n", "2"]])
 def test_a_streamed_request_that_cannot_run_prints_nothing_on_stdout(model_file, extra):
     """`npgpt generate PROMPT --stream` echoed the prompt before the request was checked: a too-long one

@@ -8,6 +8,7 @@ Text that comes from a message, a path or a prompt never goes through rich's mar
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -244,10 +245,18 @@ class Interrupted(NpgptError):
 
 
 def print_error(message: str, label: str = "error") -> None:
-    """``error: MESSAGE`` on stderr, the message printed literally: every user error ends here."""
+    """``error: MESSAGE`` on stderr, the message printed literally on one line: every user error ends here.
+
+    Control characters are written as Python escapes (``\\n``, ``\\x1b``): a file or folder name may hold a
+    newline, which split the error over two lines (a script reading the first line got half of it), or a terminal
+    escape sequence, which the terminal would have run."""
     from rich.text import Text
 
+    message = _CONTROL.sub(lambda m: repr(m[0])[1:-1], message)
     console(stderr=True).print(Text.assemble((f"{label}:", "red"), " ", message), soft_wrap=True)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but tab, DEL and C1
 
 
 def print_notice(message: str, style: str = "dim") -> None:
