@@ -125,6 +125,33 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     Hugging Face's own cache (shared with ``transformers``; clear it with ``hf cache``); npgpt
     keeps only its converted file, returned here.
     """
+    target = hf_dir(repo_id, revision) / MODEL_FILE
+    if converted(target):
+        return target
+    # The weights go to Hugging Face's cache, the converted file here: a home it cannot be written to is
+    # refused now, not after gigabytes were fetched (the OpenAI path creates its staging folder there first).
+    check_writable(target, elsewhere=_ELSEWHERE)
+    # The model's folder is locked while it is fetched and converted, as the OpenAI download's staging folder is:
+    # `npgpt rm` (which takes the lock) removed the conversion's temp file from under it, and a second download of
+    # the same repo converted it again alongside.
+    busy = f"another npgpt process is downloading {repo_id} into {target.parent}; wait for it to finish"
+    try:
+        with locked_folder(target.parent, busy, elsewhere=_ELSEWHERE):
+            try:
+                if not converted(target):  # another process may have finished it between the check and the lock
+                    _download_hf_locked(repo_id, revision, progress, target)
+            except BaseException:  # only the lock's holder removes the folder it made (as download_openai)
+                _rmdir_if_empty(target.parent)
+                raise
+    finally:
+        _rmdir_if_empty(target.parent.parent)  # hf/, made for it: only when no other model is in it
+    size = target.stat().st_size
+    _report(progress, MODEL_FILE, size, size)
+    return target
+
+
+def _download_hf_locked(repo_id: str, revision: str | None, progress: Progress | None, target: Path) -> None:
+    """:func:`download_hf`'s work, with ``target``'s folder locked: fetch, check, convert to ``target``."""
     import inspect
     import json
 
@@ -133,12 +160,6 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
 
     from .formats import hf, hf_files, npgpt_format
 
-    target = hf_dir(repo_id, revision) / MODEL_FILE
-    if converted(target):
-        return target
-    # The weights go to Hugging Face's cache, the converted file here: a home it cannot be written to is
-    # refused now, not after gigabytes were fetched (the OpenAI path creates its staging folder there first).
-    check_writable(target, elsewhere=_ELSEWHERE)
     takes_tqdm = "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub>=0.26
 
     def fetch(file: str) -> Path:
@@ -191,19 +212,10 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
         config, params = hf.load(paths[0].parent)
     except ValueError as e:
         raise CheckpointError(f"{repo_id} is not a GPT-2 checkpoint npgpt can read: {e}") from None
-    try:
+    try:  # no room or no permission: one line (atomic_path's); download_hf removes the folders made for it
         npgpt_format.save(target, config, params, metadata=tokenizer and {"tokenizer": json.dumps(tokenizer)})
     except OSError as e:
-        _rmdir_if_empty(target.parent)
-        _rmdir_if_empty(target.parent.parent)  # hf/, made for it
         raise cannot_write(target, e, elsewhere=_ELSEWHERE) from None
-    except NpgptError:  # no room or no permission, said in one line by atomic_path: its folders are not left behind
-        _rmdir_if_empty(target.parent)
-        _rmdir_if_empty(target.parent.parent)
-        raise
-    size = target.stat().st_size
-    _report(progress, MODEL_FILE, size, size)
-    return target
 
 
 def converted(target: Path) -> bool:

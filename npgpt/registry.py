@@ -252,7 +252,7 @@ def remove(name: str) -> list[Path]:
         raise NpgptError(f"{what}; downloaded models: {cached} (see `npgpt list`)")
     with contextlib.ExitStack() as held:
         for folder in found:  # a download holds its folder's lock (npgpt.download): not removed under it
-            if folder.parent.parent == home() / "downloads" and not folder.is_symlink():
+            if folder.parent in (home() / "hf", home() / "downloads" / "openai") and not folder.is_symlink():
                 busy = (
                     f"{folder.name} is being downloaded by another npgpt process (into {folder}); wait for it to "
                     "finish or stop it, then remove it"

@@ -415,6 +415,38 @@ def test_download_hf_onto_a_full_disk_leaves_no_empty_folder_in_the_cache(monkey
     assert not (cache / "hf").exists(), list((cache / "hf").iterdir())  # nor the hf/ folder made for it
 
 
+def test_rm_of_a_hf_model_being_converted_is_refused_and_the_download_ends_whole(monkeypatch, tmp_path, cache, source):
+    """``npgpt rm org/tiny`` while ``npgpt download --hf org/tiny`` converted it deleted the folder holding the
+    conversion's temp file, and the download ended "cannot write .../model.safetensors: No such file or directory";
+    a second download of the same repo meanwhile converted it again alongside. The model's folder is locked as
+    the OpenAI download's is: rm and the second download are refused in one line, the first ends whole."""
+    pytest.importorskip("fcntl")
+    import huggingface_hub
+
+    from npgpt import files
+
+    snapshot = hf.save(tmp_path / "snapshot", CONFIG, source[0])
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(snapshot / filename))
+    refused: list[str] = []
+    real = files.publish
+
+    def publish(tmp, path):  # the converted file is written, not yet renamed: another process runs now
+        if Path(path).name == "model.safetensors" and not refused:
+            for other in (lambda: registry.remove("org/tiny"), lambda: download.download_hf("org/tiny")):
+                with pytest.raises(NpgptError) as e:
+                    other()
+                refused.append(str(e.value))
+        real(tmp, path)
+
+    monkeypatch.setattr(files, "publish", publish)
+    path = download.download_hf("org/tiny")
+    assert "being downloaded by another npgpt process" in refused[0]
+    assert "another npgpt process is downloading org/tiny" in refused[1]
+    assert not any("\n" in r for r in refused)
+    assert_same_model(path, source[0])
+    assert registry.remove("org/tiny") == [cache / "hf" / "org--tiny"]  # once the download ended, rm removes it
+
+
 def test_download_hf_offline_is_one_line(monkeypatch):
     import huggingface_hub
     from huggingface_hub.utils import LocalEntryNotFoundError
