@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import CheckpointError, NpgptError
+from .errors import CheckpointError, NpgptError, shown
 from .token_ids import id_list, one_id
 from .tokenizer import (
     EOT,
@@ -25,6 +25,7 @@ from .tokenizer import (
     check_encode_options,
     check_text,
     check_texts,
+    has_surrogate,
 )
 
 
@@ -42,6 +43,11 @@ class CharTokenizer(Tokenizer):
     def __init__(self, chars: str) -> None:
         if len(set(chars)) != len(chars) or not chars:
             raise CheckpointError("a character tokenizer needs a non-empty string of distinct characters")
+        if has_surrogate(chars):  # JSON can spell one ("\\ud800"), no text holds one, no output can write one
+            raise CheckpointError(
+                "a character tokenizer's characters must be Unicode text; it holds a lone surrogate "
+                f"({shown(next(c for c in chars if has_surrogate(c)))})"
+            )
         self.chars = chars
         self._ids = {c: i for i, c in enumerate(chars)}
         self.eot_id = len(chars)

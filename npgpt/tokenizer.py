@@ -96,6 +96,14 @@ class AddedToken:
 GPT2_ADDED = (AddedToken(EOT, EOT_ID),)  # GPT-2's own: <|endoftext|>, special
 
 
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a UTF-16 surrogate (U+D800-U+DFFF): no Unicode text, and no UTF-8 can encode it."""
+    return _SURROGATE.search(text) is not None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _level_bytes(content: str) -> bytes:
     """The bytes ``tokenizers``' byte-level decoder gives an added token: each character's byte when all are
     in GPT-2's printable map (``Ġx`` is b" x"), else the text's UTF-8 (``<|im start|>``, with its space)."""
@@ -151,6 +159,12 @@ class Tokenizer:
         self.eot_id = self._enc.eot_token
         n_base = self._enc.n_vocab
         self.added_tokens = GPT2_ADDED if added_tokens is None else tuple(added_tokens)
+        for t in self.added_tokens:  # JSON can spell one ("\\ud800"); the tokenizers library refuses the file
+            if isinstance(t.content, str) and has_surrogate(t.content):
+                raise NpgptError(
+                    f"added token id {shown(t.id)} is {shown(t.content)}, which holds a lone surrogate and is no "
+                    "Unicode text; remove it from the tokenizer"
+                )
         self._new = {t.id: _level_bytes(t.content) for t in self.added_tokens if t.id >= n_base}
         self._check_added(n_base)
         self.n_vocab = n_base + len(self._new)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import CONFIGS, random_params, run_cli
 
+from npgpt.config import GPT2Config
 from npgpt.errors import CheckpointError
 from npgpt.formats import hf, load_checkpoint, npgpt_format, save_checkpoint
 
@@ -458,4 +459,29 @@ def test_a_state_dict_entry_that_is_no_named_tensor_is_named(tmp_path, name, sta
         load_checkpoint(path.parent if name.startswith("hf/") else path)
     assert said in str(e.value) and "\n" not in str(e.value)
     done = run_cli("info", str(path.parent if name.startswith("hf/") else path))
+    assert done.returncode == 1 and said in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "n_vocab", "said"),
+    [
+        ({"type": "char", "chars": "a\ud800b"}, 4, "holds a lone surrogate ('\\ud800')"),
+        ({"type": "gpt2", "added_tokens": [{"content": "<\ud800>", "id": 50257}]}, 50258, "'<\\ud800>', which holds"),
+    ],
+    ids=["char", "added-token"],
+)
+def test_a_tokenizer_holding_a_lone_surrogate_is_refused_at_load(tmp_path, spec, n_vocab, said):
+    """JSON can spell a lone UTF-16 surrogate ("\\ud800"), which is no Unicode text: a character tokenizer holding
+    one loaded, and generating it ended as an internal error ("'utf-8' codec can't encode character '\\ud800'");
+    an added token holding one was an internal error at load. Each is refused at load in one line (the tokenizers
+    library refuses such a tokenizer.json too)."""
+    import npgpt
+
+    config = GPT2Config(n_vocab=n_vocab, n_ctx=16, n_embd=8, n_head=2, n_layer=1)
+    path = tmp_path / "model.safetensors"
+    npgpt_format.save(path, config, random_params(config), metadata={"tokenizer": json.dumps(spec)})
+    with pytest.raises(CheckpointError) as e:
+        npgpt.load(str(path))
+    assert said in str(e.value) and "\n" not in str(e.value)
+    done = run_cli("generate", "-m", str(path), "a", "--max-new-tokens", "8", "--seed", "2")
     assert done.returncode == 1 and said in done.stderr and done.stderr.count("\n") == 1, done.stderr
