@@ -627,3 +627,43 @@ def test_a_text_argument_that_is_not_utf8_is_refused(args, said):
     assert r.returncode == 2 and err.startswith(said) and len(err.splitlines()) == 1, err
     named = subprocess.run([sys.executable, "-m", "npgpt", "score", b"caf\xe9.txt"], capture_output=True, timeout=60)
     assert "caf\\udce9.txt: No such file or directory" in named.stderr.decode()
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_while_a_file_is_written_leaves_no_temp_file_and_exits_143(model_file, tmp_path):
+    """SIGTERM (`kill`, `timeout`, a service manager) during `npgpt convert` ended the process on the spot: its
+    hidden temp file (`.out.safetensors.PID@HOST.XXXX.tmp`, gigabytes for a large model) stayed beside the output until
+    something else was written there. SIGTERM now ends a command as Ctrl-C does: the write undone, one line,
+    exit 128 + 15."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    out = tmp_path / "out.safetensors"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from npgpt import files
+        real = files.publish
+        def slow(tmp, path):  # the temp file is written: a kill lands while it is there
+            time.sleep(60)
+            real(tmp, path)
+        files.publish = slow
+        sys.argv = ["npgpt", "convert", {model_file!r}, {str(out)!r}, "--to", "npgpt"]
+        from npgpt.cli import main
+        main()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the sleep
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err == "error: stopped by SIGTERM\n"
+    assert list(tmp_path.iterdir()) == []

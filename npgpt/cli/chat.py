@@ -35,6 +35,7 @@ from .options import (
     PresencePenaltyOpt,
     RepetitionPenaltyOpt,
     TemperatureOpt,
+    Terminated,
     TopKOpt,
     TopPOpt,
     load_model,
@@ -283,7 +284,10 @@ def _stream_reply(m: GPT2, ids: list[int], sampling: dict) -> str:
             reply += ev.text
             out.write(ev.text)
             out.flush()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated):  # SIGTERM ends the chat; Ctrl-C only the reply
+            out.write("\n")
+            raise
         out.write(" [stopped]")
     out.write("\n")
     out.flush()

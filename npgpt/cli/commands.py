@@ -8,6 +8,7 @@ import errno
 import io
 import os
 import re
+import signal
 import sys
 import warnings
 from typing import Annotated
@@ -17,7 +18,7 @@ import typer
 from ..errors import NpgptError, NpgptWarning, reason
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
 from .flags import as_flags
-from .options import Interrupted, print_error
+from .options import Interrupted, Terminated, print_error, raise_terminated
 from .parsing import ClickException, Command, Group, UsageError
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
@@ -90,6 +91,8 @@ def main() -> None:
 
     tune_allocator()  # process-wide, so only entry points call it, never the library
     _escape_unencodable(sys.stdout)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # one a parent set to be ignored (nohup's way) stays so
+        signal.signal(signal.SIGTERM, raise_terminated)  # ended as Ctrl-C ends a command: its writes undone, exit 143
     try:
         try:
             with warnings.catch_warnings():  # the entry point's, restored on return
@@ -114,8 +117,8 @@ def main() -> None:
     except NpgptError as e:
         print_error(as_flags(e))
         sys.exit(1)
-    except KeyboardInterrupt:  # outside a command's run (parsing.Command.invoke says it in one line)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # outside a command's run (parsing.Command.invoke says it in one line)
+        sys.exit(128 + (e.signum if isinstance(e, Terminated) else signal.SIGINT))
     except typer.Abort:  # click's, for an end of input it was reading: as click, exit 1
         sys.exit(1)
     except OSError as e:  # writing the results failed: stdout on a full disk, a closed pipe or descriptor

@@ -13,6 +13,7 @@ from ..errors import NpgptError
 from .options import (
     Interrupted,
     JsonOpt,
+    Terminated,
     console,
     dtype_value,
     model_value,
@@ -76,8 +77,9 @@ def download(
                 path = dl.download_hf(hf, revision=revision, progress=progress)
             elif name is not None:  # one of the two, checked above
                 path = dl.download_openai(name, progress=progress)
-        except KeyboardInterrupt:  # what arrived is kept (npgpt's .part files, the Hub's .incomplete ones)
-            raise Interrupted("download interrupted (Ctrl-C); run the same command again to resume it") from None
+        except KeyboardInterrupt as e:  # what arrived is kept (npgpt's .part files, the Hub's .incomplete ones)
+            how, signum = ("stopped by SIGTERM", e.signum) if isinstance(e, Terminated) else ("interrupted (Ctrl-C)", 2)
+            raise Interrupted(f"download {how}; run the same command again to resume it", signum) from None
     console().print(Text(f"saved {path}"))
 
 

@@ -244,6 +244,22 @@ class Interrupted(NpgptError):
         self.exit_code = 128 + signum
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a service manager, a batch scheduler) raised as Ctrl-C's KeyboardInterrupt is,
+    so that what a command is writing is undone the same way (``files.atomic_path`` deletes its temp file) rather
+    than the process ending on the spot: a ``.NAME.PID@HOST.XXXX.tmp`` of gigabytes stayed hidden beside a
+    ``convert``'s output until something else was written there. ``signum``: the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A SIGTERM handler: raise :class:`Terminated`."""
+    raise Terminated(signum)
+
+
 def print_error(message: str, label: str = "error") -> None:
     """``error: MESSAGE`` on stderr, the message printed literally on one line: every user error ends here.
 

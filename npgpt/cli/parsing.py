@@ -48,11 +48,13 @@ class Command(TyperCommand):
                 param.display_type = _path_type  # type: ignore[method-assign]
 
     def invoke(self, ctx: Any) -> Any:
-        from .options import Interrupted
+        from .options import Interrupted, Terminated
 
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:  # what a write left is the writer's to keep whole (files.atomic_path, write_together)
+        except KeyboardInterrupt as e:  # what a write left is the writer's to keep whole (atomic_path, write_together)
+            if isinstance(e, Terminated):
+                raise Interrupted("stopped by SIGTERM", e.signum) from None
             raise Interrupted("interrupted (Ctrl-C)") from None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
