@@ -125,6 +125,9 @@ def tokenizer_from_spec(spec: dict[str, Any] | None) -> Tokenizer:
     if spec is None:
         return Tokenizer()
     if isinstance(spec, dict) and spec.get("type") == "gpt2" and isinstance(spec.get("added_tokens"), list):
+        for t in spec["added_tokens"]:  # JSON's types, strictly: "special": "yes" is no true, "id": 1.0 no id
+            if isinstance(t, dict) and not _added_token_types(t):
+                raise CheckpointError(f"unreadable added tokens in the tokenizer ({str(t)[:60]}): {_ADDED_TYPES}")
         try:
             return Tokenizer(
                 added_tokens=[AddedToken(**t) for t in spec["added_tokens"]], eos_token_ids=spec.get("eos_token_id")
@@ -139,3 +142,16 @@ def tokenizer_from_spec(spec: dict[str, Any] | None) -> Tokenizer:
             "this npgpt reads 'char' and 'gpt2' tokenizers only, or none (GPT-2's)"
         )
     return CharTokenizer(spec["chars"])
+
+
+_ADDED_TYPES = "an added token's content is text, its id an integer, its special and normalized true or false"
+
+
+def _added_token_types(token: dict[str, Any]) -> bool:
+    """Whether an added token's fields, those it has, are of their JSON types (a bool is no id)."""
+    kinds = {"content": (str,), "id": (int,), "special": (bool,), "normalized": (bool,)}
+    return all(
+        isinstance(token[k], kind) and not (k == "id" and isinstance(token[k], bool))
+        for k, kind in kinds.items()
+        if k in token
+    )

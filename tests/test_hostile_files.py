@@ -485,3 +485,28 @@ def test_a_tokenizer_holding_a_lone_surrogate_is_refused_at_load(tmp_path, spec,
     assert said in str(e.value) and "\n" not in str(e.value)
     done = run_cli("generate", "-m", str(path), "a", "--max-new-tokens", "8", "--seed", "2")
     assert done.returncode == 1 and said in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        {"content": "<x>", "id": 50257, "special": "yes"},
+        {"content": "<x>", "id": 50257, "normalized": 1},
+        {"content": "<x>", "id": 50257.0},
+        {"content": ["<x>"], "id": 50257},
+    ],
+    ids=["special-text", "normalized-number", "id-float", "content-list"],
+)
+def test_an_added_token_of_the_wrong_json_types_is_refused_at_load(tmp_path, token):
+    """An added token whose "special" was the text "yes" loaded as special (any non-empty text is truthy), and
+    other fields of the wrong JSON type were read as Python reads them; the tokenizers library refuses such a
+    token. Each is refused at load in one line naming the types."""
+    import npgpt
+
+    config = GPT2Config(n_vocab=50258, n_ctx=16, n_embd=8, n_head=2, n_layer=1)
+    path = tmp_path / "model.safetensors"
+    spec = {"type": "gpt2", "added_tokens": [token]}
+    npgpt_format.save(path, config, random_params(config), metadata={"tokenizer": json.dumps(spec)})
+    with pytest.raises(CheckpointError, match="unreadable added tokens.*its id an integer") as e:
+        npgpt.load(str(path))
+    assert "\n" not in str(e.value)
