@@ -367,3 +367,49 @@ def test_a_written_plot_is_named(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["bench", "--random", "--backend", "numpy", "--json", "--plot", str(plot)])
     assert r.exit_code == 0 and json.loads(r.stdout) == result, r.output
     assert r.stderr.strip().splitlines()[-1] == f"wrote {plot}", r.stderr
+
+
+def test_a_batch_past_the_machines_memory_is_refused_before_any_worker(monkeypatch):
+    """npgpt bench --batch 100000 ran: the worker went into swap for minutes (or met the OOM killer), and then the
+    bench printed an empty table and exited 0. A decode batch whose kv cache and logits alone outgrow the machine's
+    memory is refused first, naming the flag and the figures."""
+    import npgpt.bench.run
+    import npgpt.score
+    from npgpt.bench import BenchSettings, run_bench
+    from npgpt.errors import NpgptError
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a worker ran for a run refused anyway")
+
+    monkeypatch.setattr(npgpt.bench.run, "spawn", no_worker)
+    monkeypatch.setattr(npgpt.score, "physical_memory", lambda: 8 * 2**30)  # an 8 GiB machine, whatever this one is
+    short = dict(model="bundled", random=True, backends=("numpy",), prompt_len=16, short_prompt=4, new_tokens=4)
+    with pytest.raises(NpgptError, match=r"^--batch 100000 needs [\d,]+ GiB for its kv cache and logits alone, more "):
+        run_bench(BenchSettings(**short, batches=(1, 100000), baseline_tokens=0))
+    with pytest.raises(NpgptError, match=r"lower --batch \(or --new-tokens\)$"):
+        run_bench(BenchSettings(**short, batches=(100000,), baseline_tokens=0))
+
+
+def test_a_worker_refused_by_npgpt_reports_its_one_line_and_an_all_failed_run_exits_1(tmp_path, monkeypatch):
+    """A worker ending in an npgpt error reported the traceback's last line, the class path included
+    ('npgpt worker failed (1): npgpt.errors.NpgptError: out of memory ...'), and a run whose every engine failed
+    printed an empty table and exited 0. The worker reports the message alone, and the CLI exits 1 after the run."""
+    from typer.testing import CliRunner
+
+    import npgpt.bench
+    from npgpt.bench import BenchSettings
+    from npgpt.bench.workers import spawn
+    from npgpt.cli import app
+    from npgpt.errors import NpgptError
+
+    garbage = tmp_path / "model.safetensors"
+    garbage.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    e = spawn("npgpt", BenchSettings(backends=("numpy",)), path=str(garbage), backend="numpy", dtype="float32")
+    assert e["error"].startswith("npgpt worker failed (1): ") and "npgpt.errors" not in e["error"], e
+    assert str(garbage) in e["error"] and "Traceback" not in e["error"], e
+
+    failed = {"engines": {"npgpt-numpy": {"error": "npgpt worker failed (1): out of memory"}}}
+    monkeypatch.setattr(npgpt.bench, "run_bench", lambda settings, progress=None: failed)
+    r = CliRunner().invoke(app, ["bench", "--random", "--backend", "numpy", "--json"])
+    assert isinstance(r.exception, NpgptError) and "every engine failed" in str(r.exception), r.output
+    assert json.loads(r.stdout) == failed  # the figures (here, the errors) are out before the refusal

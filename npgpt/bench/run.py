@@ -150,8 +150,29 @@ def _check_fits(s: BenchSettings, config: Any) -> None:
                 f"{' + '.join(flags)} must be below the model's context of {config.n_ctx} tokens (its cache also "
                 f"holds the next token), got {got}; lower {' or '.join(flags)}"
             )
+    _check_batch_fits(s, config)
     if s.train and s.train_seq > config.n_ctx:  # JAX reads positions past wpe as NaN: a figure of NaN steps
         raise NpgptError(
             f"--train-seq {s.train_seq} is longer than the context of {config.n_ctx} tokens; "
             f"give --train-seq {config.n_ctx} or less"
+        )
+
+
+def _check_batch_fits(s: BenchSettings, config: Any) -> None:
+    """NpgptError for a decode batch whose kv cache and logits alone outgrow this machine's memory.
+
+    ``--batch 100000`` on 124M needs ~20 GB of logits and ~880 GB of cache: the worker ran into swap for minutes
+    (or the OOM killer), and then the bench printed an empty table and exited 0. Counted (float32): the cache,
+    ``2 * n_layer * B * (short prompt + new tokens + 1) * n_embd`` values, and one step's logits, ``B * n_vocab``.
+    """
+    from ..score import physical_memory
+
+    memory = physical_memory()
+    batch = max(s.batches, default=0)
+    slots = s.short_prompt + s.new_tokens + 1
+    need = 4 * batch * (2 * config.n_layer * slots * config.n_embd + config.n_vocab)
+    if memory is not None and need > memory:
+        raise NpgptError(
+            f"--batch {batch} needs {need / 2**30:,.0f} GiB for its kv cache and logits alone, more than this "
+            f"machine's {memory / 2**30:,.0f} GiB of memory; lower --batch (or --new-tokens)"
         )

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from ..errors import NpgptError
 from .engines import HFEngine, NpgptEngine
 from .measure import measure_engine, measure_nocache, measure_precision, measure_train_hf, measure_train_npgpt
 from .settings import BenchSettings
@@ -108,5 +109,10 @@ def main(argv: list[str]) -> int:
     from ..backends import tune_allocator
 
     tune_allocator()  # as the CLI and server do, so the figures are those users get
-    sys.stdout.write(json.dumps(worker(json.loads(argv[1]))) + "\n")
+    try:
+        result = worker(json.loads(argv[1]))
+    except NpgptError as e:  # its one line, for spawn's error entry (a traceback's last line named the class too)
+        sys.stderr.write(f"{e}\n")
+        return 1
+    sys.stdout.write(json.dumps(result) + "\n")
     return 0

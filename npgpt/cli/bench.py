@@ -139,6 +139,9 @@ def bench_command(
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
         _print(result, console())
+    engines = result.get("engines") or {}
+    if engines and all("error" in e for e in engines.values()):  # an empty table was a success (exit 0)
+        raise NpgptError("every engine failed, so nothing was measured; each one's error is above")
     if plot is not None:  # after the figures are out: a write that fails now (a full disk) loses no measurement
         sys.stdout.flush()
         print_notice(f"wrote {plot_decode(result, plot)}")  # on stderr: stdout may be --json's
