@@ -585,6 +585,9 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["serve", "--api-key-file", "k"], "give the key in NPGPT_API_KEY: NPGPT_API_KEY=$(cat FILE) npgpt serve"),
         (["serve", "--ssl-cert-file", "c"], "npgpt serve speaks plain HTTP; for HTTPS, put a TLS proxy"),
         (["serve", "-cb"], "npgpt serve batches requests continuously by itself; --max-batch caps"),
+        # llama-perplexity's -f FILE, which eval takes: on score it was click's bare "No such option: -f"
+        (["score", "-f", "t.txt"], "No such option: -f; npgpt score takes the text file as its argument"),
+        (["score", "--file", "t.txt"], "No such option: --file; npgpt score takes the text file as its argument"),
     ],
 )
 def test_other_tools_names_get_npgpts(args, hint):

@@ -155,6 +155,7 @@ _BATCHES = [
 _INSECURE = [
     ("*", "npgpt fetches over HTTPS only (OpenAI's storage, the Hugging Face Hub) and runs models from disk; drop it")
 ]
+_SCORE_FILE = [("score", "npgpt score takes the text file as its argument: npgpt score FILE (- reads standard input)")]
 _THINK = [("*", "GPT-2 has no thinking mode: it only continues text; drop it")]
 # llama-perplexity's --kl-divergence(-base): a quantized model's logits against the full-precision model's
 _KL = [("*", "npgpt bench measures how int8 and 16-bit weights differ from float32 (logits, perplexity, greedy text)")]
@@ -295,6 +296,8 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     ],
     "--kl-divergence": _KL,
     "--kl-divergence-base": _KL,
+    "-f": _SCORE_FILE,  # llama-perplexity's -f FILE, which npgpt eval takes (its --data)
+    "--file": _SCORE_FILE,
     "--typical": _SAMPLERS,  # llama.cpp's samplers npgpt lacks
     "--mirostat": _SAMPLERS,
     "--mirostat-lr": _SAMPLERS,
