@@ -10,7 +10,7 @@ import codecs
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -241,8 +241,9 @@ class Tokenizer:
     def encode(self, text: str, allow_special: bool = False, **other: Any) -> list[int]:
         """Token ids of ``text``. ``<|endoftext|>`` (and any special added token) becomes its id only with
         ``allow_special``; otherwise it is ordinary text (so user input can never inject a control token).
-        A non-special added token is always its id, as in transformers. tiktoken's ``allowed_special`` /
-        ``disallowed_special`` and transformers' ``add_special_tokens`` are refused naming npgpt's way
+        A non-special added token is always its id, as in transformers. tiktoken's ``allowed_special`` is refused
+        naming npgpt's way, and so are ``disallowed_special`` and transformers' ``add_special_tokens`` but where
+        they ask for what encode does anyway (``disallowed_special=()``, ``add_special_tokens=False``)
         (:func:`check_encode_options`)."""
         check_encode_options(allow_special, other)
         check_text(text)
@@ -303,7 +304,8 @@ class Tokenizer:
 
         ``skip_special_tokens``: leave out the special tokens (``<|endoftext|>``, a fine-tune's ``<|im_end|>``;
         not its plain added words), as transformers' decode does. tiktoken's ``errors`` and transformers'
-        ``clean_up_tokenization_spaces`` are refused naming npgpt's way (:func:`check_decode_options`)."""
+        ``clean_up_tokenization_spaces`` are taken where they ask for what decode does (``errors="replace"``,
+        ``clean_up_tokenization_spaces=False``), else refused naming npgpt's way (:func:`check_decode_options`)."""
         check_decode_options(skip_special_tokens, other)
         if skip_special_tokens:
             ids = [i for i in id_list(ids) if i not in self._special_ids]
@@ -340,13 +342,41 @@ _ENCODE_FOREIGN = {
 }
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+# Other tokenizers' options given a value that asks for what npgpt's encode and decode do anyway: taken, as those
+# libraries take them (transformers' encode(text, add_special_tokens=False), decode(ids,
+# clean_up_tokenization_spaces=False); tiktoken's disallowed_special=(), errors="replace")
+_ENCODE_SAME: dict[str, Callable[[Any], bool]] = {
+    "add_special_tokens": _is_bool,  # GPT-2's tokenizer adds none either way, in transformers too
+    "disallowed_special": lambda v: isinstance(v, (tuple, list, set, frozenset)) and not v,  # never raise: npgpt's
+}
+_DECODE_SAME: dict[str, Callable[[Any], bool]] = {
+    "clean_up_tokenization_spaces": lambda v: _is_bool(v) and not v,
+    "errors": lambda v: isinstance(v, str) and v == "replace",
+}
+
+
+def _refuse_options(
+    other: dict[str, Any], same: dict[str, Callable[[Any], bool]], hints: dict[str, str], usage: str, param: str
+) -> None:
+    for name, value in other.items():
+        if name in same and same[name](value):
+            continue
+        hint = hints.get(name, usage)
+        said = f"{name}={shown(value)} is not supported" if name in same else f"unknown option {name!r}"
+        raise NpgptError(f"{said}; {hint}", param)
+
+
 def check_encode_options(allow_special: Any, other: dict[str, Any]) -> None:
     """NpgptError (param ``text``) for an option ``encode`` does not take (tiktoken's ``allowed_special``,
-    transformers' ``add_special_tokens``), naming npgpt's way, and for an ``allow_special`` that is no bool:
-    ``allow_special="none"`` was truthy, so special tokens were allowed."""
-    for name in other:
-        hint = _ENCODE_FOREIGN.get(name, "encode takes the text and allow_special (True or False)")
-        raise NpgptError(f"unknown option {name!r}; {hint}", "text")
+    transformers' ``add_special_tokens`` as anything but a bool), naming npgpt's way, and for an ``allow_special``
+    that is no bool: ``allow_special="none"`` was truthy, so special tokens were allowed. An option whose value asks
+    for what encode does anyway (``add_special_tokens=False``, ``disallowed_special=()``) is taken."""
+    usage = "encode takes the text and allow_special (True or False)"
+    _refuse_options(other, _ENCODE_SAME, _ENCODE_FOREIGN, usage, "text")
     if not isinstance(allow_special, (bool, np.bool_)):
         raise NpgptError(
             f"allow_special must be True or False (whether a literal <|endoftext|> is the special token), "
@@ -364,12 +394,12 @@ _DECODE_FOREIGN = {
 
 
 def check_decode_options(skip_special_tokens: Any, other: dict[str, Any]) -> None:
-    """NpgptError (param ``ids``) for an option ``decode`` does not take (tiktoken's ``errors``, transformers'
-    ``clean_up_tokenization_spaces``), naming npgpt's way, and for a ``skip_special_tokens`` that is no bool:
-    ``skip_special_tokens="no"`` was truthy, so the special tokens were left out."""
-    for name in other:
-        hint = _DECODE_FOREIGN.get(name, "decode takes the ids and skip_special_tokens (True or False)")
-        raise NpgptError(f"unknown option {name!r}; {hint}", "ids")
+    """NpgptError (param ``ids``) for an option ``decode`` does not take (tiktoken's ``errors`` but "replace",
+    transformers' ``clean_up_tokenization_spaces=True``), naming npgpt's way, and for a ``skip_special_tokens`` that
+    is no bool: ``skip_special_tokens="no"`` was truthy, so the special tokens were left out. An option whose value
+    asks for what decode does anyway (``clean_up_tokenization_spaces=False``, ``errors="replace"``) is taken."""
+    usage = "decode takes the ids and skip_special_tokens (True or False)"
+    _refuse_options(other, _DECODE_SAME, _DECODE_FOREIGN, usage, "ids")
     if not isinstance(skip_special_tokens, (bool, np.bool_)):
         raise NpgptError(
             f"skip_special_tokens must be True or False, got {shown(skip_special_tokens)}", "skip_special_tokens"

@@ -416,8 +416,8 @@ def test_another_librarys_tokenizer_attribute_names_npgpts(name, says):
     [
         ({"allowed_special": "all"}, "npgpt's is allow_special=True"),  # tiktoken's
         ({"allowed_special": {EOT}}, "npgpt's is allow_special=True"),
-        ({"disallowed_special": ()}, "allow_special=False (the default) reads a literal <|endoftext|> as ordinary"),
-        ({"add_special_tokens": False}, "GPT-2's tokenizer adds no special tokens"),  # transformers'
+        ({"disallowed_special": {EOT}}, "allow_special=False (the default) reads a literal <|endoftext|> as"),
+        ({"add_special_tokens": "no"}, "add_special_tokens='no' is not supported; GPT-2's tokenizer adds no special"),
         ({"return_tensors": "np"}, "returns a list of ids"),
         ({"allow_specials": True}, "encode takes the text and allow_special"),
         ({"allow_special": "none"}, "allow_special must be True or False"),  # was truthy: the token allowed
@@ -454,7 +454,7 @@ def test_encode_names_npgpts_way_for_other_tokenizers_options(options, says):
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ({"errors": "strict"}, "replaces bytes that are not valid UTF-8 with U+FFFD"),  # tiktoken's
+        ({"errors": "strict"}, "errors='strict' is not supported; npgpt's decode always replaces bytes"),  # tiktoken's
         ({"clean_up_tokenization_spaces": True}, "npgpt's decode never changes the spaces"),  # transformers'
         ({"skip_special": True}, "decode takes the ids and skip_special_tokens"),
         ({"skip_special_tokens": "no"}, "skip_special_tokens must be True or False, got 'no'"),  # was truthy
@@ -474,3 +474,29 @@ def test_decode_names_npgpts_way_for_other_tokenizers_options(options, says):
         assert "\n" not in str(err.value)
         assert tok.decode(ids, skip_special_tokens=np.bool_(True)) == tok.decode([0, 1])
         assert tok.decode(ids, skip_special_tokens=np.bool_(False)) == tok.decode(ids)
+
+
+def test_other_tokenizers_options_asking_for_what_npgpt_does_are_taken():
+    """transformers' tokenizer.encode(text, add_special_tokens=False) and decode(ids, skip_special_tokens=True,
+    clean_up_tokenization_spaces=False), and tiktoken's encode(text, disallowed_special=()) and decode(ids,
+    errors="replace"), the usual lines of code written for those tokenizers, were refused ("unknown option"), though
+    each asks for exactly what npgpt's encode and decode do (GPT-2's tokenizer adds no special token either way in
+    transformers; npgpt never raises on special-token text, never cleans spaces, always replaces bad UTF-8): they
+    are taken, as those libraries take them, giving the same ids and text. Other values are still refused."""
+    from npgpt.char_tokenizer import CharTokenizer
+
+    text = "Hello " + EOT + " world"
+    for tok in (Tokenizer(), CharTokenizer("".join(sorted(set(text))))):
+        ids = tok.encode(text)
+        for options in ({"add_special_tokens": False}, {"add_special_tokens": True}, {"disallowed_special": ()}):
+            assert tok.encode(text, **options) == ids, options
+            assert tok.encode_batch([text], **options) == [ids], options
+        assert tok.encode(text, allow_special=True, add_special_tokens=False) == tok.encode(text, allow_special=True)
+        special = tok.encode(text, allow_special=True)
+        for options in ({"clean_up_tokenization_spaces": False}, {"errors": "replace"}):
+            assert tok.decode(special, **options) == tok.decode(special), options
+            assert tok.decode(special, skip_special_tokens=True, **options) == tok.decode(special, True), options
+        with pytest.raises(NpgptError, match="^clean_up_tokenization_spaces=True is not supported; npgpt's decode"):
+            tok.decode(special, clean_up_tokenization_spaces=True)
+        with pytest.raises(NpgptError, match="^unknown option 'allowed_special'"):
+            tok.encode(text, allowed_special="all")
