@@ -139,6 +139,23 @@ def test_a_token_outside_the_vocabulary_ends_only_its_request(model, monkeypatch
     assert_good_unchanged(model, good)
 
 
+@pytest.mark.parametrize("bad_row", [0, 1])
+def test_a_row_whose_setting_up_raises_ends_only_its_request(model, monkeypatch, bad_row):
+    """Setting up a row as it joins the batch (its sampler state: penalty counts, stop tracker, generator) is
+    the row's own work too: if it raises, only its request ends, and the rows admitted beside it run."""
+    original = Row.__init__
+
+    def init(self, request, index, *args, **kw):
+        if request.params.seed == BAD_SEED and index == bad_row:
+            raise MemoryError("injected fault setting up one row")
+        original(self, request, index, *args, **kw)
+
+    monkeypatch.setattr(Row, "__init__", init)
+    good, error = run_batch(model)
+    assert isinstance(error, RowFailed) and error.index == bad_row and "injected fault" in str(error)
+    assert_good_unchanged(model, good)
+
+
 def test_a_failing_prefill_ends_only_its_request(model):
     """The prefill of several new requests fails because of one of them: the others are retried and run."""
     m = GPT2(TINY, init_params(TINY, seed=0))

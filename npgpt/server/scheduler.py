@@ -12,8 +12,8 @@ a prompt in a seeded request uses ``default_rng([seed, k])``, :func:`npgpt.sampl
 :func:`npgpt.generate.events` does, so a request gets the same tokens here as from
 ``GPT2.completions``, whatever else shares the batch.
 
-Faults stay with the request that caused them. A row whose sampling or detokenising raises (or
-that picks an id outside the vocabulary) ends its request alone, with the error delivered to it;
+Faults stay with the request that caused them. A row whose setting up, sampling or detokenising
+raises (or that picks an id outside the vocabulary) ends its request alone, with the error delivered to it;
 the other rows go on, and their tokens are the same as without it. A prefill that fails is retried
 request by request, so only the request that fails alone fails. Only a failure of the shared
 decode step, which no single request can be blamed for, ends every active request.
@@ -238,6 +238,14 @@ class Scheduler:
                 self._fail(requests[0], RuntimeError(f"prefill failed: {reason(e)}"))
             return
         for request, i in new:
+            if request.failed:  # an earlier row of it failed to be set up
+                continue
+            try:  # the row's own state (penalty counts, stop tracker, generator): its failure is its request's
+                row = Row(request, i, self.tokenizer, self.engine.config.n_vocab)
+            except Exception as e:
+                _log_failure(f"setting up row {i} of a request failed", e)
+                self._fail(request, RowFailed(i, e))
+                continue
             d, L = distinct[tuple(request.rows[i])], len(request.rows[i])
             j = len(self._rows)
             end = int(pre.start[d])
@@ -245,7 +253,6 @@ class Scheduler:
             self._valid[j] = False
             self._valid[j, :L] = True
             self._start[j] = L
-            row = Row(request, i, self.tokenizer, self.engine.config.n_vocab)
             self._rows.append(row)
             self._pick(row, logits[d])
         if self.on_step:
