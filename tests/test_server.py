@@ -360,8 +360,9 @@ def test_chat_logprobs_show_a_first_token_as_the_content_has_it(url, model):
             assert all(bytes(e["bytes"]).decode() == e["token"] for e in entries)
 
 
-def scripted_chat_logprobs(text: str, stop: tuple[str, ...] = ()) -> tuple[str, list[dict]]:
-    """A chat reply whose tokens are ``text`` 's (each chosen by its logits): its content and entries."""
+def scripted_chat_logprobs(text: str | list[int], stop: tuple[str, ...] = ()) -> tuple[str, list[dict]]:
+    """A chat reply whose tokens are ``text`` 's (or these ids; each chosen by its logits): its content and
+    entries."""
     from npgpt.generate import RowSampler
     from npgpt.server.chat import HeldLogprobs
 
@@ -369,7 +370,7 @@ def scripted_chat_logprobs(text: str, stop: tuple[str, ...] = ()) -> tuple[str, 
     params = SamplingParams(max_new_tokens=64, temperature=0, stop=stop, logprobs=0, skip_leading_space=True)
     row, held = RowSampler(0, params, np.random.default_rng(0), tok, tok.n_vocab), HeldLogprobs(tok)
     content, entries = "", []
-    for t in [*tok.encode(text), tok.eot_id]:
+    for t in [*(tok.encode(text) if isinstance(text, str) else text), tok.eot_id]:
         logits = np.zeros(tok.n_vocab, np.float32)
         logits[t] = 10
         ev = row.pick(logits)
@@ -397,6 +398,29 @@ def test_chat_logprobs_bytes_join_to_the_content_when_a_token_splits_a_character
     assert got == content
     assert b"".join(bytes(e["bytes"]) for e in entries) == content.encode(), entries
     assert all(e["token"] == bytes_text(bytes(e["bytes"])) for e in entries)  # bytes:\\xe6 for part of a character
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [" monk", b"\xe2\x95", " Ole"],  # a token of a character's first bytes, then one that does not finish it
+        [" monk", b"\xe2", b"\x95", " Ole"],  # two such tokens
+        [" flows", b" \xe2\x86", "x y"],  # text, then the first bytes
+        ["a", b"\xe4\xba", b"\xe2\x86", " z"],  # the bytes of one unfinished character, then another's
+    ],
+)
+def test_chat_logprobs_bytes_join_to_the_content_when_the_tokens_are_not_utf8(pieces):
+    """Tokens whose bytes are not UTF-8 (a character's first bytes that the next token does not finish: the
+    content shows U+FFFD) had those bytes counted twice: raw in the first token's entry and as U+FFFD in the
+    next one's (" monk", "\\xe2\\x95", "\ufffd Ole": entries' bytes 2 longer than the content's UTF-8). The
+    U+FFFD's bytes now go to the token whose bytes it stands for."""
+    tok = tiny_model().tokenizer
+    by_bytes = {tok.token_bytes(i): i for i in range(tok.n_vocab)}
+    ids = [t for p in pieces for t in ([by_bytes[p]] if isinstance(p, bytes) else tok.encode(p))]
+    content, entries = scripted_chat_logprobs(ids)
+    assert "\ufffd" in content
+    assert b"".join(bytes(e["bytes"]) for e in entries) == content.encode(), entries
+    assert all(e["token"] == bytes_text(bytes(e["bytes"])) for e in entries)
 
 
 @pytest.mark.parametrize("path", ["/health", "/v1/models", "/v1/models/tiny", "/metrics", "/", "/openapi.json"])

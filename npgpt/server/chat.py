@@ -169,7 +169,8 @@ class HeldLogprobs:
     that make content: a token ending inside a UTF-8 character is listed when that character is in the content
     (its entry reads ``bytes:\\xe2\\x80``, as OpenAI's do), and a first token ``" \\xe6"`` (the dropped space and
     the first byte of 日) as ``bytes:\\xe6``. So the entries' ``bytes`` always join to the content's UTF-8, as
-    OpenAI's do (bytes that are not UTF-8, which the text shows as U+FFFD, are placed by character).
+    OpenAI's do (bytes that are not UTF-8, which the text shows as U+FFFD, are placed by character, the
+    U+FFFD with the token whose bytes it stands for: :meth:`replaced`).
     """
 
     def __init__(self, tok: Tokenizer) -> None:
@@ -218,10 +219,26 @@ class HeldLogprobs:
         whole = self.text[lo:hi]
         head = len(whole[0].encode()) - len(before) if before else 0  # the bytes finishing ``before`` 's character
         if before + raw != whole.encode() + after:  # bytes that are not UTF-8 became U+FFFD: place by character
-            return [(c, self.text[c].encode()) for c in range(lo, hi)]
+            first = lo
+            if before:  # text[lo] is the U+FFFD that the unfinished bytes of earlier tokens became: theirs
+                self.replaced(lo)
+                first = lo + 1
+            parts = [(c, self.text[c].encode()) for c in range(first, hi)]
+            return parts + [(hi, after)] if after else parts
         parts = [(lo, raw[:head])] if head else []
         parts += [(c, self.text[c].encode()) for c in range(lo + bool(head), hi)]
         return parts + [(hi, after)] if after else parts
+
+    def replaced(self, c: int) -> None:
+        """The held tokens' bytes of the unfinished character at ``c`` proved not UTF-8: the text shows U+FFFD
+        there, so the first of those tokens shows the U+FFFD's bytes instead (the others none, so they are not
+        listed, as a token wholly in the dropped leading whitespace is not), and the entries still join to the
+        content's UTF-8 rather than holding both the raw bytes and the U+FFFD."""
+        shown = self.text[c].encode()
+        for parts, _ in self.pending:
+            for k, (at, _raw) in enumerate(parts):
+                if at == c:
+                    parts[k], shown = (at, shown), b""
 
     def entry(self, ev: Event, shown: bytes) -> dict[str, Any]:
         tok = self.tok
