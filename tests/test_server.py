@@ -881,6 +881,30 @@ def test_usage_counts_each_prompt_once_and_every_token_generated(client, model):
     assert streamed[-1].usage == plain.usage and streamed[-1].choices == []
 
 
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_with_include_usage_every_other_chunk_has_a_null_usage(url, path, include_usage):
+    """OpenAI's stream_options.include_usage: "All other chunks will also include a usage field, but with a null
+    value". npgpt's chunks had no usage key, so a client reading chunk["usage"] from the JSON (as OpenAI documents
+    it) failed with a KeyError on the first chunk. Without include_usage no chunk has the key, as in OpenAI's."""
+    body = {
+        "model": "tiny",
+        "max_tokens": 3,
+        "n": 2,
+        "stream": True,
+        "stream_options": {"include_usage": include_usage},
+    }
+    body |= {"prompt": "x"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "x"}]}
+    with httpx.stream("POST", url + path, json=body, timeout=60) as r:
+        assert r.status_code == 200
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    if include_usage:
+        assert all(c["usage"] is None for c in chunks[:-1]) and chunks[-1]["usage"]["completion_tokens"] == 6
+        assert chunks[-1]["choices"] == []
+    else:
+        assert all("usage" not in c for c in chunks)
+
+
 @pytest.mark.parametrize("chat", [False, True])
 def test_continuous_usage_stats_puts_the_usage_so_far_on_every_chunk(client, model, chat):
     """vLLM's stream_options.continuous_usage_stats was ignored: a client reading usage from each chunk got none.

@@ -216,8 +216,9 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 async def respond(answer: Answer, stream: bool, include_usage: bool, continuous_usage: bool = False) -> Any:
-    """Server-sent events for a streaming request (the usage chunk only if asked; ``continuous_usage``,
-    vLLM's ``continuous_usage_stats``: each chunk's choice's usage so far too), else one JSON body."""
+    """Server-sent events for a streaming request (the usage chunk only if asked, and then ``"usage": null`` on
+    every other chunk, as OpenAI documents; ``continuous_usage``, vLLM's ``continuous_usage_stats``: each chunk's
+    choice's usage so far instead), else one JSON body."""
     if not stream:
         chunks = [c async for c in answer.chunks]
         # Folding and encoding a large answer (a scoring request's top logprobs: megabytes of JSON) takes
@@ -229,6 +230,8 @@ async def respond(answer: Answer, stream: bool, include_usage: bool, continuous_
             async for c in answer.chunks:
                 if continuous_usage and "usage" not in c:  # one choice a chunk, as vLLM streams them
                     c = {**c, "usage": answer.tally.choice_usage(c["choices"][0]["index"])}
+                elif include_usage and "usage" not in c:  # OpenAI's: every other chunk has a null usage
+                    c = {**c, "usage": None}
                 if include_usage or "usage" not in c:
                     yield sse(c)
         except APIError as e:  # the status line has gone out; report the error in the stream
