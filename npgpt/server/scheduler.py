@@ -10,7 +10,12 @@ client goes away, and the last row moves into its place, so the active rows are 
 Each row samples with its request's :class:`SamplingParams` and its own generator (the k-th row of
 a prompt in a seeded request uses ``default_rng([seed, k])``, :func:`npgpt.sampling.row_rng`), as
 :func:`npgpt.generate.events` does, so a request gets the same tokens here as from
-``GPT2.completions``, whatever else shares the batch.
+``GPT2.completions``, whatever else shares the batch, up to floating-point rounding: a batch's BLAS
+products may round differently from one row's (prefill logits within ~2e-7, logprobs ~1e-6), which
+can change a sampled token only where two candidates tie that closely (a row diverged once in 24
+seeded requests, on a near-flat distribution with tight ``min_p``/``top_p``). Greedy rows are not
+affected unless their top two logits tie within that rounding. Batch-invariant kernels (vLLM's
+opt-in mode) would remove it, at a cost in speed.
 
 Faults stay with the request that caused them. A row whose setting up, sampling or detokenising
 raises (or that picks an id outside the vocabulary) ends its request alone, with the error delivered to it;
