@@ -26,6 +26,7 @@ from array_api_compat import array_namespace, is_writeable_array
 
 from .activation_cache import ActivationCache
 from .activation_grads import activation_grads, attribution_patching
+from .engine import as_engine
 from .errors import NpgptError, shown
 from .head_attribution import pos_index
 from .hook_fns import HookFn, HookName, compose
@@ -92,6 +93,14 @@ def _read(
     return check_residual(ids, model.config.n_embd, start, stop), attention_mask
 
 
+def _n_positions(model: Engine | HasEngine, ids: Any, attention_mask: Any, start: int | None) -> int:
+    """The positions a run reads: the checked residual's [B, T, C], or token ids as the forward takes them (a
+    list, or 1-D for one row: ``ids.shape[1]`` was an AttributeError or IndexError there)."""
+    if start is not None:
+        return int(ids.shape[1])
+    return int(as_engine(model).check_ids(ids, attention_mask)[0].shape[1])
+
+
 def _cached_positions(pos_slice: Any, n_positions: int) -> Any:
     """TransformerLens's ``pos_slice`` of ``run_with_cache`` as an index of the position axis: one position keeps
     the axis (size 1), as there; the other forms as the cache helpers read them (:func:`pos_index`)."""
@@ -149,7 +158,9 @@ def run_with_cache(
     keep = name_filter(names_filter, model.config.n_layer)
     cache: dict[str, Any] = {}
     to = model.backend.to_numpy if host else (lambda x: x)
-    positions = None if pos_slice is None else _cached_positions(pos_slice, ids.shape[1])
+    positions = (
+        None if pos_slice is None else _cached_positions(pos_slice, _n_positions(model, ids, attention_mask, start))
+    )
 
     def record(name: str, x: Array) -> Array:
         if keep(name):

@@ -1143,6 +1143,23 @@ def test_run_with_cache_pos_slice_caches_those_positions_as_transformer_lens_doe
         model.run_with_cache(ids, pos_slice="last")
 
 
+def test_run_with_cache_pos_slice_takes_ids_as_the_forward_takes_them():
+    """run_with_cache(ids, pos_slice=-1) with ids from tokenizer.encode (a list, as docs/looking-inside.md passes
+    them) or a 1-D array (one row) was a traceback ('list' object has no attribute 'shape'; tuple index out of range)
+    though the same run without pos_slice took them. Each is now one row, cached at those positions."""
+    model = GPT2(ODD, scaled_params(ODD, 3))
+    ids = [11, 12, 13, 14, 15]
+    _, full = model.run_with_cache([ids])
+    for given in (ids, np.array(ids), np.array([ids])):
+        for pos_slice in (-1, (1, 3)):
+            at = slice(*pos_slice) if isinstance(pos_slice, tuple) else slice(-1, None)
+            _, ours = model.run_with_cache(given, pos_slice=pos_slice)
+            np.testing.assert_array_equal(ours["resid_post", 1], full["resid_post", 1][:, at])
+            np.testing.assert_array_equal(ours["pattern", 0], full["pattern", 0][:, :, at])
+    with pytest.raises(NpgptError, match="ids"):
+        model.run_with_cache([[1, 2], [3]], pos_slice=-1)
+
+
 def test_the_unembedding_hints_name_an_untied_models_own_head(tmp_path):
     """The cache's hints for logit_attrs and logit_lens named model.params['wte'] whatever the model: for
     an untied model (its own lm_head) they gave other numbers than TransformerLens's, silently. They now name
