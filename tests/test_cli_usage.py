@@ -18,6 +18,7 @@ from conftest import CONFIGS, random_params, run_cli
 
 from npgpt import __version__
 from npgpt.api import load
+from npgpt.errors import NpgptError
 from npgpt.formats import npgpt_format
 
 
@@ -1463,6 +1464,33 @@ def test_a_bad_value_of_another_tools_spelling_is_named_as_typed(args, said):
     assert e.value.format_message().startswith(said), e.value.format_message()
 
 
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["generate", "Hi", "--temp", "-1"], "--temp must be a finite number >= 0"),
+        (["generate", "Hi", "--n-predict", "0"], "--n-predict must be >= 1, or -1"),
+        (["generate", "Hi", "--top_k=-5"], "--top_k must be an integer >= 0"),
+        (["generate", "Hi", "--repeat-penalty", "-1"], "--repeat-penalty must be a finite number > 0"),
+        (["chat", "--n-predict", "-3"], "--n-predict must be >= 1, or -1"),
+        (["generate", "Hi", "--temperature", "-1"], "--temperature must be a finite number >= 0"),
+        (["generate", "Hi", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1, or -1"),
+    ],
+)
+def test_a_value_out_of_range_under_another_tools_spelling_is_named_as_typed(args, said):
+    """README: 'An error about the value of one names it as typed (--n-predict)'. A value that parses but is out of
+    range named npgpt's option, not on the command line: `npgpt generate Hi --temp -1` said "--temperature must be a
+    finite number >= 0", --n-predict 0 "--max-new-tokens must be >= 1". It now names the spelling typed, as a value
+    that does not parse already did; npgpt's own spellings are named as they are."""
+    import typer
+
+    from npgpt.cli.commands import app
+    from npgpt.cli.flags import as_flags
+
+    with pytest.raises(NpgptError) as e:
+        typer.main.get_command(app).main(args, standalone_mode=False)
+    assert as_flags(e.value).startswith(said), as_flags(e.value)
+
+
 def test_llama_cpps_n_predict_minus_one_runs_until_the_context_is_full(model_file, tmp_path):
     """llama.cpp's ``--n-predict -1`` (its default: until end of text; -2: until the context is full) was refused
     ("--max-new-tokens must be an integer >= 1, got -1"). npgpt shifts no context, so -1 and -2 both generate until
@@ -1674,6 +1702,6 @@ def test_eval_batches_reaches_the_run_settings(tmp_path):
     eval_batches: --eval-batches (and --eval_iters, and eval_batches in --config) is checked with the run's settings."""
     text = tmp_path / "d.txt"
     text.write_text("hello world " * 20)
-    for given in (["--eval-batches", "0"], ["--eval_iters=0"]):
+    for given, named in ((["--eval-batches", "0"], "--eval-batches"), (["--eval_iters=0"], "--eval_iters")):
         r = run_cli("train", str(text), "--out", str(tmp_path / "run"), *given)
-        one_line_error(r, "--eval-batches must be at least 1, got 0")
+        one_line_error(r, f"{named} must be at least 1, got 0")  # named as typed (README)

@@ -440,7 +440,7 @@ def test_the_held_out_batches_are_an_option_as_nanogpts_eval_iters(text, tmp_pat
     taken from --eval_iters too, checked as every count is and kept in the run's settings."""
     out = tmp_path / "run"
     r = run_cli("train", str(text), "--out", str(out), *cli_args(SHAPE), "--eval_iters=0")
-    assert r.returncode == 1 and r.stderr == "error: --eval-batches must be at least 1, got 0\n", r.stderr
+    assert r.returncode == 1 and r.stderr == "error: --eval_iters must be at least 1, got 0\n", r.stderr
     r = run_cli("train", str(text), "--out", str(out), *cli_args({**SHAPE, "steps": 1}), "--eval-batches", "3")
     assert r.returncode == 0, r.stderr
     assert load_state(out / STATE_FILE)[3]["settings"]["eval_batches"] == 3

@@ -181,7 +181,8 @@ def until_full(value: int | None) -> bool:
     if value in UNTIL_FULL:
         return True
     raise NpgptError(
-        f"--max-new-tokens must be >= 1, or -1 to generate until end of text or the context is full, got {value}"
+        f"--max-new-tokens must be >= 1, or -1 to generate until end of text or the context is full, got {value}",
+        param="max_new_tokens",
     )
 
 

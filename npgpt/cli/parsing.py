@@ -11,7 +11,7 @@ from typing import Any
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from ..errors import cut
+from ..errors import NpgptError, cut
 from .names import _GROUPED, COMMANDS, INSTEAD, OPTIONS, _as_ours, _has, _hint_message, _ollama_args, _ollama_run, _ours
 
 # typer 0.2x carries its own copy of click, whose exceptions are not click's.
@@ -52,6 +52,8 @@ class Command(TyperCommand):
 
         try:
             return super().invoke(ctx)
+        except NpgptError as e:  # a bad value found by the command (--temp -1): named as typed too, as click's are
+            raise _named_as_typed(e, ctx.meta.get(_TYPED, {})) from None
         except KeyboardInterrupt as e:  # what a write left is the writer's to keep whole (atomic_path, write_together)
             if isinstance(e, Terminated):
                 raise Interrupted("stopped by SIGTERM", e.signum) from None
@@ -61,6 +63,7 @@ class Command(TyperCommand):
         typed: dict[str, str] = {}  # npgpt's option -> another tool's spelling the user typed (--n-predict)
         if not ctx.resilient_parsing:
             args = _as_ours(self, args, typed)
+            ctx.meta[_TYPED] = typed
         # click reads "-sys" as the short options -s -y -s, so it would complain of "-s": look first
         ended = args.index("--") if "--" in args else len(args)  # after `--`, every word is text, never an option
         literal = set(args[ended + 1 :])
@@ -218,6 +221,22 @@ def _repeat_the_value(e: Any) -> None:
         e.message = f"{shown} is not a number"
         if re.fullmatch(r"[+-]?\d*,\d+", value.strip()):  # a decimal comma
             e.message += f"; write decimals with a point: {value.strip().replace(',', '.')}"
+
+
+_TYPED = "npgpt.typed"  # ctx.meta's key: npgpt's option -> another tool's spelling the user typed (_as_ours)
+
+
+def _named_as_typed(e: NpgptError, typed: dict[str, str]) -> NpgptError:
+    """``e``, whose option the user typed in another tool's spelling (``--temp -1``, ``--n-predict 0``), with that
+    option named as typed ("--temp must be a finite number >= 0"), where it named npgpt's ("--temperature", an option
+    not on the command line); any other ``e`` as it is."""
+    from .flags import _flag, as_flags
+
+    ours = _flag(e.param) if e.param else None
+    if ours not in typed:
+        return e
+    message, n = re.subn(rf"(?<![\w-]){re.escape(ours)}(?![\w-])", typed[ours], as_flags(e), count=1)
+    return NpgptError(message) if n else e
 
 
 def _as_typed(e: Any, typed: dict[str, str]) -> None:
