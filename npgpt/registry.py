@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from .config import PRESETS
-from .errors import NpgptError
+from .errors import NpgptError, shown
 from .files import locked_folder
 from .formats.npgpt_format import MODEL_FILE
 
@@ -84,9 +84,25 @@ def hf_dir(repo_id: str, revision: str | None = None) -> Path:
     if not _REPO_ID.fullmatch(repo_id):
         raise NpgptError(f"{repo_id!r} is not a Hugging Face repo id; {_repo_id_fix(repo_id)}")
     name = repo_id.replace("/", "--")
+    if revision:
+        _check_revision(revision)
     if revision:  # "refs/pr/1" -> "refs--pr--1": one directory, and reversible (see list_cached)
         name += "@" + revision.replace("/", "--")
     return home() / "hf" / name
+
+
+def _check_revision(revision: str) -> None:
+    """NpgptError for a revision no branch, tag or commit can have (git's ``check-ref-format`` rules: no
+    whitespace or control characters, none of ``~^:?*[\\``, no ``..`` or ``@{``, no ``/`` or ``.`` at either end,
+    no ``//``, no ``.lock`` at the end): ``"a b"`` (a shell variable of two words) went to the Hub and came back as
+    a network error, offline as "Name or service not known"."""
+    bad = re.search(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[/.]|[/.]$|\.lock$", revision)
+    if bad is not None:
+        raise NpgptError(
+            f"revision {shown(revision)} is not a branch, tag or commit name: git names hold no spaces or control "
+            "characters, none of ~^:?*[\\, no '..' or '@{', and do not start or end with '/' or '.'; "
+            "check the revision (main, a tag such as v1.0, or a commit hash)"
+        )
 
 
 def _hub_address(given: str) -> str | None:

@@ -166,3 +166,19 @@ def test_repo_without_weights_is_one_line(tmp_path, hub, pair):
     with pytest.raises(NpgptError, match="org/tiny has no GPT-2 weights"):
         download.download_hf("org/tiny")
     assert not (tmp_path / "home" / "hf" / "org--tiny").exists()
+
+
+@pytest.mark.parametrize("revision", ["a b", "v1..2", "feat/", ".hidden", "x\ny", "main~1", "tag.lock", "a:b"])
+def test_a_revision_no_git_name_can_have_is_refused_before_the_hub(hub, tmp_path, revision):
+    """download --hf REPO --revision "a b" (a shell variable of two words) went to the Hub, and offline came back as
+    'cannot download org/tiny/config.json ... (Name or service not known)', naming the network. A revision no
+    branch, tag or commit can have (git's check-ref-format rules) is refused in one line before anything is
+    fetched; a good one (a branch, a tag, refs/pr/1, a commit hash) is used as before."""
+    fetched = hub(tmp_path / "empty")
+    with pytest.raises(NpgptError, match=r"^revision .* is not a branch, tag or commit name: .*check the revision"):
+        download.download_hf("org/tiny", revision=revision)
+    assert fetched == []
+    for good in ("main", "v1.0", "refs/pr/1", "0123abcd" * 5):
+        with pytest.raises(NpgptError, match="config.json"):  # the empty fake Hub has no config.json: it was asked
+            download.download_hf("org/tiny", revision=good)
+    assert fetched == ["config.json"] * 4
