@@ -583,6 +583,11 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["train", "d.txt", "--wandb_log=True"], "npgpt logs to no service"),
         # llama-server's: click's bare "No such option", or --api-key-file "Possible options: --api-key"
         (["serve", "--metrics"], "npgpt serve always serves /metrics (Prometheus text); drop it"),
+        # llama-server's other switches: click's bare "No such option" (or --timeout's "--shutdown-timeout")
+        (["serve", "--no-webui"], "No such option: --no-webui; npgpt serve's playground at / is a page of its own"),
+        (["serve", "--embeddings"], "npgpt serve has no embeddings endpoint (GPT-2 makes none)"),
+        (["serve", "--threads-http", "4"], "npgpt serve answers HTTP on one event loop"),
+        (["serve", "--timeout", "600"], "No such option: --timeout; npgpt serve closes a connection whose request"),
         (["serve", "--api-key-file", "k"], "give the key in NPGPT_API_KEY: NPGPT_API_KEY=$(cat FILE) npgpt serve"),
         (["serve", "--ssl-cert-file", "c"], "npgpt serve speaks plain HTTP; for HTTPS, put a TLS proxy"),
         (["serve", "-cb"], "npgpt serve batches requests continuously by itself; --max-batch caps"),

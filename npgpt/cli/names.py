@@ -350,6 +350,16 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--ssl-cert-file": _TLS,
     "-cb": _CONTINUOUS,
     "--cont-batching": _CONTINUOUS,
+    "--no-webui": [("serve", "npgpt serve's playground at / is a page of its own, which no client needs; drop it")],
+    "--embeddings": [("serve", "npgpt serve has no embeddings endpoint (GPT-2 makes none); /v1/embeddings is a 404")],
+    "--threads-http": [("serve", "npgpt serve answers HTTP on one event loop and runs the model on its own thread")],
+    "--timeout": [
+        (
+            "serve",
+            "npgpt serve closes a connection whose request is not in within 60 s (its head) or 300 s (its body); an "
+            "answer takes as long as it asks, and a client that leaves stops its work",
+        )
+    ],
     "--logprobs": _LOGPROBS,  # the OpenAI API's
     "--top-logprobs": _LOGPROBS,
     "--n-probs": _LOGPROBS,  # llama.cpp's
