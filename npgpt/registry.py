@@ -84,9 +84,8 @@ def hf_dir(repo_id: str, revision: str | None = None) -> Path:
     if not _REPO_ID.fullmatch(repo_id):
         raise NpgptError(f"{repo_id!r} is not a Hugging Face repo id; {_repo_id_fix(repo_id)}")
     name = repo_id.replace("/", "--")
-    if revision:
-        _check_revision(revision)
     if revision:  # "refs/pr/1" -> "refs--pr--1": one directory, and reversible (see list_cached)
+        _check_revision(revision)
         name += "@" + revision.replace("/", "--")
     return home() / "hf" / name
 
