@@ -377,7 +377,7 @@ def check_encode_options(allow_special: Any, other: dict[str, Any]) -> None:
     for what encode does anyway (``add_special_tokens=False``, ``disallowed_special=()``) is taken."""
     usage = "encode takes the text and allow_special (True or False)"
     _refuse_options(other, _ENCODE_SAME, _ENCODE_FOREIGN, usage, "text")
-    if not isinstance(allow_special, (bool, np.bool_)):
+    if not _is_bool(allow_special):
         raise NpgptError(
             f"allow_special must be True or False (whether a literal <|endoftext|> is the special token), "
             f"got {shown(allow_special)}",
@@ -400,7 +400,7 @@ def check_decode_options(skip_special_tokens: Any, other: dict[str, Any]) -> Non
     asks for what decode does anyway (``clean_up_tokenization_spaces=False``, ``errors="replace"``) is taken."""
     usage = "decode takes the ids and skip_special_tokens (True or False)"
     _refuse_options(other, _DECODE_SAME, _DECODE_FOREIGN, usage, "ids")
-    if not isinstance(skip_special_tokens, (bool, np.bool_)):
+    if not _is_bool(skip_special_tokens):
         raise NpgptError(
             f"skip_special_tokens must be True or False, got {shown(skip_special_tokens)}", "skip_special_tokens"
         )
