@@ -72,7 +72,7 @@ def _token_file_in_folder(folder: Path, found: Path) -> str:
     if (folder / "meta.pkl").is_file() and text.is_file():  # its character-level data: ids of its own characters
         return (
             f"{folder}: nanoGPT's character-level data ({found.name}, meta.pkl), and a folder's files are read as "
-            f"text; train on its text with tokenizer='char', whose ids are nanoGPT's (the sorted characters): {text}"
+            f"text; {_char_text_way(text)}"
         )
     return (
         f"{folder}: {found} is a token file, not text, and a folder's files are read as text; pass the token "
@@ -316,10 +316,14 @@ def _refuse_nanogpt_char_ids(path: Path) -> None:
         named = text if text.is_file() else "the text prepare.py read"
         raise NpgptError(
             f"{path}: nanoGPT's meta.pkl beside it says these are ids of the text's own characters "
-            "(nanoGPT's character-level data), not GPT-2's tokens; train on that text with tokenizer='char', "
-            f"whose ids are nanoGPT's (the sorted characters): {named}",
+            f"(nanoGPT's character-level data), not GPT-2's tokens; {_char_text_way(named)}",
             keywords=["tokenizer"],
         )
+
+
+def _char_text_way(text: Path | str) -> str:
+    """The way to nanoGPT's character-level ids from its text, which both refusals of its data give."""
+    return f"train on that text with tokenizer='char', whose ids are nanoGPT's (the sorted characters): {text}"
 
 
 _WIDTH_SAMPLE = 1 << 16  # uint16 values read to judge a token file's width: its first 128 KiB
