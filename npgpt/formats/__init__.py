@@ -258,23 +258,24 @@ _LLMC_OTHER_FILES = {
 }
 
 
-def _llmc_other_file(path: Path) -> str | None:
-    """What llm.c file ``path`` is, if it is one of llm.c's other files (:data:`_LLMC_OTHER_FILES`), else None."""
+def _magic(path: Path) -> bytes:
+    """The first 4 bytes of ``path`` (fewer for a shorter file; none where it cannot be read)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
+            return f.read(4)
     except OSError:
-        return None
+        return b""
+
+
+def _llmc_other_file(path: Path) -> str | None:
+    """What llm.c file ``path`` is, if it is one of llm.c's other files (:data:`_LLMC_OTHER_FILES`), else None."""
+    head = _magic(path)
     return _LLMC_OTHER_FILES.get(int.from_bytes(head, "little")) if len(head) == 4 else None
 
 
 def _ggml_kind(path: Path) -> str | None:
     """'GGML', 'GGMF' or 'GGJT' for a file of GGUF's predecessors, else None."""
-    try:
-        with open(path, "rb") as f:
-            return _GGML_MAGICS.get(f.read(4))
-    except OSError:
-        return None
+    return _GGML_MAGICS.get(_magic(path))
 
 
 ADAPTER_CONFIG = "adapter_config.json"  # what PEFT's save_pretrained writes beside adapter_model.safetensors
