@@ -142,7 +142,6 @@ def logit_bias_value(values: list[str] | None) -> dict[int, float]:
     bans <|endoftext|> (the API's -100), ``15043+1.5`` favours id 15043. NpgptError for a value written otherwise, a
     bias outside [-100, 100] or a token given twice."""
     import math
-    import re
 
     bias: dict[int, float] = {}
     for value in values or []:
