@@ -10,11 +10,20 @@ one line per message, ``Role: text``, ending in ``Assistant:`` for the reply::
 
 A message may carry its speaker's name (OpenAI's ``name``, telling apart participants of one role), shown
 after the role as ``User (Alice): Hello!``; a name holds no whitespace (OpenAI's pattern), so it cannot
-break a line. Each message's outer whitespace is dropped (a line break inside it is kept), so a history
+break a line. A tool's result (OpenAI's ``tool`` message, or the deprecated ``function`` one) is a ``Tool`` line,
+named by the function it answers, after the assistant's line that called it (the call written as text,
+``name(arguments)``: GPT-2 reads the calls of a history but never makes one)::
+
+    User: What is the weather in Paris?
+    Assistant: get_weather({"city": "Paris"})
+    Tool (get_weather): 18 C, sunny
+    Assistant:
+ Each message's outer whitespace is dropped (a line break inside it is kept), so a history
 kept by ``npgpt chat`` and one a client sends back to the server, replies as they came, make one transcript.
 Generation stops at ``"\\nUser:"`` (:data:`CHAT_STOP`), where the model starts to write the user's
 next turn (also at ``"\\nUser ("`` when users are named: :func:`chat_stop`), and the reply's leading
-whitespace is dropped.
+whitespace is dropped; with a tool's line in the history, also at ``"\nTool:"`` and ``"\nTool ("``, where the
+model starts to write a tool's result itself.
 """
 
 from __future__ import annotations
@@ -25,9 +34,17 @@ from dataclasses import dataclass, field
 
 from .errors import NpgptError, shown
 
-ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+ROLES = {
+    "system": "System",
+    "developer": "System",
+    "user": "User",
+    "assistant": "Assistant",
+    "tool": "Tool",  # a tool's result, OpenAI's and vLLM's role for it
+    "function": "Tool",  # the same, OpenAI's deprecated role for it
+}
 CHAT_STOP = ("\nUser:",)
 NAMED_USER_STOP = "\nUser ("  # the model writing a named user's turn, "\nUser (Alice):"
+TOOL_STOP = ("\nTool:", "\nTool (")  # the model writing a tool's result, where the history holds one
 # OpenAI's pattern for a message's name: no whitespace (a newline would start a line of its own) and none of <|\/>
 NAME_PATTERN = re.compile(r"[^\s<|\\/>]+")
 
@@ -89,9 +106,12 @@ def speaker(role: str, name: str | None = None) -> str:
 
 def chat_stop(messages: Sequence[Message]) -> tuple[str, ...]:
     """Where a reply to ``messages`` ends: :data:`CHAT_STOP`, and where the model starts a named user's
-    turn if a user message has a name (the model then writes ``User (Alice):``, which ``"\\nUser:"`` misses)."""
+    turn if a user message has a name (the model then writes ``User (Alice):``, which ``"\\nUser:"`` misses),
+    and a tool's result if the history holds one (:data:`TOOL_STOP`: a result is the tool's to give, not the
+    model's)."""
     named = any(m[0] == "user" and name_of(m) is not None for m in messages)
-    return (*CHAT_STOP, NAMED_USER_STOP) if named else CHAT_STOP
+    tools = any(m[0] in ("tool", "function") for m in messages)
+    return (*CHAT_STOP, *((NAMED_USER_STOP,) if named else ()), *(TOOL_STOP if tools else ()))
 
 
 def fit_history(

@@ -6,7 +6,7 @@ import pytest
 from conftest import CONFIGS, random_params, run_cli
 
 from npgpt.api import load
-from npgpt.chat import CHAT_STOP, Conversation, chat_prompt, fit_history
+from npgpt.chat import CHAT_STOP, Conversation, chat_prompt, chat_stop, fit_history
 from npgpt.errors import NpgptError
 from npgpt.formats import npgpt_format
 
@@ -32,7 +32,6 @@ def test_template_is_the_servers():
 def test_a_named_message_is_labelled_with_its_name():
     """OpenAI's ``name`` tells apart participants of one role; it was dropped, so two users read as one."""
     pytest.importorskip("pydantic")
-    from npgpt.chat import chat_stop
     from npgpt.server.protocol import ChatMessage
     from npgpt.server.protocol import chat_prompt as server_prompt
 
@@ -240,9 +239,18 @@ def test_ollamas_triple_quotes_make_one_message_of_several_lines(model_file):
 
 
 def test_an_unknown_role_is_named_in_one_line():
-    """chat_prompt called from Python with a tool's role was a bare KeyError('tool')."""
-    with pytest.raises(NpgptError, match=r"unknown chat role\(s\) 'tool'; the roles are system, developer, user"):
-        chat_prompt([("user", "Hi"), ("tool", "42")])
+    """chat_prompt called from Python with a role it has no line for was a bare KeyError."""
+    with pytest.raises(NpgptError, match=r"unknown chat role\(s\) 'robot'; the roles are system, developer, user"):
+        chat_prompt([("user", "Hi"), ("robot", "42")])
+
+
+def test_a_tools_result_is_a_tool_line_and_the_reply_stops_before_another():
+    """A tool's result (OpenAI's and vLLM's ``tool`` role) was an unknown role; it is a ``Tool`` line, named by its
+    function, and a reply after one stops where the model starts to write a result itself."""
+    messages = [("user", "Weather?"), ("assistant", "get_weather({})"), ("tool", "sunny", "get_weather")]
+    assert chat_prompt(messages) == "User: Weather?\nAssistant: get_weather({})\nTool (get_weather): sunny\nAssistant:"
+    assert chat_stop(messages) == ("\nUser:", "\nTool:", "\nTool (")
+    assert chat_stop(messages[:2]) == CHAT_STOP
 
 
 def test_chat_reads_endoftext_in_a_message_as_text():
@@ -283,7 +291,7 @@ def test_no_room_for_a_conversation_names_what_to_change():
         ([("user", "Hi", 5)], "chat message 0's name must be a string or None, got int"),
         (
             [(["user"], "Hi")],
-            r"chat message 0's role must be one of system, developer, user, assistant, got \['user'\]",
+            r"chat message 0's role must be one of system, developer, user, assistant, tool, function, got \['user'\]",
         ),
         ("Hi", "chat messages must be a list of \\(role, text\\) pairs, got str"),
     ],

@@ -1307,24 +1307,23 @@ NOT_TEXT = [
         "'input_audio' is not supported: GPT-2 reads text only",
     ),
     ({"role": "user", "content": [{"type": "text"}]}, "messages[1].content[0].text", "Missing required parameter"),
-    ({"role": "tool", "content": "42", "tool_call_id": "call_1"}, "messages[1].role", "GPT-2 cannot call tools"),
-    ({"role": "function", "content": "42", "name": "f"}, "messages[1].role", "GPT-2 cannot call tools"),
-    ({"role": "robot", "content": "x"}, "messages[1].role", "one of system, developer, user, assistant"),
-    # an assistant turn's call, refusal or audio has no line in the transcript: it was silently dropped
+    ({"role": "robot", "content": "x"}, "messages[1].role", "one of system, developer, user, assistant, tool"),
+    # a call is the assistant's: OpenAI refuses it on another message, and its shape is OpenAI's
     (
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
-        },
+        {"role": "user", "content": "x", "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}]},
         "messages[1].tool_calls",
-        "GPT-2 cannot call tools",
+        "an assistant message's field",
     ),
+    ({"role": "assistant", "tool_calls": [{"id": "c1", "type": "x"}]}, "messages[1].tool_calls[0].type", "one of"),
+    ({"role": "assistant", "tool_calls": [{"id": "c1"}]}, "messages[1].tool_calls[0].function", "Missing required"),
     (
-        {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
-        "messages[1].function_call",
-        "GPT-2 cannot call tools",
+        {"role": "assistant", "tool_calls": [{"function": {"arguments": "{}"}}]},
+        "messages[1].tool_calls[0].function.name",
+        "Missing",
     ),
+    ({"role": "tool", "tool_call_id": "c1"}, "messages[1].content", "a tool message needs content"),
+    ({"role": "function", "content": "42"}, "messages[1].name", "names the function"),
+    # an assistant turn's refusal or audio has no line in the transcript: it was silently dropped
     ({"role": "assistant", "content": None, "refusal": "I can't."}, "messages[1].refusal", "put it in content"),
     ({"role": "assistant", "audio": {"id": "audio_1"}}, "messages[1].audio", "GPT-2 reads text only"),
     ({"role": "user", "content": "x", "name": "Alice\nAssistant:"}, "messages[1].name", "does not match pattern"),
@@ -1351,6 +1350,49 @@ def test_a_message_with_null_or_empty_calls_refusal_or_audio_is_the_same_message
         ref = client.chat.completions.create(model="tiny", messages=[*plain, sent[2]], max_tokens=4, seed=3)
         assert r.choices[0].message.content == ref.choices[0].message.content
         assert r.usage.prompt_tokens == ref.usage.prompt_tokens
+
+
+TOOL_HISTORY = [  # an agent's history as LangChain and litellm send it back: a call, its result, then the reply
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"},
+    {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "noon"}]},
+]
+TOOL_TRANSCRIPT = (
+    "User: Weather in Paris?\n"
+    'Assistant: get_weather({"city": "Paris"}); get_time({})\n'
+    "Tool (get_weather): 18 C, sunny\n"
+    "Tool (get_time): noon\n"
+    "Assistant:"
+)
+
+
+def test_a_history_with_tool_calls_and_results_is_read(client, model):
+    """A ``tool`` message (and an assistant turn with ``tool_calls`` and null content) was a 400, so an agent
+    (LangChain's, litellm's) could not send back a tool's result at all, where vLLM reads them into its template.
+    The calls are written on the assistant's line, each result is a ``Tool`` line named by the function whose call
+    it answers, and the reply also stops where the model starts to write a tool's result itself."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    r = client.chat.completions.create(model="tiny", messages=TOOL_HISTORY, tools=tools, max_tokens=8, seed=3)
+    assert r.usage.prompt_tokens == len(model.tokenizer.encode(TOOL_TRANSCRIPT))
+    ref = model.generate(TOOL_TRANSCRIPT, max_new_tokens=8, seed=3, stop=["\nUser:", "\nTool:", "\nTool ("])
+    assert r.choices[0].message.content == ref.lstrip() and r.choices[0].message.tool_calls is None
+    # the deprecated forms: an assistant's function_call, answered by a function message naming it
+    old = [
+        TOOL_HISTORY[0],
+        {"role": "assistant", "content": "", "function_call": TOOL_HISTORY[1]["tool_calls"][0]["function"]},
+        {"role": "function", "name": "get_weather", "content": "18 C, sunny"},
+    ]
+    r = client.chat.completions.create(model="tiny", messages=old, max_tokens=1)
+    transcript = 'User: Weather in Paris?\nAssistant: get_weather({"city": "Paris"})\nTool (get_weather): 18 C, sunny'
+    assert r.usage.prompt_tokens == len(model.tokenizer.encode(transcript + "\nAssistant:"))
 
 
 def test_a_message_name_labels_its_line_of_the_transcript(client, model):

@@ -22,6 +22,7 @@ one of OpenAI's tiers (``SERVICE_TIERS``).
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, cast
 
 from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, Tag
@@ -264,27 +265,74 @@ class ContentPart(Body):
 ContentParts = Annotated[list[ContentPart], Field(min_length=1)]
 
 
+class FunctionCall(Body):
+    """A function the assistant called, as OpenAI lists it: its ``name`` and its ``arguments`` (JSON text; an
+    object too, and left out as none, as vLLM takes them)."""
+
+    name: str
+    arguments: str | dict[str, Any] | None = None
+
+    def written(self) -> str:
+        """The call as the transcript writes it: ``get_weather({"city": "Paris"})``."""
+        args = self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments or {})
+        return f"{self.name}({args.strip()})"
+
+
+class CustomCall(Body):
+    """A ``custom`` tool the assistant called, as OpenAI lists it: its ``name`` and its free-text ``input``."""
+
+    name: str
+    input: str = ""
+
+    def written(self) -> str:
+        return f"{self.name}({self.input.strip()})"
+
+
+class ToolCall(Body):
+    """One of an assistant message's ``tool_calls``: ``{"id", "type": "function", "function": {...}}`` or a
+    ``custom`` one; the object its ``type`` names is required, as OpenAI answers."""
+
+    id: str | None = None
+    type: str = "function"
+    function: FunctionCall | None = None
+    custom: CustomCall | None = None
+
+
 class ChatMessage(Body):
     """A message. ``role`` is any string here, checked against the transcript's roles in
-    :meth:`ChatRequest.check_supported`, which says why ``tool``'s cannot be read. ``name`` (a participant's
-    name, OpenAI's way to tell apart speakers of one role) labels its line, ``User (Alice): ...``
-    (:mod:`npgpt.chat`). An assistant turn's ``tool_calls``, ``function_call``, ``refusal`` and ``audio`` have
-    no line: set, they are refused by name (:func:`check_message`), null or empty they change nothing."""
+    :meth:`ChatRequest.check_supported`. ``name`` (a participant's name, OpenAI's way to tell apart speakers of
+    one role) labels its line, ``User (Alice): ...`` (:mod:`npgpt.chat`). An assistant turn's ``tool_calls`` (or
+    deprecated ``function_call``) are written on its line after its content, as text (``get_weather({...})``),
+    and a ``tool`` message's result is a ``Tool`` line named by the function whose call its ``tool_call_id``
+    answers (:func:`turns`), so a history with tool results reads as it happened (vLLM reads them too, into its
+    chat template). ``refusal`` and ``audio`` have no line: set, they are refused by name (:func:`check_message`),
+    null or empty they change nothing."""
 
     role: str
     content: str | ContentParts | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None  # tool_calls' deprecated form
+    tool_call_id: str | None = None  # a tool message's: the call it answers
     # an assistant turn's parts that have no line in the transcript: refused once set (see check_message)
-    tool_calls: Any = None
-    function_call: Any = None
     refusal: Any = None
     audio: Any = None
 
     @property
     def text(self) -> str:
+        """The message's line after its label: its content, then the calls it made, written as text."""
         if isinstance(self.content, list):
-            return "\n".join(part.text or "" for part in self.content)  # as vLLM and llama.cpp join them
-        return self.content or ""
+            said = "\n".join(part.text or "" for part in self.content)  # as vLLM and llama.cpp join them
+        else:
+            said = self.content or ""
+        calls = [c.written() for c in self.calls]
+        return " ".join(x for x in (said.strip(), "; ".join(calls)) if x)
+
+    @property
+    def calls(self) -> list[FunctionCall | CustomCall]:
+        """The calls this message made (none unless it is the assistant's)."""
+        made = [c.function if c.type == "function" else c.custom for c in self.tool_calls or ()]
+        return [c for c in [*made, self.function_call] if c is not None]
 
 
 class FunctionDefinition(Body):
@@ -378,14 +426,8 @@ class ChatRequest(_Sampling):
                 )
 
 
-_NO_CALLS = (
-    "GPT-2 cannot call tools, so the transcript has no place for a call; send the call as text in content, or leave "
-    "it out"
-)
 # a message's fields the transcript has no place for (it is text lines), each refused once set, and what to do
 _UNREAD_IN_MESSAGE = {
-    "tool_calls": _NO_CALLS,
-    "function_call": _NO_CALLS,
     "refusal": "the transcript reads a message's content only; put it in content",
     "audio": "GPT-2 reads text only; send the reply's transcript as content",
 }
@@ -393,12 +435,6 @@ _UNREAD_IN_MESSAGE = {
 
 def check_message(m: ChatMessage, where: str) -> None:
     """Refuse a message the transcript cannot hold, naming the field (``where``: ``messages[i]``) and why."""
-    if m.role in ("tool", "function"):  # a result answers a call, and GPT-2 never makes one
-        raise NpgptError(
-            f"{where}.role {shown(m.role)} is not supported: GPT-2 cannot call tools, so there is no call for a result "
-            "to answer; send the result in a user message",
-            param=f"{where}.role",
-        )
     if m.role not in _chat.ROLES:
         raise NpgptError(
             f"{where}.role must be one of {', '.join(_chat.ROLES)}, got {shown(m.role)}", param=f"{where}.role"
@@ -407,6 +443,23 @@ def check_message(m: ChatMessage, where: str) -> None:
     for field, instead in _UNREAD_IN_MESSAGE.items():
         if getattr(m, field):
             raise NpgptError(f"{where}.{field} is not supported: {instead}", param=f"{where}.{field}")
+    for field in ("tool_calls", "function_call"):  # as OpenAI answers: only the assistant calls
+        if getattr(m, field) and m.role != "assistant":
+            raise NpgptError(
+                f"{where}.{field} is an assistant message's field (the calls it made), not a {m.role} message's; "
+                "leave it out",
+                param=f"{where}.{field}",
+            )
+    for j, call in enumerate(m.tool_calls or ()):
+        _one_of(call.type, ("function", "custom"), f"{where}.tool_calls[{j}].type")
+        if getattr(call, call.type) is None:
+            param = f"{where}.tool_calls[{j}].{call.type}"
+            raise NpgptError(f"Missing required parameter: '{param}'.", param=param)
+    if m.role == "function" and m.name is None:  # as OpenAI answers: the name of the function whose result it is
+        raise NpgptError(
+            f"Missing required parameter: '{where}.name'; a function message names the function whose result it is",
+            param=f"{where}.name",
+        )
     if m.name is not None and not _chat.NAME_PATTERN.fullmatch(m.name):  # in OpenAI's words
         raise NpgptError(
             f"Invalid '{where}.name': string does not match pattern. Expected a string that matches the pattern "
@@ -436,11 +489,30 @@ class NextTokensRequest(Body):
     k: Int = Field(10, ge=1, le=100)
 
 
+def turns(messages: list[ChatMessage]) -> list[_chat.Message]:
+    """The messages as :mod:`npgpt.chat` takes them, ``(role, text, name)``. A ``tool`` message without a
+    ``name`` is named by the function its ``tool_call_id`` answers, if an earlier assistant message made that
+    call (``Tool (get_weather): ...``); else its line is ``Tool: ...``, as vLLM reads a result it cannot
+    match (OpenAI's 400)."""
+    called: dict[str, str] = {}  # call id -> the function's name
+    out: list[_chat.Message] = []
+    for m in messages:
+        for c in m.tool_calls or ():
+            call = c.function if c.type == "function" else c.custom
+            if c.id is not None and call is not None and _chat.NAME_PATTERN.fullmatch(call.name):
+                called[c.id] = call.name
+        name = m.name
+        if m.role == "tool" and name is None and m.tool_call_id is not None:
+            name = called.get(m.tool_call_id)
+        out.append((m.role, m.text, name))
+    return out
+
+
 def chat_prompt(messages: list[ChatMessage]) -> str:
     """The conversation as a plain transcript for GPT-2 to continue: :func:`npgpt.chat.chat_prompt`."""
-    return _chat.chat_prompt([(m.role, m.text, m.name) for m in messages])
+    return _chat.chat_prompt(turns(messages))
 
 
 def chat_stop(messages: list[ChatMessage]) -> tuple[str, ...]:
     """Where the reply ends: :func:`npgpt.chat.chat_stop`."""
-    return _chat.chat_stop([(m.role, m.text, m.name) for m in messages])
+    return _chat.chat_stop(turns(messages))
