@@ -102,6 +102,10 @@ class CharTokenizer(Tokenizer):
             raise NpgptError(f"token id {token_id} is not in this model's vocabulary: ids are 0 to {self.eot_id}")
         return self.chars[token_id].encode("utf-8")
 
+    def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+        """Each token's character (``<|endoftext|>`` for ``eot_id``)."""
+        return [self.token_bytes(i).decode("utf-8") for i in id_list(ids)]
+
     def decode_bytes(self, ids: Iterable[int] | int) -> bytes:
         return b"".join(self.token_bytes(i) for i in id_list(ids))  # never int(i): 1.5 is no id
 

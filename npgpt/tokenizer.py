@@ -28,6 +28,7 @@ EOT_ID = 50256
 PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
+@functools.cache
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable characters used in ``encoder.json``."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -321,6 +322,14 @@ class Tokenizer:
             return self._enc.decode_single_token_bytes(token_id)
         except (KeyError, OverflowError):
             raise self._bad_id(token_id) from None
+
+    def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+        """Each token as the vocabulary spells it, as transformers' ``convert_ids_to_tokens`` gives a list (and vLLM's
+        ``/tokenize`` its ``token_strs``): GPT-2's byte-level characters (``"Ġworld"`` for ``" world"``), an added
+        token's text (``"<|endoftext|>"``). NpgptError for an id outside the vocabulary."""
+        added = {t.id: t.content for t in self.added_tokens}
+        level = _bytes_to_unicode()
+        return [added[i] if i in added else "".join(level[b] for b in self.token_bytes(i)) for i in id_list(ids)]
 
     def _bad_id(self, token_id: int) -> NpgptError:
         return NpgptError(f"token id {token_id} is not in GPT-2's vocabulary: ids are 0 to {self.n_vocab - 1}")

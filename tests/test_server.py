@@ -603,9 +603,6 @@ def test_an_unknown_url_names_the_method_and_path(url, method, path, meant):
         ("/v1/audio/speech", "npgpt serves no audio"),
         ("/v1/images/generations", "npgpt serves no images"),
         ("/v1/moderations", "npgpt serves no moderations"),
-        # vLLM's and llama.cpp's, which their clients call to count tokens
-        ("/tokenize", "npgpt serves no /tokenize (vLLM's and llama.cpp's); GPT-2's tokens are tiktoken's"),
-        ("/detokenize", "npgpt serves no /detokenize"),
     ],
 )
 def test_an_openai_endpoint_npgpt_has_not_says_so(url, path, says):

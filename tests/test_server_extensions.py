@@ -190,3 +190,79 @@ def test_vllm_options_npgpt_lacks_are_refused_by_name(url, path, field, value):
         field, {"type": "text"} if field == "response_format" else False
     )
     assert httpx.post(url + path, json={**body, field: off}).status_code == 200  # left at its default: fine
+
+
+def char_model() -> GPT2:
+    from npgpt.char_tokenizer import CharTokenizer
+
+    tok = CharTokenizer.from_text(["hello world"])
+    config = GPT2Config(n_vocab=tok.n_vocab, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    return GPT2(config, init_params(config, seed=0), tokenizer=tok)
+
+
+def test_tokenize_and_detokenize_answer_as_vllms_do():
+    """``POST /tokenize`` and ``/detokenize`` (vLLM's, which its clients call to count a prompt's tokens) were a
+    404: they answer in vLLM's fields with the model's own tokenizer, a character-level one's too."""
+    tiny, char = GPT2(TINY, init_params(TINY, seed=0)), char_model()
+    with background_server(create_app({"tiny": tiny, "char": char})) as base:
+        r = httpx.post(base + "/tokenize", json={"prompt": "Hello world<|endoftext|>", "add_special_tokens": True})
+        ids = tiny.tokenizer.encode("Hello world<|endoftext|>", allow_special=True)
+        assert r.json() == {"count": 3, "max_model_len": 64, "tokens": ids, "token_strs": None}, r.text
+        r = httpx.post(base + "/tokenize", json={"prompt": "Hello world", "return_token_strs": True})
+        assert r.json()["token_strs"] == ["Hello", "Ġworld"]  # the vocabulary's spelling, as vLLM's (transformers')
+        # a chat's messages: the transcript /v1/chat/completions prompts with, counted as its usage counts it
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        chat = httpx.post(base + "/v1/chat/completions", json={"messages": messages, "max_tokens": 1}).json()
+        r = httpx.post(base + "/tokenize", json={"messages": messages})
+        assert r.json()["count"] == chat["usage"]["prompt_tokens"]
+        assert r.json()["tokens"] == tiny.tokenizer.encode("System: Be brief.\nUser: Hi\nAssistant:")
+        r = httpx.post(base + "/detokenize", json={"tokens": ids})
+        assert r.json() == {"prompt": "Hello world<|endoftext|>"}
+        # a character-level model's own ids
+        r = httpx.post(base + "/tokenize", json={"model": "char", "prompt": "hello", "return_token_strs": True})
+        assert r.json()["tokens"] == char.tokenizer.encode("hello") and r.json()["token_strs"] == list("hello")
+        assert r.json()["max_model_len"] == 16
+        r = httpx.post(base + "/detokenize", json={"model": "char", "tokens": r.json()["tokens"]})
+        assert r.json() == {"prompt": "hello"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param", "says"),
+    [
+        ("/detokenize", {"tokens": [15496, 50257]}, 400, "tokens[1]", "its ids are 0 to 50256"),
+        ("/detokenize", {"tokens": [-1]}, 400, "tokens[0]", "no token of model 'tiny'"),
+        ("/detokenize", {"model": "char", "tokens": [0, 9]}, 400, "tokens[1]", "its ids are 0 to 8"),
+        ("/detokenize", {"tokens": [True]}, 400, "tokens[0]", "expected an integer"),
+        ("/detokenize", {"tokens": "15496"}, 400, "tokens", "expected an array"),
+        ("/detokenize", {}, 400, "tokens", "Missing required parameter"),
+        ("/detokenize", {"tokens": [1], "model": "gpt-4"}, 404, "model", "not served here"),
+        ("/tokenize", {"prompt": 5}, 400, "prompt", "expected a string"),
+        ("/tokenize", {}, 400, "prompt", "send either prompt (a text) or messages"),
+        ("/tokenize", {"prompt": "a", "messages": [{"role": "user", "content": "a"}]}, 400, "prompt", "not both"),
+        ("/tokenize", {"messages": [{"role": "robot", "content": "a"}]}, 400, "messages[0].role", "one of"),
+        ("/tokenize", {"model": "char", "prompt": "hello?"}, 400, None, "'?'"),  # no character of its vocabulary
+        ("/tokenize", {"content": "a"}, 400, "content", "send prompt"),  # llama.cpp's name
+        ("/tokenize", {"prompt": "a", "model": "gpt-4"}, 404, "model", "not served here"),
+        (
+            "/tokenize",
+            {"messages": [{"role": "user", "content": "a"}], "add_generation_prompt": False},
+            400,
+            "add_generation_prompt",
+            "always ends in 'Assistant:'",
+        ),
+    ],
+)
+def test_tokenize_and_detokenize_refuse_bad_input_naming_it(path, body, status, param, says):
+    with background_server(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0)), "char": char_model()})) as base:
+        r = httpx.post(base + path, json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and says in error["message"] and "\n" not in error["message"], error
+
+
+def test_tokenize_needs_the_api_key_as_the_api_does():
+    with background_server(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))}, api_key="k")) as base:
+        for path, body in (("/tokenize", {"prompt": "a"}), ("/detokenize", {"tokens": [64]})):
+            assert httpx.post(base + path, json=body).status_code == 401
+            r = httpx.post(base + path, json=body, headers={"Authorization": "Bearer k"})
+            assert r.status_code == 200, r.text

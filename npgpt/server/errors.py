@@ -135,7 +135,9 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
     if not loc:
         return APIError(400, f"the body must be a JSON object, got {_json_kind(err.get('input'))}", code="invalid_json")
     param = _param(loc)
-    if loc[0] == "prompt" and err["type"] in _EXPECTED:  # which of its forms was meant is anyone's guess
+    # completions' prompt, whose forms are tagged (str, list[int]...): which was meant is anyone's guess (/tokenize's
+    # prompt is a text only, and its error says so as any field's does)
+    if loc[0] == "prompt" and len(loc) > 1 and isinstance(loc[1], str) and err["type"] in _EXPECTED:
         return APIError(
             400,
             "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids "
@@ -275,11 +277,6 @@ NOT_SERVED = {
     "audio": "audio (speech, transcription or translation); its models read and write text",
     "images": "images; its models read and write text",
     "moderations": "moderations",
-    # vLLM's and llama.cpp server's own, which their clients call to count tokens
-    "tokenize": "/tokenize (vLLM's and llama.cpp's); GPT-2's tokens are tiktoken's encoding 'gpt2' "
-    "(tiktoken.get_encoding('gpt2').encode(text)), as usage.prompt_tokens counts them",
-    "detokenize": "/detokenize (vLLM's and llama.cpp's); GPT-2's tokens are tiktoken's encoding 'gpt2' "
-    "(tiktoken.get_encoding('gpt2').decode(tokens))",
 }
 
 

@@ -16,7 +16,17 @@ from ..errors import shown
 from .errors import APIError
 from .metrics import Metrics
 
-ENDPOINTS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/next_tokens"}
+ENDPOINTS = {
+    "/",
+    "/health",
+    "/metrics",
+    "/v1/models",
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/next_tokens",
+    "/tokenize",
+    "/detokenize",
+}
 
 
 class CORS(CORSMiddleware):
@@ -214,14 +224,19 @@ class _Inflater:
             data = self.decoder.unused_data if self.decoder.eof else b""
 
 
+# what the key guards: the API, and vLLM's /tokenize and /detokenize (tokenising a 1 MB body costs a second of CPU;
+# vLLM leaves them open, but only probes and scrapers, which never tokenise, need to go without the key)
+GUARDED = ("/v1/", "/tokenize", "/detokenize")
+
+
 class BearerKey:
-    """401 for ``/v1/*`` requests without ``Authorization: Bearer <key>``."""
+    """401 for requests to the API (:data:`GUARDED`) without ``Authorization: Bearer <key>``."""
 
     def __init__(self, app: Any, api_key: str) -> None:
         self.app, self.key = app, api_key.encode()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+        if scope["type"] == "http" and scope["path"].startswith(GUARDED):
             scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.key):
                 error = APIError(

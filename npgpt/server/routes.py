@@ -2,8 +2,8 @@
 
 ``GET /v1/models``, ``POST /v1/completions`` (:mod:`.completions`), ``POST /v1/chat/completions``
 (:mod:`.chat`), ``POST /v1/next_tokens`` (npgpt's own: the most likely next tokens, for the
-playground), ``GET /health``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the playground); ``HEAD`` on
-each ``GET`` URL.
+playground), ``POST /tokenize`` and ``/detokenize`` (vLLM's: :mod:`.tokenize`), ``GET /health``,
+``GET /metrics`` (Prometheus text) and ``GET /`` (the playground); ``HEAD`` on each ``GET`` URL.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .protocol import ChatRequest, CompletionRequest, NextTokensRequest
 from .response_parts import model_card
 from .scheduler import Scheduler
 from .streaming import respond
+from .tokenize import tokenize_routes
 
 ROUTES = (  # (method, path) of each route without a path parameter but the playground, for a 404 to suggest
     ("GET", "/v1/models"),
@@ -36,6 +37,8 @@ ROUTES = (  # (method, path) of each route without a path parameter but the play
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/next_tokens"),
     ("POST", "/v1/internals"),
+    ("POST", "/tokenize"),
+    ("POST", "/detokenize"),
     ("GET", "/health"),
     ("GET", "/metrics"),
 )
@@ -105,6 +108,8 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
 
     # POST /v1/internals: the playground's "inside" panel
     api.include_router(inside_routes(pick, special_tokens), prefix="/v1")
+    # POST /tokenize and /detokenize, vLLM's (beside /v1, as vLLM serves them)
+    api.include_router(tokenize_routes(pick, special_tokens))
 
     @api.get("/health")
     async def health() -> dict[str, Any]:
