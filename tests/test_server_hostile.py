@@ -912,3 +912,48 @@ def test_connections_that_never_send_a_whole_request_are_closed_and_the_server_s
             assert r.status == 200
         for s in [*silent, head, body, trickle, kept]:
             s.close()
+
+
+def read_all(s) -> bytes:
+    """What the server sent on ``s`` until it closed it (within 10 s)."""
+    s.settimeout(10)
+    out = b""
+    while data := s.recv(65536):
+        out += data
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_a_request_too_slow_to_arrive_gets_a_408_before_its_connection_closes(app, monkeypatch):
+    """A request whose head or body did not arrive by its deadline saw its connection closed without a word (a
+    reset to its client, which may retry as if the server had failed); as Node.js and nginx answer, it gets a
+    ``408 Request Timeout`` first, in OpenAI's shape, with ``Connection: close``. A connection that sent nothing
+    (idle, kept alive) is still closed without a word, as clients expect of an idle connection."""
+    import socket
+
+    from npgpt.server.connections import DeadlineProtocol
+
+    monkeypatch.setattr(DeadlineProtocol, "head_timeout", 0.5)
+    monkeypatch.setattr(DeadlineProtocol, "request_timeout", 1.0)
+    with background_server(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        silent = socket.create_connection((host, int(port)))
+        head = socket.create_connection((host, int(port)))
+        head.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")  # no blank line: the head never ends
+        body = socket.create_connection((host, int(port)))
+        body.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b'{"pro')
+        kept = socket.create_connection((host, int(port)))  # answered, then idle on a kept-alive connection
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_all(silent) == b""
+        for s, what in ((head, "head"), (body, "body")):
+            raw = read_all(s)
+            status, _, rest = raw.partition(b"\r\n")
+            headers, _, payload = rest.partition(b"\r\n\r\n")
+            assert status == b"HTTP/1.1 408 Request Timeout", raw
+            assert b"connection: close" in headers.lower() and b"application/json" in headers, raw
+            error = json.loads(payload)["error"]
+            assert error["code"] == "request_timeout" and f"request's {what} did not arrive" in error["message"]
+        answer = read_all(kept)
+        assert answer.startswith(b"HTTP/1.1 200") and b"408" not in answer, answer
+        for s in (silent, head, body, kept):
+            s.close()

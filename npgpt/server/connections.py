@@ -7,13 +7,17 @@ every later connection, ``/health`` included, waited unanswered. :class:`Deadlin
 protocol (the one ``http="auto"`` picks) with Node.js's two deadlines (``server.headersTimeout``,
 ``server.requestTimeout``): a request's head must arrive within :data:`HEAD_TIMEOUT_S` of the connection
 waiting for it (opened, or its previous response sent), and its body within :data:`REQUEST_TIMEOUT_S`; a
-connection past either is closed (a request whose body was being read sees a disconnect). The compute a
-request asks for is not bounded here: its limits are per request (:mod:`.limits`).
+connection past either is closed. As Node.js and nginx answer, a request begun and not finished in time first
+gets a ``408 Request Timeout`` (OpenAI-shaped, ``code: request_timeout``, ``Connection: close``), so its client
+learns why rather than seeing a connection reset; one that sent nothing (an idle keep-alive connection) is closed
+without a word, as a client expects of an idle connection. The app, whose request's body was being read, sees a
+disconnect. The compute a request asks for is not bounded here: its limits are per request (:mod:`.limits`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -22,16 +26,39 @@ HEAD_TIMEOUT_S = 60.0  # Node.js's headersTimeout
 REQUEST_TIMEOUT_S = 300.0  # Node.js's requestTimeout: the head and the body
 
 
+def timeout_response(what: str, seconds: float) -> bytes:
+    """The whole ``408 Request Timeout`` response for a request whose ``what`` ("head", "body") did not arrive in
+    ``seconds``: OpenAI's error shape, and ``Connection: close``, as the connection closes after it."""
+    error = {
+        "message": f"the request's {what} did not arrive within {seconds:g} s of the server waiting for it; send the "
+        "whole request at once",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "request_timeout",
+    }
+    body = json.dumps({"error": error}).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a class chosen at import
     """uvicorn's HTTP protocol, closing a connection whose request head or body is not in by its deadline."""
 
     head_timeout = HEAD_TIMEOUT_S
     request_timeout = REQUEST_TIMEOUT_S
+    _sent_some = False  # whether the request waited for has begun to arrive
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._wait_for_request()
+
+    def data_received(self, data: bytes) -> None:
+        self._sent_some = self._sent_some or bool(data)
+        super().data_received(data)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -45,6 +72,7 @@ class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a
 
     def _wait_for_request(self) -> None:
         self._waiting_since = self.loop.time()
+        self._sent_some = False
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         self._deadline_timer = self.loop.call_later(self.head_timeout, self._check_deadline)
@@ -57,13 +85,21 @@ class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a
             return
         cycle: Any = self.cycle
         if cycle is None or cycle.response_complete:  # waiting for a request's head
-            timeout = self.head_timeout
+            timeout, what = self.head_timeout, "head"
         elif cycle.more_body:  # the head is in, the body is still coming
-            timeout = self.request_timeout
+            timeout, what = self.request_timeout, "body"
         else:
             return
         left = self._waiting_since + timeout - self.loop.time()
-        if left <= 0:
-            self.transport.close()
-        else:
+        if left > 0:
             self._deadline_timer = self.loop.call_later(left, self._check_deadline)
+            return
+        if what == "body" and not cycle.response_started:
+            # the app, reading the body, sees a disconnect; and anything it sends after is dropped, not written
+            # after the 408
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.write(timeout_response(what, timeout))
+        elif what == "head" and self._sent_some:
+            self.transport.write(timeout_response(what, timeout))
+        self.transport.close()
