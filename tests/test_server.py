@@ -1290,6 +1290,9 @@ def test_a_model_named_with_a_slash_is_retrieved(model):
         assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
         assert "org/gpt2" in e.value.body["message"]  # the names served, to choose from
         assert http.get("/v1/models/").json()["data"][0]["id"] == "org/gpt2"
+        # a trailing slash, as every other URL takes it (it was "model 'org/gpt2/' is not served here")
+        assert http.get("/v1/models/org/gpt2/").json()["id"] == "org/gpt2"
+        assert http.get("/v1/models//").json()["object"] == "list"
 
 
 NOT_TEXT = [

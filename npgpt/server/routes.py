@@ -74,6 +74,9 @@ def router(schedulers: dict[str, Scheduler], metrics: Metrics, special_tokens: b
     # ``:path``: a name may hold "/" (``openai-community/gpt2``), which the openai client sends as it is
     @api.get("/v1/models/{model:path}")
     async def get_model(model: str) -> dict[str, Any]:
+        # a trailing "/" is no part of a name (a name has no empty segment: check_model_name), and every other URL
+        # takes one (a redirect to the URL without it): ``/v1/models/org/gpt2/`` is org/gpt2's card
+        model = model.rstrip("/")
         if not model:  # ``/v1/models/``: the list, as the redirect to /v1/models answered before ``:path``
             return await list_models()
         name, sched = pick(model)
