@@ -957,3 +957,28 @@ def test_a_request_too_slow_to_arrive_gets_a_408_before_its_connection_closes(ap
         assert answer.startswith(b"HTTP/1.1 200") and b"408" not in answer, answer
         for s in (silent, head, body, kept):
             s.close()
+
+
+def test_a_client_that_hangs_up_mid_body_is_no_unhandled_error(caplog):
+    """A client that closed its connection while its request's body was being read (curl interrupted during an
+    upload, a client's own timeout, or a body past its deadline) was logged as "unhandled error" with two
+    tracebacks (npgpt's and uvicorn's "Exception in ASGI application"): Starlette's ClientDisconnect reached the
+    500 handler. It is a client leaving, counted as 499 (nginx's "client closed request"), with no traceback."""
+    import logging
+    import socket
+    import urllib.request
+
+    app = create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))})
+    with caplog.at_level(logging.WARNING), background_server(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        s.sendall(b"Content-Length: 100\r\n\r\n" + b'{"pro')
+        time.sleep(0.3)
+        s.close()
+        deadline = time.monotonic() + 10
+        while 'status="499"' not in (metrics := urllib.request.urlopen(url + "/metrics").read().decode()):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
+        assert 'endpoint="/v1/completions",status="499"' in metrics, metrics
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

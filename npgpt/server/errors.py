@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import NpgptError, cut, reason, shown
 from ..generate import check_request as _check_request
@@ -360,6 +361,14 @@ def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
             return wrong_method(request, (e.headers or {}).get("Allow", ""), e.headers).response()
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
         return APIError(e.status_code, str(e.detail), kind, headers=e.headers).response()
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_left(request: Request, e: ClientDisconnect) -> JSONResponse:
+        # the client hung up (or its body was too slow: :mod:`.connections`) while its request's body was read: no
+        # bug, and no one to answer; 499 (nginx's "client closed request") is what /metrics counts
+        return APIError(
+            499, "the client closed the connection before its request's body arrived", code="client_closed_request"
+        ).response()
 
     @app.exception_handler(ShuttingDown)
     async def _shutting_down(request: Request, e: ShuttingDown) -> JSONResponse:
