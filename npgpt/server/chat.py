@@ -35,11 +35,12 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
     ends the transcript (OpenAI's chat reads message content as text too), whatever ``--special-tokens``.
     """
     m, tok = sched.model, sched.model.tokenizer
-    body.check_supported(tok)
+    # checking a 1 MB body's messages, writing their transcript and tokenising it take ~0.5 s of Python: on a
+    # thread, so the event loop (/health, every stream) keeps serving
+    await asyncio.to_thread(body.check_supported, tok)
     limits: Limits = request.app.state.limits
     limits.check_rows(1, body.n or 1)
-    # a long transcript takes a while to tokenise: on a thread, so the event loop keeps serving
-    prompt = await asyncio.to_thread(tok.encode, chat_prompt(body.messages))
+    prompt, stop = await asyncio.to_thread(_transcript, body, tok)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
@@ -64,9 +65,7 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
         )
     # the reply's leading whitespace is dropped (the model writes ``Assistant: Hi``), stops matched after it
     # on a thread, as a client's logit_bias on every token takes ~0.1 s to check
-    params = await asyncio.to_thread(
-        body.sampling, max_tokens, logprobs, stop=chat_stop(body.messages), skip_leading_space=True
-    )
+    params = await asyncio.to_thread(body.sampling, max_tokens, logprobs, stop=stop, skip_leading_space=True)
     n = body.n or 1
     limits.check_tokens([prompt], n, params.max_new_tokens, prompt_param="messages", max_tokens_param=sent)
     rows = [prompt] * n
@@ -145,6 +144,11 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
         return {**head, "object": "chat.completion", "choices": out, "usage": chunks[-1]["usage"]}
 
     return Answer(chunks(), fold, tally)
+
+
+def _transcript(body: ChatRequest, tok: Tokenizer) -> tuple[list[int], tuple[str, ...]]:
+    """The messages' transcript as token ids, and the stop sequences that end a reply to it."""
+    return tok.encode(chat_prompt(body.messages)), chat_stop(body.messages)
 
 
 class HeldLogprobs:

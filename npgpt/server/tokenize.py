@@ -89,16 +89,21 @@ def tokenize_routes(pick: Callable[[str | None], tuple[str, Any]], special_token
 
     @router.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
-        body.check()
         _, sched = pick(body.model)
         m = sched.model
-        # on a thread of its own: a 1 MB text takes a second, which would hold up the event loop
-        if body.messages is not None:  # a chat message's <|endoftext|> is text, as in chat
-            ids = await asyncio.to_thread(m.tokenizer.encode, chat_prompt(body.messages))
-        else:
-            ids = await asyncio.to_thread(m.tokenizer.encode, body.prompt, allow_special=special_tokens)
-        strs = await asyncio.to_thread(m.tokenizer.convert_ids_to_tokens, ids) if body.return_token_strs else None
-        return {"count": len(ids), "max_model_len": m.config.n_ctx, "tokens": ids, "token_strs": strs}
+
+        def tokens() -> dict[str, Any]:
+            body.check()
+            if body.messages is not None:  # a chat message's <|endoftext|> is text, as in chat
+                ids = m.tokenizer.encode(chat_prompt(body.messages))
+            else:
+                ids = m.tokenizer.encode(body.prompt, allow_special=special_tokens)
+            strs = m.tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None
+            return {"count": len(ids), "max_model_len": m.config.n_ctx, "tokens": ids, "token_strs": strs}
+
+        # on a thread of its own: a 1 MB body's messages or text take up to a second, which would hold up the
+        # event loop (/health, every stream)
+        return await asyncio.to_thread(tokens)
 
     @router.post("/detokenize")
     async def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
