@@ -226,6 +226,17 @@ def test_tokenize_and_detokenize_answer_as_vllms_do():
         assert r.json() == {"prompt": "hello"}
 
 
+def test_the_model_list_gives_the_context_length_by_vllms_name():
+    """Clients written for vLLM (litellm, agent frameworks sizing their prompts) read a model's context from
+    ``/v1/models`` as ``max_model_len``, vLLM's name, which npgpt's cards lacked (they said ``context_length``)."""
+    with background_server(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0)), "char": char_model()})) as base:
+        cards = {c["id"]: c for c in httpx.get(base + "/v1/models").json()["data"]}
+        assert cards["tiny"]["max_model_len"] == 64 and cards["char"]["max_model_len"] == 16
+        assert httpx.get(base + "/v1/models/char").json()["max_model_len"] == 16
+        r = httpx.post(base + "/tokenize", json={"model": "char", "prompt": "he"})
+        assert r.json()["max_model_len"] == 16  # the same number /tokenize gives
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "param", "says"),
     [

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 def model_card(name: str, model: GPT2, created: int) -> dict[str, Any]:
     """``GET /v1/models/{name}``: OpenAI's model object, plus the context length, the config, and whether
     it is npgpt's bundled model (trained on the King James Bible: the playground suggests a prompt to suit).
+    The context length is ``max_model_len``, vLLM's name, which clients (litellm, agent frameworks) read from
+    ``/v1/models`` to size their prompts, and ``context_length``, as the playground reads it.
     ``created``: Unix seconds, when the server loaded it (0 read as 1970 in any client that shows it)."""
     from ..registry import is_bundled
 
@@ -20,6 +22,7 @@ def model_card(name: str, model: GPT2, created: int) -> dict[str, Any]:
         "object": "model",
         "created": created,
         "owned_by": "npgpt",
+        "max_model_len": model.config.n_ctx,
         "context_length": model.config.n_ctx,
         "config": model.config.to_dict(),
         "bundled": is_bundled(model.source),
