@@ -109,14 +109,18 @@ def tokenize_routes(pick: Callable[[str | None], tuple[str, Any]], special_token
     async def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
         name, sched = pick(body.model)
         tok = sched.model.tokenizer
-        n_vocab = len(tok)
-        for i, t in enumerate(body.tokens):
-            if not 0 <= t < n_vocab:
-                raise NpgptError(
-                    f"tokens[{i}] is {shown(t)}, which is no token of model {shown(name)}: its ids are 0 to "
-                    f"{n_vocab - 1}",
-                    param=f"tokens[{i}]",
-                )
-        return {"prompt": await asyncio.to_thread(tok.decode, body.tokens)}
+
+        def text() -> str:
+            n_vocab = len(tok)
+            for i, t in enumerate(body.tokens):
+                if not 0 <= t < n_vocab:
+                    raise NpgptError(
+                        f"tokens[{i}] is {shown(t)}, which is no token of model {shown(name)}: its ids are 0 to "
+                        f"{n_vocab - 1}",
+                        param=f"tokens[{i}]",
+                    )
+            return tok.decode(body.tokens)
+
+        return {"prompt": await asyncio.to_thread(text)}  # a 1 MB list of ids: off the event loop
 
     return router
