@@ -924,7 +924,7 @@ def read_all(s) -> bytes:
 
 
 @pytest.mark.timeout(120)
-def test_a_request_too_slow_to_arrive_gets_a_408_before_its_connection_closes(app, monkeypatch):
+def test_a_request_too_slow_to_arrive_gets_a_408_before_its_connection_closes(monkeypatch):
     """A request whose head or body did not arrive by its deadline saw its connection closed without a word (a
     reset to its client, which may retry as if the server had failed); as Node.js and nginx answer, it gets a
     ``408 Request Timeout`` first, in OpenAI's shape, with ``Connection: close``. A connection that sent nothing
@@ -935,7 +935,7 @@ def test_a_request_too_slow_to_arrive_gets_a_408_before_its_connection_closes(ap
 
     monkeypatch.setattr(DeadlineProtocol, "head_timeout", 0.5)
     monkeypatch.setattr(DeadlineProtocol, "request_timeout", 1.0)
-    with background_server(app) as url:
+    with background_server(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))})) as url:
         host, port = url.removeprefix("http://").split(":")
         silent = socket.create_connection((host, int(port)))
         head = socket.create_connection((host, int(port)))
@@ -984,7 +984,7 @@ def test_a_client_that_hangs_up_mid_body_is_no_unhandled_error(caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
-def test_a_chats_messages_are_checked_and_written_out_off_the_event_loop(http, monkeypatch):
+def test_a_chats_messages_are_checked_and_written_out_off_the_event_loop(monkeypatch):
     """A 1 MB chat body (35,000 messages) took ~0.4 s of Python on the event loop after it was parsed: each message
     checked, the transcript written out and its stop sequences found, while /health and every stream waited (issue
     14, kind 7). Each runs on a thread: no event loop runs where a message is checked or the transcript written."""
@@ -1007,7 +1007,34 @@ def test_a_chats_messages_are_checked_and_written_out_off_the_event_loop(http, m
     monkeypatch.setattr(npgpt.server.protocol, "check_message", spy("check", npgpt.server.protocol.check_message))
     monkeypatch.setattr(npgpt.chat, "chat_prompt", spy("transcript", npgpt.chat.chat_prompt))
     monkeypatch.setattr(npgpt.chat, "chat_stop", spy("stop", npgpt.chat.chat_stop))
-    r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}] * 3, "max_tokens": 1})
+    with TestClient(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))})) as http:
+        messages = [{"role": "user", "content": "a"}] * 3
+        r = http.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 1})
     assert r.status_code == 200, r.text
     assert {name for name, _ in on_loop} == {"check", "transcript", "stop"}
     assert not any(loop for _, loop in on_loop), on_loop
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /v1/mo dels HTTP/1.1\r\nHost: x\r\n\r\n",  # a space in the URL
+        b"GET /v1/models HTTP/1.1\r\nHost x\r\n\r\n",  # a header without its colon
+    ],
+    ids=["space in URL", "header without colon"],
+)
+def test_bytes_that_are_no_http_request_get_an_openai_shaped_400(raw):
+    """uvicorn answered them with a plain-text 400 "Invalid HTTP request received.", the one error not in OpenAI's
+    shape (a client reading error.message got none); it is now one, naming what to check."""
+    import socket
+
+    with background_server(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))})) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(raw)
+            answer = read_all(s)
+    status, _, rest = answer.partition(b"\r\n")
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request" and b"application/json" in headers, answer
+    error = json.loads(payload)["error"]
+    assert error["code"] == "invalid_http_request" and "not valid HTTP/1.1" in error["message"], error

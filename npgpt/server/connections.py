@@ -26,26 +26,30 @@ HEAD_TIMEOUT_S = 60.0  # Node.js's headersTimeout
 REQUEST_TIMEOUT_S = 300.0  # Node.js's requestTimeout: the head and the body
 
 
-def timeout_response(what: str, seconds: float) -> bytes:
-    """The whole ``408 Request Timeout`` response for a request whose ``what`` ("head", "body") did not arrive in
-    ``seconds``: OpenAI's error shape, and ``Connection: close``, as the connection closes after it."""
-    error = {
-        "message": f"the request's {what} did not arrive within {seconds:g} s of the server waiting for it; send the "
-        "whole request at once",
-        "type": "invalid_request_error",
-        "param": None,
-        "code": "request_timeout",
-    }
+def error_response(status: int, reason: str, message: str, code: str) -> bytes:
+    """A whole error response, written on the connection itself (no request reached the app), in OpenAI's shape,
+    with ``Connection: close``: the connection closes after it."""
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
     body = json.dumps({"error": error}).encode()
     head = (
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
         f"content-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
 
+def timeout_response(what: str, seconds: float) -> bytes:
+    """The ``408 Request Timeout`` for a request whose ``what`` ("head", "body") did not arrive in ``seconds``."""
+    message = (
+        f"the request's {what} did not arrive within {seconds:g} s of the server waiting for it; send the whole "
+        "request at once"
+    )
+    return error_response(408, "Request Timeout", message, "request_timeout")
+
+
 class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a class chosen at import
-    """uvicorn's HTTP protocol, closing a connection whose request head or body is not in by its deadline."""
+    """uvicorn's HTTP protocol, closing a connection whose request head or body is not in by its deadline, and
+    answering bytes that are no HTTP request in OpenAI's shape."""
 
     head_timeout = HEAD_TIMEOUT_S
     request_timeout = REQUEST_TIMEOUT_S
@@ -69,6 +73,17 @@ class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a
         if timer is not None:
             timer.cancel()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are no HTTP/1.1 request (a malformed request line or header) was a
+        plain-text 400, "Invalid HTTP request received.": in OpenAI's shape, as every other
+        error, naming what to check."""
+        message = (
+            "the request is not valid HTTP/1.1 (a malformed request line or header, such as a space in the URL or a "
+            "header without its colon); send a well-formed request"
+        )
+        self.transport.write(error_response(400, "Bad Request", message, "invalid_http_request"))
+        self.transport.close()
 
     def _wait_for_request(self) -> None:
         self._waiting_since = self.loop.time()
