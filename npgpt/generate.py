@@ -15,7 +15,7 @@ import numpy as np
 from .cache import KVCache, padded_sizes
 from .engine import Engine
 from .errors import NpgptError, shown
-from .sampling import SamplingParams, choose, log_softmax, row_rngs, top_logprobs
+from .sampling import SamplingParams, choose, log_softmax, row_rng, sample_indices, top_logprobs
 from .token_ids import check_token_ids, count_tokens, padding_note
 from .tokenizer import StreamDecoder, Tokenizer
 
@@ -168,7 +168,8 @@ def check_request(engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[
                 "for a new token; shorten the prompt",
                 param="prompt",
             )
-        if len(r) + params.max_new_tokens > config.n_ctx:
+        # a max_new_tokens given must fit; the default fits by itself (SamplingParams.room)
+        if params.max_new_tokens is not None and len(r) + params.max_new_tokens > config.n_ctx:
             raise NpgptError(
                 f"prompt {i} has {len(r)} tokens and max_new_tokens is {params.max_new_tokens}: "
                 f"together over the model's context of {config.n_ctx}; shorten the prompt "
@@ -209,8 +210,10 @@ class RowSampler:
         tokenizer: Tokenizer,
         n_vocab: int,
         prompt: Sequence[int] = (),
+        n_ctx: int | None = None,
     ) -> None:
         self.row, self.params, self.rng = row, params, rng
+        self.limit = params.room(len(prompt), n_ctx)  # max_new_tokens, or the default that fits the context
         # Ids a token can have: a padded vocabulary (nanoGPT's and llm.c's 50304) has rows past the
         # tokenizer's last id that no text decodes to; they are never chosen, nor listed in logprobs.
         self.n_tokens = count_tokens(n_vocab, tokenizer)
@@ -247,7 +250,7 @@ class RowSampler:
             piece = self.tracker.piece if token != self.eot_id else ""
             if stopped:
                 event = Event(self.row, delta, token, lp, top, "stop", piece)
-            elif self.n_new == p.max_new_tokens:
+            elif self.n_new == self.limit:
                 event = Event(self.row, delta + self.tracker.finish(), token, lp, top, "length", piece)
             else:
                 event = Event(self.row, delta, token, lp, top, piece=piece)
@@ -268,20 +271,47 @@ def events(
     return _run(engine, tokenizer, rows, params)
 
 
+def batches(rows: Sequence[Sequence[int]], limits: Sequence[int], n_ctx: int) -> list[list[int]]:
+    """The rows' indices, in order, in runs that can share one kv cache: a batch's prompts are left-padded to its
+    longest, so its longest prompt plus its largest ``limits`` (each row's new tokens at most) must fit in the
+    context. A given ``max_new_tokens`` fits beside every prompt (:func:`check_request`), so all rows run as one
+    batch; the default's room differs by prompt (``SamplingParams.room``), and a short prompt's 64 beside a long
+    one's few would not fit, so they run one after the other."""
+    out: list[list[int]] = []
+    width = room = 0
+    for b, (r, limit) in enumerate(zip(rows, limits, strict=True)):
+        if out and max(width, len(r)) + max(room, limit) <= n_ctx:
+            out[-1].append(b)
+            width, room = max(width, len(r)), max(room, limit)
+        else:
+            out.append([b])
+            width, room = len(r), limit
+    return out
+
+
 def _run(
     engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[int]], params: SamplingParams
 ) -> Iterator[Event]:
-    """:func:`events`' generator, once the request is checked."""
-    capacity = max(len(r) for r in rows) + params.max_new_tokens
-    samplers = [
-        RowSampler(b, params, rng, tokenizer, engine.config.n_vocab, rows[b])
-        for b, rng in enumerate(row_rngs(params.seed, rows))
-    ]
+    """:func:`events`' generator, once the request is checked: each of :func:`batches` in turn. A row's generator
+    is its prompt's sample's over the whole request (:func:`npgpt.sampling.row_rng`), whichever batch it runs in."""
+    n_ctx, n_vocab = engine.config.n_ctx, engine.config.n_vocab
+    limits = [params.room(len(r), n_ctx) for r in rows]
+    samples = sample_indices(rows)
+    for batch in batches(rows, limits, n_ctx):
+        samplers = [
+            RowSampler(b, params, row_rng(params.seed, samples[b]), tokenizer, n_vocab, rows[b], n_ctx) for b in batch
+        ]
+        yield from _run_batch(engine, [rows[b] for b in batch], samplers)
+
+
+def _run_batch(engine: Engine, rows: Sequence[Sequence[int]], samplers: Sequence[RowSampler]) -> Iterator[Event]:
+    """Decode one batch of rows (prompts' ids and their samplers) until every row has stopped."""
+    capacity = max(len(r) + s.limit for r, s in zip(rows, samplers, strict=True))
     logits, state = prefill(engine, rows, capacity)
     while True:
-        for s in samplers:
+        for j, s in enumerate(samplers):
             if not s.done:
-                yield s.pick(logits[s.row])
+                yield s.pick(logits[j])
         if all(s.done for s in samplers):
             return
         logits = decode_step(engine, state, np.array([s.token for s in samplers], dtype=np.int64))

@@ -19,15 +19,23 @@ from array_api_compat import array_namespace
 
 from .errors import NpgptError, is_finite_number, is_integer, shown
 
+# max_new_tokens when none is given, or the rest of the context where a prompt leaves less (SamplingParams.room)
+DEFAULT_MAX_NEW_TOKENS = 64
+
 
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens. ``temperature=0`` is greedy (any tiny temperature > 0 picks the same
     tokens, see :func:`filter_logits`), and so are ``top_k=1`` and ``top_p=0`` (the nucleus keeps at
     least the most likely token, as transformers' TopPLogitsWarper does; OpenAI accepts 0 too);
-    top_k=0 and top_p=1.0 are off. Penalties: :func:`apply_penalties`."""
+    top_k=0 and top_p=1.0 are off. Penalties: :func:`apply_penalties`.
 
-    max_new_tokens: int = 64
+    ``max_new_tokens`` None (the default) is :data:`DEFAULT_MAX_NEW_TOKENS`, or the rest of the context where a
+    prompt leaves less (vLLM caps a request at the model's length the same way): a default never refuses a
+    prompt that fits. A number given is the user's: a prompt it does not fit beside is refused (see
+    :meth:`room`)."""
+
+    max_new_tokens: int | None = None
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -57,8 +65,9 @@ class SamplingParams:
         checks = [  # (field, valid?, message)
             (
                 "max_new_tokens",
-                is_integer(self.max_new_tokens) and self.max_new_tokens >= 1,
-                f"max_new_tokens must be an integer >= 1, got {shown(self.max_new_tokens)}",
+                self.max_new_tokens is None or is_integer(self.max_new_tokens) and self.max_new_tokens >= 1,
+                f"max_new_tokens must be an integer >= 1, got {shown(self.max_new_tokens)}; leave it out for "
+                f"{DEFAULT_MAX_NEW_TOKENS} or the rest of the context",
             ),
             (
                 "temperature",
@@ -144,6 +153,16 @@ class SamplingParams:
         for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "stop_at_eot", bool(self.stop_at_eot))
+
+    def room(self, prompt_tokens: int, n_ctx: int | None = None) -> int:
+        """How many tokens a row whose prompt has ``prompt_tokens`` tokens generates at most: ``max_new_tokens``
+        as given, or by default :data:`DEFAULT_MAX_NEW_TOKENS` capped at what the context of ``n_ctx`` leaves
+        (at least 1; a prompt filling the context is refused before this is asked)."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        if n_ctx is None:
+            return DEFAULT_MAX_NEW_TOKENS
+        return max(1, min(DEFAULT_MAX_NEW_TOKENS, n_ctx - prompt_tokens))
 
     @cached_property
     def bias_table(self) -> tuple[np.ndarray, np.ndarray]:

@@ -286,7 +286,7 @@ def test_generate_defaults_are_sampling_params_defaults():
     import inspect
 
     from npgpt.cli.generate import generate
-    from npgpt.sampling import SamplingParams
+    from npgpt.sampling import DEFAULT_MAX_NEW_TOKENS, SamplingParams
 
     defaults = SamplingParams()
     shown = {name: p.default for name, p in inspect.signature(generate).parameters.items()}
@@ -294,7 +294,19 @@ def test_generate_defaults_are_sampling_params_defaults():
     shared = [f for f in vars(defaults) if f in shown and f not in ("stop", "logit_bias")]
     assert len(shared) >= 9, shared
     for name in shared:
-        assert shown[name] == getattr(defaults, name), name
+        # max_new_tokens' None is DEFAULT_MAX_NEW_TOKENS, or the rest of the context: --help shows the number
+        expected = DEFAULT_MAX_NEW_TOKENS if name == "max_new_tokens" else getattr(defaults, name)
+        assert shown[name] == expected, name
+
+
+def test_generate_s_default_max_new_tokens_fits_a_long_prompt_and_a_given_one_is_still_checked():
+    """A 230-token prompt on the bundled model (context 256) failed "--max-new-tokens is 64: together over the
+    model's context", an option never typed; unset, it is now the rest of the context. Typed, it is still checked."""
+    prompt = " ".join(["word"] * 230)
+    r = run_cli("generate", prompt, "--temperature", "0", "--ignore-eos", "--json")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("generate", prompt, "--max-new-tokens", "64")
+    assert r.returncode == 1 and "--max-new-tokens is 64: together over" in r.stderr, r.stderr
 
 
 def test_output_that_cannot_encode_the_text_is_escaped_not_an_internal_error():

@@ -231,6 +231,27 @@ def test_bad_parameters_fail_before_compute(pair, kwargs, match):
         model.generate("Hello", **kwargs)
 
 
+def test_the_default_max_new_tokens_fits_a_prompt_near_the_end_of_the_context(pair):
+    """A prompt within 64 tokens of the context was refused by the default max_new_tokens (64) the user never set,
+    naming it ("lower max_new_tokens"). vLLM caps a request at the model's length; the default now does the same:
+    the rest of the context, ending "length". A value the user gives that does not fit is still refused."""
+    model, _ = pair("tiny")  # n_ctx 128
+    n_ctx = model.config.n_ctx
+    for left in (1, 5, 63):
+        prompt = list(range(1, n_ctx - left + 1))
+        out = model.completions([prompt, [5, 6]], temperature=0, stop_at_eot=False)
+        assert [len(c.tokens) for c in out] == [left, 64]  # each row its own room; a short one the full default
+        assert [c.finish_reason for c in out] == ["length", "length"]
+        alone = model.completions(prompt, max_new_tokens=left, temperature=0, stop_at_eot=False)[0]
+        assert out[0].tokens == alone.tokens
+    with pytest.raises(NpgptError, match="max_new_tokens is 10: together over") as err:
+        model.generate(list(range(1, n_ctx - 4)), max_new_tokens=10)
+    assert err.value.param == "max_new_tokens"
+    with pytest.raises(NpgptError, match="leaving none of the model's context") as err:
+        model.generate(list(range(1, n_ctx + 1)))  # no number of new tokens fits: the prompt is what to change
+    assert err.value.param == "prompt"
+
+
 def test_empty_prompt_is_an_error(pair):
     model, _ = pair("tiny")
     with pytest.raises(NpgptError, match="empty"):

@@ -90,7 +90,11 @@ def generate(
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
     max_new_tokens: Annotated[
-        int, typer.Option(help="Tokens to generate per prompt (-1: until end of text or the context is full).")
+        int,
+        typer.Option(
+            help="Tokens to generate per prompt (-1: until end of text or the context is full); not given, fewer "
+            "where the prompt leaves less of the context."
+        ),
     ] = 64,
     temperature: TemperatureOpt = 1.0,
     top_k: TopKOpt = 0,
@@ -148,8 +152,11 @@ def generate(
         )
     rows = [p for p in prompts for _ in range(n)]
     fill = until_full(max_new_tokens)  # each prompt's room is known once the model (its context) is loaded
+    source = ctx.get_parameter_source("max_new_tokens")
+    given = source is not None and source.name == "COMMANDLINE"
     sampling = sampling_options(
-        max_new_tokens=1 if fill else max_new_tokens,
+        # not given: the library's default, which a prompt near the context's end shortens rather than refuses
+        max_new_tokens=1 if fill else max_new_tokens if given else None,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
@@ -162,8 +169,7 @@ def generate(
         stop_at_eot=not ignore_eos,
         logit_bias=logit_bias_value(logit_bias),
     )
-    source = ctx.get_parameter_source("max_new_tokens")
-    if n > 1 and (source is None or source.name != "COMMANDLINE"):  # llama.cpp's `-n 128` meant tokens
+    if n > 1 and not given:  # llama.cpp's `-n 128` meant tokens
         print_notice(
             f"-n {n}: {n} completions of each prompt, {'up to the context' if fill else max_new_tokens} tokens each; "
             f"for {n} new tokens (llama.cpp's -n {n}), use --max-new-tokens {n}"

@@ -67,7 +67,7 @@ async def start(body: ChatRequest, request: Request, name: str, sched: Scheduler
     # on a thread, as a client's logit_bias on every token takes ~0.1 s to check
     params = await asyncio.to_thread(body.sampling, max_tokens, logprobs, stop=stop, skip_leading_space=True)
     n = body.n or 1
-    limits.check_tokens([prompt], n, params.max_new_tokens, prompt_param="messages", max_tokens_param=sent)
+    limits.check_tokens([prompt], n, max_tokens, prompt_param="messages", max_tokens_param=sent)
     rows = [prompt] * n
     check_request(m, rows, params)
     if logprobs is not None:  # the answer's size, at most (before any row starts)

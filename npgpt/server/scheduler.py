@@ -232,7 +232,8 @@ class Scheduler:
             prompts = [list(p) for p in distinct]
             T = max(len(p) for p in prompts)
             logits, pre = prefill(self.engine, prompts, capacity=T)  # left-padded: prompt d ends before pre.start[d]
-            cache = self._reserve(max(len(r.rows[i]) + r.params.max_new_tokens for r, i in new))
+            n_ctx = self.engine.config.n_ctx
+            cache = self._reserve(max(len(r.rows[i]) + r.params.room(len(r.rows[i]), n_ctx) for r, i in new))
         except Exception as e:
             requests = unique([r for r, _ in new])
             if len(requests) > 1:
@@ -246,7 +247,7 @@ class Scheduler:
             if request.failed:  # an earlier row of it failed to be set up
                 continue
             try:  # the row's own state (penalty counts, stop tracker, generator): its failure is its request's
-                row = Row(request, i, self.tokenizer, self.engine.config.n_vocab)
+                row = Row(request, i, self.tokenizer, self.engine.config.n_vocab, self.engine.config.n_ctx)
             except Exception as e:
                 _log_failure(f"setting up row {i} of a request failed", e)
                 self._fail(request, RowFailed(i, e))

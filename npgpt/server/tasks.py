@@ -73,8 +73,9 @@ class Request:
 class Row(RowSampler):
     """A row of a request: the shared per-row sampler, plus the request it answers."""
 
-    def __init__(self, request: Request, index: int, tokenizer: Tokenizer, n_vocab: int) -> None:
-        super().__init__(index, request.params, request.rng(index), tokenizer, n_vocab, request.rows[index])
+    def __init__(self, request: Request, index: int, tokenizer: Tokenizer, n_vocab: int, n_ctx: int) -> None:
+        rows = request.rows
+        super().__init__(index, request.params, request.rng(index), tokenizer, n_vocab, rows[index], n_ctx)
         self.request = request
 
 
