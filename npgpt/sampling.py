@@ -106,9 +106,8 @@ class SamplingParams:
             ),
             (
                 "seed",
-                self.seed is None or is_integer(self.seed) and self.seed >= 0,
-                # -1 is llama.cpp's "random": here that is no seed at all
-                f"seed must be a non-negative integer, got {shown(self.seed)}; leave seed out for a random one",
+                self.seed is None or is_integer(self.seed),
+                f"seed must be an integer, got {shown(self.seed)}; leave seed out (or -1) for a random one",
             ),
             (
                 "stop",
@@ -150,6 +149,7 @@ class SamplingParams:
         for name in ("max_new_tokens", "top_k", "seed", "logprobs"):
             if (v := getattr(self, name)) is not None:
                 object.__setattr__(self, name, int(v))
+        object.__setattr__(self, "seed", _seed(self.seed))
         for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "stop_at_eot", bool(self.stop_at_eot))
@@ -210,6 +210,21 @@ class SamplingParams:
                 hint = FOREIGN_OPTIONS.get(name, hint)
                 raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
         return cls(**options)
+
+
+def _seed(seed: int | None) -> int | None:
+    """A seed as the generators take it (>= 0). Any integer is a seed, as in OpenAI's API and vLLM: -1 is none (a
+    random one: vLLM's SamplingParams and llama.cpp read it so), another negative one its two's complement read
+    unsigned, in 64 bits (-5 is 2**64 - 5: the server's signed 64-bit seeds give the Python API's text) or, past
+    them, in the fewest multiple of 64 that holds it (-2**70 is 2**128 - 2**70, not seed 0)."""
+    if seed is None or seed >= 0:
+        return seed
+    if seed == -1:
+        return None
+    bits = 64
+    while seed < -(2 ** (bits - 1)):
+        bits += 64
+    return seed % 2**bits
 
 
 _BEAMS = "npgpt has no beam search; temperature=0 is greedy decoding"

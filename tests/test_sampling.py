@@ -136,7 +136,7 @@ def test_more_logprobs_than_the_vocabulary_lists_every_token():
     [
         dict(temperature=float("nan")),
         dict(min_p=2.0),
-        dict(seed=-1),
+        dict(seed=1.5),
         dict(stop=[""]),
         dict(logprobs=50),
         dict(presence_penalty=3.0),
@@ -145,6 +145,36 @@ def test_more_logprobs_than_the_vocabulary_lists_every_token():
 def test_invalid_parameters_raise(kwargs):
     with pytest.raises(NpgptError):
         SamplingParams(**kwargs)
+
+
+def test_any_integer_is_a_seed_as_in_openai_and_vllm():
+    """A negative seed was refused ("seed must be a non-negative integer"), where OpenAI's API and vLLM take any
+    integer and the server took a signed 64-bit one. Now -1 is no seed (vLLM's SamplingParams and llama.cpp read it
+    so), another negative its two's complement read unsigned (what the server gives it); bools and floats are no
+    seed. Equal seeds still give equal text, and unequal ones (-2**70 and 0) different generators."""
+    from npgpt.sampling import row_rng
+
+    assert SamplingParams(seed=-1).seed is None
+    for seed in (-2, -5, np.int64(-5), np.int8(-128), -(2**63)):
+        assert SamplingParams(seed=seed).seed == int(seed) % 2**64
+    seeds = [-(2**63) - 1, -(2**70), -(2**200), 0, 5, 2**64 - 5]
+    mapped = [SamplingParams(seed=s).seed for s in seeds]
+    assert all(type(m) is int and m >= 0 for m in mapped) and len(set(mapped)) == len(seeds)
+    draws = [row_rng(m, 0).random() for m in mapped]  # SeedSequence takes each
+    assert len(set(draws)) == len(draws)
+    for bad in (True, np.bool_(False), -1.0, 2.5, "3", [1]):
+        with pytest.raises(NpgptError, match="seed must be an integer") as err:
+            SamplingParams(seed=bad)
+        assert err.value.param == "seed"
+
+
+def test_a_negative_seed_samples_the_same_each_time(pair):
+    model, _ = pair("tiny")
+    kw = dict(max_new_tokens=8, stop_at_eot=False)
+    first = model.generate(["Hi", "Hi"], seed=-7, **kw)
+    assert first == model.generate(["Hi", "Hi"], seed=-7, **kw) == model.generate(["Hi", "Hi"], seed=2**64 - 7, **kw)
+    assert first[0] != first[1]  # a prompt's samples still differ from one another
+    assert model.generate("Hi", seed=-(2**70), **kw) == model.generate("Hi", seed=-(2**70), **kw)
 
 
 def test_a_nan_temperature_is_told_it_must_be_finite():
@@ -159,7 +189,7 @@ def test_a_nan_temperature_is_told_it_must_be_finite():
         dict(temperature=-1.0),
         dict(top_p=-0.1),
         dict(top_k=-2),
-        dict(seed=-1),
+        dict(seed=True),
         dict(stop=[""]),
         dict(logprobs=50),
     ],

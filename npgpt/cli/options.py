@@ -164,7 +164,7 @@ def logit_bias_value(values: list[str] | None) -> dict[int, float]:
 def random_seed(value: int | None) -> int | None:
     """``--seed``'s ``callback=``: llama.cpp's ``--seed -1`` (its default) is a random seed, as npgpt's server reads a
     request's ``seed: -1``: no seed, as leaving ``--seed`` out. Any other number goes on as given (a negative one is
-    the library's to refuse)."""
+    a seed as the library reads it: its two's complement)."""
     return None if value == -1 else value
 
 

@@ -187,18 +187,17 @@ class _Sampling(Body):
         """Validated SamplingParams (raises NpgptError with the bad field as ``param``); a field left
         out or null takes SamplingParams' default, the one place defaults live.
 
-        ``seed``: -1 is no seed, as llama.cpp's server reads it (the one server that gives -1 a meaning, and
-        how its clients ask for a random seed); another negative seed is a seed as any other, as OpenAI and
-        vLLM take any signed 64-bit one: its 64 bits read unsigned (the Python API's seeds are >= 0).
+        ``seed``: -1 is no seed, as llama.cpp's server reads it (how its clients ask for a random seed); another
+        negative seed is a seed as any other, as OpenAI and vLLM take any signed 64-bit one: its 64 bits read
+        unsigned. Both as SamplingParams reads them, so a seed gives the text the Python API gives for it.
         ``top_k``: -1 is off, as vLLM (whose clients send it for off) and llama.cpp read it; npgpt's off is 0."""
         user_stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         given = {k: v for k in _SAMPLING_KNOBS if (v := getattr(self, k)) is not None}
         if given.get("top_k") == -1:
             given["top_k"] = 0
-        seed = None if self.seed in (None, -1) else self.seed % 2**64
         return SamplingParams(
             max_new_tokens=max_tokens,
-            seed=seed,
+            seed=self.seed,
             stop=user_stop + stop,
             logprobs=logprobs,
             skip_leading_space=skip_leading_space,
