@@ -271,18 +271,33 @@ def events(
     return _run(engine, tokenizer, rows, params)
 
 
-def batches(rows: Sequence[Sequence[int]], limits: Sequence[int], n_ctx: int) -> list[list[int]]:
-    """The rows' indices, in order, in runs that can share one kv cache: a batch's prompts are left-padded to its
-    longest, so its longest prompt plus its largest ``limits`` (each row's new tokens at most) must fit in the
-    context. A given ``max_new_tokens`` fits beside every prompt (:func:`check_request`), so all rows run as one
-    batch; the default's room differs by prompt (``SamplingParams.room``), and a short prompt's 64 beside a long
-    one's few would not fit, so they run one after the other."""
+# Rows decoded together, and padded prompt tokens prefilled together (rows x the longest prompt), at most: vLLM's
+# max_num_seqs (256) and a max_num_batched_tokens. A list of 100,000 prompts ran as one batch, whose logits alone
+# ([B, V] float32: 20 GB a step) and prefill activations outgrew memory; it runs a batch at a time.
+MAX_BATCH_ROWS = 256
+MAX_BATCH_TOKENS = 16_384
+
+
+def batches(
+    rows: Sequence[Sequence[int]],
+    limits: Sequence[int],
+    n_ctx: int,
+    most_rows: int = MAX_BATCH_ROWS,
+    most_tokens: int = MAX_BATCH_TOKENS,
+) -> list[list[int]]:
+    """The rows' indices, in order, in batches run one after another, each bounded in memory (``most_rows`` rows,
+    ``most_tokens`` padded prompt tokens; a row alone is always a batch) and able to share one kv cache: a batch's
+    prompts are left-padded to its longest, so its longest prompt plus its largest ``limits`` (each row's new
+    tokens at most) must fit in the context. A given ``max_new_tokens`` fits beside every prompt
+    (:func:`check_request`); the default's room differs by prompt (``SamplingParams.room``), and a short prompt's
+    64 beside a long one's few would not fit."""
     out: list[list[int]] = []
     width = room = 0
     for b, (r, limit) in enumerate(zip(rows, limits, strict=True)):
-        if out and max(width, len(r)) + max(room, limit) <= n_ctx:
+        w, m = max(width, len(r)), max(room, limit)
+        if out and len(out[-1]) < most_rows and (len(out[-1]) + 1) * w <= most_tokens and w + m <= n_ctx:
             out[-1].append(b)
-            width, room = max(width, len(r)), max(room, limit)
+            width, room = w, m
         else:
             out.append([b])
             width, room = len(r), limit

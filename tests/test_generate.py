@@ -252,6 +252,31 @@ def test_the_default_max_new_tokens_fits_a_prompt_near_the_end_of_the_context(pa
     assert err.value.param == "prompt"
 
 
+def test_a_large_list_of_prompts_runs_in_bounded_batches_with_the_same_text(pair, monkeypatch):
+    """A list of 100,000 prompts ran as one batch: its [B, V] logits alone were 20 GB a step. Rows now run at most
+    256 (vLLM's max_num_seqs) and 16,384 padded prompt tokens at a time, in order; each row's text is what it is
+    beside any other prompts (its generator is its prompt's sample's over the whole list)."""
+    from npgpt.generate import MAX_BATCH_ROWS, MAX_BATCH_TOKENS, batches
+
+    split = batches([[1, 2]] * 100_000, [64] * 100_000, 1024)
+    assert [b for batch in split for b in batch] == list(range(100_000))
+    assert max(len(batch) for batch in split) == MAX_BATCH_ROWS == 256 and len(split) == 391
+    long = batches([[1] * 1000] * 100, [24] * 100, 1024)  # 1000 tokens a row: 16 rows are 16,000 tokens
+    assert {len(batch) for batch in long} == {16, 4} and 16 * 1000 <= MAX_BATCH_TOKENS < 17 * 1000
+
+    model, _ = pair("tiny")
+    sizes: list[int] = []
+    forward = model.engine.forward
+    monkeypatch.setattr(model.engine, "forward", lambda ids, *a, **k: sizes.append(len(ids)) or forward(ids, *a, **k))
+    prompts = [[i % 5000 + 1, 7] for i in range(600)] + [[3, 3], [3, 3]]  # the last prompt twice: its 2 samples
+    out = model.completions(prompts, max_new_tokens=2, seed=3, stop_at_eot=False)
+    assert max(sizes) == 256 and len(out) == 602
+    some = [0, 255, 256, 599, 600, 601]
+    alone = model.completions([prompts[i] for i in some], max_new_tokens=2, seed=3, stop_at_eot=False)
+    assert [out[i].tokens for i in some] == [c.tokens for c in alone]
+    assert out[600].tokens != out[601].tokens
+
+
 def test_empty_prompt_is_an_error(pair):
     model, _ = pair("tiny")
     with pytest.raises(NpgptError, match="empty"):
