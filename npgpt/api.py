@@ -591,14 +591,26 @@ def _refuse_array_of_texts(prompts: Any) -> None:
         )
 
 
+def _is_scalar_array(x: Any) -> bool:
+    """A 0-d array of some library: what ``list(ids)`` holds for a PyTorch tensor, JAX or NumPy array of ids."""
+    return getattr(x, "ndim", None) == 0 and hasattr(x, "__array__")
+
+
 def _is_number(x: Any) -> bool:
-    """A number of any kind (a bool, a NumPy scalar too): an item of one prompt's ids, not a prompt."""
-    return isinstance(x, (int, float, complex, np.number, np.bool_))  # int: bool too
+    """A number of any kind (a bool, a NumPy scalar, a 0-d array too): an item of one prompt's ids, not a prompt."""
+    return isinstance(x, (int, float, complex, np.number, np.bool_)) or _is_scalar_array(x)  # int: bool too
+
+
+def _is_id(x: Any) -> bool:
+    """An integer (not a bool), a NumPy one, or a 0-d integer array of any library (``list(torch.tensor(ids))``)."""
+    if isinstance(x, (int, np.integer)):
+        return not isinstance(x, bool)
+    return _is_scalar_array(x) and np.asarray(x).dtype.kind in "iu"
 
 
 def _is_one_prompt(prompts: Sequence[Any]) -> bool:
     """A flat sequence of token ids (not a list of prompts)."""
-    return len(prompts) > 0 and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompts)
+    return len(prompts) > 0 and all(_is_id(t) for t in prompts)
 
 
 _DEVICE = "npgpt picks the device with backend=: 'numpy' runs on the CPU; 'torch', 'jax' and 'cupy' on a GPU they see"

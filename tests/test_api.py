@@ -466,6 +466,22 @@ def test_prompts_of_ids_in_another_librarys_array_are_read_as_score_reads_them(m
     assert model.next_tokens(jnp.asarray(ids), k=3) == model.next_tokens(ids, k=3)
 
 
+def test_a_list_of_an_arrays_scalars_is_one_prompt_of_ids(model):
+    """``list(torch.tensor(ids))`` (0-d tensors; JAX's and NumPy's 0-d arrays alike) was read as that many prompts
+    and refused ("prompt 0 must be text or a flat list of integer token ids, got shape ()") by generate, stream,
+    completions and next_tokens, while score, logits and tokenizer.decode read it as the ids it holds."""
+    torch = pytest.importorskip("torch")
+    ids = model.tokenizer.encode("Hello world")
+    run = dict(max_new_tokens=2, temperature=0)
+    want = model.generate(ids, **run)
+    for prompt in (list(torch.tensor(ids)), [np.array(i) for i in ids], list(np.array(ids, np.int32))):
+        assert model.generate(prompt, **run) == want
+        assert model.next_tokens(prompt, k=2) == model.next_tokens(ids, k=2)
+        assert model.to_str_tokens(prompt) == model.to_str_tokens(ids)
+    with pytest.raises(NpgptError, match=r"token id tensor\(1\.\), not an integer"):
+        model.generate(list(torch.tensor([1.0, 2.0])), **run)
+
+
 def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
     torch = pytest.importorskip("torch")
     for run in (model.generate, model.next_tokens, model.logits, model.score):
