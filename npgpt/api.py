@@ -262,9 +262,9 @@ class GPT2:
 
     # -- TransformerLens's switches for its optional input hook points --------------------------
     def _switch(self, flag: str, use: Any) -> None:
-        if not isinstance(use, bool):
+        if not isinstance(use, (bool, np.bool_)):
             raise NpgptError(f"set_{flag} takes True or False, got {shown(use)}")
-        setattr(self, flag, use)
+        setattr(self, flag, bool(use))
 
     def set_use_attn_in(self, use_attn_in: bool) -> None:
         """TransformerLens's: with it on, names_filter None and functions of names reach ``blocks.{i}.hook_attn_in``
@@ -304,7 +304,7 @@ class GPT2:
         TransformerLens's, and changes nothing: the ids are NumPy, and each run puts them on its backend."""
         from .hooks import to_tokens
 
-        if not isinstance(move_to_device, bool):
+        if not isinstance(move_to_device, (bool, np.bool_)):
             raise NpgptError(f"move_to_device must be True or False, got {shown(move_to_device)}")
         return to_tokens(self, text, prepend_bos, padding_side, truncate)[0]
 

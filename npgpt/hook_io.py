@@ -49,11 +49,11 @@ def to_tokens(
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:  # an Engine: weights and no tokenizer
         raise NpgptError("text needs the model's tokenizer: pass token ids, or use the model npgpt.load returns")
-    if not isinstance(prepend_bos, bool):
+    if not isinstance(prepend_bos, (bool, np.bool_)):
         raise NpgptError(f"prepend_bos must be True or False, got {shown(prepend_bos)}", param="prepend_bos")
     if padding_side not in ("left", "right"):
         raise NpgptError(f"padding_side must be 'left' or 'right', got {shown(padding_side)}", param="padding_side")
-    if not isinstance(truncate, bool):
+    if not isinstance(truncate, (bool, np.bool_)):
         raise NpgptError(f"truncate must be True or False, got {shown(truncate)}", param="truncate")
     if not is_text(text):
         raise NpgptError(f"text must be a str or a non-empty list of str, got {shown(text)}")

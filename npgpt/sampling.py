@@ -137,7 +137,7 @@ class SamplingParams:
             ),
             (
                 "skip_leading_space",
-                isinstance(self.skip_leading_space, bool),
+                isinstance(self.skip_leading_space, (bool, np.bool_)),
                 f"skip_leading_space must be True or False, got {shown(self.skip_leading_space)}",
             ),
         ]
@@ -153,6 +153,7 @@ class SamplingParams:
         for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "stop_at_eot", bool(self.stop_at_eot))
+        object.__setattr__(self, "skip_leading_space", bool(self.skip_leading_space))
 
     def room(self, prompt_tokens: int, n_ctx: int | None = None) -> int:
         """How many tokens a row whose prompt has ``prompt_tokens`` tokens generates at most: ``max_new_tokens``

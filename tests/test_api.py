@@ -482,6 +482,28 @@ def test_a_list_of_an_arrays_scalars_is_one_prompt_of_ids(model):
         model.generate(list(torch.tensor([1.0, 2.0])), **run)
 
 
+def test_numpys_bools_are_true_and_false_wherever_an_option_is(model):
+    """NumPy's bool (what ``a > b`` of arrays gives) was refused as skip_leading_space ("must be True or False, got
+    np.True_"), set_use_attn_in's and to_tokens' prepend_bos, truncate and move_to_device, while stop_at_eot and the
+    tokenizer's options took it. It is True or False everywhere (stored as Python's); 1 and 0 are still no bool."""
+    from npgpt.sampling import SamplingParams
+
+    yes, no = np.bool_(True), np.bool_(False)
+    p = SamplingParams(skip_leading_space=yes, stop_at_eot=no)
+    assert (p.skip_leading_space, p.stop_at_eot) == (True, False) and type(p.skip_leading_space) is bool
+    run = dict(max_new_tokens=3, seed=0)
+    assert model.generate(" a", skip_leading_space=yes, **run) == model.generate(" a", skip_leading_space=True, **run)
+    model.set_use_attn_in(yes)
+    assert model.use_attn_in is True
+    model.set_use_attn_in(False)
+    assert model.to_tokens("hi", prepend_bos=no, truncate=yes, move_to_device=no).tolist() == [[5303]]
+    for bad in (1, 0, "yes"):
+        with pytest.raises(NpgptError, match="skip_leading_space must be True or False"):
+            SamplingParams(skip_leading_space=bad)
+        with pytest.raises(NpgptError, match="set_use_attn_in takes True or False"):
+            model.set_use_attn_in(bad)
+
+
 def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
     torch = pytest.importorskip("torch")
     for run in (model.generate, model.next_tokens, model.logits, model.score):
