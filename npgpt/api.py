@@ -367,6 +367,7 @@ class GPT2:
         A literal ``<|endoftext|>`` in a text prompt is the special token, id 50256, GPT-2's document
         separator, as in the CLI, the server's completions, transformers, llama.cpp and vLLM; to read it
         as text, pass ``model.tokenizer.encode(text)``. (A chat message's is text: ``npgpt.chat``.)"""
+        prompts = _listed(prompts)  # a generator of prompts (or of one prompt's ids), as generate and stream take it
         if isinstance(prompts, str):
             items: Sequence[Any] = [prompts]
         elif _is_sequence(prompts) and not _is_one_prompt(prompts):

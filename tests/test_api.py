@@ -303,6 +303,18 @@ def test_a_generator_of_prompts_still_runs_as_a_list(model):
     assert got == model.generate(["Hi", "there"], max_new_tokens=2, temperature=0)
 
 
+def test_a_generator_of_prompts_runs_in_completions_events_and_next_tokens_too(model):
+    """generate and stream took a generator of prompts; completions and events (the same facade's) refused it
+    ("prompts must be a string, integer token ids or a list of them, got generator"), and next_tokens a generator
+    of one prompt's ids. Every method that takes prompts reads a generator as the list it yields."""
+    run = dict(max_new_tokens=2, temperature=0)
+    want = model.completions(["Hi", "there"], **run)
+    assert model.completions((p for p in ["Hi", "there"]), **run) == want
+    tokens = [e.token for e in model.events(iter(["Hi", "there"]), **run)]
+    assert tokens == [e.token for e in model.events(["Hi", "there"], **run)]
+    assert model.next_tokens(iter([5, 6]), k=3) == model.next_tokens([5, 6], k=3)
+
+
 def test_token_id_prompts_of_every_integer_kind(model):
     want = model.completions([[1, 2]], max_new_tokens=2, temperature=0)[0].tokens
     for prompts in ([1, 2], (1, 2), np.array([1, 2]), [np.array([1, 2])], [np.int64(1), np.int64(2)]):
