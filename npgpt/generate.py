@@ -321,7 +321,8 @@ def _run(
 
 def _run_batch(engine: Engine, rows: Sequence[Sequence[int]], samplers: Sequence[RowSampler]) -> Iterator[Event]:
     """Decode one batch of rows (prompts' ids and their samplers) until every row has stopped."""
-    capacity = max(len(r) + s.limit for r, s in zip(rows, samplers, strict=True))
+    # prompts left-padded to the longest: every row's new tokens go after it (batches keeps this in the context)
+    capacity = max(len(r) for r in rows) + max(s.limit for s in samplers)
     logits, state = prefill(engine, rows, capacity)
     while True:
         for j, s in enumerate(samplers):
