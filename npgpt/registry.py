@@ -240,8 +240,13 @@ def remove(name: str) -> list[Path]:
     inside :func:`home` are ever deleted: a model folder that is a link (to another disk, say) is
     unlinked and its target kept. Raises NpgptError for a name that is not in the cache.
     """
-    import shutil
+    return remove_folders(cached_folders(name))
 
+
+def cached_folders(name: str) -> list[Path]:
+    """The folders :func:`remove` would delete for ``name``, deleting nothing; NpgptError for a name that is not in
+    the cache. A caller removing several models checks every name with it first, so that a wrong one leaves the
+    cache as it was rather than half emptied."""
     key = name.strip()
     if key.lower() in _KEYS:
         canonical = openai_name(key)
@@ -265,6 +270,13 @@ def remove(name: str) -> list[Path]:
             else f"{name!r} is not in the cache ({home()})"
         )
         raise NpgptError(f"{what}; downloaded models: {cached} (see `npgpt list`)")
+    return found
+
+
+def remove_folders(found: list[Path]) -> list[Path]:
+    """Delete the folders :func:`cached_folders` found; ``found``."""
+    import shutil
+
     with contextlib.ExitStack() as held:
         for folder in found:  # a download holds its folder's lock (npgpt.download): not removed under it
             if folder.parent in (home() / "hf", home() / "downloads" / "openai") and not folder.is_symlink():

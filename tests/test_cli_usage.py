@@ -223,8 +223,8 @@ def test_list_and_rm_on_the_cache(tmp_path, model_file):
 
 def test_rm_takes_several_names_as_ollamas_rm_does(tmp_path, model_file):
     """`ollama rm MODEL [MODEL...]` removes each; `npgpt rm 124M org/tiny` said "Got unexpected extra argument
-    (org/tiny)". Each is removed in turn (a name given twice once), and a name not in the cache stops there, as
-    Ollama's does, with the one-line error."""
+    (org/tiny)". Each is removed (a name given twice once); a name not in the cache is the one-line error, and
+    then nothing is removed, wherever it stands (Ollama's rm removes the names before it: a cache half emptied)."""
     home = tmp_path / "home"
     for folder in (home / "124M", home / "355M", home / "hf" / "org--tiny"):
         folder.mkdir(parents=True)
@@ -234,6 +234,9 @@ def test_rm_takes_several_names_as_ollamas_rm_does(tmp_path, model_file):
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("removed ") == 2 and not (home / "124M").exists() and not (home / "hf" / "org--tiny").exists()
     one_line_error(run_cli("rm", "nope", "355M", env=env), "'nope' is not in the cache")
+    assert (home / "355M").exists()
+    # every name is checked before anything goes: a typo after a good name removed the good one, then stopped
+    one_line_error(run_cli("rm", "355M", "nope", env=env), "'nope' is not in the cache", "nothing was removed")
     assert (home / "355M").exists()
     r = run_cli("remove", "355M", env=env)  # Ollama's other name
     assert r.returncode == 0 and not (home / "355M").exists(), r.stderr

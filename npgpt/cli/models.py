@@ -217,7 +217,7 @@ def rm_command(
         typer.Argument(
             callback=name_value,
             metavar="name",
-            help="Names from `npgpt list`: 124M, ORG/NAME… (several: each in turn, as Ollama's rm).",
+            help="Names from `npgpt list`: 124M, ORG/NAME… (several: all of them, or none if one is not there).",
             show_default=False,
         ),
     ],
@@ -226,8 +226,16 @@ def rm_command(
 
     Example: npgpt rm 355M  or  npgpt rm 355M openai-community/gpt2
     """
-    from ..registry import remove
+    from ..registry import cached_folders, remove_folders
 
-    for name in dict.fromkeys(names):  # a name given twice is removed once
-        for folder in remove(name):
-            console().print(Text(f"removed {folder}"))
+    # Every name is checked before anything is deleted: `npgpt rm 355M nope` removed 355M, then stopped at nope, a
+    # cache half emptied by a typo (Ollama's rm does so). A name given twice, or two names of one model (gpt2, 124M),
+    # are removed once.
+    folders: dict[Path, None] = {}
+    for name in dict.fromkeys(names):
+        try:
+            folders.update(dict.fromkeys(cached_folders(name)))
+        except NpgptError as e:
+            raise NpgptError(f"{e}; nothing was removed" if len(names) > 1 else str(e)) from None
+    for folder in remove_folders(list(folders)):
+        console().print(Text(f"removed {folder}"))
