@@ -1369,6 +1369,25 @@ def test_serve_refuses_a_setting_outside_its_range_naming_the_option_and_range(o
     assert line.endswith("got infinity" if value == "inf" else f"got {value}"), line
 
 
+def test_ollamas_run_has_its_own_help(model_file):
+    """`npgpt run --help` (and -h, `npgpt help run`) said "No such command 'run'" though `npgpt run MODEL PROMPT` runs:
+    run has its help, as Ollama's, wherever -h stands; run without a model says the model is missing. `help pull`
+    said "No such command 'pull'" where `pull --help` is download's help: the same help."""
+    for args in (["run", "--help"], ["run", "-h"], ["help", "run"], ["run", model_file, "Hi", "-h"]):
+        r = run_cli(*args)
+        assert r.returncode == 0 and "ollama run MODEL [PROMPT]" in r.stdout and "Example" in r.stdout, (args, r.stderr)
+    for args in (["run"], ["run", "--seed", "1"]):
+        r = run_cli(*args)
+        assert (r.returncode, r.stderr) == (2, "error: Missing argument 'model' (see `npgpt run --help`)\n"), args
+    assert run_cli("help", "pull").stdout == run_cli("download", "--help").stdout
+    # options before the model, as Ollama's cobra reads them, and npgpt's own -m MODEL
+    ours = run_cli("generate", "Hi there", "-m", model_file, "--seed", "1", "--max-new-tokens", "3")
+    assert ours.returncode == 0, ours.stderr
+    for args in (["--seed", "1", model_file, "Hi", "there"], ["-m", model_file, "Hi", "there", "--seed", "1"]):
+        r = run_cli("run", *args, "--max-new-tokens", "3")
+        assert (r.returncode, r.stdout) == (0, ours.stdout), (args, r.stderr)
+
+
 def test_ollamas_run_takes_a_prompt_after_double_dash_as_text():
     """`npgpt run MODEL -- -5 degrees` (a prompt that starts with '-', after -- as every npgpt command takes it) ran
     chat with '-5 degrees' as an extra argument; the words after -- are the prompt, as generate's."""

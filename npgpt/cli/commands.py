@@ -51,8 +51,35 @@ def _root(
     """GPT-2 in readable NumPy: generate, chat, look inside (lens, attention), download, convert, train, serve."""
 
 
+def run_command(
+    model: Annotated[
+        str, typer.Argument(metavar="model", help="A path or a downloaded name, as -m takes it.", show_default=False)
+    ],
+    prompt: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="prompt",
+            help="Text to continue, its words joined as Ollama joins them; none: a chat.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Ollama's `ollama run MODEL [PROMPT]`: npgpt generate PROMPT -m MODEL, or npgpt chat -m MODEL.
+
+    With a prompt, generate's options go anywhere after run (see npgpt generate --help); without, chat's.
+
+    Example: npgpt run 124M "Why is the sky blue?"  or  npgpt run 124M
+    """
+    # The group writes `run MODEL ...` as generate's or chat's arguments before click sees it (names._ollama_run_args):
+    # this command is there for its help and its usage errors, and runs only if that was skipped.
+    from .names import _ollama_run
+
+    raise NpgptError(f"npgpt's run is {_ollama_run([model, *(prompt or [])])}")
+
+
 app.command(cls=Command)(generate.generate)
 app.command("chat", cls=Command)(chat.chat_command)
+app.command("run", cls=Command)(run_command)
 app.command(cls=Command)(models.download)
 app.command(cls=Command)(models.convert)
 app.command(cls=Command)(models.info)

@@ -390,23 +390,35 @@ def _ollama_args(commands: Mapping[str, Any], args: list[str]) -> list[str]:
     if args[:1] == ["-v"]:  # `ollama -v`: the version
         return ["--version", *args[1:]]
     name = args[0] if args else None
+    if name == "run":  # npgpt's run command is only its help (and its usage errors): the run itself is rewritten
+        return _ollama_run_args(commands, args[1:])
     if name is None or name in commands:
         return args
     if name in COMMAND_ALIASES:
         return [COMMAND_ALIASES[name], *args[1:]]
     if name == "help" and len(args) <= 2:  # an unknown command after it: click's "No such command 'x'"
-        return [*args[1:], "--help"]
-    if name == "run" and len(args) > 1 and not args[1].startswith("-"):
-        model, rest = args[1], args[2:]
-        ended = rest.index("--") if "--" in rest else len(rest)  # after `--`, every word is the prompt's
-        options, words, dangling = _options_and_words(commands, rest[:ended])  # `run m why is --seed 1 the sky`
-        prompt = [*words, *rest[ended + 1 :]]
-        if not prompt:
-            return ["chat", "-m", model, *options]
-        if dangling:  # `run m hi --seed`: nothing may follow it (it would take the `--` below as its value), so
-            return ["generate", "-m", model, *options]  # click says "Option '--seed' requires an argument"
-        return ["generate", "-m", model, *options, "--", " ".join(prompt)]
+        return _ollama_args(commands, [*args[1:], "--help"]) if args[1:] else ["--help"]  # `help pull`: download's
     return args
+
+
+def _ollama_run_args(commands: Mapping[str, Any], rest: list[str]) -> list[str]:
+    """``run MODEL [PROMPT...]`` (Ollama's, options anywhere, as its cobra reads them) as generate's arguments (a
+    prompt) or chat's (none); with ``-h`` or ``--help`` anywhere, or no model, ``run`` itself: its help, or click's
+    "Missing argument 'MODEL'"."""
+    ended = rest.index("--") if "--" in rest else len(rest)  # after `--`, every word is the prompt's
+    options, words, dangling = _options_and_words(commands, rest[:ended])  # `run m why is --seed 1 the sky`
+    if "-h" in options or "--help" in options:
+        return ["run", *rest]
+    given = any(o in ("-m", "--model") or o.startswith("--model=") for o in options)  # npgpt's way: the words' all text
+    if not words and not given:  # options without a model (`run --seed 1`): the model is what is missing
+        return ["run"]
+    model = [] if given else ["-m", words.pop(0)]
+    prompt = [*words, *rest[ended + 1 :]]
+    if not prompt:
+        return ["chat", *model, *options]
+    if dangling:  # `run m hi --seed`: nothing may follow it (it would take the `--` below as its value), so
+        return ["generate", *model, *options]  # click says "Option '--seed' requires an argument"
+    return ["generate", *model, *options, "--", " ".join(prompt)]
 
 
 def _options_and_words(commands: Mapping[str, Any], args: list[str]) -> tuple[list[str], list[str], bool]:

@@ -12,7 +12,7 @@ from typing import Any
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ..errors import NpgptError, cut
-from .names import _GROUPED, COMMANDS, INSTEAD, OPTIONS, _as_ours, _has, _hint_message, _ollama_args, _ollama_run, _ours
+from .names import _GROUPED, COMMANDS, INSTEAD, OPTIONS, _as_ours, _has, _hint_message, _ollama_args, _ours
 
 # typer 0.2x carries its own copy of click, whose exceptions are not click's.
 _click: Any = importlib.import_module("typer._click" if importlib.util.find_spec("typer._click") else "click")
@@ -347,8 +347,6 @@ class Group(TyperGroup):
         try:
             return super().resolve_command(ctx, args)
         except UsageError as e:
-            if args and args[0] == "run":  # Ollama's `run MODEL [PROMPT]`: the npgpt command for these arguments
-                e.message = f"No such command 'run'. npgpt's is {_ollama_run(args[1:])}"
-            elif args and args[0] in COMMANDS:
+            if args and args[0] in COMMANDS:
                 e.message = f"No such command {args[0]!r}. {COMMANDS[args[0]]}"
             raise
