@@ -290,6 +290,49 @@ def test_serve_on_a_busy_port_bad_port_or_host_is_one_line():
     one_line_error(run_cli("serve", "--host", "no-such-host.invalid"), "no-such-host.invalid")
 
 
+def test_serve_reads_llama_servers_and_ollamas_environment_variables():
+    """llama-server's LLAMA_ARG_* variables and Ollama's OLLAMA_HOST were ignored by npgpt serve: they set the options
+    they name where the command line does not (the flag wins, as in llama.cpp); a bad value is one line naming the
+    variable, not an option that is nowhere on the command line."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for env in ({"LLAMA_ARG_PORT": port}, {"OLLAMA_HOST": f"127.0.0.1:{port}"}, {"OLLAMA_HOST": f"http://:{port}"}):
+            one_line_error(run_cli("serve", env=env, timeout=60), "in use", port)  # the variable's port was bound
+    one_line_error(run_cli("serve", env={"LLAMA_ARG_PORT": "70000"}), "LLAMA_ARG_PORT=70000 is not a TCP port")
+    line = one_line_error(run_cli("serve", "--port", "70001", env={"LLAMA_ARG_PORT": "70000"}), "--port 70001")
+    assert "LLAMA_ARG_PORT" not in line  # the flag wins
+    one_line_error(run_cli("serve", env={"LLAMA_ARG_N_PARALLEL": "0"}), "LLAMA_ARG_N_PARALLEL must be")
+    bad = {"LLAMA_ARG_HOST": "one.invalid", "OLLAMA_HOST": "two.invalid"}
+    one_line_error(run_cli("serve", env=bad), "LLAMA_ARG_HOST=one.invalid is not an address")  # the specific one wins
+    one_line_error(run_cli("serve", env={"OLLAMA_HOST": "two.invalid"}), "OLLAMA_HOST=two.invalid is not an address")
+    one_line_error(run_cli("serve", env={"OLLAMA_HOST": "0.0.0.0:abc"}), "OLLAMA_HOST=0.0.0.0:abc: 'abc' is not a port")
+    line = one_line_error(run_cli("serve", "--host", "127.0.0.1", "--port", "70000", env=bad), "--port 70000")
+    assert "invalid" not in line  # --host given: neither variable is read for it
+    r = run_cli("serve", env={"LLAMA_ARG_PORT": "abc"})
+    assert r.returncode == 2 and "LLAMA_ARG_PORT" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    env = {"LLAMA_ARG_MODEL": "/no such/model.gguf", "LLAMA_ARG_PORT": "0"}
+    one_line_error(run_cli("serve", env=env, timeout=60), "/no such/model.gguf")  # the path whole, with its space
+
+
+def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
+    """LLAMA_ARG_MODEL and LLAMA_ARG_N_PREDICT (llama-cli's -m and -n) were ignored by generate and chat; they set
+    --model and --max-new-tokens where the command line does not, and a bad value names the variable."""
+    args = ("generate", "Hi", "--seed", "1", "--no-echo")
+    ours = run_cli(*args, "-m", model_file, "--max-new-tokens", "3")
+    env = {"LLAMA_ARG_MODEL": model_file, "LLAMA_ARG_N_PREDICT": "3"}
+    assert (run_cli(*args, env=env).stdout, ours.returncode) == (ours.stdout, 0), ours.stderr
+    flagged = run_cli(*args, "-m", model_file, "--max-new-tokens", "3", env={"LLAMA_ARG_MODEL": "/no/such"})
+    assert flagged.stdout == ours.stdout, flagged.stderr  # the flag wins
+    chat = run_cli("chat", "--seed", "1", env=env, input="Hello\n")
+    assert (
+        chat.stdout == run_cli("chat", "--seed", "1", "-m", model_file, "--max-new-tokens", "3", input="Hello\n").stdout
+    )
+    one_line_error(run_cli("generate", "Hi", env={"LLAMA_ARG_N_PREDICT": "-5"}), "LLAMA_ARG_N_PREDICT must be >= 1")
+    one_line_error(run_cli("generate", "Hi", env={"LLAMA_ARG_MODEL": "/no/such"}), "/no/such")
+
+
 # -- 7. info names the model file and its own size -------------------------------------------------------------
 def test_info_on_a_training_folder_counts_only_the_model(model_file, tmp_path):
     run = tmp_path / "run"

@@ -31,7 +31,7 @@ from .options import (
     IgnoreEosOpt,
     LogitBiasOpt,
     MinPOpt,
-    ModelOpt,
+    ModelEnvOpt,
     PresencePenaltyOpt,
     RepetitionPenaltyOpt,
     TemperatureOpt,
@@ -66,13 +66,14 @@ OLLAMAS = {
 
 
 def chat_command(
-    model: ModelOpt = None,
+    model: ModelEnvOpt = None,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
     system: Annotated[str | None, typer.Option("--system", help="A system message before the conversation.")] = None,
     max_new_tokens: Annotated[
         int | None,
         typer.Option(
+            envvar="LLAMA_ARG_N_PREDICT",
             help="Most tokens per reply (default: a quarter of the context, at most 256; -1: until end of text or "
             "the context is full).",
             show_default=False,

@@ -27,6 +27,7 @@ from .options import (
     JsonOpt,
     LogitBiasOpt,
     MinPOpt,
+    ModelEnvOpt,
     ModelOpt,
     PresencePenaltyOpt,
     RepetitionPenaltyOpt,
@@ -86,12 +87,13 @@ def generate(
             help="--batch-file, told apart from llama.cpp's -f.",
         ),
     ] = None,
-    model: ModelOpt = None,
+    model: ModelEnvOpt = None,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
     max_new_tokens: Annotated[
         int,
         typer.Option(
+            envvar="LLAMA_ARG_N_PREDICT",
             help="Tokens to generate per prompt (-1: until end of text or the context is full); not given, fewer "
             "where the prompt leaves less of the context."
         ),
@@ -153,7 +155,7 @@ def generate(
     rows = [p for p in prompts for _ in range(n)]
     fill = until_full(max_new_tokens)  # each prompt's room is known once the model (its context) is loaded
     source = ctx.get_parameter_source("max_new_tokens")
-    given = source is not None and source.name == "COMMANDLINE"
+    given = source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")  # LLAMA_ARG_N_PREDICT too
     sampling = sampling_options(
         # not given: the library's default, which a prompt near the context's end shortens rather than refuses
         max_new_tokens=1 if fill else max_new_tokens if given else None,

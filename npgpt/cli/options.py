@@ -61,6 +61,19 @@ def dtype_value(value: str) -> str:
     return ",".join(other_dtype_name(v) for v in value.split(","))
 
 
+# llama-cli's -m from llama.cpp's environment variable, on the commands that stand for llama-cli and llama-server
+# (generate, chat, serve): the command line wins over it, as in llama.cpp.
+ModelEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        callback=model_value,
+        envvar="LLAMA_ARG_MODEL",
+        help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.",
+    ),
+]
+
 BackendOpt = Annotated[str, typer.Option("--backend", help="numpy, jax, torch, cupy or cupynumeric.")]
 DtypeOpt = Annotated[
     str,

@@ -53,7 +53,7 @@ class Command(TyperCommand):
         try:
             return super().invoke(ctx)
         except NpgptError as e:  # a bad value found by the command (--temp -1): named as typed too, as click's are
-            raise _named_as_typed(e, ctx.meta.get(_TYPED, {})) from None
+            raise _named_by_env(_named_as_typed(e, ctx.meta.get(_TYPED, {})), self, ctx) from None
         except KeyboardInterrupt as e:  # what a write left is the writer's to keep whole (atomic_path, write_together)
             if isinstance(e, Terminated):
                 raise Interrupted("stopped by SIGTERM", e.signum) from None
@@ -237,6 +237,37 @@ def _named_as_typed(e: NpgptError, typed: dict[str, str]) -> NpgptError:
         return e
     message, n = re.subn(rf"(?<![\w-]){re.escape(ours)}(?![\w-])", typed[ours], as_flags(e), count=1)
     return NpgptError(message) if n else e
+
+
+ENV = "npgpt.env"  # ctx.meta's key: npgpt's option -> (variable, value) a command took from the environment itself
+
+
+def _named_by_env(e: NpgptError, command: Any, ctx: Any) -> NpgptError:
+    """``e``, about an option whose value came from an environment variable (llama.cpp's ``LLAMA_ARG_PORT=70000``),
+    with the variable and its value named where the option was (``LLAMA_ARG_PORT=70000 is not a TCP port``): the
+    error named ``--port 70000``, which is nowhere on the command line. Any other ``e`` as it is."""
+    import os
+    import shlex
+
+    from .flags import as_flags
+
+    given = dict(ctx.meta.get(ENV, {}))
+    for p in command.params:
+        source = ctx.get_parameter_source(p.name) if p.name else None
+        if source is not None and source.name == "ENVIRONMENT" and p.opts:
+            names = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar or ())
+            variable = next((v for v in names if os.environ.get(v)), None)
+            if variable is not None:
+                given[max(p.opts, key=len)] = (variable, os.environ[variable])
+    message = original = as_flags(e)
+    for flag, (variable, value) in given.items():
+        for shown in dict.fromkeys((f"{flag} {value}", f"{flag} {value!r}", f"{flag} {shlex.quote(value)}")):
+            if shown in message:
+                message = message.replace(shown, f"{variable}={value}", 1)
+                break
+        else:
+            message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", variable, message, count=1)
+    return e if message == original else NpgptError(message)
 
 
 def _as_typed(e: Any, typed: dict[str, str]) -> None:

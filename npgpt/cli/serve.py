@@ -6,6 +6,7 @@ Only typer is imported here: ``npgpt`` imports this module on every run to find 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -14,11 +15,13 @@ import typer
 
 from ..errors import NpgptError
 from .options import BackendOpt, load_model, model_value, print_error, print_notice
+from .parsing import ENV
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def serve_command(
+    ctx: typer.Context,
     model_args: Annotated[
         list[str] | None,
         typer.Argument(
@@ -36,18 +39,28 @@ def serve_command(
             callback=model_value,
             help="Checkpoint path or downloaded name (124M…); repeat to serve several. "
             "NAME=PATH sets the name clients put in `model` (a request without one gets the first model). "
-            "Default: a downloaded GPT-2, else the bundled model.",
+            "Default: LLAMA_ARG_MODEL's (one model, as llama-server reads it), else a downloaded GPT-2, else the "
+            "bundled model.",
         ),
     ] = None,
     host: Annotated[
-        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
+        str,
+        typer.Option(
+            envvar="LLAMA_ARG_HOST",
+            help="Address to bind; 0.0.0.0 exposes the server to the network. Also read from OLLAMA_HOST "
+            "(HOST[:PORT], as ollama serve reads it).",
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(envvar="LLAMA_ARG_PORT", help="Port to listen on.")] = 8000,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", envvar="NPGPT_API_KEY", help="Require `Authorization: Bearer KEY` on /v1/*."),
+        typer.Option(
+            "--api-key", envvar=["NPGPT_API_KEY", "LLAMA_API_KEY"], help="Require `Authorization: Bearer KEY` on /v1/*."
+        ),
     ] = None,
-    max_batch: Annotated[int, typer.Option(help="Rows decoded together per model (continuous batching).")] = 16,
+    max_batch: Annotated[
+        int, typer.Option(envvar="LLAMA_ARG_N_PARALLEL", help="Rows decoded together per model (continuous batching).")
+    ] = 16,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
     backend: BackendOpt = "numpy",
     dtype: Annotated[
@@ -109,6 +122,9 @@ def serve_command(
     curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"prompt": "Hello,", "max_tokens": 20}'
 
     Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /v1/next_tokens, /health, /metrics.
+
+    llama-server's environment variables set the options they name where the command line does not (LLAMA_ARG_MODEL,
+    LLAMA_ARG_HOST, LLAMA_ARG_PORT, LLAMA_ARG_N_PARALLEL, LLAMA_API_KEY), and so does Ollama's OLLAMA_HOST.
     """
     from ..server.settings import check_settings  # no FastAPI: a bad option is named before anything is needed
 
@@ -136,6 +152,10 @@ def serve_command(
     from ..backends import collapse_huge_pages, tune_allocator
 
     model = [*(model_args or ()), *(model or ())]  # positional first, as written: the first is the default model
+    if not model and os.environ.get("LLAMA_ARG_MODEL"):  # llama-server's -m from the environment: one path, spaces kept
+        model = [os.environ["LLAMA_ARG_MODEL"]]
+        ctx.meta.setdefault(ENV, {})["--model"] = ("LLAMA_ARG_MODEL", model[0])
+    host, port = _ollama_host(ctx, host, port)
     specs = [_split_spec(spec) for spec in model] if model else [("", None)]
     if any(name and not path for name, path in specs):
         raise NpgptError("a --model NAME= names no model; write --model NAME=PATH (a path or a downloaded name)")
@@ -185,6 +205,40 @@ def serve_command(
         f"serving {', '.join(models)} on http://{shown}:{port}/ (playground) and http://{shown}:{port}/v1", style=""
     )
     serve(app, sock, shutdown_timeout=shutdown_timeout, host=host, port=port, log_level="info")
+
+
+def _ollama_host(ctx: typer.Context, host: str, port: int) -> tuple[str, int]:
+    """``host`` and ``port`` with Ollama's ``OLLAMA_HOST`` (``HOST[:PORT]``, ``[IPV6]:PORT``, ``http://HOST:PORT``, as
+    ``ollama serve`` reads it) in place of those that neither the command line nor llama.cpp's LLAMA_ARG_HOST and
+    LLAMA_ARG_PORT set; a bare host keeps the port. NpgptError naming the variable for a value that is no address."""
+    text = os.environ.get("OLLAMA_HOST", "").strip()
+    sources = {name: ctx.get_parameter_source(name) for name in ("host", "port")}
+    free = {name for name, source in sources.items() if source is None or source.name.startswith("DEFAULT")}
+    if not text or not free:
+        return host, port
+    hostport = text.partition("://")[2] if "://" in text else text
+    hostport = hostport.partition("/")[0]  # Ollama drops a path
+    given_port: str | None = None
+    if hostport.startswith("["):  # [IPV6] or [IPV6]:PORT
+        given_host, _, rest = hostport[1:].partition("]")
+        given_port = rest.removeprefix(":") if rest else None
+    elif hostport.count(":") == 1:
+        given_host, given_port = hostport.split(":")
+    else:  # a name, an IPv4 address, or a bare IPv6 address (::1)
+        given_host = hostport
+    if given_port is not None and not (given_port.isdigit() and int(given_port) <= 65535):
+        raise NpgptError(
+            f"OLLAMA_HOST={text}: {given_port!r} is not a port; write HOST:PORT (e.g. 0.0.0.0:8000), or HOST alone "
+            "for npgpt's --port"
+        )
+    named = ctx.meta.setdefault(ENV, {})
+    if "host" in free:
+        host = given_host or "0.0.0.0"  # OLLAMA_HOST=:8000: every interface, as Go's net.Listen reads it
+        named["--host"] = ("OLLAMA_HOST", host)
+    if "port" in free and given_port is not None:
+        port = int(given_port)
+        named["--port"] = ("OLLAMA_HOST", given_port)
+    return host, port
 
 
 def parse_origins(text: str | None) -> list[str]:
