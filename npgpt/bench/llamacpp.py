@@ -45,7 +45,11 @@ def find_tools(llama_dir: str | Path) -> dict[str, Path]:
     """
     root = Path(llama_dir).expanduser()
     if not root.is_dir():
-        raise NpgptError(f"--llama-cpp {llama_dir}: not a directory; point it at a llama.cpp checkout")
+        raise NpgptError(
+            f"llama_cpp={str(llama_dir)!r}: not a directory; point it at a llama.cpp checkout",
+            param="llama_cpp",
+            keywords=("llama_cpp",),
+        )
     tools: dict[str, Path] = {}
     missing = []
     for name in ("llama-bench", "llama-batched-bench"):

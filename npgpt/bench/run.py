@@ -122,8 +122,9 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
         path, notice = resolve(s.model)
         if notice is not None:  # no GPT-2 downloaded: the small bundled model would be timed in its place
             raise NpgptError(
-                "no GPT-2 is downloaded to measure; add --random (random weights of 124M's shape), "
-                "run `npgpt download 124M`, or pass --model bundled"
+                "no GPT-2 is downloaded to measure; add random=True (random weights of 124M's shape), "
+                "run `npgpt download 124M`, or pass model='bundled'",
+                keywords=("random", "model"),
             )
         config, params = load_checkpoint(path)
         _check_fits(s, config)
@@ -136,32 +137,37 @@ def _checkpoints(s: BenchSettings, tmp: Path) -> tuple[Any, Path, Path | None, s
 
 def _check_fits(s: BenchSettings, config: Any) -> None:
     """NpgptError unless every prompt plus its new tokens, and the training window, fits ``config``'s context."""
-    # Each named with its own flags and values: "--prompt-len 256" on a 256-token model was told that "prompts plus
-    # new tokens must fit the context of 256 tokens" (it does; the cache also holds the next token) and which of
-    # three flags to lower was the user's to find.
-    for flags, values in (
-        (("--prompt-len",), (s.prompt_len,)),
-        (("--short-prompt", "--new-tokens"), (s.short_prompt, s.new_tokens)),
-        (("--short-prompt", "--baseline-tokens"), (s.short_prompt, s.baseline_tokens)),
+    # Each named with its own settings and values: a prompt_len of 256 on a 256-token model was told that "prompts
+    # plus new tokens must fit the context of 256 tokens" (it does; the cache also holds the next token) and which
+    # of three settings to lower was the user's to find.
+    for names, values in (
+        (("prompt_len",), (s.prompt_len,)),
+        (("short_prompt", "new_tokens"), (s.short_prompt, s.new_tokens)),
+        (("short_prompt", "baseline_tokens"), (s.short_prompt, s.baseline_tokens)),
     ):
         if sum(values) >= config.n_ctx:
             got = " + ".join(map(str, values)) + (f" = {sum(values)}" if len(values) > 1 else "")
+            named = [f"{n}=" for n in names]
             raise NpgptError(
-                f"{' + '.join(flags)} must be below the model's context of {config.n_ctx} tokens (its cache also "
-                f"holds the next token), got {got}; lower {' or '.join(flags)}"
+                f"{' + '.join(named)} must be below the model's context of {config.n_ctx} tokens (its cache also "
+                f"holds the next token), got {got}; lower {' or '.join(named)}",
+                param=names[-1],
+                keywords=names,
             )
     _check_batch_fits(s, config)
     if s.train and s.train_seq > config.n_ctx:  # JAX reads positions past wpe as NaN: a figure of NaN steps
         raise NpgptError(
-            f"--train-seq {s.train_seq} is longer than the context of {config.n_ctx} tokens; "
-            f"give --train-seq {config.n_ctx} or less"
+            f"train_seq={s.train_seq} is longer than the context of {config.n_ctx} tokens; "
+            f"give train_seq={config.n_ctx} or less",
+            param="train_seq",
+            keywords=("train_seq",),
         )
 
 
 def _check_batch_fits(s: BenchSettings, config: Any) -> None:
     """NpgptError for a decode batch whose kv cache and logits alone outgrow this machine's memory.
 
-    ``--batch 100000`` on 124M needs ~20 GB of logits and ~880 GB of cache: the worker ran into swap for minutes
+    A batch of 100000 on 124M needs ~20 GB of logits and ~880 GB of cache: the worker ran into swap for minutes
     (or the OOM killer), and then the bench printed an empty table and exited 0. Counted (float32): the cache,
     ``2 * n_layer * B * (short prompt + new tokens + 1) * n_embd`` values, and one step's logits, ``B * n_vocab``.
     """
@@ -173,6 +179,8 @@ def _check_batch_fits(s: BenchSettings, config: Any) -> None:
     need = 4 * batch * (2 * config.n_layer * slots * config.n_embd + config.n_vocab)
     if memory is not None and need > memory:
         raise NpgptError(
-            f"--batch {batch} needs {need / 2**30:,.0f} GiB for its kv cache and logits alone, more than this "
-            f"machine's {memory / 2**30:,.0f} GiB of memory; lower --batch (or --new-tokens)"
+            f"batches={batch} needs {need / 2**30:,.0f} GiB for its kv cache and logits alone, more than this "
+            f"machine's {memory / 2**30:,.0f} GiB of memory; lower batches= (or new_tokens=)",
+            param="batches",
+            keywords=("batches", "new_tokens"),
         )

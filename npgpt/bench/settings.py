@@ -47,63 +47,76 @@ def engine_name(backend: str, dtype: str) -> str:
 def npgpt_engines(s: BenchSettings) -> list[tuple[str, str]]:
     """``(backend, dtype)`` of every npgpt engine ``s`` asks for; NpgptError naming a bad setting.
 
-    Every backend runs in each dtype it has (numpy has no 16-bit products; ``--dtype float16``
-    with numpy alone is an error).
+    Every backend runs in each dtype it has (numpy has no 16-bit products; ``dtypes=("float16",)``
+    with numpy alone is an error). A message names the settings as ``field=value`` or ``field=`` (its
+    ``keywords``), which ``npgpt bench`` writes as its flags (``backends=`` is ``--backend``).
     """
-    # A value given twice ran its engine twice under one name (--backend numpy,numpy) or measured a batch
-    # twice into one figure (--batch 1,1): refused, as every other malformed list is.
-    for flag, values in (
-        ("--backend", s.backends),
-        ("--dtype", s.dtypes),
-        ("--batch", s.batches),
-        ("--compare", s.compare),
+    # A value given twice ran its engine twice under one name (backends numpy,numpy) or measured a batch
+    # twice into one figure (batches 1,1): refused, as every other malformed list is.
+    for name, values in (
+        ("backends", s.backends),
+        ("dtypes", s.dtypes),
+        ("batches", s.batches),
+        ("compare", s.compare),
     ):
         twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
         if twice is not None:
-            raise NpgptError(f"{flag} names {twice} twice ({','.join(map(str, values))}); give each once")
+            listed = ",".join(map(str, values))
+            raise NpgptError(f"{name}={listed!r} names {twice} twice; give each once", param=name, keywords=(name,))
     unknown = [b for b in s.backends if b not in ENGINES]
-    if not s.backends:  # --backend '' was "no backend in --backend  stores float32 weights"
-        raise NpgptError(f"--backend takes a comma list of {', '.join(ENGINES)}, got none")
+    if not s.backends:  # an empty list was "no backend in backends stores float32 weights"
+        raise _bad(f"backends= takes a comma list of {', '.join(ENGINES)}, got none", "backends")
     if unknown:
-        raise NpgptError(f"--backend {unknown[0]} is unknown; choose from {', '.join(ENGINES)}")
+        raise _bad(f"backends={unknown[0]!r} is unknown; choose from {', '.join(ENGINES)}", "backends")
     from ..backends import DTYPES, WEIGHT_DTYPES
 
     if not s.dtypes or set(s.dtypes) - set(WEIGHT_DTYPES):
-        raise NpgptError(f"--dtype takes a comma list of {', '.join(WEIGHT_DTYPES)}, got {','.join(s.dtypes)!r}")
+        raise _bad(f"dtypes= takes a comma list of {', '.join(WEIGHT_DTYPES)}, got {','.join(s.dtypes)!r}", "dtypes")
     pairs = [(b, d) for b in s.backends for d in s.dtypes if d in DTYPES[b]]
     missing = [d for d in s.dtypes if not any(pd == d for _, pd in pairs)]
     if missing:
-        raise NpgptError(
-            f"no backend in --backend {','.join(s.backends)} stores {missing[0]} weights; add one "
-            f"that does: {', '.join(b for b in DTYPES if missing[0] in DTYPES[b])}"
+        raise _bad(
+            f"no backend in backends={','.join(s.backends)!r} stores {missing[0]} weights; add one "
+            f"that does: {', '.join(b for b in DTYPES if missing[0] in DTYPES[b])}",
+            "backends",
         )
     if set(s.compare) - {"hf", "llama.cpp"}:
-        raise NpgptError(f"--compare takes a comma list of 'hf' and 'llama.cpp', got {','.join(s.compare)!r}")
+        raise _bad(f"compare= takes a comma list of 'hf' and 'llama.cpp', got {','.join(s.compare)!r}", "compare")
     if "llama.cpp" in s.compare and not s.llama_cpp:
-        raise NpgptError("--compare llama.cpp needs --llama-cpp DIR (or NPGPT_LLAMA_CPP): a llama.cpp build")
+        raise _bad(
+            "compare='llama.cpp' needs llama_cpp= DIR (or NPGPT_LLAMA_CPP): a llama.cpp build", "compare", "llama_cpp"
+        )
     missing_hf = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if "hf" in s.compare and missing_hf:  # found without importing: the check costs nothing
         verb = "is" if len(missing_hf) == 1 else "are"
-        raise NpgptError(
-            f"--compare hf runs Hugging Face transformers on PyTorch, and {' and '.join(missing_hf)} "
-            f"{verb} not installed: pip install 'npgpt[torch]' transformers (or drop --compare hf)"
+        raise _bad(
+            f"compare='hf' runs Hugging Face transformers on PyTorch, and {' and '.join(missing_hf)} "
+            f"{verb} not installed: pip install 'npgpt[torch]' transformers (or drop compare='hf')",
+            "compare",
         )
     if not s.batches or min(s.batches) < 1:
-        raise NpgptError(f"--batch sizes must be >= 1, got {','.join(map(str, s.batches)) or 'none'}")
-    # each named with its own flag and value (one message naming five flags left the user to find which)
+        raise _bad(f"batches= sizes must be >= 1, got {','.join(map(str, s.batches)) or 'none'}", "batches")
+    # each named with its own setting and value (one message naming five of them left the user to find which)
     counts = (
-        ("--new-tokens", s.new_tokens, 1),
-        ("--short-prompt", s.short_prompt, 1),
-        ("--repeat", s.repeat, 1),
-        ("--prompt-len", s.prompt_len, 16),
-        ("--threads", s.threads, 1),  # below 1: else run and reported as given
-        ("--bandwidth-mib", s.bandwidth_mib, 1),
-        ("--train-batch", s.train_batch, 1),
-        ("--train-seq", s.train_seq, 1),
+        ("new_tokens", s.new_tokens, 1),
+        ("short_prompt", s.short_prompt, 1),
+        ("repeat", s.repeat, 1),
+        ("prompt_len", s.prompt_len, 16),
+        ("threads", s.threads, 1),  # below 1: else run and reported as given
+        ("bandwidth_mib", s.bandwidth_mib, 1),
+        ("train_batch", s.train_batch, 1),
+        ("train_seq", s.train_seq, 1),
     )
-    for flag, value, least in counts:
+    for name, value, least in counts:
         if value < least:
-            raise NpgptError(f"{flag} must be >= {least}, got {value}")
+            raise _bad(f"{name}= must be >= {least}, got {value}", name)
     if s.baseline_tokens < 0:  # -1 was truthy: a no-cache baseline of -1 tokens was run and reported
-        raise NpgptError(f"--baseline-tokens must be >= 0 (0 skips the no-cache baseline), got {s.baseline_tokens}")
+        raise _bad(
+            f"baseline_tokens= must be >= 0 (0 skips the no-cache baseline), got {s.baseline_tokens}", "baseline_tokens"
+        )
     return pairs
+
+
+def _bad(message: str, name: str, *others: str) -> NpgptError:
+    """An NpgptError about the setting ``name`` whose message names it (and ``others``) as ``field=``."""
+    return NpgptError(message, param=name, keywords=(name, *others))

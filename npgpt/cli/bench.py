@@ -30,6 +30,20 @@ def _csv(value: str, cast: Callable[[str], Any] = str, flag: str = "") -> tuple[
     return tuple(cast(v) for v in items)
 
 
+# BenchSettings' fields that npgpt bench's flags name otherwise (the rest: the field with dashes, --prompt-len)
+_FLAGS = {"backends": "--backend", "dtypes": "--dtype", "batches": "--batch"}
+
+
+def as_bench_flags(e: NpgptError) -> NpgptError:
+    """``e`` from :mod:`npgpt.bench`, which names BenchSettings' fields (``backends='numpy,fortran'``), in the
+    words of this command's flags (``--backend numpy,fortran``)."""
+    from .flags import as_flags_in
+
+    if not e.keywords:
+        return e
+    return NpgptError(as_flags_in(str(e), e.keywords, _FLAGS))
+
+
 def bench_command(
     ctx: typer.Context,
     model: Annotated[
@@ -134,7 +148,10 @@ def bench_command(
         from ..figures import check_can_write_png
 
         check_can_write_png(plot)
-    result = run_bench(s, progress=lambda msg: print_notice(f"{msg}…"))
+    try:
+        result = run_bench(s, progress=lambda msg: print_notice(f"{msg}…"))
+    except NpgptError as e:
+        raise as_bench_flags(e) from None
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:

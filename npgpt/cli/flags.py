@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ..errors import NpgptError
 from ..sampling import SamplingParams
@@ -23,11 +23,15 @@ def as_flags(e: NpgptError) -> str:
     return re.sub(rf"(?<![\w-]){e.param}(?![\w-])", _flag(e.param), message)
 
 
-def as_flags_in(text: str, keywords: Iterable[str]) -> str:
+def as_flags_in(text: str, keywords: Iterable[str], flags: Mapping[str, str] | None = None) -> str:
     """``text`` with each of ``keywords`` written as ``name=value`` or ``name=`` given as its flag: ``seq_len=512``
     -> ``--seq-len 512``, ``out='my run'`` -> ``--out 'my run'``, ``resume=True`` -> ``--resume``, ``lower lr=``
-    -> ``lower --lr``. A name without ``=`` is prose (a folder named ``out``) and is left as it is."""
+    -> ``lower --lr``. A name without ``=`` is prose (a folder named ``out``) and is left as it is. ``flags``: a
+    command's flags named otherwise than by their keyword (npgpt bench's ``backends`` is ``--backend``)."""
     import shlex
+
+    def _flag(name: str) -> str:
+        return (flags or {}).get(name) or _default_flag(name)
 
     names = "|".join(sorted(map(re.escape, keywords), key=len, reverse=True))
     if not names:
@@ -44,6 +48,9 @@ def as_flags_in(text: str, keywords: Iterable[str]) -> str:
 
 def _flag(name: str) -> str:
     return _RENAMED.get(name, "--" + name.replace("_", "-"))
+
+
+_default_flag = _flag
 
 
 _RENAMED = {"fmt": "--to", "allow_special": "--special-tokens"}  # convert()'s format: npgpt convert's --to
