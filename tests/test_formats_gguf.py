@@ -580,7 +580,7 @@ def test_directory_with_one_gguf_is_that_file(tmp_path):
         (("a.gguf", "run.safetensors"), r"holds several model files \(a.gguf, run.safetensors\); pass the path"),
         # a damaged .gguf alone was "no model found"; it is the file meant, and reading it says what is wrong
         (("model.gguf:broken",), r"d/model.gguf: not a GGUF file"),
-        ((), r"no model found; expected .*, a .gguf file or an llm.c .bin"),
+        ((), r"no model found \(it holds notes.txt\); expected .*, a .gguf file or an llm.c .bin"),
     ],
 )
 def test_a_directory_whose_model_file_is_ambiguous_is_refused_naming_the_files(tmp_path, names, message):

@@ -120,3 +120,29 @@ def test_nanogpt_runs_its_exact_gelu_not_gpt2s_tanh_form(tmp_path):
     torch.save(nanogpt_checkpoint(ref), tmp_path / "ckpt.pt")
     assert load_checkpoint(tmp_path)[0].activation_function == "gelu"
     assert close_to_hf(tmp_path, ref, width=50257) <= 1e-4
+
+
+def test_a_run_of_numbered_checkpoints(pair, tmp_path):
+    """Training scripts that keep several checkpoints (forks of nanoGPT's train.py) write ckpt_1000.pt, ckpt_2000.pt
+    in out_dir, and no ckpt.pt: the folder was 'no model found'. One is loaded; several are named for the user to pick
+    (nanoGPT's sample.py reads only ckpt.pt, so no choice is made for them), the newest by step number suggested."""
+    _, ref = pair("odd")
+    torch.save(nanogpt_checkpoint(ref), tmp_path / "ckpt_900.pt")
+    (tmp_path / "optimizer.pt").write_bytes((tmp_path / "ckpt_900.pt").read_bytes()[:4])  # not a model: left alone
+    assert detect(tmp_path) == "nanogpt"
+    assert close_to_hf(tmp_path, ref, width=50257) <= 1e-4
+    from npgpt.formats import model_files
+
+    assert model_files(tmp_path) == [tmp_path / "ckpt_900.pt"]
+    for step in (1000, 2000):
+        torch.save(nanogpt_checkpoint(ref), tmp_path / f"ckpt_{step}.pt")
+    newest = tmp_path / "ckpt_2000.pt"
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path}: holds several model files (ckpt_900.pt, ckpt_1000.pt, ckpt_2000.pt); "
+        f"pass the path of the one to load, e.g. the newest, {newest}"
+    )
+    assert detect(newest) == "nanogpt"
+    torch.save(nanogpt_checkpoint(ref), tmp_path / "ckpt.pt")  # nanoGPT's own name: what its sample.py reads
+    assert model_files(tmp_path) == [tmp_path / "ckpt.pt"]

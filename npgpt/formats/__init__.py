@@ -179,10 +179,23 @@ def _detect(path: Path) -> str:
         if legacy.is_file() and _ggml_kind(legacy) is not None:
             raise _not_a_model_file(legacy)
     raise CheckpointError(
-        f"{path}: no model found; expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
-        "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt, "
+        f"{path}: no model found ({_listing(path)}); expected {MODEL_FILE} (npgpt, or Hugging Face with config.json), "
+        "Hugging Face shards or pytorch_model.bin with config.json, nanoGPT's ckpt.pt (or a ckpt_NNNN.pt), "
         "OpenAI's hparams.json + model.ckpt.index, a .gguf file or an llm.c .bin"
     )
+
+
+def _listing(directory: Path) -> str:
+    """What ``directory`` holds, for the user to see why no model was found there: 'it holds a.txt, b/ and
+    3 more', or 'it is empty'."""
+    try:
+        entries = sorted(p.name + "/" * p.is_dir() for p in directory.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        return f"it cannot be listed: {e.strerror or e}"
+    if not entries:
+        return "it is empty"
+    more = f" and {len(entries) - 6} more" if len(entries) > 6 else ""
+    return f"it holds {', '.join(entries[:6])}{more}"
 
 
 def _not_a_model_file(path: Path) -> CheckpointError:
@@ -377,7 +390,7 @@ def model_files(path: str | Path) -> list[Path]:
     if fmt == "nanogpt":
         from .nanogpt import CKPT_FILE
 
-        return [path / CKPT_FILE]
+        return [path / CKPT_FILE if (path / CKPT_FILE).is_file() else _single_file(path) or path / CKPT_FILE]
     if fmt == "gguf":
         from .gguf_format import split_parts
 
@@ -409,15 +422,47 @@ def _single_file(directory: Path) -> Path | None:
     # llm.c's files by their header, whatever their name: model.bin (npgpt's), gpt2_124M.bin (train_gpt2.py's),
     # model_00005000.bin (train_gpt2.cu's checkpoints in its -o folder)
     found += [p for p in sorted(directory.glob("*.bin")) if not p.name.startswith(".") and is_llmc_file(p)]
+    # PyTorch checkpoints other than nanoGPT's ckpt.pt (found before this is asked): a run that keeps several
+    # (ckpt_1000.pt, ckpt_2000.pt, as forks of nanoGPT's train.py save them), or one under another name
+    found += _torch_checkpoints(directory)
     npgpt_file = model_file_in(directory)
     if npgpt_file is not None and npgpt_file not in found:
         found.append(npgpt_file)
     if len(found) > 1:
         names = ", ".join(p.name for p in found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        # a run's checkpoints, one name numbered by step (ckpt_1000.pt, ckpt_2000.pt): the newest is the likely
+        # choice, but only the user knows which they mean (nanoGPT's sample.py reads only its ckpt.pt)
+        run = len({re.sub(r"\d+(?=\D*$)", "#", p.name) for p in found}) == 1 and all(map(_step, found))
+        example = f"e.g. the newest, {max(found, key=lambda p: _step(p) or 0)}" if run else f"e.g. {found[0]}"
         raise CheckpointError(
-            f"{directory}: holds several model files ({names}); pass the path of the one to load, e.g. {found[0]}"
+            f"{directory}: holds several model files ({names}); pass the path of the one to load, {example}"
         )
     return found[0] if found else None
+
+
+# What transformers' Trainer saves beside the model in a checkpoint-NNNN folder: torch files, none a model
+_TRAINER_STATE = re.compile(r"(optimizer|scheduler|scaler|rng_state.*|training_args)\.(pt|pth|bin)")
+
+
+def _torch_checkpoints(directory: Path) -> list[Path]:
+    """The PyTorch checkpoints (``.pt``, ``.pth``, ``.ckpt`` files that start like ``torch.save``'s) in
+    ``directory``, in the order of their step numbers (``ckpt_900.pt`` before ``ckpt_1000.pt``)."""
+    from .torch_pickle import is_torch_file
+
+    found = [
+        p
+        for suffix in (".pt", ".pth", ".ckpt")
+        for p in directory.glob(f"*{suffix}")
+        if not p.name.startswith(".") and not _TRAINER_STATE.fullmatch(p.name) and p.is_file() and is_torch_file(p)
+    ]
+    return sorted(found, key=lambda p: (_step(p) or 0, p.name))
+
+
+def _step(path: Path) -> int | None:
+    """The training step a checkpoint's name carries (its last number: 5000 for ``ckpt_5000.pt`` and
+    ``model_00005000.bin``), or None."""
+    numbers = re.findall(r"\d+", path.stem)
+    return int(numbers[-1]) if numbers else None
 
 
 CHECK_CHUNK = 1 << 20  # values checked at a time by check_finite
@@ -515,6 +560,8 @@ def _load(path: Path, q8_0_blocks: bool = False) -> tuple[GPT2Config, dict[str, 
     if fmt == "nanogpt":
         from . import nanogpt
 
+        if path.is_dir() and not (path / nanogpt.CKPT_FILE).is_file():
+            path = _single_file(path) or path  # a run's one numbered ckpt_NNNN.pt
         return nanogpt.load(path)
     if fmt in ("llmc", "gguf") and path.is_dir():
         path = _single_file(path) or path
