@@ -342,6 +342,23 @@ def test_state_dicts_of_pytorchs_wrappers_load_and_other_prefixes_are_named(pair
         load_checkpoint(tmp_path / "lightning")
 
 
+@pytest.mark.parametrize("key", ["state_dict", "model_state_dict", "model"])
+def test_a_training_checkpoint_saved_as_pytorch_model_bin_names_where_its_weights_are(pair, tmp_path, key):
+    """A training script's dict ({'state_dict': sd, 'epoch': 3}, as PyTorch Lightning and many scripts save it)
+    under pytorch_model.bin was 'not a state dict: 'state_dict' is a dict, not a tensor; the file is corrupt or not
+    a model's weights: re-download it': no download is wrong. transformers' from_pretrained does not unwrap it
+    either; the refusal names the entry and the one line that saves it alone, which then loads."""
+    _, ref = pair("odd")
+    save_bin(tmp_path, ref, sd={key: state_dict(ref), "epoch": 3, "optimizer": {"lr": 1e-3}})
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    said = str(e.value)
+    assert f"a training checkpoint whose '{key}' holds the state dict" in said and "re-download" not in said
+    assert f"torch.save(torch.load(FILE)['{key}'], FILE)" in said
+    torch.save(torch.load(tmp_path / "pytorch_model.bin")[key], tmp_path / "pytorch_model.bin")
+    assert close_to_hf(tmp_path, ref) <= 1e-4
+
+
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
 @pytest.mark.parametrize("kept", [0.5, 0.999])
 def test_a_pickle_cut_short_is_told_to_be_downloaded_again(tmp_path, zip_format, kept):

@@ -430,11 +430,24 @@ def _read_shards(directory: Path, index_name: str, read: Any) -> tuple[dict[str,
     return tensors, str(directory / index_name)
 
 
+# Where training scripts keep the weights in the dict they save (PyTorch Lightning's and many scripts' state_dict,
+# nanoGPT's and others' model, EMA runs' model_ema/ema)
+_WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "model_ema", "ema")
+
+
 def _state_dict(path: Path) -> dict[str, np.ndarray]:
     from .torch_pickle import load, not_a_state_dict
 
     obj = load(path)
     why = not_a_state_dict(obj) if isinstance(obj, dict) else f"it holds an object of type {type(obj).__name__}"
+    inner = next((k for k in _WRAPPERS if isinstance(obj, dict) and isinstance(obj.get(k), dict)), None)
+    if why is not None and inner is not None and not_a_state_dict(obj[inner]) is None:
+        # a training script's checkpoint with the weights one level down: transformers' from_pretrained
+        # does not unwrap it either, and which entry holds the model to run is the user's to say
+        raise CheckpointError(
+            f"{path}: a training checkpoint whose {inner!r} holds the state dict, not a state dict itself; "
+            f"save that alone: torch.save(torch.load(FILE)[{inner!r}], FILE)"
+        )
     if why is not None:
         raise CheckpointError(
             f"{path}: not a state dict (a mapping of names to tensors): {why}; the file is corrupt or not a model's "
