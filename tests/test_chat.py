@@ -395,3 +395,54 @@ def test_ctrl_c_at_the_terminal_prompt_exits_130_ctrl_d_exits_0(model_file):
     assert "Traceback" not in out
     code, out = session(b"\x04")
     assert code == 0, out
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_models_own_chat_template_is_noticed(tmp_path):
+    """A fine-tune's own chat template (tokenizer_config.json's chat_template, transformers' chat_template.jinja, a
+    GGUF's tokenizer.chat_template) was ignored unsaid: npgpt chat and the server's chat endpoint write GPT-2's
+    transcript, which such a model may not follow. npgpt does not render the template; it says so where the chat
+    starts, and where the template is."""
+    import json
+
+    import gguf
+
+    from npgpt.formats import chat_template, save_checkpoint
+    from npgpt.formats.gguf_tokenizer import chat_template as gguf_chat_template
+
+    save_checkpoint(tmp_path / "hf", CONFIGS["tiny"], random_params(CONFIGS["tiny"]), fmt="hf")
+    assert chat_template(tmp_path / "hf") is None
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHATML}))
+    assert chat_template(tmp_path / "hf") == ("tokenizer_config.json's chat_template", CHATML)
+    named = [{"name": "tool_use", "template": "{{ tools }}"}, {"name": "default", "template": CHATML}]
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"chat_template": named}))
+    assert chat_template(tmp_path / "hf") == ("tokenizer_config.json's chat_template", CHATML)
+    (tmp_path / "hf" / "chat_template.jinja").write_text(CHATML + " ")  # save_pretrained's file: transformers' first
+    assert chat_template(tmp_path / "hf") == ("chat_template.jinja's chat_template", CHATML + " ")
+    r = run_cli("chat", "--model", str(tmp_path / "hf"), input="/exit\n")
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())  # rich wraps the notice
+    assert "the model carries its own chat template (chat_template.jinja's chat_template), which npgpt" in said
+    assert "npgpt chat writes GPT-2's plain transcript" in said and "npgpt generate" in said
+
+    # a GGUF's, read from its metadata's keys alone: after GPT-2's tokens, before them, or absent
+    for where in ("after", "before", "none"):
+        path = tmp_path / f"{where}.gguf"
+        w = gguf.GGUFWriter(path, "gpt2")
+        if where == "before":
+            w.add_chat_template(CHATML)
+        w.add_token_list([f"t{i}" for i in range(300)])
+        w.add_layer_norm_eps(1e-5)
+        if where == "after":
+            w.add_chat_template(CHATML)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.close()
+        assert gguf_chat_template(path) == (None if where == "none" else CHATML)
+    path.write_bytes(path.read_bytes()[:100])  # cut short: no template, and loading says what is wrong
+    assert gguf_chat_template(path) is None

@@ -40,6 +40,7 @@ from .options import (
     TopPOpt,
     load_model,
     logit_bias_value,
+    note_chat_template,
     print_error,
     print_notice,
     random_seed,
@@ -121,6 +122,7 @@ def chat_command(
         logit_bias=logit_bias_value(logit_bias),
     )
     m = load_model(model, backend, dtype)
+    note_chat_template(m, "npgpt chat", "continue the text with npgpt generate")
     from ..backends import collapse_huge_pages
 
     collapse_huge_pages()  # a conversation runs long: ~1 s once for faster decoding (process-wide: entry points only)

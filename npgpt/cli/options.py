@@ -332,6 +332,25 @@ def load_model(
     return m
 
 
+def note_chat_template(m: GPT2, chat: str, instead: str) -> None:
+    """A notice when the model carries a chat template of its own (a fine-tune's tokenizer_config.json, a GGUF's
+    metadata), which npgpt does not render: ``chat`` (npgpt chat, the chat endpoint) writes GPT-2's plain
+    transcript instead, and ``instead`` says where a transcript rendered from the template can go."""
+    from ..errors import CheckpointError
+    from ..formats import chat_template
+
+    try:
+        found = None if m.source is None else chat_template(m.source)
+    except (CheckpointError, OSError):  # a bundled or downloaded model: npgpt's own file, which carries none
+        return
+    if found is not None:
+        print_notice(
+            f"{m.source}: the model carries its own chat template ({found[0]}), which npgpt does not apply: {chat} "
+            "writes GPT-2's plain transcript (System:/User:/Assistant: lines), which a model tuned on its template "
+            f"may not follow; to use the template, render it (transformers' apply_chat_template) and {instead}"
+        )
+
+
 def unescape(text: str) -> str:
     r"""``\n``, ``\t``, ``\r``, ``\\``, ``\"``, ``\'``, ``\xHH``, ``\uHHHH`` and ``\UHHHHHHHH`` in ``text`` as the
     characters they stand for, as the playground reads its stop field; other backslashes stay as typed.

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from ..errors import NpgptError
-from .options import BackendOpt, load_model, model_value, print_error, print_notice
+from .options import BackendOpt, load_model, model_value, note_chat_template, print_error, print_notice
 from .parsing import ENV
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -177,6 +177,7 @@ def serve_command(
     models = {}
     for name, path in specs:
         m = load_model(path, backend, dtype, auto_rows=max_batch, cap_blas=False)  # auto: at the rows served together
+        note_chat_template(m, "/v1/chat/completions", "send the text to /v1/completions")
         name = name or _model_name(path, m.source)
         if name in models:
             raise NpgptError(f"two models are called {name!r}; name them with --model NAME=PATH")

@@ -487,6 +487,27 @@ def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
     return None
 
 
+def chat_template(path: str | Path) -> tuple[str, str] | None:
+    """The chat template the model at ``path`` carries with its tokenizer (a Jinja template, as transformers'
+    ``apply_chat_template`` and llama.cpp render it), and where: Hugging Face's chat_template.jinja or
+    tokenizer_config.json's ``chat_template``, a GGUF's ``tokenizer.chat_template``; None for any other format, or
+    where there is none. npgpt's chat writes its own transcript (:mod:`npgpt.chat`), so a caller can say so."""
+    path = Path(path)
+    fmt = detect(path)
+    if fmt in ("hf", "hf-sharded", "hf-bin"):
+        from .hf_files import chat_template as hf_template
+
+        found = hf_template(path if path.is_dir() else path.parent)
+        return None if found is None else (f"{found[0].name}'s chat_template", found[1])
+    if fmt == "gguf":
+        from .gguf_tokenizer import CHAT_TEMPLATE
+        from .gguf_tokenizer import chat_template as gguf_template
+
+        template = gguf_template(_single_file(path) or path if path.is_dir() else path)
+        return None if template is None else (f"its GGUF metadata's {CHAT_TEMPLATE}", template)
+    return None
+
+
 def load_with_tokenizer(
     path: str | Path, q8_0_blocks: bool = False
 ) -> tuple[GPT2Config, dict[str, Any], dict[str, Any] | None]:

@@ -246,6 +246,30 @@ def _eos_token_ids(directory: Path) -> tuple[Path, list[int] | None]:
     return directory, None
 
 
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers' save_pretrained writes the template since 4.50
+
+
+def chat_template(directory: Path) -> tuple[Path, str] | None:
+    """The chat template a Hugging Face model's tokenizer carries, and the file it is in: chat_template.jinja (what
+    save_pretrained writes now), else tokenizer_config.json's ``chat_template`` (a string, or a list of named
+    templates, of which transformers applies the one named ``default``); None where there is none."""
+    jinja = directory / CHAT_TEMPLATE_FILE
+    if jinja.is_file():
+        try:
+            return jinja, jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+    try:
+        settings = _tokenizer_file(directory / "tokenizer_config.json")
+    except CheckpointError:  # loading says what is wrong with it
+        return None
+    template = settings.get("chat_template") if isinstance(settings, dict) else None
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return (directory / "tokenizer_config.json", template) if isinstance(template, str) and template else None
+
+
 def _tokenizer_file(path: Path) -> Any:
     """A tokenizer file's JSON, None where there is none; CheckpointError for one that cannot be read."""
     if not path.is_file():
