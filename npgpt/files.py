@@ -374,6 +374,16 @@ _SPECIAL = {
 }
 
 
+def special_kind(path: str | Path) -> str:
+    """What ``path`` is where a regular file was expected (links followed): "a FIFO (named pipe)", "a directory",
+    "a character device" (/dev/zero), "a socket", ...; "not a regular file" for anything else (a dangling link)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "not a regular file"
+    return "a directory" if stat.S_ISDIR(mode) else _SPECIAL.get(stat.S_IFMT(mode), "not a regular file")
+
+
 def refuse_special_files(path: Path, may_open: Callable[[Path], bool]) -> None:
     """CheckpointError naming ``path``, or the first of a folder's entries that a reader ``may_open``, that is a
     FIFO, a device or a socket (links followed): reading one never ends (``mkfifo config.json`` with no writer

@@ -879,3 +879,24 @@ def test_a_training_state_that_is_a_fifo_is_refused_not_waited_on(text, tmp_path
     assert "\n" not in str(e.value)
     with pytest.raises(CheckpointError, match="a FIFO"):
         npgpt_format.read_header(out / STATE_FILE)
+
+
+@pytest.mark.timeout(120)  # a bound on a hang (a FIFO that no one writes), not a speed threshold
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_a_token_file_that_is_no_regular_file_is_named_not_called_missing(tmp_path, kind):
+    """The run's ``tokens.bin`` a FIFO, a folder or a link to /dev/zero, with the sidecar vouching for the text:
+    the sidecar was trusted and the run ended "tokens.bin: no such token file", though it is there. It is named as
+    what it is, in one line, before any read; so is a token file given as data through open_tokens."""
+    source = tmp_path / "a.txt"
+    source.write_text("alpha beta gamma\n" * 20)
+    out = tmp_path / "run"
+    out.mkdir()
+    tokens = D.tokenize_to_file(source, out / "tokens.bin")
+    tokens.unlink()
+    {"fifo": os.mkfifo, "folder": os.mkdir, "device": lambda p: os.symlink("/dev/zero", p)}[kind](tokens)
+    what = {"fifo": "a FIFO (named pipe)", "folder": "a directory", "device": "a character device"}[kind]
+    with pytest.raises(NpgptError, match=re.escape(f"{tokens}: {what}, not a regular file, where the tokenised")) as e:
+        D.load_tokens(source, out)
+    assert str(e.value).endswith("remove it and run again") and "\n" not in str(e.value)
+    with pytest.raises(NpgptError, match=re.escape(f"{tokens}: {what}, not a regular file; pass a uint16 token")):
+        D.open_tokens(tokens)

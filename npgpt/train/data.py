@@ -23,7 +23,7 @@ import numpy as np
 
 from ..char_tokenizer import CharTokenizer
 from ..errors import NpgptError, NpgptWarning, shown
-from ..files import atomic_path, parse_json, read_regular
+from ..files import atomic_path, parse_json, read_regular, special_kind
 from ..formats.llmc import MAGIC as LLMC_MODEL_MAGIC
 from ..tokenizer import Tokenizer
 
@@ -211,6 +211,11 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: Tokenizer 
     files = text_files(source, dest.parent)  # the run folder it is written into is no text
     sidecar = dest.with_suffix(dest.suffix + ".json")
     fingerprint = _fingerprint(files, None if tokenizer is None else tokenizer.to_spec())
+    if dest.exists() and not dest.is_file():  # a FIFO vouched for by its sidecar was read as the tokens: no such file
+        raise NpgptError(
+            f"{dest}: {special_kind(dest)}, not a regular file, where the tokenised text is kept; "
+            "remove it and run again"
+        )
     if dest.exists() and sidecar.exists():
         try:
             recorded = parse_json(read_regular(sidecar))  # a FIFO in its place: no wait for a writer
@@ -257,8 +262,9 @@ _LLMC_HEADER_BYTES = 256 * 4
 def open_tokens(path: str | Path) -> np.ndarray:
     """A read-only memory map of a uint16 token file (npgpt's or nanoGPT's ``train.bin``, or llm.c's shard)."""
     path = Path(path)
-    if not path.is_file():
-        raise NpgptError(f"{path}: no such token file")
+    if not path.is_file():  # a FIFO would be waited on for ever, /dev/zero never ends: refused before a read
+        what = f"{special_kind(path)}, not a regular file" if path.exists() else "no such token file"
+        raise NpgptError(f"{path}: {what}; pass a uint16 token file")
     size = path.stat().st_size
     head = np.fromfile(path, dtype="<i4", count=3) if size >= _LLMC_HEADER_BYTES else None
     if head is not None and head[0] == LLMC_MODEL_MAGIC:
