@@ -273,6 +273,83 @@ def test_a_folder_holding_token_files_names_them_not_iconv(tmp_path):
     assert D.text_files(data) == [data / "input.txt", data / "notes.bin"]
 
 
+VAL_RUN = dict(n_layer=1, n_embd=16, n_head=2, n_ctx=16, steps=3, batch_size=2, seq_len=8, warmup=1, eval_interval=3)
+
+
+def _nanogpt_data(folder: Path, n_train: int = 2400, n_val: int = 600) -> Path:
+    """nanoGPT's data folder as its prepare.py writes it (data/openwebtext/: GPT-2's ids in train.bin and val.bin)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = np.random.default_rng(5).integers(0, 500, size=n_train + n_val).astype(np.uint16)
+    ids[:n_train].tofile(folder / "train.bin")
+    ids[n_train:].tofile(folder / "val.bin")
+    (folder / "prepare.py").write_text("import numpy as np\n")
+    return folder
+
+
+def test_nanogpts_val_bin_is_the_held_out_text(tmp_path):
+    """nanoGPT's data comes as train.bin and val.bin, and its train.py measures the held-out loss on val.bin. npgpt
+    trained on train.bin and held out its last tenth (val.bin never read), and refused the data folder itself. Now
+    train.bin, or its folder, trains on all of train.bin and scores val.bin, as nanoGPT: the same losses as a run
+    on the two joined that holds out exactly val.bin's share. The result and the checkpoint say which was held out;
+    val_fraction= given still splits, as asked."""
+    data = _nanogpt_data(tmp_path / "data")
+    by_file = train(data / "train.bin", tmp_path / "a", TrainSettings(**VAL_RUN))
+    by_folder = train(data, tmp_path / "b", TrainSettings(**VAL_RUN))
+    joined = tmp_path / "joined.bin"
+    joined.write_bytes((data / "train.bin").read_bytes() + (data / "val.bin").read_bytes())
+    split = train(joined, tmp_path / "c", TrainSettings(**VAL_RUN, val_fraction=0.2))
+    assert by_file.history["val_loss"] and by_file.history == by_folder.history == split.history
+    assert by_file.held_out == str(data / "val.bin") and split.held_out == "the last 20% of the tokens"
+    saved = load_state(tmp_path / "a" / STATE_FILE)[3]
+    assert saved["data"]["held_out"] == str(data / "val.bin") and saved["settings"]["val_fraction"] == 0.0
+    asked = train(data, tmp_path / "d", TrainSettings(**VAL_RUN, val_fraction=0.2))  # given: the split, as asked
+    assert asked.held_out == "the last 20% of the tokens" and asked.history != by_folder.history
+    # llm.c's dev/data scripts name theirs NAME_train.bin and NAME_val.bin
+    (data / "train.bin").rename(data / "tiny_train.bin")
+    (data / "val.bin").rename(data / "tiny_val.bin")
+    assert D.held_out_file(data / "tiny_train.bin") == data / "tiny_val.bin"
+    assert D.held_out_file(joined) is None
+
+
+def test_a_resume_holds_out_what_the_run_held_out(tmp_path):
+    """A resumed run scores what it scored before: val.bin for a run that used it (gone now: one line, not a
+    silent switch to the split), the split for runs saved before the held-out file was recorded."""
+    from npgpt.train.start import _held_out_file
+
+    data = _nanogpt_data(tmp_path / "data")
+    train(data / "train.bin", tmp_path / "run", TrainSettings(**VAL_RUN))
+    resumed = train(data / "train.bin", tmp_path / "run", TrainSettings(**{**VAL_RUN, "steps": 4}), resume=True)
+    assert resumed.held_out == str(data / "val.bin") and len(resumed.history["val_loss"]) == 2
+    (data / "val.bin").rename(data / "v.bin")
+    with pytest.raises(NpgptError, match=r"measured its held-out loss on .*val\.bin, and there is no such file") as e:
+        train(data / "train.bin", tmp_path / "run", TrainSettings(**{**VAL_RUN, "steps": 5}), resume=True)
+    assert "\n" not in str(e.value)
+    (data / "v.bin").rename(data / "val.bin")
+    older = {"source": str(data / "train.bin"), "n_tokens": 2400, "fingerprint": "x"}  # no "held_out" recorded
+    assert _held_out_file(data / "train.bin", TrainSettings(), older, tmp_path) is None
+    assert _held_out_file(data / "train.bin", TrainSettings(), {}, tmp_path) is None
+
+
+@pytest.mark.timeout(120)  # a bound on a hang (a FIFO that no one writes), not a speed threshold
+def test_a_val_bin_that_cannot_be_scored_is_named(tmp_path):
+    """val.bin read as the training file is: a FIFO refused before a read, ids past the vocabulary named with the
+    file, one too short for a window said in the result, not a silent run without a held-out loss."""
+    data = _nanogpt_data(tmp_path / "data")
+    (data / "val.bin").unlink()
+    os.mkfifo(data / "val.bin")
+    with pytest.raises(NpgptError, match=re.escape(f"{data / 'val.bin'}: a FIFO (named pipe), not a regular file")):
+        train(data, tmp_path / "a", TrainSettings(**VAL_RUN))
+    (data / "val.bin").unlink()
+    np.array([1, 2, 60000, 3], np.uint16).tofile(data / "val.bin")
+    with pytest.raises(NpgptError, match=re.escape(f"{data / 'val.bin'}: token id 60000 is outside the model's")):
+        train(data, tmp_path / "b", TrainSettings(**VAL_RUN))
+    np.array([1, 2, 3, 4], np.uint16).tofile(data / "val.bin")
+    short = train(data, tmp_path / "c", TrainSettings(**VAL_RUN))
+    assert short.history["val_loss"] == [] and "held-out file" in short.no_held_out_loss
+    assert "holds 4 tokens, fewer than one window of seq_len=8 + 1" in short.no_held_out_loss
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def _text(tmp_path, content: bytes) -> Path:
     (tmp_path / "text.txt").write_bytes(content)
     return tmp_path / "text.txt"
@@ -667,6 +744,7 @@ def test_cli_fine_tunes_and_reports(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "step 3: loss" in result.output and "held-out loss" in result.output and "tokens/s" in result.output
+    assert "on the last 10% of the tokens" in result.output  # what the held-out loss was measured on
     assert npgpt_format.load(tmp_path / "run" / "model.safetensors")[0] == config
     again = runner.invoke(app, args)  # the run exists and --resume was not given
     assert isinstance(again.exception, NpgptError)

@@ -37,7 +37,8 @@ def train_command(
         Path | None,
         typer.Argument(
             parser=path_value,
-            help="Text file, folder of text files, or uint16 .bin token file (or `data` in --config).",
+            help="Text file, folder of text files, or uint16 .bin token file: nanoGPT's train.bin, or its data "
+            "folder, holds out its val.bin (or `data` in --config).",
             show_default=False,
         ),
     ] = None,
@@ -144,7 +145,8 @@ def train_command(
     val_fraction: Annotated[
         float | None,
         typer.Option(
-            help="Hold out the last part of the tokens for the held-out loss (default 0.1).",
+            help="Hold out the last part of the tokens for the held-out loss (default 0.1; with nanoGPT's "
+            "train.bin and val.bin beside it, val.bin is the held-out text instead).",
             rich_help_panel=_RUN,
             show_default=False,
         ),
@@ -316,7 +318,7 @@ def _run(data: Path, out: Path, settings: Any, given: dict[str, Any]) -> None:
     elif lead:
         val = result.history["val_loss"]
         tail = (
-            f", held-out loss {val[-1]:.4f}"
+            f", held-out loss {val[-1]:.4f} on {result.held_out}"
             if val
             else (f" ({as_flags_in(result.no_held_out_loss, KEYWORDS)})" if result.no_held_out_loss else "")
         )

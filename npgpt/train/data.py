@@ -352,15 +352,46 @@ def _check_width(tokens: np.ndarray, path: Path) -> np.ndarray:
 
 
 def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: Tokenizer | None = None) -> np.ndarray:
-    """Token ids of ``source``: a ``.bin`` token file as is (GPT-2's ids), text tokenised into ``cache_dir``
-    (with GPT-2's BPE, or ``tokenizer``)."""
-    source = Path(source)
+    """Token ids of ``source``: a ``.bin`` token file as is (GPT-2's ids; for nanoGPT's data folder its
+    ``train.bin``), text tokenised into ``cache_dir`` (with GPT-2's BPE, or ``tokenizer``)."""
+    source = nanogpt_train_file(source) or Path(source)
     if source.suffix == ".bin" and source.is_file():
         if isinstance(tokenizer, CharTokenizer):
             raise NpgptError(f"{source}: a token file cannot be read with a character tokenizer; pass the text")
-        _refuse_nanogpt_char_ids(source)
-        return _check_width(open_tokens(source), source)
+        return read_token_file(source)
     return open_tokens(tokenize_to_file(source, Path(cache_dir) / "tokens.bin", tokenizer))
+
+
+def read_token_file(path: Path) -> np.ndarray:
+    """The uint16 ids of a token file given as data (``train.bin``, ``val.bin``), every check of one made."""
+    _refuse_nanogpt_char_ids(path)
+    return _check_width(open_tokens(path), path)
+
+
+def nanogpt_train_file(source: str | Path) -> Path | None:
+    """``train.bin`` of nanoGPT's data folder (``data/openwebtext/``: its prepare.py writes ``train.bin`` and
+    ``val.bin`` there) given as the data, or None for any other ``source``. A folder of character-level data
+    (meta.pkl) is not one: :func:`text_files` names its way."""
+    folder = Path(source)
+    if folder.is_dir() and (folder / "train.bin").is_file() and os.path.lexists(folder / "val.bin"):
+        if not (folder / "meta.pkl").exists():
+            return folder / "train.bin"
+    return None
+
+
+def held_out_file(source: str | Path) -> Path | None:
+    """The held-out token file that comes with the data ``source``, or None: nanoGPT's ``val.bin`` beside its
+    ``train.bin`` (the file given, or in the data folder given), llm.c's ``NAME_val.bin`` beside ``NAME_train.bin``
+    (its dev/data scripts' names). Found by name, so any kind of file in its place (a FIFO, a folder) is returned
+    for :func:`read_token_file` to refuse, not passed over in silence."""
+    train = nanogpt_train_file(source) or Path(source)
+    if train.name == "train.bin":
+        val = train.with_name("val.bin")
+    elif train.name.endswith("_train.bin"):
+        val = train.with_name(train.name.removesuffix("_train.bin") + "_val.bin")
+    else:
+        return None
+    return val if train.is_file() and os.path.lexists(val) else None
 
 
 def split(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

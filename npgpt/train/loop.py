@@ -69,6 +69,9 @@ class TrainResult:
     stopped: bool = False  # ended early by ``should_stop``, checkpointed at ``step``
     # Why no held-out loss was computed although the run held text out (too little of it for one window)
     no_held_out_loss: str | None = None
+    # What the held-out loss is measured on: the held-out token file (nanoGPT's val.bin) or "the last 10% of the
+    # tokens"; None where nothing is held out
+    held_out: str | None = None
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -216,6 +219,7 @@ def _run_steps(
         out,
         stopped and step < end,
         s.no_held_out_loss,
+        s.held_out,
     )
 
 

@@ -76,11 +76,12 @@ class TrainSettings:
     One step is one AdamW update on ``grad_accum * batch_size`` windows of ``seq_len`` tokens; the
     learning rate warms up over ``warmup`` steps to ``lr``, then follows a cosine to ``lr / 10``.
     Every ``eval_interval`` steps the loss on the held-out last ``val_fraction`` of the tokens is
-    measured (``eval_batches`` batches); every ``checkpoint_interval`` steps (default:
-    ``eval_interval``) and at the end the run folder is updated; ``log_interval`` says how often
-    a step is worth a log line (``Progress.log``). Raises NpgptError, naming the option, for a
-    count below 1, a negative ``warmup`` or ``seed``, an ``lr`` or ``clip`` that is not a finite
-    number above 0, a ``weight_decay`` below 0, a real number past float32's range (the step's), a
+    measured (``eval_batches`` batches); for nanoGPT's ``train.bin`` with its ``val.bin`` beside it, on
+    ``val.bin`` unless ``val_fraction`` is given (``TrainResult.held_out`` says which); every
+    ``checkpoint_interval`` steps (default: ``eval_interval``) and at the end the run folder is updated;
+    ``log_interval`` says how often a step is worth a log line (``Progress.log``). Raises NpgptError,
+    naming the option, for a count below 1, a negative ``warmup`` or ``seed``, an ``lr`` or ``clip`` that
+    is not a finite number above 0, a ``weight_decay`` below 0, a real number past float32's range (the step's), a
     ``val_fraction`` outside [0, 1), a wrong type.
     """
 

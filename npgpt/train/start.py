@@ -45,8 +45,9 @@ class Start:
     train_tokens: np.ndarray
     val: np.ndarray  # the fixed held-out windows
     no_held_out_loss: str | None
-    trained_on: dict[str, Any]
+    trained_on: dict[str, Any]  # with "held_out": the held-out file's path, or None for the split's tokens
     mesh: Any
+    held_out: str | None = None  # what the held-out loss is measured on, in words; None: nothing held out
 
 
 def start_run(
@@ -117,8 +118,11 @@ def _start(data: str | Path, out: Path, asked: TrainSettings, resume: bool, mode
         make_dirs(out)  # made already where this process holds its lock
     except OSError as e:  # /proc/run, a read-only disk: one line naming the folder, not "internal error"
         raise cannot_write(out, e) from None
+    held_out = _held_out_file(data, asked, meta.get("data", {}) if saved is not None else None, out)
+    if held_out is not None:  # none of the training tokens are held out: the checkpoint says so
+        run = replace(run, val_fraction=0.0)
     with D.kept_on_error(out) if saved is not None else contextlib.nullcontext():  # the run's own tokens
-        train_tokens, val, no_held_out_loss, trained_on = _prepare_data(data, out, config, run, tokenizer)
+        train_tokens, val, no_held_out_loss, trained_on = _prepare_data(data, out, config, run, tokenizer, held_out)
         if saved is not None:
             _check_same_data(meta.get("data"), trained_on, out)
     mesh = _check_mesh(mesh if mesh is not None else _make_mesh(model_parallel), config, batch_size)
@@ -143,23 +147,64 @@ def _start(data: str | Path, out: Path, asked: TrainSettings, resume: bool, mode
         no_held_out_loss,
         trained_on,
         mesh,
+        str(held_out) if held_out is not None else _split_words(run.val_fraction),
     )
 
 
+def _split_words(val_fraction: float) -> str | None:
+    return f"the last {100 * val_fraction:.3g}% of the tokens" if val_fraction > 0 else None
+
+
+def _held_out_file(data: str | Path, asked: TrainSettings, saved: Any, out: Path) -> Path | None:
+    """The token file the held-out loss is measured on, or None for the last ``val_fraction`` of the data.
+
+    A new run takes nanoGPT's ``val.bin`` that comes with its ``train.bin`` (:func:`~.data.held_out_file`), as
+    nanoGPT's train.py does, unless ``val_fraction`` is given: then the split, as asked. A resumed run takes what its
+    checkpoint recorded (``saved``, its "data"; None for a new run): runs saved before the held-out file was
+    recorded used the split."""
+    found = D.held_out_file(data)
+    if saved is not None:
+        if not isinstance(saved, dict) or saved.get("held_out") is None:
+            return None
+        if found is None:
+            raise NpgptError(
+                f"the run in {out} measured its held-out loss on {saved['held_out']}, and there is no such file beside "
+                f"{data} now; pass the same data, with its held-out file",
+                keywords=KEYWORDS,
+            )
+        return found
+    return found if asked.val_fraction is None else None
+
+
 def _prepare_data(
-    data: str | Path, out: Path, config: GPT2Config, run: RunSettings, tokenizer: Tokenizer | None
+    data: str | Path,
+    out: Path,
+    config: GPT2Config,
+    run: RunSettings,
+    tokenizer: Tokenizer | None,
+    held_out: Path | None,
 ) -> tuple[np.ndarray, np.ndarray, str | None, dict[str, Any]]:
-    """Training tokens (memory-mapped), the fixed held-out windows, why there are none where
-    ``val_fraction`` held text out that is shorter than one window (or None), and what the data is
-    (``{"source", "n_tokens", "fingerprint"}``, kept in the checkpoint for :func:`_check_same_data`)."""
+    """Training tokens (memory-mapped), the fixed held-out windows (from ``held_out``, a token file, or else the
+    last ``val_fraction`` of the tokens), why there are none where text was held out that is shorter than one window
+    (or None), and what the data is (``{"source", "n_tokens", "fingerprint", "held_out"}``, kept in the checkpoint
+    for :func:`_check_same_data` and a resume's :func:`_held_out_file`)."""
     tokens = D.load_tokens(data, out, tokenizer)
-    trained_on = {"source": str(data), "n_tokens": len(tokens), "fingerprint": D.tokens_fingerprint(tokens)}
-    if int(tokens.max()) >= config.n_vocab:  # out-of-range ids would silently gather garbage
-        raise NpgptError(f"{data}: token id {int(tokens.max())} is outside the model's vocabulary of {config.n_vocab}")
-    try:
-        train_tokens, val_tokens = D.split(tokens, run.val_fraction)
-    except ValueError as e:
-        raise NpgptError(str(e)) from None
+    trained_on = {
+        "source": str(data),
+        "n_tokens": len(tokens),
+        "fingerprint": D.tokens_fingerprint(tokens),
+        "held_out": None if held_out is None else str(held_out),
+    }
+    if held_out is not None:
+        train_tokens, val_tokens = tokens, D.read_token_file(held_out)
+    else:
+        try:
+            train_tokens, val_tokens = D.split(tokens, run.val_fraction)
+        except ValueError as e:
+            raise NpgptError(str(e)) from None
+    for ids, name in ((tokens, data), (val_tokens, held_out)):
+        if len(ids) and int(ids.max()) >= config.n_vocab:  # out-of-range ids would silently gather garbage
+            raise NpgptError(f"{name}: token id {int(ids.max())} is outside the model's vocabulary of {config.n_vocab}")
     seq_len = run.seq_len
     if len(train_tokens) <= seq_len:
         raise NpgptError(
@@ -169,7 +214,12 @@ def _prepare_data(
         )
     windows = D.eval_windows(val_tokens, run.batch_size, seq_len, run.eval_batches)
     short = None
-    if run.val_fraction > 0 and not len(windows):  # held out, yet never scored: said, not silent
+    if held_out is not None and not len(windows):
+        short = (
+            f"no held-out loss: the held-out file {held_out} holds {len(val_tokens)} tokens, fewer than one window "
+            f"of seq_len={seq_len} + 1; lower seq_len= or give a longer held-out file"
+        )
+    elif run.val_fraction > 0 and not len(windows):  # held out, yet never scored: said, not silent
         short = (
             f"no held-out loss: the held-out {len(val_tokens)} tokens (val_fraction={run.val_fraction}) are fewer "
             f"than one window of seq_len={seq_len} + 1; raise val_fraction= or lower seq_len="
