@@ -169,6 +169,38 @@ def test_cli_errors_are_one_line(pair, tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_cli_evaluates_a_token_file_as_nanogpt_scores_its_val_bin(pair, tmp_path: Path) -> None:
+    """nanoGPT's held-out text is val.bin, GPT-2's ids as uint16: `npgpt eval val.bin` said "binary, not text". A
+    .bin token file is scored as its ids, the same perplexity as the text they encode; a text named .bin is still
+    text; character-level ids (meta.pkl beside them) and ids written as int32 are named in one line."""
+    model, _, path = pair
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    val = tmp_path / "data" / "val.bin"
+    val.parent.mkdir()
+    np.asarray(model.tokenizer.encode(TEXT), np.uint16).tofile(val)
+    args = ("--model", str(path), "--window", "64", "--stride", "48", "--json")
+    by_text, by_ids = run_cli("eval", str(text), *args), run_cli("eval", str(val), *args)
+    assert by_ids.returncode == 0, by_ids.stderr
+    assert by_ids.stdout.replace(str(val), "X") == by_text.stdout.replace(str(text), "X")
+    named_bin = tmp_path / "notes.bin"
+    named_bin.write_text(TEXT, encoding="utf-8")
+    assert run_cli("eval", str(named_bin), *args).stdout.replace(str(named_bin), "X") == by_text.stdout.replace(
+        str(text), "X"
+    )
+    np.asarray(model.tokenizer.encode(TEXT), "<i4").tofile(val)
+    (tmp_path / "data" / "wide.bin").write_bytes(val.read_bytes())
+    for file, said in [
+        (tmp_path / "data" / "wide.bin", "token ids written as int32, not uint16"),
+        (val, "nanoGPT's meta.pkl beside it says these are ids of the text's own characters"),
+    ]:
+        if file == val:
+            (tmp_path / "data" / "meta.pkl").write_bytes(b"\x80\x04")
+        result = run_cli("eval", str(file), *args)
+        assert result.returncode == 1 and said in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_cli_eval_has_the_special_tokens_option_its_hint_names(pair, tmp_path: Path) -> None:
     """npgpt eval on a one-token text said to put <|endoftext|> before it "with --special-tokens", an option
     only npgpt score had: eval said "No such option". eval now takes it and scores the first token."""

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..char_tokenizer import CharTokenizer
 from ..errors import NpgptError
 from .options import (
     PATH,
@@ -59,7 +60,8 @@ def eval_command(
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
 ) -> None:
-    """Perplexity of a text file (Hugging Face's sliding-window method).
+    """Perplexity of a text file (Hugging Face's sliding-window method), or of a uint16 token file of GPT-2's ids
+    (a .bin: nanoGPT's val.bin, llm.c's shard).
 
     Example: npgpt eval heldout.txt --stride 128
     """
@@ -74,12 +76,18 @@ def eval_command(
     if data is None:
         raise UsageError("Missing the text file: npgpt eval FILE (or --data FILE; - reads standard input)")
 
-    text = _read_text(
-        data,
+    fix = (
         "evaluate a part (`head -c 64M FILE > part.txt`), or each part of `split -C 64M FILE part-` and weight "
-        "their cross-entropies by their token counts",
+        "their cross-entropies by their token counts"
     )
+    ids = _token_file(data, fix)
+    text = _read_text(data, fix) if ids is None else ids
     m = load_model(model, backend, dtype)
+    if ids is not None and isinstance(m.tokenizer, CharTokenizer):
+        raise NpgptError(
+            f"{data} holds GPT-2's token ids, and this model reads its own characters (a tokenizer='char' model); "
+            "evaluate it on the text"
+        )
     with progress_bar(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
     ) as bar:
@@ -150,6 +158,26 @@ def score_command(
     screen.print(f"tokens scored   {result.n_scored:,} of {len(result.tokens):,}")
     screen.print(f"log-likelihood  {result.log_likelihood:.4f} nats")
     screen.print(f"perplexity      {result.perplexity:.3f}")
+
+
+def _token_file(path: Path, fix: str) -> Any:
+    """The GPT-2 token ids of a uint16 token file given to ``eval`` (a ``.bin`` that is not text: nanoGPT's
+    ``val.bin``, as its train.py scores it; llm.c's shard), memory-mapped; None for text (a text named ``.bin``
+    included). It was read as text and refused ("binary, not text"), the held-out file of nanoGPT's data unscored."""
+    if str(path) == "-" or path.suffix != ".bin" or not path.is_file():
+        return None
+    from ..train import data as D
+
+    if D.is_text(path):
+        return None
+    if (path.parent / "meta.pkl").is_file():  # nanoGPT's character-level ids (shakespeare_char), not GPT-2's
+        raise NpgptError(
+            f"{path}: nanoGPT's meta.pkl beside it says these are ids of the text's own characters, not GPT-2's "
+            "tokens; evaluate the text they were made from (its input.txt) with a model trained on that text"
+        )
+    if path.stat().st_size > TEXT_LIMIT:
+        raise NpgptError(f"{path} is over {TEXT_LIMIT // 2**20} MiB, the most npgpt reads as tokens to score; {fix}")
+    return D.check_width(D.open_tokens(path), path)
 
 
 def _read_text(file: Path, fix: str) -> str:

@@ -60,7 +60,7 @@ def text_files(source: str | Path, out: str | Path | None = None) -> list[Path]:
     )
     if not files:
         raise NpgptError(f"{source}: folder has no files to train on")
-    token_file = next((p for p in files if p.suffix == ".bin" and not _is_text(p)), None)
+    token_file = next((p for p in files if p.suffix == ".bin" and not is_text(p)), None)
     if token_file is not None:  # read as text it was "binary ...; convert it to UTF-8 (e.g. iconv)"
         raise NpgptError(_token_file_in_folder(source, token_file), keywords=["tokenizer"])
     return files
@@ -288,7 +288,7 @@ def open_tokens(path: str | Path) -> np.ndarray:
         return np.memmap(path, dtype=TOKENS_DTYPE, mode="r", offset=_LLMC_HEADER_BYTES, shape=(count,))
     if size < 2 or size % 2:
         raise NpgptError(f"{path}: not a uint16 token file (size {size} bytes)")
-    if _is_text(path):
+    if is_text(path):
         raise NpgptError(
             f"{path}: text, not a uint16 token file (a .bin is read as token ids); give a text file another name "
             "(e.g. .txt) to train on it, or download the token file again if this is an error page"
@@ -296,7 +296,7 @@ def open_tokens(path: str | Path) -> np.ndarray:
     return np.memmap(path, dtype=TOKENS_DTYPE, mode="r")
 
 
-def _is_text(path: Path) -> bool:
+def is_text(path: Path) -> bool:
     """Whether a file's first bytes are printable UTF-8 text. 256 ids are not: GPT-2's common ids are below 8192,
     whose high byte is a control character (a NUL for "," and ".", \\x01 for " the", 262)."""
     import codecs
@@ -335,7 +335,7 @@ def _char_text_way(text: Path | str) -> str:
 _WIDTH_SAMPLE = 1 << 16  # uint16 values read to judge a token file's width: its first 128 KiB
 
 
-def _check_width(tokens: np.ndarray, path: Path) -> np.ndarray:
+def check_width(tokens: np.ndarray, path: Path) -> np.ndarray:
     """``tokens``, or NpgptError for a file whose ids were written wider than uint16 (``np.array(ids).tofile``
     writes NumPy's default int64): read as uint16, every second value of a little-endian int32 file is 0 (and
     three in four of an int64 file's), each id followed by its zero high half, and the ids, all in the
@@ -365,7 +365,7 @@ def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: Tokenizer 
 def read_token_file(path: Path) -> np.ndarray:
     """The uint16 ids of a token file given as data (``train.bin``, ``val.bin``), every check of one made."""
     _refuse_nanogpt_char_ids(path)
-    return _check_width(open_tokens(path), path)
+    return check_width(open_tokens(path), path)
 
 
 def nanogpt_train_file(source: str | Path) -> Path | None:
