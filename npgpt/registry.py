@@ -60,6 +60,15 @@ def home() -> Path:
     return Path(os.path.abspath(where))
 
 
+def home_is_no_folder() -> str | None:
+    """Why the cache cannot hold models, or None: a file (or a FIFO, a device) where it goes (``NPGPT_HOME`` set to
+    a file). Said where a model is looked up in it, which otherwise reads as "nothing downloaded yet"."""
+    where = home()
+    if where.exists() and not where.is_dir():
+        return f"the cache {where} is a file, not a folder; set NPGPT_HOME to a folder"
+    return None
+
+
 def openai_name(name: str) -> str:
     """``"124M"``, ``"124m"`` or the alias ``"gpt2"`` -> ``"124M"``; anything else is an error."""
     canonical = _KEYS.get(name.strip().lower())
@@ -165,12 +174,16 @@ def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
         path = home() / name / MODEL_FILE
         if path.is_file():
             return path, None
+        if (why := home_is_no_folder()) is not None:  # "run npgpt download" would fail for the same reason
+            raise NpgptError(f"model {name} is not downloaded: {why}")
         raise NpgptError(f"model {name} is not downloaded; run `npgpt download {name}`")
     repo_id, _, revision = key.partition("@")
     if _REPO_ID.fullmatch(repo_id):
         path = hf_dir(repo_id, revision or None) / MODEL_FILE
         if path.is_file():
             return path, None
+        if (why := home_is_no_folder()) is not None:
+            raise NpgptError(f"{key}: no such file, and no Hugging Face model downloaded: {why}")
         raise NpgptError(
             f"{key}: no such file, and no downloaded Hugging Face model of that name; "
             f"run `npgpt download --hf {repo_id}{f' --revision {revision}' if revision else ''}`"
@@ -262,6 +275,8 @@ def cached_folders(name: str) -> list[Path]:
         for f in folders
         if f.is_dir() and (f.parent.resolve() if f.is_symlink() else f.resolve()).is_relative_to(home().resolve())
     ]
+    if not found and key.lower() != BUNDLED and (why := home_is_no_folder()) is not None:
+        raise NpgptError(f"{name!r} is not in the cache: {why}")  # not "downloaded models: none"
     if not found:
         cached = ", ".join(n for n, _ in list_cached()) or "none"
         what = (

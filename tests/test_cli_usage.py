@@ -1465,6 +1465,21 @@ def test_list_with_the_cache_a_file_says_so(tmp_path, json_flag):
     assert one_line_error(r, str(home), "is a file, not a folder", "NPGPT_HOME")
 
 
+@pytest.mark.parametrize(
+    "args", [["rm", "124M"], ["generate", "hi", "--model", "124M"], ["info", "openai-community/gpt2"]]
+)
+def test_a_model_looked_up_in_a_cache_that_is_a_file_says_so(tmp_path, args):
+    """With NPGPT_HOME set to a file, `npgpt list` said so, but `npgpt rm 124M` said "'124M' is not in the cache;
+    downloaded models: none" and `--model 124M` "not downloaded; run npgpt download 124M", which then failed for
+    the file: every lookup in the cache now names the file, in one line."""
+    home = tmp_path / "home"
+    home.write_text("not a folder\n")
+    r = run_cli(*args, env={"NPGPT_HOME": str(home)})
+    assert r.returncode == 1
+    assert one_line_error(r, str(home), "is a file, not a folder; set NPGPT_HOME to a folder")
+    assert "downloaded models: none" not in r.stderr and "npgpt download" not in r.stderr
+
+
 def _number_options():
     """(command, option, type) for every int and float option of every command."""
     import typer

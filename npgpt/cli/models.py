@@ -183,10 +183,10 @@ def list_command(as_json: JsonOpt = False) -> None:
     """
     from rich.table import Table
 
-    from ..registry import cached_models, home
+    from ..registry import cached_models, home, home_is_no_folder
 
-    if home().exists() and not home().is_dir():  # listed as empty, as if nothing had been downloaded yet
-        raise NpgptError(f"the cache {home()} is a file, not a folder; set NPGPT_HOME to a folder")
+    if (why := home_is_no_folder()) is not None:  # listed as empty, as if nothing had been downloaded yet
+        raise NpgptError(why)
     models = cached_models()
     if as_json:
         print_json(
