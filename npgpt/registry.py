@@ -42,6 +42,9 @@ _REPO_ID = re.compile(
 def home() -> Path:
     """npgpt's cache, an absolute path: ``$NPGPT_HOME``, else ``$XDG_CACHE_HOME/npgpt``, else ``~/.cache/npgpt``.
 
+    A variable set to the empty string counts as unset (``NPGPT_HOME=`` is the default cache), as the XDG Base
+    Directory specification says of its own variables and huggingface_hub does with ``HF_HOME``.
+
     A relative ``NPGPT_HOME`` (or ``XDG_CACHE_HOME``) is taken from the current directory, as huggingface_hub
     takes a relative ``HF_HOME``, and made absolute here: a path npgpt hands out (a resolved model, a
     download, a listing, ``GPT2.source``) keeps naming the same file after the program changes directory.

@@ -270,6 +270,20 @@ def test_home_follows_the_environment(monkeypatch, tmp_path):
     assert registry.home() == tmp_path / "user" / ".cache" / "npgpt"
 
 
+def test_an_empty_home_variable_is_the_default_and_the_help_says_so(monkeypatch, tmp_path):
+    """``NPGPT_HOME=`` (an empty export in a script) counts as unset, as XDG says of its own variables: the default
+    cache, not the current folder. It did so unsaid; the help of download and list and the README now say it."""
+    monkeypatch.setenv("NPGPT_HOME", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert registry.home() == tmp_path / "user" / ".cache" / "npgpt"
+    for command in ("download", "list"):
+        r = run_cli(command, "--help", env={"COLUMNS": "200"})
+        assert "`$NPGPT_HOME`; unset or empty: $XDG_CACHE_HOME/npgpt" in r.stdout, r.stdout
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "`$NPGPT_HOME` (unset or empty: `$XDG_CACHE_HOME/npgpt`" in readme
+
+
 @pytest.mark.parametrize("variable", ["NPGPT_HOME", "XDG_CACHE_HOME"])
 def test_a_home_of_an_unknown_user_is_one_line(monkeypatch, variable):
     """``NPGPT_HOME=~nosuchuser/x`` ended every command as "internal error: Could not determine home directory."

@@ -47,7 +47,7 @@ def download(
 ) -> None:
     """Download GPT-2 weights into the cache and convert them once.
 
-    The cache: `$NPGPT_HOME`; default $XDG_CACHE_HOME/npgpt, else ~/.cache/npgpt.
+    The cache: `$NPGPT_HOME`; unset or empty: $XDG_CACHE_HOME/npgpt, else ~/.cache/npgpt.
 
     Example: npgpt download 124M  or  npgpt download --hf openai-community/gpt2
     """
@@ -177,7 +177,8 @@ def info(
 
 
 def list_command(as_json: JsonOpt = False) -> None:
-    """List the downloaded models in the cache (`$NPGPT_HOME`; default $XDG_CACHE_HOME/npgpt, else ~/.cache/npgpt).
+    """List the downloaded models in the cache (`$NPGPT_HOME`; unset or empty: $XDG_CACHE_HOME/npgpt, else
+    ~/.cache/npgpt).
 
     Example: npgpt list, then npgpt rm 355M to free its disk space
     """
