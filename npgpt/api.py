@@ -16,7 +16,7 @@ from .engine import Engine
 from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
 from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_lens_options
-from .lens_weights import WEIGHT_SHAPES, lens_weight
+from .lens_weights import WEIGHT_SHAPES, lens_weight, weight_write_error
 from .params import check_params, head_name, host_params
 from .sampling import SamplingParams, check_finite, log_softmax
 from .score import Score, score
@@ -134,6 +134,11 @@ class GPT2:
             tl = f"TransformerLens's HookedTransformer.{name}"
             raise ModelAttributeError(f"npgpt's model has no {name} ({tl}); {hint}")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in WEIGHT_SHAPES:  # model.W_U = x would shadow the weight with an array the model never reads
+            raise weight_write_error(name)
+        super().__setattr__(name, value)
 
     @classmethod
     def from_pretrained(cls, name_or_path: Any = None, *args: Any, **kwargs: Any) -> GPT2:

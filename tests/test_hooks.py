@@ -1483,13 +1483,46 @@ def test_transformer_lens_weights_are_its_shapes_and_values(tmp_path, tied: bool
         np.testing.assert_allclose(ours, as_numpy(theirs), atol=1e-6)
     with pytest.raises(NpgptError, match=r"tokens must be a one-token text, a token id or an array of ids"):
         model.tokens_to_residual_directions([1.5])
-    model.W_Q[0] = 0  # a copy: the model is unchanged
-    assert model.W_Q[0].any()
     if importlib.util.find_spec("torch") is not None and tied:  # 8-bit codes are no float weights to read
         with pytest.raises(NpgptError, match=r"model.W_Q needs the float weights.*'int8' codes: load it with"):
             GPT2(config, params, backend="torch", dtype="int8").W_Q  # noqa: B018
     bare = dataclasses.replace(config, bias=False)
     assert not GPT2(bare, random_params(bare, 1)).b_Q.any()  # TransformerLens's zeros where there is no bias
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_transformer_lens_weights_are_read_only_views_where_the_params_allow(tied: bool):
+    """model.W_U copied the head on every read (twice on the way: 154 MB each for GPT-2 124M), and model.W_Q[0] = 0
+    or model.W_U[:] = 0 changed a copy, silently nothing (TransformerLens's W_U is its Parameter: a write changes
+    the model there); model.W_U = x hid the weight behind an array the model never reads. W_E, W_pos and W_U are now
+    views of float32 NumPy params (no copy), every weight is read-only, and model.W_U = x is one line."""
+    import tracemalloc
+
+    from npgpt.lens_weights import WEIGHT_SHAPES
+
+    config = dataclasses.replace(ODD, tie_word_embeddings=tied)
+    model = GPT2(config, scaled_params(config, 2))
+    before = model.logits([[1, 2, 3]])
+    viewed = {"W_E": "wte", "W_pos": "wpe", "W_U": "wte" if tied else "lm_head"}
+    for name in WEIGHT_SHAPES:
+        tracemalloc.start()
+        weight = getattr(model, name)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        if name in viewed:
+            assert peak < 4096 and np.shares_memory(weight, model.params[viewed[name]]), (name, peak)
+        else:  # one copy, no temporaries of its size
+            assert peak < weight.nbytes + 4096, (name, peak, weight.nbytes)
+        with pytest.raises(ValueError, match="read-only"):
+            weight[...] = 0
+        with pytest.raises(ValueError, match="read-only"):
+            weight += 1
+        with pytest.raises(
+            AttributeError, match=rf"model\.{name} is TransformerLens's weight, read-only, made from model\.params"
+        ):
+            setattr(model, name, np.zeros_like(weight))
+    np.testing.assert_array_equal(model.logits([[1, 2, 3]]), before)
+    model.use_attn_in = True  # other attributes are set as before
 
 
 def test_a_hook_reading_transformer_lens_s_hook_ctx_is_told_where_to_keep_state():
