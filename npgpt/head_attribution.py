@@ -123,20 +123,25 @@ class HeadAttribution:
     ) -> Any:
         """Every head's result in blocks 0..layer-1 stacked [layer * H, B, T, C] (TransformerLens's
         ``stack_head_results``), labelled ``L{block}H{head}``; ``incl_remainder`` adds the rest of the stream
-        leaving block layer-1 (``remainder``); ``apply_ln`` divides by the scale of the layer norm that reads
-        it (ln_final's for ``layer`` None, -1 or n_layer), as :meth:`apply_ln_to_stack`."""
-        layer = self._layer(layer, lowest=1)  # type: ignore[attr-defined]
+        leaving block layer-1 (``remainder``); ``layer`` 0 stacks no head, [0, B, T, C] (with ``incl_remainder`` the
+        last block's ``resid_post``), as TransformerLens's; ``apply_ln`` divides by the scale of the layer norm that
+        reads it (ln_final's for ``layer`` None, -1 or n_layer), as :meth:`apply_ln_to_stack`."""
+        layer = self._layer(layer)  # type: ignore[attr-defined]
         positions = pos_index(pos_slice, self._n_positions())  # type: ignore[attr-defined]
         arrays, labels = [], []
         for i in range(layer):
             results = self.head_results(i)[..., positions, :, :]  # [..., T, H, C]
             arrays += [results[..., h, :] for h in range(results.shape[-2])]
             labels += [f"L{i}H{h}" for h in range(results.shape[-2])]
-        xp = array_namespace(*arrays)
-        if incl_remainder:
-            arrays.append(self["resid_post", layer - 1][..., positions, :] - sum(arrays[1:], arrays[0]))  # type: ignore[index]
+        if incl_remainder:  # layer 0: the last block's resid_post, all of it, as TransformerLens's
+            target = self["resid_post", layer - 1][..., positions, :]  # type: ignore[index]
+            arrays.append(target - sum(arrays[1:], arrays[0]) if arrays else target)
             labels.append("remainder")
-        stack = xp.stack(arrays, axis=0)
+        if arrays:
+            stack = array_namespace(*arrays).stack(arrays, axis=0)
+        else:  # no head and no remainder: an empty stack [0, ..., T, C]
+            like = self["resid_pre", 0][..., positions, :]  # type: ignore[index]
+            stack = array_namespace(like).zeros((0, *like.shape), dtype=like.dtype)
         if apply_ln:
             stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos_slice)  # type: ignore[attr-defined]
         return (stack, labels) if return_labels else stack

@@ -1249,7 +1249,8 @@ def test_head_results_and_logit_attributions_equal_transformer_lens(tmp_path):
     for kw in [
         {}, {"layer": 1}, {"layer": 2, "incl_remainder": True}, {"apply_ln": True}, {"pos_slice": -1},
         {"incl_remainder": True, "apply_ln": True, "pos_slice": (3, 7)}, {"layer": -1, "pos_slice": [3, 6]},
-    ]:  # fmt: skip
+        {"layer": 0}, {"layer": 0, "incl_remainder": True}, {"layer": 0, "apply_ln": True, "pos_slice": -1},
+    ]:  # fmt: skip  # layer 0 (no head; the remainder all the stream) was refused
         ours, labels = cache.stack_head_results(return_labels=True, **kw)
         theirs, tl_labels = tl_cache.stack_head_results(return_labels=True, **kw)
         assert labels == tl_labels, kw
@@ -1274,7 +1275,7 @@ def test_head_results_and_logit_attributions_equal_transformer_lens(tmp_path):
         (lambda: cache.logit_attrs(last, " the cat", pos_slice=-1), "must be one token of the model's tokenizer"),
         (lambda: cache.logit_attrs(last, config.n_vocab, pos_slice=-1), r"tokens must be token ids in \[0, 50257\)"),
         (lambda: cache.logit_attrs(last, 5, np.array([1, 2]), pos_slice=-1), "tokens and incorrect_tokens must have"),
-        (lambda: cache.stack_head_results(layer=0), r"layer must be a whole number in \[1, 3\]"),
+        (lambda: cache.stack_head_results(layer=4), r"layer must be a whole number in \[0, 3\]"),
         (lambda: engine_cache.logit_attrs(last, " the", pos_slice=-1), "is text, and the model has no tokenizer"),
     ]:
         with pytest.raises(NpgptError, match=says):
