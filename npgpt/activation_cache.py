@@ -344,7 +344,9 @@ class ActivationCache(HeadAttribution, NeuronAttribution, dict):
         """A stack [components, B, T, C] of residual-stream parts as block ``layer``'s layer norm sees them
         (TransformerLens's ``apply_ln_to_stack``): each centred and divided by that norm's cached scale
         (ln1's, ln2's with ``mlp_input``, ln_final's for ``layer`` None, -1 or n_layer). With
-        ``recompute_ln`` at the unembed, the final layer norm itself (its own statistics, g and b) on each."""
+        ``recompute_ln`` at the unembed, the final layer norm itself (its own statistics, g and b) on each.
+        ``batch_slice`` picks the rows of the stack and of the scale; with ``has_batch_dim=False`` the stack has no
+        batch axis (one row, already taken), and ``batch_slice`` picks that row's scale, as TransformerLens's."""
         layer = self._layer(layer)
         batch = _positions(batch_slice)  # the same forms index the batch axis
         if has_batch_dim:
@@ -358,6 +360,6 @@ class ActivationCache(HeadAttribution, NeuronAttribution, dict):
             "ln_final.hook_scale" if layer == self.n_layer else f"blocks.{layer}.ln{2 if mlp_input else 1}.hook_scale"
         )
         scale = self[name][..., _positions(pos_slice, self._n_positions()), :]
-        if batch_slice is not None and has_batch_dim:
+        if batch_slice is not None and self.has_batch_dim:  # the cache's rows, whether the stack has them or not
             scale = scale[batch]
         return residual_stack / scale

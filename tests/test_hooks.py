@@ -1542,6 +1542,32 @@ def test_a_hook_reading_transformer_lens_s_hook_ctx_is_told_where_to_keep_state(
         hooks.HookName("hook_embed").colour  # noqa: B018
 
 
+def test_one_rows_stack_of_a_batchs_cache_takes_that_rows_scale_as_transformer_lens(odd):
+    """cache.apply_ln_to_stack(stack[:, 0], batch_slice=0, has_batch_dim=False) (and logit_attrs so), a stack of one
+    row of a batch's cache, divided it by every row's scale: NumPy's 'operands could not be broadcast' (a batch of as
+    many rows as components: wrong numbers). TransformerLens takes the row's scale (batch_slice on the cache's rows,
+    has_batch_dim on the stack's); so does npgpt now."""
+    import torch
+
+    model, br = odd
+    texts = ["The cat sat on the", "Hello there"]
+    _, cache = model.run_with_cache(texts)
+    with torch.no_grad():
+        _, tl_cache = br.run_with_cache(texts)
+    stack, tl_stack = cache.decompose_resid(), tl_cache.decompose_resid()
+    for row, pos in ((0, None), (1, -1)):
+        ours, theirs = stack[:, row], tl_stack[:, row]
+        if pos is not None:
+            ours, theirs = ours[:, pos], theirs[:, pos]
+        kw = {"batch_slice": row, "pos_slice": pos, "has_batch_dim": False}
+        np.testing.assert_allclose(
+            cache.apply_ln_to_stack(ours, **kw), as_numpy(tl_cache.apply_ln_to_stack(theirs, **kw)), atol=1e-4
+        )
+        np.testing.assert_allclose(
+            cache.logit_attrs(ours, 5, **kw), as_numpy(tl_cache.logit_attrs(theirs, 5, **kw)), atol=1e-4, rtol=1e-4
+        )
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_remove_batch_dim_gives_transformer_lens_s_batchless_cache(odd, backend):
     """run_with_cache(..., remove_batch_dim=True) and cache.remove_batch_dim() were refused; a one-row run's
