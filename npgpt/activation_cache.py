@@ -362,4 +362,19 @@ class ActivationCache(HeadAttribution, NeuronAttribution, dict):
         scale = self[name][..., _positions(pos_slice, self._n_positions()), :]
         if batch_slice is not None and self.has_batch_dim:  # the cache's rows, whether the stack has them or not
             scale = scale[batch]
+        _check_stack(residual_stack, scale)
         return residual_stack / scale
+
+
+def _check_stack(residual_stack: Any, scale: Any) -> None:
+    """NpgptError unless ``residual_stack`` [components, ..., C] holds the rows and positions of ``scale`` [..., 1],
+    the layer norm scale it is divided by: a stack sliced at a position with no ``pos_slice`` given broadcast
+    against every position's scale, [components, 1, C] / [1, T, 1], to [components, T, C] of wrong numbers."""
+    want, got = tuple(scale.shape[:-1]), tuple(residual_stack.shape)
+    if len(got) < len(want) + 1 or got[len(got) - 1 - len(want) : -1] != want:
+        rows = "".join(f"{n}, " for n in want)
+        raise NpgptError(
+            f"residual_stack has shape {got}, and the cached layer norm scale it is divided by covers rows and "
+            f"positions {want} (after pos_slice and batch_slice): a stack [components, {rows}C]; pass the pos_slice "
+            "and batch_slice the stack was sliced with"
+        )

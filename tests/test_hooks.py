@@ -1568,6 +1568,29 @@ def test_one_rows_stack_of_a_batchs_cache_takes_that_rows_scale_as_transformer_l
         )
 
 
+def test_a_stack_not_sliced_as_pos_slice_and_batch_slice_say_is_refused_not_broadcast(odd):
+    """cache.logit_attrs(stack[:, :, -1], token) on a one-row cache, the stack taken at the last position but no
+    pos_slice=-1 given, divided the last position's vectors by every position's scale ([8, 1, C] / [1, T, 1]) and
+    returned [8, T] attributions, silently wrong (TransformerLens's too); a batch's gave NumPy's 'operands could not
+    be broadcast'. A stack whose rows and positions are not the scale's is now one line naming both shapes."""
+    model, _ = odd
+    _, one = model.run_with_cache("The cat sat on the")
+    _, two = model.run_with_cache(["The cat sat on the", "Hello there"])
+    says = r"residual_stack has shape \(8, (1|2), 48\), and the cached layer norm scale it is divided by covers rows"
+    for cache in (one, two):
+        last = cache.decompose_resid()[:, :, -1]
+        for method, args in (("logit_attrs", (last, 5)), ("apply_ln_to_stack", (last,))):
+            with pytest.raises(
+                NpgptError, match=says + r" and positions \((1|2), 6\) \(after pos_slice and batch_slice"
+            ):
+                getattr(cache, method)(*args)
+        right = cache.logit_attrs(last, 5, pos_slice=-1)  # said as sliced: the last position's attributions
+        np.testing.assert_allclose(right, cache.logit_attrs(cache.decompose_resid(), 5)[:, :, -1], atol=1e-5)
+    with pytest.raises(NpgptError, match=r"a stack \[components, 2, 6, C\]"):
+        two.apply_ln_to_stack(two.decompose_resid()[:, :1])  # a row taken with no batch_slice
+    assert two.apply_ln_to_stack(two["resid_post", 2]).shape == (2, 6, 48)  # a stream with no components axis: as there
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_remove_batch_dim_gives_transformer_lens_s_batchless_cache(odd, backend):
     """run_with_cache(..., remove_batch_dim=True) and cache.remove_batch_dim() were refused; a one-row run's
