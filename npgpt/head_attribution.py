@@ -200,4 +200,15 @@ class HeadAttribution:
         if has_batch_dim and not is_integer(batch_slice) and scaled.ndim == 4 and directions.ndim == 2:
             if directions.shape[0] == scaled.shape[1]:  # one token per row: the same at every position
                 directions = directions[:, None, :]
+        try:  # NumPy's "operands could not be broadcast", or a stack grown by the tokens' axes: refused
+            fits = np.broadcast_shapes(tuple(scaled.shape), tuple(directions.shape)) == tuple(scaled.shape)
+        except ValueError:
+            fits = False
+        if not fits:
+            raise NpgptError(
+                f"tokens of shape {tuple(directions.shape[:-1])} do not fit the stack's rows and positions "
+                f"{tuple(scaled.shape[1:-1])}: give one id, one per row [B] or one per row and position [B, T], of "
+                "the rows and positions the stack holds (after batch_slice and pos_slice)",
+                param="tokens",
+            )
         return xp.sum(scaled * directions, axis=-1)

@@ -1591,6 +1591,32 @@ def test_a_stack_not_sliced_as_pos_slice_and_batch_slice_say_is_refused_not_broa
     assert two.apply_ln_to_stack(two["resid_post", 2]).shape == (2, 6, 48)  # a stream with no components axis: as there
 
 
+def test_logit_attrs_tokens_that_do_not_fit_the_stack_are_one_line(odd):
+    """cache.logit_attrs(stack, tokens) with one token per row [B] of a stack sliced to one row (batch_slice=0) was
+    NumPy's 'operands could not be broadcast together with shapes (8,6,48) (2,48)' (TransformerLens's: torch's
+    RuntimeError); a one-row cache's stack taken at the last position with the tokens of every position [1, T]
+    broadcast to [8, T] attributions, silently wrong. Tokens that do not fit the stack's rows and positions are now
+    one line naming both."""
+    model, _ = odd
+    texts = ["The cat sat on the", "Hello there"]
+    _, cache = model.run_with_cache(texts)
+    stack = cache.decompose_resid()
+    says = r"tokens of shape \(2,\) do not fit the stack's rows and positions \(6,\): give one id, one per row \[B\]"
+    with pytest.raises(NpgptError, match=says):
+        cache.logit_attrs(stack, np.array([5, 9]), batch_slice=0)
+    assert cache.logit_attrs(stack, 5, batch_slice=0).shape == (8, 6)
+    ids = model.to_tokens(texts[0])  # [1, 6]
+    _, one = model.run_with_cache(ids)
+    last = one.decompose_resid(pos_slice=-1)  # [8, 1, C]
+    with pytest.raises(NpgptError, match=r"tokens of shape \(1, 6\) do not fit the stack's rows and positions \(1,\)"):
+        one.logit_attrs(last, ids, pos_slice=-1)
+    np.testing.assert_allclose(  # the tokens at that position: the attributions of the whole stack's there
+        one.logit_attrs(last, ids[:, -1], pos_slice=-1),
+        one.logit_attrs(one.decompose_resid(), ids)[:, :, -1],
+        atol=1e-5,
+    )
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_remove_batch_dim_gives_transformer_lens_s_batchless_cache(odd, backend):
     """run_with_cache(..., remove_batch_dim=True) and cache.remove_batch_dim() were refused; a one-row run's
