@@ -348,7 +348,8 @@ class ActivationCache(HeadAttribution, NeuronAttribution, dict):
         ``batch_slice`` picks the rows of the stack and of the scale; with ``has_batch_dim=False`` the stack has no
         batch axis (one row, already taken), and ``batch_slice`` picks that row's scale, as TransformerLens's."""
         layer = self._layer(layer)
-        batch = _positions(batch_slice)  # the same forms index the batch axis
+        rows = len(self[next(iter(self))]) if self.has_batch_dim and len(self) else None
+        batch = _positions(batch_slice, rows, name="batch_slice", unit="row")  # the same forms index the batch axis
         if has_batch_dim:
             residual_stack = residual_stack[:, batch]
         if recompute_ln and layer == self.n_layer:

@@ -47,11 +47,12 @@ def head_results(z: Any, w: Any, backend: Backend) -> Any:
     return (z[..., None, :] @ w)[..., 0, :]  # [..., T, H, 1, D] @ [H, D, C] -> [..., T, H, 1, C]
 
 
-def pos_index(pos_slice: Any, n_positions: int | None = None) -> Any:
+def pos_index(pos_slice: Any, n_positions: int | None = None, name: str = "pos_slice", unit: str = "position") -> Any:
     """TransformerLens's ``pos_slice`` as an index of the position axis: an int (the axis goes),
     a tuple (``slice(*t)``), a slice, a list or array of positions, or None (all). With ``n_positions``, a
     position outside ``[-n_positions, n_positions)`` raises :class:`NpgptError` naming it (NumPy's IndexError, or
-    an empty cache where one position was sliced; TransformerLens raises too); a slice is cut to them, as Python's."""
+    an empty cache where one position was sliced; TransformerLens raises too); a slice is cut to them, as Python's.
+    The same forms index other axes: ``name`` and ``unit`` name the argument in errors (``batch_slice``, a row)."""
     if is_integer(pos_slice):
         index: Any = int(pos_slice)
     elif pos_slice is None:
@@ -64,17 +65,17 @@ def pos_index(pos_slice: Any, n_positions: int | None = None) -> Any:
         index = np.asarray(pos_slice)
     else:
         raise NpgptError(
-            f"pos_slice must be a position, a (stop,)/(start, stop[, step]) tuple, a slice or a list of positions, "
+            f"{name} must be a {unit}, a (stop,)/(start, stop[, step]) tuple, a slice or a list of {unit}s, "
             f"got {shown(pos_slice)}",
-            param="pos_slice",
+            param=name,
         )
     if n_positions is not None:
         outside = [int(p) for p in np.ravel(index) if not -n_positions <= p < n_positions]
         if outside:
             raise NpgptError(
-                f"pos_slice has position {outside[0]}, outside this input's {n_positions} positions "
+                f"{name} has {unit} {outside[0]}, outside this input's {n_positions} {unit}s "
                 f"[-{n_positions}, {n_positions - 1}]",
-                param="pos_slice",
+                param=name,
             )
     return index
 

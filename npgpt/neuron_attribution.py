@@ -26,7 +26,7 @@ class NeuronAttribution:
     def _neurons(self, neuron_slice: Any) -> Any:
         """TransformerLens's ``neuron_slice`` as an index of the MLP's neurons, checked against their count."""
         d_mlp = self.model.config.d_mlp
-        neurons = pos_index(neuron_slice)
+        neurons = pos_index(neuron_slice, name="neuron_slice", unit="neuron")
         try:
             np.arange(d_mlp)[neurons]
         except IndexError:

@@ -238,6 +238,36 @@ def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
             call()
 
 
+def test_neuron_slice_and_batch_slice_errors_name_them_not_pos_slice():
+    """cache.get_neuron_results(1, neuron_slice='3') said 'pos_slice must be a position, ...', naming an argument not
+    given; apply_ln_to_stack(stack, batch_slice='x') (logit_attrs too) the same, and batch_slice=5 of 2 rows was
+    NumPy's 'index 5 is out of bounds for axis 1 with size 2'. Each now names its own argument and unit."""
+    model = GPT2(ODD, scaled_params(ODD, 1))
+    _, cache = model.run_with_cache([[5, 6, 7], [8, 9, 10]])
+    stack = cache.decompose_resid()
+    for call, message in [
+        (lambda: cache.get_neuron_results(1, neuron_slice="3"), r"^neuron_slice must be a neuron, a \(stop,\)"),
+        (
+            lambda: cache.stack_neuron_results(1, neuron_slice=1.5),
+            r"^neuron_slice must be a neuron, .* list of neurons",
+        ),
+        (
+            lambda: cache.apply_ln_to_stack(stack, batch_slice="x"),
+            r"^batch_slice must be a row, .* list of rows, got 'x'",
+        ),
+        (
+            lambda: cache.logit_attrs(stack, 5, batch_slice=5),
+            r"^batch_slice has row 5, outside this input's 2 rows \[-2, 1\]",
+        ),
+        (lambda: cache.apply_ln_to_stack(stack, batch_slice=[0, -3]), r"^batch_slice has row -3, outside"),
+        (lambda: cache.accumulated_resid(pos_slice="last"), r"^pos_slice must be a position, .* list of positions"),
+    ]:
+        with pytest.raises(NpgptError, match=message) as caught:
+            call()
+        assert caught.value.param in message
+    assert cache.logit_attrs(stack, 5, batch_slice=-1).shape == (8, 3)
+
+
 def test_transformer_lens_cache_methods_npgpt_has_not_name_its_way(odd):
     """cache.remove_batch_dim(), cache.logit_attrs(...) and the head/neuron helpers were bare
     AttributeErrors; now one line naming the way to the same numbers (logit_attrs and stack_head_results
