@@ -36,6 +36,25 @@ class NeuronAttribution:
             ) from None
         return neurons
 
+    def _onto(self, project_output_onto: Any, like: Any) -> Any:
+        """``project_output_onto``, a direction [C] or directions [C, k] of the residual stream, as float32 in
+        ``like``'s library; anything else refused in one line (NumPy's matmul error named its gufunc signature)."""
+        C = self.model.config.n_embd
+        try:
+            onto = np.asarray(
+                project_output_onto.detach().cpu() if hasattr(project_output_onto, "detach") else project_output_onto
+            )
+        except (TypeError, ValueError):
+            onto = np.asarray(None)
+        if onto.dtype.kind not in "iuf" or onto.ndim not in (1, 2) or onto.shape[0] != C:
+            shape = f"shape {onto.shape}" if onto.dtype.kind in "iuf" else shown(project_output_onto)
+            raise NpgptError(
+                f"project_output_onto must be a direction [{C}] or directions [{C}, k] of the residual stream, "
+                f"got {shape}",
+                param="project_output_onto",
+            )
+        return array_namespace(like).asarray(onto.astype(np.float32))
+
     def get_neuron_results(
         self, layer: int, neuron_slice: Any = None, pos_slice: Any = None, project_output_onto: Any = None
     ) -> Any:
@@ -50,9 +69,8 @@ class NeuronAttribution:
         acts, w_out = acts[..., neurons], w_out[neurons]  # [..., T, n], [n, C]
         if project_output_onto is None:
             return acts[..., None] * w_out
-        onto = array_namespace(acts).asarray(np.asarray(project_output_onto, np.float32))
-        projected = w_out @ onto  # [n, k] or [n]
-        return acts * projected if onto.ndim == 1 else acts[..., None] * projected
+        projected = w_out @ self._onto(project_output_onto, acts)  # [n, k] or [n]
+        return acts * projected if projected.ndim == 1 else acts[..., None] * projected
 
     def stack_neuron_results(
         self,
@@ -63,13 +81,14 @@ class NeuronAttribution:
         incl_remainder: bool = False,
         apply_ln: bool = False,
         mlp_input: bool = False,
+        project_output_onto: Any = None,
     ) -> Any:
         """Every neuron's result in blocks 0..layer-1 stacked [layer * neurons, ..., T, C] (TransformerLens's
         ``stack_neuron_results``), labelled ``L{block}N{neuron}``; ``incl_remainder`` adds the rest of the stream
         the stack is part of (``remainder``: ``resid_post`` of block layer-1, or with ``mlp_input`` block layer's
         ``resid_mid``; for ``layer`` 0 the last block's ``resid_post``, as TransformerLens's); ``apply_ln`` divides by
-        the scale of the layer norm that reads it, as :meth:`apply_ln_to_stack`. For a projection onto
-        directions, ``@`` the stack with them."""
+        the scale of the layer norm that reads it, as :meth:`apply_ln_to_stack`; ``project_output_onto`` a direction
+        [C] (or directions [C, k]) each component is projected onto, in place of its C axis, as TransformerLens's."""
         layer = self._layer(layer)  # type: ignore[attr-defined]
         neurons = self._neurons(neuron_slice)
         if is_integer(neurons):  # the layers' neurons are stacked on that axis: it stays
@@ -90,4 +109,6 @@ class NeuronAttribution:
             labels.append("remainder")
         if apply_ln:
             stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice)  # type: ignore[attr-defined]
+        if project_output_onto is not None:
+            stack = stack @ self._onto(project_output_onto, stack)  # [components, ..., C] -> [..., k] or [...]
         return (stack, labels) if return_labels else stack

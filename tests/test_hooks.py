@@ -1242,15 +1242,30 @@ def test_neuron_results_equal_transformer_lens(odd):
         {"layer": 3, "neuron_slice": 4, "pos_slice": -1, "apply_ln": True, "incl_remainder": True},
         {"layer": 1, "neuron_slice": (0, 30), "mlp_input": True, "incl_remainder": True, "apply_ln": True},
         {"layer": 0, "incl_remainder": True}, {"layer": 2, "neuron_slice": [3, 1], "pos_slice": [0, 2]},
+        {"layer": 2, "project_output_onto": direction},  # project_output_onto was a TypeError here
+        {"layer": 3, "apply_ln": True, "incl_remainder": True, "pos_slice": -1, "project_output_onto": direction[:, 1]},
     ]:  # fmt: skip
         (ours, labels), (theirs, tl_labels) = (
             cache.stack_neuron_results(return_labels=True, **kw),
-            tl_cache.stack_neuron_results(return_labels=True, **kw),
+            tl_cache.stack_neuron_results(
+                return_labels=True, **{k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+            ),
         )
         assert labels == tl_labels, kw
         np.testing.assert_allclose(ours, as_numpy(theirs), atol=1e-4, rtol=1e-4, err_msg=str(kw))
     with pytest.raises(NpgptError, match=r"neuron_slice 500 is outside this model's 192 neurons \[0, 191\]"):
         cache.get_neuron_results(0, neuron_slice=500)
+    for onto, got in [  # NumPy's 'matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc ...'
+        (direction.T, r"shape \(2, 48\)"),
+        (direction[:-1, 0], r"shape \(47,\)"),
+        (direction[None], r"shape \(1, 48, 2\)"),
+        ("up", "'up'"),
+        (np.float32(1), r"shape \(\)"),
+    ]:
+        for method in ("get_neuron_results", "stack_neuron_results"):
+            with pytest.raises(NpgptError, match=r"project_output_onto must be a direction \[48\] or directions "
+                               rf"\[48, k\] of the residual stream, got {got}$"):  # fmt: skip
+                getattr(cache, method)(1, project_output_onto=onto)
 
 
 def test_head_results_and_logit_attributions_equal_transformer_lens(tmp_path):
