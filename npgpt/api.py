@@ -181,6 +181,7 @@ class GPT2:
                 "model(ids, return_type='both') for (logits, loss); model.score(text) for a text's",
                 param="return_type",
             )
+        refuse_lens_options(other, "model")
         return self.run_with_hooks(
             input,
             (),
@@ -216,7 +217,7 @@ class GPT2:
         ``return_type`` "loss", "both" or None in place of the logits, as there."""
         from .hooks import run_with_cache
 
-        refuse_lens_options(other)
+        refuse_lens_options(other, "run_with_cache")
         return run_with_cache(
             self,
             ids,
@@ -251,7 +252,7 @@ class GPT2:
         ``ids`` may be text, and ``return_type`` "loss", "both" or None, as in :meth:`run_with_cache`."""
         from .hooks import run_with_hooks
 
-        refuse_lens_options(other)
+        refuse_lens_options(other, "run_with_hooks")
         return run_with_hooks(
             self,
             ids,

@@ -72,16 +72,48 @@ LENS_SAME = {
 }
 
 
-def refuse_lens_options(other: dict[str, Any]) -> None:
-    """A keyword the hooks do not take: NpgptError naming npgpt's way for TransformerLens's, not a TypeError;
-    one with the value that asks for what npgpt does anyway (TransformerLens's default) is accepted."""
+# What each hooked run takes by name (its input aside), for the one-line refusal of anything else
+TAKES = {
+    "run_with_cache": (
+        "names_filter", "attention_mask", "fwd_hooks", "host", "prepend_bos", "padding_side", "return_type",
+        "loss_per_token", "remove_batch_dim", "stop_at_layer", "start_at_layer", "pos_slice",
+    ),
+    "run_with_hooks": (
+        "fwd_hooks", "attention_mask", "prepend_bos", "padding_side", "return_type", "loss_per_token",
+        "stop_at_layer", "start_at_layer",
+    ),
+    "model": (
+        "return_type", "loss_per_token", "prepend_bos", "padding_side", "attention_mask", "stop_at_layer",
+        "start_at_layer",
+    ),
+}  # fmt: skip
+# ... and where an option of one of them asked of another is
+_ELSEWHERE = {
+    "names_filter": "run_with_cache takes it: model.run_with_cache(input, names_filter=...)",
+    "host": "run_with_cache takes it: model.run_with_cache(input, host=False)",
+    "fwd_hooks": "run_with_hooks takes them: model.run_with_hooks(input, fwd_hooks=[(name, fn)])",
+}
+
+
+def refuse_lens_options(other: dict[str, Any], method: str = "run_with_cache") -> None:
+    """A keyword ``method`` (a key of :data:`TAKES`) does not take: NpgptError naming npgpt's way for
+    TransformerLens's, the method that takes it, or the option meant (a misspelling), not a TypeError; one with the
+    value that asks for what npgpt does anyway (TransformerLens's default) is accepted."""
+    import difflib
+
+    takes = TAKES[method]
     for name, value in other.items():
-        if name in LENS_SAME and LENS_SAME[name](value):
+        if name in takes or (name in LENS_SAME and LENS_SAME[name](value)):
             continue
-        valid = (
-            "names_filter, attention_mask, fwd_hooks, host, prepend_bos, padding_side, return_type, loss_per_token, "
-            "stop_at_layer, start_at_layer"
-        )
-        hint = LENS_OPTIONS.get(name, f"valid: {valid}")
         what = f"{name}={shown(value)} is not npgpt's" if name in LENS_SAME else f"unknown option {name!r}"
+        if name in LENS_OPTIONS:
+            hint = LENS_OPTIONS[name]
+        elif name in _ELSEWHERE:
+            what, hint = (
+                f"{'model(input)' if method == 'model' else f'model.{method}'} takes no {name}",
+                _ELSEWHERE[name],
+            )
+        else:
+            close = difflib.get_close_matches(name, takes, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(takes)}"
         raise NpgptError(f"{what}; {hint}", param=name)

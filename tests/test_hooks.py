@@ -952,6 +952,36 @@ def test_transformer_lens_options_of_run_with_cache_name_npgpts_way(odd):
     assert set(lens_names.LENS_OPTIONS) | set(lens_names.LENS_SAME) <= lens  # TransformerLens's own names
 
 
+def test_an_option_a_hooked_run_does_not_take_names_the_run_that_does_or_the_option_meant(odd):
+    """model(ids, fwd_hooks=[...]) was a TypeError (run_with_hooks() got multiple values for argument 'fwd_hooks');
+    run_with_hooks(ids, names_filter=...) (or host=) said "unknown option 'names_filter'; valid: names_filter, ...",
+    listing it as valid; a misspelling (name_filter) was answered with the whole list. Each now names the run that
+    takes the option, or the option meant."""
+    model, _ = odd
+    ids = np.arange(5) + 7
+    hook = [("blocks.1.attn.hook_z", zero_head_1)]
+    for call, says in [
+        (lambda: model(ids, fwd_hooks=hook), r"^model\(input\) takes no fwd_hooks; run_with_hooks takes them: "),
+        (lambda: model(ids, names_filter="hook_embed"), r"^model\(input\) takes no names_filter; run_with_cache takes"),
+        (
+            lambda: model.run_with_hooks(ids, names_filter="hook_embed"),
+            r"^model\.run_with_hooks takes no names_filter; run_with_cache takes it: model\.run_with_cache\(input, "
+            r"names_filter=\.\.\.\)$",
+        ),
+        (lambda: model.run_with_hooks(ids, host=False), r"^model\.run_with_hooks takes no host; run_with_cache takes"),
+        (
+            lambda: model.run_with_cache(ids, name_filter="hook_embed"),
+            r"^unknown option 'name_filter'; did you mean 'names_filter'\?$",
+        ),
+        (lambda: model.run_with_hooks(ids, fwd_hook=hook), r"^unknown option 'fwd_hook'; did you mean 'fwd_hooks'\?$"),
+        (lambda: model(ids, return_typ="loss"), r"^unknown option 'return_typ'; did you mean 'return_type'\?$"),
+        (lambda: model(ids, colour=1), r"^unknown option 'colour'; valid: return_type, loss_per_token, prepend_bos"),
+    ]:
+        with pytest.raises(NpgptError, match=says):
+            call()
+    np.testing.assert_array_equal(model(ids, stop_at_layer=1), model.run_with_cache(ids)[1]["resid_post", 0])
+
+
 TEXTS = ["The cat sat on the mat", "Hi<|endoftext|> there", "A"]
 
 
