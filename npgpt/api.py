@@ -197,7 +197,7 @@ class GPT2:
 
     def run_with_cache(
         self,
-        ids: Any,
+        ids: Any = _MISSING,
         names_filter: Any = None,
         attention_mask: Any = None,
         fwd_hooks: Any = (),
@@ -213,10 +213,12 @@ class GPT2:
         **other: Any,
     ) -> tuple[Any, dict[str, Any]]:
         """``(logits, cache)`` with TransformerLens's hook names and shapes; see ``hooks.run_with_cache``.
-        ``ids`` may be text, read as TransformerLens reads it: ``<|endoftext|>`` first (:meth:`to_tokens`);
+        ``ids`` (or TransformerLens's ``input=``) may be text, read as TransformerLens reads it: ``<|endoftext|>`` first
+        (:meth:`to_tokens`);
         ``return_type`` "loss", "both" or None in place of the logits, as there."""
         from .hooks import run_with_cache
 
+        ids = _lens_input(ids, other, "run_with_cache")
         refuse_lens_options(other, "run_with_cache")
         return run_with_cache(
             self,
@@ -237,7 +239,7 @@ class GPT2:
 
     def run_with_hooks(
         self,
-        ids: Any,
+        ids: Any = _MISSING,
         fwd_hooks: Any = (),
         attention_mask: Any = None,
         prepend_bos: bool | None = None,
@@ -252,6 +254,7 @@ class GPT2:
         ``ids`` may be text, and ``return_type`` "loss", "both" or None, as in :meth:`run_with_cache`."""
         from .hooks import run_with_hooks
 
+        ids = _lens_input(ids, other, "run_with_hooks")
         refuse_lens_options(other, "run_with_hooks")
         return run_with_hooks(
             self,
@@ -551,6 +554,19 @@ def _check_options(method: str, other: dict[str, Any], valid: tuple[str, ...]) -
         close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else f"{method} takes {', '.join(valid)}"
         raise NpgptError(f"unknown option {name!r}; {_OPTIONS_FOREIGN[method].get(name, hint)}", param=name)
+
+
+def _lens_input(ids: Any, other: dict[str, Any], method: str) -> Any:
+    """The input of a hooked run: by position, or by TransformerLens's keyword ``input=`` (taken out of ``other``)."""
+    if "input" in other:
+        if ids is not _MISSING:
+            raise NpgptError(f"{method} got the input twice, by position and as input=; pass it once", param="input")
+        return other.pop("input")
+    if ids is _MISSING:
+        raise NpgptError(
+            f"{method} needs the input: model.{method}(text or token ids [B, T] or [T], ...)", param="input"
+        )
+    return ids
 
 
 def _check_auto_rows(auto_rows: Any) -> None:

@@ -982,6 +982,26 @@ def test_an_option_a_hooked_run_does_not_take_names_the_run_that_does_or_the_opt
     np.testing.assert_array_equal(model(ids, stop_at_layer=1), model.run_with_cache(ids)[1]["resid_post", 0])
 
 
+def test_the_hooked_runs_take_their_input_as_transformer_lens_s_input_keyword(odd):
+    """model.run_with_cache(input="text") and run_with_hooks(input=ids, fwd_hooks=...), TransformerLens's keyword
+    (model(input=...) took it already), were TypeErrors: missing 1 required positional argument: 'ids'. Both take it
+    now; the input given twice, or not at all, is one line."""
+    model, _ = odd
+    hook = [("blocks.1.attn.hook_z", zero_head_1)]
+    logits, cache = model.run_with_cache(input="The cat sat", names_filter="hook_embed")
+    np.testing.assert_array_equal(logits, model.run_with_cache("The cat sat")[0])
+    assert list(cache) == ["hook_embed"]
+    np.testing.assert_array_equal(
+        model.run_with_hooks(input="The cat sat", fwd_hooks=hook), model.run_with_hooks("The cat sat", hook)
+    )
+    for call, says in [
+        (lambda: model.run_with_cache("The cat", input="The dog"), "run_with_cache got the input twice"),
+        (lambda: model.run_with_hooks(fwd_hooks=hook), r"run_with_hooks needs the input: model\.run_with_hooks\(text"),
+    ]:
+        with pytest.raises(NpgptError, match=says):
+            call()
+
+
 TEXTS = ["The cat sat on the mat", "Hi<|endoftext|> there", "A"]
 
 
