@@ -95,7 +95,7 @@ def _hook_points(i: int, name: Any, n_layer: int) -> Callable[[str], bool]:
     """Which hook points ``fwd_hooks``' item ``i`` is for: ``name`` a hook name, a list of them or a function of a
     name (:func:`~npgpt.hook_points.name_filter`); anything else refused as that item's, never as names_filter."""
     if isinstance(name, str) or callable(name):
-        return name_filter(name, n_layer)
+        return name_filter(name, n_layer, f"fwd_hooks' item {i}'s name")
     if isinstance(name, (list, tuple, set, frozenset)) and name and all(isinstance(n, str) for n in name):
         return name_filter(name, n_layer)
     give = "a hook name such as 'blocks.0.attn.hook_pattern', a list of them or a function of a name"

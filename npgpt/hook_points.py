@@ -10,8 +10,10 @@ shorthand (``utils.get_act_name``). Both the hooked runs (``hooks.py``) and the 
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from .errors import NpgptError
 
@@ -90,12 +92,14 @@ def hook_names(n_layer: int, inputs: bool = False) -> list[str]:
     return ["hook_embed", "hook_pos_embed", *blocks, "ln_final.hook_scale", "ln_final.hook_normalized"]
 
 
-def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool]:
+def name_filter(names_filter: NamesFilter, n_layer: int, what: str = "names_filter") -> Callable[[str], bool]:
     """A predicate over hook names from TransformerLens's ``names_filter`` forms: None (every hook),
-    a name, a list of names, or a callable. Unknown names raise :class:`NpgptError`."""
+    a name, a list of names, or a callable. Unknown names raise :class:`NpgptError`, and so does a callable that
+    cannot be called with one name (``what`` names it: ``names_filter``, or a ``fwd_hooks`` item's)."""
     if names_filter is None:
         return lambda name: True
     if callable(names_filter):
+        _check_one_name(names_filter, what)
         return names_filter
     names = [names_filter] if isinstance(names_filter, str) else None
     if names is None and isinstance(names_filter, Iterable):
@@ -113,6 +117,23 @@ def name_filter(names_filter: NamesFilter, n_layer: int) -> Callable[[str], bool
             f"npgpt.hooks.hook_names({n_layer}), e.g. 'blocks.0.attn.hook_pattern'" + "".join(f"; {h}" for h in hints)
         )
     return wanted.__contains__
+
+
+def _check_one_name(fn: Callable[..., Any], what: str) -> None:
+    """NpgptError, before the run, for a function of names that cannot take one name (``lambda: True``, or a hook
+    ``fn(activation, hook)`` given as names_filter), where Python's TypeError named neither it nor the form."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (a builtin, str.startswith's bound method): as it is
+        return
+    try:
+        signature.bind("blocks.0.hook_resid_pre")
+    except TypeError as e:
+        raise NpgptError(
+            f"{what} is a function that cannot be called with one hook name ({e}); a function of names takes the "
+            "name and says whether to keep it: lambda name: name.endswith('hook_pattern')",
+            param="names_filter" if what == "names_filter" else "fwd_hooks",
+        ) from None
 
 
 def named(names_filter: NamesFilter, switched: frozenset[str] = frozenset()) -> Callable[[str], bool]:

@@ -504,6 +504,29 @@ def test_names_filter_forms_and_errors():
         model.run_with_cache([ODD.n_vocab])
 
 
+def test_a_names_filter_function_that_cannot_take_a_name_is_refused_before_the_run(odd):
+    """run_with_cache(ids, names_filter=lambda: True), or a hook fn(activation, hook) passed as names_filter, was
+    Python's bare TypeError from inside the run ('<lambda>() takes 0 positional arguments but 1 was given'), naming
+    neither names_filter nor the form it takes; a fwd_hooks item's function of names the same. Each is now one line
+    before the run; functions that take a name (a regex's search, str methods bound) run as before."""
+    import re
+
+    model, _ = odd
+    ids = np.arange(5) + 7
+    for names_filter in (lambda: True, zero_head_1, lambda a, b, c: True):
+        with pytest.raises(
+            NpgptError, match=r"^names_filter is a function that cannot be called with one hook name \(.*\); a function"
+        ) as caught:
+            model.run_with_cache(ids, names_filter=names_filter)
+        assert caught.value.param == "names_filter"
+    with pytest.raises(NpgptError, match=r"^fwd_hooks' item 1's name is a function that cannot be called with one"):
+        model.run_with_hooks(ids, fwd_hooks=[("hook_embed", zero_head_1), (lambda: True, zero_head_1)])
+    _, cache = model.run_with_cache(ids, names_filter=re.compile(r"hook_pattern$").search)
+    assert sorted(cache) == [f"blocks.{i}.attn.hook_pattern" for i in range(3)]
+    _, cache = model.run_with_cache(ids, names_filter=lambda name, *rest: name == "hook_embed")
+    assert list(cache) == ["hook_embed"]
+
+
 def test_an_unknown_hook_name_names_the_closest_one():
     """A misspelt hook name ('hook_patern', 'hook_attn_output', TransformerLens's shorthand 'pattern0' as a name)
     was told only that it was unknown, with one fixed example; now the line names the hook meant."""
