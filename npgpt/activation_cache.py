@@ -124,10 +124,17 @@ class ActivationCache(HeadAttribution, NeuronAttribution, dict):
             return dict.__getitem__(self, name)
         raise self._missing(key, name)
 
-    def remove_batch_dim(self) -> ActivationCache:
+    def remove_batch_dim(self, batch_size: int | None = None) -> ActivationCache:
         """TransformerLens's ``remove_batch_dim``: the cache of a one-row run with each array's batch axis
         taken away ([B=1, T, C] -> [T, C]), in place; the cache itself is returned. The helpers then stack
-        arrays without it. A cache of more rows is refused (index the rows, ``cache[name][i]``)."""
+        arrays without it. A cache of more rows is refused (index the rows, ``cache[name][i]``), and so is a
+        ``batch_size`` (TransformerLens 4's: the rows, where the caller knows them) other than 1."""
+        if batch_size is not None and not (is_integer(batch_size) and batch_size == 1):
+            raise NpgptError(
+                f"remove_batch_dim removes the batch axis of a run of one row; batch_size={shown(batch_size)} says "
+                "more: index a row, cache[name][i]",
+                param="batch_size",
+            )
         if self.has_batch_dim:
             rows = {int(a.shape[0]) for a in self.values()}
             if rows - {1}:

@@ -1763,6 +1763,10 @@ def test_remove_batch_dim_gives_transformer_lens_s_batchless_cache(odd, backend)
     _, cache = model.run_with_cache("The cat")
     assert cache.remove_batch_dim() is cache and cache["resid_pre", 0].ndim == 2
     assert cache.remove_batch_dim()["resid_pre", 0].ndim == 2  # once only, as there
+    _, cache = model.run_with_cache("The cat")  # TransformerLens 4's batch_size: was a TypeError
+    assert cache.remove_batch_dim(batch_size=1)["resid_pre", 0].ndim == 2
+    with pytest.raises(NpgptError, match=r"remove_batch_dim removes the batch axis of a run of one row; batch_size=2"):
+        model.run_with_cache("The cat")[1].remove_batch_dim(batch_size=2)
     with pytest.raises(NpgptError, match="remove_batch_dim needs a run of one row, and this cache's arrays have 2"):
         model.run_with_cache(TEXTS[:2], remove_batch_dim=True)
 
