@@ -334,7 +334,9 @@ class GPT2:
         return [self.tokenizer.decode([int(t)]) for t in ids]
 
     def to_string(self, ids: Any) -> str | list[str]:
-        """The text of token ids [T], or a list of texts for [B, T] (TransformerLens's ``to_string``)."""
+        """The text of token ids [T], or a list of texts for [B, T] (TransformerLens's ``to_string``); of one id too."""
+        if is_integer(ids):  # one id, as TransformerLens's takes it (a 0-d array was read already)
+            ids = [ids]
         ids = as_ids(ids, "to_string's input", "token ids [T] or [B, T]")
         if ids.ndim > 2:
             raise NpgptError(f"to_string takes token ids [T] or [B, T], got shape {ids.shape}")

@@ -1062,6 +1062,7 @@ def test_text_runs_as_transformer_lens_runs_it(odd):
     ids = br.to_tokens(TEXTS).numpy()
     assert model.to_string(ids) == br.to_string(ids) and model.to_string(ids[0]) == br.to_string(ids[0])
     assert model.to_str_tokens(ids[:1]) == br.to_str_tokens(ids[:1])
+    assert model.to_string(464) == br.to_string(464) == "The"  # one id: was refused ('must be token ids [T]')
     _, by_ids = model.run_with_cache(model.to_tokens("The cat"))  # ids run as given, as there
     np.testing.assert_array_equal(by_ids["resid_post", -1], model.run_with_cache("The cat")[1]["resid_post", -1])
     for call, says in (
