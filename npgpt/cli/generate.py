@@ -95,7 +95,7 @@ def generate(
         typer.Option(
             envvar="LLAMA_ARG_N_PREDICT",
             help="Tokens to generate per prompt (-1: until end of text or the context is full); not given, fewer "
-            "where the prompt leaves less of the context."
+            "where the prompt leaves less of the context.",
         ),
     ] = 64,
     temperature: TemperatureOpt = 1.0,
