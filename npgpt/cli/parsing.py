@@ -86,6 +86,7 @@ class Command(TyperCommand):
                 e.ctx = ctx
             _repeat_the_value(e)
             _as_typed(e, typed)
+            _variable_only_if_read(e, ctx)
             raise
         finally:
             ctx.allow_extra_args = allow_extra
@@ -268,6 +269,18 @@ def _named_by_env(e: NpgptError, command: Any, ctx: Any) -> NpgptError:
         else:
             message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", variable, message, count=1)
     return e if message == original else NpgptError(message)
+
+
+def _variable_only_if_read(e: Any, ctx: Any) -> None:
+    """typer's hint for an option that an environment variable may set names the variable in every error about it
+    ("Invalid value for '--model' / '-m' (env var: 'LLAMA_ARG_MODEL')"), so `-m ''` typed on the command line read
+    as if the variable were at fault: the variable is named only where the value came from it."""
+    param = getattr(e, "param", None)
+    if not isinstance(e, BadParameter) or param is None or e.param_hint is not None or not param.envvar:
+        return
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if source is None or source.name != "ENVIRONMENT":
+        e.param_hint = " / ".join(f"'{o}'" for o in param.opts)
 
 
 def _as_typed(e: Any, typed: dict[str, str]) -> None:
