@@ -156,6 +156,15 @@ def test_known_ids(tok: Tokenizer) -> None:
     assert tok.token_bytes(EOT_ID) == EOT.encode()
 
 
+def test_token_strings_are_the_vocabularys_as_transformers_gives_them(tok: Tokenizer, hf_gpt2) -> None:
+    """``convert_ids_to_tokens`` (what vLLM's ``/tokenize`` gives as ``token_strs``) spells each token as
+    transformers does: byte-level BPE's printable characters, ``<|endoftext|>`` as itself; every id."""
+    ids = list(range(tok.n_vocab))
+    assert tok.convert_ids_to_tokens(ids) == hf_gpt2.convert_ids_to_tokens(ids)
+    with pytest.raises(ValueError, match="token id 50257 is not in GPT-2's vocabulary"):
+        tok.convert_ids_to_tokens([50257])
+
+
 @pytest.mark.parametrize("bad_id", [50257, 10**6, -1, -(2**70)])
 def test_out_of_vocabulary_ids_raise_value_error(tok: Tokenizer, bad_id: int) -> None:
     with pytest.raises(ValueError, match=f"token id {bad_id} is not in GPT-2's vocabulary"):
