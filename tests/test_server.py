@@ -664,6 +664,9 @@ def test_a_json_body_sent_as_a_form_is_told_the_header(url):
     assert null.status_code == 400 and null.json()["error"]["message"] == "the body must be a JSON object, got null"
     empty = httpx.post(url + "/v1/completions", content=b"")  # no body, no header: the header is what to fix
     assert empty.status_code == 400 and "Content-Type: application/json" in empty.json()["error"]["message"]
+    # the header but no body (curl -X POST -H ... without -d) was "the body must be a JSON object, got null"
+    empty = httpx.post(url + "/v1/completions", content=b"", headers={"Content-Type": "application/json"})
+    assert empty.status_code == 400 and empty.json()["error"]["message"].startswith("the request has no body")
 
 
 def test_a_body_that_is_not_utf8_is_told_so(url):

@@ -112,12 +112,13 @@ def check_request(model: GPT2, rows: Sequence[Sequence[int]], params: SamplingPa
         raise bad_request(e, code) from None
 
 
-def validation_error(errors: Sequence[Any], content_type: str = "application/json") -> APIError:
+def validation_error(errors: Sequence[Any], content_type: str = "application/json", empty: bool = False) -> APIError:
     """One OpenAI-style error from pydantic's list: a malformed body, else the most specific problem.
 
     ``content_type``: the request's header. FastAPI reads a body as JSON only under a JSON
     Content-Type (from 0.132 not without one either: a browser sends those with no CORS preflight),
-    and the body it did not read comes as bytes; ``curl -d '{...}'`` sends a form."""
+    and the body it did not read comes as bytes; ``curl -d '{...}'`` sends a form. ``empty``: the request had
+    no body at all (``Content-Length: 0``: ``curl -X POST`` without ``-d``), which FastAPI reads as JSON null."""
     deep = next((e for e in errors if e.get("type") == "json_too_deep"), None)  # whichever field it is in
     if deep is not None:
         return APIError(400, deep["msg"], code="invalid_json")
@@ -133,6 +134,8 @@ def validation_error(errors: Sequence[Any], content_type: str = "application/jso
             "'Content-Type: application/json' (curl: -H 'Content-Type: application/json')",
             code="invalid_json",
         )
+    if not loc and empty:
+        return APIError(400, "the request has no body; send the request's fields as a JSON object", code="invalid_json")
     if not loc:
         return APIError(400, f"the body must be a JSON object, got {_json_kind(err.get('input'))}", code="invalid_json")
     param = _param(loc)
@@ -333,7 +336,8 @@ def add_handlers(app: FastAPI, routes: Sequence[tuple[str, str]] = ()) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        return validation_error(e.errors(), request.headers.get("content-type", "")).response()
+        empty = request.headers.get("content-length") == "0"
+        return validation_error(e.errors(), request.headers.get("content-type", ""), empty).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
