@@ -1421,6 +1421,12 @@ def test_several_text_parts_are_one_message(client, model):
         == b.usage.prompt_tokens
         == len(model.tokenizer.encode("User: Translate to French:\nHello\nAssistant:"))
     )
+    # the Responses API's text parts, which clients moving between the APIs send and vLLM reads as text, were
+    # refused as "'input_text' is not supported: GPT-2 reads text only"
+    responses = [{"type": "input_text", "text": "Translate to French:"}, {"type": "output_text", "text": "Hello"}]
+    c = client.chat.completions.create(messages=[{"role": "user", "content": responses}], **kw)
+    assert c.choices[0].message.content == a.choices[0].message.content
+    assert c.usage.prompt_tokens == a.usage.prompt_tokens
 
 
 def test_serve_takes_the_model_as_an_argument_too():

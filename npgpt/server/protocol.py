@@ -250,11 +250,16 @@ class CompletionRequest(_Sampling):
             raise NpgptError("suffix is not supported: GPT-2 only continues text", param="suffix")
 
 
+# the content parts that are text: OpenAI's chat "text", and the Responses API's "input_text" and "output_text",
+# which clients moving between the two APIs send to chat and vLLM reads as text too
+TEXT_PARTS = ("text", "input_text", "output_text")
+
+
 class ContentPart(Body):
-    """One part of a message's content. Only ``text`` parts are read (several are one text, joined by line
-    breaks as vLLM and llama.cpp's server join them); any other ``type`` (``image_url``, ``input_audio``,
-    ``file``) parses, to be refused by name in :meth:`ChatRequest.check_supported` rather than as a shape
-    pydantic did not expect."""
+    """One part of a message's content. Only text parts (:data:`TEXT_PARTS`) are read (several are one text,
+    joined by line breaks as vLLM and llama.cpp's server join them); any other ``type`` (``image_url``,
+    ``input_audio``, ``file``) parses, to be refused by name in :meth:`ChatRequest.check_supported` rather than
+    as a shape pydantic did not expect."""
 
     type: str
     text: str | None = None
@@ -467,7 +472,7 @@ def check_message(m: ChatMessage, where: str) -> None:
             param=f"{where}.name",
         )
     for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
-        if part.type != "text":
+        if part.type not in TEXT_PARTS:
             raise NpgptError(
                 f"{where}.content[{j}].type {shown(part.type)} is not supported: GPT-2 reads text only; "
                 'send {"type": "text", "text": ...} parts',
