@@ -1347,7 +1347,7 @@ def test_a_message_with_null_or_empty_calls_refusal_or_audio_is_the_same_message
     refusal null change nothing, so they are read, not refused."""
     plain = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes"}]
     empty = {"tool_calls": [], "function_call": None, "refusal": None, "audio": None}
-    for extra in (empty, {"tool_calls": None, "refusal": ""}):
+    for extra in (empty, {"tool_calls": None, "refusal": ""}, {"tool_calls": "", "function_call": {}}):
         sent = [plain[0], {**plain[1], **extra}, {"role": "user", "content": "Go"}]
         r = client.chat.completions.create(model="tiny", messages=sent, max_tokens=4, seed=3)
         ref = client.chat.completions.create(model="tiny", messages=[*plain, sent[2]], max_tokens=4, seed=3)

@@ -269,6 +269,11 @@ class ContentPart(Body):
 ContentParts = Annotated[list[ContentPart], Field(min_length=1)]
 
 
+def _empty_is_none(v: Any) -> Any:
+    """``""``, ``[]`` or ``{}`` as null: a field left empty by a client that sends every field back."""
+    return None if v in ("", [], {}) and not isinstance(v, bool) else v
+
+
 class FunctionCall(Body):
     """A function the assistant called, as OpenAI lists it: its ``name`` and its ``arguments`` (JSON text; an
     object too, and left out as none, as vLLM takes them)."""
@@ -315,8 +320,9 @@ class ChatMessage(Body):
     role: str
     content: str | ContentParts | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
-    function_call: FunctionCall | None = None  # tool_calls' deprecated form
+    # an assistant turn as the client got it back: empty ([], "", {}) is no call, as null is
+    tool_calls: Annotated[list[ToolCall] | None, BeforeValidator(_empty_is_none)] = None
+    function_call: Annotated[FunctionCall | None, BeforeValidator(_empty_is_none)] = None  # tool_calls' old form
     tool_call_id: str | None = None  # a tool message's: the call it answers
     # an assistant turn's parts that have no line in the transcript: refused once set (see check_message)
     refusal: Any = None
