@@ -413,7 +413,7 @@ def test_a_models_own_chat_template_is_noticed(tmp_path):
     import gguf
 
     from npgpt.formats import chat_template, save_checkpoint
-    from npgpt.formats.gguf_tokenizer import chat_template as gguf_chat_template
+    from npgpt.formats.gguf_header import chat_template as gguf_chat_template
 
     save_checkpoint(tmp_path / "hf", CONFIGS["tiny"], random_params(CONFIGS["tiny"]), fmt="hf")
     assert chat_template(tmp_path / "hf") is None

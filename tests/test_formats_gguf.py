@@ -466,14 +466,32 @@ def test_a_tensor_type_newer_than_the_gguf_package_names_the_upgrade(tmp_path):
         load_checkpoint(tmp_path / "new.gguf")
 
 
+@pytest.mark.parametrize("kept", [0.05, 0.5, 0.999])
+def test_a_gguf_cut_short_says_so_with_the_sizes(tmp_path, kept):
+    """A GGUF whose download or copy stopped part way was 'not a readable GGUF file (When changing to a larger
+    dtype, its size must be a divisor of the total size in bytes of the last axis of the array.); the file is
+    truncated or corrupt': NumPy's words for GGUFReader's view past the end. The header says where the data ends;
+    the error says that and the file's size (or that the file ends inside its header), as for safetensors."""
+    config = GPT2Config(n_vocab=50257, n_ctx=8, n_embd=32, n_head=2, n_layer=1)
+    whole = save_checkpoint(tmp_path / "whole.gguf", config, init_params(config, seed=0), fmt="gguf")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: int(len(data) * kept)])
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(cut)
+    inside = f"at byte {cut.stat().st_size}, inside its header"
+    where = inside if kept < 0.1 else f"its tensors' data ends at byte {len(data)}, the file has {cut.stat().st_size}"
+    assert str(e.value) == f"{cut}: truncated ({where}); re-download or re-convert it"
+
+
 @pytest.mark.slow
 def test_truncated_gguf_is_refused_and_untied_head_honoured_or_refused(fixture_dir, original, tmp_path):
     data = (fixture_dir / "tiny-f16.gguf").read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) - 1000])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"truncated \(its tensors' data ends at byte"):
         load_checkpoint(tmp_path / "cut.gguf")
     (tmp_path / "head.gguf").write_bytes(data[:100])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"truncated \(at byte 100, inside its header\)"):
         load_checkpoint(tmp_path / "head.gguf")
     # An untied head (output.weight != token_embd), as the converter writes for tie_word_embeddings=False.
     config, params, _, _ = original

@@ -500,8 +500,8 @@ def chat_template(path: str | Path) -> tuple[str, str] | None:
         found = hf_template(path if path.is_dir() else path.parent)
         return None if found is None else (f"{found[0].name}'s chat_template", found[1])
     if fmt == "gguf":
-        from .gguf_tokenizer import CHAT_TEMPLATE
-        from .gguf_tokenizer import chat_template as gguf_template
+        from .gguf_header import CHAT_TEMPLATE
+        from .gguf_header import chat_template as gguf_template
 
         template = gguf_template(_single_file(path) or path if path.is_dir() else path)
         return None if template is None else (f"its GGUF metadata's {CHAT_TEMPLATE}", template)

@@ -127,7 +127,7 @@ def _open_one(path: Path) -> Any:
                 f"{path}: a tensor type the installed gguf package does not know ({e}); pip install -U gguf, "
                 f"or convert the model again with {_CONVERT_AS}"
             ) from None
-        raise CheckpointError(
+        raise _cut_short(path) or CheckpointError(
             f"{path}: not a readable GGUF file ({e}); the file is truncated or corrupt: re-download or re-convert it"
         ) from None
     if reader.byte_order == "S":  # the file's byte order is not this machine's (llama.cpp's --bigendian, for s390x)
@@ -138,6 +138,22 @@ def _open_one(path: Path) -> Any:
         )
     _check_layout(reader, path)
     return reader
+
+
+def _cut_short(path: Path) -> CheckpointError | None:
+    """The precise error for a GGUF that ends before its header says it does (an interrupted download or copy),
+    else None (the caller's stands)."""
+    from .gguf_header import gguf_size
+
+    size, need = path.stat().st_size, gguf_size(path)
+    if need is None or (need[1] and size >= need[0]):  # (0, 0): its header is cut short
+        return None
+    where = (
+        f"its tensors' data ends at byte {need[0]}, the file has {size}"
+        if need[1]
+        else f"at byte {size}, inside its header"
+    )
+    return CheckpointError(f"{path}: truncated ({where}); re-download or re-convert it")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ added are read at their ids, and generation ends where llama.cpp ends it (:data:
 
 from __future__ import annotations
 
-import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -349,56 +348,3 @@ def _gpt2_vocab(n_vocab: int, tokenizer: dict[str, Any] | None = None) -> tuple[
         tokens[t["id"]] = t["content"]
         types[t["id"]] = int(gguf.TokenType.CONTROL if t["special"] else gguf.TokenType.USER_DEFINED)
     return tokens, types, list(gpt2_merges())
-
-
-CHAT_TEMPLATE = "tokenizer.chat_template"  # gguf's Keys.Tokenizer.CHAT_TEMPLATE: the model's own, in Jinja
-# bytes of each scalar GGUF value type (gguf's GGUFValueType: 0-7 and 10-12); 8 is a string, 9 an array
-_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
-def chat_template(path: str | Path) -> str | None:
-    """The chat template a GGUF file carries (``tokenizer.chat_template``, which llama.cpp's converter copies from
-    tokenizer_config.json), None where it has none or the metadata cannot be read (loading says why).
-
-    Read by walking the metadata's keys alone, stopping at the template: GGUFReader builds every field, seconds
-    over GPT-2's 100k tokenizer strings, to be spent a second time for one string.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(24)  # magic, version, tensor count, key count
-            if data[:4] != b"GGUF" or struct.unpack_from("<I", data, 4)[0] < 2:
-                return None
-            n_kv = struct.unpack_from("<Q", data, 16)[0]
-            for _ in range(min(n_kv, 1 << 16)):
-                key = _gguf_string(f)
-                kind = struct.unpack("<I", f.read(4))[0]
-                if key == CHAT_TEMPLATE and kind == 8:
-                    return _gguf_string(f)
-                _skip_value(f, kind)
-    except (OSError, struct.error, UnicodeDecodeError, ValueError, OverflowError):
-        return None
-    return None
-
-
-def _gguf_string(f: Any) -> str:
-    (n,) = struct.unpack("<Q", f.read(8))
-    raw = f.read(n)
-    if len(raw) != n:
-        raise ValueError("cut short")
-    return raw.decode("utf-8")
-
-
-def _skip_value(f: Any, kind: int) -> None:
-    if kind == 8:
-        f.seek(struct.unpack("<Q", f.read(8))[0], 1)
-    elif kind == 9:
-        item, count = struct.unpack("<IQ", f.read(12))
-        if item in _SCALAR_SIZES:
-            f.seek(_SCALAR_SIZES[item] * count, 1)
-        else:
-            for _ in range(count):
-                _skip_value(f, item)
-    elif kind in _SCALAR_SIZES:
-        f.seek(_SCALAR_SIZES[kind], 1)
-    else:
-        raise ValueError(f"GGUF value type {kind}")
