@@ -146,3 +146,25 @@ def test_a_run_of_numbered_checkpoints(pair, tmp_path):
     assert detect(newest) == "nanogpt"
     torch.save(nanogpt_checkpoint(ref), tmp_path / "ckpt.pt")  # nanoGPT's own name: what its sample.py reads
     assert model_files(tmp_path) == [tmp_path / "ckpt.pt"]
+
+
+def test_a_character_level_checkpoint_is_named_at_load(pair, tmp_path):
+    """nanoGPT's README quick start trains shakespeare_char: 65 characters, vocab_size=65, the table in
+    data/shakespeare_char/meta.pkl. It loaded without a word, and every prompt was then refused ('prompt 0 has
+    token id 31373, outside the vocabulary [0, 65)'). Its logits of its own ids still come (as for the fixtures'
+    64-token models above); the load warns, in one line, what the model is and the ways to run it."""
+    from npgpt.errors import CheckpointWarning
+
+    _, ref = pair("odd")
+    ckpt = nanogpt_checkpoint(ref)
+    ckpt["model_args"]["vocab_size"] = 65
+    ckpt["model"]["transformer.wte.weight"] = ckpt["model"]["transformer.wte.weight"][:65].clone()
+    ckpt["model"]["lm_head.weight"] = ckpt["model"]["transformer.wte.weight"]
+    ckpt["config"]["dataset"] = "shakespeare_char"
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    with pytest.warns(CheckpointWarning) as caught:
+        model = npgpt.load(tmp_path)
+    said = str(caught[0].message)
+    assert said.startswith(f"{tmp_path / 'ckpt.pt'}: a model of 65 tokens (model_args vocab_size), not GPT-2's 50257")
+    assert "data/shakespeare_char/meta.pkl" in said and "nanoGPT's sample.py" in said and "\n" not in said
+    assert model.logits(np.array([[1, 2, 64]])).shape == (1, 3, 65)

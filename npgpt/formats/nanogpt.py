@@ -23,13 +23,14 @@ as plain containers and ignored). What differs from Hugging Face's naming:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..config import GPT2Config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CheckpointWarning
 from ..params import unflatten
 from .hf import duplicate, our_names, same_weights, unwrapped
 from .npgpt_format import as_float32
@@ -81,12 +82,33 @@ def load(path: str | Path) -> tuple[GPT2Config, dict[str, Any]]:
             raise duplicate(str(path), their_names[name], key)
         state[name], their_names[name] = value, key
     config = _config({**_early_args(state), **ckpt["model_args"]}, str(path))
+    if config.n_vocab < GPT2_VOCAB:
+        warnings.warn(_character_level(path, config.n_vocab, ckpt.get("config")), CheckpointWarning, stacklevel=2)
     if not {"bias", "vocab_size"} <= ckpt["model_args"].keys():  # before 2023-01-27: new_gelu, the tanh form
         config = dataclasses.replace(config, activation_function="gelu_new")
     flat = _params(state, str(path))
     if "lm_head" in flat:
         config = dataclasses.replace(config, tie_word_embeddings=False)
     return config, unflatten(flat, config, source=str(path))
+
+
+GPT2_VOCAB = 50257  # GPT-2's tokens: a model of fewer rows cannot take GPT-2's ids
+
+
+def _character_level(path: Path, n_vocab: int, settings: Any) -> str:
+    """A nanoGPT model of fewer rows than GPT-2's tokens: trained on other ids, as nanoGPT's shakespeare_char (the
+    quick start of its README: 65 characters, their table in data/shakespeare_char/meta.pkl, which its sample.py
+    reads). Its logits of ids below its rows are its own; text, encoded with GPT-2's tokenizer, gives ids past
+    them, refused at the first prompt with no word of why. npgpt's character-level tokenizer adds an end-of-text
+    id such a model has no row for, so meta.pkl is not read: the load says so."""
+    dataset = settings.get("dataset") if isinstance(settings, dict) else None
+    where = f"data/{dataset}/meta.pkl" if isinstance(dataset, str) and dataset else "its data's meta.pkl"
+    return (
+        f"{path}: a model of {n_vocab} tokens (model_args vocab_size), not GPT-2's {GPT2_VOCAB}: trained on its own "
+        f"vocabulary (a character-level model's is in {where}), which npgpt does not read, so text encoded with "
+        f"GPT-2's tokenizer will be refused (only ids below {n_vocab} fit); sample it with nanoGPT's sample.py, or "
+        "train a character-level model with npgpt (tokenizer='char')"
+    )
 
 
 def _early_args(state: dict[str, Any]) -> dict[str, Any]:
