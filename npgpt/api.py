@@ -324,6 +324,8 @@ class GPT2:
         :meth:`to_tokens`), of token ids [T] (or [1, T]), or a list of one or the other per item."""
         if isinstance(text_or_ids, list) and text_or_ids and not _is_one_prompt(text_or_ids):
             return [self.to_str_tokens(item, prepend_bos, padding_side) for item in text_or_ids]  # type: ignore[return-value]
+        if isinstance(text_or_ids, str) and not text_or_ids and prepend_bos is False:
+            return []  # no token, as TransformerLens's (to_tokens refuses it: there is nothing to run)
         if isinstance(text_or_ids, str):
             ids = self.to_tokens(text_or_ids, prepend_bos, padding_side)[0]
         else:
