@@ -305,6 +305,12 @@ class ActivationCache(HeadAttribution, NeuronAttribution, dict):
         ``attn_out`` with ``mlp_input``. ``apply_ln`` centres each and divides by block ``layer``'s
         cached scale (ln_final's at the unembed)."""
         layer = self._layer(layer)
+        if mlp_input and mode != "mlp" and layer == self.n_layer:  # block n_layer's attn_out: no such block
+            raise NpgptError(
+                f"decompose_resid(mlp_input=True) decomposes the input of block layer's MLP, and layer {layer} (or "
+                f"None, -1) is the unembed, past the last block; give a block's layer, in [0, {self.n_layer - 1}]",
+                param="layer",
+            )
         if mode not in ("all", "mlp", "attn"):
             raise NpgptError(f"mode must be 'all', 'mlp' or 'attn', got {shown(mode)}", param="mode")
         positions = _positions(pos_slice, self._n_positions())

@@ -232,6 +232,11 @@ def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
         (lambda: cache.accumulated_resid(layer=-2), r"in \[0, 3\].*got -2"),
         (lambda: cache.stack_activation("resid_post", 0), r"in \[1, 3\].*got 0"),
         (lambda: cache.decompose_resid(mode="heads"), "mode must be 'all', 'mlp' or 'attn'"),
+        (  # was "cache['attn_out', 3] (hook name 'blocks.3.hook_attn_out'): this model's layers are 0 to 2"
+            lambda: cache.decompose_resid(mlp_input=True),
+            r"decompose_resid\(mlp_input=True\) decomposes the input of block layer's MLP, and layer 3 \(or None, -1\) "
+            r"is the unembed, past the last block; give a block's layer, in \[0, 2\]",
+        ),
         (lambda: cache.accumulated_resid(pos_slice="last"), "pos_slice must be a position"),
     ]:
         with pytest.raises(NpgptError, match=message):
