@@ -237,6 +237,16 @@ class ActivationCache(HeadAttribution, NeuronAttribution, dict):
             )
         return int(layer)
 
+    def _mlp_input_block(self, method: str, layer: int) -> None:
+        """NpgptError for ``mlp_input=True`` at the unembed (``layer`` n_layer): no block's MLP reads there, and the
+        cache key it would read (block n_layer's) said only that the model's layers end before it."""
+        if layer == self.n_layer:
+            raise NpgptError(
+                f"{method}(mlp_input=True) decomposes the input of block layer's MLP, and layer {layer} (or None, -1) "
+                f"is the unembed, past the last block; give a block's layer, in [0, {self.n_layer - 1}]",
+                param="layer",
+            )
+
     def _stack(self, arrays: list[Any], positions: Any = slice(None)) -> Any:
         """[components, ...] of arrays [..., T, C], each indexed by ``positions`` on the T axis."""
         arrays = [a[..., positions, :] for a in arrays]
@@ -305,12 +315,8 @@ class ActivationCache(HeadAttribution, NeuronAttribution, dict):
         ``attn_out`` with ``mlp_input``. ``apply_ln`` centres each and divides by block ``layer``'s
         cached scale (ln_final's at the unembed)."""
         layer = self._layer(layer)
-        if mlp_input and mode != "mlp" and layer == self.n_layer:  # block n_layer's attn_out: no such block
-            raise NpgptError(
-                f"decompose_resid(mlp_input=True) decomposes the input of block layer's MLP, and layer {layer} (or "
-                f"None, -1) is the unembed, past the last block; give a block's layer, in [0, {self.n_layer - 1}]",
-                param="layer",
-            )
+        if mlp_input and mode != "mlp":  # block layer's attn_out
+            self._mlp_input_block("decompose_resid", layer)
         if mode not in ("all", "mlp", "attn"):
             raise NpgptError(f"mode must be 'all', 'mlp' or 'attn', got {shown(mode)}", param="mode")
         positions = _positions(pos_slice, self._n_positions())

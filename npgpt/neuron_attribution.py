@@ -103,6 +103,8 @@ class NeuronAttribution:
         else:
             stack = xp.zeros((0, *like.shape), dtype=like.dtype)
         if incl_remainder:
+            if mlp_input:  # the remainder up to block layer's resid_mid
+                self._mlp_input_block("stack_neuron_results", layer)  # type: ignore[attr-defined]
             target = self["resid_mid", layer] if mlp_input else self["resid_post", layer - 1]  # type: ignore[index]
             rest = target[..., positions, :] - xp.sum(stack, axis=0)
             stack = xp.concat([stack, rest[None]], axis=0)

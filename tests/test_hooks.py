@@ -237,6 +237,10 @@ def test_cache_keys_and_helper_arguments_that_name_nothing_are_one_line():
             r"decompose_resid\(mlp_input=True\) decomposes the input of block layer's MLP, and layer 3 \(or None, -1\) "
             r"is the unembed, past the last block; give a block's layer, in \[0, 2\]",
         ),
+        (
+            lambda: cache.stack_neuron_results(None, mlp_input=True, incl_remainder=True),
+            r"^stack_neuron_results\(mlp_input=True\) decomposes the input of block layer's MLP, and layer 3",
+        ),
         (lambda: cache.accumulated_resid(pos_slice="last"), "pos_slice must be a position"),
     ]:
         with pytest.raises(NpgptError, match=message):
