@@ -299,13 +299,14 @@ class GPT2:
     # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------
     def to_tokens(
         self,
-        text: str | list[str],
+        input: str | list[str],
         prepend_bos: bool | None = True,
         padding_side: str | None = "right",
         move_to_device: bool = True,
         truncate: bool = True,
     ) -> np.ndarray:
-        """Int64 ids [B, T] of a text or list of texts as TransformerLens's ``to_tokens`` makes them for GPT-2:
+        """Int64 ids [B, T] of a text or list of texts (``input``, by TransformerLens's name) as TransformerLens's
+        ``to_tokens`` makes them for GPT-2:
         ``<|endoftext|>`` first (``prepend_bos``; ``tokenizer.encode`` adds nothing), rows padded with
         ``<|endoftext|>`` on ``padding_side``, and cut to the context (``truncate``: the first ``n_ctx`` tokens,
         as there). Ids run as given, pads as tokens (in TransformerLens too): run the texts themselves, or pass
@@ -315,31 +316,29 @@ class GPT2:
 
         if not isinstance(move_to_device, (bool, np.bool_)):
             raise NpgptError(f"move_to_device must be True or False, got {shown(move_to_device)}")
-        return to_tokens(self, text, prepend_bos, padding_side, truncate)[0]
+        return to_tokens(self, input, prepend_bos, padding_side, truncate)[0]
 
     def to_str_tokens(
-        self, text_or_ids: Any, prepend_bos: bool | None = True, padding_side: str | None = "right"
+        self, input: Any, prepend_bos: bool | None = True, padding_side: str | None = "right"
     ) -> list[str] | list[list[str]]:
         """Each token as text (TransformerLens's ``to_str_tokens``): of a text (``<|endoftext|>`` first, as
         :meth:`to_tokens`), of token ids [T] (or [1, T]), or a list of one or the other per item."""
-        if isinstance(text_or_ids, list) and text_or_ids and not _is_one_prompt(text_or_ids):
-            return [self.to_str_tokens(item, prepend_bos, padding_side) for item in text_or_ids]  # type: ignore[return-value]
-        if isinstance(text_or_ids, str) and not text_or_ids and prepend_bos is False:
+        if isinstance(input, list) and input and not _is_one_prompt(input):
+            return [self.to_str_tokens(item, prepend_bos, padding_side) for item in input]  # type: ignore[return-value]
+        if isinstance(input, str) and not input and prepend_bos is False:
             return []  # no token, as TransformerLens's (to_tokens refuses it: there is nothing to run)
-        if isinstance(text_or_ids, str):
-            ids = self.to_tokens(text_or_ids, prepend_bos, padding_side)[0]
+        if isinstance(input, str):
+            ids = self.to_tokens(input, prepend_bos, padding_side)[0]
         else:
-            ids = as_ids(text_or_ids, "to_str_tokens' input", "a text, token ids [T] or a list of them")
+            ids = as_ids(input, "to_str_tokens' input", "a text, token ids [T] or a list of them")
             ids = ids.reshape(-1) if ids.size == 1 else np.squeeze(ids)
             if ids.ndim != 1:
                 raise NpgptError(f"to_str_tokens takes token ids of one row [T], got shape {ids.shape}")
         return [self.tokenizer.decode([int(t)]) for t in ids]
 
-    def to_string(self, ids: Any) -> str | list[str]:
+    def to_string(self, tokens: Any) -> str | list[str]:
         """The text of token ids [T], or a list of texts for [B, T] (TransformerLens's ``to_string``); of one id too."""
-        if is_integer(ids):  # one id, as TransformerLens's takes it (a 0-d array was read already)
-            ids = [ids]
-        ids = as_ids(ids, "to_string's input", "token ids [T] or [B, T]")
+        ids = as_ids([tokens] if is_integer(tokens) else tokens, "to_string's input", "token ids [T] or [B, T]")
         if ids.ndim > 2:
             raise NpgptError(f"to_string takes token ids [T] or [B, T], got shape {ids.shape}")
         if ids.ndim == 2:

@@ -1072,6 +1072,12 @@ def test_text_runs_as_transformer_lens_runs_it(odd):
     assert model.to_string(ids) == br.to_string(ids) and model.to_string(ids[0]) == br.to_string(ids[0])
     assert model.to_str_tokens(ids[:1]) == br.to_str_tokens(ids[:1])
     assert model.to_string(464) == br.to_string(464) == "The"  # one id: was refused ('must be token ids [T]')
+    # TransformerLens's keywords (input=, tokens=) were TypeErrors: npgpt's parameters were text, text_or_ids and ids
+    assert np.array_equal(
+        model.to_tokens(input="The cat", prepend_bos=False), br.to_tokens(input="The cat", prepend_bos=False)
+    )
+    assert model.to_str_tokens(input="The cat") == br.to_str_tokens(input="The cat")
+    assert model.to_string(tokens=ids[0]) == br.to_string(tokens=ids[0])
     for texts in ("", ["", "Hi"]):  # no token: [] as there; was refused ('the text is empty and prepend_bos=False')
         assert model.to_str_tokens(texts, prepend_bos=False) == br.to_str_tokens(texts, prepend_bos=False)
     _, by_ids = model.run_with_cache(model.to_tokens("The cat"))  # ids run as given, as there
