@@ -16,6 +16,7 @@ from .backends import Backend
 from .cache import KVCache, init_cache
 from .config import GPT2Config
 from .errors import NpgptError
+from .hostinfo import physical_memory
 from .model import attention_mask
 from .params import flatten
 from .token_ids import as_ids, as_mask, check_token_ids
@@ -89,8 +90,22 @@ class Engine:
         outside the vocabulary.
         """
         ids, valid = self.check_ids(ids, attention_mask)
+        self._check_logits_fit(*ids.shape)
         out, _ = self._run(ids, valid, 0)
         return out
+
+    def _check_logits_fit(self, rows: int, tokens: int) -> None:
+        """NpgptError, before any compute, for logits [rows, tokens, V] whose float32 alone outgrow this machine's
+        memory: a batch of 100,000 rows asked for 20 GB a token, and ended in MemoryError deep in the forward pass
+        (a PyTorch RuntimeError on that backend), or in the OOM killer."""
+        need, memory = rows * tokens * self.config.n_vocab * 4, physical_memory()
+        if memory is not None and need > memory:
+            raise NpgptError(
+                f"logits of {rows} rows x {tokens} tokens x {self.config.n_vocab} are {need / 2**30:,.0f} GiB of "
+                f"float32, more than this machine's {memory / 2**30:,.0f} GiB of memory; pass fewer rows at a time "
+                "(model.score(text) scores a text in windows, model.generate(prompts) runs a batch at a time)",
+                param="ids",
+            )
 
     def check_ids(self, ids: Any, attention_mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """ids as int [B, T] and the mask of real tokens as bool [B, T], checked (see :meth:`logits`)."""

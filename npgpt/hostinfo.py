@@ -59,3 +59,13 @@ def instruction_sets(cpuinfo: str | None = None) -> list[str]:
     """The instruction sets from :data:`FLAGS` this CPU has, e.g. ``["AVX2", "FMA", "AVX-512", ...]``."""
     flags = cpu_flags(cpuinfo)
     return [name for flag, name in FLAGS.items() if flag in flags]
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None

@@ -27,6 +27,7 @@ import numpy as np
 
 from .config import GPT2Config
 from .errors import NpgptError, is_integer, shown
+from .hostinfo import physical_memory
 from .sampling import check_finite, log_softmax
 from .token_ids import as_ids, check_token_ids, count_tokens
 from .tokenizer import Tokenizer
@@ -128,16 +129,6 @@ def token_nlls(
         if progress is not None:
             progress(min(i + batch_size, len(spans)), len(spans))
     return out
-
-
-def physical_memory() -> int | None:
-    """This machine's memory in bytes, or None where the system does not say."""
-    import os
-
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _check_logits_fit(rows: int, width: int, n_vocab: int) -> None:

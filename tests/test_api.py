@@ -516,6 +516,21 @@ def test_numpys_bools_are_true_and_false_wherever_an_option_is(model):
             model.set_use_attn_in(bad)
 
 
+def test_logits_that_outgrow_the_machines_memory_are_refused_before_any_compute(model, monkeypatch):
+    """model.logits of 100,000s of rows asked for their [B, T, V] float32 logits at once: NumPy's MemoryError deep in
+    the forward pass (after the activations were built), a bare RuntimeError on torch, or the OOM killer. It is
+    refused first, naming the size and the way; what fits runs as before."""
+    import npgpt.engine
+
+    memory = 2**30
+    monkeypatch.setattr(npgpt.engine, "physical_memory", lambda: memory)  # a 1 GiB machine, whatever this one is
+    rows = memory // (4 * model.config.n_vocab * 8) + 1  # 8 tokens a row: just over the memory
+    with pytest.raises(NpgptError, match=r"logits of \d+ rows x 8 tokens x 50257 are .* more than this machine's") as e:
+        model.logits(np.ones((rows, 8), np.int64))
+    assert e.value.param == "ids" and "pass fewer rows at a time" in str(e.value)
+    assert model.logits(np.ones((2, 8), np.int64)).shape == (2, 8, 50257)
+
+
 def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
     torch = pytest.importorskip("torch")
     for run in (model.generate, model.next_tokens, model.logits, model.score):
