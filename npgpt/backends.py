@@ -119,6 +119,9 @@ class Backend:
     # Some of its products run on ONNX Runtime sessions (int8, batched float32): an entry point puts
     # them on one shared pool before loading (npgpt/onnx_session.py's share_thread_pool).
     onnx_sessions: bool = False
+    # Whether an exception is the library's "out of memory" (NumPy's and CuPy's MemoryError; PyTorch's and JAX's
+    # are RuntimeErrors of their own), which the engine answers as one line naming the rows and tokens asked for.
+    out_of_memory: Callable[[BaseException], bool] = lambda e: isinstance(e, MemoryError)
 
     def put_params(self, params: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
         """Move every weight to the backend once, at load, in the layout its products run fastest on.
@@ -354,6 +357,11 @@ def get_backend(name: str) -> Backend:
             functional_updates=True,
             dtypes=DTYPES[name],
             to_16bit=lambda w, dtype: jax.numpy.asarray(w, dtype=dtype),
+            out_of_memory=lambda e: (
+                isinstance(e, MemoryError)
+                or isinstance(e, jax.errors.JaxRuntimeError)
+                and "RESOURCE_EXHAUSTED" in str(e)
+            ),
         )
     if name == "torch":
         torch = _require("torch", name)
@@ -389,7 +397,22 @@ def get_backend(name: str) -> Backend:
                 warnings.simplefilter("ignore", UserWarning)
                 return Int8Matrix.from_float(torch.from_numpy(w), _release_rows(w)).to(device)
 
-        return Backend("torch", to_torch, to_numpy, forward, dtypes=DTYPES[name], to_16bit=to_16bit, to_int8=to_int8)
+        def out_of_memory(e: BaseException) -> bool:
+            # a GPU's is torch.OutOfMemoryError; the CPU allocator's a plain RuntimeError saying so
+            return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
+                isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+            )
+
+        return Backend(
+            "torch",
+            to_torch,
+            to_numpy,
+            forward,
+            dtypes=DTYPES[name],
+            to_16bit=to_16bit,
+            to_int8=to_int8,
+            out_of_memory=out_of_memory,
+        )
     if name == "cupy":
         cp = _require("cupy", name)
         # cuBLAS runs float16 products on tensor cores; CuPy has no bfloat16 dtype.

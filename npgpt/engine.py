@@ -71,9 +71,11 @@ class Engine:
             return init_cache(
                 self.config, batch, capacity, like=self.params["wte"], functional=self.backend.functional_updates
             )
-        except MemoryError as e:
+        except Exception as e:
+            if not self.backend.out_of_memory(e):
+                raise
             raise NpgptError(
-                f"out of memory for the kv cache of {batch} rows x {capacity} tokens ({e}); "
+                f"out of memory for the kv cache of {batch} rows x {capacity} tokens ({_first_line(e)}); "
                 "run fewer rows at once (prompts x n) or fewer new tokens"
             ) from None
 
@@ -164,9 +166,11 @@ class Engine:
                 last_only=last_only,
             )
             return be.to_numpy(logits), cache
-        except MemoryError as e:  # NumPy's; the activations of a large batch are [B, T, 4C] at once
+        except Exception as e:  # the activations of a large batch are [B, T, 4C] at once
+            if not be.out_of_memory(e):
+                raise
             raise NpgptError(
-                f"out of memory running {ids.shape[0]} rows x {ids.shape[1]} tokens ({e}); "
+                f"out of memory running {ids.shape[0]} rows x {ids.shape[1]} tokens ({_first_line(e)}); "
                 "run fewer rows at once (prompts x n) or shorter prompts"
             ) from None
 
@@ -186,6 +190,12 @@ class Engine:
         if len(built_on) != len(leaves) or any(a is not b for a, b in zip(leaves, built_on, strict=True)):
             self._batched = (leaves, self.backend.batched(self.params))
         return (self._batched[1] if self._batched else None) or self.params
+
+
+def _first_line(e: BaseException) -> str:
+    """What a library's out-of-memory error says (NumPy's "Unable to allocate 95.9 GiB for an array with shape ...",
+    PyTorch's "... can't allocate memory: you tried to allocate N bytes"), on one line."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 class HasEngine(Protocol):

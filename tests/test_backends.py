@@ -273,3 +273,44 @@ def test_a_librarys_dtype_as_text_gets_npgpts_name(dtype, name):
     with pytest.raises(NpgptError) as e:
         check_dtype("torch.float64")
     assert str(e.value) == "dtype='torch.float64' is unknown; choose one of float32, float16, bfloat16, int8"
+
+
+def test_a_librarys_out_of_memory_is_one_line_naming_the_rows_on_every_backend():
+    """Only NumPy's MemoryError was answered ("out of memory running B rows x T tokens ...; run fewer rows"): PyTorch's
+    (its CPU allocator's RuntimeError "can't allocate memory", a GPU's torch.OutOfMemoryError) and JAX's
+    (RESOURCE_EXHAUSTED) came out as the library's own traceback from generate, logits and the kv cache. Each backend
+    now says which of its errors is out of memory; any other error passes through unchanged."""
+    import dataclasses
+
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    from npgpt.config import GPT2Config
+    from npgpt.params import init_params
+
+    config = GPT2Config(n_ctx=16, n_embd=8, n_head=2, n_layer=1)
+    model = GPT2(config, init_params(config, seed=0), backend="torch")
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+        "allocate 102926336000 bytes. Error code 12 (Cannot allocate memory)"
+    )
+    gpu = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    def failing(error: BaseException):
+        def fail(*args, **kwargs):
+            raise error
+
+        return dataclasses.replace(get_backend("torch"), forward=fail)
+
+    for error in (cpu, gpu, MemoryError("Unable to allocate 95.9 GiB")):
+        model.engine.backend = failing(error)
+        with pytest.raises(NpgptError, match=r"^out of memory running 1 rows x 2 tokens \(.+\); run fewer rows"):
+            model.logits([[1, 2]])
+        with pytest.raises(NpgptError, match=r"^out of memory running 2 rows x 1 tokens"):
+            model.generate([[1], [2]], max_new_tokens=1)
+    model.engine.backend = failing(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        model.logits([[1, 2]])
+    exhausted = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1024 bytes.")
+    assert get_backend("jax").out_of_memory(exhausted)
+    assert not get_backend("jax").out_of_memory(jax.errors.JaxRuntimeError("INVALID_ARGUMENT: shapes"))
+    assert get_backend("numpy").out_of_memory(MemoryError()) and not get_backend("numpy").out_of_memory(cpu)
