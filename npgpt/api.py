@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import numpy as np
 
@@ -380,6 +380,8 @@ class GPT2:
         separator, as in the CLI, the server's completions, transformers, llama.cpp and vLLM; to read it
         as text, pass ``model.tokenizer.encode(text)``. (A chat message's is text: ``npgpt.chat``.)"""
         prompts = _listed(prompts)  # a generator of prompts (or of one prompt's ids), as generate and stream take it
+        if _is_vllm_prompt(prompts):  # one of vLLM's prompt dicts: one prompt, as there
+            prompts = [cast(Any, prompts)]
         if isinstance(prompts, str):
             items: Sequence[Any] = [prompts]
         elif _is_sequence(prompts) and not _is_one_prompt(prompts):
@@ -396,6 +398,7 @@ class GPT2:
                     param="prompt",
                 )
             items = [ids] if ids.ndim == 1 else list(ids)
+        items = [_vllm_prompt(p, i) if _is_vllm_prompt(p) else p for i, p in enumerate(items)]
         return [
             self.tokenizer.encode(p, allow_special=True) if isinstance(p, str) else _token_ids(p, i)
             for i, p in enumerate(items)
@@ -615,6 +618,33 @@ def _refuse_array_of_texts(prompts: Any) -> None:
             "a list: prompts.tolist()",
             param="prompt",
         )
+
+
+def _is_vllm_prompt(x: Any) -> bool:
+    """A dict given as a prompt, read as vLLM's (not Hugging Face's tokenizer output, whose input_ids as_ids
+    answers with its own way)."""
+    return isinstance(x, Mapping) and "input_ids" not in x
+
+
+def _vllm_prompt(prompt: Mapping[str, Any], i: int) -> Any:
+    """vLLM's ``{"prompt": text}`` (TextPrompt) or ``{"prompt_token_ids": ids}`` (TokensPrompt, its ids winning
+    where both are given, as there) as the text or ids it holds, for ``LLM.generate``'s callers; NpgptError
+    naming a key npgpt has no use for (``multi_modal_data``) rather than dropping it."""
+    key = "prompt_token_ids" if "prompt_token_ids" in prompt else "prompt" if "prompt" in prompt else None
+    if key is None:
+        raise NpgptError(
+            f"prompt {i} is a dict with {', '.join(map(shown, prompt)) or 'no keys'}; a prompt is a text or token "
+            "ids, or vLLM's {'prompt': text} or {'prompt_token_ids': ids}",
+            param="prompt",
+        )
+    extra = [k for k in prompt if k not in ("prompt", "prompt_token_ids")]
+    if extra:
+        raise NpgptError(
+            f"prompt {i} has {shown(extra[0])}, which npgpt has no use for (GPT-2 reads text only); give "
+            f"{{{key!r}: ...}} alone",
+            param="prompt",
+        )
+    return prompt[key]
 
 
 def _is_scalar_array(x: Any) -> bool:

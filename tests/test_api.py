@@ -531,6 +531,27 @@ def test_logits_that_outgrow_the_machines_memory_are_refused_before_any_compute(
     assert model.logits(np.ones((2, 8), np.int64)).shape == (2, 8, 50257)
 
 
+def test_vllms_prompt_dicts_are_the_text_or_ids_they_hold(model):
+    """vLLM's LLM.generate takes {"prompt": text} (TextPrompt) and {"prompt_token_ids": ids} (TokensPrompt), alone or
+    in a list; npgpt refused them ("prompts must be a string, integer token ids or a list of them, got dict"). They are
+    now those prompts (a list back, as from vLLM and for ids); a key npgpt has no use for is refused by name."""
+    ids = model.tokenizer.encode("Hello")
+    run = dict(max_new_tokens=3, temperature=0)
+    want = model.generate(["Hi", ids], **run)
+    assert model.generate([{"prompt": "Hi"}, {"prompt_token_ids": ids}], **run) == want
+    assert model.generate({"prompt": "Hi"}, **run) == want[:1]
+    assert model.generate({"prompt": "Hi", "prompt_token_ids": ids}, **run) == want[1:]  # the ids win, as in vLLM
+    assert model.next_tokens({"prompt_token_ids": ids}, k=2) == model.next_tokens(ids, k=2)
+    for bad, says in [
+        ({"prompt": "Hi", "multi_modal_data": {}}, "prompt 0 has 'multi_modal_data', which npgpt has no use for"),
+        ([{"text": "Hi"}], "prompt 0 is a dict with 'text'; a prompt is a text or token ids, or vLLM's"),
+        ({"prompt_token_ids": [1.5]}, "prompt 0 must be text or a flat list of integer token ids"),
+    ]:
+        with pytest.raises(NpgptError, match=re.escape(says)) as err:
+            model.generate(bad, **run)
+        assert err.value.param == "prompt"
+
+
 def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
     torch = pytest.importorskip("torch")
     for run in (model.generate, model.next_tokens, model.logits, model.score):
