@@ -412,7 +412,7 @@ class GPT2:
         The options are :class:`~npgpt.sampling.SamplingParams`' fields, by name; an unknown one raises
         NpgptError naming the closest valid one (``max_tokens`` -> ``max_new_tokens``).
         """
-        _check_call("events", prompts, positional, sampling)
+        sampling = _check_call("events", prompts, positional, sampling)
         params = SamplingParams.from_options(sampling)
         return events(self.engine, self.tokenizer, self._rows(prompts), params)
 
@@ -424,7 +424,7 @@ class GPT2:
         ``prompts``: a list of prompts (each text or token ids); a single string or a flat list of
         token ids is one prompt (a list of one Completion).
         """
-        _check_call("completions", prompts, positional, sampling)
+        sampling = _check_call("completions", prompts, positional, sampling)
         rows = self._rows(prompts)
         out = [Completion("") for _ in rows]
         for ev in self.events(rows, **sampling):
@@ -453,7 +453,7 @@ class GPT2:
         ``seed``, ``stop`` (string or list), ``stop_at_eot``, ``skip_leading_space`` (``logprobs``: see
         :meth:`completions`). A list of prompts runs as one batch.
         """
-        _check_call("generate", prompt, positional, sampling)
+        sampling = _check_call("generate", prompt, positional, sampling)
         texts = [c.text for c in self.completions(_listed(prompt), **sampling)]
         return texts[0] if isinstance(prompt, str) else texts
 
@@ -463,7 +463,7 @@ class GPT2:
         For a string prompt yields ``str``; for a list, ``(prompt_index, str)`` pairs. A request that cannot
         run raises NpgptError at the call, before the first delta (as ``events`` does).
         """
-        _check_call("stream", prompt, positional, sampling)
+        sampling = _check_call("stream", prompt, positional, sampling)
         evs = self.events(_listed(prompt), **sampling)
         return (ev.text if isinstance(prompt, str) else (ev.row, ev.text) for ev in evs if ev.text)
 
@@ -516,10 +516,23 @@ class GPT2:
 _PROMPT_NAMES = ("input_ids", "inputs", "input", "idx", "prompt", "prompts", "text")
 
 
-def _check_call(method: str, prompt: Any, positional: tuple[Any, ...], options: dict[str, Any]) -> None:
-    """Refuse options by position (nanoGPT's ``generate(idx, max_new_tokens, temperature, top_k)``) and a
-    prompt missing or under another tool's name (transformers' ``input_ids=``), in one line each, where
-    Python's TypeError named neither the options' names nor the prompt's place."""
+def _check_call(method: str, prompt: Any, positional: tuple[Any, ...], options: dict[str, Any]) -> dict[str, Any]:
+    """The sampling options of a call: by name, or one :class:`SamplingParams` as vLLM's ``LLM.generate(prompts,
+    sampling_params)`` takes its own (second, or ``sampling_params=``). Refuse other options by position
+    (nanoGPT's ``generate(idx, max_new_tokens, temperature, top_k)``) and a prompt missing or under another tool's
+    name (transformers' ``input_ids=``), in one line each, where Python's TypeError named neither the options' names
+    nor the prompt's place."""
+    if len(positional) == 1 and isinstance(positional[0], SamplingParams) and "sampling_params" not in options:
+        options, positional = {**options, "sampling_params": positional[0]}, ()
+    if isinstance(params := options.get("sampling_params"), SamplingParams):
+        if len(options) > 1:
+            other = next(name for name in options if name != "sampling_params")
+            raise NpgptError(
+                f"{method} takes a SamplingParams or options by name, not both (got {other}= too); "
+                f"dataclasses.replace(params, {other}=...) changes one option of a SamplingParams",
+                param=other,
+            )
+        options = params.options()
     if positional:
         given = ", ".join(shown(a) if len(shown(a)) <= 20 else type(a).__name__ for a in positional)
         raise NpgptError(
@@ -535,6 +548,7 @@ def _check_call(method: str, prompt: Any, positional: tuple[Any, ...], options: 
             )
     if prompt is _MISSING:
         raise NpgptError(f"{method} needs a prompt: model.{method}(prompt, max_new_tokens=20)", param="prompt")
+    return options
 
 
 # Other libraries' options for the same calls (transformers' forward, the OpenAI API's) -> npgpt's, by method

@@ -190,6 +190,10 @@ class SamplingParams:
             self._bias_vectors[n] = vector
         return vector
 
+    def options(self) -> dict[str, Any]:
+        """The fields by name: what ``SamplingParams(**options)`` and the Python API's methods take."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1 or self.top_p == 0
@@ -240,6 +244,10 @@ _EOS = (
 )
 _FILTERS = "npgpt's filters are top_k, top_p and min_p"
 _INSIDE = "model.run_with_cache(ids) gives every activation, by TransformerLens's hook names"
+_PARAMS = (
+    "npgpt takes its options by name (temperature=0.8, ...), or all of them as an npgpt.sampling.SamplingParams "
+    "(sampling_params=, or second, as vLLM's LLM.generate takes its own)"
+)
 # Other libraries' generate options (Hugging Face transformers' GenerationConfig, TransformerLens's
 # HookedTransformer.generate, the OpenAI API's, vLLM's SamplingParams, picoGPT's and nanoGPT's scripts) ->
 # npgpt's way to the same end: a habit's name should get the way, not a list of every option (or a near-miss
@@ -288,6 +296,8 @@ FOREIGN_OPTIONS = {
     "eta_cutoff": _FILTERS,
     "output_hidden_states": _INSIDE,
     "output_attentions": _INSIDE,
+    "sampling_params": _PARAMS,
+    "generation_config": _PARAMS,
 }
 
 

@@ -552,6 +552,25 @@ def test_vllms_prompt_dicts_are_the_text_or_ids_they_hold(model):
         assert err.value.param == "prompt"
 
 
+def test_a_samplingparams_is_taken_as_vllms_llm_generate_takes_its_own(model):
+    """vLLM's callers write llm.generate(prompts, sampling_params); npgpt refused its own SamplingParams there ("got 1
+    more positional argument(s) (SamplingParams)") and as sampling_params= ("unknown option ... valid options: ...").
+    Both now run with its options; one given beside it is refused, naming the way to change one."""
+    from npgpt.sampling import SamplingParams
+
+    params = SamplingParams(max_new_tokens=3, temperature=0.7, seed=-5, stop=["x"], logit_bias={11: -100})
+    want = model.completions(["Hi", "Yo"], **params.options())
+    assert model.completions(["Hi", "Yo"], params) == model.completions(["Hi", "Yo"], sampling_params=params) == want
+    assert model.generate("Hi", params) == want[0].text == "".join(model.stream("Hi", params))
+    assert [e.token for e in model.events(["Hi", "Yo"], sampling_params=params)] == [
+        e.token for e in model.events(["Hi", "Yo"], **params.options())
+    ]
+    with pytest.raises(NpgptError, match=r"takes a SamplingParams or options by name, not both \(got seed= too\)"):
+        model.generate("Hi", params, seed=1)
+    with pytest.raises(NpgptError, match="unknown option 'sampling_params'; npgpt takes its options by name"):
+        model.generate("Hi", sampling_params={"temperature": 0})
+
+
 def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
     torch = pytest.importorskip("torch")
     for run in (model.generate, model.next_tokens, model.logits, model.score):

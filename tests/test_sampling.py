@@ -422,4 +422,5 @@ def test_the_foreign_option_names_are_those_libraries_own():
         # nanoGPT's sample.py; torch's generator=
         others = {"n", "attention_mask", "streamer", "min_tokens", "ignore_eos", "prompt_logprobs", "stop_token_ids"}
         others |= {"n_tokens_to_generate", "num_samples", "generator"}
+        others |= {"sampling_params", "generation_config"}  # vLLM's LLM.generate's and transformers' generate()'s
         assert name in hf | tl | others, name
