@@ -298,6 +298,20 @@ FOREIGN_OPTIONS = {
     "output_attentions": _INSIDE,
     "sampling_params": _PARAMS,
     "generation_config": _PARAMS,
+    # vLLM's SamplingParams and LLM.generate, the OpenAI API's, llama.cpp's server's
+    "best_of": _N,
+    "bad_words": _BAN,
+    "allowed_token_ids": "logit_bias={id: -100} bans the tokens not allowed",
+    "skip_special_tokens": "npgpt's text never holds a generated <|endoftext|> (vLLM's skip_special_tokens=True); "
+    "model.completions(...) lists it among the tokens",
+    "include_stop_str_in_output": "npgpt's text ends before the stop sequence, as OpenAI's and vLLM's do by default; "
+    "add it back to a completion whose finish_reason is 'stop'",
+    "truncate_prompt_tokens": "npgpt never cuts a prompt; pass its last k tokens: model.tokenizer.encode(text)[-k:]",
+    "detokenize": "model.completions(...) gives each completion's tokens beside its text",
+    "use_tqdm": "npgpt shows no progress bar; model.events(prompts, ...) yields each token as it is chosen",
+    "echo": "generate returns the completion only; prompt + model.generate(prompt) is the whole text",
+    "stream": "model.stream(prompt, ...) yields the text as it is generated",
+    "n_predict": "npgpt's is max_new_tokens",
 }
 
 

@@ -398,6 +398,16 @@ def test_filters_and_repetition_penalty_equal_hugging_faces_processors():
         ("ignore_eos", "stop_at_eot=False"),
         ("typical_p", "top_k, top_p and min_p"),
         ("output_hidden_states", "run_with_cache"),
+        # vLLM's, OpenAI's and llama.cpp's got "valid options: ..." (best_of, skip_special_tokens, use_tqdm, echo)
+        ("best_of", r"\[prompt\] \* k"),
+        ("bad_words", r"logit_bias=\{id: -100\}"),
+        ("skip_special_tokens", r"never holds a generated <\|endoftext\|>"),
+        ("include_stop_str_in_output", "ends before the stop sequence"),
+        ("truncate_prompt_tokens", r"encode\(text\)\[-k:\]"),
+        ("use_tqdm", "no progress bar"),
+        ("echo", r"prompt \+ model.generate\(prompt\)"),
+        ("stream", r"model.stream\(prompt"),
+        ("n_predict", "npgpt's is max_new_tokens"),
     ],
 )
 def test_another_librarys_generate_option_is_answered_with_npgpts_way(name, says):
@@ -423,4 +433,7 @@ def test_the_foreign_option_names_are_those_libraries_own():
         others = {"n", "attention_mask", "streamer", "min_tokens", "ignore_eos", "prompt_logprobs", "stop_token_ids"}
         others |= {"n_tokens_to_generate", "num_samples", "generator"}
         others |= {"sampling_params", "generation_config"}  # vLLM's LLM.generate's and transformers' generate()'s
+        # vLLM's SamplingParams and LLM.generate; OpenAI's echo and stream; llama.cpp's server's n_predict
+        others |= {"best_of", "bad_words", "allowed_token_ids", "skip_special_tokens", "include_stop_str_in_output"}
+        others |= {"truncate_prompt_tokens", "detokenize", "use_tqdm", "echo", "stream", "n_predict"}
         assert name in hf | tl | others, name
