@@ -75,7 +75,7 @@ class Engine:
             if not self.backend.out_of_memory(e):
                 raise
             raise NpgptError(
-                f"out of memory for the kv cache of {batch} rows x {capacity} tokens ({_first_line(e)}); "
+                f"out of memory for the kv cache of {batch} rows x {capacity} tokens ({first_line(e)}); "
                 "run fewer rows at once (prompts x n) or fewer new tokens"
             ) from None
 
@@ -92,14 +92,14 @@ class Engine:
         outside the vocabulary.
         """
         ids, valid = self.check_ids(ids, attention_mask)
-        self._check_logits_fit(*ids.shape)
+        self.check_logits_fit(*ids.shape)
         out, _ = self._run(ids, valid, 0)
         return out
 
-    def _check_logits_fit(self, rows: int, tokens: int) -> None:
+    def check_logits_fit(self, rows: int, tokens: int) -> None:
         """NpgptError, before any compute, for logits [rows, tokens, V] whose float32 alone outgrow this machine's
         memory: a batch of 100,000 rows asked for 20 GB a token, and ended in MemoryError deep in the forward pass
-        (a PyTorch RuntimeError on that backend), or in the OOM killer."""
+        (a PyTorch RuntimeError on that backend), or in the OOM killer. The hooked forward pass asks it too."""
         need, memory = rows * tokens * self.config.n_vocab * 4, physical_memory()
         if memory is not None and need > memory:
             raise NpgptError(
@@ -170,7 +170,7 @@ class Engine:
             if not be.out_of_memory(e):
                 raise
             raise NpgptError(
-                f"out of memory running {ids.shape[0]} rows x {ids.shape[1]} tokens ({_first_line(e)}); "
+                f"out of memory running {ids.shape[0]} rows x {ids.shape[1]} tokens ({first_line(e)}); "
                 "run fewer rows at once (prompts x n) or shorter prompts"
             ) from None
 
@@ -192,7 +192,7 @@ class Engine:
         return (self._batched[1] if self._batched else None) or self.params
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     """What a library's out-of-memory error says (NumPy's "Unable to allocate 95.9 GiB for an array with shape ...",
     PyTorch's "... can't allocate memory: you tried to allocate N bytes"), on one line."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0]

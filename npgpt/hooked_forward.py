@@ -15,7 +15,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .backends import float32_products
-from .engine import as_engine, positions_and_mask
+from .engine import as_engine, first_line, positions_and_mask
 from .errors import NpgptError, counted_index, is_integer, shown
 from .head_attribution import head_results
 from .hook_points import RESULT
@@ -215,6 +215,8 @@ def hooked_forward(
     if start_at_layer is not None:
         residual, ids = ids, np.zeros(ids.shape[:2], np.int64)  # placeholder ids: the blocks before are not seen
     ids, positions, mask = _inputs(model, ids, attention_mask)
+    if stop_at_layer is None:  # the logits [B, T, V] come out whole: refused before any compute if they cannot
+        as_engine(model).check_logits_fit(*ids.shape)
     asarray = model.backend.asarray if params is None else array_namespace(params["wte"]).asarray
     weights = as_engine(model).params_for(*ids.shape) if params is None else params  # as GPT2.logits runs it
     hook = _scores_as_transformer_lens(hook)
@@ -233,4 +235,11 @@ def hooked_forward(
             )
         except _Stopped as stopped:
             return stopped.residual
+        except Exception as e:  # NumPy's MemoryError, PyTorch's and JAX's own (Backend.out_of_memory)
+            if not model.backend.out_of_memory(e):
+                raise
+            raise NpgptError(
+                f"out of memory running {ids.shape[0]} rows x {ids.shape[1]} tokens with hooks ({first_line(e)}); "
+                "run fewer rows at once, or keep fewer activations (names_filter)"
+            ) from None
     return logits

@@ -571,6 +571,28 @@ def test_a_samplingparams_is_taken_as_vllms_llm_generate_takes_its_own(model):
         model.generate("Hi", sampling_params={"temperature": 0})
 
 
+def test_the_hooked_forward_pass_refuses_logits_that_outgrow_memory_and_says_out_of_memory(model, monkeypatch):
+    """model(ids), run_with_hooks and run_with_cache of a batch whose logits outgrow the machine ran the whole hooked
+    pass and ended in NumPy's bare MemoryError ("Unable to allocate 59.9 GiB for an array with shape (320000, 50257)").
+    They refuse it first, as model.logits does (stop_at_layer, which makes no logits, still runs), and any other
+    out-of-memory in the pass is one line naming the rows and the way."""
+    import npgpt.engine
+
+    memory = 2**30
+    monkeypatch.setattr(npgpt.engine, "physical_memory", lambda: memory)  # a 1 GiB machine, whatever this one is
+    ids = np.ones((memory // (4 * model.config.n_vocab * 8) + 1, 8), np.int64)
+    for run in (lambda: model(ids), lambda: model.run_with_cache(ids), lambda: model.run_with_hooks(ids)):
+        with pytest.raises(NpgptError, match=r"logits of \d+ rows x 8 tokens x 50257 are .* pass fewer rows"):
+            run()
+    assert model.run_with_cache(ids[:2], stop_at_layer=1)[0].shape == (2, 8, model.config.n_embd)
+
+    def full(activation, hook):
+        raise MemoryError("Unable to allocate 59.9 GiB for an array with shape (320000, 50257)")
+
+    with pytest.raises(NpgptError, match=r"^out of memory running 2 rows x 8 tokens with hooks \(Unable to allocate"):
+        model.run_with_hooks(ids[:2], fwd_hooks=[("blocks.0.hook_resid_pre", full)])
+
+
 def test_ids_that_are_not_integers_are_one_line_wherever_they_go(model):
     torch = pytest.importorskip("torch")
     for run in (model.generate, model.next_tokens, model.logits, model.score):
