@@ -601,15 +601,34 @@ def test_resume_with_another_init_is_refused_not_ignored(text, tmp_path):
         train(text, scratch, TrainSettings(init=init, steps=4), resume=True)
 
 
-def test_a_batch_too_large_for_the_host_names_grad_accum_too(text, tmp_path):
+def test_a_batch_too_large_for_the_host_names_grad_accum_too(text, tmp_path, monkeypatch):
     """--grad-accum multiplies what a step holds on the host at once: a batch of 2 x 10**10 windows is
-    refused in one line naming all three sizes (the advice was to raise --grad-accum)."""
+    refused in one line naming all three sizes (the advice was to raise --grad-accum). Where the system does not
+    say its memory (no up-front check), the step's MemoryError."""
+    import npgpt.score
+
+    monkeypatch.setattr(npgpt.score, "physical_memory", lambda: None)
     with pytest.raises(NpgptError) as e:
         train(text, tmp_path / "run", TrainSettings(**{**RUN, "grad_accum": 10**10}))
     message = str(e.value)
     assert message.startswith("out of memory at step 1 ") and "\n" not in message
     assert "batch_size=2, grad_accum=10000000000 and seq_len=8" in message
     assert "lower batch_size=, grad_accum= or seq_len=" in message, message
+
+
+@pytest.mark.parametrize("sizes", [dict(batch_size=10**20), dict(batch_size=10**8), dict(grad_accum=10**8)])
+def test_a_batch_no_memory_holds_is_refused_before_any_work(text, tmp_path, monkeypatch, sizes):
+    """batch_size=10**20 ended "internal error: Maximum allowed size exceeded" (laying out the held-out windows),
+    10**9 in minutes of work before a MemoryError: a step's token ids alone past the machine's memory are refused
+    at the start, in one line naming the sizes, with no folder left behind."""
+    import npgpt.score
+
+    monkeypatch.setattr(npgpt.score, "physical_memory", lambda: 2**30)  # 1 GiB: the same on every machine
+    with pytest.raises(NpgptError, match=r"^a step's batch is \d+ token ids \(grad_accum=") as e:
+        train(text, tmp_path / "run", TrainSettings(**{**RUN, **sizes}))
+    assert "more than this machine's 1 GiB of memory; lower batch_size=, grad_accum= or seq_len=" in str(e.value)
+    assert as_flags(e.value).endswith("lower --batch-size, --grad-accum or --seq-len")
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
 
 
 def test_a_batch_is_its_windows_in_order():

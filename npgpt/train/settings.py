@@ -283,6 +283,24 @@ class RunSettings:
     tokenizer: str
     init: str | None = None  # the --init the run started from, as given; None: from scratch
 
+    def __post_init__(self) -> None:
+        """Refuse a step whose token ids alone outgrow this machine's memory: they are gathered on the host at once
+        (``grad_accum`` micro-batches of ``batch_size`` windows of ``seq_len + 1`` ids, int32), so such a run can
+        never take a step. ``batch_size=10**20`` ended "internal error: Maximum allowed size exceeded" while the
+        held-out windows were laid out, ``10**9`` in minutes of work before it."""
+        from ..score import physical_memory
+
+        ids = self.grad_accum * self.batch_size * (self.seq_len + 1)
+        memory = physical_memory()
+        if memory is not None and ids * 4 > memory:
+            raise NpgptError(
+                f"a step's batch is {shown(ids)} token ids (grad_accum={self.grad_accum} x batch_size="
+                f"{shown(self.batch_size)} windows of seq_len={self.seq_len} + 1), {shown(ids * 4 // 2**30)} GiB as "
+                f"int32, more than this machine's {memory // 2**30} GiB of memory; lower batch_size=, grad_accum= or "
+                "seq_len=",
+                keywords=KEYWORDS,
+            )
+
     def to_meta(self) -> dict[str, Any]:
         """The run and monitoring settings as the checkpoint stores them (JSON-ready)."""
         return {k: getattr(self, k) for k in (*RUN_DEFAULTS, *MONITORING_DEFAULTS, "tokenizer", "init")}
