@@ -333,6 +333,8 @@ def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
     )
     one_line_error(run_cli("generate", "Hi", env={"LLAMA_ARG_N_PREDICT": "-5"}), "LLAMA_ARG_N_PREDICT must be >= 1")
     one_line_error(run_cli("generate", "Hi", env={"LLAMA_ARG_MODEL": "/no/such"}), "/no/such")
+    r = run_cli("generate", "Hi", "--max-new-tokens", "x", env={"LLAMA_ARG_N_PREDICT": "3"})  # typed: not the variable
+    assert r.returncode == 2 and "env var" not in r.stderr and "'x' is not an integer" in r.stderr, r.stderr
 
 
 # -- 7. info names the model file and its own size -------------------------------------------------------------
@@ -559,7 +561,7 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["next", "Hi", "--temp", "1"], "npgpt next has nothing like it"),  # click offered --dtype, --help
         (["serve", "-np", "4"], "npgpt takes --max-batch"),  # llama-server
         (["chat", "-p", "Hi"], "echo Hi | npgpt chat"),
-        (["run"], "npgpt's is chat: npgpt chat -m MODEL"),  # Ollama's run needs a model
+        (["run"], "Missing argument 'model' (see `npgpt run --help`)"),  # Ollama's run needs a model; its help
         (["ps"], "npgpt keeps no models running"),
         (["create", "mymodel"], "npgpt has no Modelfiles"),  # click offered 'chat'
         (["cp", "a", "b"], "npgpt uses a model where it lies (-m PATH)"),

@@ -66,7 +66,7 @@ def run_command(
 ) -> None:
     """Ollama's `ollama run MODEL [PROMPT]`: npgpt generate PROMPT -m MODEL, or npgpt chat -m MODEL.
 
-    With a prompt, generate's options go anywhere after run (see npgpt generate --help); without, chat's.
+    With a prompt, generate's options go anywhere after run (npgpt generate's help lists them); without, chat's.
 
     Example: npgpt run 124M "Why is the sky blue?"  or  npgpt run 124M
     """
