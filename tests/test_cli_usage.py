@@ -571,6 +571,9 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
             "npgpt generate 'Why is the sky blue?' -m gpt2",
         ),  # Ollama's order
         (["generate", "Hello", "world"], "Quote text of several words: npgpt generate 'Hello world'"),
+        # after --, text starting with '-': the quoted text goes after -- too (alone it was read as an option)
+        (["generate", "--", "-5", "degrees"], "Quote text of several words: npgpt generate -- '-5 degrees'"),
+        (["next", "--", "-5", "degrees"], "Quote text of several words: npgpt next -- '-5 degrees'"),
         # the OpenAI API's logprobs and llama.cpp's --n-probs: click said only "No such option: --logprobs"
         (["generate", "Hi", "--logprobs", "2"], "npgpt score gives each token's log-probability in a text"),
         (["generate", "Hi", "--n-probs", "2"], "model.completions(prompt, logprobs=k)"),

@@ -176,8 +176,10 @@ class Command(TyperCommand):
         command = f"npgpt {ctx.info_name}"
         model = self._has("--model") and names_a_model(first)
         text = words if model else " ".join([first, *extra])
-        # a text past a line (a page pasted unquoted) is not repeated: the command to pipe it in is said instead
+        # a text past a line (a page pasted unquoted) is not repeated: the command to pipe it in is said instead;
+        # one that starts with '-' goes after -- (`npgpt generate -- -5 degrees`), or it is read as an option
         given = shlex.quote(text) if _typeable(text) else "< FILE"
+        given = f"-- {given}" if text.startswith("-") and given != "< FILE" else given
         if model:
             return f"{message}. The model goes after -m: {command} {given} -m {shlex.quote(first)}"
         if given == "< FILE":
