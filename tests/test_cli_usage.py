@@ -182,6 +182,24 @@ def test_prompt_from_stdin_dash_and_prompt_file(model_file, tmp_path):
     one_line_error(run_cli("generate", *args, input=""), "PROMPT")
 
 
+def test_a_text_argument_naming_a_file_is_said_to_be_the_text(model_file, tmp_path):
+    """`npgpt generate prompt.txt` continued the words "prompt.txt" (as llama.cpp's -p and Ollama's run read them)
+    where the user meant the file (llama.cpp's -f), with no word of it: the text as typed still, and a notice with the
+    way to the file's text (or, for a checkpoint, to the model)."""
+    (tmp_path / "prompt.txt").write_text("Once upon a time\n")
+    args = ("--model", model_file, "--max-new-tokens", "2", "--seed", "1")
+    r = subprocess.run(
+        [sys.executable, "-m", "npgpt", "generate", "prompt.txt", *args], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert r.returncode == 0 and r.stdout.startswith("prompt.txt"), r.stderr
+    assert "taking 'prompt.txt' as the text itself" in r.stderr and "use --prompt-file prompt.txt" in r.stderr
+    r = run_cli("tokenize", str(tmp_path / "prompt.txt"), "--ids")
+    assert r.returncode == 0 and f"pipe it in: npgpt tokenize - < {tmp_path / 'prompt.txt'}" in r.stderr, r.stderr
+    r = run_cli("next", model_file, "-m", model_file, "-k", "1")
+    assert r.returncode == 0 and f"for the model, use -m {model_file}" in r.stderr, r.stderr
+    assert "taking" not in run_cli("generate", "Once upon", *args).stderr  # no file of that name: nothing said
+
+
 def test_stop_escapes_are_read(model_file):
     from npgpt.cli.options import unescape
 

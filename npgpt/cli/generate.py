@@ -271,13 +271,48 @@ def _chomp(text: str) -> str:
 
 
 def text_argument(
-    text: str | None, what: str = "a prompt", limit: int = PROMPT_LIMIT, fix: str = PROMPT_FIX
+    text: str | None,
+    what: str = "a prompt",
+    limit: int = PROMPT_LIMIT,
+    fix: str = PROMPT_FIX,
+    file_option: str | None = None,
 ) -> str | None:
     """The argument's text; ``-``, or no argument while text is piped in, reads stdin (None: neither), at most
-    ``limit`` bytes of it (``fix``: how to give a part)."""
+    ``limit`` bytes of it (``fix``: how to give a part). ``file_option``: the command's option for a file's text."""
     if text == "-" or (text is None and sys.stdin is not None and not sys.stdin.isatty()):
         return _chomp(read_text(Path("-"), what, limit=limit, fix=fix))
+    if text is not None and _names_a_file(text):
+        # `npgpt generate prompt.txt` continued the words "prompt.txt", as llama.cpp's -p and Ollama's run read them,
+        # while the user meant the file's text (llama.cpp's -f): still the text as typed, said so with the way
+        import importlib
+        import shlex
+
+        from .parsing import _click
+
+        ctx = importlib.import_module(f"{_click.__name__}.globals").get_current_context(silent=True)
+        command = f"npgpt {ctx.info_name}" if ctx is not None else "npgpt COMMAND"
+        quoted = shlex.quote(text)
+        if Path(text).suffix.lower() in _MODEL_SUFFIXES and command != "npgpt tokenize":
+            way = f"for the model, use -m {quoted}"
+        elif file_option is not None:
+            way = f"for the file's text, use {file_option} {quoted}"
+        else:
+            way = f"for the file's text, pipe it in: {command} - < {quoted}"
+        print_notice(f"taking {text!r} as the text itself, though it names a file here; {way}")
     return text
+
+
+_MODEL_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf"}
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether ``text``, one word, is the path of a file that exists."""
+    if len(text) > 4096 or not text.strip() or any(c.isspace() for c in text):
+        return False
+    try:
+        return Path(text).expanduser().is_file()
+    except (OSError, ValueError, RuntimeError):  # a name too long, a NUL, ~nosuchuser
+        return False
 
 
 def _prompts(prompt: str | None, prompt_file: Path | None, batch_file: Path | None) -> list[str]:
@@ -309,7 +344,7 @@ def _prompts(prompt: str | None, prompt_file: Path | None, batch_file: Path | No
         if not text:
             raise NpgptError(f"{prompt_file} is empty; put the prompt in it")
         return [text]
-    text_given = text_argument(prompt)
+    text_given = text_argument(prompt, file_option="--prompt-file")
     if text_given is None:
         raise NpgptError(
             "no prompt: give a PROMPT, pipe text in (`echo text | npgpt generate`), "
