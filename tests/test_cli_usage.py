@@ -530,6 +530,9 @@ def test_train_refuses_a_nanogpt_config_as_its_text(tmp_path):
     r = run_cli("train", str(config), "--out", str(tmp_path / "run"), "--steps", "1", *small)
     one_line_error(r, "train_shakespeare_char.py is a Python config file", "--config")
     assert not (tmp_path / "run").exists()
+    # typed as nanoGPT's, with no --out (its config names out_dir): "give --out" sent the user to add one, only to
+    # be told then that the file is no training text
+    one_line_error(run_cli("train", str(config), "--batch_size=32"), "is a Python config file")
 
 
 # -- README ------------------------------------------------------------------------------------------------------

@@ -209,12 +209,13 @@ def train_command(
     given = {k: v for k, v in locals().items() if k not in _NOT_IN_CONFIG}
     if config is not None:
         given = _with_config(ctx, config, given)
+    if given["data"] is not None:  # nanoGPT's `train.py config/x.py`: said before asking for --out, which it lacks
+        _refuse_python_config(Path(given["data"]))
     missing = [what for key, what in (("data", "the training text"), ("out", "--out")) if given[key] is None]
     if missing:  # named alone: "give the training text and --out" for a run missing only --out read as both
         keys = "/".join(k for k in ("data", "out") if given[k] is None)
         raise NpgptError(f"give {' and '.join(missing)} (on the command line or as {keys} in --config)")
     check_out_dir(Path(given["out"]))
-    _refuse_python_config(Path(given["data"]))
     from ..train.settings import TrainSettings
 
     settings = TrainSettings(
