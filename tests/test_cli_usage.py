@@ -838,6 +838,28 @@ def test_nanogpts_sample_line_runs(model_file):
     assert a.returncode == 0 and (a.stdout, a.stderr) == (b.stdout, b.stderr), a.stderr
 
 
+def test_nanogpts_settings_that_npgpt_follows_anyway_are_taken(model_file):
+    """nanoGPT's `--compile=False` (its way on a CPU) was refused: "npgpt has no --compile", a line about something
+    not asked for. A setting whose value is what npgpt does anyway is taken as nothing, as --init_from=scratch is; any
+    other value keeps the line (npgpt cannot compile, or train with dropout, on request)."""
+    theirs = ["--start=Hi", "--max_new_tokens=3", "--seed=1", f"--init_from={model_file}"]
+    a = run_cli("generate", *theirs, "--compile=False")
+    assert (a.returncode, a.stdout) == (0, run_cli("generate", *theirs).stdout), a.stderr
+    r = run_cli("generate", *theirs, "--compile=True")
+    assert r.returncode == 2 and "npgpt has no --compile" in r.stderr, r.stderr
+    import typer.main
+
+    from npgpt.cli.commands import app
+    from npgpt.cli.names import _as_ours
+
+    train = typer.main.get_command(app).commands["train"]
+    same = ["--dropout=0.0", "--bias=True", "--compile=False", "--wandb_log=False", "--decay_lr=True"]
+    assert _as_ours(train, ["t.txt", *same, "--always_save_checkpoint=True", "--eval_only=False"]) == ["t.txt"]
+    assert _as_ours(train, ["t.txt", "--dropout=0.2"]) == ["t.txt", "--dropout=0.2"]  # refused, with its line
+    generate = typer.main.get_command(app).commands["generate"]
+    assert _as_ours(generate, ["Hi", "--dropout=0.0"]) == ["Hi", "--dropout=0.0"]  # no training: nothing like it
+
+
 def test_a_llama_cpp_and_a_nanogpt_command_line_run(model_file, tmp_path):
     prompt = tmp_path / "my prompt.txt"
     prompt.write_text("In the beginning\n")

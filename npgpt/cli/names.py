@@ -506,6 +506,9 @@ def _as_ours(command: Any, args: list[str], typed: dict[str, str] | None = None)
             out += init
             i += 1 if eq else 2
             continue
+        if ours is None and eq and _as_npgpt_does(command, name, value):  # nanoGPT's --compile=False: nothing to do
+            i += 1
+            continue
         if ours is None:
             out.append(arg)
         elif ours != "PROMPT":
@@ -527,6 +530,28 @@ def _as_ours(command: Any, args: list[str], typed: dict[str, str] | None = None)
     if texts:
         rest = ["--", *texts, *rest[1:]]
     return out + rest
+
+
+# nanoGPT's settings (``--key=value``, as its configurator takes them) whose value is what npgpt does anyway, where
+# INSTEAD says what npgpt does: taken as no option at all, as --init_from=scratch is. Another value keeps the line
+# (``--dropout=0.2``: npgpt trains without dropout). The values as nanoGPT's literal_eval reads them.
+SAME_AS_NPGPT = {
+    "--compile": ("False",),  # npgpt compiles nothing on NumPy, and JAX's step by itself
+    "--dropout": ("0", "0.0", "0."),
+    "--bias": ("True",),
+    "--wandb_log": ("False",),
+    "--always_save_checkpoint": ("True",),
+    "--decay_lr": ("True",),
+    "--eval_only": ("False",),
+}
+
+
+def _as_npgpt_does(command: Any, theirs: str, value: str) -> bool:
+    """Whether nanoGPT's ``theirs=value`` asks ``command`` for what it does anyway (:data:`SAME_AS_NPGPT`)."""
+    theirs = _snake(theirs)
+    if value.strip() not in SAME_AS_NPGPT.get(theirs, ()):
+        return False
+    return any(c in ("*", getattr(command, "name", None)) or _has(command, c) for c, _ in INSTEAD.get(theirs, ()))
 
 
 def _init_from(command: Any, value: str | None) -> list[str] | None:
