@@ -446,3 +446,12 @@ def test_a_models_own_chat_template_is_noticed(tmp_path):
         assert gguf_chat_template(path) == (None if where == "none" else CHATML)
     path.write_bytes(path.read_bytes()[:100])  # cut short: no template, and loading says what is wrong
     assert gguf_chat_template(path) is None
+
+
+def test_chat_negative_seed_is_reproducible_on_every_turn(model_file):
+    """Turn i uses seed + i: with --seed -2, turn 1's seed was -1, the library's "no seed", so the second reply was
+    random. Each turn counts from the seed as the library reads it, and two runs give the same replies."""
+    args = ("chat", "-m", model_file, "--seed", "-2", "--max-new-tokens", "8", "--temperature", "1.5")
+    runs = [run_cli(*args, input="hi\nagain\n") for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout

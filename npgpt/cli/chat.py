@@ -103,6 +103,7 @@ def chat_command(
     Example: npgpt chat --system "You are a helpful assistant."
     """
     from ..chat import CHAT_STOP, Conversation, chat_prompt
+    from ..sampling import SamplingParams
 
     if sys.stdin is None:
         raise NpgptError("standard input is closed; chat reads your messages from it (type them, or pipe them in)")
@@ -127,6 +128,9 @@ def chat_command(
 
     collapse_huge_pages()  # a conversation runs long: ~1 s once for faster decoding (process-wide: entry points only)
     n_ctx = m.config.n_ctx
+    # turn i's seed is seed + i, counted from the seed as the library reads it (>= 0: a negative one's two's
+    # complement), so a turn never lands on -1, the library's "no seed": --seed -2's second reply was random
+    first_seed = None if seed is None else SamplingParams(seed=seed).seed
     reply_room = max_new_tokens or max(1, min(256, n_ctx // 4))
     chat = Conversation(lambda text: len(m.tokenizer.encode(text)), budget=n_ctx - reply_room, system=system)
     if reply_room >= n_ctx:  # each refusal names its own fix: "lower or shorten them" read as both, always
@@ -211,7 +215,8 @@ def chat_command(
             )
         ids = m.tokenizer.encode(prompt)  # token ids: a message's literal <|endoftext|> stays text
         room = {"max_new_tokens": max(1, n_ctx - len(ids))} if fill else {}
-        chat.answer(_stream_reply(m, ids, {**sampling, **room, "seed": None if seed is None else seed + turn}))
+        turn_seed = None if first_seed is None else first_seed + turn
+        chat.answer(_stream_reply(m, ids, {**sampling, **room, "seed": turn_seed}))
         turn += 1
 
 
