@@ -451,7 +451,8 @@ class GPT2:
         ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``,
         ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``logit_bias`` ({id: bias}),
         ``seed``, ``stop`` (string or list), ``stop_at_eot``, ``skip_leading_space`` (``logprobs``: see
-        :meth:`completions`). A list of prompts runs as one batch.
+        :meth:`completions`). A list of prompts runs in batches of at most 256 rows and 16,384 padded prompt tokens
+        (:func:`npgpt.generate.batches`), each row's text what one batch of all would give.
         """
         sampling = _check_call("generate", prompt, positional, sampling)
         texts = [c.text for c in self.completions(_listed(prompt), **sampling)]
