@@ -173,7 +173,7 @@ def generate(
     )
     if n > 1 and not given:  # llama.cpp's `-n 128` meant tokens
         print_notice(
-            f"-n {n}: {n} completions of each prompt, {'up to the context' if fill else max_new_tokens} tokens each; "
+            f"-n {n}: {n} completions of each prompt, up to {'the context' if fill else max_new_tokens} tokens each; "
             f"for {n} new tokens (llama.cpp's -n {n}), use --max-new-tokens {n}"
         )
     m = load_model(model, backend, dtype)
