@@ -448,7 +448,9 @@ def test_unknown_options_name_the_valid_one(bundled) -> None:
     with pytest.raises(NpgptError, match="did you mean 'temperature'"):
         bundled.completions("x", temprature=0.5)
     with pytest.raises(NpgptError, match="valid options: max_new_tokens, temperature"):
-        bundled.generate("x", echo=True)
+        bundled.generate("x", frobnicate=True)
+    with pytest.raises(NpgptError, match="unknown option 'echo'; generate returns the completion only"):
+        bundled.generate("x", echo=True)  # another library's option: how to do it in npgpt
     valid = [f for f in SamplingParams.__dataclass_fields__]
     for name in valid:  # every option, misspelt by one letter, is suggested back
         typo = name[:-2] + name[-1] if len(name) > 3 else name + "s"
