@@ -264,6 +264,8 @@ def _named_by_env(e: NpgptError, command: Any, ctx: Any) -> NpgptError:
                 given[max(p.opts, key=len)] = (variable, os.environ[variable])
     message = original = as_flags(e)
     for flag, (variable, value) in given.items():
+        if variable in message:  # the message names it already ("--api-key (or NPGPT_API_KEY) is empty")
+            continue
         for shown in dict.fromkeys((f"{flag} {value}", f"{flag} {value!r}", f"{flag} {shlex.quote(value)}")):
             if shown in message:
                 message = message.replace(shown, f"{variable}={value}", 1)
