@@ -156,6 +156,53 @@ def test_a_gzip_or_deflate_body_is_read_and_other_codings_are_a_415(app, http):
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
 
 
+def test_content_encoding_is_a_list_of_codings_undone_last_first(http):
+    """Content-Encoding is a list (RFC 9110 8.4): the codings in the order applied, on one header line or
+    several. ``gzip, identity`` (identity is no coding) was a 415 "Content-Encoding 'gzip, identity' is not
+    supported", and so was a body gzipped twice (``gzip, gzip``) or deflated then gzipped; each is now undone,
+    last first, and only a coding the server cannot undo is refused, by name, with ``Accept-Encoding`` listing
+    those it can (as RFC 9110 asks of a 415)."""
+    import gzip
+    import zlib
+
+    body = json.dumps({"prompt": "a", "max_tokens": 2, "seed": 1}).encode()
+    plain = http.post("/v1/completions", content=body, headers=JSON).json()["choices"]
+    cases = [
+        ("gzip, identity", gzip.compress(body)),
+        ("identity, gzip", gzip.compress(body)),
+        ("gzip,", gzip.compress(body)),
+        (", , identity", body),
+        ("gzip, gzip", gzip.compress(gzip.compress(body))),
+        ("deflate, GZIP", gzip.compress(zlib.compress(body))),
+        ("gzip, deflate", zlib.compress(gzip.compress(body))),
+        (["gzip", "deflate"], zlib.compress(gzip.compress(body))),  # two header lines: one list
+    ]
+    for coding, data in cases:
+        headers = [("Content-Type", "application/json")]
+        headers += [("Content-Encoding", c) for c in ([coding] if isinstance(coding, str) else coding)]
+        r = http.post("/v1/completions", content=data, headers=headers)
+        assert r.status_code == 200 and r.json()["choices"] == plain, (coding, r.text)
+    r = http.post("/v1/completions", content=gzip.compress(body), headers={**JSON, "Content-Encoding": "gzip, br"})
+    assert r.status_code == 415 and r.headers["accept-encoding"] == "gzip, deflate", r.text
+    assert r.json()["error"]["message"] == (
+        "the request body's Content-Encoding 'br' (in Content-Encoding 'gzip, br') is not supported: send it "
+        "uncompressed, or compressed with gzip or deflate"
+    )
+    # the listed order is the order applied: gzip then deflate is not deflate then gzip
+    wrong = gzip.compress(zlib.compress(body))
+    r = http.post("/v1/completions", content=wrong, headers={**JSON, "Content-Encoding": "gzip, deflate"})
+    assert r.status_code == 400 and " is not valid " in r.json()["error"]["message"], r.text
+    r = http.post("/v1/completions", content=gzip.compress(body), headers={**JSON, "Content-Encoding": "gzip, gzip"})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith(
+        "the request body (its gzip undone) is not valid gzip data"
+    ), r.text
+    # every layer is bounded by the body limit: a bomb inside a small outer coding is refused as it grows
+    with TestClient(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))}, max_body_bytes=10_000)) as small:
+        bomb = gzip.compress(gzip.compress(b'{"prompt": "' + b"a" * 50_000_000 + b'"}'))
+        r = small.post("/v1/completions", content=bomb, headers={**JSON, "Content-Encoding": "gzip, gzip"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+
+
 def test_a_raw_deflate_body_is_read_as_browsers_and_curl_read_one(http):
     """``Content-Encoding: deflate`` is zlib-wrapped by RFC 9110, but some clients send raw deflate data, which
     browsers, curl and urllib3 read (falling back when the zlib header is not there): it was a 400 "not valid

@@ -90,10 +90,14 @@ class BodyLimit:
 class ContentEncoding:
     """A request body sent with ``Content-Encoding: gzip`` or ``deflate`` (zlib-wrapped or raw, see
     :meth:`_decoded`), as some clients and proxies compress large bodies, is decoded before it is read as JSON;
-    any other coding (``br``, ``zstd``) is a 415 naming the ones taken. Without this, a compressed body was read
-    as it came and refused as "not UTF-8", naming a byte of the gzip header. Both the bytes received and the
-    bytes they decode to are bounded by ``max_bytes`` (413): a small body that decodes to gigabytes is refused
-    as it grows past the limit."""
+    any other coding (``br``, ``zstd``) is a 415 naming the ones taken (and listing them in ``Accept-Encoding``,
+    as RFC 9110 asks). Without this, a compressed body was read as it came and refused as "not UTF-8", naming a
+    byte of the gzip header. Both the bytes received and the bytes they decode to are bounded by ``max_bytes``
+    (413): a small body that decodes to gigabytes is refused as it grows past the limit.
+
+    The header is a list (RFC 9110): the codings in the order they were applied, across one header line or
+    several, ``identity`` and empty items meaning nothing (``gzip, identity`` is gzip). They are undone last
+    first, each bounded as the first is; one this server cannot undo refuses the body, naming it."""
 
     WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
 
@@ -104,14 +108,17 @@ class ContentEncoding:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
-        codings = [v.decode("latin-1").strip().lower() for k, v in scope["headers"] if k == b"content-encoding"]
-        coding = ", ".join(c for c in codings if c and c != "identity")
-        if not coding:
+        listed = [v.decode("latin-1") for k, v in scope["headers"] if k == b"content-encoding"]
+        codings = [c for c in (c.strip().lower() for v in listed for c in v.split(",")) if c and c != "identity"]
+        if not codings:
             return await self.app(scope, receive, send)
-        error = self._refusal(coding)
-        body = b""
-        if error is None:
-            body, error = await self._decoded(receive, self.WBITS[coding])
+        error = self._refusal(codings, ", ".join(x.strip() for x in listed))
+        body, undone = b"", list[str]()
+        for coding in reversed(codings):  # the last applied first
+            if error is not None:
+                break
+            body, error = await self._decoded(receive if not undone else _replay(body), coding, undone)
+            undone.append(coding)
         if error is not None:
             return await error.response()(scope, receive, send)
         replayed = False
@@ -126,18 +133,23 @@ class ContentEncoding:
         headers.append((b"content-length", str(len(body)).encode()))
         await self.app({**scope, "headers": headers}, decoded, send)
 
-    def _refusal(self, coding: str) -> APIError | None:
-        if coding in self.WBITS:
+    def _refusal(self, codings: list[str], header: str) -> APIError | None:
+        """The 415 for the first of ``codings`` this server cannot undo (``header``: the header as sent), if any."""
+        unknown = next((c for c in codings if c not in self.WBITS), None)
+        if unknown is None:
             return None
+        of = f" (in Content-Encoding {shown(header)})" if header.lower() != unknown else ""
         return APIError(
             415,
-            f"the request body's Content-Encoding {shown(coding)} is not supported: send it uncompressed, or "
+            f"the request body's Content-Encoding {shown(unknown)}{of} is not supported: send it uncompressed, or "
             "compressed with gzip or deflate",
             code="unsupported_content_encoding",
+            headers={"Accept-Encoding": "gzip, deflate"},
         )
 
-    async def _decoded(self, receive: Any, wbits: int) -> tuple[bytes, APIError | None]:
-        """The body, decoded; or the error to answer (413 over the limit, 400 for data that does not decode).
+    async def _decoded(self, receive: Any, coding: str, undone: list[str]) -> tuple[bytes, APIError | None]:
+        """The body, its ``coding`` undone (``undone``: the codings applied after it, already undone); or the
+        error to answer (413 over the limit, 400 for data that does not decode).
 
         ``deflate`` is zlib-wrapped by RFC 9110, but some clients send raw deflate data (no zlib header), which
         browsers, curl and urllib3 read too, falling back to raw when the zlib header is not there: so does this,
@@ -146,6 +158,7 @@ class ContentEncoding:
         too_big = APIError(
             413, f"the request body is over the limit of {self.max_bytes} bytes", code="request_too_large"
         )
+        wbits = self.WBITS[coding]
         inflater, received, more = _Inflater(wbits, self.max_bytes), 0, True
         held: list[bytes] | None = [] if wbits == self.WBITS["deflate"] else None  # kept for a raw retry
         while more:
@@ -160,32 +173,42 @@ class ContentEncoding:
                 inflater.feed(chunk)
             except zlib.error as e:
                 if held is None:
-                    return b"", self._undecodable(wbits, str(e))
+                    return b"", self._undecodable(coding, undone, str(e))
                 inflater, chunk = _Inflater(-zlib.MAX_WBITS, self.max_bytes), b"".join([*held, chunk])
                 held = None  # one retry: raw deflate (the zlib header was not there), from the first byte
                 try:
                     inflater.feed(chunk)
                 except (zlib.error, TrailingData):
-                    return b"", self._undecodable(wbits, str(e))  # neither: the zlib reading's error says more
+                    return b"", self._undecodable(coding, undone, str(e))  # neither: the zlib reading's error says more
             except TrailingData as e:
-                return b"", self._undecodable(wbits, str(e))
+                return b"", self._undecodable(coding, undone, str(e))
             if held is not None:  # the header was good once anything came out: nothing to retry
                 held = None if inflater.out or inflater.decoder.eof else [*held, chunk]
             if inflater.over:
                 return b"", too_big
             more = message.get("more_body", False)
         if received and not inflater.decoder.eof:
-            return b"", self._undecodable(wbits, "it ends before the compressed data does")
+            return b"", self._undecodable(coding, undone, "it ends before the compressed data does")
         return bytes(inflater.out), None
 
-    def _undecodable(self, wbits: int, why: str) -> APIError:
-        coding = "gzip" if wbits == self.WBITS["gzip"] else "deflate"
+    def _undecodable(self, coding: str, undone: list[str], why: str) -> APIError:
+        coding = "deflate" if coding == "deflate" else "gzip"  # x-gzip is gzip
+        body = "the request body" + (f" (its {', '.join(reversed(undone))} undone)" if undone else "")
         return APIError(
             400,
-            f"the request body is not valid {coding} data, as its Content-Encoding says ({why}); compress it with "
+            f"{body} is not valid {coding} data, as its Content-Encoding says ({why}); compress it with "
             f"{coding}, or send it uncompressed without the header",
             code="invalid_json",
         )
+
+
+def _replay(body: bytes) -> Any:
+    """An ASGI ``receive`` that gives ``body`` in one message: a coding's output, for the coding under it."""
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 class TrailingData(ValueError):
