@@ -1429,6 +1429,43 @@ def test_several_text_parts_are_one_message(client, model):
     assert c.usage.prompt_tokens == a.usage.prompt_tokens
 
 
+def test_refusal_and_thinking_parts_are_read_as_text_as_vllm_reads_them(client, model):
+    """An assistant turn sent back with a ``refusal`` part (OpenAI's content part for a refused reply, as its
+    client types an assistant message) or a ``thinking`` part (a reasoning model's thoughts, as Anthropic's API and
+    LangChain write them back) was a 400 "'refusal' is not supported: GPT-2 reads text only", so the conversation
+    could not go on. vLLM reads both as text (its MM_PARSER_MAP: the part's ``refusal`` or ``thinking``), joined
+    with the other parts by line breaks; so does npgpt now. A part without its text is refused naming the field."""
+    kw = dict(model="tiny", max_tokens=4, seed=3)
+    parts = [
+        {"type": "thinking", "thinking": "They greet me.", "signature": "abc"},
+        {"type": "text", "text": "Hello."},
+        {"type": "refusal", "refusal": "I can't do that."},
+    ]
+    sent = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": parts},
+        {"role": "user", "content": "Go"},
+    ]
+    said = "They greet me.\nHello.\nI can't do that."
+    plain = [sent[0], {"role": "assistant", "content": said}, sent[2]]
+    a = client.chat.completions.create(messages=sent, **kw)
+    b = client.chat.completions.create(messages=plain, **kw)
+    assert a.choices[0].message.content == b.choices[0].message.content
+    assert (
+        a.usage.prompt_tokens
+        == b.usage.prompt_tokens
+        == len(model.tokenizer.encode(f"User: Hi\nAssistant: {said}\nUser: Go\nAssistant:"))
+    )
+    for kind in ("refusal", "thinking"):
+        bad = [sent[0], {"role": "assistant", "content": [{"type": kind}]}, sent[2]]
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(messages=bad, **kw)
+        assert e.value.body["param"] == f"messages[1].content[0].{kind}", e.value.body
+        assert e.value.body["message"] == (
+            f"Missing required parameter: 'messages[1].content[0].{kind}'; a {kind} part needs its {kind}"
+        )
+
+
 def test_serve_takes_the_model_as_an_argument_too():
     """``npgpt serve bundled`` (vLLM's ``vllm serve MODEL``, and how a new user writes it) was "Got unexpected extra
     argument (bundled)": only ``--model`` named a model. The models given as arguments are served too, first."""

@@ -250,9 +250,11 @@ class CompletionRequest(_Sampling):
             raise NpgptError("suffix is not supported: GPT-2 only continues text", param="suffix")
 
 
-# the content parts that are text: OpenAI's chat "text", and the Responses API's "input_text" and "output_text",
-# which clients moving between the two APIs send to chat and vLLM reads as text too
-TEXT_PARTS = ("text", "input_text", "output_text")
+# the content parts that are text, and the field that holds it: OpenAI's chat "text"; the Responses API's
+# "input_text" and "output_text", which clients moving between the two APIs send to chat; an assistant turn's
+# "refusal" part (OpenAI's, in the reply as its client sends it back); and a "thinking" part (a reasoning model's
+# thoughts, as Anthropic's API and LangChain write them back): vLLM reads each as text
+TEXT_PARTS = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal", "thinking": "thinking"}
 
 
 class ContentPart(Body):
@@ -263,6 +265,13 @@ class ContentPart(Body):
 
     type: str
     text: str | None = None
+    refusal: str | None = None  # a "refusal" part's text
+    thinking: str | None = None  # a "thinking" part's
+
+    @property
+    def said(self) -> str | None:
+        """The part's text, from the field its type keeps it in (:data:`TEXT_PARTS`)."""
+        return getattr(self, TEXT_PARTS.get(self.type, "text"))
 
 
 # a message's content parts: at least one, as OpenAI requires ("content": [] is its 400 "empty array")
@@ -332,7 +341,7 @@ class ChatMessage(Body):
     def text(self) -> str:
         """The message's line after its label: its content, then the calls it made, written as text."""
         if isinstance(self.content, list):
-            said = "\n".join(part.text or "" for part in self.content)  # as vLLM and llama.cpp join them
+            said = "\n".join(part.said or "" for part in self.content)  # as vLLM and llama.cpp join them
         else:
             said = self.content or ""
         calls = [c.written() for c in self.calls]
@@ -484,10 +493,11 @@ def check_message(m: ChatMessage, where: str) -> None:
                 'send {"type": "text", "text": ...} parts',
                 param=f"{where}.content[{j}].type",
             )
-        if part.text is None:
+        if part.said is None:
+            field = TEXT_PARTS[part.type]
             raise NpgptError(
-                f"Missing required parameter: '{where}.content[{j}].text'; a text part needs its text",
-                param=f"{where}.content[{j}].text",
+                f"Missing required parameter: '{where}.content[{j}].{field}'; a {part.type} part needs its {field}",
+                param=f"{where}.content[{j}].{field}",
             )
 
 
