@@ -77,8 +77,11 @@ Metadata = Annotated[
 ]
 
 
-# OpenAI's end-user identifiers, ``user`` and ``safety_identifier``, and its ``prompt_cache_key``: at most 64
-# characters (more is its 400, "Invalid 'user': string too long. Expected a string with maximum length 64, ...")
+# OpenAI's end-user identifiers, ``user`` and ``safety_identifier``: at most 64 characters (more is its 400,
+# "Invalid 'user': string too long. Expected a string with maximum length 64, ..."). Not ``prompt_cache_key``, which
+# OpenAI caps alike but vLLM takes at any length (its chat and completions ignore it, its Responses API types it
+# ``str``): agents write session ids of 70-100 characters into it, and npgpt, which ignores it as vLLM does, takes
+# what vLLM takes
 Identifier = Annotated[str, Field(max_length=64)]
 
 
@@ -121,7 +124,7 @@ class _Sampling(Body):
     metadata: Metadata | None = None
     store: bool | None = None
     service_tier: str | None = None
-    prompt_cache_key: Identifier | None = None
+    prompt_cache_key: str | None = None
     safety_identifier: Identifier | None = None
     priority: Int | None = None  # vLLM's
     request_id: str | None = None
