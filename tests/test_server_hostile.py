@@ -1021,6 +1021,39 @@ def test_a_request_too_slow_to_arrive_gets_a_408_before_its_connection_closes(mo
             s.close()
 
 
+def test_empty_lines_before_a_request_line_are_skipped_as_rfc_9112_asks():
+    """A CRLF sent after a request's body (as some clients end a POST), or before the first request, was answered
+    by h11 with a 400 "the request is not valid HTTP/1.1" and the connection closed, so a client's next request on
+    it failed; RFC 9112 (2.2) asks a server to ignore empty lines before a request line, as nginx, Node.js and Go
+    do. Both requests are answered now; a line that is not empty is still a 400."""
+    import socket
+
+    body = json.dumps({"prompt": "a", "max_tokens": 1}).encode()
+    post = (
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    last = post.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    with background_server(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))})) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for sent in (
+            post + b"\r\n" + last,  # one packet
+            b"\r\n\r\n\n" + last,  # before the first request
+            [post + b"\r\n", b"\r\n" + last],  # the CRLF, then the next request, apart
+        ):
+            s = socket.create_connection((host, int(port)))
+            for piece in [sent] if isinstance(sent, bytes) else sent:
+                s.sendall(piece)
+                time.sleep(0.2)
+            raw = read_all(s)
+            s.close()
+            assert raw.count(b"HTTP/1.1 200 OK") == raw.count(b"HTTP/1.1 ") == (1 if sent[:1] == b"\r" else 2), raw
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"\r\nnot a request\r\n\r\n")
+        assert read_all(s).startswith(b"HTTP/1.1 400 Bad Request")
+        s.close()
+
+
 def test_a_client_that_hangs_up_mid_body_is_no_unhandled_error(caplog):
     """A client that closed its connection while its request's body was being read (curl interrupted during an
     upload, a client's own timeout, or a body past its deadline) was logged as "unhandled error" with two

@@ -20,6 +20,7 @@ import asyncio
 import json
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 HEAD_TIMEOUT_S = 60.0  # Node.js's headersTimeout
@@ -73,6 +74,22 @@ class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a
         if timer is not None:
             timer.cancel()
         super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        """Empty lines before a request line are skipped, as RFC 9112 (2.2) asks of a server ("SHOULD ignore at
+        least one empty line (CRLF) received prior to the request-line") and as nginx, Node.js and Go do: h11, under
+        uvicorn, answered a CRLF sent after a request's body (as some clients end a POST) with a 400 "not valid
+        HTTP/1.1" and closed the connection, so the next request on it failed. (httptools, the other protocol
+        ``http="auto"`` may pick, skips them itself.)"""
+        conn = getattr(self, "conn", None)
+        # h11's buffer of what has arrived and is not yet read (its own names: looked up, so that another h11
+        # only loses the skipping, never a request)
+        buffer: Any = getattr(conn, "_receive_buffer", None)
+        data = getattr(buffer, "_data", None)
+        idle = isinstance(conn, h11.Connection) and conn.their_state is h11.IDLE
+        if idle and isinstance(data, bytearray) and data[:1] in (b"\r", b"\n") and hasattr(buffer, "_extract"):
+            buffer._extract(len(data) - len(data.lstrip(b"\r\n")))
+        super().handle_events()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are no HTTP/1.1 request (a malformed request line or header) was a
