@@ -132,6 +132,8 @@ REFUSED = [  # vLLM's options npgpt does not have, each set to something that wo
     ("return_tokens_as_token_ids", True),
     ("return_token_ids", True),
     ("logits_processors", ["my.module:Processor"]),
+    ("logprob_token_ids", [13, 14]),
+    ("return_prompt_text", True),
 ]
 LLAMA_CPP = [  # llama.cpp server's names, set to change the answer, and the value that changes nothing
     ("n_predict", 50, None),
@@ -158,6 +160,32 @@ def test_llama_cpp_options_are_refused_by_name(url, path, field, value, off):
     r = httpx.post(url + path, json={**body, field: value})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == field and field in r.json()["error"]["message"]
+    assert httpx.post(url + path, json={**body, field: off}).status_code == 200
+
+
+TRANSFORMERS = [  # transformers' generate's and TGI's names (and npgpt's Python API's), set to change the answer
+    ("max_new_tokens", 50, None),
+    ("max_length", 50, None),
+    ("do_sample", False, True),
+    ("num_return_sequences", 2, 1),
+    ("num_beams", 4, 1),
+    ("return_full_text", True, False),
+    ("stop_at_eot", False, True),
+]
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize(("field", "value", "off"), TRANSFORMERS)
+def test_transformers_and_tgi_options_are_refused_by_name(url, path, field, value, off):
+    """A request written with transformers' or TGI's names, or npgpt's own Python API's (``max_new_tokens``,
+    ``do_sample: false``, ``num_return_sequences``), was answered as if they were not there: 16 tokens for
+    max_new_tokens 50, a sampled reply for do_sample false, one choice for two. Each is refused by name with
+    OpenAI's field for it, as llama.cpp's n_predict is; set to what npgpt does anyway, it is accepted."""
+    body = {"prompt": "Hello"} if "chat" not in path else {"messages": [{"role": "user", "content": "Hello"}]}
+    body = {**body, "max_tokens": 2}
+    r = httpx.post(url + path, json={**body, field: value})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == field and r.json()["error"]["message"].startswith(f"{field} is not supported")
     assert httpx.post(url + path, json={**body, field: off}).status_code == 200
 
 

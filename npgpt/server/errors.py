@@ -26,6 +26,7 @@ from ..sampling import SamplingParams
 from .body import too_deep
 from .jsonbody import NotJSON
 from .scheduler import ShuttingDown
+from .unsupported import Refused
 
 if TYPE_CHECKING:
     from ..api import GPT2
@@ -93,7 +94,10 @@ class SafeJSON(JSONResponse):
 
 
 def bad_request(e: NpgptError, code: str | None = None) -> APIError:
-    """A 400 for a user error, in the OpenAI API's names."""
+    """A 400 for a user error, in the OpenAI API's names (but a :class:`.unsupported.Refused` option's, which
+    are the request's own: ``max_new_tokens`` sent in a body is named as sent)."""
+    if isinstance(e, Refused):
+        return APIError(400, str(e), param=e.param, code=code)
     message = str(e)
     for ours, theirs in OPENAI_NAMES.items():
         message = message.replace(ours, theirs)

@@ -3,7 +3,8 @@
 The rule for a field npgpt cannot honour: if honouring it would change the answer (its text, its tokens, its
 form), a request that sets it gets a 400 naming it and what to do instead, never an answer that silently ignored
 it (``web_search_options``, ``reasoning_effort``, vLLM's ``min_tokens``, ``chat_template`` or
-``add_generation_prompt`` false, llama.cpp's ``n_predict`` or ``repeat_penalty``...). These are no fields of the
+``add_generation_prompt`` false, llama.cpp's ``n_predict`` or ``repeat_penalty``, transformers' and TGI's
+``max_new_tokens`` or ``do_sample`` false...). These are no fields of the
 request models: an unknown field is kept (``extra="allow"``) only to be looked up here (:func:`check_refused`).
 A field of the other endpoint (chat's ``max_completion_tokens`` or ``top_logprobs`` sent to completions,
 completions' ``suffix`` to chat), which OpenAI answers as unrecognised, is refused by name with the field meant.
@@ -36,6 +37,18 @@ REFUSED = {
     "leave it out",
     "return_token_ids": "npgpt does not list the token ids; leave it out (logprobs name each token)",
     "logits_processors": "npgpt runs no custom logits processors; leave it out (logit_bias biases tokens)",
+    "logprob_token_ids": "npgpt's logprobs list each position's likeliest tokens, not tokens named; leave it out",
+    "return_prompt_text": "npgpt does not return the rendered prompt; leave it out (POST /tokenize with the same "
+    "prompt or messages gives its tokens)",
+    # transformers' generate's and Hugging Face TGI's names (and npgpt's own Python API's), as a client moving from
+    # them writes its request
+    "max_new_tokens": "send max_tokens, OpenAI's name for it",
+    "max_length": "it counts the prompt's tokens too; send max_tokens, the number of new tokens",
+    "do_sample": "npgpt samples unless temperature is 0; for greedy decoding send temperature: 0",
+    "num_return_sequences": "send n, OpenAI's name for it",
+    "num_beams": "npgpt only samples; leave it out",
+    "return_full_text": "/v1/completions returns the prompt with its completion when sent echo: true",
+    "stop_at_eot": "send ignore_eos: true (vLLM's name) to go on past <|endoftext|>",
     # llama.cpp server's own names (its /v1 endpoints read them too)
     "n_predict": "send max_tokens, OpenAI's name for it",
     "repeat_penalty": "send repetition_penalty, npgpt's (and vLLM's) name for the same penalty",
@@ -77,6 +90,10 @@ _NEUTRAL = {
     "repeat_penalty": 1,
     "typical_p": 1,
     "top_n_sigma": -1,
+    "do_sample": True,
+    "num_return_sequences": 1,
+    "num_beams": 1,
+    "stop_at_eot": True,
 }  # set to these, the options ask for what npgpt does anyway
 _SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
     "max_completion_tokens",  # 0: no completion (which max_tokens 0 with echo asks for)
@@ -86,7 +103,14 @@ _SET_EVEN_IF_FALSY = {  # set to 0 or {}, these still ask for something
     "truncate_prompt_tokens",
     "reasoning_effort",
     "verbosity",
+    "max_new_tokens",  # 0: no completion
+    "max_length",
 }
+
+
+class Refused(NpgptError):
+    """A request's option refused by name: its message and ``param`` name the request's own fields (its
+    ``max_new_tokens`` is what the client sent), never the Python API's to be renamed to OpenAI's."""
 
 
 def check_refused(extra: Mapping[str, Any], refused: Mapping[str, str]) -> None:
@@ -99,4 +123,4 @@ def check_refused(extra: Mapping[str, Any], refused: Mapping[str, str]) -> None:
         else:
             asks = value is not None if name in _SET_EVEN_IF_FALSY else bool(value)
         if asks:
-            raise NpgptError(f"{name} is not supported: {instead}", param=name)
+            raise Refused(f"{name} is not supported: {instead}", param=name)
