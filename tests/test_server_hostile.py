@@ -203,6 +203,20 @@ def test_content_encoding_is_a_list_of_codings_undone_last_first(http):
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
 
 
+def test_a_request_without_a_body_is_answered_whatever_its_content_encoding(http):
+    """GET /v1/models or /health sent with ``Content-Encoding: br`` (a client that sets the header on every
+    request) was a 415 "the request body's Content-Encoding 'br' is not supported", though there was no body to
+    decode; a request with no body (RFC 9112 6.3: no Transfer-Encoding, no Content-Length but 0) is now answered as
+    if the header were not there."""
+    for coding in ("br", "zstd, gzip"):
+        for path in ("/v1/models", "/health"):
+            assert http.get(path, headers={"Content-Encoding": coding}).status_code == 200, (coding, path)
+        r = http.post("/v1/completions", headers={**JSON, "Content-Encoding": coding, "Content-Length": "0"})
+        assert r.status_code == 400 and r.json()["error"]["message"].startswith("the request has no body"), r.text
+        r = http.post("/v1/completions", content=b"{}", headers={**JSON, "Content-Encoding": coding})
+        assert r.status_code == 415, r.text  # a body in a coding the server cannot undo is still refused
+
+
 def test_a_raw_deflate_body_is_read_as_browsers_and_curl_read_one(http):
     """``Content-Encoding: deflate`` is zlib-wrapped by RFC 9110, but some clients send raw deflate data, which
     browsers, curl and urllib3 read (falling back when the zlib header is not there): it was a 400 "not valid

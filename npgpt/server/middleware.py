@@ -97,7 +97,8 @@ class ContentEncoding:
 
     The header is a list (RFC 9110): the codings in the order they were applied, across one header line or
     several, ``identity`` and empty items meaning nothing (``gzip, identity`` is gzip). They are undone last
-    first, each bounded as the first is; one this server cannot undo refuses the body, naming it."""
+    first, each bounded as the first is; one this server cannot undo refuses the body, naming it. A request
+    with no body (a GET, ``Content-Length: 0``) has nothing encoded: its header is not looked at."""
 
     WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
 
@@ -110,7 +111,7 @@ class ContentEncoding:
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
         listed = [v.decode("latin-1") for k, v in scope["headers"] if k == b"content-encoding"]
         codings = [c for c in (c.strip().lower() for v in listed for c in v.split(",")) if c and c != "identity"]
-        if not codings:
+        if not codings or not _has_body(scope["headers"]):  # nothing to undo: a GET /v1/models is answered
             return await self.app(scope, receive, send)
         error = self._refusal(codings, ", ".join(x.strip() for x in listed))
         body, undone = b"", list[str]()
@@ -200,6 +201,14 @@ class ContentEncoding:
             f"{coding}, or send it uncompressed without the header",
             code="invalid_json",
         )
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request with these headers has a body (RFC 9112 6.3: a Transfer-Encoding, or a Content-Length
+    other than 0): a request without one has nothing its Content-Encoding could apply to, and is answered as
+    if the header were not there, as other servers answer it (a client that sets the header on every request)."""
+    fields = dict(headers)
+    return b"transfer-encoding" in fields or fields.get(b"content-length", b"0").strip() not in (b"0", b"")
 
 
 def _replay(body: bytes) -> Any:
