@@ -217,6 +217,27 @@ def test_a_request_without_a_body_is_answered_whatever_its_content_encoding(http
         assert r.status_code == 415, r.text  # a body in a coding the server cannot undo is still refused
 
 
+def test_an_endpoints_url_with_a_trailing_slash_is_answered_not_redirected(http):
+    """POST /v1/completions/ was a 307 to the URL without the slash, with an empty body: curl without -L printed
+    nothing, and a client that does not follow redirects (httpx's default) had no JSON to read. Each endpoint
+    answers at its URL with a trailing slash as at its own, as /v1/models/ already did."""
+    completion = {"prompt": "a", "max_tokens": 2, "seed": 1}
+    chat = {"messages": [{"role": "user", "content": "a"}], "max_tokens": 2, "seed": 1}
+    for path, body in [
+        ("/v1/completions", completion),
+        ("/v1/chat/completions", chat),
+        ("/tokenize", {"prompt": "a"}),
+        ("/v1/next_tokens", {"prompt": "a"}),
+    ]:
+        want = http.post(path, json=body).json()
+        for slashed in (path + "/", path + "//"):
+            r = http.post(slashed, json=body, follow_redirects=False)
+            assert r.status_code == 200, (slashed, r.status_code, r.text)
+            assert r.json().get("choices", r.json().get("tokens")) == want.get("choices", want.get("tokens"))
+    for path in ("/health/", "/metrics/", "/v1/models/"):
+        assert http.get(path, follow_redirects=False).status_code == 200, path
+
+
 def test_a_raw_deflate_body_is_read_as_browsers_and_curl_read_one(http):
     """``Content-Encoding: deflate`` is zlib-wrapped by RFC 9110, but some clients send raw deflate data, which
     browsers, curl and urllib3 read (falling back when the zlib header is not there): it was a 400 "not valid

@@ -28,7 +28,7 @@ from .connections import DeadlineProtocol
 from .errors import add_handlers
 from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
 from .metrics import Metrics
-from .middleware import CORS, BearerKey, BodyLimit, ContentEncoding, RequestMetrics
+from .middleware import CORS, BearerKey, BodyLimit, ContentEncoding, RequestMetrics, TrailingSlash
 from .routes import ROUTES, router
 from .scheduler import Scheduler
 from .settings import check_settings
@@ -111,6 +111,7 @@ def create_app(
     app.state.limits = limits
     app.state.backlog = backlog
     app.state.schedulers = schedulers  # for the server's shutdown (:mod:`.shutdown`) to end what is left
+    app.add_middleware(TrailingSlash)  # innermost: the routes see the endpoint's own URL
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(ContentEncoding, max_bytes=max_body_bytes)  # outside BodyLimit, which sees the decoded body
     if api_key is not None:

@@ -29,6 +29,23 @@ ENDPOINTS = {
 }
 
 
+class TrailingSlash:
+    """An endpoint's URL with a trailing slash (``POST /v1/completions/``) is the endpoint's, answered as it is.
+    Starlette answered it with a ``307`` to the URL without the slash and an empty body: curl without ``-L``
+    printed nothing, a client that does not follow redirects (httpx's default) got no JSON, and behind a TLS
+    proxy the redirect named ``http://``. ``/v1/models/`` was already the list (:mod:`.routes`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.endswith("/") and path.rstrip("/") in ENDPOINTS:
+            bare = path.rstrip("/")
+            scope = {**scope, "path": bare, "raw_path": bare.encode()}
+        await self.app(scope, receive, send)
+
+
 class CORS(CORSMiddleware):
     """Starlette's CORS middleware, whose refused preflight (a plain-text "Disallowed CORS origin" 400) is
     OpenAI's JSON error instead, naming what was refused and how to allow it. Status and headers are
