@@ -1089,6 +1089,33 @@ def test_empty_lines_before_a_request_line_are_skipped_as_rfc_9112_asks():
         s.close()
 
 
+def test_a_request_line_naming_the_whole_url_is_routed_by_its_path():
+    """``POST http://host:port/v1/completions HTTP/1.1`` (RFC 9112's absolute-form, which a server must accept) was
+    "Unknown request URL: POST /http://host:port/v1/completions" under uvicorn's h11 protocol; it is routed by its
+    path, behind the API key as any request (the key is checked on that path, never skipped)."""
+    import socket
+
+    body = json.dumps({"prompt": "a", "max_tokens": 1}).encode()
+
+    def post(url: str, target: bytes, key: bytes = b"") -> bytes:
+        host, port = url.removeprefix("http://").split(":")
+        head = b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        head += b"Authorization: Bearer " + key + b"\r\n" if key else b""
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            return read_all(s)
+
+    model = GPT2(TINY, init_params(TINY, seed=0))
+    with background_server(create_app({"tiny": model})) as url:
+        for target in (url + "/v1/completions", url + "/v1/completions?x=1", "HTTP://x/v1/completions/"):
+            answer = post(url, target.encode())
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            assert b'"text_completion"' in answer, answer
+    with background_server(create_app({"tiny": model}, api_key="k")) as url:
+        assert post(url, (url + "/v1/completions").encode()).startswith(b"HTTP/1.1 401"), "the key was skipped"
+        assert post(url, (url + "/v1/completions").encode(), b"k").startswith(b"HTTP/1.1 200")
+
+
 def test_a_client_that_hangs_up_mid_body_is_no_unhandled_error(caplog):
     """A client that closed its connection while its request's body was being read (curl interrupted during an
     upload, a client's own timeout, or a body past its deadline) was logged as "unhandled error" with two

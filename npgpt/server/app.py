@@ -28,7 +28,7 @@ from .connections import DeadlineProtocol
 from .errors import add_handlers
 from .limits import MAX_REQUEST_TOKENS, MAX_ROWS, Limits
 from .metrics import Metrics
-from .middleware import CORS, BearerKey, BodyLimit, ContentEncoding, RequestMetrics, TrailingSlash
+from .middleware import CORS, AbsoluteForm, BearerKey, BodyLimit, ContentEncoding, RequestMetrics, TrailingSlash
 from .routes import ROUTES, router
 from .scheduler import Scheduler
 from .settings import check_settings
@@ -117,10 +117,12 @@ def create_app(
     if api_key is not None:
         app.add_middleware(BearerKey, api_key=api_key)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    if allowed_origins:  # added last, so outermost: a preflight is answered before the key is asked for
+    if allowed_origins:  # outside the key's check: a preflight is answered before the key is asked for
         app.add_middleware(
             CORS, allow_origins=list(allowed_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
         )
+    # outermost: every layer, the key's check first, sees the path of a request line naming the whole URL
+    app.add_middleware(AbsoluteForm)
     add_handlers(app, ROUTES)
     app.include_router(router(schedulers, metrics, special_tokens=special_tokens))
     return app

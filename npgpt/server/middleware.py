@@ -6,6 +6,7 @@ import hmac
 import time
 import zlib
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException
 from fastapi.middleware.cors import CORSMiddleware
@@ -27,6 +28,23 @@ ENDPOINTS = {
     "/tokenize",
     "/detokenize",
 }
+
+
+class AbsoluteForm:
+    """A request line naming the whole URL, ``POST http://host:8000/v1/completions HTTP/1.1`` (RFC 9112's
+    absolute-form, which a server "MUST accept"), is routed by its path. uvicorn's h11 protocol, the one npgpt
+    runs without httptools installed, took the whole URL for the path ("Unknown request URL: POST
+    /http://host:8000/v1/completions"), where its httptools protocol reads the path out of it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        raw = scope.get("raw_path") or b""
+        if scope["type"] == "http" and raw[:8].lower().startswith((b"http://", b"https://")):
+            path = urlsplit(scope["path"]).path or "/"
+            scope = {**scope, "path": path, "raw_path": urlsplit(raw).path or b"/"}
+        await self.app(scope, receive, send)
 
 
 class TrailingSlash:
