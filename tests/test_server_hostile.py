@@ -1116,6 +1116,39 @@ def test_a_request_line_naming_the_whole_url_is_routed_by_its_path():
         assert post(url, (url + "/v1/completions").encode(), b"k").startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.parametrize(
+    "head, says",
+    [
+        (b"POST /v1/completions HTTP/1.1\r\n", "it has no Host header"),
+        (b"POST /v1/completions HTTP/1.1\r\nHost: a\r\nHost: b\r\n", "more than one Host header"),
+        (
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n",
+            "Transfer-Encoding is not chunked",
+        ),
+        (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n", "Content-Length is not a whole"),
+        (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n", "disagree"),
+    ],
+    ids=["no Host", "two Hosts", "gzip transfer coding", "bad length", "two lengths"],
+)
+def test_a_request_invalid_http_is_told_what_is_wrong_with_it(head, says):
+    """A request written by hand without its Host header (printf into nc), one with a Transfer-Encoding other than
+    chunked, or a Content-Length that is no number, was told "the request is not valid HTTP/1.1 (a malformed request
+    line or header, such as a space in the URL or a header without its colon)", examples that were not its fault;
+    the parser's reason is now said, with what to send."""
+    import socket
+
+    with background_server(create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))})) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(head + b"Content-Type: application/json\r\n\r\n{}")
+            answer = read_all(s)
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request", answer
+    error = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "invalid_http_request" and says in error["message"], error
+    assert error["message"].startswith("the request is not valid HTTP/1.1: "), error
+
+
 def test_a_client_that_hangs_up_mid_body_is_no_unhandled_error(caplog):
     """A client that closed its connection while its request's body was being read (curl interrupted during an
     upload, a client's own timeout, or a body past its deadline) was logged as "unhandled error" with two

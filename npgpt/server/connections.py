@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 
 import h11
@@ -46,6 +47,26 @@ def timeout_response(what: str, seconds: float) -> bytes:
         "request at once"
     )
     return error_response(408, "Request Timeout", message, "request_timeout")
+
+
+# h11's reasons a client can act on, by how they begin, and what to say instead: a request written by hand (printf
+# into nc or curl --raw) most often lacks its Host header, which every HTTP/1.1 request must carry
+_REASONS = {
+    "Missing mandatory Host": "it has no Host header, which every HTTP/1.1 request must carry; send 'Host: <server>'",
+    "Found multiple Host": "it has more than one Host header; send one",
+    "Only Transfer-Encoding: chunked": "its Transfer-Encoding is not chunked, the one transfer coding taken; send the "
+    "body with a Content-Length or chunked (a compressed body is sent with Content-Encoding)",
+    "multiple Transfer-Encoding": "it has more than one Transfer-Encoding header; send one: chunked",
+    "bad Content-Length": "its Content-Length is not a whole number; send the body's size in bytes",
+    "conflicting Content-Length": "it has Content-Length headers that disagree; send one, the body's size in bytes",
+}
+
+
+def _why(error: BaseException | None) -> str | None:
+    """What to say of the parser's ``error`` (h11's), if it is one of :data:`_REASONS`."""
+    if isinstance(error, h11.RemoteProtocolError):
+        return next((why for start, why in _REASONS.items() if str(error).startswith(start)), None)
+    return None
 
 
 class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a class chosen at import
@@ -94,10 +115,14 @@ class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are no HTTP/1.1 request (a malformed request line or header) was a
         plain-text 400, "Invalid HTTP request received.": in OpenAI's shape, as every other
-        error, naming what to check."""
+        error, naming what to check: the parser's reason where it is one a client can act on (uvicorn calls this
+        while handling the parser's error, :func:`_why`)."""
+        why = _why(sys.exc_info()[1])
         message = (
-            "the request is not valid HTTP/1.1 (a malformed request line or header, such as a space in the URL or a "
-            "header without its colon); send a well-formed request"
+            f"the request is not valid HTTP/1.1: {why}"
+            if why
+            else "the request is not valid HTTP/1.1 (a malformed request line or header, such as a space in the URL "
+            "or a header without its colon); send a well-formed request"
         )
         self.transport.write(error_response(400, "Bad Request", message, "invalid_http_request"))
         self.transport.close()
