@@ -154,6 +154,14 @@ def test_a_gzip_or_deflate_body_is_read_and_other_codings_are_a_415(app, http):
         bomb = gzip.compress(b'{"prompt": "' + b"a" * 50_000_000 + b'"}')
         r = small.post("/v1/completions", content=bomb, headers={**JSON, "Content-Encoding": "gzip"})
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+        # 5 KB sent, under the limit: the count that is over is the decompressed one, and it is named (it was "the
+        # request body is over the limit of 10000 bytes", of a body the client knew to be half that)
+        small_bomb = gzip.compress(b'{"prompt": "' + b"a" * 5_000_000 + b'"}')
+        assert len(small_bomb) < 10_000
+        r = small.post("/v1/completions", content=small_bomb, headers={**JSON, "Content-Encoding": "gzip"})
+        assert r.status_code == 413 and r.json()["error"]["message"] == (
+            "the request body decompresses (gzip) to over the limit of 10000 bytes; send less"
+        ), r.text
 
 
 def test_content_encoding_is_a_list_of_codings_undone_last_first(http):

@@ -194,6 +194,12 @@ class ContentEncoding:
         too_big = APIError(
             413, f"the request body is over the limit of {self.max_bytes} bytes", code="request_too_large"
         )
+        # what it decodes to: the client sent fewer bytes than that, and is told which count is over
+        unpacked = APIError(
+            413,
+            f"the request body decompresses ({coding}) to over the limit of {self.max_bytes} bytes; send less",
+            code="request_too_large",
+        )
         wbits = self.WBITS[coding]
         inflater, received, more = _Inflater(wbits, self.max_bytes), 0, True
         held: list[bytes] | None = [] if wbits == self.WBITS["deflate"] else None  # kept for a raw retry
@@ -221,7 +227,7 @@ class ContentEncoding:
             if held is not None:  # the header was good once anything came out: nothing to retry
                 held = None if inflater.out or inflater.decoder.eof else [*held, chunk]
             if inflater.over:
-                return b"", too_big
+                return b"", unpacked
             more = message.get("more_body", False)
         if received and not inflater.decoder.eof:
             return b"", self._undecodable(coding, undone, "it ends before the compressed data does")
