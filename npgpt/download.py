@@ -119,7 +119,8 @@ def download_hf(repo_id: str, *, revision: str | None = None, progress: Progress
     ``config.json`` comes first and must describe GPT-2 (``model_type`` gpt2), so another
     architecture is refused before any weights are fetched. Then the tokenizer files the repo has
     (``hf_files.TOKENIZER_FILES``), checked as a local folder's: a tokenizer that is not GPT-2's is refused
-    before the weights too, and a fine-tune's added and end tokens go into the converted file. Then the
+    before the weights too, and a fine-tune's added and end tokens and its chat template (chat_template.jinja, or
+    tokenizer_config.json's) go into the converted file. Then the
     weights, in the first layout the repo has: ``model.safetensors``, sharded safetensors (the index, then
     its shards), or ``pytorch_model.bin`` (read without running code; also sharded). The originals stay in
     Hugging Face's own cache (shared with ``transformers``; clear it with ``hf cache``); npgpt
@@ -183,6 +184,7 @@ def _download_hf_locked(repo_id: str, revision: str | None, progress: Progress |
                 if isinstance(e, LocalEntryNotFoundError):
                     raise
         tokenizer = hf_files.tokenizer_spec(config_path.parent)
+        template = hf_files.chat_template(config_path.parent)
         weights = len(paths)
         for file in (hf_files.SAFETENSORS, hf_files.SAFETENSORS_INDEX, hf_files.BIN, hf_files.BIN_INDEX):
             try:
@@ -212,8 +214,11 @@ def _download_hf_locked(repo_id: str, revision: str | None, progress: Progress |
         config, params = hf.load(paths[0].parent)
     except ValueError as e:
         raise CheckpointError(f"{repo_id} is not a GPT-2 checkpoint npgpt can read: {e}") from None
+    metadata = {} if tokenizer is None else {"tokenizer": json.dumps(tokenizer)}
+    if template is not None:  # kept, so that npgpt chat and serve can say the model has one of its own
+        metadata[npgpt_format.CHAT_TEMPLATE] = template[1]
     try:  # no room or no permission: one line (atomic_path's); download_hf removes the folders made for it
-        npgpt_format.save(target, config, params, metadata=tokenizer and {"tokenizer": json.dumps(tokenizer)})
+        npgpt_format.save(target, config, params, metadata=metadata or None)
     except OSError as e:
         raise cannot_write(target, e, elsewhere=_ELSEWHERE) from None
 

@@ -108,6 +108,31 @@ def test_a_fine_tunes_tokenizer_is_fetched_and_kept(tmp_path, hub):
     assert npgpt.load("org/tiny").tokenizer.encode(text) == tok(text)["input_ids"] == [31373, 50257, 995]
 
 
+CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
+
+
+def test_a_chat_template_is_fetched_and_kept(tmp_path, hub):
+    """The converted file kept no chat template: a chat fine-tune's chat_template.jinja (what transformers'
+    save_pretrained writes) was not fetched, so npgpt chat and serve could not say the model has a template of its
+    own. It is fetched with the tokenizer files and kept in the converted file's metadata."""
+    import torch
+    import transformers
+
+    from npgpt.formats import chat_template
+
+    tok = _gpt2_tokenizer()
+    tok.chat_template = CHAT
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=8, n_head=2, n_layer=1)
+    ).save_pretrained(tmp_path / "repo")
+    tok.save_pretrained(tmp_path / "repo")
+    assert (tmp_path / "repo" / "chat_template.jinja").is_file()
+    hub(tmp_path / "repo")
+    target = download.download_hf("org/tiny")
+    assert chat_template(target) == ("its metadata's chat_template", CHAT)
+
+
 def test_a_gpt2_of_another_vocabulary_is_refused_before_any_weights(tmp_path, hub):
     """A GPT-2 trained with its own BPE (other languages' GPT-2s ship one of GPT-2's size) downloaded and ran
     with GPT-2's English tokenizer, silently reading wrong tokens; a local folder of it is refused. It is refused

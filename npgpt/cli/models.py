@@ -20,6 +20,7 @@ from .options import (
     name_value,
     path_value,
     print_json,
+    print_notice,
     print_table,
     progress_bar,
     repo_value,
@@ -116,13 +117,20 @@ def convert(
 
     Example: npgpt convert ~/models/gpt2-hf gpt2.safetensors --to npgpt
     """
+    from ..formats import CARRY_CHAT_TEMPLATE, chat_template
     from ..formats import convert as _convert
     from ..registry import resolve
 
     if dst.exists() and not dst.is_file() and not dst.is_dir():  # /dev/full, a FIFO: never written through
         raise NpgptError(f"cannot write {dst}: it is not a regular file; give the path of a file or folder to write")
     path, _ = resolve(src)  # a path as it is, or a name as --model takes it
-    console().print(Text(f"wrote {_convert(path, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)}"))
+    wrote = _convert(path, dst, fmt=to, dtype=dtype, max_shard_size=max_shard_size)
+    if to not in CARRY_CHAT_TEMPLATE and (template := chat_template(path)) is not None:
+        print_notice(
+            f"{path}: the model's chat template ({template[0]}) is not in {wrote}: {to} files have no place for one; "
+            f"--to {', '.join(CARRY_CHAT_TEMPLATE)} carry it"
+        )
+    console().print(Text(f"wrote {wrote}"))
 
 
 def info(

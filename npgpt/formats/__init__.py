@@ -42,6 +42,9 @@ DTYPES = {
     "gguf": ("float32", "float16", "bfloat16", "q8_0"),
 }
 DEFAULT_SHARD_SIZE = "2GB"  # hf-sharded's largest shard unless told otherwise
+# The formats with a place for a model's chat template (save_checkpoint's ``chat_template``); llm.c's and OpenAI's
+# files have none, so converting to them leaves it behind (npgpt convert says so)
+CARRY_CHAT_TEMPLATE = ("npgpt", "hf", "hf-sharded", "gguf")
 _PICKLES = (".bin", ".pt", ".pth", ".ckpt")
 _WEIGHT_SUFFIXES = (".safetensors", ".gguf", *_PICKLES)
 
@@ -491,9 +494,16 @@ def chat_template(path: str | Path) -> tuple[str, str] | None:
     """The chat template the model at ``path`` carries with its tokenizer (a Jinja template, as transformers'
     ``apply_chat_template`` and llama.cpp render it), and where: Hugging Face's chat_template.jinja or
     tokenizer_config.json's ``chat_template``, a GGUF's ``tokenizer.chat_template``; None for any other format, or
-    where there is none. npgpt's chat writes its own transcript (:mod:`npgpt.chat`), so a caller can say so."""
+    where there is none; an npgpt file's metadata ``chat_template``, where it was converted from one that carried it.
+    npgpt's chat writes its own transcript (:mod:`npgpt.chat`), so a caller can say so."""
     path = Path(path)
     fmt = detect(path)
+    if fmt == "npgpt":
+        from .npgpt_format import CHAT_TEMPLATE
+        from .npgpt_format import chat_template as npgpt_template
+
+        template = npgpt_template(path)
+        return None if template is None else (f"its metadata's {CHAT_TEMPLATE}", template)
     if fmt in ("hf", "hf-sharded", "hf-bin"):
         from .hf_files import chat_template as hf_template
 
@@ -607,6 +617,7 @@ def save_checkpoint(
     dtype: Any = "float32",
     max_shard_size: int | str | None = None,
     tokenizer: dict[str, Any] | None = None,
+    chat_template: str | None = None,
 ) -> Path:
     """Write params in ``fmt`` with storage ``dtype`` (one of ``DTYPES[fmt]``); npgpt, llmc and gguf write a
     file (a directory gets ``model.safetensors``, ``model.bin``, ``model.gguf``), hf and openai a directory.
@@ -617,7 +628,9 @@ def save_checkpoint(
     ``tokenizer``: a character-level model's vocabulary (``CharTokenizer.to_spec()``) or GPT-2's with added
     tokens (``Tokenizer.to_spec()``), which only npgpt's format carries (in its metadata, as training writes
     it), and hf and GGUF the added tokens (as transformers and llama.cpp's converter write them); CheckpointError
-    for any other format.
+    for any other format. ``chat_template``: the model's chat template (a Jinja string), written where transformers
+    and llama.cpp read it (Hugging Face's chat_template.jinja, GGUF's ``tokenizer.chat_template``, npgpt's metadata);
+    llmc and openai have no place for one (:data:`CARRY_CHAT_TEMPLATE`).
     """
     path = Path(path)
     dtype = dtype_name(dtype)  # np.float16, torch.bfloat16: their names
@@ -628,7 +641,7 @@ def save_checkpoint(
     if dtype == "float16":
         check_float16_range(params)
     try:
-        return _write(path, config, dequantized(params), fmt, dtype, max_shard_size, tokenizer)
+        return _write(path, config, dequantized(params), fmt, dtype, max_shard_size, tokenizer, chat_template)
     except OSError as e:  # a folder that cannot be made or written in: under a file, read-only, no permission, no space
         raise cannot_write(path, e, error=CheckpointError) from None
 
@@ -655,6 +668,7 @@ def _write(
     dtype: str,
     max_shard_size: int | str | None,
     tokenizer: dict[str, Any] | None,
+    chat_template: str | None,
 ) -> Path:
     if fmt == "npgpt":
         import json
@@ -662,8 +676,10 @@ def _write(
         from . import npgpt_format
 
         target = path / MODEL_FILE if path.is_dir() or not path.suffix else path
-        metadata = None if tokenizer is None else {"tokenizer": json.dumps(tokenizer)}
-        return npgpt_format.save(target, config, params, dtype=dtype, metadata=metadata)
+        metadata = {} if tokenizer is None else {"tokenizer": json.dumps(tokenizer)}
+        if chat_template is not None:
+            metadata[npgpt_format.CHAT_TEMPLATE] = chat_template
+        return npgpt_format.save(target, config, params, dtype=dtype, metadata=metadata or None)
     if fmt == "llmc":
         from . import llmc
 
@@ -671,12 +687,12 @@ def _write(
     if fmt == "gguf":
         from . import gguf_write
 
-        return gguf_write.save(path, config, params, dtype=dtype, tokenizer=tokenizer)
+        return gguf_write.save(path, config, params, dtype=dtype, tokenizer=tokenizer, chat_template=chat_template)
     if fmt in ("hf", "hf-sharded"):
         from . import hf
 
         shard = (max_shard_size or DEFAULT_SHARD_SIZE) if fmt == "hf-sharded" else None
-        return hf.save(path, config, params, max_shard_size=shard, tokenizer=tokenizer)
+        return hf.save(path, config, params, max_shard_size=shard, tokenizer=tokenizer, chat_template=chat_template)
     from . import openai_tf
 
     return openai_tf.save(path, config, params)
@@ -904,7 +920,8 @@ def convert(
     max_shard_size: int | str | None = None,
 ) -> Path:
     """Read any supported checkpoint at ``src`` and write it as ``fmt`` at ``dst`` (a character-level
-    model's vocabulary too, npgpt's format only; the tokens a fine-tune added to GPT-2's, npgpt's and GGUF)."""
+    model's vocabulary too, npgpt's format only; the tokens a fine-tune added to GPT-2's, npgpt's and GGUF; the chat
+    template it carries, every format but llmc and openai, which have no place for one: :data:`CARRY_CHAT_TEMPLATE`)."""
     dtype = dtype_name(dtype)  # np.float16, torch.bfloat16: their names
     _check_save_options(fmt, dtype, max_shard_size)  # refused before the source is read at all,
     _check_file_name(Path(dst), fmt)
@@ -913,7 +930,15 @@ def convert(
     check_writable(_first_written(Path(dst), fmt), error=CheckpointError)  # as is a place it cannot be written
     tokenizer = tokenizer_spec(src)  # from the header or the tokenizer files only,
     _check_tokenizer_writable(fmt, tokenizer)  # so refused before a large source's weights are read
+    template = chat_template(src)
     config, params = load_checkpoint(src)
     return save_checkpoint(
-        dst, config, params, fmt=fmt, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer
+        dst,
+        config,
+        params,
+        fmt=fmt,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        tokenizer=tokenizer,
+        chat_template=None if template is None else template[1],
     )

@@ -65,6 +65,7 @@ def save(
     params: dict[str, Any],
     dtype: str = "float32",
     tokenizer: dict[str, Any] | None = None,
+    chat_template: str | None = None,
 ) -> Path:
     """Write a GPT-2 GGUF that llama.cpp loads; ``dtype`` "float32", "float16", "bfloat16" or "q8_0".
 
@@ -72,7 +73,8 @@ def save(
     the tokens a fine-tune added (``tokenizer``, :meth:`~npgpt.tokenizer.Tokenizer.to_spec`) go at their ids,
     other extra rows get ``[PAD{i}]`` tokens. The epsilon, MLP width and an untied head are written as llama.cpp
     reads them, a bias-free model with zero biases; any other non-GPT-2 setting is refused
-    (:func:`compat.require_writable`). A directory (or a path without suffix) gets ``model.gguf``.
+    (:func:`compat.require_writable`). ``chat_template`` goes into ``tokenizer.chat_template``, as llama.cpp's
+    converter copies a model's. A directory (or a path without suffix) gets ``model.gguf``.
     Written atomically.
     """
     gguf = _gguf()
@@ -127,6 +129,8 @@ def save(
         w.add_token_list(tokens)
         w.add_token_types(types)
         w.add_token_merges(merges)
+        if chat_template is not None:
+            w.add_chat_template(chat_template)
         w.add_bos_token_id(EOT_ID)
         # As the reader (and llama.cpp) reads them back: eos, eot and eom; <|endoftext|> where there is no other
         # (past three, the others are spelled as llama.cpp's end tokens: it ends there by their spelling)

@@ -22,6 +22,7 @@ from ..errors import CheckpointError
 from ..files import make_dirs, parse_json, write_together
 from ..params import expected_shapes, flatten, unflatten
 from .hf_files import (
+    CHAT_TEMPLATE_FILE,
     SAFETENSORS_INDEX,
     check_gpt2,
     check_not_quantized,
@@ -229,6 +230,7 @@ def save(
     params: dict[str, Any],
     max_shard_size: int | str | None = None,
     tokenizer: dict[str, Any] | None = None,
+    chat_template: str | None = None,
 ) -> Path:
     """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` reads, and for a
     model of GPT-2's vocabulary its tokenizer (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``).
@@ -239,6 +241,8 @@ def save(
     into shards plus ``model.safetensors.index.json`` wherever they exceed it, as ``save_pretrained`` does.
     ``tokenizer``: GPT-2's with a fine-tune's added tokens and eos (``Tokenizer.to_spec()``), written where
     transformers reads them (tokenizer_config.json's ``added_tokens_decoder``, config.json's ``eos_token_id``).
+    ``chat_template``: the model's chat template, written to chat_template.jinja as ``save_pretrained`` writes it
+    (an earlier one there is removed when the new model has none: it was the earlier model's).
     Over an earlier model the earlier safetensors weights (``model.safetensors``, or the index and
     its shards) are removed once the new ones are written; other files are left alone.
     """
@@ -285,6 +289,15 @@ def save(
         writers[directory / SAFETENSORS_INDEX] = text(index, sort_keys=True)
     if config.n_vocab >= GPT2_VOCAB:  # GPT-2's tokens: its tokenizer beside the weights, as openai-community/gpt2's
         writers.update(_tokenizer_writers(directory, config, text, tokenizer))
+    if chat_template is not None:
+        template = chat_template
+
+        def write_template(tmp: str) -> None:
+            Path(tmp).write_text(template, encoding="utf-8")
+
+        writers[directory / CHAT_TEMPLATE_FILE] = write_template
+    elif (directory / CHAT_TEMPLATE_FILE).is_file():  # the earlier model's, which transformers would apply to this one
+        previous.add(CHAT_TEMPLATE_FILE)
     writers[directory / "config.json"] = text(hf_config)
     # One set (files.write_together): a failure leaves the old model whole; config.json is withdrawn
     # first and renamed last, so a writer killed while renaming leaves none, never new shards beside

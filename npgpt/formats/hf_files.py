@@ -224,9 +224,10 @@ def _check_merges(directory: Path, files: dict[str, Any]) -> None:
 
 # What a Hugging Face tokenizer saves beside its vocabulary: its settings and its added tokens.
 SETTINGS = ("tokenizer_config.json", "added_tokens.json", "special_tokens_map.json")
-# Every file tokenizer_spec reads, so a download fetches them (generation_config.json: the eos; the others: whose
-# vocabulary, merges and settings; a vocabulary of another kind of tokenizer, which is refused)
-TOKENIZER_FILES = (*BPE_VOCABS, "merges.txt", *SETTINGS, "generation_config.json", *OTHER_VOCABS)
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers' save_pretrained writes the template since 4.50
+# Every file tokenizer_spec and chat_template read, so a download fetches them (generation_config.json: the eos; the
+# others: whose vocabulary, merges and settings; a vocabulary of another kind of tokenizer, which is refused)
+TOKENIZER_FILES = (*BPE_VOCABS, "merges.txt", *SETTINGS, CHAT_TEMPLATE_FILE, "generation_config.json", *OTHER_VOCABS)
 
 
 def _eos_token_ids(directory: Path) -> tuple[Path, list[int] | None]:
@@ -244,9 +245,6 @@ def _eos_token_ids(directory: Path) -> tuple[Path, list[int] | None]:
                 raise CheckpointError(f"{directory / name}: eos_token_id {shown(eos)} is not token ids; re-save it")
             return directory / name, eos
     return directory, None
-
-
-CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers' save_pretrained writes the template since 4.50
 
 
 def chat_template(directory: Path) -> tuple[Path, str] | None:

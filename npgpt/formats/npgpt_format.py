@@ -240,7 +240,8 @@ def save(
     """Write params atomically (temp file + rename) as npgpt's format; ``dtype`` float32 or float16.
 
     ``metadata`` adds string entries to the file's header: a training run's ``step``, a
-    character-level ``tokenizer`` (JSON, read back by :func:`tokenizer_spec`)."""
+    character-level ``tokenizer`` (JSON, read back by :func:`tokenizer_spec`), the ``chat_template`` of the
+    model it was converted from (read back by :func:`chat_template`)."""
     from safetensors.numpy import save_file
 
     if dtype not in ("float32", "float16"):
@@ -282,3 +283,17 @@ def tokenizer_spec(path: str | Path) -> dict[str, Any] | None:
         except CheckpointError as e:
             raise CheckpointError(f"{file}: {e}; re-train or re-convert it") from None
     return spec
+
+
+CHAT_TEMPLATE = "chat_template"  # the metadata key: tokenizer_config.json's name for it
+
+
+def chat_template(path: str | Path) -> str | None:
+    """The chat template an npgpt model file (or a folder holding one) carries in its metadata, as converted from
+    a Hugging Face folder's or a GGUF's (a Jinja string), or None. Reads only the header."""
+    path = Path(path)
+    file = model_file_in(path) if path.is_dir() else path
+    if file is None or not file.is_file():
+        return None
+    template = (read_header(file)[0].get("__metadata__") or {}).get(CHAT_TEMPLATE)
+    return template if isinstance(template, str) and template else None
