@@ -370,3 +370,19 @@ def test_a_pickle_cut_short_is_told_to_be_downloaded_again(tmp_path, zip_format,
     cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * kept)])
     with pytest.raises(CheckpointError, match=r"ckpt\.pt: .*cut short .*: re-download it"):
         torch_pickle.load(cut)
+
+
+def test_a_tensor_name_without_a_dot_is_named_not_an_internal_error(pair, tmp_path):
+    """A state dict with a tensor of no dotted name beside GPT-2's (a wrapper's ``logit_scale``, saved with
+    torch.save or safetensors) ended in "internal error: list index out of range" (exit 1 with no word of the
+    file): it is now refused as any unexpected tensor is, by name."""
+    from safetensors.torch import save_file
+
+    _, ref = pair("odd")
+    sd = {**state_dict(ref), "logit_scale": torch.ones(())}
+    save_bin(tmp_path / "bin", ref, sd=sd)
+    ref.config.save_pretrained(tmp_path / "safetensors")
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "safetensors" / "model.safetensors")
+    for folder in ("bin", "safetensors"):
+        with pytest.raises(CheckpointError, match=r"unexpected tensor 'logit_scale' for a GPT-2 model$"):
+            load_checkpoint(tmp_path / folder)

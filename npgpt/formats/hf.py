@@ -83,6 +83,8 @@ def hf_to_npgpt_name(name: str) -> str | None:
     if name in ("wte.weight", "wpe.weight"):
         return name.split(".")[0]
     parts = name.split(".")
+    if len(parts) < 2:  # no GPT-2 tensor's name (a wrapper's logit_scale, TensorFlow's "a/b:0"): refused as unexpected
+        return name
     if parts[0] == "h":
         parts[0] = "blocks"
     leaf_map = _LN_LEAF if parts[-2].startswith("ln_") else _LEAF
