@@ -60,6 +60,54 @@ def test_hf_task_models_load_their_language_model_or_are_named(pair, tmp_path):
         load_checkpoint(tmp_path / "classifier")
 
 
+def _framework_names(ref, framework: str) -> dict:
+    """ref's weights under the names and in the layout that transformers' TF and Flax GPT-2 and mlx-lm save."""
+    sd = {k: v.numpy() for k, v in ref.state_dict().items() if not k.endswith((".attn.bias", "lm_head.weight"))}
+    matrices = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight")
+    if framework == "flax":  # FlaxConv1D's kernel is [out, in]; embeddings "embedding", norms "scale"
+        out = {}
+        for k, v in sd.items():
+            if k.endswith(matrices):
+                out[k.replace(".weight", ".kernel")] = np.ascontiguousarray(v.T)
+            elif k.endswith(("wte.weight", "wpe.weight")):
+                out[k.replace(".weight", ".embedding")] = v
+            else:
+                out[k.replace("ln_1.weight", "ln_1.scale").replace("ln_2.weight", "ln_2.scale")] = v
+        return out
+    if framework == "mlx":  # mlx-lm's sanitize: nn.Linear [out, in], every name under model.
+        return {
+            "model." + k.removeprefix("transformer."): np.ascontiguousarray(v.T if k.endswith(matrices) else v)
+            for k, v in sd.items()
+        }
+    return {k.replace(".", "/") + ":0": v for k, v in sd.items()}  # TensorFlow's variable names
+
+
+@pytest.mark.parametrize("framework", ["tf", "flax", "mlx"])
+def test_safetensors_of_another_framework_are_refused_by_their_format(pair, tmp_path, framework):
+    """A model.safetensors that transformers' TFGPT2/FlaxGPT2 save_pretrained or mlx-lm wrote (metadata format tf,
+    flax, mlx) was read as PyTorch's: TensorFlow's names ended in "internal error: list index out of range",
+    Flax's and mlx-lm's in "N tensor(s) missing, e.g. 'wte'" or "'model.' before GPT-2's name ... remove the
+    prefix", advice that would then read [out, in] matrices as Conv1D's [in, out]. Each is now refused by its
+    format, with the way to a PyTorch checkpoint (transformers 4's from_tf / from_flax). An "mlx" file with
+    GPT2LMHeadModel's names is read, as transformers 4 reads it."""
+    from safetensors.numpy import save_file
+
+    _, ref = pair("odd")
+    ref.config.save_pretrained(tmp_path)
+    save_file(_framework_names(ref, framework), tmp_path / "model.safetensors", metadata={"format": framework})
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    said = str(e.value)
+    assert "\n" not in said and f"safetensors metadata format is {framework!r}" in said
+    assert (
+        ("from_" + framework) in said if framework != "mlx" else "the Hugging Face model it was converted from" in said
+    )
+    if framework == "mlx":
+        sd = {k: v.numpy() for k, v in ref.state_dict().items() if not k.endswith(".attn.bias")}
+        save_file(sd, tmp_path / "model.safetensors", metadata={"format": "mlx"})
+        assert np.abs(load_checkpoint(tmp_path)[1]["wte"] - sd["transformer.wte.weight"]).max() == 0
+
+
 def test_hf_buffers_and_tied_head_are_dropped(tmp_path):
     from safetensors.numpy import load_file, save_file
 

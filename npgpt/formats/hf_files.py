@@ -392,12 +392,12 @@ def read_tensors(directory: Path, weights: Path | None = None) -> tuple[dict[str
             directory, weights.name, read_safetensors_tensors if weights.name.startswith("model.") else _state_dict
         )
     if weights is not None and weights.suffix == ".safetensors":
-        return read_safetensors(weights)[0], str(weights)
+        return read_safetensors_tensors(weights), str(weights)
     if weights is not None:
         return _state_dict(weights), str(weights)
     kind = layout(directory)
     if kind == "hf":
-        return read_safetensors(directory / SAFETENSORS)[0], str(directory / SAFETENSORS)
+        return read_safetensors_tensors(directory / SAFETENSORS), str(directory / SAFETENSORS)
     if kind == "hf-sharded":
         return _read_shards(directory, SAFETENSORS_INDEX, read_safetensors_tensors)
     if kind == "hf-bin" and (directory / BIN).is_file():
@@ -410,8 +410,37 @@ def read_tensors(directory: Path, weights: Path | None = None) -> tuple[dict[str
     )
 
 
+# safetensors files other frameworks' GPT-2 writes (the ``format`` of their metadata), whose names and layouts are
+# not PyTorch's: transformers' TFGPT2 and FlaxGPT2 (Flax's Conv1D kernels [out, in], transposed), mlx-lm's
+# (nn.Linear [out, in] under ``model.``). transformers 4 converted the first two on load (from_tf, from_flax) and read
+# an "mlx" file as PyTorch's: so does npgpt where its names are GPT2LMHeadModel's.
+_OTHER_FORMATS = {
+    "tf": "TensorFlow's (transformers' TFGPT2LMHeadModel), with its names",
+    "flax": "Flax's (transformers' FlaxGPT2LMHeadModel), with its names and its [out, in] kernels",
+    "mlx": "MLX's (mlx-lm's), with its names and nn.Linear's [out, in] weights",
+}
+_FROM_OTHER = {
+    "tf": "convert it with transformers 4 (pip install 'transformers<5' tensorflow): "
+    "GPT2LMHeadModel.from_pretrained(DIR, from_tf=True).save_pretrained(DIR), then load DIR",
+    "flax": "convert it with transformers 4 (pip install 'transformers<5' flax): "
+    "GPT2LMHeadModel.from_pretrained(DIR, from_flax=True).save_pretrained(DIR), then load DIR",
+    "mlx": "load the Hugging Face model it was converted from",
+}
+
+
 def read_safetensors_tensors(path: Path) -> dict[str, np.ndarray]:
-    return read_safetensors(path)[0]
+    """A Hugging Face safetensors file's tensors; CheckpointError for one that another framework wrote (its
+    metadata's ``format``: tf, flax, mlx), whose weights are not laid out as PyTorch's GPT-2."""
+    tensors, metadata = read_safetensors(path)
+    framework = metadata.get("format")
+    if framework == "mlx" and not any(name.startswith("model.") for name in tensors):
+        return tensors  # PyTorch's names, which transformers 4 reads from an "mlx" file as PyTorch's weights too
+    if framework in _OTHER_FORMATS:
+        raise CheckpointError(
+            f"{path}: safetensors metadata format is {framework!r}: {_OTHER_FORMATS[framework]}, not PyTorch's, "
+            f"which npgpt reads; {_FROM_OTHER[framework]}"
+        )
+    return tensors
 
 
 def shard_map(index_path: Path) -> dict[str, list[str]]:
