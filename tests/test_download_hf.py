@@ -162,6 +162,32 @@ def test_other_architectures_are_refused_before_any_weights(tmp_path, hub):
     assert fetched == ["config.json"] and "\n" not in str(e.value)
 
 
+def test_a_gpt2_model_type_with_its_own_code_is_refused_before_any_weights(tmp_path, hub):
+    """bigcode/santacoder's config.json says model_type gpt2 with auto_map to its own modeling code
+    (GPT2LMHeadCustomModel, multi-query attention, run by transformers with trust_remote_code=True): the download
+    fetched its weights (gigabytes), then failed on a tensor's shape ('the config does not belong to these
+    weights'). The config is refused, naming the code, before any weights are fetched, and so is the folder."""
+    import transformers
+
+    from npgpt.formats import load_checkpoint
+
+    repo = tmp_path / "repo"
+    config = transformers.GPT2Config(vocab_size=512, n_positions=16, n_embd=8, n_head=2, n_layer=1)
+    config.architectures = ["GPT2LMHeadCustomModel"]
+    config.auto_map = {
+        "AutoConfig": "configuration_gpt2_mq.GPT2CustomConfig",
+        "AutoModelForCausalLM": "modeling_gpt2_mq.GPT2LMHeadCustomModel",
+    }
+    transformers.GPT2LMHeadModel(config).save_pretrained(repo)
+    fetched = hub(repo)
+    said = r"auto_map names the model's own code \(modeling_gpt2_mq.GPT2LMHeadCustomModel\), which transformers runs"
+    with pytest.raises(CheckpointError, match=said) as e:
+        download.download_hf("org/tiny")
+    assert fetched == ["config.json"] and "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match=said):
+        load_checkpoint(repo)
+
+
 def test_a_config_nested_too_deeply_is_one_line_before_any_weights(tmp_path, hub):
     repo = tmp_path / "repo"
     repo.mkdir()

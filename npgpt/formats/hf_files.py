@@ -75,6 +75,19 @@ def check_gpt2(config: Any, source: str) -> None:
     if not ok:
         field, value = ("model_type", model_type) if model_type is not None else ("architectures", archs)
         raise CheckpointError(f"{source}: {field} is {value!r}, not GPT-2; npgpt runs GPT-2 ('gpt2') models only")
+    # A model of its own code under GPT-2's model_type (bigcode/santacoder: GPT2LMHeadCustomModel, multi-query
+    # attention), which transformers runs with trust_remote_code=True: its weights are no GPT-2's
+    auto_map = config.get("auto_map")
+    custom = (
+        sorted(str(v) for k, v in auto_map.items() if str(k).startswith("AutoModel"))
+        if isinstance(auto_map, dict)
+        else []
+    )
+    if custom:
+        raise CheckpointError(
+            f"{source}: auto_map names the model's own code ({custom[0]}), which transformers runs with "
+            "trust_remote_code=True in place of GPT-2's; npgpt runs GPT-2 as transformers' GPT2LMHeadModel computes it"
+        )
 
 
 def check_not_quantized(config: dict[str, Any], source: str) -> None:
