@@ -479,18 +479,30 @@ def shard_map(index_path: Path) -> dict[str, list[str]]:
 
 
 def _read_shards(directory: Path, index_name: str, read: Any) -> tuple[dict[str, np.ndarray], str]:
-    """Tensors named in an index's ``weight_map``, each shard read once (memory-mapped where it can be)."""
+    """Every tensor of the shards an index's ``weight_map`` names, each shard read once (memory-mapped where it can
+    be), as transformers and vLLM read them: the weight_map says which files, each file's own header what is in it
+    (a tensor the weight_map leaves out, or places in another of its shards, is read all the same). CheckpointError
+    for a tensor in two shards (which one transformers keeps depends on the order it reads them), or one the
+    weight_map names that no shard holds."""
     tensors: dict[str, np.ndarray] = {}
-    for shard, names in shard_map(directory / index_name).items():
+    where: dict[str, str] = {}
+    shards = shard_map(directory / index_name)
+    for shard in shards:
         if (directory / shard).is_symlink() and not (directory / shard).exists():
             raise broken_link(directory / shard)
         if not (directory / shard).is_file():
             raise CheckpointError(f"{directory / shard}: missing shard (named in {index_name}); re-download the model")
-        found = read(directory / shard)
+        for name, tensor in read(directory / shard).items():
+            if name in where:
+                raise CheckpointError(
+                    f"{directory}: tensor {name!r} is in two shards, {where[name]} and {shard}, with nothing to say "
+                    f"which one {index_name} means; re-download the model"
+                )
+            tensors[name], where[name] = tensor, shard
+    for shard, names in shards.items():
         for name in names:
-            if name not in found:
+            if name not in tensors:
                 raise CheckpointError(f"{directory / shard}: has no tensor {name!r} although {index_name} says so")
-            tensors[name] = found[name]
     return tensors, str(directory / index_name)
 
 
