@@ -197,6 +197,38 @@ def test_writing_hf_over_an_earlier_model_leaves_only_the_new_weights(tmp_path):
     assert (out / "README.md").read_text() == "mine"
 
 
+def test_writing_hf_over_an_earlier_model_leaves_none_of_its_tokenizer(tmp_path):
+    """Converted into a folder transformers had saved a fine-tune in (an added token '[SEP]' in its tokenizer.json,
+    its own eos in generation_config.json, a chat template), a plain GPT-2 kept those files: transformers read a
+    tokenizer of 50258 tokens and the fine-tune's eos for it, and npgpt refused the folder it had just written
+    ("the tokenizer's added token '[SEP]' is id 50257, but the weights have 50257 token rows"). The earlier model's
+    tokenizer files that the new one does not write are removed with its weights."""
+    import transformers
+
+    from npgpt.formats import chat_template, tokenizer_spec
+    from npgpt.tokenizer import default_files
+
+    torch = pytest.importorskip("torch")
+    vocab, merges = default_files()
+    tok = transformers.GPT2TokenizerFast(vocab=str(vocab), merges=str(merges))
+    tok.add_tokens(["[SEP]"])
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    torch.manual_seed(0)
+    ft = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=8, n_head=2, n_layer=1)
+    )
+    ft.generation_config.eos_token_id = 50257
+    ft.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert {"tokenizer.json", "generation_config.json", "chat_template.jinja"} <= {p.name for p in tmp_path.iterdir()}
+    config = GPT2Config(n_ctx=16, n_embd=8, n_head=2, n_layer=1)
+    save_checkpoint(tmp_path, config, random_params(config), fmt="hf")
+    assert len(transformers.AutoTokenizer.from_pretrained(tmp_path)) == 50257
+    assert transformers.GPT2LMHeadModel.from_pretrained(tmp_path).generation_config.eos_token_id == 50256
+    assert tokenizer_spec(tmp_path) is None and chat_template(tmp_path) is None
+    assert load_checkpoint(tmp_path)[0] == config
+
+
 @pytest.mark.parametrize("fmt", ["hf", "hf-sharded"])
 def test_a_converted_hf_folder_carries_gpt2s_tokenizer_for_transformers(tmp_path, fmt):
     """`npgpt convert SRC DIR --to hf` wrote config.json and the weights only: transformers 5's

@@ -24,6 +24,7 @@ from ..params import expected_shapes, flatten, unflatten
 from .hf_files import (
     CHAT_TEMPLATE_FILE,
     SAFETENSORS_INDEX,
+    TOKENIZER_FILES,
     check_gpt2,
     check_not_quantized,
     check_tokenizer,
@@ -243,10 +244,10 @@ def save(
     into shards plus ``model.safetensors.index.json`` wherever they exceed it, as ``save_pretrained`` does.
     ``tokenizer``: GPT-2's with a fine-tune's added tokens and eos (``Tokenizer.to_spec()``), written where
     transformers reads them (tokenizer_config.json's ``added_tokens_decoder``, config.json's ``eos_token_id``).
-    ``chat_template``: the model's chat template, written to chat_template.jinja as ``save_pretrained`` writes it
-    (an earlier one there is removed when the new model has none: it was the earlier model's).
+    ``chat_template``: the model's chat template, written to chat_template.jinja as ``save_pretrained`` writes it.
     Over an earlier model the earlier safetensors weights (``model.safetensors``, or the index and
-    its shards) are removed once the new ones are written; other files are left alone.
+    its shards) and its tokenizer files this one does not write (``tokenizer.json``, ``generation_config.json``,
+    ``chat_template.jinja``, ...) are removed once the new ones are written; other files are left alone.
     """
     from safetensors.numpy import save_file
 
@@ -298,8 +299,9 @@ def save(
             Path(tmp).write_text(template, encoding="utf-8")
 
         writers[directory / CHAT_TEMPLATE_FILE] = write_template
-    elif (directory / CHAT_TEMPLATE_FILE).is_file():  # the earlier model's, which transformers would apply to this one
-        previous.add(CHAT_TEMPLATE_FILE)
+    # An earlier model's tokenizer files that this one does not write (its tokenizer.json with added tokens, its
+    # generation_config.json's eos, its chat template): transformers, and npgpt, would read them as this model's
+    previous |= {name for name in TOKENIZER_FILES if (directory / name).is_file()}
     writers[directory / "config.json"] = text(hf_config)
     # One set (files.write_together): a failure leaves the old model whole; config.json is withdrawn
     # first and renamed last, so a writer killed while renaming leaves none, never new shards beside
