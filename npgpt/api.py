@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
 
@@ -15,10 +15,10 @@ from .config import GPT2Config
 from .engine import Engine
 from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
-from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, ModelAttributeError, refuse_lens_options
+from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, TAKES, ModelAttributeError, refuse_lens_options
 from .lens_weights import WEIGHT_SHAPES, lens_weight, weight_write_error
 from .params import check_params, head_name, host_params
-from .sampling import SamplingParams, check_finite, log_softmax
+from .sampling import FOREIGN_OPTIONS, SamplingParams, check_finite, log_softmax
 from .score import Score, score
 from .token_ids import as_ids, check_token_ids, count_tokens
 from .tokenizer import Tokenizer
@@ -181,6 +181,7 @@ class GPT2:
                 "model(ids, return_type='both') for (logits, loss); model.score(text) for a text's",
                 param="return_type",
             )
+        _refuse_generation_options(other)
         refuse_lens_options(other, "model")
         return self.run_with_hooks(
             input,
@@ -575,6 +576,31 @@ def _check_options(method: str, other: dict[str, Any], valid: tuple[str, ...]) -
         close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else f"{method} takes {', '.join(valid)}"
         raise NpgptError(f"unknown option {name!r}; {_OPTIONS_FOREIGN[method].get(name, hint)}", param=name)
+
+
+# llama-cpp-python's Llama.__call__ (its create_completion) options that are not npgpt's option names: with them,
+# model(prompt, ...) asks for generated text, not TransformerLens's forward
+_LLAMA_CPP_OPTIONS = (
+    "max_tokens", "echo", "stream", "suffix", "repeat_penalty", "typical_p", "tfs_z", "mirostat_mode", "mirostat_tau",
+    "mirostat_eta", "grammar", "logits_processor", "stopping_criteria",
+)  # fmt: skip
+
+
+def _refuse_generation_options(other: dict[str, Any]) -> None:
+    """NpgptError for a generation option given to ``model(...)``: llama-cpp-python's ``llm(prompt, max_tokens=32,
+    stop=[...], echo=True)`` (and a sampling option of npgpt's own or of transformers') asks for text, where
+    ``model(...)`` is TransformerLens's forward, whose logits take none of them; "unknown option 'max_tokens'; valid:
+    return_type, ..." named no way to the text. A name ``model(...)`` takes (``attention_mask``) is left to it."""
+    generation = {f.name for f in fields(SamplingParams)} | set(FOREIGN_OPTIONS) | set(_LLAMA_CPP_OPTIONS)
+    name = next((n for n in other if n in generation and n not in TAKES["model"]), None)
+    if name is not None:
+        raise NpgptError(
+            f"model(...) is TransformerLens's forward, which gives logits and takes no {name}; to generate text as "
+            "llama-cpp-python's llm(prompt, max_tokens=32, stop=[...]) does: model.generate(prompt, "
+            "max_new_tokens=32, stop=[...]) (echo: prompt + that text), or model.completions(...) for each token's "
+            "id and logprob too",
+            param=name,
+        )
 
 
 def _lens_input(ids: Any, other: dict[str, Any], method: str) -> Any:

@@ -739,3 +739,24 @@ def test_an_id_outside_the_model_is_named_by_the_forward_pass(model):
     for call in (lambda: model.logits([[1, n + 5]]), lambda: model.run_with_cache(np.array([[-1, 2]]))):
         with pytest.raises(NpgptError, match=rf"^ids has token id (-1|{n + 5}), outside the vocabulary \[0, {n}\)$"):
             call()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_tokens": 32, "stop": ["Q:", "\n"], "echo": True},  # llama-cpp-python's README: llm(prompt, ...)
+        {"max_new_tokens": 5},  # npgpt's own generate options
+        {"temperature": 0.5},
+        {"repeat_penalty": 1.1},
+        {"max_length": 20},  # transformers'
+    ],
+)
+def test_calling_the_model_with_generation_options_names_generate(model, options):
+    """llama-cpp-python's ``llm("Q: ... A: ", max_tokens=32, stop=["Q:", "\\n"], echo=True)`` (its Llama.__call__) got
+    "unknown option 'max_tokens'; valid: return_type, loss_per_token, ...": TransformerLens's forward options, and
+    no way to the text asked for. Any generation option now names model.generate; the forward's own still run."""
+    says = r"TransformerLens's forward, which gives logits .*model\.generate\(prompt"
+    with pytest.raises(NpgptError, match=says) as e:
+        model("Q: Name the planets in the solar system? A: ", **options)
+    assert e.value.param == next(iter(options))
+    assert model([1, 2, 3], attention_mask=[1, 1, 1]).shape[:2] == (1, 3)  # an option model(...) takes runs
