@@ -243,6 +243,7 @@ _EOS = (
     "from its generation_config.json) unless stop_at_eot=False; to stop at another token pass stop=[its text]"
 )
 _FILTERS = "npgpt's filters are top_k, top_p and min_p"
+_MIROSTAT = "npgpt has no mirostat sampling; " + _FILTERS
 _INSIDE = "model.run_with_cache(ids) gives every activation, by TransformerLens's hook names"
 _PARAMS = (
     "npgpt takes its options by name (temperature=0.8, ...), or all of them as an npgpt.sampling.SamplingParams "
@@ -312,6 +313,25 @@ FOREIGN_OPTIONS = {
     "echo": "generate returns the completion only; prompt + model.generate(prompt) is the whole text",
     "stream": "model.stream(prompt, ...) yields the text as it is generated",
     "n_predict": "npgpt's is max_new_tokens",
+    # llama-cpp-python's Llama.__call__ / create_completion, transformers' generate() and text-generation pipeline,
+    # OpenAI's chat completions
+    "temp": "npgpt's is temperature",
+    "tfs_z": _FILTERS,
+    "mirostat_mode": _MIROSTAT,
+    "mirostat_tau": _MIROSTAT,
+    "mirostat_eta": _MIROSTAT,
+    "grammar": "npgpt has no grammar-constrained sampling; logit_bias={id: -100} bans tokens",
+    "logits_processor": "npgpt takes no logits processors; logit_bias={id: bias} adds to the logits, and "
+    "model.logits(ids) gives them for a loop of your own",
+    "stopping_criteria": "npgpt stops at stop (text), max_new_tokens or <|endoftext|>; or stop reading "
+    "model.stream(...) when you have enough",
+    "max_time": "npgpt has no time limit; stop reading model.stream(...) when the time is up",
+    "suffix": "npgpt has no insertion (suffix): generate continues the prompt",
+    "return_full_text": "generate returns the completion only (return_full_text=False); prompt + "
+    "model.generate(prompt) is the whole text",
+    "top_logprobs": "npgpt's is logprobs, the number of alternatives listed beside each token (0: the chosen "
+    "token's logprob only), as the completions API's logprobs",
+    "penalty_alpha": "npgpt has no contrastive search; temperature=0 is greedy decoding",
 }
 
 

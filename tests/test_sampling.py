@@ -408,6 +408,19 @@ def test_filters_and_repetition_penalty_equal_hugging_faces_processors():
         ("echo", r"prompt \+ model.generate\(prompt\)"),
         ("stream", r"model.stream\(prompt"),
         ("n_predict", "npgpt's is max_new_tokens"),
+        # llama-cpp-python's: temp got "valid options: ..." (a list of every option), tfs_z, mirostat_mode and grammar
+        # too; transformers' return_full_text and OpenAI chat's top_logprobs
+        ("temp", "npgpt's is temperature"),
+        ("tfs_z", "top_k, top_p and min_p"),
+        ("mirostat_mode", "no mirostat"),
+        ("grammar", "no grammar"),
+        ("logits_processor", r"logit_bias=\{id: bias\}"),
+        ("stopping_criteria", "stop reading"),
+        ("suffix", "no insertion"),
+        ("return_full_text", r"prompt \+ model.generate\(prompt\)"),
+        ("top_logprobs", "npgpt's is logprobs"),
+        ("penalty_alpha", "no contrastive search"),
+        ("max_time", "no time limit"),
     ],
 )
 def test_another_librarys_generate_option_is_answered_with_npgpts_way(name, says):
@@ -436,4 +449,7 @@ def test_the_foreign_option_names_are_those_libraries_own():
         # vLLM's SamplingParams and LLM.generate; OpenAI's echo and stream; llama.cpp's server's n_predict
         others |= {"best_of", "bad_words", "allowed_token_ids", "skip_special_tokens", "include_stop_str_in_output"}
         others |= {"truncate_prompt_tokens", "detokenize", "use_tqdm", "echo", "stream", "n_predict"}
+        # llama-cpp-python's Llama.create_completion and Llama.generate (temp); transformers' pipeline's; OpenAI chat's
+        others |= {"temp", "tfs_z", "mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar", "suffix"}
+        others |= {"logits_processor", "stopping_criteria", "return_full_text", "top_logprobs"}
         assert name in hf | tl | others, name
