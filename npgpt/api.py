@@ -38,6 +38,25 @@ class Completion:
     finish_reason: str = "length"
 
 
+_CHAT = (
+    "GPT-2 is no chat model: with npgpt.chat's chat_prompt and chat_stop, messages = [(role, text), ...] are a "
+    "transcript to continue, model.generate(chat_prompt(messages), stop=chat_stop(messages), "
+    "skip_leading_space=True), as npgpt chat and the server's /v1/chat/completions answer them"
+)
+# The methods llama-cpp-python's Llama and vLLM's LLM are used by (their READMEs' first lines) -> npgpt's way
+_METHODS_ELSEWHERE = {
+    "create_completion": "model.completions(prompt, max_new_tokens=16, ...) gives each completion's text, tokens and "
+    "logprobs (model.generate(prompt, ...): the text alone)",
+    "create_chat_completion": _CHAT,
+    "chat": _CHAT,
+    "tokenize": "model.tokenizer.encode(text) (text as a str: decode bytes first; allow_special=True reads a literal "
+    "<|endoftext|> as the token)",
+    "detokenize": "model.tokenizer.decode(ids) gives the text, model.tokenizer.decode_bytes(ids) its bytes",
+    "n_ctx": "npgpt's is model.config.n_ctx, an attribute",
+    "n_vocab": "npgpt's is model.config.n_vocab, an attribute (model.tokenizer.n_vocab: the tokenizer's tokens)",
+    "get_tokenizer": "npgpt's is model.tokenizer, an attribute",
+}
+
 _MISSING: Any = object()  # no prompt given (None is a prompt, refused as what it is)
 
 
@@ -129,6 +148,8 @@ class GPT2:
     def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
         if name in WEIGHT_SHAPES and not name.startswith("_"):  # W_Q, W_U ...: TransformerLens's, made when read
             return lens_weight(self, name)
+        if name in _METHODS_ELSEWHERE:  # llama-cpp-python's Llama and vLLM's LLM methods: npgpt's way to the same end
+            raise ModelAttributeError(f"npgpt's model has no {name}; {_METHODS_ELSEWHERE[name]}")
         if name in MODEL_ATTRIBUTES_NOT_HERE:
             hint = MODEL_ATTRIBUTES_NOT_HERE[name].replace("{head}", head_name(self.params))
             tl = f"TransformerLens's HookedTransformer.{name}"

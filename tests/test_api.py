@@ -760,3 +760,30 @@ def test_calling_the_model_with_generation_options_names_generate(model, options
         model("Q: Name the planets in the solar system? A: ", **options)
     assert e.value.param == next(iter(options))
     assert model([1, 2, 3], attention_mask=[1, 1, 1]).shape[:2] == (1, 3)  # an option model(...) takes runs
+
+
+def test_llama_cpp_pythons_and_vllms_methods_name_npgpts_way(model):
+    """llm.create_completion(prompt, max_tokens=16), llm.tokenize(b"..."), llm.n_ctx() (llama-cpp-python's Llama) and
+    llm.get_tokenizer(), llm.chat(messages) (vLLM's LLM) were Python's bare "'GPT2' object has no attribute ...":
+    each now names npgpt's way, and that way runs."""
+    from npgpt.chat import chat_prompt, chat_stop
+
+    ways = {
+        "create_completion": r"model\.completions\(prompt",
+        "create_chat_completion": "chat_prompt",
+        "chat": "chat_prompt",
+        "tokenize": r"model\.tokenizer\.encode\(text\)",
+        "detokenize": r"model\.tokenizer\.decode\(ids\)",
+        "n_ctx": r"model\.config\.n_ctx",
+        "n_vocab": r"model\.config\.n_vocab",
+        "get_tokenizer": "model.tokenizer",
+    }
+    for name, way in ways.items():
+        with pytest.raises(AttributeError, match=f"^npgpt's model has no {name}; .*{way}") as e:
+            getattr(model, name)
+        assert isinstance(e.value, NpgptError) and not hasattr(model, name)
+    messages = [("user", "Hi")]
+    reply = model.generate(chat_prompt(messages), stop=chat_stop(messages), skip_leading_space=True, max_new_tokens=3)
+    assert isinstance(reply, str)
+    assert model.completions("Hi", max_new_tokens=2)[0].tokens
+    assert model.tokenizer.decode(model.tokenizer.encode("Hi")) == "Hi" and model.config.n_ctx > 0
