@@ -206,6 +206,10 @@ class SamplingParams:
         you mean 'max_new_tokens'?" rather than a bare TypeError; ``param`` is the unknown name.
         Hugging Face's and TransformerLens's generate options are answered with npgpt's way to the same end
         (``max_length=20``: "npgpt's is max_new_tokens, which counts only the new tokens ...").
+
+        An option given as None is its default, as the OpenAI API reads a JSON null (npgpt's server too), vLLM's
+        ``SamplingParams.from_optional`` and transformers' ``generate(temperature=None)`` read it: a caller's
+        ``temperature=None`` passed on is no error.
         """
         valid = [f.name for f in fields(cls)]
         for name in options:
@@ -214,7 +218,7 @@ class SamplingParams:
                 hint = f"did you mean {close[0]!r}?" if close else f"valid options: {', '.join(valid)}"
                 hint = FOREIGN_OPTIONS.get(name, hint)
                 raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
-        return cls(**options)
+        return cls(**{name: value for name, value in options.items() if value is not None})
 
 
 def _seed(seed: int | None) -> int | None:

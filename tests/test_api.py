@@ -787,3 +787,21 @@ def test_llama_cpp_pythons_and_vllms_methods_name_npgpts_way(model):
     assert isinstance(reply, str)
     assert model.completions("Hi", max_new_tokens=2)[0].tokens
     assert model.tokenizer.decode(model.tokenizer.encode("Hi")) == "Hi" and model.config.n_ctx > 0
+
+
+def test_an_option_given_as_none_is_its_default(model):
+    """model.generate("Hi", temperature=None) said 'temperature must be a finite number >= 0 (0 = greedy), got None'
+    (top_p, top_k, min_p, the penalties and logit_bias alike), though seed=None and max_new_tokens=None were their
+    defaults: a wrapper passing on its caller's temperature=None stopped there. None is now every option's default,
+    as the OpenAI API (and npgpt's server) reads a JSON null, vLLM's SamplingParams.from_optional and transformers'
+    generate(temperature=None) read it."""
+    from npgpt.sampling import SamplingParams
+
+    names = [f for f in SamplingParams.__dataclass_fields__ if f not in ("max_new_tokens", "seed")]
+    given = dict.fromkeys(names)
+    assert SamplingParams.from_options(given) == SamplingParams()
+    want = model.completions(["Hi", [5, 6]], max_new_tokens=4, seed=3)
+    assert model.completions(["Hi", [5, 6]], max_new_tokens=4, seed=3, **given) == want
+    assert model.generate("Hi", max_new_tokens=4, temperature=None, seed=3) == want[0].text
+    with pytest.raises(NpgptError, match="unknown option 'max_tokens'"):  # an unknown name is still one, None or not
+        model.generate("Hi", max_tokens=None)
