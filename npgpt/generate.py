@@ -316,18 +316,33 @@ def _run(
         samplers = [
             RowSampler(b, params, row_rng(params.seed, samples[b]), tokenizer, n_vocab, rows[b], n_ctx) for b in batch
         ]
-        yield from _run_batch(engine, [rows[b] for b in batch], samplers)
+        yield from _run_batch(engine, [rows[b] for b in batch], samplers, len(rows))
 
 
-def _run_batch(engine: Engine, rows: Sequence[Sequence[int]], samplers: Sequence[RowSampler]) -> Iterator[Event]:
-    """Decode one batch of rows (prompts' ids and their samplers) until every row has stopped."""
+def _run_batch(
+    engine: Engine, rows: Sequence[Sequence[int]], samplers: Sequence[RowSampler], n_prompts: int = 1
+) -> Iterator[Event]:
+    """Decode one batch of rows (prompts' ids and their samplers, of a request of ``n_prompts``) until every row has
+    stopped."""
     # prompts left-padded to the longest: every row's new tokens go after it (batches keeps this in the context)
     capacity = max(len(r) for r in rows) + max(s.limit for s in samplers)
     logits, state = prefill(engine, rows, capacity)
     while True:
         for j, s in enumerate(samplers):
             if not s.done:
-                yield s.pick(logits[j])
+                yield _pick(s, logits[j], n_prompts)
         if all(s.done for s in samplers):
             return
         logits = decode_step(engine, state, np.array([s.token for s in samplers], dtype=np.int64))
+
+
+def _pick(sampler: RowSampler, logits: np.ndarray, n_prompts: int) -> Event:
+    """``sampler.pick(logits)``, an error of its row naming the prompt where the request has several: logits that are
+    not finite for one prompt of many (a NaN position embedding that only a long prompt reaches, a 16-bit overflow
+    on one text) said "the model's logits are not finite ..." with nothing to tell which prompt to look at."""
+    try:
+        return sampler.pick(logits)
+    except NpgptError as e:
+        if n_prompts == 1:
+            raise
+        raise NpgptError(f"prompt {sampler.row}: {e}", param=e.param, keywords=e.keywords) from None

@@ -156,6 +156,23 @@ def test_nan_logits_end_generation_with_a_clear_error() -> None:
         m.score("In the beginning")
 
 
+def test_logits_not_finite_for_one_prompt_of_many_name_that_prompt() -> None:
+    """A NaN position embedding that only a long prompt reaches made model.completions([short, long]) say "the
+    model's logits are not finite ..." with nothing to tell which of the prompts to look at (a batch of 100 gave no
+    clue); the error now begins "prompt 1: " (the index among the prompts given). One prompt's
+    says what it said."""
+    params = init_params(TINY, seed=0)
+    params["wpe"][20] = np.nan  # position 20: only a prompt of 20 tokens or more reaches it
+    m = GPT2(TINY, params)
+    short, long = [5, 6, 7], list(range(100, 125))
+    assert m.completions(short, max_new_tokens=5, temperature=0)[0].tokens  # the short prompt alone is fine
+    for prompts in ([short, long], [short, short, long]):
+        with pytest.raises(NpgptError, match=f"^prompt {len(prompts) - 1}: the model's logits are not finite"):
+            m.completions(prompts, max_new_tokens=5, temperature=0)
+    with pytest.raises(NpgptError, match="^the model's logits are not finite"):
+        m.generate(long, max_new_tokens=2)
+
+
 def test_nan_logits_over_the_server(caplog) -> None:
     caplog.set_level(logging.INFO, logger="npgpt.server")
     with TestClient(create_app({"broken": nan_model()})) as c:
