@@ -500,7 +500,9 @@ class GPT2:
     ) -> Score:
         """Per-token log-probabilities of ``text`` (a string or token ids), its log-likelihood and perplexity.
 
-        The first token's logprob is None (nothing predicts it). A text longer than the context is
+        The first token's logprob is None (nothing predicts it). Each token's rank (1: greedy) and character offset
+        come with them, and ``.loglikelihood(start)`` is lm-evaluation-harness's (log-likelihood, is_greedy) of the
+        continuation from token ``start``. A text longer than the context is
         scored in sliding windows (``window``, ``stride``: see :func:`npgpt.score.token_nlls`).
         ``allow_special``: a literal ``<|endoftext|>`` is the special token. See :class:`npgpt.score.Score`.
         """

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from .errors import NpgptError, is_integer, shown
 from .hostinfo import physical_memory
 from .sampling import check_finite, log_softmax
 from .token_ids import as_ids, check_token_ids, count_tokens
-from .tokenizer import Tokenizer
+from .tokenizer import TextOffsets, Tokenizer
 
 
 class LanguageModel(Protocol):
@@ -66,6 +66,13 @@ def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:  # [N, V],
     return -log_softmax(logits.astype(np.float64))[np.arange(len(targets)), targets]
 
 
+def token_rank(logits: np.ndarray, targets: np.ndarray, n_tokens: int) -> np.ndarray:  # [N, V], [N] -> [N]
+    """Each target's rank among the tokens ``[0, n_tokens)`` the model could predict (1 + how many it finds
+    likelier; vLLM's prompt logprobs' ``rank``): 1 where greedy decoding would pick it (or one tied with it)."""
+    chosen = logits[np.arange(len(targets)), targets]
+    return (logits[:, :n_tokens] > chosen[:, None]).sum(axis=1) + 1
+
+
 def token_nlls(
     model: LanguageModel,
     ids: np.ndarray,
@@ -74,7 +81,22 @@ def token_nlls(
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:  # [N] int ids -> [N] float64
-    """Each token's negative log-likelihood in nats given the tokens before it in its window, float64 [N].
+    """Each token's negative log-likelihood in nats given the tokens before it in its window, float64 [N];
+    see :func:`token_scores`."""
+    return token_scores(model, ids, window, stride, batch_size, progress, ranked=False)[0]
+
+
+def token_scores(
+    model: LanguageModel,
+    ids: np.ndarray,
+    window: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    ranked: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:  # [N] int ids -> [N] float64, [N] int64
+    """Each token's negative log-likelihood in nats given the tokens before it in its window, float64 [N], and its
+    rank there (:func:`token_rank`; 0 where not scored, and everywhere unless ``ranked``), int64 [N].
 
     NaN where a token is not scored: the first token (nothing predicts it) and, with ``stride ==
     window``, each window's first token. ``window`` defaults to the model's context, ``stride`` to
@@ -109,6 +131,8 @@ def token_nlls(
     # the logits are the model's full output, a padded vocabulary's rows too (see below)
     _check_logits_fit(min(batch_size, len(spans)), min(window, len(ids)), model.config.n_vocab)
     out = np.full(len(ids), np.nan)
+    ranks = np.zeros(len(ids), np.int64)
+    n_tokens = count_tokens(model.config.n_vocab, model.tokenizer)
     for i in range(0, len(spans), batch_size):
         group = spans[i : i + batch_size]
         # Right-pad a short (last) window with token 0: attention is causal, so tokens placed
@@ -125,10 +149,13 @@ def token_nlls(
         check_finite(logits)
         for row, (begin, end, first) in enumerate(group):
             # Targets ids[first:end] are predicted at positions first-1 .. end-2 of the window.
-            out[first:end] = token_nll(logits[row, first - 1 - begin : end - 1 - begin], ids[first:end])
+            predicting = logits[row, first - 1 - begin : end - 1 - begin]
+            out[first:end] = token_nll(predicting, ids[first:end])
+            if ranked:
+                ranks[first:end] = token_rank(predicting, ids[first:end], n_tokens)
         if progress is not None:
             progress(min(i + batch_size, len(spans)), len(spans))
-    return out
+    return out, ranks
 
 
 def _check_logits_fit(rows: int, width: int, n_vocab: int) -> None:
@@ -158,6 +185,32 @@ class Score:
     token_logprobs: list[float | None]
     log_likelihood: float  # sum of the scored tokens' logprobs, nats (summed in float64)
     n_scored: int
+    # each scored token's rank among the tokens (1 + how many the model found likelier; vLLM's prompt logprobs'
+    # rank): 1 where greedy decoding would pick it. None where token_logprobs is None
+    ranks: list[int | None] = field(default_factory=list)
+    # each token's character offset in the text (OpenAI's logprobs.text_offset): the text given, or the ids' decoded
+    text_offset: list[int] = field(default_factory=list)
+
+    def loglikelihood(self, start: int) -> tuple[float, bool]:
+        """lm-evaluation-harness's ``(log-likelihood, is_greedy)`` of the continuation ``tokens[start:]`` after a
+        context of ``start`` tokens: the sum of its logprobs, and whether greedy decoding would give every one of its
+        tokens (each of rank 1). For a text's context of ``k`` characters the continuation starts at the first token
+        whose ``text_offset`` is ``k`` or more. Raises NpgptError for a ``start`` outside ``[1, len(tokens) - 1]``
+        (nothing predicts the first token) or over a token not scored."""
+        if not (is_integer(start) and 1 <= start < len(self.tokens)):
+            raise NpgptError(
+                f"start must be the continuation's first token, in [1, {len(self.tokens) - 1}] (the first token has no "
+                f"logprob: put <|endoftext|> before a context that is empty), got {shown(start)}",
+                "start",
+            )
+        logprobs, ranks = self.token_logprobs[start:], self.ranks[start:]
+        if any(lp is None for lp in logprobs):
+            raise NpgptError(
+                "the continuation holds a token that was not scored (a window's first, with stride == window); "
+                "score with a stride below the window",
+                "start",
+            )
+        return float(math.fsum(cast(list[float], logprobs))), all(r == 1 for r in ranks)
 
     @property
     def cross_entropy(self) -> float:
@@ -194,10 +247,18 @@ def score(
     the special token. Raises NpgptError for fewer than 2 tokens, bad ids or non-finite logits.
     """
     ids = token_ids(model, text, allow_special)
-    nll = token_nlls(model, ids, window, stride, batch_size)
+    nll, ranks = token_scores(model, ids, window, stride, batch_size)
     scored = ~np.isnan(nll)
     logprobs = [None if np.isnan(x) else float(-x) for x in nll]
-    return Score([int(t) for t in ids], logprobs, float(-nll[scored].sum()), int(scored.sum()))
+    offsets = TextOffsets(model.tokenizer)
+    return Score(
+        [int(t) for t in ids],
+        logprobs,
+        float(-nll[scored].sum()),
+        int(scored.sum()),
+        [int(r) if ok else None for r, ok in zip(ranks, scored, strict=True)],
+        [offsets.push(int(t)) for t in ids],
+    )
 
 
 def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> np.ndarray:  # -> [N] int64

@@ -62,6 +62,67 @@ def test_score_equals_direct_computation(tiny) -> None:
     assert special.tokens == [tiny.tokenizer.eot_id, *ids] and special.n_scored == len(ids)
 
 
+def test_ranks_offsets_and_a_continuations_loglikelihood_are_the_models(tiny, tiktoken_gpt2) -> None:
+    """model.score gave logprobs alone: lm-evaluation-harness's loglikelihood (a continuation's log-likelihood and
+    is_greedy) needed a second forward pass to find the model's top tokens, and a text's context/continuation split
+    had no token offsets. Score now holds each token's rank (1: greedy) and text_offset, and
+    loglikelihood(start) gives (log-likelihood, is_greedy) of tokens[start:], equal to direct computation."""
+    from npgpt.tokenizer import Tokenizer
+
+    text = "In the beginning 👋 God créated"
+    s = tiny.score(text)
+    ids = s.tokens
+    logits = tiny.logits([ids])[0].astype(np.float64)
+    for t in range(1, len(ids)):
+        assert s.ranks[t] == 1 + int((logits[t - 1] > logits[t - 1, ids[t]]).sum())
+    assert s.ranks[0] is None and len(s.ranks) == len(ids)
+    assert s.text_offset == tiktoken_gpt2.decode_with_offsets(ids)[1] and text == Tokenizer().decode(ids)
+    for start in range(1, len(ids)):
+        ll, greedy = s.loglikelihood(start)
+        assert ll == pytest.approx(direct_logprobs(tiny, ids)[start - 1 :].sum(), abs=1e-4)
+        assert greedy == bool((logits[start - 1 : -1].argmax(-1) == ids[start:]).all())  # lm-eval's is_greedy
+    # a greedy continuation is greedy; one token off it is not
+    context = tiny.tokenizer.encode("And God said")
+    cont = tiny.completions(context, max_new_tokens=4, temperature=0)[0].tokens
+    assert tiny.score(context + cont).loglikelihood(len(context))[1] is True
+    assert tiny.score(context + cont[:-1] + [cont[-1] + 1]).loglikelihood(len(context))[1] is False
+    for bad in (0, len(ids), -1, 1.0):
+        with pytest.raises(NpgptError, match=r"start must be the continuation's first token, in \[1, "):
+            s.loglikelihood(bad)
+    with pytest.raises(NpgptError, match="not scored"):  # stride == window: each window's first token has none
+        tiny.score(ids, window=2, stride=2).loglikelihood(1)
+
+
+@pytest.mark.slow
+def test_a_continuations_loglikelihood_is_lm_evaluation_harness_own(bundled, tmp_path) -> None:
+    """lm-evaluation-harness's HFLM on the same weights (a Hugging Face folder of them) gives each (context,
+    continuation) the log-likelihood and is_greedy Score.loglikelihood gives, the context's tokens counted as it
+    counts them (an empty context is <|endoftext|>)."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("torch")
+    import shutil
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from npgpt.formats import hf
+    from npgpt.params import host_params
+
+    hf.save(tmp_path, bundled.config, host_params(bundled.params))
+    encoder, merges = default_files()
+    shutil.copy(encoder, tmp_path / "vocab.json")
+    shutil.copy(merges, tmp_path / "merges.txt")
+    lm = HFLM(pretrained=str(tmp_path), batch_size=2, device="cpu")
+    greedy = bundled.generate("And God said", max_new_tokens=3, temperature=0)
+    requests = [("In the beginning", " God created"), ("", "Hello world"), ("And God said", greedy)]
+    answers = lm.loglikelihood([Instance("loglikelihood", {}, r, i) for i, r in enumerate(requests)])
+    for (context, continuation), (ll, is_greedy) in zip(requests, answers, strict=True):
+        ctx = bundled.tokenizer.encode(context) or [bundled.tokenizer.eot_id]
+        ours = bundled.score(ctx + bundled.tokenizer.encode(continuation)).loglikelihood(len(ctx))
+        assert ours[0] == pytest.approx(ll, abs=1e-4) and ours[1] == is_greedy
+    assert answers[-1][1] is True
+
+
 def test_too_short_or_too_long_for_one_pass_says_what_to_do(tiny) -> None:
     """ "the text has 1 token(s); scoring needs at least 2" and logits' "sequence of 65 tokens exceeds the
     model's context of 64" named no way forward."""
