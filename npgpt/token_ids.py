@@ -35,6 +35,8 @@ def as_ids(x: Any, what: str, expected: str, param: str | None = None, ragged: s
             hint = "; encode the text first: model.tokenizer.encode(text)"
         elif isinstance(x, (bytes, bytearray)):
             hint = "; decode the bytes first"
+        elif isinstance(x, Iterator):  # a generator or map of ids: read once, and no shape to check before reading
+            hint = "; pass them as a list: list(ids)"
         elif isinstance(x, Mapping) and "input_ids" in x:  # Hugging Face's BatchEncoding, tokenizer(text)
             hint = (
                 ", a tokenizer's output: pass the text itself, or its ['input_ids'] "

@@ -367,3 +367,16 @@ def test_the_memory_check_counts_the_logits_of_a_padded_vocabulary(monkeypatch):
         npgpt.score.token_nlls(model, ids, window=16, batch_size=1)
     monkeypatch.setattr(npgpt.score, "physical_memory", lambda: 16 * 50304 * 4)
     assert np.isfinite(npgpt.score.token_nlls(model, ids, window=16, batch_size=1)[1:]).all()
+
+
+def test_a_generator_of_ids_is_refused_naming_the_list_it_takes(tiny) -> None:
+    """model.score(x for x in ids), model.logits(iter(ids)) and to_string(map(int, ids)) said 'text must be a string
+    or a 1-D sequence of token ids, got generator' and no fix. lm-evaluation-harness passes lists, and vLLM's
+    prompt_token_ids and transformers' forward take no generator either, so it stays refused, now naming the fix
+    (read once, an iterator has no shape to check first); the list runs."""
+    ids = tiny.tokenizer.encode(TEXT)
+    for call in (tiny.score, tiny.logits, tiny.to_string):
+        for lazy in (iter(ids), (t for t in ids), map(int, ids)):
+            with pytest.raises(NpgptError, match=r"got \w+; pass them as a list: list\(ids\)$"):
+                call(lazy)
+        call(list(ids))
