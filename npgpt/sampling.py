@@ -54,6 +54,9 @@ class SamplingParams:
     logit_bias: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in _NUMBERS:  # a 0-d array of any library (torch's t.mean(), np.array(0.7)) as the number it holds
+            if _is_zero_d(value := getattr(self, name)):
+                object.__setattr__(self, name, value.item())
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         elif isinstance(self.stop, (list, tuple)) or self.stop is None:
@@ -219,6 +222,18 @@ class SamplingParams:
                 hint = FOREIGN_OPTIONS.get(name, hint)
                 raise NpgptError(f"unknown option {name!r}; {hint}", param=name)
         return cls(**{name: value for name, value in options.items() if value is not None})
+
+
+_NUMBERS = (
+    "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
+    "frequency_penalty", "seed", "logprobs",
+)  # fmt: skip
+
+
+def _is_zero_d(value: Any) -> bool:
+    """A 0-d array of NumPy's, PyTorch's or JAX's (not a NumPy scalar, read as it is): ``torch.tensor(0.7)``, what a
+    reduction gives. Its ``item()`` is the Python number it holds, checked then as any other."""
+    return getattr(value, "ndim", None) == 0 and hasattr(value, "item") and not isinstance(value, np.generic)
 
 
 def _seed(seed: int | None) -> int | None:

@@ -453,3 +453,29 @@ def test_the_foreign_option_names_are_those_libraries_own():
         others |= {"temp", "tfs_z", "mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar", "suffix"}
         others |= {"logits_processor", "stopping_criteria", "return_full_text", "top_logprobs"}
         assert name in hf | tl | others, name
+
+
+def test_a_zero_d_array_is_the_number_it_holds():
+    """temperature=torch.tensor(0.7) (what a reduction gives), max_new_tokens=np.array(3), seed=torch.tensor(5) were
+    refused ('temperature must be a finite number >= 0 (0 = greedy), got tensor(0.7000)'), though NumPy's scalars
+    pass and prompt ids take 0-d arrays; vLLM's SamplingParams and transformers' GenerationConfig compute with them.
+    A 0-d array is now its item(), checked as that number is: a NaN, a float count or a bool still refused."""
+    torch = pytest.importorskip("torch")
+    given = SamplingParams(
+        max_new_tokens=np.array(3), temperature=torch.tensor(0.5), top_k=torch.tensor(4),
+        top_p=np.array(0.9, np.float32), seed=torch.tensor(5), logprobs=np.array(2),
+        repetition_penalty=torch.tensor(1.5, dtype=torch.float64),
+    )  # fmt: skip
+    want = SamplingParams(
+        max_new_tokens=3, temperature=0.5, top_k=4, top_p=float(np.float32(0.9)), seed=5, logprobs=2,
+        repetition_penalty=1.5,
+    )  # fmt: skip
+    assert given == want and type(given.max_new_tokens) is int and type(given.temperature) is float
+    for name, value, says in (
+        ("temperature", torch.tensor(float("nan")), "got nan"),
+        ("max_new_tokens", np.array(2.0), "got 2.0"),
+        ("top_k", np.array(True), "got True"),
+        ("temperature", torch.tensor([0.5]), r"got tensor\(\[0.5000\]\)"),  # one number in a 1-d array: not a number
+    ):
+        with pytest.raises(NpgptError, match=says):
+            SamplingParams(**{name: value})
