@@ -29,7 +29,7 @@ from .config import GPT2Config
 from .errors import NpgptError, is_integer, shown
 from .hostinfo import physical_memory
 from .sampling import check_finite, log_softmax
-from .token_ids import as_ids, check_token_ids, count_tokens
+from .token_ids import as_ids, check_token_ids, count_tokens, is_array_like
 from .tokenizer import TextOffsets, Tokenizer
 
 
@@ -271,7 +271,21 @@ def token_ids(model: LanguageModel, text: Any, allow_special: bool = False) -> n
     """
     if isinstance(text, str):
         return np.asarray(model.tokenizer.encode(text, allow_special=allow_special), dtype=np.int64)
+    several = "score takes one text (a string or its token ids); for several, score each: [model.score(t) for t in "
+    several += "texts]"
+    # a batch (lm-evaluation-harness's requests, vLLM's list of prompts) was told to encode each text, and then that
+    # the rows were of different lengths
+    if isinstance(text, np.ndarray) and text.dtype.kind in "US" and text.ndim == 1:
+        given = "an array of texts"
+        raise NpgptError(f"text must be a string or a 1-D sequence of token ids, got {given}; {several}", "text")
+    if isinstance(text, (list, tuple)) and all(isinstance(t, str) or is_array_like(t) for t in text):
+        if any(isinstance(t, str) for t in text) or len(text) > 1:
+            given = f"a {type(text).__name__} of {len(text)} texts or rows of ids"
+            raise NpgptError(f"text must be a string or a 1-D sequence of token ids, got {given}; {several}", "text")
     arr = as_ids(text, "text", "a string or a 1-D sequence of token ids", "text")
+    if arr.ndim == 2 and len(arr) > 1:
+        given = f"rows of ids {arr.shape}"
+        raise NpgptError(f"text must be a string or a 1-D sequence of token ids, got {given}; {several}", "text")
     if arr.ndim != 1:
         # a tokenizer's return_tensors="pt" is a batch of one [1, T]
         one = "; for a batch of one [1, T] pass its row, ids[0]" if arr.ndim == 2 and len(arr) == 1 else ""

@@ -181,7 +181,7 @@ def test_score_errors(tiny) -> None:
         (None, "got NoneType"),
         ([1.5, 2.0, 3.0], "text must be a string or a 1-D sequence of token ids, got float64"),
         ([True, False], "got bool"),
-        (np.array([[1, 2], [3, 4]]), r"got int64 \(2, 2\)"),
+        (np.array([[1, 2], [3, 4]]), r"got rows of ids \(2, 2\); .*score each"),
         ([1, 2, -1], r"text has token id -1, outside the vocabulary \[0, 50257\)"),
         ([1, True, 3], "text must be a string or a 1-D sequence of token ids, got True among the ids"),
         ((5, np.True_), "got np.True_ among the ids, which is no token id"),
@@ -380,3 +380,25 @@ def test_a_generator_of_ids_is_refused_naming_the_list_it_takes(tiny) -> None:
             with pytest.raises(NpgptError, match=r"got \w+; pass them as a list: list\(ids\)$"):
                 call(lazy)
         call(list(ids))
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["In the", "beginning"],
+        ("In the",),
+        [[1, 2], [3]],
+        [[1, 2], [3, 4]],
+        np.array(["In the", "b"]),
+        np.ones((2, 3), int),
+    ],
+)
+def test_several_texts_are_told_to_score_each(tiny, texts) -> None:
+    """model.score(["a", "b"]) (a batch, as lm-evaluation-harness's requests and vLLM's prompts come) said 'got text
+    (shape (2,)); encode each text first: model.tokenizer.encode(text)', whose encoded texts were then refused as
+    'rows of different lengths', and rows of ids 'got int64 (2, 2)' with no way: each now names score's one text and
+    the loop that scores several."""
+    with pytest.raises(NpgptError, match=r"score each: \[model\.score\(t\) for t in texts\]$") as e:
+        tiny.score(texts)
+    assert e.value.param == "text"
+    tiny.score(texts[0] if isinstance(texts[0], str) else list(texts[0]) + [5])  # one of them runs
