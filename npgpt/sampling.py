@@ -79,8 +79,8 @@ class SamplingParams:
             ),
             (
                 "top_k",
-                is_integer(self.top_k) and self.top_k >= 0,
-                f"top_k must be an integer >= 0 (0 = off), got {shown(self.top_k)}",
+                is_integer(self.top_k) and self.top_k >= -1,
+                f"top_k must be an integer >= 0 (0 = off; -1 too, as in vLLM and llama.cpp), got {shown(self.top_k)}",
             ),
             (
                 "top_p",
@@ -153,6 +153,8 @@ class SamplingParams:
             if (v := getattr(self, name)) is not None:
                 object.__setattr__(self, name, int(v))
         object.__setattr__(self, "seed", _seed(self.seed))
+        if self.top_k == -1:  # vLLM's SamplingParams(top_k=-1) (its off before 0 was), llama.cpp's; npgpt's off is 0
+            object.__setattr__(self, "top_k", 0)
         for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "stop_at_eot", bool(self.stop_at_eot))

@@ -479,3 +479,13 @@ def test_a_zero_d_array_is_the_number_it_holds():
     ):
         with pytest.raises(NpgptError, match=says):
             SamplingParams(**{name: value})
+
+
+def test_top_k_minus_one_is_off_as_vllms_samplingparams_reads_it():
+    """vLLM's SamplingParams(top_k=-1) (its off for years, still taken) and llama.cpp's -1 were taken by npgpt's
+    server and CLI as off, but the Python API refused model.generate(p, top_k=-1) ('top_k must be an integer >= 0
+    (0 = off), got -1'): the rule lived beside SamplingParams, not in it. SamplingParams now reads -1 as 0; -2 is
+    still refused."""
+    assert SamplingParams(top_k=-1) == SamplingParams(top_k=0) == SamplingParams.from_options({"top_k": np.int64(-1)})
+    with pytest.raises(NpgptError, match="top_k must be an integer >= 0 .*got -2"):
+        SamplingParams(top_k=-2)
