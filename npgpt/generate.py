@@ -15,7 +15,7 @@ import numpy as np
 from .cache import KVCache, padded_sizes
 from .engine import Engine
 from .errors import NpgptError, shown
-from .sampling import SamplingParams, choose, log_softmax, row_rng, sample_indices, top_logprobs
+from .sampling import UNTIL_FULL, SamplingParams, choose, log_softmax, row_rng, sample_indices, top_logprobs
 from .token_ids import check_token_ids, count_tokens, padding_note
 from .tokenizer import StreamDecoder, Tokenizer
 
@@ -169,7 +169,7 @@ def check_request(engine: Engine, tokenizer: Tokenizer, rows: Sequence[Sequence[
                 param="prompt",
             )
         # a max_new_tokens given must fit; the default fits by itself (SamplingParams.room)
-        if params.max_new_tokens is not None and len(r) + params.max_new_tokens > config.n_ctx:
+        if params.max_new_tokens not in (None, UNTIL_FULL) and len(r) + params.room(len(r)) > config.n_ctx:
             raise NpgptError(
                 f"prompt {i} has {len(r)} tokens and max_new_tokens is {params.max_new_tokens}: "
                 f"together over the model's context of {config.n_ctx}; shorten the prompt "

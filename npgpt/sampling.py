@@ -21,6 +21,8 @@ from .errors import NpgptError, is_finite_number, is_integer, shown
 
 # max_new_tokens when none is given, or the rest of the context where a prompt leaves less (SamplingParams.room)
 DEFAULT_MAX_NEW_TOKENS = 64
+# max_new_tokens=-1: until end of text or the context is full, as llama.cpp's -n -1 and llama-cpp-python's max_tokens=-1
+UNTIL_FULL = -1
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class SamplingParams:
     ``max_new_tokens`` None (the default) is :data:`DEFAULT_MAX_NEW_TOKENS`, or the rest of the context where a
     prompt leaves less (vLLM caps a request at the model's length the same way): a default never refuses a
     prompt that fits. A number given is the user's: a prompt it does not fit beside is refused (see
-    :meth:`room`)."""
+    :meth:`room`). -1 is llama.cpp's and llama-cpp-python's "no limit": each row generates until end of text or
+    until the context is full."""
 
     max_new_tokens: int | None = None
     temperature: float = 1.0
@@ -68,9 +71,12 @@ class SamplingParams:
         checks = [  # (field, valid?, message)
             (
                 "max_new_tokens",
-                self.max_new_tokens is None or is_integer(self.max_new_tokens) and self.max_new_tokens >= 1,
-                f"max_new_tokens must be an integer >= 1, got {shown(self.max_new_tokens)}; leave it out for "
-                f"{DEFAULT_MAX_NEW_TOKENS} or the rest of the context",
+                self.max_new_tokens is None
+                or is_integer(self.max_new_tokens)
+                and (self.max_new_tokens >= 1 or self.max_new_tokens == UNTIL_FULL),
+                f"max_new_tokens must be an integer >= 1, or -1 to generate until end of text or the context is full, "
+                f"got {shown(self.max_new_tokens)}; leave it out for {DEFAULT_MAX_NEW_TOKENS} or the rest of the "
+                "context",
             ),
             (
                 "temperature",
@@ -163,11 +169,14 @@ class SamplingParams:
     def room(self, prompt_tokens: int, n_ctx: int | None = None) -> int:
         """How many tokens a row whose prompt has ``prompt_tokens`` tokens generates at most: ``max_new_tokens``
         as given, or by default :data:`DEFAULT_MAX_NEW_TOKENS` capped at what the context of ``n_ctx`` leaves
-        (at least 1; a prompt filling the context is refused before this is asked)."""
-        if self.max_new_tokens is not None:
+        (at least 1; a prompt filling the context is refused before this is asked); for -1 (:data:`UNTIL_FULL`), all
+        that the context leaves."""
+        if self.max_new_tokens is not None and self.max_new_tokens != UNTIL_FULL:
             return self.max_new_tokens
         if n_ctx is None:
             return DEFAULT_MAX_NEW_TOKENS
+        if self.max_new_tokens == UNTIL_FULL:
+            return max(1, n_ctx - prompt_tokens)
         return max(1, min(DEFAULT_MAX_NEW_TOKENS, n_ctx - prompt_tokens))
 
     @cached_property

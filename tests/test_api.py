@@ -805,3 +805,20 @@ def test_an_option_given_as_none_is_its_default(model):
     assert model.generate("Hi", max_new_tokens=4, temperature=None, seed=3) == want[0].text
     with pytest.raises(NpgptError, match="unknown option 'max_tokens'"):  # an unknown name is still one, None or not
         model.generate("Hi", max_tokens=None)
+
+
+def test_max_new_tokens_minus_one_generates_until_the_context_is_full(model):
+    """llama-cpp-python's max_tokens=-1 (and llama.cpp's -n -1, which npgpt's CLI takes) is "no limit": until end
+    of text or the context is full. The Python API refused it ('max_new_tokens must be an integer >= 1, got -1; leave
+    it out for 64 or the rest of the context'), and had no other way to it for prompts of different lengths (a
+    number given must fit beside every prompt). -1 now fills each prompt's own rest of the context; -2 and 0 are
+    still refused."""
+    n_ctx = model.config.n_ctx
+    prompts = [[5, 6, 7], list(range(100, 100 + n_ctx - 9))]
+    got = model.completions(prompts, max_new_tokens=-1, temperature=0, stop_at_eot=False)
+    for p, c in zip(prompts, got, strict=True):
+        assert len(p) + len(c.tokens) == n_ctx and c.finish_reason == "length"
+        assert c == model.completions(p, max_new_tokens=n_ctx - len(p), temperature=0, stop_at_eot=False)[0]
+    for bad in (-2, 0):
+        with pytest.raises(NpgptError, match=f"max_new_tokens must be an integer >= 1, or -1 .*got {bad}"):
+            model.generate("Hi", max_new_tokens=bad)
