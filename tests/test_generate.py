@@ -217,7 +217,7 @@ def test_logprobs_are_the_models(pair):
         (dict(temperature=-0.1), "temperature"),
         (dict(top_p=-0.1), "top_p"),
         (dict(top_p=1.5), "top_p"),
-        (dict(top_k=-1), "top_k"),
+        (dict(top_k=-2), "top_k"),
         (dict(max_new_tokens=0), "max_new_tokens"),
         (dict(max_new_tokens=10_000), "context"),
         (dict(logit_bias={50257: 1}), r"logit_bias .*50257.* outside the vocabulary \[0, 50257\)"),
