@@ -617,9 +617,11 @@ def test_an_integer_id_past_int64_is_named_not_called_object_or_float(model, ids
 def test_a_list_of_texts_where_ids_go_is_told_to_encode_them(model):
     """model.logits(["Hello", "world"]) said "got <U5 (2,)", NumPy's name for its text dtype; a list of texts
     (or of texts and ids) where token ids go now says it is text and how to encode it, as one text does."""
-    for run in (model.logits, model.score, lambda x: model.run_with_cache([*x, 5])):
+    for run in (model.logits, lambda x: model.run_with_cache([*x, 5])):
         with pytest.raises(NpgptError, match=r"must be .*got text \(shape \(\d,\)\); encode each text first"):
             run(["Hello", "world"])
+    with pytest.raises(NpgptError, match=r"score each: \[model\.score\(t\) for t in texts\]"):  # score takes a text
+        model.score(["Hello", "world"])
 
 
 def test_a_hugging_face_tokenizers_output_is_told_to_pass_its_input_ids(model):
