@@ -137,7 +137,13 @@ class SamplingParams:
             (
                 "logprobs",
                 self.logprobs is None or is_integer(self.logprobs) and 0 <= self.logprobs <= 20,
-                f"logprobs must be an integer in [0, 20], got {shown(self.logprobs)}",
+                f"logprobs must be an integer in [0, 20], got {shown(self.logprobs)}"
+                + (
+                    " (OpenAI chat's logprobs=True, top_logprobs=k: here logprobs=k, the alternatives listed beside "
+                    "each token; logprobs=0 gives the chosen token's alone)"
+                    if isinstance(self.logprobs, (bool, np.bool_))
+                    else ""
+                ),
             ),
             (
                 "stop_at_eot",

@@ -489,3 +489,13 @@ def test_top_k_minus_one_is_off_as_vllms_samplingparams_reads_it():
     assert SamplingParams(top_k=-1) == SamplingParams(top_k=0) == SamplingParams.from_options({"top_k": np.int64(-1)})
     with pytest.raises(NpgptError, match="top_k must be an integer >= 0 .*got -2"):
         SamplingParams(top_k=-2)
+
+
+def test_logprobs_true_names_the_count_it_takes():
+    """OpenAI chat's habit, logprobs=True with top_logprobs=5, said 'logprobs must be an integer in [0, 20], got True'
+    and no way; a bool now names npgpt's reading (vLLM's SamplingParams would take True silently as 1)."""
+    for flag in (True, False, np.True_):
+        with pytest.raises(NpgptError, match=r"got \S+ \(OpenAI chat's logprobs=True, top_logprobs=k: here logprobs=k"):
+            SamplingParams(logprobs=flag)
+    with pytest.raises(NpgptError, match=r"got 21$"):
+        SamplingParams(logprobs=21)
