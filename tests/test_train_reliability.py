@@ -641,6 +641,30 @@ def test_a_batch_is_its_windows_in_order():
     assert (batch == (starts[..., None] + np.arange(5)) * 3).all()
 
 
+def test_held_out_windows_are_gathered_a_batch_at_a_time_not_laid_out_first():
+    """A batch that fits memory but is huge (batch_size=250000 of seq_len 8, on 2M held-out tokens) laid out its
+    held-out windows one by one in a Python loop, seconds before the first step (and before that step's own
+    out-of-memory line), and held all eight batches (eval_batches) at once. Only the starts are laid out now; each
+    batch is one gather when it is scored, its windows the same evenly spaced ones."""
+
+    class Counted(np.ndarray):
+        gathers = 0
+
+        def __getitem__(self, key):
+            type(self).gathers += 1
+            return super().__getitem__(key)
+
+    tokens = (np.arange(1000, dtype=np.uint16) * 7).view(Counted)
+    windows = D.eval_windows(tokens, batch_size=4, seq_len=9, n_batches=3)
+    assert Counted.gathers == 0 and len(windows) == 3 and windows.shape == (3, 4, 10)
+    batches = list(windows)
+    assert Counted.gathers == 3  # one gather a batch
+    starts = np.linspace(0, 1000 - 9 - 1, 12).astype(np.int64).reshape(3, 4)
+    for batch, first in zip(batches, starts, strict=True):
+        assert batch.shape == (4, 10) and batch.dtype == np.int32
+        assert (batch == (first[:, None] + np.arange(10)) * 7).all()
+
+
 def test_another_xla_error_is_not_called_out_of_memory(text, tmp_path, monkeypatch):
     import jax
 

@@ -17,7 +17,9 @@ import json
 import os
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -423,16 +425,47 @@ def random_batch(
     return np.asarray(tokens[starts[..., None] + np.arange(seq_len + 1)], dtype=np.int32)  # -> [*shape, seq_len + 1]
 
 
-def eval_windows(tokens: np.ndarray, batch_size: int, seq_len: int, n_batches: int) -> np.ndarray:
+def eval_windows(tokens: np.ndarray, batch_size: int, seq_len: int, n_batches: int) -> HeldOutWindows:
     """Fixed held-out batches ``[n, batch_size, seq_len + 1]``: evenly spaced, no RNG, so every
-    evaluation (and every resumed run) scores the same windows. ``n`` may be less than asked."""
+    evaluation (and every resumed run) scores the same windows. ``n`` may be less than asked.
+
+    Only their starts are laid out here; each batch is gathered when it is scored (:class:`HeldOutWindows`), so
+    the held-out text costs one batch of memory, as a step does, and no time before the first step."""
     n_windows = len(tokens) - seq_len
     if n_windows < 1:
-        return np.zeros((0, batch_size, seq_len + 1), np.int32)
+        return HeldOutWindows(tokens, np.zeros((0, batch_size), np.int64), seq_len)
     count = min(n_batches * batch_size, n_windows)
     count -= count % batch_size
     if count == 0:  # fewer windows than one batch: repeat them to fill it
         count = batch_size
     starts = np.linspace(0, n_windows - 1, count).astype(np.int64)
-    rows = [np.asarray(tokens[s : s + seq_len + 1]) for s in starts]
-    return np.stack(rows).astype(np.int32).reshape(-1, batch_size, seq_len + 1)
+    return HeldOutWindows(tokens, starts.reshape(-1, batch_size), seq_len)
+
+
+@dataclass(frozen=True)
+class HeldOutWindows:
+    """The held-out batches of :func:`eval_windows`, each ``[batch_size, seq_len + 1]`` int32 gathered from
+    ``tokens`` (a memory map) in one step when it is asked for. Laid out at once in a Python loop, a batch that
+    fits memory but is huge (``batch_size=250000``) took seconds before the first step, and the eight batches
+    (``eval_batches``) together eight times a step's memory."""
+
+    tokens: np.ndarray
+    starts: np.ndarray  # [n, batch_size] int64
+    seq_len: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (*self.starts.shape, self.seq_len + 1)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # -> [batch_size, seq_len + 1] int32
+        return np.asarray(self.tokens[self.starts[i][:, None] + np.arange(self.seq_len + 1)], dtype=np.int32)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:  # every batch: for tests and small text
+        whole = np.asarray([*self], dtype=np.int32).reshape(self.shape)
+        return whole if dtype is None else whole.astype(dtype)

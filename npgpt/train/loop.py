@@ -256,5 +256,5 @@ def _out_of_memory(e: Exception, step: int, run: RunSettings, saved_step: int) -
     return NpgptError(message, keywords=KEYWORDS)
 
 
-def _mean_loss(eval_loss, params: Params, windows: np.ndarray, mesh: Any) -> float:
+def _mean_loss(eval_loss, params: Params, windows: D.HeldOutWindows, mesh: Any) -> float:
     return float(np.mean([float(eval_loss(params, S.shard_batch(b, mesh))) for b in windows]))

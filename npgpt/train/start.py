@@ -43,7 +43,7 @@ class Start:
     resumed: bool
     tokenizer: Tokenizer | None
     train_tokens: np.ndarray
-    val: np.ndarray  # the fixed held-out windows
+    val: D.HeldOutWindows  # the fixed held-out windows, gathered a batch at a time
     no_held_out_loss: str | None
     trained_on: dict[str, Any]  # with "held_out": the held-out file's path, or None for the split's tokens
     mesh: Any
@@ -183,7 +183,7 @@ def _prepare_data(
     run: RunSettings,
     tokenizer: Tokenizer | None,
     held_out: Path | None,
-) -> tuple[np.ndarray, np.ndarray, str | None, dict[str, Any]]:
+) -> tuple[np.ndarray, D.HeldOutWindows, str | None, dict[str, Any]]:
     """Training tokens (memory-mapped), the fixed held-out windows (from ``held_out``, a token file, or else the
     last ``val_fraction`` of the tokens), why there are none where text was held out that is shorter than one window
     (or None), and what the data is (``{"source", "n_tokens", "fingerprint", "held_out"}``, kept in the checkpoint
