@@ -177,3 +177,23 @@ def start_server(model: str, *flags: str, log: Path | None = None) -> tuple[subp
                 return proc, base
         except httpx.TransportError:
             time.sleep(0.1)
+
+
+def model_files(tmp_path: Path) -> dict[str, Path]:
+    """A model file of each kind npgpt reads, under names a user may give as data."""
+    from npgpt.formats import save_checkpoint
+    from npgpt.params import init_params
+
+    config = GPT2Config(n_ctx=8, n_embd=8, n_head=2, n_layer=1, n_vocab=64)
+    params = init_params(config)
+    fixtures = Path(__file__).parent / "fixtures"
+    files = {
+        "a safetensors model file": save_checkpoint(tmp_path / "model.safetensors", config, params, fmt="npgpt"),
+        "an llm.c model file": save_checkpoint(tmp_path / "gpt2_124M.bin", config, params, fmt="llmc"),
+        "a PyTorch checkpoint (torch.save)": fixtures / "nanogpt_nobias" / "ckpt.pt",
+    }
+    named_bin = tmp_path / "model.bin"  # npgpt's own file under a token file's suffix: read as ids, 65535 and all
+    named_bin.write_bytes(files["a safetensors model file"].read_bytes())
+    torch_bin = tmp_path / "pytorch_model.bin"
+    torch_bin.write_bytes((fixtures / "transformers4_bin" / "pytorch_model.bin").read_bytes() + b"\0")  # even size
+    return {**files, "a safetensors model file ": named_bin, "a PyTorch checkpoint (torch.save) ": torch_bin}

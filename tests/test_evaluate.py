@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import model_files, run_cli
 
 from npgpt.api import GPT2
 from npgpt.config import GPT2Config
@@ -199,6 +199,26 @@ def test_cli_evaluates_a_token_file_as_nanogpt_scores_its_val_bin(pair, tmp_path
         result = run_cli("eval", str(file), *args)
         assert result.returncode == 1 and said in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_a_model_file_given_as_the_text_says_to_give_it_as_the_model(tmp_path: Path) -> None:
+    """llama-perplexity's users write -m MODEL -f TEXT; `npgpt eval gpt2_124M.bin` (an llm.c model) was told
+    training's way ("not tokens to train on; start from it with --init"), model.bin was scored as ids ("token id
+    65535 outside the vocabulary"), and score said "binary, not text". Each names the model and the way."""
+    files = model_files(tmp_path)
+    for command, kind in [
+        ("eval", "an llm.c model file"),
+        ("eval", "a safetensors model file "),
+        ("eval", "a PyTorch checkpoint (torch.save) "),
+        ("score", "a safetensors model file"),
+    ]:
+        path = files[kind]
+        result = run_cli(command, str(path))
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip() == (
+            f"error: {path}: {kind.strip()}, not a text to score; give it as the model and the text after it: "
+            f"npgpt {command} -m {path} TEXT_FILE"
+        )
 
 
 def test_cli_eval_has_the_special_tokens_option_its_hint_names(pair, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("optax")
 
 import jax.numpy as jnp  # noqa: E402
+from conftest import model_files  # noqa: E402
 
 from npgpt.config import GPT2Config  # noqa: E402
 from npgpt.errors import NpgptError  # noqa: E402
@@ -179,14 +180,41 @@ def test_an_llmc_token_shard_is_read_without_its_header(tmp_path):
     assert D.open_tokens(shard("train.bin")).tolist() == ids.tolist()
     with pytest.raises(NpgptError, match="cut short: it holds 38 of its 39 tokens; re-download or re-make it"):
         D.open_tokens(shard("cut.bin", data=ids.tobytes()[:-2]))
-    with pytest.raises(NpgptError, match="version 2 .*uint32"):
+    with pytest.raises(
+        NpgptError, match="version 2 .*uint32.*; npgpt reads version 1's"
+    ) as e:  # eval's too: no "trains"
         D.open_tokens(shard("llama.bin", version=2, data=ids.astype("<u4").tobytes()))
+    assert "train" not in str(e.value)
     from npgpt.formats import save_checkpoint
 
     config = GPT2Config(n_ctx=8, n_embd=8, n_head=2, n_layer=1, n_vocab=64)
     model = save_checkpoint(tmp_path / "gpt2_124M.bin", config, init_params(config), fmt="llmc")
     with pytest.raises(NpgptError, match="an llm.c model file, not tokens to train on; start from it with init="):
         D.open_tokens(model)  # its magic 20240326 and first weights would pass as ids
+
+
+def test_a_model_file_given_as_the_data_is_named_with_the_way_to_train_from_it(tmp_path):
+    """A model given as the training data was read as its bytes: model.safetensors or nanoGPT's ckpt.pt as text
+    ("binary or UTF-16, not UTF-8 text; convert it to UTF-8 (e.g. iconv ...)"), a model.bin as token ids ("token
+    id 65535 is outside the model's vocabulary"), HF's pytorch_model.bin "not a uint16 token file (size ...)". Each
+    kind is named, with the way to start from it."""
+    for kind, path in model_files(tmp_path).items():
+        what = "tokens" if path.suffix == ".bin" else "text"
+        with pytest.raises(NpgptError) as e:
+            D.load_tokens(path, tmp_path / "run")
+        assert (
+            str(e.value)
+            == f"{path}: {kind.strip()}, not {what} to train on; start from it with init=, and train on text"
+        )
+
+
+def test_a_token_file_starting_like_a_model_is_still_tokens(tmp_path):
+    """Two bytes are no model: a token file whose first id is 640 (a legacy torch pickle's first two bytes) or whose
+    bytes 8-9 spell '{"' is read as ids."""
+    for first in ([640, 1, 2, 3, 4], [1, 2, 3, 4, ord("{") + 256 * ord('"')]):
+        ids = np.array([*first, *range(100, 200)], np.uint16)
+        ids.tofile(tmp_path / "train.bin")
+        assert D.load_tokens(tmp_path / "train.bin", tmp_path / "run").tolist() == ids.tolist()
 
 
 @pytest.mark.parametrize(

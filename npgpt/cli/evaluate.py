@@ -80,6 +80,7 @@ def eval_command(
         "evaluate a part (`head -c 64M FILE > part.txt`), or each part of `split -C 64M FILE part-` and weight "
         "their cross-entropies by their token counts"
     )
+    _refuse_a_model(data, "eval")
     ids = _token_file(data, fix)
     text = _read_text(data, fix) if ids is None else ids
     m = load_model(model, backend, dtype)
@@ -129,6 +130,7 @@ def score_command(
     from ..score import score
     from .generate import _token_text
 
+    _refuse_a_model(file, "score")
     text = _read_text(file, "score it in parts, e.g. `split -C 64M FILE part-`")
     m = load_model(model, backend, dtype)
     result = score(m, text, window=window, stride=stride, allow_special=special_tokens)
@@ -158,6 +160,23 @@ def score_command(
     screen.print(f"tokens scored   {result.n_scored:,} of {len(result.tokens):,}")
     screen.print(f"log-likelihood  {result.log_likelihood:.4f} nats")
     screen.print(f"perplexity      {result.perplexity:.3f}")
+
+
+def _refuse_a_model(path: Path, command: str) -> None:
+    """A model file given as the text (llama-perplexity's -m habit, or a slip): read as text it was "binary, not
+    text", read as a .bin's token ids "token id 65535 outside the vocabulary", and an llm.c model had training's
+    "start from it with --init"."""
+    if str(path) == "-" or not path.is_file():
+        return
+    import shlex
+
+    from ..formats import model_file_kind
+
+    if (kind := model_file_kind(path)) is not None:
+        raise NpgptError(
+            f"{path}: {kind}, not a text to score; give it as the model and the text after it: "
+            f"npgpt {command} -m {shlex.quote(str(path))} TEXT_FILE"
+        )
 
 
 def _token_file(path: Path, fix: str) -> Any:

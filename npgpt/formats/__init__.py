@@ -294,6 +294,53 @@ def _ggml_kind(path: Path) -> str | None:
     return _GGML_MAGICS.get(_magic(path))
 
 
+def model_file_kind(path: str | Path) -> str | None:
+    """What model file ``path`` is, read from its first bytes ("a GGUF model file", "an llm.c model file", ...), or
+    None for any other file. For the commands that read a text or token ids, which read a model's bytes as either:
+    ``npgpt train model.safetensors`` said to convert it to UTF-8 with iconv, ``npgpt eval model.bin`` that the
+    "text" had a token id outside the vocabulary. llm.c's token shards are token ids, not a model: None."""
+    from .llmc import MAGIC, TOKENS_MAGIC
+    from .npgpt_format import read_header
+
+    head = _magic(Path(path))
+    magic = int.from_bytes(head, "little") if len(head) == 4 else None
+    if head == b"GGUF":
+        return "a GGUF model file"
+    if (ggml := _GGML_MAGICS.get(head)) is not None:
+        return f"a {ggml} model file (GGUF's predecessor)"
+    if magic == MAGIC:
+        return "an llm.c model file"
+    if magic in _LLMC_OTHER_FILES and magic != TOKENS_MAGIC:
+        return _LLMC_OTHER_FILES[magic]
+    try:
+        with open(path, "rb") as f:
+            start = f.read(16)
+        # torch.save's zip holding its data.pkl (any other zip is an archive), or its legacy pickle, whose first
+        # object is torch's magic number (two bytes alone are a token file's first id, 640)
+        if (head == b"PK\x03\x04" and _zip_holds_a_pickle(path)) or start.startswith(_TORCH_LEGACY_START):
+            return "a PyTorch checkpoint (torch.save)"
+        if start[8:10] == b'{"' and read_header(path):  # the whole header read as JSON: no text or token ids start so
+            return "a safetensors model file"
+    except (OSError, CheckpointError):
+        pass
+    return None
+
+
+# pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2): how torch.save's legacy (non-zip) files begin
+_TORCH_LEGACY_START = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _zip_holds_a_pickle(path: str | Path) -> bool:
+    """Whether a zip file holds torch.save's ``<archive>/data.pkl``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/data.pkl") and n.count("/") == 1 for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 ADAPTER_CONFIG = "adapter_config.json"  # what PEFT's save_pretrained writes beside adapter_model.safetensors
 
 

@@ -36,6 +36,7 @@ from ..params import flatten, unflatten
 from .compat import require_writable, with_zero_biases
 
 MAGIC = 20240326
+TOKENS_MAGIC = 20240520  # llm.c's token shards' (its dev/data/data_common.py): token ids, not a model
 HEADER_INTS = 256
 VERSIONS = {3: "float32", 5: "bfloat16"}  # llm.c's checkpoint versions with a padded vocabulary
 _ITEMSIZE = {"float32": 4, "bfloat16": 2}

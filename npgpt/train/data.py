@@ -26,7 +26,8 @@ import numpy as np
 from ..char_tokenizer import CharTokenizer
 from ..errors import NpgptError, NpgptWarning, shown
 from ..files import atomic_path, parse_json, read_regular, special_kind
-from ..formats.llmc import MAGIC as LLMC_MODEL_MAGIC
+from ..formats import model_file_kind
+from ..formats.llmc import TOKENS_MAGIC as LLMC_TOKENS_MAGIC
 from ..tokenizer import Tokenizer
 
 TOKENS_DTYPE = np.uint16
@@ -150,12 +151,21 @@ def read_text(f: Path) -> str:
     except OSError as e:
         raise NpgptError(f"{f}: cannot be read ({e.strerror}); fix it or remove it from the training data") from None
     if b"\0" in data:
+        if (model := model_file_kind(f)) is not None:  # "convert it to UTF-8 (e.g. iconv ...)" was the advice
+            raise _a_model(f, model, "text")
         raise NpgptError(f"{f}: binary or UTF-16, not UTF-8 text (it holds a NUL byte at byte {data.index(0)}); {fix}")
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark is not text: dropped
     except UnicodeDecodeError as e:
         raise NpgptError(f"{f}: not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); {fix}") from None
     return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as open() reads text
+
+
+def _a_model(path: Path, kind: str, what: str) -> NpgptError:
+    """A model file given as the data: the way to train from it."""
+    return NpgptError(
+        f"{path}: {kind}, not {what} to train on; start from it with init=, and train on text", keywords=["init"]
+    )
 
 
 def char_tokenizer(source: str | Path, out: str | Path | None = None) -> CharTokenizer:
@@ -257,7 +267,6 @@ def tokenize_to_file(source: str | Path, dest: str | Path, tokenizer: Tokenizer 
 
 # llm.c's token shards (its dev/data/data_common.py): 256 int32 of header, [0] this magic, [1] the version (1: uint16
 # ids, GPT-2's; 2: uint32, llama's), [2] the number of ids that follow. Read by the header, never as ids.
-LLMC_TOKENS_MAGIC = 20240520
 _LLMC_HEADER_BYTES = 256 * 4
 
 
@@ -268,18 +277,15 @@ def open_tokens(path: str | Path) -> np.ndarray:
         what = f"{special_kind(path)}, not a regular file" if path.exists() else "no such token file"
         raise NpgptError(f"{path}: {what}; pass a uint16 token file")
     size = path.stat().st_size
+    if (model := model_file_kind(path)) is not None:  # read as ids, a model was "token id 65535 ... vocabulary"
+        raise _a_model(path, model, "tokens")
     head = np.fromfile(path, dtype="<i4", count=3) if size >= _LLMC_HEADER_BYTES else None
-    if head is not None and head[0] == LLMC_MODEL_MAGIC:
-        raise NpgptError(
-            f"{path}: an llm.c model file, not tokens to train on; start from it with init=, and train on text",
-            keywords=("init",),
-        )
     if head is not None and head[0] == LLMC_TOKENS_MAGIC:
         version, count = int(head[1]), int(head[2])
         if version != 1:
             raise NpgptError(
                 f"{path}: an llm.c token shard of version {version} (uint32 ids, for other models than GPT-2); "
-                "npgpt trains on version 1's uint16 GPT-2 ids: make it with llm.c's GPT-2 tokenizer"
+                "npgpt reads version 1's uint16 GPT-2 ids: make it with llm.c's GPT-2 tokenizer"
             )
         held = (size - _LLMC_HEADER_BYTES) // 2
         if count < 1 or held < count:
