@@ -413,6 +413,27 @@ def test_a_checkpoint_onto_a_full_disk_is_one_line_and_keeps_the_previous_one(te
     assert load_state(out / STATE_FILE)[3]["step"] == 2 and model_step(out) == 2
 
 
+def test_a_resume_in_a_read_only_folder_is_refused_before_its_first_step(text, small_disk):
+    """train(resume=True) on a run in a read-only folder (a mounted backup, a shared read-only disk) trained up to
+    its first checkpoint (checkpoint_interval steps: hours for a large run) and only then said 'cannot write
+    run/train_state.safetensors: read-only file system'; the npgpt train command checked first, the library did not.
+    The start now checks that the run's folder can be written, before any step, and says how to go on."""
+    import subprocess
+
+    out = small_disk / "run"
+    train(text, out, TrainSettings(**{**RUN, "steps": 2, "tokenizer": "char"}))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    steps = []
+    with pytest.raises(NpgptError) as e:
+        train(text, out, TrainSettings(steps=4), resume=True, progress=steps.append)
+    assert steps == []
+    assert str(e.value) == (
+        f"cannot write {out / STATE_FILE}: read-only file system; copy the run to a folder you can write to"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 # --- a damaged training state --------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..char_tokenizer import CharTokenizer, tokenizer_from_spec
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError, is_integer, shown
-from ..files import cannot_write, make_dirs
+from ..files import cannot_write, check_writable, make_dirs
 from ..formats.npgpt_format import MODEL_FILE
 from ..params import init_params
 from ..tokenizer import Tokenizer
@@ -118,6 +118,9 @@ def _start(data: str | Path, out: Path, asked: TrainSettings, resume: bool, mode
         make_dirs(out)  # made already where this process holds its lock
     except OSError as e:  # /proc/run, a read-only disk: one line naming the folder, not "internal error"
         raise cannot_write(out, e) from None
+    if jax.process_index() == 0:  # a resume in a read-only folder trained until its first checkpoint failed
+        elsewhere = "copy the run to a folder you can write to" if saved else "choose a folder you can write to"
+        check_writable(out / STATE_FILE, elsewhere=elsewhere)
     held_out = _held_out_file(data, asked, meta.get("data", {}) if saved is not None else None, out)
     if held_out is not None:  # none of the training tokens are held out: the checkpoint says so
         run = replace(run, val_fraction=0.0)
