@@ -717,6 +717,28 @@ def test_a_run_folder_inside_the_text_folder_is_not_read_as_text(tmp_path, token
     assert [p.name for p in D.text_files(data, data / "run")] == ["notes.txt", "t.txt"]
 
 
+@pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
+def test_a_run_whose_folder_is_the_text_folder_resumes_on_the_same_text(tmp_path, reference, tokenizer):
+    """``npgpt train data --out data``: the first run read data's text, and its resume read the run's own files as
+    text ("data/tokens.bin is a token file, not text ...; move it out of the folder", the model and state next):
+    a run could never be resumed. The run's own files are no text; the resumed run's model is an uninterrupted
+    one's, and other files in the folder still are text."""
+    from npgpt.train.checkpoint import PLOT_FILE
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "t.txt").write_text(corpus())
+    settings = TrainSettings(**{**RUN, "tokenizer": tokenizer})
+    train(data, data, settings, stop_after=2)
+    result = train(data, data, settings, resume=True)
+    assert result.step == 4
+    if tokenizer == "gpt2":  # a folder of one text is that text's tokens: the reference run's model
+        assert_same_params(result.params, reference)
+    assert {STATE_FILE, PLOT_FILE, npgpt_format.MODEL_FILE} <= set(D.RUN_FILES)
+    (data / "notes.txt").write_text("x")
+    assert [p.name for p in D.text_files(data, data)] == ["notes.txt", "t.txt"]
+
+
 # --- one run per folder ----------------------------------------------------------------------
 
 

@@ -28,17 +28,25 @@ from ..errors import NpgptError, NpgptWarning, shown
 from ..files import atomic_path, parse_json, read_regular, special_kind
 from ..formats import model_file_kind
 from ..formats.llmc import TOKENS_MAGIC as LLMC_TOKENS_MAGIC
+from ..formats.npgpt_format import MODEL_FILE
 from ..tokenizer import Tokenizer
 
 TOKENS_DTYPE = np.uint16
+TOKENS_FILE = "tokens.bin"  # the run's tokenised text, in its folder
 _CHUNK_CHARS = 1 << 20  # tokenise in ~1 MB pieces so a large file never holds a huge id list
+
+
+# The files a run writes into its folder (loop.py's list): the model, the resume state, the loss plot, the tokens
+RUN_FILES = (MODEL_FILE, "train_state.safetensors", "loss.png", TOKENS_FILE, TOKENS_FILE + ".json")
 
 
 def text_files(source: str | Path, out: str | Path | None = None) -> list[Path]:
     """The file itself, or every non-hidden file under a folder, in sorted (reproducible) order.
 
     A run folder ``out`` inside the folder is left out: its model, state and plot are the run's
-    output, not text (``npgpt train data --out data/run`` resumed into "data/run/loss.png: not UTF-8").
+    output, not text (``npgpt train data --out data/run`` resumed into "data/run/loss.png: not UTF-8");
+    so are the run's own files (:data:`RUN_FILES`) where ``out`` is the folder itself (``npgpt train data
+    --out data`` resumed into "data/tokens.bin is a token file, not text").
     """
     source = Path(source)
     if source.is_file():
@@ -52,7 +60,10 @@ def text_files(source: str | Path, out: str | Path | None = None) -> list[Path]:
         )
         raise NpgptError(f"{source}: {what}; pass a text file, a folder of them, or a .bin token file")
     inside = None if out is None else Path(out).resolve()
-    if inside is not None and (inside == source.resolve() or not inside.is_relative_to(source.resolve())):
+    own = None  # the run folder that is the text folder itself: its files but the run's own are text
+    if inside is not None and inside == source.resolve():
+        own, inside = inside, None
+    if inside is not None and not inside.is_relative_to(source.resolve()):
         inside = None
     files = sorted(
         p
@@ -60,6 +71,7 @@ def text_files(source: str | Path, out: str | Path | None = None) -> list[Path]:
         if p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(source).parts)
         and not (inside is not None and p.resolve().is_relative_to(inside))
+        and not (own is not None and p.name in RUN_FILES and p.parent.resolve() == own)
     )
     if not files:
         raise NpgptError(f"{source}: folder has no files to train on")
@@ -183,7 +195,7 @@ def char_tokenizer(source: str | Path, out: str | Path | None = None) -> CharTok
 
 
 @contextlib.contextmanager
-def kept_on_error(folder: Path, names: tuple[str, ...] = ("tokens.bin", "tokens.bin.json")) -> Iterator[None]:
+def kept_on_error(folder: Path, names: tuple[str, ...] = (TOKENS_FILE, TOKENS_FILE + ".json")) -> Iterator[None]:
     """``folder``'s ``names`` as they were, should the block fail: a resume refused for other text tokenises
     that text into the run's tokens.bin first, and the run's own tokens (hours to make again for a large
     corpus) are put back. Kept by hard links, which the atomic rename of a new file leaves to the old one;
@@ -367,7 +379,7 @@ def load_tokens(source: str | Path, cache_dir: str | Path, tokenizer: Tokenizer 
         if isinstance(tokenizer, CharTokenizer):
             raise NpgptError(f"{source}: a token file cannot be read with a character tokenizer; pass the text")
         return read_token_file(source)
-    return open_tokens(tokenize_to_file(source, Path(cache_dir) / "tokens.bin", tokenizer))
+    return open_tokens(tokenize_to_file(source, Path(cache_dir) / TOKENS_FILE, tokenizer))
 
 
 def read_token_file(path: Path) -> np.ndarray:
