@@ -739,6 +739,28 @@ def test_a_run_whose_folder_is_the_text_folder_resumes_on_the_same_text(tmp_path
     assert [p.name for p in D.text_files(data, data)] == ["notes.txt", "t.txt"]
 
 
+def test_resume_in_a_folder_of_another_trainers_checkpoint_is_refused_not_a_fresh_start(text, tmp_path):
+    """nanoGPT resumes from its out_dir's ckpt.pt (init_from='resume'); `npgpt train data --out out-dir --resume` on
+    such a folder found no npgpt state and trained a fresh model from scratch beside ckpt.pt, exit 0. A folder
+    holding another trainer's model is now refused in one line naming it and the way on from its weights (init=);
+    nothing is written, and an empty folder still starts fresh (one command survives restarts)."""
+    import shutil
+
+    out = tmp_path / "out-shakespeare"
+    out.mkdir()
+    shutil.copy(Path(__file__).parent / "fixtures" / "nanogpt_nobias" / "ckpt.pt", out)
+    with pytest.raises(NpgptError) as e:
+        train(text, out, TrainSettings(**RUN), resume=True)
+    assert str(e.value).startswith(
+        f"{out} holds nanoGPT's checkpoint (ckpt.pt), not an npgpt training state, so there is no npgpt run to resume;"
+    )
+    assert as_flags(e.value).endswith(f"train on from its weights as a new run: --init {out} with another --out")
+    assert [p.name for p in out.iterdir()] == ["ckpt.pt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert train(text, empty, TrainSettings(**{**RUN, "steps": 1}), resume=True).step == 1
+
+
 # --- one run per folder ----------------------------------------------------------------------
 
 

@@ -84,6 +84,14 @@ def _start(data: str | Path, out: Path, asked: TrainSettings, resume: bool, mode
             f"choose another out= (the run can start from that model: init={shown(str(out))})",
             keywords=KEYWORDS,
         )
+    if resume and not state_path.exists() and (other := _other_trainers_checkpoint(out)) is not None:
+        # nanoGPT's habit (init_from='resume': out_dir's ckpt.pt): a fresh model was trained beside it, unsaid
+        raise NpgptError(
+            f"{out} holds {other}, not an npgpt training state, so there is no npgpt run to resume; npgpt does not "
+            f"resume another trainer's run (its optimiser state, its place in the data); train on from its weights "
+            f"as a new run: init={shown(str(out))} with another out=",
+            keywords=KEYWORDS,
+        )
     saved = load_state(state_path) if resume and state_path.exists() else None
     if saved is not None:
         config, params, opt_leaves, meta = saved
@@ -152,6 +160,25 @@ def _start(data: str | Path, out: Path, asked: TrainSettings, resume: bool, mode
         mesh,
         str(held_out) if held_out is not None else _split_words(run.val_fraction),
     )
+
+
+_TRAINERS = {"nanogpt": "nanoGPT's checkpoint", "llmc": "llm.c's model", "openai": "OpenAI's TensorFlow checkpoint"}
+
+
+def _other_trainers_checkpoint(out: Path) -> str | None:
+    """The model in ``out`` that no npgpt run wrote, in words ("nanoGPT's checkpoint (ckpt.pt)"), or None where
+    there is none (an empty folder, a run killed before its first checkpoint)."""
+    from ..formats import detect, model_files
+
+    if not out.is_dir():
+        return None
+    try:
+        fmt = detect(out)
+        first = model_files(out)[0]
+    except (CheckpointError, IndexError):
+        return None
+    kind = _TRAINERS.get(fmt, "a GGUF model" if fmt == "gguf" else "a Hugging Face model")
+    return f"{kind} ({first.name})"
 
 
 def _split_words(val_fraction: float) -> str | None:
