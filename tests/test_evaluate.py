@@ -221,6 +221,17 @@ def test_cli_a_model_file_given_as_the_text_says_to_give_it_as_the_model(tmp_pat
         )
 
 
+def test_cli_a_token_file_with_ids_past_the_models_vocabulary_names_the_file(tmp_path: Path) -> None:
+    """`npgpt eval val.bin` with an id the model has no token for said 'text has token id 100, outside the
+    vocabulary [0, 64)': of a text no one gave. The file is named."""
+    model = model_files(tmp_path)["a safetensors model file"]  # 64 tokens
+    ids = tmp_path / "val.bin"
+    np.array([1, 2, 3, 100, 5, 6] * 10, np.uint16).tofile(ids)
+    result = run_cli("eval", str(ids), "-m", str(model))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {ids} has token id 100, outside the vocabulary [0, 64)"
+
+
 def test_cli_eval_has_the_special_tokens_option_its_hint_names(pair, tmp_path: Path) -> None:
     """npgpt eval on a one-token text said to put <|endoftext|> before it "with --special-tokens", an option
     only npgpt score had: eval said "No such option". eval now takes it and scores the first token."""

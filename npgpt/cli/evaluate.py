@@ -89,6 +89,10 @@ def eval_command(
             f"{data} holds GPT-2's token ids, and this model reads its own characters (a tokenizer='char' model); "
             "evaluate it on the text"
         )
+    if ids is not None:  # the file's ids, named as the file's: "text has token id 100" was of no text
+        from ..token_ids import check_token_ids, count_tokens
+
+        check_token_ids(ids, m.config.n_vocab, count_tokens(m.config.n_vocab, m.tokenizer), str(data), "text")
     with progress_bar(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
     ) as bar:
