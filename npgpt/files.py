@@ -104,17 +104,47 @@ def _stale(m: re.Match, entry: os.DirEntry) -> bool:
 
 
 def remove_stale_temps(directory: str | Path) -> list[Path]:
-    """Delete the temp files of npgpt's naming in ``directory`` whose writing process has died (on another
-    machine sharing the folder: left untouched for ``OTHER_HOST_STALE_S``)."""
+    """Delete the temp files (and :func:`save_safetensors`' temp folders) of npgpt's naming in ``directory`` whose
+    writing process has died (on another machine sharing the folder: left untouched for ``OTHER_HOST_STALE_S``)."""
+    import shutil
+
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(directory):
             m = _TEMP.match(entry.name)
-            if m and entry.is_file(follow_symlinks=False) and _stale(m, entry):
-                with contextlib.suppress(OSError):
+            if not (m and _stale(m, entry)):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                elif entry.is_file(follow_symlinks=False):
                     os.unlink(entry.path)
-                    removed.append(Path(entry.path))
+                else:
+                    continue
+                removed.append(Path(entry.path))
     return removed
+
+
+def save_safetensors(
+    tensors: Mapping[str, np.ndarray], tmp: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """safetensors' ``save_file`` of ``tensors`` into ``tmp`` (a temp file of :func:`atomic_path` or
+    :func:`write_together`). The library (0.8 here) writes its own ``.tmpXXXXXX`` beside the path it is given and
+    renames it there, so a process killed mid-write left that file, the size of the whole model or training state,
+    under a name no cleanup knows: 1.5 GB a kill for a 124M run's state. It writes inside a folder of npgpt's
+    naming instead, which :func:`remove_stale_temps` removes once its writer is dead."""
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    tmp = Path(tmp)
+    folder = tempfile.mkdtemp(dir=tmp.parent, prefix=f".safetensors.{os.getpid()}@{_host()}.", suffix=".tmp")
+    try:
+        inside = os.path.join(folder, tmp.name)
+        save_file(dict(tensors), inside, metadata=metadata)
+        os.replace(inside, tmp)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def temp_beside(path: str | Path) -> str:

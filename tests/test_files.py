@@ -5,6 +5,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import resident_kb
 
@@ -96,6 +97,43 @@ def test_a_killed_writer_leaves_a_temp_file_that_the_next_run_removes(tmp_path):
     with atomic_path(target) as tmp:
         open(tmp, "w").write("new")
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"] and target.read_text() == "new"
+
+
+def test_a_writer_killed_inside_safetensors_leaves_nothing_the_next_write_keeps(tmp_path):
+    """safetensors' save_file writes its own temp file (``.tmpXXXXXX``, Rust's tempfile naming) beside the path it
+    is given and renames it there (strace: openat(".../.tmpSkCzlz", O_CREAT|O_EXCL), renameat(..., path)), so a
+    run killed while its state was written left a file the size of the whole state (82 MB for a 2-layer,
+    128-wide run; 1.5 GB for 124M) in the run folder under a name no cleanup knows. The library now writes inside
+    a folder of npgpt's naming, which the next write to the folder removes. The child stands in for the library:
+    it makes its temp file as the library does, then is killed."""
+    import signal
+    import subprocess
+    import sys
+
+    from npgpt.formats import npgpt_format
+    from npgpt.params import init_params
+
+    code = (
+        "import os, sys, time\nimport safetensors.numpy\n"
+        "from npgpt.config import GPT2Config\nfrom npgpt.formats import npgpt_format\n"
+        "from npgpt.params import init_params\n"
+        "def save_file(tensors, path, metadata=None):\n"
+        "    open(os.path.join(os.path.dirname(path), '.tmpSkCzlz'), 'wb').write(b'x' * 100000)\n"
+        "    print('writing', flush=True)\n    time.sleep(60)\n"
+        "safetensors.numpy.save_file = save_file\n"
+        "config = GPT2Config(n_vocab=8, n_ctx=4, n_embd=4, n_head=1, n_layer=1)\n"
+        "npgpt_format.save(sys.argv[1], config, init_params(config))\n"
+    )
+    target = tmp_path / "model.safetensors"
+    target.write_text("old")
+    p = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "writing\n"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert target.read_text() == "old"
+    config = GPT2Config(n_vocab=8, n_ctx=4, n_embd=4, n_head=1, n_layer=1)
+    npgpt_format.save(target, config, init_params(config))
+    assert os.listdir(tmp_path) == ["model.safetensors"]
 
 
 def test_data_and_directory_are_synced_around_the_rename(tmp_path, monkeypatch):
@@ -207,7 +245,6 @@ def test_a_device_or_fifo_is_never_renamed_over(tmp_path):
 def test_loading_checks_every_weight_without_leaving_the_file_resident(tmp_path):
     """load_checkpoint reads every weight (the NaN check) from the memory-mapped file; each tensor's pages are
     dropped once checked, so an int8 or 16-bit load never holds the float32 file and its conversion at once."""
-    import numpy as np
 
     from npgpt.config import GPT2Config
     from npgpt.formats import load_checkpoint, save_checkpoint

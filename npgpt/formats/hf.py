@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError
-from ..files import make_dirs, parse_json, write_together
+from ..files import make_dirs, parse_json, save_safetensors, write_together
 from ..params import expected_shapes, flatten, unflatten
 from .hf_files import (
     CHAT_TEMPLATE_FILE,
@@ -249,8 +249,6 @@ def save(
     its shards) and its tokenizer files this one does not write (``tokenizer.json``, ``generation_config.json``,
     ``chat_template.jinja``, ...) are removed once the new ones are written; other files are left alone.
     """
-    from safetensors.numpy import save_file
-
     directory = Path(directory)
     make_dirs(directory)
     flat_params = flatten(params)
@@ -282,7 +280,7 @@ def save(
     shards, index = shard_plan(flat, max_shard_size) if max_shard_size is not None else ({MODEL_FILE: list(flat)}, None)
 
     def shard(names: list[str]) -> Callable[[str], None]:
-        return lambda tmp: save_file({n: flat[n] for n in names}, tmp, metadata={"format": "pt"})
+        return lambda tmp: save_safetensors({n: flat[n] for n in names}, tmp, metadata={"format": "pt"})
 
     def text(content: dict[str, Any], **dump: Any) -> Callable[[str], Any]:
         return lambda tmp: Path(tmp).write_text(json.dumps(content, indent=2, **dump))

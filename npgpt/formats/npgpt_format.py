@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import GPT2Config
 from ..errors import CheckpointError, reason
-from ..files import atomic_path, make_dirs, parse_json, refuse_special_files, web_page
+from ..files import atomic_path, make_dirs, parse_json, refuse_special_files, save_safetensors, web_page
 from ..params import flatten, unflatten
 
 FORMAT = "npgpt"
@@ -242,8 +242,6 @@ def save(
     ``metadata`` adds string entries to the file's header: a training run's ``step``, a
     character-level ``tokenizer`` (JSON, read back by :func:`tokenizer_spec`), the ``chat_template`` of the
     model it was converted from (read back by :func:`chat_template`)."""
-    from safetensors.numpy import save_file
-
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     path = Path(path)
@@ -252,7 +250,7 @@ def save(
     unflatten(flat, config)  # refuse to write a file that would not load
     meta = {**(metadata or {}), "format": FORMAT, "config": json.dumps(config.to_dict())}
     with atomic_path(path) as tmp:
-        save_file(flat, tmp, metadata=meta)
+        save_safetensors(flat, tmp, metadata=meta)
     return path
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from ..char_tokenizer import tokenizer_from_spec
 from ..config import GPT2Config
 from ..errors import CheckpointError, NpgptError, NpgptWarning
-from ..files import atomic_path, parse_json
+from ..files import atomic_path, parse_json, save_safetensors
 from ..formats import npgpt_format
 from ..params import flatten, unflatten
 from ..tokenizer import Tokenizer
@@ -83,15 +83,13 @@ def init_tokenizer(init: str | Path) -> Tokenizer | None:
 
 def save_state(path: Path, params: Params, opt_leaves: list[np.ndarray], meta: dict) -> None:
     """One safetensors file: ``params.<npgpt name>``, ``opt.<i>`` leaves, ``meta`` as JSON."""
-    from safetensors.numpy import save_file
-
     # np.require, not np.ascontiguousarray: that turns the optimiser's 0-d step counters into [1].
     tensors = {f"params.{k}": np.require(v, requirements="C") for k, v in flatten(params).items()}
     tensors.update({f"opt.{i:05d}": np.require(v, requirements="C") for i, v in enumerate(opt_leaves)})
     metadata = {"format": STATE_FORMAT, "meta": json.dumps(meta)}
     metadata[CHECKSUM_KEY] = json.dumps(_checksums(tensors, metadata["meta"]))
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+        save_safetensors(tensors, tmp, metadata=metadata)
 
 
 def load_state(path: Path) -> tuple[GPT2Config, Params, list[np.ndarray], dict]:
