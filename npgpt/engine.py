@@ -132,6 +132,13 @@ class Engine:
             )
         check_token_ids(ids.ravel(), self.config.n_vocab, self.config.n_vocab, "ids", param="ids")
         valid = np.ones((B, T), bool) if attention_mask is None else as_mask(attention_mask, (B, T))
+        if (empty := ~valid.any(axis=1)).any():
+            # no key to attend to: TransformerLens and transformers compute such a row, each its own meaningless numbers
+            raise NpgptError(
+                f"attention_mask row {int(np.argmax(empty))} is all 0: that row holds no token, so its logits would "
+                "mean nothing; give each row at least one token (1), or leave the empty row out",
+                "attention_mask",
+            )
         return ids, valid
 
     def forward(

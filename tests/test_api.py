@@ -82,6 +82,19 @@ def test_an_attention_mask_that_is_not_ones_and_zeros_is_refused(model, mask, sa
             run([[1, 2]], attention_mask=mask)
 
 
+def test_a_row_the_attention_mask_leaves_no_token_is_refused(model):
+    """A row of all 0s has no key to attend to: its logits were computed, silently meaningless (TransformerLens and
+    transformers each give such a row its own numbers, unsaid); every reader of a batch of ids refuses it now."""
+    ids, mask = [[15496, 995, 11], [1, 2, 3]], [[1, 1, 1], [0, 0, 0]]
+    for run in (model.logits, model, model.run_with_cache, model.run_with_hooks):
+        with pytest.raises(NpgptError, match=r"attention_mask row 1 is all 0: that row holds no token") as err:
+            run(ids, attention_mask=mask)
+        assert err.value.param == "attention_mask"
+    np.testing.assert_array_equal(  # a row with one token still runs
+        model.logits(ids, attention_mask=[[1, 1, 1], [0, 0, 1]])[0], model.logits(ids[:1])[0]
+    )
+
+
 def test_an_attention_mask_comes_as_the_ids_do(model):
     """Of booleans, integers or floats of 1 and 0, in any library's array, and [T] beside ids [T]."""
     torch = pytest.importorskip("torch")
