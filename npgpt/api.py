@@ -15,7 +15,7 @@ from .config import GPT2Config
 from .engine import Engine
 from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
-from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, TAKES, ModelAttributeError, refuse_lens_options
+from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, TAKES, ModelAttributeError, check_reset_hooks, refuse_lens_options
 from .lens_weights import WEIGHT_SHAPES, lens_weight, weight_write_error
 from .params import check_params, head_name, host_params
 from .sampling import FOREIGN_OPTIONS, SamplingParams, check_finite, log_softmax
@@ -317,6 +317,21 @@ class GPT2:
         """TransformerLens's: with it on, names_filter None and functions of names reach ``blocks.{i}.hook_mlp_in``
         (a name reaches it anyway)."""
         self._switch("use_hook_mlp_in", use_hook_mlp_in)
+
+    def reset_hooks(
+        self, clear_contexts: bool = True, direction: str = "both", including_permanent: bool = False, level: Any = None
+    ) -> None:
+        """TransformerLens's, which notebooks call by habit before a run: npgpt's hooks last for one call (given to
+        run_with_hooks / run_with_cache), so there are none to remove and no hook.ctx to clear; it does nothing."""
+        check_reset_hooks(
+            "reset_hooks", direction, clear_contexts=clear_contexts, including_permanent=including_permanent
+        )
+
+    def remove_all_hook_fns(
+        self, direction: str = "both", including_permanent: bool = False, level: Any = None
+    ) -> None:
+        """TransformerLens's: nothing to remove (npgpt's hooks last for one call); it does nothing, as reset_hooks."""
+        check_reset_hooks("remove_all_hook_fns", direction, including_permanent=including_permanent)
 
     # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------
     def to_tokens(

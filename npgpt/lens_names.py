@@ -29,8 +29,6 @@ MODEL_ATTRIBUTES_NOT_HERE = {
     "add_hook": _HOOKS_LAST_ONE_CALL,
     "add_perma_hook": _HOOKS_LAST_ONE_CALL,
     "hooks": _HOOKS_LAST_ONE_CALL,
-    "reset_hooks": "npgpt's hooks last for one call, so there are none to reset",
-    "remove_all_hook_fns": "npgpt's hooks last for one call, so there are none to remove",
     "hook_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
     "mod_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
     "blocks": "each block's weights are stacked in TransformerLens's shapes, model.W_Q[layer] for "
@@ -117,3 +115,13 @@ def refuse_lens_options(other: dict[str, Any], method: str = "run_with_cache") -
             close = difflib.get_close_matches(name, takes, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(takes)}"
         raise NpgptError(f"{what}; {hint}", param=name)
+
+
+def check_reset_hooks(method: str, direction: Any, **flags: Any) -> None:
+    """NpgptError for arguments TransformerLens's ``reset_hooks`` / ``remove_all_hook_fns`` would refuse (they do
+    nothing here: npgpt's hooks last for one call), so a typo is not taken silently."""
+    if direction not in ("fwd", "bwd", "both"):
+        raise NpgptError(f"{method}'s direction must be 'fwd', 'bwd' or 'both', got {shown(direction)}", "direction")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise NpgptError(f"{method}'s {name} must be True or False, got {shown(value)}", name)

@@ -1566,7 +1566,7 @@ def test_a_hook_past_stop_at_layer_is_said_to_be_past_it_not_left_out_by_names_f
 
 
 def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
-    """model.add_hook(...), model.reset_hooks() and model.QK were bare AttributeErrors ('GPT2' object has no
+    """model.add_hook(...), model.hooks(...) and model.QK were bare AttributeErrors ('GPT2' object has no
     attribute); each is now one line naming npgpt's way (still an AttributeError); QK's and OV's hints give
     TransformerLens's circuits multiplied out."""
     import dataclasses
@@ -1576,7 +1576,6 @@ def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
     model, br = GPT2(config, params), bridge(config, params, str(tmp_path / "tl-attrs"))
     for name, hint in (
         ("add_hook", r"npgpt's hooks last for one call: model\.run_with_hooks"),
-        ("reset_hooks", "npgpt's hooks last for one call, so there are none to reset"),
         ("hooks", "npgpt's hooks last for one call"),
         ("QK", r"model\.W_Q @ model\.W_K\.transpose\(0, 1, 3, 2\) is each head's QK circuit"),
         ("OV", r"model\.W_V @ model\.W_O is each head's OV circuit"),
@@ -1590,6 +1589,25 @@ def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
     assert not hasattr(model, "no_such_thing") and copy.copy(model).config is model.config
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         model.no_such_thing  # noqa: B018
+
+
+def test_reset_hooks_called_by_habit_does_nothing_as_there_are_no_hooks_left(odd):
+    """model.reset_hooks(), the first line of many TransformerLens notebook cells, was refused ('npgpt's model has
+    no reset_hooks ...; npgpt's hooks last for one call, so there are none to reset'), stopping the cell at a call
+    with nothing to do; remove_all_hook_fns() the same. Both take TransformerLens's arguments and do nothing; a
+    run after them is as before, and an argument TransformerLens would refuse is one line."""
+    model, br = odd
+    ids = np.arange(5)[None] + 100
+    before = model(ids)
+    for m in (model, br):
+        assert m.reset_hooks() is None and m.remove_all_hook_fns() is None
+        m.reset_hooks(clear_contexts=False, direction="fwd", including_permanent=True, level=None)
+        m.remove_all_hook_fns("bwd", including_permanent=False)
+    np.testing.assert_array_equal(model(ids), before)
+    with pytest.raises(NpgptError, match="reset_hooks's direction must be 'fwd', 'bwd' or 'both', got 'forward'"):
+        model.reset_hooks(direction="forward")
+    with pytest.raises(NpgptError, match="remove_all_hook_fns's including_permanent must be True or False"):
+        model.remove_all_hook_fns(including_permanent="yes")
 
 
 @pytest.mark.parametrize("tied", [True, False])
