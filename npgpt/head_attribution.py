@@ -47,14 +47,33 @@ def head_results(z: Any, w: Any, backend: Backend) -> Any:
     return (z[..., None, :] @ w)[..., 0, :]  # [..., T, H, 1, D] @ [H, D, C] -> [..., T, H, 1, C]
 
 
+def _integers(positions: list[Any] | np.ndarray) -> np.ndarray | None:
+    """``positions`` as a NumPy array of integers ([] as an empty one), or None where they are no integers (floats,
+    ragged lists: NumPy's IndexError or ValueError later)."""
+    try:
+        index = np.asarray(positions)
+    except ValueError:
+        return None
+    if index.size == 0:
+        return index.astype(np.int64)
+    return index if index.dtype.kind in "iu" else None
+
+
 def pos_index(pos_slice: Any, n_positions: int | None = None, name: str = "pos_slice", unit: str = "position") -> Any:
     """TransformerLens's ``pos_slice`` as an index of the position axis: an int (the axis goes),
     a tuple (``slice(*t)``), a slice, a list or array of positions, or None (all). With ``n_positions``, a
     position outside ``[-n_positions, n_positions)`` raises :class:`NpgptError` naming it (NumPy's IndexError, or
     an empty cache where one position was sliced; TransformerLens raises too); a slice is cut to them, as Python's.
-    The same forms index other axes: ``name`` and ``unit`` name the argument in errors (``batch_slice``, a row)."""
+    The same forms index other axes: ``name`` and ``unit`` name the argument in errors (``batch_slice``, a row).
+    TransformerLens's own ``Slice`` of any of them is read as what it holds, and positions in a torch or JAX array as
+    in a NumPy one, as there."""
+    if type(pos_slice).__name__ == "Slice" and hasattr(pos_slice, "mode"):  # TransformerLens's: what it holds
+        pos_slice = pos_slice.slice
+    if hasattr(pos_slice, "tolist") and not isinstance(pos_slice, np.ndarray):  # torch's, JAX's, a NumPy scalar
+        pos_slice = pos_slice.tolist()
+    index: Any = None
     if is_integer(pos_slice):
-        index: Any = int(pos_slice)
+        index = int(pos_slice)
     elif pos_slice is None:
         return slice(None)
     elif isinstance(pos_slice, tuple):
@@ -62,8 +81,8 @@ def pos_index(pos_slice: Any, n_positions: int | None = None, name: str = "pos_s
     elif isinstance(pos_slice, slice):
         return pos_slice
     elif isinstance(pos_slice, (list, np.ndarray)):
-        index = np.asarray(pos_slice)
-    else:
+        index = _integers(pos_slice)
+    if index is None:
         raise NpgptError(
             f"{name} must be a {unit}, a (stop,)/(start, stop[, step]) tuple, a slice or a list of {unit}s, "
             f"got {shown(pos_slice)}",

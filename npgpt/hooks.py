@@ -103,9 +103,10 @@ def _n_positions(model: Engine | HasEngine, ids: Any, attention_mask: Any, start
 
 def _cached_positions(pos_slice: Any, n_positions: int) -> Any:
     """TransformerLens's ``pos_slice`` of ``run_with_cache`` as an index of the position axis: one position keeps
-    the axis (size 1), as there; the other forms as the cache helpers read them (:func:`pos_index`)."""
+    the axis (size 1), as there; the other forms as the cache helpers read them (:func:`pos_index`), TransformerLens's
+    own ``Slice(position)`` too, which takes the axis away there."""
     index = pos_index(pos_slice, n_positions)
-    if isinstance(index, int):
+    if isinstance(index, int) and type(pos_slice).__name__ != "Slice":
         return slice(index, index + 1 or None)
     return index
 

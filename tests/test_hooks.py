@@ -1281,6 +1281,42 @@ def test_run_with_cache_pos_slice_takes_ids_as_the_forward_takes_them():
         model.run_with_cache([[1, 2], [3]], pos_slice=-1)
 
 
+def test_pos_slice_takes_transformer_lens_s_slice_and_torch_positions(odd):
+    """pos_slice=Slice(-1) (TransformerLens's own Slice, which its helpers take beside what it holds) and positions in
+    a torch tensor were refused ('pos_slice must be a position, ... got Slice: -1 Mode: int'), in run_with_cache and
+    every cache helper (neuron_slice and batch_slice too); a list of floats was NumPy's IndexError. TransformerLens's
+    Slice is read as what it holds and torch's positions as NumPy's, equal to TransformerLens's (run_with_cache keeps
+    the axis of one position given as an int or a 0-d tensor and takes it away for Slice(-1), as there); floats are
+    one line."""
+    import torch
+    from transformer_lens.utilities.slice import Slice
+
+    model, br = odd
+    ids, mask = batch(ODD)
+    _, cache = model.run_with_cache(ids, attention_mask=mask)
+    _, tl_cache = tl_run(br, ids, mask)
+    for pos_slice in (Slice(-1), Slice((1, 4)), Slice([0, 2]), Slice(None), torch.tensor([0, 2]), torch.tensor(-1)):
+        for method, kw in (
+            ("accumulated_resid", {"apply_ln": True}),
+            ("stack_head_results", {}),
+            ("decompose_resid", {}),
+        ):
+            ours = getattr(cache, method)(pos_slice=pos_slice, **kw)[:, 0]  # row 0: no padding
+            theirs = as_numpy(getattr(tl_cache, method)(pos_slice=pos_slice, **kw))[:, 0]
+            np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4, err_msg=f"{method} {pos_slice}")
+        with torch.no_grad():
+            _, tl_sliced = br.run_with_cache(torch.tensor(ids[:1]), pos_slice=pos_slice)
+        _, sliced = model.run_with_cache(ids[:1], pos_slice=pos_slice)
+        np.testing.assert_allclose(sliced["resid_post", 1], as_numpy(tl_sliced["resid_post", 1]), atol=1e-4)
+    neurons = cache.get_neuron_results(1, neuron_slice=Slice([3, 5]), pos_slice=torch.tensor([6]))
+    np.testing.assert_allclose(
+        neurons, as_numpy(tl_cache.get_neuron_results(1, neuron_slice=Slice([3, 5]), pos_slice=[6])), atol=1e-4
+    )
+    for bad in ([0.5], torch.tensor([0.5]), [[0, 1], [2]]):
+        with pytest.raises(NpgptError, match="pos_slice must be a position, .* or a list of positions, got"):
+            cache.accumulated_resid(pos_slice=bad)
+
+
 def test_the_unembedding_hints_name_an_untied_models_own_head(tmp_path):
     """The cache's hints for logit_attrs and logit_lens named model.params['wte'] whatever the model: for
     an untied model (its own lm_head) they gave other numbers than TransformerLens's, silently. They now name
