@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 # TransformerLens's ActivationCache methods npgpt's has not -> npgpt's way to the same numbers
 _CACHE_METHODS_NOT_HERE = {
     "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.W_U",
-    "get_full_resid_decomposition": "decompose_resid() gives it per layer; per head, stack_head_results() "
-    "(each head's blocks.{i}.attn.hook_result)",
     "apply_slice_to_batch_dim": "index the arrays on their first axis",
     "to": "the arrays are NumPy (run_with_cache's host=False keeps the backend's)",
     "toggle_autodiff": "npgpt.hooks.activation_grads gives a metric's gradient at every activation (JAX)",

@@ -1,4 +1,5 @@
-"""Per-neuron attribution on a cache: TransformerLens's ``get_neuron_results`` and ``stack_neuron_results``.
+"""Per-neuron attribution on a cache: TransformerLens's ``get_neuron_results``, ``stack_neuron_results`` and
+``get_full_resid_decomposition`` (every head, every neuron, the embeddings and the biases).
 
 Mixed into :class:`~npgpt.activation_cache.ActivationCache`, as :mod:`~npgpt.head_attribution` is. A neuron's
 result is what it writes to the residual stream: its ``mlp.hook_post`` activation times its row of
@@ -113,4 +114,59 @@ class NeuronAttribution:
             stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice)  # type: ignore[attr-defined]
         if project_output_onto is not None:
             stack = stack @ self._onto(project_output_onto, stack)  # [components, ..., C] -> [..., k] or [...]
+        return (stack, labels) if return_labels else stack
+
+    def get_full_resid_decomposition(
+        self,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        expand_neurons: bool = True,
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        return_labels: bool = False,
+        project_output_onto: Any = None,
+    ) -> Any:
+        """The residual stream entering block ``layer`` (None, -1 or n_layer: the unembed) as the sum of every part
+        that wrote it [components, B, T, C] (TransformerLens's ``get_full_resid_decomposition``), in its order: each
+        head's result (``L{i}H{h}``, block ``layer``'s too with ``mlp_input``), each neuron's (``L{i}N{n}``; with
+        ``expand_neurons=False`` each block's ``{i}_mlp_out``, its bias in it), ``embed``, ``pos_embed`` and ``bias``,
+        the sum of the output biases the heads' and neurons' results leave out. ``apply_ln`` and ``pos_slice`` as
+        :meth:`decompose_resid`'s, ``project_output_onto`` as :meth:`stack_neuron_results`'."""
+        layer = self._layer(layer)  # type: ignore[attr-defined]
+        if mlp_input:
+            self._mlp_input_block("get_full_resid_decomposition", layer)  # type: ignore[attr-defined]
+        heads, labels = self.stack_head_results(  # type: ignore[attr-defined]
+            layer + 1 if mlp_input else layer, pos_slice=pos_slice, return_labels=True
+        )
+        xp = array_namespace(heads)
+        parts = [heads]
+        if layer > 0 and expand_neurons:
+            neurons, neuron_labels = self.stack_neuron_results(layer, pos_slice=pos_slice, return_labels=True)
+            parts.append(neurons)
+            labels += neuron_labels
+        elif layer > 0:
+            mlps, mlp_labels = self.decompose_resid(  # type: ignore[attr-defined]
+                layer, pos_slice=pos_slice, incl_embeds=False, mode="mlp", return_labels=True
+            )
+            parts.append(mlps)
+            labels += mlp_labels
+        positions = pos_index(pos_slice, self._n_positions())  # type: ignore[attr-defined]
+        for name, label in (("hook_embed", "embed"), ("hook_pos_embed", "pos_embed")):
+            if name in self:  # type: ignore[operator]  # as TransformerLens's: where the run's names_filter kept it
+                parts.append(self[name][..., positions, :][None])  # type: ignore[index]
+                labels.append(label)
+        bias = xp.zeros(heads.shape[1:], dtype=heads.dtype)
+        for i in range(layer + 1 if mlp_input else layer):
+            block = self.model.params["blocks"][i]
+            written = [block["attn"]["c_proj"]] + ([block["mlp"]["c_proj"]] if expand_neurons and i < layer else [])
+            for proj in written:
+                if proj.get("b") is not None:  # nanoGPT's bias=False: none
+                    bias = bias + self._float32(proj["b"], heads)  # type: ignore[attr-defined]
+        parts.append(bias[None])
+        labels.append("bias")
+        stack = xp.concat(parts, axis=0)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice)  # type: ignore[attr-defined]
+        if project_output_onto is not None:
+            stack = stack @ self._onto(project_output_onto, stack)
         return (stack, labels) if return_labels else stack

@@ -286,7 +286,6 @@ def test_transformer_lens_cache_methods_npgpt_has_not_name_its_way(odd):
     _, cache = model.run_with_cache(ids)
     for name, hint in [
         ("logit_lens", r"npgpt.lens.logit_lens\(model, ids\), or accumulated_resid\(apply_ln=True\) @ model.W_U"),
-        ("get_full_resid_decomposition", r"decompose_resid\(\) gives it per layer"),
         ("to", "the arrays are NumPy"),
     ]:
         with pytest.raises(AttributeError, match=f"npgpt's cache has no {name} .*; {hint}") as caught:
@@ -1315,6 +1314,48 @@ def test_pos_slice_takes_transformer_lens_s_slice_and_torch_positions(odd):
     for bad in ([0.5], torch.tensor([0.5]), [[0, 1], [2]]):
         with pytest.raises(NpgptError, match="pos_slice must be a position, .* or a list of positions, got"):
             cache.accumulated_resid(pos_slice=bad)
+
+
+def test_get_full_resid_decomposition_equals_transformer_lens(tmp_path):
+    """cache.get_full_resid_decomposition(), TransformerLens's stack of every head, every neuron, the embeddings and the
+    biases (its direct logit attribution of everything), was refused ('npgpt's cache has no get_full_resid_decomposition
+    ...; decompose_resid() gives it per layer'), leaving the caller to assemble it and the biases by hand. It is
+    TransformerLens's now, labels and order included, on an untied relu model with its own width: every layer,
+    mlp_input, expand_neurons, apply_ln, pos_slice and project_output_onto; the parts sum to the stream."""
+    import torch
+
+    config = dataclasses.replace(ODD, tie_word_embeddings=False, activation_function="relu", n_inner=40)
+    params = scaled_params(config, 8)
+    model, br = GPT2(config, params), bridge(config, params, str(tmp_path / "tl-full"))
+    ids, mask = batch(config)
+    _, cache = model.run_with_cache(ids, attention_mask=mask)
+    _, tl_cache = tl_run(br, ids, mask)
+    onto = np.random.default_rng(0).standard_normal((config.n_embd, 2)).astype(np.float32)
+    for kw in (
+        {},
+        {"layer": 0},
+        {"layer": 1, "mlp_input": True},
+        {"layer": 2, "expand_neurons": False, "apply_ln": True},
+        {"layer": -1, "apply_ln": True, "pos_slice": -1},
+        {"layer": 1, "mlp_input": True, "expand_neurons": False, "pos_slice": (1, 5)},
+        {"project_output_onto": onto, "apply_ln": True},
+        {"project_output_onto": onto[:, 0], "layer": 2},
+    ):
+        ours, labels = cache.get_full_resid_decomposition(return_labels=True, **kw)
+        tl_kw = {k: torch.tensor(v) if k == "project_output_onto" else v for k, v in kw.items()}
+        theirs, tl_labels = tl_cache.get_full_resid_decomposition(return_labels=True, **tl_kw)
+        assert labels == tl_labels and ours.shape == tuple(theirs.shape), kw
+        np.testing.assert_allclose(
+            ours[:, 0], as_numpy(theirs)[:, 0], atol=1e-4, rtol=1e-4, err_msg=str(kw)
+        )  # row 0: no padding
+    np.testing.assert_allclose(cache.get_full_resid_decomposition().sum(0), cache["resid_post", -1], atol=1e-4)
+    np.testing.assert_allclose(
+        cache.get_full_resid_decomposition(1, mlp_input=True).sum(0), cache["resid_mid", 1], atol=1e-4
+    )
+    with pytest.raises(
+        NpgptError, match=r"get_full_resid_decomposition\(mlp_input=True\) decomposes the input of block"
+    ):
+        cache.get_full_resid_decomposition(mlp_input=True)  # TransformerLens: KeyError 'blocks.3.attn.hook_result'
 
 
 def test_the_unembedding_hints_name_an_untied_models_own_head(tmp_path):
