@@ -11,6 +11,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .activation_cache import ActivationCache
+from .added_hooks import refuse_with_added
 from .engine import as_engine
 from .errors import NpgptError
 from .hook_io import read_input
@@ -90,6 +91,7 @@ def activation_grads(
     ``jax.grad`` (a zero added at every hook point is what is differentiated). Needs JAX; the weights
     are read as float32 from any backend. Text is read as in :func:`run_with_cache`.
     """
+    refuse_with_added(model, "activation_grads")
     ids, attention_mask = read_input(model, ids, attention_mask, prepend_bos, padding_side)
     jax, jnp, params = jax_params(model)
     keep = name_filter(names_filter, model.config.n_layer)
@@ -143,6 +145,7 @@ def attribution_patching(
     (``attr["resid_pre", 3]``); sum over the axes you do not care about. One forward pass for the
     clean run, one ``jax.grad`` for the corrupted. Texts are read as in :func:`run_with_cache`.
     """
+    refuse_with_added(model, "attribution_patching")
     clean_ids, clean_mask = read_input(model, clean_ids, attention_mask, prepend_bos, padding_side)
     corrupted_ids, attention_mask = read_input(model, corrupted_ids, attention_mask, prepend_bos, padding_side)
     if not np.array_equal(np.asarray(clean_mask), np.asarray(attention_mask)):  # texts left-padded unlike

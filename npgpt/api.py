@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
 
 import numpy as np
 
+from .added_hooks import AddedHooks, refuse_with_added
 from .backends import AUTO, Backend, check_dtype, get_backend
 from .config import GPT2Config
 from .engine import Engine
@@ -121,6 +123,7 @@ class GPT2:
         self.use_hook_mlp_in = False
         # ... and for blocks.{i}.attn.hook_result: on here (TransformerLens's is off), as npgpt has always cached it
         self.use_attn_result = True
+        self._added_hooks = AddedHooks()  # model.add_hook's and model.hooks(...)'s: they run in every hooked run
 
     @property
     def config(self) -> GPT2Config:
@@ -178,6 +181,7 @@ class GPT2:
     def logits(self, ids: Any, attention_mask: Any = None, **other: Any) -> np.ndarray:
         """Float32 logits [B, T, V] for integer ids [B, T]; see :meth:`Engine.logits`."""
         _check_options("logits", other, ("ids", "attention_mask"))
+        refuse_with_added(self, "model.logits")
         return self.engine.logits(ids, attention_mask)
 
     def __call__(
@@ -241,8 +245,9 @@ class GPT2:
         from .hooks import run_with_cache
 
         ids = _lens_input(ids, other, "run_with_cache")
+        fwd_hooks, keep = _kept_hooks(other, fwd_hooks)
         refuse_lens_options(other, "run_with_cache")
-        return run_with_cache(
+        out = run_with_cache(
             self,
             ids,
             names_filter,
@@ -258,6 +263,9 @@ class GPT2:
             start_at_layer=start_at_layer,
             pos_slice=pos_slice,
         )
+        for name, fn in keep:  # reset_hooks_end=False: the run's hooks stay added, as TransformerLens's
+            self.add_hook(name, fn)
+        return out
 
     def run_with_hooks(
         self,
@@ -277,8 +285,9 @@ class GPT2:
         from .hooks import run_with_hooks
 
         ids = _lens_input(ids, other, "run_with_hooks")
+        fwd_hooks, keep = _kept_hooks(other, fwd_hooks)
         refuse_lens_options(other, "run_with_hooks")
-        return run_with_hooks(
+        out = run_with_hooks(
             self,
             ids,
             fwd_hooks,
@@ -290,6 +299,9 @@ class GPT2:
             stop_at_layer=stop_at_layer,
             start_at_layer=start_at_layer,
         )
+        for name, fn in keep:  # reset_hooks_end=False: the run's hooks stay added, as TransformerLens's
+            self.add_hook(name, fn)
+        return out
 
     # -- TransformerLens's switches for its optional input hook points --------------------------
     def _switch(self, flag: str, use: Any) -> None:
@@ -318,20 +330,54 @@ class GPT2:
         (a name reaches it anyway)."""
         self._switch("use_hook_mlp_in", use_hook_mlp_in)
 
+    # -- TransformerLens's hooks that outlast one call (npgpt/added_hooks.py) -------------------
+    def add_hook(
+        self,
+        name: Any,
+        hook: Any,
+        dir: str = "fwd",
+        is_permanent: bool = False,
+        level: Any = None,
+        prepend: bool = False,
+    ) -> None:
+        """TransformerLens's: ``hook`` (``fn(activation, hook)``, as in ``fwd_hooks``) runs at ``name`` (a hook name,
+        a list of them or a function of names) in every hooked run of this model (``model(...)``, ``run_with_hooks``,
+        ``run_with_cache``), before the run's own hooks, until :meth:`reset_hooks` (``is_permanent``: until
+        ``reset_hooks(including_permanent=True)``). ``logits``, ``generate`` and ``score`` run no hook: with one
+        added they refuse. ``dir='bwd'`` names npgpt's gradients (JAX's)."""
+        self._added_hooks.add(self, name, hook, dir, is_permanent, level, prepend)
+
+    def add_perma_hook(self, name: Any, hook: Any, dir: str = "fwd") -> None:
+        """TransformerLens's: :meth:`add_hook` with ``is_permanent=True``."""
+        self._added_hooks.add(self, name, hook, dir, is_permanent=True)
+
+    def hooks(
+        self, fwd_hooks: Any = (), bwd_hooks: Any = (), reset_hooks_end: bool = True, clear_contexts: bool = False
+    ) -> AbstractContextManager[GPT2]:
+        """TransformerLens's ``with model.hooks(fwd_hooks=[(name, fn)]): model(input)``: the hooks run in every hooked
+        run inside the block (as :meth:`add_hook`'s), and are removed at its end (``reset_hooks_end``, the default)."""
+        check_reset_hooks("hooks", "both", reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts)
+        return self._added_hooks.context(self, fwd_hooks, bwd_hooks, reset_hooks_end)
+
     def reset_hooks(
         self, clear_contexts: bool = True, direction: str = "both", including_permanent: bool = False, level: Any = None
     ) -> None:
-        """TransformerLens's, which notebooks call by habit before a run: npgpt's hooks last for one call (given to
-        run_with_hooks / run_with_cache), so there are none to remove and no hook.ctx to clear; it does nothing."""
+        """TransformerLens's: the hooks added by :meth:`add_hook` removed (the permanent ones with
+        ``including_permanent``; those of ``level`` only, where given); a hook given to one run lasts for that run
+        anyway. npgpt's hooks keep no ``hook.ctx`` to clear."""
         check_reset_hooks(
             "reset_hooks", direction, clear_contexts=clear_contexts, including_permanent=including_permanent
         )
+        if direction != "bwd":  # npgpt has no backward hooks to remove
+            self._added_hooks.reset(including_permanent, level)
 
     def remove_all_hook_fns(
         self, direction: str = "both", including_permanent: bool = False, level: Any = None
     ) -> None:
-        """TransformerLens's: nothing to remove (npgpt's hooks last for one call); it does nothing, as reset_hooks."""
+        """TransformerLens's: as :meth:`reset_hooks`."""
         check_reset_hooks("remove_all_hook_fns", direction, including_permanent=including_permanent)
+        if direction != "bwd":
+            self._added_hooks.reset(including_permanent, level)
 
     # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------
     def to_tokens(
@@ -449,6 +495,7 @@ class GPT2:
         The options are :class:`~npgpt.sampling.SamplingParams`' fields, by name; an unknown one raises
         NpgptError naming the closest valid one (``max_tokens`` -> ``max_new_tokens``).
         """
+        refuse_with_added(self, "model.events")
         sampling = _check_call("events", prompts, positional, sampling)
         params = SamplingParams.from_options(sampling)
         return events(self.engine, self.tokenizer, self._rows(prompts), params)
@@ -461,6 +508,7 @@ class GPT2:
         ``prompts``: a list of prompts (each text or token ids); a single string or a flat list of
         token ids is one prompt (a list of one Completion).
         """
+        refuse_with_added(self, "model.completions")
         sampling = _check_call("completions", prompts, positional, sampling)
         rows = self._rows(prompts)
         out = [Completion("") for _ in rows]
@@ -491,6 +539,7 @@ class GPT2:
         :meth:`completions`). A list of prompts runs in batches of at most 256 rows and 16,384 padded prompt tokens
         (:func:`npgpt.generate.batches`), each row's text what one batch of all would give.
         """
+        refuse_with_added(self, "model.generate")
         sampling = _check_call("generate", prompt, positional, sampling)
         texts = [c.text for c in self.completions(_listed(prompt), **sampling)]
         return texts[0] if isinstance(prompt, str) else texts
@@ -501,6 +550,7 @@ class GPT2:
         For a string prompt yields ``str``; for a list, ``(prompt_index, str)`` pairs. A request that cannot
         run raises NpgptError at the call, before the first delta (as ``events`` does).
         """
+        refuse_with_added(self, "model.stream")
         sampling = _check_call("stream", prompt, positional, sampling)
         evs = self.events(_listed(prompt), **sampling)
         return (ev.text if isinstance(prompt, str) else (ev.row, ev.text) for ev in evs if ev.text)
@@ -522,6 +572,7 @@ class GPT2:
         ``allow_special``: a literal ``<|endoftext|>`` is the special token. See :class:`npgpt.score.Score`.
         """
         _check_options("score", other, ("text", "allow_special", "window", "stride"))
+        refuse_with_added(self, "model.score")
         return score(self, text, window=window, stride=stride, allow_special=allow_special)
 
     def next_tokens(self, prompt: str | Sequence[int], k: int = 10, **other: Any) -> list[tuple[int, str, float]]:
@@ -532,6 +583,7 @@ class GPT2:
         would see next when generating on), not refused: the playground's live bars follow typing past it.
         """
         _check_options("next_tokens", other, ("prompt", "k"))
+        refuse_with_added(self, "model.next_tokens")
         if not is_integer(k) or k < 1:
             raise NpgptError(f"k must be an integer >= 1 (how many tokens to list), got {shown(k)}", param="k")
         rows = self._rows(prompt)  # text or token ids, as generate takes them
@@ -554,6 +606,18 @@ class GPT2:
 # Other tools' names for generate's prompt: transformers' input_ids/inputs, TransformerLens' input, nanoGPT's idx;
 # and the other method's own name (generate's prompt=, completions' prompts=), the OpenAI API's prompt, text
 _PROMPT_NAMES = ("input_ids", "inputs", "input", "idx", "prompt", "prompts", "text")
+
+
+def _kept_hooks(other: dict[str, Any], fwd_hooks: Any) -> tuple[Any, list[Any]]:
+    """``(fwd_hooks, kept)``: the run's hooks (a generator read into a list) and those it leaves added to the model,
+    all with TransformerLens's ``reset_hooks_end=False`` (taken out of ``other``), else none."""
+    reset = other.pop("reset_hooks_end", True)
+    if not isinstance(reset, bool):
+        raise NpgptError(f"reset_hooks_end must be True or False, got {shown(reset)}", param="reset_hooks_end")
+    if reset or isinstance(fwd_hooks, (str, bytes)) or not isinstance(fwd_hooks, Iterable):  # the run refuses those
+        return fwd_hooks, []
+    fwd_hooks = list(fwd_hooks)
+    return fwd_hooks, fwd_hooks
 
 
 def _check_call(method: str, prompt: Any, positional: tuple[Any, ...], options: dict[str, Any]) -> dict[str, Any]:

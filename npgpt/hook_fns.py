@@ -31,8 +31,8 @@ _KEEP_STATE = "keep state in a dict of your own, read by the hook function (a cl
 # TransformerLens's HookPoint attributes -> npgpt's way (a hook is a name and a function for one call)
 _HOOK_POINT_ATTRIBUTES_NOT_HERE = {
     "ctx": _KEEP_STATE,
-    "add_hook": "npgpt's hooks last for one call: pass them as run_with_hooks' fwd_hooks",
-    "remove_hooks": "npgpt's hooks last for one call, so there are none to remove",
+    "add_hook": "add a hook to the model, model.add_hook(name, fn), or pass it as run_with_hooks' fwd_hooks",
+    "remove_hooks": "model.reset_hooks() removes the hooks added to the model",
     "clear_context": _KEEP_STATE,
 }
 
@@ -112,6 +112,13 @@ def _hook_points(i: int, name: Any, n_layer: int) -> Callable[[str], bool]:
     raise NpgptError(f"fwd_hooks' item {i} names its hook point by {shown(name)}; give {give}")
 
 
+def added_hooks(model: object) -> list[tuple[Any, Any]]:
+    """``(name, fn)`` of the hooks added to ``model`` that outlast one call (a GPT2's ``add_hook`` and ``hooks(...)``,
+    :mod:`~npgpt.added_hooks`; an Engine has none)."""
+    added = getattr(model, "_added_hooks", None)
+    return added.pairs() if added is not None else []
+
+
 def compose(
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]],
     model: Engine | HasEngine,
@@ -131,6 +138,10 @@ def compose(
                 "one hook is fwd_hooks=[(name, fn)]"
             )
     hooks = [(_hook_points(i, name, model.config.n_layer), _caller(fn, name)) for i, (name, fn) in enumerate(fwd_hooks)]
+    added = added_hooks(model)  # model.add_hook's and model.hooks(...)'s, checked when added: they run first
+    hooks = [
+        (_hook_points(i, name, model.config.n_layer), _caller(fn, name)) for i, (name, fn) in enumerate(added)
+    ] + hooks
 
     def hook(name: str, x: Array) -> Array:
         for wanted, fn in hooks:
@@ -141,7 +152,7 @@ def compose(
         return x if then is None else then(name, x)
 
     switched = switched_on(model)
-    reach = [named(name, switched) for name, _ in fwd_hooks]
+    reach = [named(name, switched) for name, _ in [*added, *fwd_hooks]]
     return hook, lambda name: any(wanted(name) for wanted, _ in hooks), lambda name: any(r(name) for r in reach)
 
 

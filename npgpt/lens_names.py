@@ -1,6 +1,6 @@
 """TransformerLens's names that npgpt's model answers in its own way, each with npgpt's way to the same end.
 
-``HookedTransformer`` attributes the model has not (``W_U``, ``add_hook``: :data:`MODEL_ATTRIBUTES_NOT_HERE`,
+``HookedTransformer`` attributes the model has not (``QK``, ``to``: :data:`MODEL_ATTRIBUTES_NOT_HERE`,
 read by ``GPT2.__getattr__``) and options of its ``run_with_cache``/``run_with_hooks`` the hooked runs do
 not take (:func:`refuse_lens_options`): one line each, never a bare AttributeError or TypeError.
 """
@@ -16,9 +16,6 @@ class ModelAttributeError(NpgptError, AttributeError):
     """A TransformerLens HookedTransformer attribute npgpt's model has not, with npgpt's way to the same end."""
 
 
-_HOOKS_LAST_ONE_CALL = (
-    "npgpt's hooks last for one call: model.run_with_hooks(ids, fwd_hooks=[(name, fn)]) (or run_with_cache's fwd_hooks)"
-)
 _DEVICE_AT_LOAD = (
     "npgpt picks the device at load: npgpt.load(name, backend='torch') (or 'jax', 'cupy') runs on a GPU it sees, "
     "backend='numpy' runs on the CPU"
@@ -26,9 +23,6 @@ _DEVICE_AT_LOAD = (
 # TransformerLens's HookedTransformer attributes -> npgpt's way to the same end ({head}: the matrix this
 # model unembeds with, wte or an untied model's lm_head)
 MODEL_ATTRIBUTES_NOT_HERE = {
-    "add_hook": _HOOKS_LAST_ONE_CALL,
-    "add_perma_hook": _HOOKS_LAST_ONE_CALL,
-    "hooks": _HOOKS_LAST_ONE_CALL,
     "hook_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
     "mod_dict": "npgpt's hook points are names: npgpt.hooks.hook_names(model.config.n_layer)",
     "blocks": "each block's weights are stacked in TransformerLens's shapes, model.W_Q[layer] for "
@@ -50,7 +44,6 @@ MODEL_ATTRIBUTES_NOT_HERE = {
 # TransformerLens's options of run_with_cache/run_with_hooks -> npgpt's way to the same end
 LENS_OPTIONS = {
     "remove_batch_dim": "run_with_hooks' hooks see the batch axis: index it with [0] (run_with_cache takes it)",
-    "reset_hooks_end": "npgpt's hooks last for the one call (reset_hooks_end=True); pass them again to the next",
     "bwd_hooks": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
     "incl_bwd": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
     "device": "the cache is NumPy on the host (host=True); host=False keeps the backend's arrays on its device",
@@ -60,7 +53,6 @@ LENS_OPTIONS = {
 }
 # ... and the values of them that ask for what npgpt does anyway (TransformerLens's defaults among them)
 LENS_SAME = {
-    "reset_hooks_end": lambda v: v is True,
     "clear_contexts": lambda v: isinstance(v, bool),  # npgpt's hooks keep no hook.ctx between calls
     "bwd_hooks": lambda v: isinstance(v, (list, tuple)) and not v,
     "incl_bwd": lambda v: v is False,
@@ -74,11 +66,11 @@ LENS_SAME = {
 TAKES = {
     "run_with_cache": (
         "names_filter", "attention_mask", "fwd_hooks", "host", "prepend_bos", "padding_side", "return_type",
-        "loss_per_token", "remove_batch_dim", "stop_at_layer", "start_at_layer", "pos_slice",
+        "loss_per_token", "remove_batch_dim", "stop_at_layer", "start_at_layer", "pos_slice", "reset_hooks_end",
     ),
     "run_with_hooks": (
         "fwd_hooks", "attention_mask", "prepend_bos", "padding_side", "return_type", "loss_per_token",
-        "stop_at_layer", "start_at_layer",
+        "stop_at_layer", "start_at_layer", "reset_hooks_end",
     ),
     "model": (
         "return_type", "loss_per_token", "prepend_bos", "padding_side", "attention_mask", "stop_at_layer",
@@ -119,7 +111,7 @@ def refuse_lens_options(other: dict[str, Any], method: str = "run_with_cache") -
 
 def check_reset_hooks(method: str, direction: Any, **flags: Any) -> None:
     """NpgptError for arguments TransformerLens's ``reset_hooks`` / ``remove_all_hook_fns`` would refuse (they do
-    nothing here: npgpt's hooks last for one call), so a typo is not taken silently."""
+    remove only what model.add_hook added), so a typo is not taken silently."""
     if direction not in ("fwd", "bwd", "both"):
         raise NpgptError(f"{method}'s direction must be 'fwd', 'bwd' or 'both', got {shown(direction)}", "direction")
     for name, value in flags.items():

@@ -1224,7 +1224,7 @@ def test_transformer_lens_options_at_values_that_ask_for_npgpts_behaviour_are_ac
     )
     np.testing.assert_array_equal(logits, model.run_with_hooks(ids))
     for run, kw, says in (
-        (model.run_with_hooks, {"reset_hooks_end": False}, "reset_hooks_end=False is not npgpt's; .*one call"),
+        (model.run_with_hooks, {"reset_hooks_end": "no"}, "reset_hooks_end must be True or False, got 'no'"),
         (model.run_with_hooks, {"bwd_hooks": [("hook_embed", print)]}, "bwd_hooks=.* is not npgpt.s; .*grads"),
         (model.run_with_cache, {"incl_bwd": True}, "incl_bwd=True is not npgpt's; .*activation_grads"),
         (model.run_with_cache, {"device": "cuda"}, "device='cuda' is not npgpt's; .*host=False"),
@@ -1643,7 +1643,7 @@ def test_a_hook_past_stop_at_layer_is_said_to_be_past_it_not_left_out_by_names_f
 
 
 def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
-    """model.add_hook(...), model.hooks(...) and model.QK were bare AttributeErrors ('GPT2' object has no
+    """model.QK, model.OV and model.blocks were bare AttributeErrors ('GPT2' object has no
     attribute); each is now one line naming npgpt's way (still an AttributeError); QK's and OV's hints give
     TransformerLens's circuits multiplied out."""
     import dataclasses
@@ -1652,8 +1652,6 @@ def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
     params = scaled_params(config, 2)
     model, br = GPT2(config, params), bridge(config, params, str(tmp_path / "tl-attrs"))
     for name, hint in (
-        ("add_hook", r"npgpt's hooks last for one call: model\.run_with_hooks"),
-        ("hooks", "npgpt's hooks last for one call"),
         ("QK", r"model\.W_Q @ model\.W_K\.transpose\(0, 1, 3, 2\) is each head's QK circuit"),
         ("OV", r"model\.W_V @ model\.W_O is each head's OV circuit"),
         ("blocks", r"each block's weights are stacked .* model\.W_Q\[layer\] for model\.blocks\[layer\]\.attn\.W_Q"),
@@ -1668,11 +1666,72 @@ def test_transformer_lens_model_attributes_npgpt_has_not_name_its_way(tmp_path):
         model.no_such_thing  # noqa: B018
 
 
+def test_hooks_added_to_the_model_run_as_transformer_lens_s(odd):
+    """model.add_hook(name, fn) and `with model.hooks(fwd_hooks=[...]): model(ids)`, TransformerLens's hooks that
+    outlast one call, were refused ('npgpt's model has no add_hook ...; npgpt's hooks last for one call'), and
+    run_with_hooks(..., reset_hooks_end=False) too. They are TransformerLens's now: an added hook runs in every hooked
+    run (model(...), run_with_hooks, run_with_cache) before the run's own, until reset_hooks() (a permanent one until
+    reset_hooks(including_permanent=True)) or the end of its block, equal to TransformerBridge's; the paths that run
+    no hook (logits, generate, score, next_tokens, the JAX gradients) refuse while one is added, and a backward hook
+    names the gradients, in one line each."""
+    import torch
+
+    model, br = odd
+    ids = np.arange(5)[None] + 7
+    plain = model(ids)
+    zero = [("blocks.1.attn.hook_z", lambda z, hook: zero_head_1(z, hook))]  # called as TransformerLens calls it
+    steer = [(lambda n: n == "blocks.0.hook_resid_post", lambda x, hook: x + 1.0)]
+
+    def tl(fwd_hooks):
+        with torch.no_grad(), br.hooks(fwd_hooks=fwd_hooks):
+            return br(torch.tensor(ids)).numpy()
+
+    with model.hooks(fwd_hooks=zero) as same:
+        assert same is model
+        np.testing.assert_allclose(model(ids), tl(zero), atol=1e-4, rtol=1e-4)
+        _, cache = model.run_with_cache(ids, names_filter="blocks.1.attn.hook_z")
+        assert not cache["z", 1][:, :, 1].any()
+        with model.hooks(fwd_hooks=steer):  # nested: both run, the outer's first
+            np.testing.assert_allclose(model(ids), tl(zero + steer), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(model.run_with_hooks(ids, fwd_hooks=steer), tl(zero + steer), atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(model(ids), plain)  # the block's hooks are gone
+    model.add_hook(*zero[0])
+    model.add_perma_hook(*steer[0])
+    np.testing.assert_allclose(model(ids), tl(zero + steer), atol=1e-4, rtol=1e-4)
+    for refused, call in (
+        ("model.logits", lambda: model.logits(ids)),
+        ("model.generate", lambda: model.generate("Hi", max_new_tokens=2)),
+        ("model.score", lambda: model.score("Hi there")),
+        ("model.next_tokens", lambda: model.next_tokens("Hi")),
+    ):
+        with pytest.raises(NpgptError, match=f"{refused} runs the model without hooks, and this model has 2 added"):
+            call()
+    with pytest.raises(NpgptError, match="activation_grads runs the model without hooks"):
+        activation_grads.activation_grads(model, ids, lambda logits: logits.sum())
+    model.reset_hooks()  # the permanent one stays, as TransformerLens's
+    np.testing.assert_allclose(model(ids), tl(steer), atol=1e-4, rtol=1e-4)
+    model.reset_hooks(including_permanent=True)
+    np.testing.assert_array_equal(model(ids), plain)
+    np.testing.assert_array_equal(model.logits(ids), model.logits(ids))  # no hook left: the fast path runs
+    kept = model.run_with_hooks(ids, fwd_hooks=zero, reset_hooks_end=False)
+    np.testing.assert_array_equal(model(ids), kept)  # TransformerLens's: the run's hooks stay added
+    model.reset_hooks()
+    np.testing.assert_array_equal(model(ids), plain)
+    with pytest.raises(NpgptError, match=r"add_hook\(dir='bwd'\): npgpt's backward hooks are JAX's gradients"):
+        model.add_hook("hook_embed", zero_head_1, dir="bwd")
+    with pytest.raises(NpgptError, match=r"hooks\(bwd_hooks=...\): npgpt's backward hooks are JAX's gradients"):
+        with model.hooks(bwd_hooks=zero):
+            pass
+    with pytest.raises(NpgptError, match="unknown hook name"):  # checked when added, not at the next run
+        model.add_hook("blocks.9.hook_nothing", zero_head_1)
+    assert len(model._added_hooks) == 0
+
+
 def test_reset_hooks_called_by_habit_does_nothing_as_there_are_no_hooks_left(odd):
     """model.reset_hooks(), the first line of many TransformerLens notebook cells, was refused ('npgpt's model has
     no reset_hooks ...; npgpt's hooks last for one call, so there are none to reset'), stopping the cell at a call
-    with nothing to do; remove_all_hook_fns() the same. Both take TransformerLens's arguments and do nothing; a
-    run after them is as before, and an argument TransformerLens would refuse is one line."""
+    with nothing to do; remove_all_hook_fns() the same. Both take TransformerLens's arguments and, with no hook
+    added, change nothing; a run after them is as before, and an argument TransformerLens would refuse is one line."""
     model, br = odd
     ids = np.arange(5)[None] + 100
     before = model(ids)
