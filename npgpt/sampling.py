@@ -368,6 +368,11 @@ FOREIGN_OPTIONS = {
     "top_logprobs": "npgpt's is logprobs, the number of alternatives listed beside each token (0: the chosen "
     "token's logprob only), as the completions API's logprobs",
     "penalty_alpha": "npgpt has no contrastive search; temperature=0 is greedy decoding",
+    # TransformerLens's generate: verbose=False, its habit, turns off a progress bar npgpt never shows
+    "verbose": "npgpt shows no progress bar (TransformerLens's verbose=False); drop it",
+    "return_type": "generate returns the completion's text (a list of texts for a list of prompts), without the "
+    "prompt TransformerLens's return_type='str' includes: prompt + model.generate(prompt) is the whole text; "
+    "model.completions(...) gives the tokens too",
 }
 
 

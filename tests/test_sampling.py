@@ -421,6 +421,9 @@ def test_filters_and_repetition_penalty_equal_hugging_faces_processors():
         ("top_logprobs", "npgpt's is logprobs"),
         ("penalty_alpha", "no contrastive search"),
         ("max_time", "no time limit"),
+        # TransformerLens's generate options got "valid options: ..." (verbose=False is its notebooks' habit)
+        ("verbose", "no progress bar .*drop it"),
+        ("return_type", r"without the prompt .*prompt \+ model.generate\(prompt\) is the whole text"),
     ],
 )
 def test_another_librarys_generate_option_is_answered_with_npgpts_way(name, says):
