@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -17,6 +18,7 @@ from .config import GPT2Config
 from .engine import Engine
 from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
+from .lens_modules import LENS_MODULES, accumulated_bias, loss_fn
 from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, TAKES, ModelAttributeError, check_reset_hooks, refuse_lens_options
 from .lens_weights import WEIGHT_SHAPES, lens_weight, weight_write_error
 from .params import check_params, head_name, host_params
@@ -151,6 +153,8 @@ class GPT2:
     def __getattr__(self, name: str) -> Any:  # only for attributes the class has not
         if name in WEIGHT_SHAPES and not name.startswith("_"):  # W_Q, W_U ...: TransformerLens's, made when read
             return lens_weight(self, name)
+        if name in LENS_MODULES:  # embed, ln_final, unembed: TransformerLens's model parts, as functions
+            return functools.partial(LENS_MODULES[name], self)
         if name in _METHODS_ELSEWHERE:  # llama-cpp-python's Llama and vLLM's LLM methods: npgpt's way to the same end
             raise ModelAttributeError(f"npgpt's model has no {name}; {_METHODS_ELSEWHERE[name]}")
         if name in MODEL_ATTRIBUTES_NOT_HERE:
@@ -378,6 +382,14 @@ class GPT2:
         check_reset_hooks("remove_all_hook_fns", direction, including_permanent=including_permanent)
         if direction != "bwd":
             self._added_hooks.reset(including_permanent, level)
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> np.ndarray:
+        """TransformerLens's: the output biases of blocks 0..layer-1 summed [C] (:mod:`npgpt.lens_modules`)."""
+        return accumulated_bias(self, layer, mlp_input, include_mlp_biases)
+
+    def loss_fn(self, logits: Any, tokens: Any, attention_mask: Any = None, per_token: bool = False) -> Any:
+        """TransformerLens's: the next-token loss of ``tokens`` under ``logits`` (:mod:`npgpt.lens_modules`)."""
+        return loss_fn(self, logits, tokens, attention_mask, per_token)
 
     # -- TransformerLens's tokenizer helpers: text as its run_with_cache reads it ----------------
     def to_tokens(

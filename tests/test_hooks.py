@@ -1727,6 +1727,49 @@ def test_hooks_added_to_the_model_run_as_transformer_lens_s(odd):
     assert len(model._added_hooks) == 0
 
 
+def test_transformer_lens_model_parts_equal_transformer_lens_s(tmp_path):
+    """model.unembed(model.ln_final(cache['resid_post', -1])) (the logit lens of one stream, written by hand),
+    model.embed(tokens), model.accumulated_bias(layer) (direct logit attribution's bias term) and
+    model.loss_fn(logits, tokens) were bare AttributeErrors ('GPT2' object has no attribute 'unembed'). Each is
+    TransformerLens's now, on torch or NumPy input, equal to TransformerBridge's on an untied gelu model."""
+    import torch
+
+    config = dataclasses.replace(ODD, tie_word_embeddings=False, activation_function="gelu", layer_norm_epsilon=1e-3)
+    params = scaled_params(config, 9)
+    model, br = GPT2(config, params), bridge(config, params, str(tmp_path / "tl-parts"))
+    ids, mask = batch(config)
+    logits, cache = model.run_with_cache(ids, attention_mask=mask)
+    resid = cache["resid_post", -1]
+    with torch.no_grad():
+        theirs = {
+            "ln_final": as_numpy(br.ln_final(torch.tensor(resid))),
+            "unembed": as_numpy(br.unembed(br.ln_final(torch.tensor(resid)))),
+            "embed": as_numpy(br.embed(torch.tensor(ids))),
+            "loss": float(br.loss_fn(torch.tensor(logits), torch.tensor(ids))),
+            "per_token": as_numpy(br.loss_fn(torch.tensor(logits), torch.tensor(ids), per_token=True)),
+        }
+        for layer in range(config.n_layer + 1):
+            for mlp_input in (False, True)[: 1 + (layer < config.n_layer)]:
+                for include in (True, False):
+                    np.testing.assert_allclose(
+                        model.accumulated_bias(layer, mlp_input, include_mlp_biases=include),
+                        as_numpy(br.accumulated_bias(layer, mlp_input, include_mlp_biases=include)),
+                        atol=1e-5,
+                    )
+    np.testing.assert_allclose(model.ln_final(torch.tensor(resid)), theirs["ln_final"], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(model.unembed(model.ln_final(resid)), theirs["unembed"], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(model.unembed(model.ln_final(resid)), logits, atol=1e-4, rtol=1e-4)  # the model's own
+    np.testing.assert_array_equal(model.embed(torch.tensor(ids)), theirs["embed"])
+    np.testing.assert_allclose(model.loss_fn(torch.tensor(logits), ids), theirs["loss"], rtol=1e-5)
+    np.testing.assert_allclose(model.loss_fn(logits, ids, per_token=True), theirs["per_token"], atol=1e-4)
+    with pytest.raises(NpgptError, match=r"unembed takes the residual stream, an array \[..., 48\], got"):
+        model.unembed(logits)
+    with pytest.raises(NpgptError, match=r"embed takes token ids in \[0, 50257\)"):
+        model.embed([0.5])
+    with pytest.raises(NpgptError, match="there is no block 3, whose MLP input it is"):
+        model.accumulated_bias(3, mlp_input=True)
+
+
 def test_reset_hooks_called_by_habit_does_nothing_as_there_are_no_hooks_left(odd):
     """model.reset_hooks(), the first line of many TransformerLens notebook cells, was refused ('npgpt's model has
     no reset_hooks ...; npgpt's hooks last for one call, so there are none to reset'), stopping the cell at a call
