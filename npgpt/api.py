@@ -383,6 +383,21 @@ class GPT2:
         if direction != "bwd":
             self._added_hooks.reset(including_permanent, level)
 
+    def eval(self) -> GPT2:
+        """nn.Module's, which TransformerLens's and transformers' models are, called by habit after loading: npgpt's
+        model has no training mode (no dropout) and always computes as ``eval()`` would; it returns the model."""
+        return self
+
+    def train(self, mode: bool = True) -> GPT2:
+        """nn.Module's: ``train(False)`` is :meth:`eval`; ``train()`` is refused, npgpt's model having no training
+        mode (no dropout): ``npgpt.train.train`` (``npgpt train``) trains one."""
+        if mode is not False:
+            raise NpgptError(
+                "npgpt's model has no training mode (no dropout): its forward passes compute as eval() would; "
+                "npgpt.train.train(...) (npgpt train on the command line) trains a model"
+            )
+        return self
+
     def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> np.ndarray:
         """TransformerLens's: the output biases of blocks 0..layer-1 summed [C] (:mod:`npgpt.lens_modules`)."""
         return accumulated_bias(self, layer, mlp_input, include_mlp_biases)

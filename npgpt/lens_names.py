@@ -20,6 +20,11 @@ _DEVICE_AT_LOAD = (
     "npgpt picks the device at load: npgpt.load(name, backend='torch') (or 'jax', 'cupy') runs on a GPU it sees, "
     "backend='numpy' runs on the CPU"
 )
+_WEIGHTS = (
+    "the weights are model.params, a dict by OpenAI's names (params['blocks'][0]['attn']['c_attn']['w']); "
+    "TransformerLens's are model.W_Q, model.W_U, ... (read-only NumPy)"
+)
+_GRADS = "npgpt.hooks.activation_grads(model, ids, metric) gives a metric's gradient at every activation (JAX)"
 # TransformerLens's HookedTransformer attributes -> npgpt's way to the same end ({head}: the matrix this
 # model unembeds with, wte or an untied model's lm_head)
 MODEL_ATTRIBUTES_NOT_HERE = {
@@ -37,7 +42,16 @@ MODEL_ATTRIBUTES_NOT_HERE = {
     "cuda": _DEVICE_AT_LOAD,
     "cpu": _DEVICE_AT_LOAD,
     "half": "16-bit weights are chosen at load: npgpt.load(name, backend='torch', dtype='float16')",
-    "eval": "npgpt's model has no training mode (no dropout): it always computes as eval() would; drop the call",
+    "device": "the device is the backend's, chosen at load: model.backend.name; " + _DEVICE_AT_LOAD,
+    "state_dict": _WEIGHTS,
+    "parameters": _WEIGHTS,
+    "named_parameters": _WEIGHTS,
+    "requires_grad_": _GRADS,
+    "zero_grad": _GRADS,
+    "pos_embed": "model.W_pos[:T] is the position embedding of T positions (left padding: a row's positions count "
+    "its tokens; model(ids, attention_mask=...) takes them so)",
+    "all_head_labels": "[f'L{l}H{h}' for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)] "
+    "(stack_head_results(return_labels=True) gives them with the stack)",
 }
 
 

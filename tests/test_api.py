@@ -160,16 +160,34 @@ def test_another_librarys_load_option_is_one_line_with_npgpts_way(option, says):
         (lambda m: m.cuda(), "npgpt picks the device at load"),
         (lambda m: m.cpu(), "backend='numpy' runs on the CPU"),
         (lambda m: m.half(), "dtype='float16'"),
-        (lambda m: m.eval(), "no training mode"),
+        (lambda m: m.device, "the device is the backend's, chosen at load: model.backend.name"),
+        (lambda m: m.state_dict(), "the weights are model.params"),
+        (lambda m: m.parameters(), "TransformerLens's are model.W_Q"),
+        (lambda m: m.zero_grad(), "activation_grads"),
+        (lambda m: m.pos_embed, r"model.W_pos[:T] is the position embedding"),
+        (lambda m: m.all_head_labels, "f'L{l}H{h}'"),
     ],
 )
 def test_torch_module_habits_on_the_model_name_npgpts_way(model, call, says):
-    """model.to("cuda"), model.cuda(), model.half() and model.eval(), which a PyTorch (and TransformerLens) user
-    types after loading, were bare AttributeErrors ('GPT2' object has no attribute 'to'); each is now one line
-    naming npgpt's way (still an AttributeError)."""
+    """model.to("cuda"), model.cuda(), model.half(), model.device, model.state_dict() ..., which a PyTorch (and
+    TransformerLens) user types after loading, were bare AttributeErrors ('GPT2' object has no attribute 'to'); each
+    is now one line naming npgpt's way (still an AttributeError)."""
     with pytest.raises(AttributeError, match=re.escape(says)) as err:
         call(model)
     assert isinstance(err.value, NpgptError) and "\n" not in str(err.value)
+
+
+def test_eval_called_by_habit_returns_the_model(model):
+    """model.eval(), the line a PyTorch, transformers or TransformerLens user writes after loading (nn.Module's,
+    returning the module: model = model.eval()), was refused ('npgpt's model has no eval ...; drop the call'),
+    stopping the code at a call with nothing to do: npgpt's model has no training mode. It returns the model now,
+    as train(False) does; train() (dropout on) is refused in one line."""
+    ids = [[15496, 995]]
+    before = model.logits(ids)
+    assert model.eval() is model and model.train(False) is model
+    np.testing.assert_array_equal(model.logits(ids), before)
+    with pytest.raises(NpgptError, match="npgpt's model has no training mode .*npgpt.train.train"):
+        model.train()
 
 
 @pytest.mark.parametrize(
