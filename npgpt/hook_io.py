@@ -134,7 +134,14 @@ def read_input(
             "attention_mask is for token ids; text is padded, and masked, by padding_side ('left' or 'right')",
             param="attention_mask",
         )
-    return to_tokens(model, ids, prepend_bos, padding_side)
+    tokens, mask = to_tokens(model, ids, prepend_bos, padding_side)
+    if mask is not None and not (has := mask.any(axis=1)).all():  # left-padded; right padding runs as TransformerLens's
+        raise NpgptError(
+            f"text {int(np.argmin(has))} is empty, and with prepend_bos=False it has no token to run; leave it out "
+            "(or keep prepend_bos=True, <|endoftext|> first)",
+            param="prepend_bos",
+        )
+    return tokens, mask
 
 
 RETURN_TYPES = ("logits", "loss", "both", None)  # TransformerLens's return_type

@@ -90,6 +90,8 @@ def test_a_row_the_attention_mask_leaves_no_token_is_refused(model):
         with pytest.raises(NpgptError, match=r"attention_mask row 1 is all 0: that row holds no token") as err:
             run(ids, attention_mask=mask)
         assert err.value.param == "attention_mask"
+    with pytest.raises(NpgptError, match=r"text 0 is empty, and with prepend_bos=False it has no token to run"):
+        model.run_with_cache(["", "Hi there"], prepend_bos=False, padding_side="left")  # no attention_mask given
     np.testing.assert_array_equal(  # a row with one token still runs
         model.logits(ids, attention_mask=[[1, 1, 1], [0, 0, 1]])[0], model.logits(ids[:1])[0]
     )
