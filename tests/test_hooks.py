@@ -118,6 +118,31 @@ def test_every_cached_activation_equals_transformer_lens(odd):
     np.testing.assert_allclose(logits, model.logits(ids, attention_mask=mask), atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # 5 heads of 8, an untied head, relu, its own MLP width and eps, scores divided by the layer index too
+        dict(n_head=5, n_embd=40, n_layer=2, tie_word_embeddings=False, activation_function="relu", n_inner=56,
+             layer_norm_epsilon=1e-3, scale_attn_by_inverse_layer_idx=True),
+        dict(n_head=7, n_embd=56, n_layer=1, tie_word_embeddings=False, activation_function="silu"),  # one block
+        dict(activation_function="quick_gelu", reorder_and_upcast_attn=True),
+    ],
+)  # fmt: skip
+def test_every_cached_activation_equals_transformer_lens_on_other_shapes(tmp_path, changes):
+    """The cache and logits of GPT-2s that are not GPT-2 small's shape (odd head counts, untied heads, other
+    activations and config fields transformers honours) equal TransformerLens's within 1e-4, left-padded batch.
+    (TransformerLens 4.3's bridge ignores scale_attn_weights=False, where npgpt's logits are transformers'.)"""
+    config = dataclasses.replace(ODD, **changes)
+    params = scaled_params(config, 11)
+    model, br = GPT2(config, params), bridge(config, params, str(tmp_path / "tl"))
+    ids, mask = batch(config)
+    logits, cache = model.run_with_cache(ids, attention_mask=mask)
+    tl_logits, tl_cache = tl_run(br, ids, mask)
+    assert_cache_equal(cache, tl_cache, mask, config.n_layer)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(logits[real], tl_logits.numpy()[real], atol=1e-4, rtol=1e-4)
+
+
 def as_numpy(x) -> np.ndarray:
     return x.detach().float().numpy()
 
