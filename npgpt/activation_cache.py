@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from array_api_compat import array_namespace
 
 from .errors import NpgptError, is_integer, shown
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 _CACHE_METHODS_NOT_HERE = {
     "logit_lens": "npgpt.lens.logit_lens(model, ids), or accumulated_resid(apply_ln=True) @ model.W_U",
     "apply_slice_to_batch_dim": "index the arrays on their first axis",
-    "to": "the arrays are NumPy (run_with_cache's host=False keeps the backend's)",
     "toggle_autodiff": "npgpt.hooks.activation_grads gives a metric's gradient at every activation (JAX)",
     "cache_dict": "the cache is itself the dict (dict(cache) for a plain one)",
 }
@@ -121,6 +121,18 @@ class ActivationCache(HeadAttribution, NeuronAttribution, dict):
         if dict.__contains__(self, name):
             return dict.__getitem__(self, name)
         raise self._missing(key, name)
+
+    def to(self, device: Any, move_model: bool = False) -> ActivationCache:
+        """TransformerLens's ``cache.to(device)``: to the CPU, a cache of NumPy arrays (run_with_cache's default,
+        host=True) is already there and is returned as it is; anything else is refused in one line, npgpt's cache
+        moving no array (host=False keeps the backend's arrays on its device)."""
+        if str(device) == "cpu" and all(isinstance(a, np.ndarray) for a in self.values()):
+            return self
+        raise NpgptError(
+            f"npgpt's cache moves no arrays (cache.to({shown(device)})): run_with_cache(host=True), the default, "
+            "gives NumPy arrays on the CPU; host=False keeps the backend's on its device, chosen at load (backend=)",
+            param="device",
+        )
 
     def remove_batch_dim(self, batch_size: int | None = None) -> ActivationCache:
         """TransformerLens's ``remove_batch_dim``: the cache of a one-row run with each array's batch axis

@@ -19,7 +19,14 @@ from .engine import Engine
 from .errors import NpgptError, is_integer, shown
 from .generate import Event, events
 from .lens_modules import LENS_MODULES, accumulated_bias, loss_fn
-from .lens_names import MODEL_ATTRIBUTES_NOT_HERE, TAKES, ModelAttributeError, check_reset_hooks, refuse_lens_options
+from .lens_names import (
+    DEVICE_AT_LOAD,
+    MODEL_ATTRIBUTES_NOT_HERE,
+    TAKES,
+    ModelAttributeError,
+    check_reset_hooks,
+    refuse_lens_options,
+)
 from .lens_weights import WEIGHT_SHAPES, lens_weight, weight_write_error
 from .params import check_params, head_name, host_params
 from .sampling import FOREIGN_OPTIONS, SamplingParams, check_finite, log_softmax
@@ -382,6 +389,17 @@ class GPT2:
         check_reset_hooks("remove_all_hook_fns", direction, including_permanent=including_permanent)
         if direction != "bwd":
             self._added_hooks.reset(including_permanent, level)
+
+    def to(self, device_or_dtype: Any, print_details: bool = True) -> GPT2:
+        """nn.Module's and TransformerLens's: on the NumPy backend ``to("cpu")`` is the model itself, where it runs
+        already; any other device or dtype is chosen at load, and refused here in one line."""
+        if str(device_or_dtype) == "cpu" and self.backend.name == "numpy":
+            return self
+        raise NpgptError(f"npgpt's model does not move (model.to({shown(device_or_dtype)})); {DEVICE_AT_LOAD}")
+
+    def cpu(self) -> GPT2:
+        """nn.Module's: ``to("cpu")``."""
+        return self.to("cpu")
 
     def eval(self) -> GPT2:
         """nn.Module's, which TransformerLens's and transformers' models are, called by habit after loading: npgpt's

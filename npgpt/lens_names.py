@@ -16,7 +16,7 @@ class ModelAttributeError(NpgptError, AttributeError):
     """A TransformerLens HookedTransformer attribute npgpt's model has not, with npgpt's way to the same end."""
 
 
-_DEVICE_AT_LOAD = (
+DEVICE_AT_LOAD = (
     "npgpt picks the device at load: npgpt.load(name, backend='torch') (or 'jax', 'cupy') runs on a GPU it sees, "
     "backend='numpy' runs on the CPU"
 )
@@ -38,11 +38,9 @@ MODEL_ATTRIBUTES_NOT_HERE = {
     "OV": "model.W_V @ model.W_O is each head's OV circuit [n_layers, n_heads, C, C] (TransformerLens's "
     "FactoredMatrix multiplied out)",
     # nn.Module's, which HookedTransformer is: a PyTorch user's first calls after loading
-    "to": _DEVICE_AT_LOAD,
-    "cuda": _DEVICE_AT_LOAD,
-    "cpu": _DEVICE_AT_LOAD,
+    "cuda": DEVICE_AT_LOAD,
     "half": "16-bit weights are chosen at load: npgpt.load(name, backend='torch', dtype='float16')",
-    "device": "the device is the backend's, chosen at load: model.backend.name; " + _DEVICE_AT_LOAD,
+    "device": "the device is the backend's, chosen at load: model.backend.name; " + DEVICE_AT_LOAD,
     "state_dict": _WEIGHTS,
     "parameters": _WEIGHTS,
     "named_parameters": _WEIGHTS,

@@ -158,9 +158,7 @@ def test_another_librarys_load_option_is_one_line_with_npgpts_way(option, says):
 @pytest.mark.parametrize(
     ("call", "says"),
     [
-        (lambda m: m.to("cuda"), "npgpt picks the device at load: npgpt.load(name, backend='torch')"),
-        (lambda m: m.cuda(), "npgpt picks the device at load"),
-        (lambda m: m.cpu(), "backend='numpy' runs on the CPU"),
+        (lambda m: m.cuda(), "npgpt picks the device at load: npgpt.load(name, backend='torch')"),
         (lambda m: m.half(), "dtype='float16'"),
         (lambda m: m.device, "the device is the backend's, chosen at load: model.backend.name"),
         (lambda m: m.state_dict(), "the weights are model.params"),
@@ -183,10 +181,18 @@ def test_eval_called_by_habit_returns_the_model(model):
     """model.eval(), the line a PyTorch, transformers or TransformerLens user writes after loading (nn.Module's,
     returning the module: model = model.eval()), was refused ('npgpt's model has no eval ...; drop the call'),
     stopping the code at a call with nothing to do: npgpt's model has no training mode. It returns the model now,
-    as train(False) does; train() (dropout on) is refused in one line."""
+    as train(False) does; train() (dropout on) is refused in one line. model.to('cpu') and model.cpu() of a NumPy
+    model, where it runs already, were refused the same way; they return it, another device or dtype is one line."""
+    torch = pytest.importorskip("torch")
     ids = [[15496, 995]]
     before = model.logits(ids)
     assert model.eval() is model and model.train(False) is model
+    assert model.to("cpu") is model and model.cpu() is model and model.to(torch.device("cpu")) is model
+    for other in ("cuda", torch.float16):
+        with pytest.raises(
+            NpgptError, match=r"npgpt's model does not move \(model.to\(.*npgpt picks the device at load"
+        ):
+            model.to(other)
     np.testing.assert_array_equal(model.logits(ids), before)
     with pytest.raises(NpgptError, match="npgpt's model has no training mode .*npgpt.train.train"):
         model.train()

@@ -310,13 +310,16 @@ def test_transformer_lens_cache_methods_npgpt_has_not_name_its_way(odd):
     ids, _ = batch(ODD)
     _, cache = model.run_with_cache(ids)
     for name, hint in [
-        ("logit_lens", r"npgpt.lens.logit_lens\(model, ids\), or accumulated_resid\(apply_ln=True\) @ model.W_U"),
-        ("to", "the arrays are NumPy"),
+        ("logit_lens", r"npgpt.lens.logit_lens\(model, ids\), or accumulated_resid\(apply_ln=True\) @ model.W_U")
     ]:
         with pytest.raises(AttributeError, match=f"npgpt's cache has no {name} .*; {hint}") as caught:
             getattr(cache, name)
         assert isinstance(caught.value, NpgptError)
     assert not hasattr(cache, "no_such_thing") and hasattr(cache, "accumulated_resid")
+    # cache.to("cpu") (TransformerLens's, refused as the methods above were): a host cache is on the CPU already
+    assert cache.to("cpu") is cache
+    with pytest.raises(NpgptError, match=r"npgpt's cache moves no arrays \(cache.to\('cuda'\)\): .*host=False"):
+        cache.to("cuda")
     _, tl_cache = tl_run(br, ids, np.ones_like(ids))
     tokens = np.array([5, 900])  # the hint's numbers are TransformerLens's logit_attrs
     stack = cache.decompose_resid()
