@@ -29,6 +29,11 @@ class AddedHooks:
         self._hooks: list[tuple[Any, Any, bool, int | None]] = []
         self._level = 0  # the depth of nested hooks() blocks, as TransformerLens's context_level
 
+    def __copy__(self) -> AddedHooks:  # a copied model's hooks are its own: adding to one leaves the other
+        copied = AddedHooks()
+        copied._hooks, copied._level = list(self._hooks), self._level
+        return copied
+
     def __len__(self) -> int:
         return len(self._hooks)
 

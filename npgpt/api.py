@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -133,6 +134,13 @@ class GPT2:
         # ... and for blocks.{i}.attn.hook_result: on here (TransformerLens's is off), as npgpt has always cached it
         self.use_attn_result = True
         self._added_hooks = AddedHooks()  # model.add_hook's and model.hooks(...)'s: they run in every hooked run
+
+    def __copy__(self) -> GPT2:
+        """A shallow copy (the weights shared) with hooks of its own: copy.copy's default shared the added hooks, so
+        a hook added to the copy changed the original's runs."""
+        copied = object.__new__(type(self))
+        copied.__dict__.update(self.__dict__, _added_hooks=copy.copy(self._added_hooks))
+        return copied
 
     @property
     def config(self) -> GPT2Config:

@@ -1753,6 +1753,10 @@ def test_hooks_added_to_the_model_run_as_transformer_lens_s(odd):
     with pytest.raises(NpgptError, match="unknown hook name"):  # checked when added, not at the next run
         model.add_hook("blocks.9.hook_nothing", zero_head_1)
     assert len(model._added_hooks) == 0
+    twin = copy.copy(model)  # the weights shared, the hooks its own
+    twin.add_hook(*zero[0])
+    np.testing.assert_array_equal(model(ids), plain)
+    np.testing.assert_allclose(twin(ids), tl(zero), atol=1e-4, rtol=1e-4)
 
 
 def test_transformer_lens_model_parts_equal_transformer_lens_s(tmp_path):
