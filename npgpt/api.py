@@ -265,6 +265,9 @@ class GPT2:
 
         ids = _lens_input(ids, other, "run_with_cache")
         fwd_hooks, keep = _kept_hooks(other, fwd_hooks)
+        if str(other.get("device")) == "cpu":  # TransformerLens's device="cpu": the cache on the CPU, host's NumPy
+            del other["device"]
+            host = True
         refuse_lens_options(other, "run_with_cache")
         out = run_with_cache(
             self,

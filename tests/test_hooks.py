@@ -1294,6 +1294,13 @@ def test_transformer_lens_options_at_values_that_ask_for_npgpts_behaviour_are_ac
         ids, incl_bwd=False, remove_batch_dim=False, return_cache_object=True, device=None, clear_contexts=False
     )
     np.testing.assert_array_equal(logits, model.run_with_hooks(ids))
+    # device="cpu", TransformerLens's way to keep a GPU run's cache in host memory, was refused ('device='cpu' is not
+    # npgpt's'): it is host=True's NumPy cache, with host=False too
+    on_torch = GPT2(ODD, model.params, backend="torch")  # host=False keeps its torch tensors; device="cpu" NumPy
+    for m, host in ((model, True), (on_torch, False)):
+        _, on_cpu = m.run_with_cache(ids, device="cpu", host=host)
+        assert all(isinstance(a, np.ndarray) for a in on_cpu.values())
+        np.testing.assert_allclose(on_cpu["resid_post", 1], cache["resid_post", 1], atol=1e-5)
     for run, kw, says in (
         (model.run_with_hooks, {"reset_hooks_end": "no"}, "reset_hooks_end must be True or False, got 'no'"),
         (model.run_with_hooks, {"bwd_hooks": [("hook_embed", print)]}, "bwd_hooks=.* is not npgpt.s; .*grads"),
