@@ -268,6 +268,9 @@ class GPT2:
         if str(other.get("device")) == "cpu":  # TransformerLens's device="cpu": the cache on the CPU, host's NumPy
             del other["device"]
             host = True
+        plain = other.get("return_cache_object") is False  # TransformerLens's: the cache as a plain dict
+        if plain:
+            del other["return_cache_object"]
         refuse_lens_options(other, "run_with_cache")
         out = run_with_cache(
             self,
@@ -287,7 +290,7 @@ class GPT2:
         )
         for name, fn in keep:  # reset_hooks_end=False: the run's hooks stay added, as TransformerLens's
             self.add_hook(name, fn)
-        return out
+        return (out[0], dict(out[1])) if plain else out
 
     def run_with_hooks(
         self,

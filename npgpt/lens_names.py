@@ -60,7 +60,7 @@ LENS_OPTIONS = {
     "incl_bwd": "npgpt.hooks.activation_grads gives a metric's gradient at every cached activation (JAX)",
     "device": "the cache is NumPy on the host (host=True); host=False keeps the backend's arrays on its device",
     "pos_slice": "run_with_cache takes it; run_with_hooks' hooks see every position: index the position axis",
-    "return_cache_object": "the cache is a dict already; dict(cache) for a plain one",
+    "return_cache_object": "True or False (a plain dict of the activations)",
     "clear_contexts": "True or False: npgpt's hooks keep no hook.ctx between calls",
 }
 # ... and the values of them that ask for what npgpt does anyway (TransformerLens's defaults among them)
@@ -69,7 +69,7 @@ LENS_SAME = {
     "bwd_hooks": lambda v: isinstance(v, (list, tuple)) and not v,
     "incl_bwd": lambda v: v is False,
     "remove_batch_dim": lambda v: v is False,
-    "return_cache_object": lambda v: v is True,
+    "return_cache_object": lambda v: isinstance(v, bool),
     "device": lambda v: v is None,
 }
 

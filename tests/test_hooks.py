@@ -1301,7 +1301,10 @@ def test_transformer_lens_options_at_values_that_ask_for_npgpts_behaviour_are_ac
         _, on_cpu = m.run_with_cache(ids, device="cpu", host=host)
         assert all(isinstance(a, np.ndarray) for a in on_cpu.values())
         np.testing.assert_allclose(on_cpu["resid_post", 1], cache["resid_post", 1], atol=1e-5)
+    _, plain = model.run_with_cache(ids, return_cache_object=False)  # TransformerLens's: a plain dict; was refused
+    assert type(plain) is dict and plain.keys() == cache.keys()
     for run, kw, says in (
+        (model.run_with_cache, {"return_cache_object": 0}, "return_cache_object=0 is not npgpt's; True or False"),
         (model.run_with_hooks, {"reset_hooks_end": "no"}, "reset_hooks_end must be True or False, got 'no'"),
         (model.run_with_hooks, {"bwd_hooks": [("hook_embed", print)]}, "bwd_hooks=.* is not npgpt.s; .*grads"),
         (model.run_with_cache, {"incl_bwd": True}, "incl_bwd=True is not npgpt's; .*activation_grads"),
