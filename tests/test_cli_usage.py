@@ -355,6 +355,31 @@ def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
     assert r.returncode == 2 and "env var" not in r.stderr and "'x' is not an integer" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("next", "Hi", "--json"),
+        ("eval", "-", "--json"),
+        ("score", "-", "--json"),
+        ("lens", "Hi"),
+        ("attention", "In the beginning God created"),
+        ("info", "--json"),
+    ],
+    ids=lambda a: a[0],
+)
+def test_every_command_that_runs_a_model_reads_llama_arg_model(model_file, args):
+    """llama.cpp reads LLAMA_ARG_MODEL in every tool that takes -m (llama-perplexity's too), npgpt only in generate,
+    chat and serve: `npgpt eval` or `npgpt next` with it set ran the default model, another than generate's. Each
+    command that runs a model now reads it where -m is not given; -m wins."""
+    text = "In the beginning God created the heaven and the earth.\n" * 3
+    ours = run_cli(*args, "-m", model_file, input=text)
+    assert ours.returncode == 0, ours.stderr
+    read = run_cli(*args, env={"LLAMA_ARG_MODEL": model_file}, input=text)
+    assert (read.returncode, read.stdout) == (0, ours.stdout), read.stderr
+    flagged = run_cli(*args, "-m", model_file, env={"LLAMA_ARG_MODEL": "/no/such"}, input=text)
+    assert (flagged.returncode, flagged.stdout) == (0, ours.stdout), flagged.stderr
+
+
 # -- 7. info names the model file and its own size -------------------------------------------------------------
 def test_info_on_a_training_folder_counts_only_the_model(model_file, tmp_path):
     run = tmp_path / "run"

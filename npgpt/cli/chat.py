@@ -31,7 +31,7 @@ from .options import (
     IgnoreEosOpt,
     LogitBiasOpt,
     MinPOpt,
-    ModelEnvOpt,
+    ModelOpt,
     PresencePenaltyOpt,
     RepetitionPenaltyOpt,
     TemperatureOpt,
@@ -67,7 +67,7 @@ OLLAMAS = {
 
 
 def chat_command(
-    model: ModelEnvOpt = None,
+    model: ModelOpt = None,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
     system: Annotated[str | None, typer.Option("--system", help="A system message before the conversation.")] = None,

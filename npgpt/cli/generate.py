@@ -27,7 +27,6 @@ from .options import (
     JsonOpt,
     LogitBiasOpt,
     MinPOpt,
-    ModelEnvOpt,
     ModelOpt,
     PresencePenaltyOpt,
     RepetitionPenaltyOpt,
@@ -87,7 +86,7 @@ def generate(
             help="--batch-file, told apart from llama.cpp's -f.",
         ),
     ] = None,
-    model: ModelEnvOpt = None,
+    model: ModelOpt = None,
     backend: BackendOpt = "numpy",
     dtype: DtypeOpt = "float32",
     max_new_tokens: Annotated[

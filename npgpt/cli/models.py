@@ -11,6 +11,7 @@ from rich.text import Text
 
 from ..errors import NpgptError
 from .options import (
+    MODEL_ENV,
     Interrupted,
     JsonOpt,
     Terminated,
@@ -135,7 +136,10 @@ def convert(
 
 def info(
     model: Annotated[
-        str | None, typer.Argument(callback=model_value, help="Path or name; default: the default model.")
+        str | None,
+        typer.Argument(
+            callback=model_value, envvar=MODEL_ENV, help="Path or name (or -m); default: the default model."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -42,12 +42,18 @@ name_value = not_empty("name", "a name")
 repo_value = not_empty("repo id", "ORG/NAME")
 revision_value = not_empty("revision", "a branch, tag or commit (or leave --revision out for main)")
 
+# llama.cpp reads LLAMA_ARG_MODEL in every tool that takes -m (llama-cli, llama-server, llama-perplexity, ...): so does
+# every npgpt command that runs a model (generate, chat, next, eval, score, lens, attention; serve and info read it
+# too). The command line wins over it, as in llama.cpp. Not read by train (--init: a model to fine-tune, never a
+# default), bench (llama-bench reads no variables; a benchmark names what it measures) or convert (a source is given).
+MODEL_ENV = "LLAMA_ARG_MODEL"
 ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
         "-m",
         callback=model_value,
+        envvar=MODEL_ENV,
         help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.",
     ),
 ]
@@ -60,19 +66,6 @@ def dtype_value(value: str) -> str:
 
     return ",".join(other_dtype_name(v) for v in value.split(","))
 
-
-# llama-cli's -m from llama.cpp's environment variable, on the commands that stand for llama-cli and llama-server
-# (generate, chat, serve): the command line wins over it, as in llama.cpp.
-ModelEnvOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        callback=model_value,
-        envvar="LLAMA_ARG_MODEL",
-        help="Checkpoint path or downloaded name (124M…); default: a downloaded GPT-2, else the bundled model.",
-    ),
-]
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="numpy, jax, torch, cupy or cupynumeric.")]
 DtypeOpt = Annotated[
