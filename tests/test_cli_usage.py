@@ -528,6 +528,33 @@ def test_stdout_closed_or_full(model_file):
     one_line_error(r, "No space left")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "Hi", "--stream", "--max-new-tokens", "120"),  # written token by token
+        ("score", "-"),  # a rich table, written at the end: more than a pipe holds
+    ],
+    ids=lambda a: a[0],
+)
+def test_a_reader_that_leaves_ends_the_run_as_sigpipe_does(model_file, args):
+    """`npgpt generate ... | head -c 5` exited 1 (click's and rich's handling of EPIPE), which a script under
+    `set -o pipefail` cannot tell from a failure. llama-cli, Ollama and cat die of SIGPIPE there: the shell's 141,
+    nothing on stderr. npgpt now ends so too."""
+    exe = os.path.join(os.path.dirname(sys.executable), "npgpt")
+    text = "In the beginning God created the heaven and the earth. " * 300  # ~3,600 tokens: ~100 KB of table
+    p = subprocess.Popen(
+        [exe, *args, "--model", model_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert p.stdin is not None and p.stdout is not None and p.stderr is not None
+    p.stdin.write(text.encode())
+    p.stdin.close()
+    assert p.stdout.read(5)  # as `head -c 5` reads, then leaves
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "error" not in err and "Traceback" not in err, err
+
+
 def test_convert_bad_dtype_or_device_target(model_file, tmp_path):
     one_line_error(
         run_cli("convert", model_file, str(tmp_path / "x.safetensors"), "--dtype", "bfloat16"),

@@ -18,7 +18,7 @@ import typer
 from ..errors import NpgptError, NpgptWarning, reason
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
 from .flags import as_flags
-from .options import Interrupted, Terminated, print_error, raise_terminated
+from .options import Interrupted, OutputClosed, Terminated, print_error, raise_terminated
 from .parsing import ClickException, Command, Group, UsageError
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
@@ -141,6 +141,8 @@ def main() -> None:
     except Interrupted as e:
         print_error(str(e))
         sys.exit(e.exit_code)
+    except OutputClosed:
+        _reader_gone()
     except NpgptError as e:
         print_error(as_flags(e))
         sys.exit(1)
@@ -151,6 +153,8 @@ def main() -> None:
     except OSError as e:  # writing the results failed: stdout on a full disk, a closed pipe or descriptor
         if e.errno not in _OUTPUT_ERRORS or e.filename is not None:  # a named file is the library's to report
             _internal(e)
+        if e.errno == errno.EPIPE:  # the last of the output, written at the flush above, found no reader
+            _reader_gone()
         _drop_stdout()
         print_error(f"cannot write the output: {e.strerror or e}")
         sys.exit(1)
@@ -177,6 +181,15 @@ def _internal(e: BaseException) -> None:
         raise e
     print_error(f"{reason(e)} (set NPGPT_DEBUG=1 for a traceback)", label="internal error")
     sys.exit(1)  # an error, as Python's own exit for an uncaught exception: 2 is a command line that does not parse
+
+
+def _reader_gone() -> None:
+    """End as a program killed by SIGPIPE ends in the shell, exit status 141 and nothing said, as llama-cli, Ollama
+    and cat do when what reads their output leaves (``npgpt generate ... | head -n 1``). click exited 1, which a
+    script under ``set -o pipefail`` could not tell from a failure; Python's own default is a traceback. Exited rather
+    than killed, so that exit handlers still run."""
+    _drop_stdout()
+    sys.exit(128 + getattr(signal, "SIGPIPE", 13))
 
 
 def _drop_stdout() -> None:

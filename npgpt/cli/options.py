@@ -199,7 +199,12 @@ def console(stderr: bool = False) -> Console:
     they are: no markup (style with ``rich.text.Text``), no auto-highlighting."""
     from rich.console import Console
 
-    screen = Console(stderr=stderr, highlight=False, markup=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits 1, as if the command had failed
+            self.quiet = True
+            raise OutputClosed()
+
+    screen = _Console(stderr=stderr, highlight=False, markup=False)
     if not screen.is_terminal:
         # A pipe or a file has no width: rich would break lines at 80 columns (or at an exported COLUMNS, which
         # describes the terminal, not the pipe), splitting a path or a list of ids, and squeezing a table's
@@ -259,6 +264,12 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__()
         self.signum = signum
+
+
+class OutputClosed(Exception):
+    """What reads npgpt's output went away (``npgpt generate ... | head -n 1``): not an error to report, and not
+    click's to turn into a silent exit 1 (it catches EPIPE itself). :func:`npgpt.cli.commands.main` ends the run with
+    the status the shell gives llama-cli, Ollama and cat, which SIGPIPE kills there: 141, nothing on stderr."""
 
 
 def raise_terminated(signum: int, frame: object) -> None:

@@ -48,10 +48,14 @@ class Command(TyperCommand):
                 param.display_type = _path_type  # type: ignore[method-assign]
 
     def invoke(self, ctx: Any) -> Any:
-        from .options import Interrupted, Terminated
+        from .options import Interrupted, OutputClosed, Terminated
 
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # click would exit 1, silently, as if the command had failed
+            if not _output_closed():
+                raise
+            raise OutputClosed() from None
         except NpgptError as e:  # a bad value found by the command (--temp -1): named as typed too, as click's are
             raise _named_by_env(_named_as_typed(e, ctx.meta.get(_TYPED, {})), self, ctx) from None
         except KeyboardInterrupt as e:  # what a write left is the writer's to keep whole (atomic_path, write_together)
@@ -195,6 +199,25 @@ class Command(TyperCommand):
 
     def _has(self, ours: str) -> bool:
         return _has(self, ours)
+
+
+def _output_closed() -> bool:
+    """Whether stdout or stderr is a pipe whose reader has gone (``| head``), rather than some other pipe the command
+    wrote to. poll reports POLLERR on such a pipe's writing end (POSIX); where there is no poll, assume it is."""
+    import select
+    import sys
+
+    if not hasattr(select, "poll"):
+        return True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            poller = select.poll()
+            poller.register(stream.fileno(), 0)  # 0: only POLLERR, POLLHUP and POLLNVAL, which are always reported
+            if any(events & select.POLLERR for _, events in poller.poll(0)):
+                return True
+        except (AttributeError, OSError, ValueError):  # no descriptor (a replaced stream), or a closed one
+            continue
+    return False
 
 
 def _repeat_the_value(e: Any) -> None:
