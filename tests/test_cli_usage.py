@@ -1533,6 +1533,24 @@ def test_ollamas_run_has_its_own_help(model_file):
         assert (r.returncode, r.stdout) == (0, ours.stdout), (args, r.stderr)
 
 
+def test_ollamas_run_with_the_prompt_where_the_model_goes_says_what_was_meant(model_file):
+    """`npgpt run "Why is the sky blue?"` (no model: Ollama's habit with its default in mind) read the prompt as the
+    model: "'Why is the sky blue?' is not a file or a known model". It now says run takes a model first, and the
+    command for the default model; `npgpt run PROMPT MODEL` says the model goes first."""
+    r = run_cli("run", "Why is the sky blue?")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "npgpt run MODEL 'Why is the sky blue?'" in r.stderr, r.stderr
+    assert "with the default model: npgpt generate 'Why is the sky blue?'" in r.stderr, r.stderr
+    for args in (["Why is the sky blue?", model_file], ["Why", "is", "it", "--seed", "1", model_file]):
+        r = run_cli("run", *args)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert "the model goes first, then the prompt: npgpt run" in r.stderr, r.stderr
+    ours = run_cli("run", model_file, "Why is the sky blue?", "--seed", "1", "--max-new-tokens", "2")  # still runs
+    assert ours.returncode == 0 and ours.stdout.startswith("Why is the sky blue?"), ours.stderr
+    r = run_cli("run", "nosuchmodel", "Hi")  # a mistyped name: the list of models, as before
+    assert r.returncode == 1 and "'nosuchmodel' is not a file or a known model; available" in r.stderr, r.stderr
+
+
 def test_ollamas_run_takes_a_prompt_after_double_dash_as_text():
     """`npgpt run MODEL -- -5 degrees` (a prompt that starts with '-', after -- as every npgpt command takes it) ran
     chat with '-5 degrees' as an extra argument; the words after -- are the prompt, as generate's."""

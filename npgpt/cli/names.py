@@ -421,6 +421,35 @@ def _ollama_run_args(commands: Mapping[str, Any], rest: list[str]) -> list[str]:
     return ["generate", *model, *options, "--", " ".join(prompt)]
 
 
+def _prompt_first(commands: Mapping[str, Any], rest: list[str]) -> str | None:
+    """What ``npgpt run`` says where its first word, which it reads as the model, is the prompt: one of several words
+    that is no model (``npgpt run "Why is the sky blue?"``), or one followed by a model (``npgpt run Hi 124M``); None
+    otherwise (a mistyped name gets the list of models when it is loaded). Ollama pulls such a "model" and fails."""
+    import shlex
+
+    from ..registry import names_a_model
+
+    ended = rest.index("--") if "--" in rest else len(rest)
+    options, words, _ = _options_and_words(commands, rest[:ended])
+    if not words or any(o in ("-m", "--model") or o.startswith("--model=") for o in options):
+        return None
+    first, *others = words
+    if names_a_model(first) or not (any(c.isspace() for c in first.strip()) or others and names_a_model(others[-1])):
+        return None
+
+    def quoted(text: str) -> str:  # a page pasted is not repeated
+        return shlex.quote(text) if len(text) <= 80 and text.isprintable() else "PROMPT"
+
+    if others and names_a_model(others[-1]):  # `run PROMPT MODEL`: the other order
+        prompt = quoted(" ".join([first, *others[:-1]]))
+        return f"the model goes first, then the prompt: npgpt run {shlex.quote(others[-1])} {prompt}"
+    prompt = quoted(" ".join(words))
+    return (
+        f"npgpt run takes a model first, then the prompt: npgpt run MODEL {prompt} (124M, a path or bundled; "
+        f"npgpt list shows what is downloaded); with the default model: npgpt generate {prompt}"
+    )
+
+
 def _options_and_words(commands: Mapping[str, Any], args: list[str]) -> tuple[list[str], list[str], bool]:
     """``args`` of ``run MODEL`` split into options (each with its value) and the prompt's words, wherever they stand:
     Ollama joins every word that is not an option or its value. Whether an option takes a value is generate's (or

@@ -12,7 +12,18 @@ from typing import Any
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ..errors import NpgptError, cut
-from .names import _GROUPED, COMMANDS, INSTEAD, OPTIONS, _as_ours, _has, _hint_message, _ollama_args, _ours
+from .names import (
+    _GROUPED,
+    COMMANDS,
+    INSTEAD,
+    OPTIONS,
+    _as_ours,
+    _has,
+    _hint_message,
+    _ollama_args,
+    _ours,
+    _prompt_first,
+)
 
 # typer 0.2x carries its own copy of click, whose exceptions are not click's.
 _click: Any = importlib.import_module("typer._click" if importlib.util.find_spec("typer._click") else "click")
@@ -371,6 +382,11 @@ class Group(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not ctx.resilient_parsing:
+            wrong = _prompt_first(self.commands, args[1:]) if args[:1] == ["run"] else None
+            if wrong is not None:  # `npgpt run "Why is the sky blue?"`: no model is named, the prompt was read as one
+                error = UsageError(wrong, ctx=ctx)
+                error.help_path = f"{ctx.command_path} run"
+                raise error
             args = _ollama_args(self.commands, args)
         # the group's own options end at the command's name; click would read "-ngl" as -n -g -l: look first
         named = next((i for i, a in enumerate(args) if a in self.commands or a == "--"), len(args))
