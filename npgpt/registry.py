@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from .config import PRESETS
-from .errors import NpgptError, shown
+from .errors import NpgptError, cut, shown
 from .files import locked_folder
 from .formats.npgpt_format import MODEL_FILE
 
@@ -146,11 +146,20 @@ def names_a_model(text: str) -> bool:
     name or alias (``124M``, ``gpt2``) or a Hugging Face ``ORG/NAME[@REVISION]``."""
     key = text.strip()
     return (
-        Path(key).expanduser().exists()
+        _exists(Path(key).expanduser())
         or key.lower() in _KEYS
         or key == BUNDLED
         or bool(_REPO_ID.fullmatch(key.partition("@")[0]))
     )
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists (a broken link too), False for a name no file can have: ``Path.exists`` raises
+    "File name too long" for a name past the system's limit (255 bytes a part), as a prompt given as the model is."""
+    try:
+        return path.exists() or path.is_symlink()
+    except OSError:
+        return False
 
 
 def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
@@ -168,7 +177,7 @@ def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
     key = name_or_path.strip()
     if not key:  # '' was "'' is not a file or a known model", as if a name had been mistyped
         raise NpgptError("the model is empty; give a path or a name")
-    if key and (Path(key).expanduser().exists() or Path(key).expanduser().is_symlink()):
+    if key and _exists(Path(key).expanduser()):
         return Path(key).expanduser(), None  # a broken link too: loading it names its target
     if key.lower() == BUNDLED:
         return _bundled(), None
@@ -197,10 +206,10 @@ def resolve(name_or_path: str | None) -> tuple[Path, str | None]:
             f"name, {url}"
         )
     if "/" in key or "\\" in key:  # a path (not a repo id, see _REPO_ID): naming downloads would mislead
-        raise NpgptError(f"no such file or directory: {key}")
+        raise NpgptError(f"no such file or directory: {cut(key)}")
     available = [n for n, _ in list_cached()] + ([BUNDLED] if bundled_path().is_file() else [])
     raise NpgptError(
-        f"{name_or_path!r} is not a file or a known model; available: {', '.join(available) or 'none'}; "
+        f"{shown(name_or_path)} is not a file or a known model; available: {', '.join(available) or 'none'}; "
         f"to download: {', '.join(OPENAI_NAMES)} (`npgpt download NAME`) or `npgpt download --hf ORG/NAME`"
     )
 
@@ -279,13 +288,13 @@ def cached_folders(name: str) -> list[Path]:
         if f.is_dir() and (f.parent.resolve() if f.is_symlink() else f.resolve()).is_relative_to(home().resolve())
     ]
     if not found and key.lower() != BUNDLED and (why := home_is_no_folder()) is not None:
-        raise NpgptError(f"{name!r} is not in the cache: {why}")  # not "downloaded models: none"
+        raise NpgptError(f"{shown(name)} is not in the cache: {why}")  # not "downloaded models: none"
     if not found:
         cached = ", ".join(n for n, _ in list_cached()) or "none"
         what = (
             "the bundled model ships with npgpt and cannot be removed"
             if key.lower() == BUNDLED
-            else f"{name!r} is not in the cache ({home()})"
+            else f"{shown(name)} is not in the cache ({home()})"
         )
         raise NpgptError(f"{what}; downloaded models: {cached} (see `npgpt list`)")
     return found
