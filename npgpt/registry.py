@@ -77,7 +77,7 @@ def openai_name(name: str) -> str:
     canonical = _KEYS.get(name.strip().lower())
     if canonical is None:
         valid = ", ".join([*OPENAI_NAMES, *ALIASES])
-        raise NpgptError(f"unknown GPT-2 model {name!r}; expected one of {valid}")
+        raise NpgptError(f"unknown GPT-2 model {shown(name)}; expected one of {valid}")
     return canonical
 
 

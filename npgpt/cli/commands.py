@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import NpgptError, NpgptWarning, reason
+from ..errors import NpgptError, NpgptWarning, cut, reason
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
 from .flags import as_flags
 from .options import Interrupted, OutputClosed, Terminated, print_error, raise_terminated
@@ -151,6 +151,9 @@ def main() -> None:
     except typer.Abort:  # click's, for an end of input it was reading: as click, exit 1
         sys.exit(1)
     except OSError as e:  # writing the results failed: stdout on a full disk, a closed pipe or descriptor
+        if e.errno == errno.ENAMETOOLONG and e.filename is not None:  # a path typed (text pasted where one goes)
+            print_error(f"{cut(os.fsdecode(e.filename))}: the name is too long for a file ({e.strerror})")
+            sys.exit(1)
         if e.errno not in _OUTPUT_ERRORS or e.filename is not None:  # a named file is the library's to report
             _internal(e)
         if e.errno == errno.EPIPE:  # the last of the output, written at the flush above, found no reader
