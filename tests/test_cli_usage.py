@@ -336,6 +336,52 @@ def test_serve_reads_llama_servers_and_ollamas_environment_variables():
     one_line_error(run_cli("serve", env=env, timeout=60), "/no such/model.gguf")  # the path whole, with its space
 
 
+def test_serve_reads_llama_servers_alias_and_ollamas_server_variables(model_file, monkeypatch):
+    """llama-server's LLAMA_ARG_ALIAS (its --alias: the model's name in the API) and Ollama's OLLAMA_NUM_PARALLEL,
+    OLLAMA_MAX_QUEUE and OLLAMA_ORIGINS were ignored, though npgpt serve has the options they set (-m NAME=PATH,
+    --max-batch, --max-queue, --allowed-origins): a client asking for the alias got a 404. They set them now where
+    the command line does not; llama.cpp's variable before Ollama's; --alias is taken too."""
+    pytest.importorskip("fastapi")
+    from typer.testing import CliRunner
+
+    import npgpt
+    from npgpt.cli import app
+    from npgpt.cli import serve as serve_cli
+    from npgpt.server import app as server_app
+
+    got: dict = {}
+
+    def create_app(models, **settings):
+        got.update(settings, names=list(models))
+        raise NpgptError("stop before serving")
+
+    monkeypatch.setattr(server_app, "create_app", create_app)
+    monkeypatch.setattr(serve_cli, "load_model", lambda path, *a, **k: npgpt.load(path))
+
+    def serve(*args: str, **env: str) -> str:
+        got.clear()
+        r = CliRunner().invoke(app, ["serve", "--port", "0", *args], env=env)
+        assert isinstance(r.exception, NpgptError), r.output
+        return str(r.exception)
+
+    assert serve("-m", model_file, LLAMA_ARG_ALIAS="my-gpt") == "stop before serving"
+    assert got["names"] == ["my-gpt"]
+    serve("-m", model_file, "--alias", "typed")
+    assert got["names"] == ["typed"]
+    serve("-m", f"own={model_file}", LLAMA_ARG_ALIAS="my-gpt")  # the command line's name wins
+    assert got["names"] == ["own"]
+    assert "--alias names the one model served" in serve("-m", model_file, "-m", "bundled", "--alias", "x")
+    serve("-m", model_file, "-m", "bundled", LLAMA_ARG_ALIAS="my-gpt")  # not read: names from the files
+    assert got["names"] == ["tiny", "bundled"]
+    serve(model_file, OLLAMA_NUM_PARALLEL="3", OLLAMA_MAX_QUEUE="7", OLLAMA_ORIGINS="http://localhost:3000")
+    assert (got["max_batch"], got["max_queue"], got["allowed_origins"]) == (3, 7, ["http://localhost:3000"])
+    serve(model_file, "--max-batch", "2", LLAMA_ARG_N_PARALLEL="5", OLLAMA_NUM_PARALLEL="3")  # the flag wins
+    assert got["max_batch"] == 2
+    serve(model_file, LLAMA_ARG_N_PARALLEL="5", OLLAMA_NUM_PARALLEL="3")  # llama.cpp's, then Ollama's
+    assert got["max_batch"] == 5
+    assert "OLLAMA_ORIGINS" in serve(model_file, OLLAMA_ORIGINS="localhost:3000")  # a bad value names the variable
+
+
 def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
     """LLAMA_ARG_MODEL and LLAMA_ARG_N_PREDICT (llama-cli's -m and -n) were ignored by generate and chat; they set
     --model and --max-new-tokens where the command line does not, and a bad value names the variable."""

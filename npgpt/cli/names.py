@@ -122,7 +122,6 @@ _CONVERSE = [("chat", "npgpt chat is interactive already; drop it"), ("*", "for 
 _PIPE_IN = [("chat", "npgpt chat reads your messages from the terminal, or piped in: echo Hi | npgpt chat")]
 _DOWNLOAD_FIRST = [("--model", "download it first (`npgpt download --hf ORG/NAME`), then use -m ORG/NAME")]
 _VERBOSE = [("*", "npgpt has no verbose mode; NPGPT_DEBUG=1 adds a traceback to an error")]
-_ALIAS = [("serve", "name a model with --model NAME=PATH")]
 _LOGPROBS = [
     (
         "*",
@@ -238,8 +237,6 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--prompt": _PIPE_IN,
     "-hf": _DOWNLOAD_FIRST,
     "--hf-repo": _DOWNLOAD_FIRST,
-    "-a": _ALIAS,  # llama-server's alias
-    "--alias": _ALIAS,
     "-v": _VERBOSE,  # llama.cpp's; Ollama's -v, the version, is the root's (OPTIONS)
     "--verbose": _VERBOSE,
     "--color": [("*", "npgpt colours its output on a terminal by itself; NO_COLOR=1 turns colour off")],

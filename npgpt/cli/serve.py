@@ -58,10 +58,27 @@ def serve_command(
             "--api-key", envvar=["NPGPT_API_KEY", "LLAMA_API_KEY"], help="Require `Authorization: Bearer KEY` on /v1/*."
         ),
     ] = None,
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            "--alias",
+            "-a",
+            envvar="LLAMA_ARG_ALIAS",
+            help="The name clients put in `model` for the one model served (llama-server's --alias; -m NAME=PATH "
+            "names it too).",
+            show_default=False,
+        ),
+    ] = None,
     max_batch: Annotated[
-        int, typer.Option(envvar="LLAMA_ARG_N_PARALLEL", help="Rows decoded together per model (continuous batching).")
+        int,
+        typer.Option(
+            envvar=["LLAMA_ARG_N_PARALLEL", "OLLAMA_NUM_PARALLEL"],
+            help="Rows decoded together per model (continuous batching).",
+        ),
     ] = 16,
-    max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free row; more get 503.")] = 64,
+    max_queue: Annotated[
+        int, typer.Option(envvar="OLLAMA_MAX_QUEUE", help="Requests that may wait for a free row; more get 503.")
+    ] = 64,
     backend: BackendOpt = "numpy",
     dtype: Annotated[
         str,
@@ -102,6 +119,7 @@ def serve_command(
     allowed_origins: Annotated[
         str | None,
         typer.Option(
+            envvar="OLLAMA_ORIGINS",
             help="Comma-separated origins whose web pages may call the server (CORS), e.g. "
             "http://localhost:3000,https://chat.example.com, or * for any. Default: none (same-origin only).",
             show_default=False,
@@ -124,7 +142,8 @@ def serve_command(
     Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /v1/next_tokens, /health, /metrics.
 
     llama-server's environment variables set the options they name where the command line does not (LLAMA_ARG_MODEL,
-    LLAMA_ARG_HOST, LLAMA_ARG_PORT, LLAMA_ARG_N_PARALLEL, LLAMA_API_KEY), and so does Ollama's OLLAMA_HOST.
+    LLAMA_ARG_ALIAS, LLAMA_ARG_HOST, LLAMA_ARG_PORT, LLAMA_ARG_N_PARALLEL, LLAMA_API_KEY), and so do Ollama's
+    OLLAMA_HOST, OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE and OLLAMA_ORIGINS.
     """
     from ..server.settings import check_settings  # no FastAPI: a bad option is named before anything is needed
 
@@ -156,9 +175,10 @@ def serve_command(
         model = [os.environ["LLAMA_ARG_MODEL"]]
         ctx.meta.setdefault(ENV, {})["--model"] = ("LLAMA_ARG_MODEL", model[0])
     host, port = _ollama_host(ctx, host, port)
-    specs = [_split_spec(spec) for spec in model] if model else [("", None)]
+    specs: list[tuple[str, str | None]] = [_split_spec(spec) for spec in model] if model else [("", None)]
     if any(name and not path for name, path in specs):
         raise NpgptError("a --model NAME= names no model; write --model NAME=PATH (a path or a downloaded name)")
+    specs = _with_alias(ctx, specs, alias)
     named = [name for name, _ in specs if name]
 
     def check_name(name: str) -> None:  # the library's refusal, with the flag that names a model
@@ -313,6 +333,27 @@ def bind(host: str, port: int) -> socket.socket:
             ) from None
         raise NpgptError(f"cannot listen on {host}:{port}: {e.strerror or e}; check --host and --port") from None
     return sock
+
+
+def _with_alias(
+    ctx: typer.Context, specs: list[tuple[str, str | None]], alias: str | None
+) -> list[tuple[str, str | None]]:
+    """``specs`` with llama-server's ``--alias`` (or LLAMA_ARG_ALIAS) as the name of the one model served. NpgptError
+    for --alias typed beside several models, or beside the model's own NAME=; LLAMA_ARG_ALIAS there is not read,
+    as the command line wins over a variable (said in a notice where several models are served)."""
+    if alias is None:
+        return specs
+    source = ctx.get_parameter_source("alias")
+    typed = source is None or source.name != "ENVIRONMENT"
+    if len(specs) > 1:
+        if typed:
+            raise NpgptError("--alias names the one model served; with several, name each: --model NAME=PATH")
+        print_notice(f"LLAMA_ARG_ALIAS={alias} is not read: it names one model and {len(specs)} are served")
+        return specs
+    (name, path), *_ = specs
+    if name and typed:
+        raise NpgptError(f"the model is named twice, {name!r} by --model NAME=PATH and {alias!r} by --alias; give one")
+    return [(name or alias, path)]
 
 
 def _split_spec(spec: str) -> tuple[str, str]:
