@@ -382,6 +382,36 @@ def test_serve_reads_llama_servers_alias_and_ollamas_server_variables(model_file
     assert "OLLAMA_ORIGINS" in serve(model_file, OLLAMA_ORIGINS="localhost:3000")  # a bad value names the variable
 
 
+def test_llama_cpps_thread_count_sets_npgpts():
+    """LLAMA_ARG_THREADS (llama.cpp's -t, read by all its tools) was ignored: npgpt ran on every core of a machine
+    the user had given fewer. It sets OMP_NUM_THREADS, npgpt's threads (OpenBLAS's, ONNX Runtime's pool), where
+    that is not set; -1 is every core; a value that is no number of threads is one line."""
+    code = (
+        "import atexit, os, sys\n"
+        "def said():\n"
+        "    from npgpt.onnx_session import _threads\n"
+        '    sys.stderr.write(f\'threads={os.environ.get("OMP_NUM_THREADS", "-")},{_threads()}\\n\')\n'
+        "atexit.register(said)\n"
+        "sys.argv = ['npgpt', 'tokenize', '--ids', 'Hi']\n"
+        "from npgpt.cli import main\n"
+        "main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+
+    def run(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**env, **extra}
+        )
+
+    assert "threads=1,1" in run(LLAMA_ARG_THREADS="1").stderr
+    assert "threads=-,0" in run(LLAMA_ARG_THREADS="-1").stderr  # llama.cpp's default: every core
+    assert "threads=2," in run(LLAMA_ARG_THREADS="1", OMP_NUM_THREADS="2").stderr  # npgpt's own wins
+    r = run(LLAMA_ARG_THREADS="four")
+    assert r.returncode == 1 and r.stderr.splitlines()[0] == (
+        "error: LLAMA_ARG_THREADS=four is not a number of threads; give one >= 1 (or -1: every core)"
+    ), r.stderr
+
+
 def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
     """LLAMA_ARG_MODEL and LLAMA_ARG_N_PREDICT (llama-cli's -m and -n) were ignored by generate and chat; they set
     --model and --max-new-tokens where the command line does not, and a bad value names the variable."""

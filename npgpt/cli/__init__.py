@@ -32,11 +32,31 @@ from typing import Any
 def main() -> None:
     """Entry point of ``npgpt`` (``python -m npgpt``, ``python -m npgpt.cli``): run the app, turning user errors
     into one line and an exit code."""
+    _threads_from_llama_cpp()
     try:  # a second of imports (typer, rich, NumPy) that only the entry point can catch
         from .commands import main as run
     except KeyboardInterrupt:  # Ctrl-C as npgpt starts: a traceback through NumPy's import; silent, as run's own
         sys.exit(130)
     run()
+
+
+def _threads_from_llama_cpp() -> None:
+    """llama.cpp's LLAMA_ARG_THREADS (its -t, read by every llama.cpp tool) as npgpt's way to set its threads,
+    OMP_NUM_THREADS, where that is not set: it was ignored, and npgpt ran on every core of a machine the user had
+    given 4. Set here, before NumPy is imported, since OpenBLAS reads it when it loads (ONNX Runtime's pool when it
+    is made); process-wide, so only the entry point does it. -1 (or empty) is llama.cpp's default: every core. A
+    value that is no number of threads: one line, exit 1, as llama.cpp refuses it."""
+    import os
+
+    value = os.environ.get("LLAMA_ARG_THREADS", "").strip()
+    if not value or value == "-1" or os.environ.get("OMP_NUM_THREADS", "").strip():
+        return
+    if not value.isdigit() or int(value) == 0:
+        sys.stderr.write(
+            f"error: LLAMA_ARG_THREADS={value} is not a number of threads; give one >= 1 (or -1: every core)\n"
+        )
+        sys.exit(1)
+    os.environ["OMP_NUM_THREADS"] = str(int(value))
 
 
 def __getattr__(name: str) -> Any:

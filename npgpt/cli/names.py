@@ -111,7 +111,10 @@ ACCEPTED = {
 # Other tools' options that a command has no counterpart of, and what to do instead: the first (condition,
 # text) whose condition holds is said (an option the command has, a command's name, or "*"); a text names
 # only flags the command has (tests/test_cli_usage.py checks it). "{cmd}" is the command's name.
-_THREADS = "npgpt's threads follow OMP_NUM_THREADS (default: every core): OMP_NUM_THREADS=4 npgpt {cmd} ..."
+_THREADS = (
+    "npgpt's threads follow OMP_NUM_THREADS (or llama.cpp's LLAMA_ARG_THREADS; default: every core): "
+    "OMP_NUM_THREADS=4 npgpt {cmd} ..."
+)
 _CONTEXT = "the context length is the model's own (n_ctx; npgpt info shows it) and cannot be changed"
 _ON_JAX = "npgpt train runs on every device JAX sees; JAX_PLATFORMS=cpu keeps it on the CPU"
 _OFFLOAD = [
