@@ -412,6 +412,21 @@ def test_llama_cpps_thread_count_sets_npgpts():
     ), r.stderr
 
 
+def test_a_context_size_set_for_llama_cpp_or_ollama_is_said_to_change_nothing(model_file):
+    """LLAMA_ARG_CTX_SIZE (llama.cpp's -c) and OLLAMA_CONTEXT_LENGTH were ignored without a word, where their user
+    expects a context of that size; npgpt has no such setting (a model's context is its own). A notice says so
+    where one asks for another size than the model's; 0 (llama.cpp's "the model's own") or the model's says nothing."""
+    args = ("generate", "Hi", "-m", model_file, "--max-new-tokens", "2")
+    for variable in ("LLAMA_ARG_CTX_SIZE", "OLLAMA_CONTEXT_LENGTH"):
+        r = run_cli(*args, env={variable: "4096"})
+        assert r.returncode == 0, r.stderr
+        assert f"{variable}=4096 is not read: the context length is the model's own, 128 tokens" in r.stderr, r.stderr
+        for same in ("0", "128"):
+            assert "is not read" not in run_cli(*args, env={variable: same}).stderr
+    r = run_cli("chat", "-m", model_file, "--max-new-tokens", "2", input="Hi\n", env={"LLAMA_ARG_CTX_SIZE": "512"})
+    assert "LLAMA_ARG_CTX_SIZE=512 is not read" in r.stderr, r.stderr
+
+
 def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
     """LLAMA_ARG_MODEL and LLAMA_ARG_N_PREDICT (llama-cli's -m and -n) were ignored by generate and chat; they set
     --model and --max-new-tokens where the command line does not, and a bad value names the variable."""

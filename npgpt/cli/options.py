@@ -333,7 +333,28 @@ def load_model(
         print_notice(m.notice)
     if m.dtype_choice is not None:
         print_notice(f"dtype auto: {m.dtype_choice.describe()}")
+    note_context_variables(m.config.n_ctx)
     return m
+
+
+# llama.cpp's and Ollama's context size (llama-cli's -c, Ollama's num_ctx default), read by their every tool and server
+CONTEXT_VARIABLES = ("LLAMA_ARG_CTX_SIZE", "OLLAMA_CONTEXT_LENGTH")
+
+
+def note_context_variables(n_ctx: int) -> None:
+    """A notice where llama.cpp's or Ollama's context size is set to another than the model's ``n_ctx``: npgpt has no
+    such setting (a model's context is its own), so the variable changes nothing, where its user expects a context
+    of that size. 0 (llama.cpp's "the model's own") or the model's own says nothing; llama.cpp ignores the variables
+    it does not know, and so does npgpt with every other."""
+    import os
+
+    for variable in CONTEXT_VARIABLES:
+        value = os.environ.get(variable, "").strip()
+        if value and value not in ("0", str(n_ctx)):
+            print_notice(
+                f"{variable}={value} is not read: the context length is the model's own, {n_ctx} tokens for this one"
+            )
+            return
 
 
 def note_chat_template(m: GPT2, chat: str, instead: str) -> None:
