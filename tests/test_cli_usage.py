@@ -427,6 +427,30 @@ def test_a_context_size_set_for_llama_cpp_or_ollama_is_said_to_change_nothing(mo
     assert "LLAMA_ARG_CTX_SIZE=512 is not read" in r.stderr, r.stderr
 
 
+def test_tokenize_splits_as_the_models_tokenizer_does(tmp_path, model_file):
+    """`npgpt tokenize TEXT -m MODEL` (llama-tokenize's habit: it always takes -m) said "No such option: --model":
+    a character-level model's tokens could not be seen, only GPT-2's, which it never reads. tokenize now takes -m
+    (and LLAMA_ARG_MODEL) and splits as that model's tokenizer does; without one, as GPT-2's."""
+    from npgpt.char_tokenizer import CharTokenizer
+    from npgpt.config import GPT2Config
+    from npgpt.params import init_params
+
+    tok = CharTokenizer.from_text(["the cat sat on the mat"])
+    config = GPT2Config(n_vocab=tok.n_vocab, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    chars = tmp_path / "chars.safetensors"
+    npgpt_format.save(chars, config, init_params(config, 0), metadata={"tokenizer": json.dumps(tok.to_spec())})
+    r = run_cli("tokenize", "the cat", "-m", str(chars), "--ids")
+    assert (r.returncode, r.stdout.split()) == (0, [str(i) for i in tok.encode("the cat")]), r.stderr
+    r = run_cli("tokenize", "the cat", "--json", env={"LLAMA_ARG_MODEL": str(chars)})
+    assert json.loads(r.stdout)["n_tokens"] == 7, r.stderr
+    gpt2 = run_cli("tokenize", "the cat", "--ids")
+    assert (
+        gpt2.stdout.split()
+        == ["1169", "3797"]
+        == run_cli("tokenize", "the cat", "--ids", "-m", model_file).stdout.split()
+    )
+
+
 def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
     """LLAMA_ARG_MODEL and LLAMA_ARG_N_PREDICT (llama-cli's -m and -n) were ignored by generate and chat; they set
     --model and --max-new-tokens where the command line does not, and a bad value names the variable."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import NpgptError
 from .options import (
+    MODEL_ENV,
     PATH,
     PROMPT_FIX,
     PROMPT_LIMIT,
@@ -36,6 +37,7 @@ from .options import (
     console,
     load_model,
     logit_bias_value,
+    model_value,
     path_value,
     print_json,
     print_notice,
@@ -44,6 +46,9 @@ from .options import (
     unescape,
     until_full,
 )
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 SamplingOpts = dict  # the keyword arguments of npgpt.sampling.SamplingParams
 MAX_N = 128  # completions per prompt, as OpenAI's n (and npgpt serve's) allows: each is a row of one batch
@@ -360,20 +365,30 @@ def tokenize(
         typer.Argument(help="Text to split into GPT-2 tokens; - (or nothing, with text piped in) reads stdin."),
     ] = None,
     ids_only: Annotated[bool, typer.Option("--ids", help="Print only the ids.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            callback=model_value,
+            envvar=MODEL_ENV,
+            help="Split as this model's tokenizer does (a path or a name, as llama-tokenize's -m): a character-level "
+            "model's, or GPT-2's with the tokens a fine-tune added; default: GPT-2's.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show how GPT-2 splits text into tokens, with their ids (<|endoftext|> is id 50256, as generate reads it).
 
-    Example: npgpt tokenize "Hello, world! 👋"
+    Example: npgpt tokenize "Hello, world! 👋"  or  npgpt tokenize "Hello" -m runs/chars
     """
     from rich.text import Text
-
-    from ..tokenizer import Tokenizer
 
     text = text_argument(text, "text to tokenize", TEXT_LIMIT, "tokenize it in parts, e.g. `split -C 64M FILE part-`")
     if text is None:
         raise NpgptError("no text: give TEXT, or pipe text in")
-    tok = Tokenizer()
+    tok = _tokenizer(model)
     ids = tok.encode(text, allow_special=True)  # as generate reads the prompt
     if as_json:
         print_json(
@@ -398,6 +413,21 @@ def tokenize(
     screen.print(line)
     screen.print(" ".join(f"{t}" for t in ids))
     screen.print(Text(f"{len(ids)} tokens, {len(text)} characters", style="dim"))
+
+
+def _tokenizer(model: str | None) -> Tokenizer:
+    """GPT-2's tokenizer, or the one ``model`` keeps with its weights (read without loading them): a model trained
+    with --tokenizer char was shown in GPT-2's tokens, which it never reads."""
+    from ..tokenizer import Tokenizer
+
+    if model is None:
+        return Tokenizer()
+    from ..char_tokenizer import tokenizer_from_spec
+    from ..formats import tokenizer_spec
+    from ..registry import resolve
+
+    path, _ = resolve(model)
+    return tokenizer_from_spec(tokenizer_spec(path))
 
 
 def _token_text(piece: bytes) -> str:

@@ -43,9 +43,10 @@ repo_value = not_empty("repo id", "ORG/NAME")
 revision_value = not_empty("revision", "a branch, tag or commit (or leave --revision out for main)")
 
 # llama.cpp reads LLAMA_ARG_MODEL in every tool that takes -m (llama-cli, llama-server, llama-perplexity, ...): so does
-# every npgpt command that runs a model (generate, chat, next, eval, score, lens, attention; serve and info read it
-# too). The command line wins over it, as in llama.cpp. Not read by train (--init: a model to fine-tune, never a
-# default), bench (llama-bench reads no variables; a benchmark names what it measures) or convert (a source is given).
+# every npgpt command that runs a model (generate, chat, next, eval, score, lens, attention; serve, info, and tokenize
+# for the model's tokenizer, read it too). The command line wins over it, as in llama.cpp. Not read by train (--init:
+# a model to fine-tune, never a default), bench (llama-bench reads no variables; a benchmark names what it
+# measures) or convert (a source is given).
 MODEL_ENV = "LLAMA_ARG_MODEL"
 ModelOpt = Annotated[
     str | None,
