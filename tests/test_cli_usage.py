@@ -1394,6 +1394,29 @@ def test_every_flag_a_message_names_is_an_option_of_the_command_printing_it():
     assert not wrong, "\n".join(wrong)
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["tokenize", "-f", "p.txt"],
+            "npgpt tokenize reads a file's text from standard input: npgpt tokenize - < FILE",
+        ),
+        (["next", "--file", "p.txt"], "npgpt next reads a file's text from standard input: npgpt next - < FILE"),
+        (["lens", "-f", "p.txt"], "npgpt lens - < FILE"),
+        (["chat", "-f", "p.txt"], 'llama-cli\'s -f is the system message: npgpt chat --system "$(cat FILE)"'),
+        (["tokenize", "--stdin"], "npgpt tokenize reads standard input with - (or with no TEXT)"),
+        (["tokenize", "Hi", "--show-count"], "npgpt tokenize's last line is the count (--json: n_tokens)"),
+        (["generate", "Hi", "--no-bos"], "npgpt adds no beginning-of-text token (GPT-2 has none)"),
+    ],
+)
+def test_llama_cpps_file_and_tokenize_options_say_npgpts_way(args, said):
+    """llama.cpp's -f FILE (its prompt from a file) on next, lens, attention and tokenize said "npgpt next has nothing
+    like it", though each reads a file piped in; llama-tokenize's --stdin got click's "(Possible options: --json)",
+    its --show-count and --no-bos a bare "No such option". Each now says npgpt's way in one line."""
+    r = run_cli(*args)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and said in r.stderr, r.stderr
+
+
 def test_every_other_tools_option_gets_one_line_naming_only_the_commands_flags():
     """Every llama.cpp/Ollama/nanoGPT name npgpt knows, given to every command that lacks it, is answered with
     npgpt's flag or what to do instead, never with click's closest spellings (``--threads``: "--stream"), and

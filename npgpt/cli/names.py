@@ -157,7 +157,19 @@ _BATCHES = [
 _INSECURE = [
     ("*", "npgpt fetches over HTTPS only (OpenAI's storage, the Hugging Face Hub) and runs models from disk; drop it")
 ]
-_SCORE_FILE = [("score", "npgpt score takes the text file as its argument: npgpt score FILE (- reads standard input)")]
+_SCORE_FILE = [
+    ("score", "npgpt score takes the text file as its argument: npgpt score FILE (- reads standard input)"),
+    # llama.cpp's -f FILE (the prompt from a file) on a command whose text comes from its argument or stdin
+    *[
+        (c, f"npgpt {c} reads a file's text from standard input: npgpt {c} - < FILE")
+        for c in ("tokenize", "next", "lens", "attention")
+    ],
+    ("chat", 'llama-cli\'s -f is the system message: npgpt chat --system "$(cat FILE)"'),
+]
+# llama-tokenize's
+_STDIN = [("tokenize", "npgpt tokenize reads standard input with - (or with no TEXT): npgpt tokenize - < FILE")]
+_NO_BOS = [("*", "npgpt adds no beginning-of-text token (GPT-2 has none); drop it")]
+_COUNT = [("tokenize", "npgpt tokenize's last line is the count (--json: n_tokens); drop it")]
 _THINK = [("*", "GPT-2 has no thinking mode: it only continues text; drop it")]
 # llama-perplexity's --kl-divergence(-base): a quantized model's logits against the full-precision model's
 _KL = [("*", "npgpt bench measures how int8 and 16-bit weights differ from float32 (logits, perplexity, greedy text)")]
@@ -298,6 +310,9 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "--kl-divergence-base": _KL,
     "-f": _SCORE_FILE,  # llama-perplexity's -f FILE, which npgpt eval takes (its --data)
     "--file": _SCORE_FILE,
+    "--stdin": _STDIN,
+    "--no-bos": _NO_BOS,
+    "--show-count": _COUNT,
     "--typical": _SAMPLERS,  # llama.cpp's samplers npgpt lacks
     "--mirostat": _SAMPLERS,
     "--mirostat-lr": _SAMPLERS,
