@@ -1417,6 +1417,22 @@ def test_llama_cpps_file_and_tokenize_options_say_npgpts_way(args, said):
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and said in r.stderr, r.stderr
 
 
+def test_a_one_letter_option_written_with_equals_takes_the_value(model_file):
+    """`-k=5`, `-m=model.gguf`, `-n=2` (as Python's argparse and Ollama's pflag take them) were read by click as the
+    value '=5': "'=5' is not an integer", "'=model.gguf' is not a file or a known model"; another tool's `-s=1` said
+    "No such option: -s. npgpt takes --seed" though `-s 1` runs. Each is now the option with its value."""
+    ours = run_cli("generate", "Hi", "-m", model_file, "--max-new-tokens", "2", "--seed", "1", "-n", "2")
+    assert ours.returncode == 0, ours.stderr
+    r = run_cli("generate", "-p=Hi", f"-m={model_file}", "--max-new-tokens", "2", "-s=1", "-n=2")
+    assert (r.returncode, r.stdout) == (0, ours.stdout), r.stderr
+    r = run_cli("next", "Hi", "-k=3", f"-m={model_file}", "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["tokens"]) == 3, r.stderr
+    r = run_cli("info", f"-m={model_file}", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["file"] == model_file, r.stderr
+    r = run_cli("generate", "Hi", "-m", model_file, "--max-new-tokens", "2", "--", "-k=3")  # after --: text
+    assert r.returncode == 2 and "Got unexpected extra argument (-k=3)" in r.stderr, r.stderr
+
+
 def test_every_other_tools_option_gets_one_line_naming_only_the_commands_flags():
     """Every llama.cpp/Ollama/nanoGPT name npgpt knows, given to every command that lacks it, is answered with
     npgpt's flag or what to do instead, never with click's closest spellings (``--threads``: "--stream"), and

@@ -526,6 +526,35 @@ def _snake(theirs: str) -> str:
     return snake if theirs.startswith("--") and theirs not in OPTIONS and listed else theirs
 
 
+def _short_with_equals(command: Any, args: list[str]) -> list[str]:
+    """``args`` with a one-letter option written ``-X=VALUE`` (``-k=5``, ``-m=model.gguf``, ``-s=1``) as ``-X VALUE``,
+    as Python's argparse and Go's pflag (Ollama's) read it, where ``command`` takes ``-X`` (or another tool's ``-X``)
+    with a value: click read it as ``-X`` with the value ``=VALUE`` ("'=5' is not an integer", "'=model.gguf' is not
+    a file"), or, for another tool's ``-s``, said there was no such option. After ``--`` every word is text."""
+    ended = args.index("--") if "--" in args else len(args)
+    out: list[str] = []
+    for arg in args[:ended]:
+        name, eq, value = arg.partition("=")
+        if eq and len(name) == 2 and name[0] == "-" and name[1].isalpha() and _takes_one(command, name):
+            out += [name, value]
+        else:
+            out.append(arg)
+    return out + args[ended:]
+
+
+def _takes_one(command: Any, option: str) -> bool:
+    """Whether ``command`` reads ``option`` (its own, or another tool's spelling of one) with a value."""
+    param = next((p for p in command.params if option in (*p.opts, *getattr(p, "secondary_opts", ()))), None)
+    if param is not None:
+        return not getattr(param, "is_flag", False) and not getattr(param, "count", False)
+    ours = _accepted(command, option)
+    if ours is None and option in ("-m", "--model"):  # npgpt info -m NAME: its MODEL argument
+        return _has(command, "MODEL")
+    if ours is None or ours == "PROMPT":
+        return ours == "PROMPT"
+    return _takes_one(command, ours)
+
+
 def _as_ours(command: Any, args: list[str], typed: dict[str, str] | None = None) -> list[str]:
     """``args`` with another tool's spelling of one of ``command``'s options (:data:`ACCEPTED`, or a ``--snake_case``
     of its ``--kebab-case``) written as the command's own: ``--temp 0.7`` as ``--temperature 0.7``, ``--top_k=200``

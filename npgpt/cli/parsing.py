@@ -23,6 +23,7 @@ from .names import (
     _ollama_args,
     _ours,
     _prompt_first,
+    _short_with_equals,
 )
 
 # typer 0.2x carries its own copy of click, whose exceptions are not click's.
@@ -77,7 +78,7 @@ class Command(TyperCommand):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         typed: dict[str, str] = {}  # npgpt's option -> another tool's spelling the user typed (--n-predict)
         if not ctx.resilient_parsing:
-            args = _as_ours(self, args, typed)
+            args = _as_ours(self, _short_with_equals(self, args), typed)
             ctx.meta[_TYPED] = typed
         # click reads "-sys" as the short options -s -y -s, so it would complain of "-s": look first
         ended = args.index("--") if "--" in args else len(args)  # after `--`, every word is text, never an option
