@@ -1407,12 +1407,15 @@ def test_every_flag_a_message_names_is_an_option_of_the_command_printing_it():
         (["tokenize", "--stdin"], "npgpt tokenize reads standard input with - (or with no TEXT)"),
         (["tokenize", "Hi", "--show-count"], "npgpt tokenize's last line is the count (--json: n_tokens)"),
         (["generate", "Hi", "--no-bos"], "npgpt adds no beginning-of-text token (GPT-2 has none)"),
+        (["show", "bundled", "--system"], "npgpt's models carry no system message; npgpt chat --system TEXT gives one"),
+        (["show", "bundled", "--license"], "npgpt's models carry no license text"),
     ],
 )
 def test_llama_cpps_file_and_tokenize_options_say_npgpts_way(args, said):
     """llama.cpp's -f FILE (its prompt from a file) on next, lens, attention and tokenize said "npgpt next has nothing
     like it", though each reads a file piped in; llama-tokenize's --stdin got click's "(Possible options: --json)",
-    its --show-count and --no-bos a bare "No such option". Each now says npgpt's way in one line."""
+    its --show-count and --no-bos, and `ollama show`'s --system and --license a bare "No such option". Each now says
+    npgpt's way in one line."""
     r = run_cli(*args)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and said in r.stderr, r.stderr
 

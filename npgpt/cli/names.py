@@ -291,6 +291,14 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     ],
     "--parameters": [("info", "npgpt's models carry no sampling parameters; npgpt generate --help shows the defaults")],
     "--template": [("info", "npgpt's models share one chat template, which npgpt chat and npgpt serve use")],
+    "--system": [("info", "npgpt's models carry no system message; npgpt chat --system TEXT gives one")],
+    "--license": [
+        (
+            "info",
+            "npgpt's models carry no license text: OpenAI's GPT-2 weights are under its modified MIT license "
+            "(github.com/openai/gpt-2), a Hugging Face model's is on its page",
+        )
+    ],
     "--version": [("*", "the version is npgpt's own, before any command: npgpt --version")],  # llama.cpp's, on each
     # Ollama's run
     "--format": _FORMATS,
