@@ -451,6 +451,15 @@ def test_tokenize_splits_as_the_models_tokenizer_does(tmp_path, model_file):
     )
 
 
+def test_serve_says_llama_servers_default_n_predict_is_not_read():
+    """LLAMA_ARG_N_PREDICT (llama-server's -n: max_tokens for a request that sends none) was ignored without a word
+    by npgpt serve, which has no such default (a client sets max_tokens); its user expects requests to stop there."""
+    r = run_cli("serve", "--port", "70000", env={"LLAMA_ARG_N_PREDICT": "128"})
+    assert r.returncode == 1, r.stderr
+    assert "LLAMA_ARG_N_PREDICT=128 is not read: npgpt serve has no default for max_tokens" in r.stderr, r.stderr
+    assert "is not read" not in run_cli("serve", "--port", "70000").stderr
+
+
 def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
     """LLAMA_ARG_MODEL and LLAMA_ARG_N_PREDICT (llama-cli's -m and -n) were ignored by generate and chat; they set
     --model and --max-new-tokens where the command line does not, and a bad value names the variable."""

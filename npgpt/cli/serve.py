@@ -156,6 +156,12 @@ def serve_command(
         max_unread_events=max_unread_events,
         shutdown_timeout=shutdown_timeout,
     )
+    if os.environ.get("LLAMA_ARG_N_PREDICT", "").strip():  # llama-server's -n: a default for requests without one
+        print_notice(
+            f"LLAMA_ARG_N_PREDICT={os.environ['LLAMA_ARG_N_PREDICT'].strip()} is not read: npgpt serve has no default "
+            "for max_tokens; a client sets it in each request (unset: OpenAI's 16 for a completion, the context's end "
+            "for a chat)"
+        )
     if max_request_logprobs is None:  # a scoring client's logprobs 1 over every token --max-request-tokens admits
         max_request_logprobs = 2 * max_request_tokens
     if api_key is not None and not api_key.strip():  # an unset shell variable: "Bearer " would be the key
