@@ -1417,6 +1417,8 @@ def test_every_flag_a_message_names_is_an_option_of_the_command_printing_it():
         (["tokenize", "Hi", "--show-count"], "npgpt tokenize's last line is the count (--json: n_tokens)"),
         (["generate", "Hi", "--no-bos"], "npgpt adds no beginning-of-text token (GPT-2 has none)"),
         (["show", "bundled", "--system"], "npgpt's models carry no system message; npgpt chat --system TEXT gives one"),
+        (["chat", "-sysf", "s.txt"], 'npgpt chat takes the system message itself: npgpt chat --system "$(cat FILE)"'),
+        (["generate", "Hi", "--system-prompt-file", "s.txt"], "npgpt generate has no system message"),
         (["show", "bundled", "--license"], "npgpt's models carry no license text"),
     ],
 )
@@ -1443,6 +1445,33 @@ def test_a_one_letter_option_written_with_equals_takes_the_value(model_file):
     assert r.returncode == 0 and json.loads(r.stdout)["file"] == model_file, r.stderr
     r = run_cli("generate", "Hi", "-m", model_file, "--max-new-tokens", "2", "--", "-k=3")  # after --: text
     assert r.returncode == 2 and "Got unexpected extra argument (-k=3)" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "offered"),
+    [
+        (["generate", "Hi", "--control-vector", "x"], None),  # click offered --no-echo
+        (["generate", "Hi", "--main-gpu", "0"], None),  # --min-p
+        (["generate", "Hi", "--prompt-cache", "x"], None),  # --prompt-file
+        (["next", "Hi", "--poll", "1"], None),  # --model
+        (["--poll"], None),
+        (["generate", "Hi", "--temprature", "1"], "--temperature"),  # a typo keeps its suggestion
+        (["tokenize", "Hi", "--jsn"], "--json"),
+        (["generate", "Hi", "--max-new", "3"], "--max-new-tokens"),  # the start of one, as argparse takes it
+        (["--verison"], "--version"),
+    ],
+)
+def test_an_unknown_option_is_offered_only_a_near_spelling(args, offered):
+    """click offers difflib's close matches for an unknown option, so llama.cpp's options npgpt knows nothing of got an
+    unrelated one of npgpt's as if it were their spelling: `--control-vector` "(Possible options: --no-echo)",
+    `--main-gpu` "--min-p", `--prompt-cache` "--prompt-file". Only a typo (two edits) or the start of an option is
+    offered now."""
+    r = run_cli(*args)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    if offered is None:
+        assert "Possible options" not in r.stderr, r.stderr
+    else:
+        assert f"(Possible options: {offered}" in r.stderr, r.stderr
 
 
 def test_every_other_tools_option_gets_one_line_naming_only_the_commands_flags():

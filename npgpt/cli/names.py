@@ -166,6 +166,11 @@ _SCORE_FILE = [
     ],
     ("chat", 'llama-cli\'s -f is the system message: npgpt chat --system "$(cat FILE)"'),
 ]
+# llama-cli's system message from a file
+_SYSTEM_FILE = [
+    ("chat", 'npgpt chat takes the system message itself: npgpt chat --system "$(cat FILE)"'),
+    ("*", "npgpt {cmd} has no system message, it continues the text; for a conversation, use npgpt chat"),
+]
 # llama-tokenize's
 _STDIN = [("tokenize", "npgpt tokenize reads standard input with - (or with no TEXT): npgpt tokenize - < FILE")]
 _NO_BOS = [("*", "npgpt adds no beginning-of-text token (GPT-2 has none); drop it")]
@@ -319,6 +324,8 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-f": _SCORE_FILE,  # llama-perplexity's -f FILE, which npgpt eval takes (its --data)
     "--file": _SCORE_FILE,
     "--stdin": _STDIN,
+    "-sysf": _SYSTEM_FILE,
+    "--system-prompt-file": _SYSTEM_FILE,
     "--no-bos": _NO_BOS,
     "--show-count": _COUNT,
     "--typical": _SAMPLERS,  # llama.cpp's samplers npgpt lacks

@@ -94,6 +94,7 @@ class Command(TyperCommand):
         except NoSuchOption as e:
             self._dashed_text(ctx, options, e.option_name)
             self._hint(ctx, e.option_name)
+            e.possibilities = _typos_of(e.option_name, e.possibilities)
             raise
         except UsageError as e:
             # click's parser raises "Option '--stop' requires an argument" with no context, so the error's pointer
@@ -211,6 +212,28 @@ class Command(TyperCommand):
 
     def _has(self, ours: str) -> bool:
         return _has(self, ours)
+
+
+def _typos_of(typed: str, possibilities: Any) -> list[str]:
+    """Those of click's "Possible options" that ``typed`` is a typo of (two edits at most: ``--temprature``,
+    ``--seeed``, ``--jsn``, as git's "did you mean" is) or the start of (``--vers``, as argparse takes it). click
+    offers any of difflib's close matches, so another tool's option npgpt knows nothing of got an unrelated one of
+    npgpt's ("--control-vector": "--no-echo", "--main-gpu": "--min-p", "--prompt-cache": "--prompt-file"), as if it
+    were its spelling."""
+    return [p for p in possibilities or () if _edits(typed, p) <= 2 or p.startswith(typed)]
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance, with a swap of two neighbours one edit (``--tpo-k``)."""
+    rows = [list(range(len(b) + 1))]
+    for i, x in enumerate(a, 1):
+        row = [i]
+        for j, y in enumerate(b, 1):
+            row.append(min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (x != y)))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
 
 
 def _output_closed() -> bool:
@@ -400,6 +423,7 @@ class Group(TyperGroup):
             name = args[named] if args[named:] and args[named] in self.commands else None
             message = self._root_hint(e.option_name, name)
             if message is None:
+                e.possibilities = _typos_of(e.option_name, e.possibilities)
                 raise
             error = NoSuchOption(e.option_name, message=message, ctx=ctx)
             if name is not None:  # the hint is about that command's options: its help is the one to see
