@@ -504,6 +504,18 @@ def test_every_command_that_runs_a_model_reads_llama_arg_model(model_file, args)
     assert (flagged.returncode, flagged.stdout) == (0, ours.stdout), flagged.stderr
 
 
+@pytest.mark.parametrize("args", [("info",), ("generate", "Hi"), ("next", "Hi"), ("tokenize", "Hi"), ("eval", "-")])
+def test_a_model_from_llama_arg_model_that_fails_says_where_it_came_from(args, tmp_path):
+    """A model LLAMA_ARG_MODEL names (set for llama-server, say) that npgpt cannot load gave an error naming a model
+    the user never typed ("no such file or directory: /no/such.gguf"), and info's said "'nosuch' is not a file or a
+    known LLAMA_ARG_MODEL" (its MODEL argument's name replaced by the variable's). It now says where the model
+    came from, once."""
+    for value, said in (("/no/such.gguf", "no such file or directory: /no/such.gguf"), ("nosuch", "'nosuch' is not")):
+        r = run_cli(*args, env={"LLAMA_ARG_MODEL": value}, input="Some text to score.\n")
+        line = one_line_error(r, said, "(from LLAMA_ARG_MODEL)")
+        assert line.count("LLAMA_ARG_MODEL") == 1, line
+
+
 # -- 7. info names the model file and its own size -------------------------------------------------------------
 def test_info_on_a_training_folder_counts_only_the_model(model_file, tmp_path):
     run = tmp_path / "run"

@@ -306,7 +306,9 @@ ENV = "npgpt.env"  # ctx.meta's key: npgpt's option -> (variable, value) a comma
 def _named_by_env(e: NpgptError, command: Any, ctx: Any) -> NpgptError:
     """``e``, about an option whose value came from an environment variable (llama.cpp's ``LLAMA_ARG_PORT=70000``),
     with the variable and its value named where the option was (``LLAMA_ARG_PORT=70000 is not a TCP port``): the
-    error named ``--port 70000``, which is nowhere on the command line. Any other ``e`` as it is."""
+    error named ``--port 70000``, which is nowhere on the command line. An error that names only the value (a model
+    LLAMA_ARG_MODEL names: "no such file or directory: /no/such") says where it came from: "(from LLAMA_ARG_MODEL)",
+    since the user typed no model. Any other ``e`` as it is."""
     import os
     import shlex
 
@@ -318,19 +320,32 @@ def _named_by_env(e: NpgptError, command: Any, ctx: Any) -> NpgptError:
         if source is not None and source.name == "ENVIRONMENT" and p.opts:
             names = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar or ())
             variable = next((v for v in names if os.environ.get(v)), None)
-            if variable is not None:
-                given[max(p.opts, key=len)] = (variable, os.environ[variable])
+            if variable is not None:  # an argument (info's MODEL) has no flag: its name is a word of the message
+                flag = max(p.opts, key=len) if p.param_type_name == "option" else ""
+                given[flag] = (variable, os.environ[variable])
     message = original = as_flags(e)
     for flag, (variable, value) in given.items():
         if variable in message:  # the message names it already ("--api-key (or NPGPT_API_KEY) is empty")
             continue
         for shown in dict.fromkeys((f"{flag} {value}", f"{flag} {value!r}", f"{flag} {shlex.quote(value)}")):
-            if shown in message:
+            if flag and shown in message:
                 message = message.replace(shown, f"{variable}={value}", 1)
                 break
         else:
-            message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", variable, message, count=1)
+            named = flag and re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", message)
+            if named:
+                message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", variable, message, count=1)
+            elif _names_value(message, value.strip()):
+                message += f" (from {variable})"
     return e if message == original else NpgptError(message)
+
+
+def _names_value(message: str, value: str) -> bool:
+    """Whether ``message`` names ``value``, a path or a name (not a bare number, which may be any number in it), as a
+    word of its own."""
+    if not value or value.lstrip("+-").replace(".", "", 1).isdigit():
+        return False
+    return re.search(rf"(?<![\w./~-]){re.escape(value)}(?![\w/-])", message) is not None
 
 
 def _variable_only_if_read(e: Any, ctx: Any) -> None:
