@@ -95,7 +95,11 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120, input: st
     exe = Path(sys.executable).parent / "npgpt"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "npgpt.cli"]
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=full_env, timeout=timeout, input=input)
+    # no input: an empty standard input, not the test runner's (a pipe that never closes would be read forever)
+    stdin = subprocess.DEVNULL if input is None else None
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, env=full_env, timeout=timeout, input=input, stdin=stdin
+    )
 
 
 @pytest.fixture(scope="session")

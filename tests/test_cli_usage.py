@@ -1787,6 +1787,19 @@ def test_a_name_too_long_for_a_file_is_one_line(args):
     assert len(lines[0]) < 600, r.stderr
 
 
+def test_ollamas_run_puts_text_piped_in_before_the_prompt(model_file):
+    """`cat notes.txt | npgpt run MODEL "Summarize:"` continued "Summarize:" alone, the piped text dropped without a
+    word; Ollama's run puts text piped in before the prompt's words, one prompt. So does npgpt's now (the text, less
+    echo's newline, then a line of the words); nothing piped (a terminal, /dev/null) leaves the words alone."""
+    args = ("--seed", "1", "--max-new-tokens", "3")
+    ours = run_cli("generate", "In the beginning\nContinue:", "-m", model_file, *args)
+    assert ours.returncode == 0, ours.stderr
+    r = run_cli("run", model_file, "Continue:", *args, input="In the beginning\n")
+    assert (r.returncode, r.stdout) == (0, ours.stdout), r.stderr
+    alone = run_cli("run", model_file, "Continue:", *args)  # standard input empty
+    assert (alone.returncode, alone.stdout) == (0, run_cli("generate", "Continue:", "-m", model_file, *args).stdout)
+
+
 def test_ollamas_run_takes_a_prompt_after_double_dash_as_text():
     """`npgpt run MODEL -- -5 degrees` (a prompt that starts with '-', after -- as every npgpt command takes it) ran
     chat with '-5 degrees' as an extra argument; the words after -- are the prompt, as generate's."""

@@ -9,7 +9,7 @@ OMP_NUM_THREADS ..."). The tables and their look-ups are here; :mod:`.parsing` r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # Other tools' option -> npgpt's (or npgpt's candidates, the first the command has); a hint is given only on a
@@ -414,14 +414,16 @@ COMMANDS = {
 }
 
 
-def _ollama_args(commands: Mapping[str, Any], args: list[str]) -> list[str]:
+def _ollama_args(
+    commands: Mapping[str, Any], args: list[str], piped: Callable[[], str | None] | None = None
+) -> list[str]:
     """``args`` with Ollama's command (:data:`COMMAND_ALIASES`, ``run``, ``help``) and its root ``-v`` written as
     npgpt's; other ``args`` as they are."""
     if args[:1] == ["-v"]:  # `ollama -v`: the version
         return ["--version", *args[1:]]
     name = args[0] if args else None
     if name == "run":  # npgpt's run command is only its help (and its usage errors): the run itself is rewritten
-        return _ollama_run_args(commands, args[1:])
+        return _ollama_run_args(commands, args[1:], piped)
     if name is None or name in commands:
         return args
     if name in COMMAND_ALIASES:
@@ -431,10 +433,13 @@ def _ollama_args(commands: Mapping[str, Any], args: list[str]) -> list[str]:
     return args
 
 
-def _ollama_run_args(commands: Mapping[str, Any], rest: list[str]) -> list[str]:
+def _ollama_run_args(
+    commands: Mapping[str, Any], rest: list[str], piped: Callable[[], str | None] | None = None
+) -> list[str]:
     """``run MODEL [PROMPT...]`` (Ollama's, options anywhere, as its cobra reads them) as generate's arguments (a
     prompt) or chat's (none); with ``-h`` or ``--help`` anywhere, or no model, ``run`` itself: its help, or click's
-    "Missing argument 'MODEL'"."""
+    "Missing argument 'MODEL'". ``piped``: the text piped into standard input, if any, which Ollama's run puts before
+    the prompt's words (``cat notes.txt | ollama run MODEL "Summarize:"``); without words, chat reads it."""
     ended = rest.index("--") if "--" in rest else len(rest)  # after `--`, every word is the prompt's
     options, words, dangling = _options_and_words(commands, rest[:ended])  # `run m why is --seed 1 the sky`
     if "-h" in options or "--help" in options:
@@ -448,7 +453,9 @@ def _ollama_run_args(commands: Mapping[str, Any], rest: list[str]) -> list[str]:
         return ["chat", *model, *options]
     if dangling:  # `run m hi --seed`: nothing may follow it (it would take the `--` below as its value), so
         return ["generate", *model, *options]  # click says "Option '--seed' requires an argument"
-    return ["generate", *model, *options, "--", " ".join(prompt)]
+    text = piped() if piped is not None else None
+    # Ollama joins the text (its newline kept) and the words with a space; the space that starts the line is dropped
+    return ["generate", *model, *options, "--", (f"{text}\n" if text else "") + " ".join(prompt)]
 
 
 def _prompt_first(commands: Mapping[str, Any], rest: list[str]) -> str | None:

@@ -236,6 +236,21 @@ def _edits(a: str, b: str) -> int:
     return rows[-1][-1]
 
 
+def _piped_text() -> str | None:
+    """The text piped into standard input, less one trailing newline (echo's), as generate reads it; None where
+    standard input is a terminal, closed, or empty (/dev/null)."""
+    import sys
+    from pathlib import Path
+
+    from .options import PROMPT_FIX, PROMPT_LIMIT, read_text
+
+    if sys.stdin is None or sys.stdin.isatty():
+        return None
+    text = read_text(Path("-"), "a prompt", limit=PROMPT_LIMIT, fix=PROMPT_FIX)
+    text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+    return text or None
+
+
 def _output_closed() -> bool:
     """Whether stdout or stderr is a pipe whose reader has gone (``| head``), rather than some other pipe the command
     wrote to. poll reports POLLERR on such a pipe's writing end (POSIX); where there is no poll, assume it is."""
@@ -426,7 +441,7 @@ class Group(TyperGroup):
                 error = UsageError(wrong, ctx=ctx)
                 error.help_path = f"{ctx.command_path} run"
                 raise error
-            args = _ollama_args(self.commands, args)
+            args = _ollama_args(self.commands, args, _piped_text)
         # the group's own options end at the command's name; click would read "-ngl" as -n -g -l: look first
         named = next((i for i, a in enumerate(args) if a in self.commands or a == "--"), len(args))
         grouped = next((a for a in args[:named] if a in _GROUPED), None)
