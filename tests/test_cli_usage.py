@@ -460,6 +460,19 @@ def test_serve_says_llama_servers_default_n_predict_is_not_read():
     assert "is not read" not in run_cli("serve", "--port", "70000").stderr
 
 
+def test_serve_takes_llama_servers_and_vllms_spellings_of_its_options():
+    """llama-server's `-np 4` / `--parallel 4` said "No such option: -np. npgpt takes --max-batch", though
+    LLAMA_ARG_N_PARALLEL, the same setting, is read as --max-batch; vLLM's --max-num-seqs and --served-model-name
+    (`vllm serve MODEL`, whose line npgpt serve takes) were unknown. Each is now taken as npgpt's option, and an error
+    about its value names it as typed."""
+    for theirs in ("-np", "--parallel", "--max-num-seqs"):
+        one_line_error(run_cli("serve", theirs, "0"), f"{theirs} must be")  # read as --max-batch, named as typed
+        r = run_cli("serve", theirs, "4", "--port", "70000")
+        one_line_error(r, "--port 70000 is not a TCP port")
+    r = run_cli("serve", "--served-model-name", "a", "-m", "bundled", "-m", "bundled", "--port", "0")
+    one_line_error(r, "--served-model-name names the one model served")
+
+
 def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
     """LLAMA_ARG_MODEL and LLAMA_ARG_N_PREDICT (llama-cli's -m and -n) were ignored by generate and chat; they set
     --model and --max-new-tokens where the command line does not, and a bad value names the variable."""
@@ -768,7 +781,7 @@ def test_readme_quickstart_is_two_commands_and_names_every_extra():
         (["train", "d.txt", "--device=cuda"], "JAX_PLATFORMS=cpu"),
         (["generate", "Hi", "--compile"], "--backend jax compiles"),  # click offered --file, --prompt-file
         (["next", "Hi", "--temp", "1"], "npgpt next has nothing like it"),  # click offered --dtype, --help
-        (["serve", "-np", "4"], "npgpt takes --max-batch"),  # llama-server
+        (["serve", "--max-model-len", "512"], "the model's own (n_ctx"),  # vLLM's
         (["chat", "-p", "Hi"], "echo Hi | npgpt chat"),
         (["run"], "Missing argument 'model' (see `npgpt run --help`)"),  # Ollama's run needs a model; its help
         (["ps"], "npgpt keeps no models running"),

@@ -56,6 +56,9 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--no-display-prompt": "--no-echo",  # llama-cli
     "-np": "--max-batch",  # llama-server's parallel slots
     "--parallel": "--max-batch",
+    "--max-num-seqs": "--max-batch",  # vLLM's
+    "--served-model-name": "--alias",  # vLLM's
+    "--max-model-len": ("--n-ctx", "--window"),  # vLLM's context length: as llama.cpp's -c
     # llama.cpp's context size: only a model trained from scratch has one to choose; llama-perplexity's is eval's window
     "-c": ("--n-ctx", "--window"),
     "--ctx-size": ("--n-ctx", "--window"),
@@ -102,6 +105,10 @@ ACCEPTED = {
     "--reverse-prompt",
     "--no-display-prompt",
     "--ppl-stride",
+    "-np",  # llama-server's parallel slots: rows decoded together, as LLAMA_ARG_N_PARALLEL is read
+    "--parallel",
+    "--max-num-seqs",
+    "--served-model-name",
     "-t",  # npgpt bench's --threads
     "--threads",
     "-hf",  # npgpt download's --hf
@@ -227,6 +234,7 @@ _TLS = [("serve", "npgpt serve speaks plain HTTP; for HTTPS, put a TLS proxy (Ca
 _CONTINUOUS = [("serve", "npgpt serve batches requests continuously by itself; --max-batch caps the rows")]
 INSTEAD: dict[str, list[tuple[str, str]]] = {
     "-c": [("*", _CONTEXT)],
+    "--max-model-len": [("*", _CONTEXT)],
     "--ctx-size": [("*", _CONTEXT)],
     "-t": [("*", _THREADS)],
     "--threads": [("*", _THREADS)],

@@ -353,12 +353,16 @@ def _with_alias(
     typed = source is None or source.name != "ENVIRONMENT"
     if len(specs) > 1:
         if typed:
-            raise NpgptError("--alias names the one model served; with several, name each: --model NAME=PATH")
+            raise NpgptError(
+                "--alias names the one model served; with several, name each: --model NAME=PATH", param="alias"
+            )
         print_notice(f"LLAMA_ARG_ALIAS={alias} is not read: it names one model and {len(specs)} are served")
         return specs
     (name, path), *_ = specs
     if name and typed:
-        raise NpgptError(f"the model is named twice, {name!r} by --model NAME=PATH and {alias!r} by --alias; give one")
+        raise NpgptError(
+            f"the model is named twice, {name!r} by --model NAME=PATH and {alias!r} by --alias; give one", param="alias"
+        )
     return [(name or alias, path)]
 
 
