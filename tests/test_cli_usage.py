@@ -704,6 +704,19 @@ def test_a_reader_that_leaves_ends_the_run_as_sigpipe_does(model_file, args):
     assert "error" not in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("args", [("generate", "--help"), ("--help",), ("tokenize", "Hi")])
+def test_help_or_output_for_a_reader_already_gone_ends_as_sigpipe_does(args):
+    """`npgpt generate --help | head -1` exited 1 (typer's help console is rich's, whose broken-pipe handling exits 1),
+    where a command's own output now ends with 141, as llama-cli's, Ollama's and cat's do."""
+    exe = os.path.join(os.path.dirname(sys.executable), "npgpt")
+    p = subprocess.Popen([exe, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # the reader leaves before a line is written: every write fails
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "error" not in err and "Traceback" not in err, err
+
+
 def test_convert_bad_dtype_or_device_target(model_file, tmp_path):
     one_line_error(
         run_cli("convert", model_file, str(tmp_path / "x.safetensors"), "--dtype", "bfloat16"),

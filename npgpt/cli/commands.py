@@ -19,7 +19,7 @@ from ..errors import NpgptError, NpgptWarning, cut, reason
 from . import bench, chat, evaluate, generate, inspect, models, serve, train
 from .flags import as_flags
 from .options import Interrupted, OutputClosed, Terminated, print_error, raise_terminated
-from .parsing import ClickException, Command, Group, UsageError
+from .parsing import ClickException, Command, Group, UsageError, _output_closed
 
 # Help is rendered with rich markup ("rich"), not Markdown, so a help string shows as written
 # ("> 1" is not a block quote); help strings hold no [tags].
@@ -120,6 +120,7 @@ def main() -> None:
     _escape_unencodable(sys.stdout)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # one a parent set to be ignored (nohup's way) stays so
         signal.signal(signal.SIGTERM, raise_terminated)  # ended as Ctrl-C ends a command: its writes undone, exit 143
+    piped = _is_pipe(1)
     try:
         try:
             with warnings.catch_warnings():  # the entry point's, restored on return
@@ -143,6 +144,10 @@ def main() -> None:
         sys.exit(e.exit_code)
     except OutputClosed:
         _reader_gone()
+    except SystemExit as e:  # help written by typer's own rich console, or by click, to a reader that left
+        if e.code == 1 and piped and (_output_closed() or _is_devnull(1)):  # rich points stdout at /dev/null first
+            _reader_gone()
+        raise
     except NpgptError as e:
         print_error(as_flags(e))
         sys.exit(1)
@@ -184,6 +189,22 @@ def _internal(e: BaseException) -> None:
         raise e
     print_error(f"{reason(e)} (set NPGPT_DEBUG=1 for a traceback)", label="internal error")
     sys.exit(1)  # an error, as Python's own exit for an uncaught exception: 2 is a command line that does not parse
+
+
+def _is_pipe(fd: int) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _is_devnull(fd: int) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(os.devnull))
+    except OSError:
+        return False
 
 
 def _reader_gone() -> None:
