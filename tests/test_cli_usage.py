@@ -473,6 +473,21 @@ def test_serve_takes_llama_servers_and_vllms_spellings_of_its_options():
     one_line_error(r, "--served-model-name names the one model served")
 
 
+def test_a_bad_value_from_one_of_several_variables_names_that_one():
+    """--max-batch may come from LLAMA_ARG_N_PARALLEL or OLLAMA_NUM_PARALLEL; a bad value in either said "Invalid value
+    for '--max-batch' (env var: '['LLAMA_ARG_N_PARALLEL', 'OLLAMA_NUM_PARALLEL']')", a Python list, not the variable
+    that was set. It names that one."""
+    for env, named in (
+        ({"OLLAMA_NUM_PARALLEL": "abc"}, "OLLAMA_NUM_PARALLEL"),
+        ({"LLAMA_ARG_N_PARALLEL": "x", "OLLAMA_NUM_PARALLEL": "abc"}, "LLAMA_ARG_N_PARALLEL"),  # the one read
+        ({"LLAMA_ARG_PORT": "abc"}, "LLAMA_ARG_PORT"),
+    ):
+        r = run_cli("serve", env=env)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.startswith(f"error: Invalid value for {named}: "), r.stderr
+        assert "[" not in r.stderr, r.stderr
+
+
 def test_generate_and_chat_read_llama_clis_environment_variables(model_file):
     """LLAMA_ARG_MODEL and LLAMA_ARG_N_PREDICT (llama-cli's -m and -n) were ignored by generate and chat; they set
     --model and --max-new-tokens where the command line does not, and a bad value names the variable."""

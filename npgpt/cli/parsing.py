@@ -366,13 +366,20 @@ def _names_value(message: str, value: str) -> bool:
 def _variable_only_if_read(e: Any, ctx: Any) -> None:
     """typer's hint for an option that an environment variable may set names the variable in every error about it
     ("Invalid value for '--model' / '-m' (env var: 'LLAMA_ARG_MODEL')"), so `-m ''` typed on the command line read
-    as if the variable were at fault: the variable is named only where the value came from it."""
+    as if the variable were at fault: the variable is named only where the value came from it, and then alone, the
+    one that is set: an option several variables may set was "(env var: '['LLAMA_ARG_N_PARALLEL',
+    'OLLAMA_NUM_PARALLEL']')", a Python list, whichever was set."""
+    import os
+
     param = getattr(e, "param", None)
     if not isinstance(e, BadParameter) or param is None or e.param_hint is not None or not param.envvar:
         return
     source = ctx.get_parameter_source(param.name) if param.name else None
     if source is None or source.name != "ENVIRONMENT":
         e.param_hint = " / ".join(f"'{o}'" for o in param.opts)
+        return
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar)
+    e.param_hint = next((v for v in names if os.environ.get(v)), names[0])  # click's: the first one set
 
 
 def _as_typed(e: Any, typed: dict[str, str]) -> None:
