@@ -1512,6 +1512,8 @@ def test_a_one_letter_option_written_with_equals_takes_the_value(model_file):
         (["tokenize", "Hi", "--jsn"], "--json"),
         (["generate", "Hi", "--max-new", "3"], "--max-new-tokens"),  # the start of one, as argparse takes it
         (["--verison"], "--version"),
+        (["generate", "Hi", "--max_new_token", "3"], "--max-new-tokens"),  # a snake_case typo, as its kebab-case
+        (["generate", "Hi", "--temprature=1"], "--temperature"),
     ],
 )
 def test_an_unknown_option_is_offered_only_a_near_spelling(args, offered):

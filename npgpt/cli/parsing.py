@@ -219,7 +219,9 @@ def _typos_of(typed: str, possibilities: Any) -> list[str]:
     ``--seeed``, ``--jsn``, as git's "did you mean" is) or the start of (``--vers``, as argparse takes it). click
     offers any of difflib's close matches, so another tool's option npgpt knows nothing of got an unrelated one of
     npgpt's ("--control-vector": "--no-echo", "--main-gpu": "--min-p", "--prompt-cache": "--prompt-file"), as if it
-    were its spelling."""
+    were its spelling. A ``--snake_case`` is measured as its ``--kebab-case``, as npgpt takes it
+    (``--max_new_token``: ``--max-new-tokens``)."""
+    typed = typed.replace("_", "-") if typed.startswith("--") else typed
     return [p for p in possibilities or () if _edits(typed, p) <= 2 or p.startswith(typed)]
 
 
