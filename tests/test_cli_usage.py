@@ -2202,3 +2202,33 @@ def test_eval_batches_reaches_the_run_settings(tmp_path):
     for given, named in ((["--eval-batches", "0"], "--eval-batches"), (["--eval_iters=0"], "--eval_iters")):
         r = run_cli("train", str(text), "--out", str(tmp_path / "run"), *given)
         one_line_error(r, f"{named} must be at least 1, got 0")  # named as typed (README)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--max_length=20"], "--max_length; transformers' max_length counts the prompt too; npgpt's --max-new-tokens"),
+        (["--max-length", "20"], "--max-length; transformers' max_length counts the prompt too"),
+        (["--do_sample=True"], "--do_sample; npgpt samples unless --temperature 0"),
+        (["--num_beams=4"], "--num_beams; npgpt has no beam search"),
+        (["--min_new_tokens=5"], "--min_new_tokens; npgpt has no minimum length; --ignore-eos"),
+        (["--typical_p=0.9"], "--typical_p; npgpt's samplers are --temperature"),
+        (["--no_repeat_ngram_size=3"], "--no_repeat_ngram_size; npgpt's samplers are --temperature"),
+        (["--num_ctx=2048"], "--num_ctx; the context length is the model's own"),
+    ],
+)
+def test_transformers_and_ollamas_generation_settings_are_answered_npgpts_way(args, said):
+    """transformers' generate keywords and Ollama's parameters, typed as options (`--max_length=20`, `--do_sample`,
+    `--num_ctx 2048`), said only "No such option: --max_length", with no way forward; each now says npgpt's."""
+    r = run_cli("generate", "Hi", "-m", "bundled", *args)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert f"error: No such option: {said}" in r.stderr, r.stderr
+
+
+def test_transformers_and_ollamas_names_of_generates_options_are_taken():
+    """transformers' num_return_sequences is npgpt's -n and Ollama's num_predict its --max-new-tokens: both were
+    unknown options."""
+    r = run_cli("generate", "Hi", "-m", "bundled", "--num_return_sequences=2", "--num_predict", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    choices = json.loads(r.stdout)["choices"]
+    assert len(choices) == 2 and all(c["completion_tokens"] == 3 for c in choices), choices

@@ -29,6 +29,8 @@ OPTIONS: dict[str, str | tuple[str, ...]] = {
     "--max_tokens": "--max-new-tokens",  # the OpenAI API's (npgpt serve's) name
     "--max_steps": "--steps",  # transformers' Trainer
     "--num_samples": "-n",
+    "--num_return_sequences": "-n",  # transformers' generate
+    "--num_predict": "--max-new-tokens",  # Ollama's parameter (llama.cpp's n_predict; -1: until end of text)
     "--top_k": "--top-k",
     "--top_p": "--top-p",
     "--min_p": "--min-p",
@@ -88,6 +90,8 @@ ACCEPTED = {
     "--n_predict",
     "--max_tokens",
     "--num_samples",
+    "--num_return_sequences",
+    "--num_predict",
     "--repeat-penalty",
     "--repeat_penalty",
     "-s",
@@ -398,6 +402,23 @@ INSTEAD: dict[str, list[tuple[str, str]]] = {
             "answer takes as long as it asks, and a client that leaves stops its work",
         )
     ],
+    # transformers' generate (GenerationConfig) and Ollama's parameters
+    "--max_length": [
+        (
+            "--max-new-tokens",
+            "transformers' max_length counts the prompt too; npgpt's --max-new-tokens counts only the new tokens",
+        )
+    ],
+    "--do_sample": [
+        ("--temperature", "npgpt samples unless --temperature 0, which is greedy (transformers' do_sample False)")
+    ],
+    "--num_beams": [("--temperature", "npgpt has no beam search: it samples, or picks greedily with --temperature 0")],
+    "--min_new_tokens": [
+        ("--ignore-eos", "npgpt has no minimum length; --ignore-eos goes on past <|endoftext|> to the length asked")
+    ],
+    "--typical_p": _SAMPLERS,
+    "--no_repeat_ngram_size": _SAMPLERS,
+    "--num_ctx": [("*", _CONTEXT)],  # Ollama's context size
     "--logprobs": _LOGPROBS,  # the OpenAI API's
     "--top-logprobs": _LOGPROBS,
     "--n-probs": _LOGPROBS,  # llama.cpp's
