@@ -2232,3 +2232,16 @@ def test_transformers_and_ollamas_names_of_generates_options_are_taken():
     assert r.returncode == 0, r.stderr
     choices = json.loads(r.stdout)["choices"]
     assert len(choices) == 2 and all(c["completion_tokens"] == 3 for c in choices), choices
+
+
+@pytest.mark.parametrize("spelt", ["--num_samples", "--num_return_sequences"])
+def test_completions_out_of_range_are_named_as_typed(spelt):
+    """nanoGPT's `--num_samples=0` (transformers' `--num_return_sequences=500`) said "-n is completions per prompt ...;
+    for a number of new tokens (llama.cpp's -n), use --max-new-tokens": an option not typed, and llama.cpp's reading
+    of it. The error names the option as typed, without llama.cpp's -n; `-n 500` keeps its hint."""
+    for value in ("0", "500"):
+        r = run_cli("generate", "Hi", "-m", "bundled", f"{spelt}={value}")
+        line = one_line_error(r, f"error: {spelt} is completions per prompt, from 1 to 128", f"got {value}")
+        assert "-n" not in line.replace(spelt, ""), line
+    r = run_cli("generate", "Hi", "-m", "bundled", "-n", "500")
+    one_line_error(r, "error: -n is completions per prompt", "(llama.cpp's -n), use --max-new-tokens 500")

@@ -135,12 +135,17 @@ def generate(
     or `echo "And God said" | npgpt generate`
     """
     if not 1 <= n <= MAX_N:  # llama.cpp's -n 4096 (tokens) ran 4096 rows in one batch, until memory ran out
+        from .parsing import typed_as
+
+        spelt = typed_as("-n")  # nanoGPT's --num_samples, transformers' --num_return_sequences: no llama.cpp -n
         raise NpgptError(
-            f"-n is completions per prompt, from 1 to {MAX_N} (OpenAI's limit on n), got {n}; "
+            f"{spelt} is completions per prompt, from 1 to {MAX_N} (OpenAI's limit on n), got {n}"
             + (
-                "for tokens until the context is full (llama.cpp's -n -1), use --max-new-tokens -1"
+                ""
+                if spelt != "-n"
+                else "; for tokens until the context is full (llama.cpp's -n -1), use --max-new-tokens -1"
                 if n in UNTIL_FULL
-                else f"for {n if n > MAX_N else 'a number of'} new tokens (llama.cpp's -n), use --max-new-tokens"
+                else f"; for {n if n > MAX_N else 'a number of'} new tokens (llama.cpp's -n), use --max-new-tokens"
                 + (f" {n}" if n > MAX_N else "")
             )
         )

@@ -304,6 +304,15 @@ def _repeat_the_value(e: Any) -> None:
 _TYPED = "npgpt.typed"  # ctx.meta's key: npgpt's option -> another tool's spelling the user typed (_as_ours)
 
 
+def typed_as(ours: str) -> str:
+    """How the user spelt the running command's option ``ours``: another tool's spelling it was given in (nanoGPT's
+    ``--num_samples`` for ``-n``), else ``ours``."""
+    import importlib
+
+    ctx = importlib.import_module(f"{_click.__name__}.globals").get_current_context(silent=True)
+    return ctx.meta.get(_TYPED, {}).get(ours, ours) if ctx is not None else ours
+
+
 def _named_as_typed(e: NpgptError, typed: dict[str, str]) -> NpgptError:
     """``e``, whose option the user typed in another tool's spelling (``--temp -1``, ``--n-predict 0``), with that
     option named as typed ("--temp must be a finite number >= 0"), where it named npgpt's ("--temperature", an option
