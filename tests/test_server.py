@@ -615,6 +615,27 @@ def test_an_openai_endpoint_npgpt_has_not_says_so(url, path, says):
     assert says in error["message"] and "typos" not in error["message"], error
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "route"),
+    [
+        ("POST", "/api/generate", "POST /v1/completions"),
+        ("POST", "/api/chat", "POST /v1/chat/completions"),
+        ("GET", "/api/tags", "GET /v1/models"),
+        ("POST", "/api/embed", None),
+    ],
+)
+def test_ollamas_api_says_npgpt_serves_openais(url, method, path, route):
+    """An Ollama client pointed at npgpt serve (`POST /api/generate`, `/api/chat`, `GET /api/tags`) got "Please check
+    the URL for typos", as if the URL were mistyped: it now says npgpt serves the OpenAI API, and its route for the
+    same request."""
+    r = httpx.request(method, url + path, json={"model": "m", "prompt": "hi"})
+    assert r.status_code == 404, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"Unknown request URL: {method} {path}. npgpt serves the OpenAI API, not Ollama's")
+    assert "typos" not in message and "\n" not in message, message
+    assert (f"its {route} does what this one does" in message) if route else "does what" not in message, message
+
+
 def test_the_routes_a_404_suggests_are_served(url):
     for method, path in ROUTES:
         r = httpx.request(method, url + path, json={})

@@ -287,6 +287,16 @@ NOT_SERVED = {
     "moderations": "moderations",
 }
 
+# Ollama's own API (/api/...) -> npgpt's route for the same request; an Ollama client can talk to npgpt as an
+# OpenAI-compatible connection (Open WebUI's, Continue's), which is what npgpt serves
+OLLAMA = {
+    "generate": "POST /v1/completions",
+    "chat": "POST /v1/chat/completions",
+    "tags": "GET /v1/models",
+    "show": "GET /v1/models",
+    "ps": "GET /v1/models",
+}
+
 
 def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> APIError:
     """OpenAI's 404 for a URL no route serves, naming the method and path, and the one of ``routes``
@@ -299,7 +309,14 @@ def unknown_url(method: str, path: str, routes: Sequence[tuple[str, str]]) -> AP
     )
     hint = " Please check the URL for typos."
     part = target.removeprefix("/v1").lstrip("/").split("/")[0]
-    if part in NOT_SERVED:
+    ollama = target.split("/")[2] if target.startswith("/api/") and target.count("/") >= 2 else None
+    if ollama is not None:
+        instead = f"; its {OLLAMA[ollama]} does what this one does" if ollama in OLLAMA else ""
+        hint = (
+            f" npgpt serves the OpenAI API, not Ollama's{instead}: set the client up for an OpenAI-compatible "
+            "server at this one's /v1."
+        )
+    elif part in NOT_SERVED:
         hint = f" npgpt serves no {NOT_SERVED[part]}."
     elif close:
         methods = [m for m, p in routes if p == close[0]]
