@@ -2245,3 +2245,17 @@ def test_completions_out_of_range_are_named_as_typed(spelt):
         assert "-n" not in line.replace(spelt, ""), line
     r = run_cli("generate", "Hi", "-m", "bundled", "-n", "500")
     one_line_error(r, "error: -n is completions per prompt", "(llama.cpp's -n), use --max-new-tokens 500")
+
+
+@pytest.mark.parametrize("command", ["detokenize", "decode"])
+def test_ids_back_to_text_is_not_offered_tokenize(command):
+    """`npgpt detokenize 15496 995` (llama-server's and vLLM's /detokenize, transformers' decode) said "Did you mean
+    'tokenize'?", which splits the ids' digits as text; it now says how to turn ids back to text, and that way runs."""
+    r = run_cli(command, "15496", "995")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert f"No such command '{command}'. npgpt has no command for token ids back to text" in r.stderr, r.stderr
+    assert "Did you mean" not in r.stderr, r.stderr
+    code = re.search(r"python -c '([^']*)'", r.stderr)
+    assert code is not None, r.stderr
+    out = subprocess.run([sys.executable, "-c", code.group(1)], capture_output=True, text=True, check=True).stdout
+    assert out == "Hello world\n", out

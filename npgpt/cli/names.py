@@ -441,6 +441,14 @@ COMMANDS = {
     "push": "npgpt uploads no models; npgpt convert MODEL DIR --to hf writes a folder the Hugging Face Hub takes",
     "help": "npgpt's is --help (or -h), after a command for its own: npgpt generate --help",
 }
+# ids back to text (llama-server's and vLLM's /detokenize, transformers' tokenizer.decode): click offered tokenize,
+# which does the opposite (it splits the ids' digits)
+_DECODE = (
+    "npgpt has no command for token ids back to text (npgpt tokenize splits text into ids); in Python: "
+    "python -c 'from npgpt.tokenizer import Tokenizer; print(Tokenizer().decode([15496, 995]))', "
+    "or npgpt serve's POST /detokenize"
+)
+COMMANDS |= {"detokenize": _DECODE, "decode": _DECODE}
 
 
 def _ollama_args(
