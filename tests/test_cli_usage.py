@@ -412,6 +412,25 @@ def test_llama_cpps_thread_count_sets_npgpts():
     ), r.stderr
 
 
+def test_a_thread_count_that_is_no_ascii_number_is_one_line():
+    """LLAMA_ARG_THREADS=² (str.isdigit() holds for it, int() refuses it) ended in a traceback before any command ran,
+    and a value holding a newline split the error over two lines; ٣ (another script's 3) was passed on to OpenBLAS.
+    Each is now the one-line error, the value's control characters written as escapes."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    code = "import sys; sys.argv = ['npgpt', '--version']; from npgpt.cli import main; main()"
+    for value, shown in (("²", "²"), ("٣", "٣"), ("4\n5", "4\\n5")):
+        r = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "LLAMA_ARG_THREADS": value},
+        )
+        assert r.returncode == 1 and r.stderr.splitlines() == [
+            f"error: LLAMA_ARG_THREADS={shown} is not a number of threads; give one >= 1 (or -1: every core)"
+        ], r.stderr
+
+
 def test_a_context_size_set_for_llama_cpp_or_ollama_is_said_to_change_nothing(model_file):
     """LLAMA_ARG_CTX_SIZE (llama.cpp's -c) and OLLAMA_CONTEXT_LENGTH were ignored without a word, where their user
     expects a context of that size; npgpt has no such setting (a model's context is its own). A notice says so

@@ -47,13 +47,17 @@ def _threads_from_llama_cpp() -> None:
     is made); process-wide, so only the entry point does it. -1 (or empty) is llama.cpp's default: every core. A
     value that is no number of threads: one line, exit 1, as llama.cpp refuses it."""
     import os
+    import re
 
     value = os.environ.get("LLAMA_ARG_THREADS", "").strip()
     if not value or value == "-1" or os.environ.get("OMP_NUM_THREADS", "").strip():
         return
-    if not value.isdigit() or int(value) == 0:
+    # ASCII digits only: str.isdigit() also holds for "²", which int() refuses (a traceback), and int() reads other
+    # scripts' digits ("٣"), which OpenBLAS would not
+    if not re.fullmatch(r"[0-9]+", value) or int(value) == 0:
+        shown = re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: repr(m[0])[1:-1], value)  # one line, as print_error's
         sys.stderr.write(
-            f"error: LLAMA_ARG_THREADS={value} is not a number of threads; give one >= 1 (or -1: every core)\n"
+            f"error: LLAMA_ARG_THREADS={shown} is not a number of threads; give one >= 1 (or -1: every core)\n"
         )
         sys.exit(1)
     os.environ["OMP_NUM_THREADS"] = str(int(value))
