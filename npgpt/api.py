@@ -22,6 +22,7 @@ from .generate import Event, events
 from .lens_modules import LENS_MODULES, accumulated_bias, loss_fn
 from .lens_names import (
     DEVICE_AT_LOAD,
+    ELSEWHERE,
     MODEL_ATTRIBUTES_NOT_HERE,
     TAKES,
     ModelAttributeError,
@@ -751,9 +752,11 @@ def _refuse_generation_options(other: dict[str, Any]) -> None:
     """NpgptError for a generation option given to ``model(...)``: llama-cpp-python's ``llm(prompt, max_tokens=32,
     stop=[...], echo=True)`` (and a sampling option of npgpt's own or of transformers') asks for text, where
     ``model(...)`` is TransformerLens's forward, whose logits take none of them; "unknown option 'max_tokens'; valid:
-    return_type, ..." named no way to the text. A name ``model(...)`` takes (``attention_mask``) is left to it."""
+    return_type, ..." named no way to the text. A name ``model(...)`` takes (``attention_mask``) is left to it, and so
+    is a forward option of transformers' (``output_hidden_states``, ``use_cache``), which asks for no text:
+    :func:`refuse_lens_options` names npgpt's way to it."""
     generation = {f.name for f in fields(SamplingParams)} | set(FOREIGN_OPTIONS) | set(_LLAMA_CPP_OPTIONS)
-    name = next((n for n in other if n in generation and n not in TAKES["model"]), None)
+    name = next((n for n in other if n in generation and n not in TAKES["model"] and n not in ELSEWHERE), None)
     if name is not None:
         raise NpgptError(
             f"model(...) is TransformerLens's forward, which gives logits and takes no {name}; to generate text as "

@@ -89,11 +89,20 @@ TAKES = {
         "start_at_layer",
     ),
 }  # fmt: skip
-# ... and where an option of one of them asked of another is
-_ELSEWHERE = {
+# ... and where an option of one of them asked of another is; and transformers' forward options
+# (GPT2LMHeadModel(input_ids, output_hidden_states=True)), which ask for activations, not for generated text
+_INSIDE = (
+    "model.run_with_cache(input) gives every activation by TransformerLens's names (transformers' hidden_states[i] "
+    "is blocks.{i}.hook_resid_pre, the last model.ln_final(cache['resid_post', -1]); its attentions[i] "
+    "blocks.{i}.attn.hook_pattern)"
+)
+ELSEWHERE = {
     "names_filter": "run_with_cache takes it: model.run_with_cache(input, names_filter=...)",
     "host": "run_with_cache takes it: model.run_with_cache(input, host=False)",
     "fwd_hooks": "run_with_hooks takes them: model.run_with_hooks(input, fwd_hooks=[(name, fn)])",
+    "output_hidden_states": _INSIDE,
+    "output_attentions": _INSIDE,
+    "use_cache": "the forward pass keeps no kv cache to return; model.generate decodes with one by itself",
 }
 
 
@@ -110,10 +119,10 @@ def refuse_lens_options(other: dict[str, Any], method: str = "run_with_cache") -
         what = f"{name}={shown(value)} is not npgpt's" if name in LENS_SAME else f"unknown option {name!r}"
         if name in LENS_OPTIONS:
             hint = LENS_OPTIONS[name]
-        elif name in _ELSEWHERE:
+        elif name in ELSEWHERE:
             what, hint = (
                 f"{'model(input)' if method == 'model' else f'model.{method}'} takes no {name}",
-                _ELSEWHERE[name],
+                ELSEWHERE[name],
             )
         else:
             close = difflib.get_close_matches(name, takes, n=1, cutoff=0.6)

@@ -803,6 +803,29 @@ def test_calling_the_model_with_generation_options_names_generate(model, options
     assert model([1, 2, 3], attention_mask=[1, 1, 1]).shape[:2] == (1, 3)  # an option model(...) takes runs
 
 
+def test_calling_the_model_with_transformers_forward_options_names_run_with_cache(model):
+    """transformers' forward options, ``model(ids, output_hidden_states=True)`` (and ``output_attentions``,
+    ``use_cache``), ask for activations, not for text; since model(...) names model.generate for generation options,
+    which these are among (for generate), they were told "to generate text ... model.generate(prompt, ...)". They
+    name run_with_cache (use_cache: that there is no cache to return), and the hidden state it names is the one."""
+    for name, way in (
+        (
+            "output_hidden_states",
+            r"model\.run_with_cache\(input\) .*hidden_states\[i\] is blocks\.\{i\}\.hook_resid_pre",
+        ),
+        ("output_attentions", r"attentions\[i\] blocks\.\{i\}\.attn\.hook_pattern"),
+        ("use_cache", "keeps no kv cache"),
+    ):
+        with pytest.raises(NpgptError, match=rf"^model\(input\) takes no {name}; .*{way}") as e:
+            model([[1, 2, 3]], **{name: True})
+        assert e.value.param == name and "generate text" not in str(e.value)
+    logits, cache = model.run_with_cache([[1, 2, 3]])
+    n = model.config.n_layer
+    np.testing.assert_allclose(  # the last hidden state: ln_f of the last block's output, whose head gives the logits
+        model.unembed(model.ln_final(cache["resid_post", n - 1])), logits, atol=1e-4
+    )
+
+
 def test_llama_cpp_pythons_and_vllms_methods_name_npgpts_way(model):
     """llm.create_completion(prompt, max_tokens=16), llm.tokenize(b"..."), llm.n_ctx() (llama-cpp-python's Llama) and
     llm.get_tokenizer(), llm.chat(messages) (vLLM's LLM) were Python's bare "'GPT2' object has no attribute ...":
