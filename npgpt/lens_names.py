@@ -1,6 +1,6 @@
 """TransformerLens's names that npgpt's model answers in its own way, each with npgpt's way to the same end.
 
-``HookedTransformer`` attributes the model has not (``QK``, ``to``: :data:`MODEL_ATTRIBUTES_NOT_HERE`,
+``HookedTransformer`` attributes the model has not (``QK``, ``cuda``: :data:`MODEL_ATTRIBUTES_NOT_HERE`,
 read by ``GPT2.__getattr__``) and options of its ``run_with_cache``/``run_with_hooks`` the hooked runs do
 not take (:func:`refuse_lens_options`): one line each, never a bare AttributeError or TypeError.
 """

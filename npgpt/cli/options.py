@@ -360,14 +360,15 @@ def note_context_variables(n_ctx: int) -> None:
 
 def note_chat_template(m: GPT2, chat: str, instead: str) -> None:
     """A notice when the model carries a chat template of its own (a fine-tune's tokenizer_config.json, a GGUF's
-    metadata), which npgpt does not render: ``chat`` (npgpt chat, the chat endpoint) writes GPT-2's plain
-    transcript instead, and ``instead`` says where a transcript rendered from the template can go."""
+    metadata, a downloaded or converted npgpt file's), which npgpt does not render: ``chat`` (npgpt chat, the chat
+    endpoint) writes GPT-2's plain transcript instead, and ``instead`` says where a transcript rendered from the
+    template can go."""
     from ..errors import CheckpointError
     from ..formats import chat_template
 
     try:
         found = None if m.source is None else chat_template(m.source)
-    except (CheckpointError, OSError):  # a bundled or downloaded model: npgpt's own file, which carries none
+    except (CheckpointError, OSError):  # a template that cannot be read: nothing to say of it
         return
     if found is not None:
         print_notice(

@@ -54,7 +54,8 @@ _SAMPLING_KNOBS = (
 
 def _no_unlimited(instead: str) -> BeforeValidator:
     """A ``max_tokens`` that refuses -1, llama.cpp's "no limit" (its clients send it), saying what to send
-    instead (OpenAI and vLLM refuse it too, and npgpt has no such value)."""
+    instead (OpenAI and vLLM refuse it too; the Python API's max_new_tokens=-1, llama-cpp-python's, is not the
+    server's)."""
 
     def check(v: Any) -> Any:
         if v == -1 and not isinstance(v, bool):
