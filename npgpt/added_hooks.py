@@ -37,6 +37,12 @@ class AddedHooks:
     def __len__(self) -> int:
         return len(self._hooks)
 
+    @property
+    def permanent(self) -> bool:
+        """Whether a permanent hook (``add_perma_hook``) is among them, which only
+        ``reset_hooks(including_permanent=True)`` removes."""
+        return any(permanent for _, _, permanent, _ in self._hooks)
+
     def pairs(self) -> list[tuple[Any, Any]]:
         """``(name, fn)`` of each added hook, in the order they run (before a run's own fwd_hooks)."""
         return [(name, fn) for name, fn, _, _ in self._hooks]
@@ -90,10 +96,13 @@ class AddedHooks:
 
 
 def refuse_with_added(model: Any, method: str) -> None:
-    """NpgptError where ``method``, which runs no hook, is called on a model with hooks added."""
+    """NpgptError where ``method``, which runs no hook, is called on a model with hooks added; the reset it names
+    removes them all (a permanent one only goes with ``including_permanent=True``)."""
     if added_hooks(model):
+        permanent = model._added_hooks.permanent
+        reset = "model.reset_hooks(including_permanent=True)" if permanent else "model.reset_hooks()"
         raise NpgptError(
             f"{method} runs the model without hooks, and this model has {len(added_hooks(model))} added "
             "(model.add_hook or a model.hooks(...) block); run model(input) or model.run_with_cache(input) for the "
-            "hooked pass, or call model.reset_hooks() first"
+            f"hooked pass, or call {reset} first"
         )

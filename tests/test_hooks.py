@@ -1855,6 +1855,24 @@ def test_transformer_lens_model_parts_equal_transformer_lens_s(tmp_path):
         model.accumulated_bias(3, mlp_input=True)
 
 
+def test_a_fast_path_refused_for_a_permanent_hook_names_the_reset_that_removes_it(odd):
+    """With a hook added by add_perma_hook, model.logits said "... or call model.reset_hooks() first"; that call leaves
+    a permanent hook (TransformerLens's reset_hooks too), so the next model.logits was refused again with the same
+    advice. The refusal names reset_hooks(including_permanent=True) where a permanent hook is added, and that call
+    clears it."""
+    model, _ = odd
+    ids = np.arange(5)[None] + 100
+    model.add_hook("blocks.0.hook_resid_pre", lambda x, hook: x)
+    with pytest.raises(NpgptError, match=r"or call model\.reset_hooks\(\) first$"):
+        model.logits(ids)
+    model.reset_hooks()
+    model.add_perma_hook("blocks.0.hook_resid_pre", lambda x, hook: x)
+    with pytest.raises(NpgptError, match=r"or call model\.reset_hooks\(including_permanent=True\) first$"):
+        model.logits(ids)
+    model.reset_hooks(including_permanent=True)
+    assert model.logits(ids).shape == (1, 5, model.config.n_vocab)
+
+
 def test_reset_hooks_called_by_habit_does_nothing_as_there_are_no_hooks_left(odd):
     """model.reset_hooks(), the first line of many TransformerLens notebook cells, was refused ('npgpt's model has
     no reset_hooks ...; npgpt's hooks last for one call, so there are none to reset'), stopping the cell at a call
