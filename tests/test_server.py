@@ -1042,6 +1042,35 @@ def test_allowed_origins_are_written_as_a_browser_sends_them():
     ]
 
 
+def test_ollamas_wildcard_origins_are_taken():
+    """OLLAMA_ORIGINS, read as --allowed-origins, holds Ollama's wildcard origins (its FAQ's chrome-extension://*,
+    moz-extension://*; its defaults' http://localhost:*): npgpt serve refused to start ("OLLAMA_ORIGINS:
+    'chrome-extension://*' is not an origin"), for a variable set for Ollama. They are taken, as Ollama takes them: a
+    * is any run of characters but /, and a page from another origin is still refused."""
+    from fastapi.testclient import TestClient
+
+    from npgpt.cli.serve import parse_origins
+
+    origins = parse_origins("Chrome-Extension://*, http://localhost:*,https://ok.example")
+    assert origins == ["chrome-extension://*", "http://localhost:*", "https://ok.example"]
+    app = create_app({"tiny": GPT2(TINY, init_params(TINY, seed=0))}, allowed_origins=origins)
+    asks = {"Access-Control-Request-Method": "POST"}
+    with TestClient(app) as c:
+        for origin, allowed in (
+            ("chrome-extension://abcdefghij", True),
+            ("http://localhost:5173", True),
+            ("https://ok.example", True),
+            ("http://evil.example", False),
+            ("http://localhost.evil.example", False),
+            ("https://x.example/chrome-extension://a", False),
+        ):
+            r = c.options("/v1/completions", headers={"Origin": origin, **asks})
+            assert (r.status_code == 200) is allowed, (origin, r.text)
+            assert (r.headers.get("access-control-allow-origin") == origin) is allowed, origin
+            r = c.get("/v1/models", headers={"Origin": origin})
+            assert (r.headers.get("access-control-allow-origin") == origin) is allowed, origin
+
+
 class Gate:
     """Wraps a backend's forward: blocks until opened, or sleeps ``delay`` per call."""
 

@@ -121,7 +121,8 @@ def serve_command(
         typer.Option(
             envvar="OLLAMA_ORIGINS",
             help="Comma-separated origins whose web pages may call the server (CORS), e.g. "
-            "http://localhost:3000,https://chat.example.com, or * for any. Default: none (same-origin only).",
+            "http://localhost:3000,https://chat.example.com (a * in one, as Ollama's: chrome-extension://*), or * for "
+            "any. Default: none (same-origin only).",
             show_default=False,
         ),
     ] = None,
@@ -269,7 +270,8 @@ def _ollama_host(ctx: typer.Context, host: str, port: int) -> tuple[str, int]:
 
 
 def parse_origins(text: str | None) -> list[str]:
-    """``--allowed-origins``: comma-separated ``scheme://host[:port]`` origins, or ``*``; each written as a
+    """``--allowed-origins``: comma-separated ``scheme://host[:port]`` origins, Ollama's wildcard ones
+    (``chrome-extension://*``, ``http://localhost:*``, as its OLLAMA_ORIGINS takes them), or ``*``; each written as a
     browser sends it (scheme and host lower-case, no default port: ``HTTP://A.com:80`` -> ``http://a.com``),
     since the header is compared as a string. NpgptError for one a browser never sends (no scheme, a
     path or a trailing slash, a port outside 1-65535), which would match nothing."""
@@ -277,14 +279,24 @@ def parse_origins(text: str | None) -> list[str]:
     for o in (o.strip() for o in (text or "").split(",")):
         if not o:
             continue
-        origin = "*" if o == "*" else _browser_origin(o)
+        origin = "*" if o == "*" else _browser_origin(o) if "*" not in o else _origin_pattern(o)
         if origin is None:
             raise NpgptError(
                 f"--allowed-origins: {o!r} is not an origin; give scheme://host[:port] with no path, "
-                "e.g. http://localhost:3000, or * for any"
+                "e.g. http://localhost:3000 (http://localhost:* for any port), or * for any"
             )
         origins.append(origin)
     return origins
+
+
+def _origin_pattern(text: str) -> str | None:
+    """Ollama's wildcard origin (OLLAMA_ORIGINS' ``chrome-extension://*``, ``http://localhost:*``, its defaults'
+    ``app://*``), lower-cased where it names a scheme and host, for ``create_app`` to match: a ``*`` stands for any
+    run of characters but ``/``. None where it is no origin with a wildcard (a path, no scheme)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme.replace("-", "").isalnum() or not rest or "/" in rest:
+        return None
+    return f"{scheme.lower()}://{rest.lower()}"
 
 
 def _browser_origin(text: str) -> str | None:

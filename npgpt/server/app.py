@@ -13,6 +13,7 @@ middleware then answers their preflight ``OPTIONS`` (before the key is checked: 
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -64,9 +65,9 @@ def create_app(
     API); False reads it as plain text. In a chat message it is always text. ``max_rows`` (prompts x
     ``n``), ``max_request_tokens`` (prompt tokens + ``max_tokens``, over the rows) and ``max_request_logprobs``
     (tokens listed with logprobs x (``logprobs`` + 1); None: twice ``max_request_tokens``) bound one request
-    (:mod:`.limits`); over them is a 400. ``allowed_origins``: the origins (``https://host[:port]``, or ``*``
-    for any) whose web pages may call the server (CORS); none by default, the safe choice for a server without
-    a key. ``max_unread_events``:
+    (:mod:`.limits`); over them is a 400. ``allowed_origins``: the origins (``https://host[:port]``, Ollama's
+    wildcard ones such as ``chrome-extension://*`` or ``http://localhost:*``, or ``*`` for any) whose web pages
+    may call the server (CORS); none by default, the safe choice for a server without a key. ``max_unread_events``:
     events generated for streams and not yet read by their clients, over all requests; over it, the stream
     holding the most is ended with an error (:class:`~.streaming.Backlog`). Raises ValueError for no models,
     NpgptError for a setting outside its range (:data:`.settings.RANGES`).
@@ -118,8 +119,15 @@ def create_app(
         app.add_middleware(BearerKey, api_key=api_key)
     app.add_middleware(RequestMetrics, metrics=metrics)
     if allowed_origins:  # outside the key's check: a preflight is answered before the key is asked for
+        exact = [o for o in allowed_origins if o == "*" or "*" not in o]
+        # Ollama's wildcard origins (chrome-extension://*, http://localhost:*): a * is any run of characters but /
+        wild = "|".join(re.escape(o).replace(r"\*", "[^/]*") for o in allowed_origins if o not in exact)
         app.add_middleware(
-            CORS, allow_origins=list(allowed_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
+            CORS,
+            allow_origins=exact,
+            allow_origin_regex=wild or None,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
         )
     # outermost: every layer, the key's check first, sees the path of a request line naming the whole URL
     app.add_middleware(AbsoluteForm)
