@@ -479,6 +479,15 @@ def test_serve_says_llama_servers_default_n_predict_is_not_read():
     assert "is not read" not in run_cli("serve", "--port", "70000").stderr
 
 
+def test_a_bad_alias_is_named_as_the_alias():
+    """`npgpt serve --alias ""` (an unset shell variable) served the model under its own name without a word, and an
+    alias clients cannot send back said "give the model another name ... with --model NAME=PATH", an option not typed.
+    The empty one is refused, and the bad one's error names --alias."""
+    one_line_error(run_cli("serve", "--alias", "", "--port", "0", timeout=60), "--alias is empty")
+    line = one_line_error(run_cli("serve", "--alias", "a\tb", "--port", "0"), "with --alias NAME")
+    assert "--model" not in line, line
+
+
 def test_serve_takes_llama_servers_and_vllms_spellings_of_its_options():
     """llama-server's `-np 4` / `--parallel 4` said "No such option: -np. npgpt takes --max-batch", though
     LLAMA_ARG_N_PARALLEL, the same setting, is read as --max-batch; vLLM's --max-num-seqs and --served-model-name

@@ -192,7 +192,7 @@ def serve_command(
         try:
             check_model_name(name)
         except NpgptError as e:
-            raise NpgptError(f"{e} with --model NAME=PATH") from None
+            raise NpgptError(f"{e} with {'--alias NAME' if name == alias else '--model NAME=PATH'}") from None
 
     for name in named:  # a bad or repeated name fails here, before loading; names from files are checked below
         check_name(name)
@@ -363,6 +363,11 @@ def _with_alias(
         return specs
     source = ctx.get_parameter_source("alias")
     typed = source is None or source.name != "ENVIRONMENT"
+    if not alias.strip() and typed:  # --alias "" (an unset shell variable) served the model under its own name
+        raise NpgptError(
+            "--alias is empty; give the name clients put in model, or leave --alias out for the model's own",
+            param="alias",
+        )
     if len(specs) > 1:
         if typed:
             raise NpgptError(
