@@ -302,7 +302,12 @@ def model_file_kind(path: str | Path) -> str | None:
     from .llmc import MAGIC, TOKENS_MAGIC
     from .npgpt_format import read_header
 
-    head = _magic(Path(path))
+    try:
+        with open(path, "rb") as f:
+            start = f.read(16)  # every magic below is in the first 16 bytes: one read
+    except OSError:
+        return None
+    head = start[:4]
     magic = int.from_bytes(head, "little") if len(head) == 4 else None
     if head == b"GGUF":
         return "a GGUF model file"
@@ -313,8 +318,6 @@ def model_file_kind(path: str | Path) -> str | None:
     if magic in _LLMC_OTHER_FILES and magic != TOKENS_MAGIC:
         return _LLMC_OTHER_FILES[magic]
     try:
-        with open(path, "rb") as f:
-            start = f.read(16)
         # torch.save's zip holding its data.pkl (any other zip is an archive), or its legacy pickle, whose first
         # object is torch's magic number (two bytes alone are a token file's first id, 640)
         if (head == b"PK\x03\x04" and _zip_holds_a_pickle(path)) or start.startswith(_TORCH_LEGACY_START):
